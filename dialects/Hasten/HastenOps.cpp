@@ -1,0 +1,224 @@
+//===- HastenOps.cpp - hasten dialect operations ---------------------------===//
+
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/OpImplementation.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace hasten;
+
+/// Prints a shape as `[1, ?, 64]` for diagnostics.
+static std::string formatShape(ArrayRef<int64_t> shape) {
+  std::string text = "[";
+  llvm::raw_string_ostream os(text);
+  llvm::interleaveComma(shape, os, [&](int64_t dim) {
+    if (ShapedType::isDynamic(dim))
+      os << "?";
+    else
+      os << dim;
+  });
+  os << "]";
+  return text;
+}
+
+/// Two dimensions agree unless both are static and differ.
+static bool dimsAgree(int64_t a, int64_t b) {
+  return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+}
+
+//===----------------------------------------------------------------------===//
+// AttentionOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AttentionOp::inferReturnTypes(
+    MLIRContext *, std::optional<Location>, Adaptor adaptor,
+    SmallVectorImpl<Type> &inferredReturnTypes) {
+  auto queryType = dyn_cast<RankedTensorType>(adaptor.getQuery().getType());
+  auto valueType = dyn_cast<RankedTensorType>(adaptor.getValue().getType());
+  // Rank errors are reported by the operand type constraints.
+  if (!queryType || !valueType || queryType.getRank() != 4 ||
+      valueType.getRank() != 4)
+    return failure();
+  ArrayRef<int64_t> q = queryType.getShape();
+  inferredReturnTypes.push_back(RankedTensorType::get(
+      {q[0], q[1], q[2], valueType.getDimSize(3)},
+      queryType.getElementType()));
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  RankedTensorType queryType = getQuery().getType();
+  RankedTensorType keyType = getKey().getType();
+  RankedTensorType valueType = getValue().getType();
+  ArrayRef<int64_t> q = queryType.getShape(), k = keyType.getShape(),
+                    v = valueType.getShape();
+  int64_t numHeads = getNumHeads(), numKvHeads = getNumKvHeads();
+
+  if (numHeads <= 0)
+    return emitOpError("num_heads must be positive, got ") << numHeads;
+  if (numKvHeads <= 0)
+    return emitOpError("num_kv_heads must be positive, got ") << numKvHeads;
+  if (numHeads % numKvHeads != 0)
+    return emitOpError("num_heads (")
+           << numHeads << ") must be a multiple of num_kv_heads ("
+           << numKvHeads << ")";
+  if (queryType.getElementType() != keyType.getElementType() ||
+      queryType.getElementType() != valueType.getElementType())
+    return emitOpError("query, key and value must share one element type, got ")
+           << queryType.getElementType() << ", " << keyType.getElementType()
+           << " and " << valueType.getElementType();
+  if (!dimsAgree(q[0], k[0]) || !dimsAgree(q[0], v[0]) || !dimsAgree(k[0], v[0]))
+    return emitOpError("batch sizes of query ")
+           << formatShape(q) << ", key " << formatShape(k) << " and value "
+           << formatShape(v) << " differ";
+  if (!dimsAgree(q[1], numHeads))
+    return emitOpError("query has ")
+           << q[1] << " heads but num_heads is " << numHeads;
+  if (!dimsAgree(k[1], numKvHeads))
+    return emitOpError("key has ")
+           << k[1] << " heads but num_kv_heads is " << numKvHeads;
+  if (!dimsAgree(v[1], numKvHeads))
+    return emitOpError("value has ")
+           << v[1] << " heads but num_kv_heads is " << numKvHeads;
+  if (!dimsAgree(q[3], k[3]))
+    return emitOpError("query head_dim (")
+           << q[3] << ") does not match key head_dim (" << k[3] << ")";
+  if (!dimsAgree(k[2], v[2]))
+    return emitOpError("key length (")
+           << k[2] << ") does not match value length (" << v[2] << ")";
+
+  if (std::optional<APFloat> scale = getScale()) {
+    double s = scale->convertToDouble();
+    if (!(s > 0.0) || std::isinf(s))
+      return emitOpError("scale must be positive and finite, got ") << s;
+  }
+
+  if (Value mask = getMask()) {
+    auto maskType = cast<RankedTensorType>(mask.getType());
+    Type maskElement = maskType.getElementType();
+    if (!maskElement.isInteger(1) && maskElement != queryType.getElementType())
+      return emitOpError("mask element type must be i1 or the query element "
+                         "type ")
+             << queryType.getElementType() << ", got " << maskElement;
+    if (maskType.getRank() > 4)
+      return emitOpError("mask has rank ")
+             << maskType.getRank() << " but scores have rank 4";
+    // The scores are [batch, num_heads, q_len, kv_len]; the mask broadcasts
+    // to them from the right.
+    SmallVector<int64_t, 4> scores = {q[0], numHeads, q[2], k[2]};
+    ArrayRef<int64_t> m = maskType.getShape();
+    for (int64_t i = 0, e = m.size(); i < e; ++i) {
+      int64_t maskDim = m[e - 1 - i], scoreDim = scores[3 - i];
+      if (maskDim != 1 && !dimsAgree(maskDim, scoreDim))
+        return emitOpError("mask shape ")
+               << formatShape(m) << " does not broadcast to the scores shape "
+               << formatShape(scores);
+    }
+  }
+  return success();
+}
+
+std::optional<double> AttentionOp::getEffectiveScale() {
+  if (std::optional<APFloat> scale = getScale())
+    return scale->convertToDouble();
+  int64_t headDim = getQuery().getType().getDimSize(3);
+  if (ShapedType::isDynamic(headDim))
+    return std::nullopt;
+  return 1.0 / std::sqrt(static_cast<double>(headDim));
+}
+
+//===----------------------------------------------------------------------===//
+// KV cache ops
+//===----------------------------------------------------------------------===//
+
+/// Checks `layer` against the cache's layer count.
+static LogicalResult verifyLayer(Operation *op, KVCacheType cacheType,
+                                 int64_t layer) {
+  if (layer < 0 || layer >= cacheType.getNumLayers())
+    return op->emitOpError("layer ")
+           << layer << " is out of range for a cache of "
+           << cacheType.getNumLayers() << " layers";
+  return success();
+}
+
+LogicalResult KVCacheAppendOp::verify() {
+  KVCacheType cacheType = getCache().getType();
+  if (failed(verifyLayer(*this, cacheType, getLayer())))
+    return failure();
+  RankedTensorType keyType = getKey().getType();
+  if (keyType != getValue().getType())
+    return emitOpError("key type ")
+           << keyType << " and value type " << getValue().getType()
+           << " must match";
+  if (keyType.getElementType() != cacheType.getElementType())
+    return emitOpError("key element type ")
+           << keyType.getElementType()
+           << " does not match the cache element type "
+           << cacheType.getElementType();
+  ArrayRef<int64_t> shape = keyType.getShape();
+  if (!dimsAgree(shape[0], 1))
+    return emitOpError("keys must have batch size 1 (a cache holds one "
+                       "sequence), got ")
+           << shape[0];
+  if (!dimsAgree(shape[1], cacheType.getNumKvHeads()))
+    return emitOpError("keys have ")
+           << shape[1] << " heads but the cache has "
+           << cacheType.getNumKvHeads();
+  if (!dimsAgree(shape[3], cacheType.getHeadDim()))
+    return emitOpError("keys have head_dim ")
+           << shape[3] << " but the cache has " << cacheType.getHeadDim();
+
+  int64_t tokens = shape[2];
+  if (ShapedType::isDynamic(tokens))
+    return success();
+  if (tokens > cacheType.getCapacity())
+    return emitOpError("appending ")
+           << tokens << " tokens exceeds the cache capacity of "
+           << cacheType.getCapacity();
+  APInt position;
+  if (matchPattern(getPosition(), m_ConstantInt(&position))) {
+    int64_t pos = position.getSExtValue();
+    if (pos < 0)
+      return emitOpError("position must be non-negative, got ") << pos;
+    if (pos + tokens > cacheType.getCapacity())
+      return emitOpError("appending ")
+             << tokens << " tokens at position " << pos
+             << " exceeds the cache capacity of " << cacheType.getCapacity();
+  }
+  return success();
+}
+
+LogicalResult KVCacheViewOp::inferReturnTypes(
+    MLIRContext *, std::optional<Location>, Adaptor adaptor,
+    SmallVectorImpl<Type> &inferredReturnTypes) {
+  auto cacheType = dyn_cast<KVCacheType>(adaptor.getCache().getType());
+  if (!cacheType)
+    return failure();
+  auto viewType = RankedTensorType::get(
+      {1, cacheType.getNumKvHeads(), ShapedType::kDynamic,
+       cacheType.getHeadDim()},
+      cacheType.getElementType());
+  inferredReturnTypes.assign({viewType, viewType});
+  return success();
+}
+
+LogicalResult KVCacheViewOp::verify() {
+  KVCacheType cacheType = getCache().getType();
+  if (failed(verifyLayer(*this, cacheType, getLayer())))
+    return failure();
+  APInt length;
+  if (matchPattern(getLength(), m_ConstantInt(&length)) &&
+      (length.isNegative() ||
+       length.getSExtValue() > cacheType.getCapacity()))
+    return emitOpError("length ")
+           << length.getSExtValue() << " is outside the cache capacity of "
+           << cacheType.getCapacity();
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "hasten/Dialect/Hasten/HastenOps.cpp.inc"

@@ -1,0 +1,131 @@
+//===- HastenOps.td - hasten dialect operations --------------*- tablegen -*-===//
+
+#ifndef HASTEN_OPS_TD
+#define HASTEN_OPS_TD
+
+include "Hasten/HastenTypes.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+class Hasten_Op<string mnemonic, list<Trait> traits = []>
+    : Op<Hasten_Dialect, mnemonic, traits>;
+
+// Cache ops read and write through a handle, so their memory effects are
+// declared on the handle operand: that keeps appends ordered before the views
+// that follow them.
+
+def Hasten_AttentionOp : Hasten_Op<"attention", [
+    Pure, InferTypeOpAdaptor]> {
+  let summary = "Scaled dot-product attention with MHA, GQA and MQA head sharing";
+  let description = [{
+    Computes `softmax(scale * Q K^T + mask) V` per head, where
+
+    - `query` is `[batch, num_heads, q_len, head_dim]`,
+    - `key` is `[batch, num_kv_heads, kv_len, head_dim]`,
+    - `value` is `[batch, num_kv_heads, kv_len, v_head_dim]`,
+    - the result is `[batch, num_heads, q_len, v_head_dim]`.
+
+    Query head `h` reads key/value head `h / (num_heads / num_kv_heads)`:
+    equal counts are multi-head attention, `num_kv_heads = 1` is multi-query
+    attention, anything between is grouped-query attention.
+
+    `mask` is optional and broadcasts (numpy-style, aligned to the right) to
+    `[batch, num_heads, q_len, kv_len]`. An `i1` mask keeps the positions that
+    are true; a floating-point mask is added to the scores. `causal` masks
+    key position `j` for query position `i` when `j > i + kv_len - q_len`,
+    which is the usual rule when the queries are the last `q_len` tokens.
+    Without `scale` the scale is `1/sqrt(head_dim)`.
+
+    The op carries no memory layout: tiling passes decide how it is computed
+    and never need to materialize the `q_len x kv_len` score matrix.
+
+    ```mlir
+    %o = hasten.attention %q, %k, %v heads(32, 8) causal
+        : tensor<1x32x?x128xf16>, tensor<1x8x?x128xf16>, tensor<1x8x?x128xf16>
+        -> tensor<1x32x?x128xf16>
+    ```
+  }];
+  let arguments = (ins
+    4DTensorOf<[AnyFloat]>:$query,
+    4DTensorOf<[AnyFloat]>:$key,
+    4DTensorOf<[AnyFloat]>:$value,
+    Optional<RankedTensorOf<[AnyFloat, I1]>>:$mask,
+    I64Attr:$num_heads,
+    I64Attr:$num_kv_heads,
+    UnitAttr:$causal,
+    OptionalAttr<F32Attr>:$scale
+  );
+  let results = (outs 4DTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value (`mask` `(` $mask^ `:` type($mask) `)`)?
+    `heads` `(` $num_heads `,` $num_kv_heads `)` (`causal` $causal^)?
+    (`scale` `(` $scale^ `)`)? attr-dict
+    `:` type($query) `,` type($key) `,` type($value) `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The scale applied to Q K^T: the attribute if present, otherwise
+    /// 1/sqrt(head_dim) when head_dim is static, otherwise std::nullopt.
+    std::optional<double> getEffectiveScale();
+  }];
+}
+
+def Hasten_KVCacheAppendOp : Hasten_Op<"kv_cache.append"> {
+  let summary = "Write new keys and values into a KV cache layer in place";
+  let description = [{
+    Stores `key` and `value`, each `[1, kv_heads, tokens, head_dim]`, at token
+    positions `[position, position + tokens)` of layer `layer`. The cache is
+    updated in place; nothing is copied. Writing past `capacity` is an error:
+    the verifier rejects it when the position and token count are constants,
+    and the runtime reports it otherwise.
+
+    ```mlir
+    hasten.kv_cache.append %k, %v into %cache[layer 3] at %pos
+        : tensor<1x4x1x64xf32>, tensor<1x4x1x64xf32>
+        into !hasten.kv_cache<layers = 12, kv_heads = 4, head_dim = 64, capacity = 1024, f32>
+    ```
+  }];
+  let arguments = (ins
+    4DTensorOf<[AnyFloat]>:$key,
+    4DTensorOf<[AnyFloat]>:$value,
+    Arg<Hasten_KVCacheType, "the KV cache handle", [MemRead, MemWrite]>:$cache,
+    I64Attr:$layer,
+    Index:$position
+  );
+  let assemblyFormat = [{
+    $key `,` $value `into` $cache `[` `layer` $layer `]` `at` $position attr-dict
+    `:` type($key) `,` type($value) `into` qualified(type($cache))
+  }];
+  let hasVerifier = 1;
+}
+
+def Hasten_KVCacheViewOp : Hasten_Op<"kv_cache.view", [
+    InferTypeOpAdaptor]> {
+  let summary = "Read the first tokens of a KV cache layer as tensors";
+  let description = [{
+    Returns the keys and values of layer `layer` at token positions
+    `[0, length)`, each as `[1, kv_heads, length, head_dim]`. This is a view
+    of the cache in the sense of data flow: lowering reads the cache in place
+    rather than copying it out.
+
+    ```mlir
+    %k, %v = hasten.kv_cache.view %cache[layer 3] length %len
+        : !hasten.kv_cache<layers = 12, kv_heads = 4, head_dim = 64, capacity = 1024, f32>
+    ```
+  }];
+  let arguments = (ins
+    Arg<Hasten_KVCacheType, "the KV cache handle", [MemRead]>:$cache,
+    I64Attr:$layer,
+    Index:$length
+  );
+  let results = (outs
+    4DTensorOf<[AnyFloat]>:$keys,
+    4DTensorOf<[AnyFloat]>:$values
+  );
+  let assemblyFormat = [{
+    $cache `[` `layer` $layer `]` `length` $length attr-dict `:` qualified(type($cache))
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // HASTEN_OPS_TD

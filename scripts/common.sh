@@ -1,0 +1,51 @@
+# Shared setup for the hasten scripts: install what is missing, then configure
+# and build. Sourced by build.sh, test.sh and run-default.sh; safe to rerun.
+
+set -euo pipefail
+
+HASTEN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HASTEN_BUILD="${HASTEN_BUILD:-$HASTEN_ROOT/build}"
+
+# The Debian packages hasten builds and tests with (DEVELOPERS.md), plus the
+# build tools themselves.
+HASTEN_PACKAGES=(
+  llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools clang-22 lld-22
+  libonnx-dev libonnx-testdata python3-onnx python3-numpy
+  libflatbuffers-dev flatbuffers-compiler
+  libdnnl-dev
+  cmake ninja-build libgtest-dev
+)
+
+hasten_install_packages() {
+  local missing=()
+  for pkg in "${HASTEN_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "[hasten] all ${#HASTEN_PACKAGES[@]} packages present"
+    return
+  fi
+  echo "[hasten] installing missing packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+}
+
+hasten_build() {
+  if [ ! -f "$HASTEN_BUILD/build.ninja" ]; then
+    cmake -G Ninja -S "$HASTEN_ROOT" -B "$HASTEN_BUILD" \
+      -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_C_COMPILER=/usr/lib/llvm-22/bin/clang \
+      -DCMAKE_CXX_COMPILER=/usr/lib/llvm-22/bin/clang++ \
+      -DLLVM_USE_LINKER=lld
+  fi
+  cmake --build "$HASTEN_BUILD"
+}
+
+hasten_setup() {
+  hasten_install_packages
+  hasten_build
+}

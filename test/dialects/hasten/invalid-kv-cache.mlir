@@ -1,0 +1,112 @@
+// RUN: hasten-opt %s -split-input-file -verify-diagnostics
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @append_layer(%c: !cache, %k: tensor<1x4x1x64xf32>, %p: index) {
+  // expected-error @+1 {{'hasten.kv_cache.append' op layer 2 is out of range for a cache of 2 layers}}
+  hasten.kv_cache.append %k, %k into %c[layer 2] at %p : tensor<1x4x1x64xf32>, tensor<1x4x1x64xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @append_key_value(%c: !cache, %k: tensor<1x4x1x64xf32>, %v: tensor<1x4x2x64xf32>, %p: index) {
+  // expected-error @+1 {{'hasten.kv_cache.append' op key type 'tensor<1x4x1x64xf32>' and value type 'tensor<1x4x2x64xf32>' must match}}
+  hasten.kv_cache.append %k, %v into %c[layer 0] at %p : tensor<1x4x1x64xf32>, tensor<1x4x2x64xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f16>
+
+func.func @append_element(%c: !cache, %k: tensor<1x4x1x64xf32>, %p: index) {
+  // expected-error @+1 {{'hasten.kv_cache.append' op key element type 'f32' does not match the cache element type 'f16'}}
+  hasten.kv_cache.append %k, %k into %c[layer 0] at %p : tensor<1x4x1x64xf32>, tensor<1x4x1x64xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @append_batch(%c: !cache, %k: tensor<2x4x1x64xf32>, %p: index) {
+  // expected-error @+1 {{'hasten.kv_cache.append' op keys must have batch size 1 (a cache holds one sequence), got 2}}
+  hasten.kv_cache.append %k, %k into %c[layer 0] at %p : tensor<2x4x1x64xf32>, tensor<2x4x1x64xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @append_heads(%c: !cache, %k: tensor<1x8x1x64xf32>, %p: index) {
+  // expected-error @+1 {{'hasten.kv_cache.append' op keys have 8 heads but the cache has 4}}
+  hasten.kv_cache.append %k, %k into %c[layer 0] at %p : tensor<1x8x1x64xf32>, tensor<1x8x1x64xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @append_head_dim(%c: !cache, %k: tensor<1x4x1x32xf32>, %p: index) {
+  // expected-error @+1 {{'hasten.kv_cache.append' op keys have head_dim 32 but the cache has 64}}
+  hasten.kv_cache.append %k, %k into %c[layer 0] at %p : tensor<1x4x1x32xf32>, tensor<1x4x1x32xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @append_too_many(%c: !cache, %k: tensor<1x4x129x64xf32>, %p: index) {
+  // expected-error @+1 {{'hasten.kv_cache.append' op appending 129 tokens exceeds the cache capacity of 128}}
+  hasten.kv_cache.append %k, %k into %c[layer 0] at %p : tensor<1x4x129x64xf32>, tensor<1x4x129x64xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @append_negative(%c: !cache, %k: tensor<1x4x1x64xf32>) {
+  %p = arith.constant -1 : index
+  // expected-error @+1 {{'hasten.kv_cache.append' op position must be non-negative, got -1}}
+  hasten.kv_cache.append %k, %k into %c[layer 0] at %p : tensor<1x4x1x64xf32>, tensor<1x4x1x64xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @append_overflow(%c: !cache, %k: tensor<1x4x16x64xf32>) {
+  %p = arith.constant 120 : index
+  // expected-error @+1 {{'hasten.kv_cache.append' op appending 16 tokens at position 120 exceeds the cache capacity of 128}}
+  hasten.kv_cache.append %k, %k into %c[layer 0] at %p : tensor<1x4x16x64xf32>, tensor<1x4x16x64xf32> into !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @view_layer(%c: !cache, %n: index) {
+  // expected-error @+1 {{'hasten.kv_cache.view' op layer -1 is out of range for a cache of 2 layers}}
+  %k, %v = hasten.kv_cache.view %c[layer -1] length %n : !cache
+  return
+}
+
+// -----
+
+!cache = !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 128, f32>
+
+func.func @view_length(%c: !cache) {
+  %n = arith.constant 129 : index
+  // expected-error @+1 {{'hasten.kv_cache.view' op length 129 is outside the cache capacity of 128}}
+  %k, %v = hasten.kv_cache.view %c[layer 0] length %n : !cache
+  return
+}

@@ -1,0 +1,28 @@
+# -*- Python -*-
+# lit configuration for hasten: FileCheck tests over hasten-opt and the other
+# tools, in folders that mirror the source tree.
+
+import os
+
+import lit.formats
+from lit.llvm import llvm_config
+from lit.llvm.subst import ToolSubst
+
+config.name = "HASTEN"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".test"]
+config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "Inputs", "unit"]
+
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.hasten_obj_root, "test")
+
+config.substitutions.append(("%PATH%", config.environment["PATH"]))
+config.substitutions.append(("%python", config.python_executable))
+config.substitutions.append(("%hasten_src", config.hasten_src_root))
+
+llvm_config.use_default_substitutions()
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+
+tool_dirs = [config.hasten_tools_dir, config.llvm_tools_dir]
+tools = ["hasten-opt"]
+llvm_config.add_tool_substitutions(tools, tool_dirs)

@@ -1,0 +1,28 @@
+//===- hasten-opt.cpp - the hasten optimizer driver ------------------------===//
+//
+// mlir-opt with the hasten dialect and passes registered next to every
+// upstream dialect and pass.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+#include "hasten/Passes/Passes.h"
+
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/InitAllPasses.h"
+#include "mlir/Tools/mlir-opt/MlirOptMain.h"
+
+int main(int argc, char **argv) {
+  mlir::registerAllPasses();
+  hasten::registerHastenPasses();
+
+  mlir::DialectRegistry registry;
+  mlir::registerAllDialects(registry);
+  mlir::registerAllExtensions(registry);
+  registry.insert<hasten::HastenDialect>();
+
+  return mlir::asMainReturnCode(mlir::MlirOptMain(
+      argc, argv, "hasten optimizer driver\n", registry));
+}
