@@ -1,0 +1,58 @@
+//===- OnnxImporter.h - ONNX to MLIR import ---------------------*- C++ -*-===//
+//
+// Imports an ONNX model into a module of upstream ops (linalg named ops,
+// tensor, arith, math) and hasten ops, keeping symbolic dimensions dynamic.
+// Used by hasten-import and by the compiler driver.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_IMPORT_ONNXIMPORTER_H
+#define HASTEN_IMPORT_ONNXIMPORTER_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "mlir/Support/LLVM.h"
+
+#include <map>
+#include <string>
+
+namespace mlir {
+class DialectRegistry;
+class MLIRContext;
+} // namespace mlir
+
+namespace hasten {
+
+struct OnnxImportOptions {
+  /// Name of the function the graph becomes.
+  std::string entryName = "main";
+  /// Run onnx::checker on the model before importing it.
+  bool checkModel = true;
+  /// Run ONNX shape inference to type intermediate values.
+  bool inferShapes = true;
+  /// Initializers with at most this many elements become inline dense
+  /// constants (readable, foldable); larger ones become resource blobs.
+  int64_t inlineConstantLimit = 64;
+  /// Graph inputs fixed at compile time: input name -> path of a serialized
+  /// TensorProto (.pb). They become constants instead of function arguments,
+  /// which lets shape-like inputs (Reshape shapes, Slice axes, Resize scales)
+  /// fold.
+  std::map<std::string, std::string> boundInputs;
+};
+
+/// Registers every dialect an imported module may contain.
+void registerOnnxImportDialects(mlir::DialectRegistry &registry);
+
+/// Imports the ONNX model at `path`. External data files are resolved next to
+/// it. On failure, errors naming the file and the offending node have been
+/// emitted through the context's diagnostic engine.
+mlir::FailureOr<mlir::OwningOpRef<mlir::ModuleOp>>
+importOnnxFile(llvm::StringRef path, mlir::MLIRContext &context,
+               const OnnxImportOptions &options = {});
+
+/// The ONNX op types (default domain) the importer can convert.
+std::vector<std::string> getSupportedOnnxOps();
+
+} // namespace hasten
+
+#endif // HASTEN_IMPORT_ONNXIMPORTER_H

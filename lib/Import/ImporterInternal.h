@@ -1,0 +1,177 @@
+//===- ImporterInternal.h - shared pieces of the ONNX importer --*- C++ -*-===//
+//
+// The per-node context handed to op converters, the converter table, and the
+// IR-building helpers the converters share. Private to lib/Import.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_LIB_IMPORT_IMPORTERINTERNAL_H
+#define HASTEN_LIB_IMPORT_IMPORTERINTERNAL_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <optional>
+#include <string>
+
+namespace hasten::onnx_import {
+
+using namespace mlir;
+
+/// One ONNX value as the importer sees it.
+struct ImportedValue {
+  Value tensor;
+  /// ONNX uint* types map to signless integers; this remembers the sign.
+  bool isUnsigned = false;
+  /// For small integer tensors of rank 0 or 1: their elements as scalars, so
+  /// that shape arithmetic (Shape -> Gather -> Concat -> Reshape) stays scalar
+  /// and folds to constants wherever dimensions are static.
+  std::optional<SmallVector<Value>> elements;
+};
+
+using ValueTable = llvm::StringMap<ImportedValue>;
+
+/// Maps an ONNX TensorProto data type to an MLIR element type.
+FailureOr<Type> getElementType(MLIRContext *context, int32_t onnxType);
+bool isUnsignedOnnxType(int32_t onnxType);
+std::string onnxTypeName(int32_t onnxType);
+
+/// Converts a TensorProto (raw or typed fields, not external) into an
+/// attribute: a DenseElementsAttr up to `inlineLimit` elements, else a
+/// DenseResourceElementsAttr named after the tensor.
+FailureOr<ElementsAttr> convertTensorProto(MLIRContext *context,
+                                           const onnx::TensorProto &tensor,
+                                           int64_t inlineLimit,
+                                           function_ref<InFlightDiagnostic()> emitError);
+
+/// Everything a converter sees of the node it converts.
+class NodeContext {
+public:
+  NodeContext(OpBuilder &builder, Location loc, const onnx::NodeProto &node,
+              int64_t opset, ValueTable &values, int64_t inlineLimit)
+      : b(builder), loc(loc), node(node), opset(opset), values(values),
+        inlineLimit(inlineLimit) {}
+
+  OpBuilder &b;
+  Location loc;
+  const onnx::NodeProto &node;
+  /// Opset version of the default domain.
+  int64_t opset;
+
+  // Inputs. Optional inputs may be absent or given as an empty name.
+  bool hasInput(unsigned i) const {
+    return static_cast<int>(i) < node.input_size() && !node.input(i).empty();
+  }
+  Value input(unsigned i) const { return info(i).tensor; }
+  const ImportedValue &info(unsigned i) const {
+    return values.find(node.input(i))->second;
+  }
+  RankedTensorType inputType(unsigned i) const {
+    return cast<RankedTensorType>(input(i).getType());
+  }
+  /// The elements of a small static integer tensor input, as scalars.
+  std::optional<SmallVector<Value>> inputElements(unsigned i);
+  /// The elements of an integer input, when they are all constants.
+  std::optional<SmallVector<int64_t>> constantInts(unsigned i);
+  /// The elements of a float input, when they are all constants.
+  std::optional<SmallVector<double>> constantFloats(unsigned i);
+
+  // Attributes.
+  const onnx::AttributeProto *attr(StringRef name) const;
+  bool hasAttr(StringRef name) const { return attr(name) != nullptr; }
+  int64_t getInt(StringRef name, int64_t defaultValue) const;
+  float getFloat(StringRef name, float defaultValue) const;
+  std::string getString(StringRef name, StringRef defaultValue) const;
+  std::optional<SmallVector<int64_t>> getInts(StringRef name) const;
+  std::optional<SmallVector<float>> getFloats(StringRef name) const;
+
+  // Outputs. Optional outputs may be absent or given as an empty name.
+  bool wantsOutput(unsigned i) const {
+    return static_cast<int>(i) < node.output_size() && !node.output(i).empty();
+  }
+  void setOutput(unsigned i, Value tensor, bool isUnsigned = false);
+  /// Defines a small integer output from its scalar elements (rank 1, or
+  /// rank 0 when `scalar` is set).
+  void setOutputElements(unsigned i, ArrayRef<Value> elements, Type elementType,
+                         bool scalar = false, bool isUnsigned = false);
+
+  // Errors: prefixed with the node's name and op type.
+  InFlightDiagnostic emitError() const;
+  LogicalResult fail(const Twine &message) const;
+  /// Normalizes a possibly negative axis, or fails naming `what`.
+  FailureOr<int64_t> normalizeAxis(int64_t axis, int64_t rank,
+                                   StringRef what = "axis") const;
+
+  std::string name() const;
+  int64_t inlineConstantLimit() const { return inlineLimit; }
+
+private:
+  ValueTable &values;
+  int64_t inlineLimit;
+};
+
+using ConvertFn = LogicalResult (*)(NodeContext &);
+using ConverterTable = llvm::StringMap<ConvertFn>;
+
+void registerElementwiseConverters(ConverterTable &table);
+void registerTensorConverters(ConverterTable &table);
+void registerLinalgConverters(ConverterTable &table);
+
+//===----------------------------------------------------------------------===//
+// IR-building helpers
+//===----------------------------------------------------------------------===//
+
+/// Builds the body of an elementwise op from the scalar operands.
+using ScalarBodyFn =
+    function_ref<Value(OpBuilder &b, Location loc, ValueRange args)>;
+
+/// The numpy-broadcast shape of `inputs`. Dynamic dimensions that meet other
+/// dynamic dimensions are assumed equal, as ONNX models produce them.
+SmallVector<OpFoldResult> broadcastShapes(OpBuilder &b, Location loc,
+                                          ValueRange inputs);
+
+/// A linalg.generic computing `body` over the numpy broadcast of `inputs`
+/// (or over `outputShape` when given, for Expand), with `resultElement`.
+Value buildElementwise(OpBuilder &b, Location loc, ValueRange inputs,
+                       Type resultElement, ScalarBodyFn body,
+                       std::optional<ArrayRef<OpFoldResult>> outputShape = {});
+
+/// tensor.empty of the given sizes.
+Value createEmpty(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes,
+                  Type elementType);
+/// A tensor of the given sizes filled with `value`.
+Value createFilled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes,
+                   Value value);
+/// A scalar constant of `type` (integer or float) holding `value`.
+Value scalarConstant(OpBuilder &b, Location loc, Type type, double value);
+/// The smallest or largest value of `type`, for reduction identities.
+Value lowestValue(OpBuilder &b, Location loc, Type type);
+Value highestValue(OpBuilder &b, Location loc, Type type);
+/// Converts a scalar between element types with ONNX Cast semantics.
+Value castScalar(OpBuilder &b, Location loc, Value value, Type to,
+                 bool srcUnsigned, bool dstUnsigned);
+/// The static type a dynamic-or-static size list describes.
+RankedTensorType typeFromSizes(ArrayRef<OpFoldResult> sizes, Type element);
+/// Converts between index and an integer scalar.
+Value toIndex(OpBuilder &b, Location loc, Value integer);
+Value fromIndex(OpBuilder &b, Location loc, Value index, Type integerType);
+/// Casts `value` to `type` when they differ (both ranked tensors).
+Value castIfNeeded(OpBuilder &b, Location loc, Value value, Type type);
+/// Collapses/expands reassociation helper: all dims into groups given by the
+/// boundaries, e.g. {0, 2, 4} on rank 4 gives [[0, 1], [2, 3]].
+SmallVector<ReassociationIndices> groupsFromBoundaries(ArrayRef<int64_t> bounds);
+/// Reshapes `value` to `sizes` (static or dynamic), choosing collapse/expand
+/// when the change is a pure regrouping and tensor.reshape otherwise.
+Value reshapeTo(OpBuilder &b, Location loc, Value value,
+                ArrayRef<OpFoldResult> sizes);
+
+} // namespace hasten::onnx_import
+
+#endif // HASTEN_LIB_IMPORT_IMPORTERINTERNAL_H

@@ -1,0 +1,1617 @@
+//===- LinalgOps.cpp - ONNX compute ops to named linalg ops ----------------===//
+//
+// MatMul, Gemm, Conv, Softmax and the reductions become named linalg ops
+// (matmul, batch_matmul, conv_*, softmax, reduce) so that later passes can
+// match them; what linalg has no name for becomes a linalg.generic.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ImporterInternal.h"
+
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
+#include "mlir/IR/Matchers.h"
+
+#include <cmath>
+#include <map>
+
+using namespace mlir;
+using namespace hasten;
+using namespace hasten::onnx_import;
+
+namespace {
+
+bool isFloat(Type t) { return isa<FloatType>(t); }
+
+Value addScalars(OpBuilder &b, Location loc, Value x, Value y) {
+  return isFloat(x.getType()) ? (Value)arith::AddFOp::create(b, loc, x, y)
+                              : (Value)arith::AddIOp::create(b, loc, x, y);
+}
+Value mulScalars(OpBuilder &b, Location loc, Value x, Value y) {
+  return isFloat(x.getType()) ? (Value)arith::MulFOp::create(b, loc, x, y)
+                              : (Value)arith::MulIOp::create(b, loc, x, y);
+}
+
+Value zeroFilled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes,
+                 Type element) {
+  return createFilled(b, loc, sizes, scalarConstant(b, loc, element, 0.0));
+}
+
+/// Inserts unit dims at `positions` of the result (expand_shape).
+Value insertUnitDims(OpBuilder &b, Location loc, Value value,
+                     ArrayRef<int64_t> positions) {
+  auto type = cast<RankedTensorType>(value.getType());
+  int64_t resultRank = type.getRank() + positions.size();
+  SmallVector<OpFoldResult> inSizes = tensor::getMixedSizes(b, loc, value);
+  SmallVector<OpFoldResult> outSizes;
+  SmallVector<ReassociationIndices> groups;
+  ReassociationIndices pending;
+  int64_t next = 0;
+  for (int64_t d = 0; d < resultRank; ++d) {
+    if (llvm::is_contained(positions, d)) {
+      outSizes.push_back(b.getIndexAttr(1));
+      if (next < type.getRank() || groups.empty())
+        pending.push_back(d);
+      else
+        groups.back().push_back(d);
+      continue;
+    }
+    outSizes.push_back(inSizes[next++]);
+    ReassociationIndices group = pending;
+    group.push_back(d);
+    pending.clear();
+    groups.push_back(group);
+  }
+  if (groups.empty())
+    return reshapeTo(b, loc, value, outSizes);
+  if (!pending.empty())
+    groups.back().append(pending.begin(), pending.end());
+  return tensor::ExpandShapeOp::create(
+      b, loc, typeFromSizes(outSizes, type.getElementType()), value, groups,
+      outSizes);
+}
+
+/// Drops the unit dims at `positions` (collapse_shape).
+Value dropUnitDims(OpBuilder &b, Location loc, Value value,
+                   ArrayRef<int64_t> positions) {
+  auto type = cast<RankedTensorType>(value.getType());
+  SmallVector<int64_t> shape(type.getShape());
+  for (int64_t p : positions)
+    shape[p] = 1;
+  value = castIfNeeded(b, loc, value,
+                       RankedTensorType::get(shape, type.getElementType()));
+  SmallVector<ReassociationIndices> groups;
+  ReassociationIndices current;
+  for (int64_t d = 0; d < type.getRank(); ++d) {
+    current.push_back(d);
+    if (!llvm::is_contained(positions, d)) {
+      groups.push_back(current);
+      current.clear();
+    }
+  }
+  if (!current.empty() && !groups.empty())
+    groups.back().append(current.begin(), current.end());
+  return tensor::CollapseShapeOp::create(b, loc, value, groups);
+}
+
+//===----------------------------------------------------------------------===//
+// MatMul, Gemm, Einsum
+//===----------------------------------------------------------------------===//
+
+/// Broadcasts `value` to `sizes` (numpy rules, value aligned right).
+Value broadcastTo(OpBuilder &b, Location loc, Value value,
+                  ArrayRef<OpFoldResult> sizes) {
+  auto type = cast<RankedTensorType>(value.getType());
+  if (typeFromSizes(sizes, type.getElementType()) == type)
+    return value;
+  return buildElementwise(
+      b, loc, value, type.getElementType(),
+      [](OpBuilder &, Location, ValueRange args) { return args[0]; }, sizes);
+}
+
+FailureOr<Value> buildMatMul(NodeContext &ctx, Value a, Value bm) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  auto aType = cast<RankedTensorType>(a.getType());
+  auto bType = cast<RankedTensorType>(bm.getType());
+  if (aType.getRank() == 0 || bType.getRank() == 0)
+    return (void)ctx.fail("operands must have rank 1 or more"), failure();
+  if (aType.getElementType() != bType.getElementType())
+    return (ctx.emitError() << "operand types differ: " << aType << " and "
+                            << bType),
+           failure();
+  bool vectorA = aType.getRank() == 1, vectorB = bType.getRank() == 1;
+  if (vectorA)
+    a = insertUnitDims(b, loc, a, {0});
+  if (vectorB)
+    bm = insertUnitDims(b, loc, bm, {1});
+  aType = cast<RankedTensorType>(a.getType());
+  bType = cast<RankedTensorType>(bm.getType());
+  int64_t ra = aType.getRank(), rb = bType.getRank();
+  int64_t kA = aType.getDimSize(ra - 1), kB = bType.getDimSize(rb - 2);
+  if (!ShapedType::isDynamic(kA) && !ShapedType::isDynamic(kB) && kA != kB)
+    return (ctx.emitError() << "inner dimensions differ: " << aType << " and "
+                            << bType),
+           failure();
+  Type element = aType.getElementType();
+  SmallVector<OpFoldResult> aSizes = tensor::getMixedSizes(b, loc, a);
+  SmallVector<OpFoldResult> bSizes = tensor::getMixedSizes(b, loc, bm);
+  OpFoldResult m = aSizes[ra - 2], k = aSizes[ra - 1], n = bSizes[rb - 1];
+  Value result;
+  SmallVector<OpFoldResult> outSizes;
+  if (rb == 2) {
+    // [batch..., M, K] x [K, N]: one GEMM over the flattened rows.
+    Value rows = a;
+    if (ra > 2)
+      rows = tensor::CollapseShapeOp::create(b, loc, a,
+                                             groupsFromBoundaries({0, ra - 1, ra}));
+    SmallVector<OpFoldResult> flat = {tensor::getMixedSize(b, loc, rows, 0), n};
+    Value init = zeroFilled(b, loc, flat, element);
+    result = linalg::MatmulOp::create(b, loc, ValueRange{rows, bm}, ValueRange{init})
+                 .getResult(0);
+    outSizes.assign(aSizes.begin(), aSizes.end() - 1);
+    outSizes.push_back(n);
+    if (ra > 2)
+      result = tensor::ExpandShapeOp::create(
+          b, loc, typeFromSizes(outSizes, element), result,
+          groupsFromBoundaries({0, ra - 1, ra}), outSizes);
+  } else {
+    // Broadcast the batch dimensions, flatten them, batch_matmul.
+    SmallVector<Value> batchProbes;
+    int64_t batchRank = std::max(ra, rb) - 2;
+    // Shapes of the batch parts, via zero-size-free probes of the operands.
+    SmallVector<OpFoldResult> batch;
+    for (int64_t d = 0; d < batchRank; ++d) {
+      int64_t da = d - (batchRank - (ra - 2)), db = d - (batchRank - (rb - 2));
+      std::optional<int64_t> sa, sb;
+      if (da >= 0)
+        sa = aType.getDimSize(da);
+      if (db >= 0)
+        sb = bType.getDimSize(db);
+      if (sa && !ShapedType::isDynamic(*sa) && *sa != 1)
+        batch.push_back(aSizes[da]);
+      else if (sb && !ShapedType::isDynamic(*sb) && *sb != 1)
+        batch.push_back(bSizes[db]);
+      else if (sa && ShapedType::isDynamic(*sa))
+        batch.push_back(aSizes[da]);
+      else if (sb && ShapedType::isDynamic(*sb))
+        batch.push_back(bSizes[db]);
+      else
+        batch.push_back(b.getIndexAttr(1));
+    }
+    SmallVector<OpFoldResult> aTarget(batch), bTarget(batch);
+    aTarget.append({m, k});
+    bTarget.append({bSizes[rb - 2], n});
+    a = broadcastTo(b, loc, a, aTarget);
+    bm = broadcastTo(b, loc, bm, bTarget);
+    int64_t r = batchRank + 2;
+    Value a3 = a, b3 = bm;
+    if (batchRank != 1) {
+      auto groups = batchRank == 0 ? SmallVector<ReassociationIndices>{}
+                                   : groupsFromBoundaries({0, batchRank, r - 1, r});
+      if (batchRank == 0) {
+        a3 = insertUnitDims(b, loc, a, {0});
+        b3 = insertUnitDims(b, loc, bm, {0});
+      } else {
+        a3 = tensor::CollapseShapeOp::create(b, loc, a, groups);
+        b3 = tensor::CollapseShapeOp::create(b, loc, bm, groups);
+      }
+    }
+    SmallVector<OpFoldResult> out3 = {tensor::getMixedSize(b, loc, a3, 0), m, n};
+    Value init = zeroFilled(b, loc, out3, element);
+    result = linalg::BatchMatmulOp::create(b, loc, ValueRange{a3, b3}, ValueRange{init})
+                 .getResult(0);
+    outSizes.assign(batch.begin(), batch.end());
+    outSizes.append({m, n});
+    if (batchRank == 0)
+      result = dropUnitDims(b, loc, result, {0});
+    else if (batchRank > 1)
+      result = tensor::ExpandShapeOp::create(
+          b, loc, typeFromSizes(outSizes, element), result,
+          groupsFromBoundaries({0, batchRank, r - 1, r}), outSizes);
+  }
+  int64_t outRank = cast<RankedTensorType>(result.getType()).getRank();
+  SmallVector<int64_t> drop;
+  if (vectorA)
+    drop.push_back(outRank - 2);
+  if (vectorB)
+    drop.push_back(outRank - 1);
+  if (!drop.empty())
+    result = dropUnitDims(b, loc, result, drop);
+  return result;
+}
+
+LogicalResult convertMatMul(NodeContext &ctx) {
+  FailureOr<Value> result = buildMatMul(ctx, ctx.input(0), ctx.input(1));
+  if (failed(result))
+    return failure();
+  ctx.setOutput(0, *result);
+  return success();
+}
+
+Value transpose2D(OpBuilder &b, Location loc, Value value) {
+  auto type = cast<RankedTensorType>(value.getType());
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, value);
+  Value init = createEmpty(b, loc, {sizes[1], sizes[0]}, type.getElementType());
+  return linalg::TransposeOp::create(b, loc, value, init, ArrayRef<int64_t>{1, 0})
+      .getResult()[0];
+}
+
+LogicalResult convertGemm(NodeContext &ctx) {
+  Value a = ctx.input(0), bm = ctx.input(1);
+  if (ctx.inputType(0).getRank() != 2 || ctx.inputType(1).getRank() != 2)
+    return ctx.emitError() << "A and B must be matrices, got "
+                           << ctx.inputType(0) << " and " << ctx.inputType(1);
+  if (ctx.getInt("transA", 0))
+    a = transpose2D(ctx.b, ctx.loc, a);
+  if (ctx.getInt("transB", 0))
+    bm = transpose2D(ctx.b, ctx.loc, bm);
+  double alpha = ctx.getFloat("alpha", 1.0f), beta = ctx.getFloat("beta", 1.0f);
+  FailureOr<Value> product = buildMatMul(ctx, a, bm);
+  if (failed(product))
+    return failure();
+  Value result = *product;
+  Type element = cast<RankedTensorType>(result.getType()).getElementType();
+  bool hasC = ctx.hasInput(2) && beta != 0.0;
+  if (alpha != 1.0 || hasC) {
+    SmallVector<Value> inputs = {result};
+    if (hasC)
+      inputs.push_back(ctx.input(2));
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, result);
+    result = buildElementwise(
+        ctx.b, ctx.loc, inputs, element,
+        [&](OpBuilder &b, Location loc, ValueRange args) {
+          Value v = args[0];
+          if (alpha != 1.0)
+            v = mulScalars(b, loc, v, scalarConstant(b, loc, element, alpha));
+          if (args.size() > 1) {
+            Value c = args[1];
+            if (beta != 1.0)
+              c = mulScalars(b, loc, c, scalarConstant(b, loc, element, beta));
+            v = addScalars(b, loc, v, c);
+          }
+          return v;
+        },
+        ArrayRef<OpFoldResult>(sizes));
+  }
+  ctx.setOutput(0, result);
+  return success();
+}
+
+LogicalResult convertEinsum(NodeContext &ctx) {
+  std::string equation = ctx.getString("equation", "");
+  equation.erase(std::remove(equation.begin(), equation.end(), ' '), equation.end());
+  std::string lhs = equation, rhs;
+  bool explicitOutput = false;
+  if (size_t arrow = equation.find("->"); arrow != std::string::npos) {
+    lhs = equation.substr(0, arrow);
+    rhs = equation.substr(arrow + 2);
+    explicitOutput = true;
+  }
+  SmallVector<std::string> terms;
+  for (size_t start = 0;;) {
+    size_t comma = lhs.find(',', start);
+    terms.push_back(lhs.substr(start, comma - start));
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  int numInputs = ctx.node.input_size();
+  if ((int)terms.size() != numInputs)
+    return ctx.fail("equation '" + equation + "' names " +
+                    std::to_string(terms.size()) + " operands but the node has " +
+                    std::to_string(numInputs));
+  // Expand "..." into numbered labels (chars above 127) right-aligned.
+  int64_t ellipsisRank = 0;
+  for (int i = 0; i < numInputs; ++i) {
+    size_t dots = terms[i].find("...");
+    if (dots == std::string::npos)
+      continue;
+    int64_t explicitLabels = terms[i].size() - 3;
+    ellipsisRank = std::max(ellipsisRank, ctx.inputType(i).getRank() - explicitLabels);
+  }
+  auto expand = [&](std::string term, int64_t rank) -> std::string {
+    size_t dots = term.find("...");
+    if (dots == std::string::npos)
+      return term;
+    int64_t count = rank - (int64_t)(term.size() - 3);
+    std::string labels;
+    for (int64_t e = ellipsisRank - count; e < ellipsisRank; ++e)
+      labels.push_back(static_cast<char>(200 + e));
+    return term.substr(0, dots) + labels + term.substr(dots + 3);
+  };
+  for (int i = 0; i < numInputs; ++i) {
+    terms[i] = expand(terms[i], ctx.inputType(i).getRank());
+    if ((int64_t)terms[i].size() != ctx.inputType(i).getRank())
+      return ctx.emitError() << "term '" << terms[i] << "' does not match operand #"
+                             << i << " of type " << ctx.inputType(i);
+  }
+  std::string output;
+  if (explicitOutput) {
+    std::string ellipsis;
+    for (int64_t e = 0; e < ellipsisRank; ++e)
+      ellipsis.push_back(static_cast<char>(200 + e));
+    size_t dots = rhs.find("...");
+    output = dots == std::string::npos
+                 ? rhs
+                 : rhs.substr(0, dots) + ellipsis + rhs.substr(dots + 3);
+  } else {
+    std::map<char, int> counts;
+    for (const std::string &t : terms)
+      for (char c : t)
+        ++counts[c];
+    for (int64_t e = 0; e < ellipsisRank; ++e)
+      output.push_back(static_cast<char>(200 + e));
+    for (auto [c, n] : counts)
+      if (n == 1 && (unsigned char)c < 128)
+        output.push_back(c);
+  }
+  // Loop dimensions: output labels, then the summed ones.
+  std::string loops = output;
+  for (const std::string &t : terms)
+    for (char c : t)
+      if (loops.find(c) == std::string::npos)
+        loops.push_back(c);
+  OpBuilder &b = ctx.b;
+  Type element = ctx.inputType(0).getElementType();
+  std::map<char, OpFoldResult> sizes;
+  for (int i = 0; i < numInputs; ++i) {
+    if (ctx.inputType(i).getElementType() != element)
+      return ctx.fail("operands must share one element type");
+    for (auto [d, c] : llvm::enumerate(terms[i])) {
+      int64_t s = ctx.inputType(i).getDimSize(d);
+      auto it = sizes.find(c);
+      bool haveStatic = it != sizes.end() && getConstantIntValue(it->second) &&
+                        *getConstantIntValue(it->second) != 1;
+      if (it == sizes.end() || (!haveStatic && s != 1))
+        sizes[c] = tensor::getMixedSize(b, ctx.loc, ctx.input(i), d);
+    }
+  }
+  SmallVector<AffineMap> maps;
+  SmallVector<Value> inputs;
+  for (int i = 0; i < numInputs; ++i) {
+    SmallVector<AffineExpr> exprs;
+    for (auto [d, c] : llvm::enumerate(terms[i])) {
+      int64_t s = ctx.inputType(i).getDimSize(d);
+      std::optional<int64_t> full = getConstantIntValue(sizes[c]);
+      bool broadcast = s == 1 && (!full || *full != 1);
+      exprs.push_back(broadcast ? b.getAffineConstantExpr(0)
+                                : b.getAffineDimExpr(loops.find(c)));
+    }
+    maps.push_back(AffineMap::get(loops.size(), 0, exprs, b.getContext()));
+    inputs.push_back(ctx.input(i));
+  }
+  SmallVector<AffineExpr> outExprs;
+  SmallVector<OpFoldResult> outSizes;
+  for (char c : output) {
+    outExprs.push_back(b.getAffineDimExpr(loops.find(c)));
+    outSizes.push_back(sizes[c]);
+  }
+  maps.push_back(AffineMap::get(loops.size(), 0, outExprs, b.getContext()));
+  SmallVector<utils::IteratorType> iterators;
+  for (size_t l = 0; l < loops.size(); ++l)
+    iterators.push_back(l < output.size() ? utils::IteratorType::parallel
+                                          : utils::IteratorType::reduction);
+  Value init = zeroFilled(b, ctx.loc, outSizes, element);
+  auto generic = linalg::GenericOp::create(
+      b, ctx.loc, TypeRange{typeFromSizes(outSizes, element)}, inputs,
+      ValueRange{init}, maps, iterators,
+      [&](OpBuilder &nb, Location loc, ValueRange args) {
+        Value product = args[0];
+        for (Value v : args.drop_front().drop_back())
+          product = mulScalars(nb, loc, product, v);
+        linalg::YieldOp::create(nb, loc, addScalars(nb, loc, args.back(), product));
+      });
+  ctx.setOutput(0, generic.getResult(0));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Reductions
+//===----------------------------------------------------------------------===//
+
+/// Reduces `value` over `dims` with `combine`, starting from `identity`.
+Value reduce(OpBuilder &b, Location loc, Value value, ArrayRef<int64_t> dims,
+             Value identity,
+             function_ref<Value(OpBuilder &, Location, Value, Value)> combine) {
+  auto type = cast<RankedTensorType>(value.getType());
+  SmallVector<OpFoldResult> sizes;
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    if (!llvm::is_contained(dims, d))
+      sizes.push_back(tensor::getMixedSize(b, loc, value, d));
+  Value init = createFilled(b, loc, sizes, identity);
+  auto op = linalg::ReduceOp::create(
+      b, loc, ValueRange{value}, ValueRange{init}, dims,
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        linalg::YieldOp::create(nb, nl, combine(nb, nl, args[0], args[1]));
+      });
+  return op.getResult(0);
+}
+
+Value combineAdd(OpBuilder &b, Location loc, Value x, Value acc) {
+  return addScalars(b, loc, x, acc);
+}
+Value combineMul(OpBuilder &b, Location loc, Value x, Value acc) {
+  return mulScalars(b, loc, x, acc);
+}
+Value combineMax(OpBuilder &b, Location loc, Value x, Value acc) {
+  if (isFloat(x.getType()))
+    return arith::MaximumFOp::create(b, loc, x, acc);
+  return arith::MaxSIOp::create(b, loc, x, acc);
+}
+Value combineMin(OpBuilder &b, Location loc, Value x, Value acc) {
+  if (isFloat(x.getType()))
+    return arith::MinimumFOp::create(b, loc, x, acc);
+  return arith::MinSIOp::create(b, loc, x, acc);
+}
+
+/// The element count of `dims` of `value`, as a scalar of `element` type.
+Value countOf(OpBuilder &b, Location loc, Value value, ArrayRef<int64_t> dims,
+              Type element) {
+  Value count = arith::ConstantIndexOp::create(b, loc, 1);
+  for (int64_t d : dims)
+    count = b.createOrFold<arith::MulIOp>(
+        loc, count,
+        getValueOrCreateConstantIndexOp(b, loc, tensor::getMixedSize(b, loc, value, d)));
+  Value asInt = b.createOrFold<arith::IndexCastOp>(loc, b.getI64Type(), count);
+  if (isFloat(element))
+    return b.createOrFold<arith::SIToFPOp>(loc, element, asInt);
+  return b.createOrFold<arith::TruncIOp>(loc, element, asInt);
+}
+
+/// Applies `body` to every element of `value`.
+Value mapElements(OpBuilder &b, Location loc, Value value,
+                  function_ref<Value(OpBuilder &, Location, Value)> body) {
+  auto type = cast<RankedTensorType>(value.getType());
+  return buildElementwise(b, loc, value, type.getElementType(),
+                          [&](OpBuilder &nb, Location nl, ValueRange args) {
+                            return body(nb, nl, args[0]);
+                          });
+}
+
+LogicalResult convertReduce(NodeContext &ctx) {
+  StringRef op = ctx.node.op_type();
+  auto type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  Type element = type.getElementType();
+  std::optional<SmallVector<int64_t>> axes;
+  bool axesAsInput = op == "ReduceSum" && ctx.opset >= 13;
+  if (axesAsInput) {
+    if (ctx.hasInput(1)) {
+      axes = ctx.constantInts(1);
+      if (!axes)
+        return ctx.fail("'axes' must be a constant");
+    }
+  } else {
+    axes = ctx.getInts("axes");
+  }
+  bool keepDims = ctx.getInt("keepdims", 1) != 0;
+  if ((!axes || axes->empty()) && ctx.getInt("noop_with_empty_axes", 0)) {
+    ctx.setOutput(0, ctx.input(0), ctx.info(0).isUnsigned);
+    return success();
+  }
+  SmallVector<int64_t> dims;
+  if (!axes || axes->empty()) {
+    for (int64_t d = 0; d < rank; ++d)
+      dims.push_back(d);
+  } else {
+    for (int64_t a : *axes) {
+      FailureOr<int64_t> axis = ctx.normalizeAxis(a, rank, "axis");
+      if (failed(axis))
+        return failure();
+      if (!llvm::is_contained(dims, *axis))
+        dims.push_back(*axis);
+    }
+  }
+  llvm::sort(dims);
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value x = ctx.input(0);
+  if ((op == "ReduceMean" || op == "ReduceL2" || op == "ReduceLogSum" ||
+       op == "ReduceLogSumExp") &&
+      !isFloat(element))
+    return ctx.emitError() << "expects floating-point input, got " << type;
+  Value result;
+  if (op == "ReduceSum" || op == "ReduceMean") {
+    result = reduce(b, loc, x, dims, scalarConstant(b, loc, element, 0), combineAdd);
+    if (op == "ReduceMean") {
+      Value count = countOf(b, loc, x, dims, element);
+      result = mapElements(b, loc, result, [&](OpBuilder &nb, Location nl, Value v) {
+        return arith::DivFOp::create(nb, nl, v, count).getResult();
+      });
+    }
+  } else if (op == "ReduceMax") {
+    result = reduce(b, loc, x, dims, lowestValue(b, loc, element), combineMax);
+  } else if (op == "ReduceMin") {
+    result = reduce(b, loc, x, dims, highestValue(b, loc, element), combineMin);
+  } else if (op == "ReduceProd") {
+    result = reduce(b, loc, x, dims, scalarConstant(b, loc, element, 1), combineMul);
+  } else if (op == "ReduceL1" || op == "ReduceL2" || op == "ReduceSumSquare") {
+    bool absolute = op == "ReduceL1";
+    Value mapped = mapElements(b, loc, x, [&](OpBuilder &nb, Location nl, Value v) {
+      if (absolute)
+        return isFloat(element) ? (Value)math::AbsFOp::create(nb, nl, v)
+                                : (Value)math::AbsIOp::create(nb, nl, v);
+      return mulScalars(nb, nl, v, v);
+    });
+    result = reduce(b, loc, mapped, dims, scalarConstant(b, loc, element, 0), combineAdd);
+    if (op == "ReduceL2")
+      result = mapElements(b, loc, result, [](OpBuilder &nb, Location nl, Value v) {
+        return math::SqrtOp::create(nb, nl, v).getResult();
+      });
+  } else if (op == "ReduceLogSum" || op == "ReduceLogSumExp") {
+    Value mapped = x;
+    Value max;
+    if (op == "ReduceLogSumExp") {
+      // log(sum(exp(x - max))) + max, for range safety.
+      max = reduce(b, loc, x, dims, lowestValue(b, loc, element), combineMax);
+      AffineMap project = [&] {
+        SmallVector<AffineExpr> exprs;
+        for (int64_t d = 0; d < rank; ++d)
+          if (!llvm::is_contained(dims, d))
+            exprs.push_back(b.getAffineDimExpr(d));
+        return AffineMap::get(rank, 0, exprs, b.getContext());
+      }();
+      Value init = createEmpty(b, loc, tensor::getMixedSizes(b, loc, x), element);
+      SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+      mapped = linalg::GenericOp::create(
+                   b, loc, TypeRange{init.getType()}, ValueRange{x, max},
+                   ValueRange{init},
+                   ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), project,
+                                       b.getMultiDimIdentityMap(rank)},
+                   iterators,
+                   [&](OpBuilder &nb, Location nl, ValueRange args) {
+                     Value shifted = arith::SubFOp::create(nb, nl, args[0], args[1]);
+                     linalg::YieldOp::create(
+                         nb, nl, math::ExpOp::create(nb, nl, shifted).getResult());
+                   })
+                   .getResult(0);
+    }
+    result = reduce(b, loc, mapped, dims, scalarConstant(b, loc, element, 0), combineAdd);
+    if (max)
+      result = buildElementwise(b, loc, ValueRange{result, max}, element,
+                                [](OpBuilder &nb, Location nl, ValueRange args) {
+                                  return arith::AddFOp::create(
+                                             nb, nl, math::LogOp::create(nb, nl, args[0]),
+                                             args[1])
+                                      .getResult();
+                                });
+    else
+      result = mapElements(b, loc, result, [](OpBuilder &nb, Location nl, Value v) {
+        return math::LogOp::create(nb, nl, v).getResult();
+      });
+  } else {
+    return ctx.fail("unknown reduction");
+  }
+  if (keepDims)
+    result = insertUnitDims(b, loc, result, dims);
+  ctx.setOutput(0, result, ctx.info(0).isUnsigned);
+  return success();
+}
+
+LogicalResult convertArgMinMax(NodeContext &ctx) {
+  bool isMax = ctx.node.op_type() == "ArgMax";
+  auto type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", 0), rank);
+  if (failed(axis))
+    return failure();
+  bool keepDims = ctx.getInt("keepdims", 1) != 0;
+  bool last = ctx.getInt("select_last_index", 0) != 0;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = type.getElementType();
+  bool isUnsigned = ctx.info(0).isUnsigned;
+  SmallVector<OpFoldResult> sizes;
+  SmallVector<AffineExpr> outExprs;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (d == *axis)
+      continue;
+    sizes.push_back(tensor::getMixedSize(b, loc, ctx.input(0), d));
+    outExprs.push_back(b.getAffineDimExpr(d));
+  }
+  Value best = createFilled(b, loc, sizes,
+                            isMax ? lowestValue(b, loc, element)
+                                  : highestValue(b, loc, element));
+  Value index = createFilled(b, loc, sizes, scalarConstant(b, loc, b.getI64Type(), -1));
+  AffineMap outMap = AffineMap::get(rank, 0, outExprs, b.getContext());
+  SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+  iterators[*axis] = utils::IteratorType::reduction;
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{best.getType(), index.getType()}, ValueRange{ctx.input(0)},
+      ValueRange{best, index},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), outMap, outMap}, iterators,
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value v = args[0], cur = args[1], curIdx = args[2];
+        Value j = arith::IndexCastOp::create(nb, nl, nb.getI64Type(),
+                                             linalg::IndexOp::create(nb, nl, *axis));
+        Value better, equal;
+        if (isFloat(element)) {
+          better = arith::CmpFOp::create(nb, nl,
+                                         isMax ? arith::CmpFPredicate::OGT
+                                               : arith::CmpFPredicate::OLT,
+                                         v, cur);
+          equal = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, v, cur);
+        } else {
+          arith::CmpIPredicate p =
+              isMax ? (isUnsigned ? arith::CmpIPredicate::ugt : arith::CmpIPredicate::sgt)
+                    : (isUnsigned ? arith::CmpIPredicate::ult : arith::CmpIPredicate::slt);
+          better = arith::CmpIOp::create(nb, nl, p, v, cur);
+          equal = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, v, cur);
+        }
+        // The first index wins ties unless select_last_index; an unset index
+        // (-1) always takes the first element.
+        Value unset = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, curIdx,
+                                            scalarConstant(nb, nl, nb.getI64Type(), 0));
+        Value take = arith::OrIOp::create(nb, nl, better, unset);
+        if (last)
+          take = arith::OrIOp::create(nb, nl, take, equal);
+        linalg::YieldOp::create(
+            nb, nl,
+            ValueRange{arith::SelectOp::create(nb, nl, take, v, cur),
+                       arith::SelectOp::create(nb, nl, take, j, curIdx)});
+      });
+  Value result = generic.getResult(1);
+  if (keepDims)
+    result = insertUnitDims(b, loc, result, {*axis});
+  ctx.setOutput(0, result);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// TopK
+//===----------------------------------------------------------------------===//
+
+LogicalResult convertTopK(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", -1), rank);
+  if (failed(axis))
+    return failure();
+  std::optional<SmallVector<Value>> kValues = ctx.inputElements(1);
+  if (!kValues || kValues->size() != 1)
+    return ctx.fail("K must be a one-element integer tensor");
+  bool largest = ctx.getInt("largest", 1) != 0;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = type.getElementType();
+  Type i64 = b.getI64Type();
+  Value x = ctx.input(0);
+  Value k = toIndex(b, loc, (*kValues)[0]);
+  if (std::optional<int64_t> kc = getConstantIntValue(getAsOpFoldResult(k))) {
+    int64_t n = type.getDimSize(*axis);
+    if (!ShapedType::isDynamic(n) && *kc > n)
+      return ctx.emitError() << "K = " << *kc << " exceeds the axis size " << n;
+  }
+  SmallVector<OpFoldResult> outSizes = tensor::getMixedSizes(b, loc, x);
+  outSizes[*axis] = getAsOpFoldResult(k);
+  SmallVector<OpFoldResult> rowSizes;
+  SmallVector<AffineExpr> rowExprs;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (d == *axis)
+      continue;
+    rowSizes.push_back(tensor::getMixedSize(b, loc, x, d));
+    rowExprs.push_back(b.getAffineDimExpr(d));
+  }
+  AffineMap rowMap = AffineMap::get(rank, 0, rowExprs, b.getContext());
+  Value worst = largest ? lowestValue(b, loc, element) : highestValue(b, loc, element);
+  Value beyond = largest ? highestValue(b, loc, element) : lowestValue(b, loc, element);
+  Value values = createEmpty(b, loc, outSizes, element);
+  Value indices = createEmpty(b, loc, outSizes, i64);
+  Value prevValue = createFilled(b, loc, rowSizes, beyond);
+  Value prevIndex = createFilled(b, loc, rowSizes, scalarConstant(b, loc, i64, -1));
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  // Round r picks, per row, the best element ranked after round r-1's pick in
+  // the order (value, then lower index first): K passes of a reduction.
+  auto loop = scf::ForOp::create(
+      b, loc, zero, k, one, ValueRange{values, indices, prevValue, prevIndex},
+      [&](OpBuilder &lb, Location ll, Value round, ValueRange iter) {
+        Value bestInit = createFilled(lb, ll, rowSizes, worst);
+        Value idxInit = createFilled(lb, ll, rowSizes, scalarConstant(lb, ll, i64, -1));
+        SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+        iterators[*axis] = utils::IteratorType::reduction;
+        auto pick = linalg::GenericOp::create(
+            lb, ll, TypeRange{bestInit.getType(), idxInit.getType()},
+            ValueRange{x, iter[2], iter[3]}, ValueRange{bestInit, idxInit},
+            ArrayRef<AffineMap>{lb.getMultiDimIdentityMap(rank), rowMap, rowMap,
+                                rowMap, rowMap},
+            iterators, [&](OpBuilder &nb, Location nl, ValueRange a) {
+              Value v = a[0], pv = a[1], pi = a[2], bv = a[3], bi = a[4];
+              Value j = arith::IndexCastOp::create(
+                  nb, nl, i64, linalg::IndexOp::create(nb, nl, *axis));
+              auto before = [&](Value x1, Value y1) -> Value {
+                // x1 ranks before y1 (strictly better value).
+                if (isFloat(element))
+                  return arith::CmpFOp::create(
+                      nb, nl, largest ? arith::CmpFPredicate::OGT : arith::CmpFPredicate::OLT,
+                      x1, y1);
+                return arith::CmpIOp::create(
+                    nb, nl, largest ? arith::CmpIPredicate::sgt : arith::CmpIPredicate::slt,
+                    x1, y1);
+              };
+              auto same = [&](Value x1, Value y1) -> Value {
+                if (isFloat(element))
+                  return arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, x1, y1);
+                return arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, x1, y1);
+              };
+              // Still available: ranked after the previous pick.
+              Value afterPrev = arith::OrIOp::create(
+                  nb, nl, before(pv, v),
+                  arith::AndIOp::create(
+                      nb, nl, same(v, pv),
+                      arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sgt, j, pi)));
+              Value unset = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, bi,
+                                                  scalarConstant(nb, nl, i64, 0));
+              Value better = arith::OrIOp::create(nb, nl, unset, before(v, bv));
+              Value take = arith::AndIOp::create(nb, nl, afterPrev, better);
+              linalg::YieldOp::create(
+                  nb, nl,
+                  ValueRange{arith::SelectOp::create(nb, nl, take, v, bv),
+                             arith::SelectOp::create(nb, nl, take, j, bi)});
+            });
+        SmallVector<OpFoldResult> offsets(rank, lb.getIndexAttr(0));
+        offsets[*axis] = round;
+        SmallVector<OpFoldResult> sizes = outSizes;
+        sizes[*axis] = lb.getIndexAttr(1);
+        SmallVector<OpFoldResult> strides(rank, lb.getIndexAttr(1));
+        Value newValues = tensor::InsertSliceOp::create(lb, ll, pick.getResult(0), iter[0],
+                                                        offsets, sizes, strides);
+        Value newIndices = tensor::InsertSliceOp::create(lb, ll, pick.getResult(1), iter[1],
+                                                         offsets, sizes, strides);
+        scf::YieldOp::create(lb, ll, ValueRange{newValues, newIndices, pick.getResult(0),
+                                                pick.getResult(1)});
+      });
+  ctx.setOutput(0, loop.getResult(0), ctx.info(0).isUnsigned);
+  ctx.setOutput(1, loop.getResult(1));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Softmax family and normalization
+//===----------------------------------------------------------------------===//
+
+/// Broadcast map from a tensor of rank `rank` to the tensor with `dims`
+/// removed.
+AffineMap projectOut(OpBuilder &b, int64_t rank, ArrayRef<int64_t> dims) {
+  SmallVector<AffineExpr> exprs;
+  for (int64_t d = 0; d < rank; ++d)
+    if (!llvm::is_contained(dims, d))
+      exprs.push_back(b.getAffineDimExpr(d));
+  return AffineMap::get(rank, 0, exprs, b.getContext());
+}
+
+/// softmax or log-softmax of `x` over `dims`, numerically stable.
+Value buildSoftmax(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> dims,
+                   bool log) {
+  auto type = cast<RankedTensorType>(x.getType());
+  int64_t rank = type.getRank();
+  Type element = type.getElementType();
+  Value max = reduce(b, loc, x, dims, lowestValue(b, loc, element), combineMax);
+  AffineMap identity = b.getMultiDimIdentityMap(rank);
+  AffineMap project = projectOut(b, rank, dims);
+  SmallVector<utils::IteratorType> parallel(rank, utils::IteratorType::parallel);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, x);
+  Value shifted = linalg::GenericOp::create(
+                      b, loc, TypeRange{type}, ValueRange{x, max},
+                      ValueRange{createEmpty(b, loc, sizes, element)},
+                      ArrayRef<AffineMap>{identity, project, identity}, parallel,
+                      [&](OpBuilder &nb, Location nl, ValueRange a) {
+                        linalg::YieldOp::create(
+                            nb, nl, arith::SubFOp::create(nb, nl, a[0], a[1]).getResult());
+                      })
+                      .getResult(0);
+  Value exps = mapElements(b, loc, shifted, [](OpBuilder &nb, Location nl, Value v) {
+    return math::ExpOp::create(nb, nl, v).getResult();
+  });
+  Value sum = reduce(b, loc, exps, dims, scalarConstant(b, loc, element, 0), combineAdd);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{type}, ValueRange{log ? shifted : exps, sum},
+             ValueRange{createEmpty(b, loc, sizes, element)},
+             ArrayRef<AffineMap>{identity, project, identity}, parallel,
+             [&](OpBuilder &nb, Location nl, ValueRange a) {
+               Value r = log ? (Value)arith::SubFOp::create(
+                                   nb, nl, a[0], math::LogOp::create(nb, nl, a[1]))
+                             : (Value)arith::DivFOp::create(nb, nl, a[0], a[1]);
+               linalg::YieldOp::create(nb, nl, r);
+             })
+      .getResult(0);
+}
+
+LogicalResult convertSoftmax(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  if (!isFloat(type.getElementType()))
+    return ctx.emitError() << "expects a floating-point input, got " << type;
+  int64_t rank = type.getRank();
+  bool isLog = ctx.node.op_type() == "LogSoftmax";
+  int64_t defaultAxis = ctx.opset >= 13 ? -1 : 1;
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", defaultAxis), rank);
+  if (failed(axis))
+    return failure();
+  SmallVector<int64_t> dims;
+  if (ctx.opset >= 13) {
+    dims.push_back(*axis);
+  } else {
+    // Before opset 13 the input is coerced to 2-D at `axis`.
+    for (int64_t d = *axis; d < rank; ++d)
+      dims.push_back(d);
+  }
+  Value result;
+  if (!isLog && dims.size() == 1) {
+    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, ctx.input(0));
+    Value init = createEmpty(ctx.b, ctx.loc, sizes, type.getElementType());
+    result = linalg::SoftmaxOp::create(ctx.b, ctx.loc, type, ctx.input(0), init, dims[0])
+                 .getResult()[0];
+  } else {
+    result = buildSoftmax(ctx.b, ctx.loc, ctx.input(0), dims, isLog);
+  }
+  ctx.setOutput(0, result);
+  return success();
+}
+
+/// Mean and 1/sqrt(var + eps) of `x` over `dims`, kept as reduced tensors
+/// (dims removed), computed in `compute` precision.
+std::pair<Value, Value> meanAndInvStd(OpBuilder &b, Location loc, Value x,
+                                      ArrayRef<int64_t> dims, double epsilon) {
+  auto type = cast<RankedTensorType>(x.getType());
+  int64_t rank = type.getRank();
+  Type element = type.getElementType();
+  Value count = countOf(b, loc, x, dims, element);
+  Value sum = reduce(b, loc, x, dims, scalarConstant(b, loc, element, 0), combineAdd);
+  Value mean = mapElements(b, loc, sum, [&](OpBuilder &nb, Location nl, Value v) {
+    return arith::DivFOp::create(nb, nl, v, count).getResult();
+  });
+  AffineMap identity = b.getMultiDimIdentityMap(rank);
+  AffineMap project = projectOut(b, rank, dims);
+  SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+  for (int64_t d : dims)
+    iterators[d] = utils::IteratorType::reduction;
+  SmallVector<OpFoldResult> reducedSizes;
+  for (int64_t d = 0; d < rank; ++d)
+    if (!llvm::is_contained(dims, d))
+      reducedSizes.push_back(tensor::getMixedSize(b, loc, x, d));
+  Value init = zeroFilled(b, loc, reducedSizes, element);
+  Value squares = linalg::GenericOp::create(
+                      b, loc, TypeRange{init.getType()}, ValueRange{x, mean},
+                      ValueRange{init},
+                      ArrayRef<AffineMap>{identity, project, project}, iterators,
+                      [&](OpBuilder &nb, Location nl, ValueRange a) {
+                        Value d = arith::SubFOp::create(nb, nl, a[0], a[1]);
+                        Value sq = arith::MulFOp::create(nb, nl, d, d);
+                        linalg::YieldOp::create(
+                            nb, nl, arith::AddFOp::create(nb, nl, a[2], sq).getResult());
+                      })
+                      .getResult(0);
+  Value invStd = mapElements(b, loc, squares, [&](OpBuilder &nb, Location nl, Value v) {
+    Value var = arith::DivFOp::create(nb, nl, v, count);
+    Value shifted = arith::AddFOp::create(nb, nl, var, scalarConstant(nb, nl, element, epsilon));
+    return math::RsqrtOp::create(nb, nl, shifted).getResult();
+  });
+  return {mean, invStd};
+}
+
+/// Casts a float tensor to `element` (no-op when equal).
+Value castTensor(OpBuilder &b, Location loc, Value x, Type element) {
+  auto type = cast<RankedTensorType>(x.getType());
+  if (type.getElementType() == element)
+    return x;
+  return buildElementwise(b, loc, x, element, [&](OpBuilder &nb, Location nl, ValueRange a) {
+    return castScalar(nb, nl, a[0], element, false, false);
+  });
+}
+
+LogicalResult convertLayerNorm(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  Type element = type.getElementType();
+  if (!isFloat(element))
+    return ctx.emitError() << "expects a floating-point input, got " << type;
+  int64_t rank = type.getRank();
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", -1), rank);
+  if (failed(axis))
+    return failure();
+  double epsilon = ctx.getFloat("epsilon", 1e-5f);
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  // Statistics in f32 at least (stash_type = 1).
+  Type compute = element.getIntOrFloatBitWidth() < 32 ? b.getF32Type() : element;
+  Value x = castTensor(b, loc, ctx.input(0), compute);
+  SmallVector<int64_t> dims;
+  for (int64_t d = *axis; d < rank; ++d)
+    dims.push_back(d);
+  auto [mean, invStd] = meanAndInvStd(b, loc, x, dims, epsilon);
+  Value meanKept = insertUnitDims(b, loc, mean, dims);
+  Value invKept = insertUnitDims(b, loc, invStd, dims);
+  SmallVector<Value> inputs = {x, meanKept, invKept, ctx.input(1)};
+  bool hasBias = ctx.hasInput(2);
+  if (hasBias)
+    inputs.push_back(ctx.input(2));
+  Value y = buildElementwise(
+      b, loc, inputs, element, [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value normalized = arith::MulFOp::create(
+            nb, nl, arith::SubFOp::create(nb, nl, a[0], a[1]), a[2]);
+        Value r = castScalar(nb, nl, normalized, element, false, false);
+        r = arith::MulFOp::create(nb, nl, r, a[3]);
+        if (hasBias)
+          r = arith::AddFOp::create(nb, nl, r, a[4]);
+        return r;
+      });
+  ctx.setOutput(0, y);
+  ctx.setOutput(1, meanKept);
+  ctx.setOutput(2, invKept);
+  return success();
+}
+
+/// Reshapes a per-channel vector [C] to [C, 1, ..., 1] for broadcasting
+/// against [N, C, spatial...].
+Value perChannel(OpBuilder &b, Location loc, Value v, int64_t spatialRank) {
+  SmallVector<int64_t> positions;
+  for (int64_t d = 1; d <= spatialRank; ++d)
+    positions.push_back(d);
+  return insertUnitDims(b, loc, v, positions);
+}
+
+LogicalResult convertInstanceNorm(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  if (rank < 3)
+    return ctx.emitError() << "expects [N, C, spatial...], got " << type;
+  Type element = type.getElementType();
+  double epsilon = ctx.getFloat("epsilon", 1e-5f);
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  SmallVector<int64_t> dims;
+  for (int64_t d = 2; d < rank; ++d)
+    dims.push_back(d);
+  auto [mean, invStd] = meanAndInvStd(b, loc, ctx.input(0), dims, epsilon);
+  Value meanKept = insertUnitDims(b, loc, mean, dims);
+  Value invKept = insertUnitDims(b, loc, invStd, dims);
+  Value scale = perChannel(b, loc, ctx.input(1), rank - 2);
+  Value bias = perChannel(b, loc, ctx.input(2), rank - 2);
+  Value y = buildElementwise(
+      b, loc, ValueRange{ctx.input(0), meanKept, invKept, scale, bias}, element,
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value n = arith::MulFOp::create(nb, nl, arith::SubFOp::create(nb, nl, a[0], a[1]), a[2]);
+        return arith::AddFOp::create(nb, nl, arith::MulFOp::create(nb, nl, n, a[3]), a[4])
+            .getResult();
+      });
+  ctx.setOutput(0, y);
+  return success();
+}
+
+LogicalResult convertBatchNorm(NodeContext &ctx) {
+  if (ctx.getInt("training_mode", 0))
+    return ctx.fail("training mode is not supported (inference only)");
+  auto type = ctx.inputType(0);
+  int64_t spatial = type.getRank() - 2;
+  if (spatial < 0)
+    return ctx.emitError() << "expects [N, C, ...], got " << type;
+  double epsilon = ctx.getFloat("epsilon", 1e-5f);
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  SmallVector<Value> inputs = {ctx.input(0)};
+  for (unsigned i = 1; i <= 4; ++i)
+    inputs.push_back(perChannel(b, loc, ctx.input(i), spatial));
+  Type element = type.getElementType();
+  Value y = buildElementwise(
+      b, loc, inputs, element, [&](OpBuilder &nb, Location nl, ValueRange a) {
+        // (x - mean) / sqrt(var + eps) * scale + bias
+        Value inv = math::RsqrtOp::create(
+            nb, nl, arith::AddFOp::create(nb, nl, a[4], scalarConstant(nb, nl, element, epsilon)));
+        Value n = arith::MulFOp::create(nb, nl, arith::SubFOp::create(nb, nl, a[0], a[3]), inv);
+        return arith::AddFOp::create(nb, nl, arith::MulFOp::create(nb, nl, n, a[1]), a[2])
+            .getResult();
+      });
+  ctx.setOutput(0, y);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Convolution
+//===----------------------------------------------------------------------===//
+
+struct ConvGeometry {
+  SmallVector<int64_t> kernel, strides, dilations, padBegin, padEnd;
+};
+
+/// Reads kernel/strides/dilations/pads (with auto_pad) for `spatial` dims of
+/// input `x` and kernel shape `kernel`.
+FailureOr<ConvGeometry> readGeometry(NodeContext &ctx, RankedTensorType x,
+                                     ArrayRef<int64_t> kernel, bool transposed) {
+  int64_t spatial = kernel.size();
+  ConvGeometry g;
+  g.kernel.assign(kernel.begin(), kernel.end());
+  g.strides = ctx.getInts("strides").value_or(SmallVector<int64_t>(spatial, 1));
+  g.dilations = ctx.getInts("dilations").value_or(SmallVector<int64_t>(spatial, 1));
+  SmallVector<int64_t> pads =
+      ctx.getInts("pads").value_or(SmallVector<int64_t>(2 * spatial, 0));
+  if ((int64_t)g.strides.size() != spatial || (int64_t)g.dilations.size() != spatial ||
+      (int64_t)pads.size() != 2 * spatial) {
+    (void)ctx.fail("strides, dilations and pads do not match the kernel rank");
+    return failure();
+  }
+  g.padBegin.assign(pads.begin(), pads.begin() + spatial);
+  g.padEnd.assign(pads.begin() + spatial, pads.end());
+  std::string autoPad = ctx.getString("auto_pad", "NOTSET");
+  if (autoPad == "VALID") {
+    g.padBegin.assign(spatial, 0);
+    g.padEnd.assign(spatial, 0);
+  } else if (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
+    if (transposed)
+      return g; // handled by the ConvTranspose converter
+    for (int64_t d = 0; d < spatial; ++d) {
+      int64_t in = x.getDimSize(2 + d);
+      if (ShapedType::isDynamic(in)) {
+        (void)ctx.fail("auto_pad needs static spatial dimensions");
+        return failure();
+      }
+      int64_t out = (in + g.strides[d] - 1) / g.strides[d];
+      int64_t total = std::max<int64_t>(
+          (out - 1) * g.strides[d] + (kernel[d] - 1) * g.dilations[d] + 1 - in, 0);
+      int64_t small = total / 2;
+      g.padBegin[d] = autoPad == "SAME_UPPER" ? small : total - small;
+      g.padEnd[d] = total - g.padBegin[d];
+    }
+  } else if (autoPad != "NOTSET") {
+    (void)ctx.fail("auto_pad '" + autoPad + "' is not supported");
+    return failure();
+  }
+  return g;
+}
+
+/// Zero-pads the spatial dims of [N, C, spatial...] `x`.
+Value padSpatial(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> begin,
+                 ArrayRef<int64_t> end, Value padValue) {
+  if (llvm::all_of(begin, [](int64_t p) { return p == 0; }) &&
+      llvm::all_of(end, [](int64_t p) { return p == 0; }))
+    return x;
+  auto type = cast<RankedTensorType>(x.getType());
+  SmallVector<OpFoldResult> low = {b.getIndexAttr(0), b.getIndexAttr(0)};
+  SmallVector<OpFoldResult> high = low;
+  SmallVector<int64_t> shape(type.getShape());
+  for (size_t d = 0; d < begin.size(); ++d) {
+    low.push_back(b.getIndexAttr(begin[d]));
+    high.push_back(b.getIndexAttr(end[d]));
+    if (!ShapedType::isDynamic(shape[2 + d]))
+      shape[2 + d] += begin[d] + end[d];
+  }
+  return tensor::PadOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()),
+                               x, low, high, padValue)
+      .getResult();
+}
+
+/// Output spatial size of a convolution/pooling window.
+OpFoldResult windowOutput(OpBuilder &b, Location loc, Value padded, int64_t dim,
+                          int64_t kernel, int64_t stride, int64_t dilation) {
+  int64_t span = (kernel - 1) * dilation + 1;
+  auto type = cast<RankedTensorType>(padded.getType());
+  if (!type.isDynamicDim(dim))
+    return b.getIndexAttr((type.getDimSize(dim) - span) / stride + 1);
+  Value size = tensor::DimOp::create(b, loc, padded, dim);
+  Value r = arith::AddIOp::create(
+      b, loc,
+      arith::DivSIOp::create(b, loc,
+                             arith::SubIOp::create(b, loc, size,
+                                                   arith::ConstantIndexOp::create(b, loc, span)),
+                             arith::ConstantIndexOp::create(b, loc, stride)),
+      arith::ConstantIndexOp::create(b, loc, 1));
+  return r;
+}
+
+LogicalResult convertConv(NodeContext &ctx) {
+  auto xType = ctx.inputType(0), wType = ctx.inputType(1);
+  int64_t rank = xType.getRank();
+  int64_t spatial = rank - 2;
+  if (spatial < 1 || spatial > 3 || wType.getRank() != rank)
+    return ctx.emitError() << "expects 1-D to 3-D convolution operands, got "
+                           << xType << " and " << wType;
+  if (xType.getElementType() != wType.getElementType())
+    return ctx.emitError() << "operand types differ: " << xType << " and " << wType;
+  SmallVector<int64_t> kernel(wType.getShape().begin() + 2, wType.getShape().end());
+  if (llvm::any_of(kernel, ShapedType::isDynamic))
+    return ctx.fail("the kernel must have static spatial dimensions");
+  FailureOr<ConvGeometry> g = readGeometry(ctx, xType, kernel, false);
+  if (failed(g))
+    return failure();
+  int64_t group = ctx.getInt("group", 1);
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = xType.getElementType();
+  Value x = padSpatial(b, loc, ctx.input(0), g->padBegin, g->padEnd,
+                       scalarConstant(b, loc, element, 0));
+  Value w = ctx.input(1);
+  SmallVector<OpFoldResult> outSizes = {tensor::getMixedSize(b, loc, x, 0),
+                                        tensor::getMixedSize(b, loc, w, 0)};
+  for (int64_t d = 0; d < spatial; ++d)
+    outSizes.push_back(windowOutput(b, loc, x, 2 + d, kernel[d], g->strides[d],
+                                    g->dilations[d]));
+  // The bias, broadcast over batch and space, is the accumulator's start.
+  Value init;
+  if (ctx.hasInput(2)) {
+    Value bias = perChannel(b, loc, ctx.input(2), spatial);
+    init = broadcastTo(b, loc, bias, outSizes);
+  } else {
+    init = zeroFilled(b, loc, outSizes, element);
+  }
+  RankedTensorType outType = cast<RankedTensorType>(init.getType());
+  auto strides = b.getI64TensorAttr(g->strides);
+  auto dilations = b.getI64TensorAttr(g->dilations);
+  Value result;
+  if (group == 1) {
+    SmallVector<Value> ins = {x, w};
+    if (spatial == 1)
+      result = linalg::Conv1DNcwFcwOp::create(b, loc, outType, ins, init, strides, dilations)
+                   .getResult(0);
+    else if (spatial == 2)
+      result = linalg::Conv2DNchwFchwOp::create(b, loc, outType, ins, init, strides, dilations)
+                   .getResult(0);
+    else
+      result = linalg::Conv3DNcdhwFcdhwOp::create(b, loc, outType, ins, init, strides, dilations)
+                   .getResult(0);
+  } else {
+    // Grouped (and depthwise) convolution as one generic:
+    // out[n, m, o...] += x[n, (m / (M/G)) * (C/G) + c, o*s + k*d] * w[m, c, k...]
+    int64_t cPerGroup = wType.getDimSize(1);
+    int64_t mTotal = wType.getDimSize(0);
+    if (ShapedType::isDynamic(mTotal) || mTotal % group != 0 ||
+        ShapedType::isDynamic(cPerGroup))
+      return ctx.fail("grouped convolution needs static channel counts divisible by group");
+    int64_t mPerGroup = mTotal / group;
+    // Loops: n, m, o_0..o_s-1 (parallel), c, k_0..k_s-1 (reduction).
+    int64_t loops = 2 + spatial + 1 + spatial;
+    auto dim = [&](int64_t i) { return b.getAffineDimExpr(i); };
+    SmallVector<AffineExpr> xExprs = {dim(0), dim(1).floorDiv(mPerGroup) * cPerGroup +
+                                                  dim(2 + spatial)};
+    SmallVector<AffineExpr> wExprs = {dim(1), dim(2 + spatial)};
+    SmallVector<AffineExpr> oExprs = {dim(0), dim(1)};
+    for (int64_t d = 0; d < spatial; ++d) {
+      xExprs.push_back(dim(2 + d) * g->strides[d] + dim(3 + spatial + d) * g->dilations[d]);
+      wExprs.push_back(dim(3 + spatial + d));
+      oExprs.push_back(dim(2 + d));
+    }
+    SmallVector<AffineMap> maps = {AffineMap::get(loops, 0, xExprs, b.getContext()),
+                                   AffineMap::get(loops, 0, wExprs, b.getContext()),
+                                   AffineMap::get(loops, 0, oExprs, b.getContext())};
+    SmallVector<utils::IteratorType> iterators(2 + spatial, utils::IteratorType::parallel);
+    iterators.append(spatial + 1, utils::IteratorType::reduction);
+    result = linalg::GenericOp::create(
+                 b, loc, TypeRange{outType}, ValueRange{x, w}, ValueRange{init}, maps,
+                 iterators,
+                 [&](OpBuilder &nb, Location nl, ValueRange a) {
+                   linalg::YieldOp::create(
+                       nb, nl, addScalars(nb, nl, a[2], mulScalars(nb, nl, a[0], a[1])));
+                 })
+                 .getResult(0);
+  }
+  ctx.setOutput(0, result);
+  return success();
+}
+
+LogicalResult convertConvTranspose(NodeContext &ctx) {
+  auto xType = ctx.inputType(0), wType = ctx.inputType(1);
+  int64_t rank = xType.getRank();
+  int64_t spatial = rank - 2;
+  if (spatial < 1 || spatial > 3 || wType.getRank() != rank)
+    return ctx.emitError() << "expects 1-D to 3-D operands, got " << xType << " and "
+                           << wType;
+  if (!xType.hasStaticShape() || !wType.hasStaticShape())
+    return ctx.fail("ConvTranspose needs static shapes");
+  SmallVector<int64_t> kernel(wType.getShape().begin() + 2, wType.getShape().end());
+  FailureOr<ConvGeometry> g = readGeometry(ctx, xType, kernel, true);
+  if (failed(g))
+    return failure();
+  int64_t group = ctx.getInt("group", 1);
+  SmallVector<int64_t> outputPadding =
+      ctx.getInts("output_padding").value_or(SmallVector<int64_t>(spatial, 0));
+  std::optional<SmallVector<int64_t>> outputShape = ctx.getInts("output_shape");
+  std::string autoPad = ctx.getString("auto_pad", "NOTSET");
+  int64_t cIn = xType.getDimSize(1);
+  int64_t mPerGroup = wType.getDimSize(1);
+  int64_t mTotal = mPerGroup * group;
+  int64_t cPerGroup = cIn / group;
+  SmallVector<int64_t> outShape = {xType.getDimSize(0), mTotal};
+  for (int64_t d = 0; d < spatial; ++d) {
+    int64_t in = xType.getDimSize(2 + d);
+    int64_t full = g->strides[d] * (in - 1) + outputPadding[d] +
+                   (kernel[d] - 1) * g->dilations[d] + 1;
+    int64_t out;
+    if (outputShape) {
+      out = (*outputShape)[outputShape->size() - spatial + d];
+      int64_t total = full - out;
+      bool upper = autoPad != "SAME_LOWER";
+      g->padBegin[d] = upper ? total / 2 : total - total / 2;
+      g->padEnd[d] = total - g->padBegin[d];
+    } else if (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER") {
+      out = in * g->strides[d];
+      int64_t total = full - out;
+      g->padBegin[d] = autoPad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      g->padEnd[d] = total - g->padBegin[d];
+    } else {
+      out = full - g->padBegin[d] - g->padEnd[d];
+    }
+    outShape.push_back(out);
+  }
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = xType.getElementType();
+  SmallVector<OpFoldResult> outSizes;
+  for (int64_t s : outShape)
+    outSizes.push_back(b.getIndexAttr(s));
+  Value init;
+  if (ctx.hasInput(2))
+    init = broadcastTo(b, loc, perChannel(b, loc, ctx.input(2), spatial), outSizes);
+  else
+    init = zeroFilled(b, loc, outSizes, element);
+  // Gather form: out[n, m, o] += x[n, c_g, i] * w[c_g, m % M/G, k] where
+  // o + padBegin - k*dilation == i*stride for some in-range i.
+  int64_t loops = 2 + spatial + 1 + spatial;
+  auto identityOut = [&] {
+    SmallVector<AffineExpr> e;
+    for (int64_t i = 0; i < 2 + spatial; ++i)
+      e.push_back(b.getAffineDimExpr(i));
+    return AffineMap::get(loops, 0, e, b.getContext());
+  }();
+  SmallVector<utils::IteratorType> iterators(2 + spatial, utils::IteratorType::parallel);
+  iterators.append(spatial + 1, utils::IteratorType::reduction);
+  // A dummy input carries the reduction bounds: [C/G, k...].
+  SmallVector<OpFoldResult> boundSizes = {b.getIndexAttr(cPerGroup)};
+  for (int64_t k : kernel)
+    boundSizes.push_back(b.getIndexAttr(k));
+  Value bounds = createEmpty(b, loc, boundSizes, b.getI1Type());
+  SmallVector<AffineExpr> boundExprs;
+  for (int64_t i = 2 + spatial; i < loops; ++i)
+    boundExprs.push_back(b.getAffineDimExpr(i));
+  Value x = ctx.input(0), w = ctx.input(1);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, ValueRange{bounds}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(loops, 0, boundExprs, b.getContext()),
+                          identityOut},
+      iterators, [&](OpBuilder &nb, Location nl, ValueRange a) {
+        auto idx = [&](int64_t i) { return linalg::IndexOp::create(nb, nl, i).getResult(); };
+        auto c = [&](int64_t v) { return arith::ConstantIndexOp::create(nb, nl, v).getResult(); };
+        Value m = idx(1);
+        Value groupIndex = arith::DivUIOp::create(nb, nl, m, c(mPerGroup));
+        Value channel = arith::AddIOp::create(
+            nb, nl, arith::MulIOp::create(nb, nl, groupIndex, c(cPerGroup)), idx(2 + spatial));
+        Value valid = arith::ConstantIntOp::create(nb, nl, 1, 1);
+        SmallVector<Value> xCoords = {idx(0), channel};
+        SmallVector<Value> wCoords = {channel, arith::RemUIOp::create(nb, nl, m, c(mPerGroup))};
+        for (int64_t d = 0; d < spatial; ++d) {
+          Value k = idx(3 + spatial + d);
+          // t = o + padBegin - k * dilation; valid iff t >= 0, t % s == 0, t/s < in.
+          Value t = arith::SubIOp::create(
+              nb, nl, arith::AddIOp::create(nb, nl, idx(2 + d), c(g->padBegin[d])),
+              arith::MulIOp::create(nb, nl, k, c(g->dilations[d])));
+          Value nonNegative = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, t, c(0));
+          Value divisible = arith::CmpIOp::create(
+              nb, nl, arith::CmpIPredicate::eq,
+              arith::RemSIOp::create(nb, nl, t, c(g->strides[d])), c(0));
+          Value i = arith::DivSIOp::create(nb, nl, t, c(g->strides[d]));
+          Value inRange = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, i,
+                                                c(xType.getDimSize(2 + d)));
+          valid = arith::AndIOp::create(
+              nb, nl, valid,
+              arith::AndIOp::create(nb, nl, nonNegative,
+                                    arith::AndIOp::create(nb, nl, divisible, inRange)));
+          // Clamp so that the (discarded) read stays inside the tensor.
+          Value safe = arith::MinSIOp::create(
+              nb, nl, arith::MaxSIOp::create(nb, nl, i, c(0)), c(xType.getDimSize(2 + d) - 1));
+          xCoords.push_back(safe);
+          wCoords.push_back(k);
+        }
+        Value xv = tensor::ExtractOp::create(nb, nl, x, xCoords);
+        Value wv = tensor::ExtractOp::create(nb, nl, w, wCoords);
+        Value term = arith::SelectOp::create(nb, nl, valid, mulScalars(nb, nl, xv, wv),
+                                             scalarConstant(nb, nl, element, 0));
+        linalg::YieldOp::create(nb, nl, addScalars(nb, nl, a[1], term));
+      });
+  ctx.setOutput(0, generic.getResult(0));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Pooling
+//===----------------------------------------------------------------------===//
+
+LogicalResult convertPool(NodeContext &ctx) {
+  StringRef op = ctx.node.op_type();
+  auto xType = ctx.inputType(0);
+  int64_t rank = xType.getRank();
+  int64_t spatial = rank - 2;
+  if (spatial < 1)
+    return ctx.emitError() << "expects [N, C, spatial...], got " << xType;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = xType.getElementType();
+  bool isMax = op == "MaxPool" || op == "GlobalMaxPool";
+  bool global = op.starts_with("Global");
+  SmallVector<int64_t> kernel;
+  if (global) {
+    for (int64_t d = 0; d < spatial; ++d) {
+      if (xType.isDynamicDim(2 + d))
+        return ctx.fail("global pooling needs static spatial dimensions");
+      kernel.push_back(xType.getDimSize(2 + d));
+    }
+  } else {
+    kernel = ctx.getInts("kernel_shape").value_or(SmallVector<int64_t>{});
+    if ((int64_t)kernel.size() != spatial)
+      return ctx.fail("kernel_shape must have one entry per spatial dimension");
+  }
+  if (ctx.wantsOutput(1))
+    return ctx.fail("the Indices output of MaxPool is not supported");
+  FailureOr<ConvGeometry> g = readGeometry(ctx, xType, kernel, false);
+  if (failed(g))
+    return failure();
+  bool ceilMode = ctx.getInt("ceil_mode", 0) != 0;
+  SmallVector<int64_t> padEnd = g->padEnd;
+  if (ceilMode) {
+    for (int64_t d = 0; d < spatial; ++d) {
+      int64_t in = xType.getDimSize(2 + d);
+      if (ShapedType::isDynamic(in))
+        return ctx.fail("ceil_mode needs static spatial dimensions");
+      int64_t span = (kernel[d] - 1) * g->dilations[d] + 1;
+      int64_t padded = in + g->padBegin[d] + g->padEnd[d];
+      int64_t out = (padded - span + g->strides[d] - 1) / g->strides[d] + 1;
+      // The last window must start inside the input or left padding.
+      if ((out - 1) * g->strides[d] >= in + g->padBegin[d])
+        --out;
+      padEnd[d] = std::max<int64_t>((out - 1) * g->strides[d] + span - in - g->padBegin[d],
+                                    g->padEnd[d]);
+    }
+  }
+  Value padValue = isMax ? lowestValue(b, loc, element) : scalarConstant(b, loc, element, 0);
+  Value x = padSpatial(b, loc, ctx.input(0), g->padBegin, padEnd, padValue);
+  SmallVector<OpFoldResult> outSizes = {tensor::getMixedSize(b, loc, x, 0),
+                                        tensor::getMixedSize(b, loc, x, 1)};
+  for (int64_t d = 0; d < spatial; ++d)
+    outSizes.push_back(windowOutput(b, loc, x, 2 + d, kernel[d], g->strides[d],
+                                    g->dilations[d]));
+  // One generic for every rank: out[n, c, o] = reduce over k of x[n, c, o*s + k*d].
+  int64_t loops = 2 + 2 * spatial;
+  auto dim = [&](int64_t i) { return b.getAffineDimExpr(i); };
+  SmallVector<AffineExpr> xExprs = {dim(0), dim(1)}, oExprs = {dim(0), dim(1)},
+                          kExprs;
+  for (int64_t d = 0; d < spatial; ++d) {
+    xExprs.push_back(dim(2 + d) * g->strides[d] + dim(2 + spatial + d) * g->dilations[d]);
+    oExprs.push_back(dim(2 + d));
+    kExprs.push_back(dim(2 + spatial + d));
+  }
+  SmallVector<OpFoldResult> kernelSizes;
+  for (int64_t k : kernel)
+    kernelSizes.push_back(b.getIndexAttr(k));
+  Value window = createEmpty(b, loc, kernelSizes, b.getI1Type());
+  SmallVector<utils::IteratorType> iterators(2 + spatial, utils::IteratorType::parallel);
+  iterators.append(spatial, utils::IteratorType::reduction);
+  SmallVector<AffineMap> maps = {AffineMap::get(loops, 0, xExprs, b.getContext()),
+                                 AffineMap::get(loops, 0, kExprs, b.getContext()),
+                                 AffineMap::get(loops, 0, oExprs, b.getContext())};
+  Value init = createFilled(b, loc, outSizes, padValue);
+  Value pooled = linalg::GenericOp::create(
+                     b, loc, TypeRange{init.getType()}, ValueRange{x, window},
+                     ValueRange{init}, maps, iterators,
+                     [&](OpBuilder &nb, Location nl, ValueRange a) {
+                       Value r = isMax ? combineMax(nb, nl, a[0], a[2])
+                                       : addScalars(nb, nl, a[0], a[2]);
+                       linalg::YieldOp::create(nb, nl, r);
+                     })
+                     .getResult(0);
+  if (!isMax) {
+    bool includePad = ctx.getInt("count_include_pad", 0) != 0;
+    int64_t fullCount = 1;
+    for (int64_t k : kernel)
+      fullCount *= k;
+    bool anyPad = llvm::any_of(g->padBegin, [](int64_t p) { return p != 0; }) ||
+                  llvm::any_of(padEnd, [](int64_t p) { return p != 0; });
+    if (!anyPad || (includePad && !ceilMode)) {
+      pooled = mapElements(b, loc, pooled, [&](OpBuilder &nb, Location nl, Value v) {
+        return arith::DivFOp::create(nb, nl, v, scalarConstant(nb, nl, element, fullCount))
+            .getResult();
+      });
+    } else {
+      // Count the in-bounds elements of each window (the explicit pads too
+      // with count_include_pad).
+      SmallVector<int64_t> countBegin(spatial, 0), countEnd(spatial, 0);
+      SmallVector<OpFoldResult> ones = {b.getIndexAttr(1), b.getIndexAttr(1)};
+      for (int64_t d = 0; d < spatial; ++d) {
+        ones.push_back(tensor::getMixedSize(b, loc, ctx.input(0), 2 + d));
+        countBegin[d] = includePad ? 0 : g->padBegin[d];
+        countEnd[d] = includePad ? padEnd[d] - g->padEnd[d] : padEnd[d];
+      }
+      Value one = createFilled(b, loc, ones, scalarConstant(b, loc, element, 1));
+      if (includePad)
+        one = padSpatial(b, loc, one, g->padBegin, g->padEnd,
+                         scalarConstant(b, loc, element, 1));
+      Value padded = padSpatial(b, loc, one, countBegin, countEnd,
+                                scalarConstant(b, loc, element, 0));
+      SmallVector<OpFoldResult> countSizes = {b.getIndexAttr(1), b.getIndexAttr(1)};
+      countSizes.append(outSizes.begin() + 2, outSizes.end());
+      Value countInit = zeroFilled(b, loc, countSizes, element);
+      Value counts = linalg::GenericOp::create(
+                         b, loc, TypeRange{countInit.getType()}, ValueRange{padded, window},
+                         ValueRange{countInit}, maps, iterators,
+                         [&](OpBuilder &nb, Location nl, ValueRange a) {
+                           linalg::YieldOp::create(nb, nl, addScalars(nb, nl, a[0], a[2]));
+                         })
+                         .getResult(0);
+      pooled = buildElementwise(b, loc, ValueRange{pooled, counts}, element,
+                                [](OpBuilder &nb, Location nl, ValueRange a) {
+                                  return arith::DivFOp::create(nb, nl, a[0], a[1]).getResult();
+                                });
+    }
+  }
+  ctx.setOutput(0, pooled);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Resize
+//===----------------------------------------------------------------------===//
+
+LogicalResult convertResize(NodeContext &ctx) {
+  auto xType = ctx.inputType(0);
+  int64_t rank = xType.getRank();
+  if (!xType.hasStaticShape())
+    return ctx.fail("Resize needs a static input shape");
+  std::string mode = ctx.getString("mode", "nearest");
+  std::string transform = ctx.getString("coordinate_transformation_mode", "half_pixel");
+  std::string nearestMode = ctx.getString("nearest_mode", "round_prefer_floor");
+  if (mode != "nearest" && mode != "linear")
+    return ctx.fail("mode '" + mode + "' is not supported (nearest and linear are)");
+  if (transform == "tf_crop_and_resize")
+    return ctx.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported");
+  SmallVector<double> scales;
+  SmallVector<int64_t> outShape;
+  if (ctx.hasInput(3) && ctx.inputType(3).getNumElements() != 0) {
+    std::optional<SmallVector<int64_t>> sizes = ctx.constantInts(3);
+    if (!sizes || (int64_t)sizes->size() != rank)
+      return ctx.fail("'sizes' must be a constant with one entry per dimension");
+    outShape = *sizes;
+    for (int64_t d = 0; d < rank; ++d)
+      scales.push_back((double)outShape[d] / xType.getDimSize(d));
+  } else {
+    std::optional<SmallVector<double>> given =
+        ctx.hasInput(2) ? ctx.constantFloats(2) : std::nullopt;
+    if (!given || (int64_t)given->size() != rank)
+      return ctx.fail("'scales' must be a constant with one entry per dimension");
+    scales = *given;
+    for (int64_t d = 0; d < rank; ++d)
+      outShape.push_back((int64_t)std::floor(xType.getDimSize(d) * scales[d]));
+  }
+  SmallVector<int64_t> resized;
+  for (int64_t d = 0; d < rank; ++d)
+    if (outShape[d] != xType.getDimSize(d) || scales[d] != 1.0)
+      resized.push_back(d);
+  if (mode == "linear" && resized.size() > 3)
+    return ctx.fail("linear resize of more than 3 dimensions is not supported");
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = xType.getElementType();
+  Type f64 = b.getF64Type();
+  Value x = ctx.input(0);
+  SmallVector<OpFoldResult> outSizes;
+  for (int64_t s : outShape)
+    outSizes.push_back(b.getIndexAttr(s));
+  Value init = createEmpty(b, loc, outSizes, element);
+  SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)}, iterators,
+      [&](OpBuilder &nb, Location nl, ValueRange) {
+        auto f = [&](double v) { return scalarConstant(nb, nl, f64, v); };
+        auto ci = [&](int64_t v) { return arith::ConstantIndexOp::create(nb, nl, v).getResult(); };
+        SmallVector<Value> base;  // nearest / lower corner per dim (index)
+        SmallVector<Value> upper; // upper corner (index), linear only
+        SmallVector<Value> weight;
+        for (int64_t d = 0; d < rank; ++d) {
+          Value o = linalg::IndexOp::create(nb, nl, d);
+          if (!llvm::is_contained(resized, d)) {
+            base.push_back(o);
+            upper.push_back(o);
+            weight.push_back(Value());
+            continue;
+          }
+          int64_t in = xType.getDimSize(d), out = outShape[d];
+          double scale = scales[d];
+          Value of = arith::SIToFPOp::create(
+              nb, nl, f64, arith::IndexCastOp::create(nb, nl, nb.getI64Type(), o));
+          Value coord;
+          if (transform == "align_corners") {
+            coord = out == 1 ? f(0)
+                             : (Value)arith::MulFOp::create(
+                                   nb, nl, of, f((double)(in - 1) / (out - 1)));
+          } else if (transform == "asymmetric") {
+            coord = arith::DivFOp::create(nb, nl, of, f(scale));
+          } else if (transform == "tf_half_pixel_for_nn") {
+            coord = arith::DivFOp::create(nb, nl, arith::AddFOp::create(nb, nl, of, f(0.5)),
+                                          f(scale));
+          } else if (transform == "pytorch_half_pixel" && out == 1) {
+            coord = f(0);
+          } else {
+            coord = arith::SubFOp::create(
+                nb, nl,
+                arith::DivFOp::create(nb, nl, arith::AddFOp::create(nb, nl, of, f(0.5)),
+                                      f(scale)),
+                f(0.5));
+          }
+          auto toIdx = [&](Value v) {
+            Value i = arith::FPToSIOp::create(nb, nl, nb.getI64Type(), v);
+            Value idx = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), i);
+            return arith::MinSIOp::create(nb, nl, arith::MaxSIOp::create(nb, nl, idx, ci(0)),
+                                          ci(in - 1))
+                .getResult();
+          };
+          if (mode == "nearest") {
+            Value r;
+            if (nearestMode == "floor") {
+              r = math::FloorOp::create(nb, nl, coord);
+            } else if (nearestMode == "ceil") {
+              r = math::CeilOp::create(nb, nl, coord);
+            } else if (nearestMode == "round_prefer_ceil") {
+              r = math::FloorOp::create(nb, nl, arith::AddFOp::create(nb, nl, coord, f(0.5)));
+            } else {
+              r = math::CeilOp::create(nb, nl, arith::SubFOp::create(nb, nl, coord, f(0.5)));
+            }
+            base.push_back(toIdx(r));
+            upper.push_back(Value());
+            weight.push_back(Value());
+          } else {
+            Value clamped = arith::MinimumFOp::create(
+                nb, nl, arith::MaximumFOp::create(nb, nl, coord, f(0)), f((double)(in - 1)));
+            Value lo = math::FloorOp::create(nb, nl, clamped);
+            base.push_back(toIdx(lo));
+            upper.push_back(arith::MinSIOp::create(
+                nb, nl, arith::AddIOp::create(nb, nl, toIdx(lo), ci(1)), ci(in - 1)));
+            weight.push_back(arith::SubFOp::create(nb, nl, clamped, lo));
+          }
+        }
+        Value result;
+        if (mode == "nearest") {
+          result = tensor::ExtractOp::create(nb, nl, x, base);
+        } else {
+          Value acc = f(0);
+          for (int64_t corner = 0; corner < (1 << resized.size()); ++corner) {
+            SmallVector<Value> coords(base);
+            Value w = f(1);
+            for (auto [bit, d] : llvm::enumerate(resized)) {
+              bool high = corner & (1 << bit);
+              coords[d] = high ? upper[d] : base[d];
+              Value wd = high ? weight[d]
+                              : (Value)arith::SubFOp::create(nb, nl, f(1), weight[d]);
+              w = arith::MulFOp::create(nb, nl, w, wd);
+            }
+            Value v = castScalar(nb, nl, tensor::ExtractOp::create(nb, nl, x, coords), f64,
+                                 false, false);
+            acc = arith::AddFOp::create(nb, nl, acc, arith::MulFOp::create(nb, nl, w, v));
+          }
+          result = castScalar(nb, nl, acc, element, false, ctx.info(0).isUnsigned);
+        }
+        linalg::YieldOp::create(nb, nl, result);
+      });
+  ctx.setOutput(0, generic.getResult(0), ctx.info(0).isUnsigned);
+  return success();
+}
+
+} // namespace
+
+void onnx_import::registerLinalgConverters(ConverterTable &table) {
+  table["MatMul"] = convertMatMul;
+  table["Gemm"] = convertGemm;
+  table["Einsum"] = convertEinsum;
+  for (const char *op : {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+                         "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
+                         "ReduceLogSumExp"})
+    table[op] = convertReduce;
+  table["ArgMax"] = convertArgMinMax;
+  table["ArgMin"] = convertArgMinMax;
+  table["TopK"] = convertTopK;
+  table["Softmax"] = convertSoftmax;
+  table["LogSoftmax"] = convertSoftmax;
+  table["LayerNormalization"] = convertLayerNorm;
+  table["InstanceNormalization"] = convertInstanceNorm;
+  table["BatchNormalization"] = convertBatchNorm;
+  table["Conv"] = convertConv;
+  table["ConvTranspose"] = convertConvTranspose;
+  for (const char *op : {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
+    table[op] = convertPool;
+  table["Resize"] = convertResize;
+}

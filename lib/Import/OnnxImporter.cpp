@@ -1,0 +1,994 @@
+//===- OnnxImporter.cpp - ONNX model loading and graph translation ---------===//
+//
+// Loads a ModelProto (parse, external data, opset, checker, shape inference),
+// orders the graph, reports every unsupported op at once, and translates the
+// nodes through the converter table into one func.func.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Import/OnnxImporter.h"
+#include "ImporterInternal.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+
+#include <onnx/checker.h>
+#include <onnx/defs/schema.h>
+#include <onnx/shape_inference/implementation.h>
+#include <onnx/version_converter/convert.h>
+
+#include <map>
+#include <memory>
+#include <set>
+
+using namespace mlir;
+using namespace hasten;
+using namespace hasten::onnx_import;
+
+static constexpr int64_t kMinOpset = 11;
+static constexpr int64_t kMaxOpset = 17;
+
+//===----------------------------------------------------------------------===//
+// Types and tensors
+//===----------------------------------------------------------------------===//
+
+FailureOr<Type> onnx_import::getElementType(MLIRContext *context,
+                                            int32_t onnxType) {
+  Builder b(context);
+  switch (onnxType) {
+  case onnx::TensorProto::FLOAT:
+    return b.getF32Type();
+  case onnx::TensorProto::DOUBLE:
+    return b.getF64Type();
+  case onnx::TensorProto::FLOAT16:
+    return b.getF16Type();
+  case onnx::TensorProto::BFLOAT16:
+    return b.getBF16Type();
+  case onnx::TensorProto::BOOL:
+    return b.getI1Type();
+  case onnx::TensorProto::INT8:
+  case onnx::TensorProto::UINT8:
+    return b.getIntegerType(8);
+  case onnx::TensorProto::INT16:
+  case onnx::TensorProto::UINT16:
+    return b.getIntegerType(16);
+  case onnx::TensorProto::INT32:
+  case onnx::TensorProto::UINT32:
+    return b.getIntegerType(32);
+  case onnx::TensorProto::INT64:
+  case onnx::TensorProto::UINT64:
+    return b.getIntegerType(64);
+  default:
+    return failure();
+  }
+}
+
+bool onnx_import::isUnsignedOnnxType(int32_t onnxType) {
+  return onnxType == onnx::TensorProto::UINT8 ||
+         onnxType == onnx::TensorProto::UINT16 ||
+         onnxType == onnx::TensorProto::UINT32 ||
+         onnxType == onnx::TensorProto::UINT64;
+}
+
+std::string onnx_import::onnxTypeName(int32_t onnxType) {
+  if (onnx::TensorProto_DataType_IsValid(onnxType))
+    return onnx::TensorProto_DataType_Name(
+        static_cast<onnx::TensorProto_DataType>(onnxType));
+  return "data type " + std::to_string(onnxType);
+}
+
+/// Copies the typed-field payload of `tensor` into little-endian bytes laid
+/// out as MLIR stores `elementType`.
+static std::vector<char> typedFieldBytes(const onnx::TensorProto &tensor,
+                                         Type elementType, int64_t count) {
+  std::vector<char> bytes;
+  auto append = [&](const auto &field, auto convert) {
+    for (const auto &v : field) {
+      auto converted = convert(v);
+      const char *p = reinterpret_cast<const char *>(&converted);
+      bytes.insert(bytes.end(), p, p + sizeof(converted));
+    }
+  };
+  unsigned width = elementType.getIntOrFloatBitWidth();
+  switch (tensor.data_type()) {
+  case onnx::TensorProto::FLOAT:
+    append(tensor.float_data(), [](float v) { return v; });
+    break;
+  case onnx::TensorProto::DOUBLE:
+    append(tensor.double_data(), [](double v) { return v; });
+    break;
+  case onnx::TensorProto::INT64:
+    append(tensor.int64_data(), [](int64_t v) { return v; });
+    break;
+  case onnx::TensorProto::UINT64:
+  case onnx::TensorProto::UINT32:
+    if (width == 64)
+      append(tensor.uint64_data(), [](uint64_t v) { return v; });
+    else
+      append(tensor.uint64_data(),
+             [](uint64_t v) { return static_cast<uint32_t>(v); });
+    break;
+  default:
+    // int32_data carries int32, int16, int8, uint16, uint8, bool, float16 and
+    // bfloat16 (the last two as raw 16-bit patterns).
+    for (int32_t v : tensor.int32_data()) {
+      if (width == 64) {
+        int64_t w = v;
+        bytes.insert(bytes.end(), (char *)&w, (char *)&w + 8);
+      } else if (width == 32) {
+        bytes.insert(bytes.end(), (char *)&v, (char *)&v + 4);
+      } else if (width == 16) {
+        int16_t w = static_cast<int16_t>(v);
+        bytes.insert(bytes.end(), (char *)&w, (char *)&w + 2);
+      } else {
+        bytes.push_back(static_cast<char>(v));
+      }
+    }
+    break;
+  }
+  (void)count;
+  return bytes;
+}
+
+static int64_t storageBytes(Type elementType) {
+  return elementType.isInteger(1) ? 1
+                                  : (elementType.getIntOrFloatBitWidth() + 7) / 8;
+}
+
+/// Builds the attribute for `bytes` (MLIR layout, i1 as one byte each).
+static ElementsAttr
+makeElementsAttr(RankedTensorType type, ArrayRef<char> bytes,
+                 int64_t inlineLimit, StringRef name,
+                 std::optional<AsmResourceBlob> ownedBlob = std::nullopt) {
+  Type elementType = type.getElementType();
+  if (elementType.isInteger(1)) {
+    SmallVector<bool> bits;
+    bits.reserve(bytes.size());
+    for (char c : bytes)
+      bits.push_back(c != 0);
+    return DenseElementsAttr::get(type, bits);
+  }
+  if (type.getNumElements() <= inlineLimit)
+    return DenseElementsAttr::getFromRawBuffer(type, bytes);
+  AsmResourceBlob blob =
+      ownedBlob ? std::move(*ownedBlob)
+                : HeapAsmResourceBlob::allocateAndCopyWithAlign(
+                      bytes, storageBytes(elementType));
+  std::string blobName = name.empty() ? std::string("onnx_tensor") : name.str();
+  return DenseResourceElementsAttr::get(type, blobName, std::move(blob));
+}
+
+FailureOr<ElementsAttr> onnx_import::convertTensorProto(
+    MLIRContext *context, const onnx::TensorProto &tensor, int64_t inlineLimit,
+    function_ref<InFlightDiagnostic()> emitError) {
+  FailureOr<Type> elementType = getElementType(context, tensor.data_type());
+  if (failed(elementType))
+    return emitError() << "tensor '" << tensor.name() << "' has unsupported "
+                       << onnxTypeName(tensor.data_type());
+  SmallVector<int64_t> shape(tensor.dims().begin(), tensor.dims().end());
+  auto type = RankedTensorType::get(shape, *elementType);
+  int64_t count = type.getNumElements();
+  int64_t expectedBytes = count * storageBytes(*elementType);
+  if (tensor.data_location() == onnx::TensorProto::EXTERNAL)
+    return emitError() << "tensor '" << tensor.name()
+                       << "' keeps its data externally, which is only "
+                          "supported for initializers";
+  if (tensor.has_raw_data()) {
+    const std::string &raw = tensor.raw_data();
+    if (static_cast<int64_t>(raw.size()) != expectedBytes)
+      return emitError() << "tensor '" << tensor.name() << "' of shape "
+                         << type << " needs " << expectedBytes
+                         << " bytes of raw data but has " << raw.size();
+    return makeElementsAttr(type, ArrayRef<char>(raw.data(), raw.size()),
+                            inlineLimit, tensor.name());
+  }
+  std::vector<char> bytes = typedFieldBytes(tensor, *elementType, count);
+  if (static_cast<int64_t>(bytes.size()) != expectedBytes)
+    return emitError() << "tensor '" << tensor.name() << "' of shape " << type
+                       << " has " << bytes.size() / storageBytes(*elementType)
+                       << " elements of data, expected " << count;
+  return makeElementsAttr(type, bytes, inlineLimit, tensor.name());
+}
+
+//===----------------------------------------------------------------------===//
+// NodeContext
+//===----------------------------------------------------------------------===//
+
+std::string NodeContext::name() const {
+  return node.name().empty() ? "<unnamed " + node.op_type() + ">" : node.name();
+}
+
+InFlightDiagnostic NodeContext::emitError() const {
+  return mlir::emitError(loc) << "node '" << name() << "' (" << node.op_type()
+                              << "): ";
+}
+
+LogicalResult NodeContext::fail(const Twine &message) const {
+  return emitError() << message;
+}
+
+FailureOr<int64_t> NodeContext::normalizeAxis(int64_t axis, int64_t rank,
+                                              StringRef what) const {
+  if (axis < -rank || axis >= rank) {
+    emitError() << what << " " << axis << " is out of range for rank " << rank;
+    return failure();
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
+const onnx::AttributeProto *NodeContext::attr(StringRef name) const {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == name)
+      return &a;
+  return nullptr;
+}
+
+int64_t NodeContext::getInt(StringRef name, int64_t defaultValue) const {
+  const onnx::AttributeProto *a = attr(name);
+  return a ? a->i() : defaultValue;
+}
+
+float NodeContext::getFloat(StringRef name, float defaultValue) const {
+  const onnx::AttributeProto *a = attr(name);
+  return a ? a->f() : defaultValue;
+}
+
+std::string NodeContext::getString(StringRef name,
+                                   StringRef defaultValue) const {
+  const onnx::AttributeProto *a = attr(name);
+  return a ? a->s() : defaultValue.str();
+}
+
+std::optional<SmallVector<int64_t>> NodeContext::getInts(StringRef name) const {
+  const onnx::AttributeProto *a = attr(name);
+  if (!a)
+    return std::nullopt;
+  return SmallVector<int64_t>(a->ints().begin(), a->ints().end());
+}
+
+std::optional<SmallVector<float>> NodeContext::getFloats(StringRef name) const {
+  const onnx::AttributeProto *a = attr(name);
+  if (!a)
+    return std::nullopt;
+  return SmallVector<float>(a->floats().begin(), a->floats().end());
+}
+
+/// Small static integer tensors are tracked element by element.
+static bool isTrackableIntegerType(RankedTensorType type) {
+  return type.hasStaticShape() && type.getRank() <= 1 &&
+         type.getNumElements() <= 16 && isa<IntegerType>(type.getElementType());
+}
+
+std::optional<SmallVector<Value>> NodeContext::inputElements(unsigned i) {
+  if (!hasInput(i))
+    return std::nullopt;
+  ImportedValue &value = values.find(node.input(i))->second;
+  if (value.elements)
+    return value.elements;
+  auto type = cast<RankedTensorType>(value.tensor.getType());
+  if (!isTrackableIntegerType(type))
+    return std::nullopt;
+  SmallVector<Value> elements;
+  DenseIntElementsAttr constant;
+  if (matchPattern(value.tensor, m_Constant(&constant))) {
+    for (APInt v : constant.getValues<APInt>())
+      elements.push_back(arith::ConstantOp::create(
+          b, loc, IntegerAttr::get(type.getElementType(), v)));
+  } else {
+    for (int64_t k = 0, e = type.getNumElements(); k < e; ++k) {
+      SmallVector<Value> indices;
+      if (type.getRank() == 1)
+        indices.push_back(arith::ConstantIndexOp::create(b, loc, k));
+      elements.push_back(
+          tensor::ExtractOp::create(b, loc, value.tensor, indices));
+    }
+  }
+  value.elements = elements;
+  return elements;
+}
+
+std::optional<SmallVector<int64_t>> NodeContext::constantInts(unsigned i) {
+  if (!hasInput(i))
+    return std::nullopt;
+  DenseIntElementsAttr constant;
+  if (matchPattern(input(i), m_Constant(&constant))) {
+    SmallVector<int64_t> ints;
+    for (APInt v : constant.getValues<APInt>())
+      ints.push_back(v.getSExtValue());
+    return ints;
+  }
+  std::optional<SmallVector<Value>> elements = inputElements(i);
+  if (!elements)
+    return std::nullopt;
+  SmallVector<int64_t> ints;
+  for (Value v : *elements) {
+    APInt c;
+    if (!matchPattern(v, m_ConstantInt(&c)))
+      return std::nullopt;
+    ints.push_back(c.getSExtValue());
+  }
+  return ints;
+}
+
+std::optional<SmallVector<double>> NodeContext::constantFloats(unsigned i) {
+  if (!hasInput(i))
+    return std::nullopt;
+  DenseFPElementsAttr constant;
+  if (!matchPattern(input(i), m_Constant(&constant)))
+    return std::nullopt;
+  SmallVector<double> floats;
+  for (APFloat v : constant.getValues<APFloat>())
+    floats.push_back(v.convertToDouble());
+  return floats;
+}
+
+void NodeContext::setOutput(unsigned i, Value tensor, bool isUnsigned) {
+  if (!wantsOutput(i))
+    return;
+  ImportedValue value;
+  value.tensor = tensor;
+  value.isUnsigned = isUnsigned;
+  values[node.output(i)] = value;
+}
+
+void NodeContext::setOutputElements(unsigned i, ArrayRef<Value> elements,
+                                    Type elementType, bool scalar,
+                                    bool isUnsigned) {
+  if (!wantsOutput(i))
+    return;
+  Value tensor;
+  if (scalar) {
+    tensor = tensor::FromElementsOp::create(
+        b, loc, RankedTensorType::get({}, elementType), elements);
+  } else {
+    tensor = tensor::FromElementsOp::create(
+        b, loc,
+        RankedTensorType::get({static_cast<int64_t>(elements.size())},
+                              elementType),
+        elements);
+  }
+  ImportedValue value;
+  value.tensor = tensor;
+  value.isUnsigned = isUnsigned;
+  value.elements = SmallVector<Value>(elements.begin(), elements.end());
+  values[node.output(i)] = value;
+}
+
+//===----------------------------------------------------------------------===//
+// The converter table
+//===----------------------------------------------------------------------===//
+
+static const ConverterTable &getConverters() {
+  static const ConverterTable table = [] {
+    ConverterTable t;
+    registerElementwiseConverters(t);
+    registerTensorConverters(t);
+    registerLinalgConverters(t);
+    return t;
+  }();
+  return table;
+}
+
+std::vector<std::string> hasten::getSupportedOnnxOps() {
+  std::vector<std::string> ops;
+  for (const auto &entry : getConverters())
+    ops.push_back(entry.getKey().str());
+  llvm::sort(ops);
+  return ops;
+}
+
+void hasten::registerOnnxImportDialects(DialectRegistry &registry) {
+  registry.insert<arith::ArithDialect, func::FuncDialect,
+                  linalg::LinalgDialect, math::MathDialect, scf::SCFDialect,
+                  tensor::TensorDialect, hasten::HastenDialect>();
+}
+
+//===----------------------------------------------------------------------===//
+// Model loading
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+static bool isDefaultDomain(const std::string &domain) {
+  return domain.empty() || domain == "ai.onnx";
+}
+
+/// Folds the ops one node's conversion created (shape arithmetic mostly), so
+/// that static dimensions become constants right away, and points the value
+/// table entries of that node at the folded values.
+static void foldNewOps(Block *block, Operation *lastBefore,
+                       const onnx::NodeProto &node, ValueTable &values) {
+  SmallVector<Operation *> created;
+  for (Operation &op : llvm::make_range(
+           lastBefore ? std::next(Block::iterator(lastBefore)) : block->begin(),
+           block->end()))
+    if (op.getNumRegions() == 0 && op.getNumResults() > 0 &&
+        !op.hasTrait<OpTrait::ConstantLike>())
+      created.push_back(&op);
+  llvm::DenseMap<Value, Value> replaced;
+  for (Operation *op : created) {
+    SmallVector<Attribute> operandConstants;
+    for (Value operand : op->getOperands()) {
+      Attribute c;
+      matchPattern(operand, m_Constant(&c));
+      operandConstants.push_back(c);
+    }
+    SmallVector<OpFoldResult> results;
+    if (failed(op->fold(operandConstants, results)) || results.empty())
+      continue;
+    OpBuilder builder(op);
+    SmallVector<Value> replacements;
+    for (auto [result, folded] : llvm::zip(op->getResults(), results)) {
+      if (auto value = dyn_cast<Value>(folded)) {
+        replacements.push_back(value);
+        continue;
+      }
+      Operation *constant = op->getDialect()->materializeConstant(
+          builder, cast<Attribute>(folded), result.getType(), op->getLoc());
+      if (!constant)
+        break;
+      replacements.push_back(constant->getResult(0));
+    }
+    if (replacements.size() != op->getNumResults())
+      continue;
+    for (auto [from, to] : llvm::zip(op->getResults(), replacements)) {
+      from.replaceAllUsesWith(to);
+      replaced[from] = to;
+    }
+    op->erase();
+  }
+  if (replaced.empty())
+    return;
+  auto resolve = [&](Value v) {
+    for (auto it = replaced.find(v); it != replaced.end(); it = replaced.find(v))
+      v = it->second;
+    return v;
+  };
+  auto update = [&](const std::string &name) {
+    auto it = values.find(name);
+    if (it == values.end())
+      return;
+    it->second.tensor = resolve(it->second.tensor);
+    if (it->second.elements)
+      for (Value &e : *it->second.elements)
+        e = resolve(e);
+  };
+  for (const std::string &name : node.input())
+    update(name);
+  for (const std::string &name : node.output())
+    update(name);
+}
+
+class ModelImporter {
+public:
+  ModelImporter(StringRef path, MLIRContext &context,
+                const OnnxImportOptions &options)
+      : path(path.str()), context(context), options(options),
+        fileLoc(FileLineColLoc::get(&context, path, 0, 0)) {}
+
+  FailureOr<OwningOpRef<ModuleOp>> run();
+
+private:
+  InFlightDiagnostic error() { return emitError(fileLoc) << path << ": "; }
+
+  LogicalResult parse();
+  LogicalResult resolveOpset();
+  LogicalResult orderNodes();
+  LogicalResult checkSupported();
+  LogicalResult runOnnxChecks();
+  FailureOr<RankedTensorType> typeFromProto(const onnx::TypeProto &type,
+                                            const std::string &name,
+                                            bool *isUnsigned = nullptr);
+  FailureOr<ElementsAttr> loadInitializer(const onnx::TensorProto &tensor);
+  FailureOr<ElementsAttr> loadBoundInput(const std::string &name,
+                                         const onnx::ValueInfoProto &info);
+  FailureOr<OwningOpRef<ModuleOp>> translate();
+
+  std::string path;
+  MLIRContext &context;
+  const OnnxImportOptions &options;
+  Location fileLoc;
+  onnx::ModelProto model;
+  int64_t opset = 0;
+  /// Node indices in an order where producers come before consumers.
+  std::vector<int> order;
+  /// Memory maps of external data files, shared by the blobs that view them.
+  std::map<std::string, std::shared_ptr<llvm::MemoryBuffer>> externalFiles;
+};
+
+LogicalResult ModelImporter::parse() {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return error() << "cannot open file: " << buffer.getError().message();
+  if ((*buffer)->getBufferSize() == 0)
+    return error() << "file is empty, not an ONNX model";
+  if (!model.ParseFromArray((*buffer)->getBufferStart(),
+                            static_cast<int>((*buffer)->getBufferSize())))
+    return error() << "not a valid ONNX model: the protobuf does not parse "
+                      "(the file is truncated or corrupt)";
+  if (!model.has_graph())
+    return error() << "not a valid ONNX model: it has no graph (the file is "
+                      "truncated or not an ONNX ModelProto)";
+  return success();
+}
+
+LogicalResult ModelImporter::resolveOpset() {
+  bool found = false;
+  for (const onnx::OperatorSetIdProto &id : model.opset_import()) {
+    if (isDefaultDomain(id.domain())) {
+      opset = id.version();
+      found = true;
+    }
+  }
+  if (!found)
+    return error() << "the model imports no opset of the default ONNX domain";
+  if (opset > kMaxOpset)
+    return error() << "opset " << opset << " is newer than the supported "
+                   << kMinOpset << "-" << kMaxOpset;
+  if (opset >= kMinOpset)
+    return success();
+  // Older models go through ONNX's own version converter.
+  try {
+    model = onnx::version_conversion::ConvertVersion(model, kMinOpset);
+  } catch (const std::exception &e) {
+    return error() << "opset " << opset << " is older than " << kMinOpset
+                   << " and the ONNX version converter failed: " << e.what();
+  }
+  opset = kMinOpset;
+  return success();
+}
+
+LogicalResult ModelImporter::orderNodes() {
+  const onnx::GraphProto &graph = model.graph();
+  std::set<std::string> available;
+  for (const auto &input : graph.input())
+    available.insert(input.name());
+  for (const auto &init : graph.initializer())
+    available.insert(init.name());
+  std::map<std::string, int> producer;
+  for (int i = 0; i < graph.node_size(); ++i)
+    for (const std::string &out : graph.node(i).output())
+      if (!out.empty())
+        producer[out] = i;
+
+  auto nodeName = [&](int i) {
+    const onnx::NodeProto &n = graph.node(i);
+    return "'" + (n.name().empty() ? "#" + std::to_string(i) : n.name()) +
+           "' (" + n.op_type() + ")";
+  };
+  // Kahn's algorithm, keeping the file order among ready nodes.
+  std::vector<int> pending(graph.node_size(), 0);
+  std::vector<std::vector<int>> consumers(graph.node_size());
+  for (int i = 0; i < graph.node_size(); ++i) {
+    for (const std::string &in : graph.node(i).input()) {
+      if (in.empty() || available.count(in))
+        continue;
+      auto it = producer.find(in);
+      if (it == producer.end())
+        return error() << "node " << nodeName(i) << " reads '" << in
+                       << "', which no node, graph input or initializer "
+                          "defines (a missing initializer?)";
+      ++pending[i];
+      consumers[it->second].push_back(i);
+    }
+  }
+  std::vector<int> ready;
+  for (int i = graph.node_size() - 1; i >= 0; --i)
+    if (pending[i] == 0)
+      ready.push_back(i);
+  while (!ready.empty()) {
+    int i = ready.back();
+    ready.pop_back();
+    order.push_back(i);
+    std::vector<int> next;
+    for (int c : consumers[i])
+      if (--pending[c] == 0)
+        next.push_back(c);
+    llvm::sort(next, std::greater<int>());
+    // Lower indices are popped first.
+    for (int c : next)
+      ready.push_back(c);
+    llvm::sort(ready, std::greater<int>());
+  }
+  if (static_cast<int>(order.size()) == graph.node_size())
+    return success();
+  // Report the nodes caught in the cycle.
+  std::string stuck;
+  int reported = 0;
+  for (int i = 0; i < graph.node_size() && reported < 8; ++i) {
+    if (pending[i] > 0) {
+      stuck += (reported++ ? ", " : "") + nodeName(i);
+    }
+  }
+  return error() << "the graph has a cycle; these nodes wait on each other: "
+                 << stuck;
+}
+
+LogicalResult ModelImporter::checkSupported() {
+  const ConverterTable &converters = getConverters();
+  const onnx::GraphProto &graph = model.graph();
+  // Unsupported op names in first-seen order, with their node counts.
+  std::vector<std::pair<std::string, int>> unsupported;
+  int first = -1;
+  for (int i = 0; i < graph.node_size(); ++i) {
+    const onnx::NodeProto &node = graph.node(i);
+    bool ok = isDefaultDomain(node.domain()) &&
+              converters.count(node.op_type());
+    if (ok)
+      continue;
+    std::string key = node.op_type();
+    if (!isDefaultDomain(node.domain()))
+      key = node.domain() + "::" + key;
+    auto it = llvm::find_if(unsupported, [&](auto &e) { return e.first == key; });
+    if (it == unsupported.end())
+      unsupported.push_back({key, 1});
+    else
+      ++it->second;
+    if (first < 0)
+      first = i;
+  }
+  if (first < 0)
+    return success();
+  const onnx::NodeProto &node = graph.node(first);
+  std::string domain = isDefaultDomain(node.domain()) ? "ai.onnx" : node.domain();
+  int64_t domainOpset = opset;
+  for (const auto &id : model.opset_import())
+    if (id.domain() == node.domain() && !isDefaultDomain(node.domain()))
+      domainOpset = id.version();
+  InFlightDiagnostic diag = error();
+  diag << "unsupported ONNX op '" << node.op_type() << "' (domain '" << domain
+       << "', opset " << domainOpset << ") at node '"
+       << (node.name().empty() ? "<unnamed>" : node.name()) << "' (node #"
+       << first << " of " << graph.node_size() << ")";
+  diag << "; unsupported ops in this model: ";
+  bool firstEntry = true;
+  for (const auto &[op, count] : unsupported) {
+    diag << (firstEntry ? "" : ", ") << op << " (" << count
+         << (count == 1 ? " node)" : " nodes)");
+    firstEntry = false;
+  }
+  return failure();
+}
+
+LogicalResult ModelImporter::runOnnxChecks() {
+  if (options.checkModel) {
+    try {
+      onnx::checker::check_model(model);
+    } catch (const std::exception &e) {
+      return error() << "the ONNX checker rejects the model: " << e.what();
+    }
+  }
+  if (options.inferShapes) {
+    try {
+      onnx::ShapeInferenceOptions inferenceOptions(/*check_type=*/true,
+                                                   /*strict_mode=*/1,
+                                                   /*data_prop=*/false);
+      onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
+                                         inferenceOptions);
+    } catch (const std::exception &e) {
+      return error() << "ONNX shape inference failed (a type or shape "
+                        "mismatch in the model): "
+                     << e.what();
+    }
+  }
+  return success();
+}
+
+FailureOr<RankedTensorType>
+ModelImporter::typeFromProto(const onnx::TypeProto &type,
+                             const std::string &name, bool *isUnsigned) {
+  if (!type.has_tensor_type())
+    return error() << "value '" << name
+                   << "' is not a tensor (sequences, maps and optionals are "
+                      "not supported)";
+  const onnx::TypeProto_Tensor &tensorType = type.tensor_type();
+  FailureOr<Type> element = getElementType(&context, tensorType.elem_type());
+  if (failed(element))
+    return error() << "value '" << name << "' has unsupported element type "
+                   << onnxTypeName(tensorType.elem_type());
+  if (isUnsigned)
+    *isUnsigned = isUnsignedOnnxType(tensorType.elem_type());
+  if (!tensorType.has_shape())
+    return error() << "value '" << name
+                   << "' has no shape; hasten needs at least its rank";
+  SmallVector<int64_t> shape;
+  for (const auto &dim : tensorType.shape().dim())
+    shape.push_back(dim.has_dim_value() && dim.dim_value() >= 0
+                        ? dim.dim_value()
+                        : ShapedType::kDynamic);
+  return RankedTensorType::get(shape, *element);
+}
+
+FailureOr<ElementsAttr>
+ModelImporter::loadInitializer(const onnx::TensorProto &tensor) {
+  if (tensor.data_location() != onnx::TensorProto::EXTERNAL)
+    return convertTensorProto(&context, tensor, options.inlineConstantLimit,
+                              [&] { return error(); });
+  std::string location;
+  int64_t offset = 0, length = -1;
+  for (const auto &entry : tensor.external_data()) {
+    if (entry.key() == "location")
+      location = entry.value();
+    else if (entry.key() == "offset")
+      offset = std::stoll(entry.value());
+    else if (entry.key() == "length")
+      length = std::stoll(entry.value());
+  }
+  if (location.empty())
+    return error() << "initializer '" << tensor.name()
+                   << "' is external but names no location";
+  SmallString<256> dataPath = llvm::sys::path::parent_path(path);
+  llvm::sys::path::append(dataPath, location);
+  std::shared_ptr<llvm::MemoryBuffer> &file = externalFiles[dataPath.str().str()];
+  if (!file) {
+    auto buffer = llvm::MemoryBuffer::getFile(dataPath, /*IsText=*/false,
+                                              /*RequiresNullTerminator=*/false);
+    if (!buffer)
+      return error() << "cannot open external data file '" << dataPath
+                     << "' of initializer '" << tensor.name()
+                     << "': " << buffer.getError().message();
+    file = std::move(*buffer);
+  }
+  FailureOr<Type> element = getElementType(&context, tensor.data_type());
+  if (failed(element))
+    return error() << "initializer '" << tensor.name() << "' has unsupported "
+                   << onnxTypeName(tensor.data_type());
+  SmallVector<int64_t> shape(tensor.dims().begin(), tensor.dims().end());
+  auto type = RankedTensorType::get(shape, *element);
+  int64_t bytes = type.getNumElements() * storageBytes(*element);
+  if (length >= 0 && length != bytes)
+    return error() << "initializer '" << tensor.name() << "' of type " << type
+                   << " needs " << bytes << " bytes but its external data "
+                   << "length is " << length;
+  if (offset < 0 ||
+      offset + bytes > static_cast<int64_t>(file->getBufferSize()))
+    return error() << "external data file '" << dataPath << "' is too short for "
+                   << "initializer '" << tensor.name() << "' (needs bytes "
+                   << offset << " to " << offset + bytes << ", file has "
+                   << file->getBufferSize() << ")";
+  ArrayRef<char> data(file->getBufferStart() + offset, bytes);
+  int64_t align = storageBytes(*element);
+  std::optional<AsmResourceBlob> blob;
+  if (reinterpret_cast<uintptr_t>(data.data()) % align == 0 &&
+      type.getNumElements() > options.inlineConstantLimit &&
+      !element->isInteger(1)) {
+    // View the mapped file directly; the blob keeps the mapping alive.
+    std::shared_ptr<llvm::MemoryBuffer> keepAlive = file;
+    blob = AsmResourceBlob(
+        data, align,
+        [keepAlive](void *, size_t, size_t) mutable { keepAlive.reset(); },
+        /*dataIsMutable=*/false);
+  }
+  return makeElementsAttr(type, data, options.inlineConstantLimit,
+                          tensor.name(), std::move(blob));
+}
+
+FailureOr<ElementsAttr>
+ModelImporter::loadBoundInput(const std::string &name,
+                              const onnx::ValueInfoProto &info) {
+  const std::string &file = options.boundInputs.at(name);
+  auto buffer = llvm::MemoryBuffer::getFile(file, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return error() << "cannot open '" << file << "' bound to input '" << name
+                   << "': " << buffer.getError().message();
+  onnx::TensorProto tensor;
+  if (!tensor.ParseFromArray((*buffer)->getBufferStart(),
+                             static_cast<int>((*buffer)->getBufferSize())))
+    return error() << "'" << file << "' bound to input '" << name
+                   << "' is not a serialized ONNX TensorProto";
+  FailureOr<RankedTensorType> declared = typeFromProto(info.type(), name);
+  if (failed(declared))
+    return failure();
+  FailureOr<ElementsAttr> attr = convertTensorProto(
+      &context, tensor, options.inlineConstantLimit, [&] { return error(); });
+  if (failed(attr))
+    return failure();
+  auto actual = cast<RankedTensorType>(attr->getType());
+  if (!tensor::CastOp::areCastCompatible(actual, *declared))
+    return error() << "'" << file << "' holds " << actual
+                   << " but input '" << name << "' is declared " << *declared;
+  return attr;
+}
+
+FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
+  const onnx::GraphProto &graph = model.graph();
+  OpBuilder b(&context);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
+  module->getOperation()->setAttr("hasten.onnx.opset",
+                                  b.getI64IntegerAttr(opset));
+  if (!model.producer_name().empty())
+    module->getOperation()->setAttr("hasten.onnx.producer",
+                                    b.getStringAttr(model.producer_name()));
+
+  // Inferred and declared types of every named value.
+  std::map<std::string, const onnx::TypeProto *> declared;
+  for (const auto &vi : graph.value_info())
+    declared[vi.name()] = &vi.type();
+  for (const auto &vi : graph.output())
+    declared[vi.name()] = &vi.type();
+
+  std::set<std::string> initializerNames;
+  for (const auto &init : graph.initializer())
+    initializerNames.insert(init.name());
+
+  // Function arguments: graph inputs that are not initializers.
+  SmallVector<Type> argTypes;
+  SmallVector<bool> argUnsigned;
+  SmallVector<const onnx::ValueInfoProto *> argInfos;
+  std::map<std::string, const onnx::ValueInfoProto *> boundInfos;
+  for (const auto &binding : options.boundInputs) {
+    const std::string &name = binding.first;
+    auto it = llvm::find_if(graph.input(), [&](const onnx::ValueInfoProto &vi) {
+      return vi.name() == name;
+    });
+    if (it == graph.input().end())
+      return error() << "--bind-input names '" << name
+                     << "', which is not a graph input";
+    boundInfos[name] = &*it;
+  }
+  for (const auto &input : graph.input()) {
+    if (initializerNames.count(input.name()) || boundInfos.count(input.name()))
+      continue;
+    bool isUnsigned = false;
+    FailureOr<RankedTensorType> type =
+        typeFromProto(input.type(), input.name(), &isUnsigned);
+    if (failed(type))
+      return failure();
+    argTypes.push_back(*type);
+    argUnsigned.push_back(isUnsigned);
+    argInfos.push_back(&input);
+  }
+
+  b.setInsertionPointToEnd(module->getBody());
+  auto func = func::FuncOp::create(b, fileLoc, options.entryName,
+                                   b.getFunctionType(argTypes, {}));
+  Block *entry = func.addEntryBlock();
+  b.setInsertionPointToEnd(entry);
+
+  ValueTable values;
+  for (auto [i, info] : llvm::enumerate(argInfos)) {
+    values[info->name()] = {entry->getArgument(i), argUnsigned[i], std::nullopt};
+    func.setArgAttr(i, "onnx.name", b.getStringAttr(info->name()));
+    // Keep symbolic dimension names for later passes (decoder detection).
+    SmallVector<Attribute> dimNames;
+    bool anySymbolic = false;
+    for (const auto &dim : info->type().tensor_type().shape().dim()) {
+      dimNames.push_back(b.getStringAttr(dim.dim_param()));
+      anySymbolic |= !dim.dim_param().empty();
+    }
+    if (anySymbolic)
+      func.setArgAttr(i, "onnx.dim_params", b.getArrayAttr(dimNames));
+  }
+
+  for (const auto &init : graph.initializer()) {
+    FailureOr<ElementsAttr> attr = loadInitializer(init);
+    if (failed(attr))
+      return failure();
+    auto constant = arith::ConstantOp::create(
+        b, NameLoc::get(b.getStringAttr(init.name()), fileLoc), *attr);
+    // A graph input with the same name as an initializer is overridable in
+    // ONNX; hasten treats the initializer as the value (weights are fixed).
+    values[init.name()] = {constant, isUnsignedOnnxType(init.data_type()),
+                           std::nullopt};
+  }
+
+  for (const auto &[name, info] : boundInfos) {
+    FailureOr<ElementsAttr> attr = loadBoundInput(name, *info);
+    if (failed(attr))
+      return failure();
+    auto constant = arith::ConstantOp::create(
+        b, NameLoc::get(b.getStringAttr(name), fileLoc), *attr);
+    values[name] = {constant,
+                    isUnsignedOnnxType(info->type().tensor_type().elem_type()),
+                    std::nullopt};
+  }
+
+  const ConverterTable &converters = getConverters();
+  for (int index : order) {
+    const onnx::NodeProto &node = graph.node(index);
+    std::string nodeName =
+        node.name().empty() ? node.op_type() + "_" + std::to_string(index)
+                            : node.name();
+    Location loc = NameLoc::get(b.getStringAttr(nodeName), fileLoc);
+    NodeContext ctx(b, loc, node, opset, values, options.inlineConstantLimit);
+    Operation *lastBefore = entry->empty() ? nullptr : &entry->back();
+    for (const onnx::AttributeProto &a : node.attribute())
+      if (a.type() == onnx::AttributeProto::GRAPH ||
+          a.type() == onnx::AttributeProto::GRAPHS)
+        return ctx.fail("subgraph attributes (control flow) are not supported");
+    if (failed(converters.lookup(node.op_type())(ctx)))
+      return failure();
+    foldNewOps(entry, lastBefore, node, values);
+    // Every requested output must have been defined, with the element type
+    // ONNX inferred for it.
+    for (int o = 0; o < node.output_size(); ++o) {
+      const std::string &out = node.output(o);
+      if (out.empty())
+        continue;
+      auto it = values.find(out);
+      if (it == values.end())
+        return ctx.fail("output #" + std::to_string(o) + " ('" + out +
+                        "') is not supported");
+      auto found = declared.find(out);
+      if (found == declared.end() || !found->second->has_tensor_type())
+        continue;
+      FailureOr<Type> expected = getElementType(
+          &context, found->second->tensor_type().elem_type());
+      Type actual = cast<ShapedType>(it->second.tensor.getType()).getElementType();
+      if (succeeded(expected) && *expected != actual)
+        return ctx.emitError() << "output '" << out << "' has element type "
+                               << actual << " but ONNX declares "
+                               << *expected;
+    }
+  }
+
+  SmallVector<Value> results;
+  SmallVector<Type> resultTypes;
+  for (auto [i, output] : llvm::enumerate(graph.output())) {
+    auto it = values.find(output.name());
+    if (it == values.end())
+      return error() << "graph output '" << output.name()
+                     << "' is not produced by any node";
+    Value value = it->second.tensor;
+    auto actual = cast<RankedTensorType>(value.getType());
+    Type resultType = actual;
+    if (output.type().has_tensor_type() &&
+        output.type().tensor_type().has_shape()) {
+      FailureOr<RankedTensorType> declaredType =
+          typeFromProto(output.type(), output.name());
+      if (failed(declaredType))
+        return failure();
+      if (!tensor::CastOp::areCastCompatible(actual, *declaredType))
+        return error() << "graph output '" << output.name() << "' is declared "
+                       << *declaredType << " but computes " << actual;
+      // Keep the more static of the two.
+      SmallVector<int64_t> shape;
+      for (auto [a, d] : llvm::zip(actual.getShape(), declaredType->getShape()))
+        shape.push_back(ShapedType::isDynamic(a) ? d : a);
+      resultType = RankedTensorType::get(shape, actual.getElementType());
+      value = castIfNeeded(b, fileLoc, value, resultType);
+    }
+    results.push_back(value);
+    resultTypes.push_back(resultType);
+  }
+  func::ReturnOp::create(b, fileLoc, results);
+  func.setType(b.getFunctionType(argTypes, resultTypes));
+  for (auto [i, output] : llvm::enumerate(graph.output()))
+    func.setResultAttr(i, "onnx.name", b.getStringAttr(output.name()));
+
+  if (failed(verify(*module)))
+    return error() << "internal error: the imported module does not verify";
+  return module;
+}
+
+FailureOr<OwningOpRef<ModuleOp>> ModelImporter::run() {
+  if (failed(parse()) || failed(resolveOpset()) || failed(orderNodes()) ||
+      failed(checkSupported()) || failed(runOnnxChecks()))
+    return failure();
+  return translate();
+}
+
+} // namespace
+
+FailureOr<OwningOpRef<ModuleOp>>
+hasten::importOnnxFile(StringRef path, MLIRContext &context,
+                       const OnnxImportOptions &options) {
+  DialectRegistry registry;
+  registerOnnxImportDialects(registry);
+  context.appendDialectRegistry(registry);
+  context.loadAllAvailableDialects();
+  ModelImporter importer(path, context, options);
+  return importer.run();
+}
