@@ -11,7 +11,7 @@ from lit.llvm.subst import ToolSubst
 config.name = "HASTEN"
 config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
 config.suffixes = [".mlir", ".test"]
-config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "Inputs", "unit"]
+config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "Inputs", "unit", "models"]
 
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.hasten_obj_root, "test")
@@ -24,5 +24,5 @@ llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 tool_dirs = [config.hasten_tools_dir, config.llvm_tools_dir]
-tools = ["hasten-opt"]
+tools = ["hasten-opt", "hasten-import"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)

@@ -28,6 +28,7 @@
 #include <onnx/version_converter/convert.h>
 
 #include <map>
+#include <numeric>
 #include <memory>
 #include <set>
 
@@ -601,8 +602,18 @@ LogicalResult ModelImporter::orderNodes() {
       ready.push_back(c);
     llvm::sort(ready, std::greater<int>());
   }
-  if (static_cast<int>(order.size()) == graph.node_size())
+  if (static_cast<int>(order.size()) == graph.node_size()) {
+    // Store the nodes in that order, so that the checker and shape inference
+    // (which require sorted graphs) accept exporters that list them otherwise.
+    if (!std::is_sorted(order.begin(), order.end())) {
+      google::protobuf::RepeatedPtrField<onnx::NodeProto> sorted;
+      for (int i : order)
+        *sorted.Add() = graph.node(i);
+      model.mutable_graph()->mutable_node()->Swap(&sorted);
+      std::iota(order.begin(), order.end(), 0);
+    }
     return success();
+  }
   // Report the nodes caught in the cycle.
   std::string stuck;
   int reported = 0;
@@ -663,8 +674,17 @@ LogicalResult ModelImporter::checkSupported() {
 
 LogicalResult ModelImporter::runOnnxChecks() {
   if (options.checkModel) {
+    bool hasExternalData = llvm::any_of(
+        model.graph().initializer(), [](const onnx::TensorProto &t) {
+          return t.data_location() == onnx::TensorProto::EXTERNAL;
+        });
     try {
-      onnx::checker::check_model(model);
+      // The path form resolves external data next to the model; the model
+      // file itself is small in that case, so parsing it again is cheap.
+      if (hasExternalData)
+        onnx::checker::check_model(path);
+      else
+        onnx::checker::check_model(model);
     } catch (const std::exception &e) {
       return error() << "the ONNX checker rejects the model: " << e.what();
     }

@@ -11,7 +11,9 @@
 #include "mlir/Bytecode/BytecodeWriter.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "mlir/Transforms/Passes.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OperationSupport.h"
@@ -44,6 +46,9 @@ static cl::list<std::string> bindInputs(
     "bind-input",
     cl::desc("Fix a graph input at compile time: NAME=tensor.pb (repeatable)"),
     cl::value_desc("NAME=PATH"));
+static cl::opt<bool> noCleanup(
+    "no-cleanup",
+    cl::desc("Print the importer's raw output, without canonicalize and CSE"));
 static cl::opt<bool> listOps("list-ops", cl::desc("Print the supported ONNX ops and exit"));
 static cl::opt<bool> printStats("import-stats",
                                 cl::desc("Print import time and op counts to stderr"));
@@ -98,13 +103,28 @@ int main(int argc, char **argv) {
   if (failed(module))
     return 1;
 
+  auto cleanupStart = std::chrono::steady_clock::now();
+  if (!noCleanup) {
+    // Deduplicate the constants and fold what the per-node folding left.
+    mlir::PassManager pm(&context);
+    pm.addPass(mlir::createCanonicalizerPass());
+    pm.addPass(mlir::createCSEPass());
+    if (failed(pm.run(module->get())))
+      return 1;
+  }
+
+  auto cleanupStop = std::chrono::steady_clock::now();
+  auto seconds = [](auto from, auto to) {
+    return std::chrono::duration<double>(to - from).count();
+  };
+
   if (printStats) {
     std::map<std::string, int> counts;
     (*module)->walk([&](mlir::Operation *op) {
       ++counts[op->getName().getStringRef().str()];
     });
-    errs() << "imported " << inputPath << " in "
-           << std::chrono::duration<double>(stop - start).count() << " s\n";
+    errs() << "imported " << inputPath << ": import " << seconds(start, stop)
+           << " s, cleanup " << seconds(cleanupStart, cleanupStop) << " s\n";
     for (auto &[name, count] : counts)
       errs() << "  " << count << "  " << name << "\n";
   }
@@ -127,5 +147,8 @@ int main(int argc, char **argv) {
     module->get()->print(output->os(), flags);
   }
   output->keep();
+  if (printStats)
+    errs() << "printed in " << seconds(cleanupStop, std::chrono::steady_clock::now())
+           << " s\n";
   return 0;
 }

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Writes one small ONNX model (or a deliberately broken file) for the
+importer's lit tests.
+
+usage: make_test_model.py NAME OUTPUT.onnx
+"""
+
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+
+
+def model(nodes, inputs, outputs, initializers=(), opset=17, value_info=()):
+    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers),
+                              value_info=list(value_info))
+    m = helper.make_model(graph, producer_name="hasten-lit",
+                          opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def vi(name, elem, shape):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def const(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+MODELS = {}
+
+
+def register(fn):
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+@register
+def broadcast_add():
+    # [batch, 3, 4] + [4] (numpy broadcasting) then * scalar initializer.
+    return model([helper.make_node("Add", ["x", "b"], ["s"], name="add"),
+                  helper.make_node("Mul", ["s", "k"], ["y"], name="mul")],
+                 [vi("x", F, ["batch", 3, 4]), vi("b", F, [4])],
+                 [vi("y", F, ["batch", 3, 4])],
+                 [const("k", np.float32(2.0))])
+
+
+@register
+def matmul_weights():
+    w = np.arange(8 * 16, dtype=np.float32).reshape(8, 16) / 100
+    return model([helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
+                 [vi("x", F, ["batch", "seq", 8])], [vi("y", F, ["batch", "seq", 16])],
+                 [const("w", w)])
+
+
+@register
+def matmul_batched():
+    return model([helper.make_node("MatMul", ["a", "b"], ["y"], name="bmm")],
+                 [vi("a", F, [2, 1, 3, 4]), vi("b", F, [5, 4, 6])],
+                 [vi("y", F, [2, 5, 3, 6])])
+
+
+@register
+def shape_arith_static():
+    # Shape -> Gather -> Unsqueeze -> Concat -> Reshape, all static: folds.
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["d0"], axis=0),
+             helper.make_node("Unsqueeze", ["d0", "ax0"], ["d0v"]),
+             helper.make_node("Concat", ["d0v", "tail"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")]
+    return model(nodes, [vi("x", F, [2, 3, 4])], [vi("y", F, [2, 12])],
+                 [const("zero", np.int64(0)), const("ax0", np.array([0], np.int64)),
+                  const("tail", np.array([-1], np.int64))])
+
+
+@register
+def shape_arith_dynamic():
+    # [batch, seq, 8] -> [batch, seq, 2, 4] with batch/seq read at run time.
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+             helper.make_node("Gather", ["s", "one"], ["q"], axis=0),
+             helper.make_node("Unsqueeze", ["b", "ax0"], ["bv"]),
+             helper.make_node("Unsqueeze", ["q", "ax0"], ["qv"]),
+             helper.make_node("Concat", ["bv", "qv", "heads"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["y"], name="split_heads")]
+    return model(nodes, [vi("x", F, ["batch", "seq", 8])], [vi("y", F, ["batch", "seq", 2, 4])],
+                 [const("zero", np.int64(0)), const("one", np.int64(1)),
+                  const("ax0", np.array([0], np.int64)),
+                  const("heads", np.array([2, 4], np.int64))])
+
+
+@register
+def unsqueeze_opset11():
+    return model([helper.make_node("Unsqueeze", ["x"], ["y"], axes=[0, -1])],
+                 [vi("x", F, [3, 4])], [vi("y", F, [1, 3, 4, 1])], opset=11)
+
+
+@register
+def unsqueeze_opset13():
+    return model([helper.make_node("Unsqueeze", ["x", "axes"], ["y"])],
+                 [vi("x", F, [3, 4])], [vi("y", F, [1, 3, 4, 1])],
+                 [const("axes", np.array([0, -1], np.int64))], opset=13)
+
+
+@register
+def reduce_axes_versions():
+    # ReduceSum takes axes as an input from opset 13; ReduceMean as an
+    # attribute until 18. Negative axes count from the end.
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0),
+             helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1], keepdims=1)]
+    return model(nodes, [vi("x", F, [2, 3, 4])], [vi("s", F, [2, 4]), vi("m", F, [2, 3, 1])],
+                 [const("axes", np.array([-2], np.int64))])
+
+
+@register
+def softmax_negative_axis():
+    return model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)],
+                 [vi("x", F, ["n", 5, 7])], [vi("y", F, ["n", 5, 7])])
+
+
+@register
+def constants():
+    value = helper.make_tensor("v", F, [2], [1.5, -2.0])
+    nodes = [helper.make_node("Constant", [], ["c_tensor"], value=value),
+             helper.make_node("Constant", [], ["c_float"], value_float=0.25),
+             helper.make_node("Constant", [], ["c_ints"], value_ints=[3, 4, 5]),
+             helper.make_node("Constant", [], ["c_int"], value_int=7)]
+    return model(nodes, [], [vi("c_tensor", F, [2]), vi("c_float", F, []),
+                             vi("c_ints", I64, [3]), vi("c_int", I64, [])])
+
+
+@register
+def gemm_trans_b_bias():
+    w = np.ones((6, 4), np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["y"], transB=1, alpha=0.5, beta=2.0)]
+    return model(nodes, [vi("x", F, [3, 4])], [vi("y", F, [3, 6])],
+                 [const("w", w), const("c", np.zeros(6, np.float32))])
+
+
+@register
+def conv2d():
+    w = np.ones((8, 3, 3, 3), np.float32)
+    bias = np.zeros(8, np.float32)
+    dw = np.ones((8, 1, 3, 3), np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "bias"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["c", "dw"], ["y"], group=8, pads=[1, 1, 1, 1])]
+    return model(nodes, [vi("x", F, [1, 3, 16, 16])], [vi("y", F, [1, 8, 8, 8])],
+                 [const("w", w), const("bias", bias), const("dw", dw)])
+
+
+@register
+def decoder_ops():
+    # The ops a decoder's attention block uses beyond matmuls.
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "g", "b"], ["ln"], axis=-1, epsilon=1e-5),
+        helper.make_node("Split", ["ln", "split"], ["q", "k"], axis=2),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("Concat", ["past", "kt"], ["present"], axis=2),
+        helper.make_node("Where", ["mask", "q", "zero"], ["masked"]),
+        helper.make_node("Equal", ["ids", "pad"], ["is_pad"]),
+        helper.make_node("Not", ["is_pad"], ["not_pad"]),
+        helper.make_node("Cast", ["not_pad"], ["keep"], to=F),
+        helper.make_node("CumSum", ["keep", "axis1"], ["positions"]),
+        helper.make_node("Trilu", ["square"], ["lower"], upper=0),
+        helper.make_node("Range", ["start", "limit", "delta"], ["range"]),
+        helper.make_node("ArgMax", ["masked"], ["best"], axis=-1, keepdims=0),
+        helper.make_node("TopK", ["masked", "kk"], ["top_v", "top_i"], axis=-1),
+    ]
+    return model(nodes,
+                 [vi("x", F, [1, "seq", 8]), vi("past", F, [1, 4, "past"]),
+                  vi("mask", B, [1, "seq", 4]), vi("ids", I64, [1, "seq"]),
+                  vi("square", F, [4, 4]), vi("limit", I64, [])],
+                 [vi("present", F, [1, 4, "total"]), vi("positions", F, [1, "seq"]),
+                  vi("lower", F, [4, 4]), vi("range", I64, ["n"]), vi("best", I64, [1, "seq"]),
+                  vi("top_v", F, [1, "seq", 2]), vi("top_i", I64, [1, "seq", 2])],
+                 [const("g", np.ones(8, np.float32)), const("b", np.zeros(8, np.float32)),
+                  const("split", np.array([4, 4], np.int64)), const("zero", np.float32(0)),
+                  const("pad", np.int64(0)), const("axis1", np.int64(1)),
+                  const("start", np.int64(0)), const("delta", np.int64(1)),
+                  const("kk", np.array([2], np.int64))])
+
+
+@register
+def external_data():
+    # Two initializers in a data file beside the model: one small enough to
+    # become an inline dense constant, one that stays a resource blob.
+    small = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    large = np.arange(100, dtype=np.float32)
+    m = model([helper.make_node("Mul", ["x", "small"], ["s"]),
+               helper.make_node("MatMul", ["large2d", "xcol"], ["y"])],
+              [vi("x", F, [4]), vi("xcol", F, [10, 1])], [vi("s", F, [4]), vi("y", F, [10, 1])],
+              [const("small", small), const("large2d", large.reshape(10, 10))])
+    return m, "external"
+
+
+# ---- broken inputs ---------------------------------------------------------
+
+@register
+def unsupported_ops():
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok"),
+             helper.make_node("NonMaxSuppression", ["a", "a"], ["b"], name="nms_1"),
+             helper.make_node("NonMaxSuppression", ["b", "b"], ["c"], name="nms_2"),
+             helper.make_node("CustomThing", ["c"], ["y"], name="custom", domain="com.example")]
+    m = model(nodes, [vi("x", F, [1, 1, 4])], [vi("y", F, [1, 1, 4])])
+    m.opset_import.append(helper.make_opsetid("com.example", 3))
+    return m
+
+
+@register
+def cycle():
+    nodes = [helper.make_node("Add", ["x", "b_out"], ["a_out"], name="node_a"),
+             helper.make_node("Relu", ["a_out"], ["b_out"], name="node_b")]
+    return model(nodes, [vi("x", F, [2])], [vi("b_out", F, [2])])
+
+
+@register
+def missing_initializer():
+    return model([helper.make_node("MatMul", ["x", "weight"], ["y"], name="proj")],
+                 [vi("x", F, [2, 2])], [vi("y", F, [2, 2])])
+
+
+@register
+def type_mismatch():
+    return model([helper.make_node("Add", ["x", "i"], ["y"], name="mixed_add")],
+                 [vi("x", F, [2]), vi("i", I64, [2])], [vi("y", F, [2])])
+
+
+@register
+def output_type_mismatch():
+    # The graph declares an integer output for a float computation.
+    return model([helper.make_node("Relu", ["x"], ["y"], name="relu")],
+                 [vi("x", F, [2])], [vi("y", I64, [2])])
+
+
+@register
+def opset_too_new():
+    return model([helper.make_node("Relu", ["x"], ["y"])],
+                 [vi("x", F, [2])], [vi("y", F, [2])], opset=19)
+
+
+@register
+def unsorted_nodes():
+    # Valid but listed consumer-first: the importer orders it.
+    nodes = [helper.make_node("Relu", ["a"], ["y"], name="second"),
+             helper.make_node("Neg", ["x"], ["a"], name="first")]
+    return model(nodes, [vi("x", F, [2])], [vi("y", F, [2])])
+
+
+def write(name, path):
+    result = MODELS[name]()
+    location = None
+    if isinstance(result, tuple):
+        result, location = result
+    if location == "external":
+        onnx.save_model(result, path, save_as_external_data=True,
+                        all_tensors_to_one_file=True,
+                        location=os.path.basename(path) + ".data", size_threshold=0)
+    else:
+        # Broken models are written without the checker's opinion.
+        with open(path, "wb") as f:
+            f.write(result.SerializeToString())
+
+
+def main():
+    name, path = sys.argv[1], sys.argv[2]
+    if name == "truncated":
+        data = model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                     [vi("x", F, [4, 64])], [vi("y", F, [4, 64])],
+                     [const("w", np.ones((64, 64), np.float32))]).SerializeToString()
+        open(path, "wb").write(data[: len(data) // 2])
+    elif name == "garbage":
+        open(path, "wb").write(b"\xff\xfe this is not a protobuf \x00\x01" * 8)
+    elif name == "empty":
+        open(path, "wb").close()
+    elif name == "external_missing":
+        write("external_data", path)
+        os.remove(path + ".data")
+    elif name == "external_short":
+        write("external_data", path)
+        with open(path + ".data", "r+b") as f:
+            f.truncate(64)
+    else:
+        write(name, path)
+
+
+if __name__ == "__main__":
+    main()
