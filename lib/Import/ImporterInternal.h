@@ -41,6 +41,8 @@ using ValueTable = llvm::StringMap<ImportedValue>;
 /// Maps an ONNX TensorProto data type to an MLIR element type.
 FailureOr<Type> getElementType(MLIRContext *context, int32_t onnxType);
 bool isUnsignedOnnxType(int32_t onnxType);
+/// The ONNX TensorProto data type of an MLIR element type.
+int32_t onnxTypeFor(Type element, bool isUnsigned);
 std::string onnxTypeName(int32_t onnxType);
 
 /// Converts a TensorProto (raw or typed fields, not external) into an

@@ -74,6 +74,29 @@ FailureOr<Type> onnx_import::getElementType(MLIRContext *context,
   }
 }
 
+int32_t onnx_import::onnxTypeFor(Type element, bool isUnsigned) {
+  if (element.isF32())
+    return onnx::TensorProto::FLOAT;
+  if (element.isF64())
+    return onnx::TensorProto::DOUBLE;
+  if (element.isF16())
+    return onnx::TensorProto::FLOAT16;
+  if (element.isBF16())
+    return onnx::TensorProto::BFLOAT16;
+  if (element.isInteger(1))
+    return onnx::TensorProto::BOOL;
+  switch (element.getIntOrFloatBitWidth()) {
+  case 8:
+    return isUnsigned ? onnx::TensorProto::UINT8 : onnx::TensorProto::INT8;
+  case 16:
+    return isUnsigned ? onnx::TensorProto::UINT16 : onnx::TensorProto::INT16;
+  case 32:
+    return isUnsigned ? onnx::TensorProto::UINT32 : onnx::TensorProto::INT32;
+  default:
+    return isUnsigned ? onnx::TensorProto::UINT64 : onnx::TensorProto::INT64;
+  }
+}
+
 bool onnx_import::isUnsignedOnnxType(int32_t onnxType) {
   return onnxType == onnx::TensorProto::UINT8 ||
          onnxType == onnx::TensorProto::UINT16 ||
@@ -890,6 +913,8 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
     }
     if (anySymbolic)
       func.setArgAttr(i, "onnx.dim_params", b.getArrayAttr(dimNames));
+    func.setArgAttr(i, "onnx.elem_type",
+                    b.getI32IntegerAttr(info->type().tensor_type().elem_type()));
   }
 
   for (const auto &init : graph.initializer()) {
@@ -985,8 +1010,26 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
   }
   func::ReturnOp::create(b, fileLoc, results);
   func.setType(b.getFunctionType(argTypes, resultTypes));
-  for (auto [i, output] : llvm::enumerate(graph.output()))
+  for (auto [i, output] : llvm::enumerate(graph.output())) {
     func.setResultAttr(i, "onnx.name", b.getStringAttr(output.name()));
+    // The element type as ONNX names it (MLIR's integers are signless).
+    int32_t elemType = output.type().tensor_type().elem_type();
+    if (elemType == onnx::TensorProto::UNDEFINED) {
+      Type element = cast<ShapedType>(resultTypes[i]).getElementType();
+      bool isUnsigned = values.find(output.name())->second.isUnsigned;
+      elemType = onnxTypeFor(element, isUnsigned);
+    }
+    func.setResultAttr(i, "onnx.elem_type", b.getI32IntegerAttr(elemType));
+    SmallVector<Attribute> dimNames;
+    bool anySymbolic = false;
+    for (const auto &dim : output.type().tensor_type().shape().dim()) {
+      dimNames.push_back(b.getStringAttr(dim.dim_param()));
+      anySymbolic |= !dim.dim_param().empty();
+    }
+    if (anySymbolic &&
+        dimNames.size() == (size_t)cast<ShapedType>(resultTypes[i]).getRank())
+      func.setResultAttr(i, "onnx.dim_params", b.getArrayAttr(dimNames));
+  }
 
   if (failed(verify(*module)))
     return error() << "internal error: the imported module does not verify";

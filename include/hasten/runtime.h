@@ -1,0 +1,145 @@
+/*===- hasten/runtime.h - the hasten runtime C API -------------------------===*
+ *
+ * Loads hasten-compiled shared libraries and runs their entry points.
+ *
+ * Versioning: HASTEN_RUNTIME_API_VERSION changes when this API changes in an
+ * incompatible way; hasten_runtime_api_version() reports the version of the
+ * library actually loaded. Compiled modules carry a manifest with their own
+ * format version, checked by hasten_module_load.
+ *
+ * Errors: every function returning hasten_status reports HASTEN_OK or an
+ * error code; hasten_last_error() then returns a message for the calling
+ * thread, naming the module, entry, tensor or file concerned.
+ *
+ * Ownership: objects returned through `out` parameters belong to the caller
+ * and are released with the matching *_free function. Tensors either own
+ * their memory (hasten_tensor_create, outputs of hasten_run) or borrow it
+ * (hasten_tensor_wrap: the caller keeps the memory alive and frees it).
+ *
+ * Threads: a loaded module may be used from several threads at once, each
+ * with its own tensors; a single run is not split across calls.
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef HASTEN_RUNTIME_H
+#define HASTEN_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HASTEN_RUNTIME_API_VERSION 1
+
+typedef enum hasten_status {
+  HASTEN_OK = 0,
+  HASTEN_ERROR_INVALID_ARGUMENT = 1, /* bad shape, dtype, count, null */
+  HASTEN_ERROR_NOT_FOUND = 2,        /* no such entry, input or file */
+  HASTEN_ERROR_INVALID_MODULE = 3,   /* not a hasten module, or corrupt */
+  HASTEN_ERROR_INCOMPATIBLE = 4,     /* version or CPU feature mismatch */
+  HASTEN_ERROR_OUT_OF_MEMORY = 5,
+  HASTEN_ERROR_RUNTIME = 6           /* a failure while running */
+} hasten_status;
+
+/* Element types, in the manifest's order. */
+typedef enum hasten_dtype {
+  HASTEN_F32 = 0,
+  HASTEN_F64 = 1,
+  HASTEN_F16 = 2,
+  HASTEN_BF16 = 3,
+  HASTEN_BOOL = 4, /* one byte per element, 0 or 1 */
+  HASTEN_I8 = 5,
+  HASTEN_I16 = 6,
+  HASTEN_I32 = 7,
+  HASTEN_I64 = 8,
+  HASTEN_U8 = 9,
+  HASTEN_U16 = 10,
+  HASTEN_U32 = 11,
+  HASTEN_U64 = 12
+} hasten_dtype;
+
+typedef struct hasten_module hasten_module;
+typedef struct hasten_tensor hasten_tensor;
+
+/* The API version of the loaded runtime library. */
+int hasten_runtime_api_version(void);
+
+/* The message of the calling thread's last error ("" if none). */
+const char *hasten_last_error(void);
+
+/* Bytes per element of `dtype` (0 for an invalid value). */
+size_t hasten_dtype_size(hasten_dtype dtype);
+/* "f32", "i64", ... ("?" for an invalid value). */
+const char *hasten_dtype_name(hasten_dtype dtype);
+
+/*---------------------------------------------------------------- modules --*/
+
+/* Loads a compiled module, verifies its manifest, format version and CPU
+ * features. */
+hasten_status hasten_module_load(const char *path, hasten_module **out);
+void hasten_module_free(hasten_module *module);
+
+size_t hasten_module_num_entries(const hasten_module *module);
+/* Entry names; `index` < hasten_module_num_entries. */
+const char *hasten_module_entry_name(const hasten_module *module, size_t index);
+/* Compiler version and target of the module. */
+const char *hasten_module_compiler_version(const hasten_module *module);
+const char *hasten_module_target(const hasten_module *module);
+
+/* The signature of an entry: its inputs (is_output = 0) or outputs (1).
+ * hasten_signature_dims writes up to `max_dims` sizes (-1 for dynamic) and
+ * returns the rank. */
+hasten_status hasten_entry_num_tensors(const hasten_module *module,
+                                       const char *entry, int is_output,
+                                       size_t *count);
+const char *hasten_signature_name(const hasten_module *module,
+                                  const char *entry, int is_output,
+                                  size_t index);
+hasten_dtype hasten_signature_dtype(const hasten_module *module,
+                                    const char *entry, int is_output,
+                                    size_t index);
+int hasten_signature_dims(const hasten_module *module, const char *entry,
+                          int is_output, size_t index, int64_t *dims,
+                          int max_dims);
+/* The symbolic name of dimension `dim` ("" when it is static or unnamed). */
+const char *hasten_signature_dim_name(const hasten_module *module,
+                                      const char *entry, int is_output,
+                                      size_t index, int dim);
+
+/*---------------------------------------------------------------- tensors --*/
+
+/* A tensor owning zero-initialized, 64-byte aligned memory. */
+hasten_status hasten_tensor_create(hasten_dtype dtype, int rank,
+                                   const int64_t *dims, hasten_tensor **out);
+/* A tensor borrowing `data` (row-major, contiguous); the caller keeps it
+ * alive for as long as the tensor is used. */
+hasten_status hasten_tensor_wrap(hasten_dtype dtype, int rank,
+                                 const int64_t *dims, void *data,
+                                 hasten_tensor **out);
+void hasten_tensor_free(hasten_tensor *tensor);
+
+hasten_dtype hasten_tensor_dtype(const hasten_tensor *tensor);
+int hasten_tensor_rank(const hasten_tensor *tensor);
+const int64_t *hasten_tensor_dims(const hasten_tensor *tensor);
+size_t hasten_tensor_num_elements(const hasten_tensor *tensor);
+size_t hasten_tensor_size_bytes(const hasten_tensor *tensor);
+void *hasten_tensor_data(hasten_tensor *tensor);
+
+/*-------------------------------------------------------------------- run --*/
+
+/* Runs `entry` (NULL: the module's only entry) on `inputs`, in signature
+ * order. On success `outputs[i]` receives a new owned tensor for each of the
+ * entry's `num_outputs` outputs. Inputs are checked against the signature
+ * (count, dtype, rank, static sizes, and equal sizes for equal symbolic
+ * dimension names) before anything runs. */
+hasten_status hasten_run(hasten_module *module, const char *entry,
+                         hasten_tensor *const *inputs, size_t num_inputs,
+                         hasten_tensor **outputs, size_t num_outputs);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* HASTEN_RUNTIME_H */

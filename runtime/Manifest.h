@@ -1,0 +1,47 @@
+//===- Manifest.h - the module manifest shared by compiler and runtime ----===//
+//
+// What the compiler writes into a module and the runtime reads back: the
+// FlatBuffers manifest (schema in manifest.fbs), its format version, and the
+// exported symbols that hold it. No MLIR or LLVM here: the runtime uses it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_RUNTIME_MANIFEST_H
+#define HASTEN_RUNTIME_MANIFEST_H
+
+#include "manifest_generated.h"
+
+#include <cstdint>
+
+namespace hasten {
+
+/// Version of the manifest schema and of the entry calling convention.
+constexpr uint32_t kManifestFormatVersion = 1;
+
+/// The module exports the manifest bytes and their size under these names.
+constexpr const char *kManifestSymbol = "hasten_manifest";
+constexpr const char *kManifestSizeSymbol = "hasten_manifest_size";
+
+/// Prefix of the exported entry wrappers: `hasten_entry_<name>`.
+constexpr const char *kEntrySymbolPrefix = "hasten_entry_";
+
+/// LLVM target features that generated code may depend on, with their
+/// /proc/cpuinfo names; the manifest records the cpuinfo spelling.
+struct CpuFeatureName {
+  const char *llvm;
+  const char *cpuinfo;
+};
+constexpr CpuFeatureName kTrackedCpuFeatures[] = {
+    {"sse4.2", "sse4_2"},         {"avx", "avx"},
+    {"avx2", "avx2"},             {"fma", "fma"},
+    {"f16c", "f16c"},             {"avx512f", "avx512f"},
+    {"avx512bw", "avx512bw"},     {"avx512dq", "avx512dq"},
+    {"avx512vl", "avx512vl"},     {"avx512vnni", "avx512_vnni"},
+    {"avx512bf16", "avx512_bf16"}, {"avx512fp16", "avx512_fp16"},
+    {"amx-tile", "amx_tile"},     {"amx-bf16", "amx_bf16"},
+    {"amx-int8", "amx_int8"},
+};
+
+} // namespace hasten
+
+#endif // HASTEN_RUNTIME_MANIFEST_H

@@ -1,0 +1,529 @@
+//===- Runtime.cpp - the hasten runtime ------------------------------------===//
+//
+// Loads compiled modules (dlopen), verifies their manifest, and calls entry
+// points with MLIR memref descriptors built from hasten tensors. Links no
+// MLIR or LLVM.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/runtime.h"
+
+#include "Manifest.h"
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <dlfcn.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+thread_local std::string lastError;
+
+hasten_status fail(hasten_status status, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+hasten_status fail(hasten_status status, const char *format, ...) {
+  char buffer[2048];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(buffer, sizeof(buffer), format, args);
+  va_end(args);
+  lastError = buffer;
+  return status;
+}
+
+/// Features of the CPU we run on, from /proc/cpuinfo.
+const std::set<std::string> &hostCpuFeatures() {
+  static const std::set<std::string> features = [] {
+    std::set<std::string> result;
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+      if (line.rfind("flags", 0) != 0)
+        continue;
+      std::istringstream words(line.substr(line.find(':') + 1));
+      std::string word;
+      while (words >> word)
+        result.insert(word);
+      break;
+    }
+    return result;
+  }();
+  return features;
+}
+
+using EntryFn = void (*)(void **inputs, void *results);
+
+struct Entry {
+  const hasten::manifest::Entry *sig;
+  EntryFn fn;
+};
+
+} // namespace
+
+struct hasten_tensor {
+  hasten_dtype dtype;
+  std::vector<int64_t> dims;
+  void *data = nullptr;
+  /// What to free(): null for borrowed memory.
+  void *owned = nullptr;
+};
+
+struct hasten_module {
+  std::string path;
+  void *handle = nullptr;
+  std::vector<uint8_t> manifestBytes; // a copy, aligned for FlatBuffers
+  const hasten::manifest::Module *manifest = nullptr;
+  std::map<std::string, Entry> entries;
+  std::vector<std::string> entryNames;
+};
+
+static const hasten::manifest::TensorSig *signature(const hasten_module *m,
+                                                    const char *entry,
+                                                    int isOutput, size_t i);
+
+extern "C" {
+
+int hasten_runtime_api_version(void) { return HASTEN_RUNTIME_API_VERSION; }
+
+const char *hasten_last_error(void) { return lastError.c_str(); }
+
+size_t hasten_dtype_size(hasten_dtype dtype) {
+  switch (dtype) {
+  case HASTEN_F64:
+  case HASTEN_I64:
+  case HASTEN_U64:
+    return 8;
+  case HASTEN_F32:
+  case HASTEN_I32:
+  case HASTEN_U32:
+    return 4;
+  case HASTEN_F16:
+  case HASTEN_BF16:
+  case HASTEN_I16:
+  case HASTEN_U16:
+    return 2;
+  case HASTEN_BOOL:
+  case HASTEN_I8:
+  case HASTEN_U8:
+    return 1;
+  }
+  return 0;
+}
+
+const char *hasten_dtype_name(hasten_dtype dtype) {
+  static const char *names[] = {"f32", "f64", "f16", "bf16", "bool", "i8", "i16",
+                                "i32", "i64", "u8",  "u16", "u32",  "u64"};
+  if (dtype < HASTEN_F32 || dtype > HASTEN_U64)
+    return "?";
+  return names[dtype];
+}
+
+hasten_status hasten_module_load(const char *path, hasten_module **out) {
+  if (!path || !out)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_module_load: null argument");
+  *out = nullptr;
+  if (FILE *f = fopen(path, "rb"))
+    fclose(f);
+  else
+    return fail(HASTEN_ERROR_NOT_FOUND, "%s: cannot open: %s", path, strerror(errno));
+  // RTLD_LOCAL keeps two modules' symbols apart.
+  void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!handle)
+    return fail(HASTEN_ERROR_INVALID_MODULE, "%s: not a loadable shared library: %s",
+                path, dlerror());
+  auto module = std::make_unique<hasten_module>();
+  module->path = path;
+  module->handle = handle;
+  auto closeAndFail = [&](hasten_status status) {
+    dlclose(handle);
+    module->handle = nullptr;
+    return status;
+  };
+  auto *bytes = static_cast<const uint8_t *>(dlsym(handle, hasten::kManifestSymbol));
+  auto *size = static_cast<const uint64_t *>(dlsym(handle, hasten::kManifestSizeSymbol));
+  if (!bytes || !size)
+    return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,
+                             "%s: not a hasten module (it exports no %s)", path,
+                             hasten::kManifestSymbol));
+  if (*size == 0 || *size > (1ull << 30))
+    return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,
+                             "%s: corrupt manifest (size %llu)", path,
+                             (unsigned long long)*size));
+  module->manifestBytes.assign(bytes, bytes + *size);
+  flatbuffers::Verifier verifier(module->manifestBytes.data(), module->manifestBytes.size());
+  if (!hasten::manifest::ModuleBufferHasIdentifier(module->manifestBytes.data()) ||
+      !hasten::manifest::VerifyModuleBuffer(verifier))
+    return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,
+                             "%s: corrupt manifest (the FlatBuffers verifier rejects it)",
+                             path));
+  const auto *manifest = hasten::manifest::GetModule(module->manifestBytes.data());
+  module->manifest = manifest;
+  if (manifest->format_version() != hasten::kManifestFormatVersion)
+    return closeAndFail(fail(HASTEN_ERROR_INCOMPATIBLE,
+                             "%s: module format version %u, but this runtime reads "
+                             "version %u; recompile the model with a matching hasten",
+                             path, manifest->format_version(),
+                             hasten::kManifestFormatVersion));
+  if (manifest->cpu_features()) {
+    std::string missing;
+    for (const auto *feature : *manifest->cpu_features())
+      if (!hostCpuFeatures().count(feature->str()))
+        missing += (missing.empty() ? "" : ", ") + feature->str();
+    if (!missing.empty())
+      return closeAndFail(fail(HASTEN_ERROR_INCOMPATIBLE,
+                               "%s: compiled for CPU features this machine lacks: %s "
+                               "(recompile with --cpu=... for this machine)",
+                               path, missing.c_str()));
+  }
+  if (!manifest->entries() || manifest->entries()->size() == 0)
+    return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE, "%s: the manifest lists no entry", path));
+  for (const auto *entry : *manifest->entries()) {
+    if (!entry->name() || !entry->symbol() || !entry->inputs() || !entry->outputs())
+      return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE, "%s: incomplete entry in manifest", path));
+    auto fn = reinterpret_cast<EntryFn>(dlsym(handle, entry->symbol()->c_str()));
+    if (!fn)
+      return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,
+                               "%s: entry '%s' names symbol '%s', which the library lacks",
+                               path, entry->name()->c_str(), entry->symbol()->c_str()));
+    module->entries[entry->name()->str()] = {entry, fn};
+    module->entryNames.push_back(entry->name()->str());
+  }
+  *out = module.release();
+  return HASTEN_OK;
+}
+
+void hasten_module_free(hasten_module *module) {
+  if (!module)
+    return;
+  if (module->handle)
+    dlclose(module->handle);
+  delete module;
+}
+
+size_t hasten_module_num_entries(const hasten_module *module) {
+  return module ? module->entryNames.size() : 0;
+}
+
+const char *hasten_module_entry_name(const hasten_module *module, size_t index) {
+  if (!module || index >= module->entryNames.size())
+    return nullptr;
+  return module->entryNames[index].c_str();
+}
+
+const char *hasten_module_compiler_version(const hasten_module *module) {
+  return module && module->manifest->compiler_version()
+             ? module->manifest->compiler_version()->c_str()
+             : "";
+}
+
+const char *hasten_module_target(const hasten_module *module) {
+  return module && module->manifest->target_triple()
+             ? module->manifest->target_triple()->c_str()
+             : "";
+}
+
+} // extern "C"
+
+/// The entry named `name`, or the only one when `name` is null.
+static const Entry *findEntry(const hasten_module *module, const char *name) {
+  if (!module)
+    return nullptr;
+  if (!name) {
+    if (module->entries.size() == 1)
+      return &module->entries.begin()->second;
+    return nullptr;
+  }
+  auto it = module->entries.find(name);
+  return it == module->entries.end() ? nullptr : &it->second;
+}
+
+static const hasten::manifest::TensorSig *signature(const hasten_module *m,
+                                                    const char *entry,
+                                                    int isOutput, size_t i) {
+  const Entry *e = findEntry(m, entry);
+  if (!e)
+    return nullptr;
+  const auto *list = isOutput ? e->sig->outputs() : e->sig->inputs();
+  return i < list->size() ? list->Get(i) : nullptr;
+}
+
+extern "C" {
+
+hasten_status hasten_entry_num_tensors(const hasten_module *module, const char *entry,
+                                       int isOutput, size_t *count) {
+  const Entry *e = findEntry(module, entry);
+  if (!e || !count)
+    return fail(HASTEN_ERROR_NOT_FOUND, "no entry '%s' in the module", entry ? entry : "(default)");
+  *count = (isOutput ? e->sig->outputs() : e->sig->inputs())->size();
+  return HASTEN_OK;
+}
+
+const char *hasten_signature_name(const hasten_module *module, const char *entry,
+                                  int isOutput, size_t index) {
+  const auto *sig = signature(module, entry, isOutput, index);
+  return sig && sig->name() ? sig->name()->c_str() : nullptr;
+}
+
+hasten_dtype hasten_signature_dtype(const hasten_module *module, const char *entry,
+                                    int isOutput, size_t index) {
+  const auto *sig = signature(module, entry, isOutput, index);
+  return sig ? static_cast<hasten_dtype>(sig->dtype()) : HASTEN_F32;
+}
+
+int hasten_signature_dims(const hasten_module *module, const char *entry, int isOutput,
+                          size_t index, int64_t *dims, int maxDims) {
+  const auto *sig = signature(module, entry, isOutput, index);
+  if (!sig)
+    return -1;
+  int rank = sig->dims() ? sig->dims()->size() : 0;
+  for (int d = 0; d < rank && d < maxDims; ++d)
+    dims[d] = sig->dims()->Get(d)->size();
+  return rank;
+}
+
+const char *hasten_signature_dim_name(const hasten_module *module, const char *entry,
+                                      int isOutput, size_t index, int dim) {
+  const auto *sig = signature(module, entry, isOutput, index);
+  if (!sig || !sig->dims() || dim < 0 || dim >= (int)sig->dims()->size())
+    return "";
+  const auto *name = sig->dims()->Get(dim)->name();
+  return name ? name->c_str() : "";
+}
+
+static hasten_status makeTensor(hasten_dtype dtype, int rank, const int64_t *dims,
+                                hasten_tensor **out) {
+  if (!out || rank < 0 || (rank > 0 && !dims) || hasten_dtype_size(dtype) == 0)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "invalid tensor description");
+  for (int d = 0; d < rank; ++d)
+    if (dims[d] < 0)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT, "dimension %d is negative (%lld)", d,
+                  (long long)dims[d]);
+  auto *t = new hasten_tensor;
+  t->dtype = dtype;
+  t->dims.assign(dims, dims + rank);
+  *out = t;
+  return HASTEN_OK;
+}
+
+hasten_status hasten_tensor_create(hasten_dtype dtype, int rank, const int64_t *dims,
+                                   hasten_tensor **out) {
+  if (hasten_status s = makeTensor(dtype, rank, dims, out))
+    return s;
+  size_t bytes = hasten_tensor_size_bytes(*out);
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void *data = aligned_alloc(64, rounded ? rounded : 64);
+  if (!data) {
+    delete *out;
+    *out = nullptr;
+    return fail(HASTEN_ERROR_OUT_OF_MEMORY, "cannot allocate %zu bytes", bytes);
+  }
+  memset(data, 0, rounded ? rounded : 64);
+  (*out)->data = (*out)->owned = data;
+  return HASTEN_OK;
+}
+
+hasten_status hasten_tensor_wrap(hasten_dtype dtype, int rank, const int64_t *dims,
+                                 void *data, hasten_tensor **out) {
+  if (!data && rank >= 0) {
+    bool empty = false;
+    for (int d = 0; d < rank; ++d)
+      empty |= dims && dims[d] == 0;
+    if (!empty)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_tensor_wrap: null data");
+  }
+  if (hasten_status s = makeTensor(dtype, rank, dims, out))
+    return s;
+  (*out)->data = data;
+  return HASTEN_OK;
+}
+
+void hasten_tensor_free(hasten_tensor *tensor) {
+  if (!tensor)
+    return;
+  free(tensor->owned);
+  delete tensor;
+}
+
+hasten_dtype hasten_tensor_dtype(const hasten_tensor *t) { return t->dtype; }
+int hasten_tensor_rank(const hasten_tensor *t) { return (int)t->dims.size(); }
+const int64_t *hasten_tensor_dims(const hasten_tensor *t) { return t->dims.data(); }
+size_t hasten_tensor_num_elements(const hasten_tensor *t) {
+  size_t n = 1;
+  for (int64_t d : t->dims)
+    n *= (size_t)d;
+  return n;
+}
+size_t hasten_tensor_size_bytes(const hasten_tensor *t) {
+  return hasten_tensor_num_elements(t) * hasten_dtype_size(t->dtype);
+}
+void *hasten_tensor_data(hasten_tensor *t) { return t->data; }
+
+} // extern "C"
+
+namespace {
+
+/// The memref descriptor layout of MLIR's LLVM lowering, for any rank:
+/// {allocated, aligned, offset, sizes[rank], strides[rank]}, all 8 bytes.
+size_t descriptorWords(int rank) { return 3 + 2 * (size_t)rank; }
+
+std::string formatDims(const std::vector<int64_t> &dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+std::string formatSig(const hasten::manifest::TensorSig *sig) {
+  std::string s = "[";
+  for (size_t i = 0; sig->dims() && i < sig->dims()->size(); ++i) {
+    const auto *dim = sig->dims()->Get(i);
+    s += i ? ", " : "";
+    if (dim->size() >= 0)
+      s += std::to_string(dim->size());
+    else
+      s += dim->name() && dim->name()->size() ? dim->name()->str() : "?";
+  }
+  return s + "]";
+}
+
+} // namespace
+
+extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName,
+                                    hasten_tensor *const *inputs, size_t numInputs,
+                                    hasten_tensor **outputs, size_t numOutputs) {
+  if (!module)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_run: null module");
+  const Entry *entry = findEntry(module, entryName);
+  if (!entry) {
+    if (!entryName)
+      return fail(HASTEN_ERROR_NOT_FOUND,
+                  "%s: the module has %zu entries; name the one to run",
+                  module->path.c_str(), module->entries.size());
+    return fail(HASTEN_ERROR_NOT_FOUND, "%s: no entry named '%s'", module->path.c_str(),
+                entryName);
+  }
+  const auto *ins = entry->sig->inputs();
+  const auto *outs = entry->sig->outputs();
+  const char *name = entry->sig->name()->c_str();
+  if (numInputs != ins->size())
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s' takes %u inputs, got %zu", name,
+                ins->size(), numInputs);
+  if (numOutputs != outs->size())
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s' has %u outputs, got room for %zu",
+                name, outs->size(), numOutputs);
+  // Check every input before running anything.
+  std::map<std::string, std::pair<int64_t, std::string>> symbolic;
+  for (size_t i = 0; i < numInputs; ++i) {
+    const auto *sig = ins->Get(i);
+    const char *inputName = sig->name() ? sig->name()->c_str() : "?";
+    const hasten_tensor *t = inputs[i];
+    if (!t)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s': input '%s' is missing (null)",
+                  name, inputName);
+    auto expected = static_cast<hasten_dtype>(sig->dtype());
+    if (t->dtype != expected)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                  "entry '%s': input '%s' must be %s, got %s", name, inputName,
+                  hasten_dtype_name(expected), hasten_dtype_name(t->dtype));
+    size_t rank = sig->dims() ? sig->dims()->size() : 0;
+    if (t->dims.size() != rank)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                  "entry '%s': input '%s' must have shape %s, got %s", name, inputName,
+                  formatSig(sig).c_str(), formatDims(t->dims).c_str());
+    for (size_t d = 0; d < rank; ++d) {
+      const auto *dim = sig->dims()->Get(d);
+      if (dim->size() >= 0 && dim->size() != t->dims[d])
+        return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                    "entry '%s': input '%s' must have shape %s, got %s", name, inputName,
+                    formatSig(sig).c_str(), formatDims(t->dims).c_str());
+      if (dim->size() < 0 && dim->name() && dim->name()->size()) {
+        auto [it, inserted] = symbolic.insert(
+            {dim->name()->str(), {t->dims[d], inputName}});
+        if (!inserted && it->second.first != t->dims[d])
+          return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                      "entry '%s': dimension '%s' is %lld in input '%s' but %lld in input '%s'",
+                      name, dim->name()->c_str(), (long long)it->second.first,
+                      it->second.second.c_str(), (long long)t->dims[d], inputName);
+      }
+    }
+  }
+  // Descriptors for the inputs.
+  std::vector<std::vector<int64_t>> inputDescs(numInputs);
+  std::vector<void *> inputPtrs(numInputs);
+  for (size_t i = 0; i < numInputs; ++i) {
+    const hasten_tensor *t = inputs[i];
+    int rank = (int)t->dims.size();
+    auto &desc = inputDescs[i];
+    desc.assign(descriptorWords(rank), 0);
+    desc[0] = desc[1] = reinterpret_cast<int64_t>(t->data);
+    int64_t stride = 1;
+    for (int d = rank - 1; d >= 0; --d) {
+      desc[3 + d] = t->dims[d];
+      desc[3 + rank + d] = stride;
+      stride *= t->dims[d];
+    }
+    inputPtrs[i] = desc.data();
+  }
+  size_t resultWords = 0;
+  for (size_t o = 0; o < numOutputs; ++o)
+    resultWords += descriptorWords(outs->Get(o)->dims() ? outs->Get(o)->dims()->size() : 0);
+  std::vector<int64_t> results(resultWords, 0);
+
+  entry->fn(inputPtrs.data(), results.data());
+
+  // Wrap the outputs; copy any that are not contiguous row-major.
+  size_t at = 0;
+  for (size_t o = 0; o < numOutputs; ++o) {
+    const auto *sig = outs->Get(o);
+    int rank = sig->dims() ? (int)sig->dims()->size() : 0;
+    int64_t *desc = &results[at];
+    at += descriptorWords(rank);
+    auto *t = new hasten_tensor;
+    t->dtype = static_cast<hasten_dtype>(sig->dtype());
+    t->dims.assign(desc + 3, desc + 3 + rank);
+    size_t elem = hasten_dtype_size(t->dtype);
+    char *base = reinterpret_cast<char *>(desc[1]) + desc[2] * (int64_t)elem;
+    bool contiguous = true;
+    int64_t expect = 1;
+    for (int d = rank - 1; d >= 0; --d) {
+      if (t->dims[d] != 1 && desc[3 + rank + d] != expect)
+        contiguous = false;
+      expect *= t->dims[d];
+    }
+    if (contiguous && desc[2] == 0) {
+      t->data = base;
+      t->owned = reinterpret_cast<void *>(desc[0]);
+    } else {
+      size_t bytes = hasten_tensor_size_bytes(t);
+      t->owned = t->data = malloc(bytes ? bytes : 1);
+      std::vector<int64_t> index(rank, 0);
+      size_t count = hasten_tensor_num_elements(t);
+      for (size_t n = 0; n < count; ++n) {
+        int64_t offset = 0;
+        for (int d = 0; d < rank; ++d)
+          offset += index[d] * desc[3 + rank + d];
+        memcpy(static_cast<char *>(t->data) + n * elem, base + offset * (int64_t)elem, elem);
+        for (int d = rank - 1; d >= 0; --d) {
+          if (++index[d] < t->dims[d])
+            break;
+          index[d] = 0;
+        }
+      }
+      free(reinterpret_cast<void *>(desc[0]));
+    }
+    outputs[o] = t;
+  }
+  return HASTEN_OK;
+}
