@@ -35,4 +35,40 @@ def MaterializeAttentionScale : Pass<"hasten-materialize-attention-scale"> {
   ];
 }
 
+def DecomposeAggregatedOps : Pass<"hasten-decompose-aggregated-ops"> {
+  let summary = "Decompose aggregated linalg ops (softmax) into linalg.generic chains";
+  let description = [{
+    Named linalg ops that aggregate several computations, such as
+    `linalg.softmax`, implement `AggregatedOpInterface` but have no direct
+    loop lowering. This pass replaces each of them with its decomposition (for
+    softmax: a max reduction, a subtract-and-exp, a sum reduction and a
+    divide), which the generic CPU lowering then turns into loops. Runs after
+    the passes that want to match the named op.
+
+    ```mlir
+    %y = linalg.softmax dimension(1) ins(%x : tensor<2x8xf32>) outs(%e : tensor<2x8xf32>) -> tensor<2x8xf32>
+    // becomes linalg.fill/linalg.generic reductions and elementwise generics
+    ```
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect", "::mlir::tensor::TensorDialect"];
+}
+
+def MemrefCopyToLinalg : Pass<"hasten-memref-copy-to-linalg"> {
+  let summary = "Rewrite memref.copy as linalg.copy so that it lowers to loops";
+  let description = [{
+    The LLVM lowering of `memref.copy` between non-contiguous memrefs calls
+    `memrefCopy` from MLIR's C runner utilities, which a deployed hasten
+    module must not depend on. Rewriting every copy as `linalg.copy` lets
+    `convert-linalg-to-loops` turn it into plain loops instead.
+
+    ```mlir
+    memref.copy %a, %b : memref<4x?xf32, strided<[?, 1], offset: ?>> to memref<4x?xf32>
+    // becomes
+    linalg.copy ins(%a : memref<4x?xf32, strided<[?, 1], offset: ?>>) outs(%b : memref<4x?xf32>)
+    ```
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect"];
+}
+
 #endif // HASTEN_PASSES_TD

@@ -13,6 +13,7 @@
 #include <flatbuffers/flatbuffers.h>
 
 #include <dlfcn.h>
+#include <elf.h>
 
 #include <cstdarg>
 #include <cstdio>
@@ -61,6 +62,46 @@ const std::set<std::string> &hostCpuFeatures() {
     return result;
   }();
   return features;
+}
+
+/// Checks that `path` is a complete 64-bit ELF shared object for this
+/// machine before dlopen sees it: the dynamic loader trusts the headers, and
+/// a truncated or damaged file can crash it.
+hasten_status checkElfFile(const char *path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in)
+    return fail(HASTEN_ERROR_NOT_FOUND, "%s: cannot open: %s", path, strerror(errno));
+  uint64_t size = (uint64_t)in.tellg();
+  in.seekg(0);
+  Elf64_Ehdr header;
+  if (size < sizeof(header) || !in.read(reinterpret_cast<char *>(&header), sizeof(header)) ||
+      memcmp(header.e_ident, ELFMAG, SELFMAG) != 0)
+    return fail(HASTEN_ERROR_INVALID_MODULE, "%s: not a loadable shared library: not an ELF file",
+                path);
+  if (header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_ident[EI_DATA] != ELFDATA2LSB ||
+      header.e_machine != EM_X86_64 || header.e_type != ET_DYN)
+    return fail(HASTEN_ERROR_INVALID_MODULE,
+                "%s: not a loadable shared library: not an x86-64 shared object", path);
+  auto past = [&](uint64_t offset, uint64_t length) {
+    return offset > size || length > size - offset;
+  };
+  if (header.e_phentsize != sizeof(Elf64_Phdr) ||
+      past(header.e_phoff, (uint64_t)header.e_phnum * sizeof(Elf64_Phdr)) ||
+      (header.e_shnum && past(header.e_shoff, (uint64_t)header.e_shnum * header.e_shentsize)))
+    return fail(HASTEN_ERROR_INVALID_MODULE,
+                "%s: not a loadable shared library: the file is truncated or corrupt "
+                "(its header tables extend past the end of the file)",
+                path);
+  std::vector<Elf64_Phdr> segments(header.e_phnum);
+  in.seekg(header.e_phoff);
+  in.read(reinterpret_cast<char *>(segments.data()), header.e_phnum * sizeof(Elf64_Phdr));
+  for (size_t i = 0; i < segments.size(); ++i)
+    if (past(segments[i].p_offset, segments[i].p_filesz))
+      return fail(HASTEN_ERROR_INVALID_MODULE,
+                  "%s: not a loadable shared library: the file is truncated or corrupt "
+                  "(segment %zu extends past the end of the file)",
+                  path, i);
+  return HASTEN_OK;
 }
 
 using EntryFn = void (*)(void **inputs, void *results);
@@ -134,10 +175,8 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
   if (!path || !out)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_module_load: null argument");
   *out = nullptr;
-  if (FILE *f = fopen(path, "rb"))
-    fclose(f);
-  else
-    return fail(HASTEN_ERROR_NOT_FOUND, "%s: cannot open: %s", path, strerror(errno));
+  if (hasten_status status = checkElfFile(path))
+    return status;
   // RTLD_LOCAL keeps two modules' symbols apart.
   void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!handle)

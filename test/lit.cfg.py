@@ -19,10 +19,11 @@ config.test_exec_root = os.path.join(config.hasten_obj_root, "test")
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%hasten_src", config.hasten_src_root))
+config.substitutions.append(("%hasten_obj", config.hasten_obj_root))
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 tool_dirs = [config.hasten_tools_dir, config.llvm_tools_dir]
-tools = ["hasten-opt", "hasten-import"]
+tools = ["hasten-opt", "hasten-import", "hasten-compile", "hasten-run", "llvm-nm"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)

@@ -1461,21 +1461,28 @@ LogicalResult convertResize(NodeContext &ctx) {
     return ctx.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported");
   SmallVector<double> scales;
   SmallVector<int64_t> outShape;
+  // align_corners divides by the resized length before flooring when the
+  // model gives scales (ONNX's reference does), by the size otherwise.
+  SmallVector<double> resizedLength;
   if (ctx.hasInput(3) && ctx.inputType(3).getNumElements() != 0) {
     std::optional<SmallVector<int64_t>> sizes = ctx.constantInts(3);
     if (!sizes || (int64_t)sizes->size() != rank)
       return ctx.fail("'sizes' must be a constant with one entry per dimension");
     outShape = *sizes;
-    for (int64_t d = 0; d < rank; ++d)
+    for (int64_t d = 0; d < rank; ++d) {
       scales.push_back((double)outShape[d] / xType.getDimSize(d));
+      resizedLength.push_back(outShape[d]);
+    }
   } else {
     std::optional<SmallVector<double>> given =
         ctx.hasInput(2) ? ctx.constantFloats(2) : std::nullopt;
     if (!given || (int64_t)given->size() != rank)
       return ctx.fail("'scales' must be a constant with one entry per dimension");
     scales = *given;
-    for (int64_t d = 0; d < rank; ++d)
+    for (int64_t d = 0; d < rank; ++d) {
       outShape.push_back((int64_t)std::floor(xType.getDimSize(d) * scales[d]));
+      resizedLength.push_back(xType.getDimSize(d) * scales[d]);
+    }
   }
   SmallVector<int64_t> resized;
   for (int64_t d = 0; d < rank; ++d)
@@ -1516,9 +1523,10 @@ LogicalResult convertResize(NodeContext &ctx) {
               nb, nl, f64, arith::IndexCastOp::create(nb, nl, nb.getI64Type(), o));
           Value coord;
           if (transform == "align_corners") {
-            coord = out == 1 ? f(0)
-                             : (Value)arith::MulFOp::create(
-                                   nb, nl, of, f((double)(in - 1) / (out - 1)));
+            double length = resizedLength[d];
+            coord = length <= 1.0 ? f(0)
+                                  : (Value)arith::MulFOp::create(
+                                        nb, nl, of, f((double)(in - 1) / (length - 1)));
           } else if (transform == "asymmetric") {
             coord = arith::DivFOp::create(nb, nl, of, f(scale));
           } else if (transform == "tf_half_pixel_for_nn") {

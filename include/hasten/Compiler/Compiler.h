@@ -1,0 +1,62 @@
+//===- Compiler.h - ONNX to shared library, in process ----------*- C++ -*-===//
+//
+// The compiler driver library behind hasten-compile: import, hasten passes,
+// lowering through upstream dialects to LLVM IR, the O3 pipeline, an object
+// file from an LLVM TargetMachine, and a shared library linked with ld.lld.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_COMPILER_COMPILER_H
+#define HASTEN_COMPILER_COMPILER_H
+
+#include "hasten/Import/OnnxImporter.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/LLVM.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace hasten {
+
+enum class EmitKind { MLIR, LLVM, Object, Library };
+
+struct CompileOptions {
+  OnnxImportOptions import;
+  EmitKind emit = EmitKind::Library;
+  /// Target CPU and features; empty means the host's.
+  std::string cpu;
+  std::string cpuFeatures;
+  /// Print the time each phase took.
+  bool timing = false;
+  /// Test hooks: write this manifest format version instead of the current
+  /// one, and require these extra CPU features (cpuinfo names), so that the
+  /// runtime's refusals can be tested.
+  uint32_t manifestFormatVersionOverride = 0;
+  std::vector<std::string> extraRequiredCpuFeatures;
+  /// Applies debugging options (IR printing, MLIR timing) to each MLIR pass
+  /// manager the compiler runs.
+  std::function<mlir::LogicalResult(mlir::PassManager &)> configurePassManager;
+};
+
+/// One phase and the seconds it took, for the timing report.
+struct PhaseTime {
+  std::string phase;
+  double seconds;
+};
+
+/// Compiles the ONNX model at `inputPath` and writes what `options.emit`
+/// asks for to `outputPath`. Errors are reported through the context's
+/// diagnostics and name the file, node or phase.
+mlir::LogicalResult compileOnnxFile(llvm::StringRef inputPath, llvm::StringRef outputPath,
+                              const CompileOptions &options, mlir::MLIRContext &context,
+                              std::vector<PhaseTime> *times = nullptr);
+
+/// The version string written into every module's manifest.
+const char *getCompilerVersion();
+
+} // namespace hasten
+
+#endif // HASTEN_COMPILER_COMPILER_H

@@ -1,0 +1,503 @@
+//===- Compiler.cpp - ONNX to shared library, in process -------------------===//
+//
+// import -> tensor-level hasten passes -> one-shot bufferization and buffer
+// deallocation -> loops -> LLVM dialect -> LLVM IR (+ entry wrappers and the
+// manifest) -> O3 -> object (TargetMachine) -> shared library (ld.lld).
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Compiler/Compiler.h"
+
+#include "Manifest.h"
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+#include "hasten/Passes/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/InitAllPasses.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <chrono>
+
+using namespace mlir;
+using namespace hasten;
+
+const char *hasten::getCompilerVersion() { return "hasten 0.1.0 (MLIR/LLVM 22)"; }
+
+namespace {
+
+/// Runs `body` and records its duration under `phase`.
+class PhaseTimer {
+public:
+  explicit PhaseTimer(std::vector<PhaseTime> *times) : times(times) {}
+  template <typename Fn>
+  auto run(StringRef phase, Fn &&body) {
+    auto start = std::chrono::steady_clock::now();
+    auto result = body();
+    if (times)
+      times->push_back({phase.str(), std::chrono::duration<double>(
+                                         std::chrono::steady_clock::now() - start)
+                                         .count()});
+    return result;
+  }
+
+private:
+  std::vector<PhaseTime> *times;
+};
+
+//===----------------------------------------------------------------------===//
+// The manifest
+//===----------------------------------------------------------------------===//
+
+manifest::DType dtypeFor(int32_t onnxType) {
+  switch (onnxType) {
+  case onnx::TensorProto::DOUBLE:
+    return manifest::DType_f64;
+  case onnx::TensorProto::FLOAT16:
+    return manifest::DType_f16;
+  case onnx::TensorProto::BFLOAT16:
+    return manifest::DType_bf16;
+  case onnx::TensorProto::BOOL:
+    return manifest::DType_i1;
+  case onnx::TensorProto::INT8:
+    return manifest::DType_i8;
+  case onnx::TensorProto::INT16:
+    return manifest::DType_i16;
+  case onnx::TensorProto::INT32:
+    return manifest::DType_i32;
+  case onnx::TensorProto::INT64:
+    return manifest::DType_i64;
+  case onnx::TensorProto::UINT8:
+    return manifest::DType_u8;
+  case onnx::TensorProto::UINT16:
+    return manifest::DType_u16;
+  case onnx::TensorProto::UINT32:
+    return manifest::DType_u32;
+  case onnx::TensorProto::UINT64:
+    return manifest::DType_u64;
+  default:
+    return manifest::DType_f32;
+  }
+}
+
+/// What the manifest says about one entry, read off the imported function
+/// before lowering erases names and element types.
+struct EntrySignature {
+  std::string name;
+  struct Tensor {
+    std::string name;
+    int32_t onnxType;
+    SmallVector<int64_t> dims;
+    SmallVector<std::string> dimNames;
+  };
+  std::vector<Tensor> inputs, outputs;
+};
+
+EntrySignature readSignature(func::FuncOp func) {
+  EntrySignature sig;
+  sig.name = func.getSymName().str();
+  auto read = [&](Type type, DictionaryAttr attrs) {
+    EntrySignature::Tensor t;
+    auto shaped = cast<RankedTensorType>(type);
+    t.dims.assign(shaped.getShape().begin(), shaped.getShape().end());
+    if (auto name = attrs ? attrs.getAs<StringAttr>("onnx.name") : nullptr)
+      t.name = name.str();
+    auto elem = attrs ? attrs.getAs<IntegerAttr>("onnx.elem_type") : nullptr;
+    t.onnxType = elem ? elem.getInt() : onnx::TensorProto::FLOAT;
+    auto dimNames = attrs ? attrs.getAs<ArrayAttr>("onnx.dim_params") : nullptr;
+    for (size_t d = 0; d < t.dims.size(); ++d)
+      t.dimNames.push_back(dimNames && d < dimNames.size()
+                               ? cast<StringAttr>(dimNames[d]).str()
+                               : std::string());
+    return t;
+  };
+  for (unsigned i = 0; i < func.getNumArguments(); ++i)
+    sig.inputs.push_back(read(func.getArgumentTypes()[i], func.getArgAttrDict(i)));
+  for (unsigned i = 0; i < func.getNumResults(); ++i)
+    sig.outputs.push_back(read(func.getResultTypes()[i], func.getResultAttrDict(i)));
+  return sig;
+}
+
+std::vector<uint8_t> buildManifest(const std::vector<EntrySignature> &entries,
+                                   StringRef source, StringRef triple, StringRef cpu,
+                                   ArrayRef<std::string> features, uint64_t weightBytes,
+                                   uint32_t formatVersion) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto tensors = [&](const std::vector<EntrySignature::Tensor> &list) {
+    std::vector<flatbuffers::Offset<manifest::TensorSig>> sigs;
+    for (const auto &t : list) {
+      std::vector<flatbuffers::Offset<manifest::Dim>> dims;
+      for (size_t d = 0; d < t.dims.size(); ++d)
+        dims.push_back(manifest::CreateDim(
+            fbb, ShapedType::isDynamic(t.dims[d]) ? -1 : t.dims[d],
+            fbb.CreateString(t.dimNames[d])));
+      sigs.push_back(manifest::CreateTensorSig(fbb, fbb.CreateString(t.name),
+                                               dtypeFor(t.onnxType),
+                                               fbb.CreateVector(dims)));
+    }
+    return fbb.CreateVector(sigs);
+  };
+  std::vector<flatbuffers::Offset<manifest::Entry>> entryOffsets;
+  for (const auto &e : entries) {
+    auto inputs = tensors(e.inputs);
+    auto outputs = tensors(e.outputs);
+    entryOffsets.push_back(manifest::CreateEntry(
+        fbb, fbb.CreateString(e.name),
+        fbb.CreateString(std::string(kEntrySymbolPrefix) + e.name), inputs, outputs));
+  }
+  std::vector<flatbuffers::Offset<flatbuffers::String>> featureOffsets;
+  for (const std::string &f : features)
+    featureOffsets.push_back(fbb.CreateString(f));
+  auto module = manifest::CreateModule(
+      fbb, formatVersion, fbb.CreateString(getCompilerVersion()),
+      fbb.CreateString(source.str()), fbb.CreateString(triple.str()),
+      fbb.CreateString(cpu.str()), fbb.CreateVector(featureOffsets), weightBytes,
+      fbb.CreateVector(entryOffsets));
+  manifest::FinishModuleBuffer(fbb, module);
+  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+}
+
+//===----------------------------------------------------------------------===//
+// MLIR pipelines
+//===----------------------------------------------------------------------===//
+
+/// Tensor-level optimization: the hasten passes and elementwise fusion.
+constexpr const char *kTensorPipeline =
+    "builtin.module(canonicalize, cse, "
+    "func.func(hasten-decompose-aggregated-ops, linalg-fuse-elementwise-ops), "
+    "canonicalize, cse)";
+
+/// Bufferization, loops, and the conversion to the LLVM dialect.
+constexpr const char *kLoweringPipeline =
+    "builtin.module("
+    "one-shot-bufferize{bufferize-function-boundaries "
+    "function-boundary-type-conversion=identity-layout-map "
+    "allow-return-allocs-from-loops}, "
+    "buffer-deallocation-pipeline, convert-bufferization-to-memref, "
+    "func.func(hasten-memref-copy-to-linalg, convert-linalg-to-loops), "
+    "expand-strided-metadata, lower-affine, "
+    "convert-scf-to-cf, convert-math-to-llvm, convert-math-to-libm, "
+    "finalize-memref-to-llvm, convert-arith-to-llvm, convert-index-to-llvm, "
+    "convert-cf-to-llvm, convert-func-to-llvm, reconcile-unrealized-casts)";
+
+LogicalResult runPipeline(ModuleOp module, StringRef pipeline, StringRef phase,
+                          const CompileOptions &options) {
+  std::string errors;
+  llvm::raw_string_ostream errorStream(errors);
+  FailureOr<OpPassManager> parsed = parsePassPipeline(pipeline, errorStream);
+  if (failed(parsed))
+    return emitError(module.getLoc()) << "internal error: bad " << phase
+                                      << " pipeline: " << errors;
+  PassManager pm(module.getContext());
+  static_cast<OpPassManager &>(pm) = std::move(*parsed);
+  if (options.configurePassManager && failed(options.configurePassManager(pm)))
+    return failure();
+  if (failed(pm.run(module)))
+    return emitError(module.getLoc()) << "the " << phase << " passes failed";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// LLVM
+//===----------------------------------------------------------------------===//
+
+/// Adds `void hasten_entry_<name>(void **inputs, void *results)` calling the
+/// C interface of `name`.
+LogicalResult addEntryWrapper(llvm::Module &m, const EntrySignature &sig) {
+  llvm::Function *cInterface = m.getFunction("_mlir_ciface_" + sig.name);
+  if (!cInterface)
+    return failure();
+  llvm::LLVMContext &ctx = m.getContext();
+  auto *ptrType = llvm::PointerType::getUnqual(ctx);
+  auto *wrapperType =
+      llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), {ptrType, ptrType}, false);
+  auto *wrapper = llvm::Function::Create(wrapperType, llvm::Function::ExternalLinkage,
+                                         kEntrySymbolPrefix + sig.name, m);
+  llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", wrapper));
+  llvm::Value *inputs = wrapper->getArg(0);
+  llvm::Value *results = wrapper->getArg(1);
+  SmallVector<llvm::Value *> args;
+  unsigned params = cInterface->getFunctionType()->getNumParams();
+  bool resultsFirst = params == sig.inputs.size() + 1;
+  if (!resultsFirst && params != sig.inputs.size())
+    return failure();
+  if (resultsFirst)
+    args.push_back(results);
+  for (unsigned i = 0; i < sig.inputs.size(); ++i) {
+    llvm::Value *slot = b.CreateConstGEP1_64(ptrType, inputs, i);
+    args.push_back(b.CreateLoad(ptrType, slot));
+  }
+  b.CreateCall(cInterface, args);
+  b.CreateRetVoid();
+  return success();
+}
+
+void addManifest(llvm::Module &m, ArrayRef<uint8_t> bytes) {
+  llvm::LLVMContext &ctx = m.getContext();
+  auto *data = llvm::ConstantDataArray::get(ctx, bytes);
+  auto *global = new llvm::GlobalVariable(m, data->getType(), /*isConstant=*/true,
+                                          llvm::GlobalValue::ExternalLinkage, data,
+                                          kManifestSymbol);
+  global->setAlignment(llvm::Align(16));
+  auto *i64 = llvm::Type::getInt64Ty(ctx);
+  new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantInt::get(i64, bytes.size()), kManifestSizeSymbol);
+}
+
+/// Everything but the entry wrappers and the manifest becomes internal, so
+/// the module exports only the hasten ABI and O3 can inline freely.
+void internalize(llvm::Module &m) {
+  for (llvm::Function &f : m.functions())
+    if (!f.isDeclaration() && !f.getName().starts_with("hasten_"))
+      f.setLinkage(llvm::GlobalValue::InternalLinkage);
+  for (llvm::GlobalVariable &g : m.globals())
+    if (!g.isDeclaration() && !g.getName().starts_with("hasten_"))
+      g.setLinkage(llvm::GlobalValue::InternalLinkage);
+}
+
+void optimize(llvm::Module &m, llvm::TargetMachine *tm) {
+  llvm::LoopAnalysisManager lam;
+  llvm::FunctionAnalysisManager fam;
+  llvm::CGSCCAnalysisManager cgam;
+  llvm::ModuleAnalysisManager mam;
+  llvm::PassBuilder pb(tm);
+  pb.registerModuleAnalyses(mam);
+  pb.registerCGSCCAnalyses(cgam);
+  pb.registerFunctionAnalyses(fam);
+  pb.registerLoopAnalyses(lam);
+  pb.crossRegisterProxies(lam, fam, cgam, mam);
+  llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
+  mpm.run(m, mam);
+}
+
+std::string findLinker() {
+  for (const char *name : {"ld.lld-22", "ld.lld"})
+    if (auto path = llvm::sys::findProgramByName(name))
+      return *path;
+  if (llvm::sys::fs::can_execute("/usr/lib/llvm-22/bin/ld.lld"))
+    return "/usr/lib/llvm-22/bin/ld.lld";
+  if (auto path = llvm::sys::findProgramByName("ld"))
+    return *path;
+  return "";
+}
+
+} // namespace
+
+LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
+                                      const CompileOptions &options, MLIRContext &context,
+                                      std::vector<PhaseTime> *times) {
+  PhaseTimer timer(times);
+  DialectRegistry registry;
+  registerAllDialects(registry);
+  registerAllExtensions(registry);
+  registry.insert<HastenDialect>();
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  context.appendDialectRegistry(registry);
+  static bool passesRegistered = [] {
+    registerAllPasses();
+    registerHastenPasses();
+    return true;
+  }();
+  (void)passesRegistered;
+  Location fileLoc = FileLineColLoc::get(&context, inputPath, 0, 0);
+
+  auto imported = timer.run("import", [&] {
+    return importOnnxFile(inputPath, context, options.import);
+  });
+  if (failed(imported))
+    return failure();
+  ModuleOp module = imported->get();
+
+  std::vector<EntrySignature> entries;
+  uint64_t weightBytes = 0;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    entries.push_back(readSignature(func));
+    func->setAttr("llvm.emit_c_interface", UnitAttr::get(&context));
+  }
+  module.walk([&](arith::ConstantOp constant) {
+    if (auto shaped = dyn_cast<ShapedType>(constant.getType()))
+      if (shaped.hasStaticShape() && shaped.getElementType().isIntOrFloat())
+        weightBytes += shaped.getNumElements() *
+                       std::max<int64_t>(1, shaped.getElementTypeBitWidth() / 8);
+  });
+
+  if (failed(timer.run("tensor passes", [&] {
+        return runPipeline(module, kTensorPipeline, "tensor-level", options);
+      })))
+    return failure();
+  if (options.emit == EmitKind::MLIR) {
+    std::string error;
+    auto out = openOutputFile(outputPath, &error);
+    if (!out)
+      return emitError(fileLoc) << error;
+    module.print(out->os());
+    out->keep();
+    return success();
+  }
+  if (failed(timer.run("lowering to LLVM dialect", [&] {
+        return runPipeline(module, kLoweringPipeline, "lowering", options);
+      })))
+    return failure();
+
+  // Target machine.
+  static bool targetsInitialized = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    return true;
+  }();
+  (void)targetsInitialized;
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  std::string error;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return emitError(fileLoc) << "no LLVM target for " << triple.str() << ": " << error;
+  std::string cpu = options.cpu.empty() || options.cpu == "native"
+                        ? llvm::sys::getHostCPUName().str()
+                        : options.cpu;
+  std::string features = options.cpuFeatures;
+  if (options.cpu.empty() || options.cpu == "native") {
+    SmallVector<std::string> hostFeatures;
+    for (const auto &f : llvm::sys::getHostCPUFeatures())
+      hostFeatures.push_back((f.second ? "+" : "-") + f.getKey().str());
+    llvm::sort(hostFeatures);
+    std::string joined = llvm::join(hostFeatures, ",");
+    features = features.empty() ? joined : joined + "," + features;
+  }
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      triple, cpu, features, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
+      llvm::CodeGenOptLevel::Aggressive));
+  if (!tm)
+    return emitError(fileLoc) << "cannot create a target machine for CPU '" << cpu << "'";
+  // Features the generated code may use, as /proc/cpuinfo spells them.
+  std::vector<std::string> requiredFeatures;
+  {
+    llvm::StringMap<bool> enabled;
+    for (StringRef f : llvm::split(tm->getTargetFeatureString(), ','))
+      if (f.size() > 1)
+        enabled[f.drop_front()] = f.front() == '+';
+    for (const CpuFeatureName &tracked : kTrackedCpuFeatures)
+      if (enabled.lookup(tracked.llvm))
+        requiredFeatures.push_back(tracked.cpuinfo);
+    for (const std::string &extra : options.extraRequiredCpuFeatures)
+      requiredFeatures.push_back(extra);
+  }
+
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule = timer.run("translation to LLVM IR", [&] {
+    return translateModuleToLLVMIR(module, llvmContext, inputPath);
+  });
+  if (!llvmModule)
+    return emitError(fileLoc) << "translation to LLVM IR failed";
+  llvmModule->setTargetTriple(triple);
+  llvmModule->setDataLayout(tm->createDataLayout());
+  for (const EntrySignature &sig : entries)
+    if (failed(addEntryWrapper(*llvmModule, sig)))
+      return emitError(fileLoc) << "internal error: cannot wrap entry '" << sig.name << "'";
+  addManifest(*llvmModule,
+              buildManifest(entries, llvm::sys::path::filename(inputPath), triple.str(),
+                            cpu, requiredFeatures, weightBytes,
+                            options.manifestFormatVersionOverride
+                                ? options.manifestFormatVersionOverride
+                                : kManifestFormatVersion));
+  internalize(*llvmModule);
+  if (llvm::verifyModule(*llvmModule, &llvm::errs()))
+    return emitError(fileLoc) << "internal error: the LLVM module does not verify";
+
+  timer.run("LLVM O3", [&] {
+    optimize(*llvmModule, tm.get());
+    return true;
+  });
+  if (options.emit == EmitKind::LLVM) {
+    auto out = openOutputFile(outputPath, &error);
+    if (!out)
+      return emitError(fileLoc) << error;
+    llvmModule->print(out->os(), nullptr);
+    out->keep();
+    return success();
+  }
+
+  // The object file: the output itself, or a temporary to link.
+  SmallString<128> objectPath(outputPath);
+  if (options.emit == EmitKind::Library) {
+    int fd;
+    if (llvm::sys::fs::createTemporaryFile("hasten", "o", fd, objectPath))
+      return emitError(fileLoc) << "cannot create a temporary object file";
+    llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+  }
+  llvm::FileRemover objectRemover(options.emit == EmitKind::Library ? objectPath.str()
+                                                                      : StringRef());
+  bool emitted = timer.run("code generation", [&] {
+    std::error_code ec;
+    llvm::raw_fd_ostream out(objectPath, ec, llvm::sys::fs::OF_None);
+    if (ec)
+      return false;
+    llvm::legacy::PassManager codegen;
+    if (tm->addPassesToEmitFile(codegen, out, nullptr, llvm::CodeGenFileType::ObjectFile))
+      return false;
+    codegen.run(*llvmModule);
+    return true;
+  });
+  if (!emitted)
+    return emitError(fileLoc) << "cannot write object file '" << objectPath << "'";
+  if (options.emit == EmitKind::Object)
+    return success();
+
+  std::string linker = findLinker();
+  if (linker.empty())
+    return emitError(fileLoc) << "no linker found (install lld-22)";
+  std::string errorText;
+  bool linked = timer.run("link", [&] {
+    SmallVector<StringRef> args = {linker, "-shared", "--no-undefined", "--gc-sections",
+                                   "-o", outputPath, objectPath,
+                                   "-L/usr/lib/x86_64-linux-gnu", "-L/lib/x86_64-linux-gnu",
+                                   "-lm", "-lc"};
+    SmallString<128> logPath;
+    int fd;
+    if (llvm::sys::fs::createTemporaryFile("hasten-link", "log", fd, logPath))
+      return false;
+    llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+    llvm::FileRemover logRemover(logPath);
+    std::optional<StringRef> redirects[] = {std::nullopt, logPath.str(), logPath.str()};
+    int rc = llvm::sys::ExecuteAndWait(linker, args, std::nullopt, redirects, 0, 0,
+                                       &errorText);
+    if (auto log = llvm::MemoryBuffer::getFile(logPath))
+      errorText += (*log)->getBuffer().str();
+    return rc == 0;
+  });
+  if (!linked)
+    return emitError(fileLoc) << "linking '" << outputPath << "' with " << linker
+                              << " failed: " << errorText;
+  return success();
+}

@@ -1,0 +1,110 @@
+//===- hasten-compile.cpp - ONNX model to shared library -------------------===//
+//
+// hasten-compile model.onnx --target=cpu -o model.so
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Compiler/Compiler.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+
+using namespace llvm;
+
+static cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.onnx>"), cl::Required);
+static cl::opt<std::string> outputPath("o", cl::desc("Output file"), cl::value_desc("file"),
+                                       cl::Required);
+static cl::opt<std::string> targetName("target", cl::desc("Code generation target (cpu)"),
+                                       cl::init("cpu"));
+static cl::opt<hasten::EmitKind> emitKind(
+    "emit", cl::desc("Stop after this stage"), cl::init(hasten::EmitKind::Library),
+    cl::values(clEnumValN(hasten::EmitKind::MLIR, "mlir", "optimized tensor-level MLIR"),
+               clEnumValN(hasten::EmitKind::LLVM, "llvm", "optimized LLVM IR"),
+               clEnumValN(hasten::EmitKind::Object, "obj", "an object file"),
+               clEnumValN(hasten::EmitKind::Library, "lib", "a shared library (default)")));
+static cl::opt<std::string> cpu("cpu", cl::desc("Target CPU (default: this machine's)"));
+static cl::opt<std::string> cpuFeatures("cpu-features",
+                                        cl::desc("Extra target features, e.g. +avx2,-avx512f"));
+static cl::opt<bool> timing("timing", cl::desc("Print the time each compiler phase took"));
+static cl::opt<bool> printIRAfterAll("print-ir-after-all",
+                                     cl::desc("Print the IR after every MLIR pass"));
+static cl::list<std::string> bindInputs(
+    "bind-input", cl::desc("Fix a graph input at compile time: NAME=tensor.pb (repeatable)"),
+    cl::value_desc("NAME=PATH"));
+// Test hooks for the runtime's refusals; hidden from --help.
+static cl::opt<unsigned> manifestVersionOverride(
+    "test-manifest-format-version", cl::Hidden,
+    cl::desc("Write this manifest format version (testing only)"), cl::init(0));
+static cl::list<std::string> extraCpuFeatures(
+    "test-require-cpu-feature", cl::Hidden,
+    cl::desc("Require this extra cpuinfo feature in the manifest (testing only)"));
+static cl::opt<bool> noCheck("no-check", cl::desc("Skip the ONNX checker"));
+
+int main(int argc, char **argv) {
+  InitLLVM init(argc, argv);
+  mlir::registerPassManagerCLOptions();
+  mlir::registerMLIRContextCLOptions();
+  mlir::registerAsmPrinterCLOptions();
+  cl::ParseCommandLineOptions(argc, argv, "hasten ahead-of-time compiler\n");
+
+  if (targetName != "cpu") {
+    errs() << "hasten-compile: error: target '" << targetName
+           << "' is not supported yet (use --target=cpu)\n";
+    return 1;
+  }
+  mlir::MLIRContext context;
+  mlir::ScopedDiagnosticHandler handler(&context, [](mlir::Diagnostic &diag) {
+    errs() << "hasten-compile: "
+           << (diag.getSeverity() == mlir::DiagnosticSeverity::Error ? "error: " : "note: ")
+           << diag.str() << "\n";
+    for (const mlir::Diagnostic &note : diag.getNotes())
+      errs() << "  note: " << note.str() << "\n";
+    return mlir::success();
+  });
+
+  hasten::CompileOptions options;
+  options.emit = emitKind;
+  options.cpu = cpu;
+  options.cpuFeatures = cpuFeatures;
+  options.timing = timing;
+  options.import.checkModel = !noCheck;
+  options.manifestFormatVersionOverride = manifestVersionOverride;
+  options.extraRequiredCpuFeatures.assign(extraCpuFeatures.begin(), extraCpuFeatures.end());
+  for (const std::string &binding : bindInputs) {
+    size_t eq = binding.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      errs() << "hasten-compile: error: --bind-input expects NAME=PATH, got '" << binding
+             << "'\n";
+      return 1;
+    }
+    options.import.boundInputs[binding.substr(0, eq)] = binding.substr(eq + 1);
+  }
+  options.configurePassManager = [](mlir::PassManager &pm) -> mlir::LogicalResult {
+    if (printIRAfterAll) {
+      pm.getContext()->disableMultithreading();
+      pm.enableIRPrinting();
+    }
+    return mlir::applyPassManagerCLOptions(pm);
+  };
+
+  std::vector<hasten::PhaseTime> times;
+  auto start = std::chrono::steady_clock::now();
+  bool ok = succeeded(
+      hasten::compileOnnxFile(inputPath, outputPath, options, context, &times));
+  double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (timing) {
+    errs() << "hasten-compile: phase times for " << inputPath << "\n";
+    for (const auto &t : times)
+      errs() << format("  %8.3f s  %s\n", t.seconds, t.phase.c_str());
+    errs() << format("  %8.3f s  total\n", total);
+  }
+  return ok ? 0 : 1;
+}
