@@ -71,4 +71,30 @@ def MemrefCopyToLinalg : Pass<"hasten-memref-copy-to-linalg"> {
   let dependentDialects = ["::mlir::linalg::LinalgDialect"];
 }
 
+def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::ModuleOp"> {
+  let summary = "Run f32 matmuls on buffers through the runtime's oneDNN kernels";
+  let description = [{
+    Replaces `linalg.matmul` and `linalg.batch_matmul` on f32 memrefs (after
+    bufferization) with calls to the runtime:
+
+    ```mlir
+    func.call @hasten_rt_matmul_f32(%a, %b, %c, %flags)
+        : (memref<?x?xf32, strided<[?, ?], offset: ?>>, ..., i32) -> ()
+    ```
+
+    The call computes `C += A * B`, as the linalg op does. `flags` tells the
+    runtime that B is a constant weight (bit 0: it is prepacked once, at its
+    first use, into oneDNN's preferred layout) and whether to compute in
+    bf16 with f32 accumulation (bit 1, from the `weights` option). Matmuls on
+    other element types keep their loop lowering.
+  }];
+  let options = [
+    Option<"weights", "weights", "std::string", /*default=*/"\"f32\"",
+           "Precision of constant weights: f32, or bf16 (bf16 x bf16 with f32 "
+           "accumulation, AMX/AVX512-BF16 where the CPU has them)">
+  ];
+  let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif // HASTEN_PASSES_TD

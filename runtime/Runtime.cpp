@@ -9,6 +9,7 @@
 #include "hasten/runtime.h"
 
 #include "Manifest.h"
+#include "RuntimeInternal.h"
 
 #include <flatbuffers/flatbuffers.h>
 
@@ -27,9 +28,26 @@
 #include <string>
 #include <vector>
 
+// The OpenMP runtime (libgomp, as oneDNN uses); declared here because
+// clang's own omp.h belongs to LLVM's libomp.
+extern "C" void omp_set_num_threads(int);
+extern "C" int omp_get_max_threads(void);
+
 namespace {
 
 thread_local std::string lastError;
+thread_local std::string kernelError;
+
+/// HASTEN_NUM_THREADS sizes the one thread pool (OpenMP, shared with oneDNN).
+struct ThreadsFromEnvironment {
+  ThreadsFromEnvironment() {
+    if (const char *value = getenv("HASTEN_NUM_THREADS")) {
+      int n = atoi(value);
+      if (n > 0)
+        omp_set_num_threads(n);
+    }
+  }
+} threadsFromEnvironment;
 
 hasten_status fail(hasten_status status, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
@@ -113,6 +131,17 @@ struct Entry {
 
 } // namespace
 
+void hasten::runtime::setKernelError(const std::string &message) {
+  if (kernelError.empty())
+    kernelError = message;
+}
+
+std::string hasten::runtime::takeKernelError() {
+  std::string message;
+  message.swap(kernelError);
+  return message;
+}
+
 struct hasten_tensor {
   hasten_dtype dtype;
   std::vector<int64_t> dims;
@@ -139,6 +168,16 @@ extern "C" {
 int hasten_runtime_api_version(void) { return HASTEN_RUNTIME_API_VERSION; }
 
 const char *hasten_last_error(void) { return lastError.c_str(); }
+
+hasten_status hasten_set_num_threads(int threads) {
+  if (threads < 1)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "the thread count must be at least 1, got %d",
+                threads);
+  omp_set_num_threads(threads);
+  return HASTEN_OK;
+}
+
+int hasten_get_num_threads(void) { return omp_get_max_threads(); }
 
 size_t hasten_dtype_size(hasten_dtype dtype) {
   switch (dtype) {
@@ -520,7 +559,9 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     resultWords += descriptorWords(outs->Get(o)->dims() ? outs->Get(o)->dims()->size() : 0);
   std::vector<int64_t> results(resultWords, 0);
 
+  hasten::runtime::takeKernelError();
   entry->fn(inputPtrs.data(), results.data());
+  std::string kernelFailure = hasten::runtime::takeKernelError();
 
   // Wrap the outputs; copy any that are not contiguous row-major.
   size_t at = 0;
@@ -563,6 +604,14 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
       free(reinterpret_cast<void *>(desc[0]));
     }
     outputs[o] = t;
+  }
+  if (!kernelFailure.empty()) {
+    for (size_t o = 0; o < numOutputs; ++o) {
+      hasten_tensor_free(outputs[o]);
+      outputs[o] = nullptr;
+    }
+    return fail(HASTEN_ERROR_RUNTIME, "%s: entry '%s' failed: %s", module->path.c_str(), name,
+                kernelFailure.c_str());
   }
   return HASTEN_OK;
 }

@@ -69,6 +69,12 @@ int hasten_runtime_api_version(void);
 /* The message of the calling thread's last error ("" if none). */
 const char *hasten_last_error(void);
 
+/* The size of the one thread pool that generated code and oneDNN share.
+ * HASTEN_NUM_THREADS sets it when the runtime loads; this overrides it for
+ * the calling thread's later runs. */
+hasten_status hasten_set_num_threads(int threads);
+int hasten_get_num_threads(void);
+
 /* Bytes per element of `dtype` (0 for an invalid value). */
 size_t hasten_dtype_size(hasten_dtype dtype);
 /* "f32", "i64", ... ("?" for an invalid value). */

@@ -28,6 +28,7 @@
 #include "mlir/Target/LLVMIR/Export.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/LegacyPassManager.h"
@@ -198,13 +199,15 @@ constexpr const char *kTensorPipeline =
     "func.func(hasten-decompose-aggregated-ops, linalg-fuse-elementwise-ops), "
     "canonicalize, cse)";
 
-/// Bufferization, loops, and the conversion to the LLVM dialect.
+/// Bufferization, runtime kernels for matmuls, loops, and the conversion to
+/// the LLVM dialect. {0} is the weights precision.
 constexpr const char *kLoweringPipeline =
     "builtin.module("
-    "one-shot-bufferize{bufferize-function-boundaries "
+    "one-shot-bufferize{{bufferize-function-boundaries "
     "function-boundary-type-conversion=identity-layout-map "
     "allow-return-allocs-from-loops}, "
     "buffer-deallocation-pipeline, convert-bufferization-to-memref, "
+    "hasten-matmul-to-runtime-calls{{weights={0}}, "
     "func.func(hasten-memref-copy-to-linalg, convert-linalg-to-loops), "
     "expand-strided-metadata, lower-affine, "
     "convert-scf-to-cf, convert-math-to-llvm, convert-math-to-libm, "
@@ -367,7 +370,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     return success();
   }
   if (failed(timer.run("lowering to LLVM dialect", [&] {
-        return runPipeline(module, kLoweringPipeline, "lowering", options);
+        return runPipeline(module, llvm::formatv(kLoweringPipeline, options.weights).str(),
+                           "lowering", options);
       })))
     return failure();
 
@@ -479,10 +483,14 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     return emitError(fileLoc) << "no linker found (install lld-22)";
   std::string errorText;
   bool linked = timer.run("link", [&] {
+    std::string runtimeDir = "-L" + options.runtimeLibraryDir;
     SmallVector<StringRef> args = {linker, "-shared", "--no-undefined", "--gc-sections",
                                    "-o", outputPath, objectPath,
-                                   "-L/usr/lib/x86_64-linux-gnu", "-L/lib/x86_64-linux-gnu",
-                                   "-lm", "-lc"};
+                                   "-L/usr/lib/x86_64-linux-gnu", "-L/lib/x86_64-linux-gnu"};
+    // The runtime is needed only by modules that call its kernels.
+    if (!options.runtimeLibraryDir.empty())
+      args.append({runtimeDir, "--as-needed", "-lhasten_runtime", "--no-as-needed"});
+    args.append({"-lm", "-lc"});
     SmallString<128> logPath;
     int fd;
     if (llvm::sys::fs::createTemporaryFile("hasten-link", "log", fd, logPath))

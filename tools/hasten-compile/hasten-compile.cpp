@@ -11,7 +11,9 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -33,6 +35,10 @@ static cl::opt<hasten::EmitKind> emitKind(
 static cl::opt<std::string> cpu("cpu", cl::desc("Target CPU (default: this machine's)"));
 static cl::opt<std::string> cpuFeatures("cpu-features",
                                         cl::desc("Extra target features, e.g. +avx2,-avx512f"));
+static cl::opt<std::string> weights(
+    "weights", cl::desc("Precision of matmul weights: f32 (default) or bf16 (bf16 x bf16 "
+                        "with f32 accumulation, on AMX/AVX512-BF16 where present)"),
+    cl::init("f32"));
 static cl::opt<bool> timing("timing", cl::desc("Print the time each compiler phase took"));
 static cl::opt<bool> printIRAfterAll("print-ir-after-all",
                                      cl::desc("Print the IR after every MLIR pass"));
@@ -75,6 +81,16 @@ int main(int argc, char **argv) {
   options.cpu = cpu;
   options.cpuFeatures = cpuFeatures;
   options.timing = timing;
+  if (weights != "f32" && weights != "bf16") {
+    errs() << "hasten-compile: error: --weights must be f32 or bf16, got '" << weights << "'\n";
+    return 1;
+  }
+  options.weights = weights;
+  // The runtime library sits in ../lib next to the tools.
+  std::string self = sys::fs::getMainExecutable(argv[0], (void *)&main);
+  SmallString<256> runtimeDir(sys::path::parent_path(sys::path::parent_path(self)));
+  sys::path::append(runtimeDir, "lib");
+  options.runtimeLibraryDir = std::string(runtimeDir);
   options.import.checkModel = !noCheck;
   options.manifestFormatVersionOverride = manifestVersionOverride;
   options.extraRequiredCpuFeatures.assign(extraCpuFeatures.begin(), extraCpuFeatures.end());

@@ -29,6 +29,10 @@ struct CompileOptions {
   /// Target CPU and features; empty means the host's.
   std::string cpu;
   std::string cpuFeatures;
+  /// Precision of constant matmul weights: "f32" or "bf16".
+  std::string weights = "f32";
+  /// Where libhasten_runtime.so lives, for modules that call its kernels.
+  std::string runtimeLibraryDir;
   /// Print the time each phase took.
   bool timing = false;
   /// Test hooks: write this manifest format version instead of the current

@@ -1,0 +1,125 @@
+//===- MatmulToRuntimeCalls.cpp - matmuls through the runtime's oneDNN -----===//
+//
+// Generated loops do not compete with a packed GEMM microkernel, so f32
+// matmuls on buffers become calls into the runtime, which runs them with
+// oneDNN and prepacks constant weights once.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Passes/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/IR/SymbolTable.h"
+
+namespace hasten {
+#define GEN_PASS_DEF_MATMULTORUNTIMECALLS
+#include "hasten/Passes/Passes.h.inc"
+} // namespace hasten
+
+using namespace mlir;
+
+namespace {
+
+/// Runtime flags; keep in sync with runtime/Kernels.cpp.
+constexpr int32_t kConstantWeights = 1;
+constexpr int32_t kBf16 = 2;
+
+/// A fully dynamic strided memref of `rank`, the kernels' parameter type.
+MemRefType anyStrided(MLIRContext *ctx, int64_t rank) {
+  SmallVector<int64_t> shape(rank, ShapedType::kDynamic);
+  SmallVector<int64_t> strides(rank, ShapedType::kDynamic);
+  auto layout = StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides);
+  return MemRefType::get(shape, Float32Type::get(ctx), layout);
+}
+
+/// True when `value` is (a view of) a constant global: a weight.
+bool isConstantWeight(Value value) {
+  while (Operation *def = value.getDefiningOp()) {
+    if (auto global = dyn_cast<memref::GetGlobalOp>(def)) {
+      auto symbol = SymbolTable::lookupNearestSymbolFrom<memref::GlobalOp>(
+          def, global.getNameAttr());
+      return symbol && symbol.getConstant();
+    }
+    if (auto view = dyn_cast<ViewLikeOpInterface>(def)) {
+      value = view.getViewSource();
+      continue;
+    }
+    if (auto cast = dyn_cast<memref::CastOp>(def)) {
+      value = cast.getSource();
+      continue;
+    }
+    return false;
+  }
+  return false;
+}
+
+struct MatmulToRuntimeCallsPass
+    : public hasten::impl::MatmulToRuntimeCallsBase<MatmulToRuntimeCallsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    if (weights != "f32" && weights != "bf16") {
+      module.emitError("weights must be f32 or bf16, got '") << weights << "'";
+      return signalPassFailure();
+    }
+    SmallVector<linalg::LinalgOp> matmuls;
+    module.walk([&](linalg::LinalgOp op) {
+      if (!isa<linalg::MatmulOp, linalg::BatchMatmulOp>(op) || !op.hasPureBufferSemantics())
+        return;
+      // Plain (untransposed, no broadcast) forms on f32 only.
+      if (auto matmul = dyn_cast<linalg::MatmulOp>(op.getOperation()))
+        if (matmul.hasUserDefinedMaps())
+          return;
+      if (auto batch = dyn_cast<linalg::BatchMatmulOp>(op.getOperation()))
+        if (batch.hasUserDefinedMaps())
+          return;
+      for (Value operand : op->getOperands())
+        if (!cast<MemRefType>(operand.getType()).getElementType().isF32())
+          return;
+      matmuls.push_back(op);
+    });
+    if (matmuls.empty())
+      return;
+
+    OpBuilder moduleBuilder = OpBuilder::atBlockBegin(module.getBody());
+    auto declare = [&](StringRef name, int64_t rank) {
+      if (auto existing = module.lookupSymbol<func::FuncOp>(name))
+        return existing;
+      Type m = anyStrided(ctx, rank);
+      auto fn = func::FuncOp::create(
+          moduleBuilder, module.getLoc(), name,
+          FunctionType::get(ctx, {m, m, m, IntegerType::get(ctx, 32)}, {}));
+      fn.setPrivate();
+      fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+      return fn;
+    };
+
+    IRRewriter rewriter(ctx);
+    for (linalg::LinalgOp op : matmuls) {
+      bool batched = isa<linalg::BatchMatmulOp>(op.getOperation());
+      int64_t rank = batched ? 3 : 2;
+      func::FuncOp kernel =
+          declare(batched ? "hasten_rt_batch_matmul_f32" : "hasten_rt_matmul_f32", rank);
+      rewriter.setInsertionPoint(op);
+      Location loc = op.getLoc();
+      SmallVector<Value> args;
+      for (Value operand : op->getOperands())
+        args.push_back(memref::CastOp::create(rewriter, loc, anyStrided(ctx, rank), operand));
+      int32_t flags = 0;
+      if (isConstantWeight(op->getOperand(1)))
+        flags |= kConstantWeights;
+      if (weights == "bf16")
+        flags |= kBf16;
+      args.push_back(arith::ConstantIntOp::create(rewriter, loc, flags, 32));
+      func::CallOp::create(rewriter, loc, kernel, args);
+      rewriter.eraseOp(op);
+    }
+  }
+};
+} // namespace

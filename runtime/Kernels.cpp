@@ -1,0 +1,173 @@
+//===- Kernels.cpp - runtime kernels called by generated code --------------===//
+//
+// Matmul-class kernels on oneDNN. Generated code passes MLIR memref
+// descriptors (C interface). Constant weights are reordered once into the
+// layout oneDNN prefers for the problem (and to bf16 on request), and reused
+// from then on; other operands go through oneDNN's primitive cache.
+//
+//===----------------------------------------------------------------------===//
+
+#include "RuntimeInternal.h"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+namespace {
+
+/// Flags passed by hasten-matmul-to-runtime-calls.
+constexpr int32_t kConstantWeights = 1;
+constexpr int32_t kBf16 = 2;
+
+template <int Rank>
+struct MemRef {
+  float *allocated;
+  float *aligned;
+  int64_t offset;
+  int64_t sizes[Rank];
+  int64_t strides[Rank];
+  float *data() const { return aligned + offset; }
+};
+
+dnnl::engine &engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream &stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+using dnnl::memory;
+
+memory::desc describe(const int64_t *sizes, const int64_t *strides, int rank,
+                      memory::data_type type) {
+  memory::dims dims(sizes, sizes + rank), steps(strides, strides + rank);
+  return memory::desc(dims, type, steps);
+}
+
+/// A matmul primitive for constant weights, with the weights already in the
+/// layout (and type) it wants.
+struct PackedMatmul {
+  dnnl::matmul primitive;
+  memory::desc srcDesc;
+  memory weights;
+  bool bf16;
+};
+
+using PackKey = std::tuple<const float *, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           int64_t, int64_t, int64_t, bool>;
+
+std::mutex packMutex;
+std::map<PackKey, std::shared_ptr<PackedMatmul>> packed;
+
+dnnl::primitive_attr accumulateAttr() {
+  // linalg.matmul accumulates into its output: C += A * B.
+  dnnl::post_ops ops;
+  ops.append_sum(1.0f);
+  dnnl::primitive_attr attr;
+  attr.set_post_ops(ops);
+  return attr;
+}
+
+std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b,
+                                          const MemRef<3> &c, bool bf16) {
+  PackKey key{b.data(), a.sizes[0], a.sizes[1], a.sizes[2], b.sizes[2], b.strides[0],
+              b.strides[1], b.strides[2], c.strides[1], bf16};
+  std::lock_guard<std::mutex> lock(packMutex);
+  auto it = packed.find(key);
+  if (it != packed.end())
+    return it->second;
+  auto type = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+  int64_t batch = a.sizes[0], m = a.sizes[1], k = a.sizes[2], n = b.sizes[2];
+  memory::desc src({batch, m, k}, type, memory::format_tag::abc);
+  memory::desc wAny({batch, k, n}, type, memory::format_tag::any);
+  memory::desc dst = describe(c.sizes, c.strides, 3, memory::data_type::f32);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wAny, dst), accumulateAttr(),
+                                  engine());
+  auto entry = std::make_shared<PackedMatmul>();
+  entry->primitive = dnnl::matmul(pd);
+  entry->srcDesc = pd.src_desc();
+  entry->bf16 = bf16;
+  entry->weights = memory(pd.weights_desc(), engine());
+  memory plain(describe(b.sizes, b.strides, 3, memory::data_type::f32), engine(), b.data());
+  dnnl::reorder(plain, entry->weights).execute(stream(), plain, entry->weights);
+  stream().wait();
+  packed.emplace(key, entry);
+  return entry;
+}
+
+void batchMatmul(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int32_t flags) {
+  bool bf16 = flags & kBf16;
+  if ((flags & kConstantWeights) && a.sizes[0] == b.sizes[0]) {
+    std::shared_ptr<PackedMatmul> p = packWeights(a, b, c, bf16);
+    memory dst(describe(c.sizes, c.strides, 3, memory::data_type::f32), engine(), c.data());
+    memory srcF32(describe(a.sizes, a.strides, 3, memory::data_type::f32), engine(), a.data());
+    memory src = srcF32;
+    if (p->srcDesc != srcF32.get_desc()) {
+      src = memory(p->srcDesc, engine());
+      dnnl::reorder(srcF32, src).execute(stream(), srcF32, src);
+    }
+    p->primitive.execute(stream(), {{DNNL_ARG_SRC, src},
+                                    {DNNL_ARG_WEIGHTS, p->weights},
+                                    {DNNL_ARG_DST, dst}});
+    stream().wait();
+    return;
+  }
+  // Activations on both sides (attention): f32 through the primitive cache.
+  memory::desc srcDesc = describe(a.sizes, a.strides, 3, memory::data_type::f32);
+  memory::desc wDesc = describe(b.sizes, b.strides, 3, memory::data_type::f32);
+  memory::desc dstDesc = describe(c.sizes, c.strides, 3, memory::data_type::f32);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(srcDesc, wDesc, dstDesc),
+                                  accumulateAttr(), engine());
+  dnnl::matmul(pd).execute(stream(), {{DNNL_ARG_SRC, memory(srcDesc, engine(), a.data())},
+                                      {DNNL_ARG_WEIGHTS, memory(wDesc, engine(), b.data())},
+                                      {DNNL_ARG_DST, memory(dstDesc, engine(), c.data())}});
+  stream().wait();
+}
+
+template <typename Fn>
+void guarded(const char *kernel, Fn &&body) {
+  try {
+    body();
+  } catch (const dnnl::error &e) {
+    hasten::runtime::setKernelError(std::string(kernel) + ": oneDNN error: " + e.what());
+  } catch (const std::exception &e) {
+    hasten::runtime::setKernelError(std::string(kernel) + ": " + e.what());
+  }
+}
+
+MemRef<3> asBatch(const MemRef<2> &m) {
+  return {m.allocated, m.aligned, m.offset, {1, m.sizes[0], m.sizes[1]},
+          {m.sizes[0] * m.strides[0], m.strides[0], m.strides[1]}};
+}
+
+} // namespace
+
+extern "C" {
+
+__attribute__((visibility("default"))) void
+_mlir_ciface_hasten_rt_matmul_f32(MemRef<2> *a, MemRef<2> *b, MemRef<2> *c, int32_t flags) {
+  guarded("matmul", [&] {
+    if (a->sizes[0] == 0 || b->sizes[1] == 0 || a->sizes[1] == 0)
+      return;
+    batchMatmul(asBatch(*a), asBatch(*b), asBatch(*c), flags);
+  });
+}
+
+__attribute__((visibility("default"))) void
+_mlir_ciface_hasten_rt_batch_matmul_f32(MemRef<3> *a, MemRef<3> *b, MemRef<3> *c,
+                                        int32_t flags) {
+  guarded("batch_matmul", [&] {
+    if (a->sizes[0] == 0 || a->sizes[1] == 0 || b->sizes[2] == 0 || a->sizes[2] == 0)
+      return;
+    batchMatmul(*a, *b, *c, flags);
+  });
+}
+
+} // extern "C"

@@ -1,0 +1,50 @@
+// RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls | FileCheck %s
+// RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls="weights=bf16" | FileCheck %s --check-prefix=BF16
+
+// A matmul whose B is a constant global: flag 1 (constant weights).
+// CHECK-LABEL: func.func private @hasten_rt_matmul_f32(memref<?x?xf32, strided<[?, ?], offset: ?>>, memref<?x?xf32, strided<[?, ?], offset: ?>>, memref<?x?xf32, strided<[?, ?], offset: ?>>, i32) attributes {llvm.emit_c_interface}
+// CHECK-LABEL: func @weights
+// CHECK: %[[W:.*]] = memref.get_global @w
+// CHECK: %[[A:.*]] = memref.cast %arg0 : memref<4x8xf32> to memref<?x?xf32, strided<[?, ?], offset: ?>>
+// CHECK: %[[B:.*]] = memref.cast %[[W]] : memref<8x16xf32> to memref<?x?xf32, strided<[?, ?], offset: ?>>
+// CHECK: %[[C:.*]] = memref.cast %arg1
+// CHECK: %[[FLAGS:.*]] = arith.constant 1 : i32
+// CHECK: call @hasten_rt_matmul_f32(%[[A]], %[[B]], %[[C]], %[[FLAGS]])
+// CHECK-NOT: linalg.matmul
+// BF16-LABEL: func @weights
+// BF16: arith.constant 3 : i32
+module {
+  memref.global "private" constant @w : memref<8x16xf32> = dense<1.0>
+  func.func @weights(%a: memref<4x8xf32>, %c: memref<4x16xf32>) {
+    %w = memref.get_global @w : memref<8x16xf32>
+    linalg.matmul ins(%a, %w : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
+    return
+  }
+}
+
+// -----
+
+// Activations times activations (attention scores): flag 0; batched.
+// CHECK-LABEL: func @activations
+// CHECK: %[[FLAGS:.*]] = arith.constant 0 : i32
+// CHECK: call @hasten_rt_batch_matmul_f32(%{{.*}}, %{{.*}}, %{{.*}}, %[[FLAGS]]) : (memref<?x?x?xf32, strided<[?, ?, ?], offset: ?>>
+// BF16-LABEL: func @activations
+// BF16: arith.constant 2 : i32
+func.func @activations(%a: memref<2x4x8xf32>, %b: memref<2x8x?xf32>, %c: memref<2x4x?xf32>) {
+  linalg.batch_matmul ins(%a, %b : memref<2x4x8xf32>, memref<2x8x?xf32>) outs(%c : memref<2x4x?xf32>)
+  return
+}
+
+// -----
+
+// Integer matmuls and matmuls on tensors keep their linalg form.
+// CHECK-LABEL: func @integer
+// CHECK: linalg.matmul
+// CHECK-NOT: call
+// CHECK: linalg.matmul
+func.func @integer(%a: memref<4x8xi32>, %b: memref<8x16xi32>, %c: memref<4x16xi32>,
+                   %ta: tensor<4x8xf32>, %tb: tensor<8x16xf32>, %tc: tensor<4x16xf32>) -> tensor<4x16xf32> {
+  linalg.matmul ins(%a, %b : memref<4x8xi32>, memref<8x16xi32>) outs(%c : memref<4x16xi32>)
+  %r = linalg.matmul ins(%ta, %tb : tensor<4x8xf32>, tensor<8x16xf32>) outs(%tc : tensor<4x16xf32>) -> tensor<4x16xf32>
+  return %r : tensor<4x16xf32>
+}
