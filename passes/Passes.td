@@ -97,4 +97,32 @@ def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::Modul
                            "::mlir::arith::ArithDialect"];
 }
 
+def FuseElementwise : Pass<"hasten-fuse-elementwise"> {
+  let summary = "Fuse chains of elementwise linalg.generic ops into single loops";
+  let description = [{
+    Fuses a producer `linalg.generic` into its consumer when both are
+    elementwise (all loops parallel) and the producer has no other user, so
+    that a chain such as bias-add, GELU and scale becomes one loop nest with
+    no intermediate tensors.
+
+    Unlike upstream `linalg-fuse-elementwise-ops`, this pass moves no reshape
+    across ops and never touches named ops: a `linalg.matmul` stays a named
+    op that the matmul lowering can hand to the runtime's GEMM kernels.
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect"];
+}
+
+def ApproximateMath : Pass<"hasten-approximate-math"> {
+  let summary = "Replace libm calls for exp, tanh, erf, log... with inline polynomials";
+  let description = [{
+    Applies MLIR's polynomial approximations to f32 `math` ops (exp, expm1,
+    log, log1p, log2, tanh, erf, sin, cos, atan, atan2, rsqrt...), so that
+    softmax, GELU and friends become straight-line arithmetic that LLVM can
+    vectorize instead of one libm call per element. The approximations are
+    accurate to a few ulp in f32; the ONNX conformance sweep checks them.
+  }];
+  let dependentDialects = ["::mlir::math::MathDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::x86vector::X86VectorDialect"];
+}
+
 #endif // HASTEN_PASSES_TD

@@ -216,8 +216,11 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
   *out = nullptr;
   if (hasten_status status = checkElfFile(path))
     return status;
+  // A name without a slash would send dlopen searching the library path;
+  // a module path always means a file.
+  std::string file = strchr(path, '/') ? path : std::string("./") + path;
   // RTLD_LOCAL keeps two modules' symbols apart.
-  void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  void *handle = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle)
     return fail(HASTEN_ERROR_INVALID_MODULE, "%s: not a loadable shared library: %s",
                 path, dlerror());

@@ -196,7 +196,8 @@ std::vector<uint8_t> buildManifest(const std::vector<EntrySignature> &entries,
 /// Tensor-level optimization: the hasten passes and elementwise fusion.
 constexpr const char *kTensorPipeline =
     "builtin.module(canonicalize, cse, "
-    "func.func(hasten-decompose-aggregated-ops, linalg-fuse-elementwise-ops), "
+    "func.func(hasten-decompose-aggregated-ops, hasten-fuse-elementwise, "
+    "hasten-approximate-math), "
     "canonicalize, cse)";
 
 /// Bufferization, runtime kernels for matmuls, loops, and the conversion to

@@ -516,6 +516,29 @@ LogicalResult convertElementwise(NodeContext &ctx) {
 
   Type resultElement = op.result == Result::Bool ? ctx.b.getI1Type() : element;
   ScalarInfo info{ctx, element, ctx.info(firstData).isUnsigned};
+  // x^2, x^3, x^0.5 with a constant exponent (GELU's x^3, RMSNorm's x^2)
+  // become multiplies or a square root instead of a powf call per element.
+  if (ctx.node.op_type() == "Pow" && isFloatElement) {
+    std::optional<SmallVector<double>> exponent = ctx.constantFloats(1);
+    if (exponent && exponent->size() == 1) {
+      double e = (*exponent)[0];
+      if (e == 1.0 || e == 2.0 || e == 3.0 || e == 0.5) {
+        Value result = buildElementwise(
+            ctx.b, ctx.loc, ValueRange{inputs[0]}, element,
+            [&](OpBuilder &b, Location loc, ValueRange args) -> Value {
+              Value x = args[0];
+              if (e == 0.5)
+                return math::SqrtOp::create(b, loc, x);
+              Value r = x;
+              for (int k = 1; k < (int)e; ++k)
+                r = arith::MulFOp::create(b, loc, r, x);
+              return r;
+            });
+        ctx.setOutput(0, result);
+        return success();
+      }
+    }
+  }
   if (tryScalarized(ctx, op, inputs, resultElement, info))
     return success();
   Value result = buildElementwise(

@@ -25,7 +25,7 @@ namespace {
 void usage() {
   std::fprintf(stderr,
                "usage: hasten-run MODULE.so [--entry NAME] [--input NAME=PATH]... "
-               "[--output-dir DIR] [--output-format=npy|pb] [--repeat N] [--signature]\n"
+               "[--output-dir DIR] [--output-format=npy|pb] [--repeat N] [--warmup N] [--signature]\n"
                "  PATH is a .npy file or an ONNX TensorProto .pb file (by extension).\n");
 }
 
@@ -52,7 +52,7 @@ std::string describe(const hasten_module *m, const char *entry, int isOutput, si
 int main(int argc, char **argv) {
   std::string modulePath, entryName, outputDir, outputFormat = "npy";
   std::map<std::string, std::string> inputFiles;
-  int repeat = 1;
+  int repeat = 1, warmup = 0;
   bool signatureOnly = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -81,6 +81,10 @@ int main(int argc, char **argv) {
       repeat = std::atoi(v);
       if (repeat < 1)
         return die("--repeat must be at least 1");
+    } else if (const char *v = value("--warmup")) {
+      warmup = std::atoi(v);
+      if (warmup < 0)
+        return die("--warmup must not be negative");
     } else if (arg == "--signature") {
       signatureOnly = true;
     } else if (arg == "-h" || arg == "--help") {
@@ -157,7 +161,8 @@ int main(int argc, char **argv) {
 
   std::vector<hasten_tensor *> outputs(numOutputs, nullptr);
   std::vector<double> latencies;
-  for (int r = 0; r < repeat; ++r) {
+  // Warm-up runs (weight packing, caches) are not timed.
+  for (int r = 0; r < warmup + repeat; ++r) {
     for (hasten_tensor *&t : outputs) {
       hasten_tensor_free(t);
       t = nullptr;
@@ -166,9 +171,10 @@ int main(int argc, char **argv) {
     if (hasten_run(module, entry, inputs.data(), numInputs, outputs.data(), numOutputs) !=
         HASTEN_OK)
       return die(hasten_last_error());
-    latencies.push_back(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-            .count());
+    if (r >= warmup)
+      latencies.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count());
   }
 
   for (size_t o = 0; o < numOutputs; ++o) {

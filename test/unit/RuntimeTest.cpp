@@ -1,0 +1,189 @@
+//===- RuntimeTest.cpp - the runtime API on a freshly compiled module ------===//
+//
+// Compiles a small ONNX model (MatMul with a weight initializer, then Relu)
+// with the compiler library, loads it through the C++ wrapper, and checks
+// results against a plain C++ reference, including from several threads at
+// once sharing one module.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Compiler/Compiler.h"
+#include "hasten/runtime.hpp"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <cmath>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <thread>
+
+namespace {
+
+constexpr int64_t kK = 16, kN = 8;
+
+float weight(int64_t k, int64_t n) { return std::sin(0.3f * k + 0.7f * n); }
+
+/// y = Relu(x @ W), x [m, K] with a symbolic m, W a [K, N] initializer.
+std::string writeModel(const std::string &dir) {
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  auto *opset = model.add_opset_import();
+  opset->set_version(17);
+  auto *graph = model.mutable_graph();
+  graph->set_name("g");
+  auto tensorInfo = [](onnx::ValueInfoProto *info, const char *name, bool symbolic, int64_t n) {
+    info->set_name(name);
+    auto *t = info->mutable_type()->mutable_tensor_type();
+    t->set_elem_type(onnx::TensorProto::FLOAT);
+    t->mutable_shape()->add_dim()->set_dim_param("m");
+    t->mutable_shape()->add_dim()->set_dim_value(n);
+    (void)symbolic;
+  };
+  tensorInfo(graph->add_input(), "x", true, kK);
+  tensorInfo(graph->add_output(), "y", true, kN);
+  auto *w = graph->add_initializer();
+  w->set_name("w");
+  w->set_data_type(onnx::TensorProto::FLOAT);
+  w->add_dims(kK);
+  w->add_dims(kN);
+  for (int64_t k = 0; k < kK; ++k)
+    for (int64_t n = 0; n < kN; ++n)
+      w->add_float_data(weight(k, n));
+  auto *mm = graph->add_node();
+  mm->set_op_type("MatMul");
+  mm->add_input("x");
+  mm->add_input("w");
+  mm->add_output("h");
+  auto *relu = graph->add_node();
+  relu->set_op_type("Relu");
+  relu->add_input("h");
+  relu->add_output("y");
+  std::string path = dir + "/model.onnx";
+  std::ofstream out(path, std::ios::binary);
+  model.SerializeToOstream(&out);
+  return path;
+}
+
+class RuntimeTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    llvm::SmallString<128> dir;
+    ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("hasten-runtime-test", dir));
+    directory = std::string(dir);
+    std::string onnxPath = writeModel(directory);
+    modulePath = directory + "/model.so";
+    mlir::MLIRContext context;
+    std::string diagnostics;
+    mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
+      diagnostics += d.str() + "\n";
+      return mlir::success();
+    });
+    hasten::CompileOptions options;
+    options.runtimeLibraryDir = HASTEN_RUNTIME_DIR;
+    ASSERT_TRUE(succeeded(hasten::compileOnnxFile(onnxPath, modulePath, options, context)))
+        << diagnostics;
+  }
+  void TearDown() override { llvm::sys::fs::remove_directories(directory); }
+
+  std::string directory, modulePath;
+};
+
+/// Checks y = Relu(x @ W) for x[i][k] = (i + 1) * 0.1 * (k - 7).
+void expectCorrect(const hasten::Tensor &y, int64_t m) {
+  ASSERT_EQ(y.dims(), (std::vector<int64_t>{m, kN}));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t n = 0; n < kN; ++n) {
+      float acc = 0;
+      for (int64_t k = 0; k < kK; ++k)
+        acc += (i + 1) * 0.1f * (k - 7) * weight(k, n);
+      EXPECT_NEAR(y.data<float>()[i * kN + n], std::max(acc, 0.0f), 1e-4f) << i << "," << n;
+    }
+}
+
+hasten::Tensor makeInput(int64_t m) {
+  hasten::Tensor x = hasten::Tensor::create(HASTEN_F32, {m, kK});
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t k = 0; k < kK; ++k)
+      x.data<float>()[i * kK + k] = (i + 1) * 0.1f * (k - 7);
+  return x;
+}
+
+TEST_F(RuntimeTest, RunsThroughTheCppWrapper) {
+  hasten::Module module;
+  std::string error;
+  ASSERT_TRUE(module.load(modulePath, &error)) << error;
+  EXPECT_EQ(module.entries(), std::vector<std::string>{"main"});
+  for (int64_t m : {1, 5, 33}) {
+    hasten::Tensor x = makeInput(m);
+    std::vector<hasten::Tensor> outputs;
+    ASSERT_TRUE(module.run("main", {&x}, outputs, &error)) << error;
+    ASSERT_EQ(outputs.size(), 1u);
+    expectCorrect(outputs[0], m);
+  }
+}
+
+TEST_F(RuntimeTest, BorrowedInputsAreNotFreedOrChanged) {
+  hasten::Module module;
+  ASSERT_TRUE(module.load(modulePath));
+  std::vector<float> data(3 * kK, 1.0f);
+  hasten::Tensor x = hasten::Tensor::wrap(HASTEN_F32, {3, kK}, data.data());
+  std::vector<hasten::Tensor> outputs;
+  ASSERT_TRUE(module.run("main", {&x}, outputs));
+  for (float v : data)
+    EXPECT_EQ(v, 1.0f);
+}
+
+TEST_F(RuntimeTest, OneModuleServesSeveralThreadsAtOnce) {
+  hasten::Module module;
+  ASSERT_TRUE(module.load(modulePath));
+  std::vector<std::thread> threads;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < 25; ++r) {
+        int64_t m = 1 + (t * 7 + r) % 9;
+        hasten::Tensor x = makeInput(m);
+        std::vector<hasten::Tensor> outputs;
+        std::string error;
+        if (!module.run("main", {&x}, outputs, &error) || outputs[0].dims()[0] != m) {
+          ++failures[t];
+          continue;
+        }
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t n = 0; n < kN; ++n) {
+            float acc = 0;
+            for (int64_t k = 0; k < kK; ++k)
+              acc += (i + 1) * 0.1f * (k - 7) * weight(k, n);
+            if (std::fabs(outputs[0].data<float>()[i * kN + n] - std::max(acc, 0.0f)) > 1e-4f)
+              ++failures[t];
+          }
+      }
+    });
+  for (std::thread &t : threads)
+    t.join();
+  EXPECT_EQ(failures, std::vector<int>(4, 0));
+}
+
+TEST_F(RuntimeTest, BadInputsAreRefusedBeforeRunning) {
+  hasten::Module module;
+  ASSERT_TRUE(module.load(modulePath));
+  std::vector<hasten::Tensor> outputs;
+  std::string error;
+  hasten::Tensor wrongWidth = hasten::Tensor::create(HASTEN_F32, {2, kK + 1});
+  EXPECT_FALSE(module.run("main", {&wrongWidth}, outputs, &error));
+  EXPECT_EQ(error, "entry 'main': input 'x' must have shape [m, 16], got [2, 17]");
+  hasten::Tensor wrongType = hasten::Tensor::create(HASTEN_I32, {2, kK});
+  EXPECT_FALSE(module.run("main", {&wrongType}, outputs, &error));
+  EXPECT_EQ(error, "entry 'main': input 'x' must be f32, got i32");
+  EXPECT_FALSE(module.run("main", {nullptr}, outputs, &error));
+  EXPECT_EQ(error, "entry 'main': input 'x' is missing (null)");
+  EXPECT_FALSE(module.run("main", std::vector<hasten_tensor *>{}, outputs, &error));
+  EXPECT_EQ(error, "entry 'main' takes 1 inputs, got 0");
+}
+
+} // namespace
