@@ -125,4 +125,19 @@ def ApproximateMath : Pass<"hasten-approximate-math"> {
                            "::mlir::vector::VectorDialect", "::mlir::x86vector::X86VectorDialect"];
 }
 
+def ExpandShapeToReinterpretCast : Pass<"hasten-expand-shape-to-reinterpret-cast"> {
+  let summary = "Lower memref.expand_shape with several dynamic sizes per group to reinterpret_cast";
+  let description = [{
+    MLIR 22's `expand-strided-metadata` crashes on a `memref.expand_shape`
+    whose reassociation group holds more than one dynamic size, such as
+    `memref<?x192xf32> into memref<?x?x192xf32>` (batch and sequence both
+    dynamic). This pass rewrites exactly those expands into
+    `memref.extract_strided_metadata` plus `memref.reinterpret_cast`, with the
+    expanded strides computed from the output sizes: within a group the last
+    dimension keeps the source stride and each earlier one multiplies by the
+    sizes after it. Run it before `expand-strided-metadata`.
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect", "::mlir::arith::ArithDialect"];
+}
+
 #endif // HASTEN_PASSES_TD

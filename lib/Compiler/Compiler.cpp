@@ -210,6 +210,7 @@ constexpr const char *kLoweringPipeline =
     "buffer-deallocation-pipeline, convert-bufferization-to-memref, "
     "hasten-matmul-to-runtime-calls{{weights={0}}, "
     "func.func(hasten-memref-copy-to-linalg, convert-linalg-to-loops), "
+    "func.func(hasten-expand-shape-to-reinterpret-cast), "
     "expand-strided-metadata, lower-affine, "
     "convert-scf-to-cf, convert-math-to-llvm, convert-math-to-libm, "
     "finalize-memref-to-llvm, convert-arith-to-llvm, convert-index-to-llvm, "

@@ -236,11 +236,36 @@ Value onnx_import::reshapeTo(OpBuilder &b, Location loc, Value value,
                                              *groups);
     }
   }
-  SmallVector<Value> dims;
-  for (OpFoldResult s : sizes)
-    dims.push_back(getValueOrCreateConstantIndexOp(b, loc, s));
-  Value shape = tensor::FromElementsOp::create(
-      b, loc, RankedTensorType::get({(int64_t)dims.size()}, b.getIndexType()),
-      dims);
-  return tensor::ReshapeOp::create(b, loc, resultType, value, shape);
+  // Any other row-major reshape is a collapse to one dimension followed by
+  // an expand to the target sizes: two views that bufferization and the
+  // strided-metadata lowering handle well, where a dynamic tensor.reshape
+  // (memref.reshape) is fragile.
+  Value flat = value;
+  if (sourceType.getRank() != 1) {
+    if (sourceType.getRank() == 0) {
+      flat = tensor::ExpandShapeOp::create(
+          b, loc, RankedTensorType::get({1}, sourceType.getElementType()), value,
+          ArrayRef<ReassociationIndices>{}, ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
+    } else {
+      ReassociationIndices all;
+      for (int64_t d = 0; d < sourceType.getRank(); ++d)
+        all.push_back(d);
+      flat = tensor::CollapseShapeOp::create(b, loc, value,
+                                             ArrayRef<ReassociationIndices>{all});
+    }
+  }
+  if (resultType.getRank() == 0) {
+    // Only a one-element tensor reshapes to a scalar.
+    Value one = castIfNeeded(b, loc, flat,
+                             RankedTensorType::get({1}, sourceType.getElementType()));
+    return tensor::CollapseShapeOp::create(b, loc, resultType, one,
+                                           ArrayRef<ReassociationIndices>{});
+  }
+  if (resultType.getRank() == 1)
+    return castIfNeeded(b, loc, flat, resultType);
+  ReassociationIndices all;
+  for (int64_t d = 0; d < resultType.getRank(); ++d)
+    all.push_back(d);
+  return tensor::ExpandShapeOp::create(b, loc, resultType, flat,
+                                       ArrayRef<ReassociationIndices>{all}, sizes);
 }
