@@ -115,26 +115,26 @@ Value onnx_import::scalarConstant(OpBuilder &b, Location loc, Type type,
       b, loc, b.getIntegerAttr(type, static_cast<int64_t>(value)));
 }
 
-Value onnx_import::lowestValue(OpBuilder &b, Location loc, Type type) {
+/// The smallest (or largest) value of `type`: -inf/+inf for floats.
+static Value extremeValue(OpBuilder &b, Location loc, Type type, bool highest) {
   if (auto floatType = dyn_cast<FloatType>(type))
     return arith::ConstantOp::create(
         b, loc,
-        b.getFloatAttr(floatType, APFloat::getInf(floatType.getFloatSemantics(),
-                                                  /*Negative=*/true)));
+        b.getFloatAttr(floatType,
+                       APFloat::getInf(floatType.getFloatSemantics(), /*Negative=*/!highest)));
   unsigned width = type.getIntOrFloatBitWidth();
   return arith::ConstantOp::create(
-      b, loc, b.getIntegerAttr(type, APInt::getSignedMinValue(width)));
+      b, loc,
+      b.getIntegerAttr(type, highest ? APInt::getSignedMaxValue(width)
+                                     : APInt::getSignedMinValue(width)));
+}
+
+Value onnx_import::lowestValue(OpBuilder &b, Location loc, Type type) {
+  return extremeValue(b, loc, type, /*highest=*/false);
 }
 
 Value onnx_import::highestValue(OpBuilder &b, Location loc, Type type) {
-  if (auto floatType = dyn_cast<FloatType>(type))
-    return arith::ConstantOp::create(
-        b, loc,
-        b.getFloatAttr(floatType, APFloat::getInf(floatType.getFloatSemantics(),
-                                                  /*Negative=*/false)));
-  unsigned width = type.getIntOrFloatBitWidth();
-  return arith::ConstantOp::create(
-      b, loc, b.getIntegerAttr(type, APInt::getSignedMaxValue(width)));
+  return extremeValue(b, loc, type, /*highest=*/true);
 }
 
 Value onnx_import::castScalar(OpBuilder &b, Location loc, Value value, Type to,
@@ -268,4 +268,59 @@ Value onnx_import::reshapeTo(OpBuilder &b, Location loc, Value value,
     all.push_back(d);
   return tensor::ExpandShapeOp::create(b, loc, resultType, flat,
                                        ArrayRef<ReassociationIndices>{all}, sizes);
+}
+
+Value onnx_import::insertUnitDims(OpBuilder &b, Location loc, Value value,
+                     ArrayRef<int64_t> positions) {
+  auto type = cast<RankedTensorType>(value.getType());
+  int64_t resultRank = type.getRank() + positions.size();
+  SmallVector<OpFoldResult> inSizes = tensor::getMixedSizes(b, loc, value);
+  SmallVector<OpFoldResult> outSizes;
+  SmallVector<ReassociationIndices> groups;
+  ReassociationIndices pending;
+  int64_t next = 0;
+  for (int64_t d = 0; d < resultRank; ++d) {
+    if (llvm::is_contained(positions, d)) {
+      outSizes.push_back(b.getIndexAttr(1));
+      if (next < type.getRank() || groups.empty())
+        pending.push_back(d);
+      else
+        groups.back().push_back(d);
+      continue;
+    }
+    outSizes.push_back(inSizes[next++]);
+    ReassociationIndices group = pending;
+    group.push_back(d);
+    pending.clear();
+    groups.push_back(group);
+  }
+  if (groups.empty())
+    return reshapeTo(b, loc, value, outSizes);
+  if (!pending.empty())
+    groups.back().append(pending.begin(), pending.end());
+  return tensor::ExpandShapeOp::create(
+      b, loc, typeFromSizes(outSizes, type.getElementType()), value, groups,
+      outSizes);
+}
+
+Value onnx_import::dropUnitDims(OpBuilder &b, Location loc, Value value,
+                   ArrayRef<int64_t> positions) {
+  auto type = cast<RankedTensorType>(value.getType());
+  SmallVector<int64_t> shape(type.getShape());
+  for (int64_t p : positions)
+    shape[p] = 1;
+  value = castIfNeeded(b, loc, value,
+                       RankedTensorType::get(shape, type.getElementType()));
+  SmallVector<ReassociationIndices> groups;
+  ReassociationIndices current;
+  for (int64_t d = 0; d < type.getRank(); ++d) {
+    current.push_back(d);
+    if (!llvm::is_contained(positions, d)) {
+      groups.push_back(current);
+      current.clear();
+    }
+  }
+  if (!current.empty() && !groups.empty())
+    groups.back().append(current.begin(), current.end());
+  return tensor::CollapseShapeOp::create(b, loc, value, groups);
 }

@@ -250,29 +250,27 @@ Value bodyMean(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &info)
   return arith::DivFOp::create(b, loc, sum,
                                cst(b, loc, sum.getType(), (double)a.size()));
 }
-Value bodyMax(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &info) {
+/// Folds the operands with max (or min), in the operands' own signedness.
+Value foldMinMax(OpBuilder &b, Location loc, ValueRange a, bool isUnsigned, bool max) {
   Value r = a[0];
   for (Value v : a.drop_front()) {
     if (isFloat(r.getType()))
-      r = arith::MaximumFOp::create(b, loc, r, v);
-    else if (info.isUnsigned)
-      r = arith::MaxUIOp::create(b, loc, r, v);
+      r = max ? (Value)arith::MaximumFOp::create(b, loc, r, v)
+              : (Value)arith::MinimumFOp::create(b, loc, r, v);
+    else if (isUnsigned)
+      r = max ? (Value)arith::MaxUIOp::create(b, loc, r, v)
+              : (Value)arith::MinUIOp::create(b, loc, r, v);
     else
-      r = arith::MaxSIOp::create(b, loc, r, v);
+      r = max ? (Value)arith::MaxSIOp::create(b, loc, r, v)
+              : (Value)arith::MinSIOp::create(b, loc, r, v);
   }
   return r;
 }
+Value bodyMax(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &info) {
+  return foldMinMax(b, loc, a, info.isUnsigned, /*max=*/true);
+}
 Value bodyMin(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &info) {
-  Value r = a[0];
-  for (Value v : a.drop_front()) {
-    if (isFloat(r.getType()))
-      r = arith::MinimumFOp::create(b, loc, r, v);
-    else if (info.isUnsigned)
-      r = arith::MinUIOp::create(b, loc, r, v);
-    else
-      r = arith::MinSIOp::create(b, loc, r, v);
-  }
-  return r;
+  return foldMinMax(b, loc, a, info.isUnsigned, /*max=*/false);
 }
 Value bodyPow(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &info) {
   Type t = a[0].getType();

@@ -169,6 +169,13 @@ Value castIfNeeded(OpBuilder &b, Location loc, Value value, Type type);
 /// Collapses/expands reassociation helper: all dims into groups given by the
 /// boundaries, e.g. {0, 2, 4} on rank 4 gives [[0, 1], [2, 3]].
 SmallVector<ReassociationIndices> groupsFromBoundaries(ArrayRef<int64_t> bounds);
+/// Inserts size-1 dims at `positions` of the result (expand_shape).
+Value insertUnitDims(OpBuilder &b, Location loc, Value value,
+                     ArrayRef<int64_t> positions);
+/// Drops the dims at `positions`, which must be (or be known to be) size 1
+/// (collapse_shape).
+Value dropUnitDims(OpBuilder &b, Location loc, Value value,
+                   ArrayRef<int64_t> positions);
 /// Reshapes `value` to `sizes` (static or dynamic), choosing collapse/expand
 /// when the change is a pure regrouping and tensor.reshape otherwise.
 Value reshapeTo(OpBuilder &b, Location loc, Value value,

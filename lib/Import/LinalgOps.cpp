@@ -38,63 +38,6 @@ Value zeroFilled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes,
   return createFilled(b, loc, sizes, scalarConstant(b, loc, element, 0.0));
 }
 
-/// Inserts unit dims at `positions` of the result (expand_shape).
-Value insertUnitDims(OpBuilder &b, Location loc, Value value,
-                     ArrayRef<int64_t> positions) {
-  auto type = cast<RankedTensorType>(value.getType());
-  int64_t resultRank = type.getRank() + positions.size();
-  SmallVector<OpFoldResult> inSizes = tensor::getMixedSizes(b, loc, value);
-  SmallVector<OpFoldResult> outSizes;
-  SmallVector<ReassociationIndices> groups;
-  ReassociationIndices pending;
-  int64_t next = 0;
-  for (int64_t d = 0; d < resultRank; ++d) {
-    if (llvm::is_contained(positions, d)) {
-      outSizes.push_back(b.getIndexAttr(1));
-      if (next < type.getRank() || groups.empty())
-        pending.push_back(d);
-      else
-        groups.back().push_back(d);
-      continue;
-    }
-    outSizes.push_back(inSizes[next++]);
-    ReassociationIndices group = pending;
-    group.push_back(d);
-    pending.clear();
-    groups.push_back(group);
-  }
-  if (groups.empty())
-    return reshapeTo(b, loc, value, outSizes);
-  if (!pending.empty())
-    groups.back().append(pending.begin(), pending.end());
-  return tensor::ExpandShapeOp::create(
-      b, loc, typeFromSizes(outSizes, type.getElementType()), value, groups,
-      outSizes);
-}
-
-/// Drops the unit dims at `positions` (collapse_shape).
-Value dropUnitDims(OpBuilder &b, Location loc, Value value,
-                   ArrayRef<int64_t> positions) {
-  auto type = cast<RankedTensorType>(value.getType());
-  SmallVector<int64_t> shape(type.getShape());
-  for (int64_t p : positions)
-    shape[p] = 1;
-  value = castIfNeeded(b, loc, value,
-                       RankedTensorType::get(shape, type.getElementType()));
-  SmallVector<ReassociationIndices> groups;
-  ReassociationIndices current;
-  for (int64_t d = 0; d < type.getRank(); ++d) {
-    current.push_back(d);
-    if (!llvm::is_contained(positions, d)) {
-      groups.push_back(current);
-      current.clear();
-    }
-  }
-  if (!current.empty() && !groups.empty())
-    groups.back().append(current.begin(), current.end());
-  return tensor::CollapseShapeOp::create(b, loc, value, groups);
-}
-
 //===----------------------------------------------------------------------===//
 // MatMul, Gemm, Einsum
 //===----------------------------------------------------------------------===//

@@ -285,18 +285,6 @@ LogicalResult convertFlatten(NodeContext &ctx) {
   return success();
 }
 
-/// Refines the given dims of `value` to static size 1 (they are known to be 1
-/// by the op's semantics) so that collapse_shape can drop them.
-Value refineToUnitDims(OpBuilder &b, Location loc, Value value,
-                       ArrayRef<int64_t> unitDims) {
-  auto type = cast<RankedTensorType>(value.getType());
-  SmallVector<int64_t> shape(type.getShape());
-  for (int64_t d : unitDims)
-    shape[d] = 1;
-  return castIfNeeded(b, loc, value,
-                      RankedTensorType::get(shape, type.getElementType()));
-}
-
 LogicalResult convertSqueeze(NodeContext &ctx) {
   auto type = ctx.inputType(0);
   int64_t rank = type.getRank();
@@ -334,22 +322,7 @@ LogicalResult convertSqueeze(NodeContext &ctx) {
                           resultRank == 0, in.isUnsigned);
     return success();
   }
-  Value input = refineToUnitDims(ctx.b, ctx.loc, ctx.input(0), axes);
-  // Each kept dim forms a group with the squeezed dims before it; trailing
-  // squeezed dims join the last group.
-  SmallVector<ReassociationIndices> groups;
-  ReassociationIndices current;
-  for (int64_t d = 0; d < rank; ++d) {
-    current.push_back(d);
-    if (!llvm::is_contained(axes, d)) {
-      groups.push_back(current);
-      current.clear();
-    }
-  }
-  if (!current.empty() && !groups.empty())
-    groups.back().append(current.begin(), current.end());
-  ctx.setOutput(0, tensor::CollapseShapeOp::create(ctx.b, ctx.loc, input, groups),
-                in.isUnsigned);
+  ctx.setOutput(0, dropUnitDims(ctx.b, ctx.loc, ctx.input(0), axes), in.isUnsigned);
   return success();
 }
 
@@ -383,33 +356,7 @@ LogicalResult convertUnsqueeze(NodeContext &ctx) {
                           resultRank == 0, in.isUnsigned);
     return success();
   }
-  SmallVector<OpFoldResult> inSizes =
-      tensor::getMixedSizes(ctx.b, ctx.loc, ctx.input(0));
-  SmallVector<OpFoldResult> outSizes;
-  SmallVector<ReassociationIndices> groups;
-  int64_t next = 0;
-  ReassociationIndices pendingUnit;
-  for (int64_t d = 0; d < resultRank; ++d) {
-    if (llvm::is_contained(axes, d)) {
-      outSizes.push_back(ctx.b.getIndexAttr(1));
-      if (groups.empty() || next < type.getRank())
-        pendingUnit.push_back(d);
-      else
-        groups.back().push_back(d);
-      continue;
-    }
-    outSizes.push_back(inSizes[next++]);
-    ReassociationIndices group = pendingUnit;
-    group.push_back(d);
-    pendingUnit.clear();
-    groups.push_back(group);
-  }
-  if (!pendingUnit.empty() && !groups.empty())
-    groups.back().append(pendingUnit.begin(), pendingUnit.end());
-  RankedTensorType resultType = typeFromSizes(outSizes, type.getElementType());
-  Value result = tensor::ExpandShapeOp::create(ctx.b, ctx.loc, resultType,
-                                               ctx.input(0), groups, outSizes);
-  ctx.setOutput(0, result, in.isUnsigned);
+  ctx.setOutput(0, insertUnitDims(ctx.b, ctx.loc, ctx.input(0), axes), in.isUnsigned);
   return success();
 }
 
