@@ -14,6 +14,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace hasten {
 #define GEN_PASS_DEF_MATMULTORUNTIMECALLS
@@ -27,6 +28,7 @@ namespace {
 /// Runtime flags; keep in sync with runtime/Kernels.cpp.
 constexpr int32_t kConstantWeights = 1;
 constexpr int32_t kBf16 = 2;
+constexpr int32_t kOverwrite = 4;
 
 /// A fully dynamic strided memref of `rank`, the kernels' parameter type.
 MemRefType anyStrided(MLIRContext *ctx, int64_t rank) {
@@ -55,6 +57,27 @@ bool isConstantWeight(Value value) {
     return false;
   }
   return false;
+}
+
+/// The linalg.fill of zero that last wrote `op`'s output, when nothing else
+/// touches memory in between: the matmul can then overwrite instead of
+/// accumulate, and the fill is dead.
+linalg::FillOp zeroFillBefore(linalg::LinalgOp op) {
+  Value output = op.getDpsInits()[0];
+  for (Operation *prev = op->getPrevNode(); prev; prev = prev->getPrevNode()) {
+    if (auto fill = dyn_cast<linalg::FillOp>(prev)) {
+      if (fill.getDpsInits()[0] != output)
+        return nullptr;
+      auto zero = fill.getInputs()[0].getDefiningOp<arith::ConstantOp>();
+      auto value = zero ? dyn_cast<FloatAttr>(zero.getValue()) : nullptr;
+      return value && value.getValue().isZero() ? fill : nullptr;
+    }
+    // Views, constants and index math between the two are fine; anything
+    // that may read or write memory is not.
+    if (!isMemoryEffectFree(prev) && !isa<ViewLikeOpInterface>(prev))
+      return nullptr;
+  }
+  return nullptr;
 }
 
 struct MatmulToRuntimeCallsPass
@@ -116,6 +139,10 @@ struct MatmulToRuntimeCallsPass
         flags |= kConstantWeights;
       if (weights == "bf16")
         flags |= kBf16;
+      if (linalg::FillOp fill = zeroFillBefore(op)) {
+        flags |= kOverwrite;
+        rewriter.eraseOp(fill);
+      }
       args.push_back(arith::ConstantIntOp::create(rewriter, loc, flags, 32));
       func::CallOp::create(rewriter, loc, kernel, args);
       rewriter.eraseOp(op);

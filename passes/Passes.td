@@ -84,9 +84,11 @@ def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::Modul
 
     The call computes `C += A * B`, as the linalg op does. `flags` tells the
     runtime that B is a constant weight (bit 0: it is prepacked once, at its
-    first use, into oneDNN's preferred layout) and whether to compute in
-    bf16 with f32 accumulation (bit 1, from the `weights` option). Matmuls on
-    other element types keep their loop lowering.
+    first use, into oneDNN's preferred layout), whether to compute in bf16
+    with f32 accumulation (bit 1, from the `weights` option), and that C may
+    be overwritten (bit 2: the zero `linalg.fill` that preceded the matmul is
+    removed, saving a pass over C and the accumulation). Matmuls on other
+    element types keep their loop lowering.
   }];
   let options = [
     Option<"weights", "weights", "std::string", /*default=*/"\"f32\"",

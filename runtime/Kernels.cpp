@@ -11,7 +11,13 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include <string>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,6 +28,7 @@ namespace {
 /// Flags passed by hasten-matmul-to-runtime-calls.
 constexpr int32_t kConstantWeights = 1;
 constexpr int32_t kBf16 = 2;
+constexpr int32_t kOverwrite = 4;
 
 template <int Rank>
 struct MemRef {
@@ -61,24 +68,50 @@ struct PackedMatmul {
 };
 
 using PackKey = std::tuple<const float *, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, bool>;
+                           int64_t, int64_t, int64_t, int32_t>;
 
 std::mutex packMutex;
 std::map<PackKey, std::shared_ptr<PackedMatmul>> packed;
 
-dnnl::primitive_attr accumulateAttr() {
-  // linalg.matmul accumulates into its output: C += A * B.
+/// HASTEN_PROFILE_KERNELS=1 prints, at exit, the time spent in each kernel
+/// shape (for finding the slow ones).
+struct KernelProfile {
+  bool enabled = getenv("HASTEN_PROFILE_KERNELS") != nullptr;
+  std::mutex mutex;
+  std::map<std::string, std::pair<int64_t, double>> calls; // count, seconds
+  ~KernelProfile() {
+    if (!enabled)
+      return;
+    fprintf(stderr, "hasten kernel profile:\n");
+    for (auto &[shape, stat] : calls)
+      fprintf(stderr, "  %10.3f ms  %6lld calls  %s\n", stat.second * 1e3,
+              (long long)stat.first, shape.c_str());
+  }
+  void record(const std::string &shape, double seconds) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto &stat = calls[shape];
+    ++stat.first;
+    stat.second += seconds;
+  }
+} profile;
+
+/// linalg.matmul accumulates into its output (C += A * B) unless the
+/// compiler proved C was just zeroed (kOverwrite).
+dnnl::primitive_attr outputAttr(int32_t flags) {
+  dnnl::primitive_attr attr;
+  if (flags & kOverwrite)
+    return attr;
   dnnl::post_ops ops;
   ops.append_sum(1.0f);
-  dnnl::primitive_attr attr;
   attr.set_post_ops(ops);
   return attr;
 }
 
 std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b,
-                                          const MemRef<3> &c, bool bf16) {
+                                          const MemRef<3> &c, int32_t flags) {
+  bool bf16 = flags & kBf16;
   PackKey key{b.data(), a.sizes[0], a.sizes[1], a.sizes[2], b.sizes[2], b.strides[0],
-              b.strides[1], b.strides[2], c.strides[1], bf16};
+              b.strides[1], b.strides[2], c.strides[1], flags};
   std::lock_guard<std::mutex> lock(packMutex);
   auto it = packed.find(key);
   if (it != packed.end())
@@ -88,7 +121,7 @@ std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b
   memory::desc src({batch, m, k}, type, memory::format_tag::abc);
   memory::desc wAny({batch, k, n}, type, memory::format_tag::any);
   memory::desc dst = describe(c.sizes, c.strides, 3, memory::data_type::f32);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wAny, dst), accumulateAttr(),
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wAny, dst), outputAttr(flags),
                                   engine());
   auto entry = std::make_shared<PackedMatmul>();
   entry->primitive = dnnl::matmul(pd);
@@ -102,11 +135,48 @@ std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b
   return entry;
 }
 
+void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
+                     int32_t flags);
+
 void batchMatmul(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int32_t flags) {
-  bool bf16 = flags & kBf16;
+  if (!profile.enabled)
+    return batchMatmulImpl(a, b, c, flags);
+  auto start = std::chrono::steady_clock::now();
+  batchMatmulImpl(a, b, c, flags);
+  char shape[256];
+  snprintf(shape, sizeof(shape),
+           "matmul %lldx[%lldx%lld]x[%lldx%lld] a-strides [%lld,%lld] b-strides [%lld,%lld] "
+           "flags %d",
+           (long long)a.sizes[0], (long long)a.sizes[1], (long long)a.sizes[2],
+           (long long)b.sizes[1], (long long)b.sizes[2], (long long)a.strides[1],
+           (long long)a.strides[2], (long long)b.strides[1], (long long)b.strides[2], flags);
+  profile.record(shape, std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                            .count());
+}
+
+void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
+                     int32_t flags) {
   if ((flags & kConstantWeights) && a.sizes[0] == b.sizes[0]) {
-    std::shared_ptr<PackedMatmul> p = packWeights(a, b, c, bf16);
-    memory dst(describe(c.sizes, c.strides, 3, memory::data_type::f32), engine(), c.data());
+    // Output rows a multiple of 4 KiB apart alias in the caches and halve
+    // the GEMM's speed (N = 3072 in f32 is 12 KiB): such outputs are
+    // computed into a buffer with padded rows and copied back.
+    MemRef<3> target = c;
+    thread_local std::vector<float> padded; // reused: no allocation per call
+    bool pad = (flags & kOverwrite) && c.strides[2] == 1 && c.sizes[1] >= 64 &&
+               (c.strides[1] * 4) % 4096 == 0;
+    if (pad) {
+      int64_t ld = c.sizes[2] + 16;
+      size_t needed = (size_t)(c.sizes[0] * c.sizes[1] * ld);
+      if (padded.size() < needed)
+        padded.resize(needed);
+      target.allocated = target.aligned = padded.data();
+      target.offset = 0;
+      target.strides[0] = c.sizes[1] * ld;
+      target.strides[1] = ld;
+    }
+    std::shared_ptr<PackedMatmul> p = packWeights(a, b, target, flags);
+    memory dst(describe(target.sizes, target.strides, 3, memory::data_type::f32), engine(),
+               target.data());
     memory srcF32(describe(a.sizes, a.strides, 3, memory::data_type::f32), engine(), a.data());
     memory src = srcF32;
     if (p->srcDesc != srcF32.get_desc()) {
@@ -117,6 +187,12 @@ void batchMatmul(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int
                                     {DNNL_ARG_WEIGHTS, p->weights},
                                     {DNNL_ARG_DST, dst}});
     stream().wait();
+    if (pad)
+      for (int64_t batch = 0; batch < c.sizes[0]; ++batch)
+        for (int64_t row = 0; row < c.sizes[1]; ++row)
+          std::memcpy(c.data() + batch * c.strides[0] + row * c.strides[1],
+                      target.data() + batch * target.strides[0] + row * target.strides[1],
+                      c.sizes[2] * sizeof(float));
     return;
   }
   // Activations on both sides (attention): f32 through the primitive cache.
@@ -124,12 +200,13 @@ void batchMatmul(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int
   memory::desc wDesc = describe(b.sizes, b.strides, 3, memory::data_type::f32);
   memory::desc dstDesc = describe(c.sizes, c.strides, 3, memory::data_type::f32);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(srcDesc, wDesc, dstDesc),
-                                  accumulateAttr(), engine());
+                                  outputAttr(flags), engine());
   dnnl::matmul(pd).execute(stream(), {{DNNL_ARG_SRC, memory(srcDesc, engine(), a.data())},
                                       {DNNL_ARG_WEIGHTS, memory(wDesc, engine(), b.data())},
                                       {DNNL_ARG_DST, memory(dstDesc, engine(), c.data())}});
   stream().wait();
 }
+
 
 template <typename Fn>
 void guarded(const char *kernel, Fn &&body) {

@@ -14,6 +14,7 @@
 #include <flatbuffers/flatbuffers.h>
 
 #include <dlfcn.h>
+#include <malloc.h>
 #include <elf.h>
 
 #include <cstdarg>
@@ -39,8 +40,14 @@ thread_local std::string lastError;
 thread_local std::string kernelError;
 
 /// HASTEN_NUM_THREADS sizes the one thread pool (OpenMP, shared with oneDNN).
+/// Freed buffers stay in the heap: a run allocates the same large buffers as
+/// the run before it, and returning them to the kernel each time (glibc's
+/// default for blocks over its mmap threshold) costs a page fault per page
+/// on every run.
 struct ThreadsFromEnvironment {
   ThreadsFromEnvironment() {
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
     if (const char *value = getenv("HASTEN_NUM_THREADS")) {
       int n = atoi(value);
       if (n > 0)

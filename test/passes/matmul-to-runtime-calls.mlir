@@ -48,3 +48,35 @@ func.func @integer(%a: memref<4x8xi32>, %b: memref<8x16xi32>, %c: memref<4x16xi3
   %r = linalg.matmul ins(%ta, %tb : tensor<4x8xf32>, tensor<8x16xf32>) outs(%tc : tensor<4x16xf32>) -> tensor<4x16xf32>
   return %r : tensor<4x16xf32>
 }
+
+// -----
+
+// A zero fill right before the matmul into the same buffer is dropped and
+// the runtime told to overwrite (bit 2); any other writer in between keeps
+// the accumulate form.
+// CHECK-LABEL: func @overwrite
+// CHECK-NOT: linalg.fill
+// CHECK: %[[FLAGS:.*]] = arith.constant 4 : i32
+// CHECK: call @hasten_rt_matmul_f32(%{{.*}}, %{{.*}}, %{{.*}}, %[[FLAGS]])
+func.func @overwrite(%a: memref<4x8xf32>, %b: memref<8x16xf32>, %c: memref<4x16xf32>) {
+  %zero = arith.constant 0.0 : f32
+  linalg.fill ins(%zero : f32) outs(%c : memref<4x16xf32>)
+  linalg.matmul ins(%a, %b : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
+  return
+}
+
+// -----
+
+// CHECK-LABEL: func @accumulate
+// CHECK: linalg.fill
+// CHECK: memref.store
+// CHECK: %[[FLAGS:.*]] = arith.constant 0 : i32
+// CHECK: call @hasten_rt_matmul_f32(%{{.*}}, %{{.*}}, %{{.*}}, %[[FLAGS]])
+func.func @accumulate(%a: memref<4x8xf32>, %b: memref<8x16xf32>, %c: memref<4x16xf32>, %v: f32) {
+  %zero = arith.constant 0.0 : f32
+  %i = arith.constant 1 : index
+  linalg.fill ins(%zero : f32) outs(%c : memref<4x16xf32>)
+  memref.store %v, %c[%i, %i] : memref<4x16xf32>
+  linalg.matmul ins(%a, %b : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
+  return
+}
