@@ -142,4 +142,35 @@ def ExpandShapeToReinterpretCast : Pass<"hasten-expand-shape-to-reinterpret-cast
   let dependentDialects = ["::mlir::memref::MemRefDialect", "::mlir::arith::ArithDialect"];
 }
 
+def OutlineParallelLoops : Pass<"hasten-outline-parallel-loops", "::mlir::ModuleOp"> {
+  let summary = "Run top-level scf.parallel loops on the runtime's thread pool";
+  let description = [{
+    Outlines each outermost `scf.parallel` loop (the parallel dimensions of
+    a linalg op, after `convert-linalg-to-parallel-loops`) into a function
+
+    ```mlir
+    func.func private @__hasten_parallel_N(%begin: index, %end: index, %ctx: !llvm.ptr)
+    ```
+
+    that runs iterations `[begin, end)` of the loop's first dimension (the
+    other dimensions stay an inner `scf.parallel`). The values the loop uses
+    from outside are stored into a stack struct passed as `ctx`; constants
+    are cloned into the body instead. The loop itself becomes
+
+    ```mlir
+    call @hasten_rt_parallel_for(%trip_count, %work, %body, %ctx)
+    ```
+
+    where the runtime splits the trip count across its OpenMP threads (the
+    pool oneDNN uses) and runs loops whose `work` (total iterations) is below
+    `min-work` serially on the calling thread.
+  }];
+  let options = [
+    Option<"minWork", "min-work", "int64_t", /*default=*/"32768",
+           "Loops with fewer total iterations than this run serially">
+  ];
+  let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::arith::ArithDialect", "::mlir::LLVM::LLVMDialect"];
+}
+
 #endif // HASTEN_PASSES_TD

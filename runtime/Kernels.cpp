@@ -11,6 +11,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -62,6 +63,7 @@ memory::desc describe(const int64_t *sizes, const int64_t *strides, int rank,
 /// layout (and type) it wants.
 struct PackedMatmul {
   dnnl::matmul primitive;
+  memory::desc scratchpadDesc;
   memory::desc srcDesc;
   memory weights;
   bool bf16;
@@ -95,10 +97,35 @@ struct KernelProfile {
   }
 } profile;
 
+/// oneDNN's library-managed scratchpad is shared between threads; modules
+/// run from several threads at once, so every primitive takes a scratchpad
+/// from the calling thread instead.
+dnnl::primitive_attr threadSafeAttr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+memory threadScratchpad(const memory::desc &desc) {
+  thread_local std::vector<char> buffer;
+  size_t bytes = desc.get_size();
+  if (buffer.size() < bytes)
+    buffer.resize(bytes);
+  return memory(desc, engine(), buffer.data());
+}
+
+/// Executes a reorder on the calling thread's scratchpad.
+void reorderInto(memory &from, memory &to) {
+  dnnl::reorder::primitive_desc pd(from, to, threadSafeAttr());
+  dnnl::reorder(pd).execute(stream(), {{DNNL_ARG_FROM, from},
+                                       {DNNL_ARG_TO, to},
+                                       {DNNL_ARG_SCRATCHPAD, threadScratchpad(pd.scratchpad_desc())}});
+}
+
 /// linalg.matmul accumulates into its output (C += A * B) unless the
 /// compiler proved C was just zeroed (kOverwrite).
 dnnl::primitive_attr outputAttr(int32_t flags) {
-  dnnl::primitive_attr attr;
+  dnnl::primitive_attr attr = threadSafeAttr();
   if (flags & kOverwrite)
     return attr;
   dnnl::post_ops ops;
@@ -125,11 +152,12 @@ std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b
                                   engine());
   auto entry = std::make_shared<PackedMatmul>();
   entry->primitive = dnnl::matmul(pd);
+  entry->scratchpadDesc = pd.scratchpad_desc();
   entry->srcDesc = pd.src_desc();
   entry->bf16 = bf16;
   entry->weights = memory(pd.weights_desc(), engine());
   memory plain(describe(b.sizes, b.strides, 3, memory::data_type::f32), engine(), b.data());
-  dnnl::reorder(plain, entry->weights).execute(stream(), plain, entry->weights);
+  reorderInto(plain, entry->weights);
   stream().wait();
   packed.emplace(key, entry);
   return entry;
@@ -181,11 +209,12 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
     memory src = srcF32;
     if (p->srcDesc != srcF32.get_desc()) {
       src = memory(p->srcDesc, engine());
-      dnnl::reorder(srcF32, src).execute(stream(), srcF32, src);
+      reorderInto(srcF32, src);
     }
     p->primitive.execute(stream(), {{DNNL_ARG_SRC, src},
                                     {DNNL_ARG_WEIGHTS, p->weights},
-                                    {DNNL_ARG_DST, dst}});
+                                    {DNNL_ARG_DST, dst},
+                                    {DNNL_ARG_SCRATCHPAD, threadScratchpad(p->scratchpadDesc)}});
     stream().wait();
     if (pad)
       for (int64_t batch = 0; batch < c.sizes[0]; ++batch)
@@ -201,9 +230,11 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
   memory::desc dstDesc = describe(c.sizes, c.strides, 3, memory::data_type::f32);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(srcDesc, wDesc, dstDesc),
                                   outputAttr(flags), engine());
-  dnnl::matmul(pd).execute(stream(), {{DNNL_ARG_SRC, memory(srcDesc, engine(), a.data())},
-                                      {DNNL_ARG_WEIGHTS, memory(wDesc, engine(), b.data())},
-                                      {DNNL_ARG_DST, memory(dstDesc, engine(), c.data())}});
+  dnnl::matmul(pd).execute(stream(),
+                           {{DNNL_ARG_SRC, memory(srcDesc, engine(), a.data())},
+                            {DNNL_ARG_WEIGHTS, memory(wDesc, engine(), b.data())},
+                            {DNNL_ARG_DST, memory(dstDesc, engine(), c.data())},
+                            {DNNL_ARG_SCRATCHPAD, threadScratchpad(pd.scratchpad_desc())}});
   stream().wait();
 }
 
@@ -226,7 +257,48 @@ MemRef<3> asBatch(const MemRef<2> &m) {
 
 } // namespace
 
+// libgomp, the pool oneDNN runs on (declared here: clang's omp.h is libomp's).
+extern "C" void GOMP_parallel(void (*fn)(void *), void *data, unsigned numThreads,
+                              unsigned flags);
+extern "C" int omp_get_thread_num(void);
+extern "C" int omp_get_num_threads(void);
+extern "C" int omp_get_max_threads(void);
+extern "C" int omp_in_parallel(void);
+
+namespace {
+using LoopBody = void (*)(int64_t begin, int64_t end, void *context);
+struct ParallelJob {
+  int64_t count;
+  LoopBody body;
+  void *context;
+};
+
+/// Each thread of the team runs one contiguous share of the iterations.
+void runShare(void *data) {
+  auto *job = static_cast<ParallelJob *>(data);
+  int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
+  int64_t share = (job->count + threads - 1) / threads;
+  int64_t begin = thread * share, end = std::min(job->count, begin + share);
+  if (begin < end)
+    job->body(begin, end, job->context);
+}
+} // namespace
+
 extern "C" {
+
+/// Runs iterations [0, count) of an outlined generated loop. `work` is the
+/// loop's total iteration count, or 0 when the compiler judged it too small
+/// to be worth waking the pool.
+__attribute__((visibility("default"))) void
+hasten_rt_parallel_for(int64_t count, int64_t work, LoopBody body, void *context) {
+  if (count <= 1 || work == 0 || omp_in_parallel() || omp_get_max_threads() == 1) {
+    if (count > 0)
+      body(0, count, context);
+    return;
+  }
+  ParallelJob job{count, body, context};
+  GOMP_parallel(runShare, &job, 0, 0);
+}
 
 __attribute__((visibility("default"))) void
 _mlir_ciface_hasten_rt_matmul_f32(MemRef<2> *a, MemRef<2> *b, MemRef<2> *c, int32_t flags) {

@@ -200,8 +200,9 @@ constexpr const char *kTensorPipeline =
     "hasten-approximate-math), "
     "canonicalize, cse)";
 
-/// Bufferization, runtime kernels for matmuls, loops, and the conversion to
-/// the LLVM dialect. {0} is the weights precision.
+/// Bufferization, runtime kernels for matmuls, loops on the runtime's thread
+/// pool, and the conversion to the LLVM dialect. {0} is the weights
+/// precision, {1} the smallest loop worth running in parallel.
 constexpr const char *kLoweringPipeline =
     "builtin.module("
     "one-shot-bufferize{{bufferize-function-boundaries "
@@ -209,7 +210,8 @@ constexpr const char *kLoweringPipeline =
     "allow-return-allocs-from-loops}, "
     "buffer-deallocation-pipeline, convert-bufferization-to-memref, "
     "hasten-matmul-to-runtime-calls{{weights={0}}, "
-    "func.func(hasten-memref-copy-to-linalg, convert-linalg-to-loops), "
+    "func.func(hasten-memref-copy-to-linalg, convert-linalg-to-parallel-loops), "
+    "hasten-outline-parallel-loops{{min-work={1}}, "
     "func.func(hasten-expand-shape-to-reinterpret-cast), "
     "expand-strided-metadata, lower-affine, "
     "convert-scf-to-cf, convert-math-to-llvm, convert-math-to-libm, "
@@ -372,7 +374,9 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     return success();
   }
   if (failed(timer.run("lowering to LLVM dialect", [&] {
-        return runPipeline(module, llvm::formatv(kLoweringPipeline, options.weights).str(),
+        return runPipeline(module, llvm::formatv(kLoweringPipeline, options.weights,
+                                                        options.parallelMinWork)
+                                              .str(),
                            "lowering", options);
       })))
     return failure();

@@ -32,6 +32,7 @@ from import_sweep import (case_ops, known_unsupported,  # noqa: E402
 
 NODE_DIR = "/usr/share/libonnx-testdata/data/node"
 RTOL, ATOL = 1e-3, 1e-5
+EXTRA_COMPILE_FLAGS = []
 
 # Cases that need a looser tolerance, with the reason.
 TOLERANCE = {
@@ -106,7 +107,8 @@ def run_case(bin_dir, case_dir, workdir):
     bound = {bindings[i + 1].split("=", 1)[0] for i in range(0, len(bindings), 2)}
     data_dir = os.path.join(case_dir, "test_data_set_0")
     so = os.path.join(workdir, case + ".so")
-    compile_cmd = [os.path.join(bin_dir, "hasten-compile"), model_path, "-o", so] + bindings
+    compile_cmd = ([os.path.join(bin_dir, "hasten-compile"), model_path, "-o", so] + bindings
+                   + EXTRA_COMPILE_FLAGS)
     proc = subprocess.run(compile_cmd, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         return "compile", (proc.stderr.strip().splitlines() or ["?"])[0]
@@ -144,7 +146,11 @@ def main():
     parser.add_argument("--sample", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--compile-flag", action="append", default=[],
+                        help="extra hasten-compile flag (repeatable)")
     args = parser.parse_args()
+    global EXTRA_COMPILE_FLAGS
+    EXTRA_COMPILE_FLAGS = args.compile_flag
 
     supported = set(subprocess.run([os.path.join(args.bin_dir, "hasten-import"), "--list-ops"],
                                    capture_output=True, text=True, check=True).stdout.split())

@@ -39,6 +39,10 @@ static cl::opt<std::string> weights(
     "weights", cl::desc("Precision of matmul weights: f32 (default) or bf16 (bf16 x bf16 "
                         "with f32 accumulation, on AMX/AVX512-BF16 where present)"),
     cl::init("f32"));
+static cl::opt<int64_t> parallelMinWork(
+    "parallel-min-work",
+    cl::desc("Generated loops with fewer total iterations run on one thread"),
+    cl::init(32768));
 static cl::opt<bool> timing("timing", cl::desc("Print the time each compiler phase took"));
 static cl::opt<bool> printIRAfterAll("print-ir-after-all",
                                      cl::desc("Print the IR after every MLIR pass"));
@@ -86,6 +90,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   options.weights = weights;
+  options.parallelMinWork = parallelMinWork;
   // The runtime library sits in ../lib next to the tools.
   std::string self = sys::fs::getMainExecutable(argv[0], (void *)&main);
   SmallString<256> runtimeDir(sys::path::parent_path(sys::path::parent_path(self)));

@@ -31,6 +31,8 @@ struct CompileOptions {
   std::string cpuFeatures;
   /// Precision of constant matmul weights: "f32" or "bf16".
   std::string weights = "f32";
+  /// Generated loops with fewer total iterations run on one thread.
+  int64_t parallelMinWork = 32768;
   /// Where libhasten_runtime.so lives, for modules that call its kernels.
   std::string runtimeLibraryDir;
   /// Print the time each phase took.

@@ -1,0 +1,175 @@
+//===- OutlineParallelLoops.cpp - parallel loops on the runtime's pool -----===//
+//
+// The runtime owns one OpenMP (libgomp) thread pool, shared with oneDNN. To
+// run a generated loop on it, the loop body becomes a function of an
+// iteration range and an opaque context pointer, which is the shape of call
+// an OpenMP runtime can make from any thread.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Passes/Passes.h"
+
+#include "mlir/Conversion/LLVMCommon/TypeConverter.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Transforms/RegionUtils.h"
+
+namespace hasten {
+#define GEN_PASS_DEF_OUTLINEPARALLELLOOPS
+#include "hasten/Passes/Passes.h.inc"
+} // namespace hasten
+
+using namespace mlir;
+
+namespace {
+
+constexpr const char *kParallelFor = "hasten_rt_parallel_for";
+
+struct OutlineParallelLoopsPass
+    : public hasten::impl::OutlineParallelLoopsBase<OutlineParallelLoopsPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    SmallVector<scf::ParallelOp> loops;
+    module.walk([&](scf::ParallelOp op) {
+      if (!op->getParentOfType<scf::ParallelOp>() && op.getNumReductions() == 0)
+        loops.push_back(op);
+    });
+    if (loops.empty())
+      return;
+
+    LLVMTypeConverter converter(ctx);
+    auto ptrType = LLVM::LLVMPointerType::get(ctx);
+    Type indexType = IndexType::get(ctx);
+    auto bodyType = FunctionType::get(ctx, {indexType, indexType, ptrType}, {});
+    OpBuilder moduleBuilder = OpBuilder::atBlockEnd(module.getBody());
+    func::FuncOp parallelFor = module.lookupSymbol<func::FuncOp>(kParallelFor);
+    if (!parallelFor) {
+      parallelFor = func::FuncOp::create(
+          moduleBuilder, module.getLoc(), kParallelFor,
+          FunctionType::get(ctx, {indexType, indexType, bodyType, ptrType}, {}));
+      parallelFor.setPrivate();
+    }
+
+    int counter = 0;
+    for (scf::ParallelOp loop : loops) {
+      Location loc = loop.getLoc();
+      // Values from outside the loop: constants are cloned, the rest packed.
+      SetVector<Value> above;
+      getUsedValuesDefinedAbove(loop.getRegion(), above);
+      for (Value v : loop.getOperands())
+        above.insert(v);
+      SmallVector<Value> captured;
+      SmallVector<Operation *> constants;
+      for (Value v : above) {
+        Operation *def = v.getDefiningOp();
+        if (def && def->hasTrait<OpTrait::ConstantLike>())
+          constants.push_back(def);
+        else
+          captured.push_back(v);
+      }
+      SmallVector<Type> fieldTypes;
+      for (Value v : captured) {
+        Type t = converter.convertType(v.getType());
+        if (!t) {
+          loop.emitError("cannot pass a value of type ") << v.getType()
+                                                         << " to a parallel loop body";
+          return signalPassFailure();
+        }
+        fieldTypes.push_back(t);
+      }
+      auto structType = LLVM::LLVMStructType::getLiteral(ctx, fieldTypes);
+
+      // The body: iterations [begin, end) of dimension 0.
+      std::string name = "__hasten_parallel_" + std::to_string(counter++);
+      auto body = func::FuncOp::create(moduleBuilder, loc, name, bodyType);
+      body.setPrivate();
+      Block *entry = body.addEntryBlock();
+      OpBuilder b = OpBuilder::atBlockBegin(entry);
+      IRMapping mapping;
+      for (Operation *c : constants)
+        b.clone(*c, mapping);
+      Value ctxArg = entry->getArgument(2);
+      for (auto [i, v] : llvm::enumerate(captured)) {
+        Value field = LLVM::GEPOp::create(b, loc, ptrType, structType, ctxArg,
+                                          ArrayRef<LLVM::GEPArg>{0, (int32_t)i});
+        Value loaded = LLVM::LoadOp::create(b, loc, fieldTypes[i], field);
+        Value back =
+            UnrealizedConversionCastOp::create(b, loc, v.getType(), loaded).getResult(0);
+        mapping.map(v, back);
+      }
+      Value lb0 = mapping.lookupOrDefault(loop.getLowerBound()[0]);
+      Value step0 = mapping.lookupOrDefault(loop.getStep()[0]);
+      Value one = arith::ConstantIndexOp::create(b, loc, 1);
+      auto outer = scf::ForOp::create(b, loc, entry->getArgument(0), entry->getArgument(1), one);
+      {
+        OpBuilder ib = OpBuilder::atBlockBegin(outer.getBody());
+        Value iv = arith::AddIOp::create(
+            ib, loc, lb0, arith::MulIOp::create(ib, loc, outer.getInductionVar(), step0));
+        mapping.map(loop.getInductionVars()[0], iv);
+        if (loop.getNumLoops() == 1) {
+          for (Operation &op : loop.getBody()->without_terminator())
+            ib.clone(op, mapping);
+        } else {
+          auto lower = [&](OperandRange r) {
+            SmallVector<Value> out;
+            for (Value v : r.drop_front())
+              out.push_back(mapping.lookupOrDefault(v));
+            return out;
+          };
+          auto inner = scf::ParallelOp::create(ib, loc, lower(loop.getLowerBound()),
+                                               lower(loop.getUpperBound()),
+                                               lower(loop.getStep()));
+          SmallVector<Value> outerIvs = loop.getInductionVars();
+          SmallVector<Value> innerIvs = inner.getInductionVars();
+          for (auto [from, to] : llvm::zip(ArrayRef<Value>(outerIvs).drop_front(), innerIvs))
+            mapping.map(from, to);
+          OpBuilder nb = OpBuilder::atBlockBegin(inner.getBody());
+          for (Operation &op : loop.getBody()->without_terminator())
+            nb.clone(op, mapping);
+        }
+      }
+      func::ReturnOp::create(b, loc);
+
+      // The call site: pack the captures and hand the loop to the runtime.
+      OpBuilder cb(loop);
+      Value count = arith::ConstantIntOp::create(cb, loc, cb.getI64Type(), 1);
+      Value ctxPtr = LLVM::AllocaOp::create(cb, loc, ptrType, structType, count);
+      for (auto [i, v] : llvm::enumerate(captured)) {
+        Value asLLVM =
+            UnrealizedConversionCastOp::create(cb, loc, fieldTypes[i], v).getResult(0);
+        Value field = LLVM::GEPOp::create(cb, loc, ptrType, structType, ctxPtr,
+                                          ArrayRef<LLVM::GEPArg>{0, (int32_t)i});
+        LLVM::StoreOp::create(cb, loc, asLLVM, field);
+      }
+      Value trips = arith::CeilDivSIOp::create(
+          cb, loc,
+          arith::SubIOp::create(cb, loc, loop.getUpperBound()[0], loop.getLowerBound()[0]),
+          loop.getStep()[0]);
+      Value work = trips;
+      for (unsigned d = 1; d < loop.getNumLoops(); ++d)
+        work = arith::MulIOp::create(
+            cb, loc, work,
+            arith::CeilDivSIOp::create(
+                cb, loc,
+                arith::SubIOp::create(cb, loc, loop.getUpperBound()[d],
+                                      loop.getLowerBound()[d]),
+                loop.getStep()[d]));
+      // Below min-work the runtime runs the loop on the calling thread.
+      Value threshold = arith::ConstantIndexOp::create(cb, loc, minWork);
+      Value small = arith::CmpIOp::create(cb, loc, arith::CmpIPredicate::slt, work, threshold);
+      Value zero = arith::ConstantIndexOp::create(cb, loc, 0);
+      Value workArg = arith::SelectOp::create(cb, loc, small, zero, work);
+      Value fn = func::ConstantOp::create(cb, loc, bodyType,
+                                          FlatSymbolRefAttr::get(ctx, name));
+      func::CallOp::create(cb, loc, parallelFor, ValueRange{trips, workArg, fn, ctxPtr});
+      loop.erase();
+    }
+  }
+};
+} // namespace

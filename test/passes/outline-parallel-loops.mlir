@@ -1,0 +1,66 @@
+// RUN: hasten-opt %s -split-input-file -hasten-outline-parallel-loops | FileCheck %s
+// RUN: hasten-opt %s -split-input-file -hasten-outline-parallel-loops="min-work=4" | FileCheck %s --check-prefix=SMALL
+
+// A 3-D parallel loop: the first dimension is split across threads, the
+// captured memrefs travel in a stack struct, constants are cloned into the
+// body, and the other dimensions stay an inner scf.parallel.
+// CHECK-LABEL: func @negate
+// CHECK: %[[CTX:.*]] = llvm.alloca %{{.*}} x !llvm.struct<(struct<(ptr, ptr, i64, array<3 x i64>, array<3 x i64>)>, struct<(ptr, ptr, i64, array<3 x i64>, array<3 x i64>)>)>
+// CHECK: %[[A:.*]] = builtin.unrealized_conversion_cast %arg0 : memref<3x4x5xf32> to !llvm.struct
+// CHECK: llvm.store %[[A]]
+// CHECK: %[[WORK:.*]] = arith.select %{{.*}}, %{{.*}}, %{{.*}} : index
+// CHECK: %[[BODY:.*]] = constant @__hasten_parallel_0 : (index, index, !llvm.ptr) -> ()
+// CHECK: call @hasten_rt_parallel_for(%{{.*}}, %[[WORK]], %[[BODY]], %[[CTX]])
+// CHECK-NOT: scf.parallel
+// CHECK: return
+// CHECK: func.func private @hasten_rt_parallel_for(index, index, (index, index, !llvm.ptr) -> (), !llvm.ptr)
+// CHECK: func.func private @__hasten_parallel_0(%[[BEGIN:.*]]: index, %[[END:.*]]: index, %[[P:.*]]: !llvm.ptr)
+// CHECK: llvm.load
+// CHECK: scf.for %[[I:.*]] = %[[BEGIN]] to %[[END]]
+// CHECK: scf.parallel (%[[J:.*]], %[[K:.*]]) =
+// CHECK: memref.load %{{.*}}[%{{.*}}, %[[J]], %[[K]]]
+// CHECK: arith.negf
+// CHECK: memref.store
+func.func @negate(%a: memref<3x4x5xf32>, %b: memref<3x4x5xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c3 = arith.constant 3 : index
+  %c4 = arith.constant 4 : index
+  %c5 = arith.constant 5 : index
+  scf.parallel (%i, %j, %k) = (%c0, %c0, %c0) to (%c3, %c4, %c5) step (%c1, %c1, %c1) {
+    %v = memref.load %a[%i, %j, %k] : memref<3x4x5xf32>
+    %n = arith.negf %v : f32
+    memref.store %n, %b[%i, %j, %k] : memref<3x4x5xf32>
+    scf.reduce
+  }
+  return
+}
+
+// The total work (60 iterations) is compared with min-work: with the default
+// 32768 the runtime is told to stay serial (work 0), with min-work=4 not.
+// SMALL-LABEL: func @negate
+// SMALL: %[[THRESHOLD:.*]] = arith.constant 4 : index
+// SMALL: arith.cmpi slt, %{{.*}}, %[[THRESHOLD]]
+
+// -----
+
+// Loops with reductions, and loops nested in another parallel loop, stay.
+// CHECK-LABEL: func @reduction
+// CHECK: scf.parallel
+// CHECK: scf.reduce(
+// CHECK-NOT: hasten_rt_parallel_for
+func.func @reduction(%a: memref<8xf32>) -> f32 {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %zero = arith.constant 0.0 : f32
+  %sum = scf.parallel (%i) = (%c0) to (%c8) step (%c1) init (%zero) -> f32 {
+    %v = memref.load %a[%i] : memref<8xf32>
+    scf.reduce(%v : f32) {
+    ^bb0(%x: f32, %y: f32):
+      %s = arith.addf %x, %y : f32
+      scf.reduce.return %s : f32
+    }
+  }
+  return %sum : f32
+}
