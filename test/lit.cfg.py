@@ -27,3 +27,8 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [config.hasten_tools_dir, config.llvm_tools_dir]
 tools = ["hasten-opt", "hasten-import", "hasten-compile", "hasten-run", "llvm-nm"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
+
+# Memory-safety tests run the tools under valgrind where it is installed.
+import shutil
+if shutil.which("valgrind"):
+    config.available_features.add("valgrind")
