@@ -133,9 +133,44 @@ LogicalResult convertConstant(NodeContext &ctx) {
     value = DenseElementsAttr::get(
         RankedTensorType::get({(int64_t)v.size()}, b.getI64Type()),
         ArrayRef<int64_t>(v));
+  } else if (a->name() == "sparse_value") {
+    // Densify: zeros of the declared shape with the values scattered in.
+    const onnx::SparseTensorProto &sparse = a->sparse_tensor();
+    FailureOr<ElementsAttr> values = convertTensorProto(
+        b.getContext(), sparse.values(), 1 << 30, [&] { return ctx.emitError(); });
+    FailureOr<ElementsAttr> indices = convertTensorProto(
+        b.getContext(), sparse.indices(), 1 << 30, [&] { return ctx.emitError(); });
+    if (failed(values) || failed(indices))
+      return failure();
+    SmallVector<int64_t> dims(sparse.dims().begin(), sparse.dims().end());
+    auto type = RankedTensorType::get(dims, values->getElementType());
+    int64_t count = type.getNumElements(), nnz = values->getNumElements();
+    auto denseValues = cast<DenseElementsAttr>(*values);
+    auto denseIndices = cast<DenseIntElementsAttr>(*indices);
+    // Indices are [nnz] linear positions or [nnz, rank] coordinates.
+    auto indexShape = cast<ShapedType>(indices->getType()).getShape();
+    bool coordinates = indexShape.size() == 2;
+    SmallVector<APInt> flat(denseIndices.getValues<APInt>().begin(),
+                            denseIndices.getValues<APInt>().end());
+    SmallVector<Attribute> elements(count, b.getZeroAttr(type.getElementType()));
+    SmallVector<Attribute> given(denseValues.getValues<Attribute>().begin(),
+                                 denseValues.getValues<Attribute>().end());
+    for (int64_t k = 0; k < nnz; ++k) {
+      int64_t position = 0;
+      if (coordinates) {
+        for (int64_t d = 0; d < (int64_t)dims.size(); ++d)
+          position = position * dims[d] + flat[k * dims.size() + d].getSExtValue();
+      } else {
+        position = flat[k].getSExtValue();
+      }
+      if (position < 0 || position >= count)
+        return ctx.fail("sparse_value index " + std::to_string(position) +
+                        " is outside its " + std::to_string(count) + " elements");
+      elements[position] = given[k];
+    }
+    value = DenseElementsAttr::get(type, elements);
   } else {
-    return ctx.fail("attribute '" + a->name() +
-                    "' is not supported (strings and sparse tensors are not)");
+    return ctx.fail("attribute '" + a->name() + "' is not supported (string tensors are not)");
   }
   ctx.setOutput(0, arith::ConstantOp::create(b, ctx.loc, cast<TypedAttr>(value)));
   return success();

@@ -67,6 +67,10 @@ TEST_F(HastenDialectTest, KVCacheGetCheckedReportsTheBadParameter) {
   EXPECT_EQ(message,
             "KV cache capacity (100) must be a multiple of block_size (16)");
 
+  EXPECT_FALSE(getChecked(128, Float32Type::get(&context),
+                          KVCacheLayout::Contiguous, 16));
+  EXPECT_EQ(message, "a contiguous KV cache takes no block_size, got 16");
+
   EXPECT_FALSE(getChecked(128, IntegerType::get(&context, 32),
                           KVCacheLayout::Contiguous, 0));
   EXPECT_EQ(message, "KV cache element type must be a floating-point type, "

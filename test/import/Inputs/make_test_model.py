@@ -135,6 +135,17 @@ def constants():
 
 
 @register
+def sparse_constant():
+    # A 2x3 constant with 5.0 at (0, 1) and 7.0 at (1, 2), as a sparse_value.
+    sparse = helper.make_sparse_tensor(
+        helper.make_tensor("v", F, [2], [5.0, 7.0]),
+        helper.make_tensor("i", I64, [2, 2], [0, 1, 1, 2]), [2, 3])
+    node = helper.make_node("Constant", [], ["c"])
+    node.attribute.append(helper.make_attribute("sparse_value", sparse))
+    return model([node], [], [vi("c", F, [2, 3])])
+
+
+@register
 def gemm_trans_b_bias():
     w = np.ones((6, 4), np.float32)
     nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["y"], transB=1, alpha=0.5, beta=2.0)]
