@@ -24,6 +24,14 @@
 #include <mutex>
 #include <tuple>
 
+// libgomp, the pool oneDNN runs on (declared here: clang's omp.h is libomp's).
+extern "C" void GOMP_parallel(void (*fn)(void *), void *data, unsigned numThreads,
+                              unsigned flags);
+extern "C" int omp_get_thread_num(void);
+extern "C" int omp_get_num_threads(void);
+extern "C" int omp_get_max_threads(void);
+extern "C" int omp_in_parallel(void);
+
 namespace {
 
 /// Flags passed by hasten-matmul-to-runtime-calls.
@@ -182,8 +190,99 @@ void batchMatmul(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int
                             .count());
 }
 
+//===----------------------------------------------------------------------===//
+// M = 1 (decode): a GEMV that streams the weights once
+//===----------------------------------------------------------------------===//
+
+/// y[n0:n1] (+)= x[0:k] * W[0:k, n0:n1], W row-major with leading dimension
+/// ldw. Rows of the thread's column slice are streamed in order, four at a
+/// time, into accumulators that stay in L1: each weight byte is read once,
+/// sequentially, which is what decode's memory-bound products need.
+template <bool Overwrite>
+inline void gemvColumns(const float *x, const float *w, int64_t ldw, float *y, int64_t k,
+                        int64_t n0, int64_t n1) {
+  constexpr int64_t kSlice = 1024;
+  float acc[kSlice];
+  for (int64_t s0 = n0; s0 < n1; s0 += kSlice) {
+    int64_t width = std::min(kSlice, n1 - s0);
+    for (int64_t j = 0; j < width; ++j)
+      acc[j] = Overwrite ? 0.0f : y[s0 + j];
+    int64_t r = 0;
+    for (; r + 4 <= k; r += 4) {
+      const float x0 = x[r], x1 = x[r + 1], x2 = x[r + 2], x3 = x[r + 3];
+      const float *w0 = w + r * ldw + s0, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+      for (int64_t j = 0; j < width; ++j)
+        acc[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j];
+    }
+    for (; r < k; ++r) {
+      const float xr = x[r];
+      const float *row = w + r * ldw + s0;
+      for (int64_t j = 0; j < width; ++j)
+        acc[j] += xr * row[j];
+    }
+    for (int64_t j = 0; j < width; ++j)
+      y[s0 + j] = acc[j];
+  }
+}
+
+__attribute__((target("avx512f"))) void gemvAvx512(const float *x, const float *w,
+                                                    int64_t ldw, float *y, int64_t k,
+                                                    int64_t n0, int64_t n1, bool overwrite) {
+  overwrite ? gemvColumns<true>(x, w, ldw, y, k, n0, n1)
+            : gemvColumns<false>(x, w, ldw, y, k, n0, n1);
+}
+
+void gemvGeneric(const float *x, const float *w, int64_t ldw, float *y, int64_t k, int64_t n0,
+                 int64_t n1, bool overwrite) {
+  overwrite ? gemvColumns<true>(x, w, ldw, y, k, n0, n1)
+            : gemvColumns<false>(x, w, ldw, y, k, n0, n1);
+}
+
+struct GemvJob {
+  const float *x, *w;
+  int64_t ldw;
+  float *y;
+  int64_t k, n;
+  bool overwrite;
+};
+
+/// Each thread takes a contiguous range of columns (multiples of 64).
+void gemvShare(void *data) {
+  auto *job = static_cast<GemvJob *>(data);
+  int64_t threads = omp_in_parallel() ? omp_get_num_threads() : 1;
+  int64_t thread = omp_in_parallel() ? omp_get_thread_num() : 0;
+  int64_t blocks = (job->n + 63) / 64;
+  int64_t share = (blocks + threads - 1) / threads;
+  int64_t n0 = std::min(job->n, thread * share * 64);
+  int64_t n1 = std::min(job->n, (thread + 1) * share * 64);
+  if (n0 >= n1)
+    return;
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (avx512)
+    gemvAvx512(job->x, job->w, job->ldw, job->y, job->k, n0, n1, job->overwrite);
+  else
+    gemvGeneric(job->x, job->w, job->ldw, job->y, job->k, n0, n1, job->overwrite);
+}
+
+/// The weights are read once, split by columns across the pool.
+void gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overwrite) {
+  GemvJob job{a.data(), b.data(), b.strides[1], c.data(), a.sizes[2], b.sizes[2], overwrite};
+  if (job.n >= 256 && omp_get_max_threads() > 1 && !omp_in_parallel())
+    GOMP_parallel(gemvShare, &job, 0, 0);
+  else
+    gemvShare(&job);
+}
+
 void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                      int32_t flags) {
+  // Decode-shaped products with f32 weights: one row of A, contiguous rows
+  // of W and C.
+  if ((flags & kConstantWeights) && !(flags & kBf16) && a.sizes[0] == 1 &&
+      b.sizes[0] == 1 && a.sizes[1] == 1 && a.strides[2] == 1 && b.strides[2] == 1 &&
+      c.strides[2] == 1) {
+    gemv(a, b, c, flags & kOverwrite);
+    return;
+  }
   if ((flags & kConstantWeights) && a.sizes[0] == b.sizes[0]) {
     // Output rows a multiple of 4 KiB apart alias in the caches and halve
     // the GEMM's speed (N = 3072 in f32 is 12 KiB): such outputs are
@@ -257,13 +356,6 @@ MemRef<3> asBatch(const MemRef<2> &m) {
 
 } // namespace
 
-// libgomp, the pool oneDNN runs on (declared here: clang's omp.h is libomp's).
-extern "C" void GOMP_parallel(void (*fn)(void *), void *data, unsigned numThreads,
-                              unsigned flags);
-extern "C" int omp_get_thread_num(void);
-extern "C" int omp_get_num_threads(void);
-extern "C" int omp_get_max_threads(void);
-extern "C" int omp_in_parallel(void);
 
 namespace {
 using LoopBody = void (*)(int64_t begin, int64_t end, void *context);
