@@ -316,6 +316,14 @@ const char *hasten_module_compiler_version(const hasten_module *module) {
              : "";
 }
 
+size_t hasten_module_num_weights(const hasten_module *module) {
+  return module && module->manifest->weights() ? module->manifest->weights()->size() : 0;
+}
+
+uint64_t hasten_module_weight_bytes(const hasten_module *module) {
+  return module ? module->manifest->weight_bytes() : 0;
+}
+
 const char *hasten_module_target(const hasten_module *module) {
   return module && module->manifest->target_triple()
              ? module->manifest->target_triple()->c_str()

@@ -94,6 +94,10 @@ const char *hasten_module_entry_name(const hasten_module *module, size_t index);
 const char *hasten_module_compiler_version(const hasten_module *module);
 const char *hasten_module_target(const hasten_module *module);
 
+/* The weights the module embeds: how many, and their total size. */
+size_t hasten_module_num_weights(const hasten_module *module);
+uint64_t hasten_module_weight_bytes(const hasten_module *module);
+
 /* The signature of an entry: its inputs (is_output = 0) or outputs (1).
  * hasten_signature_dims writes up to `max_dims` sizes (-1 for dynamic) and
  * returns the rank. */

@@ -14,7 +14,9 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/InitAllDialects.h"
@@ -150,8 +152,37 @@ EntrySignature readSignature(func::FuncOp func) {
   return sig;
 }
 
+/// One embedded weight, for the manifest.
+struct WeightInfo {
+  std::string name;
+  manifest::DType dtype;
+  SmallVector<int64_t> dims;
+  uint64_t bytes;
+};
+
+manifest::DType dtypeForElement(Type element) {
+  if (element.isF64())
+    return manifest::DType_f64;
+  if (element.isF16())
+    return manifest::DType_f16;
+  if (element.isBF16())
+    return manifest::DType_bf16;
+  if (element.isInteger(1))
+    return manifest::DType_i1;
+  if (element.isInteger(8))
+    return manifest::DType_i8;
+  if (element.isInteger(16))
+    return manifest::DType_i16;
+  if (element.isInteger(32))
+    return manifest::DType_i32;
+  if (element.isInteger(64))
+    return manifest::DType_i64;
+  return manifest::DType_f32;
+}
+
 std::vector<uint8_t> buildManifest(const std::vector<EntrySignature> &entries,
-                                   StringRef source, StringRef triple, StringRef cpu,
+                                   ArrayRef<WeightInfo> weights, StringRef source,
+                                   StringRef triple, StringRef cpu,
                                    ArrayRef<std::string> features, uint64_t weightBytes,
                                    uint32_t formatVersion) {
   flatbuffers::FlatBufferBuilder fbb;
@@ -180,11 +211,16 @@ std::vector<uint8_t> buildManifest(const std::vector<EntrySignature> &entries,
   std::vector<flatbuffers::Offset<flatbuffers::String>> featureOffsets;
   for (const std::string &f : features)
     featureOffsets.push_back(fbb.CreateString(f));
+  std::vector<flatbuffers::Offset<manifest::Weight>> weightOffsets;
+  for (const WeightInfo &w : weights)
+    weightOffsets.push_back(manifest::CreateWeight(
+        fbb, fbb.CreateString(w.name), w.dtype,
+        fbb.CreateVector(std::vector<int64_t>(w.dims.begin(), w.dims.end())), w.bytes));
   auto module = manifest::CreateModule(
       fbb, formatVersion, fbb.CreateString(getCompilerVersion()),
       fbb.CreateString(source.str()), fbb.CreateString(triple.str()),
       fbb.CreateString(cpu.str()), fbb.CreateVector(featureOffsets), weightBytes,
-      fbb.CreateVector(entryOffsets));
+      fbb.CreateVector(entryOffsets), fbb.CreateVector(weightOffsets));
   manifest::FinishModuleBuffer(fbb, module);
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }
@@ -353,11 +389,19 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     entries.push_back(readSignature(func));
     func->setAttr("llvm.emit_c_interface", UnitAttr::get(&context));
   }
+  std::vector<WeightInfo> weights;
   module.walk([&](arith::ConstantOp constant) {
-    if (auto shaped = dyn_cast<ShapedType>(constant.getType()))
-      if (shaped.hasStaticShape() && shaped.getElementType().isIntOrFloat())
-        weightBytes += shaped.getNumElements() *
-                       std::max<int64_t>(1, shaped.getElementTypeBitWidth() / 8);
+    auto shaped = dyn_cast<ShapedType>(constant.getType());
+    if (!shaped || !shaped.hasStaticShape() || !shaped.getElementType().isIntOrFloat())
+      return;
+    uint64_t bytes = shaped.getNumElements() *
+                     std::max<int64_t>(1, shaped.getElementTypeBitWidth() / 8);
+    weightBytes += bytes;
+    // Initializers big enough to be resource blobs are the model's weights.
+    if (auto resource = dyn_cast<DenseResourceElementsAttr>(constant.getValue()))
+      weights.push_back({resource.getRawHandle().getKey().str(),
+                         dtypeForElement(shaped.getElementType()),
+                         SmallVector<int64_t>(shaped.getShape()), bytes});
   });
 
   if (failed(timer.run("tensor passes", [&] {
@@ -436,7 +480,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     if (failed(addEntryWrapper(*llvmModule, sig)))
       return emitError(fileLoc) << "internal error: cannot wrap entry '" << sig.name << "'";
   addManifest(*llvmModule,
-              buildManifest(entries, llvm::sys::path::filename(inputPath), triple.str(),
+              buildManifest(entries, weights, llvm::sys::path::filename(inputPath),
+                            triple.str(),
                             cpu, requiredFeatures, weightBytes,
                             options.manifestFormatVersionOverride
                                 ? options.manifestFormatVersionOverride

@@ -121,6 +121,8 @@ int main(int argc, char **argv) {
   if (signatureOnly) {
     std::printf("entry %s (%s, %s)\n", entry, hasten_module_compiler_version(module),
                 hasten_module_target(module));
+    std::printf("  weights: %zu tensors, %.3f MB\n", hasten_module_num_weights(module),
+                hasten_module_weight_bytes(module) / 1e6);
     for (size_t i = 0; i < numInputs; ++i)
       std::printf("  input  %s\n", describe(module, entry, 0, i).c_str());
     for (size_t i = 0; i < numOutputs; ++i)
