@@ -164,6 +164,7 @@ struct hasten_module {
   const hasten::manifest::Module *manifest = nullptr;
   std::map<std::string, Entry> entries;
   std::vector<std::string> entryNames;
+  std::string cpuFeatures; // joined, for hasten_module_cpu_features
 };
 
 static const hasten::manifest::TensorSig *signature(const hasten_module *m,
@@ -266,9 +267,11 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
                              hasten::kManifestFormatVersion));
   if (manifest->cpu_features()) {
     std::string missing;
-    for (const auto *feature : *manifest->cpu_features())
+    for (const auto *feature : *manifest->cpu_features()) {
+      module->cpuFeatures += (module->cpuFeatures.empty() ? "" : ",") + feature->str();
       if (!hostCpuFeatures().count(feature->str()))
         missing += (missing.empty() ? "" : ", ") + feature->str();
+    }
     if (!missing.empty())
       return closeAndFail(fail(HASTEN_ERROR_INCOMPATIBLE,
                                "%s: compiled for CPU features this machine lacks: %s "
@@ -314,6 +317,14 @@ const char *hasten_module_compiler_version(const hasten_module *module) {
   return module && module->manifest->compiler_version()
              ? module->manifest->compiler_version()->c_str()
              : "";
+}
+
+const char *hasten_module_cpu(const hasten_module *module) {
+  return module && module->manifest->cpu() ? module->manifest->cpu()->c_str() : "";
+}
+
+const char *hasten_module_cpu_features(const hasten_module *module) {
+  return module ? module->cpuFeatures.c_str() : "";
 }
 
 size_t hasten_module_num_weights(const hasten_module *module) {

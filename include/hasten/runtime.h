@@ -94,6 +94,11 @@ const char *hasten_module_entry_name(const hasten_module *module, size_t index);
 const char *hasten_module_compiler_version(const hasten_module *module);
 const char *hasten_module_target(const hasten_module *module);
 
+/* The CPU the module was compiled for, and the CPU features it requires
+ * (comma-separated, /proc/cpuinfo names; "" when none). */
+const char *hasten_module_cpu(const hasten_module *module);
+const char *hasten_module_cpu_features(const hasten_module *module);
+
 /* The weights the module embeds: how many, and their total size. */
 size_t hasten_module_num_weights(const hasten_module *module);
 uint64_t hasten_module_weight_bytes(const hasten_module *module);

@@ -36,6 +36,7 @@
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/FileSystem.h"
@@ -454,15 +455,14 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
       llvm::CodeGenOptLevel::Aggressive));
   if (!tm)
     return emitError(fileLoc) << "cannot create a target machine for CPU '" << cpu << "'";
-  // Features the generated code may use, as /proc/cpuinfo spells them.
+  // Features the generated code may use, as /proc/cpuinfo spells them. The
+  // subtarget knows what the CPU implies (x86-64-v3 means AVX2 and FMA even
+  // with an empty feature string), so ask it rather than the string.
   std::vector<std::string> requiredFeatures;
   {
-    llvm::StringMap<bool> enabled;
-    for (StringRef f : llvm::split(tm->getTargetFeatureString(), ','))
-      if (f.size() > 1)
-        enabled[f.drop_front()] = f.front() == '+';
+    const llvm::MCSubtargetInfo *subtarget = tm->getMCSubtargetInfo();
     for (const CpuFeatureName &tracked : kTrackedCpuFeatures)
-      if (enabled.lookup(tracked.llvm))
+      if (subtarget->checkFeatures(std::string("+") + tracked.llvm))
         requiredFeatures.push_back(tracked.cpuinfo);
     for (const std::string &extra : options.extraRequiredCpuFeatures)
       requiredFeatures.push_back(extra);

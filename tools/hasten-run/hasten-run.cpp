@@ -123,6 +123,9 @@ int main(int argc, char **argv) {
                 hasten_module_target(module));
     std::printf("  weights: %zu tensors, %.3f MB\n", hasten_module_num_weights(module),
                 hasten_module_weight_bytes(module) / 1e6);
+    std::printf("  cpu: %s, requires: %s\n", hasten_module_cpu(module),
+                *hasten_module_cpu_features(module) ? hasten_module_cpu_features(module)
+                                                    : "(nothing beyond the base ISA)");
     for (size_t i = 0; i < numInputs; ++i)
       std::printf("  input  %s\n", describe(module, entry, 0, i).c_str());
     for (size_t i = 0; i < numOutputs; ++i)
