@@ -44,8 +44,8 @@ thread_local std::string kernelError;
 /// the run before it, and returning them to the kernel each time (glibc's
 /// default for blocks over its mmap threshold) costs a page fault per page
 /// on every run.
-struct ThreadsFromEnvironment {
-  ThreadsFromEnvironment() {
+struct RuntimeStartup {
+  RuntimeStartup() {
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     if (const char *value = getenv("HASTEN_NUM_THREADS")) {
@@ -54,7 +54,7 @@ struct ThreadsFromEnvironment {
         omp_set_num_threads(n);
     }
   }
-} threadsFromEnvironment;
+} runtimeStartup;
 
 hasten_status fail(hasten_status status, const char *format, ...)
     __attribute__((format(printf, 2, 3)));

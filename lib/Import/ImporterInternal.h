@@ -176,8 +176,9 @@ Value insertUnitDims(OpBuilder &b, Location loc, Value value,
 /// (collapse_shape).
 Value dropUnitDims(OpBuilder &b, Location loc, Value value,
                    ArrayRef<int64_t> positions);
-/// Reshapes `value` to `sizes` (static or dynamic), choosing collapse/expand
-/// when the change is a pure regrouping and tensor.reshape otherwise.
+/// Reshapes `value` to `sizes` (static or dynamic): one collapse or expand
+/// when the change is a static regrouping, else a collapse to one dimension
+/// followed by an expand to the target sizes (never tensor.reshape).
 Value reshapeTo(OpBuilder &b, Location loc, Value value,
                 ArrayRef<OpFoldResult> sizes);
 

@@ -68,9 +68,9 @@ struct I64Math {
   }
 };
 
-/// True for i64 values that are a tensor size (so never 0 or -1 markers in
-/// practice are needed to be treated specially... sizes can still be zero,
-/// which Reshape passes through unchanged anyway).
+/// True for i64 values read from a tensor's size: Reshape can use them as
+/// they are, since a size is never the -1 marker, and a size of 0 copied
+/// from the input means the same thing as ONNX's 0 marker.
 bool isTensorSize(Value v) {
   if (auto cast = v.getDefiningOp<arith::IndexCastOp>())
     return cast.getIn().getDefiningOp<tensor::DimOp>() != nullptr;
@@ -251,11 +251,7 @@ LogicalResult convertReshape(NodeContext &ctx) {
         e = m.select(m.eq(e, m.c(0)), m.dim(data, i), e);
       }
     }
-    if (!k && !isTensorSize(e)) {
-      // A runtime -1 is resolved after the others are known.
-      dims.push_back(e);
-      continue;
-    }
+    // A runtime -1 among them is resolved once the others are known.
     dims.push_back(e);
   }
   // Runtime elements may still be -1: treat them as 1 in the product.

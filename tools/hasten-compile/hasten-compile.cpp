@@ -84,7 +84,6 @@ int main(int argc, char **argv) {
   options.emit = emitKind;
   options.cpu = cpu;
   options.cpuFeatures = cpuFeatures;
-  options.timing = timing;
   if (weights != "f32" && weights != "bf16") {
     errs() << "hasten-compile: error: --weights must be f32 or bf16, got '" << weights << "'\n";
     return 1;

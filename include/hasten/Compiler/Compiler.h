@@ -35,8 +35,6 @@ struct CompileOptions {
   int64_t parallelMinWork = 32768;
   /// Where libhasten_runtime.so lives, for modules that call its kernels.
   std::string runtimeLibraryDir;
-  /// Print the time each phase took.
-  bool timing = false;
   /// Test hooks: write this manifest format version instead of the current
   /// one, and require these extra CPU features (cpuinfo names), so that the
   /// runtime's refusals can be tested.
@@ -47,7 +45,8 @@ struct CompileOptions {
   std::function<mlir::LogicalResult(mlir::PassManager &)> configurePassManager;
 };
 
-/// One phase and the seconds it took, for the timing report.
+/// One phase and the seconds it took, for the timing report (the caller of
+/// compileOnnxFile decides whether to print it).
 struct PhaseTime {
   std::string phase;
   double seconds;
