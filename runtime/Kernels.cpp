@@ -74,7 +74,6 @@ struct PackedMatmul {
   memory::desc scratchpadDesc;
   memory::desc srcDesc;
   memory weights;
-  bool bf16;
 };
 
 using PackKey = std::tuple<const float *, int64_t, int64_t, int64_t, int64_t, int64_t,
@@ -162,7 +161,6 @@ std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b
   entry->primitive = dnnl::matmul(pd);
   entry->scratchpadDesc = pd.scratchpad_desc();
   entry->srcDesc = pd.src_desc();
-  entry->bf16 = bf16;
   entry->weights = memory(pd.weights_desc(), engine());
   memory plain(describe(b.sizes, b.strides, 3, memory::data_type::f32), engine(), b.data());
   reorderInto(plain, entry->weights);
@@ -188,6 +186,36 @@ void batchMatmul(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int
            (long long)a.strides[2], (long long)b.strides[1], (long long)b.strides[2], flags);
   profile.record(shape, std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
                             .count());
+}
+
+using LoopBody = void (*)(int64_t begin, int64_t end, void *context);
+struct ParallelJob {
+  int64_t count;
+  LoopBody body;
+  void *context;
+};
+
+/// Each thread of the team runs one contiguous share of the iterations.
+void runShare(void *data) {
+  auto *job = static_cast<ParallelJob *>(data);
+  int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
+  int64_t share = (job->count + threads - 1) / threads;
+  int64_t begin = thread * share, end = std::min(job->count, begin + share);
+  if (begin < end)
+    job->body(begin, end, job->context);
+}
+
+/// Splits iterations [0, count) across the pool in contiguous shares, or
+/// runs them on the calling thread when `work` is 0 (too small to be worth
+/// it), when already inside a parallel region, or with one thread.
+void parallelFor(int64_t count, int64_t work, LoopBody body, void *context) {
+  if (count <= 1 || work == 0 || omp_in_parallel() || omp_get_max_threads() == 1) {
+    if (count > 0)
+      body(0, count, context);
+    return;
+  }
+  ParallelJob job{count, body, context};
+  GOMP_parallel(runShare, &job, 0, 0);
 }
 
 //===----------------------------------------------------------------------===//
@@ -246,17 +274,10 @@ struct GemvJob {
   bool overwrite;
 };
 
-/// Each thread takes a contiguous range of columns (multiples of 64).
-void gemvShare(void *data) {
+/// Columns [begin * 64, end * 64) of the product, clipped to n.
+void gemvBlocks(int64_t begin, int64_t end, void *data) {
   auto *job = static_cast<GemvJob *>(data);
-  int64_t threads = omp_in_parallel() ? omp_get_num_threads() : 1;
-  int64_t thread = omp_in_parallel() ? omp_get_thread_num() : 0;
-  int64_t blocks = (job->n + 63) / 64;
-  int64_t share = (blocks + threads - 1) / threads;
-  int64_t n0 = std::min(job->n, thread * share * 64);
-  int64_t n1 = std::min(job->n, (thread + 1) * share * 64);
-  if (n0 >= n1)
-    return;
+  int64_t n0 = std::min(job->n, begin * 64), n1 = std::min(job->n, end * 64);
   static const bool avx512 = __builtin_cpu_supports("avx512f");
   if (avx512)
     gemvAvx512(job->x, job->w, job->ldw, job->y, job->k, n0, n1, job->overwrite);
@@ -264,13 +285,12 @@ void gemvShare(void *data) {
     gemvGeneric(job->x, job->w, job->ldw, job->y, job->k, n0, n1, job->overwrite);
 }
 
-/// The weights are read once, split by columns across the pool.
+/// The weights are read once, split by blocks of 64 columns across the pool
+/// (from 256 columns on).
 void gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overwrite) {
   GemvJob job{a.data(), b.data(), b.strides[1], c.data(), a.sizes[2], b.sizes[2], overwrite};
-  if (job.n >= 256 && omp_get_max_threads() > 1 && !omp_in_parallel())
-    GOMP_parallel(gemvShare, &job, 0, 0);
-  else
-    gemvShare(&job);
+  int64_t blocks = (job.n + 63) / 64;
+  parallelFor(blocks, job.n >= 256 ? job.n : 0, gemvBlocks, &job);
 }
 
 void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
@@ -357,25 +377,6 @@ MemRef<3> asBatch(const MemRef<2> &m) {
 } // namespace
 
 
-namespace {
-using LoopBody = void (*)(int64_t begin, int64_t end, void *context);
-struct ParallelJob {
-  int64_t count;
-  LoopBody body;
-  void *context;
-};
-
-/// Each thread of the team runs one contiguous share of the iterations.
-void runShare(void *data) {
-  auto *job = static_cast<ParallelJob *>(data);
-  int64_t threads = omp_get_num_threads(), thread = omp_get_thread_num();
-  int64_t share = (job->count + threads - 1) / threads;
-  int64_t begin = thread * share, end = std::min(job->count, begin + share);
-  if (begin < end)
-    job->body(begin, end, job->context);
-}
-} // namespace
-
 extern "C" {
 
 /// Runs iterations [0, count) of an outlined generated loop. `work` is the
@@ -383,13 +384,7 @@ extern "C" {
 /// to be worth waking the pool.
 __attribute__((visibility("default"))) void
 hasten_rt_parallel_for(int64_t count, int64_t work, LoopBody body, void *context) {
-  if (count <= 1 || work == 0 || omp_in_parallel() || omp_get_max_threads() == 1) {
-    if (count > 0)
-      body(0, count, context);
-    return;
-  }
-  ParallelJob job{count, body, context};
-  GOMP_parallel(runShare, &job, 0, 0);
+  parallelFor(count, work, body, context);
 }
 
 __attribute__((visibility("default"))) void
