@@ -411,6 +411,17 @@ std::vector<std::string> hasten::getSupportedOnnxOps() {
   return ops;
 }
 
+bool hasten::addInputBinding(OnnxImportOptions &options, StringRef binding,
+                             std::string &error) {
+  size_t eq = binding.find('=');
+  if (eq == StringRef::npos || eq == 0) {
+    error = "--bind-input expects NAME=PATH, got '" + binding.str() + "'";
+    return false;
+  }
+  options.boundInputs[binding.take_front(eq).str()] = binding.drop_front(eq + 1).str();
+  return true;
+}
+
 void hasten::registerOnnxImportDialects(DialectRegistry &registry) {
   registry.insert<arith::ArithDialect, func::FuncDialect,
                   linalg::LinalgDialect, math::MathDialect, scf::SCFDialect,

@@ -99,13 +99,11 @@ int main(int argc, char **argv) {
   options.manifestFormatVersionOverride = manifestVersionOverride;
   options.extraRequiredCpuFeatures.assign(extraCpuFeatures.begin(), extraCpuFeatures.end());
   for (const std::string &binding : bindInputs) {
-    size_t eq = binding.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      errs() << "hasten-compile: error: --bind-input expects NAME=PATH, got '" << binding
-             << "'\n";
+    std::string error;
+    if (!hasten::addInputBinding(options.import, binding, error)) {
+      errs() << "hasten-compile: error: " << error << "\n";
       return 1;
     }
-    options.import.boundInputs[binding.substr(0, eq)] = binding.substr(eq + 1);
   }
   options.configurePassManager = [](mlir::PassManager &pm) -> mlir::LogicalResult {
     if (printIRAfterAll) {

@@ -89,13 +89,11 @@ int main(int argc, char **argv) {
   options.entryName = entryName;
   options.checkModel = !noCheck;
   for (const std::string &binding : bindInputs) {
-    size_t eq = binding.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      errs() << "hasten-import: error: --bind-input expects NAME=PATH, got '"
-             << binding << "'\n";
+    std::string error;
+    if (!hasten::addInputBinding(options, binding, error)) {
+      errs() << "hasten-import: error: " << error << "\n";
       return 1;
     }
-    options.boundInputs[binding.substr(0, eq)] = binding.substr(eq + 1);
   }
   auto start = std::chrono::steady_clock::now();
   auto module = hasten::importOnnxFile(inputPath, context, options);

@@ -40,6 +40,12 @@ struct OnnxImportOptions {
   std::map<std::string, std::string> boundInputs;
 };
 
+/// Adds a `NAME=PATH` binding (the tools' --bind-input) to
+/// `options.boundInputs`. Returns false, with `error` set, when the text is
+/// not of that form.
+bool addInputBinding(OnnxImportOptions &options, llvm::StringRef binding,
+                     std::string &error);
+
 /// Registers every dialect an imported module may contain.
 void registerOnnxImportDialects(mlir::DialectRegistry &registry);
 
