@@ -266,6 +266,11 @@ Value onnx_import::reshapeTo(OpBuilder &b, Location loc, Value value,
   ReassociationIndices all;
   for (int64_t d = 0; d < resultType.getRank(); ++d)
     all.push_back(d);
+  // A static target needs a static source: the element count is known.
+  if (resultType.hasStaticShape())
+    flat = castIfNeeded(b, loc, flat,
+                        RankedTensorType::get({resultType.getNumElements()},
+                                              sourceType.getElementType()));
   return tensor::ExpandShapeOp::create(b, loc, resultType, flat,
                                        ArrayRef<ReassociationIndices>{all}, sizes);
 }

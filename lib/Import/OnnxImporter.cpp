@@ -9,6 +9,7 @@
 #include "hasten/Import/OnnxImporter.h"
 #include "ImporterInternal.h"
 
+#include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -528,6 +529,9 @@ private:
   FailureOr<ElementsAttr> loadBoundInput(const std::string &name,
                                          const onnx::ValueInfoProto &info);
   FailureOr<OwningOpRef<ModuleOp>> translate();
+  /// Which function of the module translateFunction builds.
+  enum class EntryKind { Graph, Prefill, Decode };
+  LogicalResult translateFunction(OpBuilder &b, EntryKind kind);
 
   std::string path;
   MLIRContext &context;
@@ -539,6 +543,17 @@ private:
   std::vector<int> order;
   /// Memory maps of external data files, shared by the blobs that view them.
   std::map<std::string, std::shared_ptr<llvm::MemoryBuffer>> externalFiles;
+  /// Declared and inferred types of every named value.
+  std::map<std::string, const onnx::TypeProto *> declared;
+  /// Graph inputs fixed by --bind-input.
+  std::map<std::string, const onnx::ValueInfoProto *> boundInfos;
+  /// Initializers and bound inputs, loaded once for every function.
+  struct Initializer {
+    std::string name;
+    ElementsAttr value;
+    bool isUnsigned;
+  };
+  std::vector<Initializer> initializers;
 };
 
 LogicalResult ModelImporter::parse() {
@@ -856,6 +871,24 @@ ModelImporter::loadBoundInput(const std::string &name,
   return attr;
 }
 
+/// The Optimum decoder-with-past signature: `input_ids`, past/present pairs
+/// and `logits`. `attention_mask` and `position_ids` are optional.
+static bool isDecoderGraph(const onnx::GraphProto &graph) {
+  auto hasInput = [&](StringRef name) {
+    return llvm::any_of(graph.input(), [&](const onnx::ValueInfoProto &vi) {
+      return vi.name() == name;
+    });
+  };
+  auto hasOutput = [&](StringRef name) {
+    return llvm::any_of(graph.output(), [&](const onnx::ValueInfoProto &vi) {
+      return vi.name() == name;
+    });
+  };
+  return hasInput("input_ids") && hasInput("past_key_values.0.key") &&
+         hasInput("past_key_values.0.value") && hasOutput("present.0.key") &&
+         hasOutput("logits");
+}
+
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
   const onnx::GraphProto &graph = model.graph();
   OpBuilder b(&context);
@@ -866,22 +899,11 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
     module->getOperation()->setAttr("hasten.onnx.producer",
                                     b.getStringAttr(model.producer_name()));
 
-  // Inferred and declared types of every named value.
-  std::map<std::string, const onnx::TypeProto *> declared;
   for (const auto &vi : graph.value_info())
     declared[vi.name()] = &vi.type();
   for (const auto &vi : graph.output())
     declared[vi.name()] = &vi.type();
 
-  std::set<std::string> initializerNames;
-  for (const auto &init : graph.initializer())
-    initializerNames.insert(init.name());
-
-  // Function arguments: graph inputs that are not initializers.
-  SmallVector<Type> argTypes;
-  SmallVector<bool> argUnsigned;
-  SmallVector<const onnx::ValueInfoProto *> argInfos;
-  std::map<std::string, const onnx::ValueInfoProto *> boundInfos;
   for (const auto &binding : options.boundInputs) {
     const std::string &name = binding.first;
     auto it = llvm::find_if(graph.input(), [&](const onnx::ValueInfoProto &vi) {
@@ -892,22 +914,85 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
                      << "', which is not a graph input";
     boundInfos[name] = &*it;
   }
+  // Weights are loaded once and shared by every function of the module, so
+  // that the entries of a decoder use one copy of them.
+  for (const auto &init : graph.initializer()) {
+    FailureOr<ElementsAttr> attr = loadInitializer(init);
+    if (failed(attr))
+      return failure();
+    initializers.push_back({init.name(), *attr, isUnsignedOnnxType(init.data_type())});
+  }
+  for (const auto &[name, info] : boundInfos) {
+    FailureOr<ElementsAttr> attr = loadBoundInput(name, *info);
+    if (failed(attr))
+      return failure();
+    initializers.push_back(
+        {name, *attr, isUnsignedOnnxType(info->type().tensor_type().elem_type())});
+  }
+
+  b.setInsertionPointToEnd(module->getBody());
+  if (failed(translateFunction(b, EntryKind::Graph)))
+    return failure();
+  bool decoder = isDecoderGraph(graph);
+  if (options.decoderEntries == DecoderEntries::Require && !decoder)
+    return error() << "decoder entries were requested, but the graph has no "
+                      "'input_ids', 'past_key_values.0.key/value', "
+                      "'present.0.key' and 'logits'";
+  if (decoder && options.decoderEntries != DecoderEntries::Off) {
+    if (failed(translateFunction(b, EntryKind::Prefill)) ||
+        failed(translateFunction(b, EntryKind::Decode)))
+      return failure();
+  }
+  if (failed(verify(*module))) {
+    if (getenv("HASTEN_DUMP")) module->print(llvm::errs(), OpPrintingFlags().elideLargeElementsAttrs(8).assumeVerified());
+    return error() << "internal error: the imported module does not verify";
+  }
+  return module;
+}
+
+LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
+  const onnx::GraphProto &graph = model.graph();
+  bool decoder = kind != EntryKind::Graph;
+  std::set<std::string> initializerNames;
+  for (const auto &init : graph.initializer())
+    initializerNames.insert(init.name());
+
+  // Function arguments: graph inputs that are not initializers. Decoder
+  // entries run one sequence (batch 1), compute positions and the attention
+  // mask themselves, and take one token when decoding.
+  SmallVector<Type> argTypes;
+  SmallVector<bool> argUnsigned;
+  SmallVector<const onnx::ValueInfoProto *> argInfos;
   for (const auto &input : graph.input()) {
     if (initializerNames.count(input.name()) || boundInfos.count(input.name()))
+      continue;
+    if (decoder && (input.name() == "attention_mask" || input.name() == "position_ids"))
       continue;
     bool isUnsigned = false;
     FailureOr<RankedTensorType> type =
         typeFromProto(input.type(), input.name(), &isUnsigned);
     if (failed(type))
       return failure();
+    if (decoder && type->getRank() >= 1) {
+      SmallVector<int64_t> shape(type->getShape());
+      shape[0] = 1;
+      if (input.name() == "input_ids" && shape.size() == 2)
+        shape[1] = kind == EntryKind::Decode ? 1 : ShapedType::kDynamic;
+      type = RankedTensorType::get(shape, type->getElementType());
+    }
     argTypes.push_back(*type);
     argUnsigned.push_back(isUnsigned);
     argInfos.push_back(&input);
   }
 
-  b.setInsertionPointToEnd(module->getBody());
-  auto func = func::FuncOp::create(b, fileLoc, options.entryName,
+  StringRef funcName = kind == EntryKind::Prefill  ? "prefill"
+                       : kind == EntryKind::Decode ? "decode"
+                                                   : StringRef(options.entryName);
+  auto func = func::FuncOp::create(b, fileLoc, funcName,
                                    b.getFunctionType(argTypes, {}));
+  if (decoder)
+    func->setAttr("hasten.decoder_entry", b.getStringAttr(funcName));
+  OpBuilder::InsertionGuard guard(b);
   Block *entry = func.addEntryBlock();
   b.setInsertionPointToEnd(entry);
 
@@ -928,27 +1013,39 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
                     b.getI32IntegerAttr(info->type().tensor_type().elem_type()));
   }
 
-  for (const auto &init : graph.initializer()) {
-    FailureOr<ElementsAttr> attr = loadInitializer(init);
-    if (failed(attr))
-      return failure();
+  for (const Initializer &init : initializers) {
     auto constant = arith::ConstantOp::create(
-        b, NameLoc::get(b.getStringAttr(init.name()), fileLoc), *attr);
+        b, NameLoc::get(b.getStringAttr(init.name), fileLoc), init.value);
     // A graph input with the same name as an initializer is overridable in
     // ONNX; hasten treats the initializer as the value (weights are fixed).
-    values[init.name()] = {constant, isUnsignedOnnxType(init.data_type()),
-                           std::nullopt};
+    values[init.name] = {constant, init.isUnsigned, std::nullopt};
   }
 
-  for (const auto &[name, info] : boundInfos) {
-    FailureOr<ElementsAttr> attr = loadBoundInput(name, *info);
-    if (failed(attr))
-      return failure();
-    auto constant = arith::ConstantOp::create(
-        b, NameLoc::get(b.getStringAttr(name), fileLoc), *attr);
-    values[name] = {constant,
-                    isUnsignedOnnxType(info->type().tensor_type().elem_type()),
-                    std::nullopt};
+  if (decoder) {
+    // Positions continue after the past: position_ids = past + [0, S), and
+    // every token is attended: attention_mask = ones(past + S).
+    Location loc = NameLoc::get(b.getStringAttr("decoder_positions"), fileLoc);
+    Value past = tensor::DimOp::create(b, loc, values["past_key_values.0.key"].tensor, 2);
+    OpFoldResult seq = tensor::getMixedSize(b, loc, values["input_ids"].tensor, 1);
+    Type i64 = b.getI64Type();
+    Value empty = createEmpty(b, loc, {b.getIndexAttr(1), seq}, i64);
+    AffineMap identity = b.getMultiDimIdentityMap(2);
+    auto positions = linalg::GenericOp::create(
+        b, loc, empty.getType(), ValueRange{}, ValueRange{empty},
+        ArrayRef<AffineMap>{identity},
+        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
+                                      utils::IteratorType::parallel},
+        [&](OpBuilder &nb, Location nl, ValueRange) {
+          Value index = linalg::IndexOp::create(nb, nl, 1);
+          Value sum = arith::AddIOp::create(nb, nl, past, index);
+          linalg::YieldOp::create(nb, nl, fromIndex(nb, nl, sum, nb.getI64Type()));
+        });
+    values["position_ids"] = {positions.getResult(0), false, std::nullopt};
+    Value total = arith::AddIOp::create(
+        b, loc, past, getValueOrCreateConstantIndexOp(b, loc, seq));
+    values["attention_mask"] = {
+        createFilled(b, loc, {b.getIndexAttr(1), total}, scalarConstant(b, loc, i64, 1)),
+        false, std::nullopt};
   }
 
   const ConverterTable &converters = getConverters();
@@ -964,8 +1061,30 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
       if (a.type() == onnx::AttributeProto::GRAPH ||
           a.type() == onnx::AttributeProto::GRAPHS)
         return ctx.fail("subgraph attributes (control flow) are not supported");
+    // Generation reads only the last position's logits: the LM head of a
+    // decoder entry multiplies only that row.
+    std::optional<ImportedValue> unsliced;
+    bool lmHead = decoder && node.op_type() == "MatMul" && node.output_size() == 1 &&
+                  node.output(0) == "logits" && ctx.inputType(0).getRank() == 3;
+    if (lmHead) {
+      ImportedValue &hidden = values[node.input(0)];
+      unsliced = hidden;
+      Value x = hidden.tensor;
+      Value seq = tensor::DimOp::create(b, loc, x, 1);
+      Value last =
+          arith::SubIOp::create(b, loc, seq, arith::ConstantIndexOp::create(b, loc, 1));
+      auto type = cast<RankedTensorType>(x.getType());
+      SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), last, b.getIndexAttr(0)};
+      SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
+                                         b.getIndexAttr(type.getDimSize(2))};
+      SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
+      hidden = {tensor::ExtractSliceOp::create(b, loc, x, offsets, sizes, strides),
+                hidden.isUnsigned, std::nullopt};
+    }
     if (failed(converters.lookup(node.op_type())(ctx)))
       return failure();
+    if (unsliced)
+      values[node.input(0)] = *unsliced;
     foldNewOps(entry, lastBefore, node, values);
     // Every requested output must have been defined, with the element type
     // ONNX inferred for it.
@@ -1041,10 +1160,7 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
         dimNames.size() == (size_t)cast<ShapedType>(resultTypes[i]).getRank())
       func.setResultAttr(i, "onnx.dim_params", b.getArrayAttr(dimNames));
   }
-
-  if (failed(verify(*module)))
-    return error() << "internal error: the imported module does not verify";
-  return module;
+  return success();
 }
 
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::run() {

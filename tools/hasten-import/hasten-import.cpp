@@ -49,6 +49,10 @@ static cl::list<std::string> bindInputs(
 static cl::opt<bool> noCleanup(
     "no-cleanup",
     cl::desc("Print the importer's raw output, without canonicalize and CSE"));
+static cl::opt<bool> decoderEntries(
+    "decoder-entries",
+    cl::desc("Also import a decoder as 'prefill' and 'decode' functions (one "
+             "sequence; positions, mask and last-position logits computed inside)"));
 static cl::opt<bool> listOps("list-ops", cl::desc("Print the supported ONNX ops and exit"));
 static cl::opt<bool> printStats("import-stats",
                                 cl::desc("Print import time and op counts to stderr"));
@@ -88,6 +92,8 @@ int main(int argc, char **argv) {
   hasten::OnnxImportOptions options;
   options.entryName = entryName;
   options.checkModel = !noCheck;
+  if (decoderEntries)
+    options.decoderEntries = hasten::DecoderEntries::Require;
   for (const std::string &binding : bindInputs) {
     std::string error;
     if (!hasten::addInputBinding(options, binding, error)) {

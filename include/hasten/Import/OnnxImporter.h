@@ -23,6 +23,10 @@ class MLIRContext;
 
 namespace hasten {
 
+/// Whether the importer adds `prefill` and `decode` functions next to the
+/// graph's own for decoders (see OnnxImportOptions::decoderEntries).
+enum class DecoderEntries { Off, Auto, Require };
+
 struct OnnxImportOptions {
   /// Name of the function the graph becomes.
   std::string entryName = "main";
@@ -38,6 +42,15 @@ struct OnnxImportOptions {
   /// which lets shape-like inputs (Reshape shapes, Slice axes, Resize scales)
   /// fold.
   std::map<std::string, std::string> boundInputs;
+  /// A decoder with the Optimum signature (`input_ids`, optional
+  /// `attention_mask` and `position_ids`, `past_key_values.N.key/value` ->
+  /// `logits`, `present.N.key/value`) can also be imported as two more
+  /// functions, `prefill` (one sequence of N tokens) and `decode` (one
+  /// token). They compute positions and the mask from the past length, and
+  /// their logits are the last position's only. Both share the weights of
+  /// the graph's own function. Auto adds them when the graph is a decoder;
+  /// Require fails when it is not.
+  DecoderEntries decoderEntries = DecoderEntries::Off;
 };
 
 /// Adds a `NAME=PATH` binding (the tools' --bind-input) to
