@@ -943,10 +943,8 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
         failed(translateFunction(b, EntryKind::Decode)))
       return failure();
   }
-  if (failed(verify(*module))) {
-    if (getenv("HASTEN_DUMP")) module->print(llvm::errs(), OpPrintingFlags().elideLargeElementsAttrs(8).assumeVerified());
+  if (failed(verify(*module)))
     return error() << "internal error: the imported module does not verify";
-  }
   return module;
 }
 
