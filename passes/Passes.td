@@ -173,4 +173,99 @@ def OutlineParallelLoops : Pass<"hasten-outline-parallel-loops", "::mlir::Module
                            "::mlir::arith::ArithDialect", "::mlir::LLVM::LLVMDialect"];
 }
 
+def PlanKVCache : Pass<"hasten-plan-kv-cache", "::mlir::ModuleOp"> {
+  let summary = "Turn the past/present KV concats of decoder entries into in-place cache appends";
+  let description = [{
+    A decoder exported with past/present pairs grows its KV cache by
+    concatenating the new keys and values to the past ones
+    (`present.N.key = Concat(past_key_values.N.key, k)`), which copies the
+    whole cache on every step. In the functions marked `hasten.decoder_entry`
+    (the `prefill` and `decode` entries the importer adds), this pass:
+
+    - finds each `past_key_values.N.key/value` argument and the
+      `tensor.concat` along the sequence axis that grows it;
+    - replaces the pair by one preallocated `!hasten.kv_cache` argument
+      (`kv_cache`) and an `i64` scalar argument (`past_length`);
+    - rewrites each layer's two concats into a `hasten.kv_cache.append` of
+      the new keys and values at `past_length`, followed by a
+      `hasten.kv_cache.view` of the first `past_length + tokens` positions
+      that the attention reads;
+    - drops the `present.N.*` results, since the cache now holds them.
+
+    The cache keeps each layer's keys and values head-major
+    (`[kv_heads, tokens, head_dim]`), the order the attention reads them in,
+    either in one slab per layer or, with `block-size`, in blocks of
+    `block-size` tokens reached through a block table.
+
+    ```mlir
+    // Before
+    %present = tensor.concat dim(2) %past, %k : (tensor<1x4x?x16xf32>, tensor<1x4x1x16xf32>) -> tensor<1x4x?x16xf32>
+    // After
+    hasten.kv_cache.append %k, %v into %cache[layer 0] at %past_length : ...
+    %keys, %values = hasten.kv_cache.view %cache[layer 0] length %total : ...
+    ```
+
+    Arguments that are used in any other way than by the concat and by
+    `tensor.dim` are reported as errors naming the argument.
+  }];
+  let options = [
+    Option<"capacity", "capacity", "int64_t", /*default=*/"1024",
+           "Tokens the cache of one sequence holds">,
+    Option<"blockSize", "block-size", "int64_t", /*default=*/"0",
+           "Tokens per block of a paged cache; 0 for a contiguous cache">
+  ];
+  let dependentDialects = ["::hasten::HastenDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
+def LowerKVCache : Pass<"hasten-lower-kv-cache", "::mlir::ModuleOp"> {
+  let summary = "Lower !hasten.kv_cache arguments and cache ops to memrefs written in place";
+  let description = [{
+    Replaces each `!hasten.kv_cache` function argument by the buffers that
+    hold it, and the cache ops by in-place reads and writes of them:
+
+    - contiguous: one `memref<layers x 2 x kv_heads x capacity x head_dim>`
+      argument (`kv_cache`); `append` copies the new tokens into a subview,
+      and `view` is a subview of the first `length` tokens read as a tensor
+      (`bufferization.to_tensor restrict`), so the attention reads the cache
+      where it lies;
+    - paged: a block pool `memref<? x layers x 2 x kv_heads x block x head_dim>`
+      (`kv_block_pool`) and a block table `memref<capacity/block x i32>`
+      (`kv_block_table`) mapping each block of the sequence to a pool block;
+      `append` writes each token into its block, and `view` gathers the
+      blocks into a tensor for consumers that need contiguous keys.
+
+    Runs on tensors, before one-shot bufferization.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
+def DeallocAfterLastUse : Pass<"hasten-dealloc-after-last-use", "::mlir::func::FuncOp"> {
+  let summary = "Free each buffer right after its last use instead of at the end of the function";
+  let description = [{
+    Ownership-based deallocation (`buffer-deallocation-pipeline`) places the
+    `memref.dealloc` of a buffer at the end of its block, so a function holds
+    every activation it allocated until it returns, and its peak memory is
+    the sum of all of them. This pass moves each unconditional
+    `memref.dealloc` of a `memref.alloc` in the function body to just after
+    the last op that uses the buffer or any view of it (subviews, reshapes,
+    casts). Buffers whose aliases are returned or flow through other ops that
+    yield memrefs keep their dealloc where it is. The allocator can then reuse
+    the memory within one call, and the function's peak is the
+    liveness-based one that `hasten-compile --memory-report` prints.
+
+    ```mlir
+    %a = memref.alloc() : memref<64xf32>
+    "use"(%a) : (memref<64xf32>) -> ()
+    %b = memref.alloc() : memref<64xf32>      // may now reuse %a's memory
+    "use"(%b) : (memref<64xf32>) -> ()
+    memref.dealloc %a : memref<64xf32>        // moves up, after the first use
+    memref.dealloc %b : memref<64xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect"];
+}
+
 #endif // HASTEN_PASSES_TD

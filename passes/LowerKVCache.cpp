@@ -1,0 +1,235 @@
+//===- LowerKVCache.cpp - KV caches as buffers written in place ------------===//
+//
+// A !hasten.kv_cache argument becomes the runtime-owned buffers behind it,
+// appends become copies of the new tokens only, and views read the cache
+// where it lies (contiguous) or gather its blocks (paged).
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+#include "hasten/Passes/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+
+namespace hasten {
+#define GEN_PASS_DEF_LOWERKVCACHE
+#include "hasten/Passes/Passes.h.inc"
+} // namespace hasten
+
+using namespace mlir;
+using namespace hasten;
+
+namespace {
+
+constexpr int32_t kOnnxFloat = 1;
+constexpr int32_t kOnnxInt32 = 6;
+
+/// The buffers one cache argument lowered to.
+struct CacheBuffers {
+  KVCacheType type;
+  /// Contiguous: [layers, 2, kv_heads, capacity, head_dim].
+  /// Paged: [blocks, layers, 2, kv_heads, block_size, head_dim].
+  Value storage;
+  /// Paged only: [capacity / block_size] x i32, sequence block -> pool block.
+  Value blockTable;
+};
+
+MemRefType storageType(KVCacheType type) {
+  SmallVector<int64_t> shape;
+  if (type.isPaged())
+    shape = {ShapedType::kDynamic, type.getNumLayers(), 2, type.getNumKvHeads(),
+             type.getBlockSize(), type.getHeadDim()};
+  else
+    shape = {type.getNumLayers(), 2, type.getNumKvHeads(), type.getCapacity(),
+             type.getHeadDim()};
+  return MemRefType::get(shape, type.getElementType());
+}
+
+SmallVector<OpFoldResult> indexAttrs(OpBuilder &b, ArrayRef<int64_t> values) {
+  SmallVector<OpFoldResult> result;
+  for (int64_t v : values)
+    result.push_back(b.getIndexAttr(v));
+  return result;
+}
+
+/// Writes `tokens` ([1, kv_heads, n, head_dim]) of layer `layer`, part
+/// `part` (0 keys, 1 values) at positions [position, position + n).
+void lowerAppendPart(OpBuilder &b, Location loc, const CacheBuffers &cache, Value tokens,
+                     int64_t layer, int64_t part, Value position) {
+  KVCacheType type = cache.type;
+  int64_t heads = type.getNumKvHeads(), dim = type.getHeadDim();
+  auto tokensType = cast<RankedTensorType>(tokens.getType());
+  if (!type.isPaged()) {
+    // One subview of the slab; the copy writes the new tokens only.
+    OpFoldResult count = tensor::getMixedSize(b, loc, tokens, 2);
+    SmallVector<OpFoldResult> offsets = {b.getIndexAttr(layer), b.getIndexAttr(part),
+                                         b.getIndexAttr(0), position, b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
+                                       b.getIndexAttr(heads), count, b.getIndexAttr(dim)};
+    Value target = memref::SubViewOp::create(b, loc, cache.storage, offsets, sizes,
+                                             indexAttrs(b, {1, 1, 1, 1, 1}));
+    SmallVector<int64_t> shape5 = {1, 1, heads, tokensType.getDimSize(2), dim};
+    Value source = tensor::ExpandShapeOp::create(
+        b, loc, RankedTensorType::get(shape5, tokensType.getElementType()), tokens,
+        ArrayRef<ReassociationIndices>{{0, 1}, {2}, {3}, {4}},
+        SmallVector<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(heads),
+                                  count, b.getIndexAttr(dim)});
+    bufferization::MaterializeInDestinationOp::create(b, loc, TypeRange{}, source, target,
+                                                      /*restrict=*/true, /*writable=*/true);
+    return;
+  }
+  // Paged: token by token, each into its block's slot.
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  Value count = tensor::DimOp::create(b, loc, tokens, 2);
+  Value blockSize = arith::ConstantIndexOp::create(b, loc, type.getBlockSize());
+  scf::ForOp::create(
+      b, loc, zero, count, one, ValueRange{},
+      [&](OpBuilder &nb, Location nl, Value t, ValueRange) {
+        Value p = arith::AddIOp::create(nb, nl, position, t);
+        Value logical = arith::DivUIOp::create(nb, nl, p, blockSize);
+        Value slot = arith::RemUIOp::create(nb, nl, p, blockSize);
+        Value physical = arith::IndexCastOp::create(
+            nb, nl, nb.getIndexType(),
+            memref::LoadOp::create(nb, nl, cache.blockTable, ValueRange{logical}));
+        SmallVector<OpFoldResult> offsets = {physical, nb.getIndexAttr(layer),
+                                             nb.getIndexAttr(part), nb.getIndexAttr(0), slot,
+                                             nb.getIndexAttr(0)};
+        Value target = memref::SubViewOp::create(
+            nb, nl, cache.storage, offsets, indexAttrs(nb, {1, 1, 1, heads, 1, dim}),
+            indexAttrs(nb, {1, 1, 1, 1, 1, 1}));
+        Value token = tensor::ExtractSliceOp::create(
+            nb, nl, tokens, SmallVector<OpFoldResult>{nb.getIndexAttr(0), nb.getIndexAttr(0), t, nb.getIndexAttr(0)},
+            indexAttrs(nb, {1, heads, 1, dim}), indexAttrs(nb, {1, 1, 1, 1}));
+        Value source = tensor::ExpandShapeOp::create(
+            nb, nl, RankedTensorType::get({1, 1, 1, heads, 1, dim}, tokensType.getElementType()),
+            token, ArrayRef<ReassociationIndices>{{0, 1, 2}, {3}, {4}, {5}});
+        bufferization::MaterializeInDestinationOp::create(nb, nl, TypeRange{}, source, target,
+                                                          /*restrict=*/true, /*writable=*/true);
+        scf::YieldOp::create(nb, nl);
+      });
+}
+
+/// Layer `layer`, part `part`, positions [0, length) as [1, kv_heads, length,
+/// head_dim].
+Value lowerViewPart(OpBuilder &b, Location loc, const CacheBuffers &cache, int64_t layer,
+                    int64_t part, Value length, RankedTensorType resultType) {
+  KVCacheType type = cache.type;
+  int64_t heads = type.getNumKvHeads(), dim = type.getHeadDim();
+  if (!type.isPaged()) {
+    SmallVector<OpFoldResult> offsets = indexAttrs(b, {layer, part, 0, 0, 0});
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
+                                       b.getIndexAttr(heads), length, b.getIndexAttr(dim)};
+    auto view = memref::SubViewOp::create(b, loc, cache.storage, offsets, sizes,
+                                          indexAttrs(b, {1, 1, 1, 1, 1}));
+    auto viewType = cast<MemRefType>(view.getType());
+    // restrict: nothing else turns this region into a tensor, and nothing
+    // writes it while the attention reads it.
+    Value tensor = bufferization::ToTensorOp::create(
+        b, loc, RankedTensorType::get(viewType.getShape(), viewType.getElementType()), view,
+        /*restrict=*/true, /*writable=*/false);
+    return tensor::CollapseShapeOp::create(b, loc, resultType, tensor,
+                                           ArrayRef<ReassociationIndices>{{0, 1}, {2}, {3}, {4}});
+  }
+  // Paged: gather the blocks. Attention kernels that read through the block
+  // table avoid this copy.
+  Value blockSize = arith::ConstantIndexOp::create(b, loc, type.getBlockSize());
+  Value layerIndex = arith::ConstantIndexOp::create(b, loc, layer);
+  Value partIndex = arith::ConstantIndexOp::create(b, loc, part);
+  SmallVector<Value> dynamicSizes;
+  if (resultType.isDynamicDim(2))
+    dynamicSizes.push_back(length);
+  return tensor::GenerateOp::create(
+      b, loc, resultType, dynamicSizes, [&](OpBuilder &nb, Location nl, ValueRange idx) {
+        Value logical = arith::DivUIOp::create(nb, nl, idx[2], blockSize);
+        Value slot = arith::RemUIOp::create(nb, nl, idx[2], blockSize);
+        Value physical = arith::IndexCastOp::create(
+            nb, nl, nb.getIndexType(),
+            memref::LoadOp::create(nb, nl, cache.blockTable, ValueRange{logical}));
+        Value element = memref::LoadOp::create(
+            nb, nl, cache.storage,
+            ValueRange{physical, layerIndex, partIndex, idx[1], slot, idx[3]});
+        tensor::YieldOp::create(nb, nl, element);
+      });
+}
+
+struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass> {
+  void runOnOperation() override {
+    for (auto func : getOperation().getOps<func::FuncOp>())
+      if (failed(lowerFunction(func)))
+        return signalPassFailure();
+  }
+
+  LogicalResult lowerFunction(func::FuncOp func) {
+    if (func.isExternal())
+      return success();
+    Block &body = func.getBody().front();
+    OpBuilder b(func.getContext());
+    DenseMap<Value, CacheBuffers> caches;
+    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+      auto type = dyn_cast<KVCacheType>(func.getArgumentTypes()[i]);
+      if (!type)
+        continue;
+      BlockArgument arg = body.getArgument(i);
+      MemRefType storage = storageType(type);
+      CacheBuffers buffers{type, arg, Value()};
+      arg.setType(storage);
+      if (type.isPaged()) {
+        func.setArgAttr(i, "onnx.name", b.getStringAttr("kv_block_pool"));
+        auto tableType = MemRefType::get({type.getNumBlocks()}, b.getI32Type());
+        if (failed(func.insertArguments({i + 1}, {tableType}, {}, {func.getLoc()})))
+          return failure();
+        buffers.blockTable = body.getArgument(i + 1);
+        func.setArgAttr(i + 1, "onnx.name", b.getStringAttr("kv_block_table"));
+        func.setArgAttr(i + 1, "onnx.elem_type", b.getI32IntegerAttr(kOnnxInt32));
+      }
+      func.setArgAttr(i, "onnx.elem_type", b.getI32IntegerAttr(kOnnxFloat));
+      caches[arg] = buffers;
+    }
+    func.setType(FunctionType::get(func.getContext(), body.getArgumentTypes(),
+                                   func.getResultTypes()));
+
+    SmallVector<Operation *> cacheOps;
+    func.walk([&](Operation *op) {
+      if (isa<KVCacheAppendOp, KVCacheViewOp>(op))
+        cacheOps.push_back(op);
+    });
+    for (Operation *op : cacheOps) {
+      if (auto append = dyn_cast<KVCacheAppendOp>(op)) {
+        auto it = caches.find(append.getCache());
+        if (it == caches.end())
+          return append.emitError("the cache must be a function argument of ")
+                 << func.getSymName();
+        b.setInsertionPoint(append);
+        lowerAppendPart(b, append.getLoc(), it->second, append.getKey(), append.getLayer(), 0,
+                        append.getPosition());
+        lowerAppendPart(b, append.getLoc(), it->second, append.getValue(), append.getLayer(),
+                        1, append.getPosition());
+        append.erase();
+        continue;
+      }
+      if (auto view = dyn_cast<KVCacheViewOp>(op)) {
+        auto it = caches.find(view.getCache());
+        if (it == caches.end())
+          return view.emitError("the cache must be a function argument of ")
+                 << func.getSymName();
+        b.setInsertionPoint(view);
+        Value keys = lowerViewPart(b, view.getLoc(), it->second, view.getLayer(), 0,
+                                   view.getLength(), view.getKeys().getType());
+        Value values = lowerViewPart(b, view.getLoc(), it->second, view.getLayer(), 1,
+                                     view.getLength(), view.getValues().getType());
+        view.getKeys().replaceAllUsesWith(keys);
+        view.getValues().replaceAllUsesWith(values);
+        view.erase();
+      }
+    }
+    return success();
+  }
+};
+} // namespace

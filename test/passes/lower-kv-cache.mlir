@@ -1,0 +1,58 @@
+// RUN: hasten-opt %s -split-input-file -hasten-lower-kv-cache | FileCheck %s
+
+// Contiguous: the cache is one slab; the append copies the new tokens only
+// into a subview, and the view reads a subview in place.
+// CHECK-LABEL: func.func @contiguous(
+// CHECK-SAME: %[[K:.*]]: tensor<1x2x1x4xf32>, %[[V:.*]]: tensor<1x2x1x4xf32>,
+// CHECK-SAME: %[[SLAB:.*]]: memref<3x2x2x64x4xf32> {onnx.elem_type = 1 : i32, onnx.name = "kv_cache"},
+// CHECK-SAME: %[[POS:.*]]: index
+// CHECK: %[[DST_K:.*]] = memref.subview %[[SLAB]][1, 0, 0, %[[POS]], 0] [1, 1, 2, 1, 4] [1, 1, 1, 1, 1]
+// CHECK: %[[SRC_K:.*]] = tensor.expand_shape %[[K]] {{\[\[}}0, 1], [2], [3], [4]]
+// CHECK: bufferization.materialize_in_destination %[[SRC_K]] in restrict writable %[[DST_K]]
+// CHECK: %[[DST_V:.*]] = memref.subview %[[SLAB]][1, 1, 0, %[[POS]], 0]
+// CHECK: bufferization.materialize_in_destination {{.*}} in restrict writable %[[DST_V]]
+// CHECK: %[[LEN:.*]] = arith.addi %[[POS]]
+// CHECK: %[[SRC:.*]] = memref.subview %[[SLAB]][1, 0, 0, 0, 0] [1, 1, 2, %[[LEN]], 4]
+// CHECK: %[[KEYS:.*]] = bufferization.to_tensor %[[SRC]] restrict
+// CHECK: tensor.collapse_shape %[[KEYS]] {{\[\[}}0, 1], [2], [3], [4]] : tensor<1x1x2x?x4xf32> into tensor<1x2x?x4xf32>
+// CHECK-NOT: hasten.kv_cache
+!cache = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32>
+func.func @contiguous(%k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
+                      %cache: !cache {onnx.name = "kv_cache"}, %pos: index)
+    -> (tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>) {
+  hasten.kv_cache.append %k, %v into %cache[layer 1] at %pos
+      : tensor<1x2x1x4xf32>, tensor<1x2x1x4xf32> into !cache
+  %c1 = arith.constant 1 : index
+  %len = arith.addi %pos, %c1 : index
+  %keys, %values = hasten.kv_cache.view %cache[layer 1] length %len : !cache
+  return %keys, %values : tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
+}
+
+// -----
+
+// Paged: a block pool and a block table replace the cache; each new token
+// goes to slot (p mod 16) of block table[p / 16], and the view gathers.
+// CHECK-LABEL: func.func @paged(
+// CHECK-SAME: %[[POOL:[^:]*]]: memref<?x3x2x2x16x4xf32> {onnx.elem_type = 1 : i32, onnx.name = "kv_block_pool"},
+// CHECK-SAME: %[[TABLE:[^:]*]]: memref<4xi32> {onnx.elem_type = 6 : i32, onnx.name = "kv_block_table"},
+// CHECK-SAME: %[[POS:.*]]: index
+// CHECK: scf.for %[[T:.*]] = %{{.*}} to %{{.*}} step
+// CHECK:   %[[P:.*]] = arith.addi %[[POS]], %[[T]]
+// CHECK:   %[[LOGICAL:.*]] = arith.divui %[[P]], %[[BS:.*]] : index
+// CHECK:   %[[SLOT:.*]] = arith.remui %[[P]], %[[BS]] : index
+// CHECK:   %[[ENTRY:.*]] = memref.load %[[TABLE]][%[[LOGICAL]]]
+// CHECK:   %[[BLOCK:.*]] = arith.index_cast %[[ENTRY]] : i32 to index
+// CHECK:   %[[DST:.*]] = memref.subview %[[POOL]][%[[BLOCK]], 2, 0, 0, %[[SLOT]], 0] [1, 1, 1, 2, 1, 4]
+// CHECK:   bufferization.materialize_in_destination {{.*}} in restrict writable %[[DST]]
+// CHECK: tensor.generate
+// CHECK:   memref.load %[[TABLE]]
+// CHECK:   memref.load %[[POOL]]
+!paged = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
+func.func @paged(%k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>,
+                 %cache: !paged {onnx.name = "kv_cache"}, %pos: index)
+    -> (tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>) {
+  hasten.kv_cache.append %k, %v into %cache[layer 2] at %pos
+      : tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> into !paged
+  %keys, %values = hasten.kv_cache.view %cache[layer 2] length %pos : !paged
+  return %keys, %values : tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
+}
