@@ -54,6 +54,10 @@ bool isConstantWeight(Value value) {
       value = cast.getSource();
       continue;
     }
+    if (auto transpose = dyn_cast<memref::TransposeOp>(def)) {
+      value = transpose.getIn();
+      continue;
+    }
     return false;
   }
   return false;
@@ -78,6 +82,49 @@ linalg::FillOp zeroFillBefore(linalg::LinalgOp op) {
       return nullptr;
   }
   return nullptr;
+}
+
+/// When B is a transposed copy of a constant weight (a tied LM head reads
+/// the embedding matrix as Transpose(embed)), returns a transposed view of
+/// the weight itself, and erases the copy: the kernels take strided
+/// operands, and the copy would cost a pass over the whole matrix per call.
+Value viewThroughConstantTranspose(IRRewriter &rewriter, linalg::LinalgOp op) {
+  Value b = op->getOperand(1);
+  auto alloc = b.getDefiningOp<memref::AllocOp>();
+  if (!alloc)
+    return nullptr;
+  linalg::TransposeOp transpose;
+  SmallVector<Operation *> deallocs;
+  for (Operation *user : alloc->getUsers()) {
+    if (user == op.getOperation())
+      continue;
+    if (isa<memref::DeallocOp>(user)) {
+      deallocs.push_back(user);
+      continue;
+    }
+    auto t = dyn_cast<linalg::TransposeOp>(user);
+    if (!t || transpose || t.getInit() != b || t->getBlock() != op->getBlock() ||
+        !t->isBeforeInBlock(op))
+      return nullptr;
+    transpose = t;
+  }
+  if (!transpose || !isConstantWeight(transpose.getInput()))
+    return nullptr;
+  ArrayRef<int64_t> perm = transpose.getPermutation();
+  auto inputType = cast<MemRefType>(transpose.getInput().getType());
+  if (!inputType.getLayout().isIdentity())
+    return nullptr;
+  rewriter.setInsertionPoint(op);
+  auto map = AffineMap::getPermutationMap(perm, op->getContext());
+  Value view = memref::TransposeOp::create(rewriter, op.getLoc(), transpose.getInput(),
+                                           AffineMapAttr::get(map));
+  rewriter.eraseOp(transpose);
+  for (Operation *dealloc : deallocs)
+    rewriter.eraseOp(dealloc);
+  op->setOperand(1, view);
+  if (alloc->use_empty())
+    rewriter.eraseOp(alloc);
+  return view;
 }
 
 struct MatmulToRuntimeCallsPass
@@ -129,6 +176,7 @@ struct MatmulToRuntimeCallsPass
       int64_t rank = batched ? 3 : 2;
       func::FuncOp kernel =
           declare(batched ? "hasten_rt_batch_matmul_f32" : "hasten_rt_matmul_f32", rank);
+      viewThroughConstantTranspose(rewriter, op);
       rewriter.setInsertionPoint(op);
       Location loc = op.getLoc();
       SmallVector<Value> args;

@@ -253,26 +253,77 @@ inline void gemvColumns(const float *x, const float *w, int64_t ldw, float *y, i
   }
 }
 
-__attribute__((target("avx512f"))) void gemvAvx512(const float *x, const float *w,
-                                                    int64_t ldw, float *y, int64_t k,
-                                                    int64_t n0, int64_t n1, bool overwrite) {
-  overwrite ? gemvColumns<true>(x, w, ldw, y, k, n0, n1)
-            : gemvColumns<false>(x, w, ldw, y, k, n0, n1);
-}
-
-void gemvGeneric(const float *x, const float *w, int64_t ldw, float *y, int64_t k, int64_t n0,
-                 int64_t n1, bool overwrite) {
-  overwrite ? gemvColumns<true>(x, w, ldw, y, k, n0, n1)
-            : gemvColumns<false>(x, w, ldw, y, k, n0, n1);
+/// The same product with W stored transposed: column n of W is the row
+/// w[n * ldn, n * ldn + k), as in a tied LM head (the embedding matrix).
+/// Each output is a dot product; four rows at a time share the loads of x,
+/// and 16 partial sums per row keep the loop vectorizable without
+/// reassociating.
+template <bool Overwrite>
+inline void gemvRowsTransposed(const float *x, const float *w, int64_t ldn, float *y,
+                               int64_t k, int64_t n0, int64_t n1) {
+  constexpr int64_t kLanes = 16;
+  int64_t kMain = k / kLanes * kLanes;
+  auto finish = [&](int64_t n, const float *acc) {
+    float sum = 0.0f;
+    for (int64_t l = 0; l < kLanes; ++l)
+      sum += acc[l];
+    for (int64_t r = kMain; r < k; ++r)
+      sum += x[r] * w[n * ldn + r];
+    y[n] = Overwrite ? sum : y[n] + sum;
+  };
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
+    const float *w0 = w + n * ldn, *w1 = w0 + ldn, *w2 = w1 + ldn, *w3 = w2 + ldn;
+    for (int64_t r = 0; r < kMain; r += kLanes)
+      for (int64_t l = 0; l < kLanes; ++l) {
+        float xv = x[r + l];
+        a0[l] += xv * w0[r + l];
+        a1[l] += xv * w1[r + l];
+        a2[l] += xv * w2[r + l];
+        a3[l] += xv * w3[r + l];
+      }
+    finish(n, a0);
+    finish(n + 1, a1);
+    finish(n + 2, a2);
+    finish(n + 3, a3);
+  }
+  for (; n < n1; ++n) {
+    float a0[kLanes] = {};
+    const float *w0 = w + n * ldn;
+    for (int64_t r = 0; r < kMain; r += kLanes)
+      for (int64_t l = 0; l < kLanes; ++l)
+        a0[l] += x[r + l] * w0[r + l];
+    finish(n, a0);
+  }
 }
 
 struct GemvJob {
   const float *x, *w;
+  /// Row-major W: the distance between rows k; transposed: between columns n.
   int64_t ldw;
+  bool transposed;
   float *y;
   int64_t k, n;
   bool overwrite;
 };
+
+template <bool Overwrite>
+inline void gemvAny(const GemvJob &job, int64_t n0, int64_t n1) {
+  if (job.transposed)
+    gemvRowsTransposed<Overwrite>(job.x, job.w, job.ldw, job.y, job.k, n0, n1);
+  else
+    gemvColumns<Overwrite>(job.x, job.w, job.ldw, job.y, job.k, n0, n1);
+}
+
+__attribute__((target("avx512f"))) void gemvAvx512(const GemvJob &job, int64_t n0,
+                                                    int64_t n1) {
+  job.overwrite ? gemvAny<true>(job, n0, n1) : gemvAny<false>(job, n0, n1);
+}
+
+void gemvGeneric(const GemvJob &job, int64_t n0, int64_t n1) {
+  job.overwrite ? gemvAny<true>(job, n0, n1) : gemvAny<false>(job, n0, n1);
+}
 
 /// Columns [begin * 64, end * 64) of the product, clipped to n.
 void gemvBlocks(int64_t begin, int64_t end, void *data) {
@@ -280,15 +331,18 @@ void gemvBlocks(int64_t begin, int64_t end, void *data) {
   int64_t n0 = std::min(job->n, begin * 64), n1 = std::min(job->n, end * 64);
   static const bool avx512 = __builtin_cpu_supports("avx512f");
   if (avx512)
-    gemvAvx512(job->x, job->w, job->ldw, job->y, job->k, n0, n1, job->overwrite);
+    gemvAvx512(*job, n0, n1);
   else
-    gemvGeneric(job->x, job->w, job->ldw, job->y, job->k, n0, n1, job->overwrite);
+    gemvGeneric(*job, n0, n1);
 }
 
 /// The weights are read once, split by blocks of 64 columns across the pool
 /// (from 256 columns on).
 void gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overwrite) {
-  GemvJob job{a.data(), b.data(), b.strides[1], c.data(), a.sizes[2], b.sizes[2], overwrite};
+  bool transposed = b.strides[2] != 1;
+  GemvJob job{a.data(),   b.data(),   transposed ? b.strides[2] : b.strides[1],
+              transposed, c.data(),   a.sizes[2],
+              b.sizes[2], overwrite};
   int64_t blocks = (job.n + 63) / 64;
   parallelFor(blocks, job.n >= 256 ? job.n : 0, gemvBlocks, &job);
 }
@@ -296,10 +350,10 @@ void gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overw
 void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                      int32_t flags) {
   // Decode-shaped products with f32 weights: one row of A, contiguous rows
-  // of W and C.
+  // (or, for a transposed W, columns) of W, contiguous C.
   if ((flags & kConstantWeights) && !(flags & kBf16) && a.sizes[0] == 1 &&
-      b.sizes[0] == 1 && a.sizes[1] == 1 && a.strides[2] == 1 && b.strides[2] == 1 &&
-      c.strides[2] == 1) {
+      b.sizes[0] == 1 && a.sizes[1] == 1 && a.strides[2] == 1 &&
+      (b.strides[2] == 1 || b.strides[1] == 1) && c.strides[2] == 1) {
     gemv(a, b, c, flags & kOverwrite);
     return;
   }

@@ -80,3 +80,45 @@ func.func @accumulate(%a: memref<4x8xf32>, %b: memref<8x16xf32>, %c: memref<4x16
   linalg.matmul ins(%a, %b : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
   return
 }
+
+// -----
+
+// A transposed copy of a constant weight (a tied LM head) is not made: the
+// kernel reads the weight through a transposed view, as a constant.
+// CHECK-LABEL: func @tied_lm_head
+// CHECK-NOT: memref.alloc
+// CHECK-NOT: linalg.transpose
+// CHECK: %[[W:.*]] = memref.get_global @embed
+// CHECK: %[[T:.*]] = memref.transpose %[[W]] (d0, d1) -> (d1, d0) : memref<256x64xf32> to memref<64x256xf32, strided<[1, 64]>>
+// CHECK: %[[B:.*]] = memref.cast %[[T]]
+// CHECK: %[[FLAGS:.*]] = arith.constant 1 : i32
+// CHECK: call @hasten_rt_matmul_f32(%{{.*}}, %[[B]], %{{.*}}, %[[FLAGS]])
+// CHECK-NOT: memref.dealloc
+module {
+  memref.global "private" constant @embed : memref<256x64xf32> = dense<1.0>
+  func.func @tied_lm_head(%a: memref<1x64xf32>, %c: memref<1x256xf32>) {
+    %w = memref.get_global @embed : memref<256x64xf32>
+    %t = memref.alloc() : memref<64x256xf32>
+    linalg.transpose ins(%w : memref<256x64xf32>) outs(%t : memref<64x256xf32>) permutation = [1, 0]
+    linalg.matmul ins(%a, %t : memref<1x64xf32>, memref<64x256xf32>) outs(%c : memref<1x256xf32>)
+    memref.dealloc %t : memref<64x256xf32>
+    return
+  }
+}
+
+// -----
+
+// A transpose of an activation stays a copy: it is written before the
+// matmul and only constants are known not to change.
+// CHECK-LABEL: func @activation_transpose
+// CHECK: linalg.transpose
+// CHECK: arith.constant 0 : i32
+module {
+  func.func @activation_transpose(%a: memref<1x64xf32>, %x: memref<256x64xf32>, %c: memref<1x256xf32>) {
+    %t = memref.alloc() : memref<64x256xf32>
+    linalg.transpose ins(%x : memref<256x64xf32>) outs(%t : memref<64x256xf32>) permutation = [1, 0]
+    linalg.matmul ins(%a, %t : memref<1x64xf32>, memref<64x256xf32>) outs(%c : memref<1x256xf32>)
+    memref.dealloc %t : memref<64x256xf32>
+    return
+  }
+}
