@@ -9,6 +9,7 @@
 #include "hasten/Compiler/Compiler.h"
 
 #include "Manifest.h"
+#include "MemoryPlan.h"
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Passes/Passes.h"
 
@@ -133,7 +134,7 @@ EntrySignature readSignature(func::FuncOp func) {
   sig.name = func.getSymName().str();
   auto read = [&](Type type, DictionaryAttr attrs) {
     EntrySignature::Tensor t;
-    auto shaped = cast<RankedTensorType>(type);
+    auto shaped = cast<ShapedType>(type);
     t.dims.assign(shaped.getShape().begin(), shaped.getShape().end());
     if (auto name = attrs ? attrs.getAs<StringAttr>("onnx.name") : nullptr)
       t.name = name.str();
@@ -230,25 +231,33 @@ std::vector<uint8_t> buildManifest(const std::vector<EntrySignature> &entries,
 // MLIR pipelines
 //===----------------------------------------------------------------------===//
 
-/// Tensor-level optimization: the hasten passes and elementwise fusion.
+/// Tensor-level optimization: KV-cache planning for decoder entries ({0} is
+/// the capacity, {1} the block size), the hasten passes and elementwise
+/// fusion.
 constexpr const char *kTensorPipeline =
-    "builtin.module(canonicalize, cse, "
+    "builtin.module(hasten-plan-kv-cache{{capacity={0} block-size={1}}, "
+    "hasten-lower-kv-cache, canonicalize, cse, "
     "func.func(hasten-decompose-aggregated-ops, hasten-fuse-elementwise, "
     "hasten-approximate-math), "
     "canonicalize, cse)";
 
-/// Bufferization, runtime kernels for matmuls, loops on the runtime's thread
-/// pool, and the conversion to the LLVM dialect. {0} is the weights
-/// precision, {1} the smallest loop worth running in parallel.
-constexpr const char *kLoweringPipeline =
+/// Bufferization, deallocation and the matmuls as runtime calls; the memory
+/// plan is read off the result. {0} is the weights precision.
+constexpr const char *kBufferizePipeline =
     "builtin.module("
     "one-shot-bufferize{{bufferize-function-boundaries "
     "function-boundary-type-conversion=identity-layout-map "
     "allow-return-allocs-from-loops}, "
     "buffer-deallocation-pipeline, convert-bufferization-to-memref, "
     "hasten-matmul-to-runtime-calls{{weights={0}}, "
+    "func.func(canonicalize, hasten-dealloc-after-last-use))";
+
+/// Loops on the runtime's thread pool, and the conversion to the LLVM
+/// dialect. {0} is the smallest loop worth running in parallel.
+constexpr const char *kLoweringPipeline =
+    "builtin.module("
     "func.func(hasten-memref-copy-to-linalg, convert-linalg-to-parallel-loops), "
-    "hasten-outline-parallel-loops{{min-work={1}}, "
+    "hasten-outline-parallel-loops{{min-work={0}}, "
     "func.func(hasten-expand-shape-to-reinterpret-cast), "
     "expand-strided-metadata, lower-affine, "
     "convert-scf-to-cf, convert-math-to-llvm, convert-math-to-libm, "
@@ -356,6 +365,124 @@ std::string findLinker() {
   return "";
 }
 
+//===----------------------------------------------------------------------===//
+// KV cache and memory plan
+//===----------------------------------------------------------------------===//
+
+/// The cache the decoder entries get, chosen before planning.
+struct KVCachePlan {
+  bool decoder = false;
+  int64_t layers = 0, kvHeads = 0, headDim = 0, elementBytes = 4;
+  int64_t bytesPerToken = 0;
+  int64_t capacity = 1024;
+};
+
+FailureOr<KVCachePlan> chooseKVCache(ModuleOp module, const CompileOptions &options) {
+  KVCachePlan plan;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    if (!func->hasAttr("hasten.decoder_entry"))
+      continue;
+    plan.decoder = true;
+    plan.layers = 0;
+    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+      auto name = func.getArgAttrOfType<StringAttr>(i, "onnx.name");
+      if (!name || !name.getValue().starts_with("past_key_values.") ||
+          !name.getValue().ends_with(".key"))
+        continue;
+      auto type = cast<RankedTensorType>(func.getArgumentTypes()[i]);
+      ++plan.layers;
+      plan.kvHeads = type.getDimSize(1);
+      plan.headDim = type.getDimSize(3);
+      plan.elementBytes = std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
+    }
+  }
+  if (!plan.decoder)
+    return plan;
+  if (ShapedType::isDynamic(plan.kvHeads) || ShapedType::isDynamic(plan.headDim))
+    return emitError(module.getLoc(), "the decoder's past_key_values need static "
+                                      "kv_heads and head_dim");
+  plan.bytesPerToken = plan.layers * 2 * plan.kvHeads * plan.headDim * plan.elementBytes;
+  int64_t block = std::max<int64_t>(1, options.kvBlockSize);
+  if (options.kvCapacity > 0) {
+    plan.capacity = options.kvCapacity;
+  } else if (options.kvBudgetBytes > 0) {
+    plan.capacity = options.kvBudgetBytes / plan.bytesPerToken / block * block;
+    if (plan.capacity == 0)
+      return emitError(module.getLoc(), "--kv-budget=")
+             << options.kvBudgetBytes << " holds no " << (block > 1 ? "block" : "token")
+             << ": one token takes " << plan.bytesPerToken << " bytes";
+  }
+  if (options.kvBlockSize > 0 && plan.capacity % options.kvBlockSize != 0)
+    return emitError(module.getLoc(), "the KV capacity (")
+           << plan.capacity << " tokens) must be a multiple of --kv-block-size ("
+           << options.kvBlockSize << ")";
+  if (options.kvBudgetBytes > 0 &&
+      uint64_t(plan.capacity * plan.bytesPerToken) > options.kvBudgetBytes)
+    return emitError(module.getLoc(), "--kv-capacity=")
+           << plan.capacity << " needs " << plan.capacity * plan.bytesPerToken
+           << " bytes of KV cache, more than --kv-budget=" << options.kvBudgetBytes;
+  return plan;
+}
+
+void writeMemoryReport(llvm::raw_ostream &os, ModuleOp module, const KVCachePlan &kv,
+                       uint64_t weightBytes, StringRef source) {
+  os << "{\n  \"model\": \"" << source << "\",\n";
+  os << "  \"weight_bytes\": " << weightBytes << ",\n";
+  if (kv.decoder) {
+    func::FuncOp some;
+    for (auto func : module.getOps<func::FuncOp>())
+      if (func->hasAttr("hasten.decoder_entry"))
+        some = func;
+    auto cacheType = some ? some->getAttrOfType<TypeAttr>("hasten.kv_cache") : nullptr;
+    auto type = cacheType ? dyn_cast<KVCacheType>(cacheType.getValue()) : KVCacheType();
+    int64_t block = type && type.isPaged() ? type.getBlockSize() : 0;
+    os << "  \"kv_cache\": {\n";
+    os << "    \"layout\": \"" << (block ? "paged" : "contiguous") << "\",\n";
+    os << "    \"layers\": " << kv.layers << ", \"kv_heads\": " << kv.kvHeads
+       << ", \"head_dim\": " << kv.headDim << ", \"element_bytes\": " << kv.elementBytes
+       << ",\n";
+    os << "    \"bytes_per_token\": " << kv.bytesPerToken << ",\n";
+    os << "    \"capacity_tokens\": " << kv.capacity << ",\n";
+    os << "    \"bytes_per_sequence\": " << kv.capacity * kv.bytesPerToken;
+    if (block) {
+      // A sequence of n tokens holds ceil(n / block) blocks; the unused
+      // slots of its last block are the internal fragmentation.
+      os << ",\n    \"block_size\": " << block << ",\n";
+      os << "    \"blocks_per_sequence\": " << kv.capacity / block << ",\n";
+      os << "    \"block_bytes\": " << block * kv.bytesPerToken << ",\n";
+      os << "    \"fragmentation\": {\"worst_bytes_per_sequence\": "
+         << (block - 1) * kv.bytesPerToken << ", \"mean_bytes_per_sequence\": "
+         << (block - 1) * kv.bytesPerToken / 2 << ", \"worst_fraction_at_capacity\": "
+         << llvm::format("%.4f", double(block - 1) / kv.capacity) << "}";
+    }
+    os << "\n  },\n";
+  }
+  os << "  \"activations\": [";
+  bool first = true;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    if (func.isExternal())
+      continue;
+    auto kind = func->getAttrOfType<StringAttr>("hasten.decoder_entry");
+    // Decoder entries at their largest workload; other functions with every
+    // dynamic dimension at 1.
+    PlanWorkload workload;
+    if (kind && kind.getValue() == "prefill")
+      workload = {kv.capacity, 0, 1};
+    else if (kind && kind.getValue() == "decode")
+      workload = {1, kv.capacity - 1, 1};
+    ActivationPlan plan = planActivations(func, workload);
+    os << (first ? "\n" : ",\n") << "    {\"entry\": \"" << func.getSymName()
+       << "\", \"tokens\": " << workload.tokens << ", \"past_length\": "
+       << workload.pastLength << ", \"buffers\": " << plan.buffers
+       << ", \"total_bytes\": " << plan.totalBytes
+       << ", \"peak_live_bytes\": " << plan.peakLiveBytes
+       << ", \"arena_bytes\": " << plan.arenaBytes
+       << ", \"unknown_sizes\": " << plan.unknownSizes << "}";
+    first = false;
+  }
+  os << "\n  ]\n}\n";
+}
+
 } // namespace
 
 LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
@@ -384,16 +511,14 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     return failure();
   ModuleOp module = imported->get();
 
-  std::vector<EntrySignature> entries;
   uint64_t weightBytes = 0;
-  for (auto func : module.getOps<func::FuncOp>()) {
-    entries.push_back(readSignature(func));
-    func->setAttr("llvm.emit_c_interface", UnitAttr::get(&context));
-  }
   std::vector<WeightInfo> weights;
+  // The entries of a decoder share their constants: count each once.
+  DenseSet<Attribute> seenConstants;
   module.walk([&](arith::ConstantOp constant) {
     auto shaped = dyn_cast<ShapedType>(constant.getType());
-    if (!shaped || !shaped.hasStaticShape() || !shaped.getElementType().isIntOrFloat())
+    if (!shaped || !shaped.hasStaticShape() || !shaped.getElementType().isIntOrFloat() ||
+        !seenConstants.insert(constant.getValue()).second)
       return;
     uint64_t bytes = shaped.getNumElements() *
                      std::max<int64_t>(1, shaped.getElementTypeBitWidth() / 8);
@@ -405,10 +530,43 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
                          SmallVector<int64_t>(shaped.getShape()), bytes});
   });
 
+  FailureOr<KVCachePlan> kvPlan = chooseKVCache(module, options);
+  if (failed(kvPlan))
+    return failure();
   if (failed(timer.run("tensor passes", [&] {
-        return runPipeline(module, kTensorPipeline, "tensor-level", options);
+        return runPipeline(module,
+                           llvm::formatv(kTensorPipeline, kvPlan->capacity,
+                                         options.kvBlockSize)
+                               .str(),
+                           "tensor-level", options);
       })))
     return failure();
+  // The signatures as callers see them: after KV planning replaced the
+  // decoder entries' past/present pairs by the cache.
+  std::vector<EntrySignature> entries;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    if (func.isExternal())
+      continue;
+    entries.push_back(readSignature(func));
+    func->setAttr("llvm.emit_c_interface", UnitAttr::get(&context));
+  }
+  if (options.emit == EmitKind::MLIR && !options.memoryReport) {
+    std::string error;
+    auto out = openOutputFile(outputPath, &error);
+    if (!out)
+      return emitError(fileLoc) << error;
+    module.print(out->os());
+    out->keep();
+    return success();
+  }
+  if (failed(timer.run("bufferization", [&] {
+        return runPipeline(module, llvm::formatv(kBufferizePipeline, options.weights).str(),
+                           "bufferization", options);
+      })))
+    return failure();
+  if (options.memoryReport)
+    writeMemoryReport(*options.memoryReport, module, *kvPlan, weightBytes,
+                      llvm::sys::path::filename(inputPath));
   if (options.emit == EmitKind::MLIR) {
     std::string error;
     auto out = openOutputFile(outputPath, &error);
@@ -419,9 +577,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     return success();
   }
   if (failed(timer.run("lowering to LLVM dialect", [&] {
-        return runPipeline(module, llvm::formatv(kLoweringPipeline, options.weights,
-                                                        options.parallelMinWork)
-                                              .str(),
+        return runPipeline(module, llvm::formatv(kLoweringPipeline, options.parallelMinWork).str(),
                            "lowering", options);
       })))
     return failure();

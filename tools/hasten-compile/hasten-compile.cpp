@@ -56,6 +56,20 @@ static cl::opt<unsigned> manifestVersionOverride(
 static cl::list<std::string> extraCpuFeatures(
     "test-require-cpu-feature", cl::Hidden,
     cl::desc("Require this extra cpuinfo feature in the manifest (testing only)"));
+static cl::opt<int64_t> kvCapacity(
+    "kv-capacity", cl::desc("Tokens the KV cache of one sequence holds (decoders; "
+                            "default: what --kv-budget allows, else 1024)"),
+    cl::init(0));
+static cl::opt<int64_t> kvBlockSize(
+    "kv-block-size", cl::desc("Use a paged KV cache with blocks of N tokens (0: contiguous)"),
+    cl::init(0));
+static cl::opt<std::string> kvBudget(
+    "kv-budget", cl::desc("Bytes one sequence's KV cache may take (suffixes K, M, G)"));
+static cl::opt<bool> memoryReport(
+    "memory-report", cl::desc("Print the memory plan (weights, KV cache, activations) as JSON"));
+static cl::opt<bool> noDecoderEntries(
+    "no-decoder-entries",
+    cl::desc("Do not add prefill/decode entries to a decoder (keep only its graph as 'main')"));
 static cl::opt<bool> noCheck("no-check", cl::desc("Skip the ONNX checker"));
 
 int main(int argc, char **argv) {
@@ -96,6 +110,33 @@ int main(int argc, char **argv) {
   sys::path::append(runtimeDir, "lib");
   options.runtimeLibraryDir = std::string(runtimeDir);
   options.import.checkModel = !noCheck;
+  options.import.decoderEntries =
+      noDecoderEntries ? hasten::DecoderEntries::Off : hasten::DecoderEntries::Auto;
+  options.kvCapacity = kvCapacity;
+  options.kvBlockSize = kvBlockSize;
+  if (kvCapacity < 0 || kvBlockSize < 0) {
+    errs() << "hasten-compile: error: --kv-capacity and --kv-block-size must not be negative\n";
+    return 1;
+  }
+  if (!kvBudget.empty()) {
+    StringRef text = kvBudget;
+    uint64_t scale = 1;
+    if (text.consume_back("K") || text.consume_back("k"))
+      scale = 1ull << 10;
+    else if (text.consume_back("M") || text.consume_back("m"))
+      scale = 1ull << 20;
+    else if (text.consume_back("G") || text.consume_back("g"))
+      scale = 1ull << 30;
+    uint64_t value;
+    if (text.getAsInteger(10, value) || value == 0) {
+      errs() << "hasten-compile: error: --kv-budget must be a positive byte count such as "
+                "64M, got '" << kvBudget << "'\n";
+      return 1;
+    }
+    options.kvBudgetBytes = value * scale;
+  }
+  if (memoryReport)
+    options.memoryReport = &outs();
   options.manifestFormatVersionOverride = manifestVersionOverride;
   options.extraRequiredCpuFeatures.assign(extraCpuFeatures.begin(), extraCpuFeatures.end());
   for (const std::string &binding : bindInputs) {

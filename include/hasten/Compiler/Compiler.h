@@ -33,6 +33,14 @@ struct CompileOptions {
   std::string weights = "f32";
   /// Generated loops with fewer total iterations run on one thread.
   int64_t parallelMinWork = 32768;
+  /// KV-cache planning for decoders (see --hasten-plan-kv-cache). The
+  /// capacity is the tokens one sequence can hold; 0 derives it from
+  /// kvBudgetBytes, or uses 1024. kvBlockSize > 0 makes the cache paged.
+  int64_t kvCapacity = 0;
+  int64_t kvBlockSize = 0;
+  uint64_t kvBudgetBytes = 0;
+  /// When set, receives the memory plan as JSON.
+  llvm::raw_ostream *memoryReport = nullptr;
   /// Where libhasten_runtime.so lives, for modules that call its kernels.
   std::string runtimeLibraryDir;
   /// Test hooks: write this manifest format version instead of the current

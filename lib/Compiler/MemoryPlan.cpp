@@ -1,0 +1,228 @@
+//===- MemoryPlan.cpp - activation memory plan of bufferized entries -------===//
+
+#include "MemoryPlan.h"
+
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
+
+#include <algorithm>
+
+using namespace mlir;
+using namespace hasten;
+
+namespace {
+
+/// Evaluates index arithmetic for one workload by folding it with the
+/// workload's argument sizes substituted.
+class SizeEvaluator {
+public:
+  SizeEvaluator(func::FuncOp func, const PlanWorkload &workload)
+      : func(func), workload(workload) {}
+
+  std::optional<int64_t> evaluate(Value value, int depth = 0) {
+    if (depth > 64)
+      return std::nullopt;
+    auto cached = cache.find(value);
+    if (cached != cache.end())
+      return cached->second;
+    std::optional<int64_t> result = compute(value, depth);
+    cache[value] = result;
+    return result;
+  }
+
+private:
+  StringRef argName(Value value) {
+    auto arg = dyn_cast<BlockArgument>(value);
+    if (!arg || arg.getOwner() != &func.getBody().front())
+      return {};
+    auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "onnx.name");
+    return name ? name.getValue() : StringRef("?");
+  }
+
+  std::optional<int64_t> dimOf(Value source, int64_t dim, int depth) {
+    auto type = cast<ShapedType>(source.getType());
+    if (!type.isDynamicDim(dim))
+      return type.getDimSize(dim);
+    StringRef name = argName(source);
+    if (!name.empty())
+      return name == "input_ids" ? workload.tokens : workload.otherDynamicDims;
+    if (auto alloc = source.getDefiningOp<memref::AllocOp>())
+      return evaluate(alloc.getDynamicSizes()[alloc.getType().getDynamicDimIndex(dim)], depth + 1);
+    if (auto cast = source.getDefiningOp<memref::CastOp>())
+      return dimOf(cast.getSource(), dim, depth + 1);
+    auto fromFoldResult = [&](OpFoldResult size) -> std::optional<int64_t> {
+      if (auto attr = dyn_cast<Attribute>(size))
+        return cast<IntegerAttr>(attr).getInt();
+      return evaluate(cast<Value>(size), depth + 1);
+    };
+    if (auto expand = source.getDefiningOp<memref::ExpandShapeOp>())
+      return fromFoldResult(expand.getMixedOutputShape()[dim]);
+    if (auto reinterpret = source.getDefiningOp<memref::ReinterpretCastOp>())
+      return fromFoldResult(reinterpret.getMixedSizes()[dim]);
+    if (auto subview = source.getDefiningOp<memref::SubViewOp>())
+      if (subview.getType().getRank() == subview.getSourceType().getRank())
+        return fromFoldResult(subview.getMixedSizes()[dim]);
+    if (auto collapse = source.getDefiningOp<memref::CollapseShapeOp>()) {
+      int64_t product = 1;
+      for (int64_t sourceDim : collapse.getReassociationIndices()[dim]) {
+        std::optional<int64_t> size = dimOf(collapse.getSrc(), sourceDim, depth + 1);
+        if (!size)
+          return std::nullopt;
+        product *= *size;
+      }
+      return product;
+    }
+    return std::nullopt;
+  }
+
+  std::optional<int64_t> compute(Value value, int depth) {
+    APInt constant;
+    if (matchPattern(value, m_ConstantInt(&constant)))
+      return constant.getSExtValue();
+    Operation *op = value.getDefiningOp();
+    if (!op)
+      return std::nullopt;
+    if (auto dim = dyn_cast<memref::DimOp>(op)) {
+      std::optional<int64_t> index = dim.getConstantIndex();
+      return index ? dimOf(dim.getSource(), *index, depth) : std::nullopt;
+    }
+    if (auto dim = dyn_cast<tensor::DimOp>(op)) {
+      std::optional<int64_t> index = dim.getConstantIndex();
+      return index ? dimOf(dim.getSource(), *index, depth) : std::nullopt;
+    }
+    if (auto load = dyn_cast<memref::LoadOp>(op))
+      return argName(load.getMemRef()) == "past_length" ? std::optional(workload.pastLength)
+                                                        : std::nullopt;
+    if (auto extract = dyn_cast<tensor::ExtractOp>(op))
+      return argName(extract.getTensor()) == "past_length"
+                 ? std::optional(workload.pastLength)
+                 : std::nullopt;
+    if (op->getNumResults() != 1 || op->getNumRegions() != 0)
+      return std::nullopt;
+    SmallVector<Attribute> operands;
+    for (Value operand : op->getOperands()) {
+      std::optional<int64_t> v = evaluate(operand, depth + 1);
+      if (!v)
+        return std::nullopt;
+      operands.push_back(IntegerAttr::get(operand.getType(), *v));
+    }
+    SmallVector<OpFoldResult> folded;
+    if (failed(op->fold(operands, folded)) || folded.size() != 1)
+      return std::nullopt;
+    if (auto attr = dyn_cast<Attribute>(folded[0]))
+      if (auto integer = dyn_cast<IntegerAttr>(attr))
+        return integer.getValue().getSExtValue();
+    if (auto forwarded = dyn_cast<Value>(folded[0]))
+      return evaluate(forwarded, depth + 1);
+    return std::nullopt;
+  }
+
+  func::FuncOp func;
+  const PlanWorkload &workload;
+  DenseMap<Value, std::optional<int64_t>> cache;
+};
+
+struct Buffer {
+  int64_t bytes;
+  int64_t start, end; // positions in the function's top-level block
+  int64_t offset = 0;
+};
+
+} // namespace
+
+ActivationPlan hasten::planActivations(func::FuncOp func, const PlanWorkload &workload) {
+  ActivationPlan plan;
+  if (func.isExternal())
+    return plan;
+  Block &body = func.getBody().front();
+  DenseMap<Operation *, int64_t> position;
+  int64_t next = 0;
+  for (Operation &op : body)
+    position[&op] = next++;
+  auto topLevel = [&](Operation *op) {
+    while (op && op->getBlock() != &body)
+      op = op->getParentOp();
+    return op;
+  };
+
+  SizeEvaluator sizes(func, workload);
+  std::vector<Buffer> buffers;
+  func.walk([&](memref::AllocOp alloc) {
+    ++plan.buffers;
+    MemRefType type = alloc.getType();
+    int64_t elements = 1;
+    for (int64_t d = 0; d < type.getRank(); ++d) {
+      std::optional<int64_t> size = type.isDynamicDim(d)
+                                        ? sizes.evaluate(
+                                              alloc.getDynamicSizes()[type.getDynamicDimIndex(d)])
+                                        : std::optional<int64_t>(type.getDimSize(d));
+      if (!size) {
+        ++plan.unknownSizes;
+        return;
+      }
+      elements *= *size;
+    }
+    int64_t bytes = elements * std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
+    // Live from the allocation to the last use of it or of any view of it.
+    int64_t start = position[topLevel(alloc)], end = start;
+    SmallVector<Value> worklist = {alloc.getResult()};
+    while (!worklist.empty()) {
+      Value v = worklist.pop_back_val();
+      for (Operation *user : v.getUsers()) {
+        if (isa<memref::DeallocOp>(user))
+          continue;
+        if (isa<func::ReturnOp>(user)) {
+          end = next;
+          continue;
+        }
+        if (Operation *top = topLevel(user))
+          end = std::max(end, position[top]);
+        if (isa<ViewLikeOpInterface, memref::CastOp>(user))
+          for (Value result : user->getResults())
+            worklist.push_back(result);
+      }
+    }
+    buffers.push_back({bytes, start, end});
+    plan.totalBytes += bytes;
+  });
+
+  // Peak live bytes, sweeping positions.
+  std::vector<int64_t> delta(next + 2, 0);
+  for (const Buffer &b : buffers) {
+    delta[b.start] += b.bytes;
+    delta[b.end + 1] -= b.bytes;
+  }
+  int64_t live = 0;
+  for (int64_t d : delta)
+    plan.peakLiveBytes = std::max(plan.peakLiveBytes, live += d);
+
+  // Offsets: largest first, each at the lowest aligned gap among the buffers
+  // whose lifetimes overlap it.
+  std::vector<Buffer *> order;
+  for (Buffer &b : buffers)
+    order.push_back(&b);
+  std::sort(order.begin(), order.end(), [](Buffer *a, Buffer *b) {
+    return a->bytes != b->bytes ? a->bytes > b->bytes : a->start < b->start;
+  });
+  std::vector<Buffer *> placed;
+  constexpr int64_t kAlign = 64;
+  for (Buffer *b : order) {
+    std::vector<std::pair<int64_t, int64_t>> taken;
+    for (Buffer *p : placed)
+      if (p->start <= b->end && b->start <= p->end)
+        taken.push_back({p->offset, p->offset + p->bytes});
+    std::sort(taken.begin(), taken.end());
+    int64_t offset = 0;
+    for (auto [from, to] : taken) {
+      if (offset + b->bytes <= from)
+        break;
+      offset = std::max(offset, (to + kAlign - 1) / kAlign * kAlign);
+    }
+    b->offset = offset;
+    plan.arenaBytes = std::max(plan.arenaBytes, offset + b->bytes);
+    placed.push_back(b);
+  }
+  return plan;
+}
