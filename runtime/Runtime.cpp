@@ -143,6 +143,11 @@ void hasten::runtime::setKernelError(const std::string &message) {
     kernelError = message;
 }
 
+hasten_status hasten::runtime::failWith(hasten_status status, const std::string &message) {
+  lastError = message;
+  return status;
+}
+
 std::string hasten::runtime::takeKernelError() {
   std::string message;
   message.swap(kernelError);

@@ -3,6 +3,8 @@
 #ifndef HASTEN_RUNTIME_RUNTIMEINTERNAL_H
 #define HASTEN_RUNTIME_RUNTIMEINTERNAL_H
 
+#include "hasten/runtime.h"
+
 #include <string>
 
 namespace hasten::runtime {
@@ -13,6 +15,9 @@ namespace hasten::runtime {
 void setKernelError(const std::string &message);
 /// Returns and clears the current thread's kernel error ("" if none).
 std::string takeKernelError();
+
+/// Sets the calling thread's hasten_last_error() and returns `status`.
+hasten_status failWith(hasten_status status, const std::string &message);
 
 } // namespace hasten::runtime
 

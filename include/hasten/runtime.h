@@ -2,8 +2,8 @@
  *
  * Loads hasten-compiled shared libraries and runs their entry points.
  *
- * Versioning: HASTEN_RUNTIME_API_VERSION changes when this API changes in an
- * incompatible way; hasten_runtime_api_version() reports the version of the
+ * Versioning: HASTEN_RUNTIME_API_VERSION changes when this API changes (2:
+ * sequences, KV caches and generation); hasten_runtime_api_version() reports the version of the
  * library actually loaded. Compiled modules carry a manifest with their own
  * format version, checked by hasten_module_load.
  *
@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 1
+#define HASTEN_RUNTIME_API_VERSION 2
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -152,6 +152,105 @@ void *hasten_tensor_data(hasten_tensor *tensor);
 hasten_status hasten_run(hasten_module *module, const char *entry,
                          hasten_tensor *const *inputs, size_t num_inputs,
                          hasten_tensor **outputs, size_t num_outputs);
+
+
+/*------------------------------------------------------------- generation --*/
+
+/* Decoders compiled by hasten-compile carry `prefill` and `decode` entries
+ * that read and write a preallocated KV cache in place. A sequence owns one
+ * such cache (contiguous modules) or a block table into a block pool (paged
+ * modules, compiled with --kv-block-size), plus the tokens it holds.
+ *
+ * Sequences are not thread-safe: use each from one thread at a time. A pool
+ * may be shared by sequences on several threads. */
+
+typedef struct hasten_sequence hasten_sequence;
+typedef struct hasten_kv_pool hasten_kv_pool;
+
+/* Whether `module` has the decoder entries; its vocabulary size and the
+ * tokens one sequence can hold (0 when it is not a decoder). */
+int hasten_module_is_decoder(const hasten_module *module);
+int64_t hasten_module_vocab_size(const hasten_module *module);
+int64_t hasten_module_kv_capacity(const hasten_module *module);
+/* Tokens per block for a paged module, 0 for a contiguous one. */
+int64_t hasten_module_kv_block_size(const hasten_module *module);
+/* Bytes one cached token takes, all layers, keys and values. */
+uint64_t hasten_module_kv_bytes_per_token(const hasten_module *module);
+
+/* A pool of `max_tokens` tokens (rounded up to whole blocks) for the paged
+ * caches of several sequences of a paged module. Blocks are taken as
+ * sequences grow and returned when they shrink or are freed; sequences
+ * forked from one another share their full blocks until one writes them. */
+hasten_status hasten_kv_pool_create(hasten_module *module, int64_t max_tokens,
+                                    hasten_kv_pool **out);
+/* Frees the pool; every sequence using it must be freed first. */
+void hasten_kv_pool_free(hasten_kv_pool *pool);
+int64_t hasten_kv_pool_num_blocks(const hasten_kv_pool *pool);
+int64_t hasten_kv_pool_free_blocks(const hasten_kv_pool *pool);
+
+/* A new, empty sequence. `pool` may be NULL: a paged module then gets a
+ * private pool for one full sequence; it must be NULL for a contiguous
+ * module. The module (and pool) must outlive the sequence. */
+hasten_status hasten_sequence_create(hasten_module *module, hasten_kv_pool *pool,
+                                     hasten_sequence **out);
+void hasten_sequence_free(hasten_sequence *sequence);
+/* A copy of `sequence` (tokens and cache) that continues independently.
+ * Paged sequences share blocks instead of copying them. */
+hasten_status hasten_sequence_fork(const hasten_sequence *sequence, hasten_sequence **out);
+/* Forgets every token; keeps the memory. */
+hasten_status hasten_sequence_reset(hasten_sequence *sequence);
+/* Keeps the first `length` tokens (to roll back rejected ones). */
+hasten_status hasten_sequence_truncate(hasten_sequence *sequence, int64_t length);
+int64_t hasten_sequence_length(const hasten_sequence *sequence);
+/* The tokens the sequence holds, hasten_sequence_length of them. */
+const int64_t *hasten_sequence_tokens(const hasten_sequence *sequence);
+
+/* Runs `count` tokens through the model after the ones the sequence holds
+ * (the prefill entry for several, decode for one), appending them to its
+ * cache, and writes the last token's logits (vocab_size floats) to `logits`
+ * when it is not NULL. Fails, changing nothing, when the cache (or pool)
+ * cannot take `count` more tokens, or a token is outside the vocabulary. */
+hasten_status hasten_sequence_append(hasten_sequence *sequence, const int64_t *tokens,
+                                     size_t count, float *logits);
+
+/* Streaming callback: receives each generated token as it is chosen. A
+ * nonzero return stops the generation after that token. */
+typedef int (*hasten_token_callback)(int64_t token, void *user_data);
+
+typedef struct hasten_generate_options {
+  int64_t max_new_tokens;   /* default 32 */
+  float temperature;        /* 0 (default): greedy */
+  int32_t top_k;            /* 0 (default): no top-k cut */
+  float top_p;              /* 1 (default): no nucleus cut */
+  uint64_t seed;            /* for temperature > 0 */
+  const int64_t *stop_tokens; /* generation ends after any of these */
+  size_t num_stop_tokens;
+  hasten_token_callback on_token; /* may be NULL */
+  void *user_data;
+} hasten_generate_options;
+
+typedef struct hasten_generate_stats {
+  int64_t prompt_tokens;
+  int64_t generated_tokens;
+  double prefill_seconds;             /* the prompt through the model */
+  double time_to_first_token_seconds; /* prefill plus choosing the first token */
+  double decode_seconds;              /* every later token */
+  int stopped_by_token;               /* 1 when a stop token ended it */
+} hasten_generate_stats;
+
+void hasten_generate_options_init(hasten_generate_options *options);
+
+/* Appends `prompt` to the sequence (it may be empty right after an append,
+ * to continue from there), then generates up to max_new_tokens tokens. Each
+ * generated token but the last is run through the model and appended; the
+ * last one is only returned, so pass it as the prompt to continue. The
+ * generated tokens are written to `generated` when not NULL (room for
+ * max_new_tokens). An exhausted cache is an error
+ * (HASTEN_ERROR_OUT_OF_MEMORY), reported after the tokens that fitted;
+ * `stats` (may be NULL) is filled either way. */
+hasten_status hasten_generate(hasten_sequence *sequence, const int64_t *prompt,
+                              size_t prompt_length, const hasten_generate_options *options,
+                              int64_t *generated, hasten_generate_stats *stats);
 
 #ifdef __cplusplus
 } /* extern "C" */

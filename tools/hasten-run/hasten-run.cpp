@@ -2,6 +2,8 @@
 //
 // hasten-run model.so --input x=x.npy [--entry NAME] [--output-dir DIR]
 //            [--output-format=npy|pb] [--repeat N]
+// hasten-run decoder.so --generate --prompt-ids 1,17,42 [--max-new-tokens N]
+//            [--temperature T] [--top-k K] [--top-p P] [--seed S] [--print-ids]
 //
 // Uses only the runtime C API (and tensor file I/O).
 //
@@ -26,7 +28,13 @@ void usage() {
   std::fprintf(stderr,
                "usage: hasten-run MODULE.so [--entry NAME] [--input NAME=PATH]... "
                "[--output-dir DIR] [--output-format=npy|pb] [--repeat N] [--warmup N] [--signature]\n"
-               "  PATH is a .npy file or an ONNX TensorProto .pb file (by extension).\n");
+               "  PATH is a .npy file or an ONNX TensorProto .pb file (by extension).\n"
+               "       hasten-run DECODER.so --generate (--prompt-ids 1,17,42 | --prompt TEXT)\n"
+               "         [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
+               "         [--stop-ids 0,2] [--print-ids] [--quiet]\n"
+               "  --temperature 0 (the default) is greedy; --prompt is for byte-level models\n"
+               "  (each byte of TEXT is a token). Tokens print as they arrive, then the\n"
+               "  prefill and decode speeds.\n");
 }
 
 int die(const std::string &message) {
@@ -47,6 +55,110 @@ std::string describe(const hasten_module *m, const char *entry, int isOutput, si
   return s + "]";
 }
 
+struct GenerateFlags {
+  bool enabled = false;
+  std::vector<int64_t> promptIds;
+  std::string promptText;
+  bool textPrompt = false, printIds = false, quiet = false;
+  std::vector<int64_t> stopIds;
+  hasten_generate_options options;
+};
+
+bool parseIds(const char *text, std::vector<int64_t> &ids) {
+  ids.clear();
+  std::string s = text;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t comma = s.find(',', start);
+    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos
+                                                                   : comma - start);
+    char *end = nullptr;
+    long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end)
+      return false;
+    ids.push_back(v);
+    if (comma == std::string::npos)
+      break;
+    start = comma + 1;
+  }
+  return !ids.empty();
+}
+
+struct StreamState {
+  bool text, quiet;
+  bool first = true;
+};
+
+int printToken(int64_t token, void *data) {
+  auto *state = static_cast<StreamState *>(data);
+  if (state->quiet)
+    return 0;
+  if (state->text) {
+    std::fputc(token >= 32 && token < 127 ? (int)token : token == '\n' ? '\n' : '.', stdout);
+  } else {
+    std::printf("%s%lld", state->first ? "" : " ", (long long)token);
+  }
+  state->first = false;
+  std::fflush(stdout);
+  return 0;
+}
+
+int generate(hasten_module *module, GenerateFlags &flags) {
+  if (!hasten_module_is_decoder(module))
+    return die("--generate needs a decoder compiled with prefill/decode entries (this module "
+               "has none)");
+  std::vector<int64_t> prompt = flags.promptIds;
+  if (flags.textPrompt)
+    for (unsigned char c : flags.promptText)
+      prompt.push_back(c);
+  if (prompt.empty())
+    return die("--generate needs --prompt-ids or --prompt");
+  if (flags.textPrompt && hasten_module_vocab_size(module) < 256)
+    return die("--prompt gives bytes as tokens, but the vocabulary has only " +
+               std::to_string(hasten_module_vocab_size(module)) + " tokens");
+  hasten_sequence *sequence = nullptr;
+  if (hasten_sequence_create(module, nullptr, &sequence) != HASTEN_OK)
+    return die(hasten_last_error());
+  StreamState stream{flags.textPrompt, flags.quiet};
+  flags.options.on_token = printToken;
+  flags.options.user_data = &stream;
+  flags.options.stop_tokens = flags.stopIds.data();
+  flags.options.num_stop_tokens = flags.stopIds.size();
+  if (!flags.quiet && flags.textPrompt)
+    std::printf("%s", flags.promptText.c_str());
+  std::vector<int64_t> generated(std::max<int64_t>(flags.options.max_new_tokens, 0));
+  hasten_generate_stats stats;
+  hasten_status status = hasten_generate(sequence, prompt.data(), prompt.size(), &flags.options,
+                                         generated.data(), &stats);
+  if (!flags.quiet)
+    std::printf("\n");
+  if (flags.printIds) {
+    std::printf("ids: ");
+    for (size_t i = 0; i < prompt.size(); ++i)
+      std::printf("%s%lld", i ? "," : "", (long long)prompt[i]);
+    for (int64_t i = 0; i < stats.generated_tokens; ++i)
+      std::printf(",%lld", (long long)generated[i]);
+    std::printf("\n");
+  }
+  int64_t decodeSteps = stats.generated_tokens > 1 ? stats.generated_tokens - 1 : 0;
+  std::fprintf(stderr,
+               "prompt %lld tokens, generated %lld%s\n"
+               "prefill: %.2f ms, %.1f tokens/s\n"
+               "time to first token: %.2f ms\n"
+               "decode: %lld tokens in %.2f ms, %.1f tokens/s (%.3f ms/token)\n",
+               (long long)stats.prompt_tokens, (long long)stats.generated_tokens,
+               stats.stopped_by_token ? " (stop token)" : "", stats.prefill_seconds * 1e3,
+               stats.prefill_seconds > 0 ? stats.prompt_tokens / stats.prefill_seconds : 0.0,
+               stats.time_to_first_token_seconds * 1e3, (long long)decodeSteps,
+               stats.decode_seconds * 1e3,
+               stats.decode_seconds > 0 ? decodeSteps / stats.decode_seconds : 0.0,
+               decodeSteps ? stats.decode_seconds * 1e3 / decodeSteps : 0.0);
+  std::string error = status == HASTEN_OK ? "" : hasten_last_error();
+  hasten_sequence_free(sequence);
+  hasten_module_free(module);
+  return status == HASTEN_OK ? 0 : die(error);
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -54,6 +166,8 @@ int main(int argc, char **argv) {
   std::map<std::string, std::string> inputFiles;
   int repeat = 1, warmup = 0;
   bool signatureOnly = false;
+  GenerateFlags gen;
+  hasten_generate_options_init(&gen.options);
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const std::string &flag) -> const char * {
@@ -85,6 +199,40 @@ int main(int argc, char **argv) {
       warmup = std::atoi(v);
       if (warmup < 0)
         return die("--warmup must not be negative");
+    } else if (arg == "--generate") {
+      gen.enabled = true;
+    } else if (const char *v = value("--prompt-ids")) {
+      if (!parseIds(v, gen.promptIds))
+        return die(std::string("--prompt-ids expects comma-separated token ids, got '") + v +
+                   "'");
+    } else if (const char *v = value("--prompt")) {
+      gen.promptText = v;
+      gen.textPrompt = true;
+    } else if (const char *v = value("--stop-ids")) {
+      if (!parseIds(v, gen.stopIds))
+        return die(std::string("--stop-ids expects comma-separated token ids, got '") + v + "'");
+    } else if (const char *v = value("--max-new-tokens")) {
+      gen.options.max_new_tokens = std::atoll(v);
+      if (gen.options.max_new_tokens < 0)
+        return die("--max-new-tokens must not be negative");
+    } else if (const char *v = value("--temperature")) {
+      gen.options.temperature = std::strtof(v, nullptr);
+      if (gen.options.temperature < 0)
+        return die("--temperature must not be negative");
+    } else if (const char *v = value("--top-k")) {
+      gen.options.top_k = std::atoi(v);
+      if (gen.options.top_k < 0)
+        return die("--top-k must not be negative");
+    } else if (const char *v = value("--top-p")) {
+      gen.options.top_p = std::strtof(v, nullptr);
+      if (!(gen.options.top_p > 0 && gen.options.top_p <= 1))
+        return die("--top-p must be in (0, 1]");
+    } else if (const char *v = value("--seed")) {
+      gen.options.seed = std::strtoull(v, nullptr, 10);
+    } else if (arg == "--print-ids") {
+      gen.printIds = true;
+    } else if (arg == "--quiet") {
+      gen.quiet = true;
     } else if (arg == "--signature") {
       signatureOnly = true;
     } else if (arg == "-h" || arg == "--help") {
@@ -108,10 +256,17 @@ int main(int argc, char **argv) {
   hasten_module *module = nullptr;
   if (hasten_module_load(modulePath.c_str(), &module) != HASTEN_OK)
     return die(hasten_last_error());
+  if (gen.enabled)
+    return generate(module, gen);
   if (entryName.empty()) {
-    if (hasten_module_num_entries(module) != 1)
+    // A decoder's graph is `main`; its prefill/decode entries need a cache.
+    for (size_t i = 0; i < hasten_module_num_entries(module); ++i)
+      if (std::string(hasten_module_entry_name(module, i)) == "main")
+        entryName = "main";
+    if (entryName.empty() && hasten_module_num_entries(module) != 1)
       return die("the module has several entries; choose one with --entry");
-    entryName = hasten_module_entry_name(module, 0);
+    if (entryName.empty())
+      entryName = hasten_module_entry_name(module, 0);
   }
   const char *entry = entryName.c_str();
   size_t numInputs = 0, numOutputs = 0;

@@ -1,0 +1,569 @@
+//===- Generation.cpp - sequences, KV caches, sampling ---------------------===//
+//
+// Token generation on a compiled decoder: the prefill/decode entries read
+// and write a KV cache in place; this file owns those caches (contiguous
+// slabs, or blocks in a shared pool with copy-on-write sharing between
+// forked sequences), feeds tokens through the entries, and samples.
+// Built on the public C API only.
+//
+//===----------------------------------------------------------------------===//
+
+#include "RuntimeInternal.h"
+#include "hasten/runtime.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+using hasten::runtime::failWith;
+
+hasten_status fail(hasten_status status, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+hasten_status fail(hasten_status status, const char *format, ...) {
+  char buffer[1024];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(buffer, sizeof(buffer), format, args);
+  va_end(args);
+  return failWith(status, buffer);
+}
+
+/// What a sequence needs to know about a decoder module, read off the
+/// signatures of its prefill and decode entries.
+struct DecoderInfo {
+  int64_t vocab = 0, capacity = 0, blockSize = 0;
+  /// Contiguous: [layers, 2, kv_heads, capacity, head_dim]; paged:
+  /// [blocks, layers, 2, kv_heads, block_size, head_dim].
+  std::vector<int64_t> storageDims;
+  int64_t tableLength = 0;
+  uint64_t bytesPerToken = 0;
+  /// Per entry, the role of each input in signature order.
+  enum Role { Ids, PastLength, Storage, BlockTable };
+  std::vector<Role> prefillInputs, decodeInputs;
+
+  bool paged() const { return blockSize > 0; }
+  /// Floats in one block (paged) or in the whole slab (contiguous).
+  int64_t unitFloats() const {
+    int64_t n = 1;
+    for (size_t d = paged() ? 1 : 0; d < storageDims.size(); ++d)
+      n *= storageDims[d];
+    return n;
+  }
+};
+
+bool readRoles(const hasten_module *m, const char *entry, std::vector<DecoderInfo::Role> &roles,
+               DecoderInfo &info) {
+  size_t inputs = 0, outputs = 0;
+  if (hasten_entry_num_tensors(m, entry, 0, &inputs) != HASTEN_OK ||
+      hasten_entry_num_tensors(m, entry, 1, &outputs) != HASTEN_OK || outputs != 1)
+    return false;
+  for (size_t i = 0; i < inputs; ++i) {
+    std::string name = hasten_signature_name(m, entry, 0, i);
+    int64_t dims[8];
+    int rank = hasten_signature_dims(m, entry, 0, i, dims, 8);
+    if (name == "input_ids") {
+      roles.push_back(DecoderInfo::Ids);
+    } else if (name == "past_length") {
+      roles.push_back(DecoderInfo::PastLength);
+    } else if (name == "kv_cache" && rank == 5) {
+      roles.push_back(DecoderInfo::Storage);
+      info.storageDims.assign(dims, dims + 5);
+      info.capacity = dims[3];
+      info.blockSize = 0;
+    } else if (name == "kv_block_pool" && rank == 6) {
+      roles.push_back(DecoderInfo::Storage);
+      info.storageDims.assign(dims, dims + 6);
+      info.blockSize = dims[4];
+    } else if (name == "kv_block_table" && rank == 1) {
+      roles.push_back(DecoderInfo::BlockTable);
+      info.tableLength = dims[0];
+    } else {
+      return false;
+    }
+  }
+  int64_t logits[4];
+  if (hasten_signature_dims(m, entry, 1, 0, logits, 4) != 3 ||
+      std::string(hasten_signature_name(m, entry, 1, 0)) != "logits")
+    return false;
+  info.vocab = logits[2];
+  return true;
+}
+
+bool readDecoderInfo(const hasten_module *m, DecoderInfo &info) {
+  if (!m || !readRoles(m, "prefill", info.prefillInputs, info) ||
+      !readRoles(m, "decode", info.decodeInputs, info) || info.storageDims.empty())
+    return false;
+  if (info.paged())
+    info.capacity = info.tableLength * info.blockSize;
+  const std::vector<int64_t> &d = info.storageDims;
+  size_t first = info.paged() ? 1 : 0;
+  info.bytesPerToken = uint64_t(d[first] * 2 * d[first + 2] * d[first + 4]) * sizeof(float);
+  return info.vocab > 0 && info.capacity > 0;
+}
+
+/// Blocks of a paged cache, shared by sequences. Each block has a
+/// reference count; a block referenced by several sequences is copied
+/// before one of them writes it.
+struct BlockPool {
+  DecoderInfo info;
+  int64_t numBlocks = 0;
+  std::vector<float> storage;
+  std::vector<int32_t> refs;
+  std::vector<int32_t> freeList;
+  std::mutex mutex;
+
+  int64_t freeBlocks() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return (int64_t)freeList.size();
+  }
+  /// A fresh block, or -1.
+  int32_t take() {
+    if (freeList.empty())
+      return -1;
+    int32_t block = freeList.back();
+    freeList.pop_back();
+    refs[block] = 1;
+    return block;
+  }
+  void release(int32_t block) {
+    if (--refs[block] == 0)
+      freeList.push_back(block);
+  }
+  float *block(int32_t b) { return storage.data() + (size_t)b * info.unitFloats(); }
+};
+
+double seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+} // namespace
+
+struct hasten_kv_pool {
+  std::shared_ptr<BlockPool> pool;
+};
+
+struct hasten_sequence {
+  hasten_module *module = nullptr;
+  DecoderInfo info;
+  std::vector<int64_t> tokens;
+  /// Logits after the last token, for generation to continue from.
+  std::vector<float> lastLogits;
+  /// Contiguous cache.
+  std::vector<float> cache;
+  /// Paged cache: the pool and this sequence's block table (the first
+  /// ceil(length / block_size) entries are its blocks).
+  std::shared_ptr<BlockPool> pool;
+  std::vector<int32_t> table;
+  int64_t blocksHeld = 0;
+
+  int64_t length() const { return (int64_t)tokens.size(); }
+};
+
+static hasten_status createPool(hasten_module *module, const DecoderInfo &info,
+                                int64_t maxTokens, std::shared_ptr<BlockPool> &out) {
+  auto pool = std::make_shared<BlockPool>();
+  pool->info = info;
+  pool->numBlocks = (maxTokens + info.blockSize - 1) / info.blockSize;
+  if (pool->numBlocks <= 0 || pool->numBlocks > INT32_MAX)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "a KV pool of %lld tokens is not possible",
+                (long long)maxTokens);
+  size_t floats = (size_t)pool->numBlocks * info.unitFloats();
+  pool->storage.resize(floats);
+  pool->refs.assign(pool->numBlocks, 0);
+  for (int64_t b = pool->numBlocks - 1; b >= 0; --b)
+    pool->freeList.push_back((int32_t)b);
+  out = std::move(pool);
+  return HASTEN_OK;
+}
+
+extern "C" {
+
+int hasten_module_is_decoder(const hasten_module *module) {
+  DecoderInfo info;
+  return readDecoderInfo(module, info);
+}
+
+int64_t hasten_module_vocab_size(const hasten_module *module) {
+  DecoderInfo info;
+  return readDecoderInfo(module, info) ? info.vocab : 0;
+}
+
+int64_t hasten_module_kv_capacity(const hasten_module *module) {
+  DecoderInfo info;
+  return readDecoderInfo(module, info) ? info.capacity : 0;
+}
+
+int64_t hasten_module_kv_block_size(const hasten_module *module) {
+  DecoderInfo info;
+  return readDecoderInfo(module, info) ? info.blockSize : 0;
+}
+
+uint64_t hasten_module_kv_bytes_per_token(const hasten_module *module) {
+  DecoderInfo info;
+  return readDecoderInfo(module, info) ? info.bytesPerToken : 0;
+}
+
+hasten_status hasten_kv_pool_create(hasten_module *module, int64_t maxTokens,
+                                    hasten_kv_pool **out) {
+  if (!out)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_kv_pool_create: null out");
+  *out = nullptr;
+  DecoderInfo info;
+  if (!readDecoderInfo(module, info))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_kv_pool_create: the module has no prefill/decode entries");
+  if (!info.paged())
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_kv_pool_create: the module's KV cache is contiguous; compile "
+                "with --kv-block-size for a paged one");
+  auto pool = std::make_unique<hasten_kv_pool>();
+  if (hasten_status status = createPool(module, info, maxTokens, pool->pool))
+    return status;
+  *out = pool.release();
+  return HASTEN_OK;
+}
+
+void hasten_kv_pool_free(hasten_kv_pool *pool) { delete pool; }
+
+int64_t hasten_kv_pool_num_blocks(const hasten_kv_pool *pool) {
+  return pool ? pool->pool->numBlocks : 0;
+}
+
+int64_t hasten_kv_pool_free_blocks(const hasten_kv_pool *pool) {
+  return pool ? pool->pool->freeBlocks() : 0;
+}
+
+hasten_status hasten_sequence_create(hasten_module *module, hasten_kv_pool *pool,
+                                     hasten_sequence **out) {
+  if (!out)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sequence_create: null out");
+  *out = nullptr;
+  auto seq = std::make_unique<hasten_sequence>();
+  if (!readDecoderInfo(module, seq->info))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_sequence_create: the module has no prefill/decode entries (compile "
+                "a decoder with input_ids and past_key_values to get them)");
+  seq->module = module;
+  if (seq->info.paged()) {
+    if (pool)
+      seq->pool = pool->pool;
+    else if (hasten_status status =
+                 createPool(module, seq->info, seq->info.capacity, seq->pool))
+      return status;
+    seq->table.assign(seq->info.tableLength, 0);
+  } else {
+    if (pool)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                  "hasten_sequence_create: a pool was given but the module's KV cache is "
+                  "contiguous");
+    seq->cache.resize(seq->info.unitFloats());
+  }
+  *out = seq.release();
+  return HASTEN_OK;
+}
+
+hasten_status hasten_sequence_truncate(hasten_sequence *seq, int64_t length) {
+  if (!seq)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sequence_truncate: null sequence");
+  if (length < 0 || length > seq->length())
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_sequence_truncate: length %lld is outside [0, %lld]",
+                (long long)length, (long long)seq->length());
+  seq->tokens.resize(length);
+  seq->lastLogits.clear();
+  if (seq->pool) {
+    int64_t keep = (length + seq->info.blockSize - 1) / seq->info.blockSize;
+    std::lock_guard<std::mutex> lock(seq->pool->mutex);
+    for (int64_t b = keep; b < seq->blocksHeld; ++b)
+      seq->pool->release(seq->table[b]);
+    seq->blocksHeld = std::min(seq->blocksHeld, keep);
+  }
+  return HASTEN_OK;
+}
+
+void hasten_sequence_free(hasten_sequence *seq) {
+  if (!seq)
+    return;
+  hasten_sequence_truncate(seq, 0);
+  delete seq;
+}
+
+hasten_status hasten_sequence_reset(hasten_sequence *seq) {
+  return hasten_sequence_truncate(seq, 0);
+}
+
+int64_t hasten_sequence_length(const hasten_sequence *seq) { return seq ? seq->length() : 0; }
+
+const int64_t *hasten_sequence_tokens(const hasten_sequence *seq) {
+  return seq ? seq->tokens.data() : nullptr;
+}
+
+hasten_status hasten_sequence_fork(const hasten_sequence *seq, hasten_sequence **out) {
+  if (!seq || !out)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sequence_fork: null argument");
+  auto copy = std::make_unique<hasten_sequence>();
+  copy->module = seq->module;
+  copy->info = seq->info;
+  copy->tokens = seq->tokens;
+  copy->lastLogits = seq->lastLogits;
+  if (seq->pool) {
+    copy->pool = seq->pool;
+    copy->table = seq->table;
+    copy->blocksHeld = seq->blocksHeld;
+    std::lock_guard<std::mutex> lock(seq->pool->mutex);
+    for (int64_t b = 0; b < seq->blocksHeld; ++b)
+      ++seq->pool->refs[seq->table[b]];
+  } else {
+    // Only the rows holding tokens are copied.
+    const std::vector<int64_t> &d = seq->info.storageDims;
+    copy->cache.resize(seq->cache.size());
+    int64_t rows = d[0] * d[1] * d[2], capacity = d[3], dim = d[4];
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(copy->cache.data() + r * capacity * dim, seq->cache.data() + r * capacity * dim,
+                  seq->length() * dim * sizeof(float));
+  }
+  *out = copy.release();
+  return HASTEN_OK;
+}
+
+hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens, size_t count,
+                                     float *logits) {
+  if (!seq || (!tokens && count))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sequence_append: null argument");
+  if (count == 0)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sequence_append: no tokens");
+  const DecoderInfo &info = seq->info;
+  int64_t past = seq->length(), total = past + (int64_t)count;
+  if (total > info.capacity)
+    return fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                "KV cache full: the sequence holds %lld tokens and %zu more would exceed "
+                "its capacity of %lld (compile with a larger --kv-capacity or --kv-budget)",
+                (long long)past, count, (long long)info.capacity);
+  for (size_t i = 0; i < count; ++i)
+    if (tokens[i] < 0 || tokens[i] >= info.vocab)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                  "token %lld (position %lld) is outside the vocabulary [0, %lld)",
+                  (long long)tokens[i], (long long)(past + i), (long long)info.vocab);
+
+  // Paged: blocks for the new positions; a shared block about to be
+  // written is copied first.
+  int64_t heldBefore = seq->blocksHeld;
+  if (seq->pool) {
+    BlockPool &pool = *seq->pool;
+    std::lock_guard<std::mutex> lock(pool.mutex);
+    int64_t firstWritten = past / info.blockSize;
+    int64_t needed = (total + info.blockSize - 1) / info.blockSize;
+    if (firstWritten < seq->blocksHeld && pool.refs[seq->table[firstWritten]] > 1) {
+      int32_t fresh = pool.take();
+      if (fresh < 0)
+        return fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                    "KV block pool exhausted: all %lld blocks are in use",
+                    (long long)pool.numBlocks);
+      std::memcpy(pool.block(fresh), pool.block(seq->table[firstWritten]),
+                  info.unitFloats() * sizeof(float));
+      pool.release(seq->table[firstWritten]);
+      seq->table[firstWritten] = fresh;
+    }
+    for (int64_t b = seq->blocksHeld; b < needed; ++b) {
+      int32_t fresh = pool.take();
+      if (fresh < 0) {
+        for (int64_t r = heldBefore; r < b; ++r)
+          pool.release(seq->table[r]);
+        seq->blocksHeld = heldBefore;
+        return fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                    "KV block pool exhausted: all %lld blocks of %lld tokens are in use",
+                    (long long)pool.numBlocks, (long long)info.blockSize);
+      }
+      seq->table[b] = fresh;
+      seq->blocksHeld = b + 1;
+    }
+  }
+
+  std::vector<int64_t> ids(tokens, tokens + count);
+  int64_t pastValue = past;
+  int64_t idsDims[2] = {1, (int64_t)count};
+  std::vector<int64_t> storageDims = info.storageDims;
+  float *storage = seq->pool ? seq->pool->storage.data() : seq->cache.data();
+  if (seq->pool)
+    storageDims[0] = seq->pool->numBlocks;
+  int64_t tableDims[1] = {info.tableLength};
+  hasten_tensor *idsT = nullptr, *pastT = nullptr, *storageT = nullptr, *tableT = nullptr;
+  hasten_tensor_wrap(HASTEN_I64, 2, idsDims, ids.data(), &idsT);
+  hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &pastValue, &pastT);
+  hasten_tensor_wrap(HASTEN_F32, (int)storageDims.size(), storageDims.data(), storage,
+                     &storageT);
+  if (seq->pool)
+    hasten_tensor_wrap(HASTEN_I32, 1, tableDims, seq->table.data(), &tableT);
+  const char *entry = count == 1 ? "decode" : "prefill";
+  const std::vector<DecoderInfo::Role> &roles =
+      count == 1 ? info.decodeInputs : info.prefillInputs;
+  std::vector<hasten_tensor *> inputs;
+  for (DecoderInfo::Role role : roles)
+    inputs.push_back(role == DecoderInfo::Ids          ? idsT
+                     : role == DecoderInfo::PastLength ? pastT
+                     : role == DecoderInfo::Storage    ? storageT
+                                                       : tableT);
+  hasten_tensor *out = nullptr;
+  hasten_status status =
+      hasten_run(seq->module, entry, inputs.data(), inputs.size(), &out, 1);
+  hasten_tensor_free(idsT);
+  hasten_tensor_free(pastT);
+  hasten_tensor_free(storageT);
+  hasten_tensor_free(tableT);
+  if (status != HASTEN_OK) {
+    if (seq->pool) {
+      std::lock_guard<std::mutex> lock(seq->pool->mutex);
+      for (int64_t b = heldBefore; b < seq->blocksHeld; ++b)
+        seq->pool->release(seq->table[b]);
+      seq->blocksHeld = heldBefore;
+    }
+    return status;
+  }
+  const float *values = static_cast<const float *>(hasten_tensor_data(out));
+  seq->lastLogits.assign(values, values + info.vocab);
+  if (logits)
+    std::memcpy(logits, values, info.vocab * sizeof(float));
+  hasten_tensor_free(out);
+  seq->tokens.insert(seq->tokens.end(), tokens, tokens + count);
+  return HASTEN_OK;
+}
+
+void hasten_generate_options_init(hasten_generate_options *options) {
+  if (!options)
+    return;
+  std::memset(options, 0, sizeof(*options));
+  options->max_new_tokens = 32;
+  options->top_p = 1.0f;
+}
+
+} // extern "C"
+
+namespace {
+
+/// splitmix64: small, seedable, and the same everywhere.
+struct Random {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
+};
+
+int64_t sampleToken(const std::vector<float> &logits, const hasten_generate_options &o,
+                    Random &random) {
+  int64_t vocab = (int64_t)logits.size();
+  if (o.temperature <= 0.0f)
+    return std::max_element(logits.begin(), logits.end()) - logits.begin();
+  std::vector<std::pair<float, int64_t>> candidates(vocab);
+  for (int64_t i = 0; i < vocab; ++i)
+    candidates[i] = {logits[i] / o.temperature, i};
+  auto byScore = [](const auto &a, const auto &b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  };
+  int64_t keep = vocab;
+  if (o.top_k > 0 && o.top_k < vocab) {
+    keep = o.top_k;
+    std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(), byScore);
+  } else {
+    std::sort(candidates.begin(), candidates.end(), byScore);
+  }
+  candidates.resize(keep);
+  double maxScore = candidates[0].first, sum = 0.0;
+  std::vector<double> probs(keep);
+  for (int64_t i = 0; i < keep; ++i)
+    sum += probs[i] = std::exp(candidates[i].first - maxScore);
+  if (o.top_p > 0.0f && o.top_p < 1.0f) {
+    // The smallest prefix (by probability) whose mass reaches top_p.
+    double mass = 0.0;
+    int64_t cut = keep;
+    for (int64_t i = 0; i < keep; ++i) {
+      mass += probs[i] / sum;
+      if (mass >= o.top_p) {
+        cut = i + 1;
+        break;
+      }
+    }
+    keep = cut;
+    sum = 0.0;
+    for (int64_t i = 0; i < keep; ++i)
+      sum += probs[i];
+  }
+  double u = random.uniform() * sum;
+  for (int64_t i = 0; i < keep; ++i) {
+    u -= probs[i];
+    if (u < 0.0)
+      return candidates[i].second;
+  }
+  return candidates[keep - 1].second;
+}
+
+} // namespace
+
+extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *prompt,
+                                         size_t promptLength,
+                                         const hasten_generate_options *options,
+                                         int64_t *generated, hasten_generate_stats *stats) {
+  hasten_generate_stats local{};
+  hasten_generate_stats &st = stats ? *stats : local;
+  st = hasten_generate_stats{};
+  if (!seq)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_generate: null sequence");
+  hasten_generate_options defaults;
+  hasten_generate_options_init(&defaults);
+  const hasten_generate_options &o = options ? *options : defaults;
+  if (o.max_new_tokens < 0 || o.top_k < 0 || o.top_p < 0.0f || std::isnan(o.temperature))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_generate: max_new_tokens, top_k and top_p must not be negative");
+  st.prompt_tokens = (int64_t)promptLength;
+  double start = seconds();
+  if (promptLength > 0) {
+    if (hasten_status status = hasten_sequence_append(seq, prompt, promptLength, nullptr))
+      return status;
+  } else if (seq->lastLogits.empty()) {
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_generate: an empty prompt needs a sequence that was just fed tokens");
+  }
+  st.prefill_seconds = seconds() - start;
+  Random random{o.seed};
+  double decodeStart = 0.0;
+  for (int64_t i = 0; i < o.max_new_tokens; ++i) {
+    int64_t token = sampleToken(seq->lastLogits, o, random);
+    if (generated)
+      generated[i] = token;
+    ++st.generated_tokens;
+    if (i == 0) {
+      st.time_to_first_token_seconds = seconds() - start;
+      decodeStart = seconds();
+    }
+    bool stop = o.on_token && o.on_token(token, o.user_data);
+    for (size_t s = 0; s < o.num_stop_tokens; ++s)
+      if (o.stop_tokens[s] == token) {
+        st.stopped_by_token = 1;
+        stop = true;
+      }
+    if (stop || i + 1 == o.max_new_tokens)
+      break;
+    // The next token's logits; the last generated token is not run.
+    if (hasten_status status = hasten_sequence_append(seq, &token, 1, nullptr)) {
+      st.decode_seconds = seconds() - decodeStart;
+      return status;
+    }
+  }
+  if (st.generated_tokens > 0)
+    st.decode_seconds = seconds() - decodeStart;
+  return HASTEN_OK;
+}
