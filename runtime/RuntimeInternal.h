@@ -5,6 +5,7 @@
 
 #include "hasten/runtime.h"
 
+#include <cstdint>
 #include <string>
 
 namespace hasten::runtime {
@@ -15,6 +16,11 @@ namespace hasten::runtime {
 void setKernelError(const std::string &message);
 /// Returns and clears the current thread's kernel error ("" if none).
 std::string takeKernelError();
+
+/// Runs body(begin, end, context) over [0, count) split across the thread
+/// pool, or on the calling thread when `work` is 0 (not worth it).
+void parallelFor(int64_t count, int64_t work, void (*body)(int64_t, int64_t, void *),
+                 void *context);
 
 /// Sets the calling thread's hasten_last_error() and returns `status`.
 hasten_status failWith(hasten_status status, const std::string &message);
