@@ -547,6 +547,8 @@ private:
   std::map<std::string, const onnx::TypeProto *> declared;
   /// Graph inputs fixed by --bind-input.
   std::map<std::string, const onnx::ValueInfoProto *> boundInfos;
+  /// Attention subgraphs imported as hasten.attention, by final node.
+  std::map<int, AttentionMatch> attention;
   /// Initializers and bound inputs, loaded once for every function.
   struct Initializer {
     std::string name;
@@ -930,6 +932,9 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
         {name, *attr, isUnsignedOnnxType(info->type().tensor_type().elem_type())});
   }
 
+  if (options.fuseAttention)
+    attention = findAttentionPatterns(graph);
+
   b.setInsertionPointToEnd(module->getBody());
   if (failed(translateFunction(b, EntryKind::Graph)))
     return failure();
@@ -1059,6 +1064,30 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
       if (a.type() == onnx::AttributeProto::GRAPH ||
           a.type() == onnx::AttributeProto::GRAPHS)
         return ctx.fail("subgraph attributes (control flow) are not supported");
+    // The final MatMul of an attention subgraph becomes hasten.attention
+    // when the head counts are static; the nodes before it, whose values
+    // only it used, are then dead and canonicalization erases them.
+    if (auto match = attention.find(index); match != attention.end()) {
+      const AttentionMatch &m = match->second;
+      Value q = values[m.query].tensor, k = values[m.key].tensor, v = values[m.value].tensor;
+      auto qType = cast<RankedTensorType>(q.getType());
+      auto kType = cast<RankedTensorType>(k.getType());
+      auto vType = cast<RankedTensorType>(v.getType());
+      bool staticHeads = qType.getRank() == 4 && kType.getRank() == 4 &&
+                         vType.getRank() == 4 && !qType.isDynamicDim(1) &&
+                         !kType.isDynamicDim(1) && kType.getDimSize(1) > 0 &&
+                         qType.getDimSize(1) % kType.getDimSize(1) == 0 &&
+                         vType.getDimSize(1) == kType.getDimSize(1) &&
+                         qType.getElementType().isF32();
+      Value mask = m.mask.empty() ? Value() : values[m.mask].tensor;
+      if (staticHeads && (!mask || cast<RankedTensorType>(mask.getType()).getRank() == 4)) {
+        auto op = hasten::AttentionOp::create(
+            b, loc, q, k, v, mask, qType.getDimSize(1), kType.getDimSize(1),
+            /*causal=*/false, b.getF32FloatAttr(m.scale));
+        values[node.output(0)] = {op.getResult(), false, std::nullopt};
+        continue;
+      }
+    }
     // Generation reads only the last position's logits: the LM head of a
     // decoder entry multiplies only that row.
     std::optional<ImportedValue> unsliced;
