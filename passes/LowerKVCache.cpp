@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "AttentionCalls.h"
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Passes/Passes.h"
 
@@ -219,6 +220,24 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
         if (it == caches.end())
           return view.emitError("the cache must be a function argument of ")
                  << func.getSymName();
+        // Attention reads a paged cache through its block table; only
+        // other readers need the blocks gathered.
+        if (it->second.type.isPaged()) {
+          PagedKeysValues paged{it->second.storage, it->second.blockTable,
+                                (int64_t)view.getLayer(), view.getLength()};
+          SmallVector<AttentionOp> readers;
+          for (Operation *user : view.getKeys().getUsers())
+            if (auto attention = dyn_cast<AttentionOp>(user))
+              if (attention.getKey() == view.getKeys() &&
+                  attention.getValue() == view.getValues() && canCallAttentionKernel(attention))
+                readers.push_back(attention);
+          for (AttentionOp attention : readers)
+            replaceWithAttentionCall(b, attention, &paged);
+          if (view.getKeys().use_empty() && view.getValues().use_empty()) {
+            view.erase();
+            continue;
+          }
+        }
         b.setInsertionPoint(view);
         Value keys = lowerViewPart(b, view.getLoc(), it->second, view.getLayer(), 0,
                                    view.getLength(), view.getKeys().getType());

@@ -268,4 +268,33 @@ def DeallocAfterLastUse : Pass<"hasten-dealloc-after-last-use", "::mlir::func::F
   let dependentDialects = ["::mlir::memref::MemRefDialect"];
 }
 
+def AttentionToRuntimeCalls : Pass<"hasten-attention-to-runtime-calls", "::mlir::ModuleOp"> {
+  let summary = "Run hasten.attention on the runtime's tiled attention kernel";
+  let description = [{
+    Replaces each f32 `hasten.attention` (with no mask or an additive one)
+    by a call of `hasten_rt_attention_f32`. The kernel computes
+    `softmax(scale * Q K^T + mask) V` a block of 64 queries against tiles of
+    64 keys at a time with a running maximum and sum per query
+    (FlashAttention-2), so the `q_len x kv_len` score matrix is never
+    materialized; it reads keys and values in place through their strides
+    (a view of a contiguous KV cache needs no copy), shares key/value heads
+    for grouped-query attention, and skips key tiles that the causal flag or
+    the mask (below -1e8 everywhere) rules out.
+
+    Runs on tensors before one-shot bufferization: the operands become
+    read-only buffers (`bufferization.to_buffer`) and the result a new
+    buffer read back with `bufferization.to_tensor`.
+
+    ```mlir
+    %o = hasten.attention %q, %k, %v mask(%m : tensor<1x1x?x?xf32>) heads(12, 12) scale(1.250000e-01) : ...
+    // becomes
+    call @hasten_rt_attention_f32(%qb, %kb, %vb, %mb, %out, %scale, %flags) : (...) -> ()
+    %o = bufferization.to_tensor %out restrict writable : ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::func::FuncDialect", "::mlir::memref::MemRefDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
 #endif // HASTEN_PASSES_TD

@@ -236,7 +236,7 @@ std::vector<uint8_t> buildManifest(const std::vector<EntrySignature> &entries,
 /// fusion.
 constexpr const char *kTensorPipeline =
     "builtin.module(hasten-plan-kv-cache{{capacity={0} block-size={1}}, "
-    "hasten-lower-kv-cache, canonicalize, cse, "
+    "hasten-lower-kv-cache, hasten-attention-to-runtime-calls, canonicalize, cse, "
     "func.func(hasten-decompose-aggregated-ops, hasten-fuse-elementwise, "
     "hasten-approximate-math), "
     "canonicalize, cse)";
@@ -540,6 +540,17 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
                                .str(),
                            "tensor-level", options);
       })))
+    return failure();
+  // Attention the runtime's kernel cannot take has no CPU lowering yet.
+  WalkResult unsupported = module.walk([&](AttentionOp op) {
+    op.emitError("this attention (")
+        << op.getQuery().getType() << ", mask "
+        << (op.getMask() ? op.getMask().getType() : Type())
+        << ") is not supported on the CPU target yet: the kernel takes f32 with an "
+           "additive f32 mask and a static head_dim";
+    return WalkResult::interrupt();
+  });
+  if (unsupported.wasInterrupted())
     return failure();
   // The signatures as callers see them: after KV planning replaced the
   // decoder entries' past/present pairs by the cache.

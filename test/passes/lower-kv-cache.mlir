@@ -56,3 +56,30 @@ func.func @paged(%k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>,
   %keys, %values = hasten.kv_cache.view %cache[layer 2] length %pos : !paged
   return %keys, %values : tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
 }
+
+// -----
+
+// Attention reading a paged view gets the pool and block table: the kernel
+// walks the blocks, and nothing gathers them.
+// CHECK-LABEL: func.func @paged_attention(
+// CHECK-SAME: %[[POOL:[^:]*]]: memref<?x3x2x2x16x4xf32>
+// CHECK-SAME: %[[TABLE:[^:]*]]: memref<4xi32>
+// CHECK-NOT: tensor.generate
+// CHECK: %[[LAYER:.*]] = arith.constant 2 : i64
+// CHECK: %[[LEN:.*]] = arith.index_cast %{{.*}} : index to i64
+// CHECK: %[[P:.*]] = memref.cast %[[POOL]]
+// CHECK: %[[T:.*]] = memref.cast %[[TABLE]]
+// CHECK: call @hasten_rt_paged_attention_f32(%{{.*}}, %[[P]], %[[T]], %[[LAYER]], %[[LEN]],
+// CHECK-NOT: tensor.generate
+!paged = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
+func.func @paged_attention(%q: tensor<1x4x1x4xf32>, %k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
+                           %cache: !paged {onnx.name = "kv_cache"}, %pos: index) -> tensor<1x4x1x4xf32> {
+  hasten.kv_cache.append %k, %v into %cache[layer 2] at %pos
+      : tensor<1x2x1x4xf32>, tensor<1x2x1x4xf32> into !paged
+  %c1 = arith.constant 1 : index
+  %len = arith.addi %pos, %c1 : index
+  %keys, %values = hasten.kv_cache.view %cache[layer 2] length %len : !paged
+  %o = hasten.attention %q, %keys, %values heads(4, 2) scale(0.5)
+      : tensor<1x4x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> -> tensor<1x4x1x4xf32>
+  return %o : tensor<1x4x1x4xf32>
+}
