@@ -51,6 +51,9 @@ struct OnnxImportOptions {
   /// the graph's own function. Auto adds them when the graph is a decoder;
   /// Require fails when it is not.
   DecoderEntries decoderEntries = DecoderEntries::Off;
+  /// Import softmax(Q K^T * scale + mask) V subgraphs (with grouped-query
+  /// key/value repeats) as one hasten.attention each.
+  bool fuseAttention = true;
 };
 
 /// Adds a `NAME=PATH` binding (the tools' --bind-input) to
