@@ -14,6 +14,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -80,11 +81,20 @@ struct AttentionJob {
   float scale;
   bool causal;
   int64_t blocksPerHead;
+  /// Distinguishes calls, for the per-thread packed keys and values.
+  uint64_t call;
 };
 
-float maskAt(const MemRef<4> &m, int64_t b, int64_t h, int64_t i, int64_t j) {
+/// The mask row of query (b, h, i) and the distance between its keys (0
+/// when the mask broadcasts along the keys).
+const float *maskRow(const MemRef<4> &m, int64_t b, int64_t h, int64_t i) {
   auto idx = [&](int d, int64_t v) { return m.sizes[d] == 1 ? 0 : v * m.strides[d]; };
-  return m.data()[idx(0, b) + idx(1, h) + idx(2, i) + idx(3, j)];
+  return m.data() + idx(0, b) + idx(1, h) + idx(2, i);
+}
+int64_t maskKeyStride(const MemRef<4> &m) { return m.sizes[3] == 1 ? 0 : m.strides[3]; }
+
+float maskAt(const MemRef<4> &m, int64_t b, int64_t h, int64_t i, int64_t j) {
+  return maskRow(m, b, h, i)[j * maskKeyStride(m)];
 }
 
 /// The generic path: plain loops, any head_dim, any CPU. Also the exact
@@ -136,6 +146,12 @@ void attentionBlocksGeneric(int64_t begin, int64_t end, void *data) {
   }
 }
 
+/// The first 64-byte aligned float of `v` (which has 16 floats of slack).
+float *alignedIn(std::vector<float> &v) {
+  auto address = reinterpret_cast<uintptr_t>(v.data());
+  return reinterpret_cast<float *>((address + 63) & ~uintptr_t(63));
+}
+
 /// exp on 16 lanes: 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2, degree-6
 /// polynomial (relative error about 2e-7). -inf gives 0.
 __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
@@ -167,21 +183,47 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
   int64_t rows = std::min(kBlock, job.qLen - i0), kvh = h / (job.heads / job.kvHeads);
   int64_t offset = job.kvLen - job.qLen, D = job.dim, Dv = job.vDim;
   int64_t dvVecs = (Dv + 15) / 16;
-  // Per-thread scratch (256 KiB, too much for a pool thread's stack).
+  // Per-thread scratch, too big for a pool thread's stack: the query block
+  // and its accumulators, and the keys (transposed) and values of the
+  // whole (batch, kv head), packed once and reused by every query block of
+  // the heads that read them.
   struct Scratch {
-    float *memory = nullptr;
-    ~Scratch() { std::free(memory); }
+    float *block = nullptr;
+    std::vector<float> keys, values;
+    uint64_t call = 0;
+    int64_t b = -1, kvh = -1;
+    ~Scratch() { std::free(block); }
   };
   thread_local Scratch scratch;
-  if (!scratch.memory)
-    scratch.memory = static_cast<float *>(
-        std::aligned_alloc(64, sizeof(float) * (3 * kBlock * kMaxDim + kMaxDim * kTile)));
-  auto qs = reinterpret_cast<float(*)[kMaxDim]>(scratch.memory);
-  auto acc = reinterpret_cast<float(*)[kMaxDim]>(scratch.memory + kBlock * kMaxDim);
-  auto vt = reinterpret_cast<float(*)[kMaxDim]>(scratch.memory + 2 * kBlock * kMaxDim);
-  auto kt = reinterpret_cast<float(*)[kTile]>(scratch.memory + 3 * kBlock * kMaxDim);
-  alignas(64) float s[kTile];
-  float rowMax[kBlock], rowSum[kBlock];
+  if (!scratch.block)
+    scratch.block =
+        static_cast<float *>(std::aligned_alloc(64, sizeof(float) * 2 * kBlock * kMaxDim));
+  auto qs = reinterpret_cast<float(*)[kMaxDim]>(scratch.block);
+  auto acc = reinterpret_cast<float(*)[kMaxDim]>(scratch.block + kBlock * kMaxDim);
+  int64_t keyPitch = (job.kvLen + kTile - 1) / kTile * kTile + 16, valuePitch = dvVecs * 16;
+  if (scratch.call != job.call || scratch.b != b || scratch.kvh != kvh) {
+    // kt[d][j] = K[j][d], zero past kv_len; vt[j][d] = V[j][d], zero-padded.
+    scratch.keys.assign(D * keyPitch + 16, 0.0f);
+    scratch.values.assign((keyPitch + 1) * valuePitch + 16, 0.0f);
+    float *kt = alignedIn(scratch.keys), *vt = alignedIn(scratch.values);
+    for (int64_t j = 0; j < job.kvLen; ++j) {
+      const float *k = job.k.row(b, kvh, j), *v = job.v.row(b, kvh, j);
+      for (int64_t d = 0; d < D; ++d)
+        kt[d * keyPitch + j] = k[d * job.k.elemStride];
+      if (job.v.elemStride == 1)
+        std::memcpy(vt + j * valuePitch, v, Dv * sizeof(float));
+      else
+        for (int64_t d = 0; d < Dv; ++d)
+          vt[j * valuePitch + d] = v[d * job.v.elemStride];
+    }
+    scratch.call = job.call;
+    scratch.b = b;
+    scratch.kvh = kvh;
+  }
+  const float *ktAll = alignedIn(scratch.keys), *vtAll = alignedIn(scratch.values);
+  alignas(64) float st[kBlock][kTile]; // scores, then probabilities
+  float rowMax[kBlock], rowSum[kBlock], correction[kBlock];
+  int64_t visibleKeys[kBlock];
   for (int64_t r = 0; r < rows; ++r) {
     const float *q = job.q.data() + b * job.q.strides[0] + h * job.q.strides[1] +
                      (i0 + r) * job.q.strides[2];
@@ -197,59 +239,81 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
   for (int64_t j0 = 0; j0 < lastKey; j0 += kTile) {
     int64_t cols = std::min(kTile, lastKey - j0);
     if (job.mask) {
-      bool allMasked = true;
-      for (int64_t r = 0; r < rows && allMasked; ++r)
-        for (int64_t c = 0; c < cols && allMasked; ++c)
-          allMasked = maskAt(*job.mask, b, h, i0 + r, j0 + c) <= kMaskedOut;
-      if (allMasked)
+      int64_t step = maskKeyStride(*job.mask);
+      bool anyVisible = false;
+      for (int64_t r = 0; r < rows && !anyVisible; ++r) {
+        const float *m = maskRow(*job.mask, b, h, i0 + r) + j0 * step;
+        int visible = 0;
+        for (int64_t c = 0; c < cols; ++c)
+          visible |= m[c * step] > kMaskedOut;
+        anyVisible = visible;
+      }
+      if (!anyVisible)
         continue;
     }
-    for (int64_t c = 0; c < kTile; ++c) {
-      if (c < cols) {
-        const float *k = job.k.row(b, kvh, j0 + c);
-        const float *v = job.v.row(b, kvh, j0 + c);
-        for (int64_t d = 0; d < D; ++d)
-          kt[d][c] = k[d * job.k.elemStride];
-        for (int64_t d = 0; d < Dv; ++d)
-          vt[c][d] = v[d * job.v.elemStride];
-        for (int64_t d = Dv; d < dvVecs * 16; ++d)
-          vt[c][d] = 0.0f;
-      } else {
-        for (int64_t d = 0; d < D; ++d)
-          kt[d][c] = 0.0f;
-        for (int64_t d = 0; d < dvVecs * 16; ++d)
-          vt[c][d] = 0.0f;
+    const float *kt = ktAll + j0;                // kt[d * keyPitch + c]
+    const float *vt = vtAll + j0 * valuePitch;   // vt[c * valuePitch + d]
+    // Scores of two rows at a time against the tile's 64 keys: eight
+    // independent accumulators keep the FMA units busy.
+    for (int64_t r = 0; r < rows; r += 2) {
+      int64_t r1 = std::min(r + 1, rows - 1);
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (int64_t d = 0; d < D; ++d) {
+        const float *row = kt + d * keyPitch;
+        __m512 k0 = _mm512_load_ps(row), k1 = _mm512_load_ps(row + 16);
+        __m512 k2 = _mm512_load_ps(row + 32), k3 = _mm512_load_ps(row + 48);
+        __m512 qa = _mm512_set1_ps(qs[r][d]), qb = _mm512_set1_ps(qs[r1][d]);
+        a0 = _mm512_fmadd_ps(qa, k0, a0);
+        a1 = _mm512_fmadd_ps(qa, k1, a1);
+        a2 = _mm512_fmadd_ps(qa, k2, a2);
+        a3 = _mm512_fmadd_ps(qa, k3, a3);
+        b0 = _mm512_fmadd_ps(qb, k0, b0);
+        b1 = _mm512_fmadd_ps(qb, k1, b1);
+        b2 = _mm512_fmadd_ps(qb, k2, b2);
+        b3 = _mm512_fmadd_ps(qb, k3, b3);
       }
+      _mm512_store_ps(&st[r][0], a0);
+      _mm512_store_ps(&st[r][16], a1);
+      _mm512_store_ps(&st[r][32], a2);
+      _mm512_store_ps(&st[r][48], a3);
+      _mm512_store_ps(&st[r1][0], b0);
+      _mm512_store_ps(&st[r1][16], b1);
+      _mm512_store_ps(&st[r1][32], b2);
+      _mm512_store_ps(&st[r1][48], b3);
     }
+    // Online softmax per row: probabilities replace the scores.
     for (int64_t r = 0; r < rows; ++r) {
       int64_t i = i0 + r;
-      // Scores of this row against the tile, 64 keys in 4 vectors.
-      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-      for (int64_t d = 0; d < D; ++d) {
-        __m512 qd = _mm512_set1_ps(qs[r][d]);
-        s0 = _mm512_fmadd_ps(qd, _mm512_load_ps(&kt[d][0]), s0);
-        s1 = _mm512_fmadd_ps(qd, _mm512_load_ps(&kt[d][16]), s1);
-        s2 = _mm512_fmadd_ps(qd, _mm512_load_ps(&kt[d][32]), s2);
-        s3 = _mm512_fmadd_ps(qd, _mm512_load_ps(&kt[d][48]), s3);
-      }
-      _mm512_store_ps(s, s0);
-      _mm512_store_ps(s + 16, s1);
-      _mm512_store_ps(s + 32, s2);
-      _mm512_store_ps(s + 48, s3);
+      float *s = st[r];
       int64_t visible = job.causal ? std::min(cols, i + offset - j0 + 1) : cols;
-      for (int64_t c = 0; c < kTile; ++c) {
-        if (c >= visible)
-          s[c] = negInf;
-        else if (job.mask)
-          s[c] += maskAt(*job.mask, b, h, i, j0 + c);
+      visibleKeys[r] = std::max<int64_t>(visible, 0);
+      correction[r] = 1.0f;
+      if (visible <= 0) {
+        std::fill(s, s + kTile, 0.0f);
+        continue;
       }
+      if (job.mask) {
+        int64_t step = maskKeyStride(*job.mask);
+        const float *m = maskRow(*job.mask, b, h, i) + j0 * step;
+        if (step == 1)
+          for (int64_t c = 0; c < visible; ++c)
+            s[c] += m[c];
+        else
+          for (int64_t c = 0; c < visible; ++c)
+            s[c] += m[c * step];
+      }
+      for (int64_t c = visible; c < kTile; ++c)
+        s[c] = negInf;
       float tileMax = negInf;
       for (int64_t c = 0; c < visible; ++c)
         tileMax = std::max(tileMax, s[c]);
       float newMax = std::max(rowMax[r], tileMax);
-      if (newMax == negInf)
+      if (newMax == negInf) { // every visible key masked with -inf so far
+        std::fill(s, s + kTile, 0.0f);
+        visibleKeys[r] = 0;
         continue;
-      float correction = rowMax[r] == negInf ? 0.0f : std::exp(rowMax[r] - newMax);
+      }
       __m512 m = _mm512_set1_ps(newMax);
       __m512 p0 = exp512(_mm512_sub_ps(_mm512_load_ps(s), m));
       __m512 p1 = exp512(_mm512_sub_ps(_mm512_load_ps(s + 16), m));
@@ -261,14 +325,40 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       _mm512_store_ps(s + 48, p3);
       float tileSum = _mm512_reduce_add_ps(
           _mm512_add_ps(_mm512_add_ps(p0, p1), _mm512_add_ps(p2, p3)));
-      rowSum[r] = rowSum[r] * correction + tileSum;
+      correction[r] = rowMax[r] == negInf ? 0.0f : std::exp(rowMax[r] - newMax);
+      rowSum[r] = rowSum[r] * correction[r] + tileSum;
       rowMax[r] = newMax;
-      __m512 corr = _mm512_set1_ps(correction);
-      for (int64_t dv = 0; dv < dvVecs; ++dv) {
-        __m512 a = _mm512_mul_ps(_mm512_load_ps(&acc[r][16 * dv]), corr);
-        for (int64_t c = 0; c < visible; ++c)
-          a = _mm512_fmadd_ps(_mm512_set1_ps(s[c]), _mm512_load_ps(&vt[c][16 * dv]), a);
-        _mm512_store_ps(&acc[r][16 * dv], a);
+    }
+    // acc = acc * correction + P V, two rows and 64 output columns at a
+    // time (eight independent accumulators).
+    for (int64_t r = 0; r < rows; r += 2) {
+      int64_t r1 = std::min(r + 1, rows - 1);
+      int64_t keys = std::max(visibleKeys[r], visibleKeys[r1]);
+      if (keys == 0)
+        continue;
+      __m512 ca = _mm512_set1_ps(correction[r]), cb = _mm512_set1_ps(correction[r1]);
+      for (int64_t dv = 0; dv < dvVecs; dv += 4) {
+        int64_t chunk = std::min<int64_t>(4, dvVecs - dv);
+        __m512 a[4], bb[4];
+        for (int64_t u = 0; u < 4; ++u) {
+          a[u] = u < chunk ? _mm512_mul_ps(_mm512_load_ps(&acc[r][16 * (dv + u)]), ca)
+                           : _mm512_setzero_ps();
+          bb[u] = u < chunk ? _mm512_mul_ps(_mm512_load_ps(&acc[r1][16 * (dv + u)]), cb)
+                            : _mm512_setzero_ps();
+        }
+        for (int64_t c = 0; c < keys; ++c) {
+          __m512 pa = _mm512_set1_ps(st[r][c]), pb = _mm512_set1_ps(st[r1][c]);
+          for (int64_t u = 0; u < chunk; ++u) {
+            __m512 vv = _mm512_load_ps(vt + c * valuePitch + 16 * (dv + u));
+            a[u] = _mm512_fmadd_ps(pa, vv, a[u]);
+            bb[u] = _mm512_fmadd_ps(pb, vv, bb[u]);
+          }
+        }
+        for (int64_t u = 0; u < chunk; ++u) {
+          _mm512_store_ps(&acc[r][16 * (dv + u)], a[u]);
+          if (r1 != r)
+            _mm512_store_ps(&acc[r1][16 * (dv + u)], bb[u]);
+        }
       }
     }
   }
@@ -304,6 +394,8 @@ void runAttention(AttentionJob &job) {
                                     std::to_string(job.kvHeads) + " key/value heads");
     return;
   }
+  static std::atomic<uint64_t> calls{0};
+  job.call = ++calls;
   job.blocksPerHead = (job.qLen + kBlock - 1) / kBlock;
   int64_t blocks = job.batch * job.heads * job.blocksPerHead;
   int64_t work = job.batch * job.heads * job.qLen * job.kvLen * (job.dim + job.vDim);

@@ -552,7 +552,7 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
     // computed into a buffer with padded rows and copied back.
     MemRef<3> target = c;
     thread_local std::vector<float> padded; // reused: no allocation per call
-    bool pad = (flags & kOverwrite) && c.strides[2] == 1 && c.sizes[1] >= 64 &&
+    bool pad = (flags & kOverwrite) && !(flags & kBf16) && c.strides[2] == 1 && c.sizes[1] >= 64 &&
                (c.strides[1] * 4) % 4096 == 0;
     if (pad) {
       int64_t ld = c.sizes[2] + 16;
