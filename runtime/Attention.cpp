@@ -175,6 +175,79 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   return _mm512_maskz_mov_ps(~negInf, result);
 }
 
+/// One query row read straight from K and V rows (contiguous head_dim):
+/// for a decode step, packing the keys would cost more than the product.
+__attribute__((target("avx512f"))) void attentionRowDirect(const AttentionJob &job, int64_t b,
+                                                           int64_t h, int64_t i) {
+  const float negInf = -std::numeric_limits<float>::infinity();
+  int64_t kvh = h / (job.heads / job.kvHeads), offset = job.kvLen - job.qLen;
+  int64_t D = job.dim, Dv = job.vDim;
+  int64_t keys = job.causal ? std::min(job.kvLen, i + offset + 1) : job.kvLen;
+  thread_local std::vector<float> scores;
+  scores.resize(keys + 16);
+  alignas(64) float q[kMaxDim];
+  const float *qRow = job.q.data() + b * job.q.strides[0] + h * job.q.strides[1] +
+                      i * job.q.strides[2];
+  for (int64_t d = 0; d < D; ++d)
+    q[d] = qRow[d * job.q.strides[3]] * job.scale;
+  int64_t dVecs = (D + 15) / 16;
+  __mmask16 dTail = (__mmask16)((1u << (D - 16 * (dVecs - 1))) - 1);
+  const float *m = job.mask ? maskRow(*job.mask, b, h, i) : nullptr;
+  int64_t step = job.mask ? maskKeyStride(*job.mask) : 0;
+  float maximum = negInf;
+  for (int64_t j = 0; j < keys; ++j) {
+    const float *k = job.k.row(b, kvh, j);
+    __m512 dot = _mm512_setzero_ps();
+    for (int64_t u = 0; u < dVecs; ++u) {
+      __mmask16 lanes = u + 1 == dVecs ? dTail : (__mmask16)0xffff;
+      dot = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, q + 16 * u),
+                            _mm512_maskz_loadu_ps(lanes, k + 16 * u), dot);
+    }
+    float score = _mm512_reduce_add_ps(dot) + (m ? m[j * step] : 0.0f);
+    scores[j] = score;
+    maximum = std::max(maximum, score);
+  }
+  float *o = job.out.data() + b * job.out.strides[0] + h * job.out.strides[1] +
+             i * job.out.strides[2];
+  if (maximum == negInf) {
+    attentionRowGeneric(job, b, h, i);
+    return;
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < keys; j += 16) {
+    __mmask16 lanes = keys - j >= 16 ? (__mmask16)0xffff
+                                     : (__mmask16)((1u << (keys - j)) - 1);
+    __m512 p = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, &scores[j]),
+                                    _mm512_set1_ps(maximum)));
+    p = _mm512_maskz_mov_ps(lanes, p);
+    _mm512_mask_storeu_ps(&scores[j], lanes, p);
+    sum += _mm512_reduce_add_ps(p);
+  }
+  int64_t vVecs = (Dv + 15) / 16;
+  __mmask16 vTail = (__mmask16)((1u << (Dv - 16 * (vVecs - 1))) - 1);
+  for (int64_t u0 = 0; u0 < vVecs; u0 += 4) {
+    int64_t chunk = std::min<int64_t>(4, vVecs - u0);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    for (int64_t j = 0; j < keys; ++j) {
+      const float *v = job.v.row(b, kvh, j);
+      __m512 p = _mm512_set1_ps(scores[j]);
+      for (int64_t u = 0; u < chunk; ++u) {
+        __mmask16 lanes = u0 + u + 1 == vVecs ? vTail : (__mmask16)0xffff;
+        acc[u] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(lanes, v + 16 * (u0 + u)), acc[u]);
+      }
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / sum);
+    for (int64_t u = 0; u < chunk; ++u) {
+      alignas(64) float out[16];
+      _mm512_store_ps(out, _mm512_mul_ps(acc[u], inv));
+      int64_t width = std::min<int64_t>(16, Dv - 16 * (u0 + u));
+      for (int64_t d = 0; d < width; ++d)
+        o[(16 * (u0 + u) + d) * job.out.strides[3]] = out[d];
+    }
+  }
+}
+
 /// One block of up to 64 queries of one (batch, head), all key tiles.
 __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob &job,
                                                              int64_t b, int64_t h,
@@ -381,6 +454,12 @@ __attribute__((target("avx512f"))) void attentionBlocksAvx512(int64_t begin, int
   auto *job = static_cast<AttentionJob *>(data);
   for (int64_t block = begin; block < end; ++block) {
     int64_t bh = block / job->blocksPerHead, i0 = (block % job->blocksPerHead) * kBlock;
+    int64_t rows = std::min(kBlock, job->qLen - i0);
+    if (rows < 4 && job->k.elemStride == 1 && job->v.elemStride == 1) {
+      for (int64_t i = i0; i < i0 + rows; ++i)
+        attentionRowDirect(*job, bh / job->heads, bh % job->heads, i);
+      continue;
+    }
     attentionBlockAvx512(*job, bh / job->heads, bh % job->heads, i0);
   }
 }
