@@ -317,8 +317,12 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       for (int64_t r = 0; r < rows && !anyVisible; ++r) {
         const float *m = maskRow(*job.mask, b, h, i0 + r) + j0 * step;
         int visible = 0;
-        for (int64_t c = 0; c < cols; ++c)
-          visible |= m[c * step] > kMaskedOut;
+        if (step == 1)
+          for (int64_t c = 0; c < cols; ++c)
+            visible |= m[c] > kMaskedOut;
+        else
+          for (int64_t c = 0; c < cols; ++c)
+            visible |= m[c * step] > kMaskedOut;
         anyVisible = visible;
       }
       if (!anyVisible)
@@ -369,12 +373,21 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       if (job.mask) {
         int64_t step = maskKeyStride(*job.mask);
         const float *m = maskRow(*job.mask, b, h, i) + j0 * step;
+        // Keys masked out at the end of the tile need not be multiplied
+        // (a causal mask hides the upper part of diagonal tiles).
+        while (visible > 0 && m[(visible - 1) * step] <= kMaskedOut)
+          --visible;
         if (step == 1)
           for (int64_t c = 0; c < visible; ++c)
             s[c] += m[c];
         else
           for (int64_t c = 0; c < visible; ++c)
             s[c] += m[c * step];
+      }
+      visibleKeys[r] = visible;
+      if (visible == 0) {
+        std::fill(s, s + kTile, 0.0f);
+        continue;
       }
       for (int64_t c = visible; c < kTile; ++c)
         s[c] = negInf;
