@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BufferLiveness.h"
 #include "hasten/Passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -20,46 +21,9 @@ namespace hasten {
 } // namespace hasten
 
 using namespace mlir;
+using hasten::lastUseInBlock;
 
 namespace {
-
-/// The op of `block` containing `op`, or null.
-Operation *ancestorIn(Block *block, Operation *op) {
-  while (op && op->getBlock() != block)
-    op = op->getParentOp();
-  return op;
-}
-
-/// The last op of `block` that uses `alloc` or a view of it, or null when
-/// an alias escapes in a way this pass does not follow.
-FailureOr<Operation *> lastUse(Block *block, memref::AllocOp alloc, Operation *dealloc) {
-  Operation *last = alloc;
-  SmallVector<Value> worklist = {alloc.getResult()};
-  while (!worklist.empty()) {
-    Value value = worklist.pop_back_val();
-    for (Operation *user : value.getUsers()) {
-      if (user == dealloc)
-        continue;
-      if (isa<func::ReturnOp>(user))
-        return failure();
-      Operation *top = ancestorIn(block, user);
-      if (!top)
-        return failure();
-      if (last->isBeforeInBlock(top))
-        last = top;
-      if (isa<ViewLikeOpInterface, memref::CastOp>(user)) {
-        for (Value result : user->getResults())
-          worklist.push_back(result);
-        continue;
-      }
-      // Any other op that yields a buffer may be forwarding an alias.
-      for (Value result : user->getResults())
-        if (isa<BaseMemRefType>(result.getType()))
-          return failure();
-    }
-  }
-  return last;
-}
 
 struct DeallocAfterLastUsePass
     : public hasten::impl::DeallocAfterLastUseBase<DeallocAfterLastUsePass> {
@@ -75,7 +39,7 @@ struct DeallocAfterLastUsePass
       auto alloc = dealloc.getMemref().getDefiningOp<memref::AllocOp>();
       if (!alloc || alloc->getBlock() != block)
         continue;
-      FailureOr<Operation *> last = lastUse(block, alloc, dealloc);
+      FailureOr<Operation *> last = lastUseInBlock(block, alloc, dealloc);
       if (failed(last) || !(*last)->isBeforeInBlock(dealloc))
         continue;
       dealloc->moveAfter(*last);

@@ -297,4 +297,32 @@ def AttentionToRuntimeCalls : Pass<"hasten-attention-to-runtime-calls", "::mlir:
                            "::mlir::tensor::TensorDialect"];
 }
 
+def PackStaticBuffers : Pass<"hasten-pack-static-buffers", "::mlir::func::FuncOp"> {
+  let summary = "Place statically shaped activations in one arena by liveness";
+  let description = [{
+    Gives every statically shaped buffer that the function allocates and
+    frees in its body an offset in one arena, allocated once at the start of
+    the function and freed at its returns, such that buffers whose lifetimes
+    (allocation to last use of the buffer or its views) overlap never
+    overlap in the arena. Offsets are chosen largest buffer first, at the
+    lowest 64-byte aligned gap. Each `memref.alloc` becomes a `memref.view`
+    of the arena and its deallocs disappear. Buffers with dynamic sizes,
+    buffers that are returned or whose aliases flow into other ops that
+    yield buffers keep their own allocation.
+
+    The function records the arena in `hasten.arena_bytes` and the number of
+    buffers placed in it in `hasten.arena_buffers`.
+
+    ```mlir
+    %a = memref.alloc() : memref<16xf32>      // live [0, 1]
+    %b = memref.alloc() : memref<16xf32>      // live [2, 3], reuses %a's bytes
+    // becomes
+    %arena = memref.alloc() {alignment = 64} : memref<64xi8>
+    %a = memref.view %arena[%c0][] : memref<64xi8> to memref<16xf32>
+    %b = memref.view %arena[%c0][] : memref<64xi8> to memref<16xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::memref::MemRefDialect"];
+}
+
 #endif // HASTEN_PASSES_TD

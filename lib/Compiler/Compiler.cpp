@@ -424,8 +424,35 @@ FailureOr<KVCachePlan> chooseKVCache(ModuleOp module, const CompileOptions &opti
   return plan;
 }
 
+/// One entry's activation plan at its largest workload.
+struct EntryPlan {
+  std::string entry;
+  PlanWorkload workload;
+  ActivationPlan plan;
+};
+
+/// Plans the activations of every function of the bufferized module:
+/// decoder entries at their largest workload (a full prefill, a decode at
+/// the last position), other functions with every dynamic dimension at 1.
+std::vector<EntryPlan> planEntries(ModuleOp module, const KVCachePlan &kv) {
+  std::vector<EntryPlan> plans;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    if (func.isExternal())
+      continue;
+    auto kind = func->getAttrOfType<StringAttr>("hasten.decoder_entry");
+    PlanWorkload workload;
+    if (kind && kind.getValue() == "prefill")
+      workload = {kv.capacity, 0, 1};
+    else if (kind && kind.getValue() == "decode")
+      workload = {1, kv.capacity - 1, 1};
+    plans.push_back({func.getSymName().str(), workload, planActivations(func, workload)});
+  }
+  return plans;
+}
+
 void writeMemoryReport(llvm::raw_ostream &os, ModuleOp module, const KVCachePlan &kv,
-                       uint64_t weightBytes, StringRef source) {
+                       uint64_t weightBytes, StringRef source,
+                       const std::vector<EntryPlan> &plans) {
   os << "{\n  \"model\": \"" << source << "\",\n";
   os << "  \"weight_bytes\": " << weightBytes << ",\n";
   if (kv.decoder) {
@@ -459,25 +486,21 @@ void writeMemoryReport(llvm::raw_ostream &os, ModuleOp module, const KVCachePlan
   }
   os << "  \"activations\": [";
   bool first = true;
-  for (auto func : module.getOps<func::FuncOp>()) {
-    if (func.isExternal())
-      continue;
-    auto kind = func->getAttrOfType<StringAttr>("hasten.decoder_entry");
-    // Decoder entries at their largest workload; other functions with every
-    // dynamic dimension at 1.
-    PlanWorkload workload;
-    if (kind && kind.getValue() == "prefill")
-      workload = {kv.capacity, 0, 1};
-    else if (kind && kind.getValue() == "decode")
-      workload = {1, kv.capacity - 1, 1};
-    ActivationPlan plan = planActivations(func, workload);
-    os << (first ? "\n" : ",\n") << "    {\"entry\": \"" << func.getSymName()
-       << "\", \"tokens\": " << workload.tokens << ", \"past_length\": "
-       << workload.pastLength << ", \"buffers\": " << plan.buffers
-       << ", \"total_bytes\": " << plan.totalBytes
-       << ", \"peak_live_bytes\": " << plan.peakLiveBytes
-       << ", \"arena_bytes\": " << plan.arenaBytes
-       << ", \"unknown_sizes\": " << plan.unknownSizes << "}";
+  for (const EntryPlan &p : plans) {
+    // What the code allocates: one arena for the static-shape buffers
+    // (hasten-pack-static-buffers), plus its dynamic-shape buffers.
+    auto func = module.lookupSymbol<func::FuncOp>(p.entry);
+    auto arena = func ? func->getAttrOfType<IntegerAttr>("hasten.arena_bytes") : nullptr;
+    auto inArena = func ? func->getAttrOfType<IntegerAttr>("hasten.arena_buffers") : nullptr;
+    os << (first ? "\n" : ",\n") << "    {\"entry\": \"" << p.entry
+       << "\", \"tokens\": " << p.workload.tokens << ", \"past_length\": "
+       << p.workload.pastLength << ", \"buffers\": " << p.plan.buffers
+       << ", \"total_bytes\": " << p.plan.totalBytes
+       << ", \"peak_live_bytes\": " << p.plan.peakLiveBytes
+       << ", \"planned_arena_bytes\": " << p.plan.arenaBytes
+       << ", \"static_arena_bytes\": " << (arena ? arena.getInt() : 0)
+       << ", \"static_arena_buffers\": " << (inArena ? inArena.getInt() : 0)
+       << ", \"unknown_sizes\": " << p.plan.unknownSizes << "}";
     first = false;
   }
   os << "\n  ]\n}\n";
@@ -575,9 +598,18 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
                            "bufferization", options);
       })))
     return failure();
+  // The plan is read before the arena pass turns allocations into views.
+  std::vector<EntryPlan> plans;
+  if (options.memoryReport)
+    plans = planEntries(module, *kvPlan);
+  if (failed(timer.run("activation arena", [&] {
+        return runPipeline(module, "builtin.module(func.func(hasten-pack-static-buffers))",
+                           "activation arena", options);
+      })))
+    return failure();
   if (options.memoryReport)
     writeMemoryReport(*options.memoryReport, module, *kvPlan, weightBytes,
-                      llvm::sys::path::filename(inputPath));
+                      llvm::sys::path::filename(inputPath), plans);
   if (options.emit == EmitKind::MLIR) {
     std::string error;
     auto out = openOutputFile(outputPath, &error);

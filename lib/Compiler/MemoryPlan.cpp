@@ -2,6 +2,8 @@
 
 #include "MemoryPlan.h"
 
+#include "hasten/Passes/BufferPacking.h"
+
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Matchers.h"
@@ -124,12 +126,6 @@ private:
   DenseMap<Value, std::optional<int64_t>> cache;
 };
 
-struct Buffer {
-  int64_t bytes;
-  int64_t start, end; // positions in the function's top-level block
-  int64_t offset = 0;
-};
-
 } // namespace
 
 ActivationPlan hasten::planActivations(func::FuncOp func, const PlanWorkload &workload) {
@@ -148,7 +144,7 @@ ActivationPlan hasten::planActivations(func::FuncOp func, const PlanWorkload &wo
   };
 
   SizeEvaluator sizes(func, workload);
-  std::vector<Buffer> buffers;
+  std::vector<PackedBuffer> buffers;
   func.walk([&](memref::AllocOp alloc) {
     ++plan.buffers;
     MemRefType type = alloc.getType();
@@ -190,7 +186,7 @@ ActivationPlan hasten::planActivations(func::FuncOp func, const PlanWorkload &wo
 
   // Peak live bytes, sweeping positions.
   std::vector<int64_t> delta(next + 2, 0);
-  for (const Buffer &b : buffers) {
+  for (const PackedBuffer &b : buffers) {
     delta[b.start] += b.bytes;
     delta[b.end + 1] -= b.bytes;
   }
@@ -198,31 +194,7 @@ ActivationPlan hasten::planActivations(func::FuncOp func, const PlanWorkload &wo
   for (int64_t d : delta)
     plan.peakLiveBytes = std::max(plan.peakLiveBytes, live += d);
 
-  // Offsets: largest first, each at the lowest aligned gap among the buffers
-  // whose lifetimes overlap it.
-  std::vector<Buffer *> order;
-  for (Buffer &b : buffers)
-    order.push_back(&b);
-  std::sort(order.begin(), order.end(), [](Buffer *a, Buffer *b) {
-    return a->bytes != b->bytes ? a->bytes > b->bytes : a->start < b->start;
-  });
-  std::vector<Buffer *> placed;
-  constexpr int64_t kAlign = 64;
-  for (Buffer *b : order) {
-    std::vector<std::pair<int64_t, int64_t>> taken;
-    for (Buffer *p : placed)
-      if (p->start <= b->end && b->start <= p->end)
-        taken.push_back({p->offset, p->offset + p->bytes});
-    std::sort(taken.begin(), taken.end());
-    int64_t offset = 0;
-    for (auto [from, to] : taken) {
-      if (offset + b->bytes <= from)
-        break;
-      offset = std::max(offset, (to + kAlign - 1) / kAlign * kAlign);
-    }
-    b->offset = offset;
-    plan.arenaBytes = std::max(plan.arenaBytes, offset + b->bytes);
-    placed.push_back(b);
-  }
+  // Offsets in one arena, as hasten-pack-static-buffers assigns them.
+  plan.arenaBytes = packBuffers(buffers);
   return plan;
 }
