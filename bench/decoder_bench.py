@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Decoder generation: hasten against ONNX Runtime on the same 124M
+GPT-2-style export (test/models/make_decoder.py --preset gpt2-124m), batch
+1, in the same run.
+
+Rows: decode at past 128 (ms per token) and prefill of 512 tokens, at 1 and
+2 threads; hasten with f32 weights and with --weights=bf16. ONNX Runtime
+drives the ONNX graph with past/present tensors; hasten runs its prefill
+and decode entries through the runtime's sequence API. Times are medians;
+ratios are ONNX Runtime time / hasten time. The decode floor is the bytes
+of weights a token reads divided by the machine's read bandwidth (about 17
+GB/s on one thread and 28.6 GB/s on two, ../shared/FIELD-NOTES.md).
+
+usage: bench/decoder_bench.py [--build build] [--threads 1,2] [--repeat 5]
+Needs onnxruntime-node in bench/node_modules (see bench/README.md).
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
+import hasten_ctypes as hc  # noqa: E402
+
+BANDWIDTH = {1: 17.0e9, 2: 28.6e9}
+
+
+def ids(n, offset):
+    return [(i * 7 + offset) % 50000 + 1 for i in range(n)]
+
+
+def run(cmd, env=None):
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr}")
+    return proc.stdout
+
+
+def hasten_times(build, module_path, threads, prefill, past, repeat):
+    """Runs in a child process so that the thread count applies from the
+    start: returns prefill ms, decode ms, greedy token."""
+    code = f"""
+import sys, time, statistics, numpy as np
+sys.path.insert(0, {os.path.join(ROOT, 'test', 'e2e')!r})
+import hasten_ctypes as hc
+rt = hc.Runtime({os.path.join(build, 'lib')!r})
+m = rt.load({module_path!r})
+seq = m.sequence()
+def ids(n, o): return [(i * 7 + o) % 50000 + 1 for i in range(n)]
+times = []
+for i in range({repeat} + 2):
+    seq.truncate(0)
+    t = time.perf_counter(); logits = seq.append(ids({prefill}, 0)); times.append(time.perf_counter() - t)
+prefill = statistics.median(times[2:]) * 1e3
+greedy = int(np.argmax(logits))
+seq.truncate(0); seq.append(ids({past}, 0))
+times = []
+for i in range(max(3 * {repeat}, 10) + 2):
+    t = time.perf_counter(); seq.append(ids(1, 3)); times.append(time.perf_counter() - t)
+    seq.truncate({past})
+decode = statistics.median(times[2:]) * 1e3
+print(f"{{prefill}} {{decode}} {{greedy}}")
+"""
+    env = dict(os.environ, HASTEN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    out = run([sys.executable, "-c", code], env).split()
+    return float(out[0]), float(out[1]), int(out[2])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--prefill", type=int, default=512)
+    parser.add_argument("--past", type=int, default=128)
+    parser.add_argument("--precisions", default="f32,bf16")
+    args = parser.parse_args()
+    if not os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node")):
+        sys.exit("onnxruntime-node is missing: cd bench && npm install "
+                 "--onnxruntime-node-install=skip")
+    bin_dir = os.path.join(args.build, "bin")
+    work = os.path.join(args.build, "bench")
+    os.makedirs(work, exist_ok=True)
+    model = os.path.join(work, "gpt2-124m.onnx")
+    if not os.path.exists(model):
+        run([sys.executable, os.path.join(ROOT, "test", "models", "make_decoder.py"),
+             "--preset", "gpt2-124m", "--external-data", "-o", model])
+    modules = {}
+    for precision in args.precisions.split(","):
+        path = os.path.join(work, f"gpt2-124m-{precision}.so")
+        if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(
+                os.path.join(bin_dir, "hasten-compile")):
+            print(f"compiling {os.path.basename(path)} ...", file=sys.stderr)
+            run([os.path.join(bin_dir, "hasten-compile"), model, "-o", path,
+                 f"--weights={precision}"])
+        modules[precision] = path
+    rt = hc.Runtime(os.path.join(args.build, "lib"))
+    weight_bytes = rt.lib.hasten_module_weight_bytes
+    weight_bytes.argtypes = [__import__("ctypes").c_void_p]
+    weight_bytes.restype = __import__("ctypes").c_uint64
+    first = rt.load(modules[args.precisions.split(",")[0]])
+    # A decode step reads every weight except the position table.
+    read_bytes = weight_bytes(first.handle) - 1024 * 768 * 4
+
+    rows = []
+    for threads in [int(t) for t in args.threads.split(",")]:
+        out = run(["node", os.path.join(HERE, "ort_decoder_bench.js"), model, str(threads),
+                   str(args.prefill), str(args.past), str(args.repeat)])
+        ort_prefill = float(re.search(r"prefill_ms ([0-9.]+)", out).group(1))
+        ort_decode = float(re.search(r"decode_ms ([0-9.]+)", out).group(1))
+        ort_greedy = int(re.search(r"greedy ([0-9]+)", out).group(1))
+        results = {}
+        for precision, path in modules.items():
+            results[precision] = hasten_times(args.build, path, threads, args.prefill,
+                                              args.past, args.repeat)
+        floor = read_bytes / BANDWIDTH[threads] * 1e3
+        rows.append((threads, ort_prefill, ort_decode, ort_greedy, results, floor))
+
+    precisions = list(modules)
+    header = "| case | threads | ORT ms |" + "".join(
+        f" hasten {p} ms | ratio |" for p in precisions) + " f32 floor ms |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for threads, ort_prefill, ort_decode, ort_greedy, results, floor in rows:
+        line = f"| decode, past {args.past} (per token) | {threads} | {ort_decode:.2f} |"
+        for p in precisions:
+            ms = results[p][1]
+            line += f" {ms:.2f} | {ort_decode / ms:.2f}x |"
+        print(line + f" {floor:.1f} (f32 at {ms_to_x(results, 'f32', floor)}) |")
+        line = f"| prefill, {args.prefill} tokens | {threads} | {ort_prefill:.1f} |"
+        for p in precisions:
+            ms = results[p][0]
+            line += f" {ms:.1f} | {ort_prefill / ms:.2f}x |"
+        print(line + " |")
+    for threads, _, _, ort_greedy, results, _ in rows:
+        agree = {p: r[2] == ort_greedy for p, r in results.items()}
+        print(f"threads {threads}: greedy token after the prefill, ORT {ort_greedy}, hasten "
+              + ", ".join(f"{p} {r[2]}" for p, r in results.items())
+              + ("" if all(agree.values()) else "  (differs)"))
+
+
+def ms_to_x(results, precision, floor):
+    if precision not in results:
+        return "n/a"
+    return f"{results[precision][1] / floor:.2f}x the floor"
+
+
+if __name__ == "__main__":
+    main()
