@@ -1080,6 +1080,17 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
                          vType.getDimSize(1) == kType.getDimSize(1) &&
                          qType.getElementType().isF32();
       Value mask = m.mask.empty() ? Value() : values[m.mask].tensor;
+      if (mask) {
+        // A mask of lower rank broadcasts from the right: [S, T] is
+        // [1, 1, S, T].
+        int64_t rank = cast<RankedTensorType>(mask.getType()).getRank();
+        if (rank < 4) {
+          SmallVector<int64_t> leading;
+          for (int64_t d = 0; d < 4 - rank; ++d)
+            leading.push_back(d);
+          mask = insertUnitDims(b, loc, mask, leading);
+        }
+      }
       if (staticHeads && (!mask || cast<RankedTensorType>(mask.getType()).getRank() == 4)) {
         auto op = hasten::AttentionOp::create(
             b, loc, q, k, v, mask, qType.getDimSize(1), kType.getDimSize(1),

@@ -262,6 +262,36 @@ def unsorted_nodes():
     return model(nodes, [vi("x", F, [2])], [vi("y", F, [2])])
 
 
+def _attention_nodes(probs_name="probs"):
+    # q, k, v: [1, 2, S, 4]; mask: [S, S] additive; Div by sqrt(4).
+    return [helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 1, 3, 2]),
+            helper.make_node("MatMul", ["q", "kt"], ["qk"], name="qk"),
+            helper.make_node("Div", ["qk", "two"], ["scores"], name="scale"),
+            helper.make_node("Add", ["mask", "scores"], ["masked"], name="mask_add"),
+            helper.make_node("Softmax", ["masked"], [probs_name], name="softmax", axis=-1),
+            helper.make_node("MatMul", [probs_name, "v"], ["y"], name="pv")]
+
+
+def _attention_io():
+    qkv = [vi(n, F, [1, 2, "S", 4]) for n in ("q", "k", "v")]
+    return qkv + [vi("mask", F, ["S", "S"])]
+
+
+@register
+def attention():
+    # Mask first in the Add, a Div for the scale, a rank-2 mask.
+    return model(_attention_nodes(), _attention_io(), [vi("y", F, [1, 2, "S", 4])],
+                 [const("two", np.float32(2.0))])
+
+
+@register
+def attention_probs_output():
+    # The probabilities are a graph output too: nothing may be fused away.
+    return model(_attention_nodes(), _attention_io(),
+                 [vi("y", F, [1, 2, "S", 4]), vi("probs", F, [1, 2, "S", "S"])],
+                 [const("two", np.float32(2.0))])
+
+
 def write(name, path):
     result = MODELS[name]()
     location = None
