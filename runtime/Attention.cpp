@@ -330,34 +330,32 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
     }
     const float *kt = ktAll + j0;                // kt[d * keyPitch + c]
     const float *vt = vtAll + j0 * valuePitch;   // vt[c * valuePitch + d]
-    // Scores of two rows at a time against the tile's 64 keys: eight
-    // independent accumulators keep the FMA units busy.
-    for (int64_t r = 0; r < rows; r += 2) {
-      int64_t r1 = std::min(r + 1, rows - 1);
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    // Scores of four rows at a time against the tile's 64 keys: sixteen
+    // independent accumulators, and each key vector loaded once per four
+    // rows.
+    for (int64_t r = 0; r < rows; r += 4) {
+      int64_t rr[4];
+      for (int64_t u = 0; u < 4; ++u)
+        rr[u] = std::min(r + u, rows - 1);
+      __m512 acc4[4][4];
+      for (int64_t u = 0; u < 4; ++u)
+        for (int64_t w = 0; w < 4; ++w)
+          acc4[u][w] = _mm512_setzero_ps();
       for (int64_t d = 0; d < D; ++d) {
         const float *row = kt + d * keyPitch;
         __m512 k0 = _mm512_load_ps(row), k1 = _mm512_load_ps(row + 16);
         __m512 k2 = _mm512_load_ps(row + 32), k3 = _mm512_load_ps(row + 48);
-        __m512 qa = _mm512_set1_ps(qs[r][d]), qb = _mm512_set1_ps(qs[r1][d]);
-        a0 = _mm512_fmadd_ps(qa, k0, a0);
-        a1 = _mm512_fmadd_ps(qa, k1, a1);
-        a2 = _mm512_fmadd_ps(qa, k2, a2);
-        a3 = _mm512_fmadd_ps(qa, k3, a3);
-        b0 = _mm512_fmadd_ps(qb, k0, b0);
-        b1 = _mm512_fmadd_ps(qb, k1, b1);
-        b2 = _mm512_fmadd_ps(qb, k2, b2);
-        b3 = _mm512_fmadd_ps(qb, k3, b3);
+        for (int64_t u = 0; u < 4; ++u) {
+          __m512 qd = _mm512_set1_ps(qs[rr[u]][d]);
+          acc4[u][0] = _mm512_fmadd_ps(qd, k0, acc4[u][0]);
+          acc4[u][1] = _mm512_fmadd_ps(qd, k1, acc4[u][1]);
+          acc4[u][2] = _mm512_fmadd_ps(qd, k2, acc4[u][2]);
+          acc4[u][3] = _mm512_fmadd_ps(qd, k3, acc4[u][3]);
+        }
       }
-      _mm512_store_ps(&st[r][0], a0);
-      _mm512_store_ps(&st[r][16], a1);
-      _mm512_store_ps(&st[r][32], a2);
-      _mm512_store_ps(&st[r][48], a3);
-      _mm512_store_ps(&st[r1][0], b0);
-      _mm512_store_ps(&st[r1][16], b1);
-      _mm512_store_ps(&st[r1][32], b2);
-      _mm512_store_ps(&st[r1][48], b3);
+      for (int64_t u = 3; u >= 0; --u) // duplicates of the last row store last
+        for (int64_t w = 0; w < 4; ++w)
+          _mm512_store_ps(&st[rr[u]][16 * w], acc4[u][w]);
     }
     // Online softmax per row: probabilities replace the scores.
     for (int64_t r = 0; r < rows; ++r) {
@@ -391,9 +389,12 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       }
       for (int64_t c = visible; c < kTile; ++c)
         s[c] = negInf;
-      float tileMax = negInf;
-      for (int64_t c = 0; c < visible; ++c)
-        tileMax = std::max(tileMax, s[c]);
+      // Keys past `visible` hold -inf, so the maximum over all 64 lanes is
+      // the visible keys' (a vector reduction: a scalar max chain cost 4
+      // cycles per key).
+      float tileMax = _mm512_reduce_max_ps(
+          _mm512_max_ps(_mm512_max_ps(_mm512_load_ps(s), _mm512_load_ps(s + 16)),
+                        _mm512_max_ps(_mm512_load_ps(s + 32), _mm512_load_ps(s + 48))));
       float newMax = std::max(rowMax[r], tileMax);
       if (newMax == negInf) { // every visible key masked with -inf so far
         std::fill(s, s + kTile, 0.0f);
@@ -415,36 +416,55 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       rowSum[r] = rowSum[r] * correction[r] + tileSum;
       rowMax[r] = newMax;
     }
-    // acc = acc * correction + P V, two rows and 64 output columns at a
-    // time (eight independent accumulators).
-    for (int64_t r = 0; r < rows; r += 2) {
-      int64_t r1 = std::min(r + 1, rows - 1);
-      int64_t keys = std::max(visibleKeys[r], visibleKeys[r1]);
+    // acc = acc * correction + P V, four rows and 64 output columns at a
+    // time (sixteen independent accumulators).
+    for (int64_t r = 0; r < rows; r += 4) {
+      int64_t count = std::min<int64_t>(4, rows - r), keys = 0;
+      for (int64_t u = 0; u < count; ++u)
+        keys = std::max(keys, visibleKeys[r + u]);
       if (keys == 0)
         continue;
-      __m512 ca = _mm512_set1_ps(correction[r]), cb = _mm512_set1_ps(correction[r1]);
+      int64_t rr[4];
+      for (int64_t u = 0; u < 4; ++u)
+        rr[u] = std::min(r + u, rows - 1);
       for (int64_t dv = 0; dv < dvVecs; dv += 4) {
         int64_t chunk = std::min<int64_t>(4, dvVecs - dv);
-        __m512 a[4], bb[4];
+        __m512 a[4][4];
         for (int64_t u = 0; u < 4; ++u) {
-          a[u] = u < chunk ? _mm512_mul_ps(_mm512_load_ps(&acc[r][16 * (dv + u)]), ca)
-                           : _mm512_setzero_ps();
-          bb[u] = u < chunk ? _mm512_mul_ps(_mm512_load_ps(&acc[r1][16 * (dv + u)]), cb)
-                            : _mm512_setzero_ps();
+          __m512 corr = _mm512_set1_ps(correction[rr[u]]);
+          for (int64_t w = 0; w < 4; ++w)
+            a[u][w] = w < chunk ? _mm512_mul_ps(_mm512_load_ps(&acc[rr[u]][16 * (dv + w)]), corr)
+                                : _mm512_setzero_ps();
         }
-        for (int64_t c = 0; c < keys; ++c) {
-          __m512 pa = _mm512_set1_ps(st[r][c]), pb = _mm512_set1_ps(st[r1][c]);
-          for (int64_t u = 0; u < chunk; ++u) {
-            __m512 vv = _mm512_load_ps(vt + c * valuePitch + 16 * (dv + u));
-            a[u] = _mm512_fmadd_ps(pa, vv, a[u]);
-            bb[u] = _mm512_fmadd_ps(pb, vv, bb[u]);
+        if (chunk == 4) {
+          // Constant width: the compiler unrolls the 16 FMAs.
+          for (int64_t c = 0; c < keys; ++c) {
+            __m512 p0 = _mm512_set1_ps(st[rr[0]][c]), p1 = _mm512_set1_ps(st[rr[1]][c]);
+            __m512 p2 = _mm512_set1_ps(st[rr[2]][c]), p3 = _mm512_set1_ps(st[rr[3]][c]);
+            const float *vrow = vt + c * valuePitch + 16 * dv;
+            for (int64_t w = 0; w < 4; ++w) {
+              __m512 vv = _mm512_load_ps(vrow + 16 * w);
+              a[0][w] = _mm512_fmadd_ps(p0, vv, a[0][w]);
+              a[1][w] = _mm512_fmadd_ps(p1, vv, a[1][w]);
+              a[2][w] = _mm512_fmadd_ps(p2, vv, a[2][w]);
+              a[3][w] = _mm512_fmadd_ps(p3, vv, a[3][w]);
+            }
+          }
+        } else {
+          for (int64_t c = 0; c < keys; ++c) {
+            __m512 p[4];
+            for (int64_t u = 0; u < 4; ++u)
+              p[u] = _mm512_set1_ps(st[rr[u]][c]);
+            for (int64_t w = 0; w < chunk; ++w) {
+              __m512 vv = _mm512_load_ps(vt + c * valuePitch + 16 * (dv + w));
+              for (int64_t u = 0; u < 4; ++u)
+                a[u][w] = _mm512_fmadd_ps(p[u], vv, a[u][w]);
+            }
           }
         }
-        for (int64_t u = 0; u < chunk; ++u) {
-          _mm512_store_ps(&acc[r][16 * (dv + u)], a[u]);
-          if (r1 != r)
-            _mm512_store_ps(&acc[r1][16 * (dv + u)], bb[u]);
-        }
+        for (int64_t u = 0; u < count; ++u)
+          for (int64_t w = 0; w < chunk; ++w)
+            _mm512_store_ps(&acc[r + u][16 * (dv + w)], a[u][w]);
       }
     }
   }
