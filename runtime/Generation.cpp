@@ -463,11 +463,10 @@ struct Random {
   double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
 };
 
-int64_t sampleToken(const std::vector<float> &logits, const hasten_generate_options &o,
+int64_t sampleToken(const float *logits, int64_t vocab, const hasten_generate_options &o,
                     Random &random) {
-  int64_t vocab = (int64_t)logits.size();
   if (o.temperature <= 0.0f)
-    return std::max_element(logits.begin(), logits.end()) - logits.begin();
+    return std::max_element(logits, logits + vocab) - logits;
   std::vector<std::pair<float, int64_t>> candidates(vocab);
   for (int64_t i = 0; i < vocab; ++i)
     candidates[i] = {logits[i] / o.temperature, i};
@@ -513,6 +512,20 @@ int64_t sampleToken(const std::vector<float> &logits, const hasten_generate_opti
 
 } // namespace
 
+extern "C" hasten_status hasten_sample(const float *logits, int64_t vocab,
+                                       const hasten_generate_options *options,
+                                       uint64_t *state, int64_t *token) {
+  if (!logits || vocab <= 0 || !options || !state || !token)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sample: null or empty argument");
+  if (options->top_k < 0 || options->top_p < 0.0f || std::isnan(options->temperature))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_sample: top_k and top_p must not be negative");
+  Random random{*state};
+  *token = sampleToken(logits, vocab, *options, random);
+  *state = random.state;
+  return HASTEN_OK;
+}
+
 extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *prompt,
                                          size_t promptLength,
                                          const hasten_generate_options *options,
@@ -541,7 +554,8 @@ extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *pr
   Random random{o.seed};
   double decodeStart = 0.0;
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
-    int64_t token = sampleToken(seq->lastLogits, o, random);
+    int64_t token = sampleToken(seq->lastLogits.data(), (int64_t)seq->lastLogits.size(), o,
+                                random);
     if (generated)
       generated[i] = token;
     ++st.generated_tokens;

@@ -240,6 +240,17 @@ typedef struct hasten_generate_stats {
 
 void hasten_generate_options_init(hasten_generate_options *options);
 
+/* One token from `logits` (vocab floats) by the sampling fields of
+ * `options` (temperature, top_k, top_p; the rest are ignored): greedy at
+ * temperature 0, else drawn from softmax(logits / temperature) restricted
+ * to the top_k most likely tokens and then to the smallest set whose
+ * probability reaches top_p. `state` is the random state: set it to a seed
+ * once; each call advances it. hasten_generate draws the same way, with its
+ * state starting at options->seed. */
+hasten_status hasten_sample(const float *logits, int64_t vocab,
+                            const hasten_generate_options *options, uint64_t *state,
+                            int64_t *token);
+
 /* Appends `prompt` to the sequence (it may be empty right after an append,
  * to continue from there), then generates up to max_new_tokens tokens. Each
  * generated token but the last is run through the model and appended; the
