@@ -12,9 +12,12 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include <cstring>
 
 namespace hasten {
 #define GEN_PASS_DEF_MATMULTORUNTIMECALLS
@@ -31,11 +34,11 @@ constexpr int32_t kBf16 = 2;
 constexpr int32_t kOverwrite = 4;
 
 /// A fully dynamic strided memref of `rank`, the kernels' parameter type.
-MemRefType anyStrided(MLIRContext *ctx, int64_t rank) {
+MemRefType anyStrided(MLIRContext *ctx, int64_t rank, Type element = nullptr) {
   SmallVector<int64_t> shape(rank, ShapedType::kDynamic);
   SmallVector<int64_t> strides(rank, ShapedType::kDynamic);
   auto layout = StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides);
-  return MemRefType::get(shape, Float32Type::get(ctx), layout);
+  return MemRefType::get(shape, element ? element : Float32Type::get(ctx), layout);
 }
 
 /// True when `value` is (a view of) a constant global: a weight.
@@ -127,6 +130,92 @@ Value viewThroughConstantTranspose(IRRewriter &rewriter, linalg::LinalgOp op) {
   return view;
 }
 
+/// Rounds f32 to bf16 (nearest even; NaN stays NaN).
+uint16_t toBf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  if ((bits & 0x7fffffff) > 0x7f800000)
+    return (uint16_t)((bits >> 16) | 0x40);
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return (uint16_t)(bits >> 16);
+}
+
+/// A bf16 copy of the constant f32 global `global` (created once, next to
+/// it), or null when its value cannot be read.
+memref::GlobalOp bf16GlobalFor(memref::GlobalOp global, SymbolTable &symbols) {
+  std::string name = (global.getSymName() + "_bf16").str();
+  if (auto existing = symbols.lookup<memref::GlobalOp>(name))
+    return existing;
+  auto initial = global.getInitialValue();
+  if (!initial)
+    return nullptr;
+  std::vector<float> values;
+  if (auto resource = dyn_cast<DenseResourceElementsAttr>(*initial)) {
+    AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+    if (!blob)
+      return nullptr;
+    ArrayRef<char> bytes = blob->getData();
+    values.resize(bytes.size() / sizeof(float));
+    std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
+  } else if (auto dense = dyn_cast<DenseElementsAttr>(*initial)) {
+    for (float v : dense.getValues<float>())
+      values.push_back(v);
+  } else {
+    return nullptr;
+  }
+  MemRefType f32Type = global.getType();
+  if ((int64_t)values.size() != f32Type.getNumElements())
+    return nullptr;
+  std::vector<uint16_t> halves(values.size());
+  for (size_t i = 0; i < values.size(); ++i)
+    halves[i] = toBf16(values[i]);
+  MLIRContext *ctx = global.getContext();
+  Type bf16 = BFloat16Type::get(ctx);
+  auto tensorType = RankedTensorType::get(f32Type.getShape(), bf16);
+  // Named after the weight, so the manifest lists it by its ONNX name.
+  std::string key = "weight_bf16";
+  if (auto resource = dyn_cast<DenseResourceElementsAttr>(*initial))
+    key = (resource.getRawHandle().getKey() + ".bf16").str();
+  auto attr = DenseResourceElementsAttr::get(
+      tensorType, key,
+      HeapAsmResourceBlob::allocateAndCopyInferAlign<uint16_t>(halves));
+  OpBuilder b(global);
+  auto copy = memref::GlobalOp::create(b, global.getLoc(), name, b.getStringAttr("private"),
+                                       MemRefType::get(f32Type.getShape(), bf16), attr,
+                                       /*constant=*/true, b.getI64IntegerAttr(64));
+  symbols.insert(copy);
+  return copy;
+}
+
+/// With --weights=bf16: B as a view of a bf16 copy of its constant weight
+/// (through the same transpose, if any), so the module stores the weight in
+/// bf16 and the kernel reads it without converting. Null when B is not a
+/// plain (or transposed) constant global.
+Value bf16WeightFor(IRRewriter &rewriter, Value b, SymbolTable &symbols) {
+  Operation *def = b.getDefiningOp();
+  std::optional<AffineMap> permutation;
+  if (auto transpose = dyn_cast_or_null<memref::TransposeOp>(def)) {
+    permutation = transpose.getPermutation();
+    def = transpose.getIn().getDefiningOp();
+  }
+  auto get = dyn_cast_or_null<memref::GetGlobalOp>(def);
+  if (!get)
+    return nullptr;
+  auto global = symbols.lookup<memref::GlobalOp>(get.getName());
+  if (!global || !global.getConstant() || !global.getType().getElementType().isF32() ||
+      !global.getType().getLayout().isIdentity())
+    return nullptr;
+  memref::GlobalOp copy = bf16GlobalFor(global, symbols);
+  if (!copy)
+    return nullptr;
+  Value value = memref::GetGlobalOp::create(rewriter, get.getLoc(), copy.getType(),
+                                            copy.getSymName());
+  if (permutation)
+    value = memref::TransposeOp::create(rewriter, get.getLoc(), value,
+                                        AffineMapAttr::get(*permutation));
+  return value;
+}
+
 struct MatmulToRuntimeCallsPass
     : public hasten::impl::MatmulToRuntimeCallsBase<MatmulToRuntimeCallsPass> {
   using Base::Base;
@@ -158,6 +247,18 @@ struct MatmulToRuntimeCallsPass
       return;
 
     OpBuilder moduleBuilder = OpBuilder::atBlockBegin(module.getBody());
+    auto declareBf16 = [&](StringRef name, int64_t rank) {
+      if (auto existing = module.lookupSymbol<func::FuncOp>(name))
+        return existing;
+      Type m = anyStrided(ctx, rank);
+      Type w = anyStrided(ctx, rank, BFloat16Type::get(ctx));
+      auto fn = func::FuncOp::create(
+          moduleBuilder, module.getLoc(), name,
+          FunctionType::get(ctx, {m, w, m, IntegerType::get(ctx, 32)}, {}));
+      fn.setPrivate();
+      fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
+      return fn;
+    };
     auto declare = [&](StringRef name, int64_t rank) {
       if (auto existing = module.lookupSymbol<func::FuncOp>(name))
         return existing;
@@ -171,17 +272,32 @@ struct MatmulToRuntimeCallsPass
     };
 
     IRRewriter rewriter(ctx);
+    SymbolTable symbols(module);
     for (linalg::LinalgOp op : matmuls) {
       bool batched = isa<linalg::BatchMatmulOp>(op.getOperation());
       int64_t rank = batched ? 3 : 2;
-      func::FuncOp kernel =
-          declare(batched ? "hasten_rt_batch_matmul_f32" : "hasten_rt_matmul_f32", rank);
       viewThroughConstantTranspose(rewriter, op);
       rewriter.setInsertionPoint(op);
       Location loc = op.getLoc();
+      // bf16 weights are stored as bf16: half the bytes in the module, and
+      // nothing to convert at load.
+      Value bf16Weight = weights == "bf16" && isConstantWeight(op->getOperand(1))
+                             ? bf16WeightFor(rewriter, op->getOperand(1), symbols)
+                             : Value();
+      func::FuncOp kernel =
+          bf16Weight
+              ? declareBf16(batched ? "hasten_rt_batch_matmul_bf16w" : "hasten_rt_matmul_bf16w",
+                            rank)
+              : declare(batched ? "hasten_rt_batch_matmul_f32" : "hasten_rt_matmul_f32", rank);
       SmallVector<Value> args;
-      for (Value operand : op->getOperands())
-        args.push_back(memref::CastOp::create(rewriter, loc, anyStrided(ctx, rank), operand));
+      for (auto [index, operand] : llvm::enumerate(op->getOperands()))
+        args.push_back(index == 1 && bf16Weight
+                           ? memref::CastOp::create(rewriter, loc,
+                                                    anyStrided(ctx, rank,
+                                                               BFloat16Type::get(ctx)),
+                                                    bf16Weight)
+                           : memref::CastOp::create(rewriter, loc, anyStrided(ctx, rank),
+                                                    operand));
       int32_t flags = 0;
       if (isConstantWeight(op->getOperand(1)))
         flags |= kConstantWeights;
@@ -193,7 +309,30 @@ struct MatmulToRuntimeCallsPass
       }
       args.push_back(arith::ConstantIntOp::create(rewriter, loc, flags, 32));
       func::CallOp::create(rewriter, loc, kernel, args);
+      Value oldWeight = op->getOperand(1);
       rewriter.eraseOp(op);
+      // The f32 weight, now unread, leaves the module.
+      if (bf16Weight)
+        eraseIfUnused(rewriter, oldWeight, symbols);
+    }
+  }
+
+  /// Erases a dead transpose/get_global chain and a global nobody reads.
+  static void eraseIfUnused(IRRewriter &rewriter, Value value, SymbolTable &symbols) {
+    Operation *def = value.getDefiningOp();
+    while (def && def->use_empty() &&
+           isa<memref::TransposeOp, memref::GetGlobalOp, memref::CastOp>(def)) {
+      Operation *next = def->getNumOperands() ? def->getOperand(0).getDefiningOp() : nullptr;
+      if (auto get = dyn_cast<memref::GetGlobalOp>(def)) {
+        StringAttr name = get.getNameAttr().getAttr();
+        rewriter.eraseOp(def);
+        auto global = symbols.lookup<memref::GlobalOp>(name);
+        if (global && SymbolTable::symbolKnownUseEmpty(global, global->getParentOp()))
+          symbols.erase(global);
+        return;
+      }
+      rewriter.eraseOp(def);
+      def = next;
     }
   }
 };

@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <tuple>
 
 // libgomp, the pool oneDNN runs on (declared here: clang's omp.h is libomp's).
@@ -40,6 +41,9 @@ namespace {
 constexpr int32_t kConstantWeights = 1;
 constexpr int32_t kBf16 = 2;
 constexpr int32_t kOverwrite = 4;
+/// Set by the *_bf16w entry points: B's elements are bf16 in memory (the
+/// compiler stored the weights that way), not f32.
+constexpr int32_t kBf16Storage = 8;
 
 template <int Rank>
 struct MemRef {
@@ -49,6 +53,14 @@ struct MemRef {
   int64_t sizes[Rank];
   int64_t strides[Rank];
   float *data() const { return aligned + offset; }
+  /// The elements of a descriptor whose memory holds bf16 (kBf16Storage).
+  const uint16_t *bf16Data() const {
+    return reinterpret_cast<const uint16_t *>(aligned) + offset;
+  }
+  /// The first element, whatever its type: the identity of a weight.
+  const void *start(int32_t flags) const {
+    return (flags & kBf16Storage) ? static_cast<const void *>(bf16Data()) : data();
+  }
 };
 
 dnnl::engine &engine() {
@@ -78,7 +90,7 @@ struct PackedMatmul {
   memory weights;
 };
 
-using PackKey = std::tuple<const float *, int64_t, int64_t, int64_t, int64_t, int64_t,
+using PackKey = std::tuple<const void *, int64_t, int64_t, int64_t, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int32_t>;
 
 std::mutex packMutex;
@@ -146,7 +158,7 @@ dnnl::primitive_attr outputAttr(int32_t flags) {
 std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b,
                                           const MemRef<3> &c, int32_t flags) {
   bool bf16 = flags & kBf16;
-  PackKey key{b.data(), a.sizes[0], a.sizes[1], a.sizes[2], b.sizes[2], b.strides[0],
+  PackKey key{b.start(flags), a.sizes[0], a.sizes[1], a.sizes[2], b.sizes[2], b.strides[0],
               b.strides[1], b.strides[2], c.strides[1], flags};
   std::lock_guard<std::mutex> lock(packMutex);
   auto it = packed.find(key);
@@ -164,7 +176,10 @@ std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b
   entry->scratchpadDesc = pd.scratchpad_desc();
   entry->srcDesc = pd.src_desc();
   entry->weights = memory(pd.weights_desc(), engine());
-  memory plain(describe(b.sizes, b.strides, 3, memory::data_type::f32), engine(), b.data());
+  bool stored16 = flags & kBf16Storage;
+  memory plain(describe(b.sizes, b.strides, 3,
+                        stored16 ? memory::data_type::bf16 : memory::data_type::f32),
+               engine(), const_cast<void *>(b.start(flags)));
   reorderInto(plain, entry->weights);
   stream().wait();
   packed.emplace(key, entry);
@@ -380,12 +395,13 @@ uint16_t toBf16(float value) {
 }
 
 std::mutex bf16GemvMutex;
-std::map<std::tuple<const float *, int64_t, int64_t, int64_t, int64_t>,
+std::map<std::tuple<const void *, int64_t, int64_t, int64_t, int64_t>,
          std::shared_ptr<PackedBf16Gemv>>
     bf16GemvPacks;
 
-std::shared_ptr<PackedBf16Gemv> packBf16Gemv(const MemRef<3> &b) {
-  auto key = std::make_tuple(b.data(), b.sizes[1], b.sizes[2], b.strides[1], b.strides[2]);
+std::shared_ptr<PackedBf16Gemv> packBf16Gemv(const MemRef<3> &b, int32_t flags) {
+  auto key = std::make_tuple(b.start(flags), b.sizes[1], b.sizes[2], b.strides[1],
+                             b.strides[2]);
   std::lock_guard<std::mutex> lock(bf16GemvMutex);
   auto it = bf16GemvPacks.find(key);
   if (it != bf16GemvPacks.end())
@@ -396,15 +412,18 @@ std::shared_ptr<PackedBf16Gemv> packBf16Gemv(const MemRef<3> &b) {
   p->pairs = (p->k + 1) / 2;
   p->strips = (p->n + kStrip - 1) / kStrip;
   p->data.assign((size_t)(p->strips * p->pairs * kStrip), 0);
-  const float *w = b.data();
+  auto element = [&](int64_t row, int64_t col) -> uint32_t {
+    int64_t index = row * b.strides[1] + col * b.strides[2];
+    return (flags & kBf16Storage) ? b.bf16Data()[index] : toBf16(b.data()[index]);
+  };
   for (int64_t s = 0; s < p->strips; ++s)
     for (int64_t pair = 0; pair < p->pairs; ++pair)
       for (int64_t j = 0; j < kStrip; ++j) {
         int64_t col = s * kStrip + j, r0 = 2 * pair, r1 = r0 + 1;
         if (col >= p->n)
           continue;
-        uint32_t lo = toBf16(w[r0 * b.strides[1] + col * b.strides[2]]);
-        uint32_t hi = r1 < p->k ? toBf16(w[r1 * b.strides[1] + col * b.strides[2]]) : 0;
+        uint32_t lo = element(r0, col);
+        uint32_t hi = r1 < p->k ? element(r1, col) : 0;
         p->data[(s * p->pairs + pair) * kStrip + j] = lo | (hi << 16);
       }
   bf16GemvPacks.emplace(key, p);
@@ -519,8 +538,9 @@ void f32StripGemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
 
 /// y (+)= x * W with W's packed bf16 copy and x rounded to bf16; f32
 /// accumulation, as oneDNN's bf16 matmul does.
-void bf16Gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overwrite) {
-  std::shared_ptr<PackedBf16Gemv> w = packBf16Gemv(b);
+void bf16Gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int32_t flags) {
+  bool overwrite = flags & kOverwrite;
+  std::shared_ptr<PackedBf16Gemv> w = packBf16Gemv(b, flags);
   thread_local std::vector<uint32_t> xPairs;
   xPairs.assign(w->pairs, 0);
   const float *x = a.data();
@@ -543,7 +563,7 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
   static const bool hasBf16Dot = __builtin_cpu_supports("avx512bf16");
   if ((flags & kConstantWeights) && (flags & kBf16) && hasBf16Dot && a.sizes[0] == 1 &&
       b.sizes[0] == 1 && a.sizes[1] == 1 && c.strides[2] == 1) {
-    bf16Gemv(a, b, c, flags & kOverwrite);
+    bf16Gemv(a, b, c, flags);
     return;
   }
   if ((flags & kConstantWeights) && a.sizes[0] == b.sizes[0]) {
@@ -587,6 +607,8 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
     return;
   }
   // Activations on both sides (attention): f32 through the primitive cache.
+  if (flags & kBf16Storage)
+    throw std::runtime_error("bf16-stored weights need one weight matrix per batch");
   memory::desc srcDesc = describe(a.sizes, a.strides, 3, memory::data_type::f32);
   memory::desc wDesc = describe(b.sizes, b.strides, 3, memory::data_type::f32);
   memory::desc dstDesc = describe(c.sizes, c.strides, 3, memory::data_type::f32);
@@ -651,6 +673,20 @@ _mlir_ciface_hasten_rt_batch_matmul_f32(MemRef<3> *a, MemRef<3> *b, MemRef<3> *c
       return;
     batchMatmul(*a, *b, *c, flags);
   });
+}
+
+/// The same with constant weights that the compiler stored as bf16 (B's
+/// descriptor points at bf16 elements; A and C are f32).
+__attribute__((visibility("default"))) void
+_mlir_ciface_hasten_rt_matmul_bf16w(MemRef<2> *a, MemRef<2> *b, MemRef<2> *c, int32_t flags) {
+  _mlir_ciface_hasten_rt_matmul_f32(a, b, c, flags | kBf16 | kBf16Storage | kConstantWeights);
+}
+
+__attribute__((visibility("default"))) void
+_mlir_ciface_hasten_rt_batch_matmul_bf16w(MemRef<3> *a, MemRef<3> *b, MemRef<3> *c,
+                                          int32_t flags) {
+  _mlir_ciface_hasten_rt_batch_matmul_f32(a, b, c,
+                                          flags | kBf16 | kBf16Storage | kConstantWeights);
 }
 
 } // extern "C"

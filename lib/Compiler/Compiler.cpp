@@ -15,6 +15,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/BuiltinDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
@@ -534,25 +535,6 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     return failure();
   ModuleOp module = imported->get();
 
-  uint64_t weightBytes = 0;
-  std::vector<WeightInfo> weights;
-  // The entries of a decoder share their constants: count each once.
-  DenseSet<Attribute> seenConstants;
-  module.walk([&](arith::ConstantOp constant) {
-    auto shaped = dyn_cast<ShapedType>(constant.getType());
-    if (!shaped || !shaped.hasStaticShape() || !shaped.getElementType().isIntOrFloat() ||
-        !seenConstants.insert(constant.getValue()).second)
-      return;
-    uint64_t bytes = shaped.getNumElements() *
-                     std::max<int64_t>(1, shaped.getElementTypeBitWidth() / 8);
-    weightBytes += bytes;
-    // Initializers big enough to be resource blobs are the model's weights.
-    if (auto resource = dyn_cast<DenseResourceElementsAttr>(constant.getValue()))
-      weights.push_back({resource.getRawHandle().getKey().str(),
-                         dtypeForElement(shaped.getElementType()),
-                         SmallVector<int64_t>(shaped.getShape()), bytes});
-  });
-
   FailureOr<KVCachePlan> kvPlan = chooseKVCache(module, options);
   if (failed(kvPlan))
     return failure();
@@ -598,6 +580,25 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
                            "bufferization", options);
       })))
     return failure();
+  // The weights as the module stores them (after --weights=bf16 replaced
+  // f32 matmul weights by bf16 copies): constant globals, listed by their
+  // ONNX initializer name when they came from one.
+  uint64_t weightBytes = 0;
+  std::vector<WeightInfo> weights;
+  module.walk([&](memref::GlobalOp global) {
+    if (!global.getConstant() || !global.getInitialValue())
+      return;
+    MemRefType type = global.getType();
+    if (!type.hasStaticShape() || !type.getElementType().isIntOrFloat())
+      return;
+    uint64_t bytes = type.getNumElements() *
+                     std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
+    weightBytes += bytes;
+    if (auto resource = dyn_cast<DenseResourceElementsAttr>(*global.getInitialValue()))
+      weights.push_back({resource.getRawHandle().getKey().str(),
+                         dtypeForElement(type.getElementType()),
+                         SmallVector<int64_t>(type.getShape()), bytes});
+  });
   // The plan is read before the arena pass turns allocations into views.
   std::vector<EntryPlan> plans;
   if (options.memoryReport)

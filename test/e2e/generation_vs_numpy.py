@@ -14,7 +14,8 @@ layouts:
 - fork and truncate (rollback) give the reference's logits, and forked
   paged sequences share blocks;
 - a full cache, an exhausted pool and an out-of-vocabulary token are
-  refused with clear errors, leaving the sequence usable.
+  refused with clear errors, leaving the sequence usable;
+- with --weights=bf16 the logits stay within 3e-2 of the reference.
 
 usage: generation_vs_numpy.py BUILD_DIR
 """
@@ -32,6 +33,7 @@ import hasten_ctypes as hc  # noqa: E402
 import make_decoder as md  # noqa: E402
 
 REL_TOL = 1e-4
+BF16_TOL = 3e-2
 CAPACITY = 128
 PROMPT = [1, 17, 42, 99, 5, 200, 3]
 
@@ -209,6 +211,14 @@ def main():
                     seq.free()
             same = all(np.array_equal(a, b) for a, b in zip(walks["contiguous"], walks["paged"]))
             c.check(same, f"{preset}: paged and contiguous caches give bit-identical logits")
+            # --weights=bf16 stores the matmul weights in bf16 (and rounds
+            # activations to bf16 for the products): close, not exact.
+            path = os.path.join(work, f"{preset}-bf16.so")
+            subprocess.run([os.path.join(build, "bin", "hasten-compile"), onnx_path, "-o", path,
+                            f"--kv-capacity={CAPACITY}", "--weights=bf16"], check=True)
+            _, worst, _ = logits_walk(rt.load(path), cfg, weights)
+            c.check(worst <= BF16_TOL, f"{preset} bf16 weights: logits within {worst:.2e} "
+                                       f"of the f64 reference (tolerance {BF16_TOL})")
     print(f"{c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0
 

@@ -11,8 +11,16 @@
 // CHECK: %[[FLAGS:.*]] = arith.constant 1 : i32
 // CHECK: call @hasten_rt_matmul_f32(%[[A]], %[[B]], %[[C]], %[[FLAGS]])
 // CHECK-NOT: linalg.matmul
+// With weights=bf16 the module stores the weight as bf16 (1.0 is 0x3F80)
+// and the f32 global is gone.
+// BF16: memref.global "private" constant @w_bf16 : memref<8x16xbf16> = dense_resource<weight_bf16>
+// BF16-NOT: memref.global "private" constant @w :
 // BF16-LABEL: func @weights
-// BF16: arith.constant 3 : i32
+// BF16: %[[W:.*]] = memref.get_global @w_bf16 : memref<8x16xbf16>
+// BF16: %[[B:.*]] = memref.cast %[[W]] : memref<8x16xbf16> to memref<?x?xbf16, strided<[?, ?], offset: ?>>
+// BF16: %[[FLAGS:.*]] = arith.constant 3 : i32
+// BF16: call @hasten_rt_matmul_bf16w(%{{.*}}, %[[B]], %{{.*}}, %[[FLAGS]])
+// BF16: weight_bf16: "0x02000000803F803F
 module {
   memref.global "private" constant @w : memref<8x16xf32> = dense<1.0>
   func.func @weights(%a: memref<4x8xf32>, %c: memref<4x16xf32>) {
