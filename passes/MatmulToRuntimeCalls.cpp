@@ -247,25 +247,16 @@ struct MatmulToRuntimeCallsPass
       return;
 
     OpBuilder moduleBuilder = OpBuilder::atBlockBegin(module.getBody());
-    auto declareBf16 = [&](StringRef name, int64_t rank) {
+    // The kernels take (A, B, C, flags) as strided memrefs; B is bf16 for
+    // the *_bf16w kernels.
+    auto declare = [&](StringRef name, int64_t rank, Type weightElement = nullptr) {
       if (auto existing = module.lookupSymbol<func::FuncOp>(name))
         return existing;
       Type m = anyStrided(ctx, rank);
-      Type w = anyStrided(ctx, rank, BFloat16Type::get(ctx));
+      Type w = anyStrided(ctx, rank, weightElement);
       auto fn = func::FuncOp::create(
           moduleBuilder, module.getLoc(), name,
           FunctionType::get(ctx, {m, w, m, IntegerType::get(ctx, 32)}, {}));
-      fn.setPrivate();
-      fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
-      return fn;
-    };
-    auto declare = [&](StringRef name, int64_t rank) {
-      if (auto existing = module.lookupSymbol<func::FuncOp>(name))
-        return existing;
-      Type m = anyStrided(ctx, rank);
-      auto fn = func::FuncOp::create(
-          moduleBuilder, module.getLoc(), name,
-          FunctionType::get(ctx, {m, m, m, IntegerType::get(ctx, 32)}, {}));
       fn.setPrivate();
       fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
       return fn;
@@ -286,8 +277,8 @@ struct MatmulToRuntimeCallsPass
                              : Value();
       func::FuncOp kernel =
           bf16Weight
-              ? declareBf16(batched ? "hasten_rt_batch_matmul_bf16w" : "hasten_rt_matmul_bf16w",
-                            rank)
+              ? declare(batched ? "hasten_rt_batch_matmul_bf16w" : "hasten_rt_matmul_bf16w",
+                        rank, BFloat16Type::get(ctx))
               : declare(batched ? "hasten_rt_batch_matmul_f32" : "hasten_rt_matmul_f32", rank);
       SmallVector<Value> args;
       for (auto [index, operand] : llvm::enumerate(op->getOperands()))

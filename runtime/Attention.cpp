@@ -26,24 +26,9 @@
 namespace {
 
 template <int Rank>
-struct MemRef {
-  float *allocated;
-  float *aligned;
-  int64_t offset;
-  int64_t sizes[Rank];
-  int64_t strides[Rank];
-  float *data() const { return aligned + offset; }
-};
-
+using MemRef = hasten::runtime::MemRefDescriptor<float, Rank>;
 template <int Rank>
-struct IntMemRef {
-  int32_t *allocated;
-  int32_t *aligned;
-  int64_t offset;
-  int64_t sizes[Rank];
-  int64_t strides[Rank];
-  const int32_t *data() const { return aligned + offset; }
-};
+using IntMemRef = hasten::runtime::MemRefDescriptor<int32_t, Rank>;
 
 /// Flags; keep in sync with passes/AttentionToRuntimeCalls.cpp.
 constexpr int32_t kCausal = 1;

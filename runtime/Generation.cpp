@@ -25,18 +25,7 @@
 
 namespace {
 
-using hasten::runtime::failWith;
-
-hasten_status fail(hasten_status status, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
-hasten_status fail(hasten_status status, const char *format, ...) {
-  char buffer[1024];
-  va_list args;
-  va_start(args, format);
-  vsnprintf(buffer, sizeof(buffer), format, args);
-  va_end(args);
-  return failWith(status, buffer);
-}
+using hasten::runtime::fail;
 
 /// What a sequence needs to know about a decoder module, read off the
 /// signatures of its prefill and decode entries.

@@ -46,22 +46,19 @@ constexpr int32_t kOverwrite = 4;
 constexpr int32_t kBf16Storage = 8;
 
 template <int Rank>
-struct MemRef {
-  float *allocated;
-  float *aligned;
-  int64_t offset;
-  int64_t sizes[Rank];
-  int64_t strides[Rank];
-  float *data() const { return aligned + offset; }
-  /// The elements of a descriptor whose memory holds bf16 (kBf16Storage).
-  const uint16_t *bf16Data() const {
-    return reinterpret_cast<const uint16_t *>(aligned) + offset;
-  }
-  /// The first element, whatever its type: the identity of a weight.
-  const void *start(int32_t flags) const {
-    return (flags & kBf16Storage) ? static_cast<const void *>(bf16Data()) : data();
-  }
-};
+using MemRef = hasten::runtime::MemRefDescriptor<float, Rank>;
+
+/// The elements of a descriptor whose memory holds bf16 (kBf16Storage).
+template <int Rank>
+const uint16_t *bf16Data(const MemRef<Rank> &m) {
+  return reinterpret_cast<const uint16_t *>(m.aligned) + m.offset;
+}
+
+/// The first element, whatever its type: the identity of a weight.
+template <int Rank>
+const void *startOf(const MemRef<Rank> &m, int32_t flags) {
+  return (flags & kBf16Storage) ? static_cast<const void *>(bf16Data(m)) : m.data();
+}
 
 dnnl::engine &engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
@@ -158,7 +155,7 @@ dnnl::primitive_attr outputAttr(int32_t flags) {
 std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b,
                                           const MemRef<3> &c, int32_t flags) {
   bool bf16 = flags & kBf16;
-  PackKey key{b.start(flags), a.sizes[0], a.sizes[1], a.sizes[2], b.sizes[2], b.strides[0],
+  PackKey key{startOf(b, flags), a.sizes[0], a.sizes[1], a.sizes[2], b.sizes[2], b.strides[0],
               b.strides[1], b.strides[2], c.strides[1], flags};
   std::lock_guard<std::mutex> lock(packMutex);
   auto it = packed.find(key);
@@ -179,7 +176,7 @@ std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b
   bool stored16 = flags & kBf16Storage;
   memory plain(describe(b.sizes, b.strides, 3,
                         stored16 ? memory::data_type::bf16 : memory::data_type::f32),
-               engine(), const_cast<void *>(b.start(flags)));
+               engine(), const_cast<void *>(startOf(b, flags)));
   reorderInto(plain, entry->weights);
   stream().wait();
   packed.emplace(key, entry);
@@ -400,7 +397,7 @@ std::map<std::tuple<const void *, int64_t, int64_t, int64_t, int64_t>,
     bf16GemvPacks;
 
 std::shared_ptr<PackedBf16Gemv> packBf16Gemv(const MemRef<3> &b, int32_t flags) {
-  auto key = std::make_tuple(b.start(flags), b.sizes[1], b.sizes[2], b.strides[1],
+  auto key = std::make_tuple(startOf(b, flags), b.sizes[1], b.sizes[2], b.strides[1],
                              b.strides[2]);
   std::lock_guard<std::mutex> lock(bf16GemvMutex);
   auto it = bf16GemvPacks.find(key);
@@ -414,7 +411,7 @@ std::shared_ptr<PackedBf16Gemv> packBf16Gemv(const MemRef<3> &b, int32_t flags) 
   p->data.assign((size_t)(p->strips * p->pairs * kStrip), 0);
   auto element = [&](int64_t row, int64_t col) -> uint32_t {
     int64_t index = row * b.strides[1] + col * b.strides[2];
-    return (flags & kBf16Storage) ? b.bf16Data()[index] : toBf16(b.data()[index]);
+    return (flags & kBf16Storage) ? bf16Data(b)[index] : toBf16(b.data()[index]);
   };
   for (int64_t s = 0; s < p->strips; ++s)
     for (int64_t pair = 0; pair < p->pairs; ++pair)
@@ -464,6 +461,20 @@ std::shared_ptr<PackedF32Gemv> packF32Gemv(const MemRef<3> &b) {
   return p;
 }
 
+/// Writes (or adds) a strip's 64 results to y[n0, min(n0 + 64, n)).
+__attribute__((target("avx512f"), always_inline)) inline void
+storeStrip(__m512 acc0, __m512 acc1, __m512 acc2, __m512 acc3, float *y, int64_t n0, int64_t n,
+           bool overwrite) {
+  alignas(64) float out[kStrip];
+  _mm512_store_ps(out, acc0);
+  _mm512_store_ps(out + 16, acc1);
+  _mm512_store_ps(out + 32, acc2);
+  _mm512_store_ps(out + 48, acc3);
+  int64_t width = std::min(kStrip, n - n0);
+  for (int64_t j = 0; j < width; ++j)
+    y[n0 + j] = overwrite ? out[j] : y[n0 + j] + out[j];
+}
+
 struct F32GemvJob {
   const PackedF32Gemv *w;
   const float *x;
@@ -485,14 +496,7 @@ __attribute__((target("avx512f"))) void f32GemvStrips(int64_t begin, int64_t end
       acc2 = _mm512_fmadd_ps(x, _mm512_loadu_ps(row + 32), acc2);
       acc3 = _mm512_fmadd_ps(x, _mm512_loadu_ps(row + 48), acc3);
     }
-    alignas(64) float out[kStrip];
-    _mm512_store_ps(out, acc0);
-    _mm512_store_ps(out + 16, acc1);
-    _mm512_store_ps(out + 32, acc2);
-    _mm512_store_ps(out + 48, acc3);
-    int64_t n0 = s * kStrip, width = std::min(kStrip, w.n - n0);
-    for (int64_t j = 0; j < width; ++j)
-      job->y[n0 + j] = job->overwrite ? out[j] : job->y[n0 + j] + out[j];
+    storeStrip(acc0, acc1, acc2, acc3, job->y, s * kStrip, w.n, job->overwrite);
   }
 }
 
@@ -517,14 +521,7 @@ bf16GemvStrips(int64_t begin, int64_t end, void *data) {
       acc2 = _mm512_dpbf16_ps(acc2, x, (__m512bh)_mm512_loadu_si512(row + 32));
       acc3 = _mm512_dpbf16_ps(acc3, x, (__m512bh)_mm512_loadu_si512(row + 48));
     }
-    alignas(64) float out[kStrip];
-    _mm512_store_ps(out, acc0);
-    _mm512_store_ps(out + 16, acc1);
-    _mm512_store_ps(out + 32, acc2);
-    _mm512_store_ps(out + 48, acc3);
-    int64_t n0 = s * kStrip, width = std::min(kStrip, w.n - n0);
-    for (int64_t j = 0; j < width; ++j)
-      job->y[n0 + j] = job->overwrite ? out[j] : job->y[n0 + j] + out[j];
+    storeStrip(acc0, acc1, acc2, acc3, job->y, s * kStrip, w.n, job->overwrite);
   }
 }
 

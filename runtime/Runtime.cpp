@@ -34,6 +34,8 @@
 extern "C" void omp_set_num_threads(int);
 extern "C" int omp_get_max_threads(void);
 
+using hasten::runtime::fail;
+
 namespace {
 
 thread_local std::string lastError;
@@ -56,18 +58,6 @@ struct RuntimeStartup {
   }
 } runtimeStartup;
 
-hasten_status fail(hasten_status status, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
-
-hasten_status fail(hasten_status status, const char *format, ...) {
-  char buffer[2048];
-  va_list args;
-  va_start(args, format);
-  vsnprintf(buffer, sizeof(buffer), format, args);
-  va_end(args);
-  lastError = buffer;
-  return status;
-}
 
 /// Features of the CPU we run on, from /proc/cpuinfo.
 const std::set<std::string> &hostCpuFeatures() {
@@ -146,6 +136,15 @@ void hasten::runtime::setKernelError(const std::string &message) {
 hasten_status hasten::runtime::failWith(hasten_status status, const std::string &message) {
   lastError = message;
   return status;
+}
+
+hasten_status hasten::runtime::fail(hasten_status status, const char *format, ...) {
+  char buffer[2048];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(buffer, sizeof(buffer), format, args);
+  va_end(args);
+  return failWith(status, buffer);
 }
 
 std::string hasten::runtime::takeKernelError() {

@@ -24,6 +24,21 @@ void parallelFor(int64_t count, int64_t work, void (*body)(int64_t, int64_t, voi
 
 /// Sets the calling thread's hasten_last_error() and returns `status`.
 hasten_status failWith(hasten_status status, const std::string &message);
+/// The same with a printf-style message.
+hasten_status fail(hasten_status status, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/// An MLIR memref descriptor of rank `Rank` as generated code passes it
+/// through the C interface.
+template <typename T, int Rank>
+struct MemRefDescriptor {
+  T *allocated;
+  T *aligned;
+  int64_t offset;
+  int64_t sizes[Rank];
+  int64_t strides[Rank];
+  T *data() const { return aligned + offset; }
+};
 
 } // namespace hasten::runtime
 

@@ -566,7 +566,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     entries.push_back(readSignature(func));
     func->setAttr("llvm.emit_c_interface", UnitAttr::get(&context));
   }
-  if (options.emit == EmitKind::MLIR && !options.memoryReport) {
+  auto writeMLIR = [&]() -> LogicalResult {
     std::string error;
     auto out = openOutputFile(outputPath, &error);
     if (!out)
@@ -574,7 +574,9 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     module.print(out->os());
     out->keep();
     return success();
-  }
+  };
+  if (options.emit == EmitKind::MLIR && !options.memoryReport)
+    return writeMLIR();
   if (failed(timer.run("bufferization", [&] {
         return runPipeline(module, llvm::formatv(kBufferizePipeline, options.weights).str(),
                            "bufferization", options);
@@ -611,15 +613,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (options.memoryReport)
     writeMemoryReport(*options.memoryReport, module, *kvPlan, weightBytes,
                       llvm::sys::path::filename(inputPath), plans);
-  if (options.emit == EmitKind::MLIR) {
-    std::string error;
-    auto out = openOutputFile(outputPath, &error);
-    if (!out)
-      return emitError(fileLoc) << error;
-    module.print(out->os());
-    out->keep();
-    return success();
-  }
+  if (options.emit == EmitKind::MLIR)
+    return writeMLIR();
   if (failed(timer.run("lowering to LLVM dialect", [&] {
         return runPipeline(module, llvm::formatv(kLoweringPipeline, options.parallelMinWork).str(),
                            "lowering", options);
