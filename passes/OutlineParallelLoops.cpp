@@ -15,6 +15,7 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/Transforms/RegionUtils.h"
 
 namespace hasten {
@@ -27,6 +28,44 @@ using namespace mlir;
 namespace {
 
 constexpr const char *kParallelFor = "hasten_rt_parallel_for";
+
+/// The static trip count of a loop dimension, if its bounds are constants.
+std::optional<int64_t> staticTrips(Value lower, Value upper, Value step) {
+  std::optional<int64_t> lb = getConstantIntValue(lower), ub = getConstantIntValue(upper),
+                         st = getConstantIntValue(step);
+  if (!lb || !ub || !st || *st <= 0)
+    return std::nullopt;
+  return std::max<int64_t>(0, (*ub - *lb + *st - 1) / *st);
+}
+
+/// The dimension to split across threads: the first one not known to run
+/// once (a batch dimension of 1 outermost would leave one iteration to
+/// share).
+unsigned splitDimension(scf::ParallelOp loop) {
+  for (unsigned d = 0; d + 1 < loop.getNumLoops(); ++d) {
+    std::optional<int64_t> trips =
+        staticTrips(loop.getLowerBound()[d], loop.getUpperBound()[d], loop.getStep()[d]);
+    if (!trips || *trips != 1)
+      return d;
+  }
+  return loop.getNumLoops() - 1;
+}
+
+/// Iterations of the sequential loops nested in the body, where static
+/// (a row reduction's inner loop), as a multiplier of the parallel work.
+int64_t nestedWork(scf::ParallelOp loop) {
+  int64_t most = 1;
+  loop.getBody()->walk([&](scf::ForOp inner) {
+    int64_t product = 1;
+    for (Operation *op = inner; op && op != loop.getOperation(); op = op->getParentOp())
+      if (auto f = dyn_cast<scf::ForOp>(op))
+        if (std::optional<int64_t> trips =
+                staticTrips(f.getLowerBound(), f.getUpperBound(), f.getStep()))
+          product *= std::max<int64_t>(1, *trips);
+    most = std::max(most, product);
+  });
+  return most;
+}
 
 struct OutlineParallelLoopsPass
     : public hasten::impl::OutlineParallelLoopsBase<OutlineParallelLoopsPass> {
@@ -103,31 +142,38 @@ struct OutlineParallelLoopsPass
             UnrealizedConversionCastOp::create(b, loc, v.getType(), loaded).getResult(0);
         mapping.map(v, back);
       }
-      Value lb0 = mapping.lookupOrDefault(loop.getLowerBound()[0]);
-      Value step0 = mapping.lookupOrDefault(loop.getStep()[0]);
+      // Dimensions before the split one run once: their induction variables
+      // are their lower bounds.
+      unsigned split = splitDimension(loop);
+      for (unsigned d = 0; d < split; ++d)
+        mapping.map(loop.getInductionVars()[d],
+                    mapping.lookupOrDefault(loop.getLowerBound()[d]));
+      Value lbSplit = mapping.lookupOrDefault(loop.getLowerBound()[split]);
+      Value stepSplit = mapping.lookupOrDefault(loop.getStep()[split]);
       Value one = arith::ConstantIndexOp::create(b, loc, 1);
       auto outer = scf::ForOp::create(b, loc, entry->getArgument(0), entry->getArgument(1), one);
       {
         OpBuilder ib = OpBuilder::atBlockBegin(outer.getBody());
         Value iv = arith::AddIOp::create(
-            ib, loc, lb0, arith::MulIOp::create(ib, loc, outer.getInductionVar(), step0));
-        mapping.map(loop.getInductionVars()[0], iv);
-        if (loop.getNumLoops() == 1) {
+            ib, loc, lbSplit, arith::MulIOp::create(ib, loc, outer.getInductionVar(), stepSplit));
+        mapping.map(loop.getInductionVars()[split], iv);
+        if (split + 1 == loop.getNumLoops()) {
           for (Operation &op : loop.getBody()->without_terminator())
             ib.clone(op, mapping);
         } else {
-          auto lower = [&](OperandRange r) {
+          auto rest = [&](OperandRange r) {
             SmallVector<Value> out;
-            for (Value v : r.drop_front())
+            for (Value v : r.drop_front(split + 1))
               out.push_back(mapping.lookupOrDefault(v));
             return out;
           };
-          auto inner = scf::ParallelOp::create(ib, loc, lower(loop.getLowerBound()),
-                                               lower(loop.getUpperBound()),
-                                               lower(loop.getStep()));
+          auto inner = scf::ParallelOp::create(ib, loc, rest(loop.getLowerBound()),
+                                               rest(loop.getUpperBound()),
+                                               rest(loop.getStep()));
           SmallVector<Value> outerIvs = loop.getInductionVars();
           SmallVector<Value> innerIvs = inner.getInductionVars();
-          for (auto [from, to] : llvm::zip(ArrayRef<Value>(outerIvs).drop_front(), innerIvs))
+          for (auto [from, to] :
+               llvm::zip(ArrayRef<Value>(outerIvs).drop_front(split + 1), innerIvs))
             mapping.map(from, to);
           OpBuilder nb = OpBuilder::atBlockBegin(inner.getBody());
           for (Operation &op : loop.getBody()->without_terminator())
@@ -147,19 +193,22 @@ struct OutlineParallelLoopsPass
                                           ArrayRef<LLVM::GEPArg>{0, (int32_t)i});
         LLVM::StoreOp::create(cb, loc, asLLVM, field);
       }
-      Value trips = arith::CeilDivSIOp::create(
-          cb, loc,
-          arith::SubIOp::create(cb, loc, loop.getUpperBound()[0], loop.getLowerBound()[0]),
-          loop.getStep()[0]);
+      auto tripsOf = [&](unsigned d) -> Value {
+        return arith::CeilDivSIOp::create(
+            cb, loc,
+            arith::SubIOp::create(cb, loc, loop.getUpperBound()[d], loop.getLowerBound()[d]),
+            loop.getStep()[d]);
+      };
+      Value trips = tripsOf(split);
+      // Work: all parallel iterations times the static sequential ones
+      // inside (a reduction over a row counts its row).
       Value work = trips;
-      for (unsigned d = 1; d < loop.getNumLoops(); ++d)
-        work = arith::MulIOp::create(
-            cb, loc, work,
-            arith::CeilDivSIOp::create(
-                cb, loc,
-                arith::SubIOp::create(cb, loc, loop.getUpperBound()[d],
-                                      loop.getLowerBound()[d]),
-                loop.getStep()[d]));
+      for (unsigned d = 0; d < loop.getNumLoops(); ++d)
+        if (d != split)
+          work = arith::MulIOp::create(cb, loc, work, tripsOf(d));
+      if (int64_t inner = nestedWork(loop); inner > 1)
+        work = arith::MulIOp::create(cb, loc, work,
+                                     arith::ConstantIndexOp::create(cb, loc, inner));
       // Below min-work the runtime runs the loop on the calling thread.
       Value threshold = arith::ConstantIndexOp::create(cb, loc, minWork);
       Value small = arith::CmpIOp::create(cb, loc, arith::CmpIPredicate::slt, work, threshold);

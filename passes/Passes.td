@@ -152,8 +152,10 @@ def OutlineParallelLoops : Pass<"hasten-outline-parallel-loops", "::mlir::Module
     func.func private @__hasten_parallel_N(%begin: index, %end: index, %ctx: !llvm.ptr)
     ```
 
-    that runs iterations `[begin, end)` of the loop's first dimension (the
-    other dimensions stay an inner `scf.parallel`). The values the loop uses
+    that runs iterations `[begin, end)` of the loop's first dimension not
+    statically known to run once (a leading batch dimension of 1 is fixed at
+    its lower bound; the dimensions after the split one stay an inner
+    `scf.parallel`). The values the loop uses
     from outside are stored into a stack struct passed as `ctx`; constants
     are cloned into the body instead. The loop itself becomes
 
@@ -162,8 +164,10 @@ def OutlineParallelLoops : Pass<"hasten-outline-parallel-loops", "::mlir::Module
     ```
 
     where the runtime splits the trip count across its OpenMP threads (the
-    pool oneDNN uses) and runs loops whose `work` (total iterations) is below
-    `min-work` serially on the calling thread.
+    pool oneDNN uses) and runs loops whose `work` is below `min-work`
+    serially on the calling thread. The work is the product of all parallel
+    trip counts and of the static trip counts of the sequential loops nested
+    in the body (a row reduction counts its row).
   }];
   let options = [
     Option<"minWork", "min-work", "int64_t", /*default=*/"32768",

@@ -64,3 +64,40 @@ func.func @reduction(%a: memref<8xf32>) -> f32 {
   }
   return %sum : f32
 }
+
+// -----
+
+// A leading dimension of one iteration (batch 1) is not the one to share:
+// the body fixes it at its lower bound and splits the rows. The inner
+// reduction over 768 columns counts toward the work (512 x 768 = 393216,
+// above the default min-work), so the loop runs in parallel.
+// CHECK-LABEL: func @row_sums
+// CHECK: %[[C512:.*]] = arith.constant 512 : index
+// CHECK: %[[TRIPS:.*]] = arith.ceildivsi %{{.*}}, %{{.*}} : index
+// CHECK: %[[ROWS:.*]] = arith.muli %[[TRIPS]], %{{.*}} : index
+// CHECK: %[[INNER:.*]] = arith.constant 768 : index
+// CHECK: %[[WORK:.*]] = arith.muli %[[ROWS]], %[[INNER]] : index
+// CHECK: arith.cmpi slt, %[[WORK]], %{{.*}} : index
+// CHECK: func.func private @__hasten_parallel_{{[0-9]+}}(%[[BEGIN:.*]]: index, %[[END:.*]]: index
+// CHECK: %[[ZERO:.*]] = arith.constant 0 : index
+// CHECK: scf.for %[[R:.*]] = %[[BEGIN]] to %[[END]]
+// CHECK-NOT: scf.parallel
+// CHECK: scf.for
+// CHECK: memref.load %{{.*}}[%[[ZERO]], %{{.*}}, %{{.*}}] : memref<1x512x768xf32>
+func.func @row_sums(%a: memref<1x512x768xf32>, %b: memref<1x512xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c512 = arith.constant 512 : index
+  %c768 = arith.constant 768 : index
+  %zero = arith.constant 0.0 : f32
+  scf.parallel (%n, %r) = (%c0, %c0) to (%c1, %c512) step (%c1, %c1) {
+    %sum = scf.for %k = %c0 to %c768 step %c1 iter_args(%acc = %zero) -> f32 {
+      %v = memref.load %a[%n, %r, %k] : memref<1x512x768xf32>
+      %s = arith.addf %acc, %v : f32
+      scf.yield %s : f32
+    }
+    memref.store %sum, %b[%n, %r] : memref<1x512xf32>
+    scf.reduce
+  }
+  return
+}
