@@ -28,6 +28,7 @@ void usage() {
   std::fprintf(stderr,
                "usage: hasten-run MODULE.so [--entry NAME] [--input NAME=PATH]... "
                "[--output-dir DIR] [--output-format=npy|pb] [--repeat N] [--warmup N] [--signature]\n"
+               "  [--threads N] (default: HASTEN_NUM_THREADS, else every core)\n"
                "  PATH is a .npy file or an ONNX TensorProto .pb file (by extension).\n"
                "       hasten-run DECODER.so --generate (--prompt-ids 1,17,42 | --prompt TEXT)\n"
                "         [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
@@ -199,6 +200,12 @@ int main(int argc, char **argv) {
       warmup = std::atoi(v);
       if (warmup < 0)
         return die("--warmup must not be negative");
+    } else if (const char *v = value("--threads")) {
+      int threads = std::atoi(v);
+      if (threads < 1)
+        return die("--threads must be at least 1");
+      if (hasten_set_num_threads(threads) != HASTEN_OK)
+        return die(hasten_last_error());
     } else if (arg == "--generate") {
       gen.enabled = true;
     } else if (const char *v = value("--prompt-ids")) {
