@@ -376,6 +376,9 @@ struct KVCachePlan {
   int64_t layers = 0, kvHeads = 0, headDim = 0, elementBytes = 4;
   int64_t bytesPerToken = 0;
   int64_t capacity = 1024;
+  /// --kv-budget, and the tokens it holds (whole blocks when paged).
+  uint64_t budgetBytes = 0;
+  int64_t budgetTokens = 0;
 };
 
 FailureOr<KVCachePlan> chooseKVCache(ModuleOp module, const CompileOptions &options) {
@@ -404,6 +407,8 @@ FailureOr<KVCachePlan> chooseKVCache(ModuleOp module, const CompileOptions &opti
                                       "kv_heads and head_dim");
   plan.bytesPerToken = plan.layers * 2 * plan.kvHeads * plan.headDim * plan.elementBytes;
   int64_t block = std::max<int64_t>(1, options.kvBlockSize);
+  plan.budgetBytes = options.kvBudgetBytes;
+  plan.budgetTokens = options.kvBudgetBytes / plan.bytesPerToken / block * block;
   if (options.kvCapacity > 0) {
     plan.capacity = options.kvCapacity;
   } else if (options.kvBudgetBytes > 0) {
@@ -472,6 +477,9 @@ void writeMemoryReport(llvm::raw_ostream &os, ModuleOp module, const KVCachePlan
     os << "    \"bytes_per_token\": " << kv.bytesPerToken << ",\n";
     os << "    \"capacity_tokens\": " << kv.capacity << ",\n";
     os << "    \"bytes_per_sequence\": " << kv.capacity * kv.bytesPerToken;
+    if (kv.budgetBytes)
+      os << ",\n    \"budget_bytes\": " << kv.budgetBytes
+         << ", \"max_tokens_under_budget\": " << kv.budgetTokens;
     if (block) {
       // A sequence of n tokens holds ceil(n / block) blocks; the unused
       // slots of its last block are the internal fragmentation.
