@@ -653,6 +653,11 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     std::string joined = llvm::join(hostFeatures, ",");
     features = features.empty() ? joined : joined + "," + features;
   }
+  // LLVM tunes AVX-512 server cores to 256-bit vectors by default; generated
+  // loops use the target's full width unless --cpu-features says otherwise.
+  if (StringRef(features).contains("+avx512f") &&
+      !StringRef(options.cpuFeatures).contains("prefer-256-bit"))
+    features += ",-prefer-256-bit";
   std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
       triple, cpu, features, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
       llvm::CodeGenOptLevel::Aggressive));
