@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <tuple>
 
@@ -78,19 +79,28 @@ memory::desc describe(const int64_t *sizes, const int64_t *strides, int rank,
   return memory::desc(dims, type, steps);
 }
 
-/// A matmul primitive for constant weights, with the weights already in the
-/// layout (and type) it wants.
+/// Constant weights reordered once into the layout (and type) oneDNN chose
+/// for them; shared by the primitives of every row count.
+struct PackedWeights {
+  memory weights;
+};
+
+/// A matmul primitive for one problem shape over packed weights.
 struct PackedMatmul {
   dnnl::matmul primitive;
   memory::desc scratchpadDesc;
   memory::desc srcDesc;
-  memory weights;
+  std::shared_ptr<PackedWeights> packed;
 };
 
-using PackKey = std::tuple<const void *, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int32_t>;
+/// Weights by (data, batch, K, N, strides, precision).
+using WeightKey = std::tuple<const void *, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, int32_t>;
+/// Primitives by weights and (M, C's row stride, flags).
+using PackKey = std::tuple<WeightKey, int64_t, int64_t, int32_t>;
 
 std::mutex packMutex;
+std::map<WeightKey, std::shared_ptr<PackedWeights>> packedWeights;
 std::map<PackKey, std::shared_ptr<PackedMatmul>> packed;
 
 /// HASTEN_PROFILE_KERNELS=1 prints, at exit, the time spent in each kernel
@@ -152,11 +162,18 @@ dnnl::primitive_attr outputAttr(int32_t flags) {
   return attr;
 }
 
+/// The primitive for this shape, over the weights packed once for all row
+/// counts: the first shape seen chooses the packed layout (format any), and
+/// later shapes are created for that layout, so prompts of every length
+/// share one packed copy. Only if oneDNN has no kernel for a layout is a
+/// second copy packed.
 std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b,
                                           const MemRef<3> &c, int32_t flags) {
   bool bf16 = flags & kBf16;
-  PackKey key{startOf(b, flags), a.sizes[0], a.sizes[1], a.sizes[2], b.sizes[2], b.strides[0],
-              b.strides[1], b.strides[2], c.strides[1], flags};
+  int32_t precision = flags & (kBf16 | kBf16Storage);
+  WeightKey weightKey{startOf(b, flags), b.sizes[0], b.sizes[1], b.sizes[2],
+                      b.strides[0], b.strides[1], b.strides[2], precision};
+  PackKey key{weightKey, a.sizes[1], c.strides[1], flags};
   std::lock_guard<std::mutex> lock(packMutex);
   auto it = packed.find(key);
   if (it != packed.end())
@@ -164,21 +181,37 @@ std::shared_ptr<PackedMatmul> packWeights(const MemRef<3> &a, const MemRef<3> &b
   auto type = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
   int64_t batch = a.sizes[0], m = a.sizes[1], k = a.sizes[2], n = b.sizes[2];
   memory::desc src({batch, m, k}, type, memory::format_tag::abc);
-  memory::desc wAny({batch, k, n}, type, memory::format_tag::any);
   memory::desc dst = describe(c.sizes, c.strides, 3, memory::data_type::f32);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wAny, dst), outputAttr(flags),
-                                  engine());
   auto entry = std::make_shared<PackedMatmul>();
-  entry->primitive = dnnl::matmul(pd);
-  entry->scratchpadDesc = pd.scratchpad_desc();
-  entry->srcDesc = pd.src_desc();
-  entry->weights = memory(pd.weights_desc(), engine());
-  bool stored16 = flags & kBf16Storage;
-  memory plain(describe(b.sizes, b.strides, 3,
-                        stored16 ? memory::data_type::bf16 : memory::data_type::f32),
-               engine(), const_cast<void *>(startOf(b, flags)));
-  reorderInto(plain, entry->weights);
-  stream().wait();
+  std::shared_ptr<PackedWeights> &shared = packedWeights[weightKey];
+  std::optional<dnnl::matmul::primitive_desc> pd;
+  if (shared) {
+    try {
+      pd.emplace(dnnl::matmul::desc(src, shared->weights.get_desc(), dst), outputAttr(flags),
+                 engine());
+      entry->packed = shared;
+    } catch (const dnnl::error &) {
+      pd.reset(); // no kernel for this layout at this shape: pack again
+    }
+  }
+  if (!pd) {
+    memory::desc wAny({batch, k, n}, type, memory::format_tag::any);
+    pd.emplace(dnnl::matmul::desc(src, wAny, dst), outputAttr(flags), engine());
+    auto weights = std::make_shared<PackedWeights>();
+    weights->weights = memory(pd->weights_desc(), engine());
+    bool stored16 = flags & kBf16Storage;
+    memory plain(describe(b.sizes, b.strides, 3,
+                          stored16 ? memory::data_type::bf16 : memory::data_type::f32),
+                 engine(), const_cast<void *>(startOf(b, flags)));
+    reorderInto(plain, weights->weights);
+    stream().wait();
+    if (!shared)
+      shared = weights;
+    entry->packed = weights;
+  }
+  entry->primitive = dnnl::matmul(*pd);
+  entry->scratchpadDesc = pd->scratchpad_desc();
+  entry->srcDesc = pd->src_desc();
   packed.emplace(key, entry);
   return entry;
 }
@@ -591,7 +624,7 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
       reorderInto(srcF32, src);
     }
     p->primitive.execute(stream(), {{DNNL_ARG_SRC, src},
-                                    {DNNL_ARG_WEIGHTS, p->weights},
+                                    {DNNL_ARG_WEIGHTS, p->packed->weights},
                                     {DNNL_ARG_DST, dst},
                                     {DNNL_ARG_SCRATCHPAD, threadScratchpad(p->scratchpadDesc)}});
     stream().wait();
