@@ -428,6 +428,25 @@ hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens
   return HASTEN_OK;
 }
 
+hasten_status hasten_module_prepare(hasten_module *module) {
+  DecoderInfo info;
+  if (!readDecoderInfo(module, info))
+    return HASTEN_OK; // nothing to warm: the first run packs what it uses
+  // A short prefill and a decode step on a private sequence pack every
+  // weight both entries use; the tokens are token 0, always valid.
+  hasten_sequence *seq = nullptr;
+  if (hasten_status status = hasten_sequence_create(module, nullptr, &seq))
+    return status;
+  int64_t tokens[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t prefill = (size_t)std::min<int64_t>(8, info.capacity - 1);
+  hasten_status status = prefill >= 2 ? hasten_sequence_append(seq, tokens, prefill, nullptr)
+                                      : HASTEN_OK;
+  if (status == HASTEN_OK)
+    status = hasten_sequence_append(seq, tokens, 1, nullptr);
+  hasten_sequence_free(seq);
+  return status;
+}
+
 void hasten_generate_options_init(hasten_generate_options *options) {
   if (!options)
     return;

@@ -177,6 +177,11 @@ int64_t hasten_module_kv_block_size(const hasten_module *module);
 /* Bytes one cached token takes, all layers, keys and values. */
 uint64_t hasten_module_kv_bytes_per_token(const hasten_module *module);
 
+/* Packs the weights of a decoder's prefill and decode entries now (by
+ * running both once on a scratch sequence) instead of at their first use,
+ * so that the first request does not pay for it. Other modules: no-op. */
+hasten_status hasten_module_prepare(hasten_module *module);
+
 /* A pool of `max_tokens` tokens (rounded up to whole blocks) for the paged
  * caches of several sequences of a paged module. Blocks are taken as
  * sequences grow and returned when they shrink or are freed; sequences
