@@ -482,9 +482,39 @@ __attribute__((target("avx512f"))) void attentionBlocksAvx512(int64_t begin, int
   }
 }
 
+/// Whether an additive mask is exactly the causal one (0 up to key
+/// i + kv_len - q_len for query i, masked out after), as exporters build it
+/// for decoders. The kernel then skips what causality rules out instead of
+/// reading and adding the mask; the result is the same, since the masked
+/// keys contribute exp(-1e9 - max) = 0 either way.
+bool isCausalMask(const AttentionJob &job) {
+  const MemRef<4> &m = *job.mask;
+  int64_t offset = job.kvLen - job.qLen;
+  if (offset < 0 || m.sizes[3] != job.kvLen || m.sizes[2] != job.qLen)
+    return false;
+  for (int64_t b = 0; b < m.sizes[0]; ++b)
+    for (int64_t h = 0; h < m.sizes[1]; ++h)
+      for (int64_t i = 0; i < job.qLen; ++i) {
+        const float *row = maskRow(m, b, h, i);
+        int64_t step = maskKeyStride(m), visible = i + offset + 1;
+        int bad = 0;
+        for (int64_t j = 0; j < visible; ++j)
+          bad |= row[j * step] != 0.0f;
+        for (int64_t j = visible; j < job.kvLen; ++j)
+          bad |= !(row[j * step] <= kMaskedOut);
+        if (bad)
+          return false;
+      }
+  return true;
+}
+
 void runAttention(AttentionJob &job) {
   if (job.batch == 0 || job.heads == 0 || job.qLen == 0)
     return;
+  if (job.mask && !job.causal && job.qLen > 1 && isCausalMask(job)) {
+    job.mask = nullptr;
+    job.causal = true;
+  }
   if (job.kvHeads <= 0 || job.heads % job.kvHeads != 0) {
     hasten::runtime::setKernelError("attention: " + std::to_string(job.heads) +
                                     " query heads are not a multiple of " +

@@ -39,6 +39,9 @@ struct Case {
   bool causal, mask;
   /// Mask out keys [maskFrom, maskTo) for every query (additive -1e9).
   int64_t maskFrom = 0, maskTo = 0;
+  /// Mask out keys after the causal diagonal instead (what decoders pass;
+  /// the kernel recognizes it and runs its causal path).
+  bool causalMask = false;
 };
 
 double maxRelativeError(const Case &c) {
@@ -56,9 +59,13 @@ double maxRelativeError(const Case &c) {
   // Mask [batch, 1, q_len, kv_len], broadcast over heads.
   std::vector<float> mask(c.batch * c.qLen * c.kvLen, 0.0f);
   for (int64_t b = 0; b < c.batch; ++b)
-    for (int64_t i = 0; i < c.qLen; ++i)
+    for (int64_t i = 0; i < c.qLen; ++i) {
       for (int64_t j = c.maskFrom; j < c.maskTo; ++j)
         mask[(b * c.qLen + i) * c.kvLen + j] = -1e9f;
+      if (c.causalMask)
+        for (int64_t j = i + c.kvLen - c.qLen + 1; j < c.kvLen; ++j)
+          mask[(b * c.qLen + i) * c.kvLen + j] = -1e9f;
+    }
   std::vector<float> out(c.batch * c.heads * c.qLen * c.dim, -7.0f);
   MemRef4 qm = view(q, c.batch, c.heads, c.qLen, c.dim);
   MemRef4 km = view(k, c.batch, c.kvHeads, c.kvLen, c.dim);
@@ -115,6 +122,10 @@ TEST(AttentionKernel, MatchesReferenceAcrossShapes) {
       {1, 2, 2, 65, 300, 64, false, true, 64, 256},
       // Every key masked: the softmax of equal scores is uniform.
       {1, 2, 2, 3, 10, 16, false, true, 0, 10},
+      // A causal additive mask, as decoder exports build it, over a past.
+      {1, 4, 2, 130, 150, 64, false, true, 0, 0, true},
+      // Nearly causal (one extra key hidden): must stay on the mask path.
+      {1, 4, 2, 130, 150, 64, false, true, 3, 4, true},
       // head_dim beyond the fast path.
       {1, 2, 2, 5, 9, 320, true, false},
   };
