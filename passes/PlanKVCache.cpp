@@ -233,7 +233,6 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
     ret->setOperands(kept);
     if (failed(func.eraseResults(eraseResults)))
       return failure();
-    func->setAttr("hasten.kv_cache", TypeAttr::get(cacheType));
     return success();
   }
 };

@@ -376,6 +376,8 @@ struct KVCachePlan {
   int64_t layers = 0, kvHeads = 0, headDim = 0, elementBytes = 4;
   int64_t bytesPerToken = 0;
   int64_t capacity = 1024;
+  /// Tokens per block; 0 for a contiguous cache.
+  int64_t blockSize = 0;
   /// --kv-budget, and the tokens it holds (whole blocks when paged).
   uint64_t budgetBytes = 0;
   int64_t budgetTokens = 0;
@@ -406,13 +408,14 @@ FailureOr<KVCachePlan> chooseKVCache(ModuleOp module, const CompileOptions &opti
     return emitError(module.getLoc(), "the decoder's past_key_values need static "
                                       "kv_heads and head_dim");
   plan.bytesPerToken = plan.layers * 2 * plan.kvHeads * plan.headDim * plan.elementBytes;
+  plan.blockSize = options.kvBlockSize;
   int64_t block = std::max<int64_t>(1, options.kvBlockSize);
   plan.budgetBytes = options.kvBudgetBytes;
   plan.budgetTokens = options.kvBudgetBytes / plan.bytesPerToken / block * block;
   if (options.kvCapacity > 0) {
     plan.capacity = options.kvCapacity;
   } else if (options.kvBudgetBytes > 0) {
-    plan.capacity = options.kvBudgetBytes / plan.bytesPerToken / block * block;
+    plan.capacity = plan.budgetTokens;
     if (plan.capacity == 0)
       return emitError(module.getLoc(), "--kv-budget=")
              << options.kvBudgetBytes << " holds no " << (block > 1 ? "block" : "token")
@@ -462,13 +465,7 @@ void writeMemoryReport(llvm::raw_ostream &os, ModuleOp module, const KVCachePlan
   os << "{\n  \"model\": \"" << source << "\",\n";
   os << "  \"weight_bytes\": " << weightBytes << ",\n";
   if (kv.decoder) {
-    func::FuncOp some;
-    for (auto func : module.getOps<func::FuncOp>())
-      if (func->hasAttr("hasten.decoder_entry"))
-        some = func;
-    auto cacheType = some ? some->getAttrOfType<TypeAttr>("hasten.kv_cache") : nullptr;
-    auto type = cacheType ? dyn_cast<KVCacheType>(cacheType.getValue()) : KVCacheType();
-    int64_t block = type && type.isPaged() ? type.getBlockSize() : 0;
+    int64_t block = kv.blockSize;
     os << "  \"kv_cache\": {\n";
     os << "    \"layout\": \"" << (block ? "paged" : "contiguous") << "\",\n";
     os << "    \"layers\": " << kv.layers << ", \"kv_heads\": " << kv.kvHeads
