@@ -11,6 +11,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "AttentionCalls.h"
+#include "RuntimeCalls.h"
+#include "hasten/KernelAbi.h"
 #include "hasten/Passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -30,27 +32,7 @@ using namespace hasten;
 
 namespace {
 
-/// Runtime flags; keep in sync with runtime/Attention.cpp.
-constexpr int32_t kCausal = 1;
-constexpr int32_t kHasMask = 2;
-
-MemRefType anyStrided(MLIRContext *ctx, int64_t rank, Type element) {
-  SmallVector<int64_t> shape(rank, ShapedType::kDynamic);
-  SmallVector<int64_t> strides(rank, ShapedType::kDynamic);
-  return MemRefType::get(shape, element,
-                         StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides));
-}
-
-func::FuncOp declare(ModuleOp module, StringRef name, TypeRange inputs) {
-  if (auto existing = module.lookupSymbol<func::FuncOp>(name))
-    return existing;
-  OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
-  auto fn = func::FuncOp::create(b, module.getLoc(), name,
-                                 b.getFunctionType(inputs, {}));
-  fn.setPrivate();
-  fn->setAttr("llvm.emit_c_interface", b.getUnitAttr());
-  return fn;
-}
+using namespace hasten::abi;
 
 Value asBuffer(OpBuilder &b, Location loc, Value tensor) {
   auto type = cast<RankedTensorType>(tensor.getType());
@@ -61,13 +43,13 @@ Value asBuffer(OpBuilder &b, Location loc, Value tensor) {
   Value buffer = bufferization::ToBufferOp::create(b, loc, bufferType, tensor,
                                                    /*read_only=*/true);
   return memref::CastOp::create(
-      b, loc, anyStrided(b.getContext(), type.getRank(), type.getElementType()), buffer);
+      b, loc, anyStridedMemRef(b.getContext(), type.getRank(), type.getElementType()), buffer);
 }
 
 Value castToAnyStrided(OpBuilder &b, Location loc, Value memref) {
   auto type = cast<MemRefType>(memref.getType());
   return memref::CastOp::create(
-      b, loc, anyStrided(b.getContext(), type.getRank(), type.getElementType()), memref);
+      b, loc, anyStridedMemRef(b.getContext(), type.getRank(), type.getElementType()), memref);
 }
 
 struct AttentionToRuntimeCallsPass
@@ -119,18 +101,18 @@ void hasten::replaceWithAttentionCall(OpBuilder &b, AttentionOp op,
   Value scale = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(*op.getEffectiveScale()));
   int32_t flags = (op.getCausal() ? kCausal : 0) | (op.getMask() ? kHasMask : 0);
   Value flagValue = arith::ConstantIntOp::create(b, loc, flags, 32);
-  Type m4 = anyStrided(ctx, 4, f32);
+  Type m4 = anyStridedMemRef(ctx, 4, f32);
   if (!paged) {
     Value k = asBuffer(b, loc, op.getKey()), v = asBuffer(b, loc, op.getValue());
     func::FuncOp fn =
-        declare(module, "hasten_rt_attention_f32", {m4, m4, m4, m4, m4, f32, b.getI32Type()});
+        declareRuntimeFunction(module, "hasten_rt_attention_f32", {m4, m4, m4, m4, m4, f32, b.getI32Type()});
     func::CallOp::create(b, loc, fn,
                          ValueRange{q, k, v, mask, castToAnyStrided(b, loc, out), scale,
                                     flagValue});
   } else {
-    Type m6 = anyStrided(ctx, 6, f32);
-    Type table = anyStrided(ctx, 1, b.getI32Type());
-    func::FuncOp fn = declare(module, "hasten_rt_paged_attention_f32",
+    Type m6 = anyStridedMemRef(ctx, 6, f32);
+    Type table = anyStridedMemRef(ctx, 1, b.getI32Type());
+    func::FuncOp fn = declareRuntimeFunction(module, "hasten_rt_paged_attention_f32",
                               {m4, m6, table, b.getI64Type(), b.getI64Type(), m4, m4, f32,
                                b.getI32Type()});
     Value layer = arith::ConstantIntOp::create(b, loc, paged->layer, 64);

@@ -6,6 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "RuntimeCalls.h"
+#include "hasten/KernelAbi.h"
 #include "hasten/Passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -28,18 +30,8 @@ using namespace mlir;
 
 namespace {
 
-/// Runtime flags; keep in sync with runtime/Kernels.cpp.
-constexpr int32_t kConstantWeights = 1;
-constexpr int32_t kBf16 = 2;
-constexpr int32_t kOverwrite = 4;
-
-/// A fully dynamic strided memref of `rank`, the kernels' parameter type.
-MemRefType anyStrided(MLIRContext *ctx, int64_t rank, Type element = nullptr) {
-  SmallVector<int64_t> shape(rank, ShapedType::kDynamic);
-  SmallVector<int64_t> strides(rank, ShapedType::kDynamic);
-  auto layout = StridedLayoutAttr::get(ctx, ShapedType::kDynamic, strides);
-  return MemRefType::get(shape, element ? element : Float32Type::get(ctx), layout);
-}
+using namespace hasten::abi;
+using hasten::anyStridedMemRef;
 
 /// True when `value` is (a view of) a constant global: a weight.
 bool isConstantWeight(Value value) {
@@ -128,16 +120,6 @@ Value viewThroughConstantTranspose(IRRewriter &rewriter, linalg::LinalgOp op) {
   if (alloc->use_empty())
     rewriter.eraseOp(alloc);
   return view;
-}
-
-/// Rounds f32 to bf16 (nearest even; NaN stays NaN).
-uint16_t toBf16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  if ((bits & 0x7fffffff) > 0x7f800000)
-    return (uint16_t)((bits >> 16) | 0x40);
-  bits += 0x7fff + ((bits >> 16) & 1);
-  return (uint16_t)(bits >> 16);
 }
 
 /// A bf16 copy of the constant f32 global `global` (created once, next to
@@ -246,20 +228,13 @@ struct MatmulToRuntimeCallsPass
     if (matmuls.empty())
       return;
 
-    OpBuilder moduleBuilder = OpBuilder::atBlockBegin(module.getBody());
     // The kernels take (A, B, C, flags) as strided memrefs; B is bf16 for
     // the *_bf16w kernels.
     auto declare = [&](StringRef name, int64_t rank, Type weightElement = nullptr) {
-      if (auto existing = module.lookupSymbol<func::FuncOp>(name))
-        return existing;
-      Type m = anyStrided(ctx, rank);
-      Type w = anyStrided(ctx, rank, weightElement);
-      auto fn = func::FuncOp::create(
-          moduleBuilder, module.getLoc(), name,
-          FunctionType::get(ctx, {m, w, m, IntegerType::get(ctx, 32)}, {}));
-      fn.setPrivate();
-      fn->setAttr("llvm.emit_c_interface", UnitAttr::get(ctx));
-      return fn;
+      Type m = anyStridedMemRef(ctx, rank);
+      return hasten::declareRuntimeFunction(
+          module, name, {m, anyStridedMemRef(ctx, rank, weightElement), m,
+                         IntegerType::get(ctx, 32)});
     };
 
     IRRewriter rewriter(ctx);
@@ -284,10 +259,10 @@ struct MatmulToRuntimeCallsPass
       for (auto [index, operand] : llvm::enumerate(op->getOperands()))
         args.push_back(index == 1 && bf16Weight
                            ? memref::CastOp::create(rewriter, loc,
-                                                    anyStrided(ctx, rank,
+                                                    anyStridedMemRef(ctx, rank,
                                                                BFloat16Type::get(ctx)),
                                                     bf16Weight)
-                           : memref::CastOp::create(rewriter, loc, anyStrided(ctx, rank),
+                           : memref::CastOp::create(rewriter, loc, anyStridedMemRef(ctx, rank),
                                                     operand));
       int32_t flags = 0;
       if (isConstantWeight(op->getOperand(1)))

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "RuntimeInternal.h"
+#include "hasten/KernelAbi.h"
 
 #include <immintrin.h>
 
@@ -30,9 +31,8 @@ using MemRef = hasten::runtime::MemRefDescriptor<float, Rank>;
 template <int Rank>
 using IntMemRef = hasten::runtime::MemRefDescriptor<int32_t, Rank>;
 
-/// Flags; keep in sync with passes/AttentionToRuntimeCalls.cpp.
-constexpr int32_t kCausal = 1;
-constexpr int32_t kHasMask = 2;
+using hasten::abi::kCausal;
+using hasten::abi::kHasMask;
 
 constexpr int64_t kBlock = 64;   // queries per block
 constexpr int64_t kTile = 64;    // keys per tile

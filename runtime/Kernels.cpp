@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "RuntimeInternal.h"
+#include "hasten/KernelAbi.h"
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -38,13 +39,7 @@ extern "C" int omp_in_parallel(void);
 
 namespace {
 
-/// Flags passed by hasten-matmul-to-runtime-calls.
-constexpr int32_t kConstantWeights = 1;
-constexpr int32_t kBf16 = 2;
-constexpr int32_t kOverwrite = 4;
-/// Set by the *_bf16w entry points: B's elements are bf16 in memory (the
-/// compiler stored the weights that way), not f32.
-constexpr int32_t kBf16Storage = 8;
+using namespace hasten::abi;
 
 template <int Rank>
 using MemRef = hasten::runtime::MemRefDescriptor<float, Rank>;
@@ -414,15 +409,6 @@ struct PackedBf16Gemv {
 };
 
 constexpr int64_t kStrip = 64;
-
-uint16_t toBf16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  if ((bits & 0x7fffffff) > 0x7f800000) // NaN stays NaN
-    return (uint16_t)((bits >> 16) | 0x40);
-  bits += 0x7fff + ((bits >> 16) & 1); // round to nearest even
-  return (uint16_t)(bits >> 16);
-}
 
 std::mutex bf16GemvMutex;
 std::map<std::tuple<const void *, int64_t, int64_t, int64_t, int64_t>,
