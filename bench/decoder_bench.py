@@ -17,30 +17,15 @@ Needs onnxruntime-node in bench/node_modules (see bench/README.md).
 import argparse
 import os
 import re
-import statistics
-import subprocess
 import sys
-import time
-
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
 import hasten_ctypes as hc  # noqa: E402
+from run_bench import require_onnxruntime, run  # noqa: E402
 
 BANDWIDTH = {1: 17.0e9, 2: 28.6e9}
-
-
-def ids(n, offset):
-    return [(i * 7 + offset) % 50000 + 1 for i in range(n)]
-
-
-def run(cmd, env=None):
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr}")
-    return proc.stdout
 
 
 def hasten_times(build, module_path, threads, prefill, past, repeat):
@@ -82,9 +67,7 @@ def main():
     parser.add_argument("--past", type=int, default=128)
     parser.add_argument("--precisions", default="f32,bf16")
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node")):
-        sys.exit("onnxruntime-node is missing: cd bench && npm install "
-                 "--onnxruntime-node-install=skip")
+    require_onnxruntime()
     bin_dir = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "bench")
     os.makedirs(work, exist_ok=True)
@@ -102,12 +85,9 @@ def main():
                  f"--weights={precision}"])
         modules[precision] = path
     rt = hc.Runtime(os.path.join(args.build, "lib"))
-    weight_bytes = rt.lib.hasten_module_weight_bytes
-    weight_bytes.argtypes = [__import__("ctypes").c_void_p]
-    weight_bytes.restype = __import__("ctypes").c_uint64
     first = rt.load(modules[args.precisions.split(",")[0]])
     # A decode step reads every weight except the position table.
-    read_bytes = weight_bytes(first.handle) - 1024 * 768 * 4
+    read_bytes = first.weight_bytes - 1024 * 768 * 4
 
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:

@@ -29,6 +29,12 @@ def run(cmd, env=None):
     return proc.stdout
 
 
+def require_onnxruntime():
+    if not os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node")):
+        sys.exit("onnxruntime-node is missing: cd bench && npm install "
+                 "--onnxruntime-node-install=skip")
+
+
 def hasten_ms(bin_dir, module, x, threads, repeat, out_dir=None):
     env = dict(os.environ, HASTEN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     cmd = [os.path.join(bin_dir, "hasten-run"), module, "--input", f"x={x}",
@@ -52,9 +58,7 @@ def main():
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node")):
-        sys.exit("onnxruntime-node is missing: cd bench && npm install "
-                 "--onnxruntime-node-install=skip")
+    require_onnxruntime()
     bin_dir = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "bench")
     run([sys.executable, os.path.join(HERE, "make_bench_models.py"), work])

@@ -23,6 +23,8 @@ class Runtime:
                      "hasten_module_kv_block_size"):
             getattr(L, name).argtypes = [vp]
             getattr(L, name).restype = i64
+        L.hasten_module_weight_bytes.argtypes = [vp]
+        L.hasten_module_weight_bytes.restype = ctypes.c_uint64
         L.hasten_sequence_create.argtypes = [vp, vp, ctypes.POINTER(vp)]
         L.hasten_sequence_free.argtypes = [vp]
         L.hasten_sequence_fork.argtypes = [vp, ctypes.POINTER(vp)]
@@ -53,6 +55,7 @@ class Module:
         self.vocab = rt.lib.hasten_module_vocab_size(handle)
         self.capacity = rt.lib.hasten_module_kv_capacity(handle)
         self.block_size = rt.lib.hasten_module_kv_block_size(handle)
+        self.weight_bytes = rt.lib.hasten_module_weight_bytes(handle)
 
     def sequence(self, pool=None):
         handle = ctypes.c_void_p()
