@@ -157,6 +157,14 @@ struct hasten_sequence {
   int64_t blocksHeld = 0;
 
   int64_t length() const { return (int64_t)tokens.size(); }
+
+  /// Returns the blocks after the first `keep` to the pool; the caller
+  /// holds the pool's mutex.
+  void releaseBlocksFrom(int64_t keep) {
+    for (int64_t b = keep; b < blocksHeld; ++b)
+      pool->release(table[b]);
+    blocksHeld = std::min(blocksHeld, keep);
+  }
 };
 
 static hasten_status createPool(hasten_module *module, const DecoderInfo &info,
@@ -274,9 +282,7 @@ hasten_status hasten_sequence_truncate(hasten_sequence *seq, int64_t length) {
   if (seq->pool) {
     int64_t keep = (length + seq->info.blockSize - 1) / seq->info.blockSize;
     std::lock_guard<std::mutex> lock(seq->pool->mutex);
-    for (int64_t b = keep; b < seq->blocksHeld; ++b)
-      seq->pool->release(seq->table[b]);
-    seq->blocksHeld = std::min(seq->blocksHeld, keep);
+    seq->releaseBlocksFrom(keep);
   }
   return HASTEN_OK;
 }
@@ -367,9 +373,7 @@ hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens
     for (int64_t b = seq->blocksHeld; b < needed; ++b) {
       int32_t fresh = pool.take();
       if (fresh < 0) {
-        for (int64_t r = heldBefore; r < b; ++r)
-          pool.release(seq->table[r]);
-        seq->blocksHeld = heldBefore;
+        seq->releaseBlocksFrom(heldBefore);
         return fail(HASTEN_ERROR_OUT_OF_MEMORY,
                     "KV block pool exhausted: all %lld blocks of %lld tokens are in use",
                     (long long)pool.numBlocks, (long long)info.blockSize);
@@ -413,9 +417,7 @@ hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens
   if (status != HASTEN_OK) {
     if (seq->pool) {
       std::lock_guard<std::mutex> lock(seq->pool->mutex);
-      for (int64_t b = heldBefore; b < seq->blocksHeld; ++b)
-        seq->pool->release(seq->table[b]);
-      seq->blocksHeld = heldBefore;
+      seq->releaseBlocksFrom(heldBefore);
     }
     return status;
   }
