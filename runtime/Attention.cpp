@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CpuFeatures.h"
 #include "RuntimeInternal.h"
 #include "hasten/KernelAbi.h"
 
@@ -85,7 +86,8 @@ float maskAt(const MemRef<4> &m, int64_t b, int64_t h, int64_t i, int64_t j) {
 /// The generic path: plain loops, any head_dim, any CPU. Also the exact
 /// fallback for a row whose every key is masked (the softmax of equal
 /// scores is uniform, which skipping tiles would lose).
-void attentionRowGeneric(const AttentionJob &job, int64_t b, int64_t h, int64_t i) {
+__attribute__((always_inline)) inline void
+attentionRowGeneric(const AttentionJob &job, int64_t b, int64_t h, int64_t i) {
   int64_t kvh = h / (job.heads / job.kvHeads), offset = job.kvLen - job.qLen;
   const float *q = job.q.data() + b * job.q.strides[0] + h * job.q.strides[1] +
                    i * job.q.strides[2];
@@ -96,6 +98,7 @@ void attentionRowGeneric(const AttentionJob &job, int64_t b, int64_t h, int64_t 
     if (!(job.causal && j > i + offset)) {
       const float *k = job.k.row(b, kvh, j);
       float dot = 0.0f;
+#pragma clang loop vectorize(enable)
       for (int64_t d = 0; d < job.dim; ++d)
         dot += q[d * job.q.strides[3]] * k[d * job.k.elemStride];
       s = dot * job.scale + (job.mask ? maskAt(*job.mask, b, h, i, j) : 0.0f);
@@ -121,7 +124,8 @@ void attentionRowGeneric(const AttentionJob &job, int64_t b, int64_t h, int64_t 
   }
 }
 
-void attentionBlocksGeneric(int64_t begin, int64_t end, void *data) {
+__attribute__((always_inline)) inline void attentionBlocksPlain(int64_t begin, int64_t end,
+                                                                void *data) {
   auto *job = static_cast<AttentionJob *>(data);
   for (int64_t block = begin; block < end; ++block) {
     int64_t bh = block / job->blocksPerHead, i0 = (block % job->blocksPerHead) * kBlock;
@@ -129,6 +133,16 @@ void attentionBlocksGeneric(int64_t begin, int64_t end, void *data) {
     for (int64_t i = i0; i < std::min(job->qLen, i0 + kBlock); ++i)
       attentionRowGeneric(*job, b, h, i);
   }
+}
+
+void attentionBlocksGeneric(int64_t begin, int64_t end, void *data) {
+  attentionBlocksPlain(begin, end, data);
+}
+
+/// The same loops compiled for AVX2 and FMA (hosts without AVX-512).
+__attribute__((target("avx2,fma"))) void attentionBlocksAvx2(int64_t begin, int64_t end,
+                                                              void *data) {
+  attentionBlocksPlain(begin, end, data);
 }
 
 /// The first 64-byte aligned float of `v` (which has 16 floats of slack).
@@ -526,10 +540,13 @@ void runAttention(AttentionJob &job) {
   job.blocksPerHead = (job.qLen + kBlock - 1) / kBlock;
   int64_t blocks = job.batch * job.heads * job.blocksPerHead;
   int64_t work = job.batch * job.heads * job.qLen * job.kvLen * (job.dim + job.vDim);
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  bool fast = avx512 && job.dim <= kMaxDim && job.vDim <= kMaxDim;
+  const hasten::runtime::CpuCapabilities &cpu = hasten::runtime::cpuCapabilities();
+  bool fast = cpu.avx512 && job.dim <= kMaxDim && job.vDim <= kMaxDim;
   hasten::runtime::parallelFor(blocks, work >= (1 << 16) ? work : 0,
-                               fast ? attentionBlocksAvx512 : attentionBlocksGeneric, &job);
+                               fast       ? attentionBlocksAvx512
+                               : cpu.avx2 ? attentionBlocksAvx2
+                                          : attentionBlocksGeneric,
+                               &job);
 }
 
 AttentionJob makeJob(const MemRef<4> &q, const MemRef<4> &out, const MemRef<4> *mask,

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CpuFeatures.h"
 #include "RuntimeInternal.h"
 #include "hasten/KernelAbi.h"
 
@@ -363,6 +364,11 @@ __attribute__((target("avx512f"))) void gemvAvx512(const GemvJob &job, int64_t n
   job.overwrite ? gemvAny<true>(job, n0, n1) : gemvAny<false>(job, n0, n1);
 }
 
+__attribute__((target("avx2,fma"))) void gemvAvx2(const GemvJob &job, int64_t n0,
+                                                   int64_t n1) {
+  job.overwrite ? gemvAny<true>(job, n0, n1) : gemvAny<false>(job, n0, n1);
+}
+
 void gemvGeneric(const GemvJob &job, int64_t n0, int64_t n1) {
   job.overwrite ? gemvAny<true>(job, n0, n1) : gemvAny<false>(job, n0, n1);
 }
@@ -371,9 +377,11 @@ void gemvGeneric(const GemvJob &job, int64_t n0, int64_t n1) {
 void gemvBlocks(int64_t begin, int64_t end, void *data) {
   auto *job = static_cast<GemvJob *>(data);
   int64_t n0 = std::min(job->n, begin * 64), n1 = std::min(job->n, end * 64);
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512)
+  const hasten::runtime::CpuCapabilities &cpu = hasten::runtime::cpuCapabilities();
+  if (cpu.avx512)
     gemvAvx512(*job, n0, n1);
+  else if (cpu.avx2)
+    gemvAvx2(*job, n0, n1);
   else
     gemvGeneric(*job, n0, n1);
 }
@@ -384,8 +392,7 @@ void f32StripGemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                   bool overwrite);
 
 void gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overwrite) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512)
+  if (hasten::runtime::cpuCapabilities().avx512)
     return f32StripGemv(a, b, c, overwrite);
   bool transposed = b.strides[2] != 1;
   GemvJob job{a.data(),   b.data(),   transposed ? b.strides[2] : b.strides[1],
@@ -604,14 +611,28 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                      int32_t flags) {
   // Decode-shaped products with f32 weights: one row of A, contiguous rows
   // (or, for a transposed W, columns) of W, contiguous C.
-  if ((flags & kConstantWeights) && !(flags & kBf16) && a.sizes[0] == 1 &&
-      b.sizes[0] == 1 && a.sizes[1] == 1 && a.strides[2] == 1 &&
-      (b.strides[2] == 1 || b.strides[1] == 1) && c.strides[2] == 1) {
+  if ((flags & kBf16) && !hasten::runtime::cpuCapabilities().avx512) {
+    // bf16 needs AVX-512 (oneDNN emulates it on cores without bf16
+    // instructions); below that, the weights are widened to f32 once, when
+    // packed, and the products run in f32.
+    static std::once_flag noted;
+    std::call_once(noted, [] {
+      fprintf(stderr, "hasten: note: this CPU has no AVX-512, so bf16 weights are converted "
+                      "to f32 when packed (slower than on a CPU with bf16 support)\n");
+    });
+    flags &= ~kBf16;
+  }
+  if ((flags & kConstantWeights) && !(flags & kBf16) && (flags & kBf16Storage) &&
+      a.sizes[0] == b.sizes[0]) {
+    // Fall through to the packed path, which widens the stored bf16.
+  } else if ((flags & kConstantWeights) && !(flags & kBf16) && a.sizes[0] == 1 &&
+             b.sizes[0] == 1 && a.sizes[1] == 1 && a.strides[2] == 1 &&
+             (b.strides[2] == 1 || b.strides[1] == 1) && c.strides[2] == 1) {
     gemv(a, b, c, flags & kOverwrite);
     return;
   }
-  static const bool hasBf16Dot = __builtin_cpu_supports("avx512bf16");
-  if ((flags & kConstantWeights) && (flags & kBf16) && hasBf16Dot && a.sizes[0] == 1 &&
+  if ((flags & kConstantWeights) && (flags & kBf16) &&
+      hasten::runtime::cpuCapabilities().avx512Bf16 && a.sizes[0] == 1 &&
       b.sizes[0] == 1 && a.sizes[1] == 1 && c.strides[2] == 1) {
     bf16Gemv(a, b, c, flags);
     return;

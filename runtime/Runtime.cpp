@@ -8,6 +8,7 @@
 
 #include "hasten/runtime.h"
 
+#include "CpuFeatures.h"
 #include "Manifest.h"
 #include "RuntimeInternal.h"
 
@@ -50,6 +51,8 @@ struct RuntimeStartup {
   RuntimeStartup() {
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    // Decide the instruction sets (and oneDNN's ceiling) before any kernel.
+    hasten::runtime::cpuCapabilities();
     if (const char *value = getenv("HASTEN_NUM_THREADS")) {
       int n = atoi(value);
       if (n > 0)
@@ -58,26 +61,6 @@ struct RuntimeStartup {
   }
 } runtimeStartup;
 
-
-/// Features of the CPU we run on, from /proc/cpuinfo.
-const std::set<std::string> &hostCpuFeatures() {
-  static const std::set<std::string> features = [] {
-    std::set<std::string> result;
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(cpuinfo, line)) {
-      if (line.rfind("flags", 0) != 0)
-        continue;
-      std::istringstream words(line.substr(line.find(':') + 1));
-      std::string word;
-      while (words >> word)
-        result.insert(word);
-      break;
-    }
-    return result;
-  }();
-  return features;
-}
 
 /// Checks that `path` is a complete 64-bit ELF shared object for this
 /// machine before dlopen sees it: the dynamic loader trusts the headers, and
@@ -271,16 +254,20 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
                              hasten::kManifestFormatVersion));
   if (manifest->cpu_features()) {
     std::string missing;
+    const hasten::runtime::CpuCapabilities &host = hasten::runtime::cpuCapabilities();
     for (const auto *feature : *manifest->cpu_features()) {
       module->cpuFeatures += (module->cpuFeatures.empty() ? "" : ",") + feature->str();
-      if (!hostCpuFeatures().count(feature->str()))
+      if (!host.features.count(feature->str()))
         missing += (missing.empty() ? "" : ", ") + feature->str();
     }
+    std::string limit =
+        host.limit.empty() ? "" : " (HASTEN_MAX_CPU_ISA=" + host.limit + " limits it)";
     if (!missing.empty())
       return closeAndFail(fail(HASTEN_ERROR_INCOMPATIBLE,
-                               "%s: compiled for CPU features this machine lacks: %s "
-                               "(recompile with --cpu=... for this machine)",
-                               path, missing.c_str()));
+                               "%s: compiled for CPU features this machine lacks: %s%s; "
+                               "recompile with --cpu=native on this machine, or with "
+                               "--cpu=x86-64-v3 for any x86-64 CPU with AVX2",
+                               path, missing.c_str(), limit.c_str()));
   }
   if (!manifest->entries() || manifest->entries()->size() == 0)
     return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE, "%s: the manifest lists no entry", path));
@@ -337,6 +324,18 @@ size_t hasten_module_num_weights(const hasten_module *module) {
 
 uint64_t hasten_module_weight_bytes(const hasten_module *module) {
   return module ? module->manifest->weight_bytes() : 0;
+}
+
+const char *hasten_runtime_kernel_isa(void) {
+  static const std::string isa = [] {
+    const hasten::runtime::CpuCapabilities &cpu = hasten::runtime::cpuCapabilities();
+    std::string name = cpu.avx512Bf16 ? "avx512_bf16"
+                       : cpu.avx512   ? "avx512"
+                       : cpu.avx2     ? "avx2"
+                                      : "baseline";
+    return cpu.limit.empty() ? name : name + " (HASTEN_MAX_CPU_ISA=" + cpu.limit + ")";
+  }();
+  return isa.c_str();
 }
 
 const char *hasten_module_target(const hasten_module *module) {

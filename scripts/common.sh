@@ -10,6 +10,7 @@ HASTEN_BUILD="${HASTEN_BUILD:-$HASTEN_ROOT/build}"
 # build tools themselves.
 HASTEN_PACKAGES=(
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools clang-22 lld-22
+  libclang-rt-22-dev
   libonnx-dev libonnx-testdata python3-onnx python3-numpy libprotobuf-dev
   libflatbuffers-dev flatbuffers-compiler
   libdnnl-dev

@@ -32,3 +32,25 @@ llvm_config.add_tool_substitutions(tools, tool_dirs)
 import shutil
 if shutil.which("valgrind"):
     config.available_features.add("valgrind")
+
+# A CPU feature this machine lacks, for testing that the runtime refuses a
+# module that needs it: AMD parts lack AVX512-FP16 and AMX, Intel parts lack
+# SSE4a. (LLVM feature name, /proc/cpuinfo name.)
+def cpuinfo_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+flags = cpuinfo_flags()
+for llvm_name, cpuinfo_name in (("avx512fp16", "avx512_fp16"), ("amx-bf16", "amx_bf16"),
+                                ("sse4a", "sse4a")):
+    if cpuinfo_name not in flags:
+        config.substitutions.append(("%missing_cpu_feature_llvm", llvm_name))
+        config.substitutions.append(("%missing_cpu_feature", cpuinfo_name))
+        config.available_features.add("missing-cpu-feature")
+        break

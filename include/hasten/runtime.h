@@ -99,6 +99,12 @@ const char *hasten_module_target(const hasten_module *module);
 const char *hasten_module_cpu(const hasten_module *module);
 const char *hasten_module_cpu_features(const hasten_module *module);
 
+/* The instruction set the runtime's own kernels use on this machine, chosen
+ * from CPUID when the runtime loads: "avx512_bf16", "avx512", "avx2" or
+ * "baseline", followed by " (HASTEN_MAX_CPU_ISA=...)" when that environment
+ * variable lowers it. A static string. */
+const char *hasten_runtime_kernel_isa(void);
+
 /* The weights the module embeds: how many, and their total size. */
 size_t hasten_module_num_weights(const hasten_module *module);
 uint64_t hasten_module_weight_bytes(const hasten_module *module);

@@ -366,6 +366,64 @@ std::string findLinker() {
   return "";
 }
 
+/// The CPU and feature string the code is generated for.
+struct CpuChoice {
+  std::string cpu;
+  std::string features;
+};
+
+/// Resolves --cpu and --cpu-features: `native` (or nothing) is this
+/// machine's CPU and features; anything else must be a CPU LLVM knows
+/// (`x86-64-v3`, `znver5`, ...), so that a typo cannot silently produce
+/// baseline code. Every feature in --cpu-features must exist too.
+FailureOr<CpuChoice> chooseCpu(const llvm::Target &target, const llvm::Triple &triple,
+                               const CompileOptions &options, Location loc) {
+  CpuChoice choice;
+  bool native = options.cpu.empty() || options.cpu == "native";
+  choice.cpu = native ? llvm::sys::getHostCPUName().str() : options.cpu;
+  // A generic subtarget answers "is this a CPU?" without LLVM printing its
+  // own warning for an unknown name.
+  std::unique_ptr<llvm::MCSubtargetInfo> info(
+      target.createMCSubtargetInfo(triple, "x86-64", ""));
+  if (!native && (!info || !info->isCPUStringValid(choice.cpu))) {
+    InFlightDiagnostic diag = emitError(loc)
+                              << "unknown CPU '" << options.cpu
+                              << "' for --cpu; use native, x86-64, x86-64-v2, x86-64-v3, "
+                                 "x86-64-v4 or a CPU name such as sapphirerapids or znver5";
+    return diag;
+  }
+  SmallVector<StringRef> requested;
+  StringRef(options.cpuFeatures).split(requested, ',', -1, /*KeepEmpty=*/false);
+  for (StringRef feature : requested) {
+    feature = feature.trim();
+    StringRef name = feature.drop_front();
+    bool known = info && llvm::any_of(info->getAllProcessorFeatures(),
+                                      [&](const llvm::SubtargetFeatureKV &kv) {
+                                        return name == kv.Key;
+                                      });
+    if ((!feature.starts_with("+") && !feature.starts_with("-")) || !known)
+      return emitError(loc) << "bad --cpu-features item '" << feature
+                            << "': expected +NAME or -NAME with an LLVM feature name "
+                               "such as avx2, avx512f or amx-bf16";
+  }
+  SmallVector<std::string> features;
+  if (native)
+    for (const auto &f : llvm::sys::getHostCPUFeatures())
+      features.push_back((f.second ? "+" : "-") + f.getKey().str());
+  llvm::sort(features);
+  for (StringRef feature : requested)
+    features.push_back(feature.trim().str());
+  choice.features = llvm::join(features, ",");
+  // LLVM tunes AVX-512 server cores to 256-bit vectors by default; generated
+  // loops use the target's full width unless --cpu-features says otherwise.
+  std::unique_ptr<llvm::MCSubtargetInfo> chosen(
+      target.createMCSubtargetInfo(triple, choice.cpu, choice.features));
+  if (chosen && chosen->checkFeatures("+avx512f") &&
+      !StringRef(options.cpuFeatures).contains("prefer-256-bit"))
+    choice.features += choice.features.empty() ? "-prefer-256-bit" : ",-prefer-256-bit";
+  return choice;
+}
+
 //===----------------------------------------------------------------------===//
 // KV cache and memory plan
 //===----------------------------------------------------------------------===//
@@ -533,6 +591,40 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   (void)passesRegistered;
   Location fileLoc = FileLineColLoc::get(&context, inputPath, 0, 0);
 
+  // The target machine first, so that a bad --cpu fails before any work.
+  static bool targetsInitialized = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    return true;
+  }();
+  (void)targetsInitialized;
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  std::string error;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return emitError(fileLoc) << "no LLVM target for " << triple.str() << ": " << error;
+  FailureOr<CpuChoice> cpuChoice = chooseCpu(*target, triple, options, fileLoc);
+  if (failed(cpuChoice))
+    return failure();
+  const std::string &cpu = cpuChoice->cpu;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      triple, cpu, cpuChoice->features, llvm::TargetOptions(), llvm::Reloc::PIC_,
+      std::nullopt, llvm::CodeGenOptLevel::Aggressive));
+  if (!tm)
+    return emitError(fileLoc) << "cannot create a target machine for CPU '" << cpu << "'";
+  // Features the generated code may use, as /proc/cpuinfo spells them. The
+  // subtarget knows what the CPU implies (x86-64-v3 means AVX2 and FMA even
+  // with an empty feature string), so ask it rather than the string.
+  std::vector<std::string> requiredFeatures;
+  {
+    const llvm::MCSubtargetInfo *subtarget = tm->getMCSubtargetInfo();
+    for (const CpuFeatureName &tracked : kTrackedCpuFeatures)
+      if (subtarget->checkFeatures(std::string("+") + tracked.llvm))
+        requiredFeatures.push_back(tracked.cpuinfo);
+    for (const std::string &extra : options.extraRequiredCpuFeatures)
+      requiredFeatures.push_back(extra);
+  }
+
   auto imported = timer.run("import", [&] {
     return importOnnxFile(inputPath, context, options.import);
   });
@@ -626,53 +718,6 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
       })))
     return failure();
 
-  // Target machine.
-  static bool targetsInitialized = [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-    return true;
-  }();
-  (void)targetsInitialized;
-  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
-  std::string error;
-  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
-  if (!target)
-    return emitError(fileLoc) << "no LLVM target for " << triple.str() << ": " << error;
-  std::string cpu = options.cpu.empty() || options.cpu == "native"
-                        ? llvm::sys::getHostCPUName().str()
-                        : options.cpu;
-  std::string features = options.cpuFeatures;
-  if (options.cpu.empty() || options.cpu == "native") {
-    SmallVector<std::string> hostFeatures;
-    for (const auto &f : llvm::sys::getHostCPUFeatures())
-      hostFeatures.push_back((f.second ? "+" : "-") + f.getKey().str());
-    llvm::sort(hostFeatures);
-    std::string joined = llvm::join(hostFeatures, ",");
-    features = features.empty() ? joined : joined + "," + features;
-  }
-  // LLVM tunes AVX-512 server cores to 256-bit vectors by default; generated
-  // loops use the target's full width unless --cpu-features says otherwise.
-  if (StringRef(features).contains("+avx512f") &&
-      !StringRef(options.cpuFeatures).contains("prefer-256-bit"))
-    features += ",-prefer-256-bit";
-  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
-      triple, cpu, features, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
-      llvm::CodeGenOptLevel::Aggressive));
-  if (!tm)
-    return emitError(fileLoc) << "cannot create a target machine for CPU '" << cpu << "'";
-  // Features the generated code may use, as /proc/cpuinfo spells them. The
-  // subtarget knows what the CPU implies (x86-64-v3 means AVX2 and FMA even
-  // with an empty feature string), so ask it rather than the string.
-  std::vector<std::string> requiredFeatures;
-  {
-    const llvm::MCSubtargetInfo *subtarget = tm->getMCSubtargetInfo();
-    for (const CpuFeatureName &tracked : kTrackedCpuFeatures)
-      if (subtarget->checkFeatures(std::string("+") + tracked.llvm))
-        requiredFeatures.push_back(tracked.cpuinfo);
-    for (const std::string &extra : options.extraRequiredCpuFeatures)
-      requiredFeatures.push_back(extra);
-  }
-
   llvm::LLVMContext llvmContext;
   std::unique_ptr<llvm::Module> llvmModule = timer.run("translation to LLVM IR", [&] {
     return translateModuleToLLVMIR(module, llvmContext, inputPath);
@@ -746,7 +791,9 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     // The runtime is needed only by modules that call its kernels.
     if (!options.runtimeLibraryDir.empty())
       args.append({runtimeDir, "--as-needed", "-lhasten_runtime", "--no-as-needed"});
-    args.append({"-lm", "-lc"});
+    // compiler-rt builtins for what the CPU lacks (f64 -> f16 without
+    // AVX512-FP16, ...), linked in and kept out of the module's exports.
+    args.append({"--exclude-libs=ALL", HASTEN_CLANG_RT_BUILTINS, "-lm", "-lc"});
     SmallString<128> logPath;
     int fd;
     if (llvm::sys::fs::createTemporaryFile("hasten-link", "log", fd, logPath))

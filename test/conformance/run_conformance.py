@@ -142,7 +142,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bin_dir")
     parser.add_argument("--node-dir", default=NODE_DIR)
-    parser.add_argument("--filter", default="")
+    parser.add_argument("--filter", default="",
+                        help="run only the cases whose name this regular expression finds")
     parser.add_argument("--sample", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--verbose", action="store_true")
@@ -155,7 +156,7 @@ def main():
     supported = set(subprocess.run([os.path.join(args.bin_dir, "hasten-import"), "--list-ops"],
                                    capture_output=True, text=True, check=True).stdout.split())
     cases = sorted(c for c in os.listdir(args.node_dir)
-                   if args.filter in c and os.path.exists(os.path.join(args.node_dir, c, "model.onnx")))
+                   if re.search(args.filter, c) and os.path.exists(os.path.join(args.node_dir, c, "model.onnx")))
     selected, ops_of = [], {}
     for case in cases:
         ops = case_ops(os.path.join(args.node_dir, case, "model.onnx"))

@@ -4,9 +4,10 @@ them with hasten-compile, runs a prefill (empty past) and then a one-token
 decode step on the returned presents with hasten-run, and compares logits
 and presents with the numpy reference in test/models/make_decoder.py.
 
-usage: decoder_vs_numpy.py BUILD_BIN_DIR
+usage: decoder_vs_numpy.py BUILD_BIN_DIR [--compile-flag FLAG]...
 Prints one line per check and '<n> passed, <m> failed'; exits 1 on failure.
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -50,7 +51,12 @@ def rel_err(actual, expected):
 
 
 def main():
-    bin_dir = sys.argv[1]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bin_dir")
+    parser.add_argument("--compile-flag", action="append", default=[],
+                        help="extra hasten-compile flag, e.g. --cpu=x86-64-v3 (repeatable)")
+    args = parser.parse_args()
+    bin_dir = args.bin_dir
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="hasten-e2e-") as work:
         for preset in ("gpt2-tiny", "llama-tiny"):
@@ -60,8 +66,8 @@ def main():
             module = os.path.join(work, preset + ".so")
             subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
                             "--preset", preset, "-o", onnx_path], check=True, capture_output=True)
-            subprocess.run([os.path.join(bin_dir, "hasten-compile"), onnx_path, "-o", module],
-                           check=True)
+            subprocess.run([os.path.join(bin_dir, "hasten-compile"), onnx_path, "-o", module]
+                           + args.compile_flag, check=True)
             prompt = np.array([[1, 17, 42, 99, 5, 200, 3]], np.int64)
             empty = [(np.zeros((1, cfg.kv_heads, 0, cfg.head_dim)),) * 2] * cfg.layers
             checks = []

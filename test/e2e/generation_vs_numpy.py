@@ -17,8 +17,9 @@ layouts:
   refused with clear errors, leaving the sequence usable;
 - with --weights=bf16 the logits stay within 3e-2 of the reference.
 
-usage: generation_vs_numpy.py BUILD_DIR
+usage: generation_vs_numpy.py BUILD_DIR [--compile-flag FLAG]...
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -110,7 +111,12 @@ def run_generate(build, module_path, count):
 
 
 def main():
-    build = sys.argv[1]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("build")
+    parser.add_argument("--compile-flag", action="append", default=[],
+                        help="extra hasten-compile flag, e.g. --cpu=x86-64-v3 (repeatable)")
+    args = parser.parse_args()
+    build = args.build
     rt = hc.Runtime(os.path.join(build, "lib"))
     c = Checks()
     with tempfile.TemporaryDirectory(prefix="hasten-gen-") as work:
@@ -126,7 +132,8 @@ def main():
                 tag = f"{preset} {layout}"
                 path = os.path.join(work, f"{preset}-{layout}.so")
                 subprocess.run([os.path.join(build, "bin", "hasten-compile"), onnx_path, "-o", path,
-                                f"--kv-capacity={CAPACITY}"] + flags, check=True)
+                                f"--kv-capacity={CAPACITY}"] + flags + args.compile_flag,
+                               check=True)
                 module = rt.load(path)
                 c.check(module.capacity == CAPACITY and module.vocab == cfg.vocab and
                         module.block_size == (16 if layout == "paged" else 0),
@@ -215,7 +222,8 @@ def main():
             # activations to bf16 for the products): close, not exact.
             path = os.path.join(work, f"{preset}-bf16.so")
             subprocess.run([os.path.join(build, "bin", "hasten-compile"), onnx_path, "-o", path,
-                            f"--kv-capacity={CAPACITY}", "--weights=bf16"], check=True)
+                            f"--kv-capacity={CAPACITY}", "--weights=bf16"] + args.compile_flag,
+                           check=True)
             _, worst, _ = logits_walk(rt.load(path), cfg, weights)
             c.check(worst <= BF16_TOL, f"{preset} bf16 weights: logits within {worst:.2e} "
                                        f"of the f64 reference (tolerance {BF16_TOL})")

@@ -10,6 +10,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
+#include "hasten/Support/CommandLine.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
@@ -21,59 +22,65 @@
 
 using namespace llvm;
 
-static cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.onnx>"), cl::Required);
-static cl::opt<std::string> outputPath("o", cl::desc("Output file"), cl::value_desc("file"),
+static cl::OptionCategory toolCategory("hasten-compile options");
+
+static cl::opt<std::string> inputPath(cl::cat(toolCategory), cl::Positional, cl::desc("<model.onnx>"), cl::Required);
+static cl::opt<std::string> outputPath(cl::cat(toolCategory), "o", cl::desc("Output file"), cl::value_desc("file"),
                                        cl::Required);
-static cl::opt<std::string> targetName("target", cl::desc("Code generation target (cpu)"),
+static cl::opt<std::string> targetName(cl::cat(toolCategory), "target", cl::desc("Code generation target (cpu)"),
                                        cl::init("cpu"));
-static cl::opt<hasten::EmitKind> emitKind(
+static cl::opt<hasten::EmitKind> emitKind(cl::cat(toolCategory), 
     "emit", cl::desc("Stop after this stage"), cl::init(hasten::EmitKind::Library),
     cl::values(clEnumValN(hasten::EmitKind::MLIR, "mlir", "optimized tensor-level MLIR"),
                clEnumValN(hasten::EmitKind::LLVM, "llvm", "optimized LLVM IR"),
                clEnumValN(hasten::EmitKind::Object, "obj", "an object file"),
                clEnumValN(hasten::EmitKind::Library, "lib", "a shared library (default)")));
-static cl::opt<std::string> cpu("cpu", cl::desc("Target CPU (default: this machine's)"));
-static cl::opt<std::string> cpuFeatures("cpu-features",
+static cl::opt<std::string> cpu(cl::cat(toolCategory), "cpu", cl::desc("Target CPU: native (the default: this machine's CPU and "
+                                           "features), x86-64, x86-64-v2, x86-64-v3 (any CPU with "
+                                           "AVX2), x86-64-v4 (AVX-512), or a CPU name such as "
+                                           "sapphirerapids or znver5"));
+static cl::opt<std::string> cpuFeatures(cl::cat(toolCategory), "cpu-features",
                                         cl::desc("Extra target features, e.g. +avx2,-avx512f"));
-static cl::opt<std::string> weights(
+static cl::opt<std::string> weights(cl::cat(toolCategory), 
     "weights", cl::desc("Precision of matmul weights: f32 (default) or bf16 (bf16 x bf16 "
                         "with f32 accumulation, on AMX/AVX512-BF16 where present)"),
     cl::init("f32"));
-static cl::opt<int64_t> parallelMinWork(
+static cl::opt<int64_t> parallelMinWork(cl::cat(toolCategory), 
     "parallel-min-work",
     cl::desc("Generated loops with fewer total iterations run on one thread"),
     cl::init(32768));
-static cl::opt<bool> timing("timing", cl::desc("Print the time each compiler phase took"));
-static cl::opt<bool> printIRAfterAll("print-ir-after-all",
+static cl::opt<bool> timing(cl::cat(toolCategory), "timing", cl::desc("Print the time each compiler phase took"));
+static cl::opt<bool> printIRAfterAll(cl::cat(toolCategory), "print-ir-after-all",
                                      cl::desc("Print the IR after every MLIR pass"));
-static cl::list<std::string> bindInputs(
+static cl::list<std::string> bindInputs(cl::cat(toolCategory), 
     "bind-input", cl::desc("Fix a graph input at compile time: NAME=tensor.pb (repeatable)"),
     cl::value_desc("NAME=PATH"));
 // Test hooks for the runtime's refusals; hidden from --help.
-static cl::opt<unsigned> manifestVersionOverride(
+static cl::opt<unsigned> manifestVersionOverride(cl::cat(toolCategory), 
     "test-manifest-format-version", cl::Hidden,
     cl::desc("Write this manifest format version (testing only)"), cl::init(0));
-static cl::list<std::string> extraCpuFeatures(
+static cl::list<std::string> extraCpuFeatures(cl::cat(toolCategory), 
     "test-require-cpu-feature", cl::Hidden,
     cl::desc("Require this extra cpuinfo feature in the manifest (testing only)"));
-static cl::opt<int64_t> kvCapacity(
+static cl::opt<int64_t> kvCapacity(cl::cat(toolCategory), 
     "kv-capacity", cl::desc("Tokens the KV cache of one sequence holds (decoders; "
                             "default: what --kv-budget allows, else 1024)"),
     cl::init(0));
-static cl::opt<int64_t> kvBlockSize(
+static cl::opt<int64_t> kvBlockSize(cl::cat(toolCategory), 
     "kv-block-size", cl::desc("Use a paged KV cache with blocks of N tokens (0: contiguous)"),
     cl::init(0));
-static cl::opt<std::string> kvBudget(
+static cl::opt<std::string> kvBudget(cl::cat(toolCategory), 
     "kv-budget", cl::desc("Bytes one sequence's KV cache may take (suffixes K, M, G)"));
-static cl::opt<bool> memoryReport(
+static cl::opt<bool> memoryReport(cl::cat(toolCategory), 
     "memory-report", cl::desc("Print the memory plan (weights, KV cache, activations) as JSON"));
-static cl::opt<bool> noDecoderEntries(
+static cl::opt<bool> noDecoderEntries(cl::cat(toolCategory), 
     "no-decoder-entries",
     cl::desc("Do not add prefill/decode entries to a decoder (keep only its graph as 'main')"));
-static cl::opt<bool> noCheck("no-check", cl::desc("Skip the ONNX checker"));
+static cl::opt<bool> noCheck(cl::cat(toolCategory), "no-check", cl::desc("Skip the ONNX checker"));
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  hasten::hideForeignOptions({&toolCategory});
   mlir::registerPassManagerCLOptions();
   mlir::registerMLIRContextCLOptions();
   mlir::registerAsmPrinterCLOptions();

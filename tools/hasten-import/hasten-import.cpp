@@ -17,6 +17,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OperationSupport.h"
+#include "hasten/Support/CommandLine.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
@@ -29,38 +30,41 @@
 
 using namespace llvm;
 
-static cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.onnx>"),
+static cl::OptionCategory toolCategory("hasten-import options");
+
+static cl::opt<std::string> inputPath(cl::cat(toolCategory), cl::Positional, cl::desc("<model.onnx>"),
                                       cl::Required);
-static cl::opt<std::string> outputPath("o", cl::desc("Output file ('-' for stdout)"),
+static cl::opt<std::string> outputPath(cl::cat(toolCategory), "o", cl::desc("Output file ('-' for stdout)"),
                                        cl::value_desc("file"), cl::init("-"));
-static cl::opt<std::string> entryName("entry", cl::desc("Name of the imported function"),
+static cl::opt<std::string> entryName(cl::cat(toolCategory), "entry", cl::desc("Name of the imported function"),
                                       cl::init("main"));
-static cl::opt<bool> noCheck("no-check",
+static cl::opt<bool> noCheck(cl::cat(toolCategory), "no-check",
                              cl::desc("Skip the ONNX checker (shape inference still runs)"));
-static cl::opt<int64_t> elideLarger(
+static cl::opt<int64_t> elideLarger(cl::cat(toolCategory), 
     "elide-weights-larger",
     cl::desc("Print resource blobs larger than this many bytes as a placeholder "
              "(0 prints everything)"),
     cl::init(0));
-static cl::list<std::string> bindInputs(
+static cl::list<std::string> bindInputs(cl::cat(toolCategory), 
     "bind-input",
     cl::desc("Fix a graph input at compile time: NAME=tensor.pb (repeatable)"),
     cl::value_desc("NAME=PATH"));
-static cl::opt<bool> noCleanup(
+static cl::opt<bool> noCleanup(cl::cat(toolCategory), 
     "no-cleanup",
     cl::desc("Print the importer's raw output, without canonicalize and CSE"));
-static cl::opt<bool> decoderEntries(
+static cl::opt<bool> decoderEntries(cl::cat(toolCategory), 
     "decoder-entries",
     cl::desc("Also import a decoder as 'prefill' and 'decode' functions (one "
              "sequence; positions, mask and last-position logits computed inside)"));
-static cl::opt<bool> listOps("list-ops", cl::desc("Print the supported ONNX ops and exit"));
-static cl::opt<bool> printStats("import-stats",
+static cl::opt<bool> listOps(cl::cat(toolCategory), "list-ops", cl::desc("Print the supported ONNX ops and exit"));
+static cl::opt<bool> printStats(cl::cat(toolCategory), "import-stats",
                                 cl::desc("Print import time and op counts to stderr"));
-static cl::opt<bool> emitBytecode("emit-bytecode",
+static cl::opt<bool> emitBytecode(cl::cat(toolCategory), "emit-bytecode",
                                   cl::desc("Write MLIR bytecode instead of text"));
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  hasten::hideForeignOptions({&toolCategory});
   // --list-ops needs no model; make the positional optional for it.
   for (int i = 1; i < argc; ++i)
     if (StringRef(argv[i]) == "--list-ops" || StringRef(argv[i]) == "-list-ops") {

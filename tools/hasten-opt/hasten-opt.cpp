@@ -7,6 +7,7 @@
 
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Passes/Passes.h"
+#include "hasten/Support/CommandLine.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/InitAllDialects.h"
@@ -15,6 +16,9 @@
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 
 int main(int argc, char **argv) {
+  // LLVM's backend flags go behind --help-hidden; mlir-opt's own options and
+  // the pass list are registered later, inside MlirOptMain, and stay shown.
+  hasten::hideForeignOptions();
   mlir::registerAllPasses();
   hasten::registerHastenPasses();
 

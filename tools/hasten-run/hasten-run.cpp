@@ -157,14 +157,16 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                "prompt %lld tokens, generated %lld%s\n"
                "prefill: %.2f ms, %.1f tokens/s\n"
                "time to first token: %.2f ms\n"
-               "decode: %lld tokens in %.2f ms, %.1f tokens/s (%.3f ms/token)\n",
+               "decode: %lld tokens in %.2f ms, %.1f tokens/s (%.3f ms/token)\n"
+               "cpu: module for %s, runtime kernels %s\n",
                (long long)stats.prompt_tokens, (long long)stats.generated_tokens,
                stats.stopped_by_token ? " (stop token)" : "", stats.prefill_seconds * 1e3,
                stats.prefill_seconds > 0 ? stats.prompt_tokens / stats.prefill_seconds : 0.0,
                stats.time_to_first_token_seconds * 1e3, (long long)decodeSteps,
                stats.decode_seconds * 1e3,
                stats.decode_seconds > 0 ? decodeSteps / stats.decode_seconds : 0.0,
-               decodeSteps ? stats.decode_seconds * 1e3 / decodeSteps : 0.0);
+               decodeSteps ? stats.decode_seconds * 1e3 / decodeSteps : 0.0,
+               hasten_module_cpu(module), hasten_runtime_kernel_isa());
   std::string error = status == HASTEN_OK ? "" : hasten_last_error();
   hasten_sequence_free(sequence);
   hasten_module_free(module);
@@ -301,6 +303,7 @@ int main(int argc, char **argv) {
     std::printf("  cpu: %s, requires: %s\n", hasten_module_cpu(module),
                 *hasten_module_cpu_features(module) ? hasten_module_cpu_features(module)
                                                     : "(nothing beyond the base ISA)");
+    std::printf("  runtime kernels: %s\n", hasten_runtime_kernel_isa());
     for (size_t i = 0; i < numInputs; ++i)
       std::printf("  input  %s\n", describe(module, entry, 0, i).c_str());
     for (size_t i = 0; i < numOutputs; ++i)
