@@ -8,11 +8,12 @@ Rows: decode at past 128 (ms per token) and prefill of 512 tokens, at 1 and
 drives the ONNX graph with past/present tensors; hasten runs its prefill
 and decode entries through the runtime's sequence API. Times are medians;
 ratios are ONNX Runtime time / hasten time. The decode floor is the bytes
-of weights a token reads divided by the machine's read bandwidth (about 17
-GB/s on one thread and 28.6 GB/s on two, ../shared/FIELD-NOTES.md).
+of weights a token reads divided by the machine's read bandwidth, measured
+in the same run at the same thread count (bench/membw.c); the table names
+the CPU.
 
 usage: bench/decoder_bench.py [--build build] [--threads 1,2] [--repeat 5]
-Needs onnxruntime-node in bench/node_modules (see bench/README.md).
+ONNX Runtime comes from PyPI into BUILD/bench-venv on first use (bench/ort_env.py).
 """
 import argparse
 import os
@@ -23,9 +24,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
 import hasten_ctypes as hc  # noqa: E402
-from run_bench import require_onnxruntime, run  # noqa: E402
-
-BANDWIDTH = {1: 17.0e9, 2: 28.6e9}
+sys.path.insert(0, HERE)
+import machine  # noqa: E402
+import ort_env  # noqa: E402
+from run_bench import run  # noqa: E402
 
 
 def hasten_times(build, module_path, threads, prefill, past, repeat):
@@ -67,7 +69,7 @@ def main():
     parser.add_argument("--past", type=int, default=128)
     parser.add_argument("--precisions", default="f32,bf16")
     args = parser.parse_args()
-    require_onnxruntime()
+    python = ort_env.ort_python(args.build)
     bin_dir = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "bench")
     os.makedirs(work, exist_ok=True)
@@ -91,7 +93,7 @@ def main():
 
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:
-        out = run(["node", os.path.join(HERE, "ort_decoder_bench.js"), model, str(threads),
+        out = run([python, os.path.join(HERE, "ort_runner.py"), "decoder", model, str(threads),
                    str(args.prefill), str(args.past), str(args.repeat)])
         ort_prefill = float(re.search(r"prefill_ms ([0-9.]+)", out).group(1))
         ort_decode = float(re.search(r"decode_ms ([0-9.]+)", out).group(1))
@@ -100,15 +102,21 @@ def main():
         for precision, path in modules.items():
             results[precision] = hasten_times(args.build, path, threads, args.prefill,
                                               args.past, args.repeat)
-        floor = read_bytes / BANDWIDTH[threads] * 1e3
-        rows.append((threads, ort_prefill, ort_decode, ort_greedy, results, floor))
+        bandwidth = machine.read_bandwidth(work, threads)
+        floor = read_bytes / bandwidth * 1e3
+        rows.append((threads, ort_prefill, ort_decode, ort_greedy, results, floor, bandwidth))
 
     precisions = list(modules)
+    print(f"CPU: {machine.cpu_description()}; ONNX Runtime {ort_env.ort_version(python)} "
+          f"(Python, CPU); floor = {read_bytes / 1e6:.0f} MB of f32 weights per token / "
+          f"read bandwidth measured now ("
+          + ", ".join(f"{r[6] / 1e9:.1f} GB/s on {r[0]} thread{'s' if r[0] > 1 else ''}"
+                      for r in rows) + ")\n")
     header = "| case | threads | ORT ms |" + "".join(
         f" hasten {p} ms | ratio |" for p in precisions) + " f32 floor ms |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for threads, ort_prefill, ort_decode, ort_greedy, results, floor in rows:
+    for threads, ort_prefill, ort_decode, ort_greedy, results, floor, _ in rows:
         line = f"| decode, past {args.past} (per token) | {threads} | {ort_decode:.2f} |"
         for p in precisions:
             ms = results[p][1]
@@ -119,7 +127,7 @@ def main():
             ms = results[p][0]
             line += f" {ms:.1f} | {ort_prefill / ms:.2f}x |"
         print(line + " |")
-    for threads, _, _, ort_greedy, results, _ in rows:
+    for threads, _, _, ort_greedy, results, _, _ in rows:
         agree = {p: r[2] == ort_greedy for p, r in results.items()}
         print(f"threads {threads}: greedy token after the prefill, ORT {ort_greedy}, hasten "
               + ", ".join(f"{p} {r[2]}" for p, r in results.items())

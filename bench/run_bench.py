@@ -8,7 +8,7 @@ time (above 1: hasten is faster). Each row also checks hasten's f32 output
 against ONNX Runtime's (max relative error).
 
 usage: bench/run_bench.py [--build build] [--threads 1,2] [--quick]
-Needs onnxruntime-node in bench/node_modules (see bench/README.md).
+ONNX Runtime comes from PyPI into BUILD/bench-venv on first use (bench/ort_env.py).
 """
 import argparse
 import os
@@ -29,10 +29,9 @@ def run(cmd, env=None):
     return proc.stdout
 
 
-def require_onnxruntime():
-    if not os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node")):
-        sys.exit("onnxruntime-node is missing: cd bench && npm install "
-                 "--onnxruntime-node-install=skip")
+sys.path.insert(0, HERE)
+import machine  # noqa: E402
+import ort_env  # noqa: E402
 
 
 def hasten_ms(bin_dir, module, x, threads, repeat, out_dir=None):
@@ -45,10 +44,11 @@ def hasten_ms(bin_dir, module, x, threads, repeat, out_dir=None):
     return float(re.search(r"p50 ([0-9.]+) ms", out).group(1))
 
 
-def ort_ms(model, x, threads, repeat, out_bin=None):
-    cmd = ["node", os.path.join(HERE, "ort_bench.js"), model, "x", x, str(threads), str(repeat)]
-    if out_bin:
-        cmd.append(out_bin)
+def ort_ms(python, model, x, threads, repeat, out_npy=None):
+    cmd = [python, os.path.join(HERE, "ort_runner.py"), "single", model, "x", x, str(threads),
+           str(repeat)]
+    if out_npy:
+        cmd.append(out_npy)
     return float(re.search(r"median_ms ([0-9.]+)", run(cmd)).group(1))
 
 
@@ -58,7 +58,7 @@ def main():
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
-    require_onnxruntime()
+    python = ort_env.ort_python(args.build)
     bin_dir = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "bench")
     run([sys.executable, os.path.join(HERE, "make_bench_models.py"), work])
@@ -70,6 +70,8 @@ def main():
     cases = [("MatMul 1024^3", "matmul1024", "matmul1024.x.npy", (1024, 1024), 20),
              ("GPT-2 block, seq 1", "gpt2_block", "gpt2_block.s1.x.npy", (1, 1, 768), 50),
              ("GPT-2 block, seq 512", "gpt2_block", "gpt2_block.s512.x.npy", (1, 512, 768), 5)]
+    print(f"CPU: {machine.cpu_description()}; ONNX Runtime "
+          f"{ort_env.ort_version(python)} (Python, CPU)\n")
     header = (f"| case | threads | ONNX Runtime ms | hasten f32 ms | f32 ratio | "
               f"hasten bf16 ms | bf16 ratio | f32 max rel err |")
     print(header)
@@ -79,14 +81,14 @@ def main():
             repeat = max(3, int(repeat * scale))
             onnx_path = os.path.join(work, model + ".onnx")
             xpath = os.path.join(work, x)
-            ort_out = os.path.join(work, "ort_out.bin")
-            ort = ort_ms(onnx_path, xpath, threads, repeat, ort_out)
+            ort_out = os.path.join(work, "ort_out.npy")
+            ort = ort_ms(python, onnx_path, xpath, threads, repeat, ort_out)
             out_dir = os.path.join(work, "hasten_out")
             f32 = hasten_ms(bin_dir, os.path.join(work, model + ".f32.so"), xpath, threads,
                             repeat, out_dir)
             bf16 = hasten_ms(bin_dir, os.path.join(work, model + ".bf16.so"), xpath, threads,
                              repeat)
-            expected = np.fromfile(ort_out, dtype=np.float32).reshape(shape)
+            expected = np.load(ort_out).reshape(shape)
             actual = np.load(os.path.join(out_dir, "y.npy"))
             err = float(np.max(np.abs(actual - expected)) / (np.max(np.abs(expected)) + 1e-30))
             print(f"| {title} | {threads} | {ort:.3f} | {f32:.3f} | {ort / f32:.2f}x | "

@@ -28,10 +28,6 @@ tool_dirs = [config.hasten_tools_dir, config.llvm_tools_dir]
 tools = ["hasten-opt", "hasten-import", "hasten-compile", "hasten-run", "llvm-nm"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
-# Memory-safety tests run the tools under valgrind where it is installed.
-import shutil
-if shutil.which("valgrind"):
-    config.available_features.add("valgrind")
 
 # A CPU feature this machine lacks, for testing that the runtime refuses a
 # module that needs it: AMD parts lack AVX512-FP16 and AMX, Intel parts lack

@@ -61,6 +61,15 @@ using namespace hasten;
 
 const char *hasten::getCompilerVersion() { return "hasten 0.1.0 (MLIR/LLVM 22)"; }
 
+void hasten::registerCompilerPasses() {
+  static bool registered = [] {
+    registerAllPasses();
+    registerHastenPasses();
+    return true;
+  }();
+  (void)registered;
+}
+
 namespace {
 
 /// Runs `body` and records its duration under `phase`.
@@ -583,12 +592,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
   context.appendDialectRegistry(registry);
-  static bool passesRegistered = [] {
-    registerAllPasses();
-    registerHastenPasses();
-    return true;
-  }();
-  (void)passesRegistered;
+  registerCompilerPasses();
   Location fileLoc = FileLineColLoc::get(&context, inputPath, 0, 0);
 
   // The target machine first, so that a bad --cpu fails before any work.

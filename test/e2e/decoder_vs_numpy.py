@@ -75,16 +75,25 @@ def main():
                                         list(range(prompt.shape[1])), preset + "-prefill")
             ref_logits, ref_presents = md.reference(cfg, weights, prompt)
             checks.append(("prefill logits", rel_err(logits, ref_logits)))
-            checks.append(("prefill presents", max(rel_err(p[0], r[0]) for p, r in
-                                                   zip(presents, ref_presents))))
+            checks.append(("prefill present keys", max(rel_err(p[0], r[0]) for p, r in
+                                                       zip(presents, ref_presents))))
+            checks.append(("prefill present values", max(rel_err(p[1], r[1]) for p, r in
+                                                         zip(presents, ref_presents))))
             # One decode step on hasten's own presents, with the greedy token.
             token = np.array([[int(np.argmax(logits[0, -1]))]], np.int64)
             checks.append(("prefill greedy token", 0.0 if token[0, 0] == np.argmax(ref_logits[0, -1]) else 1.0))
             P = prompt.shape[1]
-            logits2, _ = run_step(bin_dir, module, cfg, work, token, presents, [P],
-                                  preset + "-decode")
-            ref_logits2, _ = md.reference(cfg, weights, token, past=ref_presents)
+            logits2, presents2 = run_step(bin_dir, module, cfg, work, token, presents, [P],
+                                          preset + "-decode")
+            ref_logits2, ref_presents2 = md.reference(cfg, weights, token, past=ref_presents)
             checks.append(("decode logits at past 7", rel_err(logits2, ref_logits2)))
+            # The decode presents: the past passed through, then the new token.
+            for kind, index in (("keys", 0), ("values", 1)):
+                shapes_ok = all(p[index].shape == r[index].shape
+                                for p, r in zip(presents2, ref_presents2))
+                checks.append((f"decode present {kind} (past 7 + 1 token)",
+                               max(rel_err(p[index], r[index]) for p, r in
+                                   zip(presents2, ref_presents2)) if shapes_ok else 1.0))
             for name, err in checks:
                 ok = err <= REL_TOL
                 passed += ok

@@ -15,7 +15,7 @@ layouts:
   paged sequences share blocks;
 - a full cache, an exhausted pool and an out-of-vocabulary token are
   refused with clear errors, leaving the sequence usable;
-- with --weights=bf16 the logits stay within 3e-2 of the reference.
+- with --weights=bf16 the logits stay within 1e-2 of the reference.
 
 usage: generation_vs_numpy.py BUILD_DIR [--compile-flag FLAG]...
 """
@@ -34,7 +34,9 @@ import hasten_ctypes as hc  # noqa: E402
 import make_decoder as md  # noqa: E402
 
 REL_TOL = 1e-4
-BF16_TOL = 3e-2
+# Observed 1.5e-3 to 4.2e-3 (bf16 weights and activations in the products);
+# a causal off-by-one gives 3.6e-2.
+BF16_TOL = 1e-2
 CAPACITY = 128
 PROMPT = [1, 17, 42, 99, 5, 200, 3]
 

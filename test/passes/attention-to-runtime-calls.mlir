@@ -14,8 +14,11 @@
 // CHECK: %[[SCALE:.*]] = arith.constant 2.500000e-01 : f32
 // CHECK: %[[FLAGS:.*]] = arith.constant 2 : i32
 // CHECK: %[[KB:.*]] = bufferization.to_buffer %[[K]] read_only
+// CHECK: %[[KA:.*]] = memref.cast %[[KB]]
 // CHECK: %[[VB:.*]] = bufferization.to_buffer %[[V]] read_only
-// CHECK: call @hasten_rt_attention_f32(%[[QA]], %{{.*}}, %{{.*}}, %[[MA]], %{{.*}}, %[[SCALE]], %[[FLAGS]])
+// CHECK: %[[VA:.*]] = memref.cast %[[VB]]
+// CHECK: %[[OA:.*]] = memref.cast %[[OUT]]
+// CHECK: call @hasten_rt_attention_f32(%[[QA]], %[[KA]], %[[VA]], %[[MA]], %[[OA]], %[[SCALE]], %[[FLAGS]])
 // CHECK: %[[R:.*]] = bufferization.to_tensor %[[OUT]] restrict writable
 // CHECK: return %[[R]]
 // CHECK-NOT: hasten.attention
@@ -30,8 +33,15 @@ func.func @masked_gqa(%q: tensor<1x8x?x16xf32>, %k: tensor<1x2x?x16xf32>, %v: te
 
 // Causal without a mask: flag 1, and the query stands in for the mask.
 // CHECK-LABEL: func.func @causal(
+// CHECK-SAME: %[[Q:[^:]*]]: tensor<1x4x8x16xf32>, %[[K:[^:]*]]: tensor<1x4x8x16xf32>, %[[V:[^:]*]]: tensor<1x4x8x16xf32>)
+// CHECK: %[[QB:.*]] = bufferization.to_buffer %[[Q]] read_only
+// CHECK: %[[QA:.*]] = memref.cast %[[QB]]
 // CHECK: %[[FLAGS:.*]] = arith.constant 1 : i32
-// CHECK: call @hasten_rt_attention_f32(%[[QA:[^,]*]], %{{.*}}, %{{.*}}, %[[QA]], %{{.*}}, %{{.*}}, %[[FLAGS]])
+// CHECK: %[[KB:.*]] = bufferization.to_buffer %[[K]] read_only
+// CHECK: %[[KA:.*]] = memref.cast %[[KB]]
+// CHECK: %[[VB:.*]] = bufferization.to_buffer %[[V]] read_only
+// CHECK: %[[VA:.*]] = memref.cast %[[VB]]
+// CHECK: call @hasten_rt_attention_f32(%[[QA]], %[[KA]], %[[VA]], %[[QA]], %{{.*}}, %{{.*}}, %[[FLAGS]])
 func.func @causal(%q: tensor<1x4x8x16xf32>, %k: tensor<1x4x8x16xf32>, %v: tensor<1x4x8x16xf32>) -> tensor<1x4x8x16xf32> {
   %o = hasten.attention %q, %k, %v heads(4, 4) causal
       : tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32> -> tensor<1x4x8x16xf32>

@@ -14,7 +14,11 @@
 // CHECK: %[[LEN:.*]] = arith.addi %[[POS]]
 // CHECK: %[[SRC:.*]] = memref.subview %[[SLAB]][1, 0, 0, 0, 0] [1, 1, 2, %[[LEN]], 4]
 // CHECK: %[[KEYS:.*]] = bufferization.to_tensor %[[SRC]] restrict
-// CHECK: tensor.collapse_shape %[[KEYS]] {{\[\[}}0, 1], [2], [3], [4]] : tensor<1x1x2x?x4xf32> into tensor<1x2x?x4xf32>
+// CHECK: %[[KEYS4:.*]] = tensor.collapse_shape %[[KEYS]] {{\[\[}}0, 1], [2], [3], [4]] : tensor<1x1x2x?x4xf32> into tensor<1x2x?x4xf32>
+// CHECK: %[[SRC_V:.*]] = memref.subview %[[SLAB]][1, 1, 0, 0, 0] [1, 1, 2, %[[LEN]], 4]
+// CHECK: %[[VALUES:.*]] = bufferization.to_tensor %[[SRC_V]] restrict
+// CHECK: %[[VALUES4:.*]] = tensor.collapse_shape %[[VALUES]] {{\[\[}}0, 1], [2], [3], [4]] : tensor<1x1x2x?x4xf32> into tensor<1x2x?x4xf32>
+// CHECK: return %[[KEYS4]], %[[VALUES4]]
 // CHECK-NOT: hasten.kv_cache
 !cache = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32>
 func.func @contiguous(%k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
@@ -44,9 +48,29 @@ func.func @contiguous(%k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
 // CHECK:   %[[BLOCK:.*]] = arith.index_cast %[[ENTRY]] : i32 to index
 // CHECK:   %[[DST:.*]] = memref.subview %[[POOL]][%[[BLOCK]], 2, 0, 0, %[[SLOT]], 0] [1, 1, 1, 2, 1, 4]
 // CHECK:   bufferization.materialize_in_destination {{.*}} in restrict writable %[[DST]]
-// CHECK: tensor.generate
-// CHECK:   memref.load %[[TABLE]]
-// CHECK:   memref.load %[[POOL]]
+// CHECK: scf.for
+// CHECK:   memref.subview %[[POOL]][%{{.*}}, 2, 1, 0, %{{.*}}, 0] [1, 1, 1, 2, 1, 4]
+// The views gather token t of head h from slot t mod 16 of block
+// table[t / 16], layer 2, keys (0) then values (1).
+// CHECK: %[[L2:.*]] = arith.constant 2 : index
+// CHECK: %[[C0:.*]] = arith.constant 0 : index
+// CHECK: %[[KEYS:.*]] = tensor.generate %[[POS]] {
+// CHECK: ^bb0(%{{.*}}: index, %[[H:.*]]: index, %[[TK:.*]]: index, %[[D:.*]]: index):
+// CHECK:   %[[KB:.*]] = arith.divui %[[TK]], %[[B16:.*]] : index
+// CHECK:   %[[KS:.*]] = arith.remui %[[TK]], %[[B16]] : index
+// CHECK:   %[[KE:.*]] = memref.load %[[TABLE]][%[[KB]]]
+// CHECK:   %[[KBLOCK:.*]] = arith.index_cast %[[KE]] : i32 to index
+// CHECK:   memref.load %[[POOL]][%[[KBLOCK]], %[[L2]], %[[C0]], %[[H]], %[[KS]], %[[D]]]
+// CHECK: %[[VL2:.*]] = arith.constant 2 : index
+// CHECK: %[[C1:.*]] = arith.constant 1 : index
+// CHECK: %[[VALUES:.*]] = tensor.generate %[[POS]] {
+// CHECK: ^bb0(%{{.*}}: index, %[[VH:.*]]: index, %[[TV:.*]]: index, %[[VD:.*]]: index):
+// CHECK:   %[[VB:.*]] = arith.divui %[[TV]], %{{.*}} : index
+// CHECK:   %[[VS:.*]] = arith.remui %[[TV]], %{{.*}} : index
+// CHECK:   %[[VE:.*]] = memref.load %[[TABLE]][%[[VB]]]
+// CHECK:   %[[VBLOCK:.*]] = arith.index_cast %[[VE]] : i32 to index
+// CHECK:   memref.load %[[POOL]][%[[VBLOCK]], %[[VL2]], %[[C1]], %[[VH]], %[[VS]], %[[VD]]]
+// CHECK: return %[[KEYS]], %[[VALUES]]
 !paged = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
 func.func @paged(%k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>,
                  %cache: !paged {onnx.name = "kv_cache"}, %pos: index)

@@ -70,3 +70,43 @@ func.func @prefill(%pk0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key
   %v1 = tensor.concat dim(2) %pv1, %v : (tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>) -> tensor<1x2x?x4xf32>
   return %past, %head_dim : index, index
 }
+
+// -----
+
+// Two layers with their own new keys/values and attention: each append takes
+// its own layer's tensors, and each attention reads the view of its own
+// layer, keys and values in that order.
+// CHECK-LABEL: func.func @two_layers(
+// CHECK-SAME: %[[Q:[^:]*]]: tensor<1x2x1x4xf32>, %[[K0:[^:]*]]: tensor<1x2x1x4xf32>, %[[V0:[^:]*]]: tensor<1x2x1x4xf32>, %[[K1:[^:]*]]: tensor<1x2x1x4xf32>, %[[V1:[^:]*]]: tensor<1x2x1x4xf32>,
+// CHECK-SAME: %[[CACHE:[^:]*]]: !hasten.kv_cache<layers = 2, kv_heads = 2, head_dim = 4, capacity = 64, f32>
+// CHECK-DAG: hasten.kv_cache.append %[[K0]], %[[V0]] into %[[CACHE]][layer 0] at
+// CHECK-DAG: hasten.kv_cache.append %[[K1]], %[[V1]] into %[[CACHE]][layer 1] at
+// CHECK-DAG: %[[KEYS0:.*]], %[[VALUES0:.*]] = hasten.kv_cache.view %[[CACHE]][layer 0] length
+// CHECK-DAG: %[[KEYS1:.*]], %[[VALUES1:.*]] = hasten.kv_cache.view %[[CACHE]][layer 1] length
+// CHECK-DAG: %[[O0:.*]] = hasten.attention %[[Q]], %[[KEYS0]], %[[VALUES0]] heads(2, 2)
+// CHECK-DAG: %[[O1:.*]] = hasten.attention %[[O0]], %[[KEYS1]], %[[VALUES1]] heads(2, 2)
+// CHECK: return %[[O1]] : tensor<1x2x1x4xf32>
+func.func @two_layers(%pk0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"},
+                      %pv0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.value"},
+                      %pk1: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.1.key"},
+                      %pv1: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.1.value"},
+                      %q: tensor<1x2x1x4xf32>,
+                      %k0: tensor<1x2x1x4xf32>, %v0: tensor<1x2x1x4xf32>,
+                      %k1: tensor<1x2x1x4xf32>, %v1: tensor<1x2x1x4xf32>)
+    -> (tensor<1x2x1x4xf32> {onnx.name = "logits"},
+        tensor<1x2x?x4xf32> {onnx.name = "present.0.key"},
+        tensor<1x2x?x4xf32> {onnx.name = "present.0.value"},
+        tensor<1x2x?x4xf32> {onnx.name = "present.1.key"},
+        tensor<1x2x?x4xf32> {onnx.name = "present.1.value"})
+    attributes {hasten.decoder_entry = "decode"} {
+  %keys0 = tensor.concat dim(2) %pk0, %k0 : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
+  %values0 = tensor.concat dim(2) %pv0, %v0 : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
+  %o0 = hasten.attention %q, %keys0, %values0 heads(2, 2)
+      : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> -> tensor<1x2x1x4xf32>
+  %keys1 = tensor.concat dim(2) %pk1, %k1 : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
+  %values1 = tensor.concat dim(2) %pv1, %v1 : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
+  %o1 = hasten.attention %o0, %keys1, %values1 heads(2, 2)
+      : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> -> tensor<1x2x1x4xf32>
+  return %o1, %keys0, %values0, %keys1, %values1
+      : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
+}

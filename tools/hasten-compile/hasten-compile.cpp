@@ -5,12 +5,12 @@
 //===----------------------------------------------------------------------===//
 
 #include "hasten/Compiler/Compiler.h"
+#include "hasten/Support/CommandLine.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
-#include "hasten/Support/CommandLine.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
@@ -81,6 +81,7 @@ static cl::opt<bool> noCheck(cl::cat(toolCategory), "no-check", cl::desc("Skip t
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   hasten::hideForeignOptions({&toolCategory});
+  hasten::registerCompilerPasses();
   mlir::registerPassManagerCLOptions();
   mlir::registerMLIRContextCLOptions();
   mlir::registerAsmPrinterCLOptions();

@@ -67,6 +67,11 @@ mlir::LogicalResult compileOnnxFile(llvm::StringRef inputPath, llvm::StringRef o
                               const CompileOptions &options, mlir::MLIRContext &context,
                               std::vector<PhaseTime> *times = nullptr);
 
+/// Registers every pass the compiler's pipelines name (upstream and
+/// hasten), once; tools call it before parsing options so that
+/// --mlir-print-ir-after=PASS and friends know the pass names.
+void registerCompilerPasses();
+
 /// The version string written into every module's manifest.
 const char *getCompilerVersion();
 

@@ -51,6 +51,21 @@ def broadcast_add():
 
 
 @register
+def pow_exponents():
+    # Pow with constant exponents 2, 3 and 0.5 (RMSNorm, GELU, a norm) and
+    # with an exponent that is an input.
+    nodes = [helper.make_node("Pow", ["x", "two"], ["sq"]),
+             helper.make_node("Pow", ["x", "three"], ["cube"]),
+             helper.make_node("Pow", ["x", "half"], ["root"]),
+             helper.make_node("Pow", ["x", "e"], ["any"])]
+    return model(nodes, [vi("x", F, [2, 3]), vi("e", F, [])],
+                 [vi("sq", F, [2, 3]), vi("cube", F, [2, 3]), vi("root", F, [2, 3]),
+                  vi("any", F, [2, 3])],
+                 [const("two", np.float32(2)), const("three", np.float32(3)),
+                  const("half", np.float32(0.5))])
+
+
+@register
 def matmul_weights():
     w = np.arange(8 * 16, dtype=np.float32).reshape(8, 16) / 100
     return model([helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
