@@ -30,6 +30,8 @@ namespace {
 
 constexpr int32_t kOnnxFloat = 1;
 constexpr int32_t kOnnxInt32 = 6;
+constexpr int32_t kOnnxFloat16 = 10;
+constexpr int32_t kOnnxBFloat16 = 16;
 
 /// The buffers one cache argument lowered to.
 struct CacheBuffers {
@@ -183,14 +185,23 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
       arg.setType(storage);
       if (type.isPaged()) {
         func.setArgAttr(i, "onnx.name", b.getStringAttr("kv_block_pool"));
+        func.setArgAttr(i, HastenDialect::kRoleAttrName,
+                        b.getStringAttr(stringifyTensorRole(TensorRole::KVBlockPool)));
         auto tableType = MemRefType::get({type.getNumBlocks()}, b.getI32Type());
         if (failed(func.insertArguments({i + 1}, {tableType}, {}, {func.getLoc()})))
           return failure();
         buffers.blockTable = body.getArgument(i + 1);
         func.setArgAttr(i + 1, "onnx.name", b.getStringAttr("kv_block_table"));
+        func.setArgAttr(i + 1, HastenDialect::kRoleAttrName,
+                        b.getStringAttr(stringifyTensorRole(TensorRole::KVBlockTable)));
         func.setArgAttr(i + 1, "onnx.elem_type", b.getI32IntegerAttr(kOnnxInt32));
       }
-      func.setArgAttr(i, "onnx.elem_type", b.getI32IntegerAttr(kOnnxFloat));
+      // The ONNX element type of the storage, for the manifest.
+      Type element = type.getElementType();
+      func.setArgAttr(i, "onnx.elem_type",
+                      b.getI32IntegerAttr(element.isBF16()  ? kOnnxBFloat16
+                                          : element.isF16() ? kOnnxFloat16
+                                                            : kOnnxFloat));
       caches[arg] = buffers;
     }
     func.setType(FunctionType::get(func.getContext(), body.getArgumentTypes(),

@@ -30,47 +30,11 @@ struct PackStaticBuffersPass
     : public hasten::impl::PackStaticBuffersBase<PackStaticBuffersPass> {
   void runOnOperation() override {
     func::FuncOp func = getOperation();
-    if (func.isExternal())
+    StaticArena plan = planStaticArena(func, kAlignment);
+    if (plan.bytes == 0)
       return;
     Block *block = &func.getBody().front();
-    DenseMap<Operation *, int64_t> position;
-    int64_t next = 0;
-    for (Operation &op : *block)
-      position[&op] = next++;
-
-    // Candidates: top-level allocs of a static identity-layout shape, freed
-    // only by top-level deallocs, with every use followed.
-    struct Candidate {
-      memref::AllocOp alloc;
-      SmallVector<memref::DeallocOp> deallocs;
-    };
-    SmallVector<Candidate> candidates;
-    std::vector<PackedBuffer> buffers;
-    for (auto alloc : block->getOps<memref::AllocOp>()) {
-      MemRefType type = alloc.getType();
-      if (!type.hasStaticShape() || !type.getLayout().isIdentity() ||
-          type.getMemorySpace() || !type.getElementType().isIntOrFloat())
-        continue;
-      SmallVector<memref::DeallocOp> deallocs;
-      bool freedHere = true;
-      for (Operation *user : alloc->getUsers())
-        if (auto dealloc = dyn_cast<memref::DeallocOp>(user)) {
-          freedHere &= dealloc->getBlock() == block;
-          deallocs.push_back(dealloc);
-        }
-      if (deallocs.empty() || !freedHere)
-        continue;
-      FailureOr<Operation *> last = lastUseInBlock(block, alloc, nullptr);
-      if (failed(last))
-        continue;
-      int64_t bytes = type.getNumElements() *
-                      std::max<int64_t>(1, (type.getElementTypeBitWidth() + 7) / 8);
-      candidates.push_back({alloc, deallocs});
-      buffers.push_back({bytes, position[alloc], position[*last]});
-    }
-    if (candidates.size() < 2)
-      return;
-    int64_t arenaBytes = packBuffers(buffers, kAlignment);
+    int64_t arenaBytes = plan.bytes;
 
     OpBuilder b(func.getContext());
     b.setInsertionPointToStart(block);
@@ -78,25 +42,67 @@ struct PackStaticBuffersPass
     auto arenaType = MemRefType::get({arenaBytes}, b.getI8Type());
     Value arena = memref::AllocOp::create(b, loc, arenaType, ValueRange{},
                                           b.getI64IntegerAttr(kAlignment));
-    for (auto [candidate, buffer] : llvm::zip(candidates, buffers)) {
-      b.setInsertionPoint(candidate.alloc);
-      Value offset = arith::ConstantIndexOp::create(b, candidate.alloc.getLoc(), buffer.offset);
-      Value view = memref::ViewOp::create(b, candidate.alloc.getLoc(),
-                                          candidate.alloc.getType(), arena, offset,
+    for (auto [alloc, buffer] : llvm::zip(plan.allocs, plan.buffers)) {
+      b.setInsertionPoint(alloc);
+      Value offset = arith::ConstantIndexOp::create(b, alloc.getLoc(), buffer.offset);
+      Value view = memref::ViewOp::create(b, alloc.getLoc(), alloc.getType(), arena, offset,
                                           ValueRange{});
-      candidate.alloc.getResult().replaceAllUsesExcept(view, {});
-      for (memref::DeallocOp dealloc : candidate.deallocs)
-        dealloc.erase();
-      candidate.alloc.erase();
+      SmallVector<Operation *> deallocs;
+      for (Operation *user : alloc->getUsers())
+        if (isa<memref::DeallocOp>(user))
+          deallocs.push_back(user);
+      for (Operation *dealloc : deallocs)
+        dealloc->erase();
+      alloc.getResult().replaceAllUsesWith(view);
+      alloc.erase();
     }
     func.walk([&](func::ReturnOp ret) {
       b.setInsertionPoint(ret);
       memref::DeallocOp::create(b, ret.getLoc(), arena);
     });
     func->setAttr("hasten.arena_bytes", b.getI64IntegerAttr(arenaBytes));
-    func->setAttr("hasten.arena_buffers", b.getI64IntegerAttr(candidates.size()));
+    func->setAttr("hasten.arena_buffers", b.getI64IntegerAttr(plan.allocs.size()));
   }
 
   static constexpr int64_t kAlignment = 64;
 };
 } // namespace
+
+StaticArena hasten::planStaticArena(func::FuncOp func, int64_t alignment) {
+  StaticArena plan;
+  if (func.isExternal())
+    return plan;
+  Block *block = &func.getBody().front();
+  DenseMap<Operation *, int64_t> position;
+  int64_t next = 0;
+  for (Operation &op : *block)
+    position[&op] = next++;
+  for (auto alloc : block->getOps<memref::AllocOp>()) {
+    MemRefType type = alloc.getType();
+    if (!type.hasStaticShape() || !type.getLayout().isIdentity() || type.getMemorySpace() ||
+        !type.getElementType().isIntOrFloat())
+      continue;
+    bool freed = false, freedHere = true;
+    for (Operation *user : alloc->getUsers())
+      if (isa<memref::DeallocOp>(user)) {
+        freed = true;
+        freedHere &= user->getBlock() == block;
+      }
+    if (!freed || !freedHere)
+      continue;
+    FailureOr<Operation *> last = lastUseInBlock(block, alloc, nullptr);
+    if (failed(last))
+      continue;
+    int64_t bytes =
+        type.getNumElements() * std::max<int64_t>(1, (type.getElementTypeBitWidth() + 7) / 8);
+    plan.allocs.push_back(alloc);
+    plan.buffers.push_back({bytes, position[alloc], position[*last]});
+  }
+  if (plan.allocs.size() < 2) {
+    plan.allocs.clear();
+    plan.buffers.clear();
+    return plan;
+  }
+  plan.bytes = packBuffers(plan.buffers, alignment);
+  return plan;
+}

@@ -183,7 +183,7 @@ def PlanKVCache : Pass<"hasten-plan-kv-cache", "::mlir::ModuleOp"> {
     A decoder exported with past/present pairs grows its KV cache by
     concatenating the new keys and values to the past ones
     (`present.N.key = Concat(past_key_values.N.key, k)`), which copies the
-    whole cache on every step. In the functions marked `hasten.decoder_entry`
+    whole cache on every step. In the functions marked `hasten.entry_kind`
     (the `prefill` and `decode` entries the importer adds), this pass:
 
     - finds each `past_key_values.N.key/value` argument and the

@@ -33,6 +33,13 @@ namespace {
 constexpr int32_t kOnnxFloat = 1;
 constexpr int32_t kOnnxInt64 = 7;
 
+/// Prefill and decode entries (hasten.entry_kind) are the ones planned.
+bool isDecoderEntry(func::FuncOp func) {
+  auto kind = func->getAttrOfType<StringAttr>(HastenDialect::kEntryKindAttrName);
+  std::optional<EntryKind> parsed = kind ? symbolizeEntryKind(kind.getValue()) : std::nullopt;
+  return parsed == EntryKind::Prefill || parsed == EntryKind::Decode;
+}
+
 /// Parses "<prefix><layer>.<key|value>".
 std::optional<std::pair<int64_t, bool>> parseKVName(StringRef name, StringRef prefix) {
   if (!name.consume_front(prefix))
@@ -70,7 +77,7 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
       return signalPassFailure();
     }
     for (auto func : llvm::make_early_inc_range(getOperation().getOps<func::FuncOp>()))
-      if (func->hasAttr("hasten.decoder_entry") && failed(plan(func)))
+      if (isDecoderEntry(func) && failed(plan(func)))
         return signalPassFailure();
   }
 
@@ -147,6 +154,10 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
     Value pastArg = body.getArgument(cacheIndex + 1);
     func.setArgAttr(cacheIndex, "onnx.name", b.getStringAttr("kv_cache"));
     func.setArgAttr(cacheIndex + 1, "onnx.name", b.getStringAttr("past_length"));
+    func.setArgAttr(cacheIndex, HastenDialect::kRoleAttrName,
+                    b.getStringAttr(stringifyTensorRole(TensorRole::KVCache)));
+    func.setArgAttr(cacheIndex + 1, HastenDialect::kRoleAttrName,
+                    b.getStringAttr(stringifyTensorRole(TensorRole::PastLength)));
     func.setArgAttr(cacheIndex + 1, "onnx.elem_type", b.getI32IntegerAttr(kOnnxInt64));
     func.setArgAttr(cacheIndex, "onnx.elem_type", b.getI32IntegerAttr(kOnnxFloat));
 

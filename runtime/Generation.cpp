@@ -27,77 +27,93 @@ namespace {
 
 using hasten::runtime::fail;
 
-/// What a sequence needs to know about a decoder module, read off the
-/// signatures of its prefill and decode entries.
+/// What a sequence needs to know about a decoder module: its prefill and
+/// decode entries (found by kind), the role of each of their inputs, and
+/// the KV cache the manifest describes. Nothing is found by name.
 struct DecoderInfo {
+  const char *prefillEntry = nullptr, *decodeEntry = nullptr;
   int64_t vocab = 0, capacity = 0, blockSize = 0;
+  hasten_dtype dtype = HASTEN_F32;
+  size_t elementBytes = 4;
   /// Contiguous: [layers, 2, kv_heads, capacity, head_dim]; paged:
   /// [blocks, layers, 2, kv_heads, block_size, head_dim].
   std::vector<int64_t> storageDims;
   int64_t tableLength = 0;
   uint64_t bytesPerToken = 0;
   /// Per entry, the role of each input in signature order.
-  enum Role { Ids, PastLength, Storage, BlockTable };
-  std::vector<Role> prefillInputs, decodeInputs;
+  std::vector<hasten_tensor_role> prefillInputs, decodeInputs;
 
   bool paged() const { return blockSize > 0; }
-  /// Floats in one block (paged) or in the whole slab (contiguous).
-  int64_t unitFloats() const {
+  /// Elements in one block (paged) or in the whole slab (contiguous).
+  int64_t unitElements() const {
     int64_t n = 1;
     for (size_t d = paged() ? 1 : 0; d < storageDims.size(); ++d)
       n *= storageDims[d];
     return n;
   }
+  size_t unitBytes() const { return (size_t)unitElements() * elementBytes; }
 };
 
-bool readRoles(const hasten_module *m, const char *entry, std::vector<DecoderInfo::Role> &roles,
+/// The roles of `entry`'s inputs, checked against what a decoder step
+/// takes, and the vocabulary from its one output, the logits.
+bool readRoles(const hasten_module *m, const char *entry, std::vector<hasten_tensor_role> &roles,
                DecoderInfo &info) {
   size_t inputs = 0, outputs = 0;
   if (hasten_entry_num_tensors(m, entry, 0, &inputs) != HASTEN_OK ||
       hasten_entry_num_tensors(m, entry, 1, &outputs) != HASTEN_OK || outputs != 1)
     return false;
   for (size_t i = 0; i < inputs; ++i) {
-    std::string name = hasten_signature_name(m, entry, 0, i);
+    hasten_tensor_role role;
+    if (hasten_signature_role(m, entry, 0, i, &role) != HASTEN_OK)
+      return false;
     int64_t dims[8];
     int rank = hasten_signature_dims(m, entry, 0, i, dims, 8);
-    if (name == "input_ids") {
-      roles.push_back(DecoderInfo::Ids);
-    } else if (name == "past_length") {
-      roles.push_back(DecoderInfo::PastLength);
-    } else if (name == "kv_cache" && rank == 5) {
-      roles.push_back(DecoderInfo::Storage);
-      info.storageDims.assign(dims, dims + 5);
-      info.capacity = dims[3];
-      info.blockSize = 0;
-    } else if (name == "kv_block_pool" && rank == 6) {
-      roles.push_back(DecoderInfo::Storage);
-      info.storageDims.assign(dims, dims + 6);
-      info.blockSize = dims[4];
-    } else if (name == "kv_block_table" && rank == 1) {
-      roles.push_back(DecoderInfo::BlockTable);
-      info.tableLength = dims[0];
-    } else {
+    bool storage = role == HASTEN_ROLE_KV_CACHE || role == HASTEN_ROLE_KV_BLOCK_POOL;
+    if (storage && (rank != (int)info.storageDims.size() ||
+                    hasten_signature_dtype(m, entry, 0, i) != info.dtype))
       return false;
-    }
+    if (role == HASTEN_ROLE_KV_BLOCK_TABLE && (rank != 1 || dims[0] != info.tableLength))
+      return false;
+    if (role != HASTEN_ROLE_TOKEN_IDS && role != HASTEN_ROLE_PAST_LENGTH && !storage &&
+        role != HASTEN_ROLE_KV_BLOCK_TABLE)
+      return false;
+    roles.push_back(role);
   }
+  hasten_tensor_role outputRole;
   int64_t logits[4];
-  if (hasten_signature_dims(m, entry, 1, 0, logits, 4) != 3 ||
-      std::string(hasten_signature_name(m, entry, 1, 0)) != "logits")
+  if (hasten_signature_role(m, entry, 1, 0, &outputRole) != HASTEN_OK ||
+      outputRole != HASTEN_ROLE_LOGITS || hasten_signature_dims(m, entry, 1, 0, logits, 4) != 3)
     return false;
   info.vocab = logits[2];
   return true;
 }
 
 bool readDecoderInfo(const hasten_module *m, DecoderInfo &info) {
-  if (!m || !readRoles(m, "prefill", info.prefillInputs, info) ||
-      !readRoles(m, "decode", info.decodeInputs, info) || info.storageDims.empty())
+  hasten_kv_cache_info kv{};
+  kv.struct_size = sizeof(kv);
+  if (!m || hasten_find_entry(m, "", HASTEN_ENTRY_PREFILL, &info.prefillEntry) != HASTEN_OK ||
+      hasten_find_entry(m, "", HASTEN_ENTRY_DECODE, &info.decodeEntry) != HASTEN_OK ||
+      hasten_module_kv_cache(m, "", &kv) != HASTEN_OK)
     return false;
-  if (info.paged())
-    info.capacity = info.tableLength * info.blockSize;
-  const std::vector<int64_t> &d = info.storageDims;
-  size_t first = info.paged() ? 1 : 0;
-  info.bytesPerToken = uint64_t(d[first] * 2 * d[first + 2] * d[first + 4]) * sizeof(float);
-  return info.vocab > 0 && info.capacity > 0;
+  info.dtype = kv.dtype;
+  info.elementBytes = hasten_dtype_size(kv.dtype);
+  if (kv.layers <= 0 || kv.kv_heads <= 0 || kv.head_dim <= 0 || kv.capacity <= 0 ||
+      (kv.paged && (kv.block_size <= 0 || kv.capacity % kv.block_size)) ||
+      (kv.dtype != HASTEN_F32 && kv.dtype != HASTEN_BF16 && kv.dtype != HASTEN_F16))
+    return false;
+  info.capacity = kv.capacity;
+  if (kv.paged) {
+    info.blockSize = kv.block_size;
+    info.tableLength = kv.capacity / kv.block_size;
+    info.storageDims = {-1, kv.layers, 2, kv.kv_heads, kv.block_size, kv.head_dim};
+  } else {
+    info.storageDims = {kv.layers, 2, kv.kv_heads, kv.capacity, kv.head_dim};
+  }
+  info.bytesPerToken = uint64_t(kv.layers * 2 * kv.kv_heads * kv.head_dim) * info.elementBytes;
+  if (!readRoles(m, info.prefillEntry, info.prefillInputs, info) ||
+      !readRoles(m, info.decodeEntry, info.decodeInputs, info))
+    return false;
+  return info.vocab > 0;
 }
 
 /// Blocks of a paged cache, shared by sequences. Each block has a
@@ -106,7 +122,8 @@ bool readDecoderInfo(const hasten_module *m, DecoderInfo &info) {
 struct BlockPool {
   DecoderInfo info;
   int64_t numBlocks = 0;
-  std::vector<float> storage;
+  /// Elements of the cache's element type (f32, bf16 or f16).
+  std::vector<uint8_t> storage;
   std::vector<int32_t> refs;
   std::vector<int32_t> freeList;
   std::mutex mutex;
@@ -128,7 +145,7 @@ struct BlockPool {
     if (--refs[block] == 0)
       freeList.push_back(block);
   }
-  float *block(int32_t b) { return storage.data() + (size_t)b * info.unitFloats(); }
+  uint8_t *block(int32_t b) { return storage.data() + (size_t)b * info.unitBytes(); }
 };
 
 double seconds() {
@@ -148,8 +165,8 @@ struct hasten_sequence {
   std::vector<int64_t> tokens;
   /// Logits after the last token, for generation to continue from.
   std::vector<float> lastLogits;
-  /// Contiguous cache.
-  std::vector<float> cache;
+  /// Contiguous cache, in the cache's element type.
+  std::vector<uint8_t> cache;
   /// Paged cache: the pool and this sequence's block table (the first
   /// ceil(length / block_size) entries are its blocks).
   std::shared_ptr<BlockPool> pool;
@@ -175,8 +192,7 @@ static hasten_status createPool(hasten_module *module, const DecoderInfo &info,
   if (pool->numBlocks <= 0 || pool->numBlocks > INT32_MAX)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "a KV pool of %lld tokens is not possible",
                 (long long)maxTokens);
-  size_t floats = (size_t)pool->numBlocks * info.unitFloats();
-  pool->storage.resize(floats);
+  pool->storage.resize((size_t)pool->numBlocks * info.unitBytes());
   pool->refs.assign(pool->numBlocks, 0);
   for (int64_t b = pool->numBlocks - 1; b >= 0; --b)
     pool->freeList.push_back((int32_t)b);
@@ -264,7 +280,7 @@ hasten_status hasten_sequence_create(hasten_module *module, hasten_kv_pool *pool
       return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                   "hasten_sequence_create: a pool was given but the module's KV cache is "
                   "contiguous");
-    seq->cache.resize(seq->info.unitFloats());
+    seq->cache.resize(seq->info.unitBytes());
   }
   *out = seq.release();
   return HASTEN_OK;
@@ -324,9 +340,11 @@ hasten_status hasten_sequence_fork(const hasten_sequence *seq, hasten_sequence *
     const std::vector<int64_t> &d = seq->info.storageDims;
     copy->cache.resize(seq->cache.size());
     int64_t rows = d[0] * d[1] * d[2], capacity = d[3], dim = d[4];
+    size_t element = seq->info.elementBytes;
     for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(copy->cache.data() + r * capacity * dim, seq->cache.data() + r * capacity * dim,
-                  seq->length() * dim * sizeof(float));
+      std::memcpy(copy->cache.data() + r * capacity * dim * element,
+                  seq->cache.data() + r * capacity * dim * element,
+                  seq->length() * dim * element);
   }
   *out = copy.release();
   return HASTEN_OK;
@@ -365,8 +383,7 @@ hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens
         return fail(HASTEN_ERROR_OUT_OF_MEMORY,
                     "KV block pool exhausted: all %lld blocks are in use",
                     (long long)pool.numBlocks);
-      std::memcpy(pool.block(fresh), pool.block(seq->table[firstWritten]),
-                  info.unitFloats() * sizeof(float));
+      std::memcpy(pool.block(fresh), pool.block(seq->table[firstWritten]), info.unitBytes());
       pool.release(seq->table[firstWritten]);
       seq->table[firstWritten] = fresh;
     }
@@ -387,26 +404,26 @@ hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens
   int64_t pastValue = past;
   int64_t idsDims[2] = {1, (int64_t)count};
   std::vector<int64_t> storageDims = info.storageDims;
-  float *storage = seq->pool ? seq->pool->storage.data() : seq->cache.data();
+  uint8_t *storage = seq->pool ? seq->pool->storage.data() : seq->cache.data();
   if (seq->pool)
     storageDims[0] = seq->pool->numBlocks;
   int64_t tableDims[1] = {info.tableLength};
   hasten_tensor *idsT = nullptr, *pastT = nullptr, *storageT = nullptr, *tableT = nullptr;
   hasten_tensor_wrap(HASTEN_I64, 2, idsDims, ids.data(), &idsT);
   hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &pastValue, &pastT);
-  hasten_tensor_wrap(HASTEN_F32, (int)storageDims.size(), storageDims.data(), storage,
+  hasten_tensor_wrap(info.dtype, (int)storageDims.size(), storageDims.data(), storage,
                      &storageT);
   if (seq->pool)
     hasten_tensor_wrap(HASTEN_I32, 1, tableDims, seq->table.data(), &tableT);
-  const char *entry = count == 1 ? "decode" : "prefill";
-  const std::vector<DecoderInfo::Role> &roles =
+  const char *entry = count == 1 ? info.decodeEntry : info.prefillEntry;
+  const std::vector<hasten_tensor_role> &roles =
       count == 1 ? info.decodeInputs : info.prefillInputs;
   std::vector<hasten_tensor *> inputs;
-  for (DecoderInfo::Role role : roles)
-    inputs.push_back(role == DecoderInfo::Ids          ? idsT
-                     : role == DecoderInfo::PastLength ? pastT
-                     : role == DecoderInfo::Storage    ? storageT
-                                                       : tableT);
+  for (hasten_tensor_role role : roles)
+    inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS     ? idsT
+                     : role == HASTEN_ROLE_PAST_LENGTH ? pastT
+                     : role == HASTEN_ROLE_KV_BLOCK_TABLE ? tableT
+                                                          : storageT);
   hasten_tensor *out = nullptr;
   hasten_status status =
       hasten_run(seq->module, entry, inputs.data(), inputs.size(), &out, 1);

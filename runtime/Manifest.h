@@ -16,7 +16,10 @@
 namespace hasten {
 
 /// Version of the manifest schema and of the entry calling convention.
-constexpr uint32_t kManifestFormatVersion = 1;
+/// Version 2: entries carry a kind and a model namespace, tensors a role,
+/// and the module its device and KV caches; the runtime reads roles, never
+/// names, and refuses version 1 modules.
+constexpr uint32_t kManifestFormatVersion = 2;
 
 /// The module exports the manifest bytes and their size under these names.
 constexpr const char *kManifestSymbol = "hasten_manifest";

@@ -412,6 +412,77 @@ const char *hasten_signature_dim_name(const hasten_module *module, const char *e
   return name ? name->c_str() : "";
 }
 
+hasten_status hasten_entry_info(const hasten_module *module, const char *entry,
+                                hasten_entry_kind *kind, const char **model) {
+  const Entry *e = findEntry(module, entry);
+  if (!e)
+    return fail(HASTEN_ERROR_NOT_FOUND, "no entry '%s' in the module",
+                entry ? entry : "(default)");
+  if (kind)
+    *kind = static_cast<hasten_entry_kind>(e->sig->kind());
+  if (model)
+    *model = e->sig->model() ? e->sig->model()->c_str() : "";
+  return HASTEN_OK;
+}
+
+hasten_status hasten_find_entry(const hasten_module *module, const char *model,
+                                hasten_entry_kind kind, const char **entry) {
+  if (!module || !entry)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_find_entry: null module or result");
+  std::string wanted = model ? model : "";
+  for (const auto &[name, e] : module->entries) {
+    std::string entryModel = e.sig->model() ? e.sig->model()->str() : "";
+    if (static_cast<hasten_entry_kind>(e.sig->kind()) == kind && entryModel == wanted) {
+      *entry = name.c_str();
+      return HASTEN_OK;
+    }
+  }
+  return fail(HASTEN_ERROR_NOT_FOUND, "%s: no entry of kind %d for model '%s'",
+              module->path.c_str(), int(kind), wanted.c_str());
+}
+
+hasten_status hasten_signature_role(const hasten_module *module, const char *entry,
+                                    int isOutput, size_t index, hasten_tensor_role *role) {
+  const Entry *e = findEntry(module, entry);
+  if (!e || !role)
+    return fail(HASTEN_ERROR_NOT_FOUND, "no entry '%s' in the module",
+                entry ? entry : "(default)");
+  const auto *list = isOutput ? e->sig->outputs() : e->sig->inputs();
+  if (index >= list->size())
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s' has %u %s, no index %zu",
+                entry ? entry : "(default)", list->size(), isOutput ? "outputs" : "inputs",
+                index);
+  *role = static_cast<hasten_tensor_role>(list->Get(index)->role());
+  return HASTEN_OK;
+}
+
+hasten_status hasten_module_kv_cache(const hasten_module *module, const char *model,
+                                     hasten_kv_cache_info *info) {
+  if (!module || !info || info->struct_size < sizeof(hasten_kv_cache_info))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_module_kv_cache: null argument or struct_size not set");
+  std::string wanted = model ? model : "";
+  if (module->manifest->kv_caches())
+    for (const auto *kv : *module->manifest->kv_caches()) {
+      if ((kv->model() ? kv->model()->str() : "") != wanted)
+        continue;
+      info->paged = kv->layout() == hasten::manifest::KVLayout_paged;
+      info->dtype = static_cast<hasten_dtype>(kv->dtype());
+      info->layers = kv->layers();
+      info->kv_heads = kv->kv_heads();
+      info->head_dim = kv->head_dim();
+      info->capacity = kv->capacity();
+      info->block_size = kv->block_size();
+      return HASTEN_OK;
+    }
+  return fail(HASTEN_ERROR_NOT_FOUND, "%s: model '%s' has no KV cache", module->path.c_str(),
+              wanted.c_str());
+}
+
+const char *hasten_module_device(const hasten_module *module) {
+  return module && module->manifest->device() ? module->manifest->device()->c_str() : "";
+}
+
 static hasten_status makeTensor(hasten_dtype dtype, int rank, const int64_t *dims,
                                 hasten_tensor **out) {
   if (!out || rank < 0 || (rank > 0 && !dims) || hasten_dtype_size(dtype) == 0)

@@ -24,8 +24,64 @@ def Hasten_Dialect : Dialect {
     that is plain math (matmul, softmax, elementwise chains, reshapes) is
     expressed with upstream `linalg`, `tensor`, `arith` and `math` ops so that
     upstream transformations keep working on it.
+
+    The compiler and the runtime agree through typed roles, never tensor
+    names. The dialect declares, and verifies, the discardable attributes
+    the passes read and the manifest records:
+
+    - `hasten.entry_kind` on a `func.func`: what the runtime calls it for,
+      one of `main`, `prefill`, `decode`, `verify`, `spec_step`, `generate`.
+    - `hasten.model` on a `func.func`: the model namespace the entry belongs
+      to (a target and its draft in one module), a string; absent is `""`.
+    - `hasten.role` on a function argument or result: what the tensor is,
+      one of `token_ids`, `past_length`, `kv_cache`, `kv_block_pool`,
+      `kv_block_table`, `logits`.
+    - `hasten.arena_bytes`, `hasten.arena_buffers` on a `func.func`: the
+      activation arena `hasten-pack-static-buffers` built (non-negative
+      integers).
+    - `hasten.onnx.opset` (integer) and `hasten.onnx.producer` (string) on
+      the module: where the imported model came from.
   }];
   let useDefaultTypePrinterParser = 1;
+  let hasOperationAttrVerify = 1;
+  let hasRegionArgAttrVerify = 1;
+  let hasRegionResultAttrVerify = 1;
+  let extraClassDeclaration = [{
+    static constexpr ::llvm::StringLiteral kEntryKindAttrName = "hasten.entry_kind";
+    static constexpr ::llvm::StringLiteral kModelAttrName = "hasten.model";
+    static constexpr ::llvm::StringLiteral kRoleAttrName = "hasten.role";
+    static constexpr ::llvm::StringLiteral kArenaBytesAttrName = "hasten.arena_bytes";
+    static constexpr ::llvm::StringLiteral kArenaBuffersAttrName = "hasten.arena_buffers";
+  }];
+}
+
+// The values match runtime/manifest.fbs and include/hasten/runtime.h, which
+// the compiler checks with static_asserts.
+def Hasten_EntryKind : I32EnumAttr<"EntryKind",
+    "What an entry point of a compiled module is for", [
+      I32EnumAttrCase<"Main", 0, "main">,
+      I32EnumAttrCase<"Prefill", 1, "prefill">,
+      I32EnumAttrCase<"Decode", 2, "decode">,
+      I32EnumAttrCase<"Verify", 3, "verify">,
+      I32EnumAttrCase<"SpecStep", 4, "spec_step">,
+      I32EnumAttrCase<"Generate", 5, "generate">
+    ]> {
+  let cppNamespace = "::hasten";
+  let genSpecializedAttr = 0;
+}
+
+def Hasten_TensorRole : I32EnumAttr<"TensorRole",
+    "What an entry's input or output is, for the runtime", [
+      I32EnumAttrCase<"None", 0, "none">,
+      I32EnumAttrCase<"TokenIds", 1, "token_ids">,
+      I32EnumAttrCase<"PastLength", 2, "past_length">,
+      I32EnumAttrCase<"KVCache", 3, "kv_cache">,
+      I32EnumAttrCase<"KVBlockPool", 4, "kv_block_pool">,
+      I32EnumAttrCase<"KVBlockTable", 5, "kv_block_table">,
+      I32EnumAttrCase<"Logits", 6, "logits">
+    ]> {
+  let cppNamespace = "::hasten";
+  let genSpecializedAttr = 0;
 }
 
 def Hasten_KVCacheLayout : I32EnumAttr<"KVCacheLayout",

@@ -3,6 +3,8 @@
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -14,6 +16,78 @@ using namespace hasten;
 
 #define GET_TYPEDEF_CLASSES
 #include "hasten/Dialect/Hasten/HastenTypes.cpp.inc"
+
+namespace {
+
+/// `attr` names one of the values of an enum (by its symbolize function).
+template <typename Enum>
+LogicalResult verifyEnumString(function_ref<InFlightDiagnostic()> emit, NamedAttribute attr,
+                               std::optional<Enum> (*symbolize)(StringRef),
+                               StringRef allowed) {
+  auto value = dyn_cast<StringAttr>(attr.getValue());
+  if (!value || !symbolize(value.getValue()))
+    return emit() << "'" << attr.getName().getValue() << "' must be one of " << allowed
+                  << ", got " << attr.getValue();
+  return success();
+}
+
+constexpr StringLiteral kEntryKinds =
+    "\"main\", \"prefill\", \"decode\", \"verify\", \"spec_step\", \"generate\"";
+constexpr StringLiteral kRoles = "\"token_ids\", \"past_length\", \"kv_cache\", "
+                                 "\"kv_block_pool\", \"kv_block_table\", \"logits\"";
+
+LogicalResult verifyRole(function_ref<InFlightDiagnostic()> emit, NamedAttribute attr) {
+  if (attr.getName() != HastenDialect::kRoleAttrName)
+    return emit() << "unknown hasten attribute '" << attr.getName().getValue()
+                  << "' on a function argument or result (expected 'hasten.role')";
+  auto value = dyn_cast<StringAttr>(attr.getValue());
+  if (value && value.getValue() == "none")
+    return emit() << "'hasten.role' must be one of " << kRoles << ", got \"none\"";
+  return verifyEnumString<TensorRole>(emit, attr, symbolizeTensorRole, kRoles);
+}
+
+} // namespace
+
+LogicalResult HastenDialect::verifyOperationAttribute(Operation *op, NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  auto emit = [&] { return op->emitError(); };
+  if (name == "hasten.onnx.opset" || name == "hasten.onnx.producer") {
+    if (!isa<ModuleOp>(op))
+      return op->emitError() << "'" << name << "' belongs on the module";
+    if (name == "hasten.onnx.opset" ? !isa<IntegerAttr>(attr.getValue())
+                                    : !isa<StringAttr>(attr.getValue()))
+      return op->emitError() << "'" << name << "' must be "
+                             << (name == "hasten.onnx.opset" ? "an integer" : "a string");
+    return success();
+  }
+  if (name != kEntryKindAttrName && name != kModelAttrName && name != kArenaBytesAttrName &&
+      name != kArenaBuffersAttrName)
+    return op->emitError() << "unknown hasten attribute '" << name << "'";
+  if (!isa<FunctionOpInterface>(op))
+    return op->emitError() << "'" << name << "' belongs on a function";
+  if (name == kEntryKindAttrName)
+    return verifyEnumString<EntryKind>(emit, attr, symbolizeEntryKind, kEntryKinds);
+  if (name == kModelAttrName) {
+    if (!isa<StringAttr>(attr.getValue()))
+      return op->emitError() << "'hasten.model' must be a string";
+    return success();
+  }
+  auto count = dyn_cast<IntegerAttr>(attr.getValue());
+  if (!count || count.getInt() < 0)
+    return op->emitError() << "'" << name << "' must be a non-negative integer";
+  return success();
+}
+
+LogicalResult HastenDialect::verifyRegionArgAttribute(Operation *op, unsigned, unsigned argIndex,
+                                                      NamedAttribute attr) {
+  return verifyRole([&] { return op->emitError() << "argument " << argIndex << ": "; }, attr);
+}
+
+LogicalResult HastenDialect::verifyRegionResultAttribute(Operation *op, unsigned,
+                                                         unsigned resultIndex,
+                                                         NamedAttribute attr) {
+  return verifyRole([&] { return op->emitError() << "result " << resultIndex << ": "; }, attr);
+}
 
 void HastenDialect::initialize() {
   addTypes<

@@ -129,6 +129,67 @@ const char *hasten_signature_dim_name(const hasten_module *module,
                                       const char *entry, int is_output,
                                       size_t index, int dim);
 
+/* The typed contract between the compiler and the runtime (manifest format
+ * version 2): what each entry is for, which model it belongs to, what each of
+ * its tensors is, and the KV cache its model's entries share. The runtime's
+ * own generation code finds entries and tensors this way, never by name.
+ * The values match the hasten dialect's entry kinds and roles. */
+typedef enum hasten_entry_kind {
+  HASTEN_ENTRY_MAIN = 0,
+  HASTEN_ENTRY_PREFILL = 1,
+  HASTEN_ENTRY_DECODE = 2,
+  HASTEN_ENTRY_VERIFY = 3,
+  HASTEN_ENTRY_SPEC_STEP = 4,
+  HASTEN_ENTRY_GENERATE = 5
+} hasten_entry_kind;
+
+typedef enum hasten_tensor_role {
+  HASTEN_ROLE_NONE = 0,
+  HASTEN_ROLE_TOKEN_IDS = 1,
+  HASTEN_ROLE_PAST_LENGTH = 2,
+  HASTEN_ROLE_KV_CACHE = 3,
+  HASTEN_ROLE_KV_BLOCK_POOL = 4,
+  HASTEN_ROLE_KV_BLOCK_TABLE = 5,
+  HASTEN_ROLE_LOGITS = 6
+} hasten_tensor_role;
+
+/* The kind of `entry` and its model namespace ("" for the module's main
+ * model; the string lives as long as the module). Either pointer may be
+ * NULL. HASTEN_ERROR_NOT_FOUND for an unknown entry. */
+hasten_status hasten_entry_info(const hasten_module *module, const char *entry,
+                                hasten_entry_kind *kind, const char **model);
+
+/* The name of the entry of `kind` in model namespace `model` (NULL or ""
+ * for the main model), valid as long as the module; HASTEN_ERROR_NOT_FOUND
+ * when there is none. */
+hasten_status hasten_find_entry(const hasten_module *module, const char *model,
+                                hasten_entry_kind kind, const char **entry);
+
+/* The role of input (is_output = 0) or output `index` of `entry`;
+ * HASTEN_ERROR_NOT_FOUND for an unknown entry, HASTEN_ERROR_INVALID_ARGUMENT
+ * for an index out of range. */
+hasten_status hasten_signature_role(const hasten_module *module, const char *entry,
+                                    int is_output, size_t index, hasten_tensor_role *role);
+
+/* The KV cache of one model. The caller sets struct_size to
+ * sizeof(hasten_kv_cache_info), so that the struct can grow. Contiguous
+ * storage is [layers, 2, kv_heads, capacity, head_dim]; paged storage is a
+ * pool of [blocks, layers, 2, kv_heads, block_size, head_dim] plus a table of
+ * capacity / block_size block indices. */
+typedef struct hasten_kv_cache_info {
+  size_t struct_size;
+  int paged;
+  hasten_dtype dtype;
+  int64_t layers, kv_heads, head_dim, capacity, block_size;
+} hasten_kv_cache_info;
+
+/* HASTEN_ERROR_NOT_FOUND when the model has no KV cache. */
+hasten_status hasten_module_kv_cache(const hasten_module *module, const char *model,
+                                     hasten_kv_cache_info *info);
+
+/* Where the module's code runs: "cpu". Lives as long as the module. */
+const char *hasten_module_device(const hasten_module *module);
+
 /*---------------------------------------------------------------- tensors --*/
 
 /* A tensor owning zero-initialized, 64-byte aligned memory. */

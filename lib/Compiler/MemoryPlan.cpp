@@ -2,6 +2,7 @@
 
 #include "MemoryPlan.h"
 
+#include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Passes/BufferPacking.h"
 
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -35,21 +36,24 @@ public:
   }
 
 private:
-  StringRef argName(Value value) {
+  /// The hasten.role of a function argument; "none" for other arguments,
+  /// "" for values that are not arguments.
+  StringRef argRole(Value value) {
     auto arg = dyn_cast<BlockArgument>(value);
     if (!arg || arg.getOwner() != &func.getBody().front())
       return {};
-    auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "onnx.name");
-    return name ? name.getValue() : StringRef("?");
+    auto role = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                  HastenDialect::kRoleAttrName);
+    return role ? role.getValue() : StringRef("none");
   }
 
   std::optional<int64_t> dimOf(Value source, int64_t dim, int depth) {
     auto type = cast<ShapedType>(source.getType());
     if (!type.isDynamicDim(dim))
       return type.getDimSize(dim);
-    StringRef name = argName(source);
-    if (!name.empty())
-      return name == "input_ids" ? workload.tokens : workload.otherDynamicDims;
+    StringRef role = argRole(source);
+    if (!role.empty())
+      return role == "token_ids" ? workload.tokens : workload.otherDynamicDims;
     if (auto alloc = source.getDefiningOp<memref::AllocOp>())
       return evaluate(alloc.getDynamicSizes()[alloc.getType().getDynamicDimIndex(dim)], depth + 1);
     if (auto cast = source.getDefiningOp<memref::CastOp>())
@@ -95,10 +99,10 @@ private:
       return index ? dimOf(dim.getSource(), *index, depth) : std::nullopt;
     }
     if (auto load = dyn_cast<memref::LoadOp>(op))
-      return argName(load.getMemRef()) == "past_length" ? std::optional(workload.pastLength)
+      return argRole(load.getMemRef()) == "past_length" ? std::optional(workload.pastLength)
                                                         : std::nullopt;
     if (auto extract = dyn_cast<tensor::ExtractOp>(op))
-      return argName(extract.getTensor()) == "past_length"
+      return argRole(extract.getTensor()) == "past_length"
                  ? std::optional(workload.pastLength)
                  : std::nullopt;
     if (op->getNumResults() != 1 || op->getNumRegions() != 0)

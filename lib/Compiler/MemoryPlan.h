@@ -19,8 +19,8 @@
 namespace hasten {
 
 /// The workload a plan is evaluated at: the size of every dynamic dimension
-/// of the arguments named `input_ids` (its token count), and the value of a
-/// scalar `past_length` argument.
+/// of the argument with hasten.role "token_ids" (its token count), and the
+/// value of the scalar "past_length" argument.
 struct PlanWorkload {
   int64_t tokens = 1;
   int64_t pastLength = 0;

@@ -994,7 +994,10 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   auto func = func::FuncOp::create(b, fileLoc, funcName,
                                    b.getFunctionType(argTypes, {}));
   if (decoder)
-    func->setAttr("hasten.decoder_entry", b.getStringAttr(funcName));
+    func->setAttr(HastenDialect::kEntryKindAttrName,
+                  b.getStringAttr(stringifyEntryKind(kind == EntryKind::Prefill
+                                                         ? hasten::EntryKind::Prefill
+                                                         : hasten::EntryKind::Decode)));
   OpBuilder::InsertionGuard guard(b);
   Block *entry = func.addEntryBlock();
   b.setInsertionPointToEnd(entry);
@@ -1003,6 +1006,9 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   for (auto [i, info] : llvm::enumerate(argInfos)) {
     values[info->name()] = {entry->getArgument(i), argUnsigned[i], std::nullopt};
     func.setArgAttr(i, "onnx.name", b.getStringAttr(info->name()));
+    if (decoder && info->name() == "input_ids")
+      func.setArgAttr(i, HastenDialect::kRoleAttrName,
+                      b.getStringAttr(stringifyTensorRole(TensorRole::TokenIds)));
     // Keep symbolic dimension names for later passes (decoder detection).
     SmallVector<Attribute> dimNames;
     bool anySymbolic = false;
@@ -1180,6 +1186,9 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   func.setType(b.getFunctionType(argTypes, resultTypes));
   for (auto [i, output] : llvm::enumerate(graph.output())) {
     func.setResultAttr(i, "onnx.name", b.getStringAttr(output.name()));
+    if (decoder && output.name() == "logits")
+      func.setResultAttr(i, HastenDialect::kRoleAttrName,
+                         b.getStringAttr(stringifyTensorRole(TensorRole::Logits)));
     // The element type as ONNX names it (MLIR's integers are signless).
     int32_t elemType = output.type().tensor_type().elem_type();
     if (elemType == onnx::TensorProto::UNDEFINED) {

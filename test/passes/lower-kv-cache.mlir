@@ -37,8 +37,8 @@ func.func @contiguous(%k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
 // Paged: a block pool and a block table replace the cache; each new token
 // goes to slot (p mod 16) of block table[p / 16], and the view gathers.
 // CHECK-LABEL: func.func @paged(
-// CHECK-SAME: %[[POOL:[^:]*]]: memref<?x3x2x2x16x4xf32> {onnx.elem_type = 1 : i32, onnx.name = "kv_block_pool"},
-// CHECK-SAME: %[[TABLE:[^:]*]]: memref<4xi32> {onnx.elem_type = 6 : i32, onnx.name = "kv_block_table"},
+// CHECK-SAME: %[[POOL:[^:]*]]: memref<?x3x2x2x16x4xf32> {hasten.role = "kv_block_pool", onnx.elem_type = 1 : i32, onnx.name = "kv_block_pool"},
+// CHECK-SAME: %[[TABLE:[^:]*]]: memref<4xi32> {hasten.role = "kv_block_table", onnx.elem_type = 6 : i32, onnx.name = "kv_block_table"},
 // CHECK-SAME: %[[POS:.*]]: index
 // CHECK: scf.for %[[T:.*]] = %{{.*}} to %{{.*}} step
 // CHECK:   %[[P:.*]] = arith.addi %[[POS]], %[[T]]

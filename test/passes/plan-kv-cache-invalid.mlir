@@ -7,7 +7,7 @@
 func.func @read_directly(%pk: tensor<1x2x3x4xf32> {onnx.name = "past_key_values.0.key"},
                          %pv: tensor<1x2x3x4xf32> {onnx.name = "past_key_values.0.value"},
                          %init: tensor<1x2x4x3xf32>) -> tensor<1x2x4x3xf32>
-    attributes {hasten.decoder_entry = "decode"} {
+    attributes {hasten.entry_kind = "decode"} {
   %t = linalg.transpose ins(%pk : tensor<1x2x3x4xf32>) outs(%init : tensor<1x2x4x3xf32>) permutation = [0, 1, 3, 2]
   return %t : tensor<1x2x4x3xf32>
 }
@@ -16,7 +16,7 @@ func.func @read_directly(%pk: tensor<1x2x3x4xf32> {onnx.name = "past_key_values.
 
 // expected-error @+1 {{cannot plan the KV cache: 'past_key_values.0.key' is never concatenated with new tokens}}
 func.func @unused(%pk: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"})
-    attributes {hasten.decoder_entry = "decode"} {
+    attributes {hasten.entry_kind = "decode"} {
   return
 }
 
@@ -25,7 +25,7 @@ func.func @unused(%pk: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"}
 // expected-error @+1 {{layer 0 has no past value}}
 func.func @no_value(%pk: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"},
                     %k: tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
-    attributes {hasten.decoder_entry = "decode"} {
+    attributes {hasten.entry_kind = "decode"} {
   %keys = tensor.concat dim(2) %pk, %k : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
   return %keys : tensor<1x2x?x4xf32>
 }
@@ -36,7 +36,7 @@ func.func @no_value(%pk: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key
 func.func @dynamic_head_dim(%pk: tensor<1x2x?x?xf32> {onnx.name = "past_key_values.0.key"},
                             %pv: tensor<1x2x?x?xf32> {onnx.name = "past_key_values.0.value"},
                             %k: tensor<1x2x1x?xf32>) -> (tensor<1x2x?x?xf32>, tensor<1x2x?x?xf32>)
-    attributes {hasten.decoder_entry = "decode"} {
+    attributes {hasten.entry_kind = "decode"} {
   %keys = tensor.concat dim(2) %pk, %k : (tensor<1x2x?x?xf32>, tensor<1x2x1x?xf32>) -> tensor<1x2x?x?xf32>
   %values = tensor.concat dim(2) %pv, %k : (tensor<1x2x?x?xf32>, tensor<1x2x1x?xf32>) -> tensor<1x2x?x?xf32>
   return %keys, %values : tensor<1x2x?x?xf32>, tensor<1x2x?x?xf32>

@@ -7,8 +7,8 @@
 // place, and the attention reads a view of the cache.
 // CHECK-LABEL: func.func @decode(
 // CHECK-SAME: %[[K:[^:]*]]: tensor<1x2x1x4xf32>, %[[V:[^:]*]]: tensor<1x2x1x4xf32>,
-// CHECK-SAME: %[[CACHE:.*]]: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 64, f32> {{{.*}}onnx.name = "kv_cache"},
-// CHECK-SAME: %[[PAST:.*]]: tensor<i64> {{{.*}}onnx.name = "past_length"})
+// CHECK-SAME: %[[CACHE:.*]]: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 64, f32> {hasten.role = "kv_cache"{{.*}}onnx.name = "kv_cache"},
+// CHECK-SAME: %[[PAST:.*]]: tensor<i64> {hasten.role = "past_length"{{.*}}onnx.name = "past_length"})
 // CHECK-SAME: -> (tensor<1x2x1x4xf32> {onnx.name = "logits"})
 // CHECK-NOT: tensor.concat
 // CHECK: %[[P64:.*]] = tensor.extract %[[PAST]][]
@@ -27,7 +27,7 @@ func.func @decode(%pk: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"}
     -> (tensor<1x2x1x4xf32> {onnx.name = "logits"},
         tensor<1x2x?x4xf32> {onnx.name = "present.0.key"},
         tensor<1x2x?x4xf32> {onnx.name = "present.0.value"})
-    attributes {hasten.decoder_entry = "decode"} {
+    attributes {hasten.entry_kind = "decode"} {
   %keys = tensor.concat dim(2) %pk, %k : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
   %values = tensor.concat dim(2) %pv, %v : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
   %o = hasten.attention %k, %keys, %values heads(2, 2)
@@ -59,7 +59,7 @@ func.func @prefill(%pk0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key
                    %pk1: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.1.key"},
                    %pv1: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.1.value"},
                    %k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>) -> (index, index)
-    attributes {hasten.decoder_entry = "prefill"} {
+    attributes {hasten.entry_kind = "prefill"} {
   %c2 = arith.constant 2 : index
   %c3 = arith.constant 3 : index
   %past = tensor.dim %pk0, %c2 : tensor<1x2x?x4xf32>
@@ -98,7 +98,7 @@ func.func @two_layers(%pk0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.
         tensor<1x2x?x4xf32> {onnx.name = "present.0.value"},
         tensor<1x2x?x4xf32> {onnx.name = "present.1.key"},
         tensor<1x2x?x4xf32> {onnx.name = "present.1.value"})
-    attributes {hasten.decoder_entry = "decode"} {
+    attributes {hasten.entry_kind = "decode"} {
   %keys0 = tensor.concat dim(2) %pk0, %k0 : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
   %values0 = tensor.concat dim(2) %pv0, %v0 : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
   %o0 = hasten.attention %q, %keys0, %values0 heads(2, 2)

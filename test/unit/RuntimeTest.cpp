@@ -84,7 +84,7 @@ protected:
       return mlir::success();
     });
     hasten::CompileOptions options;
-    options.runtimeLibraryDir = HASTEN_RUNTIME_DIR;
+    options.cpu.runtimeLibraryDir = HASTEN_RUNTIME_DIR;
     ASSERT_TRUE(succeeded(hasten::compileOnnxFile(onnxPath, modulePath, options, context)))
         << diagnostics;
   }

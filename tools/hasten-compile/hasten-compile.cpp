@@ -76,6 +76,9 @@ static cl::opt<bool> memoryReport(cl::cat(toolCategory),
 static cl::opt<bool> noDecoderEntries(cl::cat(toolCategory), 
     "no-decoder-entries",
     cl::desc("Do not add prefill/decode entries to a decoder (keep only its graph as 'main')"));
+static cl::opt<bool> printPipeline(
+    cl::cat(toolCategory), "print-pipeline",
+    cl::desc("Print each stage's pass pipeline as hasten-opt --pass-pipeline takes it"));
 static cl::opt<bool> noCheck(cl::cat(toolCategory), "no-check", cl::desc("Skip the ONNX checker"));
 
 int main(int argc, char **argv) {
@@ -87,11 +90,6 @@ int main(int argc, char **argv) {
   mlir::registerAsmPrinterCLOptions();
   cl::ParseCommandLineOptions(argc, argv, "hasten ahead-of-time compiler\n");
 
-  if (targetName != "cpu") {
-    errs() << "hasten-compile: error: target '" << targetName
-           << "' is not supported yet (use --target=cpu)\n";
-    return 1;
-  }
   mlir::MLIRContext context;
   mlir::ScopedDiagnosticHandler handler(&context, [](mlir::Diagnostic &diag) {
     errs() << "hasten-compile: "
@@ -104,24 +102,25 @@ int main(int argc, char **argv) {
 
   hasten::CompileOptions options;
   options.emit = emitKind;
-  options.cpu = cpu;
-  options.cpuFeatures = cpuFeatures;
+  options.target = targetName;
+  options.cpu.cpu = cpu;
+  options.cpu.cpuFeatures = cpuFeatures;
   if (weights != "f32" && weights != "bf16") {
     errs() << "hasten-compile: error: --weights must be f32 or bf16, got '" << weights << "'\n";
     return 1;
   }
-  options.weights = weights;
-  options.parallelMinWork = parallelMinWork;
+  options.weights = weights == "bf16" ? hasten::WeightPrecision::BF16 : hasten::WeightPrecision::F32;
+  options.cpu.parallelMinWork = parallelMinWork;
   // The runtime library sits in ../lib next to the tools.
   std::string self = sys::fs::getMainExecutable(argv[0], (void *)&main);
   SmallString<256> runtimeDir(sys::path::parent_path(sys::path::parent_path(self)));
   sys::path::append(runtimeDir, "lib");
-  options.runtimeLibraryDir = std::string(runtimeDir);
+  options.cpu.runtimeLibraryDir = std::string(runtimeDir);
   options.import.checkModel = !noCheck;
   options.import.decoderEntries =
       noDecoderEntries ? hasten::DecoderEntries::Off : hasten::DecoderEntries::Auto;
-  options.kvCapacity = kvCapacity;
-  options.kvBlockSize = kvBlockSize;
+  options.kv.capacity = kvCapacity;
+  options.kv.blockSize = kvBlockSize;
   if (kvCapacity < 0 || kvBlockSize < 0) {
     errs() << "hasten-compile: error: --kv-capacity and --kv-block-size must not be negative\n";
     return 1;
@@ -141,12 +140,14 @@ int main(int argc, char **argv) {
                 "64M, got '" << kvBudget << "'\n";
       return 1;
     }
-    options.kvBudgetBytes = value * scale;
+    options.kv.budgetBytes = value * scale;
   }
   if (memoryReport)
     options.memoryReport = &outs();
+  if (printPipeline)
+    options.printPipeline = &outs();
   options.manifestFormatVersionOverride = manifestVersionOverride;
-  options.extraRequiredCpuFeatures.assign(extraCpuFeatures.begin(), extraCpuFeatures.end());
+  options.cpu.extraRequiredFeatures.assign(extraCpuFeatures.begin(), extraCpuFeatures.end());
   for (const std::string &binding : bindInputs) {
     std::string error;
     if (!hasten::addInputBinding(options.import, binding, error)) {

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "hasten/Pipelines/Pipelines.h"
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Passes/Passes.h"
 #include "hasten/Support/CommandLine.h"
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
   hasten::hideForeignOptions();
   mlir::registerAllPasses();
   hasten::registerHastenPasses();
+  hasten::registerHastenPipelines();
 
   mlir::DialectRegistry registry;
   mlir::registerAllDialects(registry);

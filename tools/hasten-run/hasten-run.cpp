@@ -304,10 +304,33 @@ int main(int argc, char **argv) {
                 *hasten_module_cpu_features(module) ? hasten_module_cpu_features(module)
                                                     : "(nothing beyond the base ISA)");
     std::printf("  runtime kernels: %s\n", hasten_runtime_kernel_isa());
+    static const char *const kinds[] = {"main",   "prefill",   "decode",
+                                        "verify", "spec_step", "generate"};
+    static const char *const roles[] = {"",       "token_ids",      "past_length", "kv_cache",
+                                        "kv_block_pool", "kv_block_table", "logits"};
+    hasten_entry_kind kind = HASTEN_ENTRY_MAIN;
+    const char *model = "";
+    hasten_entry_info(module, entry, &kind, &model);
+    std::printf("  kind: %s%s%s, device: %s\n", kinds[kind], *model ? ", model " : "", model,
+                hasten_module_device(module));
+    hasten_kv_cache_info kv{};
+    kv.struct_size = sizeof(kv);
+    if (hasten_module_kv_cache(module, model, &kv) == HASTEN_OK)
+      std::printf("  kv cache: %s, %s, %lld layers x %lld kv heads x %lld dims, capacity %lld"
+                  "%s\n",
+                  kv.paged ? "paged" : "contiguous", hasten_dtype_name(kv.dtype),
+                  (long long)kv.layers, (long long)kv.kv_heads, (long long)kv.head_dim,
+                  (long long)kv.capacity,
+                  kv.paged ? (", blocks of " + std::to_string(kv.block_size)).c_str() : "");
+    auto roleOf = [&](int isOutput, size_t i) {
+      hasten_tensor_role role = HASTEN_ROLE_NONE;
+      hasten_signature_role(module, entry, isOutput, i, &role);
+      return role == HASTEN_ROLE_NONE ? std::string() : std::string("  (") + roles[role] + ")";
+    };
     for (size_t i = 0; i < numInputs; ++i)
-      std::printf("  input  %s\n", describe(module, entry, 0, i).c_str());
+      std::printf("  input  %s%s\n", describe(module, entry, 0, i).c_str(), roleOf(0, i).c_str());
     for (size_t i = 0; i < numOutputs; ++i)
-      std::printf("  output %s\n", describe(module, entry, 1, i).c_str());
+      std::printf("  output %s%s\n", describe(module, entry, 1, i).c_str(), roleOf(1, i).c_str());
     hasten_module_free(module);
     return 0;
   }

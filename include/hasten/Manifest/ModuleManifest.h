@@ -1,0 +1,87 @@
+//===- ModuleManifest.h - what a compiled module says about itself -*- C++ -*-===//
+//
+// The entries, weights and target of a module as the compiler reads them
+// off the IR, and the FlatBuffers manifest (runtime/manifest.fbs) built from
+// them. Shared by every target; the runtime reads the same schema.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_MANIFEST_MODULEMANIFEST_H
+#define HASTEN_MANIFEST_MODULEMANIFEST_H
+
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hasten {
+
+/// One entry's signature, read off its function at the tensor level (before
+/// lowering erases names and element types).
+struct EntrySignature {
+  std::string name;
+  /// hasten.entry_kind (main when absent) and hasten.model ("" when absent).
+  EntryKind kind = EntryKind::Main;
+  std::string model;
+  struct Tensor {
+    std::string name;
+    /// The ONNX element type (onnx::TensorProto::DataType).
+    int32_t onnxType;
+    llvm::SmallVector<int64_t> dims;
+    llvm::SmallVector<std::string> dimNames;
+    /// hasten.role (None when absent).
+    TensorRole role = TensorRole::None;
+  };
+  std::vector<Tensor> inputs, outputs;
+};
+
+EntrySignature readSignature(mlir::func::FuncOp func);
+
+/// One embedded weight.
+struct WeightInfo {
+  std::string name;
+  mlir::Type elementType;
+  llvm::SmallVector<int64_t> dims;
+  uint64_t bytes;
+};
+
+/// The module's weights as it stores them (constant memref.globals, listed
+/// by their ONNX initializer name when they came from one), after
+/// bufferization; `totalBytes` also counts unnamed constants.
+std::vector<WeightInfo> collectWeights(mlir::ModuleOp module, uint64_t &totalBytes);
+
+/// What the target records about itself.
+struct TargetDescription {
+  std::string device = "cpu";
+  std::string triple;
+  std::string cpu;
+  /// Features the code may use, as the runtime checks them (/proc/cpuinfo
+  /// names on x86).
+  std::vector<std::string> features;
+};
+
+/// The KV cache one model's prefill/decode entries share.
+struct KVCacheDescription {
+  std::string model;
+  bool paged = false;
+  mlir::Type elementType;
+  int64_t layers = 0, kvHeads = 0, headDim = 0, capacity = 0, blockSize = 0;
+};
+
+/// The manifest bytes.
+std::vector<uint8_t> buildManifest(const std::vector<EntrySignature> &entries,
+                                   const std::vector<WeightInfo> &weights,
+                                   const std::vector<KVCacheDescription> &kvCaches,
+                                   llvm::StringRef source, const TargetDescription &target,
+                                   uint64_t weightBytes, uint32_t formatVersion);
+
+/// The version string written into every module's manifest.
+const char *getCompilerVersion();
+
+} // namespace hasten
+
+#endif // HASTEN_MANIFEST_MODULEMANIFEST_H

@@ -1,0 +1,81 @@
+//===- Pipelines.h - hasten-compile's pass pipelines, as code ---*- C++ -*-===//
+//
+// The MLIR stages of hasten-compile, each a builder over typed options and a
+// registered pipeline, so that `hasten-opt --hasten-tensor-pipeline=...`
+// reproduces any stage and `hasten-compile --print-pipeline` shows exactly
+// what runs:
+//
+//   hasten-tensor-pipeline      tensors: KV-cache planning, attention on the
+//                               runtime kernel, decomposition, fusion, math
+//   hasten-bufferize-pipeline   one-shot bufferization, deallocation after
+//                               last use, matmuls on the runtime
+//   hasten-cpu-lowering-pipeline  the CPU target: the activation arena,
+//                               parallel loops on the runtime's pool, and
+//                               the LLVM dialect
+//   hasten-cpu-pipeline         all three, in order
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_PIPELINES_PIPELINES_H
+#define HASTEN_PIPELINES_PIPELINES_H
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
+
+namespace hasten {
+
+struct TensorPipelineOptions : public mlir::PassPipelineOptions<TensorPipelineOptions> {
+  Option<int64_t> kvCapacity{*this, "kv-capacity",
+                             llvm::cl::desc("Tokens one sequence's KV cache holds"),
+                             llvm::cl::init(1024)};
+  Option<int64_t> kvBlockSize{*this, "kv-block-size",
+                              llvm::cl::desc("Tokens per block of a paged KV cache (0: "
+                                             "contiguous)"),
+                              llvm::cl::init(0)};
+};
+
+struct BufferizePipelineOptions : public mlir::PassPipelineOptions<BufferizePipelineOptions> {
+  Option<std::string> weights{*this, "weights",
+                              llvm::cl::desc("Precision of constant matmul weights: f32 or "
+                                             "bf16"),
+                              llvm::cl::init("f32")};
+};
+
+struct CpuLoweringPipelineOptions
+    : public mlir::PassPipelineOptions<CpuLoweringPipelineOptions> {
+  Option<int64_t> parallelMinWork{*this, "parallel-min-work",
+                                  llvm::cl::desc("Loops with fewer total iterations run on "
+                                                 "one thread"),
+                                  llvm::cl::init(32768)};
+};
+
+struct CpuPipelineOptions : public mlir::PassPipelineOptions<CpuPipelineOptions> {
+  Option<int64_t> kvCapacity{*this, "kv-capacity",
+                             llvm::cl::desc("Tokens one sequence's KV cache holds"),
+                             llvm::cl::init(1024)};
+  Option<int64_t> kvBlockSize{*this, "kv-block-size",
+                              llvm::cl::desc("Tokens per block of a paged KV cache"),
+                              llvm::cl::init(0)};
+  Option<std::string> weights{*this, "weights",
+                              llvm::cl::desc("Precision of constant matmul weights"),
+                              llvm::cl::init("f32")};
+  Option<int64_t> parallelMinWork{*this, "parallel-min-work",
+                                  llvm::cl::desc("Loops with fewer total iterations run on "
+                                                 "one thread"),
+                                  llvm::cl::init(32768)};
+};
+
+/// Stage builders: each adds its passes to a pass manager on builtin.module.
+void buildTensorPipeline(mlir::OpPassManager &pm, const TensorPipelineOptions &options);
+void buildBufferizePipeline(mlir::OpPassManager &pm, const BufferizePipelineOptions &options);
+void buildCpuLoweringPipeline(mlir::OpPassManager &pm,
+                              const CpuLoweringPipelineOptions &options);
+void buildCpuPipeline(mlir::OpPassManager &pm, const CpuPipelineOptions &options);
+
+/// Registers the four pipelines with the pass registry (for hasten-opt and
+/// --mlir-print-ir-* in hasten-compile).
+void registerHastenPipelines();
+
+} // namespace hasten
+
+#endif // HASTEN_PIPELINES_PIPELINES_H

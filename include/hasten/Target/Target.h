@@ -1,0 +1,77 @@
+//===- Target.h - a code generation target ----------------------*- C++ -*-===//
+//
+// What a target adds after the shared tensor-level and bufferization stages,
+// in the manner of IREE's target backends: it checks its options before any
+// work, refuses tensor-level IR it cannot lower, lowers the bufferized
+// module with its own pipeline, says what the manifest records about it,
+// and serializes the result (CPU: LLVM IR, an object, a shared library).
+// The compiler driver knows targets only through this interface.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_TARGET_TARGET_H
+#define HASTEN_TARGET_TARGET_H
+
+#include "hasten/Manifest/ModuleManifest.h"
+#include "hasten/Support/PhaseTimer.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/PassManager.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace hasten {
+
+enum class EmitKind { MLIR, LLVM, Object, Library };
+
+/// What serialize() writes.
+struct SerializeRequest {
+  const std::vector<EntrySignature> *entries;
+  /// The manifest to embed.
+  const std::vector<uint8_t> *manifest;
+  /// The model, for debug locations and messages.
+  llvm::StringRef sourcePath;
+  llvm::StringRef outputPath;
+  EmitKind emit;
+  PhaseTimer *timer;
+};
+
+class Target {
+public:
+  virtual ~Target();
+  virtual llvm::StringRef getName() const = 0;
+  /// Checks the target options (the CPU name, ...) before any work.
+  virtual mlir::LogicalResult initialize(mlir::Location loc) = 0;
+  /// Refuses, with a diagnostic on the op, what the target cannot lower
+  /// after the tensor stage.
+  virtual mlir::LogicalResult checkTensorLevel(mlir::ModuleOp module) const;
+  /// The passes from the bufferized module to what serialize() takes.
+  virtual void buildLoweringPipeline(mlir::OpPassManager &pm) const = 0;
+  /// What the manifest records about the target (valid after initialize).
+  virtual TargetDescription describe() const = 0;
+  /// Writes the lowered module as the request asks.
+  virtual mlir::LogicalResult serialize(mlir::ModuleOp module,
+                                        const SerializeRequest &request) = 0;
+};
+
+/// The host CPU target's options.
+struct CpuTargetOptions {
+  /// native (or empty), x86-64, x86-64-v2/v3/v4 or an LLVM CPU name.
+  std::string cpu;
+  /// Extra LLVM features, "+avx512bf16,-avx512f".
+  std::string cpuFeatures;
+  /// Generated loops with fewer total iterations run on one thread.
+  int64_t parallelMinWork = 32768;
+  /// Where libhasten_runtime.so lives, for modules that call its kernels.
+  std::string runtimeLibraryDir;
+  /// Test hook: extra cpuinfo features the manifest requires.
+  std::vector<std::string> extraRequiredFeatures;
+};
+
+std::unique_ptr<Target> createCpuTarget(const CpuTargetOptions &options);
+
+} // namespace hasten
+
+#endif // HASTEN_TARGET_TARGET_H

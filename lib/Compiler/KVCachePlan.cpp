@@ -1,0 +1,63 @@
+//===- KVCachePlan.cpp - the KV cache a decoder's entries get --------------===//
+
+#include "KVCachePlan.h"
+
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+using namespace mlir;
+using namespace hasten;
+
+FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions &options) {
+  KVCachePlan plan;
+  for (auto func : module.getOps<func::FuncOp>()) {
+    auto kind = func->getAttrOfType<StringAttr>(HastenDialect::kEntryKindAttrName);
+    std::optional<EntryKind> parsed = kind ? symbolizeEntryKind(kind.getValue()) : std::nullopt;
+    if (parsed != EntryKind::Prefill && parsed != EntryKind::Decode)
+      continue;
+    plan.decoder = true;
+    plan.layers = 0;
+    for (unsigned i = 0; i < func.getNumArguments(); ++i) {
+      auto name = func.getArgAttrOfType<StringAttr>(i, "onnx.name");
+      if (!name || !name.getValue().starts_with("past_key_values.") ||
+          !name.getValue().ends_with(".key"))
+        continue;
+      auto type = cast<RankedTensorType>(func.getArgumentTypes()[i]);
+      ++plan.layers;
+      plan.kvHeads = type.getDimSize(1);
+      plan.headDim = type.getDimSize(3);
+      plan.elementBytes = std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
+      plan.elementType = type.getElementType();
+    }
+  }
+  if (!plan.decoder)
+    return plan;
+  if (ShapedType::isDynamic(plan.kvHeads) || ShapedType::isDynamic(plan.headDim))
+    return emitError(module.getLoc(), "the decoder's past_key_values need static "
+                                      "kv_heads and head_dim");
+  plan.bytesPerToken = plan.layers * 2 * plan.kvHeads * plan.headDim * plan.elementBytes;
+  plan.blockSize = options.blockSize;
+  int64_t block = std::max<int64_t>(1, options.blockSize);
+  plan.budgetBytes = options.budgetBytes;
+  plan.budgetTokens = options.budgetBytes / plan.bytesPerToken / block * block;
+  if (options.capacity > 0) {
+    plan.capacity = options.capacity;
+  } else if (options.budgetBytes > 0) {
+    plan.capacity = plan.budgetTokens;
+    if (plan.capacity == 0)
+      return emitError(module.getLoc(), "--kv-budget=")
+             << options.budgetBytes << " holds no " << (block > 1 ? "block" : "token")
+             << ": one token takes " << plan.bytesPerToken << " bytes";
+  }
+  if (options.blockSize > 0 && plan.capacity % options.blockSize != 0)
+    return emitError(module.getLoc(), "the KV capacity (")
+           << plan.capacity << " tokens) must be a multiple of --kv-block-size ("
+           << options.blockSize << ")";
+  if (options.budgetBytes > 0 &&
+      uint64_t(plan.capacity * plan.bytesPerToken) > options.budgetBytes)
+    return emitError(module.getLoc(), "--kv-capacity=")
+           << plan.capacity << " needs " << plan.capacity * plan.bytesPerToken
+           << " bytes of KV cache, more than --kv-budget=" << options.budgetBytes;
+  return plan;
+}

@@ -1,0 +1,36 @@
+//===- KVCachePlan.h - the KV cache a decoder's entries get -----*- C++ -*-===//
+//
+// Read off the imported decoder entries (their past_key_values arguments)
+// and the user's --kv-* options, before the tensor pipeline plans the cache.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_LIB_COMPILER_KVCACHEPLAN_H
+#define HASTEN_LIB_COMPILER_KVCACHEPLAN_H
+
+#include "hasten/Compiler/Compiler.h"
+
+#include "mlir/IR/BuiltinOps.h"
+
+namespace hasten {
+
+struct KVCachePlan {
+  bool decoder = false;
+  int64_t layers = 0, kvHeads = 0, headDim = 0, elementBytes = 4;
+  mlir::Type elementType;
+  int64_t bytesPerToken = 0;
+  int64_t capacity = 1024;
+  /// Tokens per block; 0 for a contiguous cache.
+  int64_t blockSize = 0;
+  /// --kv-budget, and the tokens it holds (whole blocks when paged).
+  uint64_t budgetBytes = 0;
+  int64_t budgetTokens = 0;
+};
+
+/// The cache for the module's decoder entries (decoder = false when it has
+/// none); errors name the option that cannot be met.
+mlir::FailureOr<KVCachePlan> planKVCache(mlir::ModuleOp module, const KVCacheOptions &options);
+
+} // namespace hasten
+
+#endif // HASTEN_LIB_COMPILER_KVCACHEPLAN_H

@@ -1,0 +1,25 @@
+//===- MemoryReport.h - the memory plan of a compiled model -----*- C++ -*-===//
+//
+// An analysis of the bufferized module (before the target lowers it): the
+// weights, the KV cache, and per entry the activation buffers at the
+// entry's largest workload, with their liveness-based peak and the arena
+// the target will build. Printed as JSON by hasten-compile --memory-report.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef HASTEN_LIB_COMPILER_MEMORYREPORT_H
+#define HASTEN_LIB_COMPILER_MEMORYREPORT_H
+
+#include "KVCachePlan.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/JSON.h"
+
+namespace hasten {
+
+llvm::json::Object buildMemoryReport(mlir::ModuleOp bufferized, const KVCachePlan &kv,
+                                     uint64_t weightBytes, llvm::StringRef source);
+
+} // namespace hasten
+
+#endif // HASTEN_LIB_COMPILER_MEMORYREPORT_H

@@ -1,0 +1,111 @@
+//===- Pipelines.cpp - hasten-compile's pass pipelines, as code -----------===//
+
+#include "hasten/Pipelines/Pipelines.h"
+
+#include "hasten/Passes/Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/Transforms/Passes.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions &options) {
+  pm.addPass(createPlanKVCache(PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize}));
+  pm.addPass(createLowerKVCache());
+  pm.addPass(createAttentionToRuntimeCalls());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  OpPassManager &funcs = pm.nest<func::FuncOp>();
+  funcs.addPass(createDecomposeAggregatedOps());
+  funcs.addPass(createFuseElementwise());
+  funcs.addPass(createApproximateMath());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
+void hasten::buildBufferizePipeline(OpPassManager &pm, const BufferizePipelineOptions &options) {
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion = bufferization::LayoutMapOption::IdentityLayoutMap;
+  bufferize.allowReturnAllocsFromLoops = true;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  bufferization::buildBufferDeallocationPipeline(pm);
+  pm.addPass(createConvertBufferizationToMemRefPass());
+  pm.addPass(createMatmulToRuntimeCalls(MatmulToRuntimeCallsOptions{options.weights}));
+  OpPassManager &funcs = pm.nest<func::FuncOp>();
+  funcs.addPass(createCanonicalizerPass());
+  funcs.addPass(createDeallocAfterLastUse());
+}
+
+void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
+                                      const CpuLoweringPipelineOptions &options) {
+  // Every entry gets a C interface (one memref descriptor pointer per
+  // argument) that the module's exported wrappers call; static-shape
+  // activations go in one arena per call (after the memory report has read
+  // the individual allocations).
+  OpPassManager &funcs = pm.nest<func::FuncOp>();
+  funcs.addPass(LLVM::createLLVMRequestCWrappersPass());
+  funcs.addPass(createPackStaticBuffers());
+  funcs.addPass(createMemrefCopyToLinalg());
+  funcs.addPass(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(createOutlineParallelLoops(OutlineParallelLoopsOptions{options.parallelMinWork}));
+  pm.nest<func::FuncOp>().addPass(createExpandShapeToReinterpretCast());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+void hasten::buildCpuPipeline(OpPassManager &pm, const CpuPipelineOptions &options) {
+  TensorPipelineOptions tensor;
+  tensor.kvCapacity = options.kvCapacity;
+  tensor.kvBlockSize = options.kvBlockSize;
+  buildTensorPipeline(pm, tensor);
+  BufferizePipelineOptions bufferize;
+  bufferize.weights = options.weights;
+  buildBufferizePipeline(pm, bufferize);
+  CpuLoweringPipelineOptions lowering;
+  lowering.parallelMinWork = options.parallelMinWork;
+  buildCpuLoweringPipeline(pm, lowering);
+}
+
+void hasten::registerHastenPipelines() {
+  static bool registered = [] {
+    PassPipelineRegistration<TensorPipelineOptions>(
+        "hasten-tensor-pipeline",
+        "hasten-compile's tensor stage: KV-cache planning, attention on the runtime "
+        "kernel, decomposition, elementwise fusion, math approximations",
+        buildTensorPipeline);
+    PassPipelineRegistration<BufferizePipelineOptions>(
+        "hasten-bufferize-pipeline",
+        "hasten-compile's bufferization stage: one-shot bufferization, buffers freed after "
+        "their last use, matmuls on the runtime's kernels",
+        buildBufferizePipeline);
+    PassPipelineRegistration<CpuLoweringPipelineOptions>(
+        "hasten-cpu-lowering-pipeline",
+        "the CPU target's lowering: the activation arena, parallel loops on the runtime's "
+        "thread pool, and the LLVM dialect",
+        buildCpuLoweringPipeline);
+    PassPipelineRegistration<CpuPipelineOptions>(
+        "hasten-cpu-pipeline",
+        "every MLIR stage of hasten-compile for the CPU, from imported tensors to the LLVM "
+        "dialect",
+        buildCpuPipeline);
+    return true;
+  }();
+  (void)registered;
+}

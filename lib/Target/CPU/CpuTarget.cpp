@@ -1,0 +1,366 @@
+//===- CpuTarget.cpp - the host CPU target ---------------------------------===//
+//
+// Lowers the bufferized module to the LLVM dialect (the CPU lowering
+// pipeline), translates it to LLVM IR with one exported wrapper per entry
+// and the manifest, runs the O3 pipeline, emits an object file from an LLVM
+// TargetMachine for the chosen CPU, and links a shared library with ld.lld
+// and the compiler-rt builtins.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Target/Target.h"
+
+#include "Manifest.h"
+#include "hasten/Pipelines/Pipelines.h"
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/IR/IRBuilder.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/IR/Verifier.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+
+using namespace mlir;
+using namespace hasten;
+
+namespace {
+
+/// Adds `void hasten_entry_<name>(void **inputs, void *results)` calling the
+/// C interface of `name`.
+LogicalResult addEntryWrapper(llvm::Module &m, const EntrySignature &sig) {
+  llvm::Function *cInterface = m.getFunction("_mlir_ciface_" + sig.name);
+  if (!cInterface)
+    return failure();
+  llvm::LLVMContext &ctx = m.getContext();
+  auto *ptrType = llvm::PointerType::getUnqual(ctx);
+  auto *wrapperType =
+      llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), {ptrType, ptrType}, false);
+  auto *wrapper = llvm::Function::Create(wrapperType, llvm::Function::ExternalLinkage,
+                                         kEntrySymbolPrefix + sig.name, m);
+  llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", wrapper));
+  llvm::Value *inputs = wrapper->getArg(0);
+  llvm::Value *results = wrapper->getArg(1);
+  SmallVector<llvm::Value *> args;
+  unsigned params = cInterface->getFunctionType()->getNumParams();
+  bool resultsFirst = params == sig.inputs.size() + 1;
+  if (!resultsFirst && params != sig.inputs.size())
+    return failure();
+  if (resultsFirst)
+    args.push_back(results);
+  for (unsigned i = 0; i < sig.inputs.size(); ++i) {
+    llvm::Value *slot = b.CreateConstGEP1_64(ptrType, inputs, i);
+    args.push_back(b.CreateLoad(ptrType, slot));
+  }
+  b.CreateCall(cInterface, args);
+  b.CreateRetVoid();
+  return success();
+}
+
+void addManifest(llvm::Module &m, ArrayRef<uint8_t> bytes) {
+  llvm::LLVMContext &ctx = m.getContext();
+  auto *data = llvm::ConstantDataArray::get(ctx, bytes);
+  auto *global = new llvm::GlobalVariable(m, data->getType(), /*isConstant=*/true,
+                                          llvm::GlobalValue::ExternalLinkage, data,
+                                          kManifestSymbol);
+  global->setAlignment(llvm::Align(16));
+  auto *i64 = llvm::Type::getInt64Ty(ctx);
+  new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantInt::get(i64, bytes.size()), kManifestSizeSymbol);
+}
+
+/// Everything but the entry wrappers and the manifest becomes internal, so
+/// the module exports only the hasten ABI and O3 can inline freely.
+void internalize(llvm::Module &m) {
+  for (llvm::Function &f : m.functions())
+    if (!f.isDeclaration() && !f.getName().starts_with("hasten_"))
+      f.setLinkage(llvm::GlobalValue::InternalLinkage);
+  for (llvm::GlobalVariable &g : m.globals())
+    if (!g.isDeclaration() && !g.getName().starts_with("hasten_"))
+      g.setLinkage(llvm::GlobalValue::InternalLinkage);
+}
+
+void optimize(llvm::Module &m, llvm::TargetMachine *tm) {
+  llvm::LoopAnalysisManager lam;
+  llvm::FunctionAnalysisManager fam;
+  llvm::CGSCCAnalysisManager cgam;
+  llvm::ModuleAnalysisManager mam;
+  llvm::PassBuilder pb(tm);
+  pb.registerModuleAnalyses(mam);
+  pb.registerCGSCCAnalyses(cgam);
+  pb.registerFunctionAnalyses(fam);
+  pb.registerLoopAnalyses(lam);
+  pb.crossRegisterProxies(lam, fam, cgam, mam);
+  llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3);
+  mpm.run(m, mam);
+}
+
+std::string findLinker() {
+  for (const char *name : {"ld.lld-22", "ld.lld"})
+    if (auto path = llvm::sys::findProgramByName(name))
+      return *path;
+  if (llvm::sys::fs::can_execute("/usr/lib/llvm-22/bin/ld.lld"))
+    return "/usr/lib/llvm-22/bin/ld.lld";
+  if (auto path = llvm::sys::findProgramByName("ld"))
+    return *path;
+  return "";
+}
+
+/// The CPU and feature string the code is generated for.
+struct CpuChoice {
+  std::string cpu;
+  std::string features;
+};
+
+/// Resolves --cpu and --cpu-features: `native` (or nothing) is this
+/// machine's CPU and features; anything else must be a CPU LLVM knows
+/// (`x86-64-v3`, `znver5`, ...), so that a typo cannot silently produce
+/// baseline code. Every feature in --cpu-features must exist too.
+FailureOr<CpuChoice> chooseCpu(const llvm::Target &target, const llvm::Triple &triple,
+                               const hasten::CpuTargetOptions &options, Location loc) {
+  CpuChoice choice;
+  bool native = options.cpu.empty() || options.cpu == "native";
+  choice.cpu = native ? llvm::sys::getHostCPUName().str() : options.cpu;
+  // A generic subtarget answers "is this a CPU?" without LLVM printing its
+  // own warning for an unknown name.
+  std::unique_ptr<llvm::MCSubtargetInfo> info(
+      target.createMCSubtargetInfo(triple, "x86-64", ""));
+  if (!native && (!info || !info->isCPUStringValid(choice.cpu))) {
+    InFlightDiagnostic diag = emitError(loc)
+                              << "unknown CPU '" << options.cpu
+                              << "' for --cpu; use native, x86-64, x86-64-v2, x86-64-v3, "
+                                 "x86-64-v4 or a CPU name such as sapphirerapids or znver5";
+    return diag;
+  }
+  SmallVector<StringRef> requested;
+  StringRef(options.cpuFeatures).split(requested, ',', -1, /*KeepEmpty=*/false);
+  for (StringRef feature : requested) {
+    feature = feature.trim();
+    StringRef name = feature.drop_front();
+    bool known = info && llvm::any_of(info->getAllProcessorFeatures(),
+                                      [&](const llvm::SubtargetFeatureKV &kv) {
+                                        return name == kv.Key;
+                                      });
+    if ((!feature.starts_with("+") && !feature.starts_with("-")) || !known)
+      return emitError(loc) << "bad --cpu-features item '" << feature
+                            << "': expected +NAME or -NAME with an LLVM feature name "
+                               "such as avx2, avx512f or amx-bf16";
+  }
+  SmallVector<std::string> features;
+  if (native)
+    for (const auto &f : llvm::sys::getHostCPUFeatures())
+      features.push_back((f.second ? "+" : "-") + f.getKey().str());
+  llvm::sort(features);
+  for (StringRef feature : requested)
+    features.push_back(feature.trim().str());
+  choice.features = llvm::join(features, ",");
+  // LLVM tunes AVX-512 server cores to 256-bit vectors by default; generated
+  // loops use the target's full width unless --cpu-features says otherwise.
+  std::unique_ptr<llvm::MCSubtargetInfo> chosen(
+      target.createMCSubtargetInfo(triple, choice.cpu, choice.features));
+  if (chosen && chosen->checkFeatures("+avx512f") &&
+      !StringRef(options.cpuFeatures).contains("prefer-256-bit"))
+    choice.features += choice.features.empty() ? "-prefer-256-bit" : ",-prefer-256-bit";
+  return choice;
+}
+
+class CpuTarget : public hasten::Target {
+public:
+  explicit CpuTarget(const CpuTargetOptions &options) : options(options) {}
+
+  StringRef getName() const override { return "cpu"; }
+
+  LogicalResult initialize(Location loc) override {
+    static bool targetsInitialized = [] {
+      llvm::InitializeNativeTarget();
+      llvm::InitializeNativeTargetAsmPrinter();
+      return true;
+    }();
+    (void)targetsInitialized;
+    this->loc = loc;
+    triple = llvm::Triple(llvm::sys::getDefaultTargetTriple());
+    std::string error;
+    const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+    if (!target)
+      return emitError(loc) << "no LLVM target for " << triple.str() << ": " << error;
+    FailureOr<CpuChoice> choice = chooseCpu(*target, triple, options, loc);
+    if (failed(choice))
+      return failure();
+    cpu = choice->cpu;
+    tm.reset(target->createTargetMachine(triple, cpu, choice->features, llvm::TargetOptions(),
+                                         llvm::Reloc::PIC_, std::nullopt,
+                                         llvm::CodeGenOptLevel::Aggressive));
+    if (!tm)
+      return emitError(loc) << "cannot create a target machine for CPU '" << cpu << "'";
+    // Features the generated code may use, as /proc/cpuinfo spells them.
+    // The subtarget knows what the CPU implies (x86-64-v3 means AVX2 and
+    // FMA even with an empty feature string), so ask it, not the string.
+    const llvm::MCSubtargetInfo *subtarget = tm->getMCSubtargetInfo();
+    for (const CpuFeatureName &tracked : kTrackedCpuFeatures)
+      if (subtarget->checkFeatures(std::string("+") + tracked.llvm))
+        requiredFeatures.push_back(tracked.cpuinfo);
+    for (const std::string &extra : options.extraRequiredFeatures)
+      requiredFeatures.push_back(extra);
+    return success();
+  }
+
+  LogicalResult checkTensorLevel(ModuleOp module) const override {
+    // Attention the runtime's kernel cannot take has no CPU lowering yet.
+    WalkResult unsupported = module.walk([&](AttentionOp op) {
+      op.emitError("this attention (")
+          << op.getQuery().getType() << ", mask "
+          << (op.getMask() ? op.getMask().getType() : Type())
+          << ") is not supported on the CPU target yet: the kernel takes f32 with an "
+             "additive f32 mask and a static head_dim";
+      return WalkResult::interrupt();
+    });
+    return failure(unsupported.wasInterrupted());
+  }
+
+  void buildLoweringPipeline(OpPassManager &pm) const override {
+    CpuLoweringPipelineOptions lowering;
+    lowering.parallelMinWork = options.parallelMinWork;
+    buildCpuLoweringPipeline(pm, lowering);
+  }
+
+  TargetDescription describe() const override {
+    TargetDescription description;
+    description.device = "cpu";
+    description.triple = triple.str();
+    description.cpu = cpu;
+    description.features = requiredFeatures;
+    return description;
+  }
+
+  LogicalResult serialize(ModuleOp module, const SerializeRequest &request) override {
+    Location fileLoc = *loc;
+    PhaseTimer &timer = *request.timer;
+    std::string error;
+    // The roles have been recorded in the manifest; LLVM has no meaning for
+    // them on parameters.
+    module.walk([](LLVM::LLVMFuncOp func) {
+      for (unsigned i = 0; i < func.getNumArguments(); ++i)
+        func.removeArgAttr(i, HastenDialect::kRoleAttrName);
+      for (unsigned i = 0; i < func.getNumResults(); ++i)
+        func.removeResultAttr(i, StringAttr::get(func.getContext(), HastenDialect::kRoleAttrName));
+    });
+    llvm::LLVMContext llvmContext;
+    std::unique_ptr<llvm::Module> llvmModule = timer.run("translation to LLVM IR", [&] {
+      return translateModuleToLLVMIR(module, llvmContext, request.sourcePath);
+    });
+    if (!llvmModule)
+      return emitError(fileLoc) << "translation to LLVM IR failed";
+    llvmModule->setTargetTriple(triple);
+    llvmModule->setDataLayout(tm->createDataLayout());
+    for (const EntrySignature &sig : *request.entries)
+      if (failed(addEntryWrapper(*llvmModule, sig)))
+        return emitError(fileLoc) << "internal error: cannot wrap entry '" << sig.name << "'";
+    addManifest(*llvmModule, *request.manifest);
+    internalize(*llvmModule);
+    if (llvm::verifyModule(*llvmModule, &llvm::errs()))
+      return emitError(fileLoc) << "internal error: the LLVM module does not verify";
+
+    timer.run("LLVM O3", [&] {
+      optimize(*llvmModule, tm.get());
+      return true;
+    });
+    if (request.emit == EmitKind::LLVM) {
+      auto out = openOutputFile(request.outputPath, &error);
+      if (!out)
+        return emitError(fileLoc) << error;
+      llvmModule->print(out->os(), nullptr);
+      out->keep();
+      return success();
+    }
+
+    // The object file: the output itself, or a temporary to link.
+    SmallString<128> objectPath(request.outputPath);
+    if (request.emit == EmitKind::Library) {
+      int fd;
+      if (llvm::sys::fs::createTemporaryFile("hasten", "o", fd, objectPath))
+        return emitError(fileLoc) << "cannot create a temporary object file";
+      llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+    }
+    llvm::FileRemover objectRemover(request.emit == EmitKind::Library ? objectPath.str()
+                                                                        : StringRef());
+    bool emitted = timer.run("code generation", [&] {
+      std::error_code ec;
+      llvm::raw_fd_ostream out(objectPath, ec, llvm::sys::fs::OF_None);
+      if (ec)
+        return false;
+      llvm::legacy::PassManager codegen;
+      if (tm->addPassesToEmitFile(codegen, out, nullptr, llvm::CodeGenFileType::ObjectFile))
+        return false;
+      codegen.run(*llvmModule);
+      return true;
+    });
+    if (!emitted)
+      return emitError(fileLoc) << "cannot write object file '" << objectPath << "'";
+    if (request.emit == EmitKind::Object)
+      return success();
+
+    std::string linker = findLinker();
+    if (linker.empty())
+      return emitError(fileLoc) << "no linker found (install lld-22)";
+    std::string errorText;
+    bool linked = timer.run("link", [&] {
+      std::string runtimeDir = "-L" + options.runtimeLibraryDir;
+      SmallVector<StringRef> args = {linker, "-shared", "--no-undefined", "--gc-sections",
+                                     "-o", request.outputPath, objectPath,
+                                     "-L/usr/lib/x86_64-linux-gnu", "-L/lib/x86_64-linux-gnu"};
+      // The runtime is needed only by modules that call its kernels.
+      if (!options.runtimeLibraryDir.empty())
+        args.append({runtimeDir, "--as-needed", "-lhasten_runtime", "--no-as-needed"});
+      // compiler-rt builtins for what the CPU lacks (f64 -> f16 without
+      // AVX512-FP16, ...), linked in and kept out of the module's exports.
+      args.append({"--exclude-libs=ALL", HASTEN_CLANG_RT_BUILTINS, "-lm", "-lc"});
+      SmallString<128> logPath;
+      int fd;
+      if (llvm::sys::fs::createTemporaryFile("hasten-link", "log", fd, logPath))
+        return false;
+      llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+      llvm::FileRemover logRemover(logPath);
+      std::optional<StringRef> redirects[] = {std::nullopt, logPath.str(), logPath.str()};
+      int rc = llvm::sys::ExecuteAndWait(linker, args, std::nullopt, redirects, 0, 0,
+                                         &errorText);
+      if (auto log = llvm::MemoryBuffer::getFile(logPath))
+        errorText += (*log)->getBuffer().str();
+      return rc == 0;
+    });
+    if (!linked)
+      return emitError(fileLoc) << "linking '" << request.outputPath << "' with " << linker
+                                << " failed: " << errorText;
+    return success();
+  }
+
+private:
+  CpuTargetOptions options;
+  std::optional<Location> loc;
+  llvm::Triple triple;
+  std::string cpu;
+  std::unique_ptr<llvm::TargetMachine> tm;
+  std::vector<std::string> requiredFeatures;
+};
+
+} // namespace
+
+std::unique_ptr<hasten::Target> hasten::createCpuTarget(const CpuTargetOptions &options) {
+  return std::make_unique<CpuTarget>(options);
+}

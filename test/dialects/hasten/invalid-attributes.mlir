@@ -1,0 +1,68 @@
+// RUN: hasten-opt %s -split-input-file -verify-diagnostics
+
+// The contract attributes, well formed, verify.
+module attributes {hasten.onnx.opset = 17 : i64, hasten.onnx.producer = "pytorch"} {
+  func.func @decode(%ids: tensor<1x1xi64> {hasten.role = "token_ids"},
+                    %past: tensor<i64> {hasten.role = "past_length"})
+      -> (tensor<1x1x8xf32> {hasten.role = "logits"})
+      attributes {hasten.entry_kind = "decode", hasten.model = "draft",
+                  hasten.arena_bytes = 64 : i64, hasten.arena_buffers = 2 : i64} {
+    %0 = tensor.empty() : tensor<1x1x8xf32>
+    return %0 : tensor<1x1x8xf32>
+  }
+}
+
+// -----
+
+// expected-error @+1 {{'hasten.entry_kind' must be one of "main", "prefill", "decode", "verify", "spec_step", "generate", got "decoder"}}
+func.func @f() attributes {hasten.entry_kind = "decoder"} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument 0: 'hasten.role' must be one of "token_ids", "past_length", "kv_cache", "kv_block_pool", "kv_block_table", "logits", got "kv"}}
+func.func @f(%x: tensor<i64> {hasten.role = "kv"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{result 0: 'hasten.role' must be one of}}
+func.func @f() -> (tensor<i64> {hasten.role = 3 : i64}) {
+  %0 = arith.constant dense<0> : tensor<i64>
+  return %0 : tensor<i64>
+}
+
+// -----
+
+// expected-error @+1 {{argument 0: unknown hasten attribute 'hasten.name' on a function argument or result (expected 'hasten.role')}}
+func.func @f(%x: tensor<i64> {hasten.name = "past_length"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{unknown hasten attribute 'hasten.decoder_entry'}}
+func.func @f() attributes {hasten.decoder_entry = "decode"} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'hasten.arena_bytes' must be a non-negative integer}}
+func.func @f() attributes {hasten.arena_bytes = -4 : i64} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'hasten.entry_kind' belongs on a function}}
+module attributes {hasten.entry_kind = "main"} {
+}
+
+// -----
+
+// expected-error @+1 {{'hasten.onnx.opset' must be an integer}}
+module attributes {hasten.onnx.opset = "17"} {
+}
