@@ -31,7 +31,7 @@ def cpu_description(bin_dir=None):
 
 
 def read_bandwidth(work_dir, threads):
-    """Median read bandwidth in bytes/s over a 512 MiB buffer with `threads`
+    """The best of 7 read-bandwidth passes, in bytes/s, over a 512 MiB buffer with `threads`
     threads (a few seconds)."""
     exe = os.path.join(work_dir, "membw")
     source = os.path.join(HERE, "membw.c")

@@ -470,6 +470,7 @@ void hasten_generate_options_init(hasten_generate_options *options) {
   if (!options)
     return;
   std::memset(options, 0, sizeof(*options));
+  options->struct_size = sizeof(*options);
   options->max_new_tokens = 32;
   options->top_p = 1.0f;
 }
@@ -544,6 +545,11 @@ extern "C" hasten_status hasten_sample(const float *logits, int64_t vocab,
                                        uint64_t *state, int64_t *token) {
   if (!logits || vocab <= 0 || !options || !state || !token)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sample: null or empty argument");
+  if (options->struct_size < sizeof(hasten_generate_options))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_sample: options->struct_size is %zu, expected %zu (initialize the "
+                "options with hasten_generate_options_init)",
+                options->struct_size, sizeof(hasten_generate_options));
   if (options->top_k < 0 || options->top_p < 0.0f || std::isnan(options->temperature))
     return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                 "hasten_sample: top_k and top_p must not be negative");
@@ -557,9 +563,20 @@ extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *pr
                                          size_t promptLength,
                                          const hasten_generate_options *options,
                                          int64_t *generated, hasten_generate_stats *stats) {
+  if (options && options->struct_size < sizeof(hasten_generate_options))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_generate: options->struct_size is %zu, expected %zu (initialize the "
+                "options with hasten_generate_options_init)",
+                options->struct_size, sizeof(hasten_generate_options));
+  if (stats && stats->struct_size < sizeof(hasten_generate_stats))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_generate: stats->struct_size is %zu, expected %zu (set it to "
+                "sizeof(hasten_generate_stats))",
+                stats->struct_size, sizeof(hasten_generate_stats));
   hasten_generate_stats local{};
   hasten_generate_stats &st = stats ? *stats : local;
   st = hasten_generate_stats{};
+  st.struct_size = sizeof(st);
   if (!seq)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_generate: null sequence");
   hasten_generate_options defaults;

@@ -193,6 +193,8 @@ size_t hasten_dtype_size(hasten_dtype dtype) {
   case HASTEN_I8:
   case HASTEN_U8:
     return 1;
+  case HASTEN_DTYPE_INVALID:
+    return 0;
   }
   return 0;
 }
@@ -299,8 +301,11 @@ size_t hasten_module_num_entries(const hasten_module *module) {
 }
 
 const char *hasten_module_entry_name(const hasten_module *module, size_t index) {
-  if (!module || index >= module->entryNames.size())
+  if (!module || index >= module->entryNames.size()) {
+    fail(HASTEN_ERROR_INVALID_ARGUMENT, "no entry %zu: the module has %zu", index,
+         module ? module->entryNames.size() : 0);
     return nullptr;
+  }
   return module->entryNames[index].c_str();
 }
 
@@ -359,14 +364,23 @@ static const Entry *findEntry(const hasten_module *module, const char *name) {
   return it == module->entries.end() ? nullptr : &it->second;
 }
 
+/// The signature of one input or output; null with the error set for a bad
+/// module, entry or index.
 static const hasten::manifest::TensorSig *signature(const hasten_module *m,
                                                     const char *entry,
                                                     int isOutput, size_t i) {
   const Entry *e = findEntry(m, entry);
-  if (!e)
+  if (!e) {
+    fail(HASTEN_ERROR_NOT_FOUND, "no entry '%s' in the module", entry ? entry : "(default)");
     return nullptr;
+  }
   const auto *list = isOutput ? e->sig->outputs() : e->sig->inputs();
-  return i < list->size() ? list->Get(i) : nullptr;
+  if (i >= list->size()) {
+    fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s' has %u %s, no index %zu",
+         entry ? entry : "(default)", list->size(), isOutput ? "outputs" : "inputs", i);
+    return nullptr;
+  }
+  return list->Get(i);
 }
 
 extern "C" {
@@ -389,7 +403,7 @@ const char *hasten_signature_name(const hasten_module *module, const char *entry
 hasten_dtype hasten_signature_dtype(const hasten_module *module, const char *entry,
                                     int isOutput, size_t index) {
   const auto *sig = signature(module, entry, isOutput, index);
-  return sig ? static_cast<hasten_dtype>(sig->dtype()) : HASTEN_F32;
+  return sig ? static_cast<hasten_dtype>(sig->dtype()) : HASTEN_DTYPE_INVALID;
 }
 
 int hasten_signature_dims(const hasten_module *module, const char *entry, int isOutput,
@@ -406,8 +420,13 @@ int hasten_signature_dims(const hasten_module *module, const char *entry, int is
 const char *hasten_signature_dim_name(const hasten_module *module, const char *entry,
                                       int isOutput, size_t index, int dim) {
   const auto *sig = signature(module, entry, isOutput, index);
-  if (!sig || !sig->dims() || dim < 0 || dim >= (int)sig->dims()->size())
-    return "";
+  if (!sig)
+    return nullptr;
+  if (!sig->dims() || dim < 0 || dim >= (int)sig->dims()->size()) {
+    fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s': tensor %zu has no dimension %d",
+         entry ? entry : "(default)", index, dim);
+    return nullptr;
+  }
   const auto *name = sig->dims()->Get(dim)->name();
   return name ? name->c_str() : "";
 }

@@ -3,13 +3,27 @@
  * Loads hasten-compiled shared libraries and runs their entry points.
  *
  * Versioning: HASTEN_RUNTIME_API_VERSION changes when this API changes (2:
- * sequences, KV caches and generation); hasten_runtime_api_version() reports the version of the
- * library actually loaded. Compiled modules carry a manifest with their own
+ * sequences, KV caches and generation; 3: entry kinds, tensor roles and KV
+ * cache descriptions, option and stats structs that carry their size, bad
+ * indices reported as errors); hasten_runtime_api_version() reports the
+ * version of the library actually loaded. Compiled modules carry a manifest with their own
  * format version, checked by hasten_module_load.
  *
  * Errors: every function returning hasten_status reports HASTEN_OK or an
  * error code; hasten_last_error() then returns a message for the calling
- * thread, naming the module, entry, tensor or file concerned.
+ * thread, naming the module, entry, tensor or file concerned. Accessors
+ * that return a value report a bad module, entry or index the same way:
+ * NULL (strings), -1 (counts and ranks) or HASTEN_DTYPE_INVALID, with the
+ * message set.
+ *
+ * Lifetimes: strings returned for a module (entry names, tensor names,
+ * dimension names, model namespaces, the compiler version, target, CPU,
+ * features and device) live as long as the module; hasten_last_error()'s
+ * until the calling thread's next failing call; hasten_dtype_name's and
+ * hasten_runtime_kernel_isa's forever. A tensor's data lives as long as
+ * the tensor (for hasten_tensor_wrap, as long as the caller's buffer).
+ * Sequences and pools keep their module alive until they are freed; free
+ * them before the module.
  *
  * Ownership: objects returned through `out` parameters belong to the caller
  * and are released with the matching *_free function. Tensors either own
@@ -31,7 +45,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 2
+#define HASTEN_RUNTIME_API_VERSION 3
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -57,7 +71,8 @@ typedef enum hasten_dtype {
   HASTEN_U8 = 9,
   HASTEN_U16 = 10,
   HASTEN_U32 = 11,
-  HASTEN_U64 = 12
+  HASTEN_U64 = 12,
+  HASTEN_DTYPE_INVALID = -1 /* returned for a bad module, entry or index */
 } hasten_dtype;
 
 typedef struct hasten_module hasten_module;
@@ -88,7 +103,8 @@ hasten_status hasten_module_load(const char *path, hasten_module **out);
 void hasten_module_free(hasten_module *module);
 
 size_t hasten_module_num_entries(const hasten_module *module);
-/* Entry names; `index` < hasten_module_num_entries. */
+/* Entry names; `index` < hasten_module_num_entries (NULL and an error
+ * otherwise). */
 const char *hasten_module_entry_name(const hasten_module *module, size_t index);
 /* Compiler version and target of the module. */
 const char *hasten_module_compiler_version(const hasten_module *module);
@@ -290,6 +306,7 @@ hasten_status hasten_sequence_append(hasten_sequence *sequence, const int64_t *t
 typedef int (*hasten_token_callback)(int64_t token, void *user_data);
 
 typedef struct hasten_generate_options {
+  size_t struct_size;       /* sizeof(hasten_generate_options): set by _init */
   int64_t max_new_tokens;   /* default 32 */
   float temperature;        /* 0 (default): greedy */
   int32_t top_k;            /* 0 (default): no top-k cut */
@@ -302,6 +319,7 @@ typedef struct hasten_generate_options {
 } hasten_generate_options;
 
 typedef struct hasten_generate_stats {
+  size_t struct_size;                 /* the caller sets sizeof(hasten_generate_stats) */
   int64_t prompt_tokens;
   int64_t generated_tokens;
   double prefill_seconds;             /* the prompt through the model */

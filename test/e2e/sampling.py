@@ -17,7 +17,7 @@ import numpy as np
 
 
 class Options(ctypes.Structure):
-    _fields_ = [("max_new_tokens", ctypes.c_int64), ("temperature", ctypes.c_float),
+    _fields_ = [("struct_size", ctypes.c_size_t), ("max_new_tokens", ctypes.c_int64), ("temperature", ctypes.c_float),
                 ("top_k", ctypes.c_int32), ("top_p", ctypes.c_float),
                 ("seed", ctypes.c_uint64), ("stop_tokens", ctypes.c_void_p),
                 ("num_stop_tokens", ctypes.c_size_t), ("on_token", ctypes.c_void_p),
@@ -86,6 +86,17 @@ def main():
     c = sample(options(), 200, seed=8)
     check(np.array_equal(a, b) and not np.array_equal(a, c),
           "the same seed gives the same draws, another seed others")
+    # Options that were not initialized (struct_size 0) are refused, not
+    # read past their end.
+    lib.hasten_last_error.restype = ctypes.c_char_p
+    raw = Options()
+    state, token = ctypes.c_uint64(1), ctypes.c_int64()
+    status = lib.hasten_sample(logits.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                               len(logits), ctypes.byref(raw), ctypes.byref(state),
+                               ctypes.byref(token))
+    message = lib.hasten_last_error().decode()
+    check(status != 0 and "struct_size is 0" in message and "hasten_generate_options_init"
+          in message, f"options without struct_size are refused: {message}")
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -127,6 +127,36 @@ TEST_F(RuntimeTest, RunsThroughTheCppWrapper) {
   }
 }
 
+TEST_F(RuntimeTest, AccessorsReportBadIndicesAsErrors) {
+  hasten::Module module;
+  ASSERT_TRUE(module.load(modulePath));
+  hasten_module *m = module.get();
+  EXPECT_EQ(hasten_signature_name(m, "main", 0, 7), nullptr);
+  EXPECT_NE(std::string(hasten_last_error()).find("has 1 inputs, no index 7"), std::string::npos)
+      << hasten_last_error();
+  EXPECT_EQ(hasten_signature_dtype(m, "main", 1, 3), HASTEN_DTYPE_INVALID);
+  EXPECT_EQ(hasten_signature_dims(m, "nope", 0, 0, nullptr, 0), -1);
+  EXPECT_NE(std::string(hasten_last_error()).find("no entry 'nope'"), std::string::npos);
+  EXPECT_EQ(hasten_signature_dim_name(m, "main", 0, 0, 5), nullptr);
+  EXPECT_EQ(hasten_module_entry_name(m, 1), nullptr);
+  hasten_tensor_role role;
+  EXPECT_EQ(hasten_signature_role(m, "main", 1, 9, &role), HASTEN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(hasten_signature_role(m, "main", 0, 0, &role), HASTEN_OK);
+  EXPECT_EQ(role, HASTEN_ROLE_NONE);
+  hasten_entry_kind kind;
+  const char *model = nullptr;
+  ASSERT_EQ(hasten_entry_info(m, "main", &kind, &model), HASTEN_OK);
+  EXPECT_EQ(kind, HASTEN_ENTRY_MAIN);
+  EXPECT_STREQ(model, "");
+  const char *entry = nullptr;
+  EXPECT_EQ(hasten_find_entry(m, "", HASTEN_ENTRY_DECODE, &entry), HASTEN_ERROR_NOT_FOUND);
+  hasten_kv_cache_info kv{};
+  EXPECT_EQ(hasten_module_kv_cache(m, "", &kv), HASTEN_ERROR_INVALID_ARGUMENT); // no size
+  kv.struct_size = sizeof(kv);
+  EXPECT_EQ(hasten_module_kv_cache(m, "", &kv), HASTEN_ERROR_NOT_FOUND);
+  EXPECT_STREQ(hasten_module_device(m), "cpu");
+}
+
 TEST_F(RuntimeTest, BorrowedInputsAreNotFreedOrChanged) {
   hasten::Module module;
   ASSERT_TRUE(module.load(modulePath));

@@ -12,6 +12,9 @@
 #include "hasten/TensorIO.h"
 #include "hasten/runtime.h"
 
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/CommandLine.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -24,20 +27,7 @@
 
 namespace {
 
-void usage() {
-  std::fprintf(stderr,
-               "usage: hasten-run MODULE.so [--entry NAME] [--input NAME=PATH]... "
-               "[--output-dir DIR] [--output-format=npy|pb] [--repeat N] [--warmup N] [--signature]\n"
-               "  [--threads N] (default: HASTEN_NUM_THREADS, else every core)\n"
-               "  PATH is a .npy file or an ONNX TensorProto .pb file (by extension).\n"
-               "       hasten-run DECODER.so --generate (--prompt-ids 1,17,42 | --prompt TEXT)\n"
-               "         [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
-               "         [--stop-ids 0,2] [--print-ids] [--quiet] [--cold]\n"
-               "  --temperature 0 (the default) is greedy; --prompt is for byte-level models\n"
-               "  (each byte of TEXT is a token). Tokens print as they arrive, then the\n"
-               "  prefill and decode speeds. Weights are packed before the timed run;\n"
-               "  --cold leaves the packing to the first prefill and decode steps.\n");
-}
+using namespace llvm;
 
 int die(const std::string &message) {
   std::fprintf(stderr, "hasten-run: error: %s\n", message.c_str());
@@ -139,7 +129,8 @@ int generate(hasten_module *module, GenerateFlags &flags) {
   if (!flags.quiet && flags.textPrompt)
     std::printf("%s", flags.promptText.c_str());
   std::vector<int64_t> generated(std::max<int64_t>(flags.options.max_new_tokens, 0));
-  hasten_generate_stats stats;
+  hasten_generate_stats stats{};
+  stats.struct_size = sizeof(stats);
   hasten_status status = hasten_generate(sequence, prompt.data(), prompt.size(), &flags.options,
                                          generated.data(), &stats);
   if (!flags.quiet)
@@ -173,107 +164,126 @@ int generate(hasten_module *module, GenerateFlags &flags) {
   return status == HASTEN_OK ? 0 : die(error);
 }
 
+// Options. Running an entry and generating are two modes of one tool; the
+// generation options belong to --generate and are refused without it.
+cl::OptionCategory runCategory("hasten-run options");
+cl::OptionCategory generateCategory("generation options (with --generate)");
+
+cl::opt<std::string> modulePath(cl::Positional, cl::desc("<module.so>"), cl::Required,
+                                cl::cat(runCategory));
+cl::opt<std::string> entryName("entry", cl::desc("The entry to run (default: main, or the "
+                                                 "only entry)"),
+                               cl::cat(runCategory));
+cl::list<std::string> inputBindings(
+    "input", cl::desc("An input: NAME=PATH, a .npy file or an ONNX TensorProto .pb file "
+                      "(repeatable)"),
+    cl::value_desc("NAME=PATH"), cl::cat(runCategory));
+cl::opt<std::string> outputDir("output-dir", cl::desc("Write the outputs here"),
+                               cl::value_desc("dir"), cl::cat(runCategory));
+cl::opt<std::string> outputFormat("output-format", cl::desc("npy (default) or pb"),
+                                  cl::init("npy"), cl::cat(runCategory));
+cl::opt<int> repeat("repeat", cl::desc("Run N times and print latency percentiles"),
+                    cl::init(1), cl::cat(runCategory));
+cl::opt<int> warmup("warmup", cl::desc("Untimed runs first"), cl::init(0),
+                    cl::cat(runCategory));
+cl::opt<int> threads("threads",
+                     cl::desc("Threads (default: HASTEN_NUM_THREADS, else every core)"),
+                     cl::init(0), cl::cat(runCategory));
+cl::opt<bool> signatureOnly("signature",
+                            cl::desc("Print the entry's signature, roles and KV cache, and exit"),
+                            cl::cat(runCategory));
+
+cl::opt<bool> generateMode("generate", cl::desc("Generate tokens with a decoder module"),
+                           cl::cat(generateCategory));
+cl::opt<std::string> promptIds("prompt-ids", cl::desc("The prompt as token ids: 1,17,42"),
+                               cl::cat(generateCategory));
+cl::opt<std::string> promptText("prompt",
+                                cl::desc("The prompt as text (byte-level models: one token "
+                                         "per byte)"),
+                                cl::cat(generateCategory));
+cl::opt<int64_t> maxNewTokens("max-new-tokens", cl::desc("Tokens to generate"), cl::init(-1),
+                              cl::cat(generateCategory));
+cl::opt<float> temperature("temperature", cl::desc("0 (the default) is greedy"),
+                           cl::init(0.0f), cl::cat(generateCategory));
+cl::opt<int> topK("top-k", cl::desc("Sample from the K most likely tokens (0: all)"),
+                  cl::init(0), cl::cat(generateCategory));
+cl::opt<float> topP("top-p", cl::desc("Sample from the smallest set with probability >= P"),
+                    cl::init(1.0f), cl::cat(generateCategory));
+cl::opt<uint64_t> seed("seed", cl::desc("Sampling seed"), cl::init(0),
+                       cl::cat(generateCategory));
+cl::opt<std::string> stopIds("stop-ids", cl::desc("Stop at any of these token ids: 0,2"),
+                             cl::cat(generateCategory));
+cl::opt<bool> printIds("print-ids", cl::desc("Print the prompt and generated ids"),
+                       cl::cat(generateCategory));
+cl::opt<bool> quiet("quiet", cl::desc("Do not stream the tokens"), cl::cat(generateCategory));
+cl::opt<bool> cold("cold", cl::desc("Leave weight packing to the first steps (timed)"),
+                   cl::cat(generateCategory));
+
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string modulePath, entryName, outputDir, outputFormat = "npy";
+  cl::HideUnrelatedOptions({&runCategory, &generateCategory});
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "run an entry of a hasten module, or generate tokens with a decoder module\n\n"
+      "  hasten-run model.so --input x=x.npy [--entry NAME] [--output-dir DIR] [--repeat N]\n"
+      "  hasten-run decoder.so --generate (--prompt-ids 1,17,42 | --prompt TEXT) "
+      "[--max-new-tokens N]\n");
   std::map<std::string, std::string> inputFiles;
-  int repeat = 1, warmup = 0;
-  bool signatureOnly = false;
+  for (const std::string &binding : inputBindings) {
+    size_t eq = binding.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return die("--input expects NAME=PATH, got '" + binding + "'");
+    inputFiles[binding.substr(0, eq)] = binding.substr(eq + 1);
+  }
+  if (outputFormat != "npy" && outputFormat != "pb")
+    return die("--output-format must be npy or pb");
+  if (repeat < 1)
+    return die("--repeat must be at least 1");
+  if (warmup < 0)
+    return die("--warmup must not be negative");
+  if (threads.getNumOccurrences()) {
+    if (threads < 1)
+      return die("--threads must be at least 1");
+    if (hasten_set_num_threads(threads) != HASTEN_OK)
+      return die(hasten_last_error());
+  }
   GenerateFlags gen;
   hasten_generate_options_init(&gen.options);
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&](const std::string &flag) -> const char * {
-      if (arg.rfind(flag + "=", 0) == 0)
-        return argv[i] + flag.size() + 1;
-      if (arg == flag && i + 1 < argc)
-        return argv[++i];
-      return nullptr;
-    };
-    if (const char *v = value("--entry")) {
-      entryName = v;
-    } else if (const char *v = value("--input")) {
-      std::string binding = v;
-      size_t eq = binding.find('=');
-      if (eq == std::string::npos || eq == 0)
-        return die("--input expects NAME=PATH, got '" + binding + "'");
-      inputFiles[binding.substr(0, eq)] = binding.substr(eq + 1);
-    } else if (const char *v = value("--output-dir")) {
-      outputDir = v;
-    } else if (const char *v = value("--output-format")) {
-      outputFormat = v;
-      if (outputFormat != "npy" && outputFormat != "pb")
-        return die("--output-format must be npy or pb");
-    } else if (const char *v = value("--repeat")) {
-      repeat = std::atoi(v);
-      if (repeat < 1)
-        return die("--repeat must be at least 1");
-    } else if (const char *v = value("--warmup")) {
-      warmup = std::atoi(v);
-      if (warmup < 0)
-        return die("--warmup must not be negative");
-    } else if (const char *v = value("--threads")) {
-      int threads = std::atoi(v);
-      if (threads < 1)
-        return die("--threads must be at least 1");
-      if (hasten_set_num_threads(threads) != HASTEN_OK)
-        return die(hasten_last_error());
-    } else if (arg == "--generate") {
-      gen.enabled = true;
-    } else if (const char *v = value("--prompt-ids")) {
-      if (!parseIds(v, gen.promptIds))
-        return die(std::string("--prompt-ids expects comma-separated token ids, got '") + v +
-                   "'");
-    } else if (const char *v = value("--prompt")) {
-      gen.promptText = v;
-      gen.textPrompt = true;
-    } else if (const char *v = value("--stop-ids")) {
-      if (!parseIds(v, gen.stopIds))
-        return die(std::string("--stop-ids expects comma-separated token ids, got '") + v + "'");
-    } else if (const char *v = value("--max-new-tokens")) {
-      gen.options.max_new_tokens = std::atoll(v);
-      if (gen.options.max_new_tokens < 0)
-        return die("--max-new-tokens must not be negative");
-    } else if (const char *v = value("--temperature")) {
-      gen.options.temperature = std::strtof(v, nullptr);
-      if (gen.options.temperature < 0)
-        return die("--temperature must not be negative");
-    } else if (const char *v = value("--top-k")) {
-      gen.options.top_k = std::atoi(v);
-      if (gen.options.top_k < 0)
-        return die("--top-k must not be negative");
-    } else if (const char *v = value("--top-p")) {
-      gen.options.top_p = std::strtof(v, nullptr);
-      if (!(gen.options.top_p > 0 && gen.options.top_p <= 1))
-        return die("--top-p must be in (0, 1]");
-    } else if (const char *v = value("--seed")) {
-      gen.options.seed = std::strtoull(v, nullptr, 10);
-    } else if (arg == "--print-ids") {
-      gen.printIds = true;
-    } else if (arg == "--quiet") {
-      gen.quiet = true;
-    } else if (arg == "--cold") {
-      gen.prepare = false;
-    } else if (arg == "--signature") {
-      signatureOnly = true;
-    } else if (arg == "-h" || arg == "--help") {
-      usage();
-      return 0;
-    } else if (arg.rfind("-", 0) == 0) {
-      usage();
-      return die("unknown option '" + arg + "'");
-    } else if (modulePath.empty()) {
-      modulePath = arg;
-    } else {
-      usage();
-      return die("more than one module given");
-    }
+  gen.enabled = generateMode;
+  if (!gen.enabled) {
+    for (const auto &[name, option] : cl::getRegisteredOptions())
+      if (option->getNumOccurrences() &&
+          llvm::is_contained(option->Categories, &generateCategory))
+        return die("--" + name.str() + " needs --generate");
   }
-  if (modulePath.empty()) {
-    usage();
-    return die("no module given");
+  if (promptIds.getNumOccurrences() && !parseIds(promptIds.c_str(), gen.promptIds))
+    return die("--prompt-ids expects comma-separated token ids, got '" + promptIds + "'");
+  if (promptText.getNumOccurrences()) {
+    gen.promptText = promptText;
+    gen.textPrompt = true;
   }
+  if (stopIds.getNumOccurrences() && !parseIds(stopIds.c_str(), gen.stopIds))
+    return die("--stop-ids expects comma-separated token ids, got '" + stopIds + "'");
+  if (maxNewTokens.getNumOccurrences()) {
+    if (maxNewTokens < 0)
+      return die("--max-new-tokens must not be negative");
+    gen.options.max_new_tokens = maxNewTokens;
+  }
+  if (temperature < 0)
+    return die("--temperature must not be negative");
+  gen.options.temperature = temperature;
+  if (topK < 0)
+    return die("--top-k must not be negative");
+  gen.options.top_k = topK;
+  if (!(topP > 0 && topP <= 1))
+    return die("--top-p must be in (0, 1]");
+  gen.options.top_p = topP;
+  if (seed.getNumOccurrences())
+    gen.options.seed = seed;
+  gen.printIds = printIds;
+  gen.quiet = quiet;
+  gen.prepare = !cold;
 
   hasten_module *module = nullptr;
   if (hasten_module_load(modulePath.c_str(), &module) != HASTEN_OK)
@@ -413,7 +423,7 @@ int main(int argc, char **argv) {
     mean /= latencies.size();
     std::printf("latency over %d runs: p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, min %.3f ms, "
                 "mean %.3f ms\n",
-                repeat, pct(0.5), pct(0.9), pct(0.99), sorted.front(), mean);
+                int(repeat), pct(0.5), pct(0.9), pct(0.99), sorted.front(), mean);
   } else {
     std::printf("latency: %.3f ms\n", latencies[0]);
   }
