@@ -36,6 +36,10 @@ def Hasten_Dialect : Dialect {
     - `hasten.role` on a function argument or result: what the tensor is,
       one of `token_ids`, `past_length`, `kv_cache`, `kv_block_pool`,
       `kv_block_table`, `logits`.
+    - `hasten.onnx_name` (string), `hasten.onnx_elem_type` (the ONNX
+      TensorProto data type) and `hasten.onnx_dim_params` (the symbolic
+      dimension names, "" for a static one) on a function argument or
+      result: the graph input or output it was imported from.
     - `hasten.arena_bytes`, `hasten.arena_buffers` on a `func.func`: the
       activation arena `hasten-pack-static-buffers` built (non-negative
       integers).
@@ -50,6 +54,9 @@ def Hasten_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kEntryKindAttrName = "hasten.entry_kind";
     static constexpr ::llvm::StringLiteral kModelAttrName = "hasten.model";
     static constexpr ::llvm::StringLiteral kRoleAttrName = "hasten.role";
+    static constexpr ::llvm::StringLiteral kOnnxNameAttrName = "hasten.onnx_name";
+    static constexpr ::llvm::StringLiteral kOnnxElemTypeAttrName = "hasten.onnx_elem_type";
+    static constexpr ::llvm::StringLiteral kOnnxDimParamsAttrName = "hasten.onnx_dim_params";
     static constexpr ::llvm::StringLiteral kArenaBytesAttrName = "hasten.arena_bytes";
     static constexpr ::llvm::StringLiteral kArenaBuffersAttrName = "hasten.arena_buffers";
   }];

@@ -36,10 +36,31 @@ constexpr StringLiteral kEntryKinds =
 constexpr StringLiteral kRoles = "\"token_ids\", \"past_length\", \"kv_cache\", "
                                  "\"kv_block_pool\", \"kv_block_table\", \"logits\"";
 
-LogicalResult verifyRole(function_ref<InFlightDiagnostic()> emit, NamedAttribute attr) {
+/// The attributes of a function argument or result: its role and the ONNX
+/// name, element type and dimension names it was imported with.
+LogicalResult verifyTensorAttr(function_ref<InFlightDiagnostic()> emit, NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  if (name == HastenDialect::kOnnxNameAttrName) {
+    if (!isa<StringAttr>(attr.getValue()))
+      return emit() << "'" << name << "' must be a string";
+    return success();
+  }
+  if (name == HastenDialect::kOnnxElemTypeAttrName) {
+    auto type = dyn_cast<IntegerAttr>(attr.getValue());
+    if (!type || type.getInt() < 0)
+      return emit() << "'" << name << "' must be an ONNX TensorProto data type (an integer)";
+    return success();
+  }
+  if (name == HastenDialect::kOnnxDimParamsAttrName) {
+    auto dims = dyn_cast<ArrayAttr>(attr.getValue());
+    if (!dims || !llvm::all_of(dims, [](Attribute a) { return isa<StringAttr>(a); }))
+      return emit() << "'" << name << "' must be an array of strings";
+    return success();
+  }
   if (attr.getName() != HastenDialect::kRoleAttrName)
-    return emit() << "unknown hasten attribute '" << attr.getName().getValue()
-                  << "' on a function argument or result (expected 'hasten.role')";
+    return emit() << "unknown hasten attribute '" << name
+                  << "' on a function argument or result (expected 'hasten.role', "
+                     "'hasten.onnx_name', 'hasten.onnx_elem_type' or 'hasten.onnx_dim_params')";
   auto value = dyn_cast<StringAttr>(attr.getValue());
   if (value && value.getValue() == "none")
     return emit() << "'hasten.role' must be one of " << kRoles << ", got \"none\"";
@@ -80,13 +101,15 @@ LogicalResult HastenDialect::verifyOperationAttribute(Operation *op, NamedAttrib
 
 LogicalResult HastenDialect::verifyRegionArgAttribute(Operation *op, unsigned, unsigned argIndex,
                                                       NamedAttribute attr) {
-  return verifyRole([&] { return op->emitError() << "argument " << argIndex << ": "; }, attr);
+  return verifyTensorAttr([&] { return op->emitError() << "argument " << argIndex << ": "; },
+                          attr);
 }
 
 LogicalResult HastenDialect::verifyRegionResultAttribute(Operation *op, unsigned,
                                                          unsigned resultIndex,
                                                          NamedAttribute attr) {
-  return verifyRole([&] { return op->emitError() << "result " << resultIndex << ": "; }, attr);
+  return verifyTensorAttr([&] { return op->emitError() << "result " << resultIndex << ": "; },
+                          attr);
 }
 
 void HastenDialect::initialize() {

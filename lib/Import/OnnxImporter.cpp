@@ -1005,7 +1005,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   ValueTable values;
   for (auto [i, info] : llvm::enumerate(argInfos)) {
     values[info->name()] = {entry->getArgument(i), argUnsigned[i], std::nullopt};
-    func.setArgAttr(i, "onnx.name", b.getStringAttr(info->name()));
+    func.setArgAttr(i, "hasten.onnx_name", b.getStringAttr(info->name()));
     if (decoder && info->name() == "input_ids")
       func.setArgAttr(i, HastenDialect::kRoleAttrName,
                       b.getStringAttr(stringifyTensorRole(TensorRole::TokenIds)));
@@ -1017,8 +1017,8 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
       anySymbolic |= !dim.dim_param().empty();
     }
     if (anySymbolic)
-      func.setArgAttr(i, "onnx.dim_params", b.getArrayAttr(dimNames));
-    func.setArgAttr(i, "onnx.elem_type",
+      func.setArgAttr(i, "hasten.onnx_dim_params", b.getArrayAttr(dimNames));
+    func.setArgAttr(i, "hasten.onnx_elem_type",
                     b.getI32IntegerAttr(info->type().tensor_type().elem_type()));
   }
 
@@ -1185,7 +1185,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   func::ReturnOp::create(b, fileLoc, results);
   func.setType(b.getFunctionType(argTypes, resultTypes));
   for (auto [i, output] : llvm::enumerate(graph.output())) {
-    func.setResultAttr(i, "onnx.name", b.getStringAttr(output.name()));
+    func.setResultAttr(i, "hasten.onnx_name", b.getStringAttr(output.name()));
     if (decoder && output.name() == "logits")
       func.setResultAttr(i, HastenDialect::kRoleAttrName,
                          b.getStringAttr(stringifyTensorRole(TensorRole::Logits)));
@@ -1196,7 +1196,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
       bool isUnsigned = values.find(output.name())->second.isUnsigned;
       elemType = onnxTypeFor(element, isUnsigned);
     }
-    func.setResultAttr(i, "onnx.elem_type", b.getI32IntegerAttr(elemType));
+    func.setResultAttr(i, "hasten.onnx_elem_type", b.getI32IntegerAttr(elemType));
     SmallVector<Attribute> dimNames;
     bool anySymbolic = false;
     for (const auto &dim : output.type().tensor_type().shape().dim()) {
@@ -1205,7 +1205,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
     }
     if (anySymbolic &&
         dimNames.size() == (size_t)cast<ShapedType>(resultTypes[i]).getRank())
-      func.setResultAttr(i, "onnx.dim_params", b.getArrayAttr(dimNames));
+      func.setResultAttr(i, "hasten.onnx_dim_params", b.getArrayAttr(dimNames));
   }
   return success();
 }

@@ -4,7 +4,7 @@
 // into a subview, and the view reads a subview in place.
 // CHECK-LABEL: func.func @contiguous(
 // CHECK-SAME: %[[K:.*]]: tensor<1x2x1x4xf32>, %[[V:.*]]: tensor<1x2x1x4xf32>,
-// CHECK-SAME: %[[SLAB:.*]]: memref<3x2x2x64x4xf32> {onnx.elem_type = 1 : i32, onnx.name = "kv_cache"},
+// CHECK-SAME: %[[SLAB:.*]]: memref<3x2x2x64x4xf32> {hasten.onnx_elem_type = 1 : i32, hasten.onnx_name = "kv_cache"},
 // CHECK-SAME: %[[POS:.*]]: index
 // CHECK: %[[DST_K:.*]] = memref.subview %[[SLAB]][1, 0, 0, %[[POS]], 0] [1, 1, 2, 1, 4] [1, 1, 1, 1, 1]
 // CHECK: %[[SRC_K:.*]] = tensor.expand_shape %[[K]] {{\[\[}}0, 1], [2], [3], [4]]
@@ -22,7 +22,7 @@
 // CHECK-NOT: hasten.kv_cache
 !cache = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32>
 func.func @contiguous(%k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
-                      %cache: !cache {onnx.name = "kv_cache"}, %pos: index)
+                      %cache: !cache {hasten.onnx_name = "kv_cache"}, %pos: index)
     -> (tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>) {
   hasten.kv_cache.append %k, %v into %cache[layer 1] at %pos
       : tensor<1x2x1x4xf32>, tensor<1x2x1x4xf32> into !cache
@@ -37,8 +37,8 @@ func.func @contiguous(%k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
 // Paged: a block pool and a block table replace the cache; each new token
 // goes to slot (p mod 16) of block table[p / 16], and the view gathers.
 // CHECK-LABEL: func.func @paged(
-// CHECK-SAME: %[[POOL:[^:]*]]: memref<?x3x2x2x16x4xf32> {hasten.role = "kv_block_pool", onnx.elem_type = 1 : i32, onnx.name = "kv_block_pool"},
-// CHECK-SAME: %[[TABLE:[^:]*]]: memref<4xi32> {hasten.role = "kv_block_table", onnx.elem_type = 6 : i32, onnx.name = "kv_block_table"},
+// CHECK-SAME: %[[POOL:[^:]*]]: memref<?x3x2x2x16x4xf32> {hasten.onnx_elem_type = 1 : i32, hasten.onnx_name = "kv_block_pool", hasten.role = "kv_block_pool"},
+// CHECK-SAME: %[[TABLE:[^:]*]]: memref<4xi32> {hasten.onnx_elem_type = 6 : i32, hasten.onnx_name = "kv_block_table", hasten.role = "kv_block_table"},
 // CHECK-SAME: %[[POS:.*]]: index
 // CHECK: scf.for %[[T:.*]] = %{{.*}} to %{{.*}} step
 // CHECK:   %[[P:.*]] = arith.addi %[[POS]], %[[T]]
@@ -73,7 +73,7 @@ func.func @contiguous(%k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
 // CHECK: return %[[KEYS]], %[[VALUES]]
 !paged = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
 func.func @paged(%k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>,
-                 %cache: !paged {onnx.name = "kv_cache"}, %pos: index)
+                 %cache: !paged {hasten.onnx_name = "kv_cache"}, %pos: index)
     -> (tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>) {
   hasten.kv_cache.append %k, %v into %cache[layer 2] at %pos
       : tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> into !paged
@@ -97,7 +97,7 @@ func.func @paged(%k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>,
 // CHECK-NOT: tensor.generate
 !paged = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
 func.func @paged_attention(%q: tensor<1x4x1x4xf32>, %k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
-                           %cache: !paged {onnx.name = "kv_cache"}, %pos: index) -> tensor<1x4x1x4xf32> {
+                           %cache: !paged {hasten.onnx_name = "kv_cache"}, %pos: index) -> tensor<1x4x1x4xf32> {
   hasten.kv_cache.append %k, %v into %cache[layer 2] at %pos
       : tensor<1x2x1x4xf32>, tensor<1x2x1x4xf32> into !paged
   %c1 = arith.constant 1 : index

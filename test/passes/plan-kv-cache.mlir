@@ -7,9 +7,9 @@
 // place, and the attention reads a view of the cache.
 // CHECK-LABEL: func.func @decode(
 // CHECK-SAME: %[[K:[^:]*]]: tensor<1x2x1x4xf32>, %[[V:[^:]*]]: tensor<1x2x1x4xf32>,
-// CHECK-SAME: %[[CACHE:.*]]: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 64, f32> {hasten.role = "kv_cache"{{.*}}onnx.name = "kv_cache"},
-// CHECK-SAME: %[[PAST:.*]]: tensor<i64> {hasten.role = "past_length"{{.*}}onnx.name = "past_length"})
-// CHECK-SAME: -> (tensor<1x2x1x4xf32> {onnx.name = "logits"})
+// CHECK-SAME: %[[CACHE:.*]]: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 64, f32> {{{.*}}hasten.onnx_name = "kv_cache", hasten.role = "kv_cache"},
+// CHECK-SAME: %[[PAST:.*]]: tensor<i64> {{{.*}}hasten.onnx_name = "past_length", hasten.role = "past_length"})
+// CHECK-SAME: -> (tensor<1x2x1x4xf32> {hasten.onnx_name = "logits"})
 // CHECK-NOT: tensor.concat
 // CHECK: %[[P64:.*]] = tensor.extract %[[PAST]][]
 // CHECK: %[[P:.*]] = arith.index_cast %[[P64]] : i64 to index
@@ -21,12 +21,12 @@
 // CHECK-NOT: tensor.concat
 // CHECK: return %[[O]] : tensor<1x2x1x4xf32>
 // PAGED: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
-func.func @decode(%pk: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"},
-                  %pv: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.value"},
+func.func @decode(%pk: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.key"},
+                  %pv: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.value"},
                   %k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>)
-    -> (tensor<1x2x1x4xf32> {onnx.name = "logits"},
-        tensor<1x2x?x4xf32> {onnx.name = "present.0.key"},
-        tensor<1x2x?x4xf32> {onnx.name = "present.0.value"})
+    -> (tensor<1x2x1x4xf32> {hasten.onnx_name = "logits"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.0.key"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.0.value"})
     attributes {hasten.entry_kind = "decode"} {
   %keys = tensor.concat dim(2) %pk, %k : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
   %values = tensor.concat dim(2) %pv, %v : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
@@ -49,15 +49,15 @@ func.func @decode(%pk: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"}
 // CHECK-DAG: hasten.kv_cache.append {{.*}}[layer 1] at %[[P]]
 // CHECK: %[[HEAD_DIM:.*]] = arith.constant 4 : index
 // CHECK-NEXT: return %[[P]], %[[HEAD_DIM]] : index, index
-func.func @main(%pk: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"},
+func.func @main(%pk: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.key"},
                 %k: tensor<1x2x?x4xf32>) -> tensor<1x2x?x4xf32> {
   %keys = tensor.concat dim(2) %pk, %k : (tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>) -> tensor<1x2x?x4xf32>
   return %keys : tensor<1x2x?x4xf32>
 }
-func.func @prefill(%pk0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"},
-                   %pv0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.value"},
-                   %pk1: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.1.key"},
-                   %pv1: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.1.value"},
+func.func @prefill(%pk0: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.key"},
+                   %pv0: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.value"},
+                   %pk1: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.1.key"},
+                   %pv1: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.1.value"},
                    %k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>) -> (index, index)
     attributes {hasten.entry_kind = "prefill"} {
   %c2 = arith.constant 2 : index
@@ -86,18 +86,18 @@ func.func @prefill(%pk0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key
 // CHECK-DAG: %[[O0:.*]] = hasten.attention %[[Q]], %[[KEYS0]], %[[VALUES0]] heads(2, 2)
 // CHECK-DAG: %[[O1:.*]] = hasten.attention %[[O0]], %[[KEYS1]], %[[VALUES1]] heads(2, 2)
 // CHECK: return %[[O1]] : tensor<1x2x1x4xf32>
-func.func @two_layers(%pk0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.key"},
-                      %pv0: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.0.value"},
-                      %pk1: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.1.key"},
-                      %pv1: tensor<1x2x?x4xf32> {onnx.name = "past_key_values.1.value"},
+func.func @two_layers(%pk0: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.key"},
+                      %pv0: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.value"},
+                      %pk1: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.1.key"},
+                      %pv1: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.1.value"},
                       %q: tensor<1x2x1x4xf32>,
                       %k0: tensor<1x2x1x4xf32>, %v0: tensor<1x2x1x4xf32>,
                       %k1: tensor<1x2x1x4xf32>, %v1: tensor<1x2x1x4xf32>)
-    -> (tensor<1x2x1x4xf32> {onnx.name = "logits"},
-        tensor<1x2x?x4xf32> {onnx.name = "present.0.key"},
-        tensor<1x2x?x4xf32> {onnx.name = "present.0.value"},
-        tensor<1x2x?x4xf32> {onnx.name = "present.1.key"},
-        tensor<1x2x?x4xf32> {onnx.name = "present.1.value"})
+    -> (tensor<1x2x1x4xf32> {hasten.onnx_name = "logits"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.0.key"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.0.value"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.1.key"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.1.value"})
     attributes {hasten.entry_kind = "decode"} {
   %keys0 = tensor.concat dim(2) %pk0, %k0 : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
   %values0 = tensor.concat dim(2) %pv0, %v0 : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>

@@ -93,7 +93,7 @@ TEST(OnnxImport, ImportsAFunctionWithDynamicDims) {
                                        Float32Type::get(&context));
   EXPECT_EQ(func.getFunctionType().getInputs()[0], dynamic);
   EXPECT_EQ(func.getFunctionType().getResults()[0], dynamic);
-  EXPECT_EQ(func.getArgAttrOfType<StringAttr>(0, "onnx.name").getValue(), "x");
+  EXPECT_EQ(func.getArgAttrOfType<StringAttr>(0, "hasten.onnx_name").getValue(), "x");
 }
 
 TEST(OnnxImport, EntryNameIsAnOption) {

@@ -2,7 +2,9 @@
 
 // The contract attributes, well formed, verify.
 module attributes {hasten.onnx.opset = 17 : i64, hasten.onnx.producer = "pytorch"} {
-  func.func @decode(%ids: tensor<1x1xi64> {hasten.role = "token_ids"},
+  func.func @decode(%ids: tensor<1x1xi64> {hasten.role = "token_ids", hasten.onnx_name = "input_ids",
+                                           hasten.onnx_elem_type = 7 : i32,
+                                           hasten.onnx_dim_params = ["batch", "seq"]},
                     %past: tensor<i64> {hasten.role = "past_length"})
       -> (tensor<1x1x8xf32> {hasten.role = "logits"})
       attributes {hasten.entry_kind = "decode", hasten.model = "draft",
@@ -36,7 +38,7 @@ func.func @f() -> (tensor<i64> {hasten.role = 3 : i64}) {
 
 // -----
 
-// expected-error @+1 {{argument 0: unknown hasten attribute 'hasten.name' on a function argument or result (expected 'hasten.role')}}
+// expected-error @+1 {{argument 0: unknown hasten attribute 'hasten.name' on a function argument or result (expected 'hasten.role', 'hasten.onnx_name', 'hasten.onnx_elem_type' or 'hasten.onnx_dim_params')}}
 func.func @f(%x: tensor<i64> {hasten.name = "past_length"}) {
   return
 }
@@ -65,4 +67,11 @@ module attributes {hasten.entry_kind = "main"} {
 
 // expected-error @+1 {{'hasten.onnx.opset' must be an integer}}
 module attributes {hasten.onnx.opset = "17"} {
+}
+
+// -----
+
+// expected-error @+1 {{argument 0: 'hasten.onnx_dim_params' must be an array of strings}}
+func.func @f(%x: tensor<2xf32> {hasten.onnx_dim_params = [1]}) {
+  return
 }
