@@ -78,8 +78,8 @@ class Function:
             else:
                 mtype = re.match(r"[^,) ]*", rest).group(0)
             attrs = re.match(r" \{[^}]*\}", rest[len(mtype):])
-            onnx_name = re.search(r'onnx\.name = "([^"]*)"', attrs.group(0)) if attrs else None
-            self.args[m.group(1)] = (mtype, onnx_name.group(1) if onnx_name else "")
+            role = re.search(r'hasten\.role = "([^"]*)"', attrs.group(0)) if attrs else None
+            self.args[m.group(1)] = (mtype, role.group(1) if role else "")
         self.defs, self.types, self.ops = {}, {}, []
         position = -1
         for line in lines:
@@ -137,7 +137,7 @@ class Evaluator:
         if dims[d] is not None:
             return dims[d]
         if name in self.f.args:
-            return self.tokens if self.f.args[name][1] == "input_ids" else 1
+            return self.tokens if self.f.args[name][1] == "token_ids" else 1
         op, rest = self.f.defs[name]
         operands = re.findall(r"%[\w.$-]+", rest.split(" : ")[0])
         if op == "memref.alloc":
