@@ -314,6 +314,10 @@ hasten_status hasten_sequence_reset(hasten_sequence *seq) {
   return hasten_sequence_truncate(seq, 0);
 }
 
+hasten_module *hasten_sequence_module(const hasten_sequence *sequence) {
+  return sequence ? sequence->module : nullptr;
+}
+
 int64_t hasten_sequence_length(const hasten_sequence *seq) { return seq ? seq->length() : 0; }
 
 const int64_t *hasten_sequence_tokens(const hasten_sequence *seq) {

@@ -290,6 +290,8 @@ hasten_status hasten_sequence_reset(hasten_sequence *sequence);
 /* Keeps the first `length` tokens (to roll back rejected ones). */
 hasten_status hasten_sequence_truncate(hasten_sequence *sequence, int64_t length);
 int64_t hasten_sequence_length(const hasten_sequence *sequence);
+/* The module the sequence runs (NULL for a NULL sequence). */
+hasten_module *hasten_sequence_module(const hasten_sequence *sequence);
 /* The tokens the sequence holds, hasten_sequence_length of them. */
 const int64_t *hasten_sequence_tokens(const hasten_sequence *sequence);
 

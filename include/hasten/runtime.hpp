@@ -11,6 +11,18 @@
 //   std::vector<hasten::Tensor> outputs;
 //   if (!model.run("main", {&x}, outputs, &error)) { ... }
 //
+// Decoders: sequences own their KV cache (or blocks of a KVPool) and feed
+// tokens through the prefill/decode entries; generate() samples.
+//
+//   hasten::Sequence seq;
+//   if (!seq.create(model, nullptr, &error)) { ... }
+//   std::vector<float> logits;
+//   seq.append({1, 17, 42}, &logits, &error);
+//   std::vector<int64_t> tokens = seq.generate({5}, options, &stats, &error);
+//
+// Lifetimes follow the C API: free sequences before their pool, and both
+// before their module (destroy them in that order).
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef HASTEN_RUNTIME_HPP
@@ -18,6 +30,7 @@
 
 #include "hasten/runtime.h"
 
+#include <cstdint>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -128,8 +141,125 @@ public:
     return true;
   }
 
+  bool isDecoder() const { return hasten_module_is_decoder(module_); }
+  int64_t vocabSize() const { return hasten_module_vocab_size(module_); }
+  int64_t kvCapacity() const { return hasten_module_kv_capacity(module_); }
+
 private:
   hasten_module *module_ = nullptr;
+};
+
+/// Sampling and stopping options for Sequence::generate, initialized to the
+/// C API's defaults (greedy, 32 tokens).
+struct GenerateOptions : hasten_generate_options {
+  GenerateOptions() { hasten_generate_options_init(this); }
+};
+
+/// A pool of KV-cache blocks that several sequences of a paged module
+/// share. Free (destroy) it after every sequence using it.
+class KVPool {
+public:
+  KVPool() = default;
+  KVPool(KVPool &&other) noexcept : pool_(std::exchange(other.pool_, nullptr)) {}
+  KVPool &operator=(KVPool &&other) noexcept {
+    std::swap(pool_, other.pool_);
+    return *this;
+  }
+  KVPool(const KVPool &) = delete;
+  KVPool &operator=(const KVPool &) = delete;
+  ~KVPool() { hasten_kv_pool_free(pool_); }
+
+  bool create(Module &module, int64_t maxTokens, std::string *error = nullptr) {
+    hasten_kv_pool_free(pool_);
+    pool_ = nullptr;
+    return check(hasten_kv_pool_create(module.get(), maxTokens, &pool_), error);
+  }
+  hasten_kv_pool *get() const { return pool_; }
+  int64_t numBlocks() const { return hasten_kv_pool_num_blocks(pool_); }
+  int64_t freeBlocks() const { return hasten_kv_pool_free_blocks(pool_); }
+
+private:
+  static bool check(hasten_status status, std::string *error) {
+    if (status != HASTEN_OK && error)
+      *error = hasten_last_error();
+    return status == HASTEN_OK;
+  }
+  hasten_kv_pool *pool_ = nullptr;
+};
+
+/// One sequence of a decoder module: its tokens and KV cache.
+class Sequence {
+public:
+  Sequence() = default;
+  Sequence(Sequence &&other) noexcept : seq_(std::exchange(other.seq_, nullptr)) {}
+  Sequence &operator=(Sequence &&other) noexcept {
+    std::swap(seq_, other.seq_);
+    return *this;
+  }
+  Sequence(const Sequence &) = delete;
+  Sequence &operator=(const Sequence &) = delete;
+  ~Sequence() { hasten_sequence_free(seq_); }
+
+  /// A new, empty sequence; `pool` may be null (see hasten_sequence_create).
+  bool create(Module &module, KVPool *pool = nullptr, std::string *error = nullptr) {
+    hasten_sequence_free(seq_);
+    seq_ = nullptr;
+    return check(hasten_sequence_create(module.get(), pool ? pool->get() : nullptr, &seq_),
+                 error);
+  }
+  /// A copy that continues independently (paged: sharing blocks).
+  bool fork(Sequence &out, std::string *error = nullptr) const {
+    hasten_sequence_free(out.seq_);
+    out.seq_ = nullptr;
+    return check(hasten_sequence_fork(seq_, &out.seq_), error);
+  }
+  /// Runs `tokens` through the model; `logits` (if given) gets the last
+  /// token's logits. On failure nothing changes.
+  bool append(const std::vector<int64_t> &tokens, std::vector<float> *logits = nullptr,
+              std::string *error = nullptr) {
+    if (logits)
+      logits->resize(hasten_module_vocab_size(module()));
+    return check(hasten_sequence_append(seq_, tokens.data(), tokens.size(),
+                                        logits ? logits->data() : nullptr),
+                 error);
+  }
+  /// Keeps the first `length` tokens (rolls back the rest).
+  bool truncate(int64_t length, std::string *error = nullptr) {
+    return check(hasten_sequence_truncate(seq_, length), error);
+  }
+  bool reset(std::string *error = nullptr) { return check(hasten_sequence_reset(seq_), error); }
+  int64_t length() const { return hasten_sequence_length(seq_); }
+  std::vector<int64_t> tokens() const {
+    const int64_t *t = hasten_sequence_tokens(seq_);
+    return t ? std::vector<int64_t>(t, t + length()) : std::vector<int64_t>();
+  }
+  /// Generates after `prompt` (see hasten_generate); returns the generated
+  /// tokens, which on an error are the ones generated before it.
+  std::vector<int64_t> generate(const std::vector<int64_t> &prompt,
+                                const GenerateOptions &options,
+                                hasten_generate_stats *stats = nullptr,
+                                std::string *error = nullptr) {
+    std::vector<int64_t> generated(options.max_new_tokens > 0 ? options.max_new_tokens : 0);
+    hasten_generate_stats local{};
+    local.struct_size = sizeof(local);
+    hasten_generate_stats &st = stats ? *stats : local;
+    st.struct_size = sizeof(st);
+    bool ok = check(hasten_generate(seq_, prompt.data(), prompt.size(), &options,
+                                    generated.data(), &st),
+                    error);
+    generated.resize(ok || st.generated_tokens >= 0 ? st.generated_tokens : 0);
+    return generated;
+  }
+  hasten_sequence *get() const { return seq_; }
+
+private:
+  const hasten_module *module() const { return hasten_sequence_module(seq_); }
+  static bool check(hasten_status status, std::string *error) {
+    if (status != HASTEN_OK && error)
+      *error = hasten_last_error();
+    return status == HASTEN_OK;
+  }
+  hasten_sequence *seq_ = nullptr;
 };
 
 } // namespace hasten
