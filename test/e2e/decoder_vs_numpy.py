@@ -7,7 +7,6 @@ and presents with the numpy reference in test/models/make_decoder.py.
 usage: decoder_vs_numpy.py BUILD_BIN_DIR [--compile-flag FLAG]...
 Prints one line per check and '<n> passed, <m> failed'; exits 1 on failure.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "models"))
+import e2e_common as e2e  # noqa: E402
 import make_decoder as md  # noqa: E402
 
 REL_TOL = 1e-4
@@ -51,21 +51,12 @@ def rel_err(actual, expected):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("bin_dir")
-    parser.add_argument("--compile-flag", action="append", default=[],
-                        help="extra hasten-compile flag, e.g. --cpu=x86-64-v3 (repeatable)")
-    args = parser.parse_args()
+    args = e2e.parse_args("bin_dir")
     bin_dir = args.bin_dir
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="hasten-e2e-") as work:
-        for preset in ("gpt2-tiny", "llama-tiny"):
-            cfg = md.Config(**md.PRESETS[preset])
-            weights = md.make_weights(cfg)
-            onnx_path = os.path.join(work, preset + ".onnx")
+        for preset, cfg, weights, onnx_path in e2e.decoders(work):
             module = os.path.join(work, preset + ".so")
-            subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
-                            "--preset", preset, "-o", onnx_path], check=True, capture_output=True)
             subprocess.run([os.path.join(bin_dir, "hasten-compile"), onnx_path, "-o", module]
                            + args.compile_flag, check=True)
             prompt = np.array([[1, 17, 42, 99, 5, 200, 3]], np.int64)

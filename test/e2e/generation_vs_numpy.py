@@ -19,7 +19,6 @@ layouts:
 
 usage: generation_vs_numpy.py BUILD_DIR [--compile-flag FLAG]...
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "models"))
 sys.path.insert(0, HERE)
+import e2e_common as e2e  # noqa: E402
 import hasten_ctypes as hc  # noqa: E402
 import make_decoder as md  # noqa: E402
 
@@ -113,21 +113,12 @@ def run_generate(build, module_path, count):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("build")
-    parser.add_argument("--compile-flag", action="append", default=[],
-                        help="extra hasten-compile flag, e.g. --cpu=x86-64-v3 (repeatable)")
-    args = parser.parse_args()
+    args = e2e.parse_args("build")
     build = args.build
     rt = hc.Runtime(os.path.join(build, "lib"))
     c = Checks()
     with tempfile.TemporaryDirectory(prefix="hasten-gen-") as work:
-        for preset in ("gpt2-tiny", "llama-tiny"):
-            cfg = md.Config(**md.PRESETS[preset])
-            weights = md.make_weights(cfg)
-            onnx_path = os.path.join(work, preset + ".onnx")
-            subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
-                            "--preset", preset, "-o", onnx_path], check=True, capture_output=True)
+        for preset, cfg, weights, onnx_path in e2e.decoders(work):
             expected_ids = PROMPT + greedy_reference(cfg, weights, PROMPT, 64)
             walks = {}
             for layout, flags in (("contiguous", []), ("paged", ["--kv-block-size=16"])):

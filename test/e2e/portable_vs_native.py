@@ -26,6 +26,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "models"))
 sys.path.insert(0, HERE)
+import e2e_common as e2e  # noqa: E402
 import hasten_ctypes as hc  # noqa: E402
 import make_decoder as md  # noqa: E402
 from generation_vs_numpy import CAPACITY, Checks, logits_walk, rel_err  # noqa: E402
@@ -77,12 +78,7 @@ def main():
     c = Checks()
     note = "bf16 weights are converted to f32"
     with tempfile.TemporaryDirectory(prefix="hasten-portable-") as work:
-        for preset in ("gpt2-tiny", "llama-tiny"):
-            cfg = md.Config(**md.PRESETS[preset])
-            weights = md.make_weights(cfg)
-            onnx_path = os.path.join(work, preset + ".onnx")
-            subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
-                            "--preset", preset, "-o", onnx_path], check=True, capture_output=True)
+        for preset, cfg, weights, onnx_path in e2e.decoders(work):
             for layout, flags in (("contiguous", []), ("paged", ["--kv-block-size=16"])):
                 tag = f"{preset} {layout}"
                 native = os.path.join(work, f"{preset}-{layout}-native.so")

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CompileForTest.h"
 #include "hasten/Compiler/Compiler.h"
 #include "hasten/runtime.hpp"
 
@@ -77,16 +78,8 @@ protected:
     directory = std::string(dir);
     std::string onnxPath = writeModel(directory);
     modulePath = directory + "/model.so";
-    mlir::MLIRContext context;
-    std::string diagnostics;
-    mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
-      diagnostics += d.str() + "\n";
-      return mlir::success();
-    });
-    hasten::CompileOptions options;
-    options.cpu.runtimeLibraryDir = HASTEN_RUNTIME_DIR;
-    ASSERT_TRUE(succeeded(hasten::compileOnnxFile(onnxPath, modulePath, options, context)))
-        << diagnostics;
+    std::string diagnostics = hasten::test::compileForTest(onnxPath, modulePath);
+    ASSERT_TRUE(diagnostics.empty()) << diagnostics;
   }
   void TearDown() override { llvm::sys::fs::remove_directories(directory); }
 

@@ -9,11 +9,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "hasten/Compiler/Compiler.h"
+#include "CompileForTest.h"
 #include "hasten/runtime.hpp"
 
-#include "mlir/IR/Diagnostics.h"
-#include "mlir/IR/MLIRContext.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
@@ -38,19 +36,12 @@ protected:
                                               llvm::StringRef("")};
     ASSERT_EQ(llvm::sys::ExecuteAndWait(*python, args, std::nullopt, quiet), 0);
     modulePath = directory + "/gpt2.so";
-    mlir::MLIRContext context;
-    std::string diagnostics;
-    mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
-      diagnostics += d.str() + "\n";
-      return mlir::success();
-    });
     hasten::CompileOptions options;
-    options.cpu.runtimeLibraryDir = HASTEN_RUNTIME_DIR;
     options.import.decoderEntries = hasten::DecoderEntries::Auto;
     options.kv.capacity = 64;
     options.kv.blockSize = GetParam();
-    ASSERT_TRUE(succeeded(hasten::compileOnnxFile(onnxPath, modulePath, options, context)))
-        << diagnostics;
+    std::string diagnostics = hasten::test::compileForTest(onnxPath, modulePath, options);
+    ASSERT_TRUE(diagnostics.empty()) << diagnostics;
     std::string error;
     ASSERT_TRUE(module.load(modulePath, &error)) << error;
   }

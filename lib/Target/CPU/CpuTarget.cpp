@@ -253,13 +253,21 @@ public:
     Location fileLoc = *loc;
     PhaseTimer &timer = *request.timer;
     std::string error;
-    // The roles have been recorded in the manifest; LLVM has no meaning for
-    // them on parameters.
-    module.walk([](LLVM::LLVMFuncOp func) {
+    // The hasten attributes of arguments and results (roles, ONNX names)
+    // are recorded in the manifest; LLVM has no meaning for them on
+    // parameters and would say so for each.
+    auto withoutHasten = [](DictionaryAttr attrs) {
+      SmallVector<NamedAttribute> kept;
+      for (NamedAttribute attr : attrs ? attrs.getValue() : ArrayRef<NamedAttribute>())
+        if (!attr.getName().getValue().starts_with("hasten."))
+          kept.push_back(attr);
+      return kept;
+    };
+    module.walk([&](LLVM::LLVMFuncOp func) {
       for (unsigned i = 0; i < func.getNumArguments(); ++i)
-        func.removeArgAttr(i, HastenDialect::kRoleAttrName);
+        func.setArgAttrs(i, withoutHasten(func.getArgAttrDict(i)));
       for (unsigned i = 0; i < func.getNumResults(); ++i)
-        func.removeResultAttr(i, StringAttr::get(func.getContext(), HastenDialect::kRoleAttrName));
+        func.setResultAttrs(i, withoutHasten(func.getResultAttrDict(i)));
     });
     llvm::LLVMContext llvmContext;
     std::unique_ptr<llvm::Module> llvmModule = timer.run("translation to LLVM IR", [&] {

@@ -1,0 +1,33 @@
+"""What the end-to-end checks share: the tiny decoders they run, and the
+--compile-flag option that reruns a check on other modules (--cpu=...)."""
+import argparse
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "models"))
+import make_decoder as md  # noqa: E402
+
+PRESETS = ("gpt2-tiny", "llama-tiny")
+
+
+def decoders(work):
+    """Writes each tiny decoder into `work`; yields (preset, config, weights,
+    path of the .onnx)."""
+    for preset in PRESETS:
+        cfg = md.Config(**md.PRESETS[preset])
+        onnx_path = os.path.join(work, preset + ".onnx")
+        subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
+                        "--preset", preset, "-o", onnx_path], check=True, capture_output=True)
+        yield preset, cfg, md.make_weights(cfg), onnx_path
+
+
+def parse_args(directory_arg):
+    """The command line of a check: a build or bin folder, then any number of
+    extra hasten-compile flags."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument(directory_arg)
+    parser.add_argument("--compile-flag", action="append", default=[],
+                        help="extra hasten-compile flag, e.g. --cpu=x86-64-v3 (repeatable)")
+    return parser.parse_args()
