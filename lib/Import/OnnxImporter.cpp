@@ -19,6 +19,8 @@
 #include "mlir/IR/Verifier.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/CheckedArithmetic.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
 #include "hasten/Dialect/Hasten/HastenDialect.h"
@@ -28,6 +30,7 @@
 #include <onnx/shape_inference/implementation.h>
 #include <onnx/version_converter/convert.h>
 
+#include <limits>
 #include <map>
 #include <numeric>
 #include <memory>
@@ -522,6 +525,7 @@ private:
   LogicalResult orderNodes();
   LogicalResult checkSupported();
   LogicalResult runOnnxChecks();
+  LogicalResult validateExternalData();
   FailureOr<RankedTensorType> typeFromProto(const onnx::TypeProto &type,
                                             const std::string &name,
                                             bool *isUnsigned = nullptr);
@@ -543,6 +547,13 @@ private:
   std::vector<int> order;
   /// Memory maps of external data files, shared by the blobs that view them.
   std::map<std::string, std::shared_ptr<llvm::MemoryBuffer>> externalFiles;
+  /// Where each external initializer's bytes are, checked before anything
+  /// (the ONNX checker included) reads them.
+  struct ExternalRef {
+    std::string path;
+    uint64_t offset, bytes;
+  };
+  std::map<std::string, ExternalRef> externalRefs;
   /// Declared and inferred types of every named value.
   std::map<std::string, const onnx::TypeProto *> declared;
   /// Graph inputs fixed by --bind-input.
@@ -723,6 +734,109 @@ LogicalResult ModelImporter::checkSupported() {
   return failure();
 }
 
+/// External data is untrusted input: a location may only name a regular
+/// file inside the model's folder (or a folder the user allowed), offsets
+/// and lengths must be plain decimal numbers, and every size is computed
+/// without overflow before any byte is read. This runs before the ONNX
+/// checker, which would otherwise open whatever the location names.
+LogicalResult ModelImporter::validateExternalData() {
+  SmallVector<std::string> roots;
+  auto addRoot = [&](StringRef dir) -> LogicalResult {
+    SmallString<256> real;
+    if (llvm::sys::fs::real_path(dir.empty() ? StringRef(".") : dir, real))
+      return error() << "cannot resolve the external data folder '" << dir << "'";
+    roots.push_back(std::string(real));
+    return success();
+  };
+  bool any = llvm::any_of(model.graph().initializer(), [](const onnx::TensorProto &t) {
+    return t.data_location() == onnx::TensorProto::EXTERNAL;
+  });
+  if (!any)
+    return success();
+  if (failed(addRoot(llvm::sys::path::parent_path(path))))
+    return failure();
+  for (const std::string &dir : options.externalDataDirs)
+    if (failed(addRoot(dir)))
+      return failure();
+
+  for (const onnx::TensorProto &tensor : model.graph().initializer()) {
+    if (tensor.data_location() != onnx::TensorProto::EXTERNAL)
+      continue;
+    auto fail = [&]() { return error() << "initializer '" << tensor.name() << "': "; };
+    std::string location;
+    uint64_t offset = 0;
+    std::optional<uint64_t> length;
+    for (const auto &entry : tensor.external_data()) {
+      if (entry.key() == "location") {
+        location = entry.value();
+        continue;
+      }
+      if (entry.key() != "offset" && entry.key() != "length")
+        continue; // "checksum" and others carry nothing to read
+      uint64_t value;
+      if (StringRef(entry.value()).getAsInteger(10, value) ||
+          value > uint64_t(std::numeric_limits<int64_t>::max()))
+        return fail() << "external data " << entry.key() << " '" << entry.value()
+                      << "' is not a decimal byte count";
+      (entry.key() == "offset" ? offset : length.emplace()) = value;
+    }
+    if (location.empty())
+      return fail() << "it is external but names no location";
+    if (llvm::sys::path::is_absolute(location))
+      return fail() << "external data location '" << location
+                    << "' is an absolute path; it must name a file inside the model's folder";
+    for (StringRef component : llvm::make_range(llvm::sys::path::begin(location),
+                                                llvm::sys::path::end(location)))
+      if (component == "..")
+        return fail() << "external data location '" << location
+                      << "' leaves the model's folder";
+    SmallString<256> candidate = llvm::sys::path::parent_path(path);
+    llvm::sys::path::append(candidate, location);
+    SmallString<256> resolved;
+    if (std::error_code ec = llvm::sys::fs::real_path(candidate, resolved))
+      return error() << "cannot open external data file '" << candidate << "' of initializer '"
+                     << tensor.name() << "': " << ec.message();
+    bool inside = llvm::any_of(roots, [&](const std::string &root) {
+      return StringRef(resolved).starts_with(root + "/");
+    });
+    if (!inside)
+      return fail() << "external data file '" << candidate << "' resolves to '" << resolved
+                    << "', outside the model's folder (allow a folder with "
+                       "--external-data-dir)";
+    llvm::sys::fs::file_status status;
+    if (std::error_code ec = llvm::sys::fs::status(resolved, status))
+      return fail() << "cannot read external data file '" << resolved << "': " << ec.message();
+    if (status.type() != llvm::sys::fs::file_type::regular_file)
+      return fail() << "external data file '" << resolved << "' is not a regular file";
+
+    // The byte count of the declared shape, without overflow.
+    FailureOr<Type> element = getElementType(&context, tensor.data_type());
+    if (failed(element))
+      return fail() << "unsupported " << onnxTypeName(tensor.data_type());
+    std::optional<uint64_t> bytes = uint64_t(storageBytes(*element));
+    for (int64_t dim : tensor.dims()) {
+      if (dim < 0)
+        return fail() << "negative dimension " << dim;
+      bytes = bytes ? llvm::checkedMulUnsigned<uint64_t>(*bytes, uint64_t(dim)) : std::nullopt;
+    }
+    if (!bytes || *bytes > uint64_t(std::numeric_limits<int64_t>::max()))
+      return fail() << "its dimensions describe more bytes than can be addressed";
+    if (length && *length != *bytes)
+      return fail() << "of type " << RankedTensorType::get(SmallVector<int64_t>(
+                                         tensor.dims().begin(), tensor.dims().end()),
+                                                           *element)
+                    << " needs " << *bytes << " bytes but its external data length is "
+                    << *length;
+    uint64_t size = status.getSize();
+    if (offset > size || *bytes > size - offset)
+      return error() << "external data file '" << candidate << "' is too short for "
+                     << "initializer '" << tensor.name() << "' (needs bytes " << offset
+                     << " to " << offset + *bytes << ", file has " << size << ")";
+    externalRefs[tensor.name()] = {std::string(resolved), offset, *bytes};
+  }
+  return success();
+}
+
 LogicalResult ModelImporter::runOnnxChecks() {
   if (options.checkModel) {
     bool hasExternalData = llvm::any_of(
@@ -786,27 +900,17 @@ ModelImporter::loadInitializer(const onnx::TensorProto &tensor) {
   if (tensor.data_location() != onnx::TensorProto::EXTERNAL)
     return convertTensorProto(&context, tensor, options.inlineConstantLimit,
                               [&] { return error(); });
-  std::string location;
-  int64_t offset = 0, length = -1;
-  for (const auto &entry : tensor.external_data()) {
-    if (entry.key() == "location")
-      location = entry.value();
-    else if (entry.key() == "offset")
-      offset = std::stoll(entry.value());
-    else if (entry.key() == "length")
-      length = std::stoll(entry.value());
-  }
-  if (location.empty())
-    return error() << "initializer '" << tensor.name()
-                   << "' is external but names no location";
-  SmallString<256> dataPath = llvm::sys::path::parent_path(path);
-  llvm::sys::path::append(dataPath, location);
-  std::shared_ptr<llvm::MemoryBuffer> &file = externalFiles[dataPath.str().str()];
+  auto found = externalRefs.find(tensor.name());
+  if (found == externalRefs.end())
+    return error() << "tensor '" << tensor.name()
+                   << "' keeps its data externally, which only graph initializers may";
+  const ExternalRef &ref = found->second;
+  std::shared_ptr<llvm::MemoryBuffer> &file = externalFiles[ref.path];
   if (!file) {
-    auto buffer = llvm::MemoryBuffer::getFile(dataPath, /*IsText=*/false,
+    auto buffer = llvm::MemoryBuffer::getFile(ref.path, /*IsText=*/false,
                                               /*RequiresNullTerminator=*/false);
     if (!buffer)
-      return error() << "cannot open external data file '" << dataPath
+      return error() << "cannot open external data file '" << ref.path
                      << "' of initializer '" << tensor.name()
                      << "': " << buffer.getError().message();
     file = std::move(*buffer);
@@ -817,16 +921,12 @@ ModelImporter::loadInitializer(const onnx::TensorProto &tensor) {
                    << onnxTypeName(tensor.data_type());
   SmallVector<int64_t> shape(tensor.dims().begin(), tensor.dims().end());
   auto type = RankedTensorType::get(shape, *element);
-  int64_t bytes = type.getNumElements() * storageBytes(*element);
-  if (length >= 0 && length != bytes)
-    return error() << "initializer '" << tensor.name() << "' of type " << type
-                   << " needs " << bytes << " bytes but its external data "
-                   << "length is " << length;
-  if (offset < 0 ||
-      offset + bytes > static_cast<int64_t>(file->getBufferSize()))
-    return error() << "external data file '" << dataPath << "' is too short for "
+  int64_t bytes = ref.bytes, offset = ref.offset;
+  // The file was checked before; this catches one that shrank since.
+  if (ref.offset > file->getBufferSize() || ref.bytes > file->getBufferSize() - ref.offset)
+    return error() << "external data file '" << ref.path << "' is too short for "
                    << "initializer '" << tensor.name() << "' (needs bytes "
-                   << offset << " to " << offset + bytes << ", file has "
+                   << ref.offset << " to " << ref.offset + ref.bytes << ", file has "
                    << file->getBufferSize() << ")";
   ArrayRef<char> data(file->getBufferStart() + offset, bytes);
   int64_t align = storageBytes(*element);
@@ -1212,7 +1312,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
 
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::run() {
   if (failed(parse()) || failed(resolveOpset()) || failed(orderNodes()) ||
-      failed(checkSupported()) || failed(runOnnxChecks()))
+      failed(checkSupported()) || failed(validateExternalData()) || failed(runOnnxChecks()))
     return failure();
   return translate();
 }

@@ -52,6 +52,11 @@ static cl::opt<int64_t> parallelMinWork(cl::cat(toolCategory),
 static cl::opt<bool> timing(cl::cat(toolCategory), "timing", cl::desc("Print the time each compiler phase took"));
 static cl::opt<bool> printIRAfterAll(cl::cat(toolCategory), "print-ir-after-all",
                                      cl::desc("Print the IR after every MLIR pass"));
+static cl::list<std::string> externalDataDirs(
+    cl::cat(toolCategory), "external-data-dir",
+    cl::desc("Also read external data from this folder (repeatable; by default only the "
+             "model's own folder)"),
+    cl::value_desc("DIR"));
 static cl::list<std::string> bindInputs(cl::cat(toolCategory), 
     "bind-input", cl::desc("Fix a graph input at compile time: NAME=tensor.pb (repeatable)"),
     cl::value_desc("NAME=PATH"));
@@ -117,6 +122,7 @@ int main(int argc, char **argv) {
   sys::path::append(runtimeDir, "lib");
   options.cpu.runtimeLibraryDir = std::string(runtimeDir);
   options.import.checkModel = !noCheck;
+  options.import.externalDataDirs.assign(externalDataDirs.begin(), externalDataDirs.end());
   options.import.decoderEntries =
       noDecoderEntries ? hasten::DecoderEntries::Off : hasten::DecoderEntries::Auto;
   options.kv.capacity = kvCapacity;

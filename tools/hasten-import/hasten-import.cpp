@@ -45,6 +45,11 @@ static cl::opt<int64_t> elideLarger(cl::cat(toolCategory),
     cl::desc("Print resource blobs larger than this many bytes as a placeholder "
              "(0 prints everything)"),
     cl::init(0));
+static cl::list<std::string> externalDataDirs(
+    cl::cat(toolCategory), "external-data-dir",
+    cl::desc("Also read external data from this folder (repeatable; by default only the "
+             "model's own folder)"),
+    cl::value_desc("DIR"));
 static cl::list<std::string> bindInputs(cl::cat(toolCategory), 
     "bind-input",
     cl::desc("Fix a graph input at compile time: NAME=tensor.pb (repeatable)"),
@@ -96,6 +101,7 @@ int main(int argc, char **argv) {
   hasten::OnnxImportOptions options;
   options.entryName = entryName;
   options.checkModel = !noCheck;
+  options.externalDataDirs.assign(externalDataDirs.begin(), externalDataDirs.end());
   if (decoderEntries)
     options.decoderEntries = hasten::DecoderEntries::Require;
   for (const std::string &binding : bindInputs) {

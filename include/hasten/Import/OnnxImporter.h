@@ -15,6 +15,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace mlir {
 class DialectRegistry;
@@ -42,6 +43,10 @@ struct OnnxImportOptions {
   /// which lets shape-like inputs (Reshape shapes, Slice axes, Resize scales)
   /// fold.
   std::map<std::string, std::string> boundInputs;
+  /// External data is read only from regular files inside the model's own
+  /// folder (relative locations, no "..", symlinks resolved) or inside one
+  /// of these folders, given explicitly.
+  std::vector<std::string> externalDataDirs;
   /// A decoder with the Optimum signature (`input_ids`, optional
   /// `attention_mask` and `position_ids`, `past_key_values.N.key/value` ->
   /// `logits`, `present.N.key/value`) can also be imported as two more

@@ -322,6 +322,46 @@ def write(name, path):
             f.write(result.SerializeToString())
 
 
+def write_hostile_external(kind, path):
+    """The external-data model with its first initializer's data reference
+    rewritten the way a hostile model would: a location outside the model's
+    folder (relative, absolute, through a symlink), a FIFO, an offset that is
+    not decimal or points past any file, dimensions whose byte count
+    overflows."""
+    write("external_data", path)
+    folder = os.path.dirname(os.path.abspath(path))
+    outside = os.path.join(os.path.dirname(folder), "outside.data")
+    with open(path + ".data", "rb") as f, open(outside, "wb") as g:
+        g.write(f.read())
+    m = onnx.load(path, load_external_data=False)
+    tensor = m.graph.initializer[0]
+    entries = {e.key: e for e in tensor.external_data}
+    if kind == "parent":
+        entries["location"].value = "../outside.data"
+    elif kind == "absolute":
+        entries["location"].value = outside
+    elif kind == "symlink":
+        os.symlink(outside, os.path.join(folder, "link.data"))
+        entries["location"].value = "link.data"
+    elif kind == "fifo":
+        os.mkfifo(os.path.join(folder, "fifo.data"))
+        entries["location"].value = "fifo.data"
+    elif kind == "hex_offset":
+        entries["offset"].value = "0x10"
+    elif kind == "huge_offset":
+        entries["offset"].value = str(2**63 - 8)
+    elif kind == "huge_dims":
+        del tensor.dims[:]
+        tensor.dims.extend([4, 2**62 + 3])
+        for e in list(tensor.external_data):
+            if e.key == "length":
+                tensor.external_data.remove(e)
+    else:
+        raise SystemExit(f"unknown hostile case {kind}")
+    with open(path, "wb") as f:
+        f.write(m.SerializeToString())
+
+
 def main():
     name, path = sys.argv[1], sys.argv[2]
     if name == "truncated":
@@ -336,6 +376,8 @@ def main():
     elif name == "external_missing":
         write("external_data", path)
         os.remove(path + ".data")
+    elif name.startswith("external_hostile_"):
+        write_hostile_external(name[len("external_hostile_"):], path)
     elif name == "external_short":
         write("external_data", path)
         with open(path + ".data", "r+b") as f:
