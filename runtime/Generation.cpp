@@ -588,7 +588,8 @@ extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *pr
   const hasten_generate_options &o = options ? *options : defaults;
   if (o.max_new_tokens < 0 || o.top_k < 0 || o.top_p < 0.0f || std::isnan(o.temperature))
     return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_generate: max_new_tokens, top_k and top_p must not be negative");
+                "hasten_generate: max_new_tokens, top_k and top_p must not be negative, "
+                "and temperature must be a number");
   st.prompt_tokens = (int64_t)promptLength;
   double start = seconds();
   if (promptLength > 0) {

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -128,7 +129,12 @@ int generate(hasten_module *module, GenerateFlags &flags) {
   flags.options.num_stop_tokens = flags.stopIds.size();
   if (!flags.quiet && flags.textPrompt)
     std::printf("%s", flags.promptText.c_str());
-  std::vector<int64_t> generated(std::max<int64_t>(flags.options.max_new_tokens, 0));
+  // Generation stops at a full cache, so no run returns more than
+  // capacity + 1 tokens (the last one is not appended): that bounds the
+  // buffer whatever --max-new-tokens asks for.
+  int64_t capacity = hasten_module_kv_capacity(module);
+  std::vector<int64_t> generated(
+      std::clamp<int64_t>(flags.options.max_new_tokens, 0, capacity + 1));
   hasten_generate_stats stats{};
   stats.struct_size = sizeof(stats);
   hasten_status status = hasten_generate(sequence, prompt.data(), prompt.size(), &flags.options,
@@ -270,8 +276,9 @@ int main(int argc, char **argv) {
       return die("--max-new-tokens must not be negative");
     gen.options.max_new_tokens = maxNewTokens;
   }
-  if (temperature < 0)
-    return die("--temperature must not be negative");
+  if (!(temperature >= 0) || std::isinf(temperature))
+    return die("--temperature must be a non-negative number, got " +
+               std::to_string(temperature.getValue()));
   gen.options.temperature = temperature;
   if (topK < 0)
     return die("--top-k must not be negative");
