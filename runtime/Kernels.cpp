@@ -609,12 +609,10 @@ void bf16Gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int32_
 
 void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                      int32_t flags) {
-  // Decode-shaped products with f32 weights: one row of A, contiguous rows
-  // (or, for a transposed W, columns) of W, contiguous C.
+  // bf16 needs AVX-512 (oneDNN emulates it on cores without bf16
+  // instructions); below that, the weights are widened to f32 once, when
+  // packed, and the products run in f32.
   if ((flags & kBf16) && !hasten::runtime::cpuCapabilities().avx512) {
-    // bf16 needs AVX-512 (oneDNN emulates it on cores without bf16
-    // instructions); below that, the weights are widened to f32 once, when
-    // packed, and the products run in f32.
     static std::once_flag noted;
     std::call_once(noted, [] {
       fprintf(stderr, "hasten: note: this CPU has no AVX-512, so bf16 weights are converted "
@@ -622,12 +620,12 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
     });
     flags &= ~kBf16;
   }
-  if ((flags & kConstantWeights) && !(flags & kBf16) && (flags & kBf16Storage) &&
-      a.sizes[0] == b.sizes[0]) {
-    // Fall through to the packed path, which widens the stored bf16.
-  } else if ((flags & kConstantWeights) && !(flags & kBf16) && a.sizes[0] == 1 &&
-             b.sizes[0] == 1 && a.sizes[1] == 1 && a.strides[2] == 1 &&
-             (b.strides[2] == 1 || b.strides[1] == 1) && c.strides[2] == 1) {
+  // Decode-shaped products with f32 weights: one row of A, contiguous rows
+  // (or, for a transposed W, columns) of W, contiguous C. (Weights stored
+  // as bf16 go to the packed path, which widens them.)
+  if ((flags & kConstantWeights) && !(flags & (kBf16 | kBf16Storage)) && a.sizes[0] == 1 &&
+      b.sizes[0] == 1 && a.sizes[1] == 1 && a.strides[2] == 1 &&
+      (b.strides[2] == 1 || b.strides[1] == 1) && c.strides[2] == 1) {
     gemv(a, b, c, flags & kOverwrite);
     return;
   }
