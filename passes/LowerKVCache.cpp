@@ -184,21 +184,22 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
       CacheBuffers buffers{type, arg, Value()};
       arg.setType(storage);
       if (type.isPaged()) {
-        func.setArgAttr(i, "hasten.onnx_name", b.getStringAttr("kv_block_pool"));
+        func.setArgAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr("kv_block_pool"));
         func.setArgAttr(i, HastenDialect::kRoleAttrName,
                         b.getStringAttr(stringifyTensorRole(TensorRole::KVBlockPool)));
         auto tableType = MemRefType::get({type.getNumBlocks()}, b.getI32Type());
         if (failed(func.insertArguments({i + 1}, {tableType}, {}, {func.getLoc()})))
           return failure();
         buffers.blockTable = body.getArgument(i + 1);
-        func.setArgAttr(i + 1, "hasten.onnx_name", b.getStringAttr("kv_block_table"));
+        func.setArgAttr(i + 1, HastenDialect::kOnnxNameAttrName, b.getStringAttr("kv_block_table"));
         func.setArgAttr(i + 1, HastenDialect::kRoleAttrName,
                         b.getStringAttr(stringifyTensorRole(TensorRole::KVBlockTable)));
-        func.setArgAttr(i + 1, "hasten.onnx_elem_type", b.getI32IntegerAttr(kOnnxInt32));
+        func.setArgAttr(i + 1, HastenDialect::kOnnxElemTypeAttrName,
+                        b.getI32IntegerAttr(kOnnxInt32));
       }
       // The ONNX element type of the storage, for the manifest.
       Type element = type.getElementType();
-      func.setArgAttr(i, "hasten.onnx_elem_type",
+      func.setArgAttr(i, HastenDialect::kOnnxElemTypeAttrName,
                       b.getI32IntegerAttr(element.isBF16()  ? kOnnxBFloat16
                                           : element.isF16() ? kOnnxFloat16
                                                             : kOnnxFloat));

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "BufferLiveness.h"
+#include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Passes/BufferPacking.h"
 #include "hasten/Passes/Passes.h"
 
@@ -60,8 +61,8 @@ struct PackStaticBuffersPass
       b.setInsertionPoint(ret);
       memref::DeallocOp::create(b, ret.getLoc(), arena);
     });
-    func->setAttr("hasten.arena_bytes", b.getI64IntegerAttr(arenaBytes));
-    func->setAttr("hasten.arena_buffers", b.getI64IntegerAttr(plan.allocs.size()));
+    func->setAttr(HastenDialect::kArenaBytesAttrName, b.getI64IntegerAttr(arenaBytes));
+    func->setAttr(HastenDialect::kArenaBuffersAttrName, b.getI64IntegerAttr(plan.allocs.size()));
   }
 
   static constexpr int64_t kAlignment = 64;

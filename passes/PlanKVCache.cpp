@@ -52,7 +52,7 @@ std::optional<std::pair<int64_t, bool>> parseKVName(StringRef name, StringRef pr
 }
 
 StringRef onnxName(func::FuncOp func, unsigned arg) {
-  auto name = func.getArgAttrOfType<StringAttr>(arg, "hasten.onnx_name");
+  auto name = func.getArgAttrOfType<StringAttr>(arg, HastenDialect::kOnnxNameAttrName);
   return name ? name.getValue() : StringRef();
 }
 
@@ -152,14 +152,17 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
       return failure();
     Value cache = body.getArgument(cacheIndex);
     Value pastArg = body.getArgument(cacheIndex + 1);
-    func.setArgAttr(cacheIndex, "hasten.onnx_name", b.getStringAttr("kv_cache"));
-    func.setArgAttr(cacheIndex + 1, "hasten.onnx_name", b.getStringAttr("past_length"));
+    func.setArgAttr(cacheIndex, HastenDialect::kOnnxNameAttrName, b.getStringAttr("kv_cache"));
+    func.setArgAttr(cacheIndex + 1, HastenDialect::kOnnxNameAttrName,
+                    b.getStringAttr("past_length"));
     func.setArgAttr(cacheIndex, HastenDialect::kRoleAttrName,
                     b.getStringAttr(stringifyTensorRole(TensorRole::KVCache)));
     func.setArgAttr(cacheIndex + 1, HastenDialect::kRoleAttrName,
                     b.getStringAttr(stringifyTensorRole(TensorRole::PastLength)));
-    func.setArgAttr(cacheIndex + 1, "hasten.onnx_elem_type", b.getI32IntegerAttr(kOnnxInt64));
-    func.setArgAttr(cacheIndex, "hasten.onnx_elem_type", b.getI32IntegerAttr(kOnnxFloat));
+    func.setArgAttr(cacheIndex + 1, HastenDialect::kOnnxElemTypeAttrName,
+                    b.getI32IntegerAttr(kOnnxInt64));
+    func.setArgAttr(cacheIndex, HastenDialect::kOnnxElemTypeAttrName,
+                    b.getI32IntegerAttr(kOnnxFloat));
 
     b.setInsertionPointToStart(&body);
     Location loc = func.getLoc();
@@ -233,7 +236,7 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
     auto ret = cast<func::ReturnOp>(body.getTerminator());
     BitVector eraseResults(func.getNumResults());
     for (unsigned i = 0; i < func.getNumResults(); ++i) {
-      auto name = func.getResultAttrOfType<StringAttr>(i, "hasten.onnx_name");
+      auto name = func.getResultAttrOfType<StringAttr>(i, HastenDialect::kOnnxNameAttrName);
       if (name && parseKVName(name.getValue(), "present."))
         eraseResults.set(i);
     }

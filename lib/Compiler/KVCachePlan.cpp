@@ -19,7 +19,7 @@ FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions
     plan.decoder = true;
     plan.layers = 0;
     for (unsigned i = 0; i < func.getNumArguments(); ++i) {
-      auto name = func.getArgAttrOfType<StringAttr>(i, "hasten.onnx_name");
+      auto name = func.getArgAttrOfType<StringAttr>(i, HastenDialect::kOnnxNameAttrName);
       if (!name || !name.getValue().starts_with("past_key_values.") ||
           !name.getValue().ends_with(".key"))
         continue;

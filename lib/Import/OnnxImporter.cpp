@@ -1105,7 +1105,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   ValueTable values;
   for (auto [i, info] : llvm::enumerate(argInfos)) {
     values[info->name()] = {entry->getArgument(i), argUnsigned[i], std::nullopt};
-    func.setArgAttr(i, "hasten.onnx_name", b.getStringAttr(info->name()));
+    func.setArgAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr(info->name()));
     if (decoder && info->name() == "input_ids")
       func.setArgAttr(i, HastenDialect::kRoleAttrName,
                       b.getStringAttr(stringifyTensorRole(TensorRole::TokenIds)));
@@ -1117,8 +1117,8 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
       anySymbolic |= !dim.dim_param().empty();
     }
     if (anySymbolic)
-      func.setArgAttr(i, "hasten.onnx_dim_params", b.getArrayAttr(dimNames));
-    func.setArgAttr(i, "hasten.onnx_elem_type",
+      func.setArgAttr(i, HastenDialect::kOnnxDimParamsAttrName, b.getArrayAttr(dimNames));
+    func.setArgAttr(i, HastenDialect::kOnnxElemTypeAttrName,
                     b.getI32IntegerAttr(info->type().tensor_type().elem_type()));
   }
 
@@ -1285,7 +1285,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   func::ReturnOp::create(b, fileLoc, results);
   func.setType(b.getFunctionType(argTypes, resultTypes));
   for (auto [i, output] : llvm::enumerate(graph.output())) {
-    func.setResultAttr(i, "hasten.onnx_name", b.getStringAttr(output.name()));
+    func.setResultAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr(output.name()));
     if (decoder && output.name() == "logits")
       func.setResultAttr(i, HastenDialect::kRoleAttrName,
                          b.getStringAttr(stringifyTensorRole(TensorRole::Logits)));
@@ -1296,7 +1296,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
       bool isUnsigned = values.find(output.name())->second.isUnsigned;
       elemType = onnxTypeFor(element, isUnsigned);
     }
-    func.setResultAttr(i, "hasten.onnx_elem_type", b.getI32IntegerAttr(elemType));
+    func.setResultAttr(i, HastenDialect::kOnnxElemTypeAttrName, b.getI32IntegerAttr(elemType));
     SmallVector<Attribute> dimNames;
     bool anySymbolic = false;
     for (const auto &dim : output.type().tensor_type().shape().dim()) {
@@ -1305,7 +1305,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
     }
     if (anySymbolic &&
         dimNames.size() == (size_t)cast<ShapedType>(resultTypes[i]).getRank())
-      func.setResultAttr(i, "hasten.onnx_dim_params", b.getArrayAttr(dimNames));
+      func.setResultAttr(i, HastenDialect::kOnnxDimParamsAttrName, b.getArrayAttr(dimNames));
   }
   return success();
 }

@@ -96,13 +96,13 @@ EntrySignature hasten::readSignature(func::FuncOp func) {
     EntrySignature::Tensor t;
     auto shaped = cast<ShapedType>(type);
     t.dims.assign(shaped.getShape().begin(), shaped.getShape().end());
-    if (auto name = attrs ? attrs.getAs<StringAttr>("hasten.onnx_name") : nullptr)
+    if (auto name = attrs ? attrs.getAs<StringAttr>(HastenDialect::kOnnxNameAttrName) : nullptr)
       t.name = name.str();
-    auto elem = attrs ? attrs.getAs<IntegerAttr>("hasten.onnx_elem_type") : nullptr;
+    auto elem = attrs ? attrs.getAs<IntegerAttr>(HastenDialect::kOnnxElemTypeAttrName) : nullptr;
     t.onnxType = elem ? elem.getInt() : onnx::TensorProto::FLOAT;
     if (auto role = attrs ? attrs.getAs<StringAttr>(HastenDialect::kRoleAttrName) : nullptr)
       t.role = symbolizeTensorRole(role.getValue()).value_or(TensorRole::None);
-    auto dimNames = attrs ? attrs.getAs<ArrayAttr>("hasten.onnx_dim_params") : nullptr;
+    auto dimNames = attrs ? attrs.getAs<ArrayAttr>(HastenDialect::kOnnxDimParamsAttrName) : nullptr;
     for (size_t d = 0; d < t.dims.size(); ++d)
       t.dimNames.push_back(dimNames && d < dimNames.size()
                                ? cast<StringAttr>(dimNames[d]).str()
