@@ -364,23 +364,29 @@ static const Entry *findEntry(const hasten_module *module, const char *name) {
   return it == module->entries.end() ? nullptr : &it->second;
 }
 
-/// The signature of one input or output; null with the error set for a bad
-/// module, entry or index.
+/// The signature of one input or output of `entry`; an unknown entry is
+/// HASTEN_ERROR_NOT_FOUND and an index out of range
+/// HASTEN_ERROR_INVALID_ARGUMENT, with hasten_last_error() set.
+static hasten_status findSignature(const hasten_module *m, const char *entry, int isOutput,
+                                   size_t i, const hasten::manifest::TensorSig **out) {
+  const Entry *e = findEntry(m, entry);
+  if (!e)
+    return fail(HASTEN_ERROR_NOT_FOUND, "no entry '%s' in the module",
+                entry ? entry : "(default)");
+  const auto *list = isOutput ? e->sig->outputs() : e->sig->inputs();
+  if (i >= list->size())
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s' has %u %s, no index %zu",
+                entry ? entry : "(default)", list->size(), isOutput ? "outputs" : "inputs", i);
+  *out = list->Get(i);
+  return HASTEN_OK;
+}
+
+/// The same for the accessors that return a value: null on an error.
 static const hasten::manifest::TensorSig *signature(const hasten_module *m,
                                                     const char *entry,
                                                     int isOutput, size_t i) {
-  const Entry *e = findEntry(m, entry);
-  if (!e) {
-    fail(HASTEN_ERROR_NOT_FOUND, "no entry '%s' in the module", entry ? entry : "(default)");
-    return nullptr;
-  }
-  const auto *list = isOutput ? e->sig->outputs() : e->sig->inputs();
-  if (i >= list->size()) {
-    fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s' has %u %s, no index %zu",
-         entry ? entry : "(default)", list->size(), isOutput ? "outputs" : "inputs", i);
-    return nullptr;
-  }
-  return list->Get(i);
+  const hasten::manifest::TensorSig *sig = nullptr;
+  return findSignature(m, entry, isOutput, i, &sig) == HASTEN_OK ? sig : nullptr;
 }
 
 extern "C" {
@@ -462,16 +468,12 @@ hasten_status hasten_find_entry(const hasten_module *module, const char *model,
 
 hasten_status hasten_signature_role(const hasten_module *module, const char *entry,
                                     int isOutput, size_t index, hasten_tensor_role *role) {
-  const Entry *e = findEntry(module, entry);
-  if (!e || !role)
-    return fail(HASTEN_ERROR_NOT_FOUND, "no entry '%s' in the module",
-                entry ? entry : "(default)");
-  const auto *list = isOutput ? e->sig->outputs() : e->sig->inputs();
-  if (index >= list->size())
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s' has %u %s, no index %zu",
-                entry ? entry : "(default)", list->size(), isOutput ? "outputs" : "inputs",
-                index);
-  *role = static_cast<hasten_tensor_role>(list->Get(index)->role());
+  if (!role)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_signature_role: null result");
+  const hasten::manifest::TensorSig *sig = nullptr;
+  if (hasten_status status = findSignature(module, entry, isOutput, index, &sig))
+    return status;
+  *role = static_cast<hasten_tensor_role>(sig->role());
   return HASTEN_OK;
 }
 
