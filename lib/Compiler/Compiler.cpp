@@ -147,7 +147,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     return success();
 
   if (failed(timer.run("lowering to LLVM dialect", [&] {
-        return runStage(module, "hasten-cpu-lowering-pipeline",
+        return runStage(module, ("hasten-" + target->getName() + "-lowering-pipeline").str(),
                         [&](OpPassManager &pm) { target->buildLoweringPipeline(pm); }, options);
       })))
     return failure();
