@@ -921,14 +921,13 @@ ModelImporter::loadInitializer(const onnx::TensorProto &tensor) {
                    << onnxTypeName(tensor.data_type());
   SmallVector<int64_t> shape(tensor.dims().begin(), tensor.dims().end());
   auto type = RankedTensorType::get(shape, *element);
-  int64_t bytes = ref.bytes, offset = ref.offset;
   // The file was checked before; this catches one that shrank since.
   if (ref.offset > file->getBufferSize() || ref.bytes > file->getBufferSize() - ref.offset)
     return error() << "external data file '" << ref.path << "' is too short for "
                    << "initializer '" << tensor.name() << "' (needs bytes "
                    << ref.offset << " to " << ref.offset + ref.bytes << ", file has "
                    << file->getBufferSize() << ")";
-  ArrayRef<char> data(file->getBufferStart() + offset, bytes);
+  ArrayRef<char> data(file->getBufferStart() + ref.offset, ref.bytes);
   int64_t align = storageBytes(*element);
   std::optional<AsmResourceBlob> blob;
   if (reinterpret_cast<uintptr_t>(data.data()) % align == 0 &&
