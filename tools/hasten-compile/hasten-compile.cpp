@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "hasten/Compiler/Compiler.h"
+#include "hasten/Import/ImportCommandLine.h"
 #include "hasten/Support/CommandLine.h"
 
 #include "mlir/IR/AsmState.h"
@@ -23,6 +24,7 @@
 using namespace llvm;
 
 static cl::OptionCategory toolCategory("hasten-compile options");
+static hasten::ImportCommandLine importOptions(toolCategory);
 
 static cl::opt<std::string> inputPath(cl::cat(toolCategory), cl::Positional, cl::desc("<model.onnx>"), cl::Required);
 static cl::opt<std::string> outputPath(cl::cat(toolCategory), "o", cl::desc("Output file"), cl::value_desc("file"),
@@ -52,14 +54,6 @@ static cl::opt<int64_t> parallelMinWork(cl::cat(toolCategory),
 static cl::opt<bool> timing(cl::cat(toolCategory), "timing", cl::desc("Print the time each compiler phase took"));
 static cl::opt<bool> printIRAfterAll(cl::cat(toolCategory), "print-ir-after-all",
                                      cl::desc("Print the IR after every MLIR pass"));
-static cl::list<std::string> externalDataDirs(
-    cl::cat(toolCategory), "external-data-dir",
-    cl::desc("Also read external data from this folder (repeatable; by default only the "
-             "model's own folder)"),
-    cl::value_desc("DIR"));
-static cl::list<std::string> bindInputs(cl::cat(toolCategory), 
-    "bind-input", cl::desc("Fix a graph input at compile time: NAME=tensor.pb (repeatable)"),
-    cl::value_desc("NAME=PATH"));
 // Test hooks for the runtime's refusals; hidden from --help.
 static cl::opt<unsigned> manifestVersionOverride(cl::cat(toolCategory), 
     "test-manifest-format-version", cl::Hidden,
@@ -84,7 +78,6 @@ static cl::opt<bool> noDecoderEntries(cl::cat(toolCategory),
 static cl::opt<bool> printPipeline(
     cl::cat(toolCategory), "print-pipeline",
     cl::desc("Print each stage's pass pipeline as hasten-opt --pass-pipeline takes it"));
-static cl::opt<bool> noCheck(cl::cat(toolCategory), "no-check", cl::desc("Skip the ONNX checker"));
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
@@ -121,8 +114,6 @@ int main(int argc, char **argv) {
   SmallString<256> runtimeDir(sys::path::parent_path(sys::path::parent_path(self)));
   sys::path::append(runtimeDir, "lib");
   options.cpu.runtimeLibraryDir = std::string(runtimeDir);
-  options.import.checkModel = !noCheck;
-  options.import.externalDataDirs.assign(externalDataDirs.begin(), externalDataDirs.end());
   options.import.decoderEntries =
       noDecoderEntries ? hasten::DecoderEntries::Off : hasten::DecoderEntries::Auto;
   options.kv.capacity = kvCapacity;
@@ -154,12 +145,9 @@ int main(int argc, char **argv) {
     options.printPipeline = &outs();
   options.manifestFormatVersionOverride = manifestVersionOverride;
   options.cpu.extraRequiredFeatures.assign(extraCpuFeatures.begin(), extraCpuFeatures.end());
-  for (const std::string &binding : bindInputs) {
-    std::string error;
-    if (!hasten::addInputBinding(options.import, binding, error)) {
-      errs() << "hasten-compile: error: " << error << "\n";
-      return 1;
-    }
+  if (std::string error; !importOptions.apply(options.import, error)) {
+    errs() << "hasten-compile: error: " << error << "\n";
+    return 1;
   }
   options.configurePassManager = [](mlir::PassManager &pm) -> mlir::LogicalResult {
     if (printIRAfterAll) {

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "hasten/Import/ImportCommandLine.h"
 #include "hasten/Import/OnnxImporter.h"
 
 #include "mlir/Bytecode/BytecodeWriter.h"
@@ -31,6 +32,7 @@
 using namespace llvm;
 
 static cl::OptionCategory toolCategory("hasten-import options");
+static hasten::ImportCommandLine importOptions(toolCategory);
 
 static cl::opt<std::string> inputPath(cl::cat(toolCategory), cl::Positional, cl::desc("<model.onnx>"),
                                       cl::Required);
@@ -38,22 +40,11 @@ static cl::opt<std::string> outputPath(cl::cat(toolCategory), "o", cl::desc("Out
                                        cl::value_desc("file"), cl::init("-"));
 static cl::opt<std::string> entryName(cl::cat(toolCategory), "entry", cl::desc("Name of the imported function"),
                                       cl::init("main"));
-static cl::opt<bool> noCheck(cl::cat(toolCategory), "no-check",
-                             cl::desc("Skip the ONNX checker (shape inference still runs)"));
 static cl::opt<int64_t> elideLarger(cl::cat(toolCategory), 
     "elide-weights-larger",
     cl::desc("Print resource blobs larger than this many bytes as a placeholder "
              "(0 prints everything)"),
     cl::init(0));
-static cl::list<std::string> externalDataDirs(
-    cl::cat(toolCategory), "external-data-dir",
-    cl::desc("Also read external data from this folder (repeatable; by default only the "
-             "model's own folder)"),
-    cl::value_desc("DIR"));
-static cl::list<std::string> bindInputs(cl::cat(toolCategory), 
-    "bind-input",
-    cl::desc("Fix a graph input at compile time: NAME=tensor.pb (repeatable)"),
-    cl::value_desc("NAME=PATH"));
 static cl::opt<bool> noCleanup(cl::cat(toolCategory), 
     "no-cleanup",
     cl::desc("Print the importer's raw output, without canonicalize and CSE"));
@@ -100,16 +91,11 @@ int main(int argc, char **argv) {
 
   hasten::OnnxImportOptions options;
   options.entryName = entryName;
-  options.checkModel = !noCheck;
-  options.externalDataDirs.assign(externalDataDirs.begin(), externalDataDirs.end());
   if (decoderEntries)
     options.decoderEntries = hasten::DecoderEntries::Require;
-  for (const std::string &binding : bindInputs) {
-    std::string error;
-    if (!hasten::addInputBinding(options, binding, error)) {
-      errs() << "hasten-import: error: " << error << "\n";
-      return 1;
-    }
+  if (std::string error; !importOptions.apply(options, error)) {
+    errs() << "hasten-import: error: " << error << "\n";
+    return 1;
   }
   auto start = std::chrono::steady_clock::now();
   auto module = hasten::importOnnxFile(inputPath, context, options);
