@@ -177,6 +177,54 @@ def OutlineParallelLoops : Pass<"hasten-outline-parallel-loops", "::mlir::Module
                            "::mlir::arith::ArithDialect", "::mlir::LLVM::LLVMDialect"];
 }
 
+def DecoderEntries : Pass<"hasten-decoder-entries", "::mlir::ModuleOp"> {
+  let summary = "Add the prefill and decode entries of an imported decoder";
+  let description = [{
+    An imported decoder is one function with the Optimum decoder-with-past
+    signature, its arguments and results named by `hasten.onnx_name`:
+    `input_ids` `[batch, seq]`, optional `attention_mask` and `position_ids`,
+    `past_key_values.N.key/value` `[batch, kv_heads, past, head_dim]`, and the
+    results `logits` `[batch, seq, vocab]` and `present.N.key/value`. For such
+    a function this pass adds two entries that generation calls, leaving the
+    original function as it is:
+
+    - `prefill` (`hasten.entry_kind = "prefill"`): one sequence (batch 1) of
+      any length on a past of any length;
+    - `decode` (`hasten.entry_kind = "decode"`): one sequence and one token.
+
+    In both, `position_ids` becomes `past + [0, seq)` and `attention_mask`
+    becomes `ones(past + seq)`, computed from the length of
+    `past_key_values.0.key` instead of being passed in, and `logits` is
+    computed for the last position only (`[1, 1, vocab]`): the slice of the
+    last row is moved up through the LM head, so that it multiplies one row.
+    The specialized shapes are then propagated through the entry, so that
+    the decode entry is static except for the past length. `input_ids` gets
+    `hasten.role = "token_ids"` and `logits` `hasten.role = "logits"`.
+
+    ```mlir
+    // Before
+    func.func @main(%ids: tensor<?x?xi64> {hasten.onnx_name = "input_ids"},
+                    %mask: tensor<?x?xi64> {hasten.onnx_name = "attention_mask"}, ...)
+    // After: @main, and
+    func.func @prefill(%ids: tensor<1x?xi64> {hasten.onnx_name = "input_ids",
+                                               hasten.role = "token_ids"}, ...)
+        -> (tensor<1x1x256xf32> {hasten.onnx_name = "logits", hasten.role = "logits"}, ...)
+        attributes {hasten.entry_kind = "prefill"}
+    func.func @decode(%ids: tensor<1x1xi64> ...) attributes {hasten.entry_kind = "decode"}
+    ```
+
+    A module without such a function is left alone, or with `require`
+    reported as an error; a decoder whose `attention_mask` or `position_ids`
+    is not `[batch, ...]` of rank 2 is reported naming the argument.
+  }];
+  let options = [
+    Option<"require", "require", "bool", /*default=*/"false",
+           "Fail when the module has no decoder function">
+  ];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
 def PlanKVCache : Pass<"hasten-plan-kv-cache", "::mlir::ModuleOp"> {
   let summary = "Turn the past/present KV concats of decoder entries into in-place cache appends";
   let description = [{
@@ -244,6 +292,39 @@ def LowerKVCache : Pass<"hasten-lower-kv-cache", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
                            "::mlir::tensor::TensorDialect"];
+}
+
+def AssignDestinations : Pass<"hasten-assign-destinations", "::mlir::func::FuncOp"> {
+  let summary = "Choose the destination of each linalg op so that activations live briefly";
+  let description = [{
+    One-shot bufferization writes each linalg op's result into the buffer of
+    its `outs` operand. When that operand is a `tensor.empty` (the op does
+    not read it), which tensor it is decides how long memory stays live.
+    This pass, run just before bufferization, picks for every such
+    destination:
+
+    - an input of the op that dies there: a tensor of the same type, read
+      with the same indexing map as the result is written, whose only use is
+      this op, in an op whose loops are all parallel. The op then updates
+      that buffer in place (a residual add writes into its input), and no
+      new buffer is live next to it;
+    - otherwise, when the `tensor.empty` has other uses (CSE merges
+      identical ones, such as the matmul inits of every layer once the
+      sequence length is one SSA value), a fresh `tensor.empty` created right
+      before the op, so that the buffer is allocated where it is first
+      needed instead of at the first of the merged ops.
+
+    ```mlir
+    // Before
+    %e = tensor.empty(%n) : tensor<?x64xf32>
+    %sum = linalg.generic {... iterator_types = ["parallel", "parallel"]}
+        ins(%x, %y : tensor<?x64xf32>, tensor<?x64xf32>) outs(%e : tensor<?x64xf32>) ...
+    // After, when %x has no other use
+    %sum = linalg.generic {... iterator_types = ["parallel", "parallel"]}
+        ins(%x, %y : tensor<?x64xf32>, tensor<?x64xf32>) outs(%x : tensor<?x64xf32>) ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::tensor::TensorDialect"];
 }
 
 def DeallocAfterLastUse : Pass<"hasten-dealloc-after-last-use", "::mlir::func::FuncOp"> {

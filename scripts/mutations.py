@@ -8,6 +8,21 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("decoder-entries: positions restart at 0 instead of after the past",
+     "passes/DecoderEntries.cpp",
+     "Value position = arith::AddIOp::create(nb, nl, past, linalg::IndexOp::create(nb, nl, 1));",
+     "Value position = linalg::IndexOp::create(nb, nl, 1);",
+     "lit:passes/decoder-entries.mlir"),
+    ("decoder-entries: logits of the first position, not the last",
+     "passes/DecoderEntries.cpp",
+     "SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), last, b.getIndexAttr(0)};",
+     "SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(0), b.getIndexAttr(0)};",
+     "ctest:decoder-vs-numpy"),
+    ("assign-destinations: an input read transposed is overwritten in place",
+     "passes/AssignDestinations.cpp",
+     "        op.getMatchingIndexingMap(input) != resultMap)",
+     "        false)",
+     "lit:passes/assign-destinations.mlir"),
     ("plan-kv-cache: every view reads layer 0",
      "passes/PlanKVCache.cpp",
      "KVCacheViewOp::create(b, layerLoc, cache, index, length)",

@@ -2,7 +2,9 @@
 
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/OpImplementation.h"
 
@@ -120,6 +122,49 @@ LogicalResult AttentionOp::verify() {
     }
   }
   return success();
+}
+
+namespace {
+
+/// attention(cast(%q : static -> dynamic), ...) computes on %q directly: the
+/// result type is re-inferred and cast back to the type users expect.
+struct FoldCastOperandsIntoAttention : public OpRewritePattern<AttentionOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(AttentionOp op, PatternRewriter &rewriter) const override {
+    bool changed = false;
+    SmallVector<Value> operands;
+    for (Value operand : op->getOperands()) {
+      auto cast = operand.getDefiningOp<tensor::CastOp>();
+      bool fold = cast && tensor::canFoldIntoConsumerOp(cast);
+      operands.push_back(fold ? cast.getSource() : operand);
+      changed |= fold;
+    }
+    if (!changed)
+      return failure();
+    auto folded = cast<AttentionOp>(rewriter.clone(*op.getOperation()));
+    rewriter.modifyOpInPlace(folded, [&] {
+      folded->setOperands(operands);
+      SmallVector<Type> inferred;
+      if (succeeded(AttentionOp::inferReturnTypes(
+              getContext(), folded.getLoc(), folded->getOperands(),
+              folded->getAttrDictionary(), folded->getPropertiesStorage(),
+              folded->getRegions(), inferred)))
+        folded.getResult().setType(cast<RankedTensorType>(inferred.front()));
+    });
+    Value result = folded.getResult();
+    if (result.getType() != op.getType())
+      result = tensor::CastOp::create(rewriter, op.getLoc(), op.getType(), result);
+    rewriter.replaceOp(op, result);
+    return success();
+  }
+};
+
+} // namespace
+
+void AttentionOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                              MLIRContext *context) {
+  results.add<FoldCastOperandsIntoAttention>(context);
 }
 
 std::optional<double> AttentionOp::getEffectiveScale() {

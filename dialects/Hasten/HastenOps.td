@@ -63,6 +63,8 @@ def Hasten_AttentionOp : Hasten_Op<"attention", [
     `:` type($query) `,` type($key) `,` type($value) `->` type($result)
   }];
   let hasVerifier = 1;
+  // Folds tensor.cast operands that lose static shape information.
+  let hasCanonicalizer = 1;
   let extraClassDeclaration = [{
     /// The scale applied to Q K^T: the attribute if present, otherwise
     /// 1/sqrt(head_dim) when head_dim is static, otherwise std::nullopt.

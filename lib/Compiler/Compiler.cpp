@@ -104,6 +104,12 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (failed(imported))
     return failure();
   ModuleOp module = imported->get();
+  if (options.decoderEntries &&
+      failed(timer.run("decoder entries", [&] {
+        return runStage(module, "hasten-decoder-entries",
+                        [](OpPassManager &pm) { pm.addPass(createDecoderEntries()); }, options);
+      })))
+    return failure();
 
   FailureOr<KVCachePlan> kv = planKVCache(module, options.kv);
   if (failed(kv))

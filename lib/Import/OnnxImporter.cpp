@@ -533,9 +533,7 @@ private:
   FailureOr<ElementsAttr> loadBoundInput(const std::string &name,
                                          const onnx::ValueInfoProto &info);
   FailureOr<OwningOpRef<ModuleOp>> translate();
-  /// Which function of the module translateFunction builds.
-  enum class EntryKind { Graph, Prefill, Decode };
-  LogicalResult translateFunction(OpBuilder &b, EntryKind kind);
+  LogicalResult translateFunction(OpBuilder &b);
 
   std::string path;
   MLIRContext &context;
@@ -972,24 +970,6 @@ ModelImporter::loadBoundInput(const std::string &name,
   return attr;
 }
 
-/// The Optimum decoder-with-past signature: `input_ids`, past/present pairs
-/// and `logits`. `attention_mask` and `position_ids` are optional.
-static bool isDecoderGraph(const onnx::GraphProto &graph) {
-  auto hasInput = [&](StringRef name) {
-    return llvm::any_of(graph.input(), [&](const onnx::ValueInfoProto &vi) {
-      return vi.name() == name;
-    });
-  };
-  auto hasOutput = [&](StringRef name) {
-    return llvm::any_of(graph.output(), [&](const onnx::ValueInfoProto &vi) {
-      return vi.name() == name;
-    });
-  };
-  return hasInput("input_ids") && hasInput("past_key_values.0.key") &&
-         hasInput("past_key_values.0.value") && hasOutput("present.0.key") &&
-         hasOutput("logits");
-}
-
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
   const onnx::GraphProto &graph = model.graph();
   OpBuilder b(&context);
@@ -1015,8 +995,8 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
                      << "', which is not a graph input";
     boundInfos[name] = &*it;
   }
-  // Weights are loaded once and shared by every function of the module, so
-  // that the entries of a decoder use one copy of them.
+  // Large weights become resource blobs, which the functions that passes
+  // clone from this one (decoder entries) share rather than copy.
   for (const auto &init : graph.initializer()) {
     FailureOr<ElementsAttr> attr = loadInitializer(init);
     if (failed(attr))
@@ -1035,68 +1015,38 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
     attention = findAttentionPatterns(graph);
 
   b.setInsertionPointToEnd(module->getBody());
-  if (failed(translateFunction(b, EntryKind::Graph)))
+  if (failed(translateFunction(b)))
     return failure();
-  bool decoder = isDecoderGraph(graph);
-  if (options.decoderEntries == DecoderEntries::Require && !decoder)
-    return error() << "decoder entries were requested, but the graph has no "
-                      "'input_ids', 'past_key_values.0.key/value', "
-                      "'present.0.key' and 'logits'";
-  if (decoder && options.decoderEntries != DecoderEntries::Off) {
-    if (failed(translateFunction(b, EntryKind::Prefill)) ||
-        failed(translateFunction(b, EntryKind::Decode)))
-      return failure();
-  }
   if (failed(verify(*module)))
     return error() << "internal error: the imported module does not verify";
   return module;
 }
 
-LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
+LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
   const onnx::GraphProto &graph = model.graph();
-  bool decoder = kind != EntryKind::Graph;
   std::set<std::string> initializerNames;
   for (const auto &init : graph.initializer())
     initializerNames.insert(init.name());
 
-  // Function arguments: graph inputs that are not initializers. Decoder
-  // entries run one sequence (batch 1), compute positions and the attention
-  // mask themselves, and take one token when decoding.
+  // Function arguments: graph inputs that are not initializers.
   SmallVector<Type> argTypes;
   SmallVector<bool> argUnsigned;
   SmallVector<const onnx::ValueInfoProto *> argInfos;
   for (const auto &input : graph.input()) {
     if (initializerNames.count(input.name()) || boundInfos.count(input.name()))
       continue;
-    if (decoder && (input.name() == "attention_mask" || input.name() == "position_ids"))
-      continue;
     bool isUnsigned = false;
     FailureOr<RankedTensorType> type =
         typeFromProto(input.type(), input.name(), &isUnsigned);
     if (failed(type))
       return failure();
-    if (decoder && type->getRank() >= 1) {
-      SmallVector<int64_t> shape(type->getShape());
-      shape[0] = 1;
-      if (input.name() == "input_ids" && shape.size() == 2)
-        shape[1] = kind == EntryKind::Decode ? 1 : ShapedType::kDynamic;
-      type = RankedTensorType::get(shape, type->getElementType());
-    }
     argTypes.push_back(*type);
     argUnsigned.push_back(isUnsigned);
     argInfos.push_back(&input);
   }
 
-  StringRef funcName = kind == EntryKind::Prefill  ? "prefill"
-                       : kind == EntryKind::Decode ? "decode"
-                                                   : StringRef(options.entryName);
-  auto func = func::FuncOp::create(b, fileLoc, funcName,
+  auto func = func::FuncOp::create(b, fileLoc, options.entryName,
                                    b.getFunctionType(argTypes, {}));
-  if (decoder)
-    func->setAttr(HastenDialect::kEntryKindAttrName,
-                  b.getStringAttr(stringifyEntryKind(kind == EntryKind::Prefill
-                                                         ? hasten::EntryKind::Prefill
-                                                         : hasten::EntryKind::Decode)));
   OpBuilder::InsertionGuard guard(b);
   Block *entry = func.addEntryBlock();
   b.setInsertionPointToEnd(entry);
@@ -1105,10 +1055,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   for (auto [i, info] : llvm::enumerate(argInfos)) {
     values[info->name()] = {entry->getArgument(i), argUnsigned[i], std::nullopt};
     func.setArgAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr(info->name()));
-    if (decoder && info->name() == "input_ids")
-      func.setArgAttr(i, HastenDialect::kRoleAttrName,
-                      b.getStringAttr(stringifyTensorRole(TensorRole::TokenIds)));
-    // Keep symbolic dimension names for later passes (decoder detection).
+    // Keep symbolic dimension names for later passes.
     SmallVector<Attribute> dimNames;
     bool anySymbolic = false;
     for (const auto &dim : info->type().tensor_type().shape().dim()) {
@@ -1127,33 +1074,6 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
     // A graph input with the same name as an initializer is overridable in
     // ONNX; hasten treats the initializer as the value (weights are fixed).
     values[init.name] = {constant, init.isUnsigned, std::nullopt};
-  }
-
-  if (decoder) {
-    // Positions continue after the past: position_ids = past + [0, S), and
-    // every token is attended: attention_mask = ones(past + S).
-    Location loc = NameLoc::get(b.getStringAttr("decoder_positions"), fileLoc);
-    Value past = tensor::DimOp::create(b, loc, values["past_key_values.0.key"].tensor, 2);
-    OpFoldResult seq = tensor::getMixedSize(b, loc, values["input_ids"].tensor, 1);
-    Type i64 = b.getI64Type();
-    Value empty = createEmpty(b, loc, {b.getIndexAttr(1), seq}, i64);
-    AffineMap identity = b.getMultiDimIdentityMap(2);
-    auto positions = linalg::GenericOp::create(
-        b, loc, empty.getType(), ValueRange{}, ValueRange{empty},
-        ArrayRef<AffineMap>{identity},
-        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
-                                      utils::IteratorType::parallel},
-        [&](OpBuilder &nb, Location nl, ValueRange) {
-          Value index = linalg::IndexOp::create(nb, nl, 1);
-          Value sum = arith::AddIOp::create(nb, nl, past, index);
-          linalg::YieldOp::create(nb, nl, fromIndex(nb, nl, sum, nb.getI64Type()));
-        });
-    values["position_ids"] = {positions.getResult(0), false, std::nullopt};
-    Value total = arith::AddIOp::create(
-        b, loc, past, getValueOrCreateConstantIndexOp(b, loc, seq));
-    values["attention_mask"] = {
-        createFilled(b, loc, {b.getIndexAttr(1), total}, scalarConstant(b, loc, i64, 1)),
-        false, std::nullopt};
   }
 
   const ConverterTable &converters = getConverters();
@@ -1204,30 +1124,8 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
         continue;
       }
     }
-    // Generation reads only the last position's logits: the LM head of a
-    // decoder entry multiplies only that row.
-    std::optional<ImportedValue> unsliced;
-    bool lmHead = decoder && node.op_type() == "MatMul" && node.output_size() == 1 &&
-                  node.output(0) == "logits" && ctx.inputType(0).getRank() == 3;
-    if (lmHead) {
-      ImportedValue &hidden = values[node.input(0)];
-      unsliced = hidden;
-      Value x = hidden.tensor;
-      Value seq = tensor::DimOp::create(b, loc, x, 1);
-      Value last =
-          arith::SubIOp::create(b, loc, seq, arith::ConstantIndexOp::create(b, loc, 1));
-      auto type = cast<RankedTensorType>(x.getType());
-      SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), last, b.getIndexAttr(0)};
-      SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(1),
-                                         b.getIndexAttr(type.getDimSize(2))};
-      SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
-      hidden = {tensor::ExtractSliceOp::create(b, loc, x, offsets, sizes, strides),
-                hidden.isUnsigned, std::nullopt};
-    }
     if (failed(converters.lookup(node.op_type())(ctx)))
       return failure();
-    if (unsliced)
-      values[node.input(0)] = *unsliced;
     foldNewOps(entry, lastBefore, node, values);
     // Every requested output must have been defined, with the element type
     // ONNX inferred for it.
@@ -1285,9 +1183,6 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b, EntryKind kind) {
   func.setType(b.getFunctionType(argTypes, resultTypes));
   for (auto [i, output] : llvm::enumerate(graph.output())) {
     func.setResultAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr(output.name()));
-    if (decoder && output.name() == "logits")
-      func.setResultAttr(i, HastenDialect::kRoleAttrName,
-                         b.getStringAttr(stringifyTensorRole(TensorRole::Logits)));
     // The element type as ONNX names it (MLIR's integers are signless).
     int32_t elemType = output.type().tensor_type().elem_type();
     if (elemType == onnx::TensorProto::UNDEFINED) {

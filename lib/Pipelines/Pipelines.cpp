@@ -35,6 +35,7 @@ void hasten::buildBufferizePipeline(OpPassManager &pm, const BufferizePipelineOp
   bufferize.bufferizeFunctionBoundaries = true;
   bufferize.functionBoundaryTypeConversion = bufferization::LayoutMapOption::IdentityLayoutMap;
   bufferize.allowReturnAllocsFromLoops = true;
+  pm.nest<func::FuncOp>().addPass(createAssignDestinations());
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
   bufferization::buildBufferDeallocationPipeline(pm);
   pm.addPass(createConvertBufferizationToMemRefPass());

@@ -37,7 +37,6 @@ protected:
     ASSERT_EQ(llvm::sys::ExecuteAndWait(*python, args, std::nullopt, quiet), 0);
     modulePath = directory + "/gpt2.so";
     hasten::CompileOptions options;
-    options.import.decoderEntries = hasten::DecoderEntries::Auto;
     options.kv.capacity = 64;
     options.kv.blockSize = GetParam();
     std::string diagnostics = hasten::test::compileForTest(onnxPath, modulePath, options);

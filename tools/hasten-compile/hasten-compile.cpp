@@ -114,8 +114,7 @@ int main(int argc, char **argv) {
   SmallString<256> runtimeDir(sys::path::parent_path(sys::path::parent_path(self)));
   sys::path::append(runtimeDir, "lib");
   options.cpu.runtimeLibraryDir = std::string(runtimeDir);
-  options.import.decoderEntries =
-      noDecoderEntries ? hasten::DecoderEntries::Off : hasten::DecoderEntries::Auto;
+  options.decoderEntries = !noDecoderEntries;
   options.kv.capacity = kvCapacity;
   options.kv.blockSize = kvBlockSize;
   if (kvCapacity < 0 || kvBlockSize < 0) {

@@ -48,10 +48,6 @@ static cl::opt<int64_t> elideLarger(cl::cat(toolCategory),
 static cl::opt<bool> noCleanup(cl::cat(toolCategory), 
     "no-cleanup",
     cl::desc("Print the importer's raw output, without canonicalize and CSE"));
-static cl::opt<bool> decoderEntries(cl::cat(toolCategory), 
-    "decoder-entries",
-    cl::desc("Also import a decoder as 'prefill' and 'decode' functions (one "
-             "sequence; positions, mask and last-position logits computed inside)"));
 static cl::opt<bool> listOps(cl::cat(toolCategory), "list-ops", cl::desc("Print the supported ONNX ops and exit"));
 static cl::opt<bool> printStats(cl::cat(toolCategory), "import-stats",
                                 cl::desc("Print import time and op counts to stderr"));
@@ -91,8 +87,6 @@ int main(int argc, char **argv) {
 
   hasten::OnnxImportOptions options;
   options.entryName = entryName;
-  if (decoderEntries)
-    options.decoderEntries = hasten::DecoderEntries::Require;
   if (std::string error; !importOptions.apply(options, error)) {
     errs() << "hasten-import: error: " << error << "\n";
     return 1;

@@ -37,6 +37,9 @@ enum class WeightPrecision { F32, BF16 };
 
 struct CompileOptions {
   OnnxImportOptions import;
+  /// Add the `prefill` and `decode` entries generation calls when the model
+  /// is a decoder (the --hasten-decoder-entries pass).
+  bool decoderEntries = true;
   EmitKind emit = EmitKind::Library;
   /// The code generation target: "cpu".
   std::string target = "cpu";

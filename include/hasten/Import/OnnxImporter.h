@@ -24,10 +24,6 @@ class MLIRContext;
 
 namespace hasten {
 
-/// Whether the importer adds `prefill` and `decode` functions next to the
-/// graph's own for decoders (see OnnxImportOptions::decoderEntries).
-enum class DecoderEntries { Off, Auto, Require };
-
 struct OnnxImportOptions {
   /// Name of the function the graph becomes.
   std::string entryName = "main";
@@ -47,15 +43,6 @@ struct OnnxImportOptions {
   /// folder (relative locations, no "..", symlinks resolved) or inside one
   /// of these folders, given explicitly.
   std::vector<std::string> externalDataDirs;
-  /// A decoder with the Optimum signature (`input_ids`, optional
-  /// `attention_mask` and `position_ids`, `past_key_values.N.key/value` ->
-  /// `logits`, `present.N.key/value`) can also be imported as two more
-  /// functions, `prefill` (one sequence of N tokens) and `decode` (one
-  /// token). They compute positions and the mask from the past length, and
-  /// their logits are the last position's only. Both share the weights of
-  /// the graph's own function. Auto adds them when the graph is a decoder;
-  /// Require fails when it is not.
-  DecoderEntries decoderEntries = DecoderEntries::Off;
   /// Import softmax(Q K^T * scale + mask) V subgraphs (with grouped-query
   /// key/value repeats) as one hasten.attention each.
   bool fuseAttention = true;
