@@ -17,7 +17,7 @@ MUTATIONS = [
      "passes/DecoderEntries.cpp",
      "Value last = arith::SubIOp::create(b, loc, length, arith::ConstantIndexOp::create(b, loc, 1));",
      "Value last = arith::SubIOp::create(b, loc, length, length);",
-     "ctest:decoder-vs-numpy"),
+     "ctest:generation-vs-numpy"),
     ("assign-destinations: an input read transposed is overwritten in place",
      "passes/AssignDestinations.cpp",
      "        op.getMatchingIndexingMap(input) != resultMap)",

@@ -29,7 +29,7 @@ func.func @dying_input(%n: index, %a: tensor<?x64xf32>, %y: tensor<?x64xf32>) ->
 // -----
 
 // Not in place: an input that is used again later, a function argument and
-// an input read transposed. Each op gets its own empty tensor, right before
+// an input (used once) read transposed. Each op gets its own empty tensor, right before
 // it, instead of the one they shared.
 // CHECK-LABEL: func.func @live_inputs(
 // CHECK: %[[X:.*]] = linalg.generic
@@ -37,11 +37,13 @@ func.func @dying_input(%n: index, %a: tensor<?x64xf32>, %y: tensor<?x64xf32>) ->
 // CHECK-NEXT: linalg.generic {{.*}} ins(%[[X]], %{{.*}} : tensor<8x8xf32>, tensor<8x8xf32>) outs(%[[E1]] : tensor<8x8xf32>)
 // CHECK: %[[E2:.*]] = tensor.empty
 // CHECK-NEXT: linalg.generic {{.*}} outs(%[[E2]] : tensor<8x8xf32>)
+// CHECK: %[[ONCE:.*]] = linalg.generic
 // CHECK: %[[E3:.*]] = tensor.empty
-// CHECK-NEXT: %[[T:.*]] = linalg.generic {{.*}} outs(%[[E3]] : tensor<8x8xf32>)
+// CHECK-NEXT: linalg.generic {{.*}} ins(%[[ONCE]] : tensor<8x8xf32>) outs(%[[E3]] : tensor<8x8xf32>)
 #id2 = affine_map<(i, j) -> (i, j)>
 #tr = affine_map<(i, j) -> (j, i)>
-func.func @live_inputs(%a: tensor<8x8xf32>) -> (tensor<8x8xf32>, tensor<8x8xf32>, tensor<8x8xf32>) {
+func.func @live_inputs(%a: tensor<8x8xf32>)
+    -> (tensor<8x8xf32>, tensor<8x8xf32>, tensor<8x8xf32>, tensor<8x8xf32>) {
   %e = tensor.empty() : tensor<8x8xf32>
   %x = linalg.generic {indexing_maps = [#id2, #id2], iterator_types = ["parallel", "parallel"]}
       ins(%a : tensor<8x8xf32>) outs(%e : tensor<8x8xf32>) {
@@ -61,12 +63,18 @@ func.func @live_inputs(%a: tensor<8x8xf32>) -> (tensor<8x8xf32>, tensor<8x8xf32>
     %n = arith.negf %in : f32
     linalg.yield %n : f32
   } -> tensor<8x8xf32>
+  %once = linalg.generic {indexing_maps = [#id2, #id2], iterator_types = ["parallel", "parallel"]}
+      ins(%a : tensor<8x8xf32>) outs(%e : tensor<8x8xf32>) {
+  ^bb0(%in: f32, %out: f32):
+    %d = arith.addf %in, %in : f32
+    linalg.yield %d : f32
+  } -> tensor<8x8xf32>
   %t = linalg.generic {indexing_maps = [#tr, #id2], iterator_types = ["parallel", "parallel"]}
-      ins(%x : tensor<8x8xf32>) outs(%e : tensor<8x8xf32>) {
+      ins(%once : tensor<8x8xf32>) outs(%e : tensor<8x8xf32>) {
   ^bb0(%in: f32, %out: f32):
     linalg.yield %in : f32
   } -> tensor<8x8xf32>
-  return %sum, %arg_only, %t : tensor<8x8xf32>, tensor<8x8xf32>, tensor<8x8xf32>
+  return %x, %sum, %arg_only, %t : tensor<8x8xf32>, tensor<8x8xf32>, tensor<8x8xf32>, tensor<8x8xf32>
 }
 
 // -----
