@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "hasten/runtime.h"
+#include "hasten/CheckedSize.h"
 
 #include "CpuFeatures.h"
 #include "Manifest.h"
@@ -512,6 +513,14 @@ static hasten_status makeTensor(hasten_dtype dtype, int rank, const int64_t *dim
     if (dims[d] < 0)
       return fail(HASTEN_ERROR_INVALID_ARGUMENT, "dimension %d is negative (%lld)", d,
                   (long long)dims[d]);
+  if (!hasten::checkedByteSize(dims, rank, hasten_dtype_size(dtype))) {
+    std::string shape;
+    for (int d = 0; d < rank; ++d)
+      shape += (d ? ", " : "") + std::to_string(dims[d]);
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "a %s tensor of shape [%s] has more bytes than can be addressed",
+                hasten_dtype_name(dtype), shape.c_str());
+  }
   auto *t = new hasten_tensor;
   t->dtype = dtype;
   t->dims.assign(dims, dims + rank);
@@ -524,15 +533,16 @@ hasten_status hasten_tensor_create(hasten_dtype dtype, int rank, const int64_t *
   if (hasten_status s = makeTensor(dtype, rank, dims, out))
     return s;
   size_t bytes = hasten_tensor_size_bytes(*out);
-  size_t rounded = (bytes + 63) / 64 * 64;
-  void *data = aligned_alloc(64, rounded ? rounded : 64);
-  if (!data) {
+  // calloc zeroes without touching fresh pages (a large tensor costs no
+  // memory until it is written); 64 more bytes leave room to align.
+  void *owned = bytes <= SIZE_MAX - 64 ? calloc(1, bytes + 64) : nullptr;
+  if (!owned) {
     delete *out;
     *out = nullptr;
     return fail(HASTEN_ERROR_OUT_OF_MEMORY, "cannot allocate %zu bytes", bytes);
   }
-  memset(data, 0, rounded ? rounded : 64);
-  (*out)->data = (*out)->owned = data;
+  (*out)->owned = owned;
+  (*out)->data = reinterpret_cast<void *>((reinterpret_cast<uintptr_t>(owned) + 63) & ~uintptr_t(63));
   return HASTEN_OK;
 }
 

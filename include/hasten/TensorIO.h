@@ -11,13 +11,22 @@
 
 #include "hasten/runtime.h"
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace hasten {
 
 /// Reads `path` (.npy or .pb, by extension) into a new owned tensor. On
-/// failure returns null and sets `error` to a message naming the file.
-hasten_tensor *readTensorFile(const std::string &path, std::string &error);
+/// failure returns null and sets `error` to a message naming the file. Only
+/// regular files are read, and none larger than `maxBytes` (0: no limit);
+/// the data must match its header exactly.
+hasten_tensor *readTensorFile(const std::string &path, std::string &error,
+                              uint64_t maxBytes = 0);
+
+/// The same for a file's bytes held in memory; `name` names it in errors.
+hasten_tensor *parseNpy(std::string_view data, const std::string &name, std::string &error);
+hasten_tensor *parsePb(std::string_view data, const std::string &name, std::string &error);
 
 /// Writes `tensor` to `path` as .npy or .pb (by extension); `name` is the
 /// TensorProto name. Returns false and sets `error` on failure.

@@ -2,8 +2,14 @@
 
 #include "hasten/TensorIO.h"
 
+#include "hasten/CheckedSize.h"
+
 #include <onnx/onnx_pb.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -17,15 +23,33 @@ bool endsWith(const std::string &s, const std::string &suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool readFile(const std::string &path, std::string &data, std::string &error) {
+/// Reads a regular file of at most `maxBytes` bytes (0: any size): device
+/// files and FIFOs (/dev/zero, a pipe) would be read without end.
+bool readFile(const std::string &path, uint64_t maxBytes, std::string &data, std::string &error) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    error = path + ": cannot open: " + std::strerror(errno);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error = path + ": not a regular file";
+    return false;
+  }
+  if (maxBytes && uint64_t(st.st_size) > maxBytes) {
+    error = path + ": " + std::to_string(st.st_size) + " bytes, more than the " +
+            std::to_string(maxBytes) + " this tensor can take";
+    return false;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     error = path + ": cannot open: " + std::strerror(errno);
     return false;
   }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  data = buffer.str();
+  data.resize(size_t(st.st_size));
+  if (!in.read(data.data(), std::streamsize(data.size()))) {
+    error = path + ": cannot read: " + std::strerror(errno);
+    return false;
+  }
   return true;
 }
 
@@ -69,79 +93,191 @@ const DtypeNames *byDtype(hasten_dtype dtype) {
   return nullptr;
 }
 
-hasten_tensor *readNpy(const std::string &path, std::string &error) {
-  std::string data;
-  if (!readFile(path, data, error))
-    return nullptr;
-  if (data.size() < 10 || data.compare(0, 6, "\x93NUMPY") != 0) {
-    error = path + ": not a .npy file";
+/// The header of a .npy file: a Python dict literal with exactly the keys
+/// numpy writes, `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`.
+/// Parsed strictly: anything else is an error, never an exception.
+class NpyHeaderParser {
+public:
+  explicit NpyHeaderParser(std::string_view text) : text(text) {}
+
+  bool parse(std::string &descr, bool &fortranOrder, std::vector<int64_t> &shape,
+             std::string &error) {
+    bool haveDescr = false, haveOrder = false, haveShape = false;
+    if (!expect('{'))
+      return fail("does not start with '{'", error);
+    while (true) {
+      skipSpaces();
+      if (consume('}'))
+        break;
+      std::string key;
+      if (!parseString(key) || !expect(':'))
+        return fail("has a malformed key", error);
+      skipSpaces();
+      if (key == "descr" && !haveDescr) {
+        haveDescr = parseString(descr);
+        if (!haveDescr)
+          return fail("has a malformed 'descr'", error);
+      } else if (key == "fortran_order" && !haveOrder) {
+        if (consumeWord("True"))
+          fortranOrder = true;
+        else if (consumeWord("False"))
+          fortranOrder = false;
+        else
+          return fail("has a malformed 'fortran_order'", error);
+        haveOrder = true;
+      } else if (key == "shape" && !haveShape) {
+        if (!parseShape(shape))
+          return fail("has a malformed 'shape' (a tuple of non-negative integers)", error);
+        haveShape = true;
+      } else {
+        return fail("has an unexpected or repeated key '" + key + "'", error);
+      }
+      skipSpaces();
+      if (consume('}'))
+        break;
+      if (!consume(','))
+        return fail("has a malformed dict", error);
+    }
+    skipSpaces();
+    if (at != text.size())
+      return fail("has text after its dict", error);
+    if (!haveDescr || !haveOrder || !haveShape)
+      return fail("lacks 'descr', 'fortran_order' or 'shape'", error);
+    return true;
+  }
+
+private:
+  bool fail(const std::string &what, std::string &error) {
+    error = ".npy header " + what;
+    return false;
+  }
+  void skipSpaces() {
+    while (at < text.size() && (text[at] == ' ' || text[at] == '\n' || text[at] == '\t'))
+      ++at;
+  }
+  bool consume(char c) {
+    if (at < text.size() && text[at] == c) {
+      ++at;
+      return true;
+    }
+    return false;
+  }
+  bool expect(char c) {
+    skipSpaces();
+    return consume(c);
+  }
+  bool consumeWord(std::string_view word) {
+    if (text.substr(at, word.size()) != word)
+      return false;
+    at += word.size();
+    return true;
+  }
+  bool parseString(std::string &out) {
+    skipSpaces();
+    if (at >= text.size() || (text[at] != '\'' && text[at] != '"'))
+      return false;
+    char quote = text[at++];
+    size_t end = text.find(quote, at);
+    if (end == std::string_view::npos)
+      return false;
+    out = std::string(text.substr(at, end - at));
+    at = end + 1;
+    return true;
+  }
+  bool parseShape(std::vector<int64_t> &shape) {
+    if (!consume('('))
+      return false;
+    while (true) {
+      skipSpaces();
+      if (consume(')'))
+        return true;
+      if (at >= text.size() || text[at] < '0' || text[at] > '9')
+        return false;
+      int64_t value = 0;
+      while (at < text.size() && text[at] >= '0' && text[at] <= '9') {
+        if (__builtin_mul_overflow(value, 10, &value) ||
+            __builtin_add_overflow(value, text[at] - '0', &value))
+          return false;
+        ++at;
+      }
+      // numpy writes `(3,)` and `(3, 4)`; `L` suffixes came from Python 2.
+      consume('L');
+      shape.push_back(value);
+      skipSpaces();
+      if (consume(')'))
+        return true;
+      if (!consume(','))
+        return false;
+    }
+  }
+
+  std::string_view text;
+  size_t at = 0;
+};
+
+hasten_tensor *parseNpyData(std::string_view data, const std::string &name, std::string &error) {
+  if (data.size() < 10 || data.substr(0, 6) != std::string_view("\x93NUMPY", 6)) {
+    error = name + ": not a .npy file";
     return nullptr;
   }
   int major = (unsigned char)data[6];
-  size_t headerLen, headerStart;
+  uint64_t headerLen, headerStart;
   if (major == 1) {
     headerLen = (unsigned char)data[8] | ((unsigned char)data[9] << 8);
     headerStart = 10;
-  } else {
+  } else if (major == 2 || major == 3) {
     if (data.size() < 12) {
-      error = path + ": truncated .npy header";
+      error = name + ": truncated .npy header";
       return nullptr;
     }
     headerLen = 0;
     for (int i = 0; i < 4; ++i)
-      headerLen |= (size_t)(unsigned char)data[8 + i] << (8 * i);
+      headerLen |= uint64_t((unsigned char)data[8 + i]) << (8 * i);
     headerStart = 12;
-  }
-  if (headerStart + headerLen > data.size()) {
-    error = path + ": truncated .npy header";
+  } else {
+    error = name + ": unsupported .npy format version " + std::to_string(major);
     return nullptr;
   }
-  std::string header = data.substr(headerStart, headerLen);
-  auto field = [&](const std::string &key) -> std::string {
-    size_t at = header.find("'" + key + "'");
-    if (at == std::string::npos)
-      return "";
-    at = header.find(':', at) + 1;
-    while (at < header.size() && header[at] == ' ')
-      ++at;
-    return header.substr(at);
-  };
-  std::string descr = field("descr");
-  if (descr.size() < 2 || descr[0] != '\'') {
-    error = path + ": .npy header has no descr";
+  if (headerLen > data.size() - headerStart) {
+    error = name + ": truncated .npy header";
     return nullptr;
   }
-  descr = descr.substr(1, descr.find('\'', 1) - 1);
+  std::string descr;
+  bool fortranOrder = false;
+  std::vector<int64_t> dims;
+  NpyHeaderParser parser(data.substr(headerStart, headerLen));
+  if (!parser.parse(descr, fortranOrder, dims, error)) {
+    error = name + ": " + error;
+    return nullptr;
+  }
   const DtypeNames *dtype = byNpy(descr);
   if (!dtype) {
-    error = path + ": unsupported .npy dtype '" + descr + "'";
+    error = name + ": unsupported .npy dtype '" + descr + "'";
     return nullptr;
   }
-  if (field("fortran_order").rfind("True", 0) == 0) {
-    error = path + ": Fortran-ordered .npy files are not supported";
+  if (fortranOrder) {
+    error = name + ": Fortran-ordered .npy files are not supported";
     return nullptr;
   }
-  std::string shapeText = field("shape");
-  std::vector<int64_t> dims;
-  size_t close = shapeText.find(')');
-  std::string inner = shapeText.substr(1, close - 1);
-  std::istringstream parts(inner);
-  std::string part;
-  while (std::getline(parts, part, ','))
-    if (part.find_first_not_of(' ') != std::string::npos)
-      dims.push_back(std::stoll(part));
+  // The data must be there before anything is allocated for it.
+  std::optional<uint64_t> bytes =
+      checkedByteSize(dims.data(), dims.size(), hasten_dtype_size(dtype->dtype));
+  uint64_t available = data.size() - headerStart - headerLen;
+  if (!bytes || *bytes != available) {
+    error = name + ": .npy data is " + std::to_string(available) + " bytes, but its shape (";
+    for (size_t d = 0; d < dims.size(); ++d)
+      error += (d ? ", " : "") + std::to_string(dims[d]);
+    error += ") of " + descr + " needs " +
+             (bytes ? std::to_string(*bytes) : std::string("more than can be addressed"));
+    return nullptr;
+  }
   hasten_tensor *tensor = nullptr;
   if (hasten_tensor_create(dtype->dtype, (int)dims.size(), dims.data(), &tensor) != HASTEN_OK) {
-    error = path + ": " + hasten_last_error();
+    error = name + ": " + hasten_last_error();
     return nullptr;
   }
-  size_t bytes = hasten_tensor_size_bytes(tensor);
-  if (headerStart + headerLen + bytes > data.size()) {
-    hasten_tensor_free(tensor);
-    error = path + ": .npy data is shorter than its shape says";
-    return nullptr;
-  }
-  std::memcpy(hasten_tensor_data(tensor), data.data() + headerStart + headerLen, bytes);
+  if (*bytes)
+    std::memcpy(hasten_tensor_data(tensor), data.data() + headerStart + headerLen, *bytes);
   return tensor;
 }
 
@@ -172,12 +308,9 @@ bool writeNpy(const std::string &path, hasten_tensor *tensor, std::string &error
   return (bool)out;
 }
 
-hasten_tensor *readPb(const std::string &path, std::string &error) {
-  std::string data;
-  if (!readFile(path, data, error))
-    return nullptr;
+hasten_tensor *parsePbData(std::string_view data, const std::string &path, std::string &error) {
   onnx::TensorProto proto;
-  if (!proto.ParseFromString(data)) {
+  if (data.size() > size_t(INT_MAX) || !proto.ParseFromArray(data.data(), int(data.size()))) {
     error = path + ": not a serialized ONNX TensorProto";
     return nullptr;
   }
@@ -187,6 +320,20 @@ hasten_tensor *readPb(const std::string &path, std::string &error) {
     return nullptr;
   }
   std::vector<int64_t> dims(proto.dims().begin(), proto.dims().end());
+  std::optional<uint64_t> declared = checkedElementCount(dims.data(), dims.size());
+  uint64_t have = proto.has_raw_data() ? proto.raw_data().size() / hasten_dtype_size(dtype->dtype)
+                                       : uint64_t(std::max({proto.float_data_size(),
+                                                            proto.double_data_size(),
+                                                            proto.int64_data_size(),
+                                                            proto.uint64_data_size(),
+                                                            proto.int32_data_size()}));
+  // The elements must be there before anything is allocated for them.
+  if (!declared || !checkedByteSize(dims.data(), dims.size(), hasten_dtype_size(dtype->dtype)) ||
+      *declared != have) {
+    error = path + ": TensorProto holds " + std::to_string(have) + " elements but its shape has " +
+            (declared ? std::to_string(*declared) : std::string("more than can be addressed"));
+    return nullptr;
+  }
   hasten_tensor *tensor = nullptr;
   if (hasten_tensor_create(dtype->dtype, (int)dims.size(), dims.data(), &tensor) != HASTEN_OK) {
     error = path + ": " + hasten_last_error();
@@ -264,13 +411,27 @@ bool writePb(const std::string &path, hasten_tensor *tensor, const std::string &
 
 } // namespace
 
-hasten_tensor *hasten::readTensorFile(const std::string &path, std::string &error) {
-  if (endsWith(path, ".npy"))
-    return readNpy(path, error);
-  if (endsWith(path, ".pb"))
-    return readPb(path, error);
-  error = path + ": unknown tensor file type (use .npy or .pb)";
-  return nullptr;
+hasten_tensor *hasten::readTensorFile(const std::string &path, std::string &error,
+                                      uint64_t maxBytes) {
+  bool npy = endsWith(path, ".npy");
+  if (!npy && !endsWith(path, ".pb")) {
+    error = path + ": unknown tensor file type (use .npy or .pb)";
+    return nullptr;
+  }
+  std::string data;
+  if (!readFile(path, maxBytes, data, error))
+    return nullptr;
+  return npy ? parseNpyData(data, path, error) : parsePbData(data, path, error);
+}
+
+hasten_tensor *hasten::parseNpy(std::string_view data, const std::string &name,
+                                std::string &error) {
+  return parseNpyData(data, name, error);
+}
+
+hasten_tensor *hasten::parsePb(std::string_view data, const std::string &name,
+                               std::string &error) {
+  return parsePbData(data, name, error);
 }
 
 bool hasten::writeTensorFile(const std::string &path, hasten_tensor *tensor,

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "hasten/CheckedSize.h"
 #include "hasten/TensorIO.h"
 #include "hasten/runtime.h"
 
@@ -46,6 +47,23 @@ std::string describe(const hasten_module *m, const char *entry, int isOutput, si
     s += dims[d] >= 0 ? std::to_string(dims[d]) : (*name ? name : "?");
   }
   return s + "]";
+}
+
+/// The most bytes a file for input `i` may have: the signature's size when
+/// it is static (a .pb may spend up to 11 bytes per element on varints),
+/// plus room for the header; 0 (no bound) when a dimension is dynamic.
+uint64_t inputFileBound(const hasten_module *m, const char *entry, size_t i,
+                        const std::string &path) {
+  int64_t dims[16];
+  int rank = hasten_signature_dims(m, entry, 0, i, dims, 16);
+  if (rank < 0 || rank > 16 || std::any_of(dims, dims + rank, [](int64_t d) { return d < 0; }))
+    return 0;
+  std::optional<uint64_t> bytes = hasten::checkedByteSize(
+      dims, size_t(rank), hasten_dtype_size(hasten_signature_dtype(m, entry, 0, i)));
+  uint64_t perByte = StringRef(path).ends_with(".pb") ? 11 : 1;
+  if (!bytes || *bytes > (hasten::kMaxTensorBytes >> 4))
+    return 0;
+  return *bytes * perByte + (1 << 20);
 }
 
 struct GenerateFlags {
@@ -360,7 +378,8 @@ int main(int argc, char **argv) {
       return die("missing input '" + name + "' (" + describe(module, entry, 0, i) +
                  "); pass --input " + name + "=FILE");
     std::string error;
-    inputs[i] = hasten::readTensorFile(it->second, error);
+    inputs[i] = hasten::readTensorFile(it->second, error,
+                                       inputFileBound(module, entry, i, it->second));
     if (!inputs[i])
       return die(error);
     inputFiles.erase(it);
