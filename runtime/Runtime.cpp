@@ -11,13 +11,16 @@
 
 #include "CpuFeatures.h"
 #include "Manifest.h"
+#include "ModuleFile.h"
 #include "RuntimeInternal.h"
 
 #include <flatbuffers/flatbuffers.h>
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <malloc.h>
-#include <elf.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdarg>
 #include <cstdio>
@@ -62,46 +65,6 @@ struct RuntimeStartup {
   }
 } runtimeStartup;
 
-
-/// Checks that `path` is a complete 64-bit ELF shared object for this
-/// machine before dlopen sees it: the dynamic loader trusts the headers, and
-/// a truncated or damaged file can crash it.
-hasten_status checkElfFile(const char *path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in)
-    return fail(HASTEN_ERROR_NOT_FOUND, "%s: cannot open: %s", path, strerror(errno));
-  uint64_t size = (uint64_t)in.tellg();
-  in.seekg(0);
-  Elf64_Ehdr header;
-  if (size < sizeof(header) || !in.read(reinterpret_cast<char *>(&header), sizeof(header)) ||
-      memcmp(header.e_ident, ELFMAG, SELFMAG) != 0)
-    return fail(HASTEN_ERROR_INVALID_MODULE, "%s: not a loadable shared library: not an ELF file",
-                path);
-  if (header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_ident[EI_DATA] != ELFDATA2LSB ||
-      header.e_machine != EM_X86_64 || header.e_type != ET_DYN)
-    return fail(HASTEN_ERROR_INVALID_MODULE,
-                "%s: not a loadable shared library: not an x86-64 shared object", path);
-  auto past = [&](uint64_t offset, uint64_t length) {
-    return offset > size || length > size - offset;
-  };
-  if (header.e_phentsize != sizeof(Elf64_Phdr) ||
-      past(header.e_phoff, (uint64_t)header.e_phnum * sizeof(Elf64_Phdr)) ||
-      (header.e_shnum && past(header.e_shoff, (uint64_t)header.e_shnum * header.e_shentsize)))
-    return fail(HASTEN_ERROR_INVALID_MODULE,
-                "%s: not a loadable shared library: the file is truncated or corrupt "
-                "(its header tables extend past the end of the file)",
-                path);
-  std::vector<Elf64_Phdr> segments(header.e_phnum);
-  in.seekg(header.e_phoff);
-  in.read(reinterpret_cast<char *>(segments.data()), header.e_phnum * sizeof(Elf64_Phdr));
-  for (size_t i = 0; i < segments.size(); ++i)
-    if (past(segments[i].p_offset, segments[i].p_filesz))
-      return fail(HASTEN_ERROR_INVALID_MODULE,
-                  "%s: not a loadable shared library: the file is truncated or corrupt "
-                  "(segment %zu extends past the end of the file)",
-                  path, i);
-  return HASTEN_OK;
-}
 
 using EntryFn = void (*)(void **inputs, void *results);
 
@@ -212,8 +175,43 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
   if (!path || !out)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_module_load: null argument");
   *out = nullptr;
-  if (hasten_status status = checkElfFile(path))
-    return status;
+  // The manifest comes from the file, checked, before dlopen maps it.
+  std::vector<uint8_t> manifestBytes;
+  {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+      int saved = errno;
+      if (fd >= 0)
+        close(fd);
+      return fail(HASTEN_ERROR_NOT_FOUND, "%s: cannot open: %s", path, strerror(saved));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      close(fd);
+      return fail(HASTEN_ERROR_INVALID_MODULE, "%s: not a loadable shared library: not a "
+                  "regular file", path);
+    }
+    hasten::runtime::FileReader reader;
+    reader.size = uint64_t(st.st_size);
+    reader.read = [&](uint64_t offset, uint64_t length, void *out) {
+      if (offset > reader.size || length > reader.size - offset)
+        return false;
+      for (uint64_t done = 0; done < length;) {
+        ssize_t got = pread(fd, static_cast<char *>(out) + done, length - done,
+                            off_t(offset + done));
+        if (got <= 0)
+          return false;
+        done += uint64_t(got);
+      }
+      return true;
+    };
+    std::string error;
+    hasten_status status = hasten::runtime::readModuleManifest(reader, manifestBytes, error);
+    close(fd);
+    if (status != HASTEN_OK)
+      return fail(status, "%s: %s", path, error.c_str());
+  }
   // A name without a slash would send dlopen searching the library path;
   // a module path always means a file.
   std::string file = strchr(path, '/') ? path : std::string("./") + path;
@@ -225,36 +223,14 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
   auto module = std::make_unique<hasten_module>();
   module->path = path;
   module->handle = handle;
+  module->manifestBytes = std::move(manifestBytes);
   auto closeAndFail = [&](hasten_status status) {
     dlclose(handle);
     module->handle = nullptr;
     return status;
   };
-  auto *bytes = static_cast<const uint8_t *>(dlsym(handle, hasten::kManifestSymbol));
-  auto *size = static_cast<const uint64_t *>(dlsym(handle, hasten::kManifestSizeSymbol));
-  if (!bytes || !size)
-    return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,
-                             "%s: not a hasten module (it exports no %s)", path,
-                             hasten::kManifestSymbol));
-  if (*size == 0 || *size > (1ull << 30))
-    return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,
-                             "%s: corrupt manifest (size %llu)", path,
-                             (unsigned long long)*size));
-  module->manifestBytes.assign(bytes, bytes + *size);
-  flatbuffers::Verifier verifier(module->manifestBytes.data(), module->manifestBytes.size());
-  if (!hasten::manifest::ModuleBufferHasIdentifier(module->manifestBytes.data()) ||
-      !hasten::manifest::VerifyModuleBuffer(verifier))
-    return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,
-                             "%s: corrupt manifest (the FlatBuffers verifier rejects it)",
-                             path));
   const auto *manifest = hasten::manifest::GetModule(module->manifestBytes.data());
   module->manifest = manifest;
-  if (manifest->format_version() != hasten::kManifestFormatVersion)
-    return closeAndFail(fail(HASTEN_ERROR_INCOMPATIBLE,
-                             "%s: module format version %u, but this runtime reads "
-                             "version %u; recompile the model with a matching hasten",
-                             path, manifest->format_version(),
-                             hasten::kManifestFormatVersion));
   if (manifest->cpu_features()) {
     std::string missing;
     const hasten::runtime::CpuCapabilities &host = hasten::runtime::cpuCapabilities();
@@ -272,11 +248,7 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
                                "--cpu=x86-64-v3 for any x86-64 CPU with AVX2",
                                path, missing.c_str(), limit.c_str()));
   }
-  if (!manifest->entries() || manifest->entries()->size() == 0)
-    return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE, "%s: the manifest lists no entry", path));
   for (const auto *entry : *manifest->entries()) {
-    if (!entry->name() || !entry->symbol() || !entry->inputs() || !entry->outputs())
-      return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE, "%s: incomplete entry in manifest", path));
     auto fn = reinterpret_cast<EntryFn>(dlsym(handle, entry->symbol()->c_str()));
     if (!fn)
       return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,

@@ -46,6 +46,23 @@ hasten_build() {
   cmake --build "$HASTEN_BUILD"
 }
 
+# The sanitizer build (HASTEN_SANITIZE_BUILD, default build-sanitize/): the
+# same sources with AddressSanitizer and UndefinedBehaviorSanitizer, and
+# coverage instrumentation, so that the fuzz targets link libFuzzer.
+HASTEN_SANITIZE_BUILD="${HASTEN_SANITIZE_BUILD:-$HASTEN_ROOT/build-sanitize}"
+hasten_build_sanitize() {
+  if [ ! -f "$HASTEN_SANITIZE_BUILD/build.ninja" ]; then
+    cmake -G Ninja -S "$HASTEN_ROOT" -B "$HASTEN_SANITIZE_BUILD" \
+      -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_C_COMPILER=/usr/lib/llvm-22/bin/clang \
+      -DCMAKE_CXX_COMPILER=/usr/lib/llvm-22/bin/clang++ \
+      -DLLVM_USE_LINKER=lld \
+      -DLLVM_USE_SANITIZER="Address;Undefined" \
+      -DLLVM_USE_SANITIZE_COVERAGE=ON
+  fi
+  cmake --build "$HASTEN_SANITIZE_BUILD" "$@"
+}
+
 hasten_setup() {
   hasten_install_packages
   hasten_build

@@ -5,3 +5,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 hasten_setup
 cd "$HASTEN_BUILD"
 ctest --output-on-failure -j "$(nproc)" "$@"
+
+# The same sources with ASan and UBSan: the lit suite, the unit tests and
+# the fuzz regression inputs (the tests labelled `sanitize`).
+echo "[hasten] sanitizer build: $HASTEN_SANITIZE_BUILD"
+hasten_build_sanitize
+cd "$HASTEN_SANITIZE_BUILD"
+ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}" \
+UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
+  ctest --output-on-failure -j "$(nproc)" -L sanitize "$@"

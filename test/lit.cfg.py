@@ -21,6 +21,11 @@ config.substitutions.append(("%python", config.python_executable))
 config.substitutions.append(("%hasten_src", config.hasten_src_root))
 config.substitutions.append(("%hasten_obj", config.hasten_obj_root))
 
+# The sanitizer build's options reach the tools the tests run.
+for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+    if name in os.environ:
+        config.environment[name] = os.environ[name]
+
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
