@@ -973,6 +973,14 @@ FailureOr<ConvGeometry> readGeometry(NodeContext &ctx, RankedTensorType x,
     (void)ctx.fail("strides, dilations and pads do not match the kernel rank");
     return failure();
   }
+  auto positive = [](int64_t v) { return v > 0; };
+  if (!llvm::all_of(g.strides, positive) || !llvm::all_of(g.dilations, positive) ||
+      !llvm::all_of(kernel, positive) ||
+      !llvm::all_of(pads, [](int64_t v) { return v >= 0; })) {
+    (void)ctx.fail("kernel sizes, strides and dilations must be positive and pads "
+                   "non-negative");
+    return failure();
+  }
   g.padBegin.assign(pads.begin(), pads.begin() + spatial);
   g.padEnd.assign(pads.begin() + spatial, pads.end());
   std::string autoPad = ctx.getString("auto_pad", "NOTSET");
@@ -1057,6 +1065,19 @@ LogicalResult convertConv(NodeContext &ctx) {
   if (failed(g))
     return failure();
   int64_t group = ctx.getInt("group", 1);
+  int64_t channels = xType.getDimSize(1), filters = wType.getDimSize(0);
+  if (group < 1 || (!ShapedType::isDynamic(channels) && channels % group != 0) ||
+      (!ShapedType::isDynamic(filters) && filters % group != 0))
+    return ctx.emitError() << "group " << group << " must be positive and divide the "
+                           << channels << " input channels and " << filters << " filters";
+  if (ctx.hasInput(2)) {
+    auto biasType = ctx.inputType(2);
+    if (biasType.getRank() != 1 || biasType.getElementType() != xType.getElementType() ||
+        (!biasType.isDynamicDim(0) && !ShapedType::isDynamic(filters) &&
+         biasType.getDimSize(0) != filters))
+      return ctx.emitError() << "the bias must be a vector of " << filters << " "
+                             << xType.getElementType() << ", got " << biasType;
+  }
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Type element = xType.getElementType();

@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "hasten/Import/OnnxImporter.h"
+
+#include "hasten/CheckedSize.h"
 #include "ImporterInternal.h"
 
 #include "mlir/Dialect/Arith/Utils/Utils.h"
@@ -533,6 +535,8 @@ private:
   FailureOr<ElementsAttr> loadBoundInput(const std::string &name,
                                          const onnx::ValueInfoProto &info);
   FailureOr<OwningOpRef<ModuleOp>> translate();
+  LogicalResult validateWindowAttributes();
+  LogicalResult checkStaticSizes(ModuleOp module);
   LogicalResult translateFunction(OpBuilder &b);
 
   std::string path;
@@ -581,6 +585,39 @@ LogicalResult ModelImporter::parse() {
   if (!model.has_graph())
     return error() << "not a valid ONNX model: it has no graph (the file is "
                       "truncated or not an ONNX ModelProto)";
+  return success();
+}
+
+/// ONNX's shape inference and version converter trust the window attributes
+/// of these ops (a zero stride divides by zero inside libonnx), so they are
+/// checked before either sees the model.
+LogicalResult ModelImporter::validateWindowAttributes() {
+  static const std::set<std::string> windowed = {
+      "Conv",     "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool",
+      "LpPool",   "MaxUnpool",     "MaxRoiPool",  "DeformConv",  "Col2Im"};
+  const onnx::GraphProto &graph = model.graph();
+  for (int i = 0; i < graph.node_size(); ++i) {
+    const onnx::NodeProto &node = graph.node(i);
+    if (!isDefaultDomain(node.domain()) || !windowed.count(node.op_type()))
+      continue;
+    for (const onnx::AttributeProto &attr : node.attribute()) {
+      bool positive = attr.name() == "strides" || attr.name() == "kernel_shape" ||
+                      attr.name() == "dilations";
+      bool nonNegative = attr.name() == "pads" || attr.name() == "output_padding";
+      if (attr.name() == "group" && attr.i() < 1)
+        return error() << "node '" << (node.name().empty() ? "#" + std::to_string(i) : node.name())
+                       << "' (" << node.op_type() << "): group must be positive, got "
+                       << attr.i();
+      if (!positive && !nonNegative)
+        continue;
+      for (int64_t v : attr.ints())
+        if (positive ? v < 1 : v < 0)
+          return error() << "node '"
+                         << (node.name().empty() ? "#" + std::to_string(i) : node.name())
+                         << "' (" << node.op_type() << "): " << attr.name() << " must be "
+                         << (positive ? "positive" : "non-negative") << ", got " << v;
+    }
+  }
   return success();
 }
 
@@ -970,6 +1007,39 @@ ModelImporter::loadBoundInput(const std::string &name,
   return attr;
 }
 
+/// A static shape whose byte size does not fit in 64 bits (a hostile dim
+/// such as 2^62 + 3, or ConstantOfShape [2^40, 2^40]) would wrap in every
+/// size computation downstream; it is refused here, naming the node.
+LogicalResult ModelImporter::checkStaticSizes(ModuleOp module) {
+  auto check = [&](Type type, const std::string &what) -> LogicalResult {
+    auto tensor = dyn_cast<RankedTensorType>(type);
+    if (!tensor || !tensor.hasStaticShape())
+      return success();
+    uint64_t elementBytes = std::max<uint64_t>(1, (tensor.getElementTypeBitWidth() + 7) / 8);
+    if (checkedByteSize(tensor.getShape().data(), tensor.getRank(), elementBytes))
+      return success();
+    return error() << what << " is " << tensor << ", more bytes than can be addressed";
+  };
+  for (auto func : module.getOps<func::FuncOp>()) {
+    for (auto [i, type] : llvm::enumerate(func.getArgumentTypes())) {
+      auto name = func.getArgAttrOfType<StringAttr>(i, HastenDialect::kOnnxNameAttrName);
+      if (failed(check(type, "input '" + (name ? name.str() : std::to_string(i)) + "'")))
+        return failure();
+    }
+    WalkResult walk = func.walk([&](Operation *op) {
+      auto node = dyn_cast<NameLoc>(op->getLoc());
+      for (Type type : op->getResultTypes())
+        if (failed(check(type, "the result of node '" +
+                                   (node ? node.getName().str() : std::string("?")) + "'")))
+          return WalkResult::interrupt();
+      return WalkResult::advance();
+    });
+    if (walk.wasInterrupted())
+      return failure();
+  }
+  return success();
+}
+
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
   const onnx::GraphProto &graph = model.graph();
   OpBuilder b(&context);
@@ -1016,6 +1086,8 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
 
   b.setInsertionPointToEnd(module->getBody());
   if (failed(translateFunction(b)))
+    return failure();
+  if (failed(checkStaticSizes(*module)))
     return failure();
   if (failed(verify(*module)))
     return error() << "internal error: the imported module does not verify";
@@ -1205,7 +1277,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
 }
 
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::run() {
-  if (failed(parse()) || failed(resolveOpset()) || failed(orderNodes()) ||
+  if (failed(parse()) || failed(validateWindowAttributes()) || failed(resolveOpset()) || failed(orderNodes()) ||
       failed(checkSupported()) || failed(validateExternalData()) || failed(runOnnxChecks()))
     return failure();
   return translate();

@@ -684,6 +684,15 @@ LogicalResult convertGather(NodeContext &ctx) {
       return success();
     }
   }
+  // Constant indices are checked here; indices computed at run time are
+  // clamped into range, as an out-of-range read must not happen.
+  int64_t axisLength = dataType.getDimSize(*axis);
+  if (!ShapedType::isDynamic(axisLength))
+    if (std::optional<SmallVector<int64_t>> picks = ctx.constantInts(1))
+      for (int64_t p : *picks)
+        if (p < -axisLength || p >= axisLength)
+          return ctx.emitError() << "index " << p << " is out of range for axis " << *axis
+                                 << " of size " << axisLength;
   Value data = ctx.input(0), indices = ctx.input(1);
   SmallVector<OpFoldResult> dataSizes = tensor::getMixedSizes(ctx.b, ctx.loc, data);
   SmallVector<OpFoldResult> indexSizes = tensor::getMixedSizes(ctx.b, ctx.loc, indices);
@@ -843,6 +852,17 @@ LogicalResult convertRange(NodeContext &ctx) {
       scalars.push_back(tensor::ExtractOp::create(b, loc, ctx.input(i), ValueRange{}));
   }
   Value start = scalars[0], limit = scalars[1], delta = scalars[2];
+  DenseElementsAttr constantDelta;
+  bool zeroDelta = matchPattern(delta, m_Zero()) || matchPattern(delta, m_AnyZeroFloat());
+  if (matchPattern(ctx.input(2), m_Constant(&constantDelta)) && constantDelta.isSplat()) {
+    Attribute value = constantDelta.getSplatValue<Attribute>();
+    if (auto i = dyn_cast<IntegerAttr>(value))
+      zeroDelta |= i.getValue().isZero();
+    if (auto f = dyn_cast<FloatAttr>(value))
+      zeroDelta |= f.getValue().isZero();
+  }
+  if (zeroDelta)
+    return ctx.emitError() << "delta is zero: the range would never reach its limit";
   I64Math m{b, loc};
   Value count;
   if (isa<FloatType>(element)) {

@@ -307,6 +307,61 @@ def attention_probs_output():
                  [const("two", np.float32(2.0))])
 
 
+# Hostile models: each crashed the importer (or libonnx inside it), or was
+# accepted with a silently wrong meaning, before it was refused by name.
+@register
+def hostile_conv_stride0():
+    return model([helper.make_node("Conv", ["x", "w"], ["y"], strides=[0, 0])],
+                 [vi("x", F, [1, 1, 5, 5])], [vi("y", F, ["a", "b", "c", "d"])],
+                 [const("w", np.ones((1, 1, 3, 3), np.float32))])
+
+
+@register
+def hostile_maxpool_stride0():
+    return model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[0, 0])],
+                 [vi("x", F, [1, 1, 5, 5])], [vi("y", F, ["a", "b", "c", "d"])])
+
+
+@register
+def hostile_maxpool_kernel0():
+    return model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[0, 0])],
+                 [vi("x", F, [1, 1, 5, 5])], [vi("y", F, ["a", "b", "c", "d"])])
+
+
+@register
+def hostile_conv_bias_rank4():
+    return model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")],
+                 [vi("x", F, [1, 1, 5, 5])], [vi("y", F, ["a", "b", "c", "d"])],
+                 [const("w", np.ones((1, 1, 3, 3), np.float32)),
+                  const("b", np.ones((1, 1, 1, 1), np.float32))])
+
+
+@register
+def hostile_gather_index():
+    return model([helper.make_node("Gather", ["x", "i"], ["y"], name="gather")],
+                 [vi("x", F, [2, 3])], [vi("y", F, ["a", "b"])],
+                 [const("i", np.array([100], np.int64))])
+
+
+@register
+def hostile_range_delta0():
+    return model([helper.make_node("Range", ["a", "b", "d"], ["y"], name="range")],
+                 [], [vi("y", F, ["n"])],
+                 [const("a", np.float32(0)), const("b", np.float32(5)), const("d", np.float32(0))])
+
+
+@register
+def hostile_huge_input():
+    return model([helper.make_node("Relu", ["x"], ["y"])],
+                 [vi("x", F, [4, 2**62 + 3])], [vi("y", F, ["a", "b"])])
+
+
+@register
+def hostile_huge_constant_of_shape():
+    return model([helper.make_node("ConstantOfShape", ["s"], ["y"], name="fill")],
+                 [], [vi("y", F, ["a", "b"])], [const("s", np.array([2**40, 2**40], np.int64))])
+
+
 def write(name, path):
     result = MODELS[name]()
     location = None
