@@ -35,14 +35,22 @@ hasten_install_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
 }
 
-hasten_build() {
-  if [ ! -f "$HASTEN_BUILD/build.ninja" ]; then
-    cmake -G Ninja -S "$HASTEN_ROOT" -B "$HASTEN_BUILD" \
+# Configures build folder $1 (once) with clang-22, lld and Ninja, plus any
+# further cmake arguments.
+hasten_configure() {
+  local dir="$1"
+  shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    cmake -G Ninja -S "$HASTEN_ROOT" -B "$dir" \
       -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_C_COMPILER=/usr/lib/llvm-22/bin/clang \
       -DCMAKE_CXX_COMPILER=/usr/lib/llvm-22/bin/clang++ \
-      -DLLVM_USE_LINKER=lld
+      -DLLVM_USE_LINKER=lld "$@"
   fi
+}
+
+hasten_build() {
+  hasten_configure "$HASTEN_BUILD"
   cmake --build "$HASTEN_BUILD"
 }
 
@@ -51,15 +59,10 @@ hasten_build() {
 # coverage instrumentation, so that the fuzz targets link libFuzzer.
 HASTEN_SANITIZE_BUILD="${HASTEN_SANITIZE_BUILD:-$HASTEN_ROOT/build-sanitize}"
 hasten_build_sanitize() {
-  if [ ! -f "$HASTEN_SANITIZE_BUILD/build.ninja" ]; then
-    cmake -G Ninja -S "$HASTEN_ROOT" -B "$HASTEN_SANITIZE_BUILD" \
-      -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_C_COMPILER=/usr/lib/llvm-22/bin/clang \
-      -DCMAKE_CXX_COMPILER=/usr/lib/llvm-22/bin/clang++ \
-      -DLLVM_USE_LINKER=lld \
-      -DLLVM_USE_SANITIZER="Address;Undefined" \
-      -DLLVM_USE_SANITIZE_COVERAGE=ON
-  fi
+  hasten_configure "$HASTEN_SANITIZE_BUILD" \
+    -DLLVM_USE_SANITIZER="Address;Undefined" \
+    -DLLVM_UBSAN_FLAGS="-fsanitize=undefined -fno-sanitize=vptr,function -fno-sanitize-recover=all" \
+    -DLLVM_USE_SANITIZE_COVERAGE=ON
   cmake --build "$HASTEN_SANITIZE_BUILD" "$@"
 }
 

@@ -72,7 +72,10 @@ private:
         return fromFoldResult(subview.getMixedSizes()[dim]);
     if (auto collapse = source.getDefiningOp<memref::CollapseShapeOp>()) {
       int64_t product = 1;
-      for (int64_t sourceDim : collapse.getReassociationIndices()[dim]) {
+      // getReassociationIndices() returns a temporary: keep it alive while
+      // one of its groups is iterated (ASan caught the dangling reference).
+      SmallVector<ReassociationIndices> groups = collapse.getReassociationIndices();
+      for (int64_t sourceDim : groups[dim]) {
         std::optional<int64_t> size = dimOf(collapse.getSrc(), sourceDim, depth + 1);
         if (!size)
           return std::nullopt;
