@@ -15,7 +15,7 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(tensor-files module-file onnx-import)
 hasten_install_packages
-hasten_build_sanitize "${targets[@]/#/fuzz-}"
+hasten_build_sanitize --target "${targets[@]/#/fuzz-}"
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"

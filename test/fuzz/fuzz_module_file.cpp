@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   reader.read = [&](uint64_t offset, uint64_t length, void *out) {
     if (offset > size || length > size - offset)
       return false;
-    std::memcpy(out, data + offset, length);
+    if (length)
+      std::memcpy(out, data + offset, length);
     return true;
   };
   std::vector<uint8_t> manifest;

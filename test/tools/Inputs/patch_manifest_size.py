@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """patch_manifest_size.py IN.so OUT.so SIZE: rewrites the value of the
 module's hasten_manifest_size symbol, found through the ELF dynamic symbol
-table, as a damaged or hostile module would carry it."""
+table, as a damaged or hostile module would carry it. SIZE +N adds N to the
+current value."""
 import struct
 import sys
 
@@ -20,7 +21,11 @@ for at in range(dynsym[4], dynsym[4] + dynsym[5], 24):
     if bytes(data[strtab[4] + name:end]) == b"hasten_manifest_size":
         for kind, _, offset, vaddr, _, filesz, _, _ in segments:
             if kind == 1 and vaddr <= value < vaddr + filesz:  # PT_LOAD
-                struct.pack_into("<Q", data, offset + value - vaddr, int(sys.argv[3]))
+                at = offset + value - vaddr
+                new = sys.argv[3]
+                if new.startswith("+"):
+                    new = struct.unpack_from("<Q", data, at)[0] + int(new[1:])
+                struct.pack_into("<Q", data, at, int(new))
                 open(sys.argv[2], "wb").write(data)
                 sys.exit(0)
 sys.exit("hasten_manifest_size not found")
