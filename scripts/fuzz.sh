@@ -33,7 +33,7 @@ for target in "${targets[@]}"; do
     status=1
     echo "[fuzz] $target: FOUND A PROBLEM; see $work/log.txt and $work/artifacts/"
   fi
-  grep -E "^stat::number_of_executed_units|cov: .*DONE|^#[0-9]+ *DONE" "$work/log.txt" | tail -2 \
+  grep -E "^stat::number_of_executed_units|DONE +cov:" "$work/log.txt" | tail -2 \
     | sed "s/^/[fuzz] $target: /"
 done
 exit $status

@@ -32,6 +32,12 @@
 #include <onnx/shape_inference/implementation.h>
 #include <onnx/version_converter/convert.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <csignal>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -588,6 +594,79 @@ LogicalResult ModelImporter::parse() {
   return success();
 }
 
+/// Runs ONNX's version converter on `model` in a forked child that sends the
+/// serialized result back through a pipe, so that a crash in libonnx is a
+/// failure with a message, not the end of the importing process.
+static bool convertVersionInChild(const onnx::ModelProto &model, int targetOpset,
+                                  std::string &converted, std::string &failure) {
+  int fds[2];
+  if (pipe(fds) != 0) {
+    failure = std::string("cannot create a pipe: ") + std::strerror(errno);
+    return false;
+  }
+  pid_t child = fork();
+  if (child < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    failure = std::string("cannot fork: ") + std::strerror(errno);
+    return false;
+  }
+  if (child == 0) {
+    close(fds[0]);
+    // A crash here is reported by the parent; the tool's own crash handlers
+    // (LLVM's stack dump) would only print noise.
+    for (int signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT})
+      std::signal(signal, SIG_DFL);
+    std::string message = "E";
+    try {
+      onnx::ModelProto result = onnx::version_conversion::ConvertVersion(model, targetOpset);
+      std::string bytes;
+      if (result.SerializeToString(&bytes))
+        message = "O" + bytes;
+      else
+        message += "the converted model does not serialize";
+    } catch (const std::exception &e) {
+      message += e.what();
+    }
+    for (size_t done = 0; done < message.size();) {
+      ssize_t wrote = write(fds[1], message.data() + done, message.size() - done);
+      if (wrote <= 0)
+        _exit(1);
+      done += size_t(wrote);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string message;
+  char buffer[1 << 16];
+  for (ssize_t got; (got = read(fds[0], buffer, sizeof(buffer))) != 0;) {
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got < 0)
+      break;
+    message.append(buffer, size_t(got));
+  }
+  close(fds[0]);
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status)) {
+    failure = std::string("it crashed on this model (") + strsignal(WTERMSIG(status)) +
+              "); the graph is malformed";
+    return false;
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || message.empty()) {
+    failure = "it stopped without a result";
+    return false;
+  }
+  if (message[0] != 'O') {
+    failure = message.substr(1);
+    return false;
+  }
+  converted = message.substr(1);
+  return true;
+}
+
 /// ONNX's shape inference and version converter trust the window attributes
 /// of these ops (a zero stride divides by zero inside libonnx), so they are
 /// checked before either sees the model.
@@ -636,13 +715,18 @@ LogicalResult ModelImporter::resolveOpset() {
                    << kMinOpset << "-" << kMaxOpset;
   if (opset >= kMinOpset)
     return success();
-  // Older models go through ONNX's own version converter.
-  try {
-    model = onnx::version_conversion::ConvertVersion(model, kMinOpset);
-  } catch (const std::exception &e) {
+  // Older models go through ONNX's own version converter, in a child
+  // process: it trusts the graph it converts, and a malformed one crashes it
+  // (the importer's fuzzer found a null dereference in graphProtoToGraph).
+  std::string converted, failure;
+  if (!convertVersionInChild(model, kMinOpset, converted, failure))
     return error() << "opset " << opset << " is older than " << kMinOpset
-                   << " and the ONNX version converter failed: " << e.what();
-  }
+                   << " and the ONNX version converter failed: " << failure;
+  onnx::ModelProto result;
+  if (converted.size() > size_t(INT_MAX) ||
+      !result.ParseFromArray(converted.data(), int(converted.size())))
+    return error() << "the ONNX version converter returned a model that does not parse";
+  model = std::move(result);
   opset = kMinOpset;
   return success();
 }
@@ -1277,8 +1361,9 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
 }
 
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::run() {
-  if (failed(parse()) || failed(validateWindowAttributes()) || failed(resolveOpset()) || failed(orderNodes()) ||
-      failed(checkSupported()) || failed(validateExternalData()) || failed(runOnnxChecks()))
+  if (failed(parse()) || failed(validateWindowAttributes()) || failed(resolveOpset()) ||
+      failed(orderNodes()) || failed(checkSupported()) || failed(validateExternalData()) ||
+      failed(runOnnxChecks()))
     return failure();
   return translate();
 }
