@@ -669,8 +669,11 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
   entry->fn(inputPtrs.data(), results.data());
   std::string kernelFailure = hasten::runtime::takeKernelError();
 
-  // Wrap the outputs; copy any that are not contiguous row-major.
+  // Wrap the outputs; copy any that are not contiguous row-major. Each
+  // output's shape must be the one the manifest declares (a damaged module
+  // could return anything); a bad one is an error, after its memory is freed.
   size_t at = 0;
+  std::string shapeFailure;
   for (size_t o = 0; o < numOutputs; ++o) {
     const auto *sig = outs->Get(o);
     int rank = sig->dims() ? (int)sig->dims()->size() : 0;
@@ -680,6 +683,21 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     t->dtype = static_cast<hasten_dtype>(sig->dtype());
     t->dims.assign(desc + 3, desc + 3 + rank);
     size_t elem = hasten_dtype_size(t->dtype);
+    bool declared = hasten::checkedByteSize(t->dims.data(), t->dims.size(), elem).has_value();
+    for (int d = 0; d < rank && declared; ++d) {
+      int64_t size = sig->dims()->Get(d)->size();
+      declared = size < 0 || size == t->dims[d];
+    }
+    if (!declared) {
+      if (shapeFailure.empty())
+        shapeFailure = "output '" + std::string(sig->name() ? sig->name()->c_str() : "?") +
+                       "' has shape " + formatDims(t->dims) + ", but the manifest declares " +
+                       formatSig(sig);
+      free(reinterpret_cast<void *>(desc[0]));
+      t->dims.assign(rank, 0);
+      outputs[o] = t;
+      continue;
+    }
     char *base = reinterpret_cast<char *>(desc[1]) + desc[2] * (int64_t)elem;
     bool contiguous = true;
     int64_t expect = 1;
@@ -711,13 +729,13 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     }
     outputs[o] = t;
   }
-  if (!kernelFailure.empty()) {
+  if (!kernelFailure.empty() || !shapeFailure.empty()) {
     for (size_t o = 0; o < numOutputs; ++o) {
       hasten_tensor_free(outputs[o]);
       outputs[o] = nullptr;
     }
     return fail(HASTEN_ERROR_RUNTIME, "%s: entry '%s' failed: %s", module->path.c_str(), name,
-                kernelFailure.c_str());
+                (kernelFailure.empty() ? shapeFailure : kernelFailure).c_str());
   }
   return HASTEN_OK;
 }
