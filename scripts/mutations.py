@@ -25,7 +25,7 @@ MUTATIONS = [
      "lit:tools/runtime-errors.test"),
     ("importer: zero strides reach libonnx",
      "lib/Import/OnnxImporter.cpp",
-     "  if (failed(parse()) || failed(validateWindowAttributes()) || failed(resolveOpset())",
+     "  if (failed(parse()) || failed(validateBeforeLibonnx()) || failed(resolveOpset())",
      "  if (failed(parse()) || failed(resolveOpset())",
      "lit:import/hostile-models.test"),
     ("decoder-entries: positions restart at 0 instead of after the past",

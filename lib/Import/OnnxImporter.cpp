@@ -212,9 +212,14 @@ FailureOr<ElementsAttr> onnx_import::convertTensorProto(
     return emitError() << "tensor '" << tensor.name() << "' has unsupported "
                        << onnxTypeName(tensor.data_type());
   SmallVector<int64_t> shape(tensor.dims().begin(), tensor.dims().end());
+  std::optional<uint64_t> checkedBytes =
+      checkedByteSize(shape.data(), shape.size(), storageBytes(*elementType));
+  if (!checkedBytes)
+    return emitError() << "tensor '" << tensor.name()
+                       << "' has negative dimensions or more bytes than can be addressed";
   auto type = RankedTensorType::get(shape, *elementType);
   int64_t count = type.getNumElements();
-  int64_t expectedBytes = count * storageBytes(*elementType);
+  int64_t expectedBytes = int64_t(*checkedBytes);
   if (tensor.data_location() == onnx::TensorProto::EXTERNAL)
     return emitError() << "tensor '" << tensor.name()
                        << "' keeps its data externally, which is only "
@@ -541,7 +546,7 @@ private:
   FailureOr<ElementsAttr> loadBoundInput(const std::string &name,
                                          const onnx::ValueInfoProto &info);
   FailureOr<OwningOpRef<ModuleOp>> translate();
-  LogicalResult validateWindowAttributes();
+  LogicalResult validateBeforeLibonnx();
   LogicalResult checkStaticSizes(ModuleOp module);
   LogicalResult translateFunction(OpBuilder &b);
 
@@ -667,16 +672,87 @@ static bool convertVersionInChild(const onnx::ModelProto &model, int targetOpset
   return true;
 }
 
-/// ONNX's shape inference and version converter trust the window attributes
-/// of these ops (a zero stride divides by zero inside libonnx), so they are
-/// checked before either sees the model.
-LogicalResult ModelImporter::validateWindowAttributes() {
+/// Whether a (non-external) TensorProto holds exactly the elements its dims
+/// declare: ONNX's shape inference reads constant shapes and axes with
+/// ParseData, which trusts that they do.
+static bool tensorDataMatchesShape(const onnx::TensorProto &tensor, std::string &why) {
+  if (tensor.data_location() == onnx::TensorProto::EXTERNAL)
+    return true; // validateExternalData checks those
+  std::vector<int64_t> dims(tensor.dims().begin(), tensor.dims().end());
+  std::optional<uint64_t> count = checkedElementCount(dims.data(), dims.size());
+  if (!count) {
+    why = "its dimensions are negative or describe more elements than can be addressed";
+    return false;
+  }
+  if (tensor.has_raw_data()) {
+    static const std::map<int, uint64_t> bytesPerElement = {
+        {onnx::TensorProto::FLOAT, 4},   {onnx::TensorProto::DOUBLE, 8},
+        {onnx::TensorProto::INT64, 8},   {onnx::TensorProto::UINT64, 8},
+        {onnx::TensorProto::INT32, 4},   {onnx::TensorProto::UINT32, 4},
+        {onnx::TensorProto::INT16, 2},   {onnx::TensorProto::UINT16, 2},
+        {onnx::TensorProto::FLOAT16, 2}, {onnx::TensorProto::BFLOAT16, 2},
+        {onnx::TensorProto::INT8, 1},    {onnx::TensorProto::UINT8, 1},
+        {onnx::TensorProto::BOOL, 1}};
+    auto it = bytesPerElement.find(tensor.data_type());
+    uint64_t expected;
+    if (it != bytesPerElement.end() &&
+        (__builtin_mul_overflow(*count, it->second, &expected) ||
+         expected != tensor.raw_data().size())) {
+      why = std::to_string(tensor.raw_data().size()) + " bytes of raw data do not hold its " +
+            std::to_string(*count) + " elements";
+      return false;
+    }
+    return true;
+  }
+  uint64_t have = 0;
+  switch (tensor.data_type()) {
+  case onnx::TensorProto::FLOAT:
+    have = tensor.float_data_size();
+    break;
+  case onnx::TensorProto::DOUBLE:
+    have = tensor.double_data_size();
+    break;
+  case onnx::TensorProto::INT64:
+    have = tensor.int64_data_size();
+    break;
+  case onnx::TensorProto::UINT32:
+  case onnx::TensorProto::UINT64:
+    have = tensor.uint64_data_size();
+    break;
+  case onnx::TensorProto::STRING:
+    have = tensor.string_data_size();
+    break;
+  default:
+    have = tensor.int32_data_size();
+    break;
+  }
+  if (have != *count) {
+    why = "it holds " + std::to_string(have) + " elements but its dimensions need " +
+          std::to_string(*count);
+    return false;
+  }
+  return true;
+}
+
+/// ONNX's shape inference and version converter trust the data of constant
+/// tensors and the window attributes of these ops (a zero stride divides by
+/// zero inside libonnx), so they are checked before either sees the model.
+LogicalResult ModelImporter::validateBeforeLibonnx() {
   static const std::set<std::string> windowed = {
       "Conv",     "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool",
       "LpPool",   "MaxUnpool",     "MaxRoiPool",  "DeformConv",  "Col2Im"};
   const onnx::GraphProto &graph = model.graph();
+  std::string why;
+  for (const onnx::TensorProto &init : graph.initializer())
+    if (!tensorDataMatchesShape(init, why))
+      return error() << "initializer '" << init.name() << "': " << why;
   for (int i = 0; i < graph.node_size(); ++i) {
     const onnx::NodeProto &node = graph.node(i);
+    for (const onnx::AttributeProto &attr : node.attribute())
+      if (attr.has_t() && !tensorDataMatchesShape(attr.t(), why))
+        return error() << "node '" << (node.name().empty() ? "#" + std::to_string(i) : node.name())
+                       << "' (" << node.op_type() << "): attribute '" << attr.name()
+                       << "': " << why;
     if (!isDefaultDomain(node.domain()) || !windowed.count(node.op_type()))
       continue;
     for (const onnx::AttributeProto &attr : node.attribute()) {
@@ -1361,7 +1437,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
 }
 
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::run() {
-  if (failed(parse()) || failed(validateWindowAttributes()) || failed(resolveOpset()) ||
+  if (failed(parse()) || failed(validateBeforeLibonnx()) || failed(resolveOpset()) ||
       failed(orderNodes()) || failed(checkSupported()) || failed(validateExternalData()) ||
       failed(runOnnxChecks()))
     return failure();

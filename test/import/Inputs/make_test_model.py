@@ -362,6 +362,23 @@ def hostile_huge_constant_of_shape():
                  [], [vi("y", F, ["a", "b"])], [const("s", np.array([2**40, 2**40], np.int64))])
 
 
+@register
+def hostile_short_raw_shape():
+    # A Reshape shape of 3 int64 with 12 bytes of raw data: ONNX's ParseData
+    # trusts the byte count.
+    shape = TensorProto(name="s", data_type=I64, dims=[3], raw_data=b"\x02" + b"\x00" * 11)
+    return model([helper.make_node("Reshape", ["x", "s"], ["y"], name="reshape")],
+                 [vi("x", F, [2, 3])], [vi("y", F, ["a"])], [shape])
+
+
+@register
+def hostile_short_constant():
+    value = TensorProto(name="v", data_type=I64, dims=[4], int64_data=[1, 2])
+    return model([helper.make_node("Constant", [], ["s"], value=value, name="const"),
+                  helper.make_node("Reshape", ["x", "s"], ["y"])],
+                 [vi("x", F, [2, 3])], [vi("y", F, ["a"])])
+
+
 def write(name, path):
     result = MODELS[name]()
     location = None
