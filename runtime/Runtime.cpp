@@ -666,7 +666,18 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
   std::vector<int64_t> results(resultWords, 0);
 
   hasten::runtime::takeKernelError();
+  // A failed allocation in generated code comes back here (Allocation.cpp).
+  hasten::runtime::RunAllocations run;
+  hasten::runtime::beginRun(run);
+  if (setjmp(run.escape) != 0) {
+    hasten::runtime::endRun(run, /*failed=*/true);
+    hasten::runtime::takeKernelError();
+    return fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                "%s: entry '%s' failed: out of memory allocating %zu bytes", module->path.c_str(),
+                name, run.failedBytes);
+  }
   entry->fn(inputPtrs.data(), results.data());
+  hasten::runtime::endRun(run, /*failed=*/false);
   std::string kernelFailure = hasten::runtime::takeKernelError();
 
   // Wrap the outputs; copy any that are not contiguous row-major. Each

@@ -5,8 +5,10 @@
 
 #include "hasten/runtime.h"
 
+#include <csetjmp>
 #include <cstdint>
 #include <string>
+#include <unordered_set>
 
 namespace hasten::runtime {
 
@@ -21,6 +23,18 @@ std::string takeKernelError();
 /// pool, or on the calling thread when `work` is 0 (not worth it).
 void parallelFor(int64_t count, int64_t work, void (*body)(int64_t, int64_t, void *),
                  void *context);
+
+/// What one hasten_run's entry has allocated (runtime/Allocation.cpp): on a
+/// failed allocation the allocator frees it all and longjmps to `escape`.
+struct RunAllocations {
+  std::jmp_buf escape;
+  std::unordered_set<void *> live;
+  size_t failedBytes = 0;
+};
+/// Tracks the calling thread's allocations from generated code in `run`.
+void beginRun(RunAllocations &run);
+/// Stops tracking; after a failed allocation, frees what the run allocated.
+void endRun(RunAllocations &run, bool failed);
 
 /// Sets the calling thread's hasten_last_error() and returns `status`.
 hasten_status failWith(hasten_status status, const std::string &message);

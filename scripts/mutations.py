@@ -8,6 +8,11 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("allocation: generated code calls malloc directly again",
+     "lib/Pipelines/Pipelines.cpp",
+     "  memrefToLLVM.useGenericFunctions = true;",
+     "  memrefToLLVM.useGenericFunctions = false;",
+     "lit:tools/runtime-errors.test"),
     ("checked sizes: the element count may wrap",
      "include/hasten/CheckedSize.h",
      "    if (dims[d] < 0 || __builtin_mul_overflow(count, uint64_t(dims[d]), &count) ||",
