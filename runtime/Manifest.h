@@ -11,19 +11,83 @@
 
 #include "manifest_generated.h"
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace hasten {
 
 /// Version of the manifest schema and of the entry calling convention.
 /// Version 2: entries carry a kind and a model namespace, tensors a role,
 /// and the module its device and KV caches; the runtime reads roles, never
-/// names, and refuses version 1 modules.
-constexpr uint32_t kManifestFormatVersion = 2;
+/// names, and refuses version 1 modules. Version 3: the module carries
+/// hasten_module_hash, and generated code allocates through the runtime.
+constexpr uint32_t kManifestFormatVersion = 3;
 
 /// The module exports the manifest bytes and their size under these names.
 constexpr const char *kManifestSymbol = "hasten_manifest";
 constexpr const char *kManifestSizeSymbol = "hasten_manifest_size";
+
+/// ... and, as an 8-byte value, the ModuleHasher digest of the whole module
+/// file with these 8 bytes read as zeros. The compiler writes it after
+/// linking; the runtime checks it before dlopen, so that a damaged file
+/// (code, relocations, manifest or weights) is refused, not run. It detects
+/// corruption; it is no signature (anyone can recompute it).
+constexpr const char *kModuleHashSymbol = "hasten_module_hash";
+
+/// A fast, chunking-independent 64-bit digest: four FNV-style lanes over
+/// 32-byte blocks, the tail byte by byte. Every step is a bijection of a
+/// lane, so any change of one byte changes the digest.
+class ModuleHasher {
+public:
+  void update(const uint8_t *data, size_t size) {
+    total += size;
+    while (size) {
+      if (pendingSize == 0 && size >= kBlock) {
+        size_t whole = size / kBlock * kBlock;
+        for (size_t at = 0; at < whole; at += kBlock)
+          mixBlock(data + at);
+        data += whole;
+        size -= whole;
+        continue;
+      }
+      size_t take = kBlock - pendingSize < size ? kBlock - pendingSize : size;
+      for (size_t i = 0; i < take; ++i)
+        pending[pendingSize + i] = data[i];
+      pendingSize += take;
+      data += take;
+      size -= take;
+      if (pendingSize == kBlock) {
+        mixBlock(pending);
+        pendingSize = 0;
+      }
+    }
+  }
+  uint64_t finish() const {
+    uint64_t h = total;
+    for (int lane = 0; lane < 4; ++lane)
+      h = (h ^ lanes[lane]) * kPrime;
+    for (size_t i = 0; i < pendingSize; ++i)
+      h = (h ^ pending[i]) * kPrime;
+    return h;
+  }
+
+private:
+  static constexpr size_t kBlock = 32;
+  static constexpr uint64_t kPrime = 0x100000001b3ull;
+  void mixBlock(const uint8_t *block) {
+    for (int lane = 0; lane < 4; ++lane) {
+      uint64_t word; // little-endian: modules are x86-64 only
+      std::memcpy(&word, block + 8 * lane, 8);
+      lanes[lane] = (lanes[lane] ^ word) * kPrime;
+    }
+  }
+  uint64_t lanes[4] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9ce484222325cbf2ull,
+                       0x2325cbf29ce48422ull};
+  uint8_t pending[kBlock] = {};
+  size_t pendingSize = 0;
+  uint64_t total = 0;
+};
 
 /// Prefix of the exported entry wrappers: `hasten_entry_<name>`.
 constexpr const char *kEntrySymbolPrefix = "hasten_entry_";

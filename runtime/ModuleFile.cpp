@@ -8,6 +8,7 @@
 
 #include <elf.h>
 
+#include <algorithm>
 #include <cstring>
 
 using namespace hasten::runtime;
@@ -96,7 +97,7 @@ hasten_status hasten::runtime::readModuleManifest(const FileReader &file,
     return symbol.st_name < names.size() && names.size() - symbol.st_name > length &&
            std::memcmp(&names[symbol.st_name], wanted, length + 1) == 0;
   };
-  const Elf64_Sym *bytesSymbol = nullptr, *sizeSymbol = nullptr;
+  const Elf64_Sym *bytesSymbol = nullptr, *sizeSymbol = nullptr, *hashSymbol = nullptr;
   for (const Elf64_Sym &symbol : table) {
     if (symbol.st_shndx == SHN_UNDEF)
       continue;
@@ -104,6 +105,8 @@ hasten_status hasten::runtime::readModuleManifest(const FileReader &file,
       bytesSymbol = &symbol;
     else if (nameIs(symbol, hasten::kManifestSizeSymbol))
       sizeSymbol = &symbol;
+    else if (nameIs(symbol, hasten::kModuleHashSymbol))
+      hashSymbol = &symbol;
   }
   if (!bytesSymbol || !sizeSymbol) {
     error = std::string("not a hasten module (it exports no ") + hasten::kManifestSymbol + ")";
@@ -124,7 +127,33 @@ hasten_status hasten::runtime::readModuleManifest(const FileReader &file,
   manifest.resize(size);
   if (!file.read(bytesOffset, size, manifest.data()))
     return corrupt("the manifest cannot be read");
-  return checkManifestBytes(manifest, error);
+  if (hasten_status status = checkManifestBytes(manifest, error))
+    return status;
+
+  // The whole file against the hash the compiler wrote into it.
+  uint64_t hashOffset, expected;
+  if (!hashSymbol || hashSymbol->st_size != sizeof(uint64_t) ||
+      !fileOffsetOf(segments, hashSymbol->st_value, sizeof(uint64_t), hashOffset) ||
+      !file.read(hashOffset, sizeof(uint64_t), &expected))
+    return corrupt(std::string(hasten::kModuleHashSymbol) + " is not in the file");
+  hasten::ModuleHasher hasher;
+  std::vector<uint8_t> chunk(uint64_t(1) << 20);
+  for (uint64_t at = 0; at < file.size;) {
+    uint64_t length = std::min<uint64_t>(chunk.size(), file.size - at);
+    if (!file.read(at, length, chunk.data()))
+      return corrupt("it cannot be read");
+    // The hash's own bytes count as zeros.
+    for (uint64_t i = std::max(at, hashOffset); i < std::min(at + length, hashOffset + 8); ++i)
+      chunk[i - at] = 0;
+    hasher.update(chunk.data(), length);
+    at += length;
+  }
+  if (hasher.finish() != expected) {
+    error = "corrupt module: its bytes do not match the hash the compiler wrote (the file "
+            "was damaged or modified after compilation)";
+    return HASTEN_ERROR_INVALID_MODULE;
+  }
+  return HASTEN_OK;
 }
 
 hasten_status hasten::runtime::checkManifestBytes(const std::vector<uint8_t> &manifest,

@@ -26,6 +26,7 @@
 #include "llvm/IR/Verifier.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
+#include "llvm/Object/ELFObjectFile.h"
 #include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FileUtilities.h"
@@ -37,6 +38,8 @@
 #include "llvm/Target/TargetMachine.h"
 #include "llvm/Target/TargetOptions.h"
 #include "llvm/TargetParser/Host.h"
+
+#include <unistd.h>
 
 using namespace mlir;
 using namespace hasten;
@@ -84,6 +87,66 @@ void addManifest(llvm::Module &m, ArrayRef<uint8_t> bytes) {
   auto *i64 = llvm::Type::getInt64Ty(ctx);
   new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
                            llvm::ConstantInt::get(i64, bytes.size()), kManifestSizeSymbol);
+  // Zero until writeModuleHash fills it in the linked file.
+  new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantInt::get(i64, 0), kModuleHashSymbol);
+}
+
+/// Writes the ModuleHasher digest of the linked module into its
+/// hasten_module_hash (runtime/Manifest.h), found through the dynamic
+/// symbol table as the runtime finds it.
+LogicalResult writeModuleHash(StringRef path, Location loc) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!buffer)
+    return emitError(loc) << "cannot read the linked module '" << path << "'";
+  auto object = llvm::object::ObjectFile::createObjectFile((*buffer)->getMemBufferRef());
+  auto *elf = object ? dyn_cast<llvm::object::ELFObjectFileBase>(object->get()) : nullptr;
+  if (!elf) {
+    if (!object)
+      llvm::consumeError(object.takeError());
+    return emitError(loc) << "the linked module '" << path << "' is not an ELF file";
+  }
+  std::optional<uint64_t> offset;
+  for (const llvm::object::ELFSymbolRef &symbol : elf->getDynamicSymbolIterators()) {
+    llvm::Expected<StringRef> name = symbol.getName();
+    llvm::Expected<uint64_t> address = symbol.getAddress();
+    llvm::Expected<llvm::object::section_iterator> section = symbol.getSection();
+    if (!name || !address || !section || *name != kModuleHashSymbol ||
+        *section == elf->section_end()) {
+      if (!name)
+        llvm::consumeError(name.takeError());
+      if (!address)
+        llvm::consumeError(address.takeError());
+      if (!section)
+        llvm::consumeError(section.takeError());
+      continue;
+    }
+    llvm::object::ELFSectionRef elfSection(**section);
+    offset = *address - elfSection.getAddress() + elfSection.getOffset();
+  }
+  StringRef bytes = (*buffer)->getBuffer();
+  if (!offset || *offset + 8 > bytes.size())
+    return emitError(loc) << "the linked module '" << path << "' has no " << kModuleHashSymbol;
+  hasten::ModuleHasher hasher;
+  const auto *data = reinterpret_cast<const uint8_t *>(bytes.data());
+  hasher.update(data, *offset);
+  uint8_t zeros[8] = {};
+  hasher.update(zeros, 8);
+  hasher.update(data + *offset + 8, bytes.size() - *offset - 8);
+  uint64_t digest = hasher.finish(); // little-endian on disk, as the runtime reads it
+  uint64_t at = *offset;
+  buffer->reset();
+  int fd;
+  if (std::error_code ec = llvm::sys::fs::openFileForReadWrite(
+          path, fd, llvm::sys::fs::CD_OpenExisting, llvm::sys::fs::OF_None))
+    return emitError(loc) << "cannot write the module hash into '" << path << "': "
+                          << ec.message();
+  bool written = ::pwrite(fd, &digest, sizeof(digest), off_t(at)) == ssize_t(sizeof(digest));
+  llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+  if (!written)
+    return emitError(loc) << "cannot write the module hash into '" << path << "'";
+  return success();
 }
 
 /// Everything but the entry wrappers and the manifest becomes internal, so
@@ -355,7 +418,7 @@ public:
     if (!linked)
       return emitError(fileLoc) << "linking '" << request.outputPath << "' with " << linker
                                 << " failed: " << errorText;
-    return success();
+    return writeModuleHash(request.outputPath, fileLoc);
   }
 
 private:

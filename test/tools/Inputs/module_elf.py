@@ -25,3 +25,29 @@ def symbol_range(data, wanted):
             if kind == 1 and vaddr <= value < vaddr + filesz:  # PT_LOAD
                 return offset + value - vaddr, size
     raise SystemExit(f"{wanted} not found")
+
+
+def module_hash(data, hash_offset):
+    """runtime/Manifest.h's ModuleHasher over `data`, with the 8 bytes at
+    `hash_offset` read as zeros."""
+    data = bytearray(data)
+    data[hash_offset:hash_offset + 8] = bytes(8)
+    mask, prime = (1 << 64) - 1, 0x100000001b3
+    lanes = [0xcbf29ce484222325, 0x84222325cbf29ce4, 0x9ce484222325cbf2, 0x2325cbf29ce48422]
+    whole = len(data) // 32 * 32
+    for at in range(0, whole, 32):
+        for lane, word in enumerate(struct.unpack_from("<4Q", data, at)):
+            lanes[lane] = ((lanes[lane] ^ word) * prime) & mask
+    h = len(data)
+    for lane in lanes:
+        h = ((h ^ lane) * prime) & mask
+    for byte in data[whole:]:
+        h = ((h ^ byte) * prime) & mask
+    return h
+
+
+def rehash(data):
+    """Writes the module hash of `data` into it, as a hostile module that
+    changed other bytes would."""
+    at, _ = symbol_range(data, "hasten_module_hash")
+    struct.pack_into("<Q", data, at, module_hash(data, at))
