@@ -734,6 +734,14 @@ static bool tensorDataMatchesShape(const onnx::TensorProto &tensor, std::string 
   return true;
 }
 
+/// How errors name node `i` of `graph`: `'name' (OpType)`, or `'#i' (OpType)`
+/// for an unnamed node.
+static std::string describeNode(const onnx::GraphProto &graph, int i) {
+  const onnx::NodeProto &node = graph.node(i);
+  return "'" + (node.name().empty() ? "#" + std::to_string(i) : node.name()) + "' (" +
+         node.op_type() + ")";
+}
+
 /// ONNX's shape inference and version converter trust the data of constant
 /// tensors and the window attributes of these ops (a zero stride divides by
 /// zero inside libonnx), so they are checked before either sees the model.
@@ -750,8 +758,7 @@ LogicalResult ModelImporter::validateBeforeLibonnx() {
     const onnx::NodeProto &node = graph.node(i);
     for (const onnx::AttributeProto &attr : node.attribute())
       if (attr.has_t() && !tensorDataMatchesShape(attr.t(), why))
-        return error() << "node '" << (node.name().empty() ? "#" + std::to_string(i) : node.name())
-                       << "' (" << node.op_type() << "): attribute '" << attr.name()
+        return error() << "node " << describeNode(graph, i) << ": attribute '" << attr.name()
                        << "': " << why;
     if (!isDefaultDomain(node.domain()) || !windowed.count(node.op_type()))
       continue;
@@ -760,16 +767,13 @@ LogicalResult ModelImporter::validateBeforeLibonnx() {
                       attr.name() == "dilations";
       bool nonNegative = attr.name() == "pads" || attr.name() == "output_padding";
       if (attr.name() == "group" && attr.i() < 1)
-        return error() << "node '" << (node.name().empty() ? "#" + std::to_string(i) : node.name())
-                       << "' (" << node.op_type() << "): group must be positive, got "
+        return error() << "node " << describeNode(graph, i) << ": group must be positive, got "
                        << attr.i();
       if (!positive && !nonNegative)
         continue;
       for (int64_t v : attr.ints())
         if (positive ? v < 1 : v < 0)
-          return error() << "node '"
-                         << (node.name().empty() ? "#" + std::to_string(i) : node.name())
-                         << "' (" << node.op_type() << "): " << attr.name() << " must be "
+          return error() << "node " << describeNode(graph, i) << ": " << attr.name() << " must be "
                          << (positive ? "positive" : "non-negative") << ", got " << v;
     }
   }
@@ -820,11 +824,7 @@ LogicalResult ModelImporter::orderNodes() {
       if (!out.empty())
         producer[out] = i;
 
-  auto nodeName = [&](int i) {
-    const onnx::NodeProto &n = graph.node(i);
-    return "'" + (n.name().empty() ? "#" + std::to_string(i) : n.name()) +
-           "' (" + n.op_type() + ")";
-  };
+  auto nodeName = [&](int i) { return describeNode(graph, i); };
   // Kahn's algorithm, keeping the file order among ready nodes.
   std::vector<int> pending(graph.node_size(), 0);
   std::vector<std::vector<int>> consumers(graph.node_size());
