@@ -303,7 +303,8 @@ struct DecoderEntriesPass : public hasten::impl::DecoderEntriesBase<DecoderEntri
           ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
                                         utils::IteratorType::parallel},
           [&](OpBuilder &nb, Location nl, ValueRange) {
-            Value position = arith::AddIOp::create(nb, nl, past, linalg::IndexOp::create(nb, nl, 1));
+            Value index = linalg::IndexOp::create(nb, nl, 1);
+            Value position = arith::AddIOp::create(nb, nl, past, index);
             linalg::YieldOp::create(
                 nb, nl, convertScalarToDtype(nb, nl, position, element, /*isUnsignedCast=*/false));
           });

@@ -514,7 +514,8 @@ hasten_status hasten_tensor_create(hasten_dtype dtype, int rank, const int64_t *
     return fail(HASTEN_ERROR_OUT_OF_MEMORY, "cannot allocate %zu bytes", bytes);
   }
   (*out)->owned = owned;
-  (*out)->data = reinterpret_cast<void *>((reinterpret_cast<uintptr_t>(owned) + 63) & ~uintptr_t(63));
+  uintptr_t aligned = (reinterpret_cast<uintptr_t>(owned) + 63) & ~uintptr_t(63);
+  (*out)->data = reinterpret_cast<void *>(aligned);
   return HASTEN_OK;
 }
 
