@@ -64,7 +64,8 @@ TEST(TensorIOTest, MalformedNpyHeadersAreErrorsNotExceptions) {
   struct Case {
     std::string file, message;
   } cases[] = {
-      {npy("{'descr': '<f4', 'fortran_order': False, 'shape': (abc, 4), }", 0), "malformed 'shape'"},
+      {npy("{'descr': '<f4', 'fortran_order': False, 'shape': (abc, 4), }", 0),
+       "malformed 'shape'"},
       {npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }", 0),
        "malformed 'shape'"},
       {npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-3,), }", 0), "malformed 'shape'"},
