@@ -870,8 +870,13 @@ LogicalResult convertRange(NodeContext &ctx) {
     Value up = math::CeilOp::create(b, loc, span);
     count = m.max(arith::FPToSIOp::create(b, loc, b.getI64Type(), up), m.c(0));
   } else {
+    // A zero delta known only at run time gives an empty range rather than
+    // a division by zero.
     Value span = m.sub(m.widen(limit), m.widen(start));
-    count = m.max(m.ceilDiv(span, m.widen(delta)), m.c(0));
+    Value wideDelta = m.widen(delta);
+    Value zero = m.eq(wideDelta, m.c(0));
+    count = m.select(zero, m.c(0),
+                     m.max(m.ceilDiv(span, m.select(zero, m.c(1), wideDelta)), m.c(0)));
   }
   // Constant integer ranges of a few elements are tracked for shape math.
   std::optional<int64_t> n = I64Math::constant(count);
