@@ -11,6 +11,6 @@ ctest --output-on-failure -j "$(nproc)" "$@"
 echo "[hasten] sanitizer build: $HASTEN_SANITIZE_BUILD"
 hasten_build_sanitize
 cd "$HASTEN_SANITIZE_BUILD"
-ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}" \
+ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}" \
 UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}" \
   ctest --output-on-failure -j "$(nproc)" -L sanitize "$@"
