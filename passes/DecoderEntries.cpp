@@ -96,19 +96,12 @@ struct FoldCastOperandsIntoConcat : public OpRewritePattern<tensor::ConcatOp> {
   using OpRewritePattern::OpRewritePattern;
 
   LogicalResult matchAndRewrite(tensor::ConcatOp op, PatternRewriter &rewriter) const override {
-    bool changed = false;
-    SmallVector<Value> inputs;
-    for (Value input : op.getInputs()) {
-      auto cast = input.getDefiningOp<tensor::CastOp>();
-      bool fold = cast && tensor::canFoldIntoConsumerOp(cast);
-      inputs.push_back(fold ? cast.getSource() : input);
-      changed |= fold;
-    }
-    if (!changed)
+    std::optional<SmallVector<Value>> inputs = sourcesOfFoldableCasts(op.getInputs());
+    if (!inputs)
       return failure();
     RankedTensorType type =
-        tensor::ConcatOp::inferResultType(op.getDim(), ValueRange(inputs).getTypes());
-    Value result = tensor::ConcatOp::create(rewriter, op.getLoc(), type, op.getDim(), inputs);
+        tensor::ConcatOp::inferResultType(op.getDim(), ValueRange(*inputs).getTypes());
+    Value result = tensor::ConcatOp::create(rewriter, op.getLoc(), type, op.getDim(), *inputs);
     if (type != op.getType())
       result = tensor::CastOp::create(rewriter, op.getLoc(), op.getType(), result);
     rewriter.replaceOp(op, result);

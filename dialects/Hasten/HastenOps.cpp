@@ -124,6 +124,20 @@ LogicalResult AttentionOp::verify() {
   return success();
 }
 
+std::optional<SmallVector<Value>> hasten::sourcesOfFoldableCasts(ValueRange operands) {
+  bool changed = false;
+  SmallVector<Value> sources;
+  for (Value operand : operands) {
+    auto cast = operand.getDefiningOp<tensor::CastOp>();
+    bool fold = cast && tensor::canFoldIntoConsumerOp(cast);
+    sources.push_back(fold ? cast.getSource() : operand);
+    changed |= fold;
+  }
+  if (!changed)
+    return std::nullopt;
+  return sources;
+}
+
 namespace {
 
 /// attention(cast(%q : static -> dynamic), ...) computes on %q directly: the
@@ -132,19 +146,12 @@ struct FoldCastOperandsIntoAttention : public OpRewritePattern<AttentionOp> {
   using OpRewritePattern::OpRewritePattern;
 
   LogicalResult matchAndRewrite(AttentionOp op, PatternRewriter &rewriter) const override {
-    bool changed = false;
-    SmallVector<Value> operands;
-    for (Value operand : op->getOperands()) {
-      auto cast = operand.getDefiningOp<tensor::CastOp>();
-      bool fold = cast && tensor::canFoldIntoConsumerOp(cast);
-      operands.push_back(fold ? cast.getSource() : operand);
-      changed |= fold;
-    }
-    if (!changed)
+    std::optional<SmallVector<Value>> operands = sourcesOfFoldableCasts(op->getOperands());
+    if (!operands)
       return failure();
     auto folded = cast<AttentionOp>(rewriter.clone(*op.getOperation()));
     rewriter.modifyOpInPlace(folded, [&] {
-      folded->setOperands(operands);
+      folded->setOperands(*operands);
       SmallVector<Type> inferred;
       if (succeeded(AttentionOp::inferReturnTypes(
               getContext(), folded.getLoc(), folded->getOperands(),

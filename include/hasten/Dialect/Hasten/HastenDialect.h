@@ -24,4 +24,14 @@
 #define GET_OP_CLASSES
 #include "hasten/Dialect/Hasten/HastenOps.h.inc"
 
+namespace hasten {
+
+/// `operands` with every tensor.cast that only drops static shape information
+/// replaced by its source, or std::nullopt when there is no such cast: what
+/// the patterns folding those casts into type-inferring ops (hasten.attention,
+/// tensor.concat in --hasten-decoder-entries) rebuild the op from.
+std::optional<llvm::SmallVector<mlir::Value>> sourcesOfFoldableCasts(mlir::ValueRange operands);
+
+} // namespace hasten
+
 #endif // HASTEN_DIALECT_HASTEN_HASTENDIALECT_H
