@@ -35,6 +35,59 @@ def MaterializeAttentionScale : Pass<"hasten-materialize-attention-scale"> {
   ];
 }
 
+def FuseAttention : Pass<"hasten-fuse-attention"> {
+  let summary = "Fuse decomposed attention (matmul, scale, masks, softmax, matmul) into hasten.attention";
+  let description = [{
+    Exporters write attention as two batched matmuls around a softmax, and
+    import turns that into `linalg.batch_matmul`s, elementwise
+    `linalg.generic`s and `linalg.softmax` that build the `q_len x kv_len`
+    score matrix. This pass finds each such chain and replaces it by one
+    `hasten.attention`, which later passes run tiled. It recognizes:
+
+    - the softmax as `linalg.softmax` over the last axis, or written out as
+      a max reduction, subtract, exp, sum reduction and divide;
+    - the scale as a multiply or divide of the scores by a constant, or
+      split over Q and K (Whisper's `q * d^-1/4`, `k * d^-1/4`);
+    - masks as an added bias and as `select(cond, scores, k)` or
+      `select(cond, k, scores)` with `k` at most -1e30 (`masked_fill` and
+      `torch.where` with `-inf` or the float minimum), in any number and
+      combination (a causal mask and a padding mask, say); they become one
+      additive mask, computed only over the axes the masks vary on, that
+      equals the chain evaluated at zero scores;
+    - head repeats on K and V: a broadcast along the heads axis (MQA), and
+      Llama's `repeat_kv` (a rank-5 broadcast and a reshape) for GQA;
+    - the transposes around Q, K and V, composed into one per operand.
+
+    Each step is proved before the rewrite: reduction axes and keepdims,
+    broadcast maps, that reshapes keep rows and heads (dims compared
+    statically or by value-bounds analysis), and that every intermediate
+    value dies with the match. A chain that fails a check is left alone;
+    with `report-unfused` each one gets a remark that says why.
+
+    ```mlir
+    // Before (abridged)
+    %s = linalg.batch_matmul ins(%q3, %kt3 ...)    // [b*h, s, t]
+    %m = linalg.generic {...} ins(%s4, %scale)     // arith.mulf
+    %w = linalg.generic {...} ins(%causal, %ninf, %m) // arith.select
+    %p = linalg.softmax dimension(3) ins(%w ...)
+    %o = linalg.batch_matmul ins(%p3, %v3 ...)
+    // After
+    %o = hasten.attention %q, %k, %v mask(%mask : tensor<1x1x?x?xf32>)
+        heads(4, 4) scale(0.353553385) : ...
+    ```
+
+    Only f32 attention is fused for now: the runtime kernel that runs the op
+    is f32.
+  }];
+  let options = [
+    Option<"reportUnfused", "report-unfused", "bool", /*default=*/"false",
+           "Emit a remark for each softmax-weighted batch matmul that is left "
+           "unfused, saying which check failed">
+  ];
+  let dependentDialects = ["::hasten::HastenDialect", "::mlir::linalg::LinalgDialect",
+                           "::mlir::tensor::TensorDialect", "::mlir::arith::ArithDialect"];
+}
+
 def DecomposeAggregatedOps : Pass<"hasten-decompose-aggregated-ops"> {
   let summary = "Decompose aggregated linalg ops (softmax) into linalg.generic chains";
   let description = [{

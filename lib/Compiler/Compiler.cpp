@@ -104,6 +104,15 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (failed(imported))
     return failure();
   ModuleOp module = imported->get();
+  if (options.fuseAttention &&
+      failed(timer.run("attention fusion", [&] {
+        AttentionFusionPipelineOptions fusion;
+        fusion.reportUnfused = options.reportUnfusedAttention;
+        return runStage(module, "hasten-attention-fusion-pipeline",
+                        [&](OpPassManager &pm) { buildAttentionFusionPipeline(pm, fusion); },
+                        options);
+      })))
+    return failure();
   if (options.decoderEntries &&
       failed(timer.run("decoder entries", [&] {
         return runStage(module, "hasten-decoder-entries",

@@ -128,24 +128,7 @@ void registerElementwiseConverters(ConverterTable &table);
 void registerTensorConverters(ConverterTable &table);
 void registerLinalgConverters(ConverterTable &table);
 
-//===----------------------------------------------------------------------===//
-// Attention subgraphs
-//===----------------------------------------------------------------------===//
-
 /// softmax(scale * Q K^T + mask) V found in the graph, to import as one
-/// hasten.attention in place of the nodes it spans.
-struct AttentionMatch {
-  std::string query, key, value;
-  /// The additive mask, or empty.
-  std::string mask;
-  float scale = 1.0f;
-  /// Nodes the op replaces, besides the final MatMul (the match's key).
-  std::set<int> fused;
-};
-
-/// Matches by the index of their final MatMul. The values between the
-/// match's inputs and its output have no other use.
-std::map<int, AttentionMatch> findAttentionPatterns(const onnx::GraphProto &graph);
 
 //===----------------------------------------------------------------------===//
 // IR-building helpers

@@ -572,7 +572,6 @@ private:
   /// Graph inputs fixed by --bind-input.
   std::map<std::string, const onnx::ValueInfoProto *> boundInfos;
   /// Attention subgraphs imported as hasten.attention, by final node.
-  std::map<int, AttentionMatch> attention;
   /// Initializers and bound inputs, loaded once for every function.
   struct Initializer {
     std::string name;
@@ -1241,9 +1240,6 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
         {name, *attr, isUnsignedOnnxType(info->type().tensor_type().elem_type())});
   }
 
-  if (options.fuseAttention)
-    attention = findAttentionPatterns(graph);
-
   b.setInsertionPointToEnd(module->getBody());
   if (failed(translateFunction(b)))
     return failure();
@@ -1321,41 +1317,6 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
       if (a.type() == onnx::AttributeProto::GRAPH ||
           a.type() == onnx::AttributeProto::GRAPHS)
         return ctx.fail("subgraph attributes (control flow) are not supported");
-    // The final MatMul of an attention subgraph becomes hasten.attention
-    // when the head counts are static; the nodes before it, whose values
-    // only it used, are then dead and canonicalization erases them.
-    if (auto match = attention.find(index); match != attention.end()) {
-      const AttentionMatch &m = match->second;
-      Value q = values[m.query].tensor, k = values[m.key].tensor, v = values[m.value].tensor;
-      auto qType = cast<RankedTensorType>(q.getType());
-      auto kType = cast<RankedTensorType>(k.getType());
-      auto vType = cast<RankedTensorType>(v.getType());
-      bool staticHeads = qType.getRank() == 4 && kType.getRank() == 4 &&
-                         vType.getRank() == 4 && !qType.isDynamicDim(1) &&
-                         !kType.isDynamicDim(1) && kType.getDimSize(1) > 0 &&
-                         qType.getDimSize(1) % kType.getDimSize(1) == 0 &&
-                         vType.getDimSize(1) == kType.getDimSize(1) &&
-                         qType.getElementType().isF32();
-      Value mask = m.mask.empty() ? Value() : values[m.mask].tensor;
-      if (mask) {
-        // A mask of lower rank broadcasts from the right: [S, T] is
-        // [1, 1, S, T].
-        int64_t rank = cast<RankedTensorType>(mask.getType()).getRank();
-        if (rank < 4) {
-          SmallVector<int64_t> leading;
-          for (int64_t d = 0; d < 4 - rank; ++d)
-            leading.push_back(d);
-          mask = insertUnitDims(b, loc, mask, leading);
-        }
-      }
-      if (staticHeads && (!mask || cast<RankedTensorType>(mask.getType()).getRank() == 4)) {
-        auto op = hasten::AttentionOp::create(
-            b, loc, q, k, v, mask, qType.getDimSize(1), kType.getDimSize(1),
-            /*causal=*/false, b.getF32FloatAttr(m.scale));
-        values[node.output(0)] = {op.getResult(), false, std::nullopt};
-        continue;
-      }
-    }
     if (failed(converters.lookup(node.op_type())(ctx)))
       return failure();
     foldNewOps(entry, lastBefore, node, values);

@@ -931,6 +931,28 @@ LogicalResult convertTile(NodeContext &ctx) {
   int64_t rank = type.getRank();
   Value init = createEmpty(ctx.b, ctx.loc, outSizes, type.getElementType());
   SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+  // Repeating only dimensions of size 1 (an MQA key repeated per head, say)
+  // is a broadcast: spelled as one, later passes see it for what it is.
+  bool broadcastOnly = true;
+  SmallVector<AffineExpr> inputExprs;
+  for (int64_t d = 0; d < rank; ++d) {
+    std::optional<int64_t> repeat = getConstantIntValue((*repeats)[d]);
+    bool unitDim = type.getDimSize(d) == 1;
+    broadcastOnly &= repeat && (*repeat == 1 || unitDim);
+    inputExprs.push_back(unitDim ? ctx.b.getAffineConstantExpr(0) : ctx.b.getAffineDimExpr(d));
+  }
+  if (broadcastOnly) {
+    auto inputMap = AffineMap::get(rank, 0, inputExprs, ctx.b.getContext());
+    auto broadcast = linalg::GenericOp::create(
+        ctx.b, ctx.loc, TypeRange{typeFromSizes(outSizes, type.getElementType())},
+        ValueRange{data}, ValueRange{init},
+        ArrayRef<AffineMap>{inputMap, ctx.b.getMultiDimIdentityMap(rank)}, iterators,
+        [&](OpBuilder &b, Location loc, ValueRange args) {
+          linalg::YieldOp::create(b, loc, args[0]);
+        });
+    ctx.setOutput(0, broadcast.getResult(0), ctx.info(0).isUnsigned);
+    return success();
+  }
   auto generic = linalg::GenericOp::create(
       ctx.b, ctx.loc, TypeRange{typeFromSizes(outSizes, type.getElementType())},
       ValueRange{}, ValueRange{init},

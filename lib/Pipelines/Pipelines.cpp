@@ -16,6 +16,19 @@
 
 using namespace mlir;
 
+void hasten::buildAttentionFusionPipeline(OpPassManager &pm,
+                                          const AttentionFusionPipelineOptions &options) {
+  // Imported shape arithmetic, folded first, gives the match the same SSA
+  // value for dims that are equal.
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  FuseAttentionOptions fuse;
+  fuse.reportUnfused = options.reportUnfused;
+  pm.addPass(createFuseAttention(fuse));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
 void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions &options) {
   pm.addPass(createPlanKVCache(PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize}));
   pm.addPass(createLowerKVCache());
@@ -90,6 +103,11 @@ void hasten::buildCpuPipeline(OpPassManager &pm, const CpuPipelineOptions &optio
 
 void hasten::registerHastenPipelines() {
   static bool registered = [] {
+    PassPipelineRegistration<AttentionFusionPipelineOptions>(
+        "hasten-attention-fusion-pipeline",
+        "hasten-compile's first stage: decomposed attention fused into hasten.attention, "
+        "and the chains it replaced erased",
+        buildAttentionFusionPipeline);
     PassPipelineRegistration<TensorPipelineOptions>(
         "hasten-tensor-pipeline",
         "hasten-compile's tensor stage: KV-cache planning, attention on the runtime "

@@ -75,6 +75,12 @@ static cl::opt<bool> memoryReport(cl::cat(toolCategory),
 static cl::opt<bool> noDecoderEntries(cl::cat(toolCategory), 
     "no-decoder-entries",
     cl::desc("Do not add prefill/decode entries to a decoder (keep only its graph as 'main')"));
+static cl::opt<bool> noFuseAttention(cl::cat(toolCategory),
+    "no-fuse-attention",
+    cl::desc("Keep decomposed attention (matmul, softmax, matmul) as it was imported"));
+static cl::opt<bool> reportUnfusedAttention(cl::cat(toolCategory),
+    "report-unfused-attention",
+    cl::desc("Say why each softmax-weighted matmul was not fused into hasten.attention"));
 static cl::opt<bool> printPipeline(
     cl::cat(toolCategory), "print-pipeline",
     cl::desc("Print each stage's pass pipeline as hasten-opt --pass-pipeline takes it"));
@@ -91,7 +97,10 @@ int main(int argc, char **argv) {
   mlir::MLIRContext context;
   mlir::ScopedDiagnosticHandler handler(&context, [](mlir::Diagnostic &diag) {
     errs() << "hasten-compile: "
-           << (diag.getSeverity() == mlir::DiagnosticSeverity::Error ? "error: " : "note: ")
+           << (diag.getSeverity() == mlir::DiagnosticSeverity::Error     ? "error: "
+               : diag.getSeverity() == mlir::DiagnosticSeverity::Remark  ? "remark: "
+               : diag.getSeverity() == mlir::DiagnosticSeverity::Warning ? "warning: "
+                                                                         : "note: ")
            << diag.str() << "\n";
     for (const mlir::Diagnostic &note : diag.getNotes())
       errs() << "  note: " << note.str() << "\n";
@@ -115,6 +124,8 @@ int main(int argc, char **argv) {
   sys::path::append(runtimeDir, "lib");
   options.cpu.runtimeLibraryDir = std::string(runtimeDir);
   options.decoderEntries = !noDecoderEntries;
+  options.fuseAttention = !noFuseAttention;
+  options.reportUnfusedAttention = reportUnfusedAttention;
   options.kv.capacity = kvCapacity;
   options.kv.blockSize = kvBlockSize;
   if (kvCapacity < 0 || kvBlockSize < 0) {

@@ -40,6 +40,10 @@ struct CompileOptions {
   /// Add the `prefill` and `decode` entries generation calls when the model
   /// is a decoder (the --hasten-decoder-entries pass).
   bool decoderEntries = true;
+  /// Replace decomposed attention by hasten.attention (the
+  /// --hasten-fuse-attention pass), and remark on each one left unfused.
+  bool fuseAttention = true;
+  bool reportUnfusedAttention = false;
   EmitKind emit = EmitKind::Library;
   /// The code generation target: "cpu".
   std::string target = "cpu";

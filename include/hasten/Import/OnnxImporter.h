@@ -43,9 +43,6 @@ struct OnnxImportOptions {
   /// folder (relative locations, no "..", symlinks resolved) or inside one
   /// of these folders, given explicitly.
   std::vector<std::string> externalDataDirs;
-  /// Import softmax(Q K^T * scale + mask) V subgraphs (with grouped-query
-  /// key/value repeats) as one hasten.attention each.
-  bool fuseAttention = true;
 };
 
 /// Adds a `NAME=PATH` binding (the tools' --bind-input) to

@@ -5,6 +5,9 @@
 // reproduces any stage and `hasten-compile --print-pipeline` shows exactly
 // what runs:
 //
+//   hasten-attention-fusion-pipeline  decomposed attention as
+//                               hasten.attention (runs before the decoder
+//                               entries are cloned)
 //   hasten-tensor-pipeline      tensors: KV-cache planning, attention on the
 //                               runtime kernel, decomposition, fusion, math
 //   hasten-bufferize-pipeline   one-shot bufferization, deallocation after
@@ -23,6 +26,13 @@
 #include "mlir/Pass/PassOptions.h"
 
 namespace hasten {
+
+struct AttentionFusionPipelineOptions
+    : public mlir::PassPipelineOptions<AttentionFusionPipelineOptions> {
+  Option<bool> reportUnfused{*this, "report-unfused",
+                             llvm::cl::desc("Remark on each softmax-weighted matmul left unfused"),
+                             llvm::cl::init(false)};
+};
 
 struct TensorPipelineOptions : public mlir::PassPipelineOptions<TensorPipelineOptions> {
   Option<int64_t> kvCapacity{*this, "kv-capacity",
@@ -66,6 +76,10 @@ struct CpuPipelineOptions : public mlir::PassPipelineOptions<CpuPipelineOptions>
 };
 
 /// Stage builders: each adds its passes to a pass manager on builtin.module.
+/// Decomposed attention becomes hasten.attention; the chains it replaces
+/// are erased.
+void buildAttentionFusionPipeline(mlir::OpPassManager &pm,
+                                  const AttentionFusionPipelineOptions &options);
 void buildTensorPipeline(mlir::OpPassManager &pm, const TensorPipelineOptions &options);
 void buildBufferizePipeline(mlir::OpPassManager &pm, const BufferizePipelineOptions &options);
 void buildCpuLoweringPipeline(mlir::OpPassManager &pm,

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""End to end: attention fusion (--hasten-fuse-attention) changes speed, not
+results. For every committed torch export (test/models/torch) and the tiny
+decoders of test/models/make_decoder.py, compiles the model with fusion on
+and off (--no-fuse-attention), runs both with hasten-run, and checks:
+
+  - fused and unfused logits agree (max |a - b| <= 1e-4 * max |b|);
+  - the fused logits match torch's own (the export's .reference.npz), for
+    the exports;
+  - attention fused where it should: the fused module calls the runtime's
+    attention kernel once per layer for the positive exports and the
+    decoders, and never for the neg_* exports (whose softmax is not
+    attention's).
+
+usage: attention_fusion.py BUILD_BIN_DIR
+Prints one line per check and '<n> passed, <m> failed'; exits 1 on failure.
+"""
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = os.path.join(HERE, "..", "models")
+sys.path.insert(0, MODELS)
+import make_decoder as md  # noqa: E402
+
+REL_TOL = 1e-4
+# Attention layers in each positive model.
+EXPECTED_ATTENTIONS = {"gpt2_masked_fill": 1, "hf_gpt2_padded": 1, "llama_gqa": 1,
+                       "whisper_split_scale": 1}
+
+
+def compile_module(bin_dir, model, out, *flags):
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), model, "-o", out,
+                           *flags], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"hasten-compile {os.path.basename(model)} {' '.join(flags)}: "
+                           f"{proc.stderr.strip()}")
+    return proc.stderr
+
+
+def run_module(bin_dir, module, inputs, work, tag):
+    args = []
+    for name, value in inputs.items():
+        path = os.path.join(work, f"{tag}.{name}.npy")
+        np.save(path, value)
+        args += ["--input", f"{name}={path}"]
+    out_dir = os.path.join(work, tag)
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--output-dir", out_dir]
+                          + args, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"hasten-run {os.path.basename(module)}: {proc.stderr.strip()}")
+    return np.load(os.path.join(out_dir, "logits.npy"))
+
+
+def relative_error(actual, expected):
+    return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
+
+
+def cases(work):
+    """(name, onnx path, inputs, torch logits or None, compile flags)."""
+    for path in sorted(glob.glob(os.path.join(MODELS, "torch", "*.onnx"))):
+        name = os.path.basename(path)[:-len(".onnx")]
+        ref = np.load(path[:-len(".onnx")] + ".reference.npz")
+        inputs = {k: ref[k] for k in ref.files if k != "logits"}
+        yield name, path, inputs, ref["logits"], []
+    rng = np.random.default_rng(0)
+    for preset in ("gpt2-tiny", "llama-tiny"):
+        cfg = md.Config(**md.PRESETS[preset])
+        path = os.path.join(work, preset + ".onnx")
+        subprocess.run([sys.executable, os.path.join(MODELS, "make_decoder.py"), "--preset",
+                        preset, "-o", path], check=True, capture_output=True)
+        past, seq = 3, 5
+        inputs = {"input_ids": rng.integers(0, cfg.vocab, (1, seq)).astype(np.int64),
+                  "attention_mask": np.ones((1, past + seq), np.int64),
+                  "position_ids": np.arange(past, past + seq, dtype=np.int64)[None]}
+        for i in range(cfg.layers):
+            for kind in ("key", "value"):
+                inputs[f"past_key_values.{i}.{kind}"] = rng.standard_normal(
+                    (1, cfg.kv_heads, past, cfg.head_dim)).astype(np.float32)
+        EXPECTED_ATTENTIONS[preset] = cfg.layers
+        yield preset, path, inputs, None, ["--no-decoder-entries"]
+
+
+def main():
+    bin_dir = sys.argv[1]
+    passed = failed = 0
+
+    def report(ok, what):
+        nonlocal passed, failed
+        print(("PASS " if ok else "FAIL ") + what)
+        passed += ok
+        failed += not ok
+
+    with tempfile.TemporaryDirectory() as work:
+        for name, path, inputs, reference, flags in cases(work):
+            try:
+                mlir = os.path.join(work, name + ".mlir")
+                compile_module(bin_dir, path, mlir, "--emit=mlir", *flags)
+                with open(mlir) as f:
+                    calls = f.read().count("call @hasten_rt_attention_f32(")
+                expected = EXPECTED_ATTENTIONS.get(name, 0)
+                report(calls == expected,
+                       f"{name}: {calls} attention kernel calls, expected {expected}")
+                fused = os.path.join(work, name + ".so")
+                unfused = os.path.join(work, name + ".unfused.so")
+                compile_module(bin_dir, path, fused, *flags)
+                compile_module(bin_dir, path, unfused, "--no-fuse-attention", *flags)
+                a = run_module(bin_dir, fused, inputs, work, name + ".fused")
+                b = run_module(bin_dir, unfused, inputs, work, name + ".unfused")
+                err = relative_error(a, b)
+                report(err <= REL_TOL, f"{name}: fused vs unfused logits, rel err {err:.2e}")
+                if reference is not None:
+                    err = relative_error(a, reference)
+                    report(err <= REL_TOL, f"{name}: fused vs torch logits, rel err {err:.2e}")
+            except RuntimeError as e:
+                report(False, f"{name}: {e}")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
