@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Decoder generation: hasten against ONNX Runtime on the same 124M
-GPT-2-style export (test/models/make_decoder.py --preset gpt2-124m), batch
-1, in the same run.
+GPT-2-shaped exports, batch 1, in the same run: the project's own graph
+(test/models/make_decoder.py --preset gpt2-124m) and a torch.onnx export of
+Hugging Face-style GPT-2 attention (bench/make_torch_decoder.py).
 
 Rows: decode at past 128 (ms per token) and prefill of 512 tokens, at 1 and
 2 threads; hasten with f32 weights and with --weights=bf16. ONNX Runtime
@@ -12,7 +13,7 @@ of weights a token reads divided by the machine's read bandwidth, measured
 in the same run at the same thread count (bench/membw.c); the table names
 the CPU.
 
-usage: bench/decoder_bench.py [--build build] [--threads 1,2] [--repeat 5]
+usage: bench/decoder_bench.py [--build build] [--threads 1,2] [--repeat 5] [--exports own,torch]
 ONNX Runtime comes from PyPI into BUILD/bench-venv on first use (bench/ort_env.py).
 """
 import argparse
@@ -28,6 +29,18 @@ sys.path.insert(0, HERE)
 import machine  # noqa: E402
 import ort_env  # noqa: E402
 from run_bench import run  # noqa: E402
+
+
+# Export name: (file in BUILD/bench, command that writes it given -o, what it is).
+EXPORTS = {
+    "own": ("gpt2-124m.onnx",
+            [sys.executable, os.path.join(ROOT, "test", "models", "make_decoder.py"),
+             "--preset", "gpt2-124m", "--external-data"],
+            "test/models/make_decoder.py --preset gpt2-124m (the project's own ONNX graph)"),
+    "torch": ("gpt2-124m-torch.onnx",
+              ["/usr/bin/python3", os.path.join(HERE, "make_torch_decoder.py")],
+              "bench/make_torch_decoder.py (Hugging Face GPT-2 attention, torch.onnx 1.13)"),
+}
 
 
 def hasten_times(build, module_path, threads, prefill, past, repeat):
@@ -68,69 +81,78 @@ def main():
     parser.add_argument("--prefill", type=int, default=512)
     parser.add_argument("--past", type=int, default=128)
     parser.add_argument("--precisions", default="f32,bf16")
+    parser.add_argument("--exports", default="own,torch",
+                        help="which 124M exports to measure: own (make_decoder.py), torch "
+                             "(make_torch_decoder.py, needs python3-torch)")
     args = parser.parse_args()
     python = ort_env.ort_python(args.build)
     bin_dir = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "bench")
     os.makedirs(work, exist_ok=True)
-    model = os.path.join(work, "gpt2-124m.onnx")
-    if not os.path.exists(model):
-        run([sys.executable, os.path.join(ROOT, "test", "models", "make_decoder.py"),
-             "--preset", "gpt2-124m", "--external-data", "-o", model])
-    modules = {}
-    for precision in args.precisions.split(","):
-        path = os.path.join(work, f"gpt2-124m-{precision}.so")
-        if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(
-                os.path.join(bin_dir, "hasten-compile")):
-            print(f"compiling {os.path.basename(path)} ...", file=sys.stderr)
-            run([os.path.join(bin_dir, "hasten-compile"), model, "-o", path,
-                 f"--weights={precision}"])
-        modules[precision] = path
+    exports = {}
+    for export in args.exports.split(","):
+        model = os.path.join(work, EXPORTS[export][0])
+        if not os.path.exists(model):
+            print(f"exporting {os.path.basename(model)} ...", file=sys.stderr)
+            run(EXPORTS[export][1] + ["-o", model])
+        exports[export] = model
+    precisions = args.precisions.split(",")
     rt = hc.Runtime(os.path.join(args.build, "lib"))
-    first = rt.load(modules[args.precisions.split(",")[0]])
-    # A decode step reads every weight except the position table.
-    read_bytes = first.weight_bytes - 1024 * 768 * 4
 
-    rows = []
-    for threads in [int(t) for t in args.threads.split(",")]:
-        out = run([python, os.path.join(HERE, "ort_runner.py"), "decoder", model, str(threads),
-                   str(args.prefill), str(args.past), str(args.repeat)])
-        ort_prefill = float(re.search(r"prefill_ms ([0-9.]+)", out).group(1))
-        ort_decode = float(re.search(r"decode_ms ([0-9.]+)", out).group(1))
-        ort_greedy = int(re.search(r"greedy ([0-9]+)", out).group(1))
-        results = {}
-        for precision, path in modules.items():
-            results[precision] = hasten_times(args.build, path, threads, args.prefill,
-                                              args.past, args.repeat)
-        bandwidth = machine.read_bandwidth(work, threads)
-        floor = read_bytes / bandwidth * 1e3
-        rows.append((threads, ort_prefill, ort_decode, ort_greedy, results, floor, bandwidth))
+    table = []  # (export, threads, ort prefill, ort decode, ort greedy, results, floor)
+    bandwidths = {}
+    read_bytes = {}
+    for export, model in exports.items():
+        modules = {}
+        for precision in precisions:
+            path = model[:-len(".onnx")] + f"-{precision}.so"
+            if not os.path.exists(path) or os.path.getmtime(path) < os.path.getmtime(
+                    os.path.join(bin_dir, "hasten-compile")):
+                print(f"compiling {os.path.basename(path)} ...", file=sys.stderr)
+                run([os.path.join(bin_dir, "hasten-compile"), model, "-o", path,
+                     f"--weights={precision}"])
+            modules[precision] = path
+        # A decode step reads every weight except the position table.
+        read_bytes[export] = rt.load(modules[precisions[0]]).weight_bytes - 1024 * 768 * 4
+        for threads in [int(t) for t in args.threads.split(",")]:
+            out = run([python, os.path.join(HERE, "ort_runner.py"), "decoder", model,
+                       str(threads), str(args.prefill), str(args.past), str(args.repeat)])
+            ort_prefill = float(re.search(r"prefill_ms ([0-9.]+)", out).group(1))
+            ort_decode = float(re.search(r"decode_ms ([0-9.]+)", out).group(1))
+            ort_greedy = int(re.search(r"greedy ([0-9]+)", out).group(1))
+            results = {p: hasten_times(args.build, path, threads, args.prefill, args.past,
+                                       args.repeat) for p, path in modules.items()}
+            if threads not in bandwidths:
+                bandwidths[threads] = machine.read_bandwidth(work, threads)
+            floor = read_bytes[export] / bandwidths[threads] * 1e3
+            table.append((export, threads, ort_prefill, ort_decode, ort_greedy, results, floor))
 
-    precisions = list(modules)
     print(f"CPU: {machine.cpu_description()}; ONNX Runtime {ort_env.ort_version(python)} "
-          f"(Python, CPU); floor = {read_bytes / 1e6:.0f} MB of f32 weights per token / "
+          f"(Python, CPU); floor = the f32 weights a token reads ("
+          + ", ".join(f"{e} {b / 1e6:.0f} MB" for e, b in read_bytes.items()) + ") / "
           f"read bandwidth measured now ("
-          + ", ".join(f"{r[6] / 1e9:.1f} GB/s on {r[0]} thread{'s' if r[0] > 1 else ''}"
-                      for r in rows) + ")\n")
-    header = "| case | threads | ORT ms |" + "".join(
+          + ", ".join(f"{bw / 1e9:.1f} GB/s on {t} thread{'s' if t > 1 else ''}"
+                      for t, bw in bandwidths.items()) + ")")
+    print("exports: " + "; ".join(f"{e}: {EXPORTS[e][2]}" for e in exports) + "\n")
+    header = "| export | case | threads | ORT ms |" + "".join(
         f" hasten {p} ms | ratio |" for p in precisions) + " f32 floor ms |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for threads, ort_prefill, ort_decode, ort_greedy, results, floor, _ in rows:
-        line = f"| decode, past {args.past} (per token) | {threads} | {ort_decode:.2f} |"
+    for export, threads, ort_prefill, ort_decode, ort_greedy, results, floor in table:
+        line = f"| {export} | decode, past {args.past} (per token) | {threads} | {ort_decode:.2f} |"
         for p in precisions:
             ms = results[p][1]
             line += f" {ms:.2f} | {ort_decode / ms:.2f}x |"
         print(line + f" {floor:.1f} (f32 at {ms_to_x(results, 'f32', floor)}) |")
-        line = f"| prefill, {args.prefill} tokens | {threads} | {ort_prefill:.1f} |"
+        line = f"| {export} | prefill, {args.prefill} tokens | {threads} | {ort_prefill:.1f} |"
         for p in precisions:
             ms = results[p][0]
             line += f" {ms:.1f} | {ort_prefill / ms:.2f}x |"
         print(line + " |")
-    for threads, _, _, ort_greedy, results, _, _ in rows:
+    for export, threads, _, _, ort_greedy, results, _ in table:
         agree = {p: r[2] == ort_greedy for p, r in results.items()}
-        print(f"threads {threads}: greedy token after the prefill, ORT {ort_greedy}, hasten "
-              + ", ".join(f"{p} {r[2]}" for p, r in results.items())
+        print(f"{export}, threads {threads}: greedy token after the prefill, ORT {ort_greedy}, "
+              "hasten " + ", ".join(f"{p} {r[2]}" for p, r in results.items())
               + ("" if all(agree.values()) else "  (differs)"))
 
 

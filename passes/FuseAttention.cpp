@@ -835,7 +835,8 @@ struct FuseAttentionPass : public hasten::impl::FuseAttentionBase<FuseAttentionP
     Value value = materialize(b, loc, *v, {0, 1, 2, 3});
     Value mask = chain->masks.empty() ? Value() : buildMask(b, loc, *chain, element);
     auto attention = AttentionOp::create(b, loc, query, key, value, mask, heads, k->heads,
-                                         /*causal=*/false, b.getF32FloatAttr(scale));
+                                         /*causal=*/false, b.getF32FloatAttr(scale),
+                                         /*tiling=*/nullptr);
 
     // The result replaces the [b, h, s, dv] view of the PV product.
     Value result = attention.getResult();

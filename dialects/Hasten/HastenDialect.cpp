@@ -16,6 +16,8 @@ using namespace hasten;
 
 #define GET_TYPEDEF_CLASSES
 #include "hasten/Dialect/Hasten/HastenTypes.cpp.inc"
+#define GET_ATTRDEF_CLASSES
+#include "hasten/Dialect/Hasten/HastenAttrs.cpp.inc"
 
 namespace {
 
@@ -116,6 +118,10 @@ void HastenDialect::initialize() {
   addTypes<
 #define GET_TYPEDEF_LIST
 #include "hasten/Dialect/Hasten/HastenTypes.cpp.inc"
+      >();
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "hasten/Dialect/Hasten/HastenAttrs.cpp.inc"
       >();
   addOperations<
 #define GET_OP_LIST

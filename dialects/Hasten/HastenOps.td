@@ -4,6 +4,7 @@
 #define HASTEN_OPS_TD
 
 include "Hasten/HastenTypes.td"
+include "Hasten/HastenAttrs.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
@@ -37,7 +38,10 @@ def Hasten_AttentionOp : Hasten_Op<"attention", [
     Without `scale` the scale is `1/sqrt(head_dim)`.
 
     The op carries no memory layout: tiling passes decide how it is computed
-    and never need to materialize the `q_len x kv_len` score matrix.
+    and never need to materialize the `q_len x kv_len` score matrix. The
+    optional `tiling` (`#hasten.attention_tiling`) records that decision:
+    `--hasten-plan-attention` writes it for a target, a compiler engineer may
+    change it, and `--hasten-tile-attention` follows it.
 
     ```mlir
     %o = hasten.attention %q, %k, %v heads(32, 8) causal
@@ -53,13 +57,14 @@ def Hasten_AttentionOp : Hasten_Op<"attention", [
     I64Attr:$num_heads,
     I64Attr:$num_kv_heads,
     UnitAttr:$causal,
-    OptionalAttr<F32Attr>:$scale
+    OptionalAttr<F32Attr>:$scale,
+    OptionalAttr<Hasten_AttentionTilingAttr>:$tiling
   );
   let results = (outs 4DTensorOf<[AnyFloat]>:$result);
   let assemblyFormat = [{
     $query `,` $key `,` $value (`mask` `(` $mask^ `:` type($mask) `)`)?
     `heads` `(` $num_heads `,` $num_kv_heads `)` (`causal` $causal^)?
-    (`scale` `(` $scale^ `)`)? attr-dict
+    (`scale` `(` $scale^ `)`)? (`tiling` `(` $tiling^ `)`)? attr-dict
     `:` type($query) `,` type($key) `,` type($value) `->` type($result)
   }];
   let hasVerifier = 1;

@@ -117,3 +117,32 @@ int64_t KVCacheType::getTotalBytes() const {
 int64_t KVCacheType::getNumBlocks() const {
   return isPaged() ? getCapacity() / getBlockSize() : 1;
 }
+
+//===----------------------------------------------------------------------===//
+// AttentionTilingAttr
+//===----------------------------------------------------------------------===//
+
+LogicalResult hasten::AttentionTilingAttr::verify(
+    function_ref<InFlightDiagnostic()> emitError, StringRef target, int64_t blockQ,
+    int64_t tileQ, int64_t tileKv, int64_t kvSplits, bool skipMasked, bool diagonalMask,
+    int64_t warps, StringRef mma, StringRef smemLayout, int64_t vectorLanes) {
+  if (!llvm::is_contained({"cpu", "ascend", "sm_70", "sm_80", "sm_90"}, target))
+    return emitError() << "unknown attention tiling target '" << target
+                       << "' (expected cpu, ascend, sm_70, sm_80 or sm_90)";
+  if (blockQ <= 0 || tileQ <= 0 || tileKv <= 0 || kvSplits <= 0)
+    return emitError() << "block_q, tile_q, tile_kv and kv_splits must be positive";
+  if (blockQ % tileQ != 0)
+    return emitError() << "block_q (" << blockQ << ") must be a multiple of tile_q (" << tileQ
+                       << ")";
+  if (warps < 0 || vectorLanes < 0)
+    return emitError() << "warps and vector_lanes must not be negative";
+  if (diagonalMask && !skipMasked)
+    return emitError() << "diagonal_mask needs skip_masked: a tile above the diagonal would "
+                          "run unmasked";
+  if (smemLayout != "row" && smemLayout != "nz" && !smemLayout.starts_with("padded<") &&
+      !smemLayout.starts_with("swizzle<"))
+    return emitError() << "unknown operand layout '" << smemLayout
+                       << "' (expected row, padded<N>, swizzle<B> or nz)";
+  (void)mma;
+  return success();
+}

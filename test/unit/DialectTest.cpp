@@ -94,7 +94,7 @@ TEST_F(HastenDialectTest, AttentionInfersItsResultAndDefaultScale) {
   auto attention = AttentionOp::create(
       builder, loc, body->getArgument(0), body->getArgument(1),
       body->getArgument(2), /*mask=*/Value(), /*num_heads=*/8,
-      /*num_kv_heads=*/2, /*causal=*/true, /*scale=*/nullptr);
+      /*num_kv_heads=*/2, /*causal=*/true, /*scale=*/nullptr, /*tiling=*/nullptr);
   func::ReturnOp::create(builder, loc);
 
   auto resultType = attention.getResult().getType();

@@ -21,6 +21,9 @@
 #define GET_TYPEDEF_CLASSES
 #include "hasten/Dialect/Hasten/HastenTypes.h.inc"
 
+#define GET_ATTRDEF_CLASSES
+#include "hasten/Dialect/Hasten/HastenAttrs.h.inc"
+
 #define GET_OP_CLASSES
 #include "hasten/Dialect/Hasten/HastenOps.h.inc"
 
