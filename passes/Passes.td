@@ -88,6 +88,102 @@ def FuseAttention : Pass<"hasten-fuse-attention"> {
                            "::mlir::tensor::TensorDialect", "::mlir::arith::ArithDialect"];
 }
 
+def PlanAttention : Pass<"hasten-plan-attention"> {
+  let summary = "Record a tiling plan (#hasten.attention_tiling) on each hasten.attention for a target";
+  let description = [{
+    Chooses how each `hasten.attention` is tiled on `target` and writes it
+    on the op as `tiling(#hasten.attention_tiling<...>)`, where a compiler
+    engineer can read it, change it, and have `--hasten-tile-attention` and
+    the GPU code generators follow the change. An op that already has a
+    tiling keeps it unless `replace` is set.
+
+    - `cpu`: K and V tiles sized to the L1, the query block, its
+      accumulator and a scores tile to half the L2 (at most 64 rows, so that
+      sequences split into enough blocks for every thread), one level.
+    - `ascend`: FastAttention's two levels: a block of 4 query tiles per AI
+      core, tiles whose f32 scores and fp16 probabilities fit half the
+      unified buffer, operands in the cube unit's `nz` fractal layout.
+    - `sm_70`, `sm_80`, `sm_90`: query rows per warp (warpgroup on sm_90),
+      double-buffered K and V tiles shrunk until they fit shared memory next
+      to the Q block, and an operand layout free of bank conflicts for the
+      target's loads: rows padded by 8 fp16 elements for Volta's
+      `mma.m8n8k4` when a row is an even number of 16-byte chunks, a
+      128/64/32-byte XOR swizzle for `ldmatrix` and TMA on sm_80 and sm_90.
+
+    Every target skips tiles above the causal diagonal and masks only the
+    tiles that cross it (the tiling-mask). One-query decode gets
+    `kv_splits > 1`: the keys split into partitions computed in parallel
+    and merged by log-sum-exp. With `print-plan` each op's plan and its
+    on-chip working set are printed to stdout.
+
+    ```mlir
+    %o = hasten.attention %q, %k, %v heads(12, 12) causal
+        tiling(#hasten.attention_tiling<target = "cpu", block_q = 64, tile_q = 64,
+            tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true,
+            warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>) : ...
+    ```
+  }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "The target: cpu, ascend, sm_70, sm_80 or sm_90">,
+    Option<"l1Bytes", "l1-bytes", "int64_t", /*default=*/"0",
+           "CPU L1 data cache bytes per core (0: 48 KiB)">,
+    Option<"l2Bytes", "l2-bytes", "int64_t", /*default=*/"0",
+           "CPU L2 cache bytes per core (0: 1 MiB)">,
+    Option<"vectorBits", "vector-bits", "int64_t", /*default=*/"0",
+           "CPU vector register width in bits (0: 512)">,
+    Option<"replace", "replace", "bool", /*default=*/"false",
+           "Replace tilings already on the ops">,
+    Option<"printPlan", "print-plan", "bool", /*default=*/"false",
+           "Print each op's plan and working set to stdout">
+  ];
+}
+
+def TileAttention : Pass<"hasten-tile-attention"> {
+  let summary = "Lower hasten.attention into tiled online-softmax IR (FlashAttention-2) by its tiling plan";
+  let description = [{
+    Replaces each f32 `hasten.attention` by upstream ops that follow its
+    `#hasten.attention_tiling` (planned for `target` first when the op has
+    none):
+
+    - an `scf.forall` over (batch, head, query block) — the parallel work;
+    - in each block, an `scf.for` over key tiles carrying the running row
+      maximum, row sum and output accumulator; each step computes one
+      `tile_q x tile_kv` scores tile (`linalg.generic` products whose
+      innermost loop is contiguous), rescales the accumulator by
+      `exp(m - m')` and adds `P V`; the block's output is `acc / l`.
+
+    The `q_len x kv_len` scores never exist: memory is O(S d). With
+    `causal` and `skip_masked`, a block's loop ends at the last key its
+    last row may see, so tiles above the diagonal are never computed; with
+    `diagonal_mask`, only the tiles that cross the diagonal build the causal
+    mask, from their indices, under an `scf.if` (FastAttention's
+    tiling-mask). A mask operand is read in place, broadcast by index.
+
+    One-query decode with `kv_splits > 1` becomes flash-decoding: an
+    `scf.forall` over (batch, head, partition) computes each partition's
+    max, sum and accumulator, and a log-sum-exp merge combines them.
+
+    ```mlir
+    %o = hasten.attention %q, %k, %v heads(4, 2) causal scale(0.125) : ...
+    // becomes
+    %o = scf.forall (%b, %h, %blk) in (%B, 4, %nblocks) shared_outs(%out = %init) {
+      %r:3 = scf.for %k0 = %c0 to %end step %c64 iter_args(%m = .., %l = .., %acc = ..) {
+        ... linalg.generic (scores), scf.if (diagonal tile), linalg.generic (exp, sums, P V)
+      }
+      ...
+    }
+    ```
+  }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "Target to plan for when an op has no tiling: cpu, ascend, sm_70, sm_80 or sm_90">
+  ];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::linalg::LinalgDialect",
+                           "::mlir::tensor::TensorDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 def DecomposeAggregatedOps : Pass<"hasten-decompose-aggregated-ops"> {
   let summary = "Decompose aggregated linalg ops (softmax) into linalg.generic chains";
   let description = [{

@@ -21,6 +21,7 @@
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
@@ -74,6 +75,48 @@ LogicalResult writeModule(ModuleOp module, StringRef path, Location loc) {
   return success();
 }
 
+/// ONNX element type codes of the MLIR types a .mlir entry may take.
+int32_t onnxElementType(Type t) {
+  if (t.isF32()) return 1;
+  if (t.isInteger(1)) return 9;
+  if (t.isSignlessInteger(64)) return 7;
+  if (t.isSignlessInteger(32)) return 6;
+  if (t.isF16()) return 10;
+  if (t.isBF16()) return 16;
+  if (t.isF64()) return 11;
+  return 0;
+}
+
+/// A tensor-level module (hasten-import's or hasten-compile --emit=mlir's
+/// output, or written by hand) instead of an ONNX file. Entry arguments
+/// and results without an ONNX name get `argN` / `resultN`, which
+/// hasten-run's --input and output files use.
+FailureOr<OwningOpRef<ModuleOp>> parseMlirInput(StringRef path, MLIRContext &context) {
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(path, &context);
+  if (!module)
+    return failure();
+  Builder b(&context);
+  for (auto func : module->getOps<func::FuncOp>()) {
+    if (func.isExternal())
+      continue;
+    auto name = [&](DictionaryAttr attrs, Type type, auto set, std::string fallback) {
+      if (!attrs || !attrs.get(HastenDialect::kOnnxNameAttrName))
+        set(HastenDialect::kOnnxNameAttrName, b.getStringAttr(fallback));
+      if (!attrs || !attrs.get(HastenDialect::kOnnxElemTypeAttrName))
+        set(HastenDialect::kOnnxElemTypeAttrName,
+            b.getI32IntegerAttr(onnxElementType(cast<ShapedType>(type).getElementType())));
+    };
+    for (unsigned i = 0; i < func.getNumArguments(); ++i)
+      name(func.getArgAttrDict(i), func.getArgumentTypes()[i],
+           [&](StringRef n, Attribute a) { func.setArgAttr(i, n, a); }, "arg" + std::to_string(i));
+    for (unsigned i = 0; i < func.getNumResults(); ++i)
+      name(func.getResultAttrDict(i), func.getResultTypes()[i],
+           [&](StringRef n, Attribute a) { func.setResultAttr(i, n, a); },
+           "result" + std::to_string(i));
+  }
+  return module;
+}
+
 } // namespace
 
 LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
@@ -99,7 +142,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     return failure();
 
   auto imported = timer.run("import", [&] {
-    return importOnnxFile(inputPath, context, options.import);
+    return inputPath.ends_with(".mlir") ? parseMlirInput(inputPath, context)
+                                        : importOnnxFile(inputPath, context, options.import);
   });
   if (failed(imported))
     return failure();
@@ -126,6 +170,17 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   TensorPipelineOptions tensor;
   tensor.kvCapacity = kv->capacity;
   tensor.kvBlockSize = options.kv.blockSize;
+  tensor.attention = options.attention;
+  if (options.printAttentionPlan) {
+    // The plan the tensor stage follows (generated) or the kernel's tiles,
+    // seen before the op is lowered.
+    PassManager plan(&context, ModuleOp::getOperationName());
+    PlanAttentionOptions planOptions;
+    planOptions.printPlan = true;
+    plan.addPass(createPlanAttention(planOptions));
+    if (failed(plan.run(module)))
+      return failure();
+  }
   if (failed(timer.run("tensor passes", [&] {
         return runStage(module, "hasten-tensor-pipeline",
                         [&](OpPassManager &pm) { buildTensorPipeline(pm, tensor); }, options);

@@ -11,6 +11,7 @@
 #include "mlir/Dialect/LLVMIR/Transforms/Passes.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/Transforms/Passes.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
@@ -32,7 +33,13 @@ void hasten::buildAttentionFusionPipeline(OpPassManager &pm,
 void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions &options) {
   pm.addPass(createPlanKVCache(PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize}));
   pm.addPass(createLowerKVCache());
-  pm.addPass(createAttentionToRuntimeCalls());
+  // Attention the KV cache did not take: on the runtime kernel, or tiled
+  // here into IR that compiles with the model; what the kernel cannot run
+  // (boolean masks, say) is tiled either way.
+  if (options.attention != "generated")
+    pm.addPass(createAttentionToRuntimeCalls());
+  pm.addPass(createPlanAttention());
+  pm.addPass(createTileAttention());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   OpPassManager &funcs = pm.nest<func::FuncOp>();
@@ -68,6 +75,9 @@ void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
   funcs.addPass(LLVM::createLLVMRequestCWrappersPass());
   funcs.addPass(createPackStaticBuffers());
   funcs.addPass(createMemrefCopyToLinalg());
+  // Tiled attention's parallel blocks (scf.forall) join the parallel loops
+  // that run on the runtime's thread pool.
+  funcs.addPass(createForallToParallelLoopPass());
   funcs.addPass(createConvertLinalgToParallelLoopsPass());
   pm.addPass(createOutlineParallelLoops(OutlineParallelLoopsOptions{options.parallelMinWork}));
   pm.nest<func::FuncOp>().addPass(createExpandShapeToReinterpretCast());
@@ -92,6 +102,7 @@ void hasten::buildCpuPipeline(OpPassManager &pm, const CpuPipelineOptions &optio
   TensorPipelineOptions tensor;
   tensor.kvCapacity = options.kvCapacity;
   tensor.kvBlockSize = options.kvBlockSize;
+  tensor.attention = options.attention;
   buildTensorPipeline(pm, tensor);
   BufferizePipelineOptions bufferize;
   bufferize.weights = options.weights;

@@ -81,6 +81,14 @@ static cl::opt<bool> noFuseAttention(cl::cat(toolCategory),
 static cl::opt<bool> reportUnfusedAttention(cl::cat(toolCategory),
     "report-unfused-attention",
     cl::desc("Say why each softmax-weighted matmul was not fused into hasten.attention"));
+static cl::opt<std::string> attentionMode(cl::cat(toolCategory),
+    "attention",
+    cl::desc("How attention runs: 'kernel' (the runtime's tiled kernel, default) or "
+             "'generated' (tiled in IR by --hasten-tile-attention and compiled with the model)"),
+    cl::init("kernel"));
+static cl::opt<bool> printAttentionPlan(cl::cat(toolCategory),
+    "print-attention-plan",
+    cl::desc("Print each attention's tiling plan and on-chip working set"));
 static cl::opt<bool> printPipeline(
     cl::cat(toolCategory), "print-pipeline",
     cl::desc("Print each stage's pass pipeline as hasten-opt --pass-pipeline takes it"));
@@ -126,6 +134,13 @@ int main(int argc, char **argv) {
   options.decoderEntries = !noDecoderEntries;
   options.fuseAttention = !noFuseAttention;
   options.reportUnfusedAttention = reportUnfusedAttention;
+  if (attentionMode != "kernel" && attentionMode != "generated") {
+    errs() << "hasten-compile: error: --attention must be kernel or generated, got '"
+           << attentionMode << "'\n";
+    return 1;
+  }
+  options.attention = attentionMode;
+  options.printAttentionPlan = printAttentionPlan;
   options.kv.capacity = kvCapacity;
   options.kv.blockSize = kvBlockSize;
   if (kvCapacity < 0 || kvBlockSize < 0) {

@@ -44,6 +44,11 @@ struct CompileOptions {
   /// --hasten-fuse-attention pass), and remark on each one left unfused.
   bool fuseAttention = true;
   bool reportUnfusedAttention = false;
+  /// How attention runs: "kernel" (the runtime's) or "generated" (tiled in
+  /// IR by --hasten-tile-attention and compiled with the model).
+  std::string attention = "kernel";
+  /// Print each attention's tiling plan (--hasten-plan-attention) to stdout.
+  bool printAttentionPlan = false;
   EmitKind emit = EmitKind::Library;
   /// The code generation target: "cpu".
   std::string target = "cpu";

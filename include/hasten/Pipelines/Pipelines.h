@@ -42,6 +42,11 @@ struct TensorPipelineOptions : public mlir::PassPipelineOptions<TensorPipelineOp
                               llvm::cl::desc("Tokens per block of a paged KV cache (0: "
                                              "contiguous)"),
                               llvm::cl::init(0)};
+  Option<std::string> attention{
+      *this, "attention",
+      llvm::cl::desc("How hasten.attention runs: 'kernel' (the runtime's tiled kernel) or "
+                     "'generated' (--hasten-tile-attention, compiled with the model)"),
+      llvm::cl::init("kernel")};
 };
 
 struct BufferizePipelineOptions : public mlir::PassPipelineOptions<BufferizePipelineOptions> {
@@ -73,6 +78,9 @@ struct CpuPipelineOptions : public mlir::PassPipelineOptions<CpuPipelineOptions>
                                   llvm::cl::desc("Loops with fewer total iterations run on "
                                                  "one thread"),
                                   llvm::cl::init(32768)};
+  Option<std::string> attention{*this, "attention",
+                                llvm::cl::desc("How hasten.attention runs: kernel or generated"),
+                                llvm::cl::init("kernel")};
 };
 
 /// Stage builders: each adds its passes to a pass manager on builtin.module.

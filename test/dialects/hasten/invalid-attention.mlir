@@ -126,3 +126,43 @@ func.func @mask_shape(%q: tensor<1x12x5x64xf32>, %k: tensor<1x12x?x64xf32>, %v: 
   %o = hasten.attention %q, %k, %v mask(%m : tensor<1x3x5x?xi1>) heads(12, 12) : tensor<1x12x5x64xf32>, tensor<1x12x?x64xf32>, tensor<1x12x?x64xf32> -> tensor<1x12x5x64xf32>
   return
 }
+
+// -----
+
+func.func @tiling_unknown_target(%q: tensor<1x4x8x16xf32>, %k: tensor<1x4x8x16xf32>, %v: tensor<1x4x8x16xf32>) {
+  // expected-error @+1 {{unknown attention tiling target 'tpu' (expected cpu, ascend, sm_70, sm_80 or sm_90)}}
+  %o = hasten.attention %q, %k, %v heads(4, 4) tiling(#hasten.attention_tiling<target = "tpu", block_q = 64, tile_q = 64, tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>) : tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32> -> tensor<1x4x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @tiling_block_not_multiple(%q: tensor<1x4x8x16xf32>, %k: tensor<1x4x8x16xf32>, %v: tensor<1x4x8x16xf32>) {
+  // expected-error @+1 {{block_q (48) must be a multiple of tile_q (32)}}
+  %o = hasten.attention %q, %k, %v heads(4, 4) tiling(#hasten.attention_tiling<target = "cpu", block_q = 48, tile_q = 32, tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>) : tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32> -> tensor<1x4x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @tiling_diagonal_without_skip(%q: tensor<1x4x8x16xf32>, %k: tensor<1x4x8x16xf32>, %v: tensor<1x4x8x16xf32>) {
+  // expected-error @+1 {{diagonal_mask needs skip_masked: a tile above the diagonal would run unmasked}}
+  %o = hasten.attention %q, %k, %v heads(4, 4) tiling(#hasten.attention_tiling<target = "cpu", block_q = 64, tile_q = 64, tile_kv = 64, kv_splits = 1, skip_masked = false, diagonal_mask = true, warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>) : tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32> -> tensor<1x4x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @tiling_unknown_layout(%q: tensor<1x4x8x16xf32>, %k: tensor<1x4x8x16xf32>, %v: tensor<1x4x8x16xf32>) {
+  // expected-error @+1 {{unknown operand layout 'diagonal' (expected row, padded<N>, swizzle<B> or nz)}}
+  %o = hasten.attention %q, %k, %v heads(4, 4) tiling(#hasten.attention_tiling<target = "sm_80", block_q = 64, tile_q = 64, tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 0, mma = "", smem_layout = "diagonal", vector_lanes = 16>) : tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32> -> tensor<1x4x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @tiling_zero_tile(%q: tensor<1x4x8x16xf32>, %k: tensor<1x4x8x16xf32>, %v: tensor<1x4x8x16xf32>) {
+  // expected-error @+1 {{block_q, tile_q, tile_kv and kv_splits must be positive}}
+  %o = hasten.attention %q, %k, %v heads(4, 4) tiling(#hasten.attention_tiling<target = "cpu", block_q = 0, tile_q = 64, tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>) : tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32>, tensor<1x4x8x16xf32> -> tensor<1x4x8x16xf32>
+  return
+}

@@ -63,3 +63,13 @@ func.func @paged_prefill(%cache: !hasten.kv_cache<layers = 1, kv_heads = 2, head
   hasten.kv_cache.append %kv, %kv into %cache[layer 0] at %c0 : tensor<1x2x?x8xf16>, tensor<1x2x?x8xf16> into !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 8, capacity = 64, f16, paged<block_size = 16>>
   return
 }
+
+// -----
+
+// A tiling plan on the op round-trips (short form inside the op).
+// CHECK-LABEL: func.func @tiled
+// CHECK: hasten.attention %arg0, %arg1, %arg2 heads(8, 2) causal tiling(<target = "sm_70", block_q = 64, tile_q = 16, tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 4, mma = "m8n8k4", smem_layout = "padded<8>", vector_lanes = 0>)
+func.func @tiled(%q: tensor<1x8x?x64xf16>, %k: tensor<1x2x?x64xf16>, %v: tensor<1x2x?x64xf16>) -> tensor<1x8x?x64xf16> {
+  %o = hasten.attention %q, %k, %v heads(8, 2) causal tiling(#hasten.attention_tiling<target = "sm_70", block_q = 64, tile_q = 16, tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 4, mma = "m8n8k4", smem_layout = "padded<8>", vector_lanes = 0>) : tensor<1x8x?x64xf16>, tensor<1x2x?x64xf16>, tensor<1x2x?x64xf16> -> tensor<1x8x?x64xf16>
+  return %o : tensor<1x8x?x64xf16>
+}

@@ -1,0 +1,522 @@
+//===- TileAttention.cpp - hasten.attention as tiled online-softmax IR -----===//
+//
+// FlashAttention-2 in upstream ops, following the op's tiling plan:
+//
+//   scf.forall (batch, head, query block)          -- the parallel work
+//     scf.for key tile in [0, last needed key)    -- running max m, sum l, acc
+//       S   = Q_blk K_tile^T * scale (+ mask)      -- a tile_q x tile_kv tile
+//       m'  = max(m, rowmax S);  P = exp(S - m')
+//       l   = exp(m - m') l + rowsum P;  acc = exp(m - m') acc + P V_tile
+//     O_blk = acc / l
+//
+// The q_len x kv_len scores never exist. With causal, the loop stops at the
+// block's last visible key (tiles above the diagonal are skipped), and only
+// tiles that cross the diagonal build a mask, from their indices
+// (FastAttention's tiling-mask); the others run unmasked. One-query decode
+// with kv_splits > 1 splits the keys into partitions computed in parallel
+// and merges them by log-sum-exp (flash-decoding).
+//
+// The tile products iterate the reduction outside the innermost dimension
+// (rows x head_dim x keys for Q K^T on a transposed K tile, rows x keys x
+// value dims for P V), so that the innermost loop is contiguous and the CPU
+// lowering vectorizes it.
+//
+//===----------------------------------------------------------------------===//
+
+#include "AttentionTiling.h"
+
+#include "hasten/Passes/Passes.h"
+
+#include "mlir/Dialect/Affine/IR/AffineOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+
+#include <limits>
+
+namespace hasten {
+#define GEN_PASS_DEF_TILEATTENTION
+#include "hasten/Passes/Passes.h.inc"
+} // namespace hasten
+
+using namespace mlir;
+using namespace hasten;
+
+namespace {
+
+using utils::IteratorType;
+constexpr IteratorType kPar = IteratorType::parallel;
+constexpr IteratorType kRed = IteratorType::reduction;
+
+/// Builds the tiled form of one op.
+class AttentionTiler {
+public:
+  AttentionTiler(OpBuilder &b, AttentionOp op, AttentionTilingAttr tiling)
+      : b(b), loc(op.getLoc()), op(op), tiling(tiling), f32(b.getF32Type()) {}
+
+  Value build() {
+    q = op.getQuery();
+    k = op.getKey();
+    v = op.getValue();
+    mask = op.getMask();
+    scale = *op.getEffectiveScale();
+    group = op.getNumHeads() / op.getNumKvHeads();
+    batch = dim(q, 0);
+    heads = dim(q, 1);
+    qLen = dim(q, 2);
+    kvLen = dim(k, 2);
+    headDim = dim(q, 3);
+    valueDim = dim(v, 3);
+    // Causal rule of the op: key j is visible to query i when
+    // j <= i + kv_len - q_len.
+    diagonal = arith::SubIOp::create(b, loc, kvLen, qLen);
+    bool decode = op.getQuery().getType().getDimSize(2) == 1;
+    return decode && tiling.getKvSplits() > 1 ? buildSplitKv() : buildBlocks();
+  }
+
+private:
+  OpBuilder &b;
+  Location loc;
+  AttentionOp op;
+  AttentionTilingAttr tiling;
+  Type f32;
+  Value q, k, v, mask;
+  double scale;
+  int64_t group;
+  Value batch, heads, qLen, kvLen, headDim, valueDim, diagonal;
+
+  Value cst(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+  Value cstF(double v) { return arith::ConstantOp::create(b, loc, f32, b.getF32FloatAttr(v)); }
+  Value dim(Value t, int64_t d) { return tensor::DimOp::create(b, loc, t, d); }
+  Value minI(Value x, Value y) { return arith::MinSIOp::create(b, loc, x, y); }
+  Value maxI(Value x, Value y) { return arith::MaxSIOp::create(b, loc, x, y); }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value ceilDiv(Value x, Value y) { return arith::CeilDivSIOp::create(b, loc, x, y); }
+
+  Value filled(ArrayRef<Value> sizes, double value) {
+    SmallVector<OpFoldResult> ofrs(sizes.begin(), sizes.end());
+    Value empty = tensor::EmptyOp::create(b, loc, ofrs, f32);
+    return linalg::FillOp::create(b, loc, cstF(value), empty).getResult(0);
+  }
+  Value empty(ArrayRef<Value> sizes) {
+    SmallVector<OpFoldResult> ofrs(sizes.begin(), sizes.end());
+    return tensor::EmptyOp::create(b, loc, ofrs, f32);
+  }
+  AffineMap map(unsigned dims, ArrayRef<int64_t> results) {
+    SmallVector<AffineExpr> exprs;
+    for (int64_t r : results)
+      exprs.push_back(b.getAffineDimExpr(r));
+    return AffineMap::get(dims, 0, exprs, b.getContext());
+  }
+
+  /// [rows, cols] slice of a [batch, heads, rows, cols] operand.
+  Value slice2d(Value t, Value bIdx, Value hIdx, Value row0, Value rows, Value cols) {
+    SmallVector<OpFoldResult> offsets{bIdx, hIdx, row0, b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes{b.getIndexAttr(1), b.getIndexAttr(1), rows, cols};
+    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+    auto type = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32);
+    return tensor::ExtractSliceOp::create(b, loc, type, t, offsets, sizes, strides);
+  }
+
+  /// The online-softmax loop over keys [kvBegin, kvEnd) for the query rows
+  /// [q0, q0 + nq) of (bIdx, hIdx); `qTile` is [nq, head_dim]. Returns the
+  /// running max, sum and (unnormalized) accumulator.
+  std::tuple<Value, Value, Value> keyLoop(Value bIdx, Value hIdx, Value q0, Value nq, Value qTile,
+                                          Value kvBegin, Value kvEnd) {
+    Value kvHead = arith::DivUIOp::create(b, loc, hIdx, cst(group));
+    Value tileKv = cst(tiling.getTileKv());
+    Value m0 = filled({nq}, -std::numeric_limits<double>::infinity());
+    Value l0 = filled({nq}, 0.0);
+    Value acc0 = filled({nq, valueDim}, 0.0);
+    bool causal = op.getCausal();
+    auto loop = scf::ForOp::create(
+        b, loc, kvBegin, kvEnd, tileKv, ValueRange{m0, l0, acc0},
+        [&](OpBuilder &nb, Location nloc, Value k0, ValueRange iter) {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          Value nk = minI(tileKv, sub(kvEnd, k0));
+          Value kTile = slice2d(k, bIdx, kvHead, k0, nk, headDim);
+          Value vTile = slice2d(v, bIdx, kvHead, k0, nk, valueDim);
+          // K^T, so that the product's innermost loop runs along keys.
+          Value kT = linalg::TransposeOp::create(b, loc, kTile, empty({headDim, nk}),
+                                                 ArrayRef<int64_t>{1, 0})
+                         ->getResult(0);
+          // S[i, j] = sum_d Q[i, d] K^T[d, j], loops (i, d, j).
+          Value s = linalg::GenericOp::create(
+                        b, loc, TypeRange{RankedTensorType::get(
+                                    {ShapedType::kDynamic, ShapedType::kDynamic}, f32)},
+                        ValueRange{qTile, kT}, ValueRange{filled({nq, nk}, 0.0)},
+                        ArrayRef<AffineMap>{map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
+                        ArrayRef<IteratorType>{kPar, kRed, kPar},
+                        [&](OpBuilder &gb, Location gl, ValueRange a) {
+                          Value p = arith::MulFOp::create(gb, gl, a[0], a[1]);
+                          linalg::YieldOp::create(gb, gl,
+                                                  ValueRange{arith::AddFOp::create(gb, gl, a[2], p)});
+                        })
+                        .getResult(0);
+          // Scale, mask, and on tiles that cross the diagonal the causal
+          // mask from indices; tiles wholly below it skip that work.
+          Value scaled;
+          if (causal && tiling.getDiagonalMask()) {
+            // The tile crosses when its last key is past the first row's
+            // diagonal.
+            Value lastKey = sub(add(k0, nk), cst(1));
+            Value crosses = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, lastKey,
+                                                  add(q0, diagonal));
+            auto branch = scf::IfOp::create(
+                b, loc, crosses,
+                [&](OpBuilder &ib, Location) {
+                  OpBuilder::InsertionGuard g(b);
+                  b.setInsertionPoint(ib.getInsertionBlock(), ib.getInsertionPoint());
+                  scf::YieldOp::create(b, loc, scoreEpilogue(s, bIdx, hIdx, q0, k0, true));
+                },
+                [&](OpBuilder &ib, Location) {
+                  OpBuilder::InsertionGuard g(b);
+                  b.setInsertionPoint(ib.getInsertionBlock(), ib.getInsertionPoint());
+                  scf::YieldOp::create(b, loc, scoreEpilogue(s, bIdx, hIdx, q0, k0, false));
+                });
+            scaled = branch.getResult(0);
+          } else {
+            scaled = scoreEpilogue(s, bIdx, hIdx, q0, k0, causal);
+          }
+          auto [m, l, acc] = onlineSoftmaxStep(scaled, vTile, iter[0], iter[1], iter[2], nq);
+          scf::YieldOp::create(b, loc, ValueRange{m, l, acc});
+        });
+    return {loop.getResult(0), loop.getResult(1), loop.getResult(2)};
+  }
+
+  /// scale * S (+ mask) (with `causalMask`: -inf where j > i + diagonal).
+  Value scoreEpilogue(Value s, Value bIdx, Value hIdx, Value q0, Value k0, bool causalMask) {
+    Value maskT = mask;
+    auto maskType = mask ? cast<RankedTensorType>(mask.getType()) : RankedTensorType();
+    // Mask dims of size 1 broadcast; a dynamic one is checked at run time.
+    SmallVector<Value> maskSizes;
+    if (mask)
+      for (int64_t d = 0; d < 4; ++d)
+        maskSizes.push_back(dim(mask, d));
+    Value scaleV = cstF(scale);
+    Value ninf = cstF(-std::numeric_limits<double>::infinity());
+    Value diag = diagonal;
+    return linalg::GenericOp::create(
+               b, loc, TypeRange{s.getType()}, ValueRange{}, ValueRange{s},
+               ArrayRef<AffineMap>{map(2, {0, 1})}, ArrayRef<IteratorType>{kPar, kPar},
+               [&](OpBuilder &gb, Location gl, ValueRange a) {
+                 Value x = arith::MulFOp::create(gb, gl, a[0], scaleV);
+                 Value i = add2(gb, gl, q0, linalg::IndexOp::create(gb, gl, 0));
+                 Value j = add2(gb, gl, k0, linalg::IndexOp::create(gb, gl, 1));
+                 if (maskT) {
+                   SmallVector<Value> full{bIdx, hIdx, i, j};
+                   SmallVector<Value> idx;
+                   Value zero = arith::ConstantIndexOp::create(gb, gl, 0);
+                   Value one = arith::ConstantIndexOp::create(gb, gl, 1);
+                   for (int64_t d = 0; d < 4; ++d) {
+                     if (maskType.getDimSize(d) == 1) {
+                       idx.push_back(zero);
+                     } else if (!maskType.isDynamicDim(d)) {
+                       idx.push_back(full[d]);
+                     } else {
+                       Value isOne = arith::CmpIOp::create(gb, gl, arith::CmpIPredicate::eq,
+                                                           maskSizes[d], one);
+                       idx.push_back(arith::SelectOp::create(gb, gl, isOne, zero, full[d]));
+                     }
+                   }
+                   Value m = tensor::ExtractOp::create(gb, gl, maskT, idx);
+                   if (m.getType().isInteger(1))
+                     x = arith::SelectOp::create(gb, gl, m, x, ninf);
+                   else
+                     x = arith::AddFOp::create(gb, gl, x, m);
+                 }
+                 if (causalMask) {
+                   Value limit = add2(gb, gl, i, diag);
+                   Value hidden =
+                       arith::CmpIOp::create(gb, gl, arith::CmpIPredicate::sgt, j, limit);
+                   x = arith::SelectOp::create(gb, gl, hidden, ninf, x);
+                 }
+                 linalg::YieldOp::create(gb, gl, ValueRange{x});
+               })
+        .getResult(0);
+  }
+  static Value add2(OpBuilder &gb, Location gl, Value x, Value y) {
+    return arith::AddIOp::create(gb, gl, x, y);
+  }
+
+  /// One FlashAttention-2 update with the scores tile `s` [nq, nk].
+  std::tuple<Value, Value, Value> onlineSoftmaxStep(Value s, Value vTile, Value m, Value l,
+                                                    Value acc, Value nq) {
+    auto vecType = RankedTensorType::get({ShapedType::kDynamic}, f32);
+    auto matType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32);
+    Value ninf = cstF(-std::numeric_limits<double>::infinity());
+    Value zeroF = cstF(0.0);
+    // m' = max(m, rowmax(s)), as a reduction initialized with m.
+    Value mNew = linalg::GenericOp::create(
+                     b, loc, TypeRange{vecType}, ValueRange{s}, ValueRange{m},
+                     ArrayRef<AffineMap>{map(2, {0, 1}), map(2, {0})},
+                     ArrayRef<IteratorType>{kPar, kRed},
+                     [&](OpBuilder &gb, Location gl, ValueRange a) {
+                       linalg::YieldOp::create(
+                           gb, gl, ValueRange{arith::MaximumFOp::create(gb, gl, a[0], a[1])});
+                     })
+                     .getResult(0);
+    // Rows that saw only masked keys keep m' = -inf; exponents then use 0
+    // so that exp(-inf - 0) = 0 instead of NaN.
+    auto safe = [&](OpBuilder &gb, Location gl, Value x) {
+      Value isInf = arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, x, ninf);
+      return arith::SelectOp::create(gb, gl, isInf, zeroF, x).getResult();
+    };
+    // alpha = exp(m - m'), the correction of the previous tiles.
+    Value alpha = linalg::GenericOp::create(
+                      b, loc, TypeRange{vecType}, ValueRange{m, mNew}, ValueRange{empty({nq})},
+                      ArrayRef<AffineMap>{map(1, {0}), map(1, {0}), map(1, {0})},
+                      ArrayRef<IteratorType>{kPar},
+                      [&](OpBuilder &gb, Location gl, ValueRange a) {
+                        Value d = arith::SubFOp::create(gb, gl, a[0], safe(gb, gl, a[1]));
+                        linalg::YieldOp::create(gb, gl, ValueRange{math::ExpOp::create(gb, gl, d)});
+                      })
+                      .getResult(0);
+    // P = exp(S - m').
+    Value p = linalg::GenericOp::create(
+                  b, loc, TypeRange{matType}, ValueRange{mNew}, ValueRange{s},
+                  ArrayRef<AffineMap>{map(2, {0}), map(2, {0, 1})},
+                  ArrayRef<IteratorType>{kPar, kPar},
+                  [&](OpBuilder &gb, Location gl, ValueRange a) {
+                    Value d = arith::SubFOp::create(gb, gl, a[1], safe(gb, gl, a[0]));
+                    linalg::YieldOp::create(gb, gl, ValueRange{math::ExpOp::create(gb, gl, d)});
+                  })
+                  .getResult(0);
+    // l' = alpha l + rowsum(P).
+    Value lScaled = linalg::GenericOp::create(
+                        b, loc, TypeRange{vecType}, ValueRange{alpha}, ValueRange{l},
+                        ArrayRef<AffineMap>{map(1, {0}), map(1, {0})},
+                        ArrayRef<IteratorType>{kPar},
+                        [&](OpBuilder &gb, Location gl, ValueRange a) {
+                          linalg::YieldOp::create(
+                              gb, gl, ValueRange{arith::MulFOp::create(gb, gl, a[0], a[1])});
+                        })
+                        .getResult(0);
+    Value lNew = linalg::GenericOp::create(
+                     b, loc, TypeRange{vecType}, ValueRange{p}, ValueRange{lScaled},
+                     ArrayRef<AffineMap>{map(2, {0, 1}), map(2, {0})},
+                     ArrayRef<IteratorType>{kPar, kRed},
+                     [&](OpBuilder &gb, Location gl, ValueRange a) {
+                       linalg::YieldOp::create(
+                           gb, gl, ValueRange{arith::AddFOp::create(gb, gl, a[0], a[1])});
+                     })
+                     .getResult(0);
+    // acc' = alpha acc + P V, loops (i, j, e).
+    Value accScaled = linalg::GenericOp::create(
+                          b, loc, TypeRange{matType}, ValueRange{alpha}, ValueRange{acc},
+                          ArrayRef<AffineMap>{map(2, {0}), map(2, {0, 1})},
+                          ArrayRef<IteratorType>{kPar, kPar},
+                          [&](OpBuilder &gb, Location gl, ValueRange a) {
+                            linalg::YieldOp::create(
+                                gb, gl, ValueRange{arith::MulFOp::create(gb, gl, a[0], a[1])});
+                          })
+                          .getResult(0);
+    Value accNew = linalg::GenericOp::create(
+                       b, loc, TypeRange{matType}, ValueRange{p, vTile}, ValueRange{accScaled},
+                       ArrayRef<AffineMap>{map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
+                       ArrayRef<IteratorType>{kPar, kRed, kPar},
+                       [&](OpBuilder &gb, Location gl, ValueRange a) {
+                         Value prod = arith::MulFOp::create(gb, gl, a[0], a[1]);
+                         linalg::YieldOp::create(
+                             gb, gl, ValueRange{arith::AddFOp::create(gb, gl, a[2], prod)});
+                       })
+                       .getResult(0);
+    return {mNew, lNew, accNew};
+  }
+
+  /// acc / l per row.
+  Value normalize(Value acc, Value l) {
+    return linalg::GenericOp::create(
+               b, loc, TypeRange{acc.getType()}, ValueRange{l}, ValueRange{acc},
+               ArrayRef<AffineMap>{map(2, {0}), map(2, {0, 1})},
+               ArrayRef<IteratorType>{kPar, kPar},
+               [&](OpBuilder &gb, Location gl, ValueRange a) {
+                 linalg::YieldOp::create(gb, gl,
+                                         ValueRange{arith::DivFOp::create(gb, gl, a[1], a[0])});
+               })
+        .getResult(0);
+  }
+
+  /// Query blocks in parallel, each over its key tiles.
+  Value buildBlocks() {
+    Value blockQ = cst(tiling.getBlockQ());
+    Value out = empty({batch, heads, qLen, valueDim});
+    auto forall = scf::ForallOp::create(
+        b, loc, ArrayRef<OpFoldResult>{batch, heads, ceilDiv(qLen, blockQ)}, ValueRange{out},
+        std::nullopt);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(forall.getBody()->getTerminator());
+    Value bIdx = forall.getInductionVar(0), hIdx = forall.getInductionVar(1);
+    Value q0 = mul(forall.getInductionVar(2), blockQ);
+    Value nq = minI(blockQ, sub(qLen, q0));
+    Value qTile = slice2d(q, bIdx, hIdx, q0, nq, headDim);
+    // With causal and skipping, keys past the block's last row's diagonal
+    // are masked for every row: the loop stops there.
+    Value kvEnd = kvLen;
+    if (op.getCausal() && tiling.getSkipMasked())
+      kvEnd = maxI(cst(0), minI(kvLen, add(add(q0, nq), diagonal)));
+    auto [m, l, acc] = keyLoop(bIdx, hIdx, q0, nq, qTile, cst(0), kvEnd);
+    (void)m;
+    Value o = normalize(acc, l);
+    b.setInsertionPointToEnd(forall.getTerminator().getBody());
+    SmallVector<OpFoldResult> offsets{bIdx, hIdx, q0, b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes{b.getIndexAttr(1), b.getIndexAttr(1), nq, valueDim};
+    SmallVector<OpFoldResult> strides(4, b.getIndexAttr(1));
+    tensor::ParallelInsertSliceOp::create(b, loc, o, forall.getRegionIterArgs()[0], offsets,
+                                          sizes, strides);
+    return forall.getResult(0);
+  }
+
+  /// One query per (batch, head): the keys split into kv_splits partitions
+  /// computed in parallel, merged by log-sum-exp.
+  Value buildSplitKv() {
+    int64_t splits = tiling.getKvSplits();
+    Value splitsV = cst(splits);
+    Value tileKv = cst(tiling.getTileKv());
+    // Partitions of whole tiles.
+    Value chunk = mul(ceilDiv(ceilDiv(kvLen, splitsV), tileKv), tileKv);
+    Value partM = empty({batch, heads, splitsV});
+    Value partL = empty({batch, heads, splitsV});
+    Value partAcc = empty({batch, heads, splitsV, valueDim});
+    auto forall = scf::ForallOp::create(b, loc, ArrayRef<OpFoldResult>{batch, heads, splitsV},
+                                        ValueRange{partM, partL, partAcc}, std::nullopt);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(forall.getBody()->getTerminator());
+      Value bIdx = forall.getInductionVar(0), hIdx = forall.getInductionVar(1);
+      Value begin = minI(kvLen, mul(forall.getInductionVar(2), chunk));
+      Value end = minI(kvLen, add(begin, chunk));
+      Value qTile = slice2d(q, bIdx, hIdx, cst(0), cst(1), headDim);
+      auto [mDyn, lDyn, accDyn] = keyLoop(bIdx, hIdx, cst(0), cst(1), qTile, begin, end);
+      // One row: static sizes for the unit slices they fill.
+      auto one = RankedTensorType::get({1}, f32);
+      Value m = tensor::CastOp::create(b, loc, one, mDyn);
+      Value l = tensor::CastOp::create(b, loc, one, lDyn);
+      Value acc = tensor::CastOp::create(
+          b, loc, RankedTensorType::get({1, ShapedType::kDynamic}, f32), accDyn);
+      b.setInsertionPointToEnd(forall.getTerminator().getBody());
+      SmallVector<OpFoldResult> unit(3, b.getIndexAttr(1));
+      SmallVector<OpFoldResult> at{bIdx, hIdx, forall.getInductionVar(2)};
+      SmallVector<OpFoldResult> stride3(3, b.getIndexAttr(1));
+      tensor::ParallelInsertSliceOp::create(b, loc, m, forall.getRegionIterArgs()[0], at, unit,
+                                            stride3);
+      tensor::ParallelInsertSliceOp::create(b, loc, l, forall.getRegionIterArgs()[1], at, unit,
+                                            stride3);
+      SmallVector<OpFoldResult> at4{bIdx, hIdx, forall.getInductionVar(2), b.getIndexAttr(0)};
+      SmallVector<OpFoldResult> size4{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(1),
+                                      valueDim};
+      SmallVector<OpFoldResult> stride4(4, b.getIndexAttr(1));
+      tensor::ParallelInsertSliceOp::create(b, loc, acc, forall.getRegionIterArgs()[2], at4,
+                                            size4, stride4);
+    }
+    Value pm = forall.getResult(0), pl = forall.getResult(1), pacc = forall.getResult(2);
+    // M = max over partitions; w_p = exp(m_p - M); O = sum w_p acc_p / sum w_p l_p.
+    auto t2 = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32);
+    auto t3 = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic,
+                                     ShapedType::kDynamic}, f32);
+    Value ninf = cstF(-std::numeric_limits<double>::infinity());
+    Value zeroF = cstF(0.0);
+    Value mMax = linalg::GenericOp::create(
+                     b, loc, TypeRange{t2}, ValueRange{pm},
+                     ValueRange{filled({batch, heads}, -std::numeric_limits<double>::infinity())},
+                     ArrayRef<AffineMap>{map(3, {0, 1, 2}), map(3, {0, 1})},
+                     ArrayRef<IteratorType>{kPar, kPar, kRed},
+                     [&](OpBuilder &gb, Location gl, ValueRange a) {
+                       linalg::YieldOp::create(
+                           gb, gl, ValueRange{arith::MaximumFOp::create(gb, gl, a[0], a[1])});
+                     })
+                     .getResult(0);
+    Value w = linalg::GenericOp::create(
+                  b, loc, TypeRange{t3}, ValueRange{pm, mMax},
+                  ValueRange{empty({batch, heads, splitsV})},
+                  ArrayRef<AffineMap>{map(3, {0, 1, 2}), map(3, {0, 1}), map(3, {0, 1, 2})},
+                  ArrayRef<IteratorType>{kPar, kPar, kPar},
+                  [&](OpBuilder &gb, Location gl, ValueRange a) {
+                    Value isInf =
+                        arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, a[1], ninf);
+                    Value safeMax = arith::SelectOp::create(gb, gl, isInf, zeroF, a[1]);
+                    Value d = arith::SubFOp::create(gb, gl, a[0], safeMax);
+                    linalg::YieldOp::create(gb, gl, ValueRange{math::ExpOp::create(gb, gl, d)});
+                  })
+                  .getResult(0);
+    Value lSum = linalg::GenericOp::create(
+                     b, loc, TypeRange{t2}, ValueRange{w, pl}, ValueRange{filled({batch, heads}, 0.0)},
+                     ArrayRef<AffineMap>{map(3, {0, 1, 2}), map(3, {0, 1, 2}), map(3, {0, 1})},
+                     ArrayRef<IteratorType>{kPar, kPar, kRed},
+                     [&](OpBuilder &gb, Location gl, ValueRange a) {
+                       Value p = arith::MulFOp::create(gb, gl, a[0], a[1]);
+                       linalg::YieldOp::create(gb, gl,
+                                               ValueRange{arith::AddFOp::create(gb, gl, a[2], p)});
+                     })
+                     .getResult(0);
+    // Loops (b, h, split, e): the partitions reduce outside the value dims.
+    Value oSum = linalg::GenericOp::create(
+                     b, loc, TypeRange{t3}, ValueRange{w, pacc},
+                     ValueRange{filled({batch, heads, valueDim}, 0.0)},
+                     ArrayRef<AffineMap>{map(4, {0, 1, 2}), map(4, {0, 1, 2, 3}), map(4, {0, 1, 3})},
+                     ArrayRef<IteratorType>{kPar, kPar, kRed, kPar},
+                     [&](OpBuilder &gb, Location gl, ValueRange a) {
+                       Value p = arith::MulFOp::create(gb, gl, a[0], a[1]);
+                       linalg::YieldOp::create(gb, gl,
+                                               ValueRange{arith::AddFOp::create(gb, gl, a[2], p)});
+                     })
+                     .getResult(0);
+    Value o = linalg::GenericOp::create(
+                  b, loc, TypeRange{t3}, ValueRange{lSum}, ValueRange{oSum},
+                  ArrayRef<AffineMap>{map(3, {0, 1}), map(3, {0, 1, 2})},
+                  ArrayRef<IteratorType>{kPar, kPar, kPar},
+                  [&](OpBuilder &gb, Location gl, ValueRange a) {
+                    linalg::YieldOp::create(gb, gl,
+                                            ValueRange{arith::DivFOp::create(gb, gl, a[1], a[0])});
+                  })
+                  .getResult(0);
+    SmallVector<OpFoldResult> shape{batch, heads, b.getIndexAttr(1), valueDim};
+    return tensor::ExpandShapeOp::create(
+        b, loc, RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic, 1,
+                                       ShapedType::kDynamic}, f32),
+        o, SmallVector<ReassociationIndices>{{0}, {1}, {2, 3}}, shape);
+  }
+};
+
+struct TileAttentionPass : public hasten::impl::TileAttentionBase<TileAttentionPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    std::string error;
+    FailureOr<AttentionTarget> t = getAttentionTarget(target, 0, 0, 0, error);
+    if (failed(t)) {
+      getOperation()->emitError(error);
+      return signalPassFailure();
+    }
+    SmallVector<AttentionOp> ops;
+    getOperation()->walk([&](AttentionOp op) { ops.push_back(op); });
+    for (AttentionOp op : ops) {
+      auto element = [](Value v) { return cast<ShapedType>(v.getType()).getElementType(); };
+      if (!element(op.getQuery()).isF32() ||
+          (op.getMask() && !element(op.getMask()).isF32() &&
+           !element(op.getMask()).isInteger(1))) {
+        op.emitRemark("attention left untiled: only f32 is generated so far");
+        continue;
+      }
+      if (!op.getEffectiveScale()) {
+        op.emitRemark("attention left untiled: the scale is implicit and head_dim is dynamic");
+        continue;
+      }
+      AttentionTilingAttr tiling = op.getTiling() ? *op.getTiling() : planAttentionTiling(op, *t);
+      OpBuilder b(op);
+      Value tiled = AttentionTiler(b, op, tiling).build();
+      if (tiled.getType() != op.getType())
+        tiled = tensor::CastOp::create(b, op.getLoc(), op.getType(), tiled);
+      op.replaceAllUsesWith(tiled);
+      op.erase();
+    }
+  }
+};
+
+} // namespace

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""End to end: hasten.attention compiled both ways, the runtime's kernel
+(--attention=kernel) and the tiled IR of --hasten-tile-attention
+(--attention=generated), against a float64 numpy reference, on shapes
+chosen to break tiling: lengths that are not tile multiples, causal with
+q_len < kv_len, additive masks broadcast over batch, heads or queries,
+boolean masks, MHA/GQA/MQA, one-token decode (split-KV when generated),
+a long prefill, and hand-written tilings (tiny tiles, no tile skipping, no
+diagonal-only masking) that the pass must follow.
+
+Each case is a .mlir module (hasten-compile takes tensor-level MLIR as
+input); inputs are random, outputs compared with max |a - b| <= 2e-5 +
+1e-4 * max |ref|.
+
+usage: attention_tiling.py BUILD_BIN_DIR
+Prints one line per check and '<n> passed, <m> failed'; exits 1 on failure.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ATOL, RTOL = 2e-5, 1e-4
+
+
+def tiling(block_q, tile_kv, skip=True, diagonal=True, splits=1):
+    return (f'tiling(#hasten.attention_tiling<target = "cpu", block_q = {block_q}, '
+            f'tile_q = {block_q}, tile_kv = {tile_kv}, kv_splits = {splits}, '
+            f'skip_masked = {str(skip).lower()}, diagonal_mask = {str(diagonal).lower()}, '
+            f'warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>)')
+
+
+# name, batch, heads, kv_heads, q_len, kv_len, head_dim, causal,
+# mask (None, or (shape, "f32" or "i1")), tiling (None: planned).
+CASES = [
+    ("mha-plain", 2, 4, 4, 37, 37, 16, False, None, None),
+    ("gqa-causal", 1, 8, 2, 100, 130, 32, True, None, None),
+    ("mqa-causal-tiny-tiles", 1, 4, 1, 45, 45, 16, True, None, tiling(8, 16)),
+    ("causal-no-skip", 1, 2, 2, 50, 70, 16, True, None, tiling(16, 16, skip=False, diagonal=False)),
+    ("causal-skip-full-masking", 1, 2, 2, 50, 70, 16, True, None,
+     tiling(16, 16, skip=True, diagonal=False)),
+    ("additive-mask-rows", 2, 4, 4, 33, 47, 16, False, ((1, 1, 33, 47), "f32"), None),
+    ("additive-mask-padding", 2, 4, 2, 20, 20, 16, True, ((2, 1, 1, 20), "f32"), tiling(8, 8)),
+    ("bool-mask", 1, 4, 4, 19, 23, 16, False, ((1, 4, 19, 23), "i1"), None),
+    ("decode", 1, 12, 12, 1, 300, 64, True, None, None),
+    ("decode-gqa-split", 2, 8, 2, 1, 129, 32, False, None, tiling(1, 16, splits=5)),
+    ("long-prefill", 1, 2, 2, 700, 700, 64, True, None, None),
+]
+
+
+def module_text(case):
+    name, b, h, kvh, s, t, d, causal, mask, tile = case
+    q = f"tensor<{b}x{h}x{s}x{d}xf32>"
+    kv = f"tensor<{b}x{kvh}x{t}x{d}xf32>"
+    args = [f"%q: {q}", f"%k: {kv}", f"%v: {kv}"]
+    mask_part = ""
+    if mask:
+        shape, elem = mask
+        mtype = f"tensor<{'x'.join(map(str, shape))}x{elem}>"
+        args.append(f"%m: {mtype}")
+        mask_part = f" mask(%m : {mtype})"
+    attrs = (" causal" if causal else "") + (" " + tile if tile else "")
+    return (f"func.func @main({', '.join(args)}) -> {q} {{\n"
+            f"  %o = hasten.attention %q, %k, %v{mask_part} heads({h}, {kvh}){attrs}"
+            f" : {q}, {kv}, {kv} -> {q}\n"
+            f"  return %o : {q}\n}}\n")
+
+
+def reference(case, q, k, v, m):
+    _, b, h, kvh, s, t, d, causal, mask, _ = case
+    group = h // kvh
+    kd = np.repeat(k.astype(np.float64), group, axis=1)
+    vd = np.repeat(v.astype(np.float64), group, axis=1)
+    scores = q.astype(np.float64) @ kd.transpose(0, 1, 3, 2) / np.sqrt(d)
+    if mask:
+        scores = np.where(m, scores, -np.inf) if mask[1] == "i1" else scores + m
+    if causal:
+        i, j = np.arange(s)[:, None], np.arange(t)[None, :]
+        scores = np.where(j > i + t - s, -np.inf, scores)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ vd
+
+
+def main():
+    bin_dir = sys.argv[1]
+    passed = failed = 0
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as work:
+        for case in CASES:
+            name, b, h, kvh, s, t, d, causal, mask, _ = case
+            q = rng.standard_normal((b, h, s, d)).astype(np.float32)
+            k = rng.standard_normal((b, kvh, t, d)).astype(np.float32)
+            v = rng.standard_normal((b, kvh, t, d)).astype(np.float32)
+            inputs = {"arg0": q, "arg1": k, "arg2": v}
+            m = None
+            if mask:
+                shape, elem = mask
+                if elem == "i1":
+                    m = rng.random(shape) < 0.7
+                    m[..., 0] = True  # every row sees a key
+                else:
+                    m = np.where(rng.random(shape) < 0.3, -1e9, 0.0).astype(np.float32)
+                    m[..., 0] = 0.0
+                    m += rng.standard_normal(shape).astype(np.float32) * 0.1
+                inputs["arg3"] = m
+            expected = reference(case, q, k, v, m)
+            source = os.path.join(work, name + ".mlir")
+            with open(source, "w") as f:
+                f.write(module_text(case))
+            args = []
+            for arg, value in inputs.items():
+                path = os.path.join(work, f"{name}.{arg}.npy")
+                np.save(path, value)
+                args += ["--input", f"{arg}={path}"]
+            for mode in ("kernel", "generated"):
+                module = os.path.join(work, f"{name}.{mode}.so")
+                out_dir = os.path.join(work, f"{name}.{mode}")
+                proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o",
+                                       module, f"--attention={mode}"],
+                                      capture_output=True, text=True)
+                if proc.returncode == 0:
+                    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module,
+                                           "--output-dir", out_dir] + args,
+                                          capture_output=True, text=True)
+                if proc.returncode:
+                    print(f"FAIL {name} ({mode}): {proc.stderr.strip()[-400:]}")
+                    failed += 1
+                    continue
+                out = np.load(os.path.join(out_dir, "result0.npy"))
+                err = float(np.max(np.abs(out - expected)))
+                bound = ATOL + RTOL * float(np.max(np.abs(expected)))
+                ok = err <= bound and out.shape == expected.shape
+                print(f"{'PASS' if ok else 'FAIL'} {name} ({mode}): max err {err:.2e} "
+                      f"(bound {bound:.1e})")
+                passed += ok
+                failed += not ok
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
