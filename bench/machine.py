@@ -30,6 +30,18 @@ def cpu_description(bin_dir=None):
             f"AVX512-FP16 {yes('avx512_fp16')}, AMX {yes('amx_tile')}), {os.cpu_count()} cores")
 
 
+def fma_peak(work_dir, threads):
+    """The best of 3 passes of independent f32 FMA chains on `threads` threads, in
+    FLOP/s (bench/fmapeak.c, built for this machine)."""
+    exe = os.path.join(work_dir, "fmapeak")
+    source = os.path.join(HERE, "fmapeak.c")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(source):
+        subprocess.run(["/usr/lib/llvm-22/bin/clang", "-O2", "-march=native",
+                        "-ffp-contract=fast", "-pthread", source, "-o", exe], check=True)
+    out = subprocess.run([exe, str(threads)], capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"fma_gflops ([0-9.]+)", out).group(1)) * 1e9
+
+
 def read_bandwidth(work_dir, threads):
     """The best of 7 read-bandwidth passes, in bytes/s, over a 512 MiB buffer with `threads`
     threads (a few seconds)."""

@@ -5,6 +5,8 @@ never meets hasten's.
 
   ort_runner.py single MODEL INPUT_NAME INPUT.npy THREADS REPEAT [OUT.npy]
       prints "median_ms <ms>" after warm-up; OUT.npy gets the first output.
+  ort_runner.py multi MODEL THREADS REPEAT NAME=INPUT.npy...
+      prints "median_ms <ms>" after one warm-up run.
   ort_runner.py decoder MODEL THREADS PREFILL_TOKENS DECODE_PAST REPEAT
       an Optimum-style decoder with past/present, batch 1: prints
       "prefill_ms", "decode_ms" (one token after DECODE_PAST tokens) and
@@ -49,6 +51,17 @@ def single(model, input_name, input_path, threads, repeat, out_path=None):
         np.save(out_path, out[0])
 
 
+def multi(model, threads, repeat, *named_inputs):
+    """Inputs as NAME=PATH.npy; prints the median."""
+    sess = session(model, int(threads))
+    feeds = {}
+    for item in named_inputs:
+        name, path = item.split("=", 1)
+        feeds[name] = np.load(path)
+    ms, _ = timed(sess, feeds, int(repeat), warmup=1)
+    print(f"median_ms {ms}")
+
+
 def ids(n, offset):
     return np.array([[(i * 7 + offset) % 50000 + 1 for i in range(n)]], np.int64)
 
@@ -84,4 +97,4 @@ def decoder(model, threads, prefill, past, repeat):
 
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
-    {"single": single, "decoder": decoder}[mode](*args)
+    {"single": single, "decoder": decoder, "multi": multi}[mode](*args)

@@ -154,9 +154,8 @@ private:
                         ArrayRef<AffineMap>{map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
                         ArrayRef<IteratorType>{kPar, kRed, kPar},
                         [&](OpBuilder &gb, Location gl, ValueRange a) {
-                          Value p = arith::MulFOp::create(gb, gl, a[0], a[1]);
-                          linalg::YieldOp::create(gb, gl,
-                                                  ValueRange{arith::AddFOp::create(gb, gl, a[2], p)});
+                          linalg::YieldOp::create(
+                              gb, gl, ValueRange{math::FmaOp::create(gb, gl, a[0], a[1], a[2])});
                         })
                         .getResult(0);
           // Scale, mask, and on tiles that cross the diagonal the causal
@@ -322,9 +321,8 @@ private:
                        ArrayRef<AffineMap>{map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
                        ArrayRef<IteratorType>{kPar, kRed, kPar},
                        [&](OpBuilder &gb, Location gl, ValueRange a) {
-                         Value prod = arith::MulFOp::create(gb, gl, a[0], a[1]);
                          linalg::YieldOp::create(
-                             gb, gl, ValueRange{arith::AddFOp::create(gb, gl, a[2], prod)});
+                             gb, gl, ValueRange{math::FmaOp::create(gb, gl, a[0], a[1], a[2])});
                        })
                        .getResult(0);
     return {mNew, lNew, accNew};

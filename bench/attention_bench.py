@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Attention alone: hasten.attention against ONNX Runtime running the
+decomposed graph (MatMul, Mul, a Range/Less causal Where, Softmax, MatMul),
+in the same run, 12 heads of 64, batch 1.
+
+Rows: causal prefill at each length S (q_len = kv_len = S) and one-token
+decode over a cache of S keys, at 1 and 2 threads. hasten runs three ways:
+the runtime's kernel (--attention=kernel), the tiled IR of
+--hasten-tile-attention (--attention=generated), and the same tiling with
+causal tile skipping and diagonal-only masking turned off (every tile
+computed and masked), which shows what skipping buys. Times are medians;
+memory is the peak resident set of the process that ran it (inputs
+included); GFLOP/s count the useful work only (the causal half of Q K^T
+and P V: 2 S^2 d heads), against this machine's f32 FMA peak measured in
+the same run (bench/fmapeak.c). ONNX Runtime is not run where its score
+and probability matrices alone would not fit in memory.
+
+usage: bench/attention_bench.py [--build build] [--threads 1,2] [--lengths 1024,4096,16384]
+ONNX Runtime comes from PyPI into BUILD/bench-venv on first use (bench/ort_env.py).
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import machine  # noqa: E402
+import ort_env  # noqa: E402
+
+HEADS, DIM = 12, 64
+
+
+def measured(cmd, env=None):
+    """Runs `cmd`; returns (stdout, peak resident bytes) of that process."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(write_fd, 1)
+        os.close(read_fd)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.execve(cmd[0], cmd, env or dict(os.environ))
+    os.close(write_fd)
+    chunks = []
+    while True:
+        data = os.read(read_fd, 65536)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(read_fd)
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)}")
+    return b"".join(chunks).decode(), usage.ru_maxrss * 1024
+
+
+def attention_module(kind, decode, path):
+    q = f"tensor<1x{HEADS}x{'1' if decode else '?'}x{DIM}xf32>"
+    kv = f"tensor<1x{HEADS}x?x{DIM}xf32>"
+    attrs = "" if decode else " causal"
+    if kind == "noskip":
+        attrs += (' tiling(#hasten.attention_tiling<target = "cpu", block_q = 64, tile_q = 64, '
+                  'tile_kv = 64, kv_splits = 1, skip_masked = false, diagonal_mask = false, '
+                  'warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>)')
+    with open(path, "w") as f:
+        f.write(f"func.func @main(%q: {q}, %k: {kv}, %v: {kv}) -> {q} {{\n"
+                f"  %o = hasten.attention %q, %k, %v heads({HEADS}, {HEADS}){attrs} : "
+                f"{q}, {kv}, {kv} -> {q}\n  return %o : {q}\n}}\n")
+
+
+def ort_model(decode, path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["qk"]),
+             helper.make_node("Mul", ["qk", "scale"], ["scores"])]
+    inits = [numpy_helper.from_array(np.array(DIM ** -0.5, np.float32), "scale")]
+    last = "scores"
+    if not decode:
+        # mask[i, j] = j > i, from Range and Less, as exporters write it.
+        nodes += [helper.make_node("Shape", ["q"], ["shape"]),
+                  helper.make_node("Gather", ["shape", "two"], ["s"], axis=0),
+                  helper.make_node("Range", ["zero", "s", "one"], ["r"]),
+                  helper.make_node("Unsqueeze", ["r", "axis1"], ["rows"]),
+                  helper.make_node("Unsqueeze", ["r", "axis0"], ["cols"]),
+                  helper.make_node("Less", ["rows", "cols"], ["hidden"]),
+                  helper.make_node("Where", ["hidden", "ninf", "scores"], ["masked"])]
+        inits += [numpy_helper.from_array(np.array(2, np.int64), "two"),
+                  numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                  numpy_helper.from_array(np.array(1, np.int64), "one"),
+                  numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+                  numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+                  numpy_helper.from_array(np.array(-np.inf, np.float32), "ninf")]
+        last = "masked"
+    nodes += [helper.make_node("Softmax", [last], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "v"], ["o"])]
+    qs = [1, HEADS, 1 if decode else "S", DIM]
+    kvs = [1, HEADS, "T" if decode else "S", DIM]
+    graph = helper.make_graph(nodes, "attention",
+                              [helper.make_tensor_value_info("q", f, qs),
+                               helper.make_tensor_value_info("k", f, kvs),
+                               helper.make_tensor_value_info("v", f, kvs)],
+                              [helper.make_tensor_value_info("o", f, qs)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--build", default=os.path.join(ROOT, "build"))
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--lengths", default="1024,4096,16384")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    bin_dir = os.path.join(args.build, "bin")
+    work = os.path.join(args.build, "bench", "attention")
+    os.makedirs(work, exist_ok=True)
+    python = ort_env.ort_python(args.build)
+    total_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+    modules = {}
+    for decode in (False, True):
+        for kind in ("kernel", "generated") + (() if decode else ("noskip",)):
+            source = os.path.join(work, f"{'decode' if decode else 'prefill'}-{kind}.mlir")
+            attention_module(kind, decode, source)
+            module = source[:-5] + ".so"
+            mode = "kernel" if kind == "kernel" else "generated"
+            subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o", module,
+                            f"--attention={mode}"], check=True)
+            modules[(decode, kind)] = module
+        ort_model(decode, os.path.join(work, f"{'decode' if decode else 'prefill'}.onnx"))
+
+    rng = np.random.default_rng(0)
+    rows = []
+    peaks = {}
+    for threads in [int(t) for t in args.threads.split(",")]:
+        peaks[threads] = machine.fma_peak(work, threads)
+        env = dict(os.environ, HASTEN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+        for length in [int(s) for s in args.lengths.split(",")]:
+            for decode in (False, True):
+                q = rng.standard_normal((1, HEADS, 1 if decode else length, DIM), np.float32)
+                k = rng.standard_normal((1, HEADS, length, DIM), np.float32)
+                v = rng.standard_normal((1, HEADS, length, DIM), np.float32)
+                paths = {}
+                for name, value in (("q", q), ("k", k), ("v", v)):
+                    paths[name] = os.path.join(work, f"{name}.npy")
+                    np.save(paths[name], value)
+                repeat = max(3, args.repeat if length <= 4096 or decode else 3)
+                if decode:
+                    repeat *= 4
+                flops = 4.0 * HEADS * DIM * length * (1 if decode else (length + 1) / 2)
+                results = {}
+                for kind in ("kernel", "generated", "noskip"):
+                    if (decode, kind) not in modules:
+                        continue
+                    cmd = [os.path.join(bin_dir, "hasten-run"), modules[(decode, kind)],
+                           "--repeat", str(repeat)]
+                    for name in ("q", "k", "v"):
+                        cmd += ["--input", f"arg{'qkv'.index(name)}={paths[name]}"]
+                    out, rss = measured(cmd, env)
+                    results[kind] = (float(re.search(r"p50 ([0-9.]+) ms", out).group(1)), rss)
+                # ONNX Runtime's scores and probabilities: 2 x heads x S x T floats.
+                ort_bytes = 2 * HEADS * (1 if decode else length) * length * 4
+                if ort_bytes < total_memory / 2:
+                    cmd = [python, os.path.join(HERE, "ort_runner.py"), "multi",
+                           os.path.join(work, f"{'decode' if decode else 'prefill'}.onnx"),
+                           str(threads), str(repeat)] + [f"{n}={paths[n]}" for n in "qkv"]
+                    out, rss = measured(cmd, env)
+                    results["ort"] = (float(re.search(r"median_ms ([0-9.]+)", out).group(1)), rss)
+                rows.append((threads, length, decode, flops, results, ort_bytes))
+                print(f"threads {threads}, {'decode' if decode else 'prefill'} {length}: "
+                      + ", ".join(f"{k} {v[0]:.2f} ms" for k, v in results.items()),
+                      file=sys.stderr)
+
+    print(f"CPU: {machine.cpu_description()}; ONNX Runtime {ort_env.ort_version(python)} "
+          "(Python, CPU); f32 FMA peak measured now: "
+          + ", ".join(f"{p / 1e9:.0f} GFLOP/s on {t} thread{'s' if t > 1 else ''}"
+                      for t, p in peaks.items()) + f"; {HEADS} heads x {DIM}, batch 1\n")
+    print("| case | threads | ORT ms (MB) | kernel ms (MB) | generated ms (MB) | "
+          "no-skip ms | ORT / kernel | generated / kernel | no-skip / generated | "
+          "kernel GFLOP/s (% peak) | generated GFLOP/s (% peak) |")
+    print("|" + "---|" * 11)
+    for threads, length, decode, flops, results, ort_bytes in rows:
+        def cell(kind):
+            if kind not in results:
+                return "n/a" if kind != "ort" else f"not run ({ort_bytes / 1e9:.0f} GB of scores)"
+            ms, rss = results[kind]
+            return f"{ms:.2f} ({rss / 1e6:.0f})"
+
+        def rate(kind):
+            ms = results[kind][0]
+            gf = flops / (ms / 1e3) / 1e9
+            return f"{gf:.0f} ({100 * gf * 1e9 / peaks[threads]:.0f}%)"
+
+        kernel = results["kernel"][0]
+        generated = results["generated"][0]
+        ratio_ort = f"{results['ort'][0] / kernel:.2f}x" if "ort" in results else "n/a"
+        noskip = f"{results['noskip'][0]:.2f}" if "noskip" in results else "n/a"
+        skip_gain = (f"{results['noskip'][0] / generated:.2f}x" if "noskip" in results
+                     else "n/a")
+        case = f"decode over {length}" if decode else f"causal prefill {length}"
+        print(f"| {case} | {threads} | {cell('ort')} | {cell('kernel')} | {cell('generated')} | "
+              f"{noskip} | {ratio_ort} | {generated / kernel:.2f}x | {skip_gain} | "
+              f"{rate('kernel')} | {rate('generated')} |")
+
+
+if __name__ == "__main__":
+    main()
