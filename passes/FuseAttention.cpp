@@ -31,7 +31,11 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/Transforms/Transforms.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/BuiltinDialect.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
@@ -41,6 +45,7 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <cstring>
 
 namespace hasten {
 #define GEN_PASS_DEF_FUSEATTENTION
@@ -671,6 +676,261 @@ FailureOr<ScoreChain> scoreChain(Value x, Reason &why) {
 }
 
 //===----------------------------------------------------------------------===//
+// Causal masks
+//===----------------------------------------------------------------------===//
+
+/// A boolean tensor over [rows, cols] (the last two dims) that is a
+/// lower-triangular pattern: element (i, j) is kept iff
+/// col0 + j <= row0 + i + diagonal. `keep` says whether true means kept.
+struct Triangle {
+  OpFoldResult row0, col0;
+  int64_t diagonal = 0;
+  bool keep = true;
+};
+
+/// Sums the offsets of a chain of unit-stride extract_slices along the
+/// last two dims, down to the sliced source.
+Value throughSlices(OpBuilder &b, Location loc, Value v, OpFoldResult &row0, OpFoldResult &col0) {
+  row0 = b.getIndexAttr(0);
+  col0 = b.getIndexAttr(0);
+  while (auto slice = v.getDefiningOp<tensor::ExtractSliceOp>()) {
+    int64_t rank = slice.getSourceType().getRank();
+    if (!slice.hasUnitStride() || slice.getResultType().getRank() != rank)
+      return {};
+    auto addOfr = [&](OpFoldResult x, OpFoldResult y) -> OpFoldResult {
+      std::optional<int64_t> cx = getConstantIntValue(x), cy = getConstantIntValue(y);
+      if (cx && cy)
+        return b.getIndexAttr(*cx + *cy);
+      if (cx && *cx == 0)
+        return y;
+      if (cy && *cy == 0)
+        return x;
+      return arith::AddIOp::create(b, loc, getValueOrCreateConstantIndexOp(b, loc, x),
+                                   getValueOrCreateConstantIndexOp(b, loc, y))
+          .getResult();
+    };
+    row0 = addOfr(row0, slice.getMixedOffsets()[rank - 2]);
+    col0 = addOfr(col0, slice.getMixedOffsets()[rank - 1]);
+    v = slice.getSource();
+  }
+  return v;
+}
+
+/// Whether the constant `attr` ([.., n, m], leading dims 1) is nonzero
+/// exactly on and below diagonal `k`; returns k.
+std::optional<int64_t> lowerTriangle(ElementsAttr attr) {
+  auto type = cast<ShapedType>(attr.getType());
+  int64_t rank = type.getRank();
+  if (rank < 2 || attr.isSplat())
+    return std::nullopt;
+  for (int64_t d = 0; d < rank - 2; ++d)
+    if (type.getDimSize(d) != 1)
+      return std::nullopt;
+  int64_t rows = type.getDimSize(rank - 2), cols = type.getDimSize(rank - 1);
+  // Weights arrive as dense or as resource blobs: read whichever typed
+  // view the attribute offers.
+  SmallVector<bool> nonzero;
+  nonzero.reserve(rows * cols);
+  auto collect = [&](auto values, auto isNonzero) {
+    if (!values)
+      return false;
+    for (auto v : *values)
+      nonzero.push_back(isNonzero(v));
+    return true;
+  };
+  bool read = collect(attr.tryGetValues<bool>(), [](bool v) { return v; }) ||
+              collect(attr.tryGetValues<float>(), [](float v) { return v != 0.0f; }) ||
+              collect(attr.tryGetValues<int64_t>(), [](int64_t v) { return v != 0; }) ||
+              collect(attr.tryGetValues<int8_t>(), [](int8_t v) { return v != 0; }) ||
+              collect(attr.tryGetValues<uint8_t>(), [](uint8_t v) { return v != 0; }) ||
+              collect(attr.tryGetValues<APFloat>(), [](const APFloat &v) { return !v.isZero(); }) ||
+              collect(attr.tryGetValues<APInt>(), [](const APInt &v) { return !v.isZero(); });
+  if (!read)
+    if (auto resource = dyn_cast<DenseResourceElementsAttr>(attr))
+      if (AsmResourceBlob *blob = resource.getRawHandle().getBlob()) {
+        // Imported initializers: raw little-endian elements (bools as bytes).
+        ArrayRef<char> data = blob->getData();
+        Type element = type.getElementType();
+        int64_t bytes = element.isInteger(1) ? 1 : element.getIntOrFloatBitWidth() / 8;
+        if (bytes > 0 && bytes <= 8 && (int64_t)data.size() == rows * cols * bytes) {
+          // A float is zero when all bits but the sign are (-0.0 too).
+          uint64_t valueBits = isa<FloatType>(element) ? (1ull << (8 * bytes - 1)) - 1 : ~0ull;
+          for (int64_t e = 0; e < rows * cols; ++e) {
+            uint64_t bits = 0;
+            std::memcpy(&bits, data.data() + e * bytes, bytes);
+            nonzero.push_back((bits & valueBits) != 0);
+          }
+          read = true;
+        }
+      }
+  if (!read || (int64_t)nonzero.size() != rows * cols)
+    return std::nullopt;
+  // The diagonal: the count of kept entries in row 0, minus one.
+  int64_t k = -1;
+  while (k + 1 < cols && nonzero[k + 1])
+    ++k;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      if (nonzero[r * cols + c] != (c <= r + k))
+        return std::nullopt;
+  return k;
+}
+
+/// Recognizes the causal conditions exports build: a slice of a constant
+/// lower-triangular buffer (compared with 0, or boolean), and Trilu of
+/// ones (an index comparison), each possibly negated.
+std::optional<Triangle> triangle(OpBuilder &b, Location loc, Value cond, int depth = 4) {
+  if (depth == 0 || !cast<ShapedType>(cond.getType()).getElementType().isInteger(1))
+    return std::nullopt;
+  // A boolean constant, sliced.
+  Triangle t;
+  if (Value source = throughSlices(b, loc, cond, t.row0, t.col0)) {
+    ElementsAttr attr;
+    if (matchPattern(source, m_Constant(&attr)))
+      if (std::optional<int64_t> k = lowerTriangle(attr)) {
+        t.diagonal = *k;
+        return t;
+      }
+  }
+  auto g = cond.getDefiningOp<linalg::GenericOp>();
+  int64_t rank = cast<ShapedType>(cond.getType()).getRank();
+  if (!isElementwise(g, rank))
+    return std::nullopt;
+  Block &body = g.getRegion().front();
+  Operation *op = singleBodyOp(g);
+  // Not: xori with true.
+  if (op && isa<arith::XOrIOp>(op) && g.getNumDpsInputs() == 1 &&
+      g.getMatchingIndexingMap(g.getDpsInputOperand(0)).isIdentity()) {
+    Value other = op->getOperand(0) == body.getArgument(0) ? op->getOperand(1) : op->getOperand(0);
+    if (matchPattern(other, m_One())) {
+      std::optional<Triangle> inner = triangle(b, loc, g.getDpsInputs()[0], depth - 1);
+      if (inner)
+        inner->keep = !inner->keep;
+      return inner;
+    }
+    return std::nullopt;
+  }
+  // A comparison of a slice of a constant with zero: C != 0 keeps.
+  if (auto cmp = dyn_cast_or_null<arith::CmpFOp>(op); cmp && g.getNumDpsInputs() == 2) {
+    for (int data = 0; data < 2; ++data) {
+      std::optional<double> zero = scalarConstant(g.getDpsInputs()[1 - data]);
+      if (!zero || *zero != 0.0 || !g.getMatchingIndexingMap(g.getDpsInputOperand(data)).isIdentity())
+        continue;
+      bool eq = cmp.getPredicate() == arith::CmpFPredicate::OEQ ||
+                cmp.getPredicate() == arith::CmpFPredicate::UEQ;
+      bool ne = cmp.getPredicate() == arith::CmpFPredicate::ONE ||
+                cmp.getPredicate() == arith::CmpFPredicate::UNE;
+      if (!eq && !ne)
+        return std::nullopt;
+      Triangle s;
+      Value source = throughSlices(b, loc, g.getDpsInputs()[data], s.row0, s.col0);
+      ElementsAttr attr;
+      if (!source || !matchPattern(source, m_Constant(&attr)))
+        return std::nullopt;
+      std::optional<int64_t> k = lowerTriangle(attr);
+      if (!k)
+        return std::nullopt;
+      s.diagonal = *k;
+      s.keep = ne;
+      return s;
+    }
+    return std::nullopt;
+  }
+  // Trilu of ones: select(index(j) - index(i) <= k, in, false) on a fill of
+  // true.
+  if (auto select = dyn_cast_or_null<arith::SelectOp>(
+          body.getTerminator()->getOperand(0).getDefiningOp());
+      select && g.getNumDpsInputs() == 1 && rank >= 2) {
+    auto fill = g.getDpsInputs()[0].getDefiningOp<linalg::FillOp>();
+    if (!fill || !matchPattern(fill.getInputs()[0], m_One()) ||
+        select.getTrueValue() != body.getArgument(0) ||
+        !matchPattern(select.getFalseValue(), m_Zero()))
+      return std::nullopt;
+    auto cmp = select.getCondition().getDefiningOp<arith::CmpIOp>();
+    auto diff = cmp ? cmp.getLhs().getDefiningOp<arith::SubIOp>() : arith::SubIOp();
+    std::optional<int64_t> k = cmp ? getConstantIntValue(cmp.getRhs()) : std::nullopt;
+    auto col = diff ? diff.getLhs().getDefiningOp<linalg::IndexOp>() : linalg::IndexOp();
+    auto row = diff ? diff.getRhs().getDefiningOp<linalg::IndexOp>() : linalg::IndexOp();
+    if (!k || !col || !row || cmp.getPredicate() != arith::CmpIPredicate::sle ||
+        (int64_t)col.getDim() != rank - 1 || (int64_t)row.getDim() != rank - 2)
+      return std::nullopt;
+    Triangle s;
+    s.row0 = b.getIndexAttr(0);
+    s.col0 = b.getIndexAttr(0);
+    s.diagonal = *k;
+    return s;
+  }
+  return std::nullopt;
+}
+
+/// A mask step that is exactly the causal rule, and the condition, true at
+/// run time, under which it is: the triangle's diagonal, kv_len - q_len
+/// (the cond's own [rows, cols], which the step's indexing makes the
+/// scores'), and for a finite masked value kv_len >= q_len.
+struct CausalStep {
+  unsigned index; // in ScoreChain::masks
+  Value holds;    // i1
+};
+
+std::optional<CausalStep> causalStep(OpBuilder &b, Location loc, const ScoreChain &chain) {
+  MLIRContext *ctx = b.getContext();
+  for (auto [index, step] : llvm::enumerate(chain.masks)) {
+    linalg::GenericOp g = step.op;
+    auto select = dyn_cast_or_null<arith::SelectOp>(singleBodyOp(g));
+    if (!select)
+      continue;
+    Block &body = g.getRegion().front();
+    Value s = body.getArgument(step.scoresOperand);
+    auto condArg = dyn_cast<BlockArgument>(select.getCondition());
+    if (!condArg || condArg.getOwner() != &body)
+      continue;
+    OpOperand *condOperand = g.getDpsInputOperand(condArg.getArgNumber());
+    Value cond = condOperand->get();
+    int64_t rank = rankOf(cond);
+    AffineMap map = g.getMatchingIndexingMap(condOperand);
+    // The condition varies along the queries and keys only.
+    if (rank < 2 || map.getResult(rank - 2) != getAffineDimExpr(2, ctx) ||
+        map.getResult(rank - 1) != getAffineDimExpr(3, ctx))
+      continue;
+    bool keepWhenTrue = select.getTrueValue() == s;
+    Value masked = keepWhenTrue ? select.getFalseValue() : select.getTrueValue();
+    std::optional<double> value = scalarConstant(masked);
+    if (!value)
+      if (auto arg = dyn_cast<BlockArgument>(masked); arg && arg.getOwner() == &body)
+        value = scalarConstant(g.getDpsInputs()[arg.getArgNumber()]);
+    if (!value)
+      continue;
+    // -inf is exactly the causal rule; a finite minimum is only when no other
+    // term can bring a row's visible scores down to it.
+    bool infinite = std::isinf(*value) && *value < 0;
+    if (!infinite && chain.masks.size() != 1)
+      continue;
+    OpBuilder::InsertionGuard guard(b);
+    std::optional<Triangle> t = triangle(b, loc, cond);
+    if (!t || t->keep != keepWhenTrue)
+      continue;
+    // Kept iff j <= i + row0 + diagonal - col0: causal iff that offset is
+    // kv_len - q_len.
+    auto asIndex = [&](OpFoldResult ofr) { return getValueOrCreateConstantIndexOp(b, loc, ofr); };
+    Value rows = b.createOrFold<tensor::DimOp>(loc, cond, rank - 2);
+    Value cols = b.createOrFold<tensor::DimOp>(loc, cond, rank - 1);
+    Value offset = b.createOrFold<arith::SubIOp>(
+        loc, b.createOrFold<arith::AddIOp>(loc, asIndex(t->row0),
+                                           arith::ConstantIndexOp::create(b, loc, t->diagonal)),
+        asIndex(t->col0));
+    Value lengths = b.createOrFold<arith::SubIOp>(loc, cols, rows);
+    Value holds = b.createOrFold<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, offset, lengths);
+    if (!infinite)
+      holds = b.createOrFold<arith::AndIOp>(
+          loc, holds,
+          b.createOrFold<arith::CmpIOp>(loc, arith::CmpIPredicate::sge, lengths,
+                                        arith::ConstantIndexOp::create(b, loc, 0)));
+    return CausalStep{(unsigned)index, holds};
+  }
+  return std::nullopt;
+}
+
+//===----------------------------------------------------------------------===//
 // The rewrite
 //===----------------------------------------------------------------------===//
 
@@ -833,13 +1093,41 @@ struct FuseAttentionPass : public hasten::impl::FuseAttentionBase<FuseAttentionP
     Value query = materialize(b, loc, *q, {0, 1, 2, 3});
     Value key = materialize(b, loc, *k, {0, 1, 3, 2});
     Value value = materialize(b, loc, *v, {0, 1, 2, 3});
-    Value mask = chain->masks.empty() ? Value() : buildMask(b, loc, *chain, element);
-    auto attention = AttentionOp::create(b, loc, query, key, value, mask, heads, k->heads,
-                                         /*causal=*/false, b.getF32FloatAttr(scale),
-                                         /*tiling=*/nullptr);
+    auto attentionWith = [&](const ScoreChain &masks, bool causal) {
+      Value mask = masks.masks.empty() ? Value() : buildMask(b, loc, masks, element);
+      return AttentionOp::create(b, loc, query, key, value, mask, heads, k->heads, causal,
+                                 b.getF32FloatAttr(scale), /*tiling=*/nullptr)
+          .getResult();
+    };
+    // A causal mask becomes the op's causal rule (tiles above the diagonal
+    // are then never computed, and no mask is stored); when that holds
+    // only for some lengths, both forms are kept behind the run-time test.
+    Value result;
+    if (std::optional<CausalStep> causal = causalStep(b, loc, *chain)) {
+      ScoreChain rest = *chain;
+      rest.masks.erase(rest.masks.begin() + causal->index);
+      if (matchPattern(causal->holds, m_One())) {
+        result = attentionWith(rest, true);
+      } else {
+        auto branch = scf::IfOp::create(
+            b, loc, causal->holds,
+            [&](OpBuilder &nb, Location) {
+              OpBuilder::InsertionGuard guard(b);
+              b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
+              scf::YieldOp::create(b, loc, attentionWith(rest, true));
+            },
+            [&](OpBuilder &nb, Location) {
+              OpBuilder::InsertionGuard guard(b);
+              b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
+              scf::YieldOp::create(b, loc, attentionWith(*chain, false));
+            });
+        result = branch.getResult(0);
+      }
+    } else {
+      result = attentionWith(*chain, false);
+    }
 
     // The result replaces the [b, h, s, dv] view of the PV product.
-    Value result = attention.getResult();
     Value pvResult = pv->getResult(0);
     auto expand = pvResult.hasOneUse()
                       ? dyn_cast<tensor::ExpandShapeOp>(*pvResult.getUsers().begin())

@@ -54,6 +54,14 @@ def FuseAttention : Pass<"hasten-fuse-attention"> {
       combination (a causal mask and a padding mask, say); they become one
       additive mask, computed only over the axes the masks vary on, that
       equals the chain evaluated at zero scores;
+    - causal masks: a `select` on a slice of a constant lower-triangular
+      buffer (nanoGPT's and Hugging Face's `bias`, compared with 0 or
+      boolean) or on Trilu of ones (possibly negated) becomes the op's
+      `causal` rule, with no mask stored, when the triangle's diagonal is
+      `kv_len - q_len`: proved statically, or tested at run time with both
+      forms compiled behind an `scf.if`. With a finite masked value
+      (`finfo.min`) only when no other mask follows, since an added padding
+      mask would make fully padded rows differ;
     - head repeats on K and V: a broadcast along the heads axis (MQA), and
       Llama's `repeat_kv` (a rank-5 broadcast and a reshape) for GQA;
     - the transposes around Q, K and V, composed into one per operand.
@@ -85,7 +93,8 @@ def FuseAttention : Pass<"hasten-fuse-attention"> {
            "unfused, saying which check failed">
   ];
   let dependentDialects = ["::hasten::HastenDialect", "::mlir::linalg::LinalgDialect",
-                           "::mlir::tensor::TensorDialect", "::mlir::arith::ArithDialect"];
+                           "::mlir::tensor::TensorDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::scf::SCFDialect"];
 }
 
 def PlanAttention : Pass<"hasten-plan-attention"> {

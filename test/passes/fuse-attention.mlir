@@ -230,3 +230,153 @@ func.func @repeat_kv_padded(%q: tensor<2x4x3x8xf32>, %k: tensor<2x2x3x8xf32>, %v
   %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [2, 4, 3, 8] : tensor<8x3x8xf32> into tensor<2x4x3x8xf32>
   return %o : tensor<2x4x3x8xf32>
 }
+
+// -----
+
+// nanoGPT's masked_fill(bias[:, :, :T, :T] == 0, -inf): a lower-triangular
+// constant sliced square from its corner (T x T, the same size value for
+// both) is the causal rule. No mask is built.
+
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#rows = affine_map<(d0, d1, d2, d3) -> (0, 0, d2, d3)>
+#scalar = affine_map<(d0, d1, d2, d3) -> ()>
+// CHECK-LABEL: func.func @tril_buffer_causal(
+// CHECK-NOT: scf.if
+// CHECK: hasten.attention %arg0, %arg1, %arg2 heads(2, 2) causal scale(1.000000e+00)
+// CHECK-NOT: linalg.softmax
+func.func @tril_buffer_causal(%q: tensor<1x2x?x8xf32>, %k: tensor<1x2x?x8xf32>, %v: tensor<1x2x?x8xf32>) -> tensor<1x2x?x8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %c2 = arith.constant 2 : index
+  %ninf = arith.constant dense<0xFF800000> : tensor<f32>
+  %bias = arith.constant dense<[[[[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]]]]> : tensor<1x1x4x4xf32>
+  %s_len = tensor.dim %q, %c2 : tensor<1x2x?x8xf32>
+  %t_len = tensor.dim %k, %c2 : tensor<1x2x?x8xf32>
+  %rows = tensor.extract_slice %bias[0, 0, 0, 0] [1, 1, %t_len, 4] [1, 1, 1, 1] : tensor<1x1x4x4xf32> to tensor<1x1x?x4xf32>
+  %square = tensor.extract_slice %rows[0, 0, 0, 0] [1, 1, %t_len, %t_len] [1, 1, 1, 1] : tensor<1x1x?x4xf32> to tensor<1x1x?x?xf32>
+  %ci = tensor.empty(%t_len, %t_len) : tensor<1x1x?x?xi1>
+  %zerot = arith.constant dense<0.0> : tensor<f32>
+  %cond = linalg.generic {indexing_maps = [#id, #scalar, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%square, %zerot : tensor<1x1x?x?xf32>, tensor<f32>) outs(%ci : tensor<1x1x?x?xi1>) {
+  ^bb0(%x: f32, %z: f32, %o: i1):
+    %eq = arith.cmpf oeq, %x, %z : f32
+    linalg.yield %eq : i1
+  } -> tensor<1x1x?x?xi1>
+  %kt_init = tensor.empty(%t_len) : tensor<1x2x8x?xf32>
+  %kt = linalg.transpose ins(%k : tensor<1x2x?x8xf32>) outs(%kt_init : tensor<1x2x8x?xf32>) permutation = [0, 1, 3, 2]
+  %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<1x2x?x8xf32> into tensor<2x?x8xf32>
+  %kt3 = tensor.collapse_shape %kt [[0, 1], [2], [3]] : tensor<1x2x8x?xf32> into tensor<2x8x?xf32>
+  %s_init = tensor.empty(%s_len, %t_len) : tensor<2x?x?xf32>
+  %s_zero = linalg.fill ins(%zero : f32) outs(%s_init : tensor<2x?x?xf32>) -> tensor<2x?x?xf32>
+  %s3 = linalg.batch_matmul ins(%q3, %kt3 : tensor<2x?x8xf32>, tensor<2x8x?xf32>) outs(%s_zero : tensor<2x?x?xf32>) -> tensor<2x?x?xf32>
+  %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] output_shape [1, 2, %s_len, %t_len] : tensor<2x?x?xf32> into tensor<1x2x?x?xf32>
+  %e = tensor.empty(%s_len, %t_len) : tensor<1x2x?x?xf32>
+  %masked = linalg.generic {indexing_maps = [#rows, #scalar, #id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%cond, %ninf, %s : tensor<1x1x?x?xi1>, tensor<f32>, tensor<1x2x?x?xf32>) outs(%e : tensor<1x2x?x?xf32>) {
+  ^bb0(%c: i1, %n: f32, %a: f32, %o: f32):
+    %r = arith.select %c, %n, %a : f32
+    linalg.yield %r : f32
+  } -> tensor<1x2x?x?xf32>
+  %p = linalg.softmax dimension(3) ins(%masked : tensor<1x2x?x?xf32>) outs(%e : tensor<1x2x?x?xf32>) -> tensor<1x2x?x?xf32>
+  %p3 = tensor.collapse_shape %p [[0, 1], [2], [3]] : tensor<1x2x?x?xf32> into tensor<2x?x?xf32>
+  %v3 = tensor.collapse_shape %v [[0, 1], [2], [3]] : tensor<1x2x?x8xf32> into tensor<2x?x8xf32>
+  %o_init = tensor.empty(%s_len) : tensor<2x?x8xf32>
+  %o_zero = linalg.fill ins(%zero : f32) outs(%o_init : tensor<2x?x8xf32>) -> tensor<2x?x8xf32>
+  %o3 = linalg.batch_matmul ins(%p3, %v3 : tensor<2x?x?xf32>, tensor<2x?x8xf32>) outs(%o_zero : tensor<2x?x8xf32>) -> tensor<2x?x8xf32>
+  %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, %s_len, 8] : tensor<2x?x8xf32> into tensor<1x2x?x8xf32>
+  return %o : tensor<1x2x?x8xf32>
+}
+
+// -----
+
+// Hugging Face's slice bias[:, :, T - S + off : T + off, :T] of a boolean
+// tril, kept where true: causal only when the slice starts at T - S, which
+// the IR cannot prove for an arbitrary offset. Both forms are compiled,
+// behind the run-time test.
+
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#rows = affine_map<(d0, d1, d2, d3) -> (0, 0, d2, d3)>
+#scalar = affine_map<(d0, d1, d2, d3) -> ()>
+// CHECK-LABEL: func.func @bool_buffer_offset(
+// CHECK: %[[HOLDS:.*]] = arith.cmpi eq
+// CHECK: scf.if %[[HOLDS]]
+// CHECK: hasten.attention {{[^(]*}} heads(2, 2) causal scale
+// CHECK: } else {
+// CHECK: hasten.attention {{.*}} mask(
+// CHECK-NOT: causal
+func.func @bool_buffer_offset(%q: tensor<1x2x?x8xf32>, %k: tensor<1x2x?x8xf32>, %v: tensor<1x2x?x8xf32>, %off: index) -> tensor<1x2x?x8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %c2 = arith.constant 2 : index
+  %ninf = arith.constant dense<0xFF800000> : tensor<f32>
+  %bias = arith.constant dense<[[[[true, false, false, false], [true, true, false, false], [true, true, true, false], [true, true, true, true]]]]> : tensor<1x1x4x4xi1>
+  %s_len = tensor.dim %q, %c2 : tensor<1x2x?x8xf32>
+  %t_len = tensor.dim %k, %c2 : tensor<1x2x?x8xf32>
+  %diag = arith.subi %t_len, %s_len : index
+  %start = arith.addi %diag, %off : index
+  %cond = tensor.extract_slice %bias[0, 0, %start, 0] [1, 1, %s_len, %t_len] [1, 1, 1, 1] : tensor<1x1x4x4xi1> to tensor<1x1x?x?xi1>
+  %kt_init = tensor.empty(%t_len) : tensor<1x2x8x?xf32>
+  %kt = linalg.transpose ins(%k : tensor<1x2x?x8xf32>) outs(%kt_init : tensor<1x2x8x?xf32>) permutation = [0, 1, 3, 2]
+  %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<1x2x?x8xf32> into tensor<2x?x8xf32>
+  %kt3 = tensor.collapse_shape %kt [[0, 1], [2], [3]] : tensor<1x2x8x?xf32> into tensor<2x8x?xf32>
+  %s_init = tensor.empty(%s_len, %t_len) : tensor<2x?x?xf32>
+  %s_zero = linalg.fill ins(%zero : f32) outs(%s_init : tensor<2x?x?xf32>) -> tensor<2x?x?xf32>
+  %s3 = linalg.batch_matmul ins(%q3, %kt3 : tensor<2x?x8xf32>, tensor<2x8x?xf32>) outs(%s_zero : tensor<2x?x?xf32>) -> tensor<2x?x?xf32>
+  %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] output_shape [1, 2, %s_len, %t_len] : tensor<2x?x?xf32> into tensor<1x2x?x?xf32>
+  %e = tensor.empty(%s_len, %t_len) : tensor<1x2x?x?xf32>
+  %masked = linalg.generic {indexing_maps = [#rows, #scalar, #id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%cond, %ninf, %s : tensor<1x1x?x?xi1>, tensor<f32>, tensor<1x2x?x?xf32>) outs(%e : tensor<1x2x?x?xf32>) {
+  ^bb0(%c: i1, %n: f32, %a: f32, %o: f32):
+    %r = arith.select %c, %a, %n : f32
+    linalg.yield %r : f32
+  } -> tensor<1x2x?x?xf32>
+  %p = linalg.softmax dimension(3) ins(%masked : tensor<1x2x?x?xf32>) outs(%e : tensor<1x2x?x?xf32>) -> tensor<1x2x?x?xf32>
+  %p3 = tensor.collapse_shape %p [[0, 1], [2], [3]] : tensor<1x2x?x?xf32> into tensor<2x?x?xf32>
+  %v3 = tensor.collapse_shape %v [[0, 1], [2], [3]] : tensor<1x2x?x8xf32> into tensor<2x?x8xf32>
+  %o_init = tensor.empty(%s_len) : tensor<2x?x8xf32>
+  %o_zero = linalg.fill ins(%zero : f32) outs(%o_init : tensor<2x?x8xf32>) -> tensor<2x?x8xf32>
+  %o3 = linalg.batch_matmul ins(%p3, %v3 : tensor<2x?x?xf32>, tensor<2x?x8xf32>) outs(%o_zero : tensor<2x?x8xf32>) -> tensor<2x?x8xf32>
+  %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, %s_len, 8] : tensor<2x?x8xf32> into tensor<1x2x?x8xf32>
+  return %o : tensor<1x2x?x8xf32>
+}
+
+// -----
+
+// An upper-triangular buffer is not the causal rule: it stays a mask.
+
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#rows = affine_map<(d0, d1, d2, d3) -> (0, 0, d2, d3)>
+#scalar = affine_map<(d0, d1, d2, d3) -> ()>
+// CHECK-LABEL: func.func @upper_triangle(
+// CHECK-NOT: causal
+// CHECK: hasten.attention {{.*}} mask(
+func.func @upper_triangle(%q: tensor<1x2x?x8xf32>, %k: tensor<1x2x?x8xf32>, %v: tensor<1x2x?x8xf32>) -> tensor<1x2x?x8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %c2 = arith.constant 2 : index
+  %ninf = arith.constant dense<0xFF800000> : tensor<f32>
+  %bias = arith.constant dense<[[[[true, true, true, true], [false, true, true, true], [false, false, true, true], [false, false, false, true]]]]> : tensor<1x1x4x4xi1>
+  %s_len = tensor.dim %q, %c2 : tensor<1x2x?x8xf32>
+  %t_len = tensor.dim %k, %c2 : tensor<1x2x?x8xf32>
+  %cond = tensor.extract_slice %bias[0, 0, 0, 0] [1, 1, %s_len, %t_len] [1, 1, 1, 1] : tensor<1x1x4x4xi1> to tensor<1x1x?x?xi1>
+  %kt_init = tensor.empty(%t_len) : tensor<1x2x8x?xf32>
+  %kt = linalg.transpose ins(%k : tensor<1x2x?x8xf32>) outs(%kt_init : tensor<1x2x8x?xf32>) permutation = [0, 1, 3, 2]
+  %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<1x2x?x8xf32> into tensor<2x?x8xf32>
+  %kt3 = tensor.collapse_shape %kt [[0, 1], [2], [3]] : tensor<1x2x8x?xf32> into tensor<2x8x?xf32>
+  %s_init = tensor.empty(%s_len, %t_len) : tensor<2x?x?xf32>
+  %s_zero = linalg.fill ins(%zero : f32) outs(%s_init : tensor<2x?x?xf32>) -> tensor<2x?x?xf32>
+  %s3 = linalg.batch_matmul ins(%q3, %kt3 : tensor<2x?x8xf32>, tensor<2x8x?xf32>) outs(%s_zero : tensor<2x?x?xf32>) -> tensor<2x?x?xf32>
+  %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] output_shape [1, 2, %s_len, %t_len] : tensor<2x?x?xf32> into tensor<1x2x?x?xf32>
+  %e = tensor.empty(%s_len, %t_len) : tensor<1x2x?x?xf32>
+  %masked = linalg.generic {indexing_maps = [#rows, #scalar, #id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%cond, %ninf, %s : tensor<1x1x?x?xi1>, tensor<f32>, tensor<1x2x?x?xf32>) outs(%e : tensor<1x2x?x?xf32>) {
+  ^bb0(%c: i1, %n: f32, %a: f32, %o: f32):
+    %r = arith.select %c, %a, %n : f32
+    linalg.yield %r : f32
+  } -> tensor<1x2x?x?xf32>
+  %p = linalg.softmax dimension(3) ins(%masked : tensor<1x2x?x?xf32>) outs(%e : tensor<1x2x?x?xf32>) -> tensor<1x2x?x?xf32>
+  %p3 = tensor.collapse_shape %p [[0, 1], [2], [3]] : tensor<1x2x?x?xf32> into tensor<2x?x?xf32>
+  %v3 = tensor.collapse_shape %v [[0, 1], [2], [3]] : tensor<1x2x?x8xf32> into tensor<2x?x8xf32>
+  %o_init = tensor.empty(%s_len) : tensor<2x?x8xf32>
+  %o_zero = linalg.fill ins(%zero : f32) outs(%o_init : tensor<2x?x8xf32>) -> tensor<2x?x8xf32>
+  %o3 = linalg.batch_matmul ins(%p3, %v3 : tensor<2x?x?xf32>, tensor<2x?x8xf32>) outs(%o_zero : tensor<2x?x8xf32>) -> tensor<2x?x8xf32>
+  %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, %s_len, 8] : tensor<2x?x8xf32> into tensor<1x2x?x8xf32>
+  return %o : tensor<1x2x?x8xf32>
+}

@@ -139,6 +139,18 @@ def softmax_negative_axis():
 
 
 @register
+def tile_unit_dims():
+    # Tile that repeats only size-1 dims (an MQA key per head) and one that
+    # repeats a size-3 dim.
+    return model([helper.make_node("Tile", ["x", "reps"], ["y"]),
+                  helper.make_node("Tile", ["z", "zreps"], ["w"])],
+                 [vi("x", F, ["n", 1, 3]), vi("z", F, [2, 3])],
+                 [vi("y", F, ["n", 4, 3]), vi("w", F, [2, 6])],
+                 [const("reps", np.array([1, 4, 1], np.int64)),
+                  const("zreps", np.array([1, 2], np.int64))])
+
+
+@register
 def constants():
     value = helper.make_tensor("v", F, [2], [1.5, -2.0])
     nodes = [helper.make_node("Constant", [], ["c_tensor"], value=value),
