@@ -137,9 +137,10 @@ def main():
 
     rng = np.random.default_rng(0)
     rows = []
-    peaks = {}
+    peaks, bandwidths = {}, {}
     for threads in [int(t) for t in args.threads.split(",")]:
         peaks[threads] = machine.fma_peak(work, threads)
+        bandwidths[threads] = machine.read_bandwidth(work, threads)
         env = dict(os.environ, HASTEN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
         for length in [int(s) for s in args.lengths.split(",")]:
             for decode in (False, True):
@@ -180,7 +181,11 @@ def main():
     print(f"CPU: {machine.cpu_description()}; ONNX Runtime {ort_env.ort_version(python)} "
           "(Python, CPU); f32 FMA peak measured now: "
           + ", ".join(f"{p / 1e9:.0f} GFLOP/s on {t} thread{'s' if t > 1 else ''}"
-                      for t, p in peaks.items()) + f"; {HEADS} heads x {DIM}, batch 1\n")
+                      for t, p in peaks.items()) + "; read bandwidth measured now: "
+          + ", ".join(f"{b / 1e9:.1f} GB/s on {t} thread{'s' if t > 1 else ''}"
+                      for t, b in bandwidths.items())
+          + f"; {HEADS} heads x {DIM}, batch 1. A decode's floor is its K and V bytes over "
+          "that bandwidth.\n")
     print("| case | threads | ORT ms (MB) | kernel ms (MB) | generated ms (MB) | "
           "no-skip ms | ORT / kernel | generated / kernel | no-skip / generated | "
           "kernel GFLOP/s (% peak) | generated GFLOP/s (% peak) |")
@@ -203,7 +208,12 @@ def main():
         noskip = f"{results['noskip'][0]:.2f}" if "noskip" in results else "n/a"
         skip_gain = (f"{results['noskip'][0] / generated:.2f}x" if "noskip" in results
                      else "n/a")
-        case = f"decode over {length}" if decode else f"causal prefill {length}"
+        if decode:
+            floor_ms = 2 * HEADS * length * DIM * 4 / bandwidths[threads] * 1e3
+            case = (f"decode over {length} (floor {floor_ms:.2f} ms, "
+                    f"kernel at {kernel / floor_ms:.2f}x)")
+        else:
+            case = f"causal prefill {length}"
         print(f"| {case} | {threads} | {cell('ort')} | {cell('kernel')} | {cell('generated')} | "
               f"{noskip} | {ratio_ort} | {generated / kernel:.2f}x | {skip_gain} | "
               f"{rate('kernel')} | {rate('generated')} |")

@@ -162,6 +162,10 @@ def TileAttention : Pass<"hasten-tile-attention"> {
       innermost loop is contiguous), rescales the accumulator by
       `exp(m - m')` and adds `P V`; the block's output is `acc / l`.
 
+    When `tile_q < block_q` (two levels: Ascend's per-core block, a GPU
+    block's warps), each block runs its query tiles in turn, each with its
+    own key loop, and writes them into the block's output.
+
     The `q_len x kv_len` scores never exist: memory is O(S d). With
     `causal` and `skip_masked`, a block's loop ends at the last key its
     last row may see, so tiles above the diagonal are never computed; with

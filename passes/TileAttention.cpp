@@ -353,15 +353,42 @@ private:
     Value bIdx = forall.getInductionVar(0), hIdx = forall.getInductionVar(1);
     Value q0 = mul(forall.getInductionVar(2), blockQ);
     Value nq = minI(blockQ, sub(qLen, q0));
-    Value qTile = slice2d(q, bIdx, hIdx, q0, nq, headDim);
-    // With causal and skipping, keys past the block's last row's diagonal
-    // are masked for every row: the loop stops there.
-    Value kvEnd = kvLen;
-    if (op.getCausal() && tiling.getSkipMasked())
-      kvEnd = maxI(cst(0), minI(kvLen, add(add(q0, nq), diagonal)));
-    auto [m, l, acc] = keyLoop(bIdx, hIdx, q0, nq, qTile, cst(0), kvEnd);
-    (void)m;
-    Value o = normalize(acc, l);
+    // One query tile [t0, t0 + nt): its key loop, normalized.
+    auto queryTile = [&](Value t0, Value nt) {
+      Value qTile = slice2d(q, bIdx, hIdx, t0, nt, headDim);
+      // With causal and skipping, keys past the tile's last row's diagonal
+      // are masked for every row: the loop stops there.
+      Value kvEnd = kvLen;
+      if (op.getCausal() && tiling.getSkipMasked())
+        kvEnd = maxI(cst(0), minI(kvLen, add(add(t0, nt), diagonal)));
+      auto [m, l, acc] = keyLoop(bIdx, hIdx, t0, nt, qTile, cst(0), kvEnd);
+      (void)m;
+      return normalize(acc, l);
+    };
+    Value o;
+    if (tiling.getTileQ() >= tiling.getBlockQ()) {
+      o = queryTile(q0, nq);
+    } else {
+      // Two levels (FastAttention's per-core block, a GPU block's warps):
+      // the block's query tiles in turn, each skipping and masking by its
+      // own rows, written into the block's output.
+      Value tileQ = cst(tiling.getTileQ());
+      auto inner = scf::ForOp::create(
+          b, loc, cst(0), nq, tileQ, ValueRange{empty({nq, valueDim})},
+          [&](OpBuilder &nb, Location, Value offset, ValueRange iter) {
+            OpBuilder::InsertionGuard g(b);
+            b.setInsertionPointToStart(nb.getInsertionBlock());
+            Value nt = minI(tileQ, sub(nq, offset));
+            Value tile = queryTile(add(q0, offset), nt);
+            SmallVector<OpFoldResult> at{offset, b.getIndexAttr(0)};
+            SmallVector<OpFoldResult> size{nt, valueDim};
+            SmallVector<OpFoldResult> unit(2, b.getIndexAttr(1));
+            scf::YieldOp::create(
+                b, loc, tensor::InsertSliceOp::create(b, loc, tile, iter[0], at, size, unit)
+                            .getResult());
+          });
+      o = inner.getResult(0);
+    }
     b.setInsertionPointToEnd(forall.getTerminator().getBody());
     SmallVector<OpFoldResult> offsets{bIdx, hIdx, q0, b.getIndexAttr(0)};
     SmallVector<OpFoldResult> sizes{b.getIndexAttr(1), b.getIndexAttr(1), nq, valueDim};

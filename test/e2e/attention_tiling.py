@@ -5,8 +5,8 @@
 chosen to break tiling: lengths that are not tile multiples, causal with
 q_len < kv_len, additive masks broadcast over batch, heads or queries,
 boolean masks, MHA/GQA/MQA, one-token decode (split-KV when generated),
-a long prefill, and hand-written tilings (tiny tiles, no tile skipping, no
-diagonal-only masking) that the pass must follow.
+a long prefill, and hand-written tilings (tiny tiles, two levels of query
+tiles, no tile skipping, no diagonal-only masking) that the pass must follow.
 
 Each case is a .mlir module (hasten-compile takes tensor-level MLIR as
 input); inputs are random, outputs compared with max |a - b| <= 2e-5 +
@@ -25,9 +25,9 @@ import numpy as np
 ATOL, RTOL = 2e-5, 1e-4
 
 
-def tiling(block_q, tile_kv, skip=True, diagonal=True, splits=1):
+def tiling(block_q, tile_kv, skip=True, diagonal=True, splits=1, tile_q=None):
     return (f'tiling(#hasten.attention_tiling<target = "cpu", block_q = {block_q}, '
-            f'tile_q = {block_q}, tile_kv = {tile_kv}, kv_splits = {splits}, '
+            f'tile_q = {tile_q or block_q}, tile_kv = {tile_kv}, kv_splits = {splits}, '
             f'skip_masked = {str(skip).lower()}, diagonal_mask = {str(diagonal).lower()}, '
             f'warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>)')
 
@@ -47,6 +47,9 @@ CASES = [
     ("decode", 1, 12, 12, 1, 300, 64, True, None, None),
     ("decode-gqa-split", 2, 8, 2, 1, 129, 32, False, None, tiling(1, 16, splits=5)),
     ("long-prefill", 1, 2, 2, 700, 700, 64, True, None, None),
+    ("two-level-causal", 1, 4, 2, 75, 90, 16, True, None, tiling(32, 16, tile_q=8)),
+    ("two-level-masked", 2, 2, 2, 41, 41, 16, False, ((2, 1, 1, 41), "f32"),
+     tiling(16, 8, tile_q=4)),
 ]
 
 

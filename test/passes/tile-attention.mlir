@@ -120,3 +120,24 @@ func.func @half(%q: tensor<1x2x8x16xf16>, %k: tensor<1x2x8x16xf16>, %v: tensor<1
   %o = hasten.attention %q, %k, %v heads(2, 2) : tensor<1x2x8x16xf16>, tensor<1x2x8x16xf16>, tensor<1x2x8x16xf16> -> tensor<1x2x8x16xf16>
   return %o : tensor<1x2x8x16xf16>
 }
+
+// -----
+
+// Two levels (an Ascend plan: a 32-query block per core, 8-query tiles
+// sized to the local buffer): the block's tiles run in turn, each with its
+// own key loop that stops at that tile's diagonal, and are written into the
+// block's output, which the block then writes out.
+
+// CHECK-LABEL: func.func @two_level(
+// CHECK: scf.forall (%[[H:.*]], %[[BLK:.*]]) in (4, %{{.*}}) shared_outs
+// CHECK: %[[NQ:.*]] = arith.minsi %{{.*}}, %c32
+// CHECK: %[[BLOCK:.*]] = scf.for %[[T:.*]] = %c0 to %[[NQ]] step %c8 iter_args(%[[ACC:.*]] = %{{.*}}) -> (tensor<?x16xf32>)
+// CHECK: scf.for %{{.*}} step %c16 iter_args
+// CHECK: scf.if
+// CHECK: tensor.insert_slice %{{.*}} into %[[ACC]][%[[T]], 0]
+// CHECK: scf.forall.in_parallel
+// CHECK-NEXT: tensor.parallel_insert_slice %[[BLOCK]]
+func.func @two_level(%q: tensor<1x4x?x16xf32>, %k: tensor<1x2x?x16xf32>, %v: tensor<1x2x?x16xf32>) -> tensor<1x4x?x16xf32> {
+  %o = hasten.attention %q, %k, %v heads(4, 2) causal tiling(#hasten.attention_tiling<target = "ascend", block_q = 32, tile_q = 8, tile_kv = 16, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 0, mma = "cube16x16x16", smem_layout = "nz", vector_lanes = 0>) : tensor<1x4x?x16xf32>, tensor<1x2x?x16xf32>, tensor<1x2x?x16xf32> -> tensor<1x4x?x16xf32>
+  return %o : tensor<1x4x?x16xf32>
+}
