@@ -31,15 +31,21 @@ import ort_env  # noqa: E402
 from run_bench import run  # noqa: E402
 
 
-# Export name: (file in BUILD/bench, command that writes it given -o, what it is).
+# Export name: (file in BUILD/bench, command that writes it given -o, what it is,
+# weight bytes a decode step does not read: the position table, and in the
+# torch export the token embedding table, which it keeps next to the LM
+# head's own transposed copy and reads one row of).
+POSITIONS, TOKENS = 1024 * 768 * 4, 50257 * 768 * 4
 EXPORTS = {
     "own": ("gpt2-124m.onnx",
             [sys.executable, os.path.join(ROOT, "test", "models", "make_decoder.py"),
              "--preset", "gpt2-124m", "--external-data"],
-            "test/models/make_decoder.py --preset gpt2-124m (the project's own ONNX graph)"),
+            "test/models/make_decoder.py --preset gpt2-124m (the project's own ONNX graph)",
+            POSITIONS),
     "torch": ("gpt2-124m-torch.onnx",
               ["/usr/bin/python3", os.path.join(HERE, "make_torch_decoder.py")],
-              "bench/make_torch_decoder.py (Hugging Face GPT-2 attention, torch.onnx 1.13)"),
+              "bench/make_torch_decoder.py (Hugging Face GPT-2 attention, torch.onnx 1.13)",
+              POSITIONS + TOKENS),
 }
 
 
@@ -112,8 +118,8 @@ def main():
                 run([os.path.join(bin_dir, "hasten-compile"), model, "-o", path,
                      f"--weights={precision}"])
             modules[precision] = path
-        # A decode step reads every weight except the position table.
-        read_bytes[export] = rt.load(modules[precisions[0]]).weight_bytes - 1024 * 768 * 4
+        # The weights a decode step reads.
+        read_bytes[export] = rt.load(modules[precisions[0]]).weight_bytes - EXPORTS[export][3]
         for threads in [int(t) for t in args.threads.split(",")]:
             out = run([python, os.path.join(HERE, "ort_runner.py"), "decoder", model,
                        str(threads), str(args.prefill), str(args.past), str(args.repeat)])

@@ -51,17 +51,26 @@ unsigned splitDimension(scf::ParallelOp loop) {
   return loop.getNumLoops() - 1;
 }
 
-/// Iterations of the sequential loops nested in the body, where static
-/// (a row reduction's inner loop), as a multiplier of the parallel work.
+/// A sequential loop whose trip count is only known at run time counts as
+/// this many iterations: it is rarely shorter (a sequence, a tile loop),
+/// and counting it as one left tiled attention's query blocks, each a loop
+/// over key tiles, on one thread.
+constexpr int64_t kDynamicTrips = 64;
+
+/// Iterations of the sequential loops nested in the body (static counts,
+/// or kDynamicTrips), as a multiplier of the parallel work.
 int64_t nestedWork(scf::ParallelOp loop) {
   int64_t most = 1;
   loop.getBody()->walk([&](scf::ForOp inner) {
     int64_t product = 1;
     for (Operation *op = inner; op && op != loop.getOperation(); op = op->getParentOp())
-      if (auto f = dyn_cast<scf::ForOp>(op))
-        if (std::optional<int64_t> trips =
-                staticTrips(f.getLowerBound(), f.getUpperBound(), f.getStep()))
-          product *= std::max<int64_t>(1, *trips);
+      if (auto f = dyn_cast<scf::ForOp>(op)) {
+        std::optional<int64_t> trips =
+            staticTrips(f.getLowerBound(), f.getUpperBound(), f.getStep());
+        product = std::min<int64_t>(product * (trips ? std::max<int64_t>(1, *trips)
+                                                     : kDynamicTrips),
+                                    int64_t(1) << 40);
+      }
     most = std::max(most, product);
   });
   return most;

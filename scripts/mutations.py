@@ -8,6 +8,11 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("outline-parallel-loops: a loop of unknown length counts as one iteration",
+     "passes/OutlineParallelLoops.cpp",
+     "constexpr int64_t kDynamicTrips = 64;",
+     "constexpr int64_t kDynamicTrips = 1;",
+     "lit:passes/outline-parallel-loops.mlir"),
     ("fuse-attention: a finite masked value followed by another mask counts as causal",
      "passes/FuseAttention.cpp",
      "    if (!infinite && chain.masks.size() != 1)\n      continue;",

@@ -101,3 +101,28 @@ func.func @row_sums(%a: memref<1x512x768xf32>, %b: memref<1x512xf32>) {
   }
   return
 }
+
+// -----
+
+// A sequential loop whose trip count is known only at run time (tiled
+// attention's loop over key tiles, say) counts as 64 iterations in the work
+// estimate, instead of one.
+// CHECK-LABEL: func @dynamic_inner
+// CHECK: %[[TRIPS:.*]] = arith.ceildivsi
+// CHECK: %[[WORK:.*]] = arith.muli %[[TRIPS]], %c64
+// CHECK: %[[BELOW:.*]] = arith.cmpi slt, %[[WORK]], %c32768
+// CHECK: arith.select %[[BELOW]], %{{.*}}, %[[WORK]]
+func.func @dynamic_inner(%a: memref<12x?xf32>, %n: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c12 = arith.constant 12 : index
+  scf.parallel (%i) = (%c0) to (%c12) step (%c1) {
+    scf.for %j = %c0 to %n step %c1 {
+      %v = memref.load %a[%i, %j] : memref<12x?xf32>
+      %w = arith.negf %v : f32
+      memref.store %w, %a[%i, %j] : memref<12x?xf32>
+    }
+    scf.reduce
+  }
+  return
+}
