@@ -147,17 +147,11 @@ private:
                                                  ArrayRef<int64_t>{1, 0})
                          ->getResult(0);
           // S[i, j] = sum_d Q[i, d] K^T[d, j], loops (i, d, j).
-          Value s = linalg::GenericOp::create(
-                        b, loc, TypeRange{RankedTensorType::get(
-                                    {ShapedType::kDynamic, ShapedType::kDynamic}, f32)},
-                        ValueRange{qTile, kT}, ValueRange{filled({nq, nk}, 0.0)},
-                        ArrayRef<AffineMap>{map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
-                        ArrayRef<IteratorType>{kPar, kRed, kPar},
-                        [&](OpBuilder &gb, Location gl, ValueRange a) {
-                          linalg::YieldOp::create(
-                              gb, gl, ValueRange{math::FmaOp::create(gb, gl, a[0], a[1], a[2])});
-                        })
-                        .getResult(0);
+          Value s = generic(filled({nq, nk}, 0.0), ValueRange{qTile, kT},
+                            {map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
+                            {kPar, kRed, kPar}, [](OpBuilder &gb, Location gl, ValueRange a) {
+                              return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
+                            });
           // Scale, mask, and on tiles that cross the diagonal the causal
           // mask from indices; tiles wholly below it skip that work.
           Value scaled;
@@ -201,144 +195,108 @@ private:
     Value scaleV = cstF(scale);
     Value ninf = cstF(-std::numeric_limits<double>::infinity());
     Value diag = diagonal;
-    return linalg::GenericOp::create(
-               b, loc, TypeRange{s.getType()}, ValueRange{}, ValueRange{s},
-               ArrayRef<AffineMap>{map(2, {0, 1})}, ArrayRef<IteratorType>{kPar, kPar},
-               [&](OpBuilder &gb, Location gl, ValueRange a) {
-                 Value x = arith::MulFOp::create(gb, gl, a[0], scaleV);
-                 Value i = add2(gb, gl, q0, linalg::IndexOp::create(gb, gl, 0));
-                 Value j = add2(gb, gl, k0, linalg::IndexOp::create(gb, gl, 1));
-                 if (maskT) {
-                   SmallVector<Value> full{bIdx, hIdx, i, j};
-                   SmallVector<Value> idx;
-                   Value zero = arith::ConstantIndexOp::create(gb, gl, 0);
-                   Value one = arith::ConstantIndexOp::create(gb, gl, 1);
-                   for (int64_t d = 0; d < 4; ++d) {
-                     if (maskType.getDimSize(d) == 1) {
-                       idx.push_back(zero);
-                     } else if (!maskType.isDynamicDim(d)) {
-                       idx.push_back(full[d]);
-                     } else {
-                       Value isOne = arith::CmpIOp::create(gb, gl, arith::CmpIPredicate::eq,
-                                                           maskSizes[d], one);
-                       idx.push_back(arith::SelectOp::create(gb, gl, isOne, zero, full[d]));
-                     }
-                   }
-                   Value m = tensor::ExtractOp::create(gb, gl, maskT, idx);
-                   if (m.getType().isInteger(1))
-                     x = arith::SelectOp::create(gb, gl, m, x, ninf);
-                   else
-                     x = arith::AddFOp::create(gb, gl, x, m);
-                 }
-                 if (causalMask) {
-                   Value limit = add2(gb, gl, i, diag);
-                   Value hidden =
-                       arith::CmpIOp::create(gb, gl, arith::CmpIPredicate::sgt, j, limit);
-                   x = arith::SelectOp::create(gb, gl, hidden, ninf, x);
-                 }
-                 linalg::YieldOp::create(gb, gl, ValueRange{x});
-               })
-        .getResult(0);
+    return generic(
+        s, ValueRange{}, {map(2, {0, 1})}, {kPar, kPar},
+        [&](OpBuilder &gb, Location gl, ValueRange a) {
+          Value x = arith::MulFOp::create(gb, gl, a[0], scaleV);
+          Value i = add2(gb, gl, q0, linalg::IndexOp::create(gb, gl, 0));
+          Value j = add2(gb, gl, k0, linalg::IndexOp::create(gb, gl, 1));
+          if (maskT) {
+            SmallVector<Value> full{bIdx, hIdx, i, j};
+            SmallVector<Value> idx;
+            Value zero = arith::ConstantIndexOp::create(gb, gl, 0);
+            Value one = arith::ConstantIndexOp::create(gb, gl, 1);
+            for (int64_t d = 0; d < 4; ++d) {
+              if (maskType.getDimSize(d) == 1) {
+                idx.push_back(zero);
+              } else if (!maskType.isDynamicDim(d)) {
+                idx.push_back(full[d]);
+              } else {
+                Value isOne = arith::CmpIOp::create(gb, gl, arith::CmpIPredicate::eq,
+                                                    maskSizes[d], one);
+                idx.push_back(arith::SelectOp::create(gb, gl, isOne, zero, full[d]));
+              }
+            }
+            Value m = tensor::ExtractOp::create(gb, gl, maskT, idx);
+            if (m.getType().isInteger(1))
+              x = arith::SelectOp::create(gb, gl, m, x, ninf);
+            else
+              x = arith::AddFOp::create(gb, gl, x, m);
+          }
+          if (causalMask) {
+            Value limit = add2(gb, gl, i, diag);
+            Value hidden =
+                arith::CmpIOp::create(gb, gl, arith::CmpIPredicate::sgt, j, limit);
+            x = arith::SelectOp::create(gb, gl, hidden, ninf, x);
+          }
+          return x;
+        });
   }
   static Value add2(OpBuilder &gb, Location gl, Value x, Value y) {
     return arith::AddIOp::create(gb, gl, x, y);
   }
 
+  /// One linalg.generic whose single result has `init`'s type; `body`
+  /// computes the yielded value from the block arguments.
+  Value generic(Value init, ValueRange ins, ArrayRef<AffineMap> maps,
+                ArrayRef<IteratorType> iterators,
+                function_ref<Value(OpBuilder &, Location, ValueRange)> body) {
+    return linalg::GenericOp::create(
+               b, loc, TypeRange{init.getType()}, ins, ValueRange{init}, maps, iterators,
+               [&](OpBuilder &gb, Location gl, ValueRange a) {
+                 linalg::YieldOp::create(gb, gl, ValueRange{body(gb, gl, a)});
+               })
+        .getResult(0);
+  }
+  template <typename OpTy>
+  static Value binary(OpBuilder &gb, Location gl, ValueRange a) {
+    return OpTy::create(gb, gl, a[0], a[1]);
+  }
+
   /// One FlashAttention-2 update with the scores tile `s` [nq, nk].
   std::tuple<Value, Value, Value> onlineSoftmaxStep(Value s, Value vTile, Value m, Value l,
                                                     Value acc, Value nq) {
-    auto vecType = RankedTensorType::get({ShapedType::kDynamic}, f32);
-    auto matType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32);
     Value ninf = cstF(-std::numeric_limits<double>::infinity());
     Value zeroF = cstF(0.0);
+    AffineMap row2 = map(2, {0}), all2 = map(2, {0, 1}), all1 = map(1, {0});
     // m' = max(m, rowmax(s)), as a reduction initialized with m.
-    Value mNew = linalg::GenericOp::create(
-                     b, loc, TypeRange{vecType}, ValueRange{s}, ValueRange{m},
-                     ArrayRef<AffineMap>{map(2, {0, 1}), map(2, {0})},
-                     ArrayRef<IteratorType>{kPar, kRed},
-                     [&](OpBuilder &gb, Location gl, ValueRange a) {
-                       linalg::YieldOp::create(
-                           gb, gl, ValueRange{arith::MaximumFOp::create(gb, gl, a[0], a[1])});
-                     })
-                     .getResult(0);
+    Value mNew = generic(m, s, {all2, row2}, {kPar, kRed}, binary<arith::MaximumFOp>);
     // Rows that saw only masked keys keep m' = -inf; exponents then use 0
     // so that exp(-inf - 0) = 0 instead of NaN.
-    auto safe = [&](OpBuilder &gb, Location gl, Value x) {
-      Value isInf = arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, x, ninf);
-      return arith::SelectOp::create(gb, gl, isInf, zeroF, x).getResult();
+    auto expMinus = [&](OpBuilder &gb, Location gl, Value x, Value max) -> Value {
+      Value isInf = arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, max, ninf);
+      Value safeMax = arith::SelectOp::create(gb, gl, isInf, zeroF, max);
+      return math::ExpOp::create(gb, gl, arith::SubFOp::create(gb, gl, x, safeMax));
     };
     // alpha = exp(m - m'), the correction of the previous tiles.
-    Value alpha = linalg::GenericOp::create(
-                      b, loc, TypeRange{vecType}, ValueRange{m, mNew}, ValueRange{empty({nq})},
-                      ArrayRef<AffineMap>{map(1, {0}), map(1, {0}), map(1, {0})},
-                      ArrayRef<IteratorType>{kPar},
-                      [&](OpBuilder &gb, Location gl, ValueRange a) {
-                        Value d = arith::SubFOp::create(gb, gl, a[0], safe(gb, gl, a[1]));
-                        linalg::YieldOp::create(gb, gl, ValueRange{math::ExpOp::create(gb, gl, d)});
-                      })
-                      .getResult(0);
-    // P = exp(S - m').
-    Value p = linalg::GenericOp::create(
-                  b, loc, TypeRange{matType}, ValueRange{mNew}, ValueRange{s},
-                  ArrayRef<AffineMap>{map(2, {0}), map(2, {0, 1})},
-                  ArrayRef<IteratorType>{kPar, kPar},
-                  [&](OpBuilder &gb, Location gl, ValueRange a) {
-                    Value d = arith::SubFOp::create(gb, gl, a[1], safe(gb, gl, a[0]));
-                    linalg::YieldOp::create(gb, gl, ValueRange{math::ExpOp::create(gb, gl, d)});
-                  })
-                  .getResult(0);
-    // l' = alpha l + rowsum(P).
-    Value lScaled = linalg::GenericOp::create(
-                        b, loc, TypeRange{vecType}, ValueRange{alpha}, ValueRange{l},
-                        ArrayRef<AffineMap>{map(1, {0}), map(1, {0})},
-                        ArrayRef<IteratorType>{kPar},
-                        [&](OpBuilder &gb, Location gl, ValueRange a) {
-                          linalg::YieldOp::create(
-                              gb, gl, ValueRange{arith::MulFOp::create(gb, gl, a[0], a[1])});
-                        })
-                        .getResult(0);
-    Value lNew = linalg::GenericOp::create(
-                     b, loc, TypeRange{vecType}, ValueRange{p}, ValueRange{lScaled},
-                     ArrayRef<AffineMap>{map(2, {0, 1}), map(2, {0})},
-                     ArrayRef<IteratorType>{kPar, kRed},
-                     [&](OpBuilder &gb, Location gl, ValueRange a) {
-                       linalg::YieldOp::create(
-                           gb, gl, ValueRange{arith::AddFOp::create(gb, gl, a[0], a[1])});
-                     })
-                     .getResult(0);
-    // acc' = alpha acc + P V, loops (i, j, e).
-    Value accScaled = linalg::GenericOp::create(
-                          b, loc, TypeRange{matType}, ValueRange{alpha}, ValueRange{acc},
-                          ArrayRef<AffineMap>{map(2, {0}), map(2, {0, 1})},
-                          ArrayRef<IteratorType>{kPar, kPar},
+    Value alpha = generic(empty({nq}), ValueRange{m, mNew}, {all1, all1, all1}, {kPar},
                           [&](OpBuilder &gb, Location gl, ValueRange a) {
-                            linalg::YieldOp::create(
-                                gb, gl, ValueRange{arith::MulFOp::create(gb, gl, a[0], a[1])});
-                          })
-                          .getResult(0);
-    Value accNew = linalg::GenericOp::create(
-                       b, loc, TypeRange{matType}, ValueRange{p, vTile}, ValueRange{accScaled},
-                       ArrayRef<AffineMap>{map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
-                       ArrayRef<IteratorType>{kPar, kRed, kPar},
-                       [&](OpBuilder &gb, Location gl, ValueRange a) {
-                         linalg::YieldOp::create(
-                             gb, gl, ValueRange{math::FmaOp::create(gb, gl, a[0], a[1], a[2])});
-                       })
-                       .getResult(0);
+                            return expMinus(gb, gl, a[0], a[1]);
+                          });
+    // P = exp(S - m').
+    Value p = generic(s, mNew, {row2, all2}, {kPar, kPar},
+                      [&](OpBuilder &gb, Location gl, ValueRange a) {
+                        return expMinus(gb, gl, a[1], a[0]);
+                      });
+    // l' = alpha l + rowsum(P).
+    Value lScaled = generic(l, alpha, {all1, all1}, {kPar}, binary<arith::MulFOp>);
+    Value lNew = generic(lScaled, p, {all2, row2}, {kPar, kRed}, binary<arith::AddFOp>);
+    // acc' = alpha acc + P V, loops (i, j, e).
+    Value accScaled = generic(acc, alpha, {row2, all2}, {kPar, kPar}, binary<arith::MulFOp>);
+    Value accNew = generic(accScaled, ValueRange{p, vTile},
+                           {map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
+                           {kPar, kRed, kPar}, [](OpBuilder &gb, Location gl, ValueRange a) {
+                             return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
+                           });
     return {mNew, lNew, accNew};
   }
 
   /// acc / l per row.
   Value normalize(Value acc, Value l) {
-    return linalg::GenericOp::create(
-               b, loc, TypeRange{acc.getType()}, ValueRange{l}, ValueRange{acc},
-               ArrayRef<AffineMap>{map(2, {0}), map(2, {0, 1})},
-               ArrayRef<IteratorType>{kPar, kPar},
-               [&](OpBuilder &gb, Location gl, ValueRange a) {
-                 linalg::YieldOp::create(gb, gl,
-                                         ValueRange{arith::DivFOp::create(gb, gl, a[1], a[0])});
-               })
-        .getResult(0);
+    return generic(acc, l, {map(2, {0}), map(2, {0, 1})}, {kPar, kPar},
+                   [](OpBuilder &gb, Location gl, ValueRange a) {
+                     return arith::DivFOp::create(gb, gl, a[1], a[0]).getResult();
+                   });
   }
 
   /// Query blocks in parallel, each over its key tiles.
@@ -442,65 +400,33 @@ private:
     }
     Value pm = forall.getResult(0), pl = forall.getResult(1), pacc = forall.getResult(2);
     // M = max over partitions; w_p = exp(m_p - M); O = sum w_p acc_p / sum w_p l_p.
-    auto t2 = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, f32);
-    auto t3 = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic,
-                                     ShapedType::kDynamic}, f32);
     Value ninf = cstF(-std::numeric_limits<double>::infinity());
     Value zeroF = cstF(0.0);
-    Value mMax = linalg::GenericOp::create(
-                     b, loc, TypeRange{t2}, ValueRange{pm},
-                     ValueRange{filled({batch, heads}, -std::numeric_limits<double>::infinity())},
-                     ArrayRef<AffineMap>{map(3, {0, 1, 2}), map(3, {0, 1})},
-                     ArrayRef<IteratorType>{kPar, kPar, kRed},
-                     [&](OpBuilder &gb, Location gl, ValueRange a) {
-                       linalg::YieldOp::create(
-                           gb, gl, ValueRange{arith::MaximumFOp::create(gb, gl, a[0], a[1])});
-                     })
-                     .getResult(0);
-    Value w = linalg::GenericOp::create(
-                  b, loc, TypeRange{t3}, ValueRange{pm, mMax},
-                  ValueRange{empty({batch, heads, splitsV})},
-                  ArrayRef<AffineMap>{map(3, {0, 1, 2}), map(3, {0, 1}), map(3, {0, 1, 2})},
-                  ArrayRef<IteratorType>{kPar, kPar, kPar},
-                  [&](OpBuilder &gb, Location gl, ValueRange a) {
-                    Value isInf =
-                        arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, a[1], ninf);
-                    Value safeMax = arith::SelectOp::create(gb, gl, isInf, zeroF, a[1]);
-                    Value d = arith::SubFOp::create(gb, gl, a[0], safeMax);
-                    linalg::YieldOp::create(gb, gl, ValueRange{math::ExpOp::create(gb, gl, d)});
-                  })
-                  .getResult(0);
-    Value lSum = linalg::GenericOp::create(
-                     b, loc, TypeRange{t2}, ValueRange{w, pl}, ValueRange{filled({batch, heads}, 0.0)},
-                     ArrayRef<AffineMap>{map(3, {0, 1, 2}), map(3, {0, 1, 2}), map(3, {0, 1})},
-                     ArrayRef<IteratorType>{kPar, kPar, kRed},
-                     [&](OpBuilder &gb, Location gl, ValueRange a) {
-                       Value p = arith::MulFOp::create(gb, gl, a[0], a[1]);
-                       linalg::YieldOp::create(gb, gl,
-                                               ValueRange{arith::AddFOp::create(gb, gl, a[2], p)});
-                     })
-                     .getResult(0);
+    AffineMap bh = map(3, {0, 1}), bhp = map(3, {0, 1, 2});
+    Value mMax = generic(filled({batch, heads}, -std::numeric_limits<double>::infinity()), pm,
+                         {bhp, bh}, {kPar, kPar, kRed}, binary<arith::MaximumFOp>);
+    Value w = generic(empty({batch, heads, splitsV}), ValueRange{pm, mMax}, {bhp, bh, bhp},
+                      {kPar, kPar, kPar}, [&](OpBuilder &gb, Location gl, ValueRange a) {
+                        Value isInf =
+                            arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, a[1], ninf);
+                        Value safeMax = arith::SelectOp::create(gb, gl, isInf, zeroF, a[1]);
+                        return math::ExpOp::create(gb, gl, arith::SubFOp::create(gb, gl, a[0],
+                                                                                 safeMax))
+                            .getResult();
+                      });
+    auto fma = [](OpBuilder &gb, Location gl, ValueRange a) {
+      return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
+    };
+    Value lSum = generic(filled({batch, heads}, 0.0), ValueRange{w, pl}, {bhp, bhp, bh},
+                         {kPar, kPar, kRed}, fma);
     // Loops (b, h, split, e): the partitions reduce outside the value dims.
-    Value oSum = linalg::GenericOp::create(
-                     b, loc, TypeRange{t3}, ValueRange{w, pacc},
-                     ValueRange{filled({batch, heads, valueDim}, 0.0)},
-                     ArrayRef<AffineMap>{map(4, {0, 1, 2}), map(4, {0, 1, 2, 3}), map(4, {0, 1, 3})},
-                     ArrayRef<IteratorType>{kPar, kPar, kRed, kPar},
-                     [&](OpBuilder &gb, Location gl, ValueRange a) {
-                       Value p = arith::MulFOp::create(gb, gl, a[0], a[1]);
-                       linalg::YieldOp::create(gb, gl,
-                                               ValueRange{arith::AddFOp::create(gb, gl, a[2], p)});
-                     })
-                     .getResult(0);
-    Value o = linalg::GenericOp::create(
-                  b, loc, TypeRange{t3}, ValueRange{lSum}, ValueRange{oSum},
-                  ArrayRef<AffineMap>{map(3, {0, 1}), map(3, {0, 1, 2})},
-                  ArrayRef<IteratorType>{kPar, kPar, kPar},
-                  [&](OpBuilder &gb, Location gl, ValueRange a) {
-                    linalg::YieldOp::create(gb, gl,
-                                            ValueRange{arith::DivFOp::create(gb, gl, a[1], a[0])});
-                  })
-                  .getResult(0);
+    Value oSum = generic(filled({batch, heads, valueDim}, 0.0), ValueRange{w, pacc},
+                         {map(4, {0, 1, 2}), map(4, {0, 1, 2, 3}), map(4, {0, 1, 3})},
+                         {kPar, kPar, kRed, kPar}, fma);
+    Value o = generic(oSum, lSum, {bh, bhp}, {kPar, kPar, kPar},
+                      [](OpBuilder &gb, Location gl, ValueRange a) {
+                        return arith::DivFOp::create(gb, gl, a[1], a[0]).getResult();
+                      });
     SmallVector<OpFoldResult> shape{batch, heads, b.getIndexAttr(1), valueDim};
     return tensor::ExpandShapeOp::create(
         b, loc, RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic, 1,

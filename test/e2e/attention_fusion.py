@@ -26,6 +26,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.join(HERE, "..", "models")
 sys.path.insert(0, MODELS)
+sys.path.insert(0, HERE)
+import e2e_common as e2e  # noqa: E402
 import make_decoder as md  # noqa: E402
 
 REL_TOL = 1e-4
@@ -41,20 +43,6 @@ def compile_module(bin_dir, model, out, *flags):
         raise RuntimeError(f"hasten-compile {os.path.basename(model)} {' '.join(flags)}: "
                            f"{proc.stderr.strip()}")
     return proc.stderr
-
-
-def run_module(bin_dir, module, inputs, work, tag):
-    args = []
-    for name, value in inputs.items():
-        path = os.path.join(work, f"{tag}.{name}.npy")
-        np.save(path, value)
-        args += ["--input", f"{name}={path}"]
-    out_dir = os.path.join(work, tag)
-    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--output-dir", out_dir]
-                          + args, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"hasten-run {os.path.basename(module)}: {proc.stderr.strip()}")
-    return np.load(os.path.join(out_dir, "logits.npy"))
 
 
 def relative_error(actual, expected):
@@ -110,8 +98,10 @@ def main():
                 unfused = os.path.join(work, name + ".unfused.so")
                 compile_module(bin_dir, path, fused, *flags)
                 compile_module(bin_dir, path, unfused, "--no-fuse-attention", *flags)
-                a = run_module(bin_dir, fused, inputs, work, name + ".fused")
-                b = run_module(bin_dir, unfused, inputs, work, name + ".unfused")
+                a = np.load(os.path.join(e2e.run_module(bin_dir, fused, inputs, work,
+                                                        name + ".fused"), "logits.npy"))
+                b = np.load(os.path.join(e2e.run_module(bin_dir, unfused, inputs, work,
+                                                        name + ".unfused"), "logits.npy"))
                 err = relative_error(a, b)
                 report(err <= REL_TOL, f"{name}: fused vs unfused logits, rel err {err:.2e}")
                 if reference is not None:

@@ -22,6 +22,11 @@ import tempfile
 
 import numpy as np
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "models"))
+import e2e_common as e2e  # noqa: E402
+
 ATOL, RTOL = 2e-5, 1e-4
 
 
@@ -112,23 +117,17 @@ def main():
             source = os.path.join(work, name + ".mlir")
             with open(source, "w") as f:
                 f.write(module_text(case))
-            args = []
-            for arg, value in inputs.items():
-                path = os.path.join(work, f"{name}.{arg}.npy")
-                np.save(path, value)
-                args += ["--input", f"{arg}={path}"]
             for mode in ("kernel", "generated"):
                 module = os.path.join(work, f"{name}.{mode}.so")
-                out_dir = os.path.join(work, f"{name}.{mode}")
                 proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o",
                                        module, f"--attention={mode}"],
                                       capture_output=True, text=True)
-                if proc.returncode == 0:
-                    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module,
-                                           "--output-dir", out_dir] + args,
-                                          capture_output=True, text=True)
-                if proc.returncode:
-                    print(f"FAIL {name} ({mode}): {proc.stderr.strip()[-400:]}")
+                try:
+                    if proc.returncode:
+                        raise RuntimeError(proc.stderr.strip()[-400:])
+                    out_dir = e2e.run_module(bin_dir, module, inputs, work, f"{name}.{mode}")
+                except RuntimeError as e:
+                    print(f"FAIL {name} ({mode}): {e}")
                     failed += 1
                     continue
                 out = np.load(os.path.join(out_dir, "result0.npy"))

@@ -31,3 +31,21 @@ def parse_args(directory_arg):
     parser.add_argument("--compile-flag", action="append", default=[],
                         help="extra hasten-compile flag, e.g. --cpu=x86-64-v3 (repeatable)")
     return parser.parse_args()
+
+
+def run_module(bin_dir, module, inputs, work, tag):
+    """Runs `module` with hasten-run on `inputs` ({name: array}, saved under
+    `work` as TAG.NAME.npy); returns the output folder. Raises RuntimeError
+    with hasten-run's message when it fails."""
+    import numpy as np
+    args = []
+    for name, value in inputs.items():
+        path = os.path.join(work, f"{tag}.{name}.npy")
+        np.save(path, value)
+        args += ["--input", f"{name}={path}"]
+    out_dir = os.path.join(work, tag)
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--output-dir", out_dir]
+                          + args, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"hasten-run {os.path.basename(module)}: {proc.stderr.strip()[-400:]}")
+    return out_dir
