@@ -29,16 +29,7 @@ def run_step(bin_dir, module, cfg, work, ids, past, positions, tag):
     for i in range(cfg.layers):
         inputs[f"past_key_values.{i}.key"] = past[i][0].astype(np.float32)
         inputs[f"past_key_values.{i}.value"] = past[i][1].astype(np.float32)
-    args = []
-    for name, value in inputs.items():
-        path = os.path.join(work, f"{tag}.{name}.npy")
-        np.save(path, value)
-        args += ["--input", f"{name}={path}"]
-    out_dir = os.path.join(work, tag)
-    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--output-dir", out_dir]
-                          + args, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr.strip())
+    out_dir = e2e.run_module(bin_dir, module, inputs, work, tag)
     logits = np.load(os.path.join(out_dir, "logits.npy"))
     presents = [(np.load(os.path.join(out_dir, f"present.{i}.key.npy")),
                  np.load(os.path.join(out_dir, f"present.{i}.value.npy")))
