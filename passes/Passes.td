@@ -194,7 +194,7 @@ def TileAttention : Pass<"hasten-tile-attention"> {
   ];
   let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect", "::mlir::arith::ArithDialect",
-                           "::mlir::math::MathDialect"];
+                           "::mlir::math::MathDialect", "::mlir::vector::VectorDialect"];
 }
 
 def DecomposeAggregatedOps : Pass<"hasten-decompose-aggregated-ops"> {

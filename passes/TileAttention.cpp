@@ -33,6 +33,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
 
 #include <limits>
@@ -146,12 +147,9 @@ private:
           Value kT = linalg::TransposeOp::create(b, loc, kTile, empty({headDim, nk}),
                                                  ArrayRef<int64_t>{1, 0})
                          ->getResult(0);
-          // S[i, j] = sum_d Q[i, d] K^T[d, j], loops (i, d, j).
-          Value s = generic(filled({nq, nk}, 0.0), ValueRange{qTile, kT},
-                            {map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
-                            {kPar, kRed, kPar}, [](OpBuilder &gb, Location gl, ValueRange a) {
-                              return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
-                            });
+          // S = Q K^T.
+          Value s = tileProduct(qTile, kT, filled({nq, nk}, 0.0), nq, headDim, nk,
+                                fullRows(), staticDim(q, 3), tiling.getTileKv());
           // Scale, mask, and on tiles that cross the diagonal the causal
           // mask from indices; tiles wholly below it skip that work.
           Value scaled;
@@ -236,6 +234,96 @@ private:
     return arith::AddIOp::create(gb, gl, x, y);
   }
 
+  /// Query rows in a full tile.
+  int64_t fullRows() const { return std::min(tiling.getTileQ(), tiling.getBlockQ()); }
+  static int64_t staticDim(Value t, int64_t d) {
+    return cast<ShapedType>(t.getType()).getDimSize(d);
+  }
+
+  /// init + lhs [rows x inner] * rhs [inner x cols]. Full tiles of static
+  /// sizes (R x K) * (K x C) run register-blocked vector code: 4 rows of
+  /// C-wide accumulators stay in registers across the inner loop, each step
+  /// one row of rhs times 4 broadcast lhs elements. Edge tiles and dynamic
+  /// head dims take the loop form, whose innermost loop runs along cols.
+  Value tileProduct(Value lhs, Value rhs, Value init, Value rows, Value inner, Value cols,
+                    int64_t R, int64_t K, int64_t C) {
+    auto loops = [&] {
+      return generic(init, ValueRange{lhs, rhs}, {map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
+                     {kPar, kRed, kPar}, [](OpBuilder &gb, Location gl, ValueRange a) {
+                       return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
+                     });
+    };
+    bool vectorizable = !ShapedType::isDynamic(K) && !ShapedType::isDynamic(C) && R % kRowGroup == 0 &&
+                        C % 8 == 0 && C <= 256 && K > 0;
+    if (!vectorizable)
+      return loops();
+    auto eq = [&](Value x, int64_t c) {
+      return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, x, cst(c));
+    };
+    Value full = arith::AndIOp::create(
+        b, loc, eq(rows, R), arith::AndIOp::create(b, loc, eq(inner, K), eq(cols, C)));
+    auto branch = scf::IfOp::create(
+        b, loc, full,
+        [&](OpBuilder &nb, Location) {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
+          scf::YieldOp::create(b, loc, vectorProduct(lhs, rhs, init, R, K, C));
+        },
+        [&](OpBuilder &nb, Location) {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
+          scf::YieldOp::create(b, loc, loops());
+        });
+    return branch.getResult(0);
+  }
+  static constexpr int64_t kRowGroup = 4;
+
+  Value vectorProduct(Value lhs, Value rhs, Value init, int64_t R, int64_t K, int64_t C) {
+    auto fixed = [&](Value t, int64_t r, int64_t c) -> Value {
+      return tensor::CastOp::create(b, loc, RankedTensorType::get({r, c}, f32), t);
+    };
+    Value l = fixed(lhs, R, K), r = fixed(rhs, K, C), o = fixed(init, R, C);
+    auto vecType = VectorType::get({C}, f32);
+    Value pad = cstF(0.0);
+    SmallVector<bool> inBounds{true};
+    auto rowGroups = scf::ForOp::create(
+        b, loc, cst(0), cst(R), cst(kRowGroup), ValueRange{o},
+        [&](OpBuilder &nb, Location, Value row0, ValueRange out) {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          SmallVector<Value> rowIdx, accs;
+          for (int64_t i = 0; i < kRowGroup; ++i) {
+            rowIdx.push_back(add(row0, cst(i)));
+            accs.push_back(vector::TransferReadOp::create(b, loc, vecType, out[0],
+                                                          ValueRange{rowIdx[i], cst(0)}, pad,
+                                                          ArrayRef<bool>(inBounds)));
+          }
+          auto innerLoop = scf::ForOp::create(
+              b, loc, cst(0), cst(K), cst(1), accs,
+              [&](OpBuilder &ib, Location, Value kk, ValueRange acc) {
+                OpBuilder::InsertionGuard g2(b);
+                b.setInsertionPointToStart(ib.getInsertionBlock());
+                Value rhsRow = vector::TransferReadOp::create(
+                    b, loc, vecType, r, ValueRange{kk, cst(0)}, pad, ArrayRef<bool>(inBounds));
+                SmallVector<Value> next;
+                for (int64_t i = 0; i < kRowGroup; ++i) {
+                  Value x = tensor::ExtractOp::create(b, loc, l, ValueRange{rowIdx[i], kk});
+                  Value splat = vector::BroadcastOp::create(b, loc, vecType, x);
+                  next.push_back(vector::FMAOp::create(b, loc, splat, rhsRow, acc[i]));
+                }
+                scf::YieldOp::create(b, loc, next);
+              });
+          Value result = out[0];
+          for (int64_t i = 0; i < kRowGroup; ++i)
+            result = vector::TransferWriteOp::create(b, loc, innerLoop.getResult(i), result,
+                                                     ValueRange{rowIdx[i], cst(0)},
+                                                     ArrayRef<bool>(inBounds))
+                         .getResult();
+          scf::YieldOp::create(b, loc, result);
+        });
+    return tensor::CastOp::create(b, loc, init.getType(), rowGroups.getResult(0));
+  }
+
   /// One linalg.generic whose single result has `init`'s type; `body`
   /// computes the yielded value from the block arguments.
   Value generic(Value init, ValueRange ins, ArrayRef<AffineMap> maps,
@@ -283,11 +371,8 @@ private:
     Value lNew = generic(lScaled, p, {all2, row2}, {kPar, kRed}, binary<arith::AddFOp>);
     // acc' = alpha acc + P V, loops (i, j, e).
     Value accScaled = generic(acc, alpha, {row2, all2}, {kPar, kPar}, binary<arith::MulFOp>);
-    Value accNew = generic(accScaled, ValueRange{p, vTile},
-                           {map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
-                           {kPar, kRed, kPar}, [](OpBuilder &gb, Location gl, ValueRange a) {
-                             return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
-                           });
+    Value accNew = tileProduct(p, vTile, accScaled, nq, dim(vTile, 0), dim(accScaled, 1),
+                               fullRows(), tiling.getTileKv(), staticDim(v, 3));
     return {mNew, lNew, accNew};
   }
 

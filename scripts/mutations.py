@@ -8,6 +8,11 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("tile-attention: the register-blocked product reads every row group's first row",
+     "passes/TileAttention.cpp",
+     "            rowIdx.push_back(add(row0, cst(i)));",
+     "            rowIdx.push_back(add(row0, cst(0)));",
+     "ctest:attention-tiling"),
     ("outline-parallel-loops: a loop of unknown length counts as one iteration",
      "passes/OutlineParallelLoops.cpp",
      "constexpr int64_t kDynamicTrips = 64;",

@@ -25,7 +25,15 @@
 // CHECK: scf.for %[[K0:.*]] = %c0 to %[[END]] step %c32 iter_args(%[[M:.*]] = %{{.*}}, %[[L:.*]] = %{{.*}}, %[[ACC:.*]] = %{{.*}}) -> (tensor<?xf32>, tensor<?xf32>, tensor<?x16xf32>)
 // CHECK: tensor.extract_slice %[[V]][0, %[[KVH]], %[[K0]], 0]
 // CHECK: linalg.transpose ins(%{{.*}} : tensor<?x16xf32>) outs(%{{.*}} : tensor<16x?xf32>) permutation = [1, 0]
-// CHECK: tensor.extract_slice %[[Q]][0, %[[H]], %[[Q0]], 0]
+// Full 16 x 32 tiles of the product run register-blocked: 4 rows of
+// 32-wide accumulators across the head dim, each step one K^T row times 4
+// broadcast Q elements; edge tiles take the loop form.
+// CHECK: %[[FULL:.*]] = arith.andi
+// CHECK: scf.if %[[FULL]] -> (tensor<?x?xf32>)
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c4 iter_args(%{{.*}}) -> (tensor<16x32xf32>)
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 iter_args({{.*}}) -> (vector<32xf32>, vector<32xf32>, vector<32xf32>, vector<32xf32>)
+// CHECK-COUNT-4: vector.fma
+// CHECK: } else {
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction", "parallel"]} ins({{.*}}) outs(%{{.*}} : tensor<?x?xf32>)
 // CHECK: %[[CROSSES:.*]] = arith.cmpi sgt
 // CHECK: scf.if %[[CROSSES]] -> (tensor<?x?xf32>)
@@ -56,13 +64,13 @@ func.func @causal_gqa(%q: tensor<1x4x?x16xf32>, %k: tensor<1x2x?x16xf32>, %v: te
 // -----
 
 // Without skip_masked and diagonal_mask, every key tile is computed and
-// every tile masks by index: no scf.if, the loop runs to kv_len.
+// every tile masks by index: no diagonal test, the loop runs to kv_len.
 
 // CHECK-LABEL: func.func @causal_unskipped(
 // CHECK-SAME: %{{[^:]*}}: tensor<1x2x?x16xf32>, %[[K:[^:]*]]: tensor<1x2x?x16xf32>
 // CHECK: %[[T:.*]] = tensor.dim %[[K]], %c2
 // CHECK: scf.for %{{.*}} = %c0 to %[[T]] step %c32
-// CHECK-NOT: scf.if
+// CHECK-NOT: arith.cmpi sgt
 // CHECK: linalg.index 1
 // CHECK: arith.cmpi sgt
 // CHECK: scf.yield
@@ -74,12 +82,12 @@ func.func @causal_unskipped(%q: tensor<1x2x?x16xf32>, %k: tensor<1x2x?x16xf32>, 
 // -----
 
 // A mask is read in place, by index: the query and key indices of the tile
-// element, batch broadcast (size 1). No causal structure: no scf.if.
+// element, batch broadcast (size 1). No causal structure: no diagonal test.
 
 // CHECK-LABEL: func.func @masked(
 // CHECK-SAME: %[[MASK:[^:]*]]: tensor<1x1x?x?xf32>
 // CHECK: scf.for
-// CHECK-NOT: scf.if
+// CHECK-NOT: arith.cmpi sgt
 // CHECK: tensor.extract %[[MASK]][%c0, %c0, %{{.*}}, %{{.*}}] : tensor<1x1x?x?xf32>
 // CHECK: arith.addf
 func.func @masked(%q: tensor<2x4x?x16xf32>, %k: tensor<2x4x?x16xf32>, %v: tensor<2x4x?x16xf32>, %m: tensor<1x1x?x?xf32>) -> tensor<2x4x?x16xf32> {
