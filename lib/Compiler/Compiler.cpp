@@ -75,18 +75,6 @@ LogicalResult writeModule(ModuleOp module, StringRef path, Location loc) {
   return success();
 }
 
-/// ONNX element type codes of the MLIR types a .mlir entry may take.
-int32_t onnxElementType(Type t) {
-  if (t.isF32()) return 1;
-  if (t.isInteger(1)) return 9;
-  if (t.isSignlessInteger(64)) return 7;
-  if (t.isSignlessInteger(32)) return 6;
-  if (t.isF16()) return 10;
-  if (t.isBF16()) return 16;
-  if (t.isF64()) return 11;
-  return 0;
-}
-
 /// A tensor-level module (hasten-import's or hasten-compile --emit=mlir's
 /// output, or written by hand) instead of an ONNX file. Entry arguments
 /// and results without an ONNX name get `argN` / `resultN`, which

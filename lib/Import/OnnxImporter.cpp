@@ -109,6 +109,10 @@ int32_t onnx_import::onnxTypeFor(Type element, bool isUnsigned) {
   }
 }
 
+int32_t hasten::onnxElementType(Type element, bool isUnsigned) {
+  return onnx_import::onnxTypeFor(element, isUnsigned);
+}
+
 bool onnx_import::isUnsignedOnnxType(int32_t onnxType) {
   return onnxType == onnx::TensorProto::UINT8 ||
          onnxType == onnx::TensorProto::UINT16 ||

@@ -20,6 +20,7 @@
 namespace mlir {
 class DialectRegistry;
 class MLIRContext;
+class Type;
 } // namespace mlir
 
 namespace hasten {
@@ -63,6 +64,11 @@ importOnnxFile(llvm::StringRef path, mlir::MLIRContext &context,
 
 /// The ONNX op types (default domain) the importer can convert.
 std::vector<std::string> getSupportedOnnxOps();
+
+/// The ONNX TensorProto data type of an MLIR element type, as
+/// `hasten.onnx_elem_type` records it (integers are signed unless
+/// `isUnsigned`).
+int32_t onnxElementType(mlir::Type element, bool isUnsigned = false);
 
 } // namespace hasten
 
