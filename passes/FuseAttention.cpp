@@ -776,6 +776,44 @@ std::optional<int64_t> lowerTriangle(ElementsAttr attr) {
   return k;
 }
 
+/// The predicate with its operands exchanged: a < b is b > a.
+arith::CmpIPredicate swapOperands(arith::CmpIPredicate p) {
+  using P = arith::CmpIPredicate;
+  switch (p) {
+  case P::slt: return P::sgt;
+  case P::sgt: return P::slt;
+  case P::sle: return P::sge;
+  case P::sge: return P::sle;
+  case P::ult: return P::ugt;
+  case P::ugt: return P::ult;
+  case P::ule: return P::uge;
+  case P::uge: return P::ule;
+  default: return p;
+  }
+}
+
+/// Whether `v` (behind an expand_shape that only adds a unit dim) is 0, 1,
+/// 2, ...:
+/// a rank-1 generic yielding its index (ONNX Range from 0 by 1).
+bool iota(Value v) {
+  if (auto expand = v.getDefiningOp<tensor::ExpandShapeOp>()) {
+    // [n] -> [n, 1] or [1, n] keeps the values in place.
+    auto type = cast<ShapedType>(v.getType());
+    if (rankOf(expand.getSrc()) != 1 ||
+        llvm::count_if(type.getShape(), [](int64_t d) { return d != 1; }) > 1)
+      return false;
+    v = expand.getSrc();
+  }
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 0 || g.getNumLoops() != 1)
+    return false;
+  Value yielded = g.getRegion().front().getTerminator()->getOperand(0);
+  if (auto cast = yielded.getDefiningOp<arith::IndexCastOp>())
+    yielded = cast.getIn();
+  auto index = yielded.getDefiningOp<linalg::IndexOp>();
+  return index && index.getDim() == 0;
+}
+
 /// Recognizes the causal conditions exports build: a slice of a constant
 /// lower-triangular buffer (compared with 0, or boolean), and Trilu of
 /// ones (an index comparison), each possibly negated.
@@ -835,6 +873,59 @@ std::optional<Triangle> triangle(OpBuilder &b, Location loc, Value cond, int dep
       return s;
     }
     return std::nullopt;
+  }
+  // Range and a comparison: cmp(rows[i], cols[j]) with rows and cols
+  // 0, 1, 2, ... (ONNX Range, torch.arange) broadcast along the two axes.
+  if (auto cmp = dyn_cast_or_null<arith::CmpIOp>(op); cmp && g.getNumDpsInputs() == 2 && rank == 2) {
+    MLIRContext *ctx = g.getContext();
+    // Which input runs along the rows (d0) and which along the cols (d1).
+    int rowsInput = -1, colsInput = -1;
+    for (int in = 0; in < 2; ++in) {
+      AffineMap m = g.getMatchingIndexingMap(g.getDpsInputOperand(in));
+      if (m.getNumResults() != 2 || !iota(g.getDpsInputs()[in]))
+        return std::nullopt;
+      if (m.getResult(0) == getAffineDimExpr(0, ctx) && m.getResult(1) == getAffineConstantExpr(0, ctx))
+        rowsInput = in;
+      else if (m.getResult(0) == getAffineConstantExpr(0, ctx) &&
+               m.getResult(1) == getAffineDimExpr(1, ctx))
+        colsInput = in;
+    }
+    if (rowsInput < 0 || colsInput < 0)
+      return std::nullopt;
+    // As cmp(j, i): swap the predicate when the rows come first.
+    arith::CmpIPredicate pred = cmp.getPredicate();
+    if (cmp.getLhs() == body.getArgument(rowsInput) && cmp.getRhs() == body.getArgument(colsInput))
+      pred = swapOperands(pred);
+    else if (cmp.getLhs() != body.getArgument(colsInput) ||
+             cmp.getRhs() != body.getArgument(rowsInput))
+      return std::nullopt;
+    Triangle s;
+    s.row0 = b.getIndexAttr(0);
+    s.col0 = b.getIndexAttr(0);
+    switch (pred) {
+    case arith::CmpIPredicate::sle: // j <= i: kept
+    case arith::CmpIPredicate::ule:
+      s.diagonal = 0;
+      s.keep = true;
+      return s;
+    case arith::CmpIPredicate::slt: // j < i, i.e. j <= i - 1: kept
+    case arith::CmpIPredicate::ult:
+      s.diagonal = -1;
+      s.keep = true;
+      return s;
+    case arith::CmpIPredicate::sgt: // j > i: dropped
+    case arith::CmpIPredicate::ugt:
+      s.diagonal = 0;
+      s.keep = false;
+      return s;
+    case arith::CmpIPredicate::sge: // j >= i: dropped past i - 1
+    case arith::CmpIPredicate::uge:
+      s.diagonal = -1;
+      s.keep = false;
+      return s;
+    default:
+      return std::nullopt;
+    }
   }
   // Trilu of ones: select(index(j) - index(i) <= k, in, false) on a fill of
   // true.

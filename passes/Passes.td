@@ -56,7 +56,8 @@ def FuseAttention : Pass<"hasten-fuse-attention"> {
       equals the chain evaluated at zero scores;
     - causal masks: a `select` on a slice of a constant lower-triangular
       buffer (nanoGPT's and Hugging Face's `bias`, compared with 0 or
-      boolean) or on Trilu of ones (possibly negated) becomes the op's
+      boolean), on Trilu of ones (possibly negated) or on a comparison of
+      two Ranges broadcast along the queries and the keys becomes the op's
       `causal` rule, with no mask stored, when the triangle's diagonal is
       `kv_len - q_len`: proved statically, or tested at run time with both
       forms compiled behind an `scf.if`. With a finite masked value

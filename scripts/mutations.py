@@ -8,6 +8,11 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("fuse-attention: a Range comparison with the rows first is read with its operands swapped",
+     "passes/FuseAttention.cpp",
+     "      pred = swapOperands(pred);",
+     "      (void)swapOperands;",
+     "lit:passes/fuse-attention.mlir"),
     ("tile-attention: the register-blocked product reads every row group's first row",
      "passes/TileAttention.cpp",
      "            rowIdx.push_back(add(row0, cst(i)));",

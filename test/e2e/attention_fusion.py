@@ -6,7 +6,7 @@ and off (--no-fuse-attention), runs both with hasten-run, and checks:
 
   - fused and unfused logits agree (max |a - b| <= 1e-4 * max |b|);
   - the fused logits match torch's own (the export's .reference.npz), for
-    the exports;
+    the exports, and float64 numpy for a Range/Less causal attention;
   - attention fused where it should: the fused module calls the runtime's
     attention kernel once per layer for the positive exports and the
     decoders, and never for the neg_* exports (whose softmax is not
@@ -49,6 +49,39 @@ def relative_error(actual, expected):
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
 
 
+def range_less_model(path):
+    """Attention with the causal mask built as exporters of torch.arange
+    comparisons write it: Where(Less(Unsqueeze(Range), Unsqueeze(Range)), -inf,
+    Q K^T * scale). Inputs q, k, v [1, 2, S, 8]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["qk"]),
+             helper.make_node("Mul", ["qk", "scale"], ["scores"]),
+             helper.make_node("Shape", ["q"], ["shape"]),
+             helper.make_node("Gather", ["shape", "two"], ["s"], axis=0),
+             helper.make_node("Range", ["zero", "s", "one"], ["r"]),
+             helper.make_node("Unsqueeze", ["r", "axis1"], ["rows"]),
+             helper.make_node("Unsqueeze", ["r", "axis0"], ["cols"]),
+             helper.make_node("Less", ["rows", "cols"], ["hidden"]),
+             helper.make_node("Where", ["hidden", "ninf", "scores"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["logits"])]
+    inits = [numpy_helper.from_array(np.array(8 ** -0.5, np.float32), "scale"),
+             numpy_helper.from_array(np.array(2, np.int64), "two"),
+             numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array(1, np.int64), "one"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+             numpy_helper.from_array(np.array(-np.inf, np.float32), "ninf")]
+    shape = [1, 2, "S", 8]
+    graph = helper.make_graph(nodes, "range_less", [helper.make_tensor_value_info(n, f, shape)
+                                                    for n in ("q", "k", "v")],
+                              [helper.make_tensor_value_info("logits", f, shape)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
 def cases(work):
     """(name, onnx path, inputs, torch logits or None, compile flags)."""
     for path in sorted(glob.glob(os.path.join(MODELS, "torch", "*.onnx"))):
@@ -57,6 +90,14 @@ def cases(work):
         inputs = {k: ref[k] for k in ref.files if k != "logits"}
         yield name, path, inputs, ref["logits"], []
     rng = np.random.default_rng(0)
+    path = os.path.join(work, "range_less.onnx")
+    range_less_model(path)
+    qkv = {n: rng.standard_normal((1, 2, 11, 8)).astype(np.float32) for n in ("q", "k", "v")}
+    s = qkv["q"].astype(np.float64) @ qkv["k"].astype(np.float64).transpose(0, 1, 3, 2) / np.sqrt(8)
+    s = np.where(np.arange(11)[None, :] > np.arange(11)[:, None], -np.inf, s)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    EXPECTED_ATTENTIONS["range_less"] = 1
+    yield "range_less", path, qkv, (p / p.sum(-1, keepdims=True)) @ qkv["v"], []
     for preset in ("gpt2-tiny", "llama-tiny"):
         cfg = md.Config(**md.PRESETS[preset])
         path = os.path.join(work, preset + ".onnx")
@@ -106,7 +147,7 @@ def main():
                 report(err <= REL_TOL, f"{name}: fused vs unfused logits, rel err {err:.2e}")
                 if reference is not None:
                     err = relative_error(a, reference)
-                    report(err <= REL_TOL, f"{name}: fused vs torch logits, rel err {err:.2e}")
+                    report(err <= REL_TOL, f"{name}: fused vs reference logits, rel err {err:.2e}")
             except RuntimeError as e:
                 report(False, f"{name}: {e}")
     print(f"{passed} passed, {failed} failed")

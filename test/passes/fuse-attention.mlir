@@ -380,3 +380,121 @@ func.func @upper_triangle(%q: tensor<1x2x?x8xf32>, %k: tensor<1x2x?x8xf32>, %v: 
   %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, %s_len, 8] : tensor<2x?x8xf32> into tensor<1x2x?x8xf32>
   return %o : tensor<1x2x?x8xf32>
 }
+
+// -----
+
+// A causal mask from Range and Less (rows[i] < cols[j] is dropped, with
+// -inf): the causal rule.
+
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#scalar = affine_map<(d0, d1, d2, d3) -> ()>
+#qk = affine_map<(d0, d1, d2, d3) -> (d2, d3)>
+#iota = affine_map<(d0) -> (d0)>
+#col = affine_map<(d0, d1) -> (d0, 0)>
+#row = affine_map<(d0, d1) -> (0, d1)>
+#id2 = affine_map<(d0, d1) -> (d0, d1)>
+// CHECK-LABEL: func.func @range_less_causal(
+// CHECK-NOT: mask(
+// CHECK: hasten.attention %arg0, %arg1, %arg2 heads(2, 2) causal
+func.func @range_less_causal(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x4x8xf32>, %v: tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %ninf = arith.constant dense<0xFF800000> : tensor<f32>
+  %re = tensor.empty() : tensor<4xi64>
+  %range = linalg.generic {indexing_maps = [#iota], iterator_types = ["parallel"]} outs(%re : tensor<4xi64>) {
+  ^bb0(%o: i64):
+    %i = linalg.index 0 : index
+    %c = arith.index_cast %i : index to i64
+    linalg.yield %c : i64
+  } -> tensor<4xi64>
+  %rows = tensor.expand_shape %range [[0, 1]] output_shape [4, 1] : tensor<4xi64> into tensor<4x1xi64>
+  %cols = tensor.expand_shape %range [[0, 1]] output_shape [1, 4] : tensor<4xi64> into tensor<1x4xi64>
+  %ce = tensor.empty() : tensor<4x4xi1>
+  %cond = linalg.generic {indexing_maps = [#col, #row, #id2], iterator_types = ["parallel", "parallel"]}
+      ins(%rows, %cols : tensor<4x1xi64>, tensor<1x4xi64>) outs(%ce : tensor<4x4xi1>) {
+  ^bb0(%r: i64, %c: i64, %o: i1):
+    %h = arith.cmpi slt, %r, %c : i64
+    linalg.yield %h : i1
+  } -> tensor<4x4xi1>
+  %kt_init = tensor.empty() : tensor<1x2x8x4xf32>
+  %kt = linalg.transpose ins(%k : tensor<1x2x4x8xf32>) outs(%kt_init : tensor<1x2x8x4xf32>) permutation = [0, 1, 3, 2]
+  %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<1x2x4x8xf32> into tensor<2x4x8xf32>
+  %kt3 = tensor.collapse_shape %kt [[0, 1], [2], [3]] : tensor<1x2x8x4xf32> into tensor<2x8x4xf32>
+  %s_init = tensor.empty() : tensor<2x4x4xf32>
+  %s_zero = linalg.fill ins(%zero : f32) outs(%s_init : tensor<2x4x4xf32>) -> tensor<2x4x4xf32>
+  %s3 = linalg.batch_matmul ins(%q3, %kt3 : tensor<2x4x8xf32>, tensor<2x8x4xf32>) outs(%s_zero : tensor<2x4x4xf32>) -> tensor<2x4x4xf32>
+  %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 4] : tensor<2x4x4xf32> into tensor<1x2x4x4xf32>
+  %e = tensor.empty() : tensor<1x2x4x4xf32>
+  %masked = linalg.generic {indexing_maps = [#qk, #scalar, #id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%cond, %ninf, %s : tensor<4x4xi1>, tensor<f32>, tensor<1x2x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) {
+  ^bb0(%c: i1, %n: f32, %a: f32, %o: f32):
+    %x = arith.select %c, %n, %a : f32
+    linalg.yield %x : f32
+  } -> tensor<1x2x4x4xf32>
+  %p = linalg.softmax dimension(3) ins(%masked : tensor<1x2x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  %p3 = tensor.collapse_shape %p [[0, 1], [2], [3]] : tensor<1x2x4x4xf32> into tensor<2x4x4xf32>
+  %v3 = tensor.collapse_shape %v [[0, 1], [2], [3]] : tensor<1x2x4x8xf32> into tensor<2x4x8xf32>
+  %o_init = tensor.empty() : tensor<2x4x8xf32>
+  %o_zero = linalg.fill ins(%zero : f32) outs(%o_init : tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  %o3 = linalg.batch_matmul ins(%p3, %v3 : tensor<2x4x4xf32>, tensor<2x4x8xf32>) outs(%o_zero : tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 8] : tensor<2x4x8xf32> into tensor<1x2x4x8xf32>
+  return %o : tensor<1x2x4x8xf32>
+}
+
+// -----
+
+// cols[j] < rows[i] dropped keeps the keys at and after each query: not
+// causal, it stays a mask.
+
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#scalar = affine_map<(d0, d1, d2, d3) -> ()>
+#qk = affine_map<(d0, d1, d2, d3) -> (d2, d3)>
+#iota = affine_map<(d0) -> (d0)>
+#col = affine_map<(d0, d1) -> (d0, 0)>
+#row = affine_map<(d0, d1) -> (0, d1)>
+#id2 = affine_map<(d0, d1) -> (d0, d1)>
+// CHECK-LABEL: func.func @range_less_anticausal(
+// CHECK-NOT: causal
+// CHECK: hasten.attention {{.*}} mask(
+func.func @range_less_anticausal(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x4x8xf32>, %v: tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %ninf = arith.constant dense<0xFF800000> : tensor<f32>
+  %re = tensor.empty() : tensor<4xi64>
+  %range = linalg.generic {indexing_maps = [#iota], iterator_types = ["parallel"]} outs(%re : tensor<4xi64>) {
+  ^bb0(%o: i64):
+    %i = linalg.index 0 : index
+    %c = arith.index_cast %i : index to i64
+    linalg.yield %c : i64
+  } -> tensor<4xi64>
+  %rows = tensor.expand_shape %range [[0, 1]] output_shape [4, 1] : tensor<4xi64> into tensor<4x1xi64>
+  %cols = tensor.expand_shape %range [[0, 1]] output_shape [1, 4] : tensor<4xi64> into tensor<1x4xi64>
+  %ce = tensor.empty() : tensor<4x4xi1>
+  %cond = linalg.generic {indexing_maps = [#col, #row, #id2], iterator_types = ["parallel", "parallel"]}
+      ins(%rows, %cols : tensor<4x1xi64>, tensor<1x4xi64>) outs(%ce : tensor<4x4xi1>) {
+  ^bb0(%r: i64, %c: i64, %o: i1):
+    %h = arith.cmpi slt, %c, %r : i64
+    linalg.yield %h : i1
+  } -> tensor<4x4xi1>
+  %kt_init = tensor.empty() : tensor<1x2x8x4xf32>
+  %kt = linalg.transpose ins(%k : tensor<1x2x4x8xf32>) outs(%kt_init : tensor<1x2x8x4xf32>) permutation = [0, 1, 3, 2]
+  %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<1x2x4x8xf32> into tensor<2x4x8xf32>
+  %kt3 = tensor.collapse_shape %kt [[0, 1], [2], [3]] : tensor<1x2x8x4xf32> into tensor<2x8x4xf32>
+  %s_init = tensor.empty() : tensor<2x4x4xf32>
+  %s_zero = linalg.fill ins(%zero : f32) outs(%s_init : tensor<2x4x4xf32>) -> tensor<2x4x4xf32>
+  %s3 = linalg.batch_matmul ins(%q3, %kt3 : tensor<2x4x8xf32>, tensor<2x8x4xf32>) outs(%s_zero : tensor<2x4x4xf32>) -> tensor<2x4x4xf32>
+  %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 4] : tensor<2x4x4xf32> into tensor<1x2x4x4xf32>
+  %e = tensor.empty() : tensor<1x2x4x4xf32>
+  %masked = linalg.generic {indexing_maps = [#qk, #scalar, #id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%cond, %ninf, %s : tensor<4x4xi1>, tensor<f32>, tensor<1x2x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) {
+  ^bb0(%c: i1, %n: f32, %a: f32, %o: f32):
+    %x = arith.select %c, %n, %a : f32
+    linalg.yield %x : f32
+  } -> tensor<1x2x4x4xf32>
+  %p = linalg.softmax dimension(3) ins(%masked : tensor<1x2x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  %p3 = tensor.collapse_shape %p [[0, 1], [2], [3]] : tensor<1x2x4x4xf32> into tensor<2x4x4xf32>
+  %v3 = tensor.collapse_shape %v [[0, 1], [2], [3]] : tensor<1x2x4x8xf32> into tensor<2x4x8xf32>
+  %o_init = tensor.empty() : tensor<2x4x8xf32>
+  %o_zero = linalg.fill ins(%zero : f32) outs(%o_init : tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  %o3 = linalg.batch_matmul ins(%p3, %v3 : tensor<2x4x4xf32>, tensor<2x4x8xf32>) outs(%o_zero : tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 8] : tensor<2x4x8xf32> into tensor<1x2x4x8xf32>
+  return %o : tensor<1x2x4x8xf32>
+}
