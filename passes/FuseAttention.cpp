@@ -233,6 +233,21 @@ Operation *singleBodyOp(linalg::GenericOp g) {
                                                                                   : nullptr;
 }
 
+/// When `v` is a rank-4 elementwise generic with `inputs` inputs whose
+/// body is `OpTy(first input, ...)`, the first input identity-mapped:
+/// that generic.
+template <typename OpTy>
+linalg::GenericOp elementwiseOf(Value v, unsigned inputs) {
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!isElementwise(g, 4) || g.getNumDpsInputs() != inputs)
+    return {};
+  Operation *op = singleBodyOp(g);
+  if (!isa_and_nonnull<OpTy>(op) || op->getOperand(0) != g.getRegion().front().getArgument(0) ||
+      !g.getMatchingIndexingMap(g.getDpsInputOperand(0)).isIdentity())
+    return {};
+  return g;
+}
+
 /// Whether `g` copies its only input (the body yields it).
 bool isCopy(linalg::GenericOp g) {
   if (!g || g.getNumDpsInputs() != 1 || g.getNumDpsInits() != 1)
@@ -500,32 +515,21 @@ FailureOr<Value> softmaxInput(Value p, SmallVectorImpl<Operation *> &ops, Reason
     return s.getInput();
   }
   // exp(x - max(x)) / sum(exp(x - max(x))), keepdims reductions.
-  auto div = p.getDefiningOp<linalg::GenericOp>();
-  Operation *divOp = isElementwise(div, 4) && div.getNumDpsInputs() == 2 ? singleBodyOp(div)
-                                                                          : nullptr;
-  if (!divOp || !isa<arith::DivFOp>(divOp) ||
-      !div.getMatchingIndexingMap(div.getDpsInputOperand(0)).isIdentity() ||
-      divOp->getOperand(0) != div.getRegion().front().getArgument(0)) {
+  linalg::GenericOp div = elementwiseOf<arith::DivFOp>(p, 2);
+  if (!div) {
     why = "the probabilities are not a softmax";
     return failure();
   }
   Value e = div.getDpsInputOperand(0)->get();
   Value sum = keptLastDim(div, div.getDpsInputOperand(1));
   auto sumOf = sum ? lastDimReduction<arith::AddFOp>(sum) : std::nullopt;
-  auto exp = e.getDefiningOp<linalg::GenericOp>();
-  Operation *expOp = isElementwise(exp, 4) && exp.getNumDpsInputs() == 1 ? singleBodyOp(exp)
-                                                                          : nullptr;
-  if (!sumOf || sumOf->first != e || sumOf->second != 0.0 || !expOp ||
-      !isa<math::ExpOp>(expOp) || !exp.getMatchingIndexingMap(exp.getDpsInputOperand(0)).isIdentity()) {
+  linalg::GenericOp exp = elementwiseOf<math::ExpOp>(e, 1);
+  if (!sumOf || sumOf->first != e || sumOf->second != 0.0 || !exp) {
     why = "the probabilities are a division but not exp(x - max) / sum";
     return failure();
   }
-  auto sub = exp.getDpsInputOperand(0)->get().getDefiningOp<linalg::GenericOp>();
-  Operation *subOp = isElementwise(sub, 4) && sub.getNumDpsInputs() == 2 ? singleBodyOp(sub)
-                                                                          : nullptr;
-  if (!subOp || !isa<arith::SubFOp>(subOp) ||
-      !sub.getMatchingIndexingMap(sub.getDpsInputOperand(0)).isIdentity() ||
-      subOp->getOperand(0) != sub.getRegion().front().getArgument(0)) {
+  linalg::GenericOp sub = elementwiseOf<arith::SubFOp>(exp.getDpsInputOperand(0)->get(), 2);
+  if (!sub) {
     why = "the softmax does not subtract the row maximum";
     return failure();
   }
@@ -681,36 +685,25 @@ FailureOr<ScoreChain> scoreChain(Value x, Reason &why) {
 
 /// A boolean tensor over [rows, cols] (the last two dims) that is a
 /// lower-triangular pattern: element (i, j) is kept iff
-/// col0 + j <= row0 + i + diagonal. `keep` says whether true means kept.
+/// col0 + j <= row0 + i + diagonal, where row0 and col0 are the sums of
+/// `rowOffsets` and `colOffsets`. `keep` says whether true means kept.
 struct Triangle {
-  OpFoldResult row0, col0;
+  SmallVector<OpFoldResult> rowOffsets, colOffsets;
   int64_t diagonal = 0;
   bool keep = true;
 };
 
-/// Sums the offsets of a chain of unit-stride extract_slices along the
-/// last two dims, down to the sliced source.
-Value throughSlices(OpBuilder &b, Location loc, Value v, OpFoldResult &row0, OpFoldResult &col0) {
-  row0 = b.getIndexAttr(0);
-  col0 = b.getIndexAttr(0);
+/// The offsets of a chain of unit-stride extract_slices along the last two
+/// dims (appended to `rows` and `cols`, summed later), down to the sliced
+/// source; null when a slice strides or drops dims.
+Value throughSlices(Value v, SmallVectorImpl<OpFoldResult> &rows,
+                    SmallVectorImpl<OpFoldResult> &cols) {
   while (auto slice = v.getDefiningOp<tensor::ExtractSliceOp>()) {
     int64_t rank = slice.getSourceType().getRank();
     if (!slice.hasUnitStride() || slice.getResultType().getRank() != rank)
       return {};
-    auto addOfr = [&](OpFoldResult x, OpFoldResult y) -> OpFoldResult {
-      std::optional<int64_t> cx = getConstantIntValue(x), cy = getConstantIntValue(y);
-      if (cx && cy)
-        return b.getIndexAttr(*cx + *cy);
-      if (cx && *cx == 0)
-        return y;
-      if (cy && *cy == 0)
-        return x;
-      return arith::AddIOp::create(b, loc, getValueOrCreateConstantIndexOp(b, loc, x),
-                                   getValueOrCreateConstantIndexOp(b, loc, y))
-          .getResult();
-    };
-    row0 = addOfr(row0, slice.getMixedOffsets()[rank - 2]);
-    col0 = addOfr(col0, slice.getMixedOffsets()[rank - 1]);
+    rows.push_back(slice.getMixedOffsets()[rank - 2]);
+    cols.push_back(slice.getMixedOffsets()[rank - 1]);
     v = slice.getSource();
   }
   return v;
@@ -817,12 +810,12 @@ bool iota(Value v) {
 /// Recognizes the causal conditions exports build: a slice of a constant
 /// lower-triangular buffer (compared with 0, or boolean), and Trilu of
 /// ones (an index comparison), each possibly negated.
-std::optional<Triangle> triangle(OpBuilder &b, Location loc, Value cond, int depth = 4) {
+std::optional<Triangle> triangle(Value cond, int depth = 4) {
   if (depth == 0 || !cast<ShapedType>(cond.getType()).getElementType().isInteger(1))
     return std::nullopt;
   // A boolean constant, sliced.
   Triangle t;
-  if (Value source = throughSlices(b, loc, cond, t.row0, t.col0)) {
+  if (Value source = throughSlices(cond, t.rowOffsets, t.colOffsets)) {
     ElementsAttr attr;
     if (matchPattern(source, m_Constant(&attr)))
       if (std::optional<int64_t> k = lowerTriangle(attr)) {
@@ -841,7 +834,7 @@ std::optional<Triangle> triangle(OpBuilder &b, Location loc, Value cond, int dep
       g.getMatchingIndexingMap(g.getDpsInputOperand(0)).isIdentity()) {
     Value other = op->getOperand(0) == body.getArgument(0) ? op->getOperand(1) : op->getOperand(0);
     if (matchPattern(other, m_One())) {
-      std::optional<Triangle> inner = triangle(b, loc, g.getDpsInputs()[0], depth - 1);
+      std::optional<Triangle> inner = triangle(g.getDpsInputs()[0], depth - 1);
       if (inner)
         inner->keep = !inner->keep;
       return inner;
@@ -861,7 +854,7 @@ std::optional<Triangle> triangle(OpBuilder &b, Location loc, Value cond, int dep
       if (!eq && !ne)
         return std::nullopt;
       Triangle s;
-      Value source = throughSlices(b, loc, g.getDpsInputs()[data], s.row0, s.col0);
+      Value source = throughSlices(g.getDpsInputs()[data], s.rowOffsets, s.colOffsets);
       ElementsAttr attr;
       if (!source || !matchPattern(source, m_Constant(&attr)))
         return std::nullopt;
@@ -900,8 +893,6 @@ std::optional<Triangle> triangle(OpBuilder &b, Location loc, Value cond, int dep
              cmp.getRhs() != body.getArgument(rowsInput))
       return std::nullopt;
     Triangle s;
-    s.row0 = b.getIndexAttr(0);
-    s.col0 = b.getIndexAttr(0);
     switch (pred) {
     case arith::CmpIPredicate::sle: // j <= i: kept
     case arith::CmpIPredicate::ule:
@@ -946,8 +937,6 @@ std::optional<Triangle> triangle(OpBuilder &b, Location loc, Value cond, int dep
         (int64_t)col.getDim() != rank - 1 || (int64_t)row.getDim() != rank - 2)
       return std::nullopt;
     Triangle s;
-    s.row0 = b.getIndexAttr(0);
-    s.col0 = b.getIndexAttr(0);
     s.diagonal = *k;
     return s;
   }
@@ -996,8 +985,7 @@ std::optional<CausalStep> causalStep(OpBuilder &b, Location loc, const ScoreChai
     bool infinite = std::isinf(*value) && *value < 0;
     if (!infinite && chain.masks.size() != 1)
       continue;
-    OpBuilder::InsertionGuard guard(b);
-    std::optional<Triangle> t = triangle(b, loc, cond);
+    std::optional<Triangle> t = triangle(cond);
     if (!t || t->keep != keepWhenTrue)
       continue;
     // Kept iff j <= i + row0 + diagonal - col0: causal iff that offset is
@@ -1005,10 +993,11 @@ std::optional<CausalStep> causalStep(OpBuilder &b, Location loc, const ScoreChai
     auto asIndex = [&](OpFoldResult ofr) { return getValueOrCreateConstantIndexOp(b, loc, ofr); };
     Value rows = b.createOrFold<tensor::DimOp>(loc, cond, rank - 2);
     Value cols = b.createOrFold<tensor::DimOp>(loc, cond, rank - 1);
-    Value offset = b.createOrFold<arith::SubIOp>(
-        loc, b.createOrFold<arith::AddIOp>(loc, asIndex(t->row0),
-                                           arith::ConstantIndexOp::create(b, loc, t->diagonal)),
-        asIndex(t->col0));
+    Value offset = arith::ConstantIndexOp::create(b, loc, t->diagonal);
+    for (OpFoldResult row : t->rowOffsets)
+      offset = b.createOrFold<arith::AddIOp>(loc, offset, asIndex(row));
+    for (OpFoldResult col : t->colOffsets)
+      offset = b.createOrFold<arith::SubIOp>(loc, offset, asIndex(col));
     Value lengths = b.createOrFold<arith::SubIOp>(loc, cols, rows);
     Value holds = b.createOrFold<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, offset, lengths);
     if (!infinite)

@@ -159,19 +159,9 @@ private:
             Value lastKey = sub(add(k0, nk), cst(1));
             Value crosses = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, lastKey,
                                                   add(q0, diagonal));
-            auto branch = scf::IfOp::create(
-                b, loc, crosses,
-                [&](OpBuilder &ib, Location) {
-                  OpBuilder::InsertionGuard g(b);
-                  b.setInsertionPoint(ib.getInsertionBlock(), ib.getInsertionPoint());
-                  scf::YieldOp::create(b, loc, scoreEpilogue(s, bIdx, hIdx, q0, k0, true));
-                },
-                [&](OpBuilder &ib, Location) {
-                  OpBuilder::InsertionGuard g(b);
-                  b.setInsertionPoint(ib.getInsertionBlock(), ib.getInsertionPoint());
-                  scf::YieldOp::create(b, loc, scoreEpilogue(s, bIdx, hIdx, q0, k0, false));
-                });
-            scaled = branch.getResult(0);
+            scaled = ifElse(
+                crosses, [&] { return scoreEpilogue(s, bIdx, hIdx, q0, k0, true); },
+                [&] { return scoreEpilogue(s, bIdx, hIdx, q0, k0, false); });
           } else {
             scaled = scoreEpilogue(s, bIdx, hIdx, q0, k0, causal);
           }
@@ -262,19 +252,7 @@ private:
     };
     Value full = arith::AndIOp::create(
         b, loc, eq(rows, R), arith::AndIOp::create(b, loc, eq(inner, K), eq(cols, C)));
-    auto branch = scf::IfOp::create(
-        b, loc, full,
-        [&](OpBuilder &nb, Location) {
-          OpBuilder::InsertionGuard g(b);
-          b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
-          scf::YieldOp::create(b, loc, vectorProduct(lhs, rhs, init, R, K, C));
-        },
-        [&](OpBuilder &nb, Location) {
-          OpBuilder::InsertionGuard g(b);
-          b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
-          scf::YieldOp::create(b, loc, loops());
-        });
-    return branch.getResult(0);
+    return ifElse(full, [&] { return vectorProduct(lhs, rhs, init, R, K, C); }, loops);
   }
   static constexpr int64_t kRowGroup = 4;
 
@@ -322,6 +300,19 @@ private:
           scf::YieldOp::create(b, loc, result);
         });
     return tensor::CastOp::create(b, loc, init.getType(), rowGroups.getResult(0));
+  }
+
+  /// An scf.if yielding one value, each branch built with `b` by its
+  /// function.
+  Value ifElse(Value cond, function_ref<Value()> then, function_ref<Value()> otherwise) {
+    auto branch = [&](function_ref<Value()> build) {
+      return [&, build](OpBuilder &nb, Location) {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPoint(nb.getInsertionBlock(), nb.getInsertionPoint());
+        scf::YieldOp::create(b, loc, build());
+      };
+    };
+    return scf::IfOp::create(b, loc, cond, branch(then), branch(otherwise)).getResult(0);
   }
 
   /// One linalg.generic whose single result has `init`'s type; `body`
