@@ -197,7 +197,10 @@ struct DecoderEntriesPass : public hasten::impl::DecoderEntriesBase<DecoderEntri
     auto [graph, signature] = decoders.front();
     SymbolTable symbols(module);
     func::FuncOp after = graph;
-    for (EntryKind kind : {EntryKind::Prefill, EntryKind::Decode}) {
+    SmallVector<EntryKind> kinds = {EntryKind::Prefill, EntryKind::Decode};
+    if (verify)
+      kinds.push_back(EntryKind::Verify);
+    for (EntryKind kind : kinds) {
       FailureOr<func::FuncOp> entry = addEntry(symbols, graph, after, signature, kind);
       if (failed(entry))
         return signalPassFailure();
@@ -220,7 +223,10 @@ struct DecoderEntriesPass : public hasten::impl::DecoderEntriesBase<DecoderEntri
     if (failed(specializeArguments(entry, signature, kind)) ||
         failed(computeInputs(entry, signature, kind)))
       return failure();
-    sliceLastPosition(entry, signature.logits);
+    // Verification scores every token it is given; the others feed
+    // generation, which reads the last position only.
+    if (kind != EntryKind::Verify)
+      sliceLastPosition(entry, signature.logits);
     if (failed(applyPatternsGreedily(entry, *patterns)))
       return entry.emitError("the specialized shapes did not settle");
     refineResultTypes(entry);

@@ -341,7 +341,7 @@ def OutlineParallelLoops : Pass<"hasten-outline-parallel-loops", "::mlir::Module
 }
 
 def DecoderEntries : Pass<"hasten-decoder-entries", "::mlir::ModuleOp"> {
-  let summary = "Add the prefill and decode entries of an imported decoder";
+  let summary = "Add the prefill, decode and verify entries of an imported decoder";
   let description = [{
     An imported decoder is one function with the Optimum decoder-with-past
     signature, its arguments and results named by `hasten.onnx_name`:
@@ -353,12 +353,16 @@ def DecoderEntries : Pass<"hasten-decoder-entries", "::mlir::ModuleOp"> {
 
     - `prefill` (`hasten.entry_kind = "prefill"`): one sequence (batch 1) of
       any length on a past of any length;
-    - `decode` (`hasten.entry_kind = "decode"`): one sequence and one token.
+    - `decode` (`hasten.entry_kind = "decode"`): one sequence and one token;
+    - with `verify`, `verify` (`hasten.entry_kind = "verify"`): like
+      `prefill`, but returning the logits of every position
+      (`[1, seq, vocab]`), which speculative decoding needs to check
+      several proposed tokens in one pass.
 
-    In both, `position_ids` becomes `past + [0, seq)` and `attention_mask`
+    In all of them, `position_ids` becomes `past + [0, seq)` and `attention_mask`
     becomes `ones(past + seq)`, computed from the length of
-    `past_key_values.0.key` instead of being passed in, and `logits` is
-    computed for the last position only (`[1, 1, vocab]`): the slice of the
+    `past_key_values.0.key` instead of being passed in, and, but for
+    `verify`, `logits` is computed for the last position only (`[1, 1, vocab]`): the slice of the
     last row is moved up through the LM head, so that it multiplies one row.
     The specialized shapes are then propagated through the entry, so that
     the decode entry is static except for the past length. `input_ids` gets
@@ -382,7 +386,9 @@ def DecoderEntries : Pass<"hasten-decoder-entries", "::mlir::ModuleOp"> {
   }];
   let options = [
     Option<"require", "require", "bool", /*default=*/"false",
-           "Fail when the module has no decoder function">
+           "Fail when the module has no decoder function">,
+    Option<"verify", "verify", "bool", /*default=*/"false",
+           "Also add the verify entry (logits for every given token)">
   ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect", "::mlir::arith::ArithDialect",
                            "::mlir::tensor::TensorDialect"];

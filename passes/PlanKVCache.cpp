@@ -33,11 +33,12 @@ namespace {
 constexpr int32_t kOnnxFloat = 1;
 constexpr int32_t kOnnxInt64 = 7;
 
-/// Prefill and decode entries (hasten.entry_kind) are the ones planned.
+/// Prefill, decode and verify entries (hasten.entry_kind) are the ones planned.
 bool isDecoderEntry(func::FuncOp func) {
   auto kind = func->getAttrOfType<StringAttr>(HastenDialect::kEntryKindAttrName);
   std::optional<EntryKind> parsed = kind ? symbolizeEntryKind(kind.getValue()) : std::nullopt;
-  return parsed == EntryKind::Prefill || parsed == EntryKind::Decode;
+  return parsed == EntryKind::Prefill || parsed == EntryKind::Decode ||
+         parsed == EntryKind::Verify;
 }
 
 /// Parses "<prefix><layer>.<key|value>".

@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "RuntimeInternal.h"
+#include "Sampling.h"
 #include "hasten/runtime.h"
 
 #include <algorithm>
@@ -32,6 +33,9 @@ using hasten::runtime::fail;
 /// the KV cache the manifest describes. Nothing is found by name.
 struct DecoderInfo {
   const char *prefillEntry = nullptr, *decodeEntry = nullptr;
+  /// Logits for every token given; null when the module was compiled
+  /// without it (--no-verify-entry).
+  const char *verifyEntry = nullptr;
   int64_t vocab = 0, capacity = 0, blockSize = 0;
   hasten_dtype dtype = HASTEN_F32;
   size_t elementBytes = 4;
@@ -41,7 +45,7 @@ struct DecoderInfo {
   int64_t tableLength = 0;
   uint64_t bytesPerToken = 0;
   /// Per entry, the role of each input in signature order.
-  std::vector<hasten_tensor_role> prefillInputs, decodeInputs;
+  std::vector<hasten_tensor_role> prefillInputs, decodeInputs, verifyInputs;
 
   bool paged() const { return blockSize > 0; }
   /// Elements in one block (paged) or in the whole slab (contiguous).
@@ -88,13 +92,20 @@ bool readRoles(const hasten_module *m, const char *entry, std::vector<hasten_ten
   return true;
 }
 
-bool readDecoderInfo(const hasten_module *m, DecoderInfo &info) {
+/// The decoder of model namespace `model` ("" for the main model).
+bool readDecoderInfo(const hasten_module *m, DecoderInfo &info, const char *model = "") {
   hasten_kv_cache_info kv{};
   kv.struct_size = sizeof(kv);
-  if (!m || hasten_find_entry(m, "", HASTEN_ENTRY_PREFILL, &info.prefillEntry) != HASTEN_OK ||
-      hasten_find_entry(m, "", HASTEN_ENTRY_DECODE, &info.decodeEntry) != HASTEN_OK ||
-      hasten_module_kv_cache(m, "", &kv) != HASTEN_OK)
+  if (!m || hasten_find_entry(m, model, HASTEN_ENTRY_PREFILL, &info.prefillEntry) != HASTEN_OK ||
+      hasten_find_entry(m, model, HASTEN_ENTRY_DECODE, &info.decodeEntry) != HASTEN_OK ||
+      hasten_module_kv_cache(m, model, &kv) != HASTEN_OK)
     return false;
+  // A module without a verify entry still generates; only verification
+  // needs it. Lookup failures set the thread's error, which is no error here.
+  std::string error = hasten_last_error();
+  if (hasten_find_entry(m, model, HASTEN_ENTRY_VERIFY, &info.verifyEntry) != HASTEN_OK)
+    info.verifyEntry = nullptr;
+  hasten::runtime::failWith(HASTEN_OK, error);
   info.dtype = kv.dtype;
   info.elementBytes = hasten_dtype_size(kv.dtype);
   if (kv.layers <= 0 || kv.kv_heads <= 0 || kv.head_dim <= 0 || kv.capacity <= 0 ||
@@ -111,7 +122,8 @@ bool readDecoderInfo(const hasten_module *m, DecoderInfo &info) {
   }
   info.bytesPerToken = uint64_t(kv.layers * 2 * kv.kv_heads * kv.head_dim) * info.elementBytes;
   if (!readRoles(m, info.prefillEntry, info.prefillInputs, info) ||
-      !readRoles(m, info.decodeEntry, info.decodeInputs, info))
+      !readRoles(m, info.decodeEntry, info.decodeInputs, info) ||
+      (info.verifyEntry && !readRoles(m, info.verifyEntry, info.verifyInputs, info)))
     return false;
   return info.vocab > 0;
 }
@@ -259,16 +271,30 @@ int64_t hasten_kv_pool_free_blocks(const hasten_kv_pool *pool) {
 
 hasten_status hasten_sequence_create(hasten_module *module, hasten_kv_pool *pool,
                                      hasten_sequence **out) {
+  return hasten_sequence_create_for_model(module, "", pool, out);
+}
+
+hasten_status hasten_sequence_create_for_model(hasten_module *module, const char *model,
+                                               hasten_kv_pool *pool, hasten_sequence **out) {
   if (!out)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sequence_create: null out");
   *out = nullptr;
+  if (!model)
+    model = "";
   auto seq = std::make_unique<hasten_sequence>();
-  if (!readDecoderInfo(module, seq->info))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_sequence_create: the module has no prefill/decode entries (compile "
-                "a decoder with input_ids and past_key_values to get them)");
+  if (!readDecoderInfo(module, seq->info, model))
+    return *model ? fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                         "hasten_sequence_create: the module has no decoder in model "
+                         "namespace '%s' (compile one with hasten-compile --draft)",
+                         model)
+                  : fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                         "hasten_sequence_create: the module has no prefill/decode entries "
+                         "(compile a decoder with input_ids and past_key_values to get them)");
   seq->module = module;
   if (seq->info.paged()) {
+    if (pool && pool->pool->info.prefillEntry != seq->info.prefillEntry)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                  "hasten_sequence_create: the pool belongs to another model's cache");
     if (pool)
       seq->pool = pool->pool;
     else if (hasten_status status =
@@ -354,13 +380,24 @@ hasten_status hasten_sequence_fork(const hasten_sequence *seq, hasten_sequence *
   return HASTEN_OK;
 }
 
-hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens, size_t count,
-                                     float *logits) {
+} // extern "C"
+
+/// Runs `count` tokens through the sequence's decoder and appends them:
+/// the decode entry for one token, else prefill, or verify when every
+/// token's logits are wanted (`allLogits`: count x vocab floats written to
+/// `logits`; otherwise the last token's vocab floats, when not null).
+static hasten_status runTokens(const char *caller, hasten_sequence *seq, const int64_t *tokens,
+                               size_t count, bool allLogits, float *logits) {
   if (!seq || (!tokens && count))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sequence_append: null argument");
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "%s: null argument", caller);
   if (count == 0)
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_sequence_append: no tokens");
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "%s: no tokens", caller);
   const DecoderInfo &info = seq->info;
+  if (allLogits && count > 1 && !info.verifyEntry)
+    return fail(HASTEN_ERROR_NOT_FOUND,
+                "%s: the module has no verify entry (it was compiled with "
+                "--no-verify-entry)",
+                caller);
   int64_t past = seq->length(), total = past + (int64_t)count;
   if (total > info.capacity)
     return fail(HASTEN_ERROR_OUT_OF_MEMORY,
@@ -419,9 +456,12 @@ hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens
                      &storageT);
   if (seq->pool)
     hasten_tensor_wrap(HASTEN_I32, 1, tableDims, seq->table.data(), &tableT);
-  const char *entry = count == 1 ? info.decodeEntry : info.prefillEntry;
-  const std::vector<hasten_tensor_role> &roles =
-      count == 1 ? info.decodeInputs : info.prefillInputs;
+  const char *entry = count == 1 ? info.decodeEntry
+                      : allLogits ? info.verifyEntry
+                                  : info.prefillEntry;
+  const std::vector<hasten_tensor_role> &roles = count == 1 ? info.decodeInputs
+                                                 : allLogits ? info.verifyInputs
+                                                             : info.prefillInputs;
   std::vector<hasten_tensor *> inputs;
   for (hasten_tensor_role role : roles)
     inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS     ? idsT
@@ -443,31 +483,77 @@ hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens
     return status;
   }
   const float *values = static_cast<const float *>(hasten_tensor_data(out));
-  seq->lastLogits.assign(values, values + info.vocab);
+  size_t rows = hasten_tensor_num_elements(out) / info.vocab;
+  seq->lastLogits.assign(values + (rows - 1) * info.vocab, values + rows * info.vocab);
   if (logits)
-    std::memcpy(logits, values, info.vocab * sizeof(float));
+    std::memcpy(logits, allLogits ? values : seq->lastLogits.data(),
+                (allLogits ? rows : 1) * info.vocab * sizeof(float));
   hasten_tensor_free(out);
   seq->tokens.insert(seq->tokens.end(), tokens, tokens + count);
   return HASTEN_OK;
 }
 
+std::vector<float> &hasten::runtime::lastLogits(hasten_sequence *seq) { return seq->lastLogits; }
+
+extern "C" {
+
+hasten_status hasten_sequence_append(hasten_sequence *seq, const int64_t *tokens, size_t count,
+                                     float *logits) {
+  return runTokens("hasten_sequence_append", seq, tokens, count, false, logits);
+}
+
+hasten_status hasten_sequence_verify(hasten_sequence *seq, const int64_t *tokens, size_t count,
+                                     float *logits) {
+  return runTokens("hasten_sequence_verify", seq, tokens, count, true, logits);
+}
+
+int hasten_sequence_can_verify(const hasten_sequence *seq) {
+  return seq && seq->info.verifyEntry != nullptr;
+}
+
+int64_t hasten_sequence_capacity(const hasten_sequence *seq) {
+  return seq ? seq->info.capacity : 0;
+}
+
+int64_t hasten_sequence_vocab_size(const hasten_sequence *seq) {
+  return seq ? seq->info.vocab : 0;
+}
+
 hasten_status hasten_module_prepare(hasten_module *module) {
-  DecoderInfo info;
-  if (!readDecoderInfo(module, info))
-    return HASTEN_OK; // nothing to warm: the first run packs what it uses
-  // A short prefill and a decode step on a private sequence pack every
-  // weight both entries use; the tokens are token 0, always valid.
-  hasten_sequence *seq = nullptr;
-  if (hasten_status status = hasten_sequence_create(module, nullptr, &seq))
-    return status;
-  int64_t tokens[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  size_t prefill = (size_t)std::min<int64_t>(8, info.capacity - 1);
-  hasten_status status = prefill >= 2 ? hasten_sequence_append(seq, tokens, prefill, nullptr)
-                                      : HASTEN_OK;
-  if (status == HASTEN_OK)
-    status = hasten_sequence_append(seq, tokens, 1, nullptr);
-  hasten_sequence_free(seq);
-  return status;
+  // Every decoder of the module (the main model and a draft), each through
+  // a short prefill, a verification and a decode step on a private
+  // sequence, which packs every weight those entries use; the tokens are
+  // token 0, always valid.
+  std::vector<std::string> models;
+  for (size_t i = 0; i < hasten_module_num_entries(module); ++i) {
+    hasten_entry_kind kind;
+    const char *model = nullptr;
+    if (hasten_entry_info(module, hasten_module_entry_name(module, i), &kind, &model) ==
+            HASTEN_OK &&
+        kind == HASTEN_ENTRY_PREFILL)
+      models.push_back(model ? model : "");
+  }
+  for (const std::string &model : models) {
+    DecoderInfo info;
+    if (!readDecoderInfo(module, info, model.c_str()))
+      continue; // nothing to warm: the first run packs what it uses
+    hasten_sequence *seq = nullptr;
+    if (hasten_status status =
+            hasten_sequence_create_for_model(module, model.c_str(), nullptr, &seq))
+      return status;
+    int64_t tokens[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t prefill = (size_t)std::min<int64_t>(8, info.capacity - 3);
+    hasten_status status = prefill >= 2 ? hasten_sequence_append(seq, tokens, prefill, nullptr)
+                                        : HASTEN_OK;
+    if (status == HASTEN_OK && info.verifyEntry && info.capacity >= 4)
+      status = runTokens("hasten_module_prepare", seq, tokens, 2, true, nullptr);
+    if (status == HASTEN_OK)
+      status = hasten_sequence_append(seq, tokens, 1, nullptr);
+    hasten_sequence_free(seq);
+    if (status != HASTEN_OK)
+      return status;
+  }
+  return HASTEN_OK;
 }
 
 void hasten_generate_options_init(hasten_generate_options *options) {
@@ -481,68 +567,8 @@ void hasten_generate_options_init(hasten_generate_options *options) {
 
 } // extern "C"
 
-namespace {
-
-/// splitmix64: small, seedable, and the same everywhere.
-struct Random {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
-};
-
-int64_t sampleToken(const float *logits, int64_t vocab, const hasten_generate_options &o,
-                    Random &random) {
-  if (o.temperature <= 0.0f)
-    return std::max_element(logits, logits + vocab) - logits;
-  std::vector<std::pair<float, int64_t>> candidates(vocab);
-  for (int64_t i = 0; i < vocab; ++i)
-    candidates[i] = {logits[i] / o.temperature, i};
-  auto byScore = [](const auto &a, const auto &b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  };
-  int64_t keep = vocab;
-  if (o.top_k > 0 && o.top_k < vocab) {
-    keep = o.top_k;
-    std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(), byScore);
-  } else {
-    std::sort(candidates.begin(), candidates.end(), byScore);
-  }
-  candidates.resize(keep);
-  double maxScore = candidates[0].first, sum = 0.0;
-  std::vector<double> probs(keep);
-  for (int64_t i = 0; i < keep; ++i)
-    sum += probs[i] = std::exp(candidates[i].first - maxScore);
-  if (o.top_p > 0.0f && o.top_p < 1.0f) {
-    // The smallest prefix (by probability) whose mass reaches top_p.
-    double mass = 0.0;
-    int64_t cut = keep;
-    for (int64_t i = 0; i < keep; ++i) {
-      mass += probs[i] / sum;
-      if (mass >= o.top_p) {
-        cut = i + 1;
-        break;
-      }
-    }
-    keep = cut;
-    sum = 0.0;
-    for (int64_t i = 0; i < keep; ++i)
-      sum += probs[i];
-  }
-  double u = random.uniform() * sum;
-  for (int64_t i = 0; i < keep; ++i) {
-    u -= probs[i];
-    if (u < 0.0)
-      return candidates[i].second;
-  }
-  return candidates[keep - 1].second;
-}
-
-} // namespace
+using hasten::runtime::Random;
+using hasten::runtime::sampleToken;
 
 extern "C" hasten_status hasten_sample(const float *logits, int64_t vocab,
                                        const hasten_generate_options *options,

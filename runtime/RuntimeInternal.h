@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 namespace hasten::runtime {
 
@@ -41,6 +42,10 @@ hasten_status failWith(hasten_status status, const std::string &message);
 /// The same with a printf-style message.
 hasten_status fail(hasten_status status, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
+
+/// The logits after a sequence's last token (empty when unknown, as after
+/// a truncate), which generation continues from.
+std::vector<float> &lastLogits(hasten_sequence *sequence);
 
 /// An MLIR memref descriptor of rank `Rank` as generated code passes it
 /// through the C interface.

@@ -5,7 +5,8 @@
  * Versioning: HASTEN_RUNTIME_API_VERSION changes when this API changes (2:
  * sequences, KV caches and generation; 3: entry kinds, tensor roles and KV
  * cache descriptions, option and stats structs that carry their size, bad
- * indices reported as errors); hasten_runtime_api_version() reports the
+ * indices reported as errors; 4: sequences of a model namespace, verification
+ * and speculative generation); hasten_runtime_api_version() reports the
  * version of the library actually loaded. Compiled modules carry a manifest with their own
  * format version, checked by hasten_module_load.
  *
@@ -45,7 +46,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 3
+#define HASTEN_RUNTIME_API_VERSION 4
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -354,6 +355,85 @@ hasten_status hasten_sample(const float *logits, int64_t vocab,
 hasten_status hasten_generate(hasten_sequence *sequence, const int64_t *prompt,
                               size_t prompt_length, const hasten_generate_options *options,
                               int64_t *generated, hasten_generate_stats *stats);
+
+/*----------------------------------------------------------- speculation --*/
+
+/* Speculative decoding: a drafter proposes up to K tokens, the target scores
+ * all of them in one pass of its verify entry, and the longest acceptable
+ * prefix is kept; rejected tokens leave both caches by truncation, never by
+ * copying. The drafter is a second sequence (a draft model, typically the
+ * "draft" namespace of a module compiled with hasten-compile --draft, or any
+ * decoder with the same vocabulary) or, without one, prompt lookup: the
+ * tokens that followed the latest earlier occurrence of the last n-gram.
+ *
+ * Greedy (temperature 0) output is the target's own greedy output. With
+ * temperature > 0, proposals are accepted by rejection sampling (accept d
+ * with probability min(1, p(d) / q(d)), else draw from the normalized
+ * max(0, p - q)), so that tokens follow the target's distribution, with
+ * temperature, top_k and top_p applied to both models. The BiLD rollback
+ * policy and nothing else changes the output. */
+
+/* A sequence of the decoder in model namespace `model` (NULL or "": the main
+ * model, as hasten_sequence_create). */
+hasten_status hasten_sequence_create_for_model(hasten_module *module, const char *model,
+                                               hasten_kv_pool *pool, hasten_sequence **out);
+
+/* Like hasten_sequence_append, but writes the logits of every token
+ * (count x vocab floats) to `logits` when it is not NULL. Needs the verify
+ * entry for more than one token (HASTEN_ERROR_NOT_FOUND when the module was
+ * compiled with --no-verify-entry). */
+hasten_status hasten_sequence_verify(hasten_sequence *sequence, const int64_t *tokens,
+                                     size_t count, float *logits);
+/* Whether the sequence's decoder has a verify entry; its vocabulary size and
+ * the tokens it can hold. */
+int hasten_sequence_can_verify(const hasten_sequence *sequence);
+int64_t hasten_sequence_vocab_size(const hasten_sequence *sequence);
+int64_t hasten_sequence_capacity(const hasten_sequence *sequence);
+
+typedef struct hasten_speculation_options {
+  size_t struct_size;         /* sizeof(hasten_speculation_options): set by _init */
+  int32_t k;                  /* tokens proposed per step, 1 to 32; 0 (default):
+                                 chosen from the measured acceptance rate and
+                                 step costs, and adapted while generating */
+  float fallback_threshold;   /* BiLD fallback: the draft stops proposing when its
+                                 most likely token's probability is below this;
+                                 0 (default): off */
+  float rollback_threshold;   /* BiLD rollback: a proposal is also accepted while
+                                 -log p_target(token) <= this; 0 (default): off.
+                                 Changes the output by design. */
+  int32_t ngram_min, ngram_max; /* prompt lookup without a draft: the n-gram
+                                   lengths tried, longest first (default 1, 3) */
+  int64_t rapid_context;      /* RAPID: when the context is longer, the draft reads
+                                 only this many of its tokens: the most recent
+                                 rapid_chunk, plus the earlier chunks that rank
+                                 best by BM25 against them; 0 (default): off */
+  int32_t rapid_chunk;        /* tokens per RAPID chunk (default 64) */
+} hasten_speculation_options;
+
+typedef struct hasten_speculation_stats {
+  size_t struct_size;          /* the caller sets sizeof(hasten_speculation_stats) */
+  int64_t steps;               /* target passes after the first token */
+  int64_t drafted;             /* tokens proposed */
+  int64_t accepted;            /* proposals accepted */
+  int64_t draft_context_tokens; /* context tokens the draft read (RAPID shortens it) */
+  double draft_seconds;        /* proposing, including the draft's prefill */
+  double verify_seconds;       /* the target's verification passes */
+  int32_t last_k;              /* K of the last step (the adapted one for k = 0) */
+} hasten_speculation_stats;
+
+void hasten_speculation_options_init(hasten_speculation_options *options);
+
+/* hasten_generate with speculation: the same arguments and results for the
+ * `target` sequence (it holds what hasten_generate would leave in it), with
+ * `draft` proposing (NULL: prompt lookup). The draft sequence is brought up
+ * to the target's tokens (or RAPID's shortened context) first; it must have
+ * the target's vocabulary. `speculation` and `speculation_stats` may be NULL. */
+hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequence *draft,
+                                          const int64_t *prompt, size_t prompt_length,
+                                          const hasten_generate_options *options,
+                                          const hasten_speculation_options *speculation,
+                                          int64_t *generated, hasten_generate_stats *stats,
+                                          hasten_speculation_stats *speculation_stats);
 
 #ifdef __cplusplus
 } /* extern "C" */

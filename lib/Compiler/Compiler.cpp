@@ -105,6 +105,52 @@ FailureOr<OwningOpRef<ModuleOp>> parseMlirInput(StringRef path, MLIRContext &con
   return module;
 }
 
+/// The model namespace of a draft compiled with its target.
+constexpr StringLiteral kDraftModel = "draft";
+
+/// Moves the draft's entries into the target's module as draft_<entry>,
+/// marked hasten.model = "draft". The draft's own graph function is not
+/// kept: a pair is run through its decoder entries.
+LogicalResult mergeDraft(ModuleOp target, ModuleOp draft, StringRef draftPath) {
+  SymbolTable symbols(target);
+  Builder b(target.getContext());
+  for (auto func : llvm::make_early_inc_range(draft.getOps<func::FuncOp>())) {
+    if (!func->hasAttr(HastenDialect::kEntryKindAttrName))
+      continue;
+    std::string name = (kDraftModel + "_" + func.getSymName()).str();
+    if (symbols.lookup(name))
+      return emitError(func.getLoc())
+             << "cannot add the draft's entry '" << name
+             << "': the target model already has a function of that name";
+    func->remove();
+    func.setSymName(name);
+    func->setAttr(HastenDialect::kModelAttrName, b.getStringAttr(kDraftModel));
+    symbols.insert(func);
+  }
+  auto draftDecode = SymbolTable::lookupSymbolIn(target, (kDraftModel + "_decode").str());
+  auto targetDecode = SymbolTable::lookupSymbolIn(target, "decode");
+  if (!draftDecode)
+    return emitError(draft.getLoc()) << "the draft '" << draftPath << "' has no decoder entries";
+  if (!targetDecode)
+    return emitError(target.getLoc())
+           << "--draft needs a decoder target (one with input_ids, past_key_values and logits)";
+  // The pair proposes and checks token ids: both must mean the same tokens.
+  auto vocab = [](Operation *decode) {
+    auto func = cast<func::FuncOp>(decode);
+    for (unsigned i = 0; i < func.getNumResults(); ++i)
+      if (auto role = func.getResultAttrOfType<StringAttr>(i, HastenDialect::kRoleAttrName);
+          role && role.getValue() == stringifyTensorRole(TensorRole::Logits))
+        return cast<ShapedType>(func.getResultTypes()[i]).getShape().back();
+    return ShapedType::kDynamic;
+  };
+  if (vocab(draftDecode) != vocab(targetDecode))
+    return emitError(draft.getLoc())
+           << "the draft '" << draftPath << "' has a vocabulary of " << vocab(draftDecode)
+           << " tokens, the target " << vocab(targetDecode)
+           << ": a draft must share the target's tokenizer";
+  return success();
+}
+
 } // namespace
 
 LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
@@ -129,32 +175,63 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (failed(target->initialize(fileLoc)))
     return failure();
 
-  auto imported = timer.run("import", [&] {
-    return inputPath.ends_with(".mlir") ? parseMlirInput(inputPath, context)
-                                        : importOnnxFile(inputPath, context, options.import);
-  });
+  // Import, attention fusion and decoder entries, for the target and for a
+  // draft, which then moves into the target's module under its namespace.
+  auto frontEnd = [&](StringRef path, bool isDraft) -> FailureOr<OwningOpRef<ModuleOp>> {
+    auto imported = timer.run(isDraft ? "import (draft)" : "import", [&] {
+      return path.ends_with(".mlir") ? parseMlirInput(path, context)
+                                     : importOnnxFile(path, context, options.import);
+    });
+    if (failed(imported))
+      return failure();
+    ModuleOp module = imported->get();
+    if (options.fuseAttention &&
+        failed(timer.run(isDraft ? "attention fusion (draft)" : "attention fusion", [&] {
+          AttentionFusionPipelineOptions fusion;
+          fusion.reportUnfused = options.reportUnfusedAttention;
+          return runStage(module, "hasten-attention-fusion-pipeline",
+                          [&](OpPassManager &pm) { buildAttentionFusionPipeline(pm, fusion); },
+                          options);
+        })))
+      return failure();
+    if ((options.decoderEntries || isDraft) &&
+        failed(timer.run(isDraft ? "decoder entries (draft)" : "decoder entries", [&] {
+          DecoderEntriesOptions entries;
+          entries.verify = options.verifyEntry || isDraft;
+          entries.require = isDraft;
+          return runStage(module, "hasten-decoder-entries",
+                          [&](OpPassManager &pm) { pm.addPass(createDecoderEntries(entries)); },
+                          options);
+        })))
+      return failure();
+    return imported;
+  };
+  auto imported = frontEnd(inputPath, /*isDraft=*/false);
   if (failed(imported))
     return failure();
   ModuleOp module = imported->get();
-  if (options.fuseAttention &&
-      failed(timer.run("attention fusion", [&] {
-        AttentionFusionPipelineOptions fusion;
-        fusion.reportUnfused = options.reportUnfusedAttention;
-        return runStage(module, "hasten-attention-fusion-pipeline",
-                        [&](OpPassManager &pm) { buildAttentionFusionPipeline(pm, fusion); },
-                        options);
-      })))
-    return failure();
-  if (options.decoderEntries &&
-      failed(timer.run("decoder entries", [&] {
-        return runStage(module, "hasten-decoder-entries",
-                        [](OpPassManager &pm) { pm.addPass(createDecoderEntries()); }, options);
-      })))
-    return failure();
+  if (!options.draftPath.empty()) {
+    if (!options.decoderEntries)
+      return emitError(fileLoc) << "--draft needs the decoder entries (drop --no-decoder-entries)";
+    auto draft = frontEnd(options.draftPath, /*isDraft=*/true);
+    if (failed(draft) || failed(mergeDraft(module, draft->get(), options.draftPath)))
+      return failure();
+  }
 
-  FailureOr<KVCachePlan> kv = planKVCache(module, options.kv);
+  FailureOr<KVCachePlan> kv = planKVCache(module, options.kv, "");
   if (failed(kv))
     return failure();
+  // The draft's cache holds what the target's does: the same capacity.
+  std::optional<KVCachePlan> draftKV;
+  if (!options.draftPath.empty()) {
+    KVCacheOptions draftOptions;
+    draftOptions.capacity = kv->capacity;
+    draftOptions.blockSize = kv->blockSize;
+    FailureOr<KVCachePlan> plan = planKVCache(module, draftOptions, kDraftModel);
+    if (failed(plan))
+      return failure();
+    draftKV = *plan;
+  }
   TensorPipelineOptions tensor;
   tensor.kvCapacity = kv->capacity;
   tensor.kvBlockSize = options.kv.blockSize;
@@ -213,6 +290,10 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (kv->decoder)
     caches.push_back({"", kv->blockSize > 0, kv->elementType, kv->layers, kv->kvHeads,
                       kv->headDim, kv->capacity, kv->blockSize});
+  if (draftKV)
+    caches.push_back({kDraftModel.str(), draftKV->blockSize > 0, draftKV->elementType,
+                      draftKV->layers, draftKV->kvHeads, draftKV->headDim, draftKV->capacity,
+                      draftKV->blockSize});
   std::vector<uint8_t> manifest =
       buildManifest(entries, weights, caches, llvm::sys::path::filename(inputPath),
                     target->describe(),

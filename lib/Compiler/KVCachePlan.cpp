@@ -9,12 +9,16 @@
 using namespace mlir;
 using namespace hasten;
 
-FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions &options) {
+FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions &options,
+                                           StringRef model) {
   KVCachePlan plan;
   for (auto func : module.getOps<func::FuncOp>()) {
     auto kind = func->getAttrOfType<StringAttr>(HastenDialect::kEntryKindAttrName);
     std::optional<EntryKind> parsed = kind ? symbolizeEntryKind(kind.getValue()) : std::nullopt;
-    if (parsed != EntryKind::Prefill && parsed != EntryKind::Decode)
+    auto namespaceAttr = func->getAttrOfType<StringAttr>(HastenDialect::kModelAttrName);
+    if ((parsed != EntryKind::Prefill && parsed != EntryKind::Decode &&
+         parsed != EntryKind::Verify) ||
+        (namespaceAttr ? namespaceAttr.getValue() : StringRef()) != model)
       continue;
     plan.decoder = true;
     plan.layers = 0;

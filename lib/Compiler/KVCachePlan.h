@@ -27,9 +27,11 @@ struct KVCachePlan {
   int64_t budgetTokens = 0;
 };
 
-/// The cache for the module's decoder entries (decoder = false when it has
-/// none); errors name the option that cannot be met.
-mlir::FailureOr<KVCachePlan> planKVCache(mlir::ModuleOp module, const KVCacheOptions &options);
+/// The cache for the decoder entries of model namespace `model` ("" for the
+/// main model; decoder = false when it has none); errors name the option
+/// that cannot be met.
+mlir::FailureOr<KVCachePlan> planKVCache(mlir::ModuleOp module, const KVCacheOptions &options,
+                                         llvm::StringRef model);
 
 } // namespace hasten
 

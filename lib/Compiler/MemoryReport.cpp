@@ -54,7 +54,7 @@ llvm::json::Object hasten::buildMemoryReport(ModuleOp module, const KVCachePlan 
     auto kind = func->getAttrOfType<StringAttr>(HastenDialect::kEntryKindAttrName);
     std::optional<EntryKind> parsed = kind ? symbolizeEntryKind(kind.getValue()) : std::nullopt;
     PlanWorkload workload;
-    if (parsed == EntryKind::Prefill)
+    if (parsed == EntryKind::Prefill || parsed == EntryKind::Verify)
       workload = {kv.capacity, 0, 1};
     else if (parsed == EntryKind::Decode)
       workload = {1, kv.capacity - 1, 1};

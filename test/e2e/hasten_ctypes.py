@@ -11,6 +11,35 @@ class HastenError(RuntimeError):
         self.status = status
 
 
+class GenerateOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("max_new_tokens", ctypes.c_int64),
+                ("temperature", ctypes.c_float), ("top_k", ctypes.c_int32),
+                ("top_p", ctypes.c_float), ("seed", ctypes.c_uint64),
+                ("stop_tokens", ctypes.c_void_p), ("num_stop_tokens", ctypes.c_size_t),
+                ("on_token", ctypes.c_void_p), ("user_data", ctypes.c_void_p)]
+
+
+class GenerateStats(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("prompt_tokens", ctypes.c_int64),
+                ("generated_tokens", ctypes.c_int64), ("prefill_seconds", ctypes.c_double),
+                ("time_to_first_token_seconds", ctypes.c_double),
+                ("decode_seconds", ctypes.c_double), ("stopped_by_token", ctypes.c_int)]
+
+
+class SpeculationOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("k", ctypes.c_int32),
+                ("fallback_threshold", ctypes.c_float), ("rollback_threshold", ctypes.c_float),
+                ("ngram_min", ctypes.c_int32), ("ngram_max", ctypes.c_int32),
+                ("rapid_context", ctypes.c_int64), ("rapid_chunk", ctypes.c_int32)]
+
+
+class SpeculationStats(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("steps", ctypes.c_int64),
+                ("drafted", ctypes.c_int64), ("accepted", ctypes.c_int64),
+                ("draft_context_tokens", ctypes.c_int64), ("draft_seconds", ctypes.c_double),
+                ("verify_seconds", ctypes.c_double), ("last_k", ctypes.c_int32)]
+
+
 class Runtime:
     def __init__(self, lib_dir):
         self.lib = ctypes.CDLL(os.path.join(lib_dir, "libhasten_runtime.so"))
@@ -34,6 +63,21 @@ class Runtime:
         L.hasten_sequence_length.restype = i64
         L.hasten_sequence_append.argtypes = [vp, ctypes.POINTER(i64), sz,
                                              ctypes.POINTER(ctypes.c_float)]
+        L.hasten_sequence_create_for_model.argtypes = [vp, ctypes.c_char_p, vp,
+                                                       ctypes.POINTER(vp)]
+        L.hasten_sequence_verify.argtypes = [vp, ctypes.POINTER(i64), sz,
+                                             ctypes.POINTER(ctypes.c_float)]
+        L.hasten_sequence_tokens.argtypes = [vp]
+        L.hasten_sequence_tokens.restype = ctypes.POINTER(i64)
+        L.hasten_generate_options_init.argtypes = [ctypes.POINTER(GenerateOptions)]
+        L.hasten_speculation_options_init.argtypes = [ctypes.POINTER(SpeculationOptions)]
+        L.hasten_generate.argtypes = [vp, ctypes.POINTER(i64), sz,
+                                      ctypes.POINTER(GenerateOptions), ctypes.POINTER(i64),
+                                      ctypes.POINTER(GenerateStats)]
+        L.hasten_generate_speculative.argtypes = [
+            vp, vp, ctypes.POINTER(i64), sz, ctypes.POINTER(GenerateOptions),
+            ctypes.POINTER(SpeculationOptions), ctypes.POINTER(i64),
+            ctypes.POINTER(GenerateStats), ctypes.POINTER(SpeculationStats)]
         L.hasten_kv_pool_create.argtypes = [vp, i64, ctypes.POINTER(vp)]
         L.hasten_kv_pool_free.argtypes = [vp]
         L.hasten_kv_pool_free_blocks.argtypes = [vp]
@@ -57,11 +101,19 @@ class Module:
         self.block_size = rt.lib.hasten_module_kv_block_size(handle)
         self.weight_bytes = rt.lib.hasten_module_weight_bytes(handle)
 
-    def sequence(self, pool=None):
+    def sequence(self, pool=None, model=None):
         handle = ctypes.c_void_p()
-        self.rt.check(self.rt.lib.hasten_sequence_create(
-            self.handle, pool.handle if pool else None, ctypes.byref(handle)))
+        if model is None:
+            self.rt.check(self.rt.lib.hasten_sequence_create(
+                self.handle, pool.handle if pool else None, ctypes.byref(handle)))
+        else:
+            self.rt.check(self.rt.lib.hasten_sequence_create_for_model(
+                self.handle, model.encode(), pool.handle if pool else None,
+                ctypes.byref(handle)))
         return Sequence(self, handle)
+
+    def free(self):
+        self.rt.lib.hasten_module_free(self.handle)
 
     def pool(self, max_tokens):
         handle = ctypes.c_void_p()
@@ -90,6 +142,49 @@ class Sequence:
             self.handle, ids, len(tokens),
             logits.ctypes.data_as(ctypes.POINTER(ctypes.c_float))))
         return logits
+
+    def verify(self, tokens):
+        """Appends `tokens`; returns the logits of every one, [len, vocab]."""
+        ids = (ctypes.c_int64 * len(tokens))(*[int(t) for t in tokens])
+        logits = np.zeros((len(tokens), self.module.vocab), np.float32)
+        self.module.rt.check(self.lib.hasten_sequence_verify(
+            self.handle, ids, len(tokens),
+            logits.ctypes.data_as(ctypes.POINTER(ctypes.c_float))))
+        return logits
+
+    def tokens(self):
+        n = len(self)
+        ptr = self.lib.hasten_sequence_tokens(self.handle)
+        return [ptr[i] for i in range(n)]
+
+    def generate(self, prompt, max_new_tokens, draft=None, speculative=False, **kw):
+        """hasten_generate, or hasten_generate_speculative with `draft` (a
+        Sequence or None for prompt lookup) when `speculative`. Keywords set
+        GenerateOptions and SpeculationOptions fields. Returns (generated
+        tokens, GenerateStats, SpeculationStats or None, status, error)."""
+        o = GenerateOptions()
+        self.lib.hasten_generate_options_init(ctypes.byref(o))
+        so = SpeculationOptions()
+        self.lib.hasten_speculation_options_init(ctypes.byref(so))
+        o.max_new_tokens = max_new_tokens
+        for key, value in kw.items():
+            setattr(o if hasattr(o, key) else so, key, value)
+        ids = (ctypes.c_int64 * max(1, len(prompt)))(*[int(t) for t in prompt])
+        out = (ctypes.c_int64 * max(1, max_new_tokens))()
+        st = GenerateStats()
+        st.struct_size = ctypes.sizeof(st)
+        ss = SpeculationStats()
+        ss.struct_size = ctypes.sizeof(ss)
+        if speculative:
+            status = self.lib.hasten_generate_speculative(
+                self.handle, draft.handle if draft is not None else None, ids, len(prompt),
+                ctypes.byref(o), ctypes.byref(so), out, ctypes.byref(st), ctypes.byref(ss))
+        else:
+            status = self.lib.hasten_generate(self.handle, ids, len(prompt), ctypes.byref(o),
+                                              out, ctypes.byref(st))
+        error = self.lib.hasten_last_error().decode() if status else ""
+        return (list(out[:st.generated_tokens]), st, ss if speculative else None, status,
+                error)
 
     def fork(self):
         handle = ctypes.c_void_p()

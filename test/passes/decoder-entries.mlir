@@ -1,4 +1,5 @@
 // RUN: hasten-opt %s -split-input-file -hasten-decoder-entries | FileCheck %s
+// RUN: hasten-opt %s -split-input-file -hasten-decoder-entries=verify | FileCheck %s --check-prefix=VERIFY
 
 // A one-layer decoder with the Optimum signature, written for any batch: the
 // hidden state is token id + position + the number of attended tokens, the
@@ -52,6 +53,20 @@
 // CHECK: tensor.concat dim(2) %{{.*}}, %{{.*}} : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
 // CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<1x8xf32>, tensor<8x8xf32>) outs(%{{.*}} : tensor<1x8xf32>)
 // CHECK: return %{{.*}} : tensor<1x1x8xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
+// Without the option there is no verify entry.
+// CHECK-NOT: hasten.entry_kind = "verify"
+
+// verify: any number of tokens, like prefill, but the LM head runs on every
+// row and the logits of every position are returned.
+// VERIFY-LABEL: func.func @decode(
+// VERIFY-LABEL: func.func @verify(
+// VERIFY-SAME: tensor<1x?xi64> {hasten.onnx_name = "input_ids", hasten.role = "token_ids"},
+// VERIFY-SAME: -> (tensor<1x?x8xf32> {hasten.onnx_name = "logits", hasten.role = "logits"},
+// VERIFY-SAME: attributes {hasten.entry_kind = "verify"}
+// VERIFY-NOT: tensor.extract_slice
+// VERIFY: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<8x8xf32>)
+// VERIFY-NOT: tensor.extract_slice
+// VERIFY: return %{{.*}} : tensor<1x?x8xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
 #pair = affine_map<(b, s, h) -> (b, s)>
 #row = affine_map<(b, s, h) -> (b)>
 #all3 = affine_map<(b, s, h) -> (b, s, h)>

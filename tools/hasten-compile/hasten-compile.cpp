@@ -75,6 +75,15 @@ static cl::opt<bool> memoryReport(cl::cat(toolCategory),
 static cl::opt<bool> noDecoderEntries(cl::cat(toolCategory), 
     "no-decoder-entries",
     cl::desc("Do not add prefill/decode entries to a decoder (keep only its graph as 'main')"));
+static cl::opt<bool> noVerifyEntry(cl::cat(toolCategory),
+    "no-verify-entry",
+    cl::desc("Do not add the verify entry (logits for every token given) that speculative "
+             "decoding checks proposals with"));
+static cl::opt<std::string> draftModel(cl::cat(toolCategory),
+    "draft",
+    cl::desc("A draft decoder (.onnx or .mlir) to compile into the module for speculative "
+             "decoding; its entries are draft_prefill, draft_decode and draft_verify"),
+    cl::value_desc("draft.onnx"));
 static cl::opt<bool> noFuseAttention(cl::cat(toolCategory),
     "no-fuse-attention",
     cl::desc("Keep decomposed attention (matmul, softmax, matmul) as it was imported"));
@@ -132,6 +141,8 @@ int main(int argc, char **argv) {
   sys::path::append(runtimeDir, "lib");
   options.cpu.runtimeLibraryDir = std::string(runtimeDir);
   options.decoderEntries = !noDecoderEntries;
+  options.verifyEntry = !noVerifyEntry;
+  options.draftPath = draftModel;
   options.fuseAttention = !noFuseAttention;
   options.reportUnfusedAttention = reportUnfusedAttention;
   if (attentionMode != "kernel" && attentionMode != "generated") {

@@ -75,6 +75,10 @@ struct GenerateFlags {
   bool prepare = true;
   std::vector<int64_t> stopIds;
   hasten_generate_options options;
+  /// Speculation: "draft" (the module's draft model, when it has one),
+  /// "ngram" (prompt lookup) or "none".
+  std::string drafter;
+  hasten_speculation_options speculation;
 };
 
 bool parseIds(const char *text, std::vector<int64_t> &ids) {
@@ -137,8 +141,11 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
                          .count() * 1e3);
   }
-  hasten_sequence *sequence = nullptr;
+  hasten_sequence *sequence = nullptr, *draft = nullptr;
   if (hasten_sequence_create(module, nullptr, &sequence) != HASTEN_OK)
+    return die(hasten_last_error());
+  if (flags.drafter == "draft" &&
+      hasten_sequence_create_for_model(module, "draft", nullptr, &draft) != HASTEN_OK)
     return die(hasten_last_error());
   StreamState stream{flags.textPrompt, flags.quiet};
   flags.options.on_token = printToken;
@@ -155,8 +162,15 @@ int generate(hasten_module *module, GenerateFlags &flags) {
       std::clamp<int64_t>(flags.options.max_new_tokens, 0, capacity + 1));
   hasten_generate_stats stats{};
   stats.struct_size = sizeof(stats);
-  hasten_status status = hasten_generate(sequence, prompt.data(), prompt.size(), &flags.options,
-                                         generated.data(), &stats);
+  hasten_speculation_stats spec{};
+  spec.struct_size = sizeof(spec);
+  hasten_status status =
+      flags.drafter == "none"
+          ? hasten_generate(sequence, prompt.data(), prompt.size(), &flags.options,
+                            generated.data(), &stats)
+          : hasten_generate_speculative(sequence, draft, prompt.data(), prompt.size(),
+                                        &flags.options, &flags.speculation, generated.data(),
+                                        &stats, &spec);
   if (!flags.quiet)
     std::printf("\n");
   if (flags.printIds) {
@@ -182,7 +196,26 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                stats.decode_seconds > 0 ? decodeSteps / stats.decode_seconds : 0.0,
                decodeSteps ? stats.decode_seconds * 1e3 / decodeSteps : 0.0,
                hasten_module_cpu(module), hasten_runtime_kernel_isa());
+  if (flags.drafter != "none") {
+    std::string k = flags.speculation.k ? std::to_string(flags.speculation.k)
+                                        : "auto (last " + std::to_string(spec.last_k) + ")";
+    std::fprintf(stderr,
+                 "speculation: %s drafter, K %s, %lld target passes, acceptance %.1f%% "
+                 "(%lld of %lld proposed), mean accepted length %.2f, %.2f tokens per pass\n"
+                 "speculation time: draft %.2f ms, verify %.2f ms\n",
+                 flags.drafter == "draft" ? "draft-model" : "n-gram", k.c_str(),
+                 (long long)spec.steps,
+                 spec.drafted ? 100.0 * spec.accepted / spec.drafted : 0.0,
+                 (long long)spec.accepted, (long long)spec.drafted,
+                 spec.steps ? double(spec.accepted) / spec.steps : 0.0,
+                 spec.steps ? double(decodeSteps) / spec.steps : 0.0, spec.draft_seconds * 1e3,
+                 spec.verify_seconds * 1e3);
+    if (flags.speculation.rapid_context > 0)
+      std::fprintf(stderr, "RAPID: the draft read %lld of %lld context tokens\n",
+                   (long long)spec.draft_context_tokens, (long long)stats.prompt_tokens);
+  }
   std::string error = status == HASTEN_OK ? "" : hasten_last_error();
+  hasten_sequence_free(draft);
   hasten_sequence_free(sequence);
   hasten_module_free(module);
   return status == HASTEN_OK ? 0 : die(error);
@@ -240,6 +273,34 @@ cl::opt<std::string> stopIds("stop-ids", cl::desc("Stop at any of these token id
 cl::opt<bool> printIds("print-ids", cl::desc("Print the prompt and generated ids"),
                        cl::cat(generateCategory));
 cl::opt<bool> quiet("quiet", cl::desc("Do not stream the tokens"), cl::cat(generateCategory));
+cl::opt<bool> noSpeculation("no-speculation",
+                            cl::desc("Run the target alone, even when the module has a draft"),
+                            cl::cat(generateCategory));
+cl::opt<std::string> drafterName(
+    "draft",
+    cl::desc("Who proposes tokens: 'draft' (the module's draft model; the default when it has "
+             "one) or 'ngram' (prompt lookup, no draft model)"),
+    cl::cat(generateCategory));
+cl::opt<std::string> specK("spec-k",
+                           cl::desc("Tokens proposed per step, 1 to 32, or 'auto' (the default: "
+                                    "chosen from measured acceptance and step costs)"),
+                           cl::init("auto"), cl::cat(generateCategory));
+cl::opt<float> bildFallback("bild-fallback",
+                            cl::desc("BiLD fallback: the draft stops proposing when its top "
+                                     "probability is below P (0: off)"),
+                            cl::init(0.0f), cl::cat(generateCategory));
+cl::opt<float> bildRollback("bild-rollback",
+                            cl::desc("BiLD rollback: also accept a proposal while the target's "
+                                     "-log p of it is at most T (0: off; changes the output)"),
+                            cl::init(0.0f), cl::cat(generateCategory));
+cl::opt<int64_t> rapidContext("rapid-context",
+                              cl::desc("RAPID: the draft reads at most N context tokens, "
+                                       "retrieved by BM25 against the recent text (0: off)"),
+                              cl::init(0), cl::cat(generateCategory));
+cl::opt<int64_t> rapidChunk("rapid-chunk", cl::desc("Tokens per RAPID chunk"), cl::init(64),
+                            cl::cat(generateCategory));
+cl::opt<int> ngramMax("ngram-max", cl::desc("Longest n-gram prompt lookup matches"),
+                      cl::init(3), cl::cat(generateCategory));
 cl::opt<bool> cold("cold", cl::desc("Leave weight packing to the first steps (timed)"),
                    cl::cat(generateCategory));
 
@@ -309,10 +370,46 @@ int main(int argc, char **argv) {
   gen.printIds = printIds;
   gen.quiet = quiet;
   gen.prepare = !cold;
+  hasten_speculation_options_init(&gen.speculation);
+  if (specK != "auto") {
+    std::vector<int64_t> k;
+    if (!parseIds(specK.c_str(), k) || k.size() != 1 || k[0] < 1 || k[0] > 32)
+      return die("--spec-k must be auto or a number from 1 to 32, got '" + specK + "'");
+    gen.speculation.k = (int32_t)k[0];
+  }
+  if (!(bildFallback >= 0 && bildFallback < 1) || !(bildRollback >= 0) ||
+      std::isinf(bildRollback))
+    return die("--bild-fallback must be in [0, 1) and --bild-rollback a non-negative number");
+  gen.speculation.fallback_threshold = bildFallback;
+  gen.speculation.rollback_threshold = bildRollback;
+  if (rapidContext < 0 || rapidChunk < 1)
+    return die("--rapid-context must not be negative and --rapid-chunk must be positive");
+  gen.speculation.rapid_context = rapidContext;
+  gen.speculation.rapid_chunk = rapidChunk;
+  if (ngramMax < 1 || ngramMax > 64)
+    return die("--ngram-max must be in [1, 64]");
+  gen.speculation.ngram_max = ngramMax;
+  if (!drafterName.empty() && drafterName != "draft" && drafterName != "ngram")
+    return die("--draft must be 'draft' (the module's draft model) or 'ngram' (prompt "
+               "lookup), got '" + drafterName + "'");
 
   hasten_module *module = nullptr;
   if (hasten_module_load(modulePath.c_str(), &module) != HASTEN_OK)
     return die(hasten_last_error());
+  if (gen.enabled) {
+    // A module with a draft model speculates unless told otherwise.
+    const char *draftEntry = nullptr;
+    bool hasDraft =
+        hasten_find_entry(module, "draft", HASTEN_ENTRY_DECODE, &draftEntry) == HASTEN_OK;
+    gen.drafter = noSpeculation                  ? "none"
+                  : !drafterName.empty()         ? std::string(drafterName)
+                  : hasDraft                     ? "draft"
+                                                 : "none";
+    if (gen.drafter == "draft" && !hasDraft)
+      return die("--draft=draft needs a module compiled with hasten-compile --draft");
+    if (noSpeculation && !drafterName.empty())
+      return die("--draft and --no-speculation contradict each other");
+  }
   if (gen.enabled)
     return generate(module, gen);
   if (entryName.empty()) {

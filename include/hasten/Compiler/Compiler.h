@@ -40,6 +40,14 @@ struct CompileOptions {
   /// Add the `prefill` and `decode` entries generation calls when the model
   /// is a decoder (the --hasten-decoder-entries pass).
   bool decoderEntries = true;
+  /// With decoderEntries, also add the `verify` entry (logits for every
+  /// token given), which speculative decoding checks proposals with.
+  bool verifyEntry = true;
+  /// A draft decoder (ONNX or .mlir) compiled into the same module under
+  /// the model namespace "draft" (entries draft_prefill, draft_decode,
+  /// draft_verify, with their own KV cache of the target's capacity), so
+  /// that the runtime can speculate with the pair. Empty: none.
+  std::string draftPath;
   /// Replace decomposed attention by hasten.attention (the
   /// --hasten-fuse-attention pass), and remark on each one left unfused.
   bool fuseAttention = true;

@@ -1,0 +1,470 @@
+//===- Speculation.cpp - speculative generation ----------------------------===//
+//
+// A drafter proposes tokens, the target scores them all in one pass of its
+// verify entry, and the longest acceptable prefix is kept. Rollback is a
+// truncate of each sequence, so no cache is copied. The drafter is a second
+// sequence (a draft model) or prompt lookup over the context; with RAPID
+// the draft model reads a retrieval-shortened context. Built on the public
+// sequence API.
+//
+//===----------------------------------------------------------------------===//
+
+#include "RuntimeInternal.h"
+#include "Sampling.h"
+#include "hasten/runtime.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <vector>
+
+using namespace hasten::runtime;
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Hands generated tokens to the caller as hasten_generate does: into
+/// `generated`, to the callback, and checked against the stop tokens and
+/// max_new_tokens.
+struct Emitter {
+  const hasten_generate_options &options;
+  int64_t *generated;
+  hasten_generate_stats &stats;
+  double start, decodeStart = 0.0;
+
+  /// Whether generation ends with this token.
+  bool emit(int64_t token) {
+    if (generated)
+      generated[stats.generated_tokens] = token;
+    if (++stats.generated_tokens == 1) {
+      stats.time_to_first_token_seconds = now() - start;
+      decodeStart = now();
+    }
+    bool stop = options.on_token && options.on_token(token, options.user_data);
+    for (size_t s = 0; s < options.num_stop_tokens; ++s)
+      if (options.stop_tokens[s] == token) {
+        stats.stopped_by_token = 1;
+        stop = true;
+      }
+    return stop || stats.generated_tokens == options.max_new_tokens;
+  }
+};
+
+/// Prompt lookup (as vLLM's and llama.cpp's n-gram drafters): the tokens
+/// that followed an earlier occurrence of the context's last n tokens, for
+/// the longest n in [nmin, nmax] that has one. Of the occurrences, the
+/// latest one followed by k tokens wins, else the earliest (followed by the
+/// most), so that a repeating context yields full proposals.
+void proposeFromContext(const std::vector<int64_t> &context, int nmin, int nmax, int k,
+                        std::vector<int64_t> &out) {
+  out.clear();
+  int64_t length = (int64_t)context.size();
+  for (int64_t n = std::min<int64_t>(nmax, length - 1); n >= nmin; --n) {
+    const int64_t *suffix = context.data() + length - n;
+    auto matches = [&](int64_t start) {
+      return std::equal(suffix, suffix + n, context.data() + start);
+    };
+    int64_t found = -1;
+    for (int64_t start = length - n - k; start >= 0 && found < 0; --start)
+      if (matches(start))
+        found = start;
+    for (int64_t start = std::max<int64_t>(0, length - n - k + 1);
+         start <= length - n - 1 && found < 0; ++start)
+      if (matches(start))
+        found = start;
+    if (found < 0)
+      continue;
+    for (int64_t i = found + n; i < length && (int64_t)out.size() < k; ++i)
+      out.push_back(context[i]);
+    return;
+  }
+}
+
+/// RAPID's drafter context: the last `chunk` tokens (the recent text), after
+/// the earlier chunks of `chunk` tokens that score best by BM25 against it,
+/// in their original order, `budget` tokens in all.
+std::vector<int64_t> retrievalContext(const std::vector<int64_t> &context, int64_t budget,
+                                      int64_t chunk) {
+  if (budget <= 0 || (int64_t)context.size() <= budget)
+    return context;
+  chunk = std::max<int64_t>(1, std::min(chunk, budget));
+  int64_t recentStart = (int64_t)context.size() - chunk;
+  std::map<int64_t, int> query;
+  for (int64_t i = recentStart; i < (int64_t)context.size(); ++i)
+    ++query[context[i]];
+  struct Chunk {
+    int64_t begin, end;
+    std::map<int64_t, int> counts;
+    double score = 0.0;
+  };
+  std::vector<Chunk> chunks;
+  for (int64_t begin = 0; begin < recentStart; begin += chunk) {
+    Chunk c{begin, std::min(begin + chunk, recentStart), {}};
+    for (int64_t i = c.begin; i < c.end; ++i)
+      if (query.count(context[i]))
+        ++c.counts[context[i]];
+    chunks.push_back(std::move(c));
+  }
+  // BM25 with the usual k1 = 1.2, b = 0.75; a chunk is a document.
+  const double k1 = 1.2, b = 0.75;
+  double meanLength = double(recentStart) / chunks.size();
+  for (const auto &[term, unused] : query) {
+    int64_t containing = 0;
+    for (const Chunk &c : chunks)
+      containing += c.counts.count(term);
+    double idf = std::log((chunks.size() - containing + 0.5) / (containing + 0.5) + 1.0);
+    for (Chunk &c : chunks) {
+      auto it = c.counts.find(term);
+      if (it == c.counts.end())
+        continue;
+      double f = it->second, length = double(c.end - c.begin);
+      c.score += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * length / meanLength));
+    }
+  }
+  std::vector<size_t> order(chunks.size());
+  for (size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  // Best first; of equal scores, the later chunk (closer to the recent text).
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t c) {
+    return chunks[a].score != chunks[c].score ? chunks[a].score > chunks[c].score : a > c;
+  });
+  std::vector<bool> chosen(chunks.size(), false);
+  int64_t room = budget - chunk;
+  for (size_t i : order) {
+    int64_t size = chunks[i].end - chunks[i].begin;
+    if (size <= room) {
+      chosen[i] = true;
+      room -= size;
+    }
+  }
+  std::vector<int64_t> shortened;
+  for (size_t i = 0; i < chunks.size(); ++i)
+    if (chosen[i])
+      shortened.insert(shortened.end(), context.begin() + chunks[i].begin,
+                       context.begin() + chunks[i].end);
+  shortened.insert(shortened.end(), context.begin() + recentStart, context.end());
+  return shortened;
+}
+
+/// K for the next step when the caller asked for k = 0: the K in [1, 8]
+/// that maximizes expected tokens per second, (1 - a^(K+1)) / (1 - a)
+/// tokens for K draft steps and one verification, with the acceptance rate
+/// a and both costs measured over recent steps.
+struct AdaptiveK {
+  double accepted = 2.0, rejected = 1.0; // a prior of 2/3
+  double draftStep = -1.0, verify = -1.0;
+
+  void record(int64_t proposed, int64_t kept, double draftSeconds, double verifySeconds) {
+    const double decay = 0.9, weight = 0.3;
+    accepted = accepted * decay + kept;
+    rejected = rejected * decay + (kept < proposed ? 1 : 0);
+    if (proposed > 0) {
+      double perToken = draftSeconds / proposed;
+      draftStep = draftStep < 0 ? perToken : draftStep + weight * (perToken - draftStep);
+    }
+    verify = verify < 0 ? verifySeconds : verify + weight * (verifySeconds - verify);
+  }
+
+  int choose() const {
+    if (draftStep < 0 || verify <= 0)
+      return 4;
+    double rate = std::min(accepted / (accepted + rejected), 0.999);
+    int best = 1;
+    double bestSpeed = 0.0;
+    for (int k = 1; k <= 8; ++k) {
+      double tokens = (1.0 - std::pow(rate, k + 1)) / (1.0 - rate);
+      double speed = tokens / (k * draftStep + verify);
+      if (speed > bestSpeed) {
+        bestSpeed = speed;
+        best = k;
+      }
+    }
+    return best;
+  }
+};
+
+/// -log of token's probability under softmax(row).
+double negativeLogProbability(const float *row, int64_t vocab, int64_t token) {
+  float top = *std::max_element(row, row + vocab);
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i)
+    sum += std::exp(double(row[i]) - top);
+  return std::log(sum) - (double(row[token]) - top);
+}
+
+double topProbability(const float *row, int64_t vocab) {
+  float top = *std::max_element(row, row + vocab);
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i)
+    sum += std::exp(double(row[i]) - top);
+  return 1.0 / sum;
+}
+
+} // namespace
+
+extern "C" {
+
+void hasten_speculation_options_init(hasten_speculation_options *options) {
+  if (!options)
+    return;
+  std::memset(options, 0, sizeof(*options));
+  options->struct_size = sizeof(*options);
+  options->ngram_min = 1;
+  options->ngram_max = 3;
+  options->rapid_chunk = 64;
+}
+
+hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequence *draft,
+                                          const int64_t *prompt, size_t promptLength,
+                                          const hasten_generate_options *options,
+                                          const hasten_speculation_options *speculation,
+                                          int64_t *generated, hasten_generate_stats *stats,
+                                          hasten_speculation_stats *speculationStats) {
+  const char *fn = "hasten_generate_speculative";
+  if (options && options->struct_size < sizeof(hasten_generate_options))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: options->struct_size is %zu, expected %zu (initialize the options with "
+                "hasten_generate_options_init)",
+                fn, options->struct_size, sizeof(hasten_generate_options));
+  if (speculation && speculation->struct_size < sizeof(hasten_speculation_options))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: speculation->struct_size is %zu, expected %zu (initialize it with "
+                "hasten_speculation_options_init)",
+                fn, speculation->struct_size, sizeof(hasten_speculation_options));
+  if (stats && stats->struct_size < sizeof(hasten_generate_stats))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: stats->struct_size is %zu, expected %zu (set it to "
+                "sizeof(hasten_generate_stats))",
+                fn, stats->struct_size, sizeof(hasten_generate_stats));
+  if (speculationStats && speculationStats->struct_size < sizeof(hasten_speculation_stats))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: speculation_stats->struct_size is %zu, expected %zu (set it to "
+                "sizeof(hasten_speculation_stats))",
+                fn, speculationStats->struct_size, sizeof(hasten_speculation_stats));
+  hasten_generate_stats localStats{};
+  hasten_generate_stats &st = stats ? *stats : localStats;
+  st = hasten_generate_stats{};
+  st.struct_size = sizeof(st);
+  hasten_speculation_stats localSpec{};
+  hasten_speculation_stats &ss = speculationStats ? *speculationStats : localSpec;
+  ss = hasten_speculation_stats{};
+  ss.struct_size = sizeof(ss);
+
+  hasten_generate_options defaults;
+  hasten_generate_options_init(&defaults);
+  const hasten_generate_options &o = options ? *options : defaults;
+  hasten_speculation_options specDefaults;
+  hasten_speculation_options_init(&specDefaults);
+  const hasten_speculation_options &so = speculation ? *speculation : specDefaults;
+  if (!target)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "%s: null target sequence", fn);
+  if (draft == target)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: the draft must be another sequence than the target", fn);
+  if (o.max_new_tokens < 0 || o.top_k < 0 || o.top_p < 0.0f || std::isnan(o.temperature))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: max_new_tokens, top_k and top_p must not be negative, and temperature "
+                "must be a number",
+                fn);
+  if (so.k < 0 || so.k > 32 || so.ngram_min < 1 || so.ngram_max < so.ngram_min ||
+      so.rapid_context < 0 || so.rapid_chunk < 1 || !(so.fallback_threshold >= 0.0f) ||
+      !(so.rollback_threshold >= 0.0f))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: k must be in [0, 32], 1 <= ngram_min <= ngram_max, rapid_chunk >= 1, "
+                "and rapid_context and the thresholds must not be negative",
+                fn);
+  int64_t vocab = hasten_sequence_vocab_size(target);
+  if (!hasten_sequence_can_verify(target))
+    return fail(HASTEN_ERROR_NOT_FOUND,
+                "%s: the target has no verify entry (it was compiled with --no-verify-entry)",
+                fn);
+  if (draft && hasten_sequence_vocab_size(draft) != vocab)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: the draft's vocabulary (%lld tokens) is not the target's (%lld)", fn,
+                (long long)hasten_sequence_vocab_size(draft), (long long)vocab);
+
+  Emitter emitter{o, generated, st, now()};
+  if (promptLength > 0) {
+    if (hasten_status status = hasten_sequence_append(target, prompt, promptLength, nullptr))
+      return status;
+  } else if (lastLogits(target).empty()) {
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "%s: an empty prompt needs a sequence that was just fed tokens", fn);
+  }
+  st.prompt_tokens = (int64_t)promptLength;
+  st.prefill_seconds = now() - emitter.start;
+  if (o.max_new_tokens == 0)
+    return HASTEN_OK;
+
+  bool greedy = o.temperature <= 0.0f;
+  Random random{o.seed};
+  // The pending token: chosen and emitted, not yet in either cache.
+  int64_t pending = sampleToken(lastLogits(target).data(), vocab, o, random);
+  auto finish = [&](hasten_status status) {
+    if (st.generated_tokens > 0)
+      st.decode_seconds = now() - emitter.decodeStart;
+    return status;
+  };
+  if (emitter.emit(pending))
+    return finish(HASTEN_OK);
+
+  // What the draft model should hold before the pending token: the target's
+  // tokens, or RAPID's shortened context followed by the accepted tokens.
+  std::vector<int64_t> draftContext;
+  if (draft) {
+    const int64_t *tokens = hasten_sequence_tokens(target);
+    draftContext = retrievalContext(
+        std::vector<int64_t>(tokens, tokens + hasten_sequence_length(target)), so.rapid_context,
+        so.rapid_chunk);
+    ss.draft_context_tokens = (int64_t)draftContext.size();
+  }
+
+  AdaptiveK adaptive;
+  int k = so.k > 0 ? so.k : adaptive.choose();
+  std::vector<int64_t> proposals, context, step;
+  std::vector<std::vector<double>> draftProbs;
+  std::vector<double> targetProbs;
+  std::vector<float> draftLogits(vocab), verifyLogits;
+  int64_t capacity = hasten_sequence_capacity(target);
+  for (;;) {
+    // Room for the pending token and the proposals in both caches.
+    int64_t room = capacity - hasten_sequence_length(target) - 1;
+    int64_t steps = std::max<int64_t>(0, std::min<int64_t>(k, room));
+    if (draft)
+      steps = std::min<int64_t>(steps, hasten_sequence_capacity(draft) -
+                                           (int64_t)draftContext.size());
+    // A step emits the accepted proposals and one more token.
+    steps = std::min<int64_t>(steps, o.max_new_tokens - st.generated_tokens - 1);
+
+    // Propose.
+    double draftStart = now();
+    proposals.clear();
+    draftProbs.clear();
+    if (steps > 0 && draft) {
+      // Bring the draft to its context plus the pending token: keep the
+      // common prefix, run the rest in one pass.
+      const int64_t *held = hasten_sequence_tokens(draft);
+      int64_t common = 0, heldLength = hasten_sequence_length(draft);
+      while (common < heldLength && common < (int64_t)draftContext.size() &&
+             held[common] == draftContext[common])
+        ++common;
+      if (hasten_status status = hasten_sequence_truncate(draft, common))
+        return finish(status);
+      step.assign(draftContext.begin() + common, draftContext.end());
+      step.push_back(pending);
+      if (hasten_status status =
+              hasten_sequence_append(draft, step.data(), step.size(), draftLogits.data()))
+        return finish(status);
+      for (int64_t i = 0; i < steps; ++i) {
+        if (so.fallback_threshold > 0.0f &&
+            topProbability(draftLogits.data(), vocab) < so.fallback_threshold)
+          break;
+        int64_t token;
+        if (greedy) {
+          token = argmax(draftLogits.data(), vocab);
+        } else {
+          draftProbs.emplace_back();
+          tokenProbabilities(draftLogits.data(), vocab, o, draftProbs.back());
+          token = drawFrom(draftProbs.back(), random);
+        }
+        proposals.push_back(token);
+        if (i + 1 < steps)
+          if (hasten_status status =
+                  hasten_sequence_append(draft, &token, 1, draftLogits.data()))
+            return finish(status);
+      }
+    } else if (steps > 0) {
+      const int64_t *tokens = hasten_sequence_tokens(target);
+      context.assign(tokens, tokens + hasten_sequence_length(target));
+      context.push_back(pending);
+      proposeFromContext(context, so.ngram_min, so.ngram_max, (int)steps, proposals);
+    }
+    double draftSeconds = now() - draftStart;
+    ss.draft_seconds += draftSeconds;
+
+    // Verify the pending token and the proposals in one target pass.
+    double verifyStart = now();
+    int64_t base = hasten_sequence_length(target);
+    step.assign(1, pending);
+    step.insert(step.end(), proposals.begin(), proposals.end());
+    verifyLogits.resize(step.size() * vocab);
+    if (hasten_status status =
+            hasten_sequence_verify(target, step.data(), step.size(), verifyLogits.data()))
+      return finish(status);
+    double verifySeconds = now() - verifyStart;
+    ss.verify_seconds += verifySeconds;
+    ++ss.steps;
+    ss.drafted += (int64_t)proposals.size();
+
+    // Accept the longest acceptable prefix; `next` is the target's token
+    // after it.
+    size_t kept = 0;
+    int64_t next = -1;
+    for (; kept < proposals.size(); ++kept) {
+      const float *row = verifyLogits.data() + kept * vocab;
+      int64_t token = proposals[kept];
+      if (so.rollback_threshold > 0.0f &&
+          negativeLogProbability(row, vocab, token) <= so.rollback_threshold)
+        continue;
+      if (greedy) {
+        if (argmax(row, vocab) == token)
+          continue;
+        break;
+      }
+      tokenProbabilities(row, vocab, o, targetProbs);
+      double q = draft ? draftProbs[kept][token] : 1.0;
+      if (targetProbs[token] >= q || random.uniform() * q < targetProbs[token])
+        continue;
+      // Rejected: draw from the normalized max(0, p - q).
+      double residual = 0.0;
+      for (int64_t t = 0; t < vocab; ++t) {
+        double qt = draft ? draftProbs[kept][t] : (t == token ? 1.0 : 0.0);
+        targetProbs[t] = std::max(0.0, targetProbs[t] - qt);
+        residual += targetProbs[t];
+      }
+      if (residual <= 0.0)
+        tokenProbabilities(row, vocab, o, targetProbs);
+      next = drawFrom(targetProbs, random);
+      break;
+    }
+    const float *nextRow = verifyLogits.data() + kept * vocab;
+    if (next < 0)
+      next = sampleToken(nextRow, vocab, o, random);
+    ss.accepted += (int64_t)kept;
+
+    // Roll back: the target keeps the pending token and the accepted ones.
+    auto rollBack = [&](size_t acceptedTokens) {
+      hasten_sequence_truncate(target, base + 1 + (int64_t)acceptedTokens);
+      const float *row = verifyLogits.data() + acceptedTokens * vocab;
+      lastLogits(target).assign(row, row + vocab);
+    };
+    rollBack(kept);
+    if (draft) {
+      draftContext.push_back(pending);
+      draftContext.insert(draftContext.end(), proposals.begin(), proposals.begin() + kept);
+    }
+    for (size_t m = 0; m < kept; ++m)
+      if (emitter.emit(proposals[m])) {
+        // The last emitted token is returned, not run, as hasten_generate.
+        rollBack(m);
+        ss.last_k = k;
+        return finish(HASTEN_OK);
+      }
+    ss.last_k = k;
+    if (emitter.emit(next))
+      return finish(HASTEN_OK);
+    pending = next;
+    if (so.k == 0) {
+      adaptive.record((int64_t)proposals.size(), (int64_t)kept, draftSeconds, verifySeconds);
+      k = adaptive.choose();
+    }
+  }
+}
+
+} // extern "C"

@@ -1,0 +1,416 @@
+#!/usr/bin/env python3
+"""Speculative decoding end to end: a target decoder compiled with a draft
+into one module (hasten-compile --draft), driven through the runtime's
+hasten_generate_speculative (ctypes) and hasten-run, against the numpy
+reference of test/models/make_decoder.py.
+
+Checks, on tiny random-weight pairs (the properties hold for any pair):
+- the verify entries (target and draft namespaces) return every position's
+  logits, as the reference computes them;
+- greedy speculative output equals the target's greedy reference for several
+  prompts, K = 1 to 8 and auto, with an unrelated draft, with the target as
+  its own draft (acceptance near one) and with prompt lookup (n-gram), on
+  contiguous and paged caches;
+- after generating, both caches hold what a fresh run over their tokens
+  would: the next logits match the reference;
+- with temperature 1 and top-k 3, the first three tokens follow the target's
+  joint distribution (chi-square over 3000 seeds), for a draft model and for
+  prompt lookup, while the draft's own distribution is rejected by the same
+  test;
+- BiLD fallback keeps the output and proposes less; BiLD rollback with a huge
+  threshold accepts every proposal;
+- RAPID: the draft holds the BM25-selected chunks (recomputed here) and the
+  output is still the target's;
+- a draft of another vocabulary, a target without a verify entry and a full
+  cache are refused with clear errors;
+- hasten-run --generate speculates on a pair module and prints the same ids
+  as --no-speculation and --draft=ngram.
+
+usage: speculation.py BUILD_DIR [--compile-flag FLAG]...
+"""
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "models"))
+sys.path.insert(0, HERE)
+import e2e_common as e2e  # noqa: E402
+import hasten_ctypes as hc  # noqa: E402
+import make_decoder as md  # noqa: E402
+
+REL_TOL = 1e-4
+CAPACITY = 128
+PROMPTS = [[1, 17, 42, 99, 5, 200, 3], [7, 7, 7, 7], [250, 3, 250, 3, 250, 3, 12],
+           [64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74]]
+NEW_TOKENS = 24
+# chi-square critical value for p = 0.001 by degrees of freedom (scipy-free).
+CHI2_CRITICAL = {df: v for df, v in enumerate(
+    [0, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32, 26.12, 27.88, 29.59, 31.26, 32.91,
+     34.53, 36.12, 37.70, 39.25, 40.79, 42.31, 43.82, 45.31, 46.80, 48.27, 49.73, 51.18, 52.62,
+     54.05])}
+
+
+class Checks:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, ok, what):
+        self.passed += bool(ok)
+        self.failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
+
+
+def rel_error(got, want):
+    return float(np.max(np.abs(got - want)) / max(1e-6, np.max(np.abs(want))))
+
+
+def ref_logits(cfg, w, tokens):
+    """Reference logits of every position of `tokens`, [len, vocab]."""
+    logits, _ = md.reference(cfg, w, np.array([tokens]))
+    return logits[0]
+
+
+def greedy_reference(cfg, w, prompt, count):
+    logits, past = md.reference(cfg, w, np.array([prompt]))
+    out = []
+    for i in range(count):
+        token = int(np.argmax(logits[0, -1]))
+        out.append(token)
+        if i + 1 < count:
+            logits, past = md.reference(cfg, w, np.array([[token]]), past=past)
+    return out
+
+
+def softmax_topk(row, k):
+    z = row.astype(np.float64)
+    keep = np.argsort(-z, kind="stable")[:k]
+    p = np.exp(z[keep] - z[keep].max())
+    probs = np.zeros(len(row))
+    probs[keep] = p / p.sum()
+    return probs
+
+
+def joint_distribution(cfg, w, prompt, depth, k):
+    """{(t1, ..., t_depth): probability} under top-k sampling at temperature 1."""
+    out = {}
+
+    def walk(prefix, prob):
+        if len(prefix) == depth:
+            out[tuple(prefix)] = prob
+            return
+        row = ref_logits(cfg, w, prompt + prefix)[-1]
+        for t, p in enumerate(softmax_topk(row, k)):
+            if p > 0:
+                walk(prefix + [t], prob * p)
+    walk([], 1.0)
+    return out
+
+
+def chi_square(samples, joint):
+    """Pearson's statistic and degrees of freedom; cells expected below 5
+    are pooled, and samples outside the support count against it."""
+    n = len(samples)
+    counts = {}
+    for s in samples:
+        counts[s] = counts.get(s, 0) + 1
+    outside = sum(c for s, c in counts.items() if s not in joint)
+    cells, pooled_obs, pooled_exp = [], 0, 0.0
+    for cell, p in joint.items():
+        if n * p < 5:
+            pooled_obs += counts.get(cell, 0)
+            pooled_exp += n * p
+        else:
+            cells.append((counts.get(cell, 0), n * p))
+    if pooled_exp > 0:
+        cells.append((pooled_obs, pooled_exp))
+    stat = sum((o - e) ** 2 / e for o, e in cells)
+    if outside:
+        stat = math.inf
+    return stat, len(cells) - 1
+
+
+def bm25_context(context, budget, chunk):
+    """RAPID's shortened context, recomputed independently of the runtime."""
+    if len(context) <= budget:
+        return list(context)
+    recent_start = len(context) - chunk
+    query = set(context[recent_start:])
+    chunks = [context[b:min(b + chunk, recent_start)] for b in range(0, recent_start, chunk)]
+    mean_length = recent_start / len(chunks)
+    scores = []
+    for c in chunks:
+        score = 0.0
+        for term in query:
+            f = c.count(term)
+            if not f:
+                continue
+            containing = sum(term in other for other in chunks)
+            idf = math.log((len(chunks) - containing + 0.5) / (containing + 0.5) + 1.0)
+            score += idf * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * len(c) / mean_length))
+        scores.append(score)
+    order = sorted(range(len(chunks)), key=lambda i: (-scores[i], -i))
+    room, chosen = budget - chunk, set()
+    for i in order:
+        if len(chunks[i]) <= room:
+            chosen.add(i)
+            room -= len(chunks[i])
+    return [t for i in sorted(chosen) for t in chunks[i]] + list(context[recent_start:])
+
+
+def compile_module(build, onnx_path, out, flags):
+    proc = subprocess.run([os.path.join(build, "bin", "hasten-compile"), onnx_path, "-o", out,
+                           f"--kv-capacity={CAPACITY}"] + flags, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+
+
+def run_generate(build, module_path, prompt, count, flags):
+    proc = subprocess.run([os.path.join(build, "bin", "hasten-run"), module_path, "--generate",
+                           "--prompt-ids", ",".join(map(str, prompt)), "--max-new-tokens",
+                           str(count), "--print-ids", "--quiet"] + flags,
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr)
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("ids: "))
+    return [int(t) for t in line[len("ids: "):].split(",")], proc.stderr
+
+
+def main():
+    args = e2e.parse_args("build")
+    build = args.build
+    rt = hc.Runtime(os.path.join(build, "lib"))
+    c = Checks()
+    tcfg = md.Config(**md.PRESETS["llama-tiny"])
+    dcfg = md.Config(arch="gpt2", layers=1, hidden=32, heads=2, vocab=256, seed=7)
+    vcfg = md.Config(arch="gpt2", layers=1, hidden=32, heads=2, vocab=128, seed=3)
+    tw, dw = md.make_weights(tcfg), md.make_weights(dcfg)
+    with tempfile.TemporaryDirectory(prefix="hasten-spec-") as work:
+        paths = {}
+        for name, cfg in (("target", tcfg), ("draft", dcfg), ("v128", vcfg)):
+            paths[name] = os.path.join(work, name + ".onnx")
+            subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
+                            "--arch", cfg.arch, "--layers", str(cfg.layers), "--hidden",
+                            str(cfg.hidden), "--heads", str(cfg.heads), "--kv-heads",
+                            str(cfg.kv_heads), "--vocab", str(cfg.vocab), "--seed", str(cfg.seed),
+                            "-o", paths[name]], check=True, capture_output=True)
+        pair = os.path.join(work, "pair.so")
+        compile_module(build, paths["target"], pair, ["--draft", paths["draft"]] +
+                       args.compile_flag)
+        self_pair = os.path.join(work, "self-pair.so")
+        compile_module(build, paths["target"], self_pair, ["--draft", paths["target"]] +
+                       args.compile_flag)
+        paged_pair = os.path.join(work, "paged-pair.so")
+        compile_module(build, paths["target"], paged_pair,
+                       ["--draft", paths["draft"], "--kv-block-size=16"] + args.compile_flag)
+        v128 = os.path.join(work, "v128.so")
+        compile_module(build, paths["v128"], v128, ["--no-verify-entry"] + args.compile_flag)
+
+        # The compiler refuses a draft with another vocabulary.
+        try:
+            compile_module(build, paths["target"], os.path.join(work, "bad.so"),
+                           ["--draft", paths["v128"]])
+            c.check(False, "a draft of another vocabulary is refused by hasten-compile")
+        except RuntimeError as e:
+            c.check("vocabulary of 128 tokens, the target 256" in str(e),
+                    f"a draft of another vocabulary is refused: {str(e).strip()}")
+
+        module = rt.load(pair)
+        # Verify entries: every position's logits.
+        for model, cfg, w in ((None, tcfg, tw), ("draft", dcfg, dw)):
+            seq = module.sequence(model=model)
+            prompt, more = PROMPTS[0], [9, 8, 7, 6, 5]
+            seq.append(prompt)
+            got = seq.verify(more)
+            want = ref_logits(cfg, w, prompt + more)[len(prompt):]
+            err = rel_error(got, want)
+            c.check(err <= REL_TOL and len(seq) == len(prompt) + len(more),
+                    f"verify ({model or 'target'}): logits of 5 positions after 7, "
+                    f"relative error {err:.1e}")
+            seq.free()
+
+        references = {tuple(p): greedy_reference(tcfg, tw, p, NEW_TOKENS) for p in PROMPTS}
+
+        def greedy_runs(mod, label, runs):
+            for kw_label, use_draft, kw in runs:
+                mismatches, drafted, accepted = [], 0, 0
+                for p in PROMPTS:
+                    target = mod.sequence()
+                    draft = mod.sequence(model="draft") if use_draft else None
+                    got, _, ss, status, error = target.generate(p, NEW_TOKENS, draft=draft,
+                                                                speculative=True, **kw)
+                    if status or got != references[tuple(p)]:
+                        mismatches.append((p, got, error))
+                    drafted += ss.drafted
+                    accepted += ss.accepted
+                    target.free()
+                    if draft is not None:
+                        draft.free()
+                rate = accepted / drafted if drafted else 0.0
+                c.check(not mismatches,
+                        f"{label}, {kw_label}: greedy output = target's reference on "
+                        f"{len(PROMPTS)} prompts (acceptance {rate:.2f} of {drafted})"
+                        + (f"; first mismatch {mismatches[0]}" if mismatches else ""))
+                yield kw_label, rate
+
+        # Target alone, for the record, then each K.
+        plain = [module.sequence().generate(p, NEW_TOKENS)[0] for p in PROMPTS]
+        c.check(plain == [references[tuple(p)] for p in PROMPTS],
+                "target alone (hasten_generate) = reference")
+        runs = [(f"K={k}", True, {"k": k}) for k in range(1, 9)] + [("K=auto", True, {})]
+        list(greedy_runs(module, "unrelated draft", runs))
+        ngram = dict(greedy_runs(module, "prompt lookup", [("K=auto", False, {}),
+                                                            ("K=8", False, {"k": 8})]))
+        c.check(ngram["K=8"] > 0, f"prompt lookup proposes and some are accepted "
+                                  f"(rate {ngram['K=8']:.2f})")
+        self_module = rt.load(self_pair)
+        rates = dict(greedy_runs(self_module, "target as its own draft",
+                                 [("K=4", True, {"k": 4}), ("K=auto", True, {})]))
+        c.check(rates["K=4"] >= 0.95, f"the target as its own draft is accepted "
+                                      f"(rate {rates['K=4']:.3f} >= 0.95)")
+        paged = rt.load(paged_pair)
+        list(greedy_runs(paged, "paged caches, unrelated draft",
+                         [("K=3", True, {"k": 3}), ("K=auto", True, {})]))
+
+        # Both caches after generating hold what a fresh run would.
+        for mod, label in ((module, "contiguous"), (paged, "paged")):
+            target, draft = mod.sequence(), mod.sequence(model="draft")
+            p = PROMPTS[2]
+            got, _, ss, status, _ = target.generate(p, 20, draft=draft, speculative=True, k=5)
+            held = target.tokens()
+            ok = held == p + got[:-1]
+            next_logits = target.append([got[-1]])
+            err_t = rel_error(next_logits, ref_logits(tcfg, tw, p + got)[-1])
+            draft_held = draft.tokens()
+            ok_d = draft_held == (p + got)[:len(draft_held)] and len(draft_held) > len(p)
+            probe = (p + got)[len(draft_held)] if len(draft_held) < len(p + got) else 0
+            err_d = rel_error(draft.append([probe]), ref_logits(dcfg, dw, draft_held + [probe])[-1])
+            c.check(ok and ok_d and err_t <= REL_TOL and err_d <= REL_TOL,
+                    f"{label}: after speculation the target holds prompt + generated[:-1] "
+                    f"({len(held)} tokens) and the draft a prefix ({len(draft_held)}); next "
+                    f"logits relative error target {err_t:.1e}, draft {err_d:.1e}")
+            target.free()
+            draft.free()
+
+        # Stochastic: the joint distribution of the first three tokens.
+        prompt = [5, 6, 7, 5, 6, 7, 5, 6]
+        joint = joint_distribution(tcfg, tw, prompt, 3, 3)
+        draft_joint = joint_distribution(dcfg, dw, prompt, 3, 3)
+        for label, use_draft in (("draft model", True), ("prompt lookup", False)):
+            target = module.sequence()
+            draft = module.sequence(model="draft") if use_draft else None
+            samples, drafted, accepted = [], 0, 0
+            for seed in range(3000):
+                target.truncate(0)
+                got, _, ss, status, error = target.generate(
+                    prompt, 4, draft=draft, speculative=True, k=3, temperature=1.0, top_k=3,
+                    seed=seed + 1)
+                if status:
+                    raise RuntimeError(error)
+                samples.append(tuple(got[:3]))
+                drafted += ss.drafted
+                accepted += ss.accepted
+            stat, df = chi_square(samples, joint)
+            c.check(stat < CHI2_CRITICAL[min(df, 26)] and drafted > 0,
+                    f"{label}, temperature 1, top-k 3: first 3 tokens follow the target's "
+                    f"distribution, chi-square {stat:.1f} < {CHI2_CRITICAL[min(df, 26)]} "
+                    f"({df} dof, acceptance {accepted / max(1, drafted):.2f} of {drafted})")
+            if use_draft:
+                dstat, ddf = chi_square(samples, draft_joint)
+                c.check(dstat > CHI2_CRITICAL[min(ddf, 26)],
+                        f"the same test rejects the draft's own distribution "
+                        f"(chi-square {dstat:.1f})")
+            target.free()
+            if draft is not None:
+                draft.free()
+
+        # BiLD policies.
+        p = PROMPTS[0]
+        target, draft = module.sequence(), module.sequence(model="draft")
+        got_k, _, base_ss, _, _ = target.generate(p, NEW_TOKENS, draft=draft, speculative=True,
+                                                  k=4)
+        base_drafted = base_ss.drafted
+        # A threshold at the median of the draft's top probabilities along the
+        # output stops some proposals and not others.
+        rows = ref_logits(dcfg, dw, p + references[tuple(p)])[len(p) - 1:]
+        z = np.exp(rows - rows.max(axis=1, keepdims=True))
+        threshold = float(np.median(z.max(axis=1) / z.sum(axis=1)))
+        target.truncate(0)
+        got, _, ss, status, _ = target.generate(p, NEW_TOKENS, draft=draft, speculative=True,
+                                                k=4, fallback_threshold=threshold)
+        c.check(got == references[tuple(p)] and 0 < ss.drafted < base_drafted,
+                f"BiLD fallback {threshold:.4f}: output unchanged, {ss.drafted} proposals "
+                f"instead of {base_drafted}")
+        target.truncate(0)
+        got, _, ss, status, _ = target.generate(p, NEW_TOKENS, draft=draft, speculative=True,
+                                                k=4, rollback_threshold=1e6)
+        c.check(status == 0 and ss.drafted > 0 and ss.accepted == ss.drafted,
+                f"BiLD rollback with a huge threshold accepts all {ss.drafted} proposals")
+        target.free()
+        draft.free()
+
+        # RAPID: a long context; the draft reads 48 tokens of it.
+        rng = np.random.default_rng(5)
+        long_prompt = [int(t) for t in rng.integers(0, 40, 100)]
+        target, draft = module.sequence(), module.sequence(model="draft")
+        got, _, ss, status, error = target.generate(long_prompt, 12, draft=draft,
+                                                    speculative=True, k=3, rapid_context=48,
+                                                    rapid_chunk=16)
+        expected = bm25_context(long_prompt, 48, 16)
+        c.check(status == 0 and ss.draft_context_tokens == 48 and
+                draft.tokens()[:48] == expected,
+                f"RAPID: the draft read {ss.draft_context_tokens} of {len(long_prompt)} tokens, "
+                f"the BM25 selection ({error})")
+        c.check(got == greedy_reference(tcfg, tw, long_prompt, 12),
+                "RAPID: the output is still the target's greedy output")
+        target.free()
+        draft.free()
+
+        # Refusals.
+        other = rt.load(v128)
+        target, small = module.sequence(), other.sequence()
+        _, _, _, status, error = target.generate(PROMPTS[0], 8, draft=small, speculative=True)
+        c.check(status == 1 and "vocabulary (128 tokens) is not the target's (256)" in error,
+                f"a draft of another vocabulary is refused: {error}")
+        small.truncate(0)
+        _, _, _, status, error = small.generate(PROMPTS[0], 8, speculative=True)
+        c.check(status == 2 and "no verify entry" in error,
+                f"a target without a verify entry is refused: {error}")
+        small.free()
+        target.free()
+        long_prompt = list(range(1, 101))
+        target, draft = module.sequence(), module.sequence(model="draft")
+        got_s, _, _, status_s, error_s = target.generate(long_prompt, 64, draft=draft,
+                                                         speculative=True, k=4)
+        target.free()
+        target = module.sequence()
+        got_p, _, _, status_p, _ = target.generate(long_prompt, 64)
+        c.check(status_s == 5 and status_p == 5 and got_s == got_p and
+                "KV cache full" in error_s,
+                f"a full cache ends speculation as it ends plain generation, after the "
+                f"same {len(got_s)} tokens: {error_s}")
+        target.free()
+        draft.free()
+
+        # hasten-run.
+        ids_spec, log = run_generate(build, pair, PROMPTS[0], NEW_TOKENS, [])
+        ids_plain, _ = run_generate(build, pair, PROMPTS[0], NEW_TOKENS, ["--no-speculation"])
+        ids_ngram, log_ngram = run_generate(build, pair, PROMPTS[0], NEW_TOKENS,
+                                            ["--draft=ngram", "--spec-k=4"])
+        want = PROMPTS[0] + references[tuple(PROMPTS[0])]
+        c.check(ids_spec == want and ids_plain == want and ids_ngram == want and
+                "speculation: draft-model drafter" in log and "acceptance" in log and
+                "n-gram drafter, K 4" in log_ngram,
+                "hasten-run --generate speculates on a pair module; ids equal "
+                "--no-speculation's and --draft=ngram's")
+
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
