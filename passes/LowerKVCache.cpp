@@ -169,9 +169,53 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
         return signalPassFailure();
   }
 
+  /// hasten.decode_step -> func.call of its entry, the operands in the
+  /// callee's order (by role) and cast to its types. The cache operand stays
+  /// the caller's cache argument, whose buffers the call then passes on.
+  LogicalResult lowerDecodeSteps(func::FuncOp func) {
+    SmallVector<DecodeStepOp> steps;
+    func.walk([&](DecodeStepOp op) { steps.push_back(op); });
+    for (DecodeStepOp step : steps) {
+      auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(step, step.getCalleeAttr());
+      if (!callee)
+        return step.emitError("'") << step.getCallee() << "' is not a function";
+      if (step.getCache().getType().isPaged())
+        return step.emitError("decode steps on paged KV caches are not supported yet");
+      OpBuilder b(step);
+      SmallVector<Value> operands;
+      for (unsigned i = 0; i < callee.getNumArguments(); ++i) {
+        auto role = callee.getArgAttrOfType<StringAttr>(i, HastenDialect::kRoleAttrName);
+        std::optional<TensorRole> parsed = role ? symbolizeTensorRole(role.getValue())
+                                                : std::nullopt;
+        Type type = callee.getArgumentTypes()[i];
+        if (parsed == TensorRole::TokenIds)
+          operands.push_back(step.getTokens().getType() == type
+                                 ? Value(step.getTokens())
+                                 : Value(tensor::CastOp::create(b, step.getLoc(), type,
+                                                                step.getTokens())));
+        else if (parsed == TensorRole::KVCache)
+          operands.push_back(step.getCache());
+        else if (parsed == TensorRole::PastLength)
+          operands.push_back(step.getPastLength());
+        else
+          return step.emitError("'") << step.getCallee() << "' takes argument " << i
+                                     << " that a decode step does not provide";
+      }
+      auto call = func::CallOp::create(b, step.getLoc(), callee, operands);
+      Value logits = call.getResult(0);
+      if (logits.getType() != step.getType())
+        logits = tensor::CastOp::create(b, step.getLoc(), step.getType(), logits);
+      step.replaceAllUsesWith(logits);
+      step.erase();
+    }
+    return success();
+  }
+
   LogicalResult lowerFunction(func::FuncOp func) {
     if (func.isExternal())
       return success();
+    if (failed(lowerDecodeSteps(func)))
+      return failure();
     Block &body = func.getBody().front();
     OpBuilder b(func.getContext());
     DenseMap<Value, CacheBuffers> caches;

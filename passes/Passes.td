@@ -439,11 +439,63 @@ def PlanKVCache : Pass<"hasten-plan-kv-cache", "::mlir::ModuleOp"> {
                            "::mlir::tensor::TensorDialect"];
 }
 
+def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
+  let summary = "Add the fused spec_step entry: K draft steps, one verification, acceptance";
+  let description = [{
+    For a module holding a target decoder and a draft (`hasten-compile
+    --draft`), after `--hasten-plan-kv-cache`, adds the entry `spec_step`
+    (`hasten.entry_kind = "spec_step"`) that runs one greedy speculative
+    decoding step in one call:
+
+    - `k` draft decode steps, unrolled: `hasten.decode_step @draft_decode`
+      on the pending token, then on each proposal in turn, each followed by
+      an argmax over the vocabulary;
+    - the target's verification of the pending token and the `k` proposals
+      in one pass: `hasten.decode_step @verify` on `[1, k + 1]` tokens;
+    - acceptance: the longest prefix of proposals equal to the target's
+      argmax, then the target's argmax after it;
+    - the new lengths of both caches: the target keeps the pending token and
+      the accepted proposals; the draft keeps as many of the tokens it ran.
+      Rejected tokens stay in the caches past those lengths and are
+      overwritten later: rolling back copies nothing.
+
+    Arguments: `input_ids` (`[1, 1]`, the pending token, role `token_ids`),
+    the target's `kv_cache` and `past_length`, the draft's `draft_kv_cache`
+    and `draft_past_length`. Results: `accepted_tokens` (`[1, k + 1]`: the
+    accepted proposals, the target's next token, then -1), and the new
+    `past_length` and `draft_past_length`.
+
+    ```mlir
+    func.func @spec_step(%pending: tensor<1x1xi64>, %cache: !hasten.kv_cache<...>,
+                         %past: tensor<i64>, %draft_cache: !hasten.kv_cache<...>,
+                         %draft_past: tensor<i64>)
+        -> (tensor<1x5xi64>, tensor<i64>, tensor<i64>) attributes {hasten.entry_kind = "spec_step"} {
+      %l0 = hasten.decode_step @draft_decode(%pending) cache(%draft_cache) past(%p0) : ...
+      ...                                   // argmax, three more draft steps
+      %scores = hasten.decode_step @verify(%candidates) cache(%cache) past(%past)
+          : tensor<1x5xi64>, !hasten.kv_cache<...>, tensor<i64> -> tensor<1x5x256xf32>
+      ...                                   // argmax, acceptance, lengths
+    }
+    ```
+
+    Errors name what is missing: the verify entry or the draft's decode
+    entry, planned caches, a paged cache (not supported yet), vocabularies
+    that differ, or an existing `spec_step` symbol.
+  }];
+  let options = [
+    Option<"k", "k", "int64_t", /*default=*/"4", "Draft tokens proposed per step (1 to 32)">
+  ];
+  let dependentDialects = ["::hasten::HastenDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];
+}
+
 def LowerKVCache : Pass<"hasten-lower-kv-cache", "::mlir::ModuleOp"> {
   let summary = "Lower !hasten.kv_cache arguments and cache ops to memrefs written in place";
   let description = [{
     Replaces each `!hasten.kv_cache` function argument by the buffers that
-    hold it, and the cache ops by in-place reads and writes of them:
+    hold it, each `hasten.decode_step` by a `func.call` of its entry (which
+    passes the cache buffers along), and the cache ops by in-place reads and
+    writes of them:
 
     - contiguous: one `memref<layers x 2 x kv_heads x capacity x head_dim>`
       argument (`kv_cache`); `append` copies the new tokens into a subview,

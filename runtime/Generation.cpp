@@ -36,6 +36,8 @@ struct DecoderInfo {
   /// Logits for every token given; null when the module was compiled
   /// without it (--no-verify-entry).
   const char *verifyEntry = nullptr;
+  /// The model namespace ("" for the main model).
+  std::string model;
   int64_t vocab = 0, capacity = 0, blockSize = 0;
   hasten_dtype dtype = HASTEN_F32;
   size_t elementBytes = 4;
@@ -106,6 +108,7 @@ bool readDecoderInfo(const hasten_module *m, DecoderInfo &info, const char *mode
   if (hasten_find_entry(m, model, HASTEN_ENTRY_VERIFY, &info.verifyEntry) != HASTEN_OK)
     info.verifyEntry = nullptr;
   hasten::runtime::failWith(HASTEN_OK, error);
+  info.model = model;
   info.dtype = kv.dtype;
   info.elementBytes = hasten_dtype_size(kv.dtype);
   if (kv.layers <= 0 || kv.kv_heads <= 0 || kv.head_dim <= 0 || kv.capacity <= 0 ||
@@ -654,5 +657,122 @@ extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *pr
   }
   if (st.generated_tokens > 0)
     st.decode_seconds = seconds() - decodeStart;
+  return HASTEN_OK;
+}
+
+namespace {
+
+/// The module's fused spec_step, when `target` (the main model) and
+/// `draft` (its "draft" namespace) can run it: both contiguous, of one
+/// module. K is read off its accepted_tokens result ([1, K + 1]).
+struct SpecStep {
+  const char *entry = nullptr;
+  int64_t k = 0;
+  std::vector<hasten_tensor_role> inputs, outputs;
+};
+
+bool findSpecStep(const hasten_sequence *target, const hasten_sequence *draft, SpecStep &step) {
+  if (!target || !draft || target->module != draft->module || !target->info.model.empty() ||
+      draft->info.model != "draft" || target->pool || draft->pool)
+    return false;
+  const hasten_module *m = target->module;
+  std::string error = hasten_last_error();
+  bool found = hasten_find_entry(m, "", HASTEN_ENTRY_SPEC_STEP, &step.entry) == HASTEN_OK;
+  hasten::runtime::failWith(HASTEN_OK, error); // not finding one is no error
+  size_t inputs = 0, outputs = 0;
+  if (!found || hasten_entry_num_tensors(m, step.entry, 0, &inputs) != HASTEN_OK ||
+      hasten_entry_num_tensors(m, step.entry, 1, &outputs) != HASTEN_OK)
+    return false;
+  for (int isOutput = 0; isOutput < 2; ++isOutput)
+    for (size_t i = 0; i < (isOutput ? outputs : inputs); ++i) {
+      hasten_tensor_role role;
+      if (hasten_signature_role(m, step.entry, isOutput, i, &role) != HASTEN_OK)
+        return false;
+      (isOutput ? step.outputs : step.inputs).push_back(role);
+      int64_t dims[4];
+      if (isOutput && role == HASTEN_ROLE_ACCEPTED_TOKENS &&
+          hasten_signature_dims(m, step.entry, 1, i, dims, 4) == 2)
+        step.k = dims[1] - 1;
+    }
+  return step.k > 0 && step.inputs.size() == 5 && step.outputs.size() == 3;
+}
+
+} // namespace
+
+int64_t hasten::runtime::fusedSpeculationK(const hasten_sequence *target,
+                                           const hasten_sequence *draft) {
+  SpecStep step;
+  return findSpecStep(target, draft, step) ? step.k : 0;
+}
+
+hasten_status hasten::runtime::runFusedSpeculation(hasten_sequence *target,
+                                                   hasten_sequence *draft, int64_t pending,
+                                                   std::vector<int64_t> &emitted) {
+  SpecStep step;
+  if (!findSpecStep(target, draft, step))
+    return fail(HASTEN_ERROR_NOT_FOUND, "the module has no spec_step entry for this pair");
+  if (draft->tokens != target->tokens)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "spec_step needs the draft to hold the target's tokens");
+  if (target->length() + step.k + 1 > target->info.capacity ||
+      draft->length() + step.k > draft->info.capacity)
+    return fail(HASTEN_ERROR_OUT_OF_MEMORY, "KV cache full: no room for a spec_step of %lld",
+                (long long)step.k);
+  int64_t token = pending, targetPast = target->length(), draftPast = draft->length();
+  int64_t tokenDims[2] = {1, 1};
+  hasten_tensor *tokenT = nullptr, *targetPastT = nullptr, *draftPastT = nullptr,
+                *targetCacheT = nullptr, *draftCacheT = nullptr;
+  hasten_tensor_wrap(HASTEN_I64, 2, tokenDims, &token, &tokenT);
+  hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &targetPast, &targetPastT);
+  hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &draftPast, &draftPastT);
+  hasten_tensor_wrap(target->info.dtype, (int)target->info.storageDims.size(),
+                     target->info.storageDims.data(), target->cache.data(), &targetCacheT);
+  hasten_tensor_wrap(draft->info.dtype, (int)draft->info.storageDims.size(),
+                     draft->info.storageDims.data(), draft->cache.data(), &draftCacheT);
+  std::vector<hasten_tensor *> inputs;
+  for (hasten_tensor_role role : step.inputs)
+    inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS           ? tokenT
+                     : role == HASTEN_ROLE_KV_CACHE          ? targetCacheT
+                     : role == HASTEN_ROLE_PAST_LENGTH       ? targetPastT
+                     : role == HASTEN_ROLE_DRAFT_KV_CACHE    ? draftCacheT
+                     : role == HASTEN_ROLE_DRAFT_PAST_LENGTH ? draftPastT
+                                                             : nullptr);
+  hasten_tensor *outputs[3] = {nullptr, nullptr, nullptr};
+  hasten_status status =
+      hasten_run(target->module, step.entry, inputs.data(), inputs.size(), outputs, 3);
+  for (hasten_tensor *t : {tokenT, targetPastT, draftPastT, targetCacheT, draftCacheT})
+    hasten_tensor_free(t);
+  if (status != HASTEN_OK)
+    return status;
+  const int64_t *tokens = nullptr;
+  int64_t newTarget = -1, newDraft = -1;
+  for (size_t i = 0; i < 3; ++i) {
+    const auto *data = static_cast<const int64_t *>(hasten_tensor_data(outputs[i]));
+    if (step.outputs[i] == HASTEN_ROLE_ACCEPTED_TOKENS)
+      tokens = data;
+    else if (step.outputs[i] == HASTEN_ROLE_PAST_LENGTH)
+      newTarget = *data;
+    else if (step.outputs[i] == HASTEN_ROLE_DRAFT_PAST_LENGTH)
+      newDraft = *data;
+  }
+  emitted.clear();
+  for (int64_t i = 0; tokens && i <= step.k && tokens[i] >= 0; ++i)
+    emitted.push_back(tokens[i]);
+  // The tokens and the lengths must agree: the target keeps the pending
+  // token and the accepted proposals, the draft what it ran of them.
+  int64_t kept = (int64_t)emitted.size();
+  bool consistent = kept >= 1 && newTarget == targetPast + kept &&
+                    newDraft == draftPast + std::min(kept, step.k);
+  for (hasten_tensor *t : outputs)
+    hasten_tensor_free(t);
+  if (!consistent)
+    return fail(HASTEN_ERROR_RUNTIME,
+                "spec_step returned %lld tokens with lengths %lld and %lld, which disagree",
+                (long long)kept, (long long)newTarget, (long long)newDraft);
+  target->tokens.push_back(pending);
+  target->tokens.insert(target->tokens.end(), emitted.begin(), emitted.end() - 1);
+  draft->tokens.assign(target->tokens.begin(), target->tokens.begin() + newDraft);
+  target->lastLogits.clear();
+  draft->lastLogits.clear();
   return HASTEN_OK;
 }

@@ -175,10 +175,28 @@ hasten_status hasten::runtime::checkManifestBytes(const std::vector<uint8_t> &ma
     error = "the manifest lists no entry";
     return HASTEN_ERROR_INVALID_MODULE;
   }
-  for (const auto *entry : *module->entries())
+  for (const auto *entry : *module->entries()) {
     if (!entry->name() || !entry->symbol() || !entry->inputs() || !entry->outputs()) {
       error = "incomplete entry in manifest";
       return HASTEN_ERROR_INVALID_MODULE;
     }
+    // Enum values index tables in the runtime and its tools: out-of-range
+    // ones are corruption, not a newer module (the format version is equal).
+    if (entry->kind() < hasten::manifest::EntryKind_MIN ||
+        entry->kind() > hasten::manifest::EntryKind_MAX) {
+      error = "entry '" + entry->name()->str() + "' has an unknown kind in the manifest";
+      return HASTEN_ERROR_INVALID_MODULE;
+    }
+    for (const auto *tensors : {entry->inputs(), entry->outputs()})
+      for (const auto *tensor : *tensors)
+        if (tensor->role() < hasten::manifest::Role_MIN ||
+            tensor->role() > hasten::manifest::Role_MAX ||
+            tensor->dtype() < hasten::manifest::DType_MIN ||
+            tensor->dtype() > hasten::manifest::DType_MAX) {
+          error = "entry '" + entry->name()->str() +
+                  "' has a tensor of unknown role or element type in the manifest";
+          return HASTEN_ERROR_INVALID_MODULE;
+        }
+  }
   return HASTEN_OK;
 }

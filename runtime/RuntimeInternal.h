@@ -47,6 +47,16 @@ hasten_status fail(hasten_status status, const char *format, ...)
 /// a truncate), which generation continues from.
 std::vector<float> &lastLogits(hasten_sequence *sequence);
 
+/// K of the module's fused spec_step entry when `target` (its main model)
+/// and `draft` (its "draft" namespace) can run it, else 0.
+int64_t fusedSpeculationK(const hasten_sequence *target, const hasten_sequence *draft);
+/// One fused speculation step on `pending` (chosen, not yet in either
+/// cache; the draft must hold exactly the target's tokens): `emitted`
+/// receives the accepted proposals and the target's next token, and both
+/// sequences keep the pending token and the accepted proposals they ran.
+hasten_status runFusedSpeculation(hasten_sequence *target, hasten_sequence *draft,
+                                  int64_t pending, std::vector<int64_t> &emitted);
+
 /// An MLIR memref descriptor of rank `Rank` as generated code passes it
 /// through the C interface.
 template <typename T, int Rank>

@@ -327,6 +327,13 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
 
   AdaptiveK adaptive;
   int k = so.k > 0 ? so.k : adaptive.choose();
+  // The fused spec_step runs the greedy, policy-free case at its own K.
+  int64_t fusedK = greedy && so.k > 0 && so.fallback_threshold == 0.0f &&
+                           so.rollback_threshold == 0.0f && so.rapid_context == 0
+                       ? fusedSpeculationK(target, draft)
+                       : 0;
+  if (fusedK != so.k)
+    fusedK = 0;
   std::vector<int64_t> proposals, context, step;
   std::vector<std::vector<double>> draftProbs;
   std::vector<double> targetProbs;
@@ -341,6 +348,45 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
                                            (int64_t)draftContext.size());
     // A step emits the accepted proposals and one more token.
     steps = std::min<int64_t>(steps, o.max_new_tokens - st.generated_tokens - 1);
+
+    // The module's fused step, when it applies: one call proposes, verifies
+    // and accepts, for the same output.
+    if (fusedK > 0 && steps == fusedK) {
+      double fusedStart = now();
+      // The draft must hold exactly the target's tokens.
+      const int64_t *tokens = hasten_sequence_tokens(target);
+      int64_t length = hasten_sequence_length(target);
+      const int64_t *held = hasten_sequence_tokens(draft);
+      int64_t common = 0, heldLength = hasten_sequence_length(draft);
+      while (common < heldLength && common < length && held[common] == tokens[common])
+        ++common;
+      if (hasten_status status = hasten_sequence_truncate(draft, common))
+        return finish(status);
+      if (common < length)
+        if (hasten_status status =
+                hasten_sequence_append(draft, tokens + common, length - common, nullptr))
+          return finish(status);
+      int64_t base = length;
+      if (hasten_status status = runFusedSpeculation(target, draft, pending, proposals))
+        return finish(status);
+      ss.verify_seconds += now() - fusedStart;
+      ++ss.steps;
+      ++ss.fused_steps;
+      ss.drafted += fusedK;
+      ss.accepted += (int64_t)proposals.size() - 1;
+      ss.last_k = k;
+      draftContext.push_back(pending);
+      draftContext.insert(draftContext.end(), proposals.begin(), proposals.end() - 1);
+      for (size_t m = 0; m + 1 < proposals.size(); ++m)
+        if (emitter.emit(proposals[m])) {
+          hasten_sequence_truncate(target, base + 1 + (int64_t)m);
+          return finish(HASTEN_OK);
+        }
+      if (emitter.emit(proposals.back()))
+        return finish(HASTEN_OK);
+      pending = proposals.back();
+      continue;
+    }
 
     // Propose.
     double draftStart = now();

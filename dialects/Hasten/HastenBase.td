@@ -86,7 +86,10 @@ def Hasten_TensorRole : I32EnumAttr<"TensorRole",
       I32EnumAttrCase<"KVCache", 3, "kv_cache">,
       I32EnumAttrCase<"KVBlockPool", 4, "kv_block_pool">,
       I32EnumAttrCase<"KVBlockTable", 5, "kv_block_table">,
-      I32EnumAttrCase<"Logits", 6, "logits">
+      I32EnumAttrCase<"Logits", 6, "logits">,
+      I32EnumAttrCase<"DraftKVCache", 7, "draft_kv_cache">,
+      I32EnumAttrCase<"DraftPastLength", 8, "draft_past_length">,
+      I32EnumAttrCase<"AcceptedTokens", 9, "accepted_tokens">
     ]> {
   let cppNamespace = "::hasten";
   let genSpecializedAttr = 0;

@@ -2,6 +2,7 @@
 
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/PatternMatch.h"
@@ -269,6 +270,61 @@ LogicalResult KVCacheViewOp::verify() {
     return emitOpError("length ")
            << length.getSExtValue() << " is outside the cache capacity of "
            << cacheType.getCapacity();
+  return success();
+}
+
+LogicalResult DecodeStepOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto callee = symbolTable.lookupNearestSymbolFrom<func::FuncOp>(*this, getCalleeAttr());
+  if (!callee)
+    return emitOpError("'") << getCallee() << "' is not a function";
+  auto kind = callee->getAttrOfType<StringAttr>(HastenDialect::kEntryKindAttrName);
+  std::optional<EntryKind> parsed = kind ? symbolizeEntryKind(kind.getValue()) : std::nullopt;
+  if (parsed != EntryKind::Prefill && parsed != EntryKind::Decode && parsed != EntryKind::Verify)
+    return emitOpError("'") << getCallee()
+                            << "' is not a prefill, decode or verify entry (hasten.entry_kind)";
+  // The callee's tensors by role: one of each, of compatible types.
+  auto roleOf = [&](DictionaryAttr attrs) {
+    auto role = attrs ? attrs.getAs<StringAttr>(HastenDialect::kRoleAttrName) : StringAttr();
+    return role ? symbolizeTensorRole(role.getValue()) : std::nullopt;
+  };
+  bool tokens = false, cache = false, past = false, logits = false;
+  for (unsigned i = 0; i < callee.getNumArguments(); ++i) {
+    Type type = callee.getArgumentTypes()[i];
+    switch (roleOf(callee.getArgAttrDict(i)).value_or(TensorRole::None)) {
+    case TensorRole::TokenIds:
+      tokens = succeeded(verifyCompatibleShape(type, getTokens().getType())) &&
+               cast<ShapedType>(type).getElementType() == getTokens().getType().getElementType();
+      if (!tokens)
+        return emitOpError("tokens ") << getTokens().getType() << " do not fit '" << getCallee()
+                                      << "''s token ids " << type;
+      break;
+    case TensorRole::KVCache:
+      cache = type == getCache().getType();
+      if (!cache)
+        return emitOpError("the cache ") << getCache().getType() << " is not '" << getCallee()
+                                         << "''s " << type;
+      break;
+    case TensorRole::PastLength:
+      past = type == getPastLength().getType();
+      break;
+    default:
+      return emitOpError("'") << getCallee() << "' takes argument " << i
+                              << " that is not token ids, a KV cache or its past length";
+    }
+  }
+  for (unsigned i = 0; i < callee.getNumResults(); ++i)
+    if (roleOf(callee.getResultAttrDict(i)) == TensorRole::Logits) {
+      Type type = callee.getResultTypes()[i];
+      logits = succeeded(verifyCompatibleShape(type, getLogits().getType())) &&
+               cast<ShapedType>(type).getElementType() == getLogits().getType().getElementType();
+      if (!logits)
+        return emitOpError("logits ") << getLogits().getType() << " do not fit '"
+                                      << getCallee() << "''s " << type;
+    }
+  if (!tokens || !cache || !past || !logits || callee.getNumResults() != 1)
+    return emitOpError("'") << getCallee()
+                            << "' must take token ids, a KV cache and its past length, and "
+                               "return only logits (run --hasten-plan-kv-cache first)";
   return success();
 }
 

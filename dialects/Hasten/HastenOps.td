@@ -7,6 +7,7 @@ include "Hasten/HastenTypes.td"
 include "Hasten/HastenAttrs.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/SymbolInterfaces.td"
 
 class Hasten_Op<string mnemonic, list<Trait> traits = []>
     : Op<Hasten_Dialect, mnemonic, traits>;
@@ -133,6 +134,42 @@ def Hasten_KVCacheViewOp : Hasten_Op<"kv_cache.view", [
     $cache `[` `layer` $layer `]` `length` $length attr-dict `:` qualified(type($cache))
   }];
   let hasVerifier = 1;
+}
+
+def Hasten_DecodeStepOp : Hasten_Op<"decode_step", [
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "Run a decoder entry on tokens after a KV cache's past, appending them";
+  let description = [{
+    Calls the decoder entry `callee` (a `prefill`, `decode` or `verify`
+    entry after `--hasten-plan-kv-cache`, taking token ids, one
+    `!hasten.kv_cache` and its `past_length`) on `tokens`, which it appends
+    to `cache` at `past_length`, and returns the entry's logits. This is how
+    one entry runs another model's step, as the speculative `spec_step`
+    runs draft decode steps and the target's verification; the cache is
+    written in place, so a rejected token is undone by a shorter length, not
+    a copy.
+
+    The tokens and logits may be more static than the callee's types (a
+    `verify` entry takes `tensor<1x?xi64>`); the shapes must be compatible.
+    `--hasten-lower-kv-cache` turns the op into a `func.call`.
+
+    ```mlir
+    %logits = hasten.decode_step @draft_decode(%token) cache(%draft_cache) past(%draft_past)
+        : tensor<1x1xi64>, !hasten.kv_cache<layers = 2, kv_heads = 4, head_dim = 64, capacity = 1024, f32>,
+          tensor<i64> -> tensor<1x1x256xf32>
+    ```
+  }];
+  let arguments = (ins
+    FlatSymbolRefAttr:$callee,
+    2DTensorOf<[I64]>:$tokens,
+    Arg<Hasten_KVCacheType, "the KV cache the tokens are appended to", [MemRead, MemWrite]>:$cache,
+    0DTensorOf<[I64]>:$past_length
+  );
+  let results = (outs 3DTensorOf<[AnyFloat]>:$logits);
+  let assemblyFormat = [{
+    $callee `(` $tokens `)` `cache` `(` $cache `)` `past` `(` $past_length `)` attr-dict
+    `:` type($tokens) `,` qualified(type($cache)) `,` type($past_length) `->` type($logits)
+  }];
 }
 
 #endif // HASTEN_OPS_TD

@@ -167,7 +167,13 @@ typedef enum hasten_tensor_role {
   HASTEN_ROLE_KV_CACHE = 3,
   HASTEN_ROLE_KV_BLOCK_POOL = 4,
   HASTEN_ROLE_KV_BLOCK_TABLE = 5,
-  HASTEN_ROLE_LOGITS = 6
+  HASTEN_ROLE_LOGITS = 6,
+  /* spec_step: the draft's cache and length (the target's are KV_CACHE and
+   * PAST_LENGTH); its results are the emitted tokens (ACCEPTED_TOKENS), and
+   * the new lengths of both caches (PAST_LENGTH, DRAFT_PAST_LENGTH). */
+  HASTEN_ROLE_DRAFT_KV_CACHE = 7,
+  HASTEN_ROLE_DRAFT_PAST_LENGTH = 8,
+  HASTEN_ROLE_ACCEPTED_TOKENS = 9
 } hasten_tensor_role;
 
 /* The kind of `entry` and its model namespace ("" for the module's main
@@ -419,6 +425,7 @@ typedef struct hasten_speculation_stats {
   double draft_seconds;        /* proposing, including the draft's prefill */
   double verify_seconds;       /* the target's verification passes */
   int32_t last_k;              /* K of the last step (the adapted one for k = 0) */
+  int64_t fused_steps;         /* steps run by the module's fused spec_step entry */
 } hasten_speculation_stats;
 
 void hasten_speculation_options_init(hasten_speculation_options *options);
@@ -427,7 +434,12 @@ void hasten_speculation_options_init(hasten_speculation_options *options);
  * `target` sequence (it holds what hasten_generate would leave in it), with
  * `draft` proposing (NULL: prompt lookup). The draft sequence is brought up
  * to the target's tokens (or RAPID's shortened context) first; it must have
- * the target's vocabulary. `speculation` and `speculation_stats` may be NULL. */
+ * the target's vocabulary. `speculation` and `speculation_stats` may be NULL.
+ * When the module has a fused spec_step entry (hasten-compile --spec-k=K),
+ * the draft is its "draft" namespace, generation is greedy with k = K and
+ * neither BiLD nor RAPID is on, each step is one call of that entry; the
+ * output is the same. The target's last logits are then not kept: continue
+ * with a non-empty prompt (the last generated token). */
 hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequence *draft,
                                           const int64_t *prompt, size_t prompt_length,
                                           const hasten_generate_options *options,

@@ -210,9 +210,14 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (failed(imported))
     return failure();
   ModuleOp module = imported->get();
+  if (options.speculationK > 0 && options.draftPath.empty())
+    return emitError(fileLoc) << "--spec-k needs --draft (the fused step runs a draft model)";
   if (!options.draftPath.empty()) {
     if (!options.decoderEntries)
       return emitError(fileLoc) << "--draft needs the decoder entries (drop --no-decoder-entries)";
+    if (options.speculationK > 0 && options.kv.blockSize > 0)
+      return emitError(fileLoc) << "--spec-k builds the fused spec_step entry, which supports "
+                                   "contiguous KV caches only (drop --kv-block-size)";
     auto draft = frontEnd(options.draftPath, /*isDraft=*/true);
     if (failed(draft) || failed(mergeDraft(module, draft->get(), options.draftPath)))
       return failure();
@@ -236,6 +241,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   tensor.kvCapacity = kv->capacity;
   tensor.kvBlockSize = options.kv.blockSize;
   tensor.attention = options.attention;
+  tensor.speculationK = options.speculationK;
   if (options.printAttentionPlan) {
     // The plan the tensor stage follows (generated) or the kernel's tiles,
     // seen before the op is lowered.

@@ -83,7 +83,10 @@ static_assert(int(TensorRole::None) == manifest::Role_none &&
               int(TensorRole::KVCache) == manifest::Role_kv_cache &&
               int(TensorRole::KVBlockPool) == manifest::Role_kv_block_pool &&
               int(TensorRole::KVBlockTable) == manifest::Role_kv_block_table &&
-              int(TensorRole::Logits) == manifest::Role_logits);
+              int(TensorRole::Logits) == manifest::Role_logits &&
+              int(TensorRole::DraftKVCache) == manifest::Role_draft_kv_cache &&
+              int(TensorRole::DraftPastLength) == manifest::Role_draft_past_length &&
+              int(TensorRole::AcceptedTokens) == manifest::Role_accepted_tokens);
 
 EntrySignature hasten::readSignature(func::FuncOp func) {
   EntrySignature sig;

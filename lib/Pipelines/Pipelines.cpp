@@ -32,6 +32,8 @@ void hasten::buildAttentionFusionPipeline(OpPassManager &pm,
 
 void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions &options) {
   pm.addPass(createPlanKVCache(PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize}));
+  if (options.speculationK > 0)
+    pm.addPass(createUnrollSpeculation(UnrollSpeculationOptions{options.speculationK}));
   pm.addPass(createLowerKVCache());
   // Attention the KV cache did not take: on the runtime kernel, or tiled
   // here into IR that compiles with the model; what the kernel cannot run

@@ -37,7 +37,8 @@ class SpeculationStats(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("steps", ctypes.c_int64),
                 ("drafted", ctypes.c_int64), ("accepted", ctypes.c_int64),
                 ("draft_context_tokens", ctypes.c_int64), ("draft_seconds", ctypes.c_double),
-                ("verify_seconds", ctypes.c_double), ("last_k", ctypes.c_int32)]
+                ("verify_seconds", ctypes.c_double), ("last_k", ctypes.c_int32),
+                ("fused_steps", ctypes.c_int64)]
 
 
 class Runtime:

@@ -207,6 +207,9 @@ def main():
         paged_pair = os.path.join(work, "paged-pair.so")
         compile_module(build, paths["target"], paged_pair,
                        ["--draft", paths["draft"], "--kv-block-size=16"] + args.compile_flag)
+        fused_pair = os.path.join(work, "fused-pair.so")
+        compile_module(build, paths["target"], fused_pair,
+                       ["--draft", paths["draft"], "--spec-k=4"] + args.compile_flag)
         v128 = os.path.join(work, "v128.so")
         compile_module(build, paths["v128"], v128, ["--no-verify-entry"] + args.compile_flag)
 
@@ -275,6 +278,44 @@ def main():
         paged = rt.load(paged_pair)
         list(greedy_runs(paged, "paged caches, unrelated draft",
                          [("K=3", True, {"k": 3}), ("K=auto", True, {})]))
+
+        # The fused spec_step entry (hasten-compile --spec-k=4) runs the steps
+        # at K = 4 and gives the same output; another K runs the runtime's loop.
+        fused = rt.load(fused_pair)
+        for k in (4, 3):
+            bad, fused_steps, steps = [], 0, 0
+            for p in PROMPTS:
+                target, draft = fused.sequence(), fused.sequence(model="draft")
+                got, _, ss, status, error = target.generate(p, NEW_TOKENS, draft=draft,
+                                                            speculative=True, k=k)
+                if status or got != references[tuple(p)]:
+                    bad.append((p, got, error))
+                fused_steps += ss.fused_steps
+                steps += ss.steps
+                # The caches hold what a fresh run over their tokens would.
+                held = target.tokens()
+                err = rel_error(target.append([got[-1]]), ref_logits(tcfg, tw, p + got)[-1])
+                draft_held = draft.tokens()
+                probe = (p + got)[len(draft_held)]
+                err_d = rel_error(draft.append([probe]),
+                                  ref_logits(dcfg, dw, draft_held + [probe])[-1])
+                if held != p + got[:-1] or draft_held != (p + got)[:len(draft_held)] or \
+                        err > REL_TOL or err_d > REL_TOL:
+                    bad.append((p, "caches", err, err_d))
+                target.free()
+                draft.free()
+            want_fused = k == 4
+            c.check(not bad and (fused_steps > 0) == want_fused and
+                    (2 * fused_steps > steps if want_fused else True),
+                    f"fused spec_step module, K={k}: output = reference, caches = fresh runs, "
+                    f"{fused_steps} of {steps} steps fused" + (f"; {bad[0]}" if bad else ""))
+        try:
+            compile_module(build, paths["target"], os.path.join(work, "bad.so"),
+                           ["--draft", paths["draft"], "--spec-k=4", "--kv-block-size=16"])
+            c.check(False, "--spec-k with a paged cache is refused")
+        except RuntimeError as e:
+            c.check("contiguous KV caches only" in str(e), f"--spec-k with a paged cache is "
+                                                          f"refused: {str(e).strip()}")
 
         # Both caches after generating hold what a fresh run would.
         for mod, label in ((module, "contiguous"), (paged, "paged")):
@@ -401,7 +442,10 @@ def main():
         ids_plain, _ = run_generate(build, pair, PROMPTS[0], NEW_TOKENS, ["--no-speculation"])
         ids_ngram, log_ngram = run_generate(build, pair, PROMPTS[0], NEW_TOKENS,
                                             ["--draft=ngram", "--spec-k=4"])
+        ids_fused, log_fused = run_generate(build, fused_pair, PROMPTS[0], NEW_TOKENS, [])
         want = PROMPTS[0] + references[tuple(PROMPTS[0])]
+        c.check(ids_fused == want and "K 4" in log_fused and "fused spec_step entry" in log_fused,
+                "hasten-run on a --spec-k=4 module runs the fused entry at K 4, same ids")
         c.check(ids_spec == want and ids_plain == want and ids_ngram == want and
                 "speculation: draft-model drafter" in log and "acceptance" in log and
                 "n-gram drafter, K 4" in log_ngram,

@@ -107,3 +107,30 @@ func.func @paged_attention(%q: tensor<1x4x1x4xf32>, %k: tensor<1x2x1x4xf32>, %v:
       : tensor<1x4x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> -> tensor<1x4x1x4xf32>
   return %o : tensor<1x4x1x4xf32>
 }
+
+// -----
+
+// A decode step becomes a call of its entry, the operands in the entry's
+// order (by role), the tokens cast to its type; the cache it passes is the
+// caller's cache buffer, which the callee writes in place.
+// CHECK-LABEL: func.func @step(
+// CHECK-SAME: %[[T:[^:]*]]: tensor<1x3xi64>, %[[C:[^:]*]]: memref<1x2x1x16x4xf32>
+// CHECK-SAME: %[[P:[^:]*]]: tensor<i64>
+// CHECK: %[[CAST:.*]] = tensor.cast %[[T]] : tensor<1x3xi64> to tensor<1x?xi64>
+// CHECK: %[[L:.*]] = call @verify(%[[P]], %[[CAST]], %[[C]]) : (tensor<i64>, tensor<1x?xi64>, memref<1x2x1x16x4xf32>) -> tensor<1x?x8xf32>
+// CHECK: %[[R:.*]] = tensor.cast %[[L]] : tensor<1x?x8xf32> to tensor<1x3x8xf32>
+// CHECK: return %[[R]]
+!cache = !hasten.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, capacity = 16, f32>
+func.func @verify(%p: tensor<i64> {hasten.role = "past_length"},
+                  %ids: tensor<1x?xi64> {hasten.role = "token_ids"},
+                  %c: !cache {hasten.role = "kv_cache"})
+    -> (tensor<1x?x8xf32> {hasten.role = "logits"}) attributes {hasten.entry_kind = "verify"} {
+  %c1 = arith.constant 1 : index
+  %n = tensor.dim %ids, %c1 : tensor<1x?xi64>
+  %e = tensor.empty(%n) : tensor<1x?x8xf32>
+  return %e : tensor<1x?x8xf32>
+}
+func.func @step(%t: tensor<1x3xi64>, %c: !cache, %p: tensor<i64>) -> tensor<1x3x8xf32> {
+  %l = hasten.decode_step @verify(%t) cache(%c) past(%p) : tensor<1x3xi64>, !cache, tensor<i64> -> tensor<1x3x8xf32>
+  return %l : tensor<1x3x8xf32>
+}

@@ -84,6 +84,11 @@ static cl::opt<std::string> draftModel(cl::cat(toolCategory),
     cl::desc("A draft decoder (.onnx or .mlir) to compile into the module for speculative "
              "decoding; its entries are draft_prefill, draft_decode and draft_verify"),
     cl::value_desc("draft.onnx"));
+static cl::opt<int64_t> specK(cl::cat(toolCategory),
+    "spec-k",
+    cl::desc("With --draft, add the fused spec_step entry: K greedy draft steps, the "
+             "target's verification and the acceptance in one call (0: none)"),
+    cl::init(0));
 static cl::opt<bool> noFuseAttention(cl::cat(toolCategory),
     "no-fuse-attention",
     cl::desc("Keep decomposed attention (matmul, softmax, matmul) as it was imported"));
@@ -143,6 +148,11 @@ int main(int argc, char **argv) {
   options.decoderEntries = !noDecoderEntries;
   options.verifyEntry = !noVerifyEntry;
   options.draftPath = draftModel;
+  if (specK < 0 || specK > 32) {
+    errs() << "hasten-compile: error: --spec-k must be in [0, 32], got " << specK << "\n";
+    return 1;
+  }
+  options.speculationK = specK;
   options.fuseAttention = !noFuseAttention;
   options.reportUnfusedAttention = reportUnfusedAttention;
   if (attentionMode != "kernel" && attentionMode != "generated") {

@@ -210,6 +210,9 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                  spec.steps ? double(spec.accepted) / spec.steps : 0.0,
                  spec.steps ? double(decodeSteps) / spec.steps : 0.0, spec.draft_seconds * 1e3,
                  spec.verify_seconds * 1e3);
+    if (spec.fused_steps > 0)
+      std::fprintf(stderr, "fused spec_step entry: %lld of %lld steps\n",
+                   (long long)spec.fused_steps, (long long)spec.steps);
     if (flags.speculation.rapid_context > 0)
       std::fprintf(stderr, "RAPID: the draft read %lld of %lld context tokens\n",
                    (long long)spec.draft_context_tokens, (long long)stats.prompt_tokens);
@@ -407,6 +410,22 @@ int main(int argc, char **argv) {
                                                  : "none";
     if (gen.drafter == "draft" && !hasDraft)
       return die("--draft=draft needs a module compiled with hasten-compile --draft");
+    // A module compiled with --spec-k=K runs its fused spec_step at that K
+    // unless another K is asked for.
+    const char *fused = nullptr;
+    if (gen.drafter == "draft" && specK == "auto" &&
+        hasten_find_entry(module, "", HASTEN_ENTRY_SPEC_STEP, &fused) == HASTEN_OK) {
+      size_t outputs = 0;
+      hasten_entry_num_tensors(module, fused, 1, &outputs);
+      for (size_t i = 0; i < outputs; ++i) {
+        hasten_tensor_role role;
+        int64_t dims[2];
+        if (hasten_signature_role(module, fused, 1, i, &role) == HASTEN_OK &&
+            role == HASTEN_ROLE_ACCEPTED_TOKENS &&
+            hasten_signature_dims(module, fused, 1, i, dims, 2) == 2)
+          gen.speculation.k = (int32_t)(dims[1] - 1);
+      }
+    }
     if (noSpeculation && !drafterName.empty())
       return die("--draft and --no-speculation contradict each other");
   }
@@ -438,8 +457,11 @@ int main(int argc, char **argv) {
     std::printf("  runtime kernels: %s\n", hasten_runtime_kernel_isa());
     static const char *const kinds[] = {"main",   "prefill",   "decode",
                                         "verify", "spec_step", "generate"};
-    static const char *const roles[] = {"",       "token_ids",      "past_length", "kv_cache",
-                                        "kv_block_pool", "kv_block_table", "logits"};
+    static const char *const roles[] = {
+        "",       "token_ids",      "past_length",       "kv_cache",       "kv_block_pool",
+        "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens"};
+    static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_ACCEPTED_TOKENS + 1,
+                  "a name for every tensor role");
     hasten_entry_kind kind = HASTEN_ENTRY_MAIN;
     const char *model = "";
     hasten_entry_info(module, entry, &kind, &model);

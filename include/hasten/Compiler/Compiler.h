@@ -48,6 +48,9 @@ struct CompileOptions {
   /// draft_verify, with their own KV cache of the target's capacity), so
   /// that the runtime can speculate with the pair. Empty: none.
   std::string draftPath;
+  /// With a draft, add the fused `spec_step` entry proposing this many
+  /// tokens per step (--hasten-unroll-speculation); 0: none.
+  int64_t speculationK = 0;
   /// Replace decomposed attention by hasten.attention (the
   /// --hasten-fuse-attention pass), and remark on each one left unfused.
   bool fuseAttention = true;

@@ -47,6 +47,11 @@ struct TensorPipelineOptions : public mlir::PassPipelineOptions<TensorPipelineOp
       llvm::cl::desc("How hasten.attention runs: 'kernel' (the runtime's tiled kernel) or "
                      "'generated' (--hasten-tile-attention, compiled with the model)"),
       llvm::cl::init("kernel")};
+  Option<int64_t> speculationK{
+      *this, "speculation-k",
+      llvm::cl::desc("Add the fused spec_step entry with this many draft tokens per step "
+                     "(--hasten-unroll-speculation; 0: none)"),
+      llvm::cl::init(0)};
 };
 
 struct BufferizePipelineOptions : public mlir::PassPipelineOptions<BufferizePipelineOptions> {

@@ -110,3 +110,50 @@ func.func @view_length(%c: !cache) {
   %k, %v = hasten.kv_cache.view %c[layer 0] length %n : !cache
   return
 }
+
+// -----
+
+// A decode step calls a decoder entry, nothing else.
+!cache = !hasten.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, capacity = 16, f32>
+func.func @helper(%ids: tensor<1x1xi64>) -> tensor<1x1x8xf32> {
+  %e = tensor.empty() : tensor<1x1x8xf32>
+  return %e : tensor<1x1x8xf32>
+}
+func.func @step_not_an_entry(%t: tensor<1x1xi64>, %c: !cache, %p: tensor<i64>) -> tensor<1x1x8xf32> {
+  // expected-error @+1 {{'hasten.decode_step' op 'helper' is not a prefill, decode or verify entry (hasten.entry_kind)}}
+  %l = hasten.decode_step @helper(%t) cache(%c) past(%p) : tensor<1x1xi64>, !cache, tensor<i64> -> tensor<1x1x8xf32>
+  return %l : tensor<1x1x8xf32>
+}
+
+// -----
+
+// The cache must be the one the entry was planned for.
+!cache = !hasten.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, capacity = 16, f32>
+!other = !hasten.kv_cache<layers = 2, kv_heads = 1, head_dim = 4, capacity = 16, f32>
+func.func @decode(%ids: tensor<1x1xi64> {hasten.role = "token_ids"}, %c: !cache {hasten.role = "kv_cache"},
+                  %p: tensor<i64> {hasten.role = "past_length"})
+    -> (tensor<1x1x8xf32> {hasten.role = "logits"}) attributes {hasten.entry_kind = "decode"} {
+  %e = tensor.empty() : tensor<1x1x8xf32>
+  return %e : tensor<1x1x8xf32>
+}
+func.func @step_wrong_cache(%t: tensor<1x1xi64>, %c: !other, %p: tensor<i64>) -> tensor<1x1x8xf32> {
+  // expected-error @+1 {{'hasten.decode_step' op the cache '!hasten.kv_cache<layers = 2, kv_heads = 1, head_dim = 4, capacity = 16, f32>' is not 'decode''s '!hasten.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, capacity = 16, f32>'}}
+  %l = hasten.decode_step @decode(%t) cache(%c) past(%p) : tensor<1x1xi64>, !other, tensor<i64> -> tensor<1x1x8xf32>
+  return %l : tensor<1x1x8xf32>
+}
+
+// -----
+
+// Two tokens do not fit a decode entry's one.
+!cache = !hasten.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, capacity = 16, f32>
+func.func @decode(%ids: tensor<1x1xi64> {hasten.role = "token_ids"}, %c: !cache {hasten.role = "kv_cache"},
+                  %p: tensor<i64> {hasten.role = "past_length"})
+    -> (tensor<1x1x8xf32> {hasten.role = "logits"}) attributes {hasten.entry_kind = "decode"} {
+  %e = tensor.empty() : tensor<1x1x8xf32>
+  return %e : tensor<1x1x8xf32>
+}
+func.func @step_two_tokens(%t: tensor<1x2xi64>, %c: !cache, %p: tensor<i64>) -> tensor<1x2x8xf32> {
+  // expected-error @+1 {{'hasten.decode_step' op tokens 'tensor<1x2xi64>' do not fit 'decode''s token ids 'tensor<1x1xi64>'}}
+  %l = hasten.decode_step @decode(%t) cache(%c) past(%p) : tensor<1x2xi64>, !cache, tensor<i64> -> tensor<1x2x8xf32>
+  return %l : tensor<1x2x8xf32>
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Trains a target and a draft byte-level decoder for the speculative
+decoding bench, on text found on this machine, and exports both with the
+decoder conventions of make_decoder.py (Optimum's decoder-with-past).
+
+The text is /usr/share/common-licenses and the copyright files under
+/usr/share/doc; files are split into training and held-out sets by a hash of
+their path, so that held-out prompts are text neither model saw. Both models
+are GPT-2-style (learned positions, LayerNorm, tanh GELU, tied embeddings),
+mirroring make_decoder.reference, so that the trained weights export through
+make_decoder.build_model:
+
+  target: 8 layers, d = 512, 8 heads  (about 26M parameters, 103 MB in f32,
+          more than the last-level cache, so its decode is memory-bound)
+  draft:  2 layers, d = 256, 4 heads  (about 1.7M parameters)
+
+Outputs in OUT (default ~/.cache/hasten/spec-pair): target.onnx, draft.onnx,
+heldout.txt, train-log.txt. Training is bounded by wall time (--minutes per
+model); CI never runs this. Use /usr/bin/python3 (Debian's torch 1.13).
+
+  train_pair.py [--out DIR] [--minutes-target 40] [--minutes-draft 12] [--threads 1]
+"""
+
+import argparse
+import glob
+import hashlib
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_decoder as md  # noqa: E402
+
+TARGET = md.Config(arch="gpt2", layers=8, hidden=512, heads=8, vocab=256, max_positions=1024)
+DRAFT = md.Config(arch="gpt2", layers=2, hidden=256, heads=4, vocab=256, max_positions=1024)
+
+
+def corpus():
+    """(training bytes, held-out bytes)."""
+    files = sorted(glob.glob("/usr/share/common-licenses/*") +
+                   glob.glob("/usr/share/doc/*/copyright"))
+    train, held = [], []
+    for path in files:
+        if not os.path.isfile(path):
+            continue
+        try:
+            data = open(path, "rb").read()
+        except OSError:
+            continue
+        # One file in 20 is held out, chosen by its path's hash.
+        bucket = int(hashlib.sha256(path.encode()).hexdigest(), 16) % 20
+        (held if bucket == 0 else train).append(data)
+    return b"\n".join(train), b"\n".join(held)
+
+
+class Decoder(torch.nn.Module):
+    """make_decoder's GPT-2 architecture, parameterized as its weights dict."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        w = md.make_weights(cfg)
+        self.params = torch.nn.ParameterDict(
+            {name.replace(".", "__"): torch.nn.Parameter(torch.from_numpy(v.copy()))
+             for name, v in w.items()})
+
+    def w(self, name):
+        return self.params[name.replace(".", "__")]
+
+    def forward(self, ids):
+        cfg = self.cfg
+        B, S = ids.shape
+        H, D = cfg.heads, cfg.head_dim
+        x = self.w("embed")[ids] + self.w("pos_embed")[:S]
+        causal = torch.ones(S, S, dtype=torch.bool).tril()
+
+        def norm(t, prefix):
+            return F.layer_norm(t, (cfg.hidden,), self.w(prefix + ".weight"),
+                                self.w(prefix + ".bias"), cfg.eps)
+
+        for i in range(cfg.layers):
+            p = f"layers.{i}."
+            qkv = norm(x, p + "norm1") @ self.w(p + "attn.qkv.weight") + self.w(p + "attn.qkv.bias")
+            q, k, v = (t.reshape(B, S, H, D).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(D)
+            scores = scores.masked_fill(~causal, float("-inf"))
+            merged = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, S, cfg.hidden)
+            x = x + merged @ self.w(p + "attn.out.weight") + self.w(p + "attn.out.bias")
+            up = norm(x, p + "norm2") @ self.w(p + "mlp.fc.weight") + self.w(p + "mlp.fc.bias")
+            x = x + F.gelu(up, approximate="tanh") @ self.w(p + "mlp.proj.weight") + \
+                self.w(p + "mlp.proj.bias")
+        return norm(x, "final_norm") @ self.w("embed").T
+
+    def weights(self):
+        return {name.replace("__", "."): p.detach().numpy().astype(np.float32)
+                for name, p in self.params.items()}
+
+
+def train(name, cfg, data, held, minutes, log, seq=256, batch=8, lr=1e-3):
+    torch.manual_seed(cfg.layers * 1000 + cfg.hidden)
+    model = Decoder(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    tokens = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64))
+    held_tokens = torch.from_numpy(np.frombuffer(held, dtype=np.uint8).astype(np.int64))
+    rng = np.random.default_rng(0)
+    start, step, deadline = time.time(), 0, time.time() + minutes * 60
+    # Cosine decay over the expected number of steps, re-estimated as it goes.
+    while time.time() < deadline:
+        elapsed = time.time() - start
+        expected = max(step + 1, int(step / max(elapsed, 1e-9) * minutes * 60)) if step else 10**6
+        for group in opt.param_groups:
+            warm = min(1.0, (step + 1) / 50)
+            group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / expected))))
+        offsets = rng.integers(0, len(tokens) - seq - 1, batch)
+        x = torch.stack([tokens[o:o + seq] for o in offsets])
+        y = torch.stack([tokens[o + 1:o + seq + 1] for o in offsets])
+        loss = F.cross_entropy(model(x).reshape(-1, cfg.vocab), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0:
+            line = f"{name}: step {step}, {time.time() - start:.0f} s, loss {loss.item():.3f} nats/byte"
+            print(line, flush=True)
+            log.write(line + "\n")
+            log.flush()
+    with torch.no_grad():
+        losses = []
+        for o in range(0, min(len(held_tokens) - seq - 1, 64 * seq), seq):
+            x = held_tokens[o:o + seq][None]
+            y = held_tokens[o + 1:o + seq + 1][None]
+            losses.append(F.cross_entropy(model(x).reshape(-1, cfg.vocab), y.reshape(-1)).item())
+    line = f"{name}: {step} steps in {time.time() - start:.0f} s; held-out loss {np.mean(losses):.3f} nats/byte"
+    print(line, flush=True)
+    log.write(line + "\n")
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.expanduser("~/.cache/hasten/spec-pair"))
+    parser.add_argument("--minutes-target", type=float, default=40)
+    parser.add_argument("--minutes-draft", type=float, default=12)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    data, held = corpus()
+    print(f"corpus: {len(data)} bytes of training text, {len(held)} held out", flush=True)
+    with open(os.path.join(args.out, "heldout.txt"), "wb") as f:
+        f.write(held)
+    with open(os.path.join(args.out, "train-log.txt"), "w") as log:
+        for name, cfg, minutes in (("draft", DRAFT, args.minutes_draft),
+                                   ("target", TARGET, args.minutes_target)):
+            model = train(name, cfg, data, held, minutes, log)
+            weights = model.weights()
+            # The export must compute what was trained: compare on a prompt.
+            ids = np.frombuffer(held[:48], dtype=np.uint8).astype(np.int64)[None]
+            want = model(torch.from_numpy(ids)).detach().numpy()
+            got, _ = md.reference(cfg, weights, ids)
+            err = float(np.max(np.abs(got - want)))
+            if err > 1e-3:
+                sys.exit(f"{name}: the exported weights disagree with torch by {err}")
+            path = os.path.join(args.out, name + ".onnx")
+            onnx.save(md.build_model(cfg, weights), path)
+            print(f"wrote {path} (max |reference - torch| {err:.1e})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
