@@ -283,7 +283,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (options.memoryReport)
     *options.memoryReport << llvm::formatv(
         "{0:2}\n", llvm::json::Value(buildMemoryReport(
-                       module, *kv, weightBytes, llvm::sys::path::filename(inputPath))));
+                       module, *kv, draftKV ? &*draftKV : nullptr, weightBytes, llvm::sys::path::filename(inputPath))));
   if (options.emit == EmitKind::MLIR)
     return success();
 

@@ -13,38 +13,50 @@
 using namespace mlir;
 using namespace hasten;
 
-llvm::json::Object hasten::buildMemoryReport(ModuleOp module, const KVCachePlan &kv,
-                                             uint64_t weightBytes, StringRef source) {
-  llvm::json::Object report{{"model", source.str()}, {"weight_bytes", int64_t(weightBytes)}};
-  if (kv.decoder) {
-    int64_t block = kv.blockSize;
-    llvm::json::Object cache{{"layout", block ? "paged" : "contiguous"},
-                             {"layers", kv.layers},
-                             {"kv_heads", kv.kvHeads},
-                             {"head_dim", kv.headDim},
-                             {"element_bytes", kv.elementBytes},
-                             {"bytes_per_token", kv.bytesPerToken},
-                             {"capacity_tokens", kv.capacity},
-                             {"bytes_per_sequence", kv.capacity * kv.bytesPerToken}};
-    if (kv.budgetBytes) {
-      cache["budget_bytes"] = int64_t(kv.budgetBytes);
-      cache["max_tokens_under_budget"] = kv.budgetTokens;
-    }
-    if (block) {
-      // A sequence of n tokens holds ceil(n / block) blocks; the unused
-      // slots of its last block (0 to block - 1, half that on average) are
-      // the internal fragmentation.
-      cache["block_size"] = block;
-      cache["blocks_per_sequence"] = kv.capacity / block;
-      cache["block_bytes"] = block * kv.bytesPerToken;
-      cache["fragmentation"] = llvm::json::Object{
-          {"worst_bytes_per_sequence", (block - 1) * kv.bytesPerToken},
-          {"mean_bytes_per_sequence", (block - 1) * kv.bytesPerToken / 2},
-          {"worst_fraction_at_capacity",
-           std::round(double(block - 1) / kv.capacity * 1e4) / 1e4}};
-    }
-    report["kv_cache"] = std::move(cache);
+namespace {
+
+/// The KV cache of one model: its shape, bytes, budget and paging.
+llvm::json::Object kvCacheReport(const KVCachePlan &kv) {
+  int64_t block = kv.blockSize;
+  llvm::json::Object cache{{"layout", block ? "paged" : "contiguous"},
+                           {"layers", kv.layers},
+                           {"kv_heads", kv.kvHeads},
+                           {"head_dim", kv.headDim},
+                           {"element_bytes", kv.elementBytes},
+                           {"bytes_per_token", kv.bytesPerToken},
+                           {"capacity_tokens", kv.capacity},
+                           {"bytes_per_sequence", kv.capacity * kv.bytesPerToken}};
+  if (kv.budgetBytes) {
+    cache["budget_bytes"] = int64_t(kv.budgetBytes);
+    cache["max_tokens_under_budget"] = kv.budgetTokens;
   }
+  if (block) {
+    // A sequence of n tokens holds ceil(n / block) blocks; the unused
+    // slots of its last block (0 to block - 1, half that on average) are
+    // the internal fragmentation.
+    cache["block_size"] = block;
+    cache["blocks_per_sequence"] = kv.capacity / block;
+    cache["block_bytes"] = block * kv.bytesPerToken;
+    cache["fragmentation"] = llvm::json::Object{
+        {"worst_bytes_per_sequence", (block - 1) * kv.bytesPerToken},
+        {"mean_bytes_per_sequence", (block - 1) * kv.bytesPerToken / 2},
+        {"worst_fraction_at_capacity",
+         std::round(double(block - 1) / kv.capacity * 1e4) / 1e4}};
+  }
+  return cache;
+}
+
+} // namespace
+
+llvm::json::Object hasten::buildMemoryReport(ModuleOp module, const KVCachePlan &kv,
+                                             const KVCachePlan *draftKV, uint64_t weightBytes,
+                                             StringRef source) {
+  llvm::json::Object report{{"model", source.str()}, {"weight_bytes", int64_t(weightBytes)}};
+  if (kv.decoder)
+    report["kv_cache"] = kvCacheReport(kv);
+  // A draft compiled into the module (--draft) has a cache of its own.
+  if (draftKV && draftKV->decoder)
+    report["draft_kv_cache"] = kvCacheReport(*draftKV);
   // Decoder entries at their largest workload (a full prefill, a decode at
   // the last position), other functions with every dynamic dimension at 1.
   llvm::json::Array activations;

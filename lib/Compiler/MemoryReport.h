@@ -17,8 +17,11 @@
 
 namespace hasten {
 
+/// `draftKV`, when not null, is the cache of a draft compiled into the
+/// module (reported as "draft_kv_cache").
 llvm::json::Object buildMemoryReport(mlir::ModuleOp bufferized, const KVCachePlan &kv,
-                                     uint64_t weightBytes, llvm::StringRef source);
+                                     const KVCachePlan *draftKV, uint64_t weightBytes,
+                                     llvm::StringRef source);
 
 } // namespace hasten
 

@@ -28,6 +28,7 @@ Checks, on tiny random-weight pairs (the properties hold for any pair):
 
 usage: speculation.py BUILD_DIR [--compile-flag FLAG]...
 """
+import json
 import math
 import os
 import subprocess
@@ -167,6 +168,7 @@ def compile_module(build, onnx_path, out, flags):
                            f"--kv-capacity={CAPACITY}"] + flags, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(proc.stderr)
+    return proc.stdout
 
 
 def run_generate(build, module_path, prompt, count, flags):
@@ -199,8 +201,15 @@ def main():
                             str(cfg.kv_heads), "--vocab", str(cfg.vocab), "--seed", str(cfg.seed),
                             "-o", paths[name]], check=True, capture_output=True)
         pair = os.path.join(work, "pair.so")
-        compile_module(build, paths["target"], pair, ["--draft", paths["draft"]] +
-                       args.compile_flag)
+        report = json.loads(compile_module(build, paths["target"], pair,
+                                           ["--draft", paths["draft"], "--memory-report"] +
+                                           args.compile_flag))
+        want_kv = {"layers": dcfg.layers, "kv_heads": dcfg.kv_heads, "head_dim": dcfg.head_dim,
+                   "capacity_tokens": CAPACITY,
+                   "bytes_per_token": dcfg.layers * 2 * dcfg.kv_heads * dcfg.head_dim * 4}
+        got_kv = {key: report.get("draft_kv_cache", {}).get(key) for key in want_kv}
+        c.check(got_kv == want_kv and report["kv_cache"]["layers"] == tcfg.layers,
+                f"the memory report shows the draft's cache: {got_kv}")
         self_pair = os.path.join(work, "self-pair.so")
         compile_module(build, paths["target"], self_pair, ["--draft", paths["target"]] +
                        args.compile_flag)
