@@ -30,10 +30,10 @@ import hasten_ctypes as hc  # noqa: E402
 import machine  # noqa: E402
 
 
-def compile_pair(build, pair_dir, out, capacity):
+def compile_pair(build, pair_dir, out, capacity, extra=()):
     cmd = [os.path.join(build, "bin", "hasten-compile"), os.path.join(pair_dir, "target.onnx"),
            "--draft", os.path.join(pair_dir, "draft.onnx"), "-o", out,
-           f"--kv-capacity={capacity}"]
+           f"--kv-capacity={capacity}"] + list(extra)
     print("compiling:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
@@ -79,6 +79,10 @@ def main():
         compile_pair(args.build, args.pair, path, capacity)
         module = rt.load(path)
         rt.check(rt.lib.hasten_module_prepare(module.handle))
+        fused_path = os.path.join(work, "fused-pair.so")
+        compile_pair(args.build, args.pair, fused_path, capacity, ["--spec-k=4"])
+        fused = rt.load(fused_path)
+        rt.check(rt.lib.hasten_module_prepare(fused.handle))
 
         print(f"\nCPU: {machine.cpu_description(os.path.join(args.build, 'bin'))}; "
               f"{args.threads} threads; {args.prompts} held-out prompts of "
@@ -88,8 +92,10 @@ def main():
         rows = [("target alone", base, None, None, True)]
         modes = [(f"draft model, K={k}", "draft", {"k": k}) for k in range(1, 9)]
         modes += [("draft model, K=auto", "draft", {}), ("prompt lookup (n-gram), K=auto", "ngram", {})]
+        modes.insert(4, ("draft model, K=4, fused spec_step entry", "draft", {"k": 4, "_fused": 1}))
         for label, mode, kw in modes:
-            results = [run(module, p, args.new_tokens, mode, **kw) for p in prompts]
+            mod = fused if kw.pop("_fused", 0) else module
+            results = [run(mod, p, args.new_tokens, mode, **kw) for p in prompts]
             same = all(g == a[0] for (g, _, _), a in zip(results, alone))
             drafted = sum(ss.drafted for _, _, ss in results)
             accepted = sum(ss.accepted for _, _, ss in results)
@@ -120,6 +126,7 @@ def main():
                                          ("RAPID, 1024 tokens", got2, r2, s2)):
                 print(f"| {label} | {ss.draft_context_tokens} | {rate:.1f} | {rate / r0:.2f}x | "
                       f"{ss.accepted / max(1, ss.drafted):.1%} | {'yes' if got == got0 else 'NO'} |")
+        fused.free()
         module.free()
 
 

@@ -10,6 +10,7 @@
 
 #include "RuntimeInternal.h"
 #include "Sampling.h"
+#include "TokenEmitter.h"
 #include "hasten/runtime.h"
 
 #include <algorithm>
@@ -27,6 +28,7 @@
 namespace {
 
 using hasten::runtime::fail;
+using hasten::runtime::seconds;
 
 /// What a sequence needs to know about a decoder module: its prefill and
 /// decode entries (found by kind), the role of each of their inputs, and
@@ -162,11 +164,6 @@ struct BlockPool {
   }
   uint8_t *block(int32_t b) { return storage.data() + (size_t)b * info.unitBytes(); }
 };
-
-double seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 } // namespace
 
@@ -570,8 +567,10 @@ void hasten_generate_options_init(hasten_generate_options *options) {
 
 } // extern "C"
 
+using hasten::runtime::checkGenerateArguments;
 using hasten::runtime::Random;
 using hasten::runtime::sampleToken;
+using hasten::runtime::TokenEmitter;
 
 extern "C" hasten_status hasten_sample(const float *logits, int64_t vocab,
                                        const hasten_generate_options *options,
@@ -596,31 +595,18 @@ extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *pr
                                          size_t promptLength,
                                          const hasten_generate_options *options,
                                          int64_t *generated, hasten_generate_stats *stats) {
-  if (options && options->struct_size < sizeof(hasten_generate_options))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_generate: options->struct_size is %zu, expected %zu (initialize the "
-                "options with hasten_generate_options_init)",
-                options->struct_size, sizeof(hasten_generate_options));
-  if (stats && stats->struct_size < sizeof(hasten_generate_stats))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_generate: stats->struct_size is %zu, expected %zu (set it to "
-                "sizeof(hasten_generate_stats))",
-                stats->struct_size, sizeof(hasten_generate_stats));
   hasten_generate_stats local{};
   hasten_generate_stats &st = stats ? *stats : local;
-  st = hasten_generate_stats{};
+  if (hasten_status status = checkGenerateArguments("hasten_generate", options, stats))
+    return status;
   st.struct_size = sizeof(st);
   if (!seq)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_generate: null sequence");
   hasten_generate_options defaults;
   hasten_generate_options_init(&defaults);
   const hasten_generate_options &o = options ? *options : defaults;
-  if (o.max_new_tokens < 0 || o.top_k < 0 || o.top_p < 0.0f || std::isnan(o.temperature))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_generate: max_new_tokens, top_k and top_p must not be negative, "
-                "and temperature must be a number");
   st.prompt_tokens = (int64_t)promptLength;
-  double start = seconds();
+  TokenEmitter emitter{o, generated, st};
   if (promptLength > 0) {
     if (hasten_status status = hasten_sequence_append(seq, prompt, promptLength, nullptr))
       return status;
@@ -628,36 +614,18 @@ extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *pr
     return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                 "hasten_generate: an empty prompt needs a sequence that was just fed tokens");
   }
-  st.prefill_seconds = seconds() - start;
+  st.prefill_seconds = seconds() - emitter.start;
   Random random{o.seed};
-  double decodeStart = 0.0;
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
     int64_t token = sampleToken(seq->lastLogits.data(), (int64_t)seq->lastLogits.size(), o,
                                 random);
-    if (generated)
-      generated[i] = token;
-    ++st.generated_tokens;
-    if (i == 0) {
-      st.time_to_first_token_seconds = seconds() - start;
-      decodeStart = seconds();
-    }
-    bool stop = o.on_token && o.on_token(token, o.user_data);
-    for (size_t s = 0; s < o.num_stop_tokens; ++s)
-      if (o.stop_tokens[s] == token) {
-        st.stopped_by_token = 1;
-        stop = true;
-      }
-    if (stop || i + 1 == o.max_new_tokens)
+    if (emitter.emit(token))
       break;
     // The next token's logits; the last generated token is not run.
-    if (hasten_status status = hasten_sequence_append(seq, &token, 1, nullptr)) {
-      st.decode_seconds = seconds() - decodeStart;
-      return status;
-    }
+    if (hasten_status status = hasten_sequence_append(seq, &token, 1, nullptr))
+      return emitter.finish(status);
   }
-  if (st.generated_tokens > 0)
-    st.decode_seconds = seconds() - decodeStart;
-  return HASTEN_OK;
+  return emitter.finish(HASTEN_OK);
 }
 
 namespace {

@@ -11,6 +11,7 @@
 
 #include "RuntimeInternal.h"
 #include "Sampling.h"
+#include "TokenEmitter.h"
 #include "hasten/runtime.h"
 
 #include <algorithm>
@@ -23,38 +24,6 @@
 using namespace hasten::runtime;
 
 namespace {
-
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-/// Hands generated tokens to the caller as hasten_generate does: into
-/// `generated`, to the callback, and checked against the stop tokens and
-/// max_new_tokens.
-struct Emitter {
-  const hasten_generate_options &options;
-  int64_t *generated;
-  hasten_generate_stats &stats;
-  double start, decodeStart = 0.0;
-
-  /// Whether generation ends with this token.
-  bool emit(int64_t token) {
-    if (generated)
-      generated[stats.generated_tokens] = token;
-    if (++stats.generated_tokens == 1) {
-      stats.time_to_first_token_seconds = now() - start;
-      decodeStart = now();
-    }
-    bool stop = options.on_token && options.on_token(token, options.user_data);
-    for (size_t s = 0; s < options.num_stop_tokens; ++s)
-      if (options.stop_tokens[s] == token) {
-        stats.stopped_by_token = 1;
-        stop = true;
-      }
-    return stop || stats.generated_tokens == options.max_new_tokens;
-  }
-};
 
 /// Prompt lookup (as vLLM's and llama.cpp's n-gram drafters): the tokens
 /// that followed an earlier occurrence of the context's last n tokens, for
@@ -227,30 +196,21 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
                                           int64_t *generated, hasten_generate_stats *stats,
                                           hasten_speculation_stats *speculationStats) {
   const char *fn = "hasten_generate_speculative";
-  if (options && options->struct_size < sizeof(hasten_generate_options))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "%s: options->struct_size is %zu, expected %zu (initialize the options with "
-                "hasten_generate_options_init)",
-                fn, options->struct_size, sizeof(hasten_generate_options));
+  hasten_generate_stats localStats{};
+  hasten_generate_stats &st = stats ? *stats : localStats;
+  if (hasten_status status = checkGenerateArguments(fn, options, stats))
+    return status;
+  st.struct_size = sizeof(st);
   if (speculation && speculation->struct_size < sizeof(hasten_speculation_options))
     return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                 "%s: speculation->struct_size is %zu, expected %zu (initialize it with "
                 "hasten_speculation_options_init)",
                 fn, speculation->struct_size, sizeof(hasten_speculation_options));
-  if (stats && stats->struct_size < sizeof(hasten_generate_stats))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "%s: stats->struct_size is %zu, expected %zu (set it to "
-                "sizeof(hasten_generate_stats))",
-                fn, stats->struct_size, sizeof(hasten_generate_stats));
   if (speculationStats && speculationStats->struct_size < sizeof(hasten_speculation_stats))
     return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                 "%s: speculation_stats->struct_size is %zu, expected %zu (set it to "
                 "sizeof(hasten_speculation_stats))",
                 fn, speculationStats->struct_size, sizeof(hasten_speculation_stats));
-  hasten_generate_stats localStats{};
-  hasten_generate_stats &st = stats ? *stats : localStats;
-  st = hasten_generate_stats{};
-  st.struct_size = sizeof(st);
   hasten_speculation_stats localSpec{};
   hasten_speculation_stats &ss = speculationStats ? *speculationStats : localSpec;
   ss = hasten_speculation_stats{};
@@ -267,11 +227,6 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
   if (draft == target)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                 "%s: the draft must be another sequence than the target", fn);
-  if (o.max_new_tokens < 0 || o.top_k < 0 || o.top_p < 0.0f || std::isnan(o.temperature))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "%s: max_new_tokens, top_k and top_p must not be negative, and temperature "
-                "must be a number",
-                fn);
   if (so.k < 0 || so.k > 32 || so.ngram_min < 1 || so.ngram_max < so.ngram_min ||
       so.rapid_context < 0 || so.rapid_chunk < 1 || !(so.fallback_threshold >= 0.0f) ||
       !(so.rollback_threshold >= 0.0f))
@@ -289,7 +244,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
                 "%s: the draft's vocabulary (%lld tokens) is not the target's (%lld)", fn,
                 (long long)hasten_sequence_vocab_size(draft), (long long)vocab);
 
-  Emitter emitter{o, generated, st, now()};
+  TokenEmitter emitter{o, generated, st};
   if (promptLength > 0) {
     if (hasten_status status = hasten_sequence_append(target, prompt, promptLength, nullptr))
       return status;
@@ -298,7 +253,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
                 "%s: an empty prompt needs a sequence that was just fed tokens", fn);
   }
   st.prompt_tokens = (int64_t)promptLength;
-  st.prefill_seconds = now() - emitter.start;
+  st.prefill_seconds = seconds() - emitter.start;
   if (o.max_new_tokens == 0)
     return HASTEN_OK;
 
@@ -306,11 +261,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
   Random random{o.seed};
   // The pending token: chosen and emitted, not yet in either cache.
   int64_t pending = sampleToken(lastLogits(target).data(), vocab, o, random);
-  auto finish = [&](hasten_status status) {
-    if (st.generated_tokens > 0)
-      st.decode_seconds = now() - emitter.decodeStart;
-    return status;
-  };
+  auto finish = [&](hasten_status status) { return emitter.finish(status); };
   if (emitter.emit(pending))
     return finish(HASTEN_OK);
 
@@ -352,7 +303,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     // The module's fused step, when it applies: one call proposes, verifies
     // and accepts, for the same output.
     if (fusedK > 0 && steps == fusedK) {
-      double fusedStart = now();
+      double fusedStart = seconds();
       // The draft must hold exactly the target's tokens.
       const int64_t *tokens = hasten_sequence_tokens(target);
       int64_t length = hasten_sequence_length(target);
@@ -369,7 +320,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
       int64_t base = length;
       if (hasten_status status = runFusedSpeculation(target, draft, pending, proposals))
         return finish(status);
-      ss.verify_seconds += now() - fusedStart;
+      ss.verify_seconds += seconds() - fusedStart;
       ++ss.steps;
       ++ss.fused_steps;
       ss.drafted += fusedK;
@@ -389,7 +340,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     }
 
     // Propose.
-    double draftStart = now();
+    double draftStart = seconds();
     proposals.clear();
     draftProbs.clear();
     if (steps > 0 && draft) {
@@ -431,11 +382,11 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
       context.push_back(pending);
       proposeFromContext(context, so.ngram_min, so.ngram_max, (int)steps, proposals);
     }
-    double draftSeconds = now() - draftStart;
+    double draftSeconds = seconds() - draftStart;
     ss.draft_seconds += draftSeconds;
 
     // Verify the pending token and the proposals in one target pass.
-    double verifyStart = now();
+    double verifyStart = seconds();
     int64_t base = hasten_sequence_length(target);
     step.assign(1, pending);
     step.insert(step.end(), proposals.begin(), proposals.end());
@@ -443,7 +394,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     if (hasten_status status =
             hasten_sequence_verify(target, step.data(), step.size(), verifyLogits.data()))
       return finish(status);
-    double verifySeconds = now() - verifyStart;
+    double verifySeconds = seconds() - verifyStart;
     ss.verify_seconds += verifySeconds;
     ++ss.steps;
     ss.drafted += (int64_t)proposals.size();

@@ -23,6 +23,18 @@ def decoders(work):
         yield preset, cfg, md.make_weights(cfg), onnx_path
 
 
+class Checks:
+    """Counts and prints named pass/fail checks."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, ok, what):
+        self.passed += bool(ok)
+        self.failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
+
+
 def parse_args(directory_arg):
     """The command line of a check: a build or bin folder, then any number of
     extra hasten-compile flags."""

@@ -41,16 +41,6 @@ CAPACITY = 128
 PROMPT = [1, 17, 42, 99, 5, 200, 3]
 
 
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, ok, what):
-        self.passed += bool(ok)
-        self.failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {what}")
-
-
 def rel_err(actual, expected):
     return float(np.max(np.abs(actual - expected)) / (np.max(np.abs(expected)) + 1e-30))
 
@@ -116,7 +106,7 @@ def main():
     args = e2e.parse_args("build")
     build = args.build
     rt = hc.Runtime(os.path.join(build, "lib"))
-    c = Checks()
+    c = e2e.Checks()
     with tempfile.TemporaryDirectory(prefix="hasten-gen-") as work:
         for preset, cfg, weights, onnx_path in e2e.decoders(work):
             expected_ids = PROMPT + greedy_reference(cfg, weights, PROMPT, 64)

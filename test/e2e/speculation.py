@@ -56,16 +56,6 @@ CHI2_CRITICAL = {df: v for df, v in enumerate(
      54.05])}
 
 
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, ok, what):
-        self.passed += bool(ok)
-        self.failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {what}", flush=True)
-
-
 def rel_error(got, want):
     return float(np.max(np.abs(got - want)) / max(1e-6, np.max(np.abs(want))))
 
@@ -186,7 +176,7 @@ def main():
     args = e2e.parse_args("build")
     build = args.build
     rt = hc.Runtime(os.path.join(build, "lib"))
-    c = Checks()
+    c = e2e.Checks()
     tcfg = md.Config(**md.PRESETS["llama-tiny"])
     dcfg = md.Config(arch="gpt2", layers=1, hidden=32, heads=2, vocab=256, seed=7)
     vcfg = md.Config(arch="gpt2", layers=1, hidden=32, heads=2, vocab=128, seed=3)
