@@ -158,6 +158,24 @@ struct AdaptiveK {
   }
 };
 
+/// Makes `seq` hold `want`, then `extra` when it is not negative: keeps the
+/// longest common prefix of what it holds and runs the rest in one pass,
+/// writing the last token's logits to `logits` (when something ran).
+hasten_status bringUpTo(hasten_sequence *seq, const std::vector<int64_t> &want, int64_t extra,
+                        float *logits, std::vector<int64_t> &scratch) {
+  const int64_t *held = hasten_sequence_tokens(seq);
+  int64_t common = 0, heldLength = hasten_sequence_length(seq);
+  while (common < heldLength && common < (int64_t)want.size() && held[common] == want[common])
+    ++common;
+  if (hasten_status status = hasten_sequence_truncate(seq, common))
+    return status;
+  scratch.assign(want.begin() + common, want.end());
+  if (extra >= 0)
+    scratch.push_back(extra);
+  return scratch.empty() ? HASTEN_OK
+                         : hasten_sequence_append(seq, scratch.data(), scratch.size(), logits);
+}
+
 /// -log of token's probability under softmax(row).
 double negativeLogProbability(const float *row, int64_t vocab, int64_t token) {
   float top = *std::max_element(row, row + vocab);
@@ -304,19 +322,11 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     // and accepts, for the same output.
     if (fusedK > 0 && steps == fusedK) {
       double fusedStart = seconds();
-      // The draft must hold exactly the target's tokens.
-      const int64_t *tokens = hasten_sequence_tokens(target);
-      int64_t length = hasten_sequence_length(target);
-      const int64_t *held = hasten_sequence_tokens(draft);
-      int64_t common = 0, heldLength = hasten_sequence_length(draft);
-      while (common < heldLength && common < length && held[common] == tokens[common])
-        ++common;
-      if (hasten_status status = hasten_sequence_truncate(draft, common))
+      // The draft must hold exactly the target's tokens (the draft
+      // context, as RAPID is off).
+      if (hasten_status status = bringUpTo(draft, draftContext, -1, nullptr, step))
         return finish(status);
-      if (common < length)
-        if (hasten_status status =
-                hasten_sequence_append(draft, tokens + common, length - common, nullptr))
-          return finish(status);
+      int64_t length = hasten_sequence_length(target);
       int64_t base = length;
       if (hasten_status status = runFusedSpeculation(target, draft, pending, proposals))
         return finish(status);
@@ -344,19 +354,9 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     proposals.clear();
     draftProbs.clear();
     if (steps > 0 && draft) {
-      // Bring the draft to its context plus the pending token: keep the
-      // common prefix, run the rest in one pass.
-      const int64_t *held = hasten_sequence_tokens(draft);
-      int64_t common = 0, heldLength = hasten_sequence_length(draft);
-      while (common < heldLength && common < (int64_t)draftContext.size() &&
-             held[common] == draftContext[common])
-        ++common;
-      if (hasten_status status = hasten_sequence_truncate(draft, common))
-        return finish(status);
-      step.assign(draftContext.begin() + common, draftContext.end());
-      step.push_back(pending);
+      // Bring the draft to its context plus the pending token.
       if (hasten_status status =
-              hasten_sequence_append(draft, step.data(), step.size(), draftLogits.data()))
+              bringUpTo(draft, draftContext, pending, draftLogits.data(), step))
         return finish(status);
       for (int64_t i = 0; i < steps; ++i) {
         if (so.fallback_threshold > 0.0f &&

@@ -19,6 +19,13 @@ heldout.txt, train-log.txt. Training is bounded by wall time (--minutes per
 model); CI never runs this. Use /usr/bin/python3 (Debian's torch 1.13).
 
   train_pair.py [--out DIR] [--minutes-target 40] [--minutes-draft 12] [--threads 1]
+  train_pair.py --distill-minutes 20     # then: the draft learns the target's
+                                         # distributions (KL), starting from
+                                         # the saved draft
+
+Distillation (as DistillSpec does) is what makes a draft agree with its
+target: a draft trained on the text alone predicts the text, not what the
+target would say.
 """
 
 import argparse
@@ -102,17 +109,32 @@ class Decoder(torch.nn.Module):
                 for name, p in self.params.items()}
 
 
-def train(name, cfg, data, held, minutes, log, seq=256, batch=8, lr=1e-3):
+def load_weights(path):
+    """A saved model's weights, by make_decoder's names (its initializers)."""
+    from onnx import numpy_helper
+    model = onnx.load(path)
+    return {init.name: numpy_helper.to_array(init).copy() for init in model.graph.initializer}
+
+
+def train(name, cfg, data, held, minutes, log, seq=256, batch=8, lr=1e-3, teacher=None,
+          start=None):
+    """Trains for `minutes`; on the text (cross-entropy), or with a
+    `teacher`, on its distributions (KL divergence). `start`: initial
+    weights."""
     torch.manual_seed(cfg.layers * 1000 + cfg.hidden)
     model = Decoder(cfg)
+    if start is not None:
+        with torch.no_grad():
+            for name_, p in model.params.items():
+                p.copy_(torch.from_numpy(start[name_.replace("__", ".")]))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
     tokens = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64))
     held_tokens = torch.from_numpy(np.frombuffer(held, dtype=np.uint8).astype(np.int64))
     rng = np.random.default_rng(0)
-    start, step, deadline = time.time(), 0, time.time() + minutes * 60
+    begun, step, deadline = time.time(), 0, time.time() + minutes * 60
     # Cosine decay over the expected number of steps, re-estimated as it goes.
     while time.time() < deadline:
-        elapsed = time.time() - start
+        elapsed = time.time() - begun
         expected = max(step + 1, int(step / max(elapsed, 1e-9) * minutes * 60)) if step else 10**6
         for group in opt.param_groups:
             warm = min(1.0, (step + 1) / 50)
@@ -120,14 +142,20 @@ def train(name, cfg, data, held, minutes, log, seq=256, batch=8, lr=1e-3):
         offsets = rng.integers(0, len(tokens) - seq - 1, batch)
         x = torch.stack([tokens[o:o + seq] for o in offsets])
         y = torch.stack([tokens[o + 1:o + seq + 1] for o in offsets])
-        loss = F.cross_entropy(model(x).reshape(-1, cfg.vocab), y.reshape(-1))
+        if teacher is None:
+            loss = F.cross_entropy(model(x).reshape(-1, cfg.vocab), y.reshape(-1))
+        else:
+            with torch.no_grad():
+                target = F.log_softmax(teacher(x).reshape(-1, cfg.vocab), -1)
+            loss = F.kl_div(F.log_softmax(model(x).reshape(-1, cfg.vocab), -1), target,
+                            log_target=True, reduction="batchmean")
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
         if step % 25 == 0:
-            line = f"{name}: step {step}, {time.time() - start:.0f} s, loss {loss.item():.3f} nats/byte"
+            line = f"{name}: step {step}, {time.time() - begun:.0f} s, loss {loss.item():.3f}"
             print(line, flush=True)
             log.write(line + "\n")
             log.flush()
@@ -137,7 +165,7 @@ def train(name, cfg, data, held, minutes, log, seq=256, batch=8, lr=1e-3):
             x = held_tokens[o:o + seq][None]
             y = held_tokens[o + 1:o + seq + 1][None]
             losses.append(F.cross_entropy(model(x).reshape(-1, cfg.vocab), y.reshape(-1)).item())
-    line = f"{name}: {step} steps in {time.time() - start:.0f} s; held-out loss {np.mean(losses):.3f} nats/byte"
+    line = f"{name}: {step} steps in {time.time() - begun:.0f} s; held-out loss {np.mean(losses):.3f} nats/byte"
     print(line, flush=True)
     log.write(line + "\n")
     return model
@@ -149,6 +177,8 @@ def main():
     parser.add_argument("--minutes-target", type=float, default=40)
     parser.add_argument("--minutes-draft", type=float, default=12)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--distill-minutes", type=float, default=0,
+                        help="only distill the saved draft from the saved target")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -156,21 +186,37 @@ def main():
     print(f"corpus: {len(data)} bytes of training text, {len(held)} held out", flush=True)
     with open(os.path.join(args.out, "heldout.txt"), "wb") as f:
         f.write(held)
+    if args.distill_minutes > 0:
+        teacher = Decoder(TARGET)
+        with torch.no_grad():
+            weights = load_weights(os.path.join(args.out, "target.onnx"))
+            for name, p in teacher.params.items():
+                p.copy_(torch.from_numpy(weights[name.replace("__", ".")]))
+        teacher.eval()
+        with open(os.path.join(args.out, "train-log.txt"), "a") as log:
+            model = train("draft (distilled)", DRAFT, data, held, args.distill_minutes, log,
+                          teacher=teacher,
+                          start=load_weights(os.path.join(args.out, "draft.onnx")))
+            export(model, DRAFT, held, os.path.join(args.out, "draft.onnx"), "draft")
+        return
     with open(os.path.join(args.out, "train-log.txt"), "w") as log:
         for name, cfg, minutes in (("draft", DRAFT, args.minutes_draft),
                                    ("target", TARGET, args.minutes_target)):
             model = train(name, cfg, data, held, minutes, log)
-            weights = model.weights()
-            # The export must compute what was trained: compare on a prompt.
-            ids = np.frombuffer(held[:48], dtype=np.uint8).astype(np.int64)[None]
-            want = model(torch.from_numpy(ids)).detach().numpy()
-            got, _ = md.reference(cfg, weights, ids)
-            err = float(np.max(np.abs(got - want)))
-            if err > 1e-3:
-                sys.exit(f"{name}: the exported weights disagree with torch by {err}")
-            path = os.path.join(args.out, name + ".onnx")
-            onnx.save(md.build_model(cfg, weights), path)
-            print(f"wrote {path} (max |reference - torch| {err:.1e})", flush=True)
+            export(model, cfg, held, os.path.join(args.out, name + ".onnx"), name)
+
+
+def export(model, cfg, held, path, name):
+    weights = model.weights()
+    # The export must compute what was trained: compare on a prompt.
+    ids = np.frombuffer(held[:48], dtype=np.uint8).astype(np.int64)[None]
+    want = model(torch.from_numpy(ids)).detach().numpy()
+    got, _ = md.reference(cfg, weights, ids)
+    err = float(np.max(np.abs(got - want)))
+    if err > 1e-3:
+        sys.exit(f"{name}: the exported weights disagree with torch by {err}")
+    onnx.save(md.build_model(cfg, weights), path)
+    print(f"wrote {path} (max |reference - torch| {err:.1e})", flush=True)
 
 
 if __name__ == "__main__":
