@@ -545,11 +545,12 @@ __attribute__((target("avx512f"))) void f32GemvStrips(int64_t begin, int64_t end
 }
 
 /// A few rows of x at once (verification and short prompts: M = 2 to 16):
-/// each strip is read from memory once, by the first group of up to four
+/// each strip is read from memory once, by the first group of up to six
 /// rows; the later groups find it in the cache. Per row and column the sum
 /// runs in the same order as f32Strips', so each row's result is bit for
 /// bit the one-row GEMV's: verifying a token scores it exactly as decoding
-/// it does.
+/// it does. Six rows keep 24 accumulators, the strip row's four vectors
+/// and a broadcast in the 32 vector registers.
 struct F32GemmJob {
   const PackedF32Gemv *w;
   const float *x;
@@ -587,8 +588,14 @@ f32StripRows(const F32GemmJob &job, int64_t s, int64_t row0) {
 __attribute__((target("avx512f"))) void f32GemmStrips(int64_t begin, int64_t end, void *data) {
   auto *job = static_cast<F32GemmJob *>(data);
   for (int64_t s = begin; s < end; ++s)
-    for (int64_t row0 = 0; row0 < job->rows; row0 += 4)
-      switch (std::min<int64_t>(4, job->rows - row0)) {
+    for (int64_t row0 = 0; row0 < job->rows; row0 += 6)
+      switch (std::min<int64_t>(6, job->rows - row0)) {
+      case 6:
+        f32StripRows<6>(*job, s, row0);
+        break;
+      case 5:
+        f32StripRows<5>(*job, s, row0);
+        break;
       case 4:
         f32StripRows<4>(*job, s, row0);
         break;
