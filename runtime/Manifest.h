@@ -22,7 +22,9 @@ namespace hasten {
 /// and the module its device and KV caches; the runtime reads roles, never
 /// names, and refuses version 1 modules. Version 3: the module carries
 /// hasten_module_hash, and generated code allocates through the runtime.
-constexpr uint32_t kManifestFormatVersion = 3;
+/// Version 4: the roles of the spec_step entry (draft cache and length,
+/// accepted tokens), checked in range on load.
+constexpr uint32_t kManifestFormatVersion = 4;
 
 /// The module exports the manifest bytes and their size under these names.
 constexpr const char *kManifestSymbol = "hasten_manifest";

@@ -147,7 +147,7 @@ const char *hasten_signature_dim_name(const hasten_module *module,
                                       size_t index, int dim);
 
 /* The typed contract between the compiler and the runtime (manifest format
- * version 3): what each entry is for, which model it belongs to, what each of
+ * version 4): what each entry is for, which model it belongs to, what each of
  * its tensors is, and the KV cache its model's entries share. The runtime's
  * own generation code finds entries and tensors this way, never by name.
  * The values match the hasten dialect's entry kinds and roles. */
