@@ -155,6 +155,12 @@ struct GenerateOptions : hasten_generate_options {
   GenerateOptions() { hasten_generate_options_init(this); }
 };
 
+/// Speculation settings for Sequence::generateSpeculative, initialized to the
+/// C API's defaults (K chosen adaptively, no BiLD, no RAPID).
+struct SpeculationOptions : hasten_speculation_options {
+  SpeculationOptions() { hasten_speculation_options_init(this); }
+};
+
 /// A pool of KV-cache blocks that several sequences of a paged module
 /// share. Free (destroy) it after every sequence using it.
 class KVPool {
@@ -207,6 +213,16 @@ public:
     return check(hasten_sequence_create(module.get(), pool ? pool->get() : nullptr, &seq_),
                  error);
   }
+  /// A new, empty sequence of the decoder in model namespace `model` (a
+  /// draft compiled with hasten-compile --draft is "draft").
+  bool createForModel(Module &module, const char *model, KVPool *pool = nullptr,
+                      std::string *error = nullptr) {
+    hasten_sequence_free(seq_);
+    seq_ = nullptr;
+    return check(hasten_sequence_create_for_model(module.get(), model,
+                                                  pool ? pool->get() : nullptr, &seq_),
+                 error);
+  }
   /// A copy that continues independently (paged: sharing blocks).
   bool fork(Sequence &out, std::string *error = nullptr) const {
     hasten_sequence_free(out.seq_);
@@ -218,8 +234,18 @@ public:
   bool append(const std::vector<int64_t> &tokens, std::vector<float> *logits = nullptr,
               std::string *error = nullptr) {
     if (logits)
-      logits->resize(hasten_module_vocab_size(module()));
+      logits->resize(hasten_sequence_vocab_size(seq_));
     return check(hasten_sequence_append(seq_, tokens.data(), tokens.size(),
+                                        logits ? logits->data() : nullptr),
+                 error);
+  }
+  /// Like append, but `logits` (if given) gets every token's logits, one
+  /// row of vocabulary size per token (the verify entry).
+  bool verify(const std::vector<int64_t> &tokens, std::vector<float> *logits = nullptr,
+              std::string *error = nullptr) {
+    if (logits)
+      logits->resize(tokens.size() * hasten_sequence_vocab_size(seq_));
+    return check(hasten_sequence_verify(seq_, tokens.data(), tokens.size(),
                                         logits ? logits->data() : nullptr),
                  error);
   }
@@ -250,10 +276,31 @@ public:
     generated.resize(ok || st.generated_tokens >= 0 ? st.generated_tokens : 0);
     return generated;
   }
+  /// generate() with `draft` proposing tokens (null: prompt lookup); see
+  /// hasten_generate_speculative.
+  std::vector<int64_t> generateSpeculative(const std::vector<int64_t> &prompt, Sequence *draft,
+                                           const GenerateOptions &options,
+                                           const SpeculationOptions &speculation,
+                                           hasten_generate_stats *stats = nullptr,
+                                           hasten_speculation_stats *speculationStats = nullptr,
+                                           std::string *error = nullptr) {
+    std::vector<int64_t> generated(options.max_new_tokens > 0 ? options.max_new_tokens : 0);
+    hasten_generate_stats local{};
+    hasten_generate_stats &st = stats ? *stats : local;
+    st.struct_size = sizeof(st);
+    hasten_speculation_stats localSpec{};
+    hasten_speculation_stats &ss = speculationStats ? *speculationStats : localSpec;
+    ss.struct_size = sizeof(ss);
+    check(hasten_generate_speculative(seq_, draft ? draft->seq_ : nullptr, prompt.data(),
+                                      prompt.size(), &options, &speculation, generated.data(),
+                                      &st, &ss),
+          error);
+    generated.resize(st.generated_tokens > 0 ? st.generated_tokens : 0);
+    return generated;
+  }
   hasten_sequence *get() const { return seq_; }
 
 private:
-  const hasten_module *module() const { return hasten_sequence_module(seq_); }
   static bool check(hasten_status status, std::string *error) {
     if (status != HASTEN_OK && error)
       *error = hasten_last_error();

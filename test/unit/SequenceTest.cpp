@@ -82,6 +82,50 @@ TEST_P(SequenceTest, GenerateMatchesAGreedyLoop) {
   EXPECT_EQ(generated.tokens(), stepped.tokens());
 }
 
+TEST_P(SequenceTest, SpeculationKeepsTheGreedyOutput) {
+  // Any decoder with the target's vocabulary can draft, the target itself
+  // included (every proposal accepted), and prompt lookup needs none.
+  std::string error;
+  hasten::Sequence plain, target, draft, lookup;
+  ASSERT_TRUE(plain.create(module, nullptr, &error)) << error;
+  ASSERT_TRUE(target.create(module, nullptr, &error)) << error;
+  ASSERT_TRUE(draft.createForModel(module, "", nullptr, &error)) << error;
+  ASSERT_TRUE(lookup.create(module, nullptr, &error)) << error;
+  hasten::GenerateOptions options;
+  options.max_new_tokens = 20;
+  hasten::SpeculationOptions speculation;
+  speculation.k = 3;
+  std::vector<int64_t> want = plain.generate({1, 17, 42, 1, 17}, options, nullptr, &error);
+  ASSERT_EQ(want.size(), 20u) << error;
+  hasten_speculation_stats stats{};
+  std::vector<int64_t> got = target.generateSpeculative({1, 17, 42, 1, 17}, &draft, options,
+                                                        speculation, nullptr, &stats, &error);
+  EXPECT_EQ(got, want) << error;
+  EXPECT_GT(stats.drafted, 0);
+  EXPECT_EQ(stats.accepted, stats.drafted);
+  EXPECT_EQ(target.tokens(), plain.tokens());
+  got = lookup.generateSpeculative({1, 17, 42, 1, 17}, nullptr, options, speculation, nullptr,
+                                   nullptr, &error);
+  EXPECT_EQ(got, want) << error;
+
+  // verify() scores every token as single decode steps do.
+  hasten::Sequence verified, stepped;
+  ASSERT_TRUE(verified.create(module, nullptr, &error)) << error;
+  ASSERT_TRUE(stepped.create(module, nullptr, &error)) << error;
+  ASSERT_TRUE(verified.append({3, 1, 4}, nullptr, &error)) << error;
+  ASSERT_TRUE(stepped.append({3, 1, 4}, nullptr, &error)) << error;
+  std::vector<float> rows, row;
+  ASSERT_TRUE(verified.verify({1, 5, 9}, &rows, &error)) << error;
+  ASSERT_EQ(rows.size(), 3u * 256u);
+  const int64_t more[] = {1, 5, 9};
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(stepped.append({more[i]}, &row, &error)) << error;
+    for (size_t j = 0; j < row.size(); ++j)
+      EXPECT_NEAR(rows[i * 256 + j], row[j], 1e-4f * (1 + std::abs(row[j])))
+          << "token " << i << ", logit " << j;
+  }
+}
+
 TEST_P(SequenceTest, ForkAndRollbackMatchAFreshSequence) {
   std::string error;
   hasten::Sequence parent, child, fresh;
