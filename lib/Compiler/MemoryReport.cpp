@@ -57,7 +57,8 @@ llvm::json::Object hasten::buildMemoryReport(ModuleOp module, const KVCachePlan 
   // A draft compiled into the module (--draft) has a cache of its own.
   if (draftKV && draftKV->decoder)
     report["draft_kv_cache"] = kvCacheReport(*draftKV);
-  // Decoder entries at their largest workload (a full prefill, a decode at
+  // Decoder entries at their largest workload (a full prefill or
+  // verification, a decode at
   // the last position), other functions with every dynamic dimension at 1.
   llvm::json::Array activations;
   for (auto func : module.getOps<func::FuncOp>()) {

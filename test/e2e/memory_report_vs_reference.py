@@ -10,7 +10,7 @@ contiguous and a paged cache.
 - Activation figures from the IR the plan is read from (dumped with
   --mlir-print-ir-after=hasten-dealloc-after-last-use): every memref.alloc
   sized by evaluating its dynamic sizes at the entry's workload (a full
-  prefill, a decode at the last position), and each buffer live from its
+  prefill or verification, a decode at the last position), and each buffer live from its
   allocation to the memref.dealloc that frees it (or to the end). That is
   where the generated code really frees memory, while the compiler's plan
   works from the uses of the buffer and of its views: the two must agree on
@@ -30,7 +30,7 @@ import onnx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from generation_vs_numpy import Checks  # noqa: E402
+from e2e_common import Checks  # noqa: E402
 
 ELEMENT_BYTES = {"f64": 8, "i64": 8, "f32": 4, "i32": 4, "bf16": 2, "f16": 2, "i16": 2,
                  "i8": 1, "i1": 1, "ui8": 1}
@@ -309,7 +309,8 @@ def main():
                 cap = expected["capacity_tokens"]
                 for entry in report["activations"]:
                     name = entry["entry"]
-                    workload = {"prefill": (cap, 0), "decode": (1, cap - 1)}.get(name, (1, 0))
+                    workload = {"prefill": (cap, 0), "verify": (cap, 0),
+                                "decode": (1, cap - 1)}.get(name, (1, 0))
                     c.check((entry["tokens"], entry["past_length"]) == workload,
                             f"{tag}: {name} planned at tokens {entry['tokens']}, past "
                             f"{entry['past_length']} (expected {workload})")

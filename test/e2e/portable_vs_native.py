@@ -29,7 +29,8 @@ sys.path.insert(0, HERE)
 import e2e_common as e2e  # noqa: E402
 import hasten_ctypes as hc  # noqa: E402
 import make_decoder as md  # noqa: E402
-from generation_vs_numpy import CAPACITY, Checks, logits_walk, rel_err  # noqa: E402
+from e2e_common import Checks  # noqa: E402
+from generation_vs_numpy import CAPACITY, logits_walk, rel_err  # noqa: E402
 
 SAME_TOL = 1e-5
 BF16_TOL = 1e-2
