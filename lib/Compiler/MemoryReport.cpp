@@ -58,8 +58,8 @@ llvm::json::Object hasten::buildMemoryReport(ModuleOp module, const KVCachePlan 
   if (draftKV && draftKV->decoder)
     report["draft_kv_cache"] = kvCacheReport(*draftKV);
   // Decoder entries at their largest workload (a full prefill or
-  // verification, a decode at
-  // the last position), other functions with every dynamic dimension at 1.
+  // verification, a decode at the last position), other functions with
+  // every dynamic dimension at 1.
   llvm::json::Array activations;
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isExternal())
