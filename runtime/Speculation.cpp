@@ -123,11 +123,15 @@ std::vector<int64_t> retrievalContext(const std::vector<int64_t> &context, int64
 
 /// K for the next step when the caller asked for k = 0: the K in [1, 8]
 /// that maximizes expected tokens per second, (1 - a^(K+1)) / (1 - a)
-/// tokens for K draft steps and one verification, with the acceptance rate
-/// a and both costs measured over recent steps.
+/// tokens for K draft steps and one verification of K + 1 tokens, with the
+/// acceptance rate a, the draft step's cost and each K's verification cost
+/// measured over recent steps. A K not measured yet is costed as the
+/// nearest measured one, so that it gets tried.
 struct AdaptiveK {
+  static constexpr int kMax = 8;
   double accepted = 2.0, rejected = 1.0; // a prior of 2/3
-  double draftStep = -1.0, verify = -1.0;
+  double draftStep = -1.0;
+  double verify[kMax + 1] = {-1, -1, -1, -1, -1, -1, -1, -1, -1};
 
   void record(int64_t proposed, int64_t kept, double draftSeconds, double verifySeconds) {
     const double decay = 0.9, weight = 0.3;
@@ -137,18 +141,29 @@ struct AdaptiveK {
       double perToken = draftSeconds / proposed;
       draftStep = draftStep < 0 ? perToken : draftStep + weight * (perToken - draftStep);
     }
-    verify = verify < 0 ? verifySeconds : verify + weight * (verifySeconds - verify);
+    if (proposed >= 1 && proposed <= kMax) {
+      double &v = verify[proposed];
+      v = v < 0 ? verifySeconds : v + weight * (verifySeconds - v);
+    }
+  }
+
+  double verifyCost(int k) const {
+    for (int d = 0; d <= kMax; ++d)
+      for (int candidate : {k - d, k + d})
+        if (candidate >= 1 && candidate <= kMax && verify[candidate] > 0)
+          return verify[candidate];
+    return -1.0;
   }
 
   int choose() const {
-    if (draftStep < 0 || verify <= 0)
+    if (draftStep < 0 || verifyCost(1) <= 0)
       return 4;
     double rate = std::min(accepted / (accepted + rejected), 0.999);
     int best = 1;
     double bestSpeed = 0.0;
-    for (int k = 1; k <= 8; ++k) {
+    for (int k = 1; k <= kMax; ++k) {
       double tokens = (1.0 - std::pow(rate, k + 1)) / (1.0 - rate);
-      double speed = tokens / (k * draftStep + verify);
+      double speed = tokens / (k * draftStep + verifyCost(k));
       if (speed > bestSpeed) {
         bestSpeed = speed;
         best = k;
