@@ -96,6 +96,18 @@ bool readRoles(const hasten_module *m, const char *entry, std::vector<hasten_ten
   return true;
 }
 
+/// The entry of `kind` in `model`, or null, leaving the thread's last
+/// error as it was: an optional entry that is absent is no error.
+const char *findOptionalEntry(const hasten_module *m, const char *model,
+                              hasten_entry_kind kind) {
+  std::string error = hasten_last_error();
+  const char *entry = nullptr;
+  if (hasten_find_entry(m, model, kind, &entry) != HASTEN_OK)
+    entry = nullptr;
+  hasten::runtime::failWith(HASTEN_OK, error);
+  return entry;
+}
+
 /// The decoder of model namespace `model` ("" for the main model).
 bool readDecoderInfo(const hasten_module *m, DecoderInfo &info, const char *model = "") {
   hasten_kv_cache_info kv{};
@@ -105,11 +117,8 @@ bool readDecoderInfo(const hasten_module *m, DecoderInfo &info, const char *mode
       hasten_module_kv_cache(m, model, &kv) != HASTEN_OK)
     return false;
   // A module without a verify entry still generates; only verification
-  // needs it. Lookup failures set the thread's error, which is no error here.
-  std::string error = hasten_last_error();
-  if (hasten_find_entry(m, model, HASTEN_ENTRY_VERIFY, &info.verifyEntry) != HASTEN_OK)
-    info.verifyEntry = nullptr;
-  hasten::runtime::failWith(HASTEN_OK, error);
+  // needs it.
+  info.verifyEntry = findOptionalEntry(m, model, HASTEN_ENTRY_VERIFY);
   info.model = model;
   info.dtype = kv.dtype;
   info.elementBytes = hasten_dtype_size(kv.dtype);
@@ -644,11 +653,9 @@ bool findSpecStep(const hasten_sequence *target, const hasten_sequence *draft, S
       draft->info.model != "draft" || target->pool || draft->pool)
     return false;
   const hasten_module *m = target->module;
-  std::string error = hasten_last_error();
-  bool found = hasten_find_entry(m, "", HASTEN_ENTRY_SPEC_STEP, &step.entry) == HASTEN_OK;
-  hasten::runtime::failWith(HASTEN_OK, error); // not finding one is no error
+  step.entry = findOptionalEntry(m, "", HASTEN_ENTRY_SPEC_STEP);
   size_t inputs = 0, outputs = 0;
-  if (!found || hasten_entry_num_tensors(m, step.entry, 0, &inputs) != HASTEN_OK ||
+  if (!step.entry || hasten_entry_num_tensors(m, step.entry, 0, &inputs) != HASTEN_OK ||
       hasten_entry_num_tensors(m, step.entry, 1, &outputs) != HASTEN_OK)
     return false;
   for (int isOutput = 0; isOutput < 2; ++isOutput)
