@@ -14,7 +14,7 @@ HASTEN_PACKAGES=(
   libonnx-dev libonnx-testdata python3-onnx python3-numpy libprotobuf-dev
   libflatbuffers-dev flatbuffers-compiler
   libdnnl-dev
-  cmake ninja-build libgtest-dev valgrind python3-venv
+  cmake ninja-build pkgconf libgtest-dev valgrind python3-venv
 )
 
 hasten_install_packages() {

@@ -51,6 +51,10 @@ static cl::opt<int64_t> parallelMinWork(cl::cat(toolCategory),
     "parallel-min-work",
     cl::desc("Generated loops with fewer total iterations run on one thread"),
     cl::init(32768));
+static cl::opt<std::string> runtimeRPath(cl::cat(toolCategory), "runtime-rpath",
+    cl::desc("The module's RUNPATH, where the loader finds libhasten_runtime.so "
+             "(colon-separated; empty for none). Default: this hasten's lib folder and $ORIGIN"),
+    cl::value_desc("dirs"));
 static cl::opt<bool> timing(cl::cat(toolCategory), "timing", cl::desc("Print the time each compiler phase took"));
 static cl::opt<bool> printIRAfterAll(cl::cat(toolCategory), "print-ir-after-all",
                                      cl::desc("Print the IR after every MLIR pass"));
@@ -145,6 +149,8 @@ int main(int argc, char **argv) {
   SmallString<256> runtimeDir(sys::path::parent_path(sys::path::parent_path(self)));
   sys::path::append(runtimeDir, "lib");
   options.cpu.runtimeLibraryDir = std::string(runtimeDir);
+  if (runtimeRPath.getNumOccurrences())
+    options.cpu.runtimeRPath = runtimeRPath.getValue();
   options.decoderEntries = !noDecoderEntries;
   options.verifyEntry = !noVerifyEntry;
   options.draftPath = draftModel;

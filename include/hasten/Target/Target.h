@@ -19,6 +19,7 @@
 #include "mlir/Pass/PassManager.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,10 @@ struct CpuTargetOptions {
   int64_t parallelMinWork = 32768;
   /// Where libhasten_runtime.so lives, for modules that call its kernels.
   std::string runtimeLibraryDir;
+  /// The module's RUNPATH, where the dynamic loader looks for the runtime.
+  /// Unset: runtimeLibraryDir and $ORIGIN (a module next to its runtime).
+  /// Set, possibly empty: exactly these colon-separated directories.
+  std::optional<std::string> runtimeRPath;
   /// Test hook: extra cpuinfo features the manifest requires.
   std::vector<std::string> extraRequiredFeatures;
 };

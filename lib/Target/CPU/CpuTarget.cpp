@@ -399,6 +399,15 @@ public:
       // The runtime is needed only by modules that call its kernels.
       if (!options.runtimeLibraryDir.empty())
         args.append({runtimeDir, "--as-needed", "-lhasten_runtime", "--no-as-needed"});
+      // Where the loader finds the runtime when a program that does not
+      // link it (Python's ctypes, a plain dlopen) loads the module.
+      std::string rpath = options.runtimeRPath
+                              ? *options.runtimeRPath
+                              : options.runtimeLibraryDir.empty()
+                                    ? std::string("$ORIGIN")
+                                    : options.runtimeLibraryDir + ":$ORIGIN";
+      if (!rpath.empty())
+        args.append({"--enable-new-dtags", "-rpath", rpath});
       // compiler-rt builtins for what the CPU lacks (f64 -> f16 without
       // AVX512-FP16, ...), linked in and kept out of the module's exports.
       args.append({"--exclude-libs=ALL", HASTEN_CLANG_RT_BUILTINS, "-lm", "-lc"});
