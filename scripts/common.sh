@@ -13,7 +13,7 @@ HASTEN_PACKAGES=(
   libclang-rt-22-dev
   libonnx-dev libonnx-testdata python3-onnx python3-numpy libprotobuf-dev
   libflatbuffers-dev flatbuffers-compiler
-  libdnnl-dev
+  libdnnl-dev nlohmann-json3-dev libsentencepiece-dev
   cmake ninja-build pkgconf libgtest-dev valgrind python3-venv
 )
 

@@ -6,7 +6,8 @@
  * sequences, KV caches and generation; 3: entry kinds, tensor roles and KV
  * cache descriptions, option and stats structs that carry their size, bad
  * indices reported as errors; 4: sequences of a model namespace, verification
- * and speculative generation); hasten_runtime_api_version() reports the
+ * and speculative generation; 5: tokenizers and text streams);
+ * hasten_runtime_api_version() reports the
  * version of the library actually loaded. Compiled modules carry a manifest with their own
  * format version, checked by hasten_module_load.
  *
@@ -46,7 +47,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 4
+#define HASTEN_RUNTIME_API_VERSION 5
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -446,6 +447,71 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
                                           const hasten_speculation_options *speculation,
                                           int64_t *generated, hasten_generate_stats *stats,
                                           hasten_speculation_stats *speculation_stats);
+
+/*------------------------------------------------------------- tokenizers --*/
+
+/* Text to token ids and back with the tokenizer a model ships with:
+ * Hugging Face's tokenizer.json for byte-level BPE (GPT-2, Llama 3, Qwen2:
+ * added tokens, the NFC normalizer on text NFC leaves alone, their split
+ * expressions, merges, a BOS template), or a SentencePiece model file (Llama
+ * 2, Mistral, T5; through libhasten_sentencepiece.so, loaded from the
+ * runtime's folder on first use). A tokenizer.json asking for anything else
+ * is refused by name at load, never approximated. A tokenizer is immutable:
+ * several threads may use one at once. */
+
+typedef struct hasten_tokenizer hasten_tokenizer;
+typedef struct hasten_text_stream hasten_text_stream;
+
+/* `path`: a tokenizer.json, a SentencePiece .model, or a folder holding
+ * either (tokenizer.json first). A tokenizer_config.json beside it supplies
+ * the BOS and EOS tokens and the chat template. */
+hasten_status hasten_tokenizer_load(const char *path, hasten_tokenizer **out);
+void hasten_tokenizer_free(hasten_tokenizer *tokenizer);
+/* "byte-level BPE" or "SentencePiece"; lives as long as the tokenizer. */
+const char *hasten_tokenizer_kind(const hasten_tokenizer *tokenizer);
+/* One past the largest token id; -1 for a NULL tokenizer. */
+int64_t hasten_tokenizer_vocab_size(const hasten_tokenizer *tokenizer);
+/* The id of the token spelled `token` ("<|endoftext|>"), or -1. */
+int64_t hasten_tokenizer_token_id(const hasten_tokenizer *tokenizer, const char *token);
+/* The BOS and EOS ids, or -1 when the tokenizer names none. */
+int64_t hasten_tokenizer_bos_id(const hasten_tokenizer *tokenizer);
+int64_t hasten_tokenizer_eos_id(const hasten_tokenizer *tokenizer);
+/* tokenizer_config.json's chat template ("" when none); lives as long as the
+ * tokenizer. */
+const char *hasten_tokenizer_chat_template(const hasten_tokenizer *tokenizer);
+
+/* Encodes `length` bytes of UTF-8 `text`. `*count` receives the number of
+ * ids; they are written to `ids` when it has room (`capacity`), else the call
+ * fails with HASTEN_ERROR_INVALID_ARGUMENT and `*count` says how many are
+ * needed (pass ids = NULL, capacity = 0 to ask). `add_special_tokens`: the
+ * tokens the model's template adds (a BOS). */
+hasten_status hasten_tokenizer_encode(const hasten_tokenizer *tokenizer, const char *text,
+                                      size_t length, int add_special_tokens, int64_t *ids,
+                                      size_t capacity, size_t *count);
+/* Decodes `count` ids into `text` the same way: `*length` receives the byte
+ * count (no terminating NUL is written or counted). The bytes may end inside
+ * a UTF-8 character that a later token completes; text streams handle that.
+ * `skip_special_tokens` leaves out special and control tokens. An id outside
+ * the vocabulary is an error. */
+hasten_status hasten_tokenizer_decode(const hasten_tokenizer *tokenizer, const int64_t *ids,
+                                      size_t count, int skip_special_tokens, char *text,
+                                      size_t capacity, size_t *length);
+
+/* Incremental decoding for streaming output: push each generated token and
+ * print what comes back. Text is released only as whole UTF-8 characters,
+ * and (SentencePiece) only once later tokens cannot change it. Free the
+ * stream before its tokenizer. */
+hasten_status hasten_text_stream_create(hasten_tokenizer *tokenizer, int skip_special_tokens,
+                                        hasten_text_stream **out);
+void hasten_text_stream_free(hasten_text_stream *stream);
+/* `*text` (not NUL-terminated, `*length` bytes, possibly 0) is valid until
+ * the stream's next call. */
+hasten_status hasten_text_stream_push(hasten_text_stream *stream, int64_t token,
+                                      const char **text, size_t *length);
+/* What is left at the end (an incomplete UTF-8 tail becomes U+FFFD); the
+ * stream is then empty and may be reused. */
+hasten_status hasten_text_stream_finish(hasten_text_stream *stream, const char **text,
+                                        size_t *length);
 
 #ifdef __cplusplus
 } /* extern "C" */

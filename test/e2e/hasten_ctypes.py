@@ -83,6 +83,25 @@ class Runtime:
         L.hasten_kv_pool_free.argtypes = [vp]
         L.hasten_kv_pool_free_blocks.argtypes = [vp]
         L.hasten_kv_pool_free_blocks.restype = i64
+        L.hasten_tokenizer_load.argtypes = [ctypes.c_char_p, ctypes.POINTER(vp)]
+        L.hasten_tokenizer_free.argtypes = [vp]
+        L.hasten_tokenizer_kind.argtypes = [vp]
+        L.hasten_tokenizer_kind.restype = ctypes.c_char_p
+        for name in ("vocab_size", "bos_id", "eos_id"):
+            getattr(L, "hasten_tokenizer_" + name).argtypes = [vp]
+            getattr(L, "hasten_tokenizer_" + name).restype = i64
+        L.hasten_tokenizer_token_id.argtypes = [vp, ctypes.c_char_p]
+        L.hasten_tokenizer_token_id.restype = i64
+        L.hasten_tokenizer_encode.argtypes = [vp, ctypes.c_char_p, sz, ctypes.c_int,
+                                              ctypes.POINTER(i64), sz, ctypes.POINTER(sz)]
+        L.hasten_tokenizer_decode.argtypes = [vp, ctypes.POINTER(i64), sz, ctypes.c_int,
+                                              ctypes.c_char_p, sz, ctypes.POINTER(sz)]
+        L.hasten_text_stream_create.argtypes = [vp, ctypes.c_int, ctypes.POINTER(vp)]
+        L.hasten_text_stream_free.argtypes = [vp]
+        L.hasten_text_stream_push.argtypes = [vp, i64, ctypes.POINTER(ctypes.c_char_p),
+                                              ctypes.POINTER(sz)]
+        L.hasten_text_stream_finish.argtypes = [vp, ctypes.POINTER(ctypes.c_char_p),
+                                                ctypes.POINTER(sz)]
 
     def check(self, status):
         if status:
@@ -92,6 +111,71 @@ class Runtime:
         handle = ctypes.c_void_p()
         self.check(self.lib.hasten_module_load(path.encode(), ctypes.byref(handle)))
         return Module(self, handle)
+
+
+    def tokenizer(self, path):
+        handle = ctypes.c_void_p()
+        self.check(self.lib.hasten_tokenizer_load(path.encode(), ctypes.byref(handle)))
+        return Tokenizer(self, handle)
+
+
+class Tokenizer:
+    def __init__(self, rt, handle):
+        self.rt, self.handle, L = rt, handle, rt.lib
+        self.kind = L.hasten_tokenizer_kind(handle).decode()
+        self.vocab_size = L.hasten_tokenizer_vocab_size(handle)
+        self.bos_id = L.hasten_tokenizer_bos_id(handle)
+        self.eos_id = L.hasten_tokenizer_eos_id(handle)
+
+    def token_id(self, token):
+        return self.rt.lib.hasten_tokenizer_token_id(self.handle, token.encode())
+
+    def encode(self, text, add_special_tokens=False):
+        data = text.encode() if isinstance(text, str) else text
+        count = ctypes.c_size_t()
+        L = self.rt.lib
+        self.rt.check(L.hasten_tokenizer_encode(self.handle, data, len(data),
+                                                int(add_special_tokens), None, 0,
+                                                ctypes.byref(count)))
+        ids = (ctypes.c_int64 * max(count.value, 1))()
+        self.rt.check(L.hasten_tokenizer_encode(self.handle, data, len(data),
+                                                int(add_special_tokens), ids, count.value,
+                                                ctypes.byref(count)))
+        return list(ids[:count.value])
+
+    def decode_bytes(self, ids, skip_special_tokens=True):
+        arr = (ctypes.c_int64 * max(len(ids), 1))(*ids)
+        length = ctypes.c_size_t()
+        L = self.rt.lib
+        self.rt.check(L.hasten_tokenizer_decode(self.handle, arr, len(ids),
+                                                int(skip_special_tokens), None, 0,
+                                                ctypes.byref(length)))
+        buf = ctypes.create_string_buffer(max(length.value, 1))
+        self.rt.check(L.hasten_tokenizer_decode(self.handle, arr, len(ids),
+                                                int(skip_special_tokens), buf, length.value,
+                                                ctypes.byref(length)))
+        return buf.raw[:length.value]
+
+    def stream(self, ids, skip_special_tokens=True):
+        """The pieces a text stream releases for `ids`, then its tail."""
+        L, handle = self.rt.lib, ctypes.c_void_p()
+        self.rt.check(L.hasten_text_stream_create(self.handle, int(skip_special_tokens),
+                                                  ctypes.byref(handle)))
+        pieces, text, length = [], ctypes.c_char_p(), ctypes.c_size_t()
+        try:
+            for token in ids:
+                self.rt.check(L.hasten_text_stream_push(handle, token, ctypes.byref(text),
+                                                        ctypes.byref(length)))
+                pieces.append(ctypes.string_at(text, length.value))
+            self.rt.check(L.hasten_text_stream_finish(handle, ctypes.byref(text),
+                                                      ctypes.byref(length)))
+            pieces.append(ctypes.string_at(text, length.value))
+        finally:
+            L.hasten_text_stream_free(handle)
+        return pieces
+
+    def free(self):
+        self.rt.lib.hasten_tokenizer_free(self.handle)
 
 
 class Module:

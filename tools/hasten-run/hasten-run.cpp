@@ -79,7 +79,47 @@ struct GenerateFlags {
   /// "ngram" (prompt lookup) or "none".
   std::string drafter;
   hasten_speculation_options speculation;
+  /// --tokenizer: text prompts are encoded and output decoded with it.
+  hasten_tokenizer *tokenizer = nullptr;
+  bool stopAtEos = true;
+  /// --interactive: after the first answer, each line read from stdin
+  /// continues the same sequence.
+  bool interactive = false;
 };
+
+/// The prompt of --prompt-file: a regular file of at most 64 MiB, or stdin.
+bool readPromptFile(const std::string &path, std::string &text, std::string &error) {
+  constexpr size_t kMaxPromptBytes = size_t(64) << 20;
+  FILE *file = stdin;
+  if (path != "-") {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      error = "--prompt-file: " + path + ": " + std::strerror(errno);
+      return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      error = "--prompt-file: " + path + ": not a regular file";
+      return false;
+    }
+    file = std::fopen(path.c_str(), "rb");
+    if (!file) {
+      error = "--prompt-file: " + path + ": " + std::strerror(errno);
+      return false;
+    }
+  }
+  char buffer[65536];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, file)) > 0) {
+    text.append(buffer, n);
+    if (text.size() > kMaxPromptBytes) {
+      error = "--prompt-file: " + path + ": longer than 64 MiB";
+      break;
+    }
+  }
+  if (file != stdin)
+    std::fclose(file);
+  return error.empty();
+}
 
 bool parseIds(const char *text, std::vector<int64_t> &ids) {
   ids.clear();
@@ -102,7 +142,9 @@ bool parseIds(const char *text, std::vector<int64_t> &ids) {
 }
 
 struct StreamState {
-  bool text, quiet;
+  bool bytes, quiet;
+  /// Decodes tokens into whole UTF-8 characters (with --tokenizer).
+  hasten_text_stream *text = nullptr;
   bool first = true;
 };
 
@@ -111,6 +153,13 @@ int printToken(int64_t token, void *data) {
   if (state->quiet)
     return 0;
   if (state->text) {
+    const char *piece;
+    size_t length;
+    // A token the tokenizer does not know ends generation with its error.
+    if (hasten_text_stream_push(state->text, token, &piece, &length) != HASTEN_OK)
+      return 1;
+    std::fwrite(piece, 1, length, stdout);
+  } else if (state->bytes) {
     std::fputc(token >= 32 && token < 127 ? (int)token : token == '\n' ? '\n' : '.', stdout);
   } else {
     std::printf("%s%lld", state->first ? "" : " ", (long long)token);
@@ -120,19 +169,109 @@ int printToken(int64_t token, void *data) {
   return 0;
 }
 
+bool encodeText(hasten_tokenizer *tokenizer, const std::string &text, bool addSpecial,
+                std::vector<int64_t> &ids, std::string &error) {
+  size_t count = 0;
+  if (hasten_tokenizer_encode(tokenizer, text.data(), text.size(), addSpecial, nullptr, 0,
+                              &count) != HASTEN_OK) {
+    error = hasten_last_error();
+    return false;
+  }
+  size_t start = ids.size();
+  ids.resize(start + count);
+  if (hasten_tokenizer_encode(tokenizer, text.data(), text.size(), addSpecial,
+                              ids.data() + start, count, &count) != HASTEN_OK) {
+    error = hasten_last_error();
+    return false;
+  }
+  return true;
+}
+
+/// --interactive: each line from stdin continues the sequence (its cache
+/// kept), after the token the last turn ended with. Ends at end of input.
+hasten_status converse(hasten_sequence *sequence, hasten_sequence *draft, GenerateFlags &flags,
+                       StreamState &stream, std::vector<int64_t> &generated,
+                       hasten_generate_stats &stats) {
+  hasten_status status = HASTEN_OK;
+  std::string line;
+  for (;;) {
+    std::fprintf(stderr, "> ");
+    std::fflush(stderr);
+    int c;
+    line.clear();
+    while ((c = std::fgetc(stdin)) != EOF && c != '\n')
+      line += static_cast<char>(c);
+    if (c == EOF && line.empty())
+      return status;
+    std::vector<int64_t> turn;
+    // The previous turn's last token was returned, not run: it comes first.
+    if (stats.generated_tokens > 0)
+      turn.push_back(generated[stats.generated_tokens - 1]);
+    std::string error;
+    if (flags.tokenizer) {
+      if (!encodeText(flags.tokenizer, line + "\n", /*addSpecial=*/false, turn, error)) {
+        std::fprintf(stderr, "hasten-run: %s\n", error.c_str());
+        continue;
+      }
+    } else {
+      for (unsigned char ch : line + "\n")
+        turn.push_back(ch);
+    }
+    if (hasten_sequence_length(sequence) + (int64_t)turn.size() >=
+        hasten_sequence_capacity(sequence)) {
+      std::fprintf(stderr, "hasten-run: the context is full (%lld of %lld tokens); ending\n",
+                   (long long)hasten_sequence_length(sequence),
+                   (long long)hasten_sequence_capacity(sequence));
+      return status;
+    }
+    status = flags.drafter == "none"
+                 ? hasten_generate(sequence, turn.data(), turn.size(), &flags.options,
+                                   generated.data(), &stats)
+                 : hasten_generate_speculative(sequence, draft, turn.data(), turn.size(),
+                                               &flags.options, &flags.speculation,
+                                               generated.data(), &stats, nullptr);
+    const char *tail;
+    size_t length;
+    if (stream.text && hasten_text_stream_finish(stream.text, &tail, &length) == HASTEN_OK)
+      std::fwrite(tail, 1, length, stdout);
+    std::printf("\n");
+    std::fflush(stdout);
+    if (status != HASTEN_OK)
+      return status;
+  }
+}
+
 int generate(hasten_module *module, GenerateFlags &flags) {
   if (!hasten_module_is_decoder(module))
     return die("--generate needs a decoder compiled with prefill/decode entries (this module "
                "has none)");
+  int64_t vocab = hasten_module_vocab_size(module);
+  if (flags.tokenizer && hasten_tokenizer_vocab_size(flags.tokenizer) > vocab)
+    return die("the tokenizer has " + std::to_string(hasten_tokenizer_vocab_size(flags.tokenizer)) +
+               " tokens but the model's vocabulary only " + std::to_string(vocab) +
+               ": they do not belong together");
   std::vector<int64_t> prompt = flags.promptIds;
-  if (flags.textPrompt)
+  if (flags.textPrompt && flags.tokenizer) {
+    std::string error;
+    if (!encodeText(flags.tokenizer, flags.promptText, /*addSpecial=*/true, prompt, error))
+      return die(error);
+  } else if (flags.textPrompt) {
+    if (vocab != 256)
+      return die("--prompt needs --tokenizer: this model's vocabulary has " +
+                 std::to_string(vocab) + " tokens, so its prompt is not bytes (pass the "
+                 "model's tokenizer.json or tokenizer.model, or --prompt-ids)");
     for (unsigned char c : flags.promptText)
       prompt.push_back(c);
+  }
   if (prompt.empty())
-    return die("--generate needs --prompt-ids or --prompt");
-  if (flags.textPrompt && hasten_module_vocab_size(module) < 256)
-    return die("--prompt gives bytes as tokens, but the vocabulary has only " +
-               std::to_string(hasten_module_vocab_size(module)) + " tokens");
+    return die("--generate needs --prompt-ids, --prompt or --prompt-file (or a tokenizer "
+               "with a BOS token)");
+  for (int64_t id : prompt)
+    if (id < 0 || id >= vocab)
+      return die("prompt token " + std::to_string(id) + " is outside the vocabulary (" +
+                 std::to_string(vocab) + " tokens)");
+  if (flags.tokenizer && flags.stopAtEos && hasten_tokenizer_eos_id(flags.tokenizer) >= 0)
+    flags.stopIds.push_back(hasten_tokenizer_eos_id(flags.tokenizer));
   if (flags.prepare) {
     auto start = std::chrono::steady_clock::now();
     if (hasten_module_prepare(module) != HASTEN_OK)
@@ -148,6 +287,10 @@ int generate(hasten_module *module, GenerateFlags &flags) {
       hasten_sequence_create_for_model(module, "draft", nullptr, &draft) != HASTEN_OK)
     return die(hasten_last_error());
   StreamState stream{flags.textPrompt, flags.quiet};
+  if (flags.tokenizer &&
+      hasten_text_stream_create(flags.tokenizer, /*skip_special_tokens=*/1, &stream.text) !=
+          HASTEN_OK)
+    return die(hasten_last_error());
   flags.options.on_token = printToken;
   flags.options.user_data = &stream;
   flags.options.stop_tokens = flags.stopIds.data();
@@ -171,8 +314,17 @@ int generate(hasten_module *module, GenerateFlags &flags) {
           : hasten_generate_speculative(sequence, draft, prompt.data(), prompt.size(),
                                         &flags.options, &flags.speculation, generated.data(),
                                         &stats, &spec);
+  if (stream.text) {
+    const char *tail;
+    size_t length;
+    if (hasten_text_stream_finish(stream.text, &tail, &length) == HASTEN_OK && !flags.quiet)
+      std::fwrite(tail, 1, length, stdout);
+  }
   if (!flags.quiet)
     std::printf("\n");
+  if (status == HASTEN_OK && flags.interactive)
+    status = converse(sequence, draft, flags, stream, generated, stats);
+  hasten_text_stream_free(stream.text);
   if (flags.printIds) {
     std::printf("ids: ");
     for (size_t i = 0; i < prompt.size(); ++i)
@@ -221,6 +373,7 @@ int generate(hasten_module *module, GenerateFlags &flags) {
   hasten_sequence_free(draft);
   hasten_sequence_free(sequence);
   hasten_module_free(module);
+  hasten_tokenizer_free(flags.tokenizer);
   return status == HASTEN_OK ? 0 : die(error);
 }
 
@@ -258,9 +411,24 @@ cl::opt<bool> generateMode("generate", cl::desc("Generate tokens with a decoder 
 cl::opt<std::string> promptIds("prompt-ids", cl::desc("The prompt as token ids: 1,17,42"),
                                cl::cat(generateCategory));
 cl::opt<std::string> promptText("prompt",
-                                cl::desc("The prompt as text (byte-level models: one token "
-                                         "per byte)"),
+                                cl::desc("The prompt as text, encoded with --tokenizer (without "
+                                         "one, a 256-token model reads one token per byte)"),
                                 cl::cat(generateCategory));
+cl::opt<std::string> tokenizerPath(
+    "tokenizer",
+    cl::desc("The model's tokenizer: tokenizer.json (byte-level BPE), a SentencePiece "
+             ".model, or a folder holding one (with tokenizer_config.json)"),
+    cl::value_desc("path"), cl::cat(generateCategory));
+cl::opt<std::string> promptFile("prompt-file",
+                                cl::desc("Read the prompt text from a file ('-': stdin)"),
+                                cl::value_desc("file"), cl::cat(generateCategory));
+cl::opt<bool> interactive("interactive",
+                          cl::desc("After the answer, read lines from stdin; each continues "
+                                   "the same sequence"),
+                          cl::cat(generateCategory));
+cl::opt<bool> ignoreEos("ignore-eos",
+                        cl::desc("Do not stop at the tokenizer's end-of-sequence token"),
+                        cl::cat(generateCategory));
 cl::opt<int64_t> maxNewTokens("max-new-tokens", cl::desc("Tokens to generate"), cl::init(-1),
                               cl::cat(generateCategory));
 cl::opt<float> temperature("temperature", cl::desc("0 (the default) is greedy"),
@@ -347,10 +515,24 @@ int main(int argc, char **argv) {
   }
   if (promptIds.getNumOccurrences() && !parseIds(promptIds.c_str(), gen.promptIds))
     return die("--prompt-ids expects comma-separated token ids, got '" + promptIds + "'");
+  if (promptText.getNumOccurrences() + promptFile.getNumOccurrences() +
+          promptIds.getNumOccurrences() > 1)
+    return die("give one of --prompt, --prompt-file and --prompt-ids");
   if (promptText.getNumOccurrences()) {
     gen.promptText = promptText;
     gen.textPrompt = true;
   }
+  if (promptFile.getNumOccurrences()) {
+    std::string error;
+    if (!readPromptFile(promptFile, gen.promptText, error))
+      return die(error);
+    gen.textPrompt = true;
+  }
+  if (interactive && promptFile == "-")
+    return die("--interactive reads its turns from stdin, so the prompt cannot come from "
+               "there too");
+  gen.interactive = interactive;
+  gen.stopAtEos = !ignoreEos;
   if (stopIds.getNumOccurrences() && !parseIds(stopIds.c_str(), gen.stopIds))
     return die("--stop-ids expects comma-separated token ids, got '" + stopIds + "'");
   if (maxNewTokens.getNumOccurrences()) {
@@ -396,6 +578,9 @@ int main(int argc, char **argv) {
     return die("--draft must be 'draft' (the module's draft model) or 'ngram' (prompt "
                "lookup), got '" + drafterName + "'");
 
+  if (!tokenizerPath.empty() &&
+      hasten_tokenizer_load(tokenizerPath.c_str(), &gen.tokenizer) != HASTEN_OK)
+    return die(hasten_last_error());
   hasten_module *module = nullptr;
   if (hasten_module_load(modulePath.c_str(), &module) != HASTEN_OK)
     return die(hasten_last_error());
