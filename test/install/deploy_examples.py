@@ -11,6 +11,8 @@ Checks:
 - a module's RUNPATH names the prefix's lib folder and $ORIGIN (not the
   build tree), so a process that does not link the runtime can load it, and
   --runtime-rpath replaces it;
+- the installed Python package (lib/python3/dist-packages) compiles with
+  the installed hasten-compile and runs the module, as numpy computes;
 - run_graph (C) prints tanh(x·W + b) as numpy computes it, and generate
   (C++) prints the greedy tokens of the numpy reference decoder, each built
   both ways.
@@ -148,6 +150,23 @@ def main():
             c.check(bad.returncode == 1 and "graph.onnx" in bad.stderr,
                     f"{how}: a file that is not a module is refused by name "
                     f"({bad.stderr.strip()[:120]})")
+
+        # The Python package from the prefix, compiling with the installed tools.
+        site = os.path.join(lib, "python3", "dist-packages")
+        script = ("import hasten, numpy as np, sys\n"
+                  "print(hasten.__file__)\n"
+                  f"so = hasten.compile({os.path.join(work, 'graph.onnx')!r}, "
+                  f"{os.path.join(work, 'py-graph.so')!r})\n"
+                  "x = ((np.arange(15) % 7) * 0.5 - 1.0).astype(np.float32).reshape(3, 5)\n"
+                  "print(' '.join(repr(float(v)) for v in hasten.load(so).run(x=x)['y'].ravel()))\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "PYTHONPATH")}
+        env["PYTHONPATH"] = site
+        out = run(["/usr/bin/python3", "-c", script], env=env).splitlines()
+        got = np.array([float(v) for v in out[1].split()], dtype=np.float32)
+        c.check(out[0].startswith(site) and np.allclose(got, expected_graph.ravel(), rtol=1e-5,
+                                                        atol=1e-6),
+                "the installed Python package compiles with the installed tools and runs "
+                "(numpy's values)")
 
         # find_package(hasten)
         example_build = os.path.join(work, "cmake-build")

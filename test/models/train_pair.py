@@ -116,6 +116,13 @@ def load_weights(path):
     return {init.name: numpy_helper.to_array(init).copy() for init in model.graph.initializer}
 
 
+def as_tokens(data):
+    """Bytes (a byte-level model's tokens) or an array of token ids."""
+    if isinstance(data, np.ndarray):
+        return data.astype(np.int64)
+    return np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+
+
 def train(name, cfg, data, held, minutes, log, seq=256, batch=8, lr=1e-3, teacher=None,
           start=None):
     """Trains for `minutes`; on the text (cross-entropy), or with a
@@ -128,8 +135,7 @@ def train(name, cfg, data, held, minutes, log, seq=256, batch=8, lr=1e-3, teache
             for name_, p in model.params.items():
                 p.copy_(torch.from_numpy(start[name_.replace("__", ".")]))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
-    tokens = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64))
-    held_tokens = torch.from_numpy(np.frombuffer(held, dtype=np.uint8).astype(np.int64))
+    tokens, held_tokens = (torch.from_numpy(as_tokens(d)) for d in (data, held))
     rng = np.random.default_rng(0)
     begun, step, deadline = time.time(), 0, time.time() + minutes * 60
     # Cosine decay over the expected number of steps, re-estimated as it goes.
@@ -165,7 +171,7 @@ def train(name, cfg, data, held, minutes, log, seq=256, batch=8, lr=1e-3, teache
             x = held_tokens[o:o + seq][None]
             y = held_tokens[o + 1:o + seq + 1][None]
             losses.append(F.cross_entropy(model(x).reshape(-1, cfg.vocab), y.reshape(-1)).item())
-    line = f"{name}: {step} steps in {time.time() - begun:.0f} s; held-out loss {np.mean(losses):.3f} nats/byte"
+    line = f"{name}: {step} steps in {time.time() - begun:.0f} s; held-out loss {np.mean(losses):.3f} nats/token"
     print(line, flush=True)
     log.write(line + "\n")
     return model

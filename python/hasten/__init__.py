@@ -1,0 +1,310 @@
+"""hasten: ahead-of-time compiled ONNX models, from Python.
+
+    import hasten, numpy as np
+    path = hasten.compile("model.onnx", weights="bf16", cpu="x86-64-v3")
+    model = hasten.load(path)
+    outputs = model.run(x=np.ones((1, 8), np.float32))     # {"y": array}
+
+    decoder = hasten.load("decoder.so")
+    tokenizer = hasten.Tokenizer("tokenizer.json")
+    sequence = decoder.sequence()
+    for piece in sequence.generate_text(tokenizer, "Once upon", max_new_tokens=64):
+        print(piece, end="", flush=True)
+
+Every failure raises hasten.Error with the runtime's (or the compiler's)
+message; its `status` is the C API's status code. Arrays go in and out
+without copies where the layout allows (C-contiguous, the entry's dtype).
+"""
+import os
+import queue
+import subprocess
+import threading
+from collections import namedtuple
+
+import numpy as np
+
+from ._hasten import API_VERSION, Error, TextStream, get_num_threads, kernel_isa, \
+    runtime_api_version, set_num_threads
+from . import _hasten
+
+__all__ = ["API_VERSION", "Error", "Module", "Sequence", "TensorInfo", "Tokenizer", "compile",
+           "get_num_threads", "kernel_isa", "load", "runtime_api_version", "set_num_threads"]
+
+ROLES = ("", "token_ids", "past_length", "kv_cache", "kv_block_pool", "kv_block_table",
+         "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens")
+
+TensorInfo = namedtuple("TensorInfo", "name dtype shape role")
+TensorInfo.__doc__ = """An entry's input or output: its dtype name ("f32"), its
+shape (ints, with a str or None for a dynamic size) and its role
+("token_ids", "logits", ... or "")."""
+
+
+def _error(message, status=1):
+    error = Error(message)
+    error.status = status
+    return error
+
+
+def _bin_dir():
+    if os.environ.get("HASTEN_BIN_DIR"):
+        return os.environ["HASTEN_BIN_DIR"]
+    from . import _paths
+    return _paths.BIN_DIR
+
+
+def compile(model, output=None, *, weights="f32", cpu=None, kv_capacity=None,
+            kv_block_size=None, draft=None, spec_k=None, extra_args=()):
+    """Compiles `model` (.onnx or .mlir) with hasten-compile into a shared
+    library; returns its path (default: the model's, ending in .so).
+    `weights`: "f32" or "bf16"; `cpu`: "native" (default), "x86-64-v3", ...;
+    `draft`: a draft decoder for speculative decoding; `extra_args`: any
+    other hasten-compile flags. Raises Error with the compiler's message."""
+    model = os.fspath(model)
+    if output is None:
+        output = os.path.splitext(model)[0] + ".so"
+    args = [os.path.join(_bin_dir(), "hasten-compile"), model, "-o", os.fspath(output),
+            f"--weights={weights}"]
+    if cpu is not None:
+        args.append(f"--cpu={cpu}")
+    if kv_capacity is not None:
+        args.append(f"--kv-capacity={int(kv_capacity)}")
+    if kv_block_size is not None:
+        args.append(f"--kv-block-size={int(kv_block_size)}")
+    if draft is not None:
+        args += ["--draft", os.fspath(draft)]
+    if spec_k is not None:
+        args.append(f"--spec-k={int(spec_k)}")
+    args += list(extra_args)
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True)
+    except OSError as e:
+        raise _error(f"cannot run hasten-compile ({args[0]}): {e}") from None
+    if proc.returncode:
+        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        raise _error("\n".join(lines[-20:]) or f"hasten-compile failed ({proc.returncode})")
+    return os.fspath(output)
+
+
+def load(path):
+    """Loads a module compiled by hasten-compile."""
+    return Module(path)
+
+
+class Module:
+    """A loaded module: its entries, and sequences for decoders."""
+
+    def __init__(self, path):
+        self._module = _hasten.Module(os.fspath(path))
+        self.path = os.fspath(path)
+
+    @property
+    def entries(self):
+        return self._module.entries()
+
+    def _entry(self, entry):
+        if entry is not None:
+            return entry
+        entries = self.entries
+        if "main" in entries:
+            return "main"
+        if len(entries) == 1:
+            return entries[0]
+        raise _error(f"{self.path}: the module has several entries ({', '.join(entries)}); "
+                     "choose one with entry=")
+
+    def inputs(self, entry=None):
+        """The entry's inputs, as TensorInfo."""
+        return [TensorInfo(n, d, s, ROLES[r])
+                for n, d, s, r in self._module.signature(self._entry(entry), False)]
+
+    def outputs(self, entry=None):
+        return [TensorInfo(n, d, s, ROLES[r])
+                for n, d, s, r in self._module.signature(self._entry(entry), True)]
+
+    def run(self, *arrays, entry=None, **inputs):
+        """Runs an entry (default: main, or the only one) on arrays given in
+        signature order or by input name; returns {output name: array}."""
+        entry = self._entry(entry)
+        names = [t.name for t in self.inputs(entry)]
+        if arrays and inputs:
+            raise _error("give the inputs either in order or by name, not both", 1)
+        if inputs:
+            unknown = sorted(set(inputs) - set(names))
+            if unknown:
+                raise _error(f"entry '{entry}' has no input named '{unknown[0]}' "
+                             f"(its inputs: {', '.join(names)})")
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise _error(f"missing input '{missing[0]}' of entry '{entry}'")
+            arrays = [inputs[n] for n in names]
+        arrays = [np.asarray(a) for a in arrays]
+        results = self._module.run(entry, arrays)
+        return {t.name: r for t, r in zip(self.outputs(entry), results)}
+
+    def prepare(self):
+        """Packs the weights now rather than on first use."""
+        self._module.prepare()
+
+    @property
+    def is_decoder(self):
+        return self._module.is_decoder()
+
+    @property
+    def vocab_size(self):
+        return self._module.vocab_size()
+
+    @property
+    def kv_capacity(self):
+        return self._module.kv_capacity()
+
+    @property
+    def has_draft(self):
+        return self._module.has_draft()
+
+    @property
+    def weight_bytes(self):
+        return self._module.weight_bytes()
+
+    def sequence(self, model=None):
+        """A new, empty sequence with its own KV cache; `model` names a
+        namespace ("draft" for a draft compiled into the module)."""
+        return Sequence(_hasten.Sequence(self._module, model))
+
+
+_DONE = object()
+
+
+class Sequence:
+    """Tokens run through a decoder, with their KV cache."""
+
+    def __init__(self, handle):
+        self._seq = handle
+        #: The statistics of the last generate(): prompt/generated tokens,
+        #: prefill/decode seconds, stopped_by_token (and speculation counts).
+        self.stats = None
+
+    def __len__(self):
+        return len(self._seq)
+
+    @property
+    def capacity(self):
+        return self._seq.capacity()
+
+    @property
+    def tokens(self):
+        return self._seq.tokens()
+
+    def append(self, tokens):
+        """Runs `tokens` and returns the last one's logits."""
+        return self._seq.append([int(t) for t in tokens])
+
+    def verify(self, tokens):
+        """Runs `tokens` and returns every one's logits, [len(tokens), vocab]."""
+        return self._seq.verify([int(t) for t in tokens])
+
+    def truncate(self, length):
+        self._seq.truncate(int(length))
+
+    def reset(self):
+        self._seq.reset()
+
+    def fork(self):
+        return Sequence(self._seq.fork())
+
+    def generate(self, prompt, max_new_tokens=32, *, temperature=0.0, top_k=0, top_p=1.0,
+                 seed=0, stop_tokens=(), draft=None, speculative=False, k=0):
+        """Yields each generated token as it is chosen (hasten_generate).
+        The prompt follows what the sequence holds; the last token yielded
+        is not run, so pass it (with more) as the next prompt to continue.
+        `draft` (another Sequence) or speculative=True (prompt lookup)
+        speculates; the tokens are the same. Closing the iterator early stops
+        the generation after the current token."""
+        stop = threading.Event()
+        tokens = queue.Queue()
+        outcome = {}
+
+        def on_token(token):
+            tokens.put(token)
+            return stop.is_set()
+
+        def work():
+            try:
+                outcome["result"] = self._seq.generate(
+                    [int(t) for t in prompt], int(max_new_tokens), float(temperature),
+                    int(top_k), float(top_p), int(seed), [int(t) for t in stop_tokens],
+                    on_token, draft._seq if draft is not None else None,
+                    bool(speculative or draft is not None), int(k))
+            except BaseException as e:  # reported to the consumer below
+                outcome["error"] = e
+            finally:
+                tokens.put(_DONE)
+
+        worker = threading.Thread(target=work, name="hasten-generate", daemon=True)
+        worker.start()
+        finished = False
+        try:
+            while True:
+                token = tokens.get()
+                if token is _DONE:
+                    break
+                yield token
+            finished = True
+        finally:
+            stop.set()
+            worker.join()
+            if "result" in outcome:
+                self.stats = outcome["result"][1]
+        if finished and "error" in outcome:
+            raise outcome["error"]
+
+    def generate_text(self, tokenizer, text, max_new_tokens=32, *, add_special_tokens=None,
+                      stop_at_eos=True, **options):
+        """generate() from a text prompt, yielding text as whole characters
+        arrive. The BOS is added when the sequence is empty (unless
+        add_special_tokens says otherwise); generation stops at the
+        tokenizer's EOS unless stop_at_eos=False."""
+        if add_special_tokens is None:
+            add_special_tokens = len(self) == 0
+        prompt = tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        stops = list(options.pop("stop_tokens", ()))
+        if stop_at_eos and tokenizer.eos_id >= 0:
+            stops.append(tokenizer.eos_id)
+        stream = tokenizer.stream()
+        for token in self.generate(prompt, max_new_tokens, stop_tokens=stops, **options):
+            piece = stream.push(token)
+            if piece:
+                yield piece
+        tail = stream.finish()
+        if tail:
+            yield tail
+
+
+class Tokenizer:
+    """A model's tokenizer: tokenizer.json (byte-level BPE), a SentencePiece
+    .model, or a folder holding one (with tokenizer_config.json)."""
+
+    def __init__(self, path):
+        self._tok = _hasten.Tokenizer(os.fspath(path))
+
+    kind = property(lambda self: self._tok.kind)
+    vocab_size = property(lambda self: self._tok.vocab_size)
+    bos_id = property(lambda self: self._tok.bos_id)
+    eos_id = property(lambda self: self._tok.eos_id)
+    chat_template = property(lambda self: self._tok.chat_template)
+
+    def token_id(self, token):
+        return self._tok.token_id(token)
+
+    def encode(self, text, add_special_tokens=True):
+        return self._tok.encode(text, bool(add_special_tokens))
+
+    def decode(self, ids, skip_special_tokens=True):
+        """The text of `ids` (bytes that are not UTF-8 show as U+FFFD)."""
+        return self.decode_bytes(ids, skip_special_tokens).decode("utf-8", "replace")
+
+    def decode_bytes(self, ids, skip_special_tokens=True):
+        return self._tok.decode_bytes([int(t) for t in ids], bool(skip_special_tokens))
+
+    def stream(self, skip_special_tokens=True):
+        """A TextStream: push(token) returns the text that is complete."""
+        return TextStream(self._tok, bool(skip_special_tokens))

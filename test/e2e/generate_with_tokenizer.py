@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""hasten-run --generate with a tokenizer, as a user runs it: a GPT-2-style
+decoder whose vocabulary is the 700 tokens of test/tokenizer/gpt2-bpe.json,
+against the numpy reference decoder and the tokenizer's recorded reference
+encodings.
+
+Checks:
+- --prompt TEXT is encoded as Hugging Face `tokenizers` encodes it (the ids
+  recorded in cases.json), the prompt ids decode back to the text, the
+  generated ids are the numpy reference's greedy tokens, and what is printed
+  is the prompt followed by the decoded tokens;
+- --prompt-file FILE and --prompt-file - (stdin) read the same prompt;
+- generation stops at the EOS token that tokenizer_config.json names, and
+  --ignore-eos goes on;
+- --interactive continues the same sequence with each line of input: its
+  output is the reference's continuation of the whole conversation;
+- refusals: --prompt without --tokenizer on a 700-token model, a tokenizer
+  larger than the model's vocabulary, two prompt sources.
+
+usage: generate_with_tokenizer.py BUILD_DIR
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "models"))
+sys.path.insert(0, HERE)
+import e2e_common as e2e  # noqa: E402
+import generation_vs_numpy as gen  # noqa: E402
+import hasten_ctypes as hc  # noqa: E402
+import make_decoder as md  # noqa: E402
+
+TOKENIZER_DIR = os.path.join(HERE, "..", "tokenizer")
+PROMPT = "Hello, world! How's it going? I'LL do it; they'd've said 'no'."
+COUNT = 12
+
+
+def run(build, args, stdin=None):
+    proc = subprocess.run([os.path.join(build, "bin", "hasten-run")] + args, input=stdin,
+                          capture_output=True)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode()
+
+
+def ids_line(stdout):
+    line = next(l for l in stdout.splitlines() if l.startswith("ids: "))
+    return [int(t) for t in line[len("ids: "):].split(",")]
+
+
+def main():
+    build = os.path.abspath(sys.argv[1])
+    c = e2e.Checks()
+    rt = hc.Runtime(os.path.join(build, "lib"))
+    tokenizer_json = os.path.join(TOKENIZER_DIR, "gpt2-bpe.json")
+    tok = rt.tokenizer(tokenizer_json)
+    with open(os.path.join(TOKENIZER_DIR, "cases.json"), encoding="utf-8") as f:
+        reference_ids = next(r["ids_with_special"] for r in json.load(f)["cases"]
+                             if r["tokenizer"] == "gpt2-bpe.json" and r["text"] == PROMPT)
+    cfg = md.Config(**dict(md.PRESETS["gpt2-tiny"], vocab=700))
+    weights = md.make_weights(cfg)
+
+    with tempfile.TemporaryDirectory(prefix="hasten-tokgen-") as work:
+        onnx_path, so = os.path.join(work, "g700.onnx"), os.path.join(work, "g700.so")
+        subprocess.run(["/usr/bin/python3", os.path.join(HERE, "..", "models", "make_decoder.py"),
+                        "--preset", "gpt2-tiny", "--vocab", "700", "-o", onnx_path],
+                       check=True, capture_output=True)
+        subprocess.run([os.path.join(build, "bin", "hasten-compile"), onnx_path, "-o", so,
+                        "--kv-capacity=128"], check=True)
+        expected = gen.greedy_reference(cfg, weights, reference_ids, COUNT)
+        base = [so, "--generate", "--tokenizer", tokenizer_json, "--max-new-tokens", str(COUNT),
+                "--print-ids", "--ignore-eos"]
+
+        rc, out, err = run(build, base + ["--prompt", PROMPT])
+        ids = ids_line(out) if rc == 0 else []
+        c.check(ids[:len(reference_ids)] == reference_ids,
+                f"--prompt is encoded as the reference tokenizer does ({len(reference_ids)} "
+                f"ids) {err.strip()[-200:] if rc else ''}")
+        c.check(tok.decode_bytes(ids[:len(reference_ids)]).decode() == PROMPT,
+                "the prompt's ids decode back to the prompt")
+        c.check(ids[len(reference_ids):] == expected,
+                f"the generated ids are the numpy reference's greedy tokens {expected[:4]}...")
+        text = PROMPT + tok.decode_bytes(expected).decode("utf-8", "replace")
+        c.check(out.split("\n")[0] == text,
+                f"it prints the prompt and the decoded tokens: {out.splitlines()[0][-40:]!r}")
+
+        prompt_file = os.path.join(work, "prompt.txt")
+        with open(prompt_file, "w", encoding="utf-8") as f:
+            f.write(PROMPT)
+        rc, out_file, _ = run(build, base + ["--prompt-file", prompt_file])
+        rc2, out_stdin, _ = run(build, base + ["--prompt-file", "-"], stdin=PROMPT.encode())
+        c.check(rc == rc2 == 0 and ids_line(out_file) == ids == ids_line(out_stdin),
+                "--prompt-file FILE and - (stdin) give the same prompt and tokens")
+
+        # EOS: name the reference's second generated token EOS in a
+        # tokenizer_config.json beside the tokenizer.
+        folder = os.path.join(work, "tok")
+        os.makedirs(folder)
+        shutil.copy(tokenizer_json, os.path.join(folder, "tokenizer.json"))
+        eos_id = expected[1]
+        eos_token = next(t for t, i in json.load(open(tokenizer_json, encoding="utf-8"))
+                         ["model"]["vocab"].items() if i == eos_id)
+        with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump({"eos_token": eos_token}, f)
+        stop_at = expected.index(eos_id) + 1
+        args = [so, "--generate", "--tokenizer", folder, "--max-new-tokens", str(COUNT),
+                "--print-ids", "--prompt", PROMPT]
+        rc, out, err = run(build, args)
+        c.check(rc == 0 and ids_line(out)[len(reference_ids):] == expected[:stop_at] and
+                "(stop token)" in err,
+                f"generation stops at tokenizer_config.json's EOS ({stop_at} tokens)")
+        rc, out, err = run(build, args + ["--ignore-eos"])
+        c.check(rc == 0 and ids_line(out)[len(reference_ids):] == expected,
+                "--ignore-eos generates past it")
+
+        # Interactive: every line continues the conversation.
+        lines = ["And then?", "Tell me more."]
+        rc, out, err = run(build, [so, "--generate", "--tokenizer", tokenizer_json,
+                                   "--max-new-tokens", "6", "--ignore-eos", "--interactive",
+                                   "--prompt", PROMPT], stdin="\n".join(lines).encode() + b"\n")
+        ref = gen.Reference(cfg, weights)
+        logits = ref.feed(reference_ids)
+        want, pending = [PROMPT], None
+        for turn in [None] + lines:
+            feed = [] if turn is None else [pending] + tok.encode(turn + "\n")
+            if feed:
+                logits = ref.feed(feed)
+            out_ids = []
+            for i in range(6):
+                token = int(np.argmax(logits))
+                out_ids.append(token)
+                if i < 5:
+                    logits = ref.feed([token])
+            pending = out_ids[-1]
+            want.append(tok.decode_bytes(out_ids).decode("utf-8", "replace") + "\n")
+        want_text = want[0] + "".join(want[1:])
+        c.check(rc == 0 and out == want_text,
+                f"--interactive: two more turns continue the sequence as the reference does "
+                f"{err.strip()[-200:] if rc else ''}")
+
+        rc, _, err = run(build, [so, "--generate", "--prompt", PROMPT])
+        c.check(rc == 1 and "--prompt needs --tokenizer" in err and "700 tokens" in err,
+                f"no tokenizer on a 700-token model: {err.strip()}")
+        small = os.path.join(work, "g256.so")
+        small_onnx = os.path.join(work, "g256.onnx")
+        subprocess.run(["/usr/bin/python3", os.path.join(HERE, "..", "models", "make_decoder.py"),
+                        "--preset", "gpt2-tiny", "-o", small_onnx], check=True,
+                       capture_output=True)
+        subprocess.run([os.path.join(build, "bin", "hasten-compile"), small_onnx, "-o", small],
+                       check=True)
+        rc, _, err = run(build, [small, "--generate", "--tokenizer", tokenizer_json,
+                                 "--prompt", "hi"])
+        c.check(rc == 1 and "the tokenizer has 700 tokens but the model's vocabulary only 256"
+                in err, f"a tokenizer larger than the vocabulary: {err.strip()}")
+        rc, _, err = run(build, base + ["--prompt", "a", "--prompt-ids", "1"])
+        c.check(rc == 1 and "one of --prompt" in err, f"two prompt sources: {err.strip()}")
+        rc, _, err = run(build, base + ["--prompt-file", work])
+        c.check(rc == 1 and "not a regular file" in err, f"a folder as --prompt-file: "
+                                                          f"{err.strip()}")
+    tok.free()
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
