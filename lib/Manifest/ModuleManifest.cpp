@@ -1,6 +1,7 @@
 //===- ModuleManifest.cpp - what a compiled module says about itself ------===//
 
 #include "hasten/Manifest/ModuleManifest.h"
+#include "hasten/Support/Version.h"
 
 #include "Manifest.h"
 
@@ -13,7 +14,9 @@
 using namespace mlir;
 using namespace hasten;
 
-const char *hasten::getCompilerVersion() { return "hasten 0.1.0 (MLIR/LLVM 22)"; }
+const char *hasten::getCompilerVersion() {
+  return "hasten " HASTEN_VERSION_STRING " (MLIR/LLVM " LLVM_VERSION_STRING ")";
+}
 
 namespace {
 

@@ -7,6 +7,9 @@
 #include "hasten/Compiler/Compiler.h"
 #include "hasten/Import/ImportCommandLine.h"
 #include "hasten/Support/CommandLine.h"
+#include "hasten/Support/Version.h"
+
+#include "Manifest.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/Diagnostics.h"
@@ -113,6 +116,7 @@ static cl::opt<bool> printPipeline(
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  hasten::installVersionPrinter("hasten-compile", hasten::kManifestFormatVersion);
   hasten::hideForeignOptions({&toolCategory});
   hasten::registerCompilerPasses();
   mlir::registerPassManagerCLOptions();

@@ -19,6 +19,7 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OperationSupport.h"
 #include "hasten/Support/CommandLine.h"
+#include "hasten/Support/Version.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
@@ -56,6 +57,7 @@ static cl::opt<bool> emitBytecode(cl::cat(toolCategory), "emit-bytecode",
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  hasten::installVersionPrinter("hasten-import");
   hasten::hideForeignOptions({&toolCategory});
   // --list-ops needs no model; make the positional optional for it.
   for (int i = 1; i < argc; ++i)

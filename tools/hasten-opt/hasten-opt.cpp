@@ -9,6 +9,7 @@
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Passes/Passes.h"
 #include "hasten/Support/CommandLine.h"
+#include "hasten/Support/Version.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/InitAllDialects.h"
@@ -20,6 +21,7 @@ int main(int argc, char **argv) {
   // LLVM's backend flags go behind --help-hidden; mlir-opt's own options and
   // the pass list are registered later, inside MlirOptMain, and stay shown.
   hasten::hideForeignOptions();
+  hasten::installVersionPrinter("hasten-opt");
   mlir::registerAllPasses();
   hasten::registerHastenPasses();
   hasten::registerHastenPipelines();

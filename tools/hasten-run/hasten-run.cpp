@@ -11,7 +11,10 @@
 
 #include "hasten/CheckedSize.h"
 #include "hasten/TensorIO.h"
+#include "hasten/Support/Version.h"
 #include "hasten/runtime.h"
+
+#include "Manifest.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/CommandLine.h"
@@ -86,6 +89,64 @@ struct GenerateFlags {
   /// continues the same sequence.
   bool interactive = false;
 };
+
+/// --signature: what the module is and needs, then each entry (or only
+/// `onlyEntry`) with its kind, KV cache and tensors.
+int printSignatures(hasten_module *module, const std::string &path,
+                    const std::string &onlyEntry) {
+  static const char *const kinds[] = {"main",   "prefill",   "decode",
+                                      "verify", "spec_step", "generate"};
+  static const char *const roles[] = {
+      "",       "token_ids",      "past_length",       "kv_cache",       "kv_block_pool",
+      "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens"};
+  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_ACCEPTED_TOKENS + 1,
+                "a name for every tensor role");
+  std::vector<std::string> entries;
+  for (size_t i = 0; i < hasten_module_num_entries(module); ++i)
+    if (onlyEntry.empty() || onlyEntry == hasten_module_entry_name(module, i))
+      entries.push_back(hasten_module_entry_name(module, i));
+  if (entries.empty())
+    return die("the module has no entry '" + onlyEntry + "'");
+  std::printf("module %s (%s, %s)\n", path.c_str(), hasten_module_compiler_version(module),
+              hasten_module_target(module));
+  std::printf("  weights: %zu tensors, %.3f MB\n", hasten_module_num_weights(module),
+              hasten_module_weight_bytes(module) / 1e6);
+  std::printf("  cpu: %s, requires: %s\n", hasten_module_cpu(module),
+              *hasten_module_cpu_features(module) ? hasten_module_cpu_features(module)
+                                                  : "(nothing beyond the base ISA)");
+  std::printf("  runtime kernels: %s\n", hasten_runtime_kernel_isa());
+  for (const std::string &name : entries) {
+    const char *entry = name.c_str();
+    size_t numInputs = 0, numOutputs = 0;
+    if (hasten_entry_num_tensors(module, entry, 0, &numInputs) != HASTEN_OK ||
+        hasten_entry_num_tensors(module, entry, 1, &numOutputs) != HASTEN_OK)
+      return die(hasten_last_error());
+    hasten_entry_kind kind = HASTEN_ENTRY_MAIN;
+    const char *model = "";
+    hasten_entry_info(module, entry, &kind, &model);
+    std::printf("entry %s\n  kind: %s%s%s, device: %s\n", entry, kinds[kind],
+                *model ? ", model " : "", model, hasten_module_device(module));
+    hasten_kv_cache_info kv{};
+    kv.struct_size = sizeof(kv);
+    if (kind != HASTEN_ENTRY_MAIN && hasten_module_kv_cache(module, model, &kv) == HASTEN_OK)
+      std::printf("  kv cache: %s, %s, %lld layers x %lld kv heads x %lld dims, capacity %lld"
+                  "%s\n",
+                  kv.paged ? "paged" : "contiguous", hasten_dtype_name(kv.dtype),
+                  (long long)kv.layers, (long long)kv.kv_heads, (long long)kv.head_dim,
+                  (long long)kv.capacity,
+                  kv.paged ? (", blocks of " + std::to_string(kv.block_size)).c_str() : "");
+    auto roleOf = [&](int isOutput, size_t i) {
+      hasten_tensor_role role = HASTEN_ROLE_NONE;
+      hasten_signature_role(module, entry, isOutput, i, &role);
+      return role == HASTEN_ROLE_NONE ? std::string() : std::string("  (") + roles[role] + ")";
+    };
+    for (size_t i = 0; i < numInputs; ++i)
+      std::printf("  input  %s%s\n", describe(module, entry, 0, i).c_str(), roleOf(0, i).c_str());
+    for (size_t i = 0; i < numOutputs; ++i)
+      std::printf("  output %s%s\n", describe(module, entry, 1, i).c_str(), roleOf(1, i).c_str());
+  }
+  return 0;
+}
 
 /// The prompt of --prompt-file: a regular file of at most 64 MiB, or stdin.
 bool readPromptFile(const std::string &path, std::string &text, std::string &error) {
@@ -266,10 +327,6 @@ int generate(hasten_module *module, GenerateFlags &flags) {
   if (prompt.empty())
     return die("--generate needs --prompt-ids, --prompt or --prompt-file (or a tokenizer "
                "with a BOS token)");
-  for (int64_t id : prompt)
-    if (id < 0 || id >= vocab)
-      return die("prompt token " + std::to_string(id) + " is outside the vocabulary (" +
-                 std::to_string(vocab) + " tokens)");
   if (flags.tokenizer && flags.stopAtEos && hasten_tokenizer_eos_id(flags.tokenizer) >= 0)
     flags.stopIds.push_back(hasten_tokenizer_eos_id(flags.tokenizer));
   if (flags.prepare) {
@@ -322,6 +379,7 @@ int generate(hasten_module *module, GenerateFlags &flags) {
   }
   if (!flags.quiet)
     std::printf("\n");
+  std::fflush(stdout); // before the statistics on stderr
   if (status == HASTEN_OK && flags.interactive)
     status = converse(sequence, draft, flags, stream, generated, stats);
   hasten_text_stream_free(stream.text);
@@ -403,7 +461,8 @@ cl::opt<int> threads("threads",
                      cl::desc("Threads (default: HASTEN_NUM_THREADS, else every core)"),
                      cl::init(0), cl::cat(runCategory));
 cl::opt<bool> signatureOnly("signature",
-                            cl::desc("Print the entry's signature, roles and KV cache, and exit"),
+                            cl::desc("Print every entry's signature, roles and KV cache (or "
+                                     "only --entry's), and exit"),
                             cl::cat(runCategory));
 
 cl::opt<bool> generateMode("generate", cl::desc("Generate tokens with a decoder module"),
@@ -478,6 +537,7 @@ cl::opt<bool> cold("cold", cl::desc("Leave weight packing to the first steps (ti
 } // namespace
 
 int main(int argc, char **argv) {
+  hasten::installVersionPrinter("hasten-run", hasten::kManifestFormatVersion);
   cl::HideUnrelatedOptions({&runCategory, &generateCategory});
   cl::ParseCommandLineOptions(
       argc, argv,
@@ -616,6 +676,11 @@ int main(int argc, char **argv) {
   }
   if (gen.enabled)
     return generate(module, gen);
+  if (signatureOnly) {
+    int rc = printSignatures(module, modulePath, entryName);
+    hasten_module_free(module);
+    return rc;
+  }
   if (entryName.empty()) {
     // A decoder's graph is `main`; its prefill/decode entries need a cache.
     for (size_t i = 0; i < hasten_module_num_entries(module); ++i)
@@ -631,49 +696,6 @@ int main(int argc, char **argv) {
   if (hasten_entry_num_tensors(module, entry, 0, &numInputs) != HASTEN_OK ||
       hasten_entry_num_tensors(module, entry, 1, &numOutputs) != HASTEN_OK)
     return die(hasten_last_error());
-  if (signatureOnly) {
-    std::printf("entry %s (%s, %s)\n", entry, hasten_module_compiler_version(module),
-                hasten_module_target(module));
-    std::printf("  weights: %zu tensors, %.3f MB\n", hasten_module_num_weights(module),
-                hasten_module_weight_bytes(module) / 1e6);
-    std::printf("  cpu: %s, requires: %s\n", hasten_module_cpu(module),
-                *hasten_module_cpu_features(module) ? hasten_module_cpu_features(module)
-                                                    : "(nothing beyond the base ISA)");
-    std::printf("  runtime kernels: %s\n", hasten_runtime_kernel_isa());
-    static const char *const kinds[] = {"main",   "prefill",   "decode",
-                                        "verify", "spec_step", "generate"};
-    static const char *const roles[] = {
-        "",       "token_ids",      "past_length",       "kv_cache",       "kv_block_pool",
-        "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens"};
-    static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_ACCEPTED_TOKENS + 1,
-                  "a name for every tensor role");
-    hasten_entry_kind kind = HASTEN_ENTRY_MAIN;
-    const char *model = "";
-    hasten_entry_info(module, entry, &kind, &model);
-    std::printf("  kind: %s%s%s, device: %s\n", kinds[kind], *model ? ", model " : "", model,
-                hasten_module_device(module));
-    hasten_kv_cache_info kv{};
-    kv.struct_size = sizeof(kv);
-    if (hasten_module_kv_cache(module, model, &kv) == HASTEN_OK)
-      std::printf("  kv cache: %s, %s, %lld layers x %lld kv heads x %lld dims, capacity %lld"
-                  "%s\n",
-                  kv.paged ? "paged" : "contiguous", hasten_dtype_name(kv.dtype),
-                  (long long)kv.layers, (long long)kv.kv_heads, (long long)kv.head_dim,
-                  (long long)kv.capacity,
-                  kv.paged ? (", blocks of " + std::to_string(kv.block_size)).c_str() : "");
-    auto roleOf = [&](int isOutput, size_t i) {
-      hasten_tensor_role role = HASTEN_ROLE_NONE;
-      hasten_signature_role(module, entry, isOutput, i, &role);
-      return role == HASTEN_ROLE_NONE ? std::string() : std::string("  (") + roles[role] + ")";
-    };
-    for (size_t i = 0; i < numInputs; ++i)
-      std::printf("  input  %s%s\n", describe(module, entry, 0, i).c_str(), roleOf(0, i).c_str());
-    for (size_t i = 0; i < numOutputs; ++i)
-      std::printf("  output %s%s\n", describe(module, entry, 1, i).c_str(), roleOf(1, i).c_str());
-    hasten_module_free(module);
-    return 0;
-  }
-
   std::vector<hasten_tensor *> inputs(numInputs, nullptr);
   for (size_t i = 0; i < numInputs; ++i) {
     std::string name = hasten_signature_name(module, entry, 0, i);
