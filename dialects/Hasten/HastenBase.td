@@ -45,6 +45,13 @@ def Hasten_Dialect : Dialect {
       integers).
     - `hasten.onnx.opset` (integer) and `hasten.onnx.producer` (string) on
       the module: where the imported model came from.
+    - `hasten.stage` on the module: the stage hasten-compile wrote it at
+      (`import`, `tensor` or `buffer`), which it resumes from when given the
+      module back.
+    - `hasten.kv_plans` on the module: the KV cache planned for each model
+      namespace (`main`, `draft`), a dictionary of integer fields
+      (`layers`, `kv_heads`, `head_dim`, `capacity`, `block_size`, ...) and
+      the `element_type`.
   }];
   let useDefaultTypePrinterParser = 1;
   let useDefaultAttributePrinterParser = 1;
@@ -60,6 +67,8 @@ def Hasten_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kOnnxDimParamsAttrName = "hasten.onnx_dim_params";
     static constexpr ::llvm::StringLiteral kArenaBytesAttrName = "hasten.arena_bytes";
     static constexpr ::llvm::StringLiteral kArenaBuffersAttrName = "hasten.arena_buffers";
+    static constexpr ::llvm::StringLiteral kStageAttrName = "hasten.stage";
+    static constexpr ::llvm::StringLiteral kKVPlansAttrName = "hasten.kv_plans";
   }];
 }
 

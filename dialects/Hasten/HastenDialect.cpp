@@ -83,6 +83,27 @@ LogicalResult HastenDialect::verifyOperationAttribute(Operation *op, NamedAttrib
                              << (name == "hasten.onnx.opset" ? "an integer" : "a string");
     return success();
   }
+  if (name == kStageAttrName || name == kKVPlansAttrName) {
+    if (!isa<ModuleOp>(op))
+      return op->emitError() << "'" << name << "' belongs on the module";
+    if (name == kStageAttrName) {
+      auto stage = dyn_cast<StringAttr>(attr.getValue());
+      if (!stage || !llvm::is_contained({"import", "tensor", "buffer"}, stage.getValue()))
+        return op->emitError() << "'" << name
+                               << "' must be \"import\", \"tensor\" or \"buffer\"";
+      return success();
+    }
+    auto plans = dyn_cast<DictionaryAttr>(attr.getValue());
+    if (!plans || !llvm::all_of(plans, [](NamedAttribute plan) {
+          auto fields = dyn_cast<DictionaryAttr>(plan.getValue());
+          return fields && llvm::all_of(fields, [](NamedAttribute field) {
+                   return isa<IntegerAttr, TypeAttr>(field.getValue());
+                 });
+        }))
+      return op->emitError() << "'" << name
+                             << "' must map model names to dictionaries of integers and types";
+    return success();
+  }
   if (name != kEntryKindAttrName && name != kModelAttrName && name != kArenaBytesAttrName &&
       name != kArenaBuffersAttrName)
     return op->emitError() << "unknown hasten attribute '" << name << "'";

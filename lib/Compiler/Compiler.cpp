@@ -21,6 +21,7 @@
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
+#include "mlir/Bytecode/BytecodeWriter.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
@@ -57,7 +58,7 @@ LogicalResult runStage(ModuleOp module, StringRef name,
     pm.printAsTextualPipeline(*options.printPipeline);
     *options.printPipeline << "\n";
   }
-  if (options.configurePassManager && failed(options.configurePassManager(pm)))
+  if (options.configurePassManager && failed(options.configurePassManager(pm, name)))
     return failure();
   if (failed(pm.run(module)))
     return emitError(module.getLoc()) << "the " << name << " passes failed";
@@ -103,6 +104,54 @@ FailureOr<OwningOpRef<ModuleOp>> parseMlirInput(StringRef path, MLIRContext &con
            "result" + std::to_string(i));
   }
   return module;
+}
+
+bool isMlirFile(StringRef path) { return path.ends_with(".mlir") || path.ends_with(".mlirbc"); }
+
+/// The stages a module can be written at and read back from, in order;
+/// recorded as the module's `hasten.stage` attribute (hand-written MLIR
+/// without one is an import-stage module).
+enum class Stage { Import, Tensor, Buffer };
+constexpr StringLiteral kStageAttr = HastenDialect::kStageAttrName;
+
+StringRef stageName(Stage stage) {
+  switch (stage) {
+  case Stage::Import:
+    return "import";
+  case Stage::Tensor:
+    return "tensor";
+  case Stage::Buffer:
+    return "buffer";
+  }
+  return "";
+}
+
+FailureOr<Stage> stageOf(ModuleOp module) {
+  auto attr = module->getAttrOfType<StringAttr>(kStageAttr);
+  if (!attr)
+    return Stage::Import;
+  for (Stage stage : {Stage::Import, Stage::Tensor, Stage::Buffer})
+    if (attr.getValue() == stageName(stage))
+      return stage;
+  return emitError(module.getLoc())
+         << "unknown " << kStageAttr << " '" << attr.getValue()
+         << "' (a module hasten-compile --compile-to wrote is at import, tensor or buffer)";
+}
+
+/// Writes the module as MLIR text, or as bytecode for a .mlirbc path,
+/// marked with its stage so that hasten-compile can resume from it.
+LogicalResult writeStage(ModuleOp module, Stage stage, StringRef path, Location loc) {
+  module->setAttr(kStageAttr, StringAttr::get(module.getContext(), stageName(stage)));
+  if (!path.ends_with(".mlirbc"))
+    return writeModule(module, path, loc);
+  std::string error;
+  auto out = openOutputFile(path, &error);
+  if (!out)
+    return emitError(loc) << error;
+  if (failed(writeBytecodeToFile(module, out->os())))
+    return emitError(loc) << "cannot write MLIR bytecode to '" << path << "'";
+  out->keep();
+  return success();
 }
 
 /// The model namespace of a draft compiled with its target.
@@ -156,7 +205,7 @@ LogicalResult mergeDraft(ModuleOp target, ModuleOp draft, StringRef draftPath) {
 LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
                                       const CompileOptions &options, MLIRContext &context,
                                       std::vector<PhaseTime> *times) {
-  PhaseTimer timer(times);
+  PhaseTimer timer(times, options.progress);
   DialectRegistry registry;
   registerAllDialects(registry);
   registerAllExtensions(registry);
@@ -175,21 +224,41 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (failed(target->initialize(fileLoc)))
     return failure();
 
-  // Import, attention fusion and decoder entries, for the target and for a
-  // draft, which then moves into the target's module under its namespace.
-  auto frontEnd = [&](StringRef path, bool isDraft) -> FailureOr<OwningOpRef<ModuleOp>> {
-    auto imported = timer.run(isDraft ? "import (draft)" : "import", [&] {
-      return path.ends_with(".mlir") ? parseMlirInput(path, context)
-                                     : importOnnxFile(path, context, options.import);
+  // The model: ONNX, or MLIR written by an earlier run at some stage.
+  auto load = [&](StringRef path, bool isDraft) {
+    return timer.run(isDraft ? "import (draft)" : "import", [&] {
+      return isMlirFile(path) ? parseMlirInput(path, context)
+                              : importOnnxFile(path, context, options.import);
     });
-    if (failed(imported))
+  };
+  auto imported = load(inputPath, /*isDraft=*/false);
+  if (failed(imported))
+    return failure();
+  ModuleOp module = imported->get();
+  FailureOr<Stage> inputStage = stageOf(module);
+  if (failed(inputStage))
+    return failure();
+  auto refuseIfPast = [&](Stage wanted, StringRef what) -> LogicalResult {
+    if (*inputStage <= wanted)
+      return success();
+    return emitError(fileLoc) << "the input is at the " << stageName(*inputStage)
+                              << " stage, past " << what
+                              << "; give the import-stage module or the ONNX file";
+  };
+  if (options.emit == EmitKind::Import) {
+    if (failed(refuseIfPast(Stage::Import, "the import stage")))
       return failure();
-    ModuleOp module = imported->get();
+    return writeStage(module, Stage::Import, outputPath, fileLoc);
+  }
+
+  // Attention fusion and decoder entries, for the target and for a draft,
+  // which then moves into the target's module under its namespace.
+  auto frontEnd = [&](ModuleOp m, bool isDraft) -> LogicalResult {
     if (options.fuseAttention &&
         failed(timer.run(isDraft ? "attention fusion (draft)" : "attention fusion", [&] {
           AttentionFusionPipelineOptions fusion;
           fusion.reportUnfused = options.reportUnfusedAttention;
-          return runStage(module, "hasten-attention-fusion-pipeline",
+          return runStage(m, "hasten-attention-fusion-pipeline",
                           [&](OpPassManager &pm) { buildAttentionFusionPipeline(pm, fusion); },
                           options);
         })))
@@ -199,93 +268,130 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
           DecoderEntriesOptions entries;
           entries.verify = options.verifyEntry || isDraft;
           entries.require = isDraft;
-          return runStage(module, "hasten-decoder-entries",
+          return runStage(m, "hasten-decoder-entries",
                           [&](OpPassManager &pm) { pm.addPass(createDecoderEntries(entries)); },
                           options);
         })))
       return failure();
-    return imported;
+    return success();
   };
-  auto imported = frontEnd(inputPath, /*isDraft=*/false);
-  if (failed(imported))
-    return failure();
-  ModuleOp module = imported->get();
-  if (options.speculationK > 0 && options.draftPath.empty())
-    return emitError(fileLoc) << "--spec-k needs --draft (the fused step runs a draft model)";
-  if (!options.draftPath.empty()) {
-    if (!options.decoderEntries)
-      return emitError(fileLoc) << "--draft needs the decoder entries (drop --no-decoder-entries)";
-    if (options.speculationK > 0 && options.kv.blockSize > 0)
-      return emitError(fileLoc) << "--spec-k builds the fused spec_step entry, which supports "
-                                   "contiguous KV caches only (drop --kv-block-size)";
-    auto draft = frontEnd(options.draftPath, /*isDraft=*/true);
-    if (failed(draft) || failed(mergeDraft(module, draft->get(), options.draftPath)))
-      return failure();
-  }
 
-  FailureOr<KVCachePlan> kv = planKVCache(module, options.kv, "");
-  if (failed(kv))
-    return failure();
-  // The draft's cache holds what the target's does: the same capacity.
+  FailureOr<KVCachePlan> kv = KVCachePlan();
   std::optional<KVCachePlan> draftKV;
-  if (!options.draftPath.empty()) {
-    KVCacheOptions draftOptions;
-    draftOptions.capacity = kv->capacity;
-    draftOptions.blockSize = kv->blockSize;
-    FailureOr<KVCachePlan> plan = planKVCache(module, draftOptions, kDraftModel);
-    if (failed(plan))
+  if (*inputStage == Stage::Import) {
+    if (failed(frontEnd(module, /*isDraft=*/false)))
       return failure();
-    draftKV = *plan;
-  }
-  TensorPipelineOptions tensor;
-  tensor.kvCapacity = kv->capacity;
-  tensor.kvBlockSize = options.kv.blockSize;
-  tensor.attention = options.attention;
-  tensor.speculationK = options.speculationK;
-  if (options.printAttentionPlan) {
-    // The plan the tensor stage follows (generated) or the kernel's tiles,
-    // seen before the op is lowered.
-    PassManager plan(&context, ModuleOp::getOperationName());
-    PlanAttentionOptions planOptions;
-    planOptions.printPlan = true;
-    plan.addPass(createPlanAttention(planOptions));
-    if (failed(plan.run(module)))
+    if (options.speculationK > 0 && options.draftPath.empty())
+      return emitError(fileLoc) << "--spec-k needs --draft (the fused step runs a draft model)";
+    if (!options.draftPath.empty()) {
+      if (!options.decoderEntries)
+        return emitError(fileLoc)
+               << "--draft needs the decoder entries (drop --no-decoder-entries)";
+      if (options.speculationK > 0 && options.kv.blockSize > 0)
+        return emitError(fileLoc) << "--spec-k builds the fused spec_step entry, which supports "
+                                     "contiguous KV caches only (drop --kv-block-size)";
+      auto draft = load(options.draftPath, /*isDraft=*/true);
+      if (failed(draft))
+        return failure();
+      FailureOr<Stage> draftStage = stageOf(draft->get());
+      if (failed(draftStage))
+        return failure();
+      if (*draftStage != Stage::Import)
+        return emitError(fileLoc) << "the draft '" << options.draftPath
+                                  << "' must be an ONNX file or an import-stage module";
+      if (failed(frontEnd(draft->get(), /*isDraft=*/true)) ||
+          failed(mergeDraft(module, draft->get(), options.draftPath)))
+        return failure();
+    }
+
+    kv = planKVCache(module, options.kv, "");
+    if (failed(kv))
       return failure();
+    recordKVCachePlan(module, *kv, "");
+    // The draft's cache holds what the target's does: the same capacity.
+    if (!options.draftPath.empty()) {
+      KVCacheOptions draftOptions;
+      draftOptions.capacity = kv->capacity;
+      draftOptions.blockSize = kv->blockSize;
+      FailureOr<KVCachePlan> plan = planKVCache(module, draftOptions, kDraftModel);
+      if (failed(plan))
+        return failure();
+      draftKV = *plan;
+      recordKVCachePlan(module, *plan, kDraftModel);
+    }
+    TensorPipelineOptions tensor;
+    tensor.kvCapacity = kv->capacity;
+    tensor.kvBlockSize = options.kv.blockSize;
+    tensor.attention = options.attention;
+    tensor.speculationK = options.speculationK;
+    if (options.printAttentionPlan) {
+      // The plan the tensor stage follows (generated) or the kernel's
+      // tiles, seen before the op is lowered.
+      PassManager plan(&context, ModuleOp::getOperationName());
+      PlanAttentionOptions planOptions;
+      planOptions.printPlan = true;
+      plan.addPass(createPlanAttention(planOptions));
+      if (failed(plan.run(module)))
+        return failure();
+    }
+    if (failed(timer.run("tensor passes", [&] {
+          return runStage(module, "hasten-tensor-pipeline",
+                          [&](OpPassManager &pm) { buildTensorPipeline(pm, tensor); }, options);
+        })))
+      return failure();
+  } else {
+    // A module written at a later stage carries its cache plans; what
+    // shaped them cannot change any more.
+    if (!options.draftPath.empty() || options.speculationK > 0 || options.kv.capacity ||
+        options.kv.blockSize || options.kv.budgetBytes)
+      return emitError(fileLoc) << "the input is at the " << stageName(*inputStage)
+                                << " stage: its decoder entries and KV cache are fixed "
+                                   "(--draft, --spec-k and --kv-* apply to the import stage)";
+    kv = readKVCachePlan(module, "");
+    FailureOr<KVCachePlan> draftPlan = readKVCachePlan(module, kDraftModel);
+    if (failed(kv) || failed(draftPlan))
+      return failure();
+    if (draftPlan->decoder)
+      draftKV = *draftPlan;
   }
-  if (failed(timer.run("tensor passes", [&] {
-        return runStage(module, "hasten-tensor-pipeline",
-                        [&](OpPassManager &pm) { buildTensorPipeline(pm, tensor); }, options);
-      })))
-    return failure();
-  if (failed(target->checkTensorLevel(module)))
+  if (*inputStage <= Stage::Tensor && failed(target->checkTensorLevel(module)))
     return failure();
   // The signatures as callers see them: after KV planning replaced the
-  // decoder entries' past/present pairs by the cache.
+  // decoder entries' past/present pairs by the cache. Bufferization keeps
+  // the public functions' arguments, results and their attributes.
   std::vector<EntrySignature> entries;
   for (auto func : module.getOps<func::FuncOp>())
-    if (!func.isExternal())
+    if (!func.isExternal() && (*inputStage <= Stage::Tensor || func.isPublic()))
       entries.push_back(readSignature(func));
-  if (options.emit == EmitKind::MLIR && failed(writeModule(module, outputPath, fileLoc)))
-    return failure();
-  if (options.emit == EmitKind::MLIR && !options.memoryReport)
-    return success();
+  if (options.emit == EmitKind::MLIR) {
+    if (failed(refuseIfPast(Stage::Tensor, "the tensor stage")) ||
+        failed(writeStage(module, Stage::Tensor, outputPath, fileLoc)))
+      return failure();
+    if (!options.memoryReport)
+      return success();
+  }
 
-  BufferizePipelineOptions bufferize;
-  bufferize.weights = options.weights == WeightPrecision::BF16 ? "bf16" : "f32";
-  if (failed(timer.run("bufferization", [&] {
-        return runStage(module, "hasten-bufferize-pipeline",
-                        [&](OpPassManager &pm) { buildBufferizePipeline(pm, bufferize); },
-                        options);
-      })))
-    return failure();
+  if (*inputStage <= Stage::Tensor) {
+    BufferizePipelineOptions bufferize;
+    bufferize.weights = options.weights == WeightPrecision::BF16 ? "bf16" : "f32";
+    if (failed(timer.run("bufferization", [&] {
+          return runStage(module, "hasten-bufferize-pipeline",
+                          [&](OpPassManager &pm) { buildBufferizePipeline(pm, bufferize); },
+                          options);
+        })))
+      return failure();
+  }
   uint64_t weightBytes = 0;
   std::vector<WeightInfo> weights = collectWeights(module, weightBytes);
   if (options.memoryReport)
     *options.memoryReport << llvm::formatv(
         "{0:2}\n", llvm::json::Value(buildMemoryReport(
-                       module, *kv, draftKV ? &*draftKV : nullptr, weightBytes, llvm::sys::path::filename(inputPath))));
+                       module, *kv, draftKV ? &*draftKV : nullptr, weightBytes,
+                       llvm::sys::path::filename(inputPath))));
   if (options.emit == EmitKind::MLIR)
     return success();
+  if (options.emit == EmitKind::Buffer)
+    return writeStage(module, Stage::Buffer, outputPath, fileLoc);
 
   if (failed(timer.run("lowering to LLVM dialect", [&] {
         return runStage(module, ("hasten-" + target->getName() + "-lowering-pipeline").str(),

@@ -65,3 +65,58 @@ FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions
            << " bytes of KV cache, more than --kv-budget=" << options.budgetBytes;
   return plan;
 }
+
+namespace {
+constexpr llvm::StringLiteral kPlansAttr = HastenDialect::kKVPlansAttrName;
+const char *const kPlanFields[] = {"layers",   "kv_heads",     "head_dim",     "element_bytes",
+                                   "bytes_per_token", "capacity", "block_size", "budget_bytes",
+                                   "budget_tokens"};
+} // namespace
+
+void hasten::recordKVCachePlan(ModuleOp module, const KVCachePlan &plan, StringRef model) {
+  if (!plan.decoder)
+    return;
+  Builder b(module.getContext());
+  int64_t values[] = {plan.layers,        plan.kvHeads,  plan.headDim,
+                      plan.elementBytes,  plan.bytesPerToken, plan.capacity,
+                      plan.blockSize,     int64_t(plan.budgetBytes), plan.budgetTokens};
+  SmallVector<NamedAttribute> fields;
+  for (auto [name, value] : llvm::zip_equal(kPlanFields, values))
+    fields.push_back(b.getNamedAttr(name, b.getI64IntegerAttr(value)));
+  fields.push_back(b.getNamedAttr("element_type", TypeAttr::get(plan.elementType)));
+  NamedAttrList plans(module->getAttrOfType<DictionaryAttr>(kPlansAttr));
+  plans.set(model.empty() ? "main" : model, b.getDictionaryAttr(fields));
+  module->setAttr(kPlansAttr, plans.getDictionary(module.getContext()));
+}
+
+FailureOr<KVCachePlan> hasten::readKVCachePlan(ModuleOp module, StringRef model) {
+  KVCachePlan plan;
+  auto plans = module->getAttrOfType<DictionaryAttr>(kPlansAttr);
+  auto entry = plans ? plans.getAs<DictionaryAttr>(model.empty() ? "main" : model) : nullptr;
+  if (!entry)
+    return plan;
+  int64_t values[std::size(kPlanFields)];
+  for (auto [name, value] : llvm::zip_equal(kPlanFields, values)) {
+    auto attr = entry.getAs<IntegerAttr>(name);
+    if (!attr)
+      return emitError(module.getLoc()) << "the module's " << kPlansAttr << " lacks '" << name
+                                        << "' for model '" << model << "'";
+    value = attr.getInt();
+  }
+  auto type = entry.getAs<TypeAttr>("element_type");
+  if (!type)
+    return emitError(module.getLoc()) << "the module's " << kPlansAttr
+                                      << " lacks 'element_type' for model '" << model << "'";
+  plan.decoder = true;
+  plan.layers = values[0];
+  plan.kvHeads = values[1];
+  plan.headDim = values[2];
+  plan.elementBytes = values[3];
+  plan.bytesPerToken = values[4];
+  plan.capacity = values[5];
+  plan.blockSize = values[6];
+  plan.budgetBytes = uint64_t(values[7]);
+  plan.budgetTokens = values[8];
+  plan.elementType = type.getValue();
+  return plan;
+}

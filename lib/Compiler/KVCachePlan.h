@@ -33,6 +33,13 @@ struct KVCachePlan {
 mlir::FailureOr<KVCachePlan> planKVCache(mlir::ModuleOp module, const KVCacheOptions &options,
                                          llvm::StringRef model);
 
+/// Records the plan of `model` on the module (`hasten.kv_plans`), so that a
+/// module written at a later stage (--compile-to=tensor, buffer) and read
+/// back still knows its caches.
+void recordKVCachePlan(mlir::ModuleOp module, const KVCachePlan &plan, llvm::StringRef model);
+/// The plan recorded for `model`; decoder = false when none is.
+mlir::FailureOr<KVCachePlan> readKVCachePlan(mlir::ModuleOp module, llvm::StringRef model);
+
 } // namespace hasten
 
 #endif // HASTEN_LIB_COMPILER_KVCACHEPLAN_H

@@ -15,8 +15,11 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Support/Timing.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Process.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/InitLLVM.h"
@@ -29,17 +32,34 @@ using namespace llvm;
 static cl::OptionCategory toolCategory("hasten-compile options");
 static hasten::ImportCommandLine importOptions(toolCategory);
 
-static cl::opt<std::string> inputPath(cl::cat(toolCategory), cl::Positional, cl::desc("<model.onnx>"), cl::Required);
+static cl::opt<std::string> inputPath(cl::cat(toolCategory), cl::Positional,
+                                      cl::desc("<model.onnx | module.mlir | module.mlirbc>"),
+                                      cl::Required);
 static cl::opt<std::string> outputPath(cl::cat(toolCategory), "o", cl::desc("Output file"), cl::value_desc("file"),
                                        cl::Required);
 static cl::opt<std::string> targetName(cl::cat(toolCategory), "target", cl::desc("Code generation target (cpu)"),
                                        cl::init("cpu"));
-static cl::opt<hasten::EmitKind> emitKind(cl::cat(toolCategory), 
-    "emit", cl::desc("Stop after this stage"), cl::init(hasten::EmitKind::Library),
-    cl::values(clEnumValN(hasten::EmitKind::MLIR, "mlir", "optimized tensor-level MLIR"),
+static cl::opt<hasten::EmitKind> compileTo(cl::cat(toolCategory),
+    "compile-to",
+    cl::desc("Stop after this stage; the MLIR stages (.mlir, or bytecode for .mlirbc) can be "
+             "given back to hasten-compile to go on from there"),
+    cl::init(hasten::EmitKind::Library),
+    cl::values(clEnumValN(hasten::EmitKind::Import, "import", "the imported module"),
+               clEnumValN(hasten::EmitKind::MLIR, "tensor",
+                          "the optimized tensor-level module, decoder entries and KV cache "
+                          "planned"),
+               clEnumValN(hasten::EmitKind::Buffer, "buffer", "the bufferized module"),
                clEnumValN(hasten::EmitKind::LLVM, "llvm", "optimized LLVM IR"),
                clEnumValN(hasten::EmitKind::Object, "obj", "an object file"),
                clEnumValN(hasten::EmitKind::Library, "lib", "a shared library (default)")));
+static cl::opt<hasten::EmitKind> emitKind(cl::cat(toolCategory),
+    "emit", cl::desc("Older spelling of --compile-to"), cl::init(hasten::EmitKind::Library),
+    cl::values(clEnumValN(hasten::EmitKind::MLIR, "mlir", "= --compile-to=tensor"),
+               clEnumValN(hasten::EmitKind::LLVM, "llvm", "= --compile-to=llvm"),
+               clEnumValN(hasten::EmitKind::Object, "obj", "= --compile-to=obj"),
+               clEnumValN(hasten::EmitKind::Library, "lib", "= --compile-to=lib")));
+static cl::opt<bool> progress(cl::cat(toolCategory), "progress",
+    cl::desc("Announce each phase as it starts and ends (default: when stderr is a terminal)"));
 static cl::opt<std::string> cpu(cl::cat(toolCategory), "cpu", cl::desc("Target CPU: native (the default: this machine's CPU and "
                                            "features), x86-64, x86-64-v2, x86-64-v3 (any CPU with "
                                            "AVX2), x86-64-v4 (AVX-512), or a CPU name such as "
@@ -122,6 +142,7 @@ int main(int argc, char **argv) {
   mlir::registerPassManagerCLOptions();
   mlir::registerMLIRContextCLOptions();
   mlir::registerAsmPrinterCLOptions();
+  mlir::registerDefaultTimingManagerCLOptions();
   cl::ParseCommandLineOptions(argc, argv, "hasten ahead-of-time compiler\n");
 
   mlir::MLIRContext context;
@@ -138,7 +159,13 @@ int main(int argc, char **argv) {
   });
 
   hasten::CompileOptions options;
-  options.emit = emitKind;
+  if (emitKind.getNumOccurrences() && compileTo.getNumOccurrences()) {
+    errs() << "hasten-compile: error: give --compile-to or --emit, not both\n";
+    return 1;
+  }
+  options.emit = emitKind.getNumOccurrences() ? emitKind : compileTo;
+  if (progress || (!progress.getNumOccurrences() && sys::Process::StandardErrIsDisplayed()))
+    options.progress = &errs();
   options.target = targetName;
   options.cpu.cpu = cpu;
   options.cpu.cpuFeatures = cpuFeatures;
@@ -205,11 +232,35 @@ int main(int argc, char **argv) {
     errs() << "hasten-compile: error: " << error << "\n";
     return 1;
   }
-  options.configurePassManager = [](mlir::PassManager &pm) -> mlir::LogicalResult {
+  // --mlir-timing: one report for every stage's passes.
+  mlir::DefaultTimingManager timingManager;
+  mlir::applyDefaultTimingManagerCLOptions(timingManager);
+  mlir::TimingScope timingRoot = timingManager.getRootScope();
+  // --mlir-print-ir-tree-dir=DIR: each stage prints into its own numbered
+  // folder (DIR/01_hasten-attention-fusion-pipeline, ...), so that later
+  // stages do not overwrite earlier ones' files.
+  auto *treeDir = static_cast<cl::opt<std::string> *>(
+      cl::getRegisteredOptions().lookup("mlir-print-ir-tree-dir"));
+  std::string treeRoot = treeDir ? treeDir->getValue() : std::string();
+  unsigned stageNumber = 0;
+  options.configurePassManager = [&](mlir::PassManager &pm,
+                                     StringRef stage) -> mlir::LogicalResult {
     if (printIRAfterAll) {
       pm.getContext()->disableMultithreading();
       pm.enableIRPrinting();
     }
+    ++stageNumber;
+    if (!treeRoot.empty()) {
+      std::string dir =
+          (Twine(treeRoot) + "/" + formatv("{0:02}", stageNumber) + "_" + stage).str();
+      if (std::error_code ec = sys::fs::create_directories(dir))
+        return pm.getContext()->getDiagEngine().emit(mlir::UnknownLoc::get(pm.getContext()),
+                                                     mlir::DiagnosticSeverity::Error)
+               << "cannot create '" << dir << "': " << ec.message();
+      treeDir->setValue(dir);
+    }
+    if (timingManager.isEnabled())
+      pm.enableTiming(timingRoot);
     return mlir::applyPassManagerCLOptions(pm);
   };
 

@@ -72,15 +72,20 @@ struct CompileOptions {
   /// When set, receives each stage's pass pipeline, as hasten-opt takes it.
   llvm::raw_ostream *printPipeline = nullptr;
   /// Applies debugging options (IR printing, MLIR timing) to each MLIR pass
-  /// manager the compiler runs.
-  std::function<mlir::LogicalResult(mlir::PassManager &)> configurePassManager;
+  /// manager the compiler runs; `stage` names its pipeline.
+  std::function<mlir::LogicalResult(mlir::PassManager &, llvm::StringRef stage)>
+      configurePassManager;
+  /// When set, each phase is announced here as it starts and ends.
+  llvm::raw_ostream *progress = nullptr;
   /// Test hook: write this manifest format version instead of the current
   /// one, so that the runtime's refusal can be tested.
   uint32_t manifestFormatVersionOverride = 0;
 };
 
-/// Compiles the ONNX model at `inputPath` and writes what `options.emit`
-/// asks for to `outputPath`. Errors are reported through the context's
+/// Compiles the ONNX model at `inputPath` (or an .mlir/.mlirbc module that
+/// an earlier run wrote at the import, tensor or buffer stage, or written
+/// by hand at the import stage) and writes what `options.emit` asks for to
+/// `outputPath`. Errors are reported through the context's
 /// diagnostics and name the file, node or phase.
 mlir::LogicalResult compileOnnxFile(llvm::StringRef inputPath, llvm::StringRef outputPath,
                                     const CompileOptions &options, mlir::MLIRContext &context,

@@ -25,7 +25,10 @@
 
 namespace hasten {
 
-enum class EmitKind { MLIR, LLVM, Object, Library };
+/// Where compilation stops (hasten-compile --compile-to): the imported
+/// module, the optimized tensor-level module (MLIR: --emit=mlir), the
+/// bufferized module, LLVM IR, an object file or the shared library.
+enum class EmitKind { Import, MLIR, Buffer, LLVM, Object, Library };
 
 /// What serialize() writes.
 struct SerializeRequest {

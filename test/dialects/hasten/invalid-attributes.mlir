@@ -75,3 +75,30 @@ module attributes {hasten.onnx.opset = "17"} {
 func.func @f(%x: tensor<2xf32> {hasten.onnx_dim_params = [1]}) {
   return
 }
+
+// -----
+
+// The stage and KV plans hasten-compile --compile-to records, well formed.
+module attributes {hasten.stage = "tensor",
+                   hasten.kv_plans = {main = {layers = 2 : i64, capacity = 64 : i64,
+                                              element_type = f32}}} {
+}
+
+// -----
+
+// expected-error @+1 {{'hasten.stage' must be "import", "tensor" or "buffer"}}
+module attributes {hasten.stage = "llvm"} {
+}
+
+// -----
+
+// expected-error @+1 {{'hasten.stage' belongs on the module}}
+func.func @f() attributes {hasten.stage = "tensor"} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{'hasten.kv_plans' must map model names to dictionaries of integers and types}}
+module attributes {hasten.kv_plans = {main = {layers = "two"}}} {
+}
