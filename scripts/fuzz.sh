@@ -4,7 +4,8 @@
 # regression inputs, and prints executions and coverage per target.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET (default 60)] [TARGET...]
-#   TARGET: tensor-files, module-file, onnx-import (default: all three)
+#   TARGET: tensor-files, module-file, onnx-import, tokenizer, chat-template
+#   (default: all)
 #
 # A crash leaves its input in build-sanitize/fuzz/<target>/artifacts/; once
 # the bug is fixed, copy the input to test/fuzz/regressions/<target>/ so that
@@ -13,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(tensor-files module-file onnx-import)
+[ ${#targets[@]} -gt 0 ] || targets=(tensor-files module-file onnx-import tokenizer chat-template)
 hasten_install_packages
 hasten_build_sanitize --target "${targets[@]/#/fuzz-}"
 

@@ -13,7 +13,8 @@ int main(int argc, char **argv) {
   hasten::Module model;
   hasten::Sequence sequence;
   std::string error;
-  if (!model.load(argv[1], &error) || !sequence.create(model, nullptr, &error)) {
+  if (!model.load(argv[1], &error) || !model.prepare(&error) ||
+      !sequence.create(model, nullptr, &error)) {
     std::fprintf(stderr, "error: %s\n", error.c_str());
     return 1;
   }

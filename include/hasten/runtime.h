@@ -480,6 +480,20 @@ int64_t hasten_tokenizer_eos_id(const hasten_tokenizer *tokenizer);
  * tokenizer. */
 const char *hasten_tokenizer_chat_template(const hasten_tokenizer *tokenizer);
 
+/* Renders the chat template for `count` messages (roles such as "system",
+ * "user", "assistant", and their contents), as Hugging Face's
+ * apply_chat_template does (Jinja with trim_blocks and lstrip_blocks; the
+ * template sees `messages`, `add_generation_prompt`, `bos_token` and
+ * `eos_token`); the text, to be encoded without add_special_tokens, goes to
+ * `text` as for hasten_tokenizer_decode. HASTEN_ERROR_NOT_FOUND without a
+ * template; a template using Jinja that hasten does not implement, or calling
+ * raise_exception, is an error that names it. */
+hasten_status hasten_tokenizer_apply_chat_template(const hasten_tokenizer *tokenizer,
+                                                   const char *const *roles,
+                                                   const char *const *contents, size_t count,
+                                                   int add_generation_prompt, char *text,
+                                                   size_t capacity, size_t *length);
+
 /* Encodes `length` bytes of UTF-8 `text`. `*count` receives the number of
  * ids; they are written to `ids` when it has room (`capacity`), else the call
  * fails with HASTEN_ERROR_INVALID_ARGUMENT and `*count` says how many are

@@ -141,6 +141,16 @@ public:
     return true;
   }
 
+  /// Packs a decoder's weights now (hasten_module_prepare) so that the
+  /// first request does not pay for it.
+  bool prepare(std::string *error = nullptr) {
+    if (hasten_module_prepare(module_) == HASTEN_OK)
+      return true;
+    if (error)
+      *error = hasten_last_error();
+    return false;
+  }
+
   bool isDecoder() const { return hasten_module_is_decoder(module_); }
   int64_t vocabSize() const { return hasten_module_vocab_size(module_); }
   int64_t kvCapacity() const { return hasten_module_kv_capacity(module_); }

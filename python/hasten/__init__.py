@@ -85,9 +85,14 @@ def compile(model, output=None, *, weights="f32", cpu=None, kv_capacity=None,
     return os.fspath(output)
 
 
-def load(path):
-    """Loads a module compiled by hasten-compile."""
-    return Module(path)
+def load(path, prepare=True):
+    """Loads a module compiled by hasten-compile; with `prepare` (the
+    default), a decoder's weights are packed now rather than during its
+    first requests."""
+    module = Module(path)
+    if prepare:
+        module.prepare()
+    return module
 
 
 class Module:

@@ -419,8 +419,10 @@ bool ByteLevelBpe::load(const json &root, const std::string &path, std::string &
   for (int64_t id : suffix)
     if (id < 0 || id >= vocabSize())
       return refuse("the template's token id " + std::to_string(id) + " is not in the vocabulary");
-  if (prefix.size() == 1)
+  if (prefix.size() == 1) {
     bosId = prefix.front();
+    bosToken = idToToken[bosId];
+  }
   return true;
 }
 

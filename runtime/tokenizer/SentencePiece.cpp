@@ -91,5 +91,9 @@ hasten_sentencepiece_load(int abiVersion, const char *path, std::string *error) 
   }
   tokenizer->bosId = tokenizer->processor.bos_id();
   tokenizer->eosId = tokenizer->processor.eos_id();
+  if (tokenizer->bosId >= 0)
+    tokenizer->bosToken = tokenizer->processor.IdToPiece(tokenizer->bosId);
+  if (tokenizer->eosId >= 0)
+    tokenizer->eosToken = tokenizer->processor.IdToPiece(tokenizer->eosId);
   return tokenizer.release();
 }

@@ -3,6 +3,7 @@
 #include "Tokenizer.h"
 
 #include "../RuntimeInternal.h"
+#include "ChatTemplate.h"
 #include "Unicode.h"
 
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 using namespace hasten::tokenizer;
 using hasten::runtime::fail;
@@ -86,8 +88,9 @@ bool applyConfig(Tokenizer &tokenizer, const std::string &folder, std::optional<
       error = path + ": the top level is not an object";
       return false;
     }
-    for (auto [key, slot] : {std::pair{"bos_token", &tokenizer.bosId},
-                             std::pair{"eos_token", &tokenizer.eosId}}) {
+    for (auto [key, slot, spelling] :
+         {std::tuple{"bos_token", &tokenizer.bosId, &tokenizer.bosToken},
+          std::tuple{"eos_token", &tokenizer.eosId, &tokenizer.eosToken}}) {
       if (!config.contains(key))
         continue;
       std::string name = tokenText(config[key]);
@@ -99,6 +102,7 @@ bool applyConfig(Tokenizer &tokenizer, const std::string &folder, std::optional<
         return false;
       }
       *slot = id;
+      *spelling = name;
     }
     if (config.contains("add_bos_token") && config["add_bos_token"].is_boolean())
       addBos = config["add_bos_token"].get<bool>();
@@ -183,8 +187,10 @@ std::unique_ptr<Tokenizer> hasten::tokenizer::loadTokenizer(const std::string &g
     tokenizer->bosId = -1;
   if (tokenizer->eosId < 0)
     for (const char *name : {"<|endoftext|>", "<|end_of_text|>", "</s>"})
-      if ((tokenizer->eosId = tokenizer->tokenId(name)) >= 0)
+      if ((tokenizer->eosId = tokenizer->tokenId(name)) >= 0) {
+        tokenizer->eosToken = name;
         break;
+      }
   return tokenizer;
 }
 
@@ -244,6 +250,43 @@ int64_t hasten_tokenizer_eos_id(const hasten_tokenizer *tokenizer) {
 }
 const char *hasten_tokenizer_chat_template(const hasten_tokenizer *tokenizer) {
   return tokenizer ? tokenizer->impl->chatTemplate.c_str() : nullptr;
+}
+
+hasten_status hasten_tokenizer_apply_chat_template(const hasten_tokenizer *tokenizer,
+                                                   const char *const *roles,
+                                                   const char *const *contents, size_t count,
+                                                   int add_generation_prompt, char *text,
+                                                   size_t capacity, size_t *length) {
+  if (!tokenizer || (count && (!roles || !contents)) || !length || (!text && capacity))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_tokenizer_apply_chat_template: null argument");
+  const Tokenizer &impl = *tokenizer->impl;
+  if (impl.chatTemplate.empty())
+    return fail(HASTEN_ERROR_NOT_FOUND,
+                "the tokenizer has no chat template (tokenizer_config.json's chat_template)");
+  ChatTemplateInputs inputs;
+  for (size_t i = 0; i < count; ++i) {
+    if (!roles[i] || !contents[i])
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                  "hasten_tokenizer_apply_chat_template: message %zu has a null role or "
+                  "content", i);
+    inputs.messages.push_back({roles[i], contents[i]});
+  }
+  inputs.addGenerationPrompt = add_generation_prompt != 0;
+  inputs.bosToken = impl.bosToken;
+  inputs.eosToken = impl.eosToken;
+  std::string out, error;
+  if (!renderChatTemplate(impl.chatTemplate, inputs, out, error))
+    return failWith(HASTEN_ERROR_INVALID_ARGUMENT, error);
+  *length = out.size();
+  if (!text && capacity == 0)
+    return HASTEN_OK;
+  if (out.size() > capacity)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_tokenizer_apply_chat_template: the text is %zu bytes, but there is "
+                "room for %zu", out.size(), capacity);
+  std::memcpy(text, out.data(), out.size());
+  return HASTEN_OK;
 }
 
 hasten_status hasten_tokenizer_encode(const hasten_tokenizer *tokenizer, const char *text,

@@ -50,8 +50,10 @@ public:
 
   int64_t bosId = -1;
   int64_t eosId = -1;
-  /// The chat template of tokenizer_config.json ("" when none).
+  /// The chat template of tokenizer_config.json ("" when none), and the
+  /// BOS/EOS spellings it is rendered with.
   std::string chatTemplate;
+  std::string bosToken, eosToken;
 };
 
 /// Loads tokenizer.json, a SentencePiece model, or a folder holding one

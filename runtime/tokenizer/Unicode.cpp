@@ -11,6 +11,10 @@ namespace {
 struct CodePointRange {
   uint32_t first, last;
 };
+struct CaseMapping {
+  uint32_t codePoint;
+  const char *utf8;
+};
 
 #include "UnicodeTables.inc"
 
@@ -37,7 +41,32 @@ const ByteAlphabet &alphabet() {
   return table;
 }
 
+template <size_t N>
+std::string mapCase(const CaseMapping (&table)[N], std::string_view text, bool upper) {
+  std::string out;
+  out.reserve(text.size());
+  for (const CodePoint &cp : decodeUtf8(text)) {
+    uint32_t c = cp.value;
+    if (c < 0x80) {
+      out += static_cast<char>(upper && c >= 'a' && c <= 'z'   ? c - 32
+                               : !upper && c >= 'A' && c <= 'Z' ? c + 32
+                                                                : c);
+      continue;
+    }
+    const CaseMapping *it = std::lower_bound(
+        table, table + N, c, [](const CaseMapping &m, uint32_t v) { return m.codePoint < v; });
+    if (it != table + N && it->codePoint == c)
+      out += it->utf8;
+    else
+      out.append(text.substr(cp.offset, cp.length));
+  }
+  return out;
+}
+
 } // namespace
+
+std::string toUpper(std::string_view text) { return mapCase(kUpperMap, text, true); }
+std::string toLower(std::string_view text) { return mapCase(kLowerMap, text, false); }
 
 std::vector<CodePoint> decodeUtf8(std::string_view text) {
   std::vector<CodePoint> out;

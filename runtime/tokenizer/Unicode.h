@@ -38,6 +38,10 @@ bool isWhitespace(uint32_t c); // \s: Unicode White_Space
 /// text without such characters is its own NFC form.
 bool mayChangeUnderNfc(uint32_t c);
 
+/// Python's str.upper() and str.lower() (full case mappings: "ß" is "SS").
+std::string toUpper(std::string_view text);
+std::string toLower(std::string_view text);
+
 /// GPT-2's printable stand-in for each byte (bytes_to_unicode), and back.
 uint32_t byteToChar(uint8_t byte);
 /// The byte a stand-in character represents, or -1.

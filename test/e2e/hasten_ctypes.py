@@ -96,6 +96,9 @@ class Runtime:
                                               ctypes.POINTER(i64), sz, ctypes.POINTER(sz)]
         L.hasten_tokenizer_decode.argtypes = [vp, ctypes.POINTER(i64), sz, ctypes.c_int,
                                               ctypes.c_char_p, sz, ctypes.POINTER(sz)]
+        L.hasten_tokenizer_apply_chat_template.argtypes = [
+            vp, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p), sz,
+            ctypes.c_int, ctypes.c_char_p, sz, ctypes.POINTER(sz)]
         L.hasten_text_stream_create.argtypes = [vp, ctypes.c_int, ctypes.POINTER(vp)]
         L.hasten_text_stream_free.argtypes = [vp]
         L.hasten_text_stream_push.argtypes = [vp, i64, ctypes.POINTER(ctypes.c_char_p),
@@ -155,6 +158,21 @@ class Tokenizer:
                                                 int(skip_special_tokens), buf, length.value,
                                                 ctypes.byref(length)))
         return buf.raw[:length.value]
+
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        n = len(messages)
+        roles = (ctypes.c_char_p * max(n, 1))(*[m["role"].encode() for m in messages])
+        contents = (ctypes.c_char_p * max(n, 1))(*[m["content"].encode() for m in messages])
+        length = ctypes.c_size_t()
+        L = self.rt.lib
+        self.rt.check(L.hasten_tokenizer_apply_chat_template(
+            self.handle, roles, contents, n, int(add_generation_prompt), None, 0,
+            ctypes.byref(length)))
+        buf = ctypes.create_string_buffer(max(length.value, 1))
+        self.rt.check(L.hasten_tokenizer_apply_chat_template(
+            self.handle, roles, contents, n, int(add_generation_prompt), buf, length.value,
+            ctypes.byref(length)))
+        return buf.raw[:length.value].decode()
 
     def stream(self, ids, skip_special_tokens=True):
         """The pieces a text stream releases for `ids`, then its tail."""

@@ -13,6 +13,10 @@ Checks, for each tokenizer:
   character split across tokens, and its pieces add up to the full decode;
 - text that NFC would change is refused by a tokenizer with the NFC
   normalizer, naming the code point;
+- chat templates (Llama 3, Llama 2, Mistral, Qwen2, Zephyr, Gemma, Phi-3 and
+  one using namespace, loop controls, slices, tests and filters) render as
+  jinja2 renders them for Hugging Face (chat_cases.json), and the templates'
+  raise_exception and Jinja hasten does not implement are errors that say so;
 - tokenizer_config.json's EOS and chat template are read; bad files (missing,
   malformed, unsupported model or expression, a corrupt SentencePiece model,
   a folder without a tokenizer), ids outside the vocabulary and short output
@@ -47,6 +51,65 @@ def refused(c, rt, path, expect, what):
         c.check(False, f"{what}: loaded, but should be refused")
     except hc.HastenError as e:
         c.check(expect in str(e), f"{what}: refused ({str(e)[:150]})")
+
+
+def check_chat_templates(c, rt):
+    with open(os.path.join(HERE, "chat_cases.json"), encoding="utf-8") as f:
+        data = json.load(f)
+    with tempfile.TemporaryDirectory(prefix="hasten-chat-") as work:
+        shutil.copy(os.path.join(HERE, "spm.model"), os.path.join(work, "tokenizer.model"))
+        results = {}
+        for case in data["cases"]:
+            name = case["template"]
+            with open(os.path.join(work, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump({"bos_token": "<s>", "eos_token": "</s>",
+                           "chat_template": data["templates"][name]}, f)
+            tok = rt.tokenizer(work)
+            messages = data["conversations"][case["conversation"]]
+            try:
+                got, error = tok.apply_chat_template(messages, case["add_generation_prompt"]), None
+            except hc.HastenError as e:
+                got, error = None, str(e)
+            tok.free()
+            if name == "features":
+                ok = error is not None and "loop filters" in error
+            elif "error" in case:
+                # raise_exception's message, as jinja2 raised it.
+                ok = error is not None and case["error"].split(": ", 1)[1] in error
+            else:
+                ok = got == case["text"]
+            results.setdefault(name, []).append((ok, case, got, error))
+        hostile = {
+            "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}": "nested more than 100 deep",
+            "{{ " + " ~ ".join(["'a'"] * 3000) + " }}": "more than 1000 operations",
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}"
+            "{% endfor %}": "did not finish within",
+            "{{ range(1000000) | length }}": "range() of more than 100000 numbers",
+            "{% set ns = namespace(s='ab') %}{% for i in range(64) %}"
+            "{% set ns.s = ns.s ~ ns.s %}{% endfor %}": "longer than",
+            "{{ 'x' * 100000000000 }}": "longer than",
+            "{% for m in messages %}{{ m.content }": "unclosed '{{'",
+            "{% if true %}x": "has no {% endif %}",
+            "{{ messages | shuffle }}": "unsupported filter '| shuffle'",
+            "{% macro f() %}{% endmacro %}": "unsupported statement {% macro %}",
+            "{{ 1.5 }}": "floating-point numbers are not supported",
+        }
+        for source, expect in hostile.items():
+            with open(os.path.join(work, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump({"chat_template": source}, f)
+            tok = rt.tokenizer(work)
+            try:
+                tok.apply_chat_template([{"role": "user", "content": "hi"}])
+                c.check(False, f"hostile template {source[:40]!r}... should be refused")
+            except hc.HastenError as e:
+                c.check(expect in str(e), f"hostile template refused: {str(e)[:110]}")
+            tok.free()
+        for name, runs in results.items():
+            bad = [(r[1]["conversation"], r[2], r[3]) for r in runs if not r[0]]
+            what = ("refused: loop filters are not implemented" if name == "features"
+                    else "renders as jinja2 does")
+            c.check(not bad, f"chat template {name}: {len(runs)} renders, {what} "
+                             f"{bad[:1] if bad else ''}")
 
 
 def main():
@@ -192,6 +255,7 @@ def main():
         refused(c, rt, corrupt, "corrupt.model: not a SentencePiece model",
                 "a truncated SentencePiece model")
 
+    check_chat_templates(c, rt)
     print(f"{c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0
 
