@@ -320,6 +320,22 @@ public:
                                   text.size(), &length));
     return py::bytes(text);
   }
+  std::string applyChatTemplate(const std::vector<std::pair<std::string, std::string>> &messages,
+                                bool addGenerationPrompt) const {
+    std::vector<const char *> roles, contents;
+    for (const auto &[role, content] : messages) {
+      roles.push_back(role.c_str());
+      contents.push_back(content.c_str());
+    }
+    size_t length = 0;
+    check(hasten_tokenizer_apply_chat_template(tok, roles.data(), contents.data(), roles.size(),
+                                               addGenerationPrompt, nullptr, 0, &length));
+    std::string text(length, '\0');
+    check(hasten_tokenizer_apply_chat_template(tok, roles.data(), contents.data(), roles.size(),
+                                               addGenerationPrompt, text.data(), text.size(),
+                                               &length));
+    return text;
+  }
   hasten_tokenizer *tok = nullptr;
 };
 
@@ -422,6 +438,7 @@ PYBIND11_MODULE(_hasten, m) {
       .def(py::init<const std::string &>())
       .def("encode", &Tokenizer::encode)
       .def("decode_bytes", &Tokenizer::decodeBytes)
+      .def("apply_chat_template", &Tokenizer::applyChatTemplate)
       .def_property_readonly("kind", [](const Tokenizer &t) { return std::string(hasten_tokenizer_kind(t.tok)); })
       .def_property_readonly("vocab_size", [](const Tokenizer &t) { return hasten_tokenizer_vocab_size(t.tok); })
       .def_property_readonly("bos_id", [](const Tokenizer &t) { return hasten_tokenizer_bos_id(t.tok); })

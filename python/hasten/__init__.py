@@ -303,6 +303,14 @@ class Tokenizer:
     def encode(self, text, add_special_tokens=True):
         return self._tok.encode(text, bool(add_special_tokens))
 
+    def apply_chat_template(self, messages, add_generation_prompt=True):
+        """The conversation (dicts with "role" and "content") rendered
+        through tokenizer_config.json's chat template, as Hugging Face's
+        apply_chat_template renders it; encode it with
+        add_special_tokens=False."""
+        return self._tok.apply_chat_template(
+            [(str(m["role"]), str(m["content"])) for m in messages], bool(add_generation_prompt))
+
     def decode(self, ids, skip_special_tokens=True):
         """The text of `ids` (bytes that are not UTF-8 show as U+FFFD)."""
         return self.decode_bytes(ids, skip_special_tokens).decode("utf-8", "replace")

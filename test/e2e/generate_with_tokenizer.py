@@ -15,8 +15,13 @@ Checks:
   --ignore-eos goes on;
 - --interactive continues the same sequence with each line of input: its
   output is the reference's continuation of the whole conversation;
+- --chat renders --system and --prompt through tokenizer_config.json's chat
+  template, and --interactive then renders each line as the next user
+  message after the assistant's answer; the cached prefix is reused and the
+  tokens are the reference's for the whole re-rendered conversation;
 - refusals: --prompt without --tokenizer on a 700-token model, a tokenizer
-  larger than the model's vocabulary, two prompt sources.
+  larger than the model's vocabulary, two prompt sources, --chat without a
+  template.
 
 usage: generate_with_tokenizer.py BUILD_DIR
 """
@@ -147,6 +152,50 @@ def main():
         c.check(rc == 0 and out == want_text,
                 f"--interactive: two more turns continue the sequence as the reference does "
                 f"{err.strip()[-200:] if rc else ''}")
+
+        # A chat: the template renders the conversation; each turn's tokens
+        # are the reference's continuation of the whole rendering.
+        chat_dir = os.path.join(work, "chat")
+        os.makedirs(chat_dir)
+        shutil.copy(tokenizer_json, os.path.join(chat_dir, "tokenizer.json"))
+        template = ("{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] | trim }}\n"
+                    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+        with open(os.path.join(chat_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump({"eos_token": "<|endoftext|>", "chat_template": template}, f)
+        chat_tok = rt.tokenizer(chat_dir)
+        conversation = [{"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": "Permission is"}]
+
+        def reference_turn(messages, count=6):
+            ids = chat_tok.encode(chat_tok.apply_chat_template(messages))
+            return ids, gen.greedy_reference(cfg, weights, ids, count)
+
+        first_ids, first_out = reference_turn(conversation)
+        rc, out, err = run(build, [so, "--generate", "--tokenizer", chat_dir, "--chat",
+                                   "--system", "Be brief.", "--prompt", "Permission is",
+                                   "--max-new-tokens", "6", "--ignore-eos", "--print-ids"])
+        c.check(rc == 0 and ids_line(out) == first_ids + first_out,
+                f"--chat: the rendered conversation's ids, then the reference's tokens "
+                f"{err.strip()[-200:] if rc else ''}")
+        conversation.append({"role": "assistant",
+                             "content": chat_tok.decode_bytes(first_out).decode("utf-8",
+                                                                                "replace")})
+        conversation.append({"role": "user", "content": "Copyright"})
+        _, second_out = reference_turn(conversation)
+        rc, out, err = run(build, [so, "--generate", "--tokenizer", chat_dir, "--interactive",
+                                   "--system", "Be brief.", "--prompt", "Permission is",
+                                   "--max-new-tokens", "6", "--ignore-eos"],
+                           stdin=b"Copyright\n")
+        want = "".join(chat_tok.decode_bytes(t).decode("utf-8", "replace") + "\n"
+                       for t in (first_out, second_out))
+        c.check(rc == 0 and out == want,
+                f"--interactive with a chat template: the second turn is the reference's "
+                f"answer to the re-rendered conversation {out!r} {err.strip()[-200:]}")
+        chat_tok.free()
+        rc, _, err = run(build, [so, "--generate", "--tokenizer", tokenizer_json, "--chat",
+                                 "--prompt", "hi"])
+        c.check(rc == 1 and "--chat needs a tokenizer with a chat template" in err,
+                f"--chat without a template: {err.strip()}")
 
         rc, _, err = run(build, [so, "--generate", "--prompt", PROMPT])
         c.check(rc == 1 and "--prompt needs --tokenizer" in err and "700 tokens" in err,

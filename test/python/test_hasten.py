@@ -191,6 +191,27 @@ class HastenTest(unittest.TestCase):
         self.assertRaisesHasten("not in the vocabulary", tok.decode, [700])
         self.assertRaisesHasten("No such file", hasten.Tokenizer, "/nonexistent/tokenizer.json")
 
+    def test_chat_template(self):
+        with open(os.path.join(TOKENIZERS, "chat_cases.json"), encoding="utf-8") as f:
+            data = json.load(f)
+        folder = os.path.join(self.work.name, "chat")
+        os.makedirs(folder, exist_ok=True)
+        import shutil
+        shutil.copy(os.path.join(TOKENIZERS, "spm.model"), os.path.join(folder, "tokenizer.model"))
+        for case in data["cases"]:
+            if case["template"] not in ("llama3", "mistral") or case["conversation"] != "multi-turn":
+                continue
+            with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+                json.dump({"bos_token": "<s>", "eos_token": "</s>",
+                           "chat_template": data["templates"][case["template"]]}, f)
+            tok = hasten.Tokenizer(folder)
+            messages = data["conversations"][case["conversation"]]
+            self.assertEqual(tok.apply_chat_template(messages, case["add_generation_prompt"]),
+                             case["text"])
+        tok = hasten.Tokenizer(os.path.join(TOKENIZERS, "gpt2-bpe.json"))
+        self.assertRaisesHasten("no chat template", tok.apply_chat_template,
+                                [{"role": "user", "content": "hi"}])
+
     def test_generate_text(self):
         compiled = os.path.join(self.work.name, "g700.so")
         cfg = md.Config(**dict(md.PRESETS["gpt2-tiny"], vocab=700))

@@ -88,6 +88,19 @@ struct GenerateFlags {
   /// --interactive: after the first answer, each line read from stdin
   /// continues the same sequence.
   bool interactive = false;
+  /// Prompts are user messages rendered through the tokenizer's chat
+  /// template (--chat, or --interactive with a template), after --system.
+  bool chat = false;
+  std::string system;
+};
+
+/// A chat so far, and the tokens its rendering encodes to.
+struct Conversation {
+  std::vector<std::string> roles, contents;
+  void add(const char *role, std::string content) {
+    roles.push_back(role);
+    contents.push_back(std::move(content));
+  }
 };
 
 /// --signature: what the module is and needs, then each entry (or only
@@ -248,11 +261,66 @@ bool encodeText(hasten_tokenizer *tokenizer, const std::string &text, bool addSp
   return true;
 }
 
+/// The conversation rendered through the chat template, with the
+/// assistant's turn opened, as token ids.
+bool renderConversation(hasten_tokenizer *tokenizer, const Conversation &chat,
+                        std::vector<int64_t> &ids, std::string &error) {
+  std::vector<const char *> roles, contents;
+  for (size_t i = 0; i < chat.roles.size(); ++i) {
+    roles.push_back(chat.roles[i].c_str());
+    contents.push_back(chat.contents[i].c_str());
+  }
+  size_t length = 0;
+  if (hasten_tokenizer_apply_chat_template(tokenizer, roles.data(), contents.data(),
+                                           roles.size(), 1, nullptr, 0, &length) != HASTEN_OK) {
+    error = hasten_last_error();
+    return false;
+  }
+  std::string text(length, '\0');
+  if (hasten_tokenizer_apply_chat_template(tokenizer, roles.data(), contents.data(),
+                                           roles.size(), 1, text.data(), text.size(),
+                                           &length) != HASTEN_OK) {
+    error = hasten_last_error();
+    return false;
+  }
+  ids.clear();
+  // The template writes the special tokens (a BOS) itself.
+  return encodeText(tokenizer, text, /*addSpecial=*/false, ids, error);
+}
+
+/// What the sequence must still run for `ids`: the sequence keeps the
+/// longest prefix it shares with them (a truncation, no copy) and the rest
+/// is returned; at least one token, so that generation has logits.
+std::vector<int64_t> reuseCachedPrefix(hasten_sequence *sequence,
+                                       const std::vector<int64_t> &ids) {
+  const int64_t *held = hasten_sequence_tokens(sequence);
+  size_t length = (size_t)hasten_sequence_length(sequence), common = 0;
+  while (common < length && common < ids.size() && held[common] == ids[common])
+    ++common;
+  if (common == ids.size() && common > 0)
+    --common;
+  hasten_sequence_truncate(sequence, (int64_t)common);
+  return std::vector<int64_t>(ids.begin() + common, ids.end());
+}
+
+/// The text of generated tokens, without special tokens (the assistant's
+/// message in a chat).
+std::string decodeText(hasten_tokenizer *tokenizer, const int64_t *ids, size_t count) {
+  size_t length = 0;
+  if (hasten_tokenizer_decode(tokenizer, ids, count, 1, nullptr, 0, &length) != HASTEN_OK)
+    return {};
+  std::string text(length, '\0');
+  hasten_tokenizer_decode(tokenizer, ids, count, 1, text.data(), text.size(), &length);
+  return text;
+}
+
 /// --interactive: each line from stdin continues the sequence (its cache
-/// kept), after the token the last turn ended with. Ends at end of input.
+/// kept), after the token the last turn ended with; in a chat, each line is
+/// the user's next message, and the cache keeps what the re-rendered
+/// conversation shares with it. Ends at end of input.
 hasten_status converse(hasten_sequence *sequence, hasten_sequence *draft, GenerateFlags &flags,
                        StreamState &stream, std::vector<int64_t> &generated,
-                       hasten_generate_stats &stats) {
+                       hasten_generate_stats &stats, Conversation &chat) {
   hasten_status status = HASTEN_OK;
   std::string line;
   for (;;) {
@@ -265,18 +333,33 @@ hasten_status converse(hasten_sequence *sequence, hasten_sequence *draft, Genera
     if (c == EOF && line.empty())
       return status;
     std::vector<int64_t> turn;
-    // The previous turn's last token was returned, not run: it comes first.
-    if (stats.generated_tokens > 0)
-      turn.push_back(generated[stats.generated_tokens - 1]);
     std::string error;
-    if (flags.tokenizer) {
-      if (!encodeText(flags.tokenizer, line + "\n", /*addSpecial=*/false, turn, error)) {
+    if (flags.chat) {
+      chat.add("user", line);
+      std::vector<int64_t> ids;
+      if (!renderConversation(flags.tokenizer, chat, ids, error)) {
+        std::fprintf(stderr, "hasten-run: %s\n", error.c_str());
+        return HASTEN_ERROR_INVALID_ARGUMENT;
+      }
+      if ((int64_t)ids.size() >= hasten_sequence_capacity(sequence)) {
+        std::fprintf(stderr, "hasten-run: the conversation is %zu tokens, the context %lld; "
+                             "ending\n",
+                     ids.size(), (long long)hasten_sequence_capacity(sequence));
+        return status;
+      }
+      turn = reuseCachedPrefix(sequence, ids);
+    } else {
+      // The previous turn's last token was returned, not run: it comes first.
+      if (stats.generated_tokens > 0)
+        turn.push_back(generated[stats.generated_tokens - 1]);
+      if (!flags.tokenizer) {
+        for (unsigned char ch : line + "\n")
+          turn.push_back(ch);
+      } else if (!encodeText(flags.tokenizer, line + "\n", /*addSpecial=*/false, turn,
+                             error)) {
         std::fprintf(stderr, "hasten-run: %s\n", error.c_str());
         continue;
       }
-    } else {
-      for (unsigned char ch : line + "\n")
-        turn.push_back(ch);
     }
     if (hasten_sequence_length(sequence) + (int64_t)turn.size() >=
         hasten_sequence_capacity(sequence)) {
@@ -299,6 +382,9 @@ hasten_status converse(hasten_sequence *sequence, hasten_sequence *draft, Genera
     std::fflush(stdout);
     if (status != HASTEN_OK)
       return status;
+    if (flags.chat)
+      chat.add("assistant", decodeText(flags.tokenizer, generated.data(),
+                                       (size_t)stats.generated_tokens));
   }
 }
 
@@ -312,7 +398,20 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                " tokens but the model's vocabulary only " + std::to_string(vocab) +
                ": they do not belong together");
   std::vector<int64_t> prompt = flags.promptIds;
-  if (flags.textPrompt && flags.tokenizer) {
+  Conversation chat;
+  if (flags.chat) {
+    if (!flags.tokenizer || !*hasten_tokenizer_chat_template(flags.tokenizer))
+      return die("--chat needs a tokenizer with a chat template (tokenizer_config.json's "
+                 "chat_template beside the tokenizer)");
+    if (!flags.promptIds.empty())
+      return die("--chat takes the first message as --prompt or --prompt-file, not ids");
+    if (!flags.system.empty())
+      chat.add("system", flags.system);
+    chat.add("user", flags.promptText);
+    std::string error;
+    if (!renderConversation(flags.tokenizer, chat, prompt, error))
+      return die(error);
+  } else if (flags.textPrompt && flags.tokenizer) {
     std::string error;
     if (!encodeText(flags.tokenizer, flags.promptText, /*addSpecial=*/true, prompt, error))
       return die(error);
@@ -352,7 +451,7 @@ int generate(hasten_module *module, GenerateFlags &flags) {
   flags.options.user_data = &stream;
   flags.options.stop_tokens = flags.stopIds.data();
   flags.options.num_stop_tokens = flags.stopIds.size();
-  if (!flags.quiet && flags.textPrompt)
+  if (!flags.quiet && flags.textPrompt && !flags.chat)
     std::printf("%s", flags.promptText.c_str());
   // Generation stops at a full cache, so no run returns more than
   // capacity + 1 tokens (the last one is not appended): that bounds the
@@ -380,8 +479,11 @@ int generate(hasten_module *module, GenerateFlags &flags) {
   if (!flags.quiet)
     std::printf("\n");
   std::fflush(stdout); // before the statistics on stderr
+  if (status == HASTEN_OK && flags.chat)
+    chat.add("assistant",
+             decodeText(flags.tokenizer, generated.data(), (size_t)stats.generated_tokens));
   if (status == HASTEN_OK && flags.interactive)
-    status = converse(sequence, draft, flags, stream, generated, stats);
+    status = converse(sequence, draft, flags, stream, generated, stats, chat);
   hasten_text_stream_free(stream.text);
   if (flags.printIds) {
     std::printf("ids: ");
@@ -485,6 +587,17 @@ cl::opt<bool> interactive("interactive",
                           cl::desc("After the answer, read lines from stdin; each continues "
                                    "the same sequence"),
                           cl::cat(generateCategory));
+cl::opt<bool> chatMode("chat",
+                       cl::desc("The prompt is a user message, rendered through the tokenizer's "
+                                "chat template (the default with --interactive when there is "
+                                "one)"),
+                       cl::cat(generateCategory));
+cl::opt<bool> noChatTemplate("no-chat-template",
+                             cl::desc("With --interactive, continue the raw text instead of "
+                                      "applying the chat template"),
+                             cl::cat(generateCategory));
+cl::opt<std::string> systemPrompt("system", cl::desc("A system message to start a chat with"),
+                                  cl::value_desc("text"), cl::cat(generateCategory));
 cl::opt<bool> ignoreEos("ignore-eos",
                         cl::desc("Do not stop at the tokenizer's end-of-sequence token"),
                         cl::cat(generateCategory));
@@ -641,6 +754,13 @@ int main(int argc, char **argv) {
   if (!tokenizerPath.empty() &&
       hasten_tokenizer_load(tokenizerPath.c_str(), &gen.tokenizer) != HASTEN_OK)
     return die(hasten_last_error());
+  if (chatMode && noChatTemplate)
+    return die("--chat and --no-chat-template contradict each other");
+  gen.chat = chatMode || (interactive && !noChatTemplate && gen.tokenizer &&
+                          *hasten_tokenizer_chat_template(gen.tokenizer));
+  gen.system = systemPrompt;
+  if (!gen.system.empty() && !gen.chat)
+    return die("--system needs a chat (--chat, or --interactive with a chat template)");
   hasten_module *module = nullptr;
   if (hasten_module_load(modulePath.c_str(), &module) != HASTEN_OK)
     return die(hasten_last_error());
