@@ -828,6 +828,12 @@ enum class Flow { Normal, Break, Continue };
 class Renderer {
 public:
   explicit Renderer(std::string &out) : out(out) { scopes.emplace_back(); }
+  /// A namespace can be stored into itself ({% set ns.self = ns %}); the
+  /// cycle is broken here so that it is freed.
+  ~Renderer() {
+    for (const std::shared_ptr<Dict> &ns : namespaces)
+      ns->clear();
+  }
 
   void define(const std::string &name, Value v) { scopes.front()[name] = std::move(v); }
 
@@ -1258,7 +1264,9 @@ private:
         Dict fields;
         for (size_t k = 0; k < e.keywords.size(); ++k)
           fields.emplace_back(e.keywords[k], args[positional + k]);
-        return Value::dictOf(fields);
+        Value ns = Value::dictOf(fields);
+        namespaces.push_back(ns.dict);
+        return ns;
       }
       throw TemplateError("unsupported function '" + callee.name + "()'");
     }
@@ -1332,6 +1340,7 @@ private:
   static constexpr size_t kMaxOutputBytes = size_t(64) << 20;
   std::string &out;
   std::vector<std::map<std::string, Value>> scopes;
+  std::vector<std::shared_ptr<Dict>> namespaces;
   uint64_t steps = 0;
 };
 
