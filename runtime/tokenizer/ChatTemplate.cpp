@@ -410,9 +410,7 @@ public:
   ExprParser(std::vector<Token> tokens, size_t offset) : t(std::move(tokens)), offset(offset) {}
 
   ExprPtr parse() {
-    // A template is input: bound the recursion a hostile one could ask for.
-    if (++depth > kMaxDepth)
-      fail("expressions nested more than " + std::to_string(kMaxDepth) + " deep");
+    enter();
     ExprPtr e = conditional();
     --depth;
     return e;
@@ -476,8 +474,7 @@ private:
   }
   ExprPtr notExpr() {
     if (acceptName("not")) {
-      if (++depth > kMaxDepth)
-        fail("expressions nested more than " + std::to_string(kMaxDepth) + " deep");
+      enter();
       auto e = node(Expr::Unary, "not");
       e->args.push_back(notExpr());
       --depth;
@@ -540,8 +537,7 @@ private:
   }
   ExprPtr unary() {
     if (acceptOp("-")) {
-      if (++depth > kMaxDepth)
-        fail("expressions nested more than " + std::to_string(kMaxDepth) + " deep");
+      enter();
       auto e = node(Expr::Unary, "-");
       e->args.push_back(unary());
       --depth;
@@ -660,6 +656,12 @@ private:
       return e;
     }
     fail("expected an expression");
+  }
+  /// A template is input: bound the recursion a hostile one could ask for
+  /// (the caller decrements `depth` when the nested part is parsed).
+  void enter() {
+    if (++depth > kMaxDepth)
+      fail("expressions nested more than " + std::to_string(kMaxDepth) + " deep");
   }
   /// Long operator chains make deep trees that evaluation recurses into.
   void count() {

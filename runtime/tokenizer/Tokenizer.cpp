@@ -149,6 +149,22 @@ SentencePieceLoad sentencePiecePlugin(std::string &error) {
   return load;
 }
 
+/// The tokenizer API's two-call convention: `*count` receives the size of
+/// the result; without a buffer the call only asks for it, with one the
+/// result must fit.
+template <typename T>
+hasten_status deliver(const char *function, const T *result, size_t size, T *out,
+                      size_t capacity, size_t *count, const char *unit) {
+  *count = size;
+  if (!out && capacity == 0)
+    return HASTEN_OK;
+  if (size > capacity)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "%s: the text is %zu %s, but there is room for %zu",
+                function, size, unit, capacity);
+  std::copy(result, result + size, out);
+  return HASTEN_OK;
+}
+
 } // namespace
 
 std::unique_ptr<Tokenizer> hasten::tokenizer::loadTokenizer(const std::string &given,
@@ -278,15 +294,8 @@ hasten_status hasten_tokenizer_apply_chat_template(const hasten_tokenizer *token
   std::string out, error;
   if (!renderChatTemplate(impl.chatTemplate, inputs, out, error))
     return failWith(HASTEN_ERROR_INVALID_ARGUMENT, error);
-  *length = out.size();
-  if (!text && capacity == 0)
-    return HASTEN_OK;
-  if (out.size() > capacity)
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_tokenizer_apply_chat_template: the text is %zu bytes, but there is "
-                "room for %zu", out.size(), capacity);
-  std::memcpy(text, out.data(), out.size());
-  return HASTEN_OK;
+  return deliver("hasten_tokenizer_apply_chat_template", out.data(), out.size(), text, capacity,
+                 length, "bytes");
 }
 
 hasten_status hasten_tokenizer_encode(const hasten_tokenizer *tokenizer, const char *text,
@@ -299,15 +308,8 @@ hasten_status hasten_tokenizer_encode(const hasten_tokenizer *tokenizer, const c
   if (!tokenizer->impl->encode(std::string_view(text ? text : "", length),
                                add_special_tokens != 0, out, error))
     return failWith(HASTEN_ERROR_INVALID_ARGUMENT, error);
-  *count = out.size();
-  if (!ids && capacity == 0)
-    return HASTEN_OK;
-  if (out.size() > capacity)
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_tokenizer_encode: the text is %zu tokens, but there is room for %zu",
-                out.size(), capacity);
-  std::copy(out.begin(), out.end(), ids);
-  return HASTEN_OK;
+  return deliver("hasten_tokenizer_encode", out.data(), out.size(), ids, capacity, count,
+                 "tokens");
 }
 
 hasten_status hasten_tokenizer_decode(const hasten_tokenizer *tokenizer, const int64_t *ids,
@@ -318,15 +320,8 @@ hasten_status hasten_tokenizer_decode(const hasten_tokenizer *tokenizer, const i
   std::string out, error;
   if (!tokenizer->impl->decode(ids, count, skip_special_tokens != 0, out, error))
     return failWith(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_tokenizer_decode: " + error);
-  *length = out.size();
-  if (!text && capacity == 0)
-    return HASTEN_OK;
-  if (out.size() > capacity)
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_tokenizer_decode: the text is %zu bytes, but there is room for %zu",
-                out.size(), capacity);
-  std::memcpy(text, out.data(), out.size());
-  return HASTEN_OK;
+  return deliver("hasten_tokenizer_decode", out.data(), out.size(), text, capacity, length,
+                 "bytes");
 }
 
 hasten_status hasten_text_stream_create(hasten_tokenizer *tokenizer, int skip_special_tokens,
