@@ -196,6 +196,31 @@ Value bodyThresholdedRelu(OpBuilder &b, Location loc, ValueRange a,
       cst(b, loc, t, info.ctx.getFloat("alpha", 1.0f)));
   return arith::SelectOp::create(b, loc, above, a[0], cst(b, loc, t, 0));
 }
+Value bodyShrink(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &info) {
+  // x < -lambd: x + bias; x > lambd: x - bias; else 0.
+  Type t = a[0].getType();
+  Value lambd = cst(b, loc, t, info.ctx.getFloat("lambd", 0.5f));
+  Value bias = cst(b, loc, t, info.ctx.getFloat("bias", 0.0f));
+  Value below = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, a[0],
+                                      arith::NegFOp::create(b, loc, lambd));
+  Value above = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, a[0], lambd);
+  Value zero = cst(b, loc, t, 0);
+  return arith::SelectOp::create(
+      b, loc, below, arith::AddFOp::create(b, loc, a[0], bias),
+      arith::SelectOp::create(b, loc, above, arith::SubFOp::create(b, loc, a[0], bias), zero));
+}
+Value bodyBitShift(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &info) {
+  // Unsigned operands only (the op's types): a logical shift. A shift by
+  // the width or more gives 0, as numpy's does, rather than arith's poison.
+  Type t = a[0].getType();
+  unsigned width = t.getIntOrFloatBitWidth();
+  bool left = info.ctx.getString("direction", "") == "LEFT";
+  Value shifted = left ? Value(arith::ShLIOp::create(b, loc, a[0], a[1]))
+                       : Value(arith::ShRUIOp::create(b, loc, a[0], a[1]));
+  Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, a[1],
+                                        cst(b, loc, t, width));
+  return arith::SelectOp::create(b, loc, inRange, shifted, cst(b, loc, t, 0));
+}
 Value bodyIsNaN(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &) {
   return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNO, a[0], a[0]);
 }
@@ -362,7 +387,7 @@ Value bodyWhere(OpBuilder &b, Location loc, ValueRange a, const ScalarInfo &) {
 // Op descriptions
 //===----------------------------------------------------------------------===//
 
-enum class Operands { Float, Numeric, Bool, Any };
+enum class Operands { Float, Numeric, Unsigned, Bool, Any };
 enum class Result { SameAsInput, Bool, SecondInput };
 
 struct ElementwiseOp {
@@ -406,6 +431,8 @@ const llvm::StringMap<ElementwiseOp> &getElementwiseOps() {
       {"Softplus", {bodySoftplus, Operands::Float, Result::SameAsInput, 1, 1, false}},
       {"Softsign", {bodySoftsign, Operands::Float, Result::SameAsInput, 1, 1, false}},
       {"ThresholdedRelu", {bodyThresholdedRelu, Operands::Float, Result::SameAsInput, 1, 1, false}},
+      {"Shrink", {bodyShrink, Operands::Float, Result::SameAsInput, 1, 1, false}},
+      {"BitShift", {bodyBitShift, Operands::Unsigned, Result::SameAsInput, 2, 2, false}},
       {"IsNaN", {bodyIsNaN, Operands::Float, Result::Bool, 1, 1, false}},
       {"IsInf", {bodyIsInf, Operands::Float, Result::Bool, 1, 1, false}},
       {"Neg", {bodyNeg, Operands::Numeric, Result::SameAsInput, 1, 1, true}},
@@ -511,6 +538,13 @@ LogicalResult convertElementwise(NodeContext &ctx) {
                            << inputs[0].getType();
   if (op.operands == Operands::Bool && !element.isInteger(1))
     return ctx.emitError() << "expects bool operands, got " << inputs[0].getType();
+  if (op.operands == Operands::Unsigned &&
+      (!isa<IntegerType>(element) || element.isInteger(1) || !ctx.info(firstData).isUnsigned))
+    return ctx.emitError() << "expects unsigned integer operands, got " << inputs[0].getType();
+  if (ctx.node.op_type() == "BitShift" && ctx.getString("direction", "") != "LEFT" &&
+      ctx.getString("direction", "") != "RIGHT")
+    return ctx.emitError() << "direction must be \"LEFT\" or \"RIGHT\", got \""
+                           << ctx.getString("direction", "") << "\"";
 
   Type resultElement = op.result == Result::Bool ? ctx.b.getI1Type() : element;
   ScalarInfo info{ctx, element, ctx.info(firstData).isUnsigned};

@@ -533,15 +533,11 @@ LogicalResult convertReduce(NodeContext &ctx) {
   return success();
 }
 
-LogicalResult convertArgMinMax(NodeContext &ctx) {
-  bool isMax = ctx.node.op_type() == "ArgMax";
+/// The index (i64) of the largest (or smallest) element along `axis`, that
+/// dimension dropped: the first one on ties, the last with `lastIndex`.
+Value buildArgExtreme(NodeContext &ctx, int64_t axis, bool isMax, bool lastIndex) {
   auto type = ctx.inputType(0);
   int64_t rank = type.getRank();
-  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", 0), rank);
-  if (failed(axis))
-    return failure();
-  bool keepDims = ctx.getInt("keepdims", 1) != 0;
-  bool last = ctx.getInt("select_last_index", 0) != 0;
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Type element = type.getElementType();
@@ -549,7 +545,7 @@ LogicalResult convertArgMinMax(NodeContext &ctx) {
   SmallVector<OpFoldResult> sizes;
   SmallVector<AffineExpr> outExprs;
   for (int64_t d = 0; d < rank; ++d) {
-    if (d == *axis)
+    if (d == axis)
       continue;
     sizes.push_back(tensor::getMixedSize(b, loc, ctx.input(0), d));
     outExprs.push_back(b.getAffineDimExpr(d));
@@ -560,7 +556,7 @@ LogicalResult convertArgMinMax(NodeContext &ctx) {
   Value index = createFilled(b, loc, sizes, scalarConstant(b, loc, b.getI64Type(), -1));
   AffineMap outMap = AffineMap::get(rank, 0, outExprs, b.getContext());
   SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
-  iterators[*axis] = utils::IteratorType::reduction;
+  iterators[axis] = utils::IteratorType::reduction;
   auto generic = linalg::GenericOp::create(
       b, loc, TypeRange{best.getType(), index.getType()}, ValueRange{ctx.input(0)},
       ValueRange{best, index},
@@ -568,7 +564,7 @@ LogicalResult convertArgMinMax(NodeContext &ctx) {
       [&](OpBuilder &nb, Location nl, ValueRange args) {
         Value v = args[0], cur = args[1], curIdx = args[2];
         Value j = arith::IndexCastOp::create(nb, nl, nb.getI64Type(),
-                                             linalg::IndexOp::create(nb, nl, *axis));
+                                             linalg::IndexOp::create(nb, nl, axis));
         Value better, equal;
         if (isFloat(element)) {
           better = arith::CmpFOp::create(nb, nl,
@@ -583,21 +579,59 @@ LogicalResult convertArgMinMax(NodeContext &ctx) {
           better = arith::CmpIOp::create(nb, nl, p, v, cur);
           equal = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, v, cur);
         }
-        // The first index wins ties unless select_last_index; an unset index
-        // (-1) always takes the first element.
+        // The first index wins ties unless lastIndex; an unset index (-1)
+        // always takes the first element.
         Value unset = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, curIdx,
                                             scalarConstant(nb, nl, nb.getI64Type(), 0));
         Value take = arith::OrIOp::create(nb, nl, better, unset);
-        if (last)
+        if (lastIndex)
           take = arith::OrIOp::create(nb, nl, take, equal);
         linalg::YieldOp::create(
             nb, nl,
             ValueRange{arith::SelectOp::create(nb, nl, take, v, cur),
                        arith::SelectOp::create(nb, nl, take, j, curIdx)});
       });
-  Value result = generic.getResult(1);
-  if (keepDims)
-    result = insertUnitDims(b, loc, result, {*axis});
+  return generic.getResult(1);
+}
+
+LogicalResult convertArgMinMax(NodeContext &ctx) {
+  int64_t rank = ctx.inputType(0).getRank();
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", 0), rank);
+  if (failed(axis))
+    return failure();
+  Value result = buildArgExtreme(ctx, *axis, ctx.node.op_type() == "ArgMax",
+                                 ctx.getInt("select_last_index", 0) != 0);
+  if (ctx.getInt("keepdims", 1) != 0)
+    result = insertUnitDims(ctx.b, ctx.loc, result, {*axis});
+  ctx.setOutput(0, result);
+  return success();
+}
+
+/// Hardmax: 1 where an element is the first largest along `axis`, else 0.
+LogicalResult convertHardmax(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  if (!isFloat(type.getElementType()))
+    return ctx.emitError() << "expects a floating-point input, got " << type;
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", -1), rank);
+  if (failed(axis))
+    return failure();
+  Value argmax = insertUnitDims(ctx.b, ctx.loc, buildArgExtreme(ctx, *axis, true, false),
+                                {*axis});
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, ctx.input(0));
+  Type element = type.getElementType();
+  int64_t along = *axis;
+  Value result = buildElementwise(
+      ctx.b, ctx.loc, ValueRange{argmax}, element,
+      [&](OpBuilder &b, Location loc, ValueRange args) {
+        Value j = arith::IndexCastOp::create(b, loc, b.getI64Type(),
+                                             linalg::IndexOp::create(b, loc, along));
+        Value hit = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, j, args[0]);
+        return arith::SelectOp::create(b, loc, hit, scalarConstant(b, loc, element, 1),
+                                       scalarConstant(b, loc, element, 0))
+            .getResult();
+      },
+      ArrayRef<OpFoldResult>(sizes));
   ctx.setOutput(0, result);
   return success();
 }
@@ -1575,6 +1609,7 @@ void onnx_import::registerLinalgConverters(ConverterTable &table) {
     table[op] = convertReduce;
   table["ArgMax"] = convertArgMinMax;
   table["ArgMin"] = convertArgMinMax;
+  table["Hardmax"] = convertHardmax;
   table["TopK"] = convertTopK;
   table["Softmax"] = convertSoftmax;
   table["LogSoftmax"] = convertSoftmax;

@@ -1004,6 +1004,156 @@ LogicalResult convertTrilu(NodeContext &ctx) {
   return success();
 }
 
+/// EyeLike: ones on the k-th diagonal of a 2-D tensor shaped like the input.
+LogicalResult convertEyeLike(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  if (type.getRank() != 2)
+    return ctx.emitError() << "input must be 2-D, got " << type;
+  Type element = type.getElementType();
+  bool isUnsigned = ctx.info(0).isUnsigned;
+  if (ctx.hasAttr("dtype")) {
+    int64_t dtype = ctx.getInt("dtype", 0);
+    FailureOr<Type> given = getElementType(ctx.b.getContext(), dtype);
+    if (failed(given))
+      return ctx.fail("dtype " + onnxTypeName(dtype) + " is not supported");
+    element = *given;
+    isUnsigned = isUnsignedOnnxType(dtype);
+  }
+  int64_t k = ctx.getInt("k", 0);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, ctx.input(0));
+  Value result = buildElementwise(
+      ctx.b, ctx.loc, ValueRange{}, element,
+      [&](OpBuilder &b, Location loc, ValueRange) {
+        Value i = linalg::IndexOp::create(b, loc, 0);
+        Value j = linalg::IndexOp::create(b, loc, 1);
+        Value diagonal = arith::CmpIOp::create(
+            b, loc, arith::CmpIPredicate::eq, arith::SubIOp::create(b, loc, j, i),
+            arith::ConstantIndexOp::create(b, loc, k));
+        return arith::SelectOp::create(b, loc, diagonal, scalarConstant(b, loc, element, 1),
+                                       scalarConstant(b, loc, element, 0))
+            .getResult();
+      },
+      ArrayRef<OpFoldResult>(sizes));
+  ctx.setOutput(0, result, isUnsigned);
+  return success();
+}
+
+/// DepthToSpace and SpaceToDepth: a reshape, a transpose and a reshape of
+/// an NCHW tensor with a static shape.
+LogicalResult convertDepthSpace(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  bool toSpace = ctx.node.op_type() == "DepthToSpace";
+  if (type.getRank() != 4 || !type.hasStaticShape())
+    return ctx.emitError() << "needs a 4-D input of static shape, got " << type;
+  int64_t b = ctx.getInt("blocksize", 0);
+  if (b <= 0)
+    return ctx.fail("blocksize must be positive");
+  ArrayRef<int64_t> in = type.getShape();
+  int64_t n = in[0], c = in[1], h = in[2], w = in[3];
+  std::string mode = ctx.getString("mode", "DCR");
+  if (toSpace && mode != "DCR" && mode != "CRD")
+    return ctx.fail("mode must be DCR or CRD, got '" + mode + "'");
+  SmallVector<int64_t> split, perm, out;
+  if (toSpace) {
+    if (c % (b * b))
+      return ctx.fail("channels (" + std::to_string(c) + ") are not a multiple of blocksize^2");
+    int64_t cb = c / (b * b);
+    split = mode == "DCR" ? SmallVector<int64_t>{n, b, b, cb, h, w}
+                          : SmallVector<int64_t>{n, cb, b, b, h, w};
+    perm = mode == "DCR" ? SmallVector<int64_t>{0, 3, 4, 1, 5, 2}
+                         : SmallVector<int64_t>{0, 1, 4, 2, 5, 3};
+    out = {n, cb, h * b, w * b};
+  } else {
+    if (h % b || w % b)
+      return ctx.fail("height and width must be multiples of blocksize");
+    split = {n, c, h / b, b, w / b, b};
+    perm = {0, 3, 5, 1, 2, 4};
+    out = {n, c * b * b, h / b, w / b};
+  }
+  auto sizesOf = [&](ArrayRef<int64_t> dims) {
+    SmallVector<OpFoldResult> sizes;
+    for (int64_t d : dims)
+      sizes.push_back(ctx.b.getIndexAttr(d));
+    return sizes;
+  };
+  Value expanded = reshapeTo(ctx.b, ctx.loc, ctx.input(0), sizesOf(split));
+  SmallVector<int64_t> permuted;
+  for (int64_t p : perm)
+    permuted.push_back(split[p]);
+  Value init = createEmpty(ctx.b, ctx.loc, sizesOf(permuted), type.getElementType());
+  Value transposed =
+      linalg::TransposeOp::create(ctx.b, ctx.loc, expanded, init, perm).getResult()[0];
+  ctx.setOutput(0, reshapeTo(ctx.b, ctx.loc, transposed, sizesOf(out)), ctx.info(0).isUnsigned);
+  return success();
+}
+
+/// OneHot: `values[1]` where the position along `axis` equals the index
+/// (negative indices count from `depth`), `values[0]` elsewhere. The depth
+/// must be known at compile time: it is the output's size.
+LogicalResult convertOneHot(NodeContext &ctx) {
+  auto indicesType = ctx.inputType(0);
+  int64_t rank = indicesType.getRank() + 1;
+  std::optional<int64_t> depth;
+  if (std::optional<SmallVector<int64_t>> ints = ctx.constantInts(1); ints && ints->size() == 1)
+    depth = (*ints)[0];
+  else if (std::optional<SmallVector<double>> floats = ctx.constantFloats(1);
+           floats && floats->size() == 1)
+    depth = static_cast<int64_t>((*floats)[0]);
+  if (!depth)
+    return ctx.fail("depth must be a one-element constant (bind it with --bind-input)");
+  if (*depth <= 0)
+    return ctx.fail("depth must be positive, got " + std::to_string(*depth));
+  auto valuesType = ctx.inputType(2);
+  if (valuesType.getRank() != 1 || valuesType.getDimSize(0) != 2)
+    return ctx.emitError() << "values must hold two elements [off, on], got " << valuesType;
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", -1), rank);
+  if (failed(axis))
+    return failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = valuesType.getElementType();
+  Value off = tensor::ExtractOp::create(b, loc, ctx.input(2),
+                                        ValueRange{arith::ConstantIndexOp::create(b, loc, 0)});
+  Value on = tensor::ExtractOp::create(b, loc, ctx.input(2),
+                                       ValueRange{arith::ConstantIndexOp::create(b, loc, 1)});
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, ctx.input(0));
+  sizes.insert(sizes.begin() + *axis, b.getIndexAttr(*depth));
+  SmallVector<AffineExpr> indexExprs;
+  for (int64_t d = 0; d < rank; ++d)
+    if (d != *axis)
+      indexExprs.push_back(b.getAffineDimExpr(d));
+  Value init = createEmpty(b, loc, sizes, element);
+  SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+  Type indexElement = indicesType.getElementType();
+  int64_t along = *axis, count = *depth;
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, ValueRange{ctx.input(0)}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(rank, 0, indexExprs, b.getContext()),
+                          b.getMultiDimIdentityMap(rank)},
+      iterators, [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value index = args[0];
+        // Float indices truncate toward zero, as the reference does.
+        if (isa<FloatType>(indexElement))
+          index = arith::FPToSIOp::create(nb, nl, nb.getI64Type(), index);
+        else if (indexElement != nb.getI64Type())
+          index = ctx.info(0).isUnsigned
+                      ? Value(arith::ExtUIOp::create(nb, nl, nb.getI64Type(), index))
+                      : Value(arith::ExtSIOp::create(nb, nl, nb.getI64Type(), index));
+        Value depthValue = arith::ConstantIntOp::create(nb, nl, nb.getI64Type(), count);
+        Value negative = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, index,
+                                               arith::ConstantIntOp::create(nb, nl, nb.getI64Type(), 0));
+        index = arith::SelectOp::create(nb, nl, negative,
+                                        arith::AddIOp::create(nb, nl, index, depthValue), index);
+        Value j = arith::IndexCastOp::create(nb, nl, nb.getI64Type(),
+                                             linalg::IndexOp::create(nb, nl, along));
+        Value hit = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, j, index);
+        linalg::YieldOp::create(nb, nl,
+                                ValueRange{arith::SelectOp::create(nb, nl, hit, on, off)});
+      });
+  ctx.setOutput(0, generic.getResult(0), ctx.info(2).isUnsigned);
+  return success();
+}
+
 LogicalResult convertCumSum(NodeContext &ctx) {
   auto type = ctx.inputType(0);
   int64_t rank = type.getRank();
@@ -1164,5 +1314,9 @@ void onnx_import::registerTensorConverters(ConverterTable &table) {
   table["Tile"] = convertTile;
   table["Trilu"] = convertTrilu;
   table["CumSum"] = convertCumSum;
+  table["EyeLike"] = convertEyeLike;
+  table["OneHot"] = convertOneHot;
+  table["DepthToSpace"] = convertDepthSpace;
+  table["SpaceToDepth"] = convertDepthSpace;
   table["Pad"] = convertPad;
 }

@@ -100,6 +100,12 @@ def corpus():
     return lines + MULTILINGUAL * 20
 
 
+# Digit runs, so that the Llama 3 and Qwen2 vocabularies learn multi-digit
+# tokens and their digit grouping shows in the ids.
+NUMBERS = ["Call 1234567 or 7654321; in 2026 we had 1000000 tokens, 123456 of them "
+           "new, at 12:34:56 on 2026-11-30; 3.14159 and 2.71828; 555 1234 99999."] * 40
+
+
 def byte_level(pattern, name, vocab, ignore_merges=False, bos=None, nfc=False):
     tok = Tokenizer(models.BPE(ignore_merges=ignore_merges))
     if pattern is None:
@@ -115,7 +121,7 @@ def byte_level(pattern, name, vocab, ignore_merges=False, bos=None, nfc=False):
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator(corpus(), trainer)
+    tok.train_from_iterator(corpus() + (NUMBERS if pattern is not None else []), trainer)
     if bos:
         tok.post_processor = processors.Sequence([
             processors.ByteLevel(trim_offsets=False),
@@ -140,7 +146,13 @@ def byte_level(pattern, name, vocab, ignore_merges=False, bos=None, nfc=False):
 def main():
     records = []
     for name, tok in [
-        ("gpt2-bpe.json", byte_level(None, "gpt2-bpe.json", 700)),
+        # The default model (test/models/default) was trained on this one's
+        # ids: it is read, not retrained (training is not reproducible
+        # across runs), unless --retrain-gpt2.
+        ("gpt2-bpe.json",
+         byte_level(None, "gpt2-bpe.json", 700)
+         if "--retrain-gpt2" in sys.argv or not os.path.exists(os.path.join(HERE, "gpt2-bpe.json"))
+         else Tokenizer.from_file(os.path.join(HERE, "gpt2-bpe.json"))),
         ("llama3-bpe.json", byte_level(LLAMA3, "llama3-bpe.json", 800, ignore_merges=True,
                                        bos="<|begin_of_text|>")),
         ("qwen2-bpe.json", byte_level(QWEN2, "qwen2-bpe.json", 800, nfc=True)),
