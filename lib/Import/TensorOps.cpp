@@ -1154,6 +1154,131 @@ LogicalResult convertOneHot(NodeContext &ctx) {
   return success();
 }
 
+/// HannWindow, HammingWindow, BlackmanWindow: a constant computed here, in
+/// double precision as the reference does, from a size known at compile
+/// time.
+LogicalResult convertWindow(NodeContext &ctx) {
+  std::optional<int64_t> size;
+  if (std::optional<SmallVector<int64_t>> ints = ctx.constantInts(0); ints && ints->size() == 1)
+    size = (*ints)[0];
+  if (!size)
+    return ctx.fail("size must be a one-element constant (bind it with --bind-input)");
+  if (*size < 0 || *size > (int64_t(1) << 24))
+    return ctx.fail("size " + std::to_string(*size) + " is outside [0, 2^24]");
+  int64_t dtype = ctx.getInt("output_datatype", 1);
+  FailureOr<Type> element = getElementType(ctx.b.getContext(), dtype);
+  if (failed(element) || !isa<FloatType>(*element))
+    return ctx.fail("output_datatype " + onnxTypeName(dtype) + " is not a supported float type");
+  bool periodic = ctx.getInt("periodic", 1) != 0;
+  double n = double(periodic ? *size : *size - 1);
+  StringRef op = ctx.node.op_type();
+  SmallVector<APFloat> values;
+  for (int64_t k = 0; k < *size; ++k) {
+    double x = n > 0 ? 2.0 * M_PI * double(k) / n : 0.0;
+    double v = op == "HannWindow"      ? 0.5 - 0.5 * std::cos(x)
+               : op == "HammingWindow" ? 25.0 / 46.0 - (21.0 / 46.0) * std::cos(x)
+                                       : 0.42 - 0.5 * std::cos(x) + 0.08 * std::cos(2 * x);
+    APFloat value(v);
+    bool lost;
+    value.convert(cast<FloatType>(*element).getFloatSemantics(),
+                  APFloat::rmNearestTiesToEven, &lost);
+    values.push_back(value);
+  }
+  auto type = RankedTensorType::get({*size}, *element);
+  ctx.setOutput(0, arith::ConstantOp::create(ctx.b, ctx.loc, DenseElementsAttr::get(type, values)));
+  return success();
+}
+
+/// ReverseSequence: in each batch item, the first sequence_lens[b] steps
+/// along time_axis in reverse order, the rest as they are.
+LogicalResult convertReverseSequence(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  if (rank < 2)
+    return ctx.emitError() << "input must have rank 2 or more, got " << type;
+  int64_t timeAxis = ctx.getInt("time_axis", 0), batchAxis = ctx.getInt("batch_axis", 1);
+  if (!((timeAxis == 0 && batchAxis == 1) || (timeAxis == 1 && batchAxis == 0)))
+    return ctx.fail("time_axis and batch_axis must be 0 and 1 (either way)");
+  Value data = ctx.input(0), lens = ctx.input(1);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, data);
+  Value timeSize = getValueOrCreateConstantIndexOp(ctx.b, ctx.loc, sizes[timeAxis]);
+  Type element = type.getElementType();
+  Value init = createEmpty(ctx.b, ctx.loc, sizes, element);
+  SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+  auto generic = linalg::GenericOp::create(
+      ctx.b, ctx.loc, TypeRange{init.getType()}, ValueRange{lens}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(rank, 0, {ctx.b.getAffineDimExpr(batchAxis)},
+                                         ctx.b.getContext()),
+                          ctx.b.getMultiDimIdentityMap(rank)},
+      iterators, [&](OpBuilder &b, Location loc, ValueRange args) {
+        // A length outside [0, time] is clamped: reads stay in bounds.
+        Value len = arith::MaxSIOp::create(
+            b, loc, arith::MinSIOp::create(b, loc, toIndex(b, loc, args[0]), timeSize),
+            arith::ConstantIndexOp::create(b, loc, 0));
+        Value t = linalg::IndexOp::create(b, loc, timeAxis);
+        Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, t, len);
+        Value mirrored = arith::SubIOp::create(
+            b, loc, arith::SubIOp::create(b, loc, len, t), arith::ConstantIndexOp::create(b, loc, 1));
+        SmallVector<Value> coords;
+        for (int64_t d = 0; d < rank; ++d)
+          coords.push_back(d == timeAxis ? Value(arith::SelectOp::create(b, loc, inside, mirrored, t))
+                                         : Value(linalg::IndexOp::create(b, loc, d)));
+        linalg::YieldOp::create(b, loc,
+                                tensor::ExtractOp::create(b, loc, data, coords).getResult());
+      });
+  ctx.setOutput(0, generic.getResult(0), ctx.info(0).isUnsigned);
+  return success();
+}
+
+/// GatherND: each index tuple (the last dimension of `indices`) picks a
+/// slice of `data` after the first batch_dims dimensions, which both share.
+LogicalResult convertGatherND(NodeContext &ctx) {
+  auto dataType = ctx.inputType(0), indicesType = ctx.inputType(1);
+  int64_t rank = dataType.getRank(), indicesRank = indicesType.getRank();
+  int64_t batch = ctx.getInt("batch_dims", 0);
+  if (!isa<IntegerType>(indicesType.getElementType()))
+    return ctx.emitError() << "indices must be integers, got " << indicesType;
+  int64_t tuple = indicesType.getDimSize(indicesRank - 1);
+  if (indicesRank < 1 || ShapedType::isDynamic(tuple))
+    return ctx.emitError() << "the index tuples' length (the last dimension of indices) must be "
+                              "static, got " << indicesType;
+  if (batch < 0 || batch >= std::min(rank, indicesRank) || batch + tuple > rank)
+    return ctx.fail("batch_dims (" + std::to_string(batch) + ") and index tuples of " +
+                    std::to_string(tuple) + " do not fit data of rank " + std::to_string(rank));
+  Value data = ctx.input(0), indices = ctx.input(1);
+  SmallVector<OpFoldResult> dataSizes = tensor::getMixedSizes(ctx.b, ctx.loc, data);
+  SmallVector<OpFoldResult> indexSizes = tensor::getMixedSizes(ctx.b, ctx.loc, indices);
+  // Output: indices' dimensions but the tuple, then data's after the tuple.
+  SmallVector<OpFoldResult> outSizes(indexSizes.begin(), indexSizes.end() - 1);
+  outSizes.append(dataSizes.begin() + batch + tuple, dataSizes.end());
+  int64_t outRank = outSizes.size(), prefix = indicesRank - 1;
+  Type element = dataType.getElementType();
+  Value init = createEmpty(ctx.b, ctx.loc, outSizes, element);
+  SmallVector<utils::IteratorType> iterators(outRank, utils::IteratorType::parallel);
+  auto generic = linalg::GenericOp::create(
+      ctx.b, ctx.loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init},
+      ArrayRef<AffineMap>{ctx.b.getMultiDimIdentityMap(outRank)}, iterators,
+      [&](OpBuilder &b, Location loc, ValueRange) {
+        SmallVector<Value> where;
+        for (int64_t d = 0; d < prefix; ++d)
+          where.push_back(linalg::IndexOp::create(b, loc, d));
+        SmallVector<Value> coords(where.begin(), where.begin() + batch);
+        for (int64_t k = 0; k < tuple; ++k) {
+          SmallVector<Value> at(where);
+          at.push_back(arith::ConstantIndexOp::create(b, loc, k));
+          Value index = tensor::ExtractOp::create(b, loc, indices, at);
+          Value size = getValueOrCreateConstantIndexOp(b, loc, dataSizes[batch + k]);
+          coords.push_back(normalizeIndex(b, loc, index, size));
+        }
+        for (int64_t d = prefix; d < outRank; ++d)
+          coords.push_back(linalg::IndexOp::create(b, loc, d));
+        linalg::YieldOp::create(b, loc,
+                                tensor::ExtractOp::create(b, loc, data, coords).getResult());
+      });
+  ctx.setOutput(0, generic.getResult(0), ctx.info(0).isUnsigned);
+  return success();
+}
+
 LogicalResult convertCumSum(NodeContext &ctx) {
   auto type = ctx.inputType(0);
   int64_t rank = type.getRank();
@@ -1316,6 +1441,11 @@ void onnx_import::registerTensorConverters(ConverterTable &table) {
   table["CumSum"] = convertCumSum;
   table["EyeLike"] = convertEyeLike;
   table["OneHot"] = convertOneHot;
+  table["HannWindow"] = convertWindow;
+  table["HammingWindow"] = convertWindow;
+  table["BlackmanWindow"] = convertWindow;
+  table["ReverseSequence"] = convertReverseSequence;
+  table["GatherND"] = convertGatherND;
   table["DepthToSpace"] = convertDepthSpace;
   table["SpaceToDepth"] = convertDepthSpace;
   table["Pad"] = convertPad;
