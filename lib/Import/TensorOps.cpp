@@ -9,11 +9,14 @@
 
 #include "ImporterInternal.h"
 
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
 #include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/Matchers.h"
 
 #include <cmath>
+#include <functional>
 
 using namespace mlir;
 using namespace hasten;
@@ -1279,6 +1282,135 @@ LogicalResult convertGatherND(NodeContext &ctx) {
   return success();
 }
 
+/// Combines an update with the value it lands on (ScatterElements' and
+/// ScatterND's `reduction`).
+FailureOr<std::function<Value(OpBuilder &, Location, Value, Value)>>
+scatterReduction(NodeContext &ctx, Type element) {
+  std::string reduction = ctx.getString("reduction", "none");
+  bool fp = isa<FloatType>(element);
+  bool isUnsigned = ctx.info(0).isUnsigned;
+  using Fn = std::function<Value(OpBuilder &, Location, Value, Value)>;
+  if (reduction == "none")
+    return Fn([](OpBuilder &, Location, Value, Value update) { return update; });
+  if (reduction == "add")
+    return Fn([fp](OpBuilder &b, Location loc, Value old, Value update) -> Value {
+      return fp ? Value(arith::AddFOp::create(b, loc, old, update))
+                : Value(arith::AddIOp::create(b, loc, old, update));
+    });
+  if (reduction == "mul")
+    return Fn([fp](OpBuilder &b, Location loc, Value old, Value update) -> Value {
+      return fp ? Value(arith::MulFOp::create(b, loc, old, update))
+                : Value(arith::MulIOp::create(b, loc, old, update));
+    });
+  if (reduction == "max" || reduction == "min") {
+    bool max = reduction == "max";
+    return Fn([=](OpBuilder &b, Location loc, Value old, Value update) -> Value {
+      if (fp)
+        return max ? Value(arith::MaximumFOp::create(b, loc, old, update))
+                   : Value(arith::MinimumFOp::create(b, loc, old, update));
+      if (isUnsigned)
+        return max ? Value(arith::MaxUIOp::create(b, loc, old, update))
+                   : Value(arith::MinUIOp::create(b, loc, old, update));
+      return max ? Value(arith::MaxSIOp::create(b, loc, old, update))
+                 : Value(arith::MinSIOp::create(b, loc, old, update));
+    });
+  }
+  return ctx.fail("reduction must be none, add, mul, max or min, got '" + reduction + "'");
+}
+
+/// Loops over every position of `sizes`, carrying `tensor`; `body` returns
+/// the tensor after the position's update. Updates apply in order, so
+/// duplicate indices behave as in the reference (the last one wins, or all
+/// are combined by the reduction).
+Value scatterLoops(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Value tensor,
+                   function_ref<Value(OpBuilder &, Location, ValueRange, Value)> body) {
+  SmallVector<Value> lbs, ubs, steps;
+  for (OpFoldResult size : sizes) {
+    lbs.push_back(arith::ConstantIndexOp::create(b, loc, 0));
+    ubs.push_back(getValueOrCreateConstantIndexOp(b, loc, size));
+    steps.push_back(arith::ConstantIndexOp::create(b, loc, 1));
+  }
+  scf::LoopNest nest = scf::buildLoopNest(
+      b, loc, lbs, ubs, steps, ValueRange{tensor},
+      [&](OpBuilder &nb, Location nl, ValueRange ivs, ValueRange carried) -> scf::ValueVector {
+        return {body(nb, nl, ivs, carried[0])};
+      });
+  return nest.results.empty() ? tensor : nest.results[0];
+}
+
+/// ScatterElements (and the older Scatter): updates[p] goes to data at p
+/// with its `axis` coordinate replaced by indices[p].
+LogicalResult convertScatterElements(NodeContext &ctx) {
+  auto dataType = ctx.inputType(0), indicesType = ctx.inputType(1);
+  int64_t rank = dataType.getRank();
+  if (indicesType.getRank() != rank || ctx.inputType(2).getRank() != rank)
+    return ctx.emitError() << "data, indices and updates must have the same rank";
+  if (!isa<IntegerType>(indicesType.getElementType()))
+    return ctx.emitError() << "indices must be integers, got " << indicesType;
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.getInt("axis", 0), rank);
+  if (failed(axis))
+    return failure();
+  auto combine = scatterReduction(ctx, dataType.getElementType());
+  if (failed(combine))
+    return failure();
+  Value data = ctx.input(0), indices = ctx.input(1), updates = ctx.input(2);
+  Value axisSize = tensor::DimOp::create(ctx.b, ctx.loc, data, *axis);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, indices);
+  Value result = scatterLoops(
+      ctx.b, ctx.loc, sizes, data, [&](OpBuilder &b, Location loc, ValueRange ivs, Value t) {
+        SmallVector<Value> at(ivs.begin(), ivs.end());
+        Value index = tensor::ExtractOp::create(b, loc, indices, at);
+        at[*axis] = normalizeIndex(b, loc, index, axisSize);
+        Value update = tensor::ExtractOp::create(b, loc, updates, ivs);
+        Value old = tensor::ExtractOp::create(b, loc, t, at);
+        return tensor::InsertOp::create(b, loc, (*combine)(b, loc, old, update), t, at)
+            .getResult();
+      });
+  ctx.setOutput(0, result, ctx.info(0).isUnsigned);
+  return success();
+}
+
+/// ScatterND: each index tuple of `indices` names a slice of data that the
+/// matching slice of updates replaces (or is combined into).
+LogicalResult convertScatterND(NodeContext &ctx) {
+  auto dataType = ctx.inputType(0), indicesType = ctx.inputType(1);
+  int64_t rank = dataType.getRank(), indicesRank = indicesType.getRank();
+  if (!isa<IntegerType>(indicesType.getElementType()))
+    return ctx.emitError() << "indices must be integers, got " << indicesType;
+  int64_t tuple = indicesRank ? indicesType.getDimSize(indicesRank - 1) : ShapedType::kDynamic;
+  if (ShapedType::isDynamic(tuple) || tuple > rank)
+    return ctx.emitError() << "the index tuples (the last dimension of indices) must be static "
+                              "and at most the data's rank, got " << indicesType;
+  auto combine = scatterReduction(ctx, dataType.getElementType());
+  if (failed(combine))
+    return failure();
+  Value data = ctx.input(0), indices = ctx.input(1), updates = ctx.input(2);
+  int64_t prefix = indicesRank - 1;
+  if (ctx.inputType(2).getRank() != prefix + rank - tuple)
+    return ctx.emitError() << "updates must have rank " << prefix + rank - tuple << ", got "
+                           << ctx.inputType(2);
+  SmallVector<OpFoldResult> dataSizes = tensor::getMixedSizes(ctx.b, ctx.loc, data);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, updates);
+  Value result = scatterLoops(
+      ctx.b, ctx.loc, sizes, data, [&](OpBuilder &b, Location loc, ValueRange ivs, Value t) {
+        SmallVector<Value> at;
+        for (int64_t k = 0; k < tuple; ++k) {
+          SmallVector<Value> where(ivs.begin(), ivs.begin() + prefix);
+          where.push_back(arith::ConstantIndexOp::create(b, loc, k));
+          Value index = tensor::ExtractOp::create(b, loc, indices, where);
+          at.push_back(normalizeIndex(b, loc, index,
+                                      getValueOrCreateConstantIndexOp(b, loc, dataSizes[k])));
+        }
+        at.append(ivs.begin() + prefix, ivs.end());
+        Value update = tensor::ExtractOp::create(b, loc, updates, ivs);
+        Value old = tensor::ExtractOp::create(b, loc, t, at);
+        return tensor::InsertOp::create(b, loc, (*combine)(b, loc, old, update), t, at)
+            .getResult();
+      });
+  ctx.setOutput(0, result, ctx.info(0).isUnsigned);
+  return success();
+}
+
 LogicalResult convertCumSum(NodeContext &ctx) {
   auto type = ctx.inputType(0);
   int64_t rank = type.getRank();
@@ -1446,6 +1578,9 @@ void onnx_import::registerTensorConverters(ConverterTable &table) {
   table["BlackmanWindow"] = convertWindow;
   table["ReverseSequence"] = convertReverseSequence;
   table["GatherND"] = convertGatherND;
+  table["ScatterElements"] = convertScatterElements;
+  table["Scatter"] = convertScatterElements;
+  table["ScatterND"] = convertScatterND;
   table["DepthToSpace"] = convertDepthSpace;
   table["SpaceToDepth"] = convertDepthSpace;
   table["Pad"] = convertPad;
