@@ -607,6 +607,56 @@ LogicalResult convertArgMinMax(NodeContext &ctx) {
   return success();
 }
 
+/// LRN: x / (bias + alpha / size * (sum of x^2 over the `size` channels
+/// around it))^beta, the window cut at the channel range's ends.
+LogicalResult convertLRN(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  if (type.getRank() < 3 || !isFloat(type.getElementType()))
+    return ctx.emitError() << "expects a floating-point [N, C, ...] input, got " << type;
+  int64_t size = ctx.getInt("size", 0);
+  if (size <= 0 || size > 1024)
+    return ctx.fail("size must be in [1, 1024], got " + std::to_string(size));
+  double alpha = ctx.getFloat("alpha", 1e-4f), beta = ctx.getFloat("beta", 0.75f),
+         bias = ctx.getFloat("bias", 1.0f);
+  Value x = ctx.input(0);
+  Type element = type.getElementType();
+  int64_t rank = type.getRank();
+  Value channels = tensor::DimOp::create(ctx.b, ctx.loc, x, 1);
+  int64_t before = (size - 1) / 2, after = size - 1 - before;
+  Value result = buildElementwise(
+      ctx.b, ctx.loc, ValueRange{x}, element, [&](OpBuilder &b, Location loc, ValueRange args) {
+        SmallVector<Value> coords;
+        for (int64_t d = 0; d < rank; ++d)
+          coords.push_back(linalg::IndexOp::create(b, loc, d));
+        Value c = coords[1];
+        Value zero = scalarConstant(b, loc, element, 0);
+        Value sum = zero;
+        Value lowest = arith::ConstantIndexOp::create(b, loc, 0);
+        for (int64_t k = -before; k <= after; ++k) {
+          Value at = arith::AddIOp::create(b, loc, c, arith::ConstantIndexOp::create(b, loc, k));
+          Value inside = arith::AndIOp::create(
+              b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, at, lowest),
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, at, channels));
+          // Read a valid channel either way, then drop it outside the range.
+          SmallVector<Value> neighbour(coords);
+          neighbour[1] = arith::SelectOp::create(b, loc, inside, at, c);
+          Value v = tensor::ExtractOp::create(b, loc, x, neighbour);
+          Value square = arith::MulFOp::create(b, loc, v, v);
+          sum = arith::AddFOp::create(b, loc, sum,
+                                      arith::SelectOp::create(b, loc, inside, square, zero));
+        }
+        Value scale = arith::AddFOp::create(
+            b, loc, scalarConstant(b, loc, element, bias),
+            arith::MulFOp::create(b, loc, scalarConstant(b, loc, element, alpha / double(size)),
+                                  sum));
+        Value denominator =
+            math::PowFOp::create(b, loc, scale, scalarConstant(b, loc, element, beta));
+        return arith::DivFOp::create(b, loc, args[0], denominator).getResult();
+      });
+  ctx.setOutput(0, result);
+  return success();
+}
+
 /// Hardmax: 1 where an element is the first largest along `axis`, else 0.
 LogicalResult convertHardmax(NodeContext &ctx) {
   auto type = ctx.inputType(0);
@@ -1610,6 +1660,7 @@ void onnx_import::registerLinalgConverters(ConverterTable &table) {
   table["ArgMax"] = convertArgMinMax;
   table["ArgMin"] = convertArgMinMax;
   table["Hardmax"] = convertHardmax;
+  table["LRN"] = convertLRN;
   table["TopK"] = convertTopK;
   table["Softmax"] = convertSoftmax;
   table["LogSoftmax"] = convertSoftmax;

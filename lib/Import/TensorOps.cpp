@@ -1411,6 +1411,64 @@ LogicalResult convertScatterND(NodeContext &ctx) {
   return success();
 }
 
+/// Compress: the slices along `axis` (of the flattened input without one)
+/// whose condition is true. The condition must be known at compile time,
+/// since it decides the output's size.
+LogicalResult convertCompress(NodeContext &ctx) {
+  std::optional<SmallVector<int64_t>> condition = ctx.constantInts(1);
+  if (!condition)
+    return ctx.fail("condition must be a constant (bind it with --bind-input): it decides "
+                    "the output's shape");
+  Value data = ctx.input(0);
+  auto type = ctx.inputType(0);
+  int64_t axis = 0;
+  if (ctx.hasAttr("axis")) {
+    FailureOr<int64_t> given = ctx.normalizeAxis(ctx.getInt("axis", 0), type.getRank());
+    if (failed(given))
+      return failure();
+    axis = *given;
+  } else {
+    if (!type.hasStaticShape())
+      return ctx.emitError() << "without an axis the input is flattened; it needs a static "
+                                "shape, got " << type;
+    data = reshapeTo(ctx.b, ctx.loc, data, {ctx.b.getIndexAttr(type.getNumElements())});
+    type = cast<RankedTensorType>(data.getType());
+  }
+  int64_t length = type.getDimSize(axis);
+  SmallVector<int64_t> picks;
+  for (int64_t k = 0; k < (int64_t)condition->size(); ++k)
+    if ((*condition)[k] != 0) {
+      if (!ShapedType::isDynamic(length) && k >= length)
+        return ctx.fail("condition selects index " + std::to_string(k) + " past the axis' " +
+                        std::to_string(length) + " elements");
+      picks.push_back(k);
+    }
+  int64_t rank = type.getRank();
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, data);
+  sizes[axis] = ctx.b.getIndexAttr(picks.size());
+  auto pickType = RankedTensorType::get({(int64_t)picks.size()}, ctx.b.getI64Type());
+  Value table = arith::ConstantOp::create(
+      ctx.b, ctx.loc, DenseElementsAttr::get(pickType, ArrayRef<int64_t>(picks)));
+  Type element = type.getElementType();
+  Value init = createEmpty(ctx.b, ctx.loc, sizes, element);
+  SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+  auto generic = linalg::GenericOp::create(
+      ctx.b, ctx.loc, TypeRange{init.getType()}, ValueRange{table}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(rank, 0, {ctx.b.getAffineDimExpr(axis)},
+                                         ctx.b.getContext()),
+                          ctx.b.getMultiDimIdentityMap(rank)},
+      iterators, [&](OpBuilder &b, Location loc, ValueRange args) {
+        SmallVector<Value> coords;
+        for (int64_t d = 0; d < rank; ++d)
+          coords.push_back(d == axis ? toIndex(b, loc, args[0])
+                                     : Value(linalg::IndexOp::create(b, loc, d)));
+        linalg::YieldOp::create(b, loc,
+                                tensor::ExtractOp::create(b, loc, data, coords).getResult());
+      });
+  ctx.setOutput(0, generic.getResult(0), ctx.info(0).isUnsigned);
+  return success();
+}
+
 LogicalResult convertCumSum(NodeContext &ctx) {
   auto type = ctx.inputType(0);
   int64_t rank = type.getRank();
@@ -1581,6 +1639,7 @@ void onnx_import::registerTensorConverters(ConverterTable &table) {
   table["ScatterElements"] = convertScatterElements;
   table["Scatter"] = convertScatterElements;
   table["ScatterND"] = convertScatterND;
+  table["Compress"] = convertCompress;
   table["DepthToSpace"] = convertDepthSpace;
   table["SpaceToDepth"] = convertDepthSpace;
   table["Pad"] = convertPad;

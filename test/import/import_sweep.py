@@ -37,7 +37,7 @@ PARAMETER_SLOTS = {
     "Split": {1}, "ReduceSum": {1}, "CumSum": {1}, "Resize": {1, 2, 3},
     "Expand": {1}, "Tile": {1}, "Pad": {1, 2}, "TopK": {1},
     "ConstantOfShape": {0}, "Dropout": {1, 2}, "Trilu": {1}, "OneHot": {1},
-    "HannWindow": {0}, "HammingWindow": {0}, "BlackmanWindow": {0},
+    "HannWindow": {0}, "HammingWindow": {0}, "BlackmanWindow": {0}, "Compress": {1},
 }
 
 # Variants of supported ops that hasten does not support, with the reason.
