@@ -877,6 +877,109 @@ LogicalResult convertSoftmax(NodeContext &ctx) {
   return success();
 }
 
+/// The negative log-likelihood of `target` classes under `logProb`
+/// ([N, C, d1...]): per position -logProb[n, target, d...] * weight[target],
+/// 0 where target == ignore_index; then none (that tensor), sum, or mean
+/// (the sum over the sum of the weights taken), as NegativeLogLikelihoodLoss
+/// and SoftmaxCrossEntropyLoss define.
+FailureOr<Value> buildNllLoss(NodeContext &ctx, Value logProb, Value target,
+                              std::optional<Value> weight) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  auto type = cast<RankedTensorType>(logProb.getType());
+  auto targetType = cast<RankedTensorType>(target.getType());
+  int64_t rank = type.getRank();
+  if (rank < 2 || targetType.getRank() != rank - 1 ||
+      !isa<IntegerType>(targetType.getElementType()))
+    return ctx.emitError() << "expects scores [N, C, d...] and integer targets [N, d...], got "
+                           << type << " and " << targetType;
+  std::string reduction = ctx.getString("reduction", "mean");
+  if (reduction != "none" && reduction != "sum" && reduction != "mean")
+    return ctx.fail("reduction must be none, sum or mean, got '" + reduction + "'");
+  std::optional<int64_t> ignore;
+  if (ctx.hasAttr("ignore_index"))
+    ignore = ctx.getInt("ignore_index", 0);
+  Type element = type.getElementType();
+  Value classes = tensor::DimOp::create(b, loc, logProb, 1);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, target);
+  int64_t targetRank = targetType.getRank();
+  Value lossInit = createEmpty(b, loc, sizes, element);
+  Value weightInit = createEmpty(b, loc, sizes, element);
+  SmallVector<utils::IteratorType> parallel(targetRank, utils::IteratorType::parallel);
+  AffineMap identity = b.getMultiDimIdentityMap(targetRank);
+  auto terms = linalg::GenericOp::create(
+      b, loc, TypeRange{lossInit.getType(), weightInit.getType()}, ValueRange{target},
+      ValueRange{lossInit, weightInit}, ArrayRef<AffineMap>{identity, identity, identity},
+      parallel, [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value t = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), args[0]);
+        Value zeroIndex = arith::ConstantIndexOp::create(nb, nl, 0);
+        Value keep = arith::ConstantIntOp::create(nb, nl, nb.getI1Type(), 1);
+        if (ignore)
+          keep = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::ne, t,
+                                       arith::ConstantIndexOp::create(nb, nl, *ignore));
+        // A class outside [0, C) that is not ignored reads class 0 rather
+        // than out of bounds (the reference would fail).
+        Value valid = arith::AndIOp::create(
+            nb, nl, arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, t, zeroIndex),
+            arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, t, classes));
+        Value safe = arith::SelectOp::create(nb, nl, valid, t, zeroIndex);
+        SmallVector<Value> at = {linalg::IndexOp::create(nb, nl, 0), safe};
+        for (int64_t d = 1; d < targetRank; ++d)
+          at.push_back(linalg::IndexOp::create(nb, nl, d));
+        Value w = weight ? Value(tensor::ExtractOp::create(nb, nl, *weight, ValueRange{safe}))
+                         : scalarConstant(nb, nl, element, 1);
+        Value zero = scalarConstant(nb, nl, element, 0);
+        w = arith::SelectOp::create(nb, nl, keep, w, zero);
+        Value picked = tensor::ExtractOp::create(nb, nl, logProb, at);
+        Value loss = arith::NegFOp::create(nb, nl, arith::MulFOp::create(nb, nl, picked, w));
+        linalg::YieldOp::create(nb, nl, ValueRange{loss, w});
+      });
+  Value loss = terms.getResult(0);
+  if (reduction == "none")
+    return loss;
+  SmallVector<int64_t> all;
+  for (int64_t d = 0; d < targetRank; ++d)
+    all.push_back(d);
+  Value zero = scalarConstant(b, loc, element, 0);
+  Value total = reduce(b, loc, loss, all, zero, combineAdd);
+  if (reduction == "sum")
+    return total;
+  Value weights = reduce(b, loc, terms.getResult(1), all, zero, combineAdd);
+  return buildElementwise(b, loc, ValueRange{total, weights}, element,
+                          [](OpBuilder &nb, Location nl, ValueRange a) {
+                            return arith::DivFOp::create(nb, nl, a[0], a[1]).getResult();
+                          });
+}
+
+LogicalResult convertNllLoss(NodeContext &ctx) {
+  if (!isFloat(ctx.inputType(0).getElementType()))
+    return ctx.emitError() << "expects floating-point scores, got " << ctx.inputType(0);
+  std::optional<Value> weight;
+  if (ctx.hasInput(2))
+    weight = ctx.input(2);
+  FailureOr<Value> loss = buildNllLoss(ctx, ctx.input(0), ctx.input(1), weight);
+  if (failed(loss))
+    return failure();
+  ctx.setOutput(0, *loss);
+  return success();
+}
+
+LogicalResult convertSoftmaxCrossEntropyLoss(NodeContext &ctx) {
+  if (!isFloat(ctx.inputType(0).getElementType()) || ctx.inputType(0).getRank() < 2)
+    return ctx.emitError() << "expects floating-point scores [N, C, ...], got "
+                           << ctx.inputType(0);
+  Value logProb = buildSoftmax(ctx.b, ctx.loc, ctx.input(0), {1}, /*log=*/true);
+  std::optional<Value> weight;
+  if (ctx.hasInput(2))
+    weight = ctx.input(2);
+  FailureOr<Value> loss = buildNllLoss(ctx, logProb, ctx.input(1), weight);
+  if (failed(loss))
+    return failure();
+  ctx.setOutput(0, *loss);
+  ctx.setOutput(1, logProb);
+  return success();
+}
+
 /// Mean and 1/sqrt(var + eps) of `x` over `dims`, kept as reduced tensors
 /// (dims removed), computed in `compute` precision.
 std::pair<Value, Value> meanAndInvStd(OpBuilder &b, Location loc, Value x,
@@ -1661,6 +1764,8 @@ void onnx_import::registerLinalgConverters(ConverterTable &table) {
   table["ArgMin"] = convertArgMinMax;
   table["Hardmax"] = convertHardmax;
   table["LRN"] = convertLRN;
+  table["NegativeLogLikelihoodLoss"] = convertNllLoss;
+  table["SoftmaxCrossEntropyLoss"] = convertSoftmaxCrossEntropyLoss;
   table["TopK"] = convertTopK;
   table["Softmax"] = convertSoftmax;
   table["LogSoftmax"] = convertSoftmax;
