@@ -127,6 +127,11 @@ using ConverterTable = llvm::StringMap<ConvertFn>;
 void registerElementwiseConverters(ConverterTable &table);
 void registerTensorConverters(ConverterTable &table);
 void registerLinalgConverters(ConverterTable &table);
+void registerQuantizedConverters(ConverterTable &table);
+
+/// numpy's matmul of two tensors of one element type (batched, vectors
+/// promoted), as MatMul imports it.
+FailureOr<Value> buildMatMul(NodeContext &ctx, Value a, Value b);
 
 /// softmax(scale * Q K^T + mask) V found in the graph, to import as one
 

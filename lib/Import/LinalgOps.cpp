@@ -53,7 +53,9 @@ Value broadcastTo(OpBuilder &b, Location loc, Value value,
       [](OpBuilder &, Location, ValueRange args) { return args[0]; }, sizes);
 }
 
-FailureOr<Value> buildMatMul(NodeContext &ctx, Value a, Value bm) {
+} // namespace
+
+FailureOr<Value> onnx_import::buildMatMul(NodeContext &ctx, Value a, Value bm) {
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   auto aType = cast<RankedTensorType>(a.getType());
@@ -164,6 +166,8 @@ FailureOr<Value> buildMatMul(NodeContext &ctx, Value a, Value bm) {
     result = dropUnitDims(b, loc, result, drop);
   return result;
 }
+
+namespace {
 
 LogicalResult convertMatMul(NodeContext &ctx) {
   FailureOr<Value> result = buildMatMul(ctx, ctx.input(0), ctx.input(1));

@@ -419,6 +419,7 @@ static const ConverterTable &getConverters() {
     registerElementwiseConverters(t);
     registerTensorConverters(t);
     registerLinalgConverters(t);
+    registerQuantizedConverters(t);
     return t;
   }();
   return table;

@@ -1,0 +1,318 @@
+//===- QuantizedOps.cpp - ONNX's quantization ops --------------------------===//
+//
+// QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear as elementwise
+// arithmetic with the reference's rounding (half to even) and saturation;
+// MatMulInteger and QLinearMatMul as an i32 matmul of operands shifted by
+// their zero points. They run as generated loops: int8 kernels and folding
+// the Q/DQ pairs of a quantized model around them are not done yet.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ImporterInternal.h"
+
+#include "mlir/Dialect/Math/IR/Math.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace hasten;
+using namespace hasten::onnx_import;
+
+namespace {
+
+/// [lowest, highest] of a quantized integer type.
+std::pair<double, double> quantizedRange(Type element, bool isUnsigned) {
+  unsigned width = element.getIntOrFloatBitWidth();
+  if (isUnsigned)
+    return {0.0, std::ldexp(1.0, width) - 1};
+  return {-std::ldexp(1.0, width - 1), std::ldexp(1.0, width - 1) - 1};
+}
+
+/// A per-axis parameter (1-D, one value per slice along `axis`, read from
+/// the node's `axis` attribute when not given) shaped to broadcast against a
+/// tensor of `rank`; a scalar (or one-element) parameter stays as it is.
+FailureOr<Value> alongAxis(NodeContext &ctx, Value param, std::optional<int64_t> givenAxis,
+                           int64_t rank, StringRef what) {
+  auto type = cast<RankedTensorType>(param.getType());
+  if (type.getRank() == 0 || (type.getRank() == 1 && type.getDimSize(0) == 1))
+    return param; // broadcasts as it is
+  if (type.getRank() != 1)
+    return (ctx.emitError() << what << " must be a scalar or 1-D, got " << type), failure();
+  int64_t axis;
+  if (givenAxis) {
+    axis = *givenAxis;
+  } else {
+    FailureOr<int64_t> normalized = ctx.normalizeAxis(ctx.getInt("axis", 1), rank);
+    if (failed(normalized))
+      return failure();
+    axis = *normalized;
+  }
+  SmallVector<int64_t> units;
+  for (int64_t d = 0; d < rank; ++d)
+    if (d != axis)
+      units.push_back(d);
+  return insertUnitDims(ctx.b, ctx.loc, param, units);
+}
+
+/// Integer to float (signed or unsigned).
+Value toFloat(OpBuilder &b, Location loc, Value v, Type f, bool isUnsigned) {
+  if (isa<FloatType>(v.getType()))
+    return v.getType() == f ? v : Value(arith::ExtFOp::create(b, loc, f, v));
+  return isUnsigned ? Value(arith::UIToFPOp::create(b, loc, f, v))
+                    : Value(arith::SIToFPOp::create(b, loc, f, v));
+}
+
+/// round-half-to-even(v), saturated to the integer type's range, converted.
+Value saturate(OpBuilder &b, Location loc, Value v, Type element, bool isUnsigned) {
+  auto [lo, hi] = quantizedRange(element, isUnsigned);
+  Type f = v.getType();
+  v = math::RoundEvenOp::create(b, loc, v);
+  v = arith::MaximumFOp::create(b, loc, v, scalarConstant(b, loc, f, lo));
+  v = arith::MinimumFOp::create(b, loc, v, scalarConstant(b, loc, f, hi));
+  return isUnsigned ? Value(arith::FPToUIOp::create(b, loc, element, v))
+                    : Value(arith::FPToSIOp::create(b, loc, element, v));
+}
+
+LogicalResult convertQuantizeLinear(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  Type f = type.getElementType();
+  if (!isa<FloatType>(f))
+    return ctx.emitError() << "expects a floating-point input, got " << type;
+  int64_t rank = type.getRank();
+  Type qElement = ctx.b.getIntegerType(8);
+  bool isUnsigned = true;
+  SmallVector<Value> inputs = {ctx.input(0)};
+  FailureOr<Value> scale = alongAxis(ctx, ctx.input(1), std::nullopt, rank, "y_scale");
+  if (failed(scale))
+    return failure();
+  inputs.push_back(*scale);
+  if (ctx.hasInput(2)) {
+    qElement = ctx.inputType(2).getElementType();
+    isUnsigned = ctx.info(2).isUnsigned;
+    if (!isa<IntegerType>(qElement) || qElement.getIntOrFloatBitWidth() > 32)
+      return ctx.emitError() << "y_zero_point must be an 8 to 32-bit integer, got "
+                             << ctx.inputType(2);
+    FailureOr<Value> zp = alongAxis(ctx, ctx.input(2), std::nullopt, rank, "y_zero_point");
+    if (failed(zp))
+      return failure();
+    inputs.push_back(*zp);
+  }
+  bool zpUnsigned = isUnsigned;
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, ctx.input(0));
+  Value result = buildElementwise(
+      ctx.b, ctx.loc, inputs, qElement,
+      [&](OpBuilder &b, Location loc, ValueRange a) {
+        Value v = math::RoundEvenOp::create(b, loc, arith::DivFOp::create(b, loc, a[0], a[1]));
+        if (a.size() > 2)
+          v = arith::AddFOp::create(b, loc, v, toFloat(b, loc, a[2], f, zpUnsigned));
+        return saturate(b, loc, v, qElement, zpUnsigned);
+      },
+      ArrayRef<OpFoldResult>(sizes));
+  ctx.setOutput(0, result, isUnsigned);
+  return success();
+}
+
+LogicalResult convertDequantizeLinear(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  if (!isa<IntegerType>(type.getElementType()))
+    return ctx.emitError() << "expects an integer input, got " << type;
+  Type f = ctx.inputType(1).getElementType();
+  if (!isa<FloatType>(f))
+    return ctx.emitError() << "x_scale must be floating point, got " << ctx.inputType(1);
+  int64_t rank = type.getRank();
+  bool isUnsigned = ctx.info(0).isUnsigned;
+  SmallVector<Value> inputs = {ctx.input(0)};
+  FailureOr<Value> scale = alongAxis(ctx, ctx.input(1), std::nullopt, rank, "x_scale");
+  if (failed(scale))
+    return failure();
+  inputs.push_back(*scale);
+  if (ctx.hasInput(2)) {
+    FailureOr<Value> zp = alongAxis(ctx, ctx.input(2), std::nullopt, rank, "x_zero_point");
+    if (failed(zp))
+      return failure();
+    inputs.push_back(*zp);
+  }
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, ctx.input(0));
+  Value result = buildElementwise(
+      ctx.b, ctx.loc, inputs, f,
+      [&](OpBuilder &b, Location loc, ValueRange a) {
+        Value x = toFloat(b, loc, a[0], f, isUnsigned);
+        if (a.size() > 2)
+          x = arith::SubFOp::create(b, loc, x, toFloat(b, loc, a[2], f, isUnsigned));
+        return arith::MulFOp::create(b, loc, x, a[1]).getResult();
+      },
+      ArrayRef<OpFoldResult>(sizes));
+  ctx.setOutput(0, result);
+  return success();
+}
+
+/// The minimum or maximum of every element of `x` (a rank-0 tensor).
+Value reduceAll(OpBuilder &b, Location loc, Value x, bool max) {
+  auto type = cast<RankedTensorType>(x.getType());
+  SmallVector<int64_t> dims;
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    dims.push_back(d);
+  Type f = type.getElementType();
+  Value init = createFilled(b, loc, {}, max ? lowestValue(b, loc, f) : highestValue(b, loc, f));
+  return linalg::ReduceOp::create(
+             b, loc, ValueRange{x}, ValueRange{init}, dims,
+             [&](OpBuilder &nb, Location nl, ValueRange a) {
+               Value r = max ? Value(arith::MaximumFOp::create(nb, nl, a[0], a[1]))
+                             : Value(arith::MinimumFOp::create(nb, nl, a[0], a[1]));
+               linalg::YieldOp::create(nb, nl, r);
+             })
+      .getResult(0);
+}
+
+/// DynamicQuantizeLinear: uint8 with the scale and zero point that map
+/// [min(0, min x), max(0, max x)] onto [0, 255].
+LogicalResult convertDynamicQuantizeLinear(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  Type f = type.getElementType();
+  if (!f.isF32())
+    return ctx.emitError() << "expects a float32 input, got " << type;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value lo = reduceAll(b, loc, ctx.input(0), false), hi = reduceAll(b, loc, ctx.input(0), true);
+  Type u8 = b.getIntegerType(8);
+  Value scale = buildElementwise(b, loc, ValueRange{lo, hi}, f,
+                                 [&](OpBuilder &nb, Location nl, ValueRange a) {
+                                   Value zero = scalarConstant(nb, nl, f, 0);
+                                   Value low = arith::MinimumFOp::create(nb, nl, a[0], zero);
+                                   Value high = arith::MaximumFOp::create(nb, nl, a[1], zero);
+                                   return arith::DivFOp::create(
+                                              nb, nl, arith::SubFOp::create(nb, nl, high, low),
+                                              scalarConstant(nb, nl, f, 255))
+                                       .getResult();
+                                 });
+  Value zeroPoint = buildElementwise(b, loc, ValueRange{lo, scale}, u8,
+                                     [&](OpBuilder &nb, Location nl, ValueRange a) {
+                                       Value low = arith::MinimumFOp::create(
+                                           nb, nl, a[0], scalarConstant(nb, nl, f, 0));
+                                       Value v = arith::NegFOp::create(
+                                           nb, nl, arith::DivFOp::create(nb, nl, low, a[1]));
+                                       return saturate(nb, nl, v, u8, true);
+                                     });
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, ctx.input(0));
+  Value y = buildElementwise(
+      b, loc, ValueRange{ctx.input(0), scale, zeroPoint}, u8,
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value v = math::RoundEvenOp::create(nb, nl, arith::DivFOp::create(nb, nl, a[0], a[1]));
+        v = arith::AddFOp::create(nb, nl, v, toFloat(nb, nl, a[2], f, true));
+        return saturate(nb, nl, v, u8, true);
+      },
+      ArrayRef<OpFoldResult>(sizes));
+  ctx.setOutput(0, y, true);
+  ctx.setOutput(1, scale);
+  ctx.setOutput(2, zeroPoint, true);
+  return success();
+}
+
+/// `x` widened to i32 with `zeroPoint` subtracted (both may be absent or
+/// broadcast: a per-row zero point of A is given `rowAxis`).
+FailureOr<Value> shiftedI32(NodeContext &ctx, unsigned input, std::optional<unsigned> zeroPoint,
+                            std::optional<int64_t> rowAxis) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  auto type = ctx.inputType(input);
+  if (!isa<IntegerType>(type.getElementType()) || type.getElementTypeBitWidth() > 8)
+    return (ctx.emitError() << "expects 8-bit integer operands, got " << type), failure();
+  bool isUnsigned = ctx.info(input).isUnsigned;
+  SmallVector<Value> inputs = {ctx.input(input)};
+  bool zpUnsigned = isUnsigned;
+  if (zeroPoint && ctx.hasInput(*zeroPoint)) {
+    Value zp = ctx.input(*zeroPoint);
+    zpUnsigned = ctx.info(*zeroPoint).isUnsigned;
+    auto zpType = cast<RankedTensorType>(zp.getType());
+    if (rowAxis && zpType.getRank() == 1 && zpType.getDimSize(0) != 1) {
+      FailureOr<Value> shaped = alongAxis(ctx, zp, rowAxis, type.getRank(), "zero point");
+      if (failed(shaped))
+        return failure();
+      zp = *shaped;
+    }
+    inputs.push_back(zp);
+  }
+  Type i32 = b.getI32Type();
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, ctx.input(input));
+  return buildElementwise(
+      b, loc, inputs, i32,
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        auto widen = [&](Value v, bool u) -> Value {
+          return u ? Value(arith::ExtUIOp::create(nb, nl, i32, v))
+                   : Value(arith::ExtSIOp::create(nb, nl, i32, v));
+        };
+        Value x = widen(a[0], isUnsigned);
+        if (a.size() > 1)
+          x = arith::SubIOp::create(nb, nl, x, widen(a[1], zpUnsigned));
+        return x;
+      },
+      ArrayRef<OpFoldResult>(sizes));
+}
+
+LogicalResult convertMatMulInteger(NodeContext &ctx) {
+  int64_t rankA = ctx.inputType(0).getRank();
+  FailureOr<Value> a = shiftedI32(ctx, 0, 2, rankA >= 2 ? std::optional<int64_t>(rankA - 2)
+                                                          : std::nullopt);
+  FailureOr<Value> bm = shiftedI32(ctx, 1, 3, std::nullopt);
+  if (failed(a) || failed(bm))
+    return failure();
+  FailureOr<Value> product = buildMatMul(ctx, *a, *bm);
+  if (failed(product))
+    return failure();
+  ctx.setOutput(0, *product);
+  return success();
+}
+
+/// QLinearMatMul: the i32 product of the shifted operands, scaled by
+/// a_scale * b_scale / y_scale, rounded, shifted by y's zero point and
+/// saturated to y's type.
+LogicalResult convertQLinearMatMul(NodeContext &ctx) {
+  int64_t rankA = ctx.inputType(0).getRank();
+  FailureOr<Value> a = shiftedI32(ctx, 0, 2, rankA >= 2 ? std::optional<int64_t>(rankA - 2)
+                                                          : std::nullopt);
+  FailureOr<Value> bm = shiftedI32(ctx, 3, 5, std::nullopt);
+  if (failed(a) || failed(bm))
+    return failure();
+  FailureOr<Value> product = buildMatMul(ctx, *a, *bm);
+  if (failed(product))
+    return failure();
+  for (unsigned scale : {1u, 4u, 6u})
+    if (ctx.inputType(scale).getNumElements() != 1)
+      return ctx.emitError() << "per-row or per-column scales are not supported yet (input "
+                             << scale << " is " << ctx.inputType(scale) << ")";
+  Type f = ctx.inputType(1).getElementType();
+  Type yElement = ctx.inputType(7).getElementType();
+  bool yUnsigned = ctx.info(7).isUnsigned;
+  auto scalar = [&](unsigned i) {
+    auto t = ctx.inputType(i);
+    SmallVector<Value> zeros(t.getRank(), arith::ConstantIndexOp::create(ctx.b, ctx.loc, 0));
+    return tensor::ExtractOp::create(ctx.b, ctx.loc, ctx.input(i), zeros).getResult();
+  };
+  Value aScale = scalar(1), bScale = scalar(4), yScale = scalar(6), yZero = scalar(7);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, *product);
+  Value result = buildElementwise(
+      ctx.b, ctx.loc, ValueRange{*product}, yElement,
+      [&](OpBuilder &b, Location loc, ValueRange args) {
+        Value multiplier = arith::DivFOp::create(
+            b, loc, arith::MulFOp::create(b, loc, aScale, bScale), yScale);
+        Value v = arith::MulFOp::create(b, loc, arith::SIToFPOp::create(b, loc, f, args[0]),
+                                        multiplier);
+        v = arith::AddFOp::create(b, loc, math::RoundEvenOp::create(b, loc, v),
+                                  toFloat(b, loc, yZero, f, yUnsigned));
+        return saturate(b, loc, v, yElement, yUnsigned);
+      },
+      ArrayRef<OpFoldResult>(sizes));
+  ctx.setOutput(0, result, yUnsigned);
+  return success();
+}
+
+} // namespace
+
+void onnx_import::registerQuantizedConverters(ConverterTable &table) {
+  table["QuantizeLinear"] = convertQuantizeLinear;
+  table["DequantizeLinear"] = convertDequantizeLinear;
+  table["DynamicQuantizeLinear"] = convertDynamicQuantizeLinear;
+  table["MatMulInteger"] = convertMatMulInteger;
+  table["QLinearMatMul"] = convertQLinearMatMul;
+}
