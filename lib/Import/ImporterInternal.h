@@ -128,6 +128,7 @@ void registerElementwiseConverters(ConverterTable &table);
 void registerTensorConverters(ConverterTable &table);
 void registerLinalgConverters(ConverterTable &table);
 void registerQuantizedConverters(ConverterTable &table);
+void registerRecurrentConverters(ConverterTable &table);
 
 /// numpy's matmul of two tensors of one element type (batched, vectors
 /// promoted), as MatMul imports it.

@@ -420,6 +420,7 @@ static const ConverterTable &getConverters() {
     registerTensorConverters(t);
     registerLinalgConverters(t);
     registerQuantizedConverters(t);
+    registerRecurrentConverters(t);
     return t;
   }();
   return table;
