@@ -4,7 +4,8 @@
 // state (and LSTM's cell state) and the outputs written so far; a step is
 // two matmuls (the input's and the hidden state's contributions to every
 // gate) and one elementwise generic per state update. Static shapes, the
-// default activations (and clip), both layouts, forward, reverse and
+// default activations (also when spelled out) and clip, both layouts,
+// forward, reverse and
 // bidirectional, sequence_lens (forward), initial states, LSTM peepholes
 // and GRU's linear_before_reset are supported; other activations are
 // refused by name.
@@ -72,11 +73,23 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
     if (!ctx.inputType(i).hasStaticShape() || !isa<FloatType>(ctx.inputType(i).getElementType()))
       return ctx.emitError() << "input " << i << " must be a floating-point tensor of static "
                                 "shape, got " << ctx.inputType(i);
-  if (ctx.hasAttr("activations") || ctx.hasAttr("activation_alpha") ||
-      ctx.hasAttr("activation_beta"))
-    return ctx.fail("only the default activations are supported (the activations attribute "
-                    "is not)");
   std::string direction = ctx.getString("direction", "forward");
+  // Exporters may spell the defaults out; anything else is refused.
+  if (const onnx::AttributeProto *activations = ctx.attr("activations")) {
+    SmallVector<std::string> defaults =
+        cell == Cell::RNN ? SmallVector<std::string>{"Tanh"}
+        : cell == Cell::GRU ? SmallVector<std::string>{"Sigmoid", "Tanh"}
+                            : SmallVector<std::string>{"Sigmoid", "Tanh", "Tanh"};
+    int copies = direction == "bidirectional" ? 2 : 1;
+    bool same = activations->strings_size() == int(defaults.size()) * copies;
+    for (int i = 0; same && i < activations->strings_size(); ++i)
+      same = activations->strings(i) == defaults[i % defaults.size()];
+    if (!same)
+      return ctx.fail("only the default activations are supported (the activations attribute "
+                      "names others)");
+  }
+  if (ctx.hasAttr("activation_alpha") || ctx.hasAttr("activation_beta"))
+    return ctx.fail("activation_alpha and activation_beta are not supported");
   if (direction != "forward" && direction != "reverse" && direction != "bidirectional")
     return ctx.fail("direction must be forward, reverse or bidirectional, got '" + direction +
                     "'");
