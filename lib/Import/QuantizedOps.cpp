@@ -250,14 +250,21 @@ FailureOr<Value> shiftedI32(NodeContext &ctx, unsigned input, std::optional<unsi
       ArrayRef<OpFoldResult>(sizes));
 }
 
-LogicalResult convertMatMulInteger(NodeContext &ctx) {
-  int64_t rankA = ctx.inputType(0).getRank();
-  FailureOr<Value> a = shiftedI32(ctx, 0, 2, rankA >= 2 ? std::optional<int64_t>(rankA - 2)
-                                                          : std::nullopt);
-  FailureOr<Value> bm = shiftedI32(ctx, 1, 3, std::nullopt);
-  if (failed(a) || failed(bm))
+/// (A - a_zero_point) @ (B - b_zero_point) in i32, from the inputs at the
+/// given positions (A's zero point may be per row).
+FailureOr<Value> integerProduct(NodeContext &ctx, unsigned a, unsigned aZero, unsigned b,
+                                unsigned bZero) {
+  int64_t rankA = ctx.inputType(a).getRank();
+  FailureOr<Value> lhs = shiftedI32(ctx, a, aZero, rankA >= 2 ? std::optional<int64_t>(rankA - 2)
+                                                               : std::nullopt);
+  FailureOr<Value> rhs = shiftedI32(ctx, b, bZero, std::nullopt);
+  if (failed(lhs) || failed(rhs))
     return failure();
-  FailureOr<Value> product = buildMatMul(ctx, *a, *bm);
+  return buildMatMul(ctx, *lhs, *rhs);
+}
+
+LogicalResult convertMatMulInteger(NodeContext &ctx) {
+  FailureOr<Value> product = integerProduct(ctx, 0, 2, 1, 3);
   if (failed(product))
     return failure();
   ctx.setOutput(0, *product);
@@ -268,13 +275,7 @@ LogicalResult convertMatMulInteger(NodeContext &ctx) {
 /// a_scale * b_scale / y_scale, rounded, shifted by y's zero point and
 /// saturated to y's type.
 LogicalResult convertQLinearMatMul(NodeContext &ctx) {
-  int64_t rankA = ctx.inputType(0).getRank();
-  FailureOr<Value> a = shiftedI32(ctx, 0, 2, rankA >= 2 ? std::optional<int64_t>(rankA - 2)
-                                                          : std::nullopt);
-  FailureOr<Value> bm = shiftedI32(ctx, 3, 5, std::nullopt);
-  if (failed(a) || failed(bm))
-    return failure();
-  FailureOr<Value> product = buildMatMul(ctx, *a, *bm);
+  FailureOr<Value> product = integerProduct(ctx, 0, 2, 3, 5);
   if (failed(product))
     return failure();
   for (unsigned scale : {1u, 4u, 6u})

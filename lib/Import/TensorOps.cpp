@@ -1338,6 +1338,15 @@ Value scatterLoops(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes, Val
   return nest.results.empty() ? tensor : nest.results[0];
 }
 
+/// data[at] = combine(data[at], updates[ivs]): one scatter update.
+Value applyScatterUpdate(OpBuilder &b, Location loc,
+                         const std::function<Value(OpBuilder &, Location, Value, Value)> &combine,
+                         Value updates, ValueRange ivs, Value data, ArrayRef<Value> at) {
+  Value update = tensor::ExtractOp::create(b, loc, updates, ivs);
+  Value old = tensor::ExtractOp::create(b, loc, data, at);
+  return tensor::InsertOp::create(b, loc, combine(b, loc, old, update), data, at).getResult();
+}
+
 /// ScatterElements (and the older Scatter): updates[p] goes to data at p
 /// with its `axis` coordinate replaced by indices[p].
 LogicalResult convertScatterElements(NodeContext &ctx) {
@@ -1361,10 +1370,7 @@ LogicalResult convertScatterElements(NodeContext &ctx) {
         SmallVector<Value> at(ivs.begin(), ivs.end());
         Value index = tensor::ExtractOp::create(b, loc, indices, at);
         at[*axis] = normalizeIndex(b, loc, index, axisSize);
-        Value update = tensor::ExtractOp::create(b, loc, updates, ivs);
-        Value old = tensor::ExtractOp::create(b, loc, t, at);
-        return tensor::InsertOp::create(b, loc, (*combine)(b, loc, old, update), t, at)
-            .getResult();
+        return applyScatterUpdate(b, loc, *combine, updates, ivs, t, at);
       });
   ctx.setOutput(0, result, ctx.info(0).isUnsigned);
   return success();
@@ -1402,10 +1408,7 @@ LogicalResult convertScatterND(NodeContext &ctx) {
                                       getValueOrCreateConstantIndexOp(b, loc, dataSizes[k])));
         }
         at.append(ivs.begin() + prefix, ivs.end());
-        Value update = tensor::ExtractOp::create(b, loc, updates, ivs);
-        Value old = tensor::ExtractOp::create(b, loc, t, at);
-        return tensor::InsertOp::create(b, loc, (*combine)(b, loc, old, update), t, at)
-            .getResult();
+        return applyScatterUpdate(b, loc, *combine, updates, ivs, t, at);
       });
   ctx.setOutput(0, result, ctx.info(0).isUnsigned);
   return success();
