@@ -1035,6 +1035,152 @@ Value castTensor(OpBuilder &b, Location loc, Value x, Type element) {
   });
 }
 
+/// MeanVarianceNormalization: (x - mean) / std over `axes` (default N, H,
+/// W), with ONNX's function body's 1e-9 added to the standard deviation.
+LogicalResult convertMeanVarianceNormalization(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  Type element = type.getElementType();
+  if (!isFloat(element))
+    return ctx.emitError() << "expects a floating-point input, got " << type;
+  int64_t rank = type.getRank();
+  SmallVector<int64_t> dims;
+  for (int64_t axis : ctx.getInts("axes").value_or(SmallVector<int64_t>{0, 2, 3})) {
+    FailureOr<int64_t> d = ctx.normalizeAxis(axis, rank, "axes");
+    if (failed(d))
+      return failure();
+    if (!llvm::is_contained(dims, *d))
+      dims.push_back(*d);
+  }
+  llvm::sort(dims);
+  auto [mean, invStd] = meanAndInvStd(ctx.b, ctx.loc, ctx.input(0), dims, 0.0);
+  Value meanKept = insertUnitDims(ctx.b, ctx.loc, mean, dims);
+  Value invKept = insertUnitDims(ctx.b, ctx.loc, invStd, dims);
+  Value result = buildElementwise(
+      ctx.b, ctx.loc, ValueRange{ctx.input(0), meanKept, invKept}, element,
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value std = arith::DivFOp::create(nb, nl, scalarConstant(nb, nl, element, 1), a[2]);
+        Value denominator = arith::AddFOp::create(nb, nl, std, scalarConstant(nb, nl, element, 1e-9));
+        return arith::DivFOp::create(nb, nl, arith::SubFOp::create(nb, nl, a[0], a[1]),
+                                     denominator)
+            .getResult();
+      });
+  ctx.setOutput(0, result);
+  return success();
+}
+
+/// Det: Gaussian elimination with partial pivoting on a copy of each
+/// matrix, the determinant the product of the pivots with a sign per row
+/// swap (as numpy's LU-based det). Static shapes.
+LogicalResult convertDet(NodeContext &ctx) {
+  auto type = ctx.inputType(0);
+  Type f = type.getElementType();
+  int64_t rank = type.getRank();
+  if (!isFloat(f) || rank < 2 || !type.hasStaticShape() ||
+      type.getDimSize(rank - 1) != type.getDimSize(rank - 2))
+    return ctx.emitError() << "expects floating-point square matrices [..., M, M] of static "
+                              "shape, got " << type;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  int64_t m = type.getDimSize(rank - 1), batch = 1;
+  for (int64_t d = 0; d < rank - 2; ++d)
+    batch *= type.getDimSize(d);
+  Value all = reshapeTo(b, loc, ctx.input(0),
+                        {b.getIndexAttr(batch), b.getIndexAttr(m), b.getIndexAttr(m)});
+  auto idx = [&](OpBuilder &nb, Location nl, int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(nb, nl, v);
+  };
+  Value zero = scalarConstant(b, loc, f, 0), one = scalarConstant(b, loc, f, 1);
+  Value dets = createFilled(b, loc, {b.getIndexAttr(batch)}, zero);
+  auto outer = scf::ForOp::create(
+      b, loc, idx(b, loc, 0), idx(b, loc, batch), idx(b, loc, 1), ValueRange{dets},
+      [&](OpBuilder &ob, Location ol, Value n, ValueRange outerCarried) {
+        auto matrixType = RankedTensorType::get({m, m}, f);
+        Value a = tensor::ExtractSliceOp::create(
+            ob, ol, matrixType, all, ValueRange{n}, ValueRange{}, ValueRange{},
+            ArrayRef<int64_t>{ShapedType::kDynamic, 0, 0}, ArrayRef<int64_t>{1, m, m},
+            ArrayRef<int64_t>{1, 1, 1});
+        auto columns = scf::ForOp::create(
+            ob, ol, idx(ob, ol, 0), idx(ob, ol, m), idx(ob, ol, 1), ValueRange{a, one},
+            [&](OpBuilder &kb, Location kl, Value k, ValueRange kc) {
+              Value mat = kc[0], det = kc[1];
+              // The pivot: the row at or below k with the largest |A[i][k]|.
+              auto search = scf::ForOp::create(
+                  kb, kl, k, idx(kb, kl, m), idx(kb, kl, 1),
+                  ValueRange{k, scalarConstant(kb, kl, f, -1)},
+                  [&](OpBuilder &sb, Location sl, Value i, ValueRange sc) {
+                    Value v = math::AbsFOp::create(
+                        sb, sl, tensor::ExtractOp::create(sb, sl, mat, ValueRange{i, k}));
+                    Value better = arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OGT, v, sc[1]);
+                    scf::YieldOp::create(
+                        sb, sl, ValueRange{arith::SelectOp::create(sb, sl, better, i, sc[0]),
+                                           arith::SelectOp::create(sb, sl, better, v, sc[1])});
+                  });
+              Value p = search.getResult(0);
+              // Swap rows k and p (a swap of a row with itself changes nothing).
+              auto swap = scf::ForOp::create(
+                  kb, kl, idx(kb, kl, 0), idx(kb, kl, m), idx(kb, kl, 1), ValueRange{mat},
+                  [&](OpBuilder &wb, Location wl, Value j, ValueRange wc) {
+                    Value rowK = tensor::ExtractOp::create(wb, wl, wc[0], ValueRange{k, j});
+                    Value rowP = tensor::ExtractOp::create(wb, wl, wc[0], ValueRange{p, j});
+                    Value t = tensor::InsertOp::create(wb, wl, rowP, wc[0], ValueRange{k, j});
+                    t = tensor::InsertOp::create(wb, wl, rowK, t, ValueRange{p, j});
+                    scf::YieldOp::create(wb, wl, t);
+                  });
+              mat = swap.getResult(0);
+              Value swapped = arith::CmpIOp::create(kb, kl, arith::CmpIPredicate::ne, p, k);
+              Value pivot = tensor::ExtractOp::create(kb, kl, mat, ValueRange{k, k});
+              Value signedPivot = arith::SelectOp::create(
+                  kb, kl, swapped, arith::NegFOp::create(kb, kl, pivot), pivot);
+              det = arith::MulFOp::create(kb, kl, det, signedPivot);
+              // Eliminate below the pivot; a zero pivot leaves the rows (the
+              // determinant is already 0).
+              Value isZero = arith::CmpFOp::create(kb, kl, arith::CmpFPredicate::OEQ, pivot,
+                                                   scalarConstant(kb, kl, f, 0));
+              Value safePivot = arith::SelectOp::create(kb, kl, isZero, scalarConstant(kb, kl, f, 1),
+                                                        pivot);
+              Value below = arith::AddIOp::create(kb, kl, k, idx(kb, kl, 1));
+              auto rows = scf::ForOp::create(
+                  kb, kl, below, idx(kb, kl, m), idx(kb, kl, 1), ValueRange{mat},
+                  [&](OpBuilder &rb, Location rl, Value i, ValueRange rc) {
+                    Value factor = arith::DivFOp::create(
+                        rb, rl, tensor::ExtractOp::create(rb, rl, rc[0], ValueRange{i, k}),
+                        safePivot);
+                    auto cols = scf::ForOp::create(
+                        rb, rl, k, idx(rb, rl, m), idx(rb, rl, 1), ValueRange{rc[0]},
+                        [&](OpBuilder &cb, Location cl, Value j, ValueRange cc) {
+                          Value aij = tensor::ExtractOp::create(cb, cl, cc[0], ValueRange{i, j});
+                          Value akj = tensor::ExtractOp::create(cb, cl, cc[0], ValueRange{k, j});
+                          Value updated = arith::SubFOp::create(
+                              cb, cl, aij, arith::MulFOp::create(cb, cl, factor, akj));
+                          scf::YieldOp::create(
+                              cb, cl, tensor::InsertOp::create(cb, cl, updated, cc[0],
+                                                               ValueRange{i, j})
+                                          .getResult());
+                        });
+                    scf::YieldOp::create(rb, rl, cols.getResult(0));
+                  });
+              scf::YieldOp::create(kb, kl, ValueRange{rows.getResult(0), det});
+            });
+        scf::YieldOp::create(ob, ol,
+                             tensor::InsertOp::create(ob, ol, columns.getResult(1),
+                                                      outerCarried[0], ValueRange{n})
+                                 .getResult());
+      });
+  SmallVector<OpFoldResult> outSizes;
+  for (int64_t d = 0; d < rank - 2; ++d)
+    outSizes.push_back(b.getIndexAttr(type.getDimSize(d)));
+  ctx.setOutput(0, reshapeTo(b, loc, outer.getResult(0), outSizes));
+  return success();
+}
+
+/// Upsample exists before opset 10 only; ONNX's version converter has made
+/// it a Resize by the time a node is imported, so reaching it here means a
+/// model the converter could not upgrade.
+LogicalResult convertUpsample(NodeContext &ctx) {
+  return ctx.fail("Upsample is imported as the Resize ONNX's version converter makes of it; "
+                  "this model's could not be converted");
+}
+
 LogicalResult convertLayerNorm(NodeContext &ctx) {
   auto type = ctx.inputType(0);
   Type element = type.getElementType();
@@ -1781,4 +1927,7 @@ void onnx_import::registerLinalgConverters(ConverterTable &table) {
   for (const char *op : {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
     table[op] = convertPool;
   table["Resize"] = convertResize;
+  table["Upsample"] = convertUpsample;
+  table["Det"] = convertDet;
+  table["MeanVarianceNormalization"] = convertMeanVarianceNormalization;
 }
