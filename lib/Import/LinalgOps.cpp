@@ -417,6 +417,22 @@ Value mapElements(OpBuilder &b, Location loc, Value value,
                           });
 }
 
+/// `axes` normalized against `rank` (negative ones counted from the end),
+/// without repeats, in increasing order; errors name them as `what`.
+FailureOr<SmallVector<int64_t>> normalizeAxes(NodeContext &ctx, ArrayRef<int64_t> axes,
+                                              int64_t rank, StringRef what) {
+  SmallVector<int64_t> dims;
+  for (int64_t a : axes) {
+    FailureOr<int64_t> axis = ctx.normalizeAxis(a, rank, what);
+    if (failed(axis))
+      return failure();
+    if (!llvm::is_contained(dims, *axis))
+      dims.push_back(*axis);
+  }
+  llvm::sort(dims);
+  return dims;
+}
+
 LogicalResult convertReduce(NodeContext &ctx) {
   StringRef op = ctx.node.op_type();
   auto type = ctx.inputType(0);
@@ -443,15 +459,11 @@ LogicalResult convertReduce(NodeContext &ctx) {
     for (int64_t d = 0; d < rank; ++d)
       dims.push_back(d);
   } else {
-    for (int64_t a : *axes) {
-      FailureOr<int64_t> axis = ctx.normalizeAxis(a, rank, "axis");
-      if (failed(axis))
-        return failure();
-      if (!llvm::is_contained(dims, *axis))
-        dims.push_back(*axis);
-    }
+    FailureOr<SmallVector<int64_t>> normalized = normalizeAxes(ctx, *axes, rank, "axis");
+    if (failed(normalized))
+      return failure();
+    dims = *normalized;
   }
-  llvm::sort(dims);
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Value x = ctx.input(0);
@@ -1043,15 +1055,11 @@ LogicalResult convertMeanVarianceNormalization(NodeContext &ctx) {
   if (!isFloat(element))
     return ctx.emitError() << "expects a floating-point input, got " << type;
   int64_t rank = type.getRank();
-  SmallVector<int64_t> dims;
-  for (int64_t axis : ctx.getInts("axes").value_or(SmallVector<int64_t>{0, 2, 3})) {
-    FailureOr<int64_t> d = ctx.normalizeAxis(axis, rank, "axes");
-    if (failed(d))
-      return failure();
-    if (!llvm::is_contained(dims, *d))
-      dims.push_back(*d);
-  }
-  llvm::sort(dims);
+  FailureOr<SmallVector<int64_t>> normalized = normalizeAxes(
+      ctx, ctx.getInts("axes").value_or(SmallVector<int64_t>{0, 2, 3}), rank, "axes");
+  if (failed(normalized))
+    return failure();
+  SmallVector<int64_t> dims = *normalized;
   auto [mean, invStd] = meanAndInvStd(ctx.b, ctx.loc, ctx.input(0), dims, 0.0);
   Value meanKept = insertUnitDims(ctx.b, ctx.loc, mean, dims);
   Value invKept = insertUnitDims(ctx.b, ctx.loc, invStd, dims);
