@@ -8,8 +8,10 @@
 
 #include "RuntimeCalls.h"
 #include "hasten/KernelAbi.h"
+#include "hasten/WeightLayout.h"
 #include "hasten/Passes/Passes.h"
 
+#include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -122,44 +124,58 @@ Value viewThroughConstantTranspose(IRRewriter &rewriter, linalg::LinalgOp op) {
   return view;
 }
 
+/// The values of the constant f32 global `global`, or nothing when they
+/// cannot be read.
+std::optional<std::vector<float>> readF32Values(memref::GlobalOp global) {
+  auto initial = global.getInitialValue();
+  if (!initial || !global.getType().getElementType().isF32())
+    return std::nullopt;
+  std::vector<float> values;
+  if (auto resource = dyn_cast<DenseResourceElementsAttr>(*initial)) {
+    AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+    if (!blob)
+      return std::nullopt;
+    ArrayRef<char> bytes = blob->getData();
+    values.resize(bytes.size() / sizeof(float));
+    std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
+  } else if (auto dense = dyn_cast<DenseElementsAttr>(*initial)) {
+    values.reserve(dense.getNumElements());
+    for (float v : dense.getValues<float>())
+      values.push_back(v);
+  } else {
+    return std::nullopt;
+  }
+  if ((int64_t)values.size() != global.getType().getNumElements())
+    return std::nullopt;
+  return values;
+}
+
+/// The resource key a copy of `global` is stored under: the weight's ONNX
+/// name (the manifest lists weights by it) with `suffix`.
+std::string copyKey(memref::GlobalOp global, StringRef suffix) {
+  if (auto resource = dyn_cast<DenseResourceElementsAttr>(*global.getInitialValue()))
+    return (resource.getRawHandle().getKey() + "." + suffix).str();
+  return ("weight_" + suffix).str();
+}
+
 /// A bf16 copy of the constant f32 global `global` (created once, next to
 /// it), or null when its value cannot be read.
 memref::GlobalOp bf16GlobalFor(memref::GlobalOp global, SymbolTable &symbols) {
   std::string name = (global.getSymName() + "_bf16").str();
   if (auto existing = symbols.lookup<memref::GlobalOp>(name))
     return existing;
-  auto initial = global.getInitialValue();
-  if (!initial)
+  std::optional<std::vector<float>> values = readF32Values(global);
+  if (!values)
     return nullptr;
-  std::vector<float> values;
-  if (auto resource = dyn_cast<DenseResourceElementsAttr>(*initial)) {
-    AsmResourceBlob *blob = resource.getRawHandle().getBlob();
-    if (!blob)
-      return nullptr;
-    ArrayRef<char> bytes = blob->getData();
-    values.resize(bytes.size() / sizeof(float));
-    std::memcpy(values.data(), bytes.data(), values.size() * sizeof(float));
-  } else if (auto dense = dyn_cast<DenseElementsAttr>(*initial)) {
-    for (float v : dense.getValues<float>())
-      values.push_back(v);
-  } else {
-    return nullptr;
-  }
   MemRefType f32Type = global.getType();
-  if ((int64_t)values.size() != f32Type.getNumElements())
-    return nullptr;
-  std::vector<uint16_t> halves(values.size());
-  for (size_t i = 0; i < values.size(); ++i)
-    halves[i] = toBf16(values[i]);
+  std::vector<uint16_t> halves(values->size());
+  for (size_t i = 0; i < values->size(); ++i)
+    halves[i] = toBf16((*values)[i]);
   MLIRContext *ctx = global.getContext();
   Type bf16 = BFloat16Type::get(ctx);
   auto tensorType = RankedTensorType::get(f32Type.getShape(), bf16);
-  // Named after the weight, so the manifest lists it by its ONNX name.
-  std::string key = "weight_bf16";
-  if (auto resource = dyn_cast<DenseResourceElementsAttr>(*initial))
-    key = (resource.getRawHandle().getKey() + ".bf16").str();
   auto attr = DenseResourceElementsAttr::get(
-      tensorType, key,
+      tensorType, copyKey(global, "bf16"),
       HeapAsmResourceBlob::allocateAndCopyInferAlign<uint16_t>(halves));
   OpBuilder b(global);
   auto copy = memref::GlobalOp::create(b, global.getLoc(), name, b.getStringAttr("private"),
@@ -167,6 +183,78 @@ memref::GlobalOp bf16GlobalFor(memref::GlobalOp global, SymbolTable &symbols) {
                                        /*constant=*/true, b.getI64IntegerAttr(64));
   symbols.insert(copy);
   return copy;
+}
+
+/// B of a matmul as a constant global read directly or through one
+/// transpose: the global and whether it is transposed.
+struct WeightSource {
+  memref::GlobalOp global;
+  bool transposed = false;
+};
+
+std::optional<WeightSource> weightSourceOf(Value b, SymbolTable &symbols) {
+  Operation *def = b.getDefiningOp();
+  WeightSource source;
+  if (auto transpose = dyn_cast_or_null<memref::TransposeOp>(def)) {
+    if (transpose.getPermutation() !=
+        AffineMap::getPermutationMap(ArrayRef<unsigned>{1, 0}, b.getContext()))
+      return std::nullopt;
+    source.transposed = true;
+    def = transpose.getIn().getDefiningOp();
+  }
+  auto get = dyn_cast_or_null<memref::GetGlobalOp>(def);
+  if (!get)
+    return std::nullopt;
+  source.global = symbols.lookup<memref::GlobalOp>(get.getName());
+  if (!source.global || !source.global.getConstant() ||
+      !source.global.getType().getElementType().isF32() ||
+      !source.global.getType().getLayout().isIdentity() || source.global.getType().getRank() != 2)
+    return std::nullopt;
+  return source;
+}
+
+/// The weight packed in `format` (KernelAbi's strips, WeightLayout.h) as a
+/// byte global, created once per weight, orientation and format, marked
+/// with the format and the logical K x N shape for the manifest.
+memref::GlobalOp packedGlobalFor(WeightSource source, hasten::abi::WeightFormat format,
+                                 SymbolTable &symbols) {
+  std::string name = (source.global.getSymName() + (source.transposed ? "_t_" : "_") +
+                      hasten::abi::weightFormatName(format))
+                         .str();
+  std::replace(name.begin(), name.end(), '-', '_');
+  if (auto existing = symbols.lookup<memref::GlobalOp>(name))
+    return existing;
+  std::optional<std::vector<float>> values = readF32Values(source.global);
+  if (!values)
+    return nullptr;
+  ArrayRef<int64_t> shape = source.global.getType().getShape();
+  int64_t rows = shape[0], cols = shape[1];
+  int64_t k = source.transposed ? cols : rows, n = source.transposed ? rows : cols;
+  auto layout = hasten::abi::StripLayout::of(format, k, n);
+  std::vector<uint8_t> bytes(layout.totalBytes);
+  const float *w = values->data();
+  if (source.transposed)
+    hasten::abi::packWeight(layout, [&](int64_t r, int64_t c) { return w[c * cols + r]; },
+                            bytes.data());
+  else
+    hasten::abi::packWeight(layout, [&](int64_t r, int64_t c) { return w[r * cols + c]; },
+                            bytes.data());
+  MLIRContext *ctx = source.global.getContext();
+  Type i8 = IntegerType::get(ctx, 8);
+  int64_t size = (int64_t)bytes.size();
+  auto attr = DenseResourceElementsAttr::get(
+      RankedTensorType::get({size}, i8),
+      copyKey(source.global, hasten::abi::weightFormatName(format)),
+      HeapAsmResourceBlob::allocateAndCopyWithAlign(
+          ArrayRef<char>(reinterpret_cast<const char *>(bytes.data()), bytes.size()), 64));
+  OpBuilder b(source.global);
+  auto packed = memref::GlobalOp::create(b, source.global.getLoc(), name,
+                                         b.getStringAttr("private"), MemRefType::get({size}, i8),
+                                         attr, /*constant=*/true, b.getI64IntegerAttr(64));
+  packed->setAttr(hasten::HastenDialect::kWeightFormatAttrName, b.getStringAttr(hasten::abi::weightFormatName(format)));
+  packed->setAttr(hasten::HastenDialect::kWeightDimsAttrName, b.getDenseI64ArrayAttr({k, n}));
+  symbols.insert(packed);
+  return packed;
 }
 
 /// With --weights=bf16: B as a view of a bf16 copy of its constant weight
@@ -205,8 +293,16 @@ struct MatmulToRuntimeCallsPass
   void runOnOperation() override {
     ModuleOp module = getOperation();
     MLIRContext *ctx = &getContext();
-    if (weights != "f32" && weights != "bf16") {
-      module.emitError("weights must be f32 or bf16, got '") << weights << "'";
+    if (weights != "f32" && weights != "bf16" && weights != "int8" && weights != "int4") {
+      module.emitError("weights must be f32, bf16, int8 or int4, got '") << weights << "'";
+      return signalPassFailure();
+    }
+    if (weightLayout != "plain" && weightLayout != "strips") {
+      module.emitError("weight-layout must be plain or strips, got '") << weightLayout << "'";
+      return signalPassFailure();
+    }
+    if (int4Group != 32 && int4Group != 64) {
+      module.emitError("int4-group must be 32 or 64, got ") << static_cast<int64_t>(int4Group);
       return signalPassFailure();
     }
     SmallVector<linalg::LinalgOp> matmuls;
@@ -228,15 +324,6 @@ struct MatmulToRuntimeCallsPass
     if (matmuls.empty())
       return;
 
-    // The kernels take (A, B, C, flags) as strided memrefs; B is bf16 for
-    // the *_bf16w kernels.
-    auto declare = [&](StringRef name, int64_t rank, Type weightElement = nullptr) {
-      Type m = anyStridedMemRef(ctx, rank);
-      return hasten::declareRuntimeFunction(
-          module, name, {m, anyStridedMemRef(ctx, rank, weightElement), m,
-                         IntegerType::get(ctx, 32)});
-    };
-
     IRRewriter rewriter(ctx);
     SymbolTable symbols(module);
     for (linalg::LinalgOp op : matmuls) {
@@ -245,25 +332,6 @@ struct MatmulToRuntimeCallsPass
       viewThroughConstantTranspose(rewriter, op);
       rewriter.setInsertionPoint(op);
       Location loc = op.getLoc();
-      // bf16 weights are stored as bf16: half the bytes in the module, and
-      // nothing to convert at load.
-      Value bf16Weight = weights == "bf16" && isConstantWeight(op->getOperand(1))
-                             ? bf16WeightFor(rewriter, op->getOperand(1), symbols)
-                             : Value();
-      func::FuncOp kernel =
-          bf16Weight
-              ? declare(batched ? "hasten_rt_batch_matmul_bf16w" : "hasten_rt_matmul_bf16w",
-                        rank, BFloat16Type::get(ctx))
-              : declare(batched ? "hasten_rt_batch_matmul_f32" : "hasten_rt_matmul_f32", rank);
-      SmallVector<Value> args;
-      for (auto [index, operand] : llvm::enumerate(op->getOperands()))
-        args.push_back(index == 1 && bf16Weight
-                           ? memref::CastOp::create(rewriter, loc,
-                                                    anyStridedMemRef(ctx, rank,
-                                                               BFloat16Type::get(ctx)),
-                                                    bf16Weight)
-                           : memref::CastOp::create(rewriter, loc, anyStridedMemRef(ctx, rank),
-                                                    operand));
       int32_t flags = 0;
       if (isConstantWeight(op->getOperand(1)))
         flags |= kConstantWeights;
@@ -273,14 +341,75 @@ struct MatmulToRuntimeCallsPass
         flags |= kOverwrite;
         rewriter.eraseOp(fill);
       }
-      args.push_back(arith::ConstantIntOp::create(rewriter, loc, flags, 32));
-      func::CallOp::create(rewriter, loc, kernel, args);
       Value oldWeight = op->getOperand(1);
+      Value packed = batched ? Value() : packedWeightFor(rewriter, op, symbols, flags);
+      Value bf16Weight = !packed && weights == "bf16" && (flags & kConstantWeights)
+                             ? bf16WeightFor(rewriter, oldWeight, symbols)
+                             : Value();
+      // The kernels take (A, B, C, flags) as strided memrefs; B is bf16 for
+      // the *_bf16w kernels and the packed bytes for *_packed.
+      Type i8 = IntegerType::get(ctx, 8), bf16 = BFloat16Type::get(ctx);
+      Type weightType = packed ? anyStridedMemRef(ctx, 1, i8)
+                               : anyStridedMemRef(ctx, rank, bf16Weight ? bf16 : Type());
+      StringRef kernel = packed       ? "hasten_rt_matmul_packed"
+                         : bf16Weight ? (batched ? "hasten_rt_batch_matmul_bf16w"
+                                                 : "hasten_rt_matmul_bf16w")
+                                      : (batched ? "hasten_rt_batch_matmul_f32"
+                                                 : "hasten_rt_matmul_f32");
+      Type m = anyStridedMemRef(ctx, rank);
+      func::FuncOp callee = hasten::declareRuntimeFunction(
+          module, kernel, {m, weightType, m, IntegerType::get(ctx, 32)});
+      Value weight = packed ? packed : bf16Weight ? bf16Weight : oldWeight;
+      SmallVector<Value> args = {
+          memref::CastOp::create(rewriter, loc, m, op->getOperand(0)),
+          memref::CastOp::create(rewriter, loc, weightType, weight),
+          memref::CastOp::create(rewriter, loc, m, op->getOperand(2)),
+          arith::ConstantIntOp::create(rewriter, loc, flags, 32)};
+      func::CallOp::create(rewriter, loc, callee, args);
       rewriter.eraseOp(op);
       // The f32 weight, now unread, leaves the module.
-      if (bf16Weight)
+      if (packed || bf16Weight)
         eraseIfUnused(rewriter, oldWeight, symbols);
     }
+  }
+
+  /// The storage format for a constant weight of a 2-D matmul, from the
+  /// options: quantized always packed; f32 and bf16 in strips when the
+  /// layout is strips, except an f32 weight read transposed (a tied LM
+  /// head shares the embedding table, which would then be stored twice).
+  std::optional<hasten::abi::WeightFormat> formatFor(const WeightSource &source) const {
+    using hasten::abi::WeightFormat;
+    if (weights == "int8")
+      return WeightFormat::Int8;
+    if (weights == "int4")
+      return int4Group == 64 ? WeightFormat::Int4G64 : WeightFormat::Int4G32;
+    if (weightLayout != "strips")
+      return std::nullopt;
+    if (weights == "bf16")
+      return WeightFormat::Bf16Strips;
+    if (source.transposed)
+      return std::nullopt;
+    return WeightFormat::F32Strips;
+  }
+
+  /// B as a view of the weight packed for the kernels (flags get its
+  /// format), or null when it stays as it is.
+  Value packedWeightFor(IRRewriter &rewriter, linalg::LinalgOp op, SymbolTable &symbols,
+                        int32_t &flags) const {
+    if (!(flags & kConstantWeights))
+      return nullptr;
+    std::optional<WeightSource> source = weightSourceOf(op->getOperand(1), symbols);
+    if (!source)
+      return nullptr;
+    std::optional<hasten::abi::WeightFormat> format = formatFor(*source);
+    if (!format)
+      return nullptr;
+    memref::GlobalOp global = packedGlobalFor(*source, *format, symbols);
+    if (!global)
+      return nullptr;
+    flags |= int32_t(*format) << hasten::abi::kWeightFormatShift;
+    return memref::GetGlobalOp::create(rewriter, op.getLoc(), global.getType(),
+                                       global.getSymName());
   }
 
   /// Erases a dead transpose/get_global chain and a global nobody reads.

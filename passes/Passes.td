@@ -235,7 +235,7 @@ def MemrefCopyToLinalg : Pass<"hasten-memref-copy-to-linalg"> {
 }
 
 def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::ModuleOp"> {
-  let summary = "Run f32 matmuls on buffers through the runtime's oneDNN kernels";
+  let summary = "Run f32 matmuls on buffers through the runtime's kernels, weights packed for them";
   let description = [{
     Replaces `linalg.matmul` and `linalg.batch_matmul` on f32 memrefs (after
     bufferization) with calls to the runtime:
@@ -246,20 +246,65 @@ def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::Modul
     ```
 
     The call computes `C += A * B`, as the linalg op does. `flags` tells the
-    runtime that B is a constant weight (bit 0: it is prepacked once, at its
-    first use, into oneDNN's preferred layout), whether to compute in bf16
+    runtime that B is a constant weight (bit 0), whether to compute in bf16
     with f32 accumulation (bit 1, from the `weights` option), and that C may
     be overwritten (bit 2: the zero `linalg.fill` that preceded the matmul is
     removed, saving a pass over C and the accumulation). Matmuls on other
     element types keep their loop lowering.
+
+    A 2-D matmul's constant weight (a constant global, read directly or
+    transposed) is stored in the layout the kernel reads
+    (`include/hasten/WeightLayout.h`), so that the runtime never repacks it:
+    a byte global marked with `hasten.weight_format` and the logical
+    `hasten.weight_dims` (K, N), passed to `hasten_rt_matmul_packed` with the
+    format in flag bits 8-15. `weights=int8` (per output column scales) and
+    `weights=int4` (per group of `int4-group` rows and column, f16 scales)
+    always pack; f32 and bf16 pack with `weight-layout=strips` (the layout of
+    the AVX-512 kernels and oneDNN's BA16a64b / BA16a64b2a), except an f32
+    weight read transposed, which stays shared with its other readers. The
+    f32 global goes when nothing else reads it.
   }];
   let options = [
     Option<"weights", "weights", "std::string", /*default=*/"\"f32\"",
-           "Precision of constant weights: f32, or bf16 (bf16 x bf16 with f32 "
-           "accumulation, AMX/AVX512-BF16 where the CPU has them)">
+           "Precision of constant weights: f32, bf16 (bf16 x bf16 with f32 accumulation, "
+           "AMX/AVX512-BF16 where the CPU has them), int8 or int4 (weight-only, f32 "
+           "activations)">,
+    Option<"weightLayout", "weight-layout", "std::string", /*default=*/"\"plain\"",
+           "How f32 and bf16 weights are stored: plain (packed by the runtime at first use), "
+           "or strips (packed here, as the AVX-512 kernels read them)">,
+    Option<"int4Group", "int4-group", "int64_t", /*default=*/"32",
+           "Rows of W that share one int4 scale: 32 or 64">
   ];
   let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect"];
+}
+
+def ExternalizeWeights : Pass<"hasten-externalize-weights", "::mlir::ModuleOp"> {
+  let summary = "Move constant globals into one weight segment that the runtime maps";
+  let description = [{
+    On the LLVM dialect: each constant internal `llvm.mlir.global` of at
+    least `min-bytes` bytes (byte-sized elements, dense or resource values)
+    gets an offset in one weight segment (64-byte aligned), its addresses
+    become `hasten_weights_base + offset`, and the global leaves the module:
+
+    ```mlir
+    %slot = llvm.mlir.addressof @hasten_weights_base : !llvm.ptr
+    %base = llvm.load %slot : !llvm.ptr -> !llvm.ptr
+    %w = llvm.getelementptr inbounds %base[4096] : (!llvm.ptr) -> !llvm.ptr, i8
+    ```
+
+    `hasten_weights_base` is an exported pointer, null until the runtime
+    maps the segment and stores its address there at load. The values move
+    to the module attribute `hasten.weight_segment` (`bytes`, and `weights`:
+    name, offset and value of each), from which hasten-compile writes the
+    segment into the module file or a sidecar (`--weights-file`). LLVM never
+    sees the weight bytes, so compile time no longer grows with them.
+  }];
+  let options = [
+    Option<"minBytes", "min-bytes", "int64_t", /*default=*/"64",
+           "Smaller constants stay in the code, where LLVM can fold their loads">
+  ];
+  let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 
 def FuseElementwise : Pass<"hasten-fuse-elementwise"> {

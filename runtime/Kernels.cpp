@@ -413,6 +413,7 @@ void gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overw
 struct PackedBf16Gemv {
   int64_t k, n, pairs, strips;
   std::vector<uint32_t> data;
+  hasten::runtime::Bf16Strips view() const { return {data.data(), k, pairs, n, strips}; }
 };
 
 constexpr int64_t kStrip = 64;
@@ -461,6 +462,7 @@ std::shared_ptr<PackedBf16Gemv> packBf16Gemv(const MemRef<3> &b, int32_t flags) 
 struct PackedF32Gemv {
   int64_t k, n, strips;
   std::vector<float> data;
+  hasten::runtime::F32Strips view() const { return {data.data(), k, k, n, strips}; }
 };
 
 std::map<std::tuple<const float *, int64_t, int64_t, int64_t, int64_t>,
@@ -502,7 +504,7 @@ storeStrip(__m512 acc0, __m512 acc1, __m512 acc2, __m512 acc3, float *y, int64_t
 }
 
 struct F32GemvJob {
-  const PackedF32Gemv *w;
+  const hasten::runtime::F32Strips *w;
   const float *x;
   int64_t xStride;
   float *y;
@@ -515,11 +517,11 @@ struct F32GemvJob {
 template <int Streams>
 __attribute__((target("avx512f"), always_inline)) inline void
 f32Strips(const F32GemvJob &job, int64_t s) {
-  const PackedF32Gemv &w = *job.w;
+  const hasten::runtime::F32Strips &w = *job.w;
   __m512 acc[Streams][4];
   const float *rows[Streams];
   for (int u = 0; u < Streams; ++u) {
-    rows[u] = w.data.data() + (s + u) * w.k * kStrip;
+    rows[u] = w.data + (s + u) * w.rowsPerStrip * kStrip;
     for (int v = 0; v < 4; ++v)
       acc[u][v] = _mm512_setzero_ps();
   }
@@ -552,7 +554,7 @@ __attribute__((target("avx512f"))) void f32GemvStrips(int64_t begin, int64_t end
 /// it does. Six rows keep 24 accumulators, the strip row's four vectors
 /// and a broadcast in the 32 vector registers.
 struct F32GemmJob {
-  const PackedF32Gemv *w;
+  const hasten::runtime::F32Strips *w;
   const float *x;
   int64_t xRowStride, xStride;
   float *y;
@@ -563,12 +565,12 @@ struct F32GemmJob {
 template <int Rows>
 __attribute__((target("avx512f"), always_inline)) inline void
 f32StripRows(const F32GemmJob &job, int64_t s, int64_t row0) {
-  const PackedF32Gemv &w = *job.w;
+  const hasten::runtime::F32Strips &w = *job.w;
   __m512 acc[Rows][4];
   for (int i = 0; i < Rows; ++i)
     for (int v = 0; v < 4; ++v)
       acc[i][v] = _mm512_setzero_ps();
-  const float *strip = w.data.data() + s * w.k * kStrip;
+  const float *strip = w.data + s * w.rowsPerStrip * kStrip;
   const float *x = job.x + row0 * job.xRowStride;
   for (int64_t r = 0; r < w.k; ++r) {
     __m512 wv[4];
@@ -611,7 +613,7 @@ __attribute__((target("avx512f"))) void f32GemmStrips(int64_t begin, int64_t end
 }
 
 struct Bf16GemvJob {
-  const PackedBf16Gemv *w;
+  const hasten::runtime::Bf16Strips *w;
   const uint32_t *xPairs;
   float *y;
   bool overwrite;
@@ -621,11 +623,11 @@ struct Bf16GemvJob {
 template <int Streams>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) inline void
 bf16Strips(const Bf16GemvJob &job, int64_t s) {
-  const PackedBf16Gemv &w = *job.w;
+  const hasten::runtime::Bf16Strips &w = *job.w;
   __m512 acc[Streams][4];
   const uint32_t *rows[Streams];
   for (int u = 0; u < Streams; ++u) {
-    rows[u] = w.data.data() + (s + u) * w.pairs * kStrip;
+    rows[u] = w.data + (s + u) * w.pairs * kStrip;
     for (int v = 0; v < 4; ++v)
       acc[u][v] = _mm512_setzero_ps();
   }
@@ -654,32 +656,35 @@ bf16GemvStrips(int64_t begin, int64_t end, void *data) {
 /// y (+)= x * W with W packed in strips (AVX-512).
 void f32StripGemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                   bool overwrite) {
-  std::shared_ptr<PackedF32Gemv> w = packF32Gemv(b);
-  F32GemvJob job{w.get(), a.data(), a.strides[2], c.data(), overwrite};
-  parallelFor(w->strips, w->n >= 256 ? w->n : 0, f32GemvStrips, &job);
+  std::shared_ptr<PackedF32Gemv> packed = packF32Gemv(b);
+  hasten::runtime::F32Strips w = packed->view();
+  F32GemvJob job{&w, a.data(), a.strides[2], c.data(), overwrite};
+  parallelFor(w.strips, w.n >= 256 ? w.n : 0, f32GemvStrips, &job);
 }
 
 /// Y (+)= X * W for the few rows of X (AVX-512), W packed as for the GEMV.
 void f32StripGemm(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                   bool overwrite) {
-  std::shared_ptr<PackedF32Gemv> w = packF32Gemv(b);
-  F32GemmJob job{w.get(),       a.data(),     a.strides[1], a.strides[2], c.data(),
-                 c.strides[1], a.sizes[1],   overwrite};
-  parallelFor(w->strips, w->n >= 256 ? w->n * job.rows : 0, f32GemmStrips, &job);
+  std::shared_ptr<PackedF32Gemv> packed = packF32Gemv(b);
+  hasten::runtime::F32Strips w = packed->view();
+  F32GemmJob job{&w,           a.data(),   a.strides[1], a.strides[2], c.data(),
+                 c.strides[1], a.sizes[1], overwrite};
+  parallelFor(w.strips, w.n >= 256 ? w.n * job.rows : 0, f32GemmStrips, &job);
 }
 
 /// y (+)= x * W with W's packed bf16 copy and x rounded to bf16; f32
 /// accumulation, as oneDNN's bf16 matmul does.
 void bf16Gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int32_t flags) {
   bool overwrite = flags & kOverwrite;
-  std::shared_ptr<PackedBf16Gemv> w = packBf16Gemv(b, flags);
+  std::shared_ptr<PackedBf16Gemv> packed = packBf16Gemv(b, flags);
+  hasten::runtime::Bf16Strips w = packed->view();
   thread_local std::vector<uint32_t> xPairs;
-  xPairs.assign(w->pairs, 0);
+  xPairs.assign(w.pairs, 0);
   const float *x = a.data();
-  for (int64_t r = 0; r < w->k; ++r)
+  for (int64_t r = 0; r < w.k; ++r)
     xPairs[r / 2] |= (uint32_t)toBf16(x[r * a.strides[2]]) << (16 * (r % 2));
-  Bf16GemvJob job{w.get(), xPairs.data(), c.data(), overwrite};
-  parallelFor(w->strips, w->n >= 256 ? w->n : 0, bf16GemvStrips, &job);
+  Bf16GemvJob job{&w, xPairs.data(), c.data(), overwrite};
+  parallelFor(w.strips, w.n >= 256 ? w.n : 0, bf16GemvStrips, &job);
 }
 
 /// Products with at most this many rows and constant f32 weights run on the
@@ -797,6 +802,90 @@ MemRef<3> asBatch(const MemRef<2> &m) {
 
 } // namespace
 
+void hasten::runtime::f32StripsGemv(const F32Strips &w, const float *x, int64_t xStride,
+                                     float *y, bool overwrite) {
+  F32GemvJob job{&w, x, xStride, y, overwrite};
+  ::parallelFor(w.strips, w.n >= 256 ? w.n : 0, f32GemvStrips, &job);
+}
+
+void hasten::runtime::f32StripsRows(const F32Strips &w, const float *x, int64_t xRowStride,
+                                     int64_t xStride, int64_t rows, float *y,
+                                     int64_t yRowStride, bool overwrite) {
+  F32GemmJob job{&w, x, xRowStride, xStride, y, yRowStride, rows, overwrite};
+  ::parallelFor(w.strips, w.n >= 256 ? w.n * rows : 0, f32GemmStrips, &job);
+}
+
+void hasten::runtime::bf16StripsGemv(const Bf16Strips &w, const float *x, int64_t xStride,
+                                      float *y, bool overwrite) {
+  thread_local std::vector<uint32_t> xPairs;
+  xPairs.assign(w.pairs, 0);
+  for (int64_t r = 0; r < w.k; ++r)
+    xPairs[r / 2] |= (uint32_t)toBf16(x[r * xStride]) << (16 * (r % 2));
+  Bf16GemvJob job{&w, xPairs.data(), y, overwrite};
+  ::parallelFor(w.strips, w.n >= 256 ? w.n : 0, bf16GemvStrips, &job);
+}
+
+/// A GEMM over weights the compiler stored as oneDNN's BA16a64b (f32) or
+/// BA16a64b2a (bf16): primitives by shape, over the weights in place. False
+/// when oneDNN has no optimized kernel for them (it would fall back to its
+/// reference implementation), so that the caller uses its own.
+bool hasten::runtime::stripsMatmulOneDnn(const MemRefDescriptor<float, 2> &a, const void *w,
+                                          const MemRefDescriptor<float, 2> &c, bool bf16,
+                                          bool overwrite) {
+  struct Primitive {
+    std::optional<dnnl::matmul> matmul;
+    memory::desc srcDesc, scratchpadDesc, weightsDesc;
+  };
+  using Key = std::tuple<const void *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         bool, bool>;
+  static std::mutex mutex;
+  static std::map<Key, std::shared_ptr<Primitive>> cache;
+  int64_t m = a.sizes[0], k = a.sizes[1], n = c.sizes[1];
+  Key key{w, m, k, n, a.strides[0], c.strides[0], a.strides[1], bf16, overwrite};
+  std::shared_ptr<Primitive> p;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto &slot = cache[key];
+    if (!slot) {
+      slot = std::make_shared<Primitive>();
+      auto type = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+      memory::desc weights({k, n}, type,
+                           bf16 ? memory::format_tag::BA16a64b2a : memory::format_tag::BA16a64b);
+      memory::desc src = bf16 ? memory::desc({m, k}, type, memory::format_tag::ab)
+                              : describe(a.sizes, a.strides, 2, type);
+      memory::desc dst = describe(c.sizes, c.strides, 2, memory::data_type::f32);
+      try {
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst),
+                                        outputAttr(overwrite ? kOverwrite : 0), engine());
+        if (std::string(pd.impl_info_str()).find("ref") == std::string::npos) {
+          slot->matmul.emplace(pd);
+          slot->srcDesc = pd.src_desc();
+          slot->scratchpadDesc = pd.scratchpad_desc();
+          slot->weightsDesc = pd.weights_desc();
+        }
+      } catch (const dnnl::error &) {
+      }
+    }
+    p = slot;
+  }
+  if (!p->matmul)
+    return false;
+  memory srcF32(describe(a.sizes, a.strides, 2, memory::data_type::f32), engine(), a.data());
+  memory src = srcF32;
+  if (p->srcDesc != srcF32.get_desc()) {
+    src = memory(p->srcDesc, engine());
+    reorderInto(srcF32, src);
+  }
+  memory weights(p->weightsDesc, engine(), const_cast<void *>(w));
+  memory dst(describe(c.sizes, c.strides, 2, memory::data_type::f32), engine(), c.data());
+  p->matmul->execute(stream(), {{DNNL_ARG_SRC, src},
+                                {DNNL_ARG_WEIGHTS, weights},
+                                {DNNL_ARG_DST, dst},
+                                {DNNL_ARG_SCRATCHPAD, threadScratchpad(p->scratchpadDesc)}});
+  stream().wait();
+  return true;
+}
+
 void hasten::runtime::parallelFor(int64_t count, int64_t work,
                                   void (*body)(int64_t, int64_t, void *), void *context) {
   ::parallelFor(count, work, body, context);
@@ -828,6 +917,18 @@ _mlir_ciface_hasten_rt_batch_matmul_f32(MemRef<3> *a, MemRef<3> *b, MemRef<3> *c
     if (a->sizes[0] == 0 || a->sizes[1] == 0 || b->sizes[2] == 0 || a->sizes[2] == 0)
       return;
     batchMatmul(*a, *b, *c, flags);
+  });
+}
+
+/// The same with the weight packed by the compiler (include/hasten/
+/// WeightLayout.h; the format in flags bits 8-15).
+__attribute__((visibility("default"))) void
+_mlir_ciface_hasten_rt_matmul_packed(MemRef<2> *a, hasten::runtime::MemRefDescriptor<uint8_t, 1> *w,
+                                     MemRef<2> *c, int32_t flags) {
+  guarded("matmul", [&] {
+    if (a->sizes[0] == 0 || c->sizes[1] == 0)
+      return;
+    hasten::runtime::packedMatmul(*a, w->data(), *c, flags);
   });
 }
 

@@ -23,8 +23,31 @@ namespace hasten {
 /// names, and refuses version 1 modules. Version 3: the module carries
 /// hasten_module_hash, and generated code allocates through the runtime.
 /// Version 4: the roles of the spec_step entry (draft cache and length,
-/// accepted tokens), checked in range on load.
-constexpr uint32_t kManifestFormatVersion = 4;
+/// accepted tokens), checked in range on load. Version 5: weights live in a
+/// segment the runtime maps (in the module file or a sidecar) and whose
+/// address it stores in hasten_weights_base; weights carry their format.
+constexpr uint32_t kManifestFormatVersion = 5;
+
+/// The exported pointer the runtime sets to the mapped weight segment
+/// before any entry runs.
+constexpr const char *kWeightsBaseSymbol = "hasten_weights_base";
+/// The (non-allocated) ELF section of a module that embeds its segment.
+constexpr const char *kWeightsSectionName = ".hasten.weights";
+/// A sidecar weights file: a header page, then the segment.
+constexpr char kSidecarMagic[8] = {'H', 'S', 'T', 'N', 'W', 'G', 'T', '1'};
+constexpr uint64_t kSidecarHeaderBytes = 4096;
+/// The segment's alignment in either file, so that it maps directly.
+constexpr uint64_t kWeightSegmentAlignment = 4096;
+
+/// The sidecar's header: the magic, then these fields (little-endian), then
+/// zeros up to kSidecarHeaderBytes.
+struct SidecarHeader {
+  char magic[8];
+  uint64_t segmentBytes;
+  /// The ModuleHasher digest of the segment; equal to the manifest's
+  /// weight_segment_hash for the module it belongs to.
+  uint64_t segmentHash;
+};
 
 /// The module exports the manifest bytes and their size under these names.
 constexpr const char *kManifestSymbol = "hasten_manifest";

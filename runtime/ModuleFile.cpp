@@ -42,7 +42,9 @@ bool fileOffsetOf(const std::vector<Elf64_Phdr> &segments, uint64_t address, uin
 
 hasten_status hasten::runtime::readModuleManifest(const FileReader &file,
                                                   std::vector<uint8_t> &manifest,
+                                                  EmbeddedWeights &weights,
                                                   std::string &error) {
+  weights = EmbeddedWeights();
   auto corrupt = [&](const std::string &why) {
     error = "not a loadable shared library: the file is truncated or corrupt (" + why + ")";
     return HASTEN_ERROR_INVALID_MODULE;
@@ -130,6 +132,49 @@ hasten_status hasten::runtime::readModuleManifest(const FileReader &file,
   if (hasten_status status = checkManifestBytes(manifest, error))
     return status;
 
+  // The embedded weight segment: the non-allocated section the manifest
+  // says is there, page-aligned, clear of every loaded segment, of the
+  // manifest's size. It is not covered by the module hash (the manifest,
+  // which is, carries its digest).
+  const auto *module = hasten::manifest::GetModule(manifest.data());
+  if (module->weight_storage() == hasten::manifest::WeightStorage_embedded) {
+    const Elf64_Shdr *found = nullptr;
+    if (header.e_shstrndx < sections.size()) {
+      const Elf64_Shdr &namesSection = sections[header.e_shstrndx];
+      std::vector<char> sectionNames;
+      if (namesSection.sh_size <= (1u << 20) &&
+          inside(namesSection.sh_offset, namesSection.sh_size, file.size)) {
+        sectionNames.resize(namesSection.sh_size);
+        if (!file.read(namesSection.sh_offset, sectionNames.size(), sectionNames.data()))
+          sectionNames.clear();
+      }
+      size_t length = std::strlen(hasten::kWeightsSectionName);
+      for (const Elf64_Shdr &section : sections)
+        if (section.sh_name < sectionNames.size() &&
+            sectionNames.size() - section.sh_name > length &&
+            std::memcmp(&sectionNames[section.sh_name], hasten::kWeightsSectionName,
+                        length + 1) == 0)
+          found = &section;
+    }
+    if (!found)
+      return corrupt(std::string("its manifest says the weights are embedded, but there is no ") +
+                     hasten::kWeightsSectionName + " section");
+    bool clear = !(found->sh_flags & SHF_ALLOC) &&
+                 found->sh_offset % hasten::kWeightSegmentAlignment == 0 &&
+                 found->sh_size == module->weight_segment_bytes() &&
+                 inside(found->sh_offset, found->sh_size, file.size);
+    for (const Elf64_Phdr &segment : segments)
+      if (segment.p_type == PT_LOAD && segment.p_offset < found->sh_offset + found->sh_size &&
+          found->sh_offset < segment.p_offset + segment.p_filesz)
+        clear = false;
+    if (!clear)
+      return corrupt(std::string("its ") + hasten::kWeightsSectionName +
+                     " section is misplaced or not the manifest's " +
+                     std::to_string(module->weight_segment_bytes()) + " bytes");
+    weights.offset = found->sh_offset;
+    weights.size = found->sh_size;
+  }
+
   // The whole file against the hash the compiler wrote into it.
   uint64_t hashOffset, expected;
   if (!hashSymbol || hashSymbol->st_size != sizeof(uint64_t) ||
@@ -139,7 +184,12 @@ hasten_status hasten::runtime::readModuleManifest(const FileReader &file,
   hasten::ModuleHasher hasher;
   std::vector<uint8_t> chunk(uint64_t(1) << 20);
   for (uint64_t at = 0; at < file.size;) {
-    uint64_t length = std::min<uint64_t>(chunk.size(), file.size - at);
+    if (weights.size && at == weights.offset) {
+      at += weights.size;
+      continue;
+    }
+    uint64_t end = weights.size && at < weights.offset ? weights.offset : file.size;
+    uint64_t length = std::min<uint64_t>(chunk.size(), end - at);
     if (!file.read(at, length, chunk.data()))
       return corrupt("it cannot be read");
     // The hash's own bytes count as zeros.

@@ -27,12 +27,19 @@ struct FileReader {
   std::function<bool(uint64_t offset, uint64_t length, void *out)> read;
 };
 
+/// Where a module file's embedded weight segment is (size 0: none).
+struct EmbeddedWeights {
+  uint64_t offset = 0, size = 0;
+};
+
 /// Checks that the file is a complete x86-64 ELF shared object, finds the
 /// manifest symbols in its dynamic symbol table, and returns the manifest's
 /// bytes once the FlatBuffers verifier and the structural checks accept
-/// them. On failure `error` says why, without the path (the caller adds it).
+/// them, with the place of the embedded weight segment when the manifest
+/// says there is one. On failure `error` says why, without the path (the
+/// caller adds it).
 hasten_status readModuleManifest(const FileReader &file, std::vector<uint8_t> &manifest,
-                                 std::string &error);
+                                 EmbeddedWeights &weights, std::string &error);
 
 /// The checks on manifest bytes alone: identifier, FlatBuffers verifier,
 /// and every entry complete (name, symbol, signatures).

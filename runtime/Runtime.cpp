@@ -19,6 +19,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,7 +117,79 @@ struct hasten_module {
   std::map<std::string, Entry> entries;
   std::vector<std::string> entryNames;
   std::string cpuFeatures; // joined, for hasten_module_cpu_features
+  /// The mapped weight segment (read-only), and the file it comes from.
+  void *weights = nullptr;
+  uint64_t weightsSize = 0;
+  std::string weightsPath;
 };
+
+namespace {
+
+/// Maps `size` bytes at `offset` of the open file read-only, or says why not.
+void *mapWeights(int fd, uint64_t offset, uint64_t size, std::string &error) {
+  void *mapped = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, off_t(offset));
+  if (mapped == MAP_FAILED) {
+    error = std::string("cannot map the weights: ") + strerror(errno);
+    return nullptr;
+  }
+  return mapped;
+}
+
+/// The sidecar named by the manifest, next to the module: checked against
+/// the manifest (its header), then mapped.
+hasten_status mapSidecar(const std::string &modulePath,
+                         const hasten::manifest::Module *manifest, void *&mapped,
+                         std::string &weightsPath, std::string &error) {
+  std::string name = manifest->weights_file() ? manifest->weights_file()->str() : "";
+  // A plain file name: the manifest cannot send the runtime elsewhere.
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos) {
+    error = modulePath + ": corrupt manifest: bad weights file name '" + name + "'";
+    return HASTEN_ERROR_INVALID_MODULE;
+  }
+  size_t slash = modulePath.rfind('/');
+  weightsPath = (slash == std::string::npos ? std::string() : modulePath.substr(0, slash + 1)) +
+                name;
+  int fd = open(weightsPath.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    int saved = errno;
+    if (fd >= 0)
+      close(fd);
+    error = modulePath + ": its weights file " + weightsPath + " cannot be opened: " +
+            strerror(saved) + " (copy it next to the module)";
+    return HASTEN_ERROR_NOT_FOUND;
+  }
+  hasten::SidecarHeader header;
+  uint64_t bytes = manifest->weight_segment_bytes();
+  bool ok = S_ISREG(st.st_mode) &&
+            pread(fd, &header, sizeof(header), 0) == ssize_t(sizeof(header)) &&
+            std::memcmp(header.magic, hasten::kSidecarMagic, sizeof(header.magic)) == 0;
+  if (!ok) {
+    close(fd);
+    error = weightsPath + ": not a hasten weights file";
+    return HASTEN_ERROR_INVALID_MODULE;
+  }
+  if (header.segmentBytes != bytes || header.segmentHash != manifest->weight_segment_hash()) {
+    close(fd);
+    error = weightsPath + ": these weights belong to another compile, not to " + modulePath +
+            " (recompile, or copy the .weights file written with this module)";
+    return HASTEN_ERROR_INCOMPATIBLE;
+  }
+  if (uint64_t(st.st_size) < hasten::kSidecarHeaderBytes + bytes) {
+    close(fd);
+    error = weightsPath + ": truncated: " + std::to_string(st.st_size) + " bytes, expected " +
+            std::to_string(hasten::kSidecarHeaderBytes + bytes);
+    return HASTEN_ERROR_INVALID_MODULE;
+  }
+  mapped = mapWeights(fd, hasten::kSidecarHeaderBytes, bytes, error);
+  close(fd);
+  if (!mapped)
+    error = weightsPath + ": " + error;
+  return mapped ? HASTEN_OK : HASTEN_ERROR_OUT_OF_MEMORY;
+}
+
+} // namespace
 
 static const hasten::manifest::TensorSig *signature(const hasten_module *m,
                                                     const char *entry,
@@ -177,6 +250,8 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
   *out = nullptr;
   // The manifest comes from the file, checked, before dlopen maps it.
   std::vector<uint8_t> manifestBytes;
+  hasten::runtime::EmbeddedWeights embedded;
+  void *embeddedWeights = nullptr;
   {
     // O_NONBLOCK: opening a FIFO must not wait for a writer.
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -207,7 +282,13 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
       return true;
     };
     std::string error;
-    hasten_status status = hasten::runtime::readModuleManifest(reader, manifestBytes, error);
+    hasten_status status =
+        hasten::runtime::readModuleManifest(reader, manifestBytes, embedded, error);
+    if (status == HASTEN_OK && embedded.size) {
+      embeddedWeights = mapWeights(fd, embedded.offset, embedded.size, error);
+      if (!embeddedWeights)
+        status = HASTEN_ERROR_OUT_OF_MEMORY;
+    }
     close(fd);
     if (status != HASTEN_OK)
       return fail(status, "%s: %s", path, error.c_str());
@@ -217,20 +298,49 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
   std::string file = strchr(path, '/') ? path : std::string("./") + path;
   // RTLD_LOCAL keeps two modules' symbols apart.
   void *handle = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle)
+  if (!handle) {
+    if (embeddedWeights)
+      munmap(embeddedWeights, embedded.size);
     return fail(HASTEN_ERROR_INVALID_MODULE, "%s: not a loadable shared library: %s",
                 path, dlerror());
+  }
   auto module = std::make_unique<hasten_module>();
   module->path = path;
   module->handle = handle;
   module->manifestBytes = std::move(manifestBytes);
+  if (embeddedWeights) {
+    module->weights = embeddedWeights;
+    module->weightsSize = embedded.size;
+    module->weightsPath = path;
+  }
   auto closeAndFail = [&](hasten_status status) {
     dlclose(handle);
     module->handle = nullptr;
+    if (module->weights)
+      munmap(module->weights, module->weightsSize);
+    module->weights = nullptr;
     return status;
   };
   const auto *manifest = hasten::manifest::GetModule(module->manifestBytes.data());
   module->manifest = manifest;
+  // The weights: mapped above from the module's section, or now from the
+  // sidecar; generated code finds them through hasten_weights_base.
+  if (manifest->weight_storage() == hasten::manifest::WeightStorage_sidecar) {
+    std::string error;
+    hasten_status status =
+        mapSidecar(path, manifest, module->weights, module->weightsPath, error);
+    if (status != HASTEN_OK)
+      return closeAndFail(fail(status, "%s", error.c_str()));
+    module->weightsSize = manifest->weight_segment_bytes();
+  }
+  if (manifest->weight_storage() != hasten::manifest::WeightStorage_none) {
+    auto **base = static_cast<void **>(dlsym(handle, hasten::kWeightsBaseSymbol));
+    if (!base)
+      return closeAndFail(fail(HASTEN_ERROR_INVALID_MODULE,
+                               "%s: the module stores weights but exports no %s", path,
+                               hasten::kWeightsBaseSymbol));
+    *base = module->weights;
+  }
   if (manifest->cpu_features()) {
     std::string missing;
     const hasten::runtime::CpuCapabilities &host = hasten::runtime::cpuCapabilities();
@@ -266,6 +376,8 @@ void hasten_module_free(hasten_module *module) {
     return;
   if (module->handle)
     dlclose(module->handle);
+  if (module->weights)
+    munmap(module->weights, module->weightsSize);
   delete module;
 }
 
@@ -302,6 +414,49 @@ size_t hasten_module_num_weights(const hasten_module *module) {
 
 uint64_t hasten_module_weight_bytes(const hasten_module *module) {
   return module ? module->manifest->weight_bytes() : 0;
+}
+
+static const hasten::manifest::Weight *weightAt(const hasten_module *module, size_t index) {
+  if (!module || !module->manifest->weights() || index >= module->manifest->weights()->size()) {
+    fail(HASTEN_ERROR_INVALID_ARGUMENT, "no weight %zu: the module has %zu", index,
+         hasten_module_num_weights(module));
+    return nullptr;
+  }
+  return module->manifest->weights()->Get(index);
+}
+
+const char *hasten_module_weight_name(const hasten_module *module, size_t index) {
+  const auto *w = weightAt(module, index);
+  return w && w->name() ? w->name()->c_str() : nullptr;
+}
+
+const char *hasten_module_weight_format(const hasten_module *module, size_t index) {
+  const auto *w = weightAt(module, index);
+  return !w ? nullptr : w->format() ? w->format()->c_str() : "plain";
+}
+
+uint64_t hasten_module_weight_size(const hasten_module *module, size_t index) {
+  const auto *w = weightAt(module, index);
+  return w ? w->bytes() : 0;
+}
+
+const char *hasten_module_weights_path(const hasten_module *module) {
+  return module ? module->weightsPath.c_str() : "";
+}
+
+hasten_status hasten_module_verify_weights(const hasten_module *module) {
+  if (!module)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_module_verify_weights: null module");
+  if (!module->weights)
+    return HASTEN_OK;
+  hasten::ModuleHasher hasher;
+  hasher.update(static_cast<const uint8_t *>(module->weights), module->weightsSize);
+  if (hasher.finish() != module->manifest->weight_segment_hash())
+    return fail(HASTEN_ERROR_INVALID_MODULE,
+                "%s: the weights are damaged: their bytes do not match the digest the "
+                "compiler recorded",
+                module->weightsPath.c_str());
+  return HASTEN_OK;
 }
 
 const char *hasten_runtime_kernel_isa(void) {

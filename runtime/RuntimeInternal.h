@@ -69,6 +69,39 @@ struct MemRefDescriptor {
   T *data() const { return aligned + offset; }
 };
 
+/// f32 weights in strips of 64 columns (include/hasten/WeightLayout.h):
+/// strip s holds rows [0, k) of columns [64 s, 64 s + 64), `rowsPerStrip`
+/// rows apart (k, or k padded by the compiler).
+struct F32Strips {
+  const float *data;
+  int64_t k, rowsPerStrip, n, strips;
+};
+/// bf16 weights in strips of row pairs: `pairs` (padded) pairs per strip.
+struct Bf16Strips {
+  const uint32_t *data;
+  int64_t k, pairs, n, strips;
+};
+
+/// C (+)= A * W with W packed by the compiler in `flags`' format
+/// (PackedKernels.cpp). A is M x K, C is M x N, both f32 with unit column
+/// stride.
+void packedMatmul(const MemRefDescriptor<float, 2> &a, const uint8_t *w,
+                  const MemRefDescriptor<float, 2> &c, int32_t flags);
+
+/// The f32 strip kernels of Kernels.cpp (AVX-512): one row of x, and up to
+/// 16 rows, each row's sums in the one-row kernel's order.
+void f32StripsGemv(const F32Strips &w, const float *x, int64_t xStride, float *y,
+                   bool overwrite);
+void f32StripsRows(const F32Strips &w, const float *x, int64_t xRowStride, int64_t xStride,
+                   int64_t rows, float *y, int64_t yRowStride, bool overwrite);
+/// C (+)= A * W over W in oneDNN's blocked layout (the f32 or bf16 strips),
+/// false when oneDNN has only its reference kernel for it.
+bool stripsMatmulOneDnn(const MemRefDescriptor<float, 2> &a, const void *w,
+                        const MemRefDescriptor<float, 2> &c, bool bf16, bool overwrite);
+/// bf16 strips, x rounded to bf16 pairs (AVX512-BF16).
+void bf16StripsGemv(const Bf16Strips &w, const float *x, int64_t xStride, float *y,
+                    bool overwrite);
+
 } // namespace hasten::runtime
 
 #endif // HASTEN_RUNTIME_RUNTIMEINTERNAL_H

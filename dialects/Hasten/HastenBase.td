@@ -69,6 +69,12 @@ def Hasten_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kArenaBuffersAttrName = "hasten.arena_buffers";
     static constexpr ::llvm::StringLiteral kStageAttrName = "hasten.stage";
     static constexpr ::llvm::StringLiteral kKVPlansAttrName = "hasten.kv_plans";
+    /// On a constant memref.global the matmul pass packed: the layout
+    /// (include/hasten/WeightLayout.h) and the logical [K, N].
+    static constexpr ::llvm::StringLiteral kWeightFormatAttrName = "hasten.weight_format";
+    static constexpr ::llvm::StringLiteral kWeightDimsAttrName = "hasten.weight_dims";
+    /// On the module after --hasten-externalize-weights: the segment.
+    static constexpr ::llvm::StringLiteral kWeightSegmentAttrName = "hasten.weight_segment";
   }];
 }
 

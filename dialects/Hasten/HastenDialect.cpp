@@ -2,6 +2,8 @@
 
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Interfaces/FunctionInterfaces.h"
@@ -102,6 +104,32 @@ LogicalResult HastenDialect::verifyOperationAttribute(Operation *op, NamedAttrib
         }))
       return op->emitError() << "'" << name
                              << "' must map model names to dictionaries of integers and types";
+    return success();
+  }
+  if (name == kWeightFormatAttrName || name == kWeightDimsAttrName) {
+    if (!isa<memref::GlobalOp>(op))
+      return op->emitError() << "'" << name << "' belongs on a memref.global";
+    if (name == kWeightFormatAttrName) {
+      auto format = dyn_cast<StringAttr>(attr.getValue());
+      if (!format || !llvm::is_contained({"f32-strips", "bf16-strips", "int8", "int4-g32",
+                                          "int4-g64"},
+                                         format.getValue()))
+        return op->emitError() << "'" << name
+                               << "' must be \"f32-strips\", \"bf16-strips\", \"int8\", "
+                                  "\"int4-g32\" or \"int4-g64\"";
+      return success();
+    }
+    auto dims = dyn_cast<DenseI64ArrayAttr>(attr.getValue());
+    if (!dims || dims.size() != 2 || dims[0] < 1 || dims[1] < 1)
+      return op->emitError() << "'" << name << "' must be [K, N], two positive sizes";
+    return success();
+  }
+  if (name == kWeightSegmentAttrName) {
+    auto segment = dyn_cast<DictionaryAttr>(attr.getValue());
+    if (!isa<ModuleOp>(op))
+      return op->emitError() << "'" << name << "' belongs on the module";
+    if (!segment || !segment.getAs<IntegerAttr>("bytes") || !segment.getAs<ArrayAttr>("weights"))
+      return op->emitError() << "'" << name << "' must hold 'bytes' and 'weights'";
     return success();
   }
   if (name != kEntryKindAttrName && name != kModelAttrName && name != kArenaBytesAttrName &&

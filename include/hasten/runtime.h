@@ -6,7 +6,8 @@
  * sequences, KV caches and generation; 3: entry kinds, tensor roles and KV
  * cache descriptions, option and stats structs that carry their size, bad
  * indices reported as errors; 4: sequences of a model namespace, verification
- * and speculative generation; 5: tokenizers and text streams);
+ * and speculative generation; 5: tokenizers and text streams; 6: weights
+ * mapped from the module or a sidecar, hasten_module_verify_weights);
  * hasten_runtime_api_version() reports the
  * version of the library actually loaded. Compiled modules carry a manifest with their own
  * format version, checked by hasten_module_load.
@@ -47,7 +48,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 5
+#define HASTEN_RUNTIME_API_VERSION 6
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -123,9 +124,24 @@ const char *hasten_module_cpu_features(const hasten_module *module);
  * variable lowers it. A static string. */
 const char *hasten_runtime_kernel_isa(void);
 
-/* The weights the module embeds: how many, and their total size. */
+/* The weights the module stores: how many, and their total size. */
 size_t hasten_module_num_weights(const hasten_module *module);
 uint64_t hasten_module_weight_bytes(const hasten_module *module);
+/* Weight `index`: its name and the format its kernel reads ("plain",
+ * "f32-strips", "bf16-strips", "int8", "int4-g32", "int4-g64"), its bytes. */
+const char *hasten_module_weight_name(const hasten_module *module, size_t index);
+const char *hasten_module_weight_format(const hasten_module *module, size_t index);
+uint64_t hasten_module_weight_size(const hasten_module *module, size_t index);
+/* The file the weights are mapped from (read-only, shared with every
+ * process that maps it): the module itself, its sidecar (`model.weights`
+ * next to `model.so`, compiled with --weights-file=sidecar), or "" when the
+ * module has none. The load checks the sidecar's header against the
+ * manifest (a sidecar from another compile is refused) but reads no
+ * weight bytes; hasten_module_verify_weights reads them all against the
+ * digest the compiler recorded and fails with HASTEN_ERROR_INVALID_MODULE
+ * if they were damaged. */
+const char *hasten_module_weights_path(const hasten_module *module);
+hasten_status hasten_module_verify_weights(const hasten_module *module);
 
 /* The signature of an entry: its inputs (is_output = 0) or outputs (1).
  * hasten_signature_dims writes up to `max_dims` sizes (-1 for dynamic) and

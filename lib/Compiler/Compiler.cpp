@@ -220,7 +220,11 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (options.target != "cpu")
     return emitError(fileLoc) << "target '" << options.target
                               << "' is not supported yet (use --target=cpu)";
-  std::unique_ptr<Target> target = createCpuTarget(options.cpu);
+  // Only a library has a weight segment beside its code: LLVM IR and object
+  // files keep their weights.
+  CpuTargetOptions cpuOptions = options.cpu;
+  cpuOptions.externalizeWeights = options.emit == EmitKind::Library;
+  std::unique_ptr<Target> target = createCpuTarget(cpuOptions);
   if (failed(target->initialize(fileLoc)))
     return failure();
 
@@ -373,7 +377,9 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
 
   if (*inputStage <= Stage::Tensor) {
     BufferizePipelineOptions bufferize;
-    bufferize.weights = options.weights == WeightPrecision::BF16 ? "bf16" : "f32";
+    bufferize.weights = options.weights;
+    bufferize.weightLayout = target->weightLayout().str();
+    bufferize.int4Group = options.int4Group;
     if (failed(timer.run("bufferization", [&] {
           return runStage(module, "hasten-bufferize-pipeline",
                           [&](OpPassManager &pm) { buildBufferizePipeline(pm, bufferize); },
@@ -406,12 +412,39 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     caches.push_back({kDraftModel.str(), draftKV->blockSize > 0, draftKV->elementType,
                       draftKV->layers, draftKV->kvHeads, draftKV->headDim, draftKV->capacity,
                       draftKV->blockSize});
+  // The weights the lowering moved out of the code: into the library, or
+  // into the sidecar next to it.
+  FailureOr<std::optional<WeightSegment>> segment = timer.run("weight segment", [&] {
+    return WeightSegment::take(module);
+  });
+  if (failed(segment))
+    return failure();
+  WeightStorageDescription storage;
+  if (*segment) {
+    storage.bytes = (*segment)->size();
+    storage.hash = (*segment)->hash();
+    storage.kind = WeightStorageDescription::Embedded;
+    if (options.weightsFile == WeightsFile::Sidecar) {
+      SmallString<256> sidecar(outputPath);
+      llvm::sys::path::replace_extension(sidecar, "weights");
+      if (sidecar == outputPath)
+        return emitError(fileLoc) << "the output '" << outputPath
+                                  << "' would be its own weights file; name it *.so";
+      storage.kind = WeightStorageDescription::Sidecar;
+      storage.file = llvm::sys::path::filename(sidecar).str();
+      if (failed(timer.run("weights file", [&] {
+            return (*segment)->writeSidecar(sidecar, fileLoc);
+          })))
+        return failure();
+    }
+  }
   std::vector<uint8_t> manifest =
       buildManifest(entries, weights, caches, llvm::sys::path::filename(inputPath),
-                    target->describe(),
-                    weightBytes,
+                    target->describe(), weightBytes, storage,
                     options.manifestFormatVersionOverride ? options.manifestFormatVersionOverride
                                                           : kManifestFormatVersion);
-  return target->serialize(
-      module, SerializeRequest{&entries, &manifest, inputPath, outputPath, options.emit, &timer});
+  SerializeRequest request{&entries, &manifest, inputPath, outputPath, options.emit, &timer};
+  if (*segment && storage.kind == WeightStorageDescription::Embedded)
+    request.embeddedWeights = &**segment;
+  return target->serialize(module, request);
 }

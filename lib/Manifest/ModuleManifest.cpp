@@ -5,6 +5,7 @@
 
 #include "Manifest.h"
 
+#include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
@@ -134,9 +135,11 @@ std::vector<WeightInfo> hasten::collectWeights(ModuleOp module, uint64_t &totalB
     uint64_t bytes =
         type.getNumElements() * std::max<int64_t>(1, type.getElementTypeBitWidth() / 8);
     totalBytes += bytes;
+    auto format = global->getAttrOfType<StringAttr>(hasten::HastenDialect::kWeightFormatAttrName);
     if (auto resource = dyn_cast<DenseResourceElementsAttr>(*global.getInitialValue()))
       weights.push_back({resource.getRawHandle().getKey().str(), type.getElementType(),
-                         SmallVector<int64_t>(type.getShape()), bytes});
+                         SmallVector<int64_t>(type.getShape()), bytes,
+                         format ? format.str() : std::string("plain")});
   });
   return weights;
 }
@@ -145,7 +148,9 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
                                            const std::vector<WeightInfo> &weights,
                                            const std::vector<KVCacheDescription> &kvCaches,
                                            StringRef source, const TargetDescription &target,
-                                           uint64_t weightBytes, uint32_t formatVersion) {
+                                           uint64_t weightBytes,
+                                           const WeightStorageDescription &storage,
+                                           uint32_t formatVersion) {
   flatbuffers::FlatBufferBuilder fbb;
   auto tensors = [&](const std::vector<EntrySignature::Tensor> &list) {
     std::vector<flatbuffers::Offset<manifest::TensorSig>> sigs;
@@ -177,7 +182,8 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
   for (const WeightInfo &w : weights)
     weightOffsets.push_back(manifest::CreateWeight(
         fbb, fbb.CreateString(w.name), dtypeForElement(w.elementType),
-        fbb.CreateVector(std::vector<int64_t>(w.dims.begin(), w.dims.end())), w.bytes));
+        fbb.CreateVector(std::vector<int64_t>(w.dims.begin(), w.dims.end())), w.bytes,
+        fbb.CreateString(w.format)));
   std::vector<flatbuffers::Offset<manifest::KVCache>> cacheOffsets;
   for (const KVCacheDescription &kv : kvCaches)
     cacheOffsets.push_back(manifest::CreateKVCache(
@@ -190,7 +196,9 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
       fbb.CreateString(source.str()), fbb.CreateString(target.triple),
       fbb.CreateString(target.cpu), fbb.CreateVector(featureOffsets), weightBytes,
       fbb.CreateVector(entryOffsets), fbb.CreateVector(weightOffsets),
-      fbb.CreateString(target.device), fbb.CreateVector(cacheOffsets));
+      fbb.CreateString(target.device), fbb.CreateVector(cacheOffsets),
+      manifest::WeightStorage(storage.kind), fbb.CreateString(storage.file), storage.bytes,
+      storage.hash);
   manifest::FinishModuleBuffer(fbb, module);
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }

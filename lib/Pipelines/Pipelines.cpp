@@ -61,7 +61,11 @@ void hasten::buildBufferizePipeline(OpPassManager &pm, const BufferizePipelineOp
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
   bufferization::buildBufferDeallocationPipeline(pm);
   pm.addPass(createConvertBufferizationToMemRefPass());
-  pm.addPass(createMatmulToRuntimeCalls(MatmulToRuntimeCallsOptions{options.weights}));
+  MatmulToRuntimeCallsOptions matmuls;
+  matmuls.weights = options.weights;
+  matmuls.weightLayout = options.weightLayout;
+  matmuls.int4Group = options.int4Group;
+  pm.addPass(createMatmulToRuntimeCalls(matmuls));
   OpPassManager &funcs = pm.nest<func::FuncOp>();
   funcs.addPass(createCanonicalizerPass());
   funcs.addPass(createDeallocAfterLastUse());
@@ -100,6 +104,8 @@ void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
   pm.addPass(createConvertControlFlowToLLVMPass());
   pm.addPass(createConvertFuncToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
+  if (options.externalizeWeights)
+    pm.addPass(createExternalizeWeights());
 }
 
 void hasten::buildCpuPipeline(OpPassManager &pm, const CpuPipelineOptions &options) {
@@ -110,6 +116,8 @@ void hasten::buildCpuPipeline(OpPassManager &pm, const CpuPipelineOptions &optio
   buildTensorPipeline(pm, tensor);
   BufferizePipelineOptions bufferize;
   bufferize.weights = options.weights;
+  bufferize.weightLayout = options.weightLayout;
+  bufferize.int4Group = options.int4Group;
   buildBufferizePipeline(pm, bufferize);
   CpuLoweringPipelineOptions lowering;
   lowering.parallelMinWork = options.parallelMinWork;
@@ -131,12 +139,12 @@ void hasten::registerHastenPipelines() {
     PassPipelineRegistration<BufferizePipelineOptions>(
         "hasten-bufferize-pipeline",
         "hasten-compile's bufferization stage: one-shot bufferization, buffers freed after "
-        "their last use, matmuls on the runtime's kernels",
+        "their last use, matmuls on the runtime's kernels with their weights packed",
         buildBufferizePipeline);
     PassPipelineRegistration<CpuLoweringPipelineOptions>(
         "hasten-cpu-lowering-pipeline",
         "the CPU target's lowering: the activation arena, parallel loops on the runtime's "
-        "thread pool, and the LLVM dialect",
+        "thread pool, the LLVM dialect, and the weights moved to the mapped segment",
         buildCpuLoweringPipeline);
     PassPipelineRegistration<CpuPipelineOptions>(
         "hasten-cpu-pipeline",

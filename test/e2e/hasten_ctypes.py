@@ -55,6 +55,16 @@ class Runtime:
             getattr(L, name).restype = i64
         L.hasten_module_weight_bytes.argtypes = [vp]
         L.hasten_module_weight_bytes.restype = ctypes.c_uint64
+        L.hasten_module_num_weights.argtypes = [vp]
+        L.hasten_module_num_weights.restype = sz
+        for name in ("name", "format"):
+            getattr(L, "hasten_module_weight_" + name).argtypes = [vp, sz]
+            getattr(L, "hasten_module_weight_" + name).restype = ctypes.c_char_p
+        L.hasten_module_weight_size.argtypes = [vp, sz]
+        L.hasten_module_weight_size.restype = ctypes.c_uint64
+        L.hasten_module_weights_path.argtypes = [vp]
+        L.hasten_module_weights_path.restype = ctypes.c_char_p
+        L.hasten_module_verify_weights.argtypes = [vp]
         L.hasten_sequence_create.argtypes = [vp, vp, ctypes.POINTER(vp)]
         L.hasten_sequence_free.argtypes = [vp]
         L.hasten_sequence_fork.argtypes = [vp, ctypes.POINTER(vp)]
@@ -217,6 +227,20 @@ class Module:
 
     def free(self):
         self.rt.lib.hasten_module_free(self.handle)
+
+    def weights(self):
+        """[(name, format, bytes)] as the manifest lists them."""
+        L = self.rt.lib
+        return [(L.hasten_module_weight_name(self.handle, i).decode(),
+                 L.hasten_module_weight_format(self.handle, i).decode(),
+                 L.hasten_module_weight_size(self.handle, i))
+                for i in range(L.hasten_module_num_weights(self.handle))]
+
+    def weights_path(self):
+        return self.rt.lib.hasten_module_weights_path(self.handle).decode()
+
+    def verify_weights(self):
+        self.rt.check(self.rt.lib.hasten_module_verify_weights(self.handle))
 
     def pool(self, max_tokens):
         handle = ctypes.c_void_p()

@@ -26,7 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   };
   std::vector<uint8_t> manifest;
   std::string error;
-  hasten_status status = hasten::runtime::readModuleManifest(reader, manifest, error);
+  hasten::runtime::EmbeddedWeights weights;
+  hasten_status status = hasten::runtime::readModuleManifest(reader, manifest, weights, error);
   if (status != HASTEN_OK && error.empty()) {
     std::fprintf(stderr, "refused without a message\n");
     std::abort();

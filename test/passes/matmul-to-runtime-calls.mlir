@@ -1,5 +1,10 @@
 // RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls | FileCheck %s
 // RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls="weights=bf16" | FileCheck %s --check-prefix=BF16
+// RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls="weight-layout=strips" | FileCheck %s --check-prefix=STRIPS
+// RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls="weights=bf16 weight-layout=strips" | FileCheck %s --check-prefix=BF16STRIPS
+// RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls="weights=int8" | FileCheck %s --check-prefix=INT8
+// RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls="weights=int4" | FileCheck %s --check-prefix=INT4
+// RUN: hasten-opt %s -split-input-file -hasten-matmul-to-runtime-calls="weights=int4 int4-group=64" | FileCheck %s --check-prefix=INT4G64
 
 // A matmul whose B is a constant global: flag 1 (constant weights).
 // CHECK-LABEL: func.func private @hasten_rt_matmul_f32(memref<?x?xf32, strided<[?, ?], offset: ?>>, memref<?x?xf32, strided<[?, ?], offset: ?>>, memref<?x?xf32, strided<[?, ?], offset: ?>>, i32) attributes {llvm.emit_c_interface}
@@ -125,6 +130,83 @@ module {
   func.func @activation_transpose(%a: memref<1x64xf32>, %x: memref<256x64xf32>, %c: memref<1x256xf32>) {
     %t = memref.alloc() : memref<64x256xf32>
     linalg.transpose ins(%x : memref<256x64xf32>) outs(%t : memref<64x256xf32>) permutation = [1, 0]
+    linalg.matmul ins(%a, %t : memref<1x64xf32>, memref<64x256xf32>) outs(%c : memref<1x256xf32>)
+    memref.dealloc %t : memref<64x256xf32>
+    return
+  }
+}
+
+// -----
+
+// Weights packed here, as the kernels read them (include/hasten/WeightLayout.h):
+// a byte global with the format and [K, N], the call to the packed kernel
+// with the format in flag bits 8-15, and the f32 weight gone.
+// STRIPS: memref.global "private" constant @w_f32_strips : memref<4096xi8> = dense_resource<"w.f32-strips"> {alignment = 64 : i64, hasten.weight_dims = array<i64: 8, 16>, hasten.weight_format = "f32-strips"}
+// STRIPS-NOT: memref.global "private" constant @w :
+// STRIPS-LABEL: func @packed
+// STRIPS: %[[W:.*]] = memref.get_global @w_f32_strips : memref<4096xi8>
+// STRIPS: %[[B:.*]] = memref.cast %[[W]] : memref<4096xi8> to memref<?xi8, strided<[?], offset: ?>>
+// STRIPS: %[[FLAGS:.*]] = arith.constant 261 : i32
+// STRIPS: call @hasten_rt_matmul_packed(%{{.*}}, %[[B]], %{{.*}}, %[[FLAGS]])
+// 16 rows (K padded to 16) of 64 floats: columns 0-15 are 1.0, the rest 0.
+// STRIPS: "w.f32-strips": "0x400000000000803F0000803F
+// bf16 strips: row pairs interleaved (0x3F80 twice), flags 1 | 2 | 4 | 2 << 8.
+// BF16STRIPS: memref.global "private" constant @w_bf16_strips : memref<4096xi8>
+// BF16STRIPS: arith.constant 519 : i32
+// BF16STRIPS: call @hasten_rt_matmul_packed
+// BF16STRIPS: "w.bf16-strips": "0x40000000803F803F803F803F
+// int8: q = 127 for every 1.0 (scale 1/127 per column), then the scales.
+// INT8: memref.global "private" constant @w_int8 : memref<768xi8> = dense_resource<w.int8> {alignment = 64 : i64, hasten.weight_dims = array<i64: 8, 16>, hasten.weight_format = "int8"}
+// INT8: arith.constant 773 : i32
+// INT8: call @hasten_rt_matmul_packed
+// INT8: w.int8: "0x400000007F7F7F7F7F7F7F7F7F7F7F7F7F7F7F7F00000000
+// int4 (groups of 32 rows, K padded to 32): nibble 0 for the 16 columns
+// (each group's extreme maps to -8, the scale -1/8), 8 (zero) elsewhere;
+// byte j holds columns j and j + 32.
+// INT4: memref.global "private" constant @w_int4_g32 : memref<1152xi8>
+// INT4-SAME: hasten.weight_format = "int4-g32"
+// INT4: arith.constant 1029 : i32
+// INT4: call @hasten_rt_matmul_packed
+// INT4: "w.int4-g32": "0x40000000808080808080808080808080808080808888888888888888
+// INT4G64: memref.global "private" constant @w_int4_g64 : memref<2176xi8>
+// INT4G64: arith.constant 1285 : i32
+module {
+  memref.global "private" constant @w : memref<8x16xf32> = dense_resource<w> {alignment = 64 : i64}
+  func.func @packed(%a: memref<4x8xf32>, %c: memref<4x16xf32>) {
+    %zero = arith.constant 0.0 : f32
+    linalg.fill ins(%zero : f32) outs(%c : memref<4x16xf32>)
+    %w = memref.get_global @w : memref<8x16xf32>
+    linalg.matmul ins(%a, %w : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
+    return
+  }
+}
+
+{-#
+  dialect_resources: {
+    builtin: {
+      w: "0x040000000000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F0000803F"
+    }
+  }
+#-}
+
+// -----
+
+// A tied LM head in f32 stays shared with the embedding (read transposed,
+// not stored twice); quantized, it is packed from the transposed view.
+// STRIPS-LABEL: func @tied_head_packing
+// STRIPS: memref.transpose
+// STRIPS: call @hasten_rt_matmul_f32
+// INT8: memref.global "private" constant @embed_t_int8 : memref<{{[0-9]+}}xi8>
+// INT8-SAME: hasten.weight_dims = array<i64: 64, 256>
+// INT8-LABEL: func @tied_head_packing
+// INT8-NOT: memref.transpose
+// INT8: call @hasten_rt_matmul_packed
+module {
+  memref.global "private" constant @embed : memref<256x64xf32> = dense<1.0>
+  func.func @tied_head_packing(%a: memref<1x64xf32>, %c: memref<1x256xf32>) {
+    %w = memref.get_global @embed : memref<256x64xf32>
+    %t = memref.alloc() : memref<64x256xf32>
+    linalg.transpose ins(%w : memref<256x64xf32>) outs(%t : memref<64x256xf32>) permutation = [1, 0]
     linalg.matmul ins(%a, %t : memref<1x64xf32>, memref<64x256xf32>) outs(%c : memref<1x256xf32>)
     memref.dealloc %t : memref<64x256xf32>
     return

@@ -67,9 +67,19 @@ static cl::opt<std::string> cpu(cl::cat(toolCategory), "cpu", cl::desc("Target C
 static cl::opt<std::string> cpuFeatures(cl::cat(toolCategory), "cpu-features",
                                         cl::desc("Extra target features, e.g. +avx2,-avx512f"));
 static cl::opt<std::string> weights(cl::cat(toolCategory), 
-    "weights", cl::desc("Precision of matmul weights: f32 (default) or bf16 (bf16 x bf16 "
-                        "with f32 accumulation, on AMX/AVX512-BF16 where present)"),
+    "weights", cl::desc("Precision of matmul weights: f32 (default), bf16 (bf16 x bf16 "
+                        "with f32 accumulation, on AMX/AVX512-BF16 where present), int8 "
+                        "(per output channel scales) or int4 (per --int4-group rows and "
+                        "channel, f16 scales); int8 and int4 are weight-only, activations "
+                        "stay f32"),
     cl::init("f32"));
+static cl::opt<int64_t> int4Group(cl::cat(toolCategory), "int4-group",
+    cl::desc("Rows of a weight that share one int4 scale: 32 (default) or 64"), cl::init(32));
+static cl::opt<std::string> weightsFile(cl::cat(toolCategory), "weights-file",
+    cl::desc("Where a library's weights go: embed (default: a page-aligned section of the "
+             ".so) or sidecar (OUTPUT with the extension .weights, next to it); the runtime "
+             "maps them read-only either way"),
+    cl::init("embed"));
 static cl::opt<int64_t> parallelMinWork(cl::cat(toolCategory), 
     "parallel-min-work",
     cl::desc("Generated loops with fewer total iterations run on one thread"),
@@ -169,11 +179,24 @@ int main(int argc, char **argv) {
   options.target = targetName;
   options.cpu.cpu = cpu;
   options.cpu.cpuFeatures = cpuFeatures;
-  if (weights != "f32" && weights != "bf16") {
-    errs() << "hasten-compile: error: --weights must be f32 or bf16, got '" << weights << "'\n";
+  if (weights != "f32" && weights != "bf16" && weights != "int8" && weights != "int4") {
+    errs() << "hasten-compile: error: --weights must be f32, bf16, int8 or int4, got '"
+           << weights << "'\n";
     return 1;
   }
-  options.weights = weights == "bf16" ? hasten::WeightPrecision::BF16 : hasten::WeightPrecision::F32;
+  if (int4Group != 32 && int4Group != 64) {
+    errs() << "hasten-compile: error: --int4-group must be 32 or 64, got " << int4Group << "\n";
+    return 1;
+  }
+  if (weightsFile != "embed" && weightsFile != "sidecar") {
+    errs() << "hasten-compile: error: --weights-file must be embed or sidecar, got '"
+           << weightsFile << "'\n";
+    return 1;
+  }
+  options.weights = weights;
+  options.int4Group = int4Group;
+  options.weightsFile =
+      weightsFile == "sidecar" ? hasten::WeightsFile::Sidecar : hasten::WeightsFile::Embed;
   options.cpu.parallelMinWork = parallelMinWork;
   // The runtime library sits in ../lib next to the tools.
   std::string self = sys::fs::getMainExecutable(argv[0], (void *)&main);

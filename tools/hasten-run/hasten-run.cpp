@@ -122,8 +122,22 @@ int printSignatures(hasten_module *module, const std::string &path,
     return die("the module has no entry '" + onlyEntry + "'");
   std::printf("module %s (%s, %s)\n", path.c_str(), hasten_module_compiler_version(module),
               hasten_module_target(module));
-  std::printf("  weights: %zu tensors, %.3f MB\n", hasten_module_num_weights(module),
+  std::printf("  weights: %zu tensors, %.3f MB", hasten_module_num_weights(module),
               hasten_module_weight_bytes(module) / 1e6);
+  // By the format their kernels read (what --weights chose), and the file
+  // they are mapped from.
+  std::map<std::string, uint64_t> byFormat;
+  for (size_t i = 0; i < hasten_module_num_weights(module); ++i)
+    byFormat[hasten_module_weight_format(module, i)] += hasten_module_weight_size(module, i);
+  const char *separator = " (";
+  for (const auto &[format, bytes] : byFormat) {
+    std::printf("%s%s %.3f MB", separator, format.c_str(), bytes / 1e6);
+    separator = ", ";
+  }
+  std::printf("%s", byFormat.empty() ? "" : ")");
+  if (*hasten_module_weights_path(module))
+    std::printf(", mapped from %s", hasten_module_weights_path(module));
+  std::printf("\n");
   std::printf("  cpu: %s, requires: %s\n", hasten_module_cpu(module),
               *hasten_module_cpu_features(module) ? hasten_module_cpu_features(module)
                                                   : "(nothing beyond the base ISA)");

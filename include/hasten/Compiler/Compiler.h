@@ -33,7 +33,9 @@ struct KVCacheOptions {
   uint64_t budgetBytes = 0;
 };
 
-enum class WeightPrecision { F32, BF16 };
+/// Where a library's weight segment goes: into the .so, or a sidecar file
+/// next to it (`model.so` + `model.weights`).
+enum class WeightsFile { Embed, Sidecar };
 
 struct CompileOptions {
   OnnxImportOptions import;
@@ -65,8 +67,12 @@ struct CompileOptions {
   std::string target = "cpu";
   CpuTargetOptions cpu;
   KVCacheOptions kv;
-  /// Precision of constant matmul weights.
-  WeightPrecision weights = WeightPrecision::F32;
+  /// Precision of constant matmul weights: f32, bf16, int8 or int4
+  /// (weight-only).
+  std::string weights = "f32";
+  /// Rows per int4 scale: 32 or 64.
+  int64_t int4Group = 32;
+  WeightsFile weightsFile = WeightsFile::Embed;
   /// When set, receives the memory plan as JSON.
   llvm::raw_ostream *memoryReport = nullptr;
   /// When set, receives each stage's pass pipeline, as hasten-opt takes it.

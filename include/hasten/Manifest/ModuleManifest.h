@@ -47,6 +47,18 @@ struct WeightInfo {
   mlir::Type elementType;
   llvm::SmallVector<int64_t> dims;
   uint64_t bytes;
+  /// How the kernels read it (include/hasten/WeightLayout.h): "plain", or
+  /// the packed format the matmul pass stored it in.
+  std::string format = "plain";
+};
+
+/// Where the module's weight segment is stored.
+struct WeightStorageDescription {
+  enum Kind { None, Embedded, Sidecar } kind = None;
+  /// The sidecar's file name (no directory).
+  std::string file;
+  uint64_t bytes = 0;
+  uint64_t hash = 0;
 };
 
 /// The module's weights as it stores them (constant memref.globals, listed
@@ -77,7 +89,8 @@ std::vector<uint8_t> buildManifest(const std::vector<EntrySignature> &entries,
                                    const std::vector<WeightInfo> &weights,
                                    const std::vector<KVCacheDescription> &kvCaches,
                                    llvm::StringRef source, const TargetDescription &target,
-                                   uint64_t weightBytes, uint32_t formatVersion);
+                                   uint64_t weightBytes, const WeightStorageDescription &storage,
+                                   uint32_t formatVersion);
 
 /// The version string written into every module's manifest.
 const char *getCompilerVersion();

@@ -56,9 +56,16 @@ struct TensorPipelineOptions : public mlir::PassPipelineOptions<TensorPipelineOp
 
 struct BufferizePipelineOptions : public mlir::PassPipelineOptions<BufferizePipelineOptions> {
   Option<std::string> weights{*this, "weights",
-                              llvm::cl::desc("Precision of constant matmul weights: f32 or "
-                                             "bf16"),
+                              llvm::cl::desc("Precision of constant matmul weights: f32, "
+                                             "bf16, int8 or int4"),
                               llvm::cl::init("f32")};
+  Option<std::string> weightLayout{
+      *this, "weight-layout",
+      llvm::cl::desc("How f32/bf16 weights are stored: plain or strips (the target's choice)"),
+      llvm::cl::init("plain")};
+  Option<int64_t> int4Group{*this, "int4-group",
+                            llvm::cl::desc("Rows of W per int4 scale: 32 or 64"),
+                            llvm::cl::init(32)};
 };
 
 struct CpuLoweringPipelineOptions
@@ -67,6 +74,11 @@ struct CpuLoweringPipelineOptions
                                   llvm::cl::desc("Loops with fewer total iterations run on "
                                                  "one thread"),
                                   llvm::cl::init(32768)};
+  Option<bool> externalizeWeights{
+      *this, "externalize-weights",
+      llvm::cl::desc("Move constant weights into the segment the runtime maps "
+                     "(--hasten-externalize-weights)"),
+      llvm::cl::init(true)};
 };
 
 struct CpuPipelineOptions : public mlir::PassPipelineOptions<CpuPipelineOptions> {
@@ -79,6 +91,13 @@ struct CpuPipelineOptions : public mlir::PassPipelineOptions<CpuPipelineOptions>
   Option<std::string> weights{*this, "weights",
                               llvm::cl::desc("Precision of constant matmul weights"),
                               llvm::cl::init("f32")};
+  Option<std::string> weightLayout{*this, "weight-layout",
+                                   llvm::cl::desc("How f32/bf16 weights are stored: plain or "
+                                                  "strips"),
+                                   llvm::cl::init("plain")};
+  Option<int64_t> int4Group{*this, "int4-group",
+                            llvm::cl::desc("Rows of W per int4 scale: 32 or 64"),
+                            llvm::cl::init(32)};
   Option<int64_t> parallelMinWork{*this, "parallel-min-work",
                                   llvm::cl::desc("Loops with fewer total iterations run on "
                                                  "one thread"),

@@ -13,6 +13,7 @@
 #define HASTEN_TARGET_TARGET_H
 
 #include "hasten/Manifest/ModuleManifest.h"
+#include "hasten/Target/WeightSegment.h"
 #include "hasten/Support/PhaseTimer.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -40,6 +41,8 @@ struct SerializeRequest {
   llvm::StringRef outputPath;
   EmitKind emit;
   PhaseTimer *timer;
+  /// The weights to embed in the library (null: none, or in a sidecar).
+  const WeightSegment *embeddedWeights = nullptr;
 };
 
 class Target {
@@ -51,6 +54,9 @@ public:
   /// Refuses, with a diagnostic on the op, what the target cannot lower
   /// after the tensor stage.
   virtual mlir::LogicalResult checkTensorLevel(mlir::ModuleOp module) const;
+  /// How f32/bf16 weights are stored for this target's kernels ("plain" or
+  /// "strips", --hasten-matmul-to-runtime-calls' weight-layout).
+  virtual llvm::StringRef weightLayout() const { return "plain"; }
   /// The passes from the bufferized module to what serialize() takes.
   virtual void buildLoweringPipeline(mlir::OpPassManager &pm) const = 0;
   /// What the manifest records about the target (valid after initialize).
@@ -74,6 +80,9 @@ struct CpuTargetOptions {
   /// Unset: runtimeLibraryDir and $ORIGIN (a module next to its runtime).
   /// Set, possibly empty: exactly these colon-separated directories.
   std::optional<std::string> runtimeRPath;
+  /// Move the weights out of the code into the segment the runtime maps
+  /// (off for LLVM IR and object files, which must hold them).
+  bool externalizeWeights = true;
   /// Test hook: extra cpuinfo features the manifest requires.
   std::vector<std::string> extraRequiredFeatures;
 };

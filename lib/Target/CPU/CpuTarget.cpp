@@ -125,15 +125,40 @@ LogicalResult writeModuleHash(StringRef path, Location loc) {
     llvm::object::ELFSectionRef elfSection(**section);
     offset = *address - elfSection.getAddress() + elfSection.getOffset();
   }
+  // The embedded weight segment is not hashed: the manifest (hashed)
+  // carries its own digest, which hasten_module_verify_weights checks.
+  uint64_t skipBegin = 0, skipEnd = 0;
+  for (const llvm::object::SectionRef &section : elf->sections()) {
+    llvm::Expected<StringRef> name = section.getName();
+    if (!name) {
+      llvm::consumeError(name.takeError());
+      continue;
+    }
+    if (*name != kWeightsSectionName)
+      continue;
+    llvm::object::ELFSectionRef elfSection(section);
+    skipBegin = elfSection.getOffset();
+    skipEnd = skipBegin + elfSection.getSize();
+  }
   StringRef bytes = (*buffer)->getBuffer();
   if (!offset || *offset + 8 > bytes.size())
     return emitError(loc) << "the linked module '" << path << "' has no " << kModuleHashSymbol;
+  if (skipEnd > bytes.size() || (skipBegin < *offset + 8 && *offset < skipEnd))
+    return emitError(loc) << "the linked module '" << path << "' has a misplaced "
+                          << kWeightsSectionName << " section";
   hasten::ModuleHasher hasher;
   const auto *data = reinterpret_cast<const uint8_t *>(bytes.data());
-  hasher.update(data, *offset);
+  auto hashRange = [&](uint64_t begin, uint64_t end) { // [begin, end) minus the section
+    if (begin < skipBegin)
+      hasher.update(data + begin, std::min(end, skipBegin) - begin);
+    uint64_t after = std::max(begin, skipEnd);
+    if (after < end)
+      hasher.update(data + after, end - after);
+  };
+  hashRange(0, *offset);
   uint8_t zeros[8] = {};
   hasher.update(zeros, 8);
-  hasher.update(data + *offset + 8, bytes.size() - *offset - 8);
+  hashRange(*offset + 8, bytes.size());
   uint64_t digest = hasher.finish(); // little-endian on disk, as the runtime reads it
   uint64_t at = *offset;
   buffer->reset();
@@ -297,9 +322,16 @@ public:
     return failure(unsupported.wasInterrupted());
   }
 
+  /// The strip layouts are what the AVX-512 kernels (and oneDNN's AVX-512
+  /// GEMMs) read; without AVX-512 the runtime packs at first use.
+  StringRef weightLayout() const override {
+    return tm->getMCSubtargetInfo()->checkFeatures("+avx512f") ? "strips" : "plain";
+  }
+
   void buildLoweringPipeline(OpPassManager &pm) const override {
     CpuLoweringPipelineOptions lowering;
     lowering.parallelMinWork = options.parallelMinWork;
+    lowering.externalizeWeights = options.externalizeWeights;
     buildCpuLoweringPipeline(pm, lowering);
   }
 
@@ -387,6 +419,21 @@ public:
     if (request.emit == EmitKind::Object)
       return success();
 
+    // The weight segment, as an object whose section the linker places
+    // page-aligned after the code.
+    SmallString<128> weightsObject;
+    if (request.embeddedWeights) {
+      int fd;
+      if (llvm::sys::fs::createTemporaryFile("hasten-weights", "o", fd, weightsObject))
+        return emitError(fileLoc) << "cannot create a temporary object file";
+      llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+      if (failed(timer.run("weights object", [&] {
+            return request.embeddedWeights->writeObject(weightsObject, fileLoc);
+          })))
+        return failure();
+    }
+    llvm::FileRemover weightsRemover(weightsObject.str());
+
     std::string linker = findLinker();
     if (linker.empty())
       return emitError(fileLoc) << "no linker found (install lld-22)";
@@ -396,6 +443,8 @@ public:
       SmallVector<StringRef> args = {linker, "-shared", "--no-undefined", "--gc-sections",
                                      "-o", request.outputPath, objectPath,
                                      "-L/usr/lib/x86_64-linux-gnu", "-L/lib/x86_64-linux-gnu"};
+      if (!weightsObject.empty())
+        args.push_back(weightsObject);
       // The runtime is needed only by modules that call its kernels.
       if (!options.runtimeLibraryDir.empty())
         args.append({runtimeDir, "--as-needed", "-lhasten_runtime", "--no-as-needed"});

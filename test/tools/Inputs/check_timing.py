@@ -6,7 +6,7 @@ wall time of the command (argv[1], seconds). Prints 'TIMING OK' or why not."""
 import re
 import sys
 
-PHASES = ["import", "attention fusion", "decoder entries", "tensor passes", "bufferization", "lowering to LLVM dialect", "translation to LLVM IR", "LLVM O3", "code generation",
+PHASES = ["import", "attention fusion", "decoder entries", "tensor passes", "bufferization", "lowering to LLVM dialect", "weight segment", "translation to LLVM IR", "LLVM O3", "code generation",
           "link"]
 
 lines = [l for l in sys.stdin.read().splitlines() if re.match(r"\s+[0-9.]+ s  ", l)]

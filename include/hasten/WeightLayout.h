@@ -1,0 +1,297 @@
+/*===- hasten/WeightLayout.h - constant weights as the kernels read them ===*
+ *
+ * The layouts in which the compiler stores a matmul's constant weight and
+ * the runtime's kernels read it, so that nothing is repacked at load: the
+ * byte layout, the quantization (int8 per output column, int4 per group of
+ * rows and column), and the packing itself. Header-only: the compiler packs
+ * with it, the runtime and the tests read with it.
+ *
+ * Every format stores W (K rows, N columns, y = x * W) in strips of 64
+ * columns; a strip is one contiguous stream that a decode GEMV reads in
+ * order. Columns past N and rows past K are zero.
+ *
+ *   f32-strips   [strips][Kp = K rounded up to 16][64] f32: oneDNN's
+ *                BA16a64b, so prefill's GEMM reads it as is.
+ *   bf16-strips  [strips][Kp/2 = K rounded up to 32, halved][64][2] bf16:
+ *                row pairs interleaved (oneDNN's BA16a64b2a; vdpbf16ps).
+ *   int8         [strips][K][64] int8 q, then f32 scale[strips * 64]:
+ *                W[k][n] ~ q[k][n] * scale[n] (symmetric, |q| <= 127).
+ *   int4-gG      [strips][Kp = K rounded up to G][32] bytes, byte j of a
+ *                row holding column j in its low and column j + 32 in its
+ *                high nibble, then f16 scale[strips][Kp / G][64]:
+ *                W[k][n] ~ (nibble - 8) * scale[k / G][n], the scale the
+ *                one of a few candidates (kInt4ScaleDivisors) with the least
+ *                squared error over the group.
+ *
+ * The data starts at offset 0 (the blob is 64-byte aligned); scales start at
+ * the next multiple of 64 after the data.
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef HASTEN_WEIGHTLAYOUT_H
+#define HASTEN_WEIGHTLAYOUT_H
+
+#include "hasten/KernelAbi.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace hasten::abi {
+
+/// The format of a packed weight, in bits 8..15 of a matmul call's flags.
+enum class WeightFormat : int32_t {
+  Plain = 0, ///< a strided f32 (or bf16) memref, as before packing
+  F32Strips = 1,
+  Bf16Strips = 2,
+  Int8 = 3,
+  Int4G32 = 4,
+  Int4G64 = 5,
+};
+constexpr int32_t kWeightFormatShift = 8;
+constexpr int32_t kWeightFormatMask = 0xff << kWeightFormatShift;
+
+inline WeightFormat weightFormatOf(int32_t flags) {
+  return WeightFormat((flags & kWeightFormatMask) >> kWeightFormatShift);
+}
+
+inline const char *weightFormatName(WeightFormat format) {
+  switch (format) {
+  case WeightFormat::Plain:
+    return "plain";
+  case WeightFormat::F32Strips:
+    return "f32-strips";
+  case WeightFormat::Bf16Strips:
+    return "bf16-strips";
+  case WeightFormat::Int8:
+    return "int8";
+  case WeightFormat::Int4G32:
+    return "int4-g32";
+  case WeightFormat::Int4G64:
+    return "int4-g64";
+  }
+  return "unknown";
+}
+
+constexpr int64_t kStripWidth = 64;
+
+inline int64_t roundUp(int64_t value, int64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+/// Where the parts of a packed K x N weight lie.
+struct StripLayout {
+  WeightFormat format = WeightFormat::Plain;
+  int64_t k = 0, n = 0;
+  int64_t strips = 0;
+  /// Rows stored per strip (K padded to the format's row block).
+  int64_t kPadded = 0;
+  /// int4: rows per scale group.
+  int64_t group = 0;
+  /// Bytes of one strip's data.
+  size_t stripBytes = 0;
+  size_t scaleOffset = 0;
+  size_t totalBytes = 0;
+
+  static StripLayout of(WeightFormat format, int64_t k, int64_t n) {
+    StripLayout l;
+    l.format = format;
+    l.k = k;
+    l.n = n;
+    l.strips = (n + kStripWidth - 1) / kStripWidth;
+    switch (format) {
+    case WeightFormat::Plain:
+      return l;
+    case WeightFormat::F32Strips:
+      l.kPadded = roundUp(k, 16);
+      l.stripBytes = size_t(l.kPadded) * kStripWidth * 4;
+      break;
+    case WeightFormat::Bf16Strips:
+      l.kPadded = roundUp(k, 32);
+      l.stripBytes = size_t(l.kPadded) * kStripWidth * 2;
+      break;
+    case WeightFormat::Int8:
+      l.kPadded = k;
+      l.stripBytes = size_t(k) * kStripWidth;
+      break;
+    case WeightFormat::Int4G32:
+    case WeightFormat::Int4G64:
+      l.group = format == WeightFormat::Int4G32 ? 32 : 64;
+      l.kPadded = roundUp(k, l.group);
+      l.stripBytes = size_t(l.kPadded) * kStripWidth / 2;
+      break;
+    }
+    size_t data = l.stripBytes * size_t(l.strips);
+    l.scaleOffset = size_t(roundUp(int64_t(data), 64));
+    l.totalBytes = l.scaleOffset;
+    if (format == WeightFormat::Int8)
+      l.totalBytes += size_t(l.strips) * kStripWidth * 4;
+    else if (l.group)
+      l.totalBytes += size_t(l.strips) * size_t(l.kPadded / l.group) * kStripWidth * 2;
+    return l;
+  }
+};
+
+/// IEEE half, round to nearest even (what numpy's astype(float16) does).
+inline uint16_t toF16(float value) {
+  _Float16 half = static_cast<_Float16>(value);
+  uint16_t bits;
+  std::memcpy(&bits, &half, 2);
+  return bits;
+}
+inline float fromF16(uint16_t bits) {
+  _Float16 half;
+  std::memcpy(&half, &bits, 2);
+  return static_cast<float>(half);
+}
+
+/// The int8 scale of a column whose largest magnitude is `amax`.
+inline float int8Scale(float amax) { return amax / 127.0f; }
+inline int8_t quantizeInt8(float w, float scale) {
+  if (scale == 0.0f)
+    return 0;
+  float q = std::nearbyint(w / scale);
+  return (int8_t)std::clamp(q, -127.0f, 127.0f);
+}
+/// Candidate int4 scales for a group whose value of largest magnitude is
+/// `extreme` (the first such in row order): extreme / -m for these m, so
+/// that the extreme lands on the negative side, where -8 is; the packer
+/// keeps the one with the least squared error (the first on a tie).
+constexpr float kInt4ScaleDivisors[] = {8.0f, 7.5f, 7.0f, 6.5f, 6.0f};
+inline uint16_t int4Scale(float extreme, float divisor) {
+  return extreme == 0.0f ? 0 : toF16(extreme / -divisor); // +0, not -0, for zeros
+}
+inline uint8_t quantizeInt4(float w, uint16_t scale16) {
+  float scale = fromF16(scale16);
+  if (scale == 0.0f || !std::isfinite(scale))
+    return 8;
+  float q = std::nearbyint(w / scale);
+  return (uint8_t)(std::clamp(q, -8.0f, 7.0f) + 8.0f);
+}
+
+/// Packs W, read through `at(row, col)` -> float, into `out`
+/// (layout.totalBytes bytes).
+template <typename Element>
+void packWeight(const StripLayout &l, Element at, uint8_t *out) {
+  std::memset(out, 0, l.totalBytes);
+  auto column = [&](int64_t s, int64_t j) { return s * kStripWidth + j; };
+  for (int64_t s = 0; s < l.strips; ++s) {
+    uint8_t *strip = out + size_t(s) * l.stripBytes;
+    int64_t width = std::min(kStripWidth, l.n - s * kStripWidth);
+    switch (l.format) {
+    case WeightFormat::Plain:
+      return;
+    case WeightFormat::F32Strips: {
+      auto *data = reinterpret_cast<float *>(strip);
+      for (int64_t r = 0; r < l.k; ++r)
+        for (int64_t j = 0; j < width; ++j)
+          data[r * kStripWidth + j] = at(r, column(s, j));
+      break;
+    }
+    case WeightFormat::Bf16Strips: {
+      auto *data = reinterpret_cast<uint16_t *>(strip);
+      for (int64_t r = 0; r < l.k; ++r)
+        for (int64_t j = 0; j < width; ++j)
+          data[(r / 2) * kStripWidth * 2 + j * 2 + (r % 2)] = toBf16(at(r, column(s, j)));
+      break;
+    }
+    case WeightFormat::Int8: {
+      auto *data = reinterpret_cast<int8_t *>(strip);
+      auto *scales = reinterpret_cast<float *>(out + l.scaleOffset) + s * kStripWidth;
+      for (int64_t j = 0; j < width; ++j) {
+        float amax = 0.0f;
+        for (int64_t r = 0; r < l.k; ++r)
+          amax = std::max(amax, std::fabs(at(r, column(s, j))));
+        scales[j] = int8Scale(amax);
+        for (int64_t r = 0; r < l.k; ++r)
+          data[r * kStripWidth + j] = quantizeInt8(at(r, column(s, j)), scales[j]);
+      }
+      break;
+    }
+    case WeightFormat::Int4G32:
+    case WeightFormat::Int4G64: {
+      int64_t groups = l.kPadded / l.group;
+      auto *scales = reinterpret_cast<uint16_t *>(out + l.scaleOffset) +
+                     size_t(s) * groups * kStripWidth;
+      for (int64_t j = 0; j < width; ++j)
+        for (int64_t g = 0; g < groups; ++g) {
+          int64_t r0 = g * l.group, r1 = std::min(l.k, r0 + l.group);
+          float extreme = 0.0f;
+          for (int64_t r = r0; r < r1; ++r) {
+            float v = at(r, column(s, j));
+            if (std::fabs(v) > std::fabs(extreme))
+              extreme = v;
+          }
+          uint16_t scale = 0;
+          double best = -1.0;
+          for (float divisor : kInt4ScaleDivisors) {
+            uint16_t candidate = int4Scale(extreme, divisor);
+            double error = 0.0;
+            for (int64_t r = r0; r < r1; ++r) {
+              float v = at(r, column(s, j));
+              double d = double(v) - double(quantizeInt4(v, candidate) - 8) *
+                                         double(fromF16(candidate));
+              error += d * d;
+            }
+            if (best < 0.0 || error < best) {
+              best = error;
+              scale = candidate;
+            }
+          }
+          scales[g * kStripWidth + j] = scale;
+          for (int64_t r = r0; r < l.group + r0; ++r) {
+            uint8_t nibble = r < r1 ? quantizeInt4(at(r, column(s, j)), scale) : 8;
+            uint8_t &byte = strip[r * (kStripWidth / 2) + (j % 32)];
+            byte |= j < 32 ? nibble : uint8_t(nibble << 4);
+          }
+        }
+      // Columns past N hold nibble 8 (zero) like padded rows.
+      for (int64_t j = width; j < kStripWidth; ++j)
+        for (int64_t r = 0; r < l.kPadded; ++r)
+          strip[r * (kStripWidth / 2) + (j % 32)] |= j < 32 ? 8 : 0x80;
+      break;
+    }
+    }
+  }
+}
+
+/// Reads element (row, col) of a packed weight back as the kernels see it
+/// (dequantized): for tests and for the slow reference paths.
+inline float unpackWeight(const StripLayout &l, const uint8_t *data, int64_t row, int64_t col) {
+  int64_t s = col / kStripWidth, j = col % kStripWidth;
+  const uint8_t *strip = data + size_t(s) * l.stripBytes;
+  switch (l.format) {
+  case WeightFormat::Plain:
+    return 0.0f;
+  case WeightFormat::F32Strips:
+    return reinterpret_cast<const float *>(strip)[row * kStripWidth + j];
+  case WeightFormat::Bf16Strips: {
+    uint32_t bits = uint32_t(reinterpret_cast<const uint16_t *>(
+                                 strip)[(row / 2) * kStripWidth * 2 + j * 2 + (row % 2)])
+                    << 16;
+    float value;
+    std::memcpy(&value, &bits, 4);
+    return value;
+  }
+  case WeightFormat::Int8:
+    return float(reinterpret_cast<const int8_t *>(strip)[row * kStripWidth + j]) *
+           reinterpret_cast<const float *>(data + l.scaleOffset)[col];
+  case WeightFormat::Int4G32:
+  case WeightFormat::Int4G64: {
+    uint8_t byte = strip[row * (kStripWidth / 2) + (j % 32)];
+    int nibble = j < 32 ? (byte & 15) : (byte >> 4);
+    int64_t groups = l.kPadded / l.group;
+    uint16_t scale = reinterpret_cast<const uint16_t *>(
+        data + l.scaleOffset)[(size_t(s) * groups + row / l.group) * kStripWidth + j];
+    return float(nibble - 8) * fromF16(scale);
+  }
+  }
+  return 0.0f;
+}
+
+} // namespace hasten::abi
+
+#endif // HASTEN_WEIGHTLAYOUT_H

@@ -1,0 +1,281 @@
+//===- PackedKernels.cpp - matmuls over weights the compiler packed --------===//
+//
+// hasten_rt_matmul_packed's kernels: the weight arrives in the layout the
+// compiler stored (include/hasten/WeightLayout.h, mapped read-only from the
+// module), so nothing is repacked or copied at run time.
+//
+//   one row (decode)   a GEMV per format that streams each strip once: f32,
+//                      bf16 (vdpbf16ps), int8 and int4 unpacked in
+//                      registers with per-column / per-group scales;
+//   up to 16 rows      the same per-row kernel over each strip while it is
+//                      in cache, so that a row scores exactly as decoding
+//                      it would (speculative verification relies on it);
+//   more rows          f32/bf16 strips on oneDNN's GEMM in place; quantized
+//                      strips dequantized one at a time into the f32 strip
+//                      GEMM.
+//
+// Without AVX-512 every format takes a portable path (dequantize a strip,
+// then plain loops).
+//
+//===----------------------------------------------------------------------===//
+
+#include "CpuFeatures.h"
+#include "RuntimeInternal.h"
+#include "hasten/KernelAbi.h"
+#include "hasten/WeightLayout.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace hasten::abi;
+using hasten::runtime::MemRefDescriptor;
+
+namespace {
+
+using Matrix = MemRefDescriptor<float, 2>;
+
+/// One product: the packed weight, its layout, and the rows of x and y.
+struct PackedJob {
+  StripLayout layout;
+  const uint8_t *w;
+  const float *x;
+  int64_t xRowStride, xStride;
+  float *y;
+  int64_t yRowStride, rows;
+  bool overwrite;
+  /// int4: per row, the sum of x over each group of rows (the zero point's
+  /// share, subtracted once per group).
+  const float *groupSums;
+};
+
+/// Writes (or adds) one strip's 64 results, clipped to n.
+inline void storeResults(const float *out, float *y, int64_t n0, int64_t n, bool overwrite) {
+  int64_t width = std::min(kStripWidth, n - n0);
+  for (int64_t j = 0; j < width; ++j)
+    y[n0 + j] = overwrite ? out[j] : y[n0 + j] + out[j];
+}
+
+//===----------------------------------------------------------------------===//
+// int8 and int4 strips, one row of x (AVX-512)
+//===----------------------------------------------------------------------===//
+
+/// y[strip] = scale[n] * sum_k x[k] q[k][n]: the products in f32, the
+/// column's scale applied once at the end.
+__attribute__((target("avx512f"))) void int8StripRow(const PackedJob &job, int64_t s,
+                                                     int64_t row) {
+  const StripLayout &l = job.layout;
+  const int8_t *strip = reinterpret_cast<const int8_t *>(job.w + size_t(s) * l.stripBytes);
+  const float *x = job.x + row * job.xRowStride;
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  for (int64_t r = 0; r < l.k; ++r) {
+    __m512 xv = _mm512_set1_ps(x[r * job.xStride]);
+    const int8_t *q = strip + r * kStripWidth;
+    for (int v = 0; v < 4; ++v) {
+      __m512 w = _mm512_cvtepi32_ps(
+          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q + 16 * v))));
+      acc[v] = _mm512_fmadd_ps(xv, w, acc[v]);
+    }
+  }
+  const float *scales = reinterpret_cast<const float *>(job.w + l.scaleOffset) + s * kStripWidth;
+  alignas(64) float out[kStripWidth];
+  for (int v = 0; v < 4; ++v)
+    _mm512_store_ps(out + 16 * v, _mm512_mul_ps(acc[v], _mm512_loadu_ps(scales + 16 * v)));
+  storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
+}
+
+/// y[strip] = sum_g scale[g][n] * (sum_{k in g} x[k] nibble[k][n] - 8 sum_{k in g} x[k]).
+__attribute__((target("avx512f,avx512bw"))) void int4StripRow(const PackedJob &job, int64_t s,
+                                                              int64_t row) {
+  const StripLayout &l = job.layout;
+  const uint8_t *strip = job.w + size_t(s) * l.stripBytes;
+  const float *x = job.x + row * job.xRowStride;
+  int64_t groups = l.kPadded / l.group;
+  const uint16_t *scales =
+      reinterpret_cast<const uint16_t *>(job.w + l.scaleOffset) + size_t(s) * groups * kStripWidth;
+  const float *sums = job.groupSums + row * groups;
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                      _mm512_setzero_ps()};
+    int64_t r0 = g * l.group, r1 = std::min(l.k, r0 + l.group);
+    for (int64_t r = r0; r < r1; ++r) {
+      __m512 xv = _mm512_set1_ps(x[r * job.xStride]);
+      __m256i bytes =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(strip + r * (kStripWidth / 2)));
+      __m256i lo = _mm256_and_si256(bytes, low);                        // columns 0..31
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low); // columns 32..63
+      __m128i pieces[4] = {_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1),
+                           _mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)};
+      for (int v = 0; v < 4; ++v)
+        part[v] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(pieces[v])),
+                                  part[v]);
+    }
+    __m512 zero = _mm512_set1_ps(8.0f * sums[g]);
+    for (int v = 0; v < 4; ++v) {
+      __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(scales + g * kStripWidth + 16 * v)));
+      acc[v] = _mm512_fmadd_ps(scale, _mm512_sub_ps(part[v], zero), acc[v]);
+    }
+  }
+  alignas(64) float out[kStripWidth];
+  for (int v = 0; v < 4; ++v)
+    _mm512_store_ps(out + 16 * v, acc[v]);
+  storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
+}
+
+/// Strips [begin, end), each for every row while it is in cache.
+template <void (*StripRow)(const PackedJob &, int64_t, int64_t)>
+void quantizedStrips(int64_t begin, int64_t end, void *data) {
+  auto *job = static_cast<PackedJob *>(data);
+  for (int64_t s = begin; s < end; ++s)
+    for (int64_t row = 0; row < job->rows; ++row)
+      StripRow(*job, s, row);
+}
+
+//===----------------------------------------------------------------------===//
+// Any format, a strip dequantized to f32 at a time
+//===----------------------------------------------------------------------===//
+
+/// Strip s of W as f32 rows of 64 (scales applied), k rows.
+void dequantizeStrip(const StripLayout &l, const uint8_t *w, int64_t s, float *out) {
+  const uint8_t *strip = w + size_t(s) * l.stripBytes;
+  switch (l.format) {
+  case WeightFormat::F32Strips:
+    std::memcpy(out, strip, size_t(l.k) * kStripWidth * 4);
+    return;
+  case WeightFormat::Bf16Strips: {
+    const auto *pairs = reinterpret_cast<const uint16_t *>(strip);
+    for (int64_t r = 0; r < l.k; ++r)
+      for (int64_t j = 0; j < kStripWidth; ++j) {
+        uint32_t bits = uint32_t(pairs[(r / 2) * kStripWidth * 2 + j * 2 + (r % 2)]) << 16;
+        std::memcpy(&out[r * kStripWidth + j], &bits, 4);
+      }
+    return;
+  }
+  case WeightFormat::Int8: {
+    const auto *q = reinterpret_cast<const int8_t *>(strip);
+    const float *scales = reinterpret_cast<const float *>(w + l.scaleOffset) + s * kStripWidth;
+    for (int64_t r = 0; r < l.k; ++r)
+      for (int64_t j = 0; j < kStripWidth; ++j)
+        out[r * kStripWidth + j] = float(q[r * kStripWidth + j]) * scales[j];
+    return;
+  }
+  case WeightFormat::Int4G32:
+  case WeightFormat::Int4G64: {
+    int64_t groups = l.kPadded / l.group;
+    const auto *scales = reinterpret_cast<const uint16_t *>(w + l.scaleOffset) +
+                         size_t(s) * groups * kStripWidth;
+    for (int64_t r = 0; r < l.k; ++r) {
+      const uint8_t *bytes = strip + r * (kStripWidth / 2);
+      const uint16_t *rowScales = scales + (r / l.group) * kStripWidth;
+      for (int64_t j = 0; j < kStripWidth; ++j) {
+        int nibble = j < 32 ? (bytes[j] & 15) : (bytes[j - 32] >> 4);
+        out[r * kStripWidth + j] = float(nibble - 8) * fromF16(rowScales[j]);
+      }
+    }
+    return;
+  }
+  case WeightFormat::Plain:
+    return;
+  }
+}
+
+/// Strips [begin, end): dequantized into a per-thread buffer, then every row
+/// through the f32 strip GEMM (AVX-512) or plain loops.
+void dequantizedStrips(int64_t begin, int64_t end, void *data) {
+  auto *job = static_cast<PackedJob *>(data);
+  const StripLayout &l = job->layout;
+  thread_local std::vector<float> buffer;
+  buffer.resize(size_t(l.k) * kStripWidth);
+  bool avx512 = hasten::runtime::cpuCapabilities().avx512;
+  for (int64_t s = begin; s < end; ++s) {
+    dequantizeStrip(l, job->w, s, buffer.data());
+    int64_t n0 = s * kStripWidth, width = std::min(kStripWidth, l.n - n0);
+    if (avx512) {
+      hasten::runtime::F32Strips strip{buffer.data(), l.k, l.k, width, 1};
+      hasten::runtime::f32StripsRows(strip, job->x, job->xRowStride, job->xStride, job->rows,
+                                     job->y + n0, job->yRowStride, job->overwrite);
+      continue;
+    }
+    for (int64_t row = 0; row < job->rows; ++row) {
+      float out[kStripWidth] = {};
+      const float *x = job->x + row * job->xRowStride;
+      for (int64_t r = 0; r < l.k; ++r) {
+        float xr = x[r * job->xStride];
+        const float *w = buffer.data() + r * kStripWidth;
+        for (int64_t j = 0; j < kStripWidth; ++j)
+          out[j] += xr * w[j];
+      }
+      float *y = job->y + row * job->yRowStride;
+      for (int64_t j = 0; j < width; ++j)
+        y[n0 + j] = job->overwrite ? out[j] : y[n0 + j] + out[j];
+    }
+  }
+}
+
+/// Rows that go through the per-row kernels (decode, verification, short
+/// prompts); longer products take the GEMM paths.
+constexpr int64_t kFewRows = 16;
+
+} // namespace
+
+void hasten::runtime::packedMatmul(const Matrix &a, const uint8_t *w, const Matrix &c,
+                                   int32_t flags) {
+  WeightFormat format = weightFormatOf(flags);
+  int64_t m = a.sizes[0], k = a.sizes[1], n = c.sizes[1];
+  if (format == WeightFormat::Plain || format > WeightFormat::Int4G64)
+    throw std::runtime_error("unknown packed weight format " + std::to_string(int(format)));
+  if (c.strides[1] != 1)
+    throw std::runtime_error("packed matmul: the output's columns must be contiguous");
+  StripLayout layout = StripLayout::of(format, k, n);
+  bool overwrite = flags & kOverwrite;
+  const CpuCapabilities &cpu = cpuCapabilities();
+  PackedJob job{layout, w, a.data(), a.strides[0], a.strides[1], c.data(), c.strides[0],
+                m,      overwrite, nullptr};
+  int64_t work = n >= 256 ? n * m : 0;
+  if (cpu.avx512) {
+    if (format == WeightFormat::F32Strips) {
+      F32Strips strips{reinterpret_cast<const float *>(w), k, layout.kPadded, n, layout.strips};
+      if (m == 1)
+        return f32StripsGemv(strips, a.data(), a.strides[1], c.data(), overwrite);
+      if (m <= kFewRows || !stripsMatmulOneDnn(a, w, c, /*bf16=*/false, overwrite))
+        return f32StripsRows(strips, a.data(), a.strides[0], a.strides[1], m, c.data(),
+                             c.strides[0], overwrite);
+      return;
+    }
+    if (format == WeightFormat::Bf16Strips && cpu.avx512Bf16) {
+      Bf16Strips strips{reinterpret_cast<const uint32_t *>(w), k, layout.kPadded / 2, n,
+                        layout.strips};
+      if (m <= kFewRows) {
+        for (int64_t row = 0; row < m; ++row)
+          bf16StripsGemv(strips, a.data() + row * a.strides[0], a.strides[1],
+                         c.data() + row * c.strides[0], overwrite);
+        return;
+      }
+      if (stripsMatmulOneDnn(a, w, c, /*bf16=*/true, overwrite))
+        return;
+    }
+    if (format == WeightFormat::Int8 && m <= kFewRows)
+      return parallelFor(layout.strips, work, quantizedStrips<int8StripRow>, &job);
+    if ((format == WeightFormat::Int4G32 || format == WeightFormat::Int4G64) &&
+        m <= kFewRows) {
+      int64_t groups = layout.kPadded / layout.group;
+      thread_local std::vector<float> sums;
+      sums.assign(size_t(m * groups), 0.0f);
+      for (int64_t row = 0; row < m; ++row)
+        for (int64_t r = 0; r < k; ++r)
+          sums[row * groups + r / layout.group] += a.data()[row * a.strides[0] + r * a.strides[1]];
+      job.groupSums = sums.data();
+      return parallelFor(layout.strips, work, quantizedStrips<int4StripRow>, &job);
+    }
+  }
+  parallelFor(layout.strips, work, dequantizedStrips, &job);
+}

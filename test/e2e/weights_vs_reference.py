@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Weights packed at compile time, mapped at load, and quantized, against
+independent references.
+
+- Packing: the bytes the compiler stores for a weight (read back from the
+  bufferized .mlir) equal numpy's packing of the ONNX initializer in the
+  documented layout (include/hasten/WeightLayout.h), byte for byte: f32 and
+  bf16 strips, int8 per column, int4 per group of 32 and 64 rows.
+- Kernels: y = x W through every kernel path (1 row, a few rows, many rows)
+  against numpy's x @ dequantize(W), with K and N off the block sizes;
+  a few rows score exactly as each row alone (what verification needs).
+- Decoders: a sidecar module computes what the embedded one does, bit for
+  bit; int8 logits are within 2e-2 (relative) of f32; on the trained default
+  model, int4's perplexity on held-out text is within 5% of f32 (groups of
+  32; 8% for groups of 64) and int8's within 1%.
+- Bad files: a missing, foreign or truncated sidecar is refused naming it;
+  a damaged weight byte is caught by hasten_module_verify_weights.
+
+usage: weights_vs_reference.py BUILD_DIR
+"""
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "models"))
+import e2e_common  # noqa: E402
+import hasten_ctypes as hc  # noqa: E402
+
+STRIP = 64
+
+
+# ---------------------------------------------------------------- references
+
+def held_out_text():
+    """The text test/models/train_pair.corpus() holds out (one file in 20 by
+    its path's hash): the default model never trained on it."""
+    files = sorted(glob.glob("/usr/share/common-licenses/*") +
+                   glob.glob("/usr/share/doc/*/copyright"))
+    held = []
+    for path in files:
+        if os.path.isfile(path) and int(hashlib.sha256(path.encode()).hexdigest(), 16) % 20 == 0:
+            try:
+                held.append(open(path, "rb").read())
+            except OSError:
+                pass
+    return b"\n".join(held)
+
+
+def bf16_bits(a):
+    """float32 -> bf16 bits, round to nearest even (NaN-free inputs)."""
+    u = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def round_up(v, m):
+    return (v + m - 1) // m * m
+
+
+def pack(w, fmt):
+    """numpy's packing of W [K, N] in `fmt`; returns (bytes, dequantized W)."""
+    k, n = w.shape
+    strips = (n + STRIP - 1) // STRIP
+    wp = np.zeros((k, strips * STRIP), np.float32)
+    wp[:, :n] = w
+    by_strip = wp.reshape(k, strips, STRIP).transpose(1, 0, 2)  # [strips, K, 64]
+    if fmt == "f32-strips":
+        data = np.zeros((strips, round_up(k, 16), STRIP), np.float32)
+        data[:, :k] = by_strip
+        blob = data.tobytes()
+        return blob, w.copy()
+    if fmt == "bf16-strips":
+        kp = round_up(k, 32)
+        data = np.zeros((strips, kp, STRIP), np.uint16)
+        data[:, :k] = bf16_bits(by_strip)
+        # rows 2p and 2p+1 of a column side by side
+        data = data.reshape(strips, kp // 2, 2, STRIP).transpose(0, 1, 3, 2)
+        return data.tobytes(), from_bf16(bf16_bits(w))
+    if fmt == "int8":
+        amax = np.abs(wp).max(axis=0)
+        scale = (amax / np.float32(127)).astype(np.float32)
+        safe = np.where(scale == 0, np.float32(1), scale)
+        q = np.where(scale == 0, 0, np.clip(np.rint(wp / safe), -127, 127)).astype(np.int8)
+        data = q.reshape(k, strips, STRIP).transpose(1, 0, 2).tobytes()
+        blob = data + bytes(round_up(len(data), 64) - len(data)) + scale.tobytes()
+        return blob, (q[:, :n].astype(np.float32) * scale[:n])
+    group = 32 if fmt == "int4-g32" else 64
+    kp = round_up(k, group)
+    groups = kp // group
+    wg = np.zeros((kp, strips * STRIP), np.float32)
+    wg[:k] = wp
+    wg = wg.reshape(groups, group, strips * STRIP)
+    # candidate scales extreme / -m (the value of largest magnitude, first in
+    # row order, on the side of -8); the least squared error wins
+    extreme = np.take_along_axis(wg, np.abs(wg).argmax(axis=1)[:, None, :], axis=1)[:, 0, :]
+
+    def quantize(scale16):
+        scale = scale16.astype(np.float32)
+        safe = np.where(scale == 0, np.float32(1), scale)
+        q = np.clip(np.rint(wg / safe[:, None, :]), -8, 7)
+        return np.where(scale[:, None, :] == 0, 0, q), scale
+
+    best_err, scale16 = None, None
+    for divisor in (8.0, 7.5, 7.0, 6.5, 6.0):
+        cand = np.where(extreme == 0, np.float32(0),
+                        extreme / np.float32(-divisor)).astype(np.float16)
+        q, scale = quantize(cand)
+        err = ((wg.astype(np.float64) - q * scale.astype(np.float64)[:, None, :]) ** 2).sum(axis=1)
+        if best_err is None:
+            best_err, scale16 = err, cand
+        else:
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            scale16 = np.where(better, cand, scale16)
+    q, scale = quantize(scale16)
+    q = np.where(scale[:, None, :] == 0, 0, q).astype(np.int64) + 8   # nibbles
+    q = q.reshape(kp, strips, STRIP).transpose(1, 0, 2)        # [strips, Kp, 64]
+    data = (q[:, :, :32] | (q[:, :, 32:] << 4)).astype(np.uint8).tobytes()
+    scales = scale16.reshape(groups, strips, STRIP).transpose(1, 0, 2)  # [strips, groups, 64]
+    blob = data + bytes(round_up(len(data), 64) - len(data)) + scales.astype(np.float16).tobytes()
+    deq = ((q.transpose(1, 0, 2).reshape(kp, strips * STRIP) - 8).astype(np.float32)
+           * np.repeat(scale, group, axis=0))
+    return blob, deq[:k, :n]
+
+
+# --------------------------------------------------------------- the modules
+
+def matmul_model(path, w, m):
+    """y = x W, W an initializer; x [m, K]."""
+    k, n = w.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def compile_module(bin_dir, onnx_path, out, *flags):
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), onnx_path, "-o", out, *flags],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"hasten-compile {' '.join(flags)}: {proc.stderr.strip()[-600:]}")
+    return out
+
+
+def stored_blob(mlir_path, key):
+    """The bytes of resource `key` in an .mlir file (after the 4-byte
+    alignment header MLIR writes)."""
+    text = open(mlir_path).read()
+    match = re.search(r'\n\s*"?' + re.escape(key) + r'"?: "0x([0-9A-F]+)"', text)
+    return bytes.fromhex(match.group(1))[4:] if match else None
+
+
+FORMATS = {"f32-strips": [], "bf16-strips": ["--weights=bf16"], "int8": ["--weights=int8"],
+           "int4-g32": ["--weights=int4"], "int4-g64": ["--weights=int4", "--int4-group=64"]}
+
+
+def check_kernels(checks, bin_dir, work, rng):
+    k, n = 72, 300     # K off 16/32/64, N off 64
+    w = (rng.standard_normal((k, n)) * 0.1).astype(np.float32)
+    w[:, 7] = 0.0      # a zero column: scale 0
+    w[5, 9] = 3.0      # an outlier in one column and group
+    for fmt, flags in FORMATS.items():
+        onnx_path = os.path.join(work, "mm1.onnx")
+        matmul_model(onnx_path, w, 1)
+        mlir = compile_module(bin_dir, onnx_path, os.path.join(work, f"mm.{fmt}.mlir"),
+                              "--compile-to=buffer", *flags)
+        blob = stored_blob(mlir, "w." + fmt)
+        expected, dequantized = pack(w, fmt)
+        if fmt.endswith("strips") and blob is None and "strips" not in open(mlir).read():
+            # Without AVX-512 the compiler keeps f32/bf16 weights plain.
+            print(f"skip {fmt}: this host's default target keeps f32/bf16 weights plain")
+            continue
+        checks.check(blob == expected,
+                     f"{fmt}: stored bytes equal numpy's packing ({len(expected)} bytes)")
+        for m in (1, 5, 40):
+            onnx_path = os.path.join(work, f"mm{m}.onnx")
+            matmul_model(onnx_path, w, m)
+            so = compile_module(bin_dir, onnx_path, os.path.join(work, f"mm{m}.{fmt}.so"), *flags)
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            y = np.load(os.path.join(e2e_common.run_module(bin_dir, so, {"x": x}, work,
+                                                           f"mm{m}.{fmt}"), "y.npy"))
+            refs = [x.astype(np.float64) @ dequantized.astype(np.float64)]
+            if fmt == "bf16-strips":   # the bf16 kernels also round x
+                refs.append(from_bf16(bf16_bits(x)).astype(np.float64) @ dequantized)
+            err = min(np.abs(y - r).max() / np.abs(r).max() for r in refs)
+            checks.check(err < 2e-6 if fmt == "f32-strips" else err < 1e-5,
+                         f"{fmt}: {m} x {k} x {n} against numpy's x @ dequantized W "
+                         f"(max error {err:.1e} of max |y|)")
+            if m == 5:
+                rows = []
+                one = compile_module(bin_dir, os.path.join(work, "mm1.onnx"),
+                                     os.path.join(work, f"mm1.{fmt}.so"), *flags)
+                for i in range(m):
+                    rows.append(np.load(os.path.join(e2e_common.run_module(
+                        bin_dir, one, {"x": x[i:i + 1]}, work, f"mm1.{fmt}.{i}"), "y.npy")))
+                checks.check(np.array_equal(np.concatenate(rows), y),
+                             f"{fmt}: 5 rows score bit for bit as each row alone")
+
+
+def perplexity(module, ids, chunk=128):
+    nll, count = 0.0, 0
+    for start in range(0, len(ids) - chunk, chunk):
+        piece = ids[start:start + chunk + 1]
+        seq = module.sequence()
+        seq.append(piece[:1])
+        logits = seq.verify(piece[1:-1]).astype(np.float64)
+        targets = np.array(piece[2:])
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        nll -= logp[np.arange(len(targets)), targets].sum()
+        count += len(targets)
+        seq.free()
+    return float(np.exp(nll / count))
+
+
+def check_decoders(checks, bin_dir, rt, work):
+    for preset, _cfg, _weights, onnx_path in e2e_common.decoders(work):
+        mods = {}
+        for tag, flags in (("f32", []), ("sidecar", ["--weights-file=sidecar"]),
+                           ("int8", ["--weights=int8"]), ("int4", ["--weights=int4"])):
+            out = os.path.join(work, f"{preset}.{tag}.so")
+            compile_module(bin_dir, onnx_path, out, *flags)
+            mods[tag] = rt.load(out)
+        prompt = [1, 5, 9, 3, 7, 2, 8, 4]
+        logits = {}
+        for tag, mod in mods.items():
+            seq = mod.sequence()
+            logits[tag] = [seq.append(prompt)] + [seq.append([t]) for t in (6, 11, 13)]
+            seq.free()
+        checks.check(all(np.array_equal(a, b) for a, b in zip(logits["f32"], logits["sidecar"])),
+                     f"{preset}: the sidecar module's logits equal the embedded one's, bit for bit")
+        side = os.path.join(work, f"{preset}.sidecar.weights")
+        so_size, weights_size = os.path.getsize(os.path.join(work, f"{preset}.sidecar.so")), \
+            os.path.getsize(side)
+        checks.check(mods["sidecar"].weights_path() == side and
+                     mods["f32"].weights_path().endswith(f"{preset}.f32.so"),
+                     f"{preset}: weights mapped from {os.path.basename(side)} and from the .so")
+        checks.check(abs(weights_size - 4096 - os.path.getsize(os.path.join(work, f"{preset}.f32.so"))
+                         + so_size) < 64 * 1024,
+                     f"{preset}: the sidecar holds what the embedded module adds "
+                     f"({so_size} + {weights_size} bytes)")
+        rel = max(np.linalg.norm(q - f) / np.linalg.norm(f)
+                  for q, f in zip(logits["int8"], logits["f32"]))
+        checks.check(rel < 2e-2, f"{preset}: int8 logits within 2e-2 of f32 (relative {rel:.1e})")
+        formats = {f for _n, f, _b in mods["int8"].weights()}
+        checks.check("int8" in formats, f"{preset}: the int8 module lists int8 weights {sorted(formats)}")
+        for mod in mods.values():
+            mod.free()
+
+
+def check_default_model(checks, bin_dir, rt, work):
+    model_dir = os.path.join(HERE, "..", "models", "default")
+    tok = rt.tokenizer(os.path.join(model_dir, "tokenizer.json"))
+    held = held_out_text()
+    ids = tok.encode(held[:40000].decode("ascii", "ignore"))[:1300]
+    if len(ids) < 600:
+        print(f"skip perplexity: only {len(ids)} held-out tokens on this machine")
+        return
+    ppl = {}
+    for tag, flags in (("f32", []), ("int8", ["--weights=int8"]), ("int4-g32", ["--weights=int4"]),
+                       ("int4-g64", ["--weights=int4", "--int4-group=64"])):
+        out = compile_module(bin_dir, os.path.join(model_dir, "model.onnx"),
+                             os.path.join(work, f"default.{tag}.so"), *flags)
+        mod = rt.load(out)
+        ppl[tag] = perplexity(mod, ids)
+        mod.free()
+    print(f"held-out perplexity over {len(ids)} tokens: " +
+          ", ".join(f"{k} {v:.3f}" for k, v in ppl.items()))
+    checks.check(ppl["int8"] <= ppl["f32"] * 1.01, "default model: int8 perplexity within 1% of f32")
+    # The issue's bound is for int4 as compiled by default (groups of 32);
+    # groups of 64 on this d = 128 model measured +5.3%, checked at 8%.
+    for tag, bound in (("int4-g32", 1.05), ("int4-g64", 1.08)):
+        checks.check(ppl[tag] <= ppl["f32"] * bound,
+                     f"default model: {tag} perplexity within {bound - 1:.0%} of f32 "
+                     f"({ppl[tag] / ppl['f32'] - 1:+.1%})")
+
+
+def check_bad_files(checks, bin_dir, rt, work):
+    src = os.path.join(work, "gpt2-tiny.onnx")
+    other = os.path.join(work, "llama-tiny.onnx")
+    d = os.path.join(work, "bad")
+    os.makedirs(d, exist_ok=True)
+    so = compile_module(bin_dir, src, os.path.join(d, "m.so"), "--weights-file=sidecar")
+    side = os.path.join(d, "m.weights")
+    good = open(side, "rb").read()
+
+    def refused(what, fragment, status):
+        try:
+            rt.load(so).free()
+            checks.check(False, f"{what}: refused (it loaded)")
+        except hc.HastenError as e:
+            checks.check(fragment in str(e) and e.status == status,
+                         f"{what}: refused with status {e.status}: {str(e)[:150]}")
+
+    os.remove(side)
+    refused("missing sidecar", "m.weights cannot be opened", 2)
+    compile_module(bin_dir, other, os.path.join(d, "other.so"), "--weights-file=sidecar")
+    shutil.copy(os.path.join(d, "other.weights"), side)
+    refused("another compile's sidecar", "belong to another compile", 4)
+    open(side, "wb").write(good[:len(good) // 2])
+    refused("truncated sidecar", "truncated", 3)
+    open(side, "wb").write(b"not weights" + good[11:])
+    refused("foreign file as sidecar", "not a hasten weights file", 3)
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0x10
+    open(side, "wb").write(bytes(damaged))
+    mod = rt.load(so)   # the header matches: loads without reading the weights
+    try:
+        mod.verify_weights()
+        checks.check(False, "damaged weight byte: hasten_module_verify_weights passed")
+    except hc.HastenError as e:
+        checks.check("m.weights: the weights are damaged" in str(e) and e.status == 3,
+                     f"damaged weight byte: caught by verify_weights: {str(e)[:120]}")
+    mod.free()
+    open(side, "wb").write(good)
+    mod = rt.load(so)
+    mod.verify_weights()
+    checks.check(True, "the intact sidecar verifies")
+    mod.free()
+    # An embedded module: a damaged weight byte passes the load (the segment
+    # is outside the module hash) and fails verification; a damaged code
+    # byte still fails the load.
+    emb = compile_module(bin_dir, src, os.path.join(d, "e.so"))
+    data = bytearray(open(emb, "rb").read())
+    section = subprocess.run(["readelf", "-SW", emb], capture_output=True, text=True).stdout
+    offset = int(re.search(r"\.hasten\.weights\s+PROGBITS\s+\S+\s+(\S+)", section).group(1), 16)
+    data[offset + 100] ^= 0x01
+    open(emb, "wb").write(bytes(data))
+    mod = rt.load(emb)
+    try:
+        mod.verify_weights()
+        checks.check(False, "embedded: damaged weight byte passed verify_weights")
+    except hc.HastenError as e:
+        checks.check(e.status == 3, "embedded: a damaged weight byte fails verify_weights")
+    mod.free()
+    data[offset + 100] ^= 0x01
+    data[0x1000 + 40] ^= 0x01   # code and data before the weights
+    open(emb, "wb").write(bytes(data))
+    try:
+        rt.load(emb).free()
+        checks.check(False, "embedded: a damaged code byte loaded")
+    except hc.HastenError as e:
+        checks.check("corrupt module" in str(e) or "not a loadable" in str(e),
+                     f"embedded: a damaged code byte is refused: {str(e)[:100]}")
+
+
+def main():
+    build = sys.argv[1]
+    bin_dir = os.path.join(build, "bin")
+    rt = hc.Runtime(os.path.join(build, "lib"))
+    checks = e2e_common.Checks()
+    rng = np.random.default_rng(7)
+    with tempfile.TemporaryDirectory(prefix="hasten-weights-") as work:
+        check_kernels(checks, bin_dir, work, rng)
+        check_decoders(checks, bin_dir, rt, work)
+        check_default_model(checks, bin_dir, rt, work)
+        check_bad_files(checks, bin_dir, rt, work)
+    print(f"{checks.passed} passed, {checks.failed} failed")
+    return 1 if checks.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

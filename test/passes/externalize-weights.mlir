@@ -1,0 +1,51 @@
+// RUN: hasten-opt %s -split-input-file -verify-diagnostics -hasten-externalize-weights | FileCheck %s
+// RUN: hasten-opt %s -split-input-file -verify-diagnostics -hasten-externalize-weights="min-bytes=4096" | FileCheck %s --check-prefix=LARGE
+
+// Constants of 64 bytes and more move into the segment at 64-byte aligned
+// offsets (@w: 128 bytes at 0, @v: 64 bytes at 128); their addresses become
+// the runtime-set base plus the offset. Small constants and mutable globals
+// stay in the code.
+// CHECK: module attributes {hasten.weight_segment = {bytes = 192 : i64, weights = [{name = "w", offset = 0 : i64, value = dense<1.000000e+00> : tensor<4x8xf32>}, {name = "v", offset = 128 : i64, value = dense<[1.000000e+00, 2.000000e+00,
+// CHECK: llvm.mlir.global external @hasten_weights_base() {{.*}}alignment = 8 : i64{{.*}} : !llvm.ptr {
+// CHECK-NEXT: %[[NULL:.*]] = llvm.mlir.zero : !llvm.ptr
+// CHECK-NEXT: llvm.return %[[NULL]]
+// CHECK-NOT: llvm.mlir.global internal constant @w(
+// CHECK-NOT: llvm.mlir.global internal constant @v(
+// CHECK: llvm.mlir.global internal constant @small(
+// CHECK: llvm.mlir.global internal @scratch(
+// CHECK-LABEL: llvm.func @f
+// CHECK: %[[SLOT:.*]] = llvm.mlir.addressof @hasten_weights_base : !llvm.ptr
+// CHECK: %[[BASE:.*]] = llvm.load %[[SLOT]] {alignment = 8 : i64} : !llvm.ptr -> !llvm.ptr
+// CHECK: %[[W:.*]] = llvm.getelementptr inbounds %[[BASE]][0] : (!llvm.ptr) -> !llvm.ptr, i8
+// CHECK: llvm.mlir.addressof @small
+// CHECK: %[[BASE2:.*]] = llvm.load
+// CHECK: %[[V:.*]] = llvm.getelementptr inbounds %[[BASE2]][128] : (!llvm.ptr) -> !llvm.ptr, i8
+// CHECK: llvm.getelementptr %[[V]][0, 3]
+// CHECK: llvm.load %[[W]] : !llvm.ptr -> f32
+// With a threshold above every constant nothing moves and no base is added.
+// LARGE-NOT: hasten.weight_segment
+// LARGE-NOT: hasten_weights_base
+// LARGE: llvm.mlir.global internal constant @w(
+module {
+  llvm.mlir.global internal constant @w(dense<1.0> : tensor<4x8xf32>) {addr_space = 0 : i32, alignment = 64 : i64} : !llvm.array<4 x array<8 x f32>>
+  llvm.mlir.global internal constant @small(dense<[1, 2]> : tensor<2xi64>) {addr_space = 0 : i32} : !llvm.array<2 x i64>
+  llvm.mlir.global internal constant @v(dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0]> : tensor<16xf32>) {addr_space = 0 : i32, alignment = 16 : i64} : !llvm.array<16 x f32>
+  llvm.mlir.global internal @scratch(dense<0.0> : tensor<64xf32>) {addr_space = 0 : i32} : !llvm.array<64 x f32>
+  llvm.func @f() -> f32 {
+    %0 = llvm.mlir.addressof @w : !llvm.ptr
+    %1 = llvm.mlir.addressof @small : !llvm.ptr
+    %2 = llvm.mlir.addressof @v : !llvm.ptr
+    %3 = llvm.getelementptr %2[0, 3] : (!llvm.ptr) -> !llvm.ptr, !llvm.array<16 x f32>
+    %4 = llvm.load %3 : !llvm.ptr -> f32
+    %5 = llvm.load %0 : !llvm.ptr -> f32
+    %6 = llvm.fadd %4, %5 : f32
+    llvm.return %6 : f32
+  }
+}
+
+// -----
+
+// Weights are moved once: a second run would lose the first segment.
+// expected-error @below {{the module's weights are already externalized}}
+module attributes {hasten.weight_segment = {bytes = 0 : i64, weights = []}} {
+}
