@@ -93,6 +93,10 @@ def decoder(model, threads, prefill, past, repeat):
     pasts = {p.name: run[p.name.replace("past_key_values.", "present.")] for p in past_inputs}
     decode_ms, _ = timed(sess, feeds(ids(1, 3), pasts, past), max(3 * repeat, 10))
     print(f"decode_ms {decode_ms}")
+    # Resident memory while generating (the bench's memory column).
+    with open("/proc/self/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    print(f"rss_kb {rss}")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ class HastenTest(unittest.TestCase):
         with open(bad, "wb") as f:
             f.write(b"\x08\x07garbage")
         self.assertRaisesHasten("garbage.onnx", hasten.compile, bad)
-        self.assertRaisesHasten("--weights must be f32 or bf16", hasten.compile, onnx_path,
+        self.assertRaisesHasten("--weights must be f32, bf16, int8 or int4", hasten.compile, onnx_path,
                                 os.path.join(self.work.name, "x.so"), weights="int3")
 
     # -- decoders -----------------------------------------------------------
