@@ -576,6 +576,10 @@ cl::opt<int> warmup("warmup", cl::desc("Untimed runs first"), cl::init(0),
 cl::opt<int> threads("threads",
                      cl::desc("Threads (default: HASTEN_NUM_THREADS, else every core)"),
                      cl::init(0), cl::cat(runCategory));
+cl::opt<bool> verifyWeights("verify-weights",
+                            cl::desc("Read every weight byte against the digest the compiler "
+                                     "recorded before running (a load reads none of them)"),
+                            cl::cat(runCategory));
 cl::opt<bool> signatureOnly("signature",
                             cl::desc("Print every entry's signature, roles and KV cache (or "
                                      "only --entry's), and exit"),
@@ -778,6 +782,15 @@ int main(int argc, char **argv) {
   hasten_module *module = nullptr;
   if (hasten_module_load(modulePath.c_str(), &module) != HASTEN_OK)
     return die(hasten_last_error());
+  if (verifyWeights) {
+    auto start = std::chrono::steady_clock::now();
+    if (hasten_module_verify_weights(module) != HASTEN_OK)
+      return die(hasten_last_error());
+    std::fprintf(stderr, "weights verified: %.1f MB in %.1f ms\n",
+                 hasten_module_weight_bytes(module) / 1e6,
+                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                     .count());
+  }
   if (gen.enabled) {
     // A module with a draft model speculates unless told otherwise.
     const char *draftEntry = nullptr;
