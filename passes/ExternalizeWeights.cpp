@@ -105,8 +105,12 @@ struct ExternalizeWeightsPass
       Location loc = address.getLoc();
       Value slot = LLVM::AddressOfOp::create(at, loc, base);
       Value start = LLVM::LoadOp::create(at, loc, ptr, slot, /*alignment=*/8);
+      // An i64 value, not a constant GEP index: those hold 29 bits, and a
+      // segment passes 256 MiB.
+      Value offset = LLVM::ConstantOp::create(at, loc, at.getI64Type(),
+                                              at.getI64IntegerAttr(it->second));
       Value weight = LLVM::GEPOp::create(at, loc, ptr, at.getI8Type(), start,
-                                         ArrayRef<LLVM::GEPArg>{it->second},
+                                         ArrayRef<LLVM::GEPArg>{offset},
                                          LLVM::GEPNoWrapFlags::inbounds);
       address.replaceAllUsesWith(weight);
       address.erase();

@@ -16,10 +16,12 @@
 // CHECK-LABEL: llvm.func @f
 // CHECK: %[[SLOT:.*]] = llvm.mlir.addressof @hasten_weights_base : !llvm.ptr
 // CHECK: %[[BASE:.*]] = llvm.load %[[SLOT]] {alignment = 8 : i64} : !llvm.ptr -> !llvm.ptr
-// CHECK: %[[W:.*]] = llvm.getelementptr inbounds %[[BASE]][0] : (!llvm.ptr) -> !llvm.ptr, i8
+// CHECK: %[[OFF0:.*]] = llvm.mlir.constant(0 : i64) : i64
+// CHECK: %[[W:.*]] = llvm.getelementptr inbounds %[[BASE]][%[[OFF0]]] : (!llvm.ptr, i64) -> !llvm.ptr, i8
 // CHECK: llvm.mlir.addressof @small
 // CHECK: %[[BASE2:.*]] = llvm.load
-// CHECK: %[[V:.*]] = llvm.getelementptr inbounds %[[BASE2]][128] : (!llvm.ptr) -> !llvm.ptr, i8
+// CHECK: %[[OFF128:.*]] = llvm.mlir.constant(128 : i64) : i64
+// CHECK: %[[V:.*]] = llvm.getelementptr inbounds %[[BASE2]][%[[OFF128]]] : (!llvm.ptr, i64) -> !llvm.ptr, i8
 // CHECK: llvm.getelementptr %[[V]][0, 3]
 // CHECK: llvm.load %[[W]] : !llvm.ptr -> f32
 // With a threshold above every constant nothing moves and no base is added.
@@ -40,6 +42,24 @@ module {
     %5 = llvm.load %0 : !llvm.ptr -> f32
     %6 = llvm.fadd %4, %5 : f32
     llvm.return %6 : f32
+  }
+}
+
+// -----
+
+// Offsets past 256 MiB (a 124M-parameter model's segment is 500 MB) are i64
+// values: a GEP's constant indices hold only 29 bits.
+// CHECK: hasten.weight_segment = {bytes = 268435520 : i64, weights = [{name = "big", offset = 0 : i64{{.*}}}, {name = "after", offset = 268435456 : i64
+// CHECK-LABEL: llvm.func @far
+// CHECK: %[[OFF:.*]] = llvm.mlir.constant(268435456 : i64) : i64
+// CHECK: llvm.getelementptr inbounds %{{.*}}[%[[OFF]]] : (!llvm.ptr, i64) -> !llvm.ptr, i8
+module {
+  llvm.mlir.global internal constant @big(dense<1.0> : tensor<67108864xf32>) {addr_space = 0 : i32, alignment = 64 : i64} : !llvm.array<67108864 x f32>
+  llvm.mlir.global internal constant @after(dense<2.0> : tensor<16xf32>) {addr_space = 0 : i32, alignment = 64 : i64} : !llvm.array<16 x f32>
+  llvm.func @far() -> f32 {
+    %0 = llvm.mlir.addressof @after : !llvm.ptr
+    %1 = llvm.load %0 : !llvm.ptr -> f32
+    llvm.return %1 : f32
   }
 }
 
