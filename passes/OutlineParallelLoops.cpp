@@ -76,6 +76,26 @@ int64_t nestedWork(scf::ParallelOp loop) {
   return most;
 }
 
+/// The outlined body in `bodies` equivalent to `body` (the same ops,
+/// attributes and types; locations aside), or null after recording `body`.
+func::FuncOp findEquivalent(llvm::DenseMap<llvm::hash_code, SmallVector<func::FuncOp>> &bodies,
+                            func::FuncOp body) {
+  llvm::hash_code hash = llvm::hash_value(body.getFunctionType().getAsOpaquePointer());
+  body.getBody().walk([&](Operation *op) { // not the function: its name differs
+    hash = llvm::hash_combine(
+        hash, OperationEquivalence::computeHash(op, OperationEquivalence::ignoreHashValue,
+                                                OperationEquivalence::ignoreHashValue,
+                                                OperationEquivalence::IgnoreLocations));
+  });
+  SmallVector<func::FuncOp> &candidates = bodies[hash];
+  for (func::FuncOp candidate : candidates)
+    if (OperationEquivalence::isRegionEquivalentTo(&candidate.getBody(), &body.getBody(),
+                                                   OperationEquivalence::IgnoreLocations))
+      return candidate;
+  candidates.push_back(body);
+  return nullptr;
+}
+
 struct OutlineParallelLoopsPass
     : public hasten::impl::OutlineParallelLoopsBase<OutlineParallelLoopsPass> {
   using Base::Base;
@@ -105,6 +125,7 @@ struct OutlineParallelLoopsPass
     }
 
     int counter = 0;
+    llvm::DenseMap<llvm::hash_code, SmallVector<func::FuncOp>> bodies;
     for (scf::ParallelOp loop : loops) {
       Location loc = loop.getLoc();
       // Values from outside the loop: constants are cloned, the rest packed.
@@ -190,6 +211,13 @@ struct OutlineParallelLoopsPass
         }
       }
       func::ReturnOp::create(b, loc);
+      // A body identical to an earlier one (the same loop in every layer of
+      // a model: weights arrive through the context) is that one: the code
+      // generator then handles each distinct loop once, not once per layer.
+      if (func::FuncOp same = findEquivalent(bodies, body)) {
+        body.erase();
+        name = same.getSymName().str();
+      }
 
       // The call site: pack the captures and hand the loop to the runtime.
       OpBuilder cb(loop);

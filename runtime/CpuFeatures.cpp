@@ -52,22 +52,23 @@ hasten::runtime::CpuCapabilities detect() {
   caps.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
   caps.avx512Bf16 = caps.avx512 && __builtin_cpu_supports("avx512bf16");
+  caps.avx512Vnni = caps.avx512 && __builtin_cpu_supports("avx512vnni");
   const char *limit = getenv("HASTEN_MAX_CPU_ISA");
   if (!limit || !*limit || !strcmp(limit, "native"))
     return caps;
   caps.limit = limit;
   if (!strcmp(limit, "avx512")) {
-    caps.avx512Bf16 = false;
+    caps.avx512Bf16 = caps.avx512Vnni = false;
     caps.features.erase("avx512_bf16");
     for (const char *amx : {"amx_tile", "amx_bf16", "amx_int8", "amx_fp16"})
       caps.features.erase(amx);
     dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx512_core);
   } else if (!strcmp(limit, "avx2")) {
-    caps.avx512 = caps.avx512Bf16 = false;
+    caps.avx512 = caps.avx512Bf16 = caps.avx512Vnni = false;
     dropAbove(caps.features, /*keepAvx2=*/true, /*keepAvx512=*/false);
     dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx2);
   } else if (!strcmp(limit, "baseline")) {
-    caps.avx2 = caps.avx512 = caps.avx512Bf16 = false;
+    caps.avx2 = caps.avx512 = caps.avx512Bf16 = caps.avx512Vnni = false;
     dropAbove(caps.features, /*keepAvx2=*/false, /*keepAvx512=*/false);
     dnnl::set_max_cpu_isa(dnnl::cpu_isa::sse41);
   } else {

@@ -349,14 +349,27 @@ struct GemvJob {
   float *y;
   int64_t k, n;
   bool overwrite;
+  /// A few rows of x and y (verification): each row's product as the
+  /// one-row GEMV computes it, over the same columns while they are in
+  /// cache.
+  int64_t rows = 1, xRowStride = 0, yRowStride = 0;
 };
 
 template <bool Overwrite>
 __attribute__((always_inline)) inline void gemvAny(const GemvJob &job, int64_t n0, int64_t n1) {
-  if (job.transposed)
-    gemvRowsTransposed<Overwrite>(job.x, job.w, job.ldw, job.y, job.k, n0, n1);
-  else
-    gemvColumns<Overwrite>(job.x, job.w, job.ldw, job.y, job.k, n0, n1);
+  // Column blocks of 64 outer, rows inner: a block of W (64 columns of a
+  // transposed W are 64 contiguous rows) is read from memory once.
+  for (int64_t b0 = n0; b0 < n1; b0 += 64) {
+    int64_t b1 = std::min(n1, b0 + 64);
+    for (int64_t row = 0; row < job.rows; ++row) {
+      const float *x = job.x + row * job.xRowStride;
+      float *y = job.y + row * job.yRowStride;
+      if (job.transposed)
+        gemvRowsTransposed<Overwrite>(x, job.w, job.ldw, y, job.k, b0, b1);
+      else
+        gemvColumns<Overwrite>(x, job.w, job.ldw, y, job.k, b0, b1);
+    }
+  }
 }
 
 __attribute__((target("avx512f"))) void gemvAvx512(const GemvJob &job, int64_t n0,
@@ -391,15 +404,20 @@ void gemvBlocks(int64_t begin, int64_t end, void *data) {
 void f32StripGemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                   bool overwrite);
 
+/// Rows of A times W, unpacked. A transposed W (a tied LM head reading the
+/// embedding table) is read in place even on AVX-512, where a plain W is
+/// packed into strips: its columns are contiguous rows, already one stream,
+/// and a packed copy would keep the table in memory twice.
 void gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overwrite) {
-  if (hasten::runtime::cpuCapabilities().avx512)
-    return f32StripGemv(a, b, c, overwrite);
   bool transposed = b.strides[2] != 1;
+  if (hasten::runtime::cpuCapabilities().avx512 && !transposed && a.sizes[1] == 1)
+    return f32StripGemv(a, b, c, overwrite);
   GemvJob job{a.data(),   b.data(),   transposed ? b.strides[2] : b.strides[1],
               transposed, c.data(),   a.sizes[2],
-              b.sizes[2], overwrite};
+              b.sizes[2], overwrite,  a.sizes[1],
+              a.strides[1], c.strides[1]};
   int64_t blocks = (job.n + 63) / 64;
-  parallelFor(blocks, job.n >= 256 ? job.n : 0, gemvBlocks, &job);
+  parallelFor(blocks, job.n >= 256 ? job.n * job.rows : 0, gemvBlocks, &job);
 }
 
 //===----------------------------------------------------------------------===//
@@ -714,11 +732,15 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
     gemv(a, b, c, flags & kOverwrite);
     return;
   }
-  // A few rows (verification, short prompts): the GEMV's strips, read once.
+  // A few rows (verification, short prompts): the GEMV's strips, read once;
+  // a transposed W in place.
   if ((flags & kConstantWeights) && !(flags & (kBf16 | kBf16Storage)) &&
       hasten::runtime::cpuCapabilities().avx512 && a.sizes[0] == 1 && b.sizes[0] == 1 &&
       a.sizes[1] > 1 && a.sizes[1] <= kSmallRows && c.strides[2] == 1) {
-    f32StripGemm(a, b, c, flags & kOverwrite);
+    if (b.strides[2] != 1 && b.strides[1] == 1 && a.strides[2] == 1)
+      gemv(a, b, c, flags & kOverwrite);
+    else
+      f32StripGemm(a, b, c, flags & kOverwrite);
     return;
   }
   if ((flags & kConstantWeights) && (flags & kBf16) &&

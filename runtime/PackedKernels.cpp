@@ -5,8 +5,9 @@
 // module), so nothing is repacked or copied at run time.
 //
 //   one row (decode)   a GEMV per format that streams each strip once: f32,
-//                      bf16 (vdpbf16ps), int8 and int4 unpacked in
-//                      registers with per-column / per-group scales;
+//                      bf16 (vdpbf16ps), int8 unpacked in registers with
+//                      per-column scales, int4 on vpdpbusd with x quantized
+//                      to int8 per group of rows (as llama.cpp's Q4 x Q8);
 //   up to 16 rows      the same per-row kernel over each strip while it is
 //                      in cache, so that a row scores exactly as decoding
 //                      it would (speculative verification relies on it);
@@ -27,6 +28,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -48,9 +50,8 @@ struct PackedJob {
   float *y;
   int64_t yRowStride, rows;
   bool overwrite;
-  /// int4: per row, the sum of x over each group of rows (the zero point's
-  /// share, subtracted once per group).
-  const float *groupSums;
+  /// int4 on VNNI: x quantized per row and group.
+  const struct QuantizedRows *xq;
 };
 
 /// Writes (or adds) one strip's 64 results, clipped to n.
@@ -89,40 +90,80 @@ __attribute__((target("avx512f"))) void int8StripRow(const PackedJob &job, int64
   storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
 }
 
-/// y[strip] = sum_g scale[g][n] * (sum_{k in g} x[k] nibble[k][n] - 8 sum_{k in g} x[k]).
-__attribute__((target("avx512f,avx512bw"))) void int4StripRow(const PackedJob &job, int64_t s,
-                                                              int64_t row) {
+/// x quantized for the int4 GEMV, per row and group of G rows: int8 values
+/// (scale max |x| / 127, rounded to nearest even), their scale and sum.
+struct QuantizedRows {
+  std::vector<int8_t> values; // [rows][Kp]
+  std::vector<float> scales;  // [rows][groups]
+  std::vector<int32_t> sums;  // [rows][groups]
+};
+
+void quantizeRows(const Matrix &a, const StripLayout &l, QuantizedRows &q) {
+  int64_t rows = a.sizes[0], groups = l.kPadded / l.group;
+  q.values.assign(size_t(rows * l.kPadded), 0);
+  q.scales.assign(size_t(rows * groups), 0.0f);
+  q.sums.assign(size_t(rows * groups), 0);
+  for (int64_t row = 0; row < rows; ++row)
+    for (int64_t g = 0; g < groups; ++g) {
+      int64_t r0 = g * l.group, r1 = std::min(l.k, r0 + l.group);
+      auto x = [&](int64_t r) { return a.data()[row * a.strides[0] + r * a.strides[1]]; };
+      float amax = 0.0f;
+      for (int64_t r = r0; r < r1; ++r)
+        amax = std::max(amax, std::fabs(x(r)));
+      float scale = amax / 127.0f;
+      q.scales[row * groups + g] = scale;
+      if (scale == 0.0f)
+        continue;
+      int32_t sum = 0;
+      for (int64_t r = r0; r < r1; ++r) {
+        int8_t v = (int8_t)std::clamp(std::nearbyint(x(r) / scale), -127.0f, 127.0f);
+        q.values[row * l.kPadded + r] = v;
+        sum += v;
+      }
+      q.sums[row * groups + g] = sum;
+    }
+}
+
+/// y[strip] = sum_g wscale[g][n] * xscale[g] * (sum_{k in g} nibble[k][n] xq[k] - 8 sum xq):
+/// vpdpbusd multiplies four rows' nibbles (unsigned) by four int8 values of
+/// x and adds them into one int32 per column, 64 products an instruction.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void
+int4StripRow(const PackedJob &job, int64_t s, int64_t row) {
   const StripLayout &l = job.layout;
   const uint8_t *strip = job.w + size_t(s) * l.stripBytes;
-  const float *x = job.x + row * job.xRowStride;
   int64_t groups = l.kPadded / l.group;
   const uint16_t *scales =
       reinterpret_cast<const uint16_t *>(job.w + l.scaleOffset) + size_t(s) * groups * kStripWidth;
-  const float *sums = job.groupSums + row * groups;
-  const __m256i low = _mm256_set1_epi8(0x0f);
+  const int8_t *xq = job.xq->values.data() + row * l.kPadded;
+  const float *xScales = job.xq->scales.data() + row * groups;
+  const int32_t *xSums = job.xq->sums.data() + row * groups;
+  const __m512i low = _mm512_set1_epi8(0x0f);
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                    _mm512_setzero_ps()};
   for (int64_t g = 0; g < groups; ++g) {
-    __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                      _mm512_setzero_ps()};
-    int64_t r0 = g * l.group, r1 = std::min(l.k, r0 + l.group);
-    for (int64_t r = r0; r < r1; ++r) {
-      __m512 xv = _mm512_set1_ps(x[r * job.xStride]);
-      __m256i bytes =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i *>(strip + r * (kStripWidth / 2)));
-      __m256i lo = _mm256_and_si256(bytes, low);                        // columns 0..31
-      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low); // columns 32..63
-      __m128i pieces[4] = {_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1),
-                           _mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)};
-      for (int v = 0; v < 4; ++v)
-        part[v] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(pieces[v])),
-                                  part[v]);
+    if (xScales[g] == 0.0f)
+      continue;
+    __m512i part[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                       _mm512_setzero_si512()};
+    for (int64_t t = g * l.group / 4; t < (g + 1) * l.group / 4; ++t) {
+      int32_t quad;
+      std::memcpy(&quad, xq + 4 * t, 4);
+      __m512i x = _mm512_set1_epi32(quad);
+      for (int h = 0; h < 2; ++h) {
+        __m512i bytes = _mm512_loadu_si512(strip + t * 128 + h * 64);
+        __m512i lo = _mm512_and_si512(bytes, low);                         // columns 32h + 0..15
+        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low);  // columns 32h + 16..31
+        part[2 * h] = _mm512_dpbusd_epi32(part[2 * h], lo, x);
+        part[2 * h + 1] = _mm512_dpbusd_epi32(part[2 * h + 1], hi, x);
+      }
     }
-    __m512 zero = _mm512_set1_ps(8.0f * sums[g]);
+    __m512i zero = _mm512_set1_epi32(8 * xSums[g]);
+    __m512 xScale = _mm512_set1_ps(xScales[g]);
     for (int v = 0; v < 4; ++v) {
-      __m512 scale = _mm512_cvtph_ps(_mm256_loadu_si256(
+      __m512 wScale = _mm512_cvtph_ps(_mm256_loadu_si256(
           reinterpret_cast<const __m256i *>(scales + g * kStripWidth + 16 * v)));
-      acc[v] = _mm512_fmadd_ps(scale, _mm512_sub_ps(part[v], zero), acc[v]);
+      __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(part[v], zero));
+      acc[v] = _mm512_fmadd_ps(_mm512_mul_ps(wScale, xScale), dot, acc[v]);
     }
   }
   alignas(64) float out[kStripWidth];
@@ -174,10 +215,11 @@ void dequantizeStrip(const StripLayout &l, const uint8_t *w, int64_t s, float *o
     const auto *scales = reinterpret_cast<const uint16_t *>(w + l.scaleOffset) +
                          size_t(s) * groups * kStripWidth;
     for (int64_t r = 0; r < l.k; ++r) {
-      const uint8_t *bytes = strip + r * (kStripWidth / 2);
       const uint16_t *rowScales = scales + (r / l.group) * kStripWidth;
       for (int64_t j = 0; j < kStripWidth; ++j) {
-        int nibble = j < 32 ? (bytes[j] & 15) : (bytes[j - 32] >> 4);
+        bool high;
+        uint8_t byte = strip[int4Byte(r, j, high)];
+        int nibble = high ? (byte >> 4) : (byte & 15);
         out[r * kStripWidth + j] = float(nibble - 8) * fromF16(rowScales[j]);
       }
     }
@@ -266,14 +308,10 @@ void hasten::runtime::packedMatmul(const Matrix &a, const uint8_t *w, const Matr
     if (format == WeightFormat::Int8 && m <= kFewRows)
       return parallelFor(layout.strips, work, quantizedStrips<int8StripRow>, &job);
     if ((format == WeightFormat::Int4G32 || format == WeightFormat::Int4G64) &&
-        m <= kFewRows) {
-      int64_t groups = layout.kPadded / layout.group;
-      thread_local std::vector<float> sums;
-      sums.assign(size_t(m * groups), 0.0f);
-      for (int64_t row = 0; row < m; ++row)
-        for (int64_t r = 0; r < k; ++r)
-          sums[row * groups + r / layout.group] += a.data()[row * a.strides[0] + r * a.strides[1]];
-      job.groupSums = sums.data();
+        m <= kFewRows && cpu.avx512Vnni) {
+      thread_local QuantizedRows xq;
+      quantizeRows(a, layout, xq);
+      job.xq = &xq;
       return parallelFor(layout.strips, work, quantizedStrips<int4StripRow>, &job);
     }
   }

@@ -16,9 +16,12 @@
  *                row pairs interleaved (oneDNN's BA16a64b2a; vdpbf16ps).
  *   int8         [strips][K][64] int8 q, then f32 scale[strips * 64]:
  *                W[k][n] ~ q[k][n] * scale[n] (symmetric, |q| <= 127).
- *   int4-gG      [strips][Kp = K rounded up to G][32] bytes, byte j of a
- *                row holding column j in its low and column j + 32 in its
- *                high nibble, then f16 scale[strips][Kp / G][64]:
+ *   int4-gG      [strips][Kp / 4 row quads][2 halves][64] bytes for
+ *                Kp = K rounded up to G: in half h of quad t, byte 4 j + i
+ *                holds row 4 t + i of column 32 h + j in its low nibble and
+ *                of column 32 h + 16 + j in its high one (the four rows of a
+ *                column side by side, as vpdpbusd takes them); then f16
+ *                scale[strips][Kp / G][64]:
  *                W[k][n] ~ (nibble - 8) * scale[k / G][n], the scale the
  *                one of a few candidates (kInt4ScaleDivisors) with the least
  *                squared error over the group.
@@ -135,6 +138,14 @@ struct StripLayout {
   }
 };
 
+/// Where the nibble of (row, column j < 64 of its strip) is in an int4
+/// strip: the byte, and whether it is the high nibble.
+inline size_t int4Byte(int64_t row, int64_t j, bool &high) {
+  int64_t half = j / 32, within = j % 32;
+  high = within >= 16;
+  return size_t(row / 4) * 128 + size_t(half) * 64 + size_t(within % 16) * 4 + size_t(row % 4);
+}
+
 /// IEEE half, round to nearest even (what numpy's astype(float16) does).
 inline uint16_t toF16(float value) {
   _Float16 half = static_cast<_Float16>(value);
@@ -244,14 +255,18 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
           scales[g * kStripWidth + j] = scale;
           for (int64_t r = r0; r < l.group + r0; ++r) {
             uint8_t nibble = r < r1 ? quantizeInt4(at(r, column(s, j)), scale) : 8;
-            uint8_t &byte = strip[r * (kStripWidth / 2) + (j % 32)];
-            byte |= j < 32 ? nibble : uint8_t(nibble << 4);
+            bool high;
+            size_t byte = int4Byte(r, j, high); // sets high: before it is read
+            strip[byte] |= high ? uint8_t(nibble << 4) : nibble;
           }
         }
       // Columns past N hold nibble 8 (zero) like padded rows.
       for (int64_t j = width; j < kStripWidth; ++j)
-        for (int64_t r = 0; r < l.kPadded; ++r)
-          strip[r * (kStripWidth / 2) + (j % 32)] |= j < 32 ? 8 : 0x80;
+        for (int64_t r = 0; r < l.kPadded; ++r) {
+          bool high;
+          size_t byte = int4Byte(r, j, high);
+          strip[byte] |= high ? 0x80 : 8;
+        }
       break;
     }
     }
@@ -281,8 +296,9 @@ inline float unpackWeight(const StripLayout &l, const uint8_t *data, int64_t row
            reinterpret_cast<const float *>(data + l.scaleOffset)[col];
   case WeightFormat::Int4G32:
   case WeightFormat::Int4G64: {
-    uint8_t byte = strip[row * (kStripWidth / 2) + (j % 32)];
-    int nibble = j < 32 ? (byte & 15) : (byte >> 4);
+    bool high;
+    uint8_t byte = strip[int4Byte(row, j, high)];
+    int nibble = high ? (byte >> 4) : (byte & 15);
     int64_t groups = l.kPadded / l.group;
     uint16_t scale = reinterpret_cast<const uint16_t *>(
         data + l.scaleOffset)[(size_t(s) * groups + row / l.group) * kStripWidth + j];

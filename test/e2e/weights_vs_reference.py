@@ -129,12 +129,28 @@ def pack(w, fmt):
     q, scale = quantize(scale16)
     q = np.where(scale[:, None, :] == 0, 0, q).astype(np.int64) + 8   # nibbles
     q = q.reshape(kp, strips, STRIP).transpose(1, 0, 2)        # [strips, Kp, 64]
-    data = (q[:, :, :32] | (q[:, :, 32:] << 4)).astype(np.uint8).tobytes()
+    # [strips, quads, 4 rows, halves, 2 nibbles, 16 columns] -> bytes ordered
+    # [strips, quads, halves, 16 columns, 4 rows]
+    q6 = q.reshape(strips, kp // 4, 4, 2, 2, 16)
+    data = (q6[:, :, :, :, 0, :] | (q6[:, :, :, :, 1, :] << 4)).transpose(0, 1, 3, 4, 2)
+    data = data.astype(np.uint8).tobytes()
     scales = scale16.reshape(groups, strips, STRIP).transpose(1, 0, 2)  # [strips, groups, 64]
     blob = data + bytes(round_up(len(data), 64) - len(data)) + scales.astype(np.float16).tobytes()
     deq = ((q.transpose(1, 0, 2).reshape(kp, strips * STRIP) - 8).astype(np.float32)
            * np.repeat(scale, group, axis=0))
     return blob, deq[:k, :n]
+
+
+def quantize_x(x, group):
+    """x as the int4 GEMV quantizes it: per row and group of rows, int8 with
+    scale max |x| / 127 (to nearest even), given back as float."""
+    out = np.zeros_like(x)
+    for start in range(0, x.shape[1], group):
+        part = x[:, start:start + group]
+        scale = (np.abs(part).max(axis=1, keepdims=True) / np.float32(127)).astype(np.float32)
+        safe = np.where(scale == 0, np.float32(1), scale)
+        out[:, start:start + group] = np.clip(np.rint(part / safe), -127, 127) * scale
+    return out
 
 
 # --------------------------------------------------------------- the modules
@@ -198,6 +214,8 @@ def check_kernels(checks, bin_dir, work, rng):
             refs = [x.astype(np.float64) @ dequantized.astype(np.float64)]
             if fmt == "bf16-strips":   # the bf16 kernels also round x
                 refs.append(from_bf16(bf16_bits(x)).astype(np.float64) @ dequantized)
+            if fmt.startswith("int4"):  # the VNNI kernel quantizes x per group
+                refs.append(quantize_x(x, int(fmt[-2:])).astype(np.float64) @ dequantized)
             err = min(np.abs(y - r).max() / np.abs(r).max() for r in refs)
             checks.check(err < 2e-6 if fmt == "f32-strips" else err < 1e-5,
                          f"{fmt}: {m} x {k} x {n} against numpy's x @ dequantized W "
@@ -211,6 +229,36 @@ def check_kernels(checks, bin_dir, work, rng):
                         bin_dir, one, {"x": x[i:i + 1]}, work, f"mm1.{fmt}.{i}"), "y.npy")))
                 checks.check(np.array_equal(np.concatenate(rows), y),
                              f"{fmt}: 5 rows score bit for bit as each row alone")
+
+
+def check_portable_kernels(checks, bin_dir, work, rng):
+    """The paths for AVX-512 without VNNI or BF16 (HASTEN_MAX_CPU_ISA=avx512,
+    an x86-64-v4 module: bf16 widened, int4 dequantized a strip at a time)
+    and for AVX2 (an x86-64-v3 module: int8 and int4 in portable loops); x
+    is neither rounded nor quantized there."""
+    k, n = 72, 300
+    w = (rng.standard_normal((k, n)) * 0.1).astype(np.float32)
+    for limit, cpu, formats in (("avx512", "x86-64-v4", ("bf16-strips", "int8", "int4-g32")),
+                                ("avx2", "x86-64-v3", ("int8", "int4-g32"))):
+        os.environ["HASTEN_MAX_CPU_ISA"] = limit
+        try:
+            for fmt in formats:
+                _blob, dequantized = pack(w, fmt)
+                for m in (1, 5, 40):
+                    onnx_path = os.path.join(work, f"{cpu}mm{m}.onnx")
+                    matmul_model(onnx_path, w, m)
+                    so = compile_module(bin_dir, onnx_path,
+                                        os.path.join(work, f"{cpu}mm{m}.{fmt}.so"),
+                                        f"--cpu={cpu}", *FORMATS[fmt])
+                    x = rng.standard_normal((m, k)).astype(np.float32)
+                    y = np.load(os.path.join(e2e_common.run_module(
+                        bin_dir, so, {"x": x}, work, f"{cpu}mm{m}.{fmt}"), "y.npy"))
+                    ref = x.astype(np.float64) @ dequantized.astype(np.float64)
+                    err = np.abs(y - ref).max() / np.abs(ref).max()
+                    checks.check(err < 1e-5, f"{fmt}, HASTEN_MAX_CPU_ISA={limit} ({cpu} module): "
+                                             f"{m} x {k} x {n} against numpy (max error {err:.1e})")
+        finally:
+            del os.environ["HASTEN_MAX_CPU_ISA"]
 
 
 def perplexity(module, ids, chunk=128):
@@ -368,6 +416,8 @@ def main():
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory(prefix="hasten-weights-") as work:
         check_kernels(checks, bin_dir, work, rng)
+        if "avx512f" in open("/proc/cpuinfo").read():
+            check_portable_kernels(checks, bin_dir, work, rng)
         check_decoders(checks, bin_dir, rt, work)
         check_default_model(checks, bin_dir, rt, work)
         check_bad_files(checks, bin_dir, rt, work)

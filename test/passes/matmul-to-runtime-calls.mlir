@@ -161,13 +161,14 @@ module {
 // INT8: call @hasten_rt_matmul_packed
 // INT8: w.int8: "0x400000007F7F7F7F7F7F7F7F7F7F7F7F7F7F7F7F00000000
 // int4 (groups of 32 rows, K padded to 32): nibble 0 for the 16 columns
-// (each group's extreme maps to -8, the scale -1/8), 8 (zero) elsewhere;
-// byte j holds columns j and j + 32.
+// (each group's extreme maps to -8, the scale -1/8), 8 (zero) elsewhere; a
+// quad of rows is two halves of 64 bytes, byte 4 j + i holding row i of
+// columns j (low nibble) and j + 16 (high) of the half's 32.
 // INT4: memref.global "private" constant @w_int4_g32 : memref<1152xi8>
 // INT4-SAME: hasten.weight_format = "int4-g32"
 // INT4: arith.constant 1029 : i32
 // INT4: call @hasten_rt_matmul_packed
-// INT4: "w.int4-g32": "0x40000000808080808080808080808080808080808888888888888888
+// INT4: "w.int4-g32": "0x4000000080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808088
 // INT4G64: memref.global "private" constant @w_int4_g64 : memref<2176xi8>
 // INT4G64: arith.constant 1285 : i32
 module {
