@@ -5,9 +5,9 @@ gpt2-124m) with f32, bf16, int8 and int4 weights, against ONNX Runtime f32
 in the same run.
 
 Per precision: the compile's wall time; the stored weight bytes (by the
-format the kernels read) and where they are mapped from; in a fresh process,
-load -> logits of an 8-token prompt (page cache warm: the module was just
-loaded once); decode per token at past 128 (median); VmRSS after the decode
+format the kernels read) and where they are mapped from; in a fresh process
+(page cache warm: the module was just loaded once): the load alone and the load with a one-token prompt's logits;
+decode per token at past 128 (median); VmRSS after the decode
 steps, against the stored weights plus the KV cache; and the decode floor:
 the bytes a token reads (the stored weights but the position table and, when
 the LM head has its own packed copy, the token embedding table, of which a
@@ -44,8 +44,9 @@ import hasten_ctypes as hc
 rt = hc.Runtime({os.path.join(build, 'lib')!r})
 t1 = time.perf_counter()
 m = rt.load({module_path!r})
+loaded = (time.perf_counter() - t1) * 1e3
 seq = m.sequence()
-seq.append([(i * 7) % 50000 + 1 for i in range(8)])
+seq.append([7])
 first = (time.perf_counter() - t1) * 1e3
 seq.truncate(0); seq.append([(i * 7) % 50000 + 1 for i in range({past})])
 times = []
@@ -54,11 +55,11 @@ for i in range(max(3 * {repeat}, 10) + 2):
     seq.truncate({past})
 decode = statistics.median(times[2:]) * 1e3
 rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:'))
-print(first, decode, rss, m.capacity)
+print(first, decode, rss, m.capacity, loaded)
 """
     env = dict(os.environ, HASTEN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     out = run([sys.executable, "-c", code], env).split()
-    return float(out[0]), float(out[1]), int(out[2]), int(out[3])
+    return float(out[0]), float(out[1]), int(out[2]), int(out[3]), float(out[4])
 
 
 def main():
@@ -110,11 +111,12 @@ def main():
         for p in precisions:
             c = compiled[p]
             child(args.build, c["path"], threads, args.past, 1)  # warm the page cache
-            first, decode, rss, capacity = child(args.build, c["path"], threads, args.past,
-                                                 args.repeat)
+            first, decode, rss, capacity, loaded = child(args.build, c["path"], threads,
+                                                         args.past, args.repeat)
             kv = capacity * 12 * 2 * 768 * 4
             floor = c["read"] / bandwidths[threads] * 1e3
-            rows.append((threads, p, first, decode, floor, rss * 1024, kv, ort_decode, ort_rss))
+            rows.append((threads, p, loaded, first, decode, floor, rss * 1024, kv, ort_decode,
+                         ort_rss))
 
     print(f"CPU: {machine.cpu_description()}; ONNX Runtime {ort_env.ort_version(python)} "
           f"(Python, CPU, f32); read bandwidth measured now: "
@@ -129,12 +131,12 @@ def main():
         print(f"| {p} | {c['seconds']:.1f} | {c['stored'] / 1e6:.0f} ({fmts}) | "
               f"{c['file'] / 1e6:.0f} |")
     print()
-    print("| threads | weights | load to first token ms | decode ms/token | floor ms | "
+    print("| threads | weights | load ms | load to first token ms | decode ms/token | floor ms | "
           "x floor | vs ORT f32 | RSS MB | RSS / (weights + KV) | ORT RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for threads, p, first, decode, floor, rss, kv, ort_decode, ort_rss in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for threads, p, loaded, first, decode, floor, rss, kv, ort_decode, ort_rss in rows:
         stored = compiled[p]["stored"]
-        print(f"| {threads} | {p} | {first:.1f} | {decode:.2f} | {floor:.2f} | "
+        print(f"| {threads} | {p} | {loaded:.1f} | {first:.1f} | {decode:.2f} | {floor:.2f} | "
               f"{decode / floor:.2f}x | {ort_decode / decode:.2f}x ({ort_decode:.2f} ms) | "
               f"{rss / 1e6:.0f} | {rss / (stored + kv):.2f}x | {ort_rss / 1e6:.0f} |")
 

@@ -19,6 +19,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -180,6 +181,32 @@ struct hasten_kv_pool {
   std::shared_ptr<BlockPool> pool;
 };
 
+/// Zero-filled bytes from calloc: a block this large comes as fresh zero
+/// pages from the kernel, so a KV cache costs memory (and time) only as it
+/// fills, not all at creation as a zeroed std::vector would.
+class ZeroedBytes {
+public:
+  ZeroedBytes() = default;
+  ZeroedBytes(const ZeroedBytes &) = delete;
+  ZeroedBytes &operator=(const ZeroedBytes &) = delete;
+  ~ZeroedBytes() { std::free(bytes); }
+  /// Replaces the contents with `size` zero bytes.
+  void assignZeros(size_t size) {
+    std::free(bytes);
+    bytes = static_cast<uint8_t *>(std::calloc(size ? size : 1, 1));
+    count = bytes ? size : 0;
+    if (!bytes)
+      throw std::bad_alloc();
+  }
+  uint8_t *data() { return bytes; }
+  const uint8_t *data() const { return bytes; }
+  size_t size() const { return count; }
+
+private:
+  uint8_t *bytes = nullptr;
+  size_t count = 0;
+};
+
 struct hasten_sequence {
   hasten_module *module = nullptr;
   DecoderInfo info;
@@ -187,7 +214,7 @@ struct hasten_sequence {
   /// Logits after the last token, for generation to continue from.
   std::vector<float> lastLogits;
   /// Contiguous cache, in the cache's element type.
-  std::vector<uint8_t> cache;
+  ZeroedBytes cache;
   /// Paged cache: the pool and this sequence's block table (the first
   /// ceil(length / block_size) entries are its blocks).
   std::shared_ptr<BlockPool> pool;
@@ -315,7 +342,7 @@ hasten_status hasten_sequence_create_for_model(hasten_module *module, const char
       return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                   "hasten_sequence_create: a pool was given but the module's KV cache is "
                   "contiguous");
-    seq->cache.resize(seq->info.unitBytes());
+    seq->cache.assignZeros(seq->info.unitBytes());
   }
   *out = seq.release();
   return HASTEN_OK;
@@ -377,7 +404,7 @@ hasten_status hasten_sequence_fork(const hasten_sequence *seq, hasten_sequence *
   } else {
     // Only the rows holding tokens are copied.
     const std::vector<int64_t> &d = seq->info.storageDims;
-    copy->cache.resize(seq->cache.size());
+    copy->cache.assignZeros(seq->cache.size());
     int64_t rows = d[0] * d[1] * d[2], capacity = d[3], dim = d[4];
     size_t element = seq->info.elementBytes;
     for (int64_t r = 0; r < rows; ++r)
