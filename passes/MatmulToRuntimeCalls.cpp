@@ -19,9 +19,12 @@
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/SymbolTable.h"
+#include "mlir/IR/Threading.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include <cstring>
+#include <map>
+#include <tuple>
 
 namespace hasten {
 #define GEN_PASS_DEF_MATMULTORUNTIMECALLS
@@ -216,29 +219,67 @@ std::optional<WeightSource> weightSourceOf(Value b, SymbolTable &symbols) {
 /// The weight packed in `format` (KernelAbi's strips, WeightLayout.h) as a
 /// byte global, created once per weight, orientation and format, marked
 /// with the format and the logical K x N shape for the manifest.
-memref::GlobalOp packedGlobalFor(WeightSource source, hasten::abi::WeightFormat format,
-                                 SymbolTable &symbols) {
+std::string packedName(WeightSource source, hasten::abi::WeightFormat format) {
   std::string name = (source.global.getSymName() + (source.transposed ? "_t_" : "_") +
                       hasten::abi::weightFormatName(format))
                          .str();
   std::replace(name.begin(), name.end(), '-', '_');
-  if (auto existing = symbols.lookup<memref::GlobalOp>(name))
-    return existing;
-  std::optional<std::vector<float>> values = readF32Values(source.global);
-  if (!values)
-    return nullptr;
+  return name;
+}
+
+/// The weight's bytes in `format`. Reads attributes only, so that the
+/// weights of a module pack in parallel.
+std::optional<std::vector<uint8_t>> packBytes(WeightSource source,
+                                              hasten::abi::WeightFormat format) {
+  std::vector<float> copy;
+  const float *w = nullptr;
+  auto resource = dyn_cast<DenseResourceElementsAttr>(*source.global.getInitialValue());
+  AsmResourceBlob *blob = resource ? resource.getRawHandle().getBlob() : nullptr;
+  if (blob && (int64_t)blob->getData().size() ==
+                  source.global.getType().getNumElements() * (int64_t)sizeof(float)) {
+    w = reinterpret_cast<const float *>(blob->getData().data()); // no copy of 100s of MB
+  } else {
+    std::optional<std::vector<float>> values = readF32Values(source.global);
+    if (!values)
+      return std::nullopt;
+    copy = std::move(*values);
+    w = copy.data();
+  }
   ArrayRef<int64_t> shape = source.global.getType().getShape();
   int64_t rows = shape[0], cols = shape[1];
   int64_t k = source.transposed ? cols : rows, n = source.transposed ? rows : cols;
   auto layout = hasten::abi::StripLayout::of(format, k, n);
   std::vector<uint8_t> bytes(layout.totalBytes);
-  const float *w = values->data();
   if (source.transposed)
     hasten::abi::packWeight(layout, [&](int64_t r, int64_t c) { return w[c * cols + r]; },
                             bytes.data());
   else
     hasten::abi::packWeight(layout, [&](int64_t r, int64_t c) { return w[r * cols + c]; },
                             bytes.data());
+  return bytes;
+}
+
+/// The weight packed in `format` (KernelAbi's strips, WeightLayout.h) as a
+/// byte global, created once per weight, orientation and format, marked
+/// with the format and the logical K x N shape for the manifest; its bytes
+/// from `prepacked` when they were packed ahead.
+memref::GlobalOp packedGlobalFor(WeightSource source, hasten::abi::WeightFormat format,
+                                 SymbolTable &symbols,
+                                 std::map<std::string, std::vector<uint8_t>> &prepacked) {
+  std::string name = packedName(source, format);
+  if (auto existing = symbols.lookup<memref::GlobalOp>(name))
+    return existing;
+  std::vector<uint8_t> bytes;
+  if (auto it = prepacked.find(name); it != prepacked.end() && !it->second.empty()) {
+    bytes = std::move(it->second);
+  } else {
+    std::optional<std::vector<uint8_t>> packed = packBytes(source, format);
+    if (!packed)
+      return nullptr;
+    bytes = std::move(*packed);
+  }
+  ArrayRef<int64_t> shape = source.global.getType().getShape();
+  int64_t k = source.transposed ? shape[1] : shape[0], n = source.transposed ? shape[0] : shape[1];
   MLIRContext *ctx = source.global.getContext();
   Type i8 = IntegerType::get(ctx, 8);
   int64_t size = (int64_t)bytes.size();
@@ -251,7 +292,8 @@ memref::GlobalOp packedGlobalFor(WeightSource source, hasten::abi::WeightFormat 
   auto packed = memref::GlobalOp::create(b, source.global.getLoc(), name,
                                          b.getStringAttr("private"), MemRefType::get({size}, i8),
                                          attr, /*constant=*/true, b.getI64IntegerAttr(64));
-  packed->setAttr(hasten::HastenDialect::kWeightFormatAttrName, b.getStringAttr(hasten::abi::weightFormatName(format)));
+  packed->setAttr(hasten::HastenDialect::kWeightFormatAttrName,
+                  b.getStringAttr(hasten::abi::weightFormatName(format)));
   packed->setAttr(hasten::HastenDialect::kWeightDimsAttrName, b.getDenseI64ArrayAttr({k, n}));
   symbols.insert(packed);
   return packed;
@@ -326,10 +368,36 @@ struct MatmulToRuntimeCallsPass
 
     IRRewriter rewriter(ctx);
     SymbolTable symbols(module);
+    for (linalg::LinalgOp op : matmuls)
+      viewThroughConstantTranspose(rewriter, op);
+    // Every weight to pack, packed on the context's threads (most of this
+    // pass's time on a large model).
+    std::map<std::string, std::vector<uint8_t>> prepacked;
+    std::vector<std::tuple<std::string, WeightSource, hasten::abi::WeightFormat>> tasks;
+    for (linalg::LinalgOp op : matmuls) {
+      if (isa<linalg::BatchMatmulOp>(op.getOperation()) || !isConstantWeight(op->getOperand(1)))
+        continue;
+      std::optional<WeightSource> source = weightSourceOf(op->getOperand(1), symbols);
+      std::optional<hasten::abi::WeightFormat> format =
+          source ? formatFor(*source) : std::nullopt;
+      if (!format)
+        continue;
+      std::string name = packedName(*source, *format);
+      if (prepacked.emplace(name, std::vector<uint8_t>()).second)
+        tasks.emplace_back(name, *source, *format);
+    }
+    std::vector<std::vector<uint8_t>> results(tasks.size());
+    mlir::parallelFor(ctx, 0, tasks.size(), [&](size_t i) {
+      auto &[name, source, format] = tasks[i];
+      if (std::optional<std::vector<uint8_t>> bytes = packBytes(source, format))
+        results[i] = std::move(*bytes);
+    });
+    for (size_t i = 0; i < tasks.size(); ++i)
+      prepacked[std::get<0>(tasks[i])] = std::move(results[i]);
+
     for (linalg::LinalgOp op : matmuls) {
       bool batched = isa<linalg::BatchMatmulOp>(op.getOperation());
       int64_t rank = batched ? 3 : 2;
-      viewThroughConstantTranspose(rewriter, op);
       rewriter.setInsertionPoint(op);
       Location loc = op.getLoc();
       int32_t flags = 0;
@@ -342,7 +410,8 @@ struct MatmulToRuntimeCallsPass
         rewriter.eraseOp(fill);
       }
       Value oldWeight = op->getOperand(1);
-      Value packed = batched ? Value() : packedWeightFor(rewriter, op, symbols, flags);
+      Value packed =
+          batched ? Value() : packedWeightFor(rewriter, op, symbols, flags, prepacked);
       Value bf16Weight = !packed && weights == "bf16" && (flags & kConstantWeights)
                              ? bf16WeightFor(rewriter, oldWeight, symbols)
                              : Value();
@@ -395,7 +464,8 @@ struct MatmulToRuntimeCallsPass
   /// B as a view of the weight packed for the kernels (flags get its
   /// format), or null when it stays as it is.
   Value packedWeightFor(IRRewriter &rewriter, linalg::LinalgOp op, SymbolTable &symbols,
-                        int32_t &flags) const {
+                        int32_t &flags,
+                        std::map<std::string, std::vector<uint8_t>> &prepacked) const {
     if (!(flags & kConstantWeights))
       return nullptr;
     std::optional<WeightSource> source = weightSourceOf(op->getOperand(1), symbols);
@@ -404,7 +474,7 @@ struct MatmulToRuntimeCallsPass
     std::optional<hasten::abi::WeightFormat> format = formatFor(*source);
     if (!format)
       return nullptr;
-    memref::GlobalOp global = packedGlobalFor(*source, *format, symbols);
+    memref::GlobalOp global = packedGlobalFor(*source, *format, symbols, prepacked);
     if (!global)
       return nullptr;
     flags |= int32_t(*format) << hasten::abi::kWeightFormatShift;

@@ -175,12 +175,15 @@ constexpr float kInt4ScaleDivisors[] = {8.0f, 7.5f, 7.0f, 6.5f, 6.0f};
 inline uint16_t int4Scale(float extreme, float divisor) {
   return extreme == 0.0f ? 0 : toF16(extreme / -divisor); // +0, not -0, for zeros
 }
-inline uint8_t quantizeInt4(float w, uint16_t scale16) {
-  float scale = fromF16(scale16);
-  if (scale == 0.0f || !std::isfinite(scale))
+/// The nibble of `w` for the scale `step` (an f16 scale, widened).
+inline uint8_t quantizeInt4Step(float w, float step) {
+  if (step == 0.0f || !std::isfinite(step))
     return 8;
-  float q = std::nearbyint(w / scale);
+  float q = std::nearbyint(w / step);
   return (uint8_t)(std::clamp(q, -8.0f, 7.0f) + 8.0f);
+}
+inline uint8_t quantizeInt4(float w, uint16_t scale16) {
+  return quantizeInt4Step(w, fromF16(scale16));
 }
 
 /// Packs W, read through `at(row, col)` -> float, into `out`
@@ -189,6 +192,16 @@ template <typename Element>
 void packWeight(const StripLayout &l, Element at, uint8_t *out) {
   std::memset(out, 0, l.totalBytes);
   auto column = [&](int64_t s, int64_t j) { return s * kStripWidth + j; };
+  // The quantized formats look at a column at a time: a strip is copied
+  // column-major first, reading W row by row (in memory order for a plain
+  // W, 64 sequential streams for a transposed one).
+  std::vector<float> strided;
+  auto gather = [&](int64_t s, int64_t width) {
+    strided.assign(size_t(l.k) * kStripWidth, 0.0f);
+    for (int64_t r = 0; r < l.k; ++r)
+      for (int64_t j = 0; j < width; ++j)
+        strided[size_t(j) * l.k + r] = at(r, column(s, j));
+  };
   for (int64_t s = 0; s < l.strips; ++s) {
     uint8_t *strip = out + size_t(s) * l.stripBytes;
     int64_t width = std::min(kStripWidth, l.n - s * kStripWidth);
@@ -212,13 +225,15 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
     case WeightFormat::Int8: {
       auto *data = reinterpret_cast<int8_t *>(strip);
       auto *scales = reinterpret_cast<float *>(out + l.scaleOffset) + s * kStripWidth;
+      gather(s, width);
       for (int64_t j = 0; j < width; ++j) {
+        const float *values = strided.data() + size_t(j) * l.k;
         float amax = 0.0f;
         for (int64_t r = 0; r < l.k; ++r)
-          amax = std::max(amax, std::fabs(at(r, column(s, j))));
+          amax = std::max(amax, std::fabs(values[r]));
         scales[j] = int8Scale(amax);
         for (int64_t r = 0; r < l.k; ++r)
-          data[r * kStripWidth + j] = quantizeInt8(at(r, column(s, j)), scales[j]);
+          data[r * kStripWidth + j] = quantizeInt8(values[r], scales[j]);
       }
       break;
     }
@@ -227,24 +242,24 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
       int64_t groups = l.kPadded / l.group;
       auto *scales = reinterpret_cast<uint16_t *>(out + l.scaleOffset) +
                      size_t(s) * groups * kStripWidth;
+      gather(s, width);
       for (int64_t j = 0; j < width; ++j)
         for (int64_t g = 0; g < groups; ++g) {
           int64_t r0 = g * l.group, r1 = std::min(l.k, r0 + l.group);
+          const float *values = strided.data() + size_t(j) * l.k;
           float extreme = 0.0f;
-          for (int64_t r = r0; r < r1; ++r) {
-            float v = at(r, column(s, j));
-            if (std::fabs(v) > std::fabs(extreme))
-              extreme = v;
-          }
+          for (int64_t r = r0; r < r1; ++r)
+            if (std::fabs(values[r]) > std::fabs(extreme))
+              extreme = values[r];
           uint16_t scale = 0;
           double best = -1.0;
           for (float divisor : kInt4ScaleDivisors) {
             uint16_t candidate = int4Scale(extreme, divisor);
+            float step = fromF16(candidate);
             double error = 0.0;
             for (int64_t r = r0; r < r1; ++r) {
-              float v = at(r, column(s, j));
-              double d = double(v) - double(quantizeInt4(v, candidate) - 8) *
-                                         double(fromF16(candidate));
+              double d = double(values[r]) -
+                         double(quantizeInt4Step(values[r], step) - 8) * double(step);
               error += d * d;
             }
             if (best < 0.0 || error < best) {
@@ -253,8 +268,9 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
             }
           }
           scales[g * kStripWidth + j] = scale;
+          float step = fromF16(scale);
           for (int64_t r = r0; r < l.group + r0; ++r) {
-            uint8_t nibble = r < r1 ? quantizeInt4(at(r, column(s, j)), scale) : 8;
+            uint8_t nibble = r < r1 ? quantizeInt4Step(values[r], step) : 8;
             bool high;
             size_t byte = int4Byte(r, j, high); // sets high: before it is read
             strip[byte] |= high ? uint8_t(nibble << 4) : nibble;
