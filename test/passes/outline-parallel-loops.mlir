@@ -126,3 +126,78 @@ func.func @dynamic_inner(%a: memref<12x?xf32>, %n: index) {
   }
   return
 }
+
+// -----
+
+// The same loop on other buffers (a model's layers: weights arrive through
+// the context) shares one body; a loop that differs (negf, not absf) gets
+// its own.
+// CHECK-LABEL: func @layers
+// CHECK: constant @[[SHARED:__hasten_parallel_[0-9]+]]
+// CHECK: constant @[[SHARED]]
+// CHECK: constant @[[OTHER:__hasten_parallel_[0-9]+]]
+// CHECK: func.func private @[[SHARED]](
+// CHECK: math.absf
+// CHECK-NOT: func.func private @[[SHARED]](
+// CHECK: func.func private @[[OTHER]](
+// CHECK: arith.negf
+func.func @layers(%a: memref<64xf32>, %b: memref<64xf32>, %c: memref<64xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c64 = arith.constant 64 : index
+  scf.parallel (%i) = (%c0) to (%c64) step (%c1) {
+    %v = memref.load %a[%i] : memref<64xf32>
+    %n = math.absf %v : f32
+    memref.store %n, %b[%i] : memref<64xf32>
+    scf.reduce
+  }
+  scf.parallel (%i) = (%c0) to (%c64) step (%c1) {
+    %v = memref.load %b[%i] : memref<64xf32>
+    %n = math.absf %v : f32
+    memref.store %n, %c[%i] : memref<64xf32>
+    scf.reduce
+  }
+  scf.parallel (%i) = (%c0) to (%c64) step (%c1) {
+    %v = memref.load %c[%i] : memref<64xf32>
+    %n = arith.negf %v : f32
+    memref.store %n, %a[%i] : memref<64xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
+// The same ops wired differently (a - b, then b - a) are two bodies.
+// CHECK-LABEL: func @wiring
+// CHECK: constant @[[FIRST:__hasten_parallel_[0-9]+]]
+// CHECK-NOT: constant @[[FIRST]]
+// CHECK: constant @[[SECOND:__hasten_parallel_[0-9]+]]
+// CHECK: func.func private @[[FIRST]](
+// CHECK: %[[X:.*]] = memref.load
+// CHECK: %[[Y:.*]] = memref.load
+// CHECK: arith.subf %[[X]], %[[Y]]
+// CHECK: func.func private @[[SECOND]](
+// CHECK: %[[X2:.*]] = memref.load
+// CHECK: %[[Y2:.*]] = memref.load
+// CHECK: arith.subf %[[Y2]], %[[X2]]
+func.func @wiring(%a: memref<64xf32>, %b: memref<64xf32>, %c: memref<64xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c64 = arith.constant 64 : index
+  scf.parallel (%i) = (%c0) to (%c64) step (%c1) {
+    %x = memref.load %a[%i] : memref<64xf32>
+    %y = memref.load %b[%i] : memref<64xf32>
+    %d = arith.subf %x, %y : f32
+    memref.store %d, %c[%i] : memref<64xf32>
+    scf.reduce
+  }
+  scf.parallel (%i) = (%c0) to (%c64) step (%c1) {
+    %x = memref.load %a[%i] : memref<64xf32>
+    %y = memref.load %b[%i] : memref<64xf32>
+    %d = arith.subf %y, %x : f32
+    memref.store %d, %c[%i] : memref<64xf32>
+    scf.reduce
+  }
+  return
+}
