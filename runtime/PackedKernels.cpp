@@ -5,9 +5,9 @@
 // module), so nothing is repacked or copied at run time.
 //
 //   one row (decode)   a GEMV per format that streams each strip once: f32,
-//                      bf16 (vdpbf16ps), int8 unpacked in registers with
-//                      per-column scales, int4 on vpdpbusd with x quantized
-//                      to int8 per group of rows (as llama.cpp's Q4 x Q8);
+//                      bf16 (vdpbf16ps), int8 and int4 on vpdpbusd with x
+//                      quantized to int8 per group of rows (as llama.cpp's
+//                      Q8 x Q8 and Q4 x Q8 dot products);
 //   up to 16 rows      the same per-row kernel over each strip while it is
 //                      in cache, so that a row scores exactly as decoding
 //                      it would (speculative verification relies on it);
@@ -50,7 +50,7 @@ struct PackedJob {
   float *y;
   int64_t yRowStride, rows;
   bool overwrite;
-  /// int4 on VNNI: x quantized per row and group.
+  /// int8 and int4 on VNNI: x quantized per row and group.
   const struct QuantizedRows *xq;
 };
 
@@ -64,31 +64,6 @@ inline void storeResults(const float *out, float *y, int64_t n0, int64_t n, bool
 //===----------------------------------------------------------------------===//
 // int8 and int4 strips, one row of x (AVX-512)
 //===----------------------------------------------------------------------===//
-
-/// y[strip] = scale[n] * sum_k x[k] q[k][n]: the products in f32, the
-/// column's scale applied once at the end.
-__attribute__((target("avx512f"))) void int8StripRow(const PackedJob &job, int64_t s,
-                                                     int64_t row) {
-  const StripLayout &l = job.layout;
-  const int8_t *strip = reinterpret_cast<const int8_t *>(job.w + size_t(s) * l.stripBytes);
-  const float *x = job.x + row * job.xRowStride;
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                   _mm512_setzero_ps()};
-  for (int64_t r = 0; r < l.k; ++r) {
-    __m512 xv = _mm512_set1_ps(x[r * job.xStride]);
-    const int8_t *q = strip + r * kStripWidth;
-    for (int v = 0; v < 4; ++v) {
-      __m512 w = _mm512_cvtepi32_ps(
-          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q + 16 * v))));
-      acc[v] = _mm512_fmadd_ps(xv, w, acc[v]);
-    }
-  }
-  const float *scales = reinterpret_cast<const float *>(job.w + l.scaleOffset) + s * kStripWidth;
-  alignas(64) float out[kStripWidth];
-  for (int v = 0; v < 4; ++v)
-    _mm512_store_ps(out + 16 * v, _mm512_mul_ps(acc[v], _mm512_loadu_ps(scales + 16 * v)));
-  storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
-}
 
 /// x quantized for the int4 GEMV, per row and group of G rows: int8 values
 /// (scale max |x| / 127, rounded to nearest even), their scale and sum.
@@ -172,6 +147,44 @@ int4StripRow(const PackedJob &job, int64_t s, int64_t row) {
   storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
 }
 
+/// y[strip] = wscale[n] * sum_g xscale[g] * (sum_{k in g} (q[k][n] + 128) xq[k] - 128 sum xq):
+/// the int8 weights are stored offset to unsigned bytes so that vpdpbusd
+/// takes them against x quantized to int8 per group of 32 rows.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void
+int8StripRow(const PackedJob &job, int64_t s, int64_t row) {
+  const StripLayout &l = job.layout;
+  const uint8_t *strip = job.w + size_t(s) * l.stripBytes;
+  int64_t groups = l.kPadded / l.group;
+  const int8_t *xq = job.xq->values.data() + row * l.kPadded;
+  const float *xScales = job.xq->scales.data() + row * groups;
+  const int32_t *xSums = job.xq->sums.data() + row * groups;
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  for (int64_t g = 0; g < groups; ++g) {
+    if (xScales[g] == 0.0f)
+      continue;
+    __m512i part[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                       _mm512_setzero_si512()};
+    for (int64_t t = g * l.group / 4; t < (g + 1) * l.group / 4; ++t) {
+      int32_t quad;
+      std::memcpy(&quad, xq + 4 * t, 4);
+      __m512i x = _mm512_set1_epi32(quad);
+      for (int v = 0; v < 4; ++v)
+        part[v] = _mm512_dpbusd_epi32(part[v], _mm512_loadu_si512(strip + t * 256 + v * 64), x);
+    }
+    __m512i zero = _mm512_set1_epi32(128 * xSums[g]);
+    __m512 xScale = _mm512_set1_ps(xScales[g]);
+    for (int v = 0; v < 4; ++v)
+      acc[v] = _mm512_fmadd_ps(xScale, _mm512_cvtepi32_ps(_mm512_sub_epi32(part[v], zero)),
+                               acc[v]);
+  }
+  const float *scales = reinterpret_cast<const float *>(job.w + l.scaleOffset) + s * kStripWidth;
+  alignas(64) float out[kStripWidth];
+  for (int v = 0; v < 4; ++v)
+    _mm512_store_ps(out + 16 * v, _mm512_mul_ps(acc[v], _mm512_loadu_ps(scales + 16 * v)));
+  storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
+}
+
 /// Strips [begin, end), each for every row while it is in cache.
 template <void (*StripRow)(const PackedJob &, int64_t, int64_t)>
 void quantizedStrips(int64_t begin, int64_t end, void *data) {
@@ -202,11 +215,10 @@ void dequantizeStrip(const StripLayout &l, const uint8_t *w, int64_t s, float *o
     return;
   }
   case WeightFormat::Int8: {
-    const auto *q = reinterpret_cast<const int8_t *>(strip);
     const float *scales = reinterpret_cast<const float *>(w + l.scaleOffset) + s * kStripWidth;
     for (int64_t r = 0; r < l.k; ++r)
       for (int64_t j = 0; j < kStripWidth; ++j)
-        out[r * kStripWidth + j] = float(q[r * kStripWidth + j]) * scales[j];
+        out[r * kStripWidth + j] = float(int(strip[int8Byte(r, j)]) - 128) * scales[j];
     return;
   }
   case WeightFormat::Int4G32:
@@ -305,14 +317,14 @@ void hasten::runtime::packedMatmul(const Matrix &a, const uint8_t *w, const Matr
       if (stripsMatmulOneDnn(a, w, c, /*bf16=*/true, overwrite))
         return;
     }
-    if (format == WeightFormat::Int8 && m <= kFewRows)
-      return parallelFor(layout.strips, work, quantizedStrips<int8StripRow>, &job);
-    if ((format == WeightFormat::Int4G32 || format == WeightFormat::Int4G64) &&
-        m <= kFewRows && cpu.avx512Vnni) {
+    bool int4 = format == WeightFormat::Int4G32 || format == WeightFormat::Int4G64;
+    if ((format == WeightFormat::Int8 || int4) && m <= kFewRows && cpu.avx512Vnni) {
       thread_local QuantizedRows xq;
       quantizeRows(a, layout, xq);
       job.xq = &xq;
-      return parallelFor(layout.strips, work, quantizedStrips<int4StripRow>, &job);
+      return parallelFor(layout.strips, work,
+                         int4 ? quantizedStrips<int4StripRow> : quantizedStrips<int8StripRow>,
+                         &job);
     }
   }
   parallelFor(layout.strips, work, dequantizedStrips, &job);

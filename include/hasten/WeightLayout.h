@@ -14,8 +14,12 @@
  *                BA16a64b, so prefill's GEMM reads it as is.
  *   bf16-strips  [strips][Kp/2 = K rounded up to 32, halved][64][2] bf16:
  *                row pairs interleaved (oneDNN's BA16a64b2a; vdpbf16ps).
- *   int8         [strips][K][64] int8 q, then f32 scale[strips * 64]:
- *                W[k][n] ~ q[k][n] * scale[n] (symmetric, |q| <= 127).
+ *   int8         [strips][Kp / 4 row quads][4 column sixteens][16][4]
+ *                bytes for Kp = K rounded up to 32: byte 4 j + i of the
+ *                sixteen v holds q[4 t + i][16 v + j] + 128 (the four rows of
+ *                a column side by side, as vpdpbusd takes them); then f32
+ *                scale[strips * 64]: W[k][n] ~ q[k][n] * scale[n]
+ *                (symmetric, |q| <= 127).
  *   int4-gG      [strips][Kp / 4 row quads][2 halves][64] bytes for
  *                Kp = K rounded up to G: in half h of quad t, byte 4 j + i
  *                holds row 4 t + i of column 32 h + j in its low nibble and
@@ -117,8 +121,9 @@ struct StripLayout {
       l.stripBytes = size_t(l.kPadded) * kStripWidth * 2;
       break;
     case WeightFormat::Int8:
-      l.kPadded = k;
-      l.stripBytes = size_t(k) * kStripWidth;
+      l.kPadded = roundUp(k, 32);
+      l.group = 32; // rows per int8 scale of x in the VNNI GEMV
+      l.stripBytes = size_t(l.kPadded) * kStripWidth;
       break;
     case WeightFormat::Int4G32:
     case WeightFormat::Int4G64:
@@ -137,6 +142,11 @@ struct StripLayout {
     return l;
   }
 };
+
+/// Where the byte of (row, column j < 64 of its strip) is in an int8 strip.
+inline size_t int8Byte(int64_t row, int64_t j) {
+  return size_t(row / 4) * 256 + size_t(j / 16) * 64 + size_t(j % 16) * 4 + size_t(row % 4);
+}
 
 /// Where the nibble of (row, column j < 64 of its strip) is in an int4
 /// strip: the byte, and whether it is the high nibble.
@@ -223,7 +233,7 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
       break;
     }
     case WeightFormat::Int8: {
-      auto *data = reinterpret_cast<int8_t *>(strip);
+      uint8_t *data = strip;
       auto *scales = reinterpret_cast<float *>(out + l.scaleOffset) + s * kStripWidth;
       gather(s, width);
       for (int64_t j = 0; j < width; ++j) {
@@ -233,8 +243,12 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
           amax = std::max(amax, std::fabs(values[r]));
         scales[j] = int8Scale(amax);
         for (int64_t r = 0; r < l.k; ++r)
-          data[r * kStripWidth + j] = quantizeInt8(values[r], scales[j]);
+          data[int8Byte(r, j)] = uint8_t(quantizeInt8(values[r], scales[j]) + 128);
       }
+      // Padding (rows past K, columns past N) holds 0, stored as 128.
+      for (int64_t j = 0; j < kStripWidth; ++j)
+        for (int64_t r = j < width ? l.k : 0; r < l.kPadded; ++r)
+          data[int8Byte(r, j)] = 128;
       break;
     }
     case WeightFormat::Int4G32:
@@ -308,7 +322,7 @@ inline float unpackWeight(const StripLayout &l, const uint8_t *data, int64_t row
     return value;
   }
   case WeightFormat::Int8:
-    return float(reinterpret_cast<const int8_t *>(strip)[row * kStripWidth + j]) *
+    return float(int(strip[int8Byte(row, j)]) - 128) *
            reinterpret_cast<const float *>(data + l.scaleOffset)[col];
   case WeightFormat::Int4G32:
   case WeightFormat::Int4G64: {

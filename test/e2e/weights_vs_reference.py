@@ -95,7 +95,11 @@ def pack(w, fmt):
         scale = (amax / np.float32(127)).astype(np.float32)
         safe = np.where(scale == 0, np.float32(1), scale)
         q = np.where(scale == 0, 0, np.clip(np.rint(wp / safe), -127, 127)).astype(np.int8)
-        data = q.reshape(k, strips, STRIP).transpose(1, 0, 2).tobytes()
+        kp = round_up(k, 32)
+        u = np.full((kp, strips * STRIP), 128, np.uint8)
+        u[:k] = (q.astype(np.int16) + 128).astype(np.uint8)
+        # [quads, 4 rows, strips, 4 sixteens, 16 columns] -> [strips, quads, sixteens, columns, rows]
+        data = u.reshape(kp // 4, 4, strips, 4, 16).transpose(2, 0, 3, 4, 1).tobytes()
         blob = data + bytes(round_up(len(data), 64) - len(data)) + scale.tobytes()
         return blob, (q[:, :n].astype(np.float32) * scale[:n])
     group = 32 if fmt == "int4-g32" else 64
@@ -214,8 +218,9 @@ def check_kernels(checks, bin_dir, work, rng):
             refs = [x.astype(np.float64) @ dequantized.astype(np.float64)]
             if fmt == "bf16-strips":   # the bf16 kernels also round x
                 refs.append(from_bf16(bf16_bits(x)).astype(np.float64) @ dequantized)
-            if fmt.startswith("int4"):  # the VNNI kernel quantizes x per group
-                refs.append(quantize_x(x, int(fmt[-2:])).astype(np.float64) @ dequantized)
+            if fmt.startswith("int"):  # the VNNI kernels quantize x per group
+                group = 32 if fmt == "int8" else int(fmt[-2:])
+                refs.append(quantize_x(x, group).astype(np.float64) @ dequantized)
             err = min(np.abs(y - r).max() / np.abs(r).max() for r in refs)
             checks.check(err < 2e-6 if fmt == "f32-strips" else err < 1e-5,
                          f"{fmt}: {m} x {k} x {n} against numpy's x @ dequantized W "

@@ -155,11 +155,13 @@ module {
 // BF16STRIPS: arith.constant 519 : i32
 // BF16STRIPS: call @hasten_rt_matmul_packed
 // BF16STRIPS: "w.bf16-strips": "0x40000000803F803F803F803F
-// int8: q = 127 for every 1.0 (scale 1/127 per column), then the scales.
-// INT8: memref.global "private" constant @w_int8 : memref<768xi8> = dense_resource<w.int8> {alignment = 64 : i64, hasten.weight_dims = array<i64: 8, 16>, hasten.weight_format = "int8"}
+// int8: q = 127 for every 1.0 (scale 1/127 per column), stored + 128; a
+// quad of rows is four sixteens of columns, byte 4 j + i holding row i of
+// column j; then the scales.
+// INT8: memref.global "private" constant @w_int8 : memref<2304xi8> = dense_resource<w.int8> {alignment = 64 : i64, hasten.weight_dims = array<i64: 8, 16>, hasten.weight_format = "int8"}
 // INT8: arith.constant 773 : i32
 // INT8: call @hasten_rt_matmul_packed
-// INT8: w.int8: "0x400000007F7F7F7F7F7F7F7F7F7F7F7F7F7F7F7F00000000
+// INT8: w.int8: "0x40000000FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080808080FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF80
 // int4 (groups of 32 rows, K padded to 32): nibble 0 for the 16 columns
 // (each group's extreme maps to -8, the scale -1/8), 8 (zero) elsewhere; a
 // quad of rows is two halves of 64 bytes, byte 4 j + i holding row i of
