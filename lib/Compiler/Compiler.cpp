@@ -392,7 +392,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (options.memoryReport)
     *options.memoryReport << llvm::formatv(
         "{0:2}\n", llvm::json::Value(buildMemoryReport(
-                       module, *kv, draftKV ? &*draftKV : nullptr, weightBytes,
+                       module, *kv, draftKV ? &*draftKV : nullptr, weightBytes, weights,
                        llvm::sys::path::filename(inputPath))));
   if (options.emit == EmitKind::MLIR)
     return success();

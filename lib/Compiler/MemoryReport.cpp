@@ -9,6 +9,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
 #include <cmath>
+#include <map>
 
 using namespace mlir;
 using namespace hasten;
@@ -50,8 +51,23 @@ llvm::json::Object kvCacheReport(const KVCachePlan &kv) {
 
 llvm::json::Object hasten::buildMemoryReport(ModuleOp module, const KVCachePlan &kv,
                                              const KVCachePlan *draftKV, uint64_t weightBytes,
+                                             const std::vector<WeightInfo> &weights,
                                              StringRef source) {
   llvm::json::Object report{{"model", source.str()}, {"weight_bytes", int64_t(weightBytes)}};
+  // By the format the kernels read (--weights); constants that are no
+  // named initializer (folded shapes, masks) as "other".
+  std::map<std::string, int64_t> formats;
+  int64_t listed = 0;
+  for (const WeightInfo &w : weights) {
+    formats[w.format] += int64_t(w.bytes);
+    listed += int64_t(w.bytes);
+  }
+  if (int64_t(weightBytes) > listed)
+    formats["other"] = int64_t(weightBytes) - listed;
+  llvm::json::Object byFormat;
+  for (const auto &[format, bytes] : formats)
+    byFormat[format] = bytes;
+  report["weight_bytes_by_format"] = std::move(byFormat);
   if (kv.decoder)
     report["kv_cache"] = kvCacheReport(kv);
   // A draft compiled into the module (--draft) has a cache of its own.

@@ -11,6 +11,7 @@
 #define HASTEN_LIB_COMPILER_MEMORYREPORT_H
 
 #include "KVCachePlan.h"
+#include "hasten/Manifest/ModuleManifest.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/JSON.h"
@@ -21,6 +22,7 @@ namespace hasten {
 /// module (reported as "draft_kv_cache").
 llvm::json::Object buildMemoryReport(mlir::ModuleOp bufferized, const KVCachePlan &kv,
                                      const KVCachePlan *draftKV, uint64_t weightBytes,
+                                     const std::vector<WeightInfo> &weights,
                                      llvm::StringRef source);
 
 } // namespace hasten

@@ -8,9 +8,13 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FileUtilities.h"
 #include "llvm/Support/ToolOutputFile.h"
 
 #include <elf.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -116,17 +120,17 @@ LogicalResult WeightSegment::writeSidecar(StringRef path, Location loc) const {
   return success();
 }
 
-LogicalResult WeightSegment::writeObject(StringRef path, Location loc) const {
+LogicalResult WeightSegment::writePlaceholderObject(StringRef path, Location loc) {
   std::string error;
   auto out = openOutputFile(path, &error);
   if (!out)
     return emitError(loc) << "cannot write the weights object: " << error;
-  // [ELF header][zeros to 4096][segment][.shstrtab][section headers]:
-  // null, .hasten.weights (PROGBITS, not allocated: the runtime maps it
-  // itself, the loader does not copy it), .shstrtab.
+  // [ELF header][one byte][.shstrtab][section headers]: null,
+  // .hasten.weights (PROGBITS, not allocated: the runtime maps it itself,
+  // the loader does not), .shstrtab.
   const char names[] = "\0.hasten.weights\0.shstrtab";
-  uint64_t dataOffset = kWeightSegmentAlignment;
-  uint64_t namesOffset = dataOffset + bytes;
+  uint64_t dataOffset = sizeof(Elf64_Ehdr);
+  uint64_t namesOffset = dataOffset + 1;
   uint64_t headersOffset = (namesOffset + sizeof(names) + 7) / 8 * 8;
   Elf64_Ehdr header = {};
   std::memcpy(header.e_ident, ELFMAG, SELFMAG);
@@ -145,17 +149,16 @@ LogicalResult WeightSegment::writeObject(StringRef path, Location loc) const {
   sections[1].sh_name = 1;
   sections[1].sh_type = SHT_PROGBITS;
   sections[1].sh_offset = dataOffset;
-  sections[1].sh_size = bytes;
-  sections[1].sh_addralign = kWeightSegmentAlignment;
-  sections[2].sh_name = 1 + std::strlen(".hasten.weights") + 1;
+  sections[1].sh_size = 1;
+  sections[1].sh_addralign = 1;
+  sections[2].sh_name = 1 + std::strlen(kWeightsSectionName) + 1;
   sections[2].sh_type = SHT_STRTAB;
   sections[2].sh_offset = namesOffset;
   sections[2].sh_size = sizeof(names);
   sections[2].sh_addralign = 1;
   llvm::raw_fd_ostream &os = out->os();
   os.write(reinterpret_cast<const char *>(&header), sizeof(header));
-  os.write_zeros(dataOffset - sizeof(header));
-  write(os);
+  os.write('\0');
   os.write(names, sizeof(names));
   os.write_zeros(headersOffset - namesOffset - sizeof(names));
   os.write(reinterpret_cast<const char *>(sections), sizeof(sections));
@@ -163,5 +166,66 @@ LogicalResult WeightSegment::writeObject(StringRef path, Location loc) const {
   if (os.has_error())
     return emitError(loc) << "cannot write the weights object '" << path << "'";
   out->keep();
+  return success();
+}
+
+LogicalResult WeightSegment::appendTo(StringRef library, Location loc) const {
+  auto fail = [&](const Twine &why) {
+    return emitError(loc) << "cannot add the weights to '" << library << "': " << why;
+  };
+  int fd;
+  if (std::error_code ec = llvm::sys::fs::openFileForReadWrite(
+          library, fd, llvm::sys::fs::CD_OpenExisting, llvm::sys::fs::OF_None))
+    return fail(ec.message());
+  auto readAt = [&](uint64_t offset, void *out, size_t size) {
+    return ::pread(fd, out, size, off_t(offset)) == ssize_t(size);
+  };
+  Elf64_Ehdr header;
+  std::vector<Elf64_Shdr> sections;
+  std::vector<char> names;
+  bool ok = readAt(0, &header, sizeof(header)) && header.e_shentsize == sizeof(Elf64_Shdr) &&
+            header.e_shstrndx < header.e_shnum;
+  if (ok) {
+    sections.resize(header.e_shnum);
+    ok = readAt(header.e_shoff, sections.data(), sections.size() * sizeof(Elf64_Shdr));
+  }
+  if (ok) {
+    names.resize(sections[header.e_shstrndx].sh_size);
+    ok = readAt(sections[header.e_shstrndx].sh_offset, names.data(), names.size());
+  }
+  std::optional<size_t> index;
+  for (size_t i = 0; ok && i < sections.size(); ++i)
+    if (sections[i].sh_name < names.size() &&
+        StringRef(&names[sections[i].sh_name]) == kWeightsSectionName)
+      index = i;
+  struct stat st;
+  if (!ok || !index || ::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return fail(Twine("the linked library has no ") + kWeightsSectionName + " section");
+  }
+  uint64_t offset = (uint64_t(st.st_size) + kWeightSegmentAlignment - 1) /
+                    kWeightSegmentAlignment * kWeightSegmentAlignment;
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/false);
+    os.seek(st.st_size);
+    os.write_zeros(offset - uint64_t(st.st_size));
+    write(os);
+    os.flush();
+    if (os.has_error()) {
+      os.clear_error();
+      ::close(fd);
+      return fail("writing the segment failed");
+    }
+  }
+  Elf64_Shdr &section = sections[*index];
+  section.sh_offset = offset;
+  section.sh_size = bytes;
+  section.sh_addralign = kWeightSegmentAlignment;
+  bool patched = ::pwrite(fd, &section, sizeof(section),
+                          off_t(header.e_shoff + *index * sizeof(Elf64_Shdr))) ==
+                 ssize_t(sizeof(section));
+  ::close(fd);
+  if (!patched)
+    return fail("cannot update its section header");
   return success();
 }

@@ -42,9 +42,13 @@ public:
   /// A sidecar weights file (runtime/Manifest.h's SidecarHeader, then the
   /// segment).
   mlir::LogicalResult writeSidecar(llvm::StringRef path, mlir::Location loc) const;
-  /// An x86-64 ELF relocatable object holding the segment as the
-  /// non-allocated, page-aligned .hasten.weights section.
-  mlir::LogicalResult writeObject(llvm::StringRef path, mlir::Location loc) const;
+  /// An x86-64 ELF relocatable object with a one-byte, non-allocated
+  /// .hasten.weights section: linked into the library as the section's
+  /// place, which appendTo then points at the segment.
+  static mlir::LogicalResult writePlaceholderObject(llvm::StringRef path, mlir::Location loc);
+  /// Appends the segment, page-aligned, to the linked library and points its
+  /// .hasten.weights section header at it (the linker never copies it).
+  mlir::LogicalResult appendTo(llvm::StringRef library, mlir::Location loc) const;
 
 private:
   uint64_t bytes = 0;

@@ -419,17 +419,16 @@ public:
     if (request.emit == EmitKind::Object)
       return success();
 
-    // The weight segment, as an object whose section the linker places
-    // page-aligned after the code.
+    // The weight segment's section: a placeholder the linker places, which
+    // the segment, appended after linking, replaces (the linker never
+    // copies hundreds of megabytes).
     SmallString<128> weightsObject;
     if (request.embeddedWeights) {
       int fd;
       if (llvm::sys::fs::createTemporaryFile("hasten-weights", "o", fd, weightsObject))
         return emitError(fileLoc) << "cannot create a temporary object file";
       llvm::sys::Process::SafelyCloseFileDescriptor(fd);
-      if (failed(timer.run("weights object", [&] {
-            return request.embeddedWeights->writeObject(weightsObject, fileLoc);
-          })))
+      if (failed(WeightSegment::writePlaceholderObject(weightsObject, fileLoc)))
         return failure();
     }
     llvm::FileRemover weightsRemover(weightsObject.str());
@@ -476,6 +475,10 @@ public:
     if (!linked)
       return emitError(fileLoc) << "linking '" << request.outputPath << "' with " << linker
                                 << " failed: " << errorText;
+    if (request.embeddedWeights && failed(timer.run("weights", [&] {
+          return request.embeddedWeights->appendTo(request.outputPath, fileLoc);
+        })))
+      return failure();
     return writeModuleHash(request.outputPath, fileLoc);
   }
 
