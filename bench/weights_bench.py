@@ -12,7 +12,8 @@ steps, against the stored weights plus the KV cache; and the decode floor:
 the bytes a token reads (the stored weights but the position table and, when
 the LM head has its own packed copy, the token embedding table, of which a
 token reads one row) over the read bandwidth measured now at the same thread
-count. The table names the CPU.
+count; and how many of 32 greedy tokens after a 16-token prompt agree with
+f32's. The table names the CPU.
 
 usage: bench/weights_bench.py [--build build] [--threads 1,2] [--precisions f32,bf16,int8,int4]
 """
@@ -55,11 +56,17 @@ for i in range(max(3 * {repeat}, 10) + 2):
     seq.truncate({past})
 decode = statistics.median(times[2:]) * 1e3
 rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:'))
-print(first, decode, rss, m.capacity, loaded)
+seq.truncate(0)
+logits = seq.append([(i * 7) % 50000 + 1 for i in range(16)])
+greedy = []
+for i in range(32):
+    greedy.append(int(logits.argmax())); logits = seq.append([greedy[-1]])
+print(first, decode, rss, m.capacity, loaded, ",".join(map(str, greedy)))
 """
     env = dict(os.environ, HASTEN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     out = run([sys.executable, "-c", code], env).split()
-    return float(out[0]), float(out[1]), int(out[2]), int(out[3]), float(out[4])
+    return (float(out[0]), float(out[1]), int(out[2]), int(out[3]), float(out[4]),
+            [int(t) for t in out[5].split(",")])
 
 
 def main():
@@ -111,8 +118,9 @@ def main():
         for p in precisions:
             c = compiled[p]
             child(args.build, c["path"], threads, args.past, 1)  # warm the page cache
-            first, decode, rss, capacity, loaded = child(args.build, c["path"], threads,
-                                                         args.past, args.repeat)
+            first, decode, rss, capacity, loaded, greedy = child(
+                args.build, c["path"], threads, args.past, args.repeat)
+            c["greedy"] = greedy
             kv = capacity * 12 * 2 * 768 * 4
             floor = c["read"] / bandwidths[threads] * 1e3
             rows.append((threads, p, loaded, first, decode, floor, rss * 1024, kv, ort_decode,
@@ -139,6 +147,18 @@ def main():
         print(f"| {threads} | {p} | {loaded:.1f} | {first:.1f} | {decode:.2f} | {floor:.2f} | "
               f"{decode / floor:.2f}x | {ort_decode / decode:.2f}x ({ort_decode:.2f} ms) | "
               f"{rss / 1e6:.0f} | {rss / (stored + kv):.2f}x | {ort_rss / 1e6:.0f} |")
+    if "f32" in compiled:
+        print("\ngreedy tokens after a 16-token prompt that agree with f32 (of 32): " +
+              ", ".join(f"{p} {agreement(compiled[p]['greedy'], compiled['f32']['greedy'])}"
+                        for p in precisions if p != "f32"))
+
+
+def agreement(a, b):
+    """Leading greedy tokens two precisions agree on."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 if __name__ == "__main__":
