@@ -12,8 +12,8 @@ steps, against the stored weights plus the KV cache; and the decode floor:
 the bytes a token reads (the stored weights but the position table and, when
 the LM head has its own packed copy, the token embedding table, of which a
 token reads one row) over the read bandwidth measured now at the same thread
-count; and how many of 32 greedy tokens after a 16-token prompt agree with
-f32's. The table names the CPU.
+count; and how many of 32 greedy tokens after the decoder bench's first
+prompt (512 tokens) agree with f32's. The table names the CPU.
 
 usage: bench/weights_bench.py [--build build] [--threads 1,2] [--precisions f32,bf16,int8,int4]
 """
@@ -57,7 +57,7 @@ for i in range(max(3 * {repeat}, 10) + 2):
 decode = statistics.median(times[2:]) * 1e3
 rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:'))
 seq.truncate(0)
-logits = seq.append([(i * 7) % 50000 + 1 for i in range(16)])
+logits = seq.append([(i * 7) % 50000 + 1 for i in range(512)])
 greedy = []
 for i in range(32):
     greedy.append(int(logits.argmax())); logits = seq.append([greedy[-1]])
@@ -148,7 +148,8 @@ def main():
               f"{decode / floor:.2f}x | {ort_decode / decode:.2f}x ({ort_decode:.2f} ms) | "
               f"{rss / 1e6:.0f} | {rss / (stored + kv):.2f}x | {ort_rss / 1e6:.0f} |")
     if "f32" in compiled:
-        print("\ngreedy tokens after a 16-token prompt that agree with f32 (of 32): " +
+        print("\ngreedy tokens after the decoder bench's 512-token prompt that agree with f32 "
+              "(of 32): " +
               ", ".join(f"{p} {agreement(compiled[p]['greedy'], compiled['f32']['greedy'])}"
                         for p in precisions if p != "f32"))
 
