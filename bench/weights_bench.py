@@ -12,7 +12,8 @@ steps, against the stored weights plus the KV cache; and the decode floor:
 the bytes a token reads (the stored weights but the position table and, when
 the LM head has its own packed copy, the token embedding table, of which a
 token reads one row) over the read bandwidth measured now at the same thread
-count; and how many of 32 greedy tokens after the decoder bench's first
+count ("with KV" adds the keys and values attention reads at that past
+length); and how many of 32 greedy tokens after the decoder bench's first
 prompt (512 tokens) agree with f32's. The table names the CPU.
 
 usage: bench/weights_bench.py [--build build] [--threads 1,2] [--precisions f32,bf16,int8,int4]
@@ -123,8 +124,10 @@ def main():
             c["greedy"] = greedy
             kv = capacity * 12 * 2 * 768 * 4
             floor = c["read"] / bandwidths[threads] * 1e3
-            rows.append((threads, p, loaded, first, decode, floor, rss * 1024, kv, ort_decode,
-                         ort_rss))
+            # What attention reads too: the keys and values of `past` tokens.
+            kv_floor = (c["read"] + args.past * 12 * 2 * 768 * 4) / bandwidths[threads] * 1e3
+            rows.append((threads, p, loaded, first, decode, floor, kv_floor, rss * 1024, kv,
+                         ort_decode, ort_rss))
 
     print(f"CPU: {machine.cpu_description()}; ONNX Runtime {ort_env.ort_version(python)} "
           f"(Python, CPU, f32); read bandwidth measured now: "
@@ -140,12 +143,13 @@ def main():
               f"{c['file'] / 1e6:.0f} |")
     print()
     print("| threads | weights | load ms | load to first token ms | decode ms/token | floor ms | "
-          "x floor | vs ORT f32 | RSS MB | RSS / (weights + KV) | ORT RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for threads, p, loaded, first, decode, floor, rss, kv, ort_decode, ort_rss in rows:
+          "x floor | x floor with KV | vs ORT f32 | RSS MB | RSS / (weights + KV) | ORT RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for threads, p, loaded, first, decode, floor, kv_floor, rss, kv, ort_decode, ort_rss in rows:
         stored = compiled[p]["stored"]
         print(f"| {threads} | {p} | {loaded:.1f} | {first:.1f} | {decode:.2f} | {floor:.2f} | "
-              f"{decode / floor:.2f}x | {ort_decode / decode:.2f}x ({ort_decode:.2f} ms) | "
+              f"{decode / floor:.2f}x | {decode / kv_floor:.2f}x | "
+              f"{ort_decode / decode:.2f}x ({ort_decode:.2f} ms) | "
               f"{rss / 1e6:.0f} | {rss / (stored + kv):.2f}x | {ort_rss / 1e6:.0f} |")
     if "f32" in compiled:
         print("\ngreedy tokens after the decoder bench's 512-token prompt that agree with f32 "

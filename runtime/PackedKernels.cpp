@@ -226,13 +226,16 @@ void dequantizeStrip(const StripLayout &l, const uint8_t *w, int64_t s, float *o
     int64_t groups = l.kPadded / l.group;
     const auto *scales = reinterpret_cast<const uint16_t *>(w + l.scaleOffset) +
                          size_t(s) * groups * kStripWidth;
+    float groupScales[kStripWidth]; // widened once per group, not per element
     for (int64_t r = 0; r < l.k; ++r) {
-      const uint16_t *rowScales = scales + (r / l.group) * kStripWidth;
+      if (r % l.group == 0)
+        for (int64_t j = 0; j < kStripWidth; ++j)
+          groupScales[j] = fromF16(scales[(r / l.group) * kStripWidth + j]);
       for (int64_t j = 0; j < kStripWidth; ++j) {
         bool high;
         uint8_t byte = strip[int4Byte(r, j, high)];
         int nibble = high ? (byte >> 4) : (byte & 15);
-        out[r * kStripWidth + j] = float(nibble - 8) * fromF16(rowScales[j]);
+        out[r * kStripWidth + j] = float(nibble - 8) * groupScales[j];
       }
     }
     return;
