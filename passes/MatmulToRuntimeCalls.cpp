@@ -219,6 +219,30 @@ std::optional<WeightSource> weightSourceOf(Value b, SymbolTable &symbols) {
 /// The weight packed in `format` (KernelAbi's strips, WeightLayout.h) as a
 /// byte global, created once per weight, orientation and format, marked
 /// with the format and the logical K x N shape for the manifest.
+/// A byte global holding a packed weight (next to `from`), marked with its
+/// format and logical K x N for the manifest.
+memref::GlobalOp createPackedGlobal(memref::GlobalOp from, StringRef name, StringRef key,
+                                   const std::vector<uint8_t> &bytes,
+                                   hasten::abi::WeightFormat format, int64_t k, int64_t n,
+                                   SymbolTable &symbols) {
+  MLIRContext *ctx = from.getContext();
+  Type i8 = IntegerType::get(ctx, 8);
+  int64_t size = (int64_t)bytes.size();
+  auto attr = DenseResourceElementsAttr::get(
+      RankedTensorType::get({size}, i8), key,
+      HeapAsmResourceBlob::allocateAndCopyWithAlign(
+          ArrayRef<char>(reinterpret_cast<const char *>(bytes.data()), bytes.size()), 64));
+  OpBuilder b(from);
+  auto packed = memref::GlobalOp::create(b, from.getLoc(), name, b.getStringAttr("private"),
+                                         MemRefType::get({size}, i8), attr, /*constant=*/true,
+                                         b.getI64IntegerAttr(64));
+  packed->setAttr(hasten::HastenDialect::kWeightFormatAttrName,
+                  b.getStringAttr(hasten::abi::weightFormatName(format)));
+  packed->setAttr(hasten::HastenDialect::kWeightDimsAttrName, b.getDenseI64ArrayAttr({k, n}));
+  symbols.insert(packed);
+  return packed;
+}
+
 std::string packedName(WeightSource source, hasten::abi::WeightFormat format) {
   std::string name = (source.global.getSymName() + (source.transposed ? "_t_" : "_") +
                       hasten::abi::weightFormatName(format))
@@ -280,23 +304,154 @@ memref::GlobalOp packedGlobalFor(WeightSource source, hasten::abi::WeightFormat 
   }
   ArrayRef<int64_t> shape = source.global.getType().getShape();
   int64_t k = source.transposed ? shape[1] : shape[0], n = source.transposed ? shape[0] : shape[1];
-  MLIRContext *ctx = source.global.getContext();
-  Type i8 = IntegerType::get(ctx, 8);
-  int64_t size = (int64_t)bytes.size();
-  auto attr = DenseResourceElementsAttr::get(
-      RankedTensorType::get({size}, i8),
-      copyKey(source.global, hasten::abi::weightFormatName(format)),
-      HeapAsmResourceBlob::allocateAndCopyWithAlign(
-          ArrayRef<char>(reinterpret_cast<const char *>(bytes.data()), bytes.size()), 64));
-  OpBuilder b(source.global);
-  auto packed = memref::GlobalOp::create(b, source.global.getLoc(), name,
-                                         b.getStringAttr("private"), MemRefType::get({size}, i8),
-                                         attr, /*constant=*/true, b.getI64IntegerAttr(64));
-  packed->setAttr(hasten::HastenDialect::kWeightFormatAttrName,
-                  b.getStringAttr(hasten::abi::weightFormatName(format)));
-  packed->setAttr(hasten::HastenDialect::kWeightDimsAttrName, b.getDenseI64ArrayAttr({k, n}));
-  symbols.insert(packed);
-  return packed;
+  return createPackedGlobal(source.global, name,
+                            copyKey(source.global, hasten::abi::weightFormatName(format)), bytes,
+                            format, k, n, symbols);
+}
+
+/// The constant global a memref reads, through expand/collapse views.
+memref::GlobalOp constantGlobalOf(Value value, SymbolTable &symbols) {
+  while (Operation *def = value.getDefiningOp()) {
+    if (auto get = dyn_cast<memref::GetGlobalOp>(def)) {
+      auto global = symbols.lookup<memref::GlobalOp>(get.getName());
+      return global && global.getConstant() && global.getInitialValue() ? global : nullptr;
+    }
+    if (!isa<memref::ExpandShapeOp, memref::CollapseShapeOp>(def))
+      return nullptr;
+    value = def->getOperand(0);
+  }
+  return nullptr;
+}
+
+/// The elements of a constant global as raw bytes of their type.
+std::optional<std::vector<char>> globalBytes(memref::GlobalOp global) {
+  Attribute initial = *global.getInitialValue();
+  if (auto resource = dyn_cast<DenseResourceElementsAttr>(initial)) {
+    AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+    if (!blob)
+      return std::nullopt;
+    return std::vector<char>(blob->getData().begin(), blob->getData().end());
+  }
+  auto dense = dyn_cast<DenseIntOrFPElementsAttr>(initial);
+  if (!dense || dense.getElementType().getIntOrFloatBitWidth() % 8)
+    return std::nullopt;
+  ArrayRef<char> raw = dense.getRawData();
+  std::vector<char> bytes;
+  for (int64_t i = 0, n = dense.isSplat() ? dense.getNumElements() : 1; i < n; ++i)
+    bytes.insert(bytes.end(), raw.begin(), raw.end());
+  return bytes;
+}
+
+/// A weight that arrives quantized: B written, just before the matmul, by
+/// the dequantization ONNX's DequantizeLinear imports to (sitofp of an int8
+/// constant, minus a zero point that is all zeros, times a per-column or
+/// per-tensor f32 scale). Its int8 values and scales as given, and the
+/// ops that computed B, which go with it.
+struct QuantizedWeight {
+  memref::GlobalOp values;
+  std::vector<float> scales; // one per column
+  linalg::GenericOp dequantize;
+  memref::AllocOp buffer;
+};
+
+std::optional<QuantizedWeight> quantizedWeightOf(linalg::LinalgOp matmul, SymbolTable &symbols) {
+  Value b = matmul->getOperand(1);
+  auto alloc = b.getDefiningOp<memref::AllocOp>();
+  auto type = cast<MemRefType>(b.getType());
+  if (!alloc || type.getRank() != 2 || !type.hasStaticShape())
+    return std::nullopt;
+  QuantizedWeight weight;
+  weight.buffer = alloc;
+  for (Operation *user : alloc->getUsers()) {
+    if (user == matmul.getOperation() || isa<memref::DeallocOp>(user))
+      continue;
+    auto generic = dyn_cast<linalg::GenericOp>(user);
+    if (!generic || weight.dequantize || generic.getNumDpsInits() != 1 ||
+        generic.getDpsInits()[0] != b || generic->getBlock() != matmul->getBlock() ||
+        !generic->isBeforeInBlock(matmul))
+      return std::nullopt;
+    weight.dequantize = generic;
+  }
+  linalg::GenericOp g = weight.dequantize;
+  if (!g || g.getNumParallelLoops() != 2 || g.getNumLoops() != 2 || g.getNumDpsInputs() > 3 ||
+      !g.getMatchingIndexingMap(g.getDpsInitOperand(0)).isIdentity() ||
+      !g.getMatchingIndexingMap(g.getDpsInputOperand(0)).isIdentity())
+    return std::nullopt;
+  int64_t k = type.getDimSize(0), n = type.getDimSize(1);
+  // The int8 values.
+  weight.values = constantGlobalOf(g.getDpsInputs()[0], symbols);
+  if (!weight.values || !weight.values.getType().getElementType().isInteger(8) ||
+      weight.values.getType().getNumElements() != k * n)
+    return std::nullopt;
+  // The scale (and zero point): per column, (d0, d1) -> (d1) or (0, d1), or
+  // one value.
+  auto perColumnOrTensor = [&](OpOperand *operand) -> std::optional<bool> {
+    AffineMap map = g.getMatchingIndexingMap(operand);
+    auto isZero = [](AffineExpr e) {
+      auto c = dyn_cast<AffineConstantExpr>(e);
+      return c && c.getValue() == 0;
+    };
+    bool column = map.getNumResults() >= 1 && map.getResults().back() == getAffineDimExpr(1, map.getContext()) &&
+                  llvm::all_of(map.getResults().drop_back(), isZero);
+    bool tensor = llvm::all_of(map.getResults(), isZero);
+    if (column)
+      return true;
+    if (tensor)
+      return false;
+    return std::nullopt;
+  };
+  // The body's multiplication: (sitofp(q) [- sitofp(zp)]) times the scale,
+  // an input or (one scale for the tensor, folded) a constant.
+  Block &body = g.getRegion().front();
+  auto yield = cast<linalg::YieldOp>(body.getTerminator());
+  auto mul = yield.getValues()[0].getDefiningOp<arith::MulFOp>();
+  if (!mul)
+    return std::nullopt;
+  auto isScale = [&](Value v) {
+    if (g.getNumDpsInputs() >= 2)
+      return v == body.getArgument(1);
+    auto constant = v.getDefiningOp<arith::ConstantOp>();
+    return constant && isa<FloatAttr>(constant.getValue()) &&
+           !g->isAncestor(constant.getOperation());
+  };
+  Value scaleValue = isScale(mul.getLhs()) ? mul.getLhs() : mul.getRhs();
+  Value product = scaleValue == mul.getLhs() ? mul.getRhs() : mul.getLhs();
+  if (!isScale(scaleValue) || !scaleValue.getType().isF32())
+    return std::nullopt;
+  weight.scales.resize(n);
+  if (g.getNumDpsInputs() == 1) {
+    float scale = cast<FloatAttr>(scaleValue.getDefiningOp<arith::ConstantOp>().getValue())
+                      .getValueAsDouble();
+    std::fill(weight.scales.begin(), weight.scales.end(), scale);
+  } else {
+    memref::GlobalOp scaleGlobal = constantGlobalOf(g.getDpsInputs()[1], symbols);
+    std::optional<bool> scalePerColumn = perColumnOrTensor(g.getDpsInputOperand(1));
+    if (!scaleGlobal || !scalePerColumn || !scaleGlobal.getType().getElementType().isF32() ||
+        scaleGlobal.getType().getNumElements() != (*scalePerColumn ? n : 1))
+      return std::nullopt;
+    std::optional<std::vector<char>> scaleBytes = globalBytes(scaleGlobal);
+    if (!scaleBytes || scaleBytes->size() != size_t(*scalePerColumn ? n : 1) * 4)
+      return std::nullopt;
+    for (int64_t c = 0; c < n; ++c)
+      std::memcpy(&weight.scales[c], scaleBytes->data() + (*scalePerColumn ? c : 0) * 4, 4);
+  }
+  if (g.getNumDpsInputs() == 3) {
+    memref::GlobalOp zeroGlobal = constantGlobalOf(g.getDpsInputs()[2], symbols);
+    std::optional<std::vector<char>> zeros = zeroGlobal ? globalBytes(zeroGlobal) : std::nullopt;
+    if (!zeros || !perColumnOrTensor(g.getDpsInputOperand(2)) ||
+        llvm::any_of(*zeros, [](char c) { return c != 0; }))
+      return std::nullopt;
+  }
+  if (auto sub = product.getDefiningOp<arith::SubFOp>()) {
+    auto zp = sub.getRhs().getDefiningOp<arith::SIToFPOp>();
+    if (g.getNumDpsInputs() != 3 || !zp || zp.getIn() != body.getArgument(2))
+      return std::nullopt;
+    product = sub.getLhs();
+  }
+  auto widen = product.getDefiningOp<arith::SIToFPOp>();
+  if (!widen || widen.getIn() != body.getArgument(0))
+    return std::nullopt;
+  return weight;
 }
 
 /// With --weights=bf16: B as a view of a bf16 copy of its constant weight
@@ -410,8 +565,13 @@ struct MatmulToRuntimeCallsPass
         rewriter.eraseOp(fill);
       }
       Value oldWeight = op->getOperand(1);
-      Value packed =
-          batched ? Value() : packedWeightFor(rewriter, op, symbols, flags, prepacked);
+      // A weight that arrives quantized runs on the int8 kernels as given,
+      // whatever --weights says.
+      std::optional<QuantizedWeight> quantized =
+          batched ? std::nullopt : quantizedWeightOf(op, symbols);
+      Value packed = quantized ? quantizedWeightFor(rewriter, op, *quantized, symbols, flags)
+                     : batched ? Value()
+                               : packedWeightFor(rewriter, op, symbols, flags, prepacked);
       Value bf16Weight = !packed && weights == "bf16" && (flags & kConstantWeights)
                              ? bf16WeightFor(rewriter, oldWeight, symbols)
                              : Value();
@@ -436,6 +596,17 @@ struct MatmulToRuntimeCallsPass
           arith::ConstantIntOp::create(rewriter, loc, flags, 32)};
       func::CallOp::create(rewriter, loc, callee, args);
       rewriter.eraseOp(op);
+      if (quantized) {
+        // The dequantized copy and what fed it go.
+        SmallVector<Value> inputs = quantized->dequantize.getDpsInputs();
+        rewriter.eraseOp(quantized->dequantize);
+        for (Operation *user : llvm::make_early_inc_range(quantized->buffer->getUsers()))
+          rewriter.eraseOp(user);
+        rewriter.eraseOp(quantized->buffer);
+        for (Value input : inputs)
+          eraseIfUnused(rewriter, input, symbols);
+        continue;
+      }
       // The f32 weight, now unread, leaves the module.
       if (packed || bf16Weight)
         eraseIfUnused(rewriter, oldWeight, symbols);
@@ -459,6 +630,36 @@ struct MatmulToRuntimeCallsPass
     if (source.transposed)
       return std::nullopt;
     return WeightFormat::F32Strips;
+  }
+
+  /// B as the quantized weight's int8 values and scales packed for the
+  /// int8 kernels (flags get the format).
+  Value quantizedWeightFor(IRRewriter &rewriter, linalg::LinalgOp op,
+                           const QuantizedWeight &weight, SymbolTable &symbols,
+                           int32_t &flags) const {
+    using hasten::abi::WeightFormat;
+    ArrayRef<int64_t> shape = cast<MemRefType>(op->getOperand(1).getType()).getShape();
+    int64_t k = shape[0], n = shape[1];
+    memref::GlobalOp values = weight.values;
+    std::string name = (values.getSymName() + "_int8").str();
+    memref::GlobalOp global = symbols.lookup<memref::GlobalOp>(name);
+    if (!global) {
+      std::optional<std::vector<char>> data = globalBytes(values);
+      if (!data)
+        return nullptr;
+      auto layout = hasten::abi::StripLayout::of(WeightFormat::Int8, k, n);
+      std::vector<uint8_t> bytes(layout.totalBytes);
+      const char *q = data->data();
+      hasten::abi::packInt8Quantized(
+          layout, [&](int64_t r, int64_t c) { return int8_t(q[r * n + c]); },
+          [&](int64_t c) { return weight.scales[c]; }, bytes.data());
+      global = createPackedGlobal(values, name, copyKey(values, "int8"), bytes,
+                                  WeightFormat::Int8, k, n, symbols);
+    }
+    flags |= kConstantWeights | (int32_t(WeightFormat::Int8) << hasten::abi::kWeightFormatShift);
+    flags &= ~kBf16;
+    return memref::GetGlobalOp::create(rewriter, op.getLoc(), global.getType(),
+                                       global.getSymName());
   }
 
   /// B as a view of the weight packed for the kernels (flags get its
@@ -486,7 +687,8 @@ struct MatmulToRuntimeCallsPass
   static void eraseIfUnused(IRRewriter &rewriter, Value value, SymbolTable &symbols) {
     Operation *def = value.getDefiningOp();
     while (def && def->use_empty() &&
-           isa<memref::TransposeOp, memref::GetGlobalOp, memref::CastOp>(def)) {
+           isa<memref::TransposeOp, memref::GetGlobalOp, memref::CastOp, memref::ExpandShapeOp,
+               memref::CollapseShapeOp>(def)) {
       Operation *next = def->getNumOperands() ? def->getOperand(0).getDefiningOp() : nullptr;
       if (auto get = dyn_cast<memref::GetGlobalOp>(def)) {
         StringAttr name = get.getNameAttr().getAttr();

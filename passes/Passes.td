@@ -263,6 +263,12 @@ def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::Modul
     the AVX-512 kernels and oneDNN's BA16a64b / BA16a64b2a), except an f32
     weight read transposed, which stays shared with its other readers. The
     f32 global goes when nothing else reads it.
+
+    A weight that arrives quantized (B computed just before the matmul as
+    `sitofp(q) * scale` from an int8 constant and a per-column or
+    per-tensor scale, as ONNX's DequantizeLinear imports with zero point 0)
+    is packed to int8 from its own values and scales, whatever `weights`
+    says, and its dequantization goes; asymmetric ones stay as they are.
   }];
   let options = [
     Option<"weights", "weights", "std::string", /*default=*/"\"f32\"",

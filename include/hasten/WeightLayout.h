@@ -196,6 +196,33 @@ inline uint8_t quantizeInt4(float w, uint16_t scale16) {
   return quantizeInt4Step(w, fromF16(scale16));
 }
 
+/// Padding of an int8 strip (rows past K, columns past `width`) holds 0,
+/// stored as 128.
+inline void padInt8Strip(const StripLayout &l, uint8_t *data, int64_t width) {
+  for (int64_t j = 0; j < kStripWidth; ++j)
+    for (int64_t r = j < width ? l.k : 0; r < l.kPadded; ++r)
+      data[int8Byte(r, j)] = 128;
+}
+
+/// Packs a weight that arrives quantized (an ONNX DequantizeLinear of an
+/// int8 initializer, zero point 0): `q(row, col)` and `scale(col)` as given,
+/// into the int8 format (l.format must be Int8) without requantizing.
+template <typename Quantized, typename Scale>
+void packInt8Quantized(const StripLayout &l, Quantized q, Scale scale, uint8_t *out) {
+  std::memset(out, 0, l.totalBytes);
+  for (int64_t s = 0; s < l.strips; ++s) {
+    uint8_t *data = out + size_t(s) * l.stripBytes;
+    auto *scales = reinterpret_cast<float *>(out + l.scaleOffset) + s * kStripWidth;
+    int64_t width = std::min(kStripWidth, l.n - s * kStripWidth);
+    for (int64_t r = 0; r < l.k; ++r)
+      for (int64_t j = 0; j < width; ++j)
+        data[int8Byte(r, j)] = uint8_t(int(q(r, s * kStripWidth + j)) + 128);
+    for (int64_t j = 0; j < width; ++j)
+      scales[j] = scale(s * kStripWidth + j);
+    padInt8Strip(l, data, width);
+  }
+}
+
 /// Packs W, read through `at(row, col)` -> float, into `out`
 /// (layout.totalBytes bytes).
 template <typename Element>
@@ -245,10 +272,7 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
         for (int64_t r = 0; r < l.k; ++r)
           data[int8Byte(r, j)] = uint8_t(quantizeInt8(values[r], scales[j]) + 128);
       }
-      // Padding (rows past K, columns past N) holds 0, stored as 128.
-      for (int64_t j = 0; j < kStripWidth; ++j)
-        for (int64_t r = j < width ? l.k : 0; r < l.kPadded; ++r)
-          data[int8Byte(r, j)] = 128;
+      padInt8Strip(l, data, width);
       break;
     }
     case WeightFormat::Int4G32:

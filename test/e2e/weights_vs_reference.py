@@ -95,13 +95,7 @@ def pack(w, fmt):
         scale = (amax / np.float32(127)).astype(np.float32)
         safe = np.where(scale == 0, np.float32(1), scale)
         q = np.where(scale == 0, 0, np.clip(np.rint(wp / safe), -127, 127)).astype(np.int8)
-        kp = round_up(k, 32)
-        u = np.full((kp, strips * STRIP), 128, np.uint8)
-        u[:k] = (q.astype(np.int16) + 128).astype(np.uint8)
-        # [quads, 4 rows, strips, 4 sixteens, 16 columns] -> [strips, quads, sixteens, columns, rows]
-        data = u.reshape(kp // 4, 4, strips, 4, 16).transpose(2, 0, 3, 4, 1).tobytes()
-        blob = data + bytes(round_up(len(data), 64) - len(data)) + scale.tobytes()
-        return blob, (q[:, :n].astype(np.float32) * scale[:n])
+        return pack_int8(q, scale, k, n)
     group = 32 if fmt == "int4-g32" else 64
     kp = round_up(k, group)
     groups = kp // group
@@ -143,6 +137,23 @@ def pack(w, fmt):
     deq = ((q.transpose(1, 0, 2).reshape(kp, strips * STRIP) - 8).astype(np.float32)
            * np.repeat(scale, group, axis=0))
     return blob, deq[:k, :n]
+
+
+def pack_int8(q, scale, k, n):
+    """The int8 format of values q [K, columns] and per-column scales (padded
+    to whole strips with zeros); returns (bytes, dequantized W [K, n])."""
+    strips = (n + STRIP - 1) // STRIP
+    qp = np.zeros((k, strips * STRIP), np.int16)
+    qp[:, :n] = q[:, :n]
+    sp = np.zeros(strips * STRIP, np.float32)
+    sp[:n] = scale[:n]
+    kp = round_up(k, 32)
+    u = np.full((kp, strips * STRIP), 128, np.uint8)
+    u[:k] = (qp + 128).astype(np.uint8)
+    # [quads, 4 rows, strips, 4 sixteens, 16 columns] -> [strips, quads, sixteens, columns, rows]
+    data = u.reshape(kp // 4, 4, strips, 4, 16).transpose(2, 0, 3, 4, 1).tobytes()
+    blob = data + bytes(round_up(len(data), 64) - len(data)) + sp.tobytes()
+    return blob, (qp[:, :n].astype(np.float32) * sp[:n])
 
 
 def quantize_x(x, group):
@@ -264,6 +275,75 @@ def check_portable_kernels(checks, bin_dir, work, rng):
                                              f"{m} x {k} x {n} against numpy (max error {err:.1e})")
         finally:
             del os.environ["HASTEN_MAX_CPU_ISA"]
+
+
+def qdq_model(path, q, scale, m, zero_point=None, axis=1):
+    """y = x DequantizeLinear(q, scale[, zero_point]), as a quantizer writes
+    a weight-only quantized MatMul."""
+    k, n = q.shape
+    inits = [numpy_helper.from_array(q, "wq"), numpy_helper.from_array(scale, "ws")]
+    inputs = ["wq", "ws"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(zero_point, "wz"))
+        inputs.append("wz")
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", inputs, ["w"], axis=axis, name="dq"),
+         helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")], "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def check_quantized_models(checks, bin_dir, rt, work, rng):
+    """Weights that arrive quantized (DequantizeLinear feeding MatMul) run on
+    the int8 kernels with the model's own values and scales."""
+    k, n = 72, 100
+    q = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    column_scale = (rng.random(n) * 0.01 + 0.001).astype(np.float32)
+    cases = [("per-column", column_scale, None, column_scale),
+             ("per-tensor", np.array(0.004, np.float32), None, np.full(n, 0.004, np.float32)),
+             ("zero point 0", column_scale, np.zeros(n, np.int8), column_scale)]
+    for name, scale, zp, expanded in cases:
+        blob, dequantized = pack_int8(q, expanded, k, n)
+        for m in (1, 5, 40):
+            onnx_path = os.path.join(work, f"qdq{m}.onnx")
+            qdq_model(onnx_path, q, scale, m, zp)
+            if m == 1:
+                mlir = compile_module(bin_dir, onnx_path, os.path.join(work, "qdq.mlir"),
+                                      "--compile-to=buffer")
+                checks.check(stored_blob(mlir, "wq.int8") == blob,
+                             f"quantized model, {name}: the int8 weight holds the model's own "
+                             "values and scales, byte for byte")
+            so = compile_module(bin_dir, onnx_path, os.path.join(work, f"qdq{m}.so"))
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            y = np.load(os.path.join(e2e_common.run_module(bin_dir, so, {"x": x}, work,
+                                                           f"qdq{m}"), "y.npy"))
+            refs = [x.astype(np.float64) @ dequantized.astype(np.float64),
+                    quantize_x(x, 32).astype(np.float64) @ dequantized.astype(np.float64)]
+            err = min(np.abs(y - r).max() / np.abs(r).max() for r in refs)
+            checks.check(err < 1e-5, f"quantized model, {name}: {m} x {k} x {n} against numpy "
+                                     f"(max error {err:.1e})")
+        mod = rt.load(so)
+        formats = {f for _n, f, _b in mod.weights()}
+        mod.free()
+        checks.check(formats == {"int8"}, f"quantized model, {name}: stores only int8 ({formats})")
+    # An asymmetric weight (uint8, zero point 3) is not what the int8 kernels
+    # compute: it stays dequantized and runs in f32, still right.
+    qu = rng.integers(0, 256, (k, n)).astype(np.uint8)
+    onnx_path = os.path.join(work, "qdq-asym.onnx")
+    qdq_model(onnx_path, qu, column_scale, 5, np.full(n, 3, np.uint8))
+    so = compile_module(bin_dir, onnx_path, os.path.join(work, "qdq-asym.so"))
+    x = rng.standard_normal((5, k)).astype(np.float32)
+    y = np.load(os.path.join(e2e_common.run_module(bin_dir, so, {"x": x}, work, "qdq-asym"),
+                             "y.npy"))
+    ref = x.astype(np.float64) @ ((qu.astype(np.float64) - 3) * column_scale)
+    err = np.abs(y - ref).max() / np.abs(ref).max()
+    mod = rt.load(so)
+    formats = {f for _n, f, _b in mod.weights()}
+    mod.free()
+    checks.check(err < 1e-5 and "int8" not in formats,
+                 f"quantized model, uint8 with zero point 3: dequantized, f32 (error {err:.1e}, "
+                 f"{sorted(formats)})")
 
 
 def perplexity(module, ids, chunk=128):
@@ -423,6 +503,7 @@ def main():
         check_kernels(checks, bin_dir, work, rng)
         if "avx512f" in open("/proc/cpuinfo").read():
             check_portable_kernels(checks, bin_dir, work, rng)
+        check_quantized_models(checks, bin_dir, rt, work, rng)
         check_decoders(checks, bin_dir, rt, work)
         check_default_model(checks, bin_dir, rt, work)
         check_bad_files(checks, bin_dir, rt, work)

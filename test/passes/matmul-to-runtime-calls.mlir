@@ -215,3 +215,81 @@ module {
     return
   }
 }
+
+// -----
+
+// A weight that arrives quantized (DequantizeLinear of an int8 initializer,
+// per-column scales, as ONNX Runtime's quantizer writes it) runs on the int8
+// kernels as given: its values (5, stored 5 + 128 = 0x85) and scales (0.5)
+// are packed without going through f32, the dequantized copy is gone, and
+// so are the int8 and scale globals.
+// CHECK: memref.global "private" constant @q_int8 : memref<2304xi8> = dense_resource<weight_int8> {alignment = 64 : i64, hasten.weight_dims = array<i64: 8, 16>, hasten.weight_format = "int8"}
+// CHECK-NOT: memref.global "private" constant @q :
+// CHECK-NOT: memref.global "private" constant @s :
+// CHECK-LABEL: func @quantized
+// CHECK-NOT: linalg.generic
+// CHECK-NOT: memref.alloc() {{.*}} : memref<8x16xf32>
+// CHECK: %[[W:.*]] = memref.get_global @q_int8
+// CHECK: %[[FLAGS:.*]] = arith.constant 773 : i32
+// CHECK: call @hasten_rt_matmul_packed(%{{.*}}, %{{.*}}, %{{.*}}, %[[FLAGS]])
+// CHECK-NOT: memref.dealloc
+// CHECK: weight_int8: "0x40000000858585858585858585858585
+// The scales, after the 2048 bytes of the strip: 0.5 is 0x3F000000.
+// CHECK-SAME: 0000003F0000003F
+#identity = affine_map<(d0, d1) -> (d0, d1)>
+#column = affine_map<(d0, d1) -> (0, d1)>
+module {
+  memref.global "private" constant @q : memref<8x16xi8> = dense<5>
+  memref.global "private" constant @s : memref<16xf32> = dense<0.5>
+  func.func @quantized(%a: memref<4x8xf32>, %c: memref<4x16xf32>) {
+    %zero = arith.constant 0.0 : f32
+    %q = memref.get_global @q : memref<8x16xi8>
+    %s = memref.get_global @s : memref<16xf32>
+    %s2 = memref.expand_shape %s [[0, 1]] output_shape [1, 16] : memref<16xf32> into memref<1x16xf32>
+    %w = memref.alloc() {alignment = 64 : i64} : memref<8x16xf32>
+    linalg.generic {indexing_maps = [#identity, #column, #identity], iterator_types = ["parallel", "parallel"]} ins(%q, %s2 : memref<8x16xi8>, memref<1x16xf32>) outs(%w : memref<8x16xf32>) {
+    ^bb0(%in: i8, %scale: f32, %out: f32):
+      %f = arith.sitofp %in : i8 to f32
+      %m = arith.mulf %f, %scale : f32
+      linalg.yield %m : f32
+    }
+    linalg.fill ins(%zero : f32) outs(%c : memref<4x16xf32>)
+    linalg.matmul ins(%a, %w : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
+    memref.dealloc %w : memref<8x16xf32>
+    return
+  }
+}
+
+// -----
+
+// An asymmetric one (zero point 3) is not what the int8 kernels compute: it
+// stays dequantized, and the matmul runs in f32.
+// CHECK-LABEL: func @asymmetric
+// CHECK: linalg.generic
+// CHECK: call @hasten_rt_matmul_f32
+#identity2 = affine_map<(d0, d1) -> (d0, d1)>
+#column2 = affine_map<(d0, d1) -> (0, d1)>
+module {
+  memref.global "private" constant @q : memref<8x16xi8> = dense<5>
+  memref.global "private" constant @s : memref<16xf32> = dense<0.5>
+  memref.global "private" constant @z : memref<16xi8> = dense<3>
+  func.func @asymmetric(%a: memref<4x8xf32>, %c: memref<4x16xf32>) {
+    %q = memref.get_global @q : memref<8x16xi8>
+    %s = memref.get_global @s : memref<16xf32>
+    %z = memref.get_global @z : memref<16xi8>
+    %s2 = memref.expand_shape %s [[0, 1]] output_shape [1, 16] : memref<16xf32> into memref<1x16xf32>
+    %z2 = memref.expand_shape %z [[0, 1]] output_shape [1, 16] : memref<16xi8> into memref<1x16xi8>
+    %w = memref.alloc() {alignment = 64 : i64} : memref<8x16xf32>
+    linalg.generic {indexing_maps = [#identity2, #column2, #column2, #identity2], iterator_types = ["parallel", "parallel"]} ins(%q, %s2, %z2 : memref<8x16xi8>, memref<1x16xf32>, memref<1x16xi8>) outs(%w : memref<8x16xf32>) {
+    ^bb0(%in: i8, %scale: f32, %zp: i8, %out: f32):
+      %f = arith.sitofp %in : i8 to f32
+      %zf = arith.sitofp %zp : i8 to f32
+      %d = arith.subf %f, %zf : f32
+      %m = arith.mulf %d, %scale : f32
+      linalg.yield %m : f32
+    }
+    linalg.matmul ins(%a, %w : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
+    memref.dealloc %w : memref<8x16xf32>
+    return
+  }
+}
