@@ -357,4 +357,9 @@ MUTATIONS = [
      "                                                   OperationEquivalence::IgnoreLocations))",
      "    if (candidate.getFunctionType() == body.getFunctionType())",
      "lit:passes/outline-parallel-loops.mlir"),
+    ("weights: a weight that arrives quantized loses its scales",
+     "passes/MatmulToRuntimeCalls.cpp",
+     "          [&](int64_t c) { return weight.scales[c]; }, bytes.data());",
+     "          [&](int64_t c) { return weight.scales[0 * c]; }, bytes.data());",
+     "ctest:weights-vs-reference"),
 ]
