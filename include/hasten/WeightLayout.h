@@ -169,12 +169,22 @@ inline float fromF16(uint16_t bits) {
   return static_cast<float>(half);
 }
 
+/// Rounds to nearest, ties to even, as std::nearbyint does in the default
+/// rounding mode (and numpy's rint), without a libm call per element: adding
+/// and subtracting 1.5 * 2^23 leaves no fraction bits for |x| < 2^22.
+inline float roundHalfEven(float x) {
+  constexpr float kMagic = 12582912.0f;
+  if (!(std::fabs(x) < 4194304.0f))
+    return std::nearbyint(x);
+  return (x + kMagic) - kMagic; // IEEE arithmetic: the compiler may not fold it
+}
+
 /// The int8 scale of a column whose largest magnitude is `amax`.
 inline float int8Scale(float amax) { return amax / 127.0f; }
 inline int8_t quantizeInt8(float w, float scale) {
   if (scale == 0.0f)
     return 0;
-  float q = std::nearbyint(w / scale);
+  float q = roundHalfEven(w / scale);
   return (int8_t)std::clamp(q, -127.0f, 127.0f);
 }
 /// Candidate int4 scales for a group whose value of largest magnitude is
@@ -189,7 +199,7 @@ inline uint16_t int4Scale(float extreme, float divisor) {
 inline uint8_t quantizeInt4Step(float w, float step) {
   if (step == 0.0f || !std::isfinite(step))
     return 8;
-  float q = std::nearbyint(w / step);
+  float q = roundHalfEven(w / step);
   return (uint8_t)(std::clamp(q, -8.0f, 7.0f) + 8.0f);
 }
 inline uint8_t quantizeInt4(float w, uint16_t scale16) {
