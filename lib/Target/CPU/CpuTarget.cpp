@@ -19,6 +19,8 @@
 #include "mlir/Target/LLVMIR/Export.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Bitcode/BitcodeReader.h"
+#include "llvm/Bitcode/BitcodeWriter.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/LegacyPassManager.h"
@@ -37,9 +39,13 @@
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Target/TargetMachine.h"
 #include "llvm/Target/TargetOptions.h"
+#include "llvm/Support/Threading.h"
 #include "llvm/TargetParser/Host.h"
+#include "llvm/Transforms/Utils/SplitModule.h"
 
 #include <unistd.h>
+
+#include <thread>
 
 using namespace mlir;
 using namespace hasten;
@@ -292,6 +298,8 @@ public:
     if (failed(choice))
       return failure();
     cpu = choice->cpu;
+    features = choice->features;
+    this->target = target;
     tm.reset(target->createTargetMachine(triple, cpu, choice->features, llvm::TargetOptions(),
                                          llvm::Reloc::PIC_, std::nullopt,
                                          llvm::CodeGenOptLevel::Aggressive));
@@ -393,29 +401,28 @@ public:
       return success();
     }
 
-    // The object file: the output itself, or a temporary to link.
-    SmallString<128> objectPath(request.outputPath);
-    if (request.emit == EmitKind::Library) {
+    // The object files: the output itself, or temporaries to link, one per
+    // part of the module that a core generates code for.
+    unsigned parts = request.emit == EmitKind::Library ? codegenParts(*llvmModule) : 1;
+    SmallVector<SmallString<128>> objectPaths(parts);
+    std::vector<llvm::FileRemover> objectRemovers;
+    for (SmallString<128> &path : objectPaths) {
+      path = request.outputPath;
+      if (request.emit != EmitKind::Library)
+        continue;
       int fd;
-      if (llvm::sys::fs::createTemporaryFile("hasten", "o", fd, objectPath))
+      if (llvm::sys::fs::createTemporaryFile("hasten", "o", fd, path))
         return emitError(fileLoc) << "cannot create a temporary object file";
       llvm::sys::Process::SafelyCloseFileDescriptor(fd);
+      objectRemovers.emplace_back(path.str());
     }
-    llvm::FileRemover objectRemover(request.emit == EmitKind::Library ? objectPath.str()
-                                                                        : StringRef());
     bool emitted = timer.run("code generation", [&] {
-      std::error_code ec;
-      llvm::raw_fd_ostream out(objectPath, ec, llvm::sys::fs::OF_None);
-      if (ec)
-        return false;
-      llvm::legacy::PassManager codegen;
-      if (tm->addPassesToEmitFile(codegen, out, nullptr, llvm::CodeGenFileType::ObjectFile))
-        return false;
-      codegen.run(*llvmModule);
-      return true;
+      if (parts == 1)
+        return emitObject(*llvmModule, *tm, objectPaths[0]);
+      return emitObjectsInParallel(*llvmModule, objectPaths);
     });
     if (!emitted)
-      return emitError(fileLoc) << "cannot write object file '" << objectPath << "'";
+      return emitError(fileLoc) << "cannot write object file '" << objectPaths[0] << "'";
     if (request.emit == EmitKind::Object)
       return success();
 
@@ -440,8 +447,10 @@ public:
     bool linked = timer.run("link", [&] {
       std::string runtimeDir = "-L" + options.runtimeLibraryDir;
       SmallVector<StringRef> args = {linker, "-shared", "--no-undefined", "--gc-sections",
-                                     "-o", request.outputPath, objectPath,
+                                     "-o", request.outputPath,
                                      "-L/usr/lib/x86_64-linux-gnu", "-L/lib/x86_64-linux-gnu"};
+      for (const SmallString<128> &path : objectPaths)
+        args.push_back(path);
       if (!weightsObject.empty())
         args.push_back(weightsObject);
       // The runtime is needed only by modules that call its kernels.
@@ -483,10 +492,68 @@ public:
   }
 
 private:
+  static bool emitObject(llvm::Module &m, llvm::TargetMachine &machine, StringRef path) {
+    std::error_code ec;
+    llvm::raw_fd_ostream out(path, ec, llvm::sys::fs::OF_None);
+    if (ec)
+      return false;
+    llvm::legacy::PassManager codegen;
+    if (machine.addPassesToEmitFile(codegen, out, nullptr, llvm::CodeGenFileType::ObjectFile))
+      return false;
+    codegen.run(m);
+    return true;
+  }
+
+  /// Parts worth generating on their own core: code generation of a large
+  /// model's module is seconds, split across the cores it halves.
+  static unsigned codegenParts(const llvm::Module &m) {
+    size_t instructions = 0;
+    for (const llvm::Function &f : m)
+      instructions += f.getInstructionCount();
+    unsigned cores = std::max(1u, llvm::hardware_concurrency().compute_thread_count());
+    return instructions < 20000 ? 1 : std::min(cores, 4u);
+  }
+
+  /// Splits the optimized module into parts (locals referenced across parts
+  /// become hidden globals, which the library does not export) and
+  /// generates each part's object on its own thread, in its own context
+  /// (a context is not shared between threads), from bitcode.
+  bool emitObjectsInParallel(llvm::Module &m, ArrayRef<SmallString<128>> paths) const {
+    std::vector<SmallString<0>> bitcodes;
+    llvm::SplitModule(m, paths.size(), [&](std::unique_ptr<llvm::Module> part) {
+      SmallString<0> bitcode;
+      llvm::raw_svector_ostream os(bitcode);
+      llvm::WriteBitcodeToFile(*part, os);
+      bitcodes.push_back(std::move(bitcode));
+    });
+    std::vector<char> ok(bitcodes.size(), 0);
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < bitcodes.size(); ++i)
+      threads.emplace_back([&, i] {
+        llvm::LLVMContext context;
+        auto part = llvm::parseBitcodeFile(
+            llvm::MemoryBufferRef(StringRef(bitcodes[i].data(), bitcodes[i].size()), "part"),
+            context);
+        if (!part) {
+          llvm::consumeError(part.takeError());
+          return;
+        }
+        std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
+            triple, cpu, features, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
+            llvm::CodeGenOptLevel::Aggressive));
+        ok[i] = machine && emitObject(**part, *machine, paths[i]);
+      });
+    for (std::thread &thread : threads)
+      thread.join();
+    return bitcodes.size() == paths.size() && llvm::all_of(ok, [](char c) { return c != 0; });
+  }
+
   CpuTargetOptions options;
   std::optional<Location> loc;
   llvm::Triple triple;
   std::string cpu;
+  std::string features;
+  const llvm::Target *target = nullptr;
   std::unique_ptr<llvm::TargetMachine> tm;
   std::vector<std::string> requiredFeatures;
 };
