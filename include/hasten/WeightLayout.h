@@ -195,12 +195,21 @@ constexpr float kInt4ScaleDivisors[] = {8.0f, 7.5f, 7.0f, 6.5f, 6.0f};
 inline uint16_t int4Scale(float extreme, float divisor) {
   return extreme == 0.0f ? 0 : toF16(extreme / -divisor); // +0, not -0, for zeros
 }
-/// The nibble of `w` for the scale `step` (an f16 scale, widened).
+/// The nibble of `w` for the scale `step` (an f16 scale, widened): w times
+/// the f32 reciprocal of the step (one division per group, not per weight),
+/// rounded half to even, clamped to [-8, 7], plus 8.
+/// The value in [-8, 7] of w * inverse, rounded half to even, branch-free
+/// (clamped to [-9, 8] first, which rounds and clamps to the same result).
+inline float int4Level(float w, float inverse) {
+  constexpr float kMagic = 12582912.0f; // 1.5 * 2^23: no fraction bits left
+  float x = std::min(std::max(w * inverse, -9.0f), 8.0f);
+  float q = (x + kMagic) - kMagic;
+  return std::min(std::max(q, -8.0f), 7.0f);
+}
 inline uint8_t quantizeInt4Step(float w, float step) {
   if (step == 0.0f || !std::isfinite(step))
     return 8;
-  float q = roundHalfEven(w / step);
-  return (uint8_t)(std::clamp(q, -8.0f, 7.0f) + 8.0f);
+  return (uint8_t)(int4Level(w, 1.0f / step) + 8.0f);
 }
 inline uint8_t quantizeInt4(float w, uint16_t scale16) {
   return quantizeInt4Step(w, fromF16(scale16));
@@ -304,12 +313,15 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
           for (float divisor : kInt4ScaleDivisors) {
             uint16_t candidate = int4Scale(extreme, divisor);
             float step = fromF16(candidate);
-            double error = 0.0;
+            // A zero step (an f16 underflow) quantizes everything to 0.
+            bool zero = step == 0.0f || !std::isfinite(step);
+            float inverse = zero ? 0.0f : 1.0f / step;
+            double partial[4] = {0.0, 0.0, 0.0, 0.0}; // four chains: no serial add latency
             for (int64_t r = r0; r < r1; ++r) {
-              double d = double(values[r]) -
-                         double(quantizeInt4Step(values[r], step) - 8) * double(step);
-              error += d * d;
+              double d = double(values[r]) - double(int4Level(values[r], inverse)) * double(step);
+              partial[(r - r0) % 4] += d * d;
             }
+            double error = (partial[0] + partial[1]) + (partial[2] + partial[3]);
             if (best < 0.0 || error < best) {
               best = error;
               scale = candidate;

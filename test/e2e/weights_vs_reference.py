@@ -109,7 +109,7 @@ def pack(w, fmt):
     def quantize(scale16):
         scale = scale16.astype(np.float32)
         safe = np.where(scale == 0, np.float32(1), scale)
-        q = np.clip(np.rint(wg / safe[:, None, :]), -8, 7)
+        q = np.clip(np.rint(wg * (np.float32(1) / safe)[:, None, :]), -8, 7)
         return np.where(scale[:, None, :] == 0, 0, q), scale
 
     best_err, scale16 = None, None
