@@ -99,20 +99,26 @@ void quantizeRows(const Matrix &a, const StripLayout &l, QuantizedRows &q) {
     }
 }
 
-/// y[strip] = sum_g wscale[g][n] * xscale[g] * (sum_{k in g} nibble[k][n] xq[k] - 8 sum xq):
-/// vpdpbusd multiplies four rows' nibbles (unsigned) by four int8 values of
-/// x and adds them into one int32 per column, 64 products an instruction.
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void
-int4StripRow(const PackedJob &job, int64_t s, int64_t row) {
+/// The VNNI GEMVs of the quantized formats for one strip and row of x,
+/// quantized to int8 per group of rows: vpdpbusd multiplies four rows of a
+/// column (unsigned: int8 + 128, or int4 nibbles) by four int8 values of x
+/// and adds them into one int32 per column, 64 products an instruction; a
+/// group's sums, less the unsigned offset's share (offset * sum xq), are
+/// scaled by x's scale (and int4's per-group scales) into f32; int8's
+/// per-column scales apply once at the end.
+///   int8: y[n] = wscale[n] * sum_g xscale[g] (sum_k (q + 128) xq - 128 sum xq)
+///   int4: y[n] = sum_g wscale[g][n] xscale[g] (sum_k nibble xq - 8 sum xq)
+template <bool Int4>
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline void
+vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
   const StripLayout &l = job.layout;
   const uint8_t *strip = job.w + size_t(s) * l.stripBytes;
   int64_t groups = l.kPadded / l.group;
-  const uint16_t *scales =
-      reinterpret_cast<const uint16_t *>(job.w + l.scaleOffset) + size_t(s) * groups * kStripWidth;
   const int8_t *xq = job.xq->values.data() + row * l.kPadded;
   const float *xScales = job.xq->scales.data() + row * groups;
   const int32_t *xSums = job.xq->sums.data() + row * groups;
   const __m512i low = _mm512_set1_epi8(0x0f);
+  constexpr int32_t kOffset = Int4 ? 8 : 128;
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                    _mm512_setzero_ps()};
   for (int64_t g = 0; g < groups; ++g) {
@@ -124,65 +130,50 @@ int4StripRow(const PackedJob &job, int64_t s, int64_t row) {
       int32_t quad;
       std::memcpy(&quad, xq + 4 * t, 4);
       __m512i x = _mm512_set1_epi32(quad);
-      for (int h = 0; h < 2; ++h) {
-        __m512i bytes = _mm512_loadu_si512(strip + t * 128 + h * 64);
-        __m512i lo = _mm512_and_si512(bytes, low);                         // columns 32h + 0..15
-        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low);  // columns 32h + 16..31
-        part[2 * h] = _mm512_dpbusd_epi32(part[2 * h], lo, x);
-        part[2 * h + 1] = _mm512_dpbusd_epi32(part[2 * h + 1], hi, x);
+      if constexpr (Int4) {
+        for (int h = 0; h < 2; ++h) {
+          __m512i bytes = _mm512_loadu_si512(strip + t * 128 + h * 64);
+          __m512i lo = _mm512_and_si512(bytes, low);                         // columns 32h + 0..15
+          __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low);  // columns 32h + 16..31
+          part[2 * h] = _mm512_dpbusd_epi32(part[2 * h], lo, x);
+          part[2 * h + 1] = _mm512_dpbusd_epi32(part[2 * h + 1], hi, x);
+        }
+      } else {
+        for (int v = 0; v < 4; ++v)
+          part[v] = _mm512_dpbusd_epi32(part[v], _mm512_loadu_si512(strip + t * 256 + v * 64), x);
       }
     }
-    __m512i zero = _mm512_set1_epi32(8 * xSums[g]);
+    __m512i offset = _mm512_set1_epi32(kOffset * xSums[g]);
     __m512 xScale = _mm512_set1_ps(xScales[g]);
     for (int v = 0; v < 4; ++v) {
-      __m512 wScale = _mm512_cvtph_ps(_mm256_loadu_si256(
-          reinterpret_cast<const __m256i *>(scales + g * kStripWidth + 16 * v)));
-      __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(part[v], zero));
-      acc[v] = _mm512_fmadd_ps(_mm512_mul_ps(wScale, xScale), dot, acc[v]);
+      __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(part[v], offset));
+      __m512 scale = xScale;
+      if constexpr (Int4)
+        scale = _mm512_mul_ps(
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(
+                reinterpret_cast<const uint16_t *>(job.w + l.scaleOffset) +
+                (size_t(s) * groups + g) * kStripWidth + 16 * v))),
+            xScale);
+      acc[v] = _mm512_fmadd_ps(scale, dot, acc[v]);
     }
   }
   alignas(64) float out[kStripWidth];
+  const float *columnScales =
+      reinterpret_cast<const float *>(job.w + l.scaleOffset) + s * kStripWidth;
   for (int v = 0; v < 4; ++v)
-    _mm512_store_ps(out + 16 * v, acc[v]);
+    _mm512_store_ps(out + 16 * v,
+                    Int4 ? acc[v] : _mm512_mul_ps(acc[v], _mm512_loadu_ps(columnScales + 16 * v)));
   storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
 }
 
-/// y[strip] = wscale[n] * sum_g xscale[g] * (sum_{k in g} (q[k][n] + 128) xq[k] - 128 sum xq):
-/// the int8 weights are stored offset to unsigned bytes so that vpdpbusd
-/// takes them against x quantized to int8 per group of 32 rows.
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void
-int8StripRow(const PackedJob &job, int64_t s, int64_t row) {
-  const StripLayout &l = job.layout;
-  const uint8_t *strip = job.w + size_t(s) * l.stripBytes;
-  int64_t groups = l.kPadded / l.group;
-  const int8_t *xq = job.xq->values.data() + row * l.kPadded;
-  const float *xScales = job.xq->scales.data() + row * groups;
-  const int32_t *xSums = job.xq->sums.data() + row * groups;
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                   _mm512_setzero_ps()};
-  for (int64_t g = 0; g < groups; ++g) {
-    if (xScales[g] == 0.0f)
-      continue;
-    __m512i part[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                       _mm512_setzero_si512()};
-    for (int64_t t = g * l.group / 4; t < (g + 1) * l.group / 4; ++t) {
-      int32_t quad;
-      std::memcpy(&quad, xq + 4 * t, 4);
-      __m512i x = _mm512_set1_epi32(quad);
-      for (int v = 0; v < 4; ++v)
-        part[v] = _mm512_dpbusd_epi32(part[v], _mm512_loadu_si512(strip + t * 256 + v * 64), x);
-    }
-    __m512i zero = _mm512_set1_epi32(128 * xSums[g]);
-    __m512 xScale = _mm512_set1_ps(xScales[g]);
-    for (int v = 0; v < 4; ++v)
-      acc[v] = _mm512_fmadd_ps(xScale, _mm512_cvtepi32_ps(_mm512_sub_epi32(part[v], zero)),
-                               acc[v]);
-  }
-  const float *scales = reinterpret_cast<const float *>(job.w + l.scaleOffset) + s * kStripWidth;
-  alignas(64) float out[kStripWidth];
-  for (int v = 0; v < 4; ++v)
-    _mm512_store_ps(out + 16 * v, _mm512_mul_ps(acc[v], _mm512_loadu_ps(scales + 16 * v)));
-  storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void int4StripRow(const PackedJob &job,
+                                                                          int64_t s, int64_t row) {
+  vnniStripRow<true>(job, s, row);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void int8StripRow(const PackedJob &job,
+                                                                          int64_t s, int64_t row) {
+  vnniStripRow<false>(job, s, row);
 }
 
 /// Strips [begin, end), each for every row while it is in cache.
