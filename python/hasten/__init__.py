@@ -225,11 +225,17 @@ class Sequence:
         speculates; the tokens are the same. Closing the iterator early stops
         the generation after the current token."""
         stop = threading.Event()
+        # The generating thread waits for the consumer to take each token
+        # before it runs the next, so that closing the iterator stops it
+        # after the token the consumer has (however fast the model is).
+        resume = threading.Event()
         tokens = queue.Queue()
         outcome = {}
 
         def on_token(token):
             tokens.put(token)
+            resume.wait()
+            resume.clear()
             return stop.is_set()
 
         def work():
@@ -253,9 +259,11 @@ class Sequence:
                 if token is _DONE:
                     break
                 yield token
+                resume.set()
             finished = True
         finally:
             stop.set()
+            resume.set()
             worker.join()
             if "result" in outcome:
                 self.stats = outcome["result"][1]
