@@ -445,7 +445,22 @@ def check_bad_files(checks, bin_dir, rt, work):
     refused("missing sidecar", "m.weights cannot be opened", 2)
     compile_module(bin_dir, other, os.path.join(d, "other.so"), "--weights-file=sidecar")
     shutil.copy(os.path.join(d, "other.weights"), side)
-    refused("another compile's sidecar", "belong to another compile", 4)
+    refused("another model's sidecar", "belong to another compile", 4)
+    # The same model with one weight changed: a sidecar of the same size,
+    # told apart by its digest.
+    model = onnx.load(src)
+    init = next(i for i in model.graph.initializer if numpy_helper.to_array(i).size > 1000)
+    changed = numpy_helper.to_array(init).copy()
+    changed.flat[0] += 1.0
+    init.CopyFrom(numpy_helper.from_array(changed, init.name))
+    onnx.save(model, os.path.join(d, "retrained.onnx"))
+    compile_module(bin_dir, os.path.join(d, "retrained.onnx"), os.path.join(d, "retrained.so"),
+                   "--weights-file=sidecar")
+    retrained = open(os.path.join(d, "retrained.weights"), "rb").read()
+    checks.check(len(retrained) == len(good) and retrained != good,
+                 "a retrained model's sidecar has the same size, other bytes")
+    open(side, "wb").write(retrained)
+    refused("a retrained model's sidecar (same size)", "belong to another compile", 4)
     open(side, "wb").write(good[:len(good) // 2])
     refused("truncated sidecar", "truncated", 3)
     open(side, "wb").write(b"not weights" + good[11:])
