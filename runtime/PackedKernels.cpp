@@ -91,7 +91,7 @@ void quantizeRows(const Matrix &a, const StripLayout &l, QuantizedRows &q) {
         continue;
       int32_t sum = 0;
       for (int64_t r = r0; r < r1; ++r) {
-        int8_t v = (int8_t)std::clamp(std::nearbyint(x(r) / scale), -127.0f, 127.0f);
+        int8_t v = (int8_t)std::clamp(roundHalfEven(x(r) / scale), -127.0f, 127.0f);
         q.values[row * l.kPadded + r] = v;
         sum += v;
       }

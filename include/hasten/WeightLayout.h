@@ -4,7 +4,7 @@
  * the runtime's kernels read it, so that nothing is repacked at load: the
  * byte layout, the quantization (int8 per output column, int4 per group of
  * rows and column), and the packing itself. Header-only: the compiler packs
- * with it, the runtime and the tests read with it.
+ * with it, the runtime reads with it.
  *
  * Every format stores W (K rows, N columns, y = x * W) in strips of 64
  * columns; a strip is one contiguous stream that a decode GEMV reads in
@@ -211,9 +211,6 @@ inline uint8_t quantizeInt4Step(float w, float step) {
     return 8;
   return (uint8_t)(int4Level(w, 1.0f / step) + 8.0f);
 }
-inline uint8_t quantizeInt4(float w, uint16_t scale16) {
-  return quantizeInt4Step(w, fromF16(scale16));
-}
 
 /// Padding of an int8 strip (rows past K, columns past `width`) holds 0,
 /// stored as 128.
@@ -347,41 +344,6 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
     }
     }
   }
-}
-
-/// Reads element (row, col) of a packed weight back as the kernels see it
-/// (dequantized): for tests and for the slow reference paths.
-inline float unpackWeight(const StripLayout &l, const uint8_t *data, int64_t row, int64_t col) {
-  int64_t s = col / kStripWidth, j = col % kStripWidth;
-  const uint8_t *strip = data + size_t(s) * l.stripBytes;
-  switch (l.format) {
-  case WeightFormat::Plain:
-    return 0.0f;
-  case WeightFormat::F32Strips:
-    return reinterpret_cast<const float *>(strip)[row * kStripWidth + j];
-  case WeightFormat::Bf16Strips: {
-    uint32_t bits = uint32_t(reinterpret_cast<const uint16_t *>(
-                                 strip)[(row / 2) * kStripWidth * 2 + j * 2 + (row % 2)])
-                    << 16;
-    float value;
-    std::memcpy(&value, &bits, 4);
-    return value;
-  }
-  case WeightFormat::Int8:
-    return float(int(strip[int8Byte(row, j)]) - 128) *
-           reinterpret_cast<const float *>(data + l.scaleOffset)[col];
-  case WeightFormat::Int4G32:
-  case WeightFormat::Int4G64: {
-    bool high;
-    uint8_t byte = strip[int4Byte(row, j, high)];
-    int nibble = high ? (byte >> 4) : (byte & 15);
-    int64_t groups = l.kPadded / l.group;
-    uint16_t scale = reinterpret_cast<const uint16_t *>(
-        data + l.scaleOffset)[(size_t(s) * groups + row / l.group) * kStripWidth + j];
-    return float(nibble - 8) * fromF16(scale);
-  }
-  }
-  return 0.0f;
 }
 
 } // namespace hasten::abi
