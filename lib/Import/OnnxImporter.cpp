@@ -445,6 +445,18 @@ bool hasten::addInputBinding(OnnxImportOptions &options, StringRef binding,
   return true;
 }
 
+bool hasten::addDimBinding(OnnxImportOptions &options, StringRef binding, std::string &error) {
+  auto [name, sizeText] = binding.split('=');
+  int64_t size = 0;
+  if (name.empty() || sizeText.trim().getAsInteger(10, size) || size < 1) {
+    error = "--bind-dim expects NAME=SIZE or INPUT[AXIS]=SIZE with a size >= 1, got '" +
+            binding.str() + "'";
+    return false;
+  }
+  options.dimBindings[name.trim().str()] = size;
+  return true;
+}
+
 void hasten::registerOnnxImportDialects(DialectRegistry &registry) {
   registry.insert<arith::ArithDialect, func::FuncDialect,
                   linalg::LinalgDialect, math::MathDialect, scf::SCFDialect,
@@ -544,6 +556,7 @@ private:
   LogicalResult orderNodes();
   LogicalResult checkSupported();
   LogicalResult runOnnxChecks();
+  LogicalResult bindDimensions();
   LogicalResult validateExternalData();
   FailureOr<RankedTensorType> typeFromProto(const onnx::TypeProto &type,
                                             const std::string &name,
@@ -1054,6 +1067,8 @@ LogicalResult ModelImporter::runOnnxChecks() {
       return error() << "the ONNX checker rejects the model: " << e.what();
     }
   }
+  if (failed(bindDimensions()))
+    return failure();
   if (options.inferShapes) {
     try {
       onnx::ShapeInferenceOptions inferenceOptions(/*check_type=*/true,
@@ -1067,6 +1082,72 @@ LogicalResult ModelImporter::runOnnxChecks() {
                      << e.what();
     }
   }
+  return success();
+}
+
+/// Fixes the symbolic dimensions options.dimBindings names in the graph's
+/// inputs, outputs and recorded value types, so that shape inference and
+/// the import see them static.
+LogicalResult ModelImporter::bindDimensions() {
+  if (options.dimBindings.empty())
+    return success();
+  onnx::GraphProto &graph = *model.mutable_graph();
+  std::map<std::string, int64_t> byName;
+  for (const auto &[key, size] : options.dimBindings) {
+    StringRef text(key);
+    if (!text.ends_with("]")) {
+      byName[key] = size;
+      continue;
+    }
+    StringRef input = text.drop_back().split('[').first;
+    StringRef axisText = text.drop_back().split('[').second;
+    unsigned axis = 0;
+    if (axisText.getAsInteger(10, axis))
+      return error() << "--bind-dim '" << key << "': the axis is not a number";
+    auto it = llvm::find_if(graph.input(), [&](const onnx::ValueInfoProto &vi) {
+      return vi.name() == input;
+    });
+    if (it == graph.input().end())
+      return error() << "--bind-dim '" << key << "' names '" << input
+                     << "', which is not a graph input";
+    const auto &shape = it->type().tensor_type().shape();
+    if (!it->type().has_tensor_type() || int(axis) >= shape.dim_size())
+      return error() << "--bind-dim '" << key << "': input '" << input << "' has no axis "
+                     << axis;
+    const onnx::TensorShapeProto_Dimension &dim = shape.dim(axis);
+    if (dim.has_dim_value()) {
+      if (dim.dim_value() != size)
+        return error() << "input '" << input << "' has axis " << axis << " fixed at "
+                       << dim.dim_value() << ", not " << size
+                       << " (export it with a dynamic axis)";
+      continue;
+    }
+    if (!dim.has_dim_param() || dim.dim_param().empty())
+      return error() << "--bind-dim '" << key << "': axis " << axis << " of input '"
+                     << input << "' is unnamed; name it at export";
+    byName[dim.dim_param()] = size;
+  }
+  std::set<std::string> used;
+  auto bind = [&](onnx::ValueInfoProto &info, bool isInput) {
+    if (!info.type().has_tensor_type() || !info.type().tensor_type().has_shape())
+      return;
+    for (auto &dim : *info.mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim())
+      if (dim.has_dim_param())
+        if (auto it = byName.find(dim.dim_param()); it != byName.end()) {
+          dim.set_dim_value(it->second);
+          if (isInput)
+            used.insert(it->first);
+        }
+  };
+  for (auto &info : *graph.mutable_input())
+    bind(info, /*isInput=*/true);
+  for (auto &info : *graph.mutable_output())
+    bind(info, /*isInput=*/false);
+  for (auto &info : *graph.mutable_value_info())
+    bind(info, /*isInput=*/false);
+  for (const auto &entry : byName)
+    if (!used.count(entry.first))
+      return error() << "--bind-dim: no graph input has the dimension '" << entry.first << "'";
   return success();
 }
 

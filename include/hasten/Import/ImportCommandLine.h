@@ -20,11 +20,12 @@ struct ImportCommandLine {
   explicit ImportCommandLine(llvm::cl::OptionCategory &category);
 
   /// Copies the options given into `options`; false, with `error` set, for a
-  /// --bind-input that is not NAME=PATH.
+  /// --bind-input or --bind-dim that is malformed.
   bool apply(OnnxImportOptions &options, std::string &error) const;
 
   llvm::cl::opt<bool> noCheck;
   llvm::cl::list<std::string> bindInputs;
+  llvm::cl::list<std::string> bindDims;
   llvm::cl::list<std::string> externalDataDirs;
 };
 

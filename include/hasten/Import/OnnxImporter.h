@@ -40,6 +40,11 @@ struct OnnxImportOptions {
   /// which lets shape-like inputs (Reshape shapes, Slice axes, Resize scales)
   /// fold.
   std::map<std::string, std::string> boundInputs;
+  /// Symbolic dimensions fixed at compile time, before shape inference:
+  /// either a dimension name (`batch`) or one input's axis (`sample[0]`),
+  /// which fixes that axis's name everywhere it appears. A static axis must
+  /// already have the size given.
+  std::map<std::string, int64_t> dimBindings;
   /// External data is read only from regular files inside the model's own
   /// folder (relative locations, no "..", symlinks resolved) or inside one
   /// of these folders, given explicitly.
@@ -51,6 +56,11 @@ struct OnnxImportOptions {
 /// not of that form.
 bool addInputBinding(OnnxImportOptions &options, llvm::StringRef binding,
                      std::string &error);
+
+/// Adds a `NAME=SIZE` or `INPUT[AXIS]=SIZE` binding (the tools'
+/// --bind-dim) to `options.dimBindings`. Returns false, with `error` set,
+/// when the text is not of that form.
+bool addDimBinding(OnnxImportOptions &options, llvm::StringRef binding, std::string &error);
 
 /// Registers every dialect an imported module may contain.
 void registerOnnxImportDialects(mlir::DialectRegistry &registry);
