@@ -38,8 +38,16 @@ OpOperand *dyingInputFor(linalg::LinalgOp op, OpOperand &init,
         op.getMatchingIndexingMap(input) != resultMap)
       continue;
     // Arguments and constants are not ours to overwrite (bufferization
-    // would copy them first).
-    Operation *producer = value.getDefiningOp();
+    // would copy them first), nor are views of them: a reshaped argument
+    // is the caller's buffer.
+    Value root = value;
+    while (Operation *view = root.getDefiningOp()) {
+      if (!isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp, tensor::CastOp,
+               tensor::ExtractSliceOp>(view))
+        break;
+      root = view->getOperand(0);
+    }
+    Operation *producer = root.getDefiningOp();
     if (!producer || producer->hasTrait<OpTrait::ConstantLike>())
       continue;
     return input;

@@ -540,6 +540,48 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
                            "::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];
 }
 
+def FuseSamplerSteps : Pass<"hasten-fuse-sampler-steps", "::mlir::ModuleOp"> {
+  let summary = "Unroll few-step samplers into calls of one fused denoiser step";
+  let description = [{
+    Replaces each `hasten.sampler_loop` by its steps. The steps call one new
+    private function, `<denoiser>_sampler_step`, which is the denoiser
+    with:
+
+    - **the timestep-only subgraph folded**: the ops that read the time
+      argument and otherwise only constants (sinusoidal embeddings, time
+      MLPs, adaLN modulation vectors) are evaluated at compile time for each
+      step's timestep (`TensorEvaluator`), and the values the rest of the
+      denoiser reads become arguments that each step passes as constants;
+      no step recomputes them, and the network is compiled once;
+    - **CFG batched**: with `cfg = "full"` the sample and the conditional
+      and negative conditioning are concatenated into one call at twice the
+      batch, and the halves combined as u + s (c - u); with `rcfg-self` /
+      `rcfg-onetime` the negative pass is replaced by the residual noise the
+      step function also returns (one extra negative call before the first
+      step for `rcfg-onetime`);
+    - **the update fused**: x' = a x + b p + b' q + c z (every rule is
+      linear in the sample x, the predictions p and q and the fresh noise
+      z, with per-step coefficients computed here in double and passed as a
+      `tensor<8xf32>`) is one `linalg.generic`, fused into the denoiser's
+      last elementwise op through reshapes (not with full CFG, whose halves
+      come from two slices).
+
+    The function holding the loop gets `hasten.sampler_steps`, the number
+    of denoiser calls.
+
+    ```mlir
+    %x = hasten.sampler_loop @denoise(%noise) {rule = "euler-flow", prediction = "velocity",
+        timesteps = array<f64: 0.0, 0.5>, schedule = array<f64: 0.0, 0.5, 1.0>,
+        sample_index = 0, time_index = 1} : tensor<1x8xf32> -> tensor<1x8xf32>
+    // becomes
+    %x1 = call @denoise_sampler_step(%noise, %t0, %time_values0, %coefficients0) : ...
+    %x = call @denoise_sampler_step(%x1, %t1, %time_values1, %coefficients1) : ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+                           "::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];
+}
+
 def LowerKVCache : Pass<"hasten-lower-kv-cache", "::mlir::ModuleOp"> {
   let summary = "Lower !hasten.kv_cache arguments and cache ops to memrefs written in place";
   let description = [{

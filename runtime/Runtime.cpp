@@ -578,6 +578,11 @@ hasten_status hasten_entry_info(const hasten_module *module, const char *entry,
   return HASTEN_OK;
 }
 
+int64_t hasten_entry_sampler_steps(const hasten_module *module, const char *entry) {
+  const Entry *e = findEntry(module, entry);
+  return e ? e->sig->sampler_steps() : 0;
+}
+
 hasten_status hasten_find_entry(const hasten_module *module, const char *model,
                                 hasten_entry_kind kind, const char **entry) {
   if (!module || !entry)

@@ -68,6 +68,8 @@ def Hasten_Dialect : Dialect {
     static constexpr ::llvm::StringLiteral kArenaBytesAttrName = "hasten.arena_bytes";
     static constexpr ::llvm::StringLiteral kArenaBuffersAttrName = "hasten.arena_buffers";
     static constexpr ::llvm::StringLiteral kStageAttrName = "hasten.stage";
+    /// On a generate entry: the denoiser calls its sampler makes.
+    static constexpr ::llvm::StringLiteral kSamplerStepsAttrName = "hasten.sampler_steps";
     static constexpr ::llvm::StringLiteral kKVPlansAttrName = "hasten.kv_plans";
     /// On a constant memref.global the matmul pass packed: the layout
     /// (include/hasten/WeightLayout.h) and the logical [K, N].
@@ -104,7 +106,8 @@ def Hasten_TensorRole : I32EnumAttr<"TensorRole",
       I32EnumAttrCase<"Logits", 6, "logits">,
       I32EnumAttrCase<"DraftKVCache", 7, "draft_kv_cache">,
       I32EnumAttrCase<"DraftPastLength", 8, "draft_past_length">,
-      I32EnumAttrCase<"AcceptedTokens", 9, "accepted_tokens">
+      I32EnumAttrCase<"AcceptedTokens", 9, "accepted_tokens">,
+      I32EnumAttrCase<"SamplerNoise", 10, "sampler_noise">
     ]> {
   let cppNamespace = "::hasten";
   let genSpecializedAttr = 0;

@@ -106,6 +106,13 @@ LogicalResult HastenDialect::verifyOperationAttribute(Operation *op, NamedAttrib
                              << "' must map model names to dictionaries of integers and types";
     return success();
   }
+  if (name == kSamplerStepsAttrName) {
+    auto steps = dyn_cast<IntegerAttr>(attr.getValue());
+    if (!isa<FunctionOpInterface>(op) || !steps || steps.getInt() < 1)
+      return op->emitError() << "'" << name
+                             << "' must be a positive integer on a function";
+    return success();
+  }
   if (name == kWeightFormatAttrName || name == kWeightDimsAttrName) {
     if (!isa<memref::GlobalOp>(op))
       return op->emitError() << "'" << name << "' belongs on a memref.global";

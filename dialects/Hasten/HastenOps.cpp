@@ -330,3 +330,106 @@ LogicalResult DecodeStepOp::verifySymbolUses(SymbolTableCollection &symbolTable)
 
 #define GET_OP_CLASSES
 #include "hasten/Dialect/Hasten/HastenOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// SamplerLoopOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult SamplerLoopOp::verify() {
+  StringRef rule = getRule(), prediction = getPrediction(), cfg = getCfg();
+  if (rule != "euler-flow" && rule != "ddim" && rule != "consistency")
+    return emitOpError("rule '") << rule << "' is not euler-flow, ddim or consistency";
+  if (rule == "euler-flow" ? prediction != "velocity"
+                           : prediction != "eps" && prediction != "v" && prediction != "sample")
+    return emitOpError("a ") << rule << " sampler takes "
+                             << (rule == "euler-flow" ? "velocity" : "eps, v or sample")
+                             << " predictions, not '" << prediction << "'";
+  size_t steps = getTimesteps().size();
+  if (steps == 0)
+    return emitOpError("needs at least one timestep");
+  if (getSchedule().size() != steps + 1)
+    return emitOpError("needs ") << steps + 1 << " schedule values (one per timestep and the "
+                                 << "end), got " << getSchedule().size();
+  for (double value : getSchedule())
+    if (!std::isfinite(value) || (rule != "euler-flow" && (value <= 0 || value > 1)))
+      return emitOpError("schedule value ")
+             << value << (rule == "euler-flow" ? " is not finite" : " is not an alpha in (0, 1]");
+  if (cfg != "none" && cfg != "full" && cfg != "rcfg-self" && cfg != "rcfg-onetime")
+    return emitOpError("cfg '") << cfg << "' is not none, full, rcfg-self or rcfg-onetime";
+  if (cfg.starts_with("rcfg") && (rule == "euler-flow" || prediction != "eps"))
+    return emitOpError("residual CFG needs eps prediction (a ddim or consistency sampler)");
+  bool negative = cfg == "full" || cfg == "rcfg-onetime";
+  if (getNegative().size() != (negative ? getConditioning().size() : 0))
+    return emitOpError("cfg '") << cfg << "' takes "
+                                << (negative ? getConditioning().size() : 0)
+                                << " negative conditioning tensors, got " << getNegative().size();
+  for (auto [cond, neg] : llvm::zip(getConditioning(), getNegative()))
+    if (cond.getType() != neg.getType())
+      return emitOpError("negative conditioning ")
+             << neg.getType() << " is not of its conditioning's type " << cond.getType();
+  bool renoises = rule == "consistency" && steps > 1;
+  if (bool(getRenoise()) != renoises)
+    return emitOpError(renoises ? "a multi-step consistency sampler needs its renoise tensor"
+                                : "only a multi-step consistency sampler takes renoise");
+  auto sample = cast<RankedTensorType>(getSample().getType());
+  if (getRenoise()) {
+    SmallVector<int64_t> shape{int64_t(steps) - 1};
+    llvm::append_range(shape, sample.getShape());
+    if (cast<ShapedType>(getRenoise().getType()).getShape() != ArrayRef<int64_t>(shape))
+      return emitOpError("renoise must be [steps - 1, sample...], got ")
+             << getRenoise().getType();
+  }
+  if (getResult().getType() != sample)
+    return emitOpError("the result ") << getResult().getType() << " is not the sample's type";
+  if (getSampleIndex() == getTimeIndex())
+    return emitOpError("the sample and time arguments must differ");
+  return success();
+}
+
+LogicalResult SamplerLoopOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto denoiser = symbolTable.lookupNearestSymbolFrom<func::FuncOp>(*this, getDenoiserAttr());
+  if (!denoiser)
+    return emitOpError("'") << getDenoiser() << "' is not a function";
+  FunctionType type = denoiser.getFunctionType();
+  size_t args = type.getNumInputs();
+  if (args != getConditioning().size() + 2 || getSampleIndex() >= args ||
+      getTimeIndex() >= args)
+    return emitOpError("'") << getDenoiser() << "' takes " << args
+                            << " arguments: the sample, the time and "
+                            << getConditioning().size() << " conditioning tensors do not fit";
+  if (type.getNumResults() != 1)
+    return emitOpError("'") << getDenoiser() << "' must return one prediction, returns "
+                            << type.getNumResults();
+  // With full CFG the denoiser sees the conditional and negative halves.
+  int64_t factor = getCfg() == "full" ? 2 : 1;
+  auto batched = [&](Type t) {
+    auto tensor = cast<RankedTensorType>(t);
+    SmallVector<int64_t> shape(tensor.getShape());
+    if (!shape.empty())
+      shape[0] *= factor;
+    return RankedTensorType::get(shape, tensor.getElementType());
+  };
+  Type sampleType = batched(getSample().getType());
+  if (type.getInput(getSampleIndex()) != sampleType || type.getResult(0) != sampleType)
+    return emitOpError("'") << getDenoiser() << "' takes and returns samples of type "
+                            << type.getInput(getSampleIndex()) << ", the sampler needs "
+                            << sampleType;
+  auto time = dyn_cast<RankedTensorType>(type.getInput(getTimeIndex()));
+  int64_t batch = cast<RankedTensorType>(sampleType).getDimSize(0);
+  if (!time || time.getRank() > 1 || (time.getRank() == 1 && time.getDimSize(0) != batch) ||
+      !time.getElementType().isIntOrFloat())
+    return emitOpError("the time argument of '")
+           << getDenoiser() << "' is " << type.getInput(getTimeIndex())
+           << ", not a scalar or one value per batch element";
+  unsigned next = 0;
+  for (size_t i = 0; i < args; ++i) {
+    if (i == getSampleIndex() || i == getTimeIndex())
+      continue;
+    Value cond = getConditioning()[next++];
+    if (type.getInput(i) != batched(cond.getType()))
+      return emitOpError("conditioning ")
+             << next - 1 << " " << cond.getType() << " does not fit argument " << i << " "
+             << type.getInput(i) << " of '" << getDenoiser() << "'";
+  }
+  return success();
+}

@@ -172,4 +172,69 @@ def Hasten_DecodeStepOp : Hasten_Op<"decode_step", [
   }];
 }
 
+def Hasten_SamplerLoopOp : Hasten_Op<"sampler_loop", [
+    AttrSizedOperandSegments, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "A few-step diffusion or flow sampler around a denoiser function";
+  let description = [{
+    Runs the sampler `rule` for `timesteps.size()` steps, each calling the
+    denoiser function `denoiser` on the current sample, the step's
+    timestep and the conditioning, and returns the final sample.
+    `--hasten-fuse-sampler-steps` unrolls it into calls of one fused step
+    function.
+
+    - `sample` is the initial noise; `sample_index` and `time_index` are
+      the denoiser's sample and time arguments. The time argument is filled
+      with the step's entry of `timesteps`, in its own element type (an
+      integer timestep or a float time), for the whole batch.
+    - `conditioning` are the denoiser's other arguments, in its order.
+    - `rule` and `prediction`: `euler-flow` (`velocity`:
+      x += (t[i+1] - t[i]) v, `schedule` holding the times t and the end
+      time); `ddim` and `consistency` (`eps`, `v` or `sample`; `schedule`
+      holding the cumulative alpha of each timestep and, last, the one the
+      sampler ends at, 1 for a clean sample). DDIM steps deterministically;
+      a consistency step takes the boundary-conditioned clean estimate
+      (c_skip x + c_out x0, LCM's, sigma_data 0.5, timestep scaling 10) and
+      re-noises it with the step's slice of `renoise` ([steps - 1, sample]),
+      as multi-step consistency sampling does.
+    - `cfg`: `none`; `full` (the denoiser runs on the batch of the
+      conditional and the `negative` conditioning at once, twice the
+      sample's batch, and the prediction is u + cfg_scale (c - u));
+      `rcfg-self` and `rcfg-onetime` (StreamDiffusion's residual CFG for
+      `eps` prediction: a virtual residual noise stands for u, starting
+      from the initial noise, or from one negative pass at the first step,
+      and following (x[i+1] - sqrt(alpha[i+1]) x0[i]) / sqrt(1 - alpha[i+1])).
+
+    ```mlir
+    %x = hasten.sampler_loop @main(%noise) cond(%context : tensor<1x4x16xf32>) {
+        rule = "ddim", prediction = "eps", timesteps = array<f64: 999, 499>,
+        schedule = array<f64: 0.0047, 0.2763, 1.0>, sample_index = 0, time_index = 1}
+        : tensor<1x4x8x8xf32> -> tensor<1x4x8x8xf32>
+    ```
+  }];
+  let arguments = (ins
+    FlatSymbolRefAttr:$denoiser,
+    AnyStaticShapeTensor:$sample,
+    Variadic<AnyStaticShapeTensor>:$conditioning,
+    Variadic<AnyStaticShapeTensor>:$negative,
+    Optional<AnyStaticShapeTensor>:$renoise,
+    StrAttr:$rule,
+    StrAttr:$prediction,
+    DenseF64ArrayAttr:$timesteps,
+    DenseF64ArrayAttr:$schedule,
+    I64Attr:$sample_index,
+    I64Attr:$time_index,
+    DefaultValuedStrAttr<StrAttr, "none">:$cfg,
+    DefaultValuedAttr<F64Attr, "1.0">:$cfg_scale
+  );
+  let results = (outs AnyStaticShapeTensor:$result);
+  let assemblyFormat = [{
+    $denoiser `(` $sample `)`
+    (`cond` `(` $conditioning^ `:` type($conditioning) `)`)?
+    (`negative` `(` $negative^ `:` type($negative) `)`)?
+    (`renoise` `(` $renoise^ `:` type($renoise) `)`)?
+    attr-dict `:` type($sample) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // HASTEN_OPS_TD

@@ -48,7 +48,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 6
+#define HASTEN_RUNTIME_API_VERSION 7
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -190,7 +190,10 @@ typedef enum hasten_tensor_role {
    * the new lengths of both caches (PAST_LENGTH, DRAFT_PAST_LENGTH). */
   HASTEN_ROLE_DRAFT_KV_CACHE = 7,
   HASTEN_ROLE_DRAFT_PAST_LENGTH = 8,
-  HASTEN_ROLE_ACCEPTED_TOKENS = 9
+  HASTEN_ROLE_ACCEPTED_TOKENS = 9,
+  /* generate: Gaussian noise the sampler starts from (or re-noises with);
+   * hasten_generate_sample draws what the caller does not give. */
+  HASTEN_ROLE_SAMPLER_NOISE = 10
 } hasten_tensor_role;
 
 /* The kind of `entry` and its model namespace ("" for the module's main
@@ -260,6 +263,37 @@ hasten_status hasten_run(hasten_module *module, const char *entry,
                          hasten_tensor *const *inputs, size_t num_inputs,
                          hasten_tensor **outputs, size_t num_outputs);
 
+
+/*--------------------------------------------------------------- samplers --*/
+
+/* Denoisers compiled with hasten-compile --sampler carry a `generate`
+ * entry (HASTEN_ENTRY_GENERATE) that runs the whole few-step sampler in one
+ * call: the initial noise and the conditioning in, the sample out. */
+
+/* The denoiser calls one run of `entry` makes (0 for other entries). */
+int64_t hasten_entry_sampler_steps(const hasten_module *module, const char *entry);
+
+typedef struct hasten_sample_stats {
+  size_t struct_size;   /* the caller sets sizeof(hasten_sample_stats) */
+  int64_t steps;        /* denoiser calls the sampler made */
+  double seconds;       /* the generate call (drawing the noise excluded) */
+} hasten_sample_stats;
+
+/* Runs the generate entry `entry` (NULL: the module's) once. `inputs` are
+ * given by name (`names[i]` names `inputs[i]`): every conditioning input,
+ * and any noise input (role HASTEN_ROLE_SAMPLER_NOISE) the caller wants to
+ * fix; the noise inputs not given are drawn from N(0, 1) with `seed`
+ * (splitmix64 and Box-Muller: the same seed gives the same noise on every
+ * machine). On success `*sample` receives a new tensor the caller frees;
+ * `stats` may be NULL. */
+hasten_status hasten_generate_sample(hasten_module *module, const char *entry, uint64_t seed,
+                                     const char *const *names, hasten_tensor *const *inputs,
+                                     size_t num_inputs, hasten_tensor **sample,
+                                     hasten_sample_stats *stats);
+
+/* Fills `data` with `count` draws from N(0, 1) of the generator
+ * hasten_generate_sample uses for the noise input with index `stream`. */
+void hasten_gaussian_noise(uint64_t seed, uint64_t stream, float *data, size_t count);
 
 /*------------------------------------------------------------- generation --*/
 

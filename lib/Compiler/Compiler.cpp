@@ -228,16 +228,34 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (failed(target->initialize(fileLoc)))
     return failure();
 
+  // A sampler fixes the denoiser's batch: its samples, twice for full CFG.
+  SamplerPlan sampler;
+  OnnxImportOptions importOptions = options.import;
+  bool hasSampler = !options.sampler.spec.empty();
+  if (hasSampler) {
+    std::string error;
+    if (!parseSampler(options.sampler, sampler, error))
+      return emitError(fileLoc) << error;
+    if (!options.draftPath.empty())
+      return emitError(fileLoc) << "--sampler and --draft do not go together";
+    importOptions.dimBindings[sampler.sampleInput + "[0]"] = samplerDenoiserBatch(options.sampler);
+  }
+
   // The model: ONNX, or MLIR written by an earlier run at some stage.
   auto load = [&](StringRef path, bool isDraft) {
     return timer.run(isDraft ? "import (draft)" : "import", [&] {
       return isMlirFile(path) ? parseMlirInput(path, context)
-                              : importOnnxFile(path, context, options.import);
+                              : importOnnxFile(path, context, importOptions);
     });
   };
   auto imported = load(inputPath, /*isDraft=*/false);
-  if (failed(imported))
+  if (failed(imported)) {
+    if (hasSampler)
+      emitRemark(fileLoc) << "--sampler fixes the batch of the denoiser's sampled input '"
+                          << sampler.sampleInput
+                          << "'; name its inputs with --sampler-inputs x=NAME,t=NAME";
     return failure();
+  }
   ModuleOp module = imported->get();
   FailureOr<Stage> inputStage = stageOf(module);
   if (failed(inputStage))
@@ -284,6 +302,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   std::optional<KVCachePlan> draftKV;
   if (*inputStage == Stage::Import) {
     if (failed(frontEnd(module, /*isDraft=*/false)))
+      return failure();
+    if (hasSampler && failed(addSamplerEntry(module, options.sampler, sampler)))
       return failure();
     if (options.speculationK > 0 && options.draftPath.empty())
       return emitError(fileLoc) << "--spec-k needs --draft (the fused step runs a draft model)";
@@ -346,11 +366,12 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   } else {
     // A module written at a later stage carries its cache plans; what
     // shaped them cannot change any more.
-    if (!options.draftPath.empty() || options.speculationK > 0 || options.kv.capacity ||
+    if (!options.draftPath.empty() || options.speculationK > 0 || hasSampler ||
+        options.kv.capacity ||
         options.kv.blockSize || options.kv.budgetBytes)
       return emitError(fileLoc) << "the input is at the " << stageName(*inputStage)
                                 << " stage: its decoder entries and KV cache are fixed "
-                                   "(--draft, --spec-k and --kv-* apply to the import stage)";
+                                   "(--draft, --spec-k, --sampler and --kv-* apply to the import stage)";
     kv = readKVCachePlan(module, "");
     FailureOr<KVCachePlan> draftPlan = readKVCachePlan(module, kDraftModel);
     if (failed(kv) || failed(draftPlan))
@@ -365,7 +386,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   // the public functions' arguments, results and their attributes.
   std::vector<EntrySignature> entries;
   for (auto func : module.getOps<func::FuncOp>())
-    if (!func.isExternal() && (*inputStage <= Stage::Tensor || func.isPublic()))
+    if (!func.isExternal() && !func.isPrivate() &&
+        (*inputStage <= Stage::Tensor || func.isPublic()))
       entries.push_back(readSignature(func));
   if (options.emit == EmitKind::MLIR) {
     if (failed(refuseIfPast(Stage::Tensor, "the tensor stage")) ||

@@ -1107,9 +1107,13 @@ LogicalResult ModelImporter::bindDimensions() {
     auto it = llvm::find_if(graph.input(), [&](const onnx::ValueInfoProto &vi) {
       return vi.name() == input;
     });
-    if (it == graph.input().end())
+    if (it == graph.input().end()) {
+      std::string inputs;
+      for (const auto &vi : graph.input())
+        inputs += (inputs.empty() ? "" : ", ") + vi.name();
       return error() << "--bind-dim '" << key << "' names '" << input
-                     << "', which is not a graph input";
+                     << "', which is not a graph input (its inputs: " << inputs << ")";
+    }
     const auto &shape = it->type().tensor_type().shape();
     if (!it->type().has_tensor_type() || int(axis) >= shape.dim_size())
       return error() << "--bind-dim '" << key << "': input '" << input << "' has no axis "

@@ -90,7 +90,8 @@ static_assert(int(TensorRole::None) == manifest::Role_none &&
               int(TensorRole::Logits) == manifest::Role_logits &&
               int(TensorRole::DraftKVCache) == manifest::Role_draft_kv_cache &&
               int(TensorRole::DraftPastLength) == manifest::Role_draft_past_length &&
-              int(TensorRole::AcceptedTokens) == manifest::Role_accepted_tokens);
+              int(TensorRole::AcceptedTokens) == manifest::Role_accepted_tokens &&
+              int(TensorRole::SamplerNoise) == manifest::Role_sampler_noise);
 
 EntrySignature hasten::readSignature(func::FuncOp func) {
   EntrySignature sig;
@@ -99,6 +100,8 @@ EntrySignature hasten::readSignature(func::FuncOp func) {
     sig.kind = symbolizeEntryKind(kind.getValue()).value_or(EntryKind::Main);
   if (auto model = func->getAttrOfType<StringAttr>(HastenDialect::kModelAttrName))
     sig.model = model.str();
+  if (auto steps = func->getAttrOfType<IntegerAttr>(HastenDialect::kSamplerStepsAttrName))
+    sig.samplerSteps = steps.getInt();
   auto read = [&](Type type, DictionaryAttr attrs) {
     EntrySignature::Tensor t;
     auto shaped = cast<ShapedType>(type);
@@ -173,7 +176,7 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
     entryOffsets.push_back(manifest::CreateEntry(
         fbb, fbb.CreateString(e.name),
         fbb.CreateString(std::string(kEntrySymbolPrefix) + e.name), inputs, outputs,
-        manifest::EntryKind(e.kind), fbb.CreateString(e.model)));
+        manifest::EntryKind(e.kind), fbb.CreateString(e.model), e.samplerSteps));
   }
   std::vector<flatbuffers::Offset<flatbuffers::String>> featureOffsets;
   for (const std::string &f : target.features)

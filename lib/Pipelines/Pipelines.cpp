@@ -31,6 +31,9 @@ void hasten::buildAttentionFusionPipeline(OpPassManager &pm,
 }
 
 void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions &options) {
+  // A sampler's steps first: its step function then goes through every
+  // later pass like the denoiser it came from.
+  pm.addPass(createFuseSamplerSteps());
   pm.addPass(createPlanKVCache(PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize}));
   if (options.speculationK > 0)
     pm.addPass(createUnrollSpeculation(UnrollSpeculationOptions{options.speculationK}));

@@ -41,6 +41,16 @@ class SpeculationStats(ctypes.Structure):
                 ("fused_steps", ctypes.c_int64)]
 
 
+class SampleStats(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("steps", ctypes.c_int64),
+                ("seconds", ctypes.c_double)]
+
+
+# hasten_dtype values, in order.
+_DTYPES = [np.float32, np.float64, np.float16, None, np.bool_, np.int8, np.int16, np.int32,
+           np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+
+
 class Runtime:
     def __init__(self, lib_dir):
         self.lib = ctypes.CDLL(os.path.join(lib_dir, "libhasten_runtime.so"))
@@ -115,6 +125,57 @@ class Runtime:
                                               ctypes.POINTER(sz)]
         L.hasten_text_stream_finish.argtypes = [vp, ctypes.POINTER(ctypes.c_char_p),
                                                 ctypes.POINTER(sz)]
+
+        L.hasten_tensor_wrap.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(i64), vp,
+                                         ctypes.POINTER(vp)]
+        L.hasten_tensor_free.argtypes = [vp]
+        L.hasten_tensor_dtype.argtypes = [vp]
+        L.hasten_tensor_rank.argtypes = [vp]
+        L.hasten_tensor_dims.argtypes = [vp]
+        L.hasten_tensor_dims.restype = ctypes.POINTER(i64)
+        L.hasten_tensor_data.argtypes = [vp]
+        L.hasten_tensor_data.restype = vp
+        L.hasten_tensor_size_bytes.argtypes = [vp]
+        L.hasten_tensor_size_bytes.restype = sz
+        L.hasten_run.argtypes = [vp, ctypes.c_char_p, ctypes.POINTER(vp), sz,
+                                 ctypes.POINTER(vp), sz]
+        L.hasten_entry_num_tensors.argtypes = [vp, ctypes.c_char_p, ctypes.c_int,
+                                               ctypes.POINTER(sz)]
+        L.hasten_entry_sampler_steps.argtypes = [vp, ctypes.c_char_p]
+        L.hasten_entry_sampler_steps.restype = i64
+        L.hasten_generate_sample.argtypes = [
+            vp, ctypes.c_char_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_char_p),
+            ctypes.POINTER(vp), sz, ctypes.POINTER(vp), ctypes.POINTER(SampleStats)]
+        L.hasten_gaussian_noise.argtypes = [ctypes.c_uint64, ctypes.c_uint64,
+                                            ctypes.POINTER(ctypes.c_float), sz]
+        L.hasten_gaussian_noise.restype = None
+
+    def wrap(self, array):
+        """A hasten_tensor borrowing `array` (kept alive by the caller)."""
+        dtype = _DTYPES.index(array.dtype.type)
+        dims = (ctypes.c_int64 * max(array.ndim, 1))(*array.shape)
+        handle = ctypes.c_void_p()
+        self.check(self.lib.hasten_tensor_wrap(dtype, array.ndim, dims,
+                                               array.ctypes.data_as(ctypes.c_void_p),
+                                               ctypes.byref(handle)))
+        return handle
+
+    def take(self, handle):
+        """A numpy copy of an owned hasten_tensor, which is freed."""
+        L = self.lib
+        rank = L.hasten_tensor_rank(handle)
+        dims = [L.hasten_tensor_dims(handle)[d] for d in range(rank)]
+        dtype = _DTYPES[L.hasten_tensor_dtype(handle)]
+        size = L.hasten_tensor_size_bytes(handle)
+        data = ctypes.string_at(L.hasten_tensor_data(handle), size)
+        L.hasten_tensor_free(handle)
+        return np.frombuffer(data, dtype=dtype).reshape(dims).copy()
+
+    def gaussian_noise(self, seed, stream, count):
+        out = np.empty(count, np.float32)
+        self.lib.hasten_gaussian_noise(seed, stream,
+                                       out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), count)
+        return out
 
     def check(self, status):
         if status:
@@ -241,6 +302,44 @@ class Module:
 
     def verify_weights(self):
         self.rt.check(self.rt.lib.hasten_module_verify_weights(self.handle))
+
+    def run(self, entry, arrays):
+        """Runs `entry` on numpy arrays in signature order; returns the outputs."""
+        L = self.rt.lib
+        arrays = [np.ascontiguousarray(a) for a in arrays]
+        handles = (ctypes.c_void_p * len(arrays))(*[self.rt.wrap(a) for a in arrays])
+        count = ctypes.c_size_t()
+        self.rt.check(L.hasten_entry_num_tensors(self.handle, entry.encode(), 1,
+                                                 ctypes.byref(count)))
+        outputs = (ctypes.c_void_p * count.value)()
+        try:
+            self.rt.check(L.hasten_run(self.handle, entry.encode(), handles, len(arrays),
+                                       outputs, count.value))
+        finally:
+            for h in handles:
+                L.hasten_tensor_free(h)
+        return [self.rt.take(ctypes.c_void_p(h)) for h in outputs]
+
+    def sampler_steps(self, entry="generate"):
+        return self.rt.lib.hasten_entry_sampler_steps(self.handle, entry.encode())
+
+    def generate_sample(self, seed=0, inputs=None, entry=None):
+        """hasten_generate_sample with {name: array}; returns (sample, stats)."""
+        L = self.rt.lib
+        inputs = {k: np.ascontiguousarray(v) for k, v in (inputs or {}).items()}
+        names = (ctypes.c_char_p * max(len(inputs), 1))(*[k.encode() for k in inputs])
+        handles = (ctypes.c_void_p * max(len(inputs), 1))(
+            *[self.rt.wrap(v) for v in inputs.values()])
+        sample = ctypes.c_void_p()
+        stats = SampleStats(ctypes.sizeof(SampleStats), 0, 0.0)
+        try:
+            self.rt.check(L.hasten_generate_sample(
+                self.handle, entry.encode() if entry else None, seed, names, handles,
+                len(inputs), ctypes.byref(sample), ctypes.byref(stats)))
+        finally:
+            for h in list(handles)[:len(inputs)]:
+                L.hasten_tensor_free(h)
+        return self.rt.take(sample), stats
 
     def pool(self, max_tokens):
         handle = ctypes.c_void_p()

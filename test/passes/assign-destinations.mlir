@@ -101,3 +101,24 @@ func.func @shared_accumulator(%n: index, %a: tensor<?x8xf32>, %w: tensor<8x16xf3
   %m1 = linalg.matmul ins(%a, %w : tensor<?x8xf32>, tensor<8x16xf32>) outs(%acc : tensor<?x16xf32>) -> tensor<?x16xf32>
   return %m1 : tensor<?x16xf32>
 }
+
+// -----
+
+// A reshaped argument is still the caller's buffer: the op that reads the
+// expanded view (and is its only user) gets a fresh tensor, not the view.
+// CHECK-LABEL: func.func @reshaped_argument(
+// CHECK: %[[VIEW:.*]] = tensor.expand_shape %arg0
+// CHECK: %[[E:.*]] = tensor.empty
+// CHECK-NEXT: linalg.generic {{.*}} ins(%[[VIEW]] : tensor<2x4xf32>) outs(%[[E]] : tensor<2x4xf32>)
+#id3 = affine_map<(i, j) -> (i, j)>
+func.func @reshaped_argument(%x: tensor<8xf32>) -> tensor<2x4xf32> {
+  %view = tensor.expand_shape %x [[0, 1]] output_shape [2, 4] : tensor<8xf32> into tensor<2x4xf32>
+  %e = tensor.empty() : tensor<2x4xf32>
+  %y = linalg.generic {indexing_maps = [#id3, #id3], iterator_types = ["parallel", "parallel"]}
+      ins(%view : tensor<2x4xf32>) outs(%e : tensor<2x4xf32>) {
+  ^bb0(%in: f32, %out: f32):
+    %m = arith.mulf %in, %in : f32
+    linalg.yield %m : f32
+  } -> tensor<2x4xf32>
+  return %y : tensor<2x4xf32>
+}

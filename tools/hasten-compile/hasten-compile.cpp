@@ -126,6 +126,26 @@ static cl::opt<int64_t> specK(cl::cat(toolCategory),
     cl::desc("With --draft, add the fused spec_step entry: K greedy draft steps, the "
              "target's verification and the acceptance in one call (0: none)"),
     cl::init(0));
+static cl::opt<std::string> samplerSpec(cl::cat(toolCategory), "sampler",
+    cl::desc("Compile a denoiser's few-step sampler into a `generate` entry: "
+             "euler-flow:steps=N, ddim:timesteps=999,759,499,259 (or steps=N), "
+             "consistency:steps=N; keys prediction=eps|v|sample, beta-schedule=scaled-linear|"
+             "linear, beta-start=, beta-end="),
+    cl::value_desc("SPEC"));
+static cl::opt<std::string> samplerInputs(cl::cat(toolCategory), "sampler-inputs",
+    cl::desc("The denoiser's sampled and time inputs, and optionally its conditioning: "
+             "x=NAME,t=NAME,cond=NAME (default x=sample,t=timestep; the other inputs are "
+             "conditioning)"),
+    cl::value_desc("BINDINGS"));
+static cl::opt<std::string> cfgMode(cl::cat(toolCategory), "cfg",
+    cl::desc("Classifier-free guidance: none, full (conditional and negative passes in one "
+             "batch), rcfg-self or rcfg-onetime (StreamDiffusion's residual CFG); default full "
+             "when --cfg-scale is given"),
+    cl::value_desc("MODE"));
+static cl::opt<double> cfgScale(cl::cat(toolCategory), "cfg-scale",
+    cl::desc("The guidance scale of --cfg"), cl::init(1.0));
+static cl::opt<int64_t> samplerBatch(cl::cat(toolCategory), "sampler-batch",
+    cl::desc("Samples one generate call makes (default 1)"), cl::init(1));
 static cl::opt<bool> noFuseAttention(cl::cat(toolCategory),
     "no-fuse-attention",
     cl::desc("Keep decomposed attention (matmul, softmax, matmul) as it was imported"));
@@ -213,6 +233,23 @@ int main(int argc, char **argv) {
     return 1;
   }
   options.speculationK = specK;
+  options.sampler.spec = samplerSpec;
+  options.sampler.inputs = samplerInputs;
+  options.sampler.batch = samplerBatch;
+  options.sampler.cfgScale = cfgScale;
+  options.sampler.cfg = cfgMode.getNumOccurrences() ? cfgMode.getValue()
+                        : cfgScale.getNumOccurrences() ? "full"
+                                                        : "none";
+  if (samplerSpec.empty() && (samplerInputs.getNumOccurrences() || cfgMode.getNumOccurrences() ||
+                              cfgScale.getNumOccurrences() || samplerBatch.getNumOccurrences())) {
+    errs() << "hasten-compile: error: --sampler-inputs, --cfg, --cfg-scale and --sampler-batch "
+              "need --sampler\n";
+    return 1;
+  }
+  if (options.sampler.cfg != "none" && !cfgScale.getNumOccurrences()) {
+    errs() << "hasten-compile: error: --cfg=" << options.sampler.cfg << " needs --cfg-scale\n";
+    return 1;
+  }
   options.fuseAttention = !noFuseAttention;
   options.reportUnfusedAttention = reportUnfusedAttention;
   if (attentionMode != "kernel" && attentionMode != "generated") {

@@ -111,8 +111,9 @@ int printSignatures(hasten_module *module, const std::string &path,
                                       "verify", "spec_step", "generate"};
   static const char *const roles[] = {
       "",       "token_ids",      "past_length",       "kv_cache",       "kv_block_pool",
-      "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens"};
-  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_ACCEPTED_TOKENS + 1,
+      "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens",
+      "sampler_noise"};
+  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_SAMPLER_NOISE + 1,
                 "a name for every tensor role");
   std::vector<std::string> entries;
   for (size_t i = 0; i < hasten_module_num_entries(module); ++i)
@@ -585,6 +586,13 @@ cl::opt<bool> signatureOnly("signature",
                                      "only --entry's), and exit"),
                             cl::cat(runCategory));
 
+cl::opt<bool> sampleMode("sample",
+                         cl::desc("Run a denoiser module's sampler (its generate entry): the "
+                                  "noise drawn with --seed unless given with --input, the "
+                                  "conditioning from --input"),
+                         cl::cat(runCategory));
+cl::opt<std::string> sampleOutput("output", cl::desc("With --sample: write the sample here"),
+                                  cl::value_desc("x.npy"), cl::cat(runCategory));
 cl::opt<bool> generateMode("generate", cl::desc("Generate tokens with a decoder module"),
                            cl::cat(generateCategory));
 cl::opt<std::string> promptIds("prompt-ids", cl::desc("The prompt as token ids: 1,17,42"),
@@ -667,6 +675,68 @@ cl::opt<bool> cold("cold", cl::desc("Leave weight packing to the first steps (ti
 
 } // namespace
 
+/// --sample: one or more runs of the generate entry through
+/// hasten_generate_sample, with the time per sample and per denoiser step.
+int runSampler(hasten_module *module, const std::map<std::string, std::string> &inputFiles) {
+  const char *entry = nullptr;
+  if (!entryName.empty())
+    entry = entryName.c_str();
+  else if (hasten_find_entry(module, nullptr, HASTEN_ENTRY_GENERATE, &entry) != HASTEN_OK)
+    return die("the module has no generate entry (compile the denoiser with hasten-compile "
+               "--sampler)");
+  std::vector<std::string> names;
+  std::vector<hasten_tensor *> inputs;
+  for (const auto &[name, path] : inputFiles) {
+    std::string error;
+    hasten_tensor *t = hasten::readTensorFile(path, error);
+    if (!t)
+      return die(error);
+    names.push_back(name);
+    inputs.push_back(t);
+  }
+  std::vector<const char *> namePointers;
+  for (const std::string &name : names)
+    namePointers.push_back(name.c_str());
+  hasten_tensor *sample = nullptr;
+  std::vector<double> seconds;
+  hasten_sample_stats stats{sizeof(hasten_sample_stats), 0, 0};
+  for (int r = 0; r < warmup + repeat; ++r) {
+    hasten_tensor_free(sample);
+    sample = nullptr;
+    if (hasten_generate_sample(module, entry, seed, namePointers.data(), inputs.data(),
+                               inputs.size(), &sample, &stats) != HASTEN_OK)
+      return die(hasten_last_error());
+    if (r >= warmup)
+      seconds.push_back(stats.seconds);
+  }
+  std::sort(seconds.begin(), seconds.end());
+  double median = seconds[seconds.size() / 2] * 1e3;
+  std::string shape;
+  for (int d = 0; d < hasten_tensor_rank(sample); ++d)
+    shape += (d ? "x" : "") + std::to_string(hasten_tensor_dims(sample)[d]);
+  std::printf("sample %s[%s]: %.3f ms%s, %lld denoiser steps, %.3f ms per step (seed %llu)\n",
+              hasten_dtype_name(hasten_tensor_dtype(sample)), shape.c_str(), median,
+              repeat > 1 ? " (median)" : "", (long long)stats.steps,
+              stats.steps ? median / double(stats.steps) : 0.0,
+              (unsigned long long)seed.getValue());
+  std::string path = sampleOutput;
+  if (path.empty() && !outputDir.empty()) {
+    mkdir(outputDir.c_str(), 0755);
+    path = outputDir + "/" + hasten_signature_name(module, entry, 1, 0) + "." + outputFormat;
+  }
+  if (!path.empty()) {
+    std::string error;
+    if (!hasten::writeTensorFile(path, sample, hasten_signature_name(module, entry, 1, 0),
+                                 error))
+      return die(error);
+  }
+  for (hasten_tensor *t : inputs)
+    hasten_tensor_free(t);
+  hasten_tensor_free(sample);
+  hasten_module_free(module);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   hasten::installVersionPrinter("hasten-run", hasten::kManifestFormatVersion);
   cl::HideUnrelatedOptions({&runCategory, &generateCategory});
@@ -701,8 +771,10 @@ int main(int argc, char **argv) {
   if (!gen.enabled) {
     for (const auto &[name, option] : cl::getRegisteredOptions())
       if (option->getNumOccurrences() &&
-          llvm::is_contained(option->Categories, &generateCategory))
-        return die("--" + name.str() + " needs --generate");
+          llvm::is_contained(option->Categories, &generateCategory) &&
+          !(sampleMode && name == "seed"))
+        return die("--" + name.str() + " needs --generate" +
+                   (name == "seed" ? " or --sample" : ""));
   }
   if (promptIds.getNumOccurrences() && !parseIds(promptIds.c_str(), gen.promptIds))
     return die("--prompt-ids expects comma-separated token ids, got '" + promptIds + "'");
@@ -821,8 +893,14 @@ int main(int argc, char **argv) {
     if (noSpeculation && !drafterName.empty())
       return die("--draft and --no-speculation contradict each other");
   }
+  if (gen.enabled && sampleMode)
+    return die("--generate and --sample contradict each other");
+  if (!sampleMode && sampleOutput.getNumOccurrences())
+    return die("--output needs --sample (or use --output-dir)");
   if (gen.enabled)
     return generate(module, gen);
+  if (sampleMode)
+    return runSampler(module, inputFiles);
   if (signatureOnly) {
     int rc = printSignatures(module, modulePath, entryName);
     hasten_module_free(module);

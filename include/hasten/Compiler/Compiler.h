@@ -9,6 +9,7 @@
 #ifndef HASTEN_COMPILER_COMPILER_H
 #define HASTEN_COMPILER_COMPILER_H
 
+#include "hasten/Compiler/Sampler.h"
 #include "hasten/Import/OnnxImporter.h"
 #include "hasten/Support/PhaseTimer.h"
 #include "hasten/Target/Target.h"
@@ -53,6 +54,9 @@ struct CompileOptions {
   /// With a draft, add the fused `spec_step` entry proposing this many
   /// tokens per step (--hasten-unroll-speculation); 0: none.
   int64_t speculationK = 0;
+  /// A denoiser's few-step sampler, compiled into the `generate` entry
+  /// (--hasten-fuse-sampler-steps); spec empty: none.
+  SamplerOptions sampler;
   /// Replace decomposed attention by hasten.attention (the
   /// --hasten-fuse-attention pass), and remark on each one left unfused.
   bool fuseAttention = true;

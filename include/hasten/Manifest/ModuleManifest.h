@@ -37,6 +37,8 @@ struct EntrySignature {
     TensorRole role = TensorRole::None;
   };
   std::vector<Tensor> inputs, outputs;
+  /// A generate entry's denoiser calls (hasten.sampler_steps); 0 otherwise.
+  int64_t samplerSteps = 0;
 };
 
 EntrySignature readSignature(mlir::func::FuncOp func);

@@ -1,0 +1,140 @@
+// RUN: hasten-opt %s -split-input-file --hasten-fuse-sampler-steps | FileCheck %s
+
+// A flow sampler: the timestep-only subgraph (sin(t * f)) is evaluated for
+// each step and passed as a constant; the Euler update is fused into the
+// denoiser's last op; the two steps call one step function.
+// CHECK-LABEL: func.func private @denoise_sampler_step(
+// CHECK-SAME: %[[X:.*]]: tensor<1x4xf32>, %[[C:.*]]: tensor<1x4xf32>, %[[EMB:.*]]: tensor<1x4xf32>, %[[COEF:.*]]: tensor<8xf32>) -> tensor<1x4xf32>
+// CHECK-NOT: math.sin
+// CHECK-DAG: %[[A:.*]] = tensor.extract %[[COEF]][%c0]
+// CHECK-DAG: %[[B:.*]] = tensor.extract %[[COEF]][%c1]
+// CHECK: %[[Y:.*]] = linalg.generic {{.*}} ins(%[[X]], %[[EMB]], %[[C]] :
+// CHECK: ^bb0(%[[XI:.*]]: f32, %[[EI:.*]]: f32, %[[CI:.*]]: f32,
+// CHECK: %[[M:.*]] = arith.mulf %[[XI]], %[[EI]]
+// CHECK: %[[V:.*]] = arith.addf %[[M]], %[[CI]]
+// CHECK: %[[AX:.*]] = arith.mulf %[[A]], %[[XI]]
+// CHECK: %[[BV:.*]] = arith.mulf %[[B]], %[[V]]
+// CHECK: %[[NEXT:.*]] = arith.addf %[[AX]], %[[BV]]
+// CHECK: linalg.yield %[[NEXT]]
+// CHECK-NOT: linalg.generic
+// CHECK: return %[[Y]]
+// CHECK-LABEL: func.func @generate(
+// CHECK-SAME: attributes {hasten.sampler_steps = 2 : i64}
+// CHECK: %[[E0:.*]] = arith.constant dense<0.000000e+00> : tensor<1x4xf32>
+// CHECK: %[[K:.*]] = arith.constant dense<[1.000000e+00, 5.000000e-01, 0.000000e+00, 0.000000e+00,
+// CHECK: %[[S0:.*]] = call @denoise_sampler_step(%arg0, %arg1, %[[E0]], %[[K]])
+// CHECK: %[[E1:.*]] = arith.constant dense<{{\[}}[0.47942555, 0.841470957, 0.997494995, 0.909297406]]>
+// CHECK: %[[S1:.*]] = call @denoise_sampler_step(%[[S0]], %arg1, %[[E1]], %{{.*}})
+// CHECK: return %[[S1]]
+#bcast_t = affine_map<(d0, d1) -> (d0)>
+#bcast_f = affine_map<(d0, d1) -> (d1)>
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @denoise(%x: tensor<1x4xf32>, %t: tensor<1xf32>, %c: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  %freq = arith.constant dense<[1.0, 2.0, 3.0, 4.0]> : tensor<4xf32>
+  %e = tensor.empty() : tensor<1x4xf32>
+  %emb = linalg.generic {indexing_maps = [#bcast_t, #bcast_f, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%t, %freq : tensor<1xf32>, tensor<4xf32>) outs(%e : tensor<1x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %m = arith.mulf %a, %b : f32
+    %s = math.sin %m : f32
+    linalg.yield %s : f32
+  } -> tensor<1x4xf32>
+  %y = linalg.generic {indexing_maps = [#id, #id, #id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %emb, %c : tensor<1x4xf32>, tensor<1x4xf32>, tensor<1x4xf32>) outs(%e : tensor<1x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %d: f32, %o: f32):
+    %m = arith.mulf %a, %b : f32
+    %s = arith.addf %m, %d : f32
+    linalg.yield %s : f32
+  } -> tensor<1x4xf32>
+  return %y : tensor<1x4xf32>
+}
+func.func @generate(%noise: tensor<1x4xf32>, %c: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  %r = hasten.sampler_loop @denoise(%noise) cond(%c : tensor<1x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.5>, schedule = array<f64: 0.0, 0.5, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>
+  return %r : tensor<1x4xf32>
+}
+
+// -----
+
+// Full CFG: the sample and the conditional and negative conditioning are
+// batched into one call of the batch-2 denoiser; the halves are combined
+// in the update. An integer timestep folds through linalg.index. DDIM from
+// alpha 0.25 to a clean sample with scale 3:
+// x' = 2 x - 1.732 (u + 3 (c - u)) = 2 x - 5.196 c + 3.464 u.
+// CHECK-LABEL: func.func private @denoise_sampler_step(
+// CHECK-SAME: %[[X:.*]]: tensor<1x4xf32>, %[[C:.*]]: tensor<1x4xf32>, %[[N:.*]]: tensor<1x4xf32>, %[[EMB:.*]]: tensor<2x4xf32>, %[[COEF:.*]]: tensor<8xf32>)
+// CHECK: %[[XX:.*]] = tensor.concat dim(0) %[[X]], %[[X]]
+// CHECK: %[[CN:.*]] = tensor.concat dim(0) %[[C]], %[[N]]
+// CHECK: %[[P:.*]] = linalg.generic {{.*}} ins(%[[XX]], %[[EMB]], %[[CN]] :
+// CHECK-DAG: %[[COND:.*]] = tensor.extract_slice %[[P]][0, 0] [1, 4] [1, 1]
+// CHECK-DAG: %[[UNCOND:.*]] = tensor.extract_slice %[[P]][1, 0] [1, 4] [1, 1]
+// CHECK: linalg.generic {{.*}} ins(%[[X]], %[[COND]], %[[UNCOND]] :
+// CHECK-LABEL: func.func @generate(
+// CHECK: arith.constant dense<{{\[}}[1.000000e+01, 1.100000e+01, 1.200000e+01, 1.300000e+01], [1.000000e+01, 1.100000e+01, 1.200000e+01, 1.300000e+01]]> : tensor<2x4xf32>
+// CHECK: arith.constant dense<[2.000000e+00, -5.19615221, 3.46410155,
+// CHECK: call @denoise_sampler_step(%arg0, %arg1, %arg2,
+#t = affine_map<(d0, d1) -> (d0)>
+#id2 = affine_map<(d0, d1) -> (d0, d1)>
+func.func @denoise(%x: tensor<2x4xf32>, %t: tensor<2xi64>, %c: tensor<2x4xf32>) -> tensor<2x4xf32> {
+  %e = tensor.empty() : tensor<2x4xf32>
+  %emb = linalg.generic {indexing_maps = [#t, #id2], iterator_types = ["parallel", "parallel"]}
+      ins(%t : tensor<2xi64>) outs(%e : tensor<2x4xf32>) {
+  ^bb0(%a: i64, %o: f32):
+    %j = linalg.index 1 : index
+    %ji = arith.index_cast %j : index to i64
+    %p = arith.addi %a, %ji : i64
+    %s = arith.sitofp %p : i64 to f32
+    linalg.yield %s : f32
+  } -> tensor<2x4xf32>
+  %y = linalg.generic {indexing_maps = [#id2, #id2, #id2, #id2], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %emb, %c : tensor<2x4xf32>, tensor<2x4xf32>, tensor<2x4xf32>) outs(%e : tensor<2x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %d: f32, %o: f32):
+    %m = arith.mulf %a, %b : f32
+    %s = arith.addf %m, %d : f32
+    linalg.yield %s : f32
+  } -> tensor<2x4xf32>
+  return %y : tensor<2x4xf32>
+}
+func.func @generate(%noise: tensor<1x4xf32>, %c: tensor<1x4xf32>, %neg: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  %r = hasten.sampler_loop @denoise(%noise) cond(%c : tensor<1x4xf32>) negative(%neg : tensor<1x4xf32>) {rule = "ddim", prediction = "eps", timesteps = array<f64: 10.0>, schedule = array<f64: 0.25, 1.0>, sample_index = 0, time_index = 1, cfg = "full", cfg_scale = 3.0} : tensor<1x4xf32> -> tensor<1x4xf32>
+  return %r : tensor<1x4xf32>
+}
+
+// -----
+
+// Multi-step consistency with residual CFG: the step function also returns
+// the residual noise, which starts as the initial noise; each step but the
+// last re-noises with its slice of %renoise; a time subgraph the evaluator
+// cannot run (softmax) stays, and the time is passed in.
+// CHECK-LABEL: func.func private @denoise_sampler_step(
+// CHECK-SAME: %[[X:.*]]: tensor<1x4xf32>, %[[T:.*]]: tensor<1xf32>, %[[Q:.*]]: tensor<1x4xf32>, %[[Z:.*]]: tensor<1x4xf32>, %{{.*}}: tensor<8xf32>) -> (tensor<1x4xf32>, tensor<1x4xf32>)
+// CHECK: linalg.softmax dimension(0) ins(%[[T]]
+// CHECK: %[[NEXT:.*]]:2 = linalg.generic {{.*}} ins(%[[X]], %{{.*}}, %[[Q]], %[[Z]] :
+// CHECK: return %[[NEXT]]#0, %[[NEXT]]#1
+// CHECK-LABEL: func.func @generate(
+// CHECK-SAME: attributes {hasten.sampler_steps = 3 : i64}
+// CHECK: %[[ZERO:.*]] = arith.constant dense<0.000000e+00> : tensor<1x4xf32>
+// CHECK: %[[T0:.*]] = arith.constant dense<9.990000e+02> : tensor<1xf32>
+// CHECK: %[[Z0:.*]] = tensor.extract_slice %arg1[0, 0, 0] [1, 1, 4] [1, 1, 1]
+// CHECK: %[[S0:.*]]:2 = call @denoise_sampler_step(%arg0, %[[T0]], %arg0, %[[Z0]],
+// CHECK: %[[Z1:.*]] = tensor.extract_slice %arg1[1, 0, 0] [1, 1, 4] [1, 1, 1]
+// CHECK: %[[S1:.*]]:2 = call @denoise_sampler_step(%[[S0]]#0, %{{.*}}, %[[S0]]#1, %[[Z1]],
+// CHECK: %[[S2:.*]]:2 = call @denoise_sampler_step(%[[S1]]#0, %{{.*}}, %[[S1]]#1, %[[ZERO]],
+// CHECK: return %[[S2]]#0
+#id3 = affine_map<(d0, d1) -> (d0, d1)>
+func.func @denoise(%x: tensor<1x4xf32>, %t: tensor<f32>) -> tensor<1x4xf32> {
+  %e = tensor.empty() : tensor<1x4xf32>
+  %t1 = tensor.expand_shape %t [] output_shape [1] : tensor<f32> into tensor<1xf32>
+  %s = linalg.softmax dimension(0) ins(%t1 : tensor<1xf32>) outs(%t1 : tensor<1xf32>) -> tensor<1xf32>
+  %tt = tensor.collapse_shape %s [] : tensor<1xf32> into tensor<f32>
+  %y = linalg.generic {indexing_maps = [#id3, affine_map<(d0, d1) -> ()>, #id3], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %tt : tensor<1x4xf32>, tensor<f32>) outs(%e : tensor<1x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %m = arith.mulf %a, %b : f32
+    linalg.yield %m : f32
+  } -> tensor<1x4xf32>
+  return %y : tensor<1x4xf32>
+}
+func.func @generate(%noise: tensor<1x4xf32>, %renoise: tensor<2x1x4xf32>) -> tensor<1x4xf32> {
+  %r = hasten.sampler_loop @denoise(%noise) renoise(%renoise : tensor<2x1x4xf32>) {rule = "consistency", prediction = "eps", timesteps = array<f64: 999.0, 499.0, 99.0>, schedule = array<f64: 0.25, 0.5, 0.75, 1.0>, sample_index = 0, time_index = 1, cfg = "rcfg-self", cfg_scale = 1.5} : tensor<1x4xf32> -> tensor<1x4xf32>
+  return %r : tensor<1x4xf32>
+}
