@@ -69,23 +69,39 @@ Estimates estimates(StringRef prediction, double alpha) {
   return {0, 1, sb > 0 ? 1 / sb : 0, sb > 0 ? -sa / sb : 0};
 }
 
+/// What both sampler ops say about the sampler.
+struct SamplerSpec {
+  func::FuncOp denoiser;
+  StringRef rule, prediction, cfg;
+  ArrayRef<double> timesteps, schedule;
+  unsigned sampleIndex, timeIndex;
+  double scale;
+
+  template <typename Op>
+  static SamplerSpec of(Op op, func::FuncOp denoiser, StringRef cfg, double scale) {
+    return {denoiser,        op.getRule(),     op.getPrediction(),
+            cfg,             op.getTimesteps(), op.getSchedule(),
+            unsigned(op.getSampleIndex()), unsigned(op.getTimeIndex()), scale};
+  }
+};
+
 /// The coefficients of step `i`, as (x, g, z) first, then g split into the
 /// conditional and the other prediction by the guidance scale.
-Coefficients stepCoefficients(SamplerLoopOp loop, size_t i) {
-  ArrayRef<double> schedule = loop.getSchedule();
-  size_t steps = loop.getTimesteps().size();
+Coefficients stepCoefficients(const SamplerSpec &spec, size_t i) {
+  ArrayRef<double> schedule = spec.schedule;
+  size_t steps = spec.timesteps.size();
   double x = 0, g = 0, z = 0, x2 = 0, g2 = 0, z2 = 0;
-  if (loop.getRule() == "euler-flow") {
+  if (spec.rule == "euler-flow") {
     x = 1;
     g = schedule[i + 1] - schedule[i];
   } else {
-    Estimates e = estimates(loop.getPrediction(), schedule[i]);
+    Estimates e = estimates(spec.prediction, schedule[i]);
     double next = schedule[i + 1];
     double san = std::sqrt(next), sbn = std::sqrt(1 - next);
-    if (loop.getRule() == "consistency") {
+    if (spec.rule == "consistency") {
       // LCM's boundary condition on the clean estimate, then re-noising.
       constexpr double kSigmaData = 0.5, kTimestepScaling = 10;
-      double scaled = loop.getTimesteps()[i] * kTimestepScaling;
+      double scaled = spec.timesteps[i] * kTimestepScaling;
       double denom = scaled * scaled + kSigmaData * kSigmaData;
       double cSkip = kSigmaData * kSigmaData / denom, cOut = scaled / std::sqrt(denom);
       double A = cSkip + cOut * e.A, B = cOut * e.B;
@@ -103,8 +119,8 @@ Coefficients stepCoefficients(SamplerLoopOp loop, size_t i) {
       g2 = e.D;
     }
   }
-  bool guided = loop.getCfg() != "none";
-  double s = guided ? loop.getCfgScale().convertToDouble() : 1;
+  bool guided = spec.cfg != "none";
+  double s = guided ? spec.scale : 1;
   return {x, g * s, guided ? g * (1 - s) : 0, z, x2, g2 * s, guided ? g2 * (1 - s) : 0, z2};
 }
 
@@ -131,27 +147,39 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
   using Base::Base;
 
   void runOnOperation() override {
-    SmallVector<SamplerLoopOp> loops;
-    getOperation().walk([&](SamplerLoopOp loop) { loops.push_back(loop); });
+    SmallVector<Operation *> ops;
+    getOperation().walk([&](Operation *op) {
+      if (isa<SamplerLoopOp, SamplerStreamOp>(op))
+        ops.push_back(op);
+    });
     SymbolTable symbols(getOperation());
-    for (SamplerLoopOp loop : loops)
-      if (failed(fuse(loop, symbols)))
+    for (Operation *op : ops) {
+      LogicalResult result = isa<SamplerLoopOp>(op)
+                                 ? fuse(cast<SamplerLoopOp>(op), symbols)
+                                 : fuseStream(cast<SamplerStreamOp>(op), symbols);
+      if (failed(result))
         return signalPassFailure();
+    }
   }
 
-  /// The denoiser's timestep-only ops that evaluate for every step, and the
-  /// values each step passes for those the rest of the denoiser reads.
+  /// The denoiser's timestep-only ops that evaluate for every time value,
+  /// and the values each evaluation gives those the rest of the denoiser
+  /// reads.
   struct TimeFolding {
     llvm::DenseSet<Operation *> folded;
     SmallVector<Value> frontier;
-    /// [step][frontier value]
+    /// [evaluation][frontier value]
     SmallVector<SmallVector<DenseElementsAttr>> values;
   };
 
-  TimeFolding foldTimeSubgraph(SamplerLoopOp loop, func::FuncOp denoiser) {
+  /// Folds for each of `times` (the elements of the time argument).
+  TimeFolding foldTimeSubgraph(func::FuncOp denoiser, unsigned timeIndex,
+                               ArrayRef<std::vector<double>> times) {
     TimeFolding result;
+    // One (possibly empty) list of values per time, whatever folds.
+    result.values.resize(times.size());
     Block &body = denoiser.front();
-    Value time = body.getArgument(loop.getTimeIndex());
+    Value time = body.getArgument(timeIndex);
     // Candidates: pure ops reading the time (directly or through other
     // candidates) and otherwise only constants.
     llvm::DenseSet<Value> timeOnly{time}, constants;
@@ -183,30 +211,22 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
       return result;
 
     auto timeType = cast<RankedTensorType>(time.getType());
-    size_t steps = loop.getTimesteps().size();
-    SmallVector<TensorEvaluator> evaluators(steps);
+    SmallVector<TensorEvaluator> evaluators(times.size());
     llvm::DenseSet<Operation *> failed;
-    for (size_t i = 0; i < steps; ++i) {
-      double t = loop.getTimesteps()[i];
-      if (isa<IntegerType>(timeType.getElementType()))
-        t = std::nearbyint(t);
-      evaluators[i].set(time, {timeType, std::vector<double>(timeType.getNumElements(), t)});
+    for (size_t i = 0; i < times.size(); ++i) {
+      evaluators[i].set(time, {timeType, times[i]});
       for (Operation *op : candidates)
         if (!failed.count(op) && !evaluators[i].evaluate(op))
           failed.insert(op);
     }
+    // An op that failed for some time value is not folded, nor is any op
+    // that reads it (candidates are in program order).
     for (Operation *op : candidates)
       if (!failed.count(op) && llvm::all_of(op->getOperands(), [&](Value v) {
-            return v == time || constantLike(v) || evaluators[0].lookup(v);
+            Operation *def = v.getDefiningOp();
+            return !timeOnly.count(v) || v == time || result.folded.count(def);
           }))
         result.folded.insert(op);
-    // An op whose operand failed on some step is not folded either.
-    for (Operation *op : candidates)
-      if (result.folded.count(op))
-        for (Value operand : op->getOperands())
-          if (Operation *def = operand.getDefiningOp();
-              def && timeOnly.count(operand) && !result.folded.count(def))
-            result.folded.erase(op);
     for (Operation *op : candidates) {
       if (!result.folded.count(op))
         continue;
@@ -216,40 +236,53 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
             }))
           result.frontier.push_back(v);
     }
-    result.values.resize(steps);
-    for (size_t i = 0; i < steps; ++i)
+    for (size_t i = 0; i < times.size(); ++i)
       for (Value v : result.frontier)
         result.values[i].push_back(TensorEvaluator::toAttribute(*evaluators[i].lookup(v)));
     return result;
   }
 
-  LogicalResult fuse(SamplerLoopOp loop, SymbolTable &symbols) {
-    auto denoiser = symbols.lookup<func::FuncOp>(loop.getDenoiser());
-    if (!denoiser || denoiser.isExternal())
-      return loop.emitOpError("'") << loop.getDenoiser() << "' has no body to fuse";
+  /// The time argument's elements for timestep `t` on every row.
+  static std::vector<double> timeElements(RankedTensorType type, double t) {
+    if (isa<IntegerType>(type.getElementType()))
+      t = std::nearbyint(t);
+    return std::vector<double>(type.getNumElements(), t);
+  }
+
+  /// How the step function is called.
+  struct StepLayout {
+    /// The sample and the conditioning as the step function takes them
+    /// (full CFG doubles them inside).
+    RankedTensorType sampleType;
+    SmallVector<Type> conditioning;
+    bool full = false, residual = false, renoise = false;
+    /// Coefficients per row ([8, rows], a stream batch) instead of one set.
+    bool perRow = false;
+  };
+
+  struct StepFunction {
+    func::FuncOp func;
+    bool timeUsed = true;
+  };
+
+  /// Builds `<denoiser>_sampler_step`: the denoiser less its folded time
+  /// subgraph, then the update, fused into the prediction's producer. Its
+  /// arguments: sample, conditioning, (negative conditioning), (time),
+  /// folded time values, (other prediction), (noise), coefficients.
+  StepFunction buildStepFunction(SymbolTable &symbols, const SamplerSpec &spec,
+                                 const TimeFolding &folding, const StepLayout &layout) {
+    func::FuncOp denoiser = spec.denoiser;
     MLIRContext *ctx = &getContext();
-    Location loc = loop.getLoc();
-    StringRef cfg = loop.getCfg();
-    bool full = cfg == "full", residual = cfg.starts_with("rcfg");
-    bool renoise = bool(loop.getRenoise());
-    size_t steps = loop.getTimesteps().size();
-    auto sampleType = cast<RankedTensorType>(loop.getSample().getType());
+    Location loc = denoiser.getLoc();
+    RankedTensorType sampleType = layout.sampleType;
     Type element = sampleType.getElementType();
-    if (!isa<FloatType>(element))
-      return loop.emitOpError("samples must be floating point, got ") << sampleType;
-
-    TimeFolding folding = foldTimeSubgraph(loop, denoiser);
-
-    // The step function's signature: sample, conditioning, (negative),
-    // time, folded time values, (other prediction), (noise), coefficients.
+    bool full = layout.full, residual = layout.residual, renoise = layout.renoise;
     SmallVector<Type> inputs{sampleType};
-    for (Value cond : loop.getConditioning())
-      inputs.push_back(cond.getType());
+    llvm::append_range(inputs, layout.conditioning);
     if (full)
-      for (Value neg : loop.getNegative())
-        inputs.push_back(neg.getType());
+      llvm::append_range(inputs, layout.conditioning);
     unsigned timeArg = inputs.size();
-    inputs.push_back(denoiser.getArgumentTypes()[loop.getTimeIndex()]);
+    inputs.push_back(denoiser.getArgumentTypes()[spec.timeIndex]);
     unsigned frontierArg = inputs.size();
     for (Value v : folding.frontier)
       inputs.push_back(v.getType());
@@ -260,7 +293,9 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     if (renoise)
       inputs.push_back(sampleType);
     unsigned coefficientArg = inputs.size();
-    auto coefficientType = RankedTensorType::get({8}, element);
+    int64_t rows = sampleType.getDimSize(0);
+    auto coefficientType = layout.perRow ? RankedTensorType::get({8, rows}, element)
+                                         : RankedTensorType::get({8}, element);
     inputs.push_back(coefficientType);
     SmallVector<Type> results{sampleType};
     if (residual)
@@ -282,11 +317,11 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
       return tensor::ConcatOp::create(b, loc, 0, ValueRange{half, other}).getResult();
     };
     Block &body = denoiser.front();
-    map.map(body.getArgument(loop.getSampleIndex()), full ? doubled(x, x) : x);
-    map.map(body.getArgument(loop.getTimeIndex()), entry->getArgument(timeArg));
-    unsigned next = 0, numCond = loop.getConditioning().size();
+    map.map(body.getArgument(spec.sampleIndex), full ? doubled(x, x) : x);
+    map.map(body.getArgument(spec.timeIndex), entry->getArgument(timeArg));
+    unsigned next = 0, numCond = layout.conditioning.size();
     for (unsigned i = 0; i < body.getNumArguments(); ++i) {
-      if (i == loop.getSampleIndex() || i == loop.getTimeIndex())
+      if (i == spec.sampleIndex || i == spec.timeIndex)
         continue;
       Value cond = entry->getArgument(1 + next);
       map.map(body.getArgument(i),
@@ -317,16 +352,19 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
       other = entry->getArgument(otherArg);
     }
     // The coefficients the update reads: (x, p) always, q and z when the
-    // step has them, the residual's four with residual CFG.
-    SmallVector<Value> coefficients(8);
-    for (int64_t k = 0; k < 8; ++k) {
+    // step has them, the residual's four with residual CFG. One set is
+    // extracted as scalars; per-row sets are read by the update itself.
+    auto needed = [&](int64_t k) {
       int64_t term = k % 4;
-      if ((k >= 4 && !residual) || (term == 2 && !other) || (term == 3 && !renoise))
-        continue;
-      coefficients[k] = tensor::ExtractOp::create(
-          b, loc, entry->getArgument(coefficientArg),
-          ValueRange{arith::ConstantIndexOp::create(b, loc, k).getResult()});
-    }
+      return !((k >= 4 && !residual) || (term == 2 && !other) || (term == 3 && !renoise));
+    };
+    SmallVector<Value> coefficients(8);
+    if (!layout.perRow)
+      for (int64_t k = 0; k < 8; ++k)
+        if (needed(k))
+          coefficients[k] = tensor::ExtractOp::create(
+              b, loc, entry->getArgument(coefficientArg),
+              ValueRange{arith::ConstantIndexOp::create(b, loc, k).getResult()});
 
     // The update, one elementwise op.
     SmallVector<Value> updateInputs{x, conditional};
@@ -334,18 +372,34 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
       updateInputs.push_back(other);
     if (renoise)
       updateInputs.push_back(entry->getArgument(noiseArg));
+    unsigned numData = updateInputs.size();
+    int64_t rank = sampleType.getRank();
+    AffineMap identity = b.getMultiDimIdentityMap(rank);
+    SmallVector<AffineMap> maps(numData, identity);
+    SmallVector<int64_t> rowCoefficient(8, -1);
+    if (layout.perRow)
+      for (int64_t k = 0; k < 8; ++k) {
+        if (!needed(k))
+          continue;
+        rowCoefficient[k] = updateInputs.size();
+        updateInputs.push_back(entry->getArgument(coefficientArg));
+        maps.push_back(AffineMap::get(rank, 0,
+                                      {b.getAffineConstantExpr(k), b.getAffineDimExpr(0)}, ctx));
+      }
     SmallVector<Value> inits;
-    for (size_t r = 0; r < results.size(); ++r)
+    for (size_t r = 0; r < results.size(); ++r) {
       inits.push_back(tensor::EmptyOp::create(b, loc, sampleType.getShape(), element));
-    AffineMap identity = b.getMultiDimIdentityMap(sampleType.getRank());
-    SmallVector<AffineMap> maps(updateInputs.size() + inits.size(), identity);
-    SmallVector<utils::IteratorType> iterators(sampleType.getRank(),
-                                               utils::IteratorType::parallel);
+      maps.push_back(identity);
+    }
+    SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
     auto update = linalg::GenericOp::create(
         b, loc, TypeRange(results), updateInputs, inits, maps, iterators,
         [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          auto coefficient = [&](int64_t k) {
+            return layout.perRow ? args[rowCoefficient[k]] : coefficients[k];
+          };
           auto term = [&](Value acc, int64_t k, Value v) -> Value {
-            Value product = arith::MulFOp::create(nb, nloc, coefficients[k], v);
+            Value product = arith::MulFOp::create(nb, nloc, coefficient(k), v);
             return acc ? arith::AddFOp::create(nb, nloc, acc, product).getResult() : product;
           };
           auto combine = [&](int64_t first) {
@@ -367,33 +421,66 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     if (!full)
       fuseIntoPrediction(step, prediction);
     // A denoiser whose time subgraph folded entirely no longer reads it.
-    bool timeUsed = !entry->getArgument(timeArg).use_empty();
-    if (!timeUsed)
+    StepFunction result{step, !entry->getArgument(timeArg).use_empty()};
+    if (!result.timeUsed)
       (void)step.eraseArgument(timeArg);
+    return result;
+  }
+
+  static Value constant(OpBuilder &b, Location loc, Attribute value) {
+    return arith::ConstantOp::create(b, loc, cast<TypedAttr>(value)).getResult();
+  }
+
+  static Value timeConstant(OpBuilder &b, Location loc, RankedTensorType type,
+                            const std::vector<double> &values) {
+    SmallVector<Attribute> attrs;
+    for (double v : values)
+      attrs.push_back(isa<IntegerType>(type.getElementType())
+                          ? Attribute(b.getIntegerAttr(type.getElementType(), int64_t(v)))
+                          : Attribute(b.getFloatAttr(type.getElementType(), v)));
+    return constant(b, loc, DenseElementsAttr::get(type, attrs));
+  }
+
+  LogicalResult fuse(SamplerLoopOp loop, SymbolTable &symbols) {
+    auto denoiser = symbols.lookup<func::FuncOp>(loop.getDenoiser());
+    if (!denoiser || denoiser.isExternal())
+      return loop.emitOpError("'") << loop.getDenoiser() << "' has no body to fuse";
+    Location loc = loop.getLoc();
+    StringRef cfg = loop.getCfg();
+    SamplerSpec spec =
+        SamplerSpec::of(loop, denoiser, cfg, loop.getCfgScale().convertToDouble());
+    StepLayout layout;
+    layout.full = cfg == "full";
+    layout.residual = cfg.starts_with("rcfg");
+    layout.renoise = bool(loop.getRenoise());
+    layout.sampleType = cast<RankedTensorType>(loop.getSample().getType());
+    for (Value cond : loop.getConditioning())
+      layout.conditioning.push_back(cond.getType());
+    size_t steps = loop.getTimesteps().size();
+    Type element = layout.sampleType.getElementType();
+    if (!isa<FloatType>(element))
+      return loop.emitOpError("samples must be floating point, got ") << layout.sampleType;
+
+    auto timeType = cast<RankedTensorType>(denoiser.getArgumentTypes()[spec.timeIndex]);
+    std::vector<std::vector<double>> times;
+    for (double t : loop.getTimesteps())
+      times.push_back(timeElements(timeType, t));
+    TimeFolding folding = foldTimeSubgraph(denoiser, spec.timeIndex, times);
+    StepFunction step = buildStepFunction(symbols, spec, folding, layout);
 
     // The steps, unrolled into calls of the step function.
-    b.setInsertionPoint(loop);
-    auto timeType = cast<RankedTensorType>(inputs[timeArg]);
-    auto constant = [&](Attribute value) -> Value {
-      return arith::ConstantOp::create(b, loc, cast<TypedAttr>(value)).getResult();
-    };
+    OpBuilder b(loop);
+    RankedTensorType sampleType = layout.sampleType;
+    auto coefficientType = RankedTensorType::get({8}, element);
     auto coefficientConstant = [&](const Coefficients &c) {
       SmallVector<Attribute> values;
       for (double v : c)
         values.push_back(b.getFloatAttr(element, v));
-      return constant(DenseElementsAttr::get(coefficientType, values));
-    };
-    auto timeConstant = [&](size_t i) {
-      double t = loop.getTimesteps()[i];
-      Attribute value = isa<IntegerType>(timeType.getElementType())
-                            ? Attribute(b.getIntegerAttr(timeType.getElementType(),
-                                                         int64_t(std::nearbyint(t))))
-                            : Attribute(b.getFloatAttr(timeType.getElementType(), t));
-      return constant(DenseElementsAttr::get(timeType, value));
+      return constant(b, loc, DenseElementsAttr::get(coefficientType, values));
     };
     Value zeros;
-    if (residual || renoise)
-      zeros = constant(DenseElementsAttr::get(sampleType, b.getFloatAttr(element, 0.0)));
+    if (layout.residual || layout.renoise)
+      zeros = constant(b, loc, DenseElementsAttr::get(sampleType, b.getFloatAttr(element, 0.0)));
     auto noiseOf = [&](size_t i) -> Value {
       if (i + 1 >= steps)
         return zeros;
@@ -414,18 +501,18 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
                     const Coefficients &c) {
       SmallVector<Value> operands{sample};
       llvm::append_range(operands, conditioning);
-      if (full)
+      if (layout.full)
         llvm::append_range(operands, loop.getNegative());
-      if (timeUsed)
-        operands.push_back(timeConstant(i));
+      if (step.timeUsed)
+        operands.push_back(timeConstant(b, loc, timeType, times[i]));
       for (DenseElementsAttr value : folding.values[i])
-        operands.push_back(constant(value));
-      if (residual)
+        operands.push_back(constant(b, loc, value));
+      if (layout.residual)
         operands.push_back(otherValue);
-      if (renoise)
+      if (layout.renoise)
         operands.push_back(noiseOf(i));
       operands.push_back(coefficientConstant(c));
-      return func::CallOp::create(b, loc, step, operands).getResults();
+      return func::CallOp::create(b, loc, step.func, operands).getResults();
     };
     int64_t calls = int64_t(steps);
     for (size_t i = 0; i < steps; ++i) {
@@ -437,15 +524,119 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
         ++calls;
       }
       ValueRange outs = call(i, loop.getConditioning(), current, residualNoise,
-                             stepCoefficients(loop, i));
+                             stepCoefficients(spec, i));
       current = outs[0];
-      if (residual)
+      if (layout.residual)
         residualNoise = outs[1];
     }
     auto parent = loop->getParentOfType<func::FuncOp>();
     parent->setAttr(HastenDialect::kSamplerStepsAttrName, b.getI64IntegerAttr(calls));
     loop.getResult().replaceAllUsesWith(current);
     loop.erase();
+    return success();
+  }
+
+  /// One stream tick: the new frame and the frames in flight batched into
+  /// one call of the step function, each row with its own step's time
+  /// values and coefficients.
+  LogicalResult fuseStream(SamplerStreamOp stream, SymbolTable &symbols) {
+    auto denoiser = symbols.lookup<func::FuncOp>(stream.getDenoiser());
+    if (!denoiser || denoiser.isExternal())
+      return stream.emitOpError("'") << stream.getDenoiser() << "' has no body to fuse";
+    Location loc = stream.getLoc();
+    SamplerSpec spec = SamplerSpec::of(stream, denoiser, "none", 1.0);
+    auto frame = cast<RankedTensorType>(stream.getSample().getType());
+    Type element = frame.getElementType();
+    if (!isa<FloatType>(element))
+      return stream.emitOpError("samples must be floating point, got ") << frame;
+    int64_t steps = stream.getTimesteps().size(), batch = frame.getDimSize(0);
+    int64_t rows = steps * batch;
+    auto allRows = [&](Type t) {
+      auto tensor = cast<RankedTensorType>(t);
+      SmallVector<int64_t> shape(tensor.getShape());
+      shape[0] = rows;
+      return RankedTensorType::get(shape, tensor.getElementType());
+    };
+    StepLayout layout;
+    layout.perRow = true;
+    layout.sampleType = allRows(frame);
+    for (Value cond : stream.getConditioning())
+      layout.conditioning.push_back(allRows(cond.getType()));
+
+    // Row r holds the frame at step r / batch: the time and coefficients
+    // of that step.
+    auto timeType = cast<RankedTensorType>(denoiser.getArgumentTypes()[spec.timeIndex]);
+    std::vector<double> time;
+    for (int64_t r = 0; r < rows; ++r)
+      time.push_back(timeElements(timeType, stream.getTimesteps()[r / batch])[0]);
+    TimeFolding folding = foldTimeSubgraph(denoiser, spec.timeIndex, {time});
+    StepFunction step = buildStepFunction(symbols, spec, folding, layout);
+
+    OpBuilder b(stream);
+    // [steps - 1, batch, ...] and [batch, ...] as [rows, ...]: the new
+    // frame first, then the frames in flight by step.
+    auto flatten = [&](Value state) -> Value {
+      auto type = cast<RankedTensorType>(state.getType());
+      SmallVector<ReassociationIndices> groups{{0, 1}};
+      for (int64_t d = 2; d < type.getRank(); ++d)
+        groups.push_back({d});
+      return tensor::CollapseShapeOp::create(b, loc, state, groups).getResult();
+    };
+    auto withState = [&](Value first, Value state) -> Value {
+      return tensor::ConcatOp::create(b, loc, 0, ValueRange{first, flatten(state)}).getResult();
+    };
+    SmallVector<Value> operands{withState(stream.getSample(), stream.getState())};
+    SmallVector<Value> conditioning;
+    for (auto [cond, state] : llvm::zip(stream.getConditioning(), stream.getStateConditioning())) {
+      conditioning.push_back(withState(cond, state));
+      operands.push_back(conditioning.back());
+    }
+    if (step.timeUsed)
+      operands.push_back(timeConstant(b, loc, timeType, time));
+    for (DenseElementsAttr value : folding.values[0])
+      operands.push_back(constant(b, loc, value));
+    SmallVector<Attribute> coefficients(8 * rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      Coefficients c = stepCoefficients(spec, size_t(r / batch));
+      for (int64_t k = 0; k < 8; ++k)
+        coefficients[k * rows + r] = b.getFloatAttr(element, c[k]);
+    }
+    operands.push_back(constant(
+        b, loc, DenseElementsAttr::get(RankedTensorType::get({8, rows}, element), coefficients)));
+    Value next = func::CallOp::create(b, loc, step.func, operands).getResult(0);
+
+    // Rows [0, rows - batch) are in flight; the last batch finished.
+    auto rowsOf = [&](Value v, int64_t first, int64_t count) -> Value {
+      auto type = cast<RankedTensorType>(v.getType());
+      int64_t rank = type.getRank();
+      SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0)), strides(rank, b.getIndexAttr(1));
+      SmallVector<OpFoldResult> sizes;
+      for (int64_t d : type.getShape())
+        sizes.push_back(b.getIndexAttr(d));
+      offsets[0] = b.getIndexAttr(first);
+      sizes[0] = b.getIndexAttr(count);
+      SmallVector<int64_t> shape(type.getShape());
+      shape[0] = count;
+      return tensor::ExtractSliceOp::create(
+                 b, loc, RankedTensorType::get(shape, type.getElementType()), v, offsets, sizes,
+                 strides)
+          .getResult();
+    };
+    auto unflatten = [&](Value v, Type stateType) -> Value {
+      auto type = cast<RankedTensorType>(stateType);
+      SmallVector<ReassociationIndices> groups{{0, 1}};
+      for (int64_t d = 2; d < type.getRank(); ++d)
+        groups.push_back({d});
+      return tensor::ExpandShapeOp::create(b, loc, type, v, groups).getResult();
+    };
+    stream.getResult().replaceAllUsesWith(rowsOf(next, rows - batch, batch));
+    stream.getNewState().replaceAllUsesWith(
+        unflatten(rowsOf(next, 0, rows - batch), stream.getState().getType()));
+    for (auto [cond, result] : llvm::zip(conditioning, stream.getNewStateConditioning()))
+      result.replaceAllUsesWith(unflatten(rowsOf(cond, 0, rows - batch), result.getType()));
+    auto parent = stream->getParentOfType<func::FuncOp>();
+    parent->setAttr(HastenDialect::kSamplerStepsAttrName, b.getI64IntegerAttr(1));
+    stream.erase();
     return success();
   }
 

@@ -30,7 +30,8 @@ def Hasten_Dialect : Dialect {
     the passes read and the manifest records:
 
     - `hasten.entry_kind` on a `func.func`: what the runtime calls it for,
-      one of `main`, `prefill`, `decode`, `verify`, `spec_step`, `generate`.
+      one of `main`, `prefill`, `decode`, `verify`, `spec_step`, `generate`,
+      `sampler_stream`.
     - `hasten.model` on a `func.func`: the model namespace the entry belongs
       to (a target and its draft in one module), a string; absent is `""`.
     - `hasten.role` on a function argument or result: what the tensor is,
@@ -89,7 +90,8 @@ def Hasten_EntryKind : I32EnumAttr<"EntryKind",
       I32EnumAttrCase<"Decode", 2, "decode">,
       I32EnumAttrCase<"Verify", 3, "verify">,
       I32EnumAttrCase<"SpecStep", 4, "spec_step">,
-      I32EnumAttrCase<"Generate", 5, "generate">
+      I32EnumAttrCase<"Generate", 5, "generate">,
+      I32EnumAttrCase<"SamplerStream", 6, "sampler_stream">
     ]> {
   let cppNamespace = "::hasten";
   let genSpecializedAttr = 0;
@@ -107,7 +109,8 @@ def Hasten_TensorRole : I32EnumAttr<"TensorRole",
       I32EnumAttrCase<"DraftKVCache", 7, "draft_kv_cache">,
       I32EnumAttrCase<"DraftPastLength", 8, "draft_past_length">,
       I32EnumAttrCase<"AcceptedTokens", 9, "accepted_tokens">,
-      I32EnumAttrCase<"SamplerNoise", 10, "sampler_noise">
+      I32EnumAttrCase<"SamplerNoise", 10, "sampler_noise">,
+      I32EnumAttrCase<"SamplerState", 11, "sampler_state">
     ]> {
   let cppNamespace = "::hasten";
   let genSpecializedAttr = 0;

@@ -36,7 +36,8 @@ LogicalResult verifyEnumString(function_ref<InFlightDiagnostic()> emit, NamedAtt
 }
 
 constexpr StringLiteral kEntryKinds =
-    "\"main\", \"prefill\", \"decode\", \"verify\", \"spec_step\", \"generate\"";
+    "\"main\", \"prefill\", \"decode\", \"verify\", \"spec_step\", \"generate\", "
+    "\"sampler_stream\"";
 constexpr StringLiteral kRoles = "\"token_ids\", \"past_length\", \"kv_cache\", "
                                  "\"kv_block_pool\", \"kv_block_table\", \"logits\"";
 

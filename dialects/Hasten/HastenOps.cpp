@@ -433,3 +433,93 @@ LogicalResult SamplerLoopOp::verifySymbolUses(SymbolTableCollection &symbolTable
   }
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// SamplerStreamOp
+//===----------------------------------------------------------------------===//
+
+/// `type` with a leading dimension of `frames`.
+static RankedTensorType framesOf(Type type, int64_t frames) {
+  auto tensor = cast<RankedTensorType>(type);
+  SmallVector<int64_t> shape{frames};
+  llvm::append_range(shape, tensor.getShape());
+  return RankedTensorType::get(shape, tensor.getElementType());
+}
+
+LogicalResult SamplerStreamOp::verify() {
+  StringRef rule = getRule(), prediction = getPrediction();
+  if (rule != "euler-flow" && rule != "ddim")
+    return emitOpError("a stream batch runs ddim or euler-flow samplers, not '") << rule << "'";
+  if (rule == "euler-flow" ? prediction != "velocity"
+                           : prediction != "eps" && prediction != "v" && prediction != "sample")
+    return emitOpError("a ") << rule << " sampler takes "
+                             << (rule == "euler-flow" ? "velocity" : "eps, v or sample")
+                             << " predictions, not '" << prediction << "'";
+  int64_t steps = getTimesteps().size();
+  if (steps < 2)
+    return emitOpError("a stream batch needs at least two steps");
+  if (int64_t(getSchedule().size()) != steps + 1)
+    return emitOpError("needs ") << steps + 1 << " schedule values, got "
+                                 << getSchedule().size();
+  for (double value : getSchedule())
+    if (!std::isfinite(value) || (rule == "ddim" && (value <= 0 || value > 1)))
+      return emitOpError("schedule value ") << value << " is out of range";
+  if (getState().getType() != framesOf(getSample().getType(), steps - 1))
+    return emitOpError("the state must be [steps - 1, sample...] = ")
+           << framesOf(getSample().getType(), steps - 1) << ", got " << getState().getType();
+  if (getStateConditioning().size() != getConditioning().size() ||
+      getNewStateConditioning().size() != getConditioning().size())
+    return emitOpError("needs one state (and one new state) per conditioning tensor");
+  for (auto [cond, state, next] :
+       llvm::zip(getConditioning(), getStateConditioning(), getNewStateConditioning()))
+    if (state.getType() != framesOf(cond.getType(), steps - 1) || next.getType() != state.getType())
+      return emitOpError("conditioning state ")
+             << state.getType() << " is not " << framesOf(cond.getType(), steps - 1);
+  if (getResult().getType() != getSample().getType() ||
+      getNewState().getType() != getState().getType())
+    return emitOpError("the results must be a sample and the state, of their types");
+  if (getSampleIndex() == getTimeIndex())
+    return emitOpError("the sample and time arguments must differ");
+  return success();
+}
+
+LogicalResult SamplerStreamOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto denoiser = symbolTable.lookupNearestSymbolFrom<func::FuncOp>(*this, getDenoiserAttr());
+  if (!denoiser)
+    return emitOpError("'") << getDenoiser() << "' is not a function";
+  FunctionType type = denoiser.getFunctionType();
+  size_t args = type.getNumInputs();
+  if (args != getConditioning().size() + 2 || getSampleIndex() >= args ||
+      getTimeIndex() >= args || type.getNumResults() != 1)
+    return emitOpError("'") << getDenoiser() << "' does not take the sample, the time and "
+                            << getConditioning().size()
+                            << " conditioning tensors, returning one prediction";
+  int64_t frames = getTimesteps().size();
+  auto batched = [&](Type t) {
+    auto tensor = cast<RankedTensorType>(t);
+    SmallVector<int64_t> shape(tensor.getShape());
+    shape[0] *= frames;
+    return RankedTensorType::get(shape, tensor.getElementType());
+  };
+  Type sampleType = batched(getSample().getType());
+  if (type.getInput(getSampleIndex()) != sampleType || type.getResult(0) != sampleType)
+    return emitOpError("'") << getDenoiser() << "' takes and returns samples of type "
+                            << type.getInput(getSampleIndex()) << ", the stream needs "
+                            << sampleType;
+  auto time = dyn_cast<RankedTensorType>(type.getInput(getTimeIndex()));
+  if (!time || time.getRank() != 1 ||
+      time.getDimSize(0) != cast<RankedTensorType>(sampleType).getDimSize(0))
+    return emitOpError("the time argument of '")
+           << getDenoiser() << "' must hold one value per batch element, got "
+           << type.getInput(getTimeIndex());
+  unsigned next = 0;
+  for (size_t i = 0; i < args; ++i) {
+    if (i == getSampleIndex() || i == getTimeIndex())
+      continue;
+    Value cond = getConditioning()[next++];
+    if (type.getInput(i) != batched(cond.getType()))
+      return emitOpError("conditioning ") << next - 1 << " does not fit argument " << i
+                                          << " of '" << getDenoiser() << "'";
+  }
+  return success();
+}

@@ -237,4 +237,46 @@ def Hasten_SamplerLoopOp : Hasten_Op<"sampler_loop", [
   let hasVerifier = 1;
 }
 
+def Hasten_SamplerStreamOp : Hasten_Op<"sampler_stream", [
+    AttrSizedOperandSegments, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "One tick of a stream-batched sampler: N frames at N different steps";
+  let description = [{
+    StreamDiffusion's stream batch: the frames of a stream are in flight at
+    once, each at its own step of an N-step sampler (N = `timesteps.size()`),
+    and one tick denoises all of them in one batched denoiser call. The new
+    frame's noise `sample` enters at the first step with its
+    `conditioning`; `state` holds the N - 1 frames already in flight
+    (`[N - 1, sample...]`, the frame after step k at index k) and
+    `state_conditioning` theirs. The results are the frame that finished
+    its last step this tick, and the new states.
+
+    The rule, prediction, timesteps, schedule and argument indices mean
+    what they mean on `hasten.sampler_loop`; `ddim` and `euler-flow` only,
+    without CFG. The denoiser runs at N times the sample's batch.
+  }];
+  let arguments = (ins
+    FlatSymbolRefAttr:$denoiser,
+    AnyStaticShapeTensor:$sample,
+    Variadic<AnyStaticShapeTensor>:$conditioning,
+    AnyStaticShapeTensor:$state,
+    Variadic<AnyStaticShapeTensor>:$state_conditioning,
+    StrAttr:$rule,
+    StrAttr:$prediction,
+    DenseF64ArrayAttr:$timesteps,
+    DenseF64ArrayAttr:$schedule,
+    I64Attr:$sample_index,
+    I64Attr:$time_index
+  );
+  let results = (outs AnyStaticShapeTensor:$result, AnyStaticShapeTensor:$new_state,
+                 Variadic<AnyStaticShapeTensor>:$new_state_conditioning);
+  let assemblyFormat = [{
+    $denoiser `(` $sample `)`
+    (`cond` `(` $conditioning^ `:` type($conditioning) `)`)?
+    `state` `(` $state (`,` $state_conditioning^)? `:` type($state) (`,` type($state_conditioning)^)? `)`
+    attr-dict `:` type($sample) `->` type($result) `,` type($new_state)
+    (`,` type($new_state_conditioning)^)?
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // HASTEN_OPS_TD

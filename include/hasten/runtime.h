@@ -174,7 +174,8 @@ typedef enum hasten_entry_kind {
   HASTEN_ENTRY_DECODE = 2,
   HASTEN_ENTRY_VERIFY = 3,
   HASTEN_ENTRY_SPEC_STEP = 4,
-  HASTEN_ENTRY_GENERATE = 5
+  HASTEN_ENTRY_GENERATE = 5,
+  HASTEN_ENTRY_SAMPLER_STREAM = 6
 } hasten_entry_kind;
 
 typedef enum hasten_tensor_role {
@@ -193,7 +194,10 @@ typedef enum hasten_tensor_role {
   HASTEN_ROLE_ACCEPTED_TOKENS = 9,
   /* generate: Gaussian noise the sampler starts from (or re-noises with);
    * hasten_generate_sample draws what the caller does not give. */
-  HASTEN_ROLE_SAMPLER_NOISE = 10
+  HASTEN_ROLE_SAMPLER_NOISE = 10,
+  /* sampler_stream: the frames in flight (and their conditioning), in and
+   * out; hasten_sample_stream keeps them. */
+  HASTEN_ROLE_SAMPLER_STATE = 11
 } hasten_tensor_role;
 
 /* The kind of `entry` and its model namespace ("" for the module's main
@@ -290,6 +294,28 @@ hasten_status hasten_generate_sample(hasten_module *module, const char *entry, u
                                      const char *const *names, hasten_tensor *const *inputs,
                                      size_t num_inputs, hasten_tensor **sample,
                                      hasten_sample_stats *stats);
+
+/* StreamDiffusion's stream batch (hasten-compile --stream-batch=N): a
+ * sampler_stream entry denoises N frames at N different steps in one call,
+ * and the stream keeps the frames in flight between calls. The module must
+ * outlive the stream; a stream is used from one thread at a time. */
+typedef struct hasten_sample_stream hasten_sample_stream;
+
+/* entry NULL: the module's sampler_stream entry. Frame k's noise is drawn
+ * with `seed` unless given (noise stream k * 65536 + input index). */
+hasten_status hasten_sample_stream_create(hasten_module *module, const char *entry,
+                                          uint64_t seed, hasten_sample_stream **out);
+void hasten_sample_stream_free(hasten_sample_stream *stream);
+/* Frames in flight at once: the sampler's steps. */
+int64_t hasten_sample_stream_depth(const hasten_sample_stream *stream);
+/* Pushes one frame (its conditioning, and optionally its noise, by name, as
+ * hasten_generate_sample takes them) and runs one tick. `*sample` receives
+ * the frame pushed depth - 1 pushes earlier, which finished its last step
+ * in this tick (a new tensor the caller frees), or NULL during the first
+ * depth - 1 pushes. */
+hasten_status hasten_sample_stream_push(hasten_sample_stream *stream, const char *const *names,
+                                        hasten_tensor *const *inputs, size_t num_inputs,
+                                        hasten_tensor **sample);
 
 /* Fills `data` with `count` draws from N(0, 1) of the generator
  * hasten_generate_sample uses for the noise input with index `stream`. */

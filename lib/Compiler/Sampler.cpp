@@ -36,9 +36,66 @@ std::vector<double> alphasCumprod(StringRef schedule, double start, double end, 
   return alphas;
 }
 
+/// `generate_stream`: the new frame's inputs (`inputs`, `attrs`: the noise,
+/// then the conditioning), then one state per input of `frames - 1` frames.
+LogicalResult addStreamEntry(ModuleOp module, func::FuncOp denoiser, const SamplerPlan &plan,
+                             unsigned sample, unsigned time, ArrayRef<Type> inputs,
+                             ArrayRef<DictionaryAttr> attrs, int64_t frames) {
+  OpBuilder b(module.getContext());
+  b.setInsertionPointToEnd(module.getBody());
+  Location loc = module.getLoc();
+  if (module.lookupSymbol("generate_stream"))
+    return emitError(loc) << "the module already has a symbol named 'generate_stream'";
+  SmallVector<Type> argTypes(inputs), resultTypes{inputs[0]};
+  SmallVector<DictionaryAttr> argAttrs(attrs), resultAttrs;
+  if (DictionaryAttr result = denoiser.getResultAttrDict(0))
+    resultAttrs.push_back(result);
+  else
+    resultAttrs.push_back(b.getDictionaryAttr({}));
+  auto role = b.getNamedAttr(HastenDialect::kRoleAttrName,
+                             b.getStringAttr(stringifyTensorRole(TensorRole::SamplerState)));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    auto type = cast<RankedTensorType>(inputs[i]);
+    SmallVector<int64_t> shape{frames - 1};
+    llvm::append_range(shape, type.getShape());
+    auto stateType = RankedTensorType::get(shape, type.getElementType());
+    auto name = attrs[i].getAs<StringAttr>(HastenDialect::kOnnxNameAttrName);
+    SmallVector<NamedAttribute> stateAttrs{
+        b.getNamedAttr(HastenDialect::kOnnxNameAttrName,
+                       b.getStringAttr((name.getValue() + "_state").str())),
+        role};
+    if (auto elem = attrs[i].get(HastenDialect::kOnnxElemTypeAttrName))
+      stateAttrs.push_back(b.getNamedAttr(HastenDialect::kOnnxElemTypeAttrName, elem));
+    argTypes.push_back(stateType);
+    argAttrs.push_back(b.getDictionaryAttr(stateAttrs));
+    resultTypes.push_back(stateType);
+    resultAttrs.push_back(b.getDictionaryAttr(stateAttrs));
+  }
+  auto entry = func::FuncOp::create(b, loc, "generate_stream",
+                                    b.getFunctionType(argTypes, resultTypes));
+  entry.setAllArgAttrs(argAttrs);
+  entry.setAllResultAttrs(resultAttrs);
+  entry->setAttr(HastenDialect::kEntryKindAttrName,
+                 b.getStringAttr(stringifyEntryKind(EntryKind::SamplerStream)));
+  Block *body = entry.addEntryBlock();
+  b.setInsertionPointToStart(body);
+  size_t n = inputs.size();
+  ValueRange args = body->getArguments();
+  auto stream = SamplerStreamOp::create(
+      b, loc, TypeRange(resultTypes), FlatSymbolRefAttr::get(denoiser.getSymNameAttr()),
+      args[0], args.slice(1, n - 1), args[n], args.slice(n + 1, n - 1),
+      b.getStringAttr(plan.rule), b.getStringAttr(plan.prediction),
+      b.getDenseF64ArrayAttr(plan.timesteps), b.getDenseF64ArrayAttr(plan.schedule),
+      b.getI64IntegerAttr(sample), b.getI64IntegerAttr(time));
+  func::ReturnOp::create(b, loc, stream->getResults());
+  return success();
+}
+
 } // namespace
 
 int64_t hasten::samplerDenoiserBatch(const SamplerOptions &options) {
+  if (options.streamBatch > 0)
+    return options.batch * options.streamBatch;
   return options.batch * (options.cfg == "full" ? 2 : 1);
 }
 
@@ -184,6 +241,18 @@ bool hasten::parseSampler(const SamplerOptions &options, SamplerPlan &plan, std:
     error = "--cfg-scale must be a finite number";
     return false;
   }
+  if (options.streamBatch) {
+    if (options.streamBatch != int64_t(plan.timesteps.size()) || options.streamBatch < 2) {
+      error = "--stream-batch=" + std::to_string(options.streamBatch) +
+              " must equal the sampler's steps (" + std::to_string(plan.timesteps.size()) +
+              ", at least 2): one frame in flight per step";
+      return false;
+    }
+    if (plan.rule == "consistency" || options.cfg != "none") {
+      error = "--stream-batch runs ddim and euler-flow samplers without CFG";
+      return false;
+    }
+  }
   if (options.batch < 1) {
     error = "--sampler-batch must be at least 1";
     return false;
@@ -253,7 +322,9 @@ LogicalResult hasten::addSamplerEntry(ModuleOp module, const SamplerOptions &opt
         return emitError(loc) << "the denoiser's input '" << name
                               << "' is not bound: add cond=" << name << " to --sampler-inputs";
 
-  int64_t factor = options.cfg == "full" ? 2 : 1;
+  // Rows of the denoiser per sample: 2 with full CFG, the frames in flight
+  // with a stream batch.
+  int64_t factor = samplerDenoiserBatch(options) / options.batch;
   auto sampleType = cast<RankedTensorType>(denoiser.getArgumentTypes()[*sample]);
   if (!sampleType.hasStaticShape() || sampleType.getRank() == 0 ||
       sampleType.getDimSize(0) != samplerDenoiserBatch(options))
@@ -329,6 +400,9 @@ LogicalResult hasten::addSamplerEntry(ModuleOp module, const SamplerOptions &opt
   }
 
   b.setInsertionPointToEnd(module.getBody());
+  if (options.streamBatch > 0)
+    return addStreamEntry(module, denoiser, plan, *sample, *time, argTypes, argAttrs,
+                          options.streamBatch);
   auto generate = func::FuncOp::create(b, loc, "generate", b.getFunctionType(argTypes, {perSample}));
   generate.setAllArgAttrs(argAttrs);
   generate->setAttr(HastenDialect::kEntryKindAttrName,

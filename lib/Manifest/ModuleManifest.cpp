@@ -80,7 +80,8 @@ static_assert(int(EntryKind::Main) == manifest::EntryKind_main &&
               int(EntryKind::Decode) == manifest::EntryKind_decode &&
               int(EntryKind::Verify) == manifest::EntryKind_verify &&
               int(EntryKind::SpecStep) == manifest::EntryKind_spec_step &&
-              int(EntryKind::Generate) == manifest::EntryKind_generate);
+              int(EntryKind::Generate) == manifest::EntryKind_generate &&
+              int(EntryKind::SamplerStream) == manifest::EntryKind_sampler_stream);
 static_assert(int(TensorRole::None) == manifest::Role_none &&
               int(TensorRole::TokenIds) == manifest::Role_token_ids &&
               int(TensorRole::PastLength) == manifest::Role_past_length &&
@@ -91,7 +92,8 @@ static_assert(int(TensorRole::None) == manifest::Role_none &&
               int(TensorRole::DraftKVCache) == manifest::Role_draft_kv_cache &&
               int(TensorRole::DraftPastLength) == manifest::Role_draft_past_length &&
               int(TensorRole::AcceptedTokens) == manifest::Role_accepted_tokens &&
-              int(TensorRole::SamplerNoise) == manifest::Role_sampler_noise);
+              int(TensorRole::SamplerNoise) == manifest::Role_sampler_noise &&
+              int(TensorRole::SamplerState) == manifest::Role_sampler_state);
 
 EntrySignature hasten::readSignature(func::FuncOp func) {
   EntrySignature sig;

@@ -149,6 +149,13 @@ class Runtime:
         L.hasten_gaussian_noise.argtypes = [ctypes.c_uint64, ctypes.c_uint64,
                                             ctypes.POINTER(ctypes.c_float), sz]
         L.hasten_gaussian_noise.restype = None
+        L.hasten_sample_stream_create.argtypes = [vp, ctypes.c_char_p, ctypes.c_uint64,
+                                                  ctypes.POINTER(vp)]
+        L.hasten_sample_stream_free.argtypes = [vp]
+        L.hasten_sample_stream_depth.argtypes = [vp]
+        L.hasten_sample_stream_depth.restype = i64
+        L.hasten_sample_stream_push.argtypes = [vp, ctypes.POINTER(ctypes.c_char_p),
+                                                ctypes.POINTER(vp), sz, ctypes.POINTER(vp)]
 
     def wrap(self, array):
         """A hasten_tensor borrowing `array` (kept alive by the caller)."""
@@ -341,11 +348,42 @@ class Module:
                 L.hasten_tensor_free(h)
         return self.rt.take(sample), stats
 
+    def stream(self, seed=0, entry=None):
+        handle = ctypes.c_void_p()
+        self.rt.check(self.rt.lib.hasten_sample_stream_create(
+            self.handle, entry.encode() if entry else None, seed, ctypes.byref(handle)))
+        return SampleStream(self.rt, handle)
+
     def pool(self, max_tokens):
         handle = ctypes.c_void_p()
         self.rt.check(self.rt.lib.hasten_kv_pool_create(self.handle, max_tokens,
                                                         ctypes.byref(handle)))
         return Pool(self.rt, handle)
+
+
+class SampleStream:
+    def __init__(self, rt, handle):
+        self.rt, self.handle = rt, handle
+        self.depth = rt.lib.hasten_sample_stream_depth(handle)
+
+    def push(self, inputs):
+        """One tick with {name: array}; the finished frame, or None."""
+        L = self.rt.lib
+        inputs = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+        names = (ctypes.c_char_p * max(len(inputs), 1))(*[k.encode() for k in inputs])
+        handles = (ctypes.c_void_p * max(len(inputs), 1))(
+            *[self.rt.wrap(v) for v in inputs.values()])
+        sample = ctypes.c_void_p()
+        try:
+            self.rt.check(L.hasten_sample_stream_push(self.handle, names, handles, len(inputs),
+                                                      ctypes.byref(sample)))
+        finally:
+            for h in list(handles)[:len(inputs)]:
+                L.hasten_tensor_free(h)
+        return self.rt.take(sample) if sample.value else None
+
+    def free(self):
+        self.rt.lib.hasten_sample_stream_free(self.handle)
 
 
 class Pool:

@@ -178,6 +178,45 @@ def main():
         checks.check("sample" in str(e), f"noise of the wrong shape is refused: {e}")
     module.free()
 
+    # Stream batch: N frames in flight, one batched call per tick; every
+    # frame comes out as the sequential sampler makes it, N - 1 ticks later.
+    for model, io, spec, steps in ((DIT, dit, "ddim:timesteps=999,759,499,259", 4),
+                                   (VOCODER, voc, "euler-flow:steps=3", 3)):
+        inputs_flag = f"--sampler-inputs=x={io['x']},t={io['t']}"
+        tag = spec.split(":")[0]
+        streamed = compile_module(model, tag + "-stream", "--sampler=" + spec,
+                                  f"--stream-batch={steps}", inputs_flag)
+        sequential = compile_module(model, tag + "-sequential", "--sampler=" + spec, inputs_flag)
+        if not streamed.endswith(".so") or not sequential.endswith(".so"):
+            checks.check(False, f"{tag} stream: compiles ({streamed.strip()[-200:]})")
+            continue
+        smod, qmod = rt.load(streamed), rt.load(sequential)
+        stream = smod.stream(seed=3)
+        frames = [(rng.standard_normal((1, *io["shape"])).astype(np.float32),
+                   rng.standard_normal((1, *io["cond_shape"])).astype(np.float32))
+                  for _ in range(steps + 3)]
+        outs = [stream.push({io["x"]: x, io["cond"][0]: c}) for x, c in frames]
+        early = all(o is None for o in outs[:steps - 1])
+        errs = [rel_error(outs[k], qmod.generate_sample(
+                    inputs={io["x"]: frames[k - steps + 1][0],
+                            io["cond"][0]: frames[k - steps + 1][1]})[0])
+                for k in range(steps - 1, len(frames))]
+        checks.check(early and stream.depth == steps and max(errs) <= 1e-5,
+                     f"{tag} stream batch {steps}: {len(errs)} frames equal the sequential "
+                     f"sampler's (max rel {max(errs):.1e}), none before tick {steps}")
+        # Drawn noise: frame k's is noise stream k * 65536 (the sample is
+        # input 0).
+        stream2 = smod.stream(seed=5)
+        drawn = [stream2.push({io["cond"][0]: c}) for _, c in frames[:steps]]
+        noise0 = rt.gaussian_noise(5, 0, int(np.prod(io["shape"]))).reshape(1, *io["shape"])
+        want = qmod.generate_sample(inputs={io["x"]: noise0, io["cond"][0]: frames[0][1]})[0]
+        checks.check(rel_error(drawn[-1], want) <= 1e-5,
+                     f"{tag} stream: drawn noise is frame k's noise stream k * 65536")
+        stream.free()
+        stream2.free()
+        smod.free()
+        qmod.free()
+
     # Options that cannot work are refused before any work, naming them.
     refusals = [
         (VOCODER, ["--sampler=euler-flow:steps=2", "--cfg=rcfg-self", "--cfg-scale=2",
@@ -190,6 +229,10 @@ def main():
         (DIT, ["--sampler=ddim:steps=2", "--sampler-inputs=x=sample,t=timestep,cond=text"],
          "cond=text is not one of the denoiser's other inputs"),
         (DIT, ["--sampler=ddim:steps=2", "--cfg=full"], "--cfg=full needs --cfg-scale"),
+        (DIT, ["--sampler=ddim:steps=3", "--stream-batch=2"],
+         "--stream-batch=2 must equal the sampler's steps (3"),
+        (DIT, ["--sampler=ddim:steps=2", "--stream-batch=2", "--cfg-scale=2"],
+         "--stream-batch runs ddim and euler-flow samplers without CFG"),
     ]
     for model, flags, message in refusals:
         out = compile_module(model, "refused", *flags)

@@ -138,3 +138,42 @@ func.func @generate(%noise: tensor<1x4xf32>, %renoise: tensor<2x1x4xf32>) -> ten
   %r = hasten.sampler_loop @denoise(%noise) renoise(%renoise : tensor<2x1x4xf32>) {rule = "consistency", prediction = "eps", timesteps = array<f64: 999.0, 499.0, 99.0>, schedule = array<f64: 0.25, 0.5, 0.75, 1.0>, sample_index = 0, time_index = 1, cfg = "rcfg-self", cfg_scale = 1.5} : tensor<1x4xf32> -> tensor<1x4xf32>
   return %r : tensor<1x4xf32>
 }
+
+// -----
+
+// A stream batch of two frames: the new frame and the one in flight are
+// denoised in one call; each row has its step's time and coefficients
+// (dt 0.25 for the new frame, 0.75 for the other); the finished frame is
+// the last row, the new state the first. The time feeds the op that reads
+// the sample too, so nothing folds and the time is passed.
+// CHECK-LABEL: func.func private @denoise_sampler_step(
+// CHECK-SAME: %[[X:.*]]: tensor<2x4xf32>, %[[T:.*]]: tensor<2xf32>, %[[COEF:.*]]: tensor<8x2xf32>) -> tensor<2x4xf32>
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}, #[[ROW0:.*]], #[[ROW1:.*]], #{{.*}}], {{.*}} ins(%[[X]], %[[T]], %[[COEF]], %[[COEF]] :
+// CHECK-LABEL: func.func @generate_stream(
+// CHECK-SAME: attributes {hasten.sampler_steps = 1 : i64}
+// CHECK: %[[FLAT:.*]] = tensor.collapse_shape %arg1 {{\[}}[0, 1], [2]]
+// CHECK: %[[ROWS:.*]] = tensor.concat dim(0) %arg0, %[[FLAT]]
+// CHECK: %[[TIME:.*]] = arith.constant dense<[0.000000e+00, 2.500000e-01]> : tensor<2xf32>
+// CHECK: %[[K:.*]] = arith.constant dense<{{\[}}[1.000000e+00, 1.000000e+00], [2.500000e-01, 7.500000e-01],
+// CHECK: %[[NEXT:.*]] = call @denoise_sampler_step(%[[ROWS]], %[[TIME]], %[[K]])
+// CHECK-DAG: %[[DONE:.*]] = tensor.extract_slice %[[NEXT]][1, 0] [1, 4] [1, 1]
+// CHECK-DAG: %[[FLIGHT:.*]] = tensor.extract_slice %[[NEXT]][0, 0] [1, 4] [1, 1]
+// CHECK: %[[STATE:.*]] = tensor.expand_shape %[[FLIGHT]] {{\[}}[0, 1], [2]] output_shape [1, 1, 4]
+// CHECK: return %[[DONE]], %[[STATE]]
+#t4 = affine_map<(d0, d1) -> (d0)>
+#id4 = affine_map<(d0, d1) -> (d0, d1)>
+func.func @denoise(%x: tensor<2x4xf32>, %t: tensor<2xf32>) -> tensor<2x4xf32> {
+  %e = tensor.empty() : tensor<2x4xf32>
+  %y = linalg.generic {indexing_maps = [#id4, #t4, #id4], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %t : tensor<2x4xf32>, tensor<2xf32>) outs(%e : tensor<2x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %s = math.sin %b : f32
+    %m = arith.mulf %a, %s : f32
+    linalg.yield %m : f32
+  } -> tensor<2x4xf32>
+  return %y : tensor<2x4xf32>
+}
+func.func @generate_stream(%x: tensor<1x4xf32>, %state: tensor<1x1x4xf32>) -> (tensor<1x4xf32>, tensor<1x1x4xf32>) {
+  %r, %s = hasten.sampler_stream @denoise(%x) state(%state : tensor<1x1x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.25>, schedule = array<f64: 0.0, 0.25, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>, tensor<1x1x4xf32>
+  return %r, %s : tensor<1x4xf32>, tensor<1x1x4xf32>
+}

@@ -146,6 +146,10 @@ static cl::opt<double> cfgScale(cl::cat(toolCategory), "cfg-scale",
     cl::desc("The guidance scale of --cfg"), cl::init(1.0));
 static cl::opt<int64_t> samplerBatch(cl::cat(toolCategory), "sampler-batch",
     cl::desc("Samples one generate call makes (default 1)"), cl::init(1));
+static cl::opt<int64_t> streamBatch(cl::cat(toolCategory), "stream-batch",
+    cl::desc("StreamDiffusion's stream batch: N frames in flight, one per sampler step, "
+             "denoised in one call per tick by the generate_stream entry (N = the steps)"),
+    cl::init(0));
 static cl::opt<bool> noFuseAttention(cl::cat(toolCategory),
     "no-fuse-attention",
     cl::desc("Keep decomposed attention (matmul, softmax, matmul) as it was imported"));
@@ -236,14 +240,16 @@ int main(int argc, char **argv) {
   options.sampler.spec = samplerSpec;
   options.sampler.inputs = samplerInputs;
   options.sampler.batch = samplerBatch;
+  options.sampler.streamBatch = streamBatch;
   options.sampler.cfgScale = cfgScale;
   options.sampler.cfg = cfgMode.getNumOccurrences() ? cfgMode.getValue()
                         : cfgScale.getNumOccurrences() ? "full"
                                                         : "none";
   if (samplerSpec.empty() && (samplerInputs.getNumOccurrences() || cfgMode.getNumOccurrences() ||
-                              cfgScale.getNumOccurrences() || samplerBatch.getNumOccurrences())) {
-    errs() << "hasten-compile: error: --sampler-inputs, --cfg, --cfg-scale and --sampler-batch "
-              "need --sampler\n";
+                              cfgScale.getNumOccurrences() || samplerBatch.getNumOccurrences() ||
+                              streamBatch.getNumOccurrences())) {
+    errs() << "hasten-compile: error: --sampler-inputs, --cfg, --cfg-scale, --sampler-batch "
+              "and --stream-batch need --sampler\n";
     return 1;
   }
   if (options.sampler.cfg != "none" && !cfgScale.getNumOccurrences()) {

@@ -107,13 +107,15 @@ struct Conversation {
 /// `onlyEntry`) with its kind, KV cache and tensors.
 int printSignatures(hasten_module *module, const std::string &path,
                     const std::string &onlyEntry) {
-  static const char *const kinds[] = {"main",   "prefill",   "decode",
-                                      "verify", "spec_step", "generate"};
+  static const char *const kinds[] = {"main",      "prefill",  "decode",        "verify",
+                                      "spec_step", "generate", "sampler_stream"};
+  static_assert(sizeof(kinds) / sizeof(kinds[0]) == HASTEN_ENTRY_SAMPLER_STREAM + 1,
+                "a name for every entry kind");
   static const char *const roles[] = {
       "",       "token_ids",      "past_length",       "kv_cache",       "kv_block_pool",
       "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens",
-      "sampler_noise"};
-  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_SAMPLER_NOISE + 1,
+      "sampler_noise", "sampler_state"};
+  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_SAMPLER_STATE + 1,
                 "a name for every tensor role");
   std::vector<std::string> entries;
   for (size_t i = 0; i < hasten_module_num_entries(module); ++i)

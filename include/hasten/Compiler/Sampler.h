@@ -32,6 +32,10 @@ struct SamplerOptions {
   double cfgScale = 1.0;
   /// Samples per generate call.
   int64_t batch = 1;
+  /// StreamDiffusion's stream batch: this many frames in flight, one per
+  /// step (it must equal the steps), denoised in one call per tick by the
+  /// `generate_stream` entry instead of `generate`. 0: none.
+  int64_t streamBatch = 0;
 };
 
 /// A parsed specification: what the hasten.sampler_loop op holds.
@@ -48,13 +52,17 @@ struct SamplerPlan {
 /// Parses `options`; false, with `error` set, for anything malformed.
 bool parseSampler(const SamplerOptions &options, SamplerPlan &plan, std::string &error);
 
-/// The batch the denoiser is imported at: twice the samples for full CFG.
+/// The batch the denoiser is imported at: twice the samples for full CFG,
+/// the frames in flight times the samples for a stream batch.
 int64_t samplerDenoiserBatch(const SamplerOptions &options);
 
 /// Adds `generate` to `module` (whose imported denoiser is `main`): the
 /// sampled input (the initial noise), the conditioning inputs by their
 /// names, `negative_<name>` for each with CFG's negative pass, and
 /// `renoise` for a multi-step consistency sampler; one output, the sample.
+/// With a stream batch, adds `generate_stream` instead: the new frame's
+/// noise and conditioning, and the frames in flight as `<name>_state`, in;
+/// the finished frame and the new states out.
 mlir::LogicalResult addSamplerEntry(mlir::ModuleOp module, const SamplerOptions &options,
                                     const SamplerPlan &plan);
 

@@ -97,3 +97,25 @@ func.func @arity(%noise: tensor<1x4xf32>) -> tensor<1x4xf32> {
   %r = hasten.sampler_loop @denoise(%noise) {rule = "ddim", prediction = "eps", timesteps = array<f64: 999.0>, schedule = array<f64: 0.1, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>
   return %r : tensor<1x4xf32>
 }
+
+// -----
+
+func.func @denoise(%x: tensor<2x4xf32>, %t: tensor<2xf32>) -> tensor<2x4xf32> {
+  return %x : tensor<2x4xf32>
+}
+func.func @stream_state(%x: tensor<1x4xf32>, %state: tensor<2x1x4xf32>) -> (tensor<1x4xf32>, tensor<2x1x4xf32>) {
+  // expected-error @+1 {{'hasten.sampler_stream' op the state must be [steps - 1, sample...] = 'tensor<1x1x4xf32>', got 'tensor<2x1x4xf32>'}}
+  %r, %s = hasten.sampler_stream @denoise(%x) state(%state : tensor<2x1x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.5>, schedule = array<f64: 0.0, 0.5, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>, tensor<2x1x4xf32>
+  return %r, %s : tensor<1x4xf32>, tensor<2x1x4xf32>
+}
+
+// -----
+
+func.func @denoise(%x: tensor<1x4xf32>, %t: tensor<1xf32>) -> tensor<1x4xf32> {
+  return %x : tensor<1x4xf32>
+}
+func.func @stream_batch(%x: tensor<1x4xf32>, %state: tensor<1x1x4xf32>) -> (tensor<1x4xf32>, tensor<1x1x4xf32>) {
+  // expected-error @+1 {{'hasten.sampler_stream' op 'denoise' takes and returns samples of type 'tensor<1x4xf32>', the stream needs 'tensor<2x4xf32>'}}
+  %r, %s = hasten.sampler_stream @denoise(%x) state(%state : tensor<1x1x4xf32>) {rule = "ddim", prediction = "eps", timesteps = array<f64: 999.0, 499.0>, schedule = array<f64: 0.1, 0.5, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>, tensor<1x1x4xf32>
+  return %r, %s : tensor<1x4xf32>, tensor<1x1x4xf32>
+}
