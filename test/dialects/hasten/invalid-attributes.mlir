@@ -16,7 +16,7 @@ module attributes {hasten.onnx.opset = 17 : i64, hasten.onnx.producer = "pytorch
 
 // -----
 
-// expected-error @+1 {{'hasten.entry_kind' must be one of "main", "prefill", "decode", "verify", "spec_step", "generate", got "decoder"}}
+// expected-error @+1 {{'hasten.entry_kind' must be one of "main", "prefill", "decode", "verify", "spec_step", "generate", "sampler_stream", got "decoder"}}
 func.func @f() attributes {hasten.entry_kind = "decoder"} {
   return
 }
