@@ -91,10 +91,11 @@ class DiTBlock(nn.Module):
 
 
 class DiTTiny(nn.Module):
-    CHANNELS, SIZE, PATCH, DIM, HEADS, DEPTH, CONTEXT, CONTEXT_LEN = 4, 8, 2, 32, 4, 2, 16, 4
+    CHANNELS, PATCH, HEADS, CONTEXT = 4, 2, 4, 16
 
-    def __init__(self):
+    def __init__(self, size=8, dim=32, depth=2, context_len=4):
         super().__init__()
+        self.SIZE, self.DIM, self.DEPTH, self.CONTEXT_LEN = size, dim, depth, context_len
         c, p, d = self.CHANNELS, self.PATCH, self.DIM
         self.patchify = nn.Conv2d(c, d, p, stride=p)
         tokens = (self.SIZE // p) ** 2
@@ -173,7 +174,20 @@ def export(model, name, inputs, out_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--out-dir", default=os.path.dirname(os.path.abspath(__file__)))
+    parser.add_argument("--bench", action="store_true",
+                        help="write dit_small.onnx instead (bench/sampler_bench.py): a 16x16 "
+                             "latent (64 tokens), width 128, depth 4, 16 context tokens")
     args = parser.parse_args()
+    if args.bench:
+        torch.manual_seed(0)
+        dit = DiTTiny(size=16, dim=128, depth=4, context_len=16).eval()
+        g = torch.Generator().manual_seed(1)
+        export(dit, "dit_small", {
+            "sample": torch.randn(2, 4, 16, 16, generator=g),
+            "timestep": torch.tensor([999, 3], dtype=torch.int64),
+            "encoder_hidden_states": torch.randn(2, 16, 16, generator=g),
+        }, args.out_dir)
+        return
     torch.manual_seed(0)
     dit = DiTTiny().eval()
     g = torch.Generator().manual_seed(1)
