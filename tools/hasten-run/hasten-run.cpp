@@ -595,6 +595,11 @@ cl::opt<bool> sampleMode("sample",
                          cl::cat(runCategory));
 cl::opt<std::string> sampleOutput("output", cl::desc("With --sample: write the sample here"),
                                   cl::value_desc("x.npy"), cl::cat(runCategory));
+cl::opt<int64_t> streamFrames("frames",
+                              cl::desc("With --sample on a stream-batched module: push this "
+                                       "many frames (the same conditioning, fresh noise) and "
+                                       "print the frames per second"),
+                              cl::init(0), cl::cat(runCategory));
 cl::opt<bool> generateMode("generate", cl::desc("Generate tokens with a decoder module"),
                            cl::cat(generateCategory));
 cl::opt<std::string> promptIds("prompt-ids", cl::desc("The prompt as token ids: 1,17,42"),
@@ -677,15 +682,64 @@ cl::opt<bool> cold("cold", cl::desc("Leave weight packing to the first steps (ti
 
 } // namespace
 
+/// --sample --frames N on a stream-batched module: N pushes, frames per
+/// second over the pushes that produced a frame.
+int runStream(hasten_module *module, const char *entry, const std::vector<const char *> &names,
+              const std::vector<hasten_tensor *> &inputs) {
+  hasten_sample_stream *stream = nullptr;
+  if (hasten_sample_stream_create(module, entry, seed, &stream) != HASTEN_OK)
+    return die(hasten_last_error());
+  int64_t depth = hasten_sample_stream_depth(stream), produced = 0;
+  hasten_tensor *last = nullptr;
+  double seconds = 0;
+  for (int64_t f = 0; f < streamFrames; ++f) {
+    hasten_tensor *frame = nullptr;
+    auto start = std::chrono::steady_clock::now();
+    if (hasten_sample_stream_push(stream, names.data(), inputs.data(), inputs.size(), &frame) !=
+        HASTEN_OK)
+      return die(hasten_last_error());
+    if (frame) {
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      ++produced;
+      hasten_tensor_free(last);
+      last = frame;
+    }
+  }
+  std::printf("stream of %lld frames in flight: %lld frames pushed, %lld out, %.1f frames/s "
+              "(%.3f ms per frame) once full\n",
+              (long long)depth, (long long)streamFrames.getValue(), (long long)produced,
+              produced ? produced / seconds : 0.0, produced ? seconds * 1e3 / produced : 0.0);
+  if (last && !sampleOutput.empty()) {
+    std::string error;
+    if (!hasten::writeTensorFile(sampleOutput, last, hasten_signature_name(module, entry, 1, 0),
+                                 error))
+      return die(error);
+  }
+  hasten_tensor_free(last);
+  hasten_sample_stream_free(stream);
+  return 0;
+}
+
 /// --sample: one or more runs of the generate entry through
 /// hasten_generate_sample, with the time per sample and per denoiser step.
 int runSampler(hasten_module *module, const std::map<std::string, std::string> &inputFiles) {
   const char *entry = nullptr;
-  if (!entryName.empty())
+  bool stream = false;
+  if (!entryName.empty()) {
     entry = entryName.c_str();
-  else if (hasten_find_entry(module, nullptr, HASTEN_ENTRY_GENERATE, &entry) != HASTEN_OK)
-    return die("the module has no generate entry (compile the denoiser with hasten-compile "
-               "--sampler)");
+    hasten_entry_kind kind;
+    if (hasten_entry_info(module, entry, &kind, nullptr) != HASTEN_OK)
+      return die(hasten_last_error());
+    stream = kind == HASTEN_ENTRY_SAMPLER_STREAM;
+  } else if (hasten_find_entry(module, nullptr, HASTEN_ENTRY_GENERATE, &entry) != HASTEN_OK) {
+    if (hasten_find_entry(module, nullptr, HASTEN_ENTRY_SAMPLER_STREAM, &entry) != HASTEN_OK)
+      return die("the module has no generate entry (compile the denoiser with hasten-compile "
+                 "--sampler)");
+    stream = true;
+  }
+  if (stream != (streamFrames > 0))
+    return die(stream ? "the module's sampler is stream-batched: give --frames N"
+                      : "--frames needs a stream-batched module (hasten-compile --stream-batch)");
   std::vector<std::string> names;
   std::vector<hasten_tensor *> inputs;
   for (const auto &[name, path] : inputFiles) {
@@ -699,6 +753,8 @@ int runSampler(hasten_module *module, const std::map<std::string, std::string> &
   std::vector<const char *> namePointers;
   for (const std::string &name : names)
     namePointers.push_back(name.c_str());
+  if (stream)
+    return runStream(module, entry, namePointers, inputs);
   hasten_tensor *sample = nullptr;
   std::vector<double> seconds;
   hasten_sample_stats stats{sizeof(hasten_sample_stats), 0, 0};
@@ -899,6 +955,8 @@ int main(int argc, char **argv) {
     return die("--generate and --sample contradict each other");
   if (!sampleMode && sampleOutput.getNumOccurrences())
     return die("--output needs --sample (or use --output-dir)");
+  if (!sampleMode && streamFrames.getNumOccurrences())
+    return die("--frames needs --sample");
   if (gen.enabled)
     return generate(module, gen);
   if (sampleMode)
