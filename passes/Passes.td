@@ -540,6 +540,29 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
                            "::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];
 }
 
+def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::FuncOp"> {
+  let summary = "Rewrite 1-D and 2-D convolutions with constant filters as im2col and one matmul";
+  let description = [{
+    `linalg.conv_1d_ncw_fcw` and `linalg.conv_2d_nchw_fchw` on static f32
+    tensors whose filter is a constant (possibly reshaped or transposed)
+    become:
+
+    - the gather of the input windows, `[n, o..., c, k...]` (one parallel
+      `linalg.generic` reading `x[n, c, o * stride + k * dilation]`),
+      collapsed to `[n o..., c k...]`;
+    - the filter collapsed to `[f, c k...]` and transposed;
+    - one `linalg.matmul` accumulating into the convolution's init (the
+      bias or zeros) moved to `[n o..., f]`, and the product moved back to
+      `[n, f, o...]`.
+
+    The matmul then runs on the runtime's kernels with the filter packed at
+    compile time (`--hasten-matmul-to-runtime-calls`) instead of as a loop
+    nest over the kernel window. Windows of fewer than 8 elements, a single
+    output position, and gathers above 2^26 elements are left as they are.
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];
+}
+
 def FuseSamplerSteps : Pass<"hasten-fuse-sampler-steps", "::mlir::ModuleOp"> {
   let summary = "Unroll few-step samplers into calls of one fused denoiser step";
   let description = [{

@@ -48,6 +48,7 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   OpPassManager &funcs = pm.nest<func::FuncOp>();
+  funcs.addPass(createConvolutionToMatmul());
   funcs.addPass(createDecomposeAggregatedOps());
   funcs.addPass(createFuseElementwise());
   funcs.addPass(createApproximateMath());

@@ -88,6 +88,10 @@ def main():
          dict(rule="ddim", timesteps=[999, 759, 499, 259], cfg="rcfg-self", scale=1.4)),
         (DIT, dit, "cm1", ["--sampler=consistency:steps=1"],
          dict(rule="consistency", timesteps=samplers.lcm_timesteps(1))),
+        # A last timestep near 0, where LCM's boundary condition (c_skip,
+        # c_out) moves the result.
+        (DIT, dit, "cm3-small-t", ["--sampler=consistency:timesteps=999,499,1"],
+         dict(rule="consistency", timesteps=[999, 499, 1])),
         (DIT, dit, "cm4", ["--sampler=consistency:steps=4"],
          dict(rule="consistency", timesteps=samplers.lcm_timesteps(4))),
         (DIT, dit, "cm4-rcfg-onetime", ["--sampler=consistency:steps=4", "--cfg=rcfg-onetime",

@@ -1,0 +1,156 @@
+//===- ConvolutionToMatmul.cpp - convolutions as one matmul (im2col) -------===//
+//
+// A 1-D or 2-D convolution with a constant filter becomes the gather of its
+// input windows (im2col, rows = output positions) and one matmul with the
+// transposed filter, so that it runs on the runtime's matmul kernels with
+// the filter packed at compile time, instead of as a loop nest whose
+// innermost loop is the kernel window.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Passes/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/PatternMatch.h"
+
+namespace hasten {
+#define GEN_PASS_DEF_CONVOLUTIONTOMATMUL
+#include "hasten/Passes/Passes.h.inc"
+} // namespace hasten
+
+using namespace mlir;
+
+namespace {
+
+/// Whether `v` is computed from constants alone (the filter may arrive
+/// through a transpose or reshape of an initializer).
+bool isConstant(Value v) {
+  Operation *def = v.getDefiningOp();
+  if (!def)
+    return false;
+  if (matchPattern(v, m_Constant()))
+    return true;
+  return isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp, linalg::TransposeOp>(def) &&
+         isConstant(def->getOperand(0));
+}
+
+struct ConvolutionToMatmulPass
+    : public hasten::impl::ConvolutionToMatmulBase<ConvolutionToMatmulPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    SmallVector<linalg::LinalgOp> convs;
+    getOperation().walk([&](linalg::LinalgOp op) {
+      if (isa<linalg::Conv1DNcwFcwOp, linalg::Conv2DNchwFchwOp>(op))
+        convs.push_back(op);
+    });
+    IRRewriter rewriter(&getContext());
+    for (linalg::LinalgOp conv : convs)
+      rewrite(rewriter, conv);
+  }
+
+  void rewrite(IRRewriter &b, linalg::LinalgOp conv) {
+    Value x = conv.getDpsInputOperand(0)->get(), w = conv.getDpsInputOperand(1)->get();
+    Value init = conv.getDpsInitOperand(0)->get();
+    auto xType = cast<RankedTensorType>(x.getType());
+    auto wType = cast<RankedTensorType>(w.getType());
+    auto outType = cast<RankedTensorType>(init.getType());
+    if (!xType.hasStaticShape() || !wType.hasStaticShape() || !outType.hasStaticShape() ||
+        !isConstant(w) || !xType.getElementType().isF32())
+      return;
+    int64_t spatial = xType.getRank() - 2;
+    SmallVector<int64_t> strides, dilations;
+    if (auto c1 = dyn_cast<linalg::Conv1DNcwFcwOp>(conv.getOperation())) {
+      strides = llvm::to_vector(c1.getStrides().getValues<int64_t>());
+      dilations = llvm::to_vector(c1.getDilations().getValues<int64_t>());
+    } else {
+      auto c2 = cast<linalg::Conv2DNchwFchwOp>(conv.getOperation());
+      strides = llvm::to_vector(c2.getStrides().getValues<int64_t>());
+      dilations = llvm::to_vector(c2.getDilations().getValues<int64_t>());
+    }
+    int64_t n = xType.getDimSize(0), c = xType.getDimSize(1), f = wType.getDimSize(0);
+    SmallVector<int64_t> out(outType.getShape().drop_front(2));
+    SmallVector<int64_t> kernel(wType.getShape().drop_front(2));
+    int64_t positions = n, window = c;
+    for (int64_t d = 0; d < spatial; ++d) {
+      positions *= out[d];
+      window *= kernel[d];
+    }
+    // A 1x1 convolution's gather would copy the input, a big kernel's
+    // blow it up: leave those (and tiny ones) to the loops.
+    if (window < 8 || positions < 2 || window * positions > (int64_t(1) << 26))
+      return;
+
+    Location loc = conv.getLoc();
+    MLIRContext *ctx = b.getContext();
+    Type element = xType.getElementType();
+    b.setInsertionPoint(conv);
+    auto dim = [&](int64_t i) { return b.getAffineDimExpr(i); };
+    // The windows: cols[n, o..., c, k...] = x[n, c, o * s + k * d].
+    int64_t loops = 2 + 2 * spatial;
+    SmallVector<int64_t> colShape{n};
+    llvm::append_range(colShape, out);
+    colShape.push_back(c);
+    llvm::append_range(colShape, kernel);
+    SmallVector<AffineExpr> xExprs{dim(0), dim(1 + spatial)};
+    for (int64_t d = 0; d < spatial; ++d)
+      xExprs.push_back(dim(1 + d) * strides[d] + dim(2 + spatial + d) * dilations[d]);
+    SmallVector<AffineMap> maps{AffineMap::get(loops, 0, xExprs, ctx),
+                                b.getMultiDimIdentityMap(loops)};
+    Value colInit = tensor::EmptyOp::create(b, loc, colShape, element);
+    Value cols = linalg::GenericOp::create(
+                     b, loc, TypeRange{colInit.getType()}, ValueRange{x}, ValueRange{colInit},
+                     maps, SmallVector<utils::IteratorType>(loops, utils::IteratorType::parallel),
+                     [](OpBuilder &nb, Location nl, ValueRange args) {
+                       linalg::YieldOp::create(nb, nl, args[0]);
+                     })
+                     .getResult(0);
+    SmallVector<ReassociationIndices> colGroups{{}, {}};
+    for (int64_t i = 0; i <= spatial; ++i)
+      colGroups[0].push_back(i);
+    for (int64_t i = spatial + 1; i < loops; ++i)
+      colGroups[1].push_back(i);
+    Value lhs = tensor::CollapseShapeOp::create(b, loc, cols, colGroups);
+
+    // The filter as [c k..., f].
+    SmallVector<ReassociationIndices> wGroups{{0}, {}};
+    for (int64_t i = 1; i < wType.getRank(); ++i)
+      wGroups[1].push_back(i);
+    Value wFlat = tensor::CollapseShapeOp::create(b, loc, w, wGroups);
+    Value rhsInit = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{window, f}, element);
+    Value rhs = linalg::TransposeOp::create(b, loc, wFlat, rhsInit, ArrayRef<int64_t>{1, 0})
+                    .getResult()[0];
+
+    // The accumulator (the bias, or zeros) as [n o..., f].
+    SmallVector<int64_t> toRows{0}, toChannels{0, 1 + spatial};
+    for (int64_t d = 0; d < spatial; ++d) {
+      toRows.push_back(2 + d);
+      toChannels.push_back(1 + d);
+    }
+    toRows.push_back(1);
+    SmallVector<int64_t> rowsShape{n};
+    llvm::append_range(rowsShape, out);
+    rowsShape.push_back(f);
+    Value accInit = tensor::EmptyOp::create(b, loc, rowsShape, element);
+    Value acc = linalg::TransposeOp::create(b, loc, init, accInit, toRows).getResult()[0];
+    SmallVector<ReassociationIndices> rowGroups{{}, {spatial + 1}};
+    for (int64_t i = 0; i <= spatial; ++i)
+      rowGroups[0].push_back(i);
+    Value accFlat = tensor::CollapseShapeOp::create(b, loc, acc, rowGroups);
+
+    Value product = linalg::MatmulOp::create(b, loc, TypeRange{accFlat.getType()},
+                                             ValueRange{lhs, rhs}, ValueRange{accFlat})
+                        .getResult(0);
+    Value rows = tensor::ExpandShapeOp::create(b, loc, acc.getType(), product, rowGroups);
+    Value resultInit = tensor::EmptyOp::create(b, loc, outType.getShape(), element);
+    Value result =
+        linalg::TransposeOp::create(b, loc, rows, resultInit, toChannels).getResult()[0];
+    b.replaceOp(conv, result);
+  }
+};
+
+} // namespace

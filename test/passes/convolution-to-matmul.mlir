@@ -1,0 +1,59 @@
+// RUN: hasten-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(hasten-convolution-to-matmul))' | FileCheck %s
+
+// A strided, dilated 1-D convolution: the windows are gathered as
+// [n, o, c, k] (x[n, c, 2 o + 3 k]) and collapsed to [n o, c k]; the filter
+// is collapsed and transposed to [c k, f]; the bias moves to [n o, f] as the
+// matmul's accumulator, and the product back to [n, f, o].
+// CHECK-DAG: #[[WINDOW:.*]] = affine_map<(d0, d1, d2, d3) -> (d0, d2, d1 * 2 + d3 * 3)>
+// CHECK-LABEL: func.func @conv1d(
+// CHECK-SAME: %[[X:.*]]: tensor<2x3x20xf32>, %[[BIAS:.*]]: tensor<2x4x6xf32>)
+// CHECK: %[[COLS:.*]] = linalg.generic {indexing_maps = [#[[WINDOW]], #{{.*}}], iterator_types = ["parallel", "parallel", "parallel", "parallel"]} ins(%[[X]] : tensor<2x3x20xf32>) outs(%{{.*}} : tensor<2x6x3x3xf32>)
+// CHECK: %[[LHS:.*]] = tensor.collapse_shape %[[COLS]] {{\[}}[0, 1], [2, 3]] : tensor<2x6x3x3xf32> into tensor<12x9xf32>
+// CHECK: %[[WFLAT:.*]] = tensor.collapse_shape %{{.*}} {{\[}}[0], [1, 2]] : tensor<4x3x3xf32> into tensor<4x9xf32>
+// CHECK: %[[RHS:.*]] = linalg.transpose ins(%[[WFLAT]] : tensor<4x9xf32>) outs(%{{.*}} : tensor<9x4xf32>) permutation = [1, 0]
+// CHECK: %[[ACC:.*]] = linalg.transpose ins(%[[BIAS]] : tensor<2x4x6xf32>) outs(%{{.*}} : tensor<2x6x4xf32>) permutation = [0, 2, 1]
+// CHECK: %[[ACCFLAT:.*]] = tensor.collapse_shape %[[ACC]] {{\[}}[0, 1], [2]]
+// CHECK: %[[P:.*]] = linalg.matmul ins(%[[LHS]], %[[RHS]] : tensor<12x9xf32>, tensor<9x4xf32>) outs(%[[ACCFLAT]] : tensor<12x4xf32>)
+// CHECK: %[[ROWS:.*]] = tensor.expand_shape %[[P]] {{\[}}[0, 1], [2]] output_shape [2, 6, 4]
+// CHECK: %[[Y:.*]] = linalg.transpose ins(%[[ROWS]] : tensor<2x6x4xf32>) outs(%{{.*}} : tensor<2x4x6xf32>) permutation = [0, 2, 1]
+// CHECK: return %[[Y]]
+func.func @conv1d(%x: tensor<2x3x20xf32>, %bias: tensor<2x4x6xf32>) -> tensor<2x4x6xf32> {
+  %w = arith.constant dense<0.5> : tensor<4x3x3xf32>
+  %y = linalg.conv_1d_ncw_fcw {dilations = dense<3> : tensor<1xi64>, strides = dense<2> : tensor<1xi64>} ins(%x, %w : tensor<2x3x20xf32>, tensor<4x3x3xf32>) outs(%bias : tensor<2x4x6xf32>) -> tensor<2x4x6xf32>
+  return %y : tensor<2x4x6xf32>
+}
+
+// -----
+
+// 2-D: windows [n, oh, ow, c, kh, kw]; a filter that reaches the op
+// through a transpose of a constant still counts as constant.
+// CHECK-DAG: #[[WINDOW2:.*]] = affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d3, d1 + d4, d2 + d5)>
+// CHECK-LABEL: func.func @conv2d(
+// CHECK: linalg.generic {indexing_maps = [#[[WINDOW2]], #{{.*}}]{{.*}} outs(%{{.*}} : tensor<1x3x3x2x2x2xf32>)
+// CHECK: tensor.collapse_shape %{{.*}} {{\[}}[0, 1, 2], [3, 4, 5]] : tensor<1x3x3x2x2x2xf32> into tensor<9x8xf32>
+// CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<9x8xf32>, tensor<8x5xf32>) outs(%{{.*}} : tensor<9x5xf32>)
+// CHECK: linalg.transpose ins(%{{.*}} : tensor<1x3x3x5xf32>) outs(%{{.*}} : tensor<1x5x3x3xf32>) permutation = [0, 3, 1, 2]
+// CHECK-NOT: linalg.conv_2d_nchw_fchw
+func.func @conv2d(%x: tensor<1x2x4x4xf32>, %acc: tensor<1x5x3x3xf32>) -> tensor<1x5x3x3xf32> {
+  %c = arith.constant dense<0.25> : tensor<2x5x2x2xf32>
+  %e = tensor.empty() : tensor<5x2x2x2xf32>
+  %w = linalg.transpose ins(%c : tensor<2x5x2x2xf32>) outs(%e : tensor<5x2x2x2xf32>) permutation = [1, 0, 2, 3]
+  %y = linalg.conv_2d_nchw_fchw {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>} ins(%x, %w : tensor<1x2x4x4xf32>, tensor<5x2x2x2xf32>) outs(%acc : tensor<1x5x3x3xf32>) -> tensor<1x5x3x3xf32>
+  return %y : tensor<1x5x3x3xf32>
+}
+
+// -----
+
+// Left alone: a filter that is an argument (no packing to gain), and a
+// window of fewer than 8 elements (the gather would be most of the work).
+// CHECK-LABEL: func.func @left_alone(
+// CHECK: linalg.conv_1d_ncw_fcw
+// CHECK: linalg.conv_1d_ncw_fcw
+// CHECK-NOT: linalg.matmul
+func.func @left_alone(%x: tensor<1x3x10xf32>, %w: tensor<4x3x3xf32>, %acc: tensor<1x4x8xf32>,
+                      %x1: tensor<1x2x10xf32>, %acc1: tensor<1x4x10xf32>) -> (tensor<1x4x8xf32>, tensor<1x4x10xf32>) {
+  %y = linalg.conv_1d_ncw_fcw {dilations = dense<1> : tensor<1xi64>, strides = dense<1> : tensor<1xi64>} ins(%x, %w : tensor<1x3x10xf32>, tensor<4x3x3xf32>) outs(%acc : tensor<1x4x8xf32>) -> tensor<1x4x8xf32>
+  %w1 = arith.constant dense<1.0> : tensor<4x2x1xf32>
+  %y1 = linalg.conv_1d_ncw_fcw {dilations = dense<1> : tensor<1xi64>, strides = dense<1> : tensor<1xi64>} ins(%x1, %w1 : tensor<1x2x10xf32>, tensor<4x2x1xf32>) outs(%acc1 : tensor<1x4x10xf32>) -> tensor<1x4x10xf32>
+  return %y, %y1 : tensor<1x4x8xf32>, tensor<1x4x10xf32>
+}
