@@ -33,6 +33,7 @@
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "mlir/Transforms/RegionUtils.h"
 
 #include <array>
 #include <cmath>
@@ -138,6 +139,16 @@ bool feedsReturn(Operation *op) {
   return true;
 }
 
+/// What `op` reads: its operands and the values its regions use from
+/// outside (a linalg body may read a tensor with tensor.extract).
+SmallVector<Value> inputsOf(Operation *op) {
+  SmallVector<Value> inputs(op->getOperands());
+  llvm::SetVector<Value> captured;
+  getUsedValuesDefinedAbove(op->getRegions(), captured);
+  llvm::append_range(inputs, captured);
+  return inputs;
+}
+
 bool isElementwiseGeneric(Operation *op) {
   auto generic = dyn_cast_or_null<linalg::GenericOp>(op);
   return generic && generic.getNumLoops() == generic.getNumParallelLoops();
@@ -189,13 +200,14 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
       if (!isMemoryEffectFree(&op) || op.getNumResults() == 0)
         continue;
       // Values computed from constants alone (a transposed weight, a fill).
-      if (llvm::all_of(op.getOperands(), constantLike)) {
+      SmallVector<Value> inputs = inputsOf(&op);
+      if (llvm::all_of(inputs, constantLike)) {
         for (Value v : op.getResults())
           constants.insert(v);
         continue;
       }
       bool readsTime = false, onlyKnown = true;
-      for (Value operand : op.getOperands()) {
+      for (Value operand : inputs) {
         if (timeOnly.count(operand))
           readsTime = true;
         else if (!constantLike(operand))
@@ -222,7 +234,7 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     // An op that failed for some time value is not folded, nor is any op
     // that reads it (candidates are in program order).
     for (Operation *op : candidates)
-      if (!failed.count(op) && llvm::all_of(op->getOperands(), [&](Value v) {
+      if (!failed.count(op) && llvm::all_of(inputsOf(op), [&](Value v) {
             Operation *def = v.getDefiningOp();
             return !timeOnly.count(v) || v == time || result.folded.count(def);
           }))
@@ -230,9 +242,10 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     for (Operation *op : candidates) {
       if (!result.folded.count(op))
         continue;
+      // A use inside another op's region counts as that op's.
       for (Value v : op->getResults())
         if (llvm::any_of(v.getUsers(), [&](Operation *user) {
-              return !result.folded.count(user);
+              return !result.folded.count(body.findAncestorOpInBlock(*user));
             }))
           result.frontier.push_back(v);
     }
@@ -247,6 +260,81 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     if (isa<IntegerType>(type.getElementType()))
       t = std::nearbyint(t);
     return std::vector<double>(type.getNumElements(), t);
+  }
+
+  /// The denoiser's ops that read the conditioning and otherwise only
+  /// constants (cross-attention keys and values of the context, a
+  /// conditioning encoder, a mel upsampler): the same at every step, so
+  /// computed once per call before the steps and passed in.
+  struct Hoisting {
+    llvm::DenseSet<Operation *> ops;
+    /// In program order: the hoisted ops and the constants they read.
+    SmallVector<Operation *> order;
+    SmallVector<Value> frontier;
+  };
+
+  Hoisting findConditioningOnly(func::FuncOp denoiser, const SamplerSpec &spec) {
+    Hoisting result;
+    Block &body = denoiser.front();
+    llvm::DenseSet<Value> conditioned, constants;
+    for (unsigned i = 0; i < body.getNumArguments(); ++i)
+      if (i != spec.sampleIndex && i != spec.timeIndex)
+        conditioned.insert(body.getArgument(i));
+    for (Operation &op : body.without_terminator()) {
+      if (!isMemoryEffectFree(&op) || op.getNumResults() == 0 || op.getNumRegions() > 1)
+        continue;
+      bool readsConditioning = false, onlyKnown = true;
+      for (Value operand : inputsOf(&op)) {
+        if (conditioned.count(operand))
+          readsConditioning = true;
+        else if (!constants.count(operand))
+          onlyKnown = false;
+      }
+      if (!onlyKnown)
+        continue;
+      for (Value v : op.getResults())
+        (readsConditioning ? conditioned : constants).insert(v);
+      if (readsConditioning)
+        result.ops.insert(&op);
+    }
+    // Constants the hoisted ops read come along (they are cheap to repeat).
+    llvm::DenseSet<Operation *> needed;
+    for (Operation &op : llvm::reverse(body.without_terminator()))
+      if (result.ops.count(&op) || needed.count(&op))
+        for (Value operand : inputsOf(&op))
+          if (Operation *def = operand.getDefiningOp(); def && constants.count(operand))
+            needed.insert(def);
+    for (Operation &op : body.without_terminator())
+      if (result.ops.count(&op) || needed.count(&op))
+        result.order.push_back(&op);
+    for (Operation *op : result.order) {
+      if (!result.ops.count(op))
+        continue;
+      for (Value v : op->getResults())
+        if (llvm::any_of(v.getUsers(), [&](Operation *user) {
+              return !result.ops.count(body.findAncestorOpInBlock(*user));
+            }))
+          result.frontier.push_back(v);
+    }
+    return result;
+  }
+
+  /// The hoisted values for the denoiser's conditioning arguments bound to
+  /// `conditioning` (in the denoiser's order, at its batch).
+  SmallVector<Value> hoist(OpBuilder &b, const Hoisting &hoisting, const SamplerSpec &spec,
+                           ValueRange conditioning) {
+    IRMapping map;
+    Block &body = func::FuncOp(spec.denoiser).front();
+    unsigned next = 0;
+    for (unsigned i = 0; i < body.getNumArguments(); ++i)
+      if (i != spec.sampleIndex && i != spec.timeIndex)
+        map.map(body.getArgument(i), conditioning[next++]);
+    for (Operation *op : hoisting.order)
+      b.clone(*op, map);
+    SmallVector<Value> values;
+    for (Value v : hoisting.frontier)
+      values.push_back(map.lookup(v));
+    return values;
   }
 
   /// How the step function is called.
@@ -270,7 +358,8 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
   /// arguments: sample, conditioning, (negative conditioning), (time),
   /// folded time values, (other prediction), (noise), coefficients.
   StepFunction buildStepFunction(SymbolTable &symbols, const SamplerSpec &spec,
-                                 const TimeFolding &folding, const StepLayout &layout) {
+                                 const TimeFolding &folding, const Hoisting &hoisting,
+                                 const StepLayout &layout) {
     func::FuncOp denoiser = spec.denoiser;
     MLIRContext *ctx = &getContext();
     Location loc = denoiser.getLoc();
@@ -285,6 +374,9 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     inputs.push_back(denoiser.getArgumentTypes()[spec.timeIndex]);
     unsigned frontierArg = inputs.size();
     for (Value v : folding.frontier)
+      inputs.push_back(v.getType());
+    unsigned hoistedArg = inputs.size();
+    for (Value v : hoisting.frontier)
       inputs.push_back(v.getType());
     unsigned otherArg = inputs.size();
     if (residual)
@@ -330,8 +422,10 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     }
     for (auto [n, v] : llvm::enumerate(folding.frontier))
       map.map(v, entry->getArgument(frontierArg + n));
+    for (auto [n, v] : llvm::enumerate(hoisting.frontier))
+      map.map(v, entry->getArgument(hoistedArg + n));
     for (Operation &op : body.without_terminator())
-      if (!folding.folded.count(&op))
+      if (!folding.folded.count(&op) && !hoisting.ops.count(&op))
         b.clone(op, map);
     Value prediction = map.lookup(body.getTerminator()->getOperand(0));
 
@@ -466,10 +560,19 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     for (double t : loop.getTimesteps())
       times.push_back(timeElements(timeType, t));
     TimeFolding folding = foldTimeSubgraph(denoiser, spec.timeIndex, times);
-    StepFunction step = buildStepFunction(symbols, spec, folding, layout);
+    Hoisting hoisting = findConditioningOnly(denoiser, spec);
+    StepFunction step = buildStepFunction(symbols, spec, folding, hoisting, layout);
 
-    // The steps, unrolled into calls of the step function.
+    // The steps, unrolled into calls of the step function, after what
+    // depends only on the conditioning.
     OpBuilder b(loop);
+    SmallVector<Value> denoiserConditioning(loop.getConditioning());
+    if (layout.full)
+      for (auto [n, neg] : llvm::enumerate(loop.getNegative()))
+        denoiserConditioning[n] =
+            tensor::ConcatOp::create(b, loc, 0, ValueRange{denoiserConditioning[n], neg})
+                .getResult();
+    SmallVector<Value> hoisted = hoist(b, hoisting, spec, denoiserConditioning);
     RankedTensorType sampleType = layout.sampleType;
     auto coefficientType = RankedTensorType::get({8}, element);
     auto coefficientConstant = [&](const Coefficients &c) {
@@ -497,8 +600,8 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     };
     Value current = loop.getSample();
     Value residualNoise = cfg == "rcfg-self" ? loop.getSample() : zeros;
-    auto call = [&](size_t i, ValueRange conditioning, Value sample, Value otherValue,
-                    const Coefficients &c) {
+    auto call = [&](size_t i, ValueRange conditioning, ValueRange hoistedValues, Value sample,
+                    Value otherValue, const Coefficients &c) {
       SmallVector<Value> operands{sample};
       llvm::append_range(operands, conditioning);
       if (layout.full)
@@ -507,6 +610,7 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
         operands.push_back(timeConstant(b, loc, timeType, times[i]));
       for (DenseElementsAttr value : folding.values[i])
         operands.push_back(constant(b, loc, value));
+      llvm::append_range(operands, hoistedValues);
       if (layout.residual)
         operands.push_back(otherValue);
       if (layout.renoise)
@@ -520,10 +624,11 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
         // The one negative pass: the step function returns the bare
         // prediction with these coefficients.
         Coefficients bare{0, 1, 0, 0, 0, 0, 0, 0};
-        residualNoise = call(0, loop.getNegative(), current, zeros, bare)[0];
+        SmallVector<Value> negativeHoisted = hoist(b, hoisting, spec, loop.getNegative());
+        residualNoise = call(0, loop.getNegative(), negativeHoisted, current, zeros, bare)[0];
         ++calls;
       }
-      ValueRange outs = call(i, loop.getConditioning(), current, residualNoise,
+      ValueRange outs = call(i, loop.getConditioning(), hoisted, current, residualNoise,
                              stepCoefficients(spec, i));
       current = outs[0];
       if (layout.residual)
@@ -570,7 +675,9 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     for (int64_t r = 0; r < rows; ++r)
       time.push_back(timeElements(timeType, stream.getTimesteps()[r / batch])[0]);
     TimeFolding folding = foldTimeSubgraph(denoiser, spec.timeIndex, {time});
-    StepFunction step = buildStepFunction(symbols, spec, folding, layout);
+    // One call per tick: nothing to gain from hoisting.
+    Hoisting none;
+    StepFunction step = buildStepFunction(symbols, spec, folding, none, layout);
 
     OpBuilder b(stream);
     // [steps - 1, batch, ...] and [batch, ...] as [rows, ...]: the new

@@ -576,6 +576,10 @@ def FuseSamplerSteps : Pass<"hasten-fuse-sampler-steps", "::mlir::ModuleOp"> {
       step's timestep (`TensorEvaluator`), and the values the rest of the
       denoiser reads become arguments that each step passes as constants;
       no step recomputes them, and the network is compiled once;
+    - **the conditioning-only subgraph hoisted**: the ops that read the
+      conditioning and otherwise only constants (the cross-attention keys
+      and values of a context, a conditioning upsampler) are computed once,
+      before the steps, and each step receives their values;
     - **CFG batched**: with `cfg = "full"` the sample and the conditional
       and negative conditioning are concatenated into one call at twice the
       batch, and the halves combined as u + s (c - u); with `rcfg-self` /

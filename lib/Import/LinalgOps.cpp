@@ -1496,6 +1496,124 @@ LogicalResult convertConv(NodeContext &ctx) {
   return success();
 }
 
+/// An ungrouped ConvTranspose as what it is: every input position times the
+/// filter (one matmul, [n i..., c] x [c, m k...]), then each output summing
+/// the products that land on it: out[n, m, o] += cols[n, i, m, k] where
+/// o + padBegin - k * dilation == i * stride.
+Value convTransposeByMatmul(OpBuilder &b, Location loc, Value x, Value w, Value init,
+                            const ConvGeometry &g, ArrayRef<int64_t> kernel) {
+  auto xType = cast<RankedTensorType>(x.getType());
+  auto wType = cast<RankedTensorType>(w.getType());
+  auto outType = cast<RankedTensorType>(init.getType());
+  Type element = xType.getElementType();
+  int64_t spatial = xType.getRank() - 2;
+  int64_t n = xType.getDimSize(0), c = xType.getDimSize(1), m = wType.getDimSize(1);
+  ArrayRef<int64_t> in = xType.getShape().drop_front(2);
+  int64_t positions = n, taps = m;
+  for (int64_t d = 0; d < spatial; ++d) {
+    positions *= in[d];
+    taps *= kernel[d];
+  }
+  // [n, c, i...] -> [n, i..., c] -> [n i..., c]
+  SmallVector<int64_t> toRows{0};
+  SmallVector<int64_t> rowsShape{n};
+  for (int64_t d = 0; d < spatial; ++d) {
+    toRows.push_back(2 + d);
+    rowsShape.push_back(in[d]);
+  }
+  toRows.push_back(1);
+  rowsShape.push_back(c);
+  Value xRows = linalg::TransposeOp::create(
+                    b, loc, x, tensor::EmptyOp::create(b, loc, rowsShape, element), toRows)
+                    .getResult()[0];
+  SmallVector<ReassociationIndices> rowGroups{{}, {spatial + 1}};
+  for (int64_t d = 0; d <= spatial; ++d)
+    rowGroups[0].push_back(d);
+  Value lhs = tensor::CollapseShapeOp::create(b, loc, xRows, rowGroups);
+  SmallVector<ReassociationIndices> wGroups{{0}, {}};
+  for (int64_t d = 1; d < wType.getRank(); ++d)
+    wGroups[1].push_back(d);
+  Value rhs = tensor::CollapseShapeOp::create(b, loc, w, wGroups);
+  Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(element));
+  Value acc = linalg::FillOp::create(
+                  b, loc, zero,
+                  tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{positions, taps}, element)
+                      .getResult())
+                  .getResult(0);
+  Value cols = linalg::MatmulOp::create(b, loc, TypeRange{acc.getType()}, ValueRange{lhs, rhs},
+                                        ValueRange{acc})
+                   .getResult(0);
+  // cols as [n, i..., m, k...]
+  SmallVector<int64_t> colShape(rowsShape.begin(), rowsShape.end() - 1);
+  colShape.push_back(m);
+  llvm::append_range(colShape, kernel);
+  SmallVector<ReassociationIndices> colGroups{{}, {}};
+  for (int64_t d = 0; d <= spatial; ++d)
+    colGroups[0].push_back(d);
+  for (int64_t d = spatial + 1; d < int64_t(colShape.size()); ++d)
+    colGroups[1].push_back(d);
+  Value colsNd = tensor::ExpandShapeOp::create(
+      b, loc, RankedTensorType::get(colShape, element), cols, colGroups);
+
+  // Loops: n, m, o... (parallel), k... (reduction).
+  int64_t loops = 2 + 2 * spatial;
+  SmallVector<AffineExpr> outExprs, kExprs;
+  for (int64_t i = 0; i < 2 + spatial; ++i)
+    outExprs.push_back(b.getAffineDimExpr(i));
+  for (int64_t i = 2 + spatial; i < loops; ++i)
+    kExprs.push_back(b.getAffineDimExpr(i));
+  SmallVector<OpFoldResult> kernelSizes;
+  for (int64_t k : kernel)
+    kernelSizes.push_back(b.getIndexAttr(k));
+  Value bounds = createEmpty(b, loc, kernelSizes, b.getI1Type());
+  SmallVector<utils::IteratorType> iterators(2 + spatial, utils::IteratorType::parallel);
+  iterators.append(spatial, utils::IteratorType::reduction);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{outType}, ValueRange{bounds}, ValueRange{init},
+             ArrayRef<AffineMap>{AffineMap::get(loops, 0, kExprs, b.getContext()),
+                                 AffineMap::get(loops, 0, outExprs, b.getContext())},
+             iterators,
+             [&](OpBuilder &nb, Location nl, ValueRange a) {
+               auto idx = [&](int64_t i) { return linalg::IndexOp::create(nb, nl, i).getResult(); };
+               auto cst = [&](int64_t v) {
+                 return arith::ConstantIndexOp::create(nb, nl, v).getResult();
+               };
+               Value valid = arith::ConstantIntOp::create(nb, nl, 1, 1);
+               SmallVector<Value> coords{idx(0)}, taps;
+               for (int64_t d = 0; d < spatial; ++d) {
+                 Value k = idx(2 + spatial + d);
+                 // t = o + padBegin - k * dilation: valid iff t >= 0, t % s == 0
+                 // and t / s < in.
+                 Value t = arith::SubIOp::create(
+                     nb, nl, arith::AddIOp::create(nb, nl, idx(2 + d), cst(g.padBegin[d])),
+                     arith::MulIOp::create(nb, nl, k, cst(g.dilations[d])));
+                 Value nonNegative =
+                     arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, t, cst(0));
+                 Value divisible = arith::CmpIOp::create(
+                     nb, nl, arith::CmpIPredicate::eq,
+                     arith::RemSIOp::create(nb, nl, t, cst(g.strides[d])), cst(0));
+                 Value i = arith::DivSIOp::create(nb, nl, t, cst(g.strides[d]));
+                 Value inRange =
+                     arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, i, cst(in[d]));
+                 valid = arith::AndIOp::create(
+                     nb, nl, valid,
+                     arith::AndIOp::create(nb, nl, nonNegative,
+                                           arith::AndIOp::create(nb, nl, divisible, inRange)));
+                 // Clamped, so that the discarded read stays inside.
+                 coords.push_back(arith::MinSIOp::create(
+                     nb, nl, arith::MaxSIOp::create(nb, nl, i, cst(0)), cst(in[d] - 1)));
+                 taps.push_back(k);
+               }
+               coords.push_back(idx(1));
+               llvm::append_range(coords, taps);
+               Value v = tensor::ExtractOp::create(nb, nl, colsNd, coords);
+               Value term = arith::SelectOp::create(nb, nl, valid, v,
+                                                    scalarConstant(nb, nl, element, 0));
+               linalg::YieldOp::create(nb, nl, addScalars(nb, nl, a[1], term));
+             })
+      .getResult(0);
+}
+
 LogicalResult convertConvTranspose(NodeContext &ctx) {
   auto xType = ctx.inputType(0), wType = ctx.inputType(1);
   int64_t rank = xType.getRank();
@@ -1551,6 +1669,11 @@ LogicalResult convertConvTranspose(NodeContext &ctx) {
     init = broadcastTo(b, loc, perChannel(b, loc, ctx.input(2), spatial), outSizes);
   else
     init = zeroFilled(b, loc, outSizes, element);
+  Value x = ctx.input(0), w = ctx.input(1);
+  if (group == 1 && xType.hasStaticShape() && wType.hasStaticShape()) {
+    ctx.setOutput(0, convTransposeByMatmul(b, loc, x, w, init, *g, kernel));
+    return success();
+  }
   // Gather form: out[n, m, o] += x[n, c_g, i] * w[c_g, m % M/G, k] where
   // o + padBegin - k*dilation == i*stride for some in-range i.
   int64_t loops = 2 + spatial + 1 + spatial;
@@ -1570,7 +1693,6 @@ LogicalResult convertConvTranspose(NodeContext &ctx) {
   SmallVector<AffineExpr> boundExprs;
   for (int64_t i = 2 + spatial; i < loops; ++i)
     boundExprs.push_back(b.getAffineDimExpr(i));
-  Value x = ctx.input(0), w = ctx.input(1);
   auto generic = linalg::GenericOp::create(
       b, loc, TypeRange{init.getType()}, ValueRange{bounds}, ValueRange{init},
       ArrayRef<AffineMap>{AffineMap::get(loops, 0, boundExprs, b.getContext()),

@@ -177,3 +177,43 @@ func.func @generate_stream(%x: tensor<1x4xf32>, %state: tensor<1x1x4xf32>) -> (t
   %r, %s = hasten.sampler_stream @denoise(%x) state(%state : tensor<1x1x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.25>, schedule = array<f64: 0.0, 0.25, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>, tensor<1x1x4xf32>
   return %r, %s : tensor<1x4xf32>, tensor<1x1x4xf32>
 }
+
+// -----
+
+// What depends only on the conditioning (here c * c, as a context's
+// cross-attention keys would) is computed once, before the steps, and each
+// step receives it.
+// CHECK-LABEL: func.func private @denoise_sampler_step(
+// CHECK-SAME: %[[X:.*]]: tensor<1x4xf32>, %[[C:.*]]: tensor<1x4xf32>, %[[T:.*]]: tensor<1xf32>, %[[K:.*]]: tensor<1x4xf32>, %{{.*}}: tensor<8xf32>)
+// CHECK-NOT: arith.mulf %{{.*}}, %{{.*}} : f32
+// CHECK: linalg.generic {{.*}} ins(%[[X]], %[[K]], %[[T]] :
+// CHECK-LABEL: func.func @generate(
+// CHECK: %[[SQUARED:.*]] = linalg.generic {{.*}} ins(%arg1 : tensor<1x4xf32>)
+// CHECK: arith.mulf
+// CHECK: call @denoise_sampler_step(%arg0, %arg1, %{{.*}}, %[[SQUARED]],
+// CHECK: call @denoise_sampler_step(%{{.*}}, %arg1, %{{.*}}, %[[SQUARED]],
+// CHECK-NOT: linalg.generic
+// CHECK: return
+#id5 = affine_map<(d0, d1) -> (d0, d1)>
+#t5 = affine_map<(d0, d1) -> (d0)>
+func.func @denoise(%x: tensor<1x4xf32>, %t: tensor<1xf32>, %c: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  %e = tensor.empty() : tensor<1x4xf32>
+  %k = linalg.generic {indexing_maps = [#id5, #id5], iterator_types = ["parallel", "parallel"]}
+      ins(%c : tensor<1x4xf32>) outs(%e : tensor<1x4xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %m = arith.mulf %a, %a : f32
+    linalg.yield %m : f32
+  } -> tensor<1x4xf32>
+  %y = linalg.generic {indexing_maps = [#id5, #id5, #t5, #id5], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %k, %t : tensor<1x4xf32>, tensor<1x4xf32>, tensor<1xf32>) outs(%e : tensor<1x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %s: f32, %o: f32):
+    %p = arith.addf %a, %b : f32
+    %q = arith.subf %p, %s : f32
+    linalg.yield %q : f32
+  } -> tensor<1x4xf32>
+  return %y : tensor<1x4xf32>
+}
+func.func @generate(%noise: tensor<1x4xf32>, %c: tensor<1x4xf32>) -> tensor<1x4xf32> {
+  %r = hasten.sampler_loop @denoise(%noise) cond(%c : tensor<1x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.5>, schedule = array<f64: 0.0, 0.5, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>
+  return %r : tensor<1x4xf32>
+}
