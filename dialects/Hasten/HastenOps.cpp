@@ -386,22 +386,26 @@ LogicalResult SamplerLoopOp::verify() {
   return success();
 }
 
-LogicalResult SamplerLoopOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
-  auto denoiser = symbolTable.lookupNearestSymbolFrom<func::FuncOp>(*this, getDenoiserAttr());
+/// Checks a sampler op's denoiser: it takes the sample, the time and the
+/// conditioning (at `factor` times their batch), and returns one prediction
+/// of the sample's type. `what` names the op's use ("sampler", "stream").
+static LogicalResult verifyDenoiser(Operation *op, SymbolTableCollection &symbolTable,
+                                    FlatSymbolRefAttr name, Type sample, ValueRange conditioning,
+                                    uint64_t sampleIndex, uint64_t timeIndex, int64_t factor,
+                                    bool scalarTime, StringRef what) {
+  auto emit = [&] { return op->emitOpError(); };
+  auto denoiser = symbolTable.lookupNearestSymbolFrom<func::FuncOp>(op, name);
   if (!denoiser)
-    return emitOpError("'") << getDenoiser() << "' is not a function";
+    return emit() << "'" << name.getValue() << "' is not a function";
   FunctionType type = denoiser.getFunctionType();
   size_t args = type.getNumInputs();
-  if (args != getConditioning().size() + 2 || getSampleIndex() >= args ||
-      getTimeIndex() >= args)
-    return emitOpError("'") << getDenoiser() << "' takes " << args
-                            << " arguments: the sample, the time and "
-                            << getConditioning().size() << " conditioning tensors do not fit";
+  if (args != conditioning.size() + 2 || sampleIndex >= args || timeIndex >= args)
+    return emit() << "'" << name.getValue() << "' takes " << args
+                  << " arguments: the sample, the time and " << conditioning.size()
+                  << " conditioning tensors do not fit";
   if (type.getNumResults() != 1)
-    return emitOpError("'") << getDenoiser() << "' must return one prediction, returns "
-                            << type.getNumResults();
-  // With full CFG the denoiser sees the conditional and negative halves.
-  int64_t factor = getCfg() == "full" ? 2 : 1;
+    return emit() << "'" << name.getValue() << "' must return one prediction, returns "
+                  << type.getNumResults();
   auto batched = [&](Type t) {
     auto tensor = cast<RankedTensorType>(t);
     SmallVector<int64_t> shape(tensor.getShape());
@@ -409,29 +413,36 @@ LogicalResult SamplerLoopOp::verifySymbolUses(SymbolTableCollection &symbolTable
       shape[0] *= factor;
     return RankedTensorType::get(shape, tensor.getElementType());
   };
-  Type sampleType = batched(getSample().getType());
-  if (type.getInput(getSampleIndex()) != sampleType || type.getResult(0) != sampleType)
-    return emitOpError("'") << getDenoiser() << "' takes and returns samples of type "
-                            << type.getInput(getSampleIndex()) << ", the sampler needs "
-                            << sampleType;
-  auto time = dyn_cast<RankedTensorType>(type.getInput(getTimeIndex()));
+  Type sampleType = batched(sample);
+  if (type.getInput(sampleIndex) != sampleType || type.getResult(0) != sampleType)
+    return emit() << "'" << name.getValue() << "' takes and returns samples of type "
+                  << type.getInput(sampleIndex) << ", the " << what << " needs " << sampleType;
+  auto time = dyn_cast<RankedTensorType>(type.getInput(timeIndex));
   int64_t batch = cast<RankedTensorType>(sampleType).getDimSize(0);
-  if (!time || time.getRank() > 1 || (time.getRank() == 1 && time.getDimSize(0) != batch) ||
+  if (!time || time.getRank() > 1 || (!scalarTime && time.getRank() == 0) ||
+      (time.getRank() == 1 && time.getDimSize(0) != batch) ||
       !time.getElementType().isIntOrFloat())
-    return emitOpError("the time argument of '")
-           << getDenoiser() << "' is " << type.getInput(getTimeIndex())
-           << ", not a scalar or one value per batch element";
+    return emit() << "the time argument of '" << name.getValue() << "' is "
+                  << type.getInput(timeIndex) << ", not " << (scalarTime ? "a scalar or " : "")
+                  << "one value per batch element";
   unsigned next = 0;
   for (size_t i = 0; i < args; ++i) {
-    if (i == getSampleIndex() || i == getTimeIndex())
+    if (i == sampleIndex || i == timeIndex)
       continue;
-    Value cond = getConditioning()[next++];
+    Value cond = conditioning[next++];
     if (type.getInput(i) != batched(cond.getType()))
-      return emitOpError("conditioning ")
-             << next - 1 << " " << cond.getType() << " does not fit argument " << i << " "
-             << type.getInput(i) << " of '" << getDenoiser() << "'";
+      return emit() << "conditioning " << next - 1 << " " << cond.getType()
+                    << " does not fit argument " << i << " " << type.getInput(i) << " of '"
+                    << name.getValue() << "'";
   }
   return success();
+}
+
+LogicalResult SamplerLoopOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  // With full CFG the denoiser sees the conditional and negative halves.
+  return verifyDenoiser(*this, symbolTable, getDenoiserAttr(), getSample().getType(),
+                        getConditioning(), getSampleIndex(), getTimeIndex(),
+                        getCfg() == "full" ? 2 : 1, /*scalarTime=*/true, "sampler");
 }
 
 //===----------------------------------------------------------------------===//
@@ -484,42 +495,8 @@ LogicalResult SamplerStreamOp::verify() {
 }
 
 LogicalResult SamplerStreamOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
-  auto denoiser = symbolTable.lookupNearestSymbolFrom<func::FuncOp>(*this, getDenoiserAttr());
-  if (!denoiser)
-    return emitOpError("'") << getDenoiser() << "' is not a function";
-  FunctionType type = denoiser.getFunctionType();
-  size_t args = type.getNumInputs();
-  if (args != getConditioning().size() + 2 || getSampleIndex() >= args ||
-      getTimeIndex() >= args || type.getNumResults() != 1)
-    return emitOpError("'") << getDenoiser() << "' does not take the sample, the time and "
-                            << getConditioning().size()
-                            << " conditioning tensors, returning one prediction";
-  int64_t frames = getTimesteps().size();
-  auto batched = [&](Type t) {
-    auto tensor = cast<RankedTensorType>(t);
-    SmallVector<int64_t> shape(tensor.getShape());
-    shape[0] *= frames;
-    return RankedTensorType::get(shape, tensor.getElementType());
-  };
-  Type sampleType = batched(getSample().getType());
-  if (type.getInput(getSampleIndex()) != sampleType || type.getResult(0) != sampleType)
-    return emitOpError("'") << getDenoiser() << "' takes and returns samples of type "
-                            << type.getInput(getSampleIndex()) << ", the stream needs "
-                            << sampleType;
-  auto time = dyn_cast<RankedTensorType>(type.getInput(getTimeIndex()));
-  if (!time || time.getRank() != 1 ||
-      time.getDimSize(0) != cast<RankedTensorType>(sampleType).getDimSize(0))
-    return emitOpError("the time argument of '")
-           << getDenoiser() << "' must hold one value per batch element, got "
-           << type.getInput(getTimeIndex());
-  unsigned next = 0;
-  for (size_t i = 0; i < args; ++i) {
-    if (i == getSampleIndex() || i == getTimeIndex())
-      continue;
-    Value cond = getConditioning()[next++];
-    if (type.getInput(i) != batched(cond.getType()))
-      return emitOpError("conditioning ") << next - 1 << " does not fit argument " << i
-                                          << " of '" << getDenoiser() << "'";
-  }
-  return success();
+  // Every frame in flight is a batch of rows, each at its own timestep.
+  return verifyDenoiser(*this, symbolTable, getDenoiserAttr(), getSample().getType(),
+                        getConditioning(), getSampleIndex(), getTimeIndex(),
+                        getTimesteps().size(), /*scalarTime=*/false, "stream");
 }
