@@ -130,32 +130,8 @@ public:
       ts.clear();
     };
     try {
-      for (size_t i = 0; i < numInputs; ++i) {
-        hasten_dtype dtype = hasten_signature_dtype(get(), entry.c_str(), 0, i);
-        py::dtype want = numpyDtype(dtype);
-        py::array a = arrays[i];
-        bool exact = a.dtype().is(want) || a.dtype().equal(want);
-        if (!exact || !(a.flags() & py::array::c_style)) {
-          // Same kind of number: convert (a copy). Bool <-> number or
-          // float -> int would silently change values: refuse.
-          char have = a.dtype().kind(), need = want.kind();
-          bool compatible = have == need || (need == 'f' && (have == 'i' || have == 'u')) ||
-                            (need == 'i' && have == 'u') || (need == 'u' && have == 'i');
-          if (!exact && !compatible)
-            throw HastenError(HASTEN_ERROR_INVALID_ARGUMENT,
-                              "entry '" + entry + "': input '" +
-                                  hasten_signature_name(get(), entry.c_str(), 0, i) +
-                                  "' must be " + hasten_dtype_name(dtype) + ", got numpy " +
-                                  std::string(py::str(a.dtype())));
-          a = py::array::ensure(a.attr("astype")(want), py::array::c_style);
-          kept.push_back(a);
-        }
-        std::vector<int64_t> dims(a.shape(), a.shape() + a.ndim());
-        hasten_tensor *t = nullptr;
-        check(hasten_tensor_wrap(dtype, static_cast<int>(dims.size()), dims.data(),
-                                 const_cast<void *>(a.data()), &t));
-        inputs.push_back(t);
-      }
+      for (size_t i = 0; i < numInputs; ++i)
+        inputs.push_back(wrapInput(entry, i, arrays[i], kept));
       std::vector<hasten_tensor *> outputs(numOutputs, nullptr);
       hasten_status status;
       {
@@ -166,14 +142,8 @@ public:
       freeAll(inputs);
       check(status);
       py::list result;
-      for (hasten_tensor *t : outputs) {
-        // The array owns the runtime's tensor through a capsule: no copy.
-        py::capsule owner(t, [](void *p) { hasten_tensor_free(static_cast<hasten_tensor *>(p)); });
-        std::vector<py::ssize_t> shape(hasten_tensor_dims(t),
-                                       hasten_tensor_dims(t) + hasten_tensor_rank(t));
-        result.append(py::array(numpyDtype(hasten_tensor_dtype(t)), shape,
-                                hasten_tensor_data(t), owner));
-      }
+      for (hasten_tensor *t : outputs)
+        result.append(toArray(t));
       return result;
     } catch (...) {
       freeAll(inputs);
@@ -181,7 +151,138 @@ public:
     }
   }
 
+  /// A tensor for input `index` of `entry` over `array` (converted, into
+  /// `kept`, when its dtype or layout differs).
+  hasten_tensor *wrapInput(const std::string &entry, size_t index, py::array a,
+                           std::vector<py::array> &kept) const {
+    hasten_dtype dtype = hasten_signature_dtype(get(), entry.c_str(), 0, index);
+    py::dtype want = numpyDtype(dtype);
+    bool exact = a.dtype().is(want) || a.dtype().equal(want);
+    if (!exact || !(a.flags() & py::array::c_style)) {
+      // Same kind of number: convert (a copy). Bool <-> number or
+      // float -> int would silently change values: refuse.
+      char have = a.dtype().kind(), need = want.kind();
+      bool compatible = have == need || (need == 'f' && (have == 'i' || have == 'u')) ||
+                        (need == 'i' && have == 'u') || (need == 'u' && have == 'i');
+      if (!exact && !compatible)
+        throw HastenError(HASTEN_ERROR_INVALID_ARGUMENT,
+                          "entry '" + entry + "': input '" +
+                              hasten_signature_name(get(), entry.c_str(), 0, index) +
+                              "' must be " + hasten_dtype_name(dtype) + ", got numpy " +
+                              std::string(py::str(a.dtype())));
+      a = py::array::ensure(a.attr("astype")(want), py::array::c_style);
+      kept.push_back(a);
+    }
+    std::vector<int64_t> dims(a.shape(), a.shape() + a.ndim());
+    hasten_tensor *t = nullptr;
+    check(hasten_tensor_wrap(dtype, static_cast<int>(dims.size()), dims.data(),
+                             const_cast<void *>(a.data()), &t));
+    return t;
+  }
+
+  /// An owned tensor as an array that owns it (no copy).
+  static py::array toArray(hasten_tensor *t) {
+    py::capsule owner(t, [](void *p) { hasten_tensor_free(static_cast<hasten_tensor *>(p)); });
+    std::vector<py::ssize_t> shape(hasten_tensor_dims(t),
+                                   hasten_tensor_dims(t) + hasten_tensor_rank(t));
+    return py::array(numpyDtype(hasten_tensor_dtype(t)), shape, hasten_tensor_data(t), owner);
+  }
+
+  /// Named inputs of `entry` as tensors, for the sampler calls.
+  struct NamedInputs {
+    std::vector<std::string> names;
+    std::vector<const char *> pointers;
+    std::vector<hasten_tensor *> tensors;
+    std::vector<py::array> kept;
+    ~NamedInputs() {
+      for (hasten_tensor *t : tensors)
+        hasten_tensor_free(t);
+    }
+  };
+
+  void bindNamed(const std::string &entry, const py::dict &inputs, NamedInputs &out) const {
+    size_t count = 0;
+    check(hasten_entry_num_tensors(get(), entry.c_str(), 0, &count));
+    for (auto item : inputs) {
+      std::string name = py::str(item.first);
+      size_t index = count;
+      for (size_t i = 0; i < count; ++i)
+        if (name == hasten_signature_name(get(), entry.c_str(), 0, i))
+          index = i;
+      if (index == count)
+        throw HastenError(HASTEN_ERROR_INVALID_ARGUMENT,
+                          "entry '" + entry + "' has no input named '" + name + "'");
+      out.names.push_back(name);
+      out.tensors.push_back(wrapInput(entry, index, py::array::ensure(item.second), out.kept));
+    }
+    for (const std::string &name : out.names)
+      out.pointers.push_back(name.c_str());
+  }
+
+  /// The entry of `kind` (a sampler's), or `entry` when given.
+  std::string samplerEntry(const std::optional<std::string> &entry, hasten_entry_kind kind) const {
+    if (entry)
+      return *entry;
+    const char *name = nullptr;
+    check(hasten_find_entry(get(), nullptr, kind, &name));
+    return name;
+  }
+
+  /// hasten_generate_sample: (sample, {"steps", "seconds"}).
+  py::tuple generateSample(const py::dict &inputs, uint64_t seed,
+                           const std::optional<std::string> &entry) {
+    std::string name = samplerEntry(entry, HASTEN_ENTRY_GENERATE);
+    NamedInputs named;
+    bindNamed(name, inputs, named);
+    hasten_tensor *sample = nullptr;
+    hasten_sample_stats stats{sizeof(hasten_sample_stats), 0, 0};
+    hasten_status status;
+    {
+      py::gil_scoped_release release;
+      status = hasten_generate_sample(get(), name.c_str(), seed, named.pointers.data(),
+                                      named.tensors.data(), named.tensors.size(), &sample, &stats);
+    }
+    check(status);
+    py::dict info;
+    info["steps"] = stats.steps;
+    info["seconds"] = stats.seconds;
+    return py::make_tuple(toArray(sample), info);
+  }
+
   std::shared_ptr<ModuleHandle> handle;
+};
+
+/// A stream-batched sampler's frames in flight (hasten_sample_stream).
+class SampleStream {
+public:
+  SampleStream(const Module &module, uint64_t seed, const std::optional<std::string> &entry)
+      : module(module), name(module.samplerEntry(entry, HASTEN_ENTRY_SAMPLER_STREAM)) {
+    check(hasten_sample_stream_create(module.get(), name.c_str(), seed, &stream));
+  }
+  ~SampleStream() { hasten_sample_stream_free(stream); }
+
+  /// One frame in; the finished frame out, or None while the stream fills.
+  py::object push(const py::dict &inputs) {
+    Module::NamedInputs named;
+    module.bindNamed(name, inputs, named);
+    hasten_tensor *frame = nullptr;
+    hasten_status status;
+    {
+      py::gil_scoped_release release;
+      status = hasten_sample_stream_push(stream, named.pointers.data(), named.tensors.data(),
+                                         named.tensors.size(), &frame);
+    }
+    check(status);
+    if (!frame)
+      return py::none();
+    return Module::toArray(frame);
+  }
+  int64_t depth() const { return hasten_sample_stream_depth(stream); }
+
+private:
+  Module module; // keeps the module alive
+  std::string name;
+  hasten_sample_stream *stream = nullptr;
 };
 
 class Sequence {
@@ -405,6 +506,12 @@ PYBIND11_MODULE(_hasten, m) {
         }
         check(status);
       })
+      .def("generate_sample", &Module::generateSample, py::arg("inputs"), py::arg("seed") = 0,
+           py::arg("entry") = py::none())
+      .def("sampler_steps",
+           [](const Module &self, const std::string &entry) {
+             return hasten_entry_sampler_steps(self.get(), entry.c_str());
+           })
       .def("is_decoder", [](const Module &self) { return hasten_module_is_decoder(self.get()) != 0; })
       .def("vocab_size", [](const Module &self) { return hasten_module_vocab_size(self.get()); })
       .def("kv_capacity", [](const Module &self) { return hasten_module_kv_capacity(self.get()); })
@@ -416,6 +523,17 @@ PYBIND11_MODULE(_hasten, m) {
         const char *entry = nullptr;
         return hasten_find_entry(self.get(), "draft", HASTEN_ENTRY_DECODE, &entry) == HASTEN_OK;
       });
+
+  py::class_<SampleStream>(m, "SampleStream")
+      .def(py::init<const Module &, uint64_t, const std::optional<std::string> &>(),
+           py::arg("module"), py::arg("seed") = 0, py::arg("entry") = py::none())
+      .def("push", &SampleStream::push)
+      .def("depth", &SampleStream::depth);
+  m.def("gaussian_noise", [](uint64_t seed, uint64_t stream, size_t count) {
+    py::array_t<float> out(count);
+    hasten_gaussian_noise(seed, stream, out.mutable_data(), count);
+    return out;
+  });
 
   py::class_<Sequence>(m, "Sequence")
       .def(py::init<const Module &, const std::optional<std::string> &>())

@@ -5,6 +5,9 @@
     model = hasten.load(path)
     outputs = model.run(x=np.ones((1, 8), np.float32))     # {"y": array}
 
+    denoiser = hasten.load("gen.so")       # hasten-compile --sampler=ddim:steps=4
+    sample, info = denoiser.generate_sample(seed=7, encoder_hidden_states=context)
+
     decoder = hasten.load("decoder.so")
     tokenizer = hasten.Tokenizer("tokenizer.json")
     sequence = decoder.sequence()
@@ -27,11 +30,13 @@ from ._hasten import API_VERSION, Error, TextStream, get_num_threads, kernel_isa
     runtime_api_version, set_num_threads
 from . import _hasten
 
-__all__ = ["API_VERSION", "Error", "Module", "Sequence", "TensorInfo", "Tokenizer", "compile",
-           "get_num_threads", "kernel_isa", "load", "runtime_api_version", "set_num_threads"]
+__all__ = ["API_VERSION", "Error", "Module", "SampleStream", "Sequence", "TensorInfo",
+           "Tokenizer", "compile", "gaussian_noise", "get_num_threads", "kernel_isa", "load",
+           "runtime_api_version", "set_num_threads"]
 
 ROLES = ("", "token_ids", "past_length", "kv_cache", "kv_block_pool", "kv_block_table",
-         "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens")
+         "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens", "sampler_noise",
+         "sampler_state")
 
 TensorInfo = namedtuple("TensorInfo", "name dtype shape role")
 TensorInfo.__doc__ = """An entry's input or output: its dtype name ("f32"), its
@@ -170,10 +175,44 @@ class Module:
     def weight_bytes(self):
         return self._module.weight_bytes()
 
+    def generate_sample(self, seed=0, entry=None, **inputs):
+        """Runs the compiled sampler (a module built with hasten-compile
+        --sampler): conditioning by input name, and any noise input to fix;
+        the noise not given is drawn with `seed`. Returns (sample, {"steps",
+        "seconds"})."""
+        return self._module.generate_sample(
+            {k: np.asarray(v) for k, v in inputs.items()}, seed, entry)
+
+    def sample_stream(self, seed=0, entry=None):
+        """The frames in flight of a stream-batched sampler (hasten-compile
+        --stream-batch=N): push(**inputs) returns the frame pushed N - 1
+        pushes earlier, or None while the stream fills."""
+        return SampleStream(_hasten.SampleStream(self._module, seed, entry))
+
     def sequence(self, model=None):
         """A new, empty sequence with its own KV cache; `model` names a
         namespace ("draft" for a draft compiled into the module)."""
         return Sequence(_hasten.Sequence(self._module, model))
+
+
+class SampleStream:
+    """A stream-batched sampler's frames in flight."""
+
+    def __init__(self, handle):
+        self._stream = handle
+
+    @property
+    def depth(self):
+        """Frames in flight at once (the sampler's steps)."""
+        return self._stream.depth()
+
+    def push(self, **inputs):
+        return self._stream.push({k: np.asarray(v) for k, v in inputs.items()})
+
+
+def gaussian_noise(seed, stream, shape):
+    """The noise the runtime draws for noise input `stream` with `seed`."""
+    return _hasten.gaussian_noise(seed, stream, int(np.prod(shape))).reshape(shape)
 
 
 _DONE = object()

@@ -225,6 +225,36 @@ class HastenTest(unittest.TestCase):
             tok, prompt, 8, stop_at_eos=False))
         self.assertEqual(text, tok.decode(want_ids))
 
+    # -- compiled samplers -----------------------------------------------------
+    def test_generate_sample_matches_the_entry_and_the_stream(self):
+        dit = os.path.join(HERE, "..", "models", "denoisers", "dit_tiny.onnx")
+        gen_so = hasten.compile(dit, os.path.join(self.work.name, "gen.so"),
+                                extra_args=["--sampler=ddim:timesteps=999,499"])
+        module = hasten.load(gen_so)
+        rng = np.random.default_rng(0)
+        context = rng.standard_normal((1, 4, 16)).astype(np.float32)
+        sample, info = module.generate_sample(seed=5, encoder_hidden_states=context)
+        self.assertEqual(info["steps"], 2)
+        # The drawn noise is input 0's stream; running the entry on it gives
+        # the same sample.
+        noise = hasten.gaussian_noise(5, 0, (1, 4, 8, 8))
+        got = module.run(entry="generate", sample=noise, encoder_hidden_states=context)
+        np.testing.assert_array_equal(sample, got["output"])
+        self.assertFalse(np.allclose(sample, noise))
+        self.assertRaisesHasten("'encoder_hidden_states' is not given", module.generate_sample)
+        self.assertRaisesHasten("no input named 'context'", module.generate_sample, context=context)
+        stream_so = hasten.compile(dit, os.path.join(self.work.name, "stream.so"),
+                                   extra_args=["--sampler=ddim:timesteps=999,499",
+                                               "--stream-batch=2"])
+        stream = hasten.load(stream_so).sample_stream(seed=1)
+        self.assertEqual(stream.depth, 2)
+        frames = [rng.standard_normal((1, 4, 8, 8)).astype(np.float32) for _ in range(3)]
+        out = [stream.push(sample=f, encoder_hidden_states=context) for f in frames]
+        self.assertIsNone(out[0])
+        for pushed, finished in zip(frames, out[1:]):
+            want, _ = module.generate_sample(sample=pushed, encoder_hidden_states=context)
+            self.assertLessEqual(np.abs(finished - want).max(), 1e-5 * np.abs(want).max())
+
 
 if __name__ == "__main__":
     unittest.main(argv=[sys.argv[0], "-v"] + sys.argv[2:])
