@@ -4,8 +4,10 @@ call (hasten-compile --sampler) against the same compiled denoiser called
 step by step, in the same run, at 1 and 2 threads.
 
 Denoisers: dit_small (a DiT in PixArt's adaLN-single style, 16x16x4 latent
-as 64 tokens, width 128, depth 4, cross-attention to 16 context tokens,
-exported with torch by test/models/denoisers/make_denoisers.py --bench),
+as 64 tokens, width 128, depth 4, cross-attention to 16 context tokens:
+compute-bound), dit_wide (4 tokens, width 512, depth 8, 95 MB of weights: a
+step reads every weight for few rows, bound by memory bandwidth), both
+exported with torch by test/models/denoisers/make_denoisers.py --bench;
 dit_tiny and flow_vocoder (the test models).
 
   fused      the generate entry: a 4-step sampler (DDIM 999,759,499,259 for the
@@ -77,6 +79,8 @@ def main():
 
     models = [
         ("dit_small", os.path.join(work, "dit_small.onnx"), "ddim", (4, 16, 16), (16, 16),
+         "sample", "timestep", "encoder_hidden_states", np.int64),
+        ("dit_wide", os.path.join(work, "dit_wide.onnx"), "ddim", (4, 4, 4), (4, 16),
          "sample", "timestep", "encoder_hidden_states", np.int64),
         ("dit_tiny", os.path.join(MODELS, "dit_tiny.onnx"), "ddim", (4, 8, 8), (4, 16),
          "sample", "timestep", "encoder_hidden_states", np.int64),

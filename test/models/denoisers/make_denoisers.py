@@ -175,8 +175,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--out-dir", default=os.path.dirname(os.path.abspath(__file__)))
     parser.add_argument("--bench", action="store_true",
-                        help="write dit_small.onnx instead (bench/sampler_bench.py): a 16x16 "
-                             "latent (64 tokens), width 128, depth 4, 16 context tokens")
+                        help="write the bench's DiTs instead (bench/sampler_bench.py): "
+                             "dit_small (a 16x16 latent as 64 tokens, width 128, depth 4, 16 "
+                             "context tokens) and dit_wide (4 tokens, width 512, depth 8: 95 MB)")
     args = parser.parse_args()
     if args.bench:
         torch.manual_seed(0)
@@ -186,6 +187,13 @@ def main():
             "sample": torch.randn(2, 4, 16, 16, generator=g),
             "timestep": torch.tensor([999, 3], dtype=torch.int64),
             "encoder_hidden_states": torch.randn(2, 16, 16, generator=g),
+        }, args.out_dir)
+        torch.manual_seed(0)
+        wide = DiTTiny(size=4, dim=512, depth=8, context_len=4).eval()
+        export(wide, "dit_wide", {
+            "sample": torch.randn(2, 4, 4, 4, generator=g),
+            "timestep": torch.tensor([999, 3], dtype=torch.int64),
+            "encoder_hidden_states": torch.randn(2, 4, 16, generator=g),
         }, args.out_dir)
         return
     torch.manual_seed(0)
