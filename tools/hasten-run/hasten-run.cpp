@@ -165,6 +165,9 @@ int printSignatures(hasten_module *module, const std::string &path,
                   (long long)kv.layers, (long long)kv.kv_heads, (long long)kv.head_dim,
                   (long long)kv.capacity,
                   kv.paged ? (", blocks of " + std::to_string(kv.block_size)).c_str() : "");
+    if (int64_t calls = hasten_entry_sampler_steps(module, entry))
+      std::printf("  sampler: %lld denoiser call%s per run\n", (long long)calls,
+                  calls == 1 ? "" : "s");
     auto roleOf = [&](int isOutput, size_t i) {
       hasten_tensor_role role = HASTEN_ROLE_NONE;
       hasten_signature_role(module, entry, isOutput, i, &role);
