@@ -433,4 +433,9 @@ MUTATIONS = [
      "        linalg::TransposeOp::create(b, loc, rows, resultInit, toChannels).getResult()[0];",
      "        linalg::TransposeOp::create(b, loc, rows, resultInit, toRows).getResult()[0];",
      "lit:passes/convolution-to-matmul.mlir"),
+    ("import: ConvTranspose drops the last partial group of strided taps",
+     "lib/Import/LinalgOps.cpp",
+     "                                          ? (kernel[d] + g.strides[d] - 1) / g.strides[d]",
+     "                                          ? kernel[d] / g.strides[d]",
+     "conformance:convtranspose"),
 ]

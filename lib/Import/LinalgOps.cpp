@@ -1562,10 +1562,16 @@ Value convTransposeByMatmul(OpBuilder &b, Location loc, Value x, Value w, Value 
     outExprs.push_back(b.getAffineDimExpr(i));
   for (int64_t i = 2 + spatial; i < loops; ++i)
     kExprs.push_back(b.getAffineDimExpr(i));
-  SmallVector<OpFoldResult> kernelSizes;
-  for (int64_t k : kernel)
-    kernelSizes.push_back(b.getIndexAttr(k));
-  Value bounds = createEmpty(b, loc, kernelSizes, b.getI1Type());
+  // Without dilation (and with a non-negative leading pad), only every
+  // stride-th tap lands on an output: the reduction runs over those,
+  // ceil(k / stride) of them, instead of all k.
+  auto stridedTaps = [&](int64_t d) { return g.dilations[d] == 1 && g.padBegin[d] >= 0; };
+  SmallVector<OpFoldResult> tapSizes;
+  for (int64_t d = 0; d < spatial; ++d)
+    tapSizes.push_back(b.getIndexAttr(stridedTaps(d)
+                                          ? (kernel[d] + g.strides[d] - 1) / g.strides[d]
+                                          : kernel[d]));
+  Value bounds = createEmpty(b, loc, tapSizes, b.getI1Type());
   SmallVector<utils::IteratorType> iterators(2 + spatial, utils::IteratorType::parallel);
   iterators.append(spatial, utils::IteratorType::reduction);
   return linalg::GenericOp::create(
@@ -1581,6 +1587,37 @@ Value convTransposeByMatmul(OpBuilder &b, Location loc, Value x, Value w, Value 
                Value valid = arith::ConstantIntOp::create(nb, nl, 1, 1);
                SmallVector<Value> coords{idx(0)}, taps;
                for (int64_t d = 0; d < spatial; ++d) {
+                 auto lessThan = [&](Value v, int64_t bound) {
+                   return arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, v, cst(bound))
+                       .getResult();
+                 };
+                 auto clamp = [&](Value v, int64_t high) {
+                   return arith::MinSIOp::create(
+                              nb, nl, arith::MaxSIOp::create(nb, nl, v, cst(0)), cst(high))
+                       .getResult();
+                 };
+                 if (stridedTaps(d)) {
+                   // p = o + padBegin; tap j is k = p % s + j s, read at
+                   // i = p / s - j: valid iff k < kernel and 0 <= i < in.
+                   Value p = arith::AddIOp::create(nb, nl, idx(2 + d), cst(g.padBegin[d]));
+                   Value j = idx(2 + spatial + d);
+                   Value k = arith::AddIOp::create(
+                       nb, nl, arith::RemSIOp::create(nb, nl, p, cst(g.strides[d])),
+                       arith::MulIOp::create(nb, nl, j, cst(g.strides[d])));
+                   Value i = arith::SubIOp::create(
+                       nb, nl, arith::DivSIOp::create(nb, nl, p, cst(g.strides[d])), j);
+                   Value nonNegative =
+                       arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, i, cst(0));
+                   valid = arith::AndIOp::create(
+                       nb, nl, valid,
+                       arith::AndIOp::create(
+                           nb, nl, lessThan(k, kernel[d]),
+                           arith::AndIOp::create(nb, nl, nonNegative, lessThan(i, in[d]))));
+                   // Clamped, so that the discarded reads stay inside.
+                   coords.push_back(clamp(i, in[d] - 1));
+                   taps.push_back(clamp(k, kernel[d] - 1));
+                   continue;
+                 }
                  Value k = idx(2 + spatial + d);
                  // t = o + padBegin - k * dilation: valid iff t >= 0, t % s == 0
                  // and t / s < in.
