@@ -335,25 +335,35 @@ LogicalResult DecodeStepOp::verifySymbolUses(SymbolTableCollection &symbolTable)
 // SamplerLoopOp
 //===----------------------------------------------------------------------===//
 
+/// The checks both sampler ops share: the prediction fits the rule, and the
+/// schedule has one value per timestep and the end, in range.
+static LogicalResult verifySchedule(Operation *op, StringRef rule, StringRef prediction,
+                                    ArrayRef<double> timesteps, ArrayRef<double> schedule) {
+  auto emit = [&] { return op->emitOpError(); };
+  if (rule == "euler-flow" ? prediction != "velocity"
+                           : prediction != "eps" && prediction != "v" && prediction != "sample")
+    return emit() << "a " << rule << " sampler takes "
+                  << (rule == "euler-flow" ? "velocity" : "eps, v or sample")
+                  << " predictions, not '" << prediction << "'";
+  if (timesteps.empty())
+    return emit() << "needs at least one timestep";
+  if (schedule.size() != timesteps.size() + 1)
+    return emit() << "needs " << timesteps.size() + 1
+                  << " schedule values (one per timestep and the end), got " << schedule.size();
+  for (double value : schedule)
+    if (!std::isfinite(value) || (rule != "euler-flow" && (value <= 0 || value > 1)))
+      return emit() << "schedule value " << value
+                    << (rule == "euler-flow" ? " is not finite" : " is not an alpha in (0, 1]");
+  return success();
+}
+
 LogicalResult SamplerLoopOp::verify() {
   StringRef rule = getRule(), prediction = getPrediction(), cfg = getCfg();
   if (rule != "euler-flow" && rule != "ddim" && rule != "consistency")
     return emitOpError("rule '") << rule << "' is not euler-flow, ddim or consistency";
-  if (rule == "euler-flow" ? prediction != "velocity"
-                           : prediction != "eps" && prediction != "v" && prediction != "sample")
-    return emitOpError("a ") << rule << " sampler takes "
-                             << (rule == "euler-flow" ? "velocity" : "eps, v or sample")
-                             << " predictions, not '" << prediction << "'";
+  if (failed(verifySchedule(*this, rule, prediction, getTimesteps(), getSchedule())))
+    return failure();
   size_t steps = getTimesteps().size();
-  if (steps == 0)
-    return emitOpError("needs at least one timestep");
-  if (getSchedule().size() != steps + 1)
-    return emitOpError("needs ") << steps + 1 << " schedule values (one per timestep and the "
-                                 << "end), got " << getSchedule().size();
-  for (double value : getSchedule())
-    if (!std::isfinite(value) || (rule != "euler-flow" && (value <= 0 || value > 1)))
-      return emitOpError("schedule value ")
-             << value << (rule == "euler-flow" ? " is not finite" : " is not an alpha in (0, 1]");
   if (cfg != "none" && cfg != "full" && cfg != "rcfg-self" && cfg != "rcfg-onetime")
     return emitOpError("cfg '") << cfg << "' is not none, full, rcfg-self or rcfg-onetime";
   if (cfg.starts_with("rcfg") && (rule == "euler-flow" || prediction != "eps"))
@@ -458,23 +468,14 @@ static RankedTensorType framesOf(Type type, int64_t frames) {
 }
 
 LogicalResult SamplerStreamOp::verify() {
-  StringRef rule = getRule(), prediction = getPrediction();
+  StringRef rule = getRule();
   if (rule != "euler-flow" && rule != "ddim")
     return emitOpError("a stream batch runs ddim or euler-flow samplers, not '") << rule << "'";
-  if (rule == "euler-flow" ? prediction != "velocity"
-                           : prediction != "eps" && prediction != "v" && prediction != "sample")
-    return emitOpError("a ") << rule << " sampler takes "
-                             << (rule == "euler-flow" ? "velocity" : "eps, v or sample")
-                             << " predictions, not '" << prediction << "'";
+  if (failed(verifySchedule(*this, rule, getPrediction(), getTimesteps(), getSchedule())))
+    return failure();
   int64_t steps = getTimesteps().size();
   if (steps < 2)
     return emitOpError("a stream batch needs at least two steps");
-  if (int64_t(getSchedule().size()) != steps + 1)
-    return emitOpError("needs ") << steps + 1 << " schedule values, got "
-                                 << getSchedule().size();
-  for (double value : getSchedule())
-    if (!std::isfinite(value) || (rule == "ddim" && (value <= 0 || value > 1)))
-      return emitOpError("schedule value ") << value << " is out of range";
   if (getState().getType() != framesOf(getSample().getType(), steps - 1))
     return emitOpError("the state must be [steps - 1, sample...] = ")
            << framesOf(getSample().getType(), steps - 1) << ", got " << getState().getType();
