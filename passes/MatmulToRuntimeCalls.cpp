@@ -343,65 +343,112 @@ std::optional<std::vector<char>> globalBytes(memref::GlobalOp global) {
 }
 
 /// A weight that arrives quantized: B written, just before the matmul, by
-/// the dequantization ONNX's DequantizeLinear imports to (sitofp of an int8
-/// constant, minus a zero point that is all zeros, times a per-column or
-/// per-tensor f32 scale). Its int8 values and scales as given, and the
+/// the dequantization a quantized model's weight imports to,
+///   (itofp(q) [- itofp(zp)]) * scale
+/// of a constant integer q with constant scales and zero points, either
+///   - [K, N] with one scale (and zero point) per column or for the tensor
+///     (ONNX's DequantizeLinear of an int8/uint8 initializer): the int8
+///     formats; or
+///   - [K / G, G, N] with one per block of G = 32, 64 or 128 rows and
+///     column, read as [K, N] through a collapse (and a slice of the first
+///     K rows) (ONNX Runtime's MatMulNBits, whose q and zp are 4-bit): the
+///     int4 formats.
+/// Its values, scales and zero points as given, the format they fit, and the
 /// ops that computed B, which go with it.
 struct QuantizedWeight {
   memref::GlobalOp values;
-  std::vector<float> scales; // one per column
+  hasten::abi::WeightFormat format;
+  /// Rows per scale (0: one per column).
+  int64_t group = 0;
+  /// Per group and column: scales, and zero points as stored (q's offset in
+  /// the stored bytes included). `zeroPoints` is empty for a symmetric one.
+  std::vector<float> scales;
+  std::vector<uint8_t> zeroPoints;
+  bool isUnsigned = false;
+  /// What the stored values add to q.
+  int64_t shift = 0;
   linalg::GenericOp dequantize;
   memref::AllocOp buffer;
+  /// The collapse and slice between the buffer and B, B's last.
+  SmallVector<Operation *> views;
 };
 
-std::optional<QuantizedWeight> quantizedWeightOf(linalg::LinalgOp matmul, SymbolTable &symbols) {
-  Value b = matmul->getOperand(1);
-  auto alloc = b.getDefiningOp<memref::AllocOp>();
-  auto type = cast<MemRefType>(b.getType());
-  if (!alloc || type.getRank() != 2 || !type.hasStaticShape())
+/// A constant's elements as int64 (i8 signed or unsigned), or none.
+std::optional<std::vector<int64_t>> integerElements(memref::GlobalOp global, bool isUnsigned) {
+  if (!global || !global.getType().getElementType().isInteger(8))
     return std::nullopt;
+  std::optional<std::vector<char>> bytes = globalBytes(global);
+  if (!bytes || int64_t(bytes->size()) != global.getType().getNumElements())
+    return std::nullopt;
+  std::vector<int64_t> values(bytes->size());
+  for (size_t i = 0; i < bytes->size(); ++i)
+    values[i] = isUnsigned ? int64_t(uint8_t((*bytes)[i])) : int64_t(int8_t((*bytes)[i]));
+  return values;
+}
+
+std::optional<QuantizedWeight> quantizedWeightOf(linalg::LinalgOp matmul, SymbolTable &symbols) {
+  using hasten::abi::WeightFormat;
+  Value b = matmul->getOperand(1);
+  auto type = cast<MemRefType>(b.getType());
+  if (type.getRank() != 2 || !type.hasStaticShape())
+    return std::nullopt;
+  int64_t k = type.getDimSize(0), n = type.getDimSize(1);
   QuantizedWeight weight;
+  // Through a slice of the first rows and a collapse of [K / G, G, N].
+  Value source = b;
+  if (auto slice = source.getDefiningOp<memref::SubViewOp>()) {
+    auto sourceType = cast<MemRefType>(slice.getSource().getType());
+    if (!slice->hasOneUse() || !llvm::all_of(slice.getStaticOffsets(), [](int64_t o) { return o == 0; }) ||
+        !llvm::all_of(slice.getStaticStrides(), [](int64_t s) { return s == 1; }) ||
+        sourceType.getRank() != 2 || sourceType.getDimSize(1) != n)
+      return std::nullopt;
+    weight.views.push_back(slice);
+    source = slice.getSource();
+  }
+  if (auto collapse = source.getDefiningOp<memref::CollapseShapeOp>()) {
+    if (!collapse->hasOneUse() || collapse.getSrcType().getRank() != 3 ||
+        collapse.getReassociationIndices().size() != 2 ||
+        collapse.getReassociationIndices()[0].size() != 2)
+      return std::nullopt;
+    weight.views.push_back(collapse);
+    source = collapse.getSrc();
+  }
+  if (weight.views.size() == 1 && isa<memref::SubViewOp>(weight.views[0]))
+    return std::nullopt; // a slice of a [K, N] weight: not a form the importer writes
+  std::reverse(weight.views.begin(), weight.views.end());
+  auto alloc = source.getDefiningOp<memref::AllocOp>();
+  auto bufferType = cast<MemRefType>(source.getType());
+  if (!alloc || !bufferType.hasStaticShape())
+    return std::nullopt;
+  bool blocked = bufferType.getRank() == 3;
   weight.buffer = alloc;
+  Operation *reader = weight.views.empty() ? matmul.getOperation() : weight.views.front();
   for (Operation *user : alloc->getUsers()) {
-    if (user == matmul.getOperation() || isa<memref::DeallocOp>(user))
+    if (user == reader || isa<memref::DeallocOp>(user))
       continue;
     auto generic = dyn_cast<linalg::GenericOp>(user);
     if (!generic || weight.dequantize || generic.getNumDpsInits() != 1 ||
-        generic.getDpsInits()[0] != b || generic->getBlock() != matmul->getBlock() ||
+        generic.getDpsInits()[0] != source || generic->getBlock() != matmul->getBlock() ||
         !generic->isBeforeInBlock(matmul))
       return std::nullopt;
     weight.dequantize = generic;
   }
   linalg::GenericOp g = weight.dequantize;
-  if (!g || g.getNumParallelLoops() != 2 || g.getNumLoops() != 2 || g.getNumDpsInputs() > 3 ||
+  int64_t rank = bufferType.getRank();
+  if (!g || g.getNumParallelLoops() != rank || g.getNumLoops() != rank ||
+      g.getNumDpsInputs() > 3 ||
       !g.getMatchingIndexingMap(g.getDpsInitOperand(0)).isIdentity() ||
       !g.getMatchingIndexingMap(g.getDpsInputOperand(0)).isIdentity())
     return std::nullopt;
-  int64_t k = type.getDimSize(0), n = type.getDimSize(1);
-  // The int8 values.
-  weight.values = constantGlobalOf(g.getDpsInputs()[0], symbols);
-  if (!weight.values || !weight.values.getType().getElementType().isInteger(8) ||
-      weight.values.getType().getNumElements() != k * n)
+  int64_t rows = blocked ? bufferType.getDimSize(0) * bufferType.getDimSize(1) : k;
+  weight.group = blocked ? bufferType.getDimSize(1) : 0;
+  if (blocked && (bufferType.getDimSize(2) != n || rows < k || rows - k >= weight.group ||
+                  (weight.group != 32 && weight.group != 64 && weight.group != 128)))
     return std::nullopt;
-  // The scale (and zero point): per column, (d0, d1) -> (d1) or (0, d1), or
-  // one value.
-  auto perColumnOrTensor = [&](OpOperand *operand) -> std::optional<bool> {
-    AffineMap map = g.getMatchingIndexingMap(operand);
-    auto isZero = [](AffineExpr e) {
-      auto c = dyn_cast<AffineConstantExpr>(e);
-      return c && c.getValue() == 0;
-    };
-    bool column = map.getNumResults() >= 1 && map.getResults().back() == getAffineDimExpr(1, map.getContext()) &&
-                  llvm::all_of(map.getResults().drop_back(), isZero);
-    bool tensor = llvm::all_of(map.getResults(), isZero);
-    if (column)
-      return true;
-    if (tensor)
-      return false;
-    return std::nullopt;
-  };
-  // The body's multiplication: (sitofp(q) [- sitofp(zp)]) times the scale,
-  // an input or (one scale for the tensor, folded) a constant.
+  int64_t groups = blocked ? bufferType.getDimSize(0) : 1;
+
+  // The body: (itofp(q) [- itofp(zp)]) times the scale, an input or (one
+  // scale for the tensor, folded) a constant.
   Block &body = g.getRegion().front();
   auto yield = cast<linalg::YieldOp>(body.getTerminator());
   auto mul = yield.getValues()[0].getDefiningOp<arith::MulFOp>();
@@ -418,39 +465,112 @@ std::optional<QuantizedWeight> quantizedWeightOf(linalg::LinalgOp matmul, Symbol
   Value product = scaleValue == mul.getLhs() ? mul.getRhs() : mul.getLhs();
   if (!isScale(scaleValue) || !scaleValue.getType().isF32())
     return std::nullopt;
-  weight.scales.resize(n);
+  // itofp(argument), and whether it is unsigned.
+  auto widened = [&](Value v, unsigned argument) -> std::optional<bool> {
+    if (auto s = v.getDefiningOp<arith::SIToFPOp>(); s && s.getIn() == body.getArgument(argument))
+      return false;
+    if (auto u = v.getDefiningOp<arith::UIToFPOp>(); u && u.getIn() == body.getArgument(argument))
+      return true;
+    return std::nullopt;
+  };
+  std::optional<bool> zeroUnsigned;
+  if (auto sub = product.getDefiningOp<arith::SubFOp>()) {
+    zeroUnsigned = g.getNumDpsInputs() == 3 ? widened(sub.getRhs(), 2) : std::nullopt;
+    if (!zeroUnsigned)
+      return std::nullopt;
+    product = sub.getLhs();
+  } else if (g.getNumDpsInputs() == 3) {
+    return std::nullopt;
+  }
+  std::optional<bool> valuesUnsigned = widened(product, 0);
+  if (!valuesUnsigned || (zeroUnsigned && *zeroUnsigned != *valuesUnsigned))
+    return std::nullopt;
+  weight.isUnsigned = *valuesUnsigned;
+
+  // A parameter's map: per column ((0, d1) or (d1)) or per tensor (all 0)
+  // for [K, N]; per block and column (d0, 0, d2) for [K / G, G, N]. Its
+  // elements are then indexed [group][column] (or [column], or [0]).
+  auto perColumn = [&](OpOperand *operand) -> std::optional<bool> {
+    AffineMap map = g.getMatchingIndexingMap(operand);
+    auto isZero = [](AffineExpr e) {
+      auto c = dyn_cast<AffineConstantExpr>(e);
+      return c && c.getValue() == 0;
+    };
+    MLIRContext *context = map.getContext();
+    if (blocked) {
+      bool ok = map.getNumResults() == 3 && map.getResult(0) == getAffineDimExpr(0, context) &&
+                isZero(map.getResult(1)) && map.getResult(2) == getAffineDimExpr(2, context);
+      return ok ? std::optional<bool>(true) : std::nullopt;
+    }
+    if (map.getNumResults() >= 1 && map.getResults().back() == getAffineDimExpr(1, context) &&
+        llvm::all_of(map.getResults().drop_back(), isZero))
+      return true;
+    if (llvm::all_of(map.getResults(), isZero))
+      return false;
+    return std::nullopt;
+  };
+  auto parameterIndex = [&](bool column, int64_t group, int64_t c) {
+    return column ? group * n + c : 0;
+  };
+  weight.scales.resize(size_t(groups * n));
   if (g.getNumDpsInputs() == 1) {
+    if (blocked)
+      return std::nullopt;
     float scale = cast<FloatAttr>(scaleValue.getDefiningOp<arith::ConstantOp>().getValue())
                       .getValueAsDouble();
     std::fill(weight.scales.begin(), weight.scales.end(), scale);
   } else {
     memref::GlobalOp scaleGlobal = constantGlobalOf(g.getDpsInputs()[1], symbols);
-    std::optional<bool> scalePerColumn = perColumnOrTensor(g.getDpsInputOperand(1));
-    if (!scaleGlobal || !scalePerColumn || !scaleGlobal.getType().getElementType().isF32() ||
-        scaleGlobal.getType().getNumElements() != (*scalePerColumn ? n : 1))
+    std::optional<bool> column = perColumn(g.getDpsInputOperand(1));
+    if (!scaleGlobal || !column || !scaleGlobal.getType().getElementType().isF32() ||
+        scaleGlobal.getType().getNumElements() != (*column ? groups * n : 1))
       return std::nullopt;
     std::optional<std::vector<char>> scaleBytes = globalBytes(scaleGlobal);
-    if (!scaleBytes || scaleBytes->size() != size_t(*scalePerColumn ? n : 1) * 4)
+    if (!scaleBytes || scaleBytes->size() != size_t(*column ? groups * n : 1) * 4)
       return std::nullopt;
-    for (int64_t c = 0; c < n; ++c)
-      std::memcpy(&weight.scales[c], scaleBytes->data() + (*scalePerColumn ? c : 0) * 4, 4);
+    for (int64_t group = 0; group < groups; ++group)
+      for (int64_t c = 0; c < n; ++c)
+        std::memcpy(&weight.scales[group * n + c],
+                    scaleBytes->data() + parameterIndex(*column, group, c) * 4, 4);
   }
+  std::vector<int64_t> zeros(size_t(groups * n), 0);
   if (g.getNumDpsInputs() == 3) {
-    memref::GlobalOp zeroGlobal = constantGlobalOf(g.getDpsInputs()[2], symbols);
-    std::optional<std::vector<char>> zeros = zeroGlobal ? globalBytes(zeroGlobal) : std::nullopt;
-    if (!zeros || !perColumnOrTensor(g.getDpsInputOperand(2)) ||
-        llvm::any_of(*zeros, [](char c) { return c != 0; }))
+    std::optional<bool> column = perColumn(g.getDpsInputOperand(2));
+    std::optional<std::vector<int64_t>> given =
+        integerElements(constantGlobalOf(g.getDpsInputs()[2], symbols), weight.isUnsigned);
+    if (!column || !given || int64_t(given->size()) != (*column ? groups * n : 1))
       return std::nullopt;
+    for (int64_t group = 0; group < groups; ++group)
+      for (int64_t c = 0; c < n; ++c)
+        zeros[group * n + c] = (*given)[parameterIndex(*column, group, c)];
   }
-  if (auto sub = product.getDefiningOp<arith::SubFOp>()) {
-    auto zp = sub.getRhs().getDefiningOp<arith::SIToFPOp>();
-    if (g.getNumDpsInputs() != 3 || !zp || zp.getIn() != body.getArgument(2))
-      return std::nullopt;
-    product = sub.getLhs();
-  }
-  auto widen = product.getDefiningOp<arith::SIToFPOp>();
-  if (!widen || widen.getIn() != body.getArgument(0))
+  weight.values = constantGlobalOf(g.getDpsInputs()[0], symbols);
+  std::optional<std::vector<int64_t>> q = integerElements(weight.values, weight.isUnsigned);
+  if (!q || int64_t(q->size()) != rows * n)
     return std::nullopt;
+  // The format stores q + shift, in a byte (int8) or a nibble (int4), and
+  // subtracts a fixed 128 (8) or, with zero points, zp + shift: the same
+  // q - zp. Symmetric when one shift puts every zero point at the fixed
+  // offset (a signed q with zero point 0: shift 128); else the shift that
+  // fits q and zp in range (0 for an unsigned one).
+  int64_t highest = blocked ? 15 : 255, fixed = blocked ? 8 : 128;
+  auto [qLow, qHigh] = std::minmax_element(q->begin(), q->end());
+  auto [zLow, zHigh] = std::minmax_element(zeros.begin(), zeros.end());
+  int64_t low = std::min(*qLow, *zLow), high = std::max(*qHigh, *zHigh);
+  bool symmetric = *zLow == *zHigh && *qLow + fixed - *zLow >= 0 && *qHigh + fixed - *zLow <= highest;
+  if (symmetric) {
+    weight.shift = fixed - *zLow;
+  } else {
+    if (high - low > highest)
+      return std::nullopt;
+    weight.shift = low >= 0 && high <= highest ? 0 : -low;
+    weight.zeroPoints.resize(zeros.size());
+    for (size_t i = 0; i < zeros.size(); ++i)
+      weight.zeroPoints[i] = uint8_t(zeros[i] + weight.shift);
+  }
+  weight.format = blocked ? hasten::abi::int4Format(weight.group, !symmetric)
+                          : symmetric ? WeightFormat::Int8
+                                      : WeightFormat::Int8Zp;
   return weight;
 }
 
@@ -498,8 +618,8 @@ struct MatmulToRuntimeCallsPass
       module.emitError("weight-layout must be plain or strips, got '") << weightLayout << "'";
       return signalPassFailure();
     }
-    if (int4Group != 32 && int4Group != 64) {
-      module.emitError("int4-group must be 32 or 64, got ") << static_cast<int64_t>(int4Group);
+    if (int4Group != 32 && int4Group != 64 && int4Group != 128) {
+      module.emitError("int4-group must be 32, 64 or 128, got ") << static_cast<int64_t>(int4Group);
       return signalPassFailure();
     }
     SmallVector<linalg::LinalgOp> matmuls;
@@ -599,6 +719,8 @@ struct MatmulToRuntimeCallsPass
       if (quantized) {
         // The dequantized copy and what fed it go.
         SmallVector<Value> inputs = quantized->dequantize.getDpsInputs();
+        for (Operation *view : llvm::reverse(quantized->views))
+          rewriter.eraseOp(view);
         rewriter.eraseOp(quantized->dequantize);
         for (Operation *user : llvm::make_early_inc_range(quantized->buffer->getUsers()))
           rewriter.eraseOp(user);
@@ -622,7 +744,7 @@ struct MatmulToRuntimeCallsPass
     if (weights == "int8")
       return WeightFormat::Int8;
     if (weights == "int4")
-      return int4Group == 64 ? WeightFormat::Int4G64 : WeightFormat::Int4G32;
+      return hasten::abi::int4Format(int4Group, /*zeroPoints=*/false);
     if (weightLayout != "strips")
       return std::nullopt;
     if (weights == "bf16")
@@ -632,8 +754,8 @@ struct MatmulToRuntimeCallsPass
     return WeightFormat::F32Strips;
   }
 
-  /// B as the quantized weight's int8 values and scales packed for the
-  /// int8 kernels (flags get the format).
+  /// B as the quantized weight's values, scales and zero points packed as
+  /// they are for the int8 or int4 kernels (flags get the format).
   Value quantizedWeightFor(IRRewriter &rewriter, linalg::LinalgOp op,
                            const QuantizedWeight &weight, SymbolTable &symbols,
                            int32_t &flags) const {
@@ -641,22 +763,32 @@ struct MatmulToRuntimeCallsPass
     ArrayRef<int64_t> shape = cast<MemRefType>(op->getOperand(1).getType()).getShape();
     int64_t k = shape[0], n = shape[1];
     memref::GlobalOp values = weight.values;
-    std::string name = (values.getSymName() + "_int8").str();
+    const char *formatName = hasten::abi::weightFormatName(weight.format);
+    std::string name = (values.getSymName() + "_" + formatName).str();
     memref::GlobalOp global = symbols.lookup<memref::GlobalOp>(name);
     if (!global) {
       std::optional<std::vector<char>> data = globalBytes(values);
       if (!data)
         return nullptr;
-      auto layout = hasten::abi::StripLayout::of(WeightFormat::Int8, k, n);
+      auto layout = hasten::abi::StripLayout::of(weight.format, k, n);
       std::vector<uint8_t> bytes(layout.totalBytes);
       const char *q = data->data();
-      hasten::abi::packInt8Quantized(
-          layout, [&](int64_t r, int64_t c) { return int8_t(q[r * n + c]); },
-          [&](int64_t c) { return weight.scales[c]; }, bytes.data());
-      global = createPackedGlobal(values, name, copyKey(values, "int8"), bytes,
-                                  WeightFormat::Int8, k, n, symbols);
+      // q's rows: [K / G][G] blocks are the same as [K] rows.
+      hasten::abi::packQuantized(
+          layout,
+          [&](int64_t r, int64_t c) {
+            int64_t v = weight.isUnsigned ? int64_t(uint8_t(q[r * n + c])) : int64_t(int8_t(q[r * n + c]));
+            return uint8_t(v + weight.shift);
+          },
+          [&](int64_t group, int64_t c) { return weight.scales[group * n + c]; },
+          [&](int64_t group, int64_t c) {
+            return weight.zeroPoints.empty() ? uint8_t(0) : weight.zeroPoints[group * n + c];
+          },
+          bytes.data());
+      global = createPackedGlobal(values, name, copyKey(values, formatName), bytes,
+                                  weight.format, k, n, symbols);
     }
-    flags |= kConstantWeights | (int32_t(WeightFormat::Int8) << hasten::abi::kWeightFormatShift);
+    flags |= kConstantWeights | (int32_t(weight.format) << hasten::abi::kWeightFormatShift);
     flags &= ~kBf16;
     return memref::GetGlobalOp::create(rewriter, op.getLoc(), global.getType(),
                                        global.getSymName());

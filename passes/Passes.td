@@ -264,11 +264,16 @@ def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::Modul
     weight read transposed, which stays shared with its other readers. The
     f32 global goes when nothing else reads it.
 
-    A weight that arrives quantized (B computed just before the matmul as
-    `sitofp(q) * scale` from an int8 constant and a per-column or
-    per-tensor scale, as ONNX's DequantizeLinear imports with zero point 0)
-    is packed to int8 from its own values and scales, whatever `weights`
-    says, and its dequantization goes; asymmetric ones stay as they are.
+    A weight that arrives quantized is packed from its own values, scales
+    and zero points, whatever `weights` says, and its dequantization goes:
+    B computed just before the matmul as `(itofp(q) - itofp(zp)) * scale`
+    from constants, either [K, N] with a per-column or per-tensor scale and
+    zero point (ONNX's DequantizeLinear of an int8 or uint8 weight: `int8`,
+    or `int8-zp` when the zero points differ between columns), or
+    [K / G, G, N] read through a collapse (and a slice of K rows) with one
+    scale and zero point per block of G = 32, 64 or 128 rows and column
+    (ONNX Runtime's MatMulNBits: `int4-gG`, or `int4-gG-zp` with zero
+    points other than 8). The int4 scales are stored as f16.
   }];
   let options = [
     Option<"weights", "weights", "std::string", /*default=*/"\"f32\"",
@@ -279,7 +284,7 @@ def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::Modul
            "How f32 and bf16 weights are stored: plain (packed by the runtime at first use), "
            "or strips (packed here, as the AVX-512 kernels read them)">,
     Option<"int4Group", "int4-group", "int64_t", /*default=*/"32",
-           "Rows of W that share one int4 scale: 32 or 64">
+           "Rows of W that share one int4 scale: 32, 64 or 128">
   ];
   let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect"];

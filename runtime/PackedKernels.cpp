@@ -5,9 +5,10 @@
 // module), so nothing is repacked or copied at run time.
 //
 //   one row (decode)   a GEMV per format that streams each strip once: f32,
-//                      bf16 (vdpbf16ps), int8 and int4 on vpdpbusd with x
-//                      quantized to int8 per group of rows (as llama.cpp's
-//                      Q8 x Q8 and Q4 x Q8 dot products);
+//                      bf16 (vdpbf16ps), int8 and int4 on vpdpbusd (AVX-512
+//                      VNNI) or vpmaddubsw (AVX2) with x quantized to int8
+//                      per group of rows (as llama.cpp's Q8 x Q8 and Q4 x Q8
+//                      dot products); both give the same bits;
 //   up to 16 rows      the same per-row kernel over each strip while it is
 //                      in cache, so that a row scores exactly as decoding
 //                      it would (speculative verification relies on it);
@@ -15,8 +16,8 @@
 //                      strips dequantized one at a time into the f32 strip
 //                      GEMM.
 //
-// Without AVX-512 every format takes a portable path (dequantize a strip,
-// then plain loops).
+// Without AVX-512 (AVX2 for int8 and int4) a format takes a portable path
+// (dequantize a strip, then plain loops).
 //
 //===----------------------------------------------------------------------===//
 
@@ -50,8 +51,10 @@ struct PackedJob {
   float *y;
   int64_t yRowStride, rows;
   bool overwrite;
-  /// int8 and int4 on VNNI: x quantized per row and group.
+  /// int8 and int4: x quantized per row and group, and the kernel of one
+  /// strip and row.
   const struct QuantizedRows *xq;
+  void (*stripRow)(const PackedJob &, int64_t, int64_t);
 };
 
 /// Writes (or adds) one strip's 64 results, clipped to n.
@@ -99,16 +102,25 @@ void quantizeRows(const Matrix &a, const StripLayout &l, QuantizedRows &q) {
     }
 }
 
+/// The zero points of 16 columns (from 16 bytes) times x's group sum: what
+/// the unsigned values' offset adds to their dot products.
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i
+zeroPointShare512(const uint8_t *zeroPoints, int32_t xSum) {
+  __m512i zp = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i *>(zeroPoints)));
+  return _mm512_mullo_epi32(zp, _mm512_set1_epi32(xSum));
+}
+
 /// The VNNI GEMVs of the quantized formats for one strip and row of x,
 /// quantized to int8 per group of rows: vpdpbusd multiplies four rows of a
 /// column (unsigned: int8 + 128, or int4 nibbles) by four int8 values of x
 /// and adds them into one int32 per column, 64 products an instruction; a
-/// group's sums, less the unsigned offset's share (offset * sum xq), are
-/// scaled by x's scale (and int4's per-group scales) into f32; int8's
-/// per-column scales apply once at the end.
+/// group's sums, less the unsigned offset's share (offset * sum xq: 128 or 8,
+/// or the column's zero point), are scaled by x's scale (and int4's
+/// per-group scales) into f32; int8's per-column scales apply once at the
+/// end.
 ///   int8: y[n] = wscale[n] * sum_g xscale[g] (sum_k (q + 128) xq - 128 sum xq)
 ///   int4: y[n] = sum_g wscale[g][n] xscale[g] (sum_k nibble xq - 8 sum xq)
-template <bool Int4>
+template <bool Int4, bool ZeroPoints>
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline void
 vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
   const StripLayout &l = job.layout;
@@ -145,14 +157,18 @@ vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
     }
     __m512i offset = _mm512_set1_epi32(kOffset * xSums[g]);
     __m512 xScale = _mm512_set1_ps(xScales[g]);
+    // Scales and zero points of this group: one per column (int8: g = 0's).
+    size_t at = (size_t(s) * l.scaleGroups() + (Int4 ? g : 0)) * kStripWidth;
     for (int v = 0; v < 4; ++v) {
-      __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(part[v], offset));
+      __m512i share = offset;
+      if constexpr (ZeroPoints)
+        share = zeroPointShare512(job.w + l.zeroPointOffset + at + 16 * v, xSums[g]);
+      __m512 dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(part[v], share));
       __m512 scale = xScale;
       if constexpr (Int4)
         scale = _mm512_mul_ps(
             _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(
-                reinterpret_cast<const uint16_t *>(job.w + l.scaleOffset) +
-                (size_t(s) * groups + g) * kStripWidth + 16 * v))),
+                reinterpret_cast<const uint16_t *>(job.w + l.scaleOffset) + at + 16 * v))),
             xScale);
       acc[v] = _mm512_fmadd_ps(scale, dot, acc[v]);
     }
@@ -166,23 +182,124 @@ vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
   storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void int4StripRow(const PackedJob &job,
-                                                                          int64_t s, int64_t row) {
-  vnniStripRow<true>(job, s, row);
+template <bool Int4, bool ZeroPoints>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnniStrip(const PackedJob &job,
+                                                                       int64_t s, int64_t row) {
+  vnniStripRow<Int4, ZeroPoints>(job, s, row);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void int8StripRow(const PackedJob &job,
-                                                                          int64_t s, int64_t row) {
-  vnniStripRow<false>(job, s, row);
+//===----------------------------------------------------------------------===//
+// int8 and int4 strips, one row of x (AVX2)
+//===----------------------------------------------------------------------===//
+
+/// The dot products of 8 columns (32 bytes: four rows of each column side by
+/// side) of values <= 15 with four int8 values of x, as int32: vpmaddubsw
+/// (pairs, at most 2 * 15 * 127: no saturation) then vpmaddwd by `weights`
+/// (1, or 16 for the high nibbles of an int8 byte).
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256i
+nibbleDot(__m256i nibbles, __m256i x, __m256i weights) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles, x), weights);
+}
+
+/// The zero points of 8 columns times x's group sum (AVX2).
+__attribute__((target("avx2,fma,f16c"), always_inline)) inline __m256i
+zeroPointShare256(const uint8_t *zeroPoints, int32_t xSum) {
+  __m256i zp = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(zeroPoints)));
+  return _mm256_mullo_epi32(zp, _mm256_set1_epi32(xSum));
+}
+
+/// The AVX2 GEMVs: the VNNI kernels' arithmetic on 256-bit registers, with
+/// vpdpbusd's four-row dot product made of vpmaddubsw and vpmaddwd. An int8
+/// byte (up to 255: 255 * 127 * 2 would saturate vpmaddubsw) is split into
+/// its nibbles, the high one weighted 16. The integer sums per group are the
+/// same numbers, and the float steps the same operations in the same order,
+/// so every column gets the VNNI kernels' result, bit for bit. A strip is
+/// done a quarter (int8: one 16-column sixteen) or half (int4) at a time, so
+/// that the accumulators fit in 16 registers; each part is one cache line
+/// per row quad.
+template <bool Int4, bool ZeroPoints>
+__attribute__((target("avx2,fma,f16c"))) void avx2Strip(const PackedJob &job, int64_t s,
+                                                        int64_t row) {
+  const StripLayout &l = job.layout;
+  const uint8_t *strip = job.w + size_t(s) * l.stripBytes;
+  int64_t groups = l.kPadded / l.group;
+  const int8_t *xq = job.xq->values.data() + row * l.kPadded;
+  const float *xScales = job.xq->scales.data() + row * groups;
+  const int32_t *xSums = job.xq->sums.data() + row * groups;
+  const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1),
+                sixteens = _mm256_set1_epi16(16);
+  constexpr int32_t kOffset = Int4 ? 8 : 128;
+  // int4: halves of 32 columns; int8: sixteens.
+  constexpr int kParts = Int4 ? 2 : 4, kColumns = kStripWidth / kParts, kVectors = kColumns / 8;
+  alignas(64) float out[kStripWidth];
+  for (int part = 0; part < kParts; ++part) {
+    __m256 acc[kVectors];
+    for (int v = 0; v < kVectors; ++v)
+      acc[v] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g) {
+      if (xScales[g] == 0.0f)
+        continue;
+      __m256i sums[kVectors];
+      for (int v = 0; v < kVectors; ++v)
+        sums[v] = _mm256_setzero_si256();
+      for (int64_t t = g * l.group / 4; t < (g + 1) * l.group / 4; ++t) {
+        int32_t quad;
+        std::memcpy(&quad, xq + 4 * t, 4);
+        __m256i x = _mm256_set1_epi32(quad);
+        if constexpr (Int4) {
+          // Bytes 0..31 and 32..63 of the half: columns 0..7 and 8..15 in
+          // the low nibbles, 16..23 and 24..31 in the high ones.
+          const uint8_t *bytes = strip + t * 128 + part * 64;
+          for (int b = 0; b < 2; ++b) {
+            __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(bytes + 32 * b));
+            __m256i lo = _mm256_and_si256(packed, low);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+            sums[b] = _mm256_add_epi32(sums[b], nibbleDot(lo, x, ones));
+            sums[2 + b] = _mm256_add_epi32(sums[2 + b], nibbleDot(hi, x, ones));
+          }
+        } else {
+          const uint8_t *bytes = strip + t * 256 + part * 64;
+          for (int b = 0; b < 2; ++b) {
+            __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(bytes + 32 * b));
+            __m256i lo = _mm256_and_si256(packed, low);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+            sums[b] = _mm256_add_epi32(
+                sums[b], _mm256_add_epi32(nibbleDot(hi, x, sixteens), nibbleDot(lo, x, ones)));
+          }
+        }
+      }
+      __m256i offset = _mm256_set1_epi32(kOffset * xSums[g]);
+      __m256 xScale = _mm256_set1_ps(xScales[g]);
+      size_t at = (size_t(s) * l.scaleGroups() + (Int4 ? g : 0)) * kStripWidth + part * kColumns;
+      for (int v = 0; v < kVectors; ++v) {
+        __m256i share = offset;
+        if constexpr (ZeroPoints)
+          share = zeroPointShare256(job.w + l.zeroPointOffset + at + 8 * v, xSums[g]);
+        __m256 dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(sums[v], share));
+        __m256 scale = xScale;
+        if constexpr (Int4)
+          scale = _mm256_mul_ps(
+              _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i *>(
+                  reinterpret_cast<const uint16_t *>(job.w + l.scaleOffset) + at + 8 * v))),
+              xScale);
+        acc[v] = _mm256_fmadd_ps(scale, dot, acc[v]);
+      }
+    }
+    const float *columnScales =
+        reinterpret_cast<const float *>(job.w + l.scaleOffset) + s * kStripWidth + part * kColumns;
+    for (int v = 0; v < kVectors; ++v)
+      _mm256_store_ps(out + part * kColumns + 8 * v,
+                      Int4 ? acc[v] : _mm256_mul_ps(acc[v], _mm256_loadu_ps(columnScales + 8 * v)));
+  }
+  storeResults(out, job.y + row * job.yRowStride, s * kStripWidth, l.n, job.overwrite);
 }
 
 /// Strips [begin, end), each for every row while it is in cache.
-template <void (*StripRow)(const PackedJob &, int64_t, int64_t)>
 void quantizedStrips(int64_t begin, int64_t end, void *data) {
   auto *job = static_cast<PackedJob *>(data);
   for (int64_t s = begin; s < end; ++s)
     for (int64_t row = 0; row < job->rows; ++row)
-      StripRow(*job, s, row);
+      job->stripRow(*job, s, row);
 }
 
 //===----------------------------------------------------------------------===//
@@ -205,28 +322,36 @@ void dequantizeStrip(const StripLayout &l, const uint8_t *w, int64_t s, float *o
       }
     return;
   }
-  case WeightFormat::Int8: {
+  case WeightFormat::Int8:
+  case WeightFormat::Int8Zp: {
     const float *scales = reinterpret_cast<const float *>(w + l.scaleOffset) + s * kStripWidth;
+    const uint8_t *zeroPoints = w + l.zeroPointOffset + s * kStripWidth;
+    bool zp = hasZeroPoints(l.format);
     for (int64_t r = 0; r < l.k; ++r)
       for (int64_t j = 0; j < kStripWidth; ++j)
-        out[r * kStripWidth + j] = float(int(strip[int8Byte(r, j)]) - 128) * scales[j];
+        out[r * kStripWidth + j] =
+            float(int(strip[int8Byte(r, j)]) - (zp ? int(zeroPoints[j]) : 128)) * scales[j];
     return;
   }
-  case WeightFormat::Int4G32:
-  case WeightFormat::Int4G64: {
+  default: { // int4
     int64_t groups = l.kPadded / l.group;
-    const auto *scales = reinterpret_cast<const uint16_t *>(w + l.scaleOffset) +
-                         size_t(s) * groups * kStripWidth;
+    size_t first = size_t(s) * groups * kStripWidth;
+    const auto *scales = reinterpret_cast<const uint16_t *>(w + l.scaleOffset) + first;
+    const uint8_t *zeroPoints = w + l.zeroPointOffset + first;
+    bool zp = hasZeroPoints(l.format);
     float groupScales[kStripWidth]; // widened once per group, not per element
+    int groupZeros[kStripWidth];
     for (int64_t r = 0; r < l.k; ++r) {
       if (r % l.group == 0)
-        for (int64_t j = 0; j < kStripWidth; ++j)
+        for (int64_t j = 0; j < kStripWidth; ++j) {
           groupScales[j] = fromF16(scales[(r / l.group) * kStripWidth + j]);
+          groupZeros[j] = zp ? zeroPoints[(r / l.group) * kStripWidth + j] : 8;
+        }
       for (int64_t j = 0; j < kStripWidth; ++j) {
         bool high;
         uint8_t byte = strip[int4Byte(r, j, high)];
         int nibble = high ? (byte >> 4) : (byte & 15);
-        out[r * kStripWidth + j] = float(nibble - 8) * groupScales[j];
+        out[r * kStripWidth + j] = float(nibble - groupZeros[j]) * groupScales[j];
       }
     }
     return;
@@ -279,7 +404,7 @@ void hasten::runtime::packedMatmul(const Matrix &a, const uint8_t *w, const Matr
                                    int32_t flags) {
   WeightFormat format = weightFormatOf(flags);
   int64_t m = a.sizes[0], k = a.sizes[1], n = c.sizes[1];
-  if (format == WeightFormat::Plain || format > WeightFormat::Int4G64)
+  if (format == WeightFormat::Plain || format > kLastWeightFormat)
     throw std::runtime_error("unknown packed weight format " + std::to_string(int(format)));
   if (c.strides[1] != 1)
     throw std::runtime_error("packed matmul: the output's columns must be contiguous");
@@ -287,7 +412,7 @@ void hasten::runtime::packedMatmul(const Matrix &a, const uint8_t *w, const Matr
   bool overwrite = flags & kOverwrite;
   const CpuCapabilities &cpu = cpuCapabilities();
   PackedJob job{layout, w, a.data(), a.strides[0], a.strides[1], c.data(), c.strides[0],
-                m,      overwrite, nullptr};
+                m,      overwrite, nullptr, nullptr};
   int64_t work = n >= 256 ? n * m : 0;
   if (cpu.avx512) {
     if (format == WeightFormat::F32Strips) {
@@ -311,15 +436,20 @@ void hasten::runtime::packedMatmul(const Matrix &a, const uint8_t *w, const Matr
       if (stripsMatmulOneDnn(a, w, c, /*bf16=*/true, overwrite))
         return;
     }
-    bool int4 = format == WeightFormat::Int4G32 || format == WeightFormat::Int4G64;
-    if ((format == WeightFormat::Int8 || int4) && m <= kFewRows && cpu.avx512Vnni) {
-      thread_local QuantizedRows xq;
-      quantizeRows(a, layout, xq);
-      job.xq = &xq;
-      return parallelFor(layout.strips, work,
-                         int4 ? quantizedStrips<int4StripRow> : quantizedStrips<int8StripRow>,
-                         &job);
-    }
+  }
+  // int8 and int4, a few rows: x quantized, then the VNNI or AVX2 GEMVs.
+  bool int4 = int4Group(format) != 0, zeroPoints = hasZeroPoints(format);
+  if ((isInt8(format) || int4) && m <= kFewRows && (cpu.avx512Vnni || cpu.avx2)) {
+    thread_local QuantizedRows xq;
+    quantizeRows(a, layout, xq);
+    job.xq = &xq;
+    using StripFn = void (*)(const PackedJob &, int64_t, int64_t);
+    static constexpr StripFn kVnni[2][2] = {{vnniStrip<false, false>, vnniStrip<false, true>},
+                                            {vnniStrip<true, false>, vnniStrip<true, true>}};
+    static constexpr StripFn kAvx2[2][2] = {{avx2Strip<false, false>, avx2Strip<false, true>},
+                                            {avx2Strip<true, false>, avx2Strip<true, true>}};
+    job.stripRow = (cpu.avx512Vnni ? kVnni : kAvx2)[int4][zeroPoints];
+    return parallelFor(layout.strips, work, quantizedStrips, &job);
   }
   parallelFor(layout.strips, work, dequantizedStrips, &job);
 }

@@ -1,6 +1,7 @@
 //===- HastenDialect.cpp - hasten dialect registration ---------------------===//
 
 #include "hasten/Dialect/Hasten/HastenDialect.h"
+#include "hasten/WeightLayout.h"
 
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 
@@ -119,13 +120,14 @@ LogicalResult HastenDialect::verifyOperationAttribute(Operation *op, NamedAttrib
       return op->emitError() << "'" << name << "' belongs on a memref.global";
     if (name == kWeightFormatAttrName) {
       auto format = dyn_cast<StringAttr>(attr.getValue());
-      if (!format || !llvm::is_contained({"f32-strips", "bf16-strips", "int8", "int4-g32",
-                                          "int4-g64"},
-                                         format.getValue()))
-        return op->emitError() << "'" << name
-                               << "' must be \"f32-strips\", \"bf16-strips\", \"int8\", "
-                                  "\"int4-g32\" or \"int4-g64\"";
-      return success();
+      std::string names;
+      for (int f = 1; f <= int(abi::kLastWeightFormat); ++f) {
+        const char *known = abi::weightFormatName(abi::WeightFormat(f));
+        if (format && format.getValue() == known)
+          return success();
+        names += (f > 1 ? ", \"" : "\"") + std::string(known) + "\"";
+      }
+      return op->emitError() << "'" << name << "' must be one of " << names;
     }
     auto dims = dyn_cast<DenseI64ArrayAttr>(attr.getValue());
     if (!dims || dims.size() != 2 || dims[0] < 1 || dims[1] < 1)

@@ -28,10 +28,18 @@
  *                scale[strips][Kp / G][64]:
  *                W[k][n] ~ (nibble - 8) * scale[k / G][n], the scale the
  *                one of a few candidates (kInt4ScaleDivisors) with the least
- *                squared error over the group.
+ *                squared error over the group. G is 32, 64 or 128.
+ *   int8-zp,     a weight that arrives asymmetric (ONNX Runtime's
+ *   int4-gG-zp   MatMulNBits with zero points, a uint8 DequantizeLinear):
+ *                the bytes (or nibbles) hold the model's unsigned values q
+ *                as they are, and u8 zero points follow the scales, one per
+ *                scale in the same order: W ~ (q - zp) * scale. The kernels
+ *                subtract zp * sum(x) where the symmetric formats subtract
+ *                the fixed 128 (8) * sum(x).
  *
  * The data starts at offset 0 (the blob is 64-byte aligned); scales start at
- * the next multiple of 64 after the data.
+ * the next multiple of 64 after the data, zero points at the next after the
+ * scales.
  *
  *===----------------------------------------------------------------------===*/
 
@@ -57,12 +65,46 @@ enum class WeightFormat : int32_t {
   Int8 = 3,
   Int4G32 = 4,
   Int4G64 = 5,
+  Int4G128 = 6,
+  Int8Zp = 7,
+  Int4G32Zp = 8,
+  Int4G64Zp = 9,
+  Int4G128Zp = 10,
 };
+constexpr WeightFormat kLastWeightFormat = WeightFormat::Int4G128Zp;
 constexpr int32_t kWeightFormatShift = 8;
 constexpr int32_t kWeightFormatMask = 0xff << kWeightFormatShift;
 
 inline WeightFormat weightFormatOf(int32_t flags) {
   return WeightFormat((flags & kWeightFormatMask) >> kWeightFormatShift);
+}
+
+inline bool isInt8(WeightFormat format) {
+  return format == WeightFormat::Int8 || format == WeightFormat::Int8Zp;
+}
+/// int4's rows per scale group, or 0 for the other formats.
+inline int64_t int4Group(WeightFormat format) {
+  switch (format) {
+  case WeightFormat::Int4G32:
+  case WeightFormat::Int4G32Zp:
+    return 32;
+  case WeightFormat::Int4G64:
+  case WeightFormat::Int4G64Zp:
+    return 64;
+  case WeightFormat::Int4G128:
+  case WeightFormat::Int4G128Zp:
+    return 128;
+  default:
+    return 0;
+  }
+}
+inline bool hasZeroPoints(WeightFormat format) {
+  return format >= WeightFormat::Int8Zp && format <= WeightFormat::Int4G128Zp;
+}
+/// The int4 format of a group size (32, 64 or 128), with zero points or not.
+inline WeightFormat int4Format(int64_t group, bool zeroPoints) {
+  int offset = group == 32 ? 0 : group == 64 ? 1 : 2;
+  return WeightFormat(int(zeroPoints ? WeightFormat::Int4G32Zp : WeightFormat::Int4G32) + offset);
 }
 
 inline const char *weightFormatName(WeightFormat format) {
@@ -79,6 +121,16 @@ inline const char *weightFormatName(WeightFormat format) {
     return "int4-g32";
   case WeightFormat::Int4G64:
     return "int4-g64";
+  case WeightFormat::Int4G128:
+    return "int4-g128";
+  case WeightFormat::Int8Zp:
+    return "int8-zp";
+  case WeightFormat::Int4G32Zp:
+    return "int4-g32-zp";
+  case WeightFormat::Int4G64Zp:
+    return "int4-g64-zp";
+  case WeightFormat::Int4G128Zp:
+    return "int4-g128-zp";
   }
   return "unknown";
 }
@@ -96,12 +148,20 @@ struct StripLayout {
   int64_t strips = 0;
   /// Rows stored per strip (K padded to the format's row block).
   int64_t kPadded = 0;
-  /// int4: rows per scale group.
+  /// Rows per scale group of x (int8) or of W and x (int4).
   int64_t group = 0;
   /// Bytes of one strip's data.
   size_t stripBytes = 0;
   size_t scaleOffset = 0;
+  /// Where the zero points start (formats with zero points).
+  size_t zeroPointOffset = 0;
   size_t totalBytes = 0;
+
+  /// Scale groups along K of a strip: 1 for int8 (per column), none for
+  /// f32 and bf16.
+  int64_t scaleGroups() const {
+    return isInt8(format) ? 1 : int4Group(format) ? kPadded / group : 0;
+  }
 
   static StripLayout of(WeightFormat format, int64_t k, int64_t n) {
     StripLayout l;
@@ -121,24 +181,25 @@ struct StripLayout {
       l.stripBytes = size_t(l.kPadded) * kStripWidth * 2;
       break;
     case WeightFormat::Int8:
+    case WeightFormat::Int8Zp:
       l.kPadded = roundUp(k, 32);
       l.group = 32; // rows per int8 scale of x in the VNNI GEMV
       l.stripBytes = size_t(l.kPadded) * kStripWidth;
       break;
-    case WeightFormat::Int4G32:
-    case WeightFormat::Int4G64:
-      l.group = format == WeightFormat::Int4G32 ? 32 : 64;
+    default:
+      l.group = int4Group(format);
       l.kPadded = roundUp(k, l.group);
       l.stripBytes = size_t(l.kPadded) * kStripWidth / 2;
       break;
     }
     size_t data = l.stripBytes * size_t(l.strips);
+    size_t scales = size_t(l.strips) * size_t(l.scaleGroups()) * kStripWidth;
     l.scaleOffset = size_t(roundUp(int64_t(data), 64));
-    l.totalBytes = l.scaleOffset;
-    if (format == WeightFormat::Int8)
-      l.totalBytes += size_t(l.strips) * kStripWidth * 4;
-    else if (l.group)
-      l.totalBytes += size_t(l.strips) * size_t(l.kPadded / l.group) * kStripWidth * 2;
+    l.totalBytes = l.scaleOffset + scales * (isInt8(format) ? 4 : 2);
+    if (hasZeroPoints(format)) {
+      l.zeroPointOffset = size_t(roundUp(int64_t(l.totalBytes), 64));
+      l.totalBytes = l.zeroPointOffset + scales;
+    }
     return l;
   }
 };
@@ -221,26 +282,56 @@ inline void padInt8Strip(const StripLayout &l, uint8_t *data, int64_t width) {
 }
 
 /// Packs a weight that arrives quantized (an ONNX DequantizeLinear of an
-/// int8 initializer, zero point 0): `q(row, col)` and `scale(col)` as given,
-/// into the int8 format (l.format must be Int8) without requantizing.
-template <typename Quantized, typename Scale>
-void packInt8Quantized(const StripLayout &l, Quantized q, Scale scale, uint8_t *out) {
+/// int8 initializer, ONNX Runtime's MatMulNBits) without requantizing:
+/// `stored(row, col)` is the byte (int8: q + 128, int8-zp: q) or nibble
+/// (int4: q + 8, int4-zp: q) the format holds, `scale(group, col)` and
+/// `zeroPoint(group, col)` (formats with zero points) as given; int8 has one
+/// group.
+template <typename Stored, typename Scale, typename ZeroPoint>
+void packQuantized(const StripLayout &l, Stored stored, Scale scale, ZeroPoint zeroPoint,
+                   uint8_t *out) {
   std::memset(out, 0, l.totalBytes);
+  bool int8 = isInt8(l.format), zeroPoints = hasZeroPoints(l.format);
+  int64_t groups = l.scaleGroups();
   for (int64_t s = 0; s < l.strips; ++s) {
     uint8_t *data = out + size_t(s) * l.stripBytes;
-    auto *scales = reinterpret_cast<float *>(out + l.scaleOffset) + s * kStripWidth;
     int64_t width = std::min(kStripWidth, l.n - s * kStripWidth);
-    for (int64_t r = 0; r < l.k; ++r)
-      for (int64_t j = 0; j < width; ++j)
-        data[int8Byte(r, j)] = uint8_t(int(q(r, s * kStripWidth + j)) + 128);
-    for (int64_t j = 0; j < width; ++j)
-      scales[j] = scale(s * kStripWidth + j);
-    padInt8Strip(l, data, width);
+    for (int64_t j = 0; j < kStripWidth; ++j) {
+      int64_t c = s * kStripWidth + j;
+      bool inside = j < width;
+      // Padding (rows past K, columns past N) holds the zero point: it
+      // dequantizes to 0.
+      auto zeroOf = [&](int64_t g) -> uint8_t {
+        return inside && zeroPoints ? zeroPoint(g, c) : int8 ? 128 : 8;
+      };
+      for (int64_t g = 0; g < groups; ++g) {
+        size_t at = (size_t(s) * groups + g) * kStripWidth + j;
+        if (zeroPoints)
+          out[l.zeroPointOffset + at] = zeroOf(g);
+        if (!inside)
+          continue;
+        if (int8)
+          reinterpret_cast<float *>(out + l.scaleOffset)[at] = scale(g, c);
+        else
+          reinterpret_cast<uint16_t *>(out + l.scaleOffset)[at] = toF16(scale(g, c));
+      }
+      for (int64_t r = 0; r < l.kPadded; ++r) {
+        uint8_t value = inside && r < l.k ? stored(r, c) : zeroOf(int8 ? 0 : r / l.group);
+        if (int8) {
+          data[int8Byte(r, j)] = value;
+        } else {
+          bool high;
+          size_t byte = int4Byte(r, j, high);
+          data[byte] |= high ? uint8_t(value << 4) : value;
+        }
+      }
+    }
   }
 }
 
 /// Packs W, read through `at(row, col)` -> float, into `out`
-/// (layout.totalBytes bytes).
+/// (layout.totalBytes bytes), quantizing it for the int8 and int4 formats
+/// (those without zero points).
 template <typename Element>
 void packWeight(const StripLayout &l, Element at, uint8_t *out) {
   std::memset(out, 0, l.totalBytes);
@@ -291,8 +382,7 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
       padInt8Strip(l, data, width);
       break;
     }
-    case WeightFormat::Int4G32:
-    case WeightFormat::Int4G64: {
+    default: { // int4 without zero points
       int64_t groups = l.kPadded / l.group;
       auto *scales = reinterpret_cast<uint16_t *>(out + l.scaleOffset) +
                      size_t(s) * groups * kStripWidth;

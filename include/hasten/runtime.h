@@ -128,7 +128,8 @@ const char *hasten_runtime_kernel_isa(void);
 size_t hasten_module_num_weights(const hasten_module *module);
 uint64_t hasten_module_weight_bytes(const hasten_module *module);
 /* Weight `index`: its name and the format its kernel reads ("plain",
- * "f32-strips", "bf16-strips", "int8", "int4-g32", "int4-g64"), its bytes. */
+ * "f32-strips", "bf16-strips", "int8", "int4-g32", "int4-g64", "int4-g128",
+ * "int8-zp", "int4-g32-zp", "int4-g64-zp", "int4-g128-zp"), its bytes. */
 const char *hasten_module_weight_name(const hasten_module *module, size_t index);
 const char *hasten_module_weight_format(const hasten_module *module, size_t index);
 uint64_t hasten_module_weight_size(const hasten_module *module, size_t index);

@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/AsmState.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "llvm/ADT/StringMap.h"
@@ -54,6 +55,13 @@ FailureOr<ElementsAttr> convertTensorProto(MLIRContext *context,
                                            const onnx::TensorProto &tensor,
                                            int64_t inlineLimit,
                                            function_ref<InFlightDiagnostic()> emitError);
+
+/// The attribute for `bytes` (MLIR layout, i1 as one byte each): dense up
+/// to `inlineLimit` elements, else a resource blob named `name` (a copy of
+/// the bytes unless `ownedBlob` is given).
+ElementsAttr makeElementsAttr(RankedTensorType type, ArrayRef<char> bytes, int64_t inlineLimit,
+                              StringRef name,
+                              std::optional<AsmResourceBlob> ownedBlob = std::nullopt);
 
 /// Everything a converter sees of the node it converts.
 class NodeContext {

@@ -185,11 +185,9 @@ static int64_t storageBytes(Type elementType) {
                                   : (elementType.getIntOrFloatBitWidth() + 7) / 8;
 }
 
-/// Builds the attribute for `bytes` (MLIR layout, i1 as one byte each).
-static ElementsAttr
-makeElementsAttr(RankedTensorType type, ArrayRef<char> bytes,
-                 int64_t inlineLimit, StringRef name,
-                 std::optional<AsmResourceBlob> ownedBlob = std::nullopt) {
+ElementsAttr onnx_import::makeElementsAttr(RankedTensorType type, ArrayRef<char> bytes,
+                                          int64_t inlineLimit, StringRef name,
+                                          std::optional<AsmResourceBlob> ownedBlob) {
   Type elementType = type.getElementType();
   if (elementType.isInteger(1)) {
     SmallVector<bool> bits;
@@ -471,6 +469,12 @@ namespace {
 
 static bool isDefaultDomain(const std::string &domain) {
   return domain.empty() || domain == "ai.onnx";
+}
+
+/// The converter table's key of a node: its op type, qualified by its
+/// domain outside the default one ("com.microsoft::MatMulNBits").
+static std::string converterKey(const onnx::NodeProto &node) {
+  return isDefaultDomain(node.domain()) ? node.op_type() : node.domain() + "::" + node.op_type();
 }
 
 /// Folds the ops one node's conversion created (shape arithmetic mostly), so
@@ -909,13 +913,9 @@ LogicalResult ModelImporter::checkSupported() {
   int first = -1;
   for (int i = 0; i < graph.node_size(); ++i) {
     const onnx::NodeProto &node = graph.node(i);
-    bool ok = isDefaultDomain(node.domain()) &&
-              converters.count(node.op_type());
-    if (ok)
+    std::string key = converterKey(node);
+    if (converters.count(key))
       continue;
-    std::string key = node.op_type();
-    if (!isDefaultDomain(node.domain()))
-      key = node.domain() + "::" + key;
     auto it = llvm::find_if(unsupported, [&](auto &e) { return e.first == key; });
     if (it == unsupported.end())
       unsupported.push_back({key, 1});
@@ -1408,7 +1408,7 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
       if (a.type() == onnx::AttributeProto::GRAPH ||
           a.type() == onnx::AttributeProto::GRAPHS)
         return ctx.fail("subgraph attributes (control flow) are not supported");
-    if (failed(converters.lookup(node.op_type())(ctx)))
+    if (failed(converters.lookup(converterKey(node))(ctx)))
       return failure();
     foldNewOps(entry, lastBefore, node, values);
     // Every requested output must have been defined, with the element type

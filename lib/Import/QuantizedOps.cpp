@@ -3,16 +3,21 @@
 // QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear as elementwise
 // arithmetic with the reference's rounding (half to even) and saturation;
 // MatMulInteger and QLinearMatMul as an i32 matmul of operands shifted by
-// their zero points. They run as generated loops: int8 kernels and folding
-// the Q/DQ pairs of a quantized model around them are not done yet.
+// their zero points; ONNX Runtime's MatMulNBits as the blocked
+// dequantization of its 4-bit weight feeding a MatMul. A constant weight's
+// dequantization feeding a MatMul runs on the int8/int4 kernels
+// (--hasten-matmul-to-runtime-calls folds it); activation Q/DQ and the
+// integer matmuls run as generated loops.
 //
 //===----------------------------------------------------------------------===//
 
 #include "ImporterInternal.h"
 
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 using namespace mlir;
@@ -308,9 +313,143 @@ LogicalResult convertQLinearMatMul(NodeContext &ctx) {
   return success();
 }
 
+/// The bytes of a constant input (dense, splat or a resource blob), or none.
+std::optional<std::vector<char>> constantBytes(NodeContext &ctx, unsigned i) {
+  auto constant = ctx.input(i).getDefiningOp<arith::ConstantOp>();
+  if (!constant)
+    return std::nullopt;
+  if (auto resource = dyn_cast<DenseResourceElementsAttr>(constant.getValue())) {
+    AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+    if (!blob)
+      return std::nullopt;
+    return std::vector<char>(blob->getData().begin(), blob->getData().end());
+  }
+  auto dense = dyn_cast<DenseElementsAttr>(constant.getValue());
+  if (!dense || dense.getElementType().isInteger(1))
+    return std::nullopt;
+  ArrayRef<char> raw = dense.getRawData();
+  std::vector<char> bytes;
+  for (int64_t e = 0, n = dense.isSplat() ? dense.getNumElements() : 1; e < n; ++e)
+    bytes.insert(bytes.end(), raw.begin(), raw.end());
+  return bytes;
+}
+
+/// ONNX Runtime's MatMulNBits (com.microsoft): Y = A @ W^T (+ bias) for a
+/// weight W[N][K] stored as 4-bit values in blocks of `block_size` along K,
+/// each block with a scale and a zero point (8 when none are given):
+/// W[n][k] = (q - zp) * scale. Imported as what it means, the blocked
+/// DequantizeLinear of its values feeding a MatMul: the values unpacked to
+/// an i8 constant [K / block, block, N], the scales and zero points
+/// [K / block, 1, N], the dequantization one elementwise op, reshaped to
+/// [K, N]. --hasten-matmul-to-runtime-calls recognizes that form and packs
+/// the values and scales for the int4 kernels as given.
+LogicalResult convertMatMulNBits(NodeContext &ctx) {
+  int64_t k = ctx.getInt("K", 0), n = ctx.getInt("N", 0), bits = ctx.getInt("bits", 4),
+          block = ctx.getInt("block_size", 0);
+  if (bits != 4)
+    return ctx.emitError() << "only bits=4 is supported, got bits=" << bits;
+  if (k <= 0 || n <= 0)
+    return ctx.emitError() << "needs positive K and N attributes, got K=" << k << " N=" << n;
+  if (block < 16 || (block & (block - 1)))
+    return ctx.emitError() << "block_size must be a power of 2 and at least 16, got " << block;
+  if (ctx.hasInput(4))
+    return ctx.fail("g_idx (act-order GPTQ) is not supported");
+  auto aType = ctx.inputType(0);
+  Type f = aType.getElementType();
+  if (!f.isF32())
+    return ctx.emitError() << "supports f32 activations, got " << aType;
+  if (aType.getDimSize(aType.getRank() - 1) != k)
+    return ctx.emitError() << "A's last dimension must be K=" << k << ", got " << aType;
+  int64_t blocks = (k + block - 1) / block, blobBytes = block / 2;
+  auto bType = ctx.inputType(1);
+  std::optional<std::vector<char>> packed = constantBytes(ctx, 1);
+  if (!bType.getElementType().isInteger(8) || !packed ||
+      int64_t(packed->size()) != n * blocks * blobBytes)
+    return ctx.emitError() << "B must be a constant uint8 tensor of " << n << " x " << blocks
+                           << " x " << blobBytes << " bytes, got " << bType;
+  std::optional<std::vector<char>> scaleBytes = constantBytes(ctx, 2);
+  if (!ctx.inputType(2).getElementType().isF32() || !scaleBytes ||
+      int64_t(scaleBytes->size()) != n * blocks * 4)
+    return ctx.emitError() << "scales must be a constant f32 tensor of " << n * blocks
+                           << " values, got " << ctx.inputType(2);
+  std::optional<std::vector<char>> zeroBytes;
+  int64_t zeroStride = (blocks + 1) / 2; // bytes of one column's packed zero points
+  if (ctx.hasInput(3)) {
+    zeroBytes = constantBytes(ctx, 3);
+    if (!ctx.inputType(3).getElementType().isInteger(8) || !zeroBytes ||
+        int64_t(zeroBytes->size()) != n * zeroStride)
+      return ctx.emitError() << "zero_points must be a constant uint8 tensor of " << n * zeroStride
+                             << " bytes (4-bit, packed), got " << ctx.inputType(3);
+  }
+
+  // Values [blocks][block][N] (rows past K hold 8, zero after the shift),
+  // scales and zero points [blocks][1][N].
+  std::vector<char> values(size_t(blocks * block * n)), zeros(size_t(blocks * n));
+  std::vector<float> scales(size_t(blocks * n));
+  for (int64_t c = 0; c < n; ++c)
+    for (int64_t g = 0; g < blocks; ++g) {
+      const char *blob = packed->data() + (c * blocks + g) * blobBytes;
+      for (int64_t r = 0; r < block; ++r) {
+        uint8_t byte = uint8_t(blob[r / 2]);
+        values[size_t((g * block + r) * n + c)] = char(r % 2 ? byte >> 4 : byte & 15);
+      }
+      std::memcpy(&scales[size_t(g * n + c)], scaleBytes->data() + (c * blocks + g) * 4, 4);
+      uint8_t zero = 8;
+      if (zeroBytes) {
+        uint8_t byte = uint8_t((*zeroBytes)[c * zeroStride + g / 2]);
+        zero = g % 2 ? byte >> 4 : byte & 15;
+      }
+      zeros[size_t(g * n + c)] = char(zero);
+    }
+  MLIRContext *context = ctx.b.getContext();
+  Type i8 = IntegerType::get(context, 8);
+  std::string base = ctx.node.input(1);
+  auto constant = [&](ArrayRef<int64_t> shape, Type element, ArrayRef<char> bytes,
+                      StringRef suffix) -> Value {
+    auto type = RankedTensorType::get(shape, element);
+    return arith::ConstantOp::create(
+        ctx.b, ctx.loc, makeElementsAttr(type, bytes, ctx.inlineConstantLimit(), base + suffix.str()));
+  };
+  Value q = constant({blocks, block, n}, i8, values, "_q4");
+  Value scale = constant({blocks, 1, n}, f,
+                         ArrayRef<char>(reinterpret_cast<const char *>(scales.data()),
+                                        scales.size() * 4),
+                         "_scales");
+  Value zero = constant({blocks, 1, n}, i8, zeros, "_zero_points");
+  Value w = buildElementwise(ctx.b, ctx.loc, ValueRange{q, scale, zero}, f,
+                             [&](OpBuilder &b, Location loc, ValueRange a) {
+                               Value x = arith::SubFOp::create(b, loc, toFloat(b, loc, a[0], f, false),
+                                                               toFloat(b, loc, a[2], f, false));
+                               return arith::MulFOp::create(b, loc, x, a[1]).getResult();
+                             });
+  SmallVector<ReassociationIndices> rows = {{0, 1}, {2}};
+  w = tensor::CollapseShapeOp::create(ctx.b, ctx.loc, w, rows);
+  if (blocks * block != k)
+    w = tensor::ExtractSliceOp::create(
+        ctx.b, ctx.loc, w, ArrayRef<OpFoldResult>{ctx.b.getIndexAttr(0), ctx.b.getIndexAttr(0)},
+        ArrayRef<OpFoldResult>{ctx.b.getIndexAttr(k), ctx.b.getIndexAttr(n)},
+        ArrayRef<OpFoldResult>{ctx.b.getIndexAttr(1), ctx.b.getIndexAttr(1)});
+  FailureOr<Value> product = buildMatMul(ctx, ctx.input(0), w);
+  if (failed(product))
+    return failure();
+  Value y = *product;
+  if (ctx.hasInput(5)) {
+    if (ctx.inputType(5) != RankedTensorType::get({n}, f))
+      return ctx.emitError() << "bias must be f32 of N=" << n << " values, got "
+                             << ctx.inputType(5);
+    y = buildElementwise(ctx.b, ctx.loc, ValueRange{y, ctx.input(5)}, f,
+                         [](OpBuilder &b, Location loc, ValueRange a) {
+                           return arith::AddFOp::create(b, loc, a[0], a[1]).getResult();
+                         });
+  }
+  ctx.setOutput(0, y);
+  return success();
+}
+
 } // namespace
 
 void onnx_import::registerQuantizedConverters(ConverterTable &table) {
+  table["com.microsoft::MatMulNBits"] = convertMatMulNBits;
   table["QuantizeLinear"] = convertQuantizeLinear;
   table["DequantizeLinear"] = convertDequantizeLinear;
   table["DynamicQuantizeLinear"] = convertDynamicQuantizeLinear;

@@ -5,10 +5,15 @@ independent references.
 - Packing: the bytes the compiler stores for a weight (read back from the
   bufferized .mlir) equal numpy's packing of the ONNX initializer in the
   documented layout (include/hasten/WeightLayout.h), byte for byte: f32 and
-  bf16 strips, int8 per column, int4 per group of 32 and 64 rows.
+  bf16 strips, int8 per column, int4 per group of 32, 64 and 128 rows.
 - Kernels: y = x W through every kernel path (1 row, a few rows, many rows)
   against numpy's x @ dequantize(W), with K and N off the block sizes;
-  a few rows score exactly as each row alone (what verification needs).
+  a few rows score exactly as each row alone (what verification needs);
+  the AVX2 GEMVs give the VNNI kernels' bits.
+- Quantized models: DequantizeLinear weights (int8 per column or tensor,
+  asymmetric uint8/int8 with zero points) and ONNX Runtime's MatMulNBits
+  (4-bit blocks of 32/64/128, with and without zero points) keep the
+  model's own values, byte for byte, and compute numpy's product.
 - Decoders: a sidecar module computes what the embedded one does, bit for
   bit; int8 logits are within 2e-2 (relative) of f32; on the trained default
   model, int4's perplexity on held-out text is within 5% of f32 (groups of
@@ -96,7 +101,7 @@ def pack(w, fmt):
         safe = np.where(scale == 0, np.float32(1), scale)
         q = np.where(scale == 0, 0, np.clip(np.rint(wp / safe), -127, 127)).astype(np.int8)
         return pack_int8(q, scale, k, n)
-    group = 32 if fmt == "int4-g32" else 64
+    group = int(fmt.split("-g")[1])
     kp = round_up(k, group)
     groups = kp // group
     wg = np.zeros((kp, strips * STRIP), np.float32)
@@ -126,34 +131,73 @@ def pack(w, fmt):
             scale16 = np.where(better, cand, scale16)
     q, scale = quantize(scale16)
     q = np.where(scale[:, None, :] == 0, 0, q).astype(np.int64) + 8   # nibbles
+    return pack_int4(q.reshape(kp, -1)[:k, :n], scale16[:, :n], None, group)
+
+
+def pad_to(a, rows, columns, value):
+    out = np.full((rows, columns), value, a.dtype)
+    out[:a.shape[0], :a.shape[1]] = a
+    return out
+
+
+def pad_blob(data):
+    return data + bytes(round_up(len(data), 64) - len(data))
+
+
+def pack_int4(nibbles, scale16, zero_points, group):
+    """The int4 format of nibbles [K, N] (0..15), f16 scales [groups, N] and
+    u8 zero points [groups, N] (None: the fixed 8); returns (bytes,
+    dequantized W [K, N])."""
+    k, n = nibbles.shape
+    strips = (n + STRIP - 1) // STRIP
+    kp = round_up(k, group)
+    groups = kp // group
+    zp = np.full((groups, n), 8, np.int64) if zero_points is None else zero_points.astype(np.int64)
+    zpp = pad_to(zp, groups, strips * STRIP, 8)
+    # Padding holds each column's zero point (past N: 8): it dequantizes to 0.
+    q = pad_to(nibbles.astype(np.int64), k, strips * STRIP, 8)
+    q = np.concatenate([q, np.repeat(zpp, group, axis=0)[k:kp]], axis=0)
     q = q.reshape(kp, strips, STRIP).transpose(1, 0, 2)        # [strips, Kp, 64]
     # [strips, quads, 4 rows, halves, 2 nibbles, 16 columns] -> bytes ordered
     # [strips, quads, halves, 16 columns, 4 rows]
     q6 = q.reshape(strips, kp // 4, 4, 2, 2, 16)
     data = (q6[:, :, :, :, 0, :] | (q6[:, :, :, :, 1, :] << 4)).transpose(0, 1, 3, 4, 2)
-    data = data.astype(np.uint8).tobytes()
-    scales = scale16.reshape(groups, strips, STRIP).transpose(1, 0, 2)  # [strips, groups, 64]
-    blob = data + bytes(round_up(len(data), 64) - len(data)) + scales.astype(np.float16).tobytes()
-    deq = ((q.transpose(1, 0, 2).reshape(kp, strips * STRIP) - 8).astype(np.float32)
-           * np.repeat(scale, group, axis=0))
-    return blob, deq[:k, :n]
+    blob = pad_blob(data.astype(np.uint8).tobytes())
+    s16 = pad_to(scale16.astype(np.float16), groups, strips * STRIP, 0)
+    blob += s16.reshape(groups, strips, STRIP).transpose(1, 0, 2).tobytes()  # [strips, groups, 64]
+    if zero_points is not None:
+        blob = pad_blob(blob) + zpp.astype(np.uint8).reshape(groups, strips, STRIP).transpose(
+            1, 0, 2).tobytes()
+    deq = ((nibbles.astype(np.float64) - np.repeat(zp, group, axis=0)[:k])
+           * np.repeat(scale16.astype(np.float32), group, axis=0)[:k])
+    return blob, deq.astype(np.float32)
 
 
-def pack_int8(q, scale, k, n):
+def pack_int8(q, scale, k, n, zero_point=None):
     """The int8 format of values q [K, columns] and per-column scales (padded
-    to whole strips with zeros); returns (bytes, dequantized W [K, n])."""
+    to whole strips with zeros), signed (stored + 128) or, with per-column
+    zero points, unsigned as given (int8-zp); returns (bytes, dequantized
+    W [K, n])."""
     strips = (n + STRIP - 1) // STRIP
-    qp = np.zeros((k, strips * STRIP), np.int16)
-    qp[:, :n] = q[:, :n]
+    kp = round_up(k, 32)
+    if zero_point is None:
+        stored = q[:, :n].astype(np.int64) + 128
+        zp = np.full(n, 128, np.int64)
+    else:
+        stored, zp = q[:, :n].astype(np.int64), zero_point.astype(np.int64)
+    zpp = np.full(strips * STRIP, 128, np.int64)
+    zpp[:n] = zp
+    u = np.zeros((kp, strips * STRIP), np.int64)
+    u[:] = zpp                      # padding: the zero point
+    u[:k, :n] = stored
     sp = np.zeros(strips * STRIP, np.float32)
     sp[:n] = scale[:n]
-    kp = round_up(k, 32)
-    u = np.full((kp, strips * STRIP), 128, np.uint8)
-    u[:k] = (qp + 128).astype(np.uint8)
     # [quads, 4 rows, strips, 4 sixteens, 16 columns] -> [strips, quads, sixteens, columns, rows]
-    data = u.reshape(kp // 4, 4, strips, 4, 16).transpose(2, 0, 3, 4, 1).tobytes()
-    blob = data + bytes(round_up(len(data), 64) - len(data)) + sp.tobytes()
-    return blob, (qp[:, :n].astype(np.float32) * sp[:n])
+    data = u.astype(np.uint8).reshape(kp // 4, 4, strips, 4, 16).transpose(2, 0, 3, 4, 1).tobytes()
+    blob = pad_blob(data) + sp.tobytes()
+    if zero_point is not None:
+        blob = pad_blob(blob) + zpp.astype(np.uint8).tobytes()
+    return blob, ((stored - zp).astype(np.float32) * sp[:n])
 
 
 def quantize_x(x, group):
@@ -198,7 +242,8 @@ def stored_blob(mlir_path, key):
 
 
 FORMATS = {"f32-strips": [], "bf16-strips": ["--weights=bf16"], "int8": ["--weights=int8"],
-           "int4-g32": ["--weights=int4"], "int4-g64": ["--weights=int4", "--int4-group=64"]}
+           "int4-g32": ["--weights=int4"], "int4-g64": ["--weights=int4", "--int4-group=64"],
+           "int4-g128": ["--weights=int4", "--int4-group=128"]}
 
 
 def check_kernels(checks, bin_dir, work, rng):
@@ -230,7 +275,7 @@ def check_kernels(checks, bin_dir, work, rng):
             if fmt == "bf16-strips":   # the bf16 kernels also round x
                 refs.append(from_bf16(bf16_bits(x)).astype(np.float64) @ dequantized)
             if fmt.startswith("int"):  # the VNNI kernels quantize x per group
-                group = 32 if fmt == "int8" else int(fmt[-2:])
+                group = 32 if fmt == "int8" else int(fmt.split("-g")[1])
                 refs.append(quantize_x(x, group).astype(np.float64) @ dequantized)
             err = min(np.abs(y - r).max() / np.abs(r).max() for r in refs)
             checks.check(err < 2e-6 if fmt == "f32-strips" else err < 1e-5,
@@ -247,34 +292,56 @@ def check_kernels(checks, bin_dir, work, rng):
                              f"{fmt}: 5 rows score bit for bit as each row alone")
 
 
+def host_flags():
+    return set(re.search(r"^flags\s*:(.*)$", open("/proc/cpuinfo").read(), re.M).group(1).split())
+
+
 def check_portable_kernels(checks, bin_dir, work, rng):
-    """The paths for AVX-512 without VNNI or BF16 (HASTEN_MAX_CPU_ISA=avx512,
-    an x86-64-v4 module: bf16 widened, int4 dequantized a strip at a time)
-    and for AVX2 (an x86-64-v3 module: int8 and int4 in portable loops); x
-    is neither rounded nor quantized there."""
+    """The kernels of smaller CPUs, selected on this one with
+    HASTEN_MAX_CPU_ISA and a module for that CPU: AVX-512 without VNNI or
+    BF16 (x86-64-v4: bf16 widened; int8 and int4 on the AVX2 GEMVs), AVX2
+    (x86-64-v3: the AVX2 GEMVs, which give the VNNI kernels' bits) and
+    baseline x86-64 (int8 and int4 dequantized a strip at a time, x neither
+    rounded nor quantized)."""
     k, n = 72, 300
     w = (rng.standard_normal((k, n)) * 0.1).astype(np.float32)
-    for limit, cpu, formats in (("avx512", "x86-64-v4", ("bf16-strips", "int8", "int4-g32")),
-                                ("avx2", "x86-64-v3", ("int8", "int4-g32"))):
-        os.environ["HASTEN_MAX_CPU_ISA"] = limit
-        try:
-            for fmt in formats:
-                _blob, dequantized = pack(w, fmt)
-                for m in (1, 5, 40):
-                    onnx_path = os.path.join(work, f"{cpu}mm{m}.onnx")
-                    matmul_model(onnx_path, w, m)
-                    so = compile_module(bin_dir, onnx_path,
-                                        os.path.join(work, f"{cpu}mm{m}.{fmt}.so"),
-                                        f"--cpu={cpu}", *FORMATS[fmt])
-                    x = rng.standard_normal((m, k)).astype(np.float32)
+    flags = host_flags()
+    vnni = "avx512_vnni" in flags
+    limits = [("avx512", "x86-64-v4", ("bf16-strips", "int8", "int4-g32"))] if "avx512f" in flags else []
+    if "avx2" in flags:
+        limits.append(("avx2", "x86-64-v3", ("int8", "int4-g32")))
+    limits.append(("baseline", "x86-64", ("int8", "int4-g32")))
+    native = {}
+    for limit, cpu, formats in limits:
+        for fmt in formats:
+            _blob, dequantized = pack(w, fmt)
+            for m in (1, 5, 40):
+                onnx_path = os.path.join(work, f"{cpu}mm{m}.onnx")
+                matmul_model(onnx_path, w, m)
+                x = np.random.default_rng(m).standard_normal((m, k)).astype(np.float32)
+                if (fmt, m) not in native and fmt.startswith("int") and vnni:
+                    so = compile_module(bin_dir, onnx_path, os.path.join(work, f"native{m}.{fmt}.so"),
+                                        *FORMATS[fmt])
+                    native[fmt, m] = np.load(os.path.join(e2e_common.run_module(
+                        bin_dir, so, {"x": x}, work, f"native{m}.{fmt}"), "y.npy"))
+                so = compile_module(bin_dir, onnx_path, os.path.join(work, f"{cpu}mm{m}.{fmt}.so"),
+                                    f"--cpu={cpu}", *FORMATS[fmt])
+                os.environ["HASTEN_MAX_CPU_ISA"] = limit
+                try:
                     y = np.load(os.path.join(e2e_common.run_module(
                         bin_dir, so, {"x": x}, work, f"{cpu}mm{m}.{fmt}"), "y.npy"))
-                    ref = x.astype(np.float64) @ dequantized.astype(np.float64)
-                    err = np.abs(y - ref).max() / np.abs(ref).max()
-                    checks.check(err < 1e-5, f"{fmt}, HASTEN_MAX_CPU_ISA={limit} ({cpu} module): "
-                                             f"{m} x {k} x {n} against numpy (max error {err:.1e})")
-        finally:
-            del os.environ["HASTEN_MAX_CPU_ISA"]
+                finally:
+                    del os.environ["HASTEN_MAX_CPU_ISA"]
+                # The AVX2 GEMVs quantize x per group of 32 rows, for a few rows.
+                gemv = fmt.startswith("int") and limit != "baseline" and m <= 16
+                ref = (quantize_x(x, 32) if gemv else x).astype(np.float64) @ dequantized.astype(np.float64)
+                err = np.abs(y - ref).max() / np.abs(ref).max()
+                checks.check(err < 1e-5, f"{fmt}, HASTEN_MAX_CPU_ISA={limit} ({cpu} module): "
+                                         f"{m} x {k} x {n} against numpy (max error {err:.1e})")
+                if gemv and vnni:
+                    checks.check(np.array_equal(y, native[fmt, m]),
+                                 f"{fmt}, HASTEN_MAX_CPU_ISA={limit}: {m} rows, the AVX2 GEMV "
+                                 "gives the VNNI kernel's bits")
 
 
 def qdq_model(path, q, scale, m, zero_point=None, axis=1):
@@ -327,23 +394,127 @@ def check_quantized_models(checks, bin_dir, rt, work, rng):
         formats = {f for _n, f, _b in mod.weights()}
         mod.free()
         checks.check(formats == {"int8"}, f"quantized model, {name}: stores only int8 ({formats})")
-    # An asymmetric weight (uint8, zero point 3) is not what the int8 kernels
-    # compute: it stays dequantized and runs in f32, still right.
+    # Asymmetric weights (uint8 with zero points; int8 with a nonzero one)
+    # keep their values as given, with per-column zero points (int8-zp).
     qu = rng.integers(0, 256, (k, n)).astype(np.uint8)
-    onnx_path = os.path.join(work, "qdq-asym.onnx")
-    qdq_model(onnx_path, qu, column_scale, 5, np.full(n, 3, np.uint8))
-    so = compile_module(bin_dir, onnx_path, os.path.join(work, "qdq-asym.so"))
-    x = rng.standard_normal((5, k)).astype(np.float32)
-    y = np.load(os.path.join(e2e_common.run_module(bin_dir, so, {"x": x}, work, "qdq-asym"),
-                             "y.npy"))
-    ref = x.astype(np.float64) @ ((qu.astype(np.float64) - 3) * column_scale)
-    err = np.abs(y - ref).max() / np.abs(ref).max()
-    mod = rt.load(so)
-    formats = {f for _n, f, _b in mod.weights()}
-    mod.free()
-    checks.check(err < 1e-5 and "int8" not in formats,
-                 f"quantized model, uint8 with zero point 3: dequantized, f32 (error {err:.1e}, "
-                 f"{sorted(formats)})")
+    zu = rng.integers(100, 156, n).astype(np.uint8)
+    zs = rng.integers(-20, 20, n).astype(np.int8)
+    asymmetric = [("uint8, zero point 3", qu, np.full(n, 3, np.uint8), qu, np.full(n, 3)),
+                  ("uint8, per-column zero points", qu, zu, qu, zu),
+                  ("int8, nonzero zero points", q, zs, q.astype(np.int64) + 128,
+                   zs.astype(np.int64) + 128)]
+    for name, values, zp, stored, stored_zp in asymmetric:
+        blob, dequantized = pack_int8(stored, column_scale, k, n, stored_zp)
+        onnx_path = os.path.join(work, "qdq-asym.onnx")
+        qdq_model(onnx_path, values, column_scale, 5, zp)
+        mlir = compile_module(bin_dir, onnx_path, os.path.join(work, "qdq-asym.mlir"),
+                              "--compile-to=buffer")
+        checks.check(stored_blob(mlir, "wq.int8-zp") == blob,
+                     f"quantized model, {name}: int8-zp holds the model's values, scales and "
+                     "zero points, byte for byte")
+        so = compile_module(bin_dir, onnx_path, os.path.join(work, "qdq-asym.so"))
+        x = rng.standard_normal((5, k)).astype(np.float32)
+        y = np.load(os.path.join(e2e_common.run_module(bin_dir, so, {"x": x}, work, "qdq-asym"),
+                                 "y.npy"))
+        exact = (values.astype(np.float64) - zp.astype(np.float64)) * column_scale
+        refs = [x.astype(np.float64) @ exact, quantize_x(x, 32).astype(np.float64) @ exact]
+        err = min(np.abs(y - r).max() / np.abs(r).max() for r in refs)
+        mod = rt.load(so)
+        formats = {f for _n, f, _b in mod.weights()}
+        mod.free()
+        checks.check(err < 1e-5 and formats == {"int8-zp"},
+                     f"quantized model, {name}: runs as int8-zp against numpy (error {err:.1e}, "
+                     f"{sorted(formats)})")
+
+
+def nbits_model(path, q, scales, zero_points, m, block, bias=None, **attributes):
+    """y = x MatMulNBits(...) as ONNX Runtime's 4-bit quantizer writes it:
+    q [N, K] values 0..15 packed two to a byte (low nibble first) in blocks
+    of `block` along K, scales [N * blocks] f32, zero points (None: the
+    default 8) packed the same way per column."""
+    n, k = q.shape
+    blocks = (k + block - 1) // block
+    qp = np.zeros((n, blocks * block), np.uint8)
+    qp[:, :k] = q
+    packed = (qp[:, 0::2] | (qp[:, 1::2] << 4)).astype(np.uint8).reshape(n, blocks, block // 2)
+    inits = [numpy_helper.from_array(packed, "wq"),
+             numpy_helper.from_array(scales.reshape(-1).astype(np.float32), "ws")]
+    inputs = ["x", "wq", "ws"]
+    if zero_points is not None:
+        zp = np.zeros((n, blocks + blocks % 2), np.uint8)
+        zp[:, :blocks] = zero_points
+        inits.append(numpy_helper.from_array(
+            (zp[:, 0::2] | (zp[:, 1::2] << 4)).astype(np.uint8).reshape(-1), "wz"))
+        inputs.append("wz")
+    if bias is not None:
+        inputs += [""] * (5 - len(inputs)) + ["bias"]
+        inits.append(numpy_helper.from_array(bias, "bias"))
+    attrs = dict(K=k, N=n, bits=4, block_size=block)
+    attrs.update(attributes)
+    node = helper.make_node("MatMulNBits", inputs, ["y"], domain="com.microsoft", name="mm4",
+                            **attrs)
+    graph = helper.make_graph(
+        [node], "nbits", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def check_matmul_nbits(checks, bin_dir, rt, work, rng):
+    """ONNX Runtime's MatMulNBits (4-bit blocks, f32 scales, zero points or
+    the default 8) runs on the int4 kernels with the model's own values and
+    zero points; the scales are stored as f16, which the reference rounds
+    too. K off the block size (a partial last block) and a bias included."""
+    n = 100
+    cases = [(32, 200, True), (64, 128, False), (128, 256, True)]
+    for block, k, with_zp in cases:
+        blocks = (k + block - 1) // block
+        q = rng.integers(0, 16, (n, k)).astype(np.uint8)
+        scales = (rng.random((n, blocks)) * 0.01 + 0.001).astype(np.float32)
+        zp = rng.integers(0, 16, (n, blocks)).astype(np.uint8) if with_zp else None
+        bias = rng.standard_normal(n).astype(np.float32)
+        fmt = f"int4-g{block}" + ("-zp" if with_zp else "")
+        blob, dequantized = pack_int4(q.T, scales.T.astype(np.float16), None if zp is None else zp.T,
+                                      block)
+        for m in (1, 5, 40):
+            onnx_path = os.path.join(work, f"nbits{m}.onnx")
+            nbits_model(onnx_path, q, scales, zp, m, block, bias)
+            if m == 1:
+                mlir = compile_module(bin_dir, onnx_path, os.path.join(work, "nbits.mlir"),
+                                      "--compile-to=buffer")
+                checks.check(stored_blob(mlir, f"wq_q4.{fmt}") == blob,
+                             f"MatMulNBits, {fmt}, K={k}: the weight holds the model's values, "
+                             "scales (f16) and zero points, byte for byte")
+            so = compile_module(bin_dir, onnx_path, os.path.join(work, f"nbits{m}.so"))
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            y = np.load(os.path.join(e2e_common.run_module(bin_dir, so, {"x": x}, work,
+                                                           f"nbits{m}"), "y.npy"))
+            refs = [x.astype(np.float64) @ dequantized.astype(np.float64) + bias,
+                    quantize_x(x, block).astype(np.float64) @ dequantized.astype(np.float64) + bias]
+            err = min(np.abs(y - r).max() / np.abs(r).max() for r in refs)
+            checks.check(err < 1e-5, f"MatMulNBits, {fmt}: {m} x {k} x {n} against numpy "
+                                     f"(max error {err:.1e})")
+        mod = rt.load(so)
+        stored = {(f, b) for _n, f, b in mod.weights()}
+        mod.free()
+        checks.check(stored == {(fmt, len(blob)), ("plain", 4 * n)},
+                     f"MatMulNBits, {fmt}: stores the weight as {fmt} and the bias ({sorted(stored)})")
+    # What the importer refuses, naming the node.
+    q = rng.integers(0, 16, (8, 64)).astype(np.uint8)
+    scales = np.ones((8, 2), np.float32)
+    bad = [("bits=8", dict(bits=8), "only bits=4 is supported"),
+           ("block_size=48", dict(block_size=48), "block_size must be a power of 2"),
+           ("K=60", dict(K=60), "A's last dimension must be K=60")]
+    for name, attributes, message in bad:
+        onnx_path = os.path.join(work, "nbits-bad.onnx")
+        nbits_model(onnx_path, q, scales, None, 1, 32, **attributes)
+        proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), onnx_path, "-o",
+                               os.path.join(work, "bad.so")], capture_output=True, text=True)
+        checks.check(proc.returncode != 0 and message in proc.stderr and "mm4" in proc.stderr,
+                     f"MatMulNBits with {name} is refused naming the node: "
+                     f"{proc.stderr.strip()[-160:]}")
 
 
 def perplexity(module, ids, chunk=128):
@@ -516,9 +687,9 @@ def main():
     rng = np.random.default_rng(7)
     with tempfile.TemporaryDirectory(prefix="hasten-weights-") as work:
         check_kernels(checks, bin_dir, work, rng)
-        if "avx512f" in open("/proc/cpuinfo").read():
-            check_portable_kernels(checks, bin_dir, work, rng)
+        check_portable_kernels(checks, bin_dir, work, rng)
         check_quantized_models(checks, bin_dir, rt, work, rng)
+        check_matmul_nbits(checks, bin_dir, rt, work, rng)
         check_decoders(checks, bin_dir, rt, work)
         check_default_model(checks, bin_dir, rt, work)
         check_bad_files(checks, bin_dir, rt, work)

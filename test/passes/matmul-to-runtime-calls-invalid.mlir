@@ -4,7 +4,7 @@
 
 // WEIGHTS: error: weights must be f32, bf16, int8 or int4, got 'f8'
 // LAYOUT: error: weight-layout must be plain or strips, got 'blocked'
-// GROUP: error: int4-group must be 32 or 64, got 48
+// GROUP: error: int4-group must be 32, 64 or 128, got 48
 module {
   func.func @f(%a: memref<4x8xf32>, %b: memref<8x16xf32>, %c: memref<4x16xf32>) {
     linalg.matmul ins(%a, %b : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)

@@ -262,11 +262,13 @@ module {
 
 // -----
 
-// An asymmetric one (zero point 3) is not what the int8 kernels compute: it
-// stays dequantized, and the matmul runs in f32.
+// A zero point of 3 for every column is int8 all the same: the stored bytes
+// are q + 125 (5 + 125 = 0x82), so that the fixed 128 subtracts q - 3.
+// CHECK: memref.global "private" constant @q_int8 : memref<2304xi8> = dense_resource<weight_int8> {{.*}}hasten.weight_format = "int8"}
 // CHECK-LABEL: func @asymmetric
-// CHECK: linalg.generic
-// CHECK: call @hasten_rt_matmul_f32
+// CHECK-NOT: linalg.generic
+// CHECK: call @hasten_rt_matmul_packed
+// CHECK: weight_int8: "0x40000000828282828282
 #identity2 = affine_map<(d0, d1) -> (d0, d1)>
 #column2 = affine_map<(d0, d1) -> (0, d1)>
 module {
@@ -290,6 +292,94 @@ module {
     }
     linalg.matmul ins(%a, %w : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
     memref.dealloc %w : memref<8x16xf32>
+    return
+  }
+}
+
+// -----
+
+// Zero points that differ between columns: int8-zp, the values as given
+// (uint8 200 = 0xC8) and the zero points after the scales (7 and 9 =
+// 0x07, 0x09, then 128 = 0x80 for the padding columns).
+// CHECK: memref.global "private" constant @"qu_int8-zp" : memref<2368xi8> = dense_resource<"weight_int8-zp"> {{.*}}hasten.weight_format = "int8-zp"}
+// CHECK-LABEL: func @zero_points
+// CHECK-NOT: linalg.generic
+// CHECK: %[[FLAGS:.*]] = arith.constant 1793 : i32
+// CHECK: call @hasten_rt_matmul_packed(%{{.*}}, %{{.*}}, %{{.*}}, %[[FLAGS]])
+// CHECK: "weight_int8-zp": "0x40000000C8C8C8C8
+// CHECK-SAME: 0709070907090709070907090709070980808080
+#identity3 = affine_map<(d0, d1) -> (d0, d1)>
+#column3 = affine_map<(d0, d1) -> (0, d1)>
+module {
+  memref.global "private" constant @qu : memref<8x16xi8> = dense<-56>
+  memref.global "private" constant @s : memref<16xf32> = dense<0.5>
+  memref.global "private" constant @z : memref<16xi8> = dense<[7, 9, 7, 9, 7, 9, 7, 9, 7, 9, 7, 9, 7, 9, 7, 9]>
+  func.func @zero_points(%a: memref<4x8xf32>, %c: memref<4x16xf32>) {
+    %q = memref.get_global @qu : memref<8x16xi8>
+    %s = memref.get_global @s : memref<16xf32>
+    %z = memref.get_global @z : memref<16xi8>
+    %s2 = memref.expand_shape %s [[0, 1]] output_shape [1, 16] : memref<16xf32> into memref<1x16xf32>
+    %z2 = memref.expand_shape %z [[0, 1]] output_shape [1, 16] : memref<16xi8> into memref<1x16xi8>
+    %w = memref.alloc() {alignment = 64 : i64} : memref<8x16xf32>
+    linalg.generic {indexing_maps = [#identity3, #column3, #column3, #identity3], iterator_types = ["parallel", "parallel"]} ins(%q, %s2, %z2 : memref<8x16xi8>, memref<1x16xf32>, memref<1x16xi8>) outs(%w : memref<8x16xf32>) {
+    ^bb0(%in: i8, %scale: f32, %zp: i8, %out: f32):
+      %f = arith.uitofp %in : i8 to f32
+      %zf = arith.uitofp %zp : i8 to f32
+      %d = arith.subf %f, %zf : f32
+      %m = arith.mulf %d, %scale : f32
+      linalg.yield %m : f32
+    }
+    linalg.matmul ins(%a, %w : memref<4x8xf32>, memref<8x16xf32>) outs(%c : memref<4x16xf32>)
+    memref.dealloc %w : memref<8x16xf32>
+    return
+  }
+}
+
+// -----
+
+// MatMulNBits' form: 4-bit values dequantized per block of 32 rows and
+// column ([K / 32, 32, N], read as [K, N] through a collapse and a slice of
+// the first 40 rows). The values and zero points are kept as given
+// (int4-g32-zp): nibbles 3 in the low halves (0x83: columns j + 16, past
+// N, hold 8), padding rows hold the column's zero point (5 or 6: 0x85,
+// 0x86), then the f16 scales (0.25 = 0x3400) and the zero points (5, 6; 8
+// for the padding columns).
+// CHECK: memref.global "private" constant @"q4_int4-g32-zp" : memref<2432xi8> = dense_resource<"weight_int4-g32-zp"> {{.*}}hasten.weight_dims = array<i64: 40, 16>, hasten.weight_format = "int4-g32-zp"}
+// CHECK-LABEL: func @blocked
+// CHECK-NOT: linalg.generic
+// CHECK-NOT: memref.collapse_shape
+// CHECK-NOT: memref.subview
+// CHECK: %[[FLAGS:.*]] = arith.constant 2053 : i32
+// CHECK: call @hasten_rt_matmul_packed(%{{.*}}, %{{.*}}, %{{.*}}, %[[FLAGS]])
+// CHECK: "weight_int4-g32-zp": "0x400000008383838383
+// CHECK-SAME: 85858585868686868585858586868686
+// CHECK-SAME: 00340034003400340034
+// CHECK-SAME: 05060506050605060506050605060506080808
+#block = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
+#perBlock = affine_map<(d0, d1, d2) -> (d0, 0, d2)>
+module {
+  memref.global "private" constant @q4 : memref<2x32x16xi8> = dense<3>
+  memref.global "private" constant @s4 : memref<2x1x16xf32> = dense<0.25>
+  memref.global "private" constant @z4 : memref<2x1x16xi8> = dense<[[[5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6]], [[5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6]]]>
+  func.func @blocked(%a: memref<1x40xf32>, %c: memref<1x16xf32>) {
+    %zero = arith.constant 0.0 : f32
+    %q = memref.get_global @q4 : memref<2x32x16xi8>
+    %s = memref.get_global @s4 : memref<2x1x16xf32>
+    %z = memref.get_global @z4 : memref<2x1x16xi8>
+    %w = memref.alloc() {alignment = 64 : i64} : memref<2x32x16xf32>
+    linalg.generic {indexing_maps = [#block, #perBlock, #perBlock, #block], iterator_types = ["parallel", "parallel", "parallel"]} ins(%q, %s, %z : memref<2x32x16xi8>, memref<2x1x16xf32>, memref<2x1x16xi8>) outs(%w : memref<2x32x16xf32>) {
+    ^bb0(%in: i8, %scale: f32, %zp: i8, %out: f32):
+      %f = arith.sitofp %in : i8 to f32
+      %zf = arith.sitofp %zp : i8 to f32
+      %d = arith.subf %f, %zf : f32
+      %m = arith.mulf %d, %scale : f32
+      linalg.yield %m : f32
+    }
+    %rows = memref.collapse_shape %w [[0, 1], [2]] : memref<2x32x16xf32> into memref<64x16xf32>
+    %first = memref.subview %rows[0, 0] [40, 16] [1, 1] : memref<64x16xf32> to memref<40x16xf32, strided<[16, 1]>>
+    linalg.fill ins(%zero : f32) outs(%c : memref<1x16xf32>)
+    linalg.matmul ins(%a, %first : memref<1x40xf32>, memref<40x16xf32, strided<[16, 1]>>) outs(%c : memref<1x16xf32>)
+    memref.dealloc %w : memref<2x32x16xf32>
     return
   }
 }

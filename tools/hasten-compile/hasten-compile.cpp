@@ -74,7 +74,7 @@ static cl::opt<std::string> weights(cl::cat(toolCategory),
                         "stay f32"),
     cl::init("f32"));
 static cl::opt<int64_t> int4Group(cl::cat(toolCategory), "int4-group",
-    cl::desc("Rows of a weight that share one int4 scale: 32 (default) or 64"), cl::init(32));
+    cl::desc("Rows of a weight that share one int4 scale: 32 (default), 64 or 128"), cl::init(32));
 static cl::opt<std::string> weightsFile(cl::cat(toolCategory), "weights-file",
     cl::desc("Where a library's weights go: embed (default: a page-aligned section of the "
              ".so) or sidecar (OUTPUT with the extension .weights, next to it); the runtime "
@@ -208,8 +208,8 @@ int main(int argc, char **argv) {
            << weights << "'\n";
     return 1;
   }
-  if (int4Group != 32 && int4Group != 64) {
-    errs() << "hasten-compile: error: --int4-group must be 32 or 64, got " << int4Group << "\n";
+  if (int4Group != 32 && int4Group != 64 && int4Group != 128) {
+    errs() << "hasten-compile: error: --int4-group must be 32, 64 or 128, got " << int4Group << "\n";
     return 1;
   }
   if (weightsFile != "embed" && weightsFile != "sidecar") {

@@ -64,7 +64,7 @@ struct BufferizePipelineOptions : public mlir::PassPipelineOptions<BufferizePipe
       llvm::cl::desc("How f32/bf16 weights are stored: plain or strips (the target's choice)"),
       llvm::cl::init("plain")};
   Option<int64_t> int4Group{*this, "int4-group",
-                            llvm::cl::desc("Rows of W per int4 scale: 32 or 64"),
+                            llvm::cl::desc("Rows of W per int4 scale: 32, 64 or 128"),
                             llvm::cl::init(32)};
 };
 
@@ -96,7 +96,7 @@ struct CpuPipelineOptions : public mlir::PassPipelineOptions<CpuPipelineOptions>
                                                   "strips"),
                                    llvm::cl::init("plain")};
   Option<int64_t> int4Group{*this, "int4-group",
-                            llvm::cl::desc("Rows of W per int4 scale: 32 or 64"),
+                            llvm::cl::desc("Rows of W per int4 scale: 32, 64 or 128"),
                             llvm::cl::init(32)};
   Option<int64_t> parallelMinWork{*this, "parallel-min-work",
                                   llvm::cl::desc("Loops with fewer total iterations run on "

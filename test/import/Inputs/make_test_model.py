@@ -74,6 +74,23 @@ def matmul_weights():
 
 
 @register
+def matmul_nbits():
+    """ONNX Runtime's MatMulNBits: N=4, K=40 in blocks of 32 (the second one
+    partial), values 0..15 counting up along K, two zero points per column
+    packed into one byte (3 and 12: 0xC3), scales 0.5."""
+    n, k, block = 4, 40, 32
+    q = (np.arange(n * 64).reshape(n, 64) % 16).astype(np.uint8)
+    packed = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(n, 2, block // 2)
+    node = helper.make_node("MatMulNBits", ["x", "wq", "ws", "wz"], ["y"], domain="com.microsoft",
+                            name="proj4", K=k, N=n, bits=4, block_size=block)
+    m = model([node], [vi("x", F, ["batch", k])], [vi("y", F, ["batch", n])],
+              [const("wq", packed), const("ws", np.full(n * 2, 0.5, np.float32)),
+               const("wz", np.full(n, 0xC3, np.uint8))])
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return m
+
+
+@register
 def matmul_batched():
     return model([helper.make_node("MatMul", ["a", "b"], ["y"], name="bmm")],
                  [vi("a", F, [2, 1, 3, 4]), vi("b", F, [5, 4, 6])],
