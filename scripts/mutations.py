@@ -354,7 +354,7 @@ MUTATIONS = [
     ("weights: the VNNI GEMV subtracts the fixed offset where the zero points are",
      "runtime/PackedKernels.cpp",
      "        share = zeroPointShare512(job.w + l.zeroPointOffset + at + 16 * v, xSums[g]);",
-     "        share = offset;",
+     "        share = _mm512_add_epi32(offset, zeroPointShare512(job.w + l.zeroPointOffset + at, 0));",
      "ctest:weights-vs-reference"),
     ("weights: packed zero points are those of the first group",
      "include/hasten/WeightLayout.h",

@@ -341,9 +341,10 @@ module {
 // column ([K / 32, 32, N], read as [K, N] through a collapse and a slice of
 // the first 40 rows). The values and zero points are kept as given
 // (int4-g32-zp): nibbles 3 in the low halves (0x83: columns j + 16, past
-// N, hold 8), padding rows hold the column's zero point (5 or 6: 0x85,
-// 0x86), then the f16 scales (0.25 = 0x3400) and the zero points (5, 6; 8
-// for the padding columns).
+// N, hold 8), padding rows hold their block's zero point (block 1: 6 for
+// even columns, 5 for odd ones: 0x86, 0x85), then the f16 scales (0.25 =
+// 0x3400) and the zero points per block (block 0: 5, 6, ...; block 1: 6,
+// 5, ...; 8 for the padding columns).
 // CHECK: memref.global "private" constant @"q4_int4-g32-zp" : memref<2432xi8> = dense_resource<"weight_int4-g32-zp"> {{.*}}hasten.weight_dims = array<i64: 40, 16>, hasten.weight_format = "int4-g32-zp"}
 // CHECK-LABEL: func @blocked
 // CHECK-NOT: linalg.generic
@@ -352,15 +353,16 @@ module {
 // CHECK: %[[FLAGS:.*]] = arith.constant 2053 : i32
 // CHECK: call @hasten_rt_matmul_packed(%{{.*}}, %{{.*}}, %{{.*}}, %[[FLAGS]])
 // CHECK: "weight_int4-g32-zp": "0x400000008383838383
-// CHECK-SAME: 85858585868686868585858586868686
+// CHECK-SAME: 86868686858585858686868685858585
 // CHECK-SAME: 00340034003400340034
 // CHECK-SAME: 05060506050605060506050605060506080808
+// CHECK-SAME: 06050605060506050605060506050605080808
 #block = affine_map<(d0, d1, d2) -> (d0, d1, d2)>
 #perBlock = affine_map<(d0, d1, d2) -> (d0, 0, d2)>
 module {
   memref.global "private" constant @q4 : memref<2x32x16xi8> = dense<3>
   memref.global "private" constant @s4 : memref<2x1x16xf32> = dense<0.25>
-  memref.global "private" constant @z4 : memref<2x1x16xi8> = dense<[[[5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6]], [[5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6]]]>
+  memref.global "private" constant @z4 : memref<2x1x16xi8> = dense<[[[5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6]], [[6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5, 6, 5]]]>
   func.func @blocked(%a: memref<1x40xf32>, %c: memref<1x16xf32>) {
     %zero = arith.constant 0.0 : f32
     %q = memref.get_global @q4 : memref<2x32x16xi8>
