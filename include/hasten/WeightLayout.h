@@ -53,6 +53,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 namespace hasten::abi {
@@ -217,17 +218,49 @@ inline size_t int4Byte(int64_t row, int64_t j, bool &high) {
   return size_t(row / 4) * 128 + size_t(half) * 64 + size_t(within % 16) * 4 + size_t(row % 4);
 }
 
-/// IEEE half, round to nearest even (what numpy's astype(float16) does).
+/// IEEE half, round to nearest even (what numpy's astype(float16) does),
+/// in integer arithmetic: the compiler is built for any x86-64, where a
+/// _Float16 conversion is a library call per value (F16C is not assumed).
+/// A NaN keeps its sign and top payload bits, made quiet.
 inline uint16_t toF16(float value) {
-  _Float16 half = static_cast<_Float16>(value);
-  uint16_t bits;
-  std::memcpy(&bits, &half, 2);
-  return bits;
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  uint32_t sign = (bits >> 16) & 0x8000u, magnitude = bits & 0x7fffffffu;
+  if (magnitude >= 0x7f800000u) // inf, NaN
+    return uint16_t(sign | 0x7c00u | (magnitude > 0x7f800000u ? 0x200u | (magnitude >> 13) : 0));
+  if (magnitude >= 0x47800000u) // >= 65536: past the largest half (65504 rounds below it)
+    return uint16_t(sign | 0x7c00u);
+  if (magnitude < 0x38800000u) { // below 2^-14: a subnormal half or zero
+    // Adding 0.5 aligns the half's subnormal steps (2^-24) with the float's
+    // last mantissa bit: the float addition rounds to nearest even.
+    float aligned;
+    std::memcpy(&aligned, &magnitude, 4);
+    aligned += 0.5f;
+    uint32_t alignedBits;
+    std::memcpy(&alignedBits, &aligned, 4);
+    return uint16_t(sign | (alignedBits - 0x3f000000u));
+  }
+  // A normal half: rebias the exponent, round the 13 dropped bits to nearest
+  // even (a carry into the exponent is the right result, up to infinity).
+  uint32_t odd = (magnitude >> 13) & 1u;
+  magnitude += 0xc8000000u + 0xfffu + odd; // (15 - 127) << 23, wrapping
+  return uint16_t(sign | (magnitude >> 13));
 }
-inline float fromF16(uint16_t bits) {
-  _Float16 half;
-  std::memcpy(&half, &bits, 2);
-  return static_cast<float>(half);
+inline float fromF16(uint16_t half) {
+  uint32_t sign = uint32_t(half & 0x8000u) << 16, exponent = (half >> 10) & 0x1fu,
+           mantissa = half & 0x3ffu, bits;
+  if (exponent == 0) { // zero or subnormal: mantissa * 2^-24, exact in float
+    float value = float(mantissa) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &value, 4);
+    bits |= sign;
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  }
+  float value;
+  std::memcpy(&value, &bits, 4);
+  return value;
 }
 
 /// Rounds to nearest, ties to even, as std::nearbyint does in the default
@@ -251,14 +284,13 @@ inline int8_t quantizeInt8(float w, float scale) {
 /// Candidate int4 scales for a group whose value of largest magnitude is
 /// `extreme` (the first such in row order): extreme / -m for these m, so
 /// that the extreme lands on the negative side, where -8 is; the packer
-/// keeps the one with the least squared error (the first on a tie).
+/// keeps the one with the least squared error (int4SquaredError; the first
+/// on a tie). A weight's nibble is int4Level(w, 1 / step) + 8, with the f32
+/// reciprocal of the f16 step (one division per group, not per weight).
 constexpr float kInt4ScaleDivisors[] = {8.0f, 7.5f, 7.0f, 6.5f, 6.0f};
 inline uint16_t int4Scale(float extreme, float divisor) {
   return extreme == 0.0f ? 0 : toF16(extreme / -divisor); // +0, not -0, for zeros
 }
-/// The nibble of `w` for the scale `step` (an f16 scale, widened): w times
-/// the f32 reciprocal of the step (one division per group, not per weight),
-/// rounded half to even, clamped to [-8, 7], plus 8.
 /// The value in [-8, 7] of w * inverse, rounded half to even, branch-free
 /// (clamped to [-9, 8] first, which rounds and clamps to the same result).
 inline float int4Level(float w, float inverse) {
@@ -267,10 +299,26 @@ inline float int4Level(float w, float inverse) {
   float q = (x + kMagic) - kMagic;
   return std::min(std::max(q, -8.0f), 7.0f);
 }
-inline uint8_t quantizeInt4Step(float w, float step) {
-  if (step == 0.0f || !std::isfinite(step))
-    return 8;
-  return (uint8_t)(int4Level(w, 1.0f / step) + 8.0f);
+/// The squared error of `count` values quantized with (inverse, step), in
+/// f32, summed in four lanes (value i into lane i % 4, in order), then
+/// (lane 0 + lane 1) + (lane 2 + lane 3): the order a numpy reference can
+/// repeat, and one the compiler vectorizes. Each square is its own
+/// statement, so that no fused multiply-add changes its rounding.
+inline float int4SquaredError(const float *values, int64_t count, float inverse, float step) {
+  float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int64_t i = 0;
+  for (; i + 4 <= count; i += 4)
+    for (int lane = 0; lane < 4; ++lane) {
+      float d = values[i + lane] - int4Level(values[i + lane], inverse) * step; // product exact
+      float square = d * d;
+      lanes[lane] += square;
+    }
+  for (; i < count; ++i) {
+    float d = values[i] - int4Level(values[i], inverse) * step;
+    float square = d * d;
+    lanes[i % 4] += square;
+  }
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
 }
 
 /// Padding of an int8 strip (rows past K, columns past `width`) holds 0,
@@ -396,28 +444,23 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
             if (std::fabs(values[r]) > std::fabs(extreme))
               extreme = values[r];
           uint16_t scale = 0;
-          double best = -1.0;
-          for (float divisor : kInt4ScaleDivisors) {
-            uint16_t candidate = int4Scale(extreme, divisor);
+          float best = 0.0f, bestInverse = 0.0f;
+          for (size_t c = 0; c < std::size(kInt4ScaleDivisors); ++c) {
+            uint16_t candidate = int4Scale(extreme, kInt4ScaleDivisors[c]);
             float step = fromF16(candidate);
             // A zero step (an f16 underflow) quantizes everything to 0.
             bool zero = step == 0.0f || !std::isfinite(step);
             float inverse = zero ? 0.0f : 1.0f / step;
-            double partial[4] = {0.0, 0.0, 0.0, 0.0}; // four chains: no serial add latency
-            for (int64_t r = r0; r < r1; ++r) {
-              double d = double(values[r]) - double(int4Level(values[r], inverse)) * double(step);
-              partial[(r - r0) % 4] += d * d;
-            }
-            double error = (partial[0] + partial[1]) + (partial[2] + partial[3]);
-            if (best < 0.0 || error < best) {
+            float error = int4SquaredError(values + r0, r1 - r0, inverse, step);
+            if (c == 0 || error < best) {
               best = error;
               scale = candidate;
+              bestInverse = inverse;
             }
           }
           scales[g * kStripWidth + j] = scale;
-          float step = fromF16(scale);
           for (int64_t r = r0; r < l.group + r0; ++r) {
-            uint8_t nibble = r < r1 ? quantizeInt4Step(values[r], step) : 8;
+            uint8_t nibble = r < r1 ? uint8_t(int4Level(values[r], bestInverse) + 8.0f) : 8;
             bool high;
             size_t byte = int4Byte(r, j, high); // sets high: before it is read
             strip[byte] |= high ? uint8_t(nibble << 4) : nibble;

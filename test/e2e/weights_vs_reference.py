@@ -122,7 +122,13 @@ def pack(w, fmt):
         cand = np.where(extreme == 0, np.float32(0),
                         extreme / np.float32(-divisor)).astype(np.float16)
         q, scale = quantize(cand)
-        err = ((wg.astype(np.float64) - q * scale.astype(np.float64)[:, None, :]) ** 2).sum(axis=1)
+        # f32 squares summed in four lanes (row i into lane i % 4, in row
+        # order), then (0 + 1) + (2 + 3): the packer's order, exactly.
+        square = (wg - q.astype(np.float32) * scale[:, None, :]) ** 2
+        lanes = np.zeros((groups, 4, wg.shape[2]), np.float32)
+        for quad in range(group // 4):
+            lanes += square[:, 4 * quad:4 * quad + 4, :]
+        err = (lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])
         if best_err is None:
             best_err, scale16 = err, cand
         else:
