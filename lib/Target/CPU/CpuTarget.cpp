@@ -388,10 +388,15 @@ public:
     if (llvm::verifyModule(*llvmModule, &llvm::errs()))
       return emitError(fileLoc) << "internal error: the LLVM module does not verify";
 
-    timer.run("LLVM O3", [&] {
-      optimize(*llvmModule, tm.get());
-      return true;
-    });
+    // A library large enough to split is optimized part by part, each on
+    // its own core right before its code generation (below); anything else
+    // as one module here.
+    unsigned parts = request.emit == EmitKind::Library ? codegenParts(*llvmModule) : 1;
+    if (parts == 1)
+      timer.run("LLVM O3", [&] {
+        optimize(*llvmModule, tm.get());
+        return true;
+      });
     if (request.emit == EmitKind::LLVM) {
       auto out = openOutputFile(request.outputPath, &error);
       if (!out)
@@ -403,7 +408,6 @@ public:
 
     // The object files: the output itself, or temporaries to link, one per
     // part of the module that a core generates code for.
-    unsigned parts = request.emit == EmitKind::Library ? codegenParts(*llvmModule) : 1;
     SmallVector<SmallString<128>> objectPaths(parts);
     std::vector<llvm::FileRemover> objectRemovers;
     for (SmallString<128> &path : objectPaths) {
@@ -416,7 +420,7 @@ public:
       llvm::sys::Process::SafelyCloseFileDescriptor(fd);
       objectRemovers.emplace_back(path.str());
     }
-    bool emitted = timer.run("code generation", [&] {
+    bool emitted = timer.run(parts == 1 ? "code generation" : "LLVM O3 and code generation", [&] {
       if (parts == 1)
         return emitObject(*llvmModule, *tm, objectPaths[0]);
       return emitObjectsInParallel(*llvmModule, objectPaths);
@@ -514,10 +518,13 @@ private:
     return instructions < 20000 ? 1 : std::min(cores, 4u);
   }
 
-  /// Splits the optimized module into parts (locals referenced across parts
-  /// become hidden globals, which the library does not export) and
-  /// generates each part's object on its own thread, in its own context
-  /// (a context is not shared between threads), from bitcode.
+  /// Splits the module into parts (locals referenced across parts become
+  /// hidden globals, which the library does not export) and optimizes and
+  /// generates each part's object on its own thread, in its own context (a
+  /// context is not shared between threads), from bitcode. Splitting first
+  /// costs little: the entries reach the outlined loop bodies through the
+  /// runtime's parallel loop (pointers, never inlined), and the kernels are
+  /// the runtime's.
   bool emitObjectsInParallel(llvm::Module &m, ArrayRef<SmallString<128>> paths) const {
     std::vector<SmallString<0>> bitcodes;
     llvm::SplitModule(m, paths.size(), [&](std::unique_ptr<llvm::Module> part) {
@@ -541,7 +548,10 @@ private:
         std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
             triple, cpu, features, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
             llvm::CodeGenOptLevel::Aggressive));
-        ok[i] = machine && emitObject(**part, *machine, paths[i]);
+        if (!machine)
+          return;
+        optimize(**part, machine.get());
+        ok[i] = emitObject(**part, *machine, paths[i]);
       });
     for (std::thread &thread : threads)
       thread.join();
