@@ -284,9 +284,9 @@ inline int8_t quantizeInt8(float w, float scale) {
 /// Candidate int4 scales for a group whose value of largest magnitude is
 /// `extreme` (the first such in row order): extreme / -m for these m, so
 /// that the extreme lands on the negative side, where -8 is; the packer
-/// keeps the one with the least squared error (int4SquaredError; the first
-/// on a tie). A weight's nibble is int4Level(w, 1 / step) + 8, with the f32
-/// reciprocal of the f16 step (one division per group, not per weight).
+/// chooses among them (chooseInt4Scale). A weight's nibble is
+/// int4Level(w, 1 / step) + 8, with the f32 reciprocal of the candidate's
+/// f16 step (one division per group, not per weight).
 constexpr float kInt4ScaleDivisors[] = {8.0f, 7.5f, 7.0f, 6.5f, 6.0f};
 inline uint16_t int4Scale(float extreme, float divisor) {
   return extreme == 0.0f ? 0 : toF16(extreme / -divisor); // +0, not -0, for zeros
@@ -299,26 +299,64 @@ inline float int4Level(float w, float inverse) {
   float q = (x + kMagic) - kMagic;
   return std::min(std::max(q, -8.0f), 7.0f);
 }
-/// The squared error of `count` values quantized with (inverse, step), in
-/// f32, summed in four lanes (value i into lane i % 4, in order), then
-/// (lane 0 + lane 1) + (lane 2 + lane 3): the order a numpy reference can
-/// repeat, and one the compiler vectorizes. Each square is its own
-/// statement, so that no fused multiply-add changes its rounding.
-inline float int4SquaredError(const float *values, int64_t count, float inverse, float step) {
-  float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+/// What choosing a group's int4 scale needs of the levels q that
+/// (inverse) gives its `count` values w: sum w q and sum q q, in f32, each
+/// summed in four lanes (value i into lane i % 4, in order), then (lane 0 +
+/// lane 1) + (lane 2 + lane 3): the order a numpy reference can repeat, and
+/// one the compiler vectorizes. Each product is its own statement, so that
+/// no fused multiply-add changes its rounding.
+struct Int4Fit {
+  float wq = 0.0f, qq = 0.0f;
+};
+inline Int4Fit int4Fit(const float *values, int64_t count, float inverse) {
+  float wq[4] = {0.0f, 0.0f, 0.0f, 0.0f}, qq[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  auto add = [&](int lane, float w) {
+    float q = int4Level(w, inverse);
+    float product = w * q, square = q * q;
+    wq[lane] += product;
+    qq[lane] += square;
+  };
   int64_t i = 0;
   for (; i + 4 <= count; i += 4)
-    for (int lane = 0; lane < 4; ++lane) {
-      float d = values[i + lane] - int4Level(values[i + lane], inverse) * step; // product exact
-      float square = d * d;
-      lanes[lane] += square;
+    for (int lane = 0; lane < 4; ++lane)
+      add(lane, values[i + lane]);
+  for (; i < count; ++i)
+    add(int(i % 4), values[i]);
+  return {(wq[0] + wq[1]) + (wq[2] + wq[3]), (qq[0] + qq[1]) + (qq[2] + qq[3])};
+}
+
+/// A group's int4 scale and the reciprocal its levels come from: for each
+/// candidate (kInt4ScaleDivisors) the levels q of the group, then the scale
+/// that fits those levels best (least squares: sum w q / sum q q, rounded
+/// to f16), and of those the one with the least squared error, computed in
+/// double from the f32 sums (sum w w is the same for all, so it is left
+/// out): s^2 sum q q - 2 s sum w q. The first wins a tie. As llama.cpp's
+/// quantizers do, the levels stay those of the candidate.
+struct Int4Choice {
+  uint16_t scale = 0;
+  float inverse = 0.0f;
+};
+inline Int4Choice chooseInt4Scale(const float *values, int64_t count, float extreme) {
+  Int4Choice best;
+  double bestError = 0.0;
+  for (size_t c = 0; c < std::size(kInt4ScaleDivisors); ++c) {
+    float step = fromF16(int4Scale(extreme, kInt4ScaleDivisors[c]));
+    // A zero step (an f16 underflow) quantizes everything to 0.
+    bool zero = step == 0.0f || !std::isfinite(step);
+    float inverse = zero ? 0.0f : 1.0f / step;
+    Int4Fit fit = int4Fit(values, count, inverse);
+    uint16_t scale = fit.qq > 0.0f ? toF16(fit.wq / fit.qq) : 0;
+    double s = fromF16(scale);
+    if (!std::isfinite(s)) // past f16's range: keep the candidate's own scale
+      scale = int4Scale(extreme, kInt4ScaleDivisors[c]), s = step;
+    double fitted = s * s * double(fit.qq), cross = 2.0 * s * double(fit.wq); // no FMA
+    double error = fitted - cross;
+    if (c == 0 || error < bestError) {
+      bestError = error;
+      best = {scale, inverse};
     }
-  for (; i < count; ++i) {
-    float d = values[i] - int4Level(values[i], inverse) * step;
-    float square = d * d;
-    lanes[i % 4] += square;
   }
-  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  return best;
 }
 
 /// Padding of an int8 strip (rows past K, columns past `width`) holds 0,
@@ -443,24 +481,10 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
           for (int64_t r = r0; r < r1; ++r)
             if (std::fabs(values[r]) > std::fabs(extreme))
               extreme = values[r];
-          uint16_t scale = 0;
-          float best = 0.0f, bestInverse = 0.0f;
-          for (size_t c = 0; c < std::size(kInt4ScaleDivisors); ++c) {
-            uint16_t candidate = int4Scale(extreme, kInt4ScaleDivisors[c]);
-            float step = fromF16(candidate);
-            // A zero step (an f16 underflow) quantizes everything to 0.
-            bool zero = step == 0.0f || !std::isfinite(step);
-            float inverse = zero ? 0.0f : 1.0f / step;
-            float error = int4SquaredError(values + r0, r1 - r0, inverse, step);
-            if (c == 0 || error < best) {
-              best = error;
-              scale = candidate;
-              bestInverse = inverse;
-            }
-          }
-          scales[g * kStripWidth + j] = scale;
+          Int4Choice choice = chooseInt4Scale(values + r0, r1 - r0, extreme);
+          scales[g * kStripWidth + j] = choice.scale;
           for (int64_t r = r0; r < l.group + r0; ++r) {
-            uint8_t nibble = r < r1 ? uint8_t(int4Level(values[r], bestInverse) + 8.0f) : 8;
+            uint8_t nibble = r < r1 ? uint8_t(int4Level(values[r], choice.inverse) + 8.0f) : 8;
             bool high;
             size_t byte = int4Byte(r, j, high); // sets high: before it is read
             strip[byte] |= high ? uint8_t(nibble << 4) : nibble;

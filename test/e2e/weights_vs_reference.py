@@ -17,7 +17,7 @@ independent references.
 - Decoders: a sidecar module computes what the embedded one does, bit for
   bit; int8 logits are within 2e-2 (relative) of f32; on the trained default
   model, int4's perplexity on held-out text is within 5% of f32 (groups of
-  32; 8% for groups of 64) and int8's within 1%.
+  32 and 64) and int8's within 1%.
 - Bad files: a missing, foreign or truncated sidecar is refused naming it;
   a damaged weight byte is caught by hasten_module_verify_weights.
 
@@ -108,7 +108,7 @@ def pack(w, fmt):
     wg[:k] = wp
     wg = wg.reshape(groups, group, strips * STRIP)
     # candidate scales extreme / -m (the value of largest magnitude, first in
-    # row order, on the side of -8); the least squared error wins
+    # row order, on the side of -8)
     extreme = np.take_along_axis(wg, np.abs(wg).argmax(axis=1)[:, None, :], axis=1)[:, 0, :]
 
     def quantize(scale16):
@@ -117,26 +117,38 @@ def pack(w, fmt):
         q = np.clip(np.rint(wg * (np.float32(1) / safe)[:, None, :]), -8, 7)
         return np.where(scale[:, None, :] == 0, 0, q), scale
 
-    best_err, scale16 = None, None
+    # Per candidate: its levels q, the f16 least-squares scale for them
+    # (sum w q / sum q q; the sums in f32, four lanes, row i into lane i % 4,
+    # then (0 + 1) + (2 + 3): the packer's order, exactly), its error
+    # s^2 sum q q - 2 s sum w q in double; the least wins, the first on a tie.
+    def lanes_sum(x):
+        lanes = np.zeros((groups, 4, wg.shape[2]), np.float32)
+        for quad in range(group // 4):
+            lanes += x[:, 4 * quad:4 * quad + 4, :]
+        return (lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])
+
+    best_err, scale16, levels_from = None, None, None
     for divisor in (8.0, 7.5, 7.0, 6.5, 6.0):
         cand = np.where(extreme == 0, np.float32(0),
                         extreme / np.float32(-divisor)).astype(np.float16)
-        q, scale = quantize(cand)
-        # f32 squares summed in four lanes (row i into lane i % 4, in row
-        # order), then (0 + 1) + (2 + 3): the packer's order, exactly.
-        square = (wg - q.astype(np.float32) * scale[:, None, :]) ** 2
-        lanes = np.zeros((groups, 4, wg.shape[2]), np.float32)
-        for quad in range(group // 4):
-            lanes += square[:, 4 * quad:4 * quad + 4, :]
-        err = (lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])
+        q, _scale = quantize(cand)
+        q = q.astype(np.float32)
+        wq, qq = lanes_sum(wg * q), lanes_sum(q * q)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fitted = np.where(qq > 0, wq / np.where(qq > 0, qq, np.float32(1)),
+                              np.float32(0)).astype(np.float16)
+        fitted = np.where(np.isfinite(fitted), fitted, cand)
+        s = fitted.astype(np.float64)
+        err = s * s * qq.astype(np.float64) - 2.0 * s * wq.astype(np.float64)
         if best_err is None:
-            best_err, scale16 = err, cand
+            best_err, scale16, levels_from = err, fitted, cand
         else:
             better = err < best_err
             best_err = np.where(better, err, best_err)
-            scale16 = np.where(better, cand, scale16)
-    q, scale = quantize(scale16)
-    q = np.where(scale[:, None, :] == 0, 0, q).astype(np.int64) + 8   # nibbles
+            scale16 = np.where(better, fitted, scale16)
+            levels_from = np.where(better, cand, levels_from)
+    q, _scale = quantize(levels_from)
+    q = q.astype(np.int64) + 8   # nibbles
     return pack_int4(q.reshape(kp, -1)[:k, :n], scale16[:, :n], None, group)
 
 
@@ -593,9 +605,9 @@ def check_default_model(checks, bin_dir, rt, work):
     print(f"held-out perplexity over {len(ids)} tokens: " +
           ", ".join(f"{k} {v:.3f}" for k, v in ppl.items()))
     checks.check(ppl["int8"] <= ppl["f32"] * 1.01, "default model: int8 perplexity within 1% of f32")
-    # The issue's bound is for int4 as compiled by default (groups of 32);
-    # groups of 64 on this d = 128 model measured +5.3%, checked at 8%.
-    for tag, bound in (("int4-g32", 1.05), ("int4-g64", 1.08)):
+    # Measured +2.2% (groups of 32) and +4.7% (64) with the least-squares
+    # scales (+3.7% and +5.3% with the best candidate scale alone).
+    for tag, bound in (("int4-g32", 1.05), ("int4-g64", 1.05)):
         checks.check(ppl[tag] <= ppl["f32"] * bound,
                      f"default model: {tag} perplexity within {bound - 1:.0%} of f32 "
                      f"({ppl[tag] / ppl['f32'] - 1:+.1%})")
