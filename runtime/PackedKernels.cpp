@@ -76,29 +76,99 @@ struct QuantizedRows {
   std::vector<int32_t> sums;  // [rows][groups]
 };
 
+/// One group of x quantized: `count` values, contiguous or `stride` apart,
+/// into int8 values; returns their sum, and the scale through `scale`.
+int32_t quantizeGroup(const float *x, int64_t stride, int64_t count, int8_t *out, float &scale) {
+  float amax = 0.0f;
+  for (int64_t r = 0; r < count; ++r)
+    amax = std::max(amax, std::fabs(x[r * stride]));
+  scale = amax / 127.0f;
+  if (scale == 0.0f)
+    return 0;
+  int32_t sum = 0;
+  for (int64_t r = 0; r < count; ++r) {
+    int8_t v = (int8_t)std::clamp(roundHalfEven(x[r * stride] / scale), -127.0f, 127.0f);
+    out[r] = v;
+    sum += v;
+  }
+  return sum;
+}
+
+/// The same for contiguous x, 16 values at a time (count a multiple of 16):
+/// the same divisions and roundings, so the same values. max(|x|, amax)
+/// keeps amax for a NaN, as std::max(amax, |x|) does.
+__attribute__((target("avx512f,avx512bw"))) int32_t
+quantizeGroup512(const float *x, int64_t count, int8_t *out, float &scale) {
+  __m512 amax = _mm512_setzero_ps();
+  for (int64_t r = 0; r < count; r += 16)
+    amax = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + r)), amax);
+  scale = _mm512_reduce_max_ps(amax) / 127.0f;
+  if (scale == 0.0f)
+    return 0;
+  const __m512 divisor = _mm512_set1_ps(scale), magic = _mm512_set1_ps(12582912.0f),
+               low = _mm512_set1_ps(-127.0f), high = _mm512_set1_ps(127.0f);
+  __m512i sum = _mm512_setzero_si512();
+  for (int64_t r = 0; r < count; r += 16) {
+    __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + r), divisor);
+    v = _mm512_sub_ps(_mm512_add_ps(v, magic), magic); // to nearest even, as roundHalfEven
+    __m512i q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, low), high));
+    sum = _mm512_add_epi32(sum, q);
+    _mm_storeu_si128(reinterpret_cast<__m128i *>(out + r), _mm512_cvtepi32_epi8(q));
+  }
+  return _mm512_reduce_add_epi32(sum);
+}
+
+/// The same on AVX2, 8 values at a time (count a multiple of 8).
+__attribute__((target("avx2,fma"))) int32_t quantizeGroup256(const float *x, int64_t count,
+                                                             int8_t *out, float &scale) {
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 amax = _mm256_setzero_ps();
+  for (int64_t r = 0; r < count; r += 8)
+    amax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + r), magnitude), amax);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, amax);
+  float top = 0.0f;
+  for (float lane : lanes)
+    top = std::max(top, lane);
+  scale = top / 127.0f;
+  if (scale == 0.0f)
+    return 0;
+  const __m256 divisor = _mm256_set1_ps(scale), magic = _mm256_set1_ps(12582912.0f),
+               low = _mm256_set1_ps(-127.0f), high = _mm256_set1_ps(127.0f);
+  __m256i sum = _mm256_setzero_si256();
+  for (int64_t r = 0; r < count; r += 8) {
+    __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + r), divisor);
+    v = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+    __m256i q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, low), high));
+    sum = _mm256_add_epi32(sum, q);
+    __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i *>(out + r), _mm_packs_epi16(words, words));
+  }
+  alignas(32) int32_t sums[8];
+  _mm256_store_si256(reinterpret_cast<__m256i *>(sums), sum);
+  return sums[0] + sums[1] + sums[2] + sums[3] + sums[4] + sums[5] + sums[6] + sums[7];
+}
+
 void quantizeRows(const Matrix &a, const StripLayout &l, QuantizedRows &q) {
   int64_t rows = a.sizes[0], groups = l.kPadded / l.group;
   q.values.assign(size_t(rows * l.kPadded), 0);
-  q.scales.assign(size_t(rows * groups), 0.0f);
-  q.sums.assign(size_t(rows * groups), 0);
+  q.scales.resize(size_t(rows * groups));
+  q.sums.resize(size_t(rows * groups));
+  const hasten::runtime::CpuCapabilities &cpu = hasten::runtime::cpuCapabilities();
+  bool contiguous = a.strides[1] == 1;
   for (int64_t row = 0; row < rows; ++row)
     for (int64_t g = 0; g < groups; ++g) {
-      int64_t r0 = g * l.group, r1 = std::min(l.k, r0 + l.group);
-      auto x = [&](int64_t r) { return a.data()[row * a.strides[0] + r * a.strides[1]]; };
-      float amax = 0.0f;
-      for (int64_t r = r0; r < r1; ++r)
-        amax = std::max(amax, std::fabs(x(r)));
-      float scale = amax / 127.0f;
-      q.scales[row * groups + g] = scale;
-      if (scale == 0.0f)
-        continue;
-      int32_t sum = 0;
-      for (int64_t r = r0; r < r1; ++r) {
-        int8_t v = (int8_t)std::clamp(roundHalfEven(x(r) / scale), -127.0f, 127.0f);
-        q.values[row * l.kPadded + r] = v;
-        sum += v;
-      }
-      q.sums[row * groups + g] = sum;
+      int64_t r0 = g * l.group, count = std::min(l.k, r0 + l.group) - r0;
+      const float *x = a.data() + row * a.strides[0] + r0 * a.strides[1];
+      int8_t *out = q.values.data() + row * l.kPadded + r0;
+      float &scale = q.scales[row * groups + g];
+      int32_t &sum = q.sums[row * groups + g];
+      if (contiguous && count % 16 == 0 && cpu.avx512)
+        sum = quantizeGroup512(x, count, out, scale);
+      else if (contiguous && count % 8 == 0 && cpu.avx2)
+        sum = quantizeGroup256(x, count, out, scale);
+      else
+        sum = quantizeGroup(x, a.strides[1], count, out, scale);
     }
 }
 
