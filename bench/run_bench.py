@@ -23,6 +23,12 @@ ROOT = os.path.dirname(HERE)
 
 
 def run(cmd, env=None):
+    env = dict(os.environ if env is None else env)
+    # numpy's OpenBLAS (imported by the Python bindings and the ONNX Runtime
+    # runner, never used by them) starts a thread per core that can spin on
+    # a core the measured runtime needs: on 2 cores it cost hasten's first
+    # token 60 ms at 2 threads. Neither side of a comparison gets them.
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr}")
