@@ -351,6 +351,18 @@ MUTATIONS = [
      "  magnitude += 0xc8000000u + 0xfffu + odd; // (15 - 127) << 23, wrapping",
      "  magnitude += 0xc8000000u + 0xfffu + 0 * odd; // (15 - 127) << 23, wrapping",
      "ctest:WeightLayoutTest.FloatsRoundToHalfAsTheHardwareDoes"),
+    ("importer: cubic Resize takes the right tap's weight for the left one",
+     "lib/Import/LinalgOps.cpp",
+     "            SmallVector<Value, 4> w = {poly(arith::AddFOp::create(nb, nl, t, f(1)), true),\n"
+     "                                       poly(t, false), poly(oneMinus, false),",
+     "            SmallVector<Value, 4> w = {poly(arith::AddFOp::create(nb, nl, t, f(1)), true),\n"
+     "                                       poly(oneMinus, false), poly(t, false),",
+     "conformance:resize_.*cubic"),
+    ("importer: GridSample reflects about the wrong bound without align_corners",
+     "lib/Import/LinalgOps.cpp",
+     "                                     : reflect(v, -1, 2.0 * double(size) - 1),",
+     "                                     : reflect(v, 0, 2.0 * double(size) - 1),",
+     "conformance:gridsample"),
     ("weights: the AVX2 int8 GEMV weighs the high nibble 15",
      "runtime/PackedKernels.cpp",
      "                sixteens = _mm256_set1_epi16(16);",

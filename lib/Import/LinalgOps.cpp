@@ -1923,8 +1923,12 @@ LogicalResult convertResize(NodeContext &ctx) {
   std::string mode = ctx.getString("mode", "nearest");
   std::string transform = ctx.getString("coordinate_transformation_mode", "half_pixel");
   std::string nearestMode = ctx.getString("nearest_mode", "round_prefer_floor");
-  if (mode != "nearest" && mode != "linear")
-    return ctx.fail("mode '" + mode + "' is not supported (nearest and linear are)");
+  if (mode != "nearest" && mode != "linear" && mode != "cubic")
+    return ctx.fail("mode '" + mode + "' is not supported (nearest, linear and cubic are)");
+  if (ctx.getInt("antialias", 0) != 0 && mode != "nearest")
+    return ctx.fail("antialias is not supported");
+  double cubicA = ctx.getFloat("cubic_coeff_a", -0.75f);
+  bool excludeOutside = ctx.getInt("exclude_outside", 0) != 0;
   if (transform == "tf_crop_and_resize")
     return ctx.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported");
   SmallVector<double> scales;
@@ -1956,8 +1960,8 @@ LogicalResult convertResize(NodeContext &ctx) {
   for (int64_t d = 0; d < rank; ++d)
     if (outShape[d] != xType.getDimSize(d) || scales[d] != 1.0)
       resized.push_back(d);
-  if (mode == "linear" && resized.size() > 3)
-    return ctx.fail("linear resize of more than 3 dimensions is not supported");
+  if (mode != "nearest" && resized.size() > 3)
+    return ctx.fail(mode + " resize of more than 3 dimensions is not supported");
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Type element = xType.getElementType();
@@ -1977,6 +1981,9 @@ LogicalResult convertResize(NodeContext &ctx) {
         SmallVector<Value> base;  // nearest / lower corner per dim (index)
         SmallVector<Value> upper; // upper corner (index), linear only
         SmallVector<Value> weight;
+        // cubic: per dim, the four taps (indices clamped to the edge) and
+        // their weights.
+        SmallVector<SmallVector<Value, 4>> taps(rank), tapWeights(rank);
         for (int64_t d = 0; d < rank; ++d) {
           Value o = linalg::IndexOp::create(nb, nl, d);
           if (!llvm::is_contained(resized, d)) {
@@ -2001,7 +2008,9 @@ LogicalResult convertResize(NodeContext &ctx) {
             coord = arith::DivFOp::create(nb, nl, arith::AddFOp::create(nb, nl, of, f(0.5)),
                                           f(scale));
           } else if (transform == "pytorch_half_pixel" && out == 1) {
-            coord = f(0);
+            // ONNX's reference samples -0.5: the same as 0 for linear (which
+            // clamps), not for cubic.
+            coord = f(mode == "cubic" ? -0.5 : 0.0);
           } else {
             coord = arith::SubFOp::create(
                 nb, nl,
@@ -2030,6 +2039,50 @@ LogicalResult convertResize(NodeContext &ctx) {
             base.push_back(toIdx(r));
             upper.push_back(Value());
             weight.push_back(Value());
+          } else if (mode == "cubic") {
+            // As ONNX's reference: the taps are the four samples nearest the
+            // coordinate, the left one preferred (first = ceil(x) - 2, so
+            // that t = x - (first + 1) is in (0, 1]), read with edge
+            // padding; Keys' cubic with coefficient a. exclude_outside
+            // drops the taps outside the input and renormalizes.
+            Value first = arith::SubFOp::create(nb, nl, math::CeilOp::create(nb, nl, coord), f(2));
+            Value t = arith::SubFOp::create(nb, nl, coord,
+                                            arith::AddFOp::create(nb, nl, first, f(1)));
+            auto poly = [&](Value u, bool outer) -> Value {
+              // outer (|u| in [1, 2]): ((a u - 5a) u + 8a) u - 4a;
+              // inner (|u| <= 1):      ((a + 2) u - (a + 3)) u u + 1.
+              auto mul = [&](Value p, Value q) { return arith::MulFOp::create(nb, nl, p, q).getResult(); };
+              auto add = [&](Value p, Value q) { return arith::AddFOp::create(nb, nl, p, q).getResult(); };
+              double a = cubicA;
+              if (outer)
+                return add(mul(add(mul(add(mul(f(a), u), f(-5 * a)), u), f(8 * a)), u), f(-4 * a));
+              return add(mul(mul(add(mul(f(a + 2), u), f(-(a + 3))), u), u), f(1));
+            };
+            Value oneMinus = arith::SubFOp::create(nb, nl, f(1), t);
+            SmallVector<Value, 4> w = {poly(arith::AddFOp::create(nb, nl, t, f(1)), true),
+                                       poly(t, false), poly(oneMinus, false),
+                                       poly(arith::AddFOp::create(nb, nl, oneMinus, f(1)), true)};
+            Value total = f(0);
+            for (int k = 0; k < 4; ++k) {
+              Value raw = arith::AddFOp::create(nb, nl, first, f(k));
+              if (excludeOutside) {
+                Value inside = arith::AndIOp::create(
+                    nb, nl,
+                    arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OGE, raw, f(0)),
+                    arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OLE, raw,
+                                          f((double)(in - 1))));
+                w[k] = arith::SelectOp::create(nb, nl, inside, w[k], f(0));
+                total = arith::AddFOp::create(nb, nl, total, w[k]);
+              }
+              taps[d].push_back(toIdx(raw));
+            }
+            for (int k = 0; k < 4; ++k)
+              tapWeights[d].push_back(excludeOutside
+                                          ? (Value)arith::DivFOp::create(nb, nl, w[k], total)
+                                          : w[k]);
+            base.push_back(Value());
+            upper.push_back(Value());
+            weight.push_back(Value());
           } else {
             Value clamped = arith::MinimumFOp::create(
                 nb, nl, arith::MaximumFOp::create(nb, nl, coord, f(0)), f((double)(in - 1)));
@@ -2043,6 +2096,27 @@ LogicalResult convertResize(NodeContext &ctx) {
         Value result;
         if (mode == "nearest") {
           result = tensor::ExtractOp::create(nb, nl, x, base);
+        } else if (mode == "cubic") {
+          // The sum over every combination of the resized dims' taps.
+          Value acc = f(0);
+          int64_t combinations = 1;
+          for (size_t i = 0; i < resized.size(); ++i)
+            combinations *= 4;
+          for (int64_t combination = 0; combination < combinations; ++combination) {
+            SmallVector<Value> coords(base);
+            Value w = f(1);
+            int64_t rest = combination;
+            for (int64_t d : resized) {
+              int64_t k = rest % 4;
+              rest /= 4;
+              coords[d] = taps[d][k];
+              w = arith::MulFOp::create(nb, nl, w, tapWeights[d][k]);
+            }
+            Value v = castScalar(nb, nl, tensor::ExtractOp::create(nb, nl, x, coords), f64,
+                                 false, false);
+            acc = arith::AddFOp::create(nb, nl, acc, arith::MulFOp::create(nb, nl, w, v));
+          }
+          result = castScalar(nb, nl, acc, element, false, ctx.info(0).isUnsigned);
         } else {
           Value acc = f(0);
           for (int64_t corner = 0; corner < (1 << resized.size()); ++corner) {
@@ -2067,9 +2141,159 @@ LogicalResult convertResize(NodeContext &ctx) {
   return success();
 }
 
+//===----------------------------------------------------------------------===//
+// GridSample
+//===----------------------------------------------------------------------===//
+
+/// GridSample (opset 16, 4-D): out[n, c, i, j] samples X[n, c] at the
+/// normalized point grid[n, i, j] = (x, y) in [-1, 1], as
+/// torch.nn.functional.grid_sample does (ONNX's definition): bilinear,
+/// nearest (half to even) or bicubic (a = -0.75) interpolation; zeros,
+/// border or reflection padding; align_corners. Coordinates in f64.
+LogicalResult convertGridSample(NodeContext &ctx) {
+  auto xType = ctx.inputType(0), gridType = ctx.inputType(1);
+  if (xType.getRank() != 4 || gridType.getRank() != 4 || gridType.getDimSize(3) != 2)
+    return ctx.emitError() << "supports X [N, C, H, W] and grid [N, H_out, W_out, 2], got "
+                           << xType << " and " << gridType;
+  if (!xType.hasStaticShape() || !gridType.hasStaticShape())
+    return ctx.fail("GridSample needs static shapes");
+  if (!isa<FloatType>(xType.getElementType()) || !isa<FloatType>(gridType.getElementType()))
+    return ctx.fail("X and grid must be floating point");
+  std::string mode = ctx.getString("mode", "bilinear");
+  std::string padding = ctx.getString("padding_mode", "zeros");
+  bool alignCorners = ctx.getInt("align_corners", 0) != 0;
+  if (mode != "bilinear" && mode != "nearest" && mode != "bicubic")
+    return ctx.fail("mode '" + mode + "' is not supported (bilinear, nearest and bicubic are)");
+  if (padding != "zeros" && padding != "border" && padding != "reflection")
+    return ctx.fail("padding_mode '" + padding + "' is not supported");
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = xType.getElementType(), f64 = b.getF64Type();
+  Value x = ctx.input(0), grid = ctx.input(1);
+  int64_t height = xType.getDimSize(2), width = xType.getDimSize(3);
+  SmallVector<OpFoldResult> outSizes = {
+      b.getIndexAttr(xType.getDimSize(0)), b.getIndexAttr(xType.getDimSize(1)),
+      b.getIndexAttr(gridType.getDimSize(1)), b.getIndexAttr(gridType.getDimSize(2))};
+  Value init = createEmpty(b, loc, outSizes, element);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(4)},
+      SmallVector<utils::IteratorType>(4, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange) {
+        auto f = [&](double v) { return scalarConstant(nb, nl, f64, v); };
+        auto ci = [&](int64_t v) { return arith::ConstantIndexOp::create(nb, nl, v).getResult(); };
+        auto add = [&](Value p, Value q) { return arith::AddFOp::create(nb, nl, p, q).getResult(); };
+        auto sub = [&](Value p, Value q) { return arith::SubFOp::create(nb, nl, p, q).getResult(); };
+        auto mul = [&](Value p, Value q) { return arith::MulFOp::create(nb, nl, p, q).getResult(); };
+        auto clip = [&](Value v, int64_t size) {
+          return arith::MinimumFOp::create(nb, nl, arith::MaximumFOp::create(nb, nl, v, f(0)),
+                                           f(double(size - 1)))
+              .getResult();
+        };
+        Value n = linalg::IndexOp::create(nb, nl, 0), c = linalg::IndexOp::create(nb, nl, 1),
+              i = linalg::IndexOp::create(nb, nl, 2), j = linalg::IndexOp::create(nb, nl, 3);
+        auto gridAt = [&](int64_t component) {
+          Value v = tensor::ExtractOp::create(nb, nl, grid, ValueRange{n, i, j, ci(component)});
+          return castScalar(nb, nl, v, f64, false, false);
+        };
+        // [-1, 1] to pixel coordinates.
+        auto unnormalize = [&](Value g, int64_t size) {
+          if (alignCorners)
+            return mul(add(g, f(1)), f(0.5 * double(size - 1)));
+          return mul(sub(mul(add(g, f(1)), f(double(size))), f(1)), f(0.5));
+        };
+        // A coordinate reflected into [low, high] (twice the bounds given),
+        // as torch's reflect_coordinates.
+        auto reflect = [&](Value v, double twiceLow, double twiceHigh) -> Value {
+          if (twiceLow == twiceHigh)
+            return f(0);
+          double low = twiceLow / 2, span = (twiceHigh - twiceLow) / 2;
+          Value distance = math::AbsFOp::create(nb, nl, sub(v, f(low)));
+          Value extra = arith::RemFOp::create(nb, nl, distance, f(span));
+          Value flips = math::FloorOp::create(nb, nl, arith::DivFOp::create(nb, nl, distance, f(span)));
+          Value even = arith::CmpFOp::create(
+              nb, nl, arith::CmpFPredicate::OEQ,
+              arith::RemFOp::create(nb, nl, flips, f(2)), f(0));
+          return arith::SelectOp::create(nb, nl, even, add(extra, f(low)),
+                                         add(sub(f(span), extra), f(low)));
+        };
+        // The padding mode applied to a coordinate (zeros: as it is).
+        auto pad = [&](Value v, int64_t size) -> Value {
+          if (padding == "border")
+            return clip(v, size);
+          if (padding == "reflection")
+            return clip(alignCorners ? reflect(v, 0, 2.0 * double(size - 1))
+                                     : reflect(v, -1, 2.0 * double(size) - 1),
+                        size);
+          return v;
+        };
+        // X[n, c, yy, xx] for integral f64 coordinates, 0 outside.
+        auto sample = [&](Value yy, Value xx) -> Value {
+          auto inRange = [&](Value v, int64_t size) {
+            return arith::AndIOp::create(
+                nb, nl, arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OGE, v, f(0)),
+                arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OLE, v, f(double(size - 1))));
+          };
+          Value inside = arith::AndIOp::create(nb, nl, inRange(yy, height), inRange(xx, width));
+          auto index = [&](Value v, int64_t size) {
+            Value safe = clip(v, size);
+            return arith::IndexCastOp::create(
+                nb, nl, nb.getIndexType(), arith::FPToSIOp::create(nb, nl, nb.getI64Type(), safe));
+          };
+          Value value = tensor::ExtractOp::create(
+              nb, nl, x, ValueRange{n, c, index(yy, height), index(xx, width)});
+          return arith::SelectOp::create(nb, nl, inside, castScalar(nb, nl, value, f64, false, false),
+                                         f(0));
+        };
+        Value gx = unnormalize(gridAt(0), width), gy = unnormalize(gridAt(1), height);
+        Value result;
+        if (mode == "nearest") {
+          result = sample(math::RoundEvenOp::create(nb, nl, pad(gy, height)),
+                          math::RoundEvenOp::create(nb, nl, pad(gx, width)));
+        } else if (mode == "bilinear") {
+          Value px = pad(gx, width), py = pad(gy, height);
+          Value x0 = math::FloorOp::create(nb, nl, px), y0 = math::FloorOp::create(nb, nl, py);
+          Value x1 = add(x0, f(1)), y1 = add(y0, f(1));
+          Value wx1 = sub(px, x0), wy1 = sub(py, y0);
+          Value wx0 = sub(f(1), wx1), wy0 = sub(f(1), wy1);
+          result = add(add(mul(mul(wy0, wx0), sample(y0, x0)), mul(mul(wy0, wx1), sample(y0, x1))),
+                       add(mul(mul(wy1, wx0), sample(y1, x0)), mul(mul(wy1, wx1), sample(y1, x1))));
+        } else {
+          // Bicubic: four taps a side of the unpadded coordinate, each tap
+          // padded on its own (torch's get_value_bounded).
+          constexpr double a = -0.75;
+          auto inner = [&](Value u) { // |u| <= 1
+            return add(mul(mul(sub(mul(f(a + 2), u), f(a + 3)), u), u), f(1));
+          };
+          auto outer = [&](Value u) { // 1 <= |u| <= 2
+            return sub(mul(add(mul(sub(mul(f(a), u), f(5 * a)), u), f(8 * a)), u), f(4 * a));
+          };
+          auto coefficients = [&](Value t) {
+            Value rest = sub(f(1), t);
+            return SmallVector<Value, 4>{outer(add(t, f(1))), inner(t), inner(rest),
+                                         outer(add(rest, f(1)))};
+          };
+          Value x0 = math::FloorOp::create(nb, nl, gx), y0 = math::FloorOp::create(nb, nl, gy);
+          SmallVector<Value, 4> wx = coefficients(sub(gx, x0)), wy = coefficients(sub(gy, y0));
+          result = f(0);
+          for (int r = 0; r < 4; ++r) {
+            Value row = f(0);
+            Value yy = pad(add(y0, f(r - 1)), height);
+            for (int k = 0; k < 4; ++k)
+              row = add(row, mul(wx[k], sample(yy, pad(add(x0, f(k - 1)), width))));
+            result = add(result, mul(wy[r], row));
+          }
+        }
+        linalg::YieldOp::create(nb, nl, castScalar(nb, nl, result, element, false, false));
+      });
+  ctx.setOutput(0, generic.getResult(0));
+  return success();
+}
+
 } // namespace
 
 void onnx_import::registerLinalgConverters(ConverterTable &table) {
+  table["GridSample"] = convertGridSample;
   table["MatMul"] = convertMatMul;
   table["Gemm"] = convertGemm;
   table["Einsum"] = convertEinsum;

@@ -48,7 +48,6 @@ KNOWN_UNSUPPORTED = {
     "sequence and optional types": ["test_identity_sequence", "test_identity_opt"],
     "training mode": ["test_training_dropout", "test_batchnorm_epsilon_training_mode",
                       "test_batchnorm_example_training_mode"],
-    "cubic resize": ["_cubic"],
     "tf_crop_and_resize": ["tf_crop_and_resize"],
     "MaxPool Indices output": ["test_maxpool_with_argmax"],
 }
