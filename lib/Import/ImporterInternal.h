@@ -137,6 +137,7 @@ void registerTensorConverters(ConverterTable &table);
 void registerLinalgConverters(ConverterTable &table);
 void registerQuantizedConverters(ConverterTable &table);
 void registerRecurrentConverters(ConverterTable &table);
+void registerSignalConverters(ConverterTable &table);
 
 /// numpy's matmul of two tensors of one element type (batched, vectors
 /// promoted), as MatMul imports it.

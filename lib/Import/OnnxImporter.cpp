@@ -419,6 +419,7 @@ static const ConverterTable &getConverters() {
     registerLinalgConverters(t);
     registerQuantizedConverters(t);
     registerRecurrentConverters(t);
+    registerSignalConverters(t);
     return t;
   }();
   return table;
