@@ -129,6 +129,11 @@ private:
   int64_t inlineLimit;
 };
 
+/// Conv of x by w (+ bias per output channel) with the node's geometry
+/// attributes (pads, strides, dilations, group), in their element type:
+/// float, or i32 for the integer convolutions.
+FailureOr<Value> buildConvolution(NodeContext &ctx, Value x, Value w, Value bias);
+
 using ConvertFn = LogicalResult (*)(NodeContext &);
 using ConverterTable = llvm::StringMap<ConvertFn>;
 

@@ -1395,17 +1395,31 @@ OpFoldResult windowOutput(OpBuilder &b, Location loc, Value padded, int64_t dim,
 }
 
 LogicalResult convertConv(NodeContext &ctx) {
-  auto xType = ctx.inputType(0), wType = ctx.inputType(1);
+  FailureOr<Value> result =
+      buildConvolution(ctx, ctx.input(0), ctx.input(1), ctx.hasInput(2) ? ctx.input(2) : Value());
+  if (failed(result))
+    return failure();
+  ctx.setOutput(0, *result);
+  return success();
+}
+
+} // namespace
+
+FailureOr<Value> onnx_import::buildConvolution(NodeContext &ctx, Value input, Value filter,
+                                               Value biasValue) {
+  auto xType = cast<RankedTensorType>(input.getType()),
+       wType = cast<RankedTensorType>(filter.getType());
   int64_t rank = xType.getRank();
   int64_t spatial = rank - 2;
   if (spatial < 1 || spatial > 3 || wType.getRank() != rank)
-    return ctx.emitError() << "expects 1-D to 3-D convolution operands, got "
-                           << xType << " and " << wType;
+    return (ctx.emitError() << "expects 1-D to 3-D convolution operands, got " << xType
+                            << " and " << wType),
+           failure();
   if (xType.getElementType() != wType.getElementType())
-    return ctx.emitError() << "operand types differ: " << xType << " and " << wType;
+    return (ctx.emitError() << "operand types differ: " << xType << " and " << wType), failure();
   SmallVector<int64_t> kernel(wType.getShape().begin() + 2, wType.getShape().end());
   if (llvm::any_of(kernel, ShapedType::isDynamic))
-    return ctx.fail("the kernel must have static spatial dimensions");
+    return (void)ctx.fail("the kernel must have static spatial dimensions"), failure();
   FailureOr<ConvGeometry> g = readGeometry(ctx, xType, kernel, false);
   if (failed(g))
     return failure();
@@ -1413,22 +1427,23 @@ LogicalResult convertConv(NodeContext &ctx) {
   int64_t channels = xType.getDimSize(1), filters = wType.getDimSize(0);
   if (group < 1 || (!ShapedType::isDynamic(channels) && channels % group != 0) ||
       (!ShapedType::isDynamic(filters) && filters % group != 0))
-    return ctx.emitError() << "group " << group << " must be positive and divide the "
-                           << channels << " input channels and " << filters << " filters";
-  if (ctx.hasInput(2)) {
-    auto biasType = ctx.inputType(2);
+    return (ctx.emitError() << "group " << group << " must be positive and divide the "
+                            << channels << " input channels and " << filters << " filters"),
+           failure();
+  if (biasValue) {
+    auto biasType = cast<RankedTensorType>(biasValue.getType());
     if (biasType.getRank() != 1 || biasType.getElementType() != xType.getElementType() ||
         (!biasType.isDynamicDim(0) && !ShapedType::isDynamic(filters) &&
          biasType.getDimSize(0) != filters))
-      return ctx.emitError() << "the bias must be a vector of " << filters << " "
-                             << xType.getElementType() << ", got " << biasType;
+      return (ctx.emitError() << "the bias must be a vector of " << filters << " "
+                              << xType.getElementType() << ", got " << biasType),
+             failure();
   }
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Type element = xType.getElementType();
-  Value x = padSpatial(b, loc, ctx.input(0), g->padBegin, g->padEnd,
-                       scalarConstant(b, loc, element, 0));
-  Value w = ctx.input(1);
+  Value x = padSpatial(b, loc, input, g->padBegin, g->padEnd, scalarConstant(b, loc, element, 0));
+  Value w = filter;
   SmallVector<OpFoldResult> outSizes = {tensor::getMixedSize(b, loc, x, 0),
                                         tensor::getMixedSize(b, loc, w, 0)};
   for (int64_t d = 0; d < spatial; ++d)
@@ -1436,8 +1451,8 @@ LogicalResult convertConv(NodeContext &ctx) {
                                     g->dilations[d]));
   // The bias, broadcast over batch and space, is the accumulator's start.
   Value init;
-  if (ctx.hasInput(2)) {
-    Value bias = perChannel(b, loc, ctx.input(2), spatial);
+  if (biasValue) {
+    Value bias = perChannel(b, loc, biasValue, spatial);
     init = broadcastTo(b, loc, bias, outSizes);
   } else {
     init = zeroFilled(b, loc, outSizes, element);
@@ -1464,7 +1479,8 @@ LogicalResult convertConv(NodeContext &ctx) {
     int64_t mTotal = wType.getDimSize(0);
     if (ShapedType::isDynamic(mTotal) || mTotal % group != 0 ||
         ShapedType::isDynamic(cPerGroup))
-      return ctx.fail("grouped convolution needs static channel counts divisible by group");
+      return (void)ctx.fail("grouped convolution needs static channel counts divisible by group"),
+             failure();
     int64_t mPerGroup = mTotal / group;
     // Loops: n, m, o_0..o_s-1 (parallel), c, k_0..k_s-1 (reduction).
     int64_t loops = 2 + spatial + 1 + spatial;
@@ -1492,9 +1508,10 @@ LogicalResult convertConv(NodeContext &ctx) {
                  })
                  .getResult(0);
   }
-  ctx.setOutput(0, result);
-  return success();
+  return result;
 }
+
+namespace {
 
 /// An ungrouped ConvTranspose as what it is: every input position times the
 /// filter (one matmul, [n i..., c] x [c, m k...]), then each output summing

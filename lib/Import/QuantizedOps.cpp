@@ -2,8 +2,8 @@
 //
 // QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear as elementwise
 // arithmetic with the reference's rounding (half to even) and saturation;
-// MatMulInteger and QLinearMatMul as an i32 matmul of operands shifted by
-// their zero points; ONNX Runtime's MatMulNBits as the blocked
+// MatMulInteger and QLinearMatMul (ConvInteger and QLinearConv) as an i32
+// matmul (convolution) of operands shifted by their zero points; ONNX Runtime's MatMulNBits as the blocked
 // dequantization of its 4-bit weight feeding a MatMul. A constant weight's
 // dequantization feeding a MatMul runs on the int8/int4 kernels
 // (--hasten-matmul-to-runtime-calls folds it); activation Q/DQ and the
@@ -313,6 +313,70 @@ LogicalResult convertQLinearMatMul(NodeContext &ctx) {
   return success();
 }
 
+/// ConvInteger: (x - x_zero_point) conv (w - w_zero_point) in i32; the
+/// filter's zero point may be per output channel. Shifted first, then padded
+/// with 0 (the pads hold the zero point, as the reference's).
+LogicalResult convertConvInteger(NodeContext &ctx) {
+  FailureOr<Value> x = shiftedI32(ctx, 0, 2, std::nullopt);
+  FailureOr<Value> w = shiftedI32(ctx, 1, 3, 0);
+  if (failed(x) || failed(w))
+    return failure();
+  FailureOr<Value> y = buildConvolution(ctx, *x, *w, Value());
+  if (failed(y))
+    return failure();
+  ctx.setOutput(0, *y);
+  return success();
+}
+
+/// QLinearConv: the i32 convolution of the shifted operands (+ the i32
+/// bias), scaled by x_scale * w_scale / y_scale (w_scale per output channel
+/// or one), rounded half to even, shifted by y's zero point, saturated.
+LogicalResult convertQLinearConv(NodeContext &ctx) {
+  FailureOr<Value> x = shiftedI32(ctx, 0, 2, std::nullopt);
+  FailureOr<Value> w = shiftedI32(ctx, 3, 5, 0);
+  if (failed(x) || failed(w))
+    return failure();
+  Value bias;
+  if (ctx.hasInput(8)) {
+    if (!ctx.inputType(8).getElementType().isInteger(32))
+      return ctx.emitError() << "B must be int32, got " << ctx.inputType(8);
+    bias = ctx.input(8);
+  }
+  FailureOr<Value> acc = buildConvolution(ctx, *x, *w, bias);
+  if (failed(acc))
+    return failure();
+  int64_t rank = cast<RankedTensorType>(acc->getType()).getRank();
+  for (unsigned scale : {1u, 6u})
+    if (ctx.inputType(scale).getNumElements() != 1)
+      return ctx.emitError() << "x_scale and y_scale must be one value, got "
+                             << ctx.inputType(scale);
+  FailureOr<Value> wScale = alongAxis(ctx, ctx.input(4), 1, rank, "w_scale");
+  if (failed(wScale))
+    return failure();
+  Type f = ctx.inputType(1).getElementType();
+  Type yElement = ctx.inputType(7).getElementType();
+  bool yUnsigned = ctx.info(7).isUnsigned;
+  auto scalar = [&](unsigned i) {
+    auto t = ctx.inputType(i);
+    SmallVector<Value> zeros(t.getRank(), arith::ConstantIndexOp::create(ctx.b, ctx.loc, 0));
+    return tensor::ExtractOp::create(ctx.b, ctx.loc, ctx.input(i), zeros).getResult();
+  };
+  Value xScale = scalar(1), yScale = scalar(6), yZero = scalar(7);
+  Value y = buildElementwise(
+      ctx.b, ctx.loc, ValueRange{*acc, *wScale}, yElement,
+      [&](OpBuilder &b, Location loc, ValueRange a) {
+        Value multiplier =
+            arith::DivFOp::create(b, loc, arith::MulFOp::create(b, loc, xScale, a[1]), yScale);
+        Value v = arith::MulFOp::create(b, loc, arith::SIToFPOp::create(b, loc, f, a[0]),
+                                        multiplier);
+        v = arith::AddFOp::create(b, loc, math::RoundEvenOp::create(b, loc, v),
+                                  toFloat(b, loc, yZero, f, yUnsigned));
+        return saturate(b, loc, v, yElement, yUnsigned);
+      });
+  ctx.setOutput(0, y, yUnsigned);
+  return success();
+}
+
 /// The bytes of a constant input (dense, splat or a resource blob), or none.
 std::optional<std::vector<char>> constantBytes(NodeContext &ctx, unsigned i) {
   auto constant = ctx.input(i).getDefiningOp<arith::ConstantOp>();
@@ -455,4 +519,6 @@ void onnx_import::registerQuantizedConverters(ConverterTable &table) {
   table["DynamicQuantizeLinear"] = convertDynamicQuantizeLinear;
   table["MatMulInteger"] = convertMatMulInteger;
   table["QLinearMatMul"] = convertQLinearMatMul;
+  table["ConvInteger"] = convertConvInteger;
+  table["QLinearConv"] = convertQLinearConv;
 }
