@@ -279,14 +279,12 @@ LogicalResult convertMatMulInteger(NodeContext &ctx) {
 /// QLinearMatMul: the i32 product of the shifted operands, scaled by
 /// a_scale * b_scale / y_scale, rounded, shifted by y's zero point and
 /// saturated to y's type.
-LogicalResult convertQLinearMatMul(NodeContext &ctx) {
-  FailureOr<Value> product = integerProduct(ctx, 0, 2, 3, 5);
-  if (failed(product))
-    return failure();
-  for (unsigned scale : {1u, 4u, 6u})
-    if (ctx.inputType(scale).getNumElements() != 1)
-      return ctx.emitError() << "per-row or per-column scales are not supported yet (input "
-                             << scale << " is " << ctx.inputType(scale) << ")";
+/// The output of a QLinear op from its i32 product `acc`: acc * (x_scale *
+/// w_scale / y_scale), rounded half to even, plus y's zero point, saturated
+/// to y's type. x_scale, y_scale and y's zero point are the node's inputs
+/// 1, 6 and 7, one value each; `wScale` broadcasts against acc (one value,
+/// or one per output channel).
+void setRequantized(NodeContext &ctx, Value acc, Value wScale) {
   Type f = ctx.inputType(1).getElementType();
   Type yElement = ctx.inputType(7).getElementType();
   bool yUnsigned = ctx.info(7).isUnsigned;
@@ -295,13 +293,13 @@ LogicalResult convertQLinearMatMul(NodeContext &ctx) {
     SmallVector<Value> zeros(t.getRank(), arith::ConstantIndexOp::create(ctx.b, ctx.loc, 0));
     return tensor::ExtractOp::create(ctx.b, ctx.loc, ctx.input(i), zeros).getResult();
   };
-  Value aScale = scalar(1), bScale = scalar(4), yScale = scalar(6), yZero = scalar(7);
-  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, *product);
+  Value xScale = scalar(1), yScale = scalar(6), yZero = scalar(7);
+  SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(ctx.b, ctx.loc, acc);
   Value result = buildElementwise(
-      ctx.b, ctx.loc, ValueRange{*product}, yElement,
+      ctx.b, ctx.loc, ValueRange{acc, wScale}, yElement,
       [&](OpBuilder &b, Location loc, ValueRange args) {
-        Value multiplier = arith::DivFOp::create(
-            b, loc, arith::MulFOp::create(b, loc, aScale, bScale), yScale);
+        Value multiplier =
+            arith::DivFOp::create(b, loc, arith::MulFOp::create(b, loc, xScale, args[1]), yScale);
         Value v = arith::MulFOp::create(b, loc, arith::SIToFPOp::create(b, loc, f, args[0]),
                                         multiplier);
         v = arith::AddFOp::create(b, loc, math::RoundEvenOp::create(b, loc, v),
@@ -310,6 +308,17 @@ LogicalResult convertQLinearMatMul(NodeContext &ctx) {
       },
       ArrayRef<OpFoldResult>(sizes));
   ctx.setOutput(0, result, yUnsigned);
+}
+
+LogicalResult convertQLinearMatMul(NodeContext &ctx) {
+  FailureOr<Value> product = integerProduct(ctx, 0, 2, 3, 5);
+  if (failed(product))
+    return failure();
+  for (unsigned scale : {1u, 4u, 6u})
+    if (ctx.inputType(scale).getNumElements() != 1)
+      return ctx.emitError() << "per-row or per-column scales are not supported yet (input "
+                             << scale << " is " << ctx.inputType(scale) << ")";
+  setRequantized(ctx, *product, ctx.input(4));
   return success();
 }
 
@@ -353,27 +362,7 @@ LogicalResult convertQLinearConv(NodeContext &ctx) {
   FailureOr<Value> wScale = alongAxis(ctx, ctx.input(4), 1, rank, "w_scale");
   if (failed(wScale))
     return failure();
-  Type f = ctx.inputType(1).getElementType();
-  Type yElement = ctx.inputType(7).getElementType();
-  bool yUnsigned = ctx.info(7).isUnsigned;
-  auto scalar = [&](unsigned i) {
-    auto t = ctx.inputType(i);
-    SmallVector<Value> zeros(t.getRank(), arith::ConstantIndexOp::create(ctx.b, ctx.loc, 0));
-    return tensor::ExtractOp::create(ctx.b, ctx.loc, ctx.input(i), zeros).getResult();
-  };
-  Value xScale = scalar(1), yScale = scalar(6), yZero = scalar(7);
-  Value y = buildElementwise(
-      ctx.b, ctx.loc, ValueRange{*acc, *wScale}, yElement,
-      [&](OpBuilder &b, Location loc, ValueRange a) {
-        Value multiplier =
-            arith::DivFOp::create(b, loc, arith::MulFOp::create(b, loc, xScale, a[1]), yScale);
-        Value v = arith::MulFOp::create(b, loc, arith::SIToFPOp::create(b, loc, f, a[0]),
-                                        multiplier);
-        v = arith::AddFOp::create(b, loc, math::RoundEvenOp::create(b, loc, v),
-                                  toFloat(b, loc, yZero, f, yUnsigned));
-        return saturate(b, loc, v, yElement, yUnsigned);
-      });
-  ctx.setOutput(0, y, yUnsigned);
+  setRequantized(ctx, *acc, *wScale);
   return success();
 }
 
