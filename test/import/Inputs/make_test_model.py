@@ -253,6 +253,33 @@ def external_data():
     return m, "external"
 
 
+@register
+def newer_ir():
+    """A newer exporter's model (IR version 10) of what IR 8 has."""
+    m, _ = matmul_weights(), None
+    m.ir_version = 10
+    return m
+
+
+@register
+def newer_ir_external():
+    m, kind = external_data()
+    m.ir_version = 10
+    return m, kind
+
+
+@register
+def newer_ir_float8():
+    """IR 10 with a float8 initializer (data type 17, new in IR 9)."""
+    w = onnx.TensorProto()
+    w.name, w.data_type, w.raw_data = "w8", 17, bytes([0x38, 0x40])
+    w.dims.extend([2])
+    m = model([helper.make_node("Identity", ["w8"], ["y"], name="id")], [], [vi("y", F, [2])],
+              [w])
+    m.ir_version = 10
+    return m
+
+
 # ---- broken inputs ---------------------------------------------------------
 
 @register
