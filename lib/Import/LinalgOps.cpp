@@ -1822,8 +1822,12 @@ LogicalResult convertPool(NodeContext &ctx) {
     if ((int64_t)kernel.size() != spatial)
       return ctx.fail("kernel_shape must have one entry per spatial dimension");
   }
-  if (ctx.wantsOutput(1))
-    return ctx.fail("the Indices output of MaxPool is not supported");
+  bool withIndices = ctx.wantsOutput(1);
+  if (withIndices && (!isMax || global || !xType.hasStaticShape()))
+    return ctx.fail("the Indices output needs MaxPool of a static input");
+  int64_t storageOrder = ctx.getInt("storage_order", 0);
+  if (storageOrder != 0 && storageOrder != 1)
+    return ctx.emitError() << "storage_order must be 0 or 1, got " << storageOrder;
   FailureOr<ConvGeometry> g = readGeometry(ctx, xType, kernel, false);
   if (failed(g))
     return failure();
@@ -1871,6 +1875,55 @@ LogicalResult convertPool(NodeContext &ctx) {
                                  AffineMap::get(loops, 0, kExprs, b.getContext()),
                                  AffineMap::get(loops, 0, oExprs, b.getContext())};
   Value init = createFilled(b, loc, outSizes, padValue);
+  if (withIndices) {
+    // Max and where it was: the flat index into X of the first largest
+    // element of the window (row-major, or column-major in the spatial
+    // dims with storage_order 1), as ONNX's reference.
+    Type i64 = b.getI64Type();
+    Value indexInit = createFilled(b, loc, outSizes, arith::ConstantIntOp::create(b, loc, i64, 0));
+    SmallVector<int64_t> extent(xType.getShape().begin(), xType.getShape().end());
+    auto results = linalg::GenericOp::create(
+        b, loc, TypeRange{init.getType(), indexInit.getType()}, ValueRange{x, window},
+        ValueRange{init, indexInit},
+        ArrayRef<AffineMap>{maps[0], maps[1], maps[2], maps[2]}, iterators,
+        [&](OpBuilder &nb, Location nl, ValueRange a) {
+          auto index = [&](int64_t dim) {
+            return arith::IndexCastOp::create(nb, nl, i64, linalg::IndexOp::create(nb, nl, dim))
+                .getResult();
+          };
+          auto constant = [&](int64_t v) {
+            return arith::ConstantIntOp::create(nb, nl, i64, v).getResult();
+          };
+          // The element's position in X: n, c, then o * s + k * d - pad.
+          SmallVector<Value> position = {index(0), index(1)};
+          for (int64_t d = 0; d < spatial; ++d) {
+            Value at = arith::AddIOp::create(
+                nb, nl, arith::MulIOp::create(nb, nl, index(2 + d), constant(g->strides[d])),
+                arith::MulIOp::create(nb, nl, index(2 + spatial + d), constant(g->dilations[d])));
+            position.push_back(arith::SubIOp::create(nb, nl, at, constant(g->padBegin[d])));
+          }
+          SmallVector<int64_t> order;
+          for (int64_t d = 0; d < 2 + spatial; ++d)
+            order.push_back(d);
+          if (storageOrder == 1)
+            std::reverse(order.begin() + 2, order.end());
+          Value flat = constant(0);
+          for (int64_t d : order)
+            flat = arith::AddIOp::create(
+                nb, nl, arith::MulIOp::create(nb, nl, flat, constant(extent[d])), position[d]);
+          Value greater =
+              isFloat(a[0].getType())
+                  ? (Value)arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OGT, a[0], a[2])
+                  : (Value)arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sgt, a[0], a[2]);
+          linalg::YieldOp::create(
+              nb, nl,
+              ValueRange{arith::SelectOp::create(nb, nl, greater, a[0], a[2]),
+                         arith::SelectOp::create(nb, nl, greater, flat, a[3])});
+        });
+    ctx.setOutput(0, results.getResult(0));
+    ctx.setOutput(1, results.getResult(1));
+    return success();
+  }
   Value pooled = linalg::GenericOp::create(
                      b, loc, TypeRange{init.getType()}, ValueRange{x, window},
                      ValueRange{init}, maps, iterators,
@@ -1925,6 +1978,88 @@ LogicalResult convertPool(NodeContext &ctx) {
     }
   }
   ctx.setOutput(0, pooled);
+  return success();
+}
+
+/// MaxUnpool: zeros of the shape the pooling geometry gives with each X
+/// value written at its flat index from I, in order (a later duplicate
+/// wins, as the reference's assignment; an index outside writes nothing),
+/// then padded with zeros at the end up to output_shape when given (the
+/// indices stay those of the pooling geometry, as ONNX's cases have it).
+LogicalResult convertMaxUnpool(NodeContext &ctx) {
+  auto xType = ctx.inputType(0), iType = ctx.inputType(1);
+  int64_t rank = xType.getRank(), spatial = rank - 2;
+  if (spatial < 1 || !xType.hasStaticShape() || iType.getShape() != xType.getShape() ||
+      !iType.getElementType().isInteger(64))
+    return ctx.emitError() << "expects a static X [N, C, spatial...] and int64 indices of its "
+                              "shape, got "
+                           << xType << " and " << iType;
+  SmallVector<int64_t> kernel = ctx.getInts("kernel_shape").value_or(SmallVector<int64_t>{});
+  if ((int64_t)kernel.size() != spatial)
+    return ctx.fail("kernel_shape must have one entry per spatial dimension");
+  SmallVector<int64_t> strides = ctx.getInts("strides").value_or(SmallVector<int64_t>(spatial, 1));
+  SmallVector<int64_t> pads = ctx.getInts("pads").value_or(SmallVector<int64_t>(2 * spatial, 0));
+  if ((int64_t)strides.size() != spatial || (int64_t)pads.size() != 2 * spatial)
+    return ctx.fail("strides and pads must have one (two) entries per spatial dimension");
+  SmallVector<int64_t> outShape = {xType.getDimSize(0), xType.getDimSize(1)};
+  for (int64_t d = 0; d < spatial; ++d)
+    outShape.push_back((xType.getDimSize(2 + d) - 1) * strides[d] - pads[d] - pads[spatial + d] +
+                       kernel[d]);
+  SmallVector<int64_t> padded = outShape;
+  if (ctx.hasInput(2)) {
+    std::optional<SmallVector<int64_t>> given = ctx.constantInts(2);
+    if (!given || (int64_t)given->size() != rank)
+      return ctx.fail("output_shape must be a constant with one size per dimension");
+    for (int64_t d = 0; d < rank; ++d)
+      if ((*given)[d] < outShape[d])
+        return ctx.emitError() << "output_shape dimension " << d << " (" << (*given)[d]
+                               << ") is smaller than the unpooled size " << outShape[d];
+    padded.assign(given->begin(), given->end());
+  }
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = xType.getElementType();
+  int64_t total = 1, count = xType.getNumElements();
+  for (int64_t size : outShape)
+    total *= size;
+  SmallVector<ReassociationIndices> all(1);
+  for (int64_t d = 0; d < rank; ++d)
+    all[0].push_back(d);
+  Value values = tensor::CollapseShapeOp::create(b, loc, ctx.input(0), all);
+  Value indices = tensor::CollapseShapeOp::create(b, loc, ctx.input(1), all);
+  Value zeros = createFilled(b, loc, {b.getIndexAttr(total)}, scalarConstant(b, loc, element, 0));
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  auto loop = scf::ForOp::create(
+      b, loc, zero, arith::ConstantIndexOp::create(b, loc, count),
+      arith::ConstantIndexOp::create(b, loc, 1), ValueRange{zeros},
+      [&](OpBuilder &lb, Location ll, Value e, ValueRange iter) {
+        Value v = tensor::ExtractOp::create(lb, ll, values, ValueRange{e});
+        Value at = tensor::ExtractOp::create(lb, ll, indices, ValueRange{e});
+        Type i64 = lb.getI64Type();
+        Value inside = arith::AndIOp::create(
+            lb, ll,
+            arith::CmpIOp::create(lb, ll, arith::CmpIPredicate::sge, at,
+                                  arith::ConstantIntOp::create(lb, ll, i64, 0)),
+            arith::CmpIOp::create(lb, ll, arith::CmpIPredicate::slt, at,
+                                  arith::ConstantIntOp::create(lb, ll, i64, total)));
+        Value safe = arith::IndexCastOp::create(
+            lb, ll, lb.getIndexType(),
+            arith::SelectOp::create(lb, ll, inside, at, arith::ConstantIntOp::create(lb, ll, i64, 0)));
+        Value kept = tensor::ExtractOp::create(lb, ll, iter[0], ValueRange{safe});
+        Value written = tensor::InsertOp::create(
+            lb, ll, arith::SelectOp::create(lb, ll, inside, v, kept), iter[0], ValueRange{safe});
+        scf::YieldOp::create(lb, ll, written);
+      });
+  auto outType = RankedTensorType::get(outShape, element);
+  Value result = tensor::ExpandShapeOp::create(b, loc, outType, loop.getResult(0), all);
+  if (padded != outShape) {
+    SmallVector<OpFoldResult> low(rank, b.getIndexAttr(0)), high;
+    for (int64_t d = 0; d < rank; ++d)
+      high.push_back(b.getIndexAttr(padded[d] - outShape[d]));
+    result = tensor::PadOp::create(b, loc, RankedTensorType::get(padded, element), result, low,
+                                   high, scalarConstant(b, loc, element, 0));
+  }
+  ctx.setOutput(0, result);
   return success();
 }
 
@@ -2332,6 +2467,7 @@ void onnx_import::registerLinalgConverters(ConverterTable &table) {
   table["BatchNormalization"] = convertBatchNorm;
   table["Conv"] = convertConv;
   table["ConvTranspose"] = convertConvTranspose;
+  table["MaxUnpool"] = convertMaxUnpool;
   for (const char *op : {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
     table[op] = convertPool;
   table["Resize"] = convertResize;

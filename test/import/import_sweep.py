@@ -38,7 +38,7 @@ PARAMETER_SLOTS = {
     "Expand": {1}, "Tile": {1}, "Pad": {1, 2}, "TopK": {1},
     "ConstantOfShape": {0}, "Dropout": {1, 2}, "Trilu": {1}, "OneHot": {1},
     "HannWindow": {0}, "HammingWindow": {0}, "BlackmanWindow": {0}, "Compress": {1},
-    "Upsample": {1}, "DFT": {1}, "STFT": {1, 3}, "MelWeightMatrix": {0, 1, 2, 3, 4},
+    "Upsample": {1}, "MaxUnpool": {2}, "DFT": {1}, "STFT": {1, 3}, "MelWeightMatrix": {0, 1, 2, 3, 4},
 }
 
 # Variants of supported ops that hasten does not support, with the reason.
@@ -49,7 +49,6 @@ KNOWN_UNSUPPORTED = {
     "training mode": ["test_training_dropout", "test_batchnorm_epsilon_training_mode",
                       "test_batchnorm_example_training_mode"],
     "tf_crop_and_resize": ["tf_crop_and_resize"],
-    "MaxPool Indices output": ["test_maxpool_with_argmax"],
 }
 
 
