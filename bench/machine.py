@@ -42,13 +42,19 @@ def fma_peak(work_dir, threads):
     return float(re.search(r"fma_gflops ([0-9.]+)", out).group(1)) * 1e9
 
 
-def read_bandwidth(work_dir, threads):
-    """The best of 7 read-bandwidth passes, in bytes/s, over a 512 MiB buffer with `threads`
-    threads (a few seconds)."""
+def membw_binary(work_dir):
+    """bench/membw.c built for this machine into work_dir."""
     exe = os.path.join(work_dir, "membw")
     source = os.path.join(HERE, "membw.c")
     if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(source):
         subprocess.run(["/usr/lib/llvm-22/bin/clang", "-O3", "-march=native", "-ffast-math",
                         "-pthread", source, "-o", exe], check=True)
-    out = subprocess.run([exe, str(threads)], capture_output=True, text=True, check=True).stdout
+    return exe
+
+
+def read_bandwidth(work_dir, threads, mib=512, passes=7):
+    """The best of `passes` read-bandwidth passes, in bytes/s, over a `mib` MiB buffer with
+    `threads` threads (a few seconds at the defaults)."""
+    out = subprocess.run([membw_binary(work_dir), str(threads), str(mib), str(passes)],
+                         capture_output=True, text=True, check=True).stdout
     return float(re.search(r"read_gbps ([0-9.]+)", out).group(1)) * 1e9

@@ -7,12 +7,13 @@ in the same run.
 Per precision: the compile's wall time; the stored weight bytes (by the
 format the kernels read) and where they are mapped from; in a fresh process
 (page cache warm: the module was just loaded once): the load alone and the load with a one-token prompt's logits;
-decode per token at past 128 (median); VmRSS after the decode
-steps, against the stored weights plus the KV cache; and the decode floor:
-the bytes a token reads (the stored weights but the position table and, when
-the LM head has its own packed copy, the token embedding table, of which a
-token reads one row) over the read bandwidth measured now at the same thread
-count ("with KV" adds the keys and values attention reads at that past
+decode per token at past 128 (the median of 7 blocks of 10 steps); VmRSS
+after the decode steps, against the stored weights plus the KV cache; and
+decode against its floor: the bytes a token reads (the stored weights but the
+position table and, when the LM head has its own packed copy, the token
+embedding table, of which a token reads one row) over the read bandwidth
+probed right after each decode block at the same thread count, the median of
+the blocks' ratios (the "floor ms" column uses the median probe) ("with KV" adds the keys and values attention reads at that past
 length); and how many of 32 greedy tokens after the decoder bench's first
 prompt (512 tokens) agree with f32's. The table names the CPU.
 
@@ -21,6 +22,7 @@ usage: bench/weights_bench.py [--build build] [--threads 1,2] [--precisions f32,
 import argparse
 import os
 import re
+import statistics
 import sys
 import time
 
@@ -36,10 +38,15 @@ from run_bench import run  # noqa: E402
 POSITION_TABLE = "pos_embed"
 
 
-def child(build, module_path, threads, past, repeat):
-    """Load to first token, decode ms, RSS (kB), in a fresh process."""
+def child(build, module_path, threads, past, rounds, membw):
+    """Load to first token, decode ms, RSS (kB), capacity, load ms, greedy tokens, and
+    per round (a block of decode steps, then a read-bandwidth probe at the same thread
+    count right after it): the block's median ms/token and the probe's bytes/s, in a
+    fresh process. The probes sit between the decode blocks because this machine's
+    bandwidth moves by up to 2x from minute to minute: a floor measured at another
+    time than the decode says more about the neighbours than about the kernels."""
     code = f"""
-import sys, time, statistics
+import re, subprocess, sys, time, statistics
 t0 = time.perf_counter()
 sys.path.insert(0, {os.path.join(ROOT, 'test', 'e2e')!r})
 import hasten_ctypes as hc
@@ -51,30 +58,42 @@ seq = m.sequence()
 seq.append([7])
 first = (time.perf_counter() - t1) * 1e3
 seq.truncate(0); seq.append([(i * 7) % 50000 + 1 for i in range({past})])
-times = []
-for i in range(max(3 * {repeat}, 10) + 2):
-    t = time.perf_counter(); seq.append([3]); times.append(time.perf_counter() - t)
-    seq.truncate({past})
-decode = statistics.median(times[2:]) * 1e3
+blocks, bandwidths = [], []
+for r in range({rounds}):
+    times = []
+    for i in range(12):
+        t = time.perf_counter(); seq.append([3]); times.append(time.perf_counter() - t)
+        seq.truncate({past})
+    blocks.append(statistics.median(times[2:]) * 1e3)
+    if {membw!r}:
+        out = subprocess.run([{membw!r}, '{threads}'], capture_output=True,
+                             text=True, check=True).stdout
+        bandwidths.append(float(re.search(r"read_gbps ([0-9.]+)", out).group(1)) * 1e9)
 rss = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:'))
 seq.truncate(0)
 logits = seq.append([(i * 7) % 50000 + 1 for i in range(512)])
 greedy = []
 for i in range(32):
     greedy.append(int(logits.argmax())); logits = seq.append([greedy[-1]])
-print(first, decode, rss, m.capacity, loaded, ",".join(map(str, greedy)))
+print(first, rss, m.capacity, loaded, ",".join(map(str, greedy)),
+      ",".join(map(str, blocks)), ",".join(map(str, bandwidths)) or "-")
 """
     env = dict(os.environ, HASTEN_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     out = run([sys.executable, "-c", code], env).split()
-    return (float(out[0]), float(out[1]), int(out[2]), int(out[3]), float(out[4]),
-            [int(t) for t in out[5].split(",")])
+    blocks = [float(t) for t in out[5].split(",")]
+    bandwidths = [float(b) for b in out[6].split(",")] if out[6] != "-" else []
+    return dict(first=float(out[0]), rss=int(out[1]), capacity=int(out[2]),
+                loaded=float(out[3]), greedy=[int(t) for t in out[4].split(",")],
+                blocks=blocks, bandwidths=bandwidths)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="ONNX Runtime's repeats")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="decode blocks, each followed by a bandwidth probe")
     parser.add_argument("--past", type=int, default=128)
     parser.add_argument("--precisions", default="f32,bf16,int8,int4")
     args = parser.parse_args()
@@ -109,29 +128,35 @@ def main():
                            formats=formats, file=os.path.getsize(path))
         m.free()
 
+    membw = machine.membw_binary(work)
     rows, bandwidths = [], {}
     for threads in [int(t) for t in args.threads.split(",")]:
         out = run([python, os.path.join(HERE, "ort_runner.py"), "decoder", model, str(threads),
                    "16", str(args.past), str(args.repeat)])
         ort_decode = float(re.search(r"decode_ms ([0-9.]+)", out).group(1))
         ort_rss = int(re.search(r"rss_kb ([0-9]+)", out).group(1)) * 1024
-        bandwidths[threads] = machine.read_bandwidth(work, threads)
         for p in precisions:
             c = compiled[p]
-            child(args.build, c["path"], threads, args.past, 1)  # warm the page cache
-            first, decode, rss, capacity, loaded, greedy = child(
-                args.build, c["path"], threads, args.past, args.repeat)
-            c["greedy"] = greedy
-            kv = capacity * 12 * 2 * 768 * 4
-            floor = c["read"] / bandwidths[threads] * 1e3
+            child(args.build, c["path"], threads, args.past, 1, "")  # warm the page cache
+            r = child(args.build, c["path"], threads, args.past, args.rounds, membw)
+            c["greedy"] = r["greedy"]
+            bandwidths.setdefault(threads, []).extend(r["bandwidths"])
+            kv = r["capacity"] * 12 * 2 * 768 * 4
             # What attention reads too: the keys and values of `past` tokens.
-            kv_floor = (c["read"] + args.past * 12 * 2 * 768 * 4) / bandwidths[threads] * 1e3
-            rows.append((threads, p, loaded, first, decode, floor, kv_floor, rss * 1024, kv,
-                         ort_decode, ort_rss))
+            kv_read = args.past * 12 * 2 * 768 * 4
+            # Each block against the bandwidth probed right after it; medians of those.
+            ratio = statistics.median(ms / (c["read"] / bw * 1e3)
+                                      for ms, bw in zip(r["blocks"], r["bandwidths"]))
+            kv_ratio = statistics.median(ms / ((c["read"] + kv_read) / bw * 1e3)
+                                         for ms, bw in zip(r["blocks"], r["bandwidths"]))
+            floor = c["read"] / statistics.median(r["bandwidths"]) * 1e3
+            rows.append((threads, p, r["loaded"], r["first"], statistics.median(r["blocks"]),
+                         floor, ratio, kv_ratio, r["rss"] * 1024, kv, ort_decode, ort_rss))
 
     print(f"CPU: {machine.cpu_description()}; ONNX Runtime {ort_env.ort_version(python)} "
-          f"(Python, CPU, f32); read bandwidth measured now: "
-          + ", ".join(f"{bw / 1e9:.1f} GB/s on {t} thread{'s' if t > 1 else ''}"
+          f"(Python, CPU, f32); read bandwidth probed between the decode blocks: "
+          + ", ".join(f"median {statistics.median(bw) / 1e9:.1f} GB/s "
+                      f"({min(bw) / 1e9:.1f}-{max(bw) / 1e9:.1f}) on {t} thread{'s' if t > 1 else ''}"
                       for t, bw in bandwidths.items()))
     print("model: test/models/make_decoder.py --preset gpt2-124m (124M parameters, 498 MB f32)\n")
     print("| weights | compile s | stored MB (by format) | .so MB |")
@@ -145,10 +170,10 @@ def main():
     print("| threads | weights | load ms | load to first token ms | decode ms/token | floor ms | "
           "x floor | x floor with KV | vs ORT f32 | RSS MB | RSS / (weights + KV) | ORT RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for threads, p, loaded, first, decode, floor, kv_floor, rss, kv, ort_decode, ort_rss in rows:
+    for threads, p, loaded, first, decode, floor, ratio, kv_ratio, rss, kv, ort_decode, ort_rss in rows:
         stored = compiled[p]["stored"]
         print(f"| {threads} | {p} | {loaded:.1f} | {first:.1f} | {decode:.2f} | {floor:.2f} | "
-              f"{decode / floor:.2f}x | {decode / kv_floor:.2f}x | "
+              f"{ratio:.2f}x | {kv_ratio:.2f}x | "
               f"{ort_decode / decode:.2f}x ({ort_decode:.2f} ms) | "
               f"{rss / 1e6:.0f} | {rss / (stored + kv):.2f}x | {ort_rss / 1e6:.0f} |")
     if "f32" in compiled:
