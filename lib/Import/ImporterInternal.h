@@ -143,6 +143,7 @@ void registerLinalgConverters(ConverterTable &table);
 void registerQuantizedConverters(ConverterTable &table);
 void registerRecurrentConverters(ConverterTable &table);
 void registerSignalConverters(ConverterTable &table);
+void registerDetectionConverters(ConverterTable &table);
 
 /// numpy's matmul of two tensors of one element type (batched, vectors
 /// promoted), as MatMul imports it.

@@ -420,6 +420,7 @@ static const ConverterTable &getConverters() {
     registerQuantizedConverters(t);
     registerRecurrentConverters(t);
     registerSignalConverters(t);
+    registerDetectionConverters(t);
     return t;
   }();
   return table;

@@ -280,13 +280,30 @@ def newer_ir_float8():
     return m
 
 
+@register
+def detection():
+    # NonZero (run-time column count), NonMaxSuppression (run-time limit and
+    # thresholds, run-time row count) and RoiAlign (an adaptive grid).
+    nodes = [helper.make_node("NonZero", ["mask"], ["where"], name="nonzero"),
+             helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit", "iou", "score"],
+                              ["selected"], name="nms", center_point_box=1),
+             helper.make_node("RoiAlign", ["x", "rois", "batch"], ["pooled"], name="roi",
+                              output_height=2, output_width=3, sampling_ratio=0, mode="max")]
+    return model(nodes,
+                 [vi("mask", B, [3, 5]), vi("boxes", F, [2, 10, 4]), vi("scores", F, [2, 4, 10]),
+                  vi("limit", I64, [1]), vi("iou", F, [1]), vi("score", F, [1]),
+                  vi("x", F, [2, 3, 8, 8]), vi("rois", F, ["rois", 4]), vi("batch", I64, ["rois"])],
+                 [vi("where", I64, [2, None]), vi("selected", I64, [None, 3]),
+                  vi("pooled", F, ["rois", 3, 2, 3])], opset=16)
+
+
 # ---- broken inputs ---------------------------------------------------------
 
 @register
 def unsupported_ops():
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok"),
-             helper.make_node("NonMaxSuppression", ["a", "a"], ["b"], name="nms_1"),
-             helper.make_node("NonMaxSuppression", ["b", "b"], ["c"], name="nms_2"),
+             helper.make_node("Bernoulli", ["a"], ["b"], name="coin_1"),
+             helper.make_node("Bernoulli", ["b"], ["c"], name="coin_2"),
              helper.make_node("CustomThing", ["c"], ["y"], name="custom", domain="com.example")]
     m = model(nodes, [vi("x", F, [1, 1, 4])], [vi("y", F, [1, 1, 4])])
     m.opset_import.append(helper.make_opsetid("com.example", 3))
