@@ -51,7 +51,8 @@ struct Corners {
 Corners corners(OpBuilder &b, Location loc, Value boxes, Value batch, Value box, bool center) {
   Value v[4];
   for (int64_t k = 0; k < 4; ++k)
-    v[k] = tensor::ExtractOp::create(b, loc, boxes, ValueRange{batch, box, indexConstant(b, loc, k)});
+    v[k] =
+        tensor::ExtractOp::create(b, loc, boxes, ValueRange{batch, box, indexConstant(b, loc, k)});
   if (center) {
     Value half = f32Constant(b, loc, 2.0f);
     Value halfWidth = arith::DivFOp::create(b, loc, v[2], half);
@@ -61,8 +62,9 @@ Corners corners(OpBuilder &b, Location loc, Value boxes, Value batch, Value box,
             arith::AddFOp::create(b, loc, v[0], halfWidth),
             arith::AddFOp::create(b, loc, v[1], halfHeight)};
   }
-  return {arith::MinimumFOp::create(b, loc, v[1], v[3]), arith::MinimumFOp::create(b, loc, v[0], v[2]),
-          arith::MaximumFOp::create(b, loc, v[1], v[3]), arith::MaximumFOp::create(b, loc, v[0], v[2])};
+  return {
+      arith::MinimumFOp::create(b, loc, v[1], v[3]), arith::MinimumFOp::create(b, loc, v[0], v[2]),
+      arith::MaximumFOp::create(b, loc, v[1], v[3]), arith::MaximumFOp::create(b, loc, v[0], v[2])};
 }
 
 /// Whether boxes `p` and `q` overlap by more than `threshold` (intersection
@@ -75,16 +77,15 @@ Value overlaps(OpBuilder &b, Location loc, const Corners &p, const Corners &q, V
     Value high = arith::MinimumFOp::create(b, loc, high0, high1);
     return arith::MaximumFOp::create(b, loc, zero, arith::SubFOp::create(b, loc, high, low));
   };
-  Value intersection =
-      arith::MulFOp::create(b, loc, extent(p.xMin, q.xMin, p.xMax, q.xMax),
-                            extent(p.yMin, q.yMin, p.yMax, q.yMax));
+  Value intersection = arith::MulFOp::create(b, loc, extent(p.xMin, q.xMin, p.xMax, q.xMax),
+                                             extent(p.yMin, q.yMin, p.yMax, q.yMax));
   auto area = [&](const Corners &c) -> Value {
     return arith::MulFOp::create(b, loc, arith::SubFOp::create(b, loc, c.xMax, c.xMin),
                                  arith::SubFOp::create(b, loc, c.yMax, c.yMin));
   };
   Value areaP = area(p), areaQ = area(q);
-  Value areaUnion = arith::SubFOp::create(b, loc, arith::AddFOp::create(b, loc, areaP, areaQ),
-                                          intersection);
+  Value areaUnion =
+      arith::SubFOp::create(b, loc, arith::AddFOp::create(b, loc, areaP, areaQ), intersection);
   auto positive = [&](Value x) -> Value {
     return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, zero);
   };
@@ -134,7 +135,8 @@ LogicalResult convertNonMaxSuppression(NodeContext &ctx) {
     if (!given->getType().isInteger(64))
       return ctx.fail("max_output_boxes_per_class must be int64");
     Value clamped = arith::MinSIOp::create(
-        b, loc, arith::MaxSIOp::create(b, loc, *given, arith::ConstantIntOp::create(b, loc, i64, 0)),
+        b, loc,
+        arith::MaxSIOp::create(b, loc, *given, arith::ConstantIntOp::create(b, loc, i64, 0)),
         arith::ConstantIntOp::create(b, loc, i64, count));
     limit = toIndex(b, loc, clamped);
   }
@@ -171,17 +173,18 @@ LogicalResult convertNonMaxSuppression(NodeContext &ctx) {
     };
     // Candidates: every box, or those scoring above the threshold.
     Value alive = tensor::EmptyOp::create(cb, cl, aliveType.getShape(), i1);
-    alive = scf::ForOp::create(
-                cb, cl, c0, boxCount, c1, ValueRange{alive},
-                [&](OpBuilder &lb, Location ll, Value box, ValueRange iter) {
-                  Value candidate = arith::ConstantIntOp::create(lb, ll, i1, 1);
-                  if (scoreThreshold)
-                    candidate = arith::CmpFOp::create(lb, ll, arith::CmpFPredicate::OGT,
-                                                      scoreOf(lb, ll, box), *scoreThreshold);
-                  scf::YieldOp::create(
-                      lb, ll, ValueRange{tensor::InsertOp::create(lb, ll, candidate, iter[0], box)});
-                })
-                .getResult(0);
+    alive =
+        scf::ForOp::create(
+            cb, cl, c0, boxCount, c1, ValueRange{alive},
+            [&](OpBuilder &lb, Location ll, Value box, ValueRange iter) {
+              Value candidate = arith::ConstantIntOp::create(lb, ll, i1, 1);
+              if (scoreThreshold)
+                candidate = arith::CmpFOp::create(lb, ll, arith::CmpFPredicate::OGT,
+                                                  scoreOf(lb, ll, box), *scoreThreshold);
+              scf::YieldOp::create(
+                  lb, ll, ValueRange{tensor::InsertOp::create(lb, ll, candidate, iter[0], box)});
+            })
+            .getResult(0);
     Value falseValue = arith::ConstantIntOp::create(cb, cl, i1, 0);
     // Rounds: (live boxes, rows, rows written, done).
     auto rounds = scf::ForOp::create(
@@ -198,11 +201,11 @@ LogicalResult convertNonMaxSuppression(NodeContext &ctx) {
                     [&](OpBuilder &lb, Location ll, Value box, ValueRange iter) {
                       Value live = tensor::ExtractOp::create(lb, ll, state[0], box);
                       Value score = scoreOf(lb, ll, box);
-                      Value first = arith::CmpIOp::create(
-                          lb, ll, arith::CmpIPredicate::slt, iter[0],
-                          arith::ConstantIntOp::create(lb, ll, i64, 0));
-                      Value higher = arith::CmpFOp::create(lb, ll, arith::CmpFPredicate::OGT,
-                                                           score, iter[1]);
+                      Value first =
+                          arith::CmpIOp::create(lb, ll, arith::CmpIPredicate::slt, iter[0],
+                                                arith::ConstantIntOp::create(lb, ll, i64, 0));
+                      Value higher =
+                          arith::CmpFOp::create(lb, ll, arith::CmpFPredicate::OGT, score, iter[1]);
                       Value take = arith::AndIOp::create(
                           lb, ll, live, arith::OrIOp::create(lb, ll, first, higher));
                       scf::YieldOp::create(
@@ -222,8 +225,8 @@ LogicalResult convertNonMaxSuppression(NodeContext &ctx) {
                       Value fields[3] = {fromIndex(tb, tl, batch, i64), fromIndex(tb, tl, cls, i64),
                                          chosen};
                       for (int64_t k = 0; k < 3; ++k)
-                        out = tensor::InsertOp::create(tb, tl, fields[k], out,
-                                                       ValueRange{state[2], indexConstant(tb, tl, k)});
+                        out = tensor::InsertOp::create(
+                            tb, tl, fields[k], out, ValueRange{state[2], indexConstant(tb, tl, k)});
                       // Retire the chosen box and every live box it overlaps.
                       Corners kept = corners(tb, tl, boxes, batch, chosenIndex, center);
                       Value retired =
@@ -233,17 +236,17 @@ LogicalResult convertNonMaxSuppression(NodeContext &ctx) {
                                 Value live = tensor::ExtractOp::create(lb, ll, iter[0], box);
                                 Value same = arith::CmpIOp::create(lb, ll, arith::CmpIPredicate::eq,
                                                                    box, chosenIndex);
-                                Value hidden = overlaps(
-                                    lb, ll, kept, corners(lb, ll, boxes, batch, box, center),
-                                    iouThreshold);
+                                Value hidden = overlaps(lb, ll, kept,
+                                                        corners(lb, ll, boxes, batch, box, center),
+                                                        iouThreshold);
                                 Value stays = arith::AndIOp::create(
                                     lb, ll, live,
                                     arith::XOrIOp::create(
                                         lb, ll, arith::OrIOp::create(lb, ll, same, hidden),
                                         arith::ConstantIntOp::create(lb, ll, i1, 1)));
-                                scf::YieldOp::create(
-                                    lb, ll,
-                                    ValueRange{tensor::InsertOp::create(lb, ll, stays, iter[0], box)});
+                                scf::YieldOp::create(lb, ll,
+                                                     ValueRange{tensor::InsertOp::create(
+                                                         lb, ll, stays, iter[0], box)});
                               })
                               .getResult(0);
                       Value next = arith::AddIOp::create(tb, tl, state[2], c1);
@@ -251,10 +254,9 @@ LogicalResult convertNonMaxSuppression(NodeContext &ctx) {
                     },
                     [&](OpBuilder &eb, Location el) {
                       // Nothing live: the remaining rounds have nothing to do.
-                      scf::YieldOp::create(
-                          eb, el,
-                          ValueRange{state[0], state[1], state[2],
-                                     arith::ConstantIntOp::create(eb, el, i1, 1)});
+                      scf::YieldOp::create(eb, el,
+                                           ValueRange{state[0], state[1], state[2],
+                                                      arith::ConstantIntOp::create(eb, el, i1, 1)});
                     });
                 scf::YieldOp::create(sb, sl, taken.getResults());
               });
@@ -263,17 +265,18 @@ LogicalResult convertNonMaxSuppression(NodeContext &ctx) {
     return {rounds.getResult(1), rounds.getResult(2)};
   };
 
-  auto overBatches = scf::ForOp::create(
-      b, loc, c0, indexConstant(b, loc, batches), c1, ValueRange{rows, c0},
-      [&](OpBuilder &bb, Location bl, Value batch, ValueRange bIter) {
-        auto overClasses = scf::ForOp::create(
-            bb, bl, c0, indexConstant(bb, bl, classes), c1, bIter,
-            [&](OpBuilder &cb, Location cl, Value cls, ValueRange cIter) {
-              auto [out, selected] = perClass(cb, cl, batch, cls, cIter[0], cIter[1]);
-              scf::YieldOp::create(cb, cl, ValueRange{out, selected});
-            });
-        scf::YieldOp::create(bb, bl, overClasses.getResults());
-      });
+  auto overBatches =
+      scf::ForOp::create(b, loc, c0, indexConstant(b, loc, batches), c1, ValueRange{rows, c0},
+                         [&](OpBuilder &bb, Location bl, Value batch, ValueRange bIter) {
+                           auto overClasses = scf::ForOp::create(
+                               bb, bl, c0, indexConstant(bb, bl, classes), c1, bIter,
+                               [&](OpBuilder &cb, Location cl, Value cls, ValueRange cIter) {
+                                 auto [out, selected] =
+                                     perClass(cb, cl, batch, cls, cIter[0], cIter[1]);
+                                 scf::YieldOp::create(cb, cl, ValueRange{out, selected});
+                               });
+                           scf::YieldOp::create(bb, bl, overClasses.getResults());
+                         });
   SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(0)};
   SmallVector<OpFoldResult> sizes = {overBatches.getResult(1), b.getIndexAttr(3)};
   SmallVector<OpFoldResult> strides = {b.getIndexAttr(1), b.getIndexAttr(1)};
@@ -316,7 +319,8 @@ LogicalResult convertRoiAlign(NodeContext &ctx) {
                                         ctx.opset >= 16 ? "half_pixel" : "output_half_pixel");
   if (transform != "half_pixel" && transform != "output_half_pixel")
     return ctx.fail("coordinate_transformation_mode must be 'half_pixel' or 'output_half_pixel', "
-                    "got '" + transform + "'");
+                    "got '" +
+                    transform + "'");
   bool halfPixel = transform == "half_pixel";
   int64_t outHeight = ctx.getInt("output_height", 1), outWidth = ctx.getInt("output_width", 1);
   int64_t samplingRatio = ctx.getInt("sampling_ratio", 0);
@@ -347,12 +351,14 @@ LogicalResult convertRoiAlign(NodeContext &ctx) {
         Value batchIndex = tensor::ExtractOp::create(gb, gl, batchIndices, ValueRange{roi});
         batchIndex = arith::MinSIOp::create(
             gb, gl,
-            arith::MaxSIOp::create(gb, gl, batchIndex, arith::ConstantIntOp::create(gb, gl, i64, 0)),
+            arith::MaxSIOp::create(gb, gl, batchIndex,
+                                   arith::ConstantIntOp::create(gb, gl, i64, 0)),
             arith::ConstantIntOp::create(gb, gl, i64, batches - 1));
         Value batch = toIndex(gb, gl, batchIndex);
         Value scale = constant(spatialScale), offset = constant(halfPixel ? 0.5f : 0.0f);
         auto coordinate = [&](int64_t k) -> Value {
-          Value v = tensor::ExtractOp::create(gb, gl, rois, ValueRange{roi, indexConstant(gb, gl, k)});
+          Value v =
+              tensor::ExtractOp::create(gb, gl, rois, ValueRange{roi, indexConstant(gb, gl, k)});
           return arith::SubFOp::create(gb, gl, arith::MulFOp::create(gb, gl, v, scale), offset);
         };
         Value startX = coordinate(0), startY = coordinate(1);
@@ -384,8 +390,8 @@ LogicalResult convertRoiAlign(NodeContext &ctx) {
         };
         Value gridYf = toFloat(gridY), gridXf = toFloat(gridX);
         // The first sample of this bin: start + bin * bin size.
-        Value baseY = arith::AddFOp::create(gb, gl, startY,
-                                            arith::MulFOp::create(gb, gl, toFloat(binY), binHeight));
+        Value baseY = arith::AddFOp::create(
+            gb, gl, startY, arith::MulFOp::create(gb, gl, toFloat(binY), binHeight));
         Value baseX = arith::AddFOp::create(gb, gl, startX,
                                             arith::MulFOp::create(gb, gl, toFloat(binX), binWidth));
         Value c0 = indexConstant(gb, gl, 0), c1 = indexConstant(gb, gl, 1);
@@ -415,24 +421,28 @@ LogicalResult convertRoiAlign(NodeContext &ctx) {
                     // Outside [-1, size] a sample weighs nothing.
                     auto outside = [&](Value v, int64_t size) -> Value {
                       return arith::OrIOp::create(
-                          sb, sl, arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OLT, v, fc(-1.0f)),
+                          sb, sl,
+                          arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OLT, v, fc(-1.0f)),
                           arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OGT, v,
                                                 fc(float(size))));
                     };
-                    Value away = arith::OrIOp::create(sb, sl, outside(y, height), outside(xs, width));
+                    Value away =
+                        arith::OrIOp::create(sb, sl, outside(y, height), outside(xs, width));
                     // Low and high neighbours and the fraction between them.
                     struct Axis {
                       Value low, high, fraction;
                     };
                     auto axis = [&](Value v, int64_t size) -> Axis {
                       v = arith::SelectOp::create(
-                          sb, sl, arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OLE, v, fc(0.0f)),
+                          sb, sl,
+                          arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OLE, v, fc(0.0f)),
                           fc(0.0f), v);
                       // Within [0, size] here when the sample counts; clamp for the others.
                       Value clamped = arith::MinimumFOp::create(sb, sl, v, fc(float(size)));
                       Value low = arith::FPToSIOp::create(sb, sl, i64, clamped);
                       Value last = arith::ConstantIntOp::create(sb, sl, i64, size - 1);
-                      Value atEnd = arith::CmpIOp::create(sb, sl, arith::CmpIPredicate::sge, low, last);
+                      Value atEnd =
+                          arith::CmpIOp::create(sb, sl, arith::CmpIPredicate::sge, low, last);
                       Value lowIndex = arith::SelectOp::create(sb, sl, atEnd, last, low);
                       Value highIndex = arith::SelectOp::create(
                           sb, sl, atEnd, last,
@@ -448,14 +458,15 @@ LogicalResult convertRoiAlign(NodeContext &ctx) {
                     Value zero = fc(0.0f), one = fc(1.0f);
                     Value ly = arith::SelectOp::create(sb, sl, away, zero, ay.fraction);
                     Value lx = arith::SelectOp::create(sb, sl, away, zero, ax.fraction);
-                    Value hy = arith::SelectOp::create(sb, sl, away, zero,
-                                                       arith::SubFOp::create(sb, sl, one, ay.fraction));
+                    Value hy = arith::SelectOp::create(
+                        sb, sl, away, zero, arith::SubFOp::create(sb, sl, one, ay.fraction));
                     Value hx = arith::SubFOp::create(sb, sl, one, ax.fraction);
                     Value c00 = indexConstant(sb, sl, 0);
                     auto at = [&](Value yi, Value xi) -> Value {
                       yi = arith::SelectOp::create(sb, sl, away, c00, yi);
                       xi = arith::SelectOp::create(sb, sl, away, c00, xi);
-                      return tensor::ExtractOp::create(sb, sl, x, ValueRange{batch, channel, yi, xi});
+                      return tensor::ExtractOp::create(sb, sl, x,
+                                                       ValueRange{batch, channel, yi, xi});
                     };
                     // w1..w4 = hy hx, hy lx, ly hx, ly lx (all 0 away).
                     Value w1 = arith::MulFOp::create(sb, sl, hy, hx);
@@ -470,15 +481,16 @@ LogicalResult convertRoiAlign(NodeContext &ctx) {
                     if (max) {
                       Value v = arith::MaximumFOp::create(
                           sb, sl,
-                          arith::MaximumFOp::create(sb, sl, arith::MaximumFOp::create(sb, sl, t1, t2),
-                                                    t3),
+                          arith::MaximumFOp::create(sb, sl,
+                                                    arith::MaximumFOp::create(sb, sl, t1, t2), t3),
                           t4);
                       next = arith::SelectOp::create(sb, sl, iter[1], v,
                                                      arith::MaximumFOp::create(sb, sl, iter[0], v));
                     } else {
                       Value v = arith::AddFOp::create(
                           sb, sl,
-                          arith::AddFOp::create(sb, sl, arith::AddFOp::create(sb, sl, t1, t2), t3), t4);
+                          arith::AddFOp::create(sb, sl, arith::AddFOp::create(sb, sl, t1, t2), t3),
+                          t4);
                       next = arith::AddFOp::create(sb, sl, iter[0], v);
                     }
                     scf::YieldOp::create(

@@ -144,6 +144,7 @@ void registerQuantizedConverters(ConverterTable &table);
 void registerRecurrentConverters(ConverterTable &table);
 void registerSignalConverters(ConverterTable &table);
 void registerDetectionConverters(ConverterTable &table);
+void registerSelectionConverters(ConverterTable &table);
 
 /// numpy's matmul of two tensors of one element type (batched, vectors
 /// promoted), as MatMul imports it.

@@ -421,6 +421,7 @@ static const ConverterTable &getConverters() {
     registerRecurrentConverters(t);
     registerSignalConverters(t);
     registerDetectionConverters(t);
+    registerSelectionConverters(t);
     return t;
   }();
   return table;

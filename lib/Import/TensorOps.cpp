@@ -1472,72 +1472,6 @@ LogicalResult convertCompress(NodeContext &ctx) {
   return success();
 }
 
-/// Whether a scalar of any element type is nonzero (NaN is).
-Value isNonZero(OpBuilder &b, Location loc, Value v) {
-  Type type = v.getType();
-  if (type.isInteger(1))
-    return v;
-  Value zero = scalarConstant(b, loc, type, 0);
-  if (isa<FloatType>(type))
-    return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE, v, zero);
-  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, v, zero);
-}
-
-/// NonZero: the coordinates of X's nonzero elements in row-major order, as
-/// [rank, count] int64. The count is known only when the model runs: one
-/// loop counts, a second writes the coordinates into a tensor of that many
-/// columns, and the entry returns it at its run-time size.
-LogicalResult convertNonZero(NodeContext &ctx) {
-  auto type = ctx.inputType(0);
-  if (!type.hasStaticShape() || type.getRank() == 0)
-    return ctx.emitError() << "expects a static shape of rank 1 or more, got " << type;
-  OpBuilder &b = ctx.b;
-  Location loc = ctx.loc;
-  int64_t rank = type.getRank();
-  SmallVector<ReassociationIndices> all(1);
-  for (int64_t d = 0; d < rank; ++d)
-    all[0].push_back(d);
-  Value flat = rank == 1 ? ctx.input(0) : tensor::CollapseShapeOp::create(b, loc, ctx.input(0), all);
-  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
-  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
-  Value total = arith::ConstantIndexOp::create(b, loc, type.getNumElements());
-  auto nonZeroAt = [&](OpBuilder &lb, Location ll, Value e) {
-    return isNonZero(lb, ll, tensor::ExtractOp::create(lb, ll, flat, ValueRange{e}));
-  };
-  auto counting = scf::ForOp::create(
-      b, loc, c0, total, c1, ValueRange{c0},
-      [&](OpBuilder &lb, Location ll, Value e, ValueRange iter) {
-        Value one = arith::SelectOp::create(lb, ll, nonZeroAt(lb, ll, e), c1, c0);
-        scf::YieldOp::create(lb, ll, ValueRange{arith::AddIOp::create(lb, ll, iter[0], one)});
-      });
-  Type i64 = b.getI64Type();
-  Value empty = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{rank, ShapedType::kDynamic}, i64,
-                                        ValueRange{counting.getResult(0)});
-  auto filling = scf::ForOp::create(
-      b, loc, c0, total, c1, ValueRange{empty, c0},
-      [&](OpBuilder &lb, Location ll, Value e, ValueRange iter) {
-        auto written = scf::IfOp::create(
-            lb, ll, nonZeroAt(lb, ll, e),
-            [&](OpBuilder &tb, Location tl) {
-              Value out = iter[0], rest = e;
-              for (int64_t d = rank - 1; d >= 0; --d) {
-                Value size = arith::ConstantIndexOp::create(tb, tl, type.getDimSize(d));
-                Value coordinate = arith::RemUIOp::create(tb, tl, rest, size);
-                rest = arith::DivUIOp::create(tb, tl, rest, size);
-                Value row = arith::ConstantIndexOp::create(tb, tl, d);
-                out = tensor::InsertOp::create(tb, tl, fromIndex(tb, tl, coordinate, i64), out,
-                                               ValueRange{row, iter[1]});
-              }
-              scf::YieldOp::create(tb, tl,
-                                   ValueRange{out, arith::AddIOp::create(tb, tl, iter[1], c1)});
-            },
-            [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, iter); });
-        scf::YieldOp::create(lb, ll, written.getResults());
-      });
-  ctx.setOutput(0, filling.getResult(0));
-  return success();
-}
-
 LogicalResult convertCumSum(NodeContext &ctx) {
   auto type = ctx.inputType(0);
   int64_t rank = type.getRank();
@@ -1709,7 +1643,6 @@ void onnx_import::registerTensorConverters(ConverterTable &table) {
   table["Scatter"] = convertScatterElements;
   table["ScatterND"] = convertScatterND;
   table["Compress"] = convertCompress;
-  table["NonZero"] = convertNonZero;
   table["DepthToSpace"] = convertDepthSpace;
   table["SpaceToDepth"] = convertDepthSpace;
   table["Pad"] = convertPad;

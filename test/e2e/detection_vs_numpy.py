@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""NonZero, NonMaxSuppression and RoiAlign beyond ONNX's own node cases,
-against numpy implementations written from ONNX Runtime's definitions: the
-run-time sized outputs (one module returning different row counts for
-different data, and none at all), NonMaxSuppression's thresholds and limit
-as run-time inputs, both box encodings, degenerate boxes; RoiAlign with an
-adaptive sampling grid, max mode, both coordinate modes, regions partly
-outside the image. Malformed attributes are refused naming the node.
+"""NonMaxSuppression and RoiAlign beyond ONNX's own node cases, against
+numpy implementations written from ONNX Runtime's definitions: run-time
+sized outputs (one module returning different row counts for different
+limits and thresholds, and none at all), both box encodings, degenerate
+boxes, ties; RoiAlign with an adaptive sampling grid, max mode, both
+coordinate modes, regions partly outside the image, hostile regions and
+batch indices. Malformed attributes are refused naming the node.
 
 Run with a Python that has onnxruntime (bench/ort_env.py's venv) and every
 case is also compared with ONNX Runtime.
@@ -25,19 +25,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import e2e_common as e2e  # noqa: E402
 
-try:
-    import onnxruntime
-except ImportError:
-    onnxruntime = None
-
 F32 = np.float32
 ONNX_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
               np.dtype(np.int32): TensorProto.INT32, np.dtype(np.bool_): TensorProto.BOOL,
               np.dtype(np.uint8): TensorProto.UINT8}
-
-
-def nonzero_reference(x):
-    return np.array(np.nonzero(x), np.int64).reshape(x.ndim, -1)
 
 
 def corners(box, center):
@@ -140,66 +131,10 @@ def roi_align_reference(x, rois, batch_indices, out_h, out_w, sampling_ratio, sp
     return out
 
 
-def compile_node(c, bin_dir, work, name, node, inputs, outputs, opset):
-    """A one-node model with `inputs` ({name: array}) and `outputs` ([(name,
-    dtype, shape)]), compiled; the .onnx and .so paths, or None."""
-    graph = helper.make_graph(
-        [node], name,
-        [helper.make_tensor_value_info(k, ONNX_TYPES[v.dtype], list(v.shape))
-         for k, v in inputs.items()],
-        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs])
-    path = os.path.join(work, name + ".onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
-    so = os.path.join(work, name + ".so")
-    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o", so],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        c.check(False, f"{name}: {proc.stderr.strip()[-300:]}")
-        return None
-    return path, so
-
-
-def run(c, bin_dir, work, compiled, inputs, output, tag):
-    out = e2e.run_module(bin_dir, compiled[1], inputs, work, tag)
-    got = np.load(os.path.join(out, output + ".npy"))
-    ort = None
-    if onnxruntime is not None:
-        session = onnxruntime.InferenceSession(compiled[0], providers=["CPUExecutionProvider"])
-        ort = session.run([output], inputs)[0]
-    return got, ort
-
-
-def nonzero_cases(c, bin_dir, work):
-    rng = np.random.default_rng(7)
-    floats = rng.standard_normal((3, 4, 5)).astype(F32)
-    floats[rng.random(floats.shape) < 0.6] = 0
-    floats[0, 0, 1] = np.nan  # NaN is nonzero
-    floats[2, 3, 4] = -0.0    # negative zero is zero
-    cases = [("nonzero_f32_rank3", floats),
-             ("nonzero_i32", rng.integers(-2, 3, (17,)).astype(np.int32)),
-             ("nonzero_bool", rng.random((6, 7)) < 0.3)]
-    for name, x in cases:
-        compiled = compile_node(c, bin_dir, work, name, helper.make_node("NonZero", ["x"], ["y"]),
-                                {"x": x}, [("y", TensorProto.INT64, [x.ndim, None])], 13)
-        if not compiled:
-            continue
-        got, ort = run(c, bin_dir, work, compiled, {"x": x}, "y", name)
-        want = nonzero_reference(x)
-        c.check(got.shape == want.shape and np.array_equal(got, want) and
-                (ort is None or np.array_equal(ort, want)),
-                f"{name}: {got.shape[1]} of {x.size} nonzero, = numpy"
-                + ("" if ort is None else " = ONNX Runtime"))
-    # One module, run-time sizes: all zero (no columns), all nonzero.
-    x = np.zeros((3, 4, 5), F32)
-    compiled = compile_node(c, bin_dir, work, "nonzero_sizes",
-                            helper.make_node("NonZero", ["x"], ["y"]), {"x": x},
-                            [("y", TensorProto.INT64, [3, None])], 13)
-    if compiled:
-        for tag, data in (("zeros", x), ("ones", np.ones_like(x))):
-            got, _ = run(c, bin_dir, work, compiled, {"x": data}, "y", "nonzero_" + tag)
-            want = nonzero_reference(data)
-            c.check(got.shape == want.shape and np.array_equal(got, want),
-                    f"nonzero of all {tag}: shape {got.shape} = numpy {want.shape}")
+def run(bin_dir, work, compiled, inputs, output, tag):
+    """hasten's `output`, and ONNX Runtime's or None."""
+    (got,), ort = e2e.run_with_ort(bin_dir, work, compiled, inputs, [output], tag)
+    return got, None if ort is None else ort[0]
 
 
 def clustered_boxes(rng, batches, count, center):
@@ -231,8 +166,8 @@ def nms_cases(c, bin_dir, work):
                   "iou": np.array([0.4], F32), "score": np.array([0.2], F32)}
         node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit", "iou", "score"],
                                 ["selected"], center_point_box=center)
-        compiled = compile_node(c, bin_dir, work, name, node, inputs,
-                                [("selected", TensorProto.INT64, [None, 3])], 11)
+        compiled = e2e.compile_node(c, bin_dir, work, name, node, inputs,
+                                    [("selected", TensorProto.INT64, [None, 3])], 11)
         if not compiled:
             continue
         # The same module with other run-time limits and thresholds.
@@ -241,7 +176,7 @@ def nms_cases(c, bin_dir, work):
                                        ("e", 40, 1.0, -1.0)):
             run_inputs = dict(inputs, limit=np.array([limit], np.int64),
                               iou=np.array([iou], F32), score=np.array([score], F32))
-            got, ort = run(c, bin_dir, work, compiled, run_inputs, "selected", f"{name}_{tag}")
+            got, ort = run(bin_dir, work, compiled, run_inputs, "selected", f"{name}_{tag}")
             want = nms_reference(boxes, scores, limit, iou, score, center)
             c.check(got.shape == want.shape and np.array_equal(got, want) and
                     (ort is None or np.array_equal(ort, want)),
@@ -252,10 +187,10 @@ def nms_cases(c, bin_dir, work):
     scores = rng.random((1, 2, 30)).astype(F32)
     inputs = {"boxes": boxes, "scores": scores, "limit": np.array([30], np.int64)}
     node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit"], ["selected"])
-    compiled = compile_node(c, bin_dir, work, "nms_no_thresholds", node, inputs,
-                            [("selected", TensorProto.INT64, [None, 3])], 11)
+    compiled = e2e.compile_node(c, bin_dir, work, "nms_no_thresholds", node, inputs,
+                                [("selected", TensorProto.INT64, [None, 3])], 11)
     if compiled:
-        got, ort = run(c, bin_dir, work, compiled, inputs, "selected", "nms_no_thresholds")
+        got, ort = run(bin_dir, work, compiled, inputs, "selected", "nms_no_thresholds")
         want = nms_reference(boxes, scores, 30, 0.0, None, 0)
         c.check(got.shape == want.shape and np.array_equal(got, want) and
                 (ort is None or np.array_equal(ort, want)),
@@ -283,12 +218,12 @@ def roi_cases(c, bin_dir, work):
                                 coordinate_transformation_mode="half_pixel" if half_pixel
                                 else "output_half_pixel", **attrs)
         inputs = {"x": x, "rois": rois, "batch": batch_indices}
-        compiled = compile_node(c, bin_dir, work, name, node, inputs,
-                                [("y", TensorProto.FLOAT, [len(rois), 3, attrs["output_height"],
-                                                           attrs["output_width"]])], 16)
+        shape = [len(rois), 3, attrs["output_height"], attrs["output_width"]]
+        compiled = e2e.compile_node(c, bin_dir, work, name, node, inputs,
+                                    [("y", TensorProto.FLOAT, shape)], 16)
         if not compiled:
             continue
-        got, ort = run(c, bin_dir, work, compiled, inputs, "y", name)
+        got, ort = run(bin_dir, work, compiled, inputs, "y", name)
         want = roi_align_reference(x, rois, batch_indices, attrs["output_height"],
                                    attrs["output_width"], attrs["sampling_ratio"],
                                    attrs["spatial_scale"], attrs["mode"], half_pixel)
@@ -310,8 +245,8 @@ def hostile_rois(c, bin_dir, work):
     node = helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"], output_height=2,
                             output_width=2, sampling_ratio=0)
     inputs = {"x": x, "rois": rois, "batch": batch}
-    compiled = compile_node(c, bin_dir, work, "roi_hostile", node, inputs,
-                            [("y", TensorProto.FLOAT, [3, 2, 2, 2])], 16)
+    compiled = e2e.compile_node(c, bin_dir, work, "roi_hostile", node, inputs,
+                                [("y", TensorProto.FLOAT, [3, 2, 2, 2])], 16)
     if not compiled:
         return
     out = e2e.run_module(bin_dir, compiled[1], inputs, work, "roi_hostile")
@@ -357,7 +292,6 @@ def main():
     bin_dir = sys.argv[1]
     c = e2e.Checks()
     with tempfile.TemporaryDirectory(prefix="hasten-detection-") as work:
-        nonzero_cases(c, bin_dir, work)
         nms_cases(c, bin_dir, work)
         roi_cases(c, bin_dir, work)
         hostile_rois(c, bin_dir, work)

@@ -1,5 +1,7 @@
-"""What the end-to-end checks share: the tiny decoders they run, and the
---compile-flag option that reruns a check on other modules (--cpu=...)."""
+"""What the end-to-end checks share: the tiny decoders they run, the
+--compile-flag option that reruns a check on other modules (--cpu=...), and
+one-node models compiled and run (with ONNX Runtime beside them when the
+Python running the check has it)."""
 import argparse
 import os
 import subprocess
@@ -61,3 +63,46 @@ def run_module(bin_dir, module, inputs, work, tag):
     if proc.returncode:
         raise RuntimeError(f"hasten-run {os.path.basename(module)}: {proc.stderr.strip()[-400:]}")
     return out_dir
+
+
+def compile_node(c, bin_dir, work, name, node, inputs, outputs, opset):
+    """A one-node model with graph inputs `inputs` ({name: array}) and
+    `outputs` ([(name, TensorProto type, shape)]), compiled by hasten-compile;
+    (.onnx path, .so path), or None after a failed check."""
+    import onnx
+    from onnx import helper
+    graph = helper.make_graph(
+        [node], name,
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype)
+                                       if hasattr(helper, "np_dtype_to_tensor_dtype")
+                                       else onnx.mapping.NP_TYPE_TO_TENSOR_TYPE[v.dtype],
+                                       list(v.shape))
+         for k, v in inputs.items()],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs])
+    path = os.path.join(work, name + ".onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    so = os.path.join(work, name + ".so")
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o", so],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        c.check(False, f"{name}: {proc.stderr.strip()[-300:]}")
+        return None
+    return path, so
+
+
+def run_with_ort(bin_dir, work, compiled, inputs, outputs, tag):
+    """Runs a compile_node module on `inputs`; returns hasten's `outputs` and
+    ONNX Runtime's (None when this Python has no onnxruntime, or ONNX Runtime
+    no kernel for the node)."""
+    import numpy as np
+    out = run_module(bin_dir, compiled[1], inputs, work, tag)
+    got = [np.load(os.path.join(out, o + ".npy")) for o in outputs]
+    try:
+        import onnxruntime
+    except ImportError:
+        return got, None
+    try:
+        session = onnxruntime.InferenceSession(compiled[0], providers=["CPUExecutionProvider"])
+    except onnxruntime.capi.onnxruntime_pybind11_state.NotImplemented:
+        return got, None  # ONNX Runtime has no kernel for these types (Unique of int32)
+    return got, session.run(outputs, inputs)

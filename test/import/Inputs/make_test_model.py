@@ -282,19 +282,28 @@ def newer_ir_float8():
 
 @register
 def detection():
-    # NonZero (run-time column count), NonMaxSuppression (run-time limit and
-    # thresholds, run-time row count) and RoiAlign (an adaptive grid).
-    nodes = [helper.make_node("NonZero", ["mask"], ["where"], name="nonzero"),
-             helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit", "iou", "score"],
+    # NonMaxSuppression (run-time limit and thresholds, run-time row count)
+    # and RoiAlign (an adaptive grid).
+    nodes = [helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit", "iou", "score"],
                               ["selected"], name="nms", center_point_box=1),
              helper.make_node("RoiAlign", ["x", "rois", "batch"], ["pooled"], name="roi",
                               output_height=2, output_width=3, sampling_ratio=0, mode="max")]
     return model(nodes,
-                 [vi("mask", B, [3, 5]), vi("boxes", F, [2, 10, 4]), vi("scores", F, [2, 4, 10]),
+                 [vi("boxes", F, [2, 10, 4]), vi("scores", F, [2, 4, 10]),
                   vi("limit", I64, [1]), vi("iou", F, [1]), vi("score", F, [1]),
                   vi("x", F, [2, 3, 8, 8]), vi("rois", F, ["rois", 4]), vi("batch", I64, ["rois"])],
-                 [vi("where", I64, [2, None]), vi("selected", I64, [None, 3]),
-                  vi("pooled", F, ["rois", 3, 2, 3])], opset=16)
+                 [vi("selected", I64, [None, 3]), vi("pooled", F, ["rois", 3, 2, 3])], opset=16)
+
+
+@register
+def selection():
+    # NonZero (run-time column count) and Unique over slices along axis 1.
+    nodes = [helper.make_node("NonZero", ["mask"], ["where"], name="nonzero"),
+             helper.make_node("Unique", ["x"], ["y", "first", "inverse", "counts"], name="unique",
+                              axis=1, sorted=1)]
+    return model(nodes, [vi("mask", B, [3, 5]), vi("x", F, [2, 6, 3])],
+                 [vi("where", I64, [2, None]), vi("y", F, [2, None, 3]), vi("first", I64, [None]),
+                  vi("inverse", I64, [6]), vi("counts", I64, [None])], opset=11)
 
 
 # ---- broken inputs ---------------------------------------------------------
