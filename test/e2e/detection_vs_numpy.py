@@ -213,18 +213,24 @@ def roi_cases(c, bin_dir, work):
                                        output_width=2, spatial_scale=1.0), True),
              ("roi_avg_scale_half", dict(mode="avg", sampling_ratio=3, output_height=2,
                                          output_width=2, spatial_scale=0.5), True)]
+    # Max mode over an image of negative values: the first sample starts the
+    # maximum (starting from 0 would give 0 everywhere).
+    negative = -np.abs(x) - 1
+    cases.append(("roi_max_negative", dict(mode="max", sampling_ratio=2, output_height=2,
+                                           output_width=2, spatial_scale=1.0), True))
     for name, attrs, half_pixel in cases:
+        image = negative if name == "roi_max_negative" else x
         node = helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"],
                                 coordinate_transformation_mode="half_pixel" if half_pixel
                                 else "output_half_pixel", **attrs)
-        inputs = {"x": x, "rois": rois, "batch": batch_indices}
+        inputs = {"x": image, "rois": rois, "batch": batch_indices}
         shape = [len(rois), 3, attrs["output_height"], attrs["output_width"]]
         compiled = e2e.compile_node(c, bin_dir, work, name, node, inputs,
                                     [("y", TensorProto.FLOAT, shape)], 16)
         if not compiled:
             continue
         got, ort = run(bin_dir, work, compiled, inputs, "y", name)
-        want = roi_align_reference(x, rois, batch_indices, attrs["output_height"],
+        want = roi_align_reference(image, rois, batch_indices, attrs["output_height"],
                                    attrs["output_width"], attrs["sampling_ratio"],
                                    attrs["spatial_scale"], attrs["mode"], half_pixel)
         err = float(np.max(np.abs(got - want)))
