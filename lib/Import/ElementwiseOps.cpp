@@ -528,6 +528,30 @@ LogicalResult convertElementwise(NodeContext &ctx) {
                                << inputs[i].getType();
     }
   }
+  // Static sizes must broadcast (numpy's rules, aligned from the last
+  // dimension): ONNX's shape inference does not check every op (PRelu).
+  int64_t rank = 0;
+  for (Value v : inputs)
+    rank = std::max(rank, cast<RankedTensorType>(v.getType()).getRank());
+  for (int64_t d = 1; d <= rank; ++d) {
+    int64_t size = 1;
+    unsigned from = 0;
+    for (unsigned i = 0; i < inputs.size(); ++i) {
+      auto type = cast<RankedTensorType>(inputs[i].getType());
+      if (type.getRank() < d || type.isDynamicDim(type.getRank() - d))
+        continue;
+      int64_t other = type.getDimSize(type.getRank() - d);
+      if (other == 1)
+        continue;
+      if (size != 1 && other != size)
+        return ctx.emitError() << "inputs do not broadcast: input #" << from << " is "
+                               << inputs[from].getType() << " and input #" << i << " is "
+                               << inputs[i].getType() << " (sizes " << size << " and " << other
+                               << ", dimension " << -d << " from the end)";
+      size = other;
+      from = i;
+    }
+  }
   if (ctx.node.op_type() == "Where" &&
       !cast<RankedTensorType>(inputs[0].getType()).getElementType().isInteger(1))
     return ctx.emitError() << "condition must be a bool tensor, got "

@@ -624,6 +624,33 @@ LogicalResult ModelImporter::parse() {
   return success();
 }
 
+/// Lists the initializers of `graph` that `keep` selects among its inputs
+/// (with their type and shape), where they are not already; with `drop`,
+/// removes them from the initializers too (they become plain inputs).
+static void listInitializersAsInputs(onnx::GraphProto &graph,
+                                     llvm::function_ref<bool(const onnx::TensorProto &)> keep,
+                                     bool drop) {
+  std::set<std::string> inputs;
+  for (const onnx::ValueInfoProto &input : graph.input())
+    inputs.insert(input.name());
+  auto *initializers = graph.mutable_initializer();
+  for (int i = initializers->size() - 1; i >= 0; --i) {
+    const onnx::TensorProto &tensor = initializers->Get(i);
+    if (!keep(tensor))
+      continue;
+    if (!inputs.count(tensor.name())) {
+      onnx::ValueInfoProto *input = graph.add_input();
+      input->set_name(tensor.name());
+      auto *type = input->mutable_type()->mutable_tensor_type();
+      type->set_elem_type(tensor.data_type());
+      for (int64_t dim : tensor.dims())
+        type->mutable_shape()->add_dim()->set_dim_value(dim);
+    }
+    if (drop)
+      initializers->DeleteSubrange(i, 1);
+  }
+}
+
 /// Runs ONNX's version converter on `model` in a forked child that sends the
 /// serialized result back through a pipe, so that a crash in libonnx is a
 /// failure with a message, not the end of the importing process.
@@ -649,7 +676,24 @@ static bool convertVersionInChild(const onnx::ModelProto &model, int targetOpset
       std::signal(signal, SIG_DFL);
     std::string message = "E";
     try {
-      onnx::ModelProto result = onnx::version_conversion::ConvertVersion(model, targetOpset);
+      // The converter's adapters need the shapes of their inputs (Add's
+      // broadcast attribute of opset 6 on a Constant's output): inferred
+      // first, where ONNX can.
+      onnx::ModelProto inferred = model;
+      if (inferred.ir_version() < 4) {
+        // IR 3's converter wants every initializer among the graph inputs,
+        // where IR 3 put them and its exporters did not always.
+        listInitializersAsInputs(
+            *inferred.mutable_graph(), [](const onnx::TensorProto &) { return true; },
+            /*drop=*/false);
+      }
+      onnx::ModelProto listed = inferred;
+      try {
+        onnx::shape_inference::InferShapes(inferred);
+      } catch (const std::exception &) {
+        inferred = listed;
+      }
+      onnx::ModelProto result = onnx::version_conversion::ConvertVersion(inferred, targetOpset);
       std::string bytes;
       if (result.SerializeToString(&bytes))
         message = "O" + bytes;
@@ -1059,6 +1103,18 @@ LogicalResult ModelImporter::runOnnxChecks() {
         model.graph().initializer(), [](const onnx::TensorProto &t) {
           return t.data_location() == onnx::TensorProto::EXTERNAL;
         });
+    // The model checked as if it were of IR version `irVersion`.
+    auto checkAs = [&](int64_t irVersion) {
+      int64_t given = model.ir_version();
+      model.set_ir_version(irVersion);
+      try {
+        onnx::checker::check_model(model);
+      } catch (...) {
+        model.set_ir_version(given);
+        throw;
+      }
+      model.set_ir_version(given);
+    };
     try {
       if (model.ir_version() > onnx::IR_VERSION) {
         // A newer exporter's model (IR 9 and 10 add types, not structure):
@@ -1070,38 +1126,23 @@ LogicalResult ModelImporter::runOnnxChecks() {
         onnx::ModelProto asKnown;
         if (hasExternalData) {
           asKnown = model; // small: the weights are in the external files
-          auto *graph = asKnown.mutable_graph();
-          std::set<std::string> inputs;
-          for (const onnx::ValueInfoProto &input : graph->input())
-            inputs.insert(input.name());
-          auto *initializers = graph->mutable_initializer();
-          for (int i = initializers->size() - 1; i >= 0; --i) {
-            const onnx::TensorProto &tensor = initializers->Get(i);
-            if (tensor.data_location() != onnx::TensorProto::EXTERNAL)
-              continue;
-            if (!inputs.count(tensor.name())) {
-              onnx::ValueInfoProto *input = graph->add_input();
-              input->set_name(tensor.name());
-              auto *type = input->mutable_type()->mutable_tensor_type();
-              type->set_elem_type(tensor.data_type());
-              for (int64_t dim : tensor.dims())
-                type->mutable_shape()->add_dim()->set_dim_value(dim);
-            }
-            initializers->DeleteSubrange(i, 1);
-          }
+          listInitializersAsInputs(
+              *asKnown.mutable_graph(),
+              [](const onnx::TensorProto &tensor) {
+                return tensor.data_location() == onnx::TensorProto::EXTERNAL;
+              },
+              /*drop=*/true);
           asKnown.set_ir_version(onnx::IR_VERSION);
           onnx::checker::check_model(asKnown);
         } else {
-          int64_t given = model.ir_version();
-          model.set_ir_version(onnx::IR_VERSION);
-          try {
-            onnx::checker::check_model(model);
-          } catch (...) {
-            model.set_ir_version(given);
-            throw;
-          }
-          model.set_ir_version(given);
+          checkAs(onnx::IR_VERSION);
         }
+      } else if (model.ir_version() < 4) {
+        // IR 3 wanted every initializer listed as a graph input too; the
+        // exporters of its time did not always list them (PyTorch 0.3's
+        // padding constants), and IR 4 dropped the rule. Checked as IR 4:
+        // the rest of IR 3 is IR 4.
+        checkAs(4);
       } else if (hasExternalData) {
         // The path form resolves external data next to the model; the model
         // file itself is small in that case, so parsing it again is cheap.

@@ -306,6 +306,22 @@ def selection():
                   vi("inverse", I64, [6]), vi("counts", I64, [None])], opset=11)
 
 
+@register
+def legacy_ir3():
+    # As PyTorch 0.3 exported: IR 3, opset 6, an initializer that is not
+    # listed among the graph inputs (IR 3 wanted it there; IR 4 dropped the
+    # rule), and an opset-6 Add with broadcast=1 on a Constant's output (the
+    # version converter's adapter needs the Constant's shape).
+    nodes = [helper.make_node("Add", ["x", "bias"], ["a"], name="add_bias", broadcast=1),
+             helper.make_node("Constant", [], ["c"], name="one",
+                              value=helper.make_tensor("v", F, [], [1.0])),
+             helper.make_node("Add", ["a", "c"], ["y"], name="add_one", broadcast=1)]
+    m = model(nodes, [vi("x", F, [1, 2, 3])], [vi("y", F, [1, 2, 3])],
+              [const("bias", np.array([0.5, -0.5, 2.0], np.float32))], opset=6)
+    m.ir_version = 3
+    return m
+
+
 # ---- broken inputs ---------------------------------------------------------
 
 @register
@@ -317,6 +333,15 @@ def unsupported_ops():
     m = model(nodes, [vi("x", F, [1, 1, 4])], [vi("y", F, [1, 1, 4])])
     m.opset_import.append(helper.make_opsetid("com.example", 3))
     return m
+
+
+@register
+def prelu_mismatch():
+    # A slope that does not broadcast against X (what ONNX's version
+    # converter leaves of an opset-6 channel-wise PRelu).
+    return model([helper.make_node("PRelu", ["x", "slope"], ["y"], name="act")],
+                 [vi("x", F, [2, 3, 4])], [vi("y", F, [2, 3, 4])],
+                 [const("slope", np.array([0.1, 0.2, 0.3], np.float32))], opset=11)
 
 
 @register
