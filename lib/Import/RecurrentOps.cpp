@@ -3,12 +3,11 @@
 // Each direction is an scf.for over the time steps carrying the hidden
 // state (and LSTM's cell state) and the outputs written so far; a step is
 // two matmuls (the input's and the hidden state's contributions to every
-// gate) and one elementwise generic per state update. Static shapes, the
-// default activations (also when spelled out) and clip, both layouts,
-// forward, reverse and
-// bidirectional, sequence_lens (forward), initial states, LSTM peepholes
-// and GRU's linear_before_reset are supported; other activations are
-// refused by name.
+// gate) and one elementwise generic per state update. Static shapes, every
+// activation function ONNX defines (with activation_alpha/beta) and clip,
+// both layouts, forward, reverse and bidirectional, sequence_lens
+// (forward), initial states, LSTM peepholes and GRU's linear_before_reset
+// are supported; an unknown activation is refused by name.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,6 +15,8 @@
 
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+
+#include <cmath>
 
 using namespace mlir;
 using namespace hasten;
@@ -63,6 +64,110 @@ Value sigmoid(OpBuilder &b, Location loc, Value x) {
                             math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x))));
 }
 
+/// One of the activation functions ONNX's recurrent ops take by name, with
+/// its alpha and beta where it has them.
+struct Activation {
+  std::string name;
+  double alpha = 0, beta = 0;
+
+  Value apply(OpBuilder &b, Location loc, Value x) const {
+    Type t = x.getType();
+    auto c = [&](double v) { return scalarConstant(b, loc, t, v); };
+    auto mul = [&](Value p, Value q) { return arith::MulFOp::create(b, loc, p, q).getResult(); };
+    auto add = [&](Value p, Value q) { return arith::AddFOp::create(b, loc, p, q).getResult(); };
+    if (name == "Sigmoid")
+      return sigmoid(b, loc, x);
+    if (name == "Tanh")
+      return math::TanhOp::create(b, loc, x);
+    if (name == "Relu")
+      return arith::MaximumFOp::create(b, loc, x, c(0));
+    if (name == "Affine")
+      return add(mul(c(alpha), x), c(beta));
+    if (name == "ScaledTanh")
+      return mul(c(alpha), math::TanhOp::create(b, loc, mul(c(beta), x)));
+    if (name == "HardSigmoid")
+      return arith::MaximumFOp::create(
+          b, loc, c(0), arith::MinimumFOp::create(b, loc, c(1), add(mul(c(alpha), x), c(beta))));
+    if (name == "Softsign")
+      return arith::DivFOp::create(b, loc, x, add(c(1), math::AbsFOp::create(b, loc, x)));
+    if (name == "Softplus")
+      return math::LogOp::create(b, loc, add(c(1), math::ExpOp::create(b, loc, x)));
+    Value positive = arith::CmpFOp::create(
+        b, loc, name == "ThresholdedRelu" ? arith::CmpFPredicate::OGT : arith::CmpFPredicate::OGE,
+        x, name == "ThresholdedRelu" ? c(alpha) : c(0));
+    Value otherwise;
+    if (name == "LeakyRelu")
+      otherwise = mul(c(alpha), x);
+    else if (name == "ThresholdedRelu")
+      otherwise = c(0);
+    else // Elu
+      otherwise = mul(c(alpha), arith::SubFOp::create(b, loc, math::ExpOp::create(b, loc, x), c(1)));
+    return arith::SelectOp::create(b, loc, positive, x, otherwise);
+  }
+};
+
+/// The node's activation functions, `perDirection` for each direction (the
+/// defaults when the attribute is absent; one direction's list serves both
+/// when a bidirectional node gives only that). Alphas and betas are taken in
+/// order by the functions that have them (ONNX Runtime's reading), each
+/// function's default where the list runs out.
+FailureOr<SmallVector<Activation>> parseActivations(NodeContext &ctx, ArrayRef<StringRef> defaults,
+                                                    int64_t dirs) {
+  SmallVector<std::string> names;
+  if (const onnx::AttributeProto *given = ctx.attr("activations")) {
+    for (const std::string &name : given->strings())
+      names.push_back(name);
+  } else {
+    for (StringRef name : defaults)
+      names.push_back(name.str());
+  }
+  int64_t count = defaults.size();
+  if ((int64_t)names.size() == count && dirs == 2)
+    names.append(SmallVector<std::string>(names));
+  if ((int64_t)names.size() != count * dirs) {
+    ctx.emitError() << "activations must name " << count * dirs << " functions (" << count
+                    << " per direction), got " << names.size();
+    return failure();
+  }
+  SmallVector<float> alphas = ctx.getFloats("activation_alpha").value_or(SmallVector<float>{});
+  SmallVector<float> betas = ctx.getFloats("activation_beta").value_or(SmallVector<float>{});
+  size_t nextAlpha = 0, nextBeta = 0;
+  // Name -> (has alpha, default alpha, has beta, default beta); NaN: required.
+  static const llvm::StringMap<std::tuple<bool, double, bool, double>> known = {
+      {"Relu", {false, 0, false, 0}},       {"Tanh", {false, 0, false, 0}},
+      {"Sigmoid", {false, 0, false, 0}},    {"Softsign", {false, 0, false, 0}},
+      {"Softplus", {false, 0, false, 0}},   {"LeakyRelu", {true, 0.01, false, 0}},
+      {"ThresholdedRelu", {true, 1.0, false, 0}}, {"Elu", {true, 1.0, false, 0}},
+      {"HardSigmoid", {true, 0.2, true, 0.5}},    {"Affine", {true, NAN, true, NAN}},
+      {"ScaledTanh", {true, NAN, true, NAN}}};
+  SmallVector<Activation> result;
+  for (const std::string &name : names) {
+    // ONNX's names, in any case (exporters differ).
+    auto it = llvm::find_if(known, [&](const auto &entry) {
+      return StringRef(entry.getKey()).equals_insensitive(name);
+    });
+    if (it == known.end()) {
+      ctx.emitError() << "unknown activation function '" << name
+                      << "' (Relu, Tanh, Sigmoid, Affine, LeakyRelu, ThresholdedRelu, "
+                         "ScaledTanh, HardSigmoid, Elu, Softsign and Softplus are defined)";
+      return failure();
+    }
+    auto [hasAlpha, alpha, hasBeta, beta] = it->getValue();
+    Activation activation{it->getKey().str()};
+    if (hasAlpha)
+      activation.alpha = nextAlpha < alphas.size() ? alphas[nextAlpha++] : alpha;
+    if (hasBeta)
+      activation.beta = nextBeta < betas.size() ? betas[nextBeta++] : beta;
+    if (std::isnan(activation.alpha) || std::isnan(activation.beta)) {
+      ctx.emitError() << "activation '" << name
+                      << "' needs its alpha and beta (activation_alpha, activation_beta)";
+      return failure();
+    }
+    result.push_back(activation);
+  }
+  return result;
+}
+
 LogicalResult convertRecurrent(NodeContext &ctx) {
   StringRef op = ctx.node.op_type();
   Cell cell = op == "RNN" ? Cell::RNN : op == "GRU" ? Cell::GRU : Cell::LSTM;
@@ -74,25 +179,18 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
       return ctx.emitError() << "input " << i << " must be a floating-point tensor of static "
                                 "shape, got " << ctx.inputType(i);
   std::string direction = ctx.getString("direction", "forward");
-  // Exporters may spell the defaults out; anything else is refused.
-  if (const onnx::AttributeProto *activations = ctx.attr("activations")) {
-    SmallVector<std::string> defaults =
-        cell == Cell::RNN ? SmallVector<std::string>{"Tanh"}
-        : cell == Cell::GRU ? SmallVector<std::string>{"Sigmoid", "Tanh"}
-                            : SmallVector<std::string>{"Sigmoid", "Tanh", "Tanh"};
-    int copies = direction == "bidirectional" ? 2 : 1;
-    bool same = activations->strings_size() == int(defaults.size()) * copies;
-    for (int i = 0; same && i < activations->strings_size(); ++i)
-      same = activations->strings(i) == defaults[i % defaults.size()];
-    if (!same)
-      return ctx.fail("only the default activations are supported (the activations attribute "
-                      "names others)");
-  }
-  if (ctx.hasAttr("activation_alpha") || ctx.hasAttr("activation_beta"))
-    return ctx.fail("activation_alpha and activation_beta are not supported");
   if (direction != "forward" && direction != "reverse" && direction != "bidirectional")
     return ctx.fail("direction must be forward, reverse or bidirectional, got '" + direction +
                     "'");
+  // f (gates), g (candidate) and h (output) of each direction.
+  SmallVector<StringRef> defaults = cell == Cell::RNN   ? SmallVector<StringRef>{"Tanh"}
+                                    : cell == Cell::GRU ? SmallVector<StringRef>{"Sigmoid", "Tanh"}
+                                                        : SmallVector<StringRef>{"Sigmoid", "Tanh",
+                                                                                 "Tanh"};
+  FailureOr<SmallVector<Activation>> activations =
+      parseActivations(ctx, defaults, direction == "bidirectional" ? 2 : 1);
+  if (failed(activations))
+    return failure();
   if (cell == Cell::LSTM && ctx.getInt("input_forget", 0) != 0)
     return ctx.fail("input_forget is not supported");
   bool batchFirst = ctx.getInt("layout", 0) == 1;
@@ -144,6 +242,11 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
   Value cAll = zeros({s.dirs, s.batch, s.hidden});
   for (int64_t d = 0; d < s.dirs; ++d) {
     bool reverse = direction == "reverse" || d == 1;
+    ArrayRef<Activation> act =
+        ArrayRef<Activation>(*activations).slice(d * defaults.size(), defaults.size());
+    const Activation &fAct = act[0];
+    const Activation &gAct = act.size() > 1 ? act[1] : act[0];
+    const Activation &hAct = act.size() > 2 ? act[2] : act[0];
     Value wT = transposed(b, loc, sliceOf(b, loc, ctx.input(1), {d, 0, 0}, {1, gh, s.input},
                                           {gh, s.input}),
                           {1, 0});
@@ -197,8 +300,7 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
                                       Value v = arith::AddFOp::create(
                                           nb, nl, arith::AddFOp::create(nb, nl, a[0], a[1]),
                                           arith::AddFOp::create(nb, nl, a[2], a[3]));
-                                      return math::TanhOp::create(nb, nl, clipped(nb, nl, v))
-                                          .getResult();
+                                      return fAct.apply(nb, nl, clipped(nb, nl, v));
                                     });
           } else if (cell == Cell::LSTM) {
             // Gates in ONNX's order: input, output, forget, cell.
@@ -225,11 +327,11 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
             };
             newC = buildElementwise(eb, ll, in, f, [&](OpBuilder &nb, Location nl, ValueRange a) {
               Value cPrev = a[1];
-              Value i = sigmoid(nb, nl, clipped(nb, nl, arith::AddFOp::create(
+              Value i = fAct.apply(nb, nl, clipped(nb, nl, arith::AddFOp::create(
                   nb, nl, pre(nb, nl, a, 0), arith::MulFOp::create(nb, nl, a[18], cPrev))));
-              Value fg = sigmoid(nb, nl, clipped(nb, nl, arith::AddFOp::create(
+              Value fg = fAct.apply(nb, nl, clipped(nb, nl, arith::AddFOp::create(
                   nb, nl, pre(nb, nl, a, 2), arith::MulFOp::create(nb, nl, a[20], cPrev))));
-              Value cand = math::TanhOp::create(nb, nl, clipped(nb, nl, pre(nb, nl, a, 3)));
+              Value cand = gAct.apply(nb, nl, clipped(nb, nl, pre(nb, nl, a, 3)));
               return arith::AddFOp::create(nb, nl, arith::MulFOp::create(nb, nl, fg, cPrev),
                                            arith::MulFOp::create(nb, nl, i, cand))
                   .getResult();
@@ -237,10 +339,9 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
             in.push_back(newC);
             newH = buildElementwise(eb, ll, in, f, [&](OpBuilder &nb, Location nl, ValueRange a) {
               Value cNew = a[21];
-              Value o = sigmoid(nb, nl, clipped(nb, nl, arith::AddFOp::create(
+              Value o = fAct.apply(nb, nl, clipped(nb, nl, arith::AddFOp::create(
                   nb, nl, pre(nb, nl, a, 1), arith::MulFOp::create(nb, nl, a[19], cNew))));
-              return arith::MulFOp::create(nb, nl, o, math::TanhOp::create(nb, nl, cNew))
-                  .getResult();
+              return arith::MulFOp::create(nb, nl, o, hAct.apply(nb, nl, cNew)).getResult();
             });
           } else {
             // GRU, gates in ONNX's order: update (z), reset (r), hidden (h).
@@ -253,7 +354,7 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
                     Value v = arith::AddFOp::create(
                         nb, nl, arith::AddFOp::create(nb, nl, a[0], a[1]),
                         arith::AddFOp::create(nb, nl, a[2], a[3]));
-                    return sigmoid(nb, nl, clipped(nb, nl, v));
+                    return fAct.apply(nb, nl, clipped(nb, nl, v));
                   });
             };
             Value z = gatePre(0), r = gatePre(1);
@@ -268,7 +369,7 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
                         nb, nl, arith::AddFOp::create(nb, nl, a[0], a[2]),
                         arith::MulFOp::create(nb, nl, a[4],
                                               arith::AddFOp::create(nb, nl, a[1], a[3])));
-                    return math::TanhOp::create(nb, nl, clipped(nb, nl, v)).getResult();
+                    return gAct.apply(nb, nl, clipped(nb, nl, v));
                   });
             } else {
               Value rh = buildElementwise(eb, ll, ValueRange{r, h}, f,
@@ -287,7 +388,7 @@ LogicalResult convertRecurrent(NodeContext &ctx) {
                     Value v = arith::AddFOp::create(
                         nb, nl, arith::AddFOp::create(nb, nl, a[0], a[1]),
                         arith::AddFOp::create(nb, nl, a[2], a[3]));
-                    return math::TanhOp::create(nb, nl, clipped(nb, nl, v)).getResult();
+                    return gAct.apply(nb, nl, clipped(nb, nl, v));
                   });
             }
             newH = buildElementwise(eb, ll, ValueRange{z, candidate, h}, f,
