@@ -19,6 +19,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -63,12 +64,20 @@ ElementsAttr makeElementsAttr(RankedTensorType type, ArrayRef<char> bytes, int64
                               StringRef name,
                               std::optional<AsmResourceBlob> ownedBlob = std::nullopt);
 
+/// Imports a subgraph (If's branches, Loop's and Scan's bodies) at the
+/// builder's insertion point: `scope` holds what it may read (the enclosing
+/// graphs' values, and its own inputs bound by the caller); returns its
+/// outputs in order.
+using SubgraphImporter = std::function<FailureOr<SmallVector<ImportedValue>>(
+    const onnx::GraphProto &graph, ValueTable &scope, OpBuilder &b)>;
+
 /// Everything a converter sees of the node it converts.
 class NodeContext {
 public:
   NodeContext(OpBuilder &builder, Location loc, const onnx::NodeProto &node,
-              int64_t opset, ValueTable &values, int64_t inlineLimit)
-      : b(builder), loc(loc), node(node), opset(opset), values(values),
+              int64_t opset, ValueTable &values, int64_t inlineLimit,
+              const SubgraphImporter *subgraphs = nullptr)
+      : b(builder), loc(loc), node(node), opset(opset), subgraphs(subgraphs), values(values),
         inlineLimit(inlineLimit) {}
 
   OpBuilder &b;
@@ -76,6 +85,10 @@ public:
   const onnx::NodeProto &node;
   /// Opset version of the default domain.
   int64_t opset;
+  /// Imports the node's subgraphs (null where nodes have none).
+  const SubgraphImporter *subgraphs;
+  /// The values the node sees (a subgraph's scope starts as a copy).
+  const ValueTable &scope() const { return values; }
 
   // Inputs. Optional inputs may be absent or given as an empty name.
   bool hasInput(unsigned i) const {
@@ -145,6 +158,7 @@ void registerRecurrentConverters(ConverterTable &table);
 void registerSignalConverters(ConverterTable &table);
 void registerDetectionConverters(ConverterTable &table);
 void registerSelectionConverters(ConverterTable &table);
+void registerControlFlowConverters(ConverterTable &table);
 
 /// numpy's matmul of two tensors of one element type (batched, vectors
 /// promoted), as MatMul imports it.

@@ -422,6 +422,7 @@ static const ConverterTable &getConverters() {
     registerSignalConverters(t);
     registerDetectionConverters(t);
     registerSelectionConverters(t);
+    registerControlFlowConverters(t);
     return t;
   }();
   return table;
@@ -483,12 +484,11 @@ static std::string converterKey(const onnx::NodeProto &node) {
 /// Folds the ops one node's conversion created (shape arithmetic mostly), so
 /// that static dimensions become constants right away, and points the value
 /// table entries of that node at the folded values.
-static void foldNewOps(Block *block, Operation *lastBefore,
+static void foldNewOps(Block *block, Operation *lastBefore, Block::iterator end,
                        const onnx::NodeProto &node, ValueTable &values) {
   SmallVector<Operation *> created;
   for (Operation &op : llvm::make_range(
-           lastBefore ? std::next(Block::iterator(lastBefore)) : block->begin(),
-           block->end()))
+           lastBefore ? std::next(Block::iterator(lastBefore)) : block->begin(), end))
     if (op.getNumRegions() == 0 && op.getNumResults() > 0 &&
         !op.hasTrait<OpTrait::ConstantLike>())
       created.push_back(&op);
@@ -575,6 +575,10 @@ private:
   LogicalResult validateBeforeLibonnx();
   LogicalResult checkStaticSizes(ModuleOp module);
   LogicalResult translateFunction(OpBuilder &b);
+  LogicalResult importNodes(const onnx::GraphProto &graph, ArrayRef<int> order,
+                            ValueTable &values, OpBuilder &b);
+  FailureOr<SmallVector<ImportedValue>> importSubgraph(const onnx::GraphProto &graph,
+                                                       ValueTable &scope, OpBuilder &b);
 
   std::string path;
   MLIRContext &context;
@@ -880,6 +884,39 @@ LogicalResult ModelImporter::resolveOpset() {
   return success();
 }
 
+/// The names a node's subgraphs read from the graphs around them (If's
+/// branches and Loop's body see every enclosing value without listing it
+/// as an input), recursively.
+static void outerReads(const onnx::NodeProto &node, std::set<std::string> &reads) {
+  for (const onnx::AttributeProto &attr : node.attribute()) {
+    std::vector<const onnx::GraphProto *> graphs;
+    if (attr.has_g())
+      graphs.push_back(&attr.g());
+    for (const onnx::GraphProto &g : attr.graphs())
+      graphs.push_back(&g);
+    for (const onnx::GraphProto *g : graphs) {
+      std::set<std::string> defined, inner;
+      for (const auto &input : g->input())
+        defined.insert(input.name());
+      for (const auto &init : g->initializer())
+        defined.insert(init.name());
+      for (const onnx::NodeProto &n : g->node()) {
+        for (const std::string &out : n.output())
+          defined.insert(out);
+        for (const std::string &in : n.input())
+          if (!in.empty())
+            inner.insert(in);
+        outerReads(n, inner);
+      }
+      for (const auto &output : g->output())
+        inner.insert(output.name());
+      for (const std::string &name : inner)
+        if (!defined.count(name))
+          reads.insert(name);
+    }
+  }
+}
+
 LogicalResult ModelImporter::orderNodes() {
   const onnx::GraphProto &graph = model.graph();
   std::set<std::string> available;
@@ -898,7 +935,9 @@ LogicalResult ModelImporter::orderNodes() {
   std::vector<int> pending(graph.node_size(), 0);
   std::vector<std::vector<int>> consumers(graph.node_size());
   for (int i = 0; i < graph.node_size(); ++i) {
-    for (const std::string &in : graph.node(i).input()) {
+    std::set<std::string> reads(graph.node(i).input().begin(), graph.node(i).input().end());
+    outerReads(graph.node(i), reads);
+    for (const std::string &in : reads) {
       if (in.empty() || available.count(in))
         continue;
       auto it = producer.find(in);
@@ -958,22 +997,50 @@ LogicalResult ModelImporter::checkSupported() {
   // Unsupported op names in first-seen order, with their node counts.
   std::vector<std::pair<std::string, int>> unsupported;
   int first = -1;
+  // A node's subgraphs count as the node: their unsupported ops are its.
+  std::function<bool(const onnx::NodeProto &, std::string &)> findUnsupported =
+      [&](const onnx::NodeProto &node, std::string &key) {
+        key = converterKey(node);
+        if (!converters.count(key))
+          return true;
+        for (const onnx::AttributeProto &attr : node.attribute()) {
+          std::vector<const onnx::GraphProto *> graphs;
+          if (attr.has_g())
+            graphs.push_back(&attr.g());
+          for (const onnx::GraphProto &g : attr.graphs())
+            graphs.push_back(&g);
+          for (const onnx::GraphProto *g : graphs)
+            for (const onnx::NodeProto &inner : g->node())
+              if (findUnsupported(inner, key))
+                return true;
+        }
+        return false;
+      };
+  std::string firstNested;
   for (int i = 0; i < graph.node_size(); ++i) {
-    const onnx::NodeProto &node = graph.node(i);
-    std::string key = converterKey(node);
-    if (converters.count(key))
+    const onnx::NodeProto &outer = graph.node(i);
+    std::string key;
+    if (!findUnsupported(outer, key))
       continue;
     auto it = llvm::find_if(unsupported, [&](auto &e) { return e.first == key; });
     if (it == unsupported.end())
       unsupported.push_back({key, 1});
     else
       ++it->second;
-    if (first < 0)
+    if (first < 0) {
       first = i;
+      if (key != converterKey(outer))
+        firstNested = key;
+    }
   }
   if (first < 0)
     return success();
   const onnx::NodeProto &node = graph.node(first);
+  if (!firstNested.empty())
+    return error() << "unsupported ONNX op '" << firstNested << "' in a subgraph of node '"
+                   << (node.name().empty() ? "<unnamed>" : node.name()) << "' ("
+                   << node.op_type() << ", node #" << first << " of " << graph.node_size()
+                   << ")";
   std::string domain = isDefaultDomain(node.domain()) ? "ai.onnx" : node.domain();
   int64_t domainOpset = opset;
   for (const auto &id : model.opset_import())
@@ -1428,6 +1495,80 @@ FailureOr<OwningOpRef<ModuleOp>> ModelImporter::translate() {
   return module;
 }
 
+/// Converts `graph`'s nodes in `order` at the builder's insertion point,
+/// defining their outputs in `values`.
+LogicalResult ModelImporter::importNodes(const onnx::GraphProto &graph, ArrayRef<int> order,
+                                         ValueTable &values, OpBuilder &b) {
+  const ConverterTable &converters = getConverters();
+  SubgraphImporter subgraphs = [this](const onnx::GraphProto &subgraph, ValueTable &scope,
+                                      OpBuilder &sb) { return importSubgraph(subgraph, scope, sb); };
+  for (int index : order) {
+    const onnx::NodeProto &node = graph.node(index);
+    std::string nodeName =
+        node.name().empty() ? node.op_type() + "_" + std::to_string(index)
+                            : node.name();
+    Location loc = NameLoc::get(b.getStringAttr(nodeName), fileLoc);
+    NodeContext ctx(b, loc, node, opset, values, options.inlineConstantLimit, &subgraphs);
+    Block *block = b.getInsertionBlock();
+    Block::iterator at = b.getInsertionPoint();
+    Operation *lastBefore = at == block->begin() ? nullptr : &*std::prev(at);
+    if (failed(converters.lookup(converterKey(node))(ctx)))
+      return failure();
+    foldNewOps(block, lastBefore, b.getInsertionPoint(), node, values);
+    // Every requested output must have been defined, with the element type
+    // ONNX inferred for it.
+    for (int o = 0; o < node.output_size(); ++o) {
+      const std::string &out = node.output(o);
+      if (out.empty())
+        continue;
+      auto it = values.find(out);
+      if (it == values.end())
+        return ctx.fail("output #" + std::to_string(o) + " ('" + out +
+                        "') is not supported");
+      auto found = declared.find(out);
+      if (found == declared.end() || !found->second->has_tensor_type())
+        continue;
+      FailureOr<Type> expected = getElementType(
+          &context, found->second->tensor_type().elem_type());
+      Type actual = cast<ShapedType>(it->second.tensor.getType()).getElementType();
+      if (succeeded(expected) && *expected != actual)
+        return ctx.emitError() << "output '" << out << "' has element type "
+                               << actual << " but ONNX declares "
+                               << *expected;
+    }
+  }
+  return success();
+}
+
+FailureOr<SmallVector<ImportedValue>>
+ModelImporter::importSubgraph(const onnx::GraphProto &graph, ValueTable &scope, OpBuilder &b) {
+  for (const onnx::TensorProto &init : graph.initializer()) {
+    // Subgraph initializers keep their data inline (external data is for
+    // the main graph's weights).
+    FailureOr<ElementsAttr> attr = loadInitializer(init);
+    if (failed(attr))
+      return failure();
+    auto constant = arith::ConstantOp::create(
+        b, NameLoc::get(b.getStringAttr(init.name()), fileLoc), *attr);
+    scope[init.name()] = {constant, isUnsignedOnnxType(init.data_type()), std::nullopt};
+  }
+  // ONNX requires a subgraph's nodes in topological order (the checker
+  // checks it).
+  SmallVector<int> order(graph.node_size());
+  std::iota(order.begin(), order.end(), 0);
+  if (failed(importNodes(graph, order, scope, b)))
+    return failure();
+  SmallVector<ImportedValue> outputs;
+  for (const onnx::ValueInfoProto &output : graph.output()) {
+    auto it = scope.find(output.name());
+    if (it == scope.end())
+      return error() << "subgraph '" << graph.name() << "': output '" << output.name()
+                     << "' is not produced by any node";
+    outputs.push_back(it->second);
+  }
+  return outputs;
+}
+
 LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
   const onnx::GraphProto &graph = model.graph();
   std::set<std::string> initializerNames;
@@ -1482,44 +1623,8 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
     values[init.name] = {constant, init.isUnsigned, std::nullopt};
   }
 
-  const ConverterTable &converters = getConverters();
-  for (int index : order) {
-    const onnx::NodeProto &node = graph.node(index);
-    std::string nodeName =
-        node.name().empty() ? node.op_type() + "_" + std::to_string(index)
-                            : node.name();
-    Location loc = NameLoc::get(b.getStringAttr(nodeName), fileLoc);
-    NodeContext ctx(b, loc, node, opset, values, options.inlineConstantLimit);
-    Operation *lastBefore = entry->empty() ? nullptr : &entry->back();
-    for (const onnx::AttributeProto &a : node.attribute())
-      if (a.type() == onnx::AttributeProto::GRAPH ||
-          a.type() == onnx::AttributeProto::GRAPHS)
-        return ctx.fail("subgraph attributes (control flow) are not supported");
-    if (failed(converters.lookup(converterKey(node))(ctx)))
-      return failure();
-    foldNewOps(entry, lastBefore, node, values);
-    // Every requested output must have been defined, with the element type
-    // ONNX inferred for it.
-    for (int o = 0; o < node.output_size(); ++o) {
-      const std::string &out = node.output(o);
-      if (out.empty())
-        continue;
-      auto it = values.find(out);
-      if (it == values.end())
-        return ctx.fail("output #" + std::to_string(o) + " ('" + out +
-                        "') is not supported");
-      auto found = declared.find(out);
-      if (found == declared.end() || !found->second->has_tensor_type())
-        continue;
-      FailureOr<Type> expected = getElementType(
-          &context, found->second->tensor_type().elem_type());
-      Type actual = cast<ShapedType>(it->second.tensor.getType()).getElementType();
-      if (succeeded(expected) && *expected != actual)
-        return ctx.emitError() << "output '" << out << "' has element type "
-                               << actual << " but ONNX declares "
-                               << *expected;
-    }
-  }
+  if (failed(importNodes(graph, order, values, b)))
+    return failure();
 
   SmallVector<Value> results;
   SmallVector<Type> resultTypes;

@@ -80,11 +80,20 @@ def parameter_bindings(model_path):
 
 
 def case_ops(model_path):
+    """Every op of the model, those of If/Loop/Scan subgraphs included."""
     model = onnx.load(model_path, load_external_data=False)
     ops = set()
-    for node in model.graph.node:
-        domain = node.domain if node.domain not in ("", "ai.onnx") else ""
-        ops.add((domain + "::" if domain else "") + node.op_type)
+
+    def walk(graph):
+        for node in graph.node:
+            domain = node.domain if node.domain not in ("", "ai.onnx") else ""
+            ops.add((domain + "::" if domain else "") + node.op_type)
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    walk(attr.g)
+                for g in attr.graphs:
+                    walk(g)
+    walk(model.graph)
     return ops
 
 
