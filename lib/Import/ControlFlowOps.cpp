@@ -119,12 +119,13 @@ LogicalResult convertIf(NodeContext &ctx) {
   SmallVector<Type> types;
   for (auto [i, pair] : llvm::enumerate(llvm::zip(*thenOut, *elseOut))) {
     auto &[t, e] = pair;
-    FailureOr<RankedTensorType> type = join(t.tensor.getType(), e.tensor.getType());
+    // Types outlive the draft's values (erased on failure); read them first.
+    Type thenType = t.tensor.getType(), elseType = e.tensor.getType();
+    FailureOr<RankedTensorType> type = join(thenType, elseType);
     if (failed(type)) {
       draft.erase();
-      return ctx.emitError() << "output " << i << " is " << t.tensor.getType()
-                             << " in then_branch but " << e.tensor.getType()
-                             << " in else_branch";
+      return ctx.emitError() << "output " << i << " is " << thenType << " in then_branch but "
+                             << elseType << " in else_branch";
     }
     types.push_back(*type);
   }
@@ -237,13 +238,13 @@ LogicalResult convertLoop(NodeContext &ctx) {
       return failure();
     }
     for (int64_t j = 0; j < carried; ++j) {
-      FailureOr<RankedTensorType> type =
-          join(initial[j].tensor.getType(), (*outs)[1 + j].tensor.getType());
+      Type returned = (*outs)[1 + j].tensor.getType();
+      FailureOr<RankedTensorType> type = join(initial[j].tensor.getType(), returned);
       if (failed(type)) {
         draft.erase();
         return ctx.emitError() << "loop-carried value " << j << " enters as "
                                << initial[j].tensor.getType() << " but the body returns "
-                               << (*outs)[1 + j].tensor.getType();
+                               << returned;
       }
       carriedTypes.push_back(*type);
     }
@@ -421,12 +422,12 @@ LogicalResult convertScan(NodeContext &ctx) {
       return failure();
     }
     for (int64_t j = 0; j < states; ++j) {
-      FailureOr<RankedTensorType> type =
-          join(initialStates[j].getType(), (*outs)[j].tensor.getType());
+      Type returned = (*outs)[j].tensor.getType();
+      FailureOr<RankedTensorType> type = join(initialStates[j].getType(), returned);
       if (failed(type)) {
         draft.erase();
         return ctx.emitError() << "state " << j << " enters as " << initialStates[j].getType()
-                               << " but the body returns " << (*outs)[j].tensor.getType();
+                               << " but the body returns " << returned;
       }
       stateTypes.push_back(*type);
     }

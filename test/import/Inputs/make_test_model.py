@@ -315,11 +315,49 @@ def legacy_ir3():
     nodes = [helper.make_node("Add", ["x", "bias"], ["a"], name="add_bias", broadcast=1),
              helper.make_node("Constant", [], ["c"], name="one",
                               value=helper.make_tensor("v", F, [], [1.0])),
-             helper.make_node("Add", ["a", "c"], ["y"], name="add_one", broadcast=1)]
-    m = model(nodes, [vi("x", F, [1, 2, 3])], [vi("y", F, [1, 2, 3])],
+             helper.make_node("Add", ["a", "c"], ["b"], name="add_one", broadcast=1),
+             # Opset 2's Pad keeps its pads in an attribute; the converter
+             # makes them an initializer it does not list among the inputs.
+             helper.make_node("Pad", ["b"], ["y"], name="pad", pads=[0, 0, 1, 0, 0, 1], value=0.0)]
+    m = model(nodes, [vi("x", F, [1, 2, 3])], [vi("y", F, [1, 2, 5])],
               [const("bias", np.array([0.5, -0.5, 2.0], np.float32))], opset=6)
     m.ir_version = 3
     return m
+
+
+@register
+def control_flow():
+    # If whose branches read an outer value and return different lengths;
+    # Loop with a trip count and a condition computed in the body, carrying
+    # a value and stacking a scan output; Scan summing rows in reverse.
+    then_branch = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["twice"])], "then", [], [vi("twice", F, [3])])
+    else_branch = helper.make_graph(
+        [helper.make_node("Concat", ["x", "x"], ["both"], axis=0)], "else", [],
+        [vi("both", F, [6])])
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["acc_in", "x"], ["acc_out"]),
+         helper.make_node("ReduceSum", ["acc_out"], ["total"], keepdims=0),
+         helper.make_node("Less", ["total", "limit"], ["go_on"]),
+         helper.make_node("Identity", ["acc_out"], ["step"])],
+        "body", [vi("i", I64, []), vi("cond_in", B, []), vi("acc_in", F, [3])],
+        [vi("go_on", B, []), vi("acc_out", F, [3]), vi("step", F, [3])])
+    scan_body = helper.make_graph(
+        [helper.make_node("Add", ["sum_in", "row"], ["sum_out"]),
+         helper.make_node("Identity", ["sum_out"], ["partial"])],
+        "scan_body", [vi("sum_in", F, [2]), vi("row", F, [2])],
+        [vi("sum_out", F, [2]), vi("partial", F, [2])])
+    nodes = [helper.make_node("If", ["flag"], ["chosen"], name="branch",
+                              then_branch=then_branch, else_branch=else_branch),
+             helper.make_node("Loop", ["trips", "", "start"], ["final", "steps"], name="grow",
+                              body=body),
+             helper.make_node("Scan", ["zero", "rows"], ["sum", "partials"], name="scan",
+                              body=scan_body, num_scan_inputs=1, scan_input_directions=[1])]
+    return model(nodes,
+                 [vi("flag", B, []), vi("x", F, [3]), vi("limit", F, []), vi("trips", I64, []),
+                  vi("start", F, [3]), vi("zero", F, [2]), vi("rows", F, [4, 2])],
+                 [vi("chosen", F, [None]), vi("final", F, [3]), vi("steps", F, [None, 3]),
+                  vi("sum", F, [2]), vi("partials", F, [4, 2])], opset=13)
 
 
 # ---- broken inputs ---------------------------------------------------------
@@ -342,6 +380,19 @@ def prelu_mismatch():
     return model([helper.make_node("PRelu", ["x", "slope"], ["y"], name="act")],
                  [vi("x", F, [2, 3, 4])], [vi("y", F, [2, 3, 4])],
                  [const("slope", np.array([0.1, 0.2, 0.3], np.float32))], opset=11)
+
+
+@register
+def loop_rank_changes():
+    # A loop-carried value the body returns with another rank.
+    body = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["v_in", "axes"], ["v_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body", [vi("i", I64, []), vi("cond_in", B, []), vi("v_in", F, [3])],
+        [vi("cond_out", B, []), vi("v_out", F, [1, 3])],
+        initializer=[const("axes", np.array([0], np.int64))])
+    return model([helper.make_node("Loop", ["trips", "", "v"], ["r"], name="grow", body=body)],
+                 [vi("trips", I64, []), vi("v", F, [3])], [vi("r", F, [3])], opset=13)
 
 
 @register
