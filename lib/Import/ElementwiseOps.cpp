@@ -702,8 +702,15 @@ LogicalResult convertDropout(NodeContext &ctx) {
     std::optional<SmallVector<int64_t>> training = ctx.constantInts(2);
     if (!training || training->empty())
       return ctx.fail("training_mode must be a constant to import Dropout");
-    if ((*training)[0] != 0)
-      return ctx.fail("training mode is not supported (inference only)");
+    // Training with a ratio of 0 keeps every element (the mask is all
+    // true); any other ratio draws a random mask, which is not compiled.
+    if ((*training)[0] != 0) {
+      std::optional<SmallVector<double>> ratio =
+          ctx.hasInput(1) ? ctx.constantFloats(1) : std::optional<SmallVector<double>>();
+      if (!ratio || ratio->size() != 1 || (*ratio)[0] != 0.0)
+        return ctx.fail("training mode with a ratio other than a constant 0 draws a random mask, "
+                        "which is not supported");
+    }
   }
   ctx.setOutput(0, ctx.input(0), ctx.info(0).isUnsigned);
   if (ctx.wantsOutput(1)) {

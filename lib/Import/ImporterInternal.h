@@ -159,6 +159,7 @@ void registerSignalConverters(ConverterTable &table);
 void registerDetectionConverters(ConverterTable &table);
 void registerSelectionConverters(ConverterTable &table);
 void registerControlFlowConverters(ConverterTable &table);
+void registerTrainingConverters(ConverterTable &table);
 
 /// numpy's matmul of two tensors of one element type (batched, vectors
 /// promoted), as MatMul imports it.

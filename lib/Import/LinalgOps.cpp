@@ -1267,9 +1267,45 @@ LogicalResult convertInstanceNorm(NodeContext &ctx) {
   return success();
 }
 
+/// Per channel (dimension 1) of x: the mean of f(x, channel's mean) over
+/// the other dimensions, f(x) = x for the mean itself.
+Value channelMean(OpBuilder &b, Location loc, Value x, Value centre) {
+  auto type = cast<RankedTensorType>(x.getType());
+  int64_t rank = type.getRank();
+  Type element = type.getElementType();
+  Value zeros = createFilled(b, loc, {tensor::getMixedSize(b, loc, x, 1)},
+                             scalarConstant(b, loc, element, 0));
+  SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::reduction);
+  iterators[1] = utils::IteratorType::parallel;
+  AffineMap channel = AffineMap::get(rank, 0, {b.getAffineDimExpr(1)}, b.getContext());
+  SmallVector<Value> ins = {x};
+  SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(rank)};
+  if (centre) {
+    ins.push_back(centre);
+    maps.push_back(channel);
+  }
+  maps.push_back(channel);
+  Value sum = linalg::GenericOp::create(
+                  b, loc, TypeRange{zeros.getType()}, ins, ValueRange{zeros}, maps, iterators,
+                  [&](OpBuilder &nb, Location nl, ValueRange a) {
+                    Value v = a[0];
+                    if (centre) {
+                      Value d = arith::SubFOp::create(nb, nl, a[0], a[1]);
+                      v = arith::MulFOp::create(nb, nl, d, d);
+                    }
+                    linalg::YieldOp::create(
+                        nb, nl, ValueRange{arith::AddFOp::create(nb, nl, v, a.back())});
+                  })
+                  .getResult(0);
+  Value count = arith::ConstantOp::create(
+      b, loc, b.getFloatAttr(element, double(type.getNumElements() / type.getDimSize(1))));
+  return buildElementwise(b, loc, ValueRange{sum}, element,
+                          [&](OpBuilder &nb, Location nl, ValueRange a) {
+                            return arith::DivFOp::create(nb, nl, a[0], count).getResult();
+                          });
+}
+
 LogicalResult convertBatchNorm(NodeContext &ctx) {
-  if (ctx.getInt("training_mode", 0))
-    return ctx.fail("training mode is not supported (inference only)");
   auto type = ctx.inputType(0);
   int64_t spatial = type.getRank() - 2;
   if (spatial < 0)
@@ -1277,10 +1313,41 @@ LogicalResult convertBatchNorm(NodeContext &ctx) {
   double epsilon = ctx.getFloat("epsilon", 1e-5f);
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
-  SmallVector<Value> inputs = {ctx.input(0)};
-  for (unsigned i = 1; i <= 4; ++i)
-    inputs.push_back(perChannel(b, loc, ctx.input(i), spatial));
   Type element = type.getElementType();
+  // Training mode normalizes with the batch's own statistics (population
+  // variance) and returns the running statistics moved towards them.
+  bool training = ctx.getInt("training_mode", 0) != 0;
+  Value mean = ctx.input(3), variance = ctx.input(4);
+  if (training) {
+    if (!type.hasStaticShape() || !isa<FloatType>(element))
+      return ctx.emitError() << "training mode needs a static floating-point input, got "
+                             << type;
+    double momentum = ctx.getFloat("momentum", 0.9f);
+    Value batchMean = channelMean(b, loc, ctx.input(0), Value());
+    Value batchVariance = channelMean(b, loc, ctx.input(0), batchMean);
+    auto running = [&](Value stored, Value batch) {
+      return buildElementwise(
+          b, loc, ValueRange{stored, batch}, element,
+          [&](OpBuilder &nb, Location nl, ValueRange a) {
+            return arith::AddFOp::create(
+                       nb, nl,
+                       arith::MulFOp::create(nb, nl, a[0],
+                                             scalarConstant(nb, nl, element, momentum)),
+                       arith::MulFOp::create(nb, nl, a[1],
+                                             scalarConstant(nb, nl, element, 1.0 - momentum)))
+                .getResult();
+          });
+    };
+    if (ctx.wantsOutput(1))
+      ctx.setOutput(1, running(ctx.input(3), batchMean));
+    if (ctx.wantsOutput(2))
+      ctx.setOutput(2, running(ctx.input(4), batchVariance));
+    mean = batchMean;
+    variance = batchVariance;
+  }
+  SmallVector<Value> inputs = {ctx.input(0)};
+  for (Value v : {ctx.input(1), ctx.input(2), mean, variance})
+    inputs.push_back(perChannel(b, loc, v, spatial));
   Value y = buildElementwise(
       b, loc, inputs, element, [&](OpBuilder &nb, Location nl, ValueRange a) {
         // (x - mean) / sqrt(var + eps) * scale + bias

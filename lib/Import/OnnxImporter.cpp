@@ -423,6 +423,7 @@ static const ConverterTable &getConverters() {
     registerDetectionConverters(t);
     registerSelectionConverters(t);
     registerControlFlowConverters(t);
+    registerTrainingConverters(t);
     return t;
   }();
   return table;
@@ -861,8 +862,15 @@ LogicalResult ModelImporter::resolveOpset() {
       found = true;
     }
   }
-  if (!found)
-    return error() << "the model imports no opset of the default ONNX domain";
+  if (!found) {
+    // A graph of other domains' ops only (ai.onnx.preview.training's
+    // optimizers) needs no default opset.
+    if (llvm::any_of(model.graph().node(),
+                     [](const onnx::NodeProto &node) { return isDefaultDomain(node.domain()); }))
+      return error() << "the model imports no opset of the default ONNX domain";
+    opset = kMaxOpset;
+    return success();
+  }
   if (opset > kMaxOpset)
     return error() << "opset " << opset << " is newer than the supported "
                    << kMinOpset << "-" << kMaxOpset;

@@ -71,6 +71,11 @@ KNOWN_FAILURES = {
     for case in ("test_castlike_BFLOAT16_to_FLOAT", "test_castlike_BFLOAT16_to_FLOAT_expanded",
                  "test_castlike_FLOAT_to_BFLOAT16", "test_castlike_FLOAT_to_BFLOAT16_expanded")
 }
+KNOWN_FAILURES["test_adam_multiple"] = (
+    "wrong", r"output 'X1_new': 1 of 1 elements differ \(max abs diff 0.00318",
+    "ONNX 1.12's generator computed the expected values with epsilon 1e-2 but left epsilon off "
+    "the node, whose schema default is 1e-6 (X1 = 0.75913626 needs sqrt(H) + 0.01; the "
+    "spec's 1e-6 gives 0.755958)")
 KNOWN_FAILURES["test_scan_sum"] = (
     "run", r"input 'initial' must have shape \[2\], got \[1, 2\]",
     "opset 8's Scan has a batch dimension that opset 9 dropped; ONNX's version converter "
@@ -95,7 +100,7 @@ def snake(name):
 
 def op_under_test(case, ops):
     """The op a case exercises: the single op, or the one its name starts with."""
-    plain = {o for o in ops if "::" not in o}
+    plain = {o for o in ops if "::" not in o} or {o.split("::")[-1] for o in ops}
     if len(plain) == 1:
         return next(iter(plain))
     name = case[len("test_"):]
