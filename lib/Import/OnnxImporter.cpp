@@ -892,36 +892,41 @@ LogicalResult ModelImporter::resolveOpset() {
   return success();
 }
 
-/// The names a node's subgraphs read from the graphs around them (If's
-/// branches and Loop's body see every enclosing value without listing it
-/// as an input), recursively.
-static void outerReads(const onnx::NodeProto &node, std::set<std::string> &reads) {
+/// The subgraphs of a node's attributes (If's branches, Loop's body).
+static std::vector<const onnx::GraphProto *> subgraphsOf(const onnx::NodeProto &node) {
+  std::vector<const onnx::GraphProto *> graphs;
   for (const onnx::AttributeProto &attr : node.attribute()) {
-    std::vector<const onnx::GraphProto *> graphs;
     if (attr.has_g())
       graphs.push_back(&attr.g());
     for (const onnx::GraphProto &g : attr.graphs())
       graphs.push_back(&g);
-    for (const onnx::GraphProto *g : graphs) {
-      std::set<std::string> defined, inner;
-      for (const auto &input : g->input())
-        defined.insert(input.name());
-      for (const auto &init : g->initializer())
-        defined.insert(init.name());
-      for (const onnx::NodeProto &n : g->node()) {
-        for (const std::string &out : n.output())
-          defined.insert(out);
-        for (const std::string &in : n.input())
-          if (!in.empty())
-            inner.insert(in);
-        outerReads(n, inner);
-      }
-      for (const auto &output : g->output())
-        inner.insert(output.name());
-      for (const std::string &name : inner)
-        if (!defined.count(name))
-          reads.insert(name);
+  }
+  return graphs;
+}
+
+/// The names a node's subgraphs read from the graphs around them (If's
+/// branches and Loop's body see every enclosing value without listing it
+/// as an input), recursively.
+static void outerReads(const onnx::NodeProto &node, std::set<std::string> &reads) {
+  for (const onnx::GraphProto *g : subgraphsOf(node)) {
+    std::set<std::string> defined, inner;
+    for (const auto &input : g->input())
+      defined.insert(input.name());
+    for (const auto &init : g->initializer())
+      defined.insert(init.name());
+    for (const onnx::NodeProto &n : g->node()) {
+      for (const std::string &out : n.output())
+        defined.insert(out);
+      for (const std::string &in : n.input())
+        if (!in.empty())
+          inner.insert(in);
+      outerReads(n, inner);
     }
+    for (const auto &output : g->output())
+      inner.insert(output.name());
+    for (const std::string &name : inner)
+      if (!defined.count(name))
+        reads.insert(name);
   }
 }
 
@@ -1011,17 +1016,10 @@ LogicalResult ModelImporter::checkSupported() {
         key = converterKey(node);
         if (!converters.count(key))
           return true;
-        for (const onnx::AttributeProto &attr : node.attribute()) {
-          std::vector<const onnx::GraphProto *> graphs;
-          if (attr.has_g())
-            graphs.push_back(&attr.g());
-          for (const onnx::GraphProto &g : attr.graphs())
-            graphs.push_back(&g);
-          for (const onnx::GraphProto *g : graphs)
-            for (const onnx::NodeProto &inner : g->node())
-              if (findUnsupported(inner, key))
-                return true;
-        }
+        for (const onnx::GraphProto *g : subgraphsOf(node))
+          for (const onnx::NodeProto &inner : g->node())
+            if (findUnsupported(inner, key))
+              return true;
         return false;
       };
   std::string firstNested;

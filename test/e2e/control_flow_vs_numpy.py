@@ -13,7 +13,6 @@ case is also compared with ONNX Runtime.
 usage: control_flow_vs_numpy.py BIN_DIR
 """
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -218,27 +217,9 @@ def refusals(c, bin_dir, work):
          "node 'grow' (Loop): loop-carried value 0 enters as"),
     ]
     for name, node, inputs, outputs, message in cases:
-        compiled = None
-        proc_msg = ""
-        try:
-            graph = helper.make_graph(
-                [node], name,
-                [vi(k, TensorProto.BOOL if v.dtype == np.bool_ else
-                    (I64 if v.dtype == np.int64 else F), list(v.shape))
-                 for k, v in inputs.items()],
-                [vi(n, t, s) for n, t, s in outputs])
-            import onnx
-            path = os.path.join(work, name + ".onnx")
-            onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-            proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o",
-                                   os.path.join(work, name + ".so")], capture_output=True,
-                                  text=True)
-            proc_msg = proc.stderr.strip()
-            compiled = proc.returncode == 0
-        except Exception as e:  # noqa: BLE001
-            proc_msg = str(e)
-        c.check(compiled is False and message in proc_msg,
-                f"{name} is refused naming the node: {proc_msg[-200:]}")
+        status, stderr = e2e.compile_refused(bin_dir, work, name, node, inputs, outputs, 13)
+        c.check(status == 1 and message in stderr,
+                f"{name} is refused naming the node: {stderr[-200:]}")
 
 
 def main():

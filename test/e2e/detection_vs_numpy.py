@@ -13,12 +13,10 @@ case is also compared with ONNX Runtime.
 usage: detection_vs_numpy.py BIN_DIR
 """
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,9 +24,6 @@ sys.path.insert(0, HERE)
 import e2e_common as e2e  # noqa: E402
 
 F32 = np.float32
-ONNX_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
-              np.dtype(np.int32): TensorProto.INT32, np.dtype(np.bool_): TensorProto.BOOL,
-              np.dtype(np.uint8): TensorProto.UINT8}
 
 
 def corners(box, center):
@@ -281,17 +276,10 @@ def refusals(c, bin_dir, work):
          (TensorProto.FLOAT, [2, 1, 1, 1])),
     ]
     for name, node, inputs, node_name, message, (out_type, out_shape) in cases:
-        graph = helper.make_graph(
-            [node], name,
-            [helper.make_tensor_value_info(k, ONNX_TYPES[v.dtype], list(v.shape))
-             for k, v in inputs.items()],
-            [helper.make_tensor_value_info("y", out_type, out_shape)])
-        path = os.path.join(work, name + ".onnx")
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)]), path)
-        proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o",
-                               os.path.join(work, name + ".so")], capture_output=True, text=True)
-        c.check(proc.returncode == 1 and node_name in proc.stderr and message in proc.stderr,
-                f"{name} is refused naming the node: {proc.stderr.strip()[-160:]}")
+        status, stderr = e2e.compile_refused(bin_dir, work, name, node, inputs,
+                                             [("y", out_type, out_shape)], 16)
+        c.check(status == 1 and node_name in stderr and message in stderr,
+                f"{name} is refused naming the node: {stderr[-160:]}")
 
 
 def main():

@@ -69,6 +69,23 @@ def compile_node(c, bin_dir, work, name, node, inputs, outputs, opset):
     """A one-node model with graph inputs `inputs` ({name: array}) and
     `outputs` ([(name, TensorProto type, shape)]), compiled by hasten-compile;
     (.onnx path, .so path), or None after a failed check."""
+    path, proc = compile_one_node(bin_dir, work, name, node, inputs, outputs, opset)
+    if proc.returncode:
+        c.check(False, f"{name}: {proc.stderr.strip()[-300:]}")
+        return None
+    return path, os.path.join(work, name + ".so")
+
+
+def compile_refused(bin_dir, work, name, node, inputs, outputs, opset):
+    """hasten-compile's exit status and message for a one-node model that
+    should be refused."""
+    _, proc = compile_one_node(bin_dir, work, name, node, inputs, outputs, opset)
+    return proc.returncode, proc.stderr.strip()
+
+
+def compile_one_node(bin_dir, work, name, node, inputs, outputs, opset):
+    """Writes and compiles a one-node model; (.onnx path, the finished
+    hasten-compile process)."""
     import onnx
     from onnx import helper
     graph = helper.make_graph(
@@ -81,13 +98,9 @@ def compile_node(c, bin_dir, work, name, node, inputs, outputs, opset):
         [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs])
     path = os.path.join(work, name + ".onnx")
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
-    so = os.path.join(work, name + ".so")
-    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o", so],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        c.check(False, f"{name}: {proc.stderr.strip()[-300:]}")
-        return None
-    return path, so
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o",
+                           os.path.join(work, name + ".so")], capture_output=True, text=True)
+    return path, proc
 
 
 def run_with_ort(bin_dir, work, compiled, inputs, outputs, tag):
