@@ -228,7 +228,8 @@ def main():
              states=True)
         # An unknown activation, a missing Affine alpha, a wrong count: refused.
         for name, attrs, message in (
-                ("gru_gelu", dict(activations=["Gelu", "Tanh"]), "unknown activation function 'Gelu'"),
+                ("gru_gelu", dict(activations=["Gelu", "Tanh"]),
+                 "unknown activation function 'Gelu'"),
                 ("gru_affine_no_alpha", dict(activations=["Affine", "Tanh"]),
                  "activation 'Affine' needs its alpha and beta"),
                 ("gru_three", dict(activations=["Sigmoid", "Tanh", "Tanh"]),
