@@ -160,6 +160,7 @@ void registerDetectionConverters(ConverterTable &table);
 void registerSelectionConverters(ConverterTable &table);
 void registerControlFlowConverters(ConverterTable &table);
 void registerTrainingConverters(ConverterTable &table);
+void registerTextConverters(ConverterTable &table);
 
 /// numpy's matmul of two tensors of one element type (batched, vectors
 /// promoted), as MatMul imports it.

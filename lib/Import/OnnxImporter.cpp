@@ -424,6 +424,7 @@ static const ConverterTable &getConverters() {
     registerSelectionConverters(t);
     registerControlFlowConverters(t);
     registerTrainingConverters(t);
+    registerTextConverters(t);
     return t;
   }();
   return table;

@@ -360,6 +360,17 @@ def control_flow():
                   vi("sum", F, [2]), vi("partials", F, [4, 2])], opset=13)
 
 
+@register
+def tfidf():
+    # TfIdfVectorizer, TFIDF over a pool of 2 unigrams and 1 bigram, output
+    # positions permuted, weights per pool n-gram.
+    node = helper.make_node("TfIdfVectorizer", ["ids"], ["features"], name="tfidf", mode="TFIDF",
+                            min_gram_length=1, max_gram_length=2, max_skip_count=1,
+                            ngram_counts=[0, 2], ngram_indexes=[2, 0, 1],
+                            pool_int64s=[4, 7, 4, 7], weights=[0.5, 2.0, 3.0])
+    return model([node], [vi("ids", I64, [2, 6])], [vi("features", F, [2, 3])], opset=11)
+
+
 # ---- broken inputs ---------------------------------------------------------
 
 @register
