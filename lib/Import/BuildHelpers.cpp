@@ -129,6 +129,10 @@ static Value extremeValue(OpBuilder &b, Location loc, Type type, bool highest) {
                                      : APInt::getSignedMinValue(width)));
 }
 
+Value onnx_import::indexConstant(OpBuilder &b, Location loc, int64_t value) {
+  return arith::ConstantIndexOp::create(b, loc, value);
+}
+
 Value onnx_import::lowestValue(OpBuilder &b, Location loc, Type type) {
   return extremeValue(b, loc, type, /*highest=*/false);
 }

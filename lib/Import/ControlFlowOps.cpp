@@ -20,10 +20,6 @@ using namespace hasten::onnx_import;
 
 namespace {
 
-Value indexConstant(OpBuilder &b, Location loc, int64_t value) {
-  return arith::ConstantIndexOp::create(b, loc, value);
-}
-
 /// The graph attribute `name`, or null.
 const onnx::GraphProto *graphAttr(NodeContext &ctx, StringRef name) {
   const onnx::AttributeProto *attr = ctx.attr(name);

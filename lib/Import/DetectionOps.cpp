@@ -24,10 +24,6 @@ Value f32Constant(OpBuilder &b, Location loc, float value) {
   return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(value));
 }
 
-Value indexConstant(OpBuilder &b, Location loc, int64_t value) {
-  return arith::ConstantIndexOp::create(b, loc, value);
-}
-
 /// The only element of a one-element input (shape [] or [1]).
 FailureOr<Value> scalarInput(NodeContext &ctx, unsigned i, StringRef what) {
   auto type = ctx.inputType(i);

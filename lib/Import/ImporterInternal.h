@@ -195,6 +195,8 @@ Value createFilled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes,
                    Value value);
 /// A scalar constant of `type` (integer or float) holding `value`.
 Value scalarConstant(OpBuilder &b, Location loc, Type type, double value);
+/// An index constant.
+Value indexConstant(OpBuilder &b, Location loc, int64_t value);
 /// The smallest or largest value of `type`, for reduction identities.
 Value lowestValue(OpBuilder &b, Location loc, Type type);
 Value highestValue(OpBuilder &b, Location loc, Type type);

@@ -20,10 +20,6 @@ using namespace hasten::onnx_import;
 
 namespace {
 
-Value indexConstant(OpBuilder &b, Location loc, int64_t value) {
-  return arith::ConstantIndexOp::create(b, loc, value);
-}
-
 Value tableOf(OpBuilder &b, Location loc, ArrayRef<int64_t> shape, ArrayRef<int64_t> values) {
   auto type = RankedTensorType::get(shape, b.getI64Type());
   return arith::ConstantOp::create(b, loc, DenseElementsAttr::get(type, values));
