@@ -660,4 +660,9 @@ MUTATIONS = [
      "    outputWeights[o] = weights[p];",
      "    outputWeights[o] = weights[o < (int64_t)weights.size() ? o : p];",
      "ctest:text-vs-numpy"),
+    ("import: Resize's tf_crop_and_resize ignores the region's start",
+     "lib/Import/LinalgOps.cpp",
+     "                                  nb, nl, f(start * (in - 1)),",
+     "                                  nb, nl, f(0 * start * (in - 1)),",
+     "conformance:tf_crop"),
 ]

@@ -2148,8 +2148,18 @@ LogicalResult convertResize(NodeContext &ctx) {
     return ctx.fail("antialias is not supported");
   double cubicA = ctx.getFloat("cubic_coeff_a", -0.75f);
   bool excludeOutside = ctx.getInt("exclude_outside", 0) != 0;
-  if (transform == "tf_crop_and_resize")
-    return ctx.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported");
+  // tf_crop_and_resize samples the region of interest (start and end per
+  // dimension, normalized) and gives the extrapolation value outside X.
+  bool crop = transform == "tf_crop_and_resize";
+  SmallVector<double> roi;
+  if (crop) {
+    std::optional<SmallVector<double>> given =
+        ctx.hasInput(1) ? ctx.constantFloats(1) : std::nullopt;
+    if (!given || (int64_t)given->size() != 2 * rank)
+      return ctx.fail("tf_crop_and_resize needs 'roi' as a constant of 2 x rank values");
+    roi = *given;
+  }
+  double extrapolation = ctx.getFloat("extrapolation_value", 0.0f);
   SmallVector<double> scales;
   SmallVector<int64_t> outShape;
   // align_corners divides by the resized length before flooring when the
@@ -2177,7 +2187,8 @@ LogicalResult convertResize(NodeContext &ctx) {
   }
   SmallVector<int64_t> resized;
   for (int64_t d = 0; d < rank; ++d)
-    if (outShape[d] != xType.getDimSize(d) || scales[d] != 1.0)
+    if (outShape[d] != xType.getDimSize(d) || scales[d] != 1.0 ||
+        (crop && (roi[d] != 0.0 || roi[rank + d] != 1.0)))
       resized.push_back(d);
   if (mode != "nearest" && resized.size() > 3)
     return ctx.fail(mode + " resize of more than 3 dimensions is not supported");
@@ -2203,6 +2214,7 @@ LogicalResult convertResize(NodeContext &ctx) {
         // cubic: per dim, the four taps (indices clamped to the edge) and
         // their weights.
         SmallVector<SmallVector<Value, 4>> taps(rank), tapWeights(rank);
+        Value outside; // tf_crop_and_resize: a coordinate outside X
         for (int64_t d = 0; d < rank; ++d) {
           Value o = linalg::IndexOp::create(nb, nl, d);
           if (!llvm::is_contained(resized, d)) {
@@ -2216,7 +2228,19 @@ LogicalResult convertResize(NodeContext &ctx) {
           Value of = arith::SIToFPOp::create(
               nb, nl, f64, arith::IndexCastOp::create(nb, nl, nb.getI64Type(), o));
           Value coord;
-          if (transform == "align_corners") {
+          if (crop) {
+            double start = roi[d], end = roi[rank + d];
+            coord = out > 1 ? (Value)arith::AddFOp::create(
+                                  nb, nl, f(start * (in - 1)),
+                                  arith::MulFOp::create(
+                                      nb, nl, of, f((end - start) * (in - 1) / double(out - 1))))
+                            : f(0.5 * (start + end) * (in - 1));
+            Value beyond = arith::OrIOp::create(
+                nb, nl, arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OLT, coord, f(0)),
+                arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OGT, coord,
+                                      f(double(in - 1))));
+            outside = outside ? (Value)arith::OrIOp::create(nb, nl, outside, beyond) : beyond;
+          } else if (transform == "align_corners") {
             double length = resizedLength[d];
             coord = length <= 1.0 ? f(0)
                                   : (Value)arith::MulFOp::create(
@@ -2354,6 +2378,9 @@ LogicalResult convertResize(NodeContext &ctx) {
           }
           result = castScalar(nb, nl, acc, element, false, ctx.info(0).isUnsigned);
         }
+        if (outside)
+          result = arith::SelectOp::create(nb, nl, outside,
+                                           scalarConstant(nb, nl, element, extrapolation), result);
         linalg::YieldOp::create(nb, nl, result);
       });
   ctx.setOutput(0, generic.getResult(0), ctx.info(0).isUnsigned);

@@ -48,7 +48,6 @@ KNOWN_UNSUPPORTED = {
     "sequence and optional types": ["test_identity_sequence", "test_identity_opt"],
     "training mode with a random mask": ["test_training_dropout$", "test_training_dropout_mask",
                                          "test_training_dropout_default"],
-    "tf_crop_and_resize": ["tf_crop_and_resize"],
 }
 
 
