@@ -96,8 +96,11 @@ def compile_one_node(bin_dir, work, name, node, inputs, outputs, opset):
                                        list(v.shape))
          for k, v in inputs.items()],
         [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs])
+    # `opset`: the default domain's version, or [(domain, version), ...].
+    imports = ([helper.make_opsetid("", opset)] if isinstance(opset, int)
+               else [helper.make_opsetid(domain, version) for domain, version in opset])
     path = os.path.join(work, name + ".onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    onnx.save(helper.make_model(graph, opset_imports=imports), path)
     proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o",
                            os.path.join(work, name + ".so")], capture_output=True, text=True)
     return path, proc

@@ -80,20 +80,12 @@ def optimizer_cases(c, bin_dir, work):
         for letter, group in zip(letters, groups):
             for i, value in enumerate(group):
                 inputs[f"{letter}{i}"] = value
-        graph = helper.make_graph(
-            [node], name,
-            [helper.make_tensor_value_info(k, TensorProto.INT64 if v.dtype == np.int64 else F,
-                                           list(v.shape)) for k, v in inputs.items()],
-            [helper.make_tensor_value_info(o, F, list(shapes[k % n])) for k, o in enumerate(outs)])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid(TRAINING, 1)])
-        path = os.path.join(work, name + ".onnx")
-        onnx.save(model, path)
-        so = os.path.join(work, name + ".so")
-        proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o", so],
-                              capture_output=True, text=True)
-        if proc.returncode:
-            c.check(False, f"{name}: {proc.stderr.strip()[-300:]}")
+        compiled = e2e.compile_node(c, bin_dir, work, name, node, inputs,
+                                    [(o, F, list(shapes[k % n])) for k, o in enumerate(outs)],
+                                    [(TRAINING, 1)])
+        if not compiled:
             continue
+        so = compiled[1]
         for t in (0, 3):
             run_inputs = dict(inputs, T=np.array(t, np.int64))
             out = e2e.run_module(bin_dir, so, run_inputs, work, f"{name}_{t}")
