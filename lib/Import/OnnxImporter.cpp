@@ -685,19 +685,23 @@ static bool convertVersionInChild(const onnx::ModelProto &model, int targetOpset
       // The converter's adapters need the shapes of their inputs (Add's
       // broadcast attribute of opset 6 on a Constant's output): inferred
       // first, where ONNX can.
-      onnx::ModelProto inferred = model;
-      if (inferred.ir_version() < 4) {
-        // IR 3's converter wants every initializer among the graph inputs,
-        // where IR 3 put them and its exporters did not always.
-        listInitializersAsInputs(
-            *inferred.mutable_graph(), [](const onnx::TensorProto &) { return true; },
-            /*drop=*/false);
-      }
-      onnx::ModelProto listed = inferred;
+      // IR 3's converter wants every initializer among the graph inputs,
+      // where IR 3 put them and its exporters did not always. One copy of
+      // the model (weights included) on the way that succeeds; a second only
+      // when shape inference fails and leaves its copy half annotated.
+      auto listed = [&] {
+        onnx::ModelProto copy = model;
+        if (copy.ir_version() < 4)
+          listInitializersAsInputs(
+              *copy.mutable_graph(), [](const onnx::TensorProto &) { return true; },
+              /*drop=*/false);
+        return copy;
+      };
+      onnx::ModelProto inferred = listed();
       try {
         onnx::shape_inference::InferShapes(inferred);
       } catch (const std::exception &) {
-        inferred = listed;
+        inferred = listed();
       }
       onnx::ModelProto result = onnx::version_conversion::ConvertVersion(inferred, targetOpset);
       std::string bytes;
