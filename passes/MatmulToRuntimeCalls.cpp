@@ -73,6 +73,8 @@ linalg::FillOp zeroFillBefore(linalg::LinalgOp op) {
       if (fill.getDpsInits()[0] != output)
         return nullptr;
       auto zero = fill.getInputs()[0].getDefiningOp<arith::ConstantOp>();
+      if (auto integer = zero ? dyn_cast<IntegerAttr>(zero.getValue()) : nullptr)
+        return integer.getValue().isZero() ? fill : nullptr;
       auto value = zero ? dyn_cast<FloatAttr>(zero.getValue()) : nullptr;
       return value && value.getValue().isZero() ? fill : nullptr;
     }
@@ -622,6 +624,7 @@ struct MatmulToRuntimeCallsPass
       module.emitError("int4-group must be 32, 64 or 128, got ") << static_cast<int64_t>(int4Group);
       return signalPassFailure();
     }
+    rewriteQuantizedMatmuls(module);
     SmallVector<linalg::LinalgOp> matmuls;
     module.walk([&](linalg::LinalgOp op) {
       if (!isa<linalg::MatmulOp, linalg::BatchMatmulOp>(op) || !op.hasPureBufferSemantics())
@@ -732,6 +735,45 @@ struct MatmulToRuntimeCallsPass
       // The f32 weight, now unread, leaves the module.
       if (packed || bf16Weight)
         eraseIfUnused(rewriter, oldWeight, symbols);
+    }
+  }
+
+  /// Integer matmuls of int8 operands into i32 (what
+  /// --hasten-fold-quantized-matmul writes for QDQ models) become calls of
+  /// the runtime's int8 kernel, with the zero points as arguments.
+  void rewriteQuantizedMatmuls(ModuleOp module) {
+    MLIRContext *ctx = module.getContext();
+    SmallVector<linalg::QuantizedMatmulOp> matmuls;
+    module.walk([&](linalg::QuantizedMatmulOp op) {
+      if (!op.hasPureBufferSemantics() || op.hasUserDefinedMaps())
+        return;
+      auto element = [&](unsigned i) {
+        return cast<MemRefType>(op->getOperand(i).getType()).getElementType();
+      };
+      if (element(0).isInteger(8) && element(1).isInteger(8) && element(4).isInteger(32) &&
+          op->getOperand(2).getType().isInteger(32) && op->getOperand(3).getType().isInteger(32))
+        matmuls.push_back(op);
+    });
+    IRRewriter rewriter(ctx);
+    Type i8 = IntegerType::get(ctx, 8), i32 = IntegerType::get(ctx, 32);
+    Type a = anyStridedMemRef(ctx, 2, i8), c = anyStridedMemRef(ctx, 2, i32);
+    for (linalg::QuantizedMatmulOp op : matmuls) {
+      rewriter.setInsertionPoint(op);
+      Location loc = op.getLoc();
+      int32_t flags = isConstantWeight(op->getOperand(1)) ? kConstantWeights : 0;
+      if (linalg::FillOp fill = zeroFillBefore(op)) {
+        flags |= kOverwrite;
+        rewriter.eraseOp(fill);
+      }
+      func::FuncOp callee =
+          hasten::declareRuntimeFunction(module, "hasten_rt_matmul_i8", {a, a, c, i32, i32, i32});
+      func::CallOp::create(rewriter, loc, callee,
+                           ValueRange{memref::CastOp::create(rewriter, loc, a, op->getOperand(0)),
+                                      memref::CastOp::create(rewriter, loc, a, op->getOperand(1)),
+                                      memref::CastOp::create(rewriter, loc, c, op->getOperand(4)),
+                                      op->getOperand(2), op->getOperand(3),
+                                      arith::ConstantIntOp::create(rewriter, loc, flags, 32)});
+      rewriter.eraseOp(op);
     }
   }
 

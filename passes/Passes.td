@@ -568,6 +568,57 @@ def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::Fu
   let dependentDialects = ["::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];
 }
 
+def FoldQuantizedMatmul : Pass<"hasten-fold-quantized-matmul", "::mlir::func::FuncOp"> {
+  let summary = "Rewrite matmuls of dequantized int8 operands (QDQ models) as integer matmuls";
+  let description = [{
+    A QDQ model (ONNX Runtime's quantizer, `QuantFormat.QDQ`) writes an int8
+    matmul as a `MatMul` of two `DequantizeLinear` results, which import
+    as `linalg.generic`s computing `(itofp(q) - itofp(zp)) * scale` and an
+    f32 `linalg.matmul`. This pass finds `linalg.matmul`s whose operands are
+    such dequantizations of 8-bit values, with constant parameters:
+
+    - the left operand (possibly collapsed from `[batch..., M, K]`) with one
+      scale and zero point for the tensor;
+    - the right operand with one scale for the tensor or one per column,
+      and one zero point;
+
+    and replaces each by `linalg.quantized_matmul` of the stored values into
+    i32, followed by one elementwise `linalg.generic` that multiplies by
+    `scale_a * scale_b[n]` (and adds the matmul's init unless it is zero).
+    uint8 operands are read as int8 with the top bit flipped (value and
+    zero point both 128 less, the difference unchanged); a constant weight
+    is flipped here. `--hasten-matmul-to-runtime-calls` then runs the
+    integer matmul on the runtime's int8 kernels, and the f32 weight is
+    never built.
+
+    ```mlir
+    // Before (abridged)
+    %xq = linalg.generic ... ins(%x, %sx, %zx) { divf, roundeven, ..., fptoui }
+    %xd = linalg.generic ... ins(%xq, %sx, %zx) { uitofp, subf, mulf }
+    %wd = linalg.generic ... ins(%wq, %sw, %zw) { sitofp, subf, mulf }
+    %y = linalg.matmul ins(%xd, %wd : ...) outs(%zeros : tensor<?x96xf32>)
+    // After
+    %xs = linalg.generic ... ins(%xq) { arith.xori %in, -128 }
+    %acc = linalg.quantized_matmul ins(%xs, %wq, %c-18_i32, %c0_i32 : ...)
+        outs(%zeros_i32 : tensor<?x96xi32>)
+    %y = linalg.generic ... ins(%acc, %scales : tensor<?x96xi32>, tensor<96xf32>)
+        { sitofp, mulf }
+    ```
+
+    Left alone: per-row activation scales, zero points that vary, scales or
+    zero points that are not constants, and operands that are not 8-bit.
+    With `report-unfolded` each matmul of a dequantized operand that stays
+    in f32 gets a remark that says why.
+  }];
+  let options = [
+    Option<"reportUnfolded", "report-unfolded", "bool", /*default=*/"false",
+           "Emit a remark for each matmul of dequantized operands that stays in f32, "
+           "saying which check failed">
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
+                           "::mlir::tensor::TensorDialect"];
+}
+
 def FuseSamplerSteps : Pass<"hasten-fuse-sampler-steps", "::mlir::ModuleOp"> {
   let summary = "Unroll few-step samplers into calls of one fused denoiser step";
   let description = [{

@@ -221,6 +221,8 @@ std::optional<KnownTensor> TensorEvaluator::fromAttribute(Attribute attr) {
               : element.isF64()      ? read(double())
               : element.isInteger(64) ? read(int64_t())
               : element.isInteger(32) ? read(int32_t())
+              : element.isInteger(16) ? read(int16_t())
+              : element.isInteger(8)  ? read(int8_t())
                                       : false;
     if (!ok)
       return std::nullopt;

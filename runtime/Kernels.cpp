@@ -822,6 +822,228 @@ MemRef<3> asBatch(const MemRef<2> &m) {
           {m.sizes[0] * m.strides[0], m.strides[0], m.strides[1]}};
 }
 
+//===----------------------------------------------------------------------===//
+// int8 x int8 -> int32 (linalg.quantized_matmul: QDQ models, MatMulInteger)
+//===----------------------------------------------------------------------===//
+
+using MemRefI8 = hasten::runtime::MemRefDescriptor<int8_t, 2>;
+using MemRefI32 = hasten::runtime::MemRefDescriptor<int32_t, 2>;
+
+/// Constant int8 weights reordered once into oneDNN's layout for them, and
+/// their column sums (what an activation's zero point subtracts).
+struct PackedInt8Weights {
+  memory weights;
+  std::vector<int32_t> columnSums;
+};
+
+/// A primitive for one problem shape, over packed weights when constant.
+struct Int8Matmul {
+  dnnl::matmul primitive;
+  memory::desc scratchpadDesc, weightsDesc;
+  std::shared_ptr<PackedInt8Weights> packed;
+};
+
+/// Weights by (data, K, N, strides); primitives by (weights, constant, M,
+/// A's and C's row strides).
+using Int8WeightKey = std::tuple<const void *, int64_t, int64_t, int64_t, int64_t>;
+using Int8MatmulKey = std::tuple<Int8WeightKey, bool, int64_t, int64_t, int64_t>;
+std::mutex int8Mutex;
+std::map<Int8WeightKey, std::shared_ptr<PackedInt8Weights>> int8Weights;
+std::map<Int8MatmulKey, std::shared_ptr<Int8Matmul>> int8Matmuls;
+
+std::vector<int32_t> columnSums(const MemRefI8 &b) {
+  int64_t k = b.sizes[0], n = b.sizes[1];
+  std::vector<int32_t> sums(n, 0);
+  for (int64_t r = 0; r < k; ++r)
+    for (int64_t c = 0; c < n; ++c)
+      sums[c] += b.data()[r * b.strides[0] + c * b.strides[1]];
+  return sums;
+}
+
+/// The oneDNN s8 x s8 -> s32 product for this shape (weights packed once
+/// when constant), or null when oneDNN has no kernel for it.
+std::shared_ptr<Int8Matmul> int8MatmulFor(const MemRefI8 &a, const MemRefI8 &b,
+                                          const MemRefI32 &c, bool constant) {
+  Int8WeightKey weightKey{b.data(), b.sizes[0], b.sizes[1], b.strides[0], b.strides[1]};
+  Int8MatmulKey key{weightKey, constant, a.sizes[0], a.strides[0], c.strides[0]};
+  std::lock_guard<std::mutex> lock(int8Mutex);
+  auto it = int8Matmuls.find(key);
+  if (it != int8Matmuls.end())
+    return it->second;
+  memory::desc src = describe(a.sizes, a.strides, 2, memory::data_type::s8);
+  memory::desc dst = describe(c.sizes, c.strides, 2, memory::data_type::s32);
+  memory::desc plain = describe(b.sizes, b.strides, 2, memory::data_type::s8);
+  auto entry = std::make_shared<Int8Matmul>();
+  try {
+    if (!constant) {
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, plain, dst), threadSafeAttr(),
+                                      engine());
+      entry->primitive = dnnl::matmul(pd);
+      entry->scratchpadDesc = pd.scratchpad_desc();
+      entry->weightsDesc = plain;
+    } else {
+      std::shared_ptr<PackedInt8Weights> &shared = int8Weights[weightKey];
+      std::optional<dnnl::matmul::primitive_desc> pd;
+      if (shared) {
+        try {
+          pd.emplace(dnnl::matmul::desc(src, shared->weights.get_desc(), dst), threadSafeAttr(),
+                     engine());
+          entry->packed = shared;
+        } catch (const dnnl::error &) {
+          pd.reset(); // no kernel for that layout at this shape: pack again
+        }
+      }
+      if (!pd) {
+        memory::desc any({b.sizes[0], b.sizes[1]}, memory::data_type::s8,
+                         memory::format_tag::any);
+        pd.emplace(dnnl::matmul::desc(src, any, dst), threadSafeAttr(), engine());
+        auto weights = std::make_shared<PackedInt8Weights>();
+        weights->weights = memory(pd->weights_desc(), engine());
+        memory given(plain, engine(), const_cast<int8_t *>(b.data()));
+        reorderInto(given, weights->weights);
+        stream().wait();
+        weights->columnSums = columnSums(b);
+        if (!shared)
+          shared = weights;
+        entry->packed = weights;
+      }
+      entry->primitive = dnnl::matmul(*pd);
+      entry->scratchpadDesc = pd->scratchpad_desc();
+      entry->weightsDesc = pd->weights_desc();
+    }
+  } catch (const dnnl::error &) {
+    entry = nullptr;
+  }
+  int8Matmuls.emplace(key, entry);
+  return entry;
+}
+
+/// Rows [r0, r1) of A B in int32, exactly: each row's sums over columns in
+/// slices that stay in L1, the int8 products widened to int32.
+template <typename Out>
+__attribute__((always_inline)) inline void int8ProductRows(const MemRefI8 &a, const MemRefI8 &b, Out out, int64_t r0,
+                            int64_t r1) {
+  constexpr int64_t kSlice = 512;
+  int64_t k = a.sizes[1], n = b.sizes[1];
+  int32_t acc[kSlice];
+  for (int64_t i = r0; i < r1; ++i)
+    for (int64_t s0 = 0; s0 < n; s0 += kSlice) {
+      int64_t width = std::min(kSlice, n - s0);
+      for (int64_t j = 0; j < width; ++j)
+        acc[j] = 0;
+      for (int64_t r = 0; r < k; ++r) {
+        int32_t x = a.data()[i * a.strides[0] + r * a.strides[1]];
+        const int8_t *row = b.data() + r * b.strides[0] + s0 * b.strides[1];
+        if (b.strides[1] == 1)
+          for (int64_t j = 0; j < width; ++j)
+            acc[j] += x * int32_t(row[j]);
+        else
+          for (int64_t j = 0; j < width; ++j)
+            acc[j] += x * int32_t(row[j * b.strides[1]]);
+      }
+      for (int64_t j = 0; j < width; ++j)
+        out(i, s0 + j) = acc[j];
+    }
+}
+
+struct Int8ProductJob {
+  const MemRefI8 *a, *b;
+  const MemRefI32 *c;
+};
+
+void int8ProductShare(int64_t r0, int64_t r1, void *context) {
+  auto *job = static_cast<const Int8ProductJob *>(context);
+  const MemRefI32 &c = *job->c;
+  int8ProductRows(*job->a, *job->b,
+                  [&](int64_t i, int64_t j) -> int32_t & {
+                    return c.data()[i * c.strides[0] + j * c.strides[1]];
+                  },
+                  r0, r1);
+}
+
+__attribute__((target("avx2"))) void int8ProductShareAvx2(int64_t r0, int64_t r1,
+                                                           void *context) {
+  auto *job = static_cast<const Int8ProductJob *>(context);
+  const MemRefI32 &c = *job->c;
+  int8ProductRows(*job->a, *job->b,
+                  [&](int64_t i, int64_t j) -> int32_t & {
+                    return c.data()[i * c.strides[0] + j * c.strides[1]];
+                  },
+                  r0, r1);
+}
+
+/// A B into `c` without oneDNN: on CPUs without VNNI, oneDNN's int8 kernels
+/// multiply with vpmaddubsw, whose 16-bit pair sums saturate for full-range
+/// operands (255 * 127 * 2 > 32767; ONNX Runtime's reduce_range exists for
+/// this), so hasten computes those products itself, exactly.
+void int8ProductExact(const MemRefI8 &a, const MemRefI8 &b, const MemRefI32 &c) {
+  Int8ProductJob job{&a, &b, &c};
+  auto share = hasten::runtime::cpuCapabilities().avx2 ? int8ProductShareAvx2
+                                                        : int8ProductShare;
+  ::parallelFor(a.sizes[0], a.sizes[0] * a.sizes[1] * b.sizes[1] >= (1 << 16) ? a.sizes[0] : 0,
+                share, &job);
+}
+
+/// C (+)= sum_k (A[m, k] - za) (B[k, n] - zb): A B (oneDNN's with VNNI,
+/// else int8ProductExact), then the zero points' terms, -zb rowsum(A)[m]
+/// - za colsum(B)[n] + K za zb.
+void int8Matmul(const MemRefI8 &a, const MemRefI8 &b, const MemRefI32 &c, int32_t za,
+                int32_t zb, int32_t flags) {
+  int64_t m = a.sizes[0], k = a.sizes[1], n = b.sizes[1];
+  bool overwrite = flags & kOverwrite;
+  auto at = [&](int64_t i, int64_t j) -> int32_t & {
+    return c.data()[i * c.strides[0] + j * c.strides[1]];
+  };
+  // The product goes to C itself when it may be overwritten, else to a
+  // dense temporary that is added.
+  std::vector<int32_t> scratch;
+  MemRefI32 product = c;
+  if (!overwrite) {
+    scratch.assign(m * n, 0);
+    product = {scratch.data(), scratch.data(), 0, {m, n}, {n, 1}};
+  }
+  std::shared_ptr<Int8Matmul> p = hasten::runtime::cpuCapabilities().avx512Vnni
+                                     ? int8MatmulFor(a, b, product, flags & kConstantWeights)
+                                     : nullptr;
+  std::vector<int32_t> sums;
+  const std::vector<int32_t> *bSums = p && p->packed ? &p->packed->columnSums : nullptr;
+  if (za != 0 && !bSums)
+    bSums = &(sums = columnSums(b));
+  auto out = [&](int64_t i, int64_t j) -> int32_t & {
+    return product.data()[i * product.strides[0] + j * product.strides[1]];
+  };
+  if (p) {
+    memory weights = p->packed ? p->packed->weights
+                               : memory(p->weightsDesc, engine(), const_cast<int8_t *>(b.data()));
+    p->primitive.execute(
+        stream(),
+        {{DNNL_ARG_SRC, memory(describe(a.sizes, a.strides, 2, memory::data_type::s8), engine(),
+                               const_cast<int8_t *>(a.data()))},
+         {DNNL_ARG_WEIGHTS, weights},
+         {DNNL_ARG_DST, memory(describe(product.sizes, product.strides, 2,
+                                        memory::data_type::s32),
+                               engine(), product.data())},
+         {DNNL_ARG_SCRATCHPAD, threadScratchpad(p->scratchpadDesc)}});
+    stream().wait();
+  } else {
+    int8ProductExact(a, b, product);
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    int32_t rowSum = 0;
+    if (zb != 0)
+      for (int64_t r = 0; r < k; ++r)
+        rowSum += a.data()[i * a.strides[0] + r * a.strides[1]];
+    int32_t rowTerm = int32_t(k) * za * zb - zb * rowSum;
+    for (int64_t j = 0; j < n; ++j) {
+      int32_t v = out(i, j) + rowTerm - (za != 0 ? za * (*bSums)[j] : 0);
+      if (overwrite)
+        at(i, j) = v;
+      else
+        at(i, j) += v;
+    }
+  }
+}
+
 } // namespace
 
 void hasten::runtime::f32StripsGemv(const F32Strips &w, const float *x, int64_t xStride,
@@ -966,6 +1188,25 @@ _mlir_ciface_hasten_rt_batch_matmul_bf16w(MemRef<3> *a, MemRef<3> *b, MemRef<3> 
                                           int32_t flags) {
   _mlir_ciface_hasten_rt_batch_matmul_f32(a, b, c,
                                           flags | kBf16 | kBf16Storage | kConstantWeights);
+}
+
+/// C (+)= (A - za)(B - zb) on int8 operands with int32 results (B constant
+/// with kConstantWeights: packed once, at first use).
+__attribute__((visibility("default"))) void
+_mlir_ciface_hasten_rt_matmul_i8(MemRefI8 *a, MemRefI8 *b, MemRefI32 *c, int32_t za, int32_t zb,
+                                 int32_t flags) {
+  guarded("matmul_i8", [&] {
+    if (a->sizes[0] == 0 || b->sizes[1] == 0)
+      return;
+    if (a->sizes[1] == 0) {
+      if (flags & kOverwrite)
+        for (int64_t i = 0; i < c->sizes[0]; ++i)
+          for (int64_t j = 0; j < c->sizes[1]; ++j)
+            c->data()[i * c->strides[0] + j * c->strides[1]] = 0;
+      return;
+    }
+    int8Matmul(*a, *b, *c, za, zb, flags);
+  });
 }
 
 } // extern "C"

@@ -6,7 +6,7 @@ set -euo pipefail
 HASTEN_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HASTEN_BUILD="${HASTEN_BUILD:-$HASTEN_ROOT/build}"
 
-# The Debian packages hasten builds and tests with (DEVELOPERS.md), plus the
+# The Debian packages hasten builds and tests with, plus the
 # build tools themselves.
 HASTEN_PACKAGES=(
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools clang-22 lld-22
@@ -14,7 +14,7 @@ HASTEN_PACKAGES=(
   libonnx-dev libonnx-testdata python3-onnx python3-numpy libprotobuf-dev
   libflatbuffers-dev flatbuffers-compiler
   libdnnl-dev nlohmann-json3-dev libsentencepiece-dev
-  cmake ninja-build pkgconf libgtest-dev valgrind python3-venv
+  cmake ninja-build pkgconf libgtest-dev valgrind python3-venv python3-dev pybind11-dev
 )
 
 hasten_install_packages() {

@@ -48,6 +48,8 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   OpPassManager &funcs = pm.nest<func::FuncOp>();
+  // Before elementwise fusion merges the dequantizations it reads.
+  funcs.addPass(createFoldQuantizedMatmul());
   funcs.addPass(createConvolutionToMatmul());
   funcs.addPass(createDecomposeAggregatedOps());
   funcs.addPass(createFuseElementwise());

@@ -385,3 +385,36 @@ module {
     return
   }
 }
+
+// -----
+
+// An integer matmul of int8 operands into i32 (a QDQ model's, after
+// --hasten-fold-quantized-matmul) calls the int8 kernel with the zero
+// points as arguments: flags 5 for a constant weight (1) whose output was
+// just zeroed (4; the fill goes); a weight computed at run time gets 0 and
+// the kernel accumulates into C.
+// CHECK-LABEL: func.func private @hasten_rt_matmul_i8(memref<?x?xi8, strided<[?, ?], offset: ?>>, memref<?x?xi8, strided<[?, ?], offset: ?>>, memref<?x?xi32, strided<[?, ?], offset: ?>>, i32, i32, i32) attributes {llvm.emit_c_interface}
+// CHECK-LABEL: func @int8_matmuls
+// CHECK-SAME: (%[[X:.*]]: memref<4x8xi8>, %[[ACT:.*]]: memref<8x16xi8>, %[[C:.*]]: memref<4x16xi32>, %[[ZA:.*]]: i32)
+// CHECK-NOT: linalg.fill
+// CHECK: %[[ZB:.*]] = arith.constant 0 : i32
+// CHECK: %[[W:.*]] = memref.get_global @wq
+// CHECK: %[[A:.*]] = memref.cast %[[X]] : memref<4x8xi8> to memref<?x?xi8, strided<[?, ?], offset: ?>>
+// CHECK: %[[B:.*]] = memref.cast %[[W]] : memref<8x16xi8> to memref<?x?xi8, strided<[?, ?], offset: ?>>
+// CHECK: %[[OUT:.*]] = memref.cast %[[C]] : memref<4x16xi32> to memref<?x?xi32, strided<[?, ?], offset: ?>>
+// CHECK: %[[FLAGS:.*]] = arith.constant 5 : i32
+// CHECK: call @hasten_rt_matmul_i8(%[[A]], %[[B]], %[[OUT]], %[[ZA]], %[[ZB]], %[[FLAGS]])
+// CHECK: %[[NOFLAGS:.*]] = arith.constant 0 : i32
+// CHECK: call @hasten_rt_matmul_i8(%{{.*}}, %{{.*}}, %{{.*}}, %[[ZA]], %[[ZB]], %[[NOFLAGS]])
+// CHECK-NOT: linalg.quantized_matmul
+module {
+  memref.global "private" constant @wq : memref<8x16xi8> = dense<3>
+  func.func @int8_matmuls(%x: memref<4x8xi8>, %act: memref<8x16xi8>, %c: memref<4x16xi32>, %za: i32) {
+    %zero = arith.constant 0 : i32
+    %w = memref.get_global @wq : memref<8x16xi8>
+    linalg.fill ins(%zero : i32) outs(%c : memref<4x16xi32>)
+    linalg.quantized_matmul ins(%x, %w, %za, %zero : memref<4x8xi8>, memref<8x16xi8>, i32, i32) outs(%c : memref<4x16xi32>)
+    linalg.quantized_matmul ins(%x, %act, %za, %zero : memref<4x8xi8>, memref<8x16xi8>, i32, i32) outs(%c : memref<4x16xi32>)
+    return
+  }
+}

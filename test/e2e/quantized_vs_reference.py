@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Quantized models on the int8 kernels, against independent references.
+
+- Models quantized by ONNX Runtime's own quantizer (test/models/quantized:
+  static QDQ with uint8 or int8 activations, int8 weights per channel or
+  per tensor, asymmetric uint8 weights; and quantize_dynamic's
+  DynamicQuantizeLinear + MatMulInteger) compute ONNX Runtime's outputs
+  for the committed inputs, and numpy's evaluation of the same graph for
+  other batch and sequence sizes (one row, as in decode, up to 96 rows).
+- Their matmuls run on the runtime's int8 kernel: every module calls
+  hasten_rt_matmul_i8, and none computes an f32 copy of a weight.
+- The kernel's paths, on QDQ graphs written here: a weight zero point that
+  is not 0 (uint8 weights with zero point 37), K and N off every block
+  size, one row and many, and both operands computed at run time (a
+  product of two activations, whose weight is not packed); under
+  HASTEN_MAX_CPU_ISA=avx2 as well, where oneDNN takes its AVX2 kernels.
+
+usage: quantized_vs_reference.py BUILD_DIR
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import e2e_common  # noqa: E402
+
+MODELS = os.path.join(HERE, "..", "models", "quantized")
+
+
+# ------------------------------------------------------ the numpy reference
+
+def quantize(x, scale, zero_point, dtype):
+    """ONNX QuantizeLinear: round half to even, saturate (float32 math)."""
+    info = np.iinfo(dtype)
+    q = np.rint(x.astype(np.float32) / np.float32(scale)) + np.float32(zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def evaluate(model, feeds):
+    """The graph's outputs, node by node in numpy, for the ops these models
+    use; per-axis parameters broadcast along the node's axis."""
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    values.update(feeds)
+
+    def along(param, axis, rank):
+        if param.ndim == 0 or param.size == 1:
+            return param.reshape(())
+        shape = [1] * rank
+        shape[axis] = param.size
+        return param.reshape(shape)
+
+    for node in model.graph.node:
+        x = [values[i] if i else None for i in node.input]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        op = node.op_type
+        if op == "QuantizeLinear":
+            rank = x[0].ndim
+            axis = attrs.get("axis", 1) % max(rank, 1)
+            out = [quantize(x[0], along(x[1], axis, rank), along(x[2], axis, rank),
+                            x[2].dtype)]
+        elif op == "DequantizeLinear":
+            rank = x[0].ndim
+            axis = attrs.get("axis", 1) % max(rank, 1)
+            zp = along(x[2], axis, rank).astype(np.float32) if len(x) > 2 else np.float32(0)
+            out = [((x[0].astype(np.float32) - zp) * along(x[1], axis, rank)).astype(np.float32)]
+        elif op == "DynamicQuantizeLinear":
+            lo, hi = min(0.0, float(x[0].min())), max(0.0, float(x[0].max()))
+            scale = np.float32((hi - lo) / 255.0)
+            zp = np.uint8(np.clip(np.rint(-np.float32(lo) / scale), 0, 255))
+            out = [quantize(x[0], scale, zp, np.uint8), np.array(scale), np.array(zp)]
+        elif op == "MatMulInteger":
+            a = x[0].astype(np.int64) - x[2].astype(np.int64)
+            b = x[1].astype(np.int64) - x[3].astype(np.int64)
+            out = [np.matmul(a, b).astype(np.int32)]
+        elif op == "MatMul":
+            out = [np.matmul(x[0], x[1]).astype(np.float32)]
+        elif op == "Add":
+            out = [(x[0] + x[1]).astype(x[0].dtype)]
+        elif op == "Mul":
+            out = [(x[0] * x[1]).astype(x[0].dtype)]
+        elif op == "Relu":
+            out = [np.maximum(x[0], 0).astype(x[0].dtype)]
+        elif op == "Cast":
+            out = [x[0].astype(helper.tensor_dtype_to_np_dtype(attrs["to"])
+                               if hasattr(helper, "tensor_dtype_to_np_dtype")
+                               else onnx.mapping.TENSOR_TYPE_TO_NP_TYPE[attrs["to"]])]
+        else:
+            raise ValueError(f"reference has no {op}")
+        for name, value in zip(node.output, out):
+            values[name] = value
+    return [values[o.name] for o in model.graph.output]
+
+
+def output_step(model):
+    """The last QuantizeLinear's scale (the output's grid step), or None."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    steps = [inits[n.input[1]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    return float(steps[-1].max()) if steps else None
+
+
+# ------------------------------------------------------------------- checks
+
+def compile_model(c, bin_dir, path, out, *flags):
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o", out, *flags],
+                          capture_output=True, text=True)
+    c.check(proc.returncode == 0, f"{os.path.basename(path)} compiles {' '.join(flags)}"
+            + (f": {proc.stderr.strip()[-300:]}" if proc.returncode else ""))
+    return proc.returncode == 0
+
+
+def calls_int8_kernel(module):
+    symbols = subprocess.run(["nm", "-D", "--undefined-only", module], capture_output=True,
+                             text=True).stdout
+    return "hasten_rt_matmul_i8" in symbols
+
+
+def run(bin_dir, module, feeds, work, tag, isa=None):
+    env = dict(os.environ)
+    if isa:
+        env["HASTEN_MAX_CPU_ISA"] = isa
+    args = []
+    for name, value in feeds.items():
+        path = os.path.join(work, f"{tag}.{name}.npy")
+        np.save(path, value)
+        args += ["--input", f"{name}={path}"]
+    out = os.path.join(work, tag)
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--output-dir", out]
+                          + args, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr.strip()[-400:])
+    return out
+
+
+def close(got, want, step):
+    """Equal to within one step of the output's grid (a value on a rounding
+    boundary may land on either side), or 1e-5 of the largest magnitude for
+    an unquantized output."""
+    tolerance = 1.01 * step if step else 1e-5 * max(1.0, float(np.abs(want).max()))
+    return got.shape == want.shape and float(np.abs(got - want).max()) <= tolerance
+
+
+def check_ort_quantized(c, bin_dir, work):
+    """ONNX Runtime's quantizer's models: its outputs, and numpy's."""
+    rng = np.random.default_rng(5)
+    for name in ("mlp_u8_per_channel", "mlp_s8_per_tensor", "mlp_u8_weights", "mlp_dynamic"):
+        path = os.path.join(MODELS, name + ".onnx")
+        module = os.path.join(work, name + ".so")
+        if not compile_model(c, bin_dir, path, module):
+            continue
+        model = onnx.load(path)
+        step = output_step(model)
+        c.check(calls_int8_kernel(module), f"{name}: matmuls on the int8 kernel")
+        ref = np.load(os.path.join(MODELS, name + ".reference.npz"))
+        got = np.load(os.path.join(run(bin_dir, module, {"x": ref["x"]}, work, name), "y.npy"))
+        c.check(close(got, ref["y"], step),
+                f"{name}: ONNX Runtime's output (max diff {np.abs(got - ref['y']).max():.3g})")
+        for batch, seq in ((1, 1), (3, 17), (2, 48)):
+            x = rng.standard_normal((batch, seq, ref["x"].shape[-1])).astype(np.float32)
+            (want,) = evaluate(model, {"x": x})
+            got = np.load(os.path.join(run(bin_dir, module, {"x": x}, work,
+                                           f"{name}_{batch}x{seq}"), "y.npy"))
+            c.check(close(got, want, step),
+                    f"{name} [{batch}, {seq}]: numpy's output "
+                    f"(max diff {np.abs(got - want).max():.3g})")
+
+
+def qdq_matmul(path, k, n, weight=None, seed=0):
+    """y = DQ(Q(a)) DQ(W) with uint8 a (scale 0.05, zero point 120) and,
+    when `weight` is given, a constant uint8 W (scale 0.02, zero point 37);
+    otherwise W is DQ(Q(b)) of a second input b [k, n]."""
+    nodes = [helper.make_node("QuantizeLinear", ["a", "sa", "za"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "sa", "za"], ["ad"])]
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "sa"),
+             numpy_helper.from_array(np.array(120, np.uint8), "za")]
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", k])]
+    if weight is not None:
+        inits += [numpy_helper.from_array(weight, "wq"),
+                  numpy_helper.from_array(np.array(0.02, np.float32), "sw"),
+                  numpy_helper.from_array(np.array(37, np.uint8), "zw")]
+        nodes.append(helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"]))
+    else:
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [k, n]))
+        inits += [numpy_helper.from_array(np.array(0.04, np.float32), "sb"),
+                  numpy_helper.from_array(np.array(-3, np.int8), "zb")]
+        nodes += [helper.make_node("QuantizeLinear", ["b", "sb", "zb"], ["bq"]),
+                  helper.make_node("DequantizeLinear", ["bq", "sb", "zb"], ["wd"])]
+    nodes.append(helper.make_node("MatMul", ["ad", "wd"], ["y"]))
+    graph = helper.make_graph(nodes, "qdq_matmul", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, path)
+    return model
+
+
+def check_kernel_paths(c, bin_dir, work):
+    rng = np.random.default_rng(9)
+    k, n = 67, 33
+    weight = rng.integers(0, 256, (k, n)).astype(np.uint8)
+    for label, w in (("constant uint8 weight, zero point 37", weight),
+                     ("two activations", None)):
+        tag = "weight" if w is not None else "activations"
+        path = os.path.join(work, f"kernel_{tag}.onnx")
+        model = qdq_matmul(path, k, n, w)
+        # The AVX2 run takes a module compiled for x86-64-v3.
+        modules = {None: os.path.join(work, f"kernel_{tag}.so"),
+                   "avx2": os.path.join(work, f"kernel_{tag}_v3.so")}
+        if not (compile_model(c, bin_dir, path, modules[None]) and
+                compile_model(c, bin_dir, path, modules["avx2"], "--cpu=x86-64-v3")):
+            continue
+        c.check(calls_int8_kernel(modules[None]), f"{label}: on the int8 kernel")
+        for m in (1, 5, 96):
+            feeds = {"a": (rng.standard_normal((m, k)) * 3).astype(np.float32)}
+            if w is None:
+                feeds["b"] = (rng.standard_normal((k, n)) * 2).astype(np.float32)
+            (want,) = evaluate(model, feeds)
+            for isa in (None, "avx2"):
+                got = np.load(os.path.join(run(bin_dir, modules[isa], feeds, work,
+                                               f"{tag}_{m}_{isa}", isa), "y.npy"))
+                # Exact integer sums scaled once: within f32 rounding of numpy's
+                # f32 product of the dequantized values.
+                ok = got.shape == want.shape and np.allclose(got, want, rtol=1e-5,
+                                                             atol=1e-4 * np.abs(want).max())
+                c.check(ok, f"{label}, {m} rows{' (avx2)' if isa else ''}: numpy's product "
+                        f"(max diff {np.abs(got - want).max():.3g})")
+
+
+def main():
+    args = e2e_common.parse_args("build_dir")
+    build = os.path.abspath(args.build_dir)
+    bin_dir = os.path.join(build, "bin") if os.path.isdir(os.path.join(build, "bin")) else build
+    c = e2e_common.Checks()
+    with tempfile.TemporaryDirectory() as work:
+        check_ort_quantized(c, bin_dir, work)
+        check_kernel_paths(c, bin_dir, work)
+    print(f"quantized-vs-reference: {c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

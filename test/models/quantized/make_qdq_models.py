@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Small models quantized by ONNX Runtime's own quantizer, the way users
+quantize them (onnxruntime.quantization.quantize_static, QDQ format), for
+the quantized-inference tests (passes/FoldQuantizedMatmul.cpp).
+
+  mlp_u8_per_channel  x [batch, seq, 64] -> MatMul 64x96 + bias -> Relu
+                      -> MatMul 96x48 + bias; uint8 activations, int8
+                      weights per output channel (ONNX Runtime's usual CPU
+                      configuration).
+  mlp_s8_per_tensor   the same network with int8 activations and one int8
+                      weight scale per tensor.
+  mlp_u8_weights      uint8 activations and asymmetric uint8 weights (zero
+                      point per tensor): the weights' zero point is not 0.
+  mlp_dynamic         quantize_dynamic (what ONNX Runtime suggests for
+                      transformers): DynamicQuantizeLinear of the
+                      activations at run time, MatMulInteger with int8
+                      weights, the scales multiplied after.
+
+Batch and sequence are dynamic. Weights are deterministic; calibration uses
+32 random batches. Next to each NAME.onnx, NAME.reference.npz holds inputs
+(batch 2, 5 tokens) and ONNX Runtime's outputs for them.
+
+  build/bench-venv/bin/python test/models/quantized/make_qdq_models.py [-o DIR]
+
+Needs onnxruntime and onnx from PyPI (the bench venv has both); the
+committed files mean the tests never do.
+"""
+import argparse
+import os
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                      quantize_dynamic, quantize_static)
+
+K, HIDDEN, N = 64, 96, 48
+
+
+def float_mlp(path):
+    rng = np.random.default_rng(7)
+    weights = {
+        "w1": rng.standard_normal((K, HIDDEN)) / np.sqrt(K),
+        "b1": rng.standard_normal(HIDDEN) * 0.1,
+        "w2": rng.standard_normal((HIDDEN, N)) / np.sqrt(HIDDEN),
+        "b2": rng.standard_normal(N) * 0.1,
+    }
+    weights = {k: v.astype(np.float32) for k, v in weights.items()}
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
+        helper.make_node("Add", ["h0", "b1"], ["h1"], name="fc1_bias"),
+        helper.make_node("Relu", ["h1"], ["h2"], name="relu"),
+        helper.make_node("MatMul", ["h2", "w2"], ["y0"], name="fc2"),
+        helper.make_node("Add", ["y0", "b2"], ["y"], name="fc2_bias"),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", N])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+class RandomBatches(CalibrationDataReader):
+    def __init__(self):
+        rng = np.random.default_rng(11)
+        self.batches = iter([{"x": rng.standard_normal((2, 8, K)).astype(np.float32)}
+                             for _ in range(32)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+VARIANTS = {
+    "mlp_u8_per_channel": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                               per_channel=True),
+    "mlp_s8_per_tensor": dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                              per_channel=False),
+    "mlp_u8_weights": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                           per_channel=False),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-o", "--output", default=os.path.dirname(os.path.abspath(__file__)))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        source = os.path.join(work, "mlp.onnx")
+        float_mlp(source)
+        for name, options in list(VARIANTS.items()) + [("mlp_dynamic", None)]:
+            out = os.path.join(args.output, name + ".onnx")
+            if options is None:
+                quantize_dynamic(source, out, weight_type=QuantType.QInt8)
+            else:
+                quantize_static(source, out, RandomBatches(), quant_format=QuantFormat.QDQ,
+                                **options)
+            x = np.random.default_rng(3).standard_normal((2, 5, K)).astype(np.float32)
+            session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+            (y,) = session.run(None, {"x": x})
+            np.savez(os.path.join(args.output, name + ".reference.npz"), x=x, y=y)
+            ops = sorted({n.op_type for n in onnx.load(out).graph.node})
+            print(f"{name}: {os.path.getsize(out)} bytes, ops {', '.join(ops)}")
+
+
+if __name__ == "__main__":
+    main()
