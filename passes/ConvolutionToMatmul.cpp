@@ -45,7 +45,7 @@ struct ConvolutionToMatmulPass
   void runOnOperation() override {
     SmallVector<linalg::LinalgOp> convs;
     getOperation().walk([&](linalg::LinalgOp op) {
-      if (isa<linalg::Conv1DNcwFcwOp, linalg::Conv2DNchwFchwOp>(op))
+      if (isa<linalg::Conv1DNcwFcwOp, linalg::Conv2DNchwFchwOp, linalg::Conv2DNchwFchwQOp>(op))
         convs.push_back(op);
     });
     IRRewriter rewriter(&getContext());
@@ -59,14 +59,21 @@ struct ConvolutionToMatmulPass
     auto xType = cast<RankedTensorType>(x.getType());
     auto wType = cast<RankedTensorType>(w.getType());
     auto outType = cast<RankedTensorType>(init.getType());
+    // The integer convolution (of a QDQ model, --hasten-fold-quantized-contractions)
+    // becomes an int8 gather and linalg.quantized_matmul with its zero points.
+    auto quantized = dyn_cast<linalg::Conv2DNchwFchwQOp>(conv.getOperation());
     if (!xType.hasStaticShape() || !wType.hasStaticShape() || !outType.hasStaticShape() ||
-        !isConstant(w) || !xType.getElementType().isF32())
+        !isConstant(w) ||
+        !(quantized ? xType.getElementType().isInteger(8) : xType.getElementType().isF32()))
       return;
     int64_t spatial = xType.getRank() - 2;
     SmallVector<int64_t> strides, dilations;
     if (auto c1 = dyn_cast<linalg::Conv1DNcwFcwOp>(conv.getOperation())) {
       strides = llvm::to_vector(c1.getStrides().getValues<int64_t>());
       dilations = llvm::to_vector(c1.getDilations().getValues<int64_t>());
+    } else if (quantized) {
+      strides = llvm::to_vector(quantized.getStrides().getValues<int64_t>());
+      dilations = llvm::to_vector(quantized.getDilations().getValues<int64_t>());
     } else {
       auto c2 = cast<linalg::Conv2DNchwFchwOp>(conv.getOperation());
       strides = llvm::to_vector(c2.getStrides().getValues<int64_t>());
@@ -135,18 +142,26 @@ struct ConvolutionToMatmulPass
     SmallVector<int64_t> rowsShape{n};
     llvm::append_range(rowsShape, out);
     rowsShape.push_back(f);
-    Value accInit = tensor::EmptyOp::create(b, loc, rowsShape, element);
+    Type accElement = outType.getElementType();
+    Value accInit = tensor::EmptyOp::create(b, loc, rowsShape, accElement);
     Value acc = linalg::TransposeOp::create(b, loc, init, accInit, toRows).getResult()[0];
     SmallVector<ReassociationIndices> rowGroups{{}, {spatial + 1}};
     for (int64_t i = 0; i <= spatial; ++i)
       rowGroups[0].push_back(i);
     Value accFlat = tensor::CollapseShapeOp::create(b, loc, acc, rowGroups);
 
-    Value product = linalg::MatmulOp::create(b, loc, TypeRange{accFlat.getType()},
-                                             ValueRange{lhs, rhs}, ValueRange{accFlat})
-                        .getResult(0);
+    Value product =
+        quantized
+            ? linalg::QuantizedMatmulOp::create(
+                  b, loc, TypeRange{accFlat.getType()},
+                  ValueRange{lhs, rhs, quantized.getInputs()[2], quantized.getInputs()[3]},
+                  ValueRange{accFlat})
+                  .getResult(0)
+            : linalg::MatmulOp::create(b, loc, TypeRange{accFlat.getType()},
+                                       ValueRange{lhs, rhs}, ValueRange{accFlat})
+                  .getResult(0);
     Value rows = tensor::ExpandShapeOp::create(b, loc, acc.getType(), product, rowGroups);
-    Value resultInit = tensor::EmptyOp::create(b, loc, outType.getShape(), element);
+    Value resultInit = tensor::EmptyOp::create(b, loc, outType.getShape(), accElement);
     Value result =
         linalg::TransposeOp::create(b, loc, rows, resultInit, toChannels).getResult()[0];
     b.replaceOp(conv, result);

@@ -739,7 +739,7 @@ struct MatmulToRuntimeCallsPass
   }
 
   /// Integer matmuls of int8 operands into i32 (what
-  /// --hasten-fold-quantized-matmul writes for QDQ models) become calls of
+  /// --hasten-fold-quantized-contractions writes for QDQ models) become calls of
   /// the runtime's int8 kernel, with the zero points as arguments.
   void rewriteQuantizedMatmuls(ModuleOp module) {
     MLIRContext *ctx = module.getContext();

@@ -546,7 +546,7 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
 }
 
 def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::FuncOp"> {
-  let summary = "Rewrite 1-D and 2-D convolutions with constant filters as im2col and one matmul";
+  let summary = "Rewrite 1-D and 2-D convolutions (f32, or 2-D int8) with constant filters as im2col and one matmul";
   let description = [{
     `linalg.conv_1d_ncw_fcw` and `linalg.conv_2d_nchw_fchw` on static f32
     tensors whose filter is a constant (possibly reshaped or transposed)
@@ -560,6 +560,10 @@ def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::Fu
       bias or zeros) moved to `[n o..., f]`, and the product moved back to
       `[n, f, o...]`.
 
+    `linalg.conv_2d_nchw_fchw_q` of int8 operands (a QDQ model's, from
+    `--hasten-fold-quantized-contractions`) becomes the same, in int8, with
+    `linalg.quantized_matmul` and the convolution's zero points.
+
     The matmul then runs on the runtime's kernels with the filter packed at
     compile time (`--hasten-matmul-to-runtime-calls`) instead of as a loop
     nest over the kernel window. Windows of fewer than 8 elements, a single
@@ -568,28 +572,42 @@ def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::Fu
   let dependentDialects = ["::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];
 }
 
-def FoldQuantizedMatmul : Pass<"hasten-fold-quantized-matmul", "::mlir::func::FuncOp"> {
-  let summary = "Rewrite matmuls of dequantized int8 operands (QDQ models) as integer matmuls";
+def FoldQuantizedContractions : Pass<"hasten-fold-quantized-contractions", "::mlir::func::FuncOp"> {
+  let summary = "Rewrite matmuls and convolutions of dequantized int8 operands (QDQ models) as integer ones";
   let description = [{
     A QDQ model (ONNX Runtime's quantizer, `QuantFormat.QDQ`) writes an int8
-    matmul as a `MatMul` of two `DequantizeLinear` results, which import
-    as `linalg.generic`s computing `(itofp(q) - itofp(zp)) * scale` and an
-    f32 `linalg.matmul`. This pass finds `linalg.matmul`s whose operands are
-    such dequantizations of 8-bit values, with constant parameters:
+    matmul or convolution as a `MatMul` or `Conv` of `DequantizeLinear`
+    results, which import as `linalg.generic`s computing
+    `(itofp(q) - itofp(zp)) * scale` and an f32 `linalg.matmul` or
+    `linalg.conv_2d_nchw_fchw`. Since
 
-    - the left operand (possibly collapsed from `[batch..., M, K]`) with one
-      scale and zero point for the tensor;
-    - the right operand with one scale for the tensor or one per column,
-      and one zero point;
+        sum_k (sa (a - za)) (sw[c] (w - zw)) = sa sw[c] sum_k (a - za) (w - zw)
 
-    and replaces each by `linalg.quantized_matmul` of the stored values into
-    i32, followed by one elementwise `linalg.generic` that multiplies by
-    `scale_a * scale_b[n]` (and adds the matmul's init unless it is zero).
-    uint8 operands are read as int8 with the top bit flipped (value and
-    zero point both 128 less, the difference unchanged); a constant weight
-    is flipped here. `--hasten-matmul-to-runtime-calls` then runs the
-    integer matmul on the runtime's int8 kernels, and the f32 weight is
-    never built.
+    this pass replaces each one whose operands are such dequantizations of
+    8-bit values, with:
+
+    - for the activation (possibly collapsed from `[batch..., M, K]`, or
+      zero-padded for the convolution), one scale and one zero point for the
+      tensor;
+    - for the weight, one scale for the tensor or one per output channel (a
+      matmul's columns, a filter's first dimension), and one zero point;
+
+    by `linalg.quantized_matmul` or `linalg.conv_2d_nchw_fchw_q` of the
+    stored values into i32, followed by one elementwise `linalg.generic`
+    that multiplies by `scale_a * scale_w[c]` (and adds the init, a bias,
+    unless it is zero). A convolution's input padding becomes the zero
+    point, which dequantizes to the 0 the f32 graph pads with. The i32 form
+    that MatMulInteger and QLinearMatMul import to, `ext(q) - ext(zp)`
+    operands of an i32 `linalg.matmul`, becomes `linalg.quantized_matmul`
+    the same way, zero points computed at run time (DynamicQuantizeLinear's)
+    included. uint8 operands are read as int8 with the top bit flipped
+    (value and zero point both 128 less, the difference unchanged); a
+    constant weight is flipped here.
+
+    Then `--hasten-convolution-to-matmul` turns the integer convolution into
+    an int8 im2col and `linalg.quantized_matmul`, and
+    `--hasten-matmul-to-runtime-calls` runs every integer matmul on the
+    runtime's int8 kernel: no f32 copy of a weight is built.
 
     ```mlir
     // Before (abridged)
@@ -606,14 +624,16 @@ def FoldQuantizedMatmul : Pass<"hasten-fold-quantized-matmul", "::mlir::func::Fu
     ```
 
     Left alone: per-row activation scales, zero points that vary, scales or
-    zero points that are not constants, and operands that are not 8-bit.
-    With `report-unfolded` each matmul of a dequantized operand that stays
-    in f32 gets a remark that says why.
+    zero points that are not constants (zero points of the i32 form may be
+    run-time scalars), operands that are not 8-bit, batched matmuls, 1-D
+    and 3-D convolutions, and inputs padded with another value. With
+    `report-unfolded` each matmul or convolution of a dequantized operand
+    that stays as it is gets a remark that says why.
   }];
   let options = [
     Option<"reportUnfolded", "report-unfolded", "bool", /*default=*/"false",
-           "Emit a remark for each matmul of dequantized operands that stays in f32, "
-           "saying which check failed">
+           "Emit a remark for each matmul or convolution of dequantized operands that "
+           "stays as it is, saying which check failed">
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
                            "::mlir::tensor::TensorDialect"];

@@ -698,6 +698,15 @@ LogicalResult convertIdentity(NodeContext &ctx) {
 }
 
 LogicalResult convertDropout(NodeContext &ctx) {
+  // The seed only draws masks, which are never drawn here (a random mask is
+  // refused below). Before opset 12 Dropout has no training mode: it is the
+  // identity at inference whatever its ratio attribute (and opset 6's
+  // is_test) says.
+  ctx.ignoreAttr("seed");
+  if (ctx.opset < 12) {
+    ctx.ignoreAttr("ratio");
+    ctx.ignoreAttr("is_test");
+  }
   if (ctx.hasInput(2)) {
     std::optional<SmallVector<int64_t>> training = ctx.constantInts(2);
     if (!training || training->empty())

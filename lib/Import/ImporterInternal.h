@@ -16,6 +16,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 
 #include <onnx/onnx_pb.h>
 
@@ -108,8 +109,13 @@ public:
   /// The elements of a float input, when they are all constants.
   std::optional<SmallVector<double>> constantFloats(unsigned i);
 
-  // Attributes.
+  // Attributes. Every attribute a converter looks up is recorded: one it
+  // never looked at is refused after conversion (ignoring it could change
+  // the result). `ignoreAttr` records one that cannot change it.
   const onnx::AttributeProto *attr(StringRef name) const;
+  void ignoreAttr(StringRef name) const { lookedUp.insert(name); }
+  /// The node's first attribute that the converter never looked up.
+  const onnx::AttributeProto *unreadAttr() const;
   bool hasAttr(StringRef name) const { return attr(name) != nullptr; }
   int64_t getInt(StringRef name, int64_t defaultValue) const;
   float getFloat(StringRef name, float defaultValue) const;
@@ -140,6 +146,7 @@ public:
 private:
   ValueTable &values;
   int64_t inlineLimit;
+  mutable llvm::StringSet<> lookedUp;
 };
 
 /// Conv of x by w (+ bias per output channel) with the node's geometry

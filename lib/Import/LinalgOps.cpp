@@ -716,6 +716,9 @@ LogicalResult convertTopK(NodeContext &ctx) {
   if (!kValues || kValues->size() != 1)
     return ctx.fail("K must be a one-element integer tensor");
   bool largest = ctx.getInt("largest", 1) != 0;
+  // sorted=0 leaves the order of the K results unspecified: sorted order is
+  // one of the allowed ones.
+  ctx.ignoreAttr("sorted");
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Type element = type.getElementType();
@@ -1201,7 +1204,11 @@ LogicalResult convertLayerNorm(NodeContext &ctx) {
   double epsilon = ctx.getFloat("epsilon", 1e-5f);
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
-  // Statistics in f32 at least (stash_type = 1).
+  // Statistics in f32 at least: stash_type 1 (float, the default) asks for
+  // that; any other stash type would be computed less precisely, so
+  // refuse it rather than answer differently.
+  if (int64_t stash = ctx.getInt("stash_type", 1); stash != 1)
+    return ctx.emitError() << "stash_type " << stash << " is not supported (1, float, is)";
   Type compute = element.getIntOrFloatBitWidth() < 32 ? b.getF32Type() : element;
   Value x = castTensor(b, loc, ctx.input(0), compute);
   SmallVector<int64_t> dims;
@@ -1317,6 +1324,9 @@ LogicalResult convertBatchNorm(NodeContext &ctx) {
   // Training mode normalizes with the batch's own statistics (population
   // variance) and returns the running statistics moved towards them.
   bool training = ctx.getInt("training_mode", 0) != 0;
+  // momentum only moves the running statistics, which inference does not.
+  if (!training)
+    ctx.ignoreAttr("momentum");
   Value mean = ctx.input(3), variance = ctx.input(4);
   if (training) {
     if (!type.hasStaticShape() || !isa<FloatType>(element))
@@ -1374,6 +1384,18 @@ struct ConvGeometry {
 FailureOr<ConvGeometry> readGeometry(NodeContext &ctx, RankedTensorType x,
                                      ArrayRef<int64_t> kernel, bool transposed) {
   int64_t spatial = kernel.size();
+  // A convolution's kernel comes from its weight; kernel_shape, where given,
+  // must agree (ONNX's reference would use the weight's, so a model whose
+  // attribute differs is malformed).
+  if (std::optional<SmallVector<int64_t>> given = ctx.getInts("kernel_shape");
+      given && ArrayRef<int64_t>(*given) != kernel) {
+    InFlightDiagnostic diag = ctx.emitError() << "kernel_shape [";
+    llvm::interleaveComma(*given, diag);
+    diag << "] differs from the kernel's spatial size [";
+    llvm::interleaveComma(kernel, diag);
+    diag << "]";
+    return failure();
+  }
   ConvGeometry g;
   g.kernel.assign(kernel.begin(), kernel.end());
   g.strides = ctx.getInts("strides").value_or(SmallVector<int64_t>(spatial, 1));

@@ -269,7 +269,15 @@ FailureOr<int64_t> NodeContext::normalizeAxis(int64_t axis, int64_t rank,
   return axis < 0 ? axis + rank : axis;
 }
 
+const onnx::AttributeProto *NodeContext::unreadAttr() const {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (!lookedUp.contains(a.name()))
+      return &a;
+  return nullptr;
+}
+
 const onnx::AttributeProto *NodeContext::attr(StringRef name) const {
+  lookedUp.insert(name);
   for (const onnx::AttributeProto &a : node.attribute())
     if (a.name() == name)
       return &a;
@@ -1525,6 +1533,9 @@ LogicalResult ModelImporter::importNodes(const onnx::GraphProto &graph, ArrayRef
     Operation *lastBefore = at == block->begin() ? nullptr : &*std::prev(at);
     if (failed(converters.lookup(converterKey(node))(ctx)))
       return failure();
+    if (const onnx::AttributeProto *unread = ctx.unreadAttr())
+      return ctx.fail("attribute '" + unread->name() +
+                      "' is not supported (ignoring it could change the result)");
     foldNewOps(block, lastBefore, b.getInsertionPoint(), node, values);
     // Every requested output must have been defined, with the element type
     // ONNX inferred for it.

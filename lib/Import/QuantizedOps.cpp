@@ -40,8 +40,10 @@ std::pair<double, double> quantizedRange(Type element, bool isUnsigned) {
 FailureOr<Value> alongAxis(NodeContext &ctx, Value param, std::optional<int64_t> givenAxis,
                            int64_t rank, StringRef what) {
   auto type = cast<RankedTensorType>(param.getType());
-  if (type.getRank() == 0 || (type.getRank() == 1 && type.getDimSize(0) == 1))
-    return param; // broadcasts as it is
+  if (type.getRank() == 0 || (type.getRank() == 1 && type.getDimSize(0) == 1)) {
+    ctx.ignoreAttr("axis"); // one value for the tensor: no axis to follow
+    return param;           // broadcasts as it is
+  }
   if (type.getRank() != 1)
     return (ctx.emitError() << what << " must be a scalar or 1-D, got " << type), failure();
   int64_t axis;

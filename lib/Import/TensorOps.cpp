@@ -108,6 +108,7 @@ LogicalResult convertConstant(NodeContext &ctx) {
     a = &attr;
   if (!a || ctx.node.attribute_size() != 1)
     return ctx.fail("expects exactly one value attribute");
+  ctx.ignoreAttr(a->name()); // each value_* spelling is handled below or refused
   Attribute value;
   if (a->name() == "value") {
     FailureOr<ElementsAttr> attr = convertTensorProto(

@@ -49,7 +49,7 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   pm.addPass(createCSEPass());
   OpPassManager &funcs = pm.nest<func::FuncOp>();
   // Before elementwise fusion merges the dequantizations it reads.
-  funcs.addPass(createFoldQuantizedMatmul());
+  funcs.addPass(createFoldQuantizedContractions());
   funcs.addPass(createConvolutionToMatmul());
   funcs.addPass(createDecomposeAggregatedOps());
   funcs.addPass(createFuseElementwise());

@@ -2,13 +2,17 @@
 """Quantized models on the int8 kernels, against independent references.
 
 - Models quantized by ONNX Runtime's own quantizer (test/models/quantized:
-  static QDQ with uint8 or int8 activations, int8 weights per channel or
-  per tensor, asymmetric uint8 weights; and quantize_dynamic's
-  DynamicQuantizeLinear + MatMulInteger) compute ONNX Runtime's outputs
-  for the committed inputs, and numpy's evaluation of the same graph for
-  other batch and sequence sizes (one row, as in decode, up to 96 rows).
-- Their matmuls run on the runtime's int8 kernel: every module calls
-  hasten_rt_matmul_i8, and none computes an f32 copy of a weight.
+  static QDQ MLPs with uint8 or int8 activations, int8 weights per channel
+  or per tensor, asymmetric uint8 weights; a static QDQ CNN with int8
+  filters per channel; and quantize_dynamic's DynamicQuantizeLinear +
+  MatMulInteger) compute ONNX Runtime's outputs for the committed inputs,
+  and numpy's evaluation of the same graph for other inputs (the MLPs at
+  other batch and sequence sizes: one row, as in decode, up to 96 rows).
+- Their matmuls and convolutions run on the runtime's int8 kernel: every
+  module calls hasten_rt_matmul_i8.
+- The bundled default decoder through quantize_dynamic (every transformer
+  MatMul as MatMulInteger on run-time quantized activations) gives ONNX
+  Runtime's logits, and generates the f32 model's greedy text.
 - The kernel's paths, on QDQ graphs written here: a weight zero point that
   is not 0 (uint8 weights with zero point 37), K and N off every block
   size, one row and many, and both operands computed at run time (a
@@ -78,6 +82,8 @@ def evaluate(model, feeds):
             a = x[0].astype(np.int64) - x[2].astype(np.int64)
             b = x[1].astype(np.int64) - x[3].astype(np.int64)
             out = [np.matmul(a, b).astype(np.int32)]
+        elif op == "Conv":
+            out = [conv2d(x[0], x[1], x[2] if len(x) > 2 else None, attrs)]
         elif op == "MatMul":
             out = [np.matmul(x[0], x[1]).astype(np.float32)]
         elif op == "Add":
@@ -95,6 +101,26 @@ def evaluate(model, feeds):
         for name, value in zip(node.output, out):
             values[name] = value
     return [values[o.name] for o in model.graph.output]
+
+
+def conv2d(x, w, bias, attrs):
+    """ONNX Conv (2-D, one group) in float32, one kernel offset at a time."""
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    kh, kw = w.shape[2:]
+    oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((x.shape[0], w.shape[0], oh, ow), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            window = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                        j * dw:j * dw + sw * (ow - 1) + 1:sw]
+            y += np.einsum("nchw,fc->nfhw", window, w[:, :, i, j]).astype(np.float32)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y.astype(np.float32)
 
 
 def output_step(model):
@@ -118,6 +144,14 @@ def calls_int8_kernel(module):
     symbols = subprocess.run(["nm", "-D", "--undefined-only", module], capture_output=True,
                              text=True).stdout
     return "hasten_rt_matmul_i8" in symbols
+
+
+def int8_kernel_calls(bin_dir, path, work):
+    """How many calls of the int8 kernel the bufferized module makes."""
+    out = os.path.join(work, os.path.basename(path) + ".buffer.mlir")
+    subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "--compile-to=buffer",
+                    "-o", out], check=True, capture_output=True)
+    return open(out).read().count("call @hasten_rt_matmul_i8(")
 
 
 def run(bin_dir, module, feeds, work, tag, isa=None):
@@ -148,26 +182,72 @@ def close(got, want, step):
 def check_ort_quantized(c, bin_dir, work):
     """ONNX Runtime's quantizer's models: its outputs, and numpy's."""
     rng = np.random.default_rng(5)
-    for name in ("mlp_u8_per_channel", "mlp_s8_per_tensor", "mlp_u8_weights", "mlp_dynamic"):
+    for name in ("mlp_u8_per_channel", "mlp_s8_per_tensor", "mlp_u8_weights", "mlp_dynamic",
+                 "cnn_u8_per_channel"):
         path = os.path.join(MODELS, name + ".onnx")
         module = os.path.join(work, name + ".so")
         if not compile_model(c, bin_dir, path, module):
             continue
         model = onnx.load(path)
         step = output_step(model)
-        c.check(calls_int8_kernel(module), f"{name}: matmuls on the int8 kernel")
+        products = sum(n.op_type in ("MatMul", "MatMulInteger", "Conv") for n in model.graph.node)
+        calls = int8_kernel_calls(bin_dir, path, work)
+        c.check(calls_int8_kernel(module) and calls == products,
+                f"{name}: {calls} of {products} matmuls and convolutions on the int8 kernel")
         ref = np.load(os.path.join(MODELS, name + ".reference.npz"))
         got = np.load(os.path.join(run(bin_dir, module, {"x": ref["x"]}, work, name), "y.npy"))
         c.check(close(got, ref["y"], step),
                 f"{name}: ONNX Runtime's output (max diff {np.abs(got - ref['y']).max():.3g})")
-        for batch, seq in ((1, 1), (3, 17), (2, 48)):
-            x = rng.standard_normal((batch, seq, ref["x"].shape[-1])).astype(np.float32)
+        # The MLPs at other batch and sequence sizes; the CNN (static
+        # shapes) on other images.
+        shapes = ([ref["x"].shape] * 2 if name.startswith("cnn") else
+                  [(1, 1, ref["x"].shape[-1]), (3, 17, ref["x"].shape[-1]),
+                   (2, 48, ref["x"].shape[-1])])
+        for i, shape in enumerate(shapes):
+            x = rng.standard_normal(shape).astype(np.float32)
             (want,) = evaluate(model, {"x": x})
-            got = np.load(os.path.join(run(bin_dir, module, {"x": x}, work,
-                                           f"{name}_{batch}x{seq}"), "y.npy"))
+            got = np.load(os.path.join(run(bin_dir, module, {"x": x}, work, f"{name}_{i}"),
+                                       "y.npy"))
             c.check(close(got, want, step),
-                    f"{name} [{batch}, {seq}]: numpy's output "
+                    f"{name} {list(shape)}: numpy's output "
                     f"(max diff {np.abs(got - want).max():.3g})")
+
+
+def check_default_dynamic(c, bin_dir, work):
+    """The bundled default decoder quantized by quantize_dynamic: its
+    transformer's MatMulIntegers on the int8 kernel, ONNX Runtime's logits
+    for a prompt, and the f32 model's greedy text for 32 tokens."""
+    path = os.path.join(MODELS, "default_dynamic.onnx")
+    module = os.path.join(work, "default_dynamic.so")
+    if not compile_model(c, bin_dir, path, module, "--kv-capacity=128"):
+        return
+    model = onnx.load(path)
+    products = sum(n.op_type == "MatMulInteger" for n in model.graph.node)
+    calls = int8_kernel_calls(bin_dir, path, work)
+    # Each entry (main, prefill, decode, verify) has its own copy.
+    c.check(calls >= products > 0 and calls % products == 0,
+            f"default_dynamic: {calls} int8 kernel calls for {products} MatMulInteger nodes")
+    ref = np.load(os.path.join(MODELS, "default_dynamic.reference.npz"))
+    feeds = {k: ref[k] for k in ref.files if k != "logits"}
+    got = np.load(os.path.join(run(bin_dir, module, feeds, work, "default_dynamic"),
+                               "logits.npy"))
+    want = ref["logits"]
+    c.check(got.shape == want.shape and
+            float(np.abs(got - want).max()) <= 1e-3 * float(np.abs(want).max()),
+            f"default_dynamic: ONNX Runtime's logits (max diff {np.abs(got - want).max():.3g})")
+    f32 = os.path.join(work, "default_f32.so")
+    if not compile_model(c, bin_dir, os.path.join(HERE, "..", "models", "default", "model.onnx"),
+                         f32, "--kv-capacity=128"):
+        return
+    texts = []
+    for m in (module, f32):
+        proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), m, "--generate",
+                               "--tokenizer", os.path.join(HERE, "..", "models", "default"),
+                               "--prompt", "Permission is hereby granted",
+                               "--max-new-tokens", "32"], capture_output=True, text=True)
+        texts.append(proc.stdout if proc.returncode == 0 else None)
+    c.check(texts[0] is not None and texts[0] == texts[1],
+            f"default_dynamic: the f32 model's greedy text for 32 tokens ({texts[0]!r:.80})")
 
 
 def qdq_matmul(path, k, n, weight=None, seed=0):
@@ -239,6 +319,7 @@ def main():
     c = e2e_common.Checks()
     with tempfile.TemporaryDirectory() as work:
         check_ort_quantized(c, bin_dir, work)
+        check_default_dynamic(c, bin_dir, work)
         check_kernel_paths(c, bin_dir, work)
     print(f"quantized-vs-reference: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0

@@ -57,3 +57,25 @@ func.func @left_alone(%x: tensor<1x3x10xf32>, %w: tensor<4x3x3xf32>, %acc: tenso
   %y1 = linalg.conv_1d_ncw_fcw {dilations = dense<1> : tensor<1xi64>, strides = dense<1> : tensor<1xi64>} ins(%x1, %w1 : tensor<1x2x10xf32>, tensor<4x2x1xf32>) outs(%acc1 : tensor<1x4x10xf32>) -> tensor<1x4x10xf32>
   return %y, %y1 : tensor<1x4x8xf32>, tensor<1x4x10xf32>
 }
+
+// -----
+
+// The integer convolution of a QDQ model (conv_2d_nchw_fchw_q, from
+// --hasten-fold-quantized-contractions): the windows gathered in int8,
+// the int8 filter transposed, and one linalg.quantized_matmul with the
+// convolution's zero points into the i32 accumulator.
+// CHECK-LABEL: func.func @conv2d_quantized(
+// CHECK-SAME: %[[X:.*]]: tensor<1x2x4x4xi8>, %[[ACC:.*]]: tensor<1x5x3x3xi32>, %[[ZX:.*]]: i32, %[[ZW:.*]]: i32)
+// CHECK: %[[COLS:.*]] = linalg.generic {{.*}} ins(%[[X]] : tensor<1x2x4x4xi8>) outs(%{{.*}} : tensor<1x3x3x2x2x2xi8>)
+// CHECK: %[[LHS:.*]] = tensor.collapse_shape %[[COLS]] {{\[}}[0, 1, 2], [3, 4, 5]] : tensor<1x3x3x2x2x2xi8> into tensor<9x8xi8>
+// CHECK: %[[RHS:.*]] = linalg.transpose ins(%{{.*}} : tensor<5x8xi8>) outs(%{{.*}} : tensor<8x5xi8>) permutation = [1, 0]
+// CHECK: %[[ROWS:.*]] = linalg.transpose ins(%[[ACC]] : tensor<1x5x3x3xi32>) outs(%{{.*}} : tensor<1x3x3x5xi32>)
+// CHECK: %[[FLAT:.*]] = tensor.collapse_shape %[[ROWS]]
+// CHECK: linalg.quantized_matmul ins(%[[LHS]], %[[RHS]], %[[ZX]], %[[ZW]] : tensor<9x8xi8>, tensor<8x5xi8>, i32, i32) outs(%[[FLAT]] : tensor<9x5xi32>)
+// CHECK: linalg.transpose ins(%{{.*}} : tensor<1x3x3x5xi32>) outs(%{{.*}} : tensor<1x5x3x3xi32>) permutation = [0, 3, 1, 2]
+// CHECK-NOT: linalg.conv_2d_nchw_fchw_q
+func.func @conv2d_quantized(%x: tensor<1x2x4x4xi8>, %acc: tensor<1x5x3x3xi32>, %zx: i32, %zw: i32) -> tensor<1x5x3x3xi32> {
+  %w = arith.constant dense<3> : tensor<5x2x2x2xi8>
+  %y = linalg.conv_2d_nchw_fchw_q {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>} ins(%x, %w, %zx, %zw : tensor<1x2x4x4xi8>, tensor<5x2x2x2xi8>, i32, i32) outs(%acc : tensor<1x5x3x3xi32>) -> tensor<1x5x3x3xi32>
+  return %y : tensor<1x5x3x3xi32>
+}

@@ -389,7 +389,7 @@ module {
 // -----
 
 // An integer matmul of int8 operands into i32 (a QDQ model's, after
-// --hasten-fold-quantized-matmul) calls the int8 kernel with the zero
+// --hasten-fold-quantized-contractions) calls the int8 kernel with the zero
 // points as arguments: flags 5 for a constant weight (1) whose output was
 // just zeroed (4; the fill goes); a weight computed at run time gets 0 and
 // the kernel accumulates into C.

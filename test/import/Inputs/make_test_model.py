@@ -407,6 +407,25 @@ def loop_rank_changes():
 
 
 @register
+def unknown_attribute():
+    # ONNX's checker knows no schema for contrib ops: an attribute that the
+    # converter does not read (here one from a newer ONNX Runtime) would be
+    # silently ignored and the result could differ.
+    m = matmul_nbits()
+    m.graph.node[0].attribute.append(helper.make_attribute("weight_layout", 1))
+    return m
+
+
+@register
+def conv_kernel_shape_mismatch():
+    w = const("w", np.ones((4, 2, 3, 3), np.float32))
+    return model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv",
+                                   kernel_shape=[2, 2])],
+                 [vi("x", F, [1, 2, 5, 5])], [vi("y", F, ["n", "f", "h", "w"])],
+                 initializers=[w])
+
+
+@register
 def cycle():
     nodes = [helper.make_node("Add", ["x", "b_out"], ["a_out"], name="node_a"),
              helper.make_node("Relu", ["a_out"], ["b_out"], name="node_b")]

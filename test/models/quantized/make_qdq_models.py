@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Small models quantized by ONNX Runtime's own quantizer, the way users
 quantize them (onnxruntime.quantization.quantize_static, QDQ format), for
-the quantized-inference tests (passes/FoldQuantizedMatmul.cpp).
+the quantized-inference tests (passes/FoldQuantizedContractions.cpp).
 
   mlp_u8_per_channel  x [batch, seq, 64] -> MatMul 64x96 + bias -> Relu
                       -> MatMul 96x48 + bias; uint8 activations, int8
@@ -11,13 +11,21 @@ the quantized-inference tests (passes/FoldQuantizedMatmul.cpp).
                       weight scale per tensor.
   mlp_u8_weights      uint8 activations and asymmetric uint8 weights (zero
                       point per tensor): the weights' zero point is not 0.
+  cnn_u8_per_channel  x [1, 3, 16, 16] -> Conv 3x3 (pads 1) + bias -> Relu
+                      -> Conv 3x3 (stride 2, pads 1) + bias -> Relu -> Conv 1x1;
+                      uint8 activations, int8 filters per output channel.
+  default_dynamic     the bundled default decoder (test/models/default)
+                      through quantize_dynamic: every MatMul of the
+                      transformer as DynamicQuantizeLinear + MatMulInteger;
+                      its reference is the logits of a 12-token prompt
+                      (empty past) and the inputs that produced them.
   mlp_dynamic         quantize_dynamic (what ONNX Runtime suggests for
                       transformers): DynamicQuantizeLinear of the
                       activations at run time, MatMulInteger with int8
                       weights, the scales multiplied after.
 
-Batch and sequence are dynamic. Weights are deterministic; calibration uses
-32 random batches. Next to each NAME.onnx, NAME.reference.npz holds inputs
+The MLPs' batch and sequence are dynamic. Weights are deterministic;
+calibration uses 32 random batches. Next to each NAME.onnx, NAME.reference.npz holds inputs
 (batch 2, 5 tokens) and ONNX Runtime's outputs for them.
 
   build/bench-venv/bin/python test/models/quantized/make_qdq_models.py [-o DIR]
@@ -66,10 +74,37 @@ def float_mlp(path):
     onnx.save(model, path)
 
 
+def float_cnn(path):
+    rng = np.random.default_rng(13)
+    shapes = {"c1": (8, 3, 3, 3), "c2": (8, 8, 3, 3), "c3": (4, 8, 1, 1)}
+    weights = {}
+    for name, shape in shapes.items():
+        fan_in = np.prod(shape[1:])
+        weights[name + "_w"] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+    weights["c1_b"] = (rng.standard_normal(8) * 0.1).astype(np.float32)
+    weights["c2_b"] = (rng.standard_normal(8) * 0.1).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "c1_w", "c1_b"], ["a1"], pads=[1, 1, 1, 1], name="c1"),
+        helper.make_node("Relu", ["a1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "c2_w", "c2_b"], ["a2"], pads=[1, 1, 1, 1],
+                         strides=[2, 2], name="c2"),
+        helper.make_node("Relu", ["a2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "c3_w"], ["y"], name="c3"),
+    ]
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 class RandomBatches(CalibrationDataReader):
-    def __init__(self):
+    def __init__(self, shape=(2, 8, K)):
         rng = np.random.default_rng(11)
-        self.batches = iter([{"x": rng.standard_normal((2, 8, K)).astype(np.float32)}
+        self.batches = iter([{"x": rng.standard_normal(shape).astype(np.float32)}
                              for _ in range(32)])
 
     def get_next(self):
@@ -93,19 +128,45 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         source = os.path.join(work, "mlp.onnx")
         float_mlp(source)
-        for name, options in list(VARIANTS.items()) + [("mlp_dynamic", None)]:
+        cnn = os.path.join(work, "cnn.onnx")
+        float_cnn(cnn)
+        for name, options in (list(VARIANTS.items()) + [("mlp_dynamic", None)] +
+                              [("cnn_u8_per_channel", VARIANTS["mlp_u8_per_channel"])]):
             out = os.path.join(args.output, name + ".onnx")
+            shape = (1, 3, 16, 16) if name.startswith("cnn") else (2, 5, K)
             if options is None:
                 quantize_dynamic(source, out, weight_type=QuantType.QInt8)
             else:
-                quantize_static(source, out, RandomBatches(), quant_format=QuantFormat.QDQ,
-                                **options)
-            x = np.random.default_rng(3).standard_normal((2, 5, K)).astype(np.float32)
+                is_cnn = name.startswith("cnn")
+                quantize_static(cnn if is_cnn else source, out,
+                                RandomBatches(shape if is_cnn else (2, 8, K)),
+                                quant_format=QuantFormat.QDQ, **options)
+            x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
             session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
             (y,) = session.run(None, {"x": x})
             np.savez(os.path.join(args.output, name + ".reference.npz"), x=x, y=y)
             ops = sorted({n.op_type for n in onnx.load(out).graph.node})
             print(f"{name}: {os.path.getsize(out)} bytes, ops {', '.join(ops)}")
+        default_dynamic(args.output)
+
+
+def default_dynamic(output):
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(here, "..", "default", "model.onnx")
+    out = os.path.join(output, "default_dynamic.onnx")
+    quantize_dynamic(source, out, weight_type=QuantType.QInt8)
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    tokens = 12
+    feeds = {"input_ids": np.random.default_rng(5).integers(0, 700, (1, tokens)),
+             "attention_mask": np.ones((1, tokens), np.int64),
+             "position_ids": np.arange(tokens, dtype=np.int64)[None]}
+    for i in session.get_inputs():
+        if i.name.startswith("past_key_values"):
+            feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+    logits = session.run(["logits"], feeds)[0]
+    np.savez(os.path.join(output, "default_dynamic.reference.npz"), logits=logits, **feeds)
+    ops = sorted({n.op_type for n in onnx.load(out).graph.node})
+    print(f"default_dynamic: {os.path.getsize(out)} bytes, ops {', '.join(ops)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-//===- FoldQuantizedMatmul.cpp - QDQ matmuls as integer matmuls ------------===//
+//===- FoldQuantizedContractions.cpp - QDQ matmuls as integer matmuls ------------===//
 //
 // A QDQ model (ONNX Runtime's quantizer, QuantFormat.QDQ) spells an int8
 // matmul as a MatMul of two DequantizeLinear results. Imported node by node,
@@ -32,7 +32,7 @@
 #include <cmath>
 
 namespace hasten {
-#define GEN_PASS_DEF_FOLDQUANTIZEDMATMUL
+#define GEN_PASS_DEF_FOLDQUANTIZEDCONTRACTIONS
 #include "hasten/Passes/Passes.h.inc"
 } // namespace hasten
 
@@ -46,10 +46,10 @@ namespace {
 struct Dequantization {
   Value q;
   bool isUnsigned = false;
-  /// One scale for the tensor, or (`perColumn`) one per index of q's last
-  /// dimension.
+  /// One scale for the tensor, or (`perChannel`) one per index of q's
+  /// channel dimension (a matmul weight's columns, a filter's outputs).
   std::vector<double> scales;
-  bool perColumn = false;
+  bool perChannel = false;
   /// One zero point (0 when absent), as q's type reads it; or, when it is
   /// computed at run time (DynamicQuantizeLinear's), the one-element
   /// tensor that holds it.
@@ -58,10 +58,10 @@ struct Dequantization {
 };
 
 /// The values of input `operand` of `g` over the iteration space, if it is
-/// a constant: per-tensor values must all be equal; per-column values are
-/// read along the last loop dimension and may not depend on the others.
+/// a constant: per-tensor values must all be equal; with a `channel` loop
+/// dimension, values are read along it and may not depend on the others.
 FailureOr<std::vector<double>> constantParameter(linalg::GenericOp g, OpOperand *operand,
-                                                 bool perColumn, bool isUnsigned,
+                                                 std::optional<unsigned> channel, bool isUnsigned,
                                                  const std::string &what, std::string &why) {
   // A per-axis parameter arrives reshaped to broadcast ([N] as [1, N]);
   // reshapes keep the row-major order.
@@ -82,22 +82,23 @@ FailureOr<std::vector<double>> constantParameter(linalg::GenericOp g, OpOperand 
   unsigned loops = map.getNumDims();
   bool varies =
       llvm::any_of(known->elements, [&](double v) { return v != known->elements.front(); });
-  if (!perColumn || !varies) {
+  if (!channel || !varies) {
     if (varies)
       return (why = what + " is not one value for the tensor"), failure();
     return std::vector<double>{read(known->elements.front())};
   }
-  for (unsigned d = 0; d + 1 < loops; ++d)
-    if (map.isFunctionOfDim(d))
-      return (why = what + " varies along rows"), failure();
-  int64_t columns = g.getStaticLoopRanges().back();
-  if (ShapedType::isDynamic(columns))
-    return (why = "the weight has a dynamic column count"), failure();
+  SmallVector<int64_t> ranges = g.getStaticLoopRanges();
+  for (unsigned d = 0; d < loops; ++d)
+    if (d != *channel && ranges[d] != 1 && map.isFunctionOfDim(d))
+      return (why = what + " varies along more than the output channels"), failure();
+  int64_t channels = ranges[*channel];
+  if (ShapedType::isDynamic(channels))
+    return (why = "the weight has a dynamic channel count"), failure();
   ArrayRef<int64_t> shape = known->type.getShape();
   std::vector<double> values;
-  for (int64_t c = 0; c < columns; ++c) {
+  for (int64_t c = 0; c < channels; ++c) {
     SmallVector<int64_t> point(loops, 0);
-    point.back() = c;
+    point[*channel] = c;
     SmallVector<int64_t> index = map.compose(point);
     int64_t flat = 0;
     for (auto [i, size] : llvm::zip_equal(index, shape))
@@ -110,8 +111,8 @@ FailureOr<std::vector<double>> constantParameter(linalg::GenericOp g, OpOperand 
 /// Reads `v` as a dequantization of i8 values with constant parameters:
 /// with `integer`, the i32 form that MatMulInteger and the QLinear ops
 /// import to, ext(q) - ext(zp) (one scale, 1); otherwise the f32 form.
-FailureOr<Dequantization> matchDequantization(Value v, bool allowPerColumn, bool integer,
-                                              std::string &why) {
+FailureOr<Dequantization> matchDequantization(Value v, std::optional<unsigned> channel,
+                                              bool integer, std::string &why) {
   auto g = v.getDefiningOp<linalg::GenericOp>();
   if (!g || g->getNumResults() != 1 || g.getNumReductionLoops() != 0 ||
       !g.getMatchingIndexingMap(g.getDpsInitOperand(0)).isIdentity())
@@ -170,15 +171,15 @@ FailureOr<Dequantization> matchDequantization(Value v, bool allowPerColumn, bool
     result.q = qOperand->get();
     result.isUnsigned = values->second;
     result.scales = {1.0};
-    std::string operand = allowPerColumn ? "the weight's" : "the activation's";
+    std::string operand = channel ? "the weight's" : "the activation's";
     if (scaleOperand) {
       FailureOr<std::vector<double>> scales = constantParameter(
-          g, scaleOperand, allowPerColumn, /*isUnsigned=*/false, operand + " scale", why);
+          g, scaleOperand, channel, /*isUnsigned=*/false, operand + " scale", why);
       if (failed(scales))
         return failure();
       result.scales = std::move(*scales);
     }
-    result.perColumn = result.scales.size() > 1;
+    result.perChannel = result.scales.size() > 1;
     if (zero) {
       Value zp = zero->first->get();
       auto zpType = cast<RankedTensorType>(zp.getType());
@@ -188,7 +189,7 @@ FailureOr<Dequantization> matchDequantization(Value v, bool allowPerColumn, bool
         return result;
       }
       FailureOr<std::vector<double>> zeros = constantParameter(
-          g, zero->first, /*perColumn=*/false, result.isUnsigned, operand + " zero point", why);
+          g, zero->first, std::nullopt, result.isUnsigned, operand + " zero point", why);
       if (failed(zeros))
         return failure();
       result.zeroPoint = int64_t(zeros->front());
@@ -249,41 +250,105 @@ Value zeroPointFor(OpBuilder &b, Location loc, const Dequantization &d) {
   return zp;
 }
 
-struct FoldQuantizedMatmulPass
-    : public hasten::impl::FoldQuantizedMatmulBase<FoldQuantizedMatmulPass> {
+/// The f32 result of an integer product `acc` (i32, the shape of `init`):
+/// init + acc * (scale_a * scale_w[channel]), the init dropped when it is
+/// zeros; the weight's scales broadcast along result dimension `channel`.
+Value scaledResult(OpBuilder &b, Location loc, Value acc, Value init, const Dequantization &a,
+                   const Dequantization &w, unsigned channel) {
+  auto resultType = cast<RankedTensorType>(init.getType());
+  int64_t rank = resultType.getRank();
+  std::vector<float> multipliers;
+  for (double s : w.scales)
+    multipliers.push_back(float(a.scales.front() * s));
+  bool zeroInit = false;
+  if (auto fill = init.getDefiningOp<linalg::FillOp>()) {
+    FloatAttr value;
+    zeroInit = matchPattern(fill.getInputs()[0], m_Constant(&value)) && value.getValue().isZero();
+  }
+  SmallVector<Value> inputs = {acc};
+  AffineMap identity = b.getMultiDimIdentityMap(rank);
+  SmallVector<AffineMap> maps = {identity};
+  if (w.perChannel) {
+    auto scaleType = RankedTensorType::get({int64_t(multipliers.size())}, b.getF32Type());
+    inputs.push_back(arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(scaleType, ArrayRef<float>(multipliers))));
+    maps.push_back(AffineMap::get(rank, 0, {b.getAffineDimExpr(channel)}, b.getContext()));
+  }
+  if (!zeroInit) {
+    inputs.push_back(init);
+    maps.push_back(identity);
+  }
+  maps.push_back(identity);
+  Value output =
+      tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, init), b.getF32Type());
+  Value scalar =
+      w.perChannel
+          ? Value()
+          : Value(arith::ConstantOp::create(b, loc, b.getF32FloatAttr(multipliers.front())));
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{resultType}, inputs, ValueRange{output}, maps,
+             SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+             [&](OpBuilder &nb, Location nl, ValueRange args) {
+               Value y = arith::SIToFPOp::create(nb, nl, nb.getF32Type(), args[0]);
+               y = arith::MulFOp::create(nb, nl, y, w.perChannel ? args[1] : scalar);
+               if (!zeroInit)
+                 y = arith::AddFOp::create(nb, nl, y, args[w.perChannel ? 2 : 1]);
+               linalg::YieldOp::create(nb, nl, y);
+             })
+      .getResult(0);
+}
+
+/// Zeros of i32 in the shape of `like`.
+Value zerosLike(OpBuilder &b, Location loc, Value like) {
+  Type i32 = b.getI32Type();
+  return linalg::FillOp::create(
+             b, loc, ValueRange{arith::ConstantIntOp::create(b, loc, i32, 0)},
+             ValueRange{tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, like), i32)})
+      .getResult(0);
+}
+
+struct FoldQuantizedContractionsPass
+    : public hasten::impl::FoldQuantizedContractionsBase<FoldQuantizedContractionsPass> {
   using Base::Base;
 
   void runOnOperation() override {
-    SmallVector<linalg::MatmulOp> matmuls;
-    getOperation().walk([&](linalg::MatmulOp op) {
-      Type element = cast<RankedTensorType>(op.getResultTypes()[0]).getElementType();
-      if (op.hasPureTensorSemantics() && !op.hasUserDefinedMaps() &&
-          (element.isF32() || element.isInteger(32)))
-        matmuls.push_back(op);
+    SmallVector<linalg::LinalgOp> ops;
+    getOperation().walk([&](linalg::LinalgOp op) {
+      if (!op.hasPureTensorSemantics() || op->getNumResults() != 1)
+        return;
+      Type element = cast<RankedTensorType>(op->getResultTypes()[0]).getElementType();
+      if (auto matmul = dyn_cast<linalg::MatmulOp>(op.getOperation()))
+        if (!matmul.hasUserDefinedMaps() && (element.isF32() || element.isInteger(32)))
+          ops.push_back(op);
+      if (isa<linalg::Conv2DNchwFchwOp>(op.getOperation()) && element.isF32())
+        ops.push_back(op);
     });
     IRRewriter rewriter(&getContext());
-    for (linalg::MatmulOp matmul : matmuls) {
+    for (linalg::LinalgOp op : ops) {
       std::string why;
-      if (failed(fold(rewriter, matmul, why)) && reportUnfolded && !why.empty())
-        matmul.emitRemark("matmul of dequantized operands left as it is: ") << why;
+      bool conv = isa<linalg::Conv2DNchwFchwOp>(op.getOperation());
+      LogicalResult folded = conv ? foldConvolution(rewriter, op, why)
+                                  : foldMatmul(rewriter, cast<linalg::MatmulOp>(op), why);
+      if (failed(folded) && reportUnfolded && !why.empty())
+        op.emitRemark(conv ? "convolution" : "matmul")
+            << " of dequantized operands left as it is: " << why;
     }
   }
 
-  LogicalResult fold(IRRewriter &b, linalg::MatmulOp matmul, std::string &why) {
+  LogicalResult foldMatmul(IRRewriter &b, linalg::MatmulOp matmul, std::string &why) {
     Value lhs = matmul.getDpsInputOperand(0)->get(), rhs = matmul.getDpsInputOperand(1)->get();
     // A [batch..., M, K] activation reaches the matmul collapsed to rows.
     auto collapse = lhs.getDefiningOp<tensor::CollapseShapeOp>();
     if (collapse)
       lhs = collapse.getSrc();
-    bool lhsDequantized = lhs.getDefiningOp<linalg::GenericOp>() != nullptr;
-    if (!lhsDequantized && !rhs.getDefiningOp<linalg::GenericOp>())
-      return failure(); // an ordinary f32 matmul: nothing to say
+    if (!lhs.getDefiningOp<linalg::GenericOp>() && !rhs.getDefiningOp<linalg::GenericOp>())
+      return failure(); // an ordinary matmul: nothing to say
     bool integer =
         cast<RankedTensorType>(matmul.getResultTypes()[0]).getElementType().isInteger(32);
-    FailureOr<Dequantization> a = matchDequantization(lhs, /*allowPerColumn=*/false, integer, why);
+    FailureOr<Dequantization> a = matchDequantization(lhs, std::nullopt, integer, why);
     if (failed(a))
       return failure();
-    FailureOr<Dequantization> w = matchDequantization(rhs, /*allowPerColumn=*/true, integer, why);
+    FailureOr<Dequantization> w = matchDequantization(rhs, /*channel=*/1, integer, why);
     if (failed(w))
       return failure();
 
@@ -291,7 +356,6 @@ struct FoldQuantizedMatmulPass
     b.setInsertionPoint(matmul);
     Value qa = flipSignBitIf(b, loc, a->q, a->isUnsigned);
     Value qb = flipSignBitIf(b, loc, w->q, w->isUnsigned);
-    Type i32 = b.getI32Type();
     Value za = zeroPointFor(b, loc, *a), zb = zeroPointFor(b, loc, *w);
     if (collapse)
       qa = tensor::CollapseShapeOp::create(b, loc, qa, collapse.getReassociationIndices());
@@ -299,61 +363,56 @@ struct FoldQuantizedMatmulPass
     // acc = sum_k (qa - za) (qb - zb), in i32: into the matmul's own init
     // for an integer matmul (which is then replaced), into zeros otherwise.
     Value init = matmul.getDpsInitOperand(0)->get();
-    SmallVector<OpFoldResult> sizes = tensor::getMixedSizes(b, loc, init);
-    Value zeros = integer ? init
-                          : linalg::FillOp::create(
-                                b, loc, ValueRange{arith::ConstantIntOp::create(b, loc, i32, 0)},
-                                ValueRange{tensor::EmptyOp::create(b, loc, sizes, i32)})
-                                .getResult(0);
+    Value zeros = integer ? init : zerosLike(b, loc, init);
     Value acc = linalg::QuantizedMatmulOp::create(b, loc, TypeRange{zeros.getType()},
                                                   ValueRange{qa, qb, za, zb}, ValueRange{zeros})
                     .getResult(0);
-    if (integer) {
-      b.replaceOp(matmul, acc);
-      return success();
-    }
+    b.replaceOp(matmul, integer ? acc : scaledResult(b, loc, acc, init, *a, *w, 1));
+    return success();
+  }
 
-    // y = init + acc * (sa sb[n]); the init is dropped when it is zeros.
-    SmallVector<double> multipliers;
-    for (double s : w->scales)
-      multipliers.push_back(a->scales.front() * s);
-    bool zeroInit = false;
-    if (auto fill = init.getDefiningOp<linalg::FillOp>()) {
+  /// conv(pad(DQ(x), 0), DQ(w)) as the integer convolution of x padded with
+  /// its zero point (which dequantizes to the 0 the f32 graph pads with).
+  LogicalResult foldConvolution(IRRewriter &b, linalg::LinalgOp conv, std::string &why) {
+    Value x = conv.getDpsInputOperand(0)->get(), filter = conv.getDpsInputOperand(1)->get();
+    auto pad = x.getDefiningOp<tensor::PadOp>();
+    if (pad) {
+      Value padding = pad.getConstantPaddingValue();
       FloatAttr value;
-      zeroInit = matchPattern(fill.getInputs()[0], m_Constant(&value)) && value.getValue().isZero();
+      if (!padding || !matchPattern(padding, m_Constant(&value)) || !value.getValue().isZero())
+        return (why = "the input is padded with a value other than 0"), failure();
+      x = pad.getSource();
     }
-    auto resultType = cast<RankedTensorType>(matmul.getResultTypes()[0]);
-    int64_t columns = resultType.getDimSize(1);
-    SmallVector<Value> inputs = {acc};
-    AffineMap identity = b.getMultiDimIdentityMap(2);
-    SmallVector<AffineMap> maps = {identity};
-    if (w->perColumn) {
-      auto scaleType = RankedTensorType::get({columns}, b.getF32Type());
-      std::vector<float> values(multipliers.begin(), multipliers.end());
-      inputs.push_back(arith::ConstantOp::create(
-          b, loc, DenseElementsAttr::get(scaleType, ArrayRef<float>(values))));
-      maps.push_back(AffineMap::get(2, 0, {b.getAffineDimExpr(1)}, b.getContext()));
+    if (!x.getDefiningOp<linalg::GenericOp>() && !filter.getDefiningOp<linalg::GenericOp>())
+      return failure(); // an ordinary convolution
+    FailureOr<Dequantization> a = matchDequantization(x, std::nullopt, false, why);
+    if (failed(a))
+      return failure();
+    FailureOr<Dequantization> w = matchDequantization(filter, /*channel=*/0, false, why);
+    if (failed(w))
+      return failure();
+
+    Location loc = conv.getLoc();
+    b.setInsertionPoint(conv);
+    Value qx = flipSignBitIf(b, loc, a->q, a->isUnsigned);
+    Value qw = flipSignBitIf(b, loc, w->q, w->isUnsigned);
+    Value zx = zeroPointFor(b, loc, *a), zw = zeroPointFor(b, loc, *w);
+    if (pad) {
+      Value fill = arith::TruncIOp::create(b, loc, b.getI8Type(), zx);
+      auto paddedType = RankedTensorType::get(pad.getResultType().getShape(), b.getI8Type());
+      qx = tensor::PadOp::create(b, loc, paddedType, qx, pad.getMixedLowPad(),
+                                 pad.getMixedHighPad(), fill);
     }
-    if (!zeroInit) {
-      inputs.push_back(init);
-      maps.push_back(identity);
-    }
-    maps.push_back(identity);
-    Value output = tensor::EmptyOp::create(b, loc, sizes, b.getF32Type());
-    SmallVector<utils::IteratorType> parallel(2, utils::IteratorType::parallel);
-    Value scalar = w->perColumn ? Value()
-                                : Value(arith::ConstantOp::create(
-                                      b, loc, b.getF32FloatAttr(float(multipliers.front()))));
-    auto scaled = linalg::GenericOp::create(
-        b, loc, TypeRange{resultType}, inputs, ValueRange{output}, maps, parallel,
-        [&](OpBuilder &nb, Location nl, ValueRange args) {
-          Value y = arith::SIToFPOp::create(nb, nl, nb.getF32Type(), args[0]);
-          y = arith::MulFOp::create(nb, nl, y, w->perColumn ? args[1] : scalar);
-          if (!zeroInit)
-            y = arith::AddFOp::create(nb, nl, y, args[w->perColumn ? 2 : 1]);
-          linalg::YieldOp::create(nb, nl, y);
-        });
-    b.replaceOp(matmul, scaled.getResult(0));
+    auto f32Conv = cast<linalg::Conv2DNchwFchwOp>(conv.getOperation());
+    Value init = conv.getDpsInitOperand(0)->get();
+    Value zeros = zerosLike(b, loc, init);
+    Value acc =
+        linalg::Conv2DNchwFchwQOp::create(
+            b, loc, TypeRange{zeros.getType()}, ValueRange{qx, qw, zx, zw}, ValueRange{zeros},
+            ArrayRef<NamedAttribute>{b.getNamedAttr("strides", f32Conv.getStrides()),
+                                     b.getNamedAttr("dilations", f32Conv.getDilations())})
+            .getResult(0);
+    b.replaceOp(conv, scaledResult(b, loc, acc, init, *a, *w, 1));
     return success();
   }
 };

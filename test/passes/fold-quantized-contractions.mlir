@@ -1,4 +1,4 @@
-// RUN: hasten-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(hasten-fold-quantized-matmul{report-unfolded},canonicalize))' -verify-diagnostics | FileCheck %s
+// RUN: hasten-opt %s -split-input-file --pass-pipeline='builtin.module(func.func(hasten-fold-quantized-contractions{report-unfolded},canonicalize))' -verify-diagnostics | FileCheck %s
 
 // ONNX Runtime's QDQ spelling of an int8 linear layer, as imported: uint8
 // activations quantized and dequantized with one scale and zero point
@@ -188,4 +188,110 @@ func.func @unfoldable(%xq: tensor<2x2xi8>, %w: tensor<2x2xf32>, %runtime_scale: 
   // expected-remark @below {{matmul of dequantized operands left as it is: the activation's scale is not a constant}}
   %y2 = linalg.matmul ins(%xr, %xd : tensor<2x2xf32>, tensor<2x2xf32>) outs(%zeros : tensor<2x2xf32>) -> tensor<2x2xf32>
   return %y0, %y1, %y2 : tensor<2x2xf32>, tensor<2x2xf32>, tensor<2x2xf32>
+}
+
+// -----
+
+// A QDQ convolution: the uint8 input (scale 0.5, zero point 10), padded by
+// one with 0.0 in f32, becomes the flipped input padded with its zero
+// point (10 - 128 = -118, which dequantizes to 0); the int8 filter is
+// dequantized per output channel ([2, 1, 1, 1] scales 0.25 and 0.125),
+// so the result is scaled along dim 1 of NCHW; the bias init is added.
+// CHECK-LABEL: func.func @qdq_convolution
+// CHECK-DAG: %[[ZX:.*]] = arith.constant -118 : i32
+// CHECK-DAG: %[[ZX8:.*]] = arith.constant -118 : i8
+// CHECK-DAG: %[[ZW:.*]] = arith.constant 0 : i32
+// CHECK-DAG: %[[SCALES:.*]] = arith.constant dense<[1.250000e-01, 6.250000e-02]> : tensor<2xf32>
+// CHECK: %[[FLIPPED:.*]] = linalg.generic {{.*}} ins(%arg0 : tensor<1x1x4x4xi8>)
+// CHECK: arith.xori
+// CHECK: %[[PADDED:.*]] = tensor.pad %[[FLIPPED]] low[0, 0, 1, 1] high[0, 0, 1, 1]
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: tensor.yield %[[ZX8]] : i8
+// CHECK: %[[ACC:.*]] = linalg.conv_2d_nchw_fchw_q {dilations = dense<1> : tensor<2xi64>, strides = dense<2> : tensor<2xi64>} ins(%[[PADDED]], %{{.*}}, %[[ZX]], %[[ZW]] : tensor<1x1x6x6xi8>, tensor<2x1x3x3xi8>, i32, i32) outs(%{{.*}} : tensor<1x2x2x2xi32>)
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #[[CHANNEL:.*]], #{{.*}}, #{{.*}}], {{.*}} ins(%[[ACC]], %[[SCALES]], %arg1 : tensor<1x2x2x2xi32>, tensor<2xf32>, tensor<1x2x2x2xf32>)
+// CHECK: arith.sitofp
+// CHECK-NEXT: arith.mulf
+// CHECK-NEXT: arith.addf
+// CHECK-NOT: linalg.conv_2d_nchw_fchw ins
+#id4 = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#scalar4 = affine_map<(d0, d1, d2, d3) -> ()>
+#filter = affine_map<(d0, d1, d2, d3) -> (d0, 0, 0, 0)>
+func.func @qdq_convolution(%xq: tensor<1x1x4x4xi8>, %bias: tensor<1x2x2x2xf32>) -> tensor<1x2x2x2xf32> {
+  %sx = arith.constant dense<0.5> : tensor<f32>
+  %zx = arith.constant dense<10> : tensor<i8>
+  %wq = arith.constant dense<3> : tensor<2x1x3x3xi8>
+  %sw = arith.constant dense<[[[[0.25]]], [[[0.125]]]]> : tensor<2x1x1x1xf32>
+  %e0 = tensor.empty() : tensor<1x1x4x4xf32>
+  %xd = linalg.generic {indexing_maps = [#id4, #scalar4, #scalar4, #id4], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%xq, %sx, %zx : tensor<1x1x4x4xi8>, tensor<f32>, tensor<i8>) outs(%e0 : tensor<1x1x4x4xf32>) {
+  ^bb0(%q: i8, %s: f32, %z: i8, %o: f32):
+    %qf = arith.uitofp %q : i8 to f32
+    %zf = arith.uitofp %z : i8 to f32
+    %d = arith.subf %qf, %zf : f32
+    %m = arith.mulf %d, %s : f32
+    linalg.yield %m : f32
+  } -> tensor<1x1x4x4xf32>
+  %e1 = tensor.empty() : tensor<2x1x3x3xf32>
+  %wd = linalg.generic {indexing_maps = [#id4, #filter, #id4], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%wq, %sw : tensor<2x1x3x3xi8>, tensor<2x1x1x1xf32>) outs(%e1 : tensor<2x1x3x3xf32>) {
+  ^bb0(%q: i8, %s: f32, %o: f32):
+    %qf = arith.sitofp %q : i8 to f32
+    %m = arith.mulf %qf, %s : f32
+    linalg.yield %m : f32
+  } -> tensor<2x1x3x3xf32>
+  %zero = arith.constant 0.0 : f32
+  %padded = tensor.pad %xd low[0, 0, 1, 1] high[0, 0, 1, 1] {
+  ^bb0(%i: index, %j: index, %k: index, %l: index):
+    tensor.yield %zero : f32
+  } : tensor<1x1x4x4xf32> to tensor<1x1x6x6xf32>
+  %y = linalg.conv_2d_nchw_fchw {dilations = dense<1> : tensor<2xi64>, strides = dense<2> : tensor<2xi64>}
+      ins(%padded, %wd : tensor<1x1x6x6xf32>, tensor<2x1x3x3xf32>) outs(%bias : tensor<1x2x2x2xf32>) -> tensor<1x2x2x2xf32>
+  return %y : tensor<1x2x2x2xf32>
+}
+
+// -----
+
+// MatMulInteger as imported (zero points subtracted in i32, then an i32
+// matmul), with the activation's uint8 zero point computed at run time
+// (DynamicQuantizeLinear's) and the weight's a constant: the zero point is
+// read from its tensor, widened unsigned and moved by 128 like the values;
+// the product accumulates into the matmul's own init, with no scaling.
+// CHECK-LABEL: func.func @matmul_integer_runtime_zero_point
+// CHECK-SAME: (%[[XQ:.*]]: tensor<2x3xi8>, %[[ZP:.*]]: tensor<i8>)
+// CHECK-DAG: %[[C128:.*]] = arith.constant 128 : i32
+// CHECK-DAG: %[[ZB:.*]] = arith.constant 5 : i32
+// CHECK: %[[FLIPPED:.*]] = linalg.generic {{.*}} ins(%[[XQ]] : tensor<2x3xi8>)
+// CHECK: %[[Z8:.*]] = tensor.extract %[[ZP]][] : tensor<i8>
+// CHECK-NEXT: %[[Z32:.*]] = arith.extui %[[Z8]] : i8 to i32
+// CHECK-NEXT: %[[ZA:.*]] = arith.subi %[[Z32]], %[[C128]] : i32
+// CHECK: %[[ACC:.*]] = linalg.quantized_matmul ins(%[[FLIPPED]], %{{.*}}, %[[ZA]], %[[ZB]] : tensor<2x3xi8>, tensor<3x2xi8>, i32, i32) outs(%{{.*}} : tensor<2x2xi32>)
+// CHECK-NEXT: return %[[ACC]]
+#id2 = affine_map<(d0, d1) -> (d0, d1)>
+#scalar2 = affine_map<(d0, d1) -> ()>
+func.func @matmul_integer_runtime_zero_point(%xq: tensor<2x3xi8>, %zp: tensor<i8>) -> tensor<2x2xi32> {
+  %wq = arith.constant dense<[[1, 2], [3, 4], [5, 6]]> : tensor<3x2xi8>
+  %zw = arith.constant dense<5> : tensor<i8>
+  %e0 = tensor.empty() : tensor<2x3xi32>
+  %a = linalg.generic {indexing_maps = [#id2, #scalar2, #id2], iterator_types = ["parallel", "parallel"]}
+      ins(%xq, %zp : tensor<2x3xi8>, tensor<i8>) outs(%e0 : tensor<2x3xi32>) {
+  ^bb0(%q: i8, %z: i8, %o: i32):
+    %qi = arith.extui %q : i8 to i32
+    %zi = arith.extui %z : i8 to i32
+    %d = arith.subi %qi, %zi : i32
+    linalg.yield %d : i32
+  } -> tensor<2x3xi32>
+  %e1 = tensor.empty() : tensor<3x2xi32>
+  %b = linalg.generic {indexing_maps = [#id2, #scalar2, #id2], iterator_types = ["parallel", "parallel"]}
+      ins(%wq, %zw : tensor<3x2xi8>, tensor<i8>) outs(%e1 : tensor<3x2xi32>) {
+  ^bb0(%q: i8, %z: i8, %o: i32):
+    %qi = arith.extsi %q : i8 to i32
+    %zi = arith.extsi %z : i8 to i32
+    %d = arith.subi %qi, %zi : i32
+    linalg.yield %d : i32
+  } -> tensor<3x2xi32>
+  %c0 = arith.constant 0 : i32
+  %e2 = tensor.empty() : tensor<2x2xi32>
+  %init = linalg.fill ins(%c0 : i32) outs(%e2 : tensor<2x2xi32>) -> tensor<2x2xi32>
+  %y = linalg.matmul ins(%a, %b : tensor<2x3xi32>, tensor<3x2xi32>) outs(%init : tensor<2x2xi32>) -> tensor<2x2xi32>
+  return %y : tensor<2x2xi32>
 }
