@@ -144,7 +144,12 @@ struct ConvolutionToMatmulPass
     rowsShape.push_back(f);
     Type accElement = outType.getElementType();
     Value accInit = tensor::EmptyOp::create(b, loc, rowsShape, accElement);
-    Value acc = linalg::TransposeOp::create(b, loc, init, accInit, toRows).getResult()[0];
+    // A filled init (zeros) is filled again in the new layout: moving it
+    // would copy it, and the matmul could not overwrite its output.
+    auto fill = init.getDefiningOp<linalg::FillOp>();
+    Value acc = fill ? linalg::FillOp::create(b, loc, fill.getInputs(), ValueRange{accInit})
+                           .getResult(0)
+                     : linalg::TransposeOp::create(b, loc, init, accInit, toRows).getResult()[0];
     SmallVector<ReassociationIndices> rowGroups{{}, {spatial + 1}};
     for (int64_t i = 0; i <= spatial; ++i)
       rowGroups[0].push_back(i);

@@ -758,6 +758,9 @@ struct MatmulToRuntimeCallsPass
     Type i8 = IntegerType::get(ctx, 8), i32 = IntegerType::get(ctx, 32);
     Type a = anyStridedMemRef(ctx, 2, i8), c = anyStridedMemRef(ctx, 2, i32);
     for (linalg::QuantizedMatmulOp op : matmuls) {
+      // A convolution's filter reaches its matmul transposed: read the
+      // constant through a transposed view rather than copy it per call.
+      viewThroughConstantTranspose(rewriter, op);
       rewriter.setInsertionPoint(op);
       Location loc = op.getLoc();
       int32_t flags = isConstantWeight(op->getOperand(1)) ? kConstantWeights : 0;

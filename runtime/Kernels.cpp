@@ -1028,14 +1028,28 @@ void int8Matmul(const MemRefI8 &a, const MemRefI8 &b, const MemRefI32 &c, int32_
   } else {
     int8ProductExact(a, b, product);
   }
+  // The zero points' terms: nothing to add for symmetric operands (ONNX
+  // Runtime's int8 weights, say), else one per row plus one per column.
+  std::vector<int32_t> columnTerms(n, 0);
+  if (za != 0)
+    for (int64_t j = 0; j < n; ++j)
+      columnTerms[j] = -za * (*bSums)[j];
   for (int64_t i = 0; i < m; ++i) {
     int32_t rowSum = 0;
     if (zb != 0)
       for (int64_t r = 0; r < k; ++r)
         rowSum += a.data()[i * a.strides[0] + r * a.strides[1]];
     int32_t rowTerm = int32_t(k) * za * zb - zb * rowSum;
+    if (overwrite && za == 0 && zb == 0)
+      continue; // C already holds the product
+    if (overwrite && c.strides[1] == 1) {
+      int32_t *row = c.data() + i * c.strides[0];
+      for (int64_t j = 0; j < n; ++j)
+        row[j] += rowTerm + columnTerms[j];
+      continue;
+    }
     for (int64_t j = 0; j < n; ++j) {
-      int32_t v = out(i, j) + rowTerm - (za != 0 ? za * (*bSums)[j] : 0);
+      int32_t v = out(i, j) + rowTerm + columnTerms[j];
       if (overwrite)
         at(i, j) = v;
       else
