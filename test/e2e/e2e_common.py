@@ -47,10 +47,11 @@ def parse_args(directory_arg):
     return parser.parse_args()
 
 
-def run_module(bin_dir, module, inputs, work, tag):
+def run_module(bin_dir, module, inputs, work, tag, env=None):
     """Runs `module` with hasten-run on `inputs` ({name: array}, saved under
-    `work` as TAG.NAME.npy); returns the output folder. Raises RuntimeError
-    with hasten-run's message when it fails."""
+    `work` as TAG.NAME.npy), with extra environment variables `env`; returns
+    the output folder. Raises RuntimeError with hasten-run's message when it
+    fails."""
     import numpy as np
     args = []
     for name, value in inputs.items():
@@ -59,7 +60,8 @@ def run_module(bin_dir, module, inputs, work, tag):
         args += ["--input", f"{name}={path}"]
     out_dir = os.path.join(work, tag)
     proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--output-dir", out_dir]
-                          + args, capture_output=True, text=True)
+                          + args, capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})))
     if proc.returncode:
         raise RuntimeError(f"hasten-run {os.path.basename(module)}: {proc.stderr.strip()[-400:]}")
     return out_dir

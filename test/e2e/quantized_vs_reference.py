@@ -155,20 +155,8 @@ def int8_kernel_calls(bin_dir, path, work):
 
 
 def run(bin_dir, module, feeds, work, tag, isa=None):
-    env = dict(os.environ)
-    if isa:
-        env["HASTEN_MAX_CPU_ISA"] = isa
-    args = []
-    for name, value in feeds.items():
-        path = os.path.join(work, f"{tag}.{name}.npy")
-        np.save(path, value)
-        args += ["--input", f"{name}={path}"]
-    out = os.path.join(work, tag)
-    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--output-dir", out]
-                          + args, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr.strip()[-400:])
-    return out
+    return e2e_common.run_module(bin_dir, module, feeds, work, tag,
+                                 {"HASTEN_MAX_CPU_ISA": isa} if isa else None)
 
 
 def close(got, want, step):
