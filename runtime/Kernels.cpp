@@ -860,6 +860,18 @@ std::vector<int32_t> columnSums(const MemRefI8 &b) {
   return sums;
 }
 
+/// A constant weight's column sums, computed once (the kernels without
+/// oneDNN would otherwise read the whole weight again on every call).
+const std::vector<int32_t> &constantColumnSums(const MemRefI8 &b) {
+  static std::map<Int8WeightKey, std::vector<int32_t>> sums;
+  Int8WeightKey key{b.data(), b.sizes[0], b.sizes[1], b.strides[0], b.strides[1]};
+  std::lock_guard<std::mutex> lock(int8Mutex);
+  auto it = sums.find(key);
+  if (it == sums.end())
+    it = sums.emplace(key, columnSums(b)).first;
+  return it->second;
+}
+
 /// The oneDNN s8 x s8 -> s32 product for this shape (weights packed once
 /// when constant), or null when oneDNN has no kernel for it.
 std::shared_ptr<Int8Matmul> int8MatmulFor(const MemRefI8 &a, const MemRefI8 &b,
@@ -1008,7 +1020,7 @@ void int8Matmul(const MemRefI8 &a, const MemRefI8 &b, const MemRefI32 &c, int32_
   std::vector<int32_t> sums;
   const std::vector<int32_t> *bSums = p && p->packed ? &p->packed->columnSums : nullptr;
   if (za != 0 && !bSums)
-    bSums = &(sums = columnSums(b));
+    bSums = (flags & kConstantWeights) ? &constantColumnSums(b) : &(sums = columnSums(b));
   auto out = [&](int64_t i, int64_t j) -> int32_t & {
     return product.data()[i * product.strides[0] + j * product.strides[1]];
   };
