@@ -550,23 +550,30 @@ def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::Fu
   let description = [{
     `linalg.conv_1d_ncw_fcw` and `linalg.conv_2d_nchw_fchw` on static f32
     tensors whose filter is a constant (possibly reshaped or transposed)
-    become:
+    become, for one image (`n = 1`):
 
-    - the gather of the input windows, `[n, o..., c, k...]` (one parallel
-      `linalg.generic` reading `x[n, c, o * stride + k * dilation]`),
-      collapsed to `[n o..., c k...]`;
+    - the gather of the input windows, `[c, k..., o...]` (one parallel
+      `linalg.generic` reading `x[0, c, o * stride + k * dilation]`, along
+      output rows), collapsed to `[c k..., o...]`;
+    - one `linalg.matmul` of the filter collapsed to `[f, c k...]` by the
+      windows, accumulating into the convolution's init (the bias, or a
+      fill in the new shape) collapsed to `[f, o...]`; the product expands
+      back to `[1, f, o...]` with no move;
+
+    and for a batch:
+
+    - the gather `[n, o..., c, k...]`, collapsed to `[n o..., c k...]`;
     - the filter collapsed to `[f, c k...]` and transposed;
-    - one `linalg.matmul` accumulating into the convolution's init (the
-      bias or zeros) moved to `[n o..., f]`, and the product moved back to
-      `[n, f, o...]`.
+    - one `linalg.matmul` accumulating into the init moved to
+      `[n o..., f]`, and the product moved back to `[n, f, o...]`.
 
     `linalg.conv_2d_nchw_fchw_q` of int8 operands (a QDQ model's, from
     `--hasten-fold-quantized-contractions`) becomes the same, in int8, with
     `linalg.quantized_matmul` and the convolution's zero points.
 
-    The matmul then runs on the runtime's kernels with the filter packed at
-    compile time (`--hasten-matmul-to-runtime-calls`) instead of as a loop
-    nest over the kernel window. Windows of fewer than 8 elements, a single
+    The matmul then runs on the runtime's kernels
+    (`--hasten-matmul-to-runtime-calls`; a batch's filter packed at compile
+    time) instead of as a loop nest over the kernel window. Windows of fewer than 8 elements, a single
     output position, and gathers above 2^26 elements are left as they are.
   }];
   let dependentDialects = ["::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];

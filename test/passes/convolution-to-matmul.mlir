@@ -25,14 +25,22 @@ func.func @conv1d(%x: tensor<2x3x20xf32>, %bias: tensor<2x4x6xf32>) -> tensor<2x
 
 // -----
 
-// 2-D: windows [n, oh, ow, c, kh, kw]; a filter that reaches the op
-// through a transpose of a constant still counts as constant.
-// CHECK-DAG: #[[WINDOW2:.*]] = affine_map<(d0, d1, d2, d3, d4, d5) -> (d0, d3, d1 + d4, d2 + d5)>
+// 2-D, one image: the windows as columns, [c, kh, kw, oh, ow] (read along
+// output rows: x[0, c, kh + oh, kw + ow]), collapsed to [c kh kw, oh ow];
+// the filter (a transpose of a constant still counts as constant)
+// collapsed to [f, c kh kw] multiplies them into the init collapsed to
+// [f, oh ow], and the product expands back to NCHW with no move.
+// CHECK-DAG: #[[WINDOW2:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (0, d0, d1 + d3, d2 + d4)>
 // CHECK-LABEL: func.func @conv2d(
-// CHECK: linalg.generic {indexing_maps = [#[[WINDOW2]], #{{.*}}]{{.*}} outs(%{{.*}} : tensor<1x3x3x2x2x2xf32>)
-// CHECK: tensor.collapse_shape %{{.*}} {{\[}}[0, 1, 2], [3, 4, 5]] : tensor<1x3x3x2x2x2xf32> into tensor<9x8xf32>
-// CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<9x8xf32>, tensor<8x5xf32>) outs(%{{.*}} : tensor<9x5xf32>)
-// CHECK: linalg.transpose ins(%{{.*}} : tensor<1x3x3x5xf32>) outs(%{{.*}} : tensor<1x5x3x3xf32>) permutation = [0, 3, 1, 2]
+// CHECK-SAME: %[[X:.*]]: tensor<1x2x4x4xf32>, %[[ACC:.*]]: tensor<1x5x3x3xf32>)
+// CHECK: %[[W:.*]] = linalg.transpose
+// CHECK: %[[COLS:.*]] = linalg.generic {indexing_maps = [#[[WINDOW2]], #{{.*}}]{{.*}} ins(%[[X]] : tensor<1x2x4x4xf32>) outs(%{{.*}} : tensor<2x2x2x3x3xf32>)
+// CHECK: %[[RHS:.*]] = tensor.collapse_shape %[[COLS]] {{\[}}[0, 1, 2], [3, 4]] : tensor<2x2x2x3x3xf32> into tensor<8x9xf32>
+// CHECK: %[[LHS:.*]] = tensor.collapse_shape %[[W]] {{\[}}[0], [1, 2, 3]] : tensor<5x2x2x2xf32> into tensor<5x8xf32>
+// CHECK: %[[INIT:.*]] = tensor.collapse_shape %[[ACC]] {{\[}}[0, 1], [2, 3]] : tensor<1x5x3x3xf32> into tensor<5x9xf32>
+// CHECK: %[[P:.*]] = linalg.matmul ins(%[[LHS]], %[[RHS]] : tensor<5x8xf32>, tensor<8x9xf32>) outs(%[[INIT]] : tensor<5x9xf32>)
+// CHECK: %[[Y:.*]] = tensor.expand_shape %[[P]] {{\[}}[0, 1], [2, 3]] output_shape [1, 5, 3, 3]
+// CHECK: return %[[Y]]
 // CHECK-NOT: linalg.conv_2d_nchw_fchw
 func.func @conv2d(%x: tensor<1x2x4x4xf32>, %acc: tensor<1x5x3x3xf32>) -> tensor<1x5x3x3xf32> {
   %c = arith.constant dense<0.25> : tensor<2x5x2x2xf32>
@@ -61,18 +69,18 @@ func.func @left_alone(%x: tensor<1x3x10xf32>, %w: tensor<4x3x3xf32>, %acc: tenso
 // -----
 
 // The integer convolution of a QDQ model (conv_2d_nchw_fchw_q, from
-// --hasten-fold-quantized-contractions): the windows gathered in int8,
-// the int8 filter transposed, and one linalg.quantized_matmul with the
-// convolution's zero points into the i32 accumulator.
+// --hasten-fold-quantized-contractions), one image: the windows gathered
+// in int8 as columns, and one linalg.quantized_matmul of the int8 filter
+// by them into the i32 accumulator, the filter first, so the zero points
+// swap places (the filter's, then the input's).
 // CHECK-LABEL: func.func @conv2d_quantized(
 // CHECK-SAME: %[[X:.*]]: tensor<1x2x4x4xi8>, %[[ACC:.*]]: tensor<1x5x3x3xi32>, %[[ZX:.*]]: i32, %[[ZW:.*]]: i32)
-// CHECK: %[[COLS:.*]] = linalg.generic {{.*}} ins(%[[X]] : tensor<1x2x4x4xi8>) outs(%{{.*}} : tensor<1x3x3x2x2x2xi8>)
-// CHECK: %[[LHS:.*]] = tensor.collapse_shape %[[COLS]] {{\[}}[0, 1, 2], [3, 4, 5]] : tensor<1x3x3x2x2x2xi8> into tensor<9x8xi8>
-// CHECK: %[[RHS:.*]] = linalg.transpose ins(%{{.*}} : tensor<5x8xi8>) outs(%{{.*}} : tensor<8x5xi8>) permutation = [1, 0]
-// CHECK: %[[ROWS:.*]] = linalg.transpose ins(%[[ACC]] : tensor<1x5x3x3xi32>) outs(%{{.*}} : tensor<1x3x3x5xi32>)
-// CHECK: %[[FLAT:.*]] = tensor.collapse_shape %[[ROWS]]
-// CHECK: linalg.quantized_matmul ins(%[[LHS]], %[[RHS]], %[[ZX]], %[[ZW]] : tensor<9x8xi8>, tensor<8x5xi8>, i32, i32) outs(%[[FLAT]] : tensor<9x5xi32>)
-// CHECK: linalg.transpose ins(%{{.*}} : tensor<1x3x3x5xi32>) outs(%{{.*}} : tensor<1x5x3x3xi32>) permutation = [0, 3, 1, 2]
+// CHECK: %[[COLS:.*]] = linalg.generic {{.*}} ins(%[[X]] : tensor<1x2x4x4xi8>) outs(%{{.*}} : tensor<2x2x2x3x3xi8>)
+// CHECK: %[[RHS:.*]] = tensor.collapse_shape %[[COLS]] {{\[}}[0, 1, 2], [3, 4]] : tensor<2x2x2x3x3xi8> into tensor<8x9xi8>
+// CHECK: %[[LHS:.*]] = tensor.collapse_shape %{{.*}} {{\[}}[0], [1, 2, 3]] : tensor<5x2x2x2xi8> into tensor<5x8xi8>
+// CHECK: %[[FLAT:.*]] = tensor.collapse_shape %[[ACC]] {{\[}}[0, 1], [2, 3]] : tensor<1x5x3x3xi32> into tensor<5x9xi32>
+// CHECK: %[[P:.*]] = linalg.quantized_matmul ins(%[[LHS]], %[[RHS]], %[[ZW]], %[[ZX]] : tensor<5x8xi8>, tensor<8x9xi8>, i32, i32) outs(%[[FLAT]] : tensor<5x9xi32>)
+// CHECK: tensor.expand_shape %[[P]] {{\[}}[0, 1], [2, 3]] output_shape [1, 5, 3, 3]
 // CHECK-NOT: linalg.conv_2d_nchw_fchw_q
 func.func @conv2d_quantized(%x: tensor<1x2x4x4xi8>, %acc: tensor<1x5x3x3xi32>, %zx: i32, %zw: i32) -> tensor<1x5x3x3xi32> {
   %w = arith.constant dense<3> : tensor<5x2x2x2xi8>
