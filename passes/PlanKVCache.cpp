@@ -99,12 +99,21 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
           continue;
         auto c = dyn_cast<tensor::ConcatOp>(user);
         if (!c || c.getDim() != 2 || c.getInputs().size() != 2 || c.getInputs()[0] != arg ||
-            concat)
-          return func.emitError("cannot plan the KV cache: '")
-                 << onnxName(func, i)
-                 << "' must be used only by one Concat that appends the new tokens "
-                    "after it on axis 2, but it is used by "
-                 << user->getName();
+            concat) {
+          InFlightDiagnostic diag = func.emitError("cannot plan the KV cache: '")
+                                    << onnxName(func, i)
+                                    << "' must be used only by one Concat that appends the new "
+                                       "tokens after it on axis 2, but it is used by "
+                                    << user->getName();
+          // ONNX Runtime's quantize_static puts QuantizeLinear on every
+          // Concat input by default, the past included.
+          if (user->getNumResults() == 1 &&
+              getElementTypeOrSelf(user->getResult(0).getType()).isInteger(8))
+            diag << " (it is quantized: quantize only the MatMuls, as with ONNX Runtime's "
+                    "op_types_to_quantize=['MatMul'], or keep only 'main' with "
+                    "--no-decoder-entries)";
+          return diag;
+        }
         concat = c;
       }
       if (!concat)

@@ -11,8 +11,10 @@
 - Their matmuls and convolutions run on the runtime's int8 kernel: every
   module calls hasten_rt_matmul_i8.
 - The bundled default decoder through quantize_dynamic (every transformer
-  MatMul as MatMulInteger on run-time quantized activations) gives ONNX
-  Runtime's logits, and generates the f32 model's greedy text.
+  MatMul as MatMulInteger on run-time quantized activations) and through
+  quantize_static (QDQ MatMuls) gives ONNX Runtime's logits, and generates
+  the f32 model's greedy text; with its past quantized too (quantize_static's
+  default), it is refused naming the input, with the way out.
 - The kernel's paths, on QDQ graphs written here: a weight zero point that
   is not 0 (uint8 weights with zero point 37), K and N off every block
   size, one row and many, and both operands computed at run time (a
@@ -201,41 +203,68 @@ def check_ort_quantized(c, bin_dir, work):
                     f"(max diff {np.abs(got - want).max():.3g})")
 
 
-def check_default_dynamic(c, bin_dir, work):
-    """The bundled default decoder quantized by quantize_dynamic: its
-    transformer's MatMulIntegers on the int8 kernel, ONNX Runtime's logits
-    for a prompt, and the f32 model's greedy text for 32 tokens."""
-    path = os.path.join(MODELS, "default_dynamic.onnx")
-    module = os.path.join(work, "default_dynamic.so")
-    if not compile_model(c, bin_dir, path, module, "--kv-capacity=128"):
-        return
-    model = onnx.load(path)
-    products = sum(n.op_type == "MatMulInteger" for n in model.graph.node)
-    calls = int8_kernel_calls(bin_dir, path, work)
-    # Each entry (main, prefill, decode, verify) has its own copy.
-    c.check(calls >= products > 0 and calls % products == 0,
-            f"default_dynamic: {calls} int8 kernel calls for {products} MatMulInteger nodes")
-    ref = np.load(os.path.join(MODELS, "default_dynamic.reference.npz"))
-    feeds = {k: ref[k] for k in ref.files if k != "logits"}
-    got = np.load(os.path.join(run(bin_dir, module, feeds, work, "default_dynamic"),
-                               "logits.npy"))
-    want = ref["logits"]
-    c.check(got.shape == want.shape and
-            float(np.abs(got - want).max()) <= 1e-3 * float(np.abs(want).max()),
-            f"default_dynamic: ONNX Runtime's logits (max diff {np.abs(got - want).max():.3g})")
+def check_default_decoders(c, bin_dir, work):
+    """The bundled default decoder quantized by ONNX Runtime, dynamically
+    (MatMulInteger on run-time quantized activations) and statically (QDQ
+    MatMuls): its transformer products on the int8 kernel in every decoder
+    entry, ONNX Runtime's logits for a prompt, and the f32 model's greedy
+    text for 32 tokens. A QDQ decoder whose past is quantized too is refused
+    with a hint."""
     f32 = os.path.join(work, "default_f32.so")
-    if not compile_model(c, bin_dir, os.path.join(HERE, "..", "models", "default", "model.onnx"),
-                         f32, "--kv-capacity=128"):
+    default_dir = os.path.join(HERE, "..", "models", "default")
+    if not compile_model(c, bin_dir, os.path.join(default_dir, "model.onnx"), f32,
+                         "--kv-capacity=128"):
         return
-    texts = []
-    for m in (module, f32):
-        proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), m, "--generate",
-                               "--tokenizer", os.path.join(HERE, "..", "models", "default"),
-                               "--prompt", "Permission is hereby granted",
-                               "--max-new-tokens", "32"], capture_output=True, text=True)
-        texts.append(proc.stdout if proc.returncode == 0 else None)
-    c.check(texts[0] is not None and texts[0] == texts[1],
-            f"default_dynamic: the f32 model's greedy text for 32 tokens ({texts[0]!r:.80})")
+
+    def greedy(module):
+        proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--generate",
+                               "--tokenizer", default_dir, "--prompt",
+                               "Permission is hereby granted", "--max-new-tokens", "32"],
+                              capture_output=True, text=True)
+        return proc.stdout if proc.returncode == 0 else None
+
+    f32_text = greedy(f32)
+    for name, op in (("default_dynamic", "MatMulInteger"), ("default_qdq", "MatMul")):
+        path = os.path.join(MODELS, name + ".onnx")
+        module = os.path.join(work, name + ".so")
+        if not compile_model(c, bin_dir, path, module, "--kv-capacity=128"):
+            continue
+        model = onnx.load(path)
+        products = sum(n.op_type == op for n in model.graph.node)
+        calls = int8_kernel_calls(bin_dir, path, work)
+        # Each entry (main, prefill, decode, verify) has its own copy of the
+        # graph; the QDQ model's attention products stay f32 (batched).
+        c.check(calls > 0 and calls % 4 == 0,
+                f"{name}: {calls // 4} int8 kernel calls per entry ({products} {op} nodes)")
+        ref = np.load(os.path.join(MODELS, name + ".reference.npz"))
+        feeds = {k: ref[k] for k in ref.files if k != "logits"}
+        got = np.load(os.path.join(run(bin_dir, module, feeds, work, name), "logits.npy"))
+        want = ref["logits"]
+        c.check(got.shape == want.shape and
+                float(np.abs(got - want).max()) <= 1e-3 * float(np.abs(want).max()),
+                f"{name}: ONNX Runtime's logits (max diff {np.abs(got - want).max():.3g})")
+        text = greedy(module)
+        c.check(text is not None and text == f32_text,
+                f"{name}: the f32 model's greedy text for 32 tokens ({text!r:.80})")
+
+    # The past quantized as well, as quantize_static writes by default.
+    model = onnx.load(os.path.join(MODELS, "default_qdq.onnx"))
+    past = "past_key_values.0.key"
+    for node in model.graph.node:
+        node.input[:] = [past + "_dq" if i == past else i for i in node.input]
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0.05, np.float32), "ps"),
+                                    numpy_helper.from_array(np.array(128, np.uint8), "pz")])
+    model.graph.node.insert(0, helper.make_node("DequantizeLinear", [past + "_q", "ps", "pz"],
+                                                [past + "_dq"]))
+    model.graph.node.insert(0, helper.make_node("QuantizeLinear", [past, "ps", "pz"],
+                                                [past + "_q"]))
+    path = os.path.join(work, "default_qdq_past.onnx")
+    onnx.save(model, path)
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o",
+                           os.path.join(work, "refused.so")], capture_output=True, text=True)
+    c.check(proc.returncode != 0 and f"'{past}' must be used only by one Concat" in proc.stderr
+            and "op_types_to_quantize=['MatMul']" in proc.stderr,
+            f"a decoder with a quantized past is refused with a hint: {proc.stderr.strip()[-160:]}")
 
 
 def qdq_matmul(path, k, n, weight=None, seed=0):
@@ -307,7 +336,7 @@ def main():
     c = e2e_common.Checks()
     with tempfile.TemporaryDirectory() as work:
         check_ort_quantized(c, bin_dir, work)
-        check_default_dynamic(c, bin_dir, work)
+        check_default_decoders(c, bin_dir, work)
         check_kernel_paths(c, bin_dir, work)
     print(f"quantized-vs-reference: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0

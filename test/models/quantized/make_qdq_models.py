@@ -19,6 +19,13 @@ the quantized-inference tests (passes/FoldQuantizedContractions.cpp).
                       transformer as DynamicQuantizeLinear + MatMulInteger;
                       its reference is the logits of a 12-token prompt
                       (empty past) and the inputs that produced them.
+  default_qdq         the default decoder through quantize_static (QDQ,
+                      uint8 activations, int8 weights per channel) with
+                      op_types_to_quantize=['MatMul'], calibrated on 8
+                      random 16-token prompts; reference as above. (By
+                      default quantize_static also quantizes the KV
+                      Concats' inputs, the past included, which a decoder's
+                      planned cache cannot take.)
   mlp_dynamic         quantize_dynamic (what ONNX Runtime suggests for
                       transformers): DynamicQuantizeLinear of the
                       activations at run time, MatMulInteger with int8
@@ -150,23 +157,44 @@ def main():
         default_dynamic(args.output)
 
 
-def default_dynamic(output):
-    here = os.path.dirname(os.path.abspath(__file__))
-    source = os.path.join(here, "..", "default", "model.onnx")
-    out = os.path.join(output, "default_dynamic.onnx")
-    quantize_dynamic(source, out, weight_type=QuantType.QInt8)
-    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
-    tokens = 12
-    feeds = {"input_ids": np.random.default_rng(5).integers(0, 700, (1, tokens)),
+def prompt_feeds(session, rng, tokens):
+    """A decoder's inputs for a prompt of `tokens` random ids, empty past."""
+    feeds = {"input_ids": rng.integers(0, 700, (1, tokens)),
              "attention_mask": np.ones((1, tokens), np.int64),
              "position_ids": np.arange(tokens, dtype=np.int64)[None]}
     for i in session.get_inputs():
         if i.name.startswith("past_key_values"):
             feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
-    logits = session.run(["logits"], feeds)[0]
-    np.savez(os.path.join(output, "default_dynamic.reference.npz"), logits=logits, **feeds)
-    ops = sorted({n.op_type for n in onnx.load(out).graph.node})
-    print(f"default_dynamic: {os.path.getsize(out)} bytes, ops {', '.join(ops)}")
+    return feeds
+
+
+class Prompts(CalibrationDataReader):
+    def __init__(self, session):
+        rng = np.random.default_rng(0)
+        self.prompts = iter([prompt_feeds(session, rng, 16) for _ in range(8)])
+
+    def get_next(self):
+        return next(self.prompts, None)
+
+
+def default_dynamic(output):
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(here, "..", "default", "model.onnx")
+    f32 = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    for name in ("default_dynamic", "default_qdq"):
+        out = os.path.join(output, name + ".onnx")
+        if name == "default_dynamic":
+            quantize_dynamic(source, out, weight_type=QuantType.QInt8)
+        else:
+            quantize_static(source, out, Prompts(f32), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            per_channel=True, op_types_to_quantize=["MatMul"])
+        session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+        feeds = prompt_feeds(session, np.random.default_rng(5), 12)
+        logits = session.run(["logits"], feeds)[0]
+        np.savez(os.path.join(output, name + ".reference.npz"), logits=logits, **feeds)
+        ops = sorted({n.op_type for n in onnx.load(out).graph.node})
+        print(f"{name}: {os.path.getsize(out)} bytes, ops {', '.join(ops)}")
 
 
 if __name__ == "__main__":
