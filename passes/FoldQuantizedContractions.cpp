@@ -320,7 +320,8 @@ struct FoldQuantizedContractionsPass
       if (auto matmul = dyn_cast<linalg::MatmulOp>(op.getOperation()))
         if (!matmul.hasUserDefinedMaps() && (element.isF32() || element.isInteger(32)))
           ops.push_back(op);
-      if (isa<linalg::Conv2DNchwFchwOp>(op.getOperation()) && element.isF32())
+      if (isa<linalg::Conv2DNchwFchwOp>(op.getOperation()) &&
+          (element.isF32() || element.isInteger(32)))
         ops.push_back(op);
     });
     IRRewriter rewriter(&getContext());
@@ -372,23 +373,30 @@ struct FoldQuantizedContractionsPass
   }
 
   /// conv(pad(DQ(x), 0), DQ(w)) as the integer convolution of x padded with
-  /// its zero point (which dequantizes to the 0 the f32 graph pads with).
+  /// its zero point (which dequantizes to the 0 the f32 graph pads with);
+  /// likewise the i32 convolution of zero-point-shifted operands that
+  /// ConvInteger and QLinearConv import to.
   LogicalResult foldConvolution(IRRewriter &b, linalg::LinalgOp conv, std::string &why) {
     Value x = conv.getDpsInputOperand(0)->get(), filter = conv.getDpsInputOperand(1)->get();
+    bool integer =
+        cast<RankedTensorType>(conv->getResultTypes()[0]).getElementType().isInteger(32);
     auto pad = x.getDefiningOp<tensor::PadOp>();
     if (pad) {
       Value padding = pad.getConstantPaddingValue();
-      FloatAttr value;
-      if (!padding || !matchPattern(padding, m_Constant(&value)) || !value.getValue().isZero())
+      Attribute value;
+      bool zero = padding && matchPattern(padding, m_Constant(&value)) &&
+                  (integer ? cast<IntegerAttr>(value).getValue().isZero()
+                           : cast<FloatAttr>(value).getValue().isZero());
+      if (!zero)
         return (why = "the input is padded with a value other than 0"), failure();
       x = pad.getSource();
     }
     if (!x.getDefiningOp<linalg::GenericOp>() && !filter.getDefiningOp<linalg::GenericOp>())
       return failure(); // an ordinary convolution
-    FailureOr<Dequantization> a = matchDequantization(x, std::nullopt, false, why);
+    FailureOr<Dequantization> a = matchDequantization(x, std::nullopt, integer, why);
     if (failed(a))
       return failure();
-    FailureOr<Dequantization> w = matchDequantization(filter, /*channel=*/0, false, why);
+    FailureOr<Dequantization> w = matchDequantization(filter, /*channel=*/0, integer, why);
     if (failed(w))
       return failure();
 
@@ -403,16 +411,18 @@ struct FoldQuantizedContractionsPass
       qx = tensor::PadOp::create(b, loc, paddedType, qx, pad.getMixedLowPad(),
                                  pad.getMixedHighPad(), fill);
     }
-    auto f32Conv = cast<linalg::Conv2DNchwFchwOp>(conv.getOperation());
+    auto plain = cast<linalg::Conv2DNchwFchwOp>(conv.getOperation());
+    // Into the convolution's own init (its bias) for the i32 form, which
+    // is then replaced; into zeros, scaled after, otherwise.
     Value init = conv.getDpsInitOperand(0)->get();
-    Value zeros = zerosLike(b, loc, init);
+    Value zeros = integer ? init : zerosLike(b, loc, init);
     Value acc =
         linalg::Conv2DNchwFchwQOp::create(
             b, loc, TypeRange{zeros.getType()}, ValueRange{qx, qw, zx, zw}, ValueRange{zeros},
-            ArrayRef<NamedAttribute>{b.getNamedAttr("strides", f32Conv.getStrides()),
-                                     b.getNamedAttr("dilations", f32Conv.getDilations())})
+            ArrayRef<NamedAttribute>{b.getNamedAttr("strides", plain.getStrides()),
+                                     b.getNamedAttr("dilations", plain.getDilations())})
             .getResult(0);
-    b.replaceOp(conv, scaledResult(b, loc, acc, init, *a, *w, 1));
+    b.replaceOp(conv, integer ? acc : scaledResult(b, loc, acc, init, *a, *w, 1));
     return success();
   }
 };

@@ -604,9 +604,11 @@ def FoldQuantizedContractions : Pass<"hasten-fold-quantized-contractions", "::ml
     that multiplies by `scale_a * scale_w[c]` (and adds the init, a bias,
     unless it is zero). A convolution's input padding becomes the zero
     point, which dequantizes to the 0 the f32 graph pads with. The i32 form
-    that MatMulInteger and QLinearMatMul import to, `ext(q) - ext(zp)`
-    operands of an i32 `linalg.matmul`, becomes `linalg.quantized_matmul`
-    the same way, zero points computed at run time (DynamicQuantizeLinear's)
+    that MatMulInteger, QLinearMatMul, ConvInteger and QLinearConv import
+    to, `ext(q) - ext(zp)` operands of an i32 `linalg.matmul` or
+    convolution, becomes `linalg.quantized_matmul` or
+    `linalg.conv_2d_nchw_fchw_q` the same way, accumulating into the op's
+    own init, zero points computed at run time (DynamicQuantizeLinear's)
     included. uint8 operands are read as int8 with the top bit flipped
     (value and zero point both 128 less, the difference unchanged); a
     constant weight is flipped here.

@@ -730,4 +730,9 @@ MUTATIONS = [
      "      given && ArrayRef<int64_t>(*given) != kernel) {",
      "      given && false) {",
      "lit:import/errors.test"),
+    ("fold-quantized-contractions: an integer convolution's bias init is replaced by zeros",
+     "passes/FoldQuantizedContractions.cpp",
+     "    Value zeros = integer ? init : zerosLike(b, loc, init);\n    Value acc =\n        linalg::Conv2DNchwFchwQOp",
+     "    Value zeros = zerosLike(b, loc, init);\n    Value acc =\n        linalg::Conv2DNchwFchwQOp",
+     "ctest:quantized-vs-reference"),
 ]

@@ -267,6 +267,55 @@ def check_default_decoders(c, bin_dir, work):
             f"a decoder with a quantized past is refused with a hint: {proc.stderr.strip()[-160:]}")
 
 
+def check_qlinear_conv(c, bin_dir, work):
+    """QLinearConv with a constant filter (ONNX Runtime's QOperator format,
+    the int8 CNNs of ONNX's model zoo): uint8 input with zero point 7, int8
+    filter with scales per output channel, int32 bias, padding, stride 2; on
+    the int8 kernel, against numpy's requantized integer convolution."""
+    rng = np.random.default_rng(21)
+    f, ch = 6, 4
+    w = rng.integers(-127, 128, (f, ch, 3, 3)).astype(np.int8)
+    w_scale = (rng.random(f) * 0.01 + 0.002).astype(np.float32)
+    bias = rng.integers(-500, 500, f).astype(np.int32)
+    x_scale, x_zero, y_scale, y_zero = 0.05, 7, 0.2, 120
+    inits = [numpy_helper.from_array(np.array(x_scale, np.float32), "xs"),
+             numpy_helper.from_array(np.array(x_zero, np.uint8), "xz"),
+             numpy_helper.from_array(w, "w"), numpy_helper.from_array(w_scale, "ws"),
+             numpy_helper.from_array(np.zeros(f, np.int8), "wz"),
+             numpy_helper.from_array(np.array(y_scale, np.float32), "ys"),
+             numpy_helper.from_array(np.array(y_zero, np.uint8), "yz"),
+             numpy_helper.from_array(bias, "b")]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
+                            ["y"], pads=[1, 1, 1, 1], strides=[2, 2], name="qconv")
+    graph = helper.make_graph([node], "qlinearconv",
+                              [helper.make_tensor_value_info("x", TensorProto.UINT8,
+                                                             [1, ch, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8,
+                                                             [1, f, 5, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    path = os.path.join(work, "qlinearconv.onnx")
+    onnx.save(model, path)
+    module = os.path.join(work, "qlinearconv.so")
+    if not compile_model(c, bin_dir, path, module):
+        return
+    calls = int8_kernel_calls(bin_dir, path, work)
+    c.check(calls == 1, f"QLinearConv with a constant filter: {calls} int8 kernel call")
+    x = rng.integers(0, 256, (1, ch, 10, 10)).astype(np.uint8)
+    acc = conv2d((x.astype(np.int64) - x_zero).astype(np.float64), w.astype(np.float64), None,
+                 {"pads": [1, 1, 1, 1], "strides": [2, 2]})
+    acc = np.rint(acc).astype(np.int64) + bias.reshape(1, -1, 1, 1)
+    scaled = acc * (np.float32(x_scale) * w_scale / np.float32(y_scale)).reshape(1, -1, 1, 1)
+    want = np.clip(np.rint(scaled) + y_zero, 0, 255).astype(np.uint8)
+    got = np.load(os.path.join(run(bin_dir, module, {"x": x}, work, "qlinearconv"), "y.npy"))
+    # Requantization rounds in f32: a value on a rounding boundary may land
+    # one step away.
+    diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+    c.check(got.shape == want.shape and diff.max() <= 1 and (diff == 0).mean() > 0.95,
+            f"QLinearConv: numpy's requantized integer convolution (max diff {diff.max()} "
+            f"steps, {(diff == 0).mean():.1%} exact)")
+
+
 def qdq_matmul(path, k, n, weight=None, seed=0):
     """y = DQ(Q(a)) DQ(W) with uint8 a (scale 0.05, zero point 120) and,
     when `weight` is given, a constant uint8 W (scale 0.02, zero point 37);
@@ -337,6 +386,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         check_ort_quantized(c, bin_dir, work)
         check_default_decoders(c, bin_dir, work)
+        check_qlinear_conv(c, bin_dir, work)
         check_kernel_paths(c, bin_dir, work)
     print(f"quantized-vs-reference: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0

@@ -295,3 +295,50 @@ func.func @matmul_integer_runtime_zero_point(%xq: tensor<2x3xi8>, %zp: tensor<i8
   %y = linalg.matmul ins(%a, %b : tensor<2x3xi32>, tensor<3x2xi32>) outs(%init : tensor<2x2xi32>) -> tensor<2x2xi32>
   return %y : tensor<2x2xi32>
 }
+
+// -----
+
+// ConvInteger as imported: both operands widened to i32 with their zero
+// points subtracted (uint8 input, zero point 3; int8 filter, none), the
+// input padded with 0 in i32. It becomes the int8 convolution of the
+// flipped input padded with its zero point (3 - 128 = -125), accumulating
+// into the convolution's own init, with nothing after it.
+// CHECK-LABEL: func.func @conv_integer
+// CHECK-DAG: %[[ZX:.*]] = arith.constant -125 : i32
+// CHECK-DAG: %[[ZX8:.*]] = arith.constant -125 : i8
+// CHECK-DAG: %[[ZW:.*]] = arith.constant 0 : i32
+// CHECK: %[[FLIPPED:.*]] = linalg.generic {{.*}} ins(%arg0 : tensor<1x1x4x4xi8>)
+// CHECK: %[[PADDED:.*]] = tensor.pad %[[FLIPPED]] low[0, 0, 1, 1] high[0, 0, 1, 1]
+// CHECK: tensor.yield %[[ZX8]] : i8
+// CHECK: %[[ACC:.*]] = linalg.conv_2d_nchw_fchw_q {{.*}} ins(%[[PADDED]], %{{.*}}, %[[ZX]], %[[ZW]] : tensor<1x1x6x6xi8>, tensor<2x1x3x3xi8>, i32, i32) outs(%arg1 : tensor<1x2x4x4xi32>)
+// CHECK-NEXT: return %[[ACC]]
+#id4 = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#scalar4 = affine_map<(d0, d1, d2, d3) -> ()>
+func.func @conv_integer(%xq: tensor<1x1x4x4xi8>, %init: tensor<1x2x4x4xi32>) -> tensor<1x2x4x4xi32> {
+  %zx = arith.constant dense<3> : tensor<i8>
+  %wq = arith.constant dense<2> : tensor<2x1x3x3xi8>
+  %e0 = tensor.empty() : tensor<1x1x4x4xi32>
+  %x = linalg.generic {indexing_maps = [#id4, #scalar4, #id4], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%xq, %zx : tensor<1x1x4x4xi8>, tensor<i8>) outs(%e0 : tensor<1x1x4x4xi32>) {
+  ^bb0(%q: i8, %z: i8, %o: i32):
+    %qi = arith.extui %q : i8 to i32
+    %zi = arith.extui %z : i8 to i32
+    %d = arith.subi %qi, %zi : i32
+    linalg.yield %d : i32
+  } -> tensor<1x1x4x4xi32>
+  %e1 = tensor.empty() : tensor<2x1x3x3xi32>
+  %w = linalg.generic {indexing_maps = [#id4, #id4], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%wq : tensor<2x1x3x3xi8>) outs(%e1 : tensor<2x1x3x3xi32>) {
+  ^bb0(%q: i8, %o: i32):
+    %qi = arith.extsi %q : i8 to i32
+    linalg.yield %qi : i32
+  } -> tensor<2x1x3x3xi32>
+  %zero = arith.constant 0 : i32
+  %padded = tensor.pad %x low[0, 0, 1, 1] high[0, 0, 1, 1] {
+  ^bb0(%i: index, %j: index, %k: index, %l: index):
+    tensor.yield %zero : i32
+  } : tensor<1x1x4x4xi32> to tensor<1x1x6x6xi32>
+  %y = linalg.conv_2d_nchw_fchw {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>}
+      ins(%padded, %w : tensor<1x1x6x6xi32>, tensor<2x1x3x3xi32>) outs(%init : tensor<1x2x4x4xi32>) -> tensor<1x2x4x4xi32>
+  return %y : tensor<1x2x4x4xi32>
+}
