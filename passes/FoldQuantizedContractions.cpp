@@ -378,8 +378,7 @@ struct FoldQuantizedContractionsPass
   /// ConvInteger and QLinearConv import to.
   LogicalResult foldConvolution(IRRewriter &b, linalg::LinalgOp conv, std::string &why) {
     Value x = conv.getDpsInputOperand(0)->get(), filter = conv.getDpsInputOperand(1)->get();
-    bool integer =
-        cast<RankedTensorType>(conv->getResultTypes()[0]).getElementType().isInteger(32);
+    bool integer = cast<RankedTensorType>(conv->getResultTypes()[0]).getElementType().isInteger(32);
     auto pad = x.getDefiningOp<tensor::PadOp>();
     if (pad) {
       Value padding = pad.getConstantPaddingValue();
