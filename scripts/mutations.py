@@ -519,7 +519,7 @@ MUTATIONS = [
      "passes/ConvolutionToMatmul.cpp",
      "        xExprs.push_back(dim(1 + spatial + d) * strides[d] + dim(1 + d) * dilations[d]);",
      "        xExprs.push_back(dim(1 + spatial + d) * strides[d] + dim(1 + d) * (0 * dilations[d] + 1));",
-     "conformance:dilation|conv"),
+     "lit:passes/convolution-to-matmul.mlir"),
     ("convolution-to-matmul: one image's integer convolution keeps the zero points in the batch order",
      "passes/ConvolutionToMatmul.cpp",
      "                          ValueRange{lhs, rhs, quantized.getInputs()[3], quantized.getInputs()[2]},",

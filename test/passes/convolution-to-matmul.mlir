@@ -87,3 +87,34 @@ func.func @conv2d_quantized(%x: tensor<1x2x4x4xi8>, %acc: tensor<1x5x3x3xi32>, %
   %y = linalg.conv_2d_nchw_fchw_q {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>} ins(%x, %w, %zx, %zw : tensor<1x2x4x4xi8>, tensor<5x2x2x2xi8>, i32, i32) outs(%acc : tensor<1x5x3x3xi32>) -> tensor<1x5x3x3xi32>
   return %y : tensor<1x5x3x3xi32>
 }
+
+// -----
+
+// One image with strides and dilations: the windows read
+// x[0, c, oh * 3 + kh * 2, ow * 3 + kw * 2] (stride 3, dilation 2).
+// CHECK-DAG: #[[DILATED:.*]] = affine_map<(d0, d1, d2, d3, d4) -> (0, d0, d3 * 3 + d1 * 2, d4 * 3 + d2 * 2)>
+// CHECK-LABEL: func.func @conv2d_dilated(
+// CHECK: linalg.generic {indexing_maps = [#[[DILATED]], #{{.*}}]{{.*}} outs(%{{.*}} : tensor<2x3x3x3x3xf32>)
+// CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<4x18xf32>, tensor<18x9xf32>)
+func.func @conv2d_dilated(%x: tensor<1x2x11x11xf32>, %acc: tensor<1x4x3x3xf32>) -> tensor<1x4x3x3xf32> {
+  %w = arith.constant dense<0.5> : tensor<4x2x3x3xf32>
+  %y = linalg.conv_2d_nchw_fchw {dilations = dense<2> : tensor<2xi64>, strides = dense<3> : tensor<2xi64>} ins(%x, %w : tensor<1x2x11x11xf32>, tensor<4x2x3x3xf32>) outs(%acc : tensor<1x4x3x3xf32>) -> tensor<1x4x3x3xf32>
+  return %y : tensor<1x4x3x3xf32>
+}
+
+// -----
+
+// A batch of two images in int8: windows as rows, the filter transposed,
+// the input's zero point first (the windows are A).
+// CHECK-LABEL: func.func @conv2d_quantized_batch(
+// CHECK-SAME: %[[X:.*]]: tensor<2x2x4x4xi8>, %[[ACC:.*]]: tensor<2x5x3x3xi32>, %[[ZX:.*]]: i32, %[[ZW:.*]]: i32)
+// CHECK: %[[COLS:.*]] = linalg.generic {{.*}} ins(%[[X]] : tensor<2x2x4x4xi8>) outs(%{{.*}} : tensor<2x3x3x2x2x2xi8>)
+// CHECK: %[[LHS:.*]] = tensor.collapse_shape %[[COLS]] {{\[}}[0, 1, 2], [3, 4, 5]] : tensor<2x3x3x2x2x2xi8> into tensor<18x8xi8>
+// CHECK: %[[RHS:.*]] = linalg.transpose ins(%{{.*}} : tensor<5x8xi8>) outs(%{{.*}} : tensor<8x5xi8>) permutation = [1, 0]
+// CHECK: linalg.quantized_matmul ins(%[[LHS]], %[[RHS]], %[[ZX]], %[[ZW]] : tensor<18x8xi8>, tensor<8x5xi8>, i32, i32) outs(%{{.*}} : tensor<18x5xi32>)
+// CHECK: linalg.transpose ins(%{{.*}} : tensor<2x3x3x5xi32>) outs(%{{.*}} : tensor<2x5x3x3xi32>) permutation = [0, 3, 1, 2]
+func.func @conv2d_quantized_batch(%x: tensor<2x2x4x4xi8>, %acc: tensor<2x5x3x3xi32>, %zx: i32, %zw: i32) -> tensor<2x5x3x3xi32> {
+  %w = arith.constant dense<3> : tensor<5x2x2x2xi8>
+  %y = linalg.conv_2d_nchw_fchw_q {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>} ins(%x, %w, %zx, %zw : tensor<2x2x4x4xi8>, tensor<5x2x2x2xi8>, i32, i32) outs(%acc : tensor<2x5x3x3xi32>) -> tensor<2x5x3x3xi32>
+  return %y : tensor<2x5x3x3xi32>
+}
