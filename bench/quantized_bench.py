@@ -69,15 +69,16 @@ model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 model.ir_version = 8
 onnx.save(model, f"{work}/ffn_f32.onnx")
 
-class Batches(CalibrationDataReader):
-    def __init__(self):
-        r = np.random.default_rng(1)
-        self.it = iter([{"x": r.standard_normal((1, 64, d)).astype(np.float32)}
-                        for _ in range(8)])
+# `count` random inputs x of `shape` for the quantizer's calibration.
+class RandomInputs(CalibrationDataReader):
+    def __init__(self, shape, count, seed):
+        r = np.random.default_rng(seed)
+        self.it = iter([{"x": r.standard_normal(shape).astype(np.float32)}
+                        for _ in range(count)])
     def get_next(self):
         return next(self.it, None)
 
-quantize_static(f"{work}/ffn_f32.onnx", f"{work}/ffn_qdq.onnx", Batches(),
+quantize_static(f"{work}/ffn_f32.onnx", f"{work}/ffn_qdq.onnx", RandomInputs((1, 64, d), 8, 1),
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, per_channel=True)
 quantize_dynamic(f"{work}/ffn_f32.onnx", f"{work}/ffn_dynamic.onnx",
@@ -99,15 +100,7 @@ model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 model.ir_version = 8
 onnx.save(model, f"{work}/cnn_f32.onnx")
 
-class Images(CalibrationDataReader):
-    def __init__(self):
-        r = np.random.default_rng(3)
-        self.it = iter([{"x": r.standard_normal((1, 64, 56, 56)).astype(np.float32)}
-                        for _ in range(4)])
-    def get_next(self):
-        return next(self.it, None)
-
-quantize_static(f"{work}/cnn_f32.onnx", f"{work}/cnn_qdq.onnx", Images(),
+quantize_static(f"{work}/cnn_f32.onnx", f"{work}/cnn_qdq.onnx", RandomInputs((1, 64, 56, 56), 4, 3),
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, per_channel=True)
 """
