@@ -28,6 +28,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -745,6 +746,41 @@ std::string formatSig(const hasten::manifest::TensorSig *sig) {
 
 } // namespace
 
+/// Why a sequence's data and shape table (HASTEN_ROLE_SEQUENCE_DATA then
+/// _SHAPES) do not describe a sequence of tensors, or "" when they do:
+/// generated code reads elements where the table says, so a table that
+/// points outside the data must never reach it.
+static std::string checkSequence(const hasten_tensor *data, const hasten_tensor *shapes) {
+  if (!data || data->dims.size() != 1)
+    return "its data must be a 1-D tensor right before its shape table";
+  if (shapes->dtype != HASTEN_I64 || shapes->dims.size() != 2 || shapes->dims[1] < 1)
+    return "its shape table must be int64 [count, 1 + largest rank]";
+  const auto *table = static_cast<const int64_t *>(shapes->data);
+  int64_t count = shapes->dims[0], width = shapes->dims[1];
+  uint64_t total = 0;
+  for (int64_t row = 0; row < count; ++row) {
+    const int64_t *entry = table + row * width;
+    if (entry[0] < 0 || entry[0] >= width)
+      return "element " + std::to_string(row) + " has rank " + std::to_string(entry[0]) +
+             ", which the table's " + std::to_string(width) + " columns cannot hold";
+    uint64_t elements = 1;
+    for (int64_t d = 1; d <= entry[0]; ++d) {
+      if (entry[d] < 0 ||
+          (entry[d] != 0 && elements > uint64_t(std::numeric_limits<int64_t>::max() / entry[d])))
+        return "element " + std::to_string(row) + " has an invalid dimension " +
+               std::to_string(entry[d]);
+      elements *= entry[d];
+    }
+    total += elements;
+    if (total > static_cast<uint64_t>(data->dims[0]))
+      break;
+  }
+  if (total != static_cast<uint64_t>(data->dims[0]))
+    return "its shape table describes " + std::to_string(total) + " elements but its data has " +
+           std::to_string(data->dims[0]);
+  return "";
+}
+
 extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName,
                                     hasten_tensor *const *inputs, size_t numInputs,
                                     hasten_tensor **outputs, size_t numOutputs) {
@@ -802,6 +838,13 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
                       name, dim->name()->c_str(), (long long)it->second.first,
                       it->second.second.c_str(), (long long)t->dims[d], inputName);
       }
+    }
+    if (sig->role() == hasten::manifest::Role_sequence_shapes) {
+      std::string problem = checkSequence(i > 0 ? inputs[i - 1] : nullptr, t);
+      if (!problem.empty())
+        return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s': sequence '%s': %s", name,
+                    i > 0 && ins->Get(i - 1)->name() ? ins->Get(i - 1)->name()->c_str() : "?",
+                    problem.c_str());
     }
   }
   // Descriptors for the inputs.

@@ -36,7 +36,8 @@ def Hasten_Dialect : Dialect {
       to (a target and its draft in one module), a string; absent is `""`.
     - `hasten.role` on a function argument or result: what the tensor is,
       one of `token_ids`, `past_length`, `kv_cache`, `kv_block_pool`,
-      `kv_block_table`, `logits`.
+      `kv_block_table`, `logits`, or for the parts of an ONNX sequence or
+      optional value, `sequence_data`, `sequence_shapes`, `optional_present`.
     - `hasten.onnx_name` (string), `hasten.onnx_elem_type` (the ONNX
       TensorProto data type) and `hasten.onnx_dim_params` (the symbolic
       dimension names, "" for a static one) on a function argument or
@@ -110,7 +111,10 @@ def Hasten_TensorRole : I32EnumAttr<"TensorRole",
       I32EnumAttrCase<"DraftPastLength", 8, "draft_past_length">,
       I32EnumAttrCase<"AcceptedTokens", 9, "accepted_tokens">,
       I32EnumAttrCase<"SamplerNoise", 10, "sampler_noise">,
-      I32EnumAttrCase<"SamplerState", 11, "sampler_state">
+      I32EnumAttrCase<"SamplerState", 11, "sampler_state">,
+      I32EnumAttrCase<"SequenceData", 12, "sequence_data">,
+      I32EnumAttrCase<"SequenceShapes", 13, "sequence_shapes">,
+      I32EnumAttrCase<"OptionalPresent", 14, "optional_present">
     ]> {
   let cppNamespace = "::hasten";
   let genSpecializedAttr = 0;

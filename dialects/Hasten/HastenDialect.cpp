@@ -39,8 +39,9 @@ LogicalResult verifyEnumString(function_ref<InFlightDiagnostic()> emit, NamedAtt
 constexpr StringLiteral kEntryKinds =
     "\"main\", \"prefill\", \"decode\", \"verify\", \"spec_step\", \"generate\", "
     "\"sampler_stream\"";
-constexpr StringLiteral kRoles = "\"token_ids\", \"past_length\", \"kv_cache\", "
-                                 "\"kv_block_pool\", \"kv_block_table\", \"logits\"";
+constexpr StringLiteral kRoles =
+    "\"token_ids\", \"past_length\", \"kv_cache\", \"kv_block_pool\", \"kv_block_table\", "
+    "\"logits\", \"sequence_data\", \"sequence_shapes\", \"optional_present\"";
 
 /// The attributes of a function argument or result: its role and the ONNX
 /// name, element type and dimension names it was imported with.

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace hasten {
 
@@ -32,6 +33,33 @@ hasten_tensor *parsePb(std::string_view data, const std::string &name, std::stri
 /// TensorProto name. Returns false and sets `error` on failure.
 bool writeTensorFile(const std::string &path, hasten_tensor *tensor,
                      const std::string &name, std::string &error);
+
+/// How one ONNX value crosses a module's ABI (see hasten_tensor_role): a
+/// tensor, a sequence (data, shape table), or an optional of either
+/// (presence flag first).
+struct ValueLayout {
+  bool optional = false;
+  bool sequence = false;
+  /// The tensor's, or the sequence's elements', type.
+  hasten_dtype dtype = HASTEN_F32;
+  /// An absent optional tensor's placeholder shape (-1 read as 0).
+  std::vector<int64_t> placeholderDims;
+  /// The number of ABI tensors the value is.
+  size_t numParts() const { return (optional ? 1 : 0) + (sequence ? 2 : 1); }
+};
+
+/// Reads `path` as `layout` says: a tensor file as readTensorFile does; a
+/// sequence from a .pb SequenceProto, an optional from a .pb OptionalProto.
+/// On success `parts` holds the owned ABI tensors in signature order.
+bool readValueFile(const std::string &path, const ValueLayout &layout,
+                   std::vector<hasten_tensor *> &parts, std::string &error,
+                   uint64_t maxBytes = 0);
+
+/// Writes the value made of `parts` (layout.numParts() tensors) to `path`:
+/// as writeTensorFile does for a tensor, else as a .pb SequenceProto or
+/// OptionalProto named `name`.
+bool writeValueFile(const std::string &path, const ValueLayout &layout,
+                    hasten_tensor *const *parts, const std::string &name, std::string &error);
 
 } // namespace hasten
 

@@ -198,7 +198,17 @@ typedef enum hasten_tensor_role {
   HASTEN_ROLE_SAMPLER_NOISE = 10,
   /* sampler_stream: the frames in flight (and their conditioning), in and
    * out; hasten_sample_stream keeps them. */
-  HASTEN_ROLE_SAMPLER_STATE = 11
+  HASTEN_ROLE_SAMPLER_STATE = 11,
+  /* An ONNX sequence of tensors crosses the ABI as two tensors, one after
+   * the other: SEQUENCE_DATA, the elements' data back to back (1-D, each
+   * row-major), then SEQUENCE_SHAPES, an int64 [count, width] table whose
+   * row i is element i's rank followed by its dimensions, padded with 1 to
+   * the width. hasten_run checks that they agree. */
+  HASTEN_ROLE_SEQUENCE_DATA = 12,
+  HASTEN_ROLE_SEQUENCE_SHAPES = 13,
+  /* An ONNX optional: a rank-0 bool, nonzero when the value is there,
+   * followed by the value's tensor or sequence (empty when absent). */
+  HASTEN_ROLE_OPTIONAL_PRESENT = 14
 } hasten_tensor_role;
 
 /* The kind of `entry` and its model namespace ("" for the module's main

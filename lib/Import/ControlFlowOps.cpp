@@ -76,6 +76,46 @@ scf::IfOp draftRegion(OpBuilder &b, Location loc) {
   return scf::IfOp::create(b, loc, TypeRange{}, yes, /*withElseRegion=*/false);
 }
 
+/// A rank-0 i1 tensor holding `value`.
+Value flagTensor(OpBuilder &b, Location loc, bool value) {
+  return arith::ConstantOp::create(
+      b, loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getI1Type()), value));
+}
+
+/// The kind (tensor, sequence, optional) a value must have to hold both
+/// `a` and `b`, with the metadata both allow: an optional where either is
+/// one, the element rank both sequences' elements have. Its parts are a's
+/// (a template for rebuildValue and matchKind). Fails naming `what` when
+/// one is a sequence and the other a tensor.
+FailureOr<ImportedValue> joinKinds(NodeContext &ctx, const ImportedValue &a,
+                                   const ImportedValue &b, const std::string &what,
+                                   StringRef whereA, StringRef whereB) {
+  if (a.isSequence() != b.isSequence()) {
+    ctx.emitError() << what << " is a " << (a.isSequence() ? "sequence" : "tensor") << " "
+                    << whereA << " but a " << (b.isSequence() ? "sequence" : "tensor") << " "
+                    << whereB;
+    return failure();
+  }
+  ImportedValue like = a;
+  like.elements.reset();
+  like.isUnsigned = a.isUnsigned || b.isUnsigned;
+  if (a.isSequence())
+    like.elementRank = joinElementRanks(a.elementRank, b.elementRank);
+  if (!like.present && b.present)
+    like.present = b.present;
+  return like;
+}
+
+/// `value` as a value of `like`'s kind: wrapped in a present optional where
+/// `like` is an optional and it is not.
+ImportedValue matchKind(OpBuilder &b, Location loc, const ImportedValue &value,
+                        const ImportedValue &like) {
+  ImportedValue matched = value;
+  if (like.isOptional() && !value.isOptional())
+    matched.present = flagTensor(b, loc, true);
+  return matched;
+}
+
 //===----------------------------------------------------------------------===//
 // If
 //===----------------------------------------------------------------------===//
@@ -112,18 +152,31 @@ LogicalResult convertIf(NodeContext &ctx) {
                            << elseOut->size() << " outputs for the node's "
                            << ctx.node.output_size();
   }
+  // Each output's parts (a sequence or an optional has several) take the
+  // types both branches' parts fit.
   SmallVector<Type> types;
+  SmallVector<ImportedValue> likes;
   for (auto [i, pair] : llvm::enumerate(llvm::zip(*thenOut, *elseOut))) {
     auto &[t, e] = pair;
-    // Types outlive the draft's values (erased on failure); read them first.
-    Type thenType = t.tensor.getType(), elseType = e.tensor.getType();
-    FailureOr<RankedTensorType> type = join(thenType, elseType);
-    if (failed(type)) {
+    FailureOr<ImportedValue> like = joinKinds(ctx, t, e, "output " + std::to_string(i),
+                                              "in then_branch", "in else_branch");
+    if (failed(like)) {
       draft.erase();
-      return ctx.emitError() << "output " << i << " is " << thenType << " in then_branch but "
-                             << elseType << " in else_branch";
+      return failure();
     }
-    types.push_back(*type);
+    // Types outlive the draft's values (erased on failure); read them first.
+    SmallVector<Value> thenParts = flattenValue(t), elseParts = flattenValue(e);
+    for (auto [tp, ep] : llvm::zip(thenParts, elseParts)) {
+      Type thenType = tp.getType(), elseType = ep.getType();
+      FailureOr<RankedTensorType> type = join(thenType, elseType);
+      if (failed(type)) {
+        draft.erase();
+        return ctx.emitError() << "output " << i << " is " << thenType << " in then_branch but "
+                               << elseType << " in else_branch";
+      }
+      types.push_back(*type);
+    }
+    likes.push_back(*like);
   }
   auto result = scf::IfOp::create(b, loc, types, *cond, /*withElseRegion=*/true);
   for (auto [region, from, outs] :
@@ -135,13 +188,18 @@ LogicalResult convertIf(NodeContext &ctx) {
     block.getTerminator()->erase();
     OpBuilder yb = OpBuilder::atBlockEnd(&block);
     SmallVector<Value> yielded;
-    for (auto [out, type] : llvm::zip(*outs, types))
-      yielded.push_back(castIfNeeded(yb, loc, out.tensor, type));
+    for (auto [out, like] : llvm::zip(*outs, likes))
+      for (Value part : flattenValue(matchKind(yb, loc, out, like)))
+        yielded.push_back(castIfNeeded(yb, loc, part, types[yielded.size()]));
     scf::YieldOp::create(yb, loc, yielded);
   }
   draft.erase();
-  for (auto [i, out] : llvm::enumerate(*thenOut))
-    ctx.setOutput(i, result.getResult(i), out.isUnsigned);
+  unsigned next = 0;
+  for (auto [i, like] : llvm::enumerate(likes)) {
+    unsigned count = flattenValue(like).size();
+    ctx.setOutputValue(i, rebuildValue(like, result.getResults().slice(next, count)));
+    next += count;
+  }
   return success();
 }
 
@@ -208,13 +266,28 @@ LogicalResult convertLoop(NodeContext &ctx) {
       return ctx.fail("loop-carried value " + std::to_string(j) + " is missing");
     initial.push_back(ctx.info(2 + j));
   }
-  auto bodyInputs = [&](OpBuilder &bb, Value iteration, Value cond, ValueRange values) {
+  // The carried values' kinds: the initial values' until the draft shows
+  // what the body returns (an optional, another element rank).
+  SmallVector<ImportedValue> likes(initial.begin(), initial.end());
+  for (ImportedValue &like : likes)
+    like.elements.reset();
+  auto bodyInputs = [&](OpBuilder &bb, Value iteration, Value cond, ValueRange parts) {
     SmallVector<ImportedValue> inputs;
     inputs.push_back({scalarTensor(bb, loc, iteration), false, SmallVector<Value>{iteration}});
     inputs.push_back({scalarTensor(bb, loc, cond), false, std::nullopt});
-    for (auto [v, init] : llvm::zip(values, initial))
-      inputs.push_back({v, init.isUnsigned, std::nullopt});
+    unsigned next = 0;
+    for (const ImportedValue &like : likes) {
+      unsigned count = flattenValue(like).size();
+      inputs.push_back(rebuildValue(like, parts.slice(next, count)));
+      next += count;
+    }
     return inputs;
+  };
+  auto carriedParts = [&](OpBuilder &bb, ArrayRef<ImportedValue> values) {
+    SmallVector<Value> parts;
+    for (auto [value, like] : llvm::zip(values, likes))
+      llvm::append_range(parts, flattenValue(matchKind(bb, loc, value, like)));
+    return parts;
   };
 
   // Draft: the body's output types for the initial values' types.
@@ -223,29 +296,47 @@ LogicalResult convertLoop(NodeContext &ctx) {
   {
     scf::IfOp draft = draftRegion(b, loc);
     OpBuilder db = OpBuilder::atBlockBegin(&draft.getThenRegion().front());
-    SmallVector<Value> initialValues;
-    for (const ImportedValue &v : initial)
-      initialValues.push_back(v.tensor);
-    FailureOr<SmallVector<ImportedValue>> outs = importGraph(
-        ctx, db, *body,
-        bodyInputs(db, arith::ConstantIntOp::create(db, loc, i64, 0), go, initialValues));
+    FailureOr<SmallVector<ImportedValue>> outs =
+        importGraph(ctx, db, *body,
+                    bodyInputs(db, arith::ConstantIntOp::create(db, loc, i64, 0), go,
+                               carriedParts(db, initial)));
     if (failed(outs)) {
       draft.erase();
       return failure();
     }
+    SmallVector<ImportedValue> joined;
     for (int64_t j = 0; j < carried; ++j) {
-      Type returned = (*outs)[1 + j].tensor.getType();
-      FailureOr<RankedTensorType> type = join(initial[j].tensor.getType(), returned);
-      if (failed(type)) {
+      FailureOr<ImportedValue> like =
+          joinKinds(ctx, likes[j], (*outs)[1 + j], "loop-carried value " + std::to_string(j),
+                    "on entry", "where the body returns it");
+      if (failed(like)) {
         draft.erase();
-        return ctx.emitError() << "loop-carried value " << j << " enters as "
-                               << initial[j].tensor.getType() << " but the body returns "
-                               << returned;
+        return failure();
       }
-      carriedTypes.push_back(*type);
+      joined.push_back(*like);
+    }
+    likes = joined;
+    for (int64_t j = 0; j < carried; ++j) {
+      SmallVector<Value> in = flattenValue(matchKind(db, loc, initial[j], likes[j]));
+      SmallVector<Value> out = flattenValue(matchKind(db, loc, (*outs)[1 + j], likes[j]));
+      for (auto [enters, returned] : llvm::zip(in, out)) {
+        FailureOr<RankedTensorType> type = join(enters.getType(), returned.getType());
+        if (failed(type)) {
+          Type entersType = enters.getType(), returnedType = returned.getType();
+          draft.erase();
+          return ctx.emitError() << "loop-carried value " << j << " enters as " << entersType
+                                 << " but the body returns " << returnedType;
+        }
+        carriedTypes.push_back(*type);
+      }
     }
     for (int64_t k = 0; k < scans; ++k) {
-      auto type = cast<RankedTensorType>((*outs)[1 + carried + k].tensor.getType());
+      const ImportedValue &scan = (*outs)[1 + carried + k];
+      if (scan.isSequence() || scan.isOptional()) {
+        draft.erase();
+        return ctx.emitError() << "scan output " << k << " must be a tensor";
+      }
+      auto type = cast<RankedTensorType>(scan.tensor.getType());
       if (!type.hasStaticShape()) {
         draft.erase();
         return ctx.emitError() << "scan output " << k << " must have a static shape, got "
@@ -255,11 +346,12 @@ LogicalResult convertLoop(NodeContext &ctx) {
     }
     draft.erase();
   }
+  int64_t carriedCount = carriedTypes.size();
 
   SmallVector<Value> inits = {arith::ConstantIntOp::create(b, loc, i64, 0), go};
   SmallVector<Type> types = {i64, i1};
-  for (auto [v, type] : llvm::zip(initial, carriedTypes)) {
-    inits.push_back(castIfNeeded(b, loc, v.tensor, type));
+  for (auto [part, type] : llvm::zip(carriedParts(b, initial), carriedTypes)) {
+    inits.push_back(castIfNeeded(b, loc, part, type));
     types.push_back(type);
   }
   for (RankedTensorType type : scanTypes) {
@@ -286,7 +378,7 @@ LogicalResult convertLoop(NodeContext &ctx) {
       },
       [&](OpBuilder &ab, Location al, ValueRange args) {
         FailureOr<SmallVector<ImportedValue>> outs = importGraph(
-            ctx, ab, *body, bodyInputs(ab, args[0], args[1], args.slice(2, carried)));
+            ctx, ab, *body, bodyInputs(ab, args[0], args[1], args.slice(2, carriedCount)));
         SmallVector<Value> next = {
             arith::AddIOp::create(ab, al, args[0], arith::ConstantIntOp::create(ab, al, i64, 1))};
         if (failed(outs)) {
@@ -301,10 +393,11 @@ LogicalResult convertLoop(NodeContext &ctx) {
         next.push_back(succeeded(cond) ? *cond : args[1]);
         if (failed(cond))
           bodyResult = failure();
-        for (int64_t j = 0; j < carried; ++j)
-          next.push_back(castIfNeeded(ab, al, (*outs)[1 + j].tensor, carriedTypes[j]));
+        SmallVector<ImportedValue> returned((*outs).begin() + 1, (*outs).begin() + 1 + carried);
+        for (auto [part, type] : llvm::zip(carriedParts(ab, returned), carriedTypes))
+          next.push_back(castIfNeeded(ab, al, part, type));
         for (int64_t k = 0; k < scans; ++k)
-          next.push_back(append(ab, al, args[2 + carried + k],
+          next.push_back(append(ab, al, args[2 + carriedCount + k],
                                 castIfNeeded(ab, al, (*outs)[1 + carried + k].tensor,
                                              scanTypes[k])));
         scf::YieldOp::create(ab, al, next);
@@ -313,12 +406,15 @@ LogicalResult convertLoop(NodeContext &ctx) {
     loop.erase();
     return failure();
   }
-  for (int64_t o = 0; o < ctx.node.output_size(); ++o) {
-    if (!ctx.wantsOutput(o))
-      continue;
-    bool isUnsigned = o < carried && initial[o].isUnsigned;
-    ctx.setOutput(o, loop.getResult(2 + o), isUnsigned);
+  unsigned nextResult = 2;
+  for (int64_t j = 0; j < carried; ++j) {
+    unsigned count = flattenValue(likes[j]).size();
+    ctx.setOutputValue(j, rebuildValue(likes[j], loop.getResults().slice(nextResult, count)));
+    nextResult += count;
   }
+  for (int64_t k = 0; k < scans; ++k)
+    if (carried + k < ctx.node.output_size())
+      ctx.setOutput(carried + k, loop.getResult(nextResult + k));
   return success();
 }
 

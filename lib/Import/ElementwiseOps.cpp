@@ -687,7 +687,9 @@ LogicalResult convertCastLike(NodeContext &ctx) {
 
 LogicalResult convertIdentity(NodeContext &ctx) {
   const ImportedValue &in = ctx.info(0);
-  if (in.elements) {
+  if (in.isSequence() || in.isOptional()) {
+    ctx.setOutputValue(0, in);
+  } else if (in.elements) {
     auto type = ctx.inputType(0);
     ctx.setOutputElements(0, *in.elements, type.getElementType(),
                           type.getRank() == 0, in.isUnsigned);

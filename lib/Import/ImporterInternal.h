@@ -32,6 +32,11 @@ using namespace mlir;
 
 /// One ONNX value as the importer sees it.
 struct ImportedValue {
+  ImportedValue() = default;
+  ImportedValue(Value tensor, bool isUnsigned = false,
+                std::optional<SmallVector<Value>> elements = std::nullopt)
+      : tensor(tensor), isUnsigned(isUnsigned), elements(std::move(elements)) {}
+
   Value tensor;
   /// ONNX uint* types map to signless integers; this remembers the sign.
   bool isUnsigned = false;
@@ -39,7 +44,35 @@ struct ImportedValue {
   /// that shape arithmetic (Shape -> Gather -> Concat -> Reshape) stays scalar
   /// and folds to constants wherever dimensions are static.
   std::optional<SmallVector<Value>> elements;
+  /// A sequence of tensors (ONNX's sequence type): `tensor` holds the
+  /// elements' data back to back (1-D, each row-major) and `shapes` their
+  /// shapes, an i64 table of one row per element: its rank, then its
+  /// dimensions, padded with 1 to the table's width. Null for a tensor.
+  Value shapes;
+  /// The rank of a sequence's elements where the importer knows it (every
+  /// element inserted had it, or the model declares it), kNoElements for a
+  /// sequence built empty, kUnknownRank otherwise.
+  int64_t elementRank = -1;
+  /// An optional (ONNX's optional type): whether it holds a value, as a
+  /// rank-0 i1 tensor. The fields above hold the value, or a placeholder of
+  /// its type (empty) when there is none. Null for a plain value.
+  Value present;
+
+  bool isSequence() const { return static_cast<bool>(shapes); }
+  bool isOptional() const { return static_cast<bool>(present); }
 };
+
+constexpr int64_t kUnknownRank = -1, kNoElements = -2;
+/// The element rank of a sequence holding elements of both ranks.
+int64_t joinElementRanks(int64_t a, int64_t b);
+
+/// The MLIR values that make up `value`, in the order the ABI passes them:
+/// the presence flag of an optional, then the tensor (a sequence's data),
+/// then a sequence's shape table.
+SmallVector<Value> flattenValue(const ImportedValue &value);
+/// A value of `like`'s kind (tensor, sequence, optional) made of `parts` in
+/// flattenValue's order; metadata (signedness, element rank) from `like`.
+ImportedValue rebuildValue(const ImportedValue &like, ValueRange parts);
 
 using ValueTable = llvm::StringMap<ImportedValue>;
 
@@ -88,6 +121,9 @@ public:
   int64_t opset;
   /// Imports the node's subgraphs (null where nodes have none).
   const SubgraphImporter *subgraphs;
+  /// The types the model declares for values (value_info, outputs, shape
+  /// inference), or null.
+  const std::map<std::string, const onnx::TypeProto *> *declaredTypes = nullptr;
   /// The values the node sees (a subgraph's scope starts as a copy).
   const ValueTable &scope() const { return values; }
 
@@ -99,6 +135,9 @@ public:
   const ImportedValue &info(unsigned i) const {
     return values.find(node.input(i))->second;
   }
+  /// The rank ONNX declares for output `i` (value_info or shape
+  /// inference), if any.
+  std::optional<int64_t> declaredOutputRank(unsigned i) const;
   RankedTensorType inputType(unsigned i) const {
     return cast<RankedTensorType>(input(i).getType());
   }
@@ -128,6 +167,8 @@ public:
     return static_cast<int>(i) < node.output_size() && !node.output(i).empty();
   }
   void setOutput(unsigned i, Value tensor, bool isUnsigned = false);
+  /// Defines output `i` as a whole imported value (a sequence, an optional).
+  void setOutputValue(unsigned i, const ImportedValue &value);
   /// Defines a small integer output from its scalar elements (rank 1, or
   /// rank 0 when `scalar` is set).
   void setOutputElements(unsigned i, ArrayRef<Value> elements, Type elementType,
@@ -168,6 +209,25 @@ void registerSelectionConverters(ConverterTable &table);
 void registerControlFlowConverters(ConverterTable &table);
 void registerTrainingConverters(ConverterTable &table);
 void registerTextConverters(ConverterTable &table);
+void registerSequenceConverters(ConverterTable &table);
+
+/// Ops whose converters take sequence and optional values; every other op
+/// refuses them by name.
+bool takesSequencesOrOptionals(StringRef opType);
+
+/// A sequence with no elements of `element` type.
+ImportedValue emptySequence(OpBuilder &b, Location loc, Type element, bool isUnsigned);
+/// `sequence` with `item` appended (a new sequence; ONNX values are
+/// immutable).
+ImportedValue appendToSequence(OpBuilder &b, Location loc, const ImportedValue &sequence,
+                               Value item);
+/// The number of elements of a sequence (index).
+Value sequenceLength(OpBuilder &b, Location loc, const ImportedValue &sequence);
+/// Element `index` (index, in range) of a sequence, read at `rank`: an
+/// element of another rank reads as an empty tensor (a zero scalar at rank
+/// 0), never outside the sequence's memory.
+Value sequenceElement(OpBuilder &b, Location loc, const ImportedValue &sequence, Value index,
+                      int64_t rank);
 
 /// numpy's matmul of two tensors of one element type (batched, vectors
 /// promoted), as MatMul imports it.

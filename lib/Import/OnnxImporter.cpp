@@ -383,6 +383,21 @@ std::optional<SmallVector<double>> NodeContext::constantFloats(unsigned i) {
   return floats;
 }
 
+void NodeContext::setOutputValue(unsigned i, const ImportedValue &value) {
+  if (wantsOutput(i))
+    values[node.output(i)] = value;
+}
+
+std::optional<int64_t> NodeContext::declaredOutputRank(unsigned i) const {
+  if (!declaredTypes || !wantsOutput(i))
+    return std::nullopt;
+  auto found = declaredTypes->find(node.output(i));
+  if (found == declaredTypes->end() || !found->second->has_tensor_type() ||
+      !found->second->tensor_type().has_shape())
+    return std::nullopt;
+  return found->second->tensor_type().shape().dim_size();
+}
+
 void NodeContext::setOutput(unsigned i, Value tensor, bool isUnsigned) {
   if (!wantsOutput(i))
     return;
@@ -433,6 +448,7 @@ static const ConverterTable &getConverters() {
     registerControlFlowConverters(t);
     registerTrainingConverters(t);
     registerTextConverters(t);
+    registerSequenceConverters(t);
     return t;
   }();
   return table;
@@ -546,6 +562,10 @@ static void foldNewOps(Block *block, Operation *lastBefore, Block::iterator end,
     if (it == values.end())
       return;
     it->second.tensor = resolve(it->second.tensor);
+    if (it->second.shapes)
+      it->second.shapes = resolve(it->second.shapes);
+    if (it->second.present)
+      it->second.present = resolve(it->second.present);
     if (it->second.elements)
       for (Value &e : *it->second.elements)
         e = resolve(e);
@@ -555,6 +575,39 @@ static void foldNewOps(Block *block, Operation *lastBefore, Block::iterator end,
   for (const std::string &name : node.output())
     update(name);
 }
+
+/// One tensor an ONNX value crosses the ABI as.
+struct AbiPart {
+  RankedTensorType type;
+  TensorRole role;
+  /// Appended to the value's name to name the part.
+  std::string suffix;
+  int32_t onnxElemType;
+  /// A plain tensor's ONNX type (for its dimension names), else null.
+  const onnx::TypeProto_Tensor *tensorType;
+};
+
+/// How a graph input or output crosses the ABI: a tensor as itself; a
+/// sequence as its data and shape table; an optional as its presence flag
+/// followed by its value's parts.
+struct AbiValue {
+  SmallVector<AbiPart> parts;
+  bool isSequence = false, isOptional = false, isUnsigned = false;
+  int64_t elementRank = kUnknownRank;
+
+  ImportedValue build(ValueRange values) const {
+    ImportedValue value;
+    value.isUnsigned = isUnsigned;
+    value.elementRank = elementRank;
+    unsigned next = 0;
+    if (isOptional)
+      value.present = values[next++];
+    value.tensor = values[next++];
+    if (isSequence)
+      value.shapes = values[next++];
+    return value;
+  }
+};
 
 class ModelImporter {
 public:
@@ -578,6 +631,14 @@ private:
   FailureOr<RankedTensorType> typeFromProto(const onnx::TypeProto &type,
                                             const std::string &name,
                                             bool *isUnsigned = nullptr);
+  FailureOr<AbiValue> abiParts(const onnx::TypeProto &type, const std::string &name);
+  static void setPartAttrs(OpBuilder &b, const AbiPart &part, const std::string &name,
+                           function_ref<void(StringRef, Attribute)> set);
+  FailureOr<Value> tensorOutput(OpBuilder &b, const onnx::ValueInfoProto &output,
+                                const ImportedValue &produced);
+  static void setTensorResultAttrs(OpBuilder &b, func::FuncOp func, unsigned i,
+                                   const onnx::ValueInfoProto &output,
+                                   const ImportedValue &produced, Type resultType);
   FailureOr<ElementsAttr> loadInitializer(const onnx::TensorProto &tensor);
   FailureOr<ElementsAttr> loadBoundInput(const std::string &name,
                                          const onnx::ValueInfoProto &info);
@@ -1528,6 +1589,17 @@ LogicalResult ModelImporter::importNodes(const onnx::GraphProto &graph, ArrayRef
                             : node.name();
     Location loc = NameLoc::get(b.getStringAttr(nodeName), fileLoc);
     NodeContext ctx(b, loc, node, opset, values, options.inlineConstantLimit, &subgraphs);
+    ctx.declaredTypes = &declared;
+    if (!takesSequencesOrOptionals(node.op_type()))
+      for (int i = 0; i < node.input_size(); ++i) {
+        if (!ctx.hasInput(i))
+          continue;
+        const ImportedValue &input = ctx.info(i);
+        if (input.isSequence() || input.isOptional())
+          return ctx.fail("input #" + std::to_string(i) + " ('" + node.input(i) + "') is " +
+                          (input.isOptional() ? "an optional" : "a sequence") + "; " +
+                          node.op_type() + " takes tensors");
+      }
     Block *block = b.getInsertionBlock();
     Block::iterator at = b.getInsertionPoint();
     Operation *lastBefore = at == block->begin() ? nullptr : &*std::prev(at);
@@ -1597,21 +1669,21 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
   for (const auto &init : graph.initializer())
     initializerNames.insert(init.name());
 
-  // Function arguments: graph inputs that are not initializers.
+  // Function arguments: graph inputs that are not initializers, each as
+  // the parts it crosses the ABI in (one for a tensor; see abiParts).
   SmallVector<Type> argTypes;
-  SmallVector<bool> argUnsigned;
   SmallVector<const onnx::ValueInfoProto *> argInfos;
+  SmallVector<AbiValue> argValues;
   for (const auto &input : graph.input()) {
     if (initializerNames.count(input.name()) || boundInfos.count(input.name()))
       continue;
-    bool isUnsigned = false;
-    FailureOr<RankedTensorType> type =
-        typeFromProto(input.type(), input.name(), &isUnsigned);
-    if (failed(type))
+    FailureOr<AbiValue> value = abiParts(input.type(), input.name());
+    if (failed(value))
       return failure();
-    argTypes.push_back(*type);
-    argUnsigned.push_back(isUnsigned);
+    for (const AbiPart &part : value->parts)
+      argTypes.push_back(part.type);
     argInfos.push_back(&input);
+    argValues.push_back(std::move(*value));
   }
 
   auto func = func::FuncOp::create(b, fileLoc, options.entryName,
@@ -1621,20 +1693,15 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
   b.setInsertionPointToEnd(entry);
 
   ValueTable values;
-  for (auto [i, info] : llvm::enumerate(argInfos)) {
-    values[info->name()] = {entry->getArgument(i), argUnsigned[i], std::nullopt};
-    func.setArgAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr(info->name()));
-    // Keep symbolic dimension names for later passes.
-    SmallVector<Attribute> dimNames;
-    bool anySymbolic = false;
-    for (const auto &dim : info->type().tensor_type().shape().dim()) {
-      dimNames.push_back(b.getStringAttr(dim.dim_param()));
-      anySymbolic |= !dim.dim_param().empty();
-    }
-    if (anySymbolic)
-      func.setArgAttr(i, HastenDialect::kOnnxDimParamsAttrName, b.getArrayAttr(dimNames));
-    func.setArgAttr(i, HastenDialect::kOnnxElemTypeAttrName,
-                    b.getI32IntegerAttr(info->type().tensor_type().elem_type()));
+  unsigned nextArg = 0;
+  for (auto [info, value] : llvm::zip(argInfos, argValues)) {
+    unsigned first = nextArg;
+    for (const AbiPart &part : value.parts)
+      setPartAttrs(b, part, info->name(), [&](StringRef name, Attribute attr) {
+        func.setArgAttr(nextArg, name, attr);
+      }), ++nextArg;
+    values[info->name()] =
+        value.build(entry->getArguments().slice(first, value.parts.size()));
   }
 
   for (const Initializer &init : initializers) {
@@ -1650,56 +1717,167 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
 
   SmallVector<Value> results;
   SmallVector<Type> resultTypes;
-  for (auto [i, output] : llvm::enumerate(graph.output())) {
+  SmallVector<std::function<void(unsigned)>> resultAttrs;
+  for (const onnx::ValueInfoProto &output : graph.output()) {
     auto it = values.find(output.name());
     if (it == values.end())
       return error() << "graph output '" << output.name()
                      << "' is not produced by any node";
-    Value value = it->second.tensor;
-    auto actual = cast<RankedTensorType>(value.getType());
-    Type resultType = actual;
-    if (output.type().has_tensor_type() &&
-        output.type().tensor_type().has_shape()) {
-      FailureOr<RankedTensorType> declaredType =
-          typeFromProto(output.type(), output.name());
-      if (failed(declaredType))
+    const ImportedValue &produced = it->second;
+    if (!produced.isSequence() && !produced.isOptional() && !output.type().has_sequence_type() &&
+        !output.type().has_optional_type()) {
+      FailureOr<Value> value = tensorOutput(b, output, produced);
+      if (failed(value))
         return failure();
-      if (!tensor::CastOp::areCastCompatible(actual, *declaredType))
-        return error() << "graph output '" << output.name() << "' is declared "
-                       << *declaredType << " but computes " << actual;
-      // Keep the more static of the two.
-      SmallVector<int64_t> shape;
-      for (auto [a, d] : llvm::zip(actual.getShape(), declaredType->getShape()))
-        shape.push_back(ShapedType::isDynamic(a) ? d : a);
-      resultType = RankedTensorType::get(shape, actual.getElementType());
-      value = castIfNeeded(b, fileLoc, value, resultType);
+      results.push_back(*value);
+      resultTypes.push_back(value->getType());
+      unsigned index = results.size() - 1;
+      resultAttrs.push_back([&, index, &output = output, produced](unsigned) {
+        setTensorResultAttrs(b, func, index, output, produced, resultTypes[index]);
+      });
+      continue;
     }
-    results.push_back(value);
-    resultTypes.push_back(resultType);
+    // A sequence or an optional: its parts, in the ABI's types.
+    FailureOr<AbiValue> abi = abiParts(output.type(), output.name());
+    if (failed(abi))
+      return failure();
+    ImportedValue value = produced;
+    if (abi->isOptional && !value.isOptional())
+      value.present = arith::ConstantOp::create(
+          b, fileLoc, DenseElementsAttr::get(RankedTensorType::get({}, b.getI1Type()), true));
+    // A Loop carrying an optional returns it as its body does (ONNX types
+    // the output after the body): the value without its flag.
+    if (!abi->isOptional && value.isOptional())
+      value.present = Value();
+    auto kind = [](bool optional, bool sequence) {
+      return std::string(optional ? "an optional " : "a ") + (sequence ? "sequence" : "tensor");
+    };
+    if (abi->isOptional != value.isOptional() || abi->isSequence != value.isSequence())
+      return error() << "graph output '" << output.name() << "' is declared "
+                     << kind(abi->isOptional, abi->isSequence) << " but computes "
+                     << kind(value.isOptional(), value.isSequence());
+    SmallVector<Value> parts = flattenValue(value);
+    for (auto [part, spec] : llvm::zip(parts, abi->parts)) {
+      if (cast<ShapedType>(part.getType()).getElementType() !=
+          cast<ShapedType>(spec.type).getElementType())
+        return error() << "graph output '" << output.name() << "' is declared with elements of "
+                       << cast<ShapedType>(spec.type).getElementType() << " but computes "
+                       << cast<ShapedType>(part.getType()).getElementType();
+      results.push_back(castIfNeeded(b, fileLoc, part, spec.type));
+      resultTypes.push_back(spec.type);
+      unsigned index = results.size() - 1;
+      resultAttrs.push_back([&, index, spec = spec, name = output.name()](unsigned) {
+        setPartAttrs(b, spec, name, [&](StringRef attrName, Attribute attr) {
+          func.setResultAttr(index, attrName, attr);
+        });
+      });
+    }
   }
   func::ReturnOp::create(b, fileLoc, results);
   func.setType(b.getFunctionType(argTypes, resultTypes));
-  for (auto [i, output] : llvm::enumerate(graph.output())) {
-    func.setResultAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr(output.name()));
-    // The element type as ONNX names it (MLIR's integers are signless).
-    int32_t elemType = output.type().tensor_type().elem_type();
-    if (elemType == onnx::TensorProto::UNDEFINED) {
-      Type element = cast<ShapedType>(resultTypes[i]).getElementType();
-      bool isUnsigned = values.find(output.name())->second.isUnsigned;
-      elemType = onnxTypeFor(element, isUnsigned);
-    }
-    func.setResultAttr(i, HastenDialect::kOnnxElemTypeAttrName, b.getI32IntegerAttr(elemType));
-    SmallVector<Attribute> dimNames;
-    bool anySymbolic = false;
-    for (const auto &dim : output.type().tensor_type().shape().dim()) {
-      dimNames.push_back(b.getStringAttr(dim.dim_param()));
-      anySymbolic |= !dim.dim_param().empty();
-    }
-    if (anySymbolic &&
-        dimNames.size() == (size_t)cast<ShapedType>(resultTypes[i]).getRank())
-      func.setResultAttr(i, HastenDialect::kOnnxDimParamsAttrName, b.getArrayAttr(dimNames));
-  }
+  for (auto [i, set] : llvm::enumerate(resultAttrs))
+    set(i);
   return success();
+}
+
+FailureOr<Value> ModelImporter::tensorOutput(OpBuilder &b, const onnx::ValueInfoProto &output,
+                                             const ImportedValue &produced) {
+  Value value = produced.tensor;
+  auto actual = cast<RankedTensorType>(value.getType());
+  if (!output.type().has_tensor_type() || !output.type().tensor_type().has_shape())
+    return value;
+  FailureOr<RankedTensorType> declaredType = typeFromProto(output.type(), output.name());
+  if (failed(declaredType))
+    return failure();
+  if (!tensor::CastOp::areCastCompatible(actual, *declaredType))
+    return error() << "graph output '" << output.name() << "' is declared " << *declaredType
+                   << " but computes " << actual;
+  // Keep the more static of the two.
+  SmallVector<int64_t> shape;
+  for (auto [a, d] : llvm::zip(actual.getShape(), declaredType->getShape()))
+    shape.push_back(ShapedType::isDynamic(a) ? d : a);
+  return castIfNeeded(b, fileLoc, value, RankedTensorType::get(shape, actual.getElementType()));
+}
+
+void ModelImporter::setTensorResultAttrs(OpBuilder &b, func::FuncOp func, unsigned i,
+                                         const onnx::ValueInfoProto &output,
+                                         const ImportedValue &produced, Type resultType) {
+  func.setResultAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr(output.name()));
+  // The element type as ONNX names it (MLIR's integers are signless).
+  int32_t elemType = output.type().tensor_type().elem_type();
+  if (elemType == onnx::TensorProto::UNDEFINED)
+    elemType = onnxTypeFor(cast<ShapedType>(resultType).getElementType(), produced.isUnsigned);
+  func.setResultAttr(i, HastenDialect::kOnnxElemTypeAttrName, b.getI32IntegerAttr(elemType));
+  SmallVector<Attribute> dimNames;
+  bool anySymbolic = false;
+  for (const auto &dim : output.type().tensor_type().shape().dim()) {
+    dimNames.push_back(b.getStringAttr(dim.dim_param()));
+    anySymbolic |= !dim.dim_param().empty();
+  }
+  if (anySymbolic && dimNames.size() == (size_t)cast<ShapedType>(resultType).getRank())
+    func.setResultAttr(i, HastenDialect::kOnnxDimParamsAttrName, b.getArrayAttr(dimNames));
+}
+
+FailureOr<AbiValue> ModelImporter::abiParts(const onnx::TypeProto &type,
+                                            const std::string &name) {
+  AbiValue value;
+  const onnx::TypeProto *inner = &type;
+  if (type.has_optional_type()) {
+    inner = &type.optional_type().elem_type();
+    value.parts.push_back({RankedTensorType::get({}, IntegerType::get(&context, 1)), TensorRole::OptionalPresent,
+                           ".present", onnx::TensorProto::BOOL, nullptr});
+  }
+  if (inner->has_sequence_type()) {
+    const onnx::TypeProto &element = inner->sequence_type().elem_type();
+    if (!element.has_tensor_type())
+      return error() << "value '" << name
+                     << "' is a sequence of non-tensors (only sequences of tensors are "
+                        "supported)";
+    int32_t elemType = element.tensor_type().elem_type();
+    FailureOr<Type> elementType = getElementType(&context, elemType);
+    if (failed(elementType))
+      return error() << "value '" << name << "' is a sequence of unsupported element type "
+                     << onnxTypeName(elemType);
+    value.parts.push_back({RankedTensorType::get({ShapedType::kDynamic}, *elementType),
+                           TensorRole::SequenceData, "", elemType, nullptr});
+    value.parts.push_back(
+        {RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic},
+                               IntegerType::get(&context, 64)),
+         TensorRole::SequenceShapes, ".shapes", onnx::TensorProto::INT64, nullptr});
+    value.isUnsigned = isUnsignedOnnxType(elemType);
+    value.elementRank =
+        element.tensor_type().has_shape() ? element.tensor_type().shape().dim_size() : kUnknownRank;
+  } else {
+    bool isUnsigned = false;
+    FailureOr<RankedTensorType> tensorType = typeFromProto(*inner, name, &isUnsigned);
+    if (failed(tensorType))
+      return failure();
+    value.parts.push_back({*tensorType, TensorRole::None, "", inner->tensor_type().elem_type(),
+                           &inner->tensor_type()});
+    value.isUnsigned = isUnsigned;
+  }
+  value.isSequence = inner->has_sequence_type();
+  value.isOptional = type.has_optional_type();
+  return value;
+}
+
+void ModelImporter::setPartAttrs(OpBuilder &b, const AbiPart &part, const std::string &name,
+                                 function_ref<void(StringRef, Attribute)> set) {
+  set(HastenDialect::kOnnxNameAttrName, b.getStringAttr(name + part.suffix));
+  set(HastenDialect::kOnnxElemTypeAttrName, b.getI32IntegerAttr(part.onnxElemType));
+  if (part.role != TensorRole::None)
+    set(HastenDialect::kRoleAttrName, b.getStringAttr(stringifyTensorRole(part.role)));
+  if (!part.tensorType)
+    return;
+  // Keep symbolic dimension names for later passes.
+  SmallVector<Attribute> dimNames;
+  bool anySymbolic = false;
+  for (const auto &dim : part.tensorType->shape().dim()) {
+    dimNames.push_back(b.getStringAttr(dim.dim_param()));
+    anySymbolic |= !dim.dim_param().empty();
+  }
+  if (anySymbolic)
+    set(HastenDialect::kOnnxDimParamsAttrName, b.getArrayAttr(dimNames));
 }
 
 FailureOr<OwningOpRef<ModuleOp>> ModelImporter::run() {

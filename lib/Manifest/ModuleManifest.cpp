@@ -93,7 +93,10 @@ static_assert(int(TensorRole::None) == manifest::Role_none &&
               int(TensorRole::DraftPastLength) == manifest::Role_draft_past_length &&
               int(TensorRole::AcceptedTokens) == manifest::Role_accepted_tokens &&
               int(TensorRole::SamplerNoise) == manifest::Role_sampler_noise &&
-              int(TensorRole::SamplerState) == manifest::Role_sampler_state);
+              int(TensorRole::SamplerState) == manifest::Role_sampler_state &&
+              int(TensorRole::SequenceData) == manifest::Role_sequence_data &&
+              int(TensorRole::SequenceShapes) == manifest::Role_sequence_shapes &&
+              int(TensorRole::OptionalPresent) == manifest::Role_optional_present);
 
 EntrySignature hasten::readSignature(func::FuncOp func) {
   EntrySignature sig;

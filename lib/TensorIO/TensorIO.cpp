@@ -4,6 +4,7 @@
 
 #include "hasten/CheckedSize.h"
 
+#include <onnx/onnx-data_pb.h>
 #include <onnx/onnx_pb.h>
 
 #include <sys/stat.h>
@@ -308,12 +309,8 @@ bool writeNpy(const std::string &path, hasten_tensor *tensor, std::string &error
   return (bool)out;
 }
 
-hasten_tensor *parsePbData(std::string_view data, const std::string &path, std::string &error) {
-  onnx::TensorProto proto;
-  if (data.size() > size_t(INT_MAX) || !proto.ParseFromArray(data.data(), int(data.size()))) {
-    error = path + ": not a serialized ONNX TensorProto";
-    return nullptr;
-  }
+hasten_tensor *fromTensorProto(const onnx::TensorProto &proto, const std::string &path,
+                               std::string &error) {
   const DtypeNames *dtype = byOnnx(proto.data_type());
   if (!dtype) {
     error = path + ": unsupported TensorProto data type " + std::to_string(proto.data_type());
@@ -393,18 +390,155 @@ hasten_tensor *parsePbData(std::string_view data, const std::string &path, std::
   return tensor;
 }
 
-bool writePb(const std::string &path, hasten_tensor *tensor, const std::string &name,
-             std::string &error) {
+hasten_tensor *parsePbData(std::string_view data, const std::string &path, std::string &error) {
   onnx::TensorProto proto;
+  if (data.size() > size_t(INT_MAX) || !proto.ParseFromArray(data.data(), int(data.size()))) {
+    error = path + ": not a serialized ONNX TensorProto";
+    return nullptr;
+  }
+  return fromTensorProto(proto, path, error);
+}
+
+void toTensorProto(hasten_tensor *tensor, const std::string &name,
+                   onnx::TensorProto &proto) {
   proto.set_name(name);
   proto.set_data_type(byDtype(hasten_tensor_dtype(tensor))->onnx);
   for (int d = 0; d < hasten_tensor_rank(tensor); ++d)
     proto.add_dims(hasten_tensor_dims(tensor)[d]);
   proto.set_raw_data(hasten_tensor_data(tensor), hasten_tensor_size_bytes(tensor));
+}
+
+template <typename Proto>
+bool writeProto(const std::string &path, const Proto &proto, std::string &error) {
   std::ofstream out(path, std::ios::binary);
   if (!out || !proto.SerializeToOstream(&out)) {
     error = path + ": cannot write: " + std::strerror(errno);
     return false;
+  }
+  return true;
+}
+
+bool writePb(const std::string &path, hasten_tensor *tensor, const std::string &name,
+             std::string &error) {
+  onnx::TensorProto proto;
+  toTensorProto(tensor, name, proto);
+  return writeProto(path, proto, error);
+}
+
+hasten_tensor *newTensor(hasten_dtype dtype, const std::vector<int64_t> &dims,
+                         const std::string &path, std::string &error) {
+  hasten_tensor *tensor = nullptr;
+  if (hasten_tensor_create(dtype, (int)dims.size(), dims.data(), &tensor) != HASTEN_OK) {
+    error = path + ": " + hasten_last_error();
+    return nullptr;
+  }
+  return tensor;
+}
+
+/// The data and shape table of a sequence of `elements` (owned, freed
+/// here) of `dtype`.
+bool packSequence(std::vector<hasten_tensor *> &elements, hasten_dtype dtype,
+                  const std::string &path, std::vector<hasten_tensor *> &parts,
+                  std::string &error) {
+  auto freeElements = [&] {
+    for (hasten_tensor *e : elements)
+      hasten_tensor_free(e);
+    elements.clear();
+  };
+  int64_t width = 1, total = 0;
+  for (size_t i = 0; i < elements.size(); ++i) {
+    if (hasten_tensor_dtype(elements[i]) != dtype) {
+      error = path + ": element " + std::to_string(i) + " is " +
+              hasten_dtype_name(hasten_tensor_dtype(elements[i])) + " but the sequence holds " +
+              hasten_dtype_name(dtype);
+      freeElements();
+      return false;
+    }
+    width = std::max<int64_t>(width, 1 + hasten_tensor_rank(elements[i]));
+    total += (int64_t)hasten_tensor_num_elements(elements[i]);
+  }
+  hasten_tensor *data = newTensor(dtype, {total}, path, error);
+  hasten_tensor *shapes =
+      data ? newTensor(HASTEN_I64, {(int64_t)elements.size(), width}, path, error) : nullptr;
+  if (!shapes) {
+    hasten_tensor_free(data);
+    freeElements();
+    return false;
+  }
+  auto *out = static_cast<char *>(hasten_tensor_data(data));
+  auto *table = static_cast<int64_t *>(hasten_tensor_data(shapes));
+  for (size_t i = 0; i < elements.size(); ++i) {
+    int64_t *row = table + i * width;
+    int rank = hasten_tensor_rank(elements[i]);
+    row[0] = rank;
+    for (int64_t c = 1; c < width; ++c)
+      row[c] = c <= rank ? hasten_tensor_dims(elements[i])[c - 1] : 1;
+    size_t bytes = hasten_tensor_size_bytes(elements[i]);
+    if (bytes)
+      std::memcpy(out, hasten_tensor_data(elements[i]), bytes);
+    out += bytes;
+  }
+  freeElements();
+  parts.push_back(data);
+  parts.push_back(shapes);
+  return true;
+}
+
+bool sequenceFromProto(const onnx::SequenceProto &proto, hasten_dtype dtype,
+                       const std::string &path, std::vector<hasten_tensor *> &parts,
+                       std::string &error) {
+  if (proto.elem_type() != onnx::SequenceProto::TENSOR &&
+      !(proto.elem_type() == onnx::SequenceProto::UNDEFINED && proto.tensor_values_size() == 0)) {
+    error = path + ": only sequences of tensors are supported";
+    return false;
+  }
+  std::vector<hasten_tensor *> elements;
+  for (const onnx::TensorProto &t : proto.tensor_values()) {
+    hasten_tensor *e = fromTensorProto(t, path, error);
+    if (!e) {
+      for (hasten_tensor *x : elements)
+        hasten_tensor_free(x);
+      return false;
+    }
+    elements.push_back(e);
+  }
+  return packSequence(elements, dtype, path, parts, error);
+}
+
+/// The elements of a sequence's data and shape table (checked as
+/// hasten_run checks inputs), as TensorProtos.
+bool sequenceToProto(hasten_tensor *data, hasten_tensor *shapes, const std::string &name,
+                     onnx::SequenceProto &proto, std::string &error) {
+  proto.set_name(name);
+  proto.set_elem_type(onnx::SequenceProto::TENSOR);
+  if (hasten_tensor_rank(shapes) != 2 || hasten_tensor_dtype(shapes) != HASTEN_I64 ||
+      hasten_tensor_rank(data) != 1) {
+    error = name + ": not a sequence's data and shape table";
+    return false;
+  }
+  int64_t count = hasten_tensor_dims(shapes)[0], width = hasten_tensor_dims(shapes)[1];
+  const auto *table = static_cast<const int64_t *>(hasten_tensor_data(shapes));
+  size_t elem = hasten_dtype_size(hasten_tensor_dtype(data));
+  uint64_t offset = 0, available = hasten_tensor_num_elements(data);
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t *row = table + i * width;
+    if (row[0] < 0 || row[0] >= width) {
+      error = name + ": element " + std::to_string(i) + " has a rank the table cannot hold";
+      return false;
+    }
+    std::vector<int64_t> dims(row + 1, row + 1 + row[0]);
+    std::optional<uint64_t> n = checkedElementCount(dims.data(), dims.size());
+    if (!n || *n > available - offset) {
+      error = name + ": element " + std::to_string(i) + " lies outside the sequence's data";
+      return false;
+    }
+    onnx::TensorProto *t = proto.add_tensor_values();
+    t->set_data_type(byDtype(hasten_tensor_dtype(data))->onnx);
+    for (int64_t d : dims)
+      t->add_dims(d);
+    t->set_raw_data(static_cast<const char *>(hasten_tensor_data(data)) + offset * elem,
+                    *n * elem);
+    offset += *n;
   }
   return true;
 }
@@ -432,6 +566,110 @@ hasten_tensor *hasten::parseNpy(std::string_view data, const std::string &name,
 hasten_tensor *hasten::parsePb(std::string_view data, const std::string &name,
                                std::string &error) {
   return parsePbData(data, name, error);
+}
+
+bool hasten::readValueFile(const std::string &path, const ValueLayout &layout,
+                           std::vector<hasten_tensor *> &parts, std::string &error,
+                           uint64_t maxBytes) {
+  parts.clear();
+  if (!layout.optional && !layout.sequence) {
+    hasten_tensor *t = readTensorFile(path, error, maxBytes);
+    if (t)
+      parts.push_back(t);
+    return t != nullptr;
+  }
+  if (!endsWith(path, ".pb")) {
+    error = path + ": " + (layout.optional ? "an optional" : "a sequence") +
+            " is read from a .pb file (ONNX " +
+            (layout.optional ? "OptionalProto" : "SequenceProto") + ")";
+    return false;
+  }
+  std::string data;
+  if (!readFile(path, maxBytes, data, error))
+    return false;
+  if (data.size() > size_t(INT_MAX)) {
+    error = path + ": too large";
+    return false;
+  }
+  auto fail = [&](const std::string &message) {
+    for (hasten_tensor *t : parts)
+      hasten_tensor_free(t);
+    parts.clear();
+    error = message;
+    return false;
+  };
+  if (!layout.optional) {
+    onnx::SequenceProto proto;
+    if (!proto.ParseFromArray(data.data(), int(data.size())))
+      return fail(path + ": not a serialized ONNX SequenceProto");
+    return sequenceFromProto(proto, layout.dtype, path, parts, error);
+  }
+  onnx::OptionalProto proto;
+  if (!proto.ParseFromArray(data.data(), int(data.size())))
+    return fail(path + ": not a serialized ONNX OptionalProto");
+  bool present = layout.sequence ? proto.has_sequence_value() : proto.has_tensor_value();
+  if (!present && (proto.has_sequence_value() || proto.has_tensor_value()))
+    return fail(path + ": the optional holds a " +
+                (proto.has_sequence_value() ? "sequence" : "tensor") + " where the module takes " +
+                (layout.sequence ? "a sequence" : "a tensor"));
+  hasten_tensor *flag = newTensor(HASTEN_BOOL, {}, path, error);
+  if (!flag)
+    return false;
+  *static_cast<uint8_t *>(hasten_tensor_data(flag)) = present ? 1 : 0;
+  parts.push_back(flag);
+  if (layout.sequence) {
+    onnx::SequenceProto empty;
+    std::vector<hasten_tensor *> value;
+    if (!sequenceFromProto(present ? proto.sequence_value() : empty, layout.dtype, path, value,
+                           error))
+      return fail(error);
+    parts.insert(parts.end(), value.begin(), value.end());
+    return true;
+  }
+  hasten_tensor *value = nullptr;
+  if (present) {
+    value = fromTensorProto(proto.tensor_value(), path, error);
+  } else {
+    // Absent: a zero placeholder of the signature's shape (unknown sizes 0).
+    std::vector<int64_t> dims = layout.placeholderDims;
+    for (int64_t &d : dims)
+      d = std::max<int64_t>(d, 0);
+    value = newTensor(layout.dtype, dims, path, error);
+    if (value)
+      std::memset(hasten_tensor_data(value), 0, hasten_tensor_size_bytes(value));
+  }
+  if (!value)
+    return fail(error);
+  parts.push_back(value);
+  return true;
+}
+
+bool hasten::writeValueFile(const std::string &path, const ValueLayout &layout,
+                            hasten_tensor *const *parts, const std::string &name,
+                            std::string &error) {
+  if (!layout.optional && !layout.sequence)
+    return writeTensorFile(path, parts[0], name, error);
+  if (!endsWith(path, ".pb")) {
+    error = path + ": a sequence or an optional is written as a .pb file";
+    return false;
+  }
+  if (!layout.optional) {
+    onnx::SequenceProto proto;
+    if (!sequenceToProto(parts[0], parts[1], name, proto, error))
+      return false;
+    return writeProto(path, proto, error);
+  }
+  onnx::OptionalProto proto;
+  proto.set_name(name);
+  proto.set_elem_type(layout.sequence ? onnx::OptionalProto::SEQUENCE
+                                      : onnx::OptionalProto::TENSOR);
+  bool present = *static_cast<const uint8_t *>(hasten_tensor_data(parts[0])) != 0;
+  if (present && layout.sequence &&
+      !sequenceToProto(parts[1], parts[2], name, *proto.mutable_sequence_value(), error))
+    return false;
+  if (present && !layout.sequence)
+    toTensorProto(parts[1], name, *proto.mutable_tensor_value());
+  return writeProto(path, proto, error);
 }
 
 bool hasten::writeTensorFile(const std::string &path, hasten_tensor *tensor,

@@ -150,6 +150,58 @@ def compare(actual, expected, rtol, atol, declared_bf16=False):
             f"rtol {rtol:g}, atol {atol:g})"), needed
 
 
+def load_value(path, type_proto):
+    """An output file as ONNX stores it: a tensor, a list of tensors (a
+    sequence), or None or a value (an optional)."""
+    if type_proto.HasField("optional_type"):
+        proto = onnx.OptionalProto()
+        with open(path, "rb") as f:
+            proto.ParseFromString(f.read())
+        if proto.HasField("tensor_value"):
+            return numpy_helper.to_array(proto.tensor_value)
+        if proto.HasField("sequence_value"):
+            return [numpy_helper.to_array(t) for t in proto.sequence_value.tensor_values]
+        return None
+    if type_proto.HasField("sequence_type"):
+        proto = onnx.SequenceProto()
+        with open(path, "rb") as f:
+            proto.ParseFromString(f.read())
+        return [numpy_helper.to_array(t) for t in proto.tensor_values]
+    return numpy_helper.to_array(onnx.load_tensor(path))
+
+
+def element_type(type_proto):
+    while not type_proto.HasField("tensor_type"):
+        if type_proto.HasField("optional_type"):
+            type_proto = type_proto.optional_type.elem_type
+        elif type_proto.HasField("sequence_type"):
+            type_proto = type_proto.sequence_type.elem_type
+        else:
+            return onnx.TensorProto.UNDEFINED
+    return type_proto.tensor_type.elem_type
+
+
+def pair_tensors(actual, expected):
+    """(label, actual, expected, problem) for each tensor of two values;
+    problem is set where their structure differs."""
+    if expected is None or actual is None:
+        if (expected is None) != (actual is None):
+            yield "", None, None, ("absent" if actual is None else "present") + \
+                " where the expected optional is " + ("absent" if expected is None else "present")
+        return
+    if isinstance(expected, list) or isinstance(actual, list):
+        if not (isinstance(expected, list) and isinstance(actual, list)):
+            yield "", None, None, "a sequence and a tensor"
+            return
+        if len(actual) != len(expected):
+            yield "", None, None, f"{len(actual)} elements where {len(expected)} are expected"
+            return
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            yield f"[{i}]", a, e, None
+        return
+    yield "", actual, expected, None
+
+
 def run_case(bin_dir, case_dir, workdir, op):
     case = os.path.basename(case_dir)
     model_path = os.path.join(case_dir, "model.onnx")
@@ -180,17 +232,18 @@ def run_case(bin_dir, case_dir, workdir, op):
             rtol, atol = case_rtol, case_atol
     worst_needed = 0.0
     for index, name in enumerate(outputs):
-        expected = numpy_helper.to_array(onnx.load_tensor(
-            os.path.join(data_dir, f"output_{index}.pb")))
+        output_type = model.graph.output[index].type
+        expected = load_value(os.path.join(data_dir, f"output_{index}.pb"), output_type)
         safe = name.replace("/", "_")
-        actual = numpy_helper.to_array(onnx.load_tensor(
-            os.path.join(workdir, case, safe + ".pb")))
-        declared = model.graph.output[index].type.tensor_type.elem_type
-        problem, needed = compare(actual, expected, rtol, atol,
-                                  declared == onnx.TensorProto.BFLOAT16)
-        if problem:
-            return "wrong", f"output '{name}': {problem}", needed
-        worst_needed = max(worst_needed, needed or 0.0)
+        actual = load_value(os.path.join(workdir, case, safe + ".pb"), output_type)
+        declared = element_type(output_type)
+        for label, actual_tensor, expected_tensor, problem in pair_tensors(actual, expected):
+            if problem is None:
+                problem, needed = compare(actual_tensor, expected_tensor, rtol, atol,
+                                          declared == onnx.TensorProto.BFLOAT16)
+                worst_needed = max(worst_needed, needed or 0.0)
+            if problem:
+                return "wrong", f"output '{name}'{label}: {problem}", None
     return "pass", "", worst_needed
 
 

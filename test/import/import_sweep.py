@@ -45,7 +45,6 @@ PARAMETER_SLOTS = {
 # These cases must fail with a clear error, never import wrongly.
 KNOWN_UNSUPPORTED = {
     "string tensors": ["STRING"],
-    "sequence and optional types": ["test_identity_sequence", "test_identity_opt"],
     "training mode with a random mask": ["test_training_dropout$", "test_training_dropout_mask",
                                          "test_training_dropout_default"],
 }

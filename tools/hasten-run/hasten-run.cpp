@@ -52,6 +52,41 @@ std::string describe(const hasten_module *m, const char *entry, int isOutput, si
   return s + "]";
 }
 
+std::string shapeOf(hasten_tensor *t) {
+  std::string shape;
+  for (int d = 0; d < hasten_tensor_rank(t); ++d)
+    shape += (d ? "x" : "") + std::to_string(hasten_tensor_dims(t)[d]);
+  return std::string(hasten_dtype_name(hasten_tensor_dtype(t))) + "[" + shape + "]";
+}
+
+/// The ONNX value that starts at input or output `i`: a tensor, or a
+/// sequence or optional made of the parts their roles mark.
+hasten::ValueLayout valueLayout(const hasten_module *m, const char *entry, int isOutput,
+                                size_t i) {
+  size_t count = 0;
+  hasten_entry_num_tensors(m, entry, isOutput, &count);
+  auto roleAt = [&](size_t k) {
+    hasten_tensor_role role = HASTEN_ROLE_NONE;
+    if (k < count)
+      hasten_signature_role(m, entry, isOutput, k, &role);
+    return role;
+  };
+  hasten::ValueLayout layout;
+  size_t main = i;
+  if (roleAt(i) == HASTEN_ROLE_OPTIONAL_PRESENT) {
+    layout.optional = true;
+    ++main;
+  }
+  layout.sequence = roleAt(main) == HASTEN_ROLE_SEQUENCE_DATA &&
+                    roleAt(main + 1) == HASTEN_ROLE_SEQUENCE_SHAPES;
+  layout.dtype = hasten_signature_dtype(m, entry, isOutput, main);
+  int64_t dims[16];
+  int rank = hasten_signature_dims(m, entry, isOutput, main, dims, 16);
+  if (rank >= 0 && rank <= 16)
+    layout.placeholderDims.assign(dims, dims + rank);
+  return layout;
+}
+
 /// The most bytes a file for input `i` may have: the signature's size when
 /// it is static (a .pb may spend up to 11 bytes per element on varints),
 /// plus room for the header; 0 (no bound) when a dimension is dynamic.
@@ -114,8 +149,8 @@ int printSignatures(hasten_module *module, const std::string &path,
   static const char *const roles[] = {
       "",       "token_ids",      "past_length",       "kv_cache",       "kv_block_pool",
       "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens",
-      "sampler_noise", "sampler_state"};
-  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_SAMPLER_STATE + 1,
+      "sampler_noise", "sampler_state", "sequence_data", "sequence_shapes", "optional_present"};
+  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_OPTIONAL_PRESENT + 1,
                 "a name for every tensor role");
   std::vector<std::string> entries;
   for (size_t i = 0; i < hasten_module_num_entries(module); ++i)
@@ -985,22 +1020,28 @@ int main(int argc, char **argv) {
       hasten_entry_num_tensors(module, entry, 1, &numOutputs) != HASTEN_OK)
     return die(hasten_last_error());
   std::vector<hasten_tensor *> inputs(numInputs, nullptr);
-  for (size_t i = 0; i < numInputs; ++i) {
-    std::string name = hasten_signature_name(module, entry, 0, i);
+  for (size_t i = 0; i < numInputs;) {
+    // One ONNX value: a tensor, or the parts of a sequence or optional.
+    hasten::ValueLayout layout = valueLayout(module, entry, 0, i);
+    size_t main = i + (layout.optional ? 1 : 0);
+    std::string name = hasten_signature_name(module, entry, 0, main);
     auto it = inputFiles.find(name);
     if (it == inputFiles.end())
-      return die("missing input '" + name + "' (" + describe(module, entry, 0, i) +
+      return die("missing input '" + name + "' (" + describe(module, entry, 0, main) +
                  "); pass --input " + name + "=FILE");
     std::string error;
-    inputs[i] = hasten::readTensorFile(it->second, error,
-                                       inputFileBound(module, entry, i, it->second));
-    if (!inputs[i])
+    std::vector<hasten_tensor *> parts;
+    if (!hasten::readValueFile(it->second, layout, parts, error,
+                               layout.optional || layout.sequence
+                                   ? 0
+                                   : inputFileBound(module, entry, i, it->second)))
       return die(error);
+    std::copy(parts.begin(), parts.end(), inputs.begin() + i);
     inputFiles.erase(it);
     // numpy has no bfloat16: ONNX test data stores it as uint16 bits.
-    if (hasten_signature_dtype(module, entry, 0, i) == HASTEN_BF16 &&
-        hasten_tensor_dtype(inputs[i]) == HASTEN_U16) {
-      hasten_tensor *bits = inputs[i];
+    if (!layout.sequence && hasten_signature_dtype(module, entry, 0, main) == HASTEN_BF16 &&
+        hasten_tensor_dtype(inputs[main]) == HASTEN_U16) {
+      hasten_tensor *bits = inputs[main];
       hasten_tensor *asBf16 = nullptr;
       if (hasten_tensor_create(HASTEN_BF16, hasten_tensor_rank(bits), hasten_tensor_dims(bits),
                                &asBf16) != HASTEN_OK)
@@ -1008,8 +1049,9 @@ int main(int argc, char **argv) {
       std::memcpy(hasten_tensor_data(asBf16), hasten_tensor_data(bits),
                   hasten_tensor_size_bytes(bits));
       hasten_tensor_free(bits);
-      inputs[i] = asBf16;
+      inputs[main] = asBf16;
     }
+    i += layout.numParts();
   }
   if (!inputFiles.empty())
     return die("entry '" + entryName + "' has no input named '" + inputFiles.begin()->first +
@@ -1033,25 +1075,33 @@ int main(int argc, char **argv) {
               .count());
   }
 
-  for (size_t o = 0; o < numOutputs; ++o) {
-    std::string name = hasten_signature_name(module, entry, 1, o);
-    hasten_tensor *t = outputs[o];
-    std::string shape;
-    for (int d = 0; d < hasten_tensor_rank(t); ++d)
-      shape += (d ? "x" : "") + std::to_string(hasten_tensor_dims(t)[d]);
-    std::printf("output %s: %s[%s]\n", name.c_str(), hasten_dtype_name(hasten_tensor_dtype(t)),
-                shape.c_str());
+  for (size_t o = 0; o < numOutputs;) {
+    hasten::ValueLayout layout = valueLayout(module, entry, 1, o);
+    size_t main = o + (layout.optional ? 1 : 0);
+    std::string name = hasten_signature_name(module, entry, 1, main);
+    std::string summary;
+    if (layout.optional && !*static_cast<const uint8_t *>(hasten_tensor_data(outputs[o])))
+      summary = "none";
+    else if (layout.sequence)
+      summary = "sequence of " + std::to_string(hasten_tensor_dims(outputs[main + 1])[0]) + " " +
+                hasten_dtype_name(hasten_tensor_dtype(outputs[main])) + " tensors";
+    else
+      summary = shapeOf(outputs[main]);
+    std::printf("output %s: %s\n", name.c_str(), summary.c_str());
     if (!outputDir.empty()) {
       mkdir(outputDir.c_str(), 0755);
       std::string safe = name;
       for (char &c : safe)
         if (c == '/' || c == '\\')
           c = '_';
-      std::string path = outputDir + "/" + safe + "." + outputFormat;
+      std::string format =
+          layout.optional || layout.sequence ? std::string("pb") : std::string(outputFormat);
+      std::string path = outputDir + "/" + safe + "." + format;
       std::string error;
-      if (!hasten::writeTensorFile(path, t, name, error))
+      if (!hasten::writeValueFile(path, layout, outputs.data() + o, name, error))
         return die(error);
     }
+    o += layout.numParts();
   }
   if (repeat > 1) {
     std::vector<double> sorted = latencies;
