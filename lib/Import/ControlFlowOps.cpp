@@ -589,10 +589,124 @@ LogicalResult convertScan(NodeContext &ctx) {
   return success();
 }
 
+
+//===----------------------------------------------------------------------===//
+// SequenceMap
+//===----------------------------------------------------------------------===//
+
+/// SequenceMap: scf.for over the first sequence's elements; the body sees
+/// element i of every sequence input and the tensor inputs whole, and each
+/// of its outputs is appended to one output sequence.
+LogicalResult convertSequenceMap(NodeContext &ctx) {
+  const onnx::GraphProto *body = graphAttr(ctx, "body");
+  if (!body)
+    return ctx.fail("needs the body graph");
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  int64_t inputs = ctx.node.input_size();
+  if (body->input_size() != inputs || body->output_size() != ctx.node.output_size())
+    return ctx.emitError() << "the body takes " << body->input_size() << " inputs and returns "
+                           << body->output_size() << " outputs for the node's " << inputs
+                           << " and " << ctx.node.output_size();
+  if (!ctx.hasInput(0) || !ctx.info(0).isSequence() || ctx.info(0).isOptional())
+    return ctx.fail("input #0 must be a sequence of tensors");
+  // The rank each sequence input's elements are read at.
+  SmallVector<int64_t> ranks;
+  for (int64_t k = 0; k < inputs; ++k) {
+    const ImportedValue &in = ctx.info(k);
+    if (in.isOptional())
+      return ctx.fail("input #" + std::to_string(k) + " is an optional; SequenceMap takes "
+                      "sequences and tensors");
+    int64_t rank = in.isSequence() ? in.elementRank : kUnknownRank;
+    const onnx::TypeProto &declared = body->input(k).type();
+    if (in.isSequence() && rank < 0 && declared.has_tensor_type() &&
+        declared.tensor_type().has_shape())
+      rank = declared.tensor_type().shape().dim_size();
+    if (in.isSequence() && rank < 0)
+      return ctx.fail("the rank of input #" + std::to_string(k) +
+                      "'s elements is not known when importing, and the body declares no shape "
+                      "for them");
+    ranks.push_back(rank);
+  }
+  auto bodyInputs = [&](OpBuilder &bb, Value i) {
+    SmallVector<ImportedValue> values;
+    for (int64_t k = 0; k < inputs; ++k) {
+      const ImportedValue &in = ctx.info(k);
+      if (!in.isSequence()) {
+        values.push_back(in);
+        continue;
+      }
+      values.push_back({sequenceElement(bb, loc, in, i, ranks[k]), in.isUnsigned, std::nullopt});
+    }
+    return values;
+  };
+  Value zero = indexConstant(b, loc, 0);
+
+  // Draft: the outputs' element types and ranks (each output starts as an
+  // empty sequence of them).
+  struct OutputKind {
+    Type element;
+    bool isUnsigned;
+    int64_t rank;
+  };
+  SmallVector<OutputKind> kinds;
+  {
+    scf::IfOp draft = draftRegion(b, loc);
+    OpBuilder db = OpBuilder::atBlockBegin(&draft.getThenRegion().front());
+    FailureOr<SmallVector<ImportedValue>> outs = importGraph(ctx, db, *body, bodyInputs(db, zero));
+    if (failed(outs)) {
+      draft.erase();
+      return failure();
+    }
+    for (auto [j, out] : llvm::enumerate(*outs)) {
+      if (out.isSequence() || out.isOptional()) {
+        draft.erase();
+        return ctx.emitError() << "body output " << j << " must be a tensor";
+      }
+      auto type = cast<ShapedType>(out.tensor.getType());
+      kinds.push_back({type.getElementType(), out.isUnsigned, type.getRank()});
+    }
+    draft.erase();
+  }
+  SmallVector<ImportedValue> empties;
+  for (const OutputKind &kind : kinds) {
+    empties.push_back(emptySequence(b, loc, kind.element, kind.isUnsigned));
+    empties.back().elementRank = kind.rank;
+  }
+  SmallVector<Value> inits;
+  for (const ImportedValue &e : empties)
+    llvm::append_range(inits, flattenValue(e));
+  LogicalResult bodyResult = success();
+  Value length = sequenceLength(b, loc, ctx.info(0));
+  ValueRange results = countedLoop(
+      b, loc, length, inits, [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
+        FailureOr<SmallVector<ImportedValue>> outs =
+            importGraph(ctx, lb, *body, bodyInputs(lb, i));
+        if (failed(outs)) {
+          bodyResult = failure();
+          return SmallVector<Value>(acc);
+        }
+        SmallVector<Value> next;
+        for (auto [j, out] : llvm::enumerate(*outs)) {
+          ImportedValue sequence = rebuildValue(empties[j], acc.slice(2 * j, 2));
+          llvm::append_range(next, flattenValue(appendToSequence(lb, ll, sequence, out.tensor)));
+        }
+        return next;
+      });
+  if (failed(bodyResult)) {
+    results.front().getDefiningOp()->erase();
+    return failure();
+  }
+  for (auto [j, e] : llvm::enumerate(empties))
+    ctx.setOutputValue(j, rebuildValue(e, results.slice(2 * j, 2)));
+  return success();
+}
+
 } // namespace
 
 void hasten::onnx_import::registerControlFlowConverters(ConverterTable &table) {
   table["If"] = convertIf;
   table["Loop"] = convertLoop;
   table["Scan"] = convertScan;
+  table["SequenceMap"] = convertSequenceMap;
 }

@@ -215,6 +215,16 @@ void registerSequenceConverters(ConverterTable &table);
 /// refuses them by name.
 bool takesSequencesOrOptionals(StringRef opType);
 
+/// for (i = 0; i < count; ++i) carrying `inits` through `body`, as an
+/// scf.while: values whose shapes change from one iteration to the next
+/// (sequences growing from an empty one) must not go through scf.for,
+/// whose canonicalization gives an iteration argument the static type of a
+/// tensor.cast feeding it.
+ValueRange countedLoop(OpBuilder &b, Location loc, Value count, ValueRange inits,
+                       function_ref<SmallVector<Value>(OpBuilder &, Location, Value index,
+                                                       ValueRange carried)>
+                           body);
+
 /// A sequence with no elements of `element` type.
 ImportedValue emptySequence(OpBuilder &b, Location loc, Type element, bool isUnsigned);
 /// `sequence` with `item` appended (a new sequence; ONNX values are

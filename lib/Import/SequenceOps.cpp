@@ -473,7 +473,7 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
   if (failed(axis))
     return failure();
   bool keepDims = ctx.getInt("keepdims", 1) != 0;
-  Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);
+  Value one = indexConstant(b, loc, 1);
   Value extent = dim(b, loc, input, *axis);
 
   // Piece i: (start, length) from the loop index.
@@ -523,11 +523,12 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
   }
   bool squeeze = !ctx.hasInput(1) && !keepDims;
   ImportedValue empty = emptySequence(b, loc, type.getElementType(), ctx.info(0).isUnsigned);
-  auto loop = scf::ForOp::create(
-      b, loc, zero, count, one, flattenValue(empty),
+  ValueRange results = countedLoop(
+      b, loc, count, flattenValue(empty),
       [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
         auto [start, len] = piece(lb, ll, i);
-        SmallVector<OpFoldResult> offsets(rank, lb.getIndexAttr(0)), sizes, strides(rank, lb.getIndexAttr(1));
+        SmallVector<OpFoldResult> offsets(rank, lb.getIndexAttr(0)), sizes,
+            strides(rank, lb.getIndexAttr(1));
         for (int64_t d = 0; d < rank; ++d)
           sizes.push_back(d == *axis ? (len ? OpFoldResult(len) : lb.getIndexAttr(1))
                                      : OpFoldResult(dim(lb, ll, input, d)));
@@ -535,10 +536,9 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
         Value part = tensor::ExtractSliceOp::create(lb, ll, input, offsets, sizes, strides);
         if (squeeze)
           part = dropUnitDims(lb, ll, part, {*axis});
-        ImportedValue grown = appendToSequence(lb, ll, rebuildValue(empty, acc), part);
-        scf::YieldOp::create(lb, ll, flattenValue(grown));
+        return flattenValue(appendToSequence(lb, ll, rebuildValue(empty, acc), part));
       });
-  ImportedValue result = rebuildValue(empty, loop.getResults());
+  ImportedValue result = rebuildValue(empty, results);
   result.elementRank = squeeze ? rank - 1 : rank;
   ctx.setOutputValue(0, result);
   return success();
@@ -624,6 +624,27 @@ LogicalResult convertOptionalGetElement(NodeContext &ctx) {
 }
 
 } // namespace
+
+ValueRange onnx_import::countedLoop(
+    OpBuilder &b, Location loc, Value count, ValueRange inits,
+    function_ref<SmallVector<Value>(OpBuilder &, Location, Value, ValueRange)> body) {
+  SmallVector<Value> operands = {indexConstant(b, loc, 0)};
+  llvm::append_range(operands, inits);
+  SmallVector<Type> types = llvm::to_vector(ValueRange(operands).getTypes());
+  auto loop = scf::WhileOp::create(
+      b, loc, types, operands,
+      [&](OpBuilder &cb, Location cl, ValueRange args) {
+        Value more = arith::CmpIOp::create(cb, cl, arith::CmpIPredicate::slt, args[0], count);
+        scf::ConditionOp::create(cb, cl, more, args);
+      },
+      [&](OpBuilder &ab, Location al, ValueRange args) {
+        SmallVector<Value> next = {
+            arith::AddIOp::create(ab, al, args[0], indexConstant(ab, al, 1))};
+        llvm::append_range(next, body(ab, al, args[0], args.drop_front()));
+        scf::YieldOp::create(ab, al, next);
+      });
+  return loop.getResults().drop_front();
+}
 
 SmallVector<Value> onnx_import::flattenValue(const ImportedValue &value) {
   SmallVector<Value> parts;
