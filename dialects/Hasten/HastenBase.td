@@ -36,8 +36,10 @@ def Hasten_Dialect : Dialect {
       to (a target and its draft in one module), a string; absent is `""`.
     - `hasten.role` on a function argument or result: what the tensor is,
       one of `token_ids`, `past_length`, `kv_cache`, `kv_block_pool`,
-      `kv_block_table`, `logits`, or for the parts of an ONNX sequence or
-      optional value, `sequence_data`, `sequence_shapes`, `optional_present`.
+      `kv_block_table`, `logits`, `draft_kv_cache`, `draft_past_length`,
+      `accepted_tokens`, `sampler_noise`, `sampler_state`, or for the parts
+      of an ONNX sequence or optional value, `sequence_data`,
+      `sequence_shapes`, `optional_present`.
     - `hasten.onnx_name` (string), `hasten.onnx_elem_type` (the ONNX
       TensorProto data type) and `hasten.onnx_dim_params` (the symbolic
       dimension names, "" for a static one) on a function argument or

@@ -41,7 +41,9 @@ constexpr StringLiteral kEntryKinds =
     "\"sampler_stream\"";
 constexpr StringLiteral kRoles =
     "\"token_ids\", \"past_length\", \"kv_cache\", \"kv_block_pool\", \"kv_block_table\", "
-    "\"logits\", \"sequence_data\", \"sequence_shapes\", \"optional_present\"";
+    "\"logits\", \"draft_kv_cache\", \"draft_past_length\", \"accepted_tokens\", "
+    "\"sampler_noise\", \"sampler_state\", \"sequence_data\", \"sequence_shapes\", "
+    "\"optional_present\"";
 
 /// The attributes of a function argument or result: its role and the ONNX
 /// name, element type and dimension names it was imported with.

@@ -55,6 +55,11 @@ bool readValueFile(const std::string &path, const ValueLayout &layout,
                    std::vector<hasten_tensor *> &parts, std::string &error,
                    uint64_t maxBytes = 0);
 
+/// The same for a .pb file's bytes held in memory; `name` names it in
+/// errors.
+bool parseValuePb(std::string_view data, const ValueLayout &layout, const std::string &name,
+                  std::vector<hasten_tensor *> &parts, std::string &error);
+
 /// Writes the value made of `parts` (layout.numParts() tensors) to `path`:
 /// as writeTensorFile does for a tensor, else as a .pb SequenceProto or
 /// OptionalProto named `name`.

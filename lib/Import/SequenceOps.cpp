@@ -144,9 +144,10 @@ int64_t joinRank(const ImportedValue &sequence, int64_t rank) {
 }
 
 /// `sequence` with `item` inserted before element `position` (index, in
-/// [0, length]).
+/// [0, length]); `offset`, where the caller knows it, is where that
+/// element's data starts (the data's size, to append).
 ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &sequence,
-                            Value item, Value position) {
+                            Value item, Value position, Value offset = Value()) {
   auto itemType = cast<RankedTensorType>(item.getType());
   int64_t rank = itemType.getRank();
   Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);
@@ -164,7 +165,8 @@ ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &seq
   Value data = sequence.tensor, shapes = sequence.shapes;
   Value length = dim(b, loc, shapes, 0), width = dim(b, loc, shapes, 1);
   Value total = dim(b, loc, data, 0);
-  Value offset = elementOffset(b, loc, shapes, position);
+  if (!offset)
+    offset = elementOffset(b, loc, shapes, position);
   Value grown = createEmpty(b, loc, {arith::AddIOp::create(b, loc, total, count).getResult()},
                             itemType.getElementType());
   grown = insert1D(b, loc, slice1D(b, loc, data, zero, offset), grown, zero);
@@ -299,15 +301,15 @@ LogicalResult convertSequenceInsert(NodeContext &ctx) {
   if (ctx.inputType(1).getElementType() != element)
     return ctx.emitError() << "inserts " << ctx.inputType(1) << " into a sequence of "
                            << element;
-  Value length = sequenceLength(ctx.b, ctx.loc, *sequence);
-  Value position = length;
-  if (ctx.hasInput(2)) {
-    FailureOr<Value> p = positionInput(ctx, 2, length, /*inclusive=*/true);
-    if (failed(p))
-      return failure();
-    position = *p;
+  if (!ctx.hasInput(2)) {
+    ctx.setOutputValue(0, appendToSequence(ctx.b, ctx.loc, *sequence, ctx.input(1)));
+    return success();
   }
-  ctx.setOutputValue(0, insertElement(ctx.b, ctx.loc, *sequence, ctx.input(1), position));
+  Value length = sequenceLength(ctx.b, ctx.loc, *sequence);
+  FailureOr<Value> position = positionInput(ctx, 2, length, /*inclusive=*/true);
+  if (failed(position))
+    return failure();
+  ctx.setOutputValue(0, insertElement(ctx.b, ctx.loc, *sequence, ctx.input(1), *position));
   return success();
 }
 
@@ -679,7 +681,8 @@ ImportedValue onnx_import::emptySequence(OpBuilder &b, Location loc, Type elemen
 
 ImportedValue onnx_import::appendToSequence(OpBuilder &b, Location loc,
                                             const ImportedValue &sequence, Value item) {
-  return insertElement(b, loc, sequence, item, sequenceLength(b, loc, sequence));
+  return insertElement(b, loc, sequence, item, sequenceLength(b, loc, sequence),
+                       dim(b, loc, sequence.tensor, 0));
 }
 
 Value onnx_import::sequenceLength(OpBuilder &b, Location loc, const ImportedValue &sequence) {

@@ -435,6 +435,11 @@ hasten_tensor *newTensor(hasten_dtype dtype, const std::vector<int64_t> &dims,
   return tensor;
 }
 
+/// The shape table has a column per dimension of the highest-rank element
+/// for every element: a cap keeps one high-rank element among many scalars
+/// from costing more memory than the file backs.
+constexpr int kMaxSequenceElementRank = 32;
+
 /// The data and shape table of a sequence of `elements` (owned, freed
 /// here) of `dtype`.
 bool packSequence(std::vector<hasten_tensor *> &elements, hasten_dtype dtype,
@@ -451,6 +456,13 @@ bool packSequence(std::vector<hasten_tensor *> &elements, hasten_dtype dtype,
       error = path + ": element " + std::to_string(i) + " is " +
               hasten_dtype_name(hasten_tensor_dtype(elements[i])) + " but the sequence holds " +
               hasten_dtype_name(dtype);
+      freeElements();
+      return false;
+    }
+    if (hasten_tensor_rank(elements[i]) > kMaxSequenceElementRank) {
+      error = path + ": element " + std::to_string(i) + " has rank " +
+              std::to_string(hasten_tensor_rank(elements[i])) + "; sequences hold ranks up to " +
+              std::to_string(kMaxSequenceElementRank);
       freeElements();
       return false;
     }
@@ -587,6 +599,19 @@ bool hasten::readValueFile(const std::string &path, const ValueLayout &layout,
   std::string data;
   if (!readFile(path, maxBytes, data, error))
     return false;
+  return parseValuePb(data, layout, path, parts, error);
+}
+
+bool hasten::parseValuePb(std::string_view data, const ValueLayout &layout,
+                          const std::string &path, std::vector<hasten_tensor *> &parts,
+                          std::string &error) {
+  parts.clear();
+  if (!layout.optional && !layout.sequence) {
+    hasten_tensor *t = parsePbData(data, path, error);
+    if (t)
+      parts.push_back(t);
+    return t != nullptr;
+  }
   if (data.size() > size_t(INT_MAX)) {
     error = path + ": too large";
     return false;

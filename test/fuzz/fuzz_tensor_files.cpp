@@ -2,7 +2,9 @@
 //
 // Any bytes given to the tensor file parsers end in a tensor that matches
 // its header or in an error; never in a crash, a sanitizer report, an
-// exception or an allocation the input cannot back.
+// exception or an allocation the input cannot back. The same bytes read as
+// a SequenceProto and an OptionalProto give parts that describe a valid
+// sequence (or an error).
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::string_view bytes(reinterpret_cast<const char *>(data), size);
@@ -35,6 +38,45 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       std::abort();
     }
     hasten_tensor_free(tensor);
+  }
+  for (int kind = 0; kind < 3; ++kind) {
+    hasten::ValueLayout layout;
+    layout.sequence = kind != 1;
+    layout.optional = kind != 0;
+    layout.dtype = HASTEN_F32;
+    layout.placeholderDims = {3};
+    std::vector<hasten_tensor *> parts;
+    std::string error;
+    if (!hasten::parseValuePb(bytes, layout, "input.pb", parts, error)) {
+      if (error.empty() || !parts.empty()) {
+        std::fprintf(stderr, "value parser failed without a message or left parts\n");
+        std::abort();
+      }
+      continue;
+    }
+    if (parts.size() != layout.numParts()) {
+      std::fprintf(stderr, "%zu parts for a layout of %zu\n", parts.size(), layout.numParts());
+      std::abort();
+    }
+    if (layout.sequence) {
+      // The shape table's rows add up to the data, as hasten_run checks.
+      hasten_tensor *data = parts[parts.size() - 2], *shapes = parts.back();
+      const auto *table = static_cast<const int64_t *>(hasten_tensor_data(shapes));
+      int64_t count = hasten_tensor_dims(shapes)[0], width = hasten_tensor_dims(shapes)[1];
+      uint64_t total = 0;
+      for (int64_t row = 0; row < count; ++row) {
+        uint64_t n = 1;
+        for (int64_t d = 1; d <= table[row * width]; ++d)
+          n *= uint64_t(table[row * width + d]);
+        total += n;
+      }
+      if (total != hasten_tensor_num_elements(data) || uint64_t(count * width) > 17 * size + 33) {
+        std::fprintf(stderr, "a shape table that does not describe its data\n");
+        std::abort();
+      }
+    }
+    for (hasten_tensor *t : parts)
+      hasten_tensor_free(t);
   }
   return 0;
 }

@@ -361,6 +361,29 @@ def control_flow():
 
 
 @register
+def sequences():
+    # A sequence input, a tensor appended to it, element 0 read back and the
+    # length; an optional input unwrapped; a sequence split from a tensor
+    # returned.
+    seq_f = helper.make_sequence_type_proto(helper.make_tensor_type_proto(F, [None]))
+    opt_f = helper.make_optional_type_proto(helper.make_tensor_type_proto(F, [4]))
+    nodes = [helper.make_node("SequenceInsert", ["s", "x"], ["grown"], name="append"),
+             helper.make_node("SequenceAt", ["grown", "zero"], ["first"], name="read"),
+             helper.make_node("SequenceLength", ["grown"], ["n"], name="count"),
+             helper.make_node("OptionalGetElement", ["o"], ["o_value"], name="unwrap"),
+             helper.make_node("SplitToSequence", ["x"], ["pieces"], name="split", axis=0,
+                              keepdims=0)]
+    return model(nodes,
+                 [helper.make_value_info("s", seq_f), vi("x", F, [4]),
+                  helper.make_value_info("o", opt_f)],
+                 [helper.make_value_info("grown", seq_f), vi("first", F, [None]),
+                  vi("n", I64, []), vi("o_value", F, [4]),
+                  helper.make_value_info("pieces", helper.make_sequence_type_proto(
+                      helper.make_tensor_type_proto(F, [])))],
+                 [const("zero", np.array(0, np.int64))])
+
+
+@register
 def tfidf():
     # TfIdfVectorizer, TFIDF over a pool of 2 unigrams and 1 bigram, output
     # positions permuted, weights per pool n-gram.
