@@ -36,7 +36,7 @@ __all__ = ["API_VERSION", "Error", "Module", "SampleStream", "Sequence", "Tensor
 
 ROLES = ("", "token_ids", "past_length", "kv_cache", "kv_block_pool", "kv_block_table",
          "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens", "sampler_noise",
-         "sampler_state")
+         "sampler_state", "sequence_data", "sequence_shapes", "optional_present")
 
 TensorInfo = namedtuple("TensorInfo", "name dtype shape role")
 TensorInfo.__doc__ = """An entry's input or output: its dtype name ("f32"), its
@@ -132,10 +132,13 @@ class Module:
                 for n, d, s, r in self._module.signature(self._entry(entry), True)]
 
     def run(self, *arrays, entry=None, **inputs):
-        """Runs an entry (default: main, or the only one) on arrays given in
-        signature order or by input name; returns {output name: array}."""
+        """Runs an entry (default: main, or the only one) on values given in
+        order or by name; returns {output name: value}. A value is an array;
+        an ONNX sequence is a list of arrays, an optional None or its value
+        (the module passes them as several tensors, see hasten_tensor_role)."""
         entry = self._entry(entry)
-        names = [t.name for t in self.inputs(entry)]
+        in_groups = _value_groups(self.inputs(entry))
+        names = [g[0] for g in in_groups]
         if arrays and inputs:
             raise _error("give the inputs either in order or by name, not both", 1)
         if inputs:
@@ -147,9 +150,17 @@ class Module:
             if missing:
                 raise _error(f"missing input '{missing[0]}' of entry '{entry}'")
             arrays = [inputs[n] for n in names]
-        arrays = [np.asarray(a) for a in arrays]
-        results = self._module.run(entry, arrays)
-        return {t.name: r for t, r in zip(self.outputs(entry), results)}
+        if len(arrays) != len(in_groups):
+            raise _error(f"entry '{entry}' takes {len(in_groups)} inputs, got {len(arrays)}")
+        parts = []
+        for (_, kind, infos), value in zip(in_groups, arrays):
+            parts += _pack(kind, infos, value)
+        results = self._module.run(entry, parts)
+        values, at = {}, 0
+        for name, kind, infos in _value_groups(self.outputs(entry)):
+            values[name] = _unpack(kind, results[at:at + len(infos)])
+            at += len(infos)
+        return values
 
     def prepare(self):
         """Packs the weights now rather than on first use."""
@@ -193,6 +204,74 @@ class Module:
         """A new, empty sequence with its own KV cache; `model` names a
         namespace ("draft" for a draft compiled into the module)."""
         return Sequence(_hasten.Sequence(self._module, model))
+
+
+def _value_groups(infos):
+    """[(value name, kind, its TensorInfos)]: a tensor, or the parts of an
+    ONNX sequence or optional that the roles mark."""
+    groups, i = [], 0
+    while i < len(infos):
+        optional = infos[i].role == "optional_present"
+        main = i + optional
+        sequence = (main + 1 < len(infos) and infos[main].role == "sequence_data"
+                    and infos[main + 1].role == "sequence_shapes")
+        end = main + (2 if sequence else 1)
+        kind = ("optional " if optional else "") + ("sequence" if sequence else "tensor")
+        groups.append((infos[main].name, kind, infos[i:end]))
+        i = end
+    return groups
+
+
+_NUMPY_DTYPES = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "bool": np.bool_,
+                 "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
+                 "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64}
+
+
+def _pack_sequence(info, elements):
+    dtype = _NUMPY_DTYPES.get(info.dtype)
+    arrays = [np.asarray(e, dtype=dtype) for e in elements]
+    width = 1 + max([a.ndim for a in arrays], default=0)
+    table = np.ones((len(arrays), width), np.int64)
+    for row, a in enumerate(arrays):
+        table[row, 0] = a.ndim
+        table[row, 1:1 + a.ndim] = a.shape
+    data = (np.concatenate([a.ravel() for a in arrays]) if arrays
+            else np.zeros(0, dtype or np.float32))
+    return [data, table]
+
+
+def _pack(kind, infos, value):
+    """The module's tensors for one value of `kind`."""
+    if kind == "tensor":
+        return [np.asarray(value)]
+    if kind == "sequence":
+        return _pack_sequence(infos[0], value)
+    present = np.array(value is not None)
+    if kind == "optional sequence":
+        return [present] + _pack_sequence(infos[1], value if value is not None else [])
+    if value is None:
+        value = np.zeros([d if isinstance(d, int) else 0 for d in infos[1].shape],
+                         _NUMPY_DTYPES.get(infos[1].dtype, np.float32))
+    return [present, np.asarray(value)]
+
+
+def _unpack(kind, parts):
+    if kind == "tensor":
+        return parts[0]
+    if kind.startswith("optional"):
+        if not bool(parts[0]):
+            return None
+        parts = parts[1:]
+        if kind == "optional tensor":
+            return parts[0]
+    data, table = parts
+    elements, at = [], 0
+    for row in table:
+        shape = tuple(int(d) for d in row[1:1 + int(row[0])])
+        count = int(np.prod(shape, dtype=np.int64))
+        elements.append(data[at:at + count].reshape(shape))
+        at += count
+    return elements
 
 
 class SampleStream:

@@ -121,6 +121,47 @@ class HastenTest(unittest.TestCase):
                                 os.path.join(self.work.name, "x.so"), weights="int3")
 
     # -- decoders -----------------------------------------------------------
+    def test_sequences_and_optionals(self):
+        # Lists in and out for ONNX sequences, None or a value for optionals.
+        seq = helper.make_sequence_type_proto(
+            helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+        opt = helper.make_optional_type_proto(
+            helper.make_tensor_type_proto(TensorProto.FLOAT, [2]))
+        graph = helper.make_graph(
+            [helper.make_node("SequenceInsert", ["s", "x", "at"], ["grown"]),
+             helper.make_node("OptionalHasElement", ["o"], ["has"]),
+             helper.make_node("Identity", ["o"], ["same"])],
+            "sequences",
+            [helper.make_value_info("s", seq),
+             helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2]),
+             helper.make_tensor_value_info("at", TensorProto.INT64, []),
+             helper.make_value_info("o", opt)],
+            [helper.make_value_info("grown", seq),
+             helper.make_tensor_value_info("has", TensorProto.BOOL, []),
+             helper.make_value_info("same", opt)])
+        path = os.path.join(self.work.name, "sequences.onnx")
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        model = hasten.load(hasten.compile(path))
+        self.assertEqual([t.role for t in model.inputs()],
+                         ["sequence_data", "sequence_shapes", "", "", "optional_present", ""])
+        s = [np.arange(3, dtype=np.float32), np.full((1, 4), 7, np.float32)]
+        x = np.array([[1, 2], [3, 4]], np.float32)
+        for at, o in ((1, np.array([5, 6], np.float32)), (-2, None), (2, None)):
+            out = model.run(s=s, x=x, at=np.array(at, np.int64), o=o)
+            want = list(s)
+            want.insert(at if at >= 0 else len(s) + at, x)
+            self.assertEqual(len(out["grown"]), len(want))
+            for got, expected in zip(out["grown"], want):
+                np.testing.assert_array_equal(got, expected)
+            self.assertEqual(bool(out["has"]), o is not None)
+            if o is None:
+                self.assertIsNone(out["same"])
+            else:
+                np.testing.assert_array_equal(out["same"], o)
+        out = model.run(s=[], x=x, at=np.array(0, np.int64), o=None)
+        self.assertEqual(len(out["grown"]), 1)
+        np.testing.assert_array_equal(out["grown"][0], x)
+
     def test_logits_match_the_reference(self):
         m = hasten.load(self.decoder_so)
         self.assertTrue(m.is_decoder)
