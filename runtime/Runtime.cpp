@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -781,6 +782,25 @@ static std::string checkSequence(const hasten_tensor *data, const hasten_tensor 
   return "";
 }
 
+/// Why a string tensor's bytes and lengths (HASTEN_ROLE_STRING_BYTES then
+/// _LENGTHS) do not agree, or "": a length past its row would have
+/// generated code read the next string, or past the end.
+static std::string checkStrings(const hasten_tensor *bytes, const hasten_tensor *lengths) {
+  if (!bytes || bytes->dims.size() != lengths->dims.size() + 1 ||
+      !std::equal(lengths->dims.begin(), lengths->dims.end(), bytes->dims.begin()))
+    return "its bytes must be [shape..., width] right before its lengths [shape...]";
+  int64_t width = bytes->dims.back();
+  const auto *length = static_cast<const int64_t *>(lengths->data);
+  size_t n = 1;
+  for (int64_t d : lengths->dims)
+    n *= static_cast<size_t>(d);
+  for (size_t i = 0; i < n; ++i)
+    if (length[i] < 0 || length[i] > width)
+      return "string " + std::to_string(i) + " has length " + std::to_string(length[i]) +
+             " in rows of " + std::to_string(width) + " bytes";
+  return "";
+}
+
 extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName,
                                     hasten_tensor *const *inputs, size_t numInputs,
                                     hasten_tensor **outputs, size_t numOutputs) {
@@ -838,6 +858,13 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
                       name, dim->name()->c_str(), (long long)it->second.first,
                       it->second.second.c_str(), (long long)t->dims[d], inputName);
       }
+    }
+    if (sig->role() == hasten::manifest::Role_string_lengths) {
+      std::string problem = checkStrings(i > 0 ? inputs[i - 1] : nullptr, t);
+      if (!problem.empty())
+        return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s': strings '%s': %s", name,
+                    i > 0 && ins->Get(i - 1)->name() ? ins->Get(i - 1)->name()->c_str() : "?",
+                    problem.c_str());
     }
     if (sig->role() == hasten::manifest::Role_sequence_shapes) {
       std::string problem = checkSequence(i > 0 ? inputs[i - 1] : nullptr, t);

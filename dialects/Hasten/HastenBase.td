@@ -38,8 +38,9 @@ def Hasten_Dialect : Dialect {
       one of `token_ids`, `past_length`, `kv_cache`, `kv_block_pool`,
       `kv_block_table`, `logits`, `draft_kv_cache`, `draft_past_length`,
       `accepted_tokens`, `sampler_noise`, `sampler_state`, or for the parts
-      of an ONNX sequence or optional value, `sequence_data`,
-      `sequence_shapes`, `optional_present`.
+      of an ONNX sequence, optional or string tensor, `sequence_data`,
+      `sequence_shapes`, `optional_present`, `string_bytes`,
+      `string_lengths`.
     - `hasten.onnx_name` (string), `hasten.onnx_elem_type` (the ONNX
       TensorProto data type) and `hasten.onnx_dim_params` (the symbolic
       dimension names, "" for a static one) on a function argument or
@@ -116,7 +117,9 @@ def Hasten_TensorRole : I32EnumAttr<"TensorRole",
       I32EnumAttrCase<"SamplerState", 11, "sampler_state">,
       I32EnumAttrCase<"SequenceData", 12, "sequence_data">,
       I32EnumAttrCase<"SequenceShapes", 13, "sequence_shapes">,
-      I32EnumAttrCase<"OptionalPresent", 14, "optional_present">
+      I32EnumAttrCase<"OptionalPresent", 14, "optional_present">,
+      I32EnumAttrCase<"StringBytes", 15, "string_bytes">,
+      I32EnumAttrCase<"StringLengths", 16, "string_lengths">
     ]> {
   let cppNamespace = "::hasten";
   let genSpecializedAttr = 0;

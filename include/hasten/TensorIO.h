@@ -40,16 +40,19 @@ bool writeTensorFile(const std::string &path, hasten_tensor *tensor,
 struct ValueLayout {
   bool optional = false;
   bool sequence = false;
+  /// A string tensor: its bytes ([shape..., width] u8) and lengths.
+  bool strings = false;
   /// The tensor's, or the sequence's elements', type.
   hasten_dtype dtype = HASTEN_F32;
   /// An absent optional tensor's placeholder shape (-1 read as 0).
   std::vector<int64_t> placeholderDims;
   /// The number of ABI tensors the value is.
-  size_t numParts() const { return (optional ? 1 : 0) + (sequence ? 2 : 1); }
+  size_t numParts() const { return (optional ? 1 : 0) + (sequence || strings ? 2 : 1); }
 };
 
 /// Reads `path` as `layout` says: a tensor file as readTensorFile does; a
-/// sequence from a .pb SequenceProto, an optional from a .pb OptionalProto.
+/// sequence from a .pb SequenceProto, an optional from a .pb OptionalProto,
+/// strings from a .pb TensorProto of type STRING.
 /// On success `parts` holds the owned ABI tensors in signature order.
 bool readValueFile(const std::string &path, const ValueLayout &layout,
                    std::vector<hasten_tensor *> &parts, std::string &error,
@@ -62,7 +65,7 @@ bool parseValuePb(std::string_view data, const ValueLayout &layout, const std::s
 
 /// Writes the value made of `parts` (layout.numParts() tensors) to `path`:
 /// as writeTensorFile does for a tensor, else as a .pb SequenceProto or
-/// OptionalProto named `name`.
+/// OptionalProto named `name`, strings as a STRING TensorProto.
 bool writeValueFile(const std::string &path, const ValueLayout &layout,
                     hasten_tensor *const *parts, const std::string &name, std::string &error);
 

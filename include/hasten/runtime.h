@@ -208,7 +208,12 @@ typedef enum hasten_tensor_role {
   HASTEN_ROLE_SEQUENCE_SHAPES = 13,
   /* An ONNX optional: a rank-0 bool, nonzero when the value is there,
    * followed by the value's tensor or sequence (empty when absent). */
-  HASTEN_ROLE_OPTIONAL_PRESENT = 14
+  HASTEN_ROLE_OPTIONAL_PRESENT = 14,
+  /* An ONNX string tensor of shape S: STRING_BYTES, uint8 [S..., W], one
+   * row per string padded to the width W, then STRING_LENGTHS, int64 [S...],
+   * each string's length in bytes (at most W; hasten_run checks). */
+  HASTEN_ROLE_STRING_BYTES = 15,
+  HASTEN_ROLE_STRING_LENGTHS = 16
 } hasten_tensor_role;
 
 /* The kind of `entry` and its model namespace ("" for the module's main

@@ -96,6 +96,11 @@ FailureOr<ImportedValue> joinKinds(NodeContext &ctx, const ImportedValue &a,
                     << whereB;
     return failure();
   }
+  if (a.isString() != b.isString()) {
+    ctx.emitError() << what << " is " << (a.isString() ? "strings" : "numbers") << " " << whereA
+                    << " but " << (b.isString() ? "strings" : "numbers") << " " << whereB;
+    return failure();
+  }
   ImportedValue like = a;
   like.elements.reset();
   like.isUnsigned = a.isUnsigned || b.isUnsigned;

@@ -674,6 +674,15 @@ LogicalResult convertCastTo(NodeContext &ctx, Type to, bool toUnsigned) {
 
 LogicalResult convertCast(NodeContext &ctx) {
   int64_t to = ctx.getInt("to", 0);
+  if (to == onnx::TensorProto::STRING || ctx.info(0).isString()) {
+    FailureOr<Type> toType = to == onnx::TensorProto::STRING
+                                 ? FailureOr<Type>(ctx.b.getI8Type())
+                                 : getElementType(ctx.b.getContext(), to);
+    if (failed(toType))
+      return ctx.fail("casting to " + onnxTypeName(to) + " is not supported");
+    return convertStringCast(ctx, ctx.info(0), *toType, isUnsignedOnnxType(to),
+                             to == onnx::TensorProto::STRING);
+  }
   FailureOr<Type> toType = getElementType(ctx.b.getContext(), to);
   if (failed(toType))
     return ctx.fail("casting to " + onnxTypeName(to) + " is not supported");
@@ -681,13 +690,16 @@ LogicalResult convertCast(NodeContext &ctx) {
 }
 
 LogicalResult convertCastLike(NodeContext &ctx) {
+  if (ctx.info(0).isString() || ctx.info(1).isString())
+    return convertStringCast(ctx, ctx.info(0), ctx.inputType(1).getElementType(),
+                             ctx.info(1).isUnsigned, ctx.info(1).isString());
   return convertCastTo(ctx, ctx.inputType(1).getElementType(),
                        ctx.info(1).isUnsigned);
 }
 
 LogicalResult convertIdentity(NodeContext &ctx) {
   const ImportedValue &in = ctx.info(0);
-  if (in.isSequence() || in.isOptional()) {
+  if (in.isSequence() || in.isOptional() || in.isString()) {
     ctx.setOutputValue(0, in);
   } else if (in.elements) {
     auto type = ctx.inputType(0);

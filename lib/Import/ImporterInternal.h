@@ -58,6 +58,12 @@ struct ImportedValue {
   /// its type (empty) when there is none. Null for a plain value.
   Value present;
 
+  /// A string tensor of shape S: `tensor` holds its strings' bytes, one row
+  /// per string padded to the longest ([S..., W] i8), and `stringLengths`
+  /// their lengths ([S...] i64). Null for other tensors.
+  Value stringLengths;
+
+  bool isString() const { return static_cast<bool>(stringLengths); }
   bool isSequence() const { return static_cast<bool>(shapes); }
   bool isOptional() const { return static_cast<bool>(present); }
 };
@@ -67,8 +73,9 @@ constexpr int64_t kUnknownRank = -1, kNoElements = -2;
 int64_t joinElementRanks(int64_t a, int64_t b);
 
 /// The MLIR values that make up `value`, in the order the ABI passes them:
-/// the presence flag of an optional, then the tensor (a sequence's data),
-/// then a sequence's shape table.
+/// the presence flag of an optional, then the tensor (a sequence's data, a
+/// string tensor's bytes), then a sequence's shape table or a string
+/// tensor's lengths.
 SmallVector<Value> flattenValue(const ImportedValue &value);
 /// A value of `like`'s kind (tensor, sequence, optional) made of `parts` in
 /// flattenValue's order; metadata (signedness, element rank) from `like`.
@@ -214,6 +221,13 @@ void registerSequenceConverters(ConverterTable &table);
 /// Ops whose converters take sequence and optional values; every other op
 /// refuses them by name.
 bool takesSequencesOrOptionals(StringRef opType);
+/// Ops whose converters take string tensors.
+bool takesStrings(StringRef opType);
+void registerStringConverters(ConverterTable &table);
+/// Cast of a string tensor to numbers, or of numbers to strings (Cast,
+/// CastLike); fails for other casts.
+LogicalResult convertStringCast(NodeContext &ctx, const ImportedValue &input, Type to,
+                                bool toUnsigned, bool toString);
 
 /// for (i = 0; i < count; ++i) carrying `inits` through `body`, as an
 /// scf.while: values whose shapes change from one iteration to the next

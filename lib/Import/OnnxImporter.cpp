@@ -449,6 +449,7 @@ static const ConverterTable &getConverters() {
     registerTrainingConverters(t);
     registerTextConverters(t);
     registerSequenceConverters(t);
+    registerStringConverters(t);
     return t;
   }();
   return table;
@@ -566,6 +567,8 @@ static void foldNewOps(Block *block, Operation *lastBefore, Block::iterator end,
       it->second.shapes = resolve(it->second.shapes);
     if (it->second.present)
       it->second.present = resolve(it->second.present);
+    if (it->second.stringLengths)
+      it->second.stringLengths = resolve(it->second.stringLengths);
     if (it->second.elements)
       for (Value &e : *it->second.elements)
         e = resolve(e);
@@ -592,7 +595,7 @@ struct AbiPart {
 /// followed by its value's parts.
 struct AbiValue {
   SmallVector<AbiPart> parts;
-  bool isSequence = false, isOptional = false, isUnsigned = false;
+  bool isSequence = false, isOptional = false, isUnsigned = false, isString = false;
   int64_t elementRank = kUnknownRank;
 
   ImportedValue build(ValueRange values) const {
@@ -605,6 +608,8 @@ struct AbiValue {
     value.tensor = values[next++];
     if (isSequence)
       value.shapes = values[next++];
+    if (isString)
+      value.stringLengths = values[next++];
     return value;
   }
 };
@@ -1600,6 +1605,12 @@ LogicalResult ModelImporter::importNodes(const onnx::GraphProto &graph, ArrayRef
                           (input.isOptional() ? "an optional" : "a sequence") + "; " +
                           node.op_type() + " takes tensors");
       }
+    if (!takesStrings(node.op_type()))
+      for (int i = 0; i < node.input_size(); ++i)
+        if (ctx.hasInput(i) && ctx.info(i).isString())
+          return ctx.fail("input #" + std::to_string(i) + " ('" + node.input(i) +
+                          "') is a string tensor; hasten supports strings in Cast, CastLike, "
+                          "StringNormalizer and Identity only");
     Block *block = b.getInsertionBlock();
     Block::iterator at = b.getInsertionPoint();
     Operation *lastBefore = at == block->begin() ? nullptr : &*std::prev(at);
@@ -1724,7 +1735,10 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
       return error() << "graph output '" << output.name()
                      << "' is not produced by any node";
     const ImportedValue &produced = it->second;
-    if (!produced.isSequence() && !produced.isOptional() && !output.type().has_sequence_type() &&
+    bool declaredString = output.type().has_tensor_type() &&
+                          output.type().tensor_type().elem_type() == onnx::TensorProto::STRING;
+    if (!produced.isSequence() && !produced.isOptional() && !produced.isString() &&
+        !declaredString && !output.type().has_sequence_type() &&
         !output.type().has_optional_type()) {
       FailureOr<Value> value = tensorOutput(b, output, produced);
       if (failed(value))
@@ -1756,6 +1770,10 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
       return error() << "graph output '" << output.name() << "' is declared "
                      << kind(abi->isOptional, abi->isSequence) << " but computes "
                      << kind(value.isOptional(), value.isSequence());
+    if (abi->isString != value.isString())
+      return error() << "graph output '" << output.name() << "' is declared "
+                     << (abi->isString ? "a string tensor" : "numbers") << " but computes "
+                     << (value.isString() ? "strings" : "numbers");
     SmallVector<Value> parts = flattenValue(value);
     for (auto [part, spec] : llvm::zip(parts, abi->parts)) {
       if (cast<ShapedType>(part.getType()).getElementType() !=
@@ -1847,6 +1865,26 @@ FailureOr<AbiValue> ModelImporter::abiParts(const onnx::TypeProto &type,
     value.isUnsigned = isUnsignedOnnxType(elemType);
     value.elementRank =
         element.tensor_type().has_shape() ? element.tensor_type().shape().dim_size() : kUnknownRank;
+  } else if (inner->has_tensor_type() &&
+             inner->tensor_type().elem_type() == onnx::TensorProto::STRING) {
+    if (type.has_optional_type())
+      return error() << "value '" << name << "' is an optional string tensor (not supported)";
+    // Strings: their bytes, a row per string padded to the longest, and
+    // their lengths.
+    if (!inner->tensor_type().has_shape())
+      return error() << "value '" << name << "' has no shape; hasten needs at least its rank";
+    SmallVector<int64_t> shape;
+    for (const auto &dim : inner->tensor_type().shape().dim())
+      shape.push_back(dim.has_dim_value() && dim.dim_value() >= 0 ? dim.dim_value()
+                                                                  : ShapedType::kDynamic);
+    SmallVector<int64_t> rows = shape;
+    rows.push_back(ShapedType::kDynamic);
+    value.parts.push_back({RankedTensorType::get(rows, IntegerType::get(&context, 8)),
+                           TensorRole::StringBytes, "", onnx::TensorProto::UINT8, nullptr});
+    value.parts.push_back({RankedTensorType::get(shape, IntegerType::get(&context, 64)),
+                           TensorRole::StringLengths, ".lengths", onnx::TensorProto::INT64,
+                           &inner->tensor_type()});
+    value.isString = true;
   } else {
     bool isUnsigned = false;
     FailureOr<RankedTensorType> tensorType = typeFromProto(*inner, name, &isUnsigned);

@@ -655,6 +655,8 @@ SmallVector<Value> onnx_import::flattenValue(const ImportedValue &value) {
   parts.push_back(value.tensor);
   if (value.shapes)
     parts.push_back(value.shapes);
+  if (value.stringLengths)
+    parts.push_back(value.stringLengths);
   return parts;
 }
 
@@ -668,6 +670,8 @@ ImportedValue onnx_import::rebuildValue(const ImportedValue &like, ValueRange pa
   value.tensor = parts[next++];
   if (like.shapes)
     value.shapes = parts[next++];
+  if (like.stringLengths)
+    value.stringLengths = parts[next++];
   return value;
 }
 

@@ -96,7 +96,9 @@ static_assert(int(TensorRole::None) == manifest::Role_none &&
               int(TensorRole::SamplerState) == manifest::Role_sampler_state &&
               int(TensorRole::SequenceData) == manifest::Role_sequence_data &&
               int(TensorRole::SequenceShapes) == manifest::Role_sequence_shapes &&
-              int(TensorRole::OptionalPresent) == manifest::Role_optional_present);
+              int(TensorRole::OptionalPresent) == manifest::Role_optional_present &&
+              int(TensorRole::StringBytes) == manifest::Role_string_bytes &&
+              int(TensorRole::StringLengths) == manifest::Role_string_lengths);
 
 EntrySignature hasten::readSignature(func::FuncOp func) {
   EntrySignature sig;

@@ -496,6 +496,85 @@ bool packSequence(std::vector<hasten_tensor *> &elements, hasten_dtype dtype,
   return true;
 }
 
+/// The bytes ([dims..., width] u8, width the longest string's) and
+/// lengths of a STRING TensorProto.
+bool stringsFromProto(const onnx::TensorProto &proto, const std::string &path,
+                      std::vector<hasten_tensor *> &parts, std::string &error) {
+  if (proto.data_type() != onnx::TensorProto::STRING) {
+    error = path + ": a TensorProto of strings is expected, got data type " +
+            std::to_string(proto.data_type());
+    return false;
+  }
+  std::vector<int64_t> dims(proto.dims().begin(), proto.dims().end());
+  std::optional<uint64_t> count = checkedElementCount(dims.data(), dims.size());
+  if (!count || *count != (uint64_t)proto.string_data_size()) {
+    error = path + ": the TensorProto holds " + std::to_string(proto.string_data_size()) +
+            " strings but its shape has " +
+            (count ? std::to_string(*count) : std::string("more than can be addressed"));
+    return false;
+  }
+  int64_t width = 0;
+  uint64_t total = 0;
+  for (const std::string &text : proto.string_data()) {
+    width = std::max<int64_t>(width, (int64_t)text.size());
+    total += text.size();
+  }
+  // Every row is as wide as the longest string: refuse a padding far
+  // beyond what the file holds (one long string among many short ones).
+  uint64_t padded = *count * (uint64_t)width;
+  if (width > 0 && (padded / (uint64_t)width != *count || padded > 64 * (total + *count) + (1 << 20))) {
+    error = path + ": " + std::to_string(*count) + " strings padded to the longest (" +
+            std::to_string(width) + " bytes) would take far more memory than they hold";
+    return false;
+  }
+  std::vector<int64_t> rowDims = dims;
+  rowDims.push_back(width);
+  hasten_tensor *bytes = newTensor(HASTEN_U8, rowDims, path, error);
+  hasten_tensor *lengths = bytes ? newTensor(HASTEN_I64, dims, path, error) : nullptr;
+  if (!lengths) {
+    hasten_tensor_free(bytes);
+    return false;
+  }
+  auto *out = static_cast<char *>(hasten_tensor_data(bytes));
+  auto *length = static_cast<int64_t *>(hasten_tensor_data(lengths));
+  if (hasten_tensor_size_bytes(bytes))
+    std::memset(out, 0, hasten_tensor_size_bytes(bytes));
+  for (int i = 0; i < proto.string_data_size(); ++i) {
+    const std::string &text = proto.string_data(i);
+    if (!text.empty())
+      std::memcpy(out + i * width, text.data(), text.size());
+    length[i] = (int64_t)text.size();
+  }
+  parts.push_back(bytes);
+  parts.push_back(lengths);
+  return true;
+}
+
+bool stringsToProto(hasten_tensor *bytes, hasten_tensor *lengths, const std::string &name,
+                    onnx::TensorProto &proto, std::string &error) {
+  int rank = hasten_tensor_rank(lengths);
+  if (hasten_tensor_rank(bytes) != rank + 1 || hasten_tensor_dtype(lengths) != HASTEN_I64) {
+    error = name + ": not a string tensor's bytes and lengths";
+    return false;
+  }
+  proto.set_name(name);
+  proto.set_data_type(onnx::TensorProto::STRING);
+  for (int d = 0; d < rank; ++d)
+    proto.add_dims(hasten_tensor_dims(lengths)[d]);
+  int64_t width = hasten_tensor_dims(bytes)[rank];
+  const auto *data = static_cast<const char *>(hasten_tensor_data(bytes));
+  const auto *length = static_cast<const int64_t *>(hasten_tensor_data(lengths));
+  for (size_t i = 0, n = hasten_tensor_num_elements(lengths); i < n; ++i) {
+    if (length[i] < 0 || length[i] > width) {
+      error = name + ": string " + std::to_string(i) + " has length " + std::to_string(length[i]) +
+              " in rows of " + std::to_string(width) + " bytes";
+      return false;
+    }
+    proto.add_string_data(std::string(data + i * width, length[i]));
+  }
+  return true;
+}
+
 bool sequenceFromProto(const onnx::SequenceProto &proto, hasten_dtype dtype,
                        const std::string &path, std::vector<hasten_tensor *> &parts,
                        std::string &error) {
@@ -584,16 +663,22 @@ bool hasten::readValueFile(const std::string &path, const ValueLayout &layout,
                            std::vector<hasten_tensor *> &parts, std::string &error,
                            uint64_t maxBytes) {
   parts.clear();
-  if (!layout.optional && !layout.sequence) {
+  if (!layout.optional && !layout.sequence && !layout.strings) {
     hasten_tensor *t = readTensorFile(path, error, maxBytes);
     if (t)
       parts.push_back(t);
     return t != nullptr;
   }
   if (!endsWith(path, ".pb")) {
-    error = path + ": " + (layout.optional ? "an optional" : "a sequence") +
+    error = path + ": " +
+            (layout.strings    ? "a string tensor"
+             : layout.optional ? "an optional"
+                               : "a sequence") +
             " is read from a .pb file (ONNX " +
-            (layout.optional ? "OptionalProto" : "SequenceProto") + ")";
+            (layout.strings    ? "TensorProto"
+             : layout.optional ? "OptionalProto"
+                               : "SequenceProto") +
+            ")";
     return false;
   }
   std::string data;
@@ -606,6 +691,14 @@ bool hasten::parseValuePb(std::string_view data, const ValueLayout &layout,
                           const std::string &path, std::vector<hasten_tensor *> &parts,
                           std::string &error) {
   parts.clear();
+  if (layout.strings) {
+    onnx::TensorProto proto;
+    if (data.size() > size_t(INT_MAX) || !proto.ParseFromArray(data.data(), int(data.size()))) {
+      error = path + ": not a serialized ONNX TensorProto";
+      return false;
+    }
+    return stringsFromProto(proto, path, parts, error);
+  }
   if (!layout.optional && !layout.sequence) {
     hasten_tensor *t = parsePbData(data, path, error);
     if (t)
@@ -672,11 +765,17 @@ bool hasten::parseValuePb(std::string_view data, const ValueLayout &layout,
 bool hasten::writeValueFile(const std::string &path, const ValueLayout &layout,
                             hasten_tensor *const *parts, const std::string &name,
                             std::string &error) {
-  if (!layout.optional && !layout.sequence)
+  if (!layout.optional && !layout.sequence && !layout.strings)
     return writeTensorFile(path, parts[0], name, error);
   if (!endsWith(path, ".pb")) {
-    error = path + ": a sequence or an optional is written as a .pb file";
+    error = path + ": a sequence, an optional or strings are written as a .pb file";
     return false;
+  }
+  if (layout.strings) {
+    onnx::TensorProto proto;
+    if (!stringsToProto(parts[0], parts[1], name, proto, error))
+      return false;
+    return writeProto(path, proto, error);
   }
   if (!layout.optional) {
     onnx::SequenceProto proto;

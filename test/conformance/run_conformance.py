@@ -132,6 +132,10 @@ def compare(actual, expected, rtol, atol, declared_bf16=False):
         return f"shape {actual.shape} != expected {expected.shape}", None
     if actual.dtype != expected.dtype:
         return f"dtype {actual.dtype} != expected {expected.dtype}", None
+    if expected.dtype == np.object_:  # strings: exactly equal
+        bad = sum(a != e for a, e in zip(actual.ravel(), expected.ravel()))
+        return (f"{bad} of {expected.size} strings differ (got {actual.ravel().tolist()[:4]}, "
+                f"expected {expected.ravel().tolist()[:4]})" if bad else None), 0.0
     if expected.dtype == np.bool_ or np.issubdtype(expected.dtype, np.integer):
         bad = np.count_nonzero(actual != expected)
         return (f"{bad} of {expected.size} elements differ" if bad else None), 0.0

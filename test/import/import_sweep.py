@@ -44,7 +44,6 @@ PARAMETER_SLOTS = {
 # Variants of supported ops that hasten does not support, with the reason.
 # These cases must fail with a clear error, never import wrongly.
 KNOWN_UNSUPPORTED = {
-    "string tensors": ["STRING"],
     "training mode with a random mask": ["test_training_dropout$", "test_training_dropout_mask",
                                          "test_training_dropout_default"],
 }

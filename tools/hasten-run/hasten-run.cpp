@@ -79,6 +79,8 @@ hasten::ValueLayout valueLayout(const hasten_module *m, const char *entry, int i
   }
   layout.sequence = roleAt(main) == HASTEN_ROLE_SEQUENCE_DATA &&
                     roleAt(main + 1) == HASTEN_ROLE_SEQUENCE_SHAPES;
+  layout.strings = roleAt(main) == HASTEN_ROLE_STRING_BYTES &&
+                   roleAt(main + 1) == HASTEN_ROLE_STRING_LENGTHS;
   layout.dtype = hasten_signature_dtype(m, entry, isOutput, main);
   int64_t dims[16];
   int rank = hasten_signature_dims(m, entry, isOutput, main, dims, 16);
@@ -149,8 +151,9 @@ int printSignatures(hasten_module *module, const std::string &path,
   static const char *const roles[] = {
       "",       "token_ids",      "past_length",       "kv_cache",       "kv_block_pool",
       "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens",
-      "sampler_noise", "sampler_state", "sequence_data", "sequence_shapes", "optional_present"};
-  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_OPTIONAL_PRESENT + 1,
+      "sampler_noise", "sampler_state", "sequence_data", "sequence_shapes", "optional_present",
+      "string_bytes", "string_lengths"};
+  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_STRING_LENGTHS + 1,
                 "a name for every tensor role");
   std::vector<std::string> entries;
   for (size_t i = 0; i < hasten_module_num_entries(module); ++i)
@@ -1032,7 +1035,7 @@ int main(int argc, char **argv) {
     std::string error;
     std::vector<hasten_tensor *> parts;
     if (!hasten::readValueFile(it->second, layout, parts, error,
-                               layout.optional || layout.sequence
+                               layout.optional || layout.sequence || layout.strings
                                    ? 0
                                    : inputFileBound(module, entry, i, it->second)))
       return die(error);
@@ -1082,6 +1085,8 @@ int main(int argc, char **argv) {
     std::string summary;
     if (layout.optional && !*static_cast<const uint8_t *>(hasten_tensor_data(outputs[o])))
       summary = "none";
+    else if (layout.strings)
+      summary = "string" + shapeOf(outputs[main + 1]).substr(3);
     else if (layout.sequence)
       summary = "sequence of " + std::to_string(hasten_tensor_dims(outputs[main + 1])[0]) + " " +
                 hasten_dtype_name(hasten_tensor_dtype(outputs[main])) + " tensors";
@@ -1094,8 +1099,9 @@ int main(int argc, char **argv) {
       for (char &c : safe)
         if (c == '/' || c == '\\')
           c = '_';
-      std::string format =
-          layout.optional || layout.sequence ? std::string("pb") : std::string(outputFormat);
+      std::string format = layout.optional || layout.sequence || layout.strings
+                               ? std::string("pb")
+                               : std::string(outputFormat);
       std::string path = outputDir + "/" + safe + "." + format;
       std::string error;
       if (!hasten::writeValueFile(path, layout, outputs.data() + o, name, error))
