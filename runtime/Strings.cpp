@@ -23,6 +23,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -117,11 +118,22 @@ double parseNumber(std::string text, bool single) {
   if (single) {
     float value = 0;
     std::from_chars_result r = std::from_chars(begin, end, value);
-    return r.ec == std::errc() && r.ptr == end ? value : NAN;
+    if (r.ptr == end && r.ec == std::errc())
+      return value;
+    if (r.ptr != end || r.ec != std::errc::result_out_of_range)
+      return NAN;
+    // Beyond float's range: what the double rounds to (an infinity, a zero).
+    return static_cast<float>(parseNumber(text, false));
   }
   double value = 0;
   std::from_chars_result r = std::from_chars(begin, end, value);
-  return r.ec == std::errc() && r.ptr == end ? value : NAN;
+  if (r.ptr == end && r.ec == std::errc())
+    return value;
+  if (r.ptr != end || r.ec != std::errc::result_out_of_range)
+    return NAN;
+  // Beyond double's range: strtod says which way (the text is a valid
+  // number in C's format, which is the one from_chars reads).
+  return std::strtod(text.c_str(), nullptr);
 }
 
 } // namespace

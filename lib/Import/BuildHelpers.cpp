@@ -275,6 +275,9 @@ Value onnx_import::reshapeTo(OpBuilder &b, Location loc, Value value,
     flat = castIfNeeded(b, loc, flat,
                         RankedTensorType::get({resultType.getNumElements()},
                                               sourceType.getElementType()));
+  else // A dynamic target needs a dynamic source (expand_shape's rule).
+    flat = castIfNeeded(b, loc, flat,
+                        RankedTensorType::get({ShapedType::kDynamic}, sourceType.getElementType()));
   return tensor::ExpandShapeOp::create(b, loc, resultType, flat,
                                        ArrayRef<ReassociationIndices>{all}, sizes);
 }

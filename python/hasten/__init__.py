@@ -136,7 +136,8 @@ class Module:
         """Runs an entry (default: main, or the only one) on values given in
         order or by name; returns {output name: value}. A value is an array;
         an ONNX sequence is a list of arrays, an optional None or its value
-        (the module passes them as several tensors, see hasten_tensor_role)."""
+        and strings an array of str (the module passes these as several
+        tensors, see hasten_tensor_role)."""
         entry = self._entry(entry)
         in_groups = _value_groups(self.inputs(entry))
         names = [g[0] for g in in_groups]
@@ -216,8 +217,11 @@ def _value_groups(infos):
         main = i + optional
         sequence = (main + 1 < len(infos) and infos[main].role == "sequence_data"
                     and infos[main + 1].role == "sequence_shapes")
-        end = main + (2 if sequence else 1)
-        kind = ("optional " if optional else "") + ("sequence" if sequence else "tensor")
+        strings = (main + 1 < len(infos) and infos[main].role == "string_bytes"
+                   and infos[main + 1].role == "string_lengths")
+        end = main + (2 if sequence or strings else 1)
+        kind = ("optional " if optional else "") + (
+            "sequence" if sequence else "strings" if strings else "tensor")
         groups.append((infos[main].name, kind, infos[i:end]))
         i = end
     return groups
@@ -241,10 +245,25 @@ def _pack_sequence(info, elements):
     return [data, table]
 
 
+def _pack_strings(value):
+    """Bytes padded to rows and lengths for an array of str (UTF-8) or
+    bytes."""
+    value = np.asarray(value, dtype=object)
+    encoded = [v.encode() if isinstance(v, str) else bytes(v) for v in value.ravel()]
+    width = max((len(e) for e in encoded), default=0)
+    rows = np.zeros((len(encoded), width), np.uint8)
+    for i, e in enumerate(encoded):
+        rows[i, :len(e)] = np.frombuffer(e, np.uint8)
+    lengths = np.array([len(e) for e in encoded], np.int64)
+    return [rows.reshape(value.shape + (width,)), lengths.reshape(value.shape)]
+
+
 def _pack(kind, infos, value):
     """The module's tensors for one value of `kind`."""
     if kind == "tensor":
         return [np.asarray(value)]
+    if kind == "strings":
+        return _pack_strings(value)
     if kind == "sequence":
         return _pack_sequence(infos[0], value)
     present = np.array(value is not None)
@@ -259,6 +278,13 @@ def _pack(kind, infos, value):
 def _unpack(kind, parts):
     if kind == "tensor":
         return parts[0]
+    if kind == "strings":
+        rows, lengths = parts
+        flat = rows.reshape(-1, rows.shape[-1]) if rows.size else np.zeros((lengths.size, 0),
+                                                                            np.uint8)
+        text = [bytes(flat[i, :int(n)]).decode(errors="replace")
+                for i, n in enumerate(lengths.ravel())]
+        return np.array(text, dtype=object).reshape(lengths.shape)
     if kind.startswith("optional"):
         if not bool(parts[0]):
             return None

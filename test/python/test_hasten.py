@@ -162,6 +162,29 @@ class HastenTest(unittest.TestCase):
         self.assertEqual(len(out["grown"]), 1)
         np.testing.assert_array_equal(out["grown"][0], x)
 
+    def test_strings(self):
+        # Arrays of str in and out: a StringNormalizer and a Cast both ways.
+        graph = helper.make_graph(
+            [helper.make_node("StringNormalizer", ["words"], ["kept"], case_change_action="UPPER",
+                              stopwords=["the"]),
+             helper.make_node("Cast", ["x"], ["text"], to=TensorProto.STRING),
+             helper.make_node("Cast", ["text"], ["back"], to=TensorProto.FLOAT)],
+            "strings",
+            [helper.make_tensor_value_info("words", TensorProto.STRING, ["n"]),
+             helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+            [helper.make_tensor_value_info("kept", TensorProto.STRING, ["m"]),
+             helper.make_tensor_value_info("text", TensorProto.STRING, [2, 2]),
+             helper.make_tensor_value_info("back", TensorProto.FLOAT, [2, 2])])
+        path = os.path.join(self.work.name, "strings.onnx")
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        model = hasten.load(hasten.compile(path))
+        x = np.array([[0.1, -2.5], [1e-5, 3e20]], np.float32)
+        out = model.run(words=np.array(["The", "quick", "ünï", "fox"]), x=x)
+        self.assertEqual(out["kept"].tolist(), ["QUICK", "üNï", "FOX"])
+        self.assertEqual(out["text"].tolist(), [[str(v) for v in row] for row in x])
+        np.testing.assert_array_equal(out["back"], x)
+        self.assertEqual(model.run(words=np.array(["the"]), x=x)["kept"].tolist(), [""])
+
     def test_logits_match_the_reference(self):
         m = hasten.load(self.decoder_so)
         self.assertTrue(m.is_decoder)

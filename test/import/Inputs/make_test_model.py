@@ -384,6 +384,18 @@ def sequences():
 
 
 @register
+def strings():
+    # Numbers to strings and back, and a StringNormalizer on a [1, C] input.
+    S = TensorProto.STRING
+    nodes = [helper.make_node("Cast", ["x"], ["text"], name="to_text", to=S),
+             helper.make_node("Cast", ["text"], ["back"], name="to_number", to=F),
+             helper.make_node("StringNormalizer", ["words"], ["kept"], name="normalize",
+                              case_change_action="LOWER", stopwords=["a"])]
+    return model(nodes, [vi("x", F, [3]), vi("words", S, [1, "n"])],
+                 [vi("text", S, [3]), vi("back", F, [3]), vi("kept", S, [1, None])])
+
+
+@register
 def tfidf():
     # TfIdfVectorizer, TFIDF over a pool of 2 unigrams and 1 bigram, output
     # positions permuted, weights per pool n-gram.
