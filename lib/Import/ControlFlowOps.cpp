@@ -337,9 +337,9 @@ LogicalResult convertLoop(NodeContext &ctx) {
     }
     for (int64_t k = 0; k < scans; ++k) {
       const ImportedValue &scan = (*outs)[1 + carried + k];
-      if (scan.isSequence() || scan.isOptional()) {
+      if (scan.isSequence() || scan.isOptional() || scan.isString()) {
         draft.erase();
-        return ctx.emitError() << "scan output " << k << " must be a tensor";
+        return ctx.emitError() << "scan output " << k << " must be a tensor of numbers";
       }
       auto type = cast<RankedTensorType>(scan.tensor.getType());
       if (!type.hasStaticShape()) {
@@ -518,6 +518,11 @@ LogicalResult convertScan(NodeContext &ctx) {
       draft.erase();
       return failure();
     }
+    for (auto [i, out] : llvm::enumerate(*outs))
+      if (out.isSequence() || out.isOptional() || out.isString()) {
+        draft.erase();
+        return ctx.emitError() << "body output " << i << " must be a tensor of numbers";
+      }
     for (int64_t j = 0; j < states; ++j) {
       Type returned = (*outs)[j].tensor.getType();
       FailureOr<RankedTensorType> type = join(initialStates[j].getType(), returned);
@@ -664,9 +669,9 @@ LogicalResult convertSequenceMap(NodeContext &ctx) {
       return failure();
     }
     for (auto [j, out] : llvm::enumerate(*outs)) {
-      if (out.isSequence() || out.isOptional()) {
+      if (out.isSequence() || out.isOptional() || out.isString()) {
         draft.erase();
-        return ctx.emitError() << "body output " << j << " must be a tensor";
+        return ctx.emitError() << "body output " << j << " must be a tensor of numbers";
       }
       auto type = cast<ShapedType>(out.tensor.getType());
       kinds.push_back({type.getElementType(), out.isUnsigned, type.getRank()});

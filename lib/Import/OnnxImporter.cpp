@@ -731,6 +731,50 @@ static void listInitializersAsInputs(onnx::GraphProto &graph,
   }
 }
 
+/// Before opset 7, PRelu applied a 1-D slope along the channel axis (axis
+/// 1, as Caffe2 and PyTorch 0.4 computed it); opset 7 broadcasts it from
+/// the last axis, and ONNX's version converter leaves it as it is. Gives such
+/// a slope initializer the shape [C, 1, ...] that opset 7 broadcasts along
+/// the channels, where shape inference knows X's rank and channel count.
+static void alignLegacyPReluSlopes(onnx::ModelProto &model, int64_t opset) {
+  if (opset >= 7)
+    return;
+  onnx::GraphProto &graph = *model.mutable_graph();
+  std::map<std::string, const onnx::TypeProto *> types;
+  for (const auto &vi : graph.input())
+    types[vi.name()] = &vi.type();
+  for (const auto &vi : graph.value_info())
+    types[vi.name()] = &vi.type();
+  std::map<std::string, onnx::TensorProto *> initializers;
+  for (onnx::TensorProto &init : *graph.mutable_initializer())
+    initializers[init.name()] = &init;
+  for (const onnx::NodeProto &node : graph.node()) {
+    if (node.op_type() != "PRelu" || node.input_size() != 2)
+      continue;
+    auto slope = initializers.find(node.input(1));
+    auto x = types.find(node.input(0));
+    if (slope == initializers.end() || x == types.end() || !x->second->has_tensor_type() ||
+        !x->second->tensor_type().has_shape())
+      continue;
+    const onnx::TensorShapeProto &shape = x->second->tensor_type().shape();
+    onnx::TensorProto &s = *slope->second;
+    if (s.dims_size() != 1 || s.dims(0) == 1 || shape.dim_size() < 3 ||
+        !shape.dim(1).has_dim_value() || shape.dim(1).dim_value() != s.dims(0))
+      continue;
+    for (int d = 2; d < shape.dim_size(); ++d)
+      s.add_dims(1);
+    // IR 3 lists initializers among the inputs, with their shapes.
+    for (onnx::ValueInfoProto &input : *graph.mutable_input())
+      if (input.name() == s.name() && input.type().has_tensor_type() &&
+          input.type().tensor_type().has_shape()) {
+        onnx::TensorShapeProto *declared =
+            input.mutable_type()->mutable_tensor_type()->mutable_shape();
+        for (int d = declared->dim_size(); d < s.dims_size(); ++d)
+          declared->add_dim()->set_dim_value(1);
+      }
+  }
+}
+
 /// Runs ONNX's version converter on `model` in a forked child that sends the
 /// serialized result back through a pipe, so that a crash in libonnx is a
 /// failure with a message, not the end of the importing process.
@@ -777,6 +821,11 @@ static bool convertVersionInChild(const onnx::ModelProto &model, int targetOpset
       } catch (const std::exception &) {
         inferred = listed();
       }
+      int64_t fromOpset = 0;
+      for (const auto &import : inferred.opset_import())
+        if (import.domain().empty() || import.domain() == "ai.onnx")
+          fromOpset = import.version();
+      alignLegacyPReluSlopes(inferred, fromOpset);
       onnx::ModelProto result = onnx::version_conversion::ConvertVersion(inferred, targetOpset);
       std::string bytes;
       if (result.SerializeToString(&bytes))

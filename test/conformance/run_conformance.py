@@ -81,14 +81,6 @@ KNOWN_FAILURES["test_scan_sum"] = (
     "opset 8's Scan has a batch dimension that opset 9 dropped; ONNX's version converter "
     "drops it from the model's inputs too, so the converted model refuses the case's batched "
     "data")
-KNOWN_FAILURES.update({
-    case: ("compile", r"PRelu\): inputs do not broadcast",
-           "opset 6 applied a 1-D slope along the channel axis; ONNX's version converter keeps "
-           "it 1-D, which opset 7's broadcasting aligns with the last axis instead: refused "
-           "naming the node rather than computed wrongly")
-    for case in ("test_PReLU_1d_multiparam", "test_PReLU_2d_multiparam",
-                 "test_PReLU_3d_multiparam")
-})
 
 
 ALL_ONNX_OPS = {schema.name for schema in onnx.defs.get_all_schemas()}

@@ -326,6 +326,17 @@ def legacy_ir3():
 
 
 @register
+def legacy_prelu():
+    # Opset 6's PRelu with a 1-D slope over the channels of [N, C, L], as
+    # PyTorch 0.4 exported nn.PReLU(C).
+    nodes = [helper.make_node("PRelu", ["x", "slope"], ["y"], name="prelu")]
+    m = model(nodes, [vi("x", F, [2, 3, 4]), vi("slope", F, [3])], [vi("y", F, [2, 3, 4])],
+              [const("slope", np.array([0.25, 0.5, 2.0], np.float32))], opset=6)
+    m.ir_version = 3
+    return m
+
+
+@register
 def control_flow():
     # If whose branches read an outer value and return different lengths;
     # Loop with a trip count and a condition computed in the body, carrying
