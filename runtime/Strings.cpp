@@ -140,21 +140,23 @@ double parseNumber(std::string text, bool single) {
 
 extern "C" {
 
-__attribute__((visibility("default"))) int64_t _mlir_ciface_hasten_rt_format_float(double value, int32_t single,
-                                                                      int32_t chunk) {
+__attribute__((visibility("default"))) int64_t
+_mlir_ciface_hasten_rt_format_float(double value, int32_t single, int32_t chunk) {
   return chunkOf(formatFloat(value, single != 0), chunk);
 }
 
 /// kind 0: signed, 1: unsigned, 2: bool ("True"/"False", as numpy).
-__attribute__((visibility("default"))) int64_t _mlir_ciface_hasten_rt_format_integer(int64_t value, int32_t kind,
-                                                                        int32_t chunk) {
+__attribute__((visibility("default"))) int64_t
+_mlir_ciface_hasten_rt_format_integer(int64_t value, int32_t kind, int32_t chunk) {
   std::string text = kind == 2   ? (value ? "True" : "False")
                      : kind == 1 ? std::to_string(static_cast<uint64_t>(value))
                                  : std::to_string(value);
   return chunkOf(text, chunk);
 }
 
-__attribute__((visibility("default"))) void _mlir_ciface_hasten_rt_parse_begin() { parseBuffer.clear(); }
+__attribute__((visibility("default"))) void _mlir_ciface_hasten_rt_parse_begin() {
+  parseBuffer.clear();
+}
 
 __attribute__((visibility("default"))) void _mlir_ciface_hasten_rt_parse_byte(int32_t byte) {
   parseBuffer.push_back(static_cast<char>(byte));

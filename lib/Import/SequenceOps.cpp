@@ -78,12 +78,12 @@ Value elementCount(OpBuilder &b, Location loc, Value shapes, Value row) {
   Value rank = readIndex(b, loc, shapes, row, zero);
   Value width = dim(b, loc, shapes, 1);
   Value columns = minIndex(b, loc, arith::AddIOp::create(b, loc, rank, one), width);
-  auto loop = scf::ForOp::create(b, loc, one, columns, one, ValueRange{one},
-                                 [&](OpBuilder &lb, Location ll, Value c, ValueRange acc) {
-                                   Value d = readIndex(lb, ll, shapes, row, c);
-                                   scf::YieldOp::create(
-                                       lb, ll, ValueRange{arith::MulIOp::create(lb, ll, acc[0], d)});
-                                 });
+  auto loop = scf::ForOp::create(
+      b, loc, one, columns, one, ValueRange{one},
+      [&](OpBuilder &lb, Location ll, Value c, ValueRange acc) {
+        Value d = readIndex(lb, ll, shapes, row, c);
+        scf::YieldOp::create(lb, ll, ValueRange{arith::MulIOp::create(lb, ll, acc[0], d)});
+      });
   return loop.getResult(0);
 }
 
@@ -91,12 +91,12 @@ Value elementCount(OpBuilder &b, Location loc, Value shapes, Value row) {
 /// range).
 Value elementOffset(OpBuilder &b, Location loc, Value shapes, Value row) {
   Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);
-  auto loop = scf::ForOp::create(b, loc, zero, row, one, ValueRange{zero},
-                                 [&](OpBuilder &lb, Location ll, Value r, ValueRange acc) {
-                                   Value n = elementCount(lb, ll, shapes, r);
-                                   scf::YieldOp::create(
-                                       lb, ll, ValueRange{arith::AddIOp::create(lb, ll, acc[0], n)});
-                                 });
+  auto loop = scf::ForOp::create(
+      b, loc, zero, row, one, ValueRange{zero},
+      [&](OpBuilder &lb, Location ll, Value r, ValueRange acc) {
+        Value n = elementCount(lb, ll, shapes, r);
+        scf::YieldOp::create(lb, ll, ValueRange{arith::AddIOp::create(lb, ll, acc[0], n)});
+      });
   return loop.getResult(0);
 }
 
@@ -128,10 +128,11 @@ Value insertRows(OpBuilder &b, Location loc, Value piece, Value into, Value firs
       ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
 }
 
-ImportedValue makeSequence(OpBuilder &b, Location loc, Value data, Value shapes,
-                           bool isUnsigned, int64_t rank) {
+ImportedValue makeSequence(OpBuilder &b, Location loc, Value data, Value shapes, bool isUnsigned,
+                           int64_t rank) {
   ImportedValue v;
-  v.tensor = castIfNeeded(b, loc, data, dataType(cast<ShapedType>(data.getType()).getElementType()));
+  v.tensor =
+      castIfNeeded(b, loc, data, dataType(cast<ShapedType>(data.getType()).getElementType()));
   v.shapes = castIfNeeded(b, loc, shapes, shapeTableType(b.getContext()));
   v.isUnsigned = isUnsigned;
   v.elementRank = rank;
@@ -146,8 +147,8 @@ int64_t joinRank(const ImportedValue &sequence, int64_t rank) {
 /// `sequence` with `item` inserted before element `position` (index, in
 /// [0, length]); `offset`, where the caller knows it, is where that
 /// element's data starts (the data's size, to append).
-ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &sequence,
-                            Value item, Value position, Value offset = Value()) {
+ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &sequence, Value item,
+                            Value position, Value offset = Value()) {
   auto itemType = cast<RankedTensorType>(item.getType());
   int64_t rank = itemType.getRank();
   Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);
@@ -171,14 +172,14 @@ ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &seq
                             itemType.getElementType());
   grown = insert1D(b, loc, slice1D(b, loc, data, zero, offset), grown, zero);
   grown = insert1D(b, loc, flat, grown, offset);
-  grown = insert1D(b, loc,
-                   slice1D(b, loc, data, offset, arith::SubIOp::create(b, loc, total, offset)),
-                   grown, arith::AddIOp::create(b, loc, offset, count));
+  grown =
+      insert1D(b, loc, slice1D(b, loc, data, offset, arith::SubIOp::create(b, loc, total, offset)),
+               grown, arith::AddIOp::create(b, loc, offset, count));
 
   Value newWidth = maxIndex(b, loc, width, indexConstant(b, loc, rank + 1));
-  Value table = createFilled(
-      b, loc, {arith::AddIOp::create(b, loc, length, one).getResult(), newWidth},
-      arith::ConstantIntOp::create(b, loc, b.getI64Type(), 1));
+  Value table =
+      createFilled(b, loc, {arith::AddIOp::create(b, loc, length, one).getResult(), newWidth},
+                   arith::ConstantIntOp::create(b, loc, b.getI64Type(), 1));
   table = insertRows(b, loc, rows(b, loc, shapes, zero, position, width), table, zero);
   SmallVector<Value> rowValues;
   for (Value v : row)
@@ -186,10 +187,10 @@ ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &seq
   Value newRow = tensor::FromElementsOp::create(
       b, loc, RankedTensorType::get({1, rank + 1}, b.getI64Type()), rowValues);
   table = insertRows(b, loc, newRow, table, position);
-  table = insertRows(b, loc,
-                     rows(b, loc, shapes, position,
-                          arith::SubIOp::create(b, loc, length, position), width),
-                     table, arith::AddIOp::create(b, loc, position, one));
+  table = insertRows(
+      b, loc,
+      rows(b, loc, shapes, position, arith::SubIOp::create(b, loc, length, position), width), table,
+      arith::AddIOp::create(b, loc, position, one));
   return makeSequence(b, loc, grown, table, sequence.isUnsigned, joinRank(sequence, rank));
 }
 
@@ -207,10 +208,11 @@ ImportedValue eraseElement(OpBuilder &b, Location loc, const ImportedValue &sequ
   Value shrunk = createEmpty(b, loc, {arith::SubIOp::create(b, loc, total, count).getResult()},
                              cast<ShapedType>(data.getType()).getElementType());
   shrunk = insert1D(b, loc, slice1D(b, loc, data, zero, offset), shrunk, zero);
-  shrunk = insert1D(b, loc, slice1D(b, loc, data, after, arith::SubIOp::create(b, loc, total, after)),
-                    shrunk, offset);
-  Value table = createEmpty(
-      b, loc, {arith::SubIOp::create(b, loc, length, one).getResult(), width}, b.getI64Type());
+  shrunk =
+      insert1D(b, loc, slice1D(b, loc, data, after, arith::SubIOp::create(b, loc, total, after)),
+               shrunk, offset);
+  Value table = createEmpty(b, loc, {arith::SubIOp::create(b, loc, length, one).getResult(), width},
+                            b.getI64Type());
   table = insertRows(b, loc, rows(b, loc, shapes, zero, position, width), table, zero);
   Value next = arith::AddIOp::create(b, loc, position, one);
   table = insertRows(b, loc,
@@ -249,10 +251,10 @@ FailureOr<Value> positionInput(NodeContext &ctx, unsigned i, Value length, bool 
   Value zero = indexConstant(b, loc, 0);
   Value negative = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, p, zero);
   p = arith::SelectOp::create(b, loc, negative, arith::AddIOp::create(b, loc, p, length), p);
-  Value last = inclusive ? length
-                         : maxIndex(b, loc, arith::SubIOp::create(b, loc, length,
-                                                                  indexConstant(b, loc, 1)),
-                                    zero);
+  Value last =
+      inclusive
+          ? length
+          : maxIndex(b, loc, arith::SubIOp::create(b, loc, length, indexConstant(b, loc, 1)), zero);
   return maxIndex(b, loc, minIndex(b, loc, p, last), zero);
 }
 
@@ -299,8 +301,7 @@ LogicalResult convertSequenceInsert(NodeContext &ctx) {
     return failure();
   Type element = cast<ShapedType>(sequence->tensor.getType()).getElementType();
   if (ctx.inputType(1).getElementType() != element)
-    return ctx.emitError() << "inserts " << ctx.inputType(1) << " into a sequence of "
-                           << element;
+    return ctx.emitError() << "inserts " << ctx.inputType(1) << " into a sequence of " << element;
   if (!ctx.hasInput(2)) {
     ctx.setOutputValue(0, appendToSequence(ctx.b, ctx.loc, *sequence, ctx.input(1)));
     return success();
@@ -345,8 +346,8 @@ LogicalResult convertSequenceErase(NodeContext &ctx) {
     position = *p;
   }
   // Erasing from an empty sequence (an error in ONNX) leaves it empty.
-  Value nonEmpty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, length,
-                                         indexConstant(b, loc, 0));
+  Value nonEmpty =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, length, indexConstant(b, loc, 0));
   SmallVector<Value> parts = flattenValue(*sequence);
   auto ifOp = scf::IfOp::create(b, loc, ValueRange(parts).getTypes(), nonEmpty,
                                 /*withElseRegion=*/true);
@@ -366,8 +367,8 @@ LogicalResult convertSequenceLength(NodeContext &ctx) {
   FailureOr<ImportedValue> sequence = sequenceInput(ctx, 0);
   if (failed(sequence))
     return failure();
-  Value length = fromIndex(ctx.b, ctx.loc, sequenceLength(ctx.b, ctx.loc, *sequence),
-                           ctx.b.getI64Type());
+  Value length =
+      fromIndex(ctx.b, ctx.loc, sequenceLength(ctx.b, ctx.loc, *sequence), ctx.b.getI64Type());
   ctx.setOutputElements(0, {length}, ctx.b.getI64Type(), /*scalar=*/true);
   return success();
 }
@@ -444,8 +445,8 @@ LogicalResult convertConcatFromSequence(NodeContext &ctx) {
         // error in ONNX) are cut to the result's size.
         for (int64_t d = 0; d < outRank; ++d)
           if (d != *axis)
-            itemSizes[d] = minIndex(lb, ll, getValueOrCreateConstantIndexOp(lb, ll, itemSizes[d]),
-                                    outDims[d]);
+            itemSizes[d] =
+                minIndex(lb, ll, getValueOrCreateConstantIndexOp(lb, ll, itemSizes[d]), outDims[d]);
         Value step = getValueOrCreateConstantIndexOp(lb, ll, itemSizes[*axis]);
         SmallVector<OpFoldResult> offsets(outRank, lb.getIndexAttr(0)),
             ones(outRank, lb.getIndexAttr(1));
@@ -453,8 +454,7 @@ LogicalResult convertConcatFromSequence(NodeContext &ctx) {
         Value piece = tensor::ExtractSliceOp::create(
             lb, ll, item, SmallVector<OpFoldResult>(outRank, lb.getIndexAttr(0)), itemSizes, ones);
         Value into = tensor::InsertSliceOp::create(lb, ll, piece, acc[0], offsets, itemSizes, ones);
-        scf::YieldOp::create(lb, ll,
-                             ValueRange{into, arith::AddIOp::create(lb, ll, acc[1], step)});
+        scf::YieldOp::create(lb, ll, ValueRange{into, arith::AddIOp::create(lb, ll, acc[1], step)});
       });
   ctx.setOutput(0, loop.getResult(0), sequence->isUnsigned);
   return success();
@@ -494,9 +494,8 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
                              << splitType;
     splits = ctx.input(1);
     if (splitType.getRank() == 0) {
-      Value size =
-          maxIndex(b, loc, toIndex(b, loc, tensor::ExtractOp::create(b, loc, splits, ValueRange{})),
-                   one);
+      Value size = maxIndex(
+          b, loc, toIndex(b, loc, tensor::ExtractOp::create(b, loc, splits, ValueRange{})), one);
       count = arith::CeilDivSIOp::create(b, loc, extent, size);
       piece = [=](OpBuilder &lb, Location ll, Value i) {
         Value start = arith::MulIOp::create(lb, ll, i, size);
@@ -514,8 +513,8 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
               Value len = toIndex(sb, sl, tensor::ExtractOp::create(sb, sl, splits, ValueRange{j}));
               scf::YieldOp::create(sb, sl, ValueRange{arith::AddIOp::create(sb, sl, acc[0], len)});
             });
-        Value start = minIndex(lb, ll, maxIndex(lb, ll, sum.getResult(0), indexConstant(lb, ll, 0)),
-                               extent);
+        Value start =
+            minIndex(lb, ll, maxIndex(lb, ll, sum.getResult(0), indexConstant(lb, ll, 0)), extent);
         Value len = toIndex(lb, ll, tensor::ExtractOp::create(lb, ll, splits, ValueRange{i}));
         len = minIndex(lb, ll, maxIndex(lb, ll, len, indexConstant(lb, ll, 0)),
                        arith::SubIOp::create(lb, ll, extent, start));
@@ -526,8 +525,7 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
   bool squeeze = !ctx.hasInput(1) && !keepDims;
   ImportedValue empty = emptySequence(b, loc, type.getElementType(), ctx.info(0).isUnsigned);
   ValueRange results = countedLoop(
-      b, loc, count, flattenValue(empty),
-      [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
+      b, loc, count, flattenValue(empty), [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
         auto [start, len] = piece(lb, ll, i);
         SmallVector<OpFoldResult> offsets(rank, lb.getIndexAttr(0)), sizes,
             strides(rank, lb.getIndexAttr(1));
@@ -701,10 +699,9 @@ Value onnx_import::sequenceElement(OpBuilder &b, Location loc, const ImportedVal
   Value length = dim(b, loc, shapes, 0), width = dim(b, loc, shapes, 1);
   // The element's own rank, or -1 past the end (an empty sequence).
   Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, index, length);
-  Value actualRank =
-      guarded(b, loc, inRange, {indexConstant(b, loc, -1)},
-              [&](OpBuilder &tb) { return SmallVector<Value>{readIndex(tb, loc, shapes, index, zero)}; })
-          .front();
+  Value actualRank = guarded(b, loc, inRange, {indexConstant(b, loc, -1)}, [&](OpBuilder &tb) {
+                       return SmallVector<Value>{readIndex(tb, loc, shapes, index, zero)};
+                     }).front();
   Value matches = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, actualRank,
                                         indexConstant(b, loc, rank));
   // Its dimensions and the offset of its data, where it matches (zeros,
@@ -730,15 +727,15 @@ Value onnx_import::sequenceElement(OpBuilder &b, Location loc, const ImportedVal
     {
       OpBuilder tb = OpBuilder::atBlockBegin(&ifOp.getThenRegion().front());
       Value x = tensor::ExtractOp::create(tb, loc, data, ValueRange{offset});
-      scf::YieldOp::create(tb, loc, ValueRange{tensor::FromElementsOp::create(
-                                        tb, loc, tensorType, ValueRange{x})});
+      scf::YieldOp::create(
+          tb, loc, ValueRange{tensor::FromElementsOp::create(tb, loc, tensorType, ValueRange{x})});
     }
     {
       OpBuilder eb = OpBuilder::atBlockBegin(&ifOp.getElseRegion().front());
       scf::YieldOp::create(
-          eb, loc, ValueRange{tensor::FromElementsOp::create(eb, loc, tensorType,
-                                                             ValueRange{scalarConstant(
-                                                                 eb, loc, element, 0)})});
+          eb, loc,
+          ValueRange{tensor::FromElementsOp::create(
+              eb, loc, tensorType, ValueRange{scalarConstant(eb, loc, element, 0)})});
     }
     return ifOp.getResult(0);
   }
@@ -759,9 +756,9 @@ int64_t onnx_import::joinElementRanks(int64_t a, int64_t b) {
 
 bool onnx_import::takesSequencesOrOptionals(StringRef opType) {
   return llvm::is_contained({"Identity", "SequenceEmpty", "SequenceConstruct", "SequenceInsert",
-                             "SequenceAt", "SequenceErase", "SequenceLength",
-                             "ConcatFromSequence", "SplitToSequence", "SequenceMap", "Optional",
-                             "OptionalHasElement", "OptionalGetElement", "If", "Loop"},
+                             "SequenceAt", "SequenceErase", "SequenceLength", "ConcatFromSequence",
+                             "SplitToSequence", "SequenceMap", "Optional", "OptionalHasElement",
+                             "OptionalGetElement", "If", "Loop"},
                             opType);
 }
 

@@ -55,8 +55,8 @@ Value call(OpBuilder &b, ModuleOp module, Location loc, StringRef name, Type res
   SmallVector<Type> results;
   if (result)
     results.push_back(result);
-  func::FuncOp fn = runtimeFunction(
-      b, module, loc, name, b.getFunctionType(ValueRange(args).getTypes(), results));
+  func::FuncOp fn = runtimeFunction(b, module, loc, name,
+                                    b.getFunctionType(ValueRange(args).getTypes(), results));
   auto op = func::CallOp::create(b, loc, fn, args);
   return result ? op.getResult(0) : Value();
 }
@@ -102,7 +102,8 @@ ImportedValue formatNumbers(OpBuilder &b, Location loc, Value input, bool isUnsi
         std::function<Value(int64_t)> chunk;
         if (isa<FloatType>(element)) {
           bool f32 = element.getIntOrFloatBitWidth() <= 32;
-          Value wide = element.isF64() ? x : Value(arith::ExtFOp::create(lb, ll, lb.getF64Type(), x));
+          Value wide =
+              element.isF64() ? x : Value(arith::ExtFOp::create(lb, ll, lb.getF64Type(), x));
           chunk = [&, wide, f32](int64_t c) {
             return call(lb, module, ll, "hasten_rt_format_float", i64,
                         {wide, i32Constant(lb, ll, f32), i32Constant(lb, ll, c)});
@@ -161,7 +162,8 @@ Value parseStrings(OpBuilder &b, Location loc, const ImportedValue &strings, Typ
       b, loc, zero, count, one, ValueRange{result},
       [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
         call(lb, module, ll, "hasten_rt_parse_begin", Type(), {});
-        Value length = toIndex(lb, ll, tensor::ExtractOp::create(lb, ll, flatLengths, ValueRange{i}));
+        Value length =
+            toIndex(lb, ll, tensor::ExtractOp::create(lb, ll, flatLengths, ValueRange{i}));
         length = arith::MinSIOp::create(lb, ll, length, width);
         scf::ForOp::create(lb, ll, zero, length, one, ValueRange{},
                            [&](OpBuilder &bb, Location bl, Value k, ValueRange) {
@@ -173,8 +175,8 @@ Value parseStrings(OpBuilder &b, Location loc, const ImportedValue &strings, Typ
         Value parsed = call(lb, module, ll, "hasten_rt_parse_end", lb.getF64Type(),
                             {i32Constant(lb, ll, f32)});
         Value converted = castScalar(lb, ll, parsed, to, /*srcUnsigned=*/false, toUnsigned);
-        scf::YieldOp::create(lb, ll,
-                             ValueRange{tensor::InsertOp::create(lb, ll, converted, acc[0], ValueRange{i})});
+        scf::YieldOp::create(
+            lb, ll, ValueRange{tensor::InsertOp::create(lb, ll, converted, acc[0], ValueRange{i})});
       });
   return reshapeTo(b, loc, loop.getResult(0), sizesOf(b, loc, lengths));
 }
@@ -198,12 +200,12 @@ Value changeCase(OpBuilder &b, Location loc, Value bytes, bool upper) {
 
 Value lowerByte(OpBuilder &b, Location loc, Value c) {
   Type i8 = b.getI8Type();
-  Value inRange = arith::AndIOp::create(
-      b, loc,
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, c,
-                            arith::ConstantIntOp::create(b, loc, i8, 'A')),
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, c,
-                            arith::ConstantIntOp::create(b, loc, i8, 'Z')));
+  Value inRange =
+      arith::AndIOp::create(b, loc,
+                            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, c,
+                                                  arith::ConstantIntOp::create(b, loc, i8, 'A')),
+                            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, c,
+                                                  arith::ConstantIntOp::create(b, loc, i8, 'Z')));
   return arith::SelectOp::create(
       b, loc, inRange,
       arith::AddIOp::create(b, loc, c, arith::ConstantIntOp::create(b, loc, i8, 32)), c);
@@ -232,7 +234,8 @@ LogicalResult convertStringNormalizer(NodeContext &ctx) {
   // them; another locale could map other letters too.
   if (!locale.empty() && locale != "en_US" && locale != "en_US.UTF-8" && locale != "C" &&
       locale != "POSIX")
-    return ctx.fail("locale '" + locale + "' is not supported (only ASCII case mapping: en_US, "
+    return ctx.fail("locale '" + locale +
+                    "' is not supported (only ASCII case mapping: en_US, "
                     "C)");
   SmallVector<std::string> stopwords;
   if (const onnx::AttributeProto *attr = ctx.attr("stopwords"))
@@ -251,7 +254,8 @@ LogicalResult convertStringNormalizer(NodeContext &ctx) {
   Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);
 
   // The kept strings, copied in order to the front of same-size buffers.
-  Value outBytes = createFilled(b, loc, {count, width}, arith::ConstantIntOp::create(b, loc, i8, 0));
+  Value outBytes =
+      createFilled(b, loc, {count, width}, arith::ConstantIntOp::create(b, loc, i8, 0));
   Value outLengths = createFilled(b, loc, {count}, arith::ConstantIntOp::create(b, loc, i64, 0));
   auto loop = scf::ForOp::create(
       b, loc, zero, count, one, ValueRange{outBytes, outLengths, zero},
@@ -267,8 +271,8 @@ LogicalResult convertStringNormalizer(NodeContext &ctx) {
             OpBuilder tb = OpBuilder::atBlockBegin(&compare.getThenRegion().front());
             Value equal = arith::ConstantIntOp::create(tb, ll, i1, 1);
             for (size_t k = 0; k < word.size(); ++k) {
-              Value c = tensor::ExtractOp::create(tb, ll, bytes,
-                                                  ValueRange{i, indexConstant(tb, ll, k)});
+              Value c =
+                  tensor::ExtractOp::create(tb, ll, bytes, ValueRange{i, indexConstant(tb, ll, k)});
               Value w = arith::ConstantIntOp::create(tb, ll, i8, (int8_t)word[k]);
               if (!caseSensitive) {
                 c = lowerByte(tb, ll, c);
@@ -333,11 +337,10 @@ LogicalResult convertStringNormalizer(NodeContext &ctx) {
   }
   {
     OpBuilder eb = OpBuilder::atBlockBegin(&ensured.getElseRegion().front());
-    Value emptyRow =
-        createFilled(eb, loc, {eb.getIndexAttr(1), eb.getIndexAttr(0)},
-                     arith::ConstantIntOp::create(eb, loc, i8, 0));
-    Value zeroLength = createFilled(eb, loc, {eb.getIndexAttr(1)},
-                                    arith::ConstantIntOp::create(eb, loc, i64, 0));
+    Value emptyRow = createFilled(eb, loc, {eb.getIndexAttr(1), eb.getIndexAttr(0)},
+                                  arith::ConstantIntOp::create(eb, loc, i8, 0));
+    Value zeroLength =
+        createFilled(eb, loc, {eb.getIndexAttr(1)}, arith::ConstantIntOp::create(eb, loc, i64, 0));
     scf::YieldOp::create(
         eb, loc,
         ValueRange{castIfNeeded(eb, loc, emptyRow, ensured.getResult(0).getType()),
@@ -356,8 +359,8 @@ LogicalResult convertStringNormalizer(NodeContext &ctx) {
 
 } // namespace
 
-LogicalResult onnx_import::convertStringCast(NodeContext &ctx, const ImportedValue &input,
-                                             Type to, bool toUnsigned, bool toString) {
+LogicalResult onnx_import::convertStringCast(NodeContext &ctx, const ImportedValue &input, Type to,
+                                             bool toUnsigned, bool toString) {
   if (input.isString() && toString) {
     ctx.setOutputValue(0, input);
     return success();
