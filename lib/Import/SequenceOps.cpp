@@ -43,6 +43,14 @@ Value dim(OpBuilder &b, Location loc, Value tensor, int64_t d) {
   return tensor::DimOp::create(b, loc, tensor, d);
 }
 
+/// The number of elements of a tensor (index).
+Value elementCountOf(OpBuilder &b, Location loc, Value tensor) {
+  Value count = indexConstant(b, loc, 1);
+  for (int64_t d = 0, e = cast<RankedTensorType>(tensor.getType()).getRank(); d < e; ++d)
+    count = arith::MulIOp::create(b, loc, count, dim(b, loc, tensor, d));
+  return count;
+}
+
 Value readIndex(OpBuilder &b, Location loc, Value table, Value row, Value column) {
   return toIndex(b, loc, tensor::ExtractOp::create(b, loc, table, ValueRange{row, column}));
 }
@@ -523,9 +531,16 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
     }
   }
   bool squeeze = !ctx.hasInput(1) && !keepDims;
-  ImportedValue empty = emptySequence(b, loc, type.getElementType(), ctx.info(0).isUnsigned);
+  int64_t pieceRank = squeeze ? rank - 1 : rank;
+  // The pieces never hold more than the input: its size of data and one
+  // row per piece, filled in order (no copy per piece), then cut to what
+  // the pieces took (less where a split list stops short of the axis).
+  Type i64 = b.getI64Type();
+  Value data = createEmpty(b, loc, {elementCountOf(b, loc, input)}, type.getElementType());
+  Value table = createEmpty(b, loc, {count, b.getIndexAttr(pieceRank + 1)}, i64);
   ValueRange results = countedLoop(
-      b, loc, count, flattenValue(empty), [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
+      b, loc, count, ValueRange{data, table, indexConstant(b, loc, 0)},
+      [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
         auto [start, len] = piece(lb, ll, i);
         SmallVector<OpFoldResult> offsets(rank, lb.getIndexAttr(0)), sizes,
             strides(rank, lb.getIndexAttr(1));
@@ -536,10 +551,20 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
         Value part = tensor::ExtractSliceOp::create(lb, ll, input, offsets, sizes, strides);
         if (squeeze)
           part = dropUnitDims(lb, ll, part, {*axis});
-        return flattenValue(appendToSequence(lb, ll, rebuildValue(empty, acc), part));
+        Value size = elementCountOf(lb, ll, part);
+        Value placed =
+            insert1D(lb, ll, reshapeTo(lb, ll, part, ArrayRef<OpFoldResult>{size}), acc[0], acc[2]);
+        SmallVector<Value> row = {arith::ConstantIntOp::create(lb, ll, i64, pieceRank)};
+        for (int64_t d = 0; d < pieceRank; ++d)
+          row.push_back(fromIndex(lb, ll, dim(lb, ll, part, d), i64));
+        Value rowTensor = tensor::FromElementsOp::create(
+            lb, ll, RankedTensorType::get({1, pieceRank + 1}, i64), row);
+        Value rows = insertRows(lb, ll, rowTensor, acc[1], i);
+        return SmallVector<Value>{placed, rows, arith::AddIOp::create(lb, ll, acc[2], size)};
       });
-  ImportedValue result = rebuildValue(empty, results);
-  result.elementRank = squeeze ? rank - 1 : rank;
+  ImportedValue result =
+      makeSequence(b, loc, slice1D(b, loc, results[0], indexConstant(b, loc, 0), results[2]),
+                   results[1], ctx.info(0).isUnsigned, pieceRank);
   ctx.setOutputValue(0, result);
   return success();
 }
