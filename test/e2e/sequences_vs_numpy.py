@@ -196,10 +196,11 @@ def split_cases(c, bin_dir, work):
         m.run(f"{rows} rows", {"x": x[:rows]},
               lambda x: [[x[i:i + 3] for i in range(0, x.shape[0], 3)]])
 
-    # No split: pieces of one, squeezed without keepdims; stacked back.
+    # No split: pieces of one, squeezed without keepdims; joined back along
+    # the last axis (stacked along a new one where they were squeezed).
     for keep in (0, 1):
         nodes = [helper.make_node("SplitToSequence", ["x"], ["pieces"], axis=-1, keepdims=keep),
-                 helper.make_node("ConcatFromSequence", ["pieces"], ["stacked"], axis=0,
+                 helper.make_node("ConcatFromSequence", ["pieces"], ["stacked"], axis=1,
                                   new_axis=1 - keep)]
         m = Model(c, bin_dir, work, f"split_keepdims{keep}", nodes,
                   [("x", tensor_type(F, [3, 4]))],
@@ -207,7 +208,7 @@ def split_cases(c, bin_dir, work):
 
         def reference(x, keep=keep):
             pieces = [x[:, i:i + 1] if keep else x[:, i] for i in range(x.shape[1])]
-            stacked = np.concatenate(pieces, 0) if keep else np.stack(pieces, 0)
+            stacked = np.concatenate(pieces, 1) if keep else np.stack(pieces, 1)
             return [pieces, stacked]
         m.run("3x4", {"x": x[:3, :4]}, reference)
 
