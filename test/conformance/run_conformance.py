@@ -32,9 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "import"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
+from e2e_common import load_value  # noqa: E402
 from import_sweep import (case_ops, known_unsupported,  # noqa: E402
                           parameter_bindings)
 
@@ -144,26 +145,6 @@ def compare(actual, expected, rtol, atol, declared_bf16=False):
     worst = np.nanmax(np.abs(a - e)) if a.size else 0
     return (f"{np.count_nonzero(~close)} of {e.size} elements differ (max abs diff {worst:.3g}, "
             f"rtol {rtol:g}, atol {atol:g})"), needed
-
-
-def load_value(path, type_proto):
-    """An output file as ONNX stores it: a tensor, a list of tensors (a
-    sequence), or None or a value (an optional)."""
-    if type_proto.HasField("optional_type"):
-        proto = onnx.OptionalProto()
-        with open(path, "rb") as f:
-            proto.ParseFromString(f.read())
-        if proto.HasField("tensor_value"):
-            return numpy_helper.to_array(proto.tensor_value)
-        if proto.HasField("sequence_value"):
-            return [numpy_helper.to_array(t) for t in proto.sequence_value.tensor_values]
-        return None
-    if type_proto.HasField("sequence_type"):
-        proto = onnx.SequenceProto()
-        with open(path, "rb") as f:
-            proto.ParseFromString(f.read())
-        return [numpy_helper.to_array(t) for t in proto.tensor_values]
-    return numpy_helper.to_array(onnx.load_tensor(path))
 
 
 def element_type(type_proto):

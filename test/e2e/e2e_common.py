@@ -124,3 +124,38 @@ def run_with_ort(bin_dir, work, compiled, inputs, outputs, tag):
     except onnxruntime.capi.onnxruntime_pybind11_state.NotImplemented:
         return got, None  # ONNX Runtime has no kernel for these types (Unique of int32)
     return got, session.run(outputs, inputs)
+
+
+def compile_graph(bin_dir, work, name, graph, opset=17):
+    """Saves `graph` as NAME.onnx under `work` and compiles it; (.onnx path,
+    .so path, the finished hasten-compile process)."""
+    import onnx
+    from onnx import helper
+    path = os.path.join(work, name + ".onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    so = os.path.join(work, name + ".so")
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o", so],
+                          capture_output=True, text=True)
+    return path, so, proc
+
+
+def load_value(path, type_proto):
+    """A .pb file as ONNX stores a value of `type_proto`: an array, a list
+    of arrays (a sequence), or None or a value (an optional)."""
+    import onnx
+    from onnx import numpy_helper
+    if type_proto.HasField("optional_type"):
+        proto = onnx.OptionalProto()
+        with open(path, "rb") as f:
+            proto.ParseFromString(f.read())
+        if proto.HasField("tensor_value"):
+            return numpy_helper.to_array(proto.tensor_value)
+        if proto.HasField("sequence_value"):
+            return [numpy_helper.to_array(t) for t in proto.sequence_value.tensor_values]
+        return None
+    if type_proto.HasField("sequence_type"):
+        proto = onnx.SequenceProto()
+        with open(path, "rb") as f:
+            proto.ParseFromString(f.read())
+        return [numpy_helper.to_array(t) for t in proto.tensor_values]
+    return numpy_helper.to_array(onnx.load_tensor(path))

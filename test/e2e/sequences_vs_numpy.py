@@ -72,24 +72,6 @@ def save_value(path, value, type_proto):
         f.write(proto.SerializeToString())
 
 
-def load_value(path, type_proto):
-    if type_proto.HasField("optional_type"):
-        proto = onnx.OptionalProto()
-        with open(path, "rb") as f:
-            proto.ParseFromString(f.read())
-        if proto.HasField("tensor_value"):
-            return numpy_helper.to_array(proto.tensor_value)
-        if proto.HasField("sequence_value"):
-            return [numpy_helper.to_array(t) for t in proto.sequence_value.tensor_values]
-        return None
-    if type_proto.HasField("sequence_type"):
-        proto = onnx.SequenceProto()
-        with open(path, "rb") as f:
-            proto.ParseFromString(f.read())
-        return [numpy_helper.to_array(t) for t in proto.tensor_values]
-    return numpy_helper.to_array(onnx.load_tensor(path))
-
-
 def same(got, want):
     if want is None or got is None:
         return got is None and want is None
@@ -115,12 +97,7 @@ class Model:
         graph = helper.make_graph(nodes, name,
                                   [helper.make_value_info(n, t) for n, t in inputs],
                                   [helper.make_value_info(n, t) for n, t in outputs])
-        self.path = os.path.join(work, name + ".onnx")
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
-                  self.path)
-        self.so = os.path.join(work, name + ".so")
-        proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), self.path, "-o", self.so],
-                              capture_output=True, text=True)
+        self.path, self.so, proc = e2e.compile_graph(bin_dir, work, name, graph, opset)
         self.ok = proc.returncode == 0
         if not self.ok:
             c.check(False, f"{name}: {proc.stderr.strip()[-400:]}")
@@ -141,7 +118,7 @@ class Model:
         if proc.returncode:
             self.c.check(False, f"{label}: {proc.stderr.strip()[-400:]}")
             return
-        got = [load_value(os.path.join(out_dir, n + ".pb"), t) for n, t in self.outputs]
+        got = [e2e.load_value(os.path.join(out_dir, n + ".pb"), t) for n, t in self.outputs]
         want = reference(**values)
         ort = self.run_ort(values)
         ok = all(same(g, w) for g, w in zip(got, want))
@@ -321,10 +298,7 @@ def refusals(c, bin_dir, work):
                  helper.make_tensor_value_info("i", I64, [])],
                 [helper.make_tensor_value_info("y", F, ["a", "b"])]),
              "read_it")):
-        path = os.path.join(work, name + ".onnx")
-        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
-        proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o",
-                               os.path.join(work, name + ".so")], capture_output=True, text=True)
+        _, _, proc = e2e.compile_graph(bin_dir, work, name, g)
         message = proc.stderr.strip()
         c.check(proc.returncode != 0 and expect in message and "Traceback" not in message
                 and "Assertion" not in message, f"{name} refused: {message[-300:]}")

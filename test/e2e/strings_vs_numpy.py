@@ -33,12 +33,8 @@ S = TensorProto.STRING
 
 
 def compile_model(c, bin_dir, work, name, nodes, inputs, outputs):
-    graph = helper.make_graph(nodes, name, inputs, outputs)
-    path = os.path.join(work, name + ".onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    so = os.path.join(work, name + ".so")
-    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o", so],
-                          capture_output=True, text=True)
+    path, so, proc = e2e.compile_graph(bin_dir, work, name,
+                                       helper.make_graph(nodes, name, inputs, outputs))
     if proc.returncode:
         c.check(False, f"{name}: {proc.stderr.strip()[-400:]}")
         return None
@@ -247,10 +243,7 @@ def refusals(c, bin_dir, work):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("u", S, [2]),
          helper.make_tensor_value_info("n", TensorProto.FLOAT, [2])])
-    path = os.path.join(work, "locale.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), path, "-o",
-                           os.path.join(work, "locale.so")], capture_output=True, text=True)
+    _, _, proc = e2e.compile_graph(bin_dir, work, "locale", graph)
     c.check(proc.returncode != 0 and "norm" in proc.stderr and "tr_TR" in proc.stderr,
             f"a locale other than ASCII's is refused: {proc.stderr.strip()[-200:]}")
 
