@@ -443,6 +443,28 @@ FailureOr<OperandView> viewOperand(Value v, StringRef name, int64_t heads, bool 
   return view;
 }
 
+/// `value` with its elements converted to the float type `to` (extended or
+/// rounded to nearest even); `value` itself when they already are.
+Value convertElements(OpBuilder &b, Location loc, Value value, Type to) {
+  auto type = cast<RankedTensorType>(value.getType());
+  Type from = type.getElementType();
+  if (from == to)
+    return value;
+  Value init = tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, value), to);
+  SmallVector<AffineMap> maps(2, b.getMultiDimIdentityMap(type.getRank()));
+  SmallVector<utils::IteratorType> iterators(type.getRank(), utils::IteratorType::parallel);
+  return linalg::GenericOp::create(
+             b, loc, init.getType(), ValueRange{value}, ValueRange{init}, maps, iterators,
+             [&](OpBuilder &nb, Location nloc, ValueRange args) {
+               Value converted =
+                   to.getIntOrFloatBitWidth() > from.getIntOrFloatBitWidth()
+                       ? Value(arith::ExtFOp::create(nb, nloc, to, args[0]))
+                       : Value(arith::TruncFOp::create(nb, nloc, to, args[0]));
+               linalg::YieldOp::create(nb, nloc, converted);
+             })
+      .getResult(0);
+}
+
 /// `view.source` transposed so that logical dims `order` come first to
 /// last.
 Value materialize(OpBuilder &b, Location loc, const OperandView &view,
@@ -1163,21 +1185,29 @@ struct FuseAttentionPass : public hasten::impl::FuseAttentionBase<FuseAttentionP
       return failure();
     }
     Type element = cast<ShapedType>(probs.getType()).getElementType();
-    if (!element.isF32()) {
-      why = "only f32 attention is fused so far";
+    if (!element.isF32() && !element.isBF16() && !element.isF16()) {
+      why = "only f32, bf16 and f16 attention is fused (the op computes in f32)";
       return failure();
     }
 
+    // A bf16 or f16 attention computes in f32 (scores, softmax and
+    // accumulation; the kernel and the tiled code are f32): its operands
+    // are widened on the way in and its result rounded on the way out,
+    // which is at least as accurate as the unfused half-precision chain.
     OpBuilder b(pv);
     Location loc = pv.getLoc();
-    Value query = materialize(b, loc, *q, {0, 1, 2, 3});
-    Value key = materialize(b, loc, *k, {0, 1, 3, 2});
-    Value value = materialize(b, loc, *v, {0, 1, 2, 3});
+    Type f32 = b.getF32Type();
+    Value query = convertElements(b, loc, materialize(b, loc, *q, {0, 1, 2, 3}), f32);
+    Value key = convertElements(b, loc, materialize(b, loc, *k, {0, 1, 3, 2}), f32);
+    Value value = convertElements(b, loc, materialize(b, loc, *v, {0, 1, 2, 3}), f32);
     auto attentionWith = [&](const ScoreChain &masks, bool causal) {
-      Value mask = masks.masks.empty() ? Value() : buildMask(b, loc, masks, element);
-      return AttentionOp::create(b, loc, query, key, value, mask, heads, k->heads, causal,
-                                 b.getF32FloatAttr(scale), /*tiling=*/nullptr)
-          .getResult();
+      Value mask = masks.masks.empty()
+                       ? Value()
+                       : convertElements(b, loc, buildMask(b, loc, masks, element), f32);
+      Value out = AttentionOp::create(b, loc, query, key, value, mask, heads, k->heads, causal,
+                                      b.getF32FloatAttr(scale), /*tiling=*/nullptr)
+                      .getResult();
+      return convertElements(b, loc, out, element);
     };
     // A causal mask becomes the op's causal rule (tiles above the diagonal
     // are then never computed, and no mask is stored); when that holds

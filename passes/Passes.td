@@ -85,8 +85,10 @@ def FuseAttention : Pass<"hasten-fuse-attention"> {
         heads(4, 4) scale(0.353553385) : ...
     ```
 
-    Only f32 attention is fused for now: the runtime kernel that runs the op
-    is f32.
+    The op computes in f32 (the runtime kernel and the tiled code are f32):
+    a bf16 or f16 attention is fused with its operands and mask widened to
+    f32 and its result rounded back, which is at least as accurate as the
+    half-precision chain it replaces. f64 attention is left unfused.
   }];
   let options = [
     Option<"reportUnfused", "report-unfused", "bool", /*default=*/"false",

@@ -820,4 +820,9 @@ MUTATIONS = [
      "      alignLegacyPReluSlopes(inferred, fromOpset);",
      "      alignLegacyPReluSlopes(inferred, fromOpset + 7);",
      "lit:import/legacy-models.test"),
+    ("fuse-attention: bf16 attention is left unfused again",
+     "passes/FuseAttention.cpp",
+     "    if (!element.isF32() && !element.isBF16() && !element.isF16()) {",
+     "    if (!element.isF32()) {",
+     "lit:passes/fuse-attention.mlir"),
 ]

@@ -6,7 +6,9 @@ and off (--no-fuse-attention), runs both with hasten-run, and checks:
 
   - fused and unfused logits agree (max |a - b| <= 1e-4 * max |b|);
   - the fused logits match torch's own (the export's .reference.npz), for
-    the exports, and float64 numpy for a Range/Less causal attention;
+    the exports, and float64 numpy for a Range/Less causal attention (also
+    in bf16, which fuses too and computes in f32: compared at bf16's
+    precision, 1e-2 of the largest value);
   - attention fused where it should: the fused module calls the runtime's
     attention kernel once per layer for the positive exports and the
     decoders, and never for the neg_* exports (whose softmax is not
@@ -49,13 +51,36 @@ def relative_error(actual, expected):
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
 
 
-def range_less_model(path):
+def bf16_bits(x):
+    """float32 values rounded to bfloat16 (nearest even), as the uint16 bits
+    ONNX stores (numpy has no bfloat16)."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_values(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def load_logits(out_dir):
+    array = np.load(os.path.join(out_dir, "logits.npy"))
+    if array.dtype.kind == "V":  # bfloat16, written as 2-byte records
+        return bf16_values(array.view(np.uint16))
+    return array
+
+
+def range_less_model(path, bf16=False):
     """Attention with the causal mask built as exporters of torch.arange
     comparisons write it: Where(Less(Unsqueeze(Range), Unsqueeze(Range)), -inf,
-    Q K^T * scale). Inputs q, k, v [1, 2, S, 8]."""
+    Q K^T * scale). Inputs q, k, v [1, 2, S, 8] (bfloat16 with `bf16`)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    f = TensorProto.FLOAT
+    f = TensorProto.BFLOAT16 if bf16 else TensorProto.FLOAT
+
+    def scalar(value, name):
+        if not bf16:
+            return numpy_helper.from_array(np.array(value, np.float32), name)
+        return helper.make_tensor(name, f, [], [value])  # rounded to bfloat16 by onnx
     nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
              helper.make_node("MatMul", ["q", "kt"], ["qk"]),
              helper.make_node("Mul", ["qk", "scale"], ["scores"]),
@@ -68,36 +93,52 @@ def range_less_model(path):
              helper.make_node("Where", ["hidden", "ninf", "scores"], ["masked"]),
              helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
              helper.make_node("MatMul", ["p", "v"], ["logits"])]
-    inits = [numpy_helper.from_array(np.array(8 ** -0.5, np.float32), "scale"),
+    inits = [scalar(8 ** -0.5, "scale"),
              numpy_helper.from_array(np.array(2, np.int64), "two"),
              numpy_helper.from_array(np.array(0, np.int64), "zero"),
              numpy_helper.from_array(np.array(1, np.int64), "one"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1"),
              numpy_helper.from_array(np.array([0], np.int64), "axis0"),
-             numpy_helper.from_array(np.array(-np.inf, np.float32), "ninf")]
+             scalar(-np.inf, "ninf")]
     shape = [1, 2, "S", 8]
-    graph = helper.make_graph(nodes, "range_less", [helper.make_tensor_value_info(n, f, shape)
+    graph = helper.make_graph(nodes, "range_less_bf16" if bf16 else "range_less",
+                              [helper.make_tensor_value_info(n, f, shape)
                                                     for n in ("q", "k", "v")],
                               [helper.make_tensor_value_info("logits", f, shape)], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
+def causal_reference(q, k, v):
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    n = q.shape[2]
+    s = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[3])
+    s = np.where(np.arange(n)[None, :] > np.arange(n)[:, None], -np.inf, s)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
 def cases(work):
-    """(name, onnx path, inputs, torch logits or None, compile flags)."""
+    """(name, onnx path, inputs, torch logits or None, compile flags,
+    tolerance against the reference and between fused and unfused)."""
     for path in sorted(glob.glob(os.path.join(MODELS, "torch", "*.onnx"))):
         name = os.path.basename(path)[:-len(".onnx")]
         ref = np.load(path[:-len(".onnx")] + ".reference.npz")
         inputs = {k: ref[k] for k in ref.files if k != "logits"}
-        yield name, path, inputs, ref["logits"], []
+        yield name, path, inputs, ref["logits"], [], REL_TOL
     rng = np.random.default_rng(0)
     path = os.path.join(work, "range_less.onnx")
     range_less_model(path)
     qkv = {n: rng.standard_normal((1, 2, 11, 8)).astype(np.float32) for n in ("q", "k", "v")}
-    s = qkv["q"].astype(np.float64) @ qkv["k"].astype(np.float64).transpose(0, 1, 3, 2) / np.sqrt(8)
-    s = np.where(np.arange(11)[None, :] > np.arange(11)[:, None], -np.inf, s)
-    p = np.exp(s - s.max(-1, keepdims=True))
     EXPECTED_ATTENTIONS["range_less"] = 1
-    yield "range_less", path, qkv, (p / p.sum(-1, keepdims=True)) @ qkv["v"], []
+    yield "range_less", path, qkv, causal_reference(**qkv), [], REL_TOL
+    # The same in bf16: fused (computing in f32), the reference computed on
+    # the bf16 inputs; the unfused module computes in bf16 throughout.
+    path = os.path.join(work, "range_less_bf16.onnx")
+    range_less_model(path, bf16=True)
+    bits = {n: bf16_bits(x) for n, x in qkv.items()}
+    EXPECTED_ATTENTIONS["range_less_bf16"] = 1
+    yield ("range_less_bf16", path, bits,
+           causal_reference(**{n: bf16_values(b) for n, b in bits.items()}), [], 1e-2)
     for preset in ("gpt2-tiny", "llama-tiny"):
         cfg = md.Config(**md.PRESETS[preset])
         path = os.path.join(work, preset + ".onnx")
@@ -112,7 +153,7 @@ def cases(work):
                 inputs[f"past_key_values.{i}.{kind}"] = rng.standard_normal(
                     (1, cfg.kv_heads, past, cfg.head_dim)).astype(np.float32)
         EXPECTED_ATTENTIONS[preset] = cfg.layers
-        yield preset, path, inputs, None, ["--no-decoder-entries"]
+        yield preset, path, inputs, None, ["--no-decoder-entries"], REL_TOL
 
 
 def main():
@@ -126,7 +167,7 @@ def main():
         failed += not ok
 
     with tempfile.TemporaryDirectory() as work:
-        for name, path, inputs, reference, flags in cases(work):
+        for name, path, inputs, reference, flags, tolerance in cases(work):
             try:
                 mlir = os.path.join(work, name + ".mlir")
                 compile_module(bin_dir, path, mlir, "--emit=mlir", *flags)
@@ -139,15 +180,14 @@ def main():
                 unfused = os.path.join(work, name + ".unfused.so")
                 compile_module(bin_dir, path, fused, *flags)
                 compile_module(bin_dir, path, unfused, "--no-fuse-attention", *flags)
-                a = np.load(os.path.join(e2e.run_module(bin_dir, fused, inputs, work,
-                                                        name + ".fused"), "logits.npy"))
-                b = np.load(os.path.join(e2e.run_module(bin_dir, unfused, inputs, work,
-                                                        name + ".unfused"), "logits.npy"))
+                a = load_logits(e2e.run_module(bin_dir, fused, inputs, work, name + ".fused"))
+                b = load_logits(e2e.run_module(bin_dir, unfused, inputs, work, name + ".unfused"))
                 err = relative_error(a, b)
-                report(err <= REL_TOL, f"{name}: fused vs unfused logits, rel err {err:.2e}")
+                report(err <= tolerance, f"{name}: fused vs unfused logits, rel err {err:.2e}")
                 if reference is not None:
                     err = relative_error(a, reference)
-                    report(err <= REL_TOL, f"{name}: fused vs reference logits, rel err {err:.2e}")
+                    report(err <= tolerance,
+                           f"{name}: fused vs reference logits, rel err {err:.2e}")
             except RuntimeError as e:
                 report(False, f"{name}: {e}")
     print(f"{passed} passed, {failed} failed")

@@ -55,6 +55,65 @@ func.func @masked_fill(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x4x8xf32>, %v: ten
 
 // -----
 
+// The same in bf16: fused all the same, computing in f32 (the operands
+// widened, the mask built in bf16 as the model wrote it and widened, the
+// result rounded back to bf16).
+
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#scalar = affine_map<(d0, d1, d2, d3) -> ()>
+#rows = affine_map<(d0, d1, d2, d3) -> (0, 0, d2, d3)>
+// CHECK-LABEL: func.func @masked_fill_bf16(
+// CHECK-SAME: %[[Q:[^:]*]]: tensor<1x2x4x8xbf16>, %[[K:[^:]*]]: tensor<1x2x4x8xbf16>, %[[V:[^:]*]]: tensor<1x2x4x8xbf16>, %[[DROP:[^:]*]]: tensor<1x1x4x4xi1>
+// CHECK: %[[QF:.*]] = linalg.generic {{.*}} ins(%[[Q]] : tensor<1x2x4x8xbf16>) outs(%{{.*}} : tensor<1x2x4x8xf32>)
+// CHECK: arith.extf %{{.*}} : bf16 to f32
+// CHECK: %[[KF:.*]] = linalg.generic {{.*}} ins(%[[K]] : tensor<1x2x4x8xbf16>) outs(%{{.*}} : tensor<1x2x4x8xf32>)
+// CHECK: %[[VF:.*]] = linalg.generic {{.*}} ins(%[[V]] : tensor<1x2x4x8xbf16>) outs(%{{.*}} : tensor<1x2x4x8xf32>)
+// CHECK: %[[MASK:.*]] = linalg.generic {{.*}} ins(%[[DROP]], %{{.*}} : tensor<1x1x4x4xi1>, tensor<bf16>) outs(%{{.*}} : tensor<1x1x4x4xbf16>)
+// CHECK: %[[MASKF:.*]] = linalg.generic {{.*}} ins(%[[MASK]] : tensor<1x1x4x4xbf16>) outs(%{{.*}} : tensor<1x1x4x4xf32>)
+// CHECK: %[[OF:.*]] = hasten.attention %[[QF]], %[[KF]], %[[VF]] mask(%[[MASKF]] : tensor<1x1x4x4xf32>) heads(2, 2) scale(2.500000e-01) : tensor<1x2x4x8xf32>
+// CHECK: %[[O:.*]] = linalg.generic {{.*}} ins(%[[OF]] : tensor<1x2x4x8xf32>) outs(%{{.*}} : tensor<1x2x4x8xbf16>)
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+// CHECK-NOT: linalg.softmax
+// CHECK-NOT: linalg.batch_matmul
+// CHECK: return %[[O]]
+func.func @masked_fill_bf16(%q: tensor<1x2x4x8xbf16>, %k: tensor<1x2x4x8xbf16>, %v: tensor<1x2x4x8xbf16>,
+                            %dropped: tensor<1x1x4x4xi1>) -> tensor<1x2x4x8xbf16> {
+  %zero = arith.constant 0.0 : bf16
+  %scale = arith.constant dense<0.25> : tensor<bf16>
+  %ninf = arith.constant dense<0xFF80> : tensor<bf16>
+  %kt_init = tensor.empty() : tensor<1x2x8x4xbf16>
+  %kt = linalg.transpose ins(%k : tensor<1x2x4x8xbf16>) outs(%kt_init : tensor<1x2x8x4xbf16>) permutation = [0, 1, 3, 2]
+  %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<1x2x4x8xbf16> into tensor<2x4x8xbf16>
+  %kt3 = tensor.collapse_shape %kt [[0, 1], [2], [3]] : tensor<1x2x8x4xbf16> into tensor<2x8x4xbf16>
+  %s_init = tensor.empty() : tensor<2x4x4xbf16>
+  %s_zero = linalg.fill ins(%zero : bf16) outs(%s_init : tensor<2x4x4xbf16>) -> tensor<2x4x4xbf16>
+  %s3 = linalg.batch_matmul ins(%q3, %kt3 : tensor<2x4x8xbf16>, tensor<2x8x4xbf16>) outs(%s_zero : tensor<2x4x4xbf16>) -> tensor<2x4x4xbf16>
+  %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 4] : tensor<2x4x4xbf16> into tensor<1x2x4x4xbf16>
+  %e = tensor.empty() : tensor<1x2x4x4xbf16>
+  %scaled = linalg.generic {indexing_maps = [#id, #scalar, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%s, %scale : tensor<1x2x4x4xbf16>, tensor<bf16>) outs(%e : tensor<1x2x4x4xbf16>) {
+  ^bb0(%a: bf16, %b: bf16, %o: bf16):
+    %m = arith.mulf %a, %b : bf16
+    linalg.yield %m : bf16
+  } -> tensor<1x2x4x4xbf16>
+  %masked = linalg.generic {indexing_maps = [#rows, #scalar, #id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%dropped, %ninf, %scaled : tensor<1x1x4x4xi1>, tensor<bf16>, tensor<1x2x4x4xbf16>) outs(%e : tensor<1x2x4x4xbf16>) {
+  ^bb0(%c: i1, %n: bf16, %a: bf16, %o: bf16):
+    %r = arith.select %c, %n, %a : bf16
+    linalg.yield %r : bf16
+  } -> tensor<1x2x4x4xbf16>
+  %p = linalg.softmax dimension(3) ins(%masked : tensor<1x2x4x4xbf16>) outs(%e : tensor<1x2x4x4xbf16>) -> tensor<1x2x4x4xbf16>
+  %p3 = tensor.collapse_shape %p [[0, 1], [2], [3]] : tensor<1x2x4x4xbf16> into tensor<2x4x4xbf16>
+  %v3 = tensor.collapse_shape %v [[0, 1], [2], [3]] : tensor<1x2x4x8xbf16> into tensor<2x4x8xbf16>
+  %o_init = tensor.empty() : tensor<2x4x8xbf16>
+  %o_zero = linalg.fill ins(%zero : bf16) outs(%o_init : tensor<2x4x8xbf16>) -> tensor<2x4x8xbf16>
+  %o3 = linalg.batch_matmul ins(%p3, %v3 : tensor<2x4x4xbf16>, tensor<2x4x8xbf16>) outs(%o_zero : tensor<2x4x8xbf16>) -> tensor<2x4x8xbf16>
+  %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 8] : tensor<2x4x8xbf16> into tensor<1x2x4x8xbf16>
+  return %o : tensor<1x2x4x8xbf16>
+}
+
+// -----
+
 // Whisper's spelling: Q and K each scaled by d^-1/4 (the scales multiply),
 // one key/value head broadcast to every query head (MQA: heads(4, 1)), the
 // softmax written out (max, sub, exp, sum, div), no mask.
