@@ -82,41 +82,36 @@ Value flagTensor(OpBuilder &b, Location loc, bool value) {
       b, loc, DenseElementsAttr::get(RankedTensorType::get({}, b.getI1Type()), value));
 }
 
-/// The kind (tensor, sequence, optional) a value must have to hold both
-/// `a` and `b`, with the metadata both allow: an optional where either is
-/// one, the element rank both sequences' elements have. Its parts are a's
-/// (a template for rebuildValue and matchKind). Fails naming `what` when
-/// one is a sequence and the other a tensor.
-FailureOr<ImportedValue> joinKinds(NodeContext &ctx, const ImportedValue &a,
-                                   const ImportedValue &b, const std::string &what,
-                                   StringRef whereA, StringRef whereB) {
-  if (a.isSequence() != b.isSequence()) {
-    ctx.emitError() << what << " is a " << (a.isSequence() ? "sequence" : "tensor") << " "
-                    << whereA << " but a " << (b.isSequence() ? "sequence" : "tensor") << " "
-                    << whereB;
+/// The kind a value must have to hold values of kinds `a` and `b`, with the
+/// metadata both allow: an optional where either is one, the element rank
+/// both sequences' elements have. Fails naming `what` when one is a
+/// sequence, or strings, and the other not.
+FailureOr<ValueKind> joinKinds(NodeContext &ctx, const ValueKind &a, const ValueKind &b,
+                               const std::string &what, StringRef whereA, StringRef whereB) {
+  if (a.sequence != b.sequence) {
+    ctx.emitError() << what << " is a " << (a.sequence ? "sequence" : "tensor") << " " << whereA
+                    << " but a " << (b.sequence ? "sequence" : "tensor") << " " << whereB;
     return failure();
   }
-  if (a.isString() != b.isString()) {
-    ctx.emitError() << what << " is " << (a.isString() ? "strings" : "numbers") << " " << whereA
-                    << " but " << (b.isString() ? "strings" : "numbers") << " " << whereB;
+  if (a.strings != b.strings) {
+    ctx.emitError() << what << " is " << (a.strings ? "strings" : "numbers") << " " << whereA
+                    << " but " << (b.strings ? "strings" : "numbers") << " " << whereB;
     return failure();
   }
-  ImportedValue like = a;
-  like.elements.reset();
-  like.isUnsigned = a.isUnsigned || b.isUnsigned;
-  if (a.isSequence())
-    like.elementRank = joinElementRanks(a.elementRank, b.elementRank);
-  if (!like.present && b.present)
-    like.present = b.present;
-  return like;
+  ValueKind kind = a;
+  kind.isUnsigned = a.isUnsigned || b.isUnsigned;
+  kind.optional = a.optional || b.optional;
+  if (a.sequence)
+    kind.elementRank = joinElementRanks(a.elementRank, b.elementRank);
+  return kind;
 }
 
-/// `value` as a value of `like`'s kind: wrapped in a present optional where
-/// `like` is an optional and it is not.
+/// `value` as a value of `kind`: wrapped in a present optional where `kind`
+/// is an optional and it is not.
 ImportedValue matchKind(OpBuilder &b, Location loc, const ImportedValue &value,
-                        const ImportedValue &like) {
+                        const ValueKind &kind) {
   ImportedValue matched = value;
-  if (like.isOptional() && !value.isOptional())
+  if (kind.optional && !value.isOptional())
     matched.present = flagTensor(b, loc, true);
   return matched;
 }
@@ -153,18 +148,17 @@ LogicalResult convertIf(NodeContext &ctx) {
   }
   if (thenOut->size() != elseOut->size() || (int)thenOut->size() != ctx.node.output_size()) {
     draft.erase();
-    return ctx.emitError() << "the branches have " << thenOut->size() << " and "
-                           << elseOut->size() << " outputs for the node's "
-                           << ctx.node.output_size();
+    return ctx.emitError() << "the branches have " << thenOut->size() << " and " << elseOut->size()
+                           << " outputs for the node's " << ctx.node.output_size();
   }
   // Each output's parts (a sequence or an optional has several) take the
   // types both branches' parts fit.
   SmallVector<Type> types;
-  SmallVector<ImportedValue> likes;
+  SmallVector<ValueKind> likes;
   for (auto [i, pair] : llvm::enumerate(llvm::zip(*thenOut, *elseOut))) {
     auto &[t, e] = pair;
-    FailureOr<ImportedValue> like = joinKinds(ctx, t, e, "output " + std::to_string(i),
-                                              "in then_branch", "in else_branch");
+    FailureOr<ValueKind> like = joinKinds(ctx, kindOf(t), kindOf(e), "output " + std::to_string(i),
+                                          "in then_branch", "in else_branch");
     if (failed(like)) {
       draft.erase();
       return failure();
@@ -184,10 +178,9 @@ LogicalResult convertIf(NodeContext &ctx) {
     likes.push_back(*like);
   }
   auto result = scf::IfOp::create(b, loc, types, *cond, /*withElseRegion=*/true);
-  for (auto [region, from, outs] :
-       {std::tuple<Region *, Region *, SmallVector<ImportedValue> *>{
-            &result.getThenRegion(), &draft.getThenRegion(), &*thenOut},
-        {&result.getElseRegion(), &draft.getElseRegion(), &*elseOut}}) {
+  for (auto [region, from, outs] : {std::tuple<Region *, Region *, SmallVector<ImportedValue> *>{
+                                        &result.getThenRegion(), &draft.getThenRegion(), &*thenOut},
+                                    {&result.getElseRegion(), &draft.getElseRegion(), &*elseOut}}) {
     region->takeBody(*from);
     Block &block = region->front();
     block.getTerminator()->erase();
@@ -201,7 +194,7 @@ LogicalResult convertIf(NodeContext &ctx) {
   draft.erase();
   unsigned next = 0;
   for (auto [i, like] : llvm::enumerate(likes)) {
-    unsigned count = flattenValue(like).size();
+    unsigned count = numParts(like);
     ctx.setOutputValue(i, rebuildValue(like, result.getResults().slice(next, count)));
     next += count;
   }
@@ -247,10 +240,10 @@ LogicalResult convertLoop(NodeContext &ctx) {
   int64_t scans = body->output_size() - 1 - carried;
   if (carried < 0 || body->input_size() != 2 + carried || scans < 0 ||
       ctx.node.output_size() > carried + scans)
-    return ctx.emitError() << "the body must take the iteration, the condition and the "
-                           << carried << " loop-carried values and return the condition, "
-                           << "those values and any scan outputs; it takes "
-                           << body->input_size() << " and returns " << body->output_size();
+    return ctx.emitError() << "the body must take the iteration, the condition and the " << carried
+                           << " loop-carried values and return the condition, "
+                           << "those values and any scan outputs; it takes " << body->input_size()
+                           << " and returns " << body->output_size();
   std::optional<Value> tripCount;
   if (ctx.hasInput(0)) {
     FailureOr<Value> m = scalarOf(ctx, ctx.input(0), "the trip count M", i64);
@@ -273,16 +266,16 @@ LogicalResult convertLoop(NodeContext &ctx) {
   }
   // The carried values' kinds: the initial values' until the draft shows
   // what the body returns (an optional, another element rank).
-  SmallVector<ImportedValue> likes(initial.begin(), initial.end());
-  for (ImportedValue &like : likes)
-    like.elements.reset();
+  SmallVector<ValueKind> likes;
+  for (const ImportedValue &value : initial)
+    likes.push_back(kindOf(value));
   auto bodyInputs = [&](OpBuilder &bb, Value iteration, Value cond, ValueRange parts) {
     SmallVector<ImportedValue> inputs;
     inputs.push_back({scalarTensor(bb, loc, iteration), false, SmallVector<Value>{iteration}});
     inputs.push_back({scalarTensor(bb, loc, cond), false, std::nullopt});
     unsigned next = 0;
-    for (const ImportedValue &like : likes) {
-      unsigned count = flattenValue(like).size();
+    for (const ValueKind &like : likes) {
+      unsigned count = numParts(like);
       inputs.push_back(rebuildValue(like, parts.slice(next, count)));
       next += count;
     }
@@ -309,11 +302,11 @@ LogicalResult convertLoop(NodeContext &ctx) {
       draft.erase();
       return failure();
     }
-    SmallVector<ImportedValue> joined;
+    SmallVector<ValueKind> joined;
     for (int64_t j = 0; j < carried; ++j) {
-      FailureOr<ImportedValue> like =
-          joinKinds(ctx, likes[j], (*outs)[1 + j], "loop-carried value " + std::to_string(j),
-                    "on entry", "where the body returns it");
+      FailureOr<ValueKind> like = joinKinds(ctx, likes[j], kindOf((*outs)[1 + j]),
+                                            "loop-carried value " + std::to_string(j), "on entry",
+                                            "where the body returns it");
       if (failed(like)) {
         draft.erase();
         return failure();
@@ -344,8 +337,7 @@ LogicalResult convertLoop(NodeContext &ctx) {
       auto type = cast<RankedTensorType>(scan.tensor.getType());
       if (!type.hasStaticShape()) {
         draft.erase();
-        return ctx.emitError() << "scan output " << k << " must have a static shape, got "
-                               << type;
+        return ctx.emitError() << "scan output " << k << " must have a static shape, got " << type;
       }
       scanTypes.push_back(type);
     }
@@ -402,9 +394,9 @@ LogicalResult convertLoop(NodeContext &ctx) {
         for (auto [part, type] : llvm::zip(carriedParts(ab, returned), carriedTypes))
           next.push_back(castIfNeeded(ab, al, part, type));
         for (int64_t k = 0; k < scans; ++k)
-          next.push_back(append(ab, al, args[2 + carriedCount + k],
-                                castIfNeeded(ab, al, (*outs)[1 + carried + k].tensor,
-                                             scanTypes[k])));
+          next.push_back(
+              append(ab, al, args[2 + carriedCount + k],
+                     castIfNeeded(ab, al, (*outs)[1 + carried + k].tensor, scanTypes[k])));
         scf::YieldOp::create(ab, al, next);
       });
   if (failed(bodyResult)) {
@@ -413,7 +405,7 @@ LogicalResult convertLoop(NodeContext &ctx) {
   }
   unsigned nextResult = 2;
   for (int64_t j = 0; j < carried; ++j) {
-    unsigned count = flattenValue(likes[j]).size();
+    unsigned count = numParts(likes[j]);
     ctx.setOutputValue(j, rebuildValue(likes[j], loop.getResults().slice(nextResult, count)));
     nextResult += count;
   }
@@ -470,8 +462,8 @@ LogicalResult convertScan(NodeContext &ctx) {
     (*inAxes)[j] = *axis;
     int64_t size = type.getDimSize(*axis);
     if (ShapedType::isDynamic(size) || (length >= 0 && size != length))
-      return ctx.emitError() << "scan inputs need one static length along their axes, got "
-                             << type << " along axis " << *axis;
+      return ctx.emitError() << "scan inputs need one static length along their axes, got " << type
+                             << " along axis " << *axis;
     length = size;
   }
   auto sliceAt = [&](OpBuilder &sb, Value input, int64_t axis, Value position) -> Value {
@@ -484,9 +476,9 @@ LogicalResult convertScan(NodeContext &ctx) {
     offsets[axis] = position;
     SmallVector<int64_t> shape(type.getShape());
     shape.erase(shape.begin() + axis);
-    return tensor::ExtractSliceOp::create(
-        sb, loc, RankedTensorType::get(shape, type.getElementType()), input, offsets, sizes,
-        strides);
+    return tensor::ExtractSliceOp::create(sb, loc,
+                                          RankedTensorType::get(shape, type.getElementType()),
+                                          input, offsets, sizes, strides);
   };
   auto positionOf = [&](OpBuilder &pb, Value t, bool reverse) -> Value {
     return reverse ? Value(arith::SubIOp::create(pb, loc, indexConstant(pb, loc, length - 1), t))
@@ -537,8 +529,7 @@ LogicalResult convertScan(NodeContext &ctx) {
       auto type = cast<RankedTensorType>((*outs)[states + k].tensor.getType());
       if (!type.hasStaticShape()) {
         draft.erase();
-        return ctx.emitError() << "scan output " << k << " must have a static shape, got "
-                               << type;
+        return ctx.emitError() << "scan output " << k << " must have a static shape, got " << type;
       }
       FailureOr<int64_t> axis =
           ctx.normalizeAxis((*outAxes)[k], type.getRank() + 1, "scan_output_axes");
@@ -584,8 +575,8 @@ LogicalResult convertScan(NodeContext &ctx) {
           }
           offsets[axis] = positionOf(lb, t, (*outDirections)[k] != 0);
           next.push_back(tensor::InsertSliceOp::create(
-              lb, ll, castIfNeeded(lb, ll, (*outs)[states + k].tensor, type),
-              iter[states + k], offsets, sizes, strides));
+              lb, ll, castIfNeeded(lb, ll, (*outs)[states + k].tensor, type), iter[states + k],
+              offsets, sizes, strides));
         }
         scf::YieldOp::create(lb, ll, next);
       });
@@ -598,7 +589,6 @@ LogicalResult convertScan(NodeContext &ctx) {
       ctx.setOutput(o, loop.getResult(o), o < states ? ctx.info(o).isUnsigned : false);
   return success();
 }
-
 
 //===----------------------------------------------------------------------===//
 // SequenceMap
@@ -616,8 +606,8 @@ LogicalResult convertSequenceMap(NodeContext &ctx) {
   int64_t inputs = ctx.node.input_size();
   if (body->input_size() != inputs || body->output_size() != ctx.node.output_size())
     return ctx.emitError() << "the body takes " << body->input_size() << " inputs and returns "
-                           << body->output_size() << " outputs for the node's " << inputs
-                           << " and " << ctx.node.output_size();
+                           << body->output_size() << " outputs for the node's " << inputs << " and "
+                           << ctx.node.output_size();
   if (!ctx.hasInput(0) || !ctx.info(0).isSequence() || ctx.info(0).isOptional())
     return ctx.fail("input #0 must be a sequence of tensors");
   // The rank each sequence input's elements are read at.
@@ -625,7 +615,8 @@ LogicalResult convertSequenceMap(NodeContext &ctx) {
   for (int64_t k = 0; k < inputs; ++k) {
     const ImportedValue &in = ctx.info(k);
     if (in.isOptional())
-      return ctx.fail("input #" + std::to_string(k) + " is an optional; SequenceMap takes "
+      return ctx.fail("input #" + std::to_string(k) +
+                      " is an optional; SequenceMap takes "
                       "sequences and tensors");
     int64_t rank = in.isSequence() ? in.elementRank : kUnknownRank;
     const onnx::TypeProto &declared = body->input(k).type();
@@ -688,10 +679,9 @@ LogicalResult convertSequenceMap(NodeContext &ctx) {
     llvm::append_range(inits, flattenValue(e));
   LogicalResult bodyResult = success();
   Value length = sequenceLength(b, loc, ctx.info(0));
-  ValueRange results = countedLoop(
-      b, loc, length, inits, [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
-        FailureOr<SmallVector<ImportedValue>> outs =
-            importGraph(ctx, lb, *body, bodyInputs(lb, i));
+  ValueRange results =
+      countedLoop(b, loc, length, inits, [&](OpBuilder &lb, Location ll, Value i, ValueRange acc) {
+        FailureOr<SmallVector<ImportedValue>> outs = importGraph(ctx, lb, *body, bodyInputs(lb, i));
         if (failed(outs)) {
           bodyResult = failure();
           return SmallVector<Value>(acc);

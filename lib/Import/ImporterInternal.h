@@ -77,9 +77,25 @@ int64_t joinElementRanks(int64_t a, int64_t b);
 /// string tensor's bytes), then a sequence's shape table or a string
 /// tensor's lengths.
 SmallVector<Value> flattenValue(const ImportedValue &value);
-/// A value of `like`'s kind (tensor, sequence, optional) made of `parts` in
-/// flattenValue's order; metadata (signedness, element rank) from `like`.
-ImportedValue rebuildValue(const ImportedValue &like, ValueRange parts);
+/// What kind of value an ImportedValue is, without its MLIR values: which
+/// parts flattenValue gives, and the metadata they do not carry.
+struct ValueKind {
+  bool optional = false, sequence = false, strings = false;
+  bool isUnsigned = false;
+  int64_t elementRank = kUnknownRank;
+};
+ValueKind kindOf(const ImportedValue &value);
+/// How many MLIR values (flattenValue's parts) a value of `kind` is.
+inline unsigned numParts(const ValueKind &kind) {
+  return (kind.optional ? 1 : 0) + 1 + (kind.sequence || kind.strings ? 1 : 0);
+}
+/// A value of `kind` made of `parts` in flattenValue's order.
+ImportedValue rebuildValue(const ValueKind &kind, ValueRange parts);
+/// A value of `like`'s kind (tensor, sequence, optional, strings) made of
+/// `parts`; metadata (signedness, element rank) from `like`.
+inline ImportedValue rebuildValue(const ImportedValue &like, ValueRange parts) {
+  return rebuildValue(kindOf(like), parts);
+}
 
 using ValueTable = llvm::StringMap<ImportedValue>;
 

@@ -579,6 +579,15 @@ static void foldNewOps(Block *block, Operation *lastBefore, Block::iterator end,
     update(name);
 }
 
+/// The sizes of an ONNX shape, unknown ones dynamic.
+static SmallVector<int64_t> shapeFromProto(const onnx::TensorShapeProto &shape) {
+  SmallVector<int64_t> sizes;
+  for (const auto &dim : shape.dim())
+    sizes.push_back(dim.has_dim_value() && dim.dim_value() >= 0 ? dim.dim_value()
+                                                                : ShapedType::kDynamic);
+  return sizes;
+}
+
 /// One tensor an ONNX value crosses the ABI as.
 struct AbiPart {
   RankedTensorType type;
@@ -591,27 +600,11 @@ struct AbiPart {
 };
 
 /// How a graph input or output crosses the ABI: a tensor as itself; a
-/// sequence as its data and shape table; an optional as its presence flag
-/// followed by its value's parts.
+/// sequence as its data and shape table; strings as their bytes and
+/// lengths; an optional as its presence flag followed by its value's parts.
 struct AbiValue {
   SmallVector<AbiPart> parts;
-  bool isSequence = false, isOptional = false, isUnsigned = false, isString = false;
-  int64_t elementRank = kUnknownRank;
-
-  ImportedValue build(ValueRange values) const {
-    ImportedValue value;
-    value.isUnsigned = isUnsigned;
-    value.elementRank = elementRank;
-    unsigned next = 0;
-    if (isOptional)
-      value.present = values[next++];
-    value.tensor = values[next++];
-    if (isSequence)
-      value.shapes = values[next++];
-    if (isString)
-      value.stringLengths = values[next++];
-    return value;
-  }
+  ValueKind kind;
 };
 
 class ModelImporter {
@@ -1460,12 +1453,7 @@ ModelImporter::typeFromProto(const onnx::TypeProto &type,
   if (!tensorType.has_shape())
     return error() << "value '" << name
                    << "' has no shape; hasten needs at least its rank";
-  SmallVector<int64_t> shape;
-  for (const auto &dim : tensorType.shape().dim())
-    shape.push_back(dim.has_dim_value() && dim.dim_value() >= 0
-                        ? dim.dim_value()
-                        : ShapedType::kDynamic);
-  return RankedTensorType::get(shape, *element);
+  return RankedTensorType::get(shapeFromProto(tensorType.shape()), *element);
 }
 
 FailureOr<ElementsAttr>
@@ -1756,12 +1744,14 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
   unsigned nextArg = 0;
   for (auto [info, value] : llvm::zip(argInfos, argValues)) {
     unsigned first = nextArg;
-    for (const AbiPart &part : value.parts)
+    for (const AbiPart &part : value.parts) {
       setPartAttrs(b, part, info->name(), [&](StringRef name, Attribute attr) {
         func.setArgAttr(nextArg, name, attr);
-      }), ++nextArg;
+      });
+      ++nextArg;
+    }
     values[info->name()] =
-        value.build(entry->getArguments().slice(first, value.parts.size()));
+        rebuildValue(value.kind, entry->getArguments().slice(first, value.parts.size()));
   }
 
   for (const Initializer &init : initializers) {
@@ -1805,23 +1795,23 @@ LogicalResult ModelImporter::translateFunction(OpBuilder &b) {
     if (failed(abi))
       return failure();
     ImportedValue value = produced;
-    if (abi->isOptional && !value.isOptional())
+    if (abi->kind.optional && !value.isOptional())
       value.present = arith::ConstantOp::create(
           b, fileLoc, DenseElementsAttr::get(RankedTensorType::get({}, b.getI1Type()), true));
     // A Loop carrying an optional returns it as its body does (ONNX types
     // the output after the body): the value without its flag.
-    if (!abi->isOptional && value.isOptional())
+    if (!abi->kind.optional && value.isOptional())
       value.present = Value();
     auto kind = [](bool optional, bool sequence) {
       return std::string(optional ? "an optional " : "a ") + (sequence ? "sequence" : "tensor");
     };
-    if (abi->isOptional != value.isOptional() || abi->isSequence != value.isSequence())
+    if (abi->kind.optional != value.isOptional() || abi->kind.sequence != value.isSequence())
       return error() << "graph output '" << output.name() << "' is declared "
-                     << kind(abi->isOptional, abi->isSequence) << " but computes "
+                     << kind(abi->kind.optional, abi->kind.sequence) << " but computes "
                      << kind(value.isOptional(), value.isSequence());
-    if (abi->isString != value.isString())
+    if (abi->kind.strings != value.isString())
       return error() << "graph output '" << output.name() << "' is declared "
-                     << (abi->isString ? "a string tensor" : "numbers") << " but computes "
+                     << (abi->kind.strings ? "a string tensor" : "numbers") << " but computes "
                      << (value.isString() ? "strings" : "numbers");
     SmallVector<Value> parts = flattenValue(value);
     for (auto [part, spec] : llvm::zip(parts, abi->parts)) {
@@ -1891,8 +1881,9 @@ FailureOr<AbiValue> ModelImporter::abiParts(const onnx::TypeProto &type,
   const onnx::TypeProto *inner = &type;
   if (type.has_optional_type()) {
     inner = &type.optional_type().elem_type();
-    value.parts.push_back({RankedTensorType::get({}, IntegerType::get(&context, 1)), TensorRole::OptionalPresent,
-                           ".present", onnx::TensorProto::BOOL, nullptr});
+    value.parts.push_back({RankedTensorType::get({}, IntegerType::get(&context, 1)),
+                           TensorRole::OptionalPresent, ".present", onnx::TensorProto::BOOL,
+                           nullptr});
   }
   if (inner->has_sequence_type()) {
     const onnx::TypeProto &element = inner->sequence_type().elem_type();
@@ -1911,8 +1902,8 @@ FailureOr<AbiValue> ModelImporter::abiParts(const onnx::TypeProto &type,
         {RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic},
                                IntegerType::get(&context, 64)),
          TensorRole::SequenceShapes, ".shapes", onnx::TensorProto::INT64, nullptr});
-    value.isUnsigned = isUnsignedOnnxType(elemType);
-    value.elementRank =
+    value.kind.isUnsigned = isUnsignedOnnxType(elemType);
+    value.kind.elementRank =
         element.tensor_type().has_shape() ? element.tensor_type().shape().dim_size() : kUnknownRank;
   } else if (inner->has_tensor_type() &&
              inner->tensor_type().elem_type() == onnx::TensorProto::STRING) {
@@ -1922,10 +1913,7 @@ FailureOr<AbiValue> ModelImporter::abiParts(const onnx::TypeProto &type,
     // their lengths.
     if (!inner->tensor_type().has_shape())
       return error() << "value '" << name << "' has no shape; hasten needs at least its rank";
-    SmallVector<int64_t> shape;
-    for (const auto &dim : inner->tensor_type().shape().dim())
-      shape.push_back(dim.has_dim_value() && dim.dim_value() >= 0 ? dim.dim_value()
-                                                                  : ShapedType::kDynamic);
+    SmallVector<int64_t> shape = shapeFromProto(inner->tensor_type().shape());
     SmallVector<int64_t> rows = shape;
     rows.push_back(ShapedType::kDynamic);
     value.parts.push_back({RankedTensorType::get(rows, IntegerType::get(&context, 8)),
@@ -1933,7 +1921,7 @@ FailureOr<AbiValue> ModelImporter::abiParts(const onnx::TypeProto &type,
     value.parts.push_back({RankedTensorType::get(shape, IntegerType::get(&context, 64)),
                            TensorRole::StringLengths, ".lengths", onnx::TensorProto::INT64,
                            &inner->tensor_type()});
-    value.isString = true;
+    value.kind.strings = true;
   } else {
     bool isUnsigned = false;
     FailureOr<RankedTensorType> tensorType = typeFromProto(*inner, name, &isUnsigned);
@@ -1941,10 +1929,10 @@ FailureOr<AbiValue> ModelImporter::abiParts(const onnx::TypeProto &type,
       return failure();
     value.parts.push_back({*tensorType, TensorRole::None, "", inner->tensor_type().elem_type(),
                            &inner->tensor_type()});
-    value.isUnsigned = isUnsigned;
+    value.kind.isUnsigned = isUnsigned;
   }
-  value.isSequence = inner->has_sequence_type();
-  value.isOptional = type.has_optional_type();
+  value.kind.sequence = inner->has_sequence_type();
+  value.kind.optional = type.has_optional_type();
   return value;
 }
 

@@ -683,17 +683,27 @@ SmallVector<Value> onnx_import::flattenValue(const ImportedValue &value) {
   return parts;
 }
 
-ImportedValue onnx_import::rebuildValue(const ImportedValue &like, ValueRange parts) {
+ValueKind onnx_import::kindOf(const ImportedValue &value) {
+  ValueKind kind;
+  kind.optional = value.isOptional();
+  kind.sequence = value.isSequence();
+  kind.strings = value.isString();
+  kind.isUnsigned = value.isUnsigned;
+  kind.elementRank = value.elementRank;
+  return kind;
+}
+
+ImportedValue onnx_import::rebuildValue(const ValueKind &kind, ValueRange parts) {
   ImportedValue value;
-  value.isUnsigned = like.isUnsigned;
-  value.elementRank = like.elementRank;
+  value.isUnsigned = kind.isUnsigned;
+  value.elementRank = kind.elementRank;
   unsigned next = 0;
-  if (like.present)
+  if (kind.optional)
     value.present = parts[next++];
   value.tensor = parts[next++];
-  if (like.shapes)
+  if (kind.sequence)
     value.shapes = parts[next++];
-  if (like.stringLengths)
+  if (kind.strings)
     value.stringLengths = parts[next++];
   return value;
 }
