@@ -52,15 +52,16 @@ std::string describe(const hasten_module *m, const char *entry, int isOutput, si
   return s + "]";
 }
 
-std::string shapeOf(hasten_tensor *t) {
+/// "[2x3]": a tensor's dimensions.
+std::string dimsOf(hasten_tensor *t) {
   std::string shape;
   for (int d = 0; d < hasten_tensor_rank(t); ++d)
     shape += (d ? "x" : "") + std::to_string(hasten_tensor_dims(t)[d]);
-  return std::string(hasten_dtype_name(hasten_tensor_dtype(t))) + "[" + shape + "]";
+  return "[" + shape + "]";
 }
 
 /// The ONNX value that starts at input or output `i`: a tensor, or a
-/// sequence or optional made of the parts their roles mark.
+/// sequence, an optional or strings made of the parts their roles mark.
 hasten::ValueLayout valueLayout(const hasten_module *m, const char *entry, int isOutput,
                                 size_t i) {
   size_t count = 0;
@@ -1024,7 +1025,8 @@ int main(int argc, char **argv) {
     return die(hasten_last_error());
   std::vector<hasten_tensor *> inputs(numInputs, nullptr);
   for (size_t i = 0; i < numInputs;) {
-    // One ONNX value: a tensor, or the parts of a sequence or optional.
+    // One ONNX value: a tensor, or the parts of a sequence, an optional or
+    // strings.
     hasten::ValueLayout layout = valueLayout(module, entry, 0, i);
     size_t main = i + (layout.optional ? 1 : 0);
     std::string name = hasten_signature_name(module, entry, 0, main);
@@ -1086,12 +1088,12 @@ int main(int argc, char **argv) {
     if (layout.optional && !*static_cast<const uint8_t *>(hasten_tensor_data(outputs[o])))
       summary = "none";
     else if (layout.strings)
-      summary = "string" + shapeOf(outputs[main + 1]).substr(3);
+      summary = "string" + dimsOf(outputs[main + 1]);
     else if (layout.sequence)
       summary = "sequence of " + std::to_string(hasten_tensor_dims(outputs[main + 1])[0]) + " " +
                 hasten_dtype_name(hasten_tensor_dtype(outputs[main])) + " tensors";
     else
-      summary = shapeOf(outputs[main]);
+      summary = hasten_dtype_name(hasten_tensor_dtype(outputs[main])) + dimsOf(outputs[main]);
     std::printf("output %s: %s\n", name.c_str(), summary.c_str());
     if (!outputDir.empty()) {
       mkdir(outputDir.c_str(), 0755);
