@@ -3,8 +3,8 @@
 // Any bytes given to the tensor file parsers end in a tensor that matches
 // its header or in an error; never in a crash, a sanitizer report, an
 // exception or an allocation the input cannot back. The same bytes read as
-// a SequenceProto and an OptionalProto give parts that describe a valid
-// sequence (or an error).
+// a SequenceProto, an OptionalProto and a TensorProto of strings give parts
+// that describe a valid sequence or string tensor (or an error).
 //
 //===----------------------------------------------------------------------===//
 
@@ -39,10 +39,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     hasten_tensor_free(tensor);
   }
-  for (int kind = 0; kind < 3; ++kind) {
+  for (int kind = 0; kind < 4; ++kind) {
     hasten::ValueLayout layout;
-    layout.sequence = kind != 1;
-    layout.optional = kind != 0;
+    layout.strings = kind == 3;
+    layout.sequence = kind < 3 && kind != 1;
+    layout.optional = kind == 1 || kind == 2;
     layout.dtype = HASTEN_F32;
     layout.placeholderDims = {3};
     std::vector<hasten_tensor *> parts;
@@ -72,6 +73,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
       if (total != hasten_tensor_num_elements(data) || uint64_t(count * width) > 17 * size + 33) {
         std::fprintf(stderr, "a shape table that does not describe its data\n");
+        std::abort();
+      }
+    }
+    if (layout.strings) {
+      // Every length fits its row, and the rows are not padded far beyond
+      // the bytes the input holds.
+      hasten_tensor *bytes = parts[0], *lengths = parts[1];
+      int64_t width = hasten_tensor_dims(bytes)[hasten_tensor_rank(bytes) - 1];
+      const auto *length = static_cast<const int64_t *>(hasten_tensor_data(lengths));
+      for (size_t i = 0; i < hasten_tensor_num_elements(lengths); ++i)
+        if (length[i] < 0 || length[i] > width) {
+          std::fprintf(stderr, "string %zu of length %lld in rows of %lld\n", i,
+                       (long long)length[i], (long long)width);
+          std::abort();
+        }
+      if (hasten_tensor_size_bytes(bytes) > 64 * (size + hasten_tensor_num_elements(lengths)) +
+                                                (1 << 20)) {
+        std::fprintf(stderr, "%zu bytes of rows from %zu bytes of input\n",
+                     hasten_tensor_size_bytes(bytes), size);
         std::abort();
       }
     }
