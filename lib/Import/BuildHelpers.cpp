@@ -133,6 +133,13 @@ Value onnx_import::indexConstant(OpBuilder &b, Location loc, int64_t value) {
   return arith::ConstantIndexOp::create(b, loc, value);
 }
 
+Value onnx_import::numElementsOf(OpBuilder &b, Location loc, Value tensor) {
+  Value count = indexConstant(b, loc, 1);
+  for (int64_t d = 0, e = cast<RankedTensorType>(tensor.getType()).getRank(); d < e; ++d)
+    count = arith::MulIOp::create(b, loc, count, tensor::DimOp::create(b, loc, tensor, d));
+  return count;
+}
+
 Value onnx_import::lowestValue(OpBuilder &b, Location loc, Type type) {
   return extremeValue(b, loc, type, /*highest=*/false);
 }

@@ -304,6 +304,9 @@ Value createFilled(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> sizes,
 Value scalarConstant(OpBuilder &b, Location loc, Type type, double value);
 /// An index constant.
 Value indexConstant(OpBuilder &b, Location loc, int64_t value);
+/// The number of elements of a ranked tensor (index; the product of its
+/// dimensions at run time).
+Value numElementsOf(OpBuilder &b, Location loc, Value tensor);
 /// The smallest or largest value of `type`, for reduction identities.
 Value lowestValue(OpBuilder &b, Location loc, Type type);
 Value highestValue(OpBuilder &b, Location loc, Type type);

@@ -43,14 +43,6 @@ Value dim(OpBuilder &b, Location loc, Value tensor, int64_t d) {
   return tensor::DimOp::create(b, loc, tensor, d);
 }
 
-/// The number of elements of a tensor (index).
-Value elementCountOf(OpBuilder &b, Location loc, Value tensor) {
-  Value count = indexConstant(b, loc, 1);
-  for (int64_t d = 0, e = cast<RankedTensorType>(tensor.getType()).getRank(); d < e; ++d)
-    count = arith::MulIOp::create(b, loc, count, dim(b, loc, tensor, d));
-  return count;
-}
-
 Value readIndex(OpBuilder &b, Location loc, Value table, Value row, Value column) {
   return toIndex(b, loc, tensor::ExtractOp::create(b, loc, table, ValueRange{row, column}));
 }
@@ -536,7 +528,7 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
   // row per piece, filled in order (no copy per piece), then cut to what
   // the pieces took (less where a split list stops short of the axis).
   Type i64 = b.getI64Type();
-  Value data = createEmpty(b, loc, {elementCountOf(b, loc, input)}, type.getElementType());
+  Value data = createEmpty(b, loc, {numElementsOf(b, loc, input)}, type.getElementType());
   Value table = createEmpty(b, loc, {count, b.getIndexAttr(pieceRank + 1)}, i64);
   ValueRange results = countedLoop(
       b, loc, count, ValueRange{data, table, indexConstant(b, loc, 0)},
@@ -551,7 +543,7 @@ LogicalResult convertSplitToSequence(NodeContext &ctx) {
         Value part = tensor::ExtractSliceOp::create(lb, ll, input, offsets, sizes, strides);
         if (squeeze)
           part = dropUnitDims(lb, ll, part, {*axis});
-        Value size = elementCountOf(lb, ll, part);
+        Value size = numElementsOf(lb, ll, part);
         Value placed =
             insert1D(lb, ll, reshapeTo(lb, ll, part, ArrayRef<OpFoldResult>{size}), acc[0], acc[2]);
         SmallVector<Value> row = {arith::ConstantIntOp::create(lb, ll, i64, pieceRank)};

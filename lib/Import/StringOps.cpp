@@ -70,14 +70,6 @@ Value flatten(OpBuilder &b, Location loc, Value tensor, Value count) {
   return reshapeTo(b, loc, tensor, ArrayRef<OpFoldResult>{count});
 }
 
-Value elementCount(OpBuilder &b, Location loc, Value tensor) {
-  auto type = cast<RankedTensorType>(tensor.getType());
-  Value count = indexConstant(b, loc, 1);
-  for (int64_t d = 0; d < type.getRank(); ++d)
-    count = arith::MulIOp::create(b, loc, count, tensor::DimOp::create(b, loc, tensor, d));
-  return count;
-}
-
 SmallVector<OpFoldResult> sizesOf(OpBuilder &b, Location loc, Value tensor) {
   return tensor::getMixedSizes(b, loc, tensor);
 }
@@ -89,7 +81,7 @@ ImportedValue formatNumbers(OpBuilder &b, Location loc, Value input, bool isUnsi
   auto type = cast<RankedTensorType>(input.getType());
   Type element = type.getElementType();
   Type i64 = b.getI64Type(), i8 = b.getI8Type();
-  Value count = elementCount(b, loc, input);
+  Value count = numElementsOf(b, loc, input);
   Value flat = flatten(b, loc, input, count);
   Value bytes = createEmpty(b, loc, {count, b.getIndexAttr(kFormattedWidth)}, i8);
   Value lengths = createEmpty(b, loc, {count}, i64);
@@ -150,7 +142,7 @@ Value parseStrings(OpBuilder &b, Location loc, const ImportedValue &strings, Typ
                    bool toUnsigned) {
   ModuleOp module = moduleOf(b);
   Value lengths = strings.stringLengths;
-  Value count = elementCount(b, loc, lengths);
+  Value count = numElementsOf(b, loc, lengths);
   Value flatLengths = flatten(b, loc, lengths, count);
   auto bytesType = cast<RankedTensorType>(strings.tensor.getType());
   Value width = tensor::DimOp::create(b, loc, strings.tensor, bytesType.getRank() - 1);
