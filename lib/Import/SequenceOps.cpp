@@ -100,8 +100,7 @@ Value elementOffset(OpBuilder &b, Location loc, Value shapes, Value row) {
   return loop.getResult(0);
 }
 
-/// `source[offset : offset + size]` (1-D) or rows of a table, all columns
-/// up to `columns`.
+/// `source[offset : offset + size]` of a 1-D tensor.
 Value slice1D(OpBuilder &b, Location loc, Value source, Value offset, Value size) {
   return tensor::ExtractSliceOp::create(b, loc, source, ArrayRef<OpFoldResult>{offset},
                                         ArrayRef<OpFoldResult>{size},
@@ -114,6 +113,7 @@ Value insert1D(OpBuilder &b, Location loc, Value piece, Value into, Value offset
                                        ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
 }
 
+/// Rows `first` .. `first + count` of a table, columns 0 .. `columns`.
 Value rows(OpBuilder &b, Location loc, Value table, Value first, Value count, Value columns) {
   return tensor::ExtractSliceOp::create(
       b, loc, table, ArrayRef<OpFoldResult>{first, b.getIndexAttr(0)},
@@ -139,11 +139,6 @@ ImportedValue makeSequence(OpBuilder &b, Location loc, Value data, Value shapes,
   return v;
 }
 
-/// The element rank a sequence has once an element of `rank` joins it.
-int64_t joinRank(const ImportedValue &sequence, int64_t rank) {
-  return joinElementRanks(sequence.elementRank, rank);
-}
-
 /// `sequence` with `item` inserted before element `position` (index, in
 /// [0, length]); `offset`, where the caller knows it, is where that
 /// element's data starts (the data's size, to append).
@@ -152,15 +147,11 @@ ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &seq
   auto itemType = cast<RankedTensorType>(item.getType());
   int64_t rank = itemType.getRank();
   Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);
-  SmallVector<OpFoldResult> dims;
+  // Its row of the table: [rank, dims...].
   SmallVector<Value> row = {indexConstant(b, loc, rank)};
-  Value count = one;
-  for (int64_t d = 0; d < rank; ++d) {
-    Value size = dim(b, loc, item, d);
-    dims.push_back(size);
-    row.push_back(size);
-    count = arith::MulIOp::create(b, loc, count, size);
-  }
+  for (int64_t d = 0; d < rank; ++d)
+    row.push_back(dim(b, loc, item, d));
+  Value count = numElementsOf(b, loc, item);
   Value flat = reshapeTo(b, loc, item, ArrayRef<OpFoldResult>{count});
 
   Value data = sequence.tensor, shapes = sequence.shapes;
@@ -191,7 +182,7 @@ ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &seq
       b, loc,
       rows(b, loc, shapes, position, arith::SubIOp::create(b, loc, length, position), width), table,
       arith::AddIOp::create(b, loc, position, one));
-  return makeSequence(b, loc, grown, table, sequence.isUnsigned, joinRank(sequence, rank));
+  return makeSequence(b, loc, grown, table, sequence.isUnsigned, joinElementRanks(sequence.elementRank, rank));
 }
 
 /// `sequence` without element `position` (index, in range; the sequence

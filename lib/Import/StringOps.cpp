@@ -16,6 +16,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ImporterInternal.h"
+#include "hasten/Support/RuntimeFunctions.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -38,26 +39,11 @@ ModuleOp moduleOf(OpBuilder &b) {
   return isa<ModuleOp>(anchor) ? cast<ModuleOp>(anchor) : anchor->getParentOfType<ModuleOp>();
 }
 
-/// The runtime function `name` (declared once per module) of `type`.
-func::FuncOp runtimeFunction(OpBuilder &b, ModuleOp module, Location loc, StringRef name,
-                             FunctionType type) {
-  if (auto existing = module.lookupSymbol<func::FuncOp>(name))
-    return existing;
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(module.getBody());
-  auto fn = func::FuncOp::create(b, loc, name, type);
-  fn.setPrivate();
-  return fn;
-}
-
 Value call(OpBuilder &b, ModuleOp module, Location loc, StringRef name, Type result,
            ValueRange args) {
-  SmallVector<Type> results;
-  if (result)
-    results.push_back(result);
-  func::FuncOp fn = runtimeFunction(b, module, loc, name,
-                                    b.getFunctionType(ValueRange(args).getTypes(), results));
-  auto op = func::CallOp::create(b, loc, fn, args);
+  TypeRange results = result ? TypeRange(result) : TypeRange();
+  auto op = func::CallOp::create(
+      b, loc, declareRuntimeFunction(module, name, ValueRange(args).getTypes(), results), args);
   return result ? op.getResult(0) : Value();
 }
 
@@ -68,10 +54,6 @@ Value i32Constant(OpBuilder &b, Location loc, int64_t v) {
 /// `tensor` reshaped to one dimension (its elements in row-major order).
 Value flatten(OpBuilder &b, Location loc, Value tensor, Value count) {
   return reshapeTo(b, loc, tensor, ArrayRef<OpFoldResult>{count});
-}
-
-SmallVector<OpFoldResult> sizesOf(OpBuilder &b, Location loc, Value tensor) {
-  return tensor::getMixedSizes(b, loc, tensor);
 }
 
 /// Numbers to strings: each element formatted by the runtime into a row of
@@ -127,7 +109,7 @@ ImportedValue formatNumbers(OpBuilder &b, Location loc, Value input, bool isUnsi
         Value lengths = tensor::InsertOp::create(lb, ll, length, acc[1], ValueRange{i});
         scf::YieldOp::create(lb, ll, ValueRange{row, lengths});
       });
-  SmallVector<OpFoldResult> shape = sizesOf(b, loc, input);
+  SmallVector<OpFoldResult> shape = tensor::getMixedSizes(b, loc, input);
   SmallVector<OpFoldResult> rowsShape = shape;
   rowsShape.push_back(b.getIndexAttr(kFormattedWidth));
   ImportedValue value;
@@ -170,7 +152,7 @@ Value parseStrings(OpBuilder &b, Location loc, const ImportedValue &strings, Typ
         scf::YieldOp::create(
             lb, ll, ValueRange{tensor::InsertOp::create(lb, ll, converted, acc[0], ValueRange{i})});
       });
-  return reshapeTo(b, loc, loop.getResult(0), sizesOf(b, loc, lengths));
+  return reshapeTo(b, loc, loop.getResult(0), tensor::getMixedSizes(b, loc, lengths));
 }
 
 /// ASCII case mapping of every byte: LOWER maps A-Z to a-z, UPPER a-z to A-Z.
