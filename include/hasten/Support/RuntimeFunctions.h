@@ -22,8 +22,8 @@ inline mlir::func::FuncOp declareRuntimeFunction(mlir::ModuleOp module, llvm::St
   if (auto existing = module.lookupSymbol<mlir::func::FuncOp>(name))
     return existing;
   mlir::OpBuilder b = mlir::OpBuilder::atBlockBegin(module.getBody());
-  auto fn = mlir::func::FuncOp::create(b, module.getLoc(), name,
-                                       b.getFunctionType(inputs, results));
+  auto fn =
+      mlir::func::FuncOp::create(b, module.getLoc(), name, b.getFunctionType(inputs, results));
   fn.setPrivate();
   fn->setAttr("llvm.emit_c_interface", b.getUnitAttr());
   return fn;
