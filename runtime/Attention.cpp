@@ -36,7 +36,7 @@ using hasten::abi::kCausal;
 using hasten::abi::kHasMask;
 
 constexpr int64_t kBlock = 64;   // queries per block
-constexpr int64_t kTile = 64;    // keys per tile
+constexpr int64_t kTile = 128;   // keys per tile
 constexpr int64_t kMaxDim = 256; // head_dim limit of the fast path
 /// A tile whose additive mask is below this everywhere contributes
 /// exp(< -1e8 + |scores|) = 0 in f32 and is skipped (causal masks in
@@ -152,11 +152,13 @@ float *alignedIn(std::vector<float> &v) {
 }
 
 /// exp on 16 lanes: 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2, degree-6
-/// polynomial (relative error about 2e-7). -inf gives 0.
+/// polynomial (relative error about 2e-7). Inputs below -105 (-inf
+/// included) are clamped to it, where n = -151 and p(r) < 0.72: the result
+/// rounds to exactly 0, as exp does below -103.97, with no compare.
 __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2hi = _mm512_set1_ps(0.693359375f),
                ln2lo = _mm512_set1_ps(-2.12194440e-4f);
-  __m512 clamped = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+  __m512 clamped = _mm512_max_ps(x, _mm512_set1_ps(-105.0f));
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, log2e),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, ln2hi, clamped);
@@ -168,10 +170,7 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  __m512 result = _mm512_scalef_ps(p, n);
-  __mmask16 negInf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-std::numeric_limits<float>::infinity()),
-                                        _CMP_EQ_OQ);
-  return _mm512_maskz_mov_ps(~negInf, result);
+  return _mm512_scalef_ps(p, n);
 }
 
 /// One query row read straight from K and V rows (contiguous head_dim):
@@ -272,16 +271,19 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
         static_cast<float *>(std::aligned_alloc(64, sizeof(float) * 2 * kBlock * kMaxDim));
   auto qs = reinterpret_cast<float(*)[kMaxDim]>(scratch.block);
   auto acc = reinterpret_cast<float(*)[kMaxDim]>(scratch.block + kBlock * kMaxDim);
-  int64_t keyPitch = (job.kvLen + kTile - 1) / kTile * kTile + 16, valuePitch = dvVecs * 16;
+  int64_t tiles = (job.kvLen + kTile - 1) / kTile, valuePitch = dvVecs * 16;
   if (scratch.call != job.call || scratch.b != b || scratch.kvh != kvh) {
-    // kt[d][j] = K[j][d], zero past kv_len; vt[j][d] = V[j][d], zero-padded.
-    scratch.keys.assign(D * keyPitch + 16, 0.0f);
-    scratch.values.assign((keyPitch + 1) * valuePitch + 16, 0.0f);
+    // Keys transposed tile by tile, kt[tile][d][c] = K[tile * kTile + c][d],
+    // so that each tile is one contiguous run the prefetchers follow (rows
+    // of the whole transposed K were kv_len apart: 64 streams at a 64 KB
+    // stride at 16K keys); zero past kv_len. vt[j][d] = V[j][d], zero-padded.
+    scratch.keys.assign(tiles * D * kTile + 16, 0.0f);
+    scratch.values.assign((tiles * kTile + 1) * valuePitch + 16, 0.0f);
     float *kt = alignedIn(scratch.keys), *vt = alignedIn(scratch.values);
     for (int64_t j = 0; j < job.kvLen; ++j) {
       const float *k = job.k.row(b, kvh, j), *v = job.v.row(b, kvh, j);
       for (int64_t d = 0; d < D; ++d)
-        kt[d * keyPitch + j] = k[d * job.k.elemStride];
+        kt[(j / kTile * D + d) * kTile + j % kTile] = k[d * job.k.elemStride];
       if (job.v.elemStride == 1)
         std::memcpy(vt + j * valuePitch, v, Dv * sizeof(float));
       else
@@ -327,34 +329,39 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       if (!anyVisible)
         continue;
     }
-    const float *kt = ktAll + j0;                // kt[d * keyPitch + c]
+    const float *kt = ktAll + j0 * D;            // kt[d * kTile + c]
     const float *vt = vtAll + j0 * valuePitch;   // vt[c * valuePitch + d]
-    // Scores of four rows at a time against the tile's 64 keys: sixteen
+    // Scores of four rows at a time against 64 of the tile's keys: sixteen
     // independent accumulators, and each key vector loaded once per four
-    // rows.
+    // rows. Keys past the last visible one hold zero-padded products and
+    // are replaced by -inf below.
+    int64_t halves = (cols + 63) / 64;
     for (int64_t r = 0; r < rows; r += 4) {
       int64_t rr[4];
       for (int64_t u = 0; u < 4; ++u)
         rr[u] = std::min(r + u, rows - 1);
-      __m512 acc4[4][4];
-      for (int64_t u = 0; u < 4; ++u)
-        for (int64_t w = 0; w < 4; ++w)
-          acc4[u][w] = _mm512_setzero_ps();
-      for (int64_t d = 0; d < D; ++d) {
-        const float *row = kt + d * keyPitch;
-        __m512 k0 = _mm512_load_ps(row), k1 = _mm512_load_ps(row + 16);
-        __m512 k2 = _mm512_load_ps(row + 32), k3 = _mm512_load_ps(row + 48);
-        for (int64_t u = 0; u < 4; ++u) {
-          __m512 qd = _mm512_set1_ps(qs[rr[u]][d]);
-          acc4[u][0] = _mm512_fmadd_ps(qd, k0, acc4[u][0]);
-          acc4[u][1] = _mm512_fmadd_ps(qd, k1, acc4[u][1]);
-          acc4[u][2] = _mm512_fmadd_ps(qd, k2, acc4[u][2]);
-          acc4[u][3] = _mm512_fmadd_ps(qd, k3, acc4[u][3]);
+      for (int64_t half = 0; half < halves; ++half) {
+        __m512 acc4[4][4];
+        for (int64_t u = 0; u < 4; ++u)
+          for (int64_t w = 0; w < 4; ++w)
+            acc4[u][w] = _mm512_setzero_ps();
+        const float *kHalf = kt + 64 * half;
+        for (int64_t d = 0; d < D; ++d) {
+          const float *row = kHalf + d * kTile;
+          __m512 k0 = _mm512_load_ps(row), k1 = _mm512_load_ps(row + 16);
+          __m512 k2 = _mm512_load_ps(row + 32), k3 = _mm512_load_ps(row + 48);
+          for (int64_t u = 0; u < 4; ++u) {
+            __m512 qd = _mm512_set1_ps(qs[rr[u]][d]);
+            acc4[u][0] = _mm512_fmadd_ps(qd, k0, acc4[u][0]);
+            acc4[u][1] = _mm512_fmadd_ps(qd, k1, acc4[u][1]);
+            acc4[u][2] = _mm512_fmadd_ps(qd, k2, acc4[u][2]);
+            acc4[u][3] = _mm512_fmadd_ps(qd, k3, acc4[u][3]);
+          }
         }
+        for (int64_t u = 3; u >= 0; --u) // duplicates of the last row store last
+          for (int64_t w = 0; w < 4; ++w)
+            _mm512_store_ps(&st[rr[u]][64 * half + 16 * w], acc4[u][w]);
       }
-      for (int64_t u = 3; u >= 0; --u) // duplicates of the last row store last
-        for (int64_t w = 0; w < 4; ++w)
-          _mm512_store_ps(&st[rr[u]][16 * w], acc4[u][w]);
     }
     // Online softmax per row: probabilities replace the scores.
     for (int64_t r = 0; r < rows; ++r) {
@@ -386,31 +393,31 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
         std::fill(s, s + kTile, 0.0f);
         continue;
       }
-      for (int64_t c = visible; c < kTile; ++c)
+      // Keys past `visible` hold -inf in its last vector, so the maximum
+      // over the lanes is the visible keys' (a vector reduction: a scalar
+      // max chain cost 4 cycles per key). Vectors wholly past `visible` are
+      // neither exponentiated nor summed: their probabilities are zero.
+      int64_t vecs = (visible + 15) / 16;
+      for (int64_t c = visible; c < 16 * vecs; ++c)
         s[c] = negInf;
-      // Keys past `visible` hold -inf, so the maximum over all 64 lanes is
-      // the visible keys' (a vector reduction: a scalar max chain cost 4
-      // cycles per key).
-      float tileMax = _mm512_reduce_max_ps(
-          _mm512_max_ps(_mm512_max_ps(_mm512_load_ps(s), _mm512_load_ps(s + 16)),
-                        _mm512_max_ps(_mm512_load_ps(s + 32), _mm512_load_ps(s + 48))));
+      std::fill(s + 16 * vecs, s + kTile, 0.0f);
+      __m512 maxVec = _mm512_load_ps(s);
+      for (int64_t w = 1; w < vecs; ++w)
+        maxVec = _mm512_max_ps(maxVec, _mm512_load_ps(s + 16 * w));
+      float tileMax = _mm512_reduce_max_ps(maxVec);
       float newMax = std::max(rowMax[r], tileMax);
       if (newMax == negInf) { // every visible key masked with -inf so far
         std::fill(s, s + kTile, 0.0f);
         visibleKeys[r] = 0;
         continue;
       }
-      __m512 m = _mm512_set1_ps(newMax);
-      __m512 p0 = exp512(_mm512_sub_ps(_mm512_load_ps(s), m));
-      __m512 p1 = exp512(_mm512_sub_ps(_mm512_load_ps(s + 16), m));
-      __m512 p2 = exp512(_mm512_sub_ps(_mm512_load_ps(s + 32), m));
-      __m512 p3 = exp512(_mm512_sub_ps(_mm512_load_ps(s + 48), m));
-      _mm512_store_ps(s, p0);
-      _mm512_store_ps(s + 16, p1);
-      _mm512_store_ps(s + 32, p2);
-      _mm512_store_ps(s + 48, p3);
-      float tileSum = _mm512_reduce_add_ps(
-          _mm512_add_ps(_mm512_add_ps(p0, p1), _mm512_add_ps(p2, p3)));
+      __m512 m = _mm512_set1_ps(newMax), sumVec = _mm512_setzero_ps();
+      for (int64_t w = 0; w < vecs; ++w) {
+        __m512 p = exp512(_mm512_sub_ps(_mm512_load_ps(s + 16 * w), m));
+        _mm512_store_ps(s + 16 * w, p);
+        sumVec = _mm512_add_ps(sumVec, p);
+      }
+      float tileSum = _mm512_reduce_add_ps(sumVec);
       correction[r] = rowMax[r] == negInf ? 0.0f : std::exp(rowMax[r] - newMax);
       rowSum[r] = rowSum[r] * correction[r] + tileSum;
       rowMax[r] = newMax;
