@@ -112,6 +112,7 @@ def PlanAttention : Pass<"hasten-plan-attention"> {
     - `cpu`: K and V tiles sized to the L1, the query block, its
       accumulator and a scores tile to half the L2 (at most 64 rows, so that
       sequences split into enough blocks for every thread), one level.
+      One-query decode reuses no K or V row, so its tiles are 256 keys.
     - `ascend`: FastAttention's two levels: a block of 4 query tiles per AI
       core, tiles whose f32 scores and fp16 probabilities fit half the
       unified buffer, operands in the cube unit's `nz` fractal layout.
@@ -161,9 +162,13 @@ def TileAttention : Pass<"hasten-tile-attention"> {
     - an `scf.forall` over (batch, head, query block) — the parallel work;
     - in each block, an `scf.for` over key tiles carrying the running row
       maximum, row sum and output accumulator; each step computes one
-      `tile_q x tile_kv` scores tile (`linalg.generic` products whose
-      innermost loop is contiguous), rescales the accumulator by
-      `exp(m - m')` and adds `P V`; the block's output is `acc / l`.
+      `tile_kv x tile_q` tile of transposed scores, `S^T = K Q^T` (K read
+      in place, Q transposed once per block; full tiles as register-blocked
+      vector code), rescales the accumulator by `exp(m - m')` and adds
+      `P V`; the block's output is `acc / l`. Keeping the scores keys-major
+      puts every reduction over keys (max, sum) on the outer dimension, so
+      it vectorizes along the queries. A one-query tile takes each key's
+      score as a vector dot product along the head dim instead.
 
     When `tile_q < block_q` (two levels: Ascend's per-core block, a GPU
     block's warps), each block runs its query tiles in turn, each with its

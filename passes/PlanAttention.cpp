@@ -148,6 +148,9 @@ AttentionTilingAttr hasten::planAttentionTiling(AttentionOp op, const AttentionT
     tileQ = blockQ;
     if (decode) {
       blockQ = tileQ = 1;
+      // One query reuses no K or V row: tiles need not fit the L1, and
+      // longer ones spread the per-tile softmax steps over more keys.
+      tileKv = 256;
       // Split the keys so that about 16 (batch 1) head x split jobs exist.
       kvSplits = std::clamp<int64_t>((16 + d.heads - 1) / d.heads, 1, 16);
     }

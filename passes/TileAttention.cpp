@@ -135,6 +135,17 @@ private:
     Value l0 = filled({nq}, 0.0);
     Value acc0 = filled({nq, valueDim}, 0.0);
     bool causal = op.getCausal();
+    // One query row (decode): each key's score is a dot product along the
+    // head dim. Several rows: the scores are kept keys-major, S^T = K Q^T,
+    // so that K is read in place (no transposed copy per tile) and every
+    // reduction over keys runs along the outer dimension, vectorized along
+    // the queries; Q^T is built once, outside the key loop.
+    bool oneRow = fullRows() == 1;
+    Value qT;
+    if (!oneRow)
+      qT = linalg::TransposeOp::create(b, loc, qTile, empty({headDim, nq}),
+                                       ArrayRef<int64_t>{1, 0})
+               ->getResult(0);
     auto loop = scf::ForOp::create(
         b, loc, kvBegin, kvEnd, tileKv, ValueRange{m0, l0, acc0},
         [&](OpBuilder &nb, Location nloc, Value k0, ValueRange iter) {
@@ -143,13 +154,11 @@ private:
           Value nk = minI(tileKv, sub(kvEnd, k0));
           Value kTile = slice2d(k, bIdx, kvHead, k0, nk, headDim);
           Value vTile = slice2d(v, bIdx, kvHead, k0, nk, valueDim);
-          // K^T, so that the product's innermost loop runs along keys.
-          Value kT = linalg::TransposeOp::create(b, loc, kTile, empty({headDim, nk}),
-                                                 ArrayRef<int64_t>{1, 0})
-                         ->getResult(0);
-          // S = Q K^T.
-          Value s = tileProduct(qTile, kT, filled({nq, nk}, 0.0), nq, headDim, nk,
-                                fullRows(), staticDim(q, 3), tiling.getTileKv());
+          // S^T = K Q^T: [nk, nq].
+          Value s = oneRow ? dotProducts(kTile, qTile, nk)
+                           : tileProduct(kTile, qT, Value(), nk, headDim, nq,
+                                         tiling.getTileKv(), staticDim(q, 3), fullRows(),
+                                         /*lhsTransposed=*/false);
           // Scale, mask, and on tiles that cross the diagonal the causal
           // mask from indices; tiles wholly below it skip that work.
           Value scaled;
@@ -171,7 +180,8 @@ private:
     return {loop.getResult(0), loop.getResult(1), loop.getResult(2)};
   }
 
-  /// scale * S (+ mask) (with `causalMask`: -inf where j > i + diagonal).
+  /// scale * S^T (+ mask) (with `causalMask`: -inf where j > i + diagonal);
+  /// `s` is [keys, queries].
   Value scoreEpilogue(Value s, Value bIdx, Value hIdx, Value q0, Value k0, bool causalMask) {
     Value maskT = mask;
     auto maskType = mask ? cast<RankedTensorType>(mask.getType()) : RankedTensorType();
@@ -187,8 +197,8 @@ private:
         s, ValueRange{}, {map(2, {0, 1})}, {kPar, kPar},
         [&](OpBuilder &gb, Location gl, ValueRange a) {
           Value x = arith::MulFOp::create(gb, gl, a[0], scaleV);
-          Value i = add2(gb, gl, q0, linalg::IndexOp::create(gb, gl, 0));
-          Value j = add2(gb, gl, k0, linalg::IndexOp::create(gb, gl, 1));
+          Value j = add2(gb, gl, k0, linalg::IndexOp::create(gb, gl, 0));
+          Value i = add2(gb, gl, q0, linalg::IndexOp::create(gb, gl, 1));
           if (maskT) {
             SmallVector<Value> full{bIdx, hIdx, i, j};
             SmallVector<Value> idx;
@@ -230,21 +240,27 @@ private:
     return cast<ShapedType>(t.getType()).getDimSize(d);
   }
 
-  /// init + lhs [rows x inner] * rhs [inner x cols]. Full tiles of static
-  /// sizes (R x K) * (K x C) run register-blocked vector code: 4 rows of
-  /// C-wide accumulators stay in registers across the inner loop, each step
-  /// one row of rhs times 4 broadcast lhs elements. Edge tiles and dynamic
-  /// head dims take the loop form, whose innermost loop runs along cols.
+  /// init + lhs [rows x inner] * rhs [inner x cols], lhs stored as
+  /// [inner x rows] when `lhsTransposed`; a null `init` stands for zeros
+  /// (the vector form then starts from zero registers, nothing is filled).
+  /// Full tiles of static sizes
+  /// (R x K) * (K x C) run register-blocked vector code: 4 rows of C-wide
+  /// accumulators stay in registers across the inner loop, each step one
+  /// row of rhs times 4 broadcast lhs elements. Edge tiles and dynamic head
+  /// dims take the loop form, whose innermost loop runs along cols.
   Value tileProduct(Value lhs, Value rhs, Value init, Value rows, Value inner, Value cols,
-                    int64_t R, int64_t K, int64_t C) {
+                    int64_t R, int64_t K, int64_t C, bool lhsTransposed) {
     auto loops = [&] {
-      return generic(init, ValueRange{lhs, rhs}, {map(3, {0, 1}), map(3, {1, 2}), map(3, {0, 2})},
+      return generic(init ? init : filled({rows, cols}, 0.0), ValueRange{lhs, rhs},
+                     {map(3, lhsTransposed ? ArrayRef<int64_t>{1, 0} : ArrayRef<int64_t>{0, 1}),
+                      map(3, {1, 2}), map(3, {0, 2})},
                      {kPar, kRed, kPar}, [](OpBuilder &gb, Location gl, ValueRange a) {
                        return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
                      });
     };
-    bool vectorizable = !ShapedType::isDynamic(K) && !ShapedType::isDynamic(C) && R % kRowGroup == 0 &&
-                        C % 8 == 0 && C <= 256 && K > 0;
+    bool vectorizable = !ShapedType::isDynamic(K) && !ShapedType::isDynamic(C) &&
+                        (R < kRowGroup || R % kRowGroup == 0) && C % 8 == 0 && C <= 256 &&
+                        K > 0 && R > 0;
     if (!vectorizable)
       return loops();
     auto eq = [&](Value x, int64_t c) {
@@ -252,29 +268,40 @@ private:
     };
     Value full = arith::AndIOp::create(
         b, loc, eq(rows, R), arith::AndIOp::create(b, loc, eq(inner, K), eq(cols, C)));
-    return ifElse(full, [&] { return vectorProduct(lhs, rhs, init, R, K, C); }, loops);
+    return ifElse(
+        full, [&] { return vectorProduct(lhs, rhs, init, R, K, C, lhsTransposed); }, loops);
   }
   static constexpr int64_t kRowGroup = 4;
 
-  Value vectorProduct(Value lhs, Value rhs, Value init, int64_t R, int64_t K, int64_t C) {
+  Value vectorProduct(Value lhs, Value rhs, Value init, int64_t R, int64_t K, int64_t C,
+                      bool lhsTransposed) {
     auto fixed = [&](Value t, int64_t r, int64_t c) -> Value {
       return tensor::CastOp::create(b, loc, RankedTensorType::get({r, c}, f32), t);
     };
-    Value l = fixed(lhs, R, K), r = fixed(rhs, K, C), o = fixed(init, R, C);
+    Value l = lhsTransposed ? fixed(lhs, K, R) : fixed(lhs, R, K);
+    bool zeroInit = !init;
+    if (zeroInit)
+      init = empty({cst(R), cst(C)});
+    Value r = fixed(rhs, K, C), o = fixed(init, R, C);
+    int64_t group = std::min(R, kRowGroup);
     auto vecType = VectorType::get({C}, f32);
     Value pad = cstF(0.0);
     SmallVector<bool> inBounds{true};
     auto rowGroups = scf::ForOp::create(
-        b, loc, cst(0), cst(R), cst(kRowGroup), ValueRange{o},
+        b, loc, cst(0), cst(R), cst(group), ValueRange{o},
         [&](OpBuilder &nb, Location, Value row0, ValueRange out) {
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(nb.getInsertionBlock());
           SmallVector<Value> rowIdx, accs;
-          for (int64_t i = 0; i < kRowGroup; ++i) {
+          for (int64_t i = 0; i < group; ++i) {
             rowIdx.push_back(add(row0, cst(i)));
-            accs.push_back(vector::TransferReadOp::create(b, loc, vecType, out[0],
+            accs.push_back(
+                zeroInit ? arith::ConstantOp::create(b, loc, vecType, b.getZeroAttr(vecType))
+                               .getResult()
+                         : vector::TransferReadOp::create(b, loc, vecType, out[0],
                                                           ValueRange{rowIdx[i], cst(0)}, pad,
-                                                          ArrayRef<bool>(inBounds)));
+                                                          ArrayRef<bool>(inBounds))
+                               .getResult());
           }
           auto innerLoop = scf::ForOp::create(
               b, loc, cst(0), cst(K), cst(1), accs,
@@ -284,15 +311,17 @@ private:
                 Value rhsRow = vector::TransferReadOp::create(
                     b, loc, vecType, r, ValueRange{kk, cst(0)}, pad, ArrayRef<bool>(inBounds));
                 SmallVector<Value> next;
-                for (int64_t i = 0; i < kRowGroup; ++i) {
-                  Value x = tensor::ExtractOp::create(b, loc, l, ValueRange{rowIdx[i], kk});
+                for (int64_t i = 0; i < group; ++i) {
+                  Value x = tensor::ExtractOp::create(
+                      b, loc, l,
+                      lhsTransposed ? ValueRange{kk, rowIdx[i]} : ValueRange{rowIdx[i], kk});
                   Value splat = vector::BroadcastOp::create(b, loc, vecType, x);
                   next.push_back(vector::FMAOp::create(b, loc, splat, rhsRow, acc[i]));
                 }
                 scf::YieldOp::create(b, loc, next);
               });
           Value result = out[0];
-          for (int64_t i = 0; i < kRowGroup; ++i)
+          for (int64_t i = 0; i < group; ++i)
             result = vector::TransferWriteOp::create(b, loc, innerLoop.getResult(i), result,
                                                      ValueRange{rowIdx[i], cst(0)},
                                                      ArrayRef<bool>(inBounds))
@@ -300,6 +329,44 @@ private:
           scf::YieldOp::create(b, loc, result);
         });
     return tensor::CastOp::create(b, loc, init.getType(), rowGroups.getResult(0));
+  }
+
+  /// S^T [nk, 1] for one query row `qTile` [1, head_dim]: each key's dot
+  /// product with the query, a vector along the head dim reduced across its
+  /// lanes (loops when head_dim is dynamic).
+  Value dotProducts(Value kTile, Value qTile, Value nk) {
+    Value init = filled({nk, cst(1)}, 0.0);
+    int64_t D = staticDim(q, 3);
+    if (ShapedType::isDynamic(D))
+      return generic(init, ValueRange{kTile, qTile},
+                     {map(3, {0, 1}), map(3, {2, 1}), map(3, {0, 2})}, {kPar, kRed, kPar},
+                     [](OpBuilder &gb, Location gl, ValueRange a) {
+                       return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
+                     });
+    auto rowsOfD = RankedTensorType::get({ShapedType::kDynamic, D}, f32);
+    Value keys = tensor::CastOp::create(b, loc, rowsOfD, kTile);
+    Value query = tensor::CastOp::create(b, loc, rowsOfD, qTile);
+    auto vecType = VectorType::get({D}, f32);
+    SmallVector<bool> inBounds{true};
+    Value pad = cstF(0.0);
+    Value qVec = vector::TransferReadOp::create(b, loc, vecType, query, ValueRange{cst(0), cst(0)},
+                                                pad, ArrayRef<bool>(inBounds));
+    auto loop = scf::ForOp::create(
+        b, loc, cst(0), nk, cst(1), ValueRange{init},
+        [&](OpBuilder &nb, Location, Value c, ValueRange iter) {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          Value kRow = vector::TransferReadOp::create(b, loc, vecType, keys, ValueRange{c, cst(0)},
+                                                      pad, ArrayRef<bool>(inBounds));
+          // reassoc: lanes are summed as a tree, not in order.
+          Value dot = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
+                                                  arith::MulFOp::create(b, loc, kRow, qVec),
+                                                  arith::FastMathFlags::reassoc);
+          scf::YieldOp::create(
+              b, loc, tensor::InsertOp::create(b, loc, dot, iter[0], ValueRange{c, cst(0)})
+                          .getResult());
+        });
+    return loop.getResult(0);
   }
 
   /// An scf.if yielding one value, each branch built with `b` by its
@@ -331,15 +398,23 @@ private:
   static Value binary(OpBuilder &gb, Location gl, ValueRange a) {
     return OpTy::create(gb, gl, a[0], a[1]);
   }
+  /// The same, free to reassociate: a reduction along contiguous keys (one
+  /// query row) then vectorizes instead of running as a scalar chain.
+  template <typename OpTy>
+  static Value reassociable(OpBuilder &gb, Location gl, ValueRange a) {
+    return OpTy::create(gb, gl, a[0], a[1], arith::FastMathFlags::reassoc);
+  }
 
-  /// One FlashAttention-2 update with the scores tile `s` [nq, nk].
+  /// One FlashAttention-2 update with the scores tile `s` = S^T [nk, nq]:
+  /// the reductions over keys run along its outer dimension.
   std::tuple<Value, Value, Value> onlineSoftmaxStep(Value s, Value vTile, Value m, Value l,
                                                     Value acc, Value nq) {
     Value ninf = cstF(-std::numeric_limits<double>::infinity());
     Value zeroF = cstF(0.0);
-    AffineMap row2 = map(2, {0}), all2 = map(2, {0, 1}), all1 = map(1, {0});
-    // m' = max(m, rowmax(s)), as a reduction initialized with m.
-    Value mNew = generic(m, s, {all2, row2}, {kPar, kRed}, binary<arith::MaximumFOp>);
+    AffineMap row2 = map(2, {0}), col2 = map(2, {1}), all2 = map(2, {0, 1}),
+              all1 = map(1, {0});
+    // m' = max(m, max over keys of s), as a reduction initialized with m.
+    Value mNew = generic(m, s, {all2, col2}, {kRed, kPar}, reassociable<arith::MaximumFOp>);
     // Rows that saw only masked keys keep m' = -inf; exponents then use 0
     // so that exp(-inf - 0) = 0 instead of NaN.
     auto expMinus = [&](OpBuilder &gb, Location gl, Value x, Value max) -> Value {
@@ -353,17 +428,18 @@ private:
                             return expMinus(gb, gl, a[0], a[1]);
                           });
     // P = exp(S - m').
-    Value p = generic(s, mNew, {row2, all2}, {kPar, kPar},
+    Value p = generic(s, mNew, {col2, all2}, {kPar, kPar},
                       [&](OpBuilder &gb, Location gl, ValueRange a) {
                         return expMinus(gb, gl, a[1], a[0]);
                       });
-    // l' = alpha l + rowsum(P).
+    // l' = alpha l + the sum of P over keys.
     Value lScaled = generic(l, alpha, {all1, all1}, {kPar}, binary<arith::MulFOp>);
-    Value lNew = generic(lScaled, p, {all2, row2}, {kPar, kRed}, binary<arith::AddFOp>);
-    // acc' = alpha acc + P V, loops (i, j, e).
+    Value lNew = generic(lScaled, p, {all2, col2}, {kRed, kPar}, reassociable<arith::AddFOp>);
+    // acc' = alpha acc + P V, loops (i, j, e), P read from P^T.
     Value accScaled = generic(acc, alpha, {row2, all2}, {kPar, kPar}, binary<arith::MulFOp>);
     Value accNew = tileProduct(p, vTile, accScaled, nq, dim(vTile, 0), dim(accScaled, 1),
-                               fullRows(), tiling.getTileKv(), staticDim(v, 3));
+                               fullRows(), tiling.getTileKv(), staticDim(v, 3),
+                               /*lhsTransposed=*/true);
     return {mNew, lNew, accNew};
   }
 

@@ -4,12 +4,14 @@
 // tiles): query blocks are the parallel work; each block's key loop carries
 // the running max, sum and accumulator, and ends at the last key its last
 // row may see (tiles above the diagonal are never computed). The scores
-// exist only as a 16 x 32 tile; K is transposed per tile so that the
-// product's innermost loop runs along keys. Only tiles that cross the
-// diagonal build the causal mask, from indices, under an scf.if.
+// exist only as a 32 x 16 tile, kept keys-major (S^T = K Q^T): Q^T is built
+// once per block, K is read in place, and the reductions over keys run
+// along the tile's outer dimension. Only tiles that cross the diagonal
+// build the causal mask, from indices, under an scf.if.
 
 // CHECK-LABEL: func.func @causal_gqa(
 // CHECK-SAME: %[[Q:[^:]*]]: tensor<1x4x?x16xf32>, %[[K:[^:]*]]: tensor<1x2x?x16xf32>, %[[V:[^:]*]]: tensor<1x2x?x16xf32>
+// CHECK-DAG: %[[ZEROS:.*]] = arith.constant dense<0.000000e+00> : vector<16xf32>
 // CHECK-DAG: %[[S:.*]] = tensor.dim %[[Q]], %c2
 // CHECK-DAG: %[[T:.*]] = tensor.dim %[[K]], %c2
 // CHECK: %[[DIAG:.*]] = arith.subi %[[T]], %[[S]] : index
@@ -22,35 +24,53 @@
 // CHECK: %[[CLAMPED:.*]] = arith.minsi %[[T]], %[[LASTDIAG]]
 // CHECK: %[[END:.*]] = arith.maxsi %[[CLAMPED]], %c0
 // CHECK: %[[KVH:.*]] = arith.divui %[[H]], %c2
+// CHECK: %[[QS:.*]] = tensor.extract_slice %[[Q]][0, %[[H]], %[[Q0]], 0]
+// CHECK: %[[QT:.*]] = linalg.transpose ins(%[[QS]] : tensor<?x16xf32>) outs(%{{.*}} : tensor<16x?xf32>) permutation = [1, 0]
 // CHECK: scf.for %[[K0:.*]] = %c0 to %[[END]] step %c32 iter_args(%[[M:.*]] = %{{.*}}, %[[L:.*]] = %{{.*}}, %[[ACC:.*]] = %{{.*}}) -> (tensor<?xf32>, tensor<?xf32>, tensor<?x16xf32>)
-// CHECK: tensor.extract_slice %[[V]][0, %[[KVH]], %[[K0]], 0]
-// CHECK: linalg.transpose ins(%{{.*}} : tensor<?x16xf32>) outs(%{{.*}} : tensor<16x?xf32>) permutation = [1, 0]
-// Full 16 x 32 tiles of the product run register-blocked: 4 rows of
-// 32-wide accumulators across the head dim, each step one K^T row times 4
-// broadcast Q elements; edge tiles take the loop form.
+// CHECK-NOT: linalg.transpose
+// CHECK: %[[KTILE:.*]] = tensor.extract_slice %[[K]][0, %[[KVH]], %[[K0]], 0]
+// CHECK: %[[VTILE:.*]] = tensor.extract_slice %[[V]][0, %[[KVH]], %[[K0]], 0]
+// Full 32 x 16 tiles of S^T run register-blocked: 4 keys' rows of 16-wide
+// accumulators (a lane per query), started from zero registers, across the
+// head dim; each step one Q^T row times 4 broadcast K elements. Edge tiles
+// take the loop form, which alone fills zeros.
 // CHECK: %[[FULL:.*]] = arith.andi
 // CHECK: scf.if %[[FULL]] -> (tensor<?x?xf32>)
-// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c4 iter_args(%{{.*}}) -> (tensor<16x32xf32>)
-// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 iter_args({{.*}}) -> (vector<32xf32>, vector<32xf32>, vector<32xf32>, vector<32xf32>)
-// CHECK-COUNT-4: vector.fma
+// CHECK-NOT: linalg.fill
+// CHECK: scf.for %{{.*}} = %c0 to %c32 step %c4 iter_args(%{{.*}}) -> (tensor<32x16xf32>)
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 iter_args(%{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]]) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// CHECK-COUNT-4: tensor.extract %[[KTILE]]
 // CHECK: } else {
-// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction", "parallel"]} ins({{.*}}) outs(%{{.*}} : tensor<?x?xf32>)
+// CHECK: linalg.fill
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction", "parallel"]} ins(%[[KTILE]], %[[QT]] : tensor<?x16xf32>, tensor<16x?xf32>) outs(%{{.*}} : tensor<?x?xf32>)
+// The tile crosses the diagonal: its key index (dim 0) against its query
+// index (dim 1) plus the diagonal.
 // CHECK: %[[CROSSES:.*]] = arith.cmpi sgt
 // CHECK: scf.if %[[CROSSES]] -> (tensor<?x?xf32>)
-// CHECK: linalg.index 0
-// CHECK: linalg.index 1
-// CHECK: arith.cmpi sgt
+// CHECK: %[[J:.*]] = linalg.index 0
+// CHECK: %[[KEY:.*]] = arith.addi %[[K0]], %[[J]]
+// CHECK: %[[I:.*]] = linalg.index 1
+// CHECK: %[[ROW:.*]] = arith.addi %[[Q0]], %[[I]]
+// CHECK: %[[LIMIT:.*]] = arith.addi %[[ROW]], %[[DIAG]]
+// CHECK: arith.cmpi sgt, %[[KEY]], %[[LIMIT]]
 // CHECK: arith.select
 // CHECK: } else {
 // CHECK-NOT: linalg.index
 // CHECK: arith.mulf
 // CHECK: }
-// The online-softmax update: new max, rescale exp(m - m'), P = exp(S - m'),
-// l' = alpha l + rowsum P, acc' = alpha acc + P V.
+// The online-softmax update: the new max and the sum reduce over keys,
+// dim 0 of the tile; rescale exp(m - m'), P^T = exp(S^T - m'),
+// l' = alpha l + sum P, acc' = alpha acc + P V with P read from P^T.
+// CHECK: iterator_types = ["reduction", "parallel"]} ins(%{{.*}} : tensor<?x?xf32>) outs(%[[M]] : tensor<?xf32>)
 // CHECK: arith.maximumf
 // CHECK: math.exp
 // CHECK: math.exp
-// CHECK: iterator_types = ["parallel", "reduction", "parallel"]} ins({{.*}}) outs(%{{.*}} : tensor<?x16xf32>)
+// CHECK: iterator_types = ["reduction", "parallel"]} ins(%{{.*}} : tensor<?x?xf32>) outs(%{{.*}} : tensor<?xf32>)
+// CHECK: arith.addf
+// CHECK: scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args
+// CHECK: tensor.extract %[[P:.*]][%[[KK:.*]], %{{.*}}] : tensor<?x?xf32>
+// CHECK: vector.fma
+// CHECK: iterator_types = ["parallel", "reduction", "parallel"]} ins(%[[P]], %[[VTILE]] : tensor<?x?xf32>, tensor<?x16xf32>) outs(%{{.*}} : tensor<?x16xf32>)
 // CHECK: scf.yield
 // CHECK: arith.divf
 // CHECK: scf.forall.in_parallel
@@ -106,6 +126,13 @@ func.func @masked(%q: tensor<2x4x?x16xf32>, %k: tensor<2x4x?x16xf32>, %v: tensor
 // CHECK: %[[CHUNK_TILES:.*]] = arith.ceildivsi
 // CHECK: scf.forall (%{{.*}}, %[[P:.*]]) in (8, 4) shared_outs(%[[PM:.*]] = %{{.*}}, %[[PL:.*]] = %{{.*}}, %[[PACC:.*]] = %{{.*}}) -> (tensor<1x8x4xf32>, tensor<1x8x4xf32>, tensor<1x8x4x64xf32>)
 // CHECK: scf.for
+// One query: each key's score is a dot product, the head dim as one vector
+// reduced across its lanes (in any order), no transposed tile.
+// CHECK-NOT: linalg.transpose
+// CHECK: scf.for %[[KEY:.*]] = %c0 to
+// CHECK: %[[KROW:.*]] = vector.transfer_read %{{.*}}[%[[KEY]], %c0]{{.*}} : tensor<?x64xf32>, vector<64xf32>
+// CHECK: %[[PROD:.*]] = arith.mulf %[[KROW]], %{{.*}} : vector<64xf32>
+// CHECK: vector.reduction <add>, %[[PROD]] fastmath<reassoc> : vector<64xf32> into f32
 // CHECK: scf.forall.in_parallel
 // CHECK-COUNT-3: tensor.parallel_insert_slice
 // CHECK: arith.maximumf
