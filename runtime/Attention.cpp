@@ -173,6 +173,11 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+/// Decode reads K, then V, once, from memory: a core keeps enough reads in
+/// flight only with several independent streams, so each pass walks four
+/// quarters of the keys side by side.
+constexpr int64_t kStreams = 4;
+
 /// One query row read straight from K and V rows (contiguous head_dim):
 /// for a decode step, packing the keys would cost more than the product.
 __attribute__((target("avx512f"))) void attentionRowDirect(const AttentionJob &job, int64_t b,
@@ -192,18 +197,34 @@ __attribute__((target("avx512f"))) void attentionRowDirect(const AttentionJob &j
   __mmask16 dTail = (__mmask16)((1u << (D - 16 * (dVecs - 1))) - 1);
   const float *m = job.mask ? maskRow(*job.mask, b, h, i) : nullptr;
   int64_t step = job.mask ? maskKeyStride(*job.mask) : 0;
+  // Key j of stream s is s * quarter + j; keys past 4 * quarter go alone.
+  int64_t quarter = keys / kStreams;
+  auto score = [&](int64_t j, __m512 dot) __attribute__((target("avx512f"))) {
+    float value = _mm512_reduce_add_ps(dot) + (m ? m[j * step] : 0.0f);
+    scores[j] = value;
+    return value;
+  };
+  auto dotAt = [&](int64_t j, __m512 dot, int64_t u) __attribute__((target("avx512f"))) {
+    __mmask16 lanes = u + 1 == dVecs ? dTail : (__mmask16)0xffff;
+    return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, q + 16 * u),
+                           _mm512_maskz_loadu_ps(lanes, job.k.row(b, kvh, j) + 16 * u), dot);
+  };
   float maximum = negInf;
-  for (int64_t j = 0; j < keys; ++j) {
-    const float *k = job.k.row(b, kvh, j);
+  for (int64_t j = 0; j < quarter; ++j) {
+    __m512 dots[kStreams];
+    for (int64_t s = 0; s < kStreams; ++s)
+      dots[s] = _mm512_setzero_ps();
+    for (int64_t u = 0; u < dVecs; ++u)
+      for (int64_t s = 0; s < kStreams; ++s)
+        dots[s] = dotAt(s * quarter + j, dots[s], u);
+    for (int64_t s = 0; s < kStreams; ++s)
+      maximum = std::max(maximum, score(s * quarter + j, dots[s]));
+  }
+  for (int64_t j = kStreams * quarter; j < keys; ++j) {
     __m512 dot = _mm512_setzero_ps();
-    for (int64_t u = 0; u < dVecs; ++u) {
-      __mmask16 lanes = u + 1 == dVecs ? dTail : (__mmask16)0xffff;
-      dot = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(lanes, q + 16 * u),
-                            _mm512_maskz_loadu_ps(lanes, k + 16 * u), dot);
-    }
-    float score = _mm512_reduce_add_ps(dot) + (m ? m[j * step] : 0.0f);
-    scores[j] = score;
-    maximum = std::max(maximum, score);
+    for (int64_t u = 0; u < dVecs; ++u)
+      dot = dotAt(j, dot, u);
+    maximum = std::max(maximum, score(j, dot));
   }
   float *o = job.out.data() + b * job.out.strides[0] + h * job.out.strides[1] +
              i * job.out.strides[2];
@@ -225,20 +246,31 @@ __attribute__((target("avx512f"))) void attentionRowDirect(const AttentionJob &j
   __mmask16 vTail = (__mmask16)((1u << (Dv - 16 * (vVecs - 1))) - 1);
   for (int64_t u0 = 0; u0 < vVecs; u0 += 4) {
     int64_t chunk = std::min<int64_t>(4, vVecs - u0);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
-    for (int64_t j = 0; j < keys; ++j) {
+    // acc[s][u]: stream s's share of output vector u0 + u.
+    __m512 acc[kStreams][4];
+    for (int64_t s = 0; s < kStreams; ++s)
+      for (int64_t u = 0; u < 4; ++u)
+        acc[s][u] = _mm512_setzero_ps();
+    auto accumulate = [&](int64_t j, __m512 *a) __attribute__((target("avx512f"))) {
       const float *v = job.v.row(b, kvh, j);
       __m512 p = _mm512_set1_ps(scores[j]);
       for (int64_t u = 0; u < chunk; ++u) {
         __mmask16 lanes = u0 + u + 1 == vVecs ? vTail : (__mmask16)0xffff;
-        acc[u] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(lanes, v + 16 * (u0 + u)), acc[u]);
+        a[u] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(lanes, v + 16 * (u0 + u)), a[u]);
       }
-    }
+    };
+    for (int64_t j = 0; j < quarter; ++j)
+      for (int64_t s = 0; s < kStreams; ++s)
+        accumulate(s * quarter + j, acc[s]);
+    for (int64_t j = kStreams * quarter; j < keys; ++j)
+      accumulate(j, acc[0]);
     __m512 inv = _mm512_set1_ps(1.0f / sum);
     for (int64_t u = 0; u < chunk; ++u) {
+      __m512 total = acc[0][u];
+      for (int64_t s = 1; s < kStreams; ++s)
+        total = _mm512_add_ps(total, acc[s][u]);
       alignas(64) float out[16];
-      _mm512_store_ps(out, _mm512_mul_ps(acc[u], inv));
+      _mm512_store_ps(out, _mm512_mul_ps(total, inv));
       int64_t width = std::min<int64_t>(16, Dv - 16 * (u0 + u));
       for (int64_t d = 0; d < width; ++d)
         o[(16 * (u0 + u) + d) * job.out.strides[3]] = out[d];
