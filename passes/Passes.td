@@ -112,7 +112,8 @@ def PlanAttention : Pass<"hasten-plan-attention"> {
     - `cpu`: K and V tiles sized to the L1, the query block, its
       accumulator and a scores tile to half the L2 (at most 64 rows, so that
       sequences split into enough blocks for every thread), one level.
-      One-query decode reuses no K or V row, so its tiles are 256 keys.
+      One-query decode reuses no K or V row, so its tiles are 4096 keys:
+      its passes walk four far-apart streams of a tile at once.
     - `ascend`: FastAttention's two levels: a block of 4 query tiles per AI
       core, tiles whose f32 scores and fp16 probabilities fit half the
       unified buffer, operands in the cube unit's `nz` fractal layout.

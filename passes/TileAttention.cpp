@@ -331,6 +331,37 @@ private:
     return tensor::CastOp::create(b, loc, init.getType(), rowGroups.getResult(0));
   }
 
+  /// One query's pass over a tile's rows reads them from memory once; a
+  /// core keeps enough reads in flight only with several independent
+  /// streams, so the passes below walk kStreams parts of the tile side by
+  /// side: row r of stream s is s * part + r, and the rows past
+  /// kStreams * part follow alone.
+  static constexpr int64_t kStreams = 4;
+  /// Builds the two loops over `rows`: `step(rowIndices, iter)` advances
+  /// the carried values by one row of each stream, then by one row alone.
+  SmallVector<Value> streamLoops(Value rows, ValueRange init,
+                                 function_ref<SmallVector<Value>(ArrayRef<Value>, ValueRange)> step,
+                                 function_ref<SmallVector<Value>(Value, ValueRange)> single) {
+    Value part = arith::DivSIOp::create(b, loc, rows, cst(kStreams));
+    auto streams = scf::ForOp::create(
+        b, loc, cst(0), part, cst(1), init, [&](OpBuilder &nb, Location, Value r, ValueRange iter) {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          SmallVector<Value> indices;
+          for (int64_t st = 0; st < kStreams; ++st)
+            indices.push_back(add(mul(part, cst(st)), r));
+          scf::YieldOp::create(b, loc, step(indices, iter));
+        });
+    auto rest = scf::ForOp::create(
+        b, loc, mul(part, cst(kStreams)), rows, cst(1), streams.getResults(),
+        [&](OpBuilder &nb, Location, Value r, ValueRange iter) {
+          OpBuilder::InsertionGuard g(b);
+          b.setInsertionPointToStart(nb.getInsertionBlock());
+          scf::YieldOp::create(b, loc, single(r, iter));
+        });
+    return SmallVector<Value>(rest.getResults());
+  }
+
   /// S^T [nk, 1] for one query row `qTile` [1, head_dim]: each key's dot
   /// product with the query, a vector along the head dim reduced across its
   /// lanes (loops when head_dim is dynamic).
@@ -347,26 +378,74 @@ private:
     Value keys = tensor::CastOp::create(b, loc, rowsOfD, kTile);
     Value query = tensor::CastOp::create(b, loc, rowsOfD, qTile);
     auto vecType = VectorType::get({D}, f32);
-    SmallVector<bool> inBounds{true};
-    Value pad = cstF(0.0);
-    Value qVec = vector::TransferReadOp::create(b, loc, vecType, query, ValueRange{cst(0), cst(0)},
-                                                pad, ArrayRef<bool>(inBounds));
-    auto loop = scf::ForOp::create(
-        b, loc, cst(0), nk, cst(1), ValueRange{init},
-        [&](OpBuilder &nb, Location, Value c, ValueRange iter) {
-          OpBuilder::InsertionGuard g(b);
-          b.setInsertionPointToStart(nb.getInsertionBlock());
-          Value kRow = vector::TransferReadOp::create(b, loc, vecType, keys, ValueRange{c, cst(0)},
-                                                      pad, ArrayRef<bool>(inBounds));
-          // reassoc: lanes are summed as a tree, not in order.
-          Value dot = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
-                                                  arith::MulFOp::create(b, loc, kRow, qVec),
-                                                  arith::FastMathFlags::reassoc);
-          scf::YieldOp::create(
-              b, loc, tensor::InsertOp::create(b, loc, dot, iter[0], ValueRange{c, cst(0)})
-                          .getResult());
+    Value qVec = readRow(query, cst(0), vecType);
+    // Key c's score into scores[c, 0]; reassoc: lanes are summed as a tree.
+    auto scoreKey = [&](Value c, Value scores) -> Value {
+      Value product = arith::MulFOp::create(b, loc, readRow(keys, c, vecType), qVec);
+      Value dot = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, product,
+                                              arith::FastMathFlags::reassoc);
+      return tensor::InsertOp::create(b, loc, dot, scores, ValueRange{c, cst(0)});
+    };
+    return streamLoops(
+        nk, ValueRange{init},
+        [&](ArrayRef<Value> cs, ValueRange iter) {
+          Value scores = iter[0];
+          for (Value c : cs)
+            scores = scoreKey(c, scores);
+          return SmallVector<Value>{scores};
+        },
+        [&](Value c, ValueRange iter) { return SmallVector<Value>{scoreKey(c, iter[0])}; })[0];
+  }
+
+  /// acc [1, value_dim] + P V for one query row, with `pT` = P^T [nk, 1]:
+  /// a value_dim vector accumulator per stream, summed at the end. Returns
+  /// null when value_dim is dynamic (the caller takes the loop form).
+  Value weightedRows(Value pT, Value vTile, Value acc, Value nk) {
+    int64_t Dv = staticDim(v, 3);
+    if (ShapedType::isDynamic(Dv))
+      return Value();
+    auto rowsOfDv = RankedTensorType::get({ShapedType::kDynamic, Dv}, f32);
+    Value values = tensor::CastOp::create(b, loc, rowsOfDv, vTile);
+    Value accRows = tensor::CastOp::create(b, loc, rowsOfDv, acc);
+    auto vecType = VectorType::get({Dv}, f32);
+    Value zero = arith::ConstantOp::create(b, loc, vecType, b.getZeroAttr(vecType));
+    auto weighted = [&](Value c, Value sum) -> Value {
+      Value weight = tensor::ExtractOp::create(b, loc, pT, ValueRange{c, cst(0)});
+      return vector::FMAOp::create(b, loc, vector::BroadcastOp::create(b, loc, vecType, weight),
+                                   readRow(values, c, vecType), sum);
+    };
+    SmallVector<Value> init{readRow(accRows, cst(0), vecType)};
+    for (int64_t st = 1; st < kStreams; ++st)
+      init.push_back(zero);
+    SmallVector<Value> sums = streamLoops(
+        nk, init,
+        [&](ArrayRef<Value> cs, ValueRange iter) {
+          SmallVector<Value> next;
+          for (int64_t st = 0; st < kStreams; ++st)
+            next.push_back(weighted(cs[st], iter[st]));
+          return next;
+        },
+        [&](Value c, ValueRange iter) {
+          SmallVector<Value> next(iter.begin(), iter.end());
+          next[0] = weighted(c, iter[0]);
+          return next;
         });
-    return loop.getResult(0);
+    Value total = sums[0];
+    for (int64_t st = 1; st < kStreams; ++st)
+      total = arith::AddFOp::create(b, loc, total, sums[st]);
+    SmallVector<bool> inBounds{true};
+    Value written = vector::TransferWriteOp::create(b, loc, total, accRows,
+                                                    ValueRange{cst(0), cst(0)},
+                                                    ArrayRef<bool>(inBounds))
+                        .getResult();
+    return tensor::CastOp::create(b, loc, acc.getType(), written);
+  }
+
+  /// Row `r` of a [rows, n] tensor with static n, as a vector.
+  Value readRow(Value t, Value r, VectorType type) {
+    SmallVector<bool> inBounds{true};
+    return vector::TransferReadOp::create(b, loc, type, t, ValueRange{r, cst(0)}, cstF(0.0),
+                                          ArrayRef<bool>(inBounds));
   }
 
   /// An scf.if yielding one value, each branch built with `b` by its
@@ -437,9 +516,10 @@ private:
     Value lNew = generic(lScaled, p, {all2, col2}, {kRed, kPar}, reassociable<arith::AddFOp>);
     // acc' = alpha acc + P V, loops (i, j, e), P read from P^T.
     Value accScaled = generic(acc, alpha, {row2, all2}, {kPar, kPar}, binary<arith::MulFOp>);
-    Value accNew = tileProduct(p, vTile, accScaled, nq, dim(vTile, 0), dim(accScaled, 1),
-                               fullRows(), tiling.getTileKv(), staticDim(v, 3),
-                               /*lhsTransposed=*/true);
+    Value accNew = fullRows() == 1 ? weightedRows(p, vTile, accScaled, dim(vTile, 0)) : Value();
+    if (!accNew)
+      accNew = tileProduct(p, vTile, accScaled, nq, dim(vTile, 0), dim(accScaled, 1), fullRows(),
+                           tiling.getTileKv(), staticDim(v, 3), /*lhsTransposed=*/true);
     return {mNew, lNew, accNew};
   }
 

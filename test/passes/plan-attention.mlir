@@ -12,13 +12,13 @@
 // bytes (72 fp16) and 64 bytes (32 fp16) in shared memory.
 
 // On a CPU, K and V tiles of 64 rows fill 32 KiB of the 48 KiB L1; 64-query
-// blocks; 16 f32 lanes. Decode: one query, 256-key tiles (no K or V row is
+// blocks; 16 f32 lanes. Decode: one query, 4096-key tiles (no K or V row is
 // reused, so they need not fit the L1), and 32 heads already give every
 // thread work, so no key split.
 // CPU-LABEL: func.func @prefill
 // CPU: tiling(<target = "cpu", block_q = 64, tile_q = 64, tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>)
 // CPU-LABEL: func.func @decode
-// CPU: block_q = 1, tile_q = 1, tile_kv = 256, kv_splits = 1,
+// CPU: block_q = 1, tile_q = 1, tile_kv = 4096, kv_splits = 1,
 // A 32 KiB L1 and 256-bit vectors (an AVX2 machine): half the key tile.
 // AVX2-LABEL: func.func @head_dim_72
 // AVX2: tile_kv = 32, {{.*}} vector_lanes = 8>

@@ -127,12 +127,24 @@ func.func @masked(%q: tensor<2x4x?x16xf32>, %k: tensor<2x4x?x16xf32>, %v: tensor
 // CHECK: scf.forall (%{{.*}}, %[[P:.*]]) in (8, 4) shared_outs(%[[PM:.*]] = %{{.*}}, %[[PL:.*]] = %{{.*}}, %[[PACC:.*]] = %{{.*}}) -> (tensor<1x8x4xf32>, tensor<1x8x4xf32>, tensor<1x8x4x64xf32>)
 // CHECK: scf.for
 // One query: each key's score is a dot product, the head dim as one vector
-// reduced across its lanes (in any order), no transposed tile.
+// reduced across its lanes (in any order), no transposed tile. The tile's
+// rows are read as four streams side by side (rows r, part + r, 2 part + r,
+// 3 part + r), then the rows past 4 part alone; P V likewise, with one
+// accumulator vector per stream.
 // CHECK-NOT: linalg.transpose
-// CHECK: scf.for %[[KEY:.*]] = %c0 to
-// CHECK: %[[KROW:.*]] = vector.transfer_read %{{.*}}[%[[KEY]], %c0]{{.*}} : tensor<?x64xf32>, vector<64xf32>
+// CHECK: %[[PART:.*]] = arith.divsi %[[NK:.*]], %c4 : index
+// CHECK: scf.for %[[R:.*]] = %c0 to %[[PART]] step %c1
+// CHECK: %[[R1:.*]] = arith.addi %[[PART]], %[[R]]
+// CHECK: %[[KROW:.*]] = vector.transfer_read %[[KTILE:.*]][%[[R]], %c0]{{.*}} : tensor<?x64xf32>, vector<64xf32>
 // CHECK: %[[PROD:.*]] = arith.mulf %[[KROW]], %{{.*}} : vector<64xf32>
 // CHECK: vector.reduction <add>, %[[PROD]] fastmath<reassoc> : vector<64xf32> into f32
+// CHECK: vector.transfer_read %[[KTILE]][%[[R1]], %c0]
+// CHECK-COUNT-2: vector.reduction <add>
+// CHECK: %[[REST:.*]] = arith.muli %[[PART]], %c4 : index
+// CHECK: scf.for %{{.*}} = %[[REST]] to %[[NK]] step %c1
+// CHECK: vector.reduction <add>
+// CHECK: scf.for %{{.*}} = %c0 to %{{.*}} step %c1 iter_args(%{{.*}}, %{{.*}} = %[[Z:[^,]*]], %{{.*}} = %[[Z]], %{{.*}} = %[[Z]]) -> (vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>)
+// CHECK-COUNT-4: vector.fma
 // CHECK: scf.forall.in_parallel
 // CHECK-COUNT-3: tensor.parallel_insert_slice
 // CHECK: arith.maximumf
