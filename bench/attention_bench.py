@@ -13,7 +13,12 @@ memory is the peak resident set of the process that ran it (inputs
 included); GFLOP/s count the useful work only (the causal half of Q K^T
 and P V: 2 S^2 d heads), against this machine's f32 FMA peak measured in
 the same run (bench/fmapeak.c). ONNX Runtime is not run where its score
-and probability matrices alone would not fit in memory.
+and probability matrices alone would not fit in memory. A decode's floor is
+its K and V bytes over the read bandwidth: the kernel's decode runs in 5
+rounds, each followed by a bandwidth probe at the same thread count, and
+its ratio to the floor is the median of the rounds' (the bandwidth here
+moves by up to 2x between minutes; the "floor" shown uses the probe made at
+the start).
 
 usage: bench/attention_bench.py [--build build] [--threads 1,2] [--lengths 1024,4096,16384]
 ONNX Runtime comes from PyPI into BUILD/bench-venv on first use (bench/ort_env.py).
@@ -21,6 +26,7 @@ ONNX Runtime comes from PyPI into BUILD/bench-venv on first use (bench/ort_env.p
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -33,6 +39,12 @@ import machine  # noqa: E402
 import ort_env  # noqa: E402
 
 HEADS, DIM = 12, 64
+DECODE_ROUNDS = 5
+
+
+def kv_bytes(length):
+    """The K and V bytes one decode step reads."""
+    return 2 * HEADS * length * DIM * 4
 
 
 def measured(cmd, env=None):
@@ -156,6 +168,7 @@ def main():
                     repeat *= 4
                 flops = 4.0 * HEADS * DIM * length * (1 if decode else (length + 1) / 2)
                 results = {}
+                floor_ratios = []
                 for kind in ("kernel", "generated", "noskip"):
                     if (decode, kind) not in modules:
                         continue
@@ -163,6 +176,19 @@ def main():
                            "--repeat", str(repeat)]
                     for name in ("q", "k", "v"):
                         cmd += ["--input", f"arg{'qkv'.index(name)}={paths[name]}"]
+                    if decode and kind == "kernel":
+                        # The bandwidth here moves by up to 2x from minute to
+                        # minute: each round of decodes is followed by a read
+                        # probe at the same thread count, and the floor ratio
+                        # is the median of the rounds' (as weights_bench.py).
+                        times = []
+                        for _ in range(DECODE_ROUNDS):
+                            out, rss = measured(cmd, env)
+                            times.append(float(re.search(r"p50 ([0-9.]+) ms", out).group(1)))
+                            probe = machine.read_bandwidth(work, threads, mib=256, passes=3)
+                            floor_ratios.append(times[-1] / (kv_bytes(length) / probe * 1e3))
+                        results[kind] = (statistics.median(times), rss)
+                        continue
                     out, rss = measured(cmd, env)
                     results[kind] = (float(re.search(r"p50 ([0-9.]+) ms", out).group(1)), rss)
                 # ONNX Runtime's scores and probabilities: 2 x heads x S x T floats.
@@ -173,7 +199,7 @@ def main():
                            str(threads), str(repeat)] + [f"{n}={paths[n]}" for n in "qkv"]
                     out, rss = measured(cmd, env)
                     results["ort"] = (float(re.search(r"median_ms ([0-9.]+)", out).group(1)), rss)
-                rows.append((threads, length, decode, flops, results, ort_bytes))
+                rows.append((threads, length, decode, flops, results, ort_bytes, floor_ratios))
                 print(f"threads {threads}, {'decode' if decode else 'prefill'} {length}: "
                       + ", ".join(f"{k} {v[0]:.2f} ms" for k, v in results.items()),
                       file=sys.stderr)
@@ -185,12 +211,12 @@ def main():
           + ", ".join(f"{b / 1e9:.1f} GB/s on {t} thread{'s' if t > 1 else ''}"
                       for t, b in bandwidths.items())
           + f"; {HEADS} heads x {DIM}, batch 1. A decode's floor is its K and V bytes over "
-          "that bandwidth.\n")
+          "the bandwidth probed right after each of its rounds.\n")
     print("| case | threads | ORT ms (MB) | kernel ms (MB) | generated ms (MB) | "
           "no-skip ms | ORT / kernel | generated / kernel | no-skip / generated | "
           "kernel GFLOP/s (% peak) | generated GFLOP/s (% peak) |")
     print("|" + "---|" * 11)
-    for threads, length, decode, flops, results, ort_bytes in rows:
+    for threads, length, decode, flops, results, ort_bytes, floor_ratios in rows:
         def cell(kind):
             if kind not in results:
                 return "n/a" if kind != "ort" else f"not run ({ort_bytes / 1e9:.0f} GB of scores)"
@@ -209,9 +235,10 @@ def main():
         skip_gain = (f"{results['noskip'][0] / generated:.2f}x" if "noskip" in results
                      else "n/a")
         if decode:
-            floor_ms = 2 * HEADS * length * DIM * 4 / bandwidths[threads] * 1e3
-            case = (f"decode over {length} (floor {floor_ms:.2f} ms, "
-                    f"kernel at {kernel / floor_ms:.2f}x)")
+            floor_ms = kv_bytes(length) / bandwidths[threads] * 1e3
+            case = (f"decode over {length} (floor {floor_ms:.2f} ms, kernel at "
+                    f"{statistics.median(floor_ratios):.2f}x, rounds "
+                    + "/".join(f"{r:.2f}" for r in sorted(floor_ratios)) + ")")
         else:
             case = f"causal prefill {length}"
         print(f"| {case} | {threads} | {cell('ort')} | {cell('kernel')} | {cell('generated')} | "
