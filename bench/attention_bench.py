@@ -14,11 +14,11 @@ included); GFLOP/s count the useful work only (the causal half of Q K^T
 and P V: 2 S^2 d heads), against this machine's f32 FMA peak measured in
 the same run (bench/fmapeak.c). ONNX Runtime is not run where its score
 and probability matrices alone would not fit in memory. A decode's floor is
-its K and V bytes over the read bandwidth: the kernel's decode runs in 5
-rounds, each followed by a bandwidth probe at the same thread count, and
-its ratio to the floor is the median of the rounds' (the bandwidth here
-moves by up to 2x between minutes; the "floor" shown uses the probe made at
-the start).
+its K and V bytes over the read bandwidth: decode runs in 5 rounds (the
+kernel, then the generated code, then a bandwidth probe at the same thread
+count); times are the rounds' medians and the kernel's ratio to its floor
+is the median of the rounds' ratios (the bandwidth here moves by up to 2x
+between minutes; the "floor" shown uses the probe made at the start).
 
 usage: bench/attention_bench.py [--build build] [--threads 1,2] [--lengths 1024,4096,16384]
 ONNX Runtime comes from PyPI into BUILD/bench-venv on first use (bench/ort_env.py).
@@ -169,28 +169,38 @@ def main():
                 flops = 4.0 * HEADS * DIM * length * (1 if decode else (length + 1) / 2)
                 results = {}
                 floor_ratios = []
-                for kind in ("kernel", "generated", "noskip"):
-                    if (decode, kind) not in modules:
-                        continue
+
+                def command(kind):
                     cmd = [os.path.join(bin_dir, "hasten-run"), modules[(decode, kind)],
                            "--repeat", str(repeat)]
                     for name in ("q", "k", "v"):
                         cmd += ["--input", f"arg{'qkv'.index(name)}={paths[name]}"]
-                    if decode and kind == "kernel":
-                        # The bandwidth here moves by up to 2x from minute to
-                        # minute: each round of decodes is followed by a read
-                        # probe at the same thread count, and the floor ratio
-                        # is the median of the rounds' (as weights_bench.py).
-                        times = []
-                        for _ in range(DECODE_ROUNDS):
-                            out, rss = measured(cmd, env)
-                            times.append(float(re.search(r"p50 ([0-9.]+) ms", out).group(1)))
-                            probe = machine.read_bandwidth(work, threads, mib=256, passes=3)
-                            floor_ratios.append(times[-1] / (kv_bytes(length) / probe * 1e3))
-                        results[kind] = (statistics.median(times), rss)
-                        continue
-                    out, rss = measured(cmd, env)
-                    results[kind] = (float(re.search(r"p50 ([0-9.]+) ms", out).group(1)), rss)
+                    return cmd
+
+                def p50(out):
+                    return float(re.search(r"p50 ([0-9.]+) ms", out).group(1))
+
+                if decode:
+                    # The bandwidth here moves by up to 2x from minute to
+                    # minute: each round runs the kernel and the generated
+                    # code, then a read probe at the same thread count; the
+                    # times are the rounds' medians and the floor ratio the
+                    # median of the rounds' ratios (as weights_bench.py).
+                    times = {"kernel": [], "generated": []}
+                    for _ in range(DECODE_ROUNDS):
+                        for kind in times:
+                            out, rss = measured(command(kind), env)
+                            times[kind].append((p50(out), rss))
+                        probe = machine.read_bandwidth(work, threads, mib=256, passes=3)
+                        floor_ratios.append(times["kernel"][-1][0] /
+                                            (kv_bytes(length) / probe * 1e3))
+                    for kind, runs in times.items():
+                        results[kind] = (statistics.median(t for t, _ in runs),
+                                         max(r for _, r in runs))
+                else:
+                    for kind in ("kernel", "generated", "noskip"):
+                        out, rss = measured(command(kind), env)
+                        results[kind] = (p50(out), rss)
                 # ONNX Runtime's scores and probabilities: 2 x heads x S x T floats.
                 ort_bytes = 2 * HEADS * (1 if decode else length) * length * 4
                 if ort_bytes < total_memory / 2:
