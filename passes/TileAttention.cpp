@@ -285,7 +285,6 @@ private:
     Value r = fixed(rhs, K, C), o = fixed(init, R, C);
     int64_t group = std::min(R, kRowGroup);
     auto vecType = VectorType::get({C}, f32);
-    Value pad = cstF(0.0);
     SmallVector<bool> inBounds{true};
     auto rowGroups = scf::ForOp::create(
         b, loc, cst(0), cst(R), cst(group), ValueRange{o},
@@ -295,21 +294,17 @@ private:
           SmallVector<Value> rowIdx, accs;
           for (int64_t i = 0; i < group; ++i) {
             rowIdx.push_back(add(row0, cst(i)));
-            accs.push_back(
-                zeroInit ? arith::ConstantOp::create(b, loc, vecType, b.getZeroAttr(vecType))
-                               .getResult()
-                         : vector::TransferReadOp::create(b, loc, vecType, out[0],
-                                                          ValueRange{rowIdx[i], cst(0)}, pad,
-                                                          ArrayRef<bool>(inBounds))
-                               .getResult());
+            accs.push_back(zeroInit ? arith::ConstantOp::create(b, loc, vecType,
+                                                                b.getZeroAttr(vecType))
+                                          .getResult()
+                                    : readRow(out[0], rowIdx[i], vecType));
           }
           auto innerLoop = scf::ForOp::create(
               b, loc, cst(0), cst(K), cst(1), accs,
               [&](OpBuilder &ib, Location, Value kk, ValueRange acc) {
                 OpBuilder::InsertionGuard g2(b);
                 b.setInsertionPointToStart(ib.getInsertionBlock());
-                Value rhsRow = vector::TransferReadOp::create(
-                    b, loc, vecType, r, ValueRange{kk, cst(0)}, pad, ArrayRef<bool>(inBounds));
+                Value rhsRow = readRow(r, kk, vecType);
                 SmallVector<Value> next;
                 for (int64_t i = 0; i < group; ++i) {
                   Value x = tensor::ExtractOp::create(
@@ -368,10 +363,9 @@ private:
   /// product with the query, a vector along the head dim reduced across its
   /// lanes (loops when head_dim is dynamic).
   Value dotProducts(Value kTile, Value qTile, Value nk) {
-    Value init = filled({nk, cst(1)}, 0.0);
     int64_t D = staticDim(q, 3);
     if (ShapedType::isDynamic(D))
-      return generic(init, ValueRange{kTile, qTile},
+      return generic(filled({nk, cst(1)}, 0.0), ValueRange{kTile, qTile},
                      {map(3, {0, 1}), map(3, {2, 1}), map(3, {0, 2})}, {kPar, kRed, kPar},
                      [](OpBuilder &gb, Location gl, ValueRange a) {
                        return math::FmaOp::create(gb, gl, a[0], a[1], a[2]).getResult();
@@ -388,8 +382,9 @@ private:
                                               arith::FastMathFlags::reassoc);
       return tensor::InsertOp::create(b, loc, dot, scores, ValueRange{c, cst(0)});
     };
+    // Every element is written below: nothing to fill.
     return streamLoops(
-        nk, ValueRange{init},
+        nk, ValueRange{empty({nk, cst(1)})},
         [&](ArrayRef<Value> cs, ValueRange iter) {
           Value scores = iter[0];
           for (Value c : cs)
