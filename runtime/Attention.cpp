@@ -1,11 +1,13 @@
 //===- Attention.cpp - tiled attention with online softmax -----------------===//
 //
 // softmax(scale * Q K^T + mask) V, one block of 64 queries against tiles of
-// 64 keys at a time, FlashAttention-2 style: each query row keeps a running
+// 256 keys at a time, FlashAttention-2 style: each query row keeps a running
 // maximum, sum and output accumulator, so the q_len x kv_len score matrix
-// never exists. Keys and values are read in place: from strided tensors, or
-// from a paged KV cache through its block table. Grouped-query attention
-// reads key/value head h / (heads / kv_heads).
+// never exists. Keys and values come from strided tensors or from a paged
+// KV cache through its block table: one-query decode reads them in place;
+// query blocks read a per-thread copy of their (batch, kv head)'s keys,
+// transposed tile by tile, and values, packed once per call. Grouped-query
+// attention reads key/value head h / (heads / kv_heads).
 //
 //===----------------------------------------------------------------------===//
 
@@ -36,7 +38,7 @@ using hasten::abi::kCausal;
 using hasten::abi::kHasMask;
 
 constexpr int64_t kBlock = 64;   // queries per block
-constexpr int64_t kTile = 128;   // keys per tile
+constexpr int64_t kTile = 256;   // keys per tile
 constexpr int64_t kMaxDim = 256; // head_dim limit of the fast path
 /// A tile whose additive mask is below this everywhere contributes
 /// exp(< -1e8 + |scores|) = 0 in f32 and is skipped (causal masks in
@@ -288,10 +290,10 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
   int64_t rows = std::min(kBlock, job.qLen - i0), kvh = h / (job.heads / job.kvHeads);
   int64_t offset = job.kvLen - job.qLen, D = job.dim, Dv = job.vDim;
   int64_t dvVecs = (Dv + 15) / 16;
-  // Per-thread scratch, too big for a pool thread's stack: the query block
-  // and its accumulators, and the keys (transposed) and values of the
-  // whole (batch, kv head), packed once and reused by every query block of
-  // the heads that read them.
+  // Per-thread scratch, too big for a pool thread's stack: the query block,
+  // its accumulators and its scores tile, and the keys (transposed) and
+  // values of the whole (batch, kv head), packed once and reused by every
+  // query block of the heads that read them.
   struct Scratch {
     float *block = nullptr;
     std::vector<float> keys, values;
@@ -302,9 +304,12 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
   thread_local Scratch scratch;
   if (!scratch.block)
     scratch.block =
-        static_cast<float *>(std::aligned_alloc(64, sizeof(float) * 2 * kBlock * kMaxDim));
+        static_cast<float *>(
+            std::aligned_alloc(64, sizeof(float) * kBlock * (2 * kMaxDim + kTile)));
   auto qs = reinterpret_cast<float(*)[kMaxDim]>(scratch.block);
   auto acc = reinterpret_cast<float(*)[kMaxDim]>(scratch.block + kBlock * kMaxDim);
+  // Scores, then probabilities.
+  auto st = reinterpret_cast<float(*)[kTile]>(scratch.block + 2 * kBlock * kMaxDim);
   int64_t tiles = (job.kvLen + kTile - 1) / kTile, valuePitch = dvVecs * 16;
   if (scratch.call != job.call || scratch.b != b || scratch.kvh != kvh) {
     // Keys transposed tile by tile, kt[tile][d][c] = K[tile * kTile + c][d],
@@ -329,7 +334,6 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
     scratch.kvh = kvh;
   }
   const float *ktAll = alignedIn(scratch.keys), *vtAll = alignedIn(scratch.values);
-  alignas(64) float st[kBlock][kTile]; // scores, then probabilities
   float rowMax[kBlock], rowSum[kBlock], correction[kBlock];
   int64_t visibleKeys[kBlock];
   for (int64_t r = 0; r < rows; ++r) {
@@ -369,19 +373,19 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
     // independent accumulators, and each key vector loaded once per four
     // rows. Keys past the last visible one hold zero-padded products and
     // are replaced by -inf below.
-    int64_t halves = (cols + 63) / 64;
+    int64_t parts = (cols + 63) / 64;
     for (int64_t r = 0; r < rows; r += 4) {
       int64_t rr[4];
       for (int64_t u = 0; u < 4; ++u)
         rr[u] = std::min(r + u, rows - 1);
-      for (int64_t half = 0; half < halves; ++half) {
+      for (int64_t part = 0; part < parts; ++part) {
         __m512 acc4[4][4];
         for (int64_t u = 0; u < 4; ++u)
           for (int64_t w = 0; w < 4; ++w)
             acc4[u][w] = _mm512_setzero_ps();
-        const float *kHalf = kt + 64 * half;
+        const float *kPart = kt + 64 * part;
         for (int64_t d = 0; d < D; ++d) {
-          const float *row = kHalf + d * kTile;
+          const float *row = kPart + d * kTile;
           __m512 k0 = _mm512_load_ps(row), k1 = _mm512_load_ps(row + 16);
           __m512 k2 = _mm512_load_ps(row + 32), k3 = _mm512_load_ps(row + 48);
           for (int64_t u = 0; u < 4; ++u) {
@@ -394,7 +398,7 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
         }
         for (int64_t u = 3; u >= 0; --u) // duplicates of the last row store last
           for (int64_t w = 0; w < 4; ++w)
-            _mm512_store_ps(&st[rr[u]][64 * half + 16 * w], acc4[u][w]);
+            _mm512_store_ps(&st[rr[u]][64 * part + 16 * w], acc4[u][w]);
       }
     }
     // Online softmax per row: probabilities replace the scores.

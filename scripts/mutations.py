@@ -830,7 +830,7 @@ MUTATIONS = [
      "      std::fill(s + 16 * vecs, s + kTile, 0.0f);",
      "      // (left as they were)",
      "ctest:attention-tiling"),
-    ("attention kernel: the second half of each key tile is packed over the first",
+    ("attention kernel: each key tile's later quarters are packed over its first",
      "runtime/Attention.cpp",
      "        kt[(j / kTile * D + d) * kTile + j % kTile] = k[d * job.k.elemStride];",
      "        kt[(j / kTile * D + d) * kTile + j % 64] = k[d * job.k.elemStride];",
