@@ -35,7 +35,7 @@ import onnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "import"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
-from e2e_common import load_value  # noqa: E402
+from e2e_common import bf16_values, load_value  # noqa: E402
 from import_sweep import (case_ops, known_unsupported,  # noqa: E402
                           parameter_bindings)
 
@@ -111,15 +111,11 @@ def op_under_test(case, ops):
     return f"{family} (expanded)" if family else "(" + re.sub(r"_expanded$", "", name) + ")"
 
 
-def bf16_bits_to_float(bits):
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
 def compare(actual, expected, rtol, atol, declared_bf16=False):
     """(problem or None, the smallest rtol at which this output passes)."""
     if declared_bf16 and expected.dtype == np.uint16:
         # numpy has no bfloat16: the test data stores its bits as uint16.
-        expected = bf16_bits_to_float(expected)
+        expected = bf16_values(expected)
         rtol, atol = max(rtol, 1e-2), max(atol, 1e-2)
     if actual.shape != expected.shape:
         return f"shape {actual.shape} != expected {expected.shape}", None

@@ -51,21 +51,10 @@ def relative_error(actual, expected):
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-30))
 
 
-def bf16_bits(x):
-    """float32 values rounded to bfloat16 (nearest even), as the uint16 bits
-    ONNX stores (numpy has no bfloat16)."""
-    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def bf16_values(bits):
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
 def load_logits(out_dir):
     array = np.load(os.path.join(out_dir, "logits.npy"))
     if array.dtype.kind == "V":  # bfloat16, written as 2-byte records
-        return bf16_values(array.view(np.uint16))
+        return e2e.bf16_values(array.view(np.uint16))
     return array
 
 
@@ -135,10 +124,10 @@ def cases(work):
     # the bf16 inputs; the unfused module computes in bf16 throughout.
     path = os.path.join(work, "range_less_bf16.onnx")
     range_less_model(path, bf16=True)
-    bits = {n: bf16_bits(x) for n, x in qkv.items()}
+    bits = {n: e2e.bf16_bits(x) for n, x in qkv.items()}
     EXPECTED_ATTENTIONS["range_less_bf16"] = 1
     yield ("range_less_bf16", path, bits,
-           causal_reference(**{n: bf16_values(b) for n, b in bits.items()}), [], 1e-2)
+           causal_reference(**{n: e2e.bf16_values(b) for n, b in bits.items()}), [], 1e-2)
     for preset in ("gpt2-tiny", "llama-tiny"):
         cfg = md.Config(**md.PRESETS[preset])
         path = os.path.join(work, preset + ".onnx")

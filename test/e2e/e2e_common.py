@@ -1,7 +1,8 @@
 """What the end-to-end checks share: the tiny decoders they run, the
 --compile-flag option that reruns a check on other modules (--cpu=...), and
 one-node models compiled and run (with ONNX Runtime beside them when the
-Python running the check has it)."""
+Python running the check has it), ONNX value files read, and bfloat16 bits
+converted both ways."""
 import argparse
 import os
 import subprocess
@@ -159,3 +160,17 @@ def load_value(path, type_proto):
             proto.ParseFromString(f.read())
         return [numpy_helper.to_array(t) for t in proto.tensor_values]
     return numpy_helper.to_array(onnx.load_tensor(path))
+
+
+def bf16_bits(x):
+    """float32 values rounded to bfloat16 (nearest even; NaN-free inputs),
+    as the uint16 bits ONNX stores (numpy has no bfloat16)."""
+    import numpy as np
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_values(bits):
+    """The float32 values of bfloat16 bits."""
+    import numpy as np
+    return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)

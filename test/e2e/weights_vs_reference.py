@@ -62,16 +62,6 @@ def held_out_text():
     return b"\n".join(held)
 
 
-def bf16_bits(a):
-    """float32 -> bf16 bits, round to nearest even (NaN-free inputs)."""
-    u = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def from_bf16(bits):
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
 def round_up(v, m):
     return (v + m - 1) // m * m
 
@@ -91,10 +81,10 @@ def pack(w, fmt):
     if fmt == "bf16-strips":
         kp = round_up(k, 32)
         data = np.zeros((strips, kp, STRIP), np.uint16)
-        data[:, :k] = bf16_bits(by_strip)
+        data[:, :k] = e2e_common.bf16_bits(by_strip)
         # rows 2p and 2p+1 of a column side by side
         data = data.reshape(strips, kp // 2, 2, STRIP).transpose(0, 1, 3, 2)
-        return data.tobytes(), from_bf16(bf16_bits(w))
+        return data.tobytes(), e2e_common.bf16_values(e2e_common.bf16_bits(w))
     if fmt == "int8":
         amax = np.abs(wp).max(axis=0)
         scale = (amax / np.float32(127)).astype(np.float32)
@@ -291,7 +281,8 @@ def check_kernels(checks, bin_dir, work, rng):
                                                            f"mm{m}.{fmt}"), "y.npy"))
             refs = [x.astype(np.float64) @ dequantized.astype(np.float64)]
             if fmt == "bf16-strips":   # the bf16 kernels also round x
-                refs.append(from_bf16(bf16_bits(x)).astype(np.float64) @ dequantized)
+                rounded = e2e_common.bf16_values(e2e_common.bf16_bits(x))
+                refs.append(rounded.astype(np.float64) @ dequantized)
             if fmt.startswith("int"):  # the VNNI kernels quantize x per group
                 group = 32 if fmt == "int8" else int(fmt.split("-g")[1])
                 refs.append(quantize_x(x, group).astype(np.float64) @ dequantized)
