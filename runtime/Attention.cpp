@@ -303,9 +303,8 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
   };
   thread_local Scratch scratch;
   if (!scratch.block)
-    scratch.block =
-        static_cast<float *>(
-            std::aligned_alloc(64, sizeof(float) * kBlock * (2 * kMaxDim + kTile)));
+    scratch.block = static_cast<float *>(
+        std::aligned_alloc(64, sizeof(float) * kBlock * (2 * kMaxDim + kTile)));
   auto qs = reinterpret_cast<float(*)[kMaxDim]>(scratch.block);
   auto acc = reinterpret_cast<float(*)[kMaxDim]>(scratch.block + kBlock * kMaxDim);
   // Scores, then probabilities.

@@ -182,7 +182,8 @@ ImportedValue insertElement(OpBuilder &b, Location loc, const ImportedValue &seq
       b, loc,
       rows(b, loc, shapes, position, arith::SubIOp::create(b, loc, length, position), width), table,
       arith::AddIOp::create(b, loc, position, one));
-  return makeSequence(b, loc, grown, table, sequence.isUnsigned, joinElementRanks(sequence.elementRank, rank));
+  return makeSequence(b, loc, grown, table, sequence.isUnsigned,
+                      joinElementRanks(sequence.elementRank, rank));
 }
 
 /// `sequence` without element `position` (index, in range; the sequence
