@@ -12,7 +12,7 @@ Each case is a .mlir module (hasten-compile takes tensor-level MLIR as
 input); inputs are random, outputs compared with max |a - b| <= 2e-5 +
 1e-4 * max |ref|.
 
-usage: attention_tiling.py BUILD_BIN_DIR
+usage: attention_tiling.py BUILD_BIN_DIR [--compile-flag=FLAG ...]
 Prints one line per check and '<n> passed, <m> failed'; exits 1 on failure.
 """
 import os
@@ -94,7 +94,8 @@ def reference(case, q, k, v, m):
 
 
 def main():
-    bin_dir = sys.argv[1]
+    args = e2e.parse_args("bin_dir")
+    bin_dir = args.bin_dir
     passed = failed = 0
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as work:
@@ -122,7 +123,7 @@ def main():
             for mode in ("kernel", "generated"):
                 module = os.path.join(work, f"{name}.{mode}.so")
                 proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o",
-                                       module, f"--attention={mode}"],
+                                       module, f"--attention={mode}"] + args.compile_flag,
                                       capture_output=True, text=True)
                 try:
                     if proc.returncode:
