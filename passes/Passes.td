@@ -326,6 +326,119 @@ def ExternalizeWeights : Pass<"hasten-externalize-weights", "::mlir::ModuleOp"> 
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 
+def MapParallelLoopsToGpu : Pass<"hasten-map-parallel-loops-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Run each outermost scf.parallel loop as a GPU kernel, one thread per iteration";
+  let description = [{
+    The CUDA target's counterpart of `hasten-outline-parallel-loops`. Each
+    outermost `scf.parallel` of a host function (the parallel dimensions of
+    a linalg op, after `convert-linalg-to-parallel-loops`; the sequential
+    reduction loops stay inside its body) becomes a `gpu.launch` over its
+    whole iteration space, flattened: `block-size` threads per block and
+    `ceil(iterations / block-size)` blocks along x. Thread `t` of block `b`
+    runs iteration `b * block-size + t`, delinearized with the last
+    dimension fastest, so that neighbouring threads touch neighbouring
+    elements (coalesced accesses for row-major buffers). Iterations past
+    the end are masked off, and an empty iteration space launches nothing:
+
+    ```mlir
+    scf.parallel (%i, %j) = (%c0, %c0) to (%m, %n) step (%c1, %c1) { ... }
+    // becomes
+    %total = arith.muli %m, %n : index
+    scf.if (%total > 0) {
+      gpu.launch blocks(...) in (%gx = ceildiv(%total, 256), ...) threads(...) in (%bx = 256, ...) {
+        %id = block_id.x * 256 + thread_id.x
+        scf.if (%id < %total) { %i = %id / %n, %j = %id % %n ... }
+      }
+    }
+    ```
+
+    Loops that carry reductions (`scf.reduce` with operands) are refused
+    with an error: the linalg lowering writes reductions as sequential
+    loops inside the body.
+
+    The serial work on device buffers left on the host after that, the
+    loops of ops without parallel dimensions (a reduction to one value) and
+    single loads and stores whose results the host does not use, runs as a
+    kernel of one thread: each such op, or its outermost enclosing
+    `scf.for`/`scf.while`, moves into a `gpu.launch` of one block of one
+    thread. Device buffers are those a kernel uses, an entry's arguments
+    and results, constants, and every view or value passed along with one
+    (passes/DeviceBuffers.h); the host's own (the deallocation helper's
+    pointer tables) stay on the host. A load whose value the host uses (a
+    length that sizes a buffer) stays too, for `hasten-gpu-device-memory`
+    to refuse by name.
+  }];
+  let options = [
+    Option<"blockSize", "block-size", "int64_t", /*default=*/"256",
+           "Threads per block">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::arith::ArithDialect", "::mlir::memref::MemRefDialect"];
+}
+
+def GpuDeviceMemory : Pass<"hasten-gpu-device-memory", "::mlir::ModuleOp"> {
+  let summary = "Put a CUDA module's buffers in device memory; refuse host code that reads them";
+  let description = [{
+    After `hasten-map-parallel-loops-to-gpu`, the host functions of a CUDA
+    module only allocate, view and pass device buffers; kernels read and
+    write them. This pass moves every allocation of a device buffer (one a
+    kernel uses, an entry's argument or result, or any view or value passed
+    along with one: passes/DeviceBuffers.h) to the device (`memref.alloc`
+    -> `gpu.alloc`, `memref.dealloc` -> `gpu.dealloc`) and checks the
+    contract the runtime relies on: an entry's arguments and results are
+    device buffers, and no host operation reads or writes one. An operation
+    that would (a `memref.load` of a length, a call into a CPU kernel of
+    the runtime) is refused with an error that names it. Buffers no kernel
+    sees (the deallocation helper's pointer tables) stay in host memory,
+    where the host may read them. Constant globals stay where they are and
+    become device memory when `hasten-externalize-weights` moves them into
+    the weight segment, which the runtime uploads to the device.
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+def GatherGpuKernels : Pass<"hasten-gather-gpu-kernels", "::mlir::ModuleOp"> {
+  let summary = "Move every outlined kernel into one gpu.module";
+  let description = [{
+    `gpu-kernel-outlining` puts each kernel in a `gpu.module` of its own,
+    every kernel function named after its host function (`@main_kernel_3::@main_kernel`).
+    Compiled as they are, a model's hundreds of kernels would be hundreds of
+    PTX files, `ptxas` runs per architecture and driver modules. This pass
+    moves them all into the first module, each renamed after the module it
+    came from (`@main_kernel::@main_kernel_3`), and retargets the launches:
+
+    ```mlir
+    gpu.launch_func @main_kernel_0::@main_kernel ...
+    // becomes
+    gpu.launch_func @main_kernel::@main_kernel_0 ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+def EmbedCudaBinaries : Pass<"hasten-embed-cuda-binaries", "::mlir::ModuleOp"> {
+  let summary = "Assemble each gpu.binary's PTX into cubins and embed them with the PTX";
+  let description = [{
+    Runs after `gpu-module-to-binary{format=isa}`, which leaves PTX for the
+    lowest requested architecture in each `gpu.binary`. For every
+    architecture in `archs` that `ptxas` (CUDA 13: sm_75 and newer)
+    assembles, the PTX becomes a cubin (`cuda-path/bin/ptxas -arch=sm_XX`); the binary's
+    single object is then replaced by a `hasten-cuda-bundle` (the format in
+    `include/hasten/CudaBundle.h`): the cubins and the PTX, from which the
+    runtime loads the cubin of the device's own architecture, or lets the
+    driver compile the PTX for any other (Volta, which CUDA 13's `ptxas`
+    no longer targets, and cards newer than the module). An architecture
+    that `ptxas` refuses is an error that quotes `ptxas`; `sm_70` is
+    PTX-only by design.
+  }];
+  let options = [
+    ListOption<"archs", "archs", "std::string",
+               "GPU architectures (sm_70, sm_75, sm_80, sm_86, sm_89, sm_90)">,
+    Option<"cudaPath", "cuda-path", "std::string", /*default=*/"\"/usr/local/cuda\"",
+           "The CUDA toolkit whose bin/ptxas assembles the cubins">
+  ];
+}
+
 def FuseElementwise : Pass<"hasten-fuse-elementwise"> {
   let summary = "Fuse chains of elementwise linalg.generic ops into single loops";
   let description = [{

@@ -12,6 +12,7 @@
 #include "CpuFeatures.h"
 #include "Manifest.h"
 #include "ModuleFile.h"
+#include "CudaDriver.h"
 #include "RuntimeInternal.h"
 
 #include <flatbuffers/flatbuffers.h>
@@ -83,6 +84,8 @@ void hasten::runtime::setKernelError(const std::string &message) {
     kernelError = message;
 }
 
+bool hasten::runtime::hasKernelError() { return !kernelError.empty(); }
+
 hasten_status hasten::runtime::failWith(hasten_status status, const std::string &message) {
   lastError = message;
   return status;
@@ -123,6 +126,10 @@ struct hasten_module {
   void *weights = nullptr;
   uint64_t weightsSize = 0;
   std::string weightsPath;
+  /// A CUDA module: its entries take and return device buffers, and its
+  /// kernels read the weights from a device copy of the segment.
+  bool cuda = false;
+  void *deviceWeights = nullptr;
 };
 
 namespace {
@@ -295,6 +302,25 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
     if (status != HASTEN_OK)
       return fail(status, "%s: %s", path, error.c_str());
   }
+  // A CUDA module needs a driver and a device before its code is mapped.
+  const auto *header = hasten::manifest::GetModule(manifestBytes.data());
+  bool cuda = header->device() && header->device()->str() == "cuda";
+  if (cuda) {
+    std::vector<std::string> gpus;
+    std::string archs, error;
+    if (header->gpu_archs())
+      for (const auto *gpu : *header->gpu_archs()) {
+        gpus.push_back(gpu->str());
+        archs += (archs.empty() ? "" : ",") + gpu->str();
+      }
+    if (!hasten::runtime::cudaAvailable(gpus, error)) {
+      if (embeddedWeights)
+        munmap(embeddedWeights, embedded.size);
+      return fail(HASTEN_ERROR_INCOMPATIBLE,
+                  "%s: a CUDA module (%s), and this machine cannot run it: %s", path,
+                  archs.c_str(), error.c_str());
+    }
+  }
   // A name without a slash would send dlopen searching the library path;
   // a module path always means a file.
   std::string file = strchr(path, '/') ? path : std::string("./") + path;
@@ -315,12 +341,15 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
     module->weightsSize = embedded.size;
     module->weightsPath = path;
   }
+  module->cuda = cuda;
   auto closeAndFail = [&](hasten_status status) {
     dlclose(handle);
     module->handle = nullptr;
     if (module->weights)
       munmap(module->weights, module->weightsSize);
     module->weights = nullptr;
+    hasten::runtime::cudaFree(module->deviceWeights);
+    module->deviceWeights = nullptr;
     return status;
   };
   const auto *manifest = hasten::manifest::GetModule(module->manifestBytes.data());
@@ -342,6 +371,18 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
                                "%s: the module stores weights but exports no %s", path,
                                hasten::kWeightsBaseSymbol));
     *base = module->weights;
+    if (cuda) {
+      // Kernels read every constant, so the whole segment goes to the device.
+      std::string error;
+      module->deviceWeights =
+          hasten::runtime::cudaUpload(module->weights, module->weightsSize, error);
+      if (!module->deviceWeights)
+        return closeAndFail(fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                                 "%s: cannot put the %llu bytes of weights on the GPU: %s",
+                                 path, (unsigned long long)module->weightsSize,
+                                 error.c_str()));
+      *base = module->deviceWeights;
+    }
   }
   if (manifest->cpu_features()) {
     std::string missing;
@@ -380,6 +421,7 @@ void hasten_module_free(hasten_module *module) {
     dlclose(module->handle);
   if (module->weights)
     munmap(module->weights, module->weightsSize);
+  hasten::runtime::cudaFree(module->deviceWeights);
   delete module;
 }
 
@@ -891,6 +933,26 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     }
     inputPtrs[i] = desc.data();
   }
+  // A CUDA module's entries take device buffers: the inputs go over first.
+  std::vector<void *> deviceInputs;
+  auto freeDeviceInputs = [&] {
+    for (void *pointer : deviceInputs)
+      hasten::runtime::cudaFree(pointer);
+  };
+  if (module->cuda)
+    for (size_t i = 0; i < numInputs; ++i) {
+      std::string error;
+      void *device = hasten::runtime::cudaUpload(inputs[i]->data,
+                                                 hasten_tensor_size_bytes(inputs[i]), error);
+      if (!device) {
+        freeDeviceInputs();
+        return fail(HASTEN_ERROR_RUNTIME, "%s: entry '%s': input '%s' to the GPU: %s",
+                    module->path.c_str(), name,
+                    ins->Get(i)->name() ? ins->Get(i)->name()->c_str() : "?", error.c_str());
+      }
+      deviceInputs.push_back(device);
+      inputDescs[i][0] = inputDescs[i][1] = reinterpret_cast<int64_t>(device);
+    }
   size_t resultWords = 0;
   for (size_t o = 0; o < numOutputs; ++o)
     resultWords += descriptorWords(outs->Get(o)->dims() ? outs->Get(o)->dims()->size() : 0);
@@ -909,6 +971,48 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
   }
   entry->fn(inputPtrs.data(), results.data());
   hasten::runtime::endRun(run, /*failed=*/false);
+  if (module->cuda) {
+    // The results back to the host, each device allocation freed once
+    // (inputs and weights, which a result may view, are not the run's).
+    std::set<void *> freed(deviceInputs.begin(), deviceInputs.end());
+    const char *weightsBegin = static_cast<const char *>(module->deviceWeights);
+    size_t at = 0;
+    for (size_t o = 0; o < numOutputs; ++o) {
+      const auto *sig = outs->Get(o);
+      int rank = sig->dims() ? (int)sig->dims()->size() : 0;
+      int64_t *desc = &results[at];
+      at += descriptorWords(rank);
+      size_t elem = hasten_dtype_size(static_cast<hasten_dtype>(sig->dtype()));
+      // The elements the view spans from its aligned pointer.
+      int64_t span = desc[2] + 1;
+      for (int d = 0; d < rank; ++d) {
+        if (desc[3 + d] <= 0)
+          span = 0;
+        else if (span)
+          span += (desc[3 + d] - 1) * std::max<int64_t>(desc[3 + rank + d], 0);
+      }
+      void *host = calloc(span > 0 ? size_t(span) * elem : 1, 1);
+      std::string error;
+      if (!host) {
+        hasten::runtime::setKernelError("out of host memory for output '" +
+                                        std::string(sig->name() ? sig->name()->c_str() : "?") +
+                                        "'");
+      } else if (span > 0 && desc[1] &&
+                 !hasten::runtime::cudaDownload(host, reinterpret_cast<void *>(desc[1]),
+                                                size_t(span) * elem, error)) {
+        hasten::runtime::setKernelError("output '" +
+                                        std::string(sig->name() ? sig->name()->c_str() : "?") +
+                                        "' from the GPU: " + error);
+      }
+      auto *allocated = reinterpret_cast<char *>(desc[0]);
+      bool inWeights = weightsBegin && allocated >= weightsBegin &&
+                       allocated < weightsBegin + module->weightsSize;
+      if (allocated && !inWeights && freed.insert(allocated).second)
+        hasten::runtime::cudaFree(allocated);
+      desc[0] = desc[1] = reinterpret_cast<int64_t>(host);
+    }
+    freeDeviceInputs();
+  }
   std::string kernelFailure = hasten::runtime::takeKernelError();
 
   // Wrap the outputs; copy any that are not contiguous row-major. Each

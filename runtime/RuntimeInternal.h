@@ -19,6 +19,8 @@ namespace hasten::runtime {
 void setKernelError(const std::string &message);
 /// Returns and clears the current thread's kernel error ("" if none).
 std::string takeKernelError();
+/// Whether the current run has failed (later GPU calls then do nothing).
+bool hasKernelError();
 
 /// Runs body(begin, end, context) over [0, count) split across the thread
 /// pool, or on the calling thread when `work` is 0 (not worth it).

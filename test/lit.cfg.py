@@ -60,3 +60,7 @@ for llvm_name, cpuinfo_name in (("avx512fp16", "avx512_fp16"), ("amx-bf16", "amx
         config.substitutions.append(("%missing_cpu_feature", cpuinfo_name))
         config.available_features.add("missing-cpu-feature")
         break
+
+# The CUDA toolkit's ptxas, which the CUDA target runs for its cubins.
+if os.access("/usr/local/cuda/bin/ptxas", os.X_OK):
+    config.available_features.add("ptxas")

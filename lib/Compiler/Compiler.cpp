@@ -25,7 +25,9 @@
 #include "mlir/Parser/Parser.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Path.h"
@@ -212,19 +214,40 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   registry.insert<HastenDialect>();
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
+  // The CUDA target's kernels (gpu-module-to-binary) and its launches.
+  registerGPUDialectTranslation(registry);
+  gpu::registerOffloadingLLVMTranslationInterfaceExternalModels(registry);
+  registerNVVMDialectTranslation(registry);
   context.appendDialectRegistry(registry);
   registerCompilerPasses();
   Location fileLoc = FileLineColLoc::get(&context, inputPath, 0, 0);
 
-  // The target first, so that a bad --cpu fails before any work.
-  if (options.target != "cpu")
-    return emitError(fileLoc) << "target '" << options.target
-                              << "' is not supported yet (use --target=cpu)";
+  // The target first, so that a bad --cpu or --gpu fails before any work.
   // Only a library has a weight segment beside its code: LLVM IR and object
   // files keep their weights.
   CpuTargetOptions cpuOptions = options.cpu;
   cpuOptions.externalizeWeights = options.emit == EmitKind::Library;
-  std::unique_ptr<Target> target = createCpuTarget(cpuOptions);
+  std::unique_ptr<Target> target;
+  if (options.target == "cpu") {
+    if (!options.cuda.gpus.empty())
+      return emitError(fileLoc) << "--gpu applies to --target=cuda";
+    target = createCpuTarget(cpuOptions);
+  } else if (options.target == "cuda") {
+    // Kernels read constants from the uploaded weight segment only, so a
+    // CUDA build always has one; its LLVM IR is for reading, and an object
+    // file of the host code alone would not run.
+    if (options.emit == EmitKind::Object)
+      return emitError(fileLoc) << "--target=cuda builds a library (or LLVM IR to read), "
+                                   "not an object file: its kernels read the weight segment "
+                                   "that only the library carries";
+    CudaTargetOptions cudaOptions = options.cuda;
+    cudaOptions.host = cpuOptions;
+    cudaOptions.host.externalizeWeights = true;
+    target = createCudaTarget(cudaOptions);
+  } else {
+    return emitError(fileLoc) << "unknown target '" << options.target
+                              << "' (use --target=cpu or --target=cuda)";
+  }
   if (failed(target->initialize(fileLoc)))
     return failure();
 
@@ -346,7 +369,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     TensorPipelineOptions tensor;
     tensor.kvCapacity = kv->capacity;
     tensor.kvBlockSize = options.kv.blockSize;
-    tensor.attention = options.attention;
+    // Without the runtime's attention kernel, attention is tiled in IR.
+    tensor.attention = target->hasAttentionKernel() ? options.attention : "generated";
     tensor.speculationK = options.speculationK;
     if (options.printAttentionPlan) {
       // The plan the tensor stage follows (generated) or the kernel's
@@ -401,6 +425,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     BufferizePipelineOptions bufferize;
     bufferize.weights = options.weights;
     bufferize.weightLayout = target->weightLayout().str();
+    bufferize.matmulKernels = target->hasMatmulKernels();
     bufferize.int4Group = options.int4Group;
     if (failed(timer.run("bufferization", [&] {
           return runStage(module, "hasten-bufferize-pipeline",

@@ -188,6 +188,9 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
   std::vector<flatbuffers::Offset<flatbuffers::String>> featureOffsets;
   for (const std::string &f : target.features)
     featureOffsets.push_back(fbb.CreateString(f));
+  std::vector<flatbuffers::Offset<flatbuffers::String>> gpuOffsets;
+  for (const std::string &gpu : target.gpus)
+    gpuOffsets.push_back(fbb.CreateString(gpu));
   std::vector<flatbuffers::Offset<manifest::Weight>> weightOffsets;
   for (const WeightInfo &w : weights)
     weightOffsets.push_back(manifest::CreateWeight(
@@ -208,7 +211,7 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
       fbb.CreateVector(entryOffsets), fbb.CreateVector(weightOffsets),
       fbb.CreateString(target.device), fbb.CreateVector(cacheOffsets),
       manifest::WeightStorage(storage.kind), fbb.CreateString(storage.file), storage.bytes,
-      storage.hash);
+      storage.hash, target.gpus.empty() ? 0 : fbb.CreateVector(gpuOffsets));
   manifest::FinishModuleBuffer(fbb, module);
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }

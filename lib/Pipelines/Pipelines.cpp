@@ -8,6 +8,8 @@
 #include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
 #include "mlir/Dialect/Bufferization/Transforms/Passes.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/Dialect/LLVMIR/Transforms/Passes.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
@@ -67,11 +69,13 @@ void hasten::buildBufferizePipeline(OpPassManager &pm, const BufferizePipelineOp
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
   bufferization::buildBufferDeallocationPipeline(pm);
   pm.addPass(createConvertBufferizationToMemRefPass());
-  MatmulToRuntimeCallsOptions matmuls;
-  matmuls.weights = options.weights;
-  matmuls.weightLayout = options.weightLayout;
-  matmuls.int4Group = options.int4Group;
-  pm.addPass(createMatmulToRuntimeCalls(matmuls));
+  if (options.matmulKernels) {
+    MatmulToRuntimeCallsOptions matmuls;
+    matmuls.weights = options.weights;
+    matmuls.weightLayout = options.weightLayout;
+    matmuls.int4Group = options.int4Group;
+    pm.addPass(createMatmulToRuntimeCalls(matmuls));
+  }
   OpPassManager &funcs = pm.nest<func::FuncOp>();
   funcs.addPass(createCanonicalizerPass());
   funcs.addPass(createDeallocAfterLastUse());
@@ -114,6 +118,76 @@ void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
     pm.addPass(createExternalizeWeights());
 }
 
+void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
+                                       const CudaLoweringPipelineOptions &options) {
+  // Host side: every loop nest a kernel, every buffer on the device.
+  OpPassManager &funcs = pm.nest<func::FuncOp>();
+  funcs.addPass(LLVM::createLLVMRequestCWrappersPass());
+  funcs.addPass(createMemrefCopyToLinalg());
+  funcs.addPass(createForallToParallelLoopPass());
+  funcs.addPass(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(createMapParallelLoopsToGpu(MapParallelLoopsToGpuOptions{options.blockSize}));
+  // Static trip counts fold, and with them the guards of empty launches.
+  pm.nest<func::FuncOp>().addPass(createCanonicalizerPass());
+  pm.addPass(createGpuDeviceMemory());
+  pm.addPass(createGpuKernelOutliningPass());
+  pm.addPass(createGatherGpuKernels());
+  // One stream per call: launches, allocations and frees queue on it in
+  // order, and the host waits once, before returning.
+  pm.nest<func::FuncOp>().addPass(createGpuAsyncRegionPass());
+  // Device side: PTX for the oldest architecture asked for (the driver
+  // compiles it for anything newer), cubins next to it.
+  std::vector<std::string> gpus(options.gpus.begin(), options.gpus.end());
+  auto number = [](StringRef gpu) {
+    unsigned n = 0;
+    return gpu.consume_front("sm_") && !gpu.getAsInteger(10, n) ? n : 0u;
+  };
+  std::string oldest = "sm_80";
+  for (const std::string &gpu : gpus)
+    if (&gpu == &gpus.front() || number(gpu) < number(oldest))
+      oldest = gpu;
+  GpuNVVMAttachTargetOptions attach;
+  attach.chip = oldest;
+  attach.optLevel = 3;
+  pm.addPass(createGpuNVVMAttachTarget(attach));
+  OpPassManager &device = pm.nest<gpu::GPUModuleOp>();
+  device.addPass(memref::createExpandStridedMetadataPass());
+  device.addPass(createLowerAffinePass());
+  device.addPass(createSCFToControlFlowPass());
+  device.addPass(createConvertVectorToLLVMPass());
+  device.addPass(createConvertGpuOpsToNVVMOps());
+  device.addPass(createCanonicalizerPass());
+  device.addPass(createCSEPass());
+  device.addPass(createReconcileUnrealizedCastsPass());
+  GpuModuleToBinaryPassOptions binary;
+  binary.compilationTarget = "isa";
+  binary.toolkitPath = options.cudaPath;
+  pm.addPass(createGpuModuleToBinaryPass(binary));
+  EmbedCudaBinariesOptions embed;
+  embed.archs.assign(gpus.begin(), gpus.end());
+  embed.cudaPath = options.cudaPath;
+  pm.addPass(createEmbedCudaBinaries(embed));
+  // Host side to LLVM: launches and device allocations become calls of the
+  // GPU ABI the runtime implements (runtime/CudaDriver.cpp).
+  pm.nest<func::FuncOp>().addPass(createExpandShapeToReinterpretCast());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(createGpuToLLVMConversionPass());
+  FinalizeMemRefToLLVMConversionPassOptions memrefToLLVM;
+  memrefToLLVM.useGenericFunctions = true;
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefToLLVM));
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  // Every constant a kernel reads must live on the device: all of them go
+  // to the segment the runtime uploads.
+  if (options.externalizeWeights)
+    pm.addPass(createExternalizeWeights(ExternalizeWeightsOptions{1}));
+}
+
 void hasten::buildCpuPipeline(OpPassManager &pm, const CpuPipelineOptions &options) {
   TensorPipelineOptions tensor;
   tensor.kvCapacity = options.kvCapacity;
@@ -152,6 +226,11 @@ void hasten::registerHastenPipelines() {
         "the CPU target's lowering: the activation arena, parallel loops on the runtime's "
         "thread pool, the LLVM dialect, and the weights moved to the mapped segment",
         buildCpuLoweringPipeline);
+    PassPipelineRegistration<CudaLoweringPipelineOptions>(
+        "hasten-cuda-lowering-pipeline",
+        "the CUDA target's lowering: loops as GPU kernels over device buffers, PTX and "
+        "cubins embedded, host code calling the runtime's GPU ABI",
+        buildCudaLoweringPipeline);
     PassPipelineRegistration<CpuPipelineOptions>(
         "hasten-cpu-pipeline",
         "every MLIR stage of hasten-compile for the CPU, from imported tensors to the LLVM "

@@ -37,8 +37,16 @@ static cl::opt<std::string> inputPath(cl::cat(toolCategory), cl::Positional,
                                       cl::Required);
 static cl::opt<std::string> outputPath(cl::cat(toolCategory), "o", cl::desc("Output file"), cl::value_desc("file"),
                                        cl::Required);
-static cl::opt<std::string> targetName(cl::cat(toolCategory), "target", cl::desc("Code generation target (cpu)"),
+static cl::opt<std::string> targetName(cl::cat(toolCategory), "target",
+                                       cl::desc("Code generation target: cpu (default) or cuda"),
                                        cl::init("cpu"));
+static cl::list<std::string> gpus(cl::cat(toolCategory), "gpu", cl::CommaSeparated,
+                                  cl::desc("With --target=cuda: GPU architectures, e.g. "
+                                           "sm_80,sm_90 (PTX for the oldest, which the driver "
+                                           "compiles for newer cards; cubins for sm_75 and up)"));
+static cl::opt<std::string> cudaPath(cl::cat(toolCategory), "cuda-path",
+                                     cl::desc("The CUDA toolkit whose ptxas assembles cubins"),
+                                     cl::init("/usr/local/cuda"));
 static cl::opt<hasten::EmitKind> compileTo(cl::cat(toolCategory),
     "compile-to",
     cl::desc("Stop after this stage; the MLIR stages (.mlir, or bytecode for .mlirbc) can be "
@@ -201,6 +209,8 @@ int main(int argc, char **argv) {
   if (progress || (!progress.getNumOccurrences() && sys::Process::StandardErrIsDisplayed()))
     options.progress = &errs();
   options.target = targetName;
+  options.cuda.gpus.assign(gpus.begin(), gpus.end());
+  options.cuda.cudaPath = cudaPath;
   options.cpu.cpu = cpu;
   options.cpu.cpuFeatures = cpuFeatures;
   if (weights != "f32" && weights != "bf16" && weights != "int8" && weights != "int4") {

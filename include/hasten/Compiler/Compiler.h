@@ -67,9 +67,12 @@ struct CompileOptions {
   /// Print each attention's tiling plan (--hasten-plan-attention) to stdout.
   bool printAttentionPlan = false;
   EmitKind emit = EmitKind::Library;
-  /// The code generation target: "cpu".
+  /// The code generation target: "cpu" or "cuda".
   std::string target = "cpu";
+  /// The CPU target's options, and the host code's for CUDA.
   CpuTargetOptions cpu;
+  /// The CUDA target's GPUs and toolkit (its host options come from cpu).
+  CudaTargetOptions cuda;
   KVCacheOptions kv;
   /// Precision of constant matmul weights: f32, bf16, int8 or int4
   /// (weight-only).

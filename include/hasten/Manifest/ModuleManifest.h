@@ -76,6 +76,8 @@ struct TargetDescription {
   /// Features the code may use, as the runtime checks them (/proc/cpuinfo
   /// names on x86).
   std::vector<std::string> features;
+  /// GPU architectures of a CUDA module ("sm_80").
+  std::vector<std::string> gpus;
 };
 
 /// The KV cache one model's prefill/decode entries share.

@@ -66,6 +66,11 @@ struct BufferizePipelineOptions : public mlir::PassPipelineOptions<BufferizePipe
   Option<int64_t> int4Group{*this, "int4-group",
                             llvm::cl::desc("Rows of W per int4 scale: 32, 64 or 128"),
                             llvm::cl::init(32)};
+  Option<bool> matmulKernels{*this, "matmul-kernels",
+                             llvm::cl::desc("Run matmuls on the runtime's CPU kernels "
+                                            "(--hasten-matmul-to-runtime-calls); off, they "
+                                            "stay linalg ops for the target to lower"),
+                             llvm::cl::init(true)};
 };
 
 struct CpuLoweringPipelineOptions
@@ -79,6 +84,24 @@ struct CpuLoweringPipelineOptions
       llvm::cl::desc("Move constant weights into the segment the runtime maps "
                      "(--hasten-externalize-weights)"),
       llvm::cl::init(true)};
+};
+
+struct CudaLoweringPipelineOptions
+    : public mlir::PassPipelineOptions<CudaLoweringPipelineOptions> {
+  ListOption<std::string> gpus{*this, "gpus",
+                               llvm::cl::desc("GPU architectures: sm_70, sm_75, sm_80, sm_90, "
+                                              "...; PTX for the oldest, cubins for the others")};
+  Option<std::string> cudaPath{*this, "cuda-path",
+                               llvm::cl::desc("The CUDA toolkit whose ptxas assembles the "
+                                              "cubins (and whose libdevice kernels link)"),
+                               llvm::cl::init("/usr/local/cuda")};
+  Option<int64_t> blockSize{*this, "block-size",
+                            llvm::cl::desc("Threads per block of the generated kernels"),
+                            llvm::cl::init(256)};
+  Option<bool> externalizeWeights{*this, "externalize-weights",
+                                  llvm::cl::desc("Move constants into the weight segment, "
+                                                 "which the runtime uploads to the device"),
+                                  llvm::cl::init(true)};
 };
 
 struct CpuPipelineOptions : public mlir::PassPipelineOptions<CpuPipelineOptions> {
@@ -117,6 +140,10 @@ void buildBufferizePipeline(mlir::OpPassManager &pm, const BufferizePipelineOpti
 void buildCpuLoweringPipeline(mlir::OpPassManager &pm,
                               const CpuLoweringPipelineOptions &options);
 void buildCpuPipeline(mlir::OpPassManager &pm, const CpuPipelineOptions &options);
+/// The CUDA target's lowering: host loops become kernels in device memory,
+/// compiled to PTX and cubins; the host code calls the runtime's GPU ABI.
+void buildCudaLoweringPipeline(mlir::OpPassManager &pm,
+                               const CudaLoweringPipelineOptions &options);
 
 /// Registers the four pipelines with the pass registry (for hasten-opt and
 /// --mlir-print-ir-* in hasten-compile).

@@ -57,6 +57,13 @@ public:
   /// How f32/bf16 weights are stored for this target's kernels ("plain" or
   /// "strips", --hasten-matmul-to-runtime-calls' weight-layout).
   virtual llvm::StringRef weightLayout() const { return "plain"; }
+  /// Whether matmuls run on the runtime's CPU kernels
+  /// (--hasten-matmul-to-runtime-calls); without, they stay linalg ops that
+  /// the target's lowering compiles.
+  virtual bool hasMatmulKernels() const { return true; }
+  /// Whether hasten.attention may run on the runtime's kernel; without, it
+  /// is always tiled in IR (--hasten-tile-attention).
+  virtual bool hasAttentionKernel() const { return true; }
   /// The passes from the bufferized module to what serialize() takes.
   virtual void buildLoweringPipeline(mlir::OpPassManager &pm) const = 0;
   /// What the manifest records about the target (valid after initialize).
@@ -88,6 +95,19 @@ struct CpuTargetOptions {
 };
 
 std::unique_ptr<Target> createCpuTarget(const CpuTargetOptions &options);
+
+/// The CUDA target's options.
+struct CudaTargetOptions {
+  /// GPU architectures, "sm_80": PTX for the oldest, cubins for each that
+  /// the toolkit's ptxas assembles (sm_75 and newer in CUDA 13).
+  std::vector<std::string> gpus;
+  /// The CUDA toolkit (bin/ptxas, nvvm/libdevice).
+  std::string cudaPath = "/usr/local/cuda";
+  /// The host code's target (an empty CPU means baseline x86-64).
+  CpuTargetOptions host;
+};
+
+std::unique_ptr<Target> createCudaTarget(const CudaTargetOptions &options);
 
 } // namespace hasten
 

@@ -188,8 +188,10 @@ void internalize(llvm::Module &m) {
   for (llvm::Function &f : m.functions())
     if (!f.isDeclaration() && !f.getName().starts_with("hasten_"))
       f.setLinkage(llvm::GlobalValue::InternalLinkage);
+  // LLVM's own globals (a CUDA module's llvm.global_ctors) keep theirs.
   for (llvm::GlobalVariable &g : m.globals())
-    if (!g.isDeclaration() && !g.getName().starts_with("hasten_"))
+    if (!g.isDeclaration() && !g.getName().starts_with("hasten_") &&
+        !g.getName().starts_with("llvm."))
       g.setLinkage(llvm::GlobalValue::InternalLinkage);
 }
 

@@ -1,0 +1,108 @@
+//===- CudaTarget.cpp - NVIDIA GPUs through NVVM ---------------------------===//
+//
+// A CUDA module is a host library like a CPU one: its entries run on the
+// CPU and launch kernels. So this target lowers with its own pipeline
+// (hasten-cuda-lowering-pipeline: loops become kernels, PTX and cubins are
+// embedded) and hands the host module to the CPU target to translate,
+// optimize, link and hash. The host code is plain launches: it is compiled
+// for a baseline x86-64 unless --cpu says otherwise, since the GPU machine's
+// CPU is rarely the build machine's.
+//
+//===----------------------------------------------------------------------===//
+
+#include "hasten/Target/Target.h"
+
+#include "hasten/Dialect/Hasten/HastenDialect.h"
+#include "hasten/Pipelines/Pipelines.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+using namespace mlir;
+using namespace hasten;
+
+namespace {
+
+/// What the compiler knows how to target: Volta to Blackwell.
+constexpr unsigned kKnownArchs[] = {70, 72, 75, 80, 86, 87, 89, 90, 100, 103, 120};
+/// CUDA 13's ptxas assembles sm_75 and newer; older ones get PTX only.
+constexpr unsigned kOldestCubinArch = 75;
+
+class CudaTarget : public Target {
+public:
+  explicit CudaTarget(const CudaTargetOptions &options) : options(options) {
+    CpuTargetOptions host = options.host;
+    if (host.cpu.empty() || host.cpu == "native")
+      host.cpu = "x86-64";
+    this->host = createCpuTarget(host);
+  }
+
+  StringRef getName() const override { return "cuda"; }
+
+  LogicalResult initialize(Location loc) override {
+    if (options.gpus.empty())
+      return emitError(loc) << "--target=cuda needs --gpu (sm_70, sm_75, sm_80, sm_86, sm_89, "
+                               "sm_90, ...)";
+    bool needsPtxas = false;
+    for (const std::string &gpu : options.gpus) {
+      StringRef name = gpu;
+      unsigned number = 0;
+      if (!name.consume_front("sm_") || name.getAsInteger(10, number) ||
+          !llvm::is_contained(kKnownArchs, number))
+        return emitError(loc) << "unknown GPU architecture '" << gpu
+                              << "' for --gpu (known: sm_70, sm_72, sm_75, sm_80, sm_86, sm_87, "
+                                 "sm_89, sm_90, sm_100, sm_103, sm_120)";
+      needsPtxas |= number >= kOldestCubinArch;
+    }
+    SmallString<128> ptxas(options.cudaPath);
+    llvm::sys::path::append(ptxas, "bin", "ptxas");
+    if (needsPtxas && !llvm::sys::fs::can_execute(ptxas))
+      return emitError(loc) << "no ptxas at '" << ptxas << "' to assemble cubins for "
+                            << llvm::join(options.gpus, ",")
+                            << " (--cuda-path names the CUDA toolkit)";
+    return host->initialize(loc);
+  }
+
+  LogicalResult checkTensorLevel(ModuleOp module) const override {
+    WalkResult unsupported = module.walk([&](AttentionOp op) {
+      op.emitError("this attention (")
+          << op.getQuery().getType()
+          << ") was left untiled, and the CUDA target has no attention kernel yet";
+      return WalkResult::interrupt();
+    });
+    return failure(unsupported.wasInterrupted());
+  }
+
+  bool hasMatmulKernels() const override { return false; }
+  bool hasAttentionKernel() const override { return false; }
+
+  void buildLoweringPipeline(OpPassManager &pm) const override {
+    CudaLoweringPipelineOptions lowering;
+    lowering.gpus = options.gpus;
+    lowering.cudaPath = options.cudaPath;
+    lowering.externalizeWeights = options.host.externalizeWeights;
+    buildCudaLoweringPipeline(pm, lowering);
+  }
+
+  TargetDescription describe() const override {
+    TargetDescription description = host->describe();
+    description.device = "cuda";
+    description.gpus = options.gpus;
+    return description;
+  }
+
+  LogicalResult serialize(ModuleOp module, const SerializeRequest &request) override {
+    return host->serialize(module, request);
+  }
+
+private:
+  CudaTargetOptions options;
+  std::unique_ptr<Target> host;
+};
+
+} // namespace
+
+std::unique_ptr<Target> hasten::createCudaTarget(const CudaTargetOptions &options) {
+  return std::make_unique<CudaTarget>(options);
+}

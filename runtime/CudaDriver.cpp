@@ -1,0 +1,422 @@
+//===- CudaDriver.cpp - CUDA modules on the driver API, loaded at run time -===//
+//
+// The runtime must load and run CPU modules on machines without a GPU or a
+// CUDA driver, so it links no CUDA library: libcuda.so.1 is opened with
+// dlopen the first time a CUDA module is loaded, and a machine without one
+// gets an error naming the module and the reason.
+//
+// Generated host code launches kernels through the GPU ABI that MLIR's
+// gpu-to-llvm lowering calls (mgpuModuleLoad, mgpuLaunchKernel, ...),
+// implemented here on the driver API. Those calls have no error path back
+// through generated code: the first failure of a run is recorded as the
+// run's kernel error (hasten_run reports it) and later calls of the run do
+// nothing. Module images are bundles of cubins and PTX
+// (hasten/CudaBundle.h); the cubin of the device's architecture is loaded
+// when there is one, else the driver compiles the PTX.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaDriver.h"
+#include "RuntimeInternal.h"
+
+#include "hasten/CudaBundle.h"
+
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+// The driver API's types, as cuda.h declares them (the runtime builds
+// without the toolkit's headers).
+using CUresult = int;
+using CUdevice = int;
+using CUdeviceptr = unsigned long long;
+using CUcontext = struct CUctx_st *;
+using CUmodule = struct CUmod_st *;
+using CUfunction = struct CUfunc_st *;
+using CUstream = struct CUstream_st *;
+constexpr CUresult CUDA_SUCCESS = 0;
+constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
+constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+constexpr unsigned CU_STREAM_NON_BLOCKING = 1;
+constexpr unsigned CU_MEM_ATTACH_GLOBAL = 1;
+
+struct Driver {
+  void *library = nullptr;
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuGetErrorName)(CUresult, const char **);
+  CUresult (*cuGetErrorString)(CUresult, const char **);
+  CUresult (*cuDeviceGetCount)(int *);
+  CUresult (*cuDeviceGet)(CUdevice *, int);
+  CUresult (*cuDeviceGetName)(char *, int, CUdevice);
+  CUresult (*cuDeviceGetAttribute)(int *, int, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuModuleLoadData)(CUmodule *, const void *);
+  CUresult (*cuModuleUnload)(CUmodule);
+  CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, CUstream, void **, void **);
+  CUresult (*cuStreamCreate)(CUstream *, unsigned);
+  CUresult (*cuStreamSynchronize)(CUstream);
+  CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+  CUresult (*cuMemAllocManaged)(CUdeviceptr *, size_t, unsigned);
+  CUresult (*cuMemFree)(CUdeviceptr);
+  CUresult (*cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
+  CUresult (*cuMemFreeAsync)(CUdeviceptr, CUstream);
+  CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+  CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+  CUdevice device = 0;
+  CUcontext context = nullptr;
+  /// Compute capability as a number: 80 for 8.0.
+  uint32_t arch = 0;
+  std::string name;
+};
+
+/// Names of the errors a user meets first, for drivers (the toolkit's stub)
+/// that do not name their own.
+const char *knownErrorName(CUresult result) {
+  switch (result) {
+  case 2:
+    return "CUDA_ERROR_OUT_OF_MEMORY";
+  case 3:
+    return "CUDA_ERROR_NOT_INITIALIZED";
+  case 34:
+    return "CUDA_ERROR_STUB_LIBRARY (the toolkit's stub libcuda, not a driver)";
+  case 35:
+    return "CUDA_ERROR_INSUFFICIENT_DRIVER (the driver is older than the CUDA runtime needs)";
+  case 100:
+    return "CUDA_ERROR_NO_DEVICE";
+  case 209:
+    return "CUDA_ERROR_NO_BINARY_FOR_GPU";
+  case 218:
+    return "CUDA_ERROR_INVALID_PTX";
+  case 222:
+    return "CUDA_ERROR_UNSUPPORTED_PTX_VERSION (the driver is older than the PTX)";
+  default:
+    return nullptr;
+  }
+}
+
+/// "cuInit: CUDA_ERROR_NO_DEVICE (no CUDA-capable device is detected)".
+std::string describe(const Driver &d, const char *call, CUresult result) {
+  const char *name = nullptr, *text = nullptr;
+  if (d.cuGetErrorName && d.cuGetErrorName(result, &name) != CUDA_SUCCESS)
+    name = nullptr;
+  if (d.cuGetErrorString && d.cuGetErrorString(result, &text) != CUDA_SUCCESS)
+    text = nullptr;
+  if (!name)
+    name = knownErrorName(result);
+  std::string out = std::string(call) + ": " + (name ? name : "error " + std::to_string(result));
+  if (text)
+    out += std::string(" (") + text + ")";
+  return out;
+}
+
+template <typename F>
+bool resolve(void *library, F &fn, const char *symbol, std::string &missing) {
+  fn = reinterpret_cast<F>(dlsym(library, symbol));
+  if (!fn && missing.empty())
+    missing = symbol;
+  return fn != nullptr;
+}
+
+/// The driver, opened and initialized once per process; null with the
+/// reason in `error` when this machine cannot run CUDA modules. The
+/// library path can be overridden with HASTEN_CUDA_DRIVER (tests point it
+/// at the toolkit's stub, which loads but has no device).
+const Driver *driver(std::string &error) {
+  static std::once_flag once;
+  static Driver d;
+  static std::string failure;
+  static bool ok = false;
+  std::call_once(once, [] {
+    const char *path = std::getenv("HASTEN_CUDA_DRIVER");
+    if (!path || !*path)
+      path = "libcuda.so.1";
+    d.library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!d.library) {
+      const char *why = dlerror();
+      failure = std::string("no CUDA driver (") + (why ? why : path) + ")";
+      return;
+    }
+    std::string missing;
+    resolve(d.library, d.cuGetErrorName, "cuGetErrorName", missing);
+    resolve(d.library, d.cuGetErrorString, "cuGetErrorString", missing);
+    bool all = resolve(d.library, d.cuInit, "cuInit", missing) &&
+               resolve(d.library, d.cuDeviceGetCount, "cuDeviceGetCount", missing) &&
+               resolve(d.library, d.cuDeviceGet, "cuDeviceGet", missing) &&
+               resolve(d.library, d.cuDeviceGetName, "cuDeviceGetName", missing) &&
+               resolve(d.library, d.cuDeviceGetAttribute, "cuDeviceGetAttribute", missing) &&
+               resolve(d.library, d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain",
+                       missing) &&
+               resolve(d.library, d.cuCtxSetCurrent, "cuCtxSetCurrent", missing) &&
+               resolve(d.library, d.cuModuleLoadData, "cuModuleLoadData", missing) &&
+               resolve(d.library, d.cuModuleUnload, "cuModuleUnload", missing) &&
+               resolve(d.library, d.cuModuleGetFunction, "cuModuleGetFunction", missing) &&
+               resolve(d.library, d.cuLaunchKernel, "cuLaunchKernel", missing) &&
+               resolve(d.library, d.cuStreamCreate, "cuStreamCreate", missing) &&
+               resolve(d.library, d.cuStreamSynchronize, "cuStreamSynchronize", missing) &&
+               resolve(d.library, d.cuMemAlloc, "cuMemAlloc_v2", missing) &&
+               resolve(d.library, d.cuMemAllocManaged, "cuMemAllocManaged", missing) &&
+               resolve(d.library, d.cuMemFree, "cuMemFree_v2", missing) &&
+               resolve(d.library, d.cuMemAllocAsync, "cuMemAllocAsync", missing) &&
+               resolve(d.library, d.cuMemFreeAsync, "cuMemFreeAsync", missing) &&
+               resolve(d.library, d.cuMemcpyHtoD, "cuMemcpyHtoD_v2", missing) &&
+               resolve(d.library, d.cuMemcpyDtoH, "cuMemcpyDtoH_v2", missing);
+    if (!all) {
+      failure = std::string("the CUDA driver '") + path + "' lacks " + missing +
+                " (CUDA 11.2 or newer is needed)";
+      return;
+    }
+    CUresult r = d.cuInit(0);
+    if (r != CUDA_SUCCESS) {
+      failure = describe(d, "cuInit", r);
+      return;
+    }
+    int count = 0;
+    if ((r = d.cuDeviceGetCount(&count)) != CUDA_SUCCESS || count == 0) {
+      failure = r != CUDA_SUCCESS ? describe(d, "cuDeviceGetCount", r) : "no CUDA device";
+      return;
+    }
+    int major = 0, minor = 0;
+    char name[256] = {};
+    if ((r = d.cuDeviceGet(&d.device, 0)) != CUDA_SUCCESS ||
+        (r = d.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                                    d.device)) != CUDA_SUCCESS ||
+        (r = d.cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                                    d.device)) != CUDA_SUCCESS ||
+        (r = d.cuDeviceGetName(name, sizeof(name) - 1, d.device)) != CUDA_SUCCESS ||
+        (r = d.cuDevicePrimaryCtxRetain(&d.context, d.device)) != CUDA_SUCCESS) {
+      failure = describe(d, "opening device 0", r);
+      return;
+    }
+    d.arch = uint32_t(major * 10 + minor);
+    d.name = name;
+    ok = true;
+  });
+  if (!ok) {
+    error = failure;
+    return nullptr;
+  }
+  // The primary context, current on whichever thread calls.
+  d.cuCtxSetCurrent(d.context);
+  return &d;
+}
+
+/// The driver for a call from generated code: null (and the run's error
+/// set, once) if it is unavailable or the run already failed.
+const Driver *runDriver() {
+  std::string error;
+  const Driver *d = driver(error);
+  if (!d)
+    hasten::runtime::setKernelError("CUDA: " + error);
+  return d;
+}
+
+bool check(const Driver &d, const char *call, CUresult result) {
+  if (result == CUDA_SUCCESS)
+    return true;
+  hasten::runtime::setKernelError("CUDA " + describe(d, call, result));
+  return false;
+}
+
+/// A module image registered by a module's constructor at dlopen, loaded
+/// into the driver on its first launch.
+struct LazyModule {
+  const uint8_t *data;
+  size_t size;
+  std::mutex mutex;
+  CUmodule module = nullptr;
+  bool failed = false;
+  std::map<std::string, CUfunction> functions;
+};
+
+/// The calling thread's stream: entries create and destroy one per call,
+/// which the driver would serialize; one per thread is enough.
+CUstream threadStream(const Driver &d) {
+  thread_local CUstream stream = nullptr;
+  if (!stream && !check(d, "cuStreamCreate", d.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING)))
+    return nullptr;
+  return stream;
+}
+
+} // namespace
+
+bool hasten::runtime::cudaAvailable(const std::vector<std::string> &gpus, std::string &error) {
+  const Driver *d = driver(error);
+  if (!d)
+    return false;
+  uint32_t oldest = ~0u;
+  for (const std::string &gpu : gpus)
+    if (gpu.size() > 3 && gpu.compare(0, 3, "sm_") == 0)
+      oldest = std::min<uint32_t>(oldest, uint32_t(std::atoi(gpu.c_str() + 3)));
+  if (oldest != ~0u && d->arch < oldest) {
+    error = "the GPU (" + d->name + ", sm_" + std::to_string(d->arch) +
+            ") is older than the module's oldest architecture, sm_" + std::to_string(oldest);
+    return false;
+  }
+  return true;
+}
+
+std::string hasten::runtime::cudaDeviceName() {
+  std::string error;
+  const Driver *d = driver(error);
+  return d ? d->name + " (sm_" + std::to_string(d->arch) + ")" : "";
+}
+
+void *hasten::runtime::cudaUpload(const void *host, size_t bytes, std::string &error) {
+  const Driver *d = driver(error);
+  if (!d)
+    return nullptr;
+  CUdeviceptr device = 0;
+  CUresult r = d->cuMemAlloc(&device, bytes ? bytes : 1);
+  if (r == CUDA_SUCCESS && bytes)
+    r = d->cuMemcpyHtoD(device, host, bytes);
+  if (r != CUDA_SUCCESS) {
+    if (device)
+      d->cuMemFree(device);
+    error = describe(*d, "copying to the device", r);
+    return nullptr;
+  }
+  return reinterpret_cast<void *>(device);
+}
+
+bool hasten::runtime::cudaDownload(void *host, const void *device, size_t bytes,
+                                   std::string &error) {
+  const Driver *d = driver(error);
+  if (!d)
+    return false;
+  CUresult r = d->cuMemcpyDtoH(host, reinterpret_cast<CUdeviceptr>(device), bytes);
+  if (r != CUDA_SUCCESS) {
+    error = describe(*d, "cuMemcpyDtoH", r);
+    return false;
+  }
+  return true;
+}
+
+void hasten::runtime::cudaFree(void *device) {
+  std::string error;
+  if (const Driver *d = driver(error); d && device)
+    d->cuMemFree(reinterpret_cast<CUdeviceptr>(device));
+}
+
+// The GPU ABI of MLIR's gpu-to-llvm lowering, as generated host code calls it.
+extern "C" {
+
+__attribute__((visibility("default"))) void *mgpuModuleLoad(void *data, size_t size) {
+  // At dlopen, from the module's constructor: nothing touches the driver yet.
+  auto *lazy = new LazyModule;
+  lazy->data = static_cast<const uint8_t *>(data);
+  lazy->size = size;
+  return lazy;
+}
+
+__attribute__((visibility("default"))) void mgpuModuleUnload(void *module) {
+  auto *lazy = static_cast<LazyModule *>(module);
+  if (!lazy)
+    return;
+  if (lazy->module) {
+    std::string error;
+    if (const Driver *d = driver(error))
+      d->cuModuleUnload(lazy->module);
+  }
+  delete lazy;
+}
+
+__attribute__((visibility("default"))) void *mgpuModuleGetFunction(void *module,
+                                                                    const char *name) {
+  auto *lazy = static_cast<LazyModule *>(module);
+  const Driver *d = runDriver();
+  if (!d || !lazy)
+    return nullptr;
+  std::lock_guard<std::mutex> lock(lazy->mutex);
+  if (!lazy->module && !lazy->failed) {
+    std::vector<hasten::cuda::Image> images;
+    std::string error;
+    lazy->failed = true;
+    if (!hasten::cuda::readBundle(lazy->data, lazy->size, images, error)) {
+      hasten::runtime::setKernelError("CUDA: the module's device code: " + error);
+      return nullptr;
+    }
+    const hasten::cuda::Image *image = hasten::cuda::chooseImage(images, d->arch);
+    if (!image) {
+      hasten::runtime::setKernelError("CUDA: the module has no code for this GPU (" + d->name +
+                                      ", sm_" + std::to_string(d->arch) + ")");
+      return nullptr;
+    }
+    if (!check(*d, image->kind == hasten::cuda::ImageKind::Ptx
+                       ? "cuModuleLoadData (compiling the PTX)"
+                       : "cuModuleLoadData",
+               d->cuModuleLoadData(&lazy->module, image->data)))
+      return nullptr;
+    lazy->failed = false;
+  }
+  if (!lazy->module)
+    return nullptr;
+  auto [it, inserted] = lazy->functions.insert({name, nullptr});
+  if (inserted && !check(*d, "cuModuleGetFunction",
+                         d->cuModuleGetFunction(&it->second, lazy->module, name)))
+    it->second = nullptr;
+  return it->second;
+}
+
+__attribute__((visibility("default"))) void
+mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ,
+                 intptr_t blockX, intptr_t blockY, intptr_t blockZ, int32_t sharedBytes,
+                 void *stream, void **params, void **extra, size_t /*paramsCount*/) {
+  const Driver *d = runDriver();
+  if (!d || !function || hasten::runtime::hasKernelError())
+    return;
+  check(*d, "cuLaunchKernel",
+        d->cuLaunchKernel(static_cast<CUfunction>(function), unsigned(gridX), unsigned(gridY),
+                          unsigned(gridZ), unsigned(blockX), unsigned(blockY), unsigned(blockZ),
+                          unsigned(sharedBytes), static_cast<CUstream>(stream), params, extra));
+}
+
+__attribute__((visibility("default"))) void *mgpuStreamCreate() {
+  const Driver *d = runDriver();
+  return d ? threadStream(*d) : nullptr;
+}
+
+__attribute__((visibility("default"))) void mgpuStreamDestroy(void *) {
+  // The thread's stream outlives the call (threadStream).
+}
+
+__attribute__((visibility("default"))) void mgpuStreamSynchronize(void *stream) {
+  const Driver *d = runDriver();
+  if (d && stream)
+    check(*d, "cuStreamSynchronize (a kernel of this run failed)",
+          d->cuStreamSynchronize(static_cast<CUstream>(stream)));
+}
+
+__attribute__((visibility("default"))) void *mgpuMemAlloc(uint64_t bytes, void *stream,
+                                                          bool hostShared) {
+  const Driver *d = runDriver();
+  if (!d || hasten::runtime::hasKernelError())
+    return nullptr;
+  CUdeviceptr pointer = 0;
+  size_t size = bytes ? size_t(bytes) : 1;
+  bool ok = hostShared
+                ? check(*d, "cuMemAllocManaged",
+                        d->cuMemAllocManaged(&pointer, size, CU_MEM_ATTACH_GLOBAL))
+                : check(*d, "cuMemAllocAsync",
+                        d->cuMemAllocAsync(&pointer, size, static_cast<CUstream>(stream)));
+  return ok ? reinterpret_cast<void *>(pointer) : nullptr;
+}
+
+__attribute__((visibility("default"))) void mgpuMemFree(void *pointer, void *stream) {
+  const Driver *d = runDriver();
+  if (d && pointer)
+    d->cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(pointer), static_cast<CUstream>(stream));
+}
+
+} // extern "C"
