@@ -66,8 +66,8 @@ inline std::vector<uint8_t> writeBundle(const std::vector<Image> &images) {
   return out;
 }
 
-/// The images of a bundle (pointing into `data`), or false with `error`
-/// saying what is wrong: a blob from another tool or a damaged file must
+/// The images of a bundle (pointing into `data`), or false (and none) with
+/// `error` saying what is wrong: a blob from another tool or a damaged file must
 /// not send the driver reading past its end.
 inline bool readBundle(const uint8_t *data, uint64_t size, std::vector<Image> &images,
                        std::string &error) {
@@ -99,6 +99,7 @@ inline bool readBundle(const uint8_t *data, uint64_t size, std::vector<Image> &i
     if (kind > 1 || offset > size || length > size - offset || length == 0 ||
         (kind == uint32_t(ImageKind::Ptx) && data[offset + length - 1] != 0)) {
       error = "CUDA bundle image " + std::to_string(i) + " is damaged";
+      images.clear();
       return false;
     }
     images.push_back({ImageKind(kind), arch, data + offset, length});

@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""The CUDA target without a GPU, and with one when the machine has it.
+
+Every test model the CUDA target supports compiles with
+--target=cuda --gpu=sm_70,sm_75,sm_80,sm_90; its embedded device code is one
+bundle (include/hasten/CudaBundle.h) holding cubins for sm_75, sm_80 and
+sm_90 (CUDA ELF files) and the PTX for sm_70, and the toolkit's ptxas
+accepts that PTX for sm_75, sm_80 and sm_90. Models the target cannot run
+yet are refused with the error that names the host operation.
+
+With a CUDA device (libcuda loads and finds one), each module also runs on
+it, and its outputs are compared with the CPU target's on the same inputs
+(max |gpu - cpu| <= 1e-5 max |cpu| for f32); without one that part says it
+is skipped and why.
+
+--prepare DIR writes, instead, what scripts/gpu-check.sh carries to a GPU
+machine: the CUDA modules, their inputs and the CPU outputs (DIR/cases.json);
+--compare DIR OUT checks the outputs a GPU machine wrote into OUT.
+
+usage: cuda_pipeline.py BUILD_BIN [--prepare DIR | --compare DIR OUT]
+"""
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from e2e_common import Checks  # noqa: E402
+
+GPUS = "sm_70,sm_75,sm_80,sm_90"
+CUBIN_ARCHS = (75, 80, 90)
+PTX_ARCH = 70
+PTXAS = os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "ptxas")
+EM_CUDA = 190
+
+MODELS = os.path.join(ROOT, "test", "models")
+# (name, path or make_test_model.py case, dimension values for dynamic inputs)
+SUPPORTED = [
+    ("gemm", "case:gemm_trans_b_bias"),
+    ("conv2d", "case:conv2d"),
+    ("dit_tiny", os.path.join(MODELS, "denoisers", "dit_tiny.onnx")),
+    ("gpt2_masked_fill", os.path.join(MODELS, "torch", "gpt2_masked_fill.onnx")),
+    ("hf_gpt2_padded", os.path.join(MODELS, "torch", "hf_gpt2_padded.onnx")),
+    ("llama_gqa", os.path.join(MODELS, "torch", "llama_gqa.onnx")),
+    ("whisper_split_scale", os.path.join(MODELS, "torch", "whisper_split_scale.onnx")),
+    ("neg_softmax_axis", os.path.join(MODELS, "torch", "neg_softmax_axis.onnx")),
+    ("cnn_u8_per_channel", os.path.join(MODELS, "quantized", "cnn_u8_per_channel.onnx")),
+    ("mlp_s8_per_tensor", os.path.join(MODELS, "quantized", "mlp_s8_per_tensor.onnx")),
+    ("mlp_u8_weights", os.path.join(MODELS, "quantized", "mlp_u8_weights.onnx")),
+]
+# Not yet: a decoder reads its cache length on the host, DynamicQuantizeLinear
+# its scale.
+REFUSED = [
+    ("default decoder", os.path.join(MODELS, "default", "model.onnx"), "memref.load"),
+    ("mlp_dynamic", os.path.join(MODELS, "quantized", "mlp_dynamic.onnx"), "memref.load"),
+]
+
+
+def model_path(source, work):
+    if not source.startswith("case:"):
+        return source
+    case = source[len("case:"):]
+    path = os.path.join(work, case + ".onnx")
+    subprocess.run([sys.executable, os.path.join(ROOT, "test", "import", "Inputs",
+                                                 "make_test_model.py"), case, path],
+                   check=True, capture_output=True)
+    return path
+
+
+def bundles(module_path):
+    """The CUDA bundles embedded in a module file: lists of
+    (kind, arch, bytes)."""
+    data = open(module_path, "rb").read()
+    found, at = [], 0
+    while True:
+        at = data.find(b"HSTNCUDA", at)
+        if at < 0:
+            return found
+        version, count = struct.unpack_from("<II", data, at + 8)
+        images = []
+        if version == 1 and 0 < count < 64:
+            for i in range(count):
+                kind, arch, offset, size = struct.unpack_from("<IIQQ", data, at + 16 + 24 * i)
+                images.append((kind, arch, data[at + offset:at + offset + size]))
+            found.append(images)
+        at += 8
+
+
+def inputs_for(onnx_path):
+    """Random inputs for a model's graph inputs (dynamic dims: batch 1,
+    other dims 5; integer inputs small non-negative values)."""
+    import onnx
+    model = onnx.load(onnx_path, load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    rng = np.random.default_rng(7)
+    values = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        t = value.type.tensor_type
+        dims = []
+        for i, d in enumerate(t.shape.dim):
+            dims.append(d.dim_value if d.dim_value > 0 else (1 if i == 0 else 5))
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) \
+            if hasattr(onnx.helper, "tensor_dtype_to_np_dtype") \
+            else onnx.mapping.TENSOR_TYPE_TO_NP_TYPE[t.elem_type]
+        if np.issubdtype(dtype, np.integer):
+            values[value.name] = rng.integers(0, 8, dims).astype(dtype)
+        elif dtype == np.bool_:
+            values[value.name] = np.ones(dims, np.bool_)
+        else:
+            values[value.name] = rng.standard_normal(dims).astype(dtype)
+    return values
+
+
+def run(bin_dir, module, inputs, out_dir, env=None):
+    os.makedirs(out_dir, exist_ok=True)
+    args = [os.path.join(bin_dir, "hasten-run"), module, "--output-dir", out_dir]
+    for name, path in inputs.items():
+        args += ["--input", f"{name}={path}"]
+    return subprocess.run(args, capture_output=True, text=True, env=env)
+
+
+def cuda_device(bin_dir, module, inputs, work):
+    """None when this machine runs CUDA modules, else why not (hasten-run's
+    error on loading one)."""
+    p = run(bin_dir, module, inputs, os.path.join(work, "probe"))
+    if p.returncode == 0:
+        return None
+    return p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "hasten-run failed"
+
+
+def compare(c, name, gpu_dir, cpu_dir):
+    outputs = sorted(f for f in os.listdir(cpu_dir) if f.endswith(".npy"))
+    c.check(bool(outputs), f"{name}: the CPU module wrote outputs")
+    for f in outputs:
+        gpu_path = os.path.join(gpu_dir, f)
+        if not os.path.exists(gpu_path):
+            c.check(False, f"{name}: the GPU module wrote {f}")
+            continue
+        cpu, gpu = np.load(os.path.join(cpu_dir, f)), np.load(gpu_path)
+        if cpu.dtype.kind == "f":
+            scale = float(np.max(np.abs(cpu))) if cpu.size else 0.0
+            err = float(np.max(np.abs(gpu.astype(np.float64) - cpu))) if cpu.size else 0.0
+            c.check(gpu.shape == cpu.shape and err <= 1e-5 * max(scale, 1e-30),
+                    f"{name}: {f} on the GPU = CPU (max err {err:.2e}, scale {scale:.2e})")
+        else:
+            c.check(gpu.shape == cpu.shape and np.array_equal(gpu, cpu),
+                    f"{name}: {f} on the GPU = CPU (exact)")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bin_dir")
+    parser.add_argument("--prepare", metavar="DIR")
+    parser.add_argument("--compare", nargs=2, metavar=("DIR", "OUT"))
+    args = parser.parse_args()
+    c = Checks()
+    if args.compare:
+        prepared, out = args.compare
+        cases = json.load(open(os.path.join(prepared, "cases.json")))
+        for case in cases:
+            compare(c, case["name"], os.path.join(out, case["name"]),
+                    os.path.join(prepared, case["cpu_outputs"]))
+        print(f"{c.passed} passed, {c.failed} failed")
+        return 1 if c.failed else 0
+
+    compile_tool = os.path.join(args.bin_dir, "hasten-compile")
+    work = args.prepare or tempfile.mkdtemp(prefix="hasten-cuda-")
+    os.makedirs(work, exist_ok=True)
+    cases, device_problem = [], "not probed"
+    try:
+        for name, source in SUPPORTED:
+            onnx_path = model_path(source, work)
+            module = os.path.join(work, name + ".cuda.so")
+            p = subprocess.run([compile_tool, onnx_path, "--target=cuda", f"--gpu={GPUS}",
+                                "-o", module], capture_output=True, text=True)
+            c.check(p.returncode == 0, f"{name}: compiles for {GPUS}"
+                    + ("" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+            if p.returncode != 0:
+                continue
+            found = bundles(module)
+            c.check(len(found) == 1, f"{name}: one device code bundle ({len(found)})")
+            if not found:
+                continue
+            images = found[0]
+            cubins = {arch: blob for kind, arch, blob in images if kind == 0}
+            ptx = [blob for kind, arch, blob in images if kind == 1 and arch == PTX_ARCH]
+            c.check(sorted(cubins) == list(CUBIN_ARCHS) and len(ptx) == 1,
+                    f"{name}: cubins for sm_75/80/90 and PTX for sm_70 "
+                    f"({sorted(cubins)}, {len(ptx)} PTX)")
+            for arch, blob in sorted(cubins.items()):
+                machine = struct.unpack_from("<H", blob, 18)[0] if len(blob) > 20 else 0
+                c.check(blob[:4] == b"\x7fELF" and machine == EM_CUDA,
+                        f"{name}: the sm_{arch} cubin is a CUDA ELF file")
+            if ptx:
+                ptx_path = os.path.join(work, name + ".ptx")
+                with open(ptx_path, "wb") as f:
+                    f.write(ptx[0].rstrip(b"\0"))
+                for arch in CUBIN_ARCHS:
+                    q = subprocess.run([PTXAS, f"-arch=sm_{arch}", ptx_path, "-o",
+                                        os.path.join(work, f"{name}.sm_{arch}.cubin")],
+                                       capture_output=True, text=True)
+                    c.check(q.returncode == 0, f"{name}: ptxas accepts its PTX for sm_{arch}"
+                            + ("" if q.returncode == 0 else f": {q.stderr.strip()[:300]}"))
+
+            # The CPU target's outputs on the same inputs: the reference.
+            inputs = {}
+            for input_name, value in inputs_for(onnx_path).items():
+                path = os.path.join(work, f"{name}.{input_name}.npy")
+                np.save(path, value)
+                inputs[input_name] = path
+            cpu_module = os.path.join(work, name + ".cpu.so")
+            subprocess.run([compile_tool, onnx_path, "-o", cpu_module], check=True,
+                           capture_output=True)
+            cpu_dir = os.path.join(work, name + ".cpu")
+            p = run(args.bin_dir, cpu_module, inputs, cpu_dir)
+            c.check(p.returncode == 0, f"{name}: runs on the CPU" + (
+                "" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+            cases.append({"name": name, "module": os.path.basename(module),
+                          "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
+                          "cpu_outputs": os.path.basename(cpu_dir)})
+            if args.prepare:
+                continue
+            if device_problem == "not probed":
+                device_problem = cuda_device(args.bin_dir, module, inputs, work)
+                if device_problem:
+                    print(f"GPU runs skipped: {device_problem}")
+            if device_problem is None:
+                gpu_dir = os.path.join(work, name + ".gpu")
+                p = run(args.bin_dir, module, inputs, gpu_dir)
+                c.check(p.returncode == 0, f"{name}: runs on the GPU" + (
+                    "" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+                if p.returncode == 0:
+                    compare(c, name, gpu_dir, cpu_dir)
+
+        for name, path, what in REFUSED:
+            p = subprocess.run([compile_tool, path, "--target=cuda", "--gpu=sm_80", "-o",
+                                os.path.join(work, "refused.so")], capture_output=True,
+                               text=True)
+            c.check(p.returncode != 0 and "runs on the host and reads or writes a buffer"
+                    in p.stderr and what in p.stderr,
+                    f"{name}: refused, naming the host {what}")
+        if args.prepare:
+            json.dump(cases, open(os.path.join(work, "cases.json"), "w"), indent=1)
+    finally:
+        if not args.prepare:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
