@@ -226,6 +226,14 @@ void optimize(llvm::Module &m, llvm::TargetMachine *tm) {
   mpm.run(m, mam);
 }
 
+/// Module constructors (a CUDA module's registration of its device code) go
+/// in .init_array, which the loader runs; LLVM's default, .ctors, it does not.
+llvm::TargetOptions targetOptions() {
+  llvm::TargetOptions options;
+  options.UseInitArray = true;
+  return options;
+}
+
 std::string findLinker() {
   for (const char *name : {"ld.lld-22", "ld.lld"})
     if (auto path = llvm::sys::findProgramByName(name))
@@ -320,7 +328,7 @@ public:
     cpu = choice->cpu;
     features = choice->features;
     this->target = target;
-    tm.reset(target->createTargetMachine(triple, cpu, choice->features, llvm::TargetOptions(),
+    tm.reset(target->createTargetMachine(triple, cpu, choice->features, targetOptions(),
                                          llvm::Reloc::PIC_, std::nullopt,
                                          llvm::CodeGenOptLevel::Aggressive));
     if (!tm)
@@ -566,7 +574,7 @@ private:
           return;
         }
         std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
-            triple, cpu, features, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
+            triple, cpu, features, targetOptions(), llvm::Reloc::PIC_, std::nullopt,
             llvm::CodeGenOptLevel::Aggressive));
         if (!machine)
           return;
