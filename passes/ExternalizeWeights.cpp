@@ -37,6 +37,8 @@ std::optional<int64_t> valueBytes(Attribute value) {
   if (!elements)
     return std::nullopt;
   Type element = elements.getShapedType().getElementType();
+  if (element.isInteger(1) && isa<DenseIntElementsAttr>(value))
+    return elements.getNumElements(); // a byte each (storedValue)
   if (!element.isIntOrFloat() || element.getIntOrFloatBitWidth() % 8 != 0)
     return std::nullopt;
   int64_t bytes = elements.getNumElements() * (element.getIntOrFloatBitWidth() / 8);
@@ -49,6 +51,22 @@ std::optional<int64_t> valueBytes(Attribute value) {
   if (isa<DenseIntOrFPElementsAttr>(value))
     return bytes;
   return std::nullopt;
+}
+
+/// The value as the segment stores it: booleans take a byte each in memory
+/// (LLVM's data layout) but are packed as bits in a DenseElementsAttr, so
+/// they are written out as i8 0/1; other values as they are.
+Attribute storedValue(Attribute value) {
+  auto dense = dyn_cast<DenseIntElementsAttr>(value);
+  if (!dense || !dense.getElementType().isInteger(1))
+    return value;
+  SmallVector<int8_t> bytes;
+  bytes.reserve(dense.getNumElements());
+  for (bool bit : dense.getValues<bool>())
+    bytes.push_back(bit);
+  auto type = RankedTensorType::get(dense.getType().getShape(),
+                                    IntegerType::get(value.getContext(), 8));
+  return DenseElementsAttr::get(type, ArrayRef<int8_t>(bytes));
 }
 
 struct ExternalizeWeightsPass
@@ -122,7 +140,7 @@ struct ExternalizeWeightsPass
       NamedAttribute fields[] = {
           b.getNamedAttr("name", global.getSymNameAttr()),
           b.getNamedAttr("offset", b.getI64IntegerAttr(offset)),
-          b.getNamedAttr("value", global.getValueOrNull()),
+          b.getNamedAttr("value", storedValue(global.getValueOrNull())),
       };
       pieces.push_back(b.getDictionaryAttr(fields));
       global.erase();

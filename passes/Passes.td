@@ -302,8 +302,9 @@ def ExternalizeWeights : Pass<"hasten-externalize-weights", "::mlir::ModuleOp"> 
   let summary = "Move constant globals into one weight segment that the runtime maps";
   let description = [{
     On the LLVM dialect: each constant internal `llvm.mlir.global` of at
-    least `min-bytes` bytes (byte-sized elements, dense or resource values)
-    gets an offset in one weight segment (64-byte aligned), its addresses
+    least `min-bytes` bytes (byte-sized elements, dense or resource values,
+    and dense booleans, stored a byte each as memory holds them) gets an
+    offset in one weight segment (64-byte aligned), its addresses
     become `hasten_weights_base + offset`, and the global leaves the module:
 
     ```mlir

@@ -8,6 +8,12 @@ sm_90 (CUDA ELF files) and the PTX for sm_70, and the toolkit's ptxas
 accepts that PTX for sm_75, sm_80 and sm_90. Models the target cannot run
 yet are refused with the error that names the host operation.
 
+Each module also runs against the stand-in driver (test/tools/Inputs/
+fake_cuda.c, as an sm_72 device, which no cubin fits, so that it loads the PTX and reads each
+kernel's parameters from it): every pointer a launch passes is device
+memory, every allocation is freed, and the outputs have the CPU outputs'
+shapes (the stand-in runs no kernel, so their values mean nothing).
+
 With a CUDA device (libcuda loads and finds one), each module also runs on
 it, and its outputs are compared with the CPU target's on the same inputs
 (max |gpu - cpu| <= 1e-5 max |cpu| for f32); without one that part says it
@@ -138,6 +144,32 @@ def cuda_device(bin_dir, module, inputs, work):
     return p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "hasten-run failed"
 
 
+def fake_checks(c, name, bin_dir, module, inputs, cpu_dir, work):
+    """The module against the stand-in driver (see the docstring)."""
+    fake = os.path.join(os.path.dirname(bin_dir.rstrip("/")), "lib", "libhasten_fake_cuda.so")
+    log = os.path.join(work, name + ".fake.log")
+    if os.path.exists(log):
+        os.remove(log)
+    env = dict(os.environ, HASTEN_CUDA_DRIVER=fake, FAKE_CUDA_ARCH="72", FAKE_CUDA_LOG=log)
+    out_dir = os.path.join(work, name + ".fake")
+    p = run(bin_dir, module, inputs, out_dir, env)
+    c.check(p.returncode == 0, f"{name}: runs against the stand-in driver" + (
+        "" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+    text = open(log).read() if os.path.exists(log) else ""
+    c.check("load PTX for sm_70" in text, f"{name}: an sm_72 device gets the PTX")
+    summary = [line for line in text.splitlines() if line.startswith("launches ")]
+    c.check(bool(summary) and not summary[-1].startswith("launches 0,")
+            and "host pointers passed to kernels 0," in summary[-1]
+            and summary[-1].endswith("modules loaded at exit 0, live allocations at exit 0"),
+            f"{name}: every kernel pointer is device memory, everything freed "
+            f"({summary[-1] if summary else 'no summary'})")
+    for f in sorted(os.listdir(cpu_dir)) if os.path.isdir(cpu_dir) else []:
+        fake_out = os.path.join(out_dir, f)
+        c.check(os.path.exists(fake_out) and
+                np.load(fake_out).shape == np.load(os.path.join(cpu_dir, f)).shape,
+                f"{name}: {f} comes back with the CPU output's shape")
+
+
 def compare(c, name, gpu_dir, cpu_dir):
     outputs = sorted(f for f in os.listdir(cpu_dir) if f.endswith(".npy"))
     c.check(bool(outputs), f"{name}: the CPU module wrote outputs")
@@ -225,6 +257,7 @@ def main():
             p = run(args.bin_dir, cpu_module, inputs, cpu_dir)
             c.check(p.returncode == 0, f"{name}: runs on the CPU" + (
                 "" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+            fake_checks(c, name, args.bin_dir, module, inputs, cpu_dir, work)
             cases.append({"name": name, "module": os.path.basename(module),
                           "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
                           "cpu_outputs": os.path.basename(cpu_dir)})

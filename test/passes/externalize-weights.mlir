@@ -69,3 +69,21 @@ module {
 // expected-error @below {{the module's weights are already externalized}}
 module attributes {hasten.weight_segment = {bytes = 0 : i64, weights = []}} {
 }
+
+// -----
+
+// Booleans are one byte each in memory but bits in the attribute: the
+// segment holds them as i8 0/1 (a causal mask of 8x8 booleans, 64 bytes;
+// min-bytes=1 as the CUDA target runs it, so that kernels read every
+// constant from the device copy).
+// RUN: hasten-opt %s -split-input-file -verify-diagnostics -hasten-externalize-weights="min-bytes=1" | FileCheck %s --check-prefix=BOOL
+// BOOL: hasten.weight_segment = {bytes = 64 : i64, weights = [{name = "mask", offset = 0 : i64, value = dense<{{\[\[}}1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0, 0],{{.*}}> : tensor<8x8xi8>}]}
+// BOOL-NOT: llvm.mlir.global internal constant @mask
+module {
+  llvm.mlir.global internal constant @mask(dense<[[true, false, false, false, false, false, false, false], [true, true, false, false, false, false, false, false], [true, true, true, false, false, false, false, false], [true, true, true, true, false, false, false, false], [true, true, true, true, true, false, false, false], [true, true, true, true, true, true, false, false], [true, true, true, true, true, true, true, false], [true, true, true, true, true, true, true, true]]> : tensor<8x8xi1>) {addr_space = 0 : i32} : !llvm.array<8 x array<8 x i1>>
+  llvm.func @g() -> i1 {
+    %0 = llvm.mlir.addressof @mask : !llvm.ptr
+    %1 = llvm.load %0 : !llvm.ptr -> i1
+    llvm.return %1 : i1
+  }
+}

@@ -9,6 +9,10 @@
  *                           for allocations, CUDA_ERROR_LAUNCH_FAILED else)
  *   FAKE_CUDA_LOG=path      one line per module load and the first launch,
  *                           and at exit the modules and allocations still live
+ *
+ * When the module is loaded as PTX, each kernel's parameter list is read
+ * from it, and every pointer a launch passes must lie in a live device
+ * allocation: a host address reaching a kernel is logged ("host pointer").
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +21,46 @@
 typedef int CUresult;
 enum { OK = 0, OUT_OF_MEMORY = 2, LAUNCH_FAILED = 719 };
 
-static long live, modules, launches;
+static long live, modules, launches, hostPointers;
 static FILE *logFile;
+
+/* Live allocations, to tell device addresses from host ones. */
+enum { kMaxAllocations = 1 << 16 };
+static struct {
+  char *base;
+  size_t size;
+} allocations[kMaxAllocations];
+
+static void remember(void *base, size_t size) {
+  for (int i = 0; i < kMaxAllocations; ++i)
+    if (!allocations[i].base) {
+      allocations[i].base = (char *)base;
+      allocations[i].size = size;
+      return;
+    }
+}
+static void forget(void *base) {
+  for (int i = 0; i < kMaxAllocations; ++i)
+    if (allocations[i].base == (char *)base) {
+      allocations[i].base = NULL;
+      return;
+    }
+}
+static int isDevice(const char *address) {
+  for (int i = 0; i < kMaxAllocations; ++i)
+    if (allocations[i].base && address >= allocations[i].base &&
+        address <= allocations[i].base + allocations[i].size)
+      return 1;
+  return 0;
+}
+
+/* The PTX loaded last, and per kernel which parameters are pointers. */
+static char *ptx;
+struct Kernel {
+  char name[256];
+  int count;
+  unsigned char pointer[512];
+};
 
 static FILE *logged(void) {
   if (!logFile && getenv("FAKE_CUDA_LOG"))
@@ -35,8 +77,10 @@ static int arch(void) { return getenv("FAKE_CUDA_ARCH") ? atoi(getenv("FAKE_CUDA
 
 __attribute__((destructor)) static void report(void) {
   if (logged()) {
-    fprintf(logFile, "launches %ld, modules loaded at exit %ld, live allocations at exit %ld\n",
-            launches, modules, live);
+    fprintf(logFile,
+            "launches %ld, host pointers passed to kernels %ld, modules loaded at exit %ld, "
+            "live allocations at exit %ld\n",
+            launches, hostPointers, modules, live);
     fclose(logFile);
   }
 }
@@ -89,6 +133,10 @@ CUresult cuModuleLoadData(void **module, const void *image) {
       fprintf(logFile, "load PTX for %.*s\n", n, target ? target + 8 : "?");
     }
   }
+  if (memcmp(bytes, "\x7f" "ELF", 4) != 0) {
+    free(ptx);
+    ptx = strdup(bytes);
+  }
   *module = malloc(1);
   ++modules;
   return OK;
@@ -99,19 +147,53 @@ CUresult cuModuleUnload(void *module) {
   return OK;
 }
 CUresult cuModuleGetFunction(void **function, void *module, const char *name) {
-  /* The handle is a copy of the name, so that launches can say which kernel. */
-  *function = strdup(name);
-  return failing("cuModuleGetFunction") ? LAUNCH_FAILED : OK;
+  if (failing("cuModuleGetFunction"))
+    return LAUNCH_FAILED;
+  struct Kernel *kernel = calloc(1, sizeof(struct Kernel));
+  snprintf(kernel->name, sizeof(kernel->name), "%s", name);
+  kernel->count = -1;
+  /* ".entry NAME(\n .param .u64 .ptr .align 1 NAME_param_0,\n .param .f32 ..." */
+  char header[300];
+  snprintf(header, sizeof(header), ".entry %s(", name);
+  const char *at = ptx ? strstr(ptx, header) : NULL;
+  if (at) {
+    const char *end = strchr(at, ')');
+    kernel->count = 0;
+    for (const char *p = strstr(at, ".param"); p && p < end && kernel->count < 512;
+         p = strstr(p + 1, ".param")) {
+      const char *line = strchr(p, '\n');
+      const char *pointer = strstr(p, ".ptr");
+      kernel->pointer[kernel->count++] = pointer && (!line || pointer < line);
+    }
+  }
+  *function = kernel;
+  return OK;
 }
 CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                         unsigned by, unsigned bz, unsigned shared, void *stream, void **params,
                         void **extra) {
   if (failing("cuLaunchKernel"))
     return LAUNCH_FAILED;
+  struct Kernel *kernel = f;
   ++launches;
   if (logged() && launches == 1)
-    fprintf(logFile, "first launch %s grid %ux%ux%u block %ux%ux%u\n", (const char *)f, gx, gy,
+    fprintf(logFile, "first launch %s grid %ux%ux%u block %ux%ux%u\n", kernel->name, gx, gy,
             gz, bx, by, bz);
+  for (int i = 0; i < kernel->count; ++i) {
+    if (!kernel->pointer[i])
+      continue;
+    const char *address = *(const char *const *)params[i];
+    /* MLIR's memref of a global has 0xdeadbeef as its never-freed
+       "allocated" pointer; only the aligned one is read. */
+    if (address == (const char *)0xdeadbeef)
+      continue;
+    if (!isDevice(address)) {
+      ++hostPointers;
+      if (logged())
+        fprintf(logFile, "host pointer %p passed to %s parameter %d\n", (const void *)address,
+                kernel->name, i);
+    }
+  }
   return OK;
 }
 CUresult cuStreamCreate(void **stream, unsigned flags) {
@@ -129,6 +211,7 @@ static CUresult allocate(unsigned long long *pointer, size_t size, const char *n
   if (!memory)
     return OUT_OF_MEMORY;
   *pointer = (unsigned long long)memory;
+  remember(memory, size);
   ++live;
   return OK;
 }
@@ -142,6 +225,7 @@ CUresult cuMemAllocAsync(unsigned long long *pointer, size_t size, void *stream)
   return allocate(pointer, size, "cuMemAllocAsync");
 }
 CUresult cuMemFree_v2(unsigned long long pointer) {
+  forget((void *)pointer);
   free((void *)pointer);
   --live;
   return OK;
