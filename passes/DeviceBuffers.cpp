@@ -42,9 +42,11 @@ llvm::DenseSet<Value> hasten::deviceBuffers(ModuleOp module) {
   for (auto func : module.getOps<func::FuncOp>()) {
     if (func.isExternal())
       continue;
+    // An entry's arguments are device buffers, but for its scalars (rank 0),
+    // which the runtime passes in host memory (hasten-gpu-host-scalars).
     if (func.isPublic())
       for (Value argument : func.getArguments())
-        if (isMemRef(argument))
+        if (isMemRef(argument) && cast<BaseMemRefType>(argument.getType()).getRank() != 0)
           seeds.insert(argument);
     func.walk<WalkOrder::PreOrder>([&](Operation *op) {
       if (auto launch = dyn_cast<gpu::LaunchOp>(op)) {

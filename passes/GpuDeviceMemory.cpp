@@ -66,6 +66,17 @@ struct GpuDeviceMemoryPass
     for (auto func : module.getOps<func::FuncOp>()) {
       if (func.isExternal())
         continue;
+      // The runtime passes an entry's scalars in host memory.
+      if (func.isPublic())
+        for (BlockArgument argument : func.getArguments())
+          if (auto type = dyn_cast<MemRefType>(argument.getType());
+              type && type.getRank() == 0 && device.contains(argument)) {
+            func.emitError("entry input #")
+                << argument.getArgNumber() << " (" << type
+                << ") is a scalar, which a CUDA entry reads from host memory, but device "
+                   "code uses it as a buffer";
+            failed = true;
+          }
       func.walk<WalkOrder::PreOrder>([&](Operation *op) {
         if (isa<gpu::LaunchOp>(op))
           return WalkResult::skip();

@@ -377,6 +377,32 @@ def MapParallelLoopsToGpu : Pass<"hasten-map-parallel-loops-to-gpu", "::mlir::Mo
                            "::mlir::arith::ArithDialect", "::mlir::memref::MemRefDialect"];
 }
 
+def GpuHostScalars : Pass<"hasten-gpu-host-scalars", "::mlir::ModuleOp"> {
+  let summary = "Read a CUDA entry's scalar inputs once, on the host";
+  let description = [{
+    In the CUDA entry ABI an entry's rank-0 inputs (a cache length, a step
+    number) stay in host memory, where the host code that sizes buffers and
+    launches reads them; every other tensor is a device buffer. This pass
+    reads each rank-0 argument of a public function once, at the function's
+    start, and replaces every other read of it with that value, so that a
+    kernel that uses it receives the value, not the host address:
+
+    ```mlir
+    func.func @decode(%past: memref<i64>, ...) {
+      ... scf.parallel ... { %p = memref.load %past[] ... }
+    // becomes
+    func.func @decode(%past: memref<i64>, ...) {
+      %p = memref.load %past[] : memref<i64>
+      ... scf.parallel ... { ... %p ... }
+    ```
+
+    An argument that is also written, or used otherwise than by loads, is
+    left alone (and `hasten-gpu-device-memory` refuses it if a kernel uses
+    it).
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect"];
+}
+
 def GpuDeviceMemory : Pass<"hasten-gpu-device-memory", "::mlir::ModuleOp"> {
   let summary = "Put a CUDA module's buffers in device memory; refuse host code that reads them";
   let description = [{

@@ -933,7 +933,8 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     }
     inputPtrs[i] = desc.data();
   }
-  // A CUDA module's entries take device buffers: the inputs go over first.
+  // A CUDA module's entries take device buffers, but for scalars (rank 0:
+  // a cache length), which its host code reads: the inputs go over first.
   std::vector<void *> deviceInputs;
   auto freeDeviceInputs = [&] {
     for (void *pointer : deviceInputs)
@@ -941,6 +942,8 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
   };
   if (module->cuda)
     for (size_t i = 0; i < numInputs; ++i) {
+      if (inputs[i]->dims.empty())
+        continue;
       std::string error;
       void *device = hasten::runtime::cudaUpload(inputs[i]->data,
                                                  hasten_tensor_size_bytes(inputs[i]), error);

@@ -126,6 +126,7 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   funcs.addPass(createMemrefCopyToLinalg());
   funcs.addPass(createForallToParallelLoopPass());
   funcs.addPass(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(createGpuHostScalars());
   pm.addPass(createMapParallelLoopsToGpu(MapParallelLoopsToGpuOptions{options.blockSize}));
   // Static trip counts fold, and with them the guards of empty launches.
   pm.nest<func::FuncOp>().addPass(createCanonicalizerPass());

@@ -36,10 +36,12 @@ func.func @scale(%x: memref<4xf32>, %n: index) -> memref<?xf32> {
 
 // -----
 
-// A host read of a buffer (a length read on the CPU) is refused by name.
-func.func @host_read(%past: memref<i64>, %x: memref<?xf32>) -> index {
+// A host read of a device buffer (a length read on the CPU) is refused by
+// name.
+func.func @host_read(%lengths: memref<?xi64>, %x: memref<?xf32>) -> index {
+  %c0 = arith.constant 0 : index
   // expected-error @+1 {{runs on the host and reads or writes a buffer, which the CUDA target keeps in device memory}}
-  %p = memref.load %past[] : memref<i64>
+  %p = memref.load %lengths[%c0] : memref<?xi64>
   %i = arith.index_cast %p : i64 to index
   return %i : index
 }
@@ -100,4 +102,31 @@ func.func @bookkeeping(%n: index) -> index {
   %v = memref.load %table[%c0] : memref<?xindex>
   memref.dealloc %table : memref<?xindex>
   return %v : index
+}
+
+// -----
+
+// An entry's scalar is host memory in the CUDA ABI: a kernel may not use it
+// as a buffer.
+// expected-error @+1 {{entry input #0 ('memref<i64>') is a scalar, which a CUDA entry reads from host memory, but device code uses it as a buffer}}
+func.func @scalar_in_kernel(%past: memref<i64>, %y: memref<4xi64>) {
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  gpu.launch blocks(%bx, %by, %bz) in (%gx = %c1, %gy = %c1, %gz = %c1)
+             threads(%tx, %ty, %tz) in (%sx = %c4, %sy = %c1, %sz = %c1) {
+    %p = memref.load %past[] : memref<i64>
+    memref.store %p, %y[%tx] : memref<4xi64>
+    gpu.terminator
+  }
+  return
+}
+
+// -----
+
+// Read on the host, it is fine (the runtime passes it there).
+// CHECK-LABEL: func @scalar_on_host
+// CHECK: memref.load %{{.*}}[] : memref<i64>
+func.func @scalar_on_host(%past: memref<i64>) -> i64 {
+  %p = memref.load %past[] : memref<i64>
+  return %p : i64
 }
