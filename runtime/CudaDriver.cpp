@@ -74,6 +74,8 @@ struct Driver {
   CUresult (*cuMemFreeAsync)(CUdeviceptr, CUstream);
   CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
   CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+  CUresult (*cuMemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
+  CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
   CUdevice device = 0;
   CUcontext context = nullptr;
   /// Compute capability as a number: 80 for 8.0.
@@ -171,7 +173,9 @@ const Driver *driver(std::string &error) {
                resolve(d.library, d.cuMemAllocAsync, "cuMemAllocAsync", missing) &&
                resolve(d.library, d.cuMemFreeAsync, "cuMemFreeAsync", missing) &&
                resolve(d.library, d.cuMemcpyHtoD, "cuMemcpyHtoD_v2", missing) &&
-               resolve(d.library, d.cuMemcpyDtoH, "cuMemcpyDtoH_v2", missing);
+               resolve(d.library, d.cuMemcpyDtoH, "cuMemcpyDtoH_v2", missing) &&
+               resolve(d.library, d.cuMemcpyDtoD, "cuMemcpyDtoD_v2", missing) &&
+               resolve(d.library, d.cuMemsetD8, "cuMemsetD8_v2", missing);
     if (!all) {
       failure = std::string("the CUDA driver '") + path + "' lacks " + missing +
                 " (CUDA 11.2 or newer is needed)";
@@ -298,6 +302,36 @@ bool hasten::runtime::cudaDownload(void *host, const void *device, size_t bytes,
   CUresult r = d->cuMemcpyDtoH(host, reinterpret_cast<CUdeviceptr>(device), bytes);
   if (r != CUDA_SUCCESS) {
     error = describe(*d, "cuMemcpyDtoH", r);
+    return false;
+  }
+  return true;
+}
+
+void *hasten::runtime::cudaZeros(size_t bytes, std::string &error) {
+  const Driver *d = driver(error);
+  if (!d)
+    return nullptr;
+  CUdeviceptr device = 0;
+  CUresult r = d->cuMemAlloc(&device, bytes ? bytes : 1);
+  if (r == CUDA_SUCCESS)
+    r = d->cuMemsetD8(device, 0, bytes ? bytes : 1);
+  if (r != CUDA_SUCCESS) {
+    if (device)
+      d->cuMemFree(device);
+    error = describe(*d, "allocating on the device", r);
+    return nullptr;
+  }
+  return reinterpret_cast<void *>(device);
+}
+
+bool hasten::runtime::cudaCopy(void *to, const void *from, size_t bytes, std::string &error) {
+  const Driver *d = driver(error);
+  if (!d)
+    return false;
+  CUresult r = d->cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(to),
+                               reinterpret_cast<CUdeviceptr>(from), bytes);
+  if (r != CUDA_SUCCESS) {
+    error = describe(*d, "cuMemcpyDtoD", r);
     return false;
   }
   return true;

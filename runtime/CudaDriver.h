@@ -24,7 +24,11 @@ std::string cudaDeviceName();
 void *cudaUpload(const void *host, size_t bytes, std::string &error);
 /// Copies `bytes` from device memory to `host`.
 bool cudaDownload(void *host, const void *device, size_t bytes, std::string &error);
-/// Frees device memory from cudaUpload or a module's allocations.
+/// `bytes` zeroed bytes of device memory (null with `error` on failure).
+void *cudaZeros(size_t bytes, std::string &error);
+/// Copies `bytes` between device buffers.
+bool cudaCopy(void *to, const void *from, size_t bytes, std::string &error);
+/// Frees device memory from cudaUpload, cudaZeros or a module's allocations.
 void cudaFree(void *device);
 
 } // namespace hasten::runtime

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CudaDriver.h"
 #include "RuntimeInternal.h"
 #include "Sampling.h"
 #include "TokenEmitter.h"
@@ -143,6 +144,12 @@ bool readDecoderInfo(const hasten_module *m, DecoderInfo &info, const char *mode
   return info.vocab > 0;
 }
 
+/// Whether the module's entries run on a GPU (their caches live there).
+bool isCuda(const hasten_module *module) {
+  const char *device = hasten_module_device(module);
+  return device && std::strcmp(device, "cuda") == 0;
+}
+
 /// Blocks of a paged cache, shared by sequences. Each block has a
 /// reference count; a block referenced by several sequences is copied
 /// before one of them writes it.
@@ -183,28 +190,52 @@ struct hasten_kv_pool {
 
 /// Zero-filled bytes from calloc: a block this large comes as fresh zero
 /// pages from the kernel, so a KV cache costs memory (and time) only as it
-/// fills, not all at creation as a zeroed std::vector would.
+/// fills, not all at creation as a zeroed std::vector would. A CUDA
+/// module's cache is device memory instead, which its entries write in
+/// place.
 class ZeroedBytes {
 public:
   ZeroedBytes() = default;
   ZeroedBytes(const ZeroedBytes &) = delete;
   ZeroedBytes &operator=(const ZeroedBytes &) = delete;
-  ~ZeroedBytes() { std::free(bytes); }
-  /// Replaces the contents with `size` zero bytes.
-  void assignZeros(size_t size) {
-    std::free(bytes);
-    bytes = static_cast<uint8_t *>(std::calloc(size ? size : 1, 1));
+  ~ZeroedBytes() { release(); }
+  /// Replaces the contents with `size` zero bytes (on the GPU when
+  /// `onDevice`); false, with the reason in `error`, when there is no room.
+  bool assignZeros(size_t size, bool onDevice, std::string &error) {
+    release();
+    device = onDevice;
+    if (device)
+      bytes = static_cast<uint8_t *>(hasten::runtime::cudaZeros(size, error));
+    else if (!(bytes = static_cast<uint8_t *>(std::calloc(size ? size : 1, 1))))
+      error = "out of memory";
     count = bytes ? size : 0;
-    if (!bytes)
-      throw std::bad_alloc();
+    return bytes != nullptr;
+  }
+  /// Copies `size` bytes at `offset` from `other` (same kind of memory).
+  bool copyFrom(const ZeroedBytes &other, size_t offset, size_t size, std::string &error) {
+    if (!device) {
+      std::memcpy(bytes + offset, other.bytes + offset, size);
+      return true;
+    }
+    return hasten::runtime::cudaCopy(bytes + offset, other.bytes + offset, size, error);
   }
   uint8_t *data() { return bytes; }
   const uint8_t *data() const { return bytes; }
   size_t size() const { return count; }
+  bool onDevice() const { return device; }
 
 private:
+  void release() {
+    if (device)
+      hasten::runtime::cudaFree(bytes);
+    else
+      std::free(bytes);
+    bytes = nullptr;
+    count = 0;
+  }
   uint8_t *bytes = nullptr;
   size_t count = 0;
+  bool device = false;
 };
 
 struct hasten_sequence {
@@ -327,6 +358,10 @@ hasten_status hasten_sequence_create_for_model(hasten_module *module, const char
                          "hasten_sequence_create: the module has no prefill/decode entries "
                          "(compile a decoder with input_ids and past_key_values to get them)");
   seq->module = module;
+  if (seq->info.paged() && isCuda(module))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_sequence_create: paged KV caches do not run on CUDA yet; compile "
+                "without --kv-block-size");
   if (seq->info.paged()) {
     if (pool && pool->pool->info.prefillEntry != seq->info.prefillEntry)
       return fail(HASTEN_ERROR_INVALID_ARGUMENT,
@@ -342,7 +377,11 @@ hasten_status hasten_sequence_create_for_model(hasten_module *module, const char
       return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                   "hasten_sequence_create: a pool was given but the module's KV cache is "
                   "contiguous");
-    seq->cache.assignZeros(seq->info.unitBytes());
+    std::string error;
+    if (!seq->cache.assignZeros(seq->info.unitBytes(), isCuda(module), error))
+      return fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                  "hasten_sequence_create: no room for a KV cache of %llu bytes: %s",
+                  (unsigned long long)seq->info.unitBytes(), error.c_str());
   }
   *out = seq.release();
   return HASTEN_OK;
@@ -404,13 +443,17 @@ hasten_status hasten_sequence_fork(const hasten_sequence *seq, hasten_sequence *
   } else {
     // Only the rows holding tokens are copied.
     const std::vector<int64_t> &d = seq->info.storageDims;
-    copy->cache.assignZeros(seq->cache.size());
+    std::string error;
+    if (!copy->cache.assignZeros(seq->cache.size(), seq->cache.onDevice(), error))
+      return fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                  "hasten_sequence_fork: no room for a KV cache of %zu bytes: %s",
+                  seq->cache.size(), error.c_str());
     int64_t rows = d[0] * d[1] * d[2], capacity = d[3], dim = d[4];
     size_t element = seq->info.elementBytes;
     for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(copy->cache.data() + r * capacity * dim * element,
-                  seq->cache.data() + r * capacity * dim * element,
-                  seq->length() * dim * element);
+      if (!copy->cache.copyFrom(seq->cache, r * capacity * dim * element,
+                                seq->length() * dim * element, error))
+        return fail(HASTEN_ERROR_RUNTIME, "hasten_sequence_fork: %s", error.c_str());
   }
   *out = copy.release();
   return HASTEN_OK;
@@ -488,8 +531,12 @@ static hasten_status runTokens(const char *caller, hasten_sequence *seq, const i
   hasten_tensor *idsT = nullptr, *pastT = nullptr, *storageT = nullptr, *tableT = nullptr;
   hasten_tensor_wrap(HASTEN_I64, 2, idsDims, ids.data(), &idsT);
   hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &pastValue, &pastT);
-  hasten_tensor_wrap(info.dtype, (int)storageDims.size(), storageDims.data(), storage,
-                     &storageT);
+  if (seq->cache.onDevice())
+    hasten::runtime::wrapDeviceTensor(info.dtype, (int)storageDims.size(), storageDims.data(),
+                                      storage, &storageT);
+  else
+    hasten_tensor_wrap(info.dtype, (int)storageDims.size(), storageDims.data(), storage,
+                       &storageT);
   if (seq->pool)
     hasten_tensor_wrap(HASTEN_I32, 1, tableDims, seq->table.data(), &tableT);
   const char *entry = count == 1 ? info.decodeEntry
@@ -727,10 +774,16 @@ hasten_status hasten::runtime::runFusedSpeculation(hasten_sequence *target,
   hasten_tensor_wrap(HASTEN_I64, 2, tokenDims, &token, &tokenT);
   hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &targetPast, &targetPastT);
   hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &draftPast, &draftPastT);
-  hasten_tensor_wrap(target->info.dtype, (int)target->info.storageDims.size(),
-                     target->info.storageDims.data(), target->cache.data(), &targetCacheT);
-  hasten_tensor_wrap(draft->info.dtype, (int)draft->info.storageDims.size(),
-                     draft->info.storageDims.data(), draft->cache.data(), &draftCacheT);
+  auto wrapCache = [](hasten_sequence *seq, hasten_tensor **out) {
+    if (seq->cache.onDevice())
+      hasten::runtime::wrapDeviceTensor(seq->info.dtype, (int)seq->info.storageDims.size(),
+                                        seq->info.storageDims.data(), seq->cache.data(), out);
+    else
+      hasten_tensor_wrap(seq->info.dtype, (int)seq->info.storageDims.size(),
+                         seq->info.storageDims.data(), seq->cache.data(), out);
+  };
+  wrapCache(target, &targetCacheT);
+  wrapCache(draft, &draftCacheT);
   std::vector<hasten_tensor *> inputs;
   for (hasten_tensor_role role : step.inputs)
     inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS           ? tokenT

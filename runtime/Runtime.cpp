@@ -112,7 +112,19 @@ struct hasten_tensor {
   void *data = nullptr;
   /// What to free(): null for borrowed memory.
   void *owned = nullptr;
+  /// The data is device memory (a CUDA module's KV cache), which hasten_run
+  /// hands to a CUDA entry as it is.
+  bool device = false;
 };
+
+hasten_status hasten::runtime::wrapDeviceTensor(hasten_dtype dtype, int rank,
+                                                const int64_t *dims, void *device,
+                                                hasten_tensor **out) {
+  hasten_status status = hasten_tensor_wrap(dtype, rank, dims, device, out);
+  if (status == HASTEN_OK)
+    (*out)->device = true;
+  return status;
+}
 
 struct hasten_module {
   std::string path;
@@ -940,9 +952,14 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     for (void *pointer : deviceInputs)
       hasten::runtime::cudaFree(pointer);
   };
+  for (size_t i = 0; i < numInputs; ++i)
+    if (inputs[i]->device && !module->cuda)
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                  "entry '%s': input '%s' is in GPU memory, and this is a CPU module", name,
+                  ins->Get(i)->name() ? ins->Get(i)->name()->c_str() : "?");
   if (module->cuda)
     for (size_t i = 0; i < numInputs; ++i) {
-      if (inputs[i]->dims.empty())
+      if (inputs[i]->dims.empty() || inputs[i]->device)
         continue;
       std::string error;
       void *device = hasten::runtime::cudaUpload(inputs[i]->data,

@@ -39,6 +39,11 @@ void beginRun(RunAllocations &run);
 /// Stops tracking; after a failed allocation, frees what the run allocated.
 void endRun(RunAllocations &run, bool failed);
 
+/// A tensor over device memory (a CUDA module's KV cache): hasten_run
+/// passes it to a CUDA entry without copying.
+hasten_status wrapDeviceTensor(hasten_dtype dtype, int rank, const int64_t *dims, void *device,
+                               hasten_tensor **out);
+
 /// Sets the calling thread's hasten_last_error() and returns `status`.
 hasten_status failWith(hasten_status status, const std::string &message);
 /// The same with a printf-style message.

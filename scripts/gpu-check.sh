@@ -38,17 +38,29 @@ prepare() {
   for f in "$dir"/bin/hasten-run "$dir"/lib/*.so*; do
     [[ "$f" == */ld-linux.so ]] || strip --strip-unneeded "$f"
   done
+  # oneDNN alone is 40 MB; compressed, everything fits.
+  tar -C "$dir" -cJf "$dir/lib.tar.xz" lib && rm -rf "$dir/lib"
   {
     echo '#!/bin/sh'
     echo '# Runs every prepared CUDA module on this machine'"'"'s GPU: OUT/NAME/*.npy, OUT/log.txt.'
     echo 'set -u'
     echo 'here="$(cd "$(dirname "$0")" && pwd)"; out="${1:?usage: run-on-gpu.sh OUT}"'
     echo 'mkdir -p "$out"; log="$out/log.txt"'
-    echo 'run() { "$here/lib/ld-linux.so" --library-path "$here/lib" "$here/bin/hasten-run" "$@"; }'
+    echo 'libs="$(mktemp -d)"; tar -C "$libs" -xJf "$here/lib.tar.xz"'
+    echo 'run() { "$libs/lib/ld-linux.so" --library-path "$libs/lib" "$here/bin/hasten-run" "$@"; }'
     echo '{ command -v nvidia-smi >/dev/null && nvidia-smi -L; } > "$log" 2>&1'
     /usr/bin/python3 - "$dir/cases/cases.json" <<'EOF'
 import json, shlex, sys
 for case in json.load(open(sys.argv[1])):
+    if "ids" in case:
+        module = f"\"$here/cases/{case['module']}\""
+        name = shlex.quote(case["name"])
+        print(f"echo '== {case['name']}' >> \"$log\"")
+        print(f"run {module} --generate --prompt-ids {case['prompt']} --max-new-tokens "
+              f"{case['count']} --print-ids > \"$out\"/{name}.txt 2>> \"$log\" "
+              f"|| echo 'FAILED {case['name']}' >> \"$log\"")
+        print(f"cat \"$out\"/{name}.txt >> \"$log\"")
+        continue
     inputs = " ".join(f"--input {shlex.quote(k)}=\"$here/cases/{v}\""
                       for k, v in case["inputs"].items())
     module = f"\"$here/cases/{case['module']}\""

@@ -65,6 +65,9 @@ SUPPORTED = [
     # decode entries compile with it (their scalar cache length on the host).
     ("default_decoder", os.path.join(MODELS, "default", "model.onnx")),
 ]
+# Greedy generation on the GPU must give the CPU target's tokens.
+GENERATE = [("default_decoder", "3,14,15,92,65,35,89,79", 16)]
+
 # Not yet: DynamicQuantizeLinear reads the scale it computed on the host.
 REFUSED = [
     ("mlp_dynamic", os.path.join(MODELS, "quantized", "mlp_dynamic.onnx"), "memref.load"),
@@ -171,6 +174,20 @@ def fake_checks(c, name, bin_dir, module, inputs, cpu_dir, work):
                 f"{name}: {f} comes back with the CPU output's shape")
 
 
+def generated_ids(text):
+    """The ids hasten-run --print-ids printed."""
+    for line in text.splitlines():
+        if line.startswith("ids: "):
+            return line[len("ids: "):].strip()
+    return None
+
+
+def generate(bin_dir, module, prompt, count, env=None):
+    return subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--generate",
+                           "--prompt-ids", prompt, "--max-new-tokens", str(count),
+                           "--print-ids"], capture_output=True, text=True, env=env)
+
+
 def compare(c, name, gpu_dir, cpu_dir):
     outputs = sorted(f for f in os.listdir(cpu_dir) if f.endswith(".npy"))
     c.check(bool(outputs), f"{name}: the CPU module wrote outputs")
@@ -201,6 +218,12 @@ def main():
         prepared, out = args.compare
         cases = json.load(open(os.path.join(prepared, "cases.json")))
         for case in cases:
+            if "ids" in case:
+                path = os.path.join(out, case["name"] + ".txt")
+                got = generated_ids(open(path).read()) if os.path.exists(path) else None
+                c.check(got == case["ids"],
+                        f"{case['name']}: greedy tokens on the GPU = CPU ({got} vs {case['ids']})")
+                continue
             compare(c, case["name"], os.path.join(out, case["name"]),
                     os.path.join(prepared, case["cpu_outputs"]))
         print(f"{c.passed} passed, {c.failed} failed")
@@ -276,6 +299,19 @@ def main():
                 if p.returncode == 0:
                     compare(c, name, gpu_dir, cpu_dir)
 
+        for name, prompt, count in GENERATE:
+            cpu = generate(args.bin_dir, os.path.join(work, name + ".cpu.so"), prompt, count)
+            ids = generated_ids(cpu.stdout)
+            c.check(cpu.returncode == 0 and ids is not None,
+                    f"{name}: generates {count} tokens on the CPU")
+            cases.append({"name": name + ".generate", "module": name + ".cuda.so",
+                          "prompt": prompt, "count": count, "ids": ids})
+            if args.prepare or device_problem is not None:
+                continue
+            gpu = generate(args.bin_dir, os.path.join(work, name + ".cuda.so"), prompt, count)
+            c.check(gpu.returncode == 0 and generated_ids(gpu.stdout) == ids,
+                    f"{name}: greedy tokens on the GPU = CPU ({generated_ids(gpu.stdout)} vs "
+                    f"{ids})")
         for name, path, what in REFUSED:
             p = subprocess.run([compile_tool, path, "--target=cuda", "--gpu=sm_80", "-o",
                                 os.path.join(work, "refused.so")], capture_output=True,

@@ -245,3 +245,13 @@ CUresult cuMemcpyDtoH_v2(void *host, unsigned long long device, size_t size) {
   memcpy(host, (const void *)device, size);
   return OK;
 }
+CUresult cuMemcpyDtoD_v2(unsigned long long to, unsigned long long from, size_t size) {
+  if (failing("cuMemcpyDtoD"))
+    return LAUNCH_FAILED;
+  memcpy((void *)to, (const void *)from, size);
+  return OK;
+}
+CUresult cuMemsetD8_v2(unsigned long long device, unsigned char value, size_t size) {
+  memset((void *)device, value, size);
+  return OK;
+}
