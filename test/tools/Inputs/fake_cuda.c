@@ -13,15 +13,19 @@
  * When the module is loaded as PTX, each kernel's parameter list is read
  * from it, and every pointer a launch passes must lie in a live device
  * allocation: a host address reaching a kernel is logged ("host pointer").
+ * Device memory is mapped without access but while the driver copies, so
+ * host code that reads it dies with SIGSEGV, as it would on a real GPU.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 typedef int CUresult;
 enum { OK = 0, OUT_OF_MEMORY = 2, LAUNCH_FAILED = 719 };
 
-static long live, modules, launches, hostPointers;
+static long live, modules, launches, hostPointers, uploads;
+static unsigned long long uploadBytes;
 static FILE *logFile;
 
 /* Live allocations, to tell device addresses from host ones. */
@@ -36,13 +40,6 @@ static void remember(void *base, size_t size) {
     if (!allocations[i].base) {
       allocations[i].base = (char *)base;
       allocations[i].size = size;
-      return;
-    }
-}
-static void forget(void *base) {
-  for (int i = 0; i < kMaxAllocations; ++i)
-    if (allocations[i].base == (char *)base) {
-      allocations[i].base = NULL;
       return;
     }
 }
@@ -78,9 +75,9 @@ static int arch(void) { return getenv("FAKE_CUDA_ARCH") ? atoi(getenv("FAKE_CUDA
 __attribute__((destructor)) static void report(void) {
   if (logged()) {
     fprintf(logFile,
-            "launches %ld, host pointers passed to kernels %ld, modules loaded at exit %ld, "
-            "live allocations at exit %ld\n",
-            launches, hostPointers, modules, live);
+            "copies to the device %ld (%llu bytes), launches %ld, host pointers passed to "
+            "kernels %ld, modules loaded at exit %ld, live allocations at exit %ld\n",
+            uploads, uploadBytes, launches, hostPointers, modules, live);
     fclose(logFile);
   }
 }
@@ -204,11 +201,26 @@ CUresult cuStreamSynchronize(void *stream) {
   return failing("cuStreamSynchronize") ? LAUNCH_FAILED : OK;
 }
 
+static size_t pages(size_t size) { return (size + 4095) / 4096 * 4096; }
+
+/* Opens device memory to the driver's own copies, and closes it after. */
+static void access(const void *device, int open) {
+  for (int i = 0; i < kMaxAllocations; ++i)
+    if (allocations[i].base && (const char *)device >= allocations[i].base &&
+        (const char *)device <= allocations[i].base + allocations[i].size) {
+      mprotect(allocations[i].base, pages(allocations[i].size),
+               open ? PROT_READ | PROT_WRITE : PROT_NONE);
+      return;
+    }
+}
+
 static CUresult allocate(unsigned long long *pointer, size_t size, const char *name) {
   if (failing(name) || failing("allocations"))
     return OUT_OF_MEMORY;
-  void *memory = calloc(size, 1);
-  if (!memory)
+  if (!size)
+    size = 1;
+  void *memory = mmap(NULL, pages(size), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (memory == MAP_FAILED)
     return OUT_OF_MEMORY;
   *pointer = (unsigned long long)memory;
   remember(memory, size);
@@ -225,10 +237,14 @@ CUresult cuMemAllocAsync(unsigned long long *pointer, size_t size, void *stream)
   return allocate(pointer, size, "cuMemAllocAsync");
 }
 CUresult cuMemFree_v2(unsigned long long pointer) {
-  forget((void *)pointer);
-  free((void *)pointer);
-  --live;
-  return OK;
+  for (int i = 0; i < kMaxAllocations; ++i)
+    if (allocations[i].base == (char *)pointer) {
+      munmap(allocations[i].base, pages(allocations[i].size));
+      allocations[i].base = NULL;
+      --live;
+      return OK;
+    }
+  return LAUNCH_FAILED;
 }
 CUresult cuMemFreeAsync(unsigned long long pointer, void *stream) {
   return cuMemFree_v2(pointer);
@@ -236,22 +252,34 @@ CUresult cuMemFreeAsync(unsigned long long pointer, void *stream) {
 CUresult cuMemcpyHtoD_v2(unsigned long long device, const void *host, size_t size) {
   if (failing("cuMemcpyHtoD"))
     return LAUNCH_FAILED;
+  ++uploads;
+  uploadBytes += size;
+  access((void *)device, 1);
   memcpy((void *)device, host, size);
+  access((void *)device, 0);
   return OK;
 }
 CUresult cuMemcpyDtoH_v2(void *host, unsigned long long device, size_t size) {
   if (failing("cuMemcpyDtoH"))
     return LAUNCH_FAILED;
+  access((void *)device, 1);
   memcpy(host, (const void *)device, size);
+  access((void *)device, 0);
   return OK;
 }
 CUresult cuMemcpyDtoD_v2(unsigned long long to, unsigned long long from, size_t size) {
   if (failing("cuMemcpyDtoD"))
     return LAUNCH_FAILED;
-  memcpy((void *)to, (const void *)from, size);
+  access((void *)to, 1);
+  access((void *)from, 1);
+  memmove((void *)to, (const void *)from, size);
+  access((void *)to, 0);
+  access((void *)from, 0);
   return OK;
 }
 CUresult cuMemsetD8_v2(unsigned long long device, unsigned char value, size_t size) {
+  access((void *)device, 1);
   memset((void *)device, value, size);
+  access((void *)device, 0);
   return OK;
 }
