@@ -277,21 +277,35 @@ std::string hasten::runtime::cudaDeviceName() {
   return d ? d->name + " (sm_" + std::to_string(d->arch) + ")" : "";
 }
 
-void *hasten::runtime::cudaUpload(const void *host, size_t bytes, std::string &error) {
+namespace {
+
+/// A device allocation of `bytes` (at least one) that `fill` initializes,
+/// or null with `error` saying what failed.
+template <typename Fill>
+void *allocateFilled(size_t bytes, const char *what, std::string &error, Fill fill) {
   const Driver *d = driver(error);
   if (!d)
     return nullptr;
   CUdeviceptr device = 0;
   CUresult r = d->cuMemAlloc(&device, bytes ? bytes : 1);
-  if (r == CUDA_SUCCESS && bytes)
-    r = d->cuMemcpyHtoD(device, host, bytes);
+  if (r == CUDA_SUCCESS)
+    r = fill(*d, device);
   if (r != CUDA_SUCCESS) {
     if (device)
       d->cuMemFree(device);
-    error = describe(*d, "copying to the device", r);
+    error = describe(*d, what, r);
     return nullptr;
   }
   return reinterpret_cast<void *>(device);
+}
+
+} // namespace
+
+void *hasten::runtime::cudaUpload(const void *host, size_t bytes, std::string &error) {
+  return allocateFilled(bytes, "copying to the device", error,
+                        [&](const Driver &d, CUdeviceptr device) {
+                          return bytes ? d.cuMemcpyHtoD(device, host, bytes) : CUDA_SUCCESS;
+                        });
 }
 
 bool hasten::runtime::cudaDownload(void *host, const void *device, size_t bytes,
@@ -308,20 +322,10 @@ bool hasten::runtime::cudaDownload(void *host, const void *device, size_t bytes,
 }
 
 void *hasten::runtime::cudaZeros(size_t bytes, std::string &error) {
-  const Driver *d = driver(error);
-  if (!d)
-    return nullptr;
-  CUdeviceptr device = 0;
-  CUresult r = d->cuMemAlloc(&device, bytes ? bytes : 1);
-  if (r == CUDA_SUCCESS)
-    r = d->cuMemsetD8(device, 0, bytes ? bytes : 1);
-  if (r != CUDA_SUCCESS) {
-    if (device)
-      d->cuMemFree(device);
-    error = describe(*d, "allocating on the device", r);
-    return nullptr;
-  }
-  return reinterpret_cast<void *>(device);
+  return allocateFilled(bytes, "allocating on the device", error,
+                        [&](const Driver &d, CUdeviceptr device) {
+                          return d.cuMemsetD8(device, 0, bytes ? bytes : 1);
+                        });
 }
 
 bool hasten::runtime::cudaCopy(void *to, const void *from, size_t bytes, std::string &error) {

@@ -81,6 +81,33 @@ void hasten::buildBufferizePipeline(OpPassManager &pm, const BufferizePipelineOp
   funcs.addPass(createDeallocAfterLastUse());
 }
 
+namespace {
+
+/// Host code from memrefs, affine maps and structured control flow to
+/// plain branches, as both targets' lowerings begin.
+void addStructuredToControlFlow(OpPassManager &pm) {
+  pm.nest<func::FuncOp>().addPass(hasten::createExpandShapeToReinterpretCast());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  pm.addPass(createSCFToControlFlowPass());
+}
+
+/// The rest of the host code into the LLVM dialect, as both targets' end.
+/// Allocations go through the runtime (runtime/Allocation.cpp), which turns
+/// a failed one into an error of the run.
+void addToLLVMDialect(OpPassManager &pm) {
+  FinalizeMemRefToLLVMConversionPassOptions memrefToLLVM;
+  memrefToLLVM.useGenericFunctions = true;
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefToLLVM));
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertIndexToLLVMPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+} // namespace
+
 void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
                                       const CpuLoweringPipelineOptions &options) {
   // Every entry gets a C interface (one memref descriptor pointer per
@@ -96,24 +123,12 @@ void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
   funcs.addPass(createForallToParallelLoopPass());
   funcs.addPass(createConvertLinalgToParallelLoopsPass());
   pm.addPass(createOutlineParallelLoops(OutlineParallelLoopsOptions{options.parallelMinWork}));
-  pm.nest<func::FuncOp>().addPass(createExpandShapeToReinterpretCast());
-  pm.addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
-  pm.addPass(createSCFToControlFlowPass());
+  addStructuredToControlFlow(pm);
   // Tiled attention's register-blocked tile products.
   pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createConvertMathToLibmPass());
-  // Allocations go through the runtime (runtime/Allocation.cpp), which
-  // turns a failed one into an error of the run.
-  FinalizeMemRefToLLVMConversionPassOptions memrefToLLVM;
-  memrefToLLVM.useGenericFunctions = true;
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefToLLVM));
-  pm.addPass(createArithToLLVMConversionPass());
-  pm.addPass(createConvertIndexToLLVMPass());
-  pm.addPass(createConvertControlFlowToLLVMPass());
-  pm.addPass(createConvertFuncToLLVMPass());
-  pm.addPass(createReconcileUnrealizedCastsPass());
+  addToLLVMDialect(pm);
   if (options.externalizeWeights)
     pm.addPass(createExternalizeWeights());
 }
@@ -170,19 +185,9 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   pm.addPass(createEmbedCudaBinaries(embed));
   // Host side to LLVM: launches and device allocations become calls of the
   // GPU ABI the runtime implements (runtime/CudaDriver.cpp).
-  pm.nest<func::FuncOp>().addPass(createExpandShapeToReinterpretCast());
-  pm.addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
-  pm.addPass(createSCFToControlFlowPass());
+  addStructuredToControlFlow(pm);
   pm.addPass(createGpuToLLVMConversionPass());
-  FinalizeMemRefToLLVMConversionPassOptions memrefToLLVM;
-  memrefToLLVM.useGenericFunctions = true;
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefToLLVM));
-  pm.addPass(createArithToLLVMConversionPass());
-  pm.addPass(createConvertIndexToLLVMPass());
-  pm.addPass(createConvertControlFlowToLLVMPass());
-  pm.addPass(createConvertFuncToLLVMPass());
-  pm.addPass(createReconcileUnrealizedCastsPass());
+  addToLLVMDialect(pm);
   // Every constant a kernel reads must live on the device: all of them go
   // to the segment the runtime uploads.
   if (options.externalizeWeights)
