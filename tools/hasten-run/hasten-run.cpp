@@ -558,7 +558,7 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                "prefill: %.2f ms, %.1f tokens/s\n"
                "time to first token: %.2f ms\n"
                "decode: %lld tokens in %.2f ms, %.1f tokens/s (%.3f ms/token)\n"
-               "cpu: module for %s, runtime kernels %s\n",
+               "%s: module for %s, runtime kernels %s\n",
                (long long)stats.prompt_tokens, (long long)stats.generated_tokens,
                stats.stopped_by_token ? " (stop token)" : "", stats.prefill_seconds * 1e3,
                stats.prefill_seconds > 0 ? stats.prompt_tokens / stats.prefill_seconds : 0.0,
@@ -566,6 +566,9 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                stats.decode_seconds * 1e3,
                stats.decode_seconds > 0 ? decodeSteps / stats.decode_seconds : 0.0,
                decodeSteps ? stats.decode_seconds * 1e3 / decodeSteps : 0.0,
+               // A CUDA module's host code is what the CPU runs.
+               std::strcmp(hasten_module_device(module), "cuda") == 0 ? "cuda (host code)"
+                                                                      : "cpu",
                hasten_module_cpu(module), hasten_runtime_kernel_isa());
   if (flags.drafter != "none") {
     std::string k = flags.speculation.k ? std::to_string(flags.speculation.k)
