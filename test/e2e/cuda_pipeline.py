@@ -254,9 +254,11 @@ def main():
                     f"{name}: cubins for sm_75/80/90 and PTX for sm_70 "
                     f"({sorted(cubins)}, {len(ptx)} PTX)")
             for arch, blob in sorted(cubins.items()):
-                machine = struct.unpack_from("<H", blob, 18)[0] if len(blob) > 20 else 0
-                c.check(blob[:4] == b"\x7fELF" and machine == EM_CUDA,
-                        f"{name}: the sm_{arch} cubin is a CUDA ELF file")
+                # ELF64: e_machine at 18; e_flags at 48, the SM in bits 8-15.
+                machine = struct.unpack_from("<H", blob, 18)[0] if len(blob) > 52 else 0
+                sm = (struct.unpack_from("<I", blob, 48)[0] >> 8) & 0xff if len(blob) > 52 else 0
+                c.check(blob[:4] == b"\x7fELF" and machine == EM_CUDA and sm == arch,
+                        f"{name}: the sm_{arch} cubin is a CUDA ELF file for sm_{sm}")
             if ptx:
                 ptx_path = os.path.join(work, name + ".ptx")
                 with open(ptx_path, "wb") as f:

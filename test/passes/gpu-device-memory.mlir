@@ -130,3 +130,26 @@ func.func @scalar_on_host(%past: memref<i64>) -> i64 {
   %p = memref.load %past[] : memref<i64>
   return %p : i64
 }
+
+// -----
+
+// A buffer a kernel reaches only through a view is device memory too.
+// CHECK-LABEL: func @through_a_view
+// CHECK: %[[B:.*]] = gpu.alloc () : memref<8xf32>
+// CHECK: %[[V:.*]] = memref.subview %[[B]]
+// CHECK: gpu.launch
+// CHECK: gpu.dealloc %[[B]]
+func.func @through_a_view(%x: memref<4xf32>) {
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  %b = memref.alloc() : memref<8xf32>
+  %v = memref.subview %b[4] [4] [1] : memref<8xf32> to memref<4xf32, strided<[1], offset: 4>>
+  gpu.launch blocks(%bx, %by, %bz) in (%gx = %c1, %gy = %c1, %gz = %c1)
+             threads(%tx, %ty, %tz) in (%sx = %c4, %sy = %c1, %sz = %c1) {
+    %a = memref.load %x[%tx] : memref<4xf32>
+    memref.store %a, %v[%tx] : memref<4xf32, strided<[1], offset: 4>>
+    gpu.terminator
+  }
+  memref.dealloc %b : memref<8xf32>
+  return
+}
