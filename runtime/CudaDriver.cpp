@@ -271,12 +271,6 @@ bool hasten::runtime::cudaAvailable(const std::vector<std::string> &gpus, std::s
   return true;
 }
 
-std::string hasten::runtime::cudaDeviceName() {
-  std::string error;
-  const Driver *d = driver(error);
-  return d ? d->name + " (sm_" + std::to_string(d->arch) + ")" : "";
-}
-
 namespace {
 
 /// A device allocation of `bytes` (at least one) that `fill` initializes,
@@ -342,8 +336,12 @@ bool hasten::runtime::cudaCopy(void *to, const void *from, size_t bytes, std::st
 }
 
 void hasten::runtime::cudaFree(void *device) {
+  // Null (a CPU module's) must not open the driver: a CPU-only program
+  // never initializes CUDA.
+  if (!device)
+    return;
   std::string error;
-  if (const Driver *d = driver(error); d && device)
+  if (const Driver *d = driver(error))
     d->cuMemFree(reinterpret_cast<CUdeviceptr>(device));
 }
 

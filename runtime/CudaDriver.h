@@ -18,8 +18,6 @@ namespace hasten::runtime {
 /// a driver, a device, and one not older than the oldest of them. If not,
 /// `error` says why ("no CUDA driver (libcuda.so.1: cannot open ...)").
 bool cudaAvailable(const std::vector<std::string> &gpus, std::string &error);
-/// "NVIDIA H200 (sm_90)", or "" without a device.
-std::string cudaDeviceName();
 /// A device copy of `bytes` bytes at `host` (null with `error` on failure).
 void *cudaUpload(const void *host, size_t bytes, std::string &error);
 /// Copies `bytes` from device memory to `host`.

@@ -945,4 +945,9 @@ MUTATIONS = [
      "    if (!seq->cache.assignZeros(seq->info.unitBytes(), isCuda(module), error))",
      "    if (!seq->cache.assignZeros(seq->info.unitBytes(), false, error))",
      "lit:tools/cuda-target.test"),
+    ("cuda runtime: freeing a CPU module opens the CUDA driver",
+     "runtime/CudaDriver.cpp",
+     "  if (!device)\n    return;\n  std::string error;\n  if (const Driver *d = driver(error))",
+     "  std::string error;\n  if (const Driver *d = driver(error); d && device)",
+     "lit:tools/cuda-target.test"),
 ]
