@@ -85,17 +85,15 @@ struct EmbedCudaBinariesPass
     if (ptx.empty() || ptx.back() != '\0')
       ptx.push_back('\0');
 
-    std::vector<std::unique_ptr<llvm::MemoryBuffer>> cubins;
+    FailureOr<std::vector<std::unique_ptr<llvm::MemoryBuffer>>> cubins =
+        assemble(binary, ptx, cubinArchs, tool);
+    if (failed(cubins))
+      return failure();
     std::vector<hasten::cuda::Image> images;
-    for (uint32_t arch : cubinArchs) {
-      FailureOr<std::unique_ptr<llvm::MemoryBuffer>> cubin = assemble(binary, ptx, arch, tool);
-      if (failed(cubin))
-        return failure();
+    for (auto [arch, cubin] : llvm::zip(cubinArchs, *cubins))
       images.push_back({hasten::cuda::ImageKind::Cubin, arch,
-                        reinterpret_cast<const uint8_t *>((*cubin)->getBufferStart()),
-                        (*cubin)->getBufferSize()});
-      cubins.push_back(std::move(*cubin));
-    }
+                        reinterpret_cast<const uint8_t *>(cubin->getBufferStart()),
+                        cubin->getBufferSize()});
     images.push_back({hasten::cuda::ImageKind::Ptx, *ptxArch,
                       reinterpret_cast<const uint8_t *>(ptx.data()), ptx.size()});
     std::vector<uint8_t> bundle = hasten::cuda::writeBundle(images);
@@ -107,37 +105,72 @@ struct EmbedCudaBinariesPass
     return success();
   }
 
-  FailureOr<std::unique_ptr<llvm::MemoryBuffer>>
-  assemble(gpu::BinaryOp binary, StringRef ptx, uint32_t arch, StringRef tool) {
-    SmallString<128> input, output, log;
+  /// The cubins of `ptx` for `archs`: one ptxas process per architecture,
+  /// all at once (a decoder's PTX takes ptxas seconds per architecture).
+  FailureOr<std::vector<std::unique_ptr<llvm::MemoryBuffer>>>
+  assemble(gpu::BinaryOp binary, StringRef ptx, ArrayRef<uint32_t> archs, StringRef tool) {
+    SmallString<128> input;
     int fd;
-    if (llvm::sys::fs::createTemporaryFile("hasten-kernel", "ptx", fd, input) ||
-        llvm::sys::fs::createTemporaryFile("hasten-kernel", "cubin", output) ||
-        llvm::sys::fs::createTemporaryFile("hasten-ptxas", "log", log))
-      return binary.emitError("cannot create temporary files for ptxas");
-    llvm::FileRemover removeInput(input), removeOutput(output), removeLog(log);
+    if (llvm::sys::fs::createTemporaryFile("hasten-kernel", "ptx", fd, input))
+      return binary.emitError("cannot create a temporary file for ptxas");
+    llvm::FileRemover removeInput(input);
     {
       llvm::raw_fd_ostream out(fd, /*shouldClose=*/true);
       out << ptx.drop_back(ptx.ends_with(StringRef("\0", 1)) ? 1 : 0);
     }
-    std::string archFlag = "-arch=sm_" + std::to_string(arch);
-    SmallVector<StringRef> args = {tool, archFlag, "-O3", input, "-o", output};
-    std::optional<StringRef> redirects[] = {std::nullopt, log.str(), log.str()};
-    std::string error;
-    int rc = llvm::sys::ExecuteAndWait(tool, args, std::nullopt, redirects, 0, 0, &error);
-    if (rc != 0) {
-      std::string text;
-      if (auto buffer = llvm::MemoryBuffer::getFile(log))
-        text = (*buffer)->getBuffer().trim().str();
-      return binary.emitError("ptxas ") << archFlag << " failed on the kernels of '"
-                                        << binary.getName() << "': " << (text.empty() ? error : text);
+    struct Job {
+      std::string archFlag;
+      SmallString<128> output, log;
+      std::unique_ptr<llvm::FileRemover> removeOutput, removeLog;
+      llvm::sys::ProcessInfo process;
+    };
+    std::vector<Job> jobs(archs.size());
+    for (auto [job, arch] : llvm::zip(jobs, archs)) {
+      job.archFlag = "-arch=sm_" + std::to_string(arch);
+      if (llvm::sys::fs::createTemporaryFile("hasten-kernel", "cubin", job.output) ||
+          llvm::sys::fs::createTemporaryFile("hasten-ptxas", "log", job.log))
+        return binary.emitError("cannot create temporary files for ptxas");
+      job.removeOutput = std::make_unique<llvm::FileRemover>(job.output);
+      job.removeLog = std::make_unique<llvm::FileRemover>(job.log);
+      SmallVector<StringRef> args = {tool, job.archFlag, "-O3", input, "-o", job.output};
+      std::optional<StringRef> redirects[] = {std::nullopt, job.log.str(), job.log.str()};
+      std::string error;
+      bool failedToStart = false;
+      job.process = llvm::sys::ExecuteNoWait(tool, args, std::nullopt, redirects, 0, &error,
+                                             &failedToStart);
+      if (failedToStart)
+        return binary.emitError("cannot run ptxas: ") << error;
     }
-    auto cubin = llvm::MemoryBuffer::getFile(output, /*IsText=*/false,
-                                             /*RequiresNullTerminator=*/false);
-    if (!cubin || (*cubin)->getBufferSize() == 0)
-      return binary.emitError("ptxas ") << archFlag << " wrote no cubin for '"
-                                        << binary.getName() << "'";
-    return std::move(*cubin);
+    std::vector<std::unique_ptr<llvm::MemoryBuffer>> cubins;
+    bool ok = true;
+    for (Job &job : jobs) {
+      // Every process is waited for, failed or not.
+      std::string error;
+      llvm::sys::ProcessInfo done = llvm::sys::Wait(job.process, std::nullopt, &error);
+      if (!ok)
+        continue;
+      if (done.ReturnCode != 0) {
+        std::string text;
+        if (auto buffer = llvm::MemoryBuffer::getFile(job.log))
+          text = (*buffer)->getBuffer().trim().str();
+        binary.emitError("ptxas ") << job.archFlag << " failed on the kernels of '"
+                                   << binary.getName() << "': " << (text.empty() ? error : text);
+        ok = false;
+        continue;
+      }
+      auto cubin = llvm::MemoryBuffer::getFile(job.output, /*IsText=*/false,
+                                               /*RequiresNullTerminator=*/false);
+      if (!cubin || (*cubin)->getBufferSize() == 0) {
+        binary.emitError("ptxas ") << job.archFlag << " wrote no cubin for '"
+                                   << binary.getName() << "'";
+        ok = false;
+        continue;
+      }
+      cubins.push_back(std::move(*cubin));
+    }
+    if (!ok)
+      return failure();
+    return cubins;
   }
 };
 
