@@ -30,17 +30,14 @@ using namespace mlir;
 
 namespace {
 
-/// 80 for "sm_80", or none.
+/// 80 for "sm_80" of an architecture that has existed (sm_50 on), or none.
 std::optional<uint32_t> archNumber(StringRef name) {
-  unsigned number;
-  if (!name.consume_front("sm_") || name.getAsInteger(10, number) || number < 50 ||
-      number > 1000)
+  std::optional<uint32_t> number = hasten::cuda::archNumber(name);
+  if (!number || *number < 50 || *number > 1000)
     return std::nullopt;
   return number;
 }
 
-/// The oldest architecture CUDA 13's ptxas assembles.
-constexpr uint32_t kOldestCubinArch = 75;
 
 struct EmbedCudaBinariesPass
     : public hasten::impl::EmbedCudaBinariesBase<EmbedCudaBinariesPass> {
@@ -55,7 +52,7 @@ struct EmbedCudaBinariesPass
         module.emitError("unknown GPU architecture '") << name << "' (use sm_70, sm_75, sm_80, ...)";
         return signalPassFailure();
       }
-      if (*number >= kOldestCubinArch)
+      if (*number >= hasten::cuda::kOldestCubinArch)
         cubinArchs.push_back(*number);
     }
     SmallString<128> tool(cudaPath);

@@ -261,8 +261,8 @@ bool hasten::runtime::cudaAvailable(const std::vector<std::string> &gpus, std::s
     return false;
   uint32_t oldest = ~0u;
   for (const std::string &gpu : gpus)
-    if (gpu.size() > 3 && gpu.compare(0, 3, "sm_") == 0)
-      oldest = std::min<uint32_t>(oldest, uint32_t(std::atoi(gpu.c_str() + 3)));
+    if (std::optional<uint32_t> number = hasten::cuda::archNumber(gpu))
+      oldest = std::min(oldest, *number);
   if (oldest != ~0u && d->arch < oldest) {
     error = "the GPU (" + d->name + ", sm_" + std::to_string(d->arch) +
             ") is older than the module's oldest architecture, sm_" + std::to_string(oldest);

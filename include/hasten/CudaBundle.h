@@ -22,7 +22,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace hasten::cuda {
@@ -31,6 +33,23 @@ constexpr char kCudaBundleMagic[8] = {'H', 'S', 'T', 'N', 'C', 'U', 'D', 'A'};
 constexpr uint32_t kCudaBundleVersion = 1;
 
 enum class ImageKind : uint32_t { Cubin = 0, Ptx = 1 };
+
+/// The oldest architecture CUDA 13's ptxas assembles; older ones (Volta)
+/// get PTX only.
+constexpr uint32_t kOldestCubinArch = 75;
+
+/// 80 for "sm_80"; none for anything but "sm_" and digits.
+inline std::optional<uint32_t> archNumber(std::string_view name) {
+  if (name.size() < 4 || name.size() > 10 || name.substr(0, 3) != "sm_")
+    return std::nullopt;
+  uint32_t number = 0;
+  for (char c : name.substr(3)) {
+    if (c < '0' || c > '9')
+      return std::nullopt;
+    number = number * 10 + uint32_t(c - '0');
+  }
+  return number;
+}
 
 struct Image {
   ImageKind kind;

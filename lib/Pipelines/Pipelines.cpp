@@ -2,6 +2,7 @@
 
 #include "hasten/Pipelines/Pipelines.h"
 
+#include "hasten/CudaBundle.h"
 #include "hasten/Passes/Passes.h"
 
 #include "mlir/Conversion/Passes.h"
@@ -154,14 +155,14 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   // Device side: PTX for the oldest architecture asked for (the driver
   // compiles it for anything newer), cubins next to it.
   std::vector<std::string> gpus(options.gpus.begin(), options.gpus.end());
-  auto number = [](StringRef gpu) {
-    unsigned n = 0;
-    return gpu.consume_front("sm_") && !gpu.getAsInteger(10, n) ? n : 0u;
+  auto number = [](const std::string &gpu) {
+    return hasten::cuda::archNumber(gpu).value_or(0);
   };
-  std::string oldest = "sm_80";
-  for (const std::string &gpu : gpus)
-    if (&gpu == &gpus.front() || number(gpu) < number(oldest))
-      oldest = gpu;
+  std::string oldest =
+      gpus.empty() ? std::string("sm_80")
+                   : *llvm::min_element(gpus, [&](const std::string &a, const std::string &b) {
+                       return number(a) < number(b);
+                     });
   GpuNVVMAttachTargetOptions attach;
   attach.chip = oldest;
   attach.optLevel = 3;

@@ -105,3 +105,16 @@ TEST(CudaBundleTest, RefusesDamage) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(CudaBundleTest, ReadsArchitectureNames) {
+  EXPECT_EQ(archNumber("sm_70"), 70u);
+  EXPECT_EQ(archNumber("sm_120"), 120u);
+  EXPECT_EQ(archNumber("sm_"), std::nullopt);
+  EXPECT_EQ(archNumber("sm_8x"), std::nullopt);
+  EXPECT_EQ(archNumber("compute_80"), std::nullopt);
+  EXPECT_EQ(archNumber("volta"), std::nullopt);
+}
+
+} // namespace

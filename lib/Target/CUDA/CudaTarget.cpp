@@ -12,6 +12,8 @@
 
 #include "hasten/Target/Target.h"
 
+#include "hasten/CudaBundle.h"
+
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Pipelines/Pipelines.h"
 
@@ -26,8 +28,6 @@ namespace {
 
 /// What the compiler knows how to target: Volta to Blackwell.
 constexpr unsigned kKnownArchs[] = {70, 72, 75, 80, 86, 87, 89, 90, 100, 103, 120};
-/// CUDA 13's ptxas assembles sm_75 and newer; older ones get PTX only.
-constexpr unsigned kOldestCubinArch = 75;
 
 class CudaTarget : public Target {
 public:
@@ -46,14 +46,12 @@ public:
                                "sm_90, ...)";
     bool needsPtxas = false;
     for (const std::string &gpu : options.gpus) {
-      StringRef name = gpu;
-      unsigned number = 0;
-      if (!name.consume_front("sm_") || name.getAsInteger(10, number) ||
-          !llvm::is_contained(kKnownArchs, number))
+      std::optional<uint32_t> number = cuda::archNumber(gpu);
+      if (!number || !llvm::is_contained(kKnownArchs, *number))
         return emitError(loc) << "unknown GPU architecture '" << gpu
                               << "' for --gpu (known: sm_70, sm_72, sm_75, sm_80, sm_86, sm_87, "
                                  "sm_89, sm_90, sm_100, sm_103, sm_120)";
-      needsPtxas |= number >= kOldestCubinArch;
+      needsPtxas |= *number >= cuda::kOldestCubinArch;
     }
     SmallString<128> ptxas(options.cudaPath);
     llvm::sys::path::append(ptxas, "bin", "ptxas");
