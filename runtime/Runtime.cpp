@@ -805,6 +805,48 @@ std::string formatSig(const hasten::manifest::TensorSig *sig) {
 /// _SHAPES) do not describe a sequence of tensors, or "" when they do:
 /// generated code reads elements where the table says, so a table that
 /// points outside the data must never reach it.
+/// Exporters name a dimension after others it must equal the sum of
+/// (Optimum's attention_mask: "past_sequence_length + sequence_length",
+/// "past_sequence_length + 1"). When every term is known (a name bound by
+/// another input, or a number), the sum must hold: a shorter mask would be
+/// read past its end. Returns the problem, or "" when it holds or cannot be
+/// decided.
+static std::string checkDimensionSum(
+    const std::string &name, int64_t extent,
+    const std::map<std::string, std::pair<int64_t, std::string>> &bound) {
+  if (name.find('+') == std::string::npos)
+    return "";
+  int64_t sum = 0;
+  std::string terms;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t plus = name.find('+', start);
+    std::string term = name.substr(start, plus == std::string::npos ? std::string::npos
+                                                                     : plus - start);
+    term.erase(0, term.find_first_not_of(" \t"));
+    term.erase(term.find_last_not_of(" \t") + 1);
+    char *end = nullptr;
+    long long number = std::strtoll(term.c_str(), &end, 10);
+    if (!term.empty() && end && *end == 0) {
+      sum += number;
+      terms += (terms.empty() ? "" : " + ") + term;
+    } else {
+      auto it = bound.find(term);
+      if (term.empty() || it == bound.end())
+        return "";
+      sum += it->second.first;
+      terms += (terms.empty() ? "" : " + ") + term + " (" + std::to_string(it->second.first) +
+               ", from input '" + it->second.second + "')";
+    }
+    if (plus == std::string::npos)
+      break;
+    start = plus + 1;
+  }
+  if (sum == extent)
+    return "";
+  return "is " + std::to_string(extent) + ", but " + terms + " = " + std::to_string(sum);
+}
+
 static std::string checkSequence(const hasten_tensor *data, const hasten_tensor *shapes) {
   if (!data || data->dims.size() != 1)
     return "its data must be a 1-D tensor right before its shape table";
@@ -927,6 +969,12 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
                     i > 0 && ins->Get(i - 1)->name() ? ins->Get(i - 1)->name()->c_str() : "?",
                     problem.c_str());
     }
+  }
+  for (const auto &[dimName, extent] : symbolic) {
+    std::string problem = checkDimensionSum(dimName, extent.first, symbolic);
+    if (!problem.empty())
+      return fail(HASTEN_ERROR_INVALID_ARGUMENT, "entry '%s': dimension '%s' of input '%s' %s",
+                  name, dimName.c_str(), extent.second.c_str(), problem.c_str());
   }
   // Descriptors for the inputs.
   std::vector<std::vector<int64_t>> inputDescs(numInputs);
