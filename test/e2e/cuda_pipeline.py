@@ -9,10 +9,12 @@ accepts that PTX for sm_75, sm_80 and sm_90. Models the target cannot run
 yet are refused with the error that names the host operation.
 
 Each module also runs against the stand-in driver (test/tools/Inputs/
-fake_cuda.c, as an sm_72 device, which no cubin fits, so that it loads the PTX and reads each
-kernel's parameters from it): every pointer a launch passes is device
-memory, every allocation is freed, and the outputs have the CPU outputs'
-shapes (the stand-in runs no kernel, so their values mean nothing).
+fake_cuda.c, as an sm_72 device, which no cubin fits, so that it loads the
+PTX), which runs every kernel in the PTX emulator (ptx_emulator.cpp): every
+pointer a launch passes is device memory, no kernel touches memory outside
+the device allocations, every allocation is freed, and the outputs equal the
+CPU target's (the same tolerance as on a GPU), as do the default decoder's
+greedy tokens.
 
 With a CUDA device (libcuda loads and finds one), each module also runs on
 it, and its outputs are compared with the CPU target's on the same inputs
@@ -28,6 +30,7 @@ usage: cuda_pipeline.py BUILD_BIN [--prepare DIR | --compare DIR OUT]
 import argparse
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -105,27 +108,35 @@ def bundles(module_path):
 
 
 def inputs_for(onnx_path):
-    """Random inputs for a model's graph inputs (dynamic dims: batch 1,
-    other dims 5; integer inputs small non-negative values)."""
+    """Random inputs for a model's graph inputs, consistent with its named
+    dimensions: a batch is 1, any other name 5, and a sum of names
+    ('past_sequence_length + sequence_length') their sum. Integer inputs are
+    small non-negative values; attention masks are ones."""
     import onnx
     model = onnx.load(onnx_path, load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
     rng = np.random.default_rng(7)
+
+    def extent(d, i):
+        if d.dim_value > 0:
+            return d.dim_value
+        if not d.dim_param:
+            return 1 if i == 0 else 5
+        return sum(1 if "batch" in name.strip() else 5 for name in d.dim_param.split("+"))
+
     values = {}
     for value in model.graph.input:
         if value.name in initializers:
             continue
         t = value.type.tensor_type
-        dims = []
-        for i, d in enumerate(t.shape.dim):
-            dims.append(d.dim_value if d.dim_value > 0 else (1 if i == 0 else 5))
+        dims = [extent(d, i) for i, d in enumerate(t.shape.dim)]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) \
             if hasattr(onnx.helper, "tensor_dtype_to_np_dtype") \
             else onnx.mapping.TENSOR_TYPE_TO_NP_TYPE[t.elem_type]
-        if np.issubdtype(dtype, np.integer):
+        if "mask" in value.name or dtype == np.bool_:
+            values[value.name] = np.ones(dims, dtype)
+        elif np.issubdtype(dtype, np.integer):
             values[value.name] = rng.integers(0, 8, dims).astype(dtype)
-        elif dtype == np.bool_:
-            values[value.name] = np.ones(dims, np.bool_)
         else:
             values[value.name] = rng.standard_normal(dims).astype(dtype)
     return values
@@ -150,11 +161,10 @@ def cuda_device(bin_dir, module, inputs, work):
 
 def fake_checks(c, name, bin_dir, module, inputs, cpu_dir, work):
     """The module against the stand-in driver (see the docstring)."""
-    fake = os.path.join(os.path.dirname(bin_dir.rstrip("/")), "lib", "libhasten_fake_cuda.so")
     log = os.path.join(work, name + ".fake.log")
     if os.path.exists(log):
         os.remove(log)
-    env = dict(os.environ, HASTEN_CUDA_DRIVER=fake, FAKE_CUDA_ARCH="72", FAKE_CUDA_LOG=log)
+    env = fake_env(bin_dir, log)
     out_dir = os.path.join(work, name + ".fake")
     p = run(bin_dir, module, inputs, out_dir, env)
     c.check(p.returncode == 0, f"{name}: runs against the stand-in driver" + (
@@ -162,16 +172,16 @@ def fake_checks(c, name, bin_dir, module, inputs, cpu_dir, work):
     text = open(log).read() if os.path.exists(log) else ""
     c.check("load PTX for sm_70" in text, f"{name}: an sm_72 device gets the PTX")
     summary = [line for line in text.splitlines() if "live allocations at exit" in line]
-    c.check(bool(summary) and ", launches 0," not in summary[-1]
+    launches = re.search(r", launches (\d+),", summary[-1]) if summary else None
+    emulated = re.search(r"launches emulated (\d+)$", summary[-1]) if summary else None
+    c.check(bool(launches and emulated) and launches.group(1) != "0"
+            and launches.group(1) == emulated.group(1)
             and "host pointers passed to kernels 0," in summary[-1]
-            and summary[-1].endswith("modules loaded at exit 0, live allocations at exit 0"),
-            f"{name}: every kernel pointer is device memory, everything freed "
-            f"({summary[-1] if summary else 'no summary'})")
-    for f in sorted(os.listdir(cpu_dir)) if os.path.isdir(cpu_dir) else []:
-        fake_out = os.path.join(out_dir, f)
-        c.check(os.path.exists(fake_out) and
-                np.load(fake_out).shape == np.load(os.path.join(cpu_dir, f)).shape,
-                f"{name}: {f} comes back with the CPU output's shape")
+            and "modules loaded at exit 0, live allocations at exit 0," in summary[-1],
+            f"{name}: every kernel emulated, every kernel pointer device memory, everything "
+            f"freed ({summary[-1] if summary else 'no summary'})")
+    if p.returncode == 0:
+        compare(c, name, out_dir, cpu_dir, "emulated")
 
 
 def generated_ids(text):
@@ -188,23 +198,36 @@ def generate(bin_dir, module, prompt, count, env=None):
                            "--print-ids"], capture_output=True, text=True, env=env)
 
 
-def compare(c, name, gpu_dir, cpu_dir):
+def fake_env(bin_dir, log=None):
+    fake = os.path.join(os.path.dirname(bin_dir.rstrip("/")), "lib", "libhasten_fake_cuda.so")
+    env = dict(os.environ, HASTEN_CUDA_DRIVER=fake, FAKE_CUDA_ARCH="72")
+    if log:
+        env["FAKE_CUDA_LOG"] = log
+    return env
+
+
+def compare(c, name, gpu_dir, cpu_dir, where="on the GPU"):
     outputs = sorted(f for f in os.listdir(cpu_dir) if f.endswith(".npy"))
     c.check(bool(outputs), f"{name}: the CPU module wrote outputs")
     for f in outputs:
         gpu_path = os.path.join(gpu_dir, f)
         if not os.path.exists(gpu_path):
-            c.check(False, f"{name}: the GPU module wrote {f}")
+            c.check(False, f"{name}: {f} written {where}")
             continue
         cpu, gpu = np.load(os.path.join(cpu_dir, f)), np.load(gpu_path)
         if cpu.dtype.kind == "f":
-            scale = float(np.max(np.abs(cpu))) if cpu.size else 0.0
-            err = float(np.max(np.abs(gpu.astype(np.float64) - cpu))) if cpu.size else 0.0
-            c.check(gpu.shape == cpu.shape and err <= 1e-5 * max(scale, 1e-30),
-                    f"{name}: {f} on the GPU = CPU (max err {err:.2e}, scale {scale:.2e})")
+            # NaN where the CPU has NaN (a fully masked row), close elsewhere.
+            same_nan = gpu.shape == cpu.shape and np.array_equal(np.isnan(cpu), np.isnan(gpu))
+            finite = ~np.isnan(cpu) if same_nan else np.zeros(cpu.shape, bool)
+            scale = float(np.max(np.abs(cpu[finite]))) if finite.any() else 0.0
+            err = float(np.max(np.abs(gpu[finite].astype(np.float64) - cpu[finite]))) \
+                if finite.any() else 0.0
+            c.check(same_nan and err <= 1e-5 * max(scale, 1e-30),
+                    f"{name}: {f} {where} = CPU (max err {err:.2e}, scale {scale:.2e}, "
+                    f"NaN in the same places: {same_nan})")
         else:
             c.check(gpu.shape == cpu.shape and np.array_equal(gpu, cpu),
-                    f"{name}: {f} on the GPU = CPU (exact)")
+                    f"{name}: {f} {where} = CPU (exact)")
 
 
 def main():
@@ -308,6 +331,12 @@ def main():
                     f"{name}: generates {count} tokens on the CPU")
             cases.append({"name": name + ".generate", "module": name + ".cuda.so",
                           "prompt": prompt, "count": count, "ids": ids})
+            emulated = generate(args.bin_dir, os.path.join(work, name + ".cuda.so"), prompt,
+                                count, fake_env(args.bin_dir))
+            c.check(emulated.returncode == 0 and generated_ids(emulated.stdout) == ids,
+                    f"{name}: greedy tokens emulated = CPU ({generated_ids(emulated.stdout)} "
+                    f"vs {ids})" + ("" if emulated.returncode == 0
+                                   else f": {emulated.stderr.strip()[:300]}"))
             if args.prepare or device_problem is not None:
                 continue
             gpu = generate(args.bin_dir, os.path.join(work, name + ".cuda.so"), prompt, count)

@@ -1,0 +1,481 @@
+//===- PtxEmulatorTest.cpp - the stand-in driver's PTX interpreter --------===//
+//
+// The CUDA end-to-end checks trust the emulator (test/tools/Inputs/
+// ptx_emulator.cpp) to run kernels as a GPU would; here it runs handwritten
+// PTX whose results follow from the PTX ISA: the corner cases of integer and
+// float semantics, warp shuffles, shared memory and barriers, calls, local
+// memory and device-side malloc, and the faults it must report instead of
+// reading or writing outside the memory a kernel was given.
+//
+//===----------------------------------------------------------------------===//
+
+#include "../tools/Inputs/ptx_emulator.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char *kHeader = ".version 7.0\n.target sm_70\n.address_size 64\n";
+
+struct Loaded {
+  PtxModule *module = nullptr;
+  std::string error;
+  explicit Loaded(const std::string &body) {
+    char buffer[1024] = {0};
+    module = ptxLoad((kHeader + body).c_str(), buffer, sizeof buffer);
+    error = buffer;
+  }
+  ~Loaded() {
+    if (module)
+      ptxUnload(module);
+  }
+};
+
+int mallocs = 0, frees = 0;
+void *countedMalloc(size_t size) {
+  ++mallocs;
+  return std::malloc(size);
+}
+void countedFree(void *p) {
+  ++frees;
+  std::free(p);
+}
+
+// Launches with the given buffers as the only device memory.
+int launch(PtxModule *m, const char *kernel, unsigned grid, unsigned block,
+           std::vector<std::pair<void *, size_t>> buffers, std::vector<void *> params,
+           std::string *error = nullptr, unsigned gridY = 1, unsigned blockY = 1) {
+  std::vector<uint64_t> bases, sizes;
+  for (auto &[p, n] : buffers) {
+    bases.push_back(uint64_t(reinterpret_cast<uintptr_t>(p)));
+    sizes.push_back(n);
+  }
+  PtxMemory memory = {bases.data(), sizes.data(), bases.size(), countedMalloc, countedFree};
+  unsigned g[3] = {grid, gridY, 1}, b[3] = {block, blockY, 1};
+  char buffer[1024] = {0};
+  int r = ptxLaunch(m, kernel, g, b, 0, params.data(), &memory, buffer, sizeof buffer);
+  if (error)
+    *error = buffer;
+  return r;
+}
+
+uint32_t bitsOf(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+// One thread stores the results of instructions whose PTX ISA semantics
+// differ from C's or are easy to get wrong.
+TEST(PtxEmulator, IntegerAndFloatSemantics) {
+  Loaded l(R"(
+.visible .entry semantics(.param .u64 semantics_param_0)
+{
+  .reg .pred %p<6>;
+  .reg .b16 %rs<4>;
+  .reg .b32 %r<40>;
+  .reg .f32 %f<8>;
+  .reg .b64 %rd<8>;
+  ld.param.u64 %rd1, [semantics_param_0];
+  cvta.to.global.u64 %rd1, %rd1;
+  mov.u32 %r1, 1;
+  shl.b32 %r2, %r1, 33;               // shift amounts clamp: 0
+  st.global.u32 [%rd1], %r2;
+  mov.u32 %r1, -8;
+  shr.s32 %r2, %r1, 40;               // arithmetic, clamped: -1
+  st.global.u32 [%rd1+4], %r2;
+  mov.f32 %f1, 0f4F32D05E;            // 3e9
+  cvt.rzi.s32.f32 %r3, %f1;           // saturates: INT_MAX
+  st.global.u32 [%rd1+8], %r3;
+  mov.f32 %f2, 0f7FC00000;            // NaN
+  cvt.rzi.s32.f32 %r4, %f2;           // NaN converts to 0
+  st.global.u32 [%rd1+12], %r4;
+  mov.f32 %f3, 0fC02CCCCD;            // -2.7
+  cvt.rzi.s32.f32 %r5, %f3;           // toward zero: -2
+  st.global.u32 [%rd1+16], %r5;
+  mov.f32 %f4, 0fC0200000;            // -2.5
+  cvt.rmi.f32.f32 %f5, %f4;           // floor: -3.0
+  st.global.f32 [%rd1+20], %f5;
+  mov.f32 %f6, 0f3F800000;            // 1.0
+  setp.lt.f32 %p1, %f2, %f6;          // ordered: false with NaN
+  selp.u32 %r6, 1, 0, %p1;
+  st.global.u32 [%rd1+24], %r6;
+  setp.ltu.f32 %p2, %f2, %f6;         // unordered: true with NaN
+  selp.u32 %r7, 1, 0, %p2;
+  st.global.u32 [%rd1+28], %r7;
+  mov.f32 %f7, 0f40000000;            // 2.0
+  max.f32 %f1, %f2, %f7;              // NaN operand ignored: 2.0
+  st.global.f32 [%rd1+32], %f1;
+  max.NaN.f32 %f1, %f2, %f7;          // NaN propagates
+  st.global.f32 [%rd1+36], %f1;
+  mov.u32 %r8, -7;
+  div.s32 %r9, %r8, 2;                // truncates: -3
+  st.global.u32 [%rd1+40], %r9;
+  rem.s32 %r10, %r8, 2;               // sign of the dividend: -1
+  st.global.u32 [%rd1+44], %r10;
+  mov.u32 %r11, -1;
+  mul.hi.u32 %r12, %r11, %r11;        // 0xfffffffe
+  st.global.u32 [%rd1+48], %r12;
+  mov.u32 %r13, -3;
+  mul.wide.s32 %rd2, %r13, 5;         // -15 as 64 bits
+  st.global.u64 [%rd1+56], %rd2;
+  mov.f32 %f1, 0f3F808000;            // halfway between two bf16 values
+  cvt.rn.bf16.f32 %rs1, %f1;          // ties to even: 0x3f80
+  cvt.u32.u16 %r14, %rs1;
+  st.global.u32 [%rd1+64], %r14;
+  mov.f32 %f1, 0f3F818000;
+  cvt.rn.bf16.f32 %rs2, %f1;          // ties to even: 0x3f82
+  cvt.u32.u16 %r15, %rs2;
+  st.global.u32 [%rd1+68], %r15;
+  mov.u32 %r16, -2147483648;
+  setp.hi.u32 %p3, %r16, 1;           // unsigned: true
+  selp.u32 %r17, 1, 0, %p3;
+  st.global.u32 [%rd1+72], %r17;
+  setp.gt.s32 %p4, %r16, 1;           // signed: false
+  selp.u32 %r18, 1, 0, %p4;
+  st.global.u32 [%rd1+76], %r18;
+  mov.u64 %rd3, 4294967301;           // 0x1_0000_0005
+  cvt.u32.u64 %r19, %rd3;             // 5
+  st.global.u32 [%rd1+80], %r19;
+  mov.u32 %r20, -1;
+  cvt.s64.s32 %rd4, %r20;             // sign-extends
+  shr.u64 %rd5, %rd4, 32;             // logical: 0xffffffff
+  st.global.u32 [%rd1+84], %rd5;
+  setp.eq.and.s32 %p5, %r1, %r1, %p4; // true and false: 0
+  selp.u32 %r21, 1, 0, %p5;
+  st.global.u32 [%rd1+88], %r21;
+  ld.global.s8 %r22, [%rd1+87];       // the byte 0xff, sign-extended
+  st.global.u32 [%rd1+92], %r22;
+  ret;
+}
+)");
+  ASSERT_TRUE(l.module) << l.error;
+  std::vector<uint32_t> out(24, 0xdeadbeef);
+  void *p = out.data();
+  std::string error;
+  ASSERT_EQ(launch(l.module, "semantics", 1, 1, {{out.data(), out.size() * 4}}, {&p}, &error),
+            0)
+      << error;
+  EXPECT_EQ(out[0], 0u);
+  EXPECT_EQ(out[1], 0xffffffffu);
+  EXPECT_EQ(out[2], 2147483647u);
+  EXPECT_EQ(out[3], 0u);
+  EXPECT_EQ(int32_t(out[4]), -2);
+  EXPECT_EQ(out[5], bitsOf(-3.0f));
+  EXPECT_EQ(out[6], 0u);
+  EXPECT_EQ(out[7], 1u);
+  EXPECT_EQ(out[8], bitsOf(2.0f));
+  float nan;
+  std::memcpy(&nan, &out[9], 4);
+  EXPECT_TRUE(std::isnan(nan));
+  EXPECT_EQ(int32_t(out[10]), -3);
+  EXPECT_EQ(int32_t(out[11]), -1);
+  EXPECT_EQ(out[12], 0xfffffffeu);
+  int64_t wide;
+  std::memcpy(&wide, &out[14], 8);
+  EXPECT_EQ(wide, -15);
+  EXPECT_EQ(out[16], 0x3f80u);
+  EXPECT_EQ(out[17], 0x3f82u);
+  EXPECT_EQ(out[18], 1u);
+  EXPECT_EQ(out[19], 0u);
+  EXPECT_EQ(out[20], 5u);
+  EXPECT_EQ(out[21], 0xffffffffu);
+  EXPECT_EQ(out[22], 0u);
+  EXPECT_EQ(out[23], 0xffffffffu);
+}
+
+// A block sum: a butterfly shuffle within each warp, the warps' partial sums
+// through shared memory, a barrier, then thread 0 adds them; and an
+// inclusive scan within each warp with shfl.up, whose lanes below the
+// distance keep their value (the predicate says the source was out of range).
+const char *kWarps = R"(
+.visible .entry reduce(.param .u64 reduce_param_0, .param .u64 reduce_param_1)
+{
+  .reg .pred %p<4>;
+  .reg .b32 %r<20>;
+  .reg .b64 %rd<10>;
+  .shared .align 4 .b8 partial[16];
+  ld.param.u64 %rd1, [reduce_param_0];
+  ld.param.u64 %rd2, [reduce_param_1];
+  cvta.to.global.u64 %rd1, %rd1;
+  cvta.to.global.u64 %rd2, %rd2;
+  mov.u32 %r1, %tid.x;
+  mul.wide.u32 %rd3, %r1, 4;
+  add.s64 %rd4, %rd1, %rd3;
+  ld.global.u32 %r2, [%rd4];
+  shfl.sync.bfly.b32 %r3, %r2, 16, 31, -1;
+  add.s32 %r2, %r2, %r3;
+  shfl.sync.bfly.b32 %r3, %r2, 8, 31, -1;
+  add.s32 %r2, %r2, %r3;
+  shfl.sync.bfly.b32 %r3, %r2, 4, 31, -1;
+  add.s32 %r2, %r2, %r3;
+  shfl.sync.bfly.b32 %r3, %r2, 2, 31, -1;
+  add.s32 %r2, %r2, %r3;
+  shfl.sync.bfly.b32 %r3, %r2, 1, 31, -1;
+  add.s32 %r2, %r2, %r3;
+  and.b32 %r4, %r1, 31;
+  setp.ne.s32 %p1, %r4, 0;
+  shr.u32 %r5, %r1, 5;
+  shl.b32 %r6, %r5, 2;
+  mov.u32 %r7, partial;
+  add.s32 %r8, %r7, %r6;
+  @!%p1 st.shared.u32 [%r8], %r2;
+  bar.sync 0;
+  setp.ne.s32 %p2, %r1, 0;
+  @%p2 bra $L__done;
+  ld.shared.u32 %r9, [partial];
+  ld.shared.u32 %r10, [partial+4];
+  ld.shared.u32 %r11, [partial+8];
+  ld.shared.u32 %r12, [partial+12];
+  add.s32 %r9, %r9, %r10;
+  add.s32 %r9, %r9, %r11;
+  add.s32 %r9, %r9, %r12;
+  st.global.u32 [%rd2], %r9;
+$L__done:
+  ret;
+}
+
+.visible .entry scan(.param .u64 scan_param_0, .param .u64 scan_param_1)
+{
+  .reg .pred %p<4>;
+  .reg .b32 %r<10>;
+  .reg .b64 %rd<8>;
+  ld.param.u64 %rd1, [scan_param_0];
+  ld.param.u64 %rd2, [scan_param_1];
+  mov.u32 %r1, %tid.x;
+  mul.wide.u32 %rd3, %r1, 4;
+  add.s64 %rd4, %rd1, %rd3;
+  ld.global.u32 %r2, [%rd4];
+  mov.u32 %r5, 1;
+$L__step:
+  shfl.sync.up.b32 %r3|%p1, %r2, %r5, 0, -1;
+  @%p1 add.s32 %r2, %r2, %r3;
+  shl.b32 %r5, %r5, 1;
+  setp.lt.u32 %p2, %r5, 32;
+  @%p2 bra $L__step;
+  add.s64 %rd5, %rd2, %rd3;
+  st.global.u32 [%rd5], %r2;
+  ret;
+}
+)";
+
+TEST(PtxEmulator, WarpShufflesSharedMemoryAndBarriers) {
+  Loaded l(kWarps);
+  ASSERT_TRUE(l.module) << l.error;
+  std::vector<uint32_t> in(128), scanned(128, 0);
+  uint32_t sum = 0;
+  for (uint32_t i = 0; i < 128; ++i) {
+    in[i] = i * 2654435761u; // wraps: the sum is modulo 2^32 too
+    sum += in[i];
+  }
+  uint32_t result = 0;
+  void *inPtr = in.data(), *resultPtr = &result, *scannedPtr = scanned.data();
+  std::string error;
+  ASSERT_EQ(launch(l.module, "reduce", 1, 128, {{in.data(), 512}, {&result, 4}},
+                   {&inPtr, &resultPtr}, &error),
+            0)
+      << error;
+  EXPECT_EQ(result, sum);
+  ASSERT_EQ(launch(l.module, "scan", 1, 128, {{in.data(), 512}, {scanned.data(), 512}},
+                   {&inPtr, &scannedPtr}, &error),
+            0)
+      << error;
+  for (uint32_t warp = 0; warp < 4; ++warp) {
+    uint32_t running = 0;
+    for (uint32_t lane = 0; lane < 32; ++lane) {
+      running += in[warp * 32 + lane];
+      EXPECT_EQ(scanned[warp * 32 + lane], running) << "thread " << warp * 32 + lane;
+    }
+  }
+}
+
+// Every thread of a 2-D grid of 2-D blocks writes its linear index where it
+// belongs: the special registers of all four kinds.
+TEST(PtxEmulator, GridAndBlockIndices) {
+  Loaded l(R"(
+.visible .entry index(.param .u64 index_param_0)
+{
+  .reg .b32 %r<16>;
+  .reg .b64 %rd<6>;
+  ld.param.u64 %rd1, [index_param_0];
+  mov.u32 %r1, %ctaid.x;
+  mov.u32 %r2, %ntid.x;
+  mov.u32 %r3, %tid.x;
+  mad.lo.s32 %r4, %r1, %r2, %r3;      // x
+  mov.u32 %r5, %ctaid.y;
+  mov.u32 %r6, %ntid.y;
+  mov.u32 %r7, %tid.y;
+  mad.lo.s32 %r8, %r5, %r6, %r7;      // y
+  mov.u32 %r9, %nctaid.x;
+  mul.lo.s32 %r10, %r9, %r2;          // width
+  mad.lo.s32 %r11, %r8, %r10, %r4;
+  mul.wide.u32 %rd2, %r11, 4;
+  add.s64 %rd3, %rd1, %rd2;
+  st.global.u32 [%rd3], %r11;
+  ret;
+}
+)");
+  ASSERT_TRUE(l.module) << l.error;
+  // grid 3x2 of blocks 8x4: 24 x 8 threads.
+  std::vector<uint32_t> out(24 * 8, 0xffffffff);
+  void *p = out.data();
+  std::string error;
+  ASSERT_EQ(launch(l.module, "index", 3, 8, {{out.data(), out.size() * 4}}, {&p}, &error, 2, 4),
+            0)
+      << error;
+  for (uint32_t i = 0; i < out.size(); ++i)
+    EXPECT_EQ(out[i], i);
+}
+
+// A call with a parameter and a result, local memory read through a generic
+// address, and device-side malloc and free.
+TEST(PtxEmulator, CallsLocalMemoryAndDeviceMalloc) {
+  Loaded l(R"(
+.extern .func (.param .b64 func_retval0) malloc
+(
+  .param .b64 malloc_param_0
+)
+;
+.extern .func free
+(
+  .param .b64 free_param_0
+)
+;
+.func (.param .b32 func_retval0) twice(.param .b32 twice_param_0)
+{
+  .reg .b32 %r<3>;
+  ld.param.b32 %r1, [twice_param_0];
+  add.s32 %r2, %r1, %r1;
+  st.param.b32 [func_retval0], %r2;
+  ret;
+}
+.visible .entry calls(.param .u64 calls_param_0)
+{
+  .local .align 8 .b8 __local_depot0[16];
+  .reg .b64 %SP;
+  .reg .b64 %SPL;
+  .reg .b32 %r<6>;
+  .reg .b64 %rd<8>;
+  mov.u64 %SPL, __local_depot0;
+  cvta.local.u64 %SP, %SPL;
+  mov.u32 %r1, %tid.x;
+  st.local.u32 [%SPL+4], %r1;
+  ld.u32 %r2, [%SP+4];
+  { // callseq 0, 0
+  .param .b32 param0;
+  st.param.b32 [param0], %r2;
+  .param .b32 retval0;
+  call.uni (retval0), twice, (param0);
+  ld.param.b32 %r3, [retval0];
+  } // callseq 0
+  { // callseq 1, 0
+  .param .b64 param0;
+  st.param.b64 [param0], 64;
+  .param .b64 retval0;
+  call.uni (retval0), malloc, (param0);
+  ld.param.b64 %rd1, [retval0];
+  }
+  st.u32 [%rd1+60], %r3;
+  ld.u32 %r4, [%rd1+60];
+  { // callseq 2, 0
+  .param .b64 param0;
+  st.param.b64 [param0], %rd1;
+  call.uni free, (param0);
+  }
+  ld.param.u64 %rd2, [calls_param_0];
+  mul.wide.u32 %rd3, %r1, 4;
+  add.s64 %rd4, %rd2, %rd3;
+  st.global.u32 [%rd4], %r4;
+  ret;
+}
+)");
+  ASSERT_TRUE(l.module) << l.error;
+  std::vector<uint32_t> out(40, 0);
+  void *p = out.data();
+  std::string error;
+  mallocs = frees = 0;
+  ASSERT_EQ(launch(l.module, "calls", 1, 40, {{out.data(), out.size() * 4}}, {&p}, &error), 0)
+      << error;
+  for (uint32_t i = 0; i < out.size(); ++i)
+    EXPECT_EQ(out[i], 2 * i);
+  EXPECT_EQ(mallocs, 40);
+  EXPECT_EQ(frees, 40);
+}
+
+// A kernel that reads one element past its buffer fails its launch, naming
+// the thread, the line and the address; nothing past the buffer is read.
+TEST(PtxEmulator, OutOfBoundsAccessFailsTheLaunch) {
+  Loaded l(R"(
+.visible .entry copy(.param .u64 copy_param_0, .param .u64 copy_param_1)
+{
+  .reg .b32 %r<4>;
+  .reg .b64 %rd<8>;
+  ld.param.u64 %rd1, [copy_param_0];
+  ld.param.u64 %rd2, [copy_param_1];
+  mov.u32 %r1, %tid.x;
+  mul.wide.u32 %rd3, %r1, 4;
+  add.s64 %rd4, %rd1, %rd3;
+  ld.global.u32 %r2, [%rd4];
+  add.s64 %rd5, %rd2, %rd3;
+  st.global.u32 [%rd5], %r2;
+  ret;
+}
+)");
+  ASSERT_TRUE(l.module) << l.error;
+  std::vector<uint32_t> in(8, 7), out(9, 0);
+  void *inPtr = in.data(), *outPtr = out.data();
+  std::string error;
+  EXPECT_NE(launch(l.module, "copy", 1, 9, {{in.data(), 32}, {out.data(), 36}},
+                   {&inPtr, &outPtr}, &error),
+            0);
+  EXPECT_NE(error.find("thread (8,0,0)"), std::string::npos) << error;
+  EXPECT_NE(error.find("ld.global.u32"), std::string::npos) << error;
+  EXPECT_NE(error.find("load of 4 bytes"), std::string::npos) << error;
+  EXPECT_NE(error.find("outside every device allocation"), std::string::npos) << error;
+  EXPECT_EQ(out[8], 0u);
+  // A host pointer where a device one belongs: the same fault.
+  std::vector<uint32_t> host(9, 1);
+  void *hostPtr = host.data();
+  EXPECT_NE(launch(l.module, "copy", 1, 1, {{out.data(), 36}}, {&hostPtr, &outPtr}, &error), 0);
+  EXPECT_NE(error.find("outside every device allocation"), std::string::npos) << error;
+  // An unknown kernel name.
+  EXPECT_NE(launch(l.module, "nope", 1, 1, {}, {}, &error), 0);
+  EXPECT_NE(error.find("no kernel named nope"), std::string::npos) << error;
+}
+
+// What the emulator does not implement is refused when the module loads,
+// with the line, rather than run wrongly.
+TEST(PtxEmulator, UnsupportedInstructionsAreRefusedAtLoad) {
+  Loaded tex(R"(
+.visible .entry sample(.param .u64 sample_param_0)
+{
+  .reg .f32 %f<5>;
+  .reg .b64 %rd<3>;
+  ld.param.u64 %rd1, [sample_param_0];
+  tex.1d.v4.f32.s32 {%f1, %f2, %f3, %f4}, [%rd1, {%f1}];
+  ret;
+}
+)");
+  EXPECT_EQ(tex.module, nullptr);
+  EXPECT_NE(tex.error.find("line 10: unsupported instruction 'tex.1d.v4.f32.s32'"),
+            std::string::npos)
+      << tex.error;
+  Loaded label(R"(
+.visible .entry jump()
+{
+  bra $L__nowhere;
+}
+)");
+  EXPECT_EQ(label.module, nullptr);
+  EXPECT_NE(label.error.find("unknown label '$L__nowhere'"), std::string::npos) << label.error;
+}
+
+} // namespace
