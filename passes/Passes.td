@@ -206,6 +206,94 @@ def TileAttention : Pass<"hasten-tile-attention"> {
                            "::mlir::math::MathDialect", "::mlir::vector::VectorDialect"];
 }
 
+def GpuAttention : Pass<"hasten-gpu-attention"> {
+  let summary = "Lower hasten.attention into a GPU kernel: K/V tiles in shared memory, online softmax per thread";
+  let description = [{
+    Replaces each `hasten.attention` with static head dims by a `gpu.launch`
+    that never builds the `q_len x kv_len` scores (FlashAttention-2's online
+    softmax, O(S d) memory), following the op's `#hasten.attention_tiling`
+    (planned for `target` first when the op has none):
+
+    - one thread block per (query block, head, batch), `block_q` threads,
+      one query row per thread, its query row (pre-scaled) and output
+      accumulator in private memory;
+    - an `scf.for` over key tiles carrying the row's running maximum and
+      sum: the block stages a tile of K and V in shared memory (`gpu.barrier`
+      before and after), each thread scores its row against the tile, takes
+      the tile's maximum, rescales its accumulator by `exp(m - m')` once per
+      tile and adds `P V`;
+    - with `causal`, the key loop of a block ends at the last key its last
+      row may see, so tiles above the diagonal are never loaded or computed;
+      keys past a row's diagonal inside a tile score `-inf`;
+    - a mask operand (additive or boolean) is read in place, broadcast by
+      index; grouped and multi-query heads read their shared K/V head.
+
+    Operands of any float type are computed in f32 with FMA (the SIMT form,
+    which f32 models need: their products would lose precision on tensor
+    cores); the key tile is the plan's `tile_kv`, halved until the f32 K and
+    V tiles fit 40 KB of static shared memory. Ops with a dynamic head dim
+    are left to `--hasten-tile-attention`, with a remark.
+
+    The shared tiles are `memref.alloca`s in workgroup memory and the
+    barriers calls of `@hasten_gpu_barrier` until
+    `--hasten-finalize-gpu-kernels`, after buffer deallocation.
+
+    ```mlir
+    %o = hasten.attention %q, %k, %v heads(4, 2) causal : ...
+    // becomes
+    %out = memref.alloc(...)
+    gpu.launch blocks(%qb, %h, %b) in (%nq, 4, %B) threads(%t, %y, %z) in (64, 1, 1) {
+      %ks = memref.alloca() : memref<64x32xf32, #gpu.address_space<workgroup>>
+      %qrow = memref.alloca() : memref<32xf32>
+      ...
+      %r:2 = scf.for %k0 = %c0 to %end step %c64 iter_args(%m = %ninf, %l = %zero) {
+        ... stage K and V, barrier, scores, rescale, P V, barrier
+      }
+      ...
+    }
+    %o = bufferization.to_tensor %out
+    ```
+  }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"sm_80\"",
+           "Target to plan for when an op has no tiling: sm_70, sm_80 or sm_90">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect", "::mlir::tensor::TensorDialect",
+                           "::mlir::bufferization::BufferizationDialect"];
+}
+
+def FinalizeGpuKernels : Pass<"hasten-finalize-gpu-kernels", "::mlir::ModuleOp"> {
+  let summary = "Resolve the placeholders that let kernels built on tensors pass buffer deallocation";
+  let description = [{
+    Kernels generated on tensors (`--hasten-gpu-attention`) go through
+    bufferization and ownership-based buffer deallocation inside their
+    `gpu.launch`. That pass refuses ops that declare no memory effects,
+    `gpu.barrier` among them (it accepts calls), and gives every block with
+    memref arguments ownership arguments as well, which a launch's
+    attribution arguments cannot have. So such kernels hold placeholders
+    until this pass, the first of the CUDA lowering, resolves them:
+
+    - each call of the private function `@hasten_gpu_barrier` becomes
+      `gpu.barrier` (and the declaration goes); a call outside a
+      `gpu.launch` has no block to synchronize and is an error;
+    - each static `memref.alloca` in `#gpu.address_space<workgroup>` inside
+      a launch becomes a workgroup attribution of that launch (shared
+      memory); a dynamic one is an error.
+
+    ```mlir
+    gpu.launch ... {
+      %tile = memref.alloca() : memref<64x32xf32, #gpu.address_space<workgroup>>
+      func.call @hasten_gpu_barrier() : () -> ()
+    // becomes
+    gpu.launch ... workgroup(%tile : memref<64x32xf32, #gpu.address_space<workgroup>>) {
+      gpu.barrier
+    ```
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
 def DecomposeAggregatedOps : Pass<"hasten-decompose-aggregated-ops"> {
   let summary = "Decompose aggregated linalg ops (softmax) into linalg.generic chains";
   let description = [{

@@ -371,6 +371,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     tensor.kvBlockSize = options.kv.blockSize;
     // Without the runtime's attention kernel, attention is tiled in IR.
     tensor.attention = target->hasAttentionKernel() ? options.attention : "generated";
+    tensor.gpuAttention = target->gpuAttentionTarget();
     tensor.speculationK = options.speculationK;
     if (options.printAttentionPlan) {
       // The plan the tensor stage follows (generated) or the kernel's

@@ -41,9 +41,11 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   if (options.speculationK > 0)
     pm.addPass(createUnrollSpeculation(UnrollSpeculationOptions{options.speculationK}));
   pm.addPass(createLowerKVCache());
-  // Attention the KV cache did not take: on the runtime kernel, or tiled
-  // here into IR that compiles with the model; what the kernel cannot run
-  // (boolean masks, say) is tiled either way.
+  // Attention the KV cache did not take: a GPU kernel on GPU targets, on
+  // the runtime kernel, or tiled here into IR that compiles with the model;
+  // what the kernels cannot run (boolean masks, say) is tiled either way.
+  if (!options.gpuAttention.empty())
+    pm.addPass(createGpuAttention(GpuAttentionOptions{options.gpuAttention}));
   if (options.attention != "generated")
     pm.addPass(createAttentionToRuntimeCalls());
   pm.addPass(createPlanAttention());
@@ -136,6 +138,9 @@ void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
 
 void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
                                        const CudaLoweringPipelineOptions &options) {
+  // Generated kernels' barriers and shared memory, placeholders until
+  // buffer deallocation ran.
+  pm.addPass(createFinalizeGpuKernels());
   // Host side: every loop nest a kernel, every buffer on the device.
   OpPassManager &funcs = pm.nest<func::FuncOp>();
   funcs.addPass(LLVM::createLLVMRequestCWrappersPass());

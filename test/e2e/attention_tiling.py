@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "models"))
 import e2e_common as e2e  # noqa: E402
 
 ATOL, RTOL = 2e-5, 1e-4
+CUDA_MAX_MACS = 5_000_000
 
 
 def tiling(block_q, tile_kv, skip=True, diagonal=True, splits=1, tile_q=None):
@@ -97,6 +98,10 @@ def main():
     args = e2e.parse_args("bin_dir")
     bin_dir = args.bin_dir
     passed = failed = 0
+    fake_cuda = os.path.join(os.path.dirname(os.path.abspath(bin_dir)), "lib",
+                             "libhasten_fake_cuda.so")
+    if not os.path.exists(fake_cuda):
+        print(f"CUDA mode skipped: no stand-in driver at {fake_cuda}")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as work:
         for case in CASES:
@@ -120,18 +125,26 @@ def main():
             source = os.path.join(work, name + ".mlir")
             with open(source, "w") as f:
                 f.write(module_text(case))
-            for mode in ("kernel", "generated"):
+            modes = ["kernel", "generated"]
+            if os.path.exists(fake_cuda) and b * h * s * t * d <= CUDA_MAX_MACS:
+                modes.append("cuda")
+            for mode in modes:
                 module = os.path.join(work, f"{name}.{mode}.so")
+                flags = (["--target=cuda", "--gpu=sm_70"] if mode == "cuda"
+                         else [f"--attention={mode}"] + args.compile_flag)
                 proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o",
-                                       module, f"--attention={mode}"] + args.compile_flag,
-                                      capture_output=True, text=True)
+                                       module] + flags, capture_output=True, text=True)
                 try:
                     if proc.returncode:
                         raise RuntimeError(proc.stderr.strip()[-400:])
                     # Two threads everywhere, so that the multi-threaded
-                    # paths run on any host.
+                    # paths run on any host; CUDA in the emulator, as an
+                    # sm_72 device (which loads the PTX).
+                    env = {"HASTEN_NUM_THREADS": "2"}
+                    if mode == "cuda":
+                        env.update(HASTEN_CUDA_DRIVER=fake_cuda, FAKE_CUDA_ARCH="72")
                     out_dir = e2e.run_module(bin_dir, module, inputs, work, f"{name}.{mode}",
-                                             env={"HASTEN_NUM_THREADS": "2"})
+                                             env=env)
                 except RuntimeError as e:
                     print(f"FAIL {name} ({mode}): {e}")
                     failed += 1

@@ -111,7 +111,7 @@ def inputs_for(onnx_path):
     """Random inputs for a model's graph inputs, consistent with its named
     dimensions: a batch is 1, any other name 5, and a sum of names
     ('past_sequence_length + sequence_length') their sum. Integer inputs are
-    small non-negative values; attention masks are ones."""
+    small non-negative values; attention masks are left-padded ones."""
     import onnx
     model = onnx.load(onnx_path, load_external_data=False)
     initializers = {i.name for i in model.graph.initializer}
@@ -134,7 +134,12 @@ def inputs_for(onnx_path):
             if hasattr(onnx.helper, "tensor_dtype_to_np_dtype") \
             else onnx.mapping.TENSOR_TYPE_TO_NP_TYPE[t.elem_type]
         if "mask" in value.name or dtype == np.bool_:
-            values[value.name] = np.ones(dims, dtype)
+            # Left padding, as batched prompts have it: the first position
+            # masked off (when there is more than one).
+            mask = np.ones(dims, dtype)
+            if dims and dims[-1] > 1:
+                mask[..., 0] = 0
+            values[value.name] = mask
         elif np.issubdtype(dtype, np.integer):
             values[value.name] = rng.integers(0, 8, dims).astype(dtype)
         else:

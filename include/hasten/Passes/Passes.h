@@ -11,6 +11,11 @@
 
 namespace hasten {
 
+/// The function that kernels generated before bufferization call where they
+/// need a block-wide barrier; --hasten-finalize-gpu-kernels makes each call
+/// a gpu.barrier (see that pass).
+inline constexpr llvm::StringLiteral kGpuBarrierFunction = "hasten_gpu_barrier";
+
 #define GEN_PASS_DECL
 #include "hasten/Passes/Passes.h.inc"
 

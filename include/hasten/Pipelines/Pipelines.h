@@ -47,6 +47,11 @@ struct TensorPipelineOptions : public mlir::PassPipelineOptions<TensorPipelineOp
       llvm::cl::desc("How hasten.attention runs: 'kernel' (the runtime's tiled kernel) or "
                      "'generated' (--hasten-tile-attention, compiled with the model)"),
       llvm::cl::init("kernel")};
+  Option<std::string> gpuAttention{
+      *this, "gpu-attention",
+      llvm::cl::desc("Lower hasten.attention into GPU kernels planned for this GPU "
+                     "(--hasten-gpu-attention: sm_70, sm_80 or sm_90; empty: no GPU)"),
+      llvm::cl::init("")};
   Option<int64_t> speculationK{
       *this, "speculation-k",
       llvm::cl::desc("Add the fused spec_step entry with this many draft tokens per step "

@@ -64,6 +64,9 @@ public:
   /// Whether hasten.attention may run on the runtime's kernel; without, it
   /// is always tiled in IR (--hasten-tile-attention).
   virtual bool hasAttentionKernel() const { return true; }
+  /// The GPU whose attention plan --hasten-gpu-attention follows (sm_70,
+  /// sm_80, sm_90), or "" when attention is not lowered to a GPU kernel.
+  virtual std::string gpuAttentionTarget() const { return ""; }
   /// The passes from the bufferized module to what serialize() takes.
   virtual void buildLoweringPipeline(mlir::OpPassManager &pm) const = 0;
   /// What the manifest records about the target (valid after initialize).

@@ -66,7 +66,7 @@ public:
     WalkResult unsupported = module.walk([&](AttentionOp op) {
       op.emitError("this attention (")
           << op.getQuery().getType()
-          << ") was left untiled, and the CUDA target has no attention kernel yet";
+          << ") was taken by neither the GPU attention kernel nor the tiled lowering";
       return WalkResult::interrupt();
     });
     return failure(unsupported.wasInterrupted());
@@ -74,6 +74,15 @@ public:
 
   bool hasMatmulKernels() const override { return false; }
   bool hasAttentionKernel() const override { return false; }
+  // The kernel runs on every --gpu, so it follows the oldest one's plan.
+  std::string gpuAttentionTarget() const override {
+    uint32_t oldest = 0;
+    for (const std::string &gpu : options.gpus)
+      if (std::optional<uint32_t> arch = cuda::archNumber(gpu))
+        if (oldest == 0 || *arch < oldest)
+          oldest = *arch;
+    return oldest >= 90 ? "sm_90" : oldest >= 80 ? "sm_80" : "sm_70";
+  }
 
   void buildLoweringPipeline(OpPassManager &pm) const override {
     CudaLoweringPipelineOptions lowering;

@@ -1,0 +1,106 @@
+// RUN: hasten-opt %s -split-input-file -verify-diagnostics -hasten-gpu-attention=target=sm_80 | FileCheck %s
+
+// Causal GQA: one block per (query block, head, batch), 128 threads (sm_80's
+// planned block_q), one query row each. K and V tiles (128 keys: the plan's
+// tile_kv, which fits 40 KB in f32 at head dim 32) in workgroup memory, the
+// row's query, accumulator and scores private. The key loop ends at the
+// last key the block's last row may see and carries the row's max and sum;
+// each tile is staged, then a barrier, then scored, rescaled once and
+// accumulated, then a barrier. Query head h reads K/V head h / 2.
+// CHECK-LABEL: func.func @causal_gqa
+// CHECK-DAG: %[[Q:.*]] = bufferization.to_buffer %arg0 read_only
+// CHECK-DAG: %[[K:.*]] = bufferization.to_buffer %arg1 read_only
+// CHECK-DAG: %[[V:.*]] = bufferization.to_buffer %arg2 read_only
+// CHECK: %[[OUT:.*]] = memref.alloc(%{{.*}}) : memref<1x4x?x32xf32>
+// CHECK: scf.if
+// CHECK: gpu.launch blocks(%[[QB:.*]], %[[H:.*]], %[[B:.*]]) in (%{{.*}} = %{{.*}}, %{{.*}} = %c4{{.*}}, %{{.*}} = %{{.*}}) threads(%[[T:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %c128{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK-DAG: %[[KS:.*]] = memref.alloca() : memref<128x32xf32, #gpu.address_space<workgroup>>
+// CHECK-DAG: %[[VS:.*]] = memref.alloca() : memref<128x32xf32, #gpu.address_space<workgroup>>
+// CHECK-DAG: %[[QROW:.*]] = memref.alloca() : memref<32xf32>
+// CHECK-DAG: %[[ACC:.*]] = memref.alloca() : memref<32xf32>
+// CHECK-DAG: %[[SCORES:.*]] = memref.alloca() : memref<128xf32>
+// CHECK: %[[KVH:.*]] = arith.divui %[[H]], %c2
+// CHECK: arith.minsi
+// CHECK: %[[END:.*]] = arith.maxsi
+// CHECK: scf.for %[[START:.*]] = %{{.*}} to %[[END]] step %{{.*}} iter_args(%[[M:.*]] = %cst{{.*}}, %[[L:.*]] = %cst{{.*}}) -> (f32, f32)
+// CHECK: scf.for %{{.*}} = %[[T]] to
+// CHECK: memref.load %[[K]][%[[B]], %[[KVH]],
+// CHECK: memref.store %{{.*}}, %[[KS]]
+// CHECK: scf.for %{{.*}} = %[[T]] to
+// CHECK: memref.load %[[V]][%[[B]], %[[KVH]],
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK: scf.if %{{.*}} -> (f32, f32)
+// CHECK: math.fma
+// CHECK: arith.cmpi sgt
+// CHECK: arith.select %{{.*}}, %cst{{.*}}, %{{.*}} : f32
+// CHECK: memref.store %{{.*}}, %[[SCORES]]
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: arith.mulf
+// CHECK: memref.store %{{.*}}, %[[ACC]]
+// CHECK: math.exp
+// CHECK: memref.load %[[VS]]
+// CHECK: math.fma
+// CHECK: scf.yield
+// CHECK: } else {
+// CHECK-NEXT: scf.yield %[[M]], %[[L]]
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK: arith.divf
+// CHECK: memref.store %{{.*}}, %[[OUT]][%[[B]], %[[H]],
+// CHECK: gpu.terminator
+// CHECK: bufferization.to_tensor %[[OUT]] restrict writable
+// CHECK-NOT: hasten.attention
+func.func @causal_gqa(%q: tensor<1x4x?x32xf32>, %k: tensor<1x2x?x32xf32>, %v: tensor<1x2x?x32xf32>) -> tensor<1x4x?x32xf32> {
+  %o = hasten.attention %q, %k, %v heads(4, 2) causal : tensor<1x4x?x32xf32>, tensor<1x2x?x32xf32>, tensor<1x2x?x32xf32> -> tensor<1x4x?x32xf32>
+  return %o : tensor<1x4x?x32xf32>
+}
+
+// -----
+
+// A boolean padding mask [batch, 1, 1, keys] broadcast by index (a dim of
+// extent 1 reads index 0), bf16 operands computed in f32, and head dim 128:
+// the plan's 64-key tile would take 64 KB of f32 K and V, so the kernel
+// halves it to 32 keys. No causal masking, so no early end.
+// CHECK-LABEL: func.func @bool_mask_bf16
+// CHECK: %[[MASK:.*]] = bufferization.to_buffer %arg3
+// CHECK: %[[BC1:.*]] = arith.cmpi eq, %{{.*}}, %c1
+// CHECK: gpu.launch
+// CHECK-DAG: memref.alloca() : memref<32x128xf32, #gpu.address_space<workgroup>>
+// CHECK-DAG: memref.alloca() : memref<32xf32>
+// CHECK-NOT: arith.cmpi sgt
+// CHECK: arith.extf %{{.*}} : bf16 to f32
+// CHECK: arith.select %[[BC1]], %c0{{.*}}, %{{.*}} : index
+// CHECK: %[[KEEP:.*]] = memref.load %[[MASK]]
+// CHECK: arith.select %[[KEEP]], %{{.*}}, %cst{{.*}} : f32
+// CHECK: arith.truncf %{{.*}} : f32 to bf16
+func.func @bool_mask_bf16(%q: tensor<2x4x?x128xbf16>, %k: tensor<2x4x?x128xbf16>, %v: tensor<2x4x?x128xbf16>, %m: tensor<2x1x1x?xi1>) -> tensor<2x4x?x128xbf16> {
+  %o = hasten.attention %q, %k, %v mask(%m : tensor<2x1x1x?xi1>) heads(4, 4) : tensor<2x4x?x128xbf16>, tensor<2x4x?x128xbf16>, tensor<2x4x?x128xbf16> -> tensor<2x4x?x128xbf16>
+  return %o : tensor<2x4x?x128xbf16>
+}
+
+// -----
+
+// A recorded tiling is followed: 8 queries per block round up to a warp of
+// threads, 16-key tiles. An additive mask is added to the scores.
+// CHECK-LABEL: func.func @recorded_tiling
+// CHECK: gpu.launch {{.*}} threads({{.*}}) in (%{{.*}} = %c32{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK: memref.alloca() : memref<16x16xf32, #gpu.address_space<workgroup>>
+// CHECK: arith.addf
+func.func @recorded_tiling(%q: tensor<1x2x40x16xf32>, %k: tensor<1x2x40x16xf32>, %v: tensor<1x2x40x16xf32>, %m: tensor<1x1x40x40xf32>) -> tensor<1x2x40x16xf32> {
+  %o = hasten.attention %q, %k, %v mask(%m : tensor<1x1x40x40xf32>) heads(2, 2)
+      tiling(#hasten.attention_tiling<target = "cpu", block_q = 8, tile_q = 8, tile_kv = 16, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 0, mma = "", smem_layout = "row", vector_lanes = 16>)
+      : tensor<1x2x40x16xf32>, tensor<1x2x40x16xf32>, tensor<1x2x40x16xf32> -> tensor<1x2x40x16xf32>
+  return %o : tensor<1x2x40x16xf32>
+}
+
+// -----
+
+// A dynamic head dim has no static private arrays or tiles: left alone.
+// CHECK-LABEL: func.func @dynamic_head_dim
+// CHECK: hasten.attention
+// CHECK-NOT: gpu.launch
+func.func @dynamic_head_dim(%q: tensor<1x2x8x?xf32>, %k: tensor<1x2x8x?xf32>, %v: tensor<1x2x8x?xf32>) -> tensor<1x2x8x?xf32> {
+  // expected-remark @+1 {{left to --hasten-tile-attention: its head dim is dynamic}}
+  %o = hasten.attention %q, %k, %v heads(2, 2) scale(0.25) : tensor<1x2x8x?xf32>, tensor<1x2x8x?xf32>, tensor<1x2x8x?xf32> -> tensor<1x2x8x?xf32>
+  return %o : tensor<1x2x8x?xf32>
+}
