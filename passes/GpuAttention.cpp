@@ -91,8 +91,11 @@ std::string unsupported(AttentionOp op) {
 
 struct Kernel {
   AttentionOp op;
-  int64_t threads, tileKv, headDim, valueDim;
+  int64_t threads, tileKv, headDim, valueDim, kvSplits;
 };
+
+/// Threads of a decode block, and the warp size its merge shuffles over.
+constexpr int64_t kDecodeThreads = 128, kWarp = 32;
 
 /// The function a kernel calls where it needs a barrier (see the top).
 func::FuncOp barrierFunction(ModuleOp module) {
@@ -106,39 +109,117 @@ func::FuncOp barrierFunction(ModuleOp module) {
   return fn;
 }
 
-void lower(OpBuilder &b, const Kernel &k) {
-  AttentionOp op = k.op;
-  MLIRContext *ctx = b.getContext();
-  func::FuncOp barrier = barrierFunction(op->getParentOfType<ModuleOp>());
+/// Builder helpers shared by the two kernels.
+struct KernelBuilder {
+  OpBuilder &b;
+  Location loc;
+
+  Value index(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v).getResult(); }
+  Value f32(float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); }
+
+  scf::ForOp forLoop(Value lb, Value ub, Value step, ValueRange init,
+                     function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+    auto loop = scf::ForOp::create(b, loc, lb, ub, step, init);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    SmallVector<Value> yielded = body(loop.getInductionVar(), loop.getRegionIterArgs());
+    if (loop.getBody()->mightHaveTerminator())
+      loop.getBody()->getTerminator()->erase();
+    b.setInsertionPointToEnd(loop.getBody());
+    scf::YieldOp::create(b, loc, yielded);
+    return loop;
+  }
+  void ifThen(Value cond, function_ref<void()> body) {
+    auto i = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(i.thenBlock());
+    body();
+  }
+  /// exp(x - max), with a max of -inf (nothing seen but masked keys) read
+  /// as 0 so that exp(-inf - 0) = 0 rather than NaN.
+  Value safeMax(Value max) {
+    Value negInf = f32(-std::numeric_limits<float>::infinity());
+    Value allMasked = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, max, negInf);
+    return arith::SelectOp::create(b, loc, allMasked, f32(0.0f), max);
+  }
+  Value expMinus(Value x, Value safe) {
+    return math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, x, safe));
+  }
+  /// The mask at (batch, head, row, key): added, or -inf where false.
+  Value applyMask(Value score, Value mask, ArrayRef<Value> broadcast, ArrayRef<Value> full) {
+    if (!mask)
+      return score;
+    int64_t rank = cast<MemRefType>(mask.getType()).getRank();
+    SmallVector<Value> at;
+    for (int64_t d = 0; d < rank; ++d)
+      at.push_back(arith::SelectOp::create(b, loc, broadcast[d], index(0), full[4 - rank + d]));
+    Value bias = memref::LoadOp::create(b, loc, mask, at);
+    if (bias.getType().isInteger(1))
+      return arith::SelectOp::create(b, loc, bias, score,
+                                     f32(-std::numeric_limits<float>::infinity()));
+    return arith::AddFOp::create(b, loc, score, toF32(b, loc, bias));
+  }
+};
+
+/// The op's operands as buffers, its dims, the output buffer and the mask's
+/// broadcast dims, built before the op.
+struct Operands {
+  Value q, key, value, mask, batch, qLen, kvLen, out;
+  SmallVector<Value> maskBroadcast;
+  func::FuncOp barrier;
+};
+
+Operands prepare(OpBuilder &b, AttentionOp op) {
   Location loc = op.getLoc();
   b.setInsertionPoint(op);
+  auto resultType = cast<RankedTensorType>(op.getType());
+  Operands o;
+  o.barrier = barrierFunction(op->getParentOfType<ModuleOp>());
+  o.q = toBuffer(b, loc, op.getQuery());
+  o.key = toBuffer(b, loc, op.getKey());
+  o.value = toBuffer(b, loc, op.getValue());
+  o.mask = op.getMask() ? toBuffer(b, loc, op.getMask()) : Value();
+  o.batch = memref::DimOp::create(b, loc, o.q, 0);
+  o.qLen = memref::DimOp::create(b, loc, o.q, 2);
+  o.kvLen = memref::DimOp::create(b, loc, o.key, 2);
+  SmallVector<Value> dynamicSizes;
+  for (int64_t d = 0; d < 4; ++d)
+    if (resultType.isDynamicDim(d))
+      dynamicSizes.push_back(memref::DimOp::create(b, loc, d == 3 ? o.value : o.q, d));
+  o.out = memref::AllocOp::create(
+      b, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()), dynamicSizes);
+  // A mask dim of extent 1 broadcasts (numpy-style, aligned right): its
+  // index is 0 whatever the full index.
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  int64_t maskRank = o.mask ? cast<MemRefType>(o.mask.getType()).getRank() : 0;
+  for (int64_t d = 0; d < maskRank; ++d)
+    o.maskBroadcast.push_back(arith::CmpIOp::create(
+        b, loc, arith::CmpIPredicate::eq, memref::DimOp::create(b, loc, o.mask, d), one));
+  return o;
+}
+
+/// The op's result is the output buffer, once the kernels have run.
+void finish(OpBuilder &b, AttentionOp op, const Operands &o) {
+  Value result = bufferization::ToTensorOp::create(b, op.getLoc(), op.getType(), o.out,
+                                                   /*restrict=*/true, /*writable=*/true);
+  op.getResult().replaceAllUsesWith(result);
+  op.erase();
+}
+
+/// Prefill: one thread per query row (see the top of the file).
+void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
+  AttentionOp op = k.op;
+  MLIRContext *ctx = b.getContext();
+  Location loc = op.getLoc();
   Type f32 = b.getF32Type();
   auto resultType = cast<RankedTensorType>(op.getType());
   auto cst = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v).getResult(); };
   Value c0 = cst(0), c1 = cst(1);
-
-  Value q = toBuffer(b, loc, op.getQuery());
-  Value key = toBuffer(b, loc, op.getKey());
-  Value value = toBuffer(b, loc, op.getValue());
-  Value mask = op.getMask() ? toBuffer(b, loc, op.getMask()) : Value();
-  Value batch = memref::DimOp::create(b, loc, q, 0);
-  Value qLen = memref::DimOp::create(b, loc, q, 2);
-  Value kvLen = memref::DimOp::create(b, loc, key, 2);
+  Value q = o.q, key = o.key, value = o.value, mask = o.mask, batch = o.batch, qLen = o.qLen,
+        kvLen = o.kvLen, out = o.out;
+  func::FuncOp barrier = o.barrier;
+  ArrayRef<Value> maskBroadcast = o.maskBroadcast;
   int64_t heads = op.getNumHeads(), kvHeads = op.getNumKvHeads();
-  SmallVector<Value> dynamicSizes;
-  for (int64_t d = 0; d < 4; ++d)
-    if (resultType.isDynamicDim(d))
-      dynamicSizes.push_back(memref::DimOp::create(b, loc, d == 3 ? value : q, d));
-  Value out = memref::AllocOp::create(
-      b, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()), dynamicSizes);
-
-  // A mask dim of extent 1 broadcasts (numpy-style, aligned right): its
-  // index is 0 whatever the full index.
-  SmallVector<Value> maskBroadcast;
-  int64_t maskRank = mask ? cast<MemRefType>(mask.getType()).getRank() : 0;
-  for (int64_t d = 0; d < maskRank; ++d)
-    maskBroadcast.push_back(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                                  memref::DimOp::create(b, loc, mask, d), c1));
 
   // Causal: key j is visible to query row i when j <= i + (kv_len - q_len).
   Value diagonal = arith::SubIOp::create(b, loc, kvLen, qLen);
@@ -177,24 +258,12 @@ void lower(OpBuilder &b, const Kernel &k) {
       b, loc, b.getF32FloatAttr(-std::numeric_limits<float>::infinity()));
   Value scale = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(*op.getEffectiveScale()));
 
+  KernelBuilder kb{b, loc};
   auto forLoop = [&](Value lb, Value ub, Value step, ValueRange init,
                      function_ref<SmallVector<Value>(Value, ValueRange)> body) {
-    auto loop = scf::ForOp::create(b, loc, lb, ub, step, init);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(loop.getBody());
-    SmallVector<Value> yielded = body(loop.getInductionVar(), loop.getRegionIterArgs());
-    if (loop.getBody()->mightHaveTerminator())
-      loop.getBody()->getTerminator()->erase();
-    b.setInsertionPointToEnd(loop.getBody());
-    scf::YieldOp::create(b, loc, yielded);
-    return loop;
+    return kb.forLoop(lb, ub, step, init, body);
   };
-  auto ifThen = [&](Value cond, function_ref<void()> body) {
-    auto i = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(i.thenBlock());
-    body();
-  };
+  auto ifThen = [&](Value cond, function_ref<void()> body) { kb.ifThen(cond, body); };
 
   // The row's query, scaled once, and a zero accumulator.
   ifThen(valid, [&] {
@@ -270,28 +339,13 @@ void lower(OpBuilder &b, const Kernel &k) {
                                                arith::AddIOp::create(b, loc, row, diagonal));
           s = arith::SelectOp::create(b, loc, beyond, negInf, s);
         }
-        if (mask) {
-          Value full[4] = {batchIndex, head, row, keyIndex};
-          SmallVector<Value> index;
-          for (int64_t d = 0; d < maskRank; ++d)
-            index.push_back(
-                arith::SelectOp::create(b, loc, maskBroadcast[d], c0, full[4 - maskRank + d]));
-          Value bias = memref::LoadOp::create(b, loc, mask, index);
-          if (bias.getType().isInteger(1))
-            s = arith::SelectOp::create(b, loc, bias, s, negInf);
-          else
-            s = arith::AddFOp::create(b, loc, s, toF32(b, loc, bias));
-        }
+        s = kb.applyMask(s, mask, maskBroadcast, {batchIndex, head, row, keyIndex});
         memref::StoreOp::create(b, loc, s, scores, j);
         return SmallVector<Value>{arith::MaximumFOp::create(b, loc, running[0], s)};
       });
       Value newMax = scoring.getResult(0);
-      // A row that has seen only masked keys keeps -inf; exponents then use
-      // 0 so that exp(-inf - 0) = 0 rather than NaN.
-      Value allMasked =
-          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, newMax, negInf);
-      Value safeMax = arith::SelectOp::create(b, loc, allMasked, zero, newMax);
-      Value correction = math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, m, safeMax));
+      Value safeMax = kb.safeMax(newMax);
+      Value correction = kb.expMinus(m, safeMax);
       forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
         Value a = memref::LoadOp::create(b, loc, accumulator, d);
         memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, a, correction),
@@ -299,9 +353,7 @@ void lower(OpBuilder &b, const Kernel &k) {
         return SmallVector<Value>{};
       });
       auto summing = forLoop(c0, count, c1, {zero}, [&](Value j, ValueRange sum) {
-        Value p = math::ExpOp::create(
-            b, loc, arith::SubFOp::create(b, loc, memref::LoadOp::create(b, loc, scores, j),
-                                          safeMax));
+        Value p = kb.expMinus(memref::LoadOp::create(b, loc, scores, j), safeMax);
         forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
           Value a = memref::LoadOp::create(b, loc, accumulator, d);
           Value v = memref::LoadOp::create(b, loc, valuesTile, ValueRange{j, d});
@@ -331,10 +383,199 @@ void lower(OpBuilder &b, const Kernel &k) {
   gpu::TerminatorOp::create(b, loc);
 
   b.setInsertionPointAfter(guard);
-  Value result = bufferization::ToTensorOp::create(b, loc, resultType, out,
-                                                   /*restrict=*/true, /*writable=*/true);
-  op.getResult().replaceAllUsesWith(result);
-  op.erase();
+}
+
+/// One-query decode (flash-decoding): the keys split into `kv_splits`
+/// parts, one block of kDecodeThreads per (part, head, batch). Thread t
+/// walks the part's keys t, t + 128, ... with its own online softmax (its
+/// max, sum and accumulator); the warp merges its lanes' states with
+/// butterfly shuffles, the block its warps' through shared memory, and the
+/// part's (accumulator, max, sum) go to a partials buffer. A second kernel,
+/// one thread per output element of a (head, batch), merges the parts by
+/// log-sum-exp. One query at the end of the keys sees them all, so causal
+/// masks nothing here.
+void lowerDecode(OpBuilder &b, const Kernel &k, const Operands &o) {
+  AttentionOp op = k.op;
+  MLIRContext *ctx = b.getContext();
+  Location loc = op.getLoc();
+  KernelBuilder kb{b, loc};
+  Type f32 = b.getF32Type();
+  Type resultElement = cast<RankedTensorType>(op.getType()).getElementType();
+  int64_t heads = op.getNumHeads(), kvHeads = op.getNumKvHeads();
+  int64_t warps = kDecodeThreads / kWarp, valueDim = k.valueDim, splits = k.kvSplits;
+  Value c0 = kb.index(0), c1 = kb.index(1), threads = kb.index(kDecodeThreads);
+  Value headDim = kb.index(k.headDim), valueDims = kb.index(valueDim);
+  Value negInf = kb.f32(-std::numeric_limits<float>::infinity()), zero = kb.f32(0.0f);
+  // Per (batch, head, part): the accumulator, then the max and the sum.
+  Value partials = memref::AllocOp::create(
+      b, loc, MemRefType::get({ShapedType::kDynamic, heads, splits, valueDim + 2}, f32),
+      ValueRange{o.batch});
+  Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, o.batch, c0);
+  auto guard = scf::IfOp::create(b, loc, any, /*withElseRegion=*/false);
+  b.setInsertionPointToStart(guard.thenBlock());
+  Value chunk = arith::CeilDivSIOp::create(b, loc, o.kvLen, kb.index(splits));
+
+  // The parts.
+  auto launch = gpu::LaunchOp::create(b, loc, kb.index(splits), kb.index(heads), o.batch,
+                                      threads, c1, c1);
+  b.setInsertionPointToEnd(&launch.getBody().front());
+  auto workgroup = [&](ArrayRef<int64_t> shape) {
+    return memref::AllocaOp::create(
+               b, loc,
+               MemRefType::get(shape, f32, MemRefLayoutAttrInterface{},
+                               gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)))
+        .getResult();
+  };
+  Value queryTile = workgroup({k.headDim});
+  Value warpMax = workgroup({warps}), warpSum = workgroup({warps});
+  Value warpAcc = workgroup({warps, valueDim});
+  Value accumulator = memref::AllocaOp::create(b, loc, MemRefType::get({valueDim}, f32));
+  Value tid = launch.getThreadIds().x, part = launch.getBlockIds().x;
+  Value head = launch.getBlockIds().y, batchIndex = launch.getBlockIds().z;
+  Value kvHead = arith::DivUIOp::create(b, loc, head, kb.index(heads / kvHeads));
+  Value scale = kb.f32(*op.getEffectiveScale());
+  Value start = arith::MulIOp::create(b, loc, part, chunk);
+  Value end = arith::MinSIOp::create(b, loc, arith::AddIOp::create(b, loc, start, chunk),
+                                     o.kvLen);
+  kb.forLoop(tid, headDim, threads, {}, [&](Value d, ValueRange) {
+    Value x = toF32(b, loc, memref::LoadOp::create(b, loc, o.q,
+                                                   ValueRange{batchIndex, head, c0, d}));
+    memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, x, scale), queryTile, d);
+    return SmallVector<Value>{};
+  });
+  kb.forLoop(c0, valueDims, c1, {}, [&](Value d, ValueRange) {
+    memref::StoreOp::create(b, loc, zero, accumulator, d);
+    return SmallVector<Value>{};
+  });
+  func::CallOp::create(b, loc, o.barrier);
+
+  // This thread's keys, one at a time.
+  auto keys = kb.forLoop(
+      arith::AddIOp::create(b, loc, start, tid), end, threads, {negInf, zero},
+      [&](Value j, ValueRange carried) {
+        auto dot = kb.forLoop(c0, headDim, c1, {zero}, [&](Value d, ValueRange sum) {
+          Value x = memref::LoadOp::create(b, loc, queryTile, d);
+          Value y = toF32(b, loc, memref::LoadOp::create(b, loc, o.key,
+                                                         ValueRange{batchIndex, kvHead, j, d}));
+          return SmallVector<Value>{math::FmaOp::create(b, loc, x, y, sum[0])};
+        });
+        Value s = kb.applyMask(dot.getResult(0), o.mask, o.maskBroadcast,
+                               {batchIndex, head, c0, j});
+        Value newMax = arith::MaximumFOp::create(b, loc, carried[0], s);
+        Value safe = kb.safeMax(newMax);
+        Value correction = kb.expMinus(carried[0], safe);
+        Value p = kb.expMinus(s, safe);
+        kb.forLoop(c0, valueDims, c1, {}, [&](Value d, ValueRange) {
+          Value a = memref::LoadOp::create(b, loc, accumulator, d);
+          Value v = toF32(b, loc, memref::LoadOp::create(b, loc, o.value,
+                                                         ValueRange{batchIndex, kvHead, j, d}));
+          memref::StoreOp::create(
+              b, loc, math::FmaOp::create(b, loc, p, v, arith::MulFOp::create(b, loc, a, correction)),
+              accumulator, d);
+          return SmallVector<Value>{};
+        });
+        return SmallVector<Value>{newMax, math::FmaOp::create(b, loc, carried[1], correction, p)};
+      });
+
+  // The warp's lanes merged: butterfly shuffles, every lane ends with the
+  // warp's state.
+  Value m = keys.getResult(0), l = keys.getResult(1);
+  Value width = arith::ConstantIntOp::create(b, loc, kWarp, 32);
+  auto shuffle = [&](Value x, int64_t offset) {
+    return gpu::ShuffleOp::create(b, loc, x, arith::ConstantIntOp::create(b, loc, offset, 32),
+                                  width, gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  };
+  for (int64_t offset = kWarp / 2; offset >= 1; offset /= 2) {
+    Value otherMax = shuffle(m, offset), otherSum = shuffle(l, offset);
+    Value safe = kb.safeMax(arith::MaximumFOp::create(b, loc, m, otherMax));
+    Value mine = kb.expMinus(m, safe), theirs = kb.expMinus(otherMax, safe);
+    kb.forLoop(c0, valueDims, c1, {}, [&](Value d, ValueRange) {
+      Value a = memref::LoadOp::create(b, loc, accumulator, d);
+      Value merged = math::FmaOp::create(b, loc, shuffle(a, offset), theirs,
+                                         arith::MulFOp::create(b, loc, a, mine));
+      memref::StoreOp::create(b, loc, merged, accumulator, d);
+      return SmallVector<Value>{};
+    });
+    l = math::FmaOp::create(b, loc, otherSum, theirs, arith::MulFOp::create(b, loc, l, mine));
+    m = arith::MaximumFOp::create(b, loc, m, otherMax);
+  }
+  Value warp = arith::DivUIOp::create(b, loc, tid, kb.index(kWarp));
+  Value lane = arith::RemUIOp::create(b, loc, tid, kb.index(kWarp));
+  kb.ifThen(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, c0), [&] {
+    memref::StoreOp::create(b, loc, m, warpMax, warp);
+    memref::StoreOp::create(b, loc, l, warpSum, warp);
+    kb.forLoop(c0, valueDims, c1, {}, [&](Value d, ValueRange) {
+      memref::StoreOp::create(b, loc, memref::LoadOp::create(b, loc, accumulator, d), warpAcc,
+                              ValueRange{warp, d});
+      return SmallVector<Value>{};
+    });
+  });
+  func::CallOp::create(b, loc, o.barrier);
+
+  // The block's warps merged into the part's partials.
+  Value warpCount = kb.index(warps);
+  auto blockMax = kb.forLoop(c0, warpCount, c1, {negInf}, [&](Value w, ValueRange mx) {
+    return SmallVector<Value>{
+        arith::MaximumFOp::create(b, loc, mx[0], memref::LoadOp::create(b, loc, warpMax, w))};
+  });
+  Value safe = kb.safeMax(blockMax.getResult(0));
+  auto weight = [&](Value w) {
+    return kb.expMinus(memref::LoadOp::create(b, loc, warpMax, w), safe);
+  };
+  kb.forLoop(tid, valueDims, threads, {}, [&](Value d, ValueRange) {
+    auto sum = kb.forLoop(c0, warpCount, c1, {zero}, [&](Value w, ValueRange acc) {
+      Value a = memref::LoadOp::create(b, loc, warpAcc, ValueRange{w, d});
+      return SmallVector<Value>{math::FmaOp::create(b, loc, weight(w), a, acc[0])};
+    });
+    memref::StoreOp::create(b, loc, sum.getResult(0), partials,
+                            ValueRange{batchIndex, head, part, d});
+    return SmallVector<Value>{};
+  });
+  kb.ifThen(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, c0), [&] {
+    auto sum = kb.forLoop(c0, warpCount, c1, {zero}, [&](Value w, ValueRange acc) {
+      Value x = memref::LoadOp::create(b, loc, warpSum, w);
+      return SmallVector<Value>{math::FmaOp::create(b, loc, weight(w), x, acc[0])};
+    });
+    memref::StoreOp::create(b, loc, blockMax.getResult(0), partials,
+                            ValueRange{batchIndex, head, part, valueDims});
+    memref::StoreOp::create(b, loc, sum.getResult(0), partials,
+                            ValueRange{batchIndex, head, part, kb.index(valueDim + 1)});
+  });
+  gpu::TerminatorOp::create(b, loc);
+
+  // The parts merged: one thread per output element.
+  b.setInsertionPointAfter(launch);
+  int64_t mergeThreads = std::min<int64_t>((valueDim + kWarp - 1) / kWarp * kWarp, 256);
+  auto merge = gpu::LaunchOp::create(b, loc, kb.index(heads), o.batch, c1,
+                                     kb.index(mergeThreads), c1, c1);
+  b.setInsertionPointToEnd(&merge.getBody().front());
+  {
+    Value t = merge.getThreadIds().x, h = merge.getBlockIds().x, bi = merge.getBlockIds().y;
+    Value parts = kb.index(splits);
+    auto partMax = kb.forLoop(c0, parts, c1, {negInf}, [&](Value sp, ValueRange mx) {
+      Value x = memref::LoadOp::create(b, loc, partials, ValueRange{bi, h, sp, valueDims});
+      return SmallVector<Value>{arith::MaximumFOp::create(b, loc, mx[0], x)};
+    });
+    Value safeAll = kb.safeMax(partMax.getResult(0));
+    kb.forLoop(t, valueDims, kb.index(mergeThreads), {}, [&](Value d, ValueRange) {
+      auto sums = kb.forLoop(c0, parts, c1, {zero, zero}, [&](Value sp, ValueRange acc) {
+        Value w = kb.expMinus(
+            memref::LoadOp::create(b, loc, partials, ValueRange{bi, h, sp, valueDims}), safeAll);
+        Value a = memref::LoadOp::create(b, loc, partials, ValueRange{bi, h, sp, d});
+        Value x = memref::LoadOp::create(b, loc, partials,
+                                         ValueRange{bi, h, sp, kb.index(valueDim + 1)});
+        return SmallVector<Value>{math::FmaOp::create(b, loc, w, a, acc[0]),
+                                  math::FmaOp::create(b, loc, w, x, acc[1])};
+      });
+      Value result = arith::DivFOp::create(b, loc, sums.getResult(0), sums.getResult(1));
+      memref::StoreOp::create(b, loc, fromF32(b, loc, result, resultElement), o.out,
+                              ValueRange{bi, h, c0, d});
+      return SmallVector<Value>{};
+    });
+    gpu::TerminatorOp::create(b, loc);
+  }
+  b.setInsertionPointAfter(guard);
 }
 
 struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass> {
@@ -365,6 +606,8 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
       }
       Kernel k;
       k.op = op;
+      k.kvSplits = std::max<int64_t>(tiling.getKvSplits(), 1);
+      bool decode = cast<RankedTensorType>(op.getQuery().getType()).getDimSize(2) == 1;
       k.headDim = cast<RankedTensorType>(op.getQuery().getType()).getDimSize(3);
       k.valueDim = cast<RankedTensorType>(op.getValue().getType()).getDimSize(3);
       // One thread per query row: whole warps, at most 256 per block.
@@ -378,7 +621,12 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
             << " do not fit 8 keys of K and V in static shared memory";
         continue;
       }
-      lower(b, k);
+      Operands operands = prepare(b, op);
+      if (decode)
+        lowerDecode(b, k, operands);
+      else
+        lowerPrefill(b, k, operands);
+      finish(b, op, operands);
     }
   }
 };

@@ -58,6 +58,11 @@ CASES = [
     ("two-level-causal", 1, 4, 2, 75, 90, 16, True, None, tiling(32, 16, tile_q=8)),
     ("two-level-masked", 2, 2, 2, 41, 41, 16, False, ((2, 1, 1, 41), "f32"),
      tiling(16, 8, tile_q=4)),
+    # Decode with a padding mask, and with a boolean mask that leaves one
+    # key in 50 (whole key partitions see nothing but masked keys).
+    ("decode-padding-mask", 2, 4, 2, 1, 77, 32, True, ((2, 1, 1, 77), "f32"), None),
+    ("decode-sparse-bool-mask", 1, 4, 4, 1, 400, 16, False, ((1, 4, 1, 400), "i1-sparse"),
+     tiling(1, 16, splits=7)),
 ]
 
 
@@ -69,7 +74,7 @@ def module_text(case):
     mask_part = ""
     if mask:
         shape, elem = mask
-        mtype = f"tensor<{'x'.join(map(str, shape))}x{elem}>"
+        mtype = f"tensor<{'x'.join(map(str, shape))}x{elem.split('-')[0]}>"
         args.append(f"%m: {mtype}")
         mask_part = f" mask(%m : {mtype})"
     attrs = (" causal" if causal else "") + (" " + tile if tile else "")
@@ -86,7 +91,7 @@ def reference(case, q, k, v, m):
     vd = np.repeat(v.astype(np.float64), group, axis=1)
     scores = q.astype(np.float64) @ kd.transpose(0, 1, 3, 2) / np.sqrt(d)
     if mask:
-        scores = np.where(m, scores, -np.inf) if mask[1] == "i1" else scores + m
+        scores = np.where(m, scores, -np.inf) if mask[1].startswith("i1") else scores + m
     if causal:
         i, j = np.arange(s)[:, None], np.arange(t)[None, :]
         scores = np.where(j > i + t - s, -np.inf, scores)
@@ -113,8 +118,8 @@ def main():
             m = None
             if mask:
                 shape, elem = mask
-                if elem == "i1":
-                    m = rng.random(shape) < 0.7
+                if elem.startswith("i1"):
+                    m = rng.random(shape) < (0.02 if elem == "i1-sparse" else 0.7)
                     m[..., 0] = True  # every row sees a key
                 else:
                     m = np.where(rng.random(shape) < 0.3, -1e9, 0.0).astype(np.float32)

@@ -104,3 +104,38 @@ func.func @dynamic_head_dim(%q: tensor<1x2x8x?xf32>, %k: tensor<1x2x8x?xf32>, %v
   %o = hasten.attention %q, %k, %v heads(2, 2) scale(0.25) : tensor<1x2x8x?xf32>, tensor<1x2x8x?xf32>, tensor<1x2x8x?xf32> -> tensor<1x2x8x?xf32>
   return %o : tensor<1x2x8x?xf32>
 }
+
+// -----
+
+// One query (decode): flash-decoding. sm_80's plan splits the keys into
+// 108 SMs / 12 heads = 9 parts; one block of 128 threads per (part, head,
+// batch), each thread with its own online softmax over keys tid, tid + 128,
+// ...; the warp's lanes merged by butterfly shuffles (16 down to 1), the
+// warps' states through shared memory into the part's partials
+// (accumulator, max, sum); then a second kernel merges the parts.
+// CHECK-LABEL: func.func @decode
+// CHECK: %[[PARTIALS:.*]] = memref.alloc(%{{.*}}) : memref<?x12x9x66xf32>
+// CHECK: %[[CHUNK:.*]] = arith.ceildivsi %{{.*}}, %c9
+// CHECK: gpu.launch blocks(%[[PART:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %c9{{.*}}, %{{.*}} = %c12{{.*}}, %{{.*}} = %{{.*}}) threads(%[[T:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %c128{{.*}},
+// CHECK-DAG: memref.alloca() : memref<64xf32, #gpu.address_space<workgroup>>
+// CHECK-DAG: memref.alloca() : memref<4x64xf32, #gpu.address_space<workgroup>>
+// CHECK: %[[START:.*]] = arith.muli %[[PART]], %[[CHUNK]]
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK: %[[FIRST:.*]] = arith.addi %[[START]], %[[T]]
+// CHECK: scf.for %{{.*}} = %[[FIRST]] to %{{.*}} step %c128{{.*}} iter_args({{.*}}) -> (f32, f32)
+// CHECK: gpu.shuffle xor %{{.*}}, %c16_i32
+// CHECK: gpu.shuffle xor %{{.*}}, %c8_i32
+// CHECK: gpu.shuffle xor %{{.*}}, %c4_i32
+// CHECK: gpu.shuffle xor %{{.*}}, %c2_i32
+// CHECK: gpu.shuffle xor %{{.*}}, %c1_i32
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK: memref.store %{{.*}}, %[[PARTIALS]]
+// CHECK: gpu.terminator
+// CHECK: gpu.launch blocks(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c12{{.*}}, %{{.*}} = %{{.*}}, %{{.*}} = %c1{{.*}}) threads({{.*}}) in (%{{.*}} = %c64{{.*}},
+// CHECK: memref.load %[[PARTIALS]]
+// CHECK: arith.divf
+// CHECK: gpu.terminator
+func.func @decode(%q: tensor<?x12x1x64xf32>, %k: tensor<?x12x?x64xf32>, %v: tensor<?x12x?x64xf32>) -> tensor<?x12x1x64xf32> {
+  %o = hasten.attention %q, %k, %v heads(12, 12) causal : tensor<?x12x1x64xf32>, tensor<?x12x?x64xf32>, tensor<?x12x?x64xf32> -> tensor<?x12x1x64xf32>
+  return %o : tensor<?x12x1x64xf32>
+}
