@@ -226,7 +226,13 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
       row may see, so tiles above the diagonal are never loaded or computed;
       keys past a row's diagonal inside a tile score `-inf`;
     - a mask operand (additive or boolean) is read in place, broadcast by
-      index; grouped and multi-query heads read their shared K/V head.
+      index; grouped and multi-query heads read their shared K/V head;
+    - one query (decode) is flash-decoding instead: the keys split into the
+      plan's `kv_splits` parts, one block of 128 threads per (part, head,
+      batch), each thread with its own online softmax over keys `t, t +
+      128, ...`, merged across the warp with butterfly `gpu.shuffle`s and
+      across warps through shared memory into the part's (accumulator, max,
+      sum); a second kernel merges the parts by log-sum-exp.
 
     Operands of any float type are computed in f32 with FMA (the SIMT form,
     which f32 models need: their products would lose precision on tensor
