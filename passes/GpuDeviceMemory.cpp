@@ -3,9 +3,12 @@
 // The runtime hands a CUDA module's entries device buffers and reads their
 // results from the device; kernels are the only code that touches device
 // buffer contents. Allocations of device buffers therefore become device
-// allocations, and any host operation left that would read or write one is
-// an error here, at compile time, rather than a fault on the host at run
-// time. Buffers no kernel sees stay host memory.
+// allocations. A host load from a small device buffer of static shape (a
+// scale that a kernel computed, say) reads a copy: the buffer is copied to
+// a host stack buffer first (gpu-async-region then waits for the copy
+// before the load). Any other host operation left that would read or write
+// a device buffer is an error here, at compile time, rather than a fault on
+// the host at run time. Buffers no kernel sees stay host memory.
 //
 //===----------------------------------------------------------------------===//
 
@@ -57,6 +60,19 @@ bool touchesDevice(Operation *op, const llvm::DenseSet<Value> &device) {
   });
 }
 
+/// Largest device buffer a host load reads through a copy.
+constexpr int64_t kReadBackBytes = 4096;
+
+/// Whether the host may read `buffer` through a copy of the whole of it.
+bool readableThroughCopy(Value buffer) {
+  auto type = dyn_cast<MemRefType>(buffer.getType());
+  if (!type || !type.hasStaticShape() || !type.getLayout().isIdentity() ||
+      !type.getElementType().isIntOrFloat())
+    return false;
+  int64_t bytes = type.getNumElements() * type.getElementTypeBitWidth() / 8;
+  return bytes <= kReadBackBytes;
+}
+
 struct GpuDeviceMemoryPass
     : public hasten::impl::GpuDeviceMemoryBase<GpuDeviceMemoryPass> {
   void runOnOperation() override {
@@ -77,6 +93,24 @@ struct GpuDeviceMemoryPass
                    "code uses it as a buffer";
             failed = true;
           }
+      // Host loads of small device buffers read a copy.
+      SmallVector<memref::LoadOp> readBacks;
+      func.walk<WalkOrder::PreOrder>([&](Operation *op) {
+        if (isa<gpu::LaunchOp>(op))
+          return WalkResult::skip();
+        if (auto load = dyn_cast<memref::LoadOp>(op);
+            load && device.contains(load.getMemRef()) && readableThroughCopy(load.getMemRef()))
+          readBacks.push_back(load);
+        return WalkResult::advance();
+      });
+      for (memref::LoadOp load : readBacks) {
+        OpBuilder b(load);
+        auto type = cast<MemRefType>(load.getMemRef().getType());
+        Value copy = memref::AllocaOp::create(b, load.getLoc(), type);
+        gpu::MemcpyOp::create(b, load.getLoc(), /*asyncToken=*/Type(), ValueRange(), copy,
+                              load.getMemRef());
+        load->setOperand(0, copy);
+      }
       func.walk<WalkOrder::PreOrder>([&](Operation *op) {
         if (isa<gpu::LaunchOp>(op))
           return WalkResult::skip();

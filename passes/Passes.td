@@ -498,7 +498,7 @@ def GpuHostScalars : Pass<"hasten-gpu-host-scalars", "::mlir::ModuleOp"> {
 }
 
 def GpuDeviceMemory : Pass<"hasten-gpu-device-memory", "::mlir::ModuleOp"> {
-  let summary = "Put a CUDA module's buffers in device memory; refuse host code that reads them";
+  let summary = "Put a CUDA module's buffers in device memory; host reads of small ones through a copy, others refused";
   let description = [{
     After `hasten-map-parallel-loops-to-gpu`, the host functions of a CUDA
     module only allocate, view and pass device buffers; kernels read and
@@ -507,8 +507,12 @@ def GpuDeviceMemory : Pass<"hasten-gpu-device-memory", "::mlir::ModuleOp"> {
     along with one: passes/DeviceBuffers.h) to the device (`memref.alloc`
     -> `gpu.alloc`, `memref.dealloc` -> `gpu.dealloc`) and checks the
     contract the runtime relies on: an entry's arguments and results are
-    device buffers, and no host operation reads or writes one. An operation
-    that would (a `memref.load` of a length, a call into a CPU kernel of
+    device buffers, and no host operation reads or writes one. A host
+    `memref.load` from a device buffer of static shape and at most 4 KB (a
+    scale a kernel computed) reads a copy instead: the buffer is copied
+    into a host stack buffer (`gpu.memcpy`) just before it, and
+    `gpu-async-region` waits for the copy. Any other operation that would
+    (a `memref.load` of a dynamic-length buffer, a call into a CPU kernel of
     the runtime) is refused with an error that names it. Buffers no kernel
     sees (the deallocation helper's pointer tables) stay in host memory,
     where the host may read them. Constant globals stay where they are and

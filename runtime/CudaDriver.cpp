@@ -75,6 +75,7 @@ struct Driver {
   CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
   CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
   CUresult (*cuMemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
+  CUresult (*cuMemcpyAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
   CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
   CUdevice device = 0;
   CUcontext context = nullptr;
@@ -175,6 +176,7 @@ const Driver *driver(std::string &error) {
                resolve(d.library, d.cuMemcpyHtoD, "cuMemcpyHtoD_v2", missing) &&
                resolve(d.library, d.cuMemcpyDtoH, "cuMemcpyDtoH_v2", missing) &&
                resolve(d.library, d.cuMemcpyDtoD, "cuMemcpyDtoD_v2", missing) &&
+               resolve(d.library, d.cuMemcpyAsync, "cuMemcpyAsync", missing) &&
                resolve(d.library, d.cuMemsetD8, "cuMemsetD8_v2", missing);
     if (!all) {
       failure = std::string("the CUDA driver '") + path + "' lacks " + missing +
@@ -447,6 +449,18 @@ __attribute__((visibility("default"))) void *mgpuMemAlloc(uint64_t bytes, void *
                 : check(*d, "cuMemAllocAsync",
                         d->cuMemAllocAsync(&pointer, size, static_cast<CUstream>(stream)));
   return ok ? reinterpret_cast<void *>(pointer) : nullptr;
+}
+
+// Host code reading a value a kernel computed (unified addressing: the
+// driver tells host from device pointers).
+__attribute__((visibility("default"))) void mgpuMemcpy(void *to, void *from, size_t bytes,
+                                                       void *stream) {
+  const Driver *d = runDriver();
+  if (!d || hasten::runtime::hasKernelError() || !bytes)
+    return;
+  check(*d, "cuMemcpyAsync",
+        d->cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(to), reinterpret_cast<CUdeviceptr>(from),
+                         bytes, static_cast<CUstream>(stream)));
 }
 
 __attribute__((visibility("default"))) void mgpuMemFree(void *pointer, void *stream) {

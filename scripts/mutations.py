@@ -1017,4 +1017,9 @@ MUTATIONS = [
      "        Value w = kb.expMinus(\n            memref::LoadOp::create(b, loc, partials, ValueRange{bi, h, sp, valueDims}), safeAll);",
      "        Value w = kb.f32(1.0f);",
      "ctest:attention-tiling"),
+    ("gpu-device-memory: a host load keeps reading the device buffer, not its copy",
+     "passes/GpuDeviceMemory.cpp",
+     "        load->setOperand(0, copy);",
+     "        (void)copy;",
+     "ctest:cuda-pipeline"),
 ]

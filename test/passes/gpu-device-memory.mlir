@@ -153,3 +153,31 @@ func.func @through_a_view(%x: memref<4xf32>) {
   memref.dealloc %b : memref<8xf32>
   return
 }
+
+// -----
+
+// A scalar a kernel computed, read on the host (dynamic quantization's
+// scale): the host reads a copy, made after the kernel (gpu-async-region
+// waits for it before the load). A device buffer of dynamic size read on the
+// host stays refused (see @host_read).
+// CHECK-LABEL: func @read_back
+// CHECK: %[[DEV:.*]] = gpu.alloc () : memref<f32>
+// CHECK: gpu.launch
+// CHECK: memref.store %{{.*}}, %[[DEV]][]
+// CHECK: %[[COPY:.*]] = memref.alloca() : memref<f32>
+// CHECK-NEXT: gpu.memcpy %[[COPY]], %[[DEV]] : memref<f32>, memref<f32>
+// CHECK-NEXT: memref.load %[[COPY]][] : memref<f32>
+// CHECK-NOT: memref.load %[[DEV]]
+func.func @read_back() -> f32 {
+  %c1 = arith.constant 1 : index
+  %scale = memref.alloc() : memref<f32>
+  gpu.launch blocks(%bx, %by, %bz) in (%gx = %c1, %gy = %c1, %gz = %c1)
+             threads(%tx, %ty, %tz) in (%sx = %c1, %sy = %c1, %sz = %c1) {
+    %f = arith.constant 0.5 : f32
+    memref.store %f, %scale[] : memref<f32>
+    gpu.terminator
+  }
+  %v = memref.load %scale[] : memref<f32>
+  memref.dealloc %scale : memref<f32>
+  return %v : f32
+}
