@@ -990,7 +990,7 @@ MUTATIONS = [
     ("gpu-attention: grouped query heads read the K/V head of their own index",
      "passes/GpuAttention.cpp",
      "  Value kvHead = arith::DivUIOp::create(b, loc, head, cst(heads / kvHeads));",
-     "  Value kvHead = arith::DivUIOp::create(b, loc, head, cst(1));",
+     "  Value kvHead = arith::DivUIOp::create(b, loc, head, cst(heads / kvHeads / (heads / kvHeads)));",
      "ctest:attention-tiling"),
     ("gpu-attention: the next tile is staged before every thread is done with this one",
      "passes/GpuAttention.cpp",
