@@ -18,6 +18,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "AttentionTiling.h"
+#include "GpuKernelBuilder.h"
 #include "hasten/Passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -109,32 +110,8 @@ func::FuncOp barrierFunction(ModuleOp module) {
   return fn;
 }
 
-/// Builder helpers shared by the two kernels.
-struct KernelBuilder {
-  OpBuilder &b;
-  Location loc;
-
-  Value index(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v).getResult(); }
-  Value f32(float v) { return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v)); }
-
-  scf::ForOp forLoop(Value lb, Value ub, Value step, ValueRange init,
-                     function_ref<SmallVector<Value>(Value, ValueRange)> body) {
-    auto loop = scf::ForOp::create(b, loc, lb, ub, step, init);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(loop.getBody());
-    SmallVector<Value> yielded = body(loop.getInductionVar(), loop.getRegionIterArgs());
-    if (loop.getBody()->mightHaveTerminator())
-      loop.getBody()->getTerminator()->erase();
-    b.setInsertionPointToEnd(loop.getBody());
-    scf::YieldOp::create(b, loc, yielded);
-    return loop;
-  }
-  void ifThen(Value cond, function_ref<void()> body) {
-    auto i = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(i.thenBlock());
-    body();
-  }
+/// The attention kernels' helpers on top of the loop builders.
+struct KernelBuilder : hasten::KernelBuilder {
   /// exp(x - max), with a max of -inf (nothing seen but masked keys) read
   /// as 0 so that exp(-inf - 0) = 0 rather than NaN.
   Value safeMax(Value max) {
@@ -258,7 +235,7 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
       b, loc, b.getF32FloatAttr(-std::numeric_limits<float>::infinity()));
   Value scale = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(*op.getEffectiveScale()));
 
-  KernelBuilder kb{b, loc};
+  KernelBuilder kb{{b, loc}};
   auto forLoop = [&](Value lb, Value ub, Value step, ValueRange init,
                      function_ref<SmallVector<Value>(Value, ValueRange)> body) {
     return kb.forLoop(lb, ub, step, init, body);
@@ -398,7 +375,7 @@ void lowerDecode(OpBuilder &b, const Kernel &k, const Operands &o) {
   AttentionOp op = k.op;
   MLIRContext *ctx = b.getContext();
   Location loc = op.getLoc();
-  KernelBuilder kb{b, loc};
+  KernelBuilder kb{{b, loc}};
   Type f32 = b.getF32Type();
   Type resultElement = cast<RankedTensorType>(op.getType()).getElementType();
   int64_t heads = op.getNumHeads(), kvHeads = op.getNumKvHeads();

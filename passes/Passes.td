@@ -270,6 +270,39 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
                            "::mlir::bufferization::BufferizationDialect"];
 }
 
+def GpuMatmul : Pass<"hasten-gpu-matmul"> {
+  let summary = "Lower linalg matmuls on buffers into tiled GPU kernels (shared-memory tiles, register blocking)";
+  let description = [{
+    Replaces each `linalg.matmul` and `linalg.batch_matmul` on float buffers
+    with default indexing maps (`C += A B`, one batch dim leading) by a
+    `gpu.launch`: one block of 256 threads per 64 x 64 tile of C (and batch),
+    each thread accumulating a 4 x 4 piece of it in registers (the iteration
+    arguments of the K loop). Per 16-deep step of K the block stages A's
+    64 x 16 tile (transposed, k-major) and B's 16 x 64 tile in workgroup
+    memory between two `gpu.barrier`s, so each element loaded from global
+    memory serves 64 multiply-adds, where the generic lowering's one thread
+    per output element reloads every operand. Out-of-range rows, columns and
+    depths read zeros and are not written. Operands of any float type are
+    computed in f32 with FMA. Other contractions are left to the generic
+    lowering.
+
+    ```mlir
+    linalg.matmul ins(%a, %b : memref<?x128xf32>, memref<128x384xf32>) outs(%c : memref<?x384xf32>)
+    // becomes
+    gpu.launch blocks(%bx, %by, %bz) in (6, ceil(M/64), 1) threads(%t, ...) in (256, 1, 1)
+        workgroup(%at : memref<16x64xf32, 3>, %bt : memref<16x64xf32, 3>) {
+      %acc:16 = scf.for %k0 = 0 to 128 step 16 iter_args(...) {
+        ... stage, gpu.barrier, 16 x 16 fma, gpu.barrier
+      }
+      ... C[row, col] += acc (inside the matrix)
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 def FinalizeGpuKernels : Pass<"hasten-finalize-gpu-kernels", "::mlir::ModuleOp"> {
   let summary = "Resolve the placeholders that let kernels built on tensors pass buffer deallocation";
   let description = [{

@@ -141,6 +141,8 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   // Generated kernels' barriers and shared memory, placeholders until
   // buffer deallocation ran.
   pm.addPass(createFinalizeGpuKernels());
+  // Matmuls as tiled kernels, before the generic lowering takes them.
+  pm.addPass(createGpuMatmul());
   // Host side: every loop nest a kernel, every buffer on the device.
   OpPassManager &funcs = pm.nest<func::FuncOp>();
   funcs.addPass(LLVM::createLLVMRequestCWrappersPass());

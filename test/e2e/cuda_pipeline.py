@@ -53,6 +53,7 @@ MODELS = os.path.join(ROOT, "test", "models")
 # (name, path or make_test_model.py case, dimension values for dynamic inputs)
 SUPPORTED = [
     ("gemm", "case:gemm_trans_b_bias"),
+    ("matmul_ragged", "case:matmul_ragged"),
     ("conv2d", "case:conv2d"),
     ("dit_tiny", os.path.join(MODELS, "denoisers", "dit_tiny.onnx")),
     ("gpt2_masked_fill", os.path.join(MODELS, "torch", "gpt2_masked_fill.onnx")),

@@ -98,6 +98,17 @@ def matmul_batched():
 
 
 @register
+def matmul_ragged():
+    """Products whose sizes are not multiples of the CUDA target's 64 x 64
+    tiles or 16-deep K steps: a batched one and one with a constant weight."""
+    w = (np.arange(45 * 70, dtype=np.float32).reshape(45, 70) % 13 - 6) / 10
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"], name="bmm"),
+             helper.make_node("MatMul", ["x", "w"], ["z"], name="proj")]
+    return model(nodes, [vi("a", F, [3, 37, 45]), vi("b", F, [3, 45, 70]), vi("x", F, [67, 45])],
+                 [vi("y", F, [3, 37, 70]), vi("z", F, [67, 70])], [const("w", w)])
+
+
+@register
 def shape_arith_static():
     # Shape -> Gather -> Unsqueeze -> Concat -> Reshape, all static: folds.
     nodes = [helper.make_node("Shape", ["x"], ["s"]),
