@@ -25,6 +25,11 @@ struct PagedKeysValues {
 /// Whether `op` can run on the runtime's kernel (f32, additive or no mask).
 bool canCallAttentionKernel(AttentionOp op);
 
+/// `tensor` read in place as a buffer of fully dynamic strides
+/// (bufferization.to_buffer read_only), as attention lowerings take their
+/// operands before bufferization.
+mlir::Value readOnlyBuffer(mlir::OpBuilder &b, mlir::Location loc, mlir::Value tensor);
+
 /// Replaces `op` by a call of the runtime's attention kernel on buffers of
 /// its operands; with `paged`, keys and values are read from the cache
 /// instead of op's key and value operands.

@@ -36,12 +36,7 @@ using namespace hasten::abi;
 
 Value asBuffer(OpBuilder &b, Location loc, Value tensor) {
   auto type = cast<RankedTensorType>(tensor.getType());
-  SmallVector<int64_t> strides(type.getRank(), ShapedType::kDynamic);
-  auto bufferType = MemRefType::get(
-      type.getShape(), type.getElementType(),
-      StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, strides));
-  Value buffer = bufferization::ToBufferOp::create(b, loc, bufferType, tensor,
-                                                   /*read_only=*/true);
+  Value buffer = hasten::readOnlyBuffer(b, loc, tensor);
   return memref::CastOp::create(
       b, loc, anyStridedMemRef(b.getContext(), type.getRank(), type.getElementType()), buffer);
 }
@@ -67,6 +62,15 @@ struct AttentionToRuntimeCallsPass
 };
 
 } // namespace
+
+Value hasten::readOnlyBuffer(OpBuilder &b, Location loc, Value tensor) {
+  auto type = cast<RankedTensorType>(tensor.getType());
+  SmallVector<int64_t> strides(type.getRank(), ShapedType::kDynamic);
+  auto bufferType = MemRefType::get(
+      type.getShape(), type.getElementType(),
+      StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, strides));
+  return bufferization::ToBufferOp::create(b, loc, bufferType, tensor, /*read_only=*/true);
+}
 
 bool hasten::canCallAttentionKernel(AttentionOp op) {
   auto element = [](Value v) { return cast<ShapedType>(v.getType()).getElementType(); };

@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "AttentionCalls.h"
 #include "AttentionTiling.h"
 #include "GpuKernelBuilder.h"
 #include "hasten/Passes/Passes.h"
@@ -45,15 +46,6 @@ namespace {
 /// Static shared memory a kernel may use without opting in (48 KB), less
 /// room for what else a block might need.
 constexpr int64_t kSharedBudgetBytes = 40 * 1024;
-
-Value toBuffer(OpBuilder &b, Location loc, Value tensor) {
-  auto type = cast<RankedTensorType>(tensor.getType());
-  SmallVector<int64_t> strides(type.getRank(), ShapedType::kDynamic);
-  auto bufferType = MemRefType::get(
-      type.getShape(), type.getElementType(),
-      StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, strides));
-  return bufferization::ToBufferOp::create(b, loc, bufferType, tensor, /*read_only=*/true);
-}
 
 Value toF32(OpBuilder &b, Location loc, Value v) {
   if (v.getType().isF32())
@@ -152,10 +144,10 @@ Operands prepare(OpBuilder &b, AttentionOp op) {
   auto resultType = cast<RankedTensorType>(op.getType());
   Operands o;
   o.barrier = barrierFunction(op->getParentOfType<ModuleOp>());
-  o.q = toBuffer(b, loc, op.getQuery());
-  o.key = toBuffer(b, loc, op.getKey());
-  o.value = toBuffer(b, loc, op.getValue());
-  o.mask = op.getMask() ? toBuffer(b, loc, op.getMask()) : Value();
+  o.q = readOnlyBuffer(b, loc, op.getQuery());
+  o.key = readOnlyBuffer(b, loc, op.getKey());
+  o.value = readOnlyBuffer(b, loc, op.getValue());
+  o.mask = op.getMask() ? readOnlyBuffer(b, loc, op.getMask()) : Value();
   o.batch = memref::DimOp::create(b, loc, o.q, 0);
   o.qLen = memref::DimOp::create(b, loc, o.q, 2);
   o.kvLen = memref::DimOp::create(b, loc, o.key, 2);

@@ -319,8 +319,10 @@ CUresult cuMemcpyDtoH_v2(void *host, unsigned long long device, size_t size) {
   access((void *)device, 0);
   return OK;
 }
-CUresult cuMemcpyDtoD_v2(unsigned long long to, unsigned long long from, size_t size) {
-  if (failing("cuMemcpyDtoD"))
+/* Either side may be host or device memory (unified addressing). */
+static CUresult copy(unsigned long long to, unsigned long long from, size_t size,
+                     const char *name) {
+  if (failing(name))
     return LAUNCH_FAILED;
   access((void *)to, 1);
   access((void *)from, 1);
@@ -329,17 +331,12 @@ CUresult cuMemcpyDtoD_v2(unsigned long long to, unsigned long long from, size_t 
   access((void *)from, 0);
   return OK;
 }
-/* Unified addressing: either side may be host or device memory. */
+CUresult cuMemcpyDtoD_v2(unsigned long long to, unsigned long long from, size_t size) {
+  return copy(to, from, size, "cuMemcpyDtoD");
+}
 CUresult cuMemcpyAsync(unsigned long long to, unsigned long long from, size_t size,
                        void *stream) {
-  if (failing("cuMemcpyAsync"))
-    return LAUNCH_FAILED;
-  access((void *)to, 1);
-  access((void *)from, 1);
-  memmove((void *)to, (const void *)from, size);
-  access((void *)to, 0);
-  access((void *)from, 0);
-  return OK;
+  return copy(to, from, size, "cuMemcpyAsync");
 }
 CUresult cuMemsetD8_v2(unsigned long long device, unsigned char value, size_t size) {
   access((void *)device, 1);
