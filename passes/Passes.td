@@ -283,8 +283,9 @@ def GpuMatmul : Pass<"hasten-gpu-matmul"> {
     memory serves 64 multiply-adds, where the generic lowering's one thread
     per output element reloads every operand. Out-of-range rows, columns and
     depths read zeros and are not written. Operands of any float type are
-    computed in f32 with FMA. Other contractions are left to the generic
-    lowering.
+    computed in f32 with FMA. Products with a static row count below 16 (a
+    decode step's one token) and other contractions are left to the
+    generic lowering, whose one thread per output column reads B coalesced.
 
     ```mlir
     linalg.matmul ins(%a, %b : memref<?x128xf32>, memref<128x384xf32>) outs(%c : memref<?x384xf32>)

@@ -39,8 +39,8 @@ func.func @matmul(%a: memref<?x45xf32>, %b: memref<45x70xf32>, %c: memref<?x70xf
 // CHECK: arith.extf %{{.*}} : bf16 to f32
 // CHECK: arith.truncf %{{.*}} : f32 to bf16
 // CHECK: memref.store %{{.*}}, %arg2[%[[BZ]],
-func.func @batched_bf16(%a: memref<?x8x16xbf16>, %b: memref<?x16x8xbf16>, %c: memref<?x8x8xbf16>) {
-  linalg.batch_matmul ins(%a, %b : memref<?x8x16xbf16>, memref<?x16x8xbf16>) outs(%c : memref<?x8x8xbf16>)
+func.func @batched_bf16(%a: memref<?x40x16xbf16>, %b: memref<?x16x8xbf16>, %c: memref<?x40x8xbf16>) {
+  linalg.batch_matmul ins(%a, %b : memref<?x40x16xbf16>, memref<?x16x8xbf16>) outs(%c : memref<?x40x8xbf16>)
   return
 }
 
@@ -57,5 +57,17 @@ func.func @left_alone(%a: memref<4x8xf32>, %bt: memref<6x8xf32>, %c: memref<4x6x
   linalg.matmul indexing_maps = [affine_map<(m, n, k) -> (m, k)>, affine_map<(m, n, k) -> (n, k)>, affine_map<(m, n, k) -> (m, n)>]
       ins(%a, %bt : memref<4x8xf32>, memref<6x8xf32>) outs(%c : memref<4x6xf32>)
   linalg.matmul ins(%ai, %bi : memref<4x8xi32>, memref<8x6xi32>) outs(%ci : memref<4x6xi32>)
+  return
+}
+
+// -----
+
+// One row (a decode step): the generic kernel reads B coalesced, a 64-row
+// tile would compute 63 masked rows.
+// CHECK-LABEL: func.func @one_row
+// CHECK-NOT: gpu.launch
+// CHECK: linalg.matmul
+func.func @one_row(%a: memref<1x128xf32>, %b: memref<128x384xf32>, %c: memref<1x384xf32>) {
+  linalg.matmul ins(%a, %b : memref<1x128xf32>, memref<128x384xf32>) outs(%c : memref<1x384xf32>)
   return
 }
