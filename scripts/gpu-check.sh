@@ -33,7 +33,7 @@ prepare() {
   cp -L "$loader" "$dir/lib/ld-linux.so"
   # What travels: the CUDA modules, their inputs and the CPU outputs, and
   # stripped libraries (the device tool carries 64 MiB at most).
-  rm -f "$dir"/cases/*.cpu.so "$dir"/cases/*.ptx "$dir"/cases/*.cubin "$dir"/cases/*.onnx
+  rm -f "$dir"/cases/*.cpu.so "$dir"/cases/*.ptx "$dir"/cases/*.cubin "$dir"/cases/*.onnx "$dir"/cases/*.mlir
   rm -rf "$dir"/cases/refused.so "$dir"/cases/probe
   for f in "$dir"/bin/hasten-run "$dir"/lib/*.so*; do
     [[ "$f" == */ld-linux.so ]] || strip --strip-unneeded "$f"

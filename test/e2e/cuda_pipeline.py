@@ -21,7 +21,8 @@ it, and its outputs are compared with the CPU target's on the same inputs
 is skipped and why.
 
 --prepare DIR writes, instead, what scripts/gpu-check.sh carries to a GPU
-machine: the CUDA modules, their inputs and the CPU outputs (DIR/cases.json);
+machine: the CUDA modules, their inputs and the CPU outputs (DIR/cases.json),
+and attention-tiling's prefills that are too long for the emulator;
 --compare DIR OUT checks the outputs a GPU machine wrote into OUT.
 
 usage: cuda_pipeline.py BUILD_BIN [--prepare DIR | --compare DIR OUT]
@@ -73,6 +74,40 @@ SUPPORTED = [
 ]
 # Greedy generation on the GPU must give the CPU target's tokens.
 GENERATE = [("default_decoder", "3,14,15,92,65,35,89,79", 16)]
+
+def prepare_long_attention(c, bin_dir, work, cases):
+    """For the GPU check only: attention_tiling.py's prefills too long for the
+    emulator, compiled for CUDA, with the CPU target's outputs (which
+    attention-tiling checks against float64 numpy) as the reference."""
+    import attention_tiling
+    rng = np.random.default_rng(11)
+    for case in attention_tiling.CASES:
+        name, b, h, kvh, s, t, d, _, mask, _ = case
+        if mask or b * h * s * t * d <= attention_tiling.CUDA_MAX_MACS:
+            continue
+        tag = "attention_" + name.replace("-", "_")
+        source = os.path.join(work, tag + ".mlir")
+        with open(source, "w") as f:
+            f.write(attention_tiling.module_text(case))
+        module, cpu_module = (os.path.join(work, tag + ext) for ext in (".cuda.so", ".cpu.so"))
+        for out, flags in ((module, ["--target=cuda", f"--gpu={GPUS}"]), (cpu_module, [])):
+            p = subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o", out]
+                               + flags, capture_output=True, text=True)
+            c.check(p.returncode == 0, f"{tag}: compiles ({' '.join(flags) or 'cpu'})"
+                    + ("" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+        inputs = {}
+        for arg, shape in (("arg0", (b, h, s, d)), ("arg1", (b, kvh, t, d)),
+                           ("arg2", (b, kvh, t, d))):
+            path = os.path.join(work, f"{tag}.{arg}.npy")
+            np.save(path, rng.standard_normal(shape).astype(np.float32))
+            inputs[arg] = path
+        cpu_dir = os.path.join(work, tag + ".cpu")
+        p = run(bin_dir, cpu_module, inputs, cpu_dir)
+        c.check(p.returncode == 0, f"{tag}: runs on the CPU")
+        cases.append({"name": tag, "module": os.path.basename(module),
+                      "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
+                      "cpu_outputs": os.path.basename(cpu_dir)})
+
 
 def model_path(source, work):
     if not source.startswith("case:"):
@@ -346,6 +381,7 @@ def main():
                     f"{name}: greedy tokens on the GPU = CPU ({generated_ids(gpu.stdout)} vs "
                     f"{ids})")
         if args.prepare:
+            prepare_long_attention(c, args.bin_dir, work, cases)
             json.dump(cases, open(os.path.join(work, "cases.json"), "w"), indent=1)
     finally:
         if not args.prepare:
