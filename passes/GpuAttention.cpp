@@ -47,12 +47,6 @@ namespace {
 /// room for what else a block might need.
 constexpr int64_t kSharedBudgetBytes = 40 * 1024;
 
-Value toF32(OpBuilder &b, Location loc, Value v) {
-  if (v.getType().isF32())
-    return v;
-  return arith::ExtFOp::create(b, loc, b.getF32Type(), v);
-}
-
 Value fromF32(OpBuilder &b, Location loc, Value v, Type to) {
   if (to.isF32())
     return v;

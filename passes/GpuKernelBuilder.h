@@ -14,6 +14,13 @@
 
 namespace hasten {
 
+/// `v` widened to f32 (kernels compute in f32 whatever their operands).
+inline mlir::Value toF32(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v) {
+  if (v.getType().isF32())
+    return v;
+  return mlir::arith::ExtFOp::create(b, loc, b.getF32Type(), v);
+}
+
 struct KernelBuilder {
   mlir::OpBuilder &b;
   mlir::Location loc;

@@ -25,15 +25,12 @@ namespace hasten {
 } // namespace hasten
 
 using namespace mlir;
+using hasten::toF32;
 
 namespace {
 
 constexpr int64_t kTile = 64, kDepth = 16, kMicro = 4;
 constexpr int64_t kThreads = (kTile / kMicro) * (kTile / kMicro); // 256
-
-Value toF32(OpBuilder &b, Location loc, Value v) {
-  return v.getType().isF32() ? v : arith::ExtFOp::create(b, loc, b.getF32Type(), v).getResult();
-}
 
 /// C (+)= A B for one matmul (batched: a leading batch dim on all three).
 void lower(OpBuilder &b, linalg::LinalgOp op, bool batched) {
