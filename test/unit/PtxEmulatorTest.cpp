@@ -453,6 +453,196 @@ TEST(PtxEmulator, OutOfBoundsAccessFailsTheLaunch) {
 
 // What the emulator does not implement is refused when the module loads,
 // with the line, rather than run wrongly.
+// Tensor-core instructions as hasten's attention kernels use them. `mma`
+// loads each lane's fragment registers (packed on the host by the PTX ISA's
+// fragment tables), multiplies and stores D; `ldm` stages four 8x8 b16
+// matrices in shared memory and reads them back with ldmatrix, plain and
+// transposed; `partial` lets one lane exit before an mma.
+const char *kTensorCores = R"(
+.visible .entry mma(.param .u64 mma_param_0, .param .u64 mma_param_1, .param .u64 mma_param_2)
+{
+  .reg .b32 %r<20>;
+  .reg .f32 %f<10>;
+  .reg .b64 %rd<10>;
+  ld.param.u64 %rd1, [mma_param_0];
+  ld.param.u64 %rd2, [mma_param_1];
+  ld.param.u64 %rd3, [mma_param_2];
+  mov.u32 %r1, %laneid;
+  mul.wide.u32 %rd4, %r1, 40;
+  add.s64 %rd5, %rd1, %rd4;
+  ld.global.v4.u32 {%r2, %r3, %r4, %r5}, [%rd5];
+  ld.global.v2.u32 {%r6, %r7}, [%rd5+16];
+  ld.global.v2.f32 {%f1, %f2}, [%rd5+24];
+  ld.global.v2.f32 {%f3, %f4}, [%rd5+32];
+  mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f5, %f6, %f7, %f8}, {%r2, %r3, %r4, %r5}, {%r6, %r7}, {%f1, %f2, %f3, %f4};
+  mul.wide.u32 %rd6, %r1, 16;
+  add.s64 %rd7, %rd2, %rd6;
+  st.global.v4.f32 [%rd7], {%f5, %f6, %f7, %f8};
+  mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%f5, %f6, %f7, %f8}, {%r2, %r3, %r4, %r5}, {%r6, %r7}, {%f1, %f2, %f3, %f4};
+  add.s64 %rd8, %rd3, %rd6;
+  st.global.v4.f32 [%rd8], {%f5, %f6, %f7, %f8};
+  ret;
+}
+
+.shared .align 16 .b8 tiles[528];
+
+.visible .entry ldm(.param .u64 ldm_param_0, .param .u64 ldm_param_1, .param .u32 ldm_param_2)
+{
+  .reg .b32 %r<24>;
+  .reg .b64 %rd<10>;
+  ld.param.u64 %rd1, [ldm_param_0];
+  ld.param.u64 %rd2, [ldm_param_1];
+  ld.param.u32 %r20, [ldm_param_2];
+  mov.u32 %r1, %laneid;
+  mul.wide.u32 %rd3, %r1, 16;
+  add.s64 %rd4, %rd1, %rd3;
+  ld.global.v4.u32 {%r2, %r3, %r4, %r5}, [%rd4];
+  mov.u32 %r6, tiles;
+  shl.b32 %r7, %r1, 4;
+  add.s32 %r8, %r6, %r7;
+  st.shared.v4.u32 [%r8], {%r2, %r3, %r4, %r5};
+  bar.sync 0;
+  add.s32 %r8, %r8, %r20;
+  ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r9, %r10, %r11, %r12}, [%r8];
+  ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%r13, %r14, %r15, %r16}, [%r8];
+  ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%r17}, [%r8];
+  mul.wide.u32 %rd5, %r1, 36;
+  add.s64 %rd6, %rd2, %rd5;
+  st.global.u32 [%rd6], %r9;
+  st.global.u32 [%rd6+4], %r10;
+  st.global.u32 [%rd6+8], %r11;
+  st.global.u32 [%rd6+12], %r12;
+  st.global.u32 [%rd6+16], %r13;
+  st.global.u32 [%rd6+20], %r14;
+  st.global.u32 [%rd6+24], %r15;
+  st.global.u32 [%rd6+28], %r16;
+  st.global.u32 [%rd6+32], %r17;
+  ret;
+}
+
+.visible .entry partial(.param .u64 partial_param_0)
+{
+  .reg .pred %p<2>;
+  .reg .b32 %r<8>;
+  .reg .f32 %f<10>;
+  mov.u32 %r1, %laneid;
+  setp.eq.u32 %p1, %r1, 31;
+  @%p1 bra $L__out;
+  mov.b32 %r2, 0;
+  mov.f32 %f1, 0f00000000;
+  mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f5, %f6, %f7, %f8}, {%r2, %r2, %r2, %r2}, {%r2, %r2}, {%f1, %f1, %f1, %f1};
+$L__out:
+  ret;
+}
+)";
+
+uint16_t bf16Of(float f) { return uint16_t(bitsOf(f) >> 16); } // exact for the values used
+
+uint16_t f16Of(float f) { // exact for small integers and halves
+  uint32_t b = bitsOf(f);
+  if ((b & 0x7fffffff) == 0)
+    return uint16_t(b >> 16);
+  int exponent = int((b >> 23) & 0xff) - 127 + 15;
+  return uint16_t(((b >> 16) & 0x8000) | uint32_t(exponent) << 10 | ((b >> 13) & 0x3ff));
+}
+
+TEST(PtxEmulator, TensorCoreMmaAndLdmatrix) {
+  Loaded l(kTensorCores);
+  ASSERT_TRUE(l.module) << l.error;
+  // Small integers and halves: exact in bf16, f16 and f32, so the products
+  // and sums are exact too.
+  float a[16][16], b[16][8], c[16][8];
+  for (int i = 0; i < 16; ++i)
+    for (int k = 0; k < 16; ++k)
+      a[i][k] = float((i * 7 + k * 3) % 11) - 5.0f;
+  for (int k = 0; k < 16; ++k)
+    for (int j = 0; j < 8; ++j)
+      b[k][j] = float((k * 5 + j * 9) % 13) * 0.5f - 3.0f;
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 8; ++j)
+      c[i][j] = float(i - j) * 0.25f;
+  // Per lane: 4 A registers, 2 B registers (two halves each), 4 C floats;
+  // for bf16 and f16 the same integers, in the two encodings.
+  struct Lane {
+    uint32_t a[4], b[2];
+    float c[4];
+  };
+  for (int encoding = 0; encoding < 2; ++encoding) {
+    auto enc = [&](float x) { return encoding == 0 ? bf16Of(x) : f16Of(x); };
+    std::vector<Lane> lanes(32);
+    for (int lane = 0; lane < 32; ++lane) {
+      int g = lane / 4, t = lane % 4;
+      Lane &L = lanes[size_t(lane)];
+      std::memset(&L, 0, sizeof L);
+      for (int i = 0; i < 8; ++i)
+        L.a[i / 2] |= uint32_t(enc(a[g + 8 * ((i / 2) % 2)][2 * t + i % 2 + 8 * (i / 4)]))
+                      << (16 * (i % 2));
+      for (int i = 0; i < 4; ++i)
+        L.b[i / 2] |= uint32_t(enc(b[2 * t + i % 2 + 8 * (i / 2)][g])) << (16 * (i % 2));
+      for (int i = 0; i < 4; ++i)
+        L.c[i] = c[g + 8 * (i / 2)][2 * t + i % 2];
+    }
+    std::vector<float> bf16Out(128, -1.0f), f16Out(128, -1.0f);
+    void *in = lanes.data(), *o1 = bf16Out.data(), *o2 = f16Out.data();
+    std::string error;
+    ASSERT_EQ(launch(l.module, "mma", 1, 32,
+                     {{lanes.data(), 32 * sizeof(Lane)}, {bf16Out.data(), 512}, {f16Out.data(), 512}},
+                     {&in, &o1, &o2}, &error),
+              0)
+        << error;
+    // The encoding the lanes hold is read by its own instruction; the other
+    // instruction reads the same bits as the other type, so only check it.
+    std::vector<float> &out = encoding == 0 ? bf16Out : f16Out;
+    for (int lane = 0; lane < 32; ++lane) {
+      int g = lane / 4, t = lane % 4;
+      for (int i = 0; i < 4; ++i) {
+        int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float expected = c[row][col];
+        for (int k = 0; k < 16; ++k)
+          expected += a[row][k] * b[k][col];
+        EXPECT_EQ(out[size_t(lane * 4 + i)], expected)
+            << (encoding ? "f16" : "bf16") << " D(" << row << "," << col << ") at lane " << lane;
+      }
+    }
+  }
+
+  // ldmatrix: matrix m, row r, column k holds 1000 m + 10 r + k.
+  std::vector<uint16_t> tiles(256);
+  for (int m = 0; m < 4; ++m)
+    for (int r = 0; r < 8; ++r)
+      for (int k = 0; k < 8; ++k)
+        tiles[size_t(m * 64 + r * 8 + k)] = uint16_t(1000 * m + 10 * r + k);
+  std::vector<uint32_t> regs(32 * 9, 0);
+  void *in = tiles.data(), *out = regs.data();
+  uint32_t offset = 0;
+  std::string error;
+  ASSERT_EQ(launch(l.module, "ldm", 1, 32, {{tiles.data(), 512}, {regs.data(), regs.size() * 4}},
+                   {&in, &out, &offset}, &error),
+            0)
+      << error;
+  auto element = [&](int m, int r, int k) { return uint32_t(1000 * m + 10 * r + k); };
+  for (int lane = 0; lane < 32; ++lane) {
+    int g = lane / 4, t = lane % 4;
+    const uint32_t *r = &regs[size_t(lane * 9)];
+    for (int m = 0; m < 4; ++m) {
+      EXPECT_EQ(r[m], element(m, g, 2 * t) | element(m, g, 2 * t + 1) << 16)
+          << "lane " << lane << " matrix " << m;
+      EXPECT_EQ(r[4 + m], element(m, 2 * t, g) | element(m, 2 * t + 1, g) << 16)
+          << "lane " << lane << " transposed matrix " << m;
+    }
+    EXPECT_EQ(r[8], element(0, g, 2 * t) | element(0, g, 2 * t + 1) << 16) << "x1, lane " << lane;
+  }
+  // Row addresses must be 16-byte aligned.
+  offset = 8;
+  EXPECT_NE(launch(l.module, "ldm", 1, 32, {{tiles.data(), 512}, {regs.data(), regs.size() * 4}},
+                   {&in, &out, &offset}, &error),
+            0);
+  EXPECT_NE(error.find("not 16-byte aligned"), std::string::npos) << error;
+  // Every lane of the warp takes part in an mma.
+  EXPECT_NE(launch(l.module, "partial", 1, 32, {}, {&out}, &error), 0);
+  EXPECT_NE(error.find("lane 31 of the warp inactive"), std::string::npos) << error;
+}
+
 TEST(PtxEmulator, UnsupportedInstructionsAreRefusedAtLoad) {
   Loaded tex(R"(
 .visible .entry sample(.param .u64 sample_param_0)
@@ -476,6 +666,18 @@ TEST(PtxEmulator, UnsupportedInstructionsAreRefusedAtLoad) {
 )");
   EXPECT_EQ(label.module, nullptr);
   EXPECT_NE(label.error.find("unknown label '$L__nowhere'"), std::string::npos) << label.error;
+  // An mma form the emulator does not model is refused, not run wrongly.
+  Loaded volta(R"(
+.visible .entry quad()
+{
+  .reg .b32 %r<4>;
+  .reg .f32 %f<10>;
+  mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f32 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, {%r1, %r2}, {%r1, %r2}, {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8};
+  ret;
+}
+)");
+  EXPECT_EQ(volta.module, nullptr);
+  EXPECT_NE(volta.error.find("unsupported mma form"), std::string::npos) << volta.error;
 }
 
 } // namespace

@@ -9,6 +9,7 @@
 #include "ptx_emulator.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
@@ -136,6 +137,7 @@ enum class Op : uint8_t {
   Mov, Ld, St, Cvta, CvtaTo, Add, Sub, Mul, Mad, Fma, Div, Rem, Min, Max, Abs, Neg, And, Or,
   Xor, Not, Cnot, Shl, Shr, Selp, Setp, Cvt, Bra, Ret, Exit, Call, BarSync, WarpNop, Shfl,
   Rcp, Sqrt, Rsqrt, Ex2, Lg2, Sin, Cos, Tanh, Popc, Clz, Copysign, Nop,
+  Mma, Ldmatrix, // warp-wide matrix instructions (tensor cores)
 };
 
 enum class Space : uint8_t { Generic, Global, Local, Shared, Param, Const };
@@ -148,7 +150,8 @@ enum Cmp : uint8_t {
 enum BoolOp : uint8_t { kBoolNone, kBoolAnd, kBoolOr, kBoolXor };
 enum ShflMode : uint8_t { kUp, kDown, kBfly, kIdx };
 enum Flags : uint32_t {
-  kLoHalf = 1, kHiHalf = 2, kWide = 4, kNaN = 8, kSat = 16,
+  kLoHalf = 1, kHiHalf = 2, kWide = 4, kNaN = 8, kSat = 16, kTrans = 32, kRowMajorA = 64,
+  kColMajorB = 128, kShapeM16N8K16 = 256, kShapeM8N8 = 512,
 };
 enum Special : uint8_t {
   kTidX, kTidY, kTidZ, kNtidX, kNtidY, kNtidZ, kCtaidX, kCtaidY, kCtaidZ, kNctaidX, kNctaidY,
@@ -831,7 +834,8 @@ private:
         {"shfl", Op::Shfl}, {"rcp", Op::Rcp},     {"sqrt", Op::Sqrt}, {"rsqrt", Op::Rsqrt},
         {"ex2", Op::Ex2},   {"lg2", Op::Lg2},     {"sin", Op::Sin},   {"cos", Op::Cos},
         {"tanh", Op::Tanh}, {"popc", Op::Popc},   {"clz", Op::Clz},   {"membar", Op::Nop},
-        {"fence", Op::Nop}, {"copysign", Op::Copysign},
+        {"fence", Op::Nop}, {"copysign", Op::Copysign}, {"mma", Op::Mma},
+        {"ldmatrix", Op::Ldmatrix},
     };
     auto it = ops.find(name);
     if (it == ops.end())
@@ -845,9 +849,14 @@ private:
         {"ge", kGe},   {"lo", kLo},   {"ls", kLs},   {"hi", kHi},   {"hs", kHs},
         {"equ", kEqu}, {"neu", kNeu}, {"ltu", kLtu}, {"leu", kLeu}, {"gtu", kGtu},
         {"geu", kGeu}, {"num", kNum}, {"nan", kNan}};
+    std::vector<Ty> mmaTypes; // mma's D, A, B and C types, in that order
     for (size_t i = 1; i < parts.size(); ++i) {
       const std::string &p = parts[i];
       Ty ty = parseType(p);
+      if (ty != Ty::None && in.op == Op::Mma) {
+        mmaTypes.push_back(ty);
+        continue;
+      }
       if (ty != Ty::None) {
         if (in.type == Ty::None)
           in.type = ty;
@@ -888,6 +897,25 @@ private:
         in.shfl = p == "up" ? kUp : p == "down" ? kDown : p == "bfly" ? kBfly : kIdx;
         continue;
       }
+      if (in.op == Op::Mma && p.size() > 1 && p[0] == 'm' && isdigit((unsigned char)p[1])) {
+        if (p == "m16n8k16") // other shapes: refused below
+          in.flags |= kShapeM16N8K16;
+        continue;
+      }
+      if (in.op == Op::Mma && p == "row" && !(in.flags & kRowMajorA)) {
+        in.flags |= kRowMajorA;
+        continue;
+      }
+      if (in.op == Op::Mma && p == "col" && (in.flags & kRowMajorA)) {
+        in.flags |= kColMajorB;
+        continue;
+      }
+      if (in.op == Op::Ldmatrix && p == "m8n8") { in.flags |= kShapeM8N8; continue; }
+      if (in.op == Op::Ldmatrix && (p == "x1" || p == "x2" || p == "x4")) {
+        in.vec = uint8_t(p[1] - '0');
+        continue;
+      }
+      if (in.op == Op::Ldmatrix && p == "trans") { in.flags |= kTrans; continue; }
       if (in.op == Op::BarSync && p == "warp") {
         in.op = Op::WarpNop; // lanes of a warp run in lockstep here
         continue;
@@ -909,7 +937,24 @@ private:
       fail(line, "setp without a comparison");
     if (in.op == Op::Mad && isFloat(in.type))
       in.op = Op::Fma;
-    if (in.op == Op::BarSync || in.op == Op::Shfl)
+    if (in.op == Op::Mma) {
+      // The forms hasten's attention kernels use (PTX ISA 9.7.14.5.8):
+      // m16n8k16, A row-major and B column-major, bf16 or f16 operands, f32
+      // accumulators.
+      bool half = mmaTypes.size() == 4 && mmaTypes[1] == mmaTypes[2] &&
+                  (mmaTypes[1] == Ty::BF16 || mmaTypes[1] == Ty::F16);
+      if (!(in.flags & kShapeM16N8K16) || !(in.flags & kColMajorB) || !half ||
+          mmaTypes[0] != Ty::F32 || mmaTypes[3] != Ty::F32)
+        fail(line, "unsupported mma form '%s' (m16n8k16.row.col.f32.{bf16,f16}.f32 only)",
+             opcode.c_str());
+      in.type = mmaTypes[1];
+      in.type2 = Ty::F32;
+    }
+    if (in.op == Op::Ldmatrix && (!(in.flags & kShapeM8N8) || in.type != Ty::B16 ||
+                                  (in.space != Space::Shared && in.space != Space::Generic)))
+      fail(line, "unsupported ldmatrix form '%s' (m8n8 .x1/.x2/.x4 of .b16 only)",
+           opcode.c_str());
+    if (in.op == Op::BarSync || in.op == Op::Shfl || in.op == Op::Mma || in.op == Op::Ldmatrix)
       f.collectives = true;
     if (in.op == Op::Call) {
       // call[.uni] (ret), name, (args)  |  call[.uni] name, (args)
@@ -938,6 +983,17 @@ private:
     if ((in.op == Op::Ld || in.op == Op::St) &&
         (in.ops.size() != 2 || in.ops[in.op == Op::Ld ? 1 : 0].kind != Operand::Addr))
       fail(line, "malformed memory access");
+    auto vectorOf = [&](size_t i, size_t n) {
+      return in.ops.size() > i && in.ops[i].kind == Operand::Vec && in.ops[i].regs.size() == n &&
+             std::find(in.ops[i].regs.begin(), in.ops[i].regs.end(), -1) == in.ops[i].regs.end();
+    };
+    if (in.op == Op::Mma &&
+        (in.ops.size() != 4 || !vectorOf(0, 4) || !vectorOf(1, 4) || !vectorOf(2, 2) ||
+         !vectorOf(3, 4)))
+      fail(line, "malformed mma operands (expected {d x4}, {a x4}, {b x2}, {c x4})");
+    if (in.op == Op::Ldmatrix &&
+        (in.ops.size() != 2 || !vectorOf(0, in.vec) || in.ops[1].kind != Operand::Addr))
+      fail(line, "malformed ldmatrix operands (expected {r x%d}, [address])", int(in.vec));
     return in;
   }
 
@@ -1701,6 +1757,8 @@ private:
         t.state = State::AtBarrier;
         return;
       case Op::Shfl:
+      case Op::Mma:
+      case Op::Ldmatrix:
         t.state = State::AtWarp;
         return;
       }
@@ -1708,8 +1766,95 @@ private:
     }
   }
 
+  // mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.f32 d, a, b, c: D = A B
+  // + C over the warp (PTX ISA 9.7.14.5.8, "Matrix Fragments for
+  // mma.m16n8k16 with floating point type"). Lane l holds, with g = l / 4
+  // and t = l % 4: A (16 x 16, two halves per 32-bit register, the lower
+  // half first) a_i at row g + 8 * ((i / 2) % 2), column 2t + i % 2 + 8 * (i
+  // / 4); B (16 x 8) b_i at row 2t + i % 2 + 8 * (i / 2), column g; C and D
+  // (16 x 8, f32) c_i at row g + 8 * (i / 2), column 2t + i % 2. Products of
+  // half-precision operands are exact in f32; the sums are rounded once,
+  // from double.
+  void mma(unsigned begin, const Inst &in) {
+    double a[16][16], b[16][8], c[16][8];
+    auto reg = [&](unsigned lane, const Operand &o, unsigned i) {
+      return threads[begin + lane].frames.back().regs[size_t(o.regs[i])];
+    };
+    auto half = [&](uint64_t r, unsigned i) { return floatOf((r >> (16 * (i % 2))) & 0xffff, in.type); };
+    for (unsigned lane = 0; lane < 32; ++lane) {
+      unsigned g = lane / 4, t = lane % 4;
+      for (unsigned i = 0; i < 8; ++i)
+        a[g + 8 * ((i / 2) % 2)][2 * t + i % 2 + 8 * (i / 4)] = half(reg(lane, in.ops[1], i / 2), i);
+      for (unsigned i = 0; i < 4; ++i)
+        b[2 * t + i % 2 + 8 * (i / 2)][g] = half(reg(lane, in.ops[2], i / 2), i);
+      for (unsigned i = 0; i < 4; ++i)
+        c[g + 8 * (i / 2)][2 * t + i % 2] = f32Of(reg(lane, in.ops[3], i));
+    }
+    for (unsigned lane = 0; lane < 32; ++lane) {
+      unsigned g = lane / 4, t = lane % 4;
+      Frame &f = threads[begin + lane].frames.back();
+      for (unsigned i = 0; i < 4; ++i) {
+        unsigned row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        double sum = c[row][col];
+        for (unsigned k = 0; k < 16; ++k)
+          sum += a[row][k] * b[k][col];
+        f.regs[size_t(in.ops[0].regs[i])] = bitsOfF32(float(sum));
+      }
+    }
+  }
+
+  // ldmatrix.sync.aligned.m8n8.xN{.trans}.shared.b16 r, [p] (PTX ISA
+  // 9.7.14.5.15): lanes 8i..8i+7 give the addresses of matrix i's rows (16
+  // bytes each, 16-byte aligned, in shared memory); lane l receives in r_i
+  // the elements (g, 2t) and (g, 2t + 1) of matrix i, g = l / 4, t = l % 4,
+  // or with .trans (2t, g) and (2t + 1, g), the first in the lower half.
+  void ldmatrix(unsigned begin, const Inst &in) {
+    unsigned count = in.vec;
+    uint16_t rows[4][8][8];
+    for (unsigned lane = 0; lane < 8 * count; ++lane) {
+      Thread &t = threads[begin + lane];
+      current = &t;
+      Frame &f = t.frames.back();
+      uint8_t *p = address(in, in.ops[1], f, t, in.space, 16);
+      uint8_t *sh = shared.data();
+      if (p < sh || p + 16 > sh + shared.size())
+        fault(in, "ldmatrix row address outside shared memory");
+      if ((p - sh) % 16 != 0)
+        fault(in, "ldmatrix row address %#llx not 16-byte aligned",
+              (unsigned long long)(p - sh));
+      memcpy(rows[lane / 8][lane % 8], p, 16);
+    }
+    for (unsigned lane = 0; lane < 32; ++lane) {
+      unsigned g = lane / 4, t = lane % 4;
+      Frame &f = threads[begin + lane].frames.back();
+      for (unsigned i = 0; i < count; ++i) {
+        uint16_t lo = in.flags & kTrans ? rows[i][2 * t][g] : rows[i][g][2 * t];
+        uint16_t hi = in.flags & kTrans ? rows[i][2 * t + 1][g] : rows[i][g][2 * t + 1];
+        f.regs[size_t(in.ops[0].regs[i])] = uint64_t(lo) | uint64_t(hi) << 16;
+      }
+    }
+  }
+
   // Runs the warp-wide instruction every live lane of [begin, end) reached.
   void warpCollective(unsigned begin, unsigned end, const Inst &in) {
+    if (in.op == Op::Mma || in.op == Op::Ldmatrix) {
+      // .aligned: every thread of the warp executes it, none has exited.
+      for (unsigned i = begin; i < begin + 32; ++i)
+        if (i >= end || threads[i].state == State::Done) {
+          current = &threads[begin];
+          fault(in, "%s with lane %u of the warp inactive (.aligned needs all 32)",
+                in.op == Op::Mma ? "mma" : "ldmatrix", i - begin);
+        }
+      if (in.op == Op::Mma)
+        mma(begin, in);
+      else
+        ldmatrix(begin, in);
+      for (unsigned i = begin; i < end; ++i) {
+        ++threads[i].frames.back().pc;
+        threads[i].state = State::Running;
+      }
+      return;
+    }
     if (in.op != Op::Shfl) {
       current = &threads[begin];
       fault(in, "unsupported warp-wide instruction");
