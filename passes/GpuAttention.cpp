@@ -24,6 +24,10 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -348,6 +352,362 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
   b.setInsertionPointAfter(guard);
 }
 
+// ------------------------------------------------- tensor-core prefill
+
+/// The tensor-core kernel's shape: `warps` warps per block, each owning
+/// `mTiles` 16-row MMA tiles of queries, `tileKv` keys per step, operands of
+/// `element` (bf16 or f16) in shared memory laid out as the plan says.
+struct MmaKernel {
+  Type element;
+  int64_t warps, mTiles, tileKv, headDim, valueDim;
+  std::string layout;
+};
+
+/// Where element (row, column) of a tile of `dims`-wide rows lives in the
+/// shared buffer, in elements: rows `rowElements` apart (padded<P> adds P),
+/// and with swizzle<S> the row's 16-byte chunks XORed with the row within
+/// spans of S bytes, so that the 8 rows one ldmatrix reads fall in 8
+/// different bank groups.
+struct SharedLayout {
+  int64_t rowElements = 0, swizzleChunks = 0;
+
+  static SharedLayout of(StringRef plan, int64_t dims) {
+    SharedLayout l{dims, 0};
+    int64_t n = 0;
+    if (plan.consume_front("padded<") && !plan.consumeInteger(10, n))
+      l.rowElements = dims + n;
+    else if (plan.consume_front("swizzle<") && !plan.consumeInteger(10, n) &&
+             (dims / 8) % (n / 16) == 0)
+      l.swizzleChunks = n / 16;
+    return l;
+  }
+  /// The offset of 16-byte chunk `chunk` of row `row`.
+  Value offset(hasten::KernelBuilder &kb, Value row, Value chunk) const {
+    OpBuilder &b = kb.b;
+    Location loc = kb.loc;
+    if (swizzleChunks)
+      chunk = arith::XOrIOp::create(
+          b, loc, chunk, arith::RemUIOp::create(b, loc, row, kb.index(swizzleChunks)));
+    return arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, row, kb.index(rowElements)),
+        arith::MulIOp::create(b, loc, chunk, kb.index(8)));
+  }
+};
+
+/// MMA fragments as nvgpu.mma.sync takes them (per lane, m16n8k16): A as
+/// vector<4x2xT> (four registers of two halves), B as vector<2x2xT>, C and D
+/// as vector<2x2xf32> (rows group and group + 8, columns 2t and 2t + 1).
+struct Fragments : KernelBuilder {
+  Type element;
+
+  /// Four 8x8 matrices, one per register, whose rows this lane addresses.
+  Value load(Value smem, Value offset, bool transpose) {
+    return nvgpu::LdMatrixOp::create(b, loc, VectorType::get({4, 2}, element), smem,
+                                     ValueRange{offset}, transpose, 4);
+  }
+  /// Registers [first, first + 2) of an x4 load: one B operand.
+  Value half(Value tiles, int64_t first) {
+    return vector::ExtractStridedSliceOp::create(b, loc, tiles, ArrayRef<int64_t>{first, 0},
+                                                 ArrayRef<int64_t>{2, 2},
+                                                 ArrayRef<int64_t>{1, 1});
+  }
+  /// An A operand from two accumulators' f32 values (the m16n8 C layout of
+  /// key columns 0-7 and 8-15 is the m16n8k16 A layout).
+  Value operandA(Value low, Value high) {
+    SmallVector<Value> values;
+    for (Value c : {low, high})
+      for (int64_t i = 0; i < 4; ++i)
+        values.push_back(vector::ExtractOp::create(b, loc, c, ArrayRef<int64_t>{i / 2, i % 2}));
+    Value f32s = vector::FromElementsOp::create(
+        b, loc, VectorType::get({4, 2}, b.getF32Type()), values);
+    return arith::TruncFOp::create(b, loc, VectorType::get({4, 2}, element), f32s);
+  }
+  Value mma(Value a, Value bOperand, Value c) {
+    return nvgpu::MmaSyncOp::create(b, loc, a, bOperand, c, ArrayRef<int64_t>{16, 8, 16});
+  }
+  Value element4(Value c, int64_t i) {
+    return vector::ExtractOp::create(b, loc, c, ArrayRef<int64_t>{i / 2, i % 2});
+  }
+  Value accumulator(ArrayRef<Value> values) {
+    return vector::FromElementsOp::create(b, loc, VectorType::get({2, 2}, b.getF32Type()),
+                                          values);
+  }
+};
+
+/// Prefill on tensor cores (FlashAttention-2's structure on sm_80 and
+/// newer): each warp owns m.mTiles 16-row tiles of the block's queries and
+/// keeps their Q fragments, running max and sum, and output accumulators in
+/// registers; per key tile the block stages K and V in shared memory
+/// (converted to bf16/f16, laid out as planned), each warp computes its
+/// scores with mma.sync m16n8k16 from ldmatrix fragments, rescales by the
+/// online softmax, reuses the probabilities' accumulator registers as the A
+/// operand of P V (the m16n8 C layout is the m16n8k16 A layout), and reads
+/// V's fragments with ldmatrix.trans. The scores never leave registers; a
+/// row's max and sum are reduced over the 4 lanes that share it with
+/// shuffles. The Q tile is staged in the same shared buffer before K and V
+/// reuse it.
+void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Operands &o) {
+  AttentionOp op = k.op;
+  MLIRContext *ctx = b.getContext();
+  Location loc = op.getLoc();
+  Fragments kb{{{b, loc}}, m.element};
+  Type resultElement = cast<RankedTensorType>(op.getType()).getElementType();
+  int64_t heads = op.getNumHeads(), kvHeads = op.getNumKvHeads();
+  int64_t threads = m.warps * 32, rowsPerWarp = m.mTiles * 16, blockQ = m.warps * rowsPerWarp;
+  int64_t kSteps = m.headDim / 16, keyTiles = m.tileKv / 8, outTiles = m.valueDim / 8;
+  SharedLayout qLayout = SharedLayout::of(m.layout, m.headDim);
+  SharedLayout kLayout = qLayout;
+  SharedLayout vLayout = SharedLayout::of(m.layout, m.valueDim);
+  int64_t vBase = m.tileKv * kLayout.rowElements;
+  int64_t sharedElements =
+      std::max(blockQ * qLayout.rowElements, vBase + m.tileKv * vLayout.rowElements);
+
+  Value c0 = kb.index(0), c1 = kb.index(1);
+  Value negInf = kb.f32(-std::numeric_limits<float>::infinity()), zero = kb.f32(0.0f);
+  Value diagonal = arith::SubIOp::create(b, loc, o.kvLen, o.qLen);
+  Value queryBlocks = arith::CeilDivSIOp::create(b, loc, o.qLen, kb.index(blockQ));
+  Value work = arith::MulIOp::create(b, loc, queryBlocks, o.batch);
+  auto guard = scf::IfOp::create(
+      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, work, c0),
+      /*withElseRegion=*/false);
+  b.setInsertionPointToStart(guard.thenBlock());
+  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(heads), o.batch,
+                                      kb.index(threads), c1, c1);
+  b.setInsertionPointToEnd(&launch.getBody().front());
+  Value smem = memref::AllocaOp::create(
+      b, loc,
+      MemRefType::get({sharedElements}, m.element, MemRefLayoutAttrInterface{},
+                      gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
+  Value tid = launch.getThreadIds().x, head = launch.getBlockIds().y;
+  Value batchIndex = launch.getBlockIds().z;
+  Value kvHead = arith::DivUIOp::create(b, loc, head, kb.index(heads / kvHeads));
+  Value firstRow = arith::MulIOp::create(b, loc, launch.getBlockIds().x, kb.index(blockQ));
+  auto div = [&](Value x, int64_t d) { return arith::DivUIOp::create(b, loc, x, kb.index(d)); };
+  auto rem = [&](Value x, int64_t d) { return arith::RemUIOp::create(b, loc, x, kb.index(d)); };
+  auto add = [&](Value x, Value y) { return arith::AddIOp::create(b, loc, x, y).getResult(); };
+  auto addc = [&](Value x, int64_t y) { return y == 0 ? x : add(x, kb.index(y)); };
+  Value warp = div(tid, 32), lane = rem(tid, 32);
+  Value group = div(lane, 4), inGroup = rem(lane, 4);
+  Value warpRow = arith::MulIOp::create(b, loc, warp, kb.index(rowsPerWarp));
+  // The rows and chunks this lane addresses in an ldmatrix.x4: matrix
+  // lane / 8, row lane % 8 of it. Q (A operand) and V (B, transposed)
+  // take matrices (rows 0-7 | 8-15) x (chunk 0 | 1) column-major; K (B)
+  // row-major.
+  Value laneRowA = add(rem(lane, 8), arith::MulIOp::create(b, loc, rem(div(lane, 8), 2),
+                                                              kb.index(8)));
+  Value laneChunkA = div(lane, 16);
+  Value laneRowB = add(rem(lane, 8), arith::MulIOp::create(b, loc, div(lane, 16), kb.index(8)));
+  Value laneChunkB = rem(div(lane, 8), 2);
+  Value pairColumn = arith::MulIOp::create(b, loc, inGroup, kb.index(2));
+
+  // Rows [first, first + count) of a head of `source` into the shared
+  // buffer at `base`, 8 elements (one 16-byte chunk) per thread and step;
+  // rows past `count` are zeros.
+  auto stage = [&](Value source, Value sourceHead, Value first, Value count, int64_t rows,
+                   int64_t dims, const SharedLayout &layout, int64_t base) {
+    int64_t chunks = dims / 8;
+    auto chunkType = VectorType::get({8}, m.element);
+    kb.forLoop(tid, kb.index(rows * chunks), kb.index(threads), {}, [&](Value e, ValueRange) {
+      Value row = div(e, chunks), chunk = rem(e, chunks);
+      Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, count);
+      auto load = scf::IfOp::create(b, loc, TypeRange{chunkType}, inside, true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(load.thenBlock());
+        SmallVector<Value> values;
+        Value column = arith::MulIOp::create(b, loc, chunk, kb.index(8));
+        for (int64_t i = 0; i < 8; ++i) {
+          Value x = memref::LoadOp::create(
+              b, loc, source, ValueRange{batchIndex, sourceHead, add(first, row), addc(column, i)});
+          values.push_back(x.getType() == m.element
+                               ? x
+                               : arith::TruncFOp::create(b, loc, m.element, toF32(b, loc, x))
+                                     .getResult());
+        }
+        scf::YieldOp::create(b, loc,
+                             ValueRange{vector::FromElementsOp::create(b, loc, chunkType, values)});
+        b.setInsertionPointToStart(load.elseBlock());
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{arith::ConstantOp::create(
+                b, loc, DenseElementsAttr::get(chunkType, b.getZeroAttr(m.element)))});
+      }
+      vector::StoreOp::create(b, loc, load.getResult(0), smem,
+                              ValueRange{addc(layout.offset(kb, row, chunk), base)});
+      return SmallVector<Value>{};
+    });
+  };
+
+  // The block's queries, and each warp's Q fragments: [tile][k step][4].
+  stage(o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ, m.headDim,
+        qLayout, 0);
+  func::CallOp::create(b, loc, o.barrier);
+  SmallVector<SmallVector<Value>> qFragments(m.mTiles);
+  for (int64_t t = 0; t < m.mTiles; ++t)
+    for (int64_t kk = 0; kk < kSteps; ++kk)
+      qFragments[t].push_back(kb.load(
+          smem, qLayout.offset(kb, add(addc(warpRow, t * 16), laneRowA), addc(laneChunkA, 2 * kk)),
+          /*transpose=*/false));
+  // K and V reuse the buffer.
+  func::CallOp::create(b, loc, o.barrier);
+
+  Value end = o.kvLen;
+  if (op.getCausal()) {
+    Value lastRow = arith::SubIOp::create(
+        b, loc, arith::MinSIOp::create(b, loc, addc(firstRow, blockQ), o.qLen), c1);
+    end = arith::MaxSIOp::create(
+        b, loc, arith::MinSIOp::create(b, loc, addc(add(lastRow, diagonal), 1), o.kvLen), c0);
+  }
+
+  // Carried per tile: each 16-row tile's max and sum for rows group and
+  // group + 8, then its output accumulators, one per 8 value columns.
+  int64_t perTile = 4 + outTiles;
+  Value zeros = kb.accumulator({zero, zero, zero, zero});
+  SmallVector<Value> init;
+  for (int64_t t = 0; t < m.mTiles; ++t) {
+    init.append({negInf, negInf, zero, zero});
+    init.append(outTiles, zeros);
+  }
+  Value scale = kb.f32(*op.getEffectiveScale());
+  Value lastQuery = arith::SubIOp::create(b, loc, o.qLen, c1);
+  Value lastKey = arith::SubIOp::create(b, loc, o.kvLen, c1);
+  Value width = arith::ConstantIntOp::create(b, loc, 32, 32);
+  auto shuffle = [&](Value x, int64_t offset) {
+    return gpu::ShuffleOp::create(b, loc, x, arith::ConstantIntOp::create(b, loc, offset, 32),
+                                  width, gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  };
+  auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
+    Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
+                                         arith::SubIOp::create(b, loc, end, start));
+    stage(o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
+    stage(o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
+    func::CallOp::create(b, loc, o.barrier);
+
+    // Scores: [tile][8 keys], Q K^T with K's fragments shared by the
+    // warp's tiles.
+    SmallVector<SmallVector<Value>> scores(m.mTiles, SmallVector<Value>(keyTiles, zeros));
+    for (int64_t np = 0; np < keyTiles / 2; ++np)
+      for (int64_t kk = 0; kk < kSteps; ++kk) {
+        Value kTiles = kb.load(
+            smem, kLayout.offset(kb, addc(laneRowB, np * 16), addc(laneChunkB, 2 * kk)),
+            /*transpose=*/false);
+        Value low = kb.half(kTiles, 0), high = kb.half(kTiles, 2);
+        for (int64_t t = 0; t < m.mTiles; ++t) {
+          scores[t][2 * np] = kb.mma(qFragments[t][kk], low, scores[t][2 * np]);
+          scores[t][2 * np + 1] = kb.mma(qFragments[t][kk], high, scores[t][2 * np + 1]);
+        }
+      }
+
+    // The scores' elements: [tile][8 keys][4], probabilities after.
+    SmallVector<Value> next;
+    SmallVector<SmallVector<SmallVector<Value, 4>>> probabilities(
+        m.mTiles, SmallVector<SmallVector<Value, 4>>(keyTiles));
+    for (int64_t t = 0; t < m.mTiles; ++t)
+      for (int64_t nt = 0; nt < keyTiles; ++nt)
+        for (int64_t i = 0; i < 4; ++i)
+          probabilities[t][nt].push_back(kb.element4(scores[t][nt], i));
+    for (int64_t t = 0; t < m.mTiles; ++t) {
+      ValueRange state = carried.slice(t * perTile, perTile);
+      SmallVector<Value> tileState(state.begin(), state.end());
+      Value corrections[2];
+      for (int64_t half = 0; half < 2; ++half) {
+        Value row = add(firstRow, addc(add(warpRow, group), t * 16 + half * 8));
+        Value maskRow = arith::MinSIOp::create(b, loc, row, lastQuery);
+        Value seen = add(row, diagonal);
+        Value tileMax = negInf;
+        for (int64_t nt = 0; nt < keyTiles; ++nt)
+          for (int64_t i = 0; i < 2; ++i) {
+            Value column = addc(pairColumn, nt * 8 + i);
+            Value key = add(start, column);
+            Value s = arith::MulFOp::create(b, loc, probabilities[t][nt][2 * half + i], scale);
+            Value outside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, column, count);
+            if (op.getCausal())
+              outside = arith::OrIOp::create(
+                  b, loc, outside,
+                  arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, seen));
+            s = kb.applyMask(s, o.mask, o.maskBroadcast,
+                             {batchIndex, head, maskRow, arith::MinSIOp::create(b, loc, key, lastKey)});
+            s = arith::SelectOp::create(b, loc, outside, negInf, s);
+            probabilities[t][nt][2 * half + i] = s;
+            tileMax = arith::MaximumFOp::create(b, loc, tileMax, s);
+          }
+        // The row's four lanes agree on its max.
+        tileMax = arith::MaximumFOp::create(b, loc, tileMax, shuffle(tileMax, 1));
+        tileMax = arith::MaximumFOp::create(b, loc, tileMax, shuffle(tileMax, 2));
+        Value oldMax = tileState[half];
+        Value newMax = arith::MaximumFOp::create(b, loc, oldMax, tileMax);
+        Value safe = kb.safeMax(newMax);
+        Value correction = kb.expMinus(oldMax, safe);
+        Value sum = zero;
+        for (int64_t nt = 0; nt < keyTiles; ++nt)
+          for (int64_t i = 0; i < 2; ++i) {
+            Value p = kb.expMinus(probabilities[t][nt][2 * half + i], safe);
+            probabilities[t][nt][2 * half + i] = p;
+            sum = arith::AddFOp::create(b, loc, sum, p);
+          }
+        tileState[half] = newMax;
+        // This lane's share of the row's sum; the lanes add up at the end.
+        tileState[2 + half] = math::FmaOp::create(b, loc, tileState[2 + half], correction, sum);
+        corrections[half] = correction;
+      }
+      // Both rows' accumulators rescaled.
+      for (int64_t nt = 0; nt < outTiles; ++nt) {
+        Value &acc = tileState[4 + nt];
+        SmallVector<Value> scaled;
+        for (int64_t i = 0; i < 4; ++i)
+          scaled.push_back(
+              arith::MulFOp::create(b, loc, kb.element4(acc, i), corrections[i / 2]));
+        acc = kb.accumulator(scaled);
+      }
+      next.append(tileState);
+    }
+
+    // P V: the probabilities' registers are the A fragments.
+    for (int64_t kk = 0; kk < m.tileKv / 16; ++kk) {
+      SmallVector<Value> pFragments;
+      for (int64_t t = 0; t < m.mTiles; ++t)
+        pFragments.push_back(kb.operandA(kb.accumulator(probabilities[t][2 * kk]),
+                                         kb.accumulator(probabilities[t][2 * kk + 1])));
+      for (int64_t np = 0; np < outTiles / 2; ++np) {
+        Value vTiles = kb.load(
+            smem,
+            addc(vLayout.offset(kb, addc(laneRowA, kk * 16), addc(laneChunkA, 2 * np)), vBase),
+            /*transpose=*/true);
+        for (int64_t t = 0; t < m.mTiles; ++t)
+          for (int64_t half = 0; half < 2; ++half) {
+            Value &acc = next[t * perTile + 4 + 2 * np + half];
+            acc = kb.mma(pFragments[t], kb.half(vTiles, 2 * half), acc);
+          }
+      }
+    }
+    // Every warp is done with the tile before the next one overwrites it.
+    func::CallOp::create(b, loc, o.barrier);
+    return next;
+  });
+
+  // Rows' sums over their four lanes, and the outputs.
+  for (int64_t t = 0; t < m.mTiles; ++t)
+    for (int64_t half = 0; half < 2; ++half) {
+      Value sum = tiles.getResult(t * perTile + 2 + half);
+      sum = arith::AddFOp::create(b, loc, sum, shuffle(sum, 1));
+      sum = arith::AddFOp::create(b, loc, sum, shuffle(sum, 2));
+      Value row = add(firstRow, addc(add(warpRow, group), t * 16 + half * 8));
+      kb.ifThen(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, o.qLen), [&] {
+        for (int64_t nt = 0; nt < outTiles; ++nt)
+          for (int64_t i = 0; i < 2; ++i) {
+            Value acc =
+                kb.element4(tiles.getResult(t * perTile + 4 + nt), 2 * half + i);
+            Value out = fromF32(b, loc, arith::DivFOp::create(b, loc, acc, sum), resultElement);
+            memref::StoreOp::create(b, loc, out, o.out,
+                                    ValueRange{batchIndex, head, row, addc(pairColumn, nt * 8 + i)});
+          }
+      });
+    }
+  gpu::TerminatorOp::create(b, loc);
+  b.setInsertionPointAfter(guard);
+}
+
 /// One-query decode (flash-decoding): the keys split into `kv_splits`
 /// parts, one block of kDecodeThreads per (part, head, batch). Thread t
 /// walks the part's keys t, t + 128, ... with its own online softmax (its
@@ -544,9 +904,75 @@ void lowerDecode(OpBuilder &b, const Kernel &k, const Operands &o) {
 struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass> {
   using GpuAttentionBase::GpuAttentionBase;
 
+  /// The tensor-core kernel's shape for `op` (prefill, precision bf16 or
+  /// f16), from its plan and the static shared memory; warps = 0 when the
+  /// SIMT kernel takes the op instead (with a remark saying why), nullopt
+  /// after an error.
+  std::optional<MmaKernel> planMma(AttentionOp op, const Kernel &k, AttentionTilingAttr tiling,
+                                   const AttentionTarget &target) {
+    if (target.name == "sm_70") {
+      op->emitError("hasten-gpu-attention: precision=")
+          << precision
+          << " needs sm_80 or newer (mma.sync m16n8k16); Volta's m8n8k4 kernel is not "
+             "implemented";
+      signalPassFailure();
+      return std::nullopt;
+    }
+    MmaKernel m;
+    m.element = precision == "bf16" ? Type(BFloat16Type::get(&getContext()))
+                                    : Type(Float16Type::get(&getContext()));
+    m.headDim = k.headDim;
+    m.valueDim = k.valueDim;
+    m.layout = tiling.getSmemLayout().str();
+    m.warps = 0;
+    if (k.headDim % 16 != 0 || k.valueDim % 16 != 0) {
+      op->emitRemark("SIMT kernel: the tensor-core kernel needs head dims that are multiples "
+                     "of 16, not ")
+          << k.headDim << " and " << k.valueDim;
+      return m;
+    }
+    // Warps and 16-row tiles per warp from the plan; each warp's registers
+    // hold its Q fragments, scores and output accumulators: at most 128 per
+    // thread, so that with addresses and masks the kernel stays within 255
+    // registers (160 spilled at head dim 64 in ptxas -v).
+    int64_t warps = std::clamp<int64_t>(tiling.getWarps(), 1, 8);
+    int64_t mTiles = std::clamp<int64_t>(tiling.getTileQ() / 16, 1, 2);
+    int64_t tileKv = std::max<int64_t>(tiling.getTileKv() / 16 * 16, 16);
+    auto registers = [&] {
+      return mTiles * (k.headDim / 16 * 4 + k.valueDim / 8 * 4 + tileKv / 8 * 4);
+    };
+    while (registers() > 128 && tileKv > 32)
+      tileKv /= 2;
+    while (registers() > 128 && mTiles > 1)
+      --mTiles;
+    SharedLayout q = SharedLayout::of(m.layout, k.headDim), v = SharedLayout::of(m.layout, k.valueDim);
+    auto sharedBytes = [&] {
+      return 2 * std::max(warps * mTiles * 16 * q.rowElements,
+                          tileKv * (q.rowElements + v.rowElements));
+    };
+    while (sharedBytes() > kSharedBudgetBytes && tileKv > 16)
+      tileKv /= 2;
+    while (sharedBytes() > kSharedBudgetBytes && warps > 1)
+      warps /= 2;
+    if (sharedBytes() > kSharedBudgetBytes) {
+      op->emitRemark("SIMT kernel: head dims ")
+          << k.headDim << " and " << k.valueDim << " do not fit the tensor-core kernel's tiles";
+      return m;
+    }
+    m.warps = warps;
+    m.mTiles = mTiles;
+    m.tileKv = tileKv;
+    return m;
+  }
+
   void runOnOperation() override {
     std::string error;
     FailureOr<AttentionTarget> planTarget = getAttentionTarget(target, 0, 0, 0, error);
+    if (precision != "f32" && precision != "bf16" && precision != "f16") {
+      getOperation()->emitError("hasten-gpu-attention: unknown precision '")
+          << precision << "' (expected f32, bf16 or f16)";
+      return signalPassFailure();
+    }
     if (failed(planTarget) || planTarget->name.compare(0, 3, "sm_") != 0) {
       getOperation()->emitError("hasten-gpu-attention: ")
           << (error.empty() ? "'" + target + "' is not a GPU target (sm_70, sm_80 or sm_90)"
@@ -584,9 +1010,17 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
             << " do not fit 8 keys of K and V in static shared memory";
         continue;
       }
+      std::optional<MmaKernel> tensorCores;
+      if (!decode && precision != "f32") {
+        tensorCores = planMma(op, k, tiling, *planTarget);
+        if (!tensorCores)
+          continue; // failed, or left to the SIMT kernel below with a remark
+      }
       Operands operands = prepare(b, op);
       if (decode)
         lowerDecode(b, k, operands);
+      else if (tensorCores && tensorCores->warps > 0)
+        lowerPrefillMma(b, k, *tensorCores, operands);
       else
         lowerPrefill(b, k, operands);
       finish(b, op, operands);

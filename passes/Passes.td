@@ -234,11 +234,33 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
       across warps through shared memory into the part's (accumulator, max,
       sum); a second kernel merges the parts by log-sum-exp.
 
-    Operands of any float type are computed in f32 with FMA (the SIMT form,
-    which f32 models need: their products would lose precision on tensor
-    cores); the key tile is the plan's `tile_kv`, halved until the f32 K and
-    V tiles fit 40 KB of static shared memory. Ops with a dynamic head dim
-    are left to `--hasten-tile-attention`, with a remark.
+    With `precision=f32` (the default) operands of any float type are
+    computed in f32 with FMA (the SIMT form, which f32 models need: their
+    products would lose precision on tensor cores); the key tile is the
+    plan's `tile_kv`, halved until the f32 K and V tiles fit 40 KB of static
+    shared memory. Ops with a dynamic head dim are left to
+    `--hasten-tile-attention`, with a remark.
+
+    With `precision=bf16` or `f16` (sm_80 and sm_90 plans; an error for
+    sm_70), prefill runs on tensor cores, FlashAttention-2's way:
+
+    - `warps` warps per block (the plan's), each owning `tile_q / 16` (at
+      most 2) 16-row MMA tiles and keeping their Q fragments, running max
+      and sum and output accumulators in registers;
+    - per key tile the block stages Q (once), K and V in one shared buffer
+      as bf16/f16 in the plan's `smem_layout` (`swizzle<S>`: each row's
+      16-byte chunks XORed with the row; `padded<P>`: P elements of padding
+      per row; `row`), 8 elements per thread and store;
+    - fragments come from `nvgpu.ldmatrix` (`transpose` for V), scores from
+      `nvvm.mma.sync` m16n8k16 with f32 accumulators, masked and scaled in
+      f32; a row's max and sum are reduced over the four lanes that hold it
+      with shuffles; the probabilities' accumulator registers become the A
+      operand of `P V` (converted to bf16/f16) without touching memory;
+    - the key tile is the plan's, halved (then the tiles per warp) until
+      the fragments and accumulators take at most 128 registers per thread
+      and the shared buffer 40 KB. Head dims that are not
+      multiples of 16 keep the SIMT kernel, with a remark. Decode (one
+      query) keeps flash-decoding in f32.
 
     The shared tiles are `memref.alloca`s in workgroup memory and the
     barriers calls of `@hasten_gpu_barrier` until
@@ -262,12 +284,17 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
   }];
   let options = [
     Option<"target", "target", "std::string", /*default=*/"\"sm_80\"",
-           "Target to plan for when an op has no tiling: sm_70, sm_80 or sm_90">
+           "Target to plan for when an op has no tiling: sm_70, sm_80 or sm_90">,
+    Option<"precision", "precision", "std::string", /*default=*/"\"f32\"",
+           "Operands of prefill's products: f32 (SIMT FMA), or bf16/f16 (tensor-core "
+           "mma.sync with f32 accumulators, sm_80 and newer)">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::scf::SCFDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::arith::ArithDialect",
                            "::mlir::math::MathDialect", "::mlir::tensor::TensorDialect",
-                           "::mlir::bufferization::BufferizationDialect"];
+                           "::mlir::bufferization::BufferizationDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::nvgpu::NVGPUDialect",
+                           "::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect"];
 }
 
 def GpuMatmul : Pass<"hasten-gpu-matmul"> {
@@ -554,6 +581,34 @@ def GpuDeviceMemory : Pass<"hasten-gpu-device-memory", "::mlir::ModuleOp"> {
     the weight segment, which the runtime uploads to the device.
   }];
   let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+def LowerBf16Mma : Pass<"hasten-lower-bf16-mma"> {
+  let summary = "Lower bf16 nvgpu.mma.sync to nvvm.mma.sync (upstream's conversion lacks bf16)";
+  let description = [{
+    `--convert-nvgpu-to-nvvm` deduces no PTX type for `nvgpu.mma.sync` with
+    bf16 operands, so the CUDA lowering runs this pass on each device module
+    first: every bf16 m16n8k16 `nvgpu.mma.sync` (A `vector<4x2xbf16>`, B
+    `vector<2x2xbf16>`, C `vector<2x2xf32>`) becomes an `nvvm.mma.sync` with
+    `bf16` multiplicand types, row-major A and column-major B, whose
+    operands are the fragments' registers: each `vector<2xbf16>` row bit
+    cast to the `i32` it occupies (the lower half first), the accumulators'
+    four f32 values, and the result struct's four values put back into a
+    `vector<2x2xf32>`. Other shapes with bf16 operands are errors; f16 and
+    other types are left to the upstream conversion.
+
+    ```mlir
+    %d = nvgpu.mma.sync (%a, %b, %c) {mmaShape = [16, 8, 16]}
+        : (vector<4x2xbf16>, vector<2x2xbf16>, vector<2x2xf32>) -> vector<2x2xf32>
+    // becomes
+    %a0 = llvm.bitcast (vector.extract %a[0]) : vector<2xbf16> to i32   // ... a3, b0, b1
+    %s = nvvm.mma.sync A[%a0, %a1, %a2, %a3] B[%b0, %b1] C[%c0, %c1, %c2, %c3]
+        {multiplicandAPtxType = #nvvm.mma_type<bf16>, ...}
+    %d = vector.from_elements (llvm.extractvalue %s[0..3]) : vector<2x2xf32>
+    ```
+  }];
+  let dependentDialects = ["::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect",
+                           "::mlir::vector::VectorDialect"];
 }
 
 def GatherGpuKernels : Pass<"hasten-gather-gpu-kernels", "::mlir::ModuleOp"> {

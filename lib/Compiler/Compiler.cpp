@@ -231,6 +231,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (options.target == "cpu") {
     if (!options.cuda.gpus.empty())
       return emitError(fileLoc) << "--gpu applies to --target=cuda";
+    if (options.cuda.attentionPrecision != "f32")
+      return emitError(fileLoc) << "--gpu-precision applies to --target=cuda";
     target = createCpuTarget(cpuOptions);
   } else if (options.target == "cuda") {
     // Kernels read constants from the uploaded weight segment only, so a
@@ -372,6 +374,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     // Without the runtime's attention kernel, attention is tiled in IR.
     tensor.attention = target->hasAttentionKernel() ? options.attention : "generated";
     tensor.gpuAttention = target->gpuAttentionTarget();
+    tensor.gpuAttentionPrecision = target->gpuAttentionPrecision();
     tensor.speculationK = options.speculationK;
     if (options.printAttentionPlan) {
       // The plan the tensor stage follows (generated) or the kernel's

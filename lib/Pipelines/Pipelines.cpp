@@ -45,7 +45,8 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   // the runtime kernel, or tiled here into IR that compiles with the model;
   // what the kernels cannot run (boolean masks, say) is tiled either way.
   if (!options.gpuAttention.empty())
-    pm.addPass(createGpuAttention(GpuAttentionOptions{options.gpuAttention}));
+    pm.addPass(createGpuAttention(
+        GpuAttentionOptions{options.gpuAttention, options.gpuAttentionPrecision}));
   if (options.attention != "generated")
     pm.addPass(createAttentionToRuntimeCalls());
   pm.addPass(createPlanAttention());
@@ -178,8 +179,14 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   device.addPass(memref::createExpandStridedMetadataPass());
   device.addPass(createLowerAffinePass());
   device.addPass(createSCFToControlFlowPass());
-  device.addPass(createConvertVectorToLLVMPass());
+  // Tensor-core attention's fragments and products (bf16 ones first: the
+  // upstream conversion lacks them).
+  device.addPass(createLowerBf16Mma());
+  device.addPass(createConvertNVGPUToNVVMPass());
+  // Vector loads and stores of shared memory convert here, where the type
+  // converter knows the GPU address spaces; the rest of the vector ops after.
   device.addPass(createConvertGpuOpsToNVVMOps());
+  device.addPass(createConvertVectorToLLVMPass());
   device.addPass(createCanonicalizerPass());
   device.addPass(createCSEPass());
   device.addPass(createReconcileUnrealizedCastsPass());

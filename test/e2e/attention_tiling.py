@@ -99,6 +99,23 @@ def reference(case, q, k, v, m):
     return (p / p.sum(-1, keepdims=True)) @ vd
 
 
+def to_half(x, kind):
+    """x rounded to bf16 (to nearest, ties to even) or f16, back in f32."""
+    if kind == "f16":
+        return x.astype(np.float16).astype(np.float32)
+    bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32)
+
+
+# Tensor-core modes: the products' operands are rounded to bf16 or f16, so
+# they are checked against the reference of the rounded Q, K and V; what
+# remains is the rounding of the probabilities before P V (unit roundoff
+# 2^-9 for bf16, 2^-11 for f16), at most that much of max |V| in the
+# output, with half again for the f32 sums.
+HALF_BOUND = {"bf16": 1.5 * 2.0 ** -9, "f16": 1.5 * 2.0 ** -11}
+
+
 def main():
     args = e2e.parse_args("bin_dir")
     bin_dir = args.bin_dir
@@ -133,10 +150,19 @@ def main():
             modes = ["kernel", "generated"]
             if os.path.exists(fake_cuda) and b * h * s * t * d <= CUDA_MAX_MACS:
                 modes.append("cuda")
+                # Prefill on tensor cores (the SIMT kernel keeps decode and
+                # head dims that are not multiples of 16).
+                if s > 1 and d % 16 == 0:
+                    modes += ["cuda-bf16", "cuda-f16"]
             for mode in modes:
                 module = os.path.join(work, f"{name}.{mode}.so")
-                flags = (["--target=cuda", "--gpu=sm_70"] if mode == "cuda"
-                         else [f"--attention={mode}"] + args.compile_flag)
+                half = mode.split("-")[1] if mode.startswith("cuda-") else None
+                if mode == "cuda":
+                    flags = ["--target=cuda", "--gpu=sm_70"]
+                elif half:
+                    flags = ["--target=cuda", "--gpu=sm_80", f"--gpu-precision={half}"]
+                else:
+                    flags = [f"--attention={mode}"] + args.compile_flag
                 proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o",
                                        module] + flags, capture_output=True, text=True)
                 try:
@@ -146,8 +172,11 @@ def main():
                     # paths run on any host; CUDA in the emulator, as an
                     # sm_72 device (which loads the PTX).
                     env = {"HASTEN_NUM_THREADS": "2"}
-                    if mode == "cuda":
-                        env.update(HASTEN_CUDA_DRIVER=fake_cuda, FAKE_CUDA_ARCH="72")
+                    # Tensor-core modes as an sm_100 device (no sm_80 cubin
+                    # fits it: the sm_80 PTX loads).
+                    if mode.startswith("cuda"):
+                        env.update(HASTEN_CUDA_DRIVER=fake_cuda,
+                                   FAKE_CUDA_ARCH="100" if half else "72")
                     out_dir = e2e.run_module(bin_dir, module, inputs, work, f"{name}.{mode}",
                                              env=env)
                 except RuntimeError as e:
@@ -155,8 +184,14 @@ def main():
                     failed += 1
                     continue
                 out = np.load(os.path.join(out_dir, "result0.npy"))
-                err = float(np.max(np.abs(out - expected)))
-                bound = ATOL + RTOL * float(np.max(np.abs(expected)))
+                if half:
+                    rounded = reference(case, to_half(q, half), to_half(k, half),
+                                        to_half(v, half), m)
+                    err = float(np.max(np.abs(out - rounded)))
+                    bound = ATOL + HALF_BOUND[half] * float(np.max(np.abs(to_half(v, half))))
+                else:
+                    err = float(np.max(np.abs(out - expected)))
+                    bound = ATOL + RTOL * float(np.max(np.abs(expected)))
                 ok = err <= bound and out.shape == expected.shape
                 print(f"{'PASS' if ok else 'FAIL'} {name} ({mode}): max err {err:.2e} "
                       f"(bound {bound:.1e})")

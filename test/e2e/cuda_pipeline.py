@@ -15,6 +15,10 @@ the device allocations, every allocation is freed, and the outputs equal the
 CPU target's (the same tolerance as on a GPU), as do the default decoder's
 greedy tokens.
 
+Prefill attention on tensor cores (--gpu-precision=bf16 and f16, for
+sm_80,sm_90) compiles too: its PTX holds mma.sync m16n8k16 and ldmatrix, and
+ptxas accepts it (attention_tiling.py checks what it computes, emulated).
+
 With a CUDA device (libcuda loads and finds one), each module also runs on
 it, and its outputs are compared with the CPU target's on the same inputs
 (max |gpu - cpu| <= 1e-5 max |cpu| for f32); without one that part says it
@@ -107,6 +111,95 @@ def prepare_long_attention(c, bin_dir, work, cases):
         cases.append({"name": tag, "module": os.path.basename(module),
                       "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
                       "cpu_outputs": os.path.basename(cpu_dir)})
+
+
+TENSOR_CORE_GPUS = "sm_80,sm_90"
+TENSOR_CORE_PTX = (b"mma.sync.aligned.m16n8k16.row.col.f32.{t}.{t}.f32",
+                   b"ldmatrix.sync.aligned.m8n8.x4.shared.b16",
+                   b"ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16")
+
+
+def tensor_core_attention(c, bin_dir, work, cases, prepare):
+    """Prefill attention on tensor cores (--gpu-precision=bf16 and f16 for
+    sm_80,sm_90): the sm_80 PTX holds mma.sync m16n8k16 of that type and
+    ldmatrix (transposed for V), and ptxas accepts it for sm_80 and sm_90
+    (attention_tiling.py checks the emulated numerics against numpy). For
+    the GPU check, every prefill case whose head dim is a multiple of 16
+    (the 256-wide one aside, for the carried size), with inputs rounded to
+    bf16 and the CPU target's outputs on them as the reference, within what
+    the rounding of the probabilities allows (unit roundoff of max |V|, half
+    again for the sums)."""
+    import attention_tiling
+    rng = np.random.default_rng(13)
+    compile_tool = os.path.join(bin_dir, "hasten-compile")
+    for case in attention_tiling.CASES:
+        name, b, h, kvh, s, t, d, _, mask, _ = case
+        if s == 1 or d % 16 or d > 128:
+            continue
+        if not prepare and name not in ("gqa-causal", "additive-mask-padding"):
+            continue
+        tag = "tensor_cores_" + name.replace("-", "_")
+        source = os.path.join(work, tag + ".mlir")
+        with open(source, "w") as f:
+            f.write(attention_tiling.module_text(case))
+        inputs = {}
+        shapes = [("arg0", (b, h, s, d)), ("arg1", (b, kvh, t, d)), ("arg2", (b, kvh, t, d))]
+        for arg, shape in shapes:
+            value = attention_tiling.to_half(rng.standard_normal(shape).astype(np.float32), "bf16")
+            path = os.path.join(work, f"{tag}.{arg}.npy")
+            np.save(path, value)
+            inputs[arg] = path
+        if mask:
+            shape, elem = mask
+            value = (rng.random(shape) < 0.7) if elem.startswith("i1") else \
+                np.where(rng.random(shape) < 0.3, -1e9, 0.0).astype(np.float32)
+            value[..., 0] = True if elem.startswith("i1") else 0.0
+            path = os.path.join(work, f"{tag}.arg3.npy")
+            np.save(path, value)
+            inputs["arg3"] = path
+        cpu_module = os.path.join(work, tag + ".cpu.so")
+        cpu_dir = os.path.join(work, tag + ".cpu")
+        if prepare:
+            subprocess.run([compile_tool, source, "-o", cpu_module], check=True,
+                           capture_output=True)
+            p = run(bin_dir, cpu_module, inputs, cpu_dir)
+            c.check(p.returncode == 0, f"{tag}: runs on the CPU")
+        max_v = float(np.max(np.abs(np.load(inputs["arg2"]))))
+        for half, roundoff in (("bf16", 2.0 ** -9), ("f16", 2.0 ** -11)):
+            module = os.path.join(work, f"{tag}.{half}.cuda.so")
+            p = subprocess.run([compile_tool, source, "--target=cuda", f"--gpu={TENSOR_CORE_GPUS}",
+                                f"--gpu-precision={half}", "-o", module],
+                               capture_output=True, text=True)
+            c.check(p.returncode == 0, f"{tag}: compiles with --gpu-precision={half}"
+                    + ("" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+            if p.returncode:
+                continue
+            images = (bundles(module) or [[]])[0]
+            ptx = [blob for kind, arch, blob in images if kind == 1 and arch == 80]
+            cubins = sorted(arch for kind, arch, _ in images if kind == 0)
+            c.check(len(ptx) == 1 and cubins == [80, 90],
+                    f"{tag} ({half}): PTX for sm_80, cubins for sm_80 and sm_90 ({cubins})")
+            if not ptx:
+                continue
+            text = ptx[0]
+            for pattern in TENSOR_CORE_PTX:
+                pattern = pattern.replace(b"{t}", half.encode())
+                c.check(pattern in text, f"{tag} ({half}): its PTX has {pattern.decode()}")
+            if not prepare:
+                ptx_path = os.path.join(work, f"{tag}.{half}.ptx")
+                with open(ptx_path, "wb") as f:
+                    f.write(text.rstrip(b"\0"))
+                for arch in (80, 90):
+                    q = subprocess.run([PTXAS, f"-arch=sm_{arch}", ptx_path, "-o",
+                                        os.path.join(work, f"{tag}.{half}.sm_{arch}.cubin")],
+                                       capture_output=True, text=True)
+                    c.check(q.returncode == 0, f"{tag} ({half}): ptxas accepts its PTX for "
+                            f"sm_{arch}" + ("" if q.returncode == 0 else f": {q.stderr[:300]}"))
+                continue
+            cases.append({"name": f"{tag}_{half}", "module": os.path.basename(module),
+                          "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
+                          "cpu_outputs": os.path.basename(cpu_dir),
+                          "atol": 2e-5 + 1.5 * roundoff * max_v})
 
 
 def model_path(source, work):
@@ -243,7 +336,8 @@ def fake_env(bin_dir, log=None):
     return env
 
 
-def compare(c, name, gpu_dir, cpu_dir, where="on the GPU"):
+def compare(c, name, gpu_dir, cpu_dir, where="on the GPU", atol=None):
+    """Outputs within 1e-5 of the CPU's max |value|, or within atol."""
     outputs = sorted(f for f in os.listdir(cpu_dir) if f.endswith(".npy"))
     c.check(bool(outputs), f"{name}: the CPU module wrote outputs")
     for f in outputs:
@@ -259,8 +353,9 @@ def compare(c, name, gpu_dir, cpu_dir, where="on the GPU"):
             scale = float(np.max(np.abs(cpu[finite]))) if finite.any() else 0.0
             err = float(np.max(np.abs(gpu[finite].astype(np.float64) - cpu[finite]))) \
                 if finite.any() else 0.0
-            c.check(same_nan and err <= 1e-5 * max(scale, 1e-30),
-                    f"{name}: {f} {where} = CPU (max err {err:.2e}, scale {scale:.2e}, "
+            bound = atol if atol is not None else 1e-5 * max(scale, 1e-30)
+            c.check(same_nan and err <= bound,
+                    f"{name}: {f} {where} = CPU (max err {err:.2e}, bound {bound:.1e}, "
                     f"NaN in the same places: {same_nan})")
         else:
             c.check(gpu.shape == cpu.shape and np.array_equal(gpu, cpu),
@@ -285,7 +380,7 @@ def main():
                         f"{case['name']}: greedy tokens on the GPU = CPU ({got} vs {case['ids']})")
                 continue
             compare(c, case["name"], os.path.join(out, case["name"]),
-                    os.path.join(prepared, case["cpu_outputs"]))
+                    os.path.join(prepared, case["cpu_outputs"]), atol=case.get("atol"))
         print(f"{c.passed} passed, {c.failed} failed")
         return 1 if c.failed else 0
 
@@ -380,6 +475,7 @@ def main():
             c.check(gpu.returncode == 0 and generated_ids(gpu.stdout) == ids,
                     f"{name}: greedy tokens on the GPU = CPU ({generated_ids(gpu.stdout)} vs "
                     f"{ids})")
+        tensor_core_attention(c, args.bin_dir, work, cases, bool(args.prepare))
         if args.prepare:
             prepare_long_attention(c, args.bin_dir, work, cases)
             json.dump(cases, open(os.path.join(work, "cases.json"), "w"), indent=1)

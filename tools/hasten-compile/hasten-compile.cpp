@@ -44,6 +44,12 @@ static cl::list<std::string> gpus(cl::cat(toolCategory), "gpu", cl::CommaSeparat
                                   cl::desc("With --target=cuda: GPU architectures, e.g. "
                                            "sm_80,sm_90 (PTX for the oldest, which the driver "
                                            "compiles for newer cards; cubins for sm_75 and up)"));
+static cl::opt<std::string> gpuPrecision(
+    cl::cat(toolCategory), "gpu-precision",
+    cl::desc("With --target=cuda: operands of prefill attention's products: f32 (default: FMA, "
+             "exact for f32 models), bf16 or f16 (tensor-core mma.sync with f32 accumulation; "
+             "every --gpu sm_80 or newer)"),
+    cl::init("f32"));
 static cl::opt<std::string> cudaPath(cl::cat(toolCategory), "cuda-path",
                                      cl::desc("The CUDA toolkit whose ptxas assembles cubins"),
                                      cl::init("/usr/local/cuda"));
@@ -211,6 +217,7 @@ int main(int argc, char **argv) {
   options.target = targetName;
   options.cuda.gpus.assign(gpus.begin(), gpus.end());
   options.cuda.cudaPath = cudaPath;
+  options.cuda.attentionPrecision = gpuPrecision;
   options.cpu.cpu = cpu;
   options.cpu.cpuFeatures = cpuFeatures;
   if (weights != "f32" && weights != "bf16" && weights != "int8" && weights != "int4") {

@@ -52,6 +52,11 @@ struct TensorPipelineOptions : public mlir::PassPipelineOptions<TensorPipelineOp
       llvm::cl::desc("Lower hasten.attention into GPU kernels planned for this GPU "
                      "(--hasten-gpu-attention: sm_70, sm_80 or sm_90; empty: no GPU)"),
       llvm::cl::init("")};
+  Option<std::string> gpuAttentionPrecision{
+      *this, "gpu-attention-precision",
+      llvm::cl::desc("Operands of GPU prefill attention's products: f32 (SIMT FMA), bf16 or "
+                     "f16 (tensor cores, sm_80 and newer)"),
+      llvm::cl::init("f32")};
   Option<int64_t> speculationK{
       *this, "speculation-k",
       llvm::cl::desc("Add the fused spec_step entry with this many draft tokens per step "

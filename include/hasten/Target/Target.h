@@ -67,6 +67,9 @@ public:
   /// The GPU whose attention plan --hasten-gpu-attention follows (sm_70,
   /// sm_80, sm_90), or "" when attention is not lowered to a GPU kernel.
   virtual std::string gpuAttentionTarget() const { return ""; }
+  /// The operand precision of the GPU attention kernel's products (f32,
+  /// bf16 or f16: --hasten-gpu-attention's precision).
+  virtual std::string gpuAttentionPrecision() const { return "f32"; }
   /// The passes from the bufferized module to what serialize() takes.
   virtual void buildLoweringPipeline(mlir::OpPassManager &pm) const = 0;
   /// What the manifest records about the target (valid after initialize).
@@ -106,6 +109,9 @@ struct CudaTargetOptions {
   std::vector<std::string> gpus;
   /// The CUDA toolkit (bin/ptxas, nvvm/libdevice).
   std::string cudaPath = "/usr/local/cuda";
+  /// Operands of prefill attention's products: f32 (FMA), bf16 or f16
+  /// (tensor cores; needs every --gpu to be sm_80 or newer).
+  std::string attentionPrecision = "f32";
   /// The host code's target (an empty CPU means baseline x86-64).
   CpuTargetOptions host;
 };

@@ -44,6 +44,10 @@ public:
     if (options.gpus.empty())
       return emitError(loc) << "--target=cuda needs --gpu (sm_70, sm_75, sm_80, sm_86, sm_89, "
                                "sm_90, ...)";
+    const std::string &precision = options.attentionPrecision;
+    if (precision != "f32" && precision != "bf16" && precision != "f16")
+      return emitError(loc) << "unknown --gpu-precision '" << precision
+                            << "' (expected f32, bf16 or f16)";
     bool needsPtxas = false;
     for (const std::string &gpu : options.gpus) {
       std::optional<uint32_t> number = cuda::archNumber(gpu);
@@ -52,6 +56,10 @@ public:
                               << "' for --gpu (known: sm_70, sm_72, sm_75, sm_80, sm_86, sm_87, "
                                  "sm_89, sm_90, sm_100, sm_103, sm_120)";
       needsPtxas |= *number >= cuda::kOldestCubinArch;
+      if (precision != "f32" && *number < 80)
+        return emitError(loc) << "--gpu-precision=" << precision << " runs attention on sm_80 "
+                              << "tensor cores (mma.sync m16n8k16), which " << gpu
+                              << " lacks; drop it from --gpu or use --gpu-precision=f32";
     }
     SmallString<128> ptxas(options.cudaPath);
     llvm::sys::path::append(ptxas, "bin", "ptxas");
@@ -83,6 +91,7 @@ public:
           oldest = *arch;
     return oldest >= 90 ? "sm_90" : oldest >= 80 ? "sm_80" : "sm_70";
   }
+  std::string gpuAttentionPrecision() const override { return options.attentionPrecision; }
 
   void buildLoweringPipeline(OpPassManager &pm) const override {
     CudaLoweringPipelineOptions lowering;

@@ -808,7 +808,7 @@ private:
     in.line = line;
     std::string s = statement;
     if (s[0] == '@') {
-      size_t space = s.find_first_of(" \t");
+      size_t space = s.find_first_of(" \t\r\n");
       std::string guard = s.substr(1, space - 1);
       if (guard[0] == '!') {
         in.guardNeg = true;
@@ -817,7 +817,7 @@ private:
       in.guard = registerOf(guard, line);
       s = trim(s.substr(space));
     }
-    size_t space = s.find_first_of(" \t");
+    size_t space = s.find_first_of(" \t\r\n");
     std::string opcode = s.substr(0, space);
     std::string rest = space == std::string::npos ? "" : trim(s.substr(space));
     std::vector<std::string> parts = splitDots(opcode);
@@ -1681,6 +1681,16 @@ private:
       case Op::Cvt:
         if (in.type2 == Ty::None)
           fault(in, "cvt without a source type");
+        if (in.type == Ty::F16x2 || in.type == Ty::BF16x2) {
+          // cvt.rn.{f16x2,bf16x2}.f32 d, a, b: a's half above b's.
+          if (in.type2 != Ty::F32 || o.size() != 3 || in.round != kRn)
+            fault(in, "packed cvt other than .rn from two f32");
+          Ty half = in.type == Ty::F16x2 ? Ty::F16 : Ty::BF16;
+          uint64_t hi = floatBits(f32Of(value(o[1], *f, t)), half);
+          uint64_t lo = floatBits(f32Of(value(o[2], *f, t)), half);
+          set(*f, o[0], (hi & 0xffff) << 16 | (lo & 0xffff));
+          break;
+        }
         set(*f, o[0], convert(in, value(o[1], *f, t)));
         break;
       case Op::Bra:

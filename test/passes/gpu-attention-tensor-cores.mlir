@@ -1,0 +1,101 @@
+// RUN: hasten-opt %s -split-input-file -verify-diagnostics -hasten-gpu-attention="target=sm_80 precision=bf16" | FileCheck %s
+
+// Causal GQA prefill on tensor cores, sm_80's plan (4 warps, tile_q 32: two
+// 16-row MMA tiles per warp, so 128 query rows per block; swizzle<64> for
+// 64-byte rows). One bf16 shared buffer: the Q block (128 x 32) first, then
+// K and V tiles of 64 keys (128 planned, halved to keep the registers).
+// Q is staged 8 elements per store (converted to bf16, its 16-byte chunk
+// XORed with the row), then each warp loads its Q fragments with ldmatrix
+// (2 tiles x 2 k steps), and a barrier hands the buffer to K and V.
+// CHECK-LABEL: func.func @causal_gqa
+// CHECK: gpu.launch blocks(%{{.*}}, %[[H:.*]], %{{.*}}) in (%{{.*}} = %{{.*}}, %{{.*}} = %c4{{.*}}, %{{.*}} = %{{.*}}) threads(%[[T:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %c128{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK: %[[SMEM:.*]] = memref.alloca() : memref<4096xbf16, #gpu.address_space<workgroup>>
+// CHECK: scf.for %{{.*}} = %[[T]] to %c512 step %c128
+// CHECK-COUNT-8: arith.truncf %{{.*}} : f32 to bf16
+// CHECK: vector.from_elements {{.*}} : vector<8xbf16>
+// CHECK: arith.xori
+// CHECK: vector.store %{{.*}}, %[[SMEM]][%{{.*}}] : memref<4096xbf16, #gpu.address_space<workgroup>>, vector<8xbf16>
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK-COUNT-4: nvgpu.ldmatrix %[[SMEM]][%{{.*}}] {numTiles = 4 : i32, transpose = false}
+// CHECK: func.call @hasten_gpu_barrier()
+// The key loop carries, per MMA tile, the max and sum of the lane's two
+// rows and 4 accumulators of 8 value columns.
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c64{{.*}} iter_args({{.*}}) -> (f32, f32, f32, f32, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, f32, f32, f32, f32, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>)
+// K and V staged (256 chunks each), a barrier, then S = Q K^T: per 16 keys
+// and k step one ldmatrix of K serves both of the warp's tiles.
+// CHECK: scf.for %{{.*}} = %[[T]] to %c256
+// CHECK: vector.store
+// CHECK: scf.for %{{.*}} = %[[T]] to %c256
+// CHECK: vector.store
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK: %[[KF:.*]] = nvgpu.ldmatrix %[[SMEM]][%{{.*}}] {numTiles = 4 : i32, transpose = false}
+// CHECK: %[[KLO:.*]] = vector.extract_strided_slice %[[KF]] {offsets = [0, 0], sizes = [2, 2], strides = [1, 1]}
+// CHECK: %[[KHI:.*]] = vector.extract_strided_slice %[[KF]] {offsets = [2, 0], sizes = [2, 2], strides = [1, 1]}
+// CHECK: nvgpu.mma.sync(%{{.*}}, %[[KLO]], %{{.*}}) {mmaShape = [16, 8, 16]} : (vector<4x2xbf16>, vector<2x2xbf16>, vector<2x2xf32>) -> vector<2x2xf32>
+// CHECK: nvgpu.mma.sync(%{{.*}}, %[[KHI]], %{{.*}}) {mmaShape = [16, 8, 16]}
+// CHECK: nvgpu.mma.sync
+// CHECK: nvgpu.mma.sync
+// Scores scaled in f32, masked past the diagonal; the row max over the
+// four lanes that share a row.
+// CHECK: arith.mulf %{{.*}}, %cst{{.*}} : f32
+// CHECK: arith.cmpi sgt
+// CHECK: arith.select
+// CHECK: gpu.shuffle  xor %{{.*}}, %c1_i32{{.*}}, %c32_i32
+// CHECK: gpu.shuffle  xor %{{.*}}, %c2_i32{{.*}}, %c32_i32
+// CHECK: math.exp
+// P V: the probabilities become an A operand in registers; V's fragments
+// come transposed.
+// CHECK: %[[P:.*]] = vector.from_elements {{.*}} : vector<4x2xf32>
+// CHECK: %[[PA:.*]] = arith.truncf %[[P]] : vector<4x2xf32> to vector<4x2xbf16>
+// CHECK: nvgpu.ldmatrix %[[SMEM]][%{{.*}}] {numTiles = 4 : i32, transpose = true}
+// CHECK: nvgpu.mma.sync(%[[PA]], %{{.*}}, %{{.*}}) {mmaShape = [16, 8, 16]}
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK: scf.yield
+// After the loop: each row's sum over its four lanes, then the outputs.
+// CHECK: gpu.shuffle  xor
+// CHECK: gpu.shuffle  xor
+// CHECK: scf.if
+// CHECK: arith.divf
+// CHECK: memref.store
+func.func @causal_gqa(%q: tensor<1x4x?x32xf32>, %k: tensor<1x2x?x32xf32>, %v: tensor<1x2x?x32xf32>) -> tensor<1x4x?x32xf32> {
+  %o = hasten.attention %q, %k, %v heads(4, 2) causal : tensor<1x4x?x32xf32>, tensor<1x2x?x32xf32>, tensor<1x2x?x32xf32> -> tensor<1x4x?x32xf32>
+  return %o : tensor<1x4x?x32xf32>
+}
+
+// -----
+
+// A recorded plan is followed: 2 warps of one MMA tile (64 threads, 32
+// rows), 32-key tiles, rows padded by 8 elements (40 apart, no swizzle):
+// max(32, 2 * 32) rows of 40 in the buffer.
+// CHECK-LABEL: func.func @padded
+// CHECK: gpu.launch {{.*}} threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c64{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK: memref.alloca() : memref<2560xbf16, #gpu.address_space<workgroup>>
+// CHECK-NOT: arith.xori
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c32{{.*}} iter_args({{.*}}) -> (f32, f32, f32, f32, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>, vector<2x2xf32>)
+// CHECK-NOT: arith.xori
+// CHECK: scf.yield
+func.func @padded(%q: tensor<2x2x40x32xf32>, %k: tensor<2x2x40x32xf32>, %v: tensor<2x2x40x32xf32>) -> tensor<2x2x40x32xf32> {
+  %o = hasten.attention %q, %k, %v heads(2, 2) tiling(<target = "sm_80", block_q = 32, tile_q = 16, tile_kv = 32, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 2, mma = "m16n8k16", smem_layout = "padded<8>", vector_lanes = 0>) : tensor<2x2x40x32xf32>, tensor<2x2x40x32xf32>, tensor<2x2x40x32xf32> -> tensor<2x2x40x32xf32>
+  return %o : tensor<2x2x40x32xf32>
+}
+
+// -----
+
+// Head dims that are not multiples of 16 keep the SIMT kernel; decode keeps
+// flash-decoding in f32.
+// CHECK-LABEL: func.func @narrow_heads
+// CHECK-NOT: nvgpu.mma.sync
+// CHECK: memref.alloca() : memref<{{.*}}x8xf32, #gpu.address_space<workgroup>>
+// CHECK-NOT: nvgpu.mma.sync
+// CHECK-LABEL: func.func @decode
+// CHECK-NOT: nvgpu.mma.sync
+// CHECK: gpu.shuffle
+func.func @narrow_heads(%q: tensor<1x2x20x8xf32>, %k: tensor<1x2x20x8xf32>, %v: tensor<1x2x20x8xf32>) -> tensor<1x2x20x8xf32> {
+  // expected-remark @+1 {{SIMT kernel: the tensor-core kernel needs head dims that are multiples of 16, not 8 and 8}}
+  %o = hasten.attention %q, %k, %v heads(2, 2) causal : tensor<1x2x20x8xf32>, tensor<1x2x20x8xf32>, tensor<1x2x20x8xf32> -> tensor<1x2x20x8xf32>
+  return %o : tensor<1x2x20x8xf32>
+}
+func.func @decode(%q: tensor<1x2x1x32xf32>, %k: tensor<1x2x?x32xf32>, %v: tensor<1x2x?x32xf32>) -> tensor<1x2x1x32xf32> {
+  %o = hasten.attention %q, %k, %v heads(2, 2) causal : tensor<1x2x1x32xf32>, tensor<1x2x?x32xf32>, tensor<1x2x?x32xf32> -> tensor<1x2x1x32xf32>
+  return %o : tensor<1x2x1x32xf32>
+}
