@@ -361,6 +361,7 @@ struct MmaKernel {
   Type element;
   int64_t warps, mTiles, tileKv, headDim, valueDim;
   std::string layout;
+  bool volta; // m8n8k4 (lowerPrefillVolta), else m16n8k16 (lowerPrefillMma)
 };
 
 /// Where element (row, column) of a tile of `dims`-wide rows lives in the
@@ -434,6 +435,63 @@ struct Fragments : KernelBuilder {
   }
 };
 
+/// A tensor-core kernel's block: its shared buffer (of the operand type),
+/// thread id, thread count and batch index.
+struct StagingBlock {
+  Value smem, tid;
+  int64_t threads;
+  Value batchIndex;
+};
+
+/// Rows [first, first + count) of head `sourceHead` of `source` (batch,
+/// head, row, dim) into the shared buffer at `base` as `layout` says,
+/// converted to the buffer's type, 8 elements (one 16-byte chunk, stored
+/// whole) per thread and step; rows past `count` are zeros.
+void stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value source,
+               Value sourceHead, Value first, Value count, int64_t rows, int64_t dims,
+               const SharedLayout &layout, int64_t base) {
+  OpBuilder &b = kb.b;
+  Location loc = kb.loc;
+  Type element = cast<MemRefType>(block.smem.getType()).getElementType();
+  int64_t chunks = dims / 8;
+  auto chunkType = VectorType::get({8}, element);
+  kb.forLoop(block.tid, kb.index(rows * chunks), kb.index(block.threads), {},
+             [&](Value e, ValueRange) {
+    Value row = arith::DivUIOp::create(b, loc, e, kb.index(chunks));
+    Value chunk = arith::RemUIOp::create(b, loc, e, kb.index(chunks));
+    Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, count);
+    auto load = scf::IfOp::create(b, loc, TypeRange{chunkType}, inside, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(load.thenBlock());
+      SmallVector<Value> values;
+      Value column = arith::MulIOp::create(b, loc, chunk, kb.index(8));
+      Value sourceRow = arith::AddIOp::create(b, loc, first, row);
+      for (int64_t i = 0; i < 8; ++i) {
+        Value x = memref::LoadOp::create(
+            b, loc, source,
+            ValueRange{block.batchIndex, sourceHead, sourceRow,
+                       arith::AddIOp::create(b, loc, column, kb.index(i))});
+        values.push_back(x.getType() == element
+                             ? x
+                             : arith::TruncFOp::create(b, loc, element, toF32(b, loc, x))
+                                   .getResult());
+      }
+      scf::YieldOp::create(b, loc,
+                           ValueRange{vector::FromElementsOp::create(b, loc, chunkType, values)});
+      b.setInsertionPointToStart(load.elseBlock());
+      scf::YieldOp::create(
+          b, loc,
+          ValueRange{arith::ConstantOp::create(
+              b, loc, DenseElementsAttr::get(chunkType, b.getZeroAttr(element)))});
+    }
+    Value at = arith::AddIOp::create(b, loc, layout.offset(kb, row, chunk), kb.index(base));
+    vector::StoreOp::create(b, loc, load.getResult(0), block.smem, ValueRange{at},
+                            /*nontemporal=*/false, llvm::MaybeAlign(16));
+    return SmallVector<Value>{};
+  });
+}
+
 /// Prefill on tensor cores (FlashAttention-2's structure on sm_80 and
 /// newer): each warp owns m.mTiles 16-row tiles of the block's queries and
 /// keeps their Q fragments, running max and sum, and output accumulators in
@@ -500,42 +558,10 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   Value laneChunkB = rem(div(lane, 8), 2);
   Value pairColumn = arith::MulIOp::create(b, loc, inGroup, kb.index(2));
 
-  // Rows [first, first + count) of a head of `source` into the shared
-  // buffer at `base`, 8 elements (one 16-byte chunk) per thread and step;
-  // rows past `count` are zeros.
   auto stage = [&](Value source, Value sourceHead, Value first, Value count, int64_t rows,
                    int64_t dims, const SharedLayout &layout, int64_t base) {
-    int64_t chunks = dims / 8;
-    auto chunkType = VectorType::get({8}, m.element);
-    kb.forLoop(tid, kb.index(rows * chunks), kb.index(threads), {}, [&](Value e, ValueRange) {
-      Value row = div(e, chunks), chunk = rem(e, chunks);
-      Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, count);
-      auto load = scf::IfOp::create(b, loc, TypeRange{chunkType}, inside, true);
-      {
-        OpBuilder::InsertionGuard g(b);
-        b.setInsertionPointToStart(load.thenBlock());
-        SmallVector<Value> values;
-        Value column = arith::MulIOp::create(b, loc, chunk, kb.index(8));
-        for (int64_t i = 0; i < 8; ++i) {
-          Value x = memref::LoadOp::create(
-              b, loc, source, ValueRange{batchIndex, sourceHead, add(first, row), addc(column, i)});
-          values.push_back(x.getType() == m.element
-                               ? x
-                               : arith::TruncFOp::create(b, loc, m.element, toF32(b, loc, x))
-                                     .getResult());
-        }
-        scf::YieldOp::create(b, loc,
-                             ValueRange{vector::FromElementsOp::create(b, loc, chunkType, values)});
-        b.setInsertionPointToStart(load.elseBlock());
-        scf::YieldOp::create(
-            b, loc,
-            ValueRange{arith::ConstantOp::create(
-                b, loc, DenseElementsAttr::get(chunkType, b.getZeroAttr(m.element)))});
-      }
-      vector::StoreOp::create(b, loc, load.getResult(0), smem,
-                              ValueRange{addc(layout.offset(kb, row, chunk), base)});
-      return SmallVector<Value>{};
-    });
+    stageRows(kb, {smem, tid, threads, batchIndex}, source, sourceHead, first, count, rows, dims,
+              layout, base);
   };
 
   // The block's queries, and each warp's Q fragments: [tile][k step][4].
@@ -704,6 +730,253 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
           }
       });
     }
+  gpu::TerminatorOp::create(b, loc);
+  b.setInsertionPointAfter(guard);
+}
+
+/// Prefill on Volta's tensor cores (mma.sync m8n8k4, f16 operands, f32
+/// accumulators). One m8n8k4 instruction is four independent 8x8x4
+/// products, one per quad pair of lanes; here they tile a 16 x 16 block of
+/// the warp's output: quad pair q computes rows 8 (q % 2) + [0, 8) and
+/// columns 8 (q / 2) + [0, 8). Each warp owns 16 query rows. Per key tile:
+/// S = Q K^T with Q row-major (each lane holds 4 consecutive head dims of
+/// one row, loaded once) and K column-major (4 consecutive dims of one
+/// key); the online softmax on S's accumulators (a row's max and sum over
+/// the 2 x 2 lanes that hold it: shuffles xor 2 and 8); P to shared memory
+/// in f16, since the accumulator layout is not an operand layout on Volta;
+/// then O += P V with P and V row-major. Operand rows are padded as the
+/// plan says (padded<8> puts the 8 rows a quad pair reads in different
+/// banks).
+void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Operands &o) {
+  AttentionOp op = k.op;
+  MLIRContext *ctx = b.getContext();
+  Location loc = op.getLoc();
+  KernelBuilder kb{{b, loc}};
+  Type f32 = b.getF32Type(), f16 = m.element;
+  Type resultElement = cast<RankedTensorType>(op.getType()).getElementType();
+  int64_t heads = op.getNumHeads(), kvHeads = op.getNumKvHeads();
+  int64_t threads = m.warps * 32, blockQ = m.warps * 16;
+  int64_t keyBlocks = m.tileKv / 16, outBlocks = m.valueDim / 16;
+  SharedLayout qLayout = SharedLayout::of(m.layout, m.headDim), kLayout = qLayout;
+  SharedLayout vLayout = SharedLayout::of(m.layout, m.valueDim);
+  SharedLayout pLayout = SharedLayout::of("padded<8>", m.tileKv);
+  int64_t vBase = m.tileKv * kLayout.rowElements;
+  int64_t pBase = std::max(blockQ * qLayout.rowElements, vBase + m.tileKv * vLayout.rowElements);
+  int64_t sharedElements = pBase + blockQ * pLayout.rowElements;
+
+  Value c0 = kb.index(0), c1 = kb.index(1);
+  Value negInf = kb.f32(-std::numeric_limits<float>::infinity()), zero = kb.f32(0.0f);
+  Value diagonal = arith::SubIOp::create(b, loc, o.kvLen, o.qLen);
+  Value queryBlocks = arith::CeilDivSIOp::create(b, loc, o.qLen, kb.index(blockQ));
+  Value work = arith::MulIOp::create(b, loc, queryBlocks, o.batch);
+  auto guard = scf::IfOp::create(
+      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, work, c0),
+      /*withElseRegion=*/false);
+  b.setInsertionPointToStart(guard.thenBlock());
+  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(heads), o.batch,
+                                      kb.index(threads), c1, c1);
+  b.setInsertionPointToEnd(&launch.getBody().front());
+  Value smem = memref::AllocaOp::create(
+      b, loc,
+      MemRefType::get({sharedElements}, f16, MemRefLayoutAttrInterface{},
+                      gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
+  Value tid = launch.getThreadIds().x, head = launch.getBlockIds().y;
+  Value batchIndex = launch.getBlockIds().z;
+  Value kvHead = arith::DivUIOp::create(b, loc, head, kb.index(heads / kvHeads));
+  Value firstRow = arith::MulIOp::create(b, loc, launch.getBlockIds().x, kb.index(blockQ));
+  auto div = [&](Value x, int64_t d) { return arith::DivUIOp::create(b, loc, x, kb.index(d)); };
+  auto rem = [&](Value x, int64_t d) { return arith::RemUIOp::create(b, loc, x, kb.index(d)); };
+  auto mul = [&](Value x, int64_t y) { return arith::MulIOp::create(b, loc, x, kb.index(y)); };
+  auto add = [&](Value x, Value y) { return arith::AddIOp::create(b, loc, x, y).getResult(); };
+  auto addc = [&](Value x, int64_t y) { return y == 0 ? x : add(x, kb.index(y)); };
+  Value warp = div(tid, 32), lane = rem(tid, 32);
+  Value warpRow = mul(warp, 16);
+  // Lane l: quad pair q = (l / 4) % 4, high group h = l / 16, r = l % 4.
+  Value quadPair = rem(div(lane, 4), 4), high = div(lane, 16), r = rem(lane, 4);
+  Value highRows = mul(high, 4);
+  // The operand row (A) or column (B) this lane holds, within the warp's
+  // 16 x 16 block; the first column of its quad pair's 8.
+  Value quadColumn = mul(div(quadPair, 2), 8);
+  Value operandRow = add(add(mul(rem(quadPair, 2), 8), r), highRows);
+  Value operandColumn = add(add(quadColumn, r), highRows);
+  // Accumulator element i: row (l & 1) + (i & 2) + 4h + 8 (q % 2), column
+  // 8 (q / 2) + (i & 4) + (l & 2) + (i & 1).
+  Value accRow = add(add(rem(lane, 2), highRows), mul(rem(quadPair, 2), 8));
+  Value accColumn = add(quadColumn, mul(rem(div(lane, 2), 2), 2));
+  auto accRowOf = [&](int64_t i) { return addc(accRow, i & 2); };
+  auto accColumnOf = [&](int64_t i) { return addc(accColumn, (i & 4) + (i & 1)); };
+
+  // Four consecutive elements of a row in shared memory.
+  auto load4 = [&](const SharedLayout &layout, int64_t base, Value row, Value column) {
+    Value at = addc(add(arith::MulIOp::create(b, loc, row, kb.index(layout.rowElements)), column),
+                    base);
+    return vector::LoadOp::create(b, loc, VectorType::get({4}, f16), smem, ValueRange{at},
+                                  /*nontemporal=*/false, llvm::MaybeAlign(8))
+        .getResult();
+  };
+  auto halves = [&](Value four) {
+    SmallVector<Value> regs;
+    for (int64_t i = 0; i < 2; ++i)
+      regs.push_back(vector::ExtractStridedSliceOp::create(b, loc, four, ArrayRef<int64_t>{2 * i},
+                                                           ArrayRef<int64_t>{2},
+                                                           ArrayRef<int64_t>{1}));
+    return regs;
+  };
+  auto mma = [&](Value a, Value bOperand, ArrayRef<Value> c, bool bColumnMajor) {
+    auto result = LLVM::LLVMStructType::getLiteral(ctx, SmallVector<Type>(8, f32));
+    Value d = NVVM::MmaOp::create(
+        b, loc, result, halves(a), halves(bOperand), c, ArrayRef<int64_t>{8, 8, 4},
+        std::nullopt, std::nullopt,
+        std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::f16, NVVM::MMATypes::f16},
+        std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                       bColumnMajor ? NVVM::MMALayout::col
+                                                    : NVVM::MMALayout::row});
+    SmallVector<Value> out;
+    for (int64_t i = 0; i < 8; ++i)
+      out.push_back(LLVM::ExtractValueOp::create(b, loc, d, i));
+    return out;
+  };
+
+  auto stage = [&](Value source, Value sourceHead, Value first, Value count, int64_t rows,
+                   int64_t dims, const SharedLayout &layout, int64_t base) {
+    stageRows(kb, {smem, tid, threads, batchIndex}, source, sourceHead, first, count, rows, dims,
+              layout, base);
+  };
+
+  stage(o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ, m.headDim,
+        qLayout, 0);
+  func::CallOp::create(b, loc, o.barrier);
+  SmallVector<Value> qFragments;
+  for (int64_t kk = 0; kk < m.headDim / 4; ++kk)
+    qFragments.push_back(load4(qLayout, 0, add(warpRow, operandRow), kb.index(4 * kk)));
+  func::CallOp::create(b, loc, o.barrier);
+
+  Value end = o.kvLen;
+  if (op.getCausal()) {
+    Value lastRow = arith::SubIOp::create(
+        b, loc, arith::MinSIOp::create(b, loc, addc(firstRow, blockQ), o.qLen), c1);
+    end = arith::MaxSIOp::create(
+        b, loc, arith::MinSIOp::create(b, loc, addc(add(lastRow, diagonal), 1), o.kvLen), c0);
+  }
+  // Carried: the max and sum of the lane's two rows, then the output
+  // accumulators (8 per 16 value columns).
+  SmallVector<Value> init{negInf, negInf, zero, zero};
+  init.append(outBlocks * 8, zero);
+  Value scale = kb.f32(*op.getEffectiveScale());
+  Value lastQuery = arith::SubIOp::create(b, loc, o.qLen, c1);
+  Value lastKey = arith::SubIOp::create(b, loc, o.kvLen, c1);
+  Value width = arith::ConstantIntOp::create(b, loc, 32, 32);
+  auto shuffle = [&](Value x, int64_t offset) {
+    return gpu::ShuffleOp::create(b, loc, x, arith::ConstantIntOp::create(b, loc, offset, 32),
+                                  width, gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  };
+  auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
+    Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
+                                         arith::SubIOp::create(b, loc, end, start));
+    stage(o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
+    stage(o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
+    func::CallOp::create(b, loc, o.barrier);
+
+    // S, 16 keys at a time: [key block][8].
+    SmallVector<SmallVector<Value>> scores;
+    for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16) {
+      SmallVector<Value> acc(8, zero);
+      for (int64_t kk = 0; kk < m.headDim / 4; ++kk)
+        acc = mma(qFragments[kk],
+                  load4(kLayout, 0, addc(operandColumn, 16 * kb16), kb.index(4 * kk)), acc,
+                  /*bColumnMajor=*/true);
+      scores.push_back(acc);
+    }
+    SmallVector<Value> next(carried.begin(), carried.end());
+    Value corrections[2];
+    for (int64_t half = 0; half < 2; ++half) {
+      Value row = add(firstRow, add(warpRow, accRowOf(2 * half)));
+      Value maskRow = arith::MinSIOp::create(b, loc, row, lastQuery);
+      Value seen = add(row, diagonal);
+      Value tileMax = negInf;
+      for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16)
+        for (int64_t i : {0, 1, 4, 5}) {
+          int64_t at = i + 2 * half;
+          Value column = addc(accColumnOf(at), 16 * kb16);
+          Value key = add(start, column);
+          Value x = arith::MulFOp::create(b, loc, scores[kb16][at], scale);
+          Value outside =
+              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, column, count);
+          if (op.getCausal())
+            outside = arith::OrIOp::create(
+                b, loc, outside,
+                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, seen));
+          x = kb.applyMask(x, o.mask, o.maskBroadcast,
+                           {batchIndex, head, maskRow, arith::MinSIOp::create(b, loc, key, lastKey)});
+          x = arith::SelectOp::create(b, loc, outside, negInf, x);
+          scores[kb16][at] = x;
+          tileMax = arith::MaximumFOp::create(b, loc, tileMax, x);
+        }
+      // The row's other lanes: the other column pair of the quad, and the
+      // quad pair of the other 8 columns.
+      tileMax = arith::MaximumFOp::create(b, loc, tileMax, shuffle(tileMax, 2));
+      tileMax = arith::MaximumFOp::create(b, loc, tileMax, shuffle(tileMax, 8));
+      Value newMax = arith::MaximumFOp::create(b, loc, next[half], tileMax);
+      Value safe = kb.safeMax(newMax);
+      corrections[half] = kb.expMinus(next[half], safe);
+      Value sum = zero;
+      for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16)
+        for (int64_t i : {0, 1, 4, 5}) {
+          Value p = kb.expMinus(scores[kb16][i + 2 * half], safe);
+          scores[kb16][i + 2 * half] = p;
+          sum = arith::AddFOp::create(b, loc, sum, p);
+        }
+      next[half] = newMax;
+      next[2 + half] = math::FmaOp::create(b, loc, next[2 + half], corrections[half], sum);
+    }
+    for (int64_t e = 0; e < outBlocks * 8; ++e)
+      next[4 + e] = arith::MulFOp::create(b, loc, next[4 + e], corrections[(e % 8 & 2) / 2]);
+    // P to shared memory (two adjacent columns per store).
+    for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16)
+      for (int64_t i : {0, 2, 4, 6}) {
+        Value pair = vector::FromElementsOp::create(
+            b, loc, VectorType::get({2}, f16),
+            ValueRange{arith::TruncFOp::create(b, loc, f16, scores[kb16][i]),
+                       arith::TruncFOp::create(b, loc, f16, scores[kb16][i + 1])});
+        Value at = addc(add(mul(add(warpRow, accRowOf(i)), pLayout.rowElements),
+                            addc(accColumnOf(i), 16 * kb16)),
+                        pBase);
+        vector::StoreOp::create(b, loc, pair, smem, ValueRange{at}, /*nontemporal=*/false,
+                                llvm::MaybeAlign(4));
+      }
+    func::CallOp::create(b, loc, o.barrier);
+    // O += P V, 4 keys at a time.
+    for (int64_t kk = 0; kk < m.tileKv / 4; ++kk) {
+      Value pFragment = load4(pLayout, pBase, add(warpRow, operandRow), kb.index(4 * kk));
+      for (int64_t vb = 0; vb < outBlocks; ++vb) {
+        Value vFragment = load4(vLayout, vBase, addc(r, 4 * kk),
+                                addc(add(quadColumn, highRows), 16 * vb));
+        SmallVector<Value> acc(next.begin() + 4 + 8 * vb, next.begin() + 12 + 8 * vb);
+        SmallVector<Value> d = mma(pFragment, vFragment, acc, /*bColumnMajor=*/false);
+        std::copy(d.begin(), d.end(), next.begin() + 4 + 8 * vb);
+      }
+    }
+    func::CallOp::create(b, loc, o.barrier);
+    return next;
+  });
+
+  for (int64_t half = 0; half < 2; ++half) {
+    Value sum = tiles.getResult(2 + half);
+    sum = arith::AddFOp::create(b, loc, sum, shuffle(sum, 2));
+    sum = arith::AddFOp::create(b, loc, sum, shuffle(sum, 8));
+    Value row = add(firstRow, add(warpRow, accRowOf(2 * half)));
+    kb.ifThen(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, o.qLen), [&] {
+      for (int64_t vb = 0; vb < outBlocks; ++vb)
+        for (int64_t i : {0, 1, 4, 5}) {
+          Value acc = tiles.getResult(4 + 8 * vb + i + 2 * half);
+          Value out = fromF32(b, loc, arith::DivFOp::create(b, loc, acc, sum), resultElement);
+          memref::StoreOp::create(
+              b, loc, out, o.out,
+              ValueRange{batchIndex, head, row, addc(accColumnOf(i + 2 * half), 16 * vb)});
+        }
+    });
+  }
   gpu::TerminatorOp::create(b, loc);
   b.setInsertionPointAfter(guard);
 }
@@ -910,11 +1183,10 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
   /// after an error.
   std::optional<MmaKernel> planMma(AttentionOp op, const Kernel &k, AttentionTilingAttr tiling,
                                    const AttentionTarget &target) {
-    if (target.name == "sm_70") {
-      op->emitError("hasten-gpu-attention: precision=")
-          << precision
-          << " needs sm_80 or newer (mma.sync m16n8k16); Volta's m8n8k4 kernel is not "
-             "implemented";
+    bool volta = target.name == "sm_70";
+    if (volta && precision == "bf16") {
+      op->emitError("hasten-gpu-attention: precision=bf16 needs sm_80 or newer (Volta's "
+                    "tensor cores multiply f16: use precision=f16)");
       signalPassFailure();
       return std::nullopt;
     }
@@ -925,6 +1197,7 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
     m.valueDim = k.valueDim;
     m.layout = tiling.getSmemLayout().str();
     m.warps = 0;
+    m.volta = volta;
     if (k.headDim % 16 != 0 || k.valueDim % 16 != 0) {
       op->emitRemark("SIMT kernel: the tensor-core kernel needs head dims that are multiples "
                      "of 16, not ")
@@ -935,20 +1208,26 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
     // hold its Q fragments, scores and output accumulators: at most 128 per
     // thread, so that with addresses and masks the kernel stays within 255
     // registers (160 spilled at head dim 64 in ptxas -v).
+    // (Volta: one 16-row tile per warp, 4 dims of a row per register pair.)
     int64_t warps = std::clamp<int64_t>(tiling.getWarps(), 1, 8);
-    int64_t mTiles = std::clamp<int64_t>(tiling.getTileQ() / 16, 1, 2);
+    int64_t mTiles = volta ? 1 : std::clamp<int64_t>(tiling.getTileQ() / 16, 1, 2);
     int64_t tileKv = std::max<int64_t>(tiling.getTileKv() / 16 * 16, 16);
     auto registers = [&] {
+      if (volta)
+        return (k.headDim + tileKv + k.valueDim) / 2;
       return mTiles * (k.headDim / 16 * 4 + k.valueDim / 8 * 4 + tileKv / 8 * 4);
     };
-    while (registers() > 128 && tileKv > 32)
+    while (registers() > 128 && tileKv > (volta ? 16 : 32))
       tileKv /= 2;
     while (registers() > 128 && mTiles > 1)
       --mTiles;
     SharedLayout q = SharedLayout::of(m.layout, k.headDim), v = SharedLayout::of(m.layout, k.valueDim);
     auto sharedBytes = [&] {
-      return 2 * std::max(warps * mTiles * 16 * q.rowElements,
-                          tileKv * (q.rowElements + v.rowElements));
+      // Volta's P tile (rows padded by 8) follows the operands.
+      int64_t probabilities = volta ? warps * 16 * (tileKv + 8) : 0;
+      return 2 * (std::max(warps * mTiles * 16 * q.rowElements,
+                           tileKv * (q.rowElements + v.rowElements)) +
+                  probabilities);
     };
     while (sharedBytes() > kSharedBudgetBytes && tileKv > 16)
       tileKv /= 2;
@@ -1019,6 +1298,8 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
       Operands operands = prepare(b, op);
       if (decode)
         lowerDecode(b, k, operands);
+      else if (tensorCores && tensorCores->warps > 0 && tensorCores->volta)
+        lowerPrefillVolta(b, k, *tensorCores, operands);
       else if (tensorCores && tensorCores->warps > 0)
         lowerPrefillMma(b, k, *tensorCores, operands);
       else

@@ -241,8 +241,8 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
     shared memory. Ops with a dynamic head dim are left to
     `--hasten-tile-attention`, with a remark.
 
-    With `precision=bf16` or `f16` (sm_80 and sm_90 plans; an error for
-    sm_70), prefill runs on tensor cores, FlashAttention-2's way:
+    With `precision=bf16` or `f16` on sm_80 and sm_90 plans, prefill runs on
+    tensor cores, FlashAttention-2's way:
 
     - `warps` warps per block (the plan's), each owning `tile_q / 16` (at
       most 2) 16-row MMA tiles and keeping their Q fragments, running max
@@ -261,6 +261,16 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
       and the shared buffer 40 KB. Head dims that are not
       multiples of 16 keep the SIMT kernel, with a remark. Decode (one
       query) keeps flash-decoding in f32.
+
+    With `precision=f16` on an sm_70 plan (bf16 is an error there), Volta's
+    `nvvm.mma.sync` m8n8k4 takes prefill: one instruction is four 8x8x4
+    products, one per quad pair of lanes, which tile a 16 x 16 block of the
+    warp's output; each warp owns 16 query rows. Q's fragments (4 head dims
+    of a row per lane, row-major) stay in registers; S = Q K^T takes K
+    column-major, the online softmax reduces a row over the lanes xor 2
+    and xor 8, P goes to shared memory in f16 (the accumulator layout is
+    not an operand layout on Volta), and O += P V reads P and V row-major,
+    8 bytes per fragment. Operand rows are padded as planned (`padded<8>`).
 
     The shared tiles are `memref.alloca`s in workgroup memory and the
     barriers calls of `@hasten_gpu_barrier` until
@@ -609,6 +619,31 @@ def LowerBf16Mma : Pass<"hasten-lower-bf16-mma"> {
   }];
   let dependentDialects = ["::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect",
                            "::mlir::vector::VectorDialect"];
+}
+
+def AlignSharedMemory : Pass<"hasten-align-shared-memory", "::mlir::ModuleOp"> {
+  let summary = "Align every kernel's shared-memory buffers, so that vector accesses stay whole";
+  let description = [{
+    NVPTX declares a kernel's workgroup buffer with its element type's
+    alignment unless the attribution carries `llvm.align`, and splits each
+    vector load or store it cannot prove aligned into scalar ones (a 16-byte
+    store of eight bf16 into eight 2-byte stores). The tensor-core attention
+    stages tiles 16 bytes per store and `ldmatrix` needs 16-byte rows, so
+    after outlining this pass gives every workgroup attribution of every
+    `gpu.func` an `llvm.align` of `alignment` bytes (16 by default; a larger
+    one already there stays).
+
+    ```mlir
+    gpu.func @k() workgroup(%tile : memref<4096xbf16, #gpu.address_space<workgroup>>) kernel
+    // becomes
+    gpu.func @k() workgroup(%tile : memref<4096xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel
+    ```
+  }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", /*default=*/"16",
+           "Bytes each workgroup buffer is aligned to (a power of two)">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::LLVM::LLVMDialect"];
 }
 
 def GatherGpuKernels : Pass<"hasten-gather-gpu-kernels", "::mlir::ModuleOp"> {

@@ -68,3 +68,4 @@ config.substitutions.append(
 # The CUDA toolkit's ptxas, which the CUDA target runs for its cubins.
 if os.access("/usr/local/cuda/bin/ptxas", os.X_OK):
     config.available_features.add("ptxas")
+config.substitutions.append(("%ptxas", "/usr/local/cuda/bin/ptxas"))

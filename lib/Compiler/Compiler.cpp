@@ -212,6 +212,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   registerAllDialects(registry);
   registerAllExtensions(registry);
   registry.insert<HastenDialect>();
+  registerGpuKernelInterfaces(registry);
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
   // The CUDA target's kernels (gpu-module-to-binary) and its launches.

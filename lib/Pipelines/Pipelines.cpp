@@ -157,6 +157,7 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   pm.addPass(createGpuDeviceMemory());
   pm.addPass(createGpuKernelOutliningPass());
   pm.addPass(createGatherGpuKernels());
+  pm.addPass(createAlignSharedMemory());
   // One stream per call: launches, allocations and frees queue on it in
   // order, and the host waits once, before returning.
   pm.nest<func::FuncOp>().addPass(createGpuAsyncRegionPass());
@@ -174,6 +175,10 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   GpuNVVMAttachTargetOptions attach;
   attach.chip = oldest;
   attach.optLevel = 3;
+  // Volta's and Turing's default PTX ISA (6.0, 6.3) predates mma.m8n8k4
+  // (6.4), which the tensor-core attention uses there.
+  if (number(oldest) < 80)
+    attach.features = "+ptx64";
   pm.addPass(createGpuNVVMAttachTarget(attach));
   OpPassManager &device = pm.nest<gpu::GPUModuleOp>();
   device.addPass(memref::createExpandStridedMetadataPass());

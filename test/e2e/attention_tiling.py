@@ -153,14 +153,15 @@ def main():
                 # Prefill on tensor cores (the SIMT kernel keeps decode and
                 # head dims that are not multiples of 16).
                 if s > 1 and d % 16 == 0:
-                    modes += ["cuda-bf16", "cuda-f16"]
+                    modes += ["cuda-bf16", "cuda-f16", "cuda-volta-f16"]
             for mode in modes:
                 module = os.path.join(work, f"{name}.{mode}.so")
-                half = mode.split("-")[1] if mode.startswith("cuda-") else None
+                half = mode.split("-")[-1] if mode.startswith("cuda-") else None
                 if mode == "cuda":
                     flags = ["--target=cuda", "--gpu=sm_70"]
                 elif half:
-                    flags = ["--target=cuda", "--gpu=sm_80", f"--gpu-precision={half}"]
+                    gpu = "sm_70" if "volta" in mode else "sm_80"
+                    flags = ["--target=cuda", f"--gpu={gpu}", f"--gpu-precision={half}"]
                 else:
                     flags = [f"--attention={mode}"] + args.compile_flag
                 proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o",
@@ -172,11 +173,12 @@ def main():
                     # paths run on any host; CUDA in the emulator, as an
                     # sm_72 device (which loads the PTX).
                     env = {"HASTEN_NUM_THREADS": "2"}
-                    # Tensor-core modes as an sm_100 device (no sm_80 cubin
-                    # fits it: the sm_80 PTX loads).
+                    # sm_80 tensor-core modes as an sm_100 device (no sm_80
+                    # cubin fits it: the sm_80 PTX loads).
                     if mode.startswith("cuda"):
                         env.update(HASTEN_CUDA_DRIVER=fake_cuda,
-                                   FAKE_CUDA_ARCH="100" if half else "72")
+                                   FAKE_CUDA_ARCH="100" if half and "volta" not in mode
+                                   else "72")
                     out_dir = e2e.run_module(bin_dir, module, inputs, work, f"{name}.{mode}",
                                              env=env)
                 except RuntimeError as e:

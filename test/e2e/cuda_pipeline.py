@@ -46,6 +46,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "test", "tools", "Inputs"))
+from cuda_bundle import bundles  # noqa: E402
 from e2e_common import Checks  # noqa: E402
 
 GPUS = "sm_70,sm_75,sm_80,sm_90"
@@ -165,14 +167,26 @@ def tensor_core_attention(c, bin_dir, work, cases, prepare):
             p = run(bin_dir, cpu_module, inputs, cpu_dir)
             c.check(p.returncode == 0, f"{tag}: runs on the CPU")
         max_v = float(np.max(np.abs(np.load(inputs["arg2"]))))
-        for half, roundoff in (("bf16", 2.0 ** -9), ("f16", 2.0 ** -11)):
-            module = os.path.join(work, f"{tag}.{half}.cuda.so")
-            p = subprocess.run([compile_tool, source, "--target=cuda", f"--gpu={TENSOR_CORE_GPUS}",
+        # Volta's m8n8k4 kernel too: on a newer GPU the driver compiles its
+        # sm_70 PTX (its PTX is checked in test/tools/cuda-tensor-cores.test).
+        for variant, half, roundoff in (("bf16", "bf16", 2.0 ** -9), ("f16", "f16", 2.0 ** -11),
+                                        ("volta_f16", "f16", 2.0 ** -11)):
+            volta = variant.startswith("volta")
+            module = os.path.join(work, f"{tag}.{variant}.cuda.so")
+            gpus = "sm_70" if volta else TENSOR_CORE_GPUS
+            p = subprocess.run([compile_tool, source, "--target=cuda", f"--gpu={gpus}",
                                 f"--gpu-precision={half}", "-o", module],
                                capture_output=True, text=True)
-            c.check(p.returncode == 0, f"{tag}: compiles with --gpu-precision={half}"
+            c.check(p.returncode == 0, f"{tag}: compiles with --gpu={gpus} --gpu-precision={half}"
                     + ("" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
             if p.returncode:
+                continue
+            if volta:
+                if prepare:
+                    cases.append({"name": f"{tag}_{variant}", "module": os.path.basename(module),
+                                  "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
+                                  "cpu_outputs": os.path.basename(cpu_dir),
+                                  "atol": 2e-5 + 1.5 * roundoff * max_v})
                 continue
             images = (bundles(module) or [[]])[0]
             ptx = [blob for kind, arch, blob in images if kind == 1 and arch == 80]
@@ -196,7 +210,7 @@ def tensor_core_attention(c, bin_dir, work, cases, prepare):
                     c.check(q.returncode == 0, f"{tag} ({half}): ptxas accepts its PTX for "
                             f"sm_{arch}" + ("" if q.returncode == 0 else f": {q.stderr[:300]}"))
                 continue
-            cases.append({"name": f"{tag}_{half}", "module": os.path.basename(module),
+            cases.append({"name": f"{tag}_{variant}", "module": os.path.basename(module),
                           "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
                           "cpu_outputs": os.path.basename(cpu_dir),
                           "atol": 2e-5 + 1.5 * roundoff * max_v})
@@ -211,25 +225,6 @@ def model_path(source, work):
                                                  "make_test_model.py"), case, path],
                    check=True, capture_output=True)
     return path
-
-
-def bundles(module_path):
-    """The CUDA bundles embedded in a module file: lists of
-    (kind, arch, bytes)."""
-    data = open(module_path, "rb").read()
-    found, at = [], 0
-    while True:
-        at = data.find(b"HSTNCUDA", at)
-        if at < 0:
-            return found
-        version, count = struct.unpack_from("<II", data, at + 8)
-        images = []
-        if version == 1 and 0 < count < 64:
-            for i in range(count):
-                kind, arch, offset, size = struct.unpack_from("<IIQQ", data, at + 16 + 24 * i)
-                images.append((kind, arch, data[at + offset:at + offset + size]))
-            found.append(images)
-        at += 8
 
 
 def inputs_for(onnx_path):

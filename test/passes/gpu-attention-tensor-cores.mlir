@@ -1,4 +1,5 @@
 // RUN: hasten-opt %s -split-input-file -verify-diagnostics -hasten-gpu-attention="target=sm_80 precision=bf16" | FileCheck %s
+// RUN: hasten-opt %s -split-input-file -hasten-gpu-attention="target=sm_70 precision=f16" 2>/dev/null | FileCheck %s --check-prefix=VOLTA
 
 // Causal GQA prefill on tensor cores, sm_80's plan (4 warps, tile_q 32: two
 // 16-row MMA tiles per warp, so 128 query rows per block; swizzle<64> for
@@ -14,7 +15,7 @@
 // CHECK-COUNT-8: arith.truncf %{{.*}} : f32 to bf16
 // CHECK: vector.from_elements {{.*}} : vector<8xbf16>
 // CHECK: arith.xori
-// CHECK: vector.store %{{.*}}, %[[SMEM]][%{{.*}}] : memref<4096xbf16, #gpu.address_space<workgroup>>, vector<8xbf16>
+// CHECK: vector.store %{{.*}}, %[[SMEM]][%{{.*}}] {alignment = 16 : i64} : memref<4096xbf16, #gpu.address_space<workgroup>>, vector<8xbf16>
 // CHECK: func.call @hasten_gpu_barrier()
 // CHECK-COUNT-4: nvgpu.ldmatrix %[[SMEM]][%{{.*}}] {numTiles = 4 : i32, transpose = false}
 // CHECK: func.call @hasten_gpu_barrier()
@@ -57,6 +58,28 @@
 // CHECK: scf.if
 // CHECK: arith.divf
 // CHECK: memref.store
+// Volta (sm_70's plan: 4 warps of 16 rows, 64-key tiles, rows padded by
+// 8): one f16 buffer holds Q, then K and V (64 x 40 each, 5120), and after
+// them the P tile (64 x 72). Q's fragments: 4 dims of a row per lane, one
+// 8-byte load per 4 dims (8 for head dim 32). S with m8n8k4, A row-major
+// and B (K) column-major; a row's max over lanes xor 2 and xor 8; P stored
+// in pairs; a barrier; O += P V with both row-major.
+// VOLTA-LABEL: func.func @causal_gqa
+// VOLTA: gpu.launch {{.*}} threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c128{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// VOLTA: %[[SMEM:.*]] = memref.alloca() : memref<9728xf16, #gpu.address_space<workgroup>>
+// VOLTA: vector.store %{{.*}}, %[[SMEM]][%{{.*}}] {alignment = 16 : i64} : memref<9728xf16, #gpu.address_space<workgroup>>, vector<8xf16>
+// VOLTA: func.call @hasten_gpu_barrier()
+// VOLTA-COUNT-8: vector.load %[[SMEM]][%{{.*}}] {alignment = 8 : i64} : memref<9728xf16, #gpu.address_space<workgroup>>, vector<4xf16>
+// VOLTA: func.call @hasten_gpu_barrier()
+// VOLTA: scf.for %{{.*}} step %c64{{.*}} iter_args
+// VOLTA: nvvm.mma.sync A[%{{.*}}, %{{.*}}]  B[%{{.*}}, %{{.*}}]  C[{{.*}}]  {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 8, n = 8, k = 4>} : (vector<2xf16>, vector<2xf16>, f32) -> !llvm.struct<(f32, f32, f32, f32, f32, f32, f32, f32)>
+// VOLTA: gpu.shuffle  xor %{{.*}}, %c2_i32{{.*}}, %c32_i32
+// VOLTA: gpu.shuffle  xor %{{.*}}, %c8_i32{{.*}}, %c32_i32
+// VOLTA: vector.store %{{.*}}, %[[SMEM]][%{{.*}}] {alignment = 4 : i64} : memref<9728xf16, #gpu.address_space<workgroup>>, vector<2xf16>
+// VOLTA: func.call @hasten_gpu_barrier()
+// VOLTA: nvvm.mma.sync {{.*}} {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<row>, shape = #nvvm.shape<m = 8, n = 8, k = 4>}
+// VOLTA: func.call @hasten_gpu_barrier()
+// VOLTA: scf.yield
 func.func @causal_gqa(%q: tensor<1x4x?x32xf32>, %k: tensor<1x2x?x32xf32>, %v: tensor<1x2x?x32xf32>) -> tensor<1x4x?x32xf32> {
   %o = hasten.attention %q, %k, %v heads(4, 2) causal : tensor<1x4x?x32xf32>, tensor<1x2x?x32xf32>, tensor<1x2x?x32xf32> -> tensor<1x4x?x32xf32>
   return %o : tensor<1x4x?x32xf32>

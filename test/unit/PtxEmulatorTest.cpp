@@ -520,6 +520,32 @@ const char *kTensorCores = R"(
   ret;
 }
 
+.visible .entry quad(.param .u64 quad_param_0, .param .u64 quad_param_1, .param .u64 quad_param_2)
+{
+  .reg .b32 %r<20>;
+  .reg .f32 %f<30>;
+  .reg .b64 %rd<10>;
+  ld.param.u64 %rd1, [quad_param_0];
+  ld.param.u64 %rd2, [quad_param_1];
+  ld.param.u64 %rd3, [quad_param_2];
+  mov.u32 %r1, %laneid;
+  mul.wide.u32 %rd4, %r1, 48;
+  add.s64 %rd5, %rd1, %rd4;
+  ld.global.v4.u32 {%r2, %r3, %r4, %r5}, [%rd5];
+  ld.global.v4.f32 {%f1, %f2, %f3, %f4}, [%rd5+16];
+  ld.global.v4.f32 {%f5, %f6, %f7, %f8}, [%rd5+32];
+  mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f32 {%f11, %f12, %f13, %f14, %f15, %f16, %f17, %f18}, {%r2, %r3}, {%r4, %r5}, {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8};
+  mul.wide.u32 %rd6, %r1, 32;
+  add.s64 %rd7, %rd2, %rd6;
+  st.global.v4.f32 [%rd7], {%f11, %f12, %f13, %f14};
+  st.global.v4.f32 [%rd7+16], {%f15, %f16, %f17, %f18};
+  mma.sync.aligned.m8n8k4.col.row.f32.f16.f16.f32 {%f11, %f12, %f13, %f14, %f15, %f16, %f17, %f18}, {%r2, %r3}, {%r4, %r5}, {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8};
+  add.s64 %rd8, %rd3, %rd6;
+  st.global.v4.f32 [%rd8], {%f11, %f12, %f13, %f14};
+  st.global.v4.f32 [%rd8+16], {%f15, %f16, %f17, %f18};
+  ret;
+}
+
 .visible .entry partial(.param .u64 partial_param_0)
 {
   .reg .pred %p<2>;
@@ -606,6 +632,57 @@ TEST(PtxEmulator, TensorCoreMmaAndLdmatrix) {
     }
   }
 
+  // Volta's m8n8k4: four independent products, one per quad pair, with A
+  // and B read row-major/column-major, then column-major/row-major.
+  {
+    struct QuadLane {
+      uint32_t a[2], b[2];
+      float c[8];
+    };
+    auto av = [](int q, int i, int k) { return float((q * 5 + i * 3 + k) % 7) - 3.0f; };
+    auto bv = [](int q, int k, int j) { return float((q + k * 2 + j * 3) % 5) * 0.5f - 1.0f; };
+    auto cv = [](int q, int i, int j) { return float(q * 64 + i * 8 + j) * 0.125f; };
+    for (int form = 0; form < 2; ++form) {
+      bool colA = form == 1, colB = form == 0;
+      std::vector<QuadLane> lanes(32);
+      for (int lane = 0; lane < 32; ++lane) {
+        int q = (lane / 4) % 4, h = lane >= 16, r = lane % 4;
+        QuadLane &L = lanes[size_t(lane)];
+        std::memset(&L, 0, sizeof L);
+        for (int i = 0; i < 4; ++i) {
+          float x = colA ? av(q, i + 4 * h, r) : av(q, r + 4 * h, i);
+          float y = colB ? bv(q, i, r + 4 * h) : bv(q, r, i + 4 * h);
+          L.a[i / 2] |= uint32_t(f16Of(x)) << (16 * (i % 2));
+          L.b[i / 2] |= uint32_t(f16Of(y)) << (16 * (i % 2));
+        }
+        for (int i = 0; i < 8; ++i)
+          L.c[i] = cv(q, (lane & 1) + (i & 2) + 4 * h, (i & 4) + (lane & 2) + (i & 1));
+      }
+      std::vector<float> rowCol(256, -1.0f), colRow(256, -1.0f);
+      void *in = lanes.data(), *o1 = rowCol.data(), *o2 = colRow.data();
+      std::string error;
+      ASSERT_EQ(launch(l.module, "quad", 1, 32,
+                       {{lanes.data(), 32 * sizeof(QuadLane)}, {rowCol.data(), 1024},
+                        {colRow.data(), 1024}},
+                       {&in, &o1, &o2}, &error),
+                0)
+          << error;
+      std::vector<float> &out = form == 0 ? rowCol : colRow;
+      for (int lane = 0; lane < 32; ++lane) {
+        int q = (lane / 4) % 4, h = lane >= 16;
+        for (int i = 0; i < 8; ++i) {
+          int row = (lane & 1) + (i & 2) + 4 * h, col = (i & 4) + (lane & 2) + (i & 1);
+          float expected = cv(q, row, col);
+          for (int k = 0; k < 4; ++k)
+            expected += av(q, row, k) * bv(q, k, col);
+          EXPECT_EQ(out[size_t(lane * 8 + i)], expected)
+              << (form ? "col.row" : "row.col") << " quad pair " << q << " D(" << row << ","
+              << col << ") at lane " << lane;
+        }
+      }
+    }
+  }
+
   // ldmatrix: matrix m, row r, column k holds 1000 m + 10 r + k.
   std::vector<uint16_t> tiles(256);
   for (int m = 0; m < 4; ++m)
@@ -667,17 +744,17 @@ TEST(PtxEmulator, UnsupportedInstructionsAreRefusedAtLoad) {
   EXPECT_EQ(label.module, nullptr);
   EXPECT_NE(label.error.find("unknown label '$L__nowhere'"), std::string::npos) << label.error;
   // An mma form the emulator does not model is refused, not run wrongly.
-  Loaded volta(R"(
-.visible .entry quad()
+  Loaded f16acc(R"(
+.visible .entry f16acc()
 {
-  .reg .b32 %r<4>;
+  .reg .b32 %r<6>;
   .reg .f32 %f<10>;
-  mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f32 {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8}, {%r1, %r2}, {%r1, %r2}, {%f1, %f2, %f3, %f4, %f5, %f6, %f7, %f8};
+  mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16 {%r1, %r2}, {%r1, %r2, %r3, %r4}, {%r1, %r2}, {%r3, %r4};
   ret;
 }
 )");
-  EXPECT_EQ(volta.module, nullptr);
-  EXPECT_NE(volta.error.find("unsupported mma form"), std::string::npos) << volta.error;
+  EXPECT_EQ(f16acc.module, nullptr);
+  EXPECT_NE(f16acc.error.find("unsupported mma form"), std::string::npos) << f16acc.error;
 }
 
 } // namespace

@@ -47,8 +47,8 @@ static cl::list<std::string> gpus(cl::cat(toolCategory), "gpu", cl::CommaSeparat
 static cl::opt<std::string> gpuPrecision(
     cl::cat(toolCategory), "gpu-precision",
     cl::desc("With --target=cuda: operands of prefill attention's products: f32 (default: FMA, "
-             "exact for f32 models), bf16 or f16 (tensor-core mma.sync with f32 accumulation; "
-             "every --gpu sm_80 or newer)"),
+             "exact for f32 models), bf16 or f16 (tensor-core mma.sync with f32 accumulation: "
+             "m16n8k16 when every --gpu is sm_80 or newer, else Volta's m8n8k4, f16 only)"),
     cl::init("f32"));
 static cl::opt<std::string> cudaPath(cl::cat(toolCategory), "cuda-path",
                                      cl::desc("The CUDA toolkit whose ptxas assembles cubins"),

@@ -31,6 +31,7 @@ int main(int argc, char **argv) {
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
   registry.insert<hasten::HastenDialect>();
+  hasten::registerGpuKernelInterfaces(registry);
   // gpu-module-to-binary translates kernels to LLVM IR inside the pipeline.
   mlir::registerAllToLLVMIRTranslations(registry);
 

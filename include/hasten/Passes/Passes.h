@@ -9,7 +9,16 @@
 
 #include "mlir/Pass/Pass.h"
 
+namespace mlir {
+class DialectRegistry;
+} // namespace mlir
+
 namespace hasten {
+
+/// Interfaces of upstream ops that hasten's kernel generators need (see
+/// passes/GpuOpInterfaces.cpp); every tool that runs the passes registers
+/// them.
+void registerGpuKernelInterfaces(mlir::DialectRegistry &registry);
 
 /// The function that kernels generated before bufferization call where they
 /// need a block-wide barrier; --hasten-finalize-gpu-kernels makes each call

@@ -56,10 +56,11 @@ public:
                               << "' for --gpu (known: sm_70, sm_72, sm_75, sm_80, sm_86, sm_87, "
                                  "sm_89, sm_90, sm_100, sm_103, sm_120)";
       needsPtxas |= *number >= cuda::kOldestCubinArch;
-      if (precision != "f32" && *number < 80)
-        return emitError(loc) << "--gpu-precision=" << precision << " runs attention on sm_80 "
-                              << "tensor cores (mma.sync m16n8k16), which " << gpu
-                              << " lacks; drop it from --gpu or use --gpu-precision=f32";
+      if (precision == "bf16" && *number < 80)
+        return emitError(loc) << "--gpu-precision=bf16 runs attention on sm_80 tensor cores "
+                              << "(mma.sync m16n8k16 with bf16), which " << gpu
+                              << " lacks; drop it from --gpu, or use f16 (Volta's m8n8k4 "
+                                 "for all) or f32";
     }
     SmallString<128> ptxas(options.cudaPath);
     llvm::sys::path::append(ptxas, "bin", "ptxas");

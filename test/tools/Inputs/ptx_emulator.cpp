@@ -150,8 +150,8 @@ enum Cmp : uint8_t {
 enum BoolOp : uint8_t { kBoolNone, kBoolAnd, kBoolOr, kBoolXor };
 enum ShflMode : uint8_t { kUp, kDown, kBfly, kIdx };
 enum Flags : uint32_t {
-  kLoHalf = 1, kHiHalf = 2, kWide = 4, kNaN = 8, kSat = 16, kTrans = 32, kRowMajorA = 64,
-  kColMajorB = 128, kShapeM16N8K16 = 256, kShapeM8N8 = 512,
+  kLoHalf = 1, kHiHalf = 2, kWide = 4, kNaN = 8, kSat = 16, kTrans = 32, kColMajorA = 64,
+  kColMajorB = 128, kShapeM16N8K16 = 256, kShapeM8N8 = 512, kShapeM8N8K4 = 1024,
 };
 enum Special : uint8_t {
   kTidX, kTidY, kTidZ, kNtidX, kNtidY, kNtidZ, kCtaidX, kCtaidY, kCtaidZ, kNctaidX, kNctaidY,
@@ -849,7 +849,8 @@ private:
         {"ge", kGe},   {"lo", kLo},   {"ls", kLs},   {"hi", kHi},   {"hs", kHs},
         {"equ", kEqu}, {"neu", kNeu}, {"ltu", kLtu}, {"leu", kLeu}, {"gtu", kGtu},
         {"geu", kGeu}, {"num", kNum}, {"nan", kNan}};
-    std::vector<Ty> mmaTypes; // mma's D, A, B and C types, in that order
+    std::vector<Ty> mmaTypes;          // mma's D, A, B and C types, in that order
+    std::vector<std::string> layouts; // mma's A and B layouts
     for (size_t i = 1; i < parts.size(); ++i) {
       const std::string &p = parts[i];
       Ty ty = parseType(p);
@@ -900,14 +901,12 @@ private:
       if (in.op == Op::Mma && p.size() > 1 && p[0] == 'm' && isdigit((unsigned char)p[1])) {
         if (p == "m16n8k16") // other shapes: refused below
           in.flags |= kShapeM16N8K16;
+        if (p == "m8n8k4")
+          in.flags |= kShapeM8N8K4;
         continue;
       }
-      if (in.op == Op::Mma && p == "row" && !(in.flags & kRowMajorA)) {
-        in.flags |= kRowMajorA;
-        continue;
-      }
-      if (in.op == Op::Mma && p == "col" && (in.flags & kRowMajorA)) {
-        in.flags |= kColMajorB;
+      if (in.op == Op::Mma && (p == "row" || p == "col")) {
+        layouts.push_back(p);
         continue;
       }
       if (in.op == Op::Ldmatrix && p == "m8n8") { in.flags |= kShapeM8N8; continue; }
@@ -938,15 +937,24 @@ private:
     if (in.op == Op::Mad && isFloat(in.type))
       in.op = Op::Fma;
     if (in.op == Op::Mma) {
-      // The forms hasten's attention kernels use (PTX ISA 9.7.14.5.8):
-      // m16n8k16, A row-major and B column-major, bf16 or f16 operands, f32
-      // accumulators.
+      // The forms hasten's attention kernels use (PTX ISA 9.7.14.5.1 and
+      // 9.7.14.5.8): m16n8k16.row.col with bf16 or f16 operands, and
+      // Volta's m8n8k4 with f16 operands in either layout, f32 accumulators.
       bool half = mmaTypes.size() == 4 && mmaTypes[1] == mmaTypes[2] &&
                   (mmaTypes[1] == Ty::BF16 || mmaTypes[1] == Ty::F16);
-      if (!(in.flags & kShapeM16N8K16) || !(in.flags & kColMajorB) || !half ||
-          mmaTypes[0] != Ty::F32 || mmaTypes[3] != Ty::F32)
-        fail(line, "unsupported mma form '%s' (m16n8k16.row.col.f32.{bf16,f16}.f32 only)",
+      bool ampere = (in.flags & kShapeM16N8K16) && layouts.size() == 2 && layouts[0] == "row" &&
+                    layouts[1] == "col";
+      bool volta = (in.flags & kShapeM8N8K4) && layouts.size() == 2 && half &&
+                   mmaTypes[1] == Ty::F16;
+      if (!(ampere || volta) || !half || mmaTypes[0] != Ty::F32 || mmaTypes[3] != Ty::F32)
+        fail(line,
+             "unsupported mma form '%s' (m16n8k16.row.col.f32.{bf16,f16}.f32 and "
+             "m8n8k4.{row,col}.{row,col}.f32.f16.f16.f32 only)",
              opcode.c_str());
+      if (volta && layouts[0] == "col")
+        in.flags |= kColMajorA;
+      if (volta && layouts[1] == "col")
+        in.flags |= kColMajorB;
       in.type = mmaTypes[1];
       in.type2 = Ty::F32;
     }
@@ -987,10 +995,14 @@ private:
       return in.ops.size() > i && in.ops[i].kind == Operand::Vec && in.ops[i].regs.size() == n &&
              std::find(in.ops[i].regs.begin(), in.ops[i].regs.end(), -1) == in.ops[i].regs.end();
     };
-    if (in.op == Op::Mma &&
+    if (in.op == Op::Mma && (in.flags & kShapeM16N8K16) &&
         (in.ops.size() != 4 || !vectorOf(0, 4) || !vectorOf(1, 4) || !vectorOf(2, 2) ||
          !vectorOf(3, 4)))
       fail(line, "malformed mma operands (expected {d x4}, {a x4}, {b x2}, {c x4})");
+    if (in.op == Op::Mma && (in.flags & kShapeM8N8K4) &&
+        (in.ops.size() != 4 || !vectorOf(0, 8) || !vectorOf(1, 2) || !vectorOf(2, 2) ||
+         !vectorOf(3, 8)))
+      fail(line, "malformed mma operands (expected {d x8}, {a x2}, {b x2}, {c x8})");
     if (in.op == Op::Ldmatrix &&
         (in.ops.size() != 2 || !vectorOf(0, in.vec) || in.ops[1].kind != Operand::Addr))
       fail(line, "malformed ldmatrix operands (expected {r x%d}, [address])", int(in.vec));
@@ -1813,6 +1825,49 @@ private:
     }
   }
 
+  // mma.sync.aligned.m8n8k4.alayout.blayout.f32.f16.f16.f32 d, a, b, c
+  // (PTX ISA 9.7.14.5.1): four independent 8x8x4 products, one per quad
+  // pair q (lanes 4q..4q+3, the low group, and 16+4q..16+4q+3, the high
+  // group). With l the lane, h = 1 in the high group and r = l % 4: A (8 x
+  // 4) a_i at (r + 4h, i) row-major, (i + 4h, r) column-major; B (4 x 8) b_i
+  // at (r, i + 4h) row-major, (i, r + 4h) column-major (two halves per
+  // register, the lower first); C and D (8 x 8, f32) c_i at row (l & 1) +
+  // (i & 2) + 4h, column (i & 4) + (l & 2) + (i & 1).
+  void mmaQuadPairs(unsigned begin, const Inst &in) {
+    bool colA = in.flags & kColMajorA, colB = in.flags & kColMajorB;
+    for (unsigned q = 0; q < 4; ++q) {
+      double a[8][4], b[4][8], c[8][8];
+      unsigned lanes[8];
+      for (unsigned j = 0; j < 8; ++j)
+        lanes[j] = (j < 4 ? 4 * q : 16 + 4 * q) + j % 4;
+      for (unsigned lane : lanes) {
+        const Frame &f = threads[begin + lane].frames.back();
+        unsigned h = lane >= 16, r = lane % 4;
+        auto half = [&](const Operand &o, unsigned i) {
+          return floatOf((f.regs[size_t(o.regs[i / 2])] >> (16 * (i % 2))) & 0xffff, in.type);
+        };
+        for (unsigned i = 0; i < 4; ++i) {
+          (colA ? a[i + 4 * h][r] : a[r + 4 * h][i]) = half(in.ops[1], i);
+          (colB ? b[i][r + 4 * h] : b[r][i + 4 * h]) = half(in.ops[2], i);
+        }
+        for (unsigned i = 0; i < 8; ++i)
+          c[(lane & 1) + (i & 2) + 4 * h][(i & 4) + (lane & 2) + (i & 1)] =
+              f32Of(f.regs[size_t(in.ops[3].regs[i])]);
+      }
+      for (unsigned lane : lanes) {
+        Frame &f = threads[begin + lane].frames.back();
+        unsigned h = lane >= 16;
+        for (unsigned i = 0; i < 8; ++i) {
+          unsigned row = (lane & 1) + (i & 2) + 4 * h, col = (i & 4) + (lane & 2) + (i & 1);
+          double sum = c[row][col];
+          for (unsigned k = 0; k < 4; ++k)
+            sum += a[row][k] * b[k][col];
+          f.regs[size_t(in.ops[0].regs[i])] = bitsOfF32(float(sum));
+        }
+      }
+    }
+  }
+
   // ldmatrix.sync.aligned.m8n8.xN{.trans}.shared.b16 r, [p] (PTX ISA
   // 9.7.14.5.15): lanes 8i..8i+7 give the addresses of matrix i's rows (16
   // bytes each, 16-byte aligned, in shared memory); lane l receives in r_i
@@ -1855,7 +1910,9 @@ private:
           fault(in, "%s with lane %u of the warp inactive (.aligned needs all 32)",
                 in.op == Op::Mma ? "mma" : "ldmatrix", i - begin);
         }
-      if (in.op == Op::Mma)
+      if (in.op == Op::Mma && (in.flags & kShapeM8N8K4))
+        mmaQuadPairs(begin, in);
+      else if (in.op == Op::Mma)
         mma(begin, in);
       else
         ldmatrix(begin, in);
