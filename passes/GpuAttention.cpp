@@ -180,8 +180,8 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
   Location loc = op.getLoc();
   Type f32 = b.getF32Type();
   auto resultType = cast<RankedTensorType>(op.getType());
-  auto cst = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v).getResult(); };
-  Value c0 = cst(0), c1 = cst(1);
+  KernelBuilder kb{{b, loc}};
+  Value c0 = kb.index(0), c1 = kb.index(1);
   Value q = o.q, key = o.key, value = o.value, mask = o.mask, batch = o.batch, qLen = o.qLen,
         kvLen = o.kvLen, out = o.out;
   func::FuncOp barrier = o.barrier;
@@ -190,13 +190,13 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
 
   // Causal: key j is visible to query row i when j <= i + (kv_len - q_len).
   Value diagonal = arith::SubIOp::create(b, loc, kvLen, qLen);
-  Value threads = cst(k.threads);
+  Value threads = kb.index(k.threads);
   Value queryBlocks = arith::CeilDivSIOp::create(b, loc, qLen, threads);
   Value work = arith::MulIOp::create(b, loc, queryBlocks, batch);
   Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, work, c0);
   auto guard = scf::IfOp::create(b, loc, any, /*withElseRegion=*/false);
   b.setInsertionPointToStart(guard.thenBlock());
-  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, cst(heads), batch, threads, c1, c1);
+  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(heads), batch, threads, c1, c1);
   b.setInsertionPointToEnd(&launch.getBody().front());
   auto onChipBuffer = [&](int64_t rows, int64_t cols, gpu::AddressSpace space) {
     return memref::AllocaOp::create(b, loc, onChip(rows, cols, space, ctx)).getResult();
@@ -215,32 +215,26 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
   Value blockIndex = launch.getBlockIds().x;
   Value head = launch.getBlockIds().y;
   Value batchIndex = launch.getBlockIds().z;
-  Value kvHead = arith::DivUIOp::create(b, loc, head, cst(heads / kvHeads));
+  Value kvHead = arith::DivUIOp::create(b, loc, head, kb.index(heads / kvHeads));
   Value firstRow = arith::MulIOp::create(b, loc, blockIndex, threads);
   Value row = arith::AddIOp::create(b, loc, firstRow, tid);
   Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, qLen);
-  Value headDim = cst(k.headDim), valueDim = cst(k.valueDim), tileKv = cst(k.tileKv);
+  Value headDim = kb.index(k.headDim), valueDim = kb.index(k.valueDim), tileKv = kb.index(k.tileKv);
   Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
   Value negInf = arith::ConstantOp::create(
       b, loc, b.getF32FloatAttr(-std::numeric_limits<float>::infinity()));
   Value scale = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(*op.getEffectiveScale()));
 
-  KernelBuilder kb{{b, loc}};
-  auto forLoop = [&](Value lb, Value ub, Value step, ValueRange init,
-                     function_ref<SmallVector<Value>(Value, ValueRange)> body) {
-    return kb.forLoop(lb, ub, step, init, body);
-  };
-  auto ifThen = [&](Value cond, function_ref<void()> body) { kb.ifThen(cond, body); };
 
   // The row's query, scaled once, and a zero accumulator.
-  ifThen(valid, [&] {
-    forLoop(c0, headDim, c1, {}, [&](Value d, ValueRange) {
+  kb.ifThen(valid, [&] {
+    kb.forLoop(c0, headDim, c1, {}, [&](Value d, ValueRange) {
       Value x = toF32(b, loc, memref::LoadOp::create(b, loc, q,
                                                      ValueRange{batchIndex, head, row, d}));
       memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, x, scale), queryRow, d);
       return SmallVector<Value>{};
     });
-    forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
+    kb.forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
       memref::StoreOp::create(b, loc, zero, accumulator, d);
       return SmallVector<Value>{};
     });
@@ -256,14 +250,14 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
     end = arith::MaxSIOp::create(b, loc, arith::MinSIOp::create(b, loc, seen, kvLen), c0);
   }
 
-  auto tiles = forLoop(c0, end, tileKv, {negInf, zero}, [&](Value start, ValueRange carried) {
+  auto tiles = kb.forLoop(c0, end, tileKv, {negInf, zero}, [&](Value start, ValueRange carried) {
     Value m = carried[0], l = carried[1];
     Value count = arith::MinSIOp::create(b, loc, tileKv, arith::SubIOp::create(b, loc, end, start));
     // Stage the tile: thread t loads elements t, t + threads, ...; rows past
     // the keys read zeros.
     auto stage = [&](Value source, Value tile, Value width) {
       Value elements = arith::MulIOp::create(b, loc, tileKv, width);
-      forLoop(tid, elements, threads, {}, [&](Value e, ValueRange) {
+      kb.forLoop(tid, elements, threads, {}, [&](Value e, ValueRange) {
         Value j = arith::DivUIOp::create(b, loc, e, width);
         Value d = arith::RemUIOp::create(b, loc, e, width);
         Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, j, count);
@@ -293,8 +287,8 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
       scf::YieldOp::create(b, loc, ValueRange{m, l});
       b.setInsertionPointToStart(step.thenBlock());
       // Scores of the row against the tile, and their maximum.
-      auto scoring = forLoop(c0, count, c1, {m}, [&](Value j, ValueRange running) {
-        auto dot = forLoop(c0, headDim, c1, {zero}, [&](Value d, ValueRange sum) {
+      auto scoring = kb.forLoop(c0, count, c1, {m}, [&](Value j, ValueRange running) {
+        auto dot = kb.forLoop(c0, headDim, c1, {zero}, [&](Value d, ValueRange sum) {
           Value x = memref::LoadOp::create(b, loc, queryRow, d);
           Value y = memref::LoadOp::create(b, loc, keysTile, ValueRange{j, d});
           return SmallVector<Value>{math::FmaOp::create(b, loc, x, y, sum[0])};
@@ -313,15 +307,15 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
       Value newMax = scoring.getResult(0);
       Value safeMax = kb.safeMax(newMax);
       Value correction = kb.expMinus(m, safeMax);
-      forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
+      kb.forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
         Value a = memref::LoadOp::create(b, loc, accumulator, d);
         memref::StoreOp::create(b, loc, arith::MulFOp::create(b, loc, a, correction),
                                 accumulator, d);
         return SmallVector<Value>{};
       });
-      auto summing = forLoop(c0, count, c1, {zero}, [&](Value j, ValueRange sum) {
+      auto summing = kb.forLoop(c0, count, c1, {zero}, [&](Value j, ValueRange sum) {
         Value p = kb.expMinus(memref::LoadOp::create(b, loc, scores, j), safeMax);
-        forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
+        kb.forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
           Value a = memref::LoadOp::create(b, loc, accumulator, d);
           Value v = memref::LoadOp::create(b, loc, valuesTile, ValueRange{j, d});
           memref::StoreOp::create(b, loc, math::FmaOp::create(b, loc, p, v, a), accumulator, d);
@@ -339,8 +333,8 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
 
   Value rowSum = tiles.getResult(1);
   Type resultElement = resultType.getElementType();
-  ifThen(valid, [&] {
-    forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
+  kb.ifThen(valid, [&] {
+    kb.forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
       Value a = memref::LoadOp::create(b, loc, accumulator, d);
       Value o = fromF32(b, loc, arith::DivFOp::create(b, loc, a, rowSum), resultElement);
       memref::StoreOp::create(b, loc, o, out, ValueRange{batchIndex, head, row, d});
@@ -492,6 +486,97 @@ void stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value sourc
   });
 }
 
+/// What both tensor-core kernels open with: a launch of one block per
+/// `blockQ` query rows, head and batch (behind a guard against empty
+/// grids) with its shared buffer, the block's ids, the last key the block
+/// sees (causal: its last row's diagonal) and the constants the key loop
+/// needs. The insertion point is left inside the launch.
+struct TensorCoreLaunch {
+  scf::IfOp guard;
+  Value smem, tid, head, batchIndex, kvHead, firstRow, end, diagonal;
+  Value c0, c1, negInf, zero, scale, lastQuery, lastKey;
+};
+
+TensorCoreLaunch openTensorCoreLaunch(hasten::KernelBuilder &kb, AttentionOp op,
+                                      const Operands &o, int64_t blockQ, int64_t threads,
+                                      int64_t sharedElements, Type element) {
+  OpBuilder &b = kb.b;
+  Location loc = kb.loc;
+  TensorCoreLaunch l;
+  l.c0 = kb.index(0);
+  l.c1 = kb.index(1);
+  l.negInf = kb.f32(-std::numeric_limits<float>::infinity());
+  l.zero = kb.f32(0.0f);
+  l.diagonal = arith::SubIOp::create(b, loc, o.kvLen, o.qLen);
+  Value queryBlocks = arith::CeilDivSIOp::create(b, loc, o.qLen, kb.index(blockQ));
+  Value work = arith::MulIOp::create(b, loc, queryBlocks, o.batch);
+  l.guard = scf::IfOp::create(
+      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, work, l.c0),
+      /*withElseRegion=*/false);
+  b.setInsertionPointToStart(l.guard.thenBlock());
+  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(op.getNumHeads()), o.batch,
+                                      kb.index(threads), l.c1, l.c1);
+  b.setInsertionPointToEnd(&launch.getBody().front());
+  l.smem = memref::AllocaOp::create(
+      b, loc,
+      MemRefType::get({sharedElements}, element, MemRefLayoutAttrInterface{},
+                      gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup)));
+  l.tid = launch.getThreadIds().x;
+  l.head = launch.getBlockIds().y;
+  l.batchIndex = launch.getBlockIds().z;
+  l.kvHead = arith::DivUIOp::create(b, loc, l.head,
+                                    kb.index(op.getNumHeads() / op.getNumKvHeads()));
+  l.firstRow = arith::MulIOp::create(b, loc, launch.getBlockIds().x, kb.index(blockQ));
+  l.end = o.kvLen;
+  if (op.getCausal()) {
+    Value lastRow = arith::SubIOp::create(
+        b, loc,
+        arith::MinSIOp::create(b, loc,
+                               arith::AddIOp::create(b, loc, l.firstRow, kb.index(blockQ)),
+                               o.qLen),
+        l.c1);
+    Value seen = arith::AddIOp::create(
+        b, loc, arith::AddIOp::create(b, loc, lastRow, l.diagonal), l.c1);
+    l.end = arith::MaxSIOp::create(b, loc, arith::MinSIOp::create(b, loc, seen, o.kvLen), l.c0);
+  }
+  l.scale = kb.f32(*op.getEffectiveScale());
+  l.lastQuery = arith::SubIOp::create(b, loc, o.qLen, l.c1);
+  l.lastKey = arith::SubIOp::create(b, loc, o.kvLen, l.c1);
+  return l;
+}
+
+/// `x` from the lane `offset` away (xor) in the warp.
+Value xorShuffle(OpBuilder &b, Location loc, Value x, int64_t offset) {
+  return gpu::ShuffleOp::create(b, loc, x, arith::ConstantIntOp::create(b, loc, offset, 32),
+                                arith::ConstantIntOp::create(b, loc, 32, 32),
+                                gpu::ShuffleMode::XOR)
+      .getShuffleResult();
+}
+
+/// A raw score of query `row` against column `column` of the key tile at
+/// `start`: scaled in f32, the mask added (or -inf where a boolean mask is
+/// false; rows and keys past the ends read the last ones, never outside),
+/// and -inf past the tile's `count` keys or, with causal, the row's
+/// diagonal.
+Value maskedScore(KernelBuilder &kb, AttentionOp op, const Operands &o,
+                  const TensorCoreLaunch &l, Value raw, Value start, Value column, Value count,
+                  Value row) {
+  OpBuilder &b = kb.b;
+  Location loc = kb.loc;
+  Value key = arith::AddIOp::create(b, loc, start, column);
+  Value s = arith::MulFOp::create(b, loc, raw, l.scale);
+  Value outside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, column, count);
+  if (op.getCausal())
+    outside = arith::OrIOp::create(
+        b, loc, outside,
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key,
+                              arith::AddIOp::create(b, loc, row, l.diagonal)));
+  s = kb.applyMask(s, o.mask, o.maskBroadcast,
+                   {l.batchIndex, l.head, arith::MinSIOp::create(b, loc, row, l.lastQuery),
+                    arith::MinSIOp::create(b, loc, key, l.lastKey)});
+  return arith::SelectOp::create(b, loc, outside, l.negInf, s);
+}
+
 /// Prefill on tensor cores (FlashAttention-2's structure on sm_80 and
 /// newer): each warp owns m.mTiles 16-row tiles of the block's queries and
 /// keeps their Q fragments, running max and sum, and output accumulators in
@@ -506,11 +591,9 @@ void stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value sourc
 /// reuse it.
 void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Operands &o) {
   AttentionOp op = k.op;
-  MLIRContext *ctx = b.getContext();
   Location loc = op.getLoc();
   Fragments kb{{{b, loc}}, m.element};
   Type resultElement = cast<RankedTensorType>(op.getType()).getElementType();
-  int64_t heads = op.getNumHeads(), kvHeads = op.getNumKvHeads();
   int64_t threads = m.warps * 32, rowsPerWarp = m.mTiles * 16, blockQ = m.warps * rowsPerWarp;
   int64_t kSteps = m.headDim / 16, keyTiles = m.tileKv / 8, outTiles = m.valueDim / 8;
   SharedLayout qLayout = SharedLayout::of(m.layout, m.headDim);
@@ -520,26 +603,10 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   int64_t sharedElements =
       std::max(blockQ * qLayout.rowElements, vBase + m.tileKv * vLayout.rowElements);
 
-  Value c0 = kb.index(0), c1 = kb.index(1);
-  Value negInf = kb.f32(-std::numeric_limits<float>::infinity()), zero = kb.f32(0.0f);
-  Value diagonal = arith::SubIOp::create(b, loc, o.kvLen, o.qLen);
-  Value queryBlocks = arith::CeilDivSIOp::create(b, loc, o.qLen, kb.index(blockQ));
-  Value work = arith::MulIOp::create(b, loc, queryBlocks, o.batch);
-  auto guard = scf::IfOp::create(
-      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, work, c0),
-      /*withElseRegion=*/false);
-  b.setInsertionPointToStart(guard.thenBlock());
-  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(heads), o.batch,
-                                      kb.index(threads), c1, c1);
-  b.setInsertionPointToEnd(&launch.getBody().front());
-  Value smem = memref::AllocaOp::create(
-      b, loc,
-      MemRefType::get({sharedElements}, m.element, MemRefLayoutAttrInterface{},
-                      gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
-  Value tid = launch.getThreadIds().x, head = launch.getBlockIds().y;
-  Value batchIndex = launch.getBlockIds().z;
-  Value kvHead = arith::DivUIOp::create(b, loc, head, kb.index(heads / kvHeads));
-  Value firstRow = arith::MulIOp::create(b, loc, launch.getBlockIds().x, kb.index(blockQ));
+  TensorCoreLaunch l = openTensorCoreLaunch(kb, op, o, blockQ, threads, sharedElements, m.element);
+  Value c0 = l.c0, negInf = l.negInf, zero = l.zero, end = l.end;
+  Value smem = l.smem, tid = l.tid, head = l.head, batchIndex = l.batchIndex, kvHead = l.kvHead;
+  Value firstRow = l.firstRow;
   auto div = [&](Value x, int64_t d) { return arith::DivUIOp::create(b, loc, x, kb.index(d)); };
   auto rem = [&](Value x, int64_t d) { return arith::RemUIOp::create(b, loc, x, kb.index(d)); };
   auto add = [&](Value x, Value y) { return arith::AddIOp::create(b, loc, x, y).getResult(); };
@@ -577,13 +644,6 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   // K and V reuse the buffer.
   func::CallOp::create(b, loc, o.barrier);
 
-  Value end = o.kvLen;
-  if (op.getCausal()) {
-    Value lastRow = arith::SubIOp::create(
-        b, loc, arith::MinSIOp::create(b, loc, addc(firstRow, blockQ), o.qLen), c1);
-    end = arith::MaxSIOp::create(
-        b, loc, arith::MinSIOp::create(b, loc, addc(add(lastRow, diagonal), 1), o.kvLen), c0);
-  }
 
   // Carried per tile: each 16-row tile's max and sum for rows group and
   // group + 8, then its output accumulators, one per 8 value columns.
@@ -594,15 +654,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
     init.append({negInf, negInf, zero, zero});
     init.append(outTiles, zeros);
   }
-  Value scale = kb.f32(*op.getEffectiveScale());
-  Value lastQuery = arith::SubIOp::create(b, loc, o.qLen, c1);
-  Value lastKey = arith::SubIOp::create(b, loc, o.kvLen, c1);
-  Value width = arith::ConstantIntOp::create(b, loc, 32, 32);
-  auto shuffle = [&](Value x, int64_t offset) {
-    return gpu::ShuffleOp::create(b, loc, x, arith::ConstantIntOp::create(b, loc, offset, 32),
-                                  width, gpu::ShuffleMode::XOR)
-        .getShuffleResult();
-  };
+  auto shuffle = [&](Value x, int64_t offset) { return xorShuffle(b, loc, x, offset); };
   auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
     Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
                                          arith::SubIOp::create(b, loc, end, start));
@@ -639,22 +691,11 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       Value corrections[2];
       for (int64_t half = 0; half < 2; ++half) {
         Value row = add(firstRow, addc(add(warpRow, group), t * 16 + half * 8));
-        Value maskRow = arith::MinSIOp::create(b, loc, row, lastQuery);
-        Value seen = add(row, diagonal);
         Value tileMax = negInf;
         for (int64_t nt = 0; nt < keyTiles; ++nt)
           for (int64_t i = 0; i < 2; ++i) {
-            Value column = addc(pairColumn, nt * 8 + i);
-            Value key = add(start, column);
-            Value s = arith::MulFOp::create(b, loc, probabilities[t][nt][2 * half + i], scale);
-            Value outside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, column, count);
-            if (op.getCausal())
-              outside = arith::OrIOp::create(
-                  b, loc, outside,
-                  arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, seen));
-            s = kb.applyMask(s, o.mask, o.maskBroadcast,
-                             {batchIndex, head, maskRow, arith::MinSIOp::create(b, loc, key, lastKey)});
-            s = arith::SelectOp::create(b, loc, outside, negInf, s);
+            Value s = maskedScore(kb, op, o, l, probabilities[t][nt][2 * half + i], start,
+                                  addc(pairColumn, nt * 8 + i), count, row);
             probabilities[t][nt][2 * half + i] = s;
             tileMax = arith::MaximumFOp::create(b, loc, tileMax, s);
           }
@@ -731,7 +772,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       });
     }
   gpu::TerminatorOp::create(b, loc);
-  b.setInsertionPointAfter(guard);
+  b.setInsertionPointAfter(l.guard);
 }
 
 /// Prefill on Volta's tensor cores (mma.sync m8n8k4, f16 operands, f32
@@ -754,7 +795,6 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
   KernelBuilder kb{{b, loc}};
   Type f32 = b.getF32Type(), f16 = m.element;
   Type resultElement = cast<RankedTensorType>(op.getType()).getElementType();
-  int64_t heads = op.getNumHeads(), kvHeads = op.getNumKvHeads();
   int64_t threads = m.warps * 32, blockQ = m.warps * 16;
   int64_t keyBlocks = m.tileKv / 16, outBlocks = m.valueDim / 16;
   SharedLayout qLayout = SharedLayout::of(m.layout, m.headDim), kLayout = qLayout;
@@ -764,26 +804,10 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
   int64_t pBase = std::max(blockQ * qLayout.rowElements, vBase + m.tileKv * vLayout.rowElements);
   int64_t sharedElements = pBase + blockQ * pLayout.rowElements;
 
-  Value c0 = kb.index(0), c1 = kb.index(1);
-  Value negInf = kb.f32(-std::numeric_limits<float>::infinity()), zero = kb.f32(0.0f);
-  Value diagonal = arith::SubIOp::create(b, loc, o.kvLen, o.qLen);
-  Value queryBlocks = arith::CeilDivSIOp::create(b, loc, o.qLen, kb.index(blockQ));
-  Value work = arith::MulIOp::create(b, loc, queryBlocks, o.batch);
-  auto guard = scf::IfOp::create(
-      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, work, c0),
-      /*withElseRegion=*/false);
-  b.setInsertionPointToStart(guard.thenBlock());
-  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(heads), o.batch,
-                                      kb.index(threads), c1, c1);
-  b.setInsertionPointToEnd(&launch.getBody().front());
-  Value smem = memref::AllocaOp::create(
-      b, loc,
-      MemRefType::get({sharedElements}, f16, MemRefLayoutAttrInterface{},
-                      gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
-  Value tid = launch.getThreadIds().x, head = launch.getBlockIds().y;
-  Value batchIndex = launch.getBlockIds().z;
-  Value kvHead = arith::DivUIOp::create(b, loc, head, kb.index(heads / kvHeads));
-  Value firstRow = arith::MulIOp::create(b, loc, launch.getBlockIds().x, kb.index(blockQ));
+  TensorCoreLaunch l = openTensorCoreLaunch(kb, op, o, blockQ, threads, sharedElements, f16);
+  Value c0 = l.c0, negInf = l.negInf, zero = l.zero, end = l.end;
+  Value smem = l.smem, tid = l.tid, head = l.head, batchIndex = l.batchIndex, kvHead = l.kvHead;
+  Value firstRow = l.firstRow;
   auto div = [&](Value x, int64_t d) { return arith::DivUIOp::create(b, loc, x, kb.index(d)); };
   auto rem = [&](Value x, int64_t d) { return arith::RemUIOp::create(b, loc, x, kb.index(d)); };
   auto mul = [&](Value x, int64_t y) { return arith::MulIOp::create(b, loc, x, kb.index(y)); };
@@ -851,26 +875,11 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
     qFragments.push_back(load4(qLayout, 0, add(warpRow, operandRow), kb.index(4 * kk)));
   func::CallOp::create(b, loc, o.barrier);
 
-  Value end = o.kvLen;
-  if (op.getCausal()) {
-    Value lastRow = arith::SubIOp::create(
-        b, loc, arith::MinSIOp::create(b, loc, addc(firstRow, blockQ), o.qLen), c1);
-    end = arith::MaxSIOp::create(
-        b, loc, arith::MinSIOp::create(b, loc, addc(add(lastRow, diagonal), 1), o.kvLen), c0);
-  }
   // Carried: the max and sum of the lane's two rows, then the output
   // accumulators (8 per 16 value columns).
   SmallVector<Value> init{negInf, negInf, zero, zero};
   init.append(outBlocks * 8, zero);
-  Value scale = kb.f32(*op.getEffectiveScale());
-  Value lastQuery = arith::SubIOp::create(b, loc, o.qLen, c1);
-  Value lastKey = arith::SubIOp::create(b, loc, o.kvLen, c1);
-  Value width = arith::ConstantIntOp::create(b, loc, 32, 32);
-  auto shuffle = [&](Value x, int64_t offset) {
-    return gpu::ShuffleOp::create(b, loc, x, arith::ConstantIntOp::create(b, loc, offset, 32),
-                                  width, gpu::ShuffleMode::XOR)
-        .getShuffleResult();
-  };
+  auto shuffle = [&](Value x, int64_t offset) { return xorShuffle(b, loc, x, offset); };
   auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
     Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
                                          arith::SubIOp::create(b, loc, end, start));
@@ -892,24 +901,12 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
     Value corrections[2];
     for (int64_t half = 0; half < 2; ++half) {
       Value row = add(firstRow, add(warpRow, accRowOf(2 * half)));
-      Value maskRow = arith::MinSIOp::create(b, loc, row, lastQuery);
-      Value seen = add(row, diagonal);
       Value tileMax = negInf;
       for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16)
         for (int64_t i : {0, 1, 4, 5}) {
           int64_t at = i + 2 * half;
-          Value column = addc(accColumnOf(at), 16 * kb16);
-          Value key = add(start, column);
-          Value x = arith::MulFOp::create(b, loc, scores[kb16][at], scale);
-          Value outside =
-              arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, column, count);
-          if (op.getCausal())
-            outside = arith::OrIOp::create(
-                b, loc, outside,
-                arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, seen));
-          x = kb.applyMask(x, o.mask, o.maskBroadcast,
-                           {batchIndex, head, maskRow, arith::MinSIOp::create(b, loc, key, lastKey)});
-          x = arith::SelectOp::create(b, loc, outside, negInf, x);
+          Value x = maskedScore(kb, op, o, l, scores[kb16][at], start,
+                                addc(accColumnOf(at), 16 * kb16), count, row);
           scores[kb16][at] = x;
           tileMax = arith::MaximumFOp::create(b, loc, tileMax, x);
         }
@@ -978,7 +975,7 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
     });
   }
   gpu::TerminatorOp::create(b, loc);
-  b.setInsertionPointAfter(guard);
+  b.setInsertionPointAfter(l.guard);
 }
 
 /// One-query decode (flash-decoding): the keys split into `kv_splits`

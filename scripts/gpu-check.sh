@@ -9,7 +9,10 @@
 #   DIR/run-on-gpu.sh OUT               there: run every module on the GPU,
 #       outputs and timings into OUT (as the device tool's $OUT);
 #   scripts/gpu-check.sh compare DIR OUT here: every GPU output against the
-#       CPU one (max |gpu - cpu| <= 1e-5 max |cpu| for f32).
+#       CPU one (max |gpu - cpu| <= 1e-5 max |cpu| for f32; tensor-core
+#       attention within its operands' rounding), then a table of the
+#       attention kernels' median times (f32 SIMT, bf16/f16 mma.sync m16n8k16,
+#       f16 m8n8k4 from Volta's PTX).
 #
 # With the device tool: run `build/gpu-check/run-on-gpu.sh $OUT` carrying
 # build/gpu-check, then compare against the folder its files come back in.
@@ -83,5 +86,5 @@ case "${1:-}" in
     dir="${1:?usage: gpu-check.sh compare DIR OUT}"; out="${2:?usage: gpu-check.sh compare DIR OUT}"
     exec /usr/bin/python3 "$root/test/e2e/cuda_pipeline.py" "$build/bin" --compare "$dir/cases" "$out"
     ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -169,11 +169,14 @@ def tensor_core_attention(c, bin_dir, work, cases, prepare):
         max_v = float(np.max(np.abs(np.load(inputs["arg2"]))))
         # Volta's m8n8k4 kernel too: on a newer GPU the driver compiles its
         # sm_70 PTX (its PTX is checked in test/tools/cuda-tensor-cores.test).
-        for variant, half, roundoff in (("bf16", "bf16", 2.0 ** -9), ("f16", "f16", 2.0 ** -11),
-                                        ("volta_f16", "f16", 2.0 ** -11)):
-            volta = variant.startswith("volta")
+        # The f32 SIMT kernel on the same inputs, for the GPU's timing table.
+        variants = [("bf16", "bf16", 2.0 ** -9), ("f16", "f16", 2.0 ** -11),
+                    ("volta_f16", "f16", 2.0 ** -11)] + ([("simt_f32", "f32", 0.0)] if prepare else [])
+        for variant, half, roundoff in variants:
+            plain = variant.startswith("volta") or variant.startswith("simt")
             module = os.path.join(work, f"{tag}.{variant}.cuda.so")
-            gpus = "sm_70" if volta else TENSOR_CORE_GPUS
+            gpus = "sm_70" if variant.startswith("volta") else GPUS if half == "f32" \
+                else TENSOR_CORE_GPUS
             p = subprocess.run([compile_tool, source, "--target=cuda", f"--gpu={gpus}",
                                 f"--gpu-precision={half}", "-o", module],
                                capture_output=True, text=True)
@@ -181,12 +184,12 @@ def tensor_core_attention(c, bin_dir, work, cases, prepare):
                     + ("" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
             if p.returncode:
                 continue
-            if volta:
+            if plain:
                 if prepare:
                     cases.append({"name": f"{tag}_{variant}", "module": os.path.basename(module),
                                   "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
                                   "cpu_outputs": os.path.basename(cpu_dir),
-                                  "atol": 2e-5 + 1.5 * roundoff * max_v})
+                                  "atol": 2e-5 + 1.5 * roundoff * max_v if roundoff else None})
                 continue
             images = (bundles(module) or [[]])[0]
             ptx = [blob for kind, arch, blob in images if kind == 1 and arch == 80]
@@ -214,6 +217,43 @@ def tensor_core_attention(c, bin_dir, work, cases, prepare):
                           "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
                           "cpu_outputs": os.path.basename(cpu_dir),
                           "atol": 2e-5 + 1.5 * roundoff * max_v})
+
+
+def timing_table(log_path):
+    """The attention kernels' median latencies on the GPU, from the log
+    run-on-gpu.sh wrote (each case's `--repeat 50` line), one row per shape:
+    f32 SIMT, bf16 and f16 on sm_80+ tensor cores, f16 on Volta's m8n8k4
+    (the driver compiling the sm_70 PTX)."""
+    if not os.path.exists(log_path):
+        return
+    p50, name = {}, None
+    for line in open(log_path):
+        if line.startswith("== "):
+            name = line[3:].strip()
+        m = re.search(r"latency over \d+ runs: p50 ([0-9.]+) ms", line)
+        if m and name:
+            p50[name] = float(m.group(1))
+    variants = ["simt_f32", "bf16", "f16", "volta_f16"]
+    table = {}
+    for n, ms in p50.items():
+        if not n.startswith("tensor_cores_"):
+            continue
+        # The longest variant name that ends it ("volta_f16" before "f16").
+        for v in sorted(variants, key=len, reverse=True):
+            if n.endswith("_" + v):
+                table.setdefault(n[len("tensor_cores_"):-len(v) - 1], {})[v] = ms
+                break
+    if not table:
+        return
+    print("attention prefill on the GPU, p50 ms (ratio: f32 SIMT / tensor cores)")
+    print(f"{'case':<28} {'f32 SIMT':>9} {'bf16 mma':>15} {'f16 mma':>15} {'f16 m8n8k4':>15}")
+    for shape in sorted(table):
+        cells = [table[shape].get(v) for v in variants]
+        row = f"{shape:<28} " + (f"{cells[0]:>9.3f}" if cells[0] else f"{'-':>9}")
+        for cell in cells[1:]:
+            ratio = f" ({cells[0] / cell:.2f}x)" if cell and cells[0] else ""
+            row += f" {(f'{cell:.3f}' + ratio) if cell else '-':>15}"
+        print(row)
 
 
 def model_path(source, work):
@@ -376,6 +416,7 @@ def main():
                 continue
             compare(c, case["name"], os.path.join(out, case["name"]),
                     os.path.join(prepared, case["cpu_outputs"]), atol=case.get("atol"))
+        timing_table(os.path.join(out, "log.txt"))
         print(f"{c.passed} passed, {c.failed} failed")
         return 1 if c.failed else 0
 
