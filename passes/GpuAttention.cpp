@@ -495,6 +495,14 @@ struct TensorCoreLaunch {
   scf::IfOp guard;
   Value smem, tid, head, batchIndex, kvHead, firstRow, end, diagonal;
   Value c0, c1, negInf, zero, scale, lastQuery, lastKey;
+  int64_t threads;
+
+  /// stageRows into this block's shared buffer.
+  void stage(hasten::KernelBuilder &kb, Value source, Value sourceHead, Value first, Value count,
+             int64_t rows, int64_t dims, const SharedLayout &layout, int64_t base) const {
+    stageRows(kb, {smem, tid, threads, batchIndex}, source, sourceHead, first, count, rows, dims,
+              layout, base);
+  }
 };
 
 TensorCoreLaunch openTensorCoreLaunch(hasten::KernelBuilder &kb, AttentionOp op,
@@ -503,6 +511,7 @@ TensorCoreLaunch openTensorCoreLaunch(hasten::KernelBuilder &kb, AttentionOp op,
   OpBuilder &b = kb.b;
   Location loc = kb.loc;
   TensorCoreLaunch l;
+  l.threads = threads;
   l.c0 = kb.index(0);
   l.c1 = kb.index(1);
   l.negInf = kb.f32(-std::numeric_limits<float>::infinity());
@@ -625,15 +634,9 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   Value laneChunkB = rem(div(lane, 8), 2);
   Value pairColumn = arith::MulIOp::create(b, loc, inGroup, kb.index(2));
 
-  auto stage = [&](Value source, Value sourceHead, Value first, Value count, int64_t rows,
-                   int64_t dims, const SharedLayout &layout, int64_t base) {
-    stageRows(kb, {smem, tid, threads, batchIndex}, source, sourceHead, first, count, rows, dims,
-              layout, base);
-  };
-
   // The block's queries, and each warp's Q fragments: [tile][k step][4].
-  stage(o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ, m.headDim,
-        qLayout, 0);
+  l.stage(kb, o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ,
+          m.headDim, qLayout, 0);
   func::CallOp::create(b, loc, o.barrier);
   SmallVector<SmallVector<Value>> qFragments(m.mTiles);
   for (int64_t t = 0; t < m.mTiles; ++t)
@@ -658,8 +661,8 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
     Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
                                          arith::SubIOp::create(b, loc, end, start));
-    stage(o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
-    stage(o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
+    l.stage(kb, o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
+    l.stage(kb, o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
     func::CallOp::create(b, loc, o.barrier);
 
     // Scores: [tile][8 keys], Q K^T with K's fragments shared by the
@@ -766,8 +769,9 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
             Value acc =
                 kb.element4(tiles.getResult(t * perTile + 4 + nt), 2 * half + i);
             Value out = fromF32(b, loc, arith::DivFOp::create(b, loc, acc, sum), resultElement);
-            memref::StoreOp::create(b, loc, out, o.out,
-                                    ValueRange{batchIndex, head, row, addc(pairColumn, nt * 8 + i)});
+            memref::StoreOp::create(
+                b, loc, out, o.out,
+                ValueRange{batchIndex, head, row, addc(pairColumn, nt * 8 + i)});
           }
       });
     }
@@ -861,14 +865,8 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
     return out;
   };
 
-  auto stage = [&](Value source, Value sourceHead, Value first, Value count, int64_t rows,
-                   int64_t dims, const SharedLayout &layout, int64_t base) {
-    stageRows(kb, {smem, tid, threads, batchIndex}, source, sourceHead, first, count, rows, dims,
-              layout, base);
-  };
-
-  stage(o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ, m.headDim,
-        qLayout, 0);
+  l.stage(kb, o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ,
+          m.headDim, qLayout, 0);
   func::CallOp::create(b, loc, o.barrier);
   SmallVector<Value> qFragments;
   for (int64_t kk = 0; kk < m.headDim / 4; ++kk)
@@ -883,8 +881,8 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
   auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
     Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
                                          arith::SubIOp::create(b, loc, end, start));
-    stage(o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
-    stage(o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
+    l.stage(kb, o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
+    l.stage(kb, o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
     func::CallOp::create(b, loc, o.barrier);
 
     // S, 16 keys at a time: [key block][8].
@@ -1218,7 +1216,8 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
       tileKv /= 2;
     while (registers() > 128 && mTiles > 1)
       --mTiles;
-    SharedLayout q = SharedLayout::of(m.layout, k.headDim), v = SharedLayout::of(m.layout, k.valueDim);
+    SharedLayout q = SharedLayout::of(m.layout, k.headDim);
+    SharedLayout v = SharedLayout::of(m.layout, k.valueDim);
     auto sharedBytes = [&] {
       // Volta's P tile (rows padded by 8) follows the operands.
       int64_t probabilities = volta ? warps * 16 * (tileKv + 8) : 0;

@@ -171,7 +171,9 @@ def tensor_core_attention(c, bin_dir, work, cases, prepare):
         # sm_70 PTX (its PTX is checked in test/tools/cuda-tensor-cores.test).
         # The f32 SIMT kernel on the same inputs, for the GPU's timing table.
         variants = [("bf16", "bf16", 2.0 ** -9), ("f16", "f16", 2.0 ** -11),
-                    ("volta_f16", "f16", 2.0 ** -11)] + ([("simt_f32", "f32", 0.0)] if prepare else [])
+                    ("volta_f16", "f16", 2.0 ** -11)]
+        if prepare:
+            variants.append(("simt_f32", "f32", 0.0))
         for variant, half, roundoff in variants:
             plain = variant.startswith("volta") or variant.startswith("simt")
             module = os.path.join(work, f"{tag}.{variant}.cuda.so")

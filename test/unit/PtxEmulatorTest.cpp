@@ -612,7 +612,9 @@ TEST(PtxEmulator, TensorCoreMmaAndLdmatrix) {
     void *in = lanes.data(), *o1 = bf16Out.data(), *o2 = f16Out.data();
     std::string error;
     ASSERT_EQ(launch(l.module, "mma", 1, 32,
-                     {{lanes.data(), 32 * sizeof(Lane)}, {bf16Out.data(), 512}, {f16Out.data(), 512}},
+                     {{lanes.data(), 32 * sizeof(Lane)},
+                      {bf16Out.data(), 512},
+                      {f16Out.data(), 512}},
                      {&in, &o1, &o2}, &error),
               0)
         << error;

@@ -1802,11 +1802,14 @@ private:
     auto reg = [&](unsigned lane, const Operand &o, unsigned i) {
       return threads[begin + lane].frames.back().regs[size_t(o.regs[i])];
     };
-    auto half = [&](uint64_t r, unsigned i) { return floatOf((r >> (16 * (i % 2))) & 0xffff, in.type); };
+    auto half = [&](uint64_t r, unsigned i) {
+      return floatOf((r >> (16 * (i % 2))) & 0xffff, in.type);
+    };
     for (unsigned lane = 0; lane < 32; ++lane) {
       unsigned g = lane / 4, t = lane % 4;
       for (unsigned i = 0; i < 8; ++i)
-        a[g + 8 * ((i / 2) % 2)][2 * t + i % 2 + 8 * (i / 4)] = half(reg(lane, in.ops[1], i / 2), i);
+        a[g + 8 * ((i / 2) % 2)][2 * t + i % 2 + 8 * (i / 4)] =
+            half(reg(lane, in.ops[1], i / 2), i);
       for (unsigned i = 0; i < 4; ++i)
         b[2 * t + i % 2 + 8 * (i / 2)][g] = half(reg(lane, in.ops[2], i / 2), i);
       for (unsigned i = 0; i < 4; ++i)
