@@ -243,6 +243,13 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
       return emitError(fileLoc) << "--target=cuda builds a library (or LLVM IR to read), "
                                    "not an object file: its kernels read the weight segment "
                                    "that only the library carries";
+    // Weight packing and quantization feed the CPU runtime's matmul
+    // kernels; the CUDA target's generated GEMMs read f32 weights.
+    if (options.weights != "f32")
+      return emitError(fileLoc) << "--weights=" << options.weights
+                                << " applies to the CPU target: --target=cuda keeps f32 "
+                                   "weights (its GEMMs are f32 kernels; --gpu-precision "
+                                   "moves attention, not matmuls, to tensor cores)";
     CudaTargetOptions cudaOptions = options.cuda;
     cudaOptions.host = cpuOptions;
     cudaOptions.host.externalizeWeights = true;
