@@ -435,13 +435,18 @@ struct StagingBlock {
   Value smem, tid;
   int64_t threads;
   Value batchIndex;
+  bool asyncCopies; // cp.async may stage operands of the buffer's type (sm_80 and newer)
 };
 
 /// Rows [first, first + count) of head `sourceHead` of `source` (batch,
-/// head, row, dim) into the shared buffer at `base` as `layout` says,
-/// converted to the buffer's type, 8 elements (one 16-byte chunk, stored
-/// whole) per thread and step; rows past `count` are zeros.
-void stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value source,
+/// head, row, dim) into the shared buffer at `base` as `layout` says, 8
+/// elements (one 16-byte chunk) per thread and step; rows past `count` are
+/// zeros. Operands of another type are converted on the way and stored
+/// whole; operands of the buffer's type are copied with cp.async
+/// (`nvgpu.device_async_copy`, zero-filled past `count`, one group per
+/// copy) when their rows are contiguous at run time, and the caller waits
+/// for them (returns true) before the barrier that publishes the tile.
+bool stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value source,
                Value sourceHead, Value first, Value count, int64_t rows, int64_t dims,
                const SharedLayout &layout, int64_t base) {
   OpBuilder &b = kb.b;
@@ -449,41 +454,97 @@ void stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value sourc
   Type element = cast<MemRefType>(block.smem.getType()).getElementType();
   int64_t chunks = dims / 8;
   auto chunkType = VectorType::get({8}, element);
-  kb.forLoop(block.tid, kb.index(rows * chunks), kb.index(block.threads), {},
-             [&](Value e, ValueRange) {
-    Value row = arith::DivUIOp::create(b, loc, e, kb.index(chunks));
-    Value chunk = arith::RemUIOp::create(b, loc, e, kb.index(chunks));
-    Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, count);
-    auto load = scf::IfOp::create(b, loc, TypeRange{chunkType}, inside, true);
-    {
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(load.thenBlock());
-      SmallVector<Value> values;
-      Value column = arith::MulIOp::create(b, loc, chunk, kb.index(8));
-      Value sourceRow = arith::AddIOp::create(b, loc, first, row);
-      for (int64_t i = 0; i < 8; ++i) {
-        Value x = memref::LoadOp::create(
-            b, loc, source,
-            ValueRange{block.batchIndex, sourceHead, sourceRow,
-                       arith::AddIOp::create(b, loc, column, kb.index(i))});
-        values.push_back(x.getType() == element
-                             ? x
-                             : arith::TruncFOp::create(b, loc, element, toF32(b, loc, x))
-                                   .getResult());
+  // Thread t takes chunks t, t + threads, ...: row and chunk of each.
+  auto eachChunk = [&](function_ref<void(Value row, Value chunk)> body) {
+    kb.forLoop(block.tid, kb.index(rows * chunks), kb.index(block.threads), {},
+               [&](Value e, ValueRange) {
+                 body(arith::DivUIOp::create(b, loc, e, kb.index(chunks)),
+                      arith::RemUIOp::create(b, loc, e, kb.index(chunks)));
+                 return SmallVector<Value>{};
+               });
+  };
+  auto destination = [&](Value row, Value chunk) {
+    return arith::AddIOp::create(b, loc, layout.offset(kb, row, chunk), kb.index(base))
+        .getResult();
+  };
+  auto convertAndStore = [&] {
+    eachChunk([&](Value row, Value chunk) {
+      Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, count);
+      auto load = scf::IfOp::create(b, loc, TypeRange{chunkType}, inside, true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(load.thenBlock());
+        SmallVector<Value> values;
+        Value column = arith::MulIOp::create(b, loc, chunk, kb.index(8));
+        Value sourceRow = arith::AddIOp::create(b, loc, first, row);
+        for (int64_t i = 0; i < 8; ++i) {
+          Value x = memref::LoadOp::create(
+              b, loc, source,
+              ValueRange{block.batchIndex, sourceHead, sourceRow,
+                         arith::AddIOp::create(b, loc, column, kb.index(i))});
+          values.push_back(x.getType() == element
+                               ? x
+                               : arith::TruncFOp::create(b, loc, element, toF32(b, loc, x))
+                                     .getResult());
+        }
+        scf::YieldOp::create(
+            b, loc, ValueRange{vector::FromElementsOp::create(b, loc, chunkType, values)});
+        b.setInsertionPointToStart(load.elseBlock());
+        scf::YieldOp::create(
+            b, loc,
+            ValueRange{arith::ConstantOp::create(
+                b, loc, DenseElementsAttr::get(chunkType, b.getZeroAttr(element)))});
       }
-      scf::YieldOp::create(b, loc,
-                           ValueRange{vector::FromElementsOp::create(b, loc, chunkType, values)});
-      b.setInsertionPointToStart(load.elseBlock());
-      scf::YieldOp::create(
-          b, loc,
-          ValueRange{arith::ConstantOp::create(
-              b, loc, DenseElementsAttr::get(chunkType, b.getZeroAttr(element)))});
-    }
-    Value at = arith::AddIOp::create(b, loc, layout.offset(kb, row, chunk), kb.index(base));
-    vector::StoreOp::create(b, loc, load.getResult(0), block.smem, ValueRange{at},
-                            /*nontemporal=*/false, llvm::MaybeAlign(16));
-    return SmallVector<Value>{};
+      vector::StoreOp::create(b, loc, load.getResult(0), block.smem,
+                              ValueRange{destination(row, chunk)}, /*nontemporal=*/false,
+                              llvm::MaybeAlign(16));
+    });
+  };
+  auto sourceType = cast<MemRefType>(source.getType());
+  if (!block.asyncCopies || sourceType.getElementType() != element) {
+    convertAndStore();
+    return false;
+  }
+  // cp.async needs 16 contiguous bytes: the innermost stride must be 1.
+  auto metadata = memref::ExtractStridedMetadataOp::create(b, loc, source);
+  Value contiguous = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                           metadata.getStrides()[3], kb.index(1));
+  auto choice = scf::IfOp::create(b, loc, contiguous, /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(choice.elseBlock());
+  convertAndStore();
+  b.setInsertionPointToStart(choice.thenBlock());
+  int64_t dynamic = ShapedType::kDynamic;
+  auto unitStride = MemRefType::get(
+      sourceType.getShape(), element,
+      StridedLayoutAttr::get(b.getContext(), dynamic, {dynamic, dynamic, dynamic, 1}),
+      sourceType.getMemorySpace());
+  Value rowsOf = memref::CastOp::create(b, loc, unitStride, source);
+  Value lastRow = arith::SubIOp::create(b, loc, count, kb.index(1));
+  auto token = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+  eachChunk([&](Value row, Value chunk) {
+    Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, count);
+    // Rows past `count` copy nothing (zero-filled) from the last row, an
+    // address inside the operand.
+    Value sourceRow =
+        arith::AddIOp::create(b, loc, first, arith::MinSIOp::create(b, loc, row, lastRow));
+    Value copied = arith::SelectOp::create(b, loc, inside, kb.index(8), kb.index(0));
+    Value copy = nvgpu::DeviceAsyncCopyOp::create(
+        b, loc, token, block.smem, ValueRange{destination(row, chunk)}, rowsOf,
+        ValueRange{block.batchIndex, sourceHead, sourceRow,
+                   arith::MulIOp::create(b, loc, chunk, kb.index(8))},
+        b.getIndexAttr(8), copied, b.getUnitAttr());
+    nvgpu::DeviceAsyncCreateGroupOp::create(b, loc, token, ValueRange{copy});
   });
+  return true;
+}
+
+/// Waits for every cp.async group this thread committed (an empty group
+/// committed first gives the wait its token).
+void waitForCopies(hasten::KernelBuilder &kb) {
+  auto token = nvgpu::DeviceAsyncTokenType::get(kb.b.getContext());
+  Value group = nvgpu::DeviceAsyncCreateGroupOp::create(kb.b, kb.loc, token, ValueRange{});
+  nvgpu::DeviceAsyncWaitOp::create(kb.b, kb.loc, group, kb.b.getI32IntegerAttr(0));
 }
 
 /// What both tensor-core kernels open with: a launch of one block per
@@ -496,12 +557,21 @@ struct TensorCoreLaunch {
   Value smem, tid, head, batchIndex, kvHead, firstRow, end, diagonal;
   Value c0, c1, negInf, zero, scale, lastQuery, lastKey;
   int64_t threads;
+  bool asyncCopies = false, pendingCopies = false;
 
   /// stageRows into this block's shared buffer.
   void stage(hasten::KernelBuilder &kb, Value source, Value sourceHead, Value first, Value count,
-             int64_t rows, int64_t dims, const SharedLayout &layout, int64_t base) const {
-    stageRows(kb, {smem, tid, threads, batchIndex}, source, sourceHead, first, count, rows, dims,
-              layout, base);
+             int64_t rows, int64_t dims, const SharedLayout &layout, int64_t base) {
+    pendingCopies |= stageRows(kb, {smem, tid, threads, batchIndex, asyncCopies}, source,
+                               sourceHead, first, count, rows, dims, layout, base);
+  }
+  /// The barrier that publishes staged tiles to the block, after this
+  /// thread's copies have landed.
+  void publish(hasten::KernelBuilder &kb, func::FuncOp barrier) {
+    if (pendingCopies)
+      waitForCopies(kb);
+    pendingCopies = false;
+    func::CallOp::create(kb.b, kb.loc, barrier);
   }
 };
 
@@ -613,6 +683,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       std::max(blockQ * qLayout.rowElements, vBase + m.tileKv * vLayout.rowElements);
 
   TensorCoreLaunch l = openTensorCoreLaunch(kb, op, o, blockQ, threads, sharedElements, m.element);
+  l.asyncCopies = true;
   Value c0 = l.c0, negInf = l.negInf, zero = l.zero, end = l.end;
   Value smem = l.smem, tid = l.tid, head = l.head, batchIndex = l.batchIndex, kvHead = l.kvHead;
   Value firstRow = l.firstRow;
@@ -637,7 +708,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   // The block's queries, and each warp's Q fragments: [tile][k step][4].
   l.stage(kb, o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ,
           m.headDim, qLayout, 0);
-  func::CallOp::create(b, loc, o.barrier);
+  l.publish(kb, o.barrier);
   SmallVector<SmallVector<Value>> qFragments(m.mTiles);
   for (int64_t t = 0; t < m.mTiles; ++t)
     for (int64_t kk = 0; kk < kSteps; ++kk)
@@ -663,7 +734,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
                                          arith::SubIOp::create(b, loc, end, start));
     l.stage(kb, o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
     l.stage(kb, o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
-    func::CallOp::create(b, loc, o.barrier);
+    l.publish(kb, o.barrier);
 
     // Scores: [tile][8 keys], Q K^T with K's fragments shared by the
     // warp's tiles.
@@ -867,7 +938,7 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
 
   l.stage(kb, o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ,
           m.headDim, qLayout, 0);
-  func::CallOp::create(b, loc, o.barrier);
+  l.publish(kb, o.barrier);
   SmallVector<Value> qFragments;
   for (int64_t kk = 0; kk < m.headDim / 4; ++kk)
     qFragments.push_back(load4(qLayout, 0, add(warpRow, operandRow), kb.index(4 * kk)));
@@ -883,7 +954,7 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
                                          arith::SubIOp::create(b, loc, end, start));
     l.stage(kb, o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
     l.stage(kb, o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
-    func::CallOp::create(b, loc, o.barrier);
+    l.publish(kb, o.barrier);
 
     // S, 16 keys at a time: [key block][8].
     SmallVector<SmallVector<Value>> scores;

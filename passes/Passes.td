@@ -250,7 +250,11 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
     - per key tile the block stages Q (once), K and V in one shared buffer
       as bf16/f16 in the plan's `smem_layout` (`swizzle<S>`: each row's
       16-byte chunks XORed with the row; `padded<P>`: P elements of padding
-      per row; `row`), 8 elements per thread and store;
+      per row; `row`), 8 elements per thread and store; operands already of
+      that type (an f16 model) are copied with `nvgpu.device_async_copy`
+      (cp.async, 16 bytes, zero-filled past the keys) when their rows are
+      contiguous at run time, and each thread waits for its copies before
+      the barrier that publishes the tile;
     - fragments come from `nvgpu.ldmatrix` (`transpose` for V), scores from
       `nvvm.mma.sync` m16n8k16 with f32 accumulators, masked and scaled in
       f32; a row's max and sum are reduced over the four lanes that hold it

@@ -1,5 +1,6 @@
 // RUN: hasten-opt %s -split-input-file -verify-diagnostics -hasten-gpu-attention="target=sm_80 precision=bf16" | FileCheck %s
 // RUN: hasten-opt %s -split-input-file -hasten-gpu-attention="target=sm_70 precision=f16" 2>/dev/null | FileCheck %s --check-prefix=VOLTA
+// RUN: hasten-opt %s -split-input-file -hasten-gpu-attention="target=sm_80 precision=f16" 2>/dev/null | FileCheck %s --check-prefix=F16
 
 // Causal GQA prefill on tensor cores, sm_80's plan (4 warps, tile_q 32: two
 // 16-row MMA tiles per warp, so 128 query rows per block; swizzle<64> for
@@ -121,4 +122,34 @@ func.func @narrow_heads(%q: tensor<1x2x20x8xf32>, %k: tensor<1x2x20x8xf32>, %v: 
 func.func @decode(%q: tensor<1x2x1x32xf32>, %k: tensor<1x2x?x32xf32>, %v: tensor<1x2x?x32xf32>) -> tensor<1x2x1x32xf32> {
   %o = hasten.attention %q, %k, %v heads(2, 2) causal : tensor<1x2x1x32xf32>, tensor<1x2x?x32xf32>, tensor<1x2x?x32xf32> -> tensor<1x2x1x32xf32>
   return %o : tensor<1x2x1x32xf32>
+}
+
+// -----
+
+// An f16 model: K and V (and Q) already have the buffer's type, so on
+// sm_80 each 16-byte chunk is a cp.async, when the operand's rows are
+// contiguous at run time (else converted and stored as before), rows past
+// the tile zero-filled; each thread waits for its copies before the
+// barrier that publishes the tile. Volta has no cp.async.
+// F16-LABEL: func.func @f16_model
+// F16: %[[BASE:.*]], %{{.*}}, %{{.*}}:4, %[[STRIDES:.*]]:4 = memref.extract_strided_metadata %{{.*}} : memref<1x2x64x32xf16, strided<[?, ?, ?, ?], offset: ?>>
+// F16: %[[UNIT:.*]] = arith.cmpi eq, %[[STRIDES]]#3, %c1
+// F16: scf.if %[[UNIT]] {
+// F16: %[[ROWS:.*]] = memref.cast %{{.*}} : memref<1x2x64x32xf16, strided<[?, ?, ?, ?], offset: ?>> to memref<1x2x64x32xf16, strided<[?, ?, ?, 1], offset: ?>>
+// F16: %[[N:.*]] = arith.select %{{.*}}, %c8{{.*}}, %c0
+// F16: %[[COPY:.*]] = nvgpu.device_async_copy %[[ROWS]][%{{.*}}], %{{.*}}[%{{.*}}], 8, %[[N]] {bypassL1}
+// F16: nvgpu.device_async_create_group %[[COPY]]
+// F16: } else {
+// F16: vector.store
+// F16: %[[GROUP:.*]] = nvgpu.device_async_create_group{{ *$}}
+// F16: nvgpu.device_async_wait %[[GROUP]] {numGroups = 0 : i32}
+// F16-NEXT: func.call @hasten_gpu_barrier()
+// VOLTA-LABEL: func.func @f16_model
+// VOLTA-NOT: nvgpu.device_async
+// VOLTA: nvvm.mma.sync
+// VOLTA-NOT: nvgpu.device_async
+// VOLTA: return
+func.func @f16_model(%q: tensor<1x2x64x32xf16>, %k: tensor<1x2x64x32xf16>, %v: tensor<1x2x64x32xf16>) -> tensor<1x2x64x32xf16> {
+  %o = hasten.attention %q, %k, %v heads(2, 2) causal : tensor<1x2x64x32xf16>, tensor<1x2x64x32xf16>, tensor<1x2x64x32xf16> -> tensor<1x2x64x32xf16>
+  return %o : tensor<1x2x64x32xf16>
 }

@@ -722,6 +722,67 @@ TEST(PtxEmulator, TensorCoreMmaAndLdmatrix) {
   EXPECT_NE(error.find("lane 31 of the warp inactive"), std::string::npos) << error;
 }
 
+// cp.async: each thread copies 16 bytes into shared memory (lanes 8 and up
+// only their first 8, the rest zero-filled), reads the destination before
+// and after cp.async.wait_group: the bytes land no earlier than the wait.
+const char *kAsyncCopies = R"(
+.shared .align 16 .b8 staged[512];
+
+.visible .entry copies(.param .u64 copies_param_0, .param .u64 copies_param_1)
+{
+  .reg .pred %p<2>;
+  .reg .b32 %r<20>;
+  .reg .b64 %rd<10>;
+  ld.param.u64 %rd1, [copies_param_0];
+  ld.param.u64 %rd2, [copies_param_1];
+  mov.u32 %r1, %tid.x;
+  mul.wide.u32 %rd3, %r1, 16;
+  add.s64 %rd4, %rd1, %rd3;
+  mov.u32 %r2, staged;
+  shl.b32 %r3, %r1, 4;
+  add.s32 %r4, %r2, %r3;
+  setp.lt.u32 %p1, %r1, 8;
+  selp.b32 %r5, 16, 8, %p1;
+  cp.async.cg.shared.global [%r4], [%rd4], 16, %r5;
+  cp.async.commit_group;
+  ld.shared.v4.u32 {%r6, %r7, %r8, %r9}, [%r4];
+  cp.async.wait_group 0;
+  ld.shared.v4.u32 {%r10, %r11, %r12, %r13}, [%r4];
+  mul.wide.u32 %rd5, %r1, 32;
+  add.s64 %rd6, %rd2, %rd5;
+  st.global.v4.u32 [%rd6], {%r6, %r7, %r8, %r9};
+  st.global.v4.u32 [%rd6+16], {%r10, %r11, %r12, %r13};
+  ret;
+}
+)";
+
+TEST(PtxEmulator, AsyncCopiesLandAtTheWait) {
+  Loaded l(kAsyncCopies);
+  ASSERT_TRUE(l.module) << l.error;
+  std::vector<uint32_t> in(128), out(256, 0xdeadbeef);
+  for (uint32_t i = 0; i < 128; ++i)
+    in[i] = 0x01010101u * (i % 251 + 1);
+  void *inPtr = in.data(), *outPtr = out.data();
+  std::string error;
+  ASSERT_EQ(launch(l.module, "copies", 1, 32, {{in.data(), 512}, {out.data(), 1024}},
+                   {&inPtr, &outPtr}, &error),
+            0)
+      << error;
+  for (uint32_t t = 0; t < 32; ++t)
+    for (uint32_t w = 0; w < 4; ++w) {
+      EXPECT_EQ(out[t * 8 + w], 0u) << "thread " << t << " word " << w << " before the wait";
+      uint32_t expected = t < 8 || w < 2 ? in[t * 4 + w] : 0u;
+      EXPECT_EQ(out[t * 8 + 4 + w], expected) << "thread " << t << " word " << w;
+    }
+  // A source past the allocation faults at the copy, with its line.
+  std::vector<uint32_t> small(64);
+  void *smallPtr = small.data();
+  EXPECT_NE(launch(l.module, "copies", 1, 32, {{small.data(), 256}, {out.data(), 1024}},
+                   {&smallPtr, &outPtr}, &error),
+            0);
+  EXPECT_NE(error.find("cp.async.cg.shared.global"), std::string::npos) << error;
+}
+
 TEST(PtxEmulator, UnsupportedInstructionsAreRefusedAtLoad) {
   Loaded tex(R"(
 .visible .entry sample(.param .u64 sample_param_0)

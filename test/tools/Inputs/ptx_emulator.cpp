@@ -138,6 +138,7 @@ enum class Op : uint8_t {
   Xor, Not, Cnot, Shl, Shr, Selp, Setp, Cvt, Bra, Ret, Exit, Call, BarSync, WarpNop, Shfl,
   Rcp, Sqrt, Rsqrt, Ex2, Lg2, Sin, Cos, Tanh, Popc, Clz, Copysign, Nop,
   Mma, Ldmatrix, // warp-wide matrix instructions (tensor cores)
+  CpAsync, CpAsyncCommit, CpAsyncWait, // global-to-shared copies and their groups
 };
 
 enum class Space : uint8_t { Generic, Global, Local, Shared, Param, Const };
@@ -835,7 +836,7 @@ private:
         {"ex2", Op::Ex2},   {"lg2", Op::Lg2},     {"sin", Op::Sin},   {"cos", Op::Cos},
         {"tanh", Op::Tanh}, {"popc", Op::Popc},   {"clz", Op::Clz},   {"membar", Op::Nop},
         {"fence", Op::Nop}, {"copysign", Op::Copysign}, {"mma", Op::Mma},
-        {"ldmatrix", Op::Ldmatrix},
+        {"ldmatrix", Op::Ldmatrix}, {"cp", Op::CpAsync},
     };
     auto it = ops.find(name);
     if (it == ops.end())
@@ -908,6 +909,16 @@ private:
       if (in.op == Op::Mma && (p == "row" || p == "col")) {
         layouts.push_back(p);
         continue;
+      }
+      if (in.op == Op::CpAsync || in.op == Op::CpAsyncCommit || in.op == Op::CpAsyncWait) {
+        // cp.async.{ca,cg}.shared.global d, s, cp-size{, src-size};
+        // cp.async.commit_group; cp.async.wait_group N; cp.async.wait_all.
+        if (p == "async" || p == "ca" || p == "cg" || p == "shared" || p == "global")
+          continue;
+        if (p == "commit_group") { in.op = Op::CpAsyncCommit; continue; }
+        if (p == "wait_group") { in.op = Op::CpAsyncWait; continue; }
+        if (p == "wait_all") { in.op = Op::CpAsyncWait; in.flags |= kWide; continue; }
+        fail(line, "unsupported modifier '.%s' in '%s'", p.c_str(), opcode.c_str());
       }
       if (in.op == Op::Ldmatrix && p == "m8n8") { in.flags |= kShapeM8N8; continue; }
       if (in.op == Op::Ldmatrix && (p == "x1" || p == "x2" || p == "x4")) {
@@ -1003,6 +1014,15 @@ private:
         (in.ops.size() != 4 || !vectorOf(0, 8) || !vectorOf(1, 2) || !vectorOf(2, 2) ||
          !vectorOf(3, 8)))
       fail(line, "malformed mma operands (expected {d x8}, {a x2}, {b x2}, {c x8})");
+    if (in.op == Op::CpAsync &&
+        (opcode.find(".async") == std::string::npos || in.ops.size() < 3 || in.ops.size() > 4 ||
+         in.ops[0].kind != Operand::Addr || in.ops[1].kind != Operand::Addr ||
+         in.ops[2].kind != Operand::Imm ||
+         (in.ops[2].value != 4 && in.ops[2].value != 8 && in.ops[2].value != 16)))
+      fail(line, "malformed cp.async (expected [shared], [global], 4|8|16{, src-size})");
+    if (in.op == Op::CpAsyncWait && !(in.flags & kWide) &&
+        (in.ops.size() != 1 || in.ops[0].kind != Operand::Imm))
+      fail(line, "cp.async.wait_group takes an immediate group count");
     if (in.op == Op::Ldmatrix &&
         (in.ops.size() != 2 || !vectorOf(0, in.vec) || in.ops[1].kind != Operand::Addr))
       fail(line, "malformed ldmatrix operands (expected {r x%d}, [address])", int(in.vec));
@@ -1059,6 +1079,14 @@ struct Frame {
 
 enum class State : uint8_t { Running, AtBarrier, AtWarp, Done };
 
+// A cp.async in flight: its bytes land when a wait covers its group.
+struct PendingCopy {
+  uint8_t *dst;
+  const uint8_t *src;
+  unsigned bytes, sourceBytes;
+  uint64_t group;
+};
+
 struct Thread {
   unsigned tid[3];
   unsigned linear;
@@ -1066,6 +1094,8 @@ struct Thread {
   uint8_t *local = nullptr; // this thread's local memory
   uint64_t localTop = 0;
   State state = State::Running;
+  std::vector<PendingCopy> copies;
+  uint64_t committedGroups = 0;
 };
 
 struct LaunchError {
@@ -1155,6 +1185,8 @@ private:
       t.localTop = 0;
       t.state = State::Running;
       t.frames.clear();
+      t.copies.clear();
+      t.committedGroups = 0;
       pushFrame(t, kernel, launchParams.data(), -1);
     }
     std::fill(shared.begin(), shared.end(), 0);
@@ -1639,6 +1671,45 @@ private:
             memcpy(p, &v, size_t(bytes));
           }
         }
+        break;
+      }
+      case Op::CpAsync: {
+        // The copy lands at the latest point the PTX ISA allows (the wait
+        // that covers its group), so that a read before the wait sees the
+        // old bytes, as it may on a GPU.
+        unsigned bytes = unsigned(o[2].value);
+        unsigned sourceBytes = o.size() == 4 ? unsigned(value(o[3], *f, t)) : bytes;
+        if (sourceBytes > bytes)
+          fault(in, "cp.async source size %u above the copy size %u", sourceBytes, bytes);
+        uint8_t *dst = address(in, o[0], *f, t, Space::Shared, bytes);
+        if ((dst - shared.data()) % bytes != 0)
+          fault(in, "cp.async destination not %u-byte aligned", bytes);
+        const uint8_t *src =
+            sourceBytes ? address(in, o[1], *f, t, Space::Global, sourceBytes) : nullptr;
+        t.copies.push_back({dst, src, bytes, sourceBytes, t.committedGroups});
+        break;
+      }
+      case Op::CpAsyncCommit:
+        ++t.committedGroups;
+        break;
+      case Op::CpAsyncWait: {
+        // wait_group N: every group but the newest N committed ones is
+        // done; wait_all: everything issued.
+        uint64_t keep = in.flags & kWide ? 0 : uint64_t(o[0].value);
+        uint64_t done = in.flags & kWide ? ~uint64_t(0)
+                        : t.committedGroups > keep ? t.committedGroups - keep
+                                                   : 0;
+        std::vector<PendingCopy> still;
+        for (const PendingCopy &c : t.copies) {
+          if (c.group >= done) {
+            still.push_back(c);
+            continue;
+          }
+          if (c.sourceBytes)
+            memcpy(c.dst, c.src, c.sourceBytes);
+          memset(c.dst + c.sourceBytes, 0, c.bytes - c.sourceBytes);
+        }
+        t.copies.swap(still);
         break;
       }
       case Op::Cvta:
