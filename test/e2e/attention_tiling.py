@@ -55,6 +55,9 @@ CASES = [
     ("long-prefill", 1, 2, 2, 700, 700, 64, True, None, None),
     # The kernel's largest head dim, GQA, q_len < kv_len, a 6-row last block.
     ("long-prefill-head-dim-256", 1, 4, 2, 1030, 1100, 256, True, None, None),
+    # Head dim 256, short enough to emulate: the tensor-core kernels' widest
+    # fragments and smallest key tiles (registers and shared memory).
+    ("head-dim-256", 1, 2, 1, 40, 50, 256, True, ((1, 1, 40, 50), "f32"), None),
     ("two-level-causal", 1, 4, 2, 75, 90, 16, True, None, tiling(32, 16, tile_q=8)),
     ("two-level-masked", 2, 2, 2, 41, 41, 16, False, ((2, 1, 1, 41), "f32"),
      tiling(16, 8, tile_q=4)),

@@ -127,7 +127,7 @@ def tensor_core_attention(c, bin_dir, work, cases, prepare):
     ldmatrix (transposed for V), and ptxas accepts it for sm_80 and sm_90
     (attention_tiling.py checks the emulated numerics against numpy). For
     the GPU check, every prefill case whose head dim is a multiple of 16
-    (the 256-wide one aside, for the carried size), with inputs rounded to
+    (the long 256-wide one aside, for the carried size), with inputs rounded to
     bf16 and the CPU target's outputs on them as the reference, within what
     the rounding of the probabilities allows (unit roundoff of max |V|, half
     again for the sums)."""
@@ -136,7 +136,7 @@ def tensor_core_attention(c, bin_dir, work, cases, prepare):
     compile_tool = os.path.join(bin_dir, "hasten-compile")
     for case in attention_tiling.CASES:
         name, b, h, kvh, s, t, d, _, mask, _ = case
-        if s == 1 or d % 16 or d > 128:
+        if s == 1 or d % 16 or (d > 128 and b * h * s * t * d > attention_tiling.CUDA_MAX_MACS):
             continue
         if not prepare and name not in ("gqa-causal", "additive-mask-padding"):
             continue
