@@ -356,6 +356,9 @@ struct MmaKernel {
   int64_t warps, mTiles, tileKv, headDim, valueDim;
   std::string layout;
   bool volta; // m8n8k4 (lowerPrefillVolta), else m16n8k16 (lowerPrefillMma)
+  // Q's fragments reloaded from shared memory at each use rather than held
+  // in registers (wide heads, whose accumulators alone fill the registers).
+  bool qInShared = false;
 };
 
 /// Where element (row, column) of a tile of `dims`-wide rows lives in the
@@ -678,7 +681,10 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   SharedLayout qLayout = SharedLayout::of(m.layout, m.headDim);
   SharedLayout kLayout = qLayout;
   SharedLayout vLayout = SharedLayout::of(m.layout, m.valueDim);
-  int64_t vBase = m.tileKv * kLayout.rowElements;
+  // Q's tile first; K and V after it when Q stays in shared memory, else
+  // over it once its fragments are in registers.
+  int64_t kBase = m.qInShared ? blockQ * qLayout.rowElements : 0;
+  int64_t vBase = kBase + m.tileKv * kLayout.rowElements;
   int64_t sharedElements =
       std::max(blockQ * qLayout.rowElements, vBase + m.tileKv * vLayout.rowElements);
 
@@ -709,14 +715,19 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   l.stage(kb, o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ,
           m.headDim, qLayout, 0);
   l.publish(kb, o.barrier);
+  auto qFragment = [&](int64_t t, int64_t kk) {
+    return kb.load(
+        smem, qLayout.offset(kb, add(addc(warpRow, t * 16), laneRowA), addc(laneChunkA, 2 * kk)),
+        /*transpose=*/false);
+  };
   SmallVector<SmallVector<Value>> qFragments(m.mTiles);
-  for (int64_t t = 0; t < m.mTiles; ++t)
-    for (int64_t kk = 0; kk < kSteps; ++kk)
-      qFragments[t].push_back(kb.load(
-          smem, qLayout.offset(kb, add(addc(warpRow, t * 16), laneRowA), addc(laneChunkA, 2 * kk)),
-          /*transpose=*/false));
-  // K and V reuse the buffer.
-  func::CallOp::create(b, loc, o.barrier);
+  if (!m.qInShared) {
+    for (int64_t t = 0; t < m.mTiles; ++t)
+      for (int64_t kk = 0; kk < kSteps; ++kk)
+        qFragments[t].push_back(qFragment(t, kk));
+    // K and V reuse the buffer.
+    func::CallOp::create(b, loc, o.barrier);
+  }
 
 
   // Carried per tile: each 16-row tile's max and sum for rows group and
@@ -732,7 +743,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
     Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
                                          arith::SubIOp::create(b, loc, end, start));
-    l.stage(kb, o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
+    l.stage(kb, o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, kBase);
     l.stage(kb, o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
     l.publish(kb, o.barrier);
 
@@ -742,12 +753,14 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
     for (int64_t np = 0; np < keyTiles / 2; ++np)
       for (int64_t kk = 0; kk < kSteps; ++kk) {
         Value kTiles = kb.load(
-            smem, kLayout.offset(kb, addc(laneRowB, np * 16), addc(laneChunkB, 2 * kk)),
+            smem,
+            addc(kLayout.offset(kb, addc(laneRowB, np * 16), addc(laneChunkB, 2 * kk)), kBase),
             /*transpose=*/false);
         Value low = kb.half(kTiles, 0), high = kb.half(kTiles, 2);
         for (int64_t t = 0; t < m.mTiles; ++t) {
-          scores[t][2 * np] = kb.mma(qFragments[t][kk], low, scores[t][2 * np]);
-          scores[t][2 * np + 1] = kb.mma(qFragments[t][kk], high, scores[t][2 * np + 1]);
+          Value q = m.qInShared ? qFragment(t, kk) : qFragments[t][kk];
+          scores[t][2 * np] = kb.mma(q, low, scores[t][2 * np]);
+          scores[t][2 * np + 1] = kb.mma(q, high, scores[t][2 * np + 1]);
         }
       }
 
@@ -1287,13 +1300,17 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
       tileKv /= 2;
     while (registers() > 128 && mTiles > 1)
       --mTiles;
+    // Still too many (head dims above 128): Q's fragments stay in shared
+    // memory, reloaded per use (ptxas spilled 364 bytes at head dim 256).
+    bool qInShared = !volta && registers() > 128;
     SharedLayout q = SharedLayout::of(m.layout, k.headDim);
     SharedLayout v = SharedLayout::of(m.layout, k.valueDim);
     auto sharedBytes = [&] {
       // Volta's P tile (rows padded by 8) follows the operands.
       int64_t probabilities = volta ? warps * 16 * (tileKv + 8) : 0;
-      return 2 * (std::max(warps * mTiles * 16 * q.rowElements,
-                           tileKv * (q.rowElements + v.rowElements)) +
+      int64_t queries = warps * mTiles * 16 * q.rowElements;
+      int64_t keysValues = tileKv * (q.rowElements + v.rowElements);
+      return 2 * ((qInShared ? queries + keysValues : std::max(queries, keysValues)) +
                   probabilities);
     };
     while (sharedBytes() > kSharedBudgetBytes && tileKv > 16)
@@ -1308,6 +1325,7 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
     m.warps = warps;
     m.mTiles = mTiles;
     m.tileKv = tileKv;
+    m.qInShared = qInShared;
     return m;
   }
 

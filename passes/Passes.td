@@ -262,7 +262,9 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
       operand of `P V` (converted to bf16/f16) without touching memory;
     - the key tile is the plan's, halved (then the tiles per warp) until
       the fragments and accumulators take at most 128 registers per thread
-      and the shared buffer 40 KB. Head dims that are not
+      and the shared buffer 40 KB; where the accumulators alone are too
+      many (head dims above 128), Q's fragments stay in shared memory next
+      to K and V and are reloaded at each use. Head dims that are not
       multiples of 16 keep the SIMT kernel, with a remark. Decode (one
       query) keeps flash-decoding in f32.
 

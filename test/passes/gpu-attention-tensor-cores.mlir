@@ -126,6 +126,28 @@ func.func @decode(%q: tensor<1x2x1x32xf32>, %k: tensor<1x2x?x32xf32>, %v: tensor
 
 // -----
 
+// Head dim 256: the accumulators alone take 128 registers, so Q's
+// fragments stay in shared memory and are reloaded at each use; Q, K and V
+// then share the buffer side by side: 2 warps (32 rows) and 16-key tiles
+// fit 40 KB (32 x 256 + 2 x 16 x 256 bf16).
+// CHECK-LABEL: func.func @wide_heads
+// CHECK: gpu.launch {{.*}} threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c64{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK: memref.alloca() : memref<16384xbf16, #gpu.address_space<workgroup>>
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK-NOT: nvgpu.ldmatrix
+// CHECK: scf.for %{{.*}} step %c16{{.*}} iter_args
+// CHECK: func.call @hasten_gpu_barrier()
+// CHECK: %[[K:.*]] = nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false}
+// CHECK: %[[KLO:.*]] = vector.extract_strided_slice %[[K]]
+// CHECK: %[[Q:.*]] = nvgpu.ldmatrix {{.*}} {numTiles = 4 : i32, transpose = false}
+// CHECK: nvgpu.mma.sync(%[[Q]], %[[KLO]], %{{.*}})
+func.func @wide_heads(%q: tensor<1x2x40x256xf32>, %k: tensor<1x1x50x256xf32>, %v: tensor<1x1x50x256xf32>) -> tensor<1x2x40x256xf32> {
+  %o = hasten.attention %q, %k, %v heads(2, 1) causal : tensor<1x2x40x256xf32>, tensor<1x1x50x256xf32>, tensor<1x1x50x256xf32> -> tensor<1x2x40x256xf32>
+  return %o : tensor<1x2x40x256xf32>
+}
+
+// -----
+
 // An f16 model: K and V (and Q) already have the buffer's type, so on
 // sm_80 each 16-byte chunk is a cp.async, when the operand's rows are
 // contiguous at run time (else converted and stored as before), rows past
