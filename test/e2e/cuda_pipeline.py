@@ -17,7 +17,8 @@ greedy tokens.
 
 Prefill attention on tensor cores (--gpu-precision=bf16 and f16, for
 sm_80,sm_90) compiles too: its PTX holds mma.sync m16n8k16 and ldmatrix, and
-ptxas accepts it (attention_tiling.py checks what it computes, emulated).
+ptxas accepts it (attention_tiling.py checks what it computes, emulated);
+the default decoder built that way generates the CPU's greedy tokens.
 
 With a CUDA device (libcuda loads and finds one), each module also runs on
 it, and its outputs are compared with the CPU target's on the same inputs
@@ -507,6 +508,25 @@ def main():
                     f"{name}: greedy tokens emulated = CPU ({generated_ids(emulated.stdout)} "
                     f"vs {ids})" + ("" if emulated.returncode == 0
                                    else f": {emulated.stderr.strip()[:300]}"))
+            # The same decoder with its prefill attention on bf16 tensor
+            # cores: the trained model's greedy tokens do not change.
+            module = os.path.join(work, name + ".bf16.cuda.so")
+            p = subprocess.run([compile_tool, model_path(dict(SUPPORTED)[name], work),
+                                "--target=cuda", f"--gpu={TENSOR_CORE_GPUS}",
+                                "--gpu-precision=bf16", "-o", module],
+                               capture_output=True, text=True)
+            c.check(p.returncode == 0, f"{name}: compiles with --gpu-precision=bf16"
+                    + ("" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+            if p.returncode == 0:
+                tensor_cores = generate(args.bin_dir, module, prompt, count,
+                                        dict(fake_env(args.bin_dir), FAKE_CUDA_ARCH="100"))
+                got = generated_ids(tensor_cores.stdout)
+                c.check(tensor_cores.returncode == 0 and got == ids,
+                        f"{name}: greedy tokens with bf16 tensor-core prefill, emulated = CPU "
+                        f"({got} vs {ids})")
+                cases.append({"name": name + ".bf16.generate",
+                              "module": os.path.basename(module), "prompt": prompt,
+                              "count": count, "ids": ids})
             if args.prepare or device_problem is not None:
                 continue
             gpu = generate(args.bin_dir, os.path.join(work, name + ".cuda.so"), prompt, count)
