@@ -5,7 +5,8 @@
 #   scripts/gpu-check.sh prepare [DIR]   here: compile the CUDA modules of
 #       test/e2e/cuda_pipeline.py, their inputs and the CPU target's outputs,
 #       and a self-contained hasten-run (its libraries and the C library's
-#       loader beside it) into DIR (default build/gpu-check, under 64 MiB);
+#       loader beside it) into DIR (default build/gpu-check, about 32 MB,
+#       compressed: the device tool carries 64 MiB at most);
 #   DIR/run-on-gpu.sh OUT               there: run every module on the GPU,
 #       outputs and timings into OUT (as the device tool's $OUT);
 #   scripts/gpu-check.sh compare DIR OUT here: every GPU output against the
@@ -41,7 +42,8 @@ prepare() {
   for f in "$dir"/bin/hasten-run "$dir"/lib/*.so*; do
     [[ "$f" == */ld-linux.so ]] || strip --strip-unneeded "$f"
   done
-  # oneDNN alone is 40 MB; compressed, everything fits.
+  # oneDNN alone is 40 MB, and the modules with their inputs over 50 MB;
+  # compressed, everything fits (about 32 MB).
   tar -C "$dir" -cJf "$dir/lib.tar.xz" lib && rm -rf "$dir/lib"
   {
     echo '#!/bin/sh'
@@ -50,13 +52,14 @@ prepare() {
     echo 'here="$(cd "$(dirname "$0")" && pwd)"; out="${1:?usage: run-on-gpu.sh OUT}"'
     echo 'mkdir -p "$out"; log="$out/log.txt"'
     echo 'libs="$(mktemp -d)"; tar -C "$libs" -xJf "$here/lib.tar.xz"'
+    echo 'tar -C "$libs" -xJf "$here/cases.tar.xz"'
     echo 'run() { "$libs/lib/ld-linux.so" --library-path "$libs/lib" "$here/bin/hasten-run" "$@"; }'
     echo '{ command -v nvidia-smi >/dev/null && nvidia-smi -L; } > "$log" 2>&1'
     /usr/bin/python3 - "$dir/cases/cases.json" <<'EOF'
 import json, shlex, sys
 for case in json.load(open(sys.argv[1])):
     if "ids" in case:
-        module = f"\"$here/cases/{case['module']}\""
+        module = f"\"$libs/cases/{case['module']}\""
         name = shlex.quote(case["name"])
         print(f"echo '== {case['name']}' >> \"$log\"")
         print(f"run {module} --generate --prompt-ids {case['prompt']} --max-new-tokens "
@@ -64,9 +67,9 @@ for case in json.load(open(sys.argv[1])):
               f"|| echo 'FAILED {case['name']}' >> \"$log\"")
         print(f"cat \"$out\"/{name}.txt >> \"$log\"")
         continue
-    inputs = " ".join(f"--input {shlex.quote(k)}=\"$here/cases/{v}\""
+    inputs = " ".join(f"--input {shlex.quote(k)}=\"$libs/cases/{v}\""
                       for k, v in case["inputs"].items())
-    module = f"\"$here/cases/{case['module']}\""
+    module = f"\"$libs/cases/{case['module']}\""
     name = shlex.quote(case["name"])
     print(f"echo '== {case['name']}' >> \"$log\"")
     print(f"run {module} {inputs} --output-dir \"$out\"/{name} >> \"$log\" 2>&1 "
@@ -76,6 +79,7 @@ EOF
     echo 'cat "$log"'
   } > "$dir/run-on-gpu.sh"
   chmod +x "$dir/run-on-gpu.sh"
+  tar -C "$dir" -cJf "$dir/cases.tar.xz" cases && rm -rf "$dir/cases"
   echo "prepared $dir ($(du -sh "$dir" | cut -f1)): run $dir/run-on-gpu.sh OUT on the GPU machine"
 }
 
@@ -84,7 +88,9 @@ case "${1:-}" in
   compare)
     shift
     dir="${1:?usage: gpu-check.sh compare DIR OUT}"; out="${2:?usage: gpu-check.sh compare DIR OUT}"
-    exec /usr/bin/python3 "$root/test/e2e/cuda_pipeline.py" "$build/bin" --compare "$dir/cases" "$out"
+    cases="$(mktemp -d)"; trap 'rm -rf "$cases"' EXIT
+    tar -C "$cases" -xJf "$dir/cases.tar.xz"
+    /usr/bin/python3 "$root/test/e2e/cuda_pipeline.py" "$build/bin" --compare "$cases/cases" "$out"
     ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
