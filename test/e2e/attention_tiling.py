@@ -126,24 +126,37 @@ HALF_BOUND = {"bf16": 1.5 * 2.0 ** -9, "f16": 1.5 * 2.0 ** -11}
 F16_MODEL_CASES = ("gqa-causal", "additive-mask-padding", "bool-mask", "two-level-causal")
 
 
-def run_f16_model(case, bin_dir, work, fake_cuda, rng):
-    """The case as an f16 model on both tensor-core kernels: (name, ok,
-    message) per mode."""
+def random_inputs(case, rng, dtype):
+    """Q, K, V and the mask (or None) of a case, as hasten-run inputs too:
+    boolean masks keep about 70% of the keys (2% for "i1-sparse"),
+    additive ones mask 30% with a large negative bias (-1e9, or -1e4 in
+    f16) plus noise in f32; every row sees its first key."""
     name, b, h, kvh, s, t, d, causal, mask, _ = case
-    q = rng.standard_normal((b, h, s, d)).astype(np.float16)
-    k = rng.standard_normal((b, kvh, t, d)).astype(np.float16)
-    v = rng.standard_normal((b, kvh, t, d)).astype(np.float16)
+    q = rng.standard_normal((b, h, s, d)).astype(dtype)
+    k = rng.standard_normal((b, kvh, t, d)).astype(dtype)
+    v = rng.standard_normal((b, kvh, t, d)).astype(dtype)
     inputs = {"arg0": q, "arg1": k, "arg2": v}
     m = None
     if mask:
         shape, elem = mask
         if elem.startswith("i1"):
-            m = rng.random(shape) < 0.7
-            m[..., 0] = True
+            m = rng.random(shape) < (0.02 if elem == "i1-sparse" else 0.7)
+            m[..., 0] = True  # every row sees a key
         else:
-            m = np.where(rng.random(shape) < 0.3, -1e4, 0.0).astype(np.float16)
+            big = -1e9 if dtype == np.float32 else -1e4
+            m = np.where(rng.random(shape) < 0.3, big, 0.0).astype(dtype)
             m[..., 0] = 0.0
+            if dtype == np.float32:
+                m += rng.standard_normal(shape).astype(np.float32) * 0.1
         inputs["arg3"] = m
+    return q, k, v, m, inputs
+
+
+def run_f16_model(case, bin_dir, work, fake_cuda, rng):
+    """The case as an f16 model on both tensor-core kernels: (name, ok,
+    message) per mode."""
+    name = case[0]
+    q, k, v, m, inputs = random_inputs(case, rng, np.float16)
     expected = reference(case, q.astype(np.float32), k.astype(np.float32),
                          v.astype(np.float32), None if m is None else m.astype(
                              np.float32) if m.dtype != bool else m)
@@ -187,21 +200,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for case in CASES:
             name, b, h, kvh, s, t, d, causal, mask, _ = case
-            q = rng.standard_normal((b, h, s, d)).astype(np.float32)
-            k = rng.standard_normal((b, kvh, t, d)).astype(np.float32)
-            v = rng.standard_normal((b, kvh, t, d)).astype(np.float32)
-            inputs = {"arg0": q, "arg1": k, "arg2": v}
-            m = None
-            if mask:
-                shape, elem = mask
-                if elem.startswith("i1"):
-                    m = rng.random(shape) < (0.02 if elem == "i1-sparse" else 0.7)
-                    m[..., 0] = True  # every row sees a key
-                else:
-                    m = np.where(rng.random(shape) < 0.3, -1e9, 0.0).astype(np.float32)
-                    m[..., 0] = 0.0
-                    m += rng.standard_normal(shape).astype(np.float32) * 0.1
-                inputs["arg3"] = m
+            q, k, v, m, inputs = random_inputs(case, rng, np.float32)
             expected = reference(case, q, k, v, m)
             source = os.path.join(work, name + ".mlir")
             with open(source, "w") as f:
