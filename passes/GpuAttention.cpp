@@ -374,7 +374,7 @@ struct SharedLayout {
     int64_t n = 0;
     if (plan.consume_front("padded<") && !plan.consumeInteger(10, n))
       l.rowElements = dims + n;
-    else if (plan.consume_front("swizzle<") && !plan.consumeInteger(10, n) &&
+    else if (plan.consume_front("swizzle<") && !plan.consumeInteger(10, n) && n >= 32 &&
              (dims / 8) % (n / 16) == 0)
       l.swizzleChunks = n / 16;
     return l;
