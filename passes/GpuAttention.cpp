@@ -693,23 +693,18 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   Value c0 = l.c0, negInf = l.negInf, zero = l.zero, end = l.end;
   Value smem = l.smem, tid = l.tid, head = l.head, batchIndex = l.batchIndex, kvHead = l.kvHead;
   Value firstRow = l.firstRow;
-  auto div = [&](Value x, int64_t d) { return arith::DivUIOp::create(b, loc, x, kb.index(d)); };
-  auto rem = [&](Value x, int64_t d) { return arith::RemUIOp::create(b, loc, x, kb.index(d)); };
-  auto add = [&](Value x, Value y) { return arith::AddIOp::create(b, loc, x, y).getResult(); };
-  auto addc = [&](Value x, int64_t y) { return y == 0 ? x : add(x, kb.index(y)); };
-  Value warp = div(tid, 32), lane = rem(tid, 32);
-  Value group = div(lane, 4), inGroup = rem(lane, 4);
-  Value warpRow = arith::MulIOp::create(b, loc, warp, kb.index(rowsPerWarp));
+  Value warp = kb.div(tid, 32), lane = kb.rem(tid, 32);
+  Value group = kb.div(lane, 4), inGroup = kb.rem(lane, 4);
+  Value warpRow = kb.mul(warp, rowsPerWarp);
   // The rows and chunks this lane addresses in an ldmatrix.x4: matrix
   // lane / 8, row lane % 8 of it. Q (A operand) and V (B, transposed)
   // take matrices (rows 0-7 | 8-15) x (chunk 0 | 1) column-major; K (B)
   // row-major.
-  Value laneRowA = add(rem(lane, 8), arith::MulIOp::create(b, loc, rem(div(lane, 8), 2),
-                                                              kb.index(8)));
-  Value laneChunkA = div(lane, 16);
-  Value laneRowB = add(rem(lane, 8), arith::MulIOp::create(b, loc, div(lane, 16), kb.index(8)));
-  Value laneChunkB = rem(div(lane, 8), 2);
-  Value pairColumn = arith::MulIOp::create(b, loc, inGroup, kb.index(2));
+  Value laneRowA = kb.add(kb.rem(lane, 8), kb.mul(kb.rem(kb.div(lane, 8), 2), 8));
+  Value laneChunkA = kb.div(lane, 16);
+  Value laneRowB = kb.add(kb.rem(lane, 8), kb.mul(kb.div(lane, 16), 8));
+  Value laneChunkB = kb.rem(kb.div(lane, 8), 2);
+  Value pairColumn = kb.mul(inGroup, 2);
 
   // The block's queries, and each warp's Q fragments: [tile][k step][4].
   l.stage(kb, o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ,
@@ -717,7 +712,8 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   l.publish(kb, o.barrier);
   auto qFragment = [&](int64_t t, int64_t kk) {
     return kb.load(
-        smem, qLayout.offset(kb, add(addc(warpRow, t * 16), laneRowA), addc(laneChunkA, 2 * kk)),
+        smem,
+        qLayout.offset(kb, kb.add(kb.addc(warpRow, t * 16), laneRowA), kb.addc(laneChunkA, 2 * kk)),
         /*transpose=*/false);
   };
   SmallVector<SmallVector<Value>> qFragments(m.mTiles);
@@ -754,7 +750,8 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       for (int64_t kk = 0; kk < kSteps; ++kk) {
         Value kTiles = kb.load(
             smem,
-            addc(kLayout.offset(kb, addc(laneRowB, np * 16), addc(laneChunkB, 2 * kk)), kBase),
+            kb.addc(kLayout.offset(kb, kb.addc(laneRowB, np * 16), kb.addc(laneChunkB, 2 * kk)),
+                    kBase),
             /*transpose=*/false);
         Value low = kb.half(kTiles, 0), high = kb.half(kTiles, 2);
         for (int64_t t = 0; t < m.mTiles; ++t) {
@@ -777,12 +774,12 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       SmallVector<Value> tileState(state.begin(), state.end());
       Value corrections[2];
       for (int64_t half = 0; half < 2; ++half) {
-        Value row = add(firstRow, addc(add(warpRow, group), t * 16 + half * 8));
+        Value row = kb.add(firstRow, kb.addc(kb.add(warpRow, group), t * 16 + half * 8));
         Value tileMax = negInf;
         for (int64_t nt = 0; nt < keyTiles; ++nt)
           for (int64_t i = 0; i < 2; ++i) {
             Value s = maskedScore(kb, op, o, l, probabilities[t][nt][2 * half + i], start,
-                                  addc(pairColumn, nt * 8 + i), count, row);
+                                  kb.addc(pairColumn, nt * 8 + i), count, row);
             probabilities[t][nt][2 * half + i] = s;
             tileMax = arith::MaximumFOp::create(b, loc, tileMax, s);
           }
@@ -826,7 +823,8 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       for (int64_t np = 0; np < outTiles / 2; ++np) {
         Value vTiles = kb.load(
             smem,
-            addc(vLayout.offset(kb, addc(laneRowA, kk * 16), addc(laneChunkA, 2 * np)), vBase),
+            kb.addc(vLayout.offset(kb, kb.addc(laneRowA, kk * 16), kb.addc(laneChunkA, 2 * np)),
+                    vBase),
             /*transpose=*/true);
         for (int64_t t = 0; t < m.mTiles; ++t)
           for (int64_t half = 0; half < 2; ++half) {
@@ -846,7 +844,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       Value sum = tiles.getResult(t * perTile + 2 + half);
       sum = arith::AddFOp::create(b, loc, sum, shuffle(sum, 1));
       sum = arith::AddFOp::create(b, loc, sum, shuffle(sum, 2));
-      Value row = add(firstRow, addc(add(warpRow, group), t * 16 + half * 8));
+      Value row = kb.add(firstRow, kb.addc(kb.add(warpRow, group), t * 16 + half * 8));
       kb.ifThen(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, o.qLen), [&] {
         for (int64_t nt = 0; nt < outTiles; ++nt)
           for (int64_t i = 0; i < 2; ++i) {
@@ -855,7 +853,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
             Value out = fromF32(b, loc, arith::DivFOp::create(b, loc, acc, sum), resultElement);
             memref::StoreOp::create(
                 b, loc, out, o.out,
-                ValueRange{batchIndex, head, row, addc(pairColumn, nt * 8 + i)});
+                ValueRange{batchIndex, head, row, kb.addc(pairColumn, nt * 8 + i)});
           }
       });
     }
@@ -896,32 +894,26 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
   Value c0 = l.c0, negInf = l.negInf, zero = l.zero, end = l.end;
   Value smem = l.smem, tid = l.tid, head = l.head, batchIndex = l.batchIndex, kvHead = l.kvHead;
   Value firstRow = l.firstRow;
-  auto div = [&](Value x, int64_t d) { return arith::DivUIOp::create(b, loc, x, kb.index(d)); };
-  auto rem = [&](Value x, int64_t d) { return arith::RemUIOp::create(b, loc, x, kb.index(d)); };
-  auto mul = [&](Value x, int64_t y) { return arith::MulIOp::create(b, loc, x, kb.index(y)); };
-  auto add = [&](Value x, Value y) { return arith::AddIOp::create(b, loc, x, y).getResult(); };
-  auto addc = [&](Value x, int64_t y) { return y == 0 ? x : add(x, kb.index(y)); };
-  Value warp = div(tid, 32), lane = rem(tid, 32);
-  Value warpRow = mul(warp, 16);
+  Value warp = kb.div(tid, 32), lane = kb.rem(tid, 32);
+  Value warpRow = kb.mul(warp, 16);
   // Lane l: quad pair q = (l / 4) % 4, high group h = l / 16, r = l % 4.
-  Value quadPair = rem(div(lane, 4), 4), high = div(lane, 16), r = rem(lane, 4);
-  Value highRows = mul(high, 4);
+  Value quadPair = kb.rem(kb.div(lane, 4), 4), high = kb.div(lane, 16), r = kb.rem(lane, 4);
+  Value highRows = kb.mul(high, 4);
   // The operand row (A) or column (B) this lane holds, within the warp's
   // 16 x 16 block; the first column of its quad pair's 8.
-  Value quadColumn = mul(div(quadPair, 2), 8);
-  Value operandRow = add(add(mul(rem(quadPair, 2), 8), r), highRows);
-  Value operandColumn = add(add(quadColumn, r), highRows);
+  Value quadColumn = kb.mul(kb.div(quadPair, 2), 8);
+  Value operandRow = kb.add(kb.add(kb.mul(kb.rem(quadPair, 2), 8), r), highRows);
+  Value operandColumn = kb.add(kb.add(quadColumn, r), highRows);
   // Accumulator element i: row (l & 1) + (i & 2) + 4h + 8 (q % 2), column
   // 8 (q / 2) + (i & 4) + (l & 2) + (i & 1).
-  Value accRow = add(add(rem(lane, 2), highRows), mul(rem(quadPair, 2), 8));
-  Value accColumn = add(quadColumn, mul(rem(div(lane, 2), 2), 2));
-  auto accRowOf = [&](int64_t i) { return addc(accRow, i & 2); };
-  auto accColumnOf = [&](int64_t i) { return addc(accColumn, (i & 4) + (i & 1)); };
+  Value accRow = kb.add(kb.add(kb.rem(lane, 2), highRows), kb.mul(kb.rem(quadPair, 2), 8));
+  Value accColumn = kb.add(quadColumn, kb.mul(kb.rem(kb.div(lane, 2), 2), 2));
+  auto accRowOf = [&](int64_t i) { return kb.addc(accRow, i & 2); };
+  auto accColumnOf = [&](int64_t i) { return kb.addc(accColumn, (i & 4) + (i & 1)); };
 
   // Four consecutive elements of a row in shared memory.
   auto load4 = [&](const SharedLayout &layout, int64_t base, Value row, Value column) {
-    Value at = addc(add(arith::MulIOp::create(b, loc, row, kb.index(layout.rowElements)), column),
-                    base);
+    Value at = kb.addc(kb.add(kb.mul(row, layout.rowElements), column), base);
     return vector::LoadOp::create(b, loc, VectorType::get({4}, f16), smem, ValueRange{at},
                                   /*nontemporal=*/false, llvm::MaybeAlign(8))
         .getResult();
@@ -954,7 +946,7 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
   l.publish(kb, o.barrier);
   SmallVector<Value> qFragments;
   for (int64_t kk = 0; kk < m.headDim / 4; ++kk)
-    qFragments.push_back(load4(qLayout, 0, add(warpRow, operandRow), kb.index(4 * kk)));
+    qFragments.push_back(load4(qLayout, 0, kb.add(warpRow, operandRow), kb.index(4 * kk)));
   func::CallOp::create(b, loc, o.barrier);
 
   // Carried: the max and sum of the lane's two rows, then the output
@@ -975,20 +967,20 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
       SmallVector<Value> acc(8, zero);
       for (int64_t kk = 0; kk < m.headDim / 4; ++kk)
         acc = mma(qFragments[kk],
-                  load4(kLayout, 0, addc(operandColumn, 16 * kb16), kb.index(4 * kk)), acc,
+                  load4(kLayout, 0, kb.addc(operandColumn, 16 * kb16), kb.index(4 * kk)), acc,
                   /*bColumnMajor=*/true);
       scores.push_back(acc);
     }
     SmallVector<Value> next(carried.begin(), carried.end());
     Value corrections[2];
     for (int64_t half = 0; half < 2; ++half) {
-      Value row = add(firstRow, add(warpRow, accRowOf(2 * half)));
+      Value row = kb.add(firstRow, kb.add(warpRow, accRowOf(2 * half)));
       Value tileMax = negInf;
       for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16)
         for (int64_t i : {0, 1, 4, 5}) {
           int64_t at = i + 2 * half;
           Value x = maskedScore(kb, op, o, l, scores[kb16][at], start,
-                                addc(accColumnOf(at), 16 * kb16), count, row);
+                                kb.addc(accColumnOf(at), 16 * kb16), count, row);
           scores[kb16][at] = x;
           tileMax = arith::MaximumFOp::create(b, loc, tileMax, x);
         }
@@ -1018,8 +1010,8 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
             b, loc, VectorType::get({2}, f16),
             ValueRange{arith::TruncFOp::create(b, loc, f16, scores[kb16][i]),
                        arith::TruncFOp::create(b, loc, f16, scores[kb16][i + 1])});
-        Value at = addc(add(mul(add(warpRow, accRowOf(i)), pLayout.rowElements),
-                            addc(accColumnOf(i), 16 * kb16)),
+        Value at = kb.addc(kb.add(kb.mul(kb.add(warpRow, accRowOf(i)), pLayout.rowElements),
+                            kb.addc(accColumnOf(i), 16 * kb16)),
                         pBase);
         vector::StoreOp::create(b, loc, pair, smem, ValueRange{at}, /*nontemporal=*/false,
                                 llvm::MaybeAlign(4));
@@ -1027,10 +1019,10 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
     func::CallOp::create(b, loc, o.barrier);
     // O += P V, 4 keys at a time.
     for (int64_t kk = 0; kk < m.tileKv / 4; ++kk) {
-      Value pFragment = load4(pLayout, pBase, add(warpRow, operandRow), kb.index(4 * kk));
+      Value pFragment = load4(pLayout, pBase, kb.add(warpRow, operandRow), kb.index(4 * kk));
       for (int64_t vb = 0; vb < outBlocks; ++vb) {
-        Value vFragment = load4(vLayout, vBase, addc(r, 4 * kk),
-                                addc(add(quadColumn, highRows), 16 * vb));
+        Value vFragment = load4(vLayout, vBase, kb.addc(r, 4 * kk),
+                                kb.addc(kb.add(quadColumn, highRows), 16 * vb));
         SmallVector<Value> acc(next.begin() + 4 + 8 * vb, next.begin() + 12 + 8 * vb);
         SmallVector<Value> d = mma(pFragment, vFragment, acc, /*bColumnMajor=*/false);
         std::copy(d.begin(), d.end(), next.begin() + 4 + 8 * vb);
@@ -1044,7 +1036,7 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
     Value sum = tiles.getResult(2 + half);
     sum = arith::AddFOp::create(b, loc, sum, shuffle(sum, 2));
     sum = arith::AddFOp::create(b, loc, sum, shuffle(sum, 8));
-    Value row = add(firstRow, add(warpRow, accRowOf(2 * half)));
+    Value row = kb.add(firstRow, kb.add(warpRow, accRowOf(2 * half)));
     kb.ifThen(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, row, o.qLen), [&] {
       for (int64_t vb = 0; vb < outBlocks; ++vb)
         for (int64_t i : {0, 1, 4, 5}) {
@@ -1052,7 +1044,7 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
           Value out = fromF32(b, loc, arith::DivFOp::create(b, loc, acc, sum), resultElement);
           memref::StoreOp::create(
               b, loc, out, o.out,
-              ValueRange{batchIndex, head, row, addc(accColumnOf(i + 2 * half), 16 * vb)});
+              ValueRange{batchIndex, head, row, kb.addc(accColumnOf(i + 2 * half), 16 * vb)});
         }
     });
   }

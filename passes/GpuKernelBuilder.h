@@ -32,6 +32,23 @@ struct KernelBuilder {
     return mlir::arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
   }
 
+  /// Unsigned index arithmetic with constants, as kernels address lanes
+  /// and tiles.
+  mlir::Value div(mlir::Value x, int64_t d) {
+    return mlir::arith::DivUIOp::create(b, loc, x, index(d));
+  }
+  mlir::Value rem(mlir::Value x, int64_t d) {
+    return mlir::arith::RemUIOp::create(b, loc, x, index(d));
+  }
+  mlir::Value mul(mlir::Value x, int64_t y) {
+    return mlir::arith::MulIOp::create(b, loc, x, index(y));
+  }
+  mlir::Value add(mlir::Value x, mlir::Value y) {
+    return mlir::arith::AddIOp::create(b, loc, x, y);
+  }
+  /// x + y, or x itself for y = 0.
+  mlir::Value addc(mlir::Value x, int64_t y) { return y == 0 ? x : add(x, index(y)); }
+
   /// An scf.for whose body `body` builds, given the induction variable and
   /// the iteration arguments, returning the values to yield.
   mlir::scf::ForOp
