@@ -60,6 +60,12 @@ llvm::DenseSet<Value> hasten::deviceBuffers(ModuleOp module) {
       }
       if (isa<memref::GetGlobalOp>(op))
         seeds.insert(op->getResult(0));
+      // A library product on the GPU (hasten.gpu_gemm) reads and writes
+      // its buffers on the device, like a kernel.
+      if (isa<gpu::AsyncOpInterface>(op) && !isa<gpu::GPUDialect>(op->getDialect()))
+        for (Value operand : op->getOperands())
+          if (isMemRef(operand))
+            seeds.insert(operand);
       if (auto view = dyn_cast<ViewLikeOpInterface>(op))
         join(view.getViewSource(), op->getResult(0));
       else if (isa<memref::CastOp, memref::ReinterpretCastOp, memref::ExpandShapeOp,

@@ -40,6 +40,10 @@ bool touchesDevice(Operation *op, const llvm::DenseSet<Value> &device) {
   if (isa<gpu::LaunchOp, gpu::AllocOp, gpu::DeallocOp, gpu::MemcpyOp, gpu::MemsetOp,
           memref::AllocOp, memref::DeallocOp, memref::GetGlobalOp, func::ReturnOp>(op))
     return false;
+  // Device work queued from the host (hasten.gpu_gemm: a library call on
+  // the stream) touches device memory on the device.
+  if (isa<gpu::AsyncOpInterface>(op))
+    return false;
   if (auto call = dyn_cast<func::CallOp>(op)) {
     // A call of a host function of this module is checked where that
     // function is; a declaration is the runtime's CPU code.

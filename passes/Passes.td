@@ -313,6 +313,49 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
                            "::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect"];
 }
 
+def GpuGemm : Pass<"hasten-gpu-gemm", "::mlir::ModuleOp"> {
+  let summary = "Hand the CUDA target's matmuls on buffers to cuBLASLt (hasten.gpu_gemm), with the fill, bias and transposes they imply folded in";
+  let description = [{
+    Replaces each `linalg.matmul` and `linalg.batch_matmul` on buffers with
+    default indexing maps and f32, bf16 or f16 operands by a
+    `hasten.gpu_gemm`, the runtime's product on cuBLASLt, folding into it
+    what the library does anyway:
+
+    - a `linalg.fill` of zero that last wrote the output (nothing touching
+      memory between) is erased, and the product overwrites the output;
+      otherwise it accumulates into it (`accumulate`);
+    - when the next op to touch the output (through reshapes) adds a bias
+      vector to every row (`out[.., j] += bias[j]`, the importer's Gemm C
+      or MatMul + Add) and the bias is there already (a weight), that add
+      is erased and the bias becomes the product's epilogue;
+    - a weight transposed into a copy (a tied LM head's
+      `Transpose(embedding)`) is read through a transposed view instead.
+
+    `precision` sets what the operands of f32 products become: `f32`
+    (exact, the default), `tf32` (rounded to TF32 on tensor cores, sm_80
+    and newer), `bf16` or `f16` (constant weights stored narrowed in the
+    module, other operands narrowed by a conversion kernel before the
+    product; f32 accumulation and result either way). Products of bf16 or
+    f16 operands keep them.
+
+    ```mlir
+    linalg.fill ins(%zero : f32) outs(%c : memref<?x384xf32>)
+    linalg.matmul ins(%a, %w : memref<?x128xf32>, memref<128x384xf32>) outs(%c : memref<?x384xf32>)
+    %e = memref.expand_shape %c [[0, 1], [2]] ... into memref<1x?x384xf32>
+    linalg.generic ... ins(%e, %b : memref<1x?x384xf32>, memref<384xf32>) outs(%e ...) { addf }
+    // becomes
+    hasten.gpu_gemm %a, %w bias(%b : memref<384xf32>) into %c
+        : memref<?x128xf32>, memref<128x384xf32> into memref<?x384xf32>
+    ```
+  }];
+  let options = [
+    Option<"precision", "precision", "std::string", /*default=*/"\"f32\"",
+           "Operands of f32 products: f32, tf32, bf16 or f16">,
+  ];
+  let dependentDialects = ["::hasten::HastenDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::linalg::LinalgDialect", "::mlir::memref::MemRefDialect"];
+}
+
 def GpuMatmul : Pass<"hasten-gpu-matmul"> {
   let summary = "Lower linalg matmuls on buffers into tiled GPU kernels (shared-memory tiles, register blocking)";
   let description = [{

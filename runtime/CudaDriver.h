@@ -18,6 +18,9 @@ namespace hasten::runtime {
 /// a driver, a device, and one not older than the oldest of them. If not,
 /// `error` says why ("no CUDA driver (libcuda.so.1: cannot open ...)").
 bool cudaAvailable(const std::vector<std::string> &gpus, std::string &error);
+/// Whether cuBLASLt, which a CUDA module's GEMMs run on, can be opened; if
+/// not, `error` says why ("no cuBLASLt (libcublasLt.so.13: cannot open ...)").
+bool cudaBlasAvailable(std::string &error);
 /// A device copy of `bytes` bytes at `host` (null with `error` on failure).
 void *cudaUpload(const void *host, size_t bytes, std::string &error);
 /// Copies `bytes` from device memory to `host`.

@@ -325,7 +325,14 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
         gpus.push_back(gpu->str());
         archs += (archs.empty() ? "" : ",") + gpu->str();
       }
-    if (!hasten::runtime::cudaAvailable(gpus, error)) {
+    bool usable = hasten::runtime::cudaAvailable(gpus, error);
+    if (usable && header->gpu_libraries())
+      for (const auto *library : *header->gpu_libraries())
+        if (library->str() == "cublasLt" && !hasten::runtime::cudaBlasAvailable(error)) {
+          error += ", which its GEMMs run on";
+          usable = false;
+        }
+    if (!usable) {
       if (embeddedWeights)
         munmap(embeddedWeights, embedded.size);
       return fail(HASTEN_ERROR_INCOMPATIBLE,

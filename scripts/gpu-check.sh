@@ -55,6 +55,14 @@ prepare() {
     echo 'tar -C "$libs" -xJf "$here/cases.tar.xz"'
     echo 'run() { "$libs/lib/ld-linux.so" --library-path "$libs/lib" "$here/bin/hasten-run" "$@"; }'
     echo '{ command -v nvidia-smi >/dev/null && nvidia-smi -L; } > "$log" 2>&1'
+    # The modules' GEMMs run on the machine's own cuBLASLt: the toolkit's,
+    # else the one a CUDA build of torch brings.
+    echo 'for c in /usr/local/cuda/lib64/libcublasLt.so.13 /usr/local/cuda/lib64/libcublasLt.so.12 \'
+    echo '    /usr/local/cuda*/lib64/libcublasLt.so.* \'
+    echo '    "$(python3 -c "import nvidia.cublas.lib as l, os; print(os.path.dirname(l.__file__))" 2>/dev/null)"/libcublasLt.so.*; do'
+    echo '  if [ -e "$c" ]; then export HASTEN_CUBLASLT="$c"; break; fi'
+    echo 'done'
+    echo 'echo "cuBLASLt: ${HASTEN_CUBLASLT:-not found}" >> "$log"'
     /usr/bin/python3 - "$dir/cases/cases.json" <<'EOF'
 import json, shlex, sys
 for case in json.load(open(sys.argv[1])):

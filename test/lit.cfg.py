@@ -61,9 +61,12 @@ for llvm_name, cpuinfo_name in (("avx512fp16", "avx512_fp16"), ("amx-bf16", "amx
         config.available_features.add("missing-cpu-feature")
         break
 
-# The stand-in CUDA driver the runtime's CUDA tests load (test/CMakeLists.txt).
-config.substitutions.append(
-    ("%fake_cuda", os.path.join(config.hasten_obj_root, "lib", "libhasten_fake_cuda.so")))
+# The stand-in CUDA driver the runtime's CUDA tests load (test/CMakeLists.txt),
+# which is also the stand-in cuBLASLt: every test that runs a CUDA module on
+# the fake driver gets the fake library for its GEMMs.
+fake_cuda = os.path.join(config.hasten_obj_root, "lib", "libhasten_fake_cuda.so")
+config.substitutions.append(("%fake_cuda", fake_cuda))
+config.environment["HASTEN_CUBLASLT"] = fake_cuda
 
 # The CUDA toolkit's ptxas, which the CUDA target runs for its cubins.
 if os.access("/usr/local/cuda/bin/ptxas", os.X_OK):

@@ -58,6 +58,8 @@ def Hasten_Dialect : Dialect {
       (`layers`, `kv_heads`, `head_dim`, `capacity`, `block_size`, ...) and
       the `element_type`.
   }];
+  // hasten.gpu_gemm threads the gpu dialect's async tokens.
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
   let useDefaultTypePrinterParser = 1;
   let useDefaultAttributePrinterParser = 1;
   let hasOperationAttrVerify = 1;

@@ -3,6 +3,7 @@
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/PatternMatch.h"
@@ -325,6 +326,72 @@ LogicalResult DecodeStepOp::verifySymbolUses(SymbolTableCollection &symbolTable)
     return emitOpError("'") << getCallee()
                             << "' must take token ids, a KV cache and its past length, and "
                                "return only logits (run --hasten-plan-kv-cache first)";
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// GpuGemmOp
+//===----------------------------------------------------------------------===//
+
+/// `async [%t0, %t1]` as the gpu dialect's ops write their tokens: `async`
+/// when the op returns one, the brackets when it depends on any.
+static ParseResult
+parseGpuAsyncDependencies(OpAsmParser &parser, Type &asyncTokenType,
+                          SmallVectorImpl<OpAsmParser::UnresolvedOperand> &dependencies) {
+  if (succeeded(parser.parseOptionalKeyword("async")))
+    asyncTokenType = parser.getBuilder().getType<gpu::AsyncTokenType>();
+  return parser.parseOperandList(dependencies, OpAsmParser::Delimiter::OptionalSquare);
+}
+
+static void printGpuAsyncDependencies(OpAsmPrinter &printer, Operation *, Type asyncTokenType,
+                                      OperandRange dependencies) {
+  if (asyncTokenType)
+    printer << "async";
+  if (dependencies.empty())
+    return;
+  if (asyncTokenType)
+    printer << ' ';
+  printer << '[' << dependencies << ']';
+}
+
+LogicalResult GpuGemmOp::verify() {
+  auto lhs = cast<MemRefType>(getLhs().getType());
+  auto rhs = cast<MemRefType>(getRhs().getType());
+  auto out = cast<MemRefType>(getOut().getType());
+  int64_t rank = out.getRank();
+  if ((rank != 2 && rank != 3) || lhs.getRank() != rank || rhs.getRank() != rank)
+    return emitOpError("takes matrices (rank 2) or batches of them (rank 3) of one rank, got ")
+           << lhs << ", " << rhs << " into " << out;
+  Type element = lhs.getElementType();
+  if (!element.isF32() && !element.isBF16() && !element.isF16())
+    return emitOpError("operands must be f32, bf16 or f16, got ") << element;
+  if (rhs.getElementType() != element)
+    return emitOpError("operands must have one element type, got ")
+           << element << " and " << rhs.getElementType();
+  if (!out.getElementType().isF32() && out.getElementType() != element)
+    return emitOpError("the product must be f32 or ") << element << ", got " << out.getElementType();
+  if (getTf32() && !element.isF32())
+    return emitOpError("tf32 rounds f32 operands; these are ") << element;
+  // [.., M, K] x [.., K, N] -> [.., M, N], where the sizes are known.
+  auto equal = [](int64_t a, int64_t b) {
+    return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+  };
+  int64_t m = rank - 2, n = rank - 1;
+  if (!equal(lhs.getDimSize(m), out.getDimSize(m)) ||
+      !equal(lhs.getDimSize(n), rhs.getDimSize(m)) ||
+      !equal(rhs.getDimSize(n), out.getDimSize(n)))
+    return emitOpError("shapes do not multiply: ") << lhs << " x " << rhs << " into " << out;
+  if (rank == 3)
+    for (MemRefType operand : {lhs, rhs})
+      if (!equal(operand.getDimSize(0), out.getDimSize(0)) && operand.getDimSize(0) != 1)
+        return emitOpError("batch of ") << operand << " does not broadcast to " << out;
+  if (Value bias = getBias()) {
+    auto type = cast<MemRefType>(bias.getType());
+    if (type.getRank() != 1 || !equal(type.getDimSize(0), out.getDimSize(n)) ||
+        type.getElementType() != out.getElementType())
+      return emitOpError("bias must be one ")
+             << out.getElementType() << " per column of the product, got " << type;
+  }
   return success();
 }
 

@@ -8,6 +8,7 @@ include "Hasten/HastenAttrs.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/IR/SymbolInterfaces.td"
+include "mlir/Dialect/GPU/IR/GPUBase.td"
 
 class Hasten_Op<string mnemonic, list<Trait> traits = []>
     : Op<Hasten_Dialect, mnemonic, traits>;
@@ -275,6 +276,56 @@ def Hasten_SamplerStreamOp : Hasten_Op<"sampler_stream", [
     `state` `(` $state (`,` $state_conditioning^)? `:` type($state) (`,` type($state_conditioning)^)? `)`
     attr-dict `:` type($sample) `->` type($result) `,` type($new_state)
     (`,` type($new_state_conditioning)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Hasten_GpuGemmOp : Hasten_Op<"gpu_gemm", [
+    AttrSizedOperandSegments, GPU_AsyncOpInterface]> {
+  let summary = "A dense matrix product on the GPU by the runtime's BLAS library (cuBLASLt)";
+  let description = [{
+    `out = lhs · rhs (+ out if accumulate) (+ bias)` on device buffers, by
+    the runtime's GEMM (`hasten_cuda_gemm`, on cuBLASLt), the way upstream's
+    `gpu.spmm` hands sparse products to cuSPARSE: upstream has no dense
+    library product.
+
+    - `lhs` is `[M, K]`, `rhs` `[K, N]`, `out` `[M, N]`; rank 3 adds a
+      leading batch dimension to all three (a batch dimension of size 1 or
+      stride 0 broadcasts).
+    - `lhs` and `rhs` have one element type, f32, bf16 or f16; `out` is f32
+      or that type; products accumulate in f32. `tf32` lets f32 operands
+      round to TF32 on tensor cores (sm_80 and newer).
+    - `bias`, `[N]` and of `out`'s element type, is added to every row
+      (cuBLASLt's bias epilogue).
+    - Any strides: each matrix needs a unit stride in one of its two
+      dimensions (a transposed view reads as a transposed operand), `out`
+      in its last; the runtime checks them and reports a run error
+      otherwise.
+
+    Like a kernel launch it is queued on the stream of its async token
+    (`gpu-async-region` threads the tokens), and `gpu-to-llvm` lowers it
+    to the runtime call on that stream.
+
+    ```mlir
+    %t1 = hasten.gpu_gemm async [%t0] %a, %w bias(%b : memref<384xf32>) into %c
+        : memref<?x128xf32>, memref<128x384xf32> into memref<?x384xf32>
+    ```
+  }];
+  let arguments = (ins
+    Variadic<GPU_AsyncToken>:$asyncDependencies,
+    Arg<AnyMemRef, "the left operand", [MemRead]>:$lhs,
+    Arg<AnyMemRef, "the right operand", [MemRead]>:$rhs,
+    Arg<Optional<AnyMemRef>, "a bias for each column of out", [MemRead]>:$bias,
+    Arg<AnyMemRef, "the product", [MemRead, MemWrite]>:$out,
+    UnitAttr:$accumulate,
+    UnitAttr:$tf32
+  );
+  let results = (outs Optional<GPU_AsyncToken>:$asyncToken);
+  let assemblyFormat = [{
+    custom<GpuAsyncDependencies>(type($asyncToken), $asyncDependencies)
+    $lhs `,` $rhs (`bias` `(` $bias^ `:` type($bias) `)`)? `into` $out
+    (`accumulate` $accumulate^)? (`tf32` $tf32^)? attr-dict
+    `:` type($lhs) `,` type($rhs) `into` type($out)
   }];
   let hasVerifier = 1;
 }

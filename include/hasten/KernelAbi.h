@@ -30,6 +30,18 @@ constexpr int32_t kCausal = 1;
 /// ... the mask operand is present (additive f32).
 constexpr int32_t kHasMask = 2;
 
+/// hasten_cuda_gemm (the CUDA target's hasten.gpu_gemm): the operands' and
+/// the product's element types (kGemmF32, ...) at these shifts, and the
+/// flags after them.
+constexpr int32_t kGemmF32 = 0, kGemmBf16 = 1, kGemmF16 = 2, kGemmTypeMask = 3;
+constexpr int32_t kGemmOperandTypeShift = 0, kGemmResultTypeShift = 2;
+/// ... C += A B rather than C = A B.
+constexpr int32_t kGemmAccumulate = 16;
+/// ... f32 operands may round to TF32.
+constexpr int32_t kGemmTf32 = 32;
+/// ... a bias per column of C is added (the bias pointer is set).
+constexpr int32_t kGemmBias = 64;
+
 /// Rounds f32 to bf16, to nearest even; NaN stays NaN.
 inline uint16_t toBf16(float value) {
   uint32_t bits;

@@ -213,6 +213,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   registerAllExtensions(registry);
   registry.insert<HastenDialect>();
   registerGpuKernelInterfaces(registry);
+  registerGpuGemmToLLVM(registry);
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
   // The CUDA target's kernels (gpu-module-to-binary) and its launches.
@@ -232,8 +233,10 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   if (options.target == "cpu") {
     if (!options.cuda.gpus.empty())
       return emitError(fileLoc) << "--gpu applies to --target=cuda";
-    if (options.cuda.attentionPrecision != "f32")
+    if (options.cuda.precision != "f32")
       return emitError(fileLoc) << "--gpu-precision applies to --target=cuda";
+    if (options.cuda.gemm != "cublaslt")
+      return emitError(fileLoc) << "--gpu-gemm applies to --target=cuda";
     target = createCpuTarget(cpuOptions);
   } else if (options.target == "cuda") {
     // Kernels read constants from the uploaded weight segment only, so a
@@ -244,12 +247,12 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
                                    "not an object file: its kernels read the weight segment "
                                    "that only the library carries";
     // Weight packing and quantization feed the CPU runtime's matmul
-    // kernels; the CUDA target's generated GEMMs read f32 weights.
+    // kernels; the CUDA target stores weights in its GEMMs' precision.
     if (options.weights != "f32")
       return emitError(fileLoc) << "--weights=" << options.weights
-                                << " applies to the CPU target: --target=cuda keeps f32 "
-                                   "weights (its GEMMs are f32 kernels; --gpu-precision "
-                                   "moves attention, not matmuls, to tensor cores)";
+                                << " applies to the CPU target: with --target=cuda, "
+                                   "--gpu-precision=bf16 (or f16) stores the GEMMs' weights "
+                                   "in that type and runs them on tensor cores";
     CudaTargetOptions cudaOptions = options.cuda;
     cudaOptions.host = cpuOptions;
     cudaOptions.host.externalizeWeights = true;
@@ -499,7 +502,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   }
   std::vector<uint8_t> manifest =
       buildManifest(entries, weights, caches, llvm::sys::path::filename(inputPath),
-                    target->describe(), weightBytes, storage,
+                    target->describe(module), weightBytes, storage,
                     options.manifestFormatVersionOverride ? options.manifestFormatVersionOverride
                                                           : kManifestFormatVersion);
   SerializeRequest request{&entries, &manifest, inputPath, outputPath, options.emit, &timer};

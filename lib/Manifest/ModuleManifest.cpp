@@ -191,6 +191,9 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
   std::vector<flatbuffers::Offset<flatbuffers::String>> gpuOffsets;
   for (const std::string &gpu : target.gpus)
     gpuOffsets.push_back(fbb.CreateString(gpu));
+  std::vector<flatbuffers::Offset<flatbuffers::String>> libraryOffsets;
+  for (const std::string &library : target.gpuLibraries)
+    libraryOffsets.push_back(fbb.CreateString(library));
   std::vector<flatbuffers::Offset<manifest::Weight>> weightOffsets;
   for (const WeightInfo &w : weights)
     weightOffsets.push_back(manifest::CreateWeight(
@@ -211,7 +214,8 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
       fbb.CreateVector(entryOffsets), fbb.CreateVector(weightOffsets),
       fbb.CreateString(target.device), fbb.CreateVector(cacheOffsets),
       manifest::WeightStorage(storage.kind), fbb.CreateString(storage.file), storage.bytes,
-      storage.hash, target.gpus.empty() ? 0 : fbb.CreateVector(gpuOffsets));
+      storage.hash, target.gpus.empty() ? 0 : fbb.CreateVector(gpuOffsets),
+      libraryOffsets.empty() ? 0 : fbb.CreateVector(libraryOffsets));
   manifest::FinishModuleBuffer(fbb, module);
   return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
 }

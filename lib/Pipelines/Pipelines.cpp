@@ -142,7 +142,10 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   // Generated kernels' barriers and shared memory, placeholders until
   // buffer deallocation ran.
   pm.addPass(createFinalizeGpuKernels());
-  // Matmuls as tiled kernels, before the generic lowering takes them.
+  // Matmuls on cuBLASLt, or as tiled kernels; before the generic lowering
+  // takes them.
+  if (options.gemm == "cublaslt")
+    pm.addPass(createGpuGemm(GpuGemmOptions{options.gemmPrecision}));
   pm.addPass(createGpuMatmul());
   // Host side: every loop nest a kernel, every buffer on the device.
   OpPassManager &funcs = pm.nest<func::FuncOp>();

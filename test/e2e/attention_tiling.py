@@ -173,7 +173,7 @@ def run_f16_model(case, bin_dir, work, fake_cuda, rng):
             if proc.returncode:
                 raise RuntimeError(proc.stderr.strip()[-400:])
             env = {"HASTEN_NUM_THREADS": "2", "HASTEN_CUDA_DRIVER": fake_cuda,
-                   "FAKE_CUDA_ARCH": arch}
+                   "HASTEN_CUBLASLT": fake_cuda, "FAKE_CUDA_ARCH": arch}
             out_dir = e2e.run_module(bin_dir, module, inputs, work, f"{name}.{mode}", env=env)
         except RuntimeError as e:
             results.append((f"{name} ({mode})", False, str(e)))
@@ -234,7 +234,7 @@ def main():
                     # sm_80 tensor-core modes as an sm_100 device (no sm_80
                     # cubin fits it: the sm_80 PTX loads).
                     if mode.startswith("cuda"):
-                        env.update(HASTEN_CUDA_DRIVER=fake_cuda,
+                        env.update(HASTEN_CUDA_DRIVER=fake_cuda, HASTEN_CUBLASLT=fake_cuda,
                                    FAKE_CUDA_ARCH="100" if half and "volta" not in mode
                                    else "72")
                     out_dir = e2e.run_module(bin_dir, module, inputs, work, f"{name}.{mode}",

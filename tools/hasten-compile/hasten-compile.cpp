@@ -46,10 +46,17 @@ static cl::list<std::string> gpus(cl::cat(toolCategory), "gpu", cl::CommaSeparat
                                            "compiles for newer cards; cubins for sm_75 and up)"));
 static cl::opt<std::string> gpuPrecision(
     cl::cat(toolCategory), "gpu-precision",
-    cl::desc("With --target=cuda: operands of prefill attention's products: f32 (default: FMA, "
-             "exact for f32 models), bf16 or f16 (tensor-core mma.sync with f32 accumulation: "
-             "m16n8k16 when every --gpu is sm_80 or newer, else Volta's m8n8k4, f16 only)"),
+    cl::desc("With --target=cuda: operands of the GPU's products, accumulated in f32: f32 "
+             "(default, exact for f32 models), tf32 (GEMMs on TF32 tensor cores, attention "
+             "f32; sm_80 and newer), bf16 or f16 (GEMMs on tensor cores with their weights "
+             "stored narrowed, and prefill attention on mma.sync: m16n8k16 when every --gpu "
+             "is sm_80 or newer, else Volta's m8n8k4, f16 only)"),
     cl::init("f32"));
+static cl::opt<std::string> gpuGemm(
+    cl::cat(toolCategory), "gpu-gemm",
+    cl::desc("With --target=cuda: who runs the matmuls: cublaslt (default: the runtime calls "
+             "the toolkit's cuBLASLt) or generated (hasten's own f32 kernels; no library)"),
+    cl::init("cublaslt"));
 static cl::opt<std::string> cudaPath(cl::cat(toolCategory), "cuda-path",
                                      cl::desc("The CUDA toolkit whose ptxas assembles cubins"),
                                      cl::init("/usr/local/cuda"));
@@ -217,7 +224,8 @@ int main(int argc, char **argv) {
   options.target = targetName;
   options.cuda.gpus.assign(gpus.begin(), gpus.end());
   options.cuda.cudaPath = cudaPath;
-  options.cuda.attentionPrecision = gpuPrecision;
+  options.cuda.precision = gpuPrecision;
+  options.cuda.gemm = gpuGemm;
   options.cpu.cpu = cpu;
   options.cpu.cpuFeatures = cpuFeatures;
   if (weights != "f32" && weights != "bf16" && weights != "int8" && weights != "int4") {

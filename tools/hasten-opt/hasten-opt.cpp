@@ -32,6 +32,7 @@ int main(int argc, char **argv) {
   mlir::registerAllExtensions(registry);
   registry.insert<hasten::HastenDialect>();
   hasten::registerGpuKernelInterfaces(registry);
+  hasten::registerGpuGemmToLLVM(registry);
   // gpu-module-to-binary translates kernels to LLVM IR inside the pipeline.
   mlir::registerAllToLLVMIRTranslations(registry);
 

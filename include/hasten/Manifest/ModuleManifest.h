@@ -78,6 +78,8 @@ struct TargetDescription {
   std::vector<std::string> features;
   /// GPU architectures of a CUDA module ("sm_80").
   std::vector<std::string> gpus;
+  /// GPU libraries its host code calls through the runtime ("cublasLt").
+  std::vector<std::string> gpuLibraries;
 };
 
 /// The KV cache one model's prefill/decode entries share.

@@ -19,6 +19,9 @@ namespace hasten {
 /// passes/GpuOpInterfaces.cpp); every tool that runs the passes registers
 /// them.
 void registerGpuKernelInterfaces(mlir::DialectRegistry &registry);
+/// hasten.gpu_gemm's lowering to the runtime call, which gpu-to-llvm picks
+/// up through the dialect's ConvertToLLVMPatternInterface.
+void registerGpuGemmToLLVM(mlir::DialectRegistry &registry);
 
 /// The function that kernels generated before bufferization call where they
 /// need a block-wide barrier; --hasten-finalize-gpu-kernels makes each call

@@ -112,6 +112,14 @@ struct CudaLoweringPipelineOptions
                                   llvm::cl::desc("Move constants into the weight segment, "
                                                  "which the runtime uploads to the device"),
                                   llvm::cl::init(true)};
+  Option<std::string> gemm{*this, "gemm",
+                           llvm::cl::desc("Who runs the matmuls: cublaslt (the runtime's "
+                                          "cuBLASLt) or generated (hasten's f32 kernels)"),
+                           llvm::cl::init("cublaslt")};
+  Option<std::string> gemmPrecision{*this, "gemm-precision",
+                                    llvm::cl::desc("Operands of f32 GEMMs on cuBLASLt: f32, "
+                                                   "tf32, bf16 or f16"),
+                                    llvm::cl::init("f32")};
 };
 
 struct CpuPipelineOptions : public mlir::PassPipelineOptions<CpuPipelineOptions> {

@@ -72,8 +72,9 @@ public:
   virtual std::string gpuAttentionPrecision() const { return "f32"; }
   /// The passes from the bufferized module to what serialize() takes.
   virtual void buildLoweringPipeline(mlir::OpPassManager &pm) const = 0;
-  /// What the manifest records about the target (valid after initialize).
-  virtual TargetDescription describe() const = 0;
+  /// What the manifest records about the target and the code it lowered
+  /// `module` into (valid after initialize).
+  virtual TargetDescription describe(mlir::ModuleOp module) const = 0;
   /// Writes the lowered module as the request asks.
   virtual mlir::LogicalResult serialize(mlir::ModuleOp module,
                                         const SerializeRequest &request) = 0;
@@ -109,9 +110,13 @@ struct CudaTargetOptions {
   std::vector<std::string> gpus;
   /// The CUDA toolkit (bin/ptxas, nvvm/libdevice).
   std::string cudaPath = "/usr/local/cuda";
-  /// Operands of prefill attention's products: f32 (FMA), bf16 or f16
-  /// (tensor cores; needs every --gpu to be sm_80 or newer).
-  std::string attentionPrecision = "f32";
+  /// Operands of the GPU's products: f32 (exact), tf32 (GEMMs on TF32
+  /// tensor cores, attention f32), bf16 or f16 (GEMMs and prefill
+  /// attention on tensor cores, weights stored narrowed).
+  std::string precision = "f32";
+  /// Who runs the GEMMs: "cublaslt" (the runtime's cuBLASLt) or
+  /// "generated" (hasten's own f32 kernels, no library needed).
+  std::string gemm = "cublaslt";
   /// The host code's target (an empty CPU means baseline x86-64).
   CpuTargetOptions host;
 };

@@ -371,7 +371,7 @@ public:
     buildCpuLoweringPipeline(pm, lowering);
   }
 
-  TargetDescription describe() const override {
+  TargetDescription describe(ModuleOp) const override {
     TargetDescription description;
     description.device = "cpu";
     description.triple = triple.str();

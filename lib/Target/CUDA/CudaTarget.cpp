@@ -44,10 +44,17 @@ public:
     if (options.gpus.empty())
       return emitError(loc) << "--target=cuda needs --gpu (sm_70, sm_75, sm_80, sm_86, sm_89, "
                                "sm_90, ...)";
-    const std::string &precision = options.attentionPrecision;
-    if (precision != "f32" && precision != "bf16" && precision != "f16")
+    const std::string &precision = options.precision;
+    if (precision != "f32" && precision != "tf32" && precision != "bf16" && precision != "f16")
       return emitError(loc) << "unknown --gpu-precision '" << precision
-                            << "' (expected f32, bf16 or f16)";
+                            << "' (expected f32, tf32, bf16 or f16)";
+    if (options.gemm != "cublaslt" && options.gemm != "generated")
+      return emitError(loc) << "unknown --gpu-gemm '" << options.gemm
+                            << "' (expected cublaslt or generated)";
+    if (options.gemm == "generated" && (precision == "tf32" || precision == "bf16"))
+      return emitError(loc) << "--gpu-precision=" << precision
+                            << " runs the GEMMs on cuBLASLt's tensor cores; the generated "
+                               "GEMM kernels compute in f32 (drop --gpu-gemm=generated)";
     bool needsPtxas = false;
     for (const std::string &gpu : options.gpus) {
       std::optional<uint32_t> number = cuda::archNumber(gpu);
@@ -56,6 +63,9 @@ public:
                               << "' for --gpu (known: sm_70, sm_72, sm_75, sm_80, sm_86, sm_87, "
                                  "sm_89, sm_90, sm_100, sm_103, sm_120)";
       needsPtxas |= *number >= cuda::kOldestCubinArch;
+      if (precision == "tf32" && *number < 80)
+        return emitError(loc) << "--gpu-precision=tf32 needs TF32 tensor cores (sm_80 and "
+                              << "newer), which " << gpu << " lacks";
       if (precision == "bf16" && *number < 80)
         return emitError(loc) << "--gpu-precision=bf16 runs attention on sm_80 tensor cores "
                               << "(mma.sync m16n8k16 with bf16), which " << gpu
@@ -92,20 +102,28 @@ public:
           oldest = *arch;
     return oldest >= 90 ? "sm_90" : oldest >= 80 ? "sm_80" : "sm_70";
   }
-  std::string gpuAttentionPrecision() const override { return options.attentionPrecision; }
+  // TF32 is for the GEMMs: attention's tensor-core kernels take bf16 or f16.
+  std::string gpuAttentionPrecision() const override {
+    return options.precision == "tf32" ? "f32" : options.precision;
+  }
 
   void buildLoweringPipeline(OpPassManager &pm) const override {
     CudaLoweringPipelineOptions lowering;
     lowering.gpus = options.gpus;
     lowering.cudaPath = options.cudaPath;
     lowering.externalizeWeights = options.host.externalizeWeights;
+    lowering.gemm = options.gemm;
+    lowering.gemmPrecision = options.precision;
     buildCudaLoweringPipeline(pm, lowering);
   }
 
-  TargetDescription describe() const override {
-    TargetDescription description = host->describe();
+  TargetDescription describe(ModuleOp module) const override {
+    TargetDescription description = host->describe(module);
     description.device = "cuda";
     description.gpus = options.gpus;
+    // GEMMs call cuBLASLt through the runtime (passes/GpuGemmToLLVM.cpp).
+    if (module.lookupSymbol("hasten_cuda_gemm"))
+      description.gpuLibraries.push_back("cublasLt");
     return description;
   }
 

@@ -15,6 +15,17 @@
  *   FAKE_CUDA_LOG=path      one line per module load and the first launch,
  *                           and at exit the modules and allocations still live
  *
+ * It is also a stand-in for cuBLASLt (HASTEN_CUBLASLT points the runtime at
+ * this same library): the subset the runtime calls (handles, matmul and
+ * layout descriptors, the heuristic, cublasLtMatmul), with the semantics
+ * cublasLt.h documents (column-major layouts with a leading dimension,
+ * transposed operands, strided batches, alpha and beta, the bias epilogue,
+ * f32/bf16/f16 data and TF32 rounding), computed on the CPU. Arguments
+ * real cuBLASLt refuses are refused (CUBLAS_STATUS_INVALID_VALUE or
+ * NOT_SUPPORTED), and a product that would reach outside the device
+ * allocations fails (EXECUTION_FAILED) with an account on stderr.
+ * FAKE_CUDA_FAIL=cublasLtMatmul makes the product fail.
+ *
  * When the module is loaded as PTX, each kernel's parameter list is read
  * from it, and every pointer a launch passes must lie in a live device
  * allocation: a host address reaching a kernel is logged ("host pointer").
@@ -27,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <sys/mman.h>
 
 #include "ptx_emulator.h"
@@ -34,7 +46,7 @@
 typedef int CUresult;
 enum { OK = 0, OUT_OF_MEMORY = 2, INVALID_PTX = 218, ILLEGAL_ADDRESS = 700, LAUNCH_FAILED = 719 };
 
-static long live, modules, launches, hostPointers, uploads, emulated;
+static long live, modules, launches, hostPointers, uploads, emulated, gemms;
 static unsigned long long uploadBytes;
 static FILE *logFile;
 
@@ -103,8 +115,8 @@ __attribute__((destructor)) static void report(void) {
     fprintf(logFile,
             "copies to the device %ld (%llu bytes), launches %ld, host pointers passed to "
             "kernels %ld, modules loaded at exit %ld, live allocations at exit %ld, "
-            "launches emulated %ld\n",
-            uploads, uploadBytes, launches, hostPointers, modules, live, emulated);
+            "cuBLASLt GEMMs %ld, launches emulated %ld\n",
+            uploads, uploadBytes, launches, hostPointers, modules, live, gemms, emulated);
     fclose(logFile);
   }
 }
@@ -386,4 +398,332 @@ static CUresult emulate(struct Kernel *kernel, const unsigned grid[3], const uns
     return ILLEGAL_ADDRESS;
   }
   return OK;
+}
+
+/* ---- cuBLASLt ---------------------------------------------------------- */
+
+enum { BLAS_OK = 0, BLAS_INVALID_VALUE = 7, BLAS_EXECUTION_FAILED = 13, BLAS_NOT_SUPPORTED = 15 };
+enum { R_32F = 0, R_16F = 2, R_16BF = 14 };
+enum { COMPUTE_32F = 68, COMPUTE_32F_FAST_TF32 = 77 };
+
+struct LtHandle {
+  int magic;
+};
+struct LtDesc {
+  int compute, scale, transA, transB;
+  unsigned epilogue;
+  const void *bias;
+};
+struct LtLayout {
+  int type;
+  unsigned long long rows, cols;
+  long long ld, batchStride;
+  int batch;
+};
+struct LtPref {
+  unsigned long long workspace;
+};
+typedef struct {
+  unsigned long long data[8];
+} LtAlgo;
+typedef struct {
+  LtAlgo algo;
+  size_t workspaceSize;
+  int state;
+  float wavesCount;
+  int reserved[4];
+} LtHeuristic;
+
+const char *cublasLtGetStatusName(int status) {
+  return status == BLAS_OK                 ? "CUBLAS_STATUS_SUCCESS"
+         : status == BLAS_INVALID_VALUE    ? "CUBLAS_STATUS_INVALID_VALUE"
+         : status == BLAS_EXECUTION_FAILED ? "CUBLAS_STATUS_EXECUTION_FAILED"
+         : status == BLAS_NOT_SUPPORTED    ? "CUBLAS_STATUS_NOT_SUPPORTED"
+                                           : "CUBLAS_STATUS_UNKNOWN";
+}
+int cublasLtCreate(struct LtHandle **handle) {
+  *handle = calloc(1, sizeof(struct LtHandle));
+  (*handle)->magic = 0x17;
+  return BLAS_OK;
+}
+int cublasLtDestroy(struct LtHandle *handle) {
+  free(handle);
+  return BLAS_OK;
+}
+int cublasLtMatmulDescCreate(struct LtDesc **desc, int compute, int scale) {
+  if (compute != COMPUTE_32F && compute != COMPUTE_32F_FAST_TF32)
+    return BLAS_NOT_SUPPORTED;
+  if (scale != R_32F)
+    return BLAS_INVALID_VALUE;
+  *desc = calloc(1, sizeof(struct LtDesc));
+  (*desc)->compute = compute;
+  (*desc)->scale = scale;
+  (*desc)->epilogue = 1;
+  return BLAS_OK;
+}
+int cublasLtMatmulDescDestroy(struct LtDesc *desc) {
+  free(desc);
+  return BLAS_OK;
+}
+int cublasLtMatmulDescSetAttribute(struct LtDesc *desc, int attr, const void *buf, size_t size) {
+  switch (attr) {
+  case 3: /* TRANSA */
+  case 4: /* TRANSB */ {
+    int op;
+    if (size != sizeof(int))
+      return BLAS_INVALID_VALUE;
+    memcpy(&op, buf, sizeof(int));
+    if (op != 0 && op != 1)
+      return BLAS_INVALID_VALUE;
+    *(attr == 3 ? &desc->transA : &desc->transB) = op;
+    return BLAS_OK;
+  }
+  case 7: /* EPILOGUE */
+    if (size != sizeof(unsigned))
+      return BLAS_INVALID_VALUE;
+    memcpy(&desc->epilogue, buf, sizeof(unsigned));
+    return desc->epilogue == 1 || desc->epilogue == 4 ? BLAS_OK : BLAS_NOT_SUPPORTED;
+  case 8: /* BIAS_POINTER */
+    if (size != sizeof(void *))
+      return BLAS_INVALID_VALUE;
+    memcpy(&desc->bias, buf, sizeof(void *));
+    return BLAS_OK;
+  default:
+    return BLAS_INVALID_VALUE;
+  }
+}
+int cublasLtMatrixLayoutCreate(struct LtLayout **layout, int type, unsigned long long rows,
+                               unsigned long long cols, long long ld) {
+  if (type != R_32F && type != R_16F && type != R_16BF)
+    return BLAS_NOT_SUPPORTED;
+  *layout = calloc(1, sizeof(struct LtLayout));
+  (*layout)->type = type;
+  (*layout)->rows = rows;
+  (*layout)->cols = cols;
+  (*layout)->ld = ld;
+  (*layout)->batch = 1;
+  return BLAS_OK;
+}
+int cublasLtMatrixLayoutDestroy(struct LtLayout *layout) {
+  free(layout);
+  return BLAS_OK;
+}
+int cublasLtMatrixLayoutSetAttribute(struct LtLayout *layout, int attr, const void *buf,
+                                     size_t size) {
+  if (attr == 5 && size == sizeof(int)) { /* BATCH_COUNT */
+    memcpy(&layout->batch, buf, sizeof(int));
+    return layout->batch >= 1 ? BLAS_OK : BLAS_INVALID_VALUE;
+  }
+  if (attr == 6 && size == sizeof(long long)) { /* STRIDED_BATCH_OFFSET */
+    memcpy(&layout->batchStride, buf, sizeof(long long));
+    return BLAS_OK;
+  }
+  return BLAS_INVALID_VALUE;
+}
+int cublasLtMatmulPreferenceCreate(struct LtPref **pref) {
+  *pref = calloc(1, sizeof(struct LtPref));
+  return BLAS_OK;
+}
+int cublasLtMatmulPreferenceDestroy(struct LtPref *pref) {
+  free(pref);
+  return BLAS_OK;
+}
+int cublasLtMatmulPreferenceSetAttribute(struct LtPref *pref, int attr, const void *buf,
+                                         size_t size) {
+  if (attr == 1 && size == sizeof(unsigned long long)) { /* MAX_WORKSPACE_BYTES */
+    memcpy(&pref->workspace, buf, size);
+    return BLAS_OK;
+  }
+  if (attr >= 5 && attr <= 8 && size == sizeof(unsigned)) { /* MIN_ALIGNMENT_*_BYTES */
+    unsigned alignment;
+    memcpy(&alignment, buf, size);
+    return alignment && !(alignment & (alignment - 1)) ? BLAS_OK : BLAS_INVALID_VALUE;
+  }
+  return BLAS_INVALID_VALUE;
+}
+
+/* What cuBLASLt checks of a problem: op(A) is m x k, op(B) k x n, C and D
+   m x n, in one layout; the types are a combination it has; leading
+   dimensions cover the rows; batch counts agree. */
+static int validate(const struct LtDesc *d, const struct LtLayout *a, const struct LtLayout *b,
+                    const struct LtLayout *c, const struct LtLayout *dd) {
+  unsigned long long m = d->transA ? a->cols : a->rows, ka = d->transA ? a->rows : a->cols;
+  unsigned long long kb = d->transB ? b->cols : b->rows, n = d->transB ? b->rows : b->cols;
+  if (ka != kb || dd->rows != m || dd->cols != n || c->rows != m || c->cols != n)
+    return BLAS_INVALID_VALUE;
+  const struct LtLayout *all[4] = {a, b, c, dd};
+  for (int i = 0; i < 4; ++i)
+    if (all[i]->ld < (long long)all[i]->rows || all[i]->ld <= 0 || all[i]->batch != dd->batch)
+      return BLAS_INVALID_VALUE;
+  if (a->type != b->type || c->type != dd->type || (dd->type != R_32F && dd->type != a->type))
+    return BLAS_NOT_SUPPORTED;
+  if (d->compute == COMPUTE_32F_FAST_TF32 && a->type != R_32F)
+    return BLAS_NOT_SUPPORTED;
+  return BLAS_OK;
+}
+
+int cublasLtMatmulAlgoGetHeuristic(struct LtHandle *handle, struct LtDesc *desc,
+                                   struct LtLayout *a, struct LtLayout *b, struct LtLayout *c,
+                                   struct LtLayout *d, struct LtPref *pref, int requested,
+                                   LtHeuristic *results, int *found) {
+  if (!handle || handle->magic != 0x17 || requested < 1)
+    return BLAS_INVALID_VALUE;
+  int status = validate(desc, a, b, c, d);
+  *found = 0;
+  if (status != BLAS_OK)
+    return status;
+  memset(&results[0], 0, sizeof(LtHeuristic));
+  results[0].algo.data[0] = 0xa160;
+  results[0].wavesCount = 1.0f;
+  *found = 1;
+  return BLAS_OK;
+}
+
+static float halfToFloat(unsigned short h) {
+  unsigned sign = (h >> 15) & 1, exponent = (h >> 10) & 31, mantissa = h & 1023;
+  float value;
+  if (exponent == 0)
+    value = ldexpf((float)mantissa, -24);
+  else if (exponent == 31)
+    value = mantissa ? NAN : INFINITY;
+  else
+    value = ldexpf((float)(mantissa | 1024), (int)exponent - 25);
+  return sign ? -value : value;
+}
+static unsigned short floatToHalf(float f) {
+  /* Round to nearest even through the exact scaled mantissa. */
+  unsigned short sign = signbit(f) ? 0x8000 : 0;
+  float a = fabsf(f);
+  if (isnan(f))
+    return 0x7e00;
+  if (a >= 65520.0f)
+    return sign | 0x7c00;
+  if (a < ldexpf(1.0f, -14)) /* subnormal: units of 2^-24 */
+    return sign | (unsigned short)nearbyintf(a * ldexpf(1.0f, 24));
+  int e;
+  frexpf(a, &e); /* a = m * 2^e, m in [0.5, 1) */
+  float scaled = nearbyintf(ldexpf(a, 11 - e)); /* 11 significant bits */
+  if (scaled >= 2048.0f) {
+    scaled /= 2;
+    ++e;
+  }
+  return sign | (unsigned short)(((e + 14) << 10) | ((unsigned)scaled - 1024));
+}
+static float bf16ToFloat(unsigned short h) {
+  unsigned bits = (unsigned)h << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+static unsigned short floatToBf16(float f) {
+  unsigned bits;
+  memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffff) > 0x7f800000)
+    return (unsigned short)((bits >> 16) | 0x40);
+  bits += 0x7fff + ((bits >> 16) & 1);
+  return (unsigned short)(bits >> 16);
+}
+/* TF32: 10 explicit mantissa bits, rounded to nearest. */
+static float toTf32(float f) {
+  unsigned bits;
+  memcpy(&bits, &f, 4);
+  if ((bits & 0x7f800000) != 0x7f800000)
+    bits = (bits + 0x1000) & 0xffffe000;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+static size_t elementBytes(int type) { return type == R_32F ? 4 : 2; }
+static float load(const char *base, int type, long long index) {
+  if (type == R_32F) {
+    float f;
+    memcpy(&f, base + index * 4, 4);
+    return f;
+  }
+  unsigned short h;
+  memcpy(&h, base + index * 2, 2);
+  return type == R_16F ? halfToFloat(h) : bf16ToFloat(h);
+}
+static void store(char *base, int type, long long index, float value) {
+  if (type == R_32F) {
+    memcpy(base + index * 4, &value, 4);
+    return;
+  }
+  unsigned short h = type == R_16F ? floatToHalf(value) : floatToBf16(value);
+  memcpy(base + index * 2, &h, 2);
+}
+/* Whether every element a layout addresses from `base` lies in one device
+   allocation. */
+static int inDevice(const void *base, const struct LtLayout *l) {
+  long long last = (long long)(l->rows - 1) + (long long)(l->cols - 1) * l->ld +
+                   (long long)(l->batch - 1) * (l->batchStride < 0 ? 0 : l->batchStride);
+  const char *first = (const char *)base, *end = first + (last + 1) * elementBytes(l->type);
+  for (int i = 0; i < highWater; ++i)
+    if (allocations[i].base && first >= allocations[i].base &&
+        end <= allocations[i].base + allocations[i].size)
+      return 1;
+  return 0;
+}
+
+int cublasLtMatmul(struct LtHandle *handle, struct LtDesc *desc, const void *alpha,
+                   const void *A, struct LtLayout *a, const void *B, struct LtLayout *b,
+                   const void *beta, const void *C, struct LtLayout *c, void *D,
+                   struct LtLayout *d, const LtAlgo *algo, void *workspace, size_t workspaceBytes,
+                   void *stream) {
+  if (!handle || handle->magic != 0x17 || !algo || algo->data[0] != 0xa160)
+    return BLAS_INVALID_VALUE;
+  int status = validate(desc, a, b, c, d);
+  if (status != BLAS_OK)
+    return status;
+  if (failing("cublasLtMatmul"))
+    return BLAS_EXECUTION_FAILED;
+  float alphaValue, betaValue;
+  memcpy(&alphaValue, alpha, 4);
+  memcpy(&betaValue, beta, 4);
+  int hasBias = desc->epilogue == 4;
+  struct LtLayout biasLayout = {d->type, d->rows, 1, (long long)d->rows, 0, 1};
+  const char *which = !inDevice(A, a)                           ? "A"
+                      : !inDevice(B, b)                         ? "B"
+                      : betaValue != 0 && !inDevice(C, c)       ? "C"
+                      : !inDevice(D, d)                         ? "D"
+                      : hasBias && !inDevice(desc->bias, &biasLayout) ? "the bias"
+                      : workspaceBytes && !isDevice((const char *)workspace) ? "the workspace"
+                                                                : NULL;
+  if (which) {
+    fprintf(stderr, "fake_cublasLt: cublasLtMatmul: %s reaches outside device memory\n", which);
+    if (logged())
+      fprintf(logFile, "cublasLtMatmul: %s outside device memory\n", which);
+    return BLAS_EXECUTION_FAILED;
+  }
+  ++gemms;
+  int tf32 = desc->compute == COMPUTE_32F_FAST_TF32;
+  unsigned long long m = d->rows, n = d->cols, k = desc->transA ? a->rows : a->cols;
+  openAll(1);
+  for (int batch = 0; batch < d->batch; ++batch) {
+    const char *ab = (const char *)A + batch * a->batchStride * (long long)elementBytes(a->type);
+    const char *bb = (const char *)B + batch * b->batchStride * (long long)elementBytes(b->type);
+    const char *cb = (const char *)C + batch * c->batchStride * (long long)elementBytes(c->type);
+    char *db = (char *)D + batch * d->batchStride * (long long)elementBytes(d->type);
+    for (unsigned long long j = 0; j < n; ++j)
+      for (unsigned long long i = 0; i < m; ++i) {
+        double sum = 0;
+        for (unsigned long long p = 0; p < k; ++p) {
+          long long ai = desc->transA ? (long long)(p + i * a->ld) : (long long)(i + p * a->ld);
+          long long bi = desc->transB ? (long long)(j + p * b->ld) : (long long)(p + j * b->ld);
+          float x = load(ab, a->type, ai), y = load(bb, b->type, bi);
+          if (tf32) {
+            x = toTf32(x);
+            y = toTf32(y);
+          }
+          sum += (double)x * (double)y;
+        }
+        float value = alphaValue * (float)sum;
+        if (betaValue != 0)
+          value += betaValue * load(cb, c->type, (long long)(i + j * c->ld));
+        if (hasBias)
+          value += load((const char *)desc->bias, d->type, (long long)i);
+        store(db, d->type, (long long)(i + j * d->ld), value);
+      }
+  }
+  openAll(0);
+  return BLAS_OK;
 }
