@@ -87,35 +87,33 @@ void lowerAppendPart(OpBuilder &b, Location loc, const CacheBuffers &cache, Valu
                                                       /*restrict=*/true, /*writable=*/true);
     return;
   }
-  // Paged: token by token, each into its block's slot.
+  // Paged: one parallel loop over the new tokens' elements, each stored in
+  // its block's slot (the block from the table), so that on a GPU it is one
+  // kernel and no host code reads the table.
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);
   Value one = arith::ConstantIndexOp::create(b, loc, 1);
   Value count = tensor::DimOp::create(b, loc, tokens, 2);
   Value blockSize = arith::ConstantIndexOp::create(b, loc, type.getBlockSize());
-  scf::ForOp::create(
-      b, loc, zero, count, one, ValueRange{},
-      [&](OpBuilder &nb, Location nl, Value t, ValueRange) {
+  Value source = bufferization::ToBufferOp::create(
+      b, loc, MemRefType::get(tokensType.getShape(), tokensType.getElementType()), tokens,
+      /*readOnly=*/true);
+  Value layerIndex = arith::ConstantIndexOp::create(b, loc, layer);
+  Value partIndex = arith::ConstantIndexOp::create(b, loc, part);
+  scf::ParallelOp::create(
+      b, loc, ValueRange{zero, zero, zero},
+      ValueRange{count, arith::ConstantIndexOp::create(b, loc, heads),
+                 arith::ConstantIndexOp::create(b, loc, dim)},
+      ValueRange{one, one, one}, [&](OpBuilder &nb, Location nl, ValueRange ivs) {
+        Value t = ivs[0], h = ivs[1], d = ivs[2];
         Value p = arith::AddIOp::create(nb, nl, position, t);
         Value logical = arith::DivUIOp::create(nb, nl, p, blockSize);
         Value slot = arith::RemUIOp::create(nb, nl, p, blockSize);
         Value physical = arith::IndexCastOp::create(
             nb, nl, nb.getIndexType(),
             memref::LoadOp::create(nb, nl, cache.blockTable, ValueRange{logical}));
-        SmallVector<OpFoldResult> offsets = {physical, nb.getIndexAttr(layer),
-                                             nb.getIndexAttr(part), nb.getIndexAttr(0), slot,
-                                             nb.getIndexAttr(0)};
-        Value target = memref::SubViewOp::create(
-            nb, nl, cache.storage, offsets, indexAttrs(nb, {1, 1, 1, heads, 1, dim}),
-            indexAttrs(nb, {1, 1, 1, 1, 1, 1}));
-        Value token = tensor::ExtractSliceOp::create(
-            nb, nl, tokens, SmallVector<OpFoldResult>{nb.getIndexAttr(0), nb.getIndexAttr(0), t, nb.getIndexAttr(0)},
-            indexAttrs(nb, {1, heads, 1, dim}), indexAttrs(nb, {1, 1, 1, 1}));
-        Value source = tensor::ExpandShapeOp::create(
-            nb, nl, RankedTensorType::get({1, 1, 1, heads, 1, dim}, tokensType.getElementType()),
-            token, ArrayRef<ReassociationIndices>{{0, 1, 2}, {3}, {4}, {5}});
-        bufferization::MaterializeInDestinationOp::create(nb, nl, TypeRange{}, source, target,
-                                                          /*restrict=*/true, /*writable=*/true);
-        scf::YieldOp::create(nb, nl);
+        Value element = memref::LoadOp::create(nb, nl, source, ValueRange{zero, h, t, d});
+        memref::StoreOp::create(nb, nl, element, cache.storage,
+                                ValueRange{physical, layerIndex, partIndex, h, slot, d});
       });
 }
 
@@ -163,6 +161,8 @@ Value lowerViewPart(OpBuilder &b, Location loc, const CacheBuffers &cache, int64
 }
 
 struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass> {
+  using LowerKVCacheBase::LowerKVCacheBase;
+
   void runOnOperation() override {
     for (auto func : getOperation().getOps<func::FuncOp>())
       if (failed(lowerFunction(func)))
@@ -283,7 +283,7 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
                                 (int64_t)view.getLayer(), view.getLength()};
           SmallVector<AttentionOp> readers;
           for (Operation *user : view.getKeys().getUsers())
-            if (auto attention = dyn_cast<AttentionOp>(user))
+            if (auto attention = dyn_cast<AttentionOp>(user); attention && attentionKernel)
               if (attention.getKey() == view.getKeys() &&
                   attention.getValue() == view.getValues() && canCallAttentionKernel(attention))
                 readers.push_back(attention);

@@ -29,9 +29,16 @@ namespace {
 
 struct PackStaticBuffersPass
     : public hasten::impl::PackStaticBuffersBase<PackStaticBuffersPass> {
+  using PackStaticBuffersBase::PackStaticBuffersBase;
+
   void runOnOperation() override {
     func::FuncOp func = getOperation();
-    StaticArena plan = planStaticArena(func, kAlignment);
+    if (alignment <= 0 || (alignment & (alignment - 1))) {
+      func.emitError("--hasten-pack-static-buffers: alignment must be a power of two, got ")
+          << int64_t(alignment);
+      return signalPassFailure();
+    }
+    StaticArena plan = planStaticArena(func, alignment);
     if (plan.bytes == 0)
       return;
     Block *block = &func.getBody().front();
@@ -42,7 +49,7 @@ struct PackStaticBuffersPass
     Location loc = func.getLoc();
     auto arenaType = MemRefType::get({arenaBytes}, b.getI8Type());
     Value arena = memref::AllocOp::create(b, loc, arenaType, ValueRange{},
-                                          b.getI64IntegerAttr(kAlignment));
+                                          b.getI64IntegerAttr(alignment));
     for (auto [alloc, buffer] : llvm::zip(plan.allocs, plan.buffers)) {
       b.setInsertionPoint(alloc);
       Value offset = arith::ConstantIndexOp::create(b, alloc.getLoc(), buffer.offset);
@@ -64,8 +71,6 @@ struct PackStaticBuffersPass
     func->setAttr(HastenDialect::kArenaBytesAttrName, b.getI64IntegerAttr(arenaBytes));
     func->setAttr(HastenDialect::kArenaBuffersAttrName, b.getI64IntegerAttr(plan.allocs.size()));
   }
-
-  static constexpr int64_t kAlignment = 64;
 };
 } // namespace
 

@@ -1129,11 +1129,19 @@ def LowerKVCache : Pass<"hasten-lower-kv-cache", "::mlir::ModuleOp"> {
     - paged: a block pool `memref<? x layers x 2 x kv_heads x block x head_dim>`
       (`kv_block_pool`) and a block table `memref<capacity/block x i32>`
       (`kv_block_table`) mapping each block of the sequence to a pool block;
-      `append` writes each token into its block, and `view` gathers the
-      blocks into a tensor for consumers that need contiguous keys.
+      `append` scatters the new tokens into their blocks in one parallel
+      loop (each element reads its block from the table: on a GPU, one
+      kernel), and `view` is read through the block table by the runtime's
+      attention kernel (`attention-kernel`, the CPU target) or gathers the
+      blocks into a tensor for any other consumer.
 
     Runs on tensors, before one-shot bufferization.
   }];
+  let options = [
+    Option<"attentionKernel", "attention-kernel", "bool", /*default=*/"true",
+           "Attention on a paged view calls the runtime's kernel, which reads the blocks in "
+           "place (the CPU target); off, views gather their blocks (GPU targets)">,
+  ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
                            "::mlir::tensor::TensorDialect"];
@@ -1241,7 +1249,12 @@ def PackStaticBuffers : Pass<"hasten-pack-static-buffers", "::mlir::func::FuncOp
     yield buffers keep their own allocation.
 
     The function records the arena in `hasten.arena_bytes` and the number of
-    buffers placed in it in `hasten.arena_buffers`.
+    buffers placed in it in `hasten.arena_buffers`. `alignment` is the
+    arena's and every offset's (64 bytes on CPUs; the CUDA target asks for
+    256, what cuBLASLt's fastest kernels and 128-bit loads want); on a GPU
+    the arena is one device allocation per call, and reusing its bytes in
+    program order is safe because a call's kernels run in order on one
+    stream.
 
     ```mlir
     %a = memref.alloc() : memref<16xf32>      // live [0, 1]
@@ -1252,6 +1265,10 @@ def PackStaticBuffers : Pass<"hasten-pack-static-buffers", "::mlir::func::FuncOp
     %b = memref.view %arena[%c0][] : memref<64xi8> to memref<16xf32>
     ```
   }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", /*default=*/"64",
+           "Alignment of the arena and of every buffer's offset in it (bytes)">,
+  ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::memref::MemRefDialect"];
 }
 

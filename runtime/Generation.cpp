@@ -150,44 +150,6 @@ bool isCuda(const hasten_module *module) {
   return device && std::strcmp(device, "cuda") == 0;
 }
 
-/// Blocks of a paged cache, shared by sequences. Each block has a
-/// reference count; a block referenced by several sequences is copied
-/// before one of them writes it.
-struct BlockPool {
-  DecoderInfo info;
-  int64_t numBlocks = 0;
-  /// Elements of the cache's element type (f32, bf16 or f16).
-  std::vector<uint8_t> storage;
-  std::vector<int32_t> refs;
-  std::vector<int32_t> freeList;
-  std::mutex mutex;
-
-  int64_t freeBlocks() {
-    std::lock_guard<std::mutex> lock(mutex);
-    return (int64_t)freeList.size();
-  }
-  /// A fresh block, or -1.
-  int32_t take() {
-    if (freeList.empty())
-      return -1;
-    int32_t block = freeList.back();
-    freeList.pop_back();
-    refs[block] = 1;
-    return block;
-  }
-  void release(int32_t block) {
-    if (--refs[block] == 0)
-      freeList.push_back(block);
-  }
-  uint8_t *block(int32_t b) { return storage.data() + (size_t)b * info.unitBytes(); }
-};
-
-} // namespace
-
-struct hasten_kv_pool {
-  std::shared_ptr<BlockPool> pool;
-};
-
 /// Zero-filled bytes from calloc: a block this large comes as fresh zero
 /// pages from the kernel, so a KV cache costs memory (and time) only as it
 /// fills, not all at creation as a zeroed std::vector would. A CUDA
@@ -210,6 +172,14 @@ public:
       error = "out of memory";
     count = bytes ? size : 0;
     return bytes != nullptr;
+  }
+  /// Copies `size` bytes from `from` to `to` within these bytes.
+  bool copyWithin(size_t to, size_t from, size_t size, std::string &error) {
+    if (!device) {
+      std::memcpy(bytes + to, bytes + from, size);
+      return true;
+    }
+    return hasten::runtime::cudaCopy(bytes + to, bytes + from, size, error);
   }
   /// Copies `size` bytes at `offset` from `other` (same kind of memory).
   bool copyFrom(const ZeroedBytes &other, size_t offset, size_t size, std::string &error) {
@@ -236,6 +206,48 @@ private:
   uint8_t *bytes = nullptr;
   size_t count = 0;
   bool device = false;
+};
+
+/// Blocks of a paged cache, shared by sequences. Each block has a
+/// reference count; a block referenced by several sequences is copied
+/// before one of them writes it. A CUDA module's pool is device memory.
+struct BlockPool {
+  DecoderInfo info;
+  int64_t numBlocks = 0;
+  /// Elements of the cache's element type (f32, bf16 or f16).
+  ZeroedBytes storage;
+  std::vector<int32_t> refs;
+  std::vector<int32_t> freeList;
+  std::mutex mutex;
+
+  int64_t freeBlocks() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return (int64_t)freeList.size();
+  }
+  /// A fresh block, or -1.
+  int32_t take() {
+    if (freeList.empty())
+      return -1;
+    int32_t block = freeList.back();
+    freeList.pop_back();
+    refs[block] = 1;
+    return block;
+  }
+  void release(int32_t block) {
+    if (--refs[block] == 0)
+      freeList.push_back(block);
+  }
+  /// Copies block `from` into block `to`.
+  bool copyBlock(int32_t to, int32_t from, std::string &error) {
+    size_t unit = info.unitBytes();
+    return storage.copyWithin((size_t)to * unit, (size_t)from * unit, unit, error);
+  }
+};
+
+} // namespace
+
+struct hasten_kv_pool {
+  std::shared_ptr<BlockPool> pool;
 };
 
 struct hasten_sequence {
@@ -271,7 +283,13 @@ static hasten_status createPool(hasten_module *module, const DecoderInfo &info,
   if (pool->numBlocks <= 0 || pool->numBlocks > INT32_MAX)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "a KV pool of %lld tokens is not possible",
                 (long long)maxTokens);
-  pool->storage.resize((size_t)pool->numBlocks * info.unitBytes());
+  std::string error;
+  if (!pool->storage.assignZeros((size_t)pool->numBlocks * info.unitBytes(), isCuda(module),
+                                 error))
+    return fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                "no room for a KV pool of %lld blocks (%llu bytes): %s",
+                (long long)pool->numBlocks,
+                (unsigned long long)pool->numBlocks * info.unitBytes(), error.c_str());
   pool->refs.assign(pool->numBlocks, 0);
   for (int64_t b = pool->numBlocks - 1; b >= 0; --b)
     pool->freeList.push_back((int32_t)b);
@@ -358,10 +376,6 @@ hasten_status hasten_sequence_create_for_model(hasten_module *module, const char
                          "hasten_sequence_create: the module has no prefill/decode entries "
                          "(compile a decoder with input_ids and past_key_values to get them)");
   seq->module = module;
-  if (seq->info.paged() && isCuda(module))
-    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
-                "hasten_sequence_create: paged KV caches do not run on CUDA yet; compile "
-                "without --kv-block-size");
   if (seq->info.paged()) {
     if (pool && pool->pool->info.prefillEntry != seq->info.prefillEntry)
       return fail(HASTEN_ERROR_INVALID_ARGUMENT,
@@ -503,7 +517,11 @@ static hasten_status runTokens(const char *caller, hasten_sequence *seq, const i
         return fail(HASTEN_ERROR_OUT_OF_MEMORY,
                     "KV block pool exhausted: all %lld blocks are in use",
                     (long long)pool.numBlocks);
-      std::memcpy(pool.block(fresh), pool.block(seq->table[firstWritten]), info.unitBytes());
+      std::string error;
+      if (!pool.copyBlock(fresh, seq->table[firstWritten], error)) {
+        pool.release(fresh);
+        return fail(HASTEN_ERROR_RUNTIME, "copying a shared KV block: %s", error.c_str());
+      }
       pool.release(seq->table[firstWritten]);
       seq->table[firstWritten] = fresh;
     }
@@ -531,7 +549,7 @@ static hasten_status runTokens(const char *caller, hasten_sequence *seq, const i
   hasten_tensor *idsT = nullptr, *pastT = nullptr, *storageT = nullptr, *tableT = nullptr;
   hasten_tensor_wrap(HASTEN_I64, 2, idsDims, ids.data(), &idsT);
   hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &pastValue, &pastT);
-  if (seq->cache.onDevice())
+  if (seq->pool ? seq->pool->storage.onDevice() : seq->cache.onDevice())
     hasten::runtime::wrapDeviceTensor(info.dtype, (int)storageDims.size(), storageDims.data(),
                                       storage, &storageT);
   else

@@ -40,7 +40,9 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   pm.addPass(createPlanKVCache(PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize}));
   if (options.speculationK > 0)
     pm.addPass(createUnrollSpeculation(UnrollSpeculationOptions{options.speculationK}));
-  pm.addPass(createLowerKVCache());
+  // Paged views read through the block table by the runtime's attention
+  // kernel, where there is one; otherwise gathered.
+  pm.addPass(createLowerKVCache(LowerKVCacheOptions{options.attention != "generated"}));
   // Attention the KV cache did not take: a GPU kernel on GPU targets, on
   // the runtime kernel, or tiled here into IR that compiles with the model;
   // what the kernels cannot run (boolean masks, say) is tiled either way.
@@ -137,6 +139,10 @@ void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
     pm.addPass(createExternalizeWeights());
 }
 
+/// What cuBLASLt's fastest kernels and 128-bit vector accesses want of
+/// the buffers a GPU arena holds.
+constexpr int64_t kGpuArenaAlignment = 256;
+
 void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
                                        const CudaLoweringPipelineOptions &options) {
   // Generated kernels' barriers and shared memory, placeholders until
@@ -147,9 +153,11 @@ void hasten::buildCudaLoweringPipeline(OpPassManager &pm,
   if (options.gemm == "cublaslt")
     pm.addPass(createGpuGemm(GpuGemmOptions{options.gemmPrecision}));
   pm.addPass(createGpuMatmul());
-  // Host side: every loop nest a kernel, every buffer on the device.
+  // Host side: every loop nest a kernel, every buffer on the device; the
+  // static-shape ones in one device arena per call.
   OpPassManager &funcs = pm.nest<func::FuncOp>();
   funcs.addPass(LLVM::createLLVMRequestCWrappersPass());
+  funcs.addPass(createPackStaticBuffers(PackStaticBuffersOptions{kGpuArenaAlignment}));
   funcs.addPass(createMemrefCopyToLinalg());
   funcs.addPass(createForallToParallelLoopPass());
   funcs.addPass(createConvertLinalgToParallelLoopsPass());

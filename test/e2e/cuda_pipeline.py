@@ -605,6 +605,27 @@ def main():
                 cases.append({"name": name + ".bf16.generate",
                               "module": os.path.basename(module), "prompt": prompt,
                               "count": count, "ids": ids})
+            # A paged cache (16-token blocks, the pool on the device, the
+            # table uploaded per call): the CPU paged module's tokens.
+            paged = os.path.join(work, name + ".paged.cuda.so")
+            paged_cpu = os.path.join(work, name + ".paged.cpu.so")
+            source = model_path(dict(SUPPORTED)[name], work)
+            p = subprocess.run([compile_tool, source, "--target=cuda", f"--gpu={GPUS}",
+                                "--kv-block-size=16", "-o", paged], capture_output=True, text=True)
+            q = subprocess.run([compile_tool, source, "--kv-block-size=16", "-o", paged_cpu],
+                               capture_output=True, text=True)
+            c.check(p.returncode == 0 and q.returncode == 0,
+                    f"{name}: compiles with --kv-block-size=16 for CUDA and the CPU"
+                    + ("" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+            if p.returncode == 0 and q.returncode == 0:
+                paged_ids = generated_ids(generate(args.bin_dir, paged_cpu, prompt, count).stdout)
+                got = generated_ids(generate(args.bin_dir, paged, prompt, count,
+                                             fake_env(args.bin_dir)).stdout)
+                c.check(paged_ids is not None and got == paged_ids,
+                        f"{name}: greedy tokens with a paged cache, emulated = CPU paged "
+                        f"({got} vs {paged_ids})")
+                cases.append({"name": name + ".paged.generate", "module": os.path.basename(paged),
+                              "prompt": prompt, "count": count, "ids": paged_ids})
             if args.prepare or device_problem is not None:
                 continue
             gpu = generate(args.bin_dir, os.path.join(work, name + ".cuda.so"), prompt, count)

@@ -1,4 +1,5 @@
 // RUN: hasten-opt %s -split-input-file -hasten-lower-kv-cache | FileCheck %s
+// RUN: hasten-opt %s -split-input-file -hasten-lower-kv-cache=attention-kernel=false | FileCheck %s --check-prefix=GATHER
 
 // Contiguous: the cache is one slab; the append copies the new tokens only
 // into a subview, and the view reads a subview in place.
@@ -40,16 +41,20 @@ func.func @contiguous(%k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
 // CHECK-SAME: %[[POOL:[^:]*]]: memref<?x3x2x2x16x4xf32> {hasten.onnx_elem_type = 1 : i32, hasten.onnx_name = "kv_block_pool", hasten.role = "kv_block_pool"},
 // CHECK-SAME: %[[TABLE:[^:]*]]: memref<4xi32> {hasten.onnx_elem_type = 6 : i32, hasten.onnx_name = "kv_block_table", hasten.role = "kv_block_table"},
 // CHECK-SAME: %[[POS:.*]]: index
-// CHECK: scf.for %[[T:.*]] = %{{.*}} to %{{.*}} step
+// The new keys are scattered by one parallel loop over (token, head,
+// element), each reading its block from the table (a GPU kernel; no host
+// code reads the table); then the values.
+// CHECK: %[[KSRC:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<1x2x?x4xf32> to memref<1x2x?x4xf32>
+// CHECK: scf.parallel (%[[T:.*]], %[[AH:.*]], %[[AD:.*]]) = (%{{.*}}, %{{.*}}, %{{.*}}) to (%{{.*}}, %{{.*}}, %{{.*}})
 // CHECK:   %[[P:.*]] = arith.addi %[[POS]], %[[T]]
 // CHECK:   %[[LOGICAL:.*]] = arith.divui %[[P]], %[[BS:.*]] : index
 // CHECK:   %[[SLOT:.*]] = arith.remui %[[P]], %[[BS]] : index
 // CHECK:   %[[ENTRY:.*]] = memref.load %[[TABLE]][%[[LOGICAL]]]
 // CHECK:   %[[BLOCK:.*]] = arith.index_cast %[[ENTRY]] : i32 to index
-// CHECK:   %[[DST:.*]] = memref.subview %[[POOL]][%[[BLOCK]], 2, 0, 0, %[[SLOT]], 0] [1, 1, 1, 2, 1, 4]
-// CHECK:   bufferization.materialize_in_destination {{.*}} in restrict writable %[[DST]]
-// CHECK: scf.for
-// CHECK:   memref.subview %[[POOL]][%{{.*}}, 2, 1, 0, %{{.*}}, 0] [1, 1, 1, 2, 1, 4]
+// CHECK:   %[[X:.*]] = memref.load %[[KSRC]][%{{.*}}, %[[AH]], %[[T]], %[[AD]]]
+// CHECK:   memref.store %[[X]], %[[POOL]][%[[BLOCK]], %{{.*}}, %{{.*}}, %[[AH]], %[[SLOT]], %[[AD]]]
+// CHECK: scf.parallel
+// CHECK:   memref.store %{{.*}}, %[[POOL]]
 // The views gather token t of head h from slot t mod 16 of block
 // table[t / 16], layer 2, keys (0) then values (1).
 // CHECK: %[[L2:.*]] = arith.constant 2 : index
@@ -95,6 +100,13 @@ func.func @paged(%k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>,
 // CHECK: %[[T:.*]] = memref.cast %[[TABLE]]
 // CHECK: call @hasten_rt_paged_attention_f32(%{{.*}}, %[[P]], %[[T]], %[[LAYER]], %[[LEN]],
 // CHECK-NOT: tensor.generate
+// Without the runtime's kernel (GPU targets) the view gathers the blocks and
+// the attention stays for the target's own lowering.
+// GATHER-LABEL: func.func @paged_attention(
+// GATHER-NOT: hasten_rt_paged_attention
+// GATHER: %[[K:.*]] = tensor.generate
+// GATHER: %[[V:.*]] = tensor.generate
+// GATHER: hasten.attention %{{.*}}, %[[K]], %[[V]] heads(4, 2)
 !paged = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
 func.func @paged_attention(%q: tensor<1x4x1x4xf32>, %k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
                            %cache: !paged {hasten.onnx_name = "kv_cache"}, %pos: index) -> tensor<1x4x1x4xf32> {

@@ -1,4 +1,6 @@
 // RUN: hasten-opt %s -split-input-file -hasten-pack-static-buffers | FileCheck %s
+// RUN: hasten-opt %s -split-input-file -hasten-pack-static-buffers=alignment=1024 | FileCheck %s --check-prefix=ALIGN
+// RUN: not hasten-opt %s -split-input-file -hasten-pack-static-buffers=alignment=96 2>&1 | FileCheck %s --check-prefix=BAD-ALIGN
 
 // Three buffers: %a and %b are alive together, %c only after %a's last
 // use, so %c takes %a's place. The arena is one allocation, freed at the
@@ -17,6 +19,13 @@
 // CHECK: memref.dealloc %[[D]]
 // CHECK: memref.dealloc %[[ARENA]]
 // CHECK-NEXT: return
+// With 1024-byte alignment (the CUDA target asks for 256) %b starts at the
+// next multiple of it, and the arena is that much larger.
+// ALIGN-LABEL: func.func @three(
+// ALIGN-SAME: hasten.arena_bytes = 1280 : i64
+// ALIGN: memref.alloc() {alignment = 1024 : i64} : memref<1280xi8>
+// ALIGN: arith.constant 1024 : index
+// BAD-ALIGN: error: --hasten-pack-static-buffers: alignment must be a power of two, got 96
 func.func @three(%out: memref<64xf32>, %n: index) {
   %f = arith.constant 1.0 : f32
   %a = memref.alloc() : memref<64xf32>
