@@ -307,6 +307,7 @@ def timing_table(log_path):
             if n.endswith("_" + v):
                 table.setdefault(n[len("tensor_cores_"):-len(v) - 1], {})[v] = ms
                 break
+    gemm_table(p50)
     if not table:
         return
     print("attention prefill on the GPU, p50 ms (ratio: f32 SIMT / tensor cores)")
@@ -318,6 +319,29 @@ def timing_table(log_path):
             ratio = f" ({cells[0] / cell:.2f}x)" if cell and cells[0] else ""
             row += f" {(f'{cell:.3f}' + ratio) if cell else '-':>15}"
         print(row)
+
+
+def gemm_table(p50):
+    """Each GEMM_MODELS model's p50 latency on the GPU per GEMM variant:
+    cuBLASLt in f32 (the default module), the generated f32 kernels, and
+    cuBLASLt in TF32, f16 and bf16 (ratio: generated / that variant)."""
+    rows = {name: {"cublaslt": p50.get(name)} for name in GEMM_MODELS}
+    for name in GEMM_MODELS:
+        for variant, *_ in GEMM_VARIANTS:
+            rows[name][variant] = p50.get(f"{name}_{variant}")
+    if not any(v for row in rows.values() for v in row.values()):
+        return
+    columns = ["cublaslt"] + [v for v, *_ in GEMM_VARIANTS]
+    print("whole-model p50 ms on the GPU by GEMM variant (ratio: generated / variant)")
+    print(f"{'model':<16}" + "".join(f"{c:>18}" for c in columns))
+    for name, row in rows.items():
+        base = row.get("generated")
+        cells = []
+        for column in columns:
+            ms = row.get(column)
+            ratio = f" ({base / ms:.2f}x)" if ms and base and column != "generated" else ""
+            cells.append(f"{(f'{ms:.3f}' + ratio) if ms else '-':>18}")
+        print(f"{name:<16}" + "".join(cells))
 
 
 def model_path(source, work):
