@@ -18,6 +18,7 @@
 
 #include "CublasLt.h"
 #include "CudaDriver.h"
+#include "DynamicSymbols.h"
 #include "RuntimeInternal.h"
 
 #include "hasten/KernelAbi.h"
@@ -34,6 +35,8 @@ namespace lt = hasten::runtime::cublaslt;
 namespace abi = hasten::abi;
 
 namespace {
+
+using hasten::runtime::resolveSymbol;
 
 struct Library {
   void *handle = nullptr;
@@ -57,13 +60,6 @@ struct Library {
                        lt::MatrixLayout, void *, lt::MatrixLayout, const lt::Algo *, void *,
                        size_t, lt::Stream);
 };
-
-template <typename F> bool resolve(void *handle, F &fn, const char *symbol, std::string &missing) {
-  fn = reinterpret_cast<F>(dlsym(handle, symbol));
-  if (!fn && missing.empty())
-    missing = symbol;
-  return fn != nullptr;
-}
 
 /// cuBLASLt, opened once per process; null with the reason in `error`.
 /// HASTEN_CUBLASLT names the library (tests point it at a stand-in);
@@ -100,20 +96,21 @@ const Library *library(std::string &error) {
     std::string missing;
     lib.statusName =
         reinterpret_cast<const char *(*)(lt::Status)>(dlsym(lib.handle, "cublasLtGetStatusName"));
-    bool all = resolve(lib.handle, lib.create, "cublasLtCreate", missing) &&
-               resolve(lib.handle, lib.destroy, "cublasLtDestroy", missing) &&
-               resolve(lib.handle, lib.descCreate, "cublasLtMatmulDescCreate", missing) &&
-               resolve(lib.handle, lib.descDestroy, "cublasLtMatmulDescDestroy", missing) &&
-               resolve(lib.handle, lib.descSet, "cublasLtMatmulDescSetAttribute", missing) &&
-               resolve(lib.handle, lib.layoutCreate, "cublasLtMatrixLayoutCreate", missing) &&
-               resolve(lib.handle, lib.layoutDestroy, "cublasLtMatrixLayoutDestroy", missing) &&
-               resolve(lib.handle, lib.layoutSet, "cublasLtMatrixLayoutSetAttribute", missing) &&
-               resolve(lib.handle, lib.prefCreate, "cublasLtMatmulPreferenceCreate", missing) &&
-               resolve(lib.handle, lib.prefDestroy, "cublasLtMatmulPreferenceDestroy", missing) &&
-               resolve(lib.handle, lib.prefSet, "cublasLtMatmulPreferenceSetAttribute",
-                       missing) &&
-               resolve(lib.handle, lib.heuristic, "cublasLtMatmulAlgoGetHeuristic", missing) &&
-               resolve(lib.handle, lib.matmul, "cublasLtMatmul", missing);
+    auto get = [&](auto &fn, const char *symbol) {
+      return resolveSymbol(lib.handle, fn, symbol, missing);
+    };
+    bool all = get(lib.create, "cublasLtCreate") && get(lib.destroy, "cublasLtDestroy") &&
+               get(lib.descCreate, "cublasLtMatmulDescCreate") &&
+               get(lib.descDestroy, "cublasLtMatmulDescDestroy") &&
+               get(lib.descSet, "cublasLtMatmulDescSetAttribute") &&
+               get(lib.layoutCreate, "cublasLtMatrixLayoutCreate") &&
+               get(lib.layoutDestroy, "cublasLtMatrixLayoutDestroy") &&
+               get(lib.layoutSet, "cublasLtMatrixLayoutSetAttribute") &&
+               get(lib.prefCreate, "cublasLtMatmulPreferenceCreate") &&
+               get(lib.prefDestroy, "cublasLtMatmulPreferenceDestroy") &&
+               get(lib.prefSet, "cublasLtMatmulPreferenceSetAttribute") &&
+               get(lib.heuristic, "cublasLtMatmulAlgoGetHeuristic") &&
+               get(lib.matmul, "cublasLtMatmul");
     if (!all) {
       failure = "cuBLASLt lacks " + missing + " (CUDA 11.4 or newer is needed)";
       dlclose(lib.handle);

@@ -17,6 +17,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CudaDriver.h"
+#include "DynamicSymbols.h"
 #include "RuntimeInternal.h"
 
 #include "hasten/CudaBundle.h"
@@ -33,6 +34,8 @@
 #include <vector>
 
 namespace {
+
+using hasten::runtime::resolveSymbol;
 
 // The driver API's types, as cuda.h declares them (the runtime builds
 // without the toolkit's headers).
@@ -124,14 +127,6 @@ std::string describe(const Driver &d, const char *call, CUresult result) {
   return out;
 }
 
-template <typename F>
-bool resolve(void *library, F &fn, const char *symbol, std::string &missing) {
-  fn = reinterpret_cast<F>(dlsym(library, symbol));
-  if (!fn && missing.empty())
-    missing = symbol;
-  return fn != nullptr;
-}
-
 /// The driver, opened and initialized once per process; null with the
 /// reason in `error` when this machine cannot run CUDA modules. The
 /// library path can be overridden with HASTEN_CUDA_DRIVER (tests point it
@@ -152,32 +147,34 @@ const Driver *driver(std::string &error) {
       return;
     }
     std::string missing;
-    resolve(d.library, d.cuGetErrorName, "cuGetErrorName", missing);
-    resolve(d.library, d.cuGetErrorString, "cuGetErrorString", missing);
-    bool all = resolve(d.library, d.cuInit, "cuInit", missing) &&
-               resolve(d.library, d.cuDeviceGetCount, "cuDeviceGetCount", missing) &&
-               resolve(d.library, d.cuDeviceGet, "cuDeviceGet", missing) &&
-               resolve(d.library, d.cuDeviceGetName, "cuDeviceGetName", missing) &&
-               resolve(d.library, d.cuDeviceGetAttribute, "cuDeviceGetAttribute", missing) &&
-               resolve(d.library, d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain",
-                       missing) &&
-               resolve(d.library, d.cuCtxSetCurrent, "cuCtxSetCurrent", missing) &&
-               resolve(d.library, d.cuModuleLoadData, "cuModuleLoadData", missing) &&
-               resolve(d.library, d.cuModuleUnload, "cuModuleUnload", missing) &&
-               resolve(d.library, d.cuModuleGetFunction, "cuModuleGetFunction", missing) &&
-               resolve(d.library, d.cuLaunchKernel, "cuLaunchKernel", missing) &&
-               resolve(d.library, d.cuStreamCreate, "cuStreamCreate", missing) &&
-               resolve(d.library, d.cuStreamSynchronize, "cuStreamSynchronize", missing) &&
-               resolve(d.library, d.cuMemAlloc, "cuMemAlloc_v2", missing) &&
-               resolve(d.library, d.cuMemAllocManaged, "cuMemAllocManaged", missing) &&
-               resolve(d.library, d.cuMemFree, "cuMemFree_v2", missing) &&
-               resolve(d.library, d.cuMemAllocAsync, "cuMemAllocAsync", missing) &&
-               resolve(d.library, d.cuMemFreeAsync, "cuMemFreeAsync", missing) &&
-               resolve(d.library, d.cuMemcpyHtoD, "cuMemcpyHtoD_v2", missing) &&
-               resolve(d.library, d.cuMemcpyDtoH, "cuMemcpyDtoH_v2", missing) &&
-               resolve(d.library, d.cuMemcpyDtoD, "cuMemcpyDtoD_v2", missing) &&
-               resolve(d.library, d.cuMemcpyAsync, "cuMemcpyAsync", missing) &&
-               resolve(d.library, d.cuMemsetD8, "cuMemsetD8_v2", missing);
+    auto get = [&](auto &fn, const char *symbol) {
+      return resolveSymbol(d.library, fn, symbol, missing);
+    };
+    get(d.cuGetErrorName, "cuGetErrorName");
+    get(d.cuGetErrorString, "cuGetErrorString");
+    bool all = get(d.cuInit, "cuInit") &&
+               get(d.cuDeviceGetCount, "cuDeviceGetCount") &&
+               get(d.cuDeviceGet, "cuDeviceGet") &&
+               get(d.cuDeviceGetName, "cuDeviceGetName") &&
+               get(d.cuDeviceGetAttribute, "cuDeviceGetAttribute") &&
+               get(d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain") &&
+               get(d.cuCtxSetCurrent, "cuCtxSetCurrent") &&
+               get(d.cuModuleLoadData, "cuModuleLoadData") &&
+               get(d.cuModuleUnload, "cuModuleUnload") &&
+               get(d.cuModuleGetFunction, "cuModuleGetFunction") &&
+               get(d.cuLaunchKernel, "cuLaunchKernel") &&
+               get(d.cuStreamCreate, "cuStreamCreate") &&
+               get(d.cuStreamSynchronize, "cuStreamSynchronize") &&
+               get(d.cuMemAlloc, "cuMemAlloc_v2") &&
+               get(d.cuMemAllocManaged, "cuMemAllocManaged") &&
+               get(d.cuMemFree, "cuMemFree_v2") &&
+               get(d.cuMemAllocAsync, "cuMemAllocAsync") &&
+               get(d.cuMemFreeAsync, "cuMemFreeAsync") &&
+               get(d.cuMemcpyHtoD, "cuMemcpyHtoD_v2") &&
+               get(d.cuMemcpyDtoH, "cuMemcpyDtoH_v2") &&
+               get(d.cuMemcpyDtoD, "cuMemcpyDtoD_v2") &&
+               get(d.cuMemcpyAsync, "cuMemcpyAsync") &&
+               get(d.cuMemsetD8, "cuMemsetD8_v2");
     if (!all) {
       failure = std::string("the CUDA driver '") + path + "' lacks " + missing +
                 " (CUDA 11.2 or newer is needed)";

@@ -369,7 +369,8 @@ LogicalResult GpuGemmOp::verify() {
     return emitOpError("operands must have one element type, got ")
            << element << " and " << rhs.getElementType();
   if (!out.getElementType().isF32() && out.getElementType() != element)
-    return emitOpError("the product must be f32 or ") << element << ", got " << out.getElementType();
+    return emitOpError("the product must be f32 or ")
+           << element << ", got " << out.getElementType();
   if (getTf32() && !element.isF32())
     return emitOpError("tf32 rounds f32 operands; these are ") << element;
   // [.., M, K] x [.., K, N] -> [.., M, N], where the sizes are known.
