@@ -18,7 +18,8 @@ targets=("$@")
 hasten_install_packages
 hasten_build_sanitize --target "${targets[@]/#/fuzz-}"
 
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}"
+# allow_user_poisoning=0: see scripts/test.sh (libMLIR is not instrumented).
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:allow_user_poisoning=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 status=0
 for target in "${targets[@]}"; do
