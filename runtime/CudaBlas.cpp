@@ -257,23 +257,26 @@ hasten_cuda_gemm(void *stream, int32_t flags, int64_t batch, int64_t m, int64_t 
     return;
   int32_t operandType = (flags >> abi::kGemmOperandTypeShift) & abi::kGemmTypeMask;
   int32_t resultType = (flags >> abi::kGemmResultTypeShift) & abi::kGemmTypeMask;
-  std::string shape = std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
-                      (batch > 1 ? " (batch " + std::to_string(batch) + ")" : "") + ", " +
-                      typeName(operandType) + " operands";
+  // "3x6x4, f32 operands", for errors only (not formatted on every call).
+  auto shape = [&] {
+    return std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+           (batch > 1 ? " (batch " + std::to_string(batch) + ")" : "") + ", " +
+           typeName(operandType) + " operands";
+  };
   if (k <= 0) {
-    setKernelError("cuBLASLt: a GEMM with K = 0 (" + shape + ")");
+    setKernelError("cuBLASLt: a GEMM with K = 0 (" + shape() + ")");
     return;
   }
   // C^T = B^T A^T in column-major terms: cuBLASLt's A is our B, its B our A.
   Layout la, lb, ld;
   if (!columnMajorTranspose(k, n, bRow, bCol, la) ||
       !columnMajorTranspose(m, k, aRow, aCol, lb)) {
-    setKernelError("cuBLASLt: a GEMM operand (" + shape +
+    setKernelError("cuBLASLt: a GEMM operand (" + shape() +
                    ") has no unit stride in either dimension");
     return;
   }
   if (!columnMajorTranspose(m, n, cRow, cCol, ld) || ld.op != lt::kOpN) {
-    setKernelError("cuBLASLt: a GEMM's product (" + shape + ") is not row-major");
+    setKernelError("cuBLASLt: a GEMM's product (" + shape() + ") is not row-major");
     return;
   }
   la.batchStride = bBatch;
@@ -289,7 +292,7 @@ hasten_cuda_gemm(void *stream, int32_t flags, int64_t batch, int64_t m, int64_t 
       alignmentOf(a), alignmentOf(b), alignmentOf(c), hasBias ? alignmentOf(bias) : 0, 0, 0};
   Plan &plan = blas->plans[key];
   auto fail = [&](const char *call, lt::Status s) {
-    plan.error = "cuBLASLt " + describe(lib, call, s) + " for a " + shape + " GEMM";
+    plan.error = "cuBLASLt " + describe(lib, call, s) + " for a " + shape() + " GEMM";
     setKernelError(plan.error);
   };
   if (!plan.desc) {
@@ -342,7 +345,7 @@ hasten_cuda_gemm(void *stream, int32_t flags, int64_t batch, int64_t m, int64_t 
     if (s != lt::kSuccess)
       return fail("cublasLtMatmulAlgoGetHeuristic", s);
     if (found == 0) {
-      plan.error = "cuBLASLt has no algorithm for a " + shape + " GEMM on this GPU";
+      plan.error = "cuBLASLt has no algorithm for a " + shape() + " GEMM on this GPU";
       setKernelError(plan.error);
       return;
     }
