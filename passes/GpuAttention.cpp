@@ -192,11 +192,10 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
   Value diagonal = arith::SubIOp::create(b, loc, kvLen, qLen);
   Value threads = kb.index(k.threads);
   Value queryBlocks = arith::CeilDivSIOp::create(b, loc, qLen, threads);
-  Value work = arith::MulIOp::create(b, loc, queryBlocks, batch);
-  Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, work, c0);
-  auto guard = scf::IfOp::create(b, loc, any, /*withElseRegion=*/false);
-  b.setInsertionPointToStart(guard.thenBlock());
-  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(heads), batch, threads, c1, c1);
+  // No queries or no batch is a launch with no blocks, which launches
+  // nothing (no host-side guard: see MapParallelLoopsToGpu).
+  auto launch =
+      gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(heads), batch, threads, c1, c1);
   b.setInsertionPointToEnd(&launch.getBody().front());
   auto onChipBuffer = [&](int64_t rows, int64_t cols, gpu::AddressSpace space) {
     return memref::AllocaOp::create(b, loc, onChip(rows, cols, space, ctx)).getResult();
@@ -343,7 +342,7 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
   });
   gpu::TerminatorOp::create(b, loc);
 
-  b.setInsertionPointAfter(guard);
+  b.setInsertionPointAfter(launch);
 }
 
 // ------------------------------------------------- tensor-core prefill
@@ -551,12 +550,12 @@ void waitForCopies(hasten::KernelBuilder &kb) {
 }
 
 /// What both tensor-core kernels open with: a launch of one block per
-/// `blockQ` query rows, head and batch (behind a guard against empty
-/// grids) with its shared buffer, the block's ids, the last key the block
+/// `blockQ` query rows, head and batch (none when there are no queries or
+/// no batch) with its shared buffer, the block's ids, the last key the block
 /// sees (causal: its last row's diagonal) and the constants the key loop
 /// needs. The insertion point is left inside the launch.
 struct TensorCoreLaunch {
-  scf::IfOp guard;
+  gpu::LaunchOp launch;
   Value smem, tid, head, batchIndex, kvHead, firstRow, end, diagonal;
   Value c0, c1, negInf, zero, scale, lastQuery, lastKey;
   int64_t threads;
@@ -591,13 +590,8 @@ TensorCoreLaunch openTensorCoreLaunch(hasten::KernelBuilder &kb, AttentionOp op,
   l.zero = kb.f32(0.0f);
   l.diagonal = arith::SubIOp::create(b, loc, o.kvLen, o.qLen);
   Value queryBlocks = arith::CeilDivSIOp::create(b, loc, o.qLen, kb.index(blockQ));
-  Value work = arith::MulIOp::create(b, loc, queryBlocks, o.batch);
-  l.guard = scf::IfOp::create(
-      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, work, l.c0),
-      /*withElseRegion=*/false);
-  b.setInsertionPointToStart(l.guard.thenBlock());
-  auto launch = gpu::LaunchOp::create(b, loc, queryBlocks, kb.index(op.getNumHeads()), o.batch,
-                                      kb.index(threads), l.c1, l.c1);
+  auto launch = l.launch = gpu::LaunchOp::create(
+      b, loc, queryBlocks, kb.index(op.getNumHeads()), o.batch, kb.index(threads), l.c1, l.c1);
   b.setInsertionPointToEnd(&launch.getBody().front());
   l.smem = memref::AllocaOp::create(
       b, loc,
@@ -858,7 +852,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       });
     }
   gpu::TerminatorOp::create(b, loc);
-  b.setInsertionPointAfter(l.guard);
+  b.setInsertionPointAfter(l.launch);
 }
 
 /// Prefill on Volta's tensor cores (mma.sync m8n8k4, f16 operands, f32
@@ -1049,7 +1043,7 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
     });
   }
   gpu::TerminatorOp::create(b, loc);
-  b.setInsertionPointAfter(l.guard);
+  b.setInsertionPointAfter(l.launch);
 }
 
 /// One-query decode (flash-decoding): the keys split into `kv_splits`
@@ -1077,9 +1071,7 @@ void lowerDecode(OpBuilder &b, const Kernel &k, const Operands &o) {
   Value partials = memref::AllocOp::create(
       b, loc, MemRefType::get({ShapedType::kDynamic, heads, splits, valueDim + 2}, f32),
       ValueRange{o.batch});
-  Value any = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, o.batch, c0);
-  auto guard = scf::IfOp::create(b, loc, any, /*withElseRegion=*/false);
-  b.setInsertionPointToStart(guard.thenBlock());
+  // An empty batch: both launches have no blocks and launch nothing.
   Value chunk = arith::CeilDivSIOp::create(b, loc, o.kvLen, kb.index(splits));
 
   // The parts.
@@ -1242,7 +1234,7 @@ void lowerDecode(OpBuilder &b, const Kernel &k, const Operands &o) {
     });
     gpu::TerminatorOp::create(b, loc);
   }
-  b.setInsertionPointAfter(guard);
+  b.setInsertionPointAfter(merge);
 }
 
 struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass> {

@@ -411,6 +411,11 @@ mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ,
   const Driver *d = runDriver();
   if (!d || !function || hasten::runtime::hasKernelError())
     return;
+  // A grid with no blocks is an empty loop nest: it launches nothing (the
+  // compiler emits such launches unguarded, so that no host-side branch
+  // splits the call's stream; CUDA itself would refuse them).
+  if (gridX <= 0 || gridY <= 0 || gridZ <= 0)
+    return;
   check(*d, "cuLaunchKernel",
         d->cuLaunchKernel(static_cast<CUfunction>(function), unsigned(gridX), unsigned(gridY),
                           unsigned(gridZ), unsigned(blockX), unsigned(blockY), unsigned(blockZ),

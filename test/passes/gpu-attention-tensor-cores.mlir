@@ -10,6 +10,7 @@
 // XORed with the row), then each warp loads its Q fragments with ldmatrix
 // (2 tiles x 2 k steps), and a barrier hands the buffer to K and V.
 // CHECK-LABEL: func.func @causal_gqa
+// CHECK-NOT: scf.if
 // CHECK: gpu.launch blocks(%{{.*}}, %[[H:.*]], %{{.*}}) in (%{{.*}} = %{{.*}}, %{{.*}} = %c4{{.*}}, %{{.*}} = %{{.*}}) threads(%[[T:.*]], %{{.*}}, %{{.*}}) in (%{{.*}} = %c128{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
 // CHECK: %[[SMEM:.*]] = memref.alloca() : memref<4096xbf16, #gpu.address_space<workgroup>>
 // CHECK: scf.for %{{.*}} = %[[T]] to %c512 step %c128

@@ -9,6 +9,7 @@
 // CHECK: %[[M:.*]] = memref.dim %[[A]], %c0
 // CHECK: %[[NB:.*]] = arith.ceildivsi %{{.*}}, %c64
 // CHECK: %[[MB:.*]] = arith.ceildivsi %[[M]], %c64
+// CHECK-NOT: scf.if
 // CHECK: gpu.launch blocks(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %[[NB]], %{{.*}} = %[[MB]], %{{.*}} = %c1{{.*}}) threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %c256{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}) workgroup(%[[AT:.*]] : memref<16x64xf32, #gpu.address_space<workgroup>>, %[[BT:.*]] : memref<16x64xf32, #gpu.address_space<workgroup>>)
 // CHECK: %[[ACC:.*]]:16 = scf.for %{{.*}} = %c0{{.*}} to %{{.*}} step %c16{{.*}} iter_args(
 // CHECK-COUNT-4: memref.load %[[A]]
