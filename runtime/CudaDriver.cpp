@@ -46,7 +46,14 @@ using CUcontext = struct CUctx_st *;
 using CUmodule = struct CUmod_st *;
 using CUfunction = struct CUfunc_st *;
 using CUstream = struct CUstream_st *;
+using CUgraph = struct CUgraph_st *;
+using CUgraphExec = struct CUgraphExec_st *;
+struct CUgraphExecUpdateResultInfo {
+  int result;
+  void *errorNode, *errorFromNode;
+};
 constexpr CUresult CUDA_SUCCESS = 0;
+constexpr int CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 constexpr unsigned CU_STREAM_NON_BLOCKING = 1;
@@ -80,6 +87,15 @@ struct Driver {
   CUresult (*cuMemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
   CUresult (*cuMemcpyAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
   CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
+  // Graphs (CUDA 12 and newer; without them every call runs directly).
+  CUresult (*cuStreamBeginCapture)(CUstream, int);
+  CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
+  CUresult (*cuGraphInstantiate)(CUgraphExec *, CUgraph, unsigned long long);
+  CUresult (*cuGraphExecUpdate)(CUgraphExec, CUgraph, CUgraphExecUpdateResultInfo *);
+  CUresult (*cuGraphLaunch)(CUgraphExec, CUstream);
+  CUresult (*cuGraphDestroy)(CUgraph);
+  CUresult (*cuGraphExecDestroy)(CUgraphExec);
+  std::string noGraphs; // why there are none ("" when there are)
   CUdevice device = 0;
   CUcontext context = nullptr;
   /// Compute capability as a number: 80 for 8.0.
@@ -180,6 +196,18 @@ const Driver *driver(std::string &error) {
                 " (CUDA 11.2 or newer is needed)";
       return;
     }
+    std::string noGraph;
+    auto graph = [&](auto &fn, const char *symbol) {
+      return resolveSymbol(d.library, fn, symbol, noGraph);
+    };
+    if (!(graph(d.cuStreamBeginCapture, "cuStreamBeginCapture_v2") &&
+          graph(d.cuStreamEndCapture, "cuStreamEndCapture") &&
+          graph(d.cuGraphInstantiate, "cuGraphInstantiateWithFlags") &&
+          graph(d.cuGraphExecUpdate, "cuGraphExecUpdate_v2") &&
+          graph(d.cuGraphLaunch, "cuGraphLaunch") &&
+          graph(d.cuGraphDestroy, "cuGraphDestroy") &&
+          graph(d.cuGraphExecDestroy, "cuGraphExecDestroy")))
+      d.noGraphs = "the CUDA driver lacks " + noGraph + " (CUDA 12 or newer has it)";
     CUresult r = d.cuInit(0);
     if (r != CUDA_SUCCESS) {
       failure = describe(d, "cuInit", r);
@@ -252,7 +280,163 @@ CUstream threadStream(const Driver &d) {
   return stream;
 }
 
+/// What a captured call's allocations in the graph's pool are aligned to
+/// (as the arena's buffers: cuBLASLt's and vector accesses' alignment).
+constexpr size_t kPoolAlignment = 256;
+
+/// The capture open on this thread (cudaRunGraphed): the GPU ABI's
+/// allocations come from the graph's pool, its frees and waits are left to
+/// the graph launch, and anything that would read device memory on the
+/// host makes the call one that cannot be captured.
+struct Capture {
+  hasten::runtime::CudaGraph *graph = nullptr;
+  size_t used = 0;       // pool bytes handed out
+  bool overflow = false; // the pool is too small: `used` is what the call needs
+  std::string failure;   // why the call cannot be captured
+  std::vector<void *> hostStandIns;
+};
+thread_local Capture *openCapture = nullptr;
+/// While a graph entry's first call runs directly: the bytes it allocates,
+/// which size the pool its captures draw from.
+thread_local size_t *measuredAllocations = nullptr;
+
+size_t poolBytesFor(uint64_t bytes) {
+  return (std::max<size_t>(bytes, 1) + kPoolAlignment - 1) / kPoolAlignment * kPoolAlignment;
+}
+
 } // namespace
+
+hasten::runtime::CudaGraph::~CudaGraph() {
+  std::string error;
+  const Driver *d = (exec || pool) ? driver(error) : nullptr;
+  if (!d)
+    return;
+  if (exec)
+    d->cuGraphExecDestroy(static_cast<CUgraphExec>(exec));
+  if (pool)
+    d->cuMemFree(reinterpret_cast<CUdeviceptr>(pool));
+}
+
+void hasten::runtime::cudaAbandonCapture() {
+  if (!openCapture)
+    return;
+  openCapture = nullptr;
+  std::string error;
+  if (const Driver *d = driver(error)) {
+    CUgraph captured = nullptr;
+    if (CUstream stream = threadStream(*d);
+        stream && d->cuStreamEndCapture(stream, &captured) == CUDA_SUCCESS && captured)
+      d->cuGraphDestroy(captured);
+  }
+}
+
+bool hasten::runtime::CudaGraph::owns(const void *pointer) const {
+  const char *p = static_cast<const char *>(pointer);
+  return pool && p >= pool && p < pool + poolBytes;
+}
+
+hasten::runtime::GraphRun
+hasten::runtime::cudaRunGraphed(CudaGraph &graph, const std::function<void()> &call) {
+  auto direct = [&] {
+    call();
+    return GraphRun::Direct;
+  };
+  std::string error;
+  const Driver *d = driver(error);
+  if (!d || hasKernelError())
+    return direct(); // which fails as a direct call does
+  if (!graph.warm) {
+    graph.warm = true;
+    size_t allocated = 0;
+    measuredAllocations = &allocated;
+    call();
+    measuredAllocations = nullptr;
+    graph.poolHint = allocated;
+    return GraphRun::Direct;
+  }
+  if (graph.directWhy.empty() && !d->noGraphs.empty())
+    graph.directWhy = d->noGraphs;
+  CUstream stream = graph.directWhy.empty() ? threadStream(*d) : nullptr;
+  if (!stream)
+    return direct();
+  // The pool, outside any capture (an allocation there is refused).
+  auto growPool = [&](size_t bytes) {
+    CUdeviceptr pool = 0;
+    CUresult r = d->cuMemAlloc(&pool, bytes);
+    if (r != CUDA_SUCCESS) {
+      graph.directWhy = describe(*d, "cuMemAlloc (the graph's pool)", r);
+      return false;
+    }
+    if (graph.pool)
+      d->cuMemFree(reinterpret_cast<CUdeviceptr>(graph.pool));
+    graph.pool = reinterpret_cast<char *>(pool);
+    graph.poolBytes = bytes;
+    return true;
+  };
+  if (!graph.pool && graph.poolHint && !growPool(graph.poolHint))
+    return direct();
+  for (int attempt = 0;; ++attempt) {
+    Capture capture;
+    capture.graph = &graph;
+    CUresult r = d->cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+    if (r != CUDA_SUCCESS) {
+      graph.directWhy = describe(*d, "cuStreamBeginCapture", r);
+      return direct();
+    }
+    openCapture = &capture;
+    call();
+    openCapture = nullptr;
+    CUgraph captured = nullptr;
+    r = d->cuStreamEndCapture(stream, &captured);
+    for (void *standIn : capture.hostStandIns)
+      std::free(standIn);
+    // Nothing of the call ran: an error it met is the capture's.
+    std::string callError = takeKernelError();
+    if (capture.failure.empty() && !callError.empty())
+      capture.failure = callError;
+    if (capture.failure.empty() && r != CUDA_SUCCESS)
+      capture.failure = describe(*d, "cuStreamEndCapture", r);
+    if (!capture.failure.empty() || capture.overflow) {
+      if (captured)
+        d->cuGraphDestroy(captured);
+      if (!capture.failure.empty() || attempt > 0) {
+        graph.directWhy = capture.failure.empty() ? "the call's allocations kept growing"
+                                                  : capture.failure;
+        return direct();
+      }
+      // A pool for what the call allocates (doubling, so that allocations
+      // that grow with the sequence rarely capture twice), then again.
+      if (!growPool(std::max(capture.used, 2 * graph.poolBytes)))
+        return direct();
+      continue;
+    }
+    GraphRun how = GraphRun::Updated;
+    if (graph.exec) {
+      CUgraphExecUpdateResultInfo info{};
+      if (d->cuGraphExecUpdate(static_cast<CUgraphExec>(graph.exec), captured, &info) !=
+          CUDA_SUCCESS) {
+        d->cuGraphExecDestroy(static_cast<CUgraphExec>(graph.exec));
+        graph.exec = nullptr;
+      }
+    }
+    if (!graph.exec) {
+      how = GraphRun::Instantiated;
+      CUgraphExec exec = nullptr;
+      r = d->cuGraphInstantiate(&exec, captured, 0);
+      if (r != CUDA_SUCCESS) {
+        d->cuGraphDestroy(captured);
+        graph.directWhy = describe(*d, "cuGraphInstantiate", r);
+        return direct();
+      }
+      graph.exec = exec;
+    }
+    d->cuGraphDestroy(captured);
+    if (check(*d, "cuGraphLaunch", d->cuGraphLaunch(static_cast<CUgraphExec>(graph.exec), stream)))
+      check(*d, "cuStreamSynchronize (a kernel of this run failed)",
+            d->cuStreamSynchronize(stream));
+    return how;
+  }
+}
 
 bool hasten::runtime::cudaAvailable(const std::vector<std::string> &gpus, std::string &error) {
   const Driver *d = driver(error);
@@ -432,6 +616,9 @@ __attribute__((visibility("default"))) void mgpuStreamDestroy(void *) {
 }
 
 __attribute__((visibility("default"))) void mgpuStreamSynchronize(void *stream) {
+  // A captured call's wait is the graph launch's.
+  if (openCapture)
+    return;
   const Driver *d = runDriver();
   if (d && stream)
     check(*d, "cuStreamSynchronize (a kernel of this run failed)",
@@ -440,9 +627,28 @@ __attribute__((visibility("default"))) void mgpuStreamSynchronize(void *stream) 
 
 __attribute__((visibility("default"))) void *mgpuMemAlloc(uint64_t bytes, void *stream,
                                                           bool hostShared) {
+  if (Capture *capture = openCapture) {
+    if (hostShared) {
+      // Host code would read it after a wait: not something a graph can
+      // replay. Zeroed host memory stands in while the capture is dropped.
+      capture->failure = "the entry's host code reads device memory";
+      capture->hostStandIns.push_back(std::calloc(bytes ? size_t(bytes) : 1, 1));
+      return capture->hostStandIns.back();
+    }
+    size_t offset = capture->used;
+    capture->used += poolBytesFor(bytes);
+    if (capture->used > capture->graph->poolBytes) {
+      // Recorded, never run: the call is captured again with a larger pool.
+      capture->overflow = true;
+      return reinterpret_cast<void *>(kPoolAlignment);
+    }
+    return capture->graph->pool + offset;
+  }
   const Driver *d = runDriver();
   if (!d || hasten::runtime::hasKernelError())
     return nullptr;
+  if (measuredAllocations && !hostShared)
+    *measuredAllocations += poolBytesFor(bytes);
   CUdeviceptr pointer = 0;
   size_t size = bytes ? size_t(bytes) : 1;
   bool ok = hostShared
@@ -457,6 +663,10 @@ __attribute__((visibility("default"))) void *mgpuMemAlloc(uint64_t bytes, void *
 // driver tells host from device pointers).
 __attribute__((visibility("default"))) void mgpuMemcpy(void *to, void *from, size_t bytes,
                                                        void *stream) {
+  if (openCapture) {
+    openCapture->failure = "the entry's host code copies device memory";
+    return;
+  }
   const Driver *d = runDriver();
   if (!d || hasten::runtime::hasKernelError() || !bytes)
     return;
@@ -466,6 +676,12 @@ __attribute__((visibility("default"))) void mgpuMemcpy(void *to, void *from, siz
 }
 
 __attribute__((visibility("default"))) void mgpuMemFree(void *pointer, void *stream) {
+  // The pool's memory is the graph's, for its next call.
+  if (Capture *capture = openCapture) {
+    if (!capture->graph->owns(pointer) && !capture->overflow)
+      capture->failure = "the entry's host code frees memory it did not allocate";
+    return;
+  }
   const Driver *d = runDriver();
   if (d && pointer)
     d->cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(pointer), static_cast<CUstream>(stream));

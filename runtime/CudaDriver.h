@@ -9,6 +9,7 @@
 #define HASTEN_RUNTIME_CUDADRIVER_H
 
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,44 @@ void *cudaZeros(size_t bytes, std::string &error);
 bool cudaCopy(void *to, const void *from, size_t bytes, std::string &error);
 /// Frees device memory from cudaUpload, cudaZeros or a module's allocations.
 void cudaFree(void *device);
+
+/// One entry's CUDA graph on one thread. The first call runs directly (it
+/// loads the kernels and sets up cuBLASLt, neither of which a capture
+/// allows); each later call is captured on the thread's stream, updates the
+/// executable graph in place (or instantiates it again when the update is
+/// refused: work of a different shape), and runs as one graph launch. The
+/// captured calls' allocations come from a device pool the graph keeps, so
+/// they keep their addresses from call to call and the graph has no memory
+/// nodes. A call that cannot be captured runs directly, and so do the
+/// entry's later calls (`directWhy` says why).
+struct CudaGraph {
+  CudaGraph() = default;
+  CudaGraph(const CudaGraph &) = delete;
+  CudaGraph &operator=(const CudaGraph &) = delete;
+  ~CudaGraph();
+  /// Whether `pointer` is in the pool (an output of a captured call, which
+  /// the next call reuses; not to be freed).
+  bool owns(const void *pointer) const;
+
+  bool warm = false;
+  std::string directWhy;
+  void *exec = nullptr; // CUgraphExec
+  char *pool = nullptr;
+  size_t poolBytes = 0;
+  /// What the first call allocated: the pool's first size.
+  size_t poolHint = 0;
+};
+
+/// How cudaRunGraphed ran a call.
+enum class GraphRun { Direct, Instantiated, Updated };
+
+/// Runs `call` (one call of a graph-capturable entry's host code) on the
+/// calling thread as `graph` says. Failures of the call's work are the
+/// run's kernel error, as for a direct call.
+GraphRun cudaRunGraphed(CudaGraph &graph, const std::function<void()> &call);
+/// Drops the calling thread's open capture, if any (a run that escaped from
+/// generated code on a failed host allocation).
+void cudaAbandonCapture();
 
 } // namespace hasten::runtime
 

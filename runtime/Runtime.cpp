@@ -33,9 +33,11 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 // The OpenMP runtime (libgomp, as oneDNN uses); declared here because
@@ -142,6 +144,15 @@ struct hasten_module {
   /// kernels read the weights from a device copy of the segment.
   bool cuda = false;
   void *deviceWeights = nullptr;
+  /// CUDA graphs of the decode entries' calls, per thread and entry
+  /// (hasten_module_set_cuda_graphs), and what they did.
+  bool cudaGraphs = true;
+  mutable std::mutex graphsMutex;
+  std::map<std::pair<std::thread::id, const Entry *>,
+           std::unique_ptr<hasten::runtime::CudaGraph>>
+      graphs;
+  hasten_cuda_graph_stats graphStats{};
+  std::string graphDirectWhy;
 };
 
 namespace {
@@ -436,6 +447,8 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
 void hasten_module_free(hasten_module *module) {
   if (!module)
     return;
+  // The graphs launch the module's kernels: gone before its code.
+  module->graphs.clear();
   if (module->handle)
     dlclose(module->handle);
   if (module->weights)
@@ -698,6 +711,41 @@ hasten_status hasten_module_kv_cache(const hasten_module *module, const char *mo
 
 const char *hasten_module_device(const hasten_module *module) {
   return module && module->manifest->device() ? module->manifest->device()->c_str() : "";
+}
+
+hasten_status hasten_module_set_cuda_graphs(hasten_module *module, int enabled) {
+  if (!module)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT, "hasten_module_set_cuda_graphs: null module");
+  std::lock_guard<std::mutex> lock(module->graphsMutex);
+  module->cudaGraphs = enabled != 0;
+  return HASTEN_OK;
+}
+
+int hasten_entry_cuda_graph_capturable(const hasten_module *module, const char *entry) {
+  const Entry *e = module ? findEntry(module, entry) : nullptr;
+  if (!e) {
+    fail(HASTEN_ERROR_NOT_FOUND, "no entry '%s'", entry ? entry : "(null)");
+    return -1;
+  }
+  return module->cuda && e->sig->gpu_graph() ? 1 : 0;
+}
+
+hasten_status hasten_module_cuda_graph_stats(const hasten_module *module,
+                                             hasten_cuda_graph_stats *stats) {
+  if (!module || !stats || stats->struct_size < sizeof(hasten_cuda_graph_stats))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_module_cuda_graph_stats: null module or stats, or struct_size unset");
+  std::lock_guard<std::mutex> lock(module->graphsMutex);
+  *stats = module->graphStats;
+  stats->struct_size = sizeof(hasten_cuda_graph_stats);
+  return HASTEN_OK;
+}
+
+const char *hasten_module_cuda_graph_note(const hasten_module *module) {
+  if (!module)
+    return "";
+  std::lock_guard<std::mutex> lock(module->graphsMutex);
+  return module->graphDirectWhy.c_str();
 }
 
 static hasten_status makeTensor(hasten_dtype dtype, int rank, const int64_t *dims,
@@ -1033,18 +1081,46 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     resultWords += descriptorWords(outs->Get(o)->dims() ? outs->Get(o)->dims()->size() : 0);
   std::vector<int64_t> results(resultWords, 0);
 
+  // A decode step of a CUDA module runs as a CUDA graph (when its host code
+  // allows one): per thread, since each thread queues on its own stream.
+  hasten::runtime::CudaGraph *graph = nullptr;
+  if (module->cuda && module->cudaGraphs && entry->sig->gpu_graph() &&
+      entry->sig->kind() == hasten::manifest::EntryKind_decode) {
+    std::lock_guard<std::mutex> lock(module->graphsMutex);
+    auto &slot = module->graphs[{std::this_thread::get_id(), entry}];
+    if (!slot)
+      slot = std::make_unique<hasten::runtime::CudaGraph>();
+    graph = slot.get();
+  }
+
   hasten::runtime::takeKernelError();
   // A failed allocation in generated code comes back here (Allocation.cpp).
   hasten::runtime::RunAllocations run;
   hasten::runtime::beginRun(run);
   if (setjmp(run.escape) != 0) {
+    hasten::runtime::cudaAbandonCapture();
     hasten::runtime::endRun(run, /*failed=*/true);
     hasten::runtime::takeKernelError();
     return fail(HASTEN_ERROR_OUT_OF_MEMORY,
                 "%s: entry '%s' failed: out of memory allocating %zu bytes", module->path.c_str(),
                 name, run.failedBytes);
   }
-  entry->fn(inputPtrs.data(), results.data());
+  if (graph) {
+    hasten::runtime::GraphRun how = hasten::runtime::cudaRunGraphed(
+        *graph, [&] { entry->fn(inputPtrs.data(), results.data()); });
+    std::lock_guard<std::mutex> lock(module->graphsMutex);
+    hasten_cuda_graph_stats &stats = module->graphStats;
+    if (how == hasten::runtime::GraphRun::Direct) {
+      ++stats.direct_calls;
+    } else {
+      ++stats.graph_launches;
+      ++(how == hasten::runtime::GraphRun::Updated ? stats.updates : stats.instantiations);
+    }
+    if (module->graphDirectWhy.empty())
+      module->graphDirectWhy = graph->directWhy;
+  } else {
+    entry->fn(inputPtrs.data(), results.data());
+  }
   hasten::runtime::endRun(run, /*failed=*/false);
   if (module->cuda) {
     // The results back to the host, each device allocation freed once
@@ -1082,7 +1158,9 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
       auto *allocated = reinterpret_cast<char *>(desc[0]);
       bool inWeights = weightsBegin && allocated >= weightsBegin &&
                        allocated < weightsBegin + module->weightsSize;
-      if (allocated && !inWeights && freed.insert(allocated).second)
+      // A captured call's outputs live in its graph's pool.
+      bool inGraph = graph && graph->owns(allocated);
+      if (allocated && !inWeights && !inGraph && freed.insert(allocated).second)
         hasten::runtime::cudaFree(allocated);
       desc[0] = desc[1] = reinterpret_cast<int64_t>(host);
     }

@@ -7,7 +7,8 @@
  * cache descriptions, option and stats structs that carry their size, bad
  * indices reported as errors; 4: sequences of a model namespace, verification
  * and speculative generation; 5: tokenizers and text streams; 6: weights
- * mapped from the module or a sidecar, hasten_module_verify_weights);
+ * mapped from the module or a sidecar, hasten_module_verify_weights; 7:
+ * samplers' generate entries; 8: CUDA graphs of decode steps);
  * hasten_runtime_api_version() reports the
  * version of the library actually loaded. Compiled modules carry a manifest with their own
  * format version, checked by hasten_module_load.
@@ -48,7 +49,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 7
+#define HASTEN_RUNTIME_API_VERSION 8
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -250,8 +251,36 @@ typedef struct hasten_kv_cache_info {
 hasten_status hasten_module_kv_cache(const hasten_module *module, const char *model,
                                      hasten_kv_cache_info *info);
 
-/* Where the module's code runs: "cpu". Lives as long as the module. */
+/* Where the module's code runs: "cpu" or "cuda". Lives as long as the module. */
 const char *hasten_module_device(const hasten_module *module);
+
+/* CUDA graphs: a CUDA module's decode steps run as one graph launch each
+ * instead of one launch per kernel and GEMM. Per thread and entry, the
+ * first call runs directly; each later one is captured and updates the
+ * executable graph in place (instantiated again when the work changed
+ * shape). Entries whose host code reads device memory (the manifest says
+ * which) always run directly. On by default. */
+hasten_status hasten_module_set_cuda_graphs(hasten_module *module, int enabled);
+
+typedef struct hasten_cuda_graph_stats {
+  size_t struct_size;      /* the caller sets sizeof(hasten_cuda_graph_stats) */
+  uint64_t graph_launches; /* calls run as a graph launch */
+  uint64_t instantiations; /* of those, calls whose graph was instantiated */
+  uint64_t updates;        /* of those, calls that updated it in place */
+  uint64_t direct_calls;   /* calls of graph entries run directly */
+} hasten_cuda_graph_stats;
+
+/* 1 when a CUDA graph can capture `entry`'s calls (its host code never
+ * reads device memory, so it waits for the GPU once, at the end), 0 when
+ * not or for a CPU module, -1 for an unknown entry. */
+int hasten_entry_cuda_graph_capturable(const hasten_module *module, const char *entry);
+
+/* What the module's decode steps did so far, over all threads. */
+hasten_status hasten_module_cuda_graph_stats(const hasten_module *module,
+                                             hasten_cuda_graph_stats *stats);
+/* Why calls of a graph entry ran directly after their first ("" when none
+ * did). Lives as long as the module. */
+const char *hasten_module_cuda_graph_note(const hasten_module *module);
 
 /*---------------------------------------------------------------- tensors --*/
 

@@ -183,7 +183,8 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
     entryOffsets.push_back(manifest::CreateEntry(
         fbb, fbb.CreateString(e.name),
         fbb.CreateString(std::string(kEntrySymbolPrefix) + e.name), inputs, outputs,
-        manifest::EntryKind(e.kind), fbb.CreateString(e.model), e.samplerSteps));
+        manifest::EntryKind(e.kind), fbb.CreateString(e.model), e.samplerSteps,
+        llvm::is_contained(target.gpuGraphEntries, e.name)));
   }
   std::vector<flatbuffers::Offset<flatbuffers::String>> featureOffsets;
   for (const std::string &f : target.features)

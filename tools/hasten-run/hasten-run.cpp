@@ -204,6 +204,11 @@ int printSignatures(hasten_module *module, const std::string &path,
                   (long long)kv.layers, (long long)kv.kv_heads, (long long)kv.head_dim,
                   (long long)kv.capacity,
                   kv.paged ? (", blocks of " + std::to_string(kv.block_size)).c_str() : "");
+    if (std::strcmp(hasten_module_device(module), "cuda") == 0)
+      std::printf("  host waits: %s\n",
+                  hasten_entry_cuda_graph_capturable(module, entry) == 1
+                      ? "once per call (a CUDA graph can capture it)"
+                      : "inside calls (its host code reads device memory; no CUDA graph)");
     if (int64_t calls = hasten_entry_sampler_steps(module, entry))
       std::printf("  sampler: %lld denoiser call%s per run\n", (long long)calls,
                   calls == 1 ? "" : "s");
@@ -570,6 +575,19 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                std::strcmp(hasten_module_device(module), "cuda") == 0 ? "cuda (host code)"
                                                                       : "cpu",
                hasten_module_cpu(module), hasten_runtime_kernel_isa());
+  hasten_cuda_graph_stats graphs{};
+  graphs.struct_size = sizeof(graphs);
+  if (hasten_module_cuda_graph_stats(module, &graphs) == HASTEN_OK &&
+      graphs.graph_launches + graphs.direct_calls > 0) {
+    const char *why = hasten_module_cuda_graph_note(module);
+    std::fprintf(stderr,
+                 "CUDA graphs: %llu of %llu decode steps as graph launches (%llu instantiated, "
+                 "%llu updated in place)%s%s\n",
+                 (unsigned long long)graphs.graph_launches,
+                 (unsigned long long)(graphs.graph_launches + graphs.direct_calls),
+                 (unsigned long long)graphs.instantiations, (unsigned long long)graphs.updates,
+                 *why ? "; direct: " : "", why);
+  }
   if (flags.drafter != "none") {
     std::string k = flags.speculation.k ? std::to_string(flags.speculation.k)
                                         : "auto (last " + std::to_string(spec.last_k) + ")";
@@ -624,6 +642,10 @@ cl::opt<int> warmup("warmup", cl::desc("Untimed runs first"), cl::init(0),
 cl::opt<int> threads("threads",
                      cl::desc("Threads (default: HASTEN_NUM_THREADS, else every core)"),
                      cl::init(0), cl::cat(runCategory));
+cl::opt<bool> cudaGraphs("cuda-graphs",
+                         cl::desc("A CUDA module's decode steps as CUDA graph launches "
+                                  "(default; --cuda-graphs=false: every kernel launched)"),
+                         cl::init(true), cl::cat(runCategory));
 cl::opt<bool> verifyWeights("verify-weights",
                             cl::desc("Read every weight byte against the digest the compiler "
                                      "recorded before running (a load reads none of them)"),
@@ -956,6 +978,8 @@ int main(int argc, char **argv) {
     return die("--system needs a chat (--chat, or --interactive with a chat template)");
   hasten_module *module = nullptr;
   if (hasten_module_load(modulePath.c_str(), &module) != HASTEN_OK)
+    return die(hasten_last_error());
+  if (hasten_module_set_cuda_graphs(module, cudaGraphs) != HASTEN_OK)
     return die(hasten_last_error());
   if (verifyWeights) {
     auto start = std::chrono::steady_clock::now();

@@ -80,6 +80,8 @@ struct TargetDescription {
   std::vector<std::string> gpus;
   /// GPU libraries its host code calls through the runtime ("cublasLt").
   std::vector<std::string> gpuLibraries;
+  /// Entries whose calls a CUDA graph can capture (Entry.gpu_graph).
+  std::vector<std::string> gpuGraphEntries;
 };
 
 /// The KV cache one model's prefill/decode entries share.

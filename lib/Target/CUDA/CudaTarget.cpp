@@ -17,6 +17,9 @@
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Pipelines/Pipelines.h"
 
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/Matchers.h"
+
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -28,6 +31,47 @@ namespace {
 
 /// What the compiler knows how to target: Volta to Blackwell.
 constexpr unsigned kKnownArchs[] = {70, 72, 75, 80, 86, 87, 89, 90, 100, 103, 120};
+
+/// The public functions of the lowered host module whose calls a CUDA
+/// graph can capture: nothing they run reads device memory on the host (a
+/// copy back, managed memory), the only thing that needs the host to wait
+/// inside a call. Calls through a pointer count as reading.
+std::vector<std::string> graphCapturableFunctions(ModuleOp module) {
+  llvm::DenseMap<StringRef, bool> reads;
+  llvm::DenseMap<StringRef, llvm::SmallVector<StringRef>> callees;
+  module.walk([&](LLVM::LLVMFuncOp func) {
+    bool &own = reads[func.getSymName()];
+    func.walk([&](LLVM::CallOp call) {
+      std::optional<StringRef> callee = call.getCallee();
+      if (!callee) {
+        own = true;
+        return;
+      }
+      if (*callee == "mgpuMemcpy")
+        own = true;
+      // mgpuMemAlloc(bytes, stream, hostShared)
+      if (*callee == "mgpuMemAlloc" &&
+          (call.getNumOperands() != 3 ||
+           !matchPattern(call.getOperand(2), m_Zero())))
+        own = true;
+      callees[func.getSymName()].push_back(*callee);
+    });
+  });
+  // Callers of readers read.
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (auto &[caller, called] : callees)
+      if (!reads[caller] && llvm::any_of(called, [&](StringRef c) { return reads.lookup(c); })) {
+        reads[caller] = true;
+        changed = true;
+      }
+  }
+  std::vector<std::string> capturable;
+  for (auto func : module.getOps<LLVM::LLVMFuncOp>())
+    if (!func.isExternal() && !func.isPrivate() && !reads.lookup(func.getSymName()))
+      capturable.push_back(func.getSymName().str());
+  return capturable;
+}
 
 class CudaTarget : public Target {
 public:
@@ -124,6 +168,7 @@ public:
     // GEMMs call cuBLASLt through the runtime (passes/GpuGemmToLLVM.cpp).
     if (module.lookupSymbol("hasten_cuda_gemm"))
       description.gpuLibraries.push_back("cublasLt");
+    description.gpuGraphEntries = graphCapturableFunctions(module);
     return description;
   }
 

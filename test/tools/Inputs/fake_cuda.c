@@ -34,6 +34,18 @@
  * Device memory is mapped without access but while the driver copies or a
  * kernel runs, so host code that reads it dies with SIGSEGV, as it would on
  * a real GPU.
+ *
+ * Stream capture and graphs (cuStreamBeginCapture .. cuGraphLaunch): work
+ * queued on a capturing stream (launches, with their parameters copied as
+ * the PTX declares them; cuMemcpyAsync; cublasLtMatmul) is recorded, not
+ * run, and runs when the instantiated graph is launched. A synchronizing
+ * call while a capture is open (cuStreamSynchronize, cuMemAlloc, the
+ * synchronous copies) fails with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and
+ * invalidates the capture, as the driver's thread-local mode does. Stricter
+ * than the driver: stream-ordered allocations (cuMemAllocAsync,
+ * cuMemFreeAsync) inside a capture are refused too, since hasten's runtime
+ * serves captured calls from its own pool. cuGraphExecUpdate takes a graph
+ * of the same nodes (kinds and kernels) and refuses any other.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,9 +56,12 @@
 #include "ptx_emulator.h"
 
 typedef int CUresult;
-enum { OK = 0, OUT_OF_MEMORY = 2, INVALID_PTX = 218, ILLEGAL_ADDRESS = 700, LAUNCH_FAILED = 719 };
+enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_PTX = 218, ILLEGAL_STATE = 401,
+       ILLEGAL_ADDRESS = 700, LAUNCH_FAILED = 719, CAPTURE_UNSUPPORTED = 900,
+       CAPTURE_INVALIDATED = 901, CAPTURE_UNMATCHED = 903, UPDATE_FAILURE = 910 };
 
 static long live, modules, launches, hostPointers, uploads, emulated, gemms;
+static long synchronizations, captures, instantiations, updates, refusedUpdates, graphLaunches, liveGraphs;
 static unsigned long long uploadBytes;
 static FILE *logFile;
 
@@ -88,9 +103,12 @@ struct Kernel {
   struct Module *module;
   int count;
   unsigned char pointer[512];
+  unsigned short size[512]; /* bytes of each parameter (0: unknown) */
 };
 static CUresult emulate(struct Kernel *kernel, const unsigned grid[3], const unsigned block[3],
                         unsigned shared, void **params);
+static CUresult run(struct Kernel *kernel, const unsigned grid[3], const unsigned block[3],
+                    unsigned shared, void **params);
 
 static FILE *logged(void) {
   if (!logFile && getenv("FAKE_CUDA_LOG"))
@@ -112,6 +130,12 @@ static int arch(void) { return getenv("FAKE_CUDA_ARCH") ? atoi(getenv("FAKE_CUDA
 
 __attribute__((destructor)) static void report(void) {
   if (logged()) {
+    fprintf(logFile, "stream synchronizations %ld\n", synchronizations);
+    if (captures)
+      fprintf(logFile,
+              "graphs: captured %ld, instantiated %ld, updated %ld, updates refused %ld, "
+              "launched %ld, graphs and executables live at exit %ld\n",
+              captures, instantiations, updates, refusedUpdates, graphLaunches, liveGraphs);
     fprintf(logFile,
             "copies to the device %ld (%llu bytes), launches %ld, host pointers passed to "
             "kernels %ld, modules loaded at exit %ld, live allocations at exit %ld, "
@@ -122,16 +146,23 @@ __attribute__((destructor)) static void report(void) {
 }
 
 CUresult cuGetErrorName(CUresult r, const char **name) {
-  *name = r == OUT_OF_MEMORY     ? "CUDA_ERROR_OUT_OF_MEMORY"
-          : r == LAUNCH_FAILED   ? "CUDA_ERROR_LAUNCH_FAILED"
-          : r == ILLEGAL_ADDRESS ? "CUDA_ERROR_ILLEGAL_ADDRESS"
-                                 : "CUDA_ERROR_UNKNOWN";
+  *name = r == OUT_OF_MEMORY           ? "CUDA_ERROR_OUT_OF_MEMORY"
+          : r == LAUNCH_FAILED         ? "CUDA_ERROR_LAUNCH_FAILED"
+          : r == ILLEGAL_ADDRESS       ? "CUDA_ERROR_ILLEGAL_ADDRESS"
+          : r == INVALID_VALUE         ? "CUDA_ERROR_INVALID_VALUE"
+          : r == CAPTURE_UNSUPPORTED   ? "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"
+          : r == CAPTURE_INVALIDATED   ? "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"
+          : r == UPDATE_FAILURE        ? "CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE"
+                                       : "CUDA_ERROR_UNKNOWN";
   return OK;
 }
 CUresult cuGetErrorString(CUresult r, const char **text) {
-  *text = r == OUT_OF_MEMORY     ? "out of memory"
-          : r == ILLEGAL_ADDRESS ? "an illegal memory access was encountered"
-                                 : "the fake driver was told to fail";
+  *text = r == OUT_OF_MEMORY         ? "out of memory"
+          : r == ILLEGAL_ADDRESS     ? "an illegal memory access was encountered"
+          : r == INVALID_VALUE       ? "invalid argument"
+          : r == CAPTURE_UNSUPPORTED ? "operation not permitted when stream is capturing"
+          : r == CAPTURE_INVALIDATED ? "operation failed due to a previous error during capture"
+                                     : "the fake driver was told to fail";
   return OK;
 }
 CUresult cuInit(unsigned flags) { return failing("cuInit") ? LAUNCH_FAILED : OK; }
@@ -157,7 +188,76 @@ CUresult cuDevicePrimaryCtxRetain(void **context, int device) {
 }
 CUresult cuCtxSetCurrent(void *context) { return OK; }
 
+/* ---- stream capture and graphs ---------------------------------------- */
+
+enum { NODE_KERNEL, NODE_COPY, NODE_GEMM };
+struct Node {
+  int kind;
+  struct Kernel *kernel; /* NODE_KERNEL */
+  unsigned grid[3], block[3], shared;
+  unsigned char *params; /* the parameters' bytes, back to back */
+  size_t paramBytes;
+  unsigned long long to, from, size; /* NODE_COPY */
+  void *gemm;                        /* NODE_GEMM: a recorded cublasLtMatmul */
+  size_t gemmBytes;
+};
+struct Graph {
+  int count, capacity;
+  struct Node *nodes;
+};
+static struct Graph *capturing;
+static void *captureStream;
+static int captureBroken;
+
+static int capturingOn(void *stream) { return capturing && stream == captureStream; }
+/* A call that synchronizes with the device while a capture is open: the
+   driver refuses it and invalidates the capture. */
+static int refusedInCapture(const char *name) {
+  if (!capturing)
+    return 0;
+  captureBroken = 1;
+  if (logged())
+    fprintf(logFile, "%s refused during a stream capture\n", name);
+  return 1;
+}
+static struct Node *addNode(int kind) {
+  if (capturing->count == capturing->capacity) {
+    capturing->capacity = capturing->capacity ? 2 * capturing->capacity : 64;
+    capturing->nodes = realloc(capturing->nodes, capturing->capacity * sizeof(struct Node));
+  }
+  struct Node *node = &capturing->nodes[capturing->count++];
+  memset(node, 0, sizeof(*node));
+  node->kind = kind;
+  return node;
+}
+static void *duplicate(const void *bytes, size_t size) {
+  void *copy = malloc(size ? size : 1);
+  memcpy(copy, bytes, size);
+  return copy;
+}
+static void clearGraph(struct Graph *g) {
+  for (int i = 0; i < g->count; ++i) {
+    free(g->nodes[i].params);
+    free(g->nodes[i].gemm);
+  }
+  free(g->nodes);
+  memset(g, 0, sizeof(*g));
+}
+static void copyGraph(struct Graph *to, const struct Graph *from) {
+  to->count = to->capacity = from->count;
+  to->nodes = calloc(from->count ? from->count : 1, sizeof(struct Node));
+  for (int i = 0; i < from->count; ++i) {
+    to->nodes[i] = from->nodes[i];
+    if (from->nodes[i].params)
+      to->nodes[i].params = duplicate(from->nodes[i].params, from->nodes[i].paramBytes);
+    if (from->nodes[i].gemm)
+      to->nodes[i].gemm = duplicate(from->nodes[i].gemm, from->nodes[i].gemmBytes);
+  }
+}
+
 CUresult cuModuleLoadData(void **module, const void *image) {
+  if (refusedInCapture("cuModuleLoadData"))
+    return CAPTURE_UNSUPPORTED;
   if (failing("cuModuleLoadData"))
     return LAUNCH_FAILED;
   const char *bytes = (const char *)image;
@@ -201,6 +301,27 @@ CUresult cuModuleUnload(void *module) {
   --modules;
   return OK;
 }
+/* The bytes of the parameter declared from `p` to `end`: its type's size
+   times the array's length (".param .align 8 .b8 name[16]"). */
+static unsigned short paramBytes(const char *p, const char *end) {
+  static const struct {
+    const char *type;
+    unsigned bytes;
+  } types[] = {{".u64", 8}, {".s64", 8}, {".b64", 8}, {".f64", 8}, {".u32", 4}, {".s32", 4},
+               {".b32", 4}, {".f32", 4}, {".u16", 2}, {".s16", 2}, {".b16", 2}, {".f16", 2},
+               {".u8", 1},  {".s8", 1},  {".b8", 1}};
+  unsigned bytes = 0;
+  for (unsigned i = 0; i < sizeof(types) / sizeof(types[0]) && !bytes; ++i) {
+    const char *at = strstr(p, types[i].type);
+    if (at && at < end)
+      bytes = types[i].bytes;
+  }
+  const char *bracket = memchr(p, '[', (size_t)(end - p));
+  if (bracket)
+    bytes *= (unsigned)atoi(bracket + 1);
+  return (unsigned short)bytes;
+}
+
 CUresult cuModuleGetFunction(void **function, void *module, const char *name) {
   if (failing("cuModuleGetFunction"))
     return LAUNCH_FAILED;
@@ -220,6 +341,7 @@ CUresult cuModuleGetFunction(void **function, void *module, const char *name) {
          p = strstr(p + 1, ".param")) {
       const char *line = strchr(p, '\n');
       const char *pointer = strstr(p, ".ptr");
+      kernel->size[kernel->count] = paramBytes(p, line ? line : end);
       kernel->pointer[kernel->count++] = pointer && (!line || pointer < line);
     }
   }
@@ -231,11 +353,43 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
                         void **extra) {
   if (failing("cuLaunchKernel"))
     return LAUNCH_FAILED;
+  /* The driver refuses a launch with no blocks or no threads. */
+  if (!gx || !gy || !gz || !bx || !by || !bz) {
+    if (logged())
+      fprintf(logFile, "launch with an empty grid refused\n");
+    return INVALID_VALUE;
+  }
   struct Kernel *kernel = f;
+  if (capturingOn(stream)) {
+    /* The parameters are copied now, as the driver does; they are checked
+       when the graph runs them. */
+    struct Node *node = addNode(NODE_KERNEL);
+    node->kernel = kernel;
+    node->grid[0] = gx, node->grid[1] = gy, node->grid[2] = gz;
+    node->block[0] = bx, node->block[1] = by, node->block[2] = bz;
+    node->shared = shared;
+    for (int i = 0; i < kernel->count; ++i)
+      node->paramBytes += kernel->size[i];
+    node->params = malloc(node->paramBytes ? node->paramBytes : 1);
+    size_t at = 0;
+    for (int i = 0; i < kernel->count; ++i) {
+      memcpy(node->params + at, params[i], kernel->size[i]);
+      at += kernel->size[i];
+    }
+    return OK;
+  }
+  const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+  return run(kernel, grid, block, shared, params);
+}
+
+/* A launch that runs: its pointers checked, then emulated (PTX) or not
+   (cubins). */
+static CUresult run(struct Kernel *kernel, const unsigned grid[3], const unsigned block[3],
+                    unsigned shared, void **params) {
   ++launches;
   if (logged() && launches == 1)
-    fprintf(logFile, "first launch %s grid %ux%ux%u block %ux%ux%u\n", kernel->name, gx, gy,
-            gz, bx, by, bz);
+    fprintf(logFile, "first launch %s grid %ux%ux%u block %ux%ux%u\n", kernel->name, grid[0],
+            grid[1], grid[2], block[0], block[1], block[2]);
   for (int i = 0; i < kernel->count; ++i) {
     if (!kernel->pointer[i])
       continue;
@@ -251,10 +405,8 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
                 kernel->name, i);
     }
   }
-  if (kernel->module && kernel->module->program) {
-    const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+  if (kernel->module && kernel->module->program)
     return emulate(kernel, grid, block, shared, params);
-  }
   return OK;
 }
 CUresult cuStreamCreate(void **stream, unsigned flags) {
@@ -262,6 +414,9 @@ CUresult cuStreamCreate(void **stream, unsigned flags) {
   return OK;
 }
 CUresult cuStreamSynchronize(void *stream) {
+  if (refusedInCapture("cuStreamSynchronize"))
+    return CAPTURE_UNSUPPORTED;
+  ++synchronizations;
   return failing("cuStreamSynchronize") ? LAUNCH_FAILED : OK;
 }
 
@@ -292,15 +447,21 @@ static CUresult allocate(unsigned long long *pointer, size_t size, const char *n
   return OK;
 }
 CUresult cuMemAlloc_v2(unsigned long long *pointer, size_t size) {
+  if (refusedInCapture("cuMemAlloc"))
+    return CAPTURE_UNSUPPORTED;
   return allocate(pointer, size, "cuMemAlloc");
 }
 CUresult cuMemAllocManaged(unsigned long long *pointer, size_t size, unsigned flags) {
+  if (refusedInCapture("cuMemAllocManaged"))
+    return CAPTURE_UNSUPPORTED;
   return allocate(pointer, size, "cuMemAllocManaged");
 }
 CUresult cuMemAllocAsync(unsigned long long *pointer, size_t size, void *stream) {
+  if (capturingOn(stream) && refusedInCapture("cuMemAllocAsync"))
+    return CAPTURE_UNSUPPORTED;
   return allocate(pointer, size, "cuMemAllocAsync");
 }
-CUresult cuMemFree_v2(unsigned long long pointer) {
+static CUresult release(unsigned long long pointer) {
   for (int i = 0; i < kMaxAllocations; ++i)
     if (allocations[i].base == (char *)pointer) {
       munmap(allocations[i].base, pages(allocations[i].size));
@@ -310,10 +471,19 @@ CUresult cuMemFree_v2(unsigned long long pointer) {
     }
   return LAUNCH_FAILED;
 }
+CUresult cuMemFree_v2(unsigned long long pointer) {
+  if (refusedInCapture("cuMemFree"))
+    return CAPTURE_UNSUPPORTED;
+  return release(pointer);
+}
 CUresult cuMemFreeAsync(unsigned long long pointer, void *stream) {
-  return cuMemFree_v2(pointer);
+  if (capturingOn(stream) && refusedInCapture("cuMemFreeAsync"))
+    return CAPTURE_UNSUPPORTED;
+  return release(pointer);
 }
 CUresult cuMemcpyHtoD_v2(unsigned long long device, const void *host, size_t size) {
+  if (refusedInCapture("cuMemcpyHtoD"))
+    return CAPTURE_UNSUPPORTED;
   if (failing("cuMemcpyHtoD"))
     return LAUNCH_FAILED;
   ++uploads;
@@ -324,6 +494,8 @@ CUresult cuMemcpyHtoD_v2(unsigned long long device, const void *host, size_t siz
   return OK;
 }
 CUresult cuMemcpyDtoH_v2(void *host, unsigned long long device, size_t size) {
+  if (refusedInCapture("cuMemcpyDtoH"))
+    return CAPTURE_UNSUPPORTED;
   if (failing("cuMemcpyDtoH"))
     return LAUNCH_FAILED;
   access((void *)device, 1);
@@ -344,13 +516,22 @@ static CUresult copy(unsigned long long to, unsigned long long from, size_t size
   return OK;
 }
 CUresult cuMemcpyDtoD_v2(unsigned long long to, unsigned long long from, size_t size) {
+  if (refusedInCapture("cuMemcpyDtoD"))
+    return CAPTURE_UNSUPPORTED;
   return copy(to, from, size, "cuMemcpyDtoD");
 }
 CUresult cuMemcpyAsync(unsigned long long to, unsigned long long from, size_t size,
                        void *stream) {
+  if (capturingOn(stream)) {
+    struct Node *node = addNode(NODE_COPY);
+    node->to = to, node->from = from, node->size = size;
+    return OK;
+  }
   return copy(to, from, size, "cuMemcpyAsync");
 }
 CUresult cuMemsetD8_v2(unsigned long long device, unsigned char value, size_t size) {
+  if (refusedInCapture("cuMemsetD8"))
+    return CAPTURE_UNSUPPORTED;
   access((void *)device, 1);
   memset((void *)device, value, size);
   access((void *)device, 0);
@@ -372,7 +553,7 @@ static void *deviceMalloc(size_t size) {
   mprotect((void *)pointer, pages(size ? size : 1), PROT_READ | PROT_WRITE);
   return (void *)pointer;
 }
-static void deviceFree(void *pointer) { cuMemFree_v2((unsigned long long)pointer); }
+static void deviceFree(void *pointer) { release((unsigned long long)pointer); }
 
 static CUresult emulate(struct Kernel *kernel, const unsigned grid[3], const unsigned block[3],
                         unsigned shared, void **params) {
@@ -664,6 +845,18 @@ static int inDevice(const void *base, const struct LtLayout *l) {
   return 0;
 }
 
+/* A cublasLtMatmul call, as a capture records it. */
+struct RecordedGemm {
+  struct LtDesc desc;
+  struct LtLayout a, b, c, d;
+  float alpha, beta;
+  const void *A, *B, *C;
+  void *D;
+  void *workspace;
+  size_t workspaceBytes;
+};
+static int multiply(const struct RecordedGemm *g);
+
 int cublasLtMatmul(struct LtHandle *handle, struct LtDesc *desc, const void *alpha,
                    const void *A, struct LtLayout *a, const void *B, struct LtLayout *b,
                    const void *beta, const void *C, struct LtLayout *c, void *D,
@@ -676,9 +869,28 @@ int cublasLtMatmul(struct LtHandle *handle, struct LtDesc *desc, const void *alp
     return status;
   if (failing("cublasLtMatmul"))
     return BLAS_EXECUTION_FAILED;
-  float alphaValue, betaValue;
-  memcpy(&alphaValue, alpha, 4);
-  memcpy(&betaValue, beta, 4);
+  struct RecordedGemm g = {*desc, *a, *b, *c, *d, 0, 0, A, B, C, D, workspace, workspaceBytes};
+  memcpy(&g.alpha, alpha, 4);
+  memcpy(&g.beta, beta, 4);
+  if (capturingOn(stream)) {
+    struct Node *node = addNode(NODE_GEMM);
+    node->gemm = duplicate(&g, sizeof(g));
+    node->gemmBytes = sizeof(g);
+    return BLAS_OK;
+  }
+  return multiply(&g);
+}
+
+/* D = alpha A B + beta C (+ bias), on the CPU; a product that would reach
+   outside the device allocations fails. */
+static int multiply(const struct RecordedGemm *g) {
+  const struct LtDesc *desc = &g->desc;
+  const struct LtLayout *a = &g->a, *b = &g->b, *c = &g->c, *d = &g->d;
+  const void *A = g->A, *B = g->B, *C = g->C;
+  void *D = g->D;
+  const void *workspace = g->workspace;
+  size_t workspaceBytes = g->workspaceBytes;
+  float alphaValue = g->alpha, betaValue = g->beta;
   int hasBias = desc->epilogue == 4;
   struct LtLayout biasLayout = {d->type, d->rows, 1, (long long)d->rows, 0, 1};
   const char *which = !inDevice(A, a)                           ? "A"
@@ -727,3 +939,106 @@ int cublasLtMatmul(struct LtHandle *handle, struct LtDesc *desc, const void *alp
   openAll(0);
   return BLAS_OK;
 }
+
+/* ---- graphs ------------------------------------------------------------- */
+
+CUresult cuStreamBeginCapture_v2(void *stream, int mode) {
+  if (capturing)
+    return ILLEGAL_STATE;
+  capturing = calloc(1, sizeof(struct Graph));
+  captureStream = stream;
+  captureBroken = 0;
+  return OK;
+}
+CUresult cuStreamEndCapture(void *stream, void **graph) {
+  *graph = NULL;
+  if (!capturing || stream != captureStream)
+    return CAPTURE_UNMATCHED;
+  struct Graph *g = capturing;
+  capturing = NULL;
+  if (captureBroken) {
+    clearGraph(g);
+    free(g);
+    return CAPTURE_INVALIDATED;
+  }
+  ++captures;
+  ++liveGraphs;
+  *graph = g;
+  return OK;
+}
+CUresult cuGraphInstantiateWithFlags(void **exec, void *graph, unsigned long long flags) {
+  if (failing("cuGraphInstantiate"))
+    return OUT_OF_MEMORY;
+  struct Graph *e = calloc(1, sizeof(struct Graph));
+  copyGraph(e, graph);
+  ++instantiations;
+  ++liveGraphs;
+  *exec = e;
+  return OK;
+}
+/* CUgraphExecUpdateResultInfo: the result, then the nodes at fault. */
+struct UpdateResult {
+  int result;
+  void *errorNode, *errorFromNode;
+};
+CUresult cuGraphExecUpdate_v2(void *exec, void *graph, struct UpdateResult *info) {
+  struct Graph *e = exec;
+  const struct Graph *g = graph;
+  info->result = 0;
+  info->errorNode = info->errorFromNode = NULL;
+  if (e->count != g->count)
+    info->result = 2; /* CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED */
+  for (int i = 0; i < g->count && !info->result; ++i)
+    if (e->nodes[i].kind != g->nodes[i].kind)
+      info->result = 3; /* NODE_TYPE_CHANGED */
+    else if (e->nodes[i].kernel != g->nodes[i].kernel)
+      info->result = 4; /* FUNCTION_CHANGED */
+  if (info->result || failing("cuGraphExecUpdate")) {
+    if (!info->result)
+      info->result = 1;
+    ++refusedUpdates;
+    return UPDATE_FAILURE;
+  }
+  clearGraph(e);
+  copyGraph(e, g);
+  ++updates;
+  return OK;
+}
+CUresult cuGraphLaunch(void *exec, void *stream) {
+  if (capturing)
+    return ILLEGAL_STATE;
+  if (failing("cuGraphLaunch"))
+    return LAUNCH_FAILED;
+  ++graphLaunches;
+  const struct Graph *e = exec;
+  for (int i = 0; i < e->count; ++i) {
+    const struct Node *node = &e->nodes[i];
+    CUresult r = OK;
+    if (node->kind == NODE_KERNEL) {
+      void *params[512];
+      size_t at = 0;
+      for (int p = 0; p < node->kernel->count; ++p) {
+        params[p] = node->params + at;
+        at += node->kernel->size[p];
+      }
+      r = run(node->kernel, node->grid, node->block, node->shared, params);
+    } else if (node->kind == NODE_COPY) {
+      r = copy(node->to, node->from, node->size, "cuMemcpyAsync");
+    } else if (multiply(node->gemm) != BLAS_OK) {
+      r = LAUNCH_FAILED;
+    }
+    if (r != OK)
+      return r;
+  }
+  return OK;
+}
+static CUresult destroyGraph(void *graph) {
+  if (!graph)
+    return OK;
+  clearGraph(graph);
+  free(graph);
+  --liveGraphs;
+  return OK;
+}
+CUresult cuGraphDestroy(void *graph) { return destroyGraph(graph); }
+CUresult cuGraphExecDestroy(void *exec) { return destroyGraph(exec); }
