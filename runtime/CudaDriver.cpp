@@ -87,6 +87,12 @@ struct Driver {
   CUresult (*cuMemcpyDtoD)(CUdeviceptr, CUdeviceptr, size_t);
   CUresult (*cuMemcpyAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
   CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
+  CUresult (*cuMemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
+  CUresult (*cuMemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
+  CUresult (*cuMemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
+  CUresult (*cuMemcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+  CUresult (*cuMemAllocHost)(void **, size_t);
+  CUresult (*cuMemFreeHost)(void *);
   // Graphs (CUDA 12 and newer; without them every call runs directly).
   CUresult (*cuStreamBeginCapture)(CUstream, int);
   CUresult (*cuStreamEndCapture)(CUstream, CUgraph *);
@@ -190,7 +196,13 @@ const Driver *driver(std::string &error) {
                get(d.cuMemcpyDtoH, "cuMemcpyDtoH_v2") &&
                get(d.cuMemcpyDtoD, "cuMemcpyDtoD_v2") &&
                get(d.cuMemcpyAsync, "cuMemcpyAsync") &&
-               get(d.cuMemsetD8, "cuMemsetD8_v2");
+               get(d.cuMemsetD8, "cuMemsetD8_v2") &&
+               get(d.cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2") &&
+               get(d.cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2") &&
+               get(d.cuMemsetD8Async, "cuMemsetD8Async") &&
+               get(d.cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2") &&
+               get(d.cuMemAllocHost, "cuMemAllocHost_v2") &&
+               get(d.cuMemFreeHost, "cuMemFreeHost");
     if (!all) {
       failure = std::string("the CUDA driver '") + path + "' lacks " + missing +
                 " (CUDA 11.2 or newer is needed)";
@@ -272,12 +284,61 @@ struct LazyModule {
 };
 
 /// The calling thread's stream: entries create and destroy one per call,
-/// which the driver would serialize; one per thread is enough.
-CUstream threadStream(const Driver &d) {
+/// which the driver would serialize; one per thread is enough. `result`
+/// says why there is none.
+CUstream threadStream(const Driver &d, CUresult &result) {
   thread_local CUstream stream = nullptr;
-  if (!stream && !check(d, "cuStreamCreate", d.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING)))
-    return nullptr;
+  result = CUDA_SUCCESS;
+  if (!stream)
+    result = d.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING);
+  return result == CUDA_SUCCESS ? stream : nullptr;
+}
+/// The same for generated code's calls: a failure is the run's error.
+CUstream threadStream(const Driver &d) {
+  CUresult result;
+  CUstream stream = threadStream(d, result);
+  check(d, "cuStreamCreate", result);
   return stream;
+}
+
+/// The calling thread's pinned host memory for a call's input and output
+/// copies: one buffer, grown as needed, freed at thread exit. While
+/// `pending`, copies queued from it may not have run yet.
+struct Staging {
+  const Driver *driver = nullptr;
+  char *memory = nullptr;
+  size_t bytes = 0;
+  bool pending = false;
+  ~Staging() {
+    if (memory)
+      driver->cuMemFreeHost(memory);
+  }
+};
+thread_local Staging staging;
+
+/// The thread's staging memory, at least `bytes` of it, and idle if the
+/// host is to write it (the device writing it is ordered on the stream).
+CUresult stage(const Driver &d, CUstream stream, size_t bytes, bool hostWrites) {
+  CUresult r = CUDA_SUCCESS;
+  if (staging.pending && (hostWrites || bytes > staging.bytes)) {
+    if ((r = d.cuStreamSynchronize(stream)) != CUDA_SUCCESS)
+      return r;
+    staging.pending = false;
+  }
+  if (bytes <= staging.bytes)
+    return CUDA_SUCCESS;
+  if (staging.memory)
+    d.cuMemFreeHost(staging.memory);
+  staging.memory = nullptr;
+  staging.bytes = 0;
+  void *memory = nullptr;
+  size_t size = std::max<size_t>(bytes, 2 * staging.bytes);
+  if ((r = d.cuMemAllocHost(&memory, size)) != CUDA_SUCCESS)
+    return r;
+  staging.driver = &d;
+  staging.memory = static_cast<char *>(memory);
+  staging.bytes = size;
+  return CUDA_SUCCESS;
 }
 
 /// What a captured call's allocations in the graph's pool are aligned to
@@ -431,9 +492,9 @@ hasten::runtime::cudaRunGraphed(CudaGraph &graph, const std::function<void()> &c
       graph.exec = exec;
     }
     d->cuGraphDestroy(captured);
-    if (check(*d, "cuGraphLaunch", d->cuGraphLaunch(static_cast<CUgraphExec>(graph.exec), stream)))
-      check(*d, "cuStreamSynchronize (a kernel of this run failed)",
-            d->cuStreamSynchronize(stream));
+    // Not waited for here: the outputs' copies queue behind it, and their
+    // wait is the call's only one (cudaDownloadOutputs).
+    check(*d, "cuGraphLaunch", d->cuGraphLaunch(static_cast<CUgraphExec>(graph.exec), stream));
     return how;
   }
 }
@@ -456,17 +517,23 @@ bool hasten::runtime::cudaAvailable(const std::vector<std::string> &gpus, std::s
 
 namespace {
 
-/// A device allocation of `bytes` (at least one) that `fill` initializes,
-/// or null with `error` saying what failed.
+/// A device allocation of `bytes` (at least one) that `fill` initializes on
+/// the thread's stream, waited for (any thread's stream may use it next), or
+/// null with `error` saying what failed.
 template <typename Fill>
 void *allocateFilled(size_t bytes, const char *what, std::string &error, Fill fill) {
   const Driver *d = driver(error);
   if (!d)
     return nullptr;
   CUdeviceptr device = 0;
-  CUresult r = d->cuMemAlloc(&device, bytes ? bytes : 1);
+  CUresult r;
+  CUstream stream = threadStream(*d, r);
+  if (stream)
+    r = d->cuMemAlloc(&device, bytes ? bytes : 1);
   if (r == CUDA_SUCCESS)
-    r = fill(*d, device);
+    r = fill(*d, device, stream);
+  if (r == CUDA_SUCCESS)
+    r = d->cuStreamSynchronize(stream);
   if (r != CUDA_SUCCESS) {
     if (device)
       d->cuMemFree(device);
@@ -480,28 +547,16 @@ void *allocateFilled(size_t bytes, const char *what, std::string &error, Fill fi
 
 void *hasten::runtime::cudaUpload(const void *host, size_t bytes, std::string &error) {
   return allocateFilled(bytes, "copying to the device", error,
-                        [&](const Driver &d, CUdeviceptr device) {
-                          return bytes ? d.cuMemcpyHtoD(device, host, bytes) : CUDA_SUCCESS;
+                        [&](const Driver &d, CUdeviceptr device, CUstream stream) {
+                          return bytes ? d.cuMemcpyHtoDAsync(device, host, bytes, stream)
+                                       : CUDA_SUCCESS;
                         });
-}
-
-bool hasten::runtime::cudaDownload(void *host, const void *device, size_t bytes,
-                                   std::string &error) {
-  const Driver *d = driver(error);
-  if (!d)
-    return false;
-  CUresult r = d->cuMemcpyDtoH(host, reinterpret_cast<CUdeviceptr>(device), bytes);
-  if (r != CUDA_SUCCESS) {
-    error = describe(*d, "cuMemcpyDtoH", r);
-    return false;
-  }
-  return true;
 }
 
 void *hasten::runtime::cudaZeros(size_t bytes, std::string &error) {
   return allocateFilled(bytes, "allocating on the device", error,
-                        [&](const Driver &d, CUdeviceptr device) {
-                          return d.cuMemsetD8(device, 0, bytes ? bytes : 1);
+                        [&](const Driver &d, CUdeviceptr device, CUstream stream) {
+                          return d.cuMemsetD8Async(device, 0, bytes ? bytes : 1, stream);
                         });
 }
 
@@ -509,11 +564,95 @@ bool hasten::runtime::cudaCopy(void *to, const void *from, size_t bytes, std::st
   const Driver *d = driver(error);
   if (!d)
     return false;
-  CUresult r = d->cuMemcpyDtoD(reinterpret_cast<CUdeviceptr>(to),
-                               reinterpret_cast<CUdeviceptr>(from), bytes);
+  CUresult r;
+  CUstream stream = threadStream(*d, r);
+  if (stream)
+    r = d->cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(to),
+                             reinterpret_cast<CUdeviceptr>(from), bytes, stream);
+  if (r == CUDA_SUCCESS)
+    r = d->cuStreamSynchronize(stream);
   if (r != CUDA_SUCCESS) {
-    error = describe(*d, "cuMemcpyDtoD", r);
+    error = describe(*d, "copying on the device", r);
     return false;
+  }
+  return true;
+}
+
+bool hasten::runtime::cudaUploadInputs(std::vector<StagedCopy> &inputs, std::string &error) {
+  const Driver *d = driver(error);
+  if (!d)
+    return false;
+  size_t total = 0;
+  for (const StagedCopy &input : inputs)
+    total += input.bytes;
+  CUresult r;
+  CUstream stream = threadStream(*d, r);
+  const char *what = "staging the inputs";
+  if (stream)
+    r = stage(*d, stream, total, /*hostWrites=*/true);
+  size_t at = 0;
+  for (StagedCopy &input : inputs) {
+    input.device = nullptr;
+    if (r != CUDA_SUCCESS)
+      break;
+    CUdeviceptr device = 0;
+    what = "allocating an input on the device";
+    if ((r = d->cuMemAlloc(&device, input.bytes ? input.bytes : 1)) != CUDA_SUCCESS)
+      break;
+    input.device = reinterpret_cast<void *>(device);
+    if (!input.bytes)
+      continue;
+    std::memcpy(staging.memory + at, input.host, input.bytes);
+    what = "copying an input to the device";
+    r = d->cuMemcpyHtoDAsync(device, staging.memory + at, input.bytes, stream);
+    staging.pending = true;
+    at += input.bytes;
+  }
+  if (r != CUDA_SUCCESS) {
+    for (StagedCopy &input : inputs)
+      if (input.device)
+        d->cuMemFree(reinterpret_cast<CUdeviceptr>(input.device));
+    for (StagedCopy &input : inputs)
+      input.device = nullptr;
+    error = describe(*d, what, r);
+    return false;
+  }
+  return true;
+}
+
+bool hasten::runtime::cudaDownloadOutputs(const std::vector<StagedCopy> &outputs,
+                                          std::string &error) {
+  const Driver *d = driver(error);
+  if (!d)
+    return false;
+  size_t total = 0;
+  for (const StagedCopy &output : outputs)
+    total += output.bytes;
+  CUresult r;
+  CUstream stream = threadStream(*d, r);
+  if (stream)
+    r = stage(*d, stream, total, /*hostWrites=*/false);
+  size_t at = 0;
+  for (const StagedCopy &output : outputs) {
+    if (r != CUDA_SUCCESS)
+      break;
+    if (output.bytes)
+      r = d->cuMemcpyDtoHAsync(staging.memory + at, reinterpret_cast<CUdeviceptr>(output.device),
+                               output.bytes, stream);
+    at += output.bytes;
+  }
+  // The call's work ends here too (a graph launch does not wait).
+  if (r == CUDA_SUCCESS)
+    r = d->cuStreamSynchronize(stream);
+  staging.pending = r != CUDA_SUCCESS;
+  if (r != CUDA_SUCCESS) {
+    error = describe(*d, "finishing the call and copying its outputs from the device", r);
+    return false;
+  }
+  at = 0;
+  for (const StagedCopy &output : outputs) {
+    std::memcpy(output.host, staging.memory + at, output.bytes);
+    at += output.bytes;
   }
   return true;
 }

@@ -22,14 +22,33 @@ bool cudaAvailable(const std::vector<std::string> &gpus, std::string &error);
 /// Whether cuBLASLt, which a CUDA module's GEMMs run on, can be opened; if
 /// not, `error` says why ("no cuBLASLt (libcublasLt.so.13: cannot open ...)").
 bool cudaBlasAvailable(std::string &error);
+// The runtime's own copies and fills go on the calling thread's stream, the
+// one its entries' work queues on (a non-blocking stream, which the legacy
+// stream's copies would not be ordered with). Those that make memory other
+// threads may use (weights, caches, blocks) wait for it to finish.
+
 /// A device copy of `bytes` bytes at `host` (null with `error` on failure).
 void *cudaUpload(const void *host, size_t bytes, std::string &error);
-/// Copies `bytes` from device memory to `host`.
-bool cudaDownload(void *host, const void *device, size_t bytes, std::string &error);
 /// `bytes` zeroed bytes of device memory (null with `error` on failure).
 void *cudaZeros(size_t bytes, std::string &error);
 /// Copies `bytes` between device buffers.
 bool cudaCopy(void *to, const void *from, size_t bytes, std::string &error);
+
+/// One host buffer and its device side, for the staged copies of a call.
+struct StagedCopy {
+  void *host;
+  void *device;
+  size_t bytes;
+};
+/// A call's inputs: each gets a device buffer (`device`) and its bytes are
+/// queued to it through the thread's pinned staging memory (true DMA, and
+/// the entry's work on the same stream runs after it). Null `device`s and
+/// `error` on failure.
+bool cudaUploadInputs(std::vector<StagedCopy> &inputs, std::string &error);
+/// A call's outputs: every device buffer to its host one through the pinned
+/// staging memory, queued behind the call's work, then one wait for all
+/// (the call's last: a graph launch leaves its waiting to this).
+bool cudaDownloadOutputs(const std::vector<StagedCopy> &outputs, std::string &error);
 /// Frees device memory from cudaUpload, cudaZeros or a module's allocations.
 void cudaFree(void *device);
 
@@ -65,7 +84,8 @@ enum class GraphRun { Direct, Instantiated, Updated };
 
 /// Runs `call` (one call of a graph-capturable entry's host code) on the
 /// calling thread as `graph` says. Failures of the call's work are the
-/// run's kernel error, as for a direct call.
+/// run's kernel error, as for a direct call. A graph launch is not waited
+/// for: cudaDownloadOutputs does that.
 GraphRun cudaRunGraphed(CudaGraph &graph, const std::function<void()> &call);
 /// Drops the calling thread's open capture, if any (a run that escaped from
 /// generated code on a failed host allocation).

@@ -1060,22 +1060,25 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
       return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                   "entry '%s': input '%s' is in GPU memory, and this is a CPU module", name,
                   ins->Get(i)->name() ? ins->Get(i)->name()->c_str() : "?");
-  if (module->cuda)
+  if (module->cuda) {
+    std::vector<hasten::runtime::StagedCopy> copies;
+    std::vector<size_t> copied;
     for (size_t i = 0; i < numInputs; ++i) {
       if (inputs[i]->dims.empty() || inputs[i]->device)
         continue;
-      std::string error;
-      void *device = hasten::runtime::cudaUpload(inputs[i]->data,
-                                                 hasten_tensor_size_bytes(inputs[i]), error);
-      if (!device) {
-        freeDeviceInputs();
-        return fail(HASTEN_ERROR_RUNTIME, "%s: entry '%s': input '%s' to the GPU: %s",
-                    module->path.c_str(), name,
-                    ins->Get(i)->name() ? ins->Get(i)->name()->c_str() : "?", error.c_str());
-      }
-      deviceInputs.push_back(device);
-      inputDescs[i][0] = inputDescs[i][1] = reinterpret_cast<int64_t>(device);
+      copies.push_back({inputs[i]->data, nullptr, hasten_tensor_size_bytes(inputs[i])});
+      copied.push_back(i);
     }
+    std::string error;
+    if (!hasten::runtime::cudaUploadInputs(copies, error))
+      return fail(HASTEN_ERROR_RUNTIME, "%s: entry '%s': the inputs to the GPU: %s",
+                  module->path.c_str(), name, error.c_str());
+    for (size_t c = 0; c < copies.size(); ++c) {
+      deviceInputs.push_back(copies[c].device);
+      inputDescs[copied[c]][0] = inputDescs[copied[c]][1] =
+          reinterpret_cast<int64_t>(copies[c].device);
+    }
+  }
   size_t resultWords = 0;
   for (size_t o = 0; o < numOutputs; ++o)
     resultWords += descriptorWords(outs->Get(o)->dims() ? outs->Get(o)->dims()->size() : 0);
@@ -1127,6 +1130,8 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     // (inputs and weights, which a result may view, are not the run's).
     std::set<void *> freed(deviceInputs.begin(), deviceInputs.end());
     const char *weightsBegin = static_cast<const char *>(module->deviceWeights);
+    std::vector<hasten::runtime::StagedCopy> copies;
+    std::vector<void *> toFree;
     size_t at = 0;
     for (size_t o = 0; o < numOutputs; ++o) {
       const auto *sig = outs->Get(o);
@@ -1143,27 +1148,30 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
           span += (desc[3 + d] - 1) * std::max<int64_t>(desc[3 + rank + d], 0);
       }
       void *host = calloc(span > 0 ? size_t(span) * elem : 1, 1);
-      std::string error;
-      if (!host) {
+      if (!host)
         hasten::runtime::setKernelError("out of host memory for output '" +
                                         std::string(sig->name() ? sig->name()->c_str() : "?") +
                                         "'");
-      } else if (span > 0 && desc[1] &&
-                 !hasten::runtime::cudaDownload(host, reinterpret_cast<void *>(desc[1]),
-                                                size_t(span) * elem, error)) {
-        hasten::runtime::setKernelError("output '" +
-                                        std::string(sig->name() ? sig->name()->c_str() : "?") +
-                                        "' from the GPU: " + error);
-      }
+      else if (span > 0 && desc[1])
+        copies.push_back({host, reinterpret_cast<void *>(desc[1]), size_t(span) * elem});
       auto *allocated = reinterpret_cast<char *>(desc[0]);
       bool inWeights = weightsBegin && allocated >= weightsBegin &&
                        allocated < weightsBegin + module->weightsSize;
       // A captured call's outputs live in its graph's pool.
       bool inGraph = graph && graph->owns(allocated);
       if (allocated && !inWeights && !inGraph && freed.insert(allocated).second)
-        hasten::runtime::cudaFree(allocated);
+        toFree.push_back(allocated);
       desc[0] = desc[1] = reinterpret_cast<int64_t>(host);
     }
+    // All of them at once, after the call's work, which this waits for (a
+    // failed run's outputs are not worth the copies, but its work is).
+    if (hasten::runtime::hasKernelError())
+      copies.clear();
+    std::string error;
+    if (!hasten::runtime::cudaDownloadOutputs(copies, error))
+      hasten::runtime::setKernelError("the outputs from the GPU: " + error);
+    for (void *allocated : toFree)
+      hasten::runtime::cudaFree(allocated);
     freeDeviceInputs();
   }
   std::string kernelFailure = hasten::runtime::takeKernelError();

@@ -13,7 +13,8 @@
 #       CPU one (max |gpu - cpu| <= 1e-5 max |cpu| for f32; tensor-core
 #       attention within its operands' rounding), then a table of the
 #       attention kernels' median times (f32 SIMT, bf16/f16 mma.sync m16n8k16,
-#       f16 m8n8k4 from Volta's PTX).
+#       f16 m8n8k4 from Volta's PTX), and the decoders' decode speed with
+#       and without CUDA graphs.
 #
 # With the device tool: run `build/gpu-check/run-on-gpu.sh $OUT` carrying
 # build/gpu-check, then compare against the folder its files come back in.
@@ -74,6 +75,14 @@ for case in json.load(open(sys.argv[1])):
               f"{case['count']} --print-ids > \"$out\"/{name}.txt 2>> \"$log\" "
               f"|| echo 'FAILED {case['name']}' >> \"$log\"")
         print(f"cat \"$out\"/{name}.txt >> \"$log\"")
+        # Decode speed with CUDA graphs (the default) and without; the
+        # direct run's tokens are compared too.
+        for mode, flag in (("graphs", ""), ("direct", " --cuda-graphs=false")):
+            print(f"echo '== {case['name']}.decode-{mode}' >> \"$log\"")
+            print(f"run {module}{flag} --generate --prompt-ids {case['prompt']} "
+                  f"--max-new-tokens 200 --ignore-eos --print-ids --quiet "
+                  f"> \"$out\"/{name}.{mode}.txt 2>> \"$log\" "
+                  f"|| echo 'FAILED {case['name']}.decode-{mode}' >> \"$log\"")
         continue
     inputs = " ".join(f"--input {shlex.quote(k)}=\"$libs/cases/{v}\""
                       for k, v in case["inputs"].items())
@@ -100,5 +109,5 @@ case "${1:-}" in
     tar -C "$cases" -xJf "$dir/cases.tar.xz"
     /usr/bin/python3 "$root/test/e2e/cuda_pipeline.py" "$build/bin" --compare "$cases/cases" "$out"
     ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -308,6 +308,7 @@ def timing_table(log_path):
                 table.setdefault(n[len("tensor_cores_"):-len(v) - 1], {})[v] = ms
                 break
     gemm_table(p50)
+    decode_table(log_path)
     if not table:
         return
     print("attention prefill on the GPU, p50 ms (ratio: f32 SIMT / tensor cores)")
@@ -319,6 +320,31 @@ def timing_table(log_path):
             ratio = f" ({cells[0] / cell:.2f}x)" if cell and cells[0] else ""
             row += f" {(f'{cell:.3f}' + ratio) if cell else '-':>15}"
         print(row)
+
+
+def decode_table(log_path):
+    """The decoders' decode speed on the GPU from run-on-gpu.sh's 200-token
+    runs, with CUDA graphs (one launch per step) and without (every kernel
+    and GEMM launched from the host)."""
+    speed, name = {}, None
+    for line in open(log_path):
+        if line.startswith("== "):
+            name = line[3:].strip()
+        m = re.search(r"^decode: \d+ tokens in [0-9.]+ ms, ([0-9.]+) tokens/s \(([0-9.]+) ms", line)
+        if m and name and name.endswith((".decode-graphs", ".decode-direct")):
+            base, mode = name.rsplit(".decode-", 1)
+            speed.setdefault(base, {})[mode] = (float(m.group(1)), float(m.group(2)))
+    if not speed:
+        return
+    print("decode on the GPU, batch 1, 200 tokens (ratio: with graphs / without)")
+    print(f"{'decoder':<36} {'graphs tok/s':>13} {'ms/token':>9} {'direct tok/s':>13} "
+          f"{'ms/token':>9} {'ratio':>6}")
+    for base, row in sorted(speed.items()):
+        g, d = row.get("graphs"), row.get("direct")
+        ratio = f"{g[0] / d[0]:.2f}x" if g and d and d[0] else "-"
+        cells = "".join(f" {t:>13.1f} {ms:>9.3f}" if t else f" {'-':>13} {'-':>9}"
+                        for t, ms in (g or (0, 0), d or (0, 0)))
+        print(f"{base:<36}{cells} {ratio:>6}")
 
 
 def gemm_table(p50):
@@ -513,6 +539,15 @@ def main():
                 got = generated_ids(open(path).read()) if os.path.exists(path) else None
                 c.check(got == case["ids"],
                         f"{case['name']}: greedy tokens on the GPU = CPU ({got} vs {case['ids']})")
+                # The 200-token timing runs: with CUDA graphs and without,
+                # the same tokens (their first ones the CPU's).
+                runs = [os.path.join(out, f"{case['name']}.{m}.txt") for m in ("graphs", "direct")]
+                if all(os.path.exists(r) for r in runs):
+                    graphs, direct = (generated_ids(open(r).read()) for r in runs)
+                    c.check(graphs is not None and graphs == direct
+                            and graphs[:len(case["ids"])] == case["ids"],
+                            f"{case['name']}: 200 tokens with CUDA graphs = without, "
+                            "and begin as on the CPU")
                 continue
             compare(c, case["name"], os.path.join(out, case["name"]),
                     os.path.join(prepared, case["cpu_outputs"]), atol=case.get("atol"),

@@ -61,6 +61,7 @@ enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_PTX = 218, ILLEGAL_
        CAPTURE_INVALIDATED = 901, CAPTURE_UNMATCHED = 903, UPDATE_FAILURE = 910 };
 
 static long live, modules, launches, hostPointers, uploads, emulated, gemms;
+static long pinnedCopies, pageableCopies, pinnedLive;
 static long synchronizations, captures, instantiations, updates, refusedUpdates, graphLaunches, liveGraphs;
 static unsigned long long uploadBytes;
 static FILE *logFile;
@@ -131,6 +132,10 @@ static int arch(void) { return getenv("FAKE_CUDA_ARCH") ? atoi(getenv("FAKE_CUDA
 __attribute__((destructor)) static void report(void) {
   if (logged()) {
     fprintf(logFile, "stream synchronizations %ld\n", synchronizations);
+    fprintf(logFile,
+            "asynchronous host copies: through pinned memory %ld, from pageable memory %ld; "
+            "pinned allocations live at exit %ld\n",
+            pinnedCopies, pageableCopies, pinnedLive);
     if (captures)
       fprintf(logFile,
               "graphs: captured %ld, instantiated %ld, updated %ld, updates refused %ld, "
@@ -528,6 +533,89 @@ CUresult cuMemcpyAsync(unsigned long long to, unsigned long long from, size_t si
     return OK;
   }
   return copy(to, from, size, "cuMemcpyAsync");
+}
+/* Pinned host memory (cuMemAllocHost), to tell the asynchronous copies
+   that are DMA from the ones the driver stages through its own buffer. */
+enum { kMaxPinned = 64 };
+static struct {
+  char *base;
+  size_t size;
+} pinned[kMaxPinned];
+CUresult cuMemAllocHost_v2(void **pointer, size_t size) {
+  if (refusedInCapture("cuMemAllocHost"))
+    return CAPTURE_UNSUPPORTED;
+  if (failing("cuMemAllocHost"))
+    return OUT_OF_MEMORY;
+  for (int i = 0; i < kMaxPinned; ++i)
+    if (!pinned[i].base) {
+      pinned[i].base = malloc(size ? size : 1);
+      pinned[i].size = size;
+      *pointer = pinned[i].base;
+      ++pinnedLive;
+      return OK;
+    }
+  return OUT_OF_MEMORY;
+}
+CUresult cuMemFreeHost(void *pointer) {
+  for (int i = 0; i < kMaxPinned; ++i)
+    if (pinned[i].base && pinned[i].base == pointer) {
+      free(pinned[i].base);
+      pinned[i].base = NULL;
+      --pinnedLive;
+      return OK;
+    }
+  return INVALID_VALUE;
+}
+static void countHostCopy(const void *host, size_t size) {
+  for (int i = 0; i < kMaxPinned; ++i)
+    if (pinned[i].base && (const char *)host >= pinned[i].base &&
+        (const char *)host + size <= pinned[i].base + pinned[i].size) {
+      ++pinnedCopies;
+      return;
+    }
+  ++pageableCopies;
+}
+/* The asynchronous forms run at once: the stand-in's streams are in order
+   and its host waits for everything. */
+CUresult cuMemcpyHtoDAsync_v2(unsigned long long device, const void *host, size_t size,
+                              void *stream) {
+  if (capturingOn(stream) && refusedInCapture("cuMemcpyHtoDAsync"))
+    return CAPTURE_UNSUPPORTED;
+  if (failing("cuMemcpyHtoDAsync"))
+    return LAUNCH_FAILED;
+  countHostCopy(host, size);
+  ++uploads;
+  uploadBytes += size;
+  access((void *)device, 1);
+  memcpy((void *)device, host, size);
+  access((void *)device, 0);
+  return OK;
+}
+CUresult cuMemcpyDtoHAsync_v2(void *host, unsigned long long device, size_t size, void *stream) {
+  if (capturingOn(stream) && refusedInCapture("cuMemcpyDtoHAsync"))
+    return CAPTURE_UNSUPPORTED;
+  if (failing("cuMemcpyDtoHAsync"))
+    return LAUNCH_FAILED;
+  countHostCopy(host, size);
+  access((void *)device, 1);
+  memcpy(host, (const void *)device, size);
+  access((void *)device, 0);
+  return OK;
+}
+CUresult cuMemcpyDtoDAsync_v2(unsigned long long to, unsigned long long from, size_t size,
+                              void *stream) {
+  if (capturingOn(stream) && refusedInCapture("cuMemcpyDtoDAsync"))
+    return CAPTURE_UNSUPPORTED;
+  return copy(to, from, size, "cuMemcpyDtoDAsync");
+}
+CUresult cuMemsetD8Async(unsigned long long device, unsigned char value, size_t size,
+                         void *stream) {
+  if (capturingOn(stream) && refusedInCapture("cuMemsetD8Async"))
+    return CAPTURE_UNSUPPORTED;
+  access((void *)device, 1);
+  memset((void *)device, value, size);
+  access((void *)device, 0);
+  return OK;
 }
 CUresult cuMemsetD8_v2(unsigned long long device, unsigned char value, size_t size) {
   if (refusedInCapture("cuMemsetD8"))
