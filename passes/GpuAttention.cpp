@@ -20,6 +20,7 @@
 #include "AttentionCalls.h"
 #include "AttentionTiling.h"
 #include "GpuKernelBuilder.h"
+#include "PagedKVReads.h"
 #include "hasten/Passes/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -134,25 +135,73 @@ struct Operands {
   Value q, key, value, mask, batch, qLen, kvLen, out;
   SmallVector<Value> maskBroadcast;
   func::FuncOp barrier;
+  /// Keys and values read through a paged cache's block table in place
+  /// (key and value are null then).
+  std::optional<hasten::PagedLayer> paged;
+
+  /// Where position `position`'s keys and values are: for a paged cache, its
+  /// pool block and slot (looked up once per key, not per element).
+  struct Row {
+    Value position, block, slot;
+  };
+  Row locate(OpBuilder &b, Location loc, Value position) const {
+    if (!paged)
+      return {position, {}, {}};
+    auto [block, slot] = hasten::locatePaged(b, loc, *paged, position);
+    return {position, block, slot};
+  }
+  /// Element [batch, kvHead, row, dim] of the keys (part 0) or values.
+  Value loadKeyValue(OpBuilder &b, Location loc, int64_t part, Value batch, Value kvHead,
+                     const Row &row, Value dim) const {
+    if (paged)
+      return memref::LoadOp::create(
+          b, loc, paged->pool,
+          ValueRange{row.block, paged->layer, arith::ConstantIndexOp::create(b, loc, part),
+                     kvHead, row.slot, dim});
+    return memref::LoadOp::create(b, loc, part == 0 ? key : value,
+                                  ValueRange{batch, kvHead, row.position, dim});
+  }
 };
 
-Operands prepare(OpBuilder &b, AttentionOp op) {
+/// The keys' and values' paged reads when they are the two parts of one
+/// layer of one cache (what --hasten-lower-kv-cache leaves for this pass).
+std::optional<std::pair<PagedKVReadOp, PagedKVReadOp>> pagedKeysValues(AttentionOp op) {
+  auto keys = op.getKey().getDefiningOp<PagedKVReadOp>();
+  auto values = op.getValue().getDefiningOp<PagedKVReadOp>();
+  if (!keys || !values || keys.getPart() != 0 || values.getPart() != 1 ||
+      keys.getPool() != values.getPool() || keys.getTable() != values.getTable() ||
+      keys.getLayer() != values.getLayer() || keys.getLength() != values.getLength())
+    return std::nullopt;
+  return std::make_pair(keys, values);
+}
+
+/// The kernel's operands as buffers; with `readThroughTable`, paged keys and
+/// values are read in place through the block table instead of gathered.
+Operands prepare(OpBuilder &b, AttentionOp op, bool readThroughTable) {
   Location loc = op.getLoc();
   b.setInsertionPoint(op);
   auto resultType = cast<RankedTensorType>(op.getType());
   Operands o;
   o.barrier = barrierFunction(op->getParentOfType<ModuleOp>());
   o.q = readOnlyBuffer(b, loc, op.getQuery());
-  o.key = readOnlyBuffer(b, loc, op.getKey());
-  o.value = readOnlyBuffer(b, loc, op.getValue());
+  auto paged = readThroughTable ? pagedKeysValues(op) : std::nullopt;
+  if (paged) {
+    o.paged = hasten::pagedLayer(b, paged->first);
+    o.kvLen = paged->first.getLength();
+  } else {
+    o.key = readOnlyBuffer(b, loc, op.getKey());
+    o.value = readOnlyBuffer(b, loc, op.getValue());
+    o.kvLen = memref::DimOp::create(b, loc, o.key, 2);
+  }
   o.mask = op.getMask() ? readOnlyBuffer(b, loc, op.getMask()) : Value();
   o.batch = memref::DimOp::create(b, loc, o.q, 0);
   o.qLen = memref::DimOp::create(b, loc, o.q, 2);
-  o.kvLen = memref::DimOp::create(b, loc, o.key, 2);
   SmallVector<Value> dynamicSizes;
   for (int64_t d = 0; d < 4; ++d)
     if (resultType.isDynamicDim(d))
-      dynamicSizes.push_back(memref::DimOp::create(b, loc, d == 3 ? o.value : o.q, d));
+      dynamicSizes.push_back(d != 3  ? memref::DimOp::create(b, loc, o.q, d).getResult()
+                             : o.paged ? memref::DimOp::create(b, loc, o.paged->pool, 5).getResult()
+                                       : memref::DimOp::create(b, loc, o.value, 3).getResult());
   o.out = memref::AllocOp::create(
       b, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()), dynamicSizes);
   // A mask dim of extent 1 broadcasts (numpy-style, aligned right): its
@@ -1112,10 +1161,10 @@ void lowerDecode(OpBuilder &b, const Kernel &k, const Operands &o) {
   auto keys = kb.forLoop(
       arith::AddIOp::create(b, loc, start, tid), end, threads, {negInf, zero},
       [&](Value j, ValueRange carried) {
+        Operands::Row row = o.locate(b, loc, j);
         auto dot = kb.forLoop(c0, headDim, c1, {zero}, [&](Value d, ValueRange sum) {
           Value x = memref::LoadOp::create(b, loc, queryTile, d);
-          Value y = toF32(b, loc, memref::LoadOp::create(b, loc, o.key,
-                                                         ValueRange{batchIndex, kvHead, j, d}));
+          Value y = toF32(b, loc, o.loadKeyValue(b, loc, 0, batchIndex, kvHead, row, d));
           return SmallVector<Value>{math::FmaOp::create(b, loc, x, y, sum[0])};
         });
         Value s = kb.applyMask(dot.getResult(0), o.mask, o.maskBroadcast,
@@ -1126,8 +1175,7 @@ void lowerDecode(OpBuilder &b, const Kernel &k, const Operands &o) {
         Value p = kb.expMinus(s, safe);
         kb.forLoop(c0, valueDims, c1, {}, [&](Value d, ValueRange) {
           Value a = memref::LoadOp::create(b, loc, accumulator, d);
-          Value v = toF32(b, loc, memref::LoadOp::create(b, loc, o.value,
-                                                         ValueRange{batchIndex, kvHead, j, d}));
+          Value v = toF32(b, loc, o.loadKeyValue(b, loc, 1, batchIndex, kvHead, row, d));
           memref::StoreOp::create(
               b, loc, math::FmaOp::create(b, loc, p, v, arith::MulFOp::create(b, loc, a, correction)),
               accumulator, d);
@@ -1364,7 +1412,9 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
         if (!tensorCores)
           continue; // failed, or left to the SIMT kernel below with a remark
       }
-      Operands operands = prepare(b, op);
+      // Decode reads a paged cache's blocks in place; prefill kernels stage
+      // tiles from a gathered copy.
+      Operands operands = prepare(b, op, /*readThroughTable=*/decode);
       if (decode)
         lowerDecode(b, k, operands);
       else if (tensorCores && tensorCores->warps > 0 && tensorCores->volta)
@@ -1375,6 +1425,9 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
         lowerPrefill(b, k, operands);
       finish(b, op, operands);
     }
+    // Paged reads no kernel took (prefill, or attention left to the tiled
+    // lowering) gather their blocks.
+    hasten::expandPagedKVReads(getOperation());
   }
 };
 

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "AttentionCalls.h"
+#include "PagedKVReads.h"
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 #include "hasten/Passes/Passes.h"
 
@@ -138,26 +139,11 @@ Value lowerViewPart(OpBuilder &b, Location loc, const CacheBuffers &cache, int64
     return tensor::CollapseShapeOp::create(b, loc, resultType, tensor,
                                            ArrayRef<ReassociationIndices>{{0, 1}, {2}, {3}, {4}});
   }
-  // Paged: gather the blocks. Attention kernels that read through the block
-  // table avoid this copy.
-  Value blockSize = arith::ConstantIndexOp::create(b, loc, type.getBlockSize());
-  Value layerIndex = arith::ConstantIndexOp::create(b, loc, layer);
-  Value partIndex = arith::ConstantIndexOp::create(b, loc, part);
-  SmallVector<Value> dynamicSizes;
-  if (resultType.isDynamicDim(2))
-    dynamicSizes.push_back(length);
-  return tensor::GenerateOp::create(
-      b, loc, resultType, dynamicSizes, [&](OpBuilder &nb, Location nl, ValueRange idx) {
-        Value logical = arith::DivUIOp::create(nb, nl, idx[2], blockSize);
-        Value slot = arith::RemUIOp::create(nb, nl, idx[2], blockSize);
-        Value physical = arith::IndexCastOp::create(
-            nb, nl, nb.getIndexType(),
-            memref::LoadOp::create(nb, nl, cache.blockTable, ValueRange{logical}));
-        Value element = memref::LoadOp::create(
-            nb, nl, cache.storage,
-            ValueRange{physical, layerIndex, partIndex, idx[1], slot, idx[3]});
-        tensor::YieldOp::create(nb, nl, element);
-      });
+  // Paged: read through the block table, which a consumer that can (the GPU
+  // decode attention kernel) does in place; gathered otherwise
+  // (expandPagedKVReads).
+  return PagedKVReadOp::create(b, loc, resultType, cache.storage, cache.blockTable, length,
+                               layer, part);
 }
 
 struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass> {
@@ -167,6 +153,8 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
     for (auto func : getOperation().getOps<func::FuncOp>())
       if (failed(lowerFunction(func)))
         return signalPassFailure();
+    if (!keepPagedReads)
+      expandPagedKVReads(getOperation());
   }
 
   /// hasten.decode_step -> func.call of its entry, the operands in the

@@ -1132,8 +1132,10 @@ def LowerKVCache : Pass<"hasten-lower-kv-cache", "::mlir::ModuleOp"> {
       `append` scatters the new tokens into their blocks in one parallel
       loop (each element reads its block from the table: on a GPU, one
       kernel), and `view` is read through the block table by the runtime's
-      attention kernel (`attention-kernel`, the CPU target) or gathers the
-      blocks into a tensor for any other consumer.
+      attention kernel (`attention-kernel`, the CPU target), is left as
+      `hasten.paged_kv.read` for a later consumer that reads through the
+      table (`keep-paged-reads`, GPU targets: `--hasten-gpu-attention`'s
+      decode kernel), or gathers the blocks into a tensor.
 
     Runs on tensors, before one-shot bufferization.
   }];
@@ -1141,6 +1143,10 @@ def LowerKVCache : Pass<"hasten-lower-kv-cache", "::mlir::ModuleOp"> {
     Option<"attentionKernel", "attention-kernel", "bool", /*default=*/"true",
            "Attention on a paged view calls the runtime's kernel, which reads the blocks in "
            "place (the CPU target); off, views gather their blocks (GPU targets)">,
+    Option<"keepPagedReads", "keep-paged-reads", "bool", /*default=*/"false",
+           "Paged views the runtime's kernel does not take stay hasten.paged_kv.read (for "
+           "--hasten-gpu-attention, which reads through the table and gathers the rest); "
+           "off, they are gathered here">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",

@@ -274,6 +274,32 @@ LogicalResult KVCacheViewOp::verify() {
   return success();
 }
 
+LogicalResult PagedKVReadOp::verify() {
+  MemRefType pool = getPool().getType();
+  auto result = cast<RankedTensorType>(getResult().getType());
+  if (getPart() != 0 && getPart() != 1)
+    return emitOpError("part ") << getPart() << " is neither keys (0) nor values (1)";
+  int64_t layer = static_cast<int64_t>(getLayer());
+  if (layer < 0 || (!pool.isDynamicDim(1) && layer >= pool.getDimSize(1)))
+    return emitOpError("layer ") << getLayer() << " is outside the pool's "
+                                 << pool.getDimSize(1) << " layers";
+  if (!pool.isDynamicDim(2) && pool.getDimSize(2) != 2)
+    return emitOpError("the pool's third dimension must be 2 (keys and values), not ")
+           << pool.getDimSize(2);
+  if (result.getElementType() != pool.getElementType())
+    return emitOpError("result element type ")
+           << result.getElementType() << " is not the pool's " << pool.getElementType();
+  // [1, kv_heads, length, head_dim] from the pool's kv_heads and head_dim.
+  auto matches = [](int64_t a, int64_t b) {
+    return ShapedType::isDynamic(a) || ShapedType::isDynamic(b) || a == b;
+  };
+  if (!matches(result.getDimSize(0), 1) || !matches(result.getDimSize(1), pool.getDimSize(3)) ||
+      !matches(result.getDimSize(3), pool.getDimSize(5)))
+    return emitOpError("result ") << result << " is not [1, kv_heads, length, head_dim] of the "
+                                  << "pool " << pool;
+  return success();
+}
+
 LogicalResult DecodeStepOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   auto callee = symbolTable.lookupNearestSymbolFrom<func::FuncOp>(*this, getCalleeAttr());
   if (!callee)

@@ -137,6 +137,41 @@ def Hasten_KVCacheViewOp : Hasten_Op<"kv_cache.view", [
   let hasVerifier = 1;
 }
 
+def Hasten_PagedKVReadOp : Hasten_Op<"paged_kv.read"> {
+  let summary = "One layer's keys or values of a paged KV cache, through its block table";
+  let description = [{
+    The keys (`part` 0) or values (`part` 1) of layer `layer` at token
+    positions `[0, length)` of a paged cache, as `[1, kv_heads, length,
+    head_dim]`: position `p` is slot `p % block_size` of pool block
+    `table[p / block_size]`. `pool` is the cache's block pool, `[blocks,
+    layers, 2, kv_heads, block_size, head_dim]`, and `table` the sequence's
+    block table.
+
+    `--hasten-lower-kv-cache{keep-paged-reads=true}` leaves a paged view as
+    these, so that a consumer able to read through the table does so in
+    place (the GPU decode attention kernel: `--hasten-gpu-attention`);
+    whatever no consumer took is expanded into a gather of the blocks.
+
+    ```mlir
+    %k = hasten.paged_kv.read %pool[layer 1, part 0] table %table length %len
+        : memref<64x2x2x4x16x32xf32>, memref<64xi32> -> tensor<1x4x?x32xf32>
+    ```
+  }];
+  let arguments = (ins
+    Arg<MemRefRankOf<[AnyFloat], [6]>, "the block pool", [MemRead]>:$pool,
+    Arg<MemRefRankOf<[I32], [1]>, "the block table", [MemRead]>:$table,
+    Index:$length,
+    I64Attr:$layer,
+    I64Attr:$part
+  );
+  let results = (outs 4DTensorOf<[AnyFloat]>:$result);
+  let assemblyFormat = [{
+    $pool `[` `layer` $layer `,` `part` $part `]` `table` $table `length` $length attr-dict
+    `:` type($pool) `,` type($table) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def Hasten_DecodeStepOp : Hasten_Op<"decode_step", [
     DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
   let summary = "Run a decoder entry on tokens after a KV cache's past, appending them";

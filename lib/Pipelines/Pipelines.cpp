@@ -41,8 +41,10 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   if (options.speculationK > 0)
     pm.addPass(createUnrollSpeculation(UnrollSpeculationOptions{options.speculationK}));
   // Paged views read through the block table by the runtime's attention
-  // kernel, where there is one; otherwise gathered.
-  pm.addPass(createLowerKVCache(LowerKVCacheOptions{options.attention != "generated"}));
+  // kernel, where there is one, or by the GPU decode kernel; otherwise
+  // gathered.
+  pm.addPass(createLowerKVCache(LowerKVCacheOptions{options.attention != "generated",
+                                                    !options.gpuAttention.empty()}));
   // Attention the KV cache did not take: a GPU kernel on GPU targets, on
   // the runtime kernel, or tiled here into IR that compiles with the model;
   // what the kernels cannot run (boolean masks, say) is tiled either way.

@@ -142,3 +142,58 @@ func.func @decode(%q: tensor<?x12x1x64xf32>, %k: tensor<?x12x?x64xf32>, %v: tens
   %o = hasten.attention %q, %k, %v heads(12, 12) causal : tensor<?x12x1x64xf32>, tensor<?x12x?x64xf32>, tensor<?x12x?x64xf32> -> tensor<?x12x1x64xf32>
   return %o : tensor<?x12x1x64xf32>
 }
+
+// -----
+
+// Decode on a paged cache (the reads --hasten-lower-kv-cache{keep-paged-reads}
+// leaves): the kernel reads each key and value in place, slot j mod 16 of
+// pool block table[j / 16], layer 1, keys (part 0) and values (part 1);
+// nothing gathers the blocks, and the keys' count is the reads' length.
+// CHECK-LABEL: func.func @paged_decode
+// CHECK-SAME: (%[[Q:.*]]: tensor<1x4x1x32xf32>, %[[POOL:.*]]: memref<?x2x2x2x16x32xf32>, %[[TABLE:.*]]: memref<8xi32>, %[[LEN:.*]]: index)
+// CHECK-NOT: tensor.generate
+// CHECK-NOT: hasten.paged_kv.read
+// CHECK: %[[CHUNK:.*]] = arith.ceildivsi %[[LEN]], %c
+// CHECK: gpu.launch
+// CHECK: scf.for %[[J:.*]] = %{{.*}} to %{{.*}} step %c128{{.*}} iter_args
+// CHECK: %[[KB:.*]] = arith.divui %[[J]], %[[BS:.*]] : index
+// CHECK: %[[KS:.*]] = arith.remui %[[J]], %[[BS]] : index
+// CHECK: %[[KE:.*]] = memref.load %[[TABLE]][%[[KB]]] : memref<8xi32>
+// CHECK: %[[KBLOCK:.*]] = arith.index_cast %[[KE]] : i32 to index
+// CHECK: scf.for
+// CHECK: memref.load %[[POOL]][%[[KBLOCK]], %[[LAYER:.*]], %[[C0:.*]], %{{.*}}, %[[KS]], %{{.*}}] : memref<?x2x2x2x16x32xf32>
+// The block is looked up once per key, for its key and its value.
+// CHECK-NOT: memref.load %[[TABLE]]
+// CHECK: memref.load %[[POOL]][%[[KBLOCK]], %[[LAYER]], %[[C1:.*]], %{{.*}}, %[[KS]], %{{.*}}] : memref<?x2x2x2x16x32xf32>
+// CHECK: gpu.terminator
+// CHECK-NOT: tensor.generate
+func.func @paged_decode(%q: tensor<1x4x1x32xf32>, %pool: memref<?x2x2x2x16x32xf32>,
+                        %table: memref<8xi32>, %len: index) -> tensor<1x4x1x32xf32> {
+  %k = hasten.paged_kv.read %pool[layer 1, part 0] table %table length %len
+      : memref<?x2x2x2x16x32xf32>, memref<8xi32> -> tensor<1x2x?x32xf32>
+  %v = hasten.paged_kv.read %pool[layer 1, part 1] table %table length %len
+      : memref<?x2x2x2x16x32xf32>, memref<8xi32> -> tensor<1x2x?x32xf32>
+  %o = hasten.attention %q, %k, %v heads(4, 2) scale(0.25)
+      : tensor<1x4x1x32xf32>, tensor<1x2x?x32xf32>, tensor<1x2x?x32xf32> -> tensor<1x4x1x32xf32>
+  return %o : tensor<1x4x1x32xf32>
+}
+
+// -----
+
+// Prefill on a paged cache: the kernel stages tiles from a gathered copy
+// (the reads expanded into their gather).
+// CHECK-LABEL: func.func @paged_prefill
+// CHECK-NOT: hasten.paged_kv.read
+// CHECK: tensor.generate
+// CHECK: tensor.generate
+// CHECK: gpu.launch
+func.func @paged_prefill(%q: tensor<1x4x?x32xf32>, %pool: memref<?x2x2x2x16x32xf32>,
+                         %table: memref<8xi32>, %len: index) -> tensor<1x4x?x32xf32> {
+  %k = hasten.paged_kv.read %pool[layer 0, part 0] table %table length %len
+      : memref<?x2x2x2x16x32xf32>, memref<8xi32> -> tensor<1x2x?x32xf32>
+  %v = hasten.paged_kv.read %pool[layer 0, part 1] table %table length %len
+      : memref<?x2x2x2x16x32xf32>, memref<8xi32> -> tensor<1x2x?x32xf32>
+  %o = hasten.attention %q, %k, %v heads(4, 2) causal
+      : tensor<1x4x?x32xf32>, tensor<1x2x?x32xf32>, tensor<1x2x?x32xf32> -> tensor<1x4x?x32xf32>
+  return %o : tensor<1x4x?x32xf32>
+}

@@ -1,5 +1,6 @@
 // RUN: hasten-opt %s -split-input-file -hasten-lower-kv-cache | FileCheck %s
 // RUN: hasten-opt %s -split-input-file -hasten-lower-kv-cache=attention-kernel=false | FileCheck %s --check-prefix=GATHER
+// RUN: hasten-opt %s -split-input-file -hasten-lower-kv-cache="attention-kernel=false keep-paged-reads=true" | FileCheck %s --check-prefix=KEEP
 
 // Contiguous: the cache is one slab; the append copies the new tokens only
 // into a subview, and the view reads a subview in place.
@@ -107,6 +108,16 @@ func.func @paged(%k: tensor<1x2x?x4xf32>, %v: tensor<1x2x?x4xf32>,
 // GATHER: %[[K:.*]] = tensor.generate
 // GATHER: %[[V:.*]] = tensor.generate
 // GATHER: hasten.attention %{{.*}}, %[[K]], %[[V]] heads(4, 2)
+// keep-paged-reads: the view stays a read through the block table (keys,
+// part 0; values, part 1) for the GPU attention kernel to read in place.
+// KEEP-LABEL: func.func @paged_attention(
+// KEEP-SAME: %[[POOL:[^:]*]]: memref<?x3x2x2x16x4xf32>
+// KEEP-SAME: %[[TABLE:[^:]*]]: memref<4xi32>
+// KEEP-NOT: tensor.generate
+// KEEP: %[[K:.*]] = hasten.paged_kv.read %[[POOL]][layer 2, part 0] table %[[TABLE]] length %[[LEN:.*]] : memref<?x3x2x2x16x4xf32>, memref<4xi32> -> tensor<1x2x?x4xf32>
+// KEEP: %[[V:.*]] = hasten.paged_kv.read %[[POOL]][layer 2, part 1] table %[[TABLE]] length %[[LEN]]
+// KEEP: hasten.attention %{{.*}}, %[[K]], %[[V]] heads(4, 2)
+// KEEP-NOT: tensor.generate
 !paged = !hasten.kv_cache<layers = 3, kv_heads = 2, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
 func.func @paged_attention(%q: tensor<1x4x1x4xf32>, %k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>,
                            %cache: !paged {hasten.onnx_name = "kv_cache"}, %pos: index) -> tensor<1x4x1x4xf32> {

@@ -157,3 +157,35 @@ func.func @step_two_tokens(%t: tensor<1x2xi64>, %c: !cache, %p: tensor<i64>) -> 
   %l = hasten.decode_step @decode(%t) cache(%c) past(%p) : tensor<1x2xi64>, !cache, tensor<i64> -> tensor<1x2x8xf32>
   return %l : tensor<1x2x8xf32>
 }
+
+// -----
+
+func.func @paged_read_part(%pool: memref<?x2x2x4x16x64xf32>, %t: memref<8xi32>, %n: index) {
+  // expected-error @+1 {{'hasten.paged_kv.read' op part 2 is neither keys (0) nor values (1)}}
+  %k = hasten.paged_kv.read %pool[layer 0, part 2] table %t length %n : memref<?x2x2x4x16x64xf32>, memref<8xi32> -> tensor<1x4x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @paged_read_layer(%pool: memref<?x2x2x4x16x64xf32>, %t: memref<8xi32>, %n: index) {
+  // expected-error @+1 {{'hasten.paged_kv.read' op layer 2 is outside the pool's 2 layers}}
+  %k = hasten.paged_kv.read %pool[layer 2, part 0] table %t length %n : memref<?x2x2x4x16x64xf32>, memref<8xi32> -> tensor<1x4x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @paged_read_shape(%pool: memref<?x2x2x4x16x64xf32>, %t: memref<8xi32>, %n: index) {
+  // expected-error @+1 {{'hasten.paged_kv.read' op result 'tensor<1x2x?x64xf32>' is not [1, kv_heads, length, head_dim] of the pool 'memref<?x2x2x4x16x64xf32>'}}
+  %k = hasten.paged_kv.read %pool[layer 0, part 0] table %t length %n : memref<?x2x2x4x16x64xf32>, memref<8xi32> -> tensor<1x2x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @paged_read_type(%pool: memref<?x2x2x4x16x64xf32>, %t: memref<8xi32>, %n: index) {
+  // expected-error @+1 {{'hasten.paged_kv.read' op result element type 'bf16' is not the pool's 'f32'}}
+  %k = hasten.paged_kv.read %pool[layer 0, part 0] table %t length %n : memref<?x2x2x4x16x64xf32>, memref<8xi32> -> tensor<1x4x?x64xbf16>
+  return
+}

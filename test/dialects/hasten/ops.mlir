@@ -73,3 +73,13 @@ func.func @tiled(%q: tensor<1x8x?x64xf16>, %k: tensor<1x2x?x64xf16>, %v: tensor<
   %o = hasten.attention %q, %k, %v heads(8, 2) causal tiling(#hasten.attention_tiling<target = "sm_70", block_q = 64, tile_q = 16, tile_kv = 64, kv_splits = 1, skip_masked = true, diagonal_mask = true, warps = 4, mma = "m8n8k4", smem_layout = "padded<8>", vector_lanes = 0>) : tensor<1x8x?x64xf16>, tensor<1x2x?x64xf16>, tensor<1x2x?x64xf16> -> tensor<1x8x?x64xf16>
   return %o : tensor<1x8x?x64xf16>
 }
+
+// -----
+
+// A paged cache's keys of layer 1, read through the block table.
+// CHECK-LABEL: func @paged_read
+// CHECK: hasten.paged_kv.read %arg0[layer 1, part 0] table %arg1 length %arg2 : memref<?x2x2x4x16x64xf32>, memref<8xi32> -> tensor<1x4x?x64xf32>
+func.func @paged_read(%pool: memref<?x2x2x4x16x64xf32>, %t: memref<8xi32>, %n: index) -> tensor<1x4x?x64xf32> {
+  %k = hasten.paged_kv.read %pool[layer 1, part 0] table %t length %n : memref<?x2x2x4x16x64xf32>, memref<8xi32> -> tensor<1x4x?x64xf32>
+  return %k : tensor<1x4x?x64xf32>
+}

@@ -62,7 +62,8 @@ enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_PTX = 218, ILLEGAL_
 
 static long live, modules, launches, hostPointers, uploads, emulated, gemms;
 static long pinnedCopies, pageableCopies, pinnedLive;
-static long synchronizations, captures, instantiations, updates, refusedUpdates, graphLaunches, liveGraphs;
+static long synchronizations, captures, instantiations, updates, refusedUpdates, graphLaunches;
+static long liveGraphs;
 static unsigned long long uploadBytes;
 static FILE *logFile;
 
