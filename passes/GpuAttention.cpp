@@ -197,11 +197,13 @@ Operands prepare(OpBuilder &b, AttentionOp op, bool readThroughTable) {
   o.batch = memref::DimOp::create(b, loc, o.q, 0);
   o.qLen = memref::DimOp::create(b, loc, o.q, 2);
   SmallVector<Value> dynamicSizes;
-  for (int64_t d = 0; d < 4; ++d)
-    if (resultType.isDynamicDim(d))
-      dynamicSizes.push_back(d != 3  ? memref::DimOp::create(b, loc, o.q, d).getResult()
-                             : o.paged ? memref::DimOp::create(b, loc, o.paged->pool, 5).getResult()
-                                       : memref::DimOp::create(b, loc, o.value, 3).getResult());
+  for (int64_t d = 0; d < 4; ++d) {
+    if (!resultType.isDynamicDim(d))
+      continue;
+    // The value dim from the values, or from the pool they are read from.
+    Value from = d != 3 ? o.q : o.paged ? o.paged->pool : o.value;
+    dynamicSizes.push_back(memref::DimOp::create(b, loc, from, d != 3 ? d : o.paged ? 5 : 3));
+  }
   o.out = memref::AllocOp::create(
       b, loc, MemRefType::get(resultType.getShape(), resultType.getElementType()), dynamicSizes);
   // A mask dim of extent 1 broadcasts (numpy-style, aligned right): its
