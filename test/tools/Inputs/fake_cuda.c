@@ -236,6 +236,8 @@ static struct Node *addNode(int kind) {
   node->kind = kind;
   return node;
 }
+/* A recorded parameter's room: 16-byte aligned, as the kernel reads it. */
+static size_t paramSlot(size_t size) { return (size + 15) / 16 * 16; }
 static void *duplicate(const void *bytes, size_t size) {
   void *copy = malloc(size ? size : 1);
   memcpy(copy, bytes, size);
@@ -375,12 +377,12 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     node->block[0] = bx, node->block[1] = by, node->block[2] = bz;
     node->shared = shared;
     for (int i = 0; i < kernel->count; ++i)
-      node->paramBytes += kernel->size[i];
+      node->paramBytes += paramSlot(kernel->size[i]);
     node->params = malloc(node->paramBytes ? node->paramBytes : 1);
     size_t at = 0;
     for (int i = 0; i < kernel->count; ++i) {
       memcpy(node->params + at, params[i], kernel->size[i]);
-      at += kernel->size[i];
+      at += paramSlot(kernel->size[i]);
     }
     return OK;
   }
@@ -1108,7 +1110,7 @@ CUresult cuGraphLaunch(void *exec, void *stream) {
       size_t at = 0;
       for (int p = 0; p < node->kernel->count; ++p) {
         params[p] = node->params + at;
-        at += node->kernel->size[p];
+        at += paramSlot(node->kernel->size[p]);
       }
       r = run(node->kernel, node->grid, node->block, node->shared, params);
     } else if (node->kind == NODE_COPY) {
