@@ -1087,13 +1087,15 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
   // A decode step of a CUDA module runs as a CUDA graph (when its host code
   // allows one): per thread, since each thread queues on its own stream.
   hasten::runtime::CudaGraph *graph = nullptr;
-  if (module->cuda && module->cudaGraphs && entry->sig->gpu_graph() &&
+  if (module->cuda && entry->sig->gpu_graph() &&
       entry->sig->kind() == hasten::manifest::EntryKind_decode) {
     std::lock_guard<std::mutex> lock(module->graphsMutex);
-    auto &slot = module->graphs[{std::this_thread::get_id(), entry}];
-    if (!slot)
-      slot = std::make_unique<hasten::runtime::CudaGraph>();
-    graph = slot.get();
+    if (module->cudaGraphs) {
+      auto &slot = module->graphs[{std::this_thread::get_id(), entry}];
+      if (!slot)
+        slot = std::make_unique<hasten::runtime::CudaGraph>();
+      graph = slot.get();
+    }
   }
 
   hasten::runtime::takeKernelError();
