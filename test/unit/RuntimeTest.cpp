@@ -148,6 +148,21 @@ TEST_F(RuntimeTest, AccessorsReportBadIndicesAsErrors) {
   kv.struct_size = sizeof(kv);
   EXPECT_EQ(hasten_module_kv_cache(m, "", &kv), HASTEN_ERROR_NOT_FOUND);
   EXPECT_STREQ(hasten_module_device(m), "cpu");
+  // CUDA graphs: a CPU module's entries are not capturable, none ran as a
+  // graph, and the stats struct must say its size.
+  EXPECT_EQ(hasten_entry_cuda_graph_capturable(m, "main"), 0);
+  EXPECT_EQ(hasten_entry_cuda_graph_capturable(m, "nope"), -1);
+  EXPECT_NE(std::string(hasten_last_error()).find("nope"), std::string::npos);
+  EXPECT_EQ(hasten_module_set_cuda_graphs(m, 0), HASTEN_OK);
+  EXPECT_EQ(hasten_module_set_cuda_graphs(nullptr, 1), HASTEN_ERROR_INVALID_ARGUMENT);
+  hasten_cuda_graph_stats graphs{};
+  EXPECT_EQ(hasten_module_cuda_graph_stats(m, &graphs), HASTEN_ERROR_INVALID_ARGUMENT);
+  graphs.struct_size = sizeof(graphs);
+  graphs.graph_launches = 7;
+  ASSERT_EQ(hasten_module_cuda_graph_stats(m, &graphs), HASTEN_OK);
+  EXPECT_EQ(graphs.graph_launches + graphs.instantiations + graphs.updates + graphs.direct_calls,
+            0u);
+  EXPECT_STREQ(hasten_module_cuda_graph_note(m), "");
 }
 
 TEST_F(RuntimeTest, BorrowedInputsAreNotFreedOrChanged) {
