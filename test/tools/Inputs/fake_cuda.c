@@ -489,11 +489,9 @@ CUresult cuMemFreeAsync(unsigned long long pointer, void *stream) {
     return CAPTURE_UNSUPPORTED;
   return release(pointer);
 }
-CUresult cuMemcpyHtoD_v2(unsigned long long device, const void *host, size_t size) {
-  if (refusedInCapture("cuMemcpyHtoD"))
-    return CAPTURE_UNSUPPORTED;
-  if (failing("cuMemcpyHtoD"))
-    return LAUNCH_FAILED;
+/* The copies between host and device memory, synchronous or not (the
+   stand-in runs both at once). */
+static CUresult upload(unsigned long long device, const void *host, size_t size) {
   ++uploads;
   uploadBytes += size;
   access((void *)device, 1);
@@ -501,15 +499,31 @@ CUresult cuMemcpyHtoD_v2(unsigned long long device, const void *host, size_t siz
   access((void *)device, 0);
   return OK;
 }
+static CUresult download(void *host, unsigned long long device, size_t size) {
+  access((void *)device, 1);
+  memcpy(host, (const void *)device, size);
+  access((void *)device, 0);
+  return OK;
+}
+static CUresult fill(unsigned long long device, unsigned char value, size_t size) {
+  access((void *)device, 1);
+  memset((void *)device, value, size);
+  access((void *)device, 0);
+  return OK;
+}
+CUresult cuMemcpyHtoD_v2(unsigned long long device, const void *host, size_t size) {
+  if (refusedInCapture("cuMemcpyHtoD"))
+    return CAPTURE_UNSUPPORTED;
+  if (failing("cuMemcpyHtoD"))
+    return LAUNCH_FAILED;
+  return upload(device, host, size);
+}
 CUresult cuMemcpyDtoH_v2(void *host, unsigned long long device, size_t size) {
   if (refusedInCapture("cuMemcpyDtoH"))
     return CAPTURE_UNSUPPORTED;
   if (failing("cuMemcpyDtoH"))
     return LAUNCH_FAILED;
-  access((void *)device, 1);
-  memcpy(host, (const void *)device, size);
-  access((void *)device, 0);
-  return OK;
+  return download(host, device, size);
 }
 /* Either side may be host or device memory (unified addressing). */
 static CUresult copy(unsigned long long to, unsigned long long from, size_t size,
@@ -587,12 +601,7 @@ CUresult cuMemcpyHtoDAsync_v2(unsigned long long device, const void *host, size_
   if (failing("cuMemcpyHtoDAsync"))
     return LAUNCH_FAILED;
   countHostCopy(host, size);
-  ++uploads;
-  uploadBytes += size;
-  access((void *)device, 1);
-  memcpy((void *)device, host, size);
-  access((void *)device, 0);
-  return OK;
+  return upload(device, host, size);
 }
 CUresult cuMemcpyDtoHAsync_v2(void *host, unsigned long long device, size_t size, void *stream) {
   if (capturingOn(stream) && refusedInCapture("cuMemcpyDtoHAsync"))
@@ -600,10 +609,7 @@ CUresult cuMemcpyDtoHAsync_v2(void *host, unsigned long long device, size_t size
   if (failing("cuMemcpyDtoHAsync"))
     return LAUNCH_FAILED;
   countHostCopy(host, size);
-  access((void *)device, 1);
-  memcpy(host, (const void *)device, size);
-  access((void *)device, 0);
-  return OK;
+  return download(host, device, size);
 }
 CUresult cuMemcpyDtoDAsync_v2(unsigned long long to, unsigned long long from, size_t size,
                               void *stream) {
@@ -615,18 +621,12 @@ CUresult cuMemsetD8Async(unsigned long long device, unsigned char value, size_t 
                          void *stream) {
   if (capturingOn(stream) && refusedInCapture("cuMemsetD8Async"))
     return CAPTURE_UNSUPPORTED;
-  access((void *)device, 1);
-  memset((void *)device, value, size);
-  access((void *)device, 0);
-  return OK;
+  return fill(device, value, size);
 }
 CUresult cuMemsetD8_v2(unsigned long long device, unsigned char value, size_t size) {
   if (refusedInCapture("cuMemsetD8"))
     return CAPTURE_UNSUPPORTED;
-  access((void *)device, 1);
-  memset((void *)device, value, size);
-  access((void *)device, 0);
-  return OK;
+  return fill(device, value, size);
 }
 
 /* Kernels run with every device allocation open; memory they allocate
