@@ -154,10 +154,8 @@ struct Operands {
   Value loadKeyValue(OpBuilder &b, Location loc, int64_t part, Value batch, Value kvHead,
                      const Row &row, Value dim) const {
     if (paged)
-      return memref::LoadOp::create(
-          b, loc, paged->pool,
-          ValueRange{row.block, paged->layer, arith::ConstantIndexOp::create(b, loc, part),
-                     kvHead, row.slot, dim});
+      return hasten::loadPagedSlot(b, loc, *paged, arith::ConstantIndexOp::create(b, loc, part),
+                                   kvHead, row.block, row.slot, dim);
     return memref::LoadOp::create(b, loc, part == 0 ? key : value,
                                   ValueRange{batch, kvHead, row.position, dim});
   }
