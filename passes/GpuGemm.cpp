@@ -4,8 +4,8 @@
 // the CUDA target hands each matmul on buffers to the runtime's library
 // product (hasten.gpu_gemm), folding into it what the library does for
 // free: the zero fill it may overwrite instead of accumulating into, the
-// bias add after it (cuBLASLt's bias epilogue), and a transposed copy of a
-// weight (a transposed operand). With bf16 or f16 precision, constant
+// bias add and the ReLU or tanh-GELU after it (cuBLASLt's epilogues), and a
+// transposed copy of a weight (a transposed operand). With bf16 or f16 precision, constant
 // weights are stored narrowed at compile time and other operands narrowed
 // by a conversion kernel before the product.
 //
@@ -18,9 +18,13 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/IR/Dominance.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
 
 namespace hasten {
 #define GEN_PASS_DEF_GPUGEMM
@@ -58,39 +62,197 @@ bool isWholeView(Operation *op) {
   return isa<memref::ExpandShapeOp, memref::CollapseShapeOp, memref::CastOp>(op);
 }
 
-/// `out = out + bias[j]` on (a reshape of) the product, with the bias one
-/// value per column: the generic the importer writes for a Gemm's C or a
-/// MatMul's Add. Returns the bias.
-Value biasOf(linalg::GenericOp add, const llvm::SmallPtrSetImpl<Value> &product) {
-  if (add.getNumDpsInputs() != 2 || add.getNumDpsInits() != 1 ||
-      add.getNumReductionLoops() != 0 || !add.hasPureBufferSemantics())
-    return nullptr;
-  Value in = add.getDpsInputOperand(0)->get(), bias = add.getDpsInputOperand(1)->get();
-  Value out = add.getDpsInitOperand(0)->get();
-  if (!product.contains(in) || in != out)
-    return nullptr;
-  SmallVector<AffineMap> maps = add.getIndexingMapsArray();
-  unsigned rank = add.getNumLoops();
-  if (!maps[0].isIdentity() || !maps[2].isIdentity())
-    return nullptr;
-  auto biasType = dyn_cast<MemRefType>(bias.getType());
-  if (!biasType || biasType.getRank() != 1 ||
-      maps[1] != AffineMap::get(rank, 0, getAffineDimExpr(rank - 1, add.getContext())))
-    return nullptr;
-  Block &body = add.getRegion().front();
-  auto yield = cast<linalg::YieldOp>(body.getTerminator());
-  auto sum = yield.getValues()[0].getDefiningOp<arith::AddFOp>();
-  if (!sum || &body.front() != sum.getOperation())
-    return nullptr;
-  Value x = body.getArgument(0), y = body.getArgument(1);
-  if (!((sum.getLhs() == x && sum.getRhs() == y) || (sum.getLhs() == y && sum.getRhs() == x)))
-    return nullptr;
-  return bias;
+/// The scalar function a generic's body computes of its block arguments,
+/// evaluated in double at `args`: nullopt when the body reads anything but
+/// its arguments and constants, or has an op outside the set elementwise
+/// activations are written with (arithmetic, comparisons and selects,
+/// tanh/erf/exp and the like, and the polynomial forms --hasten-approximate-math
+/// gives them).
+std::optional<double> evaluateBody(Block &body, ArrayRef<double> args) {
+  llvm::DenseMap<Value, double> values;
+  for (auto [arg, value] : llvm::zip(body.getArguments(), args))
+    values[arg] = value;
+  auto valueOf = [&](Value v) -> std::optional<double> {
+    if (auto it = values.find(v); it != values.end())
+      return it->second;
+    if (auto constant = v.getDefiningOp<arith::ConstantOp>())
+      if (auto number = dyn_cast<FloatAttr>(constant.getValue()))
+        return number.getValueAsDouble();
+    return std::nullopt;
+  };
+  for (Operation &op : body) {
+    if (auto yield = dyn_cast<linalg::YieldOp>(op))
+      return yield.getNumOperands() == 1 ? valueOf(yield.getOperand(0)) : std::nullopt;
+    if (auto constant = dyn_cast<arith::ConstantOp>(op)) {
+      std::optional<double> value = valueOf(constant);
+      if (!value)
+        return std::nullopt;
+      values[constant] = *value;
+      continue;
+    }
+    if (op.getNumResults() != 1)
+      return std::nullopt;
+    SmallVector<double, 3> x;
+    for (Value operand : op.getOperands()) {
+      std::optional<double> value = valueOf(operand);
+      if (!value)
+        return std::nullopt;
+      x.push_back(*value);
+    }
+    std::optional<double> result =
+        llvm::TypeSwitch<Operation *, std::optional<double>>(&op)
+            .Case([&](arith::AddFOp) { return x[0] + x[1]; })
+            .Case([&](arith::SubFOp) { return x[0] - x[1]; })
+            .Case([&](arith::MulFOp) { return x[0] * x[1]; })
+            .Case([&](arith::DivFOp) { return x[0] / x[1]; })
+            .Case([&](arith::NegFOp) { return -x[0]; })
+            .Case<arith::MaximumFOp, arith::MaxNumFOp>(
+                [&](Operation *) { return std::max(x[0], x[1]); })
+            .Case<arith::MinimumFOp, arith::MinNumFOp>(
+                [&](Operation *) { return std::min(x[0], x[1]); })
+            .Case<arith::ExtFOp, arith::TruncFOp>([&](Operation *) { return x[0]; })
+            .Case([&](arith::SelectOp) { return x[0] != 0 ? x[1] : x[2]; })
+            .Case([&](arith::CmpFOp cmp) -> std::optional<double> {
+              // The samples hold no NaN: ordered and unordered agree.
+              switch (cmp.getPredicate()) {
+              case arith::CmpFPredicate::OLT:
+              case arith::CmpFPredicate::ULT:
+                return x[0] < x[1];
+              case arith::CmpFPredicate::OLE:
+              case arith::CmpFPredicate::ULE:
+                return x[0] <= x[1];
+              case arith::CmpFPredicate::OGT:
+              case arith::CmpFPredicate::UGT:
+                return x[0] > x[1];
+              case arith::CmpFPredicate::OGE:
+              case arith::CmpFPredicate::UGE:
+                return x[0] >= x[1];
+              case arith::CmpFPredicate::OEQ:
+              case arith::CmpFPredicate::UEQ:
+                return x[0] == x[1];
+              case arith::CmpFPredicate::ONE:
+              case arith::CmpFPredicate::UNE:
+                return x[0] != x[1];
+              default:
+                return std::nullopt;
+              }
+            })
+            .Case([&](math::FmaOp) { return x[0] * x[1] + x[2]; })
+            .Case([&](math::AbsFOp) { return std::fabs(x[0]); })
+            .Case([&](math::TanhOp) { return std::tanh(x[0]); })
+            .Case([&](math::ErfOp) { return std::erf(x[0]); })
+            .Case([&](math::ExpOp) { return std::exp(x[0]); })
+            .Case([&](math::SqrtOp) { return std::sqrt(x[0]); })
+            .Case([&](math::PowFOp) { return std::pow(x[0], x[1]); })
+            .Default([](Operation *) { return std::nullopt; });
+    if (!result)
+      return std::nullopt;
+    values[op.getResult(0)] = *result;
+  }
+  return std::nullopt;
 }
 
-/// The bias add that is the next thing to touch `op`'s output (through
-/// reshapes only), or null.
-linalg::GenericOp biasAddAfter(linalg::LinalgOp op, Value &bias) {
+/// GELU's tanh approximation, which cuBLASLt's GELU epilogue computes.
+double geluTanh(double x) {
+  return 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+}
+
+/// What an epilogue generic applies after the product: a bias per column
+/// (or none), then an activation (or none).
+struct Epilogue {
+  Value bias;
+  std::optional<StringRef> activation;
+};
+
+/// The activation `body` applies to the sum of the product's element
+/// (argument `productArg`) and the bias's (`biasArg`, or 0), found
+/// by value: the body must agree with one of the activations cuBLASLt has,
+/// to 1e-5 of its argument's size (at least 1), at points across [-12, 12]
+/// and at +-96. Tanh-GELU's spellings (and the polynomial tanh of
+/// --hasten-approximate-math) agree to about 1e-7; erf-GELU is 4e-4 away
+/// from it, sigmoid-GELU 2e-2.
+/// `nullopt` inside: agreed with the identity; nullopt outside: no match.
+std::optional<std::optional<StringRef>> activationOf(Block &body, unsigned productArg,
+                                                     std::optional<unsigned> biasArg) {
+  struct Candidate {
+    std::optional<StringRef> name;
+    double (*apply)(double);
+  } candidates[] = {{std::nullopt, [](double x) { return x; }},
+                    {StringRef("relu"), [](double x) { return std::max(x, 0.0); }},
+                    {StringRef("gelu_tanh"), geluTanh}};
+  SmallVector<double> biases = biasArg ? SmallVector<double>{0, 0.625, -1.375}
+                                       : SmallVector<double>{0};
+  for (const Candidate &candidate : candidates) {
+    bool agrees = true;
+    for (int i = -64; i <= 64 && agrees; ++i) {
+      double x = i * 0.1875 + (i % 3) * 0.0123;
+      if (i == -64 || i == 64)
+        x *= 8; // saturated: ReLU's and GELU's tails
+      for (double b : biases) {
+        // The output's argument reads as 0 (the body must not read it).
+        SmallVector<double, 3> args(body.getNumArguments(), 0.0);
+        args[productArg] = x;
+        if (biasArg)
+          args[*biasArg] = b;
+        std::optional<double> value = evaluateBody(body, args);
+        double scale = std::max(1.0, std::fabs(x + b));
+        agrees = value && std::fabs(*value - candidate.apply(x + b)) <= 1e-5 * scale;
+        if (!agrees)
+          break;
+      }
+    }
+    if (agrees)
+      return candidate.name;
+  }
+  return std::nullopt;
+}
+
+/// `out = act(out + bias[j])` in place on (a reshape of) the product, with
+/// the bias one value per column and either of them possibly absent: the
+/// generic the importer and elementwise fusion write for a Gemm's C or a
+/// MatMul's Add and the activation after it. Returns what it applies.
+std::optional<Epilogue> epilogueOf(linalg::GenericOp generic,
+                                   const llvm::SmallPtrSetImpl<Value> &product) {
+  unsigned inputs = generic.getNumDpsInputs();
+  if ((inputs != 1 && inputs != 2) || generic.getNumDpsInits() != 1 ||
+      generic.getNumReductionLoops() != 0 || !generic.hasPureBufferSemantics())
+    return std::nullopt;
+  // The product is the input the generic writes back to, the bias the
+  // other one (either order).
+  Value out = generic.getDpsInitOperand(0)->get();
+  unsigned productArg = generic.getDpsInputOperand(0)->get() == out ? 0 : 1;
+  if (productArg >= inputs || !product.contains(out))
+    return std::nullopt;
+  SmallVector<AffineMap> maps = generic.getIndexingMapsArray();
+  unsigned rank = generic.getNumLoops();
+  if (!maps[productArg].isIdentity() || !maps.back().isIdentity())
+    return std::nullopt;
+  Epilogue epilogue;
+  std::optional<unsigned> biasArg;
+  if (inputs == 2) {
+    biasArg = 1 - productArg;
+    epilogue.bias = generic.getDpsInputOperand(*biasArg)->get();
+    auto biasType = dyn_cast<MemRefType>(epilogue.bias.getType());
+    if (!biasType || biasType.getRank() != 1 || epilogue.bias == out ||
+        maps[*biasArg] !=
+            AffineMap::get(rank, 0, getAffineDimExpr(rank - 1, generic.getContext())))
+      return std::nullopt;
+  }
+  // The body must not read the element it overwrites.
+  Block &body = generic.getRegion().front();
+  if (!body.getArguments().back().use_empty())
+    return std::nullopt;
+  std::optional<std::optional<StringRef>> activation =
+      activationOf(body, productArg, biasArg);
+  if (!activation || (!*activation && inputs == 1))
+    return std::nullopt;
+  epilogue.activation = *activation;
+  return epilogue;
+}
+
+/// The epilogue generic that is the next thing to touch `op`'s output
+/// (through reshapes only), or null.
+linalg::GenericOp epilogueAfter(linalg::LinalgOp op, Epilogue &epilogue) {
   llvm::SmallPtrSet<Value, 4> product;
   product.insert(op.getDpsInits()[0]);
   for (Operation *next = op->getNextNode(); next; next = next->getNextNode()) {
@@ -107,13 +269,16 @@ linalg::GenericOp biasAddAfter(linalg::LinalgOp op, Value &bias) {
       product.insert(next->getResult(0));
       continue;
     }
-    auto add = dyn_cast<linalg::GenericOp>(next);
-    if (!add || !(bias = biasOf(add, product)))
+    auto generic = dyn_cast<linalg::GenericOp>(next);
+    std::optional<Epilogue> found;
+    if (!generic || !(found = epilogueOf(generic, product)))
       return nullptr;
     auto outType = cast<MemRefType>(op.getDpsInits()[0].getType());
-    if (cast<MemRefType>(bias.getType()).getElementType() != outType.getElementType())
+    if (found->bias &&
+        cast<MemRefType>(found->bias.getType()).getElementType() != outType.getElementType())
       return nullptr;
-    return add;
+    epilogue = *found;
+    return generic;
   }
   return nullptr;
 }
@@ -200,12 +365,13 @@ struct GpuGemmPass : public hasten::impl::GpuGemmBase<GpuGemmPass> {
         rewriter.eraseOp(fill);
         accumulate = false;
       }
-      // The bias joins the product when it is there already (a weight).
-      Value bias;
-      linalg::GenericOp biasAdd = biasAddAfter(op, bias);
-      if (biasAdd && !dominance.properlyDominates(bias, op)) {
-        biasAdd = nullptr;
-        bias = nullptr;
+      // The bias and activation join the product when the bias is there
+      // already (a weight).
+      Epilogue epilogue;
+      linalg::GenericOp epilogueGeneric = epilogueAfter(op, epilogue);
+      if (epilogueGeneric && epilogue.bias && !dominance.properlyDominates(epilogue.bias, op)) {
+        epilogueGeneric = nullptr;
+        epilogue = Epilogue();
       }
       rewriter.setInsertionPoint(op);
       Value lhs = op->getOperand(0), rhs = op->getOperand(1), out = op->getOperand(2);
@@ -214,11 +380,12 @@ struct GpuGemmPass : public hasten::impl::GpuGemmBase<GpuGemmPass> {
         lhs = narrowed(rewriter, lhs, narrow, op, symbols);
         rhs = narrowed(rewriter, rhs, narrow, op, symbols);
       }
-      hasten::GpuGemmOp::create(rewriter, op.getLoc(), /*asyncToken=*/Type(),
-                                            ValueRange{}, lhs, rhs, bias, out, accumulate,
-                                            precision == "tf32" && element.isF32());
-      if (biasAdd)
-        rewriter.eraseOp(biasAdd);
+      hasten::GpuGemmOp::create(
+          rewriter, op.getLoc(), /*asyncToken=*/Type(), ValueRange{}, lhs, rhs, epilogue.bias,
+          out, accumulate, precision == "tf32" && element.isF32(),
+          epilogue.activation ? rewriter.getStringAttr(*epilogue.activation) : StringAttr());
+      if (epilogueGeneric)
+        rewriter.eraseOp(epilogueGeneric);
       Value wideLhs = op->getOperand(0), wideRhs = op->getOperand(1);
       rewriter.eraseOp(op);
       // The f32 weights a narrowed copy replaced, when nothing else reads

@@ -85,6 +85,10 @@ struct GpuGemmToRuntimeCall : public ConvertOpToLLVMPattern<hasten::GpuGemmOp> {
       flags |= hasten::abi::kGemmTf32;
     if (op.getBias())
       flags |= hasten::abi::kGemmBias;
+    if (op.getActivation() == "relu")
+      flags |= hasten::abi::kGemmRelu;
+    if (op.getActivation() == "gelu_tanh")
+      flags |= hasten::abi::kGemmGeluTanh;
     args.push_back(constant(i32, flags));
 
     MemRefDescriptor lhs(adaptor.getLhs()), out(adaptor.getOut());

@@ -314,7 +314,7 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
 }
 
 def GpuGemm : Pass<"hasten-gpu-gemm", "::mlir::ModuleOp"> {
-  let summary = "Hand the CUDA target's matmuls on buffers to cuBLASLt (hasten.gpu_gemm), with the fill, bias and transposes they imply folded in";
+  let summary = "Hand the CUDA target's matmuls on buffers to cuBLASLt (hasten.gpu_gemm), with the fill, bias, activation and transposes they imply folded in";
   let description = [{
     Replaces each `linalg.matmul` and `linalg.batch_matmul` on buffers with
     default indexing maps and f32, bf16 or f16 operands by a
@@ -324,10 +324,16 @@ def GpuGemm : Pass<"hasten-gpu-gemm", "::mlir::ModuleOp"> {
     - a `linalg.fill` of zero that last wrote the output (nothing touching
       memory between) is erased, and the product overwrites the output;
       otherwise it accumulates into it (`accumulate`);
-    - when the next op to touch the output (through reshapes) adds a bias
-      vector to every row (`out[.., j] += bias[j]`, the importer's Gemm C
-      or MatMul + Add) and the bias is there already (a weight), that add
-      is erased and the bias becomes the product's epilogue;
+    - when the next op to touch the output (through reshapes) is an
+      elementwise generic in place on it that computes `act(out + bias[j])`
+      (the importer's Gemm C or MatMul + Add, and what elementwise fusion
+      joined to it), with the bias there already (a weight) or absent, and
+      `act` one of cuBLASLt's epilogues, that generic is erased and the bias
+      and activation become the product's epilogue. `act` is the identity,
+      ReLU or GELU's tanh approximation (GPT-2's), recognized by what the
+      body computes at sample points, whatever its spelling (including the
+      polynomial tanh of `--hasten-approximate-math`); erf-GELU and
+      sigmoid-GELU differ from it and stay generated kernels;
     - a weight transposed into a copy (a tied LM head's
       `Transpose(embedding)`) is read through a transposed view instead.
 

@@ -45,7 +45,8 @@ constexpr int32_t kOpN = 0, kOpT = 1;
 // cublasLtMatmulDescAttributes_t
 constexpr int32_t kDescTransA = 3, kDescTransB = 4, kDescEpilogue = 7, kDescBiasPointer = 8;
 // cublasLtEpilogue_t
-constexpr uint32_t kEpilogueDefault = 1, kEpilogueBias = 4;
+constexpr uint32_t kEpilogueDefault = 1, kEpilogueBias = 4, kEpilogueRelu = 2,
+                   kEpilogueReluBias = 6, kEpilogueGelu = 32, kEpilogueGeluBias = 36;
 // cublasLtMatrixLayoutAttribute_t
 constexpr int32_t kLayoutBatchCount = 5, kLayoutStridedBatchOffset = 6;
 // cublasLtMatmulPreferenceAttributes_t

@@ -247,6 +247,16 @@ bool hasten::runtime::cudaBlasAvailable(std::string &error) {
   return library(error) != nullptr;
 }
 
+/// cuBLASLt's epilogue for a GEMM's flags: the bias, then the activation.
+static uint32_t epilogueFor(int32_t flags) {
+  bool bias = flags & abi::kGemmBias;
+  if (flags & abi::kGemmRelu)
+    return bias ? lt::kEpilogueReluBias : lt::kEpilogueRelu;
+  if (flags & abi::kGemmGeluTanh)
+    return bias ? lt::kEpilogueGeluBias : lt::kEpilogueGelu;
+  return bias ? lt::kEpilogueBias : lt::kEpilogueDefault;
+}
+
 extern "C" __attribute__((visibility("default"))) void
 hasten_cuda_gemm(void *stream, int32_t flags, int64_t batch, int64_t m, int64_t n, int64_t k,
                  const void *a, int64_t aBatch, int64_t aRow, int64_t aCol, const void *b,
@@ -297,7 +307,7 @@ hasten_cuda_gemm(void *stream, int32_t flags, int64_t batch, int64_t m, int64_t 
   };
   if (!plan.desc) {
     int32_t compute = (flags & abi::kGemmTf32) ? lt::kCompute32FFastTf32 : lt::kCompute32F;
-    uint32_t epilogue = hasBias ? lt::kEpilogueBias : lt::kEpilogueDefault;
+    uint32_t epilogue = epilogueFor(flags);
     lt::Status s = lib.descCreate(&plan.desc, compute, lt::kR32F);
     if (s == lt::kSuccess)
       s = lib.descSet(plan.desc, lt::kDescTransA, &la.op, sizeof(la.op));

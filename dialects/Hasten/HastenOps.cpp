@@ -419,6 +419,9 @@ LogicalResult GpuGemmOp::verify() {
       return emitOpError("bias must be one ")
              << out.getElementType() << " per column of the product, got " << type;
   }
+  if (std::optional<StringRef> activation = getActivation();
+      activation && *activation != "relu" && *activation != "gelu_tanh")
+    return emitOpError("activation must be relu or gelu_tanh, got '") << *activation << "'";
   return success();
 }
 

@@ -332,6 +332,9 @@ def Hasten_GpuGemmOp : Hasten_Op<"gpu_gemm", [
       round to TF32 on tensor cores (sm_80 and newer).
     - `bias`, `[N]` and of `out`'s element type, is added to every row
       (cuBLASLt's bias epilogue).
+    - `activation`, `relu` or `gelu_tanh` (GELU's tanh approximation,
+      `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`), is applied last,
+      after the bias (cuBLASLt's RELU and GELU epilogues).
     - Any strides: each matrix needs a unit stride in one of its two
       dimensions (a transposed view reads as a transposed operand), `out`
       in its last; the runtime checks them and reports a run error
@@ -343,7 +346,7 @@ def Hasten_GpuGemmOp : Hasten_Op<"gpu_gemm", [
 
     ```mlir
     %t1 = hasten.gpu_gemm async [%t0] %a, %w bias(%b : memref<384xf32>) into %c
-        : memref<?x128xf32>, memref<128x384xf32> into memref<?x384xf32>
+        activation "gelu_tanh" : memref<?x128xf32>, memref<128x384xf32> into memref<?x384xf32>
     ```
   }];
   let arguments = (ins
@@ -353,13 +356,14 @@ def Hasten_GpuGemmOp : Hasten_Op<"gpu_gemm", [
     Arg<Optional<AnyMemRef>, "a bias for each column of out", [MemRead]>:$bias,
     Arg<AnyMemRef, "the product", [MemRead, MemWrite]>:$out,
     UnitAttr:$accumulate,
-    UnitAttr:$tf32
+    UnitAttr:$tf32,
+    OptionalAttr<StrAttr>:$activation
   );
   let results = (outs Optional<GPU_AsyncToken>:$asyncToken);
   let assemblyFormat = [{
     custom<GpuAsyncDependencies>(type($asyncToken), $asyncDependencies)
     $lhs `,` $rhs (`bias` `(` $bias^ `:` type($bias) `)`)? `into` $out
-    (`accumulate` $accumulate^)? (`tf32` $tf32^)? attr-dict
+    (`accumulate` $accumulate^)? (`tf32` $tf32^)? (`activation` $activation^)? attr-dict
     `:` type($lhs) `,` type($rhs) `into` type($out)
   }];
   let hasVerifier = 1;

@@ -41,6 +41,8 @@ constexpr int32_t kGemmAccumulate = 16;
 constexpr int32_t kGemmTf32 = 32;
 /// ... a bias per column of C is added (the bias pointer is set).
 constexpr int32_t kGemmBias = 64;
+/// ... ReLU, or GELU's tanh approximation, is applied last (after the bias).
+constexpr int32_t kGemmRelu = 128, kGemmGeluTanh = 256;
 
 /// Rounds f32 to bf16, to nearest even; NaN stays NaN.
 inline uint16_t toBf16(float value) {

@@ -82,6 +82,9 @@ SUPPORTED = [
 # Models whose float matmuls are none (integer products, convolutions only),
 # and models that are nothing but GEMMs (so no kernels, no device code).
 NO_GEMMS = {"cnn_u8_per_channel", "mlp_s8_per_tensor", "mlp_u8_weights", "mlp_dynamic"}
+# Models whose MLPs apply tanh-GELU after a GEMM's bias: cuBLASLt's GELU
+# epilogue computes it (gpt2_masked_fill's GELU is erf's: a generated kernel).
+GELU_EPILOGUES = {"default_decoder", "dit_tiny"}
 ALL_GEMMS = {"matmul_ragged"}
 # Greedy generation on the GPU must give the CPU target's tokens.
 GENERATE = [("default_decoder", "3,14,15,92,65,35,89,79", 16)]
@@ -442,7 +445,8 @@ def fake_checks(c, name, bin_dir, module, inputs, cpu_dir, work, kernels=True, f
                 atol=None):
     """The module against the stand-in driver (see the docstring); a module
     whose work is all GEMMs has no kernels to load. Returns the number of
-    GEMMs that ran on the stand-in cuBLASLt."""
+    GEMMs that ran on the stand-in cuBLASLt, and of those with a GELU
+    epilogue."""
     log = os.path.join(work, name + ".fake.log")
     if os.path.exists(log):
         os.remove(log)
@@ -458,6 +462,7 @@ def fake_checks(c, name, bin_dir, module, inputs, cpu_dir, work, kernels=True, f
     launches = re.search(r", launches (\d+),", summary[-1]) if summary else None
     emulated = re.search(r"launches emulated (\d+)$", summary[-1]) if summary else None
     gemms = re.search(r"cuBLASLt GEMMs (\d+)", summary[-1]) if summary else None
+    gelus = re.search(r"GELU epilogue (\d+)", summary[-1]) if summary else None
     c.check(bool(launches and emulated and gemms)
             and (launches.group(1) != "0") == kernels
             and launches.group(1) == emulated.group(1)
@@ -468,7 +473,7 @@ def fake_checks(c, name, bin_dir, module, inputs, cpu_dir, work, kernels=True, f
     if p.returncode == 0:
         compare(c, name, out_dir, cpu_dir, "emulated" + (f" ({' '.join(flags)})" if flags
                                                         else ""), atol)
-    return int(gemms.group(1)) if gemms else 0
+    return (int(gemms.group(1)) if gemms else 0), (int(gelus.group(1)) if gelus else 0)
 
 
 def generated_ids(text):
@@ -610,11 +615,13 @@ def main():
             p = run(args.bin_dir, cpu_module, inputs, cpu_dir)
             c.check(p.returncode == 0, f"{name}: runs on the CPU" + (
                 "" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
-            gemms = fake_checks(c, name, args.bin_dir, module, inputs, cpu_dir, work,
-                                kernels=bool(found))
+            gemms, gelus = fake_checks(c, name, args.bin_dir, module, inputs, cpu_dir, work,
+                                       kernels=bool(found))
             c.check((gemms > 0) == (name not in NO_GEMMS),
                     f"{name}: {gemms} GEMMs on the stand-in cuBLASLt"
                     + (" (it has none)" if name in NO_GEMMS else ""))
+            c.check((gelus > 0) == (name in GELU_EPILOGUES),
+                    f"{name}: {gelus} GEMMs with cuBLASLt's GELU epilogue, outputs = CPU")
             cases.append({"name": name, "module": os.path.basename(module),
                           "inputs": {k: os.path.basename(v) for k, v in inputs.items()},
                           "cpu_outputs": os.path.basename(cpu_dir)})

@@ -67,6 +67,14 @@ func.func @bias(%a: memref<2x4xf32>, %b: memref<4x6xf32>, %bias: memref<4xf32>, 
 
 // -----
 
+func.func @activation(%a: memref<2x4xf32>, %b: memref<4x6xf32>, %c: memref<2x6xf32>) {
+  // expected-error @+1 {{activation must be relu or gelu_tanh, got 'gelu_erf'}}
+  hasten.gpu_gemm %a, %b into %c activation "gelu_erf" : memref<2x4xf32>, memref<4x6xf32> into memref<2x6xf32>
+  return
+}
+
+// -----
+
 // CHECK: error: --hasten-gpu-gemm: precision must be f32, tf32, bf16 or f16, got 'fp8'
 module {
 }

@@ -133,6 +133,146 @@ func.func @per_row(%a: memref<3x4xf32>, %w: memref<4x6xf32>, %c: memref<3x6xf32>
 
 // -----
 
+// GPT-2's MLP after elementwise fusion: bias and tanh-GELU in one generic,
+// in place on the product (the bias its first input, as elementwise fusion
+// may order them), spelled with x*x*x, through a reshape. The generic
+// becomes the GELU epilogue with the bias.
+// CHECK-LABEL: func.func @bias_gelu_tanh
+// CHECK: %[[B:.*]] = memref.get_global @b2
+// CHECK: hasten.gpu_gemm %{{.*}}, %{{.*}} bias(%[[B]] : memref<6xf32>) into %{{.*}} activation "gelu_tanh" :
+// CHECK-NOT: linalg.generic
+// CHECK: return
+memref.global "private" constant @w2 : memref<4x6xf32> = dense<0.5>
+memref.global "private" constant @b2 : memref<6xf32> = dense<0.125>
+func.func @bias_gelu_tanh(%a: memref<?x4xf32>, %n: index) -> memref<1x?x6xf32> {
+  %zero = arith.constant 0.0 : f32
+  %half = arith.constant 0.5 : f32
+  %one = arith.constant 1.0 : f32
+  %c0 = arith.constant 0.044715 : f32
+  %c1 = arith.constant 0.797884583 : f32
+  %w = memref.get_global @w2 : memref<4x6xf32>
+  %b = memref.get_global @b2 : memref<6xf32>
+  %c = memref.alloc(%n) : memref<?x6xf32>
+  linalg.fill ins(%zero : f32) outs(%c : memref<?x6xf32>)
+  linalg.matmul ins(%a, %w : memref<?x4xf32>, memref<4x6xf32>) outs(%c : memref<?x6xf32>)
+  %e = memref.expand_shape %c [[0, 1], [2]] output_shape [1, %n, 6] : memref<?x6xf32> into memref<1x?x6xf32>
+  linalg.generic {indexing_maps = [affine_map<(d0, d1, d2) -> (d2)>, affine_map<(d0, d1, d2) -> (d0, d1, d2)>, affine_map<(d0, d1, d2) -> (d0, d1, d2)>], iterator_types = ["parallel", "parallel", "parallel"]} ins(%b, %e : memref<6xf32>, memref<1x?x6xf32>) outs(%e : memref<1x?x6xf32>) {
+  ^bb0(%y: f32, %x: f32, %o: f32):
+    %v = arith.addf %y, %x : f32
+    %v2 = arith.mulf %v, %v : f32
+    %v3 = arith.mulf %v2, %v : f32
+    %k = arith.mulf %v3, %c0 : f32
+    %u = arith.addf %v, %k : f32
+    %s = arith.mulf %u, %c1 : f32
+    %t = math.tanh %s : f32
+    %p = arith.addf %t, %one : f32
+    %h = arith.mulf %v, %half : f32
+    %g = arith.mulf %h, %p : f32
+    linalg.yield %g : f32
+  }
+  return %e : memref<1x?x6xf32>
+}
+
+// -----
+
+// A ReLU alone (no bias) written as a compare and select, and a GELU with
+// pow(x, 3) whose tanh is --hasten-approximate-math's polynomial: epilogues.
+// CHECK-LABEL: func.func @relu_and_approximated_gelu
+// CHECK: hasten.gpu_gemm %{{.*}}, %{{.*}} into %{{.*}} activation "relu" :
+// CHECK: hasten.gpu_gemm %{{.*}}, %{{.*}} into %{{.*}} activation "gelu_tanh" :
+// CHECK-NOT: linalg.generic
+// CHECK: return
+func.func @relu_and_approximated_gelu(%a: memref<3x4xf32>, %w: memref<4x6xf32>, %c: memref<3x6xf32>,
+                                      %d: memref<3x6xf32>) {
+  %zero = arith.constant 0.0 : f32
+  linalg.fill ins(%zero : f32) outs(%c : memref<3x6xf32>)
+  linalg.matmul ins(%a, %w : memref<3x4xf32>, memref<4x6xf32>) outs(%c : memref<3x6xf32>)
+  linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%c : memref<3x6xf32>) outs(%c : memref<3x6xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %positive = arith.cmpf ogt, %x, %zero : f32
+    %r = arith.select %positive, %x, %zero : f32
+    linalg.yield %r : f32
+  }
+  linalg.fill ins(%zero : f32) outs(%d : memref<3x6xf32>)
+  linalg.matmul ins(%a, %w : memref<3x4xf32>, memref<4x6xf32>) outs(%d : memref<3x6xf32>)
+  linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%d : memref<3x6xf32>) outs(%d : memref<3x6xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %three = arith.constant 3.0 : f32
+    %half = arith.constant 0.5 : f32
+    %one = arith.constant 1.0 : f32
+    %c0 = arith.constant 0.044715 : f32
+    %c1 = arith.constant 0.797884583 : f32
+    %cube = math.powf %x, %three : f32
+    %k = arith.mulf %c0, %cube : f32
+    %u = arith.addf %x, %k : f32
+    %s = arith.mulf %c1, %u : f32
+    %t = math.tanh %s : f32
+    %p = arith.addf %one, %t : f32
+    %h = arith.mulf %half, %x : f32
+    %g = arith.mulf %h, %p : f32
+    linalg.yield %g : f32
+  }
+  return
+}
+
+// -----
+
+// Activations cuBLASLt does not compute stay generated kernels: erf-GELU
+// (4e-4 from the tanh form), sigmoid-GELU and a leaky ReLU.
+// CHECK-LABEL: func.func @not_epilogues
+// CHECK-NOT: activation
+// CHECK: hasten.gpu_gemm
+// CHECK: linalg.generic
+// CHECK: math.erf
+// CHECK: hasten.gpu_gemm
+// CHECK: linalg.generic
+// CHECK: math.exp
+// CHECK: hasten.gpu_gemm
+// CHECK: linalg.generic
+// CHECK: arith.select
+func.func @not_epilogues(%a: memref<3x4xf32>, %w: memref<4x6xf32>, %c: memref<3x6xf32>,
+                         %d: memref<3x6xf32>, %e: memref<3x6xf32>) {
+  %zero = arith.constant 0.0 : f32
+  %half = arith.constant 0.5 : f32
+  %one = arith.constant 1.0 : f32
+  %rsqrt2 = arith.constant 0.707106769 : f32
+  linalg.fill ins(%zero : f32) outs(%c : memref<3x6xf32>)
+  linalg.matmul ins(%a, %w : memref<3x4xf32>, memref<4x6xf32>) outs(%c : memref<3x6xf32>)
+  linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%c : memref<3x6xf32>) outs(%c : memref<3x6xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %s = arith.mulf %x, %rsqrt2 : f32
+    %t = math.erf %s : f32
+    %p = arith.addf %t, %one : f32
+    %h = arith.mulf %x, %half : f32
+    %g = arith.mulf %h, %p : f32
+    linalg.yield %g : f32
+  }
+  linalg.fill ins(%zero : f32) outs(%d : memref<3x6xf32>)
+  linalg.matmul ins(%a, %w : memref<3x4xf32>, memref<4x6xf32>) outs(%d : memref<3x6xf32>)
+  linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%d : memref<3x6xf32>) outs(%d : memref<3x6xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %k = arith.constant -1.702 : f32
+    %s = arith.mulf %x, %k : f32
+    %x2 = math.exp %s : f32
+    %den = arith.addf %x2, %one : f32
+    %g = arith.divf %x, %den : f32
+    linalg.yield %g : f32
+  }
+  linalg.fill ins(%zero : f32) outs(%e : memref<3x6xf32>)
+  linalg.matmul ins(%a, %w : memref<3x4xf32>, memref<4x6xf32>) outs(%e : memref<3x6xf32>)
+  linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%e : memref<3x6xf32>) outs(%e : memref<3x6xf32>) {
+  ^bb0(%x: f32, %o: f32):
+    %slope = arith.constant 0.01 : f32
+    %positive = arith.cmpf ogt, %x, %zero : f32
+    %small = arith.mulf %x, %slope : f32
+    %r = arith.select %positive, %x, %small : f32
+    linalg.yield %r : f32
+  }
+  return
+}
+
+// -----
+
 // What cuBLASLt does not take stays for the generated kernels: integer
 // products, mixed operand types, other indexing maps.
 // CHECK-LABEL: func.func @left_alone

@@ -27,7 +27,11 @@ static_assert(lt::kDescTransA == CUBLASLT_MATMUL_DESC_TRANSA &&
               lt::kDescEpilogue == CUBLASLT_MATMUL_DESC_EPILOGUE &&
               lt::kDescBiasPointer == CUBLASLT_MATMUL_DESC_BIAS_POINTER);
 static_assert(lt::kEpilogueDefault == CUBLASLT_EPILOGUE_DEFAULT &&
-              lt::kEpilogueBias == CUBLASLT_EPILOGUE_BIAS);
+              lt::kEpilogueBias == CUBLASLT_EPILOGUE_BIAS &&
+              lt::kEpilogueRelu == CUBLASLT_EPILOGUE_RELU &&
+              lt::kEpilogueReluBias == CUBLASLT_EPILOGUE_RELU_BIAS &&
+              lt::kEpilogueGelu == CUBLASLT_EPILOGUE_GELU &&
+              lt::kEpilogueGeluBias == CUBLASLT_EPILOGUE_GELU_BIAS);
 static_assert(lt::kLayoutBatchCount == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT &&
               lt::kLayoutStridedBatchOffset == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET);
 static_assert(lt::kPrefMaxWorkspaceBytes == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES &&

@@ -6,7 +6,8 @@
 // which computes what cublasLt.h documents for the layouts, operations,
 // batches and epilogue it is given) and compare with products computed
 // here from the same strided storage: transposed views, padded rows, a
-// single row or column, broadcast batches, the bias epilogue, accumulation,
+// single row or column, broadcast batches, the bias and activation
+// epilogues, accumulation,
 // bf16 operands, and the operands it must refuse.
 //
 //===----------------------------------------------------------------------===//
@@ -98,7 +99,7 @@ protected:
       rt::cudaFree(device);
   }
 
-  /// Runs C (+)= A B (+ bias) on the device and checks every element of
+  /// Runs C (+)= act(A B (+ bias)) on the device and checks every element of
   /// C's storage: the product where C has elements, untouched elsewhere.
   /// Returns the largest error relative to 1 + |expected|.
   template <typename In>
@@ -129,6 +130,11 @@ protected:
             sum += c.at(p, i, j);
           if (bias)
             sum += (*bias)[size_t(j)];
+          if (flags & abi::kGemmRelu)
+            sum = std::max(sum, 0.0);
+          if (flags & abi::kGemmGeluTanh)
+            sum = 0.5 * sum *
+                  (1 + std::tanh(std::sqrt(2 / M_PI) * (sum + 0.044715 * sum * sum * sum)));
           expected.at(p, i, j) = float(sum);
         }
     std::vector<float> got(c.storage.size());
@@ -199,6 +205,19 @@ TEST_F(CudaGemmTest, BatchesBiasAndAccumulation) {
   auto kt = matrix<float>(2, 4, 5, 20, 1, 4, rng, identity);
   auto s = matrix<float>(2, 3, 5, 15, 5, 1, rng, identity);
   check(q, kt, s, 0, nullptr, identity);
+}
+
+TEST_F(CudaGemmTest, ActivationsAfterTheBias) {
+  // ReLU and tanh-GELU applied last: after the bias, and after what C held
+  // when accumulating (cuBLASLt's D = act(A B + C + bias)).
+  auto a = matrix<float>(1, 5, 7, 0, 7, 1, rng, identity);
+  auto b = matrix<float>(1, 7, 6, 0, 6, 1, rng, identity);
+  auto c = matrix<float>(1, 5, 6, 0, 6, 1, rng, identity);
+  std::vector<float> bias = {0.5f, -1.0f, 2.0f, 0.25f, -0.75f, -3.0f};
+  check(a, b, c, abi::kGemmRelu, &bias, identity);
+  check(a, b, c, abi::kGemmGeluTanh, &bias, identity);
+  check(a, b, c, abi::kGemmGeluTanh | abi::kGemmAccumulate, nullptr, identity);
+  check(a, b, c, abi::kGemmRelu | abi::kGemmAccumulate, nullptr, identity);
 }
 
 TEST_F(CudaGemmTest, Bf16Operands) {

@@ -60,7 +60,7 @@ enum { OK = 0, INVALID_VALUE = 1, OUT_OF_MEMORY = 2, INVALID_PTX = 218, ILLEGAL_
        ILLEGAL_ADDRESS = 700, LAUNCH_FAILED = 719, CAPTURE_UNSUPPORTED = 900,
        CAPTURE_INVALIDATED = 901, CAPTURE_UNMATCHED = 903, UPDATE_FAILURE = 910 };
 
-static long live, modules, launches, hostPointers, uploads, emulated, gemms;
+static long live, modules, launches, hostPointers, uploads, emulated, gemms, reluGemms, geluGemms;
 static long pinnedCopies, pageableCopies, pinnedLive;
 static long synchronizations, captures, instantiations, updates, refusedUpdates, graphLaunches;
 static long liveGraphs;
@@ -145,8 +145,9 @@ __attribute__((destructor)) static void report(void) {
     fprintf(logFile,
             "copies to the device %ld (%llu bytes), launches %ld, host pointers passed to "
             "kernels %ld, modules loaded at exit %ld, live allocations at exit %ld, "
-            "cuBLASLt GEMMs %ld, launches emulated %ld\n",
-            uploads, uploadBytes, launches, hostPointers, modules, live, gemms, emulated);
+            "cuBLASLt GEMMs %ld (ReLU epilogue %ld, GELU epilogue %ld), launches emulated %ld\n",
+            uploads, uploadBytes, launches, hostPointers, modules, live, gemms, reluGemms,
+            geluGemms, emulated);
     fclose(logFile);
   }
 }
@@ -754,7 +755,13 @@ int cublasLtMatmulDescSetAttribute(struct LtDesc *desc, int attr, const void *bu
     if (size != sizeof(unsigned))
       return BLAS_INVALID_VALUE;
     memcpy(&desc->epilogue, buf, sizeof(unsigned));
-    return desc->epilogue == 1 || desc->epilogue == 4 ? BLAS_OK : BLAS_NOT_SUPPORTED;
+    /* DEFAULT, RELU, BIAS, RELU_BIAS, GELU, GELU_BIAS */
+    switch (desc->epilogue) {
+    case 1: case 2: case 4: case 6: case 32: case 36:
+      return BLAS_OK;
+    default:
+      return BLAS_NOT_SUPPORTED;
+    }
   case 8: /* BIAS_POINTER */
     if (size != sizeof(void *))
       return BLAS_INVALID_VALUE;
@@ -972,8 +979,9 @@ int cublasLtMatmul(struct LtHandle *handle, struct LtDesc *desc, const void *alp
   return multiply(&g);
 }
 
-/* D = alpha A B + beta C (+ bias), on the CPU; a product that would reach
-   outside the device allocations fails. */
+/* D = act(alpha A B + beta C (+ bias)), on the CPU, act being the epilogue's
+   ReLU or GELU (cuBLASLt's GELU is the tanh approximation); a product that
+   would reach outside the device allocations fails. */
 static int multiply(const struct RecordedGemm *g) {
   const struct LtDesc *desc = &g->desc;
   const struct LtLayout *a = &g->a, *b = &g->b, *c = &g->c, *d = &g->d;
@@ -982,7 +990,8 @@ static int multiply(const struct RecordedGemm *g) {
   const void *workspace = g->workspace;
   size_t workspaceBytes = g->workspaceBytes;
   float alphaValue = g->alpha, betaValue = g->beta;
-  int hasBias = desc->epilogue == 4;
+  int hasBias = (desc->epilogue & 4) != 0, relu = (desc->epilogue & 2) != 0,
+      gelu = (desc->epilogue & 32) != 0;
   struct LtLayout biasLayout = {d->type, d->rows, 1, (long long)d->rows, 0, 1};
   const char *which = !inDevice(A, a)                           ? "A"
                       : !inDevice(B, b)                         ? "B"
@@ -998,6 +1007,8 @@ static int multiply(const struct RecordedGemm *g) {
     return BLAS_EXECUTION_FAILED;
   }
   ++gemms;
+  reluGemms += relu;
+  geluGemms += gelu;
   int tf32 = desc->compute == COMPUTE_32F_FAST_TF32;
   unsigned long long m = d->rows, n = d->cols, k = desc->transA ? a->rows : a->cols;
   openAll(1);
@@ -1024,6 +1035,12 @@ static int multiply(const struct RecordedGemm *g) {
           value += betaValue * load(cb, c->type, (long long)(i + j * c->ld));
         if (hasBias)
           value += load((const char *)desc->bias, d->type, (long long)i);
+        if (relu && !(value > 0))
+          value = 0;
+        if (gelu)
+          value = (float)(0.5 * value *
+                          (1 + tanh(0.7978845608028654 * (value + 0.044715 * value * value *
+                                                                      value))));
         store(db, d->type, (long long)(i + j * d->ld), value);
       }
   }
