@@ -58,6 +58,31 @@ constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr int CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 constexpr unsigned CU_STREAM_NON_BLOCKING = 1;
 constexpr unsigned CU_MEM_ATTACH_GLOBAL = 1;
+// Virtual memory management (CUDA 10.2; host-located memory, CUDA 12.2).
+using CUmemGenericAllocationHandle = unsigned long long;
+struct CUmemLocation {
+  int type, id;
+};
+struct CUmemAllocationProp {
+  int type, requestedHandleTypes;
+  CUmemLocation location;
+  void *win32HandleMetaData;
+  struct {
+    unsigned char compressionType, gpuDirectRDMACapable;
+    unsigned short usage;
+    unsigned char reserved[4];
+  } allocFlags;
+};
+struct CUmemAccessDesc {
+  CUmemLocation location;
+  int flags;
+};
+static_assert(sizeof(CUmemAllocationProp) == 32 && sizeof(CUmemAccessDesc) == 12,
+              "the layouts of cuda.h");
+constexpr int CU_MEM_ALLOCATION_TYPE_PINNED = 1, CU_MEM_LOCATION_TYPE_DEVICE = 1,
+              CU_MEM_LOCATION_TYPE_HOST = 2, CU_MEM_ACCESS_FLAGS_PROT_READWRITE = 3,
+              CU_MEM_ALLOC_GRANULARITY_MINIMUM = 0;
+constexpr int CU_DEVICE_ATTRIBUTE_HOST_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 145;
 
 struct Driver {
   void *library = nullptr;
@@ -102,6 +127,19 @@ struct Driver {
   CUresult (*cuGraphDestroy)(CUgraph);
   CUresult (*cuGraphExecDestroy)(CUgraphExec);
   std::string noGraphs; // why there are none ("" when there are)
+  // Virtual memory management (KV pools that spill to the host).
+  CUresult (*cuMemGetAllocationGranularity)(size_t *, const CUmemAllocationProp *, int);
+  CUresult (*cuMemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr,
+                                  unsigned long long);
+  CUresult (*cuMemAddressFree)(CUdeviceptr, size_t);
+  CUresult (*cuMemCreate)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                          unsigned long long);
+  CUresult (*cuMemRelease)(CUmemGenericAllocationHandle);
+  CUresult (*cuMemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
+                       unsigned long long);
+  CUresult (*cuMemUnmap)(CUdeviceptr, size_t);
+  CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
+  std::string noHostMapping; // why host memory cannot join a device range
   CUdevice device = 0;
   CUcontext context = nullptr;
   /// Compute capability as a number: 80 for 8.0.
@@ -220,6 +258,16 @@ const Driver *driver(std::string &error) {
           graph(d.cuGraphDestroy, "cuGraphDestroy") &&
           graph(d.cuGraphExecDestroy, "cuGraphExecDestroy")))
       d.noGraphs = "the CUDA driver lacks " + noGraph + " (CUDA 12 or newer has it)";
+    std::string noVmm;
+    auto vmm = [&](auto &fn, const char *symbol) {
+      return resolveSymbol(d.library, fn, symbol, noVmm);
+    };
+    if (!(vmm(d.cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity") &&
+          vmm(d.cuMemAddressReserve, "cuMemAddressReserve") &&
+          vmm(d.cuMemAddressFree, "cuMemAddressFree") && vmm(d.cuMemCreate, "cuMemCreate") &&
+          vmm(d.cuMemRelease, "cuMemRelease") && vmm(d.cuMemMap, "cuMemMap") &&
+          vmm(d.cuMemUnmap, "cuMemUnmap") && vmm(d.cuMemSetAccess, "cuMemSetAccess")))
+      d.noHostMapping = "the CUDA driver lacks " + noVmm + " (CUDA 12.2 or newer has it)";
     CUresult r = d.cuInit(0);
     if (r != CUDA_SUCCESS) {
       failure = describe(d, "cuInit", r);
@@ -244,6 +292,15 @@ const Driver *driver(std::string &error) {
     }
     d.arch = uint32_t(major * 10 + minor);
     d.name = name;
+    int hostVmm = 0;
+    if (d.noHostMapping.empty() &&
+        (d.cuDeviceGetAttribute(&hostVmm,
+                                CU_DEVICE_ATTRIBUTE_HOST_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+                                d.device) != CUDA_SUCCESS ||
+         !hostVmm))
+      d.noHostMapping = "the GPU (" + d.name + ") cannot map host memory into a device "
+                        "address range (CU_DEVICE_ATTRIBUTE_HOST_VIRTUAL_MEMORY_MANAGEMENT_"
+                        "SUPPORTED is 0)";
     ok = true;
   });
   if (!ok) {
@@ -558,6 +615,126 @@ void *hasten::runtime::cudaZeros(size_t bytes, std::string &error) {
                         [&](const Driver &d, CUdeviceptr device, CUstream stream) {
                           return d.cuMemsetD8Async(device, 0, bytes ? bytes : 1, stream);
                         });
+}
+
+namespace {
+
+/// A device address range from cudaSpillZeros: its size and the physical
+/// allocations mapped into it.
+struct SpillRange {
+  size_t bytes = 0;
+  std::vector<std::pair<CUmemGenericAllocationHandle, size_t>> parts;
+};
+std::mutex spillMutex;
+std::map<CUdeviceptr, SpillRange> spillRanges;
+
+/// Unmaps and releases what `range` at `base` holds, and frees the range.
+void releaseSpill(const Driver &d, CUdeviceptr base, const SpillRange &range) {
+  size_t offset = 0;
+  for (auto [handle, bytes] : range.parts) {
+    d.cuMemUnmap(base + offset, bytes);
+    d.cuMemRelease(handle);
+    offset += bytes;
+  }
+  d.cuMemAddressFree(base, range.bytes);
+}
+
+} // namespace
+
+void *hasten::runtime::cudaSpillZeros(size_t bytes, size_t deviceBytes, size_t &deviceMapped,
+                                      std::string &error) {
+  const Driver *d = driver(error);
+  if (!d)
+    return nullptr;
+  if (!d->noHostMapping.empty()) {
+    error = d->noHostMapping;
+    return nullptr;
+  }
+  CUmemAllocationProp onDevice{};
+  onDevice.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+  onDevice.location = {CU_MEM_LOCATION_TYPE_DEVICE, d->device};
+  CUmemAllocationProp onHost = onDevice;
+  onHost.location = {CU_MEM_LOCATION_TYPE_HOST, 0};
+  size_t deviceGranule = 0, hostGranule = 0;
+  CUresult r = d->cuMemGetAllocationGranularity(&deviceGranule, &onDevice,
+                                                CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+  if (r == CUDA_SUCCESS)
+    r = d->cuMemGetAllocationGranularity(&hostGranule, &onHost,
+                                         CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+  if (r != CUDA_SUCCESS) {
+    error = describe(*d, "cuMemGetAllocationGranularity", r);
+    return nullptr;
+  }
+  auto roundUp = [](size_t n, size_t to) { return to ? (n + to - 1) / to * to : n; };
+  // The device part, whole granules (it may hold the first bytes of the
+  // block that straddles it), then the host part.
+  size_t total = std::max<size_t>(bytes, 1);
+  size_t devicePart =
+      std::min(roundUp(deviceBytes, deviceGranule), roundUp(total, deviceGranule));
+  size_t hostPart = devicePart >= total ? 0 : roundUp(total - devicePart, hostGranule);
+  SpillRange range;
+  range.bytes = devicePart + hostPart;
+  CUdeviceptr base = 0;
+  if ((r = d->cuMemAddressReserve(&base, range.bytes, std::max(deviceGranule, hostGranule), 0,
+                                  0)) != CUDA_SUCCESS) {
+    error = describe(*d, "cuMemAddressReserve", r);
+    return nullptr;
+  }
+  const char *failed = nullptr;
+  size_t offset = 0;
+  for (auto [prop, size] : {std::pair{&onDevice, devicePart}, std::pair{&onHost, hostPart}}) {
+    if (!size)
+      continue;
+    CUmemGenericAllocationHandle handle = 0;
+    if ((r = d->cuMemCreate(&handle, size, prop, 0)) != CUDA_SUCCESS) {
+      failed = prop == &onDevice ? "cuMemCreate (device memory)" : "cuMemCreate (host memory)";
+      break;
+    }
+    if ((r = d->cuMemMap(base + offset, size, 0, handle, 0)) != CUDA_SUCCESS) {
+      d->cuMemRelease(handle);
+      failed = "cuMemMap";
+      break;
+    }
+    range.parts.push_back({handle, size});
+    offset += size;
+  }
+  // The device reads and writes all of it; the host never touches it.
+  CUmemAccessDesc access{{CU_MEM_LOCATION_TYPE_DEVICE, d->device},
+                         CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
+  if (!failed && (r = d->cuMemSetAccess(base, range.bytes, &access, 1)) != CUDA_SUCCESS)
+    failed = "cuMemSetAccess";
+  CUstream stream = nullptr;
+  if (!failed && !(stream = threadStream(*d, r)))
+    failed = "cuStreamCreate";
+  if (!failed && ((r = d->cuMemsetD8Async(base, 0, range.bytes, stream)) != CUDA_SUCCESS ||
+                  (r = d->cuStreamSynchronize(stream)) != CUDA_SUCCESS))
+    failed = "zeroing the KV pool";
+  if (failed) {
+    error = describe(*d, failed, r);
+    releaseSpill(*d, base, range);
+    return nullptr;
+  }
+  deviceMapped = std::min(devicePart, total);
+  std::lock_guard<std::mutex> lock(spillMutex);
+  spillRanges[base] = std::move(range);
+  return reinterpret_cast<void *>(base);
+}
+
+void hasten::runtime::cudaSpillFree(void *memory) {
+  std::string error;
+  const Driver *d = driver(error);
+  if (!d || !memory)
+    return;
+  SpillRange range;
+  {
+    std::lock_guard<std::mutex> lock(spillMutex);
+    auto it = spillRanges.find(reinterpret_cast<CUdeviceptr>(memory));
+    if (it == spillRanges.end())
+      return;
+    range = std::move(it->second);
+    spillRanges.erase(it);
+  }
+  releaseSpill(*d, reinterpret_cast<CUdeviceptr>(memory), range);
 }
 
 bool hasten::runtime::cudaCopy(void *to, const void *from, size_t bytes, std::string &error) {

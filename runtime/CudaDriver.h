@@ -31,6 +31,17 @@ bool cudaBlasAvailable(std::string &error);
 void *cudaUpload(const void *host, size_t bytes, std::string &error);
 /// `bytes` zeroed bytes of device memory (null with `error` on failure).
 void *cudaZeros(size_t bytes, std::string &error);
+/// `bytes` zeroed bytes in one device address range whose first
+/// `deviceBytes` (rounded up to the driver's granularity) are device memory
+/// and the rest pinned host memory mapped for the GPU (CUDA's virtual memory
+/// management), which kernels read over the bus: a KV pool whose older
+/// blocks spill to the host. `deviceMapped` receives the bytes that are
+/// device memory. Null with `error` on failure, or when this driver or GPU
+/// cannot map host memory that way.
+void *cudaSpillZeros(size_t bytes, size_t deviceBytes, size_t &deviceMapped,
+                     std::string &error);
+/// Frees memory from cudaSpillZeros.
+void cudaSpillFree(void *memory);
 /// Copies `bytes` between device buffers.
 bool cudaCopy(void *to, const void *from, size_t bytes, std::string &error);
 

@@ -173,6 +173,18 @@ public:
     count = bytes ? size : 0;
     return bytes != nullptr;
   }
+  /// The same for a CUDA module's KV pool whose first `deviceBytes` (or a
+  /// little more, `deviceMapped`) are device memory and the rest pinned host
+  /// memory the GPU reads over the bus (hasten::runtime::cudaSpillZeros).
+  bool assignSpilling(size_t size, size_t deviceBytes, size_t &deviceMapped,
+                      std::string &error) {
+    release();
+    device = spill = true;
+    bytes = static_cast<uint8_t *>(
+        hasten::runtime::cudaSpillZeros(size, deviceBytes, deviceMapped, error));
+    count = bytes ? size : 0;
+    return bytes != nullptr;
+  }
   /// Copies `size` bytes from `from` to `to` within these bytes.
   bool copyWithin(size_t to, size_t from, size_t size, std::string &error) {
     if (!device) {
@@ -196,46 +208,75 @@ public:
 
 private:
   void release() {
-    if (device)
+    if (spill)
+      hasten::runtime::cudaSpillFree(bytes);
+    else if (device)
       hasten::runtime::cudaFree(bytes);
     else
       std::free(bytes);
     bytes = nullptr;
     count = 0;
+    spill = false;
   }
   uint8_t *bytes = nullptr;
   size_t count = 0;
-  bool device = false;
+  bool device = false, spill = false;
 };
 
 /// Blocks of a paged cache, shared by sequences. Each block has a
 /// reference count; a block referenced by several sequences is copied
-/// before one of them writes it. A CUDA module's pool is device memory.
+/// before one of them writes it. A CUDA module's pool is device memory; one
+/// that spills (hasten_module_set_kv_device_tokens) keeps its first
+/// `residentBlocks` there and the others in pinned host memory the GPU
+/// reads over the bus.
 struct BlockPool {
   DecoderInfo info;
   int64_t numBlocks = 0;
+  /// Blocks [0, residentBlocks) lie wholly in the memory the module's code
+  /// runs next to (all of them, unless the pool spills).
+  int64_t residentBlocks = 0;
+  bool spills = false;
   /// Elements of the cache's element type (f32, bf16 or f16).
   ZeroedBytes storage;
   std::vector<int32_t> refs;
-  std::vector<int32_t> freeList;
+  /// Free blocks, resident and spilled (each taken from the back: lowest
+  /// index first).
+  std::vector<int32_t> freeResident, freeSpilled;
+  /// Older blocks moved to host memory to make room for newer ones.
+  int64_t movedOut = 0;
   std::mutex mutex;
 
+  bool resident(int32_t block) const { return block < residentBlocks; }
   int64_t freeBlocks() {
     std::lock_guard<std::mutex> lock(mutex);
-    return (int64_t)freeList.size();
+    return (int64_t)(freeResident.size() + freeSpilled.size());
   }
-  /// A fresh block, or -1.
-  int32_t take() {
-    if (freeList.empty())
+  static int32_t takeFrom(std::vector<int32_t> &list) {
+    if (list.empty())
       return -1;
-    int32_t block = freeList.back();
-    freeList.pop_back();
-    refs[block] = 1;
+    int32_t block = list.back();
+    list.pop_back();
+    return block;
+  }
+  /// A fresh block, resident if one is free, or -1.
+  int32_t take() {
+    int32_t block = takeFrom(freeResident);
+    if (block < 0)
+      block = takeFrom(freeSpilled);
+    if (block >= 0)
+      refs[block] = 1;
+    return block;
+  }
+  /// A fresh spilled block, or -1.
+  int32_t takeSpilled() {
+    int32_t block = takeFrom(freeSpilled);
+    if (block >= 0)
+      refs[block] = 1;
     return block;
   }
   void release(int32_t block) {
     if (--refs[block] == 0)
-      freeList.push_back(block);
+      (resident(block) ? freeResident : freeSpilled).push_back(block);
   }
   /// Copies block `from` into block `to`.
   bool copyBlock(int32_t to, int32_t from, std::string &error) {
@@ -284,17 +325,73 @@ static hasten_status createPool(hasten_module *module, const DecoderInfo &info,
     return fail(HASTEN_ERROR_INVALID_ARGUMENT, "a KV pool of %lld tokens is not possible",
                 (long long)maxTokens);
   std::string error;
-  if (!pool->storage.assignZeros((size_t)pool->numBlocks * info.unitBytes(), isCuda(module),
-                                 error))
+  size_t unit = info.unitBytes(), bytes = (size_t)pool->numBlocks * unit;
+  // A CUDA module's device budget, in whole blocks; the rest spills.
+  int64_t deviceTokens = hasten::runtime::kvDeviceTokens(module);
+  int64_t deviceBlocks = deviceTokens < 0 ? pool->numBlocks : deviceTokens / info.blockSize;
+  pool->spills = isCuda(module) && deviceBlocks < pool->numBlocks;
+  pool->residentBlocks = pool->numBlocks;
+  bool ok;
+  if (pool->spills) {
+    size_t deviceMapped = 0;
+    ok = pool->storage.assignSpilling(bytes, (size_t)deviceBlocks * unit, deviceMapped, error);
+    pool->residentBlocks = std::min<int64_t>(pool->numBlocks, (int64_t)(deviceMapped / unit));
+    pool->spills = pool->residentBlocks < pool->numBlocks;
+  } else {
+    ok = pool->storage.assignZeros(bytes, isCuda(module), error);
+  }
+  if (!ok)
     return fail(HASTEN_ERROR_OUT_OF_MEMORY,
-                "no room for a KV pool of %lld blocks (%llu bytes): %s",
-                (long long)pool->numBlocks,
-                (unsigned long long)pool->numBlocks * info.unitBytes(), error.c_str());
+                "no room for a KV pool of %lld blocks (%llu bytes%s): %s",
+                (long long)pool->numBlocks, (unsigned long long)bytes,
+                pool->spills ? ", spilling to host memory" : "", error.c_str());
   pool->refs.assign(pool->numBlocks, 0);
   for (int64_t b = pool->numBlocks - 1; b >= 0; --b)
-    pool->freeList.push_back((int32_t)b);
+    (pool->resident((int32_t)b) ? pool->freeResident : pool->freeSpilled)
+        .push_back((int32_t)b);
   out = std::move(pool);
   return HASTEN_OK;
+}
+
+/// A block for position block `index` of `seq` in this append (the blocks
+/// from `heldBefore` on are new in it, none written yet), placed so that a
+/// spilling pool keeps a sequence's newest blocks in device memory: a free
+/// resident block; else the resident block of an earlier new block (which
+/// takes a spilled one: nothing to copy); else the sequence's oldest
+/// resident block that only it holds, moved to a spilled block; else a
+/// spilled block. -1 when none is free; -2 (with `error`) when a move
+/// failed. The caller holds the pool's mutex.
+static int32_t placeBlock(BlockPool &pool, hasten_sequence &seq, int64_t index,
+                          int64_t heldBefore, std::string &error) {
+  int32_t block = pool.take();
+  if (!pool.spills || block < 0 || pool.resident(block))
+    return block;
+  pool.release(block);
+  for (int64_t j = heldBefore; j < index; ++j)
+    if (pool.resident(seq.table[j])) {
+      int32_t spilled = pool.takeSpilled();
+      if (spilled < 0)
+        break;
+      block = seq.table[j];
+      seq.table[j] = spilled;
+      return block;
+    }
+  for (int64_t j = 0; j < heldBefore; ++j) {
+    int32_t old = seq.table[j];
+    if (!pool.resident(old) || pool.refs[old] != 1)
+      continue;
+    int32_t spilled = pool.takeSpilled();
+    if (spilled < 0)
+      break;
+    if (!pool.copyBlock(spilled, old, error)) {
+      pool.release(spilled);
+      return -2;
+    }
+    seq.table[j] = spilled;
+    ++pool.movedOut;
+    return old; // still referenced once: now by position `index`
+  }
+  return pool.take();
 }
 
 extern "C" {
@@ -348,6 +445,67 @@ void hasten_kv_pool_free(hasten_kv_pool *pool) { delete pool; }
 
 int64_t hasten_kv_pool_num_blocks(const hasten_kv_pool *pool) {
   return pool ? pool->pool->numBlocks : 0;
+}
+
+hasten_status hasten_module_set_kv_device_tokens(hasten_module *module, int64_t tokens) {
+  DecoderInfo info;
+  if (!module || !readDecoderInfo(module, info) || !info.paged() || !isCuda(module))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_module_set_kv_device_tokens: only a CUDA module with a paged KV cache "
+                "(--target=cuda --kv-block-size) keeps part of it in host memory");
+  if (tokens < -1)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_module_set_kv_device_tokens: %lld tokens (-1 for all of them)",
+                (long long)tokens);
+  hasten::runtime::setKVDeviceTokens(module, tokens);
+  return HASTEN_OK;
+}
+
+/// Where `pool`'s blocks are; the caller checked `out`.
+static void describePlacement(BlockPool &pool, bool cuda, hasten_kv_placement &out) {
+  std::lock_guard<std::mutex> lock(pool.mutex);
+  out = hasten_kv_placement{sizeof(hasten_kv_placement), 0, 0, 0, 0, pool.movedOut};
+  for (int64_t b = 0; b < pool.numBlocks; ++b) {
+    bool onDevice = cuda && pool.resident((int32_t)b);
+    (onDevice ? out.device_blocks : out.host_blocks) += 1;
+    if (pool.refs[b] > 0)
+      (onDevice ? out.device_blocks_used : out.host_blocks_used) += 1;
+  }
+}
+
+hasten_status hasten_kv_pool_placement(const hasten_kv_pool *pool,
+                                       hasten_kv_placement *placement) {
+  if (!pool || !placement || placement->struct_size < sizeof(hasten_kv_placement))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_kv_pool_placement: null pool or placement, or struct_size unset");
+  describePlacement(*pool->pool, pool->pool->storage.onDevice(), *placement);
+  return HASTEN_OK;
+}
+
+hasten_status hasten_sequence_kv_placement(const hasten_sequence *seq,
+                                           hasten_kv_placement *placement) {
+  if (!seq || !placement || placement->struct_size < sizeof(hasten_kv_placement))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_sequence_kv_placement: null sequence or placement, or struct_size "
+                "unset");
+  if (!seq->pool)
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "hasten_sequence_kv_placement: the sequence's KV cache is contiguous, not in "
+                "a pool");
+  describePlacement(*seq->pool, seq->pool->storage.onDevice(), *placement);
+  return HASTEN_OK;
+}
+
+int hasten_sequence_kv_block_on_device(const hasten_sequence *seq, int64_t index) {
+  if (!seq || !seq->pool || index < 0 || index >= seq->blocksHeld) {
+    fail(HASTEN_ERROR_INVALID_ARGUMENT,
+         "hasten_sequence_kv_block_on_device: no paged sequence, or it holds no block %lld",
+         (long long)index);
+    return -1;
+  }
+  BlockPool &pool = *seq->pool;
+  std::lock_guard<std::mutex> lock(pool.mutex);
+  return pool.storage.onDevice() && pool.resident(seq->table[index]) ? 1 : 0;
 }
 
 int64_t hasten_kv_pool_free_blocks(const hasten_kv_pool *pool) {
@@ -526,9 +684,13 @@ static hasten_status runTokens(const char *caller, hasten_sequence *seq, const i
       seq->table[firstWritten] = fresh;
     }
     for (int64_t b = seq->blocksHeld; b < needed; ++b) {
-      int32_t fresh = pool.take();
+      std::string error;
+      int32_t fresh = placeBlock(pool, *seq, b, heldBefore, error);
       if (fresh < 0) {
         seq->releaseBlocksFrom(heldBefore);
+        if (fresh == -2)
+          return fail(HASTEN_ERROR_RUNTIME, "moving a KV block to host memory: %s",
+                      error.c_str());
         return fail(HASTEN_ERROR_OUT_OF_MEMORY,
                     "KV block pool exhausted: all %lld blocks of %lld tokens are in use",
                     (long long)pool.numBlocks, (long long)info.blockSize);

@@ -31,6 +31,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -153,7 +154,17 @@ struct hasten_module {
       graphs;
   hasten_cuda_graph_stats graphStats{};
   std::string graphDirectWhy;
+  /// hasten_module_set_kv_device_tokens.
+  std::atomic<int64_t> kvDeviceTokens{-1};
 };
+
+int64_t hasten::runtime::kvDeviceTokens(const hasten_module *module) {
+  return module->kvDeviceTokens.load();
+}
+
+void hasten::runtime::setKVDeviceTokens(hasten_module *module, int64_t tokens) {
+  module->kvDeviceTokens.store(tokens);
+}
 
 namespace {
 

@@ -44,6 +44,11 @@ void endRun(RunAllocations &run, bool failed);
 hasten_status wrapDeviceTensor(hasten_dtype dtype, int rank, const int64_t *dims, void *device,
                                hasten_tensor **out);
 
+/// The tokens of each KV pool created from now on that a CUDA module keeps
+/// in device memory (hasten_module_set_kv_device_tokens; -1: all of them).
+int64_t kvDeviceTokens(const hasten_module *module);
+void setKVDeviceTokens(hasten_module *module, int64_t tokens);
+
 /// Sets the calling thread's hasten_last_error() and returns `status`.
 hasten_status failWith(hasten_status status, const std::string &message);
 /// The same with a printf-style message.

@@ -8,7 +8,8 @@
  * indices reported as errors; 4: sequences of a model namespace, verification
  * and speculative generation; 5: tokenizers and text streams; 6: weights
  * mapped from the module or a sidecar, hasten_module_verify_weights; 7:
- * samplers' generate entries; 8: CUDA graphs of decode steps);
+ * samplers' generate entries; 8: CUDA graphs of decode steps; 9: KV pools
+ * that spill to host memory);
  * hasten_runtime_api_version() reports the
  * version of the library actually loaded. Compiled modules carry a manifest with their own
  * format version, checked by hasten_module_load.
@@ -49,7 +50,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 8
+#define HASTEN_RUNTIME_API_VERSION 9
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -404,6 +405,41 @@ hasten_status hasten_kv_pool_create(hasten_module *module, int64_t max_tokens,
 void hasten_kv_pool_free(hasten_kv_pool *pool);
 int64_t hasten_kv_pool_num_blocks(const hasten_kv_pool *pool);
 int64_t hasten_kv_pool_free_blocks(const hasten_kv_pool *pool);
+
+/* CUDA modules with a paged cache: how many tokens of each KV pool created
+ * from now on (a sequence's private pool included) live in device memory,
+ * in whole blocks (rounded up to the driver's mapping granularity). The
+ * rest of the pool is pinned host memory mapped into the same device
+ * address range, which the kernels read in place over the bus, so a
+ * context is bounded by host memory rather than by the GPU's. A sequence's
+ * newest blocks are kept in device memory: when it needs a block and none
+ * is free there, its oldest block moves to host memory. -1 (the default,
+ * unless the module was compiled with --kv-device-tokens): all in device
+ * memory. HASTEN_ERROR_INVALID_ARGUMENT for a CPU module or a contiguous
+ * cache; pools created when the GPU cannot map host memory fail, saying so. */
+hasten_status hasten_module_set_kv_device_tokens(hasten_module *module, int64_t tokens);
+
+/* Where a pool's blocks are. A pool that does not spill has every block in
+ * the memory its module runs next to (device memory for a CUDA module; a
+ * CPU module's are all host blocks). */
+typedef struct hasten_kv_placement {
+  size_t struct_size;          /* the caller sets sizeof(hasten_kv_placement) */
+  int64_t device_blocks;       /* blocks wholly in device memory */
+  int64_t host_blocks;         /* the others */
+  int64_t device_blocks_used;  /* of those, the ones sequences hold */
+  int64_t host_blocks_used;
+  int64_t blocks_moved_to_host; /* older blocks moved out for newer ones */
+} hasten_kv_placement;
+hasten_status hasten_kv_pool_placement(const hasten_kv_pool *pool,
+                                       hasten_kv_placement *placement);
+/* The same for the pool a paged sequence's cache is in (its private one,
+ * or the one it was created with). */
+hasten_status hasten_sequence_kv_placement(const hasten_sequence *sequence,
+                                           hasten_kv_placement *placement);
+/* 1 when the sequence's block `index` (its tokens index * block_size on) is
+ * in device memory, 0 when in host memory (every block of a CPU module's),
+ * -1 for a contiguous cache or a block the sequence does not hold. */
+int hasten_sequence_kv_block_on_device(const hasten_sequence *sequence, int64_t index);
 
 /* A new, empty sequence. `pool` may be NULL: a paged module then gets a
  * private pool for one full sequence; it must be NULL for a contiguous

@@ -588,6 +588,20 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                  (unsigned long long)graphs.instantiations, (unsigned long long)graphs.updates,
                  *why ? "; direct: " : "", why);
   }
+  // A CUDA pool that spills to host memory: where the cache is now.
+  hasten_kv_placement placement{};
+  placement.struct_size = sizeof(placement);
+  if (std::strcmp(hasten_module_device(module), "cuda") == 0 &&
+      hasten_module_kv_block_size(module) > 0 &&
+      hasten_sequence_kv_placement(sequence, &placement) == HASTEN_OK &&
+      placement.host_blocks > 0)
+    std::fprintf(stderr,
+                 "KV cache: %lld blocks in device memory, %lld in pinned host memory (%lld "
+                 "moved there from the device); the pool has %lld device and %lld host "
+                 "blocks\n",
+                 (long long)placement.device_blocks_used, (long long)placement.host_blocks_used,
+                 (long long)placement.blocks_moved_to_host, (long long)placement.device_blocks,
+                 (long long)placement.host_blocks);
   if (flags.drafter != "none") {
     std::string k = flags.speculation.k ? std::to_string(flags.speculation.k)
                                         : "auto (last " + std::to_string(spec.last_k) + ")";
@@ -646,6 +660,12 @@ cl::opt<bool> cudaGraphs("cuda-graphs",
                          cl::desc("A CUDA module's decode steps as CUDA graph launches "
                                   "(default; --cuda-graphs=false: every kernel launched)"),
                          cl::init(true), cl::cat(runCategory));
+cl::opt<int64_t> kvDeviceTokens(
+    "kv-device-tokens",
+    cl::desc("A CUDA module with a paged KV cache: tokens of the cache kept in device memory, "
+             "the older ones in pinned host memory the GPU reads over the bus (-1: all on the "
+             "device; default: what the module was compiled with)"),
+    cl::init(-2), cl::cat(runCategory));
 cl::opt<bool> verifyWeights("verify-weights",
                             cl::desc("Read every weight byte against the digest the compiler "
                                      "recorded before running (a load reads none of them)"),
@@ -980,6 +1000,9 @@ int main(int argc, char **argv) {
   if (hasten_module_load(modulePath.c_str(), &module) != HASTEN_OK)
     return die(hasten_last_error());
   if (hasten_module_set_cuda_graphs(module, cudaGraphs) != HASTEN_OK)
+    return die(hasten_last_error());
+  if (kvDeviceTokens.getNumOccurrences() &&
+      hasten_module_set_kv_device_tokens(module, kvDeviceTokens) != HASTEN_OK)
     return die(hasten_last_error());
   if (verifyWeights) {
     auto start = std::chrono::steady_clock::now();

@@ -46,6 +46,15 @@
  * cuMemFreeAsync) inside a capture are refused too, since hasten's runtime
  * serves captured calls from its own pool. cuGraphExecUpdate takes a graph
  * of the same nodes (kinds and kernels) and refuses any other.
+ *
+ * Virtual memory management (cuMemAddressReserve, cuMemCreate, cuMemMap,
+ * cuMemSetAccess and their inverses) with device and host locations, at a
+ * 64 KiB granularity (FAKE_CUDA_GRANULE sets another): sizes and offsets off it, a mapping outside its
+ * reservation or over another, access to a range not wholly mapped, and a
+ * reservation freed while mapped are refused (CUDA_ERROR_INVALID_VALUE); a
+ * range becomes device memory (as above) once its access is set. The log
+ * counts what was mapped where. FAKE_CUDA_NO_HOST_VMM=1 makes the device
+ * report no host-located mappings (attribute 145).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +74,8 @@ static long pinnedCopies, pageableCopies, pinnedLive;
 static long synchronizations, captures, instantiations, updates, refusedUpdates, graphLaunches;
 static long liveGraphs;
 static unsigned long long uploadBytes;
+static long reservationsMade, reservationsLive, physicalLive;
+static unsigned long long mappedDeviceBytes, mappedHostBytes;
 static FILE *logFile;
 
 /* Live allocations, to tell device addresses from host ones. */
@@ -142,6 +153,11 @@ __attribute__((destructor)) static void report(void) {
               "graphs: captured %ld, instantiated %ld, updated %ld, updates refused %ld, "
               "launched %ld, graphs and executables live at exit %ld\n",
               captures, instantiations, updates, refusedUpdates, graphLaunches, liveGraphs);
+    if (reservationsMade)
+      fprintf(logFile,
+              "virtual memory: mapped device bytes %llu, mapped host bytes %llu; reservations "
+              "live at exit %ld, physical allocations live at exit %ld\n",
+              mappedDeviceBytes, mappedHostBytes, reservationsLive, physicalLive);
     fprintf(logFile,
             "copies to the device %ld (%llu bytes), launches %ld, host pointers passed to "
             "kernels %ld, modules loaded at exit %ld, live allocations at exit %ld, "
@@ -186,7 +202,11 @@ CUresult cuDeviceGetName(char *name, int length, int device) {
   return OK;
 }
 CUresult cuDeviceGetAttribute(int *value, int attribute, int device) {
-  *value = attribute == 75 ? arch() / 10 : attribute == 76 ? arch() % 10 : 0;
+  const char *noHostVmm = getenv("FAKE_CUDA_NO_HOST_VMM");
+  *value = attribute == 75   ? arch() / 10
+           : attribute == 76 ? arch() % 10
+           : attribute == 145 ? !(noHostVmm && atoi(noHostVmm))
+                              : 0;
   return OK;
 }
 CUresult cuDevicePrimaryCtxRetain(void **context, int device) {
@@ -559,6 +579,194 @@ static struct {
   char *base;
   size_t size;
 } pinned[kMaxPinned];
+/* ---- virtual memory management ---------------------------------------- */
+
+enum { kMaxVmm = 256 };
+/* FAKE_CUDA_GRANULE sets it (default 64 KiB). */
+static size_t granule(void) {
+  const char *set = getenv("FAKE_CUDA_GRANULE");
+  return set && atol(set) > 0 ? (size_t)atol(set) : 65536;
+}
+struct CUmemLocation {
+  int type, id;
+};
+struct CUmemAllocationProp {
+  int type, requestedHandleTypes;
+  struct CUmemLocation location;
+  void *win32HandleMetaData;
+  unsigned char allocFlags[8];
+};
+struct CUmemAccessDesc {
+  struct CUmemLocation location;
+  int flags;
+};
+static struct {
+  char *base;
+  size_t size;
+} reservations[kMaxVmm];
+static struct {
+  size_t size;
+  int location, released, mapped;
+} physical[kMaxVmm]; /* handle h is slot h - 1 */
+static struct {
+  char *base;
+  size_t size;
+  int handle;
+} mappings[kMaxVmm];
+
+static int vmmLocation(const struct CUmemAllocationProp *prop) {
+  return prop && prop->type == 1 && (prop->location.type == 1 || prop->location.type == 2)
+             ? prop->location.type
+             : 0;
+}
+CUresult cuMemGetAllocationGranularity(size_t *granularity,
+                                       const struct CUmemAllocationProp *prop, int option) {
+  if (!vmmLocation(prop))
+    return INVALID_VALUE;
+  *granularity = granule();
+  return OK;
+}
+CUresult cuMemAddressReserve(unsigned long long *pointer, size_t size, size_t alignment,
+                             unsigned long long address, unsigned long long flags) {
+  if (!size || size % granule() || address || flags)
+    return INVALID_VALUE;
+  for (int i = 0; i < kMaxVmm; ++i)
+    if (!reservations[i].base) {
+      void *memory = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (memory == MAP_FAILED)
+        return OUT_OF_MEMORY;
+      reservations[i].base = memory;
+      reservations[i].size = size;
+      ++reservationsMade;
+      ++reservationsLive;
+      *pointer = (unsigned long long)memory;
+      return OK;
+    }
+  return OUT_OF_MEMORY;
+}
+CUresult cuMemAddressFree(unsigned long long pointer, size_t size) {
+  for (int i = 0; i < kMaxVmm; ++i)
+    if (mappings[i].base && mappings[i].base >= (char *)pointer &&
+        mappings[i].base < (char *)pointer + size)
+      return INVALID_VALUE;
+  for (int i = 0; i < kMaxVmm; ++i)
+    if (reservations[i].base == (char *)pointer && reservations[i].size == size) {
+      munmap(reservations[i].base, size);
+      reservations[i].base = NULL;
+      --reservationsLive;
+      return OK;
+    }
+  return INVALID_VALUE;
+}
+CUresult cuMemCreate(unsigned long long *handle, size_t size,
+                     const struct CUmemAllocationProp *prop, unsigned long long flags) {
+  if (!size || size % granule() || !vmmLocation(prop) || flags)
+    return INVALID_VALUE;
+  if (failing("cuMemCreate"))
+    return OUT_OF_MEMORY;
+  for (int i = 0; i < kMaxVmm; ++i)
+    if (!physical[i].size) {
+      physical[i].size = size;
+      physical[i].location = vmmLocation(prop);
+      physical[i].released = physical[i].mapped = 0;
+      ++physicalLive;
+      *handle = (unsigned long long)i + 1;
+      return OK;
+    }
+  return OUT_OF_MEMORY;
+}
+static void dropPhysical(int slot) {
+  if (physical[slot].released && !physical[slot].mapped) {
+    physical[slot].size = 0;
+    --physicalLive;
+  }
+}
+CUresult cuMemRelease(unsigned long long handle) {
+  if (handle < 1 || handle > kMaxVmm || !physical[handle - 1].size ||
+      physical[handle - 1].released)
+    return INVALID_VALUE;
+  physical[handle - 1].released = 1;
+  dropPhysical((int)handle - 1);
+  return OK;
+}
+CUresult cuMemMap(unsigned long long pointer, size_t size, size_t offset,
+                  unsigned long long handle, unsigned long long flags) {
+  char *at = (char *)pointer;
+  if (handle < 1 || handle > kMaxVmm || !physical[handle - 1].size ||
+      physical[handle - 1].released || physical[handle - 1].mapped || offset || flags ||
+      size != physical[handle - 1].size)
+    return INVALID_VALUE;
+  /* Whole granules of one reservation (whose base stands for an aligned
+     one: mmap's pages are smaller than a granule). */
+  int inside = 0;
+  for (int i = 0; i < kMaxVmm; ++i)
+    inside |= reservations[i].base && at >= reservations[i].base &&
+              at + size <= reservations[i].base + reservations[i].size &&
+              (at - reservations[i].base) % granule() == 0;
+  for (int i = 0; i < kMaxVmm; ++i)
+    if (mappings[i].base && at < mappings[i].base + mappings[i].size &&
+        mappings[i].base < at + size)
+      return INVALID_VALUE;
+  if (!inside)
+    return INVALID_VALUE;
+  for (int i = 0; i < kMaxVmm; ++i)
+    if (!mappings[i].base) {
+      mappings[i].base = at;
+      mappings[i].size = size;
+      mappings[i].handle = (int)handle;
+      physical[handle - 1].mapped = 1;
+      if (physical[handle - 1].location == 2)
+        mappedHostBytes += size;
+      else
+        mappedDeviceBytes += size;
+      if (logged())
+        fprintf(logFile, "map %zu bytes of %s memory\n", size,
+                physical[handle - 1].location == 2 ? "host" : "device");
+      return OK;
+    }
+  return OUT_OF_MEMORY;
+}
+/* Forgets the device allocation a mapped range became (its access set). */
+static void forgetRange(const char *at) {
+  for (int i = 0; i < highWater; ++i)
+    if (allocations[i].base && at >= allocations[i].base &&
+        at < allocations[i].base + allocations[i].size) {
+      mprotect(allocations[i].base, allocations[i].size, PROT_NONE);
+      allocations[i].base = NULL;
+      return;
+    }
+}
+CUresult cuMemUnmap(unsigned long long pointer, size_t size) {
+  char *at = (char *)pointer;
+  int found = 0;
+  for (int i = 0; i < kMaxVmm; ++i)
+    if (mappings[i].base && mappings[i].base >= at && mappings[i].base < at + size) {
+      forgetRange(mappings[i].base);
+      physical[mappings[i].handle - 1].mapped = 0;
+      dropPhysical(mappings[i].handle - 1);
+      mappings[i].base = NULL;
+      found = 1;
+    }
+  return found ? OK : INVALID_VALUE;
+}
+CUresult cuMemSetAccess(unsigned long long pointer, size_t size,
+                        const struct CUmemAccessDesc *desc, size_t count) {
+  if (count != 1 || desc->location.type != 1 || desc->flags != 3)
+    return INVALID_VALUE;
+  /* Every byte of the range must be mapped. */
+  for (char *at = (char *)pointer; at < (char *)pointer + size;) {
+    int next = -1;
+    for (int i = 0; i < kMaxVmm; ++i)
+      if (mappings[i].base && at >= mappings[i].base && at < mappings[i].base + mappings[i].size)
+        next = i;
+    if (next < 0)
+      return INVALID_VALUE;
+    at = mappings[next].base + mappings[next].size;
+  }
+  remember((void *)pointer, size);
+  return OK;
+}
+
 CUresult cuMemAllocHost_v2(void **pointer, size_t size) {
   if (refusedInCapture("cuMemAllocHost"))
     return CAPTURE_UNSUPPORTED;
