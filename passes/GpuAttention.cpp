@@ -36,6 +36,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
+#include <functional>
 #include <limits>
 
 namespace hasten {
@@ -150,14 +151,24 @@ struct Operands {
     auto [block, slot] = hasten::locatePaged(b, loc, *paged, position);
     return {position, block, slot};
   }
+  /// The buffer part `part`'s (keys 0, values 1) rows are in: the operand,
+  /// or the paged cache's pool.
+  Value kvBuffer(int64_t part) const { return paged ? paged->pool : part == 0 ? key : value; }
+  /// The indices of element `dim` of `row` of part `part` in kvBuffer(part):
+  /// [batch, kvHead, position, dim], or the pool's [block, layer, part,
+  /// kvHead, slot, dim].
+  SmallVector<Value> kvIndices(OpBuilder &b, Location loc, int64_t part, Value batch,
+                               Value kvHead, const Row &row, Value dim) const {
+    if (!paged)
+      return {batch, kvHead, row.position, dim};
+    return {row.block, paged->layer, arith::ConstantIndexOp::create(b, loc, part), kvHead,
+            row.slot, dim};
+  }
   /// Element [batch, kvHead, row, dim] of the keys (part 0) or values.
   Value loadKeyValue(OpBuilder &b, Location loc, int64_t part, Value batch, Value kvHead,
                      const Row &row, Value dim) const {
-    if (paged)
-      return hasten::loadPagedSlot(b, loc, *paged, arith::ConstantIndexOp::create(b, loc, part),
-                                   kvHead, row.block, row.slot, dim);
-    return memref::LoadOp::create(b, loc, part == 0 ? key : value,
-                                  ValueRange{batch, kvHead, row.position, dim});
+    return memref::LoadOp::create(b, loc, kvBuffer(part),
+                                  kvIndices(b, loc, part, batch, kvHead, row, dim));
   }
 };
 
@@ -231,8 +242,7 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
   auto resultType = cast<RankedTensorType>(op.getType());
   KernelBuilder kb{{b, loc}};
   Value c0 = kb.index(0), c1 = kb.index(1);
-  Value q = o.q, key = o.key, value = o.value, mask = o.mask, batch = o.batch, qLen = o.qLen,
-        kvLen = o.kvLen, out = o.out;
+  Value q = o.q, mask = o.mask, batch = o.batch, qLen = o.qLen, kvLen = o.kvLen, out = o.out;
   func::FuncOp barrier = o.barrier;
   ArrayRef<Value> maskBroadcast = o.maskBroadcast;
   int64_t heads = op.getNumHeads(), kvHeads = op.getNumKvHeads();
@@ -302,8 +312,8 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
     Value m = carried[0], l = carried[1];
     Value count = arith::MinSIOp::create(b, loc, tileKv, arith::SubIOp::create(b, loc, end, start));
     // Stage the tile: thread t loads elements t, t + threads, ...; rows past
-    // the keys read zeros.
-    auto stage = [&](Value source, Value tile, Value width) {
+    // the keys read zeros. A paged cache's rows are read through the table.
+    auto stage = [&](int64_t part, Value tile, Value width) {
       Value elements = arith::MulIOp::create(b, loc, tileKv, width);
       kb.forLoop(tid, elements, threads, {}, [&](Value e, ValueRange) {
         Value j = arith::DivUIOp::create(b, loc, e, width);
@@ -313,9 +323,8 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
         {
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(load.thenBlock());
-          Value x = memref::LoadOp::create(
-              b, loc, source,
-              ValueRange{batchIndex, kvHead, arith::AddIOp::create(b, loc, start, j), d});
+          Operands::Row keyRow = o.locate(b, loc, arith::AddIOp::create(b, loc, start, j));
+          Value x = o.loadKeyValue(b, loc, part, batchIndex, kvHead, keyRow, d);
           scf::YieldOp::create(b, loc, toF32(b, loc, x));
           b.setInsertionPointToStart(load.elseBlock());
           scf::YieldOp::create(b, loc, zero);
@@ -324,8 +333,8 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
         return SmallVector<Value>{};
       });
     };
-    stage(key, keysTile, headDim);
-    stage(value, valuesTile, valueDim);
+    stage(0, keysTile, headDim);
+    stage(1, valuesTile, valueDim);
     func::CallOp::create(b, loc, barrier);
 
     auto step = scf::IfOp::create(b, loc, TypeRange{f32, f32}, valid, /*withElseRegion=*/true);
@@ -489,17 +498,41 @@ struct StagingBlock {
   bool asyncCopies; // cp.async may stage operands of the buffer's type (sm_80 and newer)
 };
 
-/// Rows [first, first + count) of head `sourceHead` of `source` (batch,
-/// head, row, dim) into the shared buffer at `base` as `layout` says, 8
-/// elements (one 16-byte chunk) per thread and step; rows past `count` are
-/// zeros. Operands of another type are converted on the way and stored
-/// whole; operands of the buffer's type are copied with cp.async
-/// (`nvgpu.device_async_copy`, zero-filled past `count`, one group per
-/// copy) when their rows are contiguous at run time, and the caller waits
-/// for them (returns true) before the barrier that publishes the tile.
-bool stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value source,
-               Value sourceHead, Value first, Value count, int64_t rows, int64_t dims,
-               const SharedLayout &layout, int64_t base) {
+/// Where staged rows come from: `buffer`, and the indices of element
+/// `column` of row `row` in it (a query or key position; a paged cache's
+/// row is looked up in its table).
+struct RowSource {
+  Value buffer;
+  std::function<SmallVector<Value>(Value row, Value column)> indices;
+};
+
+/// The rows of head `head` of a [batch, head, row, dim] operand.
+RowSource denseRows(Value operand, Value batch, Value head) {
+  return {operand, [batch, head](Value row, Value column) {
+            return SmallVector<Value>{batch, head, row, column};
+          }};
+}
+
+/// The keys' (part 0) or values' rows of KV head `kvHead`, through a paged
+/// cache's table where there is one.
+RowSource kvRows(OpBuilder &b, Location loc, const Operands &o, int64_t part, Value batch,
+                 Value kvHead) {
+  return {o.kvBuffer(part), [&b, loc, &o, part, batch, kvHead](Value row, Value column) {
+            return o.kvIndices(b, loc, part, batch, kvHead, o.locate(b, loc, row), column);
+          }};
+}
+
+/// Rows [first, first + count) of `source` into the shared buffer at
+/// `base` as `layout` says, 8 elements (one 16-byte chunk) per thread and
+/// step; rows past `count` are zeros. Operands of another type are
+/// converted on the way and stored whole; operands of the buffer's type are
+/// copied with cp.async (`nvgpu.device_async_copy`, zero-filled past
+/// `count`, one group per copy) when their rows are contiguous at run time,
+/// and the caller waits for them (returns true) before the barrier that
+/// publishes the tile.
+bool stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, const RowSource &source,
+               Value first, Value count, int64_t rows, int64_t dims, const SharedLayout &layout,
+               int64_t base) {
   OpBuilder &b = kb.b;
   Location loc = kb.loc;
   Type element = cast<MemRefType>(block.smem.getType()).getElementType();
@@ -528,11 +561,10 @@ bool stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value sourc
         SmallVector<Value> values;
         Value column = arith::MulIOp::create(b, loc, chunk, kb.index(8));
         Value sourceRow = arith::AddIOp::create(b, loc, first, row);
+        SmallVector<Value> at = source.indices(sourceRow, column);
         for (int64_t i = 0; i < 8; ++i) {
-          Value x = memref::LoadOp::create(
-              b, loc, source,
-              ValueRange{block.batchIndex, sourceHead, sourceRow,
-                         arith::AddIOp::create(b, loc, column, kb.index(i))});
+          at.back() = arith::AddIOp::create(b, loc, column, kb.index(i));
+          Value x = memref::LoadOp::create(b, loc, source.buffer, at);
           values.push_back(x.getType() == element
                                ? x
                                : arith::TruncFOp::create(b, loc, element, toF32(b, loc, x))
@@ -551,26 +583,29 @@ bool stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value sourc
                               llvm::MaybeAlign(16));
     });
   };
-  auto sourceType = cast<MemRefType>(source.getType());
+  auto sourceType = cast<MemRefType>(source.buffer.getType());
   if (!block.asyncCopies || sourceType.getElementType() != element) {
     convertAndStore();
     return false;
   }
   // cp.async needs 16 contiguous bytes: the innermost stride must be 1.
-  auto metadata = memref::ExtractStridedMetadataOp::create(b, loc, source);
+  int64_t rank = sourceType.getRank();
+  auto metadata = memref::ExtractStridedMetadataOp::create(b, loc, source.buffer);
   Value contiguous = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
-                                           metadata.getStrides()[3], kb.index(1));
+                                           metadata.getStrides()[rank - 1], kb.index(1));
   auto choice = scf::IfOp::create(b, loc, contiguous, /*withElseRegion=*/true);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(choice.elseBlock());
   convertAndStore();
   b.setInsertionPointToStart(choice.thenBlock());
   int64_t dynamic = ShapedType::kDynamic;
-  auto unitStride = MemRefType::get(
-      sourceType.getShape(), element,
-      StridedLayoutAttr::get(b.getContext(), dynamic, {dynamic, dynamic, dynamic, 1}),
-      sourceType.getMemorySpace());
-  Value rowsOf = memref::CastOp::create(b, loc, unitStride, source);
+  SmallVector<int64_t> strides(rank, dynamic);
+  strides.back() = 1;
+  auto unitStride =
+      MemRefType::get(sourceType.getShape(), element,
+                      StridedLayoutAttr::get(b.getContext(), dynamic, strides),
+                      sourceType.getMemorySpace());
+  Value rowsOf = memref::CastOp::create(b, loc, unitStride, source.buffer);
   Value lastRow = arith::SubIOp::create(b, loc, count, kb.index(1));
   auto token = nvgpu::DeviceAsyncTokenType::get(b.getContext());
   eachChunk([&](Value row, Value chunk) {
@@ -582,8 +617,7 @@ bool stageRows(hasten::KernelBuilder &kb, const StagingBlock &block, Value sourc
     Value copied = arith::SelectOp::create(b, loc, inside, kb.index(8), kb.index(0));
     Value copy = nvgpu::DeviceAsyncCopyOp::create(
         b, loc, token, block.smem, ValueRange{destination(row, chunk)}, rowsOf,
-        ValueRange{block.batchIndex, sourceHead, sourceRow,
-                   arith::MulIOp::create(b, loc, chunk, kb.index(8))},
+        source.indices(sourceRow, arith::MulIOp::create(b, loc, chunk, kb.index(8))),
         b.getIndexAttr(8), copied, b.getUnitAttr());
     nvgpu::DeviceAsyncCreateGroupOp::create(b, loc, token, ValueRange{copy});
   });
@@ -611,10 +645,10 @@ struct TensorCoreLaunch {
   bool asyncCopies = false, pendingCopies = false;
 
   /// stageRows into this block's shared buffer.
-  void stage(hasten::KernelBuilder &kb, Value source, Value sourceHead, Value first, Value count,
+  void stage(hasten::KernelBuilder &kb, const RowSource &source, Value first, Value count,
              int64_t rows, int64_t dims, const SharedLayout &layout, int64_t base) {
-    pendingCopies |= stageRows(kb, {smem, tid, threads, batchIndex, asyncCopies}, source,
-                               sourceHead, first, count, rows, dims, layout, base);
+    pendingCopies |= stageRows(kb, {smem, tid, threads, batchIndex, asyncCopies}, source, first,
+                               count, rows, dims, layout, base);
   }
   /// The barrier that publishes staged tiles to the block, after this
   /// thread's copies have landed.
@@ -750,8 +784,8 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   Value pairColumn = kb.mul(inGroup, 2);
 
   // The block's queries, and each warp's Q fragments: [tile][k step][4].
-  l.stage(kb, o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ,
-          m.headDim, qLayout, 0);
+  l.stage(kb, denseRows(o.q, batchIndex, head), firstRow,
+          arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ, m.headDim, qLayout, 0);
   l.publish(kb, o.barrier);
   auto qFragment = [&](int64_t t, int64_t kk) {
     return kb.load(
@@ -782,8 +816,10 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
   auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
     Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
                                          arith::SubIOp::create(b, loc, end, start));
-    l.stage(kb, o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, kBase);
-    l.stage(kb, o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
+    l.stage(kb, kvRows(b, loc, o, 0, batchIndex, kvHead), start, count, m.tileKv, m.headDim,
+            kLayout, kBase);
+    l.stage(kb, kvRows(b, loc, o, 1, batchIndex, kvHead), start, count, m.tileKv, m.valueDim,
+            vLayout, vBase);
     l.publish(kb, o.barrier);
 
     // Scores: [tile][8 keys], Q K^T with K's fragments shared by the
@@ -984,8 +1020,8 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
     return out;
   };
 
-  l.stage(kb, o.q, head, firstRow, arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ,
-          m.headDim, qLayout, 0);
+  l.stage(kb, denseRows(o.q, batchIndex, head), firstRow,
+          arith::SubIOp::create(b, loc, o.qLen, firstRow), blockQ, m.headDim, qLayout, 0);
   l.publish(kb, o.barrier);
   SmallVector<Value> qFragments;
   for (int64_t kk = 0; kk < m.headDim / 4; ++kk)
@@ -1000,8 +1036,10 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
   auto tiles = kb.forLoop(c0, end, kb.index(m.tileKv), init, [&](Value start, ValueRange carried) {
     Value count = arith::MinSIOp::create(b, loc, kb.index(m.tileKv),
                                          arith::SubIOp::create(b, loc, end, start));
-    l.stage(kb, o.key, kvHead, start, count, m.tileKv, m.headDim, kLayout, 0);
-    l.stage(kb, o.value, kvHead, start, count, m.tileKv, m.valueDim, vLayout, vBase);
+    l.stage(kb, kvRows(b, loc, o, 0, batchIndex, kvHead), start, count, m.tileKv, m.headDim,
+            kLayout, 0);
+    l.stage(kb, kvRows(b, loc, o, 1, batchIndex, kvHead), start, count, m.tileKv, m.valueDim,
+            vLayout, vBase);
     l.publish(kb, o.barrier);
 
     // S, 16 keys at a time: [key block][8].
@@ -1412,9 +1450,8 @@ struct GpuAttentionPass : public hasten::impl::GpuAttentionBase<GpuAttentionPass
         if (!tensorCores)
           continue; // failed, or left to the SIMT kernel below with a remark
       }
-      // Decode reads a paged cache's blocks in place; prefill kernels stage
-      // tiles from a gathered copy.
-      Operands operands = prepare(b, op, /*readThroughTable=*/decode);
+      // Every kernel reads a paged cache's blocks in place through the table.
+      Operands operands = prepare(b, op, /*readThroughTable=*/true);
       if (decode)
         lowerDecode(b, k, operands);
       else if (tensorCores && tensorCores->warps > 0 && tensorCores->volta)

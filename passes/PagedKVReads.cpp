@@ -27,16 +27,11 @@ std::pair<Value, Value> hasten::locatePaged(OpBuilder &b, Location loc, const Pa
   return {physical, slot};
 }
 
-Value hasten::loadPagedSlot(OpBuilder &b, Location loc, const PagedLayer &cache, Value part,
-                            Value head, Value block, Value slot, Value dim) {
-  return memref::LoadOp::create(b, loc, cache.pool,
-                                ValueRange{block, cache.layer, part, head, slot, dim});
-}
-
 Value hasten::loadPagedElement(OpBuilder &b, Location loc, const PagedLayer &cache, Value part,
                                Value head, Value position, Value dim) {
   auto [block, slot] = locatePaged(b, loc, cache, position);
-  return loadPagedSlot(b, loc, cache, part, head, block, slot, dim);
+  return memref::LoadOp::create(b, loc, cache.pool,
+                                ValueRange{block, cache.layer, part, head, slot, dim});
 }
 
 Value hasten::expandPagedKVRead(OpBuilder &b, PagedKVReadOp read) {

@@ -35,12 +35,6 @@ PagedLayer pagedLayer(mlir::OpBuilder &b, PagedKVReadOp read);
 std::pair<mlir::Value, mlir::Value> locatePaged(mlir::OpBuilder &b, mlir::Location loc,
                                                 const PagedLayer &cache, mlir::Value position);
 
-/// The element at `slot` of pool block `block` (from locatePaged): part
-/// `part` (keys 0, values 1), head `head`, dim `dim`.
-mlir::Value loadPagedSlot(mlir::OpBuilder &b, mlir::Location loc, const PagedLayer &cache,
-                          mlir::Value part, mlir::Value head, mlir::Value block, mlir::Value slot,
-                          mlir::Value dim);
-
 /// One position's element of a paged cache: slot `position % block_size` of
 /// pool block `table[position / block_size]`, part `part` (keys 0, values
 /// 1), head `head`, dim `dim`.

@@ -278,6 +278,13 @@ def GpuAttention : Pass<"hasten-gpu-attention"> {
     not an operand layout on Volta), and O += P V reads P and V row-major,
     8 bytes per fragment. Operand rows are padded as planned (`padded<8>`).
 
+    Keys and values that are the two parts of one layer of a paged cache
+    (`hasten.paged_kv.read`, left by `--hasten-lower-kv-cache{keep-paged-reads}`)
+    are read in place through the block table by every kernel: slot `j mod
+    block_size` of pool block `table[j / block_size]`, looked up once per
+    key (decode) or per staged row (prefill, whose cp.async copies read the
+    pool's rows directly). Paged reads no kernel took are gathered.
+
     The shared tiles are `memref.alloca`s in workgroup memory and the
     barriers calls of `@hasten_gpu_barrier` until
     `--hasten-finalize-gpu-kernels`, after buffer deallocation.
@@ -1141,7 +1148,7 @@ def LowerKVCache : Pass<"hasten-lower-kv-cache", "::mlir::ModuleOp"> {
       attention kernel (`attention-kernel`, the CPU target), is left as
       `hasten.paged_kv.read` for a later consumer that reads through the
       table (`keep-paged-reads`, GPU targets: `--hasten-gpu-attention`'s
-      decode kernel), or gathers the blocks into a tensor.
+      kernels), or gathers the blocks into a tensor.
 
     Runs on tensors, before one-shot bufferization.
   }];

@@ -461,6 +461,10 @@ hasten_status hasten_module_set_kv_device_tokens(hasten_module *module, int64_t 
   return HASTEN_OK;
 }
 
+int64_t hasten_module_kv_device_tokens(const hasten_module *module) {
+  return module && isCuda(module) ? hasten::runtime::kvDeviceTokens(module) : -1;
+}
+
 /// Where `pool`'s blocks are; the caller checked `out`.
 static void describePlacement(BlockPool &pool, bool cuda, hasten_kv_placement &out) {
   std::lock_guard<std::mutex> lock(pool.mutex);

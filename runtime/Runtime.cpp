@@ -383,6 +383,12 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
     module->weightsPath = path;
   }
   module->cuda = cuda;
+  // The main model's --kv-device-tokens, until the caller sets another.
+  const auto *kept = hasten::manifest::GetModule(module->manifestBytes.data());
+  if (cuda && kept->kv_caches())
+    for (const auto *kv : *kept->kv_caches())
+      if (!kv->model() || kv->model()->str().empty())
+        module->kvDeviceTokens = kv->device_tokens();
   auto closeAndFail = [&](hasten_status status) {
     dlclose(handle);
     module->handle = nullptr;

@@ -418,6 +418,9 @@ int64_t hasten_kv_pool_free_blocks(const hasten_kv_pool *pool);
  * memory. HASTEN_ERROR_INVALID_ARGUMENT for a CPU module or a contiguous
  * cache; pools created when the GPU cannot map host memory fail, saying so. */
 hasten_status hasten_module_set_kv_device_tokens(hasten_module *module, int64_t tokens);
+/* The current setting: -1 when pools are wholly in device memory (and for
+ * CPU modules). */
+int64_t hasten_module_kv_device_tokens(const hasten_module *module);
 
 /* Where a pool's blocks are. A pool that does not spill has every block in
  * the memory its module runs next to (device memory for a CUDA module; a

@@ -364,6 +364,9 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
         return failure();
     }
 
+    if (options.kv.deviceTokens >= 0 && options.target != "cuda")
+      return emitError(fileLoc) << "--kv-device-tokens keeps part of a CUDA module's KV cache "
+                                   "on the GPU; the CPU target's cache is all host memory";
     kv = planKVCache(module, options.kv, "");
     if (failed(kv))
       return failure();
@@ -373,6 +376,7 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
       KVCacheOptions draftOptions;
       draftOptions.capacity = kv->capacity;
       draftOptions.blockSize = kv->blockSize;
+      draftOptions.deviceTokens = options.kv.deviceTokens;
       FailureOr<KVCachePlan> plan = planKVCache(module, draftOptions, kDraftModel);
       if (failed(plan))
         return failure();
@@ -469,11 +473,11 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   std::vector<KVCacheDescription> caches;
   if (kv->decoder)
     caches.push_back({"", kv->blockSize > 0, kv->elementType, kv->layers, kv->kvHeads,
-                      kv->headDim, kv->capacity, kv->blockSize});
+                      kv->headDim, kv->capacity, kv->blockSize, kv->deviceTokens});
   if (draftKV)
     caches.push_back({kDraftModel.str(), draftKV->blockSize > 0, draftKV->elementType,
                       draftKV->layers, draftKV->kvHeads, draftKV->headDim, draftKV->capacity,
-                      draftKV->blockSize});
+                      draftKV->blockSize, draftKV->deviceTokens});
   // The weights the lowering moved out of the code: into the library, or
   // into the sidecar next to it.
   FailureOr<std::optional<WeightSegment>> segment = timer.run("weight segment", [&] {

@@ -54,6 +54,10 @@ FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions
              << options.budgetBytes << " holds no " << (block > 1 ? "block" : "token")
              << ": one token takes " << plan.bytesPerToken << " bytes";
   }
+  if (options.deviceTokens >= 0 && options.blockSize <= 0)
+    return emitError(module.getLoc(), "--kv-device-tokens splits a paged KV cache's blocks "
+                                      "between device and host memory; add --kv-block-size");
+  plan.deviceTokens = options.deviceTokens < 0 ? -1 : options.deviceTokens / block * block;
   if (options.blockSize > 0 && plan.capacity % options.blockSize != 0)
     return emitError(module.getLoc(), "the KV capacity (")
            << plan.capacity << " tokens) must be a multiple of --kv-block-size ("
@@ -70,7 +74,7 @@ namespace {
 constexpr llvm::StringLiteral kPlansAttr = HastenDialect::kKVPlansAttrName;
 const char *const kPlanFields[] = {"layers",   "kv_heads",     "head_dim",     "element_bytes",
                                    "bytes_per_token", "capacity", "block_size", "budget_bytes",
-                                   "budget_tokens"};
+                                   "budget_tokens", "device_tokens"};
 } // namespace
 
 void hasten::recordKVCachePlan(ModuleOp module, const KVCachePlan &plan, StringRef model) {
@@ -79,7 +83,8 @@ void hasten::recordKVCachePlan(ModuleOp module, const KVCachePlan &plan, StringR
   Builder b(module.getContext());
   int64_t values[] = {plan.layers,        plan.kvHeads,  plan.headDim,
                       plan.elementBytes,  plan.bytesPerToken, plan.capacity,
-                      plan.blockSize,     int64_t(plan.budgetBytes), plan.budgetTokens};
+                      plan.blockSize,     int64_t(plan.budgetBytes), plan.budgetTokens,
+                      plan.deviceTokens};
   SmallVector<NamedAttribute> fields;
   for (auto [name, value] : llvm::zip_equal(kPlanFields, values))
     fields.push_back(b.getNamedAttr(name, b.getI64IntegerAttr(value)));
@@ -117,6 +122,7 @@ FailureOr<KVCachePlan> hasten::readKVCachePlan(ModuleOp module, StringRef model)
   plan.blockSize = values[6];
   plan.budgetBytes = uint64_t(values[7]);
   plan.budgetTokens = values[8];
+  plan.deviceTokens = values[9];
   plan.elementType = type.getValue();
   return plan;
 }

@@ -25,6 +25,8 @@ struct KVCachePlan {
   /// --kv-budget, and the tokens it holds (whole blocks when paged).
   uint64_t budgetBytes = 0;
   int64_t budgetTokens = 0;
+  /// --kv-device-tokens in whole blocks (-1: all on the device).
+  int64_t deviceTokens = -1;
 };
 
 /// The cache for the decoder entries of model namespace `model` ("" for the

@@ -38,6 +38,16 @@ llvm::json::Object kvCacheReport(const KVCachePlan &kv) {
     cache["block_size"] = block;
     cache["blocks_per_sequence"] = kv.capacity / block;
     cache["block_bytes"] = block * kv.bytesPerToken;
+    // --kv-device-tokens: a CUDA pool's newest blocks on the GPU, the rest
+    // in pinned host memory (the runtime rounds the device part up to the
+    // driver's mapping granularity).
+    if (kv.deviceTokens >= 0) {
+      int64_t onDevice = std::min(kv.deviceTokens, kv.capacity);
+      cache["placement"] = llvm::json::Object{
+          {"device_tokens", onDevice},
+          {"device_bytes_per_sequence", onDevice * kv.bytesPerToken},
+          {"host_bytes_per_sequence", (kv.capacity - onDevice) * kv.bytesPerToken}};
+    }
     cache["fragmentation"] = llvm::json::Object{
         {"worst_bytes_per_sequence", (block - 1) * kv.bytesPerToken},
         {"mean_bytes_per_sequence", (block - 1) * kv.bytesPerToken / 2},

@@ -692,6 +692,26 @@ def main():
                         f"({got} vs {paged_ids})")
                 cases.append({"name": name + ".paged.generate", "module": os.path.basename(paged),
                               "prompt": prompt, "count": count, "ids": paged_ids})
+                # The whole pool in pinned host memory (--kv-device-tokens=0):
+                # the kernels read every block over the bus, through the
+                # same table; the tokens do not change.
+                spilled = os.path.join(work, name + ".spilled.cuda.so")
+                p = subprocess.run([compile_tool, source, "--target=cuda", f"--gpu={GPUS}",
+                                    "--kv-block-size=16", "--kv-device-tokens=0", "-o", spilled],
+                                   capture_output=True, text=True)
+                c.check(p.returncode == 0, f"{name}: compiles with --kv-device-tokens=0"
+                        + ("" if p.returncode == 0 else f": {p.stderr.strip()[:300]}"))
+                if p.returncode == 0:
+                    run_spilled = generate(args.bin_dir, spilled, prompt, count,
+                                           fake_env(args.bin_dir))
+                    got = generated_ids(run_spilled.stdout)
+                    c.check(paged_ids is not None and got == paged_ids
+                            and "0 blocks in device memory" in run_spilled.stderr,
+                            f"{name}: greedy tokens with the KV pool in host memory, emulated = "
+                            f"CPU paged ({got} vs {paged_ids})")
+                    cases.append({"name": name + ".spilled.generate",
+                                  "module": os.path.basename(spilled), "prompt": prompt,
+                                  "count": count, "ids": paged_ids})
             if args.prepare or device_problem is not None:
                 continue
             gpu = generate(args.bin_dir, os.path.join(work, name + ".cuda.so"), prompt, count)

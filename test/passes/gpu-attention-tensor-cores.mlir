@@ -176,3 +176,30 @@ func.func @f16_model(%q: tensor<1x2x64x32xf16>, %k: tensor<1x2x64x32xf16>, %v: t
   %o = hasten.attention %q, %k, %v heads(2, 2) causal : tensor<1x2x64x32xf16>, tensor<1x2x64x32xf16>, tensor<1x2x64x32xf16> -> tensor<1x2x64x32xf16>
   return %o : tensor<1x2x64x32xf16>
 }
+
+// -----
+
+// A paged bf16 cache on tensor cores: K and V tiles are copied with
+// cp.async straight from the pool (unit-stride rows of [block, layer, part,
+// kv head, slot, dim]), each key's block looked up in the table; nothing
+// gathers the blocks.
+// CHECK-LABEL: func.func @paged_bf16
+// CHECK-SAME: %[[POOL:[^:]*]]: memref<?x2x2x2x16x32xbf16>, %[[TABLE:[^:]*]]: memref<8xi32>
+// CHECK-NOT: tensor.generate
+// CHECK: %[[ROWS:.*]] = memref.cast %[[POOL]] : memref<?x2x2x2x16x32xbf16> to memref<?x2x2x2x16x32xbf16, strided<[?, ?, ?, ?, ?, 1], offset: ?>>
+// CHECK: memref.load %[[TABLE]]
+// CHECK: nvgpu.device_async_copy %[[ROWS]][%{{.*}}, %[[LAYER:c1[_0-9]*]], %[[KEYS:c0[_0-9]*]], %{{.*}}, %{{.*}}, %{{.*}}], %{{.*}}, 8, %{{.*}} {bypassL1}
+// CHECK: memref.load %[[TABLE]]
+// CHECK: nvgpu.device_async_copy %{{.*}}[%{{.*}}, %[[LAYER]], %[[VALUES:c1[_0-9]*]], %{{.*}}, %{{.*}}, %{{.*}}], %{{.*}}, 8, %{{.*}} {bypassL1}
+// CHECK: nvgpu.mma.sync
+// CHECK-NOT: tensor.generate
+func.func @paged_bf16(%q: tensor<1x4x?x32xbf16>, %pool: memref<?x2x2x2x16x32xbf16>,
+                      %table: memref<8xi32>, %len: index) -> tensor<1x4x?x32xbf16> {
+  %k = hasten.paged_kv.read %pool[layer 1, part 0] table %table length %len
+      : memref<?x2x2x2x16x32xbf16>, memref<8xi32> -> tensor<1x2x?x32xbf16>
+  %v = hasten.paged_kv.read %pool[layer 1, part 1] table %table length %len
+      : memref<?x2x2x2x16x32xbf16>, memref<8xi32> -> tensor<1x2x?x32xbf16>
+  %o = hasten.attention %q, %k, %v heads(4, 2) causal
+      : tensor<1x4x?x32xbf16>, tensor<1x2x?x32xbf16>, tensor<1x2x?x32xbf16> -> tensor<1x4x?x32xbf16>
+  return %o : tensor<1x4x?x32xbf16>
+}

@@ -180,13 +180,24 @@ func.func @paged_decode(%q: tensor<1x4x1x32xf32>, %pool: memref<?x2x2x2x16x32xf3
 
 // -----
 
-// Prefill on a paged cache: the kernel stages tiles from a gathered copy
-// (the reads expanded into their gather).
+// Prefill on a paged cache: the kernel stages its K and V tiles from the
+// pool in place, each key's row through the table (slot j mod 16 of block
+// table[j / 16], layer 0, part 0 then 1); nothing gathers the blocks.
 // CHECK-LABEL: func.func @paged_prefill
+// CHECK-SAME: (%[[Q:.*]]: tensor<1x4x?x32xf32>, %[[POOL:.*]]: memref<?x2x2x2x16x32xf32>, %[[TABLE:.*]]: memref<8xi32>, %[[LEN:.*]]: index)
+// CHECK-NOT: tensor.generate
 // CHECK-NOT: hasten.paged_kv.read
-// CHECK: tensor.generate
-// CHECK: tensor.generate
 // CHECK: gpu.launch
+// CHECK: %[[KB:.*]] = arith.divui %[[KEY:.*]], %c16 : index
+// CHECK: %[[KS:.*]] = arith.remui %[[KEY]], %c16 : index
+// CHECK: %[[KE:.*]] = memref.load %[[TABLE]][%[[KB]]] : memref<8xi32>
+// CHECK: %[[KBLOCK:.*]] = arith.index_cast %[[KE]] : i32 to index
+// CHECK: memref.load %[[POOL]][%[[KBLOCK]], %[[LAYER:.*]], %[[PART0:c0[_0-9]*]], %{{.*}}, %[[KS]], %{{.*}}] : memref<?x2x2x2x16x32xf32>
+// CHECK: %[[VE:.*]] = memref.load %[[TABLE]]
+// CHECK: %[[VBLOCK:.*]] = arith.index_cast %[[VE]] : i32 to index
+// CHECK: memref.load %[[POOL]][%[[VBLOCK]], %[[LAYER]], %[[PART1:c1[_0-9]*]], %{{.*}}] : memref<?x2x2x2x16x32xf32>
+// CHECK: gpu.terminator
+// CHECK-NOT: tensor.generate
 func.func @paged_prefill(%q: tensor<1x4x?x32xf32>, %pool: memref<?x2x2x2x16x32xf32>,
                          %table: memref<8xi32>, %len: index) -> tensor<1x4x?x32xf32> {
   %k = hasten.paged_kv.read %pool[layer 0, part 0] table %table length %len

@@ -126,6 +126,12 @@ static cl::opt<int64_t> kvCapacity(cl::cat(toolCategory),
 static cl::opt<int64_t> kvBlockSize(cl::cat(toolCategory), 
     "kv-block-size", cl::desc("Use a paged KV cache with blocks of N tokens (0: contiguous)"),
     cl::init(0));
+static cl::opt<int64_t> kvDeviceTokens(cl::cat(toolCategory), 
+    "kv-device-tokens",
+    cl::desc("With --target=cuda and --kv-block-size: tokens of each KV pool kept in device "
+             "memory, the older blocks in pinned host memory the GPU reads over the bus "
+             "(-1: all on the device; hasten-run --kv-device-tokens overrides it)"),
+    cl::init(-1));
 static cl::opt<std::string> kvBudget(cl::cat(toolCategory), 
     "kv-budget", cl::desc("Bytes one sequence's KV cache may take (suffixes K, M, G)"));
 static cl::opt<bool> memoryReport(cl::cat(toolCategory), 
@@ -292,6 +298,12 @@ int main(int argc, char **argv) {
   options.printAttentionPlan = printAttentionPlan;
   options.kv.capacity = kvCapacity;
   options.kv.blockSize = kvBlockSize;
+  options.kv.deviceTokens = kvDeviceTokens;
+  if (kvDeviceTokens < -1) {
+    errs() << "hasten-compile: error: --kv-device-tokens must be -1 (all on the device) or a "
+              "token count, got " << kvDeviceTokens << "\n";
+    return 1;
+  }
   if (kvCapacity < 0 || kvBlockSize < 0) {
     errs() << "hasten-compile: error: --kv-capacity and --kv-block-size must not be negative\n";
     return 1;

@@ -197,13 +197,19 @@ int printSignatures(hasten_module *module, const std::string &path,
                 *model ? ", model " : "", model, hasten_module_device(module));
     hasten_kv_cache_info kv{};
     kv.struct_size = sizeof(kv);
+    int64_t onDevice = hasten_module_kv_device_tokens(module);
+    std::string spill = onDevice >= 0 ? ", " + std::to_string(onDevice) +
+                                            " tokens of each pool in device memory, the rest "
+                                            "in host memory"
+                                      : "";
     if (kind != HASTEN_ENTRY_MAIN && hasten_module_kv_cache(module, model, &kv) == HASTEN_OK)
       std::printf("  kv cache: %s, %s, %lld layers x %lld kv heads x %lld dims, capacity %lld"
-                  "%s\n",
+                  "%s%s\n",
                   kv.paged ? "paged" : "contiguous", hasten_dtype_name(kv.dtype),
                   (long long)kv.layers, (long long)kv.kv_heads, (long long)kv.head_dim,
                   (long long)kv.capacity,
-                  kv.paged ? (", blocks of " + std::to_string(kv.block_size)).c_str() : "");
+                  kv.paged ? (", blocks of " + std::to_string(kv.block_size)).c_str() : "",
+                  kv.paged ? spill.c_str() : "");
     if (std::strcmp(hasten_module_device(module), "cuda") == 0)
       std::printf("  host waits: %s\n",
                   hasten_entry_cuda_graph_capturable(module, entry) == 1

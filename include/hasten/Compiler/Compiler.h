@@ -32,6 +32,10 @@ struct KVCacheOptions {
   int64_t blockSize = 0;
   /// Bytes one sequence's cache may take (0: no limit).
   uint64_t budgetBytes = 0;
+  /// A CUDA target's paged cache: tokens of each pool kept in device
+  /// memory, the rest in pinned host memory the GPU reads over the bus
+  /// (-1: all of it on the device). The runtime can change it.
+  int64_t deviceTokens = -1;
 };
 
 /// Where a library's weight segment goes: into the .so, or a sidecar file

@@ -90,6 +90,8 @@ struct KVCacheDescription {
   bool paged = false;
   mlir::Type elementType;
   int64_t layers = 0, kvHeads = 0, headDim = 0, capacity = 0, blockSize = 0;
+  /// Tokens of each pool a CUDA module keeps in device memory (-1: all).
+  int64_t deviceTokens = -1;
 };
 
 /// The manifest bytes.
