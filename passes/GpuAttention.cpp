@@ -712,28 +712,58 @@ Value xorShuffle(OpBuilder &b, Location loc, Value x, int64_t offset) {
       .getShuffleResult();
 }
 
-/// A raw score of query `row` against column `column` of the key tile at
-/// `start`: scaled in f32, the mask added (or -inf where a boolean mask is
-/// false; rows and keys past the ends read the last ones, never outside),
-/// and -inf past the tile's `count` keys or, with causal, the row's
-/// diagonal.
-Value maskedScore(KernelBuilder &kb, AttentionOp op, const Operands &o,
-                  const TensorCoreLaunch &l, Value raw, Value start, Value column, Value count,
-                  Value row) {
+/// Raw scores of queries `rows[i]` against columns `columns[i]` of the
+/// key tile at `start` (`tileKv` keys, `count` of them real): scaled in
+/// f32, the mask added (or -inf where a boolean mask is false; rows and
+/// keys past the ends read the last ones, never outside), and -inf past
+/// the tile's `count` keys or, with causal, a row's diagonal. That last
+/// step is FastAttention's tiling-mask: generated from indices, and only
+/// where the tile needs it. A full tile at or below the diagonal of the
+/// block's first row (every key visible to every row) skips the
+/// comparisons in one branch the whole block takes alike; tiles past the
+/// last row's diagonal are never loaded (the key loop ends before them).
+SmallVector<Value> maskedScores(KernelBuilder &kb, AttentionOp op, const Operands &o,
+                                const TensorCoreLaunch &l, ArrayRef<Value> raw,
+                                ArrayRef<Value> rows, ArrayRef<Value> columns, Value start,
+                                Value count, int64_t tileKv) {
   OpBuilder &b = kb.b;
   Location loc = kb.loc;
-  Value key = arith::AddIOp::create(b, loc, start, column);
-  Value s = arith::MulFOp::create(b, loc, raw, l.scale);
-  Value outside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, column, count);
-  if (op.getCausal())
-    outside = arith::OrIOp::create(
-        b, loc, outside,
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key,
-                              arith::AddIOp::create(b, loc, row, l.diagonal)));
-  s = kb.applyMask(s, o.mask, o.maskBroadcast,
-                   {l.batchIndex, l.head, arith::MinSIOp::create(b, loc, row, l.lastQuery),
-                    arith::MinSIOp::create(b, loc, key, l.lastKey)});
-  return arith::SelectOp::create(b, loc, outside, l.negInf, s);
+  SmallVector<Value> scores;
+  for (auto [x, row, column] : llvm::zip_equal(raw, rows, columns)) {
+    Value key = arith::AddIOp::create(b, loc, start, column);
+    Value s = arith::MulFOp::create(b, loc, x, l.scale);
+    scores.push_back(kb.applyMask(
+        s, o.mask, o.maskBroadcast,
+        {l.batchIndex, l.head, arith::MinSIOp::create(b, loc, row, l.lastQuery),
+         arith::MinSIOp::create(b, loc, key, l.lastKey)}));
+  }
+  Value edge = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, count, kb.index(tileKv));
+  if (op.getCausal()) {
+    Value lastKey = arith::AddIOp::create(b, loc, start, kb.index(tileKv - 1));
+    Value firstDiagonal = arith::AddIOp::create(b, loc, l.firstRow, l.diagonal);
+    edge = arith::OrIOp::create(
+        b, loc, edge,
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, lastKey, firstDiagonal));
+  }
+  SmallVector<Type> types(scores.size(), b.getF32Type());
+  auto masking = scf::IfOp::create(b, loc, types, edge, /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(masking.elseBlock());
+  scf::YieldOp::create(b, loc, scores);
+  b.setInsertionPointToStart(masking.thenBlock());
+  SmallVector<Value> masked;
+  for (auto [s, row, column] : llvm::zip_equal(scores, rows, columns)) {
+    Value outside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, column, count);
+    if (op.getCausal())
+      outside = arith::OrIOp::create(
+          b, loc, outside,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt,
+                                arith::AddIOp::create(b, loc, start, column),
+                                arith::AddIOp::create(b, loc, row, l.diagonal)));
+    masked.push_back(arith::SelectOp::create(b, loc, outside, l.negInf, s));
+  }
+  scf::YieldOp::create(b, loc, masked);
+  return SmallVector<Value>(masking.getResults());
 }
 
 /// Prefill on tensor cores (FlashAttention-2's structure on sm_80 and
@@ -848,20 +878,40 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
       for (int64_t nt = 0; nt < keyTiles; ++nt)
         for (int64_t i = 0; i < 4; ++i)
           probabilities[t][nt].push_back(kb.element4(scores[t][nt], i));
+    // Element 2 half + i of an m16n8 tile is row group + 8 half, column
+    // 2 (lane % 4) + i.
+    auto rowOf = [&](int64_t t, int64_t half) {
+      return kb.add(firstRow, kb.addc(kb.add(warpRow, group), t * 16 + half * 8));
+    };
+    {
+      SmallVector<Value> raw, rows, columns;
+      for (int64_t t = 0; t < m.mTiles; ++t)
+        for (int64_t half = 0; half < 2; ++half)
+          for (int64_t nt = 0; nt < keyTiles; ++nt)
+            for (int64_t i = 0; i < 2; ++i) {
+              raw.push_back(probabilities[t][nt][2 * half + i]);
+              rows.push_back(rowOf(t, half));
+              columns.push_back(kb.addc(pairColumn, nt * 8 + i));
+            }
+      SmallVector<Value> masked =
+          maskedScores(kb, op, o, l, raw, rows, columns, start, count, m.tileKv);
+      auto next = masked.begin();
+      for (int64_t t = 0; t < m.mTiles; ++t)
+        for (int64_t half = 0; half < 2; ++half)
+          for (int64_t nt = 0; nt < keyTiles; ++nt)
+            for (int64_t i = 0; i < 2; ++i)
+              probabilities[t][nt][2 * half + i] = *next++;
+    }
     for (int64_t t = 0; t < m.mTiles; ++t) {
       ValueRange state = carried.slice(t * perTile, perTile);
       SmallVector<Value> tileState(state.begin(), state.end());
       Value corrections[2];
       for (int64_t half = 0; half < 2; ++half) {
-        Value row = kb.add(firstRow, kb.addc(kb.add(warpRow, group), t * 16 + half * 8));
         Value tileMax = negInf;
         for (int64_t nt = 0; nt < keyTiles; ++nt)
-          for (int64_t i = 0; i < 2; ++i) {
-            Value s = maskedScore(kb, op, o, l, probabilities[t][nt][2 * half + i], start,
-                                  kb.addc(pairColumn, nt * 8 + i), count, row);
-            probabilities[t][nt][2 * half + i] = s;
-            tileMax = arith::MaximumFOp::create(b, loc, tileMax, s);
-          }
+          for (int64_t i = 0; i < 2; ++i)
+            tileMax = arith::MaximumFOp::create(b, loc, tileMax,
+                                                probabilities[t][nt][2 * half + i]);
         // The row's four lanes agree on its max.
         tileMax = arith::MaximumFOp::create(b, loc, tileMax, shuffle(tileMax, 1));
         tileMax = arith::MaximumFOp::create(b, loc, tileMax, shuffle(tileMax, 2));
@@ -1052,19 +1102,27 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
                   /*bColumnMajor=*/true);
       scores.push_back(acc);
     }
+    {
+      SmallVector<Value> raw, rows, columns;
+      for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16)
+        for (int64_t at = 0; at < 8; ++at) {
+          raw.push_back(scores[kb16][at]);
+          rows.push_back(kb.add(firstRow, kb.add(warpRow, accRowOf(at))));
+          columns.push_back(kb.addc(accColumnOf(at), 16 * kb16));
+        }
+      SmallVector<Value> masked =
+          maskedScores(kb, op, o, l, raw, rows, columns, start, count, m.tileKv);
+      for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16)
+        for (int64_t at = 0; at < 8; ++at)
+          scores[kb16][at] = masked[kb16 * 8 + at];
+    }
     SmallVector<Value> next(carried.begin(), carried.end());
     Value corrections[2];
     for (int64_t half = 0; half < 2; ++half) {
-      Value row = kb.add(firstRow, kb.add(warpRow, accRowOf(2 * half)));
       Value tileMax = negInf;
       for (int64_t kb16 = 0; kb16 < keyBlocks; ++kb16)
-        for (int64_t i : {0, 1, 4, 5}) {
-          int64_t at = i + 2 * half;
-          Value x = maskedScore(kb, op, o, l, scores[kb16][at], start,
-                                kb.addc(accColumnOf(at), 16 * kb16), count, row);
-          scores[kb16][at] = x;
-          tileMax = arith::MaximumFOp::create(b, loc, tileMax, x);
-        }
+        for (int64_t i : {0, 1, 4, 5})
+          tileMax = arith::MaximumFOp::create(b, loc, tileMax, scores[kb16][i + 2 * half]);
       // The row's other lanes: the other column pair of the quad, and the
       // quad pair of the other 8 columns.
       tileMax = arith::MaximumFOp::create(b, loc, tileMax, shuffle(tileMax, 2));

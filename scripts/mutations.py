@@ -1347,4 +1347,9 @@ MUTATIONS = [
      "      Operands operands = prepare(b, op, /*readThroughTable=*/true);",
      "      Operands operands = prepare(b, op, /*readThroughTable=*/decode);",
      "lit:passes/gpu-attention.mlir"),
+    ("gpu-attention: the tiling-mask skips diagonal tiles too (only the last tile masked)",
+     "passes/GpuAttention.cpp",
+     "    Value firstDiagonal = arith::AddIOp::create(b, loc, l.firstRow, l.diagonal);",
+     "    Value firstDiagonal = arith::AddIOp::create(b, loc, l.end, l.diagonal);",
+     "ctest:attention-tiling"),
 ]

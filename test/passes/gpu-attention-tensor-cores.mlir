@@ -38,11 +38,24 @@
 // CHECK: nvgpu.mma.sync(%{{.*}}, %[[KHI]], %{{.*}}) {mmaShape = [16, 8, 16]}
 // CHECK: nvgpu.mma.sync
 // CHECK: nvgpu.mma.sync
-// Scores scaled in f32, masked past the diagonal; the row max over the
-// four lanes that share a row.
+// Scores scaled in f32, then FastAttention's tiling-mask: only the last
+// tile (fewer than 64 keys) or one crossing the block's first row's
+// diagonal (its last key, start + 63, past first row + kv_len - q_len)
+// compares indices and masks the 64 scores of the lane; every other tile
+// takes the branch that yields them as they are. Then the row max over
+// the four lanes that share a row.
 // CHECK: arith.mulf %{{.*}}, %cst{{.*}} : f32
+// CHECK: %[[PARTIAL:.*]] = arith.cmpi slt, %[[COUNT:.*]], %c64{{.*}} : index
+// CHECK: %[[LASTKEY:.*]] = arith.addi %[[START:.*]], %c63{{.*}} : index
+// CHECK: %[[CROSSES:.*]] = arith.cmpi sgt, %[[LASTKEY]], %{{.*}} : index
+// CHECK: %[[EDGE:.*]] = arith.ori %[[PARTIAL]], %[[CROSSES]] : i1
+// CHECK: scf.if %[[EDGE]] -> (f32, f32,
+// CHECK: arith.cmpi sge, %{{.*}}, %[[COUNT]] : index
 // CHECK: arith.cmpi sgt
 // CHECK: arith.select
+// CHECK: } else {
+// CHECK-NOT: arith.select
+// CHECK: scf.yield
 // CHECK: gpu.shuffle  xor %{{.*}}, %c1_i32{{.*}}, %c32_i32
 // CHECK: gpu.shuffle  xor %{{.*}}, %c2_i32{{.*}}, %c32_i32
 // CHECK: math.exp
@@ -75,6 +88,13 @@
 // VOLTA: func.call @hasten_gpu_barrier()
 // VOLTA: scf.for %{{.*}} step %c64{{.*}} iter_args
 // VOLTA: nvvm.mma.sync A[%{{.*}}, %{{.*}}]  B[%{{.*}}, %{{.*}}]  C[{{.*}}]  {layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 8, n = 8, k = 4>} : (vector<2xf16>, vector<2xf16>, f32) -> !llvm.struct<(f32, f32, f32, f32, f32, f32, f32, f32)>
+// The tiling-mask as on sm_80: 4 blocks of 16 keys x 8 accumulators.
+// VOLTA: %[[EDGE:.*]] = arith.ori
+// VOLTA: scf.if %[[EDGE]] -> (f32, f32,
+// VOLTA: arith.select
+// VOLTA: } else {
+// VOLTA-NOT: arith.select
+// VOLTA: scf.yield
 // VOLTA: gpu.shuffle  xor %{{.*}}, %c2_i32{{.*}}, %c32_i32
 // VOLTA: gpu.shuffle  xor %{{.*}}, %c8_i32{{.*}}, %c32_i32
 // VOLTA: vector.store %{{.*}}, %[[SMEM]][%{{.*}}] {alignment = 4 : i64} : memref<9728xf16, #gpu.address_space<workgroup>>, vector<2xf16>
