@@ -8,6 +8,8 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 
+#include "llvm/Support/Program.h"
+
 #include <string>
 
 namespace hasten::test {
@@ -26,6 +28,20 @@ inline std::string compileForTest(const std::string &onnxPath, const std::string
   if (failed(compileOnnxFile(onnxPath, modulePath, options, context)) && diagnostics.empty())
     diagnostics = "compilation failed without a diagnostic";
   return diagnostics;
+}
+
+/// Writes test/models/make_decoder.py's `preset` decoder (random weights,
+/// deterministic) to `onnxPath` with the system's python3; false if that
+/// failed.
+inline bool makeTestDecoder(const std::string &preset, const std::string &onnxPath) {
+  auto python = llvm::sys::findProgramByName("python3", {"/usr/bin"});
+  if (!python)
+    return false;
+  llvm::StringRef args[] = {*python, HASTEN_SOURCE_DIR "/test/models/make_decoder.py",
+                            "--preset", preset, "-o", onnxPath};
+  std::optional<llvm::StringRef> quiet[] = {std::nullopt, llvm::StringRef(""),
+                                            llvm::StringRef("")};
+  return llvm::sys::ExecuteAndWait(*python, args, std::nullopt, quiet) == 0;
 }
 
 } // namespace hasten::test

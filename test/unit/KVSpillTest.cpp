@@ -17,7 +17,6 @@
 #include "hasten/runtime.hpp"
 
 #include "llvm/Support/FileSystem.h"
-#include "llvm/Support/Program.h"
 
 #include <gtest/gtest.h>
 
@@ -40,13 +39,7 @@ protected:
     ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("hasten-spill", dir));
     directory = std::string(dir);
     std::string onnxPath = directory + "/gpt2.onnx";
-    auto python = llvm::sys::findProgramByName("python3", {"/usr/bin"});
-    ASSERT_TRUE(bool(python));
-    llvm::StringRef args[] = {*python, HASTEN_SOURCE_DIR "/test/models/make_decoder.py",
-                              "--preset", "gpt2-tiny", "-o", onnxPath};
-    std::optional<llvm::StringRef> quiet[] = {std::nullopt, llvm::StringRef(""),
-                                              llvm::StringRef("")};
-    ASSERT_EQ(llvm::sys::ExecuteAndWait(*python, args, std::nullopt, quiet), 0);
+    ASSERT_TRUE(hasten::test::makeTestDecoder("gpt2-tiny", onnxPath));
     hasten::CompileOptions options;
     options.kv.capacity = 128;
     options.kv.blockSize = 16;
