@@ -5,9 +5,9 @@
 // product (hasten.gpu_gemm), folding into it what the library does for
 // free: the zero fill it may overwrite instead of accumulating into, the
 // bias add and the ReLU or tanh-GELU after it (cuBLASLt's epilogues), and a
-// transposed copy of a weight (a transposed operand). With bf16 or f16 precision, constant
-// weights are stored narrowed at compile time and other operands narrowed
-// by a conversion kernel before the product.
+// transposed copy of a weight (a transposed operand). With bf16 or f16
+// precision, constant weights are stored narrowed at compile time and other
+// operands narrowed by a conversion kernel before the product.
 //
 //===----------------------------------------------------------------------===//
 
