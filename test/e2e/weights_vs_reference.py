@@ -678,7 +678,10 @@ def check_bad_files(checks, bin_dir, rt, work):
         checks.check(e.status == 3, "embedded: a damaged weight byte fails verify_weights")
     mod.free()
     data[offset + 100] ^= 0x01
-    data[0x1000 + 40] ^= 0x01   # code and data before the weights
+    # A byte of the module's code (its .text, which the module hash covers;
+    # a fixed offset could land in the manifest, another refusal).
+    text = int(re.search(r"\.text\s+PROGBITS\s+\S+\s+(\S+)", section).group(1), 16)
+    data[text + 40] ^= 0x01
     open(emb, "wb").write(bytes(data))
     try:
         rt.load(emb).free()
