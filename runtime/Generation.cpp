@@ -363,16 +363,14 @@ static hasten_status createPool(hasten_module *module, const DecoderInfo &info,
 /// failed. The caller holds the pool's mutex.
 static int32_t placeBlock(BlockPool &pool, hasten_sequence &seq, int64_t index,
                           int64_t heldBefore, std::string &error) {
-  int32_t block = pool.take();
-  if (!pool.spills || block < 0 || pool.resident(block))
-    return block;
-  pool.release(block);
+  if (!pool.spills || !pool.freeResident.empty())
+    return pool.take();
   for (int64_t j = heldBefore; j < index; ++j)
     if (pool.resident(seq.table[j])) {
       int32_t spilled = pool.takeSpilled();
       if (spilled < 0)
         break;
-      block = seq.table[j];
+      int32_t block = seq.table[j];
       seq.table[j] = spilled;
       return block;
     }
