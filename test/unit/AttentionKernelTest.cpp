@@ -42,6 +42,11 @@ struct Case {
   /// Mask out keys after the causal diagonal instead (what decoders pass;
   /// the kernel recognizes it and runs its causal path).
   bool causalMask = false;
+  /// With a key index: every query gets +3 on each dimension and that key
+  /// is 5 on each, so its score (about 120 at head_dim 64) dominates every
+  /// row that sees it by about 117. A kernel that subtracted a maximum
+  /// taken over fewer keys than the row sees would overflow exp there.
+  int64_t spikeKey = -1;
 };
 
 double maxRelativeError(const Case &c) {
@@ -56,6 +61,13 @@ double maxRelativeError(const Case &c) {
   std::vector<float> q = fill(c.batch * c.heads * c.qLen * c.dim);
   std::vector<float> k = fill(c.batch * c.kvHeads * c.kvLen * c.dim);
   std::vector<float> v = fill(c.batch * c.kvHeads * c.kvLen * c.dim);
+  if (c.spikeKey >= 0) {
+    for (float &x : q)
+      x += 3.0f;
+    for (int64_t bh = 0; bh < c.batch * c.kvHeads; ++bh)
+      for (int64_t d = 0; d < c.dim; ++d)
+        k[(bh * c.kvLen + c.spikeKey) * c.dim + d] = 5.0f;
+  }
   // Mask [batch, 1, q_len, kv_len], broadcast over heads.
   std::vector<float> mask(c.batch * c.qLen * c.kvLen, 0.0f);
   for (int64_t b = 0; b < c.batch; ++b)
@@ -126,6 +138,16 @@ TEST(AttentionKernel, MatchesReferenceAcrossShapes) {
       {1, 4, 2, 130, 150, 64, false, true, 0, 0, true},
       // Nearly causal (one extra key hidden): must stay on the mask path.
       {1, 4, 2, 130, 150, 64, false, true, 3, 4, true},
+      // Key tiles that every query of a block sees whole (their maxima come
+      // from the score registers): causal with grouped-query heads; without
+      // causality at head_dim 80 (value columns in a group of 64 and one of
+      // 16) and 70 queries (row groups of six and a last one of four);
+      // chunked causal at head_dim 48 and 96.
+      {1, 2, 1, 600, 600, 64, true, false},
+      {1, 2, 2, 70, 520, 80, false, false},
+      {1, 3, 3, 131, 300, 48, true, false},
+      {1, 2, 1, 600, 600, 96, true, false, 0, 0, false, 10},
+      {1, 2, 2, 70, 520, 64, false, false, 0, 0, false, 3},
       // head_dim beyond the fast path.
       {1, 2, 2, 5, 9, 320, true, false},
   };
@@ -133,7 +155,7 @@ TEST(AttentionKernel, MatchesReferenceAcrossShapes) {
     EXPECT_LT(maxRelativeError(c), 2e-5)
         << "batch " << c.batch << " heads " << c.heads << "/" << c.kvHeads << " q " << c.qLen
         << " kv " << c.kvLen << " dim " << c.dim << (c.causal ? " causal" : "")
-        << (c.mask ? " masked" : "");
+        << (c.mask ? " masked" : "") << (c.spikeKey >= 0 ? " spike" : "");
 }
 
 TEST(AttentionKernel, ReadsStridedKeysInPlace) {
