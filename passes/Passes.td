@@ -773,6 +773,10 @@ def ApproximateMath : Pass<"hasten-approximate-math"> {
     softmax, GELU and friends become straight-line arithmetic that LLVM can
     vectorize instead of one libm call per element. The approximations are
     accurate to a few ulp in f32; the ONNX conformance sweep checks them.
+    `math.exp2`, which upstream only expands into `exp`, gets a shorter form
+    of its own (a degree-5 polynomial and the exponent built from bits, no
+    float-to-int conversion): the tiled attention's base-2 softmax runs on
+    it, and the attention end-to-end tests check it.
   }];
   let dependentDialects = ["::mlir::math::MathDialect", "::mlir::arith::ArithDialect",
                            "::mlir::vector::VectorDialect", "::mlir::x86vector::X86VectorDialect"];

@@ -4,10 +4,14 @@
 //
 //   scf.forall (batch, head, query block)          -- the parallel work
 //     scf.for key tile in [0, last needed key)    -- running max m, sum l, acc
-//       S   = Q_blk K_tile^T * scale (+ mask)      -- a tile_q x tile_kv tile
-//       m'  = max(m, rowmax S);  P = exp(S - m')
-//       l   = exp(m - m') l + rowsum P;  acc = exp(m - m') acc + P V_tile
+//       S   = (Q_blk K_tile^T * scale (+ mask)) * log2(e)  -- tile_q x tile_kv
+//       m'  = max(m, rowmax S);  P = exp2(S - m')
+//       l   = exp2(m - m') l + rowsum P;  acc = exp2(m - m') acc + P V_tile
 //     O_blk = acc / l
+//
+// Scores are kept in base-2 units (exp(s) = 2^(s log2(e)), log2(e) folded
+// into the scale), so that the exponentials are exp2, which
+// --hasten-approximate-math lowers to about half the arithmetic of exp.
 //
 // The q_len x kv_len scores never exist. With causal, the loop stops at the
 // block's last visible key (tiles above the diagonal are skipped), and only
@@ -49,6 +53,7 @@ using namespace hasten;
 namespace {
 
 using utils::IteratorType;
+constexpr double kLog2E = 1.4426950408889634;
 constexpr IteratorType kPar = IteratorType::parallel;
 constexpr IteratorType kRed = IteratorType::reduction;
 
@@ -180,8 +185,8 @@ private:
     return {loop.getResult(0), loop.getResult(1), loop.getResult(2)};
   }
 
-  /// scale * S^T (+ mask) (with `causalMask`: -inf where j > i + diagonal);
-  /// `s` is [keys, queries].
+  /// (scale * S^T (+ mask)) * log2(e) (with `causalMask`: -inf where
+  /// j > i + diagonal); `s` is [keys, queries].
   Value scoreEpilogue(Value s, Value bIdx, Value hIdx, Value q0, Value k0, bool causalMask) {
     Value maskT = mask;
     auto maskType = mask ? cast<RankedTensorType>(mask.getType()) : RankedTensorType();
@@ -190,7 +195,8 @@ private:
     if (mask)
       for (int64_t d = 0; d < 4; ++d)
         maskSizes.push_back(dim(mask, d));
-    Value scaleV = cstF(scale);
+    Value scaleV = cstF(scale * kLog2E);
+    Value log2e = cstF(kLog2E);
     Value ninf = cstF(-std::numeric_limits<double>::infinity());
     Value diag = diagonal;
     return generic(
@@ -218,8 +224,8 @@ private:
             Value m = tensor::ExtractOp::create(gb, gl, maskT, idx);
             if (m.getType().isInteger(1))
               x = arith::SelectOp::create(gb, gl, m, x, ninf);
-            else
-              x = arith::AddFOp::create(gb, gl, x, m);
+            else // in base-2 units too
+              x = math::FmaOp::create(gb, gl, m, log2e, x);
           }
           if (causalMask) {
             Value limit = add2(gb, gl, i, diag);
@@ -244,10 +250,11 @@ private:
   /// [inner x rows] when `lhsTransposed`; a null `init` stands for zeros
   /// (the vector form then starts from zero registers, nothing is filled).
   /// Full tiles of static sizes
-  /// (R x K) * (K x C) run register-blocked vector code: 4 rows of C-wide
-  /// accumulators stay in registers across the inner loop, each step one
-  /// row of rhs times 4 broadcast lhs elements. Edge tiles and dynamic head
-  /// dims take the loop form, whose innermost loop runs along cols.
+  /// (R x K) * (K x C) run register-blocked vector code: a group of rows
+  /// (rowGroup) of C-wide accumulators stays in registers across the inner
+  /// loop, each step one row of rhs times the group's broadcast lhs
+  /// elements. Edge tiles and dynamic head dims take the loop form, whose
+  /// innermost loop runs along cols.
   Value tileProduct(Value lhs, Value rhs, Value init, Value rows, Value inner, Value cols,
                     int64_t R, int64_t K, int64_t C, bool lhsTransposed) {
     auto loops = [&] {
@@ -259,7 +266,7 @@ private:
                      });
     };
     bool vectorizable = !ShapedType::isDynamic(K) && !ShapedType::isDynamic(C) &&
-                        (R < kRowGroup || R % kRowGroup == 0) && C % 8 == 0 && C <= 256 &&
+                        C % 8 == 0 && C <= 256 &&
                         K > 0 && R > 0;
     if (!vectorizable)
       return loops();
@@ -271,7 +278,16 @@ private:
     return ifElse(
         full, [&] { return vectorProduct(lhs, rhs, init, R, K, C, lhsTransposed); }, loops);
   }
-  static constexpr int64_t kRowGroup = 4;
+  /// Rows per register block of a product C wide: with 32 vector
+  /// registers (16 lanes, AVX-512) as many rows as keep 24 accumulators,
+  /// six at most (at C = 64, ten loads per 24 FMAs instead of eight per
+  /// 16: L1 loads bound the four-row form on Intel cores); four elsewhere.
+  int64_t rowGroup(int64_t C) const {
+    int64_t lanes = tiling.getVectorLanes();
+    if (lanes < 16)
+      return 4;
+    return std::clamp<int64_t>(24 / ((C + lanes - 1) / lanes), 1, 6);
+  }
 
   Value vectorProduct(Value lhs, Value rhs, Value init, int64_t R, int64_t K, int64_t C,
                       bool lhsTransposed) {
@@ -283,47 +299,55 @@ private:
     if (zeroInit)
       init = empty({cst(R), cst(C)});
     Value r = fixed(rhs, K, C), o = fixed(init, R, C);
-    int64_t group = std::min(R, kRowGroup);
+    int64_t group = std::min(R, rowGroup(C));
     auto vecType = VectorType::get({C}, f32);
     SmallVector<bool> inBounds{true};
+    // Rows [row0, row0 + n) of `out` += their lhs rows times rhs.
+    auto rowsTimesRhs = [&](Value row0, int64_t n, Value out) -> Value {
+      SmallVector<Value> rowIdx, accs;
+      for (int64_t i = 0; i < n; ++i) {
+        rowIdx.push_back(add(row0, cst(i)));
+        accs.push_back(zeroInit
+                           ? arith::ConstantOp::create(b, loc, vecType, b.getZeroAttr(vecType))
+                                 .getResult()
+                           : readRow(out, rowIdx[i], vecType));
+      }
+      auto innerLoop = scf::ForOp::create(
+          b, loc, cst(0), cst(K), cst(1), accs,
+          [&](OpBuilder &ib, Location, Value kk, ValueRange acc) {
+            OpBuilder::InsertionGuard g2(b);
+            b.setInsertionPointToStart(ib.getInsertionBlock());
+            Value rhsRow = readRow(r, kk, vecType);
+            SmallVector<Value> next;
+            for (int64_t i = 0; i < n; ++i) {
+              Value x = tensor::ExtractOp::create(
+                  b, loc, l, lhsTransposed ? ValueRange{kk, rowIdx[i]} : ValueRange{rowIdx[i], kk});
+              Value splat = vector::BroadcastOp::create(b, loc, vecType, x);
+              next.push_back(vector::FMAOp::create(b, loc, splat, rhsRow, acc[i]));
+            }
+            scf::YieldOp::create(b, loc, next);
+          });
+      Value result = out;
+      for (int64_t i = 0; i < n; ++i)
+        result = vector::TransferWriteOp::create(b, loc, innerLoop.getResult(i), result,
+                                                 ValueRange{rowIdx[i], cst(0)},
+                                                 ArrayRef<bool>(inBounds))
+                     .getResult();
+      return result;
+    };
+    // Whole groups in a loop, then the rows left (fewer than a group) once.
+    int64_t whole = R - R % group;
     auto rowGroups = scf::ForOp::create(
-        b, loc, cst(0), cst(R), cst(group), ValueRange{o},
+        b, loc, cst(0), cst(whole), cst(group), ValueRange{o},
         [&](OpBuilder &nb, Location, Value row0, ValueRange out) {
           OpBuilder::InsertionGuard g(b);
           b.setInsertionPointToStart(nb.getInsertionBlock());
-          SmallVector<Value> rowIdx, accs;
-          for (int64_t i = 0; i < group; ++i) {
-            rowIdx.push_back(add(row0, cst(i)));
-            accs.push_back(zeroInit ? arith::ConstantOp::create(b, loc, vecType,
-                                                                b.getZeroAttr(vecType))
-                                          .getResult()
-                                    : readRow(out[0], rowIdx[i], vecType));
-          }
-          auto innerLoop = scf::ForOp::create(
-              b, loc, cst(0), cst(K), cst(1), accs,
-              [&](OpBuilder &ib, Location, Value kk, ValueRange acc) {
-                OpBuilder::InsertionGuard g2(b);
-                b.setInsertionPointToStart(ib.getInsertionBlock());
-                Value rhsRow = readRow(r, kk, vecType);
-                SmallVector<Value> next;
-                for (int64_t i = 0; i < group; ++i) {
-                  Value x = tensor::ExtractOp::create(
-                      b, loc, l,
-                      lhsTransposed ? ValueRange{kk, rowIdx[i]} : ValueRange{rowIdx[i], kk});
-                  Value splat = vector::BroadcastOp::create(b, loc, vecType, x);
-                  next.push_back(vector::FMAOp::create(b, loc, splat, rhsRow, acc[i]));
-                }
-                scf::YieldOp::create(b, loc, next);
-              });
-          Value result = out[0];
-          for (int64_t i = 0; i < group; ++i)
-            result = vector::TransferWriteOp::create(b, loc, innerLoop.getResult(i), result,
-                                                     ValueRange{rowIdx[i], cst(0)},
-                                                     ArrayRef<bool>(inBounds))
-                         .getResult();
-          scf::YieldOp::create(b, loc, result);
+          scf::YieldOp::create(b, loc, rowsTimesRhs(row0, group, out[0]));
         });
-    return tensor::CastOp::create(b, loc, init.getType(), rowGroups.getResult(0));
+    Value result = rowGroups.getResult(0);
+    if (whole < R)
+      result = rowsTimesRhs(cst(whole), R - whole, result);
+    return tensor::CastOp::create(b, loc, init.getType(), result);
   }
 
   /// One query's pass over a tile's rows reads them from memory once. The
@@ -496,14 +520,14 @@ private:
     auto expMinus = [&](OpBuilder &gb, Location gl, Value x, Value max) -> Value {
       Value isInf = arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, max, ninf);
       Value safeMax = arith::SelectOp::create(gb, gl, isInf, zeroF, max);
-      return math::ExpOp::create(gb, gl, arith::SubFOp::create(gb, gl, x, safeMax));
+      return math::Exp2Op::create(gb, gl, arith::SubFOp::create(gb, gl, x, safeMax));
     };
-    // alpha = exp(m - m'), the correction of the previous tiles.
+    // alpha = exp2(m - m'), the correction of the previous tiles.
     Value alpha = generic(empty({nq}), ValueRange{m, mNew}, {all1, all1, all1}, {kPar},
                           [&](OpBuilder &gb, Location gl, ValueRange a) {
                             return expMinus(gb, gl, a[0], a[1]);
                           });
-    // P = exp(S - m').
+    // P = exp2(S - m').
     Value p = generic(s, mNew, {col2, all2}, {kPar, kPar},
                       [&](OpBuilder &gb, Location gl, ValueRange a) {
                         return expMinus(gb, gl, a[1], a[0]);
@@ -628,7 +652,8 @@ private:
                                             size4, stride4);
     }
     Value pm = forall.getResult(0), pl = forall.getResult(1), pacc = forall.getResult(2);
-    // M = max over partitions; w_p = exp(m_p - M); O = sum w_p acc_p / sum w_p l_p.
+    // M = max over partitions; w_p = exp2(m_p - M) (base-2 units);
+    // O = sum w_p acc_p / sum w_p l_p.
     Value ninf = cstF(-std::numeric_limits<double>::infinity());
     Value zeroF = cstF(0.0);
     AffineMap bh = map(3, {0, 1}), bhp = map(3, {0, 1, 2});
@@ -639,8 +664,8 @@ private:
                         Value isInf =
                             arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, a[1], ninf);
                         Value safeMax = arith::SelectOp::create(gb, gl, isInf, zeroF, a[1]);
-                        return math::ExpOp::create(gb, gl, arith::SubFOp::create(gb, gl, a[0],
-                                                                                 safeMax))
+                        return math::Exp2Op::create(gb, gl, arith::SubFOp::create(gb, gl, a[0],
+                                                                                  safeMax))
                             .getResult();
                       });
     auto fma = [](OpBuilder &gb, Location gl, ValueRange a) {

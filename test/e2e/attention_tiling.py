@@ -188,6 +188,51 @@ def run_f16_model(case, bin_dir, work, fake_cuda, rng):
     return results
 
 
+EXP2_MODULE = """#map = affine_map<(d0) -> (d0)>
+func.func @main(%x: tensor<4096xf32>) -> tensor<4096xf32> {
+  %e = tensor.empty() : tensor<4096xf32>
+  %r = linalg.generic {indexing_maps = [#map, #map], iterator_types = ["parallel"]}
+      ins(%x : tensor<4096xf32>) outs(%e : tensor<4096xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %y = math.exp2 %a : f32
+    linalg.yield %y : f32
+  } -> tensor<4096xf32>
+  return %r : tensor<4096xf32>
+}
+"""
+
+
+def check_exp2(bin_dir, work, compile_flags):
+    """The base-2 softmax of the generated code runs on the compiler's own
+    exp2 (--hasten-approximate-math): relative error <= 3e-7 over
+    [-126, 127], exactly 0 at or below -127, inf at or above 128, NaN kept.
+    Yields (label, ok, message)."""
+    source = os.path.join(work, "exp2.mlir")
+    with open(source, "w") as f:
+        f.write(EXP2_MODULE)
+    module = os.path.join(work, "exp2.so")
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-compile"), source, "-o", module]
+                          + compile_flags, capture_output=True, text=True)
+    if proc.returncode:
+        yield "exp2", False, proc.stderr.strip()[-400:]
+        return
+    edges = np.array([-np.inf, -1e30, -127.0, 128.0, 1e30, np.inf, np.nan, 0.0], np.float32)
+    x = np.concatenate([np.linspace(-126, 127, 4096 - len(edges), dtype=np.float32), edges])
+    try:
+        out_dir = e2e.run_module(bin_dir, module, {"arg0": x}, work, "exp2")
+    except RuntimeError as e:
+        yield "exp2", False, str(e)
+        return
+    y = np.load(os.path.join(out_dir, "result0.npy"))
+    inner = slice(0, 4096 - len(edges))
+    rel = float(np.max(np.abs(y[inner] / np.exp2(x[inner].astype(np.float64)) - 1)))
+    yield "exp2 over [-126, 127]", rel <= 3e-7, f"max relative error {rel:.2e} (bound 3e-7)"
+    tail = y[4096 - len(edges):]
+    want = np.array([0, 0, 0, np.inf, np.inf, np.inf, np.nan, 1], np.float32)
+    ok = bool(np.all((tail[:6] == want[:6])) and np.isnan(tail[6]) and abs(tail[7] - 1) < 2e-7)
+    yield "exp2 at the edges", ok, f"{tail.tolist()} for {edges.tolist()}"
+
+
 def main():
     args = e2e.parse_args("bin_dir")
     bin_dir = args.bin_dir
@@ -198,6 +243,10 @@ def main():
         print(f"CUDA mode skipped: no stand-in driver at {fake_cuda}")
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as work:
+        for label, ok, message in check_exp2(bin_dir, work, args.compile_flag):
+            print(f"{'PASS' if ok else 'FAIL'} {label}: {message}")
+            passed += ok
+            failed += not ok
         for case in CASES:
             name, b, h, kvh, s, t, d, causal, mask, _ = case
             q, k, v, m, inputs = random_inputs(case, rng, np.float32)

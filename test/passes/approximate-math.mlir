@@ -63,3 +63,40 @@ func.func @exp(%x: f32) -> f32 {
   %e = math.exp %x : f32
   return %e : f32
 }
+
+// -----
+
+// exp2(x) = 2^n * p(f): x clamped to [-127, 128], n = x rounded by adding
+// and subtracting 1.5 * 2^23, f = x - n, a degree-5 polynomial in f, and
+// 2^n from the bits of x + 1.5 * 2^23 (n in its low mantissa bits), with
+// no float-to-int conversion. Vectors take the same form.
+// CHECK-LABEL: func @exp2
+// CHECK-SAME: (%[[X:.*]]: vector<16xf32>)
+// CHECK-DAG: %[[LO:.*]] = arith.constant dense<-1.270000e+02> : vector<16xf32>
+// CHECK-DAG: %[[HI:.*]] = arith.constant dense<1.280000e+02> : vector<16xf32>
+// CHECK-DAG: %[[MAGIC:.*]] = arith.constant dense<0x4B400000> : vector<16xf32>
+// CHECK-DAG: %[[BIAS:.*]] = arith.constant dense<1262485377> : vector<16xi32>
+// CHECK-DAG: %[[MANT:.*]] = arith.constant dense<23> : vector<16xi32>
+// CHECK: %[[X0:.*]] = arith.maximumf %[[X]], %[[LO]]
+// CHECK: %[[XC:.*]] = arith.minimumf %[[X0]], %[[HI]]
+// CHECK: %[[S:.*]] = arith.addf %[[XC]], %[[MAGIC]]
+// CHECK: %[[N:.*]] = arith.subf %[[S]], %[[MAGIC]]
+// CHECK: %[[F:.*]] = arith.subf %[[XC]], %[[N]]
+// CHECK-COUNT-5: math.fma %{{.*}}, %[[F]], %{{.*}} : vector<16xf32>
+// CHECK: %[[BITS:.*]] = arith.bitcast %[[S]] : vector<16xf32> to vector<16xi32>
+// CHECK: %[[E:.*]] = arith.subi %[[BITS]], %[[BIAS]]
+// CHECK: %[[SH:.*]] = arith.shli %[[E]], %[[MANT]]
+// CHECK: %[[POW2:.*]] = arith.bitcast %[[SH]] : vector<16xi32> to vector<16xf32>
+// CHECK: %[[Y:.*]] = arith.mulf %{{.*}}, %[[POW2]]
+// CHECK: return %[[Y]]
+func.func @exp2(%x: vector<16xf32>) -> vector<16xf32> {
+  %e = math.exp2 %x : vector<16xf32>
+  return %e : vector<16xf32>
+}
+
+// CHECK-LABEL: func @exp2_f64
+// CHECK: math.exp2 %{{.*}} : f64
+func.func @exp2_f64(%x: f64) -> f64 {
+  %e = math.exp2 %x : f64
+  return %e : f64
+}

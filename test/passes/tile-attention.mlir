@@ -12,6 +12,7 @@
 // CHECK-LABEL: func.func @causal_gqa(
 // CHECK-SAME: %[[Q:[^:]*]]: tensor<1x4x?x16xf32>, %[[K:[^:]*]]: tensor<1x2x?x16xf32>, %[[V:[^:]*]]: tensor<1x2x?x16xf32>
 // CHECK-DAG: %[[ZEROS:.*]] = arith.constant dense<0.000000e+00> : vector<16xf32>
+// CHECK-DAG: %[[SCALE2:.*]] = arith.constant 0.360673755 : f32
 // CHECK-DAG: %[[S:.*]] = tensor.dim %[[Q]], %c2
 // CHECK-DAG: %[[T:.*]] = tensor.dim %[[K]], %c2
 // CHECK: %[[DIAG:.*]] = arith.subi %[[T]], %[[S]] : index
@@ -30,16 +31,20 @@
 // CHECK-NOT: linalg.transpose
 // CHECK: %[[KTILE:.*]] = tensor.extract_slice %[[K]][0, %[[KVH]], %[[K0]], 0]
 // CHECK: %[[VTILE:.*]] = tensor.extract_slice %[[V]][0, %[[KVH]], %[[K0]], 0]
-// Full 32 x 16 tiles of S^T run register-blocked: 4 keys' rows of 16-wide
-// accumulators (a lane per query), started from zero registers, across the
-// head dim; each step one Q^T row times 4 broadcast K elements. Edge tiles
-// take the loop form, which alone fills zeros.
+// Full 32 x 16 tiles of S^T run register-blocked: 6 keys' rows of 16-wide
+// accumulators (a lane per query; 16-lane vectors keep groups of six),
+// started from zero registers, across the head dim; each step one Q^T row
+// times 6 broadcast K elements; the last 2 rows as one group of two. Edge
+// tiles take the loop form, which alone fills zeros.
 // CHECK: %[[FULL:.*]] = arith.andi
 // CHECK: scf.if %[[FULL]] -> (tensor<?x?xf32>)
 // CHECK-NOT: linalg.fill
-// CHECK: scf.for %{{.*}} = %c0 to %c32 step %c4 iter_args(%{{.*}}) -> (tensor<32x16xf32>)
-// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 iter_args(%{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]]) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
-// CHECK-COUNT-4: tensor.extract %[[KTILE]]
+// CHECK: scf.for %{{.*}} = %c0 to %c30 step %c6 iter_args(%{{.*}}) -> (tensor<32x16xf32>)
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 iter_args(%{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]]) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// CHECK-COUNT-6: tensor.extract %[[KTILE]]
+// CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 iter_args(%{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]]) -> (vector<16xf32>, vector<16xf32>)
+// CHECK: tensor.extract %[[KTILE]][%c30,
+// CHECK: tensor.extract %[[KTILE]][%c31,
 // CHECK: } else {
 // CHECK: linalg.fill
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction", "parallel"]} ins(%[[KTILE]], %[[QT]] : tensor<?x16xf32>, tensor<16x?xf32>) outs(%{{.*}} : tensor<?x?xf32>)
@@ -56,15 +61,16 @@
 // CHECK: arith.select
 // CHECK: } else {
 // CHECK-NOT: linalg.index
-// CHECK: arith.mulf
+// CHECK: arith.mulf %{{.*}}, %[[SCALE2:.*]] : f32
 // CHECK: }
-// The online-softmax update: the new max and the sum reduce over keys,
-// dim 0 of the tile; rescale exp(m - m'), P^T = exp(S^T - m'),
-// l' = alpha l + sum P, acc' = alpha acc + P V with P read from P^T.
+// The online-softmax update in base-2 units (the scale, 1/4, times
+// log2(e)): the new max and the sum reduce over keys, dim 0 of the tile;
+// rescale exp2(m - m'), P^T = exp2(S^T - m'), l' = alpha l + sum P,
+// acc' = alpha acc + P V with P read from P^T.
 // CHECK: iterator_types = ["reduction", "parallel"]} ins(%{{.*}} : tensor<?x?xf32>) outs(%[[M]] : tensor<?xf32>)
 // CHECK: arith.maximumf
-// CHECK: math.exp
-// CHECK: math.exp
+// CHECK: math.exp2
+// CHECK: math.exp2
 // CHECK: iterator_types = ["reduction", "parallel"]} ins(%{{.*}} : tensor<?x?xf32>) outs(%{{.*}} : tensor<?xf32>)
 // CHECK: arith.addf
 // CHECK: scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args
@@ -119,8 +125,8 @@ func.func @masked(%q: tensor<2x4x?x16xf32>, %k: tensor<2x4x?x16xf32>, %v: tensor
 
 // One-query decode with kv_splits = 4 (flash-decoding): (batch, head,
 // partition) in parallel, each over its own whole key tiles, then a
-// log-sum-exp merge: the max over partitions, weights exp(m_p - max), the
-// weighted sums and a division.
+// log-sum-exp merge (base 2): the max over partitions, weights
+// exp2(m_p - max), the weighted sums and a division.
 
 // CHECK-LABEL: func.func @decode_split(
 // CHECK: %[[CHUNK_TILES:.*]] = arith.ceildivsi
@@ -148,7 +154,7 @@ func.func @masked(%q: tensor<2x4x?x16xf32>, %k: tensor<2x4x?x16xf32>, %v: tensor
 // CHECK: scf.forall.in_parallel
 // CHECK-COUNT-3: tensor.parallel_insert_slice
 // CHECK: arith.maximumf
-// CHECK: math.exp
+// CHECK: math.exp2
 // CHECK: arith.divf
 // CHECK: tensor.expand_shape {{.*}} into tensor<1x8x1x64xf32>
 func.func @decode_split(%q: tensor<1x8x1x64xf32>, %k: tensor<1x8x?x64xf32>, %v: tensor<1x8x?x64xf32>) -> tensor<1x8x1x64xf32> {
