@@ -116,7 +116,9 @@ double maxRelativeError(const Case &c) {
           for (int64_t j = 0; j < c.kvLen; ++j)
             expected += s[j] / sum * v[((b * c.kvHeads + kvh) * c.kvLen + j) * c.dim + d];
           double got = out[((b * c.heads + h) * c.qLen + i) * c.dim + d];
-          worst = std::max(worst, std::abs(got - expected) / (1.0 + std::abs(expected)));
+          double error = std::abs(got - expected) / (1.0 + std::abs(expected));
+          // std::max would skip a NaN; a NaN output is the worst error.
+          worst = std::isnan(error) ? INFINITY : std::max(worst, error);
         }
       }
   return worst;
