@@ -190,6 +190,13 @@ zeroPointShare512(const uint8_t *zeroPoints, int32_t xSum) {
 /// end.
 ///   int8: y[n] = wscale[n] * sum_g xscale[g] (sum_k (q + 128) xq - 128 sum xq)
 ///   int4: y[n] = sum_g wscale[g][n] xscale[g] (sum_k nibble xq - 8 sum xq)
+/// How far ahead of its loads a strip's GEMV prefetches (4 KiB): one core
+/// streaming int4 strips with the hardware prefetchers alone kept too few
+/// reads in flight (about 8 GB/s from L3 or DRAM on Emerald Rapids, where
+/// the f32 GEMV's two streams reached the read probe); 2 to 8 KiB ahead
+/// measured 1.4 to 1.9x faster decode on one thread, 4 and 8 alike.
+constexpr int64_t kPrefetchAhead = 4096;
+
 template <bool Int4, bool ZeroPoints>
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline void
 vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
@@ -213,6 +220,9 @@ vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
       std::memcpy(&quad, xq + 4 * t, 4);
       __m512i x = _mm512_set1_epi32(quad);
       if constexpr (Int4) {
+        _mm_prefetch(reinterpret_cast<const char *>(strip + t * 128 + kPrefetchAhead), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char *>(strip + t * 128 + kPrefetchAhead + 64),
+                     _MM_HINT_T0);
         for (int h = 0; h < 2; ++h) {
           __m512i bytes = _mm512_loadu_si512(strip + t * 128 + h * 64);
           __m512i lo = _mm512_and_si512(bytes, low);                         // columns 32h + 0..15
@@ -221,8 +231,11 @@ vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
           part[2 * h + 1] = _mm512_dpbusd_epi32(part[2 * h + 1], hi, x);
         }
       } else {
-        for (int v = 0; v < 4; ++v)
+        for (int v = 0; v < 4; ++v) {
+          _mm_prefetch(reinterpret_cast<const char *>(strip + t * 256 + v * 64 + kPrefetchAhead),
+                       _MM_HINT_T0);
           part[v] = _mm512_dpbusd_epi32(part[v], _mm512_loadu_si512(strip + t * 256 + v * 64), x);
+        }
       }
     }
     __m512i offset = _mm512_set1_epi32(kOffset * xSums[g]);
