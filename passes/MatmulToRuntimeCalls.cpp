@@ -108,36 +108,65 @@ std::string packedName(WeightSource source, hasten::abi::WeightFormat format) {
   return name;
 }
 
-/// The weight's bytes in `format`. Reads attributes only, so that the
-/// weights of a module pack in parallel.
+/// A weight's values and its bytes in `format`, packed strip range by strip
+/// range (packStrips), from several threads at once: preparing reads
+/// attributes only, so that the weights of a module, and the strips of a
+/// large one (an LM head is a third of GPT-2's weights), pack in parallel.
+struct WeightPacking {
+  std::vector<float> copy; // the values, when the global holds no raw f32 blob
+  const float *w = nullptr;
+  int64_t cols = 0;
+  bool transposed = false;
+  hasten::abi::StripLayout layout;
+  std::vector<uint8_t> bytes; // zeros, then the packed strips
+
+  static std::optional<WeightPacking> prepare(WeightSource source,
+                                              hasten::abi::WeightFormat format) {
+    WeightPacking p;
+    auto resource = dyn_cast<DenseResourceElementsAttr>(*source.global.getInitialValue());
+    AsmResourceBlob *blob = resource ? resource.getRawHandle().getBlob() : nullptr;
+    if (blob && (int64_t)blob->getData().size() ==
+                    source.global.getType().getNumElements() * (int64_t)sizeof(float)) {
+      p.w = reinterpret_cast<const float *>(blob->getData().data()); // no copy of 100s of MB
+    } else {
+      std::optional<std::vector<float>> values = readF32Values(source.global);
+      if (!values)
+        return std::nullopt;
+      p.copy = std::move(*values);
+      p.w = p.copy.data();
+    }
+    ArrayRef<int64_t> shape = source.global.getType().getShape();
+    int64_t rows = shape[0];
+    p.cols = shape[1];
+    p.transposed = source.transposed;
+    int64_t k = p.transposed ? p.cols : rows, n = p.transposed ? rows : p.cols;
+    p.layout = hasten::abi::StripLayout::of(format, k, n);
+    p.bytes.assign(p.layout.totalBytes, 0);
+    return p;
+  }
+
+  void packStrips(int64_t first, int64_t last) {
+    const float *values = w;
+    int64_t stride = cols;
+    if (transposed)
+      hasten::abi::packWeightStrips(
+          layout, [&](int64_t r, int64_t c) { return values[c * stride + r]; }, bytes.data(),
+          first, last);
+    else
+      hasten::abi::packWeightStrips(
+          layout, [&](int64_t r, int64_t c) { return values[r * stride + c]; }, bytes.data(),
+          first, last);
+  }
+};
+
+/// The weight's bytes in `format`, packed on this thread.
 std::optional<std::vector<uint8_t>> packBytes(WeightSource source,
                                               hasten::abi::WeightFormat format) {
-  std::vector<float> copy;
-  const float *w = nullptr;
-  auto resource = dyn_cast<DenseResourceElementsAttr>(*source.global.getInitialValue());
-  AsmResourceBlob *blob = resource ? resource.getRawHandle().getBlob() : nullptr;
-  if (blob && (int64_t)blob->getData().size() ==
-                  source.global.getType().getNumElements() * (int64_t)sizeof(float)) {
-    w = reinterpret_cast<const float *>(blob->getData().data()); // no copy of 100s of MB
-  } else {
-    std::optional<std::vector<float>> values = readF32Values(source.global);
-    if (!values)
-      return std::nullopt;
-    copy = std::move(*values);
-    w = copy.data();
-  }
-  ArrayRef<int64_t> shape = source.global.getType().getShape();
-  int64_t rows = shape[0], cols = shape[1];
-  int64_t k = source.transposed ? cols : rows, n = source.transposed ? rows : cols;
-  auto layout = hasten::abi::StripLayout::of(format, k, n);
-  std::vector<uint8_t> bytes(layout.totalBytes);
-  if (source.transposed)
-    hasten::abi::packWeight(layout, [&](int64_t r, int64_t c) { return w[c * cols + r]; },
-                            bytes.data());
-  else
-    hasten::abi::packWeight(layout, [&](int64_t r, int64_t c) { return w[r * cols + c]; },
-                            bytes.data());
-  return bytes;
+  std::optional<WeightPacking> packing = WeightPacking::prepare(source, format);
+  if (!packing)
+    return std::nullopt;
+  packing->packStrips(0, packing->layout.strips);
+  return std::move(packing->bytes);
 }
 
 /// The weight packed in `format` (KernelAbi's strips, WeightLayout.h) as a
@@ -519,14 +548,25 @@ struct MatmulToRuntimeCallsPass
       if (prepacked.emplace(name, std::vector<uint8_t>()).second)
         tasks.emplace_back(name, *source, *format);
     }
-    std::vector<std::vector<uint8_t>> results(tasks.size());
-    mlir::parallelFor(ctx, 0, tasks.size(), [&](size_t i) {
-      auto &[name, source, format] = tasks[i];
-      if (std::optional<std::vector<uint8_t>> bytes = packBytes(source, format))
-        results[i] = std::move(*bytes);
+    // In pieces of 16 strips (1024 columns).
+    constexpr int64_t kStripsPerPiece = 16;
+    std::vector<std::optional<WeightPacking>> packings(tasks.size());
+    std::vector<std::tuple<size_t, int64_t, int64_t>> pieces;
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      packings[i] = WeightPacking::prepare(std::get<1>(tasks[i]), std::get<2>(tasks[i]));
+      if (!packings[i])
+        continue;
+      int64_t strips = packings[i]->layout.strips;
+      for (int64_t first = 0; first < strips; first += kStripsPerPiece)
+        pieces.emplace_back(i, first, std::min(strips, first + kStripsPerPiece));
+    }
+    mlir::parallelFor(ctx, 0, pieces.size(), [&](size_t p) {
+      auto [i, first, last] = pieces[p];
+      packings[i]->packStrips(first, last);
     });
     for (size_t i = 0; i < tasks.size(); ++i)
-      prepacked[std::get<0>(tasks[i])] = std::move(results[i]);
+      if (packings[i])
+        prepacked[std::get<0>(tasks[i])] = std::move(packings[i]->bytes);
 
     for (linalg::LinalgOp op : matmuls) {
       bool batched = isa<linalg::BatchMatmulOp>(op.getOperation());

@@ -415,12 +415,14 @@ void packQuantized(const StripLayout &l, Stored stored, Scale scale, ZeroPoint z
   }
 }
 
-/// Packs W, read through `at(row, col)` -> float, into `out`
-/// (layout.totalBytes bytes), quantizing it for the int8 and int4 formats
-/// (those without zero points).
+/// Packs strips [first, last) of W, read through `at(row, col)` -> float,
+/// into `out` (layout.totalBytes bytes, zero where those strips go),
+/// quantizing it for the int8 and int4 formats (those without zero points).
+/// A strip writes only its own bytes and scales: ranges of strips pack in
+/// parallel.
 template <typename Element>
-void packWeight(const StripLayout &l, Element at, uint8_t *out) {
-  std::memset(out, 0, l.totalBytes);
+void packWeightStrips(const StripLayout &l, Element at, uint8_t *out, int64_t first,
+                      int64_t last) {
   auto column = [&](int64_t s, int64_t j) { return s * kStripWidth + j; };
   // The quantized formats look at a column at a time: a strip is copied
   // column-major first, reading W row by row (in memory order for a plain
@@ -432,7 +434,7 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
       for (int64_t j = 0; j < width; ++j)
         strided[size_t(j) * l.k + r] = at(r, column(s, j));
   };
-  for (int64_t s = 0; s < l.strips; ++s) {
+  for (int64_t s = first; s < last; ++s) {
     uint8_t *strip = out + size_t(s) * l.stripBytes;
     int64_t width = std::min(kStripWidth, l.n - s * kStripWidth);
     switch (l.format) {
@@ -501,6 +503,13 @@ void packWeight(const StripLayout &l, Element at, uint8_t *out) {
     }
     }
   }
+}
+
+/// Packs all of W (packWeightStrips) into `out`, cleared first.
+template <typename Element>
+void packWeight(const StripLayout &l, Element at, uint8_t *out) {
+  std::memset(out, 0, l.totalBytes);
+  packWeightStrips(l, at, out, 0, l.strips);
 }
 
 } // namespace hasten::abi
