@@ -732,11 +732,13 @@ void runAttention(AttentionJob &job) {
   int64_t work = job.batch * job.heads * job.qLen * job.kvLen * (job.dim + job.vDim);
   const hasten::runtime::CpuCapabilities &cpu = hasten::runtime::cpuCapabilities();
   bool fast = cpu.avx512 && job.dim <= kMaxDim && job.vDim <= kMaxDim;
-  hasten::runtime::parallelFor(blocks, work >= (1 << 16) ? work : 0,
-                               fast       ? attentionBlocksAvx512
-                               : cpu.avx2 ? attentionBlocksAvx2
-                                          : attentionBlocksGeneric,
-                               &job);
+  // Balanced: on a machine whose cores run at different speeds from minute
+  // to minute (neighbours), equal shares left the faster core idle.
+  hasten::runtime::parallelForBalanced(blocks, work >= (1 << 16) ? work : 0,
+                                       fast       ? attentionBlocksAvx512
+                                       : cpu.avx2 ? attentionBlocksAvx2
+                                                  : attentionBlocksGeneric,
+                                       &job);
 }
 
 AttentionJob makeJob(const MemRef<4> &q, const MemRef<4> &out, const MemRef<4> *mask,

@@ -16,6 +16,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -259,6 +260,73 @@ void parallelFor(int64_t count, int64_t work, LoopBody body, void *context) {
   }
   ParallelJob job{count, body, context};
   GOMP_parallel(runShare, &job, 0, 0);
+}
+
+/// A balanced loop's iterations: thread t owns the contiguous share
+/// [begin, end) of shares[t], packed as (end << 32) | begin so that its
+/// owner (from the front) and thieves (from the back) claim iterations with
+/// one compare-and-swap each.
+struct BalancedJob {
+  LoopBody body;
+  void *context;
+  std::vector<std::atomic<uint64_t>> shares;
+};
+
+uint64_t packShare(uint64_t begin, uint64_t end) { return (end << 32) | begin; }
+
+void runBalanced(void *data) {
+  auto *job = static_cast<BalancedJob *>(data);
+  size_t self = size_t(omp_get_thread_num());
+  // Our own share, one iteration at a time from its front.
+  if (self < job->shares.size()) {
+    std::atomic<uint64_t> &share = job->shares[self];
+    uint64_t s = share.load();
+    while (uint32_t(s) < (s >> 32)) {
+      if (share.compare_exchange_weak(s, s + 1)) {
+        int64_t i = int64_t(uint32_t(s));
+        job->body(i, i + 1, job->context);
+        s = share.load();
+      }
+    }
+  }
+  // Then from the back of the share with the most left, until none has any.
+  for (;;) {
+    size_t victim = job->shares.size();
+    uint64_t most = 0;
+    for (size_t t = 0; t < job->shares.size(); ++t) {
+      uint64_t s = job->shares[t].load();
+      uint64_t left = (s >> 32) > uint32_t(s) ? (s >> 32) - uint32_t(s) : 0;
+      if (left > most)
+        most = left, victim = t;
+    }
+    if (victim == job->shares.size())
+      return;
+    uint64_t s = job->shares[victim].load();
+    uint64_t begin = uint32_t(s), end = s >> 32;
+    if (begin < end && job->shares[victim].compare_exchange_strong(s, packShare(begin, end - 1)))
+      job->body(int64_t(end - 1), int64_t(end), job->context);
+  }
+}
+
+/// Like parallelFor, for iterations whose cost differs or whose threads run
+/// at different speeds (a core slowed by a busy neighbour): each thread
+/// starts on its own contiguous share, one iteration per call, and then
+/// takes iterations from the back of the share with the most left, so that
+/// no thread idles while another still has a backlog.
+void parallelForBalanced(int64_t count, int64_t work, LoopBody body, void *context) {
+  int64_t threads = omp_get_max_threads();
+  if (count <= 1 || work == 0 || omp_in_parallel() || threads == 1 ||
+      count > int64_t(UINT32_MAX)) {
+    parallelFor(count, work, body, context);
+    return;
+  }
+  BalancedJob job{body, context, std::vector<std::atomic<uint64_t>>(size_t(threads))};
+  int64_t share = (count + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; ++t) {
+    int64_t begin = std::min(count, t * share), end = std::min(count, begin + share);
+    job.shares[size_t(t)].store(packShare(uint64_t(begin), uint64_t(end)));
+  }
+  GOMP_parallel(runBalanced, &job, 0, 0);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1159,6 +1227,12 @@ bool hasten::runtime::stripsMatmulOneDnn(const MemRefDescriptor<float, 2> &a, co
 void hasten::runtime::parallelFor(int64_t count, int64_t work,
                                   void (*body)(int64_t, int64_t, void *), void *context) {
   ::parallelFor(count, work, body, context);
+}
+
+void hasten::runtime::parallelForBalanced(int64_t count, int64_t work,
+                                          void (*body)(int64_t, int64_t, void *),
+                                          void *context) {
+  ::parallelForBalanced(count, work, body, context);
 }
 
 extern "C" {

@@ -26,6 +26,10 @@ bool hasKernelError();
 /// pool, or on the calling thread when `work` is 0 (not worth it).
 void parallelFor(int64_t count, int64_t work, void (*body)(int64_t, int64_t, void *),
                  void *context);
+/// The same, one iteration per call, with threads that finish their share
+/// taking iterations from the others' (for uneven iterations or threads).
+void parallelForBalanced(int64_t count, int64_t work,
+                         void (*body)(int64_t, int64_t, void *), void *context);
 
 /// What one hasten_run's entry has allocated (runtime/Allocation.cpp): on a
 /// failed allocation the allocator frees it all and longjmps to `escape`.

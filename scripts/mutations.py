@@ -8,6 +8,11 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("balanced parallel loop: a share's owner skips every other iteration",
+     "runtime/Kernels.cpp",
+     "      if (share.compare_exchange_weak(s, s + 1)) {",
+     "      if (share.compare_exchange_weak(s, s + 2)) {",
+     "ctest:attention-tiling"),
     ("attention kernel: a whole tile's maxima are not combined across its key parts",
      "runtime/Attention.cpp",
      "        scoreGroup<R>(kPart, D, q, out, wholeTile ? maxima : nullptr, part == 0);",
