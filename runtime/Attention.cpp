@@ -605,7 +605,7 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       }
       tileSums[r] = _mm512_add_ps(sum0, sum1);
     }
-    // correction = exp(previous max - new max), sixteen rows at a time: 1
+    // correction = 2^(previous max - new max), sixteen rows at a time: 1
     // where the maximum stayed, 0 where there was none before.
     for (int64_t r = 0; r < rows; r += 16) {
       __m512 previous = _mm512_load_ps(previousMax + r);
