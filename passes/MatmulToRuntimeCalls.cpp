@@ -113,8 +113,8 @@ std::string packedName(WeightSource source, hasten::abi::WeightFormat format) {
 /// attributes only, so that the weights of a module, and the strips of a
 /// large one (an LM head is a third of GPT-2's weights), pack in parallel.
 struct WeightPacking {
-  std::vector<float> copy; // the values, when the global holds no raw f32 blob
-  const float *w = nullptr;
+  const float *blob = nullptr; // the global's raw f32 values, when it holds them
+  std::vector<float> copy;      // the values otherwise
   int64_t cols = 0;
   bool transposed = false;
   hasten::abi::StripLayout layout;
@@ -124,16 +124,15 @@ struct WeightPacking {
                                               hasten::abi::WeightFormat format) {
     WeightPacking p;
     auto resource = dyn_cast<DenseResourceElementsAttr>(*source.global.getInitialValue());
-    AsmResourceBlob *blob = resource ? resource.getRawHandle().getBlob() : nullptr;
-    if (blob && (int64_t)blob->getData().size() ==
-                    source.global.getType().getNumElements() * (int64_t)sizeof(float)) {
-      p.w = reinterpret_cast<const float *>(blob->getData().data()); // no copy of 100s of MB
+    AsmResourceBlob *raw = resource ? resource.getRawHandle().getBlob() : nullptr;
+    if (raw && (int64_t)raw->getData().size() ==
+                   source.global.getType().getNumElements() * (int64_t)sizeof(float)) {
+      p.blob = reinterpret_cast<const float *>(raw->getData().data()); // no copy of 100s of MB
     } else {
       std::optional<std::vector<float>> values = readF32Values(source.global);
       if (!values)
         return std::nullopt;
       p.copy = std::move(*values);
-      p.w = p.copy.data();
     }
     ArrayRef<int64_t> shape = source.global.getType().getShape();
     int64_t rows = shape[0];
@@ -146,7 +145,7 @@ struct WeightPacking {
   }
 
   void packStrips(int64_t first, int64_t last) {
-    const float *values = w;
+    const float *values = blob ? blob : copy.data();
     int64_t stride = cols;
     if (transposed)
       hasten::abi::packWeightStrips(

@@ -266,8 +266,7 @@ private:
                      });
     };
     bool vectorizable = !ShapedType::isDynamic(K) && !ShapedType::isDynamic(C) &&
-                        C % 8 == 0 && C <= 256 &&
-                        K > 0 && R > 0;
+                        C % 8 == 0 && C <= 256 && K > 0 && R > 0;
     if (!vectorizable)
       return loops();
     auto eq = [&](Value x, int64_t c) {
