@@ -41,6 +41,7 @@ using hasten::abi::kCausal;
 using hasten::abi::kHasMask;
 
 constexpr int64_t kBlock = 64;   // queries per block
+constexpr float kLog2E = 1.44269504f;
 constexpr int64_t kTile = 256;   // keys per tile
 constexpr int64_t kMaxDim = 256; // head_dim limit of the fast path
 /// Row pitches of a block's queries, accumulators and scores: one cache line
@@ -167,7 +168,7 @@ float *alignedIn(std::vector<float> &v) {
 /// included) are clamped to it, where n = -151 and p(r) < 0.72: the result
 /// rounds to exactly 0, as exp does below -103.97, with no compare.
 __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
-  const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2hi = _mm512_set1_ps(0.693359375f),
+  const __m512 log2e = _mm512_set1_ps(kLog2E), ln2hi = _mm512_set1_ps(0.693359375f),
                ln2lo = _mm512_set1_ps(-2.12194440e-4f);
   __m512 clamped = _mm512_max_ps(x, _mm512_set1_ps(-105.0f));
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, log2e),
@@ -449,7 +450,7 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
   alignas(64) float rowMax[kBlock], previousMax[kBlock], correction[kBlock];
   __m512 rowSums[kBlock], tileSums[kBlock], partMax[kBlock];
   // Scores in base-2 units: exp(s) = 2^(s log2(e)).
-  const float scale2 = job.scale * 1.44269504f;
+  const float scale2 = job.scale * kLog2E;
   int64_t visibleKeys[kBlock];
   // Rows past `rows` stay -inf: the corrections are computed sixteen rows
   // at a time.
@@ -537,13 +538,12 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
         // (a causal mask hides the upper part of diagonal tiles).
         while (visible > 0 && m[(visible - 1) * step] <= kMaskedOut)
           --visible;
-        const float log2e = 1.44269504f;
         if (step == 1)
           for (int64_t c = 0; c < visible; ++c)
-            s[c] += m[c] * log2e;
+            s[c] += m[c] * kLog2E;
         else
           for (int64_t c = 0; c < visible; ++c)
-            s[c] += m[c * step] * log2e;
+            s[c] += m[c * step] * kLog2E;
       }
       visibleKeys[r] = visible;
       if (visible == 0) {

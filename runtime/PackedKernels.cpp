@@ -180,6 +180,13 @@ zeroPointShare512(const uint8_t *zeroPoints, int32_t xSum) {
   return _mm512_mullo_epi32(zp, _mm512_set1_epi32(xSum));
 }
 
+/// How far ahead of its loads a strip's GEMV prefetches (4 KiB): one core
+/// streaming int4 strips with the hardware prefetchers alone kept too few
+/// reads in flight (about 8 GB/s from L3 or DRAM on Emerald Rapids, where
+/// the f32 GEMV's two streams reached the read probe); prefetching made int4
+/// decode about 1.45x faster on one thread (2, 4 and 8 KiB alike).
+constexpr int64_t kPrefetchAhead = 4096;
+
 /// The VNNI GEMVs of the quantized formats for one strip and row of x,
 /// quantized to int8 per group of rows: vpdpbusd multiplies four rows of a
 /// column (unsigned: int8 + 128, or int4 nibbles) by four int8 values of x
@@ -190,13 +197,6 @@ zeroPointShare512(const uint8_t *zeroPoints, int32_t xSum) {
 /// end.
 ///   int8: y[n] = wscale[n] * sum_g xscale[g] (sum_k (q + 128) xq - 128 sum xq)
 ///   int4: y[n] = sum_g wscale[g][n] xscale[g] (sum_k nibble xq - 8 sum xq)
-/// How far ahead of its loads a strip's GEMV prefetches (4 KiB): one core
-/// streaming int4 strips with the hardware prefetchers alone kept too few
-/// reads in flight (about 8 GB/s from L3 or DRAM on Emerald Rapids, where
-/// the f32 GEMV's two streams reached the read probe); 2 to 8 KiB ahead
-/// measured 1.4 to 1.9x faster decode on one thread, 4 and 8 alike.
-constexpr int64_t kPrefetchAhead = 4096;
-
 template <bool Int4, bool ZeroPoints>
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline void
 vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
@@ -220,10 +220,9 @@ vnniStripRow(const PackedJob &job, int64_t s, int64_t row) {
       std::memcpy(&quad, xq + 4 * t, 4);
       __m512i x = _mm512_set1_epi32(quad);
       if constexpr (Int4) {
-        _mm_prefetch(reinterpret_cast<const char *>(strip + t * 128 + kPrefetchAhead), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char *>(strip + t * 128 + kPrefetchAhead + 64),
-                     _MM_HINT_T0);
         for (int h = 0; h < 2; ++h) {
+          _mm_prefetch(reinterpret_cast<const char *>(strip + t * 128 + h * 64 + kPrefetchAhead),
+                       _MM_HINT_T0);
           __m512i bytes = _mm512_loadu_si512(strip + t * 128 + h * 64);
           __m512i lo = _mm512_and_si512(bytes, low);                         // columns 32h + 0..15
           __m512i hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low);  // columns 32h + 16..31

@@ -25,7 +25,7 @@ MUTATIONS = [
      "ctest:AttentionKernel.MatchesReferenceAcrossShapes"),
     ("attention kernel: the additive mask is added in natural units to base-2 scores",
      "runtime/Attention.cpp",
-     "            s[c] += m[c] * log2e;",
+     "            s[c] += m[c] * kLog2E;",
      "            s[c] += m[c];",
      "ctest:attention-tiling"),
     ("attention kernel: exp2's linear coefficient is off by 0.5%",
