@@ -424,15 +424,18 @@ template <typename Element>
 void packWeightStrips(const StripLayout &l, Element at, uint8_t *out, int64_t first,
                       int64_t last) {
   auto column = [&](int64_t s, int64_t j) { return s * kStripWidth + j; };
-  // The quantized formats look at a column at a time: a strip is copied
-  // column-major first, reading W row by row (in memory order for a plain
-  // W, 64 sequential streams for a transposed one).
+  // The quantized formats look at a column at a time: a strip's `width`
+  // columns are copied column-major first, 16 rows at a time (a 16 x 64
+  // block of W and a cache line of each column's copy: copied a row at a
+  // time, each store went to another line of a buffer larger than L2, and
+  // the copy took a quarter of an int8 compile's packing).
   std::vector<float> strided;
   auto gather = [&](int64_t s, int64_t width) {
-    strided.assign(size_t(l.k) * kStripWidth, 0.0f);
-    for (int64_t r = 0; r < l.k; ++r)
+    strided.resize(size_t(l.k) * kStripWidth);
+    for (int64_t r0 = 0; r0 < l.k; r0 += 16)
       for (int64_t j = 0; j < width; ++j)
-        strided[size_t(j) * l.k + r] = at(r, column(s, j));
+        for (int64_t r = r0; r < std::min(l.k, r0 + 16); ++r)
+          strided[size_t(j) * l.k + r] = at(r, column(s, j));
   };
   for (int64_t s = first; s < last; ++s) {
     uint8_t *strip = out + size_t(s) * l.stripBytes;
@@ -460,9 +463,19 @@ void packWeightStrips(const StripLayout &l, Element at, uint8_t *out, int64_t fi
       gather(s, width);
       for (int64_t j = 0; j < width; ++j) {
         const float *values = strided.data() + size_t(j) * l.k;
+        // Eight running maxima (the compiler vectorizes them; one chain of
+        // maxss it may not reorder): the same maximum in any order, a NaN
+        // skipped by each.
+        float lanes[8] = {};
+        int64_t r = 0;
+        for (; r + 8 <= l.k; r += 8)
+          for (int lane = 0; lane < 8; ++lane)
+            lanes[lane] = std::max(lanes[lane], std::fabs(values[r + lane]));
+        for (; r < l.k; ++r)
+          lanes[0] = std::max(lanes[0], std::fabs(values[r]));
         float amax = 0.0f;
-        for (int64_t r = 0; r < l.k; ++r)
-          amax = std::max(amax, std::fabs(values[r]));
+        for (float lane : lanes)
+          amax = std::max(amax, lane);
         scales[j] = int8Scale(amax);
         for (int64_t r = 0; r < l.k; ++r)
           data[int8Byte(r, j)] = uint8_t(quantizeInt8(values[r], scales[j]) + 128);
