@@ -359,6 +359,35 @@ inline Int4Choice chooseInt4Scale(const float *values, int64_t count, float extr
   return best;
 }
 
+/// The largest magnitude of `count` values, NaNs skipped, in eight running
+/// maxima (which the compiler vectorizes; one chain of maxss it may not
+/// reorder): the same maximum in any order.
+inline float largestMagnitude(const float *values, int64_t count) {
+  float lanes[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8)
+    for (int lane = 0; lane < 8; ++lane)
+      lanes[lane] = std::max(lanes[lane], std::fabs(values[i + lane]));
+  for (; i < count; ++i)
+    lanes[0] = std::max(lanes[0], std::fabs(values[i]));
+  float largest = 0.0f;
+  for (float lane : lanes)
+    largest = std::max(largest, lane);
+  return largest;
+}
+
+/// The first of `count` values of the largest magnitude (0 when all are 0
+/// or NaN): the group's extreme that int4's candidate scales divide.
+inline float firstExtreme(const float *values, int64_t count) {
+  float largest = largestMagnitude(values, count);
+  if (largest == 0.0f)
+    return 0.0f; // +0, whatever the zeros' signs
+  for (int64_t i = 0; i < count; ++i)
+    if (std::fabs(values[i]) == largest)
+      return values[i];
+  return 0.0f;
+}
+
 /// Padding of an int8 strip (rows past K, columns past `width`) holds 0,
 /// stored as 128.
 inline void padInt8Strip(const StripLayout &l, uint8_t *data, int64_t width) {
@@ -463,20 +492,7 @@ void packWeightStrips(const StripLayout &l, Element at, uint8_t *out, int64_t fi
       gather(s, width);
       for (int64_t j = 0; j < width; ++j) {
         const float *values = strided.data() + size_t(j) * l.k;
-        // Eight running maxima (the compiler vectorizes them; one chain of
-        // maxss it may not reorder): the same maximum in any order, a NaN
-        // skipped by each.
-        float lanes[8] = {};
-        int64_t r = 0;
-        for (; r + 8 <= l.k; r += 8)
-          for (int lane = 0; lane < 8; ++lane)
-            lanes[lane] = std::max(lanes[lane], std::fabs(values[r + lane]));
-        for (; r < l.k; ++r)
-          lanes[0] = std::max(lanes[0], std::fabs(values[r]));
-        float amax = 0.0f;
-        for (float lane : lanes)
-          amax = std::max(amax, lane);
-        scales[j] = int8Scale(amax);
+        scales[j] = int8Scale(largestMagnitude(values, l.k));
         for (int64_t r = 0; r < l.k; ++r)
           data[int8Byte(r, j)] = uint8_t(quantizeInt8(values[r], scales[j]) + 128);
       }
@@ -488,21 +504,22 @@ void packWeightStrips(const StripLayout &l, Element at, uint8_t *out, int64_t fi
       auto *scales = reinterpret_cast<uint16_t *>(out + l.scaleOffset) +
                      size_t(s) * groups * kStripWidth;
       gather(s, width);
+      // A group's nibbles, computed apart from their scattered stores so
+      // that the compiler vectorizes them.
+      std::vector<uint8_t> nibbles(size_t(l.group), 8);
       for (int64_t j = 0; j < width; ++j)
         for (int64_t g = 0; g < groups; ++g) {
           int64_t r0 = g * l.group, r1 = std::min(l.k, r0 + l.group);
-          const float *values = strided.data() + size_t(j) * l.k;
-          float extreme = 0.0f;
-          for (int64_t r = r0; r < r1; ++r)
-            if (std::fabs(values[r]) > std::fabs(extreme))
-              extreme = values[r];
-          Int4Choice choice = chooseInt4Scale(values + r0, r1 - r0, extreme);
+          const float *values = strided.data() + size_t(j) * l.k + r0;
+          Int4Choice choice = chooseInt4Scale(values, r1 - r0, firstExtreme(values, r1 - r0));
           scales[g * kStripWidth + j] = choice.scale;
-          for (int64_t r = r0; r < l.group + r0; ++r) {
-            uint8_t nibble = r < r1 ? uint8_t(int4Level(values[r], choice.inverse) + 8.0f) : 8;
+          for (int64_t i = 0; i < r1 - r0; ++i)
+            nibbles[size_t(i)] = uint8_t(int4Level(values[i], choice.inverse) + 8.0f);
+          std::fill(nibbles.begin() + (r1 - r0), nibbles.end(), uint8_t(8));
+          for (int64_t i = 0; i < l.group; ++i) {
             bool high;
-            size_t byte = int4Byte(r, j, high); // sets high: before it is read
-            strip[byte] |= high ? uint8_t(nibble << 4) : nibble;
+            size_t byte = int4Byte(r0 + i, j, high); // sets high: before it is read
+            strip[byte] |= high ? uint8_t(nibbles[size_t(i)] << 4) : nibbles[size_t(i)];
           }
         }
       // Columns past N hold nibble 8 (zero) like padded rows.
