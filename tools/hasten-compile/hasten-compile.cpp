@@ -191,6 +191,10 @@ static cl::opt<std::string> attentionMode(cl::cat(toolCategory),
 static cl::opt<bool> printAttentionPlan(cl::cat(toolCategory),
     "print-attention-plan",
     cl::desc("Print each attention's tiling plan and on-chip working set"));
+static cl::opt<bool> verifyEach(
+    cl::cat(toolCategory), "verify-each",
+    cl::desc("Verify the IR after every pass, not only after each stage (slower; names the "
+             "pass that left invalid IR)"));
 static cl::opt<bool> printPipeline(
     cl::cat(toolCategory), "print-pipeline",
     cl::desc("Print each stage's pass pipeline as hasten-opt --pass-pipeline takes it"));
@@ -329,6 +333,7 @@ int main(int argc, char **argv) {
     options.memoryReport = &outs();
   if (printPipeline)
     options.printPipeline = &outs();
+  options.verifyEachPass = verifyEach;
   options.manifestFormatVersionOverride = manifestVersionOverride;
   options.cpu.extraRequiredFeatures.assign(extraCpuFeatures.begin(), extraCpuFeatures.end());
   if (std::string error; !importOptions.apply(options.import, error)) {

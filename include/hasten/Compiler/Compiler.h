@@ -86,6 +86,9 @@ struct CompileOptions {
   WeightsFile weightsFile = WeightsFile::Embed;
   /// When set, receives the memory plan as JSON.
   llvm::raw_ostream *memoryReport = nullptr;
+  /// Verify the IR after every pass (as hasten-opt does), not only after
+  /// each stage: slower, and names the pass that broke the IR.
+  bool verifyEachPass = false;
   /// When set, receives each stage's pass pipeline, as hasten-opt takes it.
   llvm::raw_ostream *printPipeline = nullptr;
   /// Applies debugging options (IR printing, MLIR timing) to each MLIR pass
