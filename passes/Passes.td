@@ -811,8 +811,11 @@ def OutlineParallelLoops : Pass<"hasten-outline-parallel-loops", "::mlir::Module
     statically known to run once (a leading batch dimension of 1 is fixed at
     its lower bound; the dimensions after the split one stay an inner
     `scf.parallel`). The values the loop uses
-    from outside are stored into a stack struct passed as `ctx`; constants
-    are cloned into the body instead. The loop itself becomes
+    from outside are stored into a stack struct passed as `ctx`: of a
+    memref with a strided layout, its aligned pointer and the sizes,
+    strides and offset its type leaves dynamic (the body rebuilds the
+    descriptor from the type); constants are cloned into the body instead.
+    The loop itself becomes
 
     ```mlir
     call @hasten_rt_parallel_for(%trip_count, %work, %body, %ctx)

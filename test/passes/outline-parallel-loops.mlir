@@ -2,12 +2,16 @@
 // RUN: hasten-opt %s -split-input-file -hasten-outline-parallel-loops="min-work=4" | FileCheck %s --check-prefix=SMALL
 
 // A 3-D parallel loop: the first dimension is split across threads, the
-// captured memrefs travel in a stack struct, constants are cloned into the
-// body, and the other dimensions stay an inner scf.parallel.
+// captured memrefs travel in a stack struct (of static ones, only the
+// aligned pointer: the body rebuilds the descriptor from the type),
+// constants are cloned into the body, and the other dimensions stay an
+// inner scf.parallel.
 // CHECK-LABEL: func @negate
-// CHECK: %[[CTX:.*]] = llvm.alloca %{{.*}} x !llvm.struct<(struct<(ptr, ptr, i64, array<3 x i64>, array<3 x i64>)>, struct<(ptr, ptr, i64, array<3 x i64>, array<3 x i64>)>)>
+// CHECK: %[[CTX:.*]] = llvm.alloca %{{.*}} x !llvm.struct<(ptr, ptr)>
 // CHECK: %[[A:.*]] = builtin.unrealized_conversion_cast %arg0 : memref<3x4x5xf32> to !llvm.struct
-// CHECK: llvm.store %[[A]]
+// CHECK: %[[APTR:.*]] = llvm.extractvalue %[[A]][1]
+// CHECK: %[[AFIELD:.*]] = llvm.getelementptr %[[CTX]][0, 0]
+// CHECK: llvm.store %[[APTR]], %[[AFIELD]]
 // CHECK: %[[WORK:.*]] = arith.select %{{.*}}, %{{.*}}, %{{.*}} : index
 // CHECK: %[[BODY:.*]] = constant @__hasten_parallel_0 : (index, index, !llvm.ptr) -> ()
 // CHECK: call @hasten_rt_parallel_for(%{{.*}}, %[[WORK]], %[[BODY]], %[[CTX]])
@@ -15,7 +19,12 @@
 // CHECK: return
 // CHECK: func.func private @hasten_rt_parallel_for(index, index, (index, index, !llvm.ptr) -> (), !llvm.ptr)
 // CHECK: func.func private @__hasten_parallel_0(%[[BEGIN:.*]]: index, %[[END:.*]]: index, %[[P:.*]]: !llvm.ptr)
-// CHECK: llvm.load
+// CHECK: %[[PTR:.*]] = llvm.load %{{.*}} : !llvm.ptr -> !llvm.ptr
+// CHECK: llvm.insertvalue %[[PTR]], %{{.*}}[0]
+// CHECK: llvm.insertvalue %[[PTR]], %{{.*}}[1]
+// CHECK: %[[C20:.*]] = llvm.mlir.constant(20 : index) : i64
+// CHECK: llvm.insertvalue %[[C20]], %{{.*}}[4, 0]
+// CHECK: builtin.unrealized_conversion_cast %{{.*}} : !llvm.struct<(ptr, ptr, i64, array<3 x i64>, array<3 x i64>)> to memref<3x4x5xf32>
 // CHECK: scf.for %[[I:.*]] = %[[BEGIN]] to %[[END]]
 // CHECK: scf.parallel (%[[J:.*]], %[[K:.*]]) =
 // CHECK: memref.load %{{.*}}[%{{.*}}, %[[J]], %[[K]]]
@@ -197,6 +206,45 @@ func.func @wiring(%a: memref<64xf32>, %b: memref<64xf32>, %c: memref<64xf32>) {
     %y = memref.load %b[%i] : memref<64xf32>
     %d = arith.subf %y, %x : f32
     memref.store %d, %c[%i] : memref<64xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
+// Of a memref whose type leaves sizes, strides or the offset dynamic, the
+// context carries the aligned pointer and those: here the rows and the
+// offset of a strided view (its row stride, 16, and column stride are in
+// the type); the loop's bound follows as a value of its own.
+// CHECK-LABEL: func @dynamic_view
+// CHECK: %[[CTX:.*]] = llvm.alloca %{{.*}} x !llvm.struct<(ptr, i64, i64, i64)>
+// CHECK: %[[V:.*]] = builtin.unrealized_conversion_cast %arg0 : memref<?x8xf32, strided<[16, 1], offset: ?>> to !llvm.struct<(ptr, ptr, i64, array<2 x i64>, array<2 x i64>)>
+// CHECK: %[[VPTR:.*]] = llvm.extractvalue %[[V]][1]
+// CHECK: %[[ROWS:.*]] = llvm.extractvalue %[[V]][3, 0]
+// CHECK: %[[OFFSET:.*]] = llvm.extractvalue %[[V]][2]
+// CHECK: llvm.store %[[VPTR]]
+// CHECK: llvm.store %[[ROWS]]
+// CHECK: llvm.store %[[OFFSET]]
+// CHECK: func.func private @__hasten_parallel_{{[0-9]+}}(
+// CHECK: %[[P:.*]] = llvm.load %{{.*}} : !llvm.ptr -> !llvm.ptr
+// CHECK: %[[R:.*]] = llvm.load %{{.*}} : !llvm.ptr -> i64
+// CHECK: %[[O:.*]] = llvm.load %{{.*}} : !llvm.ptr -> i64
+// CHECK: llvm.insertvalue %[[R]], %{{.*}}[3, 0]
+// CHECK: %[[C8:.*]] = llvm.mlir.constant(8 : index) : i64
+// CHECK: llvm.insertvalue %[[C8]], %{{.*}}[3, 1]
+// CHECK: %[[C16:.*]] = llvm.mlir.constant(16 : index) : i64
+// CHECK: llvm.insertvalue %[[C16]], %{{.*}}[4, 0]
+// CHECK: llvm.insertvalue %[[O]], %{{.*}}[2]
+// CHECK: to memref<?x8xf32, strided<[16, 1], offset: ?>>
+func.func @dynamic_view(%v: memref<?x8xf32, strided<[16, 1], offset: ?>>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %rows = memref.dim %v, %c0 : memref<?x8xf32, strided<[16, 1], offset: ?>>
+  %zero = arith.constant 0.0 : f32
+  scf.parallel (%i, %j) = (%c0, %c0) to (%rows, %c8) step (%c1, %c1) {
+    memref.store %zero, %v[%i, %j] : memref<?x8xf32, strided<[16, 1], offset: ?>>
     scf.reduce
   }
   return
