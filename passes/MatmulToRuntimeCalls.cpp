@@ -76,19 +76,40 @@ std::optional<WeightSource> weightSourceOf(Value b, SymbolTable &symbols) {
 /// The weight packed in `format` (KernelAbi's strips, WeightLayout.h) as a
 /// byte global, created once per weight, orientation and format, marked
 /// with the format and the logical K x N shape for the manifest.
+/// 64-byte aligned storage: packed weights are handed to their globals'
+/// resource blobs as they are, which needs the alignment the globals
+/// declare (a copy of each, hundreds of megabytes in all, took a tenth of a
+/// 124M decoder's packing).
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U> &) {}
+  T *allocate(size_t n) {
+    return static_cast<T *>(::operator new(n * sizeof(T), std::align_val_t(64)));
+  }
+  void deallocate(T *p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  bool operator==(const CacheLineAllocator &) const { return true; }
+  bool operator!=(const CacheLineAllocator &) const { return false; }
+};
+using PackedBytes = std::vector<uint8_t, CacheLineAllocator<uint8_t>>;
+
 /// A byte global holding a packed weight (next to `from`), marked with its
 /// format and logical K x N for the manifest.
 memref::GlobalOp createPackedGlobal(memref::GlobalOp from, StringRef name, StringRef key,
-                                   const std::vector<uint8_t> &bytes,
+                                   PackedBytes &&bytes,
                                    hasten::abi::WeightFormat format, int64_t k, int64_t n,
                                    SymbolTable &symbols) {
   MLIRContext *ctx = from.getContext();
   Type i8 = IntegerType::get(ctx, 8);
   int64_t size = (int64_t)bytes.size();
-  auto attr = DenseResourceElementsAttr::get(
-      RankedTensorType::get({size}, i8), key,
-      HeapAsmResourceBlob::allocateAndCopyWithAlign(
-          ArrayRef<char>(reinterpret_cast<const char *>(bytes.data()), bytes.size()), 64));
+  auto *owned = new PackedBytes(std::move(bytes)); // the blob's from now on
+  AsmResourceBlob blob(
+      ArrayRef<char>(reinterpret_cast<const char *>(owned->data()), owned->size()), 64,
+      [owned](void *, size_t, size_t) { delete owned; }, /*dataIsMutable=*/false);
+  auto attr = DenseResourceElementsAttr::get(RankedTensorType::get({size}, i8), key,
+                                             std::move(blob));
   OpBuilder b(from);
   auto packed = memref::GlobalOp::create(b, from.getLoc(), name, b.getStringAttr("private"),
                                          MemRefType::get({size}, i8), attr, /*constant=*/true,
@@ -118,7 +139,7 @@ struct WeightPacking {
   int64_t cols = 0;
   bool transposed = false;
   hasten::abi::StripLayout layout;
-  std::vector<uint8_t> bytes; // zeros, then the packed strips
+  PackedBytes bytes; // zeros, then the packed strips
 
   static std::optional<WeightPacking> prepare(WeightSource source,
                                               hasten::abi::WeightFormat format) {
@@ -159,7 +180,7 @@ struct WeightPacking {
 };
 
 /// The weight's bytes in `format`, packed on this thread.
-std::optional<std::vector<uint8_t>> packBytes(WeightSource source,
+std::optional<PackedBytes> packBytes(WeightSource source,
                                               hasten::abi::WeightFormat format) {
   std::optional<WeightPacking> packing = WeightPacking::prepare(source, format);
   if (!packing)
@@ -174,15 +195,15 @@ std::optional<std::vector<uint8_t>> packBytes(WeightSource source,
 /// from `prepacked` when they were packed ahead.
 memref::GlobalOp packedGlobalFor(WeightSource source, hasten::abi::WeightFormat format,
                                  SymbolTable &symbols,
-                                 std::map<std::string, std::vector<uint8_t>> &prepacked) {
+                                 std::map<std::string, PackedBytes> &prepacked) {
   std::string name = packedName(source, format);
   if (auto existing = symbols.lookup<memref::GlobalOp>(name))
     return existing;
-  std::vector<uint8_t> bytes;
+  PackedBytes bytes;
   if (auto it = prepacked.find(name); it != prepacked.end() && !it->second.empty()) {
     bytes = std::move(it->second);
   } else {
-    std::optional<std::vector<uint8_t>> packed = packBytes(source, format);
+    std::optional<PackedBytes> packed = packBytes(source, format);
     if (!packed)
       return nullptr;
     bytes = std::move(*packed);
@@ -190,7 +211,8 @@ memref::GlobalOp packedGlobalFor(WeightSource source, hasten::abi::WeightFormat 
   ArrayRef<int64_t> shape = source.global.getType().getShape();
   int64_t k = source.transposed ? shape[1] : shape[0], n = source.transposed ? shape[0] : shape[1];
   return createPackedGlobal(source.global, name,
-                            copyKey(source.global, hasten::abi::weightFormatName(format)), bytes,
+                            copyKey(source.global, hasten::abi::weightFormatName(format)),
+                            std::move(bytes),
                             format, k, n, symbols);
 }
 
@@ -533,7 +555,7 @@ struct MatmulToRuntimeCallsPass
       viewThroughConstantTranspose(rewriter, op);
     // Every weight to pack, packed on the context's threads (most of this
     // pass's time on a large model).
-    std::map<std::string, std::vector<uint8_t>> prepacked;
+    std::map<std::string, PackedBytes> prepacked;
     std::vector<std::tuple<std::string, WeightSource, hasten::abi::WeightFormat>> tasks;
     for (linalg::LinalgOp op : matmuls) {
       if (isa<linalg::BatchMatmulOp>(op.getOperation()) || !isConstantWeight(op->getOperand(1)))
@@ -544,7 +566,7 @@ struct MatmulToRuntimeCallsPass
       if (!format)
         continue;
       std::string name = packedName(*source, *format);
-      if (prepacked.emplace(name, std::vector<uint8_t>()).second)
+      if (prepacked.emplace(name, PackedBytes()).second)
         tasks.emplace_back(name, *source, *format);
     }
     // In pieces of 16 strips (1024 columns).
@@ -710,7 +732,7 @@ struct MatmulToRuntimeCallsPass
       if (!data)
         return nullptr;
       auto layout = hasten::abi::StripLayout::of(weight.format, k, n);
-      std::vector<uint8_t> bytes(layout.totalBytes);
+      PackedBytes bytes(layout.totalBytes);
       const char *q = data->data();
       // q's rows: [K / G][G] blocks are the same as [K] rows.
       hasten::abi::packQuantized(
@@ -724,7 +746,7 @@ struct MatmulToRuntimeCallsPass
             return weight.zeroPoints.empty() ? uint8_t(0) : weight.zeroPoints[group * n + c];
           },
           bytes.data());
-      global = createPackedGlobal(values, name, copyKey(values, formatName), bytes,
+      global = createPackedGlobal(values, name, copyKey(values, formatName), std::move(bytes),
                                   weight.format, k, n, symbols);
     }
     flags |= kConstantWeights | (int32_t(weight.format) << hasten::abi::kWeightFormatShift);
@@ -737,7 +759,7 @@ struct MatmulToRuntimeCallsPass
   /// format), or null when it stays as it is.
   Value packedWeightFor(IRRewriter &rewriter, linalg::LinalgOp op, SymbolTable &symbols,
                         int32_t &flags,
-                        std::map<std::string, std::vector<uint8_t>> &prepacked) const {
+                        std::map<std::string, PackedBytes> &prepacked) const {
     if (!(flags & kConstantWeights))
       return nullptr;
     std::optional<WeightSource> source = weightSourceOf(op->getOperand(1), symbols);
