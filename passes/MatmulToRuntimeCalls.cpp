@@ -73,9 +73,6 @@ std::optional<WeightSource> weightSourceOf(Value b, SymbolTable &symbols) {
   return source;
 }
 
-/// The weight packed in `format` (KernelAbi's strips, WeightLayout.h) as a
-/// byte global, created once per weight, orientation and format, marked
-/// with the format and the logical K x N shape for the manifest.
 /// 64-byte aligned storage: packed weights are handed to their globals'
 /// resource blobs as they are, which needs the alignment the globals
 /// declare (a copy of each, hundreds of megabytes in all, took a tenth of a
@@ -180,8 +177,7 @@ struct WeightPacking {
 };
 
 /// The weight's bytes in `format`, packed on this thread.
-std::optional<PackedBytes> packBytes(WeightSource source,
-                                              hasten::abi::WeightFormat format) {
+std::optional<PackedBytes> packBytes(WeightSource source, hasten::abi::WeightFormat format) {
   std::optional<WeightPacking> packing = WeightPacking::prepare(source, format);
   if (!packing)
     return std::nullopt;
@@ -212,8 +208,7 @@ memref::GlobalOp packedGlobalFor(WeightSource source, hasten::abi::WeightFormat 
   int64_t k = source.transposed ? shape[1] : shape[0], n = source.transposed ? shape[0] : shape[1];
   return createPackedGlobal(source.global, name,
                             copyKey(source.global, hasten::abi::weightFormatName(format)),
-                            std::move(bytes),
-                            format, k, n, symbols);
+                            std::move(bytes), format, k, n, symbols);
 }
 
 /// The constant global a memref reads, through expand/collapse views.
