@@ -92,12 +92,14 @@ void hasten::buildBufferizePipeline(OpPassManager &pm, const BufferizePipelineOp
 namespace {
 
 /// Host code from memrefs, affine maps and structured control flow to
-/// plain branches, as both targets' lowerings begin.
+/// plain branches, as both targets' lowerings begin: function by function,
+/// on the context's threads (a GPU module is a binary by then).
 void addStructuredToControlFlow(OpPassManager &pm) {
-  pm.nest<func::FuncOp>().addPass(hasten::createExpandShapeToReinterpretCast());
-  pm.addPass(memref::createExpandStridedMetadataPass());
-  pm.addPass(createLowerAffinePass());
-  pm.addPass(createSCFToControlFlowPass());
+  OpPassManager &funcs = pm.nest<func::FuncOp>();
+  funcs.addPass(hasten::createExpandShapeToReinterpretCast());
+  funcs.addPass(memref::createExpandStridedMetadataPass());
+  funcs.addPass(createLowerAffinePass());
+  funcs.addPass(createSCFToControlFlowPass());
 }
 
 /// The rest of the host code into the LLVM dialect, as both targets' end.
