@@ -24,7 +24,8 @@ struct CpuCapabilities {
   bool avx512 = false;
   /// AVX512-BF16 (vdpbf16ps): the bf16 GEMV.
   bool avx512Bf16 = false;
-  /// AVX512-VNNI (vpdpbusd): the int4 GEMV (off under HASTEN_MAX_CPU_ISA=avx512).
+  /// AVX512-VNNI (vpdpbusd): the int8 and int4 GEMVs (off under
+  /// HASTEN_MAX_CPU_ISA=avx512).
   bool avx512Vnni = false;
   /// The HASTEN_MAX_CPU_ISA value in force, or "" for none.
   std::string limit;

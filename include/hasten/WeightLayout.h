@@ -149,7 +149,8 @@ struct StripLayout {
   int64_t strips = 0;
   /// Rows stored per strip (K padded to the format's row block).
   int64_t kPadded = 0;
-  /// Rows per scale group of x (int8) or of W and x (int4).
+  /// int4's rows per scale group of W (and of x in its GEMV); 0 for the
+  /// other formats.
   int64_t group = 0;
   /// Bytes of one strip's data.
   size_t stripBytes = 0;
@@ -184,7 +185,6 @@ struct StripLayout {
     case WeightFormat::Int8:
     case WeightFormat::Int8Zp:
       l.kPadded = roundUp(k, 32);
-      l.group = 32; // rows per int8 scale of x in the VNNI GEMV
       l.stripBytes = size_t(l.kPadded) * kStripWidth;
       break;
     default:
