@@ -463,6 +463,13 @@ MUTATIONS = [
      "        share = zeroPointShare512(job.w + l.zeroPointOffset + at + 16 * v, xSums[g]);",
      "        share = _mm512_add_epi32(offset, zeroPointShare512(job.w + l.zeroPointOffset + at, 0));",
      "ctest:weights-vs-reference"),
+    ("runtime: the weights are copied out of their mapping (each process its own)",
+     "runtime/Runtime.cpp",
+     "    return nullptr;\n  }\n  return mapped;\n}",
+     "    return nullptr;\n  }\n  void *copy = mmap(nullptr, size, PROT_READ | PROT_WRITE, "
+     "MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);\n  std::memcpy(copy, mapped, size);\n"
+     "  munmap(mapped, size);\n  return copy;\n}",
+     "ctest:weights-vs-reference"),
     ("weights: packed zero points are those of the first group",
      "include/hasten/WeightLayout.h",
      "        return inside && zeroPoints ? zeroPoint(g, c) : int8 ? 128 : 8;",

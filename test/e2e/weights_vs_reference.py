@@ -15,7 +15,7 @@ independent references.
   (4-bit blocks of 32/64/128, with and without zero points) keep the
   model's own values, byte for byte, and compute numpy's product.
 - Decoders: a sidecar module computes what the embedded one does, bit for
-  bit; int8 logits are within 2e-2 (relative) of f32; on the trained default
+  bit; two processes that load the same module share its weights' pages; int8 logits are within 2e-2 (relative) of f32; on the trained default
   model, int4's perplexity on held-out text is within 5% of f32 (groups of
   32 and 64) and int8's within 1%.
 - Bad files: a missing, foreign or truncated sidecar is refused naming it;
@@ -586,6 +586,72 @@ def check_decoders(checks, bin_dir, rt, work):
             mod.free()
 
 
+SMAPS_CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import hasten_ctypes as hc
+rt = hc.Runtime(sys.argv[2])
+mod = rt.load(sys.argv[3])
+seq = mod.sequence()
+seq.append([1, 5, 9, 3, 7, 2, 8, 4])
+for t in (6, 11, 13):
+    seq.append([t])
+# The weights' mapping: the largest read-only one of the file (a sidecar is
+# mapped once; an embedded module's file also holds its code and data).
+best, entry = None, None
+for line in open("/proc/self/smaps"):
+    head = line.split()
+    if not head[0].endswith(":"):   # a mapping: range perms offset dev inode [path]
+        entry = None
+        if head[-1] == sys.argv[4] and head[1].startswith("r-") and "x" not in head[1]:
+            start, end = (int(a, 16) for a in head[0].split("-"))
+            entry = {}
+            if best is None or end - start > best[0]:
+                best = (end - start, entry)
+    elif entry is not None and len(head) == 3 and head[2] == "kB":
+        entry[head[0][:-1]] = int(head[1])
+e = best[1] if best else {"Rss": 0, "Shared_Clean": 0, "Shared_Dirty": 0, "Anonymous": 0}
+# Rss, shared pages (dirty on tmpfs, where file pages never are clean), and
+# anonymous ones (copies made on write in a private mapping)
+print(e["Rss"], e["Shared_Clean"] + e["Shared_Dirty"], e["Anonymous"], flush=True)
+if len(sys.argv) > 5:
+    sys.stdin.readline()   # hold the mapping until the parent is done
+"""
+
+
+def check_shared_mapping(checks, build, work):
+    """Two processes that load the same module share its weights' pages
+    (page cache, mapped read-only), for a sidecar and an embedded module: a
+    process alone holds them privately; with another one holding the same
+    module, the same pages count as shared, and none is a copy."""
+    preset = e2e_common.PRESETS[0]   # compiled by check_decoders
+    for tag, file in (("sidecar", f"{preset}.sidecar.weights"), ("embedded", f"{preset}.f32.so")):
+        so = os.path.join(work, f"{preset}.{'sidecar' if tag == 'sidecar' else 'f32'}.so")
+        mapped = os.path.join(work, file)
+        args = [sys.executable, "-c", SMAPS_CHILD, HERE, os.path.join(build, "lib"), so, mapped]
+        alone = [int(v) for v in subprocess.run(args, capture_output=True, text=True,
+                                                check=True).stdout.split()]
+        holder = subprocess.Popen(args + ["hold"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            holder.stdout.readline()
+            both = [int(v) for v in subprocess.run(args, capture_output=True, text=True,
+                                                   check=True).stdout.split()]
+        finally:
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            holder.wait(timeout=60)
+        size_kb = os.path.getsize(mapped) // 1024
+        weights_kb = os.path.getsize(os.path.join(work, f"{preset}.sidecar.weights")) // 1024
+        checks.check(alone[0] >= weights_kb // 2 and alone[1] == 0 and alone[2] == 0,
+                     f"{tag}: a process alone maps {alone[0]} kB of the weights, private "
+                     f"(shared {alone[1]} kB, copies {alone[2]} kB)")
+        checks.check(both[0] >= weights_kb // 2 and both[1] >= both[0] * 0.95 and both[2] == 0
+                     and both[0] <= size_kb + 4,
+                     f"{tag}: with another process holding the module, {both[1]} of {both[0]} kB "
+                     f"of the weights are shared pages (copies {both[2]} kB)")
+
+
 def check_default_model(checks, bin_dir, rt, work):
     model_dir = os.path.join(HERE, "..", "models", "default")
     tok = rt.tokenizer(os.path.join(model_dir, "tokenizer.json"))
@@ -712,6 +778,7 @@ def main():
         check_quantized_models(checks, bin_dir, rt, work, rng)
         check_matmul_nbits(checks, bin_dir, rt, work, rng)
         check_decoders(checks, bin_dir, rt, work)
+        check_shared_mapping(checks, build, work)
         check_default_model(checks, bin_dir, rt, work)
         check_bad_files(checks, bin_dir, rt, work)
     print(f"{checks.passed} passed, {checks.failed} failed")
