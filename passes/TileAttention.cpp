@@ -4,7 +4,7 @@
 //
 //   scf.forall (batch, head, query block)          -- the parallel work
 //     scf.for key tile in [0, last needed key)    -- running max m, sum l, acc
-//       S   = (Q_blk K_tile^T * scale (+ mask)) * log2(e)  -- tile_q x tile_kv
+//       S   = (Q_blk * scale * log2(e)) K_tile^T (+ mask * log2(e))  -- tile_q x tile_kv
 //       m'  = max(m, rowmax S);  P = exp2(S - m')
 //       l   = exp2(m - m') l + rowsum P;  acc = exp2(m - m') acc + P V_tile
 //     O_blk = acc / l
@@ -145,12 +145,20 @@ private:
     // so that K is read in place (no transposed copy per tile) and every
     // reduction over keys runs along the outer dimension, vectorized along
     // the queries; Q^T is built once, outside the key loop.
+    // Q is scaled once per block, into base-2 units (scale * log2(e)), so
+    // that the tiles' scores need no pass of their own.
     bool oneRow = fullRows() == 1;
-    Value qT;
-    if (!oneRow)
-      qT = linalg::TransposeOp::create(b, loc, qTile, empty({headDim, nq}),
-                                       ArrayRef<int64_t>{1, 0})
-               ->getResult(0);
+    Value scaleV = cstF(scale * kLog2E);
+    auto scaled = [&](OpBuilder &gb, Location gl, ValueRange a) -> Value {
+      return arith::MulFOp::create(gb, gl, a[0], scaleV);
+    };
+    Value qT, qScaled;
+    if (oneRow)
+      qScaled = generic(empty({nq, headDim}), qTile, {map(2, {0, 1}), map(2, {0, 1})},
+                        {kPar, kPar}, scaled);
+    else
+      qT = generic(empty({headDim, nq}), qTile, {map(2, {1, 0}), map(2, {0, 1})}, {kPar, kPar},
+                   scaled);
     auto loop = scf::ForOp::create(
         b, loc, kvBegin, kvEnd, tileKv, ValueRange{m0, l0, acc0},
         [&](OpBuilder &nb, Location nloc, Value k0, ValueRange iter) {
@@ -160,7 +168,7 @@ private:
           Value kTile = slice2d(k, bIdx, kvHead, k0, nk, headDim);
           Value vTile = slice2d(v, bIdx, kvHead, k0, nk, valueDim);
           // S^T = K Q^T: [nk, nq].
-          Value s = oneRow ? dotProducts(kTile, qTile, nk)
+          Value s = oneRow ? dotProducts(kTile, qScaled, nk)
                            : tileProduct(kTile, qT, Value(), nk, headDim, nq,
                                          tiling.getTileKv(), staticDim(q, 3), fullRows(),
                                          /*lhsTransposed=*/false);
@@ -185,9 +193,12 @@ private:
     return {loop.getResult(0), loop.getResult(1), loop.getResult(2)};
   }
 
-  /// (scale * S^T (+ mask)) * log2(e) (with `causalMask`: -inf where
-  /// j > i + diagonal); `s` is [keys, queries].
+  /// S^T (+ mask * log2(e)) (with `causalMask`: -inf where j > i +
+  /// diagonal); `s` is [keys, queries], already in base-2 units. Without a
+  /// mask of either kind the scores are left as they are.
   Value scoreEpilogue(Value s, Value bIdx, Value hIdx, Value q0, Value k0, bool causalMask) {
+    if (!mask && !causalMask)
+      return s;
     Value maskT = mask;
     auto maskType = mask ? cast<RankedTensorType>(mask.getType()) : RankedTensorType();
     // Mask dims of size 1 broadcast; a dynamic one is checked at run time.
@@ -195,14 +206,13 @@ private:
     if (mask)
       for (int64_t d = 0; d < 4; ++d)
         maskSizes.push_back(dim(mask, d));
-    Value scaleV = cstF(scale * kLog2E);
     Value log2e = cstF(kLog2E);
     Value ninf = cstF(-std::numeric_limits<double>::infinity());
     Value diag = diagonal;
     return generic(
         s, ValueRange{}, {map(2, {0, 1})}, {kPar, kPar},
         [&](OpBuilder &gb, Location gl, ValueRange a) {
-          Value x = arith::MulFOp::create(gb, gl, a[0], scaleV);
+          Value x = a[0];
           Value j = add2(gb, gl, k0, linalg::IndexOp::create(gb, gl, 0));
           Value i = add2(gb, gl, q0, linalg::IndexOp::create(gb, gl, 1));
           if (maskT) {
@@ -516,24 +526,30 @@ private:
     Value mNew = generic(m, s, {all2, col2}, {kRed, kPar}, reassociable<arith::MaximumFOp>);
     // Rows that saw only masked keys keep m' = -inf; exponents then use 0
     // so that exp(-inf - 0) = 0 instead of NaN.
-    auto expMinus = [&](OpBuilder &gb, Location gl, Value x, Value max) -> Value {
-      Value isInf = arith::CmpFOp::create(gb, gl, arith::CmpFPredicate::OEQ, max, ninf);
-      Value safeMax = arith::SelectOp::create(gb, gl, isInf, zeroF, max);
-      return math::Exp2Op::create(gb, gl, arith::SubFOp::create(gb, gl, x, safeMax));
-    };
-    // alpha = exp2(m - m'), the correction of the previous tiles.
-    Value alpha = generic(empty({nq}), ValueRange{m, mNew}, {all1, all1, all1}, {kPar},
-                          [&](OpBuilder &gb, Location gl, ValueRange a) {
-                            return expMinus(gb, gl, a[0], a[1]);
+    Value mSafe = generic(empty({nq}), mNew, {all1, all1}, {kPar},
+                          [&](OpBuilder &gb, Location gl, ValueRange a) -> Value {
+                            Value isInf = arith::CmpFOp::create(
+                                gb, gl, arith::CmpFPredicate::OEQ, a[0], ninf);
+                            return arith::SelectOp::create(gb, gl, isInf, zeroF, a[0]);
                           });
-    // P = exp2(S - m').
-    Value p = generic(s, mNew, {col2, all2}, {kPar, kPar},
-                      [&](OpBuilder &gb, Location gl, ValueRange a) {
-                        return expMinus(gb, gl, a[1], a[0]);
-                      });
-    // l' = alpha l + the sum of P over keys.
+    // alpha = exp2(m - m'), the correction of the previous tiles.
+    Value alpha = generic(empty({nq}), ValueRange{m, mSafe}, {all1, all1, all1}, {kPar},
+                          [&](OpBuilder &gb, Location gl, ValueRange a) -> Value {
+                            return math::Exp2Op::create(
+                                gb, gl, arith::SubFOp::create(gb, gl, a[0], a[1]));
+                          });
+    // P = exp2(S - m') in place of S, and l' = alpha l + the sum of P over
+    // keys, in one pass over the tile.
     Value lScaled = generic(l, alpha, {all1, all1}, {kPar}, binary<arith::MulFOp>);
-    Value lNew = generic(lScaled, p, {all2, col2}, {kRed, kPar}, reassociable<arith::AddFOp>);
+    auto pAndSum = linalg::GenericOp::create(
+        b, loc, TypeRange{s.getType(), lScaled.getType()}, ValueRange{mSafe},
+        ValueRange{s, lScaled}, ArrayRef<AffineMap>{col2, all2, col2},
+        ArrayRef<IteratorType>{kRed, kPar}, [&](OpBuilder &gb, Location gl, ValueRange a) {
+          Value pe = math::Exp2Op::create(gb, gl, arith::SubFOp::create(gb, gl, a[1], a[0]));
+          Value sum = arith::AddFOp::create(gb, gl, a[2], pe, arith::FastMathFlags::reassoc);
+          linalg::YieldOp::create(gb, gl, ValueRange{pe, sum});
+        });
+    Value p = pAndSum.getResult(0), lNew = pAndSum.getResult(1);
     // acc' = alpha acc + P V, loops (i, j, e), P read from P^T.
     Value accScaled = generic(acc, alpha, {row2, all2}, {kPar, kPar}, binary<arith::MulFOp>);
     Value accNew = fullRows() == 1 ? weightedRows(p, vTile, accScaled, dim(vTile, 0)) : Value();

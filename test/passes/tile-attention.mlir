@@ -5,10 +5,12 @@
 // the running max, sum and accumulator, and ends at the last key its last
 // row may see (tiles above the diagonal are never computed). The scores
 // exist only as a 32 x 16 tile, kept keys-major (S^T = K Q^T): Q^T is built
-// once per block, K is read in place, and the reductions over keys run
-// along the tile's outer dimension. Only tiles that cross the diagonal
-// build the causal mask, from indices, under an scf.if.
+// once per block, already scaled into base-2 units, K is read in place, and
+// the reductions over keys run along the tile's outer dimension. Only tiles
+// that cross the diagonal build the causal mask, from indices, under an
+// scf.if; the others leave the scores as the product made them.
 
+// CHECK: #[[TRANSPOSED:.*]] = affine_map<(d0, d1) -> (d1, d0)>
 // CHECK-LABEL: func.func @causal_gqa(
 // CHECK-SAME: %[[Q:[^:]*]]: tensor<1x4x?x16xf32>, %[[K:[^:]*]]: tensor<1x2x?x16xf32>, %[[V:[^:]*]]: tensor<1x2x?x16xf32>
 // CHECK-DAG: %[[ZEROS:.*]] = arith.constant dense<0.000000e+00> : vector<16xf32>
@@ -26,7 +28,8 @@
 // CHECK: %[[END:.*]] = arith.maxsi %[[CLAMPED]], %c0
 // CHECK: %[[KVH:.*]] = arith.divui %[[H]], %c2
 // CHECK: %[[QS:.*]] = tensor.extract_slice %[[Q]][0, %[[H]], %[[Q0]], 0]
-// CHECK: %[[QT:.*]] = linalg.transpose ins(%[[QS]] : tensor<?x16xf32>) outs(%{{.*}} : tensor<16x?xf32>) permutation = [1, 0]
+// CHECK: %[[QT:.*]] = linalg.generic {indexing_maps = [#[[TRANSPOSED]], #{{.*}}], iterator_types = ["parallel", "parallel"]} ins(%[[QS]] : tensor<?x16xf32>) outs(%{{.*}} : tensor<16x?xf32>)
+// CHECK: arith.mulf %{{.*}}, %[[SCALE2]] : f32
 // CHECK: scf.for %[[K0:.*]] = %c0 to %[[END]] step %c32 iter_args(%[[M:.*]] = %{{.*}}, %[[L:.*]] = %{{.*}}, %[[ACC:.*]] = %{{.*}}) -> (tensor<?xf32>, tensor<?xf32>, tensor<?x16xf32>)
 // CHECK-NOT: linalg.transpose
 // CHECK: %[[KTILE:.*]] = tensor.extract_slice %[[K]][0, %[[KVH]], %[[K0]], 0]
@@ -37,7 +40,7 @@
 // times 6 broadcast K elements; the last 2 rows as one group of two. Edge
 // tiles take the loop form, which alone fills zeros.
 // CHECK: %[[FULL:.*]] = arith.andi
-// CHECK: scf.if %[[FULL]] -> (tensor<?x?xf32>)
+// CHECK: %[[SCORES:.*]] = scf.if %[[FULL]] -> (tensor<?x?xf32>)
 // CHECK-NOT: linalg.fill
 // CHECK: scf.for %{{.*}} = %c0 to %c30 step %c6 iter_args(%{{.*}}) -> (tensor<32x16xf32>)
 // CHECK: scf.for %{{.*}} = %c0 to %c16 step %c1 iter_args(%{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]], %{{.*}} = %[[ZEROS]]) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
@@ -60,23 +63,29 @@
 // CHECK: arith.cmpi sgt, %[[KEY]], %[[LIMIT]]
 // CHECK: arith.select
 // CHECK: } else {
-// CHECK-NOT: linalg.index
-// CHECK: arith.mulf %{{.*}}, %[[SCALE2:.*]] : f32
-// CHECK: }
+// CHECK-NEXT: scf.yield %[[SCORES]] : tensor<?x?xf32>
+// CHECK-NEXT: }
 // The online-softmax update in base-2 units (the scale, 1/4, times
-// log2(e)): the new max and the sum reduce over keys, dim 0 of the tile;
-// rescale exp2(m - m'), P^T = exp2(S^T - m'), l' = alpha l + sum P,
+// log2(e)): the new max reduces over keys, dim 0 of the tile; a max of
+// -inf (every key masked so far) becomes 0 once per query, not per score;
+// rescale exp2(m - m'); then one pass over the tile makes P^T =
+// exp2(S^T - m') in place and sums it into l' = alpha l + sum P;
 // acc' = alpha acc + P V with P read from P^T.
 // CHECK: iterator_types = ["reduction", "parallel"]} ins(%{{.*}} : tensor<?x?xf32>) outs(%[[M]] : tensor<?xf32>)
 // CHECK: arith.maximumf
+// CHECK: %[[MSAFE:.*]] = linalg.generic
+// CHECK: arith.cmpf oeq
+// CHECK: arith.select
 // CHECK: math.exp2
-// CHECK: math.exp2
-// CHECK: iterator_types = ["reduction", "parallel"]} ins(%{{.*}} : tensor<?x?xf32>) outs(%{{.*}} : tensor<?xf32>)
-// CHECK: arith.addf
+// CHECK: %[[PL:.*]]:2 = linalg.generic {{.*}}iterator_types = ["reduction", "parallel"]} ins(%[[MSAFE]] : tensor<?xf32>) outs(%{{.*}}, %{{.*}} : tensor<?x?xf32>, tensor<?xf32>)
+// CHECK: %[[SHIFTED:.*]] = arith.subf
+// CHECK: %[[PE:.*]] = math.exp2 %[[SHIFTED]]
+// CHECK: %[[SUM:.*]] = arith.addf %{{.*}}, %[[PE]] fastmath<reassoc>
+// CHECK: linalg.yield %[[PE]], %[[SUM]]
 // CHECK: scf.for %{{.*}} = %c0 to %c32 step %c1 iter_args
-// CHECK: tensor.extract %[[P:.*]][%[[KK:.*]], %{{.*}}] : tensor<?x?xf32>
+// CHECK: tensor.extract %[[PL]]#0[%[[KK:.*]], %{{.*}}] : tensor<?x?xf32>
 // CHECK: vector.fma
-// CHECK: iterator_types = ["parallel", "reduction", "parallel"]} ins(%[[P]], %[[VTILE]] : tensor<?x?xf32>, tensor<?x16xf32>) outs(%{{.*}} : tensor<?x16xf32>)
+// CHECK: iterator_types = ["parallel", "reduction", "parallel"]} ins(%[[PL]]#0, %[[VTILE]] : tensor<?x?xf32>, tensor<?x16xf32>) outs(%{{.*}} : tensor<?x16xf32>)
 // CHECK: scf.yield
 // CHECK: arith.divf
 // CHECK: scf.forall.in_parallel
