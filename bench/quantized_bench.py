@@ -114,6 +114,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     python = ort_env.ort_python(args.build)
+    run([python, "-m", "pip", "install", "-q", "onnx"])  # the quantizer and MAKE import it
     bin_dir = os.path.join(args.build, "bin")
     work = os.path.join(args.build, "bench", "quantized")
     os.makedirs(work, exist_ok=True)
