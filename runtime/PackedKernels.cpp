@@ -208,13 +208,17 @@ void quantizeRows(const Matrix &a, const StripLayout &l, QuantizedRows &q, std::
     }
 }
 
-void quantizeRows(const Matrix &a, const StripLayout &l, QuantizedRows &q) {
+/// x for the GEMVs of l's format; int8's two planes only where the VNNI
+/// GEMV reads them (`planes`), the AVX2 one reads the int16 values.
+void quantizeRows(const Matrix &a, const StripLayout &l, QuantizedRows &q, bool planes) {
   bool int8 = isInt8(l.format);
   q.group = int8 ? kInt8XGroup : l.group;
   q.groups = (l.kPadded + q.group - 1) / q.group;
   if (!int8)
     return quantizeRows(a, l, q, q.narrow);
   quantizeRows(a, l, q, q.wide);
+  if (!planes)
+    return;
   q.high.resize(q.wide.size());
   q.low.resize(q.wide.size());
   for (size_t i = 0; i < q.wide.size(); ++i) {
@@ -651,7 +655,7 @@ void hasten::runtime::packedMatmul(const Matrix &a, const uint8_t *w, const Matr
   bool int4 = int4Group(format) != 0, zeroPoints = hasZeroPoints(format);
   if ((isInt8(format) || int4) && m <= kFewRows && (cpu.avx512Vnni || cpu.avx2)) {
     thread_local QuantizedRows xq;
-    quantizeRows(a, layout, xq);
+    quantizeRows(a, layout, xq, /*planes=*/cpu.avx512Vnni);
     job.xq = &xq;
     using StripFn = void (*)(const PackedJob &, int64_t, int64_t);
     static constexpr StripFn kVnni[2][2] = {{vnniInt8Strip<false>, vnniInt8Strip<true>},
