@@ -336,6 +336,17 @@ Value dropUnitDims(OpBuilder &b, Location loc, Value value,
 Value reshapeTo(OpBuilder &b, Location loc, Value value,
                 ArrayRef<OpFoldResult> sizes);
 
+/// Rewrites a model of opset 18 to 22 into opset 17's spelling (OpsetAdapter.cpp):
+/// ONNX 1.12's checker and shape inference know opsets up to 17. Fails with
+/// every node opset 17 cannot express, one per line, in `error`.
+/// The operators newer than opset 17 that adaptToOpset17 expands into
+/// opset-17 nodes.
+ArrayRef<const char *> opsExpandedForOpset17();
+/// Inputs bound with --bind-input count as constants (their files are read).
+LogicalResult adaptToOpset17(onnx::ModelProto &model, int64_t opset,
+                             const std::map<std::string, std::string> &boundInputs,
+                             std::string &error);
+
 } // namespace hasten::onnx_import
 
 #endif // HASTEN_LIB_IMPORT_IMPORTERINTERNAL_H

@@ -450,7 +450,9 @@ LogicalResult convertReduce(NodeContext &ctx) {
     axes = ctx.getInts("axes");
   }
   bool keepDims = ctx.getInt("keepdims", 1) != 0;
-  if ((!axes || axes->empty()) && ctx.getInt("noop_with_empty_axes", 0)) {
+  // Read whatever the axes (an explicit 0 with axes given is common).
+  bool noopWithEmptyAxes = ctx.getInt("noop_with_empty_axes", 0) != 0;
+  if ((!axes || axes->empty()) && noopWithEmptyAxes) {
     ctx.setOutput(0, ctx.input(0), ctx.info(0).isUnsigned);
     return success();
   }

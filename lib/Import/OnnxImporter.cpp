@@ -49,7 +49,10 @@ using namespace hasten;
 using namespace hasten::onnx_import;
 
 static constexpr int64_t kMinOpset = 11;
-static constexpr int64_t kMaxOpset = 17;
+/// The newest opset ONNX 1.12 (the checker and shape inference) knows, and
+/// the newest the importer takes in opset 17's spelling (adaptToOpset17).
+static constexpr int64_t kLibonnxOpset = 17;
+static constexpr int64_t kMaxOpset = 22;
 
 //===----------------------------------------------------------------------===//
 // Types and tensors
@@ -459,6 +462,8 @@ std::vector<std::string> hasten::getSupportedOnnxOps() {
   std::vector<std::string> ops;
   for (const auto &entry : getConverters())
     ops.push_back(entry.getKey().str());
+  for (const char *op : onnx_import::opsExpandedForOpset17())
+    ops.push_back(op);
   llvm::sort(ops);
   return ops;
 }
@@ -995,6 +1000,13 @@ LogicalResult ModelImporter::resolveOpset() {
   if (opset > kMaxOpset)
     return error() << "opset " << opset << " is newer than the supported "
                    << kMinOpset << "-" << kMaxOpset;
+  if (opset > kLibonnxOpset) {
+    std::string why;
+    if (failed(adaptToOpset17(model, opset, options.boundInputs, why)))
+      return error() << why;
+    opset = kLibonnxOpset;
+    return success();
+  }
   if (opset >= kMinOpset)
     return success();
   // Older models go through ONNX's own version converter, in a child

@@ -251,6 +251,9 @@ def main():
                         help="comma-separated folders of " + DATA_DIR + " to run (node, "
                         "pytorch-converted, pytorch-operator, simple, real), or 'all'")
     parser.add_argument("--node-dir", help="run this folder of cases instead of --sets")
+    parser.add_argument("--all-supported", action="store_true",
+                        help="fail when a case has an op hasten does not list (for curated "
+                             "folders, whose cases would otherwise be skipped)")
     parser.add_argument("--filter", default="",
                         help="run only the cases whose name this regular expression finds")
     parser.add_argument("--sample", type=int, default=1)
@@ -308,7 +311,11 @@ def main():
         passed = sum(1 for st, _, _ in results.values() if st == "pass")
         total_passed += passed
         total_run += len(results)
-        unsupported = sum(1 for c in cases if not ops_of[c] <= supported)
+        unsupported_cases = [c for c in cases if not ops_of[c] <= supported]
+        unsupported = len(unsupported_cases)
+        if args.all_supported and unsupported_cases:
+            unexpected.append((name, "unsupported ops",
+                               ", ".join(sorted(unsupported_cases))))
         summaries.append(f"conformance[{name}]: {passed} of {len(results)} supported cases pass"
                          + (f" (every {args.sample}th case)" if args.sample > 1 else "")
                          + f"; {len(cases)} cases, {unsupported} with unsupported ops")

@@ -35,10 +35,13 @@ Einsum Conv ConvTranspose Resize Pad Dropout Constant
 PARAMETER_SLOTS = {
     "Reshape": {1}, "Unsqueeze": {1}, "Squeeze": {1}, "Slice": {1, 2, 3, 4},
     "Split": {1}, "ReduceSum": {1}, "CumSum": {1}, "Resize": {1, 2, 3},
-    "Expand": {1}, "Tile": {1}, "Pad": {1, 2}, "TopK": {1},
+    "Expand": {1}, "Tile": {1}, "Pad": {1, 2, 3}, "TopK": {1},
     "ConstantOfShape": {0}, "Dropout": {1, 2}, "Trilu": {1}, "OneHot": {1},
     "HannWindow": {0}, "HammingWindow": {0}, "BlackmanWindow": {0}, "Compress": {1},
-    "Upsample": {1}, "MaxUnpool": {2}, "DFT": {1}, "STFT": {1, 3}, "MelWeightMatrix": {0, 1, 2, 3, 4},
+    "Upsample": {1}, "MaxUnpool": {2}, "DFT": {1, 2}, "STFT": {1, 3}, "MelWeightMatrix": {0, 1, 2, 3, 4},
+    # Axes that opset 18 moved from an attribute to an input.
+    **{op: {1} for op in ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
+                          "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSumSquare")},
 }
 
 # Variants of supported ops that hasten does not support, with the reason.

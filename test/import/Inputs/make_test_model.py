@@ -511,7 +511,53 @@ def output_type_mismatch():
 @register
 def opset_too_new():
     return model([helper.make_node("Relu", ["x"], ["y"])],
-                 [vi("x", F, [2])], [vi("y", F, [2])], opset=19)
+                 [vi("x", F, [2])], [vi("y", F, [2])], opset=23)
+
+
+@register
+def opset18_spellings():
+    # Opset 18's forms of opset-17 ops: ReduceMean's axes as an input,
+    # ReduceMax reducing nothing (noop_with_empty_axes), Split into
+    # num_outputs uneven chunks (5 = 2 + 2 + 1), Pad with axes; and Mish,
+    # new in 18, expanded.
+    nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+             helper.make_node("ReduceMax", ["x"], ["same"], noop_with_empty_axes=1),
+             helper.make_node("Split", ["v"], ["s0", "s1", "s2"], axis=0, num_outputs=3),
+             helper.make_node("Pad", ["x", "pads", "", "padaxes"], ["p"]),
+             helper.make_node("Mish", ["x"], ["mish"])]
+    return model(nodes, [vi("x", F, [2, 3, 4]), vi("v", F, [5])],
+                 [vi("m", F, [2, 4]), vi("same", F, [2, 3, 4]), vi("s0", F, [2]),
+                  vi("s1", F, [2]), vi("s2", F, [1]), vi("p", F, [2, 3, 7]),
+                  vi("mish", F, [2, 3, 4])],
+                 [const("axes", np.array([1], np.int64)),
+                  const("pads", np.array([1, 2], np.int64)),
+                  const("padaxes", np.array([-1], np.int64))], opset=18)
+
+
+@register
+def opset20_spellings():
+    # Gelu (new in 20, tanh approximation) expanded; GridSample's 'linear'
+    # is opset 16's 'bilinear'.
+    nodes = [helper.make_node("Gelu", ["x"], ["g"], approximate="tanh"),
+             helper.make_node("GridSample", ["img", "grid"], ["y"], mode="linear")]
+    return model(nodes, [vi("x", F, [3]), vi("img", F, [1, 1, 4, 4]),
+                         vi("grid", F, [1, 2, 2, 2])],
+                 [vi("g", F, [3]), vi("y", F, [1, 1, 2, 2])], opset=20)
+
+
+@register
+def opset19_refused():
+    # What opset 17 cannot say is refused node by node, all at once:
+    # antialiased Resize, axes computed at run time, an operator new in 18.
+    nodes = [helper.make_node("Resize", ["img", "", "scales"], ["r"], mode="linear",
+                              antialias=1, name="resize"),
+             helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("ReduceMean", ["x", "shape"], ["m"], name="mean"),
+             helper.make_node("BitwiseAnd", ["a", "b"], ["c"], name="bits")]
+    return model(nodes, [vi("img", F, [1, 1, 4, 4]), vi("x", F, [2]),
+                         vi("a", I64, [2]), vi("b", I64, [2])],
+                 [vi("r", F, [1, 1, 2, 2]), vi("m", F, [1]), vi("c", I64, [2])],
+                 [const("scales", np.array([1, 1, 0.5, 0.5], np.float32))], opset=19)
 
 
 @register
