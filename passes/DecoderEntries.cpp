@@ -227,7 +227,12 @@ struct DecoderEntriesPass : public hasten::impl::DecoderEntriesBase<DecoderEntri
     // generation, which reads the last position only.
     if (kind != EntryKind::Verify)
       sliceLastPosition(entry, signature.logits);
-    if (failed(applyPatternsGreedily(entry, *patterns)))
+    // The last-position slice bubbles up one producer per sweep, so a deep
+    // entry (a Llama's RoPE and RMSNorm chains) takes more sweeps than the
+    // driver's default ten; a cycle would still stop at the bound.
+    GreedyRewriteConfig config;
+    config.setMaxIterations(64);
+    if (failed(applyPatternsGreedily(entry, *patterns, config)))
       return entry.emitError("the specialized shapes did not settle");
     refineResultTypes(entry);
     // The folders leave one tensor.dim per former cast; keep one of each.
