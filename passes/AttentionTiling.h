@@ -11,8 +11,10 @@
 
 #include "hasten/Dialect/Hasten/HastenDialect.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Support/LLVM.h"
 
+#include <limits>
 #include <string>
 
 namespace hasten {
@@ -46,6 +48,19 @@ AttentionTilingAttr planAttentionTiling(AttentionOp op, const AttentionTarget &t
 /// scores tile, running max/sum and the output accumulator), in the
 /// compute precision: what must stay on chip, independent of the lengths.
 int64_t attentionWorkingSetBytes(AttentionOp op, AttentionTilingAttr tiling);
+
+/// The online softmax's last step, acc / l, for every lowering of
+/// hasten.attention. l is at least 1 when a row sees a key (the row
+/// maximum's own term is 1) and exactly 0 when it sees none, with acc 0 too:
+/// dividing by max(l, FLT_MIN) gives such a row zeros, as the op defines
+/// (and the runtime kernel computes), instead of 0 / 0.
+inline mlir::Value divideBySum(mlir::OpBuilder &b, mlir::Location loc, mlir::Value acc,
+                               mlir::Value l) {
+  mlir::Value tiny = mlir::arith::ConstantOp::create(
+      b, loc, b.getFloatAttr(l.getType(), std::numeric_limits<float>::min()));
+  return mlir::arith::DivFOp::create(b, loc, acc,
+                                     mlir::arith::MaximumFOp::create(b, loc, l, tiny));
+}
 
 } // namespace hasten
 

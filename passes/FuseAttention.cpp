@@ -87,8 +87,15 @@ std::optional<double> scalarConstant(Value v, int depth = 8) {
     return std::nullopt;
   if (auto fill = v.getDefiningOp<linalg::FillOp>())
     return scalarConstant(fill.getInputs()[0], depth - 1);
+  // A scalar computation: no loops, or loops over one element (exports
+  // compute sqrt(head_dim) on [1] tensors).
+  auto oneElement = [](Type type) {
+    auto shaped = dyn_cast<RankedTensorType>(type);
+    return shaped && shaped.hasStaticShape() && shaped.getNumElements() == 1;
+  };
   auto g = v.getDefiningOp<linalg::GenericOp>();
-  if (!g || g.getNumLoops() != 0 || g.getNumResults() != 1)
+  if (!g || g.getNumResults() != 1 ||
+      (g.getNumLoops() != 0 && !oneElement(g->getResult(0).getType())))
     return std::nullopt;
   Block &body = g.getRegion().front();
   auto yield = cast<linalg::YieldOp>(body.getTerminator());
@@ -256,6 +263,47 @@ bool isCopy(linalg::GenericOp g) {
   auto yield = cast<linalg::YieldOp>(body.getTerminator());
   return &body.front() == yield.getOperation() && yield.getValues().size() == 1 &&
          yield.getValues()[0] == body.getArgument(0);
+}
+
+/// torch.onnx's scaled_dot_product_attention replaces NaN probabilities by
+/// zeros (`Where(IsNaN(p), 0, p)`): a row whose every key is masked with
+/// -inf is 0 / 0. hasten.attention gives such a row zeros itself, so the
+/// guard belongs to the attention. When `guarded` is `select(p != p, 0, p)`
+/// (the comparison in its own generic, as imported) and p is read by the
+/// guard alone: p.
+Value nanGuardedProbabilities(Value guarded) {
+  auto guard = guarded.getDefiningOp<linalg::GenericOp>();
+  if (!isElementwise(guard, 4) || guard.getNumDpsInputs() != 3)
+    return {};
+  auto select = dyn_cast_or_null<arith::SelectOp>(singleBodyOp(guard));
+  if (!select)
+    return {};
+  Block &body = guard.getRegion().front();
+  auto inputOf = [&](Value arg) -> OpOperand * {
+    auto a = dyn_cast<BlockArgument>(arg);
+    return a && a.getOwner() == &body && a.getArgNumber() < 3
+               ? guard.getDpsInputOperand(a.getArgNumber())
+               : nullptr;
+  };
+  OpOperand *isNan = inputOf(select.getCondition()), *zero = inputOf(select.getTrueValue()),
+            *probs = inputOf(select.getFalseValue());
+  if (!isNan || !zero || !probs || scalarConstant(zero->get()) != std::optional<double>(0.0) ||
+      !guard.getMatchingIndexingMap(isNan).isIdentity() ||
+      !guard.getMatchingIndexingMap(probs).isIdentity())
+    return {};
+  auto test = isNan->get().getDefiningOp<linalg::GenericOp>();
+  if (!isElementwise(test, 4) || test.getNumDpsInputs() != 1 ||
+      test.getDpsInputs()[0] != probs->get() ||
+      !test.getMatchingIndexingMap(test.getDpsInputOperand(0)).isIdentity())
+    return {};
+  auto unordered = dyn_cast_or_null<arith::CmpFOp>(singleBodyOp(test));
+  Value p = test.getRegion().front().getArgument(0);
+  if (!unordered || unordered.getPredicate() != arith::CmpFPredicate::UNO ||
+      unordered.getLhs() != p || unordered.getRhs() != p)
+    return {};
+  if (!isNan->get().hasOneUse() || !probs->get().hasNUses(2))
+    return {};
+  return probs->get();
 }
 
 /// When `g` multiplies (or divides) its identity-mapped input by a scalar
@@ -1097,6 +1145,9 @@ struct FuseAttentionPass : public hasten::impl::FuseAttentionBase<FuseAttentionP
       if (!collapse || rankOf(collapse.getSrc()) != 4)
         continue;
       Value probs = collapse.getSrc();
+      Value guarded = nanGuardedProbabilities(probs);
+      if (guarded)
+        probs = guarded;
       Operation *def = probs.getDefiningOp();
       bool softmaxLike = isa_and_nonnull<linalg::SoftmaxOp>(def) ||
                          (isa_and_nonnull<linalg::GenericOp>(def) &&
@@ -1117,15 +1168,17 @@ struct FuseAttentionPass : public hasten::impl::FuseAttentionBase<FuseAttentionP
         continue;
       }
       Reason why;
-      if (failed(fuse(pv, collapse, why)) && reportUnfused)
+      if (failed(fuse(pv, collapse, probs, why)) && reportUnfused)
         pv.emitRemark("attention not fused: ") << why;
     }
   }
 
+  /// Fuses the attention whose probabilities `probs` reach the PV product
+  /// through `probsCollapse`, directly or through a NaN guard.
   LogicalResult fuse(linalg::BatchMatmulOp pv, tensor::CollapseShapeOp probsCollapse,
-                     Reason &why) {
+                     Value probs, Reason &why) {
     SmallVector<ReassociationIndices> groups{{0, 1}, {2}, {3}};
-    Value probs = probsCollapse.getSrc();
+    bool guarded = probs != probsCollapse.getSrc();
     if (pv.hasUserDefinedMaps() || probsCollapse.getReassociationIndices() != groups) {
       why = "the probabilities are not collapsed as [batch * heads, q_len, kv_len]";
       return failure();
@@ -1135,7 +1188,8 @@ struct FuseAttentionPass : public hasten::impl::FuseAttentionBase<FuseAttentionP
       why = "the number of heads is dynamic";
       return failure();
     }
-    if (!probs.hasOneUse() || !probsCollapse->hasOneUse()) {
+    if ((!guarded && !probs.hasOneUse()) || !probsCollapse.getSrc().hasOneUse() ||
+        !probsCollapse->hasOneUse()) {
       why = "the probabilities are used elsewhere";
       return failure();
     }

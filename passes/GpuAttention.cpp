@@ -393,7 +393,7 @@ void lowerPrefill(OpBuilder &b, const Kernel &k, const Operands &o) {
   kb.ifThen(valid, [&] {
     kb.forLoop(c0, valueDim, c1, {}, [&](Value d, ValueRange) {
       Value a = memref::LoadOp::create(b, loc, accumulator, d);
-      Value o = fromF32(b, loc, arith::DivFOp::create(b, loc, a, rowSum), resultElement);
+      Value o = fromF32(b, loc, divideBySum(b, loc, a, rowSum), resultElement);
       memref::StoreOp::create(b, loc, o, out, ValueRange{batchIndex, head, row, d});
       return SmallVector<Value>{};
     });
@@ -979,7 +979,7 @@ void lowerPrefillMma(OpBuilder &b, const Kernel &k, const MmaKernel &m, const Op
           for (int64_t i = 0; i < 2; ++i) {
             Value acc =
                 kb.element4(tiles.getResult(t * perTile + 4 + nt), 2 * half + i);
-            Value out = fromF32(b, loc, arith::DivFOp::create(b, loc, acc, sum), resultElement);
+            Value out = fromF32(b, loc, divideBySum(b, loc, acc, sum), resultElement);
             memref::StoreOp::create(
                 b, loc, out, o.out,
                 ValueRange{batchIndex, head, row, kb.addc(pairColumn, nt * 8 + i)});
@@ -1180,7 +1180,7 @@ void lowerPrefillVolta(OpBuilder &b, const Kernel &k, const MmaKernel &m, const 
       for (int64_t vb = 0; vb < outBlocks; ++vb)
         for (int64_t i : {0, 1, 4, 5}) {
           Value acc = tiles.getResult(4 + 8 * vb + i + 2 * half);
-          Value out = fromF32(b, loc, arith::DivFOp::create(b, loc, acc, sum), resultElement);
+          Value out = fromF32(b, loc, divideBySum(b, loc, acc, sum), resultElement);
           memref::StoreOp::create(
               b, loc, out, o.out,
               ValueRange{batchIndex, head, row, kb.addc(accColumnOf(i + 2 * half), 16 * vb)});
@@ -1371,7 +1371,7 @@ void lowerDecode(OpBuilder &b, const Kernel &k, const Operands &o) {
         return SmallVector<Value>{math::FmaOp::create(b, loc, w, a, acc[0]),
                                   math::FmaOp::create(b, loc, w, x, acc[1])};
       });
-      Value result = arith::DivFOp::create(b, loc, sums.getResult(0), sums.getResult(1));
+      Value result = divideBySum(b, loc, sums.getResult(0), sums.getResult(1));
       memref::StoreOp::create(b, loc, fromF32(b, loc, result, resultElement), o.out,
                               ValueRange{bi, h, c0, d});
       return SmallVector<Value>{};

@@ -559,11 +559,11 @@ private:
     return {mNew, lNew, accNew};
   }
 
-  /// acc / l per row.
+  /// acc / l per row (see divideBySum).
   Value normalize(Value acc, Value l) {
     return generic(acc, l, {map(2, {0}), map(2, {0, 1})}, {kPar, kPar},
                    [](OpBuilder &gb, Location gl, ValueRange a) {
-                     return arith::DivFOp::create(gb, gl, a[1], a[0]).getResult();
+                     return divideBySum(gb, gl, a[1], a[0]);
                    });
   }
 
@@ -694,7 +694,7 @@ private:
                          {kPar, kPar, kRed, kPar}, fma);
     Value o = generic(oSum, lSum, {bh, bhp}, {kPar, kPar, kPar},
                       [](OpBuilder &gb, Location gl, ValueRange a) {
-                        return arith::DivFOp::create(gb, gl, a[1], a[0]).getResult();
+                        return divideBySum(gb, gl, a[1], a[0]);
                       });
     SmallVector<OpFoldResult> shape{batch, heads, b.getIndexAttr(1), valueDim};
     return tensor::ExpandShapeOp::create(

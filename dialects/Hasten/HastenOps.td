@@ -37,7 +37,10 @@ def Hasten_AttentionOp : Hasten_Op<"attention", [
     are true; a floating-point mask is added to the scores. `causal` masks
     key position `j` for query position `i` when `j > i + kv_len - q_len`,
     which is the usual rule when the queries are the last `q_len` tokens.
-    Without `scale` the scale is `1/sqrt(head_dim)`.
+    Without `scale` the scale is `1/sqrt(head_dim)`. A query row that sees no
+    key (every score masked to -inf, a fully padded row) gives zeros, not the
+    0/0 of a literal softmax; torch.onnx's `Where(IsNaN(p), 0, p)` after the
+    softmax says the same.
 
     The op carries no memory layout: tiling passes decide how it is computed
     and never need to materialize the `q_len x kv_len` score matrix. The

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """End to end: attention fusion (--hasten-fuse-attention) changes speed, not
-results. For every committed torch export (test/models/torch) and the tiny
-decoders of test/models/make_decoder.py, compiles the model with fusion on
-and off (--no-fuse-attention), runs both with hasten-run, and checks:
+results. For every committed torch export (test/models/torch), every
+Optimum export of a Hugging Face decoder (test/models/optimum, opset 18) and
+the tiny decoders of test/models/make_decoder.py, compiles the model with
+fusion on and off (--no-fuse-attention), runs both with hasten-run, and
+checks:
 
   - fused and unfused logits agree (max |a - b| <= 1e-4 * max |b|);
   - the fused logits match torch's own (the export's .reference.npz), for
@@ -12,7 +14,10 @@ and off (--no-fuse-attention), runs both with hasten-run, and checks:
   - attention fused where it should: the fused module calls the runtime's
     attention kernel once per layer for the positive exports and the
     decoders, and never for the neg_* exports (whose softmax is not
-    attention's).
+    attention's);
+  - for the Optimum exports, greedy generation through the fused prefill
+    and decode entries (`hasten-run --generate`) gives transformers' own
+    greedy tokens.
 
 usage: attention_fusion.py BUILD_BIN_DIR
 Prints one line per check and '<n> passed, <m> failed'; exits 1 on failure.
@@ -35,7 +40,7 @@ import make_decoder as md  # noqa: E402
 REL_TOL = 1e-4
 # Attention layers in each positive model.
 EXPECTED_ATTENTIONS = {"gpt2_masked_fill": 1, "hf_gpt2_padded": 1, "llama_gqa": 1,
-                       "whisper_split_scale": 1}
+                       "whisper_split_scale": 1, "gpt2": 2, "llama": 2, "qwen2": 2}
 
 
 def compile_module(bin_dir, model, out, *flags):
@@ -114,6 +119,12 @@ def cases(work):
         ref = np.load(path[:-len(".onnx")] + ".reference.npz")
         inputs = {k: ref[k] for k in ref.files if k != "logits"}
         yield name, path, inputs, ref["logits"], [], REL_TOL
+    # Optimum's decoders, through their main entry (past and mask as inputs).
+    for path in sorted(glob.glob(os.path.join(MODELS, "optimum", "*.onnx"))):
+        name = os.path.basename(path)[:-len(".onnx")]
+        ref = np.load(path[:-len(".onnx")] + ".reference.npz")
+        inputs = {k: ref[k] for k in ref.files if k not in ("logits", "prompt", "greedy")}
+        yield name, path, inputs, ref["logits"], ["--no-decoder-entries"], REL_TOL
     rng = np.random.default_rng(0)
     path = os.path.join(work, "range_less.onnx")
     range_less_model(path)
@@ -143,6 +154,24 @@ def cases(work):
                     (1, cfg.kv_heads, past, cfg.head_dim)).astype(np.float32)
         EXPECTED_ATTENTIONS[preset] = cfg.layers
         yield preset, path, inputs, None, ["--no-decoder-entries"], REL_TOL
+
+
+def check_generation(bin_dir, path, work):
+    """Greedy tokens of the compiled decoder (prefill and decode entries,
+    attention fused) against transformers' generate()."""
+    ref = np.load(path[:-len(".onnx")] + ".reference.npz")
+    module = os.path.join(work, os.path.basename(path)[:-len(".onnx")] + ".generate.so")
+    compile_module(bin_dir, path, module)
+    proc = subprocess.run([os.path.join(bin_dir, "hasten-run"), module, "--generate",
+                           "--prompt-ids", ",".join(map(str, ref["prompt"])),
+                           "--max-new-tokens", str(len(ref["greedy"])), "--ignore-eos",
+                           "--print-ids", "--quiet"], capture_output=True, text=True)
+    if proc.returncode or "ids:" not in proc.stdout:
+        raise RuntimeError(f"hasten-run --generate: {proc.stderr.strip()[-300:]}")
+    ids = [int(t) for t in proc.stdout.split("ids:")[-1].split(",")]
+    got = ids[len(ref["prompt"]):]
+    want = ref["greedy"].tolist()
+    return got == want, f"greedy generation {got}, transformers {want}"
 
 
 def main():
@@ -177,6 +206,13 @@ def main():
                     err = relative_error(a, reference)
                     report(err <= tolerance,
                            f"{name}: fused vs reference logits, rel err {err:.2e}")
+            except RuntimeError as e:
+                report(False, f"{name}: {e}")
+        for path in sorted(glob.glob(os.path.join(MODELS, "optimum", "*.onnx"))):
+            name = os.path.basename(path)[:-len(".onnx")]
+            try:
+                ok, what = check_generation(bin_dir, path, work)
+                report(ok, f"{name}: {what}")
             except RuntimeError as e:
                 report(False, f"{name}: {e}")
     print(f"{passed} passed, {failed} failed")

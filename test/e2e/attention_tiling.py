@@ -66,6 +66,12 @@ CASES = [
     ("decode-padding-mask", 2, 4, 2, 1, 77, 32, True, ((2, 1, 1, 77), "f32"), None),
     ("decode-sparse-bool-mask", 1, 4, 4, 1, 400, 16, False, ((1, 4, 1, 400), "i1-sparse"),
      tiling(1, 16, splits=7)),
+    # Query rows that see no key at all (every third, in the first batch):
+    # zeros, as the op defines, in prefill and in split-KV decode.
+    ("bool-mask-empty-rows", 2, 4, 2, 19, 40, 16, False, ((2, 4, 19, 40), "i1-emptyrows"),
+     tiling(8, 16)),
+    ("decode-empty-row", 2, 4, 4, 1, 100, 16, False, ((2, 1, 1, 100), "i1-emptyrows"),
+     tiling(1, 16, splits=3)),
 ]
 
 
@@ -99,8 +105,11 @@ def reference(case, q, k, v, m):
     if causal:
         i, j = np.arange(s)[:, None], np.arange(t)[None, :]
         scores = np.where(j > i + t - s, -np.inf, scores)
-    p = np.exp(scores - scores.max(-1, keepdims=True))
-    return (p / p.sum(-1, keepdims=True)) @ vd
+    # A row with no visible key attends to nothing: zeros.
+    top = scores.max(-1, keepdims=True)
+    p = np.exp(scores - np.where(np.isneginf(top), 0.0, top))
+    total = p.sum(-1, keepdims=True)
+    return np.divide(p, total, out=np.zeros_like(p), where=total > 0) @ vd
 
 
 def to_half(x, kind):
@@ -128,7 +137,8 @@ F16_MODEL_CASES = ("gqa-causal", "additive-mask-padding", "bool-mask", "two-leve
 
 def random_inputs(case, rng, dtype):
     """Q, K, V and the mask (or None) of a case, as hasten-run inputs too:
-    boolean masks keep about 70% of the keys (2% for "i1-sparse"),
+    boolean masks keep about 70% of the keys (2% for "i1-sparse"; none in
+    every third row of the first batch for "i1-emptyrows"),
     additive ones mask 30% with a large negative bias (-1e9, or -1e4 in
     f16) plus noise in f32; every row sees its first key."""
     name, b, h, kvh, s, t, d, causal, mask, _ = case
@@ -142,6 +152,8 @@ def random_inputs(case, rng, dtype):
         if elem.startswith("i1"):
             m = rng.random(shape) < (0.02 if elem == "i1-sparse" else 0.7)
             m[..., 0] = True  # every row sees a key
+            if elem == "i1-emptyrows":
+                m[0, ..., ::3, :] = False  # but these rows of the first batch
         else:
             big = -1e9 if dtype == np.float32 else -1e4
             m = np.where(rng.random(shape) < 0.3, big, 0.0).astype(dtype)

@@ -216,3 +216,48 @@ func.func @values_wrong_heads(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x4x8xf32>, 
   %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 8] : tensor<2x4x8xf32> into tensor<1x2x4x8xf32>
   return %o : tensor<1x2x4x8xf32>
 }
+
+// -----
+
+// A NaN guard that replaces NaN probabilities by 1, not 0, is not the op's
+// rule for a row with no visible key.
+
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#one = affine_map<(d0, d1, d2, d3) -> (0)>
+// CHECK-LABEL: func.func @nan_guard_not_zero(
+// CHECK: linalg.softmax
+// CHECK: arith.cmpf uno
+func.func @nan_guard_not_zero(%q: tensor<1x2x4x8xf32>, %kt: tensor<1x2x8x4xf32>,
+                              %v: tensor<1x2x4x8xf32>) -> tensor<1x2x4x8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %ones = arith.constant dense<1.0> : tensor<1xf32>
+  %q3 = tensor.collapse_shape %q [[0, 1], [2], [3]] : tensor<1x2x4x8xf32> into tensor<2x4x8xf32>
+  %kt3 = tensor.collapse_shape %kt [[0, 1], [2], [3]] : tensor<1x2x8x4xf32> into tensor<2x8x4xf32>
+  %s_init = tensor.empty() : tensor<2x4x4xf32>
+  %s_zero = linalg.fill ins(%zero : f32) outs(%s_init : tensor<2x4x4xf32>) -> tensor<2x4x4xf32>
+  %s3 = linalg.batch_matmul ins(%q3, %kt3 : tensor<2x4x8xf32>, tensor<2x8x4xf32>) outs(%s_zero : tensor<2x4x4xf32>) -> tensor<2x4x4xf32>
+  %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 4] : tensor<2x4x4xf32> into tensor<1x2x4x4xf32>
+  %e = tensor.empty() : tensor<1x2x4x4xf32>
+  %p = linalg.softmax dimension(3) ins(%s : tensor<1x2x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  %eb = tensor.empty() : tensor<1x2x4x4xi1>
+  %nan = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%p : tensor<1x2x4x4xf32>) outs(%eb : tensor<1x2x4x4xi1>) {
+  ^bb0(%a: f32, %o: i1):
+    %c = arith.cmpf uno, %a, %a : f32
+    linalg.yield %c : i1
+  } -> tensor<1x2x4x4xi1>
+  %guarded = linalg.generic {indexing_maps = [#id, #one, #id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%nan, %ones, %p : tensor<1x2x4x4xi1>, tensor<1xf32>, tensor<1x2x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) {
+  ^bb0(%c: i1, %z: f32, %a: f32, %o: f32):
+    %r = arith.select %c, %z, %a : f32
+    linalg.yield %r : f32
+  } -> tensor<1x2x4x4xf32>
+  %p3 = tensor.collapse_shape %guarded [[0, 1], [2], [3]] : tensor<1x2x4x4xf32> into tensor<2x4x4xf32>
+  %v3 = tensor.collapse_shape %v [[0, 1], [2], [3]] : tensor<1x2x4x8xf32> into tensor<2x4x8xf32>
+  %o_init = tensor.empty() : tensor<2x4x8xf32>
+  %o_zero = linalg.fill ins(%zero : f32) outs(%o_init : tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  // expected-remark @+1 {{attention not fused: the probabilities pass through arith.select after the softmax}}
+  %o3 = linalg.batch_matmul ins(%p3, %v3 : tensor<2x4x4xf32>, tensor<2x4x8xf32>) outs(%o_zero : tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 8] : tensor<2x4x8xf32> into tensor<1x2x4x8xf32>
+  return %o : tensor<1x2x4x8xf32>
+}

@@ -557,3 +557,98 @@ func.func @range_less_anticausal(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x4x8xf32
   %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 8] : tensor<2x4x8xf32> into tensor<1x2x4x8xf32>
   return %o : tensor<1x2x4x8xf32>
 }
+
+// -----
+
+// torch.onnx's scaled_dot_product_attention (transformers 4.5x through
+// Optimum): Q and K each scaled by sqrt(1/sqrt(d)) computed on [1] tensors
+// in the graph, a 0/-inf additive mask, and the probabilities guarded with
+// Where(IsNaN(p), 0, p). The op gives a row with no visible key zeros, so
+// the guard is absorbed; the two scales combine into 1/sqrt(8).
+
+#id = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2, d3)>
+#one = affine_map<(d0, d1, d2, d3) -> (0)>
+#rows = affine_map<(d0, d1, d2, d3) -> (0, 0, d2, d3)>
+#vec = affine_map<(d0) -> (d0)>
+// CHECK-LABEL: func.func @sdpa_nan_guard(
+// CHECK-SAME: %[[Q:[^:]*]]: tensor<1x2x4x8xf32>, %[[K:[^:]*]]: tensor<1x2x4x8xf32>, %[[V:[^:]*]]: tensor<1x2x4x8xf32>, %[[BIAS:[^:]*]]: tensor<1x1x4x4xf32>
+// CHECK: %[[O:.*]] = hasten.attention %[[Q]], %[[K]], %[[V]] mask(%{{.*}} : tensor<1x1x4x4xf32>) heads(2, 2) scale(0.353553385)
+// CHECK-NOT: arith.cmpf
+// CHECK-NOT: linalg.softmax
+// CHECK-NOT: linalg.batch_matmul
+// CHECK: return %[[O]]
+func.func @sdpa_nan_guard(%q: tensor<1x2x4x8xf32>, %k: tensor<1x2x4x8xf32>, %v: tensor<1x2x4x8xf32>,
+                          %bias: tensor<1x1x4x4xf32>) -> tensor<1x2x4x8xf32> {
+  %zero = arith.constant 0.0 : f32
+  %eight = arith.constant dense<8.0> : tensor<1xf32>
+  %ones = arith.constant dense<1.0> : tensor<1xf32>
+  %zeros = arith.constant dense<0.0> : tensor<1xf32>
+  %e1 = tensor.empty() : tensor<1xf32>
+  %root = linalg.generic {indexing_maps = [#vec, #vec], iterator_types = ["parallel"]}
+      ins(%eight : tensor<1xf32>) outs(%e1 : tensor<1xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %r = math.sqrt %a : f32
+    linalg.yield %r : f32
+  } -> tensor<1xf32>
+  %inverse = linalg.generic {indexing_maps = [#vec, #vec, #vec], iterator_types = ["parallel"]}
+      ins(%ones, %root : tensor<1xf32>, tensor<1xf32>) outs(%e1 : tensor<1xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %r = arith.divf %a, %b : f32
+    linalg.yield %r : f32
+  } -> tensor<1xf32>
+  %quarter = linalg.generic {indexing_maps = [#vec, #vec], iterator_types = ["parallel"]}
+      ins(%inverse : tensor<1xf32>) outs(%e1 : tensor<1xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %r = math.sqrt %a : f32
+    linalg.yield %r : f32
+  } -> tensor<1xf32>
+  %eq = tensor.empty() : tensor<1x2x4x8xf32>
+  %qs = linalg.generic {indexing_maps = [#id, #one, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%q, %quarter : tensor<1x2x4x8xf32>, tensor<1xf32>) outs(%eq : tensor<1x2x4x8xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %m = arith.mulf %a, %b : f32
+    linalg.yield %m : f32
+  } -> tensor<1x2x4x8xf32>
+  %kt_init = tensor.empty() : tensor<1x2x8x4xf32>
+  %kt = linalg.transpose ins(%k : tensor<1x2x4x8xf32>) outs(%kt_init : tensor<1x2x8x4xf32>) permutation = [0, 1, 3, 2]
+  %kts = linalg.generic {indexing_maps = [#id, #one, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%kt, %quarter : tensor<1x2x8x4xf32>, tensor<1xf32>) outs(%kt_init : tensor<1x2x8x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %m = arith.mulf %a, %b : f32
+    linalg.yield %m : f32
+  } -> tensor<1x2x8x4xf32>
+  %q3 = tensor.collapse_shape %qs [[0, 1], [2], [3]] : tensor<1x2x4x8xf32> into tensor<2x4x8xf32>
+  %kt3 = tensor.collapse_shape %kts [[0, 1], [2], [3]] : tensor<1x2x8x4xf32> into tensor<2x8x4xf32>
+  %s_init = tensor.empty() : tensor<2x4x4xf32>
+  %s_zero = linalg.fill ins(%zero : f32) outs(%s_init : tensor<2x4x4xf32>) -> tensor<2x4x4xf32>
+  %s3 = linalg.batch_matmul ins(%q3, %kt3 : tensor<2x4x8xf32>, tensor<2x8x4xf32>) outs(%s_zero : tensor<2x4x4xf32>) -> tensor<2x4x4xf32>
+  %s = tensor.expand_shape %s3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 4] : tensor<2x4x4xf32> into tensor<1x2x4x4xf32>
+  %e = tensor.empty() : tensor<1x2x4x4xf32>
+  %masked = linalg.generic {indexing_maps = [#id, #rows, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%s, %bias : tensor<1x2x4x4xf32>, tensor<1x1x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) {
+  ^bb0(%a: f32, %b: f32, %o: f32):
+    %r = arith.addf %a, %b : f32
+    linalg.yield %r : f32
+  } -> tensor<1x2x4x4xf32>
+  %p = linalg.softmax dimension(3) ins(%masked : tensor<1x2x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) -> tensor<1x2x4x4xf32>
+  %eb = tensor.empty() : tensor<1x2x4x4xi1>
+  %nan = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%p : tensor<1x2x4x4xf32>) outs(%eb : tensor<1x2x4x4xi1>) {
+  ^bb0(%a: f32, %o: i1):
+    %c = arith.cmpf uno, %a, %a : f32
+    linalg.yield %c : i1
+  } -> tensor<1x2x4x4xi1>
+  %guarded = linalg.generic {indexing_maps = [#id, #one, #id, #id], iterator_types = ["parallel", "parallel", "parallel", "parallel"]}
+      ins(%nan, %zeros, %p : tensor<1x2x4x4xi1>, tensor<1xf32>, tensor<1x2x4x4xf32>) outs(%e : tensor<1x2x4x4xf32>) {
+  ^bb0(%c: i1, %z: f32, %a: f32, %o: f32):
+    %r = arith.select %c, %z, %a : f32
+    linalg.yield %r : f32
+  } -> tensor<1x2x4x4xf32>
+  %p3 = tensor.collapse_shape %guarded [[0, 1], [2], [3]] : tensor<1x2x4x4xf32> into tensor<2x4x4xf32>
+  %v3 = tensor.collapse_shape %v [[0, 1], [2], [3]] : tensor<1x2x4x8xf32> into tensor<2x4x8xf32>
+  %o_init = tensor.empty() : tensor<2x4x8xf32>
+  %o_zero = linalg.fill ins(%zero : f32) outs(%o_init : tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  %o3 = linalg.batch_matmul ins(%p3, %v3 : tensor<2x4x4xf32>, tensor<2x4x8xf32>) outs(%o_zero : tensor<2x4x8xf32>) -> tensor<2x4x8xf32>
+  %o = tensor.expand_shape %o3 [[0, 1], [2], [3]] output_shape [1, 2, 4, 8] : tensor<2x4x8xf32> into tensor<1x2x4x8xf32>
+  return %o : tensor<1x2x4x8xf32>
+}
