@@ -756,7 +756,8 @@ FailureOr<ScoreChain> scoreChain(Value x, Reason &why) {
 /// A boolean tensor over [rows, cols] (the last two dims) that is a
 /// lower-triangular pattern: element (i, j) is kept iff
 /// col0 + j <= row0 + i + diagonal, where row0 and col0 are the sums of
-/// `rowOffsets` and `colOffsets`. `keep` says whether true means kept.
+/// `rowOffsets` and `colOffsets` (index values or attributes, or the i64
+/// starts of Ranges). `keep` says whether true means kept.
 struct Triangle {
   SmallVector<OpFoldResult> rowOffsets, colOffsets;
   int64_t diagonal = 0;
@@ -855,26 +856,39 @@ arith::CmpIPredicate swapOperands(arith::CmpIPredicate p) {
   }
 }
 
-/// Whether `v` (behind an expand_shape that only adds a unit dim) is 0, 1,
-/// 2, ...:
-/// a rank-1 generic yielding its index (ONNX Range from 0 by 1).
-bool iota(Value v) {
+/// When `v` (behind an expand_shape that only adds unit dims) is c, c + 1,
+/// c + 2, ...: a rank-1 generic yielding its index (ONNX Range by 1, from 0
+/// or from a value defined outside, as cache positions start at the past
+/// length): c, null for 0.
+std::optional<Value> iotaOffset(Value v) {
   if (auto expand = v.getDefiningOp<tensor::ExpandShapeOp>()) {
-    // [n] -> [n, 1] or [1, n] keeps the values in place.
+    // [n] -> [n, 1] or [1, 1, n, 1] keeps the values in place.
     auto type = cast<ShapedType>(v.getType());
     if (rankOf(expand.getSrc()) != 1 ||
         llvm::count_if(type.getShape(), [](int64_t d) { return d != 1; }) > 1)
-      return false;
+      return std::nullopt;
     v = expand.getSrc();
   }
   auto g = v.getDefiningOp<linalg::GenericOp>();
   if (!g || g.getNumDpsInputs() != 0 || g.getNumLoops() != 1)
-    return false;
+    return std::nullopt;
   Value yielded = g.getRegion().front().getTerminator()->getOperand(0);
+  Value offset;
+  if (auto add = yielded.getDefiningOp<arith::AddIOp>()) {
+    for (int side = 0; side < 2; ++side)
+      if (add->getOperand(side).getParentRegion() != &g.getRegion()) {
+        offset = add->getOperand(side);
+        yielded = add->getOperand(1 - side);
+      }
+    if (!offset)
+      return std::nullopt;
+  }
   if (auto cast = yielded.getDefiningOp<arith::IndexCastOp>())
     yielded = cast.getIn();
   auto index = yielded.getDefiningOp<linalg::IndexOp>();
-  return index && index.getDim() == 0;
+  if (!index || index.getDim() != 0)
+    return std::nullopt;
+  return offset;
 }
 
 /// Recognizes the causal conditions exports build: a slice of a constant
@@ -937,21 +951,51 @@ std::optional<Triangle> triangle(Value cond, int depth = 4) {
     }
     return std::nullopt;
   }
+  // And with true (transformers' masks start from an all-true tensor).
+  if (op && isa<arith::AndIOp>(op) && g.getNumDpsInputs() == 2) {
+    for (int in = 0; in < 2; ++in) {
+      OpOperand *other = g.getDpsInputOperand(1 - in);
+      std::optional<double> c = scalarConstant(g.getDpsInputs()[in]);
+      if (c && *c != 0.0 && g.getMatchingIndexingMap(other).isIdentity())
+        return triangle(other->get(), depth - 1);
+    }
+    return std::nullopt;
+  }
   // Range and a comparison: cmp(rows[i], cols[j]) with rows and cols
-  // 0, 1, 2, ... (ONNX Range, torch.arange) broadcast along the two axes.
-  if (auto cmp = dyn_cast_or_null<arith::CmpIOp>(op); cmp && g.getNumDpsInputs() == 2 && rank == 2) {
+  // r0, r0 + 1, ... and c0, c0 + 1, ... (ONNX Range, torch.arange; cache
+  // positions start at the past length) broadcast along the last two axes,
+  // every other axis of size 1.
+  if (auto cmp = dyn_cast_or_null<arith::CmpIOp>(op); cmp && g.getNumDpsInputs() == 2) {
     MLIRContext *ctx = g.getContext();
-    // Which input runs along the rows (d0) and which along the cols (d1).
+    // Which input runs along the rows (d[rank-2]) and which along the cols
+    // (d[rank-1]), each constant 0 on every other result.
     int rowsInput = -1, colsInput = -1;
+    Triangle s;
     for (int in = 0; in < 2; ++in) {
       AffineMap m = g.getMatchingIndexingMap(g.getDpsInputOperand(in));
-      if (m.getNumResults() != 2 || !iota(g.getDpsInputs()[in]))
+      std::optional<Value> offset = iotaOffset(g.getDpsInputs()[in]);
+      if (m.getNumResults() != rank || !offset)
         return std::nullopt;
-      if (m.getResult(0) == getAffineDimExpr(0, ctx) && m.getResult(1) == getAffineConstantExpr(0, ctx))
+      // Along `dim` only: every other dim constant 0 or of size 1.
+      auto inputShape = cast<ShapedType>(g.getDpsInputs()[in].getType()).getShape();
+      auto along = [&](int64_t dim) {
+        for (int64_t r = 0; r < rank; ++r) {
+          bool unit = m.getResult(r) == getAffineConstantExpr(0, ctx) ||
+                      (m.getResult(r) == getAffineDimExpr(r, ctx) && inputShape[r] == 1);
+          if (r == dim ? m.getResult(r) != getAffineDimExpr(dim, ctx) : !unit)
+            return false;
+        }
+        return true;
+      };
+      if (along(rank - 2)) {
         rowsInput = in;
-      else if (m.getResult(0) == getAffineConstantExpr(0, ctx) &&
-               m.getResult(1) == getAffineDimExpr(1, ctx))
+        if (*offset)
+          s.rowOffsets.push_back(*offset);
+      } else if (along(rank - 1)) {
         colsInput = in;
+        if (*offset)
+          s.colOffsets.push_back(*offset);
+      }
     }
     if (rowsInput < 0 || colsInput < 0)
       return std::nullopt;
@@ -962,7 +1006,6 @@ std::optional<Triangle> triangle(Value cond, int depth = 4) {
     else if (cmp.getLhs() != body.getArgument(colsInput) ||
              cmp.getRhs() != body.getArgument(rowsInput))
       return std::nullopt;
-    Triangle s;
     switch (pred) {
     case arith::CmpIPredicate::sle: // j <= i: kept
     case arith::CmpIPredicate::ule:
@@ -1016,21 +1059,179 @@ std::optional<Triangle> triangle(Value cond, int depth = 4) {
 /// A mask step that is exactly the causal rule, and the condition, true at
 /// run time, under which it is: the triangle's diagonal, kv_len - q_len
 /// (the cond's own [rows, cols], which the step's indexing makes the
-/// scores'), and for a finite masked value kv_len >= q_len.
+/// scores'), and for a finite masked value kv_len >= q_len. A step whose
+/// mask is the causal rule and-ed with another condition (transformers
+/// 4.5x: `select(causal & padding, 0, -inf)` added to the scores) leaves
+/// `residual`, the same step with only the other condition.
 struct CausalStep {
   unsigned index; // in ScoreChain::masks
   Value holds;    // i1
+  std::optional<ScoreStep> residual;
 };
+
+/// When `m` is `select(cond, 0, -inf)` elementwise (cond identity-mapped):
+/// cond.
+Value zeroOrMinusInfinity(Value m) {
+  auto g = m.getDefiningOp<linalg::GenericOp>();
+  if (!isElementwise(g, rankOf(m)))
+    return {};
+  auto select = dyn_cast_or_null<arith::SelectOp>(singleBodyOp(g));
+  if (!select)
+    return {};
+  Block &body = g.getRegion().front();
+  auto constantOf = [&](Value v) -> std::optional<double> {
+    if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &body)
+      return arg.getArgNumber() < g.getNumDpsInputs()
+                 ? scalarConstant(g.getDpsInputs()[arg.getArgNumber()])
+                 : std::nullopt;
+    return scalarConstant(v);
+  };
+  auto condArg = dyn_cast<BlockArgument>(select.getCondition());
+  std::optional<double> kept = constantOf(select.getTrueValue());
+  std::optional<double> dropped = constantOf(select.getFalseValue());
+  if (!condArg || condArg.getOwner() != &body || condArg.getArgNumber() >= g.getNumDpsInputs() ||
+      kept != std::optional<double>(0.0) || !dropped || !std::isinf(*dropped) || *dropped > 0)
+    return {};
+  OpOperand *cond = g.getDpsInputOperand(condArg.getArgNumber());
+  return g.getMatchingIndexingMap(cond).isIdentity() ? cond->get() : Value();
+}
+
+/// The additive step `s + select(slice(T & R), 0, -inf)` with T a causal
+/// triangle: since -inf absorbs, it is the causal rule plus
+/// `select(R', 0, -inf)`, R' being R sliced as the condition was where R
+/// varies. Builds that residual step (a clone of `step` reading the new
+/// mask, dead once the attention is built) and the causal condition.
+std::optional<CausalStep>
+splitCausal(OpBuilder &b, Location loc, ScoreStep step, arith::AddFOp add,
+            function_ref<Value(const Triangle &, Value, bool)> causalWhen) {
+  MLIRContext *ctx = b.getContext();
+  linalg::GenericOp g = step.op;
+  Block &body = g.getRegion().front();
+  Value s = body.getArgument(step.scoresOperand);
+  auto sideArg = dyn_cast<BlockArgument>(add.getLhs() == s ? add.getRhs() : add.getLhs());
+  if (!sideArg || sideArg.getOwner() != &body || sideArg.getArgNumber() >= g.getNumDpsInputs())
+    return std::nullopt;
+  OpOperand *side = g.getDpsInputOperand(sideArg.getArgNumber());
+  Value cond = zeroOrMinusInfinity(side->get());
+  AffineMap sideMap = g.getMatchingIndexingMap(side);
+  if (!cond || rankOf(cond) != 4 || sideMap.getResult(2) != getAffineDimExpr(2, ctx) ||
+      sideMap.getResult(3) != getAffineDimExpr(3, ctx))
+    return std::nullopt;
+  // At most one slice between the condition and the conjunction.
+  Triangle sliced;
+  auto slice = cond.getDefiningOp<tensor::ExtractSliceOp>();
+  Value source = throughSlices(cond, sliced.rowOffsets, sliced.colOffsets);
+  if (!source || sliced.rowOffsets.size() > 1)
+    return std::nullopt;
+  auto conj = source.getDefiningOp<linalg::GenericOp>();
+  if (!isElementwise(conj, 4) || conj.getNumDpsInputs() != 2 ||
+      !isa_and_nonnull<arith::AndIOp>(singleBodyOp(conj)))
+    return std::nullopt;
+  for (int which = 0; which < 2; ++which) {
+    OpOperand *tri = conj.getDpsInputOperand(which), *rest = conj.getDpsInputOperand(1 - which);
+    AffineMap triMap = conj.getMatchingIndexingMap(tri), restMap = conj.getMatchingIndexingMap(rest);
+    if (rankOf(tri->get()) != 4 || triMap.getResult(2) != getAffineDimExpr(2, ctx) ||
+        triMap.getResult(3) != getAffineDimExpr(3, ctx))
+      continue;
+    std::optional<Triangle> t = triangle(tri->get());
+    if (!t || !t->keep)
+      continue;
+    // The rest is read along the conjunction's dims or broadcast from size 1.
+    auto restType = cast<RankedTensorType>(rest->get().getType());
+    bool broadcastOnly = restMap.getNumResults() == 4;
+    for (int64_t d = 0; d < 4 && broadcastOnly; ++d)
+      broadcastOnly = restMap.getResult(d) == getAffineDimExpr(d, ctx) ||
+                      (restMap.getResult(d) == getAffineConstantExpr(0, ctx) &&
+                       restType.getDimSize(d) == 1);
+    if (!broadcastOnly)
+      continue;
+    t->rowOffsets.append(sliced.rowOffsets.begin(), sliced.rowOffsets.end());
+    t->colOffsets.append(sliced.colOffsets.begin(), sliced.colOffsets.end());
+    Value holds = causalWhen(*t, cond, /*infinite=*/true);
+    // R sliced as the condition was, along the dims it varies on.
+    Value r = rest->get();
+    if (slice) {
+      SmallVector<OpFoldResult> offsets, sizes;
+      for (int64_t d = 0; d < 4; ++d) {
+        bool broadcast = restType.getDimSize(d) == 1;
+        offsets.push_back(broadcast ? b.getIndexAttr(0) : slice.getMixedOffsets()[d]);
+        sizes.push_back(broadcast ? b.getIndexAttr(1) : slice.getMixedSizes()[d]);
+      }
+      r = tensor::ExtractSliceOp::create(b, loc, r, offsets, sizes,
+                                         SmallVector<OpFoldResult>(4, b.getIndexAttr(1)));
+    }
+    Type element = cast<ShapedType>(side->get().getType()).getElementType();
+    Value init = tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, r), element);
+    AffineMap id = AffineMap::getMultiDimIdentityMap(4, ctx);
+    Value residualMask =
+        linalg::GenericOp::create(
+            b, loc, init.getType(), ValueRange{r}, ValueRange{init}, ArrayRef<AffineMap>{id, id},
+            SmallVector<utils::IteratorType>(4, utils::IteratorType::parallel),
+            [&](OpBuilder &nb, Location nl, ValueRange args) {
+              Value zero = arith::ConstantOp::create(nb, nl, element, nb.getZeroAttr(element));
+              Value minusInf = arith::ConstantOp::create(
+                  nb, nl, element,
+                  nb.getFloatAttr(element, -std::numeric_limits<double>::infinity()));
+              linalg::YieldOp::create(
+                  nb, nl, arith::SelectOp::create(nb, nl, args[0], zero, minusInf).getResult());
+            })
+            .getResult(0);
+    // The step reading it: the side's map, 0 where R is broadcast.
+    SmallVector<AffineExpr> results;
+    for (int64_t d = 0; d < 4; ++d)
+      results.push_back(restType.getDimSize(d) == 1 ? getAffineConstantExpr(0, ctx)
+                                                    : sideMap.getResult(d));
+    auto residual = cast<linalg::GenericOp>(b.clone(*g));
+    unsigned sideNumber = side->getOperandNumber();
+    residual->setOperand(sideNumber, residualMask);
+    SmallVector<AffineMap> maps = g.getIndexingMapsArray();
+    maps[sideNumber] = AffineMap::get(4, 0, results, ctx);
+    residual.setIndexingMapsAttr(b.getAffineMapArrayAttr(maps));
+    return CausalStep{0, holds, ScoreStep{residual, step.scoresOperand}};
+  }
+  return std::nullopt;
+}
 
 std::optional<CausalStep> causalStep(OpBuilder &b, Location loc, const ScoreChain &chain) {
   MLIRContext *ctx = b.getContext();
+  // Kept iff j <= i + row0 + diagonal - col0: causal iff that offset is
+  // kv_len - q_len, the cond's [rows, cols].
+  auto causalWhen = [&](const Triangle &t, Value cond, bool infinite) {
+    int64_t rank = rankOf(cond);
+    // Offsets are index values or attributes, or the i64 starts of Ranges.
+    auto asIndex = [&](OpFoldResult ofr) -> Value {
+      Value v = getValueOrCreateConstantIndexOp(b, loc, ofr);
+      return v.getType().isIndex() ? v
+                                   : b.createOrFold<arith::IndexCastOp>(loc, b.getIndexType(), v);
+    };
+    Value rows = b.createOrFold<tensor::DimOp>(loc, cond, rank - 2);
+    Value cols = b.createOrFold<tensor::DimOp>(loc, cond, rank - 1);
+    Value offset = arith::ConstantIndexOp::create(b, loc, t.diagonal);
+    for (OpFoldResult row : t.rowOffsets)
+      offset = b.createOrFold<arith::AddIOp>(loc, offset, asIndex(row));
+    for (OpFoldResult col : t.colOffsets)
+      offset = b.createOrFold<arith::SubIOp>(loc, offset, asIndex(col));
+    Value lengths = b.createOrFold<arith::SubIOp>(loc, cols, rows);
+    Value holds = b.createOrFold<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, offset, lengths);
+    if (!infinite)
+      holds = b.createOrFold<arith::AndIOp>(
+          loc, holds,
+          b.createOrFold<arith::CmpIOp>(loc, arith::CmpIPredicate::sge, lengths,
+                                        arith::ConstantIndexOp::create(b, loc, 0)));
+    return holds;
+  };
   for (auto [index, step] : llvm::enumerate(chain.masks)) {
     linalg::GenericOp g = step.op;
+    Block &body = g.getRegion().front();
+    Value s = body.getArgument(step.scoresOperand);
+    if (auto add = dyn_cast_or_null<arith::AddFOp>(singleBodyOp(g))) {
+      if (std::optional<CausalStep> split = splitCausal(b, loc, step, add, causalWhen))
+        return CausalStep{(unsigned)index, split->holds, split->residual};
+      continue;
+    }
     auto select = dyn_cast_or_null<arith::SelectOp>(singleBodyOp(g));
     if (!select)
       continue;
-    Block &body = g.getRegion().front();
-    Value s = body.getArgument(step.scoresOperand);
     auto condArg = dyn_cast<BlockArgument>(select.getCondition());
     if (!condArg || condArg.getOwner() != &body)
       continue;
@@ -1058,24 +1259,7 @@ std::optional<CausalStep> causalStep(OpBuilder &b, Location loc, const ScoreChai
     std::optional<Triangle> t = triangle(cond);
     if (!t || t->keep != keepWhenTrue)
       continue;
-    // Kept iff j <= i + row0 + diagonal - col0: causal iff that offset is
-    // kv_len - q_len.
-    auto asIndex = [&](OpFoldResult ofr) { return getValueOrCreateConstantIndexOp(b, loc, ofr); };
-    Value rows = b.createOrFold<tensor::DimOp>(loc, cond, rank - 2);
-    Value cols = b.createOrFold<tensor::DimOp>(loc, cond, rank - 1);
-    Value offset = arith::ConstantIndexOp::create(b, loc, t->diagonal);
-    for (OpFoldResult row : t->rowOffsets)
-      offset = b.createOrFold<arith::AddIOp>(loc, offset, asIndex(row));
-    for (OpFoldResult col : t->colOffsets)
-      offset = b.createOrFold<arith::SubIOp>(loc, offset, asIndex(col));
-    Value lengths = b.createOrFold<arith::SubIOp>(loc, cols, rows);
-    Value holds = b.createOrFold<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, offset, lengths);
-    if (!infinite)
-      holds = b.createOrFold<arith::AndIOp>(
-          loc, holds,
-          b.createOrFold<arith::CmpIOp>(loc, arith::CmpIPredicate::sge, lengths,
-                                        arith::ConstantIndexOp::create(b, loc, 0)));
-    return CausalStep{(unsigned)index, holds};
+    return CausalStep{(unsigned)index, causalWhen(*t, cond, infinite), std::nullopt};
   }
   return std::nullopt;
 }
@@ -1269,7 +1453,10 @@ struct FuseAttentionPass : public hasten::impl::FuseAttentionBase<FuseAttentionP
     Value result;
     if (std::optional<CausalStep> causal = causalStep(b, loc, *chain)) {
       ScoreChain rest = *chain;
-      rest.masks.erase(rest.masks.begin() + causal->index);
+      if (causal->residual)
+        rest.masks[causal->index] = *causal->residual;
+      else
+        rest.masks.erase(rest.masks.begin() + causal->index);
       if (matchPattern(causal->holds, m_One())) {
         result = attentionWith(rest, true);
       } else {
