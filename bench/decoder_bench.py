@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Decoder generation: hasten against ONNX Runtime on the same 124M
 GPT-2-shaped exports, batch 1, in the same run: the project's own graph
-(test/models/make_decoder.py --preset gpt2-124m) and a torch.onnx export of
-Hugging Face-style GPT-2 attention (bench/make_torch_decoder.py).
+(test/models/make_decoder.py --preset gpt2-124m), a torch.onnx export of
+Hugging Face-style GPT-2 attention (bench/make_torch_decoder.py), and
+transformers' own GPT-2 exported by Optimum (bench/make_optimum_decoder.py).
 
 Rows: decode at past 128 (ms per token) and prefill of 512 tokens, at 1 and
 2 threads; hasten with f32 weights and with --weights=bf16. ONNX Runtime
@@ -13,7 +14,7 @@ of weights a token reads divided by the machine's read bandwidth, measured
 in the same run at the same thread count (bench/membw.c); the table names
 the CPU.
 
-usage: bench/decoder_bench.py [--build build] [--threads 1,2] [--repeat 5] [--exports own,torch]
+usage: bench/decoder_bench.py [--build build] [--threads 1,2] [--repeat 5] [--exports own,torch,optimum]
 ONNX Runtime comes from PyPI into BUILD/bench-venv on first use (bench/ort_env.py).
 """
 import argparse
@@ -38,14 +39,21 @@ from run_bench import run  # noqa: E402
 POSITIONS, TOKENS = 1024 * 768 * 4, 50257 * 768 * 4
 EXPORTS = {
     "own": ("gpt2-124m.onnx",
-            [sys.executable, os.path.join(ROOT, "test", "models", "make_decoder.py"),
-             "--preset", "gpt2-124m", "--external-data"],
+            lambda build: [sys.executable,
+                           os.path.join(ROOT, "test", "models", "make_decoder.py"),
+                           "--preset", "gpt2-124m", "--external-data"],
             "test/models/make_decoder.py --preset gpt2-124m (the project's own ONNX graph)",
             POSITIONS),
     "torch": ("gpt2-124m-torch.onnx",
-              ["/usr/bin/python3", os.path.join(HERE, "make_torch_decoder.py")],
+              lambda build: ["/usr/bin/python3", os.path.join(HERE, "make_torch_decoder.py")],
               "bench/make_torch_decoder.py (Hugging Face GPT-2 attention, torch.onnx 1.13)",
               POSITIONS + TOKENS),
+    "optimum": ("gpt2-124m-optimum.onnx",
+                lambda build: [ort_env.exporter_python(build),
+                               os.path.join(HERE, "make_optimum_decoder.py")],
+                "bench/make_optimum_decoder.py (transformers' GPT2LMHeadModel exported by "
+                "Optimum, opset 18)",
+                POSITIONS + TOKENS),
 }
 
 
@@ -87,9 +95,11 @@ def main():
     parser.add_argument("--prefill", type=int, default=512)
     parser.add_argument("--past", type=int, default=128)
     parser.add_argument("--precisions", default="f32,bf16")
-    parser.add_argument("--exports", default="own,torch",
+    parser.add_argument("--exports", default="own,torch,optimum",
                         help="which 124M exports to measure: own (make_decoder.py), torch "
-                             "(make_torch_decoder.py, needs python3-torch)")
+                             "(make_torch_decoder.py, needs python3-torch), optimum "
+                             "(make_optimum_decoder.py, in a venv of torch 2.x, transformers "
+                             "and optimum-onnx from PyPI)")
     args = parser.parse_args()
     python = ort_env.ort_python(args.build)
     bin_dir = os.path.join(args.build, "bin")
@@ -100,7 +110,7 @@ def main():
         model = os.path.join(work, EXPORTS[export][0])
         if not os.path.exists(model):
             print(f"exporting {os.path.basename(model)} ...", file=sys.stderr)
-            run(EXPORTS[export][1] + ["-o", model])
+            run(EXPORTS[export][1](args.build) + ["-o", model])
         exports[export] = model
     precisions = args.precisions.split(",")
     rt = hc.Runtime(os.path.join(args.build, "lib"))
