@@ -435,6 +435,13 @@ FailureOr<OperandView> viewOperand(Value v, StringRef name, int64_t heads, bool 
     view.source = kv;
     view.heads = dimOf(kv, 1);
     repeated = true;
+  } else if (!allowRepeat && rankOf(x) == 5 && sameRowsAndHeads(x, v, heads)) {
+    // [batch, kv_heads, group, rows, cols] read as the product's operand
+    // directly (torch.export's repeat_kv): its heads merged, the repeat
+    // kept, when the other operand's repeat could not be looked through.
+    OpBuilder b(v.getDefiningOp());
+    view.source = tensor::CollapseShapeOp::create(
+        b, x.getLoc(), x, SmallVector<ReassociationIndices>{{0}, {1, 2}, {3}, {4}});
   } else {
     why = ("cannot prove that the " + name +
            " are [batch, heads, rows, cols] behind their reshapes").str();

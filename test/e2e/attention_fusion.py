@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End to end: attention fusion (--hasten-fuse-attention) changes speed, not
-results. For every committed torch export (test/models/torch), every
-Optimum export of a Hugging Face decoder (test/models/optimum, opset 18) and
+results. For every committed torch export (test/models/torch and, from
+torch.onnx's dynamo exporter, test/models/dynamo), every Optimum export of a
+Hugging Face decoder (test/models/optimum, opset 18) and
 the tiny decoders of test/models/make_decoder.py, compiles the model with
 fusion on and off (--no-fuse-attention), runs both with hasten-run, and
 checks:
@@ -42,7 +43,8 @@ REL_TOL = 1e-4
 # Optimum exports (causal with a padding mask, and the whole mask, behind
 # the run-time test that the cache positions start at kv_len - q_len).
 EXPECTED_ATTENTIONS = {"gpt2_masked_fill": 1, "hf_gpt2_padded": 1, "llama_gqa": 1,
-                       "whisper_split_scale": 1, "gpt2": 4, "llama": 4, "qwen2": 4}
+                       "whisper_split_scale": 1, "gpt2": 4, "llama": 4, "qwen2": 4,
+                       "dynamo_llama": 2}
 
 
 def compile_module(bin_dir, model, out, *flags):
@@ -116,8 +118,11 @@ def causal_reference(q, k, v):
 def cases(work):
     """(name, onnx path, inputs, torch logits or None, compile flags,
     tolerance against the reference and between fused and unfused)."""
-    for path in sorted(glob.glob(os.path.join(MODELS, "torch", "*.onnx"))):
-        name = os.path.basename(path)[:-len(".onnx")]
+    exports = [(path, os.path.basename(path)[:-len(".onnx")])
+               for path in sorted(glob.glob(os.path.join(MODELS, "torch", "*.onnx")))]
+    exports += [(path, "dynamo_" + os.path.basename(path)[:-len(".onnx")])
+                for path in sorted(glob.glob(os.path.join(MODELS, "dynamo", "*.onnx")))]
+    for path, name in exports:
         ref = np.load(path[:-len(".onnx")] + ".reference.npz")
         inputs = {k: ref[k] for k in ref.files if k != "logits"}
         yield name, path, inputs, ref["logits"], [], REL_TOL
