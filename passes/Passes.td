@@ -46,8 +46,12 @@ def FuseAttention : Pass<"hasten-fuse-attention"> {
 
     - the softmax as `linalg.softmax` over the last axis, or written out as
       a max reduction, subtract, exp, sum reduction and divide;
-    - the scale as a multiply or divide of the scores by a constant, or
-      split over Q and K (Whisper's `q * d^-1/4`, `k * d^-1/4`);
+    - the softmax's probabilities guarded by `select(p != p, 0, p)`
+      (torch.onnx's `Where(IsNaN(p), 0, p)`), which the op's zeros for a
+      row with no visible key make redundant;
+    - the scale as a multiply or divide of the scores by a constant (also
+      computed in the graph on one-element tensors), or split over Q and K
+      (Whisper's `q * d^-1/4`, `k * d^-1/4`);
     - masks as an added bias and as `select(cond, scores, k)` or
       `select(cond, k, scores)` with `k` at most -1e30 (`masked_fill` and
       `torch.where` with `-inf` or the float minimum), in any number and
@@ -62,9 +66,16 @@ def FuseAttention : Pass<"hasten-fuse-attention"> {
       `kv_len - q_len`: proved statically, or tested at run time with both
       forms compiled behind an `scf.if`. With a finite masked value
       (`finfo.min`) only when no other mask follows, since an added padding
-      mask would make fully padded rows differ;
+      mask would make fully padded rows differ. The Ranges may start at a
+      run-time value (cache positions from the past length). An added
+      `select(causal & other, 0, -inf)` (transformers 4.5x) splits into the
+      causal rule and `select(other, 0, -inf)` over the axes `other` varies
+      on;
     - head repeats on K and V: a broadcast along the heads axis (MQA), and
-      Llama's `repeat_kv` (a rank-5 broadcast and a reshape) for GQA;
+      Llama's `repeat_kv` (a rank-5 broadcast and a reshape) for GQA; a
+      rank-5 repeat read by the product directly (torch.export) is merged
+      into the heads when the other operand's repeat cannot be looked
+      through;
     - the transposes around Q, K and V, composed into one per operand.
 
     Each step is proved before the rewrite: reduction axes and keepdims,
