@@ -240,6 +240,16 @@ Operation *singleBodyOp(linalg::GenericOp g) {
                                                                                   : nullptr;
 }
 
+/// The constant a value in `g`'s body stands for: a constant itself, or a
+/// block argument of an input that scalarConstant recognizes.
+std::optional<double> constantInBody(linalg::GenericOp g, Value v) {
+  if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &g.getRegion().front())
+    return arg.getArgNumber() < g.getNumDpsInputs()
+               ? scalarConstant(g.getDpsInputs()[arg.getArgNumber()])
+               : std::nullopt;
+  return scalarConstant(v);
+}
+
 /// When `v` is a rank-4 elementwise generic with `inputs` inputs whose
 /// body is `OpTy(first input, ...)`, the first input identity-mapped:
 /// that generic.
@@ -730,13 +740,8 @@ FailureOr<ScoreChain> scoreChain(Value x, Reason &why) {
              arg.getArgNumber() < g.getNumDpsInputs();
     };
     auto maskedOut = [&](Value v) {
-      if (std::optional<double> c = scalarConstant(v))
-        return *c <= kMaskedScore;
-      if (sideArg(v))
-        if (std::optional<double> c =
-                scalarConstant(g.getDpsInputs()[cast<BlockArgument>(v).getArgNumber()]))
-          return *c <= kMaskedScore;
-      return false;
+      std::optional<double> c = constantInBody(g, v);
+      return c && *c <= kMaskedScore;
     };
     bool additive = op && isa<arith::AddFOp>(op) &&
                     ((op->getOperand(0) == s && sideArg(op->getOperand(1))) ||
@@ -1086,16 +1091,9 @@ Value zeroOrMinusInfinity(Value m) {
   if (!select)
     return {};
   Block &body = g.getRegion().front();
-  auto constantOf = [&](Value v) -> std::optional<double> {
-    if (auto arg = dyn_cast<BlockArgument>(v); arg && arg.getOwner() == &body)
-      return arg.getArgNumber() < g.getNumDpsInputs()
-                 ? scalarConstant(g.getDpsInputs()[arg.getArgNumber()])
-                 : std::nullopt;
-    return scalarConstant(v);
-  };
   auto condArg = dyn_cast<BlockArgument>(select.getCondition());
-  std::optional<double> kept = constantOf(select.getTrueValue());
-  std::optional<double> dropped = constantOf(select.getFalseValue());
+  std::optional<double> kept = constantInBody(g, select.getTrueValue());
+  std::optional<double> dropped = constantInBody(g, select.getFalseValue());
   if (!condArg || condArg.getOwner() != &body || condArg.getArgNumber() >= g.getNumDpsInputs() ||
       kept != std::optional<double>(0.0) || !dropped || !std::isinf(*dropped) || *dropped > 0)
     return {};
@@ -1107,7 +1105,8 @@ Value zeroOrMinusInfinity(Value m) {
 /// triangle: since -inf absorbs, it is the causal rule plus
 /// `select(R', 0, -inf)`, R' being R sliced as the condition was where R
 /// varies. Builds that residual step (a clone of `step` reading the new
-/// mask, dead once the attention is built) and the causal condition.
+/// mask, dead once the attention is built) and the causal condition; the
+/// caller sets the step's index.
 std::optional<CausalStep>
 splitCausal(OpBuilder &b, Location loc, ScoreStep step, arith::AddFOp add,
             function_ref<Value(const Triangle &, Value, bool)> causalWhen) {
@@ -1232,8 +1231,10 @@ std::optional<CausalStep> causalStep(OpBuilder &b, Location loc, const ScoreChai
     Block &body = g.getRegion().front();
     Value s = body.getArgument(step.scoresOperand);
     if (auto add = dyn_cast_or_null<arith::AddFOp>(singleBodyOp(g))) {
-      if (std::optional<CausalStep> split = splitCausal(b, loc, step, add, causalWhen))
-        return CausalStep{(unsigned)index, split->holds, split->residual};
+      if (std::optional<CausalStep> split = splitCausal(b, loc, step, add, causalWhen)) {
+        split->index = index;
+        return split;
+      }
       continue;
     }
     auto select = dyn_cast_or_null<arith::SelectOp>(singleBodyOp(g));
@@ -1252,10 +1253,7 @@ std::optional<CausalStep> causalStep(OpBuilder &b, Location loc, const ScoreChai
       continue;
     bool keepWhenTrue = select.getTrueValue() == s;
     Value masked = keepWhenTrue ? select.getFalseValue() : select.getTrueValue();
-    std::optional<double> value = scalarConstant(masked);
-    if (!value)
-      if (auto arg = dyn_cast<BlockArgument>(masked); arg && arg.getOwner() == &body)
-        value = scalarConstant(g.getDpsInputs()[arg.getArgNumber()]);
+    std::optional<double> value = constantInBody(g, masked);
     if (!value)
       continue;
     // -inf is exactly the causal rule; a finite minimum is only when no other

@@ -339,6 +339,12 @@ Value reshapeTo(OpBuilder &b, Location loc, Value value,
 /// Rewrites a model of opset 18 to 22 into opset 17's spelling (OpsetAdapter.cpp):
 /// ONNX 1.12's checker and shape inference know opsets up to 17. Fails with
 /// every node opset 17 cannot express, one per line, in `error`.
+/// Whether an op or opset domain is ONNX's default one ("" or "ai.onnx").
+bool isDefaultDomain(const std::string &domain);
+/// How errors name node `i` of `graph`: `'name' (OpType)`, or `'#i' (OpType)`
+/// for an unnamed node.
+std::string describeNode(const onnx::GraphProto &graph, int i);
+
 /// The operators newer than opset 17 that adaptToOpset17 expands into
 /// opset-17 nodes.
 ArrayRef<const char *> opsExpandedForOpset17();

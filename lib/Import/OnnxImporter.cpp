@@ -501,11 +501,17 @@ void hasten::registerOnnxImportDialects(DialectRegistry &registry) {
 // Model loading
 //===----------------------------------------------------------------------===//
 
-namespace {
-
-static bool isDefaultDomain(const std::string &domain) {
+bool onnx_import::isDefaultDomain(const std::string &domain) {
   return domain.empty() || domain == "ai.onnx";
 }
+
+std::string onnx_import::describeNode(const onnx::GraphProto &graph, int i) {
+  const onnx::NodeProto &node = graph.node(i);
+  return "'" + (node.name().empty() ? "#" + std::to_string(i) : node.name()) + "' (" +
+         node.op_type() + ")";
+}
+
+namespace {
 
 /// The converter table's key of a node: its op type, qualified by its
 /// domain outside the default one ("com.microsoft::MatMulNBits").
@@ -932,14 +938,6 @@ static bool tensorDataMatchesShape(const onnx::TensorProto &tensor, std::string 
     return false;
   }
   return true;
-}
-
-/// How errors name node `i` of `graph`: `'name' (OpType)`, or `'#i' (OpType)`
-/// for an unnamed node.
-static std::string describeNode(const onnx::GraphProto &graph, int i) {
-  const onnx::NodeProto &node = graph.node(i);
-  return "'" + (node.name().empty() ? "#" + std::to_string(i) : node.name()) + "' (" +
-         node.op_type() + ")";
 }
 
 /// ONNX's shape inference and version converter trust the data of constant

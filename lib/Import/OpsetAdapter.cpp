@@ -21,8 +21,6 @@
 namespace hasten::onnx_import {
 namespace {
 
-bool isDefaultDomain(const std::string &domain) { return domain.empty() || domain == "ai.onnx"; }
-
 const onnx::AttributeProto *findAttribute(const onnx::NodeProto &node, const char *name) {
   for (const onnx::AttributeProto &attr : node.attribute())
     if (attr.name() == name)
@@ -121,10 +119,9 @@ struct Scope {
         return it->second;
       if (auto it = s->tensors.find(name); it != s->tensors.end())
         return integersOf(*it->second);
-      if (auto it = s->boundInputs ? s->boundInputs->find(name)
-                                   : std::map<std::string, std::string>::const_iterator();
-          s->boundInputs && it != s->boundInputs->end())
-        return boundIntegers(it->second);
+      if (s->boundInputs)
+        if (auto it = s->boundInputs->find(name); it != s->boundInputs->end())
+          return boundIntegers(it->second);
     }
     return std::nullopt;
   }
@@ -192,9 +189,7 @@ public:
         for (onnx::GraphProto &g : *attr.mutable_graphs())
           adaptGraph(g, &scope);
       }
-      std::string name =
-          "'" + (node.name().empty() ? "#" + std::to_string(i) : node.name()) + "' (" +
-          node.op_type() + ")";
+      std::string name = describeNode(graph, i);
       out = &adapted;
       if (!isDefaultDomain(node.domain()))
         *out->Add() = std::move(node);
@@ -229,31 +224,31 @@ private:
     return node;
   }
 
+  /// A Constant node into the fresh value `name`: its tensor, to fill.
+  onnx::TensorProto &emitConstant(const std::string &name) {
+    onnx::AttributeProto *attr = emit("Constant", {}, {name}).add_attribute();
+    attr->set_name("value");
+    attr->set_type(onnx::AttributeProto::TENSOR);
+    return *attr->mutable_t();
+  }
+
   /// A Constant node holding an int64 list (rank 1) and its output's name.
   std::string emitIntegers(const onnx::NodeProto &near, const std::vector<int64_t> &values) {
     std::string name = fresh(near, "ints");
-    onnx::NodeProto &node = emit("Constant", {}, {name});
-    onnx::AttributeProto *attr = node.add_attribute();
-    attr->set_name("value");
-    attr->set_type(onnx::AttributeProto::TENSOR);
-    onnx::TensorProto *t = attr->mutable_t();
-    t->set_data_type(onnx::TensorProto::INT64);
-    t->add_dims(int64_t(values.size()));
+    onnx::TensorProto &t = emitConstant(name);
+    t.set_data_type(onnx::TensorProto::INT64);
+    t.add_dims(int64_t(values.size()));
     for (int64_t v : values)
-      t->add_int64_data(v);
+      t.add_int64_data(v);
     return name;
   }
 
   /// `value` as a scalar of `like`'s element type (CastLike of an f32 Constant).
   std::string emitScalarLike(const onnx::NodeProto &near, float value, const std::string &like) {
     std::string f32 = fresh(near, "f32");
-    onnx::NodeProto &node = emit("Constant", {}, {f32});
-    onnx::AttributeProto *attr = node.add_attribute();
-    attr->set_name("value");
-    attr->set_type(onnx::AttributeProto::TENSOR);
-    onnx::TensorProto *t = attr->mutable_t();
-    t->set_data_type(onnx::TensorProto::FLOAT);
-    t->add_float_data(value);
+    onnx::TensorProto &t = emitConstant(f32);
+    t.set_data_type(onnx::TensorProto::FLOAT);
+    t.add_float_data(value);
     std::string cast = fresh(near, "scalar");
     emit("CastLike", {f32, like}, {cast});
     return cast;
