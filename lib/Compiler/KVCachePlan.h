@@ -12,6 +12,8 @@
 
 #include "mlir/IR/BuiltinOps.h"
 
+#include <string>
+
 namespace hasten {
 
 struct KVCachePlan {
@@ -27,11 +29,22 @@ struct KVCachePlan {
   int64_t budgetTokens = 0;
   /// --kv-device-tokens in whole blocks (-1: all on the device).
   int64_t deviceTokens = -1;
+  /// The positions the model can tell apart: the rows of the smallest
+  /// constant table its positions index (a learned position embedding, a
+  /// RoPE cos/sin cache, a stored causal mask), 0 when none bounds them.
+  /// The capacity never exceeds it: past the table's last row, a Gather
+  /// clamps the index and every later token gets the same position.
+  int64_t positionRows = 0;
+  /// That table's name (empty for an unnamed constant), and the model namespace of the entry reading it.
+  std::string positionTable, positionModel;
 };
 
 /// The cache for the decoder entries of model namespace `model` ("" for the
 /// main model; decoder = false when it has none); errors name the option
-/// that cannot be met.
+/// that cannot be met. The capacity is bounded by the position tables of
+/// every decoder in the module (a pair's caches share one capacity): a
+/// default capacity is lowered to fit, an explicit one that does not fit is
+/// an error.
 mlir::FailureOr<KVCachePlan> planKVCache(mlir::ModuleOp module, const KVCacheOptions &options,
                                          llvm::StringRef model);
 

@@ -27,6 +27,9 @@ llvm::json::Object kvCacheReport(const KVCachePlan &kv) {
                            {"bytes_per_token", kv.bytesPerToken},
                            {"capacity_tokens", kv.capacity},
                            {"bytes_per_sequence", kv.capacity * kv.bytesPerToken}};
+  if (kv.positionRows)
+    cache["position_table"] = llvm::json::Object{{"name", kv.positionTable},
+                                                 {"rows", kv.positionRows}};
   if (kv.budgetBytes) {
     cache["budget_bytes"] = int64_t(kv.budgetBytes);
     cache["max_tokens_under_budget"] = kv.budgetTokens;

@@ -249,6 +249,13 @@ def kv_first_principles(onnx_path, capacity, block, budget):
                 "element_bytes": element, "bytes_per_token": per_token,
                 "capacity_tokens": capacity, "bytes_per_sequence": capacity * per_token,
                 "layout": "paged" if block else "contiguous"}
+    # A table gathered at position_ids (GPT-2's learned positions) bounds
+    # the capacity.
+    tables = {t.name: t for t in model.graph.initializer}
+    gathered = [tables[n.input[0]] for n in model.graph.node
+                if n.op_type == "Gather" and n.input[1] == "position_ids" and n.input[0] in tables]
+    if gathered:
+        expected["position_table"] = {"name": gathered[0].name, "rows": gathered[0].dims[0]}
     if budget:
         unit = max(block, 1)
         expected["budget_bytes"] = budget
@@ -289,6 +296,10 @@ def main():
                                                block, budget)
                 if not capacity:
                     expected["capacity_tokens"] = expected["max_tokens_under_budget"]
+                    if "position_table" in expected:
+                        rows = expected["position_table"]["rows"]
+                        expected["capacity_tokens"] = min(expected["capacity_tokens"],
+                                                          rows // block * block)
                     expected["bytes_per_sequence"] = (expected["capacity_tokens"]
                                                       * expected["bytes_per_token"])
                     expected["blocks_per_sequence"] = expected["capacity_tokens"] // block

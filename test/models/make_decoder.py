@@ -40,6 +40,10 @@ class Config:
     intermediate: int = 0       # 0: 4 * hidden (gpt2) or 8/3 * hidden (llama)
     vocab: int = 256
     max_positions: int = 128    # gpt2 learned positions
+    # > 0: also add the row clip(last position - position, 0, N - 1) of an
+    # N-row table to each token's embedding, as relative-position biases
+    # index tables by differences of positions (which bound no context).
+    relative_rows: int = 0
     rope_theta: float = 10000.0
     eps: float = 1e-5
     seed: int = 0
@@ -79,6 +83,8 @@ def make_weights(cfg):
     w = {"embed": normal(cfg.vocab, h)}
     if cfg.arch == "gpt2":
         w["pos_embed"] = normal(cfg.max_positions, h, scale=0.01)
+    if cfg.relative_rows:
+        w["relative_embed"] = normal(cfg.relative_rows, h, scale=0.01)
     for i in range(cfg.layers):
         p = f"layers.{i}."
         w[p + "norm1.weight"] = (1.0 + normal(h, scale=0.1)).astype(np.float32)
@@ -158,7 +164,12 @@ def build_model(cfg, weights):
     x = g.op("Gather", ["embed", "input_ids"], axis=0)
     if cfg.arch == "gpt2":
         x = g.op("Add", [x, g.op("Gather", ["pos_embed", "position_ids"], axis=0)])
-    else:
+    if cfg.relative_rows:
+        last = g.op("Slice", ["position_ids", g.const([-1]), g.const([2**62]), g.const([1])])
+        distance = g.op("Clip", [g.op("Sub", [last, "position_ids"]),
+                                 g.const(0, dtype=np.int64), g.const(cfg.relative_rows - 1)])
+        x = g.op("Add", [x, g.op("Gather", ["relative_embed", distance], axis=0)])
+    if cfg.arch != "gpt2":
         # RoPE tables from position_ids: [B, 1, S, D].
         inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, D, 2, dtype=np.float32) / D))
         pos = g.op("Cast", [g.op("Unsqueeze", ["position_ids", g.const([2])])], to=TensorProto.FLOAT)
@@ -306,7 +317,10 @@ def reference(cfg, w, input_ids, past=None, attention_mask=None, position_ids=No
     x = f("embed")[input_ids]
     if cfg.arch == "gpt2":
         x = x + f("pos_embed")[position_ids]
-    else:
+    if cfg.relative_rows:
+        distance = np.clip(position_ids[:, -1:] - position_ids, 0, cfg.relative_rows - 1)
+        x = x + f("relative_embed")[distance]
+    if cfg.arch != "gpt2":
         inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, D, 2, dtype=np.float32) / D))
         freqs = position_ids[..., None].astype(np.float64) * inv_freq.astype(np.float64)
         emb = np.concatenate([freqs, freqs], axis=-1)
@@ -367,7 +381,7 @@ def reference(cfg, w, input_ids, past=None, attention_mask=None, position_ids=No
 def config_from_args(args):
     fields = dict(PRESETS[args.preset]) if args.preset else {}
     for key in ("arch", "layers", "hidden", "heads", "kv_heads", "intermediate", "vocab",
-                "max_positions", "seed"):
+                "max_positions", "relative_rows", "seed"):
         value = getattr(args, key)
         if value is not None:
             fields[key] = value
@@ -380,7 +394,7 @@ def main():
     parser.add_argument("--preset", choices=sorted(PRESETS))
     parser.add_argument("--arch", choices=["gpt2", "llama"])
     for key in ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab",
-                "max_positions", "seed"):
+                "max_positions", "relative_rows", "seed"):
         parser.add_argument("--" + key.replace("_", "-"), dest=key, type=int)
     parser.add_argument("--external-data", action="store_true",
                         help="store weights in <output>.data next to the model")
