@@ -17,6 +17,12 @@ using namespace hasten;
 
 namespace {
 
+/// The ONNX name of `func`'s argument `index` ("" when it has none).
+StringRef onnxName(func::FuncOp func, unsigned index) {
+  auto name = func.getArgAttrOfType<StringAttr>(index, HastenDialect::kOnnxNameAttrName);
+  return name ? name.getValue() : StringRef();
+}
+
 /// The smallest constant table that a decoder entry indexes by position.
 ///
 /// Positions start at the past length (dimension 2 of a past_key_values
@@ -36,12 +42,9 @@ public:
   };
 
   void visit(func::FuncOp func) {
-    for (BlockArgument arg : func.getArguments()) {
-      auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
-                                                    HastenDialect::kOnnxNameAttrName);
-      if (name && name.getValue() == "position_ids")
+    for (BlockArgument arg : func.getArguments())
+      if (onnxName(func, arg.getArgNumber()) == "position_ids")
         positions.insert(arg);
-    }
     visitBlock(func.getBody().front(), func);
   }
 
@@ -59,11 +62,8 @@ private:
   static bool isPastLength(tensor::DimOp dim, func::FuncOp func) {
     auto arg = dyn_cast<BlockArgument>(dim.getSource());
     std::optional<int64_t> index = dim.getConstantIndex();
-    if (!arg || arg.getOwner()->getParentOp() != func || index != 2)
-      return false;
-    auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
-                                                  HastenDialect::kOnnxNameAttrName);
-    return name && name.getValue().starts_with("past_key_values.");
+    return arg && arg.getOwner()->getParentOp() == func && index == 2 &&
+           onnxName(func, arg.getArgNumber()).starts_with("past_key_values.");
   }
 
   /// Records `source` as a table when it is a constant whose dimension
@@ -203,9 +203,8 @@ FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions
     plan.decoder = true;
     plan.layers = 0;
     for (unsigned i = 0; i < func.getNumArguments(); ++i) {
-      auto name = func.getArgAttrOfType<StringAttr>(i, HastenDialect::kOnnxNameAttrName);
-      if (!name || !name.getValue().starts_with("past_key_values.") ||
-          !name.getValue().ends_with(".key"))
+      StringRef name = onnxName(func, i);
+      if (!name.starts_with("past_key_values.") || !name.ends_with(".key"))
         continue;
       auto type = cast<RankedTensorType>(func.getArgumentTypes()[i]);
       ++plan.layers;

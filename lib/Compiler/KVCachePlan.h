@@ -35,7 +35,8 @@ struct KVCachePlan {
   /// The capacity never exceeds it: past the table's last row, a Gather
   /// clamps the index and every later token gets the same position.
   int64_t positionRows = 0;
-  /// That table's name (empty for an unnamed constant), and the model namespace of the entry reading it.
+  /// That table's name (empty for an unnamed constant), and the model
+  /// namespace of the entry that reads it.
   std::string positionTable, positionModel;
 };
 
