@@ -950,37 +950,57 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
   let description = [{
     For a module holding a target decoder and a draft (`hasten-compile
     --draft`), after `--hasten-plan-kv-cache`, adds the entry `spec_step`
-    (`hasten.entry_kind = "spec_step"`) that runs one greedy speculative
-    decoding step in one call:
+    (`hasten.entry_kind = "spec_step"`) that runs one speculative decoding
+    step in one call, greedy or sampled:
 
     - `k` draft decode steps, unrolled: `hasten.decode_step @draft_decode`
-      on the pending token, then on each proposal in turn, each followed by
-      an argmax over the vocabulary;
+      on the pending token, then on each proposal in turn. Each proposal is
+      the argmax of the draft's logits, or at a positive temperature T a
+      token drawn from softmax(logits / T) with one of the given uniforms;
     - the target's verification of the pending token and the `k` proposals
       in one pass: `hasten.decode_step @verify` on `[1, k + 1]` tokens;
-    - acceptance: the longest prefix of proposals equal to the target's
-      argmax, then the target's argmax after it;
+    - acceptance. Greedy: the longest prefix of proposals equal to the
+      target's argmax, then the target's argmax after it. Sampled
+      (rejection sampling): proposal i, drawn with the draft's probability
+      q, is kept while u·q < p, the target's probability of it; at the
+      first rejection the next token is drawn from max(0, p - q)
+      normalized, after `k` acceptances from the target's last row. The
+      output is distributed as the target's own samples at temperature T;
     - the new lengths of both caches: the target keeps the pending token and
       the accepted proposals; the draft keeps as many of the tokens it ran.
       Rejected tokens stay in the caches past those lengths and are
       overwritten later: rolling back copies nothing.
 
+    The choice between the two is an `scf.if` on the temperature, so the
+    greedy step runs no softmax. Top-k and top-p cuts are not applied
+    inside; the runtime runs such requests step by step.
+
     Arguments: `input_ids` (`[1, 1]`, the pending token, role `token_ids`),
     the target's `kv_cache` and `past_length`, the draft's `draft_kv_cache`
-    and `draft_past_length`. Results: `accepted_tokens` (`[1, k + 1]`: the
-    accepted proposals, the target's next token, then -1), and the new
-    `past_length` and `draft_past_length`.
+    and `draft_past_length`, the `temperature` (f32 scalar; 0 or less is
+    greedy) and `uniforms` (f32 `[2k + 1]` draws in [0, 1): one per
+    proposal, one per acceptance test, one for the next token). Results:
+    `accepted_tokens` (`[1, k + 1]`: the accepted proposals, the target's
+    next token, then -1), and the new `past_length` and
+    `draft_past_length`.
 
     ```mlir
     func.func @spec_step(%pending: tensor<1x1xi64>, %cache: !hasten.kv_cache<...>,
                          %past: tensor<i64>, %draft_cache: !hasten.kv_cache<...>,
-                         %draft_past: tensor<i64>)
+                         %draft_past: tensor<i64>, %temperature: tensor<f32>,
+                         %uniforms: tensor<9xf32>)
         -> (tensor<1x5xi64>, tensor<i64>, tensor<i64>) attributes {hasten.entry_kind = "spec_step"} {
       %l0 = hasten.decode_step @draft_decode(%pending) cache(%draft_cache) past(%p0) : ...
-      ...                                   // argmax, three more draft steps
+      %t1:4 = scf.if %sampling -> (i64, f32, f32, f32) {
+        ...                                 // softmax normalizers, a draw, q
+      } else {
+        ...                                 // argmax
+      }
+      ...                                   // three more draft steps
       %scores = hasten.decode_step @verify(%candidates) cache(%cache) past(%past)
           : tensor<1x5xi64>, !hasten.kv_cache<...>, tensor<i64> -> tensor<1x5x256xf32>
-      ...                                   // argmax, acceptance, lengths
+      %accepted:2 = scf.if %sampling -> (index, i64) { ... } else { ... }
+      ...                                   // the emitted tokens, lengths
     }
     ```
 
@@ -992,7 +1012,8 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
     Option<"k", "k", "int64_t", /*default=*/"4", "Draft tokens proposed per step (1 to 32)">
   ];
   let dependentDialects = ["::hasten::HastenDialect", "::mlir::arith::ArithDialect",
-                           "::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"];
+                           "::mlir::math::MathDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::tensor::TensorDialect"];
 }
 
 def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::FuncOp"> {

@@ -897,10 +897,12 @@ namespace {
 
 /// The module's fused spec_step, when `target` (the main model) and
 /// `draft` (its "draft" namespace) can run it: both contiguous, of one
-/// module. K is read off its accepted_tokens result ([1, K + 1]).
+/// module. K is read off its accepted_tokens result ([1, K + 1]); a step
+/// that takes a temperature and uniforms can sample.
 struct SpecStep {
   const char *entry = nullptr;
   int64_t k = 0;
+  bool samples = false;
   std::vector<hasten_tensor_role> inputs, outputs;
 };
 
@@ -925,23 +927,33 @@ bool findSpecStep(const hasten_sequence *target, const hasten_sequence *draft, S
           hasten_signature_dims(m, step.entry, 1, i, dims, 4) == 2)
         step.k = dims[1] - 1;
     }
-  return step.k > 0 && step.inputs.size() == 5 && step.outputs.size() == 3;
+  auto takes = [&](hasten_tensor_role role) {
+    return std::count(step.inputs.begin(), step.inputs.end(), role) == 1;
+  };
+  step.samples = step.inputs.size() == 7 && takes(HASTEN_ROLE_TEMPERATURE) &&
+                 takes(HASTEN_ROLE_UNIFORMS);
+  return step.k > 0 && (step.inputs.size() == 5 || step.samples) && step.outputs.size() == 3;
 }
 
 } // namespace
 
 int64_t hasten::runtime::fusedSpeculationK(const hasten_sequence *target,
-                                           const hasten_sequence *draft) {
+                                           const hasten_sequence *draft, bool sampled) {
   SpecStep step;
-  return findSpecStep(target, draft, step) ? step.k : 0;
+  return findSpecStep(target, draft, step) && (step.samples || !sampled) ? step.k : 0;
 }
 
 hasten_status hasten::runtime::runFusedSpeculation(hasten_sequence *target,
                                                    hasten_sequence *draft, int64_t pending,
+                                                   float temperature, const float *uniforms,
                                                    std::vector<int64_t> &emitted) {
   SpecStep step;
   if (!findSpecStep(target, draft, step))
     return fail(HASTEN_ERROR_NOT_FOUND, "the module has no spec_step entry for this pair");
+  if (temperature > 0.0f && (!step.samples || !uniforms))
+    return fail(HASTEN_ERROR_INVALID_ARGUMENT,
+                "this module's spec_step is greedy only (compiled before sampling moved "
+                "inside it): recompile it to sample");
   if (draft->tokens != target->tokens)
     return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                 "spec_step needs the draft to hold the target's tokens");
@@ -966,6 +978,14 @@ hasten_status hasten::runtime::runFusedSpeculation(hasten_sequence *target,
   };
   wrapCache(target, &targetCacheT);
   wrapCache(draft, &draftCacheT);
+  // A greedy step ignores the uniforms; they are still an input.
+  std::vector<float> noDraws(2 * step.k + 1, 0.0f);
+  int64_t drawDims[1] = {2 * step.k + 1};
+  hasten_tensor *temperatureT = nullptr, *uniformsT = nullptr;
+  hasten_tensor_wrap(HASTEN_F32, 0, nullptr, &temperature, &temperatureT);
+  hasten_tensor_wrap(HASTEN_F32, 1, drawDims,
+                     const_cast<float *>(temperature > 0.0f ? uniforms : noDraws.data()),
+                     &uniformsT);
   std::vector<hasten_tensor *> inputs;
   for (hasten_tensor_role role : step.inputs)
     inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS           ? tokenT
@@ -973,11 +993,14 @@ hasten_status hasten::runtime::runFusedSpeculation(hasten_sequence *target,
                      : role == HASTEN_ROLE_PAST_LENGTH       ? targetPastT
                      : role == HASTEN_ROLE_DRAFT_KV_CACHE    ? draftCacheT
                      : role == HASTEN_ROLE_DRAFT_PAST_LENGTH ? draftPastT
+                     : role == HASTEN_ROLE_TEMPERATURE       ? temperatureT
+                     : role == HASTEN_ROLE_UNIFORMS          ? uniformsT
                                                              : nullptr);
   hasten_tensor *outputs[3] = {nullptr, nullptr, nullptr};
   hasten_status status =
       hasten_run(target->module, step.entry, inputs.data(), inputs.size(), outputs, 3);
-  for (hasten_tensor *t : {tokenT, targetPastT, draftPastT, targetCacheT, draftCacheT})
+  for (hasten_tensor *t : {tokenT, targetPastT, draftPastT, targetCacheT, draftCacheT,
+                           temperatureT, uniformsT})
     hasten_tensor_free(t);
   if (status != HASTEN_OK)
     return status;

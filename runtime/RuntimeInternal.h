@@ -64,14 +64,20 @@ hasten_status fail(hasten_status status, const char *format, ...)
 std::vector<float> &lastLogits(hasten_sequence *sequence);
 
 /// K of the module's fused spec_step entry when `target` (its main model)
-/// and `draft` (its "draft" namespace) can run it, else 0.
-int64_t fusedSpeculationK(const hasten_sequence *target, const hasten_sequence *draft);
+/// and `draft` (its "draft" namespace) can run it, greedily or, with
+/// `sampled`, at a temperature (modules compiled before sampling moved
+/// inside the step only run greedy ones), else 0.
+int64_t fusedSpeculationK(const hasten_sequence *target, const hasten_sequence *draft,
+                          bool sampled);
 /// One fused speculation step on `pending` (chosen, not yet in either
 /// cache; the draft must hold exactly the target's tokens): `emitted`
 /// receives the accepted proposals and the target's next token, and both
 /// sequences keep the pending token and the accepted proposals they ran.
+/// At `temperature` > 0 the step samples with `uniforms`, 2K + 1 draws in
+/// [0, 1); at 0 it is greedy and `uniforms` may be null.
 hasten_status runFusedSpeculation(hasten_sequence *target, hasten_sequence *draft,
-                                  int64_t pending, std::vector<int64_t> &emitted);
+                                  int64_t pending, float temperature, const float *uniforms,
+                                  std::vector<int64_t> &emitted);
 
 /// An MLIR memref descriptor of rank `Rank` as generated code passes it
 /// through the C interface.

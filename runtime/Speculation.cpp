@@ -311,10 +311,13 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
 
   AdaptiveK adaptive;
   int k = so.k > 0 ? so.k : adaptive.choose();
-  // The fused spec_step runs the greedy, policy-free case at its own K.
-  int64_t fusedK = greedy && so.k > 0 && so.fallback_threshold == 0.0f &&
+  // The fused spec_step runs the policy-free case at its own K, greedy or
+  // sampled at a temperature with no top-k or top-p cut (which it does not
+  // apply).
+  bool cut = (o.top_k > 0 && o.top_k < vocab) || (o.top_p > 0.0f && o.top_p < 1.0f);
+  int64_t fusedK = (greedy || !cut) && so.k > 0 && so.fallback_threshold == 0.0f &&
                            so.rollback_threshold == 0.0f && so.rapid_context == 0
-                       ? fusedSpeculationK(target, draft)
+                       ? fusedSpeculationK(target, draft, !greedy)
                        : 0;
   if (fusedK != so.k)
     fusedK = 0;
@@ -322,6 +325,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
   std::vector<std::vector<double>> draftProbs;
   std::vector<double> targetProbs;
   std::vector<float> draftLogits(vocab), verifyLogits;
+  std::vector<float> uniforms(2 * fusedK + 1);
   int64_t capacity = hasten_sequence_capacity(target);
   for (;;) {
     // Room for the pending token and the proposals in both caches.
@@ -343,7 +347,15 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
         return finish(status);
       int64_t length = hasten_sequence_length(target);
       int64_t base = length;
-      if (hasten_status status = runFusedSpeculation(target, draft, pending, proposals))
+      if (!greedy)
+        for (float &u : uniforms) {
+          // A draw in [0, 1) stays below 1 as a float.
+          u = (float)random.uniform();
+          if (u >= 1.0f)
+            u = std::nextafter(1.0f, 0.0f);
+        }
+      if (hasten_status status = runFusedSpeculation(
+              target, draft, pending, greedy ? 0.0f : o.temperature, uniforms.data(), proposals))
         return finish(status);
       ss.verify_seconds += seconds() - fusedStart;
       ++ss.steps;

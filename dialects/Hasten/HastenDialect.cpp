@@ -43,7 +43,8 @@ constexpr StringLiteral kRoles =
     "\"token_ids\", \"past_length\", \"kv_cache\", \"kv_block_pool\", \"kv_block_table\", "
     "\"logits\", \"draft_kv_cache\", \"draft_past_length\", \"accepted_tokens\", "
     "\"sampler_noise\", \"sampler_state\", \"sequence_data\", \"sequence_shapes\", "
-    "\"optional_present\", \"string_bytes\", \"string_lengths\"";
+    "\"optional_present\", \"string_bytes\", \"string_lengths\", \"temperature\", "
+    "\"uniforms\"";
 
 /// The attributes of a function argument or result: its role and the ONNX
 /// name, element type and dimension names it was imported with.

@@ -215,7 +215,12 @@ typedef enum hasten_tensor_role {
    * row per string padded to the width W, then STRING_LENGTHS, int64 [S...],
    * each string's length in bytes (at most W; hasten_run checks). */
   HASTEN_ROLE_STRING_BYTES = 15,
-  HASTEN_ROLE_STRING_LENGTHS = 16
+  HASTEN_ROLE_STRING_LENGTHS = 16,
+  /* spec_step, sampling inside: the temperature, an f32 scalar (0 or less:
+   * greedy), and UNIFORMS, f32 [2K + 1] draws in [0, 1): one per draft
+   * proposal, one per acceptance test, one for the token after them. */
+  HASTEN_ROLE_TEMPERATURE = 17,
+  HASTEN_ROLE_UNIFORMS = 18
 } hasten_tensor_role;
 
 /* The kind of `entry` and its model namespace ("" for the module's main

@@ -98,7 +98,9 @@ static_assert(int(TensorRole::None) == manifest::Role_none &&
               int(TensorRole::SequenceShapes) == manifest::Role_sequence_shapes &&
               int(TensorRole::OptionalPresent) == manifest::Role_optional_present &&
               int(TensorRole::StringBytes) == manifest::Role_string_bytes &&
-              int(TensorRole::StringLengths) == manifest::Role_string_lengths);
+              int(TensorRole::StringLengths) == manifest::Role_string_lengths &&
+              int(TensorRole::Temperature) == manifest::Role_temperature &&
+              int(TensorRole::Uniforms) == manifest::Role_uniforms);
 
 EntrySignature hasten::readSignature(func::FuncOp func) {
   EntrySignature sig;

@@ -2,46 +2,110 @@
 
 // A target with a verify entry and a draft decode entry, as
 // --hasten-plan-kv-cache leaves them (the bodies only need the right types).
-// The pass adds spec_step: three draft steps, each followed by an argmax,
-// the target's verification of the pending token and the three proposals,
-// the greedy acceptance and both caches' new lengths.
+// The pass adds spec_step: three draft steps, each choosing its proposal by
+// argmax, or at a positive temperature by a draw from the draft's softmax;
+// the target's verification of the pending token and the three proposals;
+// acceptance (exact match, or rejection sampling) and both caches' new
+// lengths.
 
 // CHECK-LABEL: func.func @spec_step(
 // CHECK-SAME: %[[PENDING:[^:]*]]: tensor<1x1xi64> {hasten.onnx_elem_type = 7 : i32, hasten.onnx_name = "input_ids", hasten.role = "token_ids"},
 // CHECK-SAME: %[[CACHE:[^:]*]]: !hasten.kv_cache<layers = 2, kv_heads = 2, head_dim = 4, capacity = 64, f32> {hasten.onnx_name = "kv_cache", hasten.role = "kv_cache"},
 // CHECK-SAME: %[[PAST:[^:]*]]: tensor<i64> {hasten.onnx_elem_type = 7 : i32, hasten.onnx_name = "past_length", hasten.role = "past_length"},
 // CHECK-SAME: %[[DCACHE:[^:]*]]: !hasten.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, capacity = 64, f32> {hasten.onnx_name = "draft_kv_cache", hasten.role = "draft_kv_cache"},
-// CHECK-SAME: %[[DPAST:[^:]*]]: tensor<i64> {hasten.onnx_elem_type = 7 : i32, hasten.onnx_name = "draft_past_length", hasten.role = "draft_past_length"})
+// CHECK-SAME: %[[DPAST:[^:]*]]: tensor<i64> {hasten.onnx_elem_type = 7 : i32, hasten.onnx_name = "draft_past_length", hasten.role = "draft_past_length"},
+// CHECK-SAME: %[[TEMP:[^:]*]]: tensor<f32> {hasten.onnx_name = "temperature", hasten.role = "temperature"},
+// CHECK-SAME: %[[U:[^:]*]]: tensor<7xf32> {hasten.onnx_name = "uniforms", hasten.role = "uniforms"})
 // CHECK-SAME: -> (tensor<1x4xi64> {{.*}}hasten.role = "accepted_tokens"}, tensor<i64> {{.*}}hasten.role = "past_length"}, tensor<i64> {{.*}}hasten.role = "draft_past_length"})
 // CHECK-SAME: attributes {hasten.entry_kind = "spec_step"}
 // CHECK: %[[FIRST:.*]] = tensor.extract %[[PENDING]]
 // CHECK: %[[DLEN:.*]] = tensor.extract %[[DPAST]][]
 // CHECK: %[[TLEN:.*]] = tensor.extract %[[PAST]][]
-// The draft runs the pending token at its own past length...
+// CHECK: %[[T:.*]] = tensor.extract %[[TEMP]][]
+// CHECK: %[[SAMPLING:.*]] = arith.cmpf ogt, %[[T]], %{{.*}} : f32
+// CHECK: %[[INVT:.*]] = arith.divf %{{.*}}, %[[T]] : f32
+// The draft runs the pending token at its own past length; its logits are
+// kept for the residual distribution.
 // CHECK: %[[P0:.*]] = tensor.from_elements %{{.*}} : tensor<i64>
 // CHECK: %[[L0:.*]] = hasten.decode_step @draft_decode(%[[PENDING]]) cache(%[[DCACHE]]) past(%[[P0]]) : tensor<1x1xi64>, {{.*}} -> tensor<1x1x8xf32>
-// CHECK: %[[A0:.*]]:2 = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins(%[[L0]] : tensor<1x1x8xf32>)
+// CHECK: tensor.insert_slice %[[L0]] into %{{.*}}[0, 0, 0] [1, 1, 8] [1, 1, 1] : tensor<1x1x8xf32> into tensor<1x3x8xf32>
+// Sampling: the softmax normalizers (the row's largest logit, then the sum
+// of exp((l - max) / T)), the draw with u0 (the first token whose running
+// sum passes u0 times that sum), q of the drawn token. Reductions are
+// sequential loops with their accumulators in iter_args.
+// CHECK: %[[S0:.*]]:4 = scf.if %[[SAMPLING]] -> (i64, f32, f32, f32) {
+// CHECK: %[[MAX0:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
+// CHECK: tensor.extract %[[L0]]
 // CHECK: arith.cmpf ogt
-// CHECK: %[[T1:.*]] = tensor.extract %[[A0]]#1
+// CHECK: %[[SUM0:.*]] = scf.for {{.*}} -> (f32) {
+// CHECK: arith.subf %{{.*}}, %[[MAX0]]#0
+// CHECK: arith.mulf %{{.*}}, %[[INVT]]
+// CHECK: math.exp
+// CHECK: %[[U0:.*]] = tensor.extract %[[U]][%c0{{.*}}] : tensor<7xf32>
+// CHECK: %[[THRESHOLD:.*]] = arith.mulf %[[U0]], %[[SUM0]]
+// CHECK: %[[DRAW:.*]]:4 = scf.for {{.*}} -> (f32, i64, i1, i64) {
+// CHECK: arith.cmpf ogt, %{{.*}}, %[[THRESHOLD]]
+// CHECK: %[[TOKEN0:.*]] = arith.select %[[DRAW]]#2, %[[DRAW]]#1, %[[DRAW]]#3
+// CHECK: scf.yield %[[TOKEN0]], %{{.*}}, %[[MAX0]]#0, %[[SUM0]] : i64, f32, f32, f32
+// Greedy: the argmax.
+// CHECK: } else {
+// CHECK: %[[A0:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
+// CHECK: tensor.extract %[[L0]]
+// CHECK: scf.yield %[[A0]]#1, {{.*}} : i64, f32, f32, f32
 // ...then each proposal in turn, one position further.
-// CHECK: %[[T1T:.*]] = tensor.from_elements %[[T1]] : tensor<1x1xi64>
+// CHECK: %[[T1T:.*]] = tensor.from_elements %[[S0]]#0 : tensor<1x1xi64>
 // CHECK: %[[L1:.*]] = hasten.decode_step @draft_decode(%[[T1T]]) cache(%[[DCACHE]])
-// CHECK: %[[T2:.*]] = tensor.extract
+// CHECK: %[[S1:.*]]:4 = scf.if %[[SAMPLING]]
+// CHECK: tensor.extract %[[U]][%c1{{.*}}]
 // CHECK: hasten.decode_step @draft_decode
-// CHECK: %[[T3:.*]] = tensor.extract
+// CHECK: %[[S2:.*]]:4 = scf.if %[[SAMPLING]]
+// CHECK: tensor.extract %[[U]][%c2{{.*}}]
 // CHECK-NOT: hasten.decode_step @draft_decode
 // One verification of [pending, t1, t2, t3] on the target's cache.
-// CHECK: %[[CANDS:.*]] = tensor.from_elements %[[FIRST]], %[[T1]], %[[T2]], %[[T3]] : tensor<1x4xi64>
+// CHECK: %[[CANDS:.*]] = tensor.from_elements %[[FIRST]], %[[S0]]#0, %[[S1]]#0, %[[S2]]#0 : tensor<1x4xi64>
 // CHECK: %[[SCORES:.*]] = hasten.decode_step @verify(%[[CANDS]]) cache(%[[CACHE]]) past(%[[PAST]]) : tensor<1x4xi64>, {{.*}} -> tensor<1x4x8xf32>
-// CHECK: %[[CHOICE:.*]]:2 = linalg.generic {{.*}} ins(%[[SCORES]] : tensor<1x4x8xf32>)
-// Acceptance: a running "all equal so far", counted.
-// CHECK: %[[C0:.*]] = tensor.extract %[[CHOICE]]#1[%c0, %{{.*}}]
-// CHECK: %[[EQ0:.*]] = arith.cmpi eq, %[[T1]], %[[C0]]
-// CHECK: %[[M0:.*]] = arith.andi %true, %[[EQ0]]
-// CHECK: arith.cmpi eq, %[[T2]]
-// CHECK: arith.cmpi eq, %[[T3]]
+// Rejection sampling: the target's normalizers for each of the 4 rows,
+// then proposal i is kept while u[3 + i] * q_i < p_i.
+// CHECK: %[[ACCEPT:.*]]:2 = scf.if %[[SAMPLING]] -> (index, i64) {
+// CHECK-COUNT-4: scf.for {{.*}} -> (f32, i64) {
+// CHECK: %[[PROB0:.*]] = arith.divf
+// CHECK: %[[UA0:.*]] = tensor.extract %[[U]][%c3{{.*}}]
+// CHECK: %[[UQ0:.*]] = arith.mulf %[[UA0]], %[[S0]]#1
+// CHECK: %[[KEEP0:.*]] = arith.cmpf olt, %[[UQ0]], %[[PROB0]]
+// CHECK: arith.andi %true, %[[KEEP0]]
+// CHECK: tensor.extract %[[U]][%c4{{.*}}]
+// CHECK: arith.mulf %{{.*}}, %[[S1]]#1
+// CHECK: tensor.extract %[[U]][%c5{{.*}}]
+// CHECK: arith.mulf %{{.*}}, %[[S2]]#1
 // CHECK: %[[N:.*]] = arith.addi
-// CHECK: %[[NEXT:.*]] = tensor.extract %[[CHOICE]]#1[%{{.*}}, %[[N]]]
+// The next token: drawn with u[6] from max(0, p - q) at the first rejection
+// (q is zero after three acceptances).
+// CHECK: %[[REJECTED:.*]] = arith.cmpi ult, %[[N]], %c3
+// CHECK: %[[DROW:.*]] = arith.minui %[[N]], %c2
+// CHECK: scf.for
+// CHECK: tensor.extract %{{.*}}[%{{.*}}, %[[DROW]], %{{.*}}] : tensor<1x3x8xf32>
+// CHECK: arith.select %[[REJECTED]]
+// CHECK: tensor.extract %[[SCORES]][%{{.*}}, %[[N]], %{{.*}}] : tensor<1x4x8xf32>
+// CHECK: arith.maximumf
+// CHECK: tensor.extract %[[U]][%c6{{.*}}]
+// CHECK: %[[NEXTDRAW:.*]]:4 = scf.for
+// CHECK: %[[NEXTS:.*]] = arith.select %[[NEXTDRAW]]#2
+// CHECK: scf.yield %[[N]], %[[NEXTS]] : index, i64
+// Greedy: a running "all equal so far", counted.
+// CHECK: } else {
+// CHECK: %[[C0:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
+// CHECK: tensor.extract %[[SCORES]][%{{.*}}, %c0{{.*}}, %{{.*}}]
+// CHECK: %[[C1:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
+// CHECK: %[[C2:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
+// CHECK: %[[C3:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
+// CHECK: %[[EQ0:.*]] = arith.cmpi eq, %[[S0]]#0, %[[C0]]#1
+// CHECK: %[[M0:.*]] = arith.andi %true{{.*}}, %[[EQ0]]
+// CHECK: arith.cmpi eq, %[[S1]]#0, %[[C1]]#1
+// CHECK: arith.cmpi eq, %[[S2]]#0, %[[C2]]#1
+// CHECK: %[[GN:.*]] = arith.addi
+// CHECK: %[[CHOICES:.*]] = tensor.from_elements %[[C0]]#1, %[[C1]]#1, %[[C2]]#1, %[[C3]]#1 : tensor<4xi64>
+// CHECK: %[[NEXT:.*]] = tensor.extract %[[CHOICES]][%[[GN]]]
+// CHECK: scf.yield %[[GN]], %[[NEXT]] : index, i64
 // The target keeps the pending token and the accepted proposals; the draft
 // keeps at most the three tokens it ran.
 // CHECK: %[[KEPT:.*]] = arith.addi %{{.*}}, %c1_i64{{.*}} : i64

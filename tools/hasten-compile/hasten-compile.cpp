@@ -150,8 +150,9 @@ static cl::opt<std::string> draftModel(cl::cat(toolCategory),
     cl::value_desc("draft.onnx"));
 static cl::opt<int64_t> specK(cl::cat(toolCategory),
     "spec-k",
-    cl::desc("With --draft, add the fused spec_step entry: K greedy draft steps, the "
-             "target's verification and the acceptance in one call (0: none)"),
+    cl::desc("With --draft, add the fused spec_step entry: K draft steps (argmax, or a draw "
+             "at a temperature), the target's verification and the acceptance in one call "
+             "(0: none)"),
     cl::init(0));
 static cl::opt<std::string> samplerSpec(cl::cat(toolCategory), "sampler",
     cl::desc("Compile a denoiser's few-step sampler into a `generate` entry: "
