@@ -150,25 +150,33 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
   using LowerKVCacheBase::LowerKVCacheBase;
 
   void runOnOperation() override {
+    // Signatures first, so that a decode step finds its entry's buffers
+    // (a paged cache's pool and block table) whatever the functions' order.
+    DenseMap<Value, CacheBuffers> caches;
     for (auto func : getOperation().getOps<func::FuncOp>())
-      if (failed(lowerFunction(func)))
+      if (!func.isExternal() && failed(lowerSignature(func, caches)))
+        return signalPassFailure();
+    for (auto func : getOperation().getOps<func::FuncOp>())
+      if (!func.isExternal() &&
+          (failed(lowerDecodeSteps(func, caches)) || failed(lowerCacheOps(func, caches))))
         return signalPassFailure();
     if (!keepPagedReads)
       expandPagedKVReads(getOperation());
   }
 
   /// hasten.decode_step -> func.call of its entry, the operands in the
-  /// callee's order (by role) and cast to its types. The cache operand stays
-  /// the caller's cache argument, whose buffers the call then passes on.
-  LogicalResult lowerDecodeSteps(func::FuncOp func) {
+  /// callee's order (by role) and cast to its types: the cache's buffers
+  /// (storage, and a paged cache's block table) are the caller's.
+  LogicalResult lowerDecodeSteps(func::FuncOp func, const DenseMap<Value, CacheBuffers> &caches) {
     SmallVector<DecodeStepOp> steps;
     func.walk([&](DecodeStepOp op) { steps.push_back(op); });
     for (DecodeStepOp step : steps) {
       auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(step, step.getCalleeAttr());
       if (!callee)
         return step.emitError("'") << step.getCallee() << "' is not a function";
-      if (step.getCache().getType().isPaged())
-        return step.emitError("decode steps on paged KV caches are not supported yet");
+      auto cache = caches.find(step.getCache());
+      if (cache == caches.end())
+        return step.emitError("the cache must be a function argument of ") << func.getSymName();
       OpBuilder b(step);
       SmallVector<Value> operands;
       for (unsigned i = 0; i < callee.getNumArguments(); ++i) {
@@ -181,13 +189,18 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
                                  ? Value(step.getTokens())
                                  : Value(tensor::CastOp::create(b, step.getLoc(), type,
                                                                 step.getTokens())));
-        else if (parsed == TensorRole::KVCache)
-          operands.push_back(step.getCache());
+        else if ((parsed == TensorRole::KVCache || parsed == TensorRole::KVBlockPool) &&
+                 cache->second.storage.getType() == type)
+          operands.push_back(cache->second.storage);
+        else if (parsed == TensorRole::KVBlockTable && cache->second.blockTable &&
+                 cache->second.blockTable.getType() == type)
+          operands.push_back(cache->second.blockTable);
         else if (parsed == TensorRole::PastLength)
           operands.push_back(step.getPastLength());
         else
           return step.emitError("'") << step.getCallee() << "' takes argument " << i
-                                     << " that a decode step does not provide";
+                                     << " that this decode step does not provide (a cache of "
+                                        "another type?)";
       }
       auto call = func::CallOp::create(b, step.getLoc(), callee, operands);
       Value logits = call.getResult(0);
@@ -199,14 +212,12 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
     return success();
   }
 
-  LogicalResult lowerFunction(func::FuncOp func) {
-    if (func.isExternal())
-      return success();
-    if (failed(lowerDecodeSteps(func)))
-      return failure();
+  /// Each cache argument becomes its buffers: the storage, and after a
+  /// paged cache's pool its block table (`draft_`-named, with the draft's
+  /// table role, for a spec_step's draft cache).
+  LogicalResult lowerSignature(func::FuncOp func, DenseMap<Value, CacheBuffers> &caches) {
     Block &body = func.getBody().front();
     OpBuilder b(func.getContext());
-    DenseMap<Value, CacheBuffers> caches;
     for (unsigned i = 0; i < func.getNumArguments(); ++i) {
       auto type = dyn_cast<KVCacheType>(func.getArgumentTypes()[i]);
       if (!type)
@@ -216,16 +227,22 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
       CacheBuffers buffers{type, arg, Value()};
       arg.setType(storage);
       if (type.isPaged()) {
-        func.setArgAttr(i, HastenDialect::kOnnxNameAttrName, b.getStringAttr("kv_block_pool"));
+        auto role = func.getArgAttrOfType<StringAttr>(i, HastenDialect::kRoleAttrName);
+        bool draft = role && symbolizeTensorRole(role.getValue()) == TensorRole::DraftKVCache;
+        func.setArgAttr(i, HastenDialect::kOnnxNameAttrName,
+                        b.getStringAttr(draft ? "draft_kv_block_pool" : "kv_block_pool"));
         func.setArgAttr(i, HastenDialect::kRoleAttrName,
-                        b.getStringAttr(stringifyTensorRole(TensorRole::KVBlockPool)));
+                        b.getStringAttr(stringifyTensorRole(draft ? TensorRole::DraftKVCache
+                                                                  : TensorRole::KVBlockPool)));
         auto tableType = MemRefType::get({type.getNumBlocks()}, b.getI32Type());
         if (failed(func.insertArguments({i + 1}, {tableType}, {}, {func.getLoc()})))
           return failure();
         buffers.blockTable = body.getArgument(i + 1);
-        func.setArgAttr(i + 1, HastenDialect::kOnnxNameAttrName, b.getStringAttr("kv_block_table"));
+        func.setArgAttr(i + 1, HastenDialect::kOnnxNameAttrName,
+                        b.getStringAttr(draft ? "draft_kv_block_table" : "kv_block_table"));
         func.setArgAttr(i + 1, HastenDialect::kRoleAttrName,
-                        b.getStringAttr(stringifyTensorRole(TensorRole::KVBlockTable)));
+                        b.getStringAttr(stringifyTensorRole(
+                            draft ? TensorRole::DraftKVBlockTable : TensorRole::KVBlockTable)));
         func.setArgAttr(i + 1, HastenDialect::kOnnxElemTypeAttrName,
                         b.getI32IntegerAttr(kOnnxInt32));
       }
@@ -239,7 +256,11 @@ struct LowerKVCachePass : public hasten::impl::LowerKVCacheBase<LowerKVCachePass
     }
     func.setType(FunctionType::get(func.getContext(), body.getArgumentTypes(),
                                    func.getResultTypes()));
+    return success();
+  }
 
+  LogicalResult lowerCacheOps(func::FuncOp func, const DenseMap<Value, CacheBuffers> &caches) {
+    OpBuilder b(func.getContext());
     SmallVector<Operation *> cacheOps;
     func.walk([&](Operation *op) {
       if (isa<KVCacheAppendOp, KVCacheViewOp>(op))

@@ -1004,9 +1004,13 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
     }
     ```
 
+    The caches may be contiguous or paged (`--hasten-lower-kv-cache` then
+    gives `spec_step` each paged cache's pool and block table, and passes
+    them to the calls).
+
     Errors name what is missing: the verify entry or the draft's decode
-    entry, planned caches, a paged cache (not supported yet), vocabularies
-    that differ, or an existing `spec_step` symbol.
+    entry, planned caches, vocabularies that differ, or an existing
+    `spec_step` symbol.
   }];
   let options = [
     Option<"k", "k", "int64_t", /*default=*/"4", "Draft tokens proposed per step (1 to 32)">

@@ -87,10 +87,6 @@ struct UnrollSpeculationPass
                        "--hasten-plan-kv-cache first)");
       return signalPassFailure();
     }
-    if (targetCache.isPaged() || draftCache.isPaged()) {
-      module.emitError("the fused speculation step supports contiguous KV caches only");
-      return signalPassFailure();
-    }
     int64_t vocab = logits.getShape().back();
     if (ShapedType::isDynamic(vocab) || draftLogits.getShape().back() != vocab) {
       module.emitError("the draft's vocabulary (")

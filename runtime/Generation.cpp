@@ -635,6 +635,84 @@ hasten_status hasten_sequence_fork(const hasten_sequence *seq, hasten_sequence *
 
 } // extern "C"
 
+/// Paged: blocks for positions [past, total) of `seq`; a shared block about
+/// to be written is copied first. On failure the sequence holds the blocks
+/// it held before. Contiguous: nothing to do.
+static hasten_status reserveBlocks(hasten_sequence &seq, int64_t past, int64_t total) {
+  if (!seq.pool)
+    return HASTEN_OK;
+  const DecoderInfo &info = seq.info;
+  BlockPool &pool = *seq.pool;
+  std::lock_guard<std::mutex> lock(pool.mutex);
+  int64_t heldBefore = seq.blocksHeld;
+  int64_t firstWritten = past / info.blockSize;
+  int64_t needed = (total + info.blockSize - 1) / info.blockSize;
+  if (firstWritten < seq.blocksHeld && pool.refs[seq.table[firstWritten]] > 1) {
+    int32_t fresh = pool.take();
+    if (fresh < 0)
+      return fail(HASTEN_ERROR_OUT_OF_MEMORY, "KV block pool exhausted: all %lld blocks are in use",
+                  (long long)pool.numBlocks);
+    std::string error;
+    if (!pool.copyBlock(fresh, seq.table[firstWritten], error)) {
+      pool.release(fresh);
+      return fail(HASTEN_ERROR_RUNTIME, "copying a shared KV block: %s", error.c_str());
+    }
+    pool.release(seq.table[firstWritten]);
+    seq.table[firstWritten] = fresh;
+  }
+  for (int64_t b = seq.blocksHeld; b < needed; ++b) {
+    std::string error;
+    int32_t fresh = placeBlock(pool, seq, b, heldBefore, error);
+    if (fresh < 0) {
+      seq.releaseBlocksFrom(heldBefore);
+      if (fresh == -2)
+        return fail(HASTEN_ERROR_RUNTIME, "moving a KV block to host memory: %s", error.c_str());
+      return fail(HASTEN_ERROR_OUT_OF_MEMORY,
+                  "KV block pool exhausted: all %lld blocks of %lld tokens are in use",
+                  (long long)pool.numBlocks, (long long)info.blockSize);
+    }
+    seq.table[b] = fresh;
+    seq.blocksHeld = b + 1;
+  }
+  return HASTEN_OK;
+}
+
+/// Paged: returns the blocks past the first `length` tokens to the pool, as
+/// a truncate does (blocks past a sequence's length are never held, so that
+/// only the block its next write starts in can be shared).
+static void keepBlocksFor(hasten_sequence &seq, int64_t length) {
+  if (!seq.pool)
+    return;
+  std::lock_guard<std::mutex> lock(seq.pool->mutex);
+  seq.releaseBlocksFrom((length + seq.info.blockSize - 1) / seq.info.blockSize);
+}
+
+/// A sequence's cache as entry inputs: its storage (the contiguous cache,
+/// or the pool's blocks) and, paged, its block table.
+struct CacheTensors {
+  hasten_tensor *storage = nullptr, *table = nullptr;
+  explicit CacheTensors(hasten_sequence &seq) {
+    const DecoderInfo &info = seq.info;
+    std::vector<int64_t> dims = info.storageDims;
+    uint8_t *data = seq.pool ? seq.pool->storage.data() : seq.cache.data();
+    if (seq.pool)
+      dims[0] = seq.pool->numBlocks;
+    if (seq.pool ? seq.pool->storage.onDevice() : seq.cache.onDevice())
+      hasten::runtime::wrapDeviceTensor(info.dtype, (int)dims.size(), dims.data(), data, &storage);
+    else
+      hasten_tensor_wrap(info.dtype, (int)dims.size(), dims.data(), data, &storage);
+    int64_t tableDims[1] = {info.tableLength};
+    if (seq.pool)
+      hasten_tensor_wrap(HASTEN_I32, 1, tableDims, seq.table.data(), &table);
+  }
+  ~CacheTensors() {
+    hasten_tensor_free(storage);
+    hasten_tensor_free(table);
+  }
+  CacheTensors(const CacheTensors &) = delete;
+  CacheTensors &operator=(const CacheTensors &) = delete;
+};
+
 /// Runs `count` tokens through the sequence's decoder and appends them:
 /// the decode entry for one token, else prefill, or verify when every
 /// token's logits are wanted (`allLogits`: count x vocab floats written to
@@ -663,64 +741,17 @@ static hasten_status runTokens(const char *caller, hasten_sequence *seq, const i
                   "token %lld (position %lld) is outside the vocabulary [0, %lld)",
                   (long long)tokens[i], (long long)(past + i), (long long)info.vocab);
 
-  // Paged: blocks for the new positions; a shared block about to be
-  // written is copied first.
   int64_t heldBefore = seq->blocksHeld;
-  if (seq->pool) {
-    BlockPool &pool = *seq->pool;
-    std::lock_guard<std::mutex> lock(pool.mutex);
-    int64_t firstWritten = past / info.blockSize;
-    int64_t needed = (total + info.blockSize - 1) / info.blockSize;
-    if (firstWritten < seq->blocksHeld && pool.refs[seq->table[firstWritten]] > 1) {
-      int32_t fresh = pool.take();
-      if (fresh < 0)
-        return fail(HASTEN_ERROR_OUT_OF_MEMORY,
-                    "KV block pool exhausted: all %lld blocks are in use",
-                    (long long)pool.numBlocks);
-      std::string error;
-      if (!pool.copyBlock(fresh, seq->table[firstWritten], error)) {
-        pool.release(fresh);
-        return fail(HASTEN_ERROR_RUNTIME, "copying a shared KV block: %s", error.c_str());
-      }
-      pool.release(seq->table[firstWritten]);
-      seq->table[firstWritten] = fresh;
-    }
-    for (int64_t b = seq->blocksHeld; b < needed; ++b) {
-      std::string error;
-      int32_t fresh = placeBlock(pool, *seq, b, heldBefore, error);
-      if (fresh < 0) {
-        seq->releaseBlocksFrom(heldBefore);
-        if (fresh == -2)
-          return fail(HASTEN_ERROR_RUNTIME, "moving a KV block to host memory: %s",
-                      error.c_str());
-        return fail(HASTEN_ERROR_OUT_OF_MEMORY,
-                    "KV block pool exhausted: all %lld blocks of %lld tokens are in use",
-                    (long long)pool.numBlocks, (long long)info.blockSize);
-      }
-      seq->table[b] = fresh;
-      seq->blocksHeld = b + 1;
-    }
-  }
+  if (hasten_status status = reserveBlocks(*seq, past, total))
+    return status;
 
   std::vector<int64_t> ids(tokens, tokens + count);
   int64_t pastValue = past;
   int64_t idsDims[2] = {1, (int64_t)count};
-  std::vector<int64_t> storageDims = info.storageDims;
-  uint8_t *storage = seq->pool ? seq->pool->storage.data() : seq->cache.data();
-  if (seq->pool)
-    storageDims[0] = seq->pool->numBlocks;
-  int64_t tableDims[1] = {info.tableLength};
-  hasten_tensor *idsT = nullptr, *pastT = nullptr, *storageT = nullptr, *tableT = nullptr;
+  hasten_tensor *idsT = nullptr, *pastT = nullptr;
   hasten_tensor_wrap(HASTEN_I64, 2, idsDims, ids.data(), &idsT);
   hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &pastValue, &pastT);
-  if (seq->pool ? seq->pool->storage.onDevice() : seq->cache.onDevice())
-    hasten::runtime::wrapDeviceTensor(info.dtype, (int)storageDims.size(), storageDims.data(),
-                                      storage, &storageT);
-  else
-    hasten_tensor_wrap(info.dtype, (int)storageDims.size(), storageDims.data(), storage,
-                       &storageT);
-  if (seq->pool)
-    hasten_tensor_wrap(HASTEN_I32, 1, tableDims, seq->table.data(), &tableT);
+  auto cacheT = std::make_unique<CacheTensors>(*seq);
   const char *entry = count == 1 ? info.decodeEntry
                       : allLogits ? info.verifyEntry
                                   : info.prefillEntry;
@@ -729,17 +760,16 @@ static hasten_status runTokens(const char *caller, hasten_sequence *seq, const i
                                                              : info.prefillInputs;
   std::vector<hasten_tensor *> inputs;
   for (hasten_tensor_role role : roles)
-    inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS     ? idsT
-                     : role == HASTEN_ROLE_PAST_LENGTH ? pastT
-                     : role == HASTEN_ROLE_KV_BLOCK_TABLE ? tableT
-                                                          : storageT);
+    inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS        ? idsT
+                     : role == HASTEN_ROLE_PAST_LENGTH    ? pastT
+                     : role == HASTEN_ROLE_KV_BLOCK_TABLE ? cacheT->table
+                                                          : cacheT->storage);
   hasten_tensor *out = nullptr;
   hasten_status status =
       hasten_run(seq->module, entry, inputs.data(), inputs.size(), &out, 1);
   hasten_tensor_free(idsT);
   hasten_tensor_free(pastT);
-  hasten_tensor_free(storageT);
-  hasten_tensor_free(tableT);
+  cacheT.reset();
   if (status != HASTEN_OK) {
     if (seq->pool) {
       std::lock_guard<std::mutex> lock(seq->pool->mutex);
@@ -896,9 +926,10 @@ extern "C" hasten_status hasten_generate(hasten_sequence *seq, const int64_t *pr
 namespace {
 
 /// The module's fused spec_step, when `target` (the main model) and
-/// `draft` (its "draft" namespace) can run it: both contiguous, of one
-/// module. K is read off its accepted_tokens result ([1, K + 1]); a step
-/// that takes a temperature and uniforms can sample.
+/// `draft` (its "draft" namespace) of one module can run it. K is read off
+/// its accepted_tokens result ([1, K + 1]); a step that takes a temperature
+/// and uniforms can sample; one that takes block tables runs on paged
+/// sequences.
 struct SpecStep {
   const char *entry = nullptr;
   int64_t k = 0;
@@ -908,7 +939,7 @@ struct SpecStep {
 
 bool findSpecStep(const hasten_sequence *target, const hasten_sequence *draft, SpecStep &step) {
   if (!target || !draft || target->module != draft->module || !target->info.model.empty() ||
-      draft->info.model != "draft" || target->pool || draft->pool)
+      draft->info.model != "draft")
     return false;
   const hasten_module *m = target->module;
   step.entry = findOptionalEntry(m, "", HASTEN_ENTRY_SPEC_STEP);
@@ -930,9 +961,15 @@ bool findSpecStep(const hasten_sequence *target, const hasten_sequence *draft, S
   auto takes = [&](hasten_tensor_role role) {
     return std::count(step.inputs.begin(), step.inputs.end(), role) == 1;
   };
-  step.samples = step.inputs.size() == 7 && takes(HASTEN_ROLE_TEMPERATURE) &&
-                 takes(HASTEN_ROLE_UNIFORMS);
-  return step.k > 0 && (step.inputs.size() == 5 || step.samples) && step.outputs.size() == 3;
+  step.samples = takes(HASTEN_ROLE_TEMPERATURE) && takes(HASTEN_ROLE_UNIFORMS);
+  bool paged = target->pool != nullptr, draftPaged = draft->pool != nullptr;
+  size_t expected = 5 + (step.samples ? 2 : 0) + (paged ? 1 : 0) + (draftPaged ? 1 : 0);
+  return step.k > 0 && step.inputs.size() == expected && step.outputs.size() == 3 &&
+         takes(HASTEN_ROLE_TOKEN_IDS) && takes(HASTEN_ROLE_PAST_LENGTH) &&
+         takes(HASTEN_ROLE_DRAFT_PAST_LENGTH) && takes(HASTEN_ROLE_DRAFT_KV_CACHE) &&
+         takes(paged ? HASTEN_ROLE_KV_BLOCK_POOL : HASTEN_ROLE_KV_CACHE) &&
+         (!paged || takes(HASTEN_ROLE_KV_BLOCK_TABLE)) &&
+         (!draftPaged || takes(HASTEN_ROLE_DRAFT_KV_BLOCK_TABLE));
 }
 
 } // namespace
@@ -962,22 +999,21 @@ hasten_status hasten::runtime::runFusedSpeculation(hasten_sequence *target,
     return fail(HASTEN_ERROR_OUT_OF_MEMORY, "KV cache full: no room for a spec_step of %lld",
                 (long long)step.k);
   int64_t token = pending, targetPast = target->length(), draftPast = draft->length();
+  // Paged: blocks for every position the step may write; those past the
+  // new lengths go back afterwards.
+  if (hasten_status status = reserveBlocks(*target, targetPast, targetPast + step.k + 1))
+    return status;
+  if (hasten_status status = reserveBlocks(*draft, draftPast, draftPast + step.k)) {
+    keepBlocksFor(*target, targetPast);
+    return status;
+  }
   int64_t tokenDims[2] = {1, 1};
-  hasten_tensor *tokenT = nullptr, *targetPastT = nullptr, *draftPastT = nullptr,
-                *targetCacheT = nullptr, *draftCacheT = nullptr;
+  hasten_tensor *tokenT = nullptr, *targetPastT = nullptr, *draftPastT = nullptr;
   hasten_tensor_wrap(HASTEN_I64, 2, tokenDims, &token, &tokenT);
   hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &targetPast, &targetPastT);
   hasten_tensor_wrap(HASTEN_I64, 0, nullptr, &draftPast, &draftPastT);
-  auto wrapCache = [](hasten_sequence *seq, hasten_tensor **out) {
-    if (seq->cache.onDevice())
-      hasten::runtime::wrapDeviceTensor(seq->info.dtype, (int)seq->info.storageDims.size(),
-                                        seq->info.storageDims.data(), seq->cache.data(), out);
-    else
-      hasten_tensor_wrap(seq->info.dtype, (int)seq->info.storageDims.size(),
-                         seq->info.storageDims.data(), seq->cache.data(), out);
-  };
-  wrapCache(target, &targetCacheT);
-  wrapCache(draft, &draftCacheT);
+  auto targetCacheT = std::make_unique<CacheTensors>(*target);
+  auto draftCacheT = std::make_unique<CacheTensors>(*draft);
   // A greedy step ignores the uniforms; they are still an input.
   std::vector<float> noDraws(2 * step.k + 1, 0.0f);
   int64_t drawDims[1] = {2 * step.k + 1};
@@ -988,22 +1024,29 @@ hasten_status hasten::runtime::runFusedSpeculation(hasten_sequence *target,
                      &uniformsT);
   std::vector<hasten_tensor *> inputs;
   for (hasten_tensor_role role : step.inputs)
-    inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS           ? tokenT
-                     : role == HASTEN_ROLE_KV_CACHE          ? targetCacheT
-                     : role == HASTEN_ROLE_PAST_LENGTH       ? targetPastT
-                     : role == HASTEN_ROLE_DRAFT_KV_CACHE    ? draftCacheT
-                     : role == HASTEN_ROLE_DRAFT_PAST_LENGTH ? draftPastT
-                     : role == HASTEN_ROLE_TEMPERATURE       ? temperatureT
-                     : role == HASTEN_ROLE_UNIFORMS          ? uniformsT
-                                                             : nullptr);
+    inputs.push_back(role == HASTEN_ROLE_TOKEN_IDS              ? tokenT
+                     : role == HASTEN_ROLE_KV_CACHE             ? targetCacheT->storage
+                     : role == HASTEN_ROLE_KV_BLOCK_POOL        ? targetCacheT->storage
+                     : role == HASTEN_ROLE_KV_BLOCK_TABLE       ? targetCacheT->table
+                     : role == HASTEN_ROLE_PAST_LENGTH          ? targetPastT
+                     : role == HASTEN_ROLE_DRAFT_KV_CACHE       ? draftCacheT->storage
+                     : role == HASTEN_ROLE_DRAFT_KV_BLOCK_TABLE ? draftCacheT->table
+                     : role == HASTEN_ROLE_DRAFT_PAST_LENGTH    ? draftPastT
+                     : role == HASTEN_ROLE_TEMPERATURE          ? temperatureT
+                     : role == HASTEN_ROLE_UNIFORMS             ? uniformsT
+                                                                : nullptr);
   hasten_tensor *outputs[3] = {nullptr, nullptr, nullptr};
   hasten_status status =
       hasten_run(target->module, step.entry, inputs.data(), inputs.size(), outputs, 3);
-  for (hasten_tensor *t : {tokenT, targetPastT, draftPastT, targetCacheT, draftCacheT,
-                           temperatureT, uniformsT})
+  for (hasten_tensor *t : {tokenT, targetPastT, draftPastT, temperatureT, uniformsT})
     hasten_tensor_free(t);
-  if (status != HASTEN_OK)
+  targetCacheT.reset();
+  draftCacheT.reset();
+  if (status != HASTEN_OK) {
+    keepBlocksFor(*target, targetPast);
+    keepBlocksFor(*draft, draftPast);
     return status;
+  }
   const int64_t *tokens = nullptr;
   int64_t newTarget = -1, newDraft = -1;
   for (size_t i = 0; i < 3; ++i) {
@@ -1025,10 +1068,15 @@ hasten_status hasten::runtime::runFusedSpeculation(hasten_sequence *target,
                     newDraft == draftPast + std::min(kept, step.k);
   for (hasten_tensor *t : outputs)
     hasten_tensor_free(t);
-  if (!consistent)
+  if (!consistent) {
+    keepBlocksFor(*target, targetPast);
+    keepBlocksFor(*draft, draftPast);
     return fail(HASTEN_ERROR_RUNTIME,
                 "spec_step returned %lld tokens with lengths %lld and %lld, which disagree",
                 (long long)kept, (long long)newTarget, (long long)newDraft);
+  }
+  keepBlocksFor(*target, newTarget);
+  keepBlocksFor(*draft, newDraft);
   target->tokens.push_back(pending);
   target->tokens.insert(target->tokens.end(), emitted.begin(), emitted.end() - 1);
   draft->tokens.assign(target->tokens.begin(), target->tokens.begin() + newDraft);

@@ -28,6 +28,10 @@ struct Random {
   double uniform() { return (next() >> 11) * (1.0 / 9007199254740992.0); }
 };
 
+/// Whether top_k or top_p removes tokens from the distribution (else it is
+/// softmax(logits / temperature) over the whole vocabulary).
+bool cutsCandidates(const hasten_generate_options &options, int64_t vocab);
+
 /// The index of the largest logit (the first of equal ones).
 int64_t argmax(const float *logits, int64_t vocab);
 

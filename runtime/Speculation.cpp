@@ -314,8 +314,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
   // The fused spec_step runs the policy-free case at its own K, greedy or
   // sampled at a temperature with no top-k or top-p cut (which it does not
   // apply).
-  bool cut = (o.top_k > 0 && o.top_k < vocab) || (o.top_p > 0.0f && o.top_p < 1.0f);
-  int64_t fusedK = (greedy || !cut) && so.k > 0 && so.fallback_threshold == 0.0f &&
+  int64_t fusedK = (greedy || !cutsCandidates(o, vocab)) && so.k > 0 && so.fallback_threshold == 0.0f &&
                            so.rollback_threshold == 0.0f && so.rapid_context == 0
                        ? fusedSpeculationK(target, draft, !greedy)
                        : 0;

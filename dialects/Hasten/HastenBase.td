@@ -37,7 +37,8 @@ def Hasten_Dialect : Dialect {
     - `hasten.role` on a function argument or result: what the tensor is,
       one of `token_ids`, `past_length`, `kv_cache`, `kv_block_pool`,
       `kv_block_table`, `logits`, `draft_kv_cache`, `draft_past_length`,
-      `accepted_tokens`, `temperature`, `uniforms`, `sampler_noise`,
+      `draft_kv_block_table`, `accepted_tokens`, `temperature`, `uniforms`,
+      `sampler_noise`,
       `sampler_state`, or for the parts
       of an ONNX sequence, optional or string tensor, `sequence_data`,
       `sequence_shapes`, `optional_present`, `string_bytes`,
@@ -124,7 +125,8 @@ def Hasten_TensorRole : I32EnumAttr<"TensorRole",
       I32EnumAttrCase<"StringBytes", 15, "string_bytes">,
       I32EnumAttrCase<"StringLengths", 16, "string_lengths">,
       I32EnumAttrCase<"Temperature", 17, "temperature">,
-      I32EnumAttrCase<"Uniforms", 18, "uniforms">
+      I32EnumAttrCase<"Uniforms", 18, "uniforms">,
+      I32EnumAttrCase<"DraftKVBlockTable", 19, "draft_kv_block_table">
     ]> {
   let cppNamespace = "::hasten";
   let genSpecializedAttr = 0;

@@ -44,7 +44,7 @@ constexpr StringLiteral kRoles =
     "\"logits\", \"draft_kv_cache\", \"draft_past_length\", \"accepted_tokens\", "
     "\"sampler_noise\", \"sampler_state\", \"sequence_data\", \"sequence_shapes\", "
     "\"optional_present\", \"string_bytes\", \"string_lengths\", \"temperature\", "
-    "\"uniforms\"";
+    "\"uniforms\", \"draft_kv_block_table\"";
 
 /// The attributes of a function argument or result: its role and the ONNX
 /// name, element type and dimension names it was imported with.

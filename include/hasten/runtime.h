@@ -220,7 +220,10 @@ typedef enum hasten_tensor_role {
    * greedy), and UNIFORMS, f32 [2K + 1] draws in [0, 1): one per draft
    * proposal, one per acceptance test, one for the token after them. */
   HASTEN_ROLE_TEMPERATURE = 17,
-  HASTEN_ROLE_UNIFORMS = 18
+  HASTEN_ROLE_UNIFORMS = 18,
+  /* spec_step on paged caches: the draft's block table (its pool is
+   * DRAFT_KV_CACHE; the target's are KV_BLOCK_POOL and KV_BLOCK_TABLE). */
+  HASTEN_ROLE_DRAFT_KV_BLOCK_TABLE = 19
 } hasten_tensor_role;
 
 /* The kind of `entry` and its model namespace ("" for the module's main

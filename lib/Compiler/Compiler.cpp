@@ -355,9 +355,6 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
       if (!options.decoderEntries)
         return emitError(fileLoc)
                << "--draft needs the decoder entries (drop --no-decoder-entries)";
-      if (options.speculationK > 0 && options.kv.blockSize > 0)
-        return emitError(fileLoc) << "--spec-k builds the fused spec_step entry, which supports "
-                                     "contiguous KV caches only (drop --kv-block-size)";
       auto draft = load(options.draftPath, /*isDraft=*/true);
       if (failed(draft))
         return failure();

@@ -100,7 +100,8 @@ static_assert(int(TensorRole::None) == manifest::Role_none &&
               int(TensorRole::StringBytes) == manifest::Role_string_bytes &&
               int(TensorRole::StringLengths) == manifest::Role_string_lengths &&
               int(TensorRole::Temperature) == manifest::Role_temperature &&
-              int(TensorRole::Uniforms) == manifest::Role_uniforms);
+              int(TensorRole::Uniforms) == manifest::Role_uniforms &&
+              int(TensorRole::DraftKVBlockTable) == manifest::Role_draft_kv_block_table);
 
 EntrySignature hasten::readSignature(func::FuncOp func) {
   EntrySignature sig;

@@ -37,7 +37,8 @@ __all__ = ["API_VERSION", "Error", "Module", "SampleStream", "Sequence", "Tensor
 ROLES = ("", "token_ids", "past_length", "kv_cache", "kv_block_pool", "kv_block_table",
          "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens", "sampler_noise",
          "sampler_state", "sequence_data", "sequence_shapes", "optional_present",
-         "string_bytes", "string_lengths", "temperature", "uniforms")
+         "string_bytes", "string_lengths", "temperature", "uniforms",
+         "draft_kv_block_table")
 
 TensorInfo = namedtuple("TensorInfo", "name dtype shape role")
 TensorInfo.__doc__ = """An entry's input or output: its dtype name ("f32"), its

@@ -89,6 +89,8 @@ class Runtime:
         L.hasten_sequence_verify.argtypes = [vp, ctypes.POINTER(i64), sz,
                                              ctypes.POINTER(ctypes.c_float)]
         L.hasten_sequence_tokens.argtypes = [vp]
+        L.hasten_sequence_kv_block_on_device.argtypes = [vp, i64]
+        L.hasten_sequence_kv_block_on_device.restype = ctypes.c_int
         L.hasten_sequence_tokens.restype = ctypes.POINTER(i64)
         L.hasten_generate_options_init.argtypes = [ctypes.POINTER(GenerateOptions)]
         L.hasten_speculation_options_init.argtypes = [ctypes.POINTER(SpeculationOptions)]
@@ -457,6 +459,13 @@ class Sequence:
 
     def truncate(self, length):
         self.module.rt.check(self.lib.hasten_sequence_truncate(self.handle, length))
+
+    def blocks_held(self):
+        """How many KV blocks a paged sequence holds (0 for a contiguous one)."""
+        count = 0
+        while self.lib.hasten_sequence_kv_block_on_device(self.handle, count) >= 0:
+            count += 1
+        return count
 
     def __len__(self):
         return self.lib.hasten_sequence_length(self.handle)

@@ -10,7 +10,8 @@ Checks, on tiny random-weight pairs (the properties hold for any pair):
 - greedy speculative output equals the target's greedy reference for several
   prompts, K = 1 to 8 and auto, with an unrelated draft, with the target as
   its own draft (acceptance near one) and with prompt lookup (n-gram), on
-  contiguous and paged caches;
+  contiguous and paged caches; the same through the fused spec_step entry,
+  contiguous and paged;
 - after generating, both caches hold what a fresh run over their tokens
   would: the next logits match the reference;
 - with temperature 1 and top-k 3, the first three tokens follow the target's
@@ -255,6 +256,10 @@ def main():
         fused_pair = os.path.join(work, "fused-pair.so")
         compile_module(build, paths["target"], fused_pair,
                        ["--draft", paths["draft"], "--spec-k=4"] + args.compile_flag)
+        fused_paged_pair = os.path.join(work, "fused-paged-pair.so")
+        compile_module(build, paths["target"], fused_paged_pair,
+                       ["--draft", paths["draft"], "--spec-k=4", "--kv-block-size=8"] +
+                       args.compile_flag)
         v128 = os.path.join(work, "v128.so")
         compile_module(build, paths["v128"], v128, ["--no-verify-entry"] + args.compile_flag)
 
@@ -326,11 +331,14 @@ def main():
 
         # The fused spec_step entry (hasten-compile --spec-k=4) runs the steps
         # at K = 4 and gives the same output; another K runs the runtime's loop.
-        fused = rt.load(fused_pair)
-        for k in (4, 3):
+        # On paged caches (blocks of 8: steps cross block boundaries) too.
+        fused, fused_paged = rt.load(fused_pair), rt.load(fused_paged_pair)
+        for mod, k, label in ((fused, 4, "fused spec_step module"),
+                              (fused, 3, "fused spec_step module"),
+                              (fused_paged, 4, "fused spec_step, paged caches")):
             bad, fused_steps, steps = [], 0, 0
             for p in PROMPTS:
-                target, draft = fused.sequence(), fused.sequence(model="draft")
+                target, draft = mod.sequence(), mod.sequence(model="draft")
                 got, _, ss, status, error = target.generate(p, NEW_TOKENS, draft=draft,
                                                             speculative=True, k=k)
                 if status or got != references[tuple(p)]:
@@ -347,20 +355,46 @@ def main():
                 if held != p + got[:-1] or draft_held != (p + got)[:len(draft_held)] or \
                         err > REL_TOL or err_d > REL_TOL:
                     bad.append((p, "caches", err, err_d))
+                # A paged sequence holds the blocks of its tokens and no more
+                # (blocks of 8; the probes above added one token to each).
+                for seq in (target, draft) if mod is fused_paged else ():
+                    if seq.blocks_held() != (len(seq) + 7) // 8:
+                        bad.append((p, "blocks", seq.blocks_held(), len(seq)))
                 target.free()
                 draft.free()
             want_fused = k == 4
             c.check(not bad and (fused_steps > 0) == want_fused and
                     (2 * fused_steps > steps if want_fused else True),
-                    f"fused spec_step module, K={k}: output = reference, caches = fresh runs, "
+                    f"{label}, K={k}: output = reference, caches = fresh runs, "
                     f"{fused_steps} of {steps} steps fused" + (f"; {bad[0]}" if bad else ""))
-        try:
-            compile_module(build, paths["target"], os.path.join(work, "bad.so"),
-                           ["--draft", paths["draft"], "--spec-k=4", "--kv-block-size=16"])
-            c.check(False, "--spec-k with a paged cache is refused")
-        except RuntimeError as e:
-            c.check("contiguous KV caches only" in str(e), f"--spec-k with a paged cache is "
-                                                          f"refused: {str(e).strip()}")
+        # A fork shares its original's blocks, the last one partly full:
+        # after fused steps on the original (which must not keep the blocks
+        # of rejected tokens, or the fork would share them), the fork and
+        # the original continue with fused steps, each copying the shared
+        # block before writing it; both continue as the reference.
+        p = PROMPTS[3]
+        want = references[tuple(p)]
+        original, draft = fused_paged.sequence(), fused_paged.sequence(model="draft")
+        first, _, first_ss, status, error = original.generate(p, 10, draft=draft,
+                                                              speculative=True, k=4)
+        draft.free()
+        forked = original.fork()
+        outputs = []
+        for seq in (forked, original):
+            draft = fused_paged.sequence(model="draft")
+            got, _, ss, status, error = seq.generate([first[-1]], NEW_TOKENS - 10, draft=draft,
+                                                     speculative=True, k=4)
+            err = rel_error(seq.append([got[-1]]), ref_logits(tcfg, tw, p + first + got)[-1])
+            outputs.append((got, ss.fused_steps, status, err))
+            draft.free()
+        c.check(first == want[:10] and first_ss.fused_steps > 0 and
+                all(g == want[10:] and f > 0 and not st and e <= REL_TOL
+                    for g, f, st, e in outputs),
+                f"paged fused steps, then a fork: the fork and the original both continue as "
+                f"the reference, caches = fresh runs "
+                f"({[(f, float('%.1g' % e)) for _, f, _, e in outputs]})")
+        forked.free()
+        original.free()
 
         # Both caches after generating hold what a fresh run would.
         for mod, label in ((module, "contiguous"), (paged, "paged")):

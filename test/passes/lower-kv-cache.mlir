@@ -157,3 +157,49 @@ func.func @step(%t: tensor<1x3xi64>, %c: !cache, %p: tensor<i64>) -> tensor<1x3x
   %l = hasten.decode_step @verify(%t) cache(%c) past(%p) : tensor<1x3xi64>, !cache, tensor<i64> -> tensor<1x3x8xf32>
   return %l : tensor<1x3x8xf32>
 }
+
+// -----
+
+// Paged caches: each becomes its pool and its block table, the draft's
+// (role draft_kv_cache, as spec_step has it) with draft names and the draft
+// table role, and a decode step passes the caller's pool and table to its
+// entry, which is lowered the same way whether it comes before or after.
+// CHECK-LABEL: func.func @step(
+// CHECK-SAME: %[[T:[^:]*]]: tensor<1x2xi64>,
+// CHECK-SAME: %[[POOL:[^:]*]]: memref<?x1x2x1x4x4xf32> {hasten.onnx_elem_type = 1 : i32, hasten.onnx_name = "kv_block_pool", hasten.role = "kv_block_pool"},
+// CHECK-SAME: %[[TABLE:[^:]*]]: memref<4xi32> {hasten.onnx_elem_type = 6 : i32, hasten.onnx_name = "kv_block_table", hasten.role = "kv_block_table"},
+// CHECK-SAME: %[[P:[^:]*]]: tensor<i64>,
+// CHECK-SAME: %[[DPOOL:[^:]*]]: memref<?x1x2x1x4x4xf32> {hasten.onnx_elem_type = 1 : i32, hasten.onnx_name = "draft_kv_block_pool", hasten.role = "draft_kv_cache"},
+// CHECK-SAME: %[[DTABLE:[^:]*]]: memref<4xi32> {hasten.onnx_elem_type = 6 : i32, hasten.onnx_name = "draft_kv_block_table", hasten.role = "draft_kv_block_table"},
+// CHECK-SAME: %[[DP:[^:]*]]: tensor<i64>
+// CHECK: call @draft_decode(%{{.*}}, %[[DPOOL]], %[[DTABLE]], %[[DP]])
+// CHECK: call @verify(%{{.*}}, %[[POOL]], %[[TABLE]], %[[P]])
+// CHECK-LABEL: func.func @verify(
+// CHECK-SAME: memref<?x1x2x1x4x4xf32> {{.*}}hasten.role = "kv_block_pool"}, %{{[^:]*}}: memref<4xi32> {{.*}}hasten.role = "kv_block_table"}
+!paged = !hasten.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, capacity = 16, f32, paged<block_size = 4>>
+func.func @step(%t: tensor<1x2xi64>, %c: !paged {hasten.role = "kv_cache"}, %p: tensor<i64>,
+                %d: !paged {hasten.role = "draft_kv_cache"}, %dp: tensor<i64>)
+    -> tensor<1x2x8xf32> {
+  %c0 = arith.constant 0 : index
+  %first = tensor.extract_slice %t[0, 0] [1, 1] [1, 1] : tensor<1x2xi64> to tensor<1x1xi64>
+  %dl = hasten.decode_step @draft_decode(%first) cache(%d) past(%dp) : tensor<1x1xi64>, !paged, tensor<i64> -> tensor<1x1x8xf32>
+  %l = hasten.decode_step @verify(%t) cache(%c) past(%p) : tensor<1x2xi64>, !paged, tensor<i64> -> tensor<1x2x8xf32>
+  return %l : tensor<1x2x8xf32>
+}
+func.func @verify(%ids: tensor<1x?xi64> {hasten.role = "token_ids"},
+                  %c: !paged {hasten.role = "kv_cache"},
+                  %p: tensor<i64> {hasten.role = "past_length"})
+    -> (tensor<1x?x8xf32> {hasten.role = "logits"}) attributes {hasten.entry_kind = "verify"} {
+  %c1 = arith.constant 1 : index
+  %n = tensor.dim %ids, %c1 : tensor<1x?xi64>
+  %e = tensor.empty(%n) : tensor<1x?x8xf32>
+  return %e : tensor<1x?x8xf32>
+}
+func.func @draft_decode(%ids: tensor<1x1xi64> {hasten.role = "token_ids"},
+                        %c: !paged {hasten.role = "kv_cache"},
+                        %p: tensor<i64> {hasten.role = "past_length"})
+    -> (tensor<1x1x8xf32> {hasten.role = "logits"})
+    attributes {hasten.entry_kind = "decode", hasten.model = "draft"} {
+  %e = tensor.empty() : tensor<1x1x8xf32>
+  return %e : tensor<1x1x8xf32>
+}

@@ -152,9 +152,14 @@ module {
 
 // -----
 
-// A paged cache is refused, not miscompiled.
+// Paged caches: spec_step takes them as they are (--hasten-lower-kv-cache
+// then gives it each cache's pool and block table).
 !paged = !hasten.kv_cache<layers = 1, kv_heads = 1, head_dim = 4, capacity = 64, f32, paged<block_size = 16>>
-// expected-error @+1 {{the fused speculation step supports contiguous KV caches only}}
+// CHECK-LABEL: func.func @spec_step(
+// CHECK-SAME: %[[PCACHE:[^:]*]]: !hasten.kv_cache<{{.*}}paged<block_size = 16>> {hasten.onnx_name = "kv_cache", hasten.role = "kv_cache"}
+// CHECK-SAME: %[[PDCACHE:[^:]*]]: !hasten.kv_cache<{{.*}}paged<block_size = 16>> {hasten.onnx_name = "draft_kv_cache", hasten.role = "draft_kv_cache"}
+// CHECK: hasten.decode_step @draft_decode({{.*}}) cache(%[[PDCACHE]])
+// CHECK: hasten.decode_step @verify({{.*}}) cache(%[[PCACHE]])
 module {
   func.func @verify(%ids: tensor<1x?xi64> {hasten.role = "token_ids"},
                     %cache: !paged {hasten.role = "kv_cache"},

@@ -153,8 +153,8 @@ int printSignatures(hasten_module *module, const std::string &path,
       "",       "token_ids",      "past_length",       "kv_cache",       "kv_block_pool",
       "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens",
       "sampler_noise", "sampler_state", "sequence_data", "sequence_shapes", "optional_present",
-      "string_bytes", "string_lengths", "temperature", "uniforms"};
-  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_UNIFORMS + 1,
+      "string_bytes", "string_lengths", "temperature", "uniforms", "draft_kv_block_table"};
+  static_assert(sizeof(roles) / sizeof(roles[0]) == HASTEN_ROLE_DRAFT_KV_BLOCK_TABLE + 1,
                 "a name for every tensor role");
   std::vector<std::string> entries;
   for (size_t i = 0; i < hasten_module_num_entries(module); ++i)

@@ -23,7 +23,7 @@ func.func @f() attributes {hasten.entry_kind = "decoder"} {
 
 // -----
 
-// expected-error @+1 {{argument 0: 'hasten.role' must be one of "token_ids", "past_length", "kv_cache", "kv_block_pool", "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens", "sampler_noise", "sampler_state", "sequence_data", "sequence_shapes", "optional_present", "string_bytes", "string_lengths", "temperature", "uniforms", got "kv"}}
+// expected-error @+1 {{argument 0: 'hasten.role' must be one of "token_ids", "past_length", "kv_cache", "kv_block_pool", "kv_block_table", "logits", "draft_kv_cache", "draft_past_length", "accepted_tokens", "sampler_noise", "sampler_state", "sequence_data", "sequence_shapes", "optional_present", "string_bytes", "string_lengths", "temperature", "uniforms", "draft_kv_block_table", got "kv"}}
 func.func @f(%x: tensor<i64> {hasten.role = "kv"}) {
   return
 }
