@@ -972,8 +972,11 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
       overwritten later: rolling back copies nothing.
 
     The choice between the two is an `scf.if` on the temperature, so the
-    greedy step runs no softmax. Top-k and top-p cuts are not applied
-    inside; the runtime runs such requests step by step.
+    greedy step runs no softmax. Each pass over the vocabulary (a row's
+    maximum and argmax, a softmax sum, the sums of 16-token chunks a draw
+    scans) reads 16 logits at a time into vector accumulators, one row
+    after another. Top-k and top-p cuts are not applied inside; the runtime
+    runs such requests step by step.
 
     Arguments: `input_ids` (`[1, 1]`, the pending token, role `token_ids`),
     the target's `kv_cache` and `past_length`, the draft's `draft_kv_cache`
@@ -1017,7 +1020,7 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
   ];
   let dependentDialects = ["::hasten::HastenDialect", "::mlir::arith::ArithDialect",
                            "::mlir::math::MathDialect", "::mlir::scf::SCFDialect",
-                           "::mlir::tensor::TensorDialect"];
+                           "::mlir::tensor::TensorDialect", "::mlir::vector::VectorDialect"];
 }
 
 def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::FuncOp"> {

@@ -19,6 +19,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/SymbolTable.h"
 
 #include <limits>
@@ -102,15 +103,28 @@ struct UnrollSpeculationPass
           draftLogits.getElementType(), vocab);
   }
 
-  // The reductions below are sequential loops over one row with their
-  // accumulators in iter_args: a linalg reduction over [1, k + 1, vocab]
-  // becomes a parallel loop over the k + 1 rows whose threads store their
-  // running maxima to one cache line at every element, which made a step
-  // several times slower than the runtime's loop.
+  // The passes over the vocabulary below read 16 logits at a time into
+  // vector accumulators (then one at a time for the rest), one row after
+  // another. (A linalg reduction over [1, k + 1, vocab] became a parallel
+  // loop over the k + 1 rows whose threads stored their running maxima to
+  // one cache line at every element: a step ran several times slower than
+  // the runtime's loop.) A draw scans 16-token chunk sums, then one chunk.
+  static constexpr int64_t kLanes = 16;
 
-  /// `v` as f32 (logits may be f16 or bf16).
+  /// `v` as f32 (logits may be f16 or bf16), scalar or vector.
   static Value toF32(OpBuilder &b, Location loc, Value v) {
-    return v.getType().isF32() ? v : arith::ExtFOp::create(b, loc, b.getF32Type(), v).getResult();
+    Type f32 = b.getF32Type();
+    if (auto vector = dyn_cast<VectorType>(v.getType()))
+      return vector.getElementType().isF32()
+                 ? v
+                 : arith::ExtFOp::create(b, loc, VectorType::get(vector.getShape(), f32), v)
+                       .getResult();
+    return v.getType().isF32() ? v : arith::ExtFOp::create(b, loc, f32, v).getResult();
+  }
+
+  /// `value` in each of `lanes` lanes.
+  static Value splat(OpBuilder &b, Location loc, Value value, int64_t lanes) {
+    return vector::BroadcastOp::create(b, loc, VectorType::get({lanes}, value.getType()), value);
   }
 
   /// The logit at (row, token) of `logits` [1, n, vocab], as f32.
@@ -119,40 +133,108 @@ struct UnrollSpeculationPass
     return toF32(b, loc, tensor::ExtractOp::create(b, loc, logits, ValueRange{zero, row, token}));
   }
 
+  /// The logits of tokens [t, t + lanes) in row `row` of `logits`, as f32
+  /// lanes.
+  static Value readLogits(OpBuilder &b, Location loc, Value logits, Value row, Value t,
+                          int64_t lanes) {
+    Type element = cast<RankedTensorType>(logits.getType()).getElementType();
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    Value pad = arith::ConstantOp::create(b, loc, b.getFloatAttr(element, 0.0));
+    SmallVector<bool> inBounds{true};
+    Value read = vector::TransferReadOp::create(b, loc, VectorType::get({lanes}, element), logits,
+                                                ValueRange{zero, row, t}, pad,
+                                                ArrayRef<bool>(inBounds));
+    return toF32(b, loc, read);
+  }
+
+  /// Runs `step(b, loc, t, lanes, state)` over the vocabulary, 16 tokens at a
+  /// time and then one at a time, each part with its own state (vectors of
+  /// its width, from `init(lanes)`); returns both parts' final states (the
+  /// second empty when 16 divides the vocabulary, the first when the
+  /// vocabulary is smaller).
+  using LaneStep = function_ref<SmallVector<Value>(OpBuilder &, Location, Value, int64_t, ValueRange)>;
+  static std::pair<SmallVector<Value>, SmallVector<Value>>
+  overVocabulary(OpBuilder &b, Location loc, int64_t vocab,
+                 function_ref<SmallVector<Value>(int64_t)> init, LaneStep step) {
+    int64_t full = vocab / kLanes * kLanes;
+    auto part = [&](int64_t begin, int64_t end, int64_t lanes) -> SmallVector<Value> {
+      if (begin >= end)
+        return {};
+      auto loop = scf::ForOp::create(
+          b, loc, arith::ConstantIndexOp::create(b, loc, begin),
+          arith::ConstantIndexOp::create(b, loc, end),
+          arith::ConstantIndexOp::create(b, loc, lanes), init(lanes),
+          [&](OpBuilder &lb, Location ll, Value t, ValueRange state) {
+            scf::YieldOp::create(lb, ll, step(lb, ll, t, lanes, state));
+          });
+      return SmallVector<Value>(loop.getResults());
+    };
+    return {part(0, full, kLanes), part(full, vocab, 1)};
+  }
+
+  /// The sum of the lanes of `vector`.
+  static Value addLanes(OpBuilder &b, Location loc, Value vector) {
+    return vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, vector);
+  }
+
   /// The largest logit of row `row` of `logits` [1, n, vocab] (f32) and its
   /// first index (i64).
   std::pair<Value, Value> rowMax(OpBuilder &b, Location loc, Value logits, int64_t row) {
     int64_t vocab = cast<RankedTensorType>(logits.getType()).getShape().back();
+    Type f32 = b.getF32Type(), i64 = b.getI64Type();
     Value rowIndex = arith::ConstantIndexOp::create(b, loc, row);
-    Value lowest = arith::ConstantOp::create(
-        b, loc, b.getF32FloatAttr(-std::numeric_limits<float>::infinity()));
-    Value first = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(0));
-    auto loop = scf::ForOp::create(
-        b, loc, arith::ConstantIndexOp::create(b, loc, 0),
-        arith::ConstantIndexOp::create(b, loc, vocab), arith::ConstantIndexOp::create(b, loc, 1),
-        ValueRange{lowest, first}, [&](OpBuilder &lb, Location ll, Value t, ValueRange best) {
-          Value logit = logitAt(lb, ll, logits, rowIndex, t);
-          Value greater = arith::CmpFOp::create(lb, ll, arith::CmpFPredicate::OGT, logit, best[0]);
-          Value token = arith::IndexCastOp::create(lb, ll, lb.getI64Type(), t);
-          scf::YieldOp::create(lb, ll,
-                               ValueRange{arith::SelectOp::create(lb, ll, greater, logit, best[0]),
-                                          arith::SelectOp::create(lb, ll, greater, token, best[1])});
+    float lowest = -std::numeric_limits<float>::infinity();
+    auto [wide, narrow] = overVocabulary(
+        b, loc, vocab,
+        [&](int64_t lanes) -> SmallVector<Value> {
+          return {arith::ConstantOp::create(
+                      b, loc, DenseElementsAttr::get(VectorType::get({lanes}, f32), lowest)),
+                  arith::ConstantOp::create(
+                      b, loc, DenseElementsAttr::get(VectorType::get({lanes}, i64), int64_t(0)))};
+        },
+        [&](OpBuilder &lb, Location ll, Value t, int64_t lanes, ValueRange best) {
+          Value logits16 = readLogits(lb, ll, logits, rowIndex, t, lanes);
+          SmallVector<int64_t> offsets;
+          for (int64_t i = 0; i < lanes; ++i)
+            offsets.push_back(i);
+          Value tokens = arith::AddIOp::create(
+              lb, ll, splat(lb, ll, arith::IndexCastOp::create(lb, ll, i64, t), lanes),
+              arith::ConstantOp::create(
+                  lb, ll, DenseElementsAttr::get(VectorType::get({lanes}, i64),
+                                                 ArrayRef<int64_t>(offsets))));
+          Value greater =
+              arith::CmpFOp::create(lb, ll, arith::CmpFPredicate::OGT, logits16, best[0]);
+          return SmallVector<Value>{
+              arith::SelectOp::create(lb, ll, greater, logits16, best[0]),
+              arith::SelectOp::create(lb, ll, greater, tokens, best[1])};
         });
-    return {loop.getResult(0), loop.getResult(1)};
-  }
-
-  /// The normalizers of softmax(logits / T) for row `row` of `logits`
-  /// [1, n, vocab]: its largest logit and sum_t exp((l_t - max) / T), both
-  /// f32. `inverseT` is 1 / T.
-  std::pair<Value, Value> softmaxNormalizers(OpBuilder &b, Location loc, Value logits,
-                                             int64_t row, Value inverseT) {
-    int64_t vocab = cast<RankedTensorType>(logits.getType()).getShape().back();
-    Value max = rowMax(b, loc, logits, row).first;
-    Value rowIndex = arith::ConstantIndexOp::create(b, loc, row);
-    Value sum = sumOver(b, loc, vocab, [&](OpBuilder &lb, Location ll, Value t) {
-      return weight(lb, ll, logits, rowIndex, t, max, inverseT);
-    });
-    return {max, sum};
+    // The largest value over both parts, then the first token holding it:
+    // each lane kept its own first.
+    Value max = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(lowest));
+    for (const SmallVector<Value> &part : {wide, narrow})
+      if (!part.empty())
+        max = arith::MaximumFOp::create(
+            b, loc, max,
+            vector::ReductionOp::create(b, loc, vector::CombiningKind::MAXIMUMF, part[0]));
+    Value index = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(vocab));
+    for (const SmallVector<Value> &part : {wide, narrow}) {
+      if (part.empty())
+        continue;
+      int64_t lanes = cast<VectorType>(part[0].getType()).getDimSize(0);
+      Value holds = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, part[0],
+                                          splat(b, loc, max, lanes));
+      Value candidates =
+          arith::SelectOp::create(b, loc, holds, part[1], splat(b, loc, index, lanes));
+      index = arith::MinSIOp::create(
+          b, loc, index,
+          vector::ReductionOp::create(b, loc, vector::CombiningKind::MINSI, candidates));
+    }
+    // No lane held a number (all NaN): token 0, as the runtime's argmax.
+    Value none = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, index,
+                                       arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(vocab)));
+    index = arith::SelectOp::create(b, loc, none,
+                                    arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(0)), index);
+    return {max, index};
   }
 
   /// exp((logit - max) / T) at (row, token) of `logits` [1, n, vocab]: the
@@ -163,6 +245,15 @@ struct UnrollSpeculationPass
     return math::ExpOp::create(b, loc, arith::MulFOp::create(b, loc, shifted, inverseT));
   }
 
+  /// The same for tokens [t, t + lanes), as f32 lanes.
+  static Value weights(OpBuilder &b, Location loc, Value logits, Value row, Value t, int64_t lanes,
+                       Value max, Value inverseT) {
+    Value shifted = arith::SubFOp::create(b, loc, readLogits(b, loc, logits, row, t, lanes),
+                                          splat(b, loc, max, lanes));
+    return math::ExpOp::create(
+        b, loc, arith::MulFOp::create(b, loc, shifted, splat(b, loc, inverseT, lanes)));
+  }
+
   /// softmax(logits / T) at (row, token) of `logits` [1, n, vocab], given
   /// that row's normalizers (f32 scalars); row and token are indices.
   static Value probability(OpBuilder &b, Location loc, Value logits, Value row, Value token,
@@ -170,57 +261,133 @@ struct UnrollSpeculationPass
     return arith::DivFOp::create(b, loc, weight(b, loc, logits, row, token, max, inverseT), sum);
   }
 
-  using WeightFn = function_ref<Value(OpBuilder &, Location, Value)>;
+  /// Weights of tokens [t, t + lanes), as f32 lanes.
+  using WeightFn = function_ref<Value(OpBuilder &, Location, Value, int64_t)>;
 
-  /// The sum of `weightAt(t)` (f32) over the vocabulary, in one loop.
+  /// The sum of `weightAt` over the vocabulary.
   static Value sumOver(OpBuilder &b, Location loc, int64_t vocab, WeightFn weightAt) {
-    auto loop = scf::ForOp::create(
-        b, loc, arith::ConstantIndexOp::create(b, loc, 0),
-        arith::ConstantIndexOp::create(b, loc, vocab), arith::ConstantIndexOp::create(b, loc, 1),
-        ValueRange{arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f))},
-        [&](OpBuilder &lb, Location ll, Value t, ValueRange sum) {
-          scf::YieldOp::create(
-              lb, ll, ValueRange{arith::AddFOp::create(lb, ll, sum[0], weightAt(lb, ll, t))});
+    auto [wide, narrow] = overVocabulary(
+        b, loc, vocab,
+        [&](int64_t lanes) -> SmallVector<Value> {
+          return {arith::ConstantOp::create(
+              b, loc, DenseElementsAttr::get(VectorType::get({lanes}, b.getF32Type()), 0.0f))};
+        },
+        [&](OpBuilder &lb, Location ll, Value t, int64_t lanes, ValueRange sum) {
+          return SmallVector<Value>{
+              arith::AddFOp::create(lb, ll, sum[0], weightAt(lb, ll, t, lanes))};
         });
-    return loop.getResult(0);
+    Value total = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
+    for (const SmallVector<Value> &part : {wide, narrow})
+      if (!part.empty())
+        total = arith::AddFOp::create(b, loc, total, addLanes(b, loc, part[0]));
+    return total;
   }
 
-  /// A token drawn with the uniform `u` in [0, 1) from the weights
-  /// `weightAt(t)` (f32, not negative, summing to `total`) over the
-  /// vocabulary: the first token whose running sum passes u times the total,
-  /// as the runtime's sampler draws (the last token of positive weight when
-  /// rounding leaves none). One sequential loop.
-  Value draw(OpBuilder &b, Location loc, int64_t vocab, Value u, Value total, WeightFn weightAt) {
-    Type i64 = b.getI64Type();
-    Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
-    Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
-    Value end = arith::ConstantIndexOp::create(b, loc, vocab);
+  /// The normalizers of softmax(logits / T) for row `row` of `logits`
+  /// [1, n, vocab]: its largest logit and sum_t exp((l_t - max) / T), both
+  /// f32. `inverseT` is 1 / T.
+  std::pair<Value, Value> softmaxNormalizers(OpBuilder &b, Location loc, Value logits,
+                                             int64_t row, Value inverseT) {
+    int64_t vocab = cast<RankedTensorType>(logits.getType()).getShape().back();
+    Value max = rowMax(b, loc, logits, row).first;
+    Value rowIndex = arith::ConstantIndexOp::create(b, loc, row);
+    Value sum = sumOver(b, loc, vocab, [&](OpBuilder &lb, Location ll, Value t, int64_t lanes) {
+      return weights(lb, ll, logits, rowIndex, t, lanes, max, inverseT);
+    });
+    return {max, sum};
+  }
+
+  /// The first position of a sequential scan whose running sum passes
+  /// `threshold`, over `count` positions from `begin` with weights
+  /// `weightAt(p)` (f32 scalars) and the running sum starting at `start`;
+  /// the last position of positive weight when none does. Returns the
+  /// position (index) and the running sum before it.
+  static std::pair<Value, Value> scan(OpBuilder &b, Location loc, Value begin, Value end,
+                                      Value start, Value threshold,
+                                      function_ref<Value(OpBuilder &, Location, Value)> weightAt) {
     Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
-    Value threshold = arith::MulFOp::create(b, loc, u, total);
-    Value none = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(vocab - 1));
+    Value last = arith::SubIOp::create(b, loc, end, arith::ConstantIndexOp::create(b, loc, 1));
     Value notFound = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
-    // (running sum, chosen token, found, last token of positive weight)
-    auto search = scf::ForOp::create(
-        b, loc, c0, end, c1, ValueRange{zero, none, notFound, none},
-        [&](OpBuilder &lb, Location ll, Value t, ValueRange state) {
-          Value weight = weightAt(lb, ll, t);
-          Value token = arith::IndexCastOp::create(lb, ll, i64, t);
+    // (running sum, chosen, sum before it, found, last positive, sum before that)
+    auto loop = scf::ForOp::create(
+        b, loc, begin, end, arith::ConstantIndexOp::create(b, loc, 1),
+        ValueRange{start, last, start, notFound, last, start},
+        [&](OpBuilder &lb, Location ll, Value p, ValueRange state) {
+          Value weight = weightAt(lb, ll, p);
           Value running = arith::AddFOp::create(lb, ll, state[0], weight);
           Value positive = arith::CmpFOp::create(lb, ll, arith::CmpFPredicate::OGT, weight, zero);
           Value passes =
               arith::CmpFOp::create(lb, ll, arith::CmpFPredicate::OGT, running, threshold);
           Value fresh = arith::XOrIOp::create(
-              lb, ll, state[2], arith::ConstantOp::create(lb, ll, lb.getBoolAttr(true)));
+              lb, ll, state[3], arith::ConstantOp::create(lb, ll, lb.getBoolAttr(true)));
           Value hit = arith::AndIOp::create(
               lb, ll, fresh, arith::AndIOp::create(lb, ll, positive, passes));
           scf::YieldOp::create(
               lb, ll,
-              ValueRange{running, arith::SelectOp::create(lb, ll, hit, token, state[1]),
-                         arith::OrIOp::create(lb, ll, state[2], hit),
-                         arith::SelectOp::create(lb, ll, positive, token, state[3])});
+              ValueRange{running, arith::SelectOp::create(lb, ll, hit, p, state[1]),
+                         arith::SelectOp::create(lb, ll, hit, state[0], state[2]),
+                         arith::OrIOp::create(lb, ll, state[3], hit),
+                         arith::SelectOp::create(lb, ll, positive, p, state[4]),
+                         arith::SelectOp::create(lb, ll, positive, state[0], state[5])});
         });
-    return arith::SelectOp::create(b, loc, search.getResult(2), search.getResult(1),
-                                   search.getResult(3));
+    Value found = loop.getResult(3);
+    return {arith::SelectOp::create(b, loc, found, loop.getResult(1), loop.getResult(4)),
+            arith::SelectOp::create(b, loc, found, loop.getResult(2), loop.getResult(5))};
+  }
+
+  /// A token drawn with the uniform `u` in [0, 1) from the weights
+  /// `weightAt` (not negative, summing to `total`) over the vocabulary: the
+  /// first token whose running sum passes u times the total, as the
+  /// runtime's sampler draws (the last token of positive weight when
+  /// rounding leaves none). The sums of 16-token chunks (one vector pass),
+  /// a scan over them, then a scan within the chunk found.
+  Value draw(OpBuilder &b, Location loc, int64_t vocab, Value u, Value total, WeightFn weightAt) {
+    Type f32 = b.getF32Type();
+    int64_t chunks = (vocab + kLanes - 1) / kLanes, full = vocab / kLanes;
+    Value sums = tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{chunks}, f32);
+    if (full > 0)
+      sums = scf::ForOp::create(
+                 b, loc, arith::ConstantIndexOp::create(b, loc, 0),
+                 arith::ConstantIndexOp::create(b, loc, full),
+                 arith::ConstantIndexOp::create(b, loc, 1), ValueRange{sums},
+                 [&](OpBuilder &lb, Location ll, Value c, ValueRange state) {
+                   Value t = arith::MulIOp::create(lb, ll, c,
+                                                   arith::ConstantIndexOp::create(lb, ll, kLanes));
+                   Value sum = addLanes(lb, ll, weightAt(lb, ll, t, kLanes));
+                   scf::YieldOp::create(
+                       lb, ll, ValueRange{tensor::InsertOp::create(lb, ll, sum, state[0], c)});
+                 })
+                 .getResult(0);
+    if (full < chunks) {
+      Value tail = sumOver(b, loc, vocab - full * kLanes,
+                           [&](OpBuilder &lb, Location ll, Value t, int64_t lanes) {
+                             Value token = arith::AddIOp::create(
+                                 lb, ll, t, arith::ConstantIndexOp::create(lb, ll, full * kLanes));
+                             return weightAt(lb, ll, token, lanes);
+                           });
+      sums = tensor::InsertOp::create(b, loc, tail, sums,
+                                      ValueRange{arith::ConstantIndexOp::create(b, loc, full)});
+    }
+    Value threshold = arith::MulFOp::create(b, loc, u, total);
+    Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
+    auto [chunk, before] =
+        scan(b, loc, arith::ConstantIndexOp::create(b, loc, 0),
+             arith::ConstantIndexOp::create(b, loc, chunks), zero, threshold,
+             [&](OpBuilder &lb, Location ll, Value c) {
+               return tensor::ExtractOp::create(lb, ll, sums, ValueRange{c}).getResult();
+             });
+    Value first = arith::MulIOp::create(b, loc, chunk, arith::ConstantIndexOp::create(b, loc, kLanes));
+    Value end = arith::MinUIOp::create(
+        b, loc, arith::AddIOp::create(b, loc, first, arith::ConstantIndexOp::create(b, loc, kLanes)),
+        arith::ConstantIndexOp::create(b, loc, vocab));
+    Value token = scan(b, loc, first, end, before, threshold,
+                       [&](OpBuilder &lb, Location ll, Value t) {
+                         return vector::ExtractOp::create(lb, ll, weightAt(lb, ll, t, 1),
+                                                          ArrayRef<int64_t>{0})
+                             .getResult();
+                       })
+                      .first;
+    return arith::IndexCastOp::create(b, loc, b.getI64Type(), token);
   }
 
   void build(ModuleOp module, SymbolTable &symbols, func::FuncOp verify, func::FuncOp draft,
@@ -313,9 +480,10 @@ struct UnrollSpeculationPass
             std::tie(max, sum) = softmaxNormalizers(tb, tl, stepLogits, 0, inverseT);
             Value c0 = arith::ConstantIndexOp::create(tb, tl, 0);
             Value drawn =
-                draw(tb, tl, vocab, uniform(tb, i), sum, [&](OpBuilder &wb, Location wl, Value t) {
-                  return weight(wb, wl, stepLogits, c0, t, max, inverseT);
-                });
+                draw(tb, tl, vocab, uniform(tb, i), sum,
+                     [&](OpBuilder &wb, Location wl, Value t, int64_t lanes) {
+                       return weights(wb, wl, stepLogits, c0, t, lanes, max, inverseT);
+                     });
             Value q = probability(tb, tl, stepLogits, c0,
                                   arith::IndexCastOp::create(tb, tl, index, drawn), max, sum,
                                   inverseT);
@@ -462,14 +630,21 @@ struct UnrollSpeculationPass
     Value qMax = pick(draftMax, draftRow), qSum = pick(draftSum, draftRow);
     Value pMax = pick(targetMax, accepted), pSum = pick(targetSum, accepted);
     Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
-    auto target = [&](OpBuilder &wb, Location wl, Value t) {
-      return probability(wb, wl, verifyLogits, accepted, t, pMax, pSum, inverseT);
+    // p and max(0, p - q) over tokens [t, t + lanes).
+    auto target = [&](OpBuilder &wb, Location wl, Value t, int64_t lanes) {
+      return arith::DivFOp::create(
+                 wb, wl, weights(wb, wl, verifyLogits, accepted, t, lanes, pMax, inverseT),
+                 splat(wb, wl, pSum, lanes))
+          .getResult();
     };
-    auto residual = [&](OpBuilder &wb, Location wl, Value t) {
-      Value q = probability(wb, wl, draftLogits, draftRow, t, qMax, qSum, inverseT);
-      q = arith::SelectOp::create(wb, wl, rejected, q, zero);
-      return arith::MaximumFOp::create(wb, wl, arith::SubFOp::create(wb, wl, target(wb, wl, t), q),
-                                       zero)
+    auto residual = [&](OpBuilder &wb, Location wl, Value t, int64_t lanes) {
+      Value none = splat(wb, wl, zero, lanes);
+      Value q = arith::DivFOp::create(
+          wb, wl, weights(wb, wl, draftLogits, draftRow, t, lanes, qMax, inverseT),
+          splat(wb, wl, qSum, lanes));
+      q = arith::SelectOp::create(wb, wl, rejected, q, none);
+      return arith::MaximumFOp::create(
+                 wb, wl, arith::SubFOp::create(wb, wl, target(wb, wl, t, lanes), q), none)
           .getResult();
     };
     Value residualMass = sumOver(b, loc, vocab, residual);
@@ -478,10 +653,12 @@ struct UnrollSpeculationPass
     Value total = arith::SelectOp::create(
         b, loc, noResidual, arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f)),
         residualMass);
-    Value next = draw(b, loc, vocab, uniform(2 * K), total, [&](OpBuilder &wb, Location wl, Value t) {
-      return arith::SelectOp::create(wb, wl, noResidual, target(wb, wl, t), residual(wb, wl, t))
-          .getResult();
-    });
+    Value next = draw(b, loc, vocab, uniform(2 * K), total,
+                      [&](OpBuilder &wb, Location wl, Value t, int64_t lanes) {
+                        return arith::SelectOp::create(wb, wl, noResidual, target(wb, wl, t, lanes),
+                                                       residual(wb, wl, t, lanes))
+                            .getResult();
+                      });
     return {accepted, next};
   }
 };

@@ -19,9 +19,10 @@ Checks, on tiny random-weight pairs (the properties hold for any pair):
   prompt lookup, while the draft's own distribution is rejected by the same
   test;
 - the fused spec_step samples inside (rejection sampling in IR): on a
-  16-token vocabulary at temperature 0.3, with every step after the first
-  token fused, the first four tokens follow the target's joint distribution
-  and not the draft's (chi-square over 3000 seeds);
+  21-token vocabulary (16 read at a time, then 5) at temperature 0.3, with
+  every step after the first token fused, the first four tokens follow the
+  target's joint distribution and not the draft's (chi-square over 3000
+  seeds); greedy, it gives the target's greedy output there too;
 - BiLD fallback keeps the output and proposes less; BiLD rollback with a huge
   threshold accepts every proposal;
 - RAPID: the draft holds the BM25-selected chunks (recomputed here) and the
@@ -448,14 +449,15 @@ def main():
             if draft is not None:
                 draft.free()
 
-        # The fused step samples inside: a 16-token pair at temperature 0.3
+        # The fused step samples inside: a 21-token pair (a 16-token chunk and
+        # a tail of 5 for its vector passes) at temperature 0.3
         # (where the two models' distributions differ), K = 2, 5 new tokens:
         # the runtime draws the first token, and every step until the fourth
         # token is at least K + 1 from the end, so the fused entry emits
         # tokens 2 and 3 always and token 4 whenever it accepts both
         # proposals (its draw from the target's last row).
-        scfg = md.Config(arch="llama", layers=2, hidden=64, heads=4, kv_heads=2, vocab=16, seed=1)
-        sdcfg = md.Config(arch="gpt2", layers=1, hidden=32, heads=2, vocab=16, seed=7)
+        scfg = md.Config(arch="llama", layers=2, hidden=64, heads=4, kv_heads=2, vocab=21, seed=1)
+        sdcfg = md.Config(arch="gpt2", layers=1, hidden=32, heads=2, vocab=21, seed=7)
         small_paths = {}
         for name, cfg in (("target16", scfg), ("draft16", sdcfg)):
             small_paths[name] = os.path.join(work, name + ".onnx")
@@ -496,6 +498,18 @@ def main():
         dstat, ddf = chi_square(draft_cells, draft16)
         c.check(dstat > chi2_critical(ddf),
                 f"the same test rejects the draft's own distribution (chi-square {dstat:.1f})")
+        bad, fused_steps = [], 0
+        for p in PROMPTS:
+            p = [t % scfg.vocab for t in p]
+            target.truncate(0)
+            got, _, ss, status, error = target.generate(p, NEW_TOKENS, draft=draft,
+                                                        speculative=True, k=2)
+            fused_steps += ss.fused_steps
+            if status or got != greedy_reference(scfg, sw, p, NEW_TOKENS):
+                bad.append((p, got, error))
+        c.check(not bad and fused_steps > 0,
+                f"the same pair, greedy: output = the target's reference on {len(PROMPTS)} "
+                f"prompts ({fused_steps} fused steps)" + (f"; {bad[0]}" if bad else ""))
         target.free()
         draft.free()
 

@@ -27,31 +27,54 @@
 // The draft runs the pending token at its own past length; its logits are
 // kept for the residual distribution.
 // CHECK: %[[P0:.*]] = tensor.from_elements %{{.*}} : tensor<i64>
-// CHECK: %[[L0:.*]] = hasten.decode_step @draft_decode(%[[PENDING]]) cache(%[[DCACHE]]) past(%[[P0]]) : tensor<1x1xi64>, {{.*}} -> tensor<1x1x8xf32>
-// CHECK: tensor.insert_slice %[[L0]] into %{{.*}}[0, 0, 0] [1, 1, 8] [1, 1, 1] : tensor<1x1x8xf32> into tensor<1x3x8xf32>
+// CHECK: %[[L0:.*]] = hasten.decode_step @draft_decode(%[[PENDING]]) cache(%[[DCACHE]]) past(%[[P0]]) : tensor<1x1xi64>, {{.*}} -> tensor<1x1x20xf32>
+// CHECK: tensor.insert_slice %[[L0]] into %{{.*}}[0, 0, 0] [1, 1, 20] [1, 1, 1] : tensor<1x1x20xf32> into tensor<1x3x20xf32>
 // Sampling: the softmax normalizers (the row's largest logit, then the sum
-// of exp((l - max) / T)), the draw with u0 (the first token whose running
-// sum passes u0 times that sum), q of the drawn token. Reductions are
-// sequential loops with their accumulators in iter_args.
+// of exp((l - max) / T)), each pass over the 20 tokens reading 16 at a time
+// into vector accumulators, then the other 4 one at a time.
 // CHECK: %[[S0:.*]]:4 = scf.if %[[SAMPLING]] -> (i64, f32, f32, f32) {
-// CHECK: %[[MAX0:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
-// CHECK: tensor.extract %[[L0]]
-// CHECK: arith.cmpf ogt
-// CHECK: %[[SUM0:.*]] = scf.for {{.*}} -> (f32) {
-// CHECK: arith.subf %{{.*}}, %[[MAX0]]#0
-// CHECK: arith.mulf %{{.*}}, %[[INVT]]
-// CHECK: math.exp
+// CHECK: %[[MAXW:.*]]:2 = scf.for %{{.*}} = %c0{{.*}} to %c16{{.*}} step %c16{{.*}} -> (vector<16xf32>, vector<16xi64>) {
+// CHECK: vector.transfer_read %[[L0]]{{.*}} : tensor<1x1x20xf32>, vector<16xf32>
+// CHECK: %[[MAXN:.*]]:2 = scf.for %{{.*}} = %c16{{.*}} to %c20{{.*}} step %c1{{.*}} -> (vector<1xf32>, vector<1xi64>) {
+// CHECK: vector.reduction <maximumf>, %[[MAXW]]#0
+// CHECK: vector.reduction <maximumf>, %[[MAXN]]#0
+// CHECK: %[[MAX0:.*]] = arith.maximumf
+// CHECK: %[[SUMW:.*]] = scf.for {{.*}} -> (vector<16xf32>) {
+// CHECK: vector.broadcast %[[MAX0]]
+// CHECK: vector.broadcast %[[INVT]]
+// CHECK: math.exp %{{.*}} : vector<16xf32>
+// CHECK: %[[SUMN:.*]] = scf.for {{.*}} -> (vector<1xf32>) {
+// CHECK: vector.reduction <add>, %[[SUMW]]
+// CHECK: vector.reduction <add>, %[[SUMN]]
+// CHECK: %[[SUM0:.*]] = arith.addf
+// The draw with u0: the sums of 16-token chunks (the last one the 4-token
+// tail), the first chunk whose running sum passes u0 times the total, then
+// the first token within it.
 // CHECK: %[[U0:.*]] = tensor.extract %[[U]][%c0{{.*}}] : tensor<7xf32>
+// CHECK: %[[CHUNKS:.*]] = scf.for {{.*}} -> (tensor<2xf32>) {
+// CHECK: math.exp %{{.*}} : vector<16xf32>
+// CHECK: vector.reduction <add>
+// CHECK: tensor.insert
+// CHECK: %[[SUMS:.*]] = tensor.insert %{{.*}} into %[[CHUNKS]][%c1{{.*}}] : tensor<2xf32>
 // CHECK: %[[THRESHOLD:.*]] = arith.mulf %[[U0]], %[[SUM0]]
-// CHECK: %[[DRAW:.*]]:4 = scf.for {{.*}} -> (f32, i64, i1, i64) {
+// CHECK: %[[CHUNK:.*]]:6 = scf.for {{.*}} -> (f32, index, f32, i1, index, f32) {
+// CHECK: tensor.extract %[[SUMS]]
 // CHECK: arith.cmpf ogt, %{{.*}}, %[[THRESHOLD]]
-// CHECK: %[[TOKEN0:.*]] = arith.select %[[DRAW]]#2, %[[DRAW]]#1, %[[DRAW]]#3
-// CHECK: scf.yield %[[TOKEN0]], %{{.*}}, %[[MAX0]]#0, %[[SUM0]] : i64, f32, f32, f32
-// Greedy: the argmax.
+// CHECK: %[[WITHIN:.*]]:6 = scf.for {{.*}} -> (f32, index, f32, i1, index, f32) {
+// CHECK: vector.transfer_read %[[L0]]{{.*}} vector<1xf32>
+// CHECK: arith.cmpf ogt, %{{.*}}, %[[THRESHOLD]]
+// CHECK: %[[TOKEN:.*]] = arith.select %[[WITHIN]]#3, %[[WITHIN]]#1, %[[WITHIN]]#4 : index
+// CHECK: %[[TOKEN0:.*]] = arith.index_cast %[[TOKEN]] : index to i64
+// CHECK: scf.yield %[[TOKEN0]], %{{.*}}, %[[MAX0]], %[[SUM0]] : i64, f32, f32, f32
+// Greedy: the argmax (each lane's first largest, then the smallest token
+// among the lanes holding the largest value).
 // CHECK: } else {
-// CHECK: %[[A0:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
-// CHECK: tensor.extract %[[L0]]
-// CHECK: scf.yield %[[A0]]#1, {{.*}} : i64, f32, f32, f32
+// CHECK: scf.for {{.*}} -> (vector<16xf32>, vector<16xi64>) {
+// CHECK: vector.transfer_read %[[L0]]
+// CHECK: vector.reduction <minsi>
+// CHECK: vector.reduction <minsi>
+// CHECK: %[[BEST0:.*]] = arith.select
+// CHECK: scf.yield %[[BEST0]], {{.*}} : i64, f32, f32, f32
 // ...then each proposal in turn, one position further.
 // CHECK: %[[T1T:.*]] = tensor.from_elements %[[S0]]#0 : tensor<1x1xi64>
 // CHECK: %[[L1:.*]] = hasten.decode_step @draft_decode(%[[T1T]]) cache(%[[DCACHE]])
@@ -63,11 +86,11 @@
 // CHECK-NOT: hasten.decode_step @draft_decode
 // One verification of [pending, t1, t2, t3] on the target's cache.
 // CHECK: %[[CANDS:.*]] = tensor.from_elements %[[FIRST]], %[[S0]]#0, %[[S1]]#0, %[[S2]]#0 : tensor<1x4xi64>
-// CHECK: %[[SCORES:.*]] = hasten.decode_step @verify(%[[CANDS]]) cache(%[[CACHE]]) past(%[[PAST]]) : tensor<1x4xi64>, {{.*}} -> tensor<1x4x8xf32>
+// CHECK: %[[SCORES:.*]] = hasten.decode_step @verify(%[[CANDS]]) cache(%[[CACHE]]) past(%[[PAST]]) : tensor<1x4xi64>, {{.*}} -> tensor<1x4x20xf32>
 // Rejection sampling: the target's normalizers for each of the 4 rows,
 // then proposal i is kept while u[3 + i] * q_i < p_i.
 // CHECK: %[[ACCEPT:.*]]:2 = scf.if %[[SAMPLING]] -> (index, i64) {
-// CHECK-COUNT-4: scf.for {{.*}} -> (f32, i64) {
+// CHECK-COUNT-4: scf.for {{.*}} -> (vector<16xf32>, vector<16xi64>) {
 // CHECK: %[[PROB0:.*]] = arith.divf
 // CHECK: %[[UA0:.*]] = tensor.extract %[[U]][%c3{{.*}}]
 // CHECK: %[[UQ0:.*]] = arith.mulf %[[UA0]], %[[S0]]#1
@@ -82,28 +105,29 @@
 // (q is zero after three acceptances).
 // CHECK: %[[REJECTED:.*]] = arith.cmpi ult, %[[N]], %c3
 // CHECK: %[[DROW:.*]] = arith.minui %[[N]], %c2
-// CHECK: scf.for
-// CHECK: tensor.extract %{{.*}}[%{{.*}}, %[[DROW]], %{{.*}}] : tensor<1x3x8xf32>
+// CHECK: scf.for {{.*}} -> (vector<16xf32>) {
+// CHECK: vector.transfer_read %{{.*}}[%{{.*}}, %[[DROW]], %{{.*}}]{{.*}} : tensor<1x3x20xf32>, vector<16xf32>
 // CHECK: arith.select %[[REJECTED]]
-// CHECK: tensor.extract %[[SCORES]][%{{.*}}, %[[N]], %{{.*}}] : tensor<1x4x8xf32>
-// CHECK: arith.maximumf
+// CHECK: vector.transfer_read %[[SCORES]][%{{.*}}, %[[N]], %{{.*}}]{{.*}} : tensor<1x4x20xf32>, vector<16xf32>
+// CHECK: arith.maximumf %{{.*}} : vector<16xf32>
 // CHECK: tensor.extract %[[U]][%c6{{.*}}]
-// CHECK: %[[NEXTDRAW:.*]]:4 = scf.for
-// CHECK: %[[NEXTS:.*]] = arith.select %[[NEXTDRAW]]#2
+// CHECK: scf.for {{.*}} -> (tensor<2xf32>) {
+// CHECK: scf.for {{.*}} -> (f32, index, f32, i1, index, f32) {
+// CHECK: %[[NEXTDRAW:.*]]:6 = scf.for {{.*}} -> (f32, index, f32, i1, index, f32) {
+// CHECK: %[[NEXTTOKEN:.*]] = arith.select %[[NEXTDRAW]]#3
+// CHECK: %[[NEXTS:.*]] = arith.index_cast %[[NEXTTOKEN]]
 // CHECK: scf.yield %[[N]], %[[NEXTS]] : index, i64
 // Greedy: a running "all equal so far", counted.
 // CHECK: } else {
-// CHECK: %[[C0:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
-// CHECK: tensor.extract %[[SCORES]][%{{.*}}, %c0{{.*}}, %{{.*}}]
-// CHECK: %[[C1:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
-// CHECK: %[[C2:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
-// CHECK: %[[C3:.*]]:2 = scf.for {{.*}} -> (f32, i64) {
-// CHECK: %[[EQ0:.*]] = arith.cmpi eq, %[[S0]]#0, %[[C0]]#1
+// CHECK: scf.for {{.*}} -> (vector<16xf32>, vector<16xi64>) {
+// CHECK: vector.transfer_read %[[SCORES]][%{{.*}}, %c0{{.*}}, %{{.*}}]
+// CHECK-COUNT-3: scf.for {{.*}} -> (vector<16xf32>, vector<16xi64>) {
+// CHECK: %[[EQ0:.*]] = arith.cmpi eq, %[[S0]]#0, %[[C0:[^ ]*]] : i64
 // CHECK: %[[M0:.*]] = arith.andi %true{{.*}}, %[[EQ0]]
-// CHECK: arith.cmpi eq, %[[S1]]#0, %[[C1]]#1
-// CHECK: arith.cmpi eq, %[[S2]]#0, %[[C2]]#1
+// CHECK: arith.cmpi eq, %[[S1]]#0, %[[C1:[^ ]*]] : i64
+// CHECK: arith.cmpi eq, %[[S2]]#0, %[[C2:[^ ]*]] : i64
 // CHECK: %[[GN:.*]] = arith.addi
-// CHECK: %[[CHOICES:.*]] = tensor.from_elements %[[C0]]#1, %[[C1]]#1, %[[C2]]#1, %[[C3]]#1 : tensor<4xi64>
+// CHECK: %[[CHOICES:.*]] = tensor.from_elements %[[C0]], %[[C1]], %[[C2]], %{{.*}} : tensor<4xi64>
 // CHECK: %[[NEXT:.*]] = tensor.extract %[[CHOICES]][%[[GN]]]
 // CHECK: scf.yield %[[GN]], %[[NEXT]] : index, i64
 // The target keeps the pending token and the accepted proposals; the draft
@@ -121,19 +145,19 @@
 func.func @verify(%ids: tensor<1x?xi64> {hasten.role = "token_ids"},
                   %cache: !target {hasten.role = "kv_cache"},
                   %past: tensor<i64> {hasten.role = "past_length"})
-    -> (tensor<1x?x8xf32> {hasten.role = "logits"}) attributes {hasten.entry_kind = "verify"} {
+    -> (tensor<1x?x20xf32> {hasten.role = "logits"}) attributes {hasten.entry_kind = "verify"} {
   %c1 = arith.constant 1 : index
   %n = tensor.dim %ids, %c1 : tensor<1x?xi64>
-  %e = tensor.empty(%n) : tensor<1x?x8xf32>
-  return %e : tensor<1x?x8xf32>
+  %e = tensor.empty(%n) : tensor<1x?x20xf32>
+  return %e : tensor<1x?x20xf32>
 }
 func.func @draft_decode(%ids: tensor<1x1xi64> {hasten.role = "token_ids"},
                         %cache: !draft {hasten.role = "kv_cache"},
                         %past: tensor<i64> {hasten.role = "past_length"})
-    -> (tensor<1x1x8xf32> {hasten.role = "logits"})
+    -> (tensor<1x1x20xf32> {hasten.role = "logits"})
     attributes {hasten.entry_kind = "decode", hasten.model = "draft"} {
-  %e = tensor.empty() : tensor<1x1x8xf32>
-  return %e : tensor<1x1x8xf32>
+  %e = tensor.empty() : tensor<1x1x20xf32>
+  return %e : tensor<1x1x20xf32>
 }
 
 // -----
