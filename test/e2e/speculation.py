@@ -201,6 +201,17 @@ def bm25_context(context, budget, chunk):
     return [t for i in sorted(chosen) for t in chunks[i]] + list(context[recent_start:])
 
 
+def write_decoder(cfg, path):
+    """The ONNX file of make_decoder.py for `cfg` (the weights that
+    md.make_weights(cfg) gives the reference)."""
+    subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
+                    "--arch", cfg.arch, "--layers", str(cfg.layers), "--hidden", str(cfg.hidden),
+                    "--heads", str(cfg.heads), "--kv-heads", str(cfg.kv_heads), "--vocab",
+                    str(cfg.vocab), "--seed", str(cfg.seed), "-o", path],
+                   check=True, capture_output=True)
+    return path
+
+
 def compile_module(build, onnx_path, out, flags):
     proc = subprocess.run([os.path.join(build, "bin", "hasten-compile"), onnx_path, "-o", out,
                            f"--kv-capacity={CAPACITY}"] + flags, capture_output=True, text=True)
@@ -230,14 +241,8 @@ def main():
     vcfg = md.Config(arch="gpt2", layers=1, hidden=32, heads=2, vocab=128, seed=3)
     tw, dw = md.make_weights(tcfg), md.make_weights(dcfg)
     with tempfile.TemporaryDirectory(prefix="hasten-spec-") as work:
-        paths = {}
-        for name, cfg in (("target", tcfg), ("draft", dcfg), ("v128", vcfg)):
-            paths[name] = os.path.join(work, name + ".onnx")
-            subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
-                            "--arch", cfg.arch, "--layers", str(cfg.layers), "--hidden",
-                            str(cfg.hidden), "--heads", str(cfg.heads), "--kv-heads",
-                            str(cfg.kv_heads), "--vocab", str(cfg.vocab), "--seed", str(cfg.seed),
-                            "-o", paths[name]], check=True, capture_output=True)
+        paths = {name: write_decoder(cfg, os.path.join(work, name + ".onnx"))
+                 for name, cfg in (("target", tcfg), ("draft", dcfg), ("v128", vcfg))}
         pair = os.path.join(work, "pair.so")
         report = json.loads(compile_module(build, paths["target"], pair,
                                            ["--draft", paths["draft"], "--memory-report"] +
@@ -458,23 +463,19 @@ def main():
         # proposals (its draw from the target's last row).
         scfg = md.Config(arch="llama", layers=2, hidden=64, heads=4, kv_heads=2, vocab=21, seed=1)
         sdcfg = md.Config(arch="gpt2", layers=1, hidden=32, heads=2, vocab=21, seed=7)
-        small_paths = {}
-        for name, cfg in (("target16", scfg), ("draft16", sdcfg)):
-            small_paths[name] = os.path.join(work, name + ".onnx")
-            subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "make_decoder.py"),
-                            "--arch", cfg.arch, "--layers", str(cfg.layers), "--hidden",
-                            str(cfg.hidden), "--heads", str(cfg.heads), "--kv-heads",
-                            str(cfg.kv_heads), "--vocab", str(cfg.vocab), "--seed", str(cfg.seed),
-                            "-o", small_paths[name]], check=True, capture_output=True)
-        small_fused = os.path.join(work, "fused16.so")
-        compile_module(build, small_paths["target16"], small_fused,
-                       ["--draft", small_paths["draft16"], "--spec-k=2"] + args.compile_flag)
+        small_fused = os.path.join(work, "small-fused.so")
+        compile_module(build, write_decoder(scfg, os.path.join(work, "small-target.onnx")),
+                       small_fused,
+                       ["--draft", write_decoder(sdcfg, os.path.join(work, "small-draft.onnx")),
+                        "--spec-k=2"] + args.compile_flag)
         temperature, draws = 0.3, 3000
         sw, sdw = md.make_weights(scfg), md.make_weights(sdcfg)
-        joint16, cell16 = joint_distribution_pruned(scfg, sw, prompt, 4, temperature, draws)
-        draft16, dcell16 = joint_distribution_pruned(sdcfg, sdw, prompt, 4, temperature, draws)
-        fused16 = rt.load(small_fused)
-        target, draft = fused16.sequence(), fused16.sequence(model="draft")
+        small_joint, small_cell = joint_distribution_pruned(scfg, sw, prompt, 4, temperature,
+                                                            draws)
+        small_draft_joint, small_draft_cell = joint_distribution_pruned(sdcfg, sdw, prompt, 4,
+                                                                        temperature, draws)
+        small_module = rt.load(small_fused)
+        target, draft = small_module.sequence(), small_module.sequence(model="draft")
         samples, draft_cells, fused_steps, drafted, accepted = [], [], 0, 0, 0
         for seed in range(draws):
             target.truncate(0)
@@ -484,18 +485,18 @@ def main():
                 seed=seed + 1)
             if status:
                 raise RuntimeError(error)
-            samples.append(cell16(got))
-            draft_cells.append(dcell16(got))
+            samples.append(small_cell(got))
+            draft_cells.append(small_draft_cell(got))
             fused_steps += ss.fused_steps
             drafted += ss.drafted
             accepted += ss.accepted
-        stat, df = chi_square(samples, joint16)
+        stat, df = chi_square(samples, small_joint)
         c.check(stat < chi2_critical(df) and fused_steps >= draws,
                 f"fused spec_step, temperature {temperature}: the first 4 tokens follow the "
                 f"target's distribution, chi-square {stat:.1f} < {chi2_critical(df):.1f} "
                 f"({df} dof; {fused_steps} fused steps, acceptance "
                 f"{accepted / max(1, drafted):.2f} of {drafted})")
-        dstat, ddf = chi_square(draft_cells, draft16)
+        dstat, ddf = chi_square(draft_cells, small_draft_joint)
         c.check(dstat > chi2_critical(ddf),
                 f"the same test rejects the draft's own distribution (chi-square {dstat:.1f})")
         bad, fused_steps = [], 0
