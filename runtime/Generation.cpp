@@ -43,6 +43,8 @@ struct DecoderInfo {
   /// The model namespace ("" for the main model).
   std::string model;
   int64_t vocab = 0, capacity = 0, blockSize = 0;
+  /// The positions the model tells apart (0: unbounded); capacity <= it.
+  int64_t positionLimit = 0;
   hasten_dtype dtype = HASTEN_F32;
   size_t elementBytes = 4;
   /// Contiguous: [layers, 2, kv_heads, capacity, head_dim]; paged:
@@ -129,6 +131,7 @@ bool readDecoderInfo(const hasten_module *m, DecoderInfo &info, const char *mode
       (kv.dtype != HASTEN_F32 && kv.dtype != HASTEN_BF16 && kv.dtype != HASTEN_F16))
     return false;
   info.capacity = kv.capacity;
+  info.positionLimit = kv.position_limit;
   if (kv.paged) {
     info.blockSize = kv.block_size;
     info.tableLength = kv.capacity / kv.block_size;
@@ -730,11 +733,17 @@ static hasten_status runTokens(const char *caller, hasten_sequence *seq, const i
                 "--no-verify-entry)",
                 caller);
   int64_t past = seq->length(), total = past + (int64_t)count;
-  if (total > info.capacity)
+  if (total > info.capacity) {
+    // A larger cache helps only below the positions the model knows.
+    bool atLimit = info.positionLimit > 0 && info.capacity >= info.positionLimit;
     return fail(HASTEN_ERROR_OUT_OF_MEMORY,
                 "KV cache full: the sequence holds %lld tokens and %zu more would exceed "
-                "its capacity of %lld (compile with a larger --kv-capacity or --kv-budget)",
-                (long long)past, count, (long long)info.capacity);
+                "its capacity of %lld (%s)",
+                (long long)past, count, (long long)info.capacity,
+                atLimit ? "all the positions the model's position table holds: it cannot "
+                          "attend further"
+                        : "compile with a larger --kv-capacity or --kv-budget");
+  }
   for (size_t i = 0; i < count; ++i)
     if (tokens[i] < 0 || tokens[i] >= info.vocab)
       return fail(HASTEN_ERROR_INVALID_ARGUMENT,

@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -705,7 +706,9 @@ hasten_status hasten_signature_role(const hasten_module *module, const char *ent
 
 hasten_status hasten_module_kv_cache(const hasten_module *module, const char *model,
                                      hasten_kv_cache_info *info) {
-  if (!module || !info || info->struct_size < sizeof(hasten_kv_cache_info))
+  // position_limit came later: a caller built before it passes less.
+  if (!module || !info ||
+      info->struct_size < offsetof(hasten_kv_cache_info, position_limit))
     return fail(HASTEN_ERROR_INVALID_ARGUMENT,
                 "hasten_module_kv_cache: null argument or struct_size not set");
   std::string wanted = model ? model : "";
@@ -720,6 +723,8 @@ hasten_status hasten_module_kv_cache(const hasten_module *module, const char *mo
       info->head_dim = kv->head_dim();
       info->capacity = kv->capacity();
       info->block_size = kv->block_size();
+      if (info->struct_size >= sizeof(hasten_kv_cache_info))
+        info->position_limit = kv->position_limit();
       return HASTEN_OK;
     }
   return fail(HASTEN_ERROR_NOT_FOUND, "%s: model '%s' has no KV cache", module->path.c_str(),

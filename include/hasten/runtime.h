@@ -245,15 +245,19 @@ hasten_status hasten_signature_role(const hasten_module *module, const char *ent
                                     int is_output, size_t index, hasten_tensor_role *role);
 
 /* The KV cache of one model. The caller sets struct_size to
- * sizeof(hasten_kv_cache_info), so that the struct can grow. Contiguous
- * storage is [layers, 2, kv_heads, capacity, head_dim]; paged storage is a
- * pool of [blocks, layers, 2, kv_heads, block_size, head_dim] plus a table of
- * capacity / block_size block indices. */
+ * sizeof(hasten_kv_cache_info), so that the struct can grow (fields past
+ * the caller's struct_size are not written). Contiguous storage is
+ * [layers, 2, kv_heads, capacity, head_dim]; paged storage is a pool of
+ * [blocks, layers, 2, kv_heads, block_size, head_dim] plus a table of
+ * capacity / block_size block indices. position_limit: the positions the
+ * model tells apart (the rows of the position table its positions index;
+ * 0 when none bounds them); the capacity never exceeds it. */
 typedef struct hasten_kv_cache_info {
   size_t struct_size;
   int paged;
   hasten_dtype dtype;
   int64_t layers, kv_heads, head_dim, capacity, block_size;
+  int64_t position_limit;
 } hasten_kv_cache_info;
 
 /* HASTEN_ERROR_NOT_FOUND when the model has no KV cache. */

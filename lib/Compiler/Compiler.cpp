@@ -478,11 +478,12 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
   std::vector<KVCacheDescription> caches;
   if (kv->decoder)
     caches.push_back({"", kv->blockSize > 0, kv->elementType, kv->layers, kv->kvHeads,
-                      kv->headDim, kv->capacity, kv->blockSize, kv->deviceTokens});
+                      kv->headDim, kv->capacity, kv->blockSize, kv->deviceTokens,
+                      kv->positionRows});
   if (draftKV)
     caches.push_back({kDraftModel.str(), draftKV->blockSize > 0, draftKV->elementType,
                       draftKV->layers, draftKV->kvHeads, draftKV->headDim, draftKV->capacity,
-                      draftKV->blockSize, draftKV->deviceTokens});
+                      draftKV->blockSize, draftKV->deviceTokens, draftKV->positionRows});
   // The weights the lowering moved out of the code: into the library, or
   // into the sidecar next to it.
   FailureOr<std::optional<WeightSegment>> segment = timer.run("weight segment", [&] {

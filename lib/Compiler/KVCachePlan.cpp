@@ -289,6 +289,8 @@ void hasten::recordKVCachePlan(ModuleOp module, const KVCachePlan &plan, StringR
   for (auto [name, value] : llvm::zip_equal(kPlanFields, values))
     fields.push_back(b.getNamedAttr(name, b.getI64IntegerAttr(value)));
   fields.push_back(b.getNamedAttr("element_type", TypeAttr::get(plan.elementType)));
+  if (plan.positionRows > 0)
+    fields.push_back(b.getNamedAttr("position_rows", b.getI64IntegerAttr(plan.positionRows)));
   NamedAttrList plans(module->getAttrOfType<DictionaryAttr>(kPlansAttr));
   plans.set(model.empty() ? "main" : model, b.getDictionaryAttr(fields));
   module->setAttr(kPlansAttr, plans.getDictionary(module.getContext()));
@@ -323,6 +325,8 @@ FailureOr<KVCachePlan> hasten::readKVCachePlan(ModuleOp module, StringRef model)
   plan.budgetBytes = uint64_t(values[7]);
   plan.budgetTokens = values[8];
   plan.deviceTokens = values[9];
+  if (auto rows = entry.getAs<IntegerAttr>("position_rows"))
+    plan.positionRows = rows.getInt();
   plan.elementType = type.getValue();
   return plan;
 }

@@ -210,7 +210,7 @@ std::vector<uint8_t> hasten::buildManifest(const std::vector<EntrySignature> &en
         fbb, fbb.CreateString(kv.model),
         kv.paged ? manifest::KVLayout_paged : manifest::KVLayout_contiguous,
         dtypeForElement(kv.elementType), kv.layers, kv.kvHeads, kv.headDim, kv.capacity,
-        kv.blockSize, kv.deviceTokens));
+        kv.blockSize, kv.deviceTokens, kv.positionLimit));
   auto module = manifest::CreateModule(
       fbb, formatVersion, fbb.CreateString(getCompilerVersion()),
       fbb.CreateString(source.str()), fbb.CreateString(target.triple),

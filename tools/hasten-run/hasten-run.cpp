@@ -204,10 +204,14 @@ int printSignatures(hasten_module *module, const std::string &path,
                                       : "";
     if (kind != HASTEN_ENTRY_MAIN && hasten_module_kv_cache(module, model, &kv) == HASTEN_OK)
       std::printf("  kv cache: %s, %s, %lld layers x %lld kv heads x %lld dims, capacity %lld"
-                  "%s%s\n",
+                  "%s%s%s\n",
                   kv.paged ? "paged" : "contiguous", hasten_dtype_name(kv.dtype),
                   (long long)kv.layers, (long long)kv.kv_heads, (long long)kv.head_dim,
                   (long long)kv.capacity,
+                  kv.position_limit > 0
+                      ? (" (the model knows " + std::to_string(kv.position_limit) + " positions)")
+                            .c_str()
+                      : "",
                   kv.paged ? (", blocks of " + std::to_string(kv.block_size)).c_str() : "",
                   kv.paged ? spill.c_str() : "");
     if (std::strcmp(hasten_module_device(module), "cuda") == 0)

@@ -92,6 +92,8 @@ struct KVCacheDescription {
   int64_t layers = 0, kvHeads = 0, headDim = 0, capacity = 0, blockSize = 0;
   /// Tokens of each pool a CUDA module keeps in device memory (-1: all).
   int64_t deviceTokens = -1;
+  /// The rows of the position table that bounds the capacity (0: none).
+  int64_t positionLimit = 0;
 };
 
 /// The manifest bytes.
