@@ -976,7 +976,9 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
     maximum and argmax, a softmax sum, the sums of 16-token chunks a draw
     scans) reads 16 logits at a time into vector accumulators, one row
     after another. Top-k and top-p cuts are not applied inside; the runtime
-    runs such requests step by step.
+    runs such requests step by step. With `greedy-only` (the GPU targets)
+    the step is greedy alone and its argmaxes are linalg reductions, which
+    become kernels; it takes no `temperature` or `uniforms`.
 
     Arguments: `input_ids` (`[1, 1]`, the pending token, role `token_ids`),
     the target's `kv_cache` and `past_length`, the draft's `draft_kv_cache`
@@ -1016,11 +1018,15 @@ def UnrollSpeculation : Pass<"hasten-unroll-speculation", "::mlir::ModuleOp"> {
     `spec_step` symbol.
   }];
   let options = [
-    Option<"k", "k", "int64_t", /*default=*/"4", "Draft tokens proposed per step (1 to 32)">
+    Option<"k", "k", "int64_t", /*default=*/"4", "Draft tokens proposed per step (1 to 32)">,
+    Option<"greedyOnly", "greedy-only", "bool", /*default=*/"false",
+           "The greedy step alone (no temperature or uniforms), its argmaxes linalg "
+           "reductions: for GPU targets, whose host code cannot read the logits">
   ];
   let dependentDialects = ["::hasten::HastenDialect", "::mlir::arith::ArithDialect",
-                           "::mlir::math::MathDialect", "::mlir::scf::SCFDialect",
-                           "::mlir::tensor::TensorDialect", "::mlir::vector::VectorDialect"];
+                           "::mlir::linalg::LinalgDialect", "::mlir::math::MathDialect",
+                           "::mlir::scf::SCFDialect", "::mlir::tensor::TensorDialect",
+                           "::mlir::vector::VectorDialect"];
 }
 
 def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::FuncOp"> {

@@ -16,6 +16,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -390,6 +391,59 @@ struct UnrollSpeculationPass
     return arith::IndexCastOp::create(b, loc, b.getI64Type(), token);
   }
 
+  /// The first index of the largest value of each row of `logits`
+  /// [1, n, vocab], as a linalg reduction ([1, n] i64): what a GPU target
+  /// turns into a kernel, where host loops could not read the logits.
+  Value argmaxRows(OpBuilder &b, Location loc, Value logits) {
+    auto type = cast<RankedTensorType>(logits.getType());
+    int64_t n = type.getDimSize(1);
+    Type element = type.getElementType(), i64 = b.getI64Type();
+    Value lowest = arith::ConstantOp::create(
+        b, loc, b.getFloatAttr(element, -std::numeric_limits<double>::infinity()));
+    Value zero = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(0));
+    auto filled = [&](Value value, Type t) {
+      return linalg::FillOp::create(
+                 b, loc, value,
+                 tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{1, n}, t).getResult())
+          .getResult(0);
+    };
+    AffineMap all = b.getMultiDimIdentityMap(3);
+    AffineMap rows = AffineMap::get(3, 0, {b.getAffineDimExpr(0), b.getAffineDimExpr(1)},
+                                    b.getContext());
+    Value maxInit = filled(lowest, element), indexInit = filled(zero, i64);
+    auto reduce = linalg::GenericOp::create(
+        b, loc, TypeRange{maxInit.getType(), indexInit.getType()}, ValueRange{logits},
+        ValueRange{maxInit, indexInit}, ArrayRef<AffineMap>{all, rows, rows},
+        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
+                                      utils::IteratorType::parallel,
+                                      utils::IteratorType::reduction},
+        [&](OpBuilder &nb, Location nl, ValueRange args) {
+          Value index = arith::IndexCastOp::create(nb, nl, i64, linalg::IndexOp::create(nb, nl, 2));
+          Value greater =
+              arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OGT, args[0], args[1]);
+          linalg::YieldOp::create(
+              nb, nl,
+              ValueRange{arith::SelectOp::create(nb, nl, greater, args[0], args[1]),
+                         arith::SelectOp::create(nb, nl, greater, index, args[2])});
+        });
+    return reduce.getResult(1);
+  }
+
+  /// The argmax (i64) of each of the first `rows` rows of `logits`.
+  SmallVector<Value> argmaxes(OpBuilder &b, Location loc, Value logits, int64_t rows) {
+    SmallVector<Value> choices;
+    Value all = greedyOnly ? argmaxRows(b, loc, logits) : Value();
+    for (int64_t i = 0; i < rows; ++i)
+      choices.push_back(
+          greedyOnly
+              ? tensor::ExtractOp::create(b, loc, all,
+                                          ValueRange{arith::ConstantIndexOp::create(b, loc, 0),
+                                                     arith::ConstantIndexOp::create(b, loc, i)})
+                    .getResult()
+              : rowMax(b, loc, logits, i).second);
+    return choices;
+  }
+
   void build(ModuleOp module, SymbolTable &symbols, func::FuncOp verify, func::FuncOp draft,
              KVCacheType targetCache, KVCacheType draftCache, Type element, Type draftElement,
              int64_t vocab) {
@@ -403,11 +457,11 @@ struct UnrollSpeculationPass
     auto candidates = RankedTensorType::get({1, K + 1}, i64);
     auto temperatureType = RankedTensorType::get({}, f32);
     auto uniformsType = RankedTensorType::get({2 * K + 1}, f32);
-    auto func = func::FuncOp::create(
-        loc, "spec_step",
-        b.getFunctionType(
-            {oneToken, targetCache, scalar, draftCache, scalar, temperatureType, uniformsType},
-            {candidates, scalar, scalar}));
+    SmallVector<Type> inputs = {oneToken, targetCache, scalar, draftCache, scalar};
+    if (!greedyOnly)
+      inputs.append({temperatureType, uniformsType});
+    auto func = func::FuncOp::create(loc, "spec_step",
+                                     b.getFunctionType(inputs, {candidates, scalar, scalar}));
     func.setPublic();
     func->setAttr(HastenDialect::kEntryKindAttrName,
                   b.getStringAttr(stringifyEntryKind(EntryKind::SpecStep)));
@@ -425,8 +479,10 @@ struct UnrollSpeculationPass
     describe(false, 2, "past_length", TensorRole::PastLength, true);
     describe(false, 3, "draft_kv_cache", TensorRole::DraftKVCache, false);
     describe(false, 4, "draft_past_length", TensorRole::DraftPastLength, true);
-    describe(false, 5, "temperature", TensorRole::Temperature, false);
-    describe(false, 6, "uniforms", TensorRole::Uniforms, false);
+    if (!greedyOnly) {
+      describe(false, 5, "temperature", TensorRole::Temperature, false);
+      describe(false, 6, "uniforms", TensorRole::Uniforms, false);
+    }
     describe(true, 0, "accepted_tokens", TensorRole::AcceptedTokens, true);
     describe(true, 1, "past_length", TensorRole::PastLength, true);
     describe(true, 2, "draft_past_length", TensorRole::DraftPastLength, true);
@@ -436,7 +492,8 @@ struct UnrollSpeculationPass
     b.setInsertionPointToStart(body);
     Value pending = body->getArgument(0), cache = body->getArgument(1),
           past = body->getArgument(2), draftCacheArg = body->getArgument(3),
-          draftPast = body->getArgument(4), uniforms = body->getArgument(6);
+          draftPast = body->getArgument(4);
+    Value uniforms = greedyOnly ? Value() : body->getArgument(6);
     auto cst = [&](int64_t v) { return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v)); };
     auto cstIndex = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
     auto toScalar = [&](Value v) { return tensor::FromElementsOp::create(b, loc, scalar, v); };
@@ -451,11 +508,14 @@ struct UnrollSpeculationPass
     Value targetLength = tensor::ExtractOp::create(b, loc, past, ValueRange{});
     // Above zero, tokens are drawn from softmax(logits / temperature) and
     // accepted by rejection sampling; otherwise argmax and exact match.
-    Value temperature = tensor::ExtractOp::create(b, loc, body->getArgument(5), ValueRange{});
-    Value zeroF32 = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
-    Value oneF32 = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
-    Value sampling = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, temperature, zeroF32);
-    Value inverseT = arith::DivFOp::create(b, loc, oneF32, temperature);
+    Value sampling, inverseT;
+    if (!greedyOnly) {
+      Value temperature = tensor::ExtractOp::create(b, loc, body->getArgument(5), ValueRange{});
+      Value zeroF32 = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0f));
+      Value oneF32 = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0f));
+      sampling = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, temperature, zeroF32);
+      inverseT = arith::DivFOp::create(b, loc, oneF32, temperature);
+    }
 
     // K draft decode steps: the pending token, then each proposal in turn.
     // Each proposal comes with q, the draft's probability of it, and the
@@ -463,12 +523,20 @@ struct UnrollSpeculationPass
     SmallVector<Value> proposals, draftProbability, draftMax, draftSum;
     Value token = pending;
     auto draftLogitsType = RankedTensorType::get({1, 1, vocab}, draftElement);
+    // The draft's logits at every step, for the residual distribution.
     Value draftLogits =
-        tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{1, K, vocab}, draftElement);
+        greedyOnly ? Value()
+                   : tensor::EmptyOp::create(b, loc, ArrayRef<int64_t>{1, K, vocab}, draftElement)
+                         .getResult();
     for (int64_t i = 0; i < K; ++i) {
       Value stepPast = toScalar(arith::AddIOp::create(b, loc, draftLength, cst(i)));
       Value stepLogits = DecodeStepOp::create(b, loc, draftLogitsType, draft.getSymName(), token,
                                               draftCacheArg, stepPast);
+      if (greedyOnly) {
+        proposals.push_back(argmaxes(b, loc, stepLogits, 1).front());
+        token = tensor::FromElementsOp::create(b, loc, oneToken, proposals.back());
+        continue;
+      }
       draftLogits = tensor::InsertSliceOp::create(
           b, loc, stepLogits, draftLogits, ArrayRef<OpFoldResult>{b.getIndexAttr(0), b.getIndexAttr(i), b.getIndexAttr(0)},
           ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1), b.getIndexAttr(vocab)},
@@ -490,7 +558,7 @@ struct UnrollSpeculationPass
             scf::YieldOp::create(tb, tl, ValueRange{drawn, q, max, sum});
           },
           [&](OpBuilder &eb, Location el) {
-            Value best = rowMax(eb, el, stepLogits, 0).second;
+            Value best = argmaxes(eb, el, stepLogits, 1).front();
             Value one = arith::ConstantOp::create(eb, el, eb.getF32FloatAttr(1.0f));
             scf::YieldOp::create(eb, el, ValueRange{best, one, one, one});
           });
@@ -510,19 +578,27 @@ struct UnrollSpeculationPass
         verifyTokens, cache, past);
 
     // Acceptance: how many proposals are kept, and the target's next token.
-    auto acceptance = scf::IfOp::create(
-        b, loc, sampling,
-        [&](OpBuilder &tb, Location tl) {
-          auto [accepted, next] =
-              acceptBySampling(tb, tl, verifyLogits, draftLogits, proposals, draftProbability,
-                               draftMax, draftSum, inverseT, uniforms);
-          scf::YieldOp::create(tb, tl, ValueRange{accepted, next});
-        },
-        [&](OpBuilder &eb, Location el) {
-          auto [accepted, next] = acceptGreedy(eb, el, verifyLogits, proposals);
-          scf::YieldOp::create(eb, el, ValueRange{accepted, next});
-        });
-    Value accepted = acceptance.getResult(0), next = acceptance.getResult(1);
+    Value accepted, next;
+    if (greedyOnly) {
+      std::tie(accepted, next) =
+          acceptGreedy(b, loc, argmaxes(b, loc, verifyLogits, K + 1), proposals);
+    } else {
+      auto acceptance = scf::IfOp::create(
+          b, loc, sampling,
+          [&](OpBuilder &tb, Location tl) {
+            auto [accepted, next] =
+                acceptBySampling(tb, tl, verifyLogits, draftLogits, proposals, draftProbability,
+                                 draftMax, draftSum, inverseT, uniforms);
+            scf::YieldOp::create(tb, tl, ValueRange{accepted, next});
+          },
+          [&](OpBuilder &eb, Location el) {
+            auto [accepted, next] =
+                acceptGreedy(eb, el, argmaxes(eb, el, verifyLogits, K + 1), proposals);
+            scf::YieldOp::create(eb, el, ValueRange{accepted, next});
+          });
+      accepted = acceptance.getResult(0);
+      next = acceptance.getResult(1);
+    }
     // Emitted: proposals[0, accepted), then next; -1 pads the rest.
     SmallVector<Value> emitted;
     for (int64_t i = 0; i <= K; ++i) {
@@ -550,13 +626,11 @@ struct UnrollSpeculationPass
   }
 
   /// Greedy acceptance: the longest prefix of proposals equal to the
-  /// target's argmax, then the target's argmax after it.
-  std::pair<Value, Value> acceptGreedy(OpBuilder &b, Location loc, Value verifyLogits,
+  /// target's argmax at each position (`targetChoice`, K + 1 of them), then
+  /// the target's argmax after it.
+  std::pair<Value, Value> acceptGreedy(OpBuilder &b, Location loc, ArrayRef<Value> targetChoice,
                                        ArrayRef<Value> proposals) {
     int64_t K = proposals.size();
-    SmallVector<Value> targetChoice;
-    for (int64_t i = 0; i <= K; ++i)
-      targetChoice.push_back(rowMax(b, loc, verifyLogits, i).second);
     Value matching = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
     Value accepted = arith::ConstantIndexOp::create(b, loc, 0);
     for (auto [proposal, choice] : llvm::zip(proposals, targetChoice)) {

@@ -38,8 +38,11 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   // later pass like the denoiser it came from.
   pm.addPass(createFuseSamplerSteps());
   pm.addPass(createPlanKVCache(PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize}));
+  // On a GPU the logits stay in device memory: the fused step is greedy,
+  // its argmaxes kernels.
   if (options.speculationK > 0)
-    pm.addPass(createUnrollSpeculation(UnrollSpeculationOptions{options.speculationK}));
+    pm.addPass(createUnrollSpeculation(
+        UnrollSpeculationOptions{options.speculationK, !options.gpuAttention.empty()}));
   // Paged views read through the block table by the runtime's attention
   // kernel, where there is one, or by the GPU decode kernel; otherwise
   // gathered.

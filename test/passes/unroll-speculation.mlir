@@ -1,4 +1,29 @@
 // RUN: hasten-opt %s -split-input-file -hasten-unroll-speculation=k=3 -verify-diagnostics | FileCheck %s
+// RUN: hasten-opt %s -split-input-file -hasten-unroll-speculation="k=3 greedy-only=true" -verify-diagnostics | FileCheck %s --check-prefix=GREEDY
+
+// greedy-only (GPU targets): no temperature or uniforms, no sampling branch,
+// each argmax a linalg reduction (a kernel there), read back as scalars.
+// GREEDY-LABEL: func.func @spec_step(
+// GREEDY-SAME: %{{[^:]*}}: tensor<i64> {{.*}}hasten.role = "draft_past_length"})
+// GREEDY: %[[GL0:.*]] = hasten.decode_step @draft_decode
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: %[[GA0:.*]]:2 = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins(%[[GL0]] : tensor<1x1x20xf32>)
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: %[[GT1:.*]] = tensor.extract %[[GA0]]#1
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: hasten.decode_step @draft_decode
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: hasten.decode_step @draft_decode
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: %[[GSCORES:.*]] = hasten.decode_step @verify
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: %[[GC:.*]]:2 = linalg.generic {{.*}} ins(%[[GSCORES]] : tensor<1x4x20xf32>)
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: %[[GC0:.*]] = tensor.extract %[[GC]]#1[%{{.*}}, %c0{{.*}}]
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: arith.cmpi eq, %[[GT1]], %[[GC0]]
+// GREEDY-NOT: {{scf.if|vector\.}}
+// GREEDY: return
 
 // A target with a verify entry and a draft decode entry, as
 // --hasten-plan-kv-cache leaves them (the bodies only need the right types).
