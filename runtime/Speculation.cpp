@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DraftLength.h"
 #include "RuntimeInternal.h"
 #include "Sampling.h"
 #include "TokenEmitter.h"
@@ -309,8 +310,12 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     ss.draft_context_tokens = (int64_t)draftContext.size();
   }
 
+  // k = 0: a draft model's proposals stop by its confidence (DraftLength);
+  // prompt lookup has none, so its K follows the acceptance rate (AdaptiveK).
+  bool perProposal = so.k == 0 && draft;
   AdaptiveK adaptive;
-  int k = so.k > 0 ? so.k : adaptive.choose();
+  DraftLength draftLength;
+  int k = so.k > 0 ? so.k : perProposal ? DraftLength::kMax : adaptive.choose();
   // The fused spec_step runs the policy-free case at its own K, greedy or
   // sampled at a temperature with no top-k or top-p cut (which it does not
   // apply).
@@ -322,7 +327,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     fusedK = 0;
   std::vector<int64_t> proposals, context, step;
   std::vector<std::vector<double>> draftProbs;
-  std::vector<double> targetProbs;
+  std::vector<double> targetProbs, confidences;
   std::vector<float> draftLogits(vocab), verifyLogits;
   std::vector<float> uniforms(2 * fusedK + 1);
   int64_t capacity = hasten_sequence_capacity(target);
@@ -379,23 +384,38 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     double draftStart = seconds();
     proposals.clear();
     draftProbs.clear();
+    confidences.clear();
     if (steps > 0 && draft) {
       // Bring the draft to its context plus the pending token.
       if (hasten_status status =
               bringUpTo(draft, draftContext, pending, draftLogits.data(), step))
         return finish(status);
+      double allKept = 1.0;
       for (int64_t i = 0; i < steps; ++i) {
-        if (so.fallback_threshold > 0.0f &&
-            topProbability(draftLogits.data(), vocab) < so.fallback_threshold)
+        double top = so.fallback_threshold > 0.0f || (perProposal && greedy)
+                         ? topProbability(draftLogits.data(), vocab)
+                         : 0.0;
+        if (so.fallback_threshold > 0.0f && top < so.fallback_threshold)
           break;
         int64_t token;
+        double confidence = top;
         if (greedy) {
           token = argmax(draftLogits.data(), vocab);
         } else {
           draftProbs.emplace_back();
           tokenProbabilities(draftLogits.data(), vocab, o, draftProbs.back());
           token = drawFrom(draftProbs.back(), random);
+          confidence = draftProbs.back()[token];
         }
+        // Stopping here is lossless: the target draws this position itself
+        // (a draw the draft made and dropped does not bias it).
+        if (perProposal && !draftLength.proposeAnother((int)i, allKept, confidence)) {
+          if (!greedy)
+            draftProbs.pop_back();
+          break;
+        }
+        allKept *= draftLength.rate(confidence);
+        confidences.push_back(confidence);
         proposals.push_back(token);
         if (i + 1 < steps)
           if (hasten_status status =
@@ -460,6 +480,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     if (next < 0)
       next = sampleToken(nextRow, vocab, o, random);
     ss.accepted += (int64_t)kept;
+    int32_t lastK = perProposal ? (int32_t)proposals.size() : k;
 
     // Roll back: the target keeps the pending token and the accepted ones.
     auto rollBack = [&](size_t acceptedTokens) {
@@ -476,14 +497,16 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
       if (emitter.emit(proposals[m])) {
         // The last emitted token is returned, not run, as hasten_generate.
         rollBack(m);
-        ss.last_k = k;
+        ss.last_k = lastK;
         return finish(HASTEN_OK);
       }
-    ss.last_k = k;
+    ss.last_k = lastK;
     if (emitter.emit(next))
       return finish(HASTEN_OK);
     pending = next;
-    if (so.k == 0) {
+    if (perProposal) {
+      draftLength.record(confidences, kept, draftSeconds, verifySeconds);
+    } else if (so.k == 0) {
       adaptive.record((int64_t)proposals.size(), (int64_t)kept, draftSeconds, verifySeconds);
       k = adaptive.choose();
     }

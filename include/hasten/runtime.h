@@ -572,8 +572,12 @@ int64_t hasten_sequence_capacity(const hasten_sequence *sequence);
 typedef struct hasten_speculation_options {
   size_t struct_size;         /* sizeof(hasten_speculation_options): set by _init */
   int32_t k;                  /* tokens proposed per step, 1 to 32; 0 (default):
-                                 chosen from the measured acceptance rate and
-                                 step costs, and adapted while generating */
+                                 adapted while generating, from measured step
+                                 costs and acceptance: a draft model proposes
+                                 (up to 12) while its confidence in the next
+                                 proposal makes it worth verifying; prompt
+                                 lookup proposes K chosen from its acceptance
+                                 rate (up to 8) */
   float fallback_threshold;   /* BiLD fallback: the draft stops proposing when its
                                  most likely token's probability is below this;
                                  0 (default): off */
@@ -597,7 +601,8 @@ typedef struct hasten_speculation_stats {
   int64_t draft_context_tokens; /* context tokens the draft read (RAPID shortens it) */
   double draft_seconds;        /* proposing, including the draft's prefill */
   double verify_seconds;       /* the target's verification passes */
-  int32_t last_k;              /* K of the last step (the adapted one for k = 0) */
+  int32_t last_k;              /* K of the last step (for k = 0: the adapted one, or
+                                 with a draft model the tokens it proposed) */
   int64_t fused_steps;         /* steps run by the module's fused spec_step entry */
 } hasten_speculation_stats;
 

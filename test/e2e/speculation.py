@@ -212,6 +212,20 @@ def write_decoder(cfg, path):
     return path
 
 
+def blind_copy(path, out):
+    """`path` with its final norm's weights zeroed: every logit is 0, so the
+    draft proposes token 0 with confidence 1/vocab, and is rarely right."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(path)
+    for init in model.graph.initializer:
+        if init.name.startswith("final_norm."):
+            init.CopyFrom(numpy_helper.from_array(
+                np.zeros_like(numpy_helper.to_array(init)), init.name))
+    onnx.save(model, out)
+    return out
+
+
 def compile_module(build, onnx_path, out, flags):
     proc = subprocess.run([os.path.join(build, "bin", "hasten-compile"), onnx_path, "-o", out,
                            f"--kv-capacity={CAPACITY}"] + flags, capture_output=True, text=True)
@@ -256,6 +270,10 @@ def main():
         self_pair = os.path.join(work, "self-pair.so")
         compile_module(build, paths["target"], self_pair, ["--draft", paths["target"]] +
                        args.compile_flag)
+        blind_pair = os.path.join(work, "blind-pair.so")
+        compile_module(build, paths["target"], blind_pair,
+                       ["--draft", blind_copy(paths["draft"], os.path.join(work, "blind.onnx"))] +
+                       args.compile_flag)
         paged_pair = os.path.join(work, "paged-pair.so")
         compile_module(build, paths["target"], paged_pair,
                        ["--draft", paths["draft"], "--kv-block-size=16"] + args.compile_flag)
@@ -293,10 +311,11 @@ def main():
             seq.free()
 
         references = {tuple(p): greedy_reference(tcfg, tw, p, NEW_TOKENS) for p in PROMPTS}
+        proposed_per_pass = {}
 
         def greedy_runs(mod, label, runs):
             for kw_label, use_draft, kw in runs:
-                mismatches, drafted, accepted = [], 0, 0
+                mismatches, drafted, accepted, steps = [], 0, 0, 0
                 for p in PROMPTS:
                     target = mod.sequence()
                     draft = mod.sequence(model="draft") if use_draft else None
@@ -306,6 +325,7 @@ def main():
                         mismatches.append((p, got, error))
                     drafted += ss.drafted
                     accepted += ss.accepted
+                    steps += ss.steps
                     target.free()
                     if draft is not None:
                         draft.free()
@@ -314,6 +334,7 @@ def main():
                         f"{label}, {kw_label}: greedy output = target's reference on "
                         f"{len(PROMPTS)} prompts (acceptance {rate:.2f} of {drafted})"
                         + (f"; first mismatch {mismatches[0]}" if mismatches else ""))
+                proposed_per_pass[(label, kw_label)] = drafted / max(1, steps)
                 yield kw_label, rate
 
         # Target alone, for the record, then each K.
@@ -322,6 +343,15 @@ def main():
                 "target alone (hasten_generate) = reference")
         runs = [(f"K={k}", True, {"k": k}) for k in range(1, 9)] + [("K=auto", True, {})]
         list(greedy_runs(module, "unrelated draft", runs))
+        # k = 0 with a draft model stops proposing what the target rejects; a
+        # fixed K (or a K chosen per generation, at least 1) proposes every
+        # pass. A blind draft (uniform logits) is right about 1 time in 256.
+        blind_rates = dict(greedy_runs(rt.load(blind_pair), "blind draft",
+                                       [("K=2", True, {"k": 2}), ("K=auto", True, {})]))
+        auto_rate = proposed_per_pass[("blind draft", "K=auto")]
+        c.check(blind_rates["K=2"] < 0.1 and auto_rate < 1.0,
+                f"blind draft (acceptance {blind_rates['K=2']:.2f} at K=2), K=auto: "
+                f"{auto_rate:.2f} proposals per pass (< 1: it stops proposing what is rejected)")
         ngram = dict(greedy_runs(module, "prompt lookup", [("K=auto", False, {}),
                                                             ("K=8", False, {"k": 8})]))
         c.check(ngram["K=8"] > 0, f"prompt lookup proposes and some are accepted "

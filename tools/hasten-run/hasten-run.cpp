@@ -613,8 +613,10 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                  (long long)placement.blocks_moved_to_host, (long long)placement.device_blocks,
                  (long long)placement.host_blocks);
   if (flags.drafter != "none") {
-    std::string k = flags.speculation.k ? std::to_string(flags.speculation.k)
-                                        : "auto (last " + std::to_string(spec.last_k) + ")";
+    char adapted[64];
+    std::snprintf(adapted, sizeof adapted, "auto (%.2f proposed per pass, last %d)",
+                  spec.steps ? double(spec.drafted) / spec.steps : 0.0, (int)spec.last_k);
+    std::string k = flags.speculation.k ? std::to_string(flags.speculation.k) : adapted;
     std::fprintf(stderr,
                  "speculation: %s drafter, K %s, %lld target passes, acceptance %.1f%% "
                  "(%lld of %lld proposed), mean accepted length %.2f, %.2f tokens per pass\n"
@@ -756,7 +758,8 @@ cl::opt<std::string> drafterName(
     cl::cat(generateCategory));
 cl::opt<std::string> specK("spec-k",
                            cl::desc("Tokens proposed per step, 1 to 32, or 'auto' (the default: "
-                                    "chosen from measured acceptance and step costs)"),
+                                    "per step, from the draft's confidence, measured "
+                                    "acceptance and step costs)"),
                            cl::init("auto"), cl::cat(generateCategory));
 cl::opt<float> bildFallback("bild-fallback",
                             cl::desc("BiLD fallback: the draft stops proposing when its top "

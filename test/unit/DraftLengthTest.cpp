@@ -1,0 +1,128 @@
+//===- DraftLengthTest.cpp - the draft-length policy of k = 0 -------------===//
+//
+// hasten_generate_speculative with k = 0 and a draft model asks
+// DraftLength, proposal by proposal, whether another proposal pays. These
+// tests drive it with chosen step costs and outcomes (generation itself is
+// timing-dependent; test/e2e/speculation.py checks that its output stays
+// the target's): the first step's K, long proposals where the draft is
+// confident and right, none where it is wrong, the cost of verification
+// rows, what it learns per confidence, and exploration.
+//
+//===----------------------------------------------------------------------===//
+
+#include "DraftLength.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+using hasten::runtime::DraftLength;
+
+namespace {
+
+/// How many tokens of `confidence` the policy proposes in one step.
+int proposals(const DraftLength &policy, double confidence) {
+  int n = 0;
+  double allKept = 1.0;
+  while (policy.proposeAnother(n, allKept, confidence)) {
+    allKept *= policy.rate(confidence);
+    ++n;
+  }
+  return n;
+}
+
+/// Records `steps` steps of `proposed` tokens of `confidence`, of which the
+/// first `kept` are kept, with a draft step of `draft` seconds and
+/// verification of `verifyBase + verifyPerRow * rows` seconds.
+void feed(DraftLength &policy, int steps, int proposed, int kept, double confidence,
+          double draft, double verifyBase, double verifyPerRow) {
+  for (int s = 0; s < steps; ++s)
+    policy.record(std::vector<double>(proposed, confidence), kept, draft * proposed,
+                  verifyBase + verifyPerRow * (proposed + 1));
+}
+
+TEST(DraftLengthTest, ProposesFourBeforeAnythingIsMeasured) {
+  DraftLength policy;
+  EXPECT_EQ(proposals(policy, 0.99), 4);
+  EXPECT_EQ(proposals(policy, 0.05), 4);
+}
+
+TEST(DraftLengthTest, ConfidentAndRightProposesToTheLimit) {
+  // The trained pair's costs: a draft step 0.07 ms, verification 3.3 ms
+  // plus 0.05 ms a row; every proposal of confidence 0.99 is kept.
+  DraftLength policy;
+  for (int proposed = 1; proposed <= DraftLength::kMax; ++proposed)
+    feed(policy, 3, proposed, proposed, 0.99, 7e-5, 3.3e-3, 5e-5);
+  EXPECT_GT(policy.rate(0.99), 0.95);
+  EXPECT_EQ(proposals(policy, 0.99), DraftLength::kMax);
+}
+
+TEST(DraftLengthTest, WrongProposalsStopAtOnce) {
+  // Proposals of confidence 0.6 are all rejected: after a while none is
+  // made, while confident ones that are kept still are.
+  DraftLength policy;
+  feed(policy, 100, 2, 0, 0.6, 7e-5, 3.3e-3, 5e-5);
+  feed(policy, 10, 4, 4, 0.99, 7e-5, 3.3e-3, 5e-5);
+  EXPECT_LT(policy.rate(0.6), 0.1);
+  EXPECT_EQ(proposals(policy, 0.6), 0);
+  EXPECT_GE(proposals(policy, 0.99), 8);
+}
+
+TEST(DraftLengthTest, StopsWhereTheRowsCostMoreThanTheyBring) {
+  // The same acceptance (confidence 0.8, kept 80% of the time) with cheap
+  // and with expensive verification rows: the expensive rows stop earlier,
+  // and at the product of rates a row is worth its cost.
+  auto trained = [](double perRow) {
+    DraftLength policy;
+    // Every verification width measured (confident proposals, all kept),
+    for (int proposed = 1; proposed <= DraftLength::kMax; ++proposed)
+      feed(policy, 2, proposed, proposed, 0.99, 7e-5, 3.3e-3, perRow);
+    // then proposals of confidence 0.8 of which four in five are kept.
+    feed(policy, 30, 5, 4, 0.8, 7e-5, 3.3e-3, perRow);
+    return policy;
+  };
+  DraftLength cheap = trained(2e-5), expensive = trained(6e-4);
+  int cheapK = proposals(cheap, 0.8), expensiveK = proposals(expensive, 0.8);
+  EXPECT_GT(cheapK, expensiveK);
+  EXPECT_GE(expensiveK, 1);
+  // The last proposal made was worth its cost, the next one would not be.
+  double rate = expensive.rate(0.8), allKept = std::pow(rate, expensiveK - 1);
+  double cost = expensive.draftStep + expensive.verifyCost(expensiveK + 1) -
+                expensive.verifyCost(expensiveK);
+  EXPECT_GT(allKept * rate * expensive.secondsPerToken, cost);
+  EXPECT_LE(allKept * rate * rate * expensive.secondsPerToken,
+            expensive.draftStep + expensive.verifyCost(expensiveK + 2) -
+                expensive.verifyCost(expensiveK + 1));
+}
+
+TEST(DraftLengthTest, ExploresAfterQuietSteps) {
+  DraftLength policy;
+  feed(policy, 100, 2, 0, 0.6, 7e-5, 3.3e-3, 5e-5);
+  ASSERT_EQ(proposals(policy, 0.6), 0);
+  // Steps that propose nothing: the kExplore-th proposes one.
+  for (int s = 0; s < DraftLength::kExplore - 1; ++s) {
+    feed(policy, 1, 0, 0, 0.6, 7e-5, 3.3e-3, 5e-5);
+    EXPECT_EQ(proposals(policy, 0.6), 0) << "quiet step " << s + 1;
+  }
+  feed(policy, 1, 0, 0, 0.6, 7e-5, 3.3e-3, 5e-5);
+  EXPECT_EQ(proposals(policy, 0.6), 1);
+  // That proposal kept resets the count and raises the bin's rate.
+  double before = policy.rate(0.6);
+  feed(policy, 1, 1, 1, 0.6, 7e-5, 3.3e-3, 5e-5);
+  EXPECT_GT(policy.rate(0.6), before);
+  EXPECT_EQ(policy.quietSteps, 0);
+}
+
+TEST(DraftLengthTest, BinsSeparateConfidences) {
+  EXPECT_EQ(DraftLength::bin(0.0), 0);
+  EXPECT_EQ(DraftLength::bin(0.5), 2);
+  EXPECT_EQ(DraftLength::bin(0.99), DraftLength::kBins - 1);
+  EXPECT_EQ(DraftLength::bin(1.0), DraftLength::kBins - 1);
+  EXPECT_LT(DraftLength::bin(0.9), DraftLength::bin(0.97));
+  // Each bin's prior is the highest confidence it holds.
+  for (int b = 0; b + 1 < DraftLength::kBins; ++b)
+    EXPECT_EQ(DraftLength::bin(DraftLength::upperConfidence(b) - 1e-9), b);
+}
+
+} // namespace
