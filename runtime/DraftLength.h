@@ -67,9 +67,25 @@ struct DraftLength {
     return 0.0;
   }
 
+  /// Whether a token of any confidence could be worth proposing after
+  /// `proposed` tokens: if not, the draft step that would give its
+  /// confidence is not run either.
+  bool mightProposeAnother(int proposed, double allKept) const {
+    double best = 0.0;
+    for (int b = 0; b < kBins; ++b)
+      best = std::max(best, kept[b] / seen[b]);
+    return pays(proposed, allKept, best);
+  }
+
   /// Whether to propose a token of `confidence` after `proposed` tokens
   /// that are all kept with probability `allKept`.
   bool proposeAnother(int proposed, double allKept, double confidence) const {
+    return pays(proposed, allKept, rate(confidence));
+  }
+
+  /// Whether a proposal kept with probability `keptRate` pays after
+  /// `proposed` tokens that are all kept with probability `allKept`.
+  bool pays(int proposed, double allKept, double keptRate) const {
     if (proposed >= kMax)
       return false;
     if (draftStep < 0 || secondsPerToken < 0)
@@ -79,7 +95,7 @@ struct DraftLength {
     if (proposed == 0 && quietSteps >= kExplore)
       return true;
     double cost = draftStep + std::max(0.0, verifyCost(proposed + 2) - verifyCost(proposed + 1));
-    return allKept * rate(confidence) * secondsPerToken > cost;
+    return allKept * keptRate * secondsPerToken > cost;
   }
 
   /// A verified step: the proposals' confidences, how many were kept, and

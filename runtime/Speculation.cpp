@@ -417,10 +417,14 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
         allKept *= draftLength.rate(confidence);
         confidences.push_back(confidence);
         proposals.push_back(token);
-        if (i + 1 < steps)
+        if (i + 1 < steps) {
+          // No draft step for a proposal that no confidence would make.
+          if (perProposal && !draftLength.mightProposeAnother((int)i + 1, allKept))
+            break;
           if (hasten_status status =
                   hasten_sequence_append(draft, &token, 1, draftLogits.data()))
             return finish(status);
+        }
       }
     } else if (steps > 0) {
       const int64_t *tokens = hasten_sequence_tokens(target);

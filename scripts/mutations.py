@@ -1541,4 +1541,9 @@ MUTATIONS = [
      "        if (perProposal && !draftLength.proposeAnother((int)i, allKept, confidence)) {",
      "        if (!perProposal && !draftLength.proposeAnother((int)i, allKept, confidence)) {",
      "ctest:speculation"),
+    ("draft length: the draft step is skipped when the least likely bin would not pay",
+     "runtime/DraftLength.h",
+     "      best = std::max(best, kept[b] / seen[b]);",
+     "      best = b ? std::min(best, kept[b] / seen[b]) : kept[b] / seen[b];",
+     "ctest:DraftLengthTest.SkipsTheDraftStepNoProposalCouldPay"),
 ]

@@ -6,7 +6,8 @@
 // timing-dependent; test/e2e/speculation.py checks that its output stays
 // the target's): the first step's K, long proposals where the draft is
 // confident and right, none where it is wrong, the cost of verification
-// rows, what it learns per confidence, and exploration.
+// rows, what it learns per confidence, skipped draft steps, and
+// exploration.
 //
 //===----------------------------------------------------------------------===//
 
@@ -94,6 +95,27 @@ TEST(DraftLengthTest, StopsWhereTheRowsCostMoreThanTheyBring) {
   EXPECT_LE(allKept * rate * rate * expensive.secondsPerToken,
             expensive.draftStep + expensive.verifyCost(expensiveK + 2) -
                 expensive.verifyCost(expensiveK + 1));
+}
+
+TEST(DraftLengthTest, SkipsTheDraftStepNoProposalCouldPay) {
+  // mightProposeAnother bounds proposeAnother over every confidence: where
+  // it says no, no confidence would be proposed (so the draft step that
+  // gives one is not run), and it does say no once the chain is unlikely.
+  DraftLength policy;
+  for (int proposed = 1; proposed <= DraftLength::kMax; ++proposed)
+    feed(policy, 2, proposed, proposed / 2, 0.9, 7e-5, 3.3e-3, 6e-4);
+  int refusals = 0;
+  for (int proposed = 1; proposed <= DraftLength::kMax; ++proposed)
+    for (double allKept = 1.0; allKept > 1e-3; allKept *= 0.7) {
+      if (policy.mightProposeAnother(proposed, allKept))
+        continue;
+      ++refusals;
+      for (double confidence = 0.0; confidence <= 1.0; confidence += 0.01)
+        EXPECT_FALSE(policy.proposeAnother(proposed, allKept, confidence))
+            << proposed << " proposed, all kept " << allKept << ", confidence " << confidence;
+    }
+  EXPECT_GT(refusals, 0);
+  EXPECT_TRUE(policy.mightProposeAnother(1, 1.0));
 }
 
 TEST(DraftLengthTest, ExploresAfterQuietSteps) {
