@@ -26,8 +26,15 @@ namespace hasten::runtime {
 /// proposal pays while that product times its own rate, in tokens, times
 /// the seconds a token costs at the current speed, exceeds what it costs: a
 /// draft step and the extra row of verification (both measured).
+///
+/// When sampling, the confidence is the draft's top probability, read
+/// before its draw: deciding on the drawn token's own probability would
+/// propose confident draws more often than the draft makes them, and
+/// rejection sampling (which assumes the draft's distribution) would no
+/// longer give the target's.
 struct DraftLength {
   static constexpr int kMax = 12, kBins = 12, kExplore = 16;
+  static constexpr double kColdStart = 1.0 / 3.0;
   double kept[kBins], seen[kBins];
   double draftStep = -1.0, secondsPerToken = -1.0;
   double recentSeconds = 0.0, recentTokens = 0.0; // decaying sums over steps
@@ -88,12 +95,14 @@ struct DraftLength {
   bool pays(int proposed, double allKept, double keptRate) const {
     if (proposed >= kMax)
       return false;
-    if (draftStep < 0 || secondsPerToken < 0)
-      return proposed < 4; // nothing measured yet: K = 4
     // A bin whose rate fell low is never proposed from, so never measured
     // again: after kExplore steps without a proposal, one is made anyway.
     if (proposed == 0 && quietSteps >= kExplore)
       return true;
+    // Nothing measured yet: propose while all are kept with a chance of at
+    // least kColdStart.
+    if (draftStep < 0 || secondsPerToken < 0)
+      return allKept * keptRate >= kColdStart;
     double cost = draftStep + std::max(0.0, verifyCost(proposed + 2) - verifyCost(proposed + 1));
     return allKept * keptRate * secondsPerToken > cost;
   }

@@ -397,23 +397,22 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
                          : 0.0;
         if (so.fallback_threshold > 0.0f && top < so.fallback_threshold)
           break;
-        int64_t token;
         double confidence = top;
-        if (greedy) {
-          token = argmax(draftLogits.data(), vocab);
-        } else {
+        if (!greedy) {
           draftProbs.emplace_back();
           tokenProbabilities(draftLogits.data(), vocab, o, draftProbs.back());
-          token = drawFrom(draftProbs.back(), random);
-          confidence = draftProbs.back()[token];
+          confidence = *std::max_element(draftProbs.back().begin(), draftProbs.back().end());
         }
-        // Stopping here is lossless: the target draws this position itself
-        // (a draw the draft made and dropped does not bias it).
+        // Stopping is lossless when it reads only the draft's distribution,
+        // not the token drawn from it: the target then draws this position
+        // itself.
         if (perProposal && !draftLength.proposeAnother((int)i, allKept, confidence)) {
           if (!greedy)
             draftProbs.pop_back();
           break;
         }
+        int64_t token =
+            greedy ? argmax(draftLogits.data(), vocab) : drawFrom(draftProbs.back(), random);
         allKept *= draftLength.rate(confidence);
         confidences.push_back(confidence);
         proposals.push_back(token);

@@ -1546,4 +1546,41 @@ MUTATIONS = [
      "      best = std::max(best, kept[b] / seen[b]);",
      "      best = b ? std::min(best, kept[b] / seen[b]) : kept[b] / seen[b];",
      "ctest:DraftLengthTest.SkipsTheDraftStepNoProposalCouldPay"),
+    ("speculation: k = 0 when sampling decides on the token it draws and proposes",
+     "runtime/Speculation.cpp",
+     '        double confidence = top;\n'
+     '        if (!greedy) {\n'
+     '          draftProbs.emplace_back();\n'
+     '          tokenProbabilities(draftLogits.data(), vocab, o, draftProbs.back());\n'
+     '          confidence = *std::max_element(draftProbs.back().begin(), draftProbs.back().end());\n'
+     '        }\n'
+     "        // Stopping is lossless when it reads only the draft's distribution,\n"
+     '        // not the token drawn from it: the target then draws this position\n'
+     '        // itself.\n'
+     '        if (perProposal && !draftLength.proposeAnother((int)i, allKept, confidence)) {\n'
+     '          if (!greedy)\n'
+     '            draftProbs.pop_back();\n'
+     '          break;\n'
+     '        }\n'
+     '        int64_t token =\n'
+     '            greedy ? argmax(draftLogits.data(), vocab) : drawFrom(draftProbs.back(), random);',
+     '        double confidence = top;\n'
+     '        int64_t drawn = -1;\n'
+     '        if (!greedy) {\n'
+     '          draftProbs.emplace_back();\n'
+     '          tokenProbabilities(draftLogits.data(), vocab, o, draftProbs.back());\n'
+     '          drawn = drawFrom(draftProbs.back(), random);\n'
+     '          confidence = draftProbs.back()[drawn];\n'
+     '        }\n'
+     "        // Stopping is lossless when it reads only the draft's distribution,\n"
+     '        // not the token drawn from it: the target then draws this position\n'
+     '        // itself.\n'
+     '        if (perProposal && !draftLength.proposeAnother((int)i, allKept, confidence)) {\n'
+     '          if (!greedy)\n'
+     '            draftProbs.pop_back();\n'
+     '          break;\n'
+     '        }\n'
+     '        int64_t token =\n'
+     '            greedy ? argmax(draftLogits.data(), vocab) : drawn;',
+     "ctest:speculation"),
 ]

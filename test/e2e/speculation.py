@@ -456,14 +456,17 @@ def main():
         prompt = [5, 6, 7, 5, 6, 7, 5, 6]
         joint = joint_distribution(tcfg, tw, prompt, 3, 3)
         draft_joint = joint_distribution(dcfg, dw, prompt, 3, 3)
-        for label, use_draft in (("draft model", True), ("prompt lookup", False)):
+        # K=auto decides each step's length from the draft's distribution
+        # (here from its priors: 4 tokens are too few to measure costs).
+        for label, use_draft, k in (("draft model", True, 3), ("prompt lookup", False, 3),
+                                    ("draft model, K=auto", True, 0)):
             target = module.sequence()
             draft = module.sequence(model="draft") if use_draft else None
             samples, drafted, accepted = [], 0, 0
             for seed in range(3000):
                 target.truncate(0)
                 got, _, ss, status, error = target.generate(
-                    prompt, 4, draft=draft, speculative=True, k=3, temperature=1.0, top_k=3,
+                    prompt, 4, draft=draft, speculative=True, k=k, temperature=1.0, top_k=3,
                     seed=seed + 1)
                 if status:
                     raise RuntimeError(error)
@@ -529,6 +532,30 @@ def main():
         dstat, ddf = chi_square(draft_cells, small_draft_joint)
         c.check(dstat > chi2_critical(ddf),
                 f"the same test rejects the draft's own distribution (chi-square {dstat:.1f})")
+        # The same pair with K=auto (the runtime's loop) at temperature 0.1,
+        # where the draft's first distribution has a top probability of 0.63
+        # and the rest below 0.07: a step proposes by that distribution (its
+        # priors: 5 tokens measure no costs), never by the token it draws
+        # (proposing only its likely draws would skew the first token).
+        auto_t = 0.1
+        auto_joint, auto_cell = joint_distribution_pruned(scfg, sw, prompt, 4, auto_t, draws)
+        samples, drafted, accepted = [], 0, 0
+        for seed in range(draws):
+            target.truncate(0)
+            draft.truncate(0)
+            got, _, ss, status, error = target.generate(
+                prompt, 5, draft=draft, speculative=True, k=0, temperature=auto_t,
+                seed=seed + 1)
+            if status:
+                raise RuntimeError(error)
+            samples.append(auto_cell(got))
+            drafted += ss.drafted
+            accepted += ss.accepted
+        stat, df = chi_square(samples, auto_joint)
+        c.check(stat < chi2_critical(df) and drafted > 0,
+                f"K=auto, temperature {auto_t}: the first 4 tokens follow the target's "
+                f"distribution, chi-square {stat:.1f} < {chi2_critical(df):.1f} ({df} dof; "
+                f"acceptance {accepted / max(1, drafted):.2f} of {drafted})")
         bad, fused_steps = [], 0
         for p in PROMPTS:
             p = [t % scfg.vocab for t in p]

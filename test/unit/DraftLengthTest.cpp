@@ -4,7 +4,7 @@
 // DraftLength, proposal by proposal, whether another proposal pays. These
 // tests drive it with chosen step costs and outcomes (generation itself is
 // timing-dependent; test/e2e/speculation.py checks that its output stays
-// the target's): the first step's K, long proposals where the draft is
+// the target's): the first step's length, long proposals where the draft is
 // confident and right, none where it is wrong, the cost of verification
 // rows, what it learns per confidence, skipped draft steps, and
 // exploration.
@@ -43,10 +43,14 @@ void feed(DraftLength &policy, int steps, int proposed, int kept, double confide
                   verifyBase + verifyPerRow * (proposed + 1));
 }
 
-TEST(DraftLengthTest, ProposesFourBeforeAnythingIsMeasured) {
+TEST(DraftLengthTest, BeforeAnythingIsMeasuredProposesWhileLikelyAllKept) {
+  // Priors only: the bin of 0.99 starts at 1, that of 0.6 at 1 - 2^-1.5
+  // (0.65: two proposals are all kept with 0.42, three with 0.27 < 1/3),
+  // that of 0.05 at 1 - 2^-0.5 (0.29 < 1/3).
   DraftLength policy;
-  EXPECT_EQ(proposals(policy, 0.99), 4);
-  EXPECT_EQ(proposals(policy, 0.05), 4);
+  EXPECT_EQ(proposals(policy, 0.99), DraftLength::kMax);
+  EXPECT_EQ(proposals(policy, 0.6), 2);
+  EXPECT_EQ(proposals(policy, 0.05), 0);
 }
 
 TEST(DraftLengthTest, ConfidentAndRightProposesToTheLimit) {
