@@ -328,6 +328,8 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
   std::vector<int64_t> proposals, context, step;
   std::vector<std::vector<double>> draftProbs;
   std::vector<double> targetProbs, confidences;
+  int draftSteps = 0;            // one-token draft steps while proposing,
+  double draftStepSeconds = 0.0; // and their time (DraftLength's step cost)
   std::vector<float> draftLogits(vocab), verifyLogits;
   std::vector<float> uniforms(2 * fusedK + 1);
   int64_t capacity = hasten_sequence_capacity(target);
@@ -385,6 +387,8 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
     proposals.clear();
     draftProbs.clear();
     confidences.clear();
+    draftSteps = 0;
+    draftStepSeconds = 0.0;
     if (steps > 0 && draft) {
       // Bring the draft to its context plus the pending token.
       if (hasten_status status =
@@ -420,9 +424,12 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
           // No draft step for a proposal that no confidence would make.
           if (perProposal && !draftLength.mightProposeAnother((int)i + 1, allKept))
             break;
+          double stepStart = seconds();
           if (hasten_status status =
                   hasten_sequence_append(draft, &token, 1, draftLogits.data()))
             return finish(status);
+          draftStepSeconds += seconds() - stepStart;
+          ++draftSteps;
         }
       }
     } else if (steps > 0) {
@@ -508,7 +515,8 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
       return finish(HASTEN_OK);
     pending = next;
     if (perProposal) {
-      draftLength.record(confidences, kept, draftSeconds, verifySeconds);
+      draftLength.record(confidences, kept, draftSeconds, verifySeconds, draftSteps,
+                         draftStepSeconds);
     } else if (so.k == 0) {
       adaptive.record((int64_t)proposals.size(), (int64_t)kept, draftSeconds, verifySeconds);
       k = adaptive.choose();

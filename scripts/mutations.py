@@ -1543,8 +1543,9 @@ MUTATIONS = [
      "ctest:speculation"),
     ("draft length: the draft step is skipped when the least likely bin would not pay",
      "runtime/DraftLength.h",
-     "      best = std::max(best, kept[b] / seen[b]);",
-     "      best = b ? std::min(best, kept[b] / seen[b]) : kept[b] / seen[b];",
+     "      best = std::max(best, (kept[b] + kBinPrior * pooledRate()) / (seen[b] + kBinPrior));",
+     "      best = b ? std::min(best, (kept[b] + kBinPrior * pooledRate()) / (seen[b] + kBinPrior))\n"
+     "               : (kept[b] + kBinPrior * pooledRate()) / (seen[b] + kBinPrior);",
      "ctest:DraftLengthTest.SkipsTheDraftStepNoProposalCouldPay"),
     ("speculation: k = 0 when sampling decides on the token it draws and proposes",
      "runtime/Speculation.cpp",
@@ -1583,4 +1584,9 @@ MUTATIONS = [
      '        int64_t token =\n'
      '            greedy ? argmax(draftLogits.data(), vocab) : drawn;',
      "ctest:speculation"),
+    ("draft length: a bin's rate ignores the pooled rate",
+     "runtime/DraftLength.h",
+     "    return (kept[b] + kBinPrior * pooledRate()) / (seen[b] + kBinPrior);\n  }",
+     "    return (kept[b] + kBinPrior * 0.6) / (seen[b] + kBinPrior);\n  }",
+     "ctest:DraftLengthTest.ABinLeansOnThePooledRateUntilItsOwnIsKnown"),
 ]

@@ -40,17 +40,40 @@ void feed(DraftLength &policy, int steps, int proposed, int kept, double confide
           double draft, double verifyBase, double verifyPerRow) {
   for (int s = 0; s < steps; ++s)
     policy.record(std::vector<double>(proposed, confidence), kept, draft * proposed,
-                  verifyBase + verifyPerRow * (proposed + 1));
+                  verifyBase + verifyPerRow * (proposed + 1), proposed, draft * proposed);
 }
 
 TEST(DraftLengthTest, BeforeAnythingIsMeasuredProposesWhileLikelyAllKept) {
-  // Priors only: the bin of 0.99 starts at 1, that of 0.6 at 1 - 2^-1.5
-  // (0.65: two proposals are all kept with 0.42, three with 0.27 < 1/3),
-  // that of 0.05 at 1 - 2^-0.5 (0.29 < 1/3).
+  // The pooled prior, 0.6: two proposals are all kept with 0.36, three
+  // with 0.22 < 1/3.
   DraftLength policy;
-  EXPECT_EQ(proposals(policy, 0.99), DraftLength::kMax);
-  EXPECT_EQ(proposals(policy, 0.6), 2);
-  EXPECT_EQ(proposals(policy, 0.05), 0);
+  EXPECT_EQ(proposals(policy, 0.99), 2);
+  EXPECT_EQ(proposals(policy, 0.05), 2);
+  // Kept proposals (still no draft step measured: one proposal per step)
+  // raise every bin's rate, seen or not.
+  for (int s = 0; s < 20; ++s)
+    policy.record({0.17}, 1, 1e-4, 4e-3, 0, 0.0);
+  EXPECT_GT(policy.rate(0.17), 0.9);
+  EXPECT_GT(policy.rate(0.99), 0.8);
+  EXPECT_GE(proposals(policy, 0.5), 8);
+}
+
+TEST(DraftLengthTest, ABinLeansOnThePooledRateUntilItsOwnIsKnown) {
+  // An uncalibrated draft: proposals of confidence 0.17 are kept, those of
+  // 0.9 rejected. The bins learn it apart; an unseen bin (0.6) sits at the
+  // pooled rate, between them.
+  DraftLength policy;
+  for (int s = 0; s < 60; ++s) {
+    policy.record({0.17, 0.17}, 2, 2e-4, 4e-3, 1, 1e-4);
+    policy.record({0.9}, 0, 1e-4, 4e-3, 0, 0.0);
+  }
+  EXPECT_GT(policy.rate(0.17), 0.95);
+  EXPECT_LT(policy.rate(0.9), 0.05);
+  EXPECT_NEAR(policy.rate(0.6), policy.pooledRate(), 1e-12);
+  EXPECT_GT(policy.pooledRate(), policy.rate(0.9));
+  EXPECT_LT(policy.pooledRate(), policy.rate(0.17));
+  EXPECT_EQ(proposals(policy, 0.9), 0);
+  EXPECT_GE(proposals(policy, 0.17), 8);
 }
 
 TEST(DraftLengthTest, ConfidentAndRightProposesToTheLimit) {
@@ -106,8 +129,10 @@ TEST(DraftLengthTest, SkipsTheDraftStepNoProposalCouldPay) {
   // it says no, no confidence would be proposed (so the draft step that
   // gives one is not run), and it does say no once the chain is unlikely.
   DraftLength policy;
-  for (int proposed = 1; proposed <= DraftLength::kMax; ++proposed)
+  for (int proposed = 1; proposed <= DraftLength::kMax; ++proposed) {
     feed(policy, 2, proposed, proposed / 2, 0.9, 7e-5, 3.3e-3, 6e-4);
+    feed(policy, 1, proposed, proposed, 0.99, 7e-5, 3.3e-3, 6e-4);
+  }
   int refusals = 0;
   for (int proposed = 1; proposed <= DraftLength::kMax; ++proposed)
     for (double allKept = 1.0; allKept > 1e-3; allKept *= 0.7) {
@@ -146,9 +171,8 @@ TEST(DraftLengthTest, BinsSeparateConfidences) {
   EXPECT_EQ(DraftLength::bin(0.99), DraftLength::kBins - 1);
   EXPECT_EQ(DraftLength::bin(1.0), DraftLength::kBins - 1);
   EXPECT_LT(DraftLength::bin(0.9), DraftLength::bin(0.97));
-  // Each bin's prior is the highest confidence it holds.
-  for (int b = 0; b + 1 < DraftLength::kBins; ++b)
-    EXPECT_EQ(DraftLength::bin(DraftLength::upperConfidence(b) - 1e-9), b);
+  EXPECT_EQ(DraftLength::bin(0.28), 0);
+  EXPECT_EQ(DraftLength::bin(0.3), 1);
 }
 
 } // namespace
