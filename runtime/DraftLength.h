@@ -24,9 +24,9 @@ namespace hasten::runtime {
 /// (drafts are not calibrated: a distilled byte-level draft whose top
 /// probability was 0.17 was kept 99% of the time). The proposals so far
 /// are all kept with the product of their bins' rates. Another proposal
-/// pays while that product times its own rate, in tokens, times the
-/// seconds a token costs at the current speed, exceeds what it costs: a
-/// draft step and the extra row of verification (both measured).
+/// pays while the tokens it and some number of later ones are expected to
+/// add, times the seconds a token costs at the current speed, exceed what
+/// they cost: their draft steps and verification rows (both measured).
 ///
 /// When sampling, the confidence is the draft's top probability, read
 /// before its draw: deciding on the drawn token's own probability would
@@ -98,8 +98,19 @@ struct DraftLength {
     // least kColdStart.
     if (draftStep < 0 || secondsPerToken < 0)
       return allKept * keptRate >= kColdStart;
-    double cost = draftStep + std::max(0.0, verifyCost(proposed + 2) - verifyCost(proposed + 1));
-    return allKept * keptRate * secondsPerToken > cost;
+    // This proposal and m - 1 more (at the pooled rate) against m draft
+    // steps and m more verification rows, for every m: a row that starts a
+    // new pass over the weights costs more than the next few, so a row
+    // that does not pay alone may pay with those after it.
+    double gain = 0.0, chain = allKept, base = verifyCost(proposed + 1);
+    for (int m = 1; proposed + m <= kMax; ++m) {
+      chain *= m == 1 ? keptRate : pooledRate();
+      gain += chain;
+      double cost = m * draftStep + std::max(0.0, verifyCost(proposed + 1 + m) - base);
+      if (gain * secondsPerToken > cost)
+        return true;
+    }
+    return false;
   }
 
   /// A verified step: the proposals' confidences and how many were kept;

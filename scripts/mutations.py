@@ -1589,4 +1589,9 @@ MUTATIONS = [
      "    return (kept[b] + kBinPrior * pooledRate()) / (seen[b] + kBinPrior);\n  }",
      "    return (kept[b] + kBinPrior * 0.6) / (seen[b] + kBinPrior);\n  }",
      "ctest:DraftLengthTest.ABinLeansOnThePooledRateUntilItsOwnIsKnown"),
+    ("draft length: each proposal must pay alone (no look-ahead past a strip boundary)",
+     "runtime/DraftLength.h",
+     "    for (int m = 1; proposed + m <= kMax; ++m) {",
+     "    for (int m = 1; proposed + m <= kMax && m == 1; ++m) {",
+     "ctest:DraftLengthTest.ProposesPastARowThatStartsANewPass"),
 ]

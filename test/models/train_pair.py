@@ -16,9 +16,15 @@ make_decoder.build_model:
 
 Outputs in OUT (default ~/.cache/hasten/spec-pair): target.onnx, draft.onnx,
 heldout.txt, train-log.txt. Training is bounded by wall time (--minutes per
-model); CI never runs this. Use /usr/bin/python3 (Debian's torch 1.13).
+model), so the interpreter matters: PyPI's torch in a venv (python3 -m venv
+build/train-venv && build/train-venv/bin/pip install torch numpy onnx) ran
+its steps 3.4x faster than Debian's python3-torch 1.13 here, whose matrix
+products go through the system BLAS (Debian's reference BLAS unless
+libopenblas0-pthread is installed: 2.8 GFLOP/s a core, ten times slower
+still). Either works; CI never runs this.
 
   train_pair.py [--out DIR] [--minutes-target 40] [--minutes-draft 12] [--threads 1]
+  train_pair.py --more-target-minutes 25 # the saved target, trained further
   train_pair.py --distill-minutes 20     # then: the draft learns the target's
                                          # distributions (KL), starting from
                                          # the saved draft
@@ -193,6 +199,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--distill-minutes", type=float, default=0,
                         help="only distill the saved draft from the saved target")
+    parser.add_argument("--more-target-minutes", type=float, default=0,
+                        help="only train the saved target further (then distill again)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -200,6 +208,12 @@ def main():
     print(f"corpus: {len(data)} bytes of training text, {len(held)} held out", flush=True)
     with open(os.path.join(args.out, "heldout.txt"), "wb") as f:
         f.write(held)
+    if args.more_target_minutes > 0:
+        with open(os.path.join(args.out, "train-log.txt"), "a") as log:
+            model = train("target (continued)", TARGET, data, held, args.more_target_minutes, log,
+                          start=load_weights(os.path.join(args.out, "target.onnx")))
+            export(model, TARGET, held, os.path.join(args.out, "target.onnx"), "target")
+        return
     if args.distill_minutes > 0:
         teacher = Decoder(TARGET)
         with torch.no_grad():

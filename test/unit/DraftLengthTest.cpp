@@ -124,6 +124,22 @@ TEST(DraftLengthTest, StopsWhereTheRowsCostMoreThanTheyBring) {
                 expensive.verifyCost(expensiveK + 1));
 }
 
+TEST(DraftLengthTest, ProposesPastARowThatStartsANewPass) {
+  // Verification of up to 6 rows costs 3 ms, of 7 to 12 rows 3.5 ms (a
+  // second pass over the weights' strips): the 7th row alone does not pay
+  // for itself, the 7th to the 12th together do.
+  DraftLength policy;
+  auto verifyOf = [](int rows) { return rows <= 6 ? 3e-3 : 3.5e-3; };
+  for (int proposed = 1; proposed <= DraftLength::kMax; ++proposed)
+    policy.record(std::vector<double>(proposed, 0.9), proposed, 5e-5 * proposed,
+                  verifyOf(proposed + 1), proposed, 5e-5 * proposed);
+  for (int s = 0; s < 30; ++s)
+    policy.record(std::vector<double>(10, 0.9), 9, 5e-4, verifyOf(11), 10, 5e-4);
+  double rate = policy.rate(0.9), chain6 = std::pow(rate, 6);
+  ASSERT_LT(chain6 * policy.secondsPerToken, policy.draftStep + 0.5e-3); // alone: no
+  EXPECT_EQ(proposals(policy, 0.9), DraftLength::kMax);
+}
+
 TEST(DraftLengthTest, SkipsTheDraftStepNoProposalCouldPay) {
   // mightProposeAnother bounds proposeAnother over every confidence: where
   // it says no, no confidence would be proposed (so the draft step that
