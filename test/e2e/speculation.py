@@ -509,20 +509,28 @@ def main():
                                                                         temperature, draws)
         small_module = rt.load(small_fused)
         target, draft = small_module.sequence(), small_module.sequence(model="draft")
-        samples, draft_cells, fused_steps, drafted, accepted = [], [], 0, 0, 0
-        for seed in range(draws):
-            target.truncate(0)
-            draft.truncate(0)
-            got, _, ss, status, error = target.generate(
-                prompt, 5, draft=draft, speculative=True, k=2, temperature=temperature,
-                seed=seed + 1)
-            if status:
-                raise RuntimeError(error)
-            samples.append(small_cell(got))
-            draft_cells.append(small_draft_cell(got))
-            fused_steps += ss.fused_steps
-            drafted += ss.drafted
-            accepted += ss.accepted
+
+        def sample_runs(k, temp, cells):
+            """5 tokens per seed from the small pair: the cells each of
+            `cells` puts them in, and the fused steps, proposals and
+            acceptances in all."""
+            cell_samples, totals = [[] for _ in cells], [0, 0, 0]
+            for seed in range(draws):
+                target.truncate(0)
+                draft.truncate(0)
+                got, _, ss, status, error = target.generate(
+                    prompt, 5, draft=draft, speculative=True, k=k, temperature=temp,
+                    seed=seed + 1)
+                if status:
+                    raise RuntimeError(error)
+                for samples_of, cell in zip(cell_samples, cells):
+                    samples_of.append(cell(got))
+                totals = [totals[0] + ss.fused_steps, totals[1] + ss.drafted,
+                          totals[2] + ss.accepted]
+            return cell_samples, totals
+
+        (samples, draft_cells), (fused_steps, drafted, accepted) = sample_runs(
+            2, temperature, [small_cell, small_draft_cell])
         stat, df = chi_square(samples, small_joint)
         c.check(stat < chi2_critical(df) and fused_steps >= draws,
                 f"fused spec_step, temperature {temperature}: the first 4 tokens follow the "
@@ -539,18 +547,7 @@ def main():
         # (proposing only its likely draws would skew the first token).
         auto_t = 0.1
         auto_joint, auto_cell = joint_distribution_pruned(scfg, sw, prompt, 4, auto_t, draws)
-        samples, drafted, accepted = [], 0, 0
-        for seed in range(draws):
-            target.truncate(0)
-            draft.truncate(0)
-            got, _, ss, status, error = target.generate(
-                prompt, 5, draft=draft, speculative=True, k=0, temperature=auto_t,
-                seed=seed + 1)
-            if status:
-                raise RuntimeError(error)
-            samples.append(auto_cell(got))
-            drafted += ss.drafted
-            accepted += ss.accepted
+        (samples,), (_, drafted, accepted) = sample_runs(0, auto_t, [auto_cell])
         stat, df = chi_square(samples, auto_joint)
         c.check(stat < chi2_critical(df) and drafted > 0,
                 f"K=auto, temperature {auto_t}: the first 4 tokens follow the target's "
