@@ -56,10 +56,11 @@ struct DraftLength {
 
   double pooledRate() const { return keptAll / seenAll; }
 
-  double rate(double confidence) const {
-    int b = bin(confidence);
+  double binRate(int b) const {
     return (kept[b] + kBinPrior * pooledRate()) / (seen[b] + kBinPrior);
   }
+
+  double rate(double confidence) const { return binRate(bin(confidence)); }
 
   double verifyCost(int rows) const {
     for (int d = 0; d <= kMax + 1; ++d)
@@ -75,7 +76,7 @@ struct DraftLength {
   bool mightProposeAnother(int proposed, double allKept) const {
     double best = 0.0;
     for (int b = 0; b < kBins; ++b)
-      best = std::max(best, (kept[b] + kBinPrior * pooledRate()) / (seen[b] + kBinPrior));
+      best = std::max(best, binRate(b));
     return pays(proposed, allKept, best);
   }
 
