@@ -146,6 +146,11 @@ struct GpuDeviceMemoryPass
                                                alloc.getDynamicSizes(),
                                                alloc.getSymbolOperands(), /*hostShared=*/false);
           alloc.replaceAllUsesWith(onDevice.getMemref());
+          // The set holds values by address: an erased allocation's result
+          // left in it would make whatever the allocator puts at that address
+          // next (a later function's read-back copy, say) a device buffer.
+          device.erase(alloc.getResult());
+          device.insert(onDevice.getMemref());
           alloc.erase();
         } else if (auto dealloc = dyn_cast<memref::DeallocOp>(op)) {
           gpu::DeallocOp::create(b, dealloc.getLoc(), /*asyncToken=*/Type(), ValueRange(),
