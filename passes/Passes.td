@@ -939,7 +939,10 @@ def PlanKVCache : Pass<"hasten-plan-kv-cache", "::mlir::ModuleOp"> {
     Option<"capacity", "capacity", "int64_t", /*default=*/"1024",
            "Tokens the cache of one sequence holds">,
     Option<"blockSize", "block-size", "int64_t", /*default=*/"0",
-           "Tokens per block of a paged cache; 0 for a contiguous cache">
+           "Tokens per block of a paged cache; 0 for a contiguous cache">,
+    Option<"draftCapacity", "draft-capacity", "int64_t", /*default=*/"0",
+           "Tokens the cache of a `draft` model's sequence holds (the positions "
+           "a draft knows may be fewer than its target's); 0: `capacity`">
   ];
   let dependentDialects = ["::hasten::HastenDialect", "::mlir::arith::ArithDialect",
                            "::mlir::tensor::TensorDialect"];

@@ -71,15 +71,27 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
       getOperation().emitError("capacity must be positive, got ") << int64_t(capacity);
       return signalPassFailure();
     }
-    if (blockSize < 0 || (blockSize > 0 && capacity % blockSize != 0)) {
-      getOperation().emitError("capacity (")
-          << int64_t(capacity) << ") must be a multiple of block-size (" << int64_t(blockSize)
-          << ")";
+    if (draftCapacity < 0) {
+      getOperation().emitError("draft-capacity must not be negative, got ")
+          << int64_t(draftCapacity);
       return signalPassFailure();
     }
+    for (int64_t tokens : {int64_t(capacity), int64_t(draftCapacity)})
+      if (blockSize < 0 || (blockSize > 0 && tokens % blockSize != 0)) {
+        getOperation().emitError("capacity (")
+            << tokens << ") must be a multiple of block-size (" << int64_t(blockSize) << ")";
+        return signalPassFailure();
+      }
     for (auto func : llvm::make_early_inc_range(getOperation().getOps<func::FuncOp>()))
       if (isDecoderEntry(func) && failed(plan(func)))
         return signalPassFailure();
+  }
+
+  /// The capacity of the cache that `func`'s model reads.
+  int64_t capacityOf(func::FuncOp func) {
+    auto model = func->getAttrOfType<StringAttr>(HastenDialect::kModelAttrName);
+    return model && model.getValue() == HastenDialect::kDraftModelName && draftCapacity > 0 ? int64_t(draftCapacity)
+                                                                          : int64_t(capacity);
   }
 
   LogicalResult plan(func::FuncOp func) {
@@ -147,7 +159,7 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
              << pastType;
     auto cacheType = KVCacheType::getChecked(
         [&] { return func.emitError(); }, func.getContext(), numLayers,
-        pastType.getDimSize(1), pastType.getDimSize(3), int64_t(capacity),
+        pastType.getDimSize(1), pastType.getDimSize(3), capacityOf(func),
         pastType.getElementType(),
         blockSize ? KVCacheLayout::Paged : KVCacheLayout::Contiguous, int64_t(blockSize));
     if (!cacheType)

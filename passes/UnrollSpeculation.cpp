@@ -73,7 +73,7 @@ struct UnrollSpeculationPass
       return signalPassFailure();
     }
     func::FuncOp verify = findEntry(module, EntryKind::Verify, "");
-    func::FuncOp draft = findEntry(module, EntryKind::Decode, "draft");
+    func::FuncOp draft = findEntry(module, EntryKind::Decode, HastenDialect::kDraftModelName);
     if (!verify || !draft) {
       module.emitError("speculation needs the target's verify entry and the decode entry of "
                        "model 'draft' (compile with --draft)");

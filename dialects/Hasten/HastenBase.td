@@ -70,6 +70,8 @@ def Hasten_Dialect : Dialect {
   let extraClassDeclaration = [{
     static constexpr ::llvm::StringLiteral kEntryKindAttrName = "hasten.entry_kind";
     static constexpr ::llvm::StringLiteral kModelAttrName = "hasten.model";
+    /// The model namespace of a pair's draft (hasten-compile --draft).
+    static constexpr ::llvm::StringLiteral kDraftModelName = "draft";
     static constexpr ::llvm::StringLiteral kRoleAttrName = "hasten.role";
     static constexpr ::llvm::StringLiteral kOnnxNameAttrName = "hasten.onnx_name";
     static constexpr ::llvm::StringLiteral kOnnxElemTypeAttrName = "hasten.onnx_elem_type";

@@ -165,7 +165,7 @@ LogicalResult writeStage(ModuleOp module, Stage stage, StringRef path, Location 
 }
 
 /// The model namespace of a draft compiled with its target.
-constexpr StringLiteral kDraftModel = "draft";
+constexpr StringLiteral kDraftModel = HastenDialect::kDraftModelName;
 
 /// Moves the draft's entries into the target's module as draft_<entry>,
 /// marked hasten.model = "draft". The draft's own graph function is not
@@ -376,10 +376,13 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     if (failed(kv))
       return failure();
     recordKVCachePlan(module, *kv, "");
-    // The draft's cache holds what the target's does: the same capacity.
+    // The draft's cache holds what the target's does, up to the positions
+    // the draft knows: past them the runtime stops proposing, and RAPID
+    // gives the draft a shortened context that fits.
     if (!options.draftPath.empty()) {
       KVCacheOptions draftOptions;
       draftOptions.capacity = kv->capacity;
+      draftOptions.lowerToPositions = true;
       draftOptions.blockSize = kv->blockSize;
       draftOptions.deviceTokens = options.kv.deviceTokens;
       FailureOr<KVCachePlan> plan = planKVCache(module, draftOptions, kDraftModel);
@@ -390,6 +393,8 @@ LogicalResult hasten::compileOnnxFile(StringRef inputPath, StringRef outputPath,
     }
     TensorPipelineOptions tensor;
     tensor.kvCapacity = kv->capacity;
+    if (draftKV)
+      tensor.draftKvCapacity = draftKV->capacity;
     tensor.kvBlockSize = options.kv.blockSize;
     // Without the runtime's attention kernel, attention is tiled in IR.
     tensor.attention = target->hasAttentionKernel() ? options.attention : "generated";

@@ -189,7 +189,9 @@ FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions
     if (parsed != EntryKind::Prefill && parsed != EntryKind::Decode &&
         parsed != EntryKind::Verify)
       continue;
-    // Every decoder's positions bound the capacity a pair shares.
+    if (funcModel != model)
+      continue;
+    // The model's own positions bound its capacity.
     PositionTables tables;
     tables.visit(func);
     const PositionTables::Table &table = tables.smallest();
@@ -198,8 +200,6 @@ FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions
       plan.positionTable = table.name;
       plan.positionModel = funcModel.str();
     }
-    if (funcModel != model)
-      continue;
     plan.decoder = true;
     plan.layers = 0;
     for (unsigned i = 0; i < func.getNumArguments(); ++i) {
@@ -230,7 +230,7 @@ FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions
       plan.positionTable.empty() ? "(a constant)" : "'" + plan.positionTable + "'";
   if (options.capacity > 0) {
     plan.capacity = options.capacity;
-    if (plan.positionRows != 0 && plan.capacity > plan.positionRows)
+    if (plan.positionRows != 0 && plan.capacity > plan.positionRows && !options.lowerToPositions)
       return emitError(module.getLoc(), "--kv-capacity=")
              << plan.capacity << " is more than the " << plan.positionRows << " positions "
              << whosePositions << " position table " << table
@@ -242,7 +242,8 @@ FailureOr<KVCachePlan> hasten::planKVCache(ModuleOp module, const KVCacheOptions
              << options.budgetBytes << " holds no " << (block > 1 ? "block" : "token")
              << ": one token takes " << plan.bytesPerToken << " bytes";
   }
-  if (options.capacity == 0 && plan.positionRows != 0 && plan.capacity > plan.positionRows) {
+  if ((options.capacity == 0 || options.lowerToPositions) && plan.positionRows != 0 &&
+      plan.capacity > plan.positionRows) {
     // A default (or a budget's) capacity stops at the last position the
     // model knows, in whole blocks.
     plan.capacity = plan.positionRows / block * block;

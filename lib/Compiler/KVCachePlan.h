@@ -43,9 +43,9 @@ struct KVCachePlan {
 /// The cache for the decoder entries of model namespace `model` ("" for the
 /// main model; decoder = false when it has none); errors name the option
 /// that cannot be met. The capacity is bounded by the position tables of
-/// every decoder in the module (a pair's caches share one capacity): a
-/// default capacity is lowered to fit, an explicit one that does not fit is
-/// an error.
+/// that model's decoder entries (a pair's draft may know fewer positions
+/// than its target): a default capacity is lowered to fit, an explicit one
+/// that does not fit is an error unless options.lowerToPositions.
 mlir::FailureOr<KVCachePlan> planKVCache(mlir::ModuleOp module, const KVCacheOptions &options,
                                          llvm::StringRef model);
 

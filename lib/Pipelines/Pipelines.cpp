@@ -37,7 +37,8 @@ void hasten::buildTensorPipeline(OpPassManager &pm, const TensorPipelineOptions 
   // A sampler's steps first: its step function then goes through every
   // later pass like the denoiser it came from.
   pm.addPass(createFuseSamplerSteps());
-  pm.addPass(createPlanKVCache(PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize}));
+  pm.addPass(createPlanKVCache(
+      PlanKVCacheOptions{options.kvCapacity, options.kvBlockSize, options.draftKvCapacity}));
   // On a GPU the logits stay in device memory: the fused step is greedy,
   // its argmaxes kernels.
   if (options.speculationK > 0)

@@ -2,6 +2,8 @@
 // RUN: not hasten-opt %s -hasten-plan-kv-cache="capacity=100 block-size=16" 2>&1 | FileCheck %s --check-prefix=BLOCKS
 
 // BLOCKS: error: capacity (100) must be a multiple of block-size (16)
+// RUN: not hasten-opt %s -hasten-plan-kv-cache="capacity=64 draft-capacity=40 block-size=16" 2>&1 | FileCheck %s --check-prefix=DRAFT-BLOCKS
+// DRAFT-BLOCKS: error: capacity (40) must be a multiple of block-size (16)
 
 // expected-error @+1 {{cannot plan the KV cache: 'past_key_values.0.key' must be used only by one Concat that appends the new tokens after it on axis 2, but it is used by linalg.transpose}}
 func.func @read_directly(%pk: tensor<1x2x3x4xf32> {hasten.onnx_name = "past_key_values.0.key"},

@@ -1,5 +1,6 @@
 // RUN: hasten-opt %s -split-input-file -hasten-plan-kv-cache=capacity=64 | FileCheck %s
 // RUN: hasten-opt %s -split-input-file -hasten-plan-kv-cache="capacity=64 block-size=16" | FileCheck %s --check-prefix=PAGED
+// RUN: hasten-opt %s -split-input-file -hasten-plan-kv-cache="capacity=64 draft-capacity=16" | FileCheck %s --check-prefix=DRAFT
 
 // One layer of a decode entry: the past keys/values grow by Concat and are
 // returned as presents. After planning, the pasts and presents are gone, a
@@ -109,4 +110,44 @@ func.func @two_layers(%pk0: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_va
       : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> -> tensor<1x2x1x4xf32>
   return %o1, %keys0, %values0, %keys1, %values1
       : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
+}
+
+// -----
+
+// A pair: the draft's entries (model namespace "draft") get a cache of
+// draft-capacity tokens (the positions a draft knows may be fewer than its
+// target's); without it, the target's capacity. The target's stays.
+// CHECK-LABEL: func.func @decode(
+// CHECK-SAME: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 64, f32>
+// CHECK-LABEL: func.func @draft_decode(
+// CHECK-SAME: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 64, f32>
+// DRAFT-LABEL: func.func @decode(
+// DRAFT-SAME: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 64, f32>
+// DRAFT-LABEL: func.func @draft_decode(
+// DRAFT-SAME: !hasten.kv_cache<layers = 1, kv_heads = 2, head_dim = 4, capacity = 16, f32>
+func.func @decode(%pk: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.key"},
+                  %pv: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.value"},
+                  %k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>)
+    -> (tensor<1x2x1x4xf32> {hasten.onnx_name = "logits"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.0.key"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.0.value"})
+    attributes {hasten.entry_kind = "decode"} {
+  %keys = tensor.concat dim(2) %pk, %k : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
+  %values = tensor.concat dim(2) %pv, %v : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
+  %o = hasten.attention %k, %keys, %values heads(2, 2)
+      : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> -> tensor<1x2x1x4xf32>
+  return %o, %keys, %values : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
+}
+func.func @draft_decode(%pk: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.key"},
+                        %pv: tensor<1x2x?x4xf32> {hasten.onnx_name = "past_key_values.0.value"},
+                        %k: tensor<1x2x1x4xf32>, %v: tensor<1x2x1x4xf32>)
+    -> (tensor<1x2x1x4xf32> {hasten.onnx_name = "logits"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.0.key"},
+        tensor<1x2x?x4xf32> {hasten.onnx_name = "present.0.value"})
+    attributes {hasten.entry_kind = "decode", hasten.model = "draft"} {
+  %keys = tensor.concat dim(2) %pk, %k : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
+  %values = tensor.concat dim(2) %pv, %v : (tensor<1x2x?x4xf32>, tensor<1x2x1x4xf32>) -> tensor<1x2x?x4xf32>
+  %o = hasten.attention %k, %keys, %values heads(2, 2)
+      : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32> -> tensor<1x2x1x4xf32>
+  return %o, %keys, %values : tensor<1x2x1x4xf32>, tensor<1x2x?x4xf32>, tensor<1x2x?x4xf32>
 }

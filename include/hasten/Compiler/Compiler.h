@@ -36,6 +36,9 @@ struct KVCacheOptions {
   /// memory, the rest in pinned host memory the GPU reads over the bus
   /// (-1: all of it on the device). The runtime can change it.
   int64_t deviceTokens = -1;
+  /// An explicit capacity past the model's positions is lowered to them
+  /// (a draft's cache, which follows the target's capacity), not an error.
+  bool lowerToPositions = false;
 };
 
 /// Where a library's weight segment goes: into the .so, or a sidecar file

@@ -38,6 +38,10 @@ struct TensorPipelineOptions : public mlir::PassPipelineOptions<TensorPipelineOp
   Option<int64_t> kvCapacity{*this, "kv-capacity",
                              llvm::cl::desc("Tokens one sequence's KV cache holds"),
                              llvm::cl::init(1024)};
+  Option<int64_t> draftKvCapacity{
+      *this, "draft-kv-capacity",
+      llvm::cl::desc("Tokens a draft model's sequence's KV cache holds (0: kv-capacity)"),
+      llvm::cl::init(0)};
   Option<int64_t> kvBlockSize{*this, "kv-block-size",
                               llvm::cl::desc("Tokens per block of a paged KV cache (0: "
                                              "contiguous)"),
