@@ -1593,4 +1593,15 @@ MUTATIONS = [
      "    for (int m = 1; proposed + m <= kMax; ++m) {",
      "    for (int m = 1; proposed + m <= kMax && m == 1; ++m) {",
      "ctest:DraftLengthTest.ProposesPastARowThatStartsANewPass"),
+    ("plan-kv-cache: a draft's entries get the target's capacity",
+     "passes/PlanKVCache.cpp",
+     "    return model && model.getValue() == HastenDialect::kDraftModelName && draftCapacity > 0 ? int64_t(draftCapacity)",
+     "    return model && model.getValue() == HastenDialect::kDraftModelName && draftCapacity > 0 ? int64_t(capacity)",
+     "lit:passes/plan-kv-cache.mlir"),
+    ("KV planning: the draft's positions bound the target's cache too",
+     "lib/Compiler/KVCachePlan.cpp",
+     "    if (funcModel != model)\n      continue;\n    // The model's own positions bound its capacity.",
+     "    // The model's own positions bound its capacity.",
+     "lit:tools/kv-capacity-positions.test"),
+
 ]
