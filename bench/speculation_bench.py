@@ -12,11 +12,15 @@ cached in ~/.cache/hasten/spec-pair). Rows: the target alone; a draft model
 with K = 1..8 and auto; prompt lookup (n-gram); then, on one long held-out
 prompt, the target alone, the draft reading the whole context, and RAPID
 (the draft reading a BM25-selected quarter of it). The trained pair has
-1024 learned positions, so the long prompt is 864 bytes by default (plus 128 new tokens); longer
-ones (--rapid-bytes) need a pair trained with longer contexts.
+1024 learned positions, so that long prompt is 864 bytes (plus 128 new
+tokens). With target-long.onnx in the pair's folder (train_pair.py
+--long-target-minutes: the target with 8448 positions), the long prompts
+are 8192 bytes instead, read whole by the target; the 1024-position draft
+reads either their last bytes or RAPID's BM25-chosen chunks, as many as
+leave room for the new tokens.
 
   /usr/bin/python3 bench/speculation_bench.py [--pair DIR] [--threads 2]
-      [--prompts 8] [--new-tokens 128] [--no-rapid]
+      [--prompts 8] [--new-tokens 128] [--rapid-prompts 3] [--no-rapid]
 """
 import argparse
 import ctypes
@@ -34,9 +38,9 @@ import hasten_ctypes as hc  # noqa: E402
 import machine  # noqa: E402
 
 
-def compile_pair(build, pair_dir, out, extra=()):
+def compile_pair(build, pair_dir, out, extra=(), target="target.onnx"):
     # The default KV capacity: the 1024 positions the pair's tables hold.
-    cmd = [os.path.join(build, "bin", "hasten-compile"), os.path.join(pair_dir, "target.onnx"),
+    cmd = [os.path.join(build, "bin", "hasten-compile"), os.path.join(pair_dir, target),
            "--draft", os.path.join(pair_dir, "draft.onnx"), "-o", out] + list(extra)
     print("compiling:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -57,6 +61,61 @@ def run(module, prompt, new_tokens, mode, **kw):
     return got, rate, ss
 
 
+# RAPID's long prompts with target-long.onnx: 8192 bytes, and the 8448
+# positions it knows leave room for 256 new tokens.
+LONG_PROMPT_BYTES = 8192
+DRAFT_POSITIONS = 1024
+
+
+def rapid(args, rt, work, module, long_prompts, long_target):
+    """The RAPID table: each long prompt runs the target alone right before
+    each mode; ratios are medians of the per-prompt ratios."""
+    if long_target:
+        path = os.path.join(work, "long-pair.so")
+        # The target's cache holds its 8448 positions; the draft's follows it
+        # down to the 1024 the draft knows.
+        compile_pair(args.build, args.pair, path, ["--kv-capacity=8448"], target="target-long.onnx")
+        module = rt.load(path)
+        rt.check(rt.lib.hasten_module_prepare(module.handle))
+        # What the draft may read: its positions less the new tokens and a
+        # step's proposals.
+        budget = DRAFT_POSITIONS - args.new_tokens - 32
+        modes = [(f"draft, the last {budget} bytes", {"rapid_context": budget,
+                                                       "rapid_chunk": budget}),
+                 (f"RAPID, {budget} bytes: BM25-chosen 64-byte chunks and the last 64",
+                  {"rapid_context": budget, "rapid_chunk": 64})]
+    else:
+        budget = args.rapid_bytes // 4
+        modes = [("draft, whole context", {}),
+                 ("RAPID, a quarter of it", {"rapid_context": budget, "rapid_chunk": 32})]
+    print(f"\nRAPID: {len(long_prompts)} held-out prompts of {args.rapid_bytes} bytes, "
+          f"{args.new_tokens} new tokens, greedy, K=auto"
+          f"{' (the 8448-position target, target-long.onnx)' if long_target else ''}; medians\n")
+    alone_rates, rows = [], []
+    for label, kw in modes:
+        rates, ratios, same, drafted, accepted, context = [], [], True, 0, 0, 0
+        for p in long_prompts:
+            want, alone_rate, _ = run(module, p, args.new_tokens, "alone")
+            got, rate, ss = run(module, p, args.new_tokens, "draft", **kw)
+            alone_rates.append(alone_rate)
+            rates.append(rate)
+            ratios.append(rate / alone_rate)
+            same = same and got == want
+            drafted += ss.drafted
+            accepted += ss.accepted
+            context = ss.draft_context_tokens
+        rows.append((label, context, statistics.median(rates), statistics.median(ratios),
+                     accepted / max(1, drafted), same))
+    print("| mode | draft reads | tokens/s | vs target alone | acceptance | output = target's |")
+    print("|---|---|---|---|---|---|")
+    print(f"| target alone | | {statistics.median(alone_rates):.1f} | 1.00x | | yes |")
+    for label, context, rate, ratio, acceptance, same in rows:
+        print(f"| {label} | {context} | {rate:.1f} | {ratio:.2f}x | {acceptance:.1%} | "
+              f"{'yes' if same else 'NO'} |")
+    if long_target:
+        module.free()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -65,14 +124,25 @@ def main():
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--prompt-bytes", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--rapid-bytes", type=int, default=864)
+    parser.add_argument("--rapid-bytes", type=int, default=0,
+                        help="long prompt bytes (default: 8192 with target-long.onnx, else 864)")
+    parser.add_argument("--rapid-prompts", type=int, default=3)
     parser.add_argument("--no-rapid", action="store_true")
+    parser.add_argument("--only-rapid", action="store_true")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(args.pair, "target.onnx")):
         sys.exit(f"no trained pair in {args.pair}: run test/models/train_pair.py first")
+    long_target = os.path.exists(os.path.join(args.pair, "target-long.onnx"))
+    if not args.rapid_bytes:
+        args.rapid_bytes = LONG_PROMPT_BYTES if long_target else 864
     held = open(os.path.join(args.pair, "heldout.txt"), "rb").read()
-    step = (len(held) - args.rapid_bytes - args.prompt_bytes) // args.prompts
+    # The short prompts from the first part of the held-out text, the long
+    # ones from the rest.
+    long_span = args.rapid_bytes * args.rapid_prompts
+    step = (len(held) - long_span - args.prompt_bytes) // args.prompts
     prompts = [list(held[i * step:i * step + args.prompt_bytes]) for i in range(args.prompts)]
+    long_prompts = [list(held[len(held) - (i + 1) * args.rapid_bytes:
+                              len(held) - i * args.rapid_bytes]) for i in range(args.rapid_prompts)]
 
     rt = hc.Runtime(os.path.join(args.build, "lib"))
     rt.lib.hasten_set_num_threads(args.threads)
@@ -82,61 +152,50 @@ def main():
         compile_pair(args.build, args.pair, path)
         module = rt.load(path)
         rt.check(rt.lib.hasten_module_prepare(module.handle))
-        fused_path = os.path.join(work, "fused-pair.so")
-        compile_pair(args.build, args.pair, fused_path, ["--spec-k=4"])
-        fused = rt.load(fused_path)
-        rt.check(rt.lib.hasten_module_prepare(fused.handle))
-
         print(f"\nCPU: {machine.cpu_description(os.path.join(args.build, 'bin'))}; "
-              f"{args.threads} threads; {args.prompts} held-out prompts of "
-              f"{args.prompt_bytes} bytes, {args.new_tokens} new tokens, greedy; medians\n")
-        # Each prompt runs the target alone, then the mode, back to back, so
-        # that both see the same moment of a noisy machine; a mode's ratio is
-        # the median over prompts of its speed over the target alone's.
-        modes = [(f"draft model, K={k}", "draft", {"k": k}) for k in range(1, 9)]
-        modes += [("draft model, K=auto", "draft", {}), ("prompt lookup (n-gram), K=auto", "ngram", {})]
-        modes.insert(4, ("draft model, K=4, fused spec_step entry", "draft", {"k": 4, "_fused": 1}))
-        rows, alone_rates = [], []
-        for label, mode, kw in modes:
-            mod = fused if kw.pop("_fused", 0) else module
-            rates, ratios, same, drafted, accepted, steps = [], [], True, 0, 0, 0
-            for p in prompts:
-                want, alone_rate, _ = run(module, p, args.new_tokens, "alone")
-                got, rate, ss = run(mod, p, args.new_tokens, mode, **kw)
-                alone_rates.append(alone_rate)
-                rates.append(rate)
-                ratios.append(rate / alone_rate)
-                same = same and got == want
-                drafted += ss.drafted
-                accepted += ss.accepted
-                steps += ss.steps
-            rows.append((label, statistics.median(rates), statistics.median(ratios),
-                         accepted / drafted if drafted else 0.0, drafted / max(1, steps),
-                         accepted / max(1, steps), same))
-        print("| mode | tokens/s | vs target alone | acceptance | proposed per pass | "
-              "accepted per pass | output = target's |")
-        print("|---|---|---|---|---|---|---|")
-        print(f"| target alone | {statistics.median(alone_rates):.1f} | 1.00x | | | | yes |")
-        for label, rate, ratio, acceptance, proposed, mean_len, same in rows:
-            print(f"| {label} | {rate:.1f} | {ratio:.2f}x | {acceptance:.1%} | {proposed:.2f} | "
-                  f"{mean_len:.2f} | {'yes' if same else 'NO'} |")
+              f"{args.threads} threads")
+        if not args.only_rapid:
+            print(f"\n{args.prompts} held-out prompts of {args.prompt_bytes} bytes, "
+                  f"{args.new_tokens} new tokens, greedy; medians\n")
+            fused_path = os.path.join(work, "fused-pair.so")
+            compile_pair(args.build, args.pair, fused_path, ["--spec-k=4"])
+            fused = rt.load(fused_path)
+            rt.check(rt.lib.hasten_module_prepare(fused.handle))
+
+            # Each prompt runs the target alone, then the mode, back to back, so
+            # that both see the same moment of a noisy machine; a mode's ratio is
+            # the median over prompts of its speed over the target alone's.
+            modes = [(f"draft model, K={k}", "draft", {"k": k}) for k in range(1, 9)]
+            modes += [("draft model, K=auto", "draft", {}), ("prompt lookup (n-gram), K=auto", "ngram", {})]
+            modes.insert(4, ("draft model, K=4, fused spec_step entry", "draft", {"k": 4, "_fused": 1}))
+            rows, alone_rates = [], []
+            for label, mode, kw in modes:
+                mod = fused if kw.pop("_fused", 0) else module
+                rates, ratios, same, drafted, accepted, steps = [], [], True, 0, 0, 0
+                for p in prompts:
+                    want, alone_rate, _ = run(module, p, args.new_tokens, "alone")
+                    got, rate, ss = run(mod, p, args.new_tokens, mode, **kw)
+                    alone_rates.append(alone_rate)
+                    rates.append(rate)
+                    ratios.append(rate / alone_rate)
+                    same = same and got == want
+                    drafted += ss.drafted
+                    accepted += ss.accepted
+                    steps += ss.steps
+                rows.append((label, statistics.median(rates), statistics.median(ratios),
+                             accepted / drafted if drafted else 0.0, drafted / max(1, steps),
+                             accepted / max(1, steps), same))
+            print("| mode | tokens/s | vs target alone | acceptance | proposed per pass | "
+                  "accepted per pass | output = target's |")
+            print("|---|---|---|---|---|---|---|")
+            print(f"| target alone | {statistics.median(alone_rates):.1f} | 1.00x | | | | yes |")
+            for label, rate, ratio, acceptance, proposed, mean_len, same in rows:
+                print(f"| {label} | {rate:.1f} | {ratio:.2f}x | {acceptance:.1%} | {proposed:.2f} | "
+                      f"{mean_len:.2f} | {'yes' if same else 'NO'} |")
+            fused.free()
 
         if not args.no_rapid:
-            long_prompt = list(held[len(held) - args.rapid_bytes:])
-            print(f"\nRAPID: one held-out prompt of {len(long_prompt)} bytes, "
-                  f"{args.new_tokens} new tokens, K=auto\n")
-            got0, r0, _ = run(module, long_prompt, args.new_tokens, "alone")
-            got1, r1, s1 = run(module, long_prompt, args.new_tokens, "draft")
-            got2, r2, s2 = run(module, long_prompt, args.new_tokens, "draft",
-                               rapid_context=len(long_prompt) // 4, rapid_chunk=32)
-            print("| mode | draft reads | tokens/s | vs target alone | acceptance | output = target's |")
-            print("|---|---|---|---|---|---|")
-            print(f"| target alone | | {r0:.1f} | 1.00x | | yes |")
-            for label, got, rate, ss in (("draft, whole context", got1, r1, s1),
-                                         ("RAPID, a quarter of it", got2, r2, s2)):
-                print(f"| {label} | {ss.draft_context_tokens} | {rate:.1f} | {rate / r0:.2f}x | "
-                      f"{ss.accepted / max(1, ss.drafted):.1%} | {'yes' if got == got0 else 'NO'} |")
-        fused.free()
+            rapid(args, rt, work, module, long_prompts, long_target)
         module.free()
 
 

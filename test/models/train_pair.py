@@ -15,7 +15,7 @@ make_decoder.build_model:
   draft:  2 layers, d = 256, 4 heads  (about 1.7M parameters)
 
 Outputs in OUT (default ~/.cache/hasten/spec-pair): target.onnx, draft.onnx,
-heldout.txt, train-log.txt. Training is bounded by wall time (--minutes per
+heldout.txt, train-log.txt (and target-long.onnx). Training is bounded by wall time (--minutes per
 model), so the interpreter matters: PyPI's torch in a venv (python3 -m venv
 build/train-venv && build/train-venv/bin/pip install torch numpy onnx) ran
 its steps 3.4x faster than Debian's python3-torch 1.13 here, whose matrix
@@ -28,6 +28,9 @@ still). Either works; CI never runs this.
   train_pair.py --distill-minutes 20     # then: the draft learns the target's
                                          # distributions (KL), starting from
                                          # the saved draft
+  train_pair.py --long-target-minutes 30 # target-long.onnx: the saved target
+                                         # with 8448 positions, for RAPID's
+                                         # 8192-byte prompts
 
 Distillation (as DistillSpec does) is what makes a draft agree with its
 target: a draft trained on the text alone predicts the text, not what the
@@ -51,6 +54,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_decoder as md  # noqa: E402
 
 TARGET = md.Config(arch="gpt2", layers=8, hidden=512, heads=8, vocab=256, max_positions=1024)
+# The target for RAPID's long prompts: the trained target, its position
+# table extended to 8448 rows and trained further on windows placed
+# anywhere in it (an 8192-byte prompt and 256 new tokens).
+LONG_POSITIONS = 8448
+LONG_TARGET = md.Config(arch="gpt2", layers=8, hidden=512, heads=8, vocab=256,
+                        max_positions=LONG_POSITIONS)
 DRAFT = md.Config(arch="gpt2", layers=2, hidden=256, heads=4, vocab=256, max_positions=1024)
 
 
@@ -86,11 +95,11 @@ class Decoder(torch.nn.Module):
     def w(self, name):
         return self.params[name.replace(".", "__")]
 
-    def forward(self, ids):
+    def forward(self, ids, first_position=0):
         cfg = self.cfg
         B, S = ids.shape
         H, D = cfg.heads, cfg.head_dim
-        x = self.w("embed")[ids] + self.w("pos_embed")[:S]
+        x = self.w("embed")[ids] + self.w("pos_embed")[first_position:first_position + S]
         causal = torch.ones(S, S, dtype=torch.bool).tril()
 
         def norm(t, prefix):
@@ -122,6 +131,34 @@ def load_weights(path):
     return {init.name: numpy_helper.to_array(init).copy() for init in model.graph.initializer}
 
 
+def extend_positions(table, positions):
+    """A learned position table grown to `positions` rows: the new rows
+    repeat the second half of the trained ones (rows that follow a
+    context, not a text's first bytes), which the long training then
+    tunes."""
+    trained = table.shape[0]
+    half = trained // 2
+    rows = [table] + [table[half + (i - trained) % (trained - half)][None]
+                      for i in range(trained, positions)]
+    return np.concatenate(rows).astype(np.float32)
+
+
+def long_context_loss(model, held, log):
+    """Held-out loss by position over one window as long as the position
+    table: whether the far positions (and attention over a long context)
+    predict as well as the first ones."""
+    n = model.cfg.max_positions
+    ids = torch.from_numpy(as_tokens(held[:n + 1]))
+    with torch.no_grad():
+        logits = model(ids[None, :n])[0]
+        losses = F.cross_entropy(logits, ids[1:], reduction="none").numpy()
+    quarters = np.array_split(losses, 4)
+    line = "long held-out window, loss by quarter of positions: " + ", ".join(
+        f"{q.mean():.3f}" for q in quarters)
+    print(line, flush=True)
+    log.write(line + "\n")
+
+
 def as_tokens(data):
     """Bytes (a byte-level model's tokens) or an array of token ids."""
     if isinstance(data, np.ndarray):
@@ -141,7 +178,8 @@ def train(name, cfg, data, held, minutes, log, seq=CONTEXT, batch=2, lr=1e-3, te
           start=None):
     """Trains for `minutes`; on the text (cross-entropy), or with a
     `teacher`, on its distributions (KL divergence). `start`: initial
-    weights."""
+    weights. A position table longer than the window is trained by windows
+    placed at random positions in it."""
     torch.manual_seed(cfg.layers * 1000 + cfg.hidden)
     model = Decoder(cfg)
     if start is not None:
@@ -162,8 +200,9 @@ def train(name, cfg, data, held, minutes, log, seq=CONTEXT, batch=2, lr=1e-3, te
         offsets = rng.integers(0, len(tokens) - seq - 1, batch)
         x = torch.stack([tokens[o:o + seq] for o in offsets])
         y = torch.stack([tokens[o + 1:o + seq + 1] for o in offsets])
+        first = int(rng.integers(0, cfg.max_positions - seq + 1))
         if teacher is None:
-            loss = F.cross_entropy(model(x).reshape(-1, cfg.vocab), y.reshape(-1))
+            loss = F.cross_entropy(model(x, first).reshape(-1, cfg.vocab), y.reshape(-1))
         else:
             with torch.no_grad():
                 target = F.log_softmax(teacher(x).reshape(-1, cfg.vocab), -1)
@@ -201,6 +240,9 @@ def main():
                         help="only distill the saved draft from the saved target")
     parser.add_argument("--more-target-minutes", type=float, default=0,
                         help="only train the saved target further (then distill again)")
+    parser.add_argument("--long-target-minutes", type=float, default=0,
+                        help=f"only train target-long.onnx: the saved target with "
+                             f"{LONG_POSITIONS} positions (for RAPID's long prompts)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -213,6 +255,15 @@ def main():
             model = train("target (continued)", TARGET, data, held, args.more_target_minutes, log,
                           start=load_weights(os.path.join(args.out, "target.onnx")))
             export(model, TARGET, held, os.path.join(args.out, "target.onnx"), "target")
+        return
+    if args.long_target_minutes > 0:
+        start = load_weights(os.path.join(args.out, "target.onnx"))
+        start["pos_embed"] = extend_positions(start["pos_embed"], LONG_TARGET.max_positions)
+        with open(os.path.join(args.out, "train-log.txt"), "a") as log:
+            model = train("target (long)", LONG_TARGET, data, held, args.long_target_minutes, log,
+                          seq=2 * CONTEXT, batch=1, lr=3e-4, start=start)
+            long_context_loss(model, held, log)
+            export(model, LONG_TARGET, held, os.path.join(args.out, "target-long.onnx"), "target")
         return
     if args.distill_minutes > 0:
         teacher = Decoder(TARGET)
