@@ -61,6 +61,28 @@ def run(module, prompt, new_tokens, mode, **kw):
     return got, rate, ss
 
 
+def interleaved(module, mode_module, prompts, new_tokens, mode, kw, alone_rates):
+    """Each prompt runs the target alone, then the mode, back to back, so
+    that both see the same moment of a noisy machine. Returns the mode's
+    median tokens/s, the median over prompts of its speed over the target
+    alone's, whether every output was the target's, and the speculation
+    totals (drafted, accepted, steps, the last draft context)."""
+    rates, ratios, same, drafted, accepted, steps, context = [], [], True, 0, 0, 0, 0
+    for p in prompts:
+        want, alone_rate, _ = run(module, p, new_tokens, "alone")
+        got, rate, ss = run(mode_module, p, new_tokens, mode, **kw)
+        alone_rates.append(alone_rate)
+        rates.append(rate)
+        ratios.append(rate / alone_rate)
+        same = same and got == want
+        drafted += ss.drafted
+        accepted += ss.accepted
+        steps += ss.steps
+        context = ss.draft_context_tokens
+    return (statistics.median(rates), statistics.median(ratios), same,
+            (drafted, accepted, steps, context))
+
+
 # RAPID's long prompts with target-long.onnx: 8192 bytes, and the 8448
 # positions it knows leave room for 256 new tokens.
 LONG_PROMPT_BYTES = 8192
@@ -93,19 +115,9 @@ def rapid(args, rt, work, module, long_prompts, long_target):
           f"{' (the 8448-position target, target-long.onnx)' if long_target else ''}; medians\n")
     alone_rates, rows = [], []
     for label, kw in modes:
-        rates, ratios, same, drafted, accepted, context = [], [], True, 0, 0, 0
-        for p in long_prompts:
-            want, alone_rate, _ = run(module, p, args.new_tokens, "alone")
-            got, rate, ss = run(module, p, args.new_tokens, "draft", **kw)
-            alone_rates.append(alone_rate)
-            rates.append(rate)
-            ratios.append(rate / alone_rate)
-            same = same and got == want
-            drafted += ss.drafted
-            accepted += ss.accepted
-            context = ss.draft_context_tokens
-        rows.append((label, context, statistics.median(rates), statistics.median(ratios),
-                     accepted / max(1, drafted), same))
+        rate, ratio, same, (drafted, accepted, _, context) = interleaved(
+            module, module, long_prompts, args.new_tokens, "draft", kw, alone_rates)
+        rows.append((label, context, rate, ratio, accepted / max(1, drafted), same))
     print("| mode | draft reads | tokens/s | vs target alone | acceptance | output = target's |")
     print("|---|---|---|---|---|---|")
     print(f"| target alone | | {statistics.median(alone_rates):.1f} | 1.00x | | yes |")
@@ -162,29 +174,16 @@ def main():
             fused = rt.load(fused_path)
             rt.check(rt.lib.hasten_module_prepare(fused.handle))
 
-            # Each prompt runs the target alone, then the mode, back to back, so
-            # that both see the same moment of a noisy machine; a mode's ratio is
-            # the median over prompts of its speed over the target alone's.
             modes = [(f"draft model, K={k}", "draft", {"k": k}) for k in range(1, 9)]
             modes += [("draft model, K=auto", "draft", {}), ("prompt lookup (n-gram), K=auto", "ngram", {})]
             modes.insert(4, ("draft model, K=4, fused spec_step entry", "draft", {"k": 4, "_fused": 1}))
             rows, alone_rates = [], []
             for label, mode, kw in modes:
                 mod = fused if kw.pop("_fused", 0) else module
-                rates, ratios, same, drafted, accepted, steps = [], [], True, 0, 0, 0
-                for p in prompts:
-                    want, alone_rate, _ = run(module, p, args.new_tokens, "alone")
-                    got, rate, ss = run(mod, p, args.new_tokens, mode, **kw)
-                    alone_rates.append(alone_rate)
-                    rates.append(rate)
-                    ratios.append(rate / alone_rate)
-                    same = same and got == want
-                    drafted += ss.drafted
-                    accepted += ss.accepted
-                    steps += ss.steps
-                rows.append((label, statistics.median(rates), statistics.median(ratios),
-                             accepted / drafted if drafted else 0.0, drafted / max(1, steps),
-                             accepted / max(1, steps), same))
+                rate, ratio, same, (drafted, accepted, steps, _) = interleaved(
+                    module, mod, prompts, args.new_tokens, mode, kw, alone_rates)
+                rows.append((label, rate, ratio, accepted / drafted if drafted else 0.0,
+                             drafted / max(1, steps), accepted / max(1, steps), same))
             print("| mode | tokens/s | vs target alone | acceptance | proposed per pass | "
                   "accepted per pass | output = target's |")
             print("|---|---|---|---|---|---|---|")
