@@ -90,8 +90,8 @@ struct PlanKVCachePass : public hasten::impl::PlanKVCacheBase<PlanKVCachePass> {
   /// The capacity of the cache that `func`'s model reads.
   int64_t capacityOf(func::FuncOp func) {
     auto model = func->getAttrOfType<StringAttr>(HastenDialect::kModelAttrName);
-    return model && model.getValue() == HastenDialect::kDraftModelName && draftCapacity > 0 ? int64_t(draftCapacity)
-                                                                          : int64_t(capacity);
+    bool draft = model && model.getValue() == HastenDialect::kDraftModelName;
+    return draft && draftCapacity > 0 ? int64_t(draftCapacity) : int64_t(capacity);
   }
 
   LogicalResult plan(func::FuncOp func) {
