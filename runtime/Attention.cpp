@@ -1,7 +1,7 @@
 //===- Attention.cpp - tiled attention with online softmax -----------------===//
 //
-// softmax(scale * Q K^T + mask) V, one block of 64 queries against tiles of
-// 256 keys at a time, FlashAttention-2 style: each query row keeps a running
+// softmax(scale * Q K^T + mask) V, one block of 64 queries against parts of
+// 64 keys at a time, FlashAttention-2 style: each query row keeps a running
 // maximum, sum and output accumulator, so the q_len x kv_len score matrix
 // never exists. Keys and values come from strided tensors or from a paged
 // KV cache through its block table: one-query decode reads them in place;
@@ -42,14 +42,22 @@ using hasten::abi::kHasMask;
 
 constexpr int64_t kBlock = 64;   // queries per block
 constexpr float kLog2E = 1.44269504f;
-constexpr int64_t kTile = 256;   // keys per tile
+constexpr int64_t kPart = 64;    // keys per part (16 KB of keys at head_dim 64)
 constexpr int64_t kMaxDim = 256; // head_dim limit of the fast path
-/// Row pitches of a block's queries, accumulators and scores: one cache line
-/// more than a power of two, so that the rows' first lines fall in different
-/// L1 sets (at a 1 KB pitch, 64 rows shared 16 of its 64 sets and evicted
-/// each other: QK^T and PV ran at under 60% of the FMA peak).
+/// Row pitch of a block's queries and accumulators: one cache line more
+/// than a power of two, so that the rows' first lines fall in different L1
+/// sets (at a 1 KB pitch, 64 rows shared 16 of its 64 sets and evicted each
+/// other: QK^T and PV ran at under 60% of the FMA peak).
 constexpr int64_t kRowPitch = kMaxDim + 16;
-constexpr int64_t kScorePitch = kTile + 16;
+/// How far (in base-2 units) a part's scores may pass a row's running
+/// maximum before the row rescales: probabilities up to 2^8.
+constexpr float kRescaleSlack = 8.0f;
+/// The score the block kernel gives a key that a row does not see: finite,
+/// since its exponential (exp2Finite) takes no -inf.
+constexpr float kHidden = -std::numeric_limits<float>::max();
+/// A row's running maximum before it has seen a key: above kHidden, so that
+/// hidden keys never become a maximum and give 2^(kHidden - kNoMaximum) = 0.
+constexpr float kNoMaximum = -1e30f;
 /// A tile whose additive mask is below this everywhere contributes
 /// exp(< -1e8 + |scores|) = 0 in f32 and is skipped (causal masks in
 /// exported graphs are additive -1e9 or the float minimum).
@@ -185,15 +193,15 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-/// 2^x on 16 lanes: 2^n * p(f) with x = n + f, |f| <= 1/2, p a degree-5
-/// fit of 2^f (relative error 2.4e-7 in f32). Inputs below -151 (-inf
-/// included) are clamped to it: 2^-151 rounds to exactly 0. One multiply
-/// and two FMAs fewer than exp512, for the scores that the block kernel
-/// keeps in base-2 units (log2(e) folded into the query scale).
-__attribute__((target("avx512f"))) inline __m512 exp2_512(__m512 x) {
-  __m512 clamped = _mm512_max_ps(x, _mm512_set1_ps(-151.0f));
-  __m512 n = _mm512_roundscale_ps(clamped, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 f = _mm512_sub_ps(clamped, n);
+/// 2^x on 16 lanes for finite x: 2^n * p(f) with x = n + f, |f| <= 1/2, p
+/// a degree-5 fit of 2^f (relative error 2.4e-7 in f32). One multiply and
+/// two FMAs fewer than exp512, for the scores that the block kernel keeps
+/// in base-2 units (log2(e) folded into the query scale), and no clamp:
+/// below -149, scalef takes 2^n to exactly 0 by itself (kHidden included);
+/// -inf would give NaN.
+__attribute__((target("avx512f"))) inline __m512 exp2Finite(__m512 x) {
+  __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 f = _mm512_sub_ps(x, n);
   __m512 p = _mm512_set1_ps(1.3276447e-3f);
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6755335e-3f));
   p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5507131e-2f));
@@ -332,14 +340,14 @@ __attribute__((target("avx512f"), always_inline)) inline void forRowGroups(int64
   }
 }
 
-/// out[u][0..64) = q[u] . K for the R rows q against a part of 64 keys
-/// stored d-major (kPart[d * 64 + c]); with `maxima`, also *maxima[u] = the
-/// lane-wise maximum of row u's scores (combined with the previous one
-/// unless `first`). Rows listed twice write the same values.
+/// s[u][0..4) = q[u] . K for the R rows q against a part of 64 keys stored
+/// d-major (kPart[d * 64 + c]), in registers: 24 of the 32 vector registers
+/// at six rows.
 template <int R>
 __attribute__((target("avx512f"), always_inline)) inline void
-scoreGroup(const float *kPart, int64_t D, const float *const *q, float *const *out,
-           __m512 *const *maxima, bool first) {
+scoreGroup(const float *kPart, int64_t D, const float *const *q, __m512 (&s)[R][4]) {
+  // Accumulated in a local array and copied out once: accumulating in
+  // `s` itself, clang stored all 24 vectors to the stack every iteration.
   __m512 a[R][4];
   for (int u = 0; u < R; ++u)
     for (int w = 0; w < 4; ++w)
@@ -358,25 +366,68 @@ scoreGroup(const float *kPart, int64_t D, const float *const *q, float *const *o
   }
   for (int u = 0; u < R; ++u)
     for (int w = 0; w < 4; ++w)
-      _mm512_store_ps(out[u] + 16 * w, a[u][w]);
-  if (maxima)
-    for (int u = 0; u < R; ++u) {
-      __m512 m = _mm512_max_ps(_mm512_max_ps(a[u][0], a[u][1]), _mm512_max_ps(a[u][2], a[u][3]));
-      *maxima[u] = first ? m : _mm512_max_ps(*maxima[u], m);
-    }
+      s[u][w] = a[u][w];
 }
 
-/// out[u][0..16 W) += sum over c < keys of prob[u][c] * V[c][0..16 W) for
-/// the R rows, V rows `pitch` floats apart. Rows listed twice must have
-/// the same out (the last write wins, with the same value).
+/// Applies causality, the end of the keys and the additive mask to the
+/// scores s of a group's rows (query i0 + rr[u]) against the part of keys
+/// from j0, of which the first `cols` exist: keys a row does not see become
+/// kHidden, and so do keys whose mask is at or below kMaskedOut (they add
+/// exp(< -1e8) = 0 beside any visible key; a row that sees no other key
+/// takes the exact path at the end). Returns how many of the part's keys
+/// some row still sees (what P V must read).
+template <int R>
+__attribute__((target("avx512f"), always_inline)) inline int64_t
+maskGroup(const AttentionJob &job, int64_t b, int64_t h, int64_t i0, const int64_t *rr,
+          int64_t j0, int64_t cols, __m512 (&s)[R][4]) {
+  const __m512 hidden = _mm512_set1_ps(kHidden);
+  const __m512 maskedOut = _mm512_set1_ps(kMaskedOut), log2e = _mm512_set1_ps(kLog2E);
+  int64_t offset = job.kvLen - job.qLen, keys = 0;
+  for (int u = 0; u < R; ++u) {
+    int64_t i = i0 + rr[u];
+    int64_t visible = job.causal ? std::min(cols, i + offset - j0 + 1) : cols;
+    uint64_t live = visible <= 0 ? 0 : visible >= 64 ? ~uint64_t(0) : (uint64_t(1) << visible) - 1;
+    if (job.mask && live) {
+      int64_t step = maskKeyStride(*job.mask);
+      const float *m = maskRow(*job.mask, b, h, i) + j0 * step;
+      alignas(64) float gathered[64];
+      if (step != 1)
+        for (int64_t c = 0; c < std::max<int64_t>(visible, 0); ++c)
+          gathered[c] = m[c * step];
+      uint64_t kept = 0;
+      for (int w = 0; w < 4; ++w) {
+        __mmask16 lanes = __mmask16(live >> (16 * w));
+        __m512 add = step == 1 ? _mm512_maskz_loadu_ps(lanes, m + 16 * w)
+                               : _mm512_maskz_load_ps(lanes, gathered + 16 * w);
+        lanes &= _mm512_cmp_ps_mask(add, maskedOut, _CMP_GT_OQ);
+        s[u][w] = _mm512_mask_blend_ps(lanes, hidden, _mm512_fmadd_ps(add, log2e, s[u][w]));
+        kept |= uint64_t(lanes) << (16 * w);
+      }
+      live = kept;
+    } else {
+      for (int w = 0; w < 4; ++w)
+        s[u][w] = _mm512_mask_blend_ps(__mmask16(live >> (16 * w)), hidden, s[u][w]);
+    }
+    if (live)
+      keys = std::max<int64_t>(keys, 64 - __builtin_clzll(live));
+  }
+  return keys;
+}
+
+/// out[u][0..16 W) = out[u][..] * corr[u] (without corr: 1) + sum over
+/// c < keys of prob[u][c] * V[c][0..16 W) for the R rows, V rows `pitch`
+/// floats apart.
+/// Rows listed twice must have the same out (the last write wins, with the
+/// same value).
 template <int R, int W>
 __attribute__((target("avx512f"), always_inline)) inline void
 accumulateGroup(const float *v, int64_t pitch, int64_t keys, const float *const *prob,
-                float *const *out) {
+                float *const *out, const float *corr) {
   __m512 a[R][W];
   for (int u = 0; u < R; ++u)
     for (int w = 0; w < W; ++w)
-      a[u][w] = _mm512_load_ps(out[u] + 16 * w);
+      a[u][w] = corr ? _mm512_mul_ps(_mm512_load_ps(out[u] + 16 * w), _mm512_set1_ps(corr[u]))
+                     : _mm512_load_ps(out[u] + 16 * w);
   for (int64_t c = 0; c < keys; ++c) {
     __m512 vv[W];
     for (int w = 0; w < W; ++w)
@@ -392,18 +443,43 @@ accumulateGroup(const float *v, int64_t pitch, int64_t keys, const float *const 
       _mm512_store_ps(out[u] + 16 * w, a[u][w]);
 }
 
-/// One block of up to 64 queries of one (batch, head), all key tiles.
+/// Whether some row of the block sees a key of [j0, j0 + cols) through the
+/// additive mask (a part that none sees is skipped).
+bool blockSeesPart(const AttentionJob &job, int64_t b, int64_t h, int64_t i0, int64_t rows,
+                   int64_t j0, int64_t cols) {
+  int64_t step = maskKeyStride(*job.mask);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *m = maskRow(*job.mask, b, h, i0 + r) + j0 * step;
+    int visible = 0;
+    if (step == 1)
+      for (int64_t c = 0; c < cols; ++c)
+        visible |= m[c] > kMaskedOut;
+    else
+      for (int64_t c = 0; c < cols; ++c)
+        visible |= m[c * step] > kMaskedOut;
+    if (visible)
+      return true;
+  }
+  return false;
+}
+
+/// One block of up to 64 queries of one (batch, head), FlashAttention-2
+/// style with the softmax in registers: for each part of 64 keys, each
+/// group of six rows computes its scores into registers, masks them (only
+/// where causality, the end of the keys or a mask reach into the part),
+/// exponentiates them against its rows' running maxima and adds P V to its
+/// accumulators. The part's keys and values (16 KB each at head_dim 64)
+/// stay in L1 for all the block's groups, and no score leaves L1.
 __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob &job,
                                                              int64_t b, int64_t h,
                                                              int64_t i0) {
-  const float negInf = -std::numeric_limits<float>::infinity();
   int64_t rows = std::min(kBlock, job.qLen - i0), kvh = h / (job.heads / job.kvHeads);
   int64_t offset = job.kvLen - job.qLen, D = job.dim, Dv = job.vDim;
   int64_t dvVecs = (Dv + 15) / 16;
-  // Per-thread scratch, too big for a pool thread's stack: the query block,
-  // its accumulators and its scores tile, and the keys (transposed) and
-  // values of the whole (batch, kv head), packed once and reused by every
-  // query block of the heads that read them.
+  // Per-thread scratch, too big for a pool thread's stack: the query block
+  // and its accumulators, and the keys (transposed) and values of the whole
+  // (batch, kv head), packed once and reused by every query block of the
+  // heads that read them.
   struct Scratch {
     float *block = nullptr;
     std::vector<float> keys, values;
@@ -413,27 +489,24 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
   };
   thread_local Scratch scratch;
   if (!scratch.block)
-    scratch.block = static_cast<float *>(
-        std::aligned_alloc(64, sizeof(float) * kBlock * (2 * kRowPitch + kScorePitch)));
+    scratch.block =
+        static_cast<float *>(std::aligned_alloc(64, sizeof(float) * kBlock * 2 * kRowPitch));
   auto qs = reinterpret_cast<float(*)[kRowPitch]>(scratch.block);
   auto acc = reinterpret_cast<float(*)[kRowPitch]>(scratch.block + kBlock * kRowPitch);
-  // Scores, then probabilities.
-  auto st = reinterpret_cast<float(*)[kScorePitch]>(scratch.block + 2 * kBlock * kRowPitch);
-  int64_t tiles = (job.kvLen + kTile - 1) / kTile, valuePitch = dvVecs * 16;
+  int64_t parts = (job.kvLen + kPart - 1) / kPart, valuePitch = dvVecs * 16;
   if (scratch.call != job.call || scratch.b != b || scratch.kvh != kvh) {
-    // Keys transposed 64 at a time, kt[part][d][c] = K[64 part + c][d], so
-    // that each part of a tile is one contiguous 16 KB run (at head_dim 64)
-    // that stays in L1 while every row of the block reads it: rows of the
-    // whole transposed K were kv_len apart (64 streams at a 64 KB stride at
-    // 16K keys), and rows 256 keys apart fell in 16 of L1's 64 sets. Zero
-    // past kv_len. vt[j][d] = V[j][d], zero-padded.
-    scratch.keys.assign(tiles * D * kTile + 16, 0.0f);
-    scratch.values.assign((tiles * kTile + 1) * valuePitch + 16, 0.0f);
+    // Keys transposed a part at a time, kt[part][d][c] = K[64 part + c][d],
+    // so that each part is one contiguous 16 KB run (at head_dim 64) that
+    // stays in L1 while every row of the block reads it: rows of the whole
+    // transposed K were kv_len apart (64 streams at a 64 KB stride at 16K
+    // keys). Zero past kv_len. vt[j][d] = V[j][d], zero-padded.
+    scratch.keys.assign(parts * D * kPart + 16, 0.0f);
+    scratch.values.assign((parts * kPart + 1) * valuePitch + 16, 0.0f);
     float *kt = alignedIn(scratch.keys), *vt = alignedIn(scratch.values);
     for (int64_t j = 0; j < job.kvLen; ++j) {
       const float *k = job.k.row(b, kvh, j), *v = job.v.row(b, kvh, j);
       for (int64_t d = 0; d < D; ++d)
-        kt[(j / 64 * D + d) * 64 + j % 64] = k[d * job.k.elemStride];
+        kt[(j / kPart * D + d) * kPart + j % kPart] = k[d * job.k.elemStride];
       if (job.v.elemStride == 1)
         std::memcpy(vt + j * valuePitch, v, Dv * sizeof(float));
       else
@@ -445,221 +518,122 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
     scratch.kvh = kvh;
   }
   const float *ktAll = alignedIn(scratch.keys), *vtAll = alignedIn(scratch.values);
-  // Per row: the running maximum, and the running sum as a vector of
-  // partial sums (reduced once, at the end).
-  alignas(64) float rowMax[kBlock], previousMax[kBlock], correction[kBlock];
-  __m512 rowSums[kBlock], tileSums[kBlock], partMax[kBlock];
+  // Per row: the running maximum (kNoMaximum before any key), and the
+  // running sum as a vector of partial sums (reduced once, at the end).
+  float rowMax[kBlock];
+  __m512 rowSums[kBlock];
   // Scores in base-2 units: exp(s) = 2^(s log2(e)).
   const float scale2 = job.scale * kLog2E;
-  int64_t visibleKeys[kBlock];
-  // Rows past `rows` stay -inf: the corrections are computed sixteen rows
-  // at a time.
-  std::fill(rowMax, rowMax + kBlock, negInf);
-  std::fill(previousMax, previousMax + kBlock, negInf);
   for (int64_t r = 0; r < rows; ++r) {
     const float *q = job.q.data() + b * job.q.strides[0] + h * job.q.strides[1] +
                      (i0 + r) * job.q.strides[2];
     for (int64_t d = 0; d < D; ++d)
       qs[r][d] = q[d * job.q.strides[3]] * scale2;
     std::fill(acc[r], acc[r] + dvVecs * 16, 0.0f);
+    rowMax[r] = kNoMaximum;
     rowSums[r] = _mm512_setzero_ps();
   }
   // With causal masking, queries i0 .. i0+rows-1 see keys up to
   // i0 + rows - 1 + offset.
   int64_t lastKey = job.causal ? std::min(job.kvLen, i0 + rows + offset) : job.kvLen;
-  for (int64_t j0 = 0; j0 < lastKey; j0 += kTile) {
-    int64_t cols = std::min(kTile, lastKey - j0);
-    if (job.mask) {
-      int64_t step = maskKeyStride(*job.mask);
-      bool anyVisible = false;
-      for (int64_t r = 0; r < rows && !anyVisible; ++r) {
-        const float *m = maskRow(*job.mask, b, h, i0 + r) + j0 * step;
-        int visible = 0;
-        if (step == 1)
-          for (int64_t c = 0; c < cols; ++c)
-            visible |= m[c] > kMaskedOut;
-        else
-          for (int64_t c = 0; c < cols; ++c)
-            visible |= m[c * step] > kMaskedOut;
-        anyVisible = visible;
+  for (int64_t j0 = 0; j0 < lastKey; j0 += kPart) {
+    int64_t cols = std::min(kPart, lastKey - j0);
+    if (job.mask && !blockSeesPart(job, b, h, i0, rows, j0, cols))
+      continue;
+    const float *kPartKeys = ktAll + j0 * D, *vPart = vtAll + j0 * valuePitch;
+    // The next part's keys and values (this block's, or the first of the
+    // block after it) come into L2 while this part runs, a slice per group:
+    // at 4096 keys and more a head's keys and values outgrow L2, and each
+    // part's pages started with misses to L3 that the hardware prefetcher
+    // (which stops at page ends) did not cover.
+    int64_t next = j0 + kPart < lastKey ? j0 + kPart : 0;
+    const char *prefetchK = reinterpret_cast<const char *>(ktAll + next * D);
+    const char *prefetchV = reinterpret_cast<const char *>(vtAll + next * valuePitch);
+    int64_t kLines = D * kPart * 4 / 64, vLines = kPart * valuePitch * 4 / 64;
+    int64_t perGroup = (kLines + vLines + (rows + 5) / 6 - 1) / ((rows + 5) / 6), line = 0;
+    forRowGroups(rows, [&](auto groupRows, const int64_t *rr)
+                     __attribute__((target("avx512f"), always_inline)) {
+      constexpr int R = decltype(groupRows)::value;
+      for (int64_t end = std::min(line + perGroup, kLines + vLines); line < end; ++line)
+        _mm_prefetch(line < kLines ? prefetchK + 64 * line : prefetchV + 64 * (line - kLines),
+                     _MM_HINT_T1);
+      const float *q[R];
+      for (int u = 0; u < R; ++u)
+        q[u] = qs[rr[u]];
+      __m512 s[R][4];
+      scoreGroup<R>(kPartKeys, D, q, s);
+      // Only parts that causality, the end of the keys or a mask reach
+      // into are masked; every row of the group sees all of the others.
+      int64_t keys = kPart;
+      if (job.mask || cols < kPart || (job.causal && j0 + kPart - 1 > i0 + rr[0] + offset))
+        keys = maskGroup<R>(job, b, h, i0, rr, j0, cols, s);
+      if (keys == 0)
+        return;
+      // Lazy rescaling (as FlashAttention-4 does): a row's maximum moves
+      // only when the part's scores pass it by more than kRescaleSlack, so
+      // after the first parts the rows rarely reduce their maxima across
+      // lanes or rescale. Probabilities stay below 2^kRescaleSlack, far
+      // from overflow. All state is read before any is written: a row
+      // listed twice computes the same values twice.
+      __m512 tileMax[R];
+      float oldMax[R], newMax[R], corr[R];
+      __mmask16 passed = 0;
+      for (int u = 0; u < R; ++u) {
+        tileMax[u] = _mm512_max_ps(_mm512_max_ps(s[u][0], s[u][1]),
+                                   _mm512_max_ps(s[u][2], s[u][3]));
+        oldMax[u] = newMax[u] = rowMax[rr[u]];
+        corr[u] = 1.0f;
+        passed |= _mm512_cmp_ps_mask(tileMax[u], _mm512_set1_ps(oldMax[u] + kRescaleSlack),
+                                     _CMP_GT_OQ);
       }
-      if (!anyVisible)
-        continue;
-    }
-    const float *vt = vtAll + j0 * valuePitch;   // vt[c * valuePitch + d]
-    // Scores of a group of rows (six or four) against 64 of the tile's keys
-    // at a time, each key vector loaded once per group, in base-2 units.
-    // Keys past the last visible one hold zero-padded products and are
-    // replaced by -inf below.
-    //
-    // A whole tile that every row of the block sees has its rows' maxima
-    // taken here, from the registers, instead of from a second pass over
-    // the scores.
-    bool wholeTile =
-        !job.mask && cols == kTile && (!job.causal || j0 + kTile <= i0 + offset + 1);
-    int64_t parts = (cols + 63) / 64;
-    for (int64_t part = 0; part < parts; ++part) {
-      const float *kPart = ktAll + (j0 + 64 * part) * D; // kPart[d * 64 + c]
-      forRowGroups(rows, [&](auto groupRows, const int64_t *rr)
-                                  __attribute__((target("avx512f"), always_inline)) {
-        constexpr int R = decltype(groupRows)::value;
-        const float *q[R];
-        float *out[R];
-        __m512 *maxima[R];
+      if (passed)
         for (int u = 0; u < R; ++u) {
-          q[u] = qs[rr[u]];
-          out[u] = st[rr[u]] + 64 * part;
-          maxima[u] = &partMax[rr[u]];
-        }
-        scoreGroup<R>(kPart, D, q, out, wholeTile ? maxima : nullptr, part == 0);
-      });
-    }
-    // Online softmax per row: probabilities replace the scores. First the
-    // visible keys and the new maximum of every row.
-    for (int64_t r = 0; r < rows; ++r) {
-      int64_t i = i0 + r;
-      float *s = st[r];
-      int64_t visible = job.causal ? std::min(cols, i + offset - j0 + 1) : cols;
-      visibleKeys[r] = std::max<int64_t>(visible, 0);
-      previousMax[r] = rowMax[r];
-      tileSums[r] = _mm512_setzero_ps();
-      if (visible <= 0) {
-        std::fill(s, s + kTile, 0.0f);
-        continue;
-      }
-      if (wholeTile) {
-        rowMax[r] = std::max(rowMax[r], _mm512_reduce_max_ps(partMax[r]));
-        continue;
-      }
-      if (job.mask) {
-        int64_t step = maskKeyStride(*job.mask);
-        const float *m = maskRow(*job.mask, b, h, i) + j0 * step;
-        // Keys masked out at the end of the tile need not be multiplied
-        // (a causal mask hides the upper part of diagonal tiles).
-        while (visible > 0 && m[(visible - 1) * step] <= kMaskedOut)
-          --visible;
-        if (step == 1)
-          for (int64_t c = 0; c < visible; ++c)
-            s[c] += m[c] * kLog2E;
-        else
-          for (int64_t c = 0; c < visible; ++c)
-            s[c] += m[c * step] * kLog2E;
-      }
-      visibleKeys[r] = visible;
-      if (visible == 0) {
-        std::fill(s, s + kTile, 0.0f);
-        continue;
-      }
-      // Keys past `visible` hold -inf in its last vector, so the maximum
-      // over the lanes is the visible keys' (a vector reduction: a scalar
-      // max chain cost 4 cycles per key). Vectors wholly past `visible` are
-      // neither exponentiated nor summed: their probabilities are zero.
-      int64_t vecs = (visible + 15) / 16;
-      for (int64_t c = visible; c < 16 * vecs; ++c)
-        s[c] = negInf;
-      std::fill(s + 16 * vecs, s + kTile, 0.0f);
-      // Two independent chains of maxima (one chain of max latencies cost
-      // more than the exponentials).
-      __m512 max0 = _mm512_load_ps(s);
-      __m512 max1 = _mm512_load_ps(s + 16 * std::min<int64_t>(1, vecs - 1));
-      for (int64_t w = 2; w + 2 <= vecs; w += 2) {
-        max0 = _mm512_max_ps(max0, _mm512_load_ps(s + 16 * w));
-        max1 = _mm512_max_ps(max1, _mm512_load_ps(s + 16 * w + 16));
-      }
-      if (vecs % 2)
-        max0 = _mm512_max_ps(max0, _mm512_load_ps(s + 16 * (vecs - 1)));
-      float tileMax = _mm512_reduce_max_ps(_mm512_max_ps(max0, max1));
-      float newMax = std::max(rowMax[r], tileMax);
-      if (newMax == negInf) { // every visible key masked with -inf so far
-        std::fill(s, s + kTile, 0.0f);
-        visibleKeys[r] = 0;
-        continue;
-      }
-      rowMax[r] = newMax;
-    }
-    // Then the exponentials, in a loop of their own: each row's maximum
-    // reduction is a chain of latencies that rows overlap with each other,
-    // not with the exponentials that wait for it.
-    for (int64_t r = 0; r < rows; ++r) {
-      if (visibleKeys[r] == 0)
-        continue;
-      float *s = st[r];
-      int64_t vecs = (visibleKeys[r] + 15) / 16;
-      __m512 m = _mm512_set1_ps(rowMax[r]);
-      // Two vectors per iteration into two sums held in registers (an
-      // indexed pair of sums lived on the stack: a store-forwarding chain).
-      __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
-      int64_t w = 0;
-      for (; w + 2 <= vecs; w += 2) {
-        __m512 p0 = exp2_512(_mm512_sub_ps(_mm512_load_ps(s + 16 * w), m));
-        __m512 p1 = exp2_512(_mm512_sub_ps(_mm512_load_ps(s + 16 * w + 16), m));
-        _mm512_store_ps(s + 16 * w, p0);
-        _mm512_store_ps(s + 16 * w + 16, p1);
-        sum0 = _mm512_add_ps(sum0, p0);
-        sum1 = _mm512_add_ps(sum1, p1);
-      }
-      if (w < vecs) {
-        __m512 p0 = exp2_512(_mm512_sub_ps(_mm512_load_ps(s + 16 * w), m));
-        _mm512_store_ps(s + 16 * w, p0);
-        sum0 = _mm512_add_ps(sum0, p0);
-      }
-      tileSums[r] = _mm512_add_ps(sum0, sum1);
-    }
-    // correction = 2^(previous max - new max), sixteen rows at a time: 1
-    // where the maximum stayed, 0 where there was none before.
-    for (int64_t r = 0; r < rows; r += 16) {
-      __m512 previous = _mm512_load_ps(previousMax + r);
-      __m512 diff = _mm512_sub_ps(previous, _mm512_load_ps(rowMax + r));
-      __mmask16 fresh = _mm512_cmp_ps_mask(previous, _mm512_set1_ps(negInf), _CMP_EQ_OQ);
-      diff = _mm512_mask_mov_ps(diff, fresh, _mm512_set1_ps(negInf));
-      _mm512_store_ps(correction + r, exp2_512(diff));
-    }
-    for (int64_t r = 0; r < rows; ++r)
-      rowSums[r] = _mm512_fmadd_ps(rowSums[r], _mm512_set1_ps(correction[r]), tileSums[r]);
-    // acc = acc * correction + P V.
-    int64_t tileKeys = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      tileKeys = std::max(tileKeys, visibleKeys[r]);
-      if (correction[r] != 1.0f) {
-        __m512 corr = _mm512_set1_ps(correction[r]);
-        for (int64_t w = 0; w < dvVecs; ++w)
-          _mm512_store_ps(&acc[r][16 * w], _mm512_mul_ps(_mm512_load_ps(&acc[r][16 * w]), corr));
-      }
-    }
-    // 64 keys at a time (16 KB of values at head_dim 64, which stay in L1
-    // for every row; the whole tile's 64 KB would come from L2 once per
-    // group of rows).
-    for (int64_t c0 = 0; c0 < tileKeys; c0 += 64) {
-      const float *vBase = vt + c0 * valuePitch;
-      forRowGroups(rows, [&](auto groupRows, const int64_t *rr)
-                                  __attribute__((target("avx512f"), always_inline)) {
-        constexpr int R = decltype(groupRows)::value;
-        int64_t keys = 0;
-        for (int u = 0; u < R; ++u)
-          keys = std::max(keys, std::min<int64_t>(64, visibleKeys[rr[u]] - c0));
-        if (keys <= 0)
-          return;
-        const float *prob[R];
-        for (int u = 0; u < R; ++u)
-          prob[u] = st[rr[u]] + c0;
-        for (int64_t dv = 0; dv < dvVecs; dv += 4) {
-          float *out[R];
-          for (int u = 0; u < R; ++u)
-            out[u] = acc[rr[u]] + 16 * dv;
-          switch (std::min<int64_t>(4, dvVecs - dv)) {
-          case 4: accumulateGroup<R, 4>(vBase + 16 * dv, valuePitch, keys, prob, out); break;
-          case 3: accumulateGroup<R, 3>(vBase + 16 * dv, valuePitch, keys, prob, out); break;
-          case 2: accumulateGroup<R, 2>(vBase + 16 * dv, valuePitch, keys, prob, out); break;
-          default: accumulateGroup<R, 1>(vBase + 16 * dv, valuePitch, keys, prob, out); break;
+          float t = _mm512_reduce_max_ps(tileMax[u]);
+          if (t > oldMax[u] + kRescaleSlack) {
+            newMax[u] = t;
+            corr[u] = std::exp2(oldMax[u] - t); // 0 from kNoMaximum
           }
         }
-      });
-    }
+      alignas(64) float probs[R][kPart];
+      __m512 sums[R];
+      for (int u = 0; u < R; ++u) {
+        __m512 m = _mm512_set1_ps(newMax[u]);
+        __m512 p0 = exp2Finite(_mm512_sub_ps(s[u][0], m));
+        __m512 p1 = exp2Finite(_mm512_sub_ps(s[u][1], m));
+        __m512 p2 = exp2Finite(_mm512_sub_ps(s[u][2], m));
+        __m512 p3 = exp2Finite(_mm512_sub_ps(s[u][3], m));
+        _mm512_store_ps(probs[u], p0);
+        _mm512_store_ps(probs[u] + 16, p1);
+        _mm512_store_ps(probs[u] + 32, p2);
+        _mm512_store_ps(probs[u] + 48, p3);
+        sums[u] = _mm512_fmadd_ps(rowSums[rr[u]], _mm512_set1_ps(corr[u]),
+                                  _mm512_add_ps(_mm512_add_ps(p0, p1), _mm512_add_ps(p2, p3)));
+      }
+      for (int u = 0; u < R; ++u) {
+        rowMax[rr[u]] = newMax[u];
+        rowSums[rr[u]] = sums[u];
+      }
+      // acc = acc * corr + P V, 64 columns of values at a time.
+      const float *prob[R], *rescale = passed ? corr : nullptr;
+      for (int u = 0; u < R; ++u)
+        prob[u] = probs[u];
+      for (int64_t dv = 0; dv < dvVecs; dv += 4) {
+        float *out[R];
+        for (int u = 0; u < R; ++u)
+          out[u] = acc[rr[u]] + 16 * dv;
+        switch (std::min<int64_t>(4, dvVecs - dv)) {
+        case 4: accumulateGroup<R, 4>(vPart + 16 * dv, valuePitch, keys, prob, out, rescale); break;
+        case 3: accumulateGroup<R, 3>(vPart + 16 * dv, valuePitch, keys, prob, out, rescale); break;
+        case 2: accumulateGroup<R, 2>(vPart + 16 * dv, valuePitch, keys, prob, out, rescale); break;
+        default: accumulateGroup<R, 1>(vPart + 16 * dv, valuePitch, keys, prob, out, rescale); break;
+        }
+      }
+    });
   }
   for (int64_t r = 0; r < rows; ++r) {
     float rowSum = _mm512_reduce_add_ps(rowSums[r]);
     if (rowSum == 0.0f) {
-      // Every tile was skipped or masked: the exact (uniform) answer.
+      // Every part was skipped or masked: the exact (uniform) answer.
       attentionRowGeneric(job, b, h, i0 + r);
       continue;
     }

@@ -140,16 +140,21 @@ TEST(AttentionKernel, MatchesReferenceAcrossShapes) {
       {1, 4, 2, 130, 150, 64, false, true, 0, 0, true},
       // Nearly causal (one extra key hidden): must stay on the mask path.
       {1, 4, 2, 130, 150, 64, false, true, 3, 4, true},
-      // Key tiles that every query of a block sees whole (their maxima come
-      // from the score registers): causal with grouped-query heads; without
-      // causality at head_dim 80 (value columns in a group of 64 and one of
-      // 16) and 70 queries (row groups of six and a last one of four);
-      // chunked causal at head_dim 48 and 96.
+      // Key parts that every row of a group sees whole (no masking):
+      // causal with grouped-query heads; without causality at head_dim 80
+      // (value columns in a group of 64 and one of 16) and 70 queries (row
+      // groups of six and a last one of four); chunked causal at head_dim
+      // 48 and 96.
       {1, 2, 1, 600, 600, 64, true, false},
       {1, 2, 2, 70, 520, 80, false, false},
       {1, 3, 3, 131, 300, 48, true, false},
       {1, 2, 1, 600, 600, 96, true, false, 0, 0, false, 10},
       {1, 2, 2, 70, 520, 64, false, false, 0, 0, false, 3},
+      // A spike in the fifth part of the keys: every row's maximum passes
+      // its running one by far more than the rescaling slack, after four
+      // parts have been summed against the old one.
+      {1, 2, 2, 70, 520, 64, false, false, 0, 0, false, 300},
+      {1, 2, 1, 200, 200, 64, true, false, 0, 0, false, 130},
       // head_dim beyond the fast path.
       {1, 2, 2, 5, 9, 320, true, false},
   };
