@@ -168,6 +168,10 @@ def main():
                     repeat *= 4
                 flops = 4.0 * HEADS * DIM * length * (1 if decode else (length + 1) / 2)
                 results = {}
+                # Prefill's fastest run: on this shared host, neighbours slow
+                # cache-bound code down by up to 25% from one second to the
+                # next while the FMA peak probe stays put.
+                fastest = {}
                 floor_ratios = []
 
                 def command(kind):
@@ -201,6 +205,7 @@ def main():
                     for kind in ("kernel", "generated", "noskip"):
                         out, rss = measured(command(kind), env)
                         results[kind] = (p50(out), rss)
+                        fastest[kind] = float(re.search(r"min ([0-9.]+) ms", out).group(1))
                 # ONNX Runtime's scores and probabilities: 2 x heads x S x T floats.
                 ort_bytes = 2 * HEADS * (1 if decode else length) * length * 4
                 if ort_bytes < total_memory / 2:
@@ -209,7 +214,8 @@ def main():
                            str(threads), str(repeat)] + [f"{n}={paths[n]}" for n in "qkv"]
                     out, rss = measured(cmd, env)
                     results["ort"] = (float(re.search(r"median_ms ([0-9.]+)", out).group(1)), rss)
-                rows.append((threads, length, decode, flops, results, ort_bytes, floor_ratios))
+                rows.append((threads, length, decode, flops, results, ort_bytes, floor_ratios,
+                             fastest))
                 print(f"threads {threads}, {'decode' if decode else 'prefill'} {length}: "
                       + ", ".join(f"{k} {v[0]:.2f} ms" for k, v in results.items()),
                       file=sys.stderr)
@@ -226,7 +232,7 @@ def main():
           "no-skip ms | ORT / kernel | generated / kernel | no-skip / generated | "
           "kernel GFLOP/s (% peak) | generated GFLOP/s (% peak) |")
     print("|" + "---|" * 11)
-    for threads, length, decode, flops, results, ort_bytes, floor_ratios in rows:
+    for threads, length, decode, flops, results, ort_bytes, floor_ratios, fastest in rows:
         def cell(kind):
             if kind not in results:
                 return "n/a" if kind != "ort" else f"not run ({ort_bytes / 1e9:.0f} GB of scores)"
@@ -236,7 +242,10 @@ def main():
         def rate(kind):
             ms = results[kind][0]
             gf = flops / (ms / 1e3) / 1e9
-            return f"{gf:.0f} ({100 * gf * 1e9 / peaks[threads]:.0f}%)"
+            text = f"{gf:.0f} ({100 * gf * 1e9 / peaks[threads]:.0f}%"
+            if kind in fastest:
+                text += f"; fastest run {100 * flops / (fastest[kind] / 1e3) / peaks[threads]:.0f}%"
+            return text + ")"
 
         kernel = results["kernel"][0]
         generated = results["generated"][0]

@@ -58,7 +58,7 @@ constexpr float kHidden = -std::numeric_limits<float>::max();
 /// A row's running maximum before it has seen a key: above kHidden, so that
 /// hidden keys never become a maximum and give 2^(kHidden - kNoMaximum) = 0.
 constexpr float kNoMaximum = -1e30f;
-/// A tile whose additive mask is below this everywhere contributes
+/// A part whose additive mask is below this everywhere contributes
 /// exp(< -1e8 + |scores|) = 0 in f32 and is skipped (causal masks in
 /// exported graphs are additive -1e9 or the float minimum).
 constexpr float kMaskedOut = -1e8f;
@@ -543,9 +543,9 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
     const float *kPartKeys = ktAll + j0 * D, *vPart = vtAll + j0 * valuePitch;
     // The next part's keys and values (this block's, or the first of the
     // block after it) come into L2 while this part runs, a slice per group:
-    // at 4096 keys and more a head's keys and values outgrow L2, and each
-    // part's pages started with misses to L3 that the hardware prefetcher
-    // (which stops at page ends) did not cover.
+    // from 4096 keys on, a head's keys and values (2 MB at head_dim 64)
+    // outgrow L2, and the hardware prefetcher stops at page ends. The
+    // prefetches take load slots only, which the products leave free.
     int64_t next = j0 + kPart < lastKey ? j0 + kPart : 0;
     const char *prefetchK = reinterpret_cast<const char *>(ktAll + next * D);
     const char *prefetchV = reinterpret_cast<const char *>(vtAll + next * valuePitch);
