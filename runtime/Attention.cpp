@@ -53,7 +53,7 @@ constexpr int64_t kRowPitch = kMaxDim + 16;
 /// maximum before the row rescales: probabilities up to 2^8.
 constexpr float kRescaleSlack = 8.0f;
 /// The score the block kernel gives a key that a row does not see: finite,
-/// since its exponential (exp2Finite) takes no -inf.
+/// as exp2Finite wants its inputs.
 constexpr float kHidden = -std::numeric_limits<float>::max();
 /// A row's running maximum before it has seen a key: above kHidden, so that
 /// hidden keys never become a maximum and give 2^(kHidden - kNoMaximum) = 0.
@@ -197,8 +197,10 @@ __attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
 /// a degree-5 fit of 2^f (relative error 2.4e-7 in f32). One multiply and
 /// two FMAs fewer than exp512, for the scores that the block kernel keeps
 /// in base-2 units (log2(e) folded into the query scale), and no clamp:
-/// below -149, scalef takes 2^n to exactly 0 by itself (kHidden included);
-/// -inf would give NaN.
+/// below -149, scalef takes 2^n to exactly 0 by itself (kHidden included).
+/// For -inf the polynomial would run on NaN (-inf - -inf); only scalef's
+/// rule for an exponent of -inf would turn that into 0, and nothing here
+/// relies on it.
 __attribute__((target("avx512f"))) inline __m512 exp2Finite(__m512 x) {
   __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 f = _mm512_sub_ps(x, n);

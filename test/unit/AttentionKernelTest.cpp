@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -47,6 +48,9 @@ struct Case {
   /// row that sees it by about 117. A kernel that subtracted a maximum
   /// taken over fewer keys than the row sees would overflow exp there.
   int64_t spikeKey = -1;
+  /// What masks keys [maskFrom, maskTo): -inf as masked_fill(-inf) exports
+  /// write it, or the float minimum as Hugging Face's do.
+  float maskedValue = -1e9f;
 };
 
 double maxRelativeError(const Case &c) {
@@ -73,7 +77,7 @@ double maxRelativeError(const Case &c) {
   for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t i = 0; i < c.qLen; ++i) {
       for (int64_t j = c.maskFrom; j < c.maskTo; ++j)
-        mask[(b * c.qLen + i) * c.kvLen + j] = -1e9f;
+        mask[(b * c.qLen + i) * c.kvLen + j] = c.maskedValue;
       if (c.causalMask)
         for (int64_t j = i + c.kvLen - c.qLen + 1; j < c.kvLen; ++j)
           mask[(b * c.qLen + i) * c.kvLen + j] = -1e9f;
@@ -155,6 +159,12 @@ TEST(AttentionKernel, MatchesReferenceAcrossShapes) {
       // parts have been summed against the old one.
       {1, 2, 2, 70, 520, 64, false, false, 0, 0, false, 300},
       {1, 2, 1, 200, 200, 64, true, false, 0, 0, false, 130},
+      // Keys masked with -inf and with the float minimum, across parts,
+      // part boundaries and the row groups' visible ends.
+      {1, 2, 2, 70, 520, 64, false, true, 100, 400, false, -1,
+       -std::numeric_limits<float>::infinity()},
+      {1, 2, 2, 70, 520, 64, false, true, 30, 500, false, -1,
+       std::numeric_limits<float>::lowest()},
       // head_dim beyond the fast path.
       {1, 2, 2, 5, 9, 320, true, false},
   };
