@@ -394,7 +394,7 @@ maskGroup(const AttentionJob &job, int64_t b, int64_t h, int64_t i0, const int64
       const float *m = maskRow(*job.mask, b, h, i) + j0 * step;
       alignas(64) float gathered[64];
       if (step != 1)
-        for (int64_t c = 0; c < std::max<int64_t>(visible, 0); ++c)
+        for (int64_t c = 0; c < visible; ++c) // visible > 0: live has a lane
           gathered[c] = m[c * step];
       uint64_t kept = 0;
       for (int w = 0; w < 4; ++w) {
@@ -552,7 +552,8 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
     const char *prefetchK = reinterpret_cast<const char *>(ktAll + next * D);
     const char *prefetchV = reinterpret_cast<const char *>(vtAll + next * valuePitch);
     int64_t kLines = D * kPart * 4 / 64, vLines = kPart * valuePitch * 4 / 64;
-    int64_t perGroup = (kLines + vLines + (rows + 5) / 6 - 1) / ((rows + 5) / 6), line = 0;
+    int64_t groups = (rows + 5) / 6, line = 0;
+    int64_t perGroup = (kLines + vLines + groups - 1) / groups;
     forRowGroups(rows, [&](auto groupRows, const int64_t *rr)
                      __attribute__((target("avx512f"), always_inline)) {
       constexpr int R = decltype(groupRows)::value;
