@@ -240,11 +240,13 @@ def main():
             return f"{ms:.2f} ({rss / 1e6:.0f})"
 
         def rate(kind):
+            def share(ms):
+                return 100 * flops / (ms / 1e3) / peaks[threads]
+
             ms = results[kind][0]
-            gf = flops / (ms / 1e3) / 1e9
-            text = f"{gf:.0f} ({100 * gf * 1e9 / peaks[threads]:.0f}%"
+            text = f"{flops / (ms / 1e3) / 1e9:.0f} ({share(ms):.0f}%"
             if kind in fastest:
-                text += f"; fastest run {100 * flops / (fastest[kind] / 1e3) / peaks[threads]:.0f}%"
+                text += f"; fastest run {share(fastest[kind]):.0f}%"
             return text + ")"
 
         kernel = results["kernel"][0]
