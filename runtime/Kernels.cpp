@@ -930,8 +930,10 @@ std::vector<int32_t> columnSums(const MemRefI8 &b) {
 
 /// A constant weight's column sums, computed once (the kernels without
 /// oneDNN would otherwise read the whole weight again on every call).
+std::map<Int8WeightKey, std::vector<int32_t>> int8ColumnSums;
+
 const std::vector<int32_t> &constantColumnSums(const MemRefI8 &b) {
-  static std::map<Int8WeightKey, std::vector<int32_t>> sums;
+  std::map<Int8WeightKey, std::vector<int32_t>> &sums = int8ColumnSums;
   Int8WeightKey key{b.data(), b.sizes[0], b.sizes[1], b.strides[0], b.strides[1]};
   std::lock_guard<std::mutex> lock(int8Mutex);
   auto it = sums.find(key);
@@ -1138,7 +1140,39 @@ void int8Matmul(const MemRefI8 &a, const MemRefI8 &b, const MemRefI32 &c, int32_
   }
 }
 
+/// Erases the entries of `cache` whose weight (`weightOf(key)`) lies in
+/// [begin, end).
+template <typename Cache, typename WeightOf>
+void eraseWeightsIn(Cache &cache, const void *begin, const void *end, WeightOf weightOf) {
+  auto inside = [&](const void *p) {
+    return std::less_equal<const void *>()(begin, p) && std::less<const void *>()(p, end);
+  };
+  for (auto it = cache.begin(); it != cache.end();)
+    it = inside(weightOf(it->first)) ? cache.erase(it) : std::next(it);
+}
+
 } // namespace
+
+void hasten::runtime::forgetWeights(const void *begin, const void *end) {
+  auto weight = [](const auto &key) -> const void * { return std::get<0>(key); };
+  auto packedWeight = [](const auto &key) -> const void * {
+    return std::get<0>(std::get<0>(key));
+  };
+  {
+    std::lock_guard<std::mutex> lock(packMutex);
+    eraseWeightsIn(packedWeights, begin, end, weight);
+    eraseWeightsIn(packed, begin, end, packedWeight);
+  }
+  {
+    std::lock_guard<std::mutex> lock(bf16GemvMutex);
+    eraseWeightsIn(bf16GemvPacks, begin, end, weight);
+    eraseWeightsIn(f32GemvPacks, begin, end, weight);
+  }
+  std::lock_guard<std::mutex> lock(int8Mutex);
+  eraseWeightsIn(int8Weights, begin, end, weight);
+  eraseWeightsIn(int8ColumnSums, begin, end, weight);
+  eraseWeightsIn(int8Matmuls, begin, end, packedWeight);
+}
 
 void hasten::runtime::f32StripsGemv(const F32Strips &w, const float *x, int64_t xStride,
                                      float *y, bool overwrite) {

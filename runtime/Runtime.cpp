@@ -19,6 +19,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <malloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -168,6 +169,40 @@ void hasten::runtime::setKVDeviceTokens(hasten_module *module, int64_t tokens) {
 }
 
 namespace {
+
+/// The address ranges of a loaded library's segments (its code, constants
+/// and data, where weights the module embeds in its image live).
+std::vector<std::pair<const char *, const char *>> segmentsOf(void *handle) {
+  std::vector<std::pair<const char *, const char *>> ranges;
+  struct link_map *map = nullptr;
+  if (dlinfo(handle, RTLD_DI_LINKMAP, &map) != 0 || !map)
+    return ranges;
+  struct Search {
+    const link_map *map;
+    std::vector<std::pair<const char *, const char *>> *ranges;
+  } search{map, &ranges};
+  dl_iterate_phdr(
+      [](dl_phdr_info *info, size_t, void *data) -> int {
+        auto *search = static_cast<Search *>(data);
+        if (info->dlpi_addr != search->map->l_addr ||
+            strcmp(info->dlpi_name, search->map->l_name) != 0)
+          return 0;
+        for (int i = 0; i < info->dlpi_phnum; ++i)
+          if (info->dlpi_phdr[i].p_type == PT_LOAD) {
+            auto *begin = reinterpret_cast<const char *>(info->dlpi_addr +
+                                                         info->dlpi_phdr[i].p_vaddr);
+            search->ranges->emplace_back(begin, begin + info->dlpi_phdr[i].p_memsz);
+          }
+        return 1;
+      },
+      &search);
+  return ranges;
+}
+
+/// Modules open per library handle: dlopen gives a second module of the
+/// same file the same mapping, which stays until the last one is freed.
+std::mutex openLibrariesMutex;
+std::map<void *, int> openLibraries;
 
 /// Maps `size` bytes at `offset` of the open file read-only, or says why not.
 void *mapWeights(int fd, uint64_t offset, uint64_t size, std::string &error) {
@@ -458,6 +493,10 @@ hasten_status hasten_module_load(const char *path, hasten_module **out) {
     module->entries[entry->name()->str()] = {entry, fn};
     module->entryNames.push_back(entry->name()->str());
   }
+  {
+    std::lock_guard<std::mutex> lock(openLibrariesMutex);
+    ++openLibraries[handle];
+  }
   *out = module.release();
   return HASTEN_OK;
 }
@@ -467,10 +506,27 @@ void hasten_module_free(hasten_module *module) {
     return;
   // The graphs launch the module's kernels: gone before its code.
   module->graphs.clear();
-  if (module->handle)
+  // The kernels find what they packed from a weight by its address: this
+  // module's packs go with its mappings, before a module loaded later can
+  // be mapped where they were and find them for its own weights.
+  if (module->handle) {
+    bool last;
+    {
+      std::lock_guard<std::mutex> lock(openLibrariesMutex);
+      last = --openLibraries[module->handle] == 0;
+      if (last)
+        openLibraries.erase(module->handle);
+    }
+    if (last)
+      for (auto [begin, end] : segmentsOf(module->handle))
+        hasten::runtime::forgetWeights(begin, end);
     dlclose(module->handle);
-  if (module->weights)
+  }
+  if (module->weights) {
+    hasten::runtime::forgetWeights(module->weights,
+                                   static_cast<char *>(module->weights) + module->weightsSize);
     munmap(module->weights, module->weightsSize);
+  }
   hasten::runtime::cudaFree(module->deviceWeights);
   delete module;
 }

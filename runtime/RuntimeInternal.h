@@ -31,6 +31,11 @@ void parallelFor(int64_t count, int64_t work, void (*body)(int64_t, int64_t, voi
 void parallelForBalanced(int64_t count, int64_t work,
                          void (*body)(int64_t, int64_t, void *), void *context);
 
+/// Drops what the kernels packed from weights in [begin, end): they find
+/// their packs by the weight's address, which a module loaded after this
+/// one's mapping is gone may reuse for other weights of the same shape.
+void forgetWeights(const void *begin, const void *end);
+
 /// What one hasten_run's entry has allocated (runtime/Allocation.cpp): on a
 /// failed allocation the allocator frees it all and longjmps to `escape`.
 struct RunAllocations {

@@ -8,6 +8,16 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("module free: a freed module's weight segment keeps its packs for the next module mapped there",
+     "runtime/Runtime.cpp",
+     "static_cast<char *>(module->weights) + module->weightsSize);",
+     "static_cast<char *>(module->weights));",
+     "ctest:weights-vs-reference"),
+    ("module free: packs of a weight in the library's image outlive its mapping",
+     "runtime/Runtime.cpp",
+     "        hasten::runtime::forgetWeights(begin, end);",
+     "        hasten::runtime::forgetWeights(begin, begin);",
+     "ctest:weights-vs-reference"),
     ("balanced parallel loop: a share's owner skips every other iteration",
      "runtime/Kernels.cpp",
      "      if (share.compare_exchange_weak(s, s + 1)) {",

@@ -105,6 +105,9 @@ const char *hasten_dtype_name(hasten_dtype dtype);
 /* Loads a compiled module, verifies its manifest, format version and CPU
  * features. */
 hasten_status hasten_module_load(const char *path, hasten_module **out);
+/* Unloads a module, with what the kernels packed from its weights (a module
+ * loaded later may be mapped at the same addresses). No run of it may be in
+ * flight. */
 void hasten_module_free(hasten_module *module);
 
 size_t hasten_module_num_entries(const hasten_module *module);
