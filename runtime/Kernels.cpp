@@ -1260,8 +1260,8 @@ bool hasten::runtime::stripsMatmulOneDnn(const MemRefDescriptor<float, 2> &a, co
   static std::map<Key, std::shared_ptr<Primitive>> cache;
   int64_t m = a.sizes[0], k = a.sizes[1], n = c.sizes[1];
   Key key{w, m, k, n, a.strides[0], c.strides[0], a.strides[1], bf16, overwrite};
-  std::shared_ptr<Primitive> p;
-  {
+  // The primitive for this problem, shared by the threads.
+  auto primitive = [&]() -> std::shared_ptr<Primitive> {
     std::lock_guard<std::mutex> lock(mutex);
     auto &slot = cache[key];
     if (!slot) {
@@ -1284,22 +1284,58 @@ bool hasten::runtime::stripsMatmulOneDnn(const MemRefDescriptor<float, 2> &a, co
       } catch (const dnnl::error &) {
       }
     }
-    p = slot;
+    return slot;
+  };
+  // The calling thread's memory objects for each primitive, pointed at each
+  // call's buffers: creating them (and a bf16 copy of A) per call cost
+  // more than the product at a 64 x 128 x 128 step of a small denoiser.
+  struct Bound {
+    std::shared_ptr<Primitive> primitive;
+    memory plainSrc, src, weights, dst, scratchpad;
+    std::optional<dnnl::reorder> convert; // A into src, when they differ
+    memory::desc convertScratchpadDesc;
+  };
+  constexpr size_t kMaxBound = 256;
+  thread_local std::map<Key, Bound> bound;
+  auto it = bound.find(key);
+  if (it == bound.end()) {
+    std::shared_ptr<Primitive> p = primitive();
+    if (bound.size() >= kMaxBound)
+      bound.clear();
+    Bound b{p, {}, {}, {}, {}, {}, std::nullopt, {}};
+    if (p->matmul) {
+      memory::desc plain = describe(a.sizes, a.strides, 2, memory::data_type::f32);
+      b.plainSrc = memory(plain, engine(), DNNL_MEMORY_NONE);
+      // A's layout or type differs from the primitive's: reordered into
+      // this thread's own buffer.
+      b.src = p->srcDesc == plain ? b.plainSrc : memory(p->srcDesc, engine());
+      if (p->srcDesc != plain) {
+        dnnl::reorder::primitive_desc convert(b.plainSrc, b.src, threadSafeAttr());
+        b.convert.emplace(convert);
+        b.convertScratchpadDesc = convert.scratchpad_desc();
+      }
+      b.weights = memory(p->weightsDesc, engine(), DNNL_MEMORY_NONE);
+      b.dst = memory(describe(c.sizes, c.strides, 2, memory::data_type::f32), engine(),
+                     DNNL_MEMORY_NONE);
+      b.scratchpad = memory(p->scratchpadDesc, engine(), DNNL_MEMORY_NONE);
+    }
+    it = bound.emplace(key, std::move(b)).first;
   }
-  if (!p->matmul)
+  Bound &b = it->second;
+  if (!b.primitive->matmul)
     return false;
-  memory srcF32(describe(a.sizes, a.strides, 2, memory::data_type::f32), engine(), a.data());
-  memory src = srcF32;
-  if (p->srcDesc != srcF32.get_desc()) {
-    src = memory(p->srcDesc, engine());
-    reorderInto(srcF32, src);
-  }
-  memory weights(p->weightsDesc, engine(), const_cast<void *>(w));
-  memory dst(describe(c.sizes, c.strides, 2, memory::data_type::f32), engine(), c.data());
-  p->matmul->execute(stream(), {{DNNL_ARG_SRC, src},
-                                {DNNL_ARG_WEIGHTS, weights},
-                                {DNNL_ARG_DST, dst},
-                                {DNNL_ARG_SCRATCHPAD, threadScratchpad(p->scratchpadDesc)}});
+  b.plainSrc.set_data_handle(a.data());
+  if (b.convert)
+    b.convert->execute(stream(), {{DNNL_ARG_FROM, b.plainSrc},
+                                  {DNNL_ARG_TO, b.src},
+                                  {DNNL_ARG_SCRATCHPAD, threadScratchpad(b.convertScratchpadDesc)}});
+  b.weights.set_data_handle(const_cast<void *>(w));
+  b.dst.set_data_handle(c.data());
+  b.scratchpad.set_data_handle(threadScratchpadBuffer(b.primitive->scratchpadDesc.get_size()));
+  b.primitive->matmul->execute(stream(), {{DNNL_ARG_SRC, b.src},
+                                          {DNNL_ARG_WEIGHTS, b.weights},
+                                          {DNNL_ARG_DST, b.dst},
+                                          {DNNL_ARG_SCRATCHPAD, b.scratchpad}});
   stream().wait();
   return true;
 }
