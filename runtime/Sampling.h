@@ -35,6 +35,15 @@ bool cutsCandidates(const hasten_generate_options &options, int64_t vocab);
 /// The index of the largest logit (the first of equal ones).
 int64_t argmax(const float *logits, int64_t vocab);
 
+/// The largest logit's index (the first of equal ones) and its probability
+/// under softmax(logits), in one pass over the exponentials in float (the
+/// probability is a confidence, to about 1e-6).
+struct TopToken {
+  int64_t index;
+  double probability;
+};
+TopToken topToken(const float *logits, int64_t vocab);
+
 /// One token: argmax at temperature 0, else drawn from the distribution
 /// below.
 int64_t sampleToken(const float *logits, int64_t vocab, const hasten_generate_options &options,

@@ -201,14 +201,6 @@ double negativeLogProbability(const float *row, int64_t vocab, int64_t token) {
   return std::log(sum) - (double(row[token]) - top);
 }
 
-double topProbability(const float *row, int64_t vocab) {
-  float top = *std::max_element(row, row + vocab);
-  double sum = 0.0;
-  for (int64_t i = 0; i < vocab; ++i)
-    sum += std::exp(double(row[i]) - top);
-  return 1.0 / sum;
-}
-
 } // namespace
 
 extern "C" {
@@ -396,9 +388,13 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
         return finish(status);
       double allKept = 1.0;
       for (int64_t i = 0; i < steps; ++i) {
-        double top = so.fallback_threshold > 0.0f || (perProposal && greedy)
-                         ? topProbability(draftLogits.data(), vocab)
-                         : 0.0;
+        // The draft's best token and its probability, in one pass (greedy
+        // proposes that token).
+        TopToken best{-1, 0.0};
+        if (so.fallback_threshold > 0.0f || greedy)
+          best = topToken(draftLogits.data(), vocab);
+        double top =
+            so.fallback_threshold > 0.0f || (perProposal && greedy) ? best.probability : 0.0;
         if (so.fallback_threshold > 0.0f && top < so.fallback_threshold)
           break;
         double confidence = top;
@@ -415,8 +411,7 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
             draftProbs.pop_back();
           break;
         }
-        int64_t token =
-            greedy ? argmax(draftLogits.data(), vocab) : drawFrom(draftProbs.back(), random);
+        int64_t token = greedy ? best.index : drawFrom(draftProbs.back(), random);
         allKept *= draftLength.rate(confidence);
         confidences.push_back(confidence);
         proposals.push_back(token);

@@ -8,6 +8,21 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("argmax: of equal maxima in two lanes the later wins",
+     "runtime/Sampling.cpp",
+     "(best[j] == top && at[j] < index)",
+     "(best[j] == top && at[j] > index)",
+     "ctest:Argmax.FirstOfEqualLogitsAcrossLanesAndTail"),
+    ("argmax: within a lane the last of equal maxima wins",
+     "runtime/Sampling.cpp",
+     "      bool greater = logits[i + j] > best[j];",
+     "      bool greater = logits[i + j] >= best[j];",
+     "ctest:Argmax.FirstOfEqualLogitsAcrossLanesAndTail"),
+    ("top token: the exponential's quadratic term is 2% off",
+     "runtime/Sampling.cpp",
+     "  float p = 1.0f + f * (1.0f + f * (0.5f + f * (1.66666672e-1f +",
+     "  float p = 1.0f + f * (1.0f + f * (0.51f + f * (1.66666672e-1f +",
+     "ctest:TopToken.MatchesFloat64Softmax"),
     ("module free: a freed module's weight segment keeps its packs for the next module mapped there",
      "runtime/Runtime.cpp",
      "static_cast<char *>(module->weights) + module->weightsSize);",
