@@ -152,6 +152,52 @@ void reorderInto(memory &from, memory &to) {
                                        {DNNL_ARG_SCRATCHPAD, threadScratchpad(pd.scratchpad_desc())}});
 }
 
+/// A matmul primitive's operands as the calling thread binds them: memory
+/// objects made once and pointed at each call's buffers, and A's reorder
+/// into the primitive's layout or type (into this thread's own buffer)
+/// when they differ. Creating them per call cost more than the product of
+/// a small model's 64 x 128 x 128 step.
+struct BoundMatmul {
+  memory plainSrc, src, weights, dst, scratchpad;
+  std::optional<dnnl::reorder> convert;
+  memory::desc convertScratchpadDesc;
+
+  BoundMatmul(const memory::desc &plain, const memory::desc &srcDesc,
+              const memory::desc &weightsDesc, const memory::desc &dstDesc,
+              const memory::desc &scratchpadDesc)
+      : plainSrc(plain, engine(), DNNL_MEMORY_NONE),
+        src(srcDesc == plain ? plainSrc : memory(srcDesc, engine())),
+        weights(weightsDesc, engine(), DNNL_MEMORY_NONE),
+        dst(dstDesc, engine(), DNNL_MEMORY_NONE),
+        scratchpad(scratchpadDesc, engine(), DNNL_MEMORY_NONE) {
+    if (srcDesc != plain) {
+      dnnl::reorder::primitive_desc pd(plainSrc, src, threadSafeAttr());
+      convert.emplace(pd);
+      convertScratchpadDesc = pd.scratchpad_desc();
+    }
+  }
+
+  void run(const dnnl::matmul &matmul, const float *a, const void *w, float *c) {
+    plainSrc.set_data_handle(const_cast<float *>(a));
+    if (convert)
+      convert->execute(stream(), {{DNNL_ARG_FROM, plainSrc},
+                                  {DNNL_ARG_TO, src},
+                                  {DNNL_ARG_SCRATCHPAD, threadScratchpad(convertScratchpadDesc)}});
+    weights.set_data_handle(const_cast<void *>(w));
+    dst.set_data_handle(c);
+    scratchpad.set_data_handle(threadScratchpadBuffer(scratchpad.get_desc().get_size()));
+    matmul.execute(stream(), {{DNNL_ARG_SRC, src},
+                              {DNNL_ARG_WEIGHTS, weights},
+                              {DNNL_ARG_DST, dst},
+                              {DNNL_ARG_SCRATCHPAD, scratchpad}});
+    stream().wait();
+  }
+};
+
+/// Bumped by forgetWeights: a thread's bindings of packed weights made
+/// before it may point at packs that are gone.
+std::atomic<uint64_t> packsForgotten{0};
+
 /// linalg.matmul accumulates into its output (C += A * B) unless the
 /// compiler proved C was just zeroed (kOverwrite).
 dnnl::primitive_attr outputAttr(int32_t flags) {
@@ -782,8 +828,7 @@ void bf16Gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, int32_
 /// with its operands' memory objects, pointed at each call's buffers.
 struct ActivationMatmul {
   dnnl::matmul primitive;
-  memory::desc scratchpadDesc;
-  memory src, weights, dst, scratchpad;
+  BoundMatmul operands;
 };
 
 /// The calling thread's primitive for this problem. Small models call the
@@ -810,13 +855,8 @@ ActivationMatmul &activationMatmul(const MemRef<3> &a, const MemRef<3> &b, const
   memory::desc dstDesc = describe(c.sizes, c.strides, 3, memory::data_type::f32);
   dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(srcDesc, wDesc, dstDesc),
                                   outputAttr(flags), engine());
-  auto entry = std::make_unique<ActivationMatmul>();
-  entry->primitive = dnnl::matmul(pd);
-  entry->scratchpadDesc = pd.scratchpad_desc();
-  entry->src = memory(srcDesc, engine(), DNNL_MEMORY_NONE);
-  entry->weights = memory(wDesc, engine(), DNNL_MEMORY_NONE);
-  entry->dst = memory(dstDesc, engine(), DNNL_MEMORY_NONE);
-  entry->scratchpad = memory(entry->scratchpadDesc, engine(), DNNL_MEMORY_NONE);
+  auto entry = std::unique_ptr<ActivationMatmul>(new ActivationMatmul{
+      dnnl::matmul(pd), BoundMatmul(srcDesc, srcDesc, wDesc, dstDesc, pd.scratchpad_desc())});
   return *problems.emplace(key, std::move(entry)).first->second;
 }
 
@@ -882,20 +922,40 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
       target.strides[0] = c.sizes[1] * ld;
       target.strides[1] = ld;
     }
-    std::shared_ptr<PackedMatmul> p = packWeights(a, b, target, flags);
-    memory dst(describe(target.sizes, target.strides, 3, memory::data_type::f32), engine(),
-               target.data());
-    memory srcF32(describe(a.sizes, a.strides, 3, memory::data_type::f32), engine(), a.data());
-    memory src = srcF32;
-    if (p->srcDesc != srcF32.get_desc()) {
-      src = memory(p->srcDesc, engine());
-      reorderInto(srcF32, src);
+    // The pack and its bound operands, per thread: finding the pack takes
+    // a lock and a map walk.
+    using Key = std::array<int64_t, 20>;
+    Key key{reinterpret_cast<int64_t>(startOf(b, flags)), b.sizes[0], b.sizes[1], b.sizes[2],
+            b.strides[0], b.strides[1], b.strides[2], a.sizes[1], a.strides[0], a.strides[1],
+            a.strides[2], target.strides[0], target.strides[1], target.strides[2], flags,
+            a.sizes[0], c.sizes[2], 0, 0, 0};
+    struct Bound {
+      std::shared_ptr<PackedMatmul> packed;
+      BoundMatmul operands;
+    };
+    constexpr size_t kMaxBound = 256;
+    thread_local std::map<Key, Bound> bound;
+    thread_local uint64_t boundAfter = 0;
+    if (uint64_t forgotten = packsForgotten.load(std::memory_order_acquire);
+        forgotten != boundAfter || bound.size() >= kMaxBound) {
+      bound.clear();
+      boundAfter = forgotten;
     }
-    p->primitive.execute(stream(), {{DNNL_ARG_SRC, src},
-                                    {DNNL_ARG_WEIGHTS, p->packed->weights},
-                                    {DNNL_ARG_DST, dst},
-                                    {DNNL_ARG_SCRATCHPAD, threadScratchpad(p->scratchpadDesc)}});
-    stream().wait();
+    auto it = bound.find(key);
+    if (it == bound.end()) {
+      std::shared_ptr<PackedMatmul> p = packWeights(a, b, target, flags);
+      it = bound
+               .emplace(key, Bound{p, BoundMatmul(
+                                          describe(a.sizes, a.strides, 3, memory::data_type::f32),
+                                          p->srcDesc, p->packed->weights.get_desc(),
+                                          describe(target.sizes, target.strides, 3,
+                                                   memory::data_type::f32),
+                                          p->scratchpadDesc)})
+               .first;
+    }
+    Bound &p = it->second;
+    p.operands.run(p.packed->primitive, a.data(), p.packed->packed->weights.get_data_handle(),
+                   target.data());
     if (pad)
       for (int64_t batch = 0; batch < c.sizes[0]; ++batch)
         for (int64_t row = 0; row < c.sizes[1]; ++row)
@@ -908,15 +968,7 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
   if (flags & kBf16Storage)
     throw std::runtime_error("bf16-stored weights need one weight matrix per batch");
   ActivationMatmul &p = activationMatmul(a, b, c, flags);
-  p.src.set_data_handle(a.data());
-  p.weights.set_data_handle(b.data());
-  p.dst.set_data_handle(c.data());
-  p.scratchpad.set_data_handle(threadScratchpadBuffer(p.scratchpadDesc.get_size()));
-  p.primitive.execute(stream(), {{DNNL_ARG_SRC, p.src},
-                                 {DNNL_ARG_WEIGHTS, p.weights},
-                                 {DNNL_ARG_DST, p.dst},
-                                 {DNNL_ARG_SCRATCHPAD, p.scratchpad}});
-  stream().wait();
+  p.operands.run(p.primitive, a.data(), b.data(), c.data());
 }
 
 
@@ -1218,6 +1270,7 @@ void hasten::runtime::forgetWeights(const void *begin, const void *end) {
   eraseWeightsIn(int8Weights, begin, end, weight);
   eraseWeightsIn(int8ColumnSums, begin, end, weight);
   eraseWeightsIn(int8Matmuls, begin, end, packedWeight);
+  packsForgotten.fetch_add(1, std::memory_order_release);
 }
 
 void hasten::runtime::f32StripsGemv(const F32Strips &w, const float *x, int64_t xStride,
@@ -1286,14 +1339,10 @@ bool hasten::runtime::stripsMatmulOneDnn(const MemRefDescriptor<float, 2> &a, co
     }
     return slot;
   };
-  // The calling thread's memory objects for each primitive, pointed at each
-  // call's buffers: creating them (and a bf16 copy of A) per call cost
-  // more than the product at a 64 x 128 x 128 step of a small denoiser.
+  // The calling thread's bound operands for each primitive.
   struct Bound {
     std::shared_ptr<Primitive> primitive;
-    memory plainSrc, src, weights, dst, scratchpad;
-    std::optional<dnnl::reorder> convert; // A into src, when they differ
-    memory::desc convertScratchpadDesc;
+    std::optional<BoundMatmul> operands;
   };
   constexpr size_t kMaxBound = 256;
   thread_local std::map<Key, Bound> bound;
@@ -1302,41 +1351,18 @@ bool hasten::runtime::stripsMatmulOneDnn(const MemRefDescriptor<float, 2> &a, co
     std::shared_ptr<Primitive> p = primitive();
     if (bound.size() >= kMaxBound)
       bound.clear();
-    Bound b{p, {}, {}, {}, {}, {}, std::nullopt, {}};
-    if (p->matmul) {
-      memory::desc plain = describe(a.sizes, a.strides, 2, memory::data_type::f32);
-      b.plainSrc = memory(plain, engine(), DNNL_MEMORY_NONE);
-      // A's layout or type differs from the primitive's: reordered into
-      // this thread's own buffer.
-      b.src = p->srcDesc == plain ? b.plainSrc : memory(p->srcDesc, engine());
-      if (p->srcDesc != plain) {
-        dnnl::reorder::primitive_desc convert(b.plainSrc, b.src, threadSafeAttr());
-        b.convert.emplace(convert);
-        b.convertScratchpadDesc = convert.scratchpad_desc();
-      }
-      b.weights = memory(p->weightsDesc, engine(), DNNL_MEMORY_NONE);
-      b.dst = memory(describe(c.sizes, c.strides, 2, memory::data_type::f32), engine(),
-                     DNNL_MEMORY_NONE);
-      b.scratchpad = memory(p->scratchpadDesc, engine(), DNNL_MEMORY_NONE);
-    }
+    Bound b{p, std::nullopt};
+    if (p->matmul)
+      b.operands.emplace(describe(a.sizes, a.strides, 2, memory::data_type::f32), p->srcDesc,
+                         p->weightsDesc,
+                         describe(c.sizes, c.strides, 2, memory::data_type::f32),
+                         p->scratchpadDesc);
     it = bound.emplace(key, std::move(b)).first;
   }
   Bound &b = it->second;
   if (!b.primitive->matmul)
     return false;
-  b.plainSrc.set_data_handle(a.data());
-  if (b.convert)
-    b.convert->execute(stream(), {{DNNL_ARG_FROM, b.plainSrc},
-                                  {DNNL_ARG_TO, b.src},
-                                  {DNNL_ARG_SCRATCHPAD, threadScratchpad(b.convertScratchpadDesc)}});
-  b.weights.set_data_handle(const_cast<void *>(w));
-  b.dst.set_data_handle(c.data());
-  b.scratchpad.set_data_handle(threadScratchpadBuffer(b.primitive->scratchpadDesc.get_size()));
-  b.primitive->matmul->execute(stream(), {{DNNL_ARG_SRC, b.src},
-                                          {DNNL_ARG_WEIGHTS, b.weights},
-                                          {DNNL_ARG_DST, b.dst},
-                                          {DNNL_ARG_SCRATCHPAD, b.scratchpad}});
-  stream().wait();
+  b.operands->run(*b.primitive->matmul, a.data(), w, c.data());
   return true;
 }
 

@@ -8,6 +8,11 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("module free: a thread keeps its bindings of the packs forgotten",
+     "runtime/Kernels.cpp",
+     "  packsForgotten.fetch_add(1, std::memory_order_release);",
+     "  packsForgotten.fetch_add(0, std::memory_order_release);",
+     "ctest:weights-vs-reference"),
     ("argmax: of equal maxima in two lanes the later wins",
      "runtime/Sampling.cpp",
      "(best[j] == top && at[j] < index)",
