@@ -480,6 +480,49 @@ def MemrefCopyToLinalg : Pass<"hasten-memref-copy-to-linalg"> {
   let dependentDialects = ["::mlir::linalg::LinalgDialect"];
 }
 
+def PromoteLoopAccumulators : Pass<"hasten-promote-loop-accumulators"> {
+  let summary = "Keep a loop's reduction accumulator in a register instead of memory";
+  let description = [{
+    A reduction lowered from linalg to loops (`convert-linalg-to-parallel-loops`)
+    loads its output element, updates it and stores it back on every
+    iteration of its `scf.for`. LLVM cannot keep the element in a register:
+    it cannot prove that the loop's other loads do not read it, so every
+    step waits on a store and a reload. This pass carries such an element
+    as an `iter_arg` instead, loaded once before the loop and stored once
+    after:
+
+    ```mlir
+    scf.for %j = %c0 to %c128 step %c1 {
+      %x = memref.load %in[%i, %j] : memref<64x128xf32>
+      %acc = memref.load %out[%i] : memref<64xf32>
+      %sum = arith.addf %acc, %x : f32
+      memref.store %sum, %out[%i] : memref<64xf32>
+    }
+    // becomes
+    %init = memref.load %out[%i] : memref<64xf32>
+    %r = scf.for %j = %c0 to %c128 step %c1 iter_args(%acc = %init) -> (f32) {
+      %x = memref.load %in[%i, %j] : memref<64x128xf32>
+      %sum = arith.addf %acc, %x : f32
+      scf.yield %sum : f32
+    }
+    memref.store %r, %out[%i] : memref<64xf32>
+    ```
+
+    It applies when the load and the store are directly in the loop's
+    body, at the same loop-invariant indices, every write in the loop
+    (nested ones included) is such a store, and nothing else in the loop
+    reads the accumulator's buffer or a view of it. Loops are visited
+    innermost first, so an accumulator moves out through every enclosing
+    reduction loop. Distinct buffers (allocations, arguments) are taken not
+    to overlap, as linalg's lowering of one op's inputs and outputs
+    assumes.
+  }];
+  let statistics = [
+    Statistic<"promoted", "promoted-loops", "Loops whose accumulators now live in registers">
+  ];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect"];
+}
+
 def MatmulToRuntimeCalls : Pass<"hasten-matmul-to-runtime-calls", "::mlir::ModuleOp"> {
   let summary = "Run f32 matmuls on buffers through the runtime's kernels, weights packed for them";
   let description = [{

@@ -8,6 +8,16 @@ entry), "conformance:REGEX" (the conformance runner on matching cases).
 """
 
 MUTATIONS = [
+    ("promote-loop-accumulators: views of one arena never overlap",
+     "passes/PromoteLoopAccumulators.cpp",
+     "    if (!bytes || !other.bytes)\n      return true;",
+     "    if (!bytes || !other.bytes)\n      return false;",
+     "lit:passes/promote-loop-accumulators.mlir"),
+    ("promote-loop-accumulators: another store in the loop is ignored",
+     "passes/PromoteLoopAccumulators.cpp",
+     "    if (!store)\n      continue;\n    // Indices and buffer fixed for the whole loop.\n    if (!loop.isDefinedOutsideOfLoop(store.getMemRef()) ||\n        !llvm::all_of(store.getIndices(),\n                      [&](Value i) { return loop.isDefinedOutsideOfLoop(i); }))\n      return {};",
+     "    if (!store)\n      continue;\n    // Indices and buffer fixed for the whole loop.\n    if (!loop.isDefinedOutsideOfLoop(store.getMemRef()) ||\n        !llvm::all_of(store.getIndices(),\n                      [&](Value i) { return loop.isDefinedOutsideOfLoop(i); }))\n      continue;",
+     "lit:passes/promote-loop-accumulators.mlir"),
     ("module free: a thread keeps its bindings of the packs forgotten",
      "runtime/Kernels.cpp",
      "  packsForgotten.fetch_add(1, std::memory_order_release);",
@@ -1592,8 +1602,7 @@ MUTATIONS = [
      '            draftProbs.pop_back();\n'
      '          break;\n'
      '        }\n'
-     '        int64_t token =\n'
-     '            greedy ? argmax(draftLogits.data(), vocab) : drawFrom(draftProbs.back(), random);',
+     '        int64_t token = greedy ? best.index : drawFrom(draftProbs.back(), random);',
      '        double confidence = top;\n'
      '        int64_t drawn = -1;\n'
      '        if (!greedy) {\n'
@@ -1610,8 +1619,7 @@ MUTATIONS = [
      '            draftProbs.pop_back();\n'
      '          break;\n'
      '        }\n'
-     '        int64_t token =\n'
-     '            greedy ? argmax(draftLogits.data(), vocab) : drawn;',
+     '        int64_t token = greedy ? best.index : drawn;',
      "ctest:speculation"),
     ("draft length: a bin's rate ignores the pooled rate",
      "runtime/DraftLength.h",

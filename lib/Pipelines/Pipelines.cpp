@@ -136,6 +136,8 @@ void hasten::buildCpuLoweringPipeline(OpPassManager &pm,
   // that run on the runtime's thread pool.
   funcs.addPass(createForallToParallelLoopPass());
   funcs.addPass(createConvertLinalgToParallelLoopsPass());
+  // Reductions' accumulators in registers, not stored every iteration.
+  funcs.addPass(createPromoteLoopAccumulators());
   pm.addPass(createOutlineParallelLoops(OutlineParallelLoopsOptions{options.parallelMinWork}));
   addStructuredToControlFlow(pm);
   // Tiled attention's register-blocked tile products.
