@@ -924,11 +924,11 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
     }
     // The pack and its bound operands, per thread: finding the pack takes
     // a lock and a map walk.
-    using Key = std::array<int64_t, 20>;
+    using Key = std::array<int64_t, 17>;
     Key key{reinterpret_cast<int64_t>(startOf(b, flags)), b.sizes[0], b.sizes[1], b.sizes[2],
             b.strides[0], b.strides[1], b.strides[2], a.sizes[1], a.strides[0], a.strides[1],
             a.strides[2], target.strides[0], target.strides[1], target.strides[2], flags,
-            a.sizes[0], c.sizes[2], 0, 0, 0};
+            a.sizes[0], c.sizes[2]};
     struct Bound {
       std::shared_ptr<PackedMatmul> packed;
       BoundMatmul operands;
@@ -1026,17 +1026,16 @@ std::vector<int32_t> columnSums(const MemRefI8 &b) {
   return sums;
 }
 
-/// A constant weight's column sums, computed once (the kernels without
-/// oneDNN would otherwise read the whole weight again on every call).
 std::map<Int8WeightKey, std::vector<int32_t>> int8ColumnSums;
 
+/// A constant weight's column sums, computed once (the kernels without
+/// oneDNN would otherwise read the whole weight again on every call).
 const std::vector<int32_t> &constantColumnSums(const MemRefI8 &b) {
-  std::map<Int8WeightKey, std::vector<int32_t>> &sums = int8ColumnSums;
   Int8WeightKey key{b.data(), b.sizes[0], b.sizes[1], b.strides[0], b.strides[1]};
   std::lock_guard<std::mutex> lock(int8Mutex);
-  auto it = sums.find(key);
-  if (it == sums.end())
-    it = sums.emplace(key, columnSums(b)).first;
+  auto it = int8ColumnSums.find(key);
+  if (it == int8ColumnSums.end())
+    it = int8ColumnSums.emplace(key, columnSums(b)).first;
   return it->second;
 }
 

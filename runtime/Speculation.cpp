@@ -388,13 +388,13 @@ hasten_status hasten_generate_speculative(hasten_sequence *target, hasten_sequen
         return finish(status);
       double allKept = 1.0;
       for (int64_t i = 0; i < steps; ++i) {
-        // The draft's best token and its probability, in one pass (greedy
-        // proposes that token).
-        TopToken best{-1, 0.0};
-        if (so.fallback_threshold > 0.0f || greedy)
-          best = topToken(draftLogits.data(), vocab);
-        double top =
-            so.fallback_threshold > 0.0f || (perProposal && greedy) ? best.probability : 0.0;
+        // The draft's best token (which greedy proposes), and its
+        // probability in the same pass where a policy reads it.
+        bool needTop = so.fallback_threshold > 0.0f || (perProposal && greedy);
+        TopToken best = needTop  ? topToken(draftLogits.data(), vocab)
+                        : greedy ? TopToken{argmax(draftLogits.data(), vocab), 0.0}
+                                 : TopToken{-1, 0.0};
+        double top = best.probability;
         if (so.fallback_threshold > 0.0f && top < so.fallback_threshold)
           break;
         double confidence = top;
