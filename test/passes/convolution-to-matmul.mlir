@@ -118,3 +118,27 @@ func.func @conv2d_quantized_batch(%x: tensor<2x2x4x4xi8>, %acc: tensor<2x5x3x3xi
   %y = linalg.conv_2d_nchw_fchw_q {dilations = dense<1> : tensor<2xi64>, strides = dense<1> : tensor<2xi64>} ins(%x, %w, %zx, %zw : tensor<2x2x4x4xi8>, tensor<5x2x2x2xi8>, i32, i32) outs(%acc : tensor<2x5x3x3xi32>) -> tensor<2x5x3x3xi32>
   return %y : tensor<2x5x3x3xi32>
 }
+
+// -----
+
+// A batch of two whose output rows are long (40 positions): the windows as
+// columns [c k, n o] (x[n, c, o + k], read along output rows), the filter
+// as the product's left operand, the bias moved to [f, n o] as its
+// accumulator and the product back to [n, f, o].
+// CHECK-DAG: #[[BATCH_WINDOWS:.*]] = affine_map<(d0, d1, d2, d3) -> (d2, d0, d1 + d3)>
+// CHECK-LABEL: func.func @conv1d_batch_long_rows(
+// CHECK-SAME: %[[X:.*]]: tensor<2x3x42xf32>, %[[BIAS:.*]]: tensor<2x4x40xf32>)
+// CHECK: %[[COLS:.*]] = linalg.generic {indexing_maps = [#[[BATCH_WINDOWS]], #{{.*}}]{{.*}} ins(%[[X]] : tensor<2x3x42xf32>) outs(%{{.*}} : tensor<3x3x2x40xf32>)
+// CHECK: %[[RHS:.*]] = tensor.collapse_shape %[[COLS]] {{\[}}[0, 1], [2, 3]] : tensor<3x3x2x40xf32> into tensor<9x80xf32>
+// CHECK: %[[W:.*]] = tensor.collapse_shape %{{.*}} {{\[}}[0], [1, 2]] : tensor<4x3x3xf32> into tensor<4x9xf32>
+// CHECK: %[[BYF:.*]] = linalg.transpose ins(%[[BIAS]] : tensor<2x4x40xf32>) outs(%{{.*}} : tensor<4x2x40xf32>) permutation = [1, 0, 2]
+// CHECK: %[[ACC:.*]] = tensor.collapse_shape %[[BYF]] {{\[}}[0], [1, 2]] : tensor<4x2x40xf32> into tensor<4x80xf32>
+// CHECK: %[[P:.*]] = linalg.matmul ins(%[[W]], %[[RHS]] : tensor<4x9xf32>, tensor<9x80xf32>) outs(%[[ACC]] : tensor<4x80xf32>)
+// CHECK: %[[E:.*]] = tensor.expand_shape %[[P]] {{\[}}[0], [1, 2]] output_shape [4, 2, 40]
+// CHECK: %[[Y:.*]] = linalg.transpose ins(%[[E]] : tensor<4x2x40xf32>) outs(%{{.*}} : tensor<2x4x40xf32>) permutation = [1, 0, 2]
+// CHECK: return %[[Y]]
+func.func @conv1d_batch_long_rows(%x: tensor<2x3x42xf32>, %bias: tensor<2x4x40xf32>) -> tensor<2x4x40xf32> {
+  %w = arith.constant dense<0.5> : tensor<4x3x3xf32>
+  %y = linalg.conv_1d_ncw_fcw {dilations = dense<1> : tensor<1xi64>, strides = dense<1> : tensor<1xi64>} ins(%x, %w : tensor<2x3x42xf32>, tensor<4x3x3xf32>) outs(%bias : tensor<2x4x40xf32>) -> tensor<2x4x40xf32>
+  return %y : tensor<2x4x40xf32>
+}
