@@ -1090,7 +1090,17 @@ def ConvolutionToMatmul : Pass<"hasten-convolution-to-matmul", "::mlir::func::Fu
       fill in the new shape) collapsed to `[f, o...]`; the product expands
       back to `[1, f, o...]` with no move;
 
-    and for a batch:
+    for a batch whose output rows (the last output dimension) have 32
+    positions or more, the same with the images inside the columns:
+
+    - the gather `[c, k..., n, o...]` (reading `x[n, c, ...]` along output
+      rows), collapsed to `[c k..., n o...]`;
+    - the filter `[f, c k...]` times the windows, accumulating into the init
+      moved to `[f, n o...]`, and the product moved back to `[n, f, o...]`
+      a whole output row at a time;
+
+    and for other batches (short rows, where moving the product back by
+    rows would not pay):
 
     - the gather `[n, o..., c, k...]`, collapsed to `[n o..., c k...]`;
     - the filter collapsed to `[f, c k...]` and transposed;
