@@ -17,6 +17,11 @@
 // noise, so one step function serves all steps; the coefficients are
 // computed here, in double.
 //
+// A stream tick (hasten.sampler_stream) is one call at all of its rows; the
+// conditioning-only values travel in the stream's state with their frame,
+// where a row analysis (RowLayout) proves that each row depends on its own
+// frame alone.
+//
 //===----------------------------------------------------------------------===//
 
 #include "TensorEvaluator.h"
@@ -37,6 +42,8 @@
 
 #include <array>
 #include <cmath>
+#include <map>
+#include <tuple>
 
 namespace hasten {
 #define GEN_PASS_DEF_FUSESAMPLERSTEPS
@@ -153,6 +160,326 @@ bool isElementwiseGeneric(Operation *op) {
   auto generic = dyn_cast_or_null<linalg::GenericOp>(op);
   return generic && generic.getNumLoops() == generic.getNumParallelLoops();
 }
+
+/// Where a value computed from a stream tick's conditioning keeps its rows
+/// (the frames in flight): dimension `dim` has `rows * block` entries, and
+/// entries [r * block, (r + 1) * block) depend only on row r's
+/// conditioning, by the same function for every row. Such a value can be
+/// computed for the new frame's rows alone and carried with the frame.
+struct RowLayout {
+  int64_t dim = 0, block = 1;
+};
+using RowLayouts = llvm::DenseMap<Value, RowLayout>;
+
+/// Whether `v`, computed from constants only, is the same at every index of
+/// dimension `dim` (an empty tensor, a fill, a splat, a broadcast along it).
+bool uniformAlong(Value v, int64_t dim) {
+  Operation *def = v.getDefiningOp();
+  if (!def)
+    return false;
+  if (isa<tensor::EmptyOp, linalg::FillOp>(def))
+    return true;
+  if (auto constantOp = dyn_cast<arith::ConstantOp>(def))
+    return isa<SplatElementsAttr>(constantOp.getValue());
+  auto generic = dyn_cast<linalg::GenericOp>(def);
+  if (!generic || !generic.hasPureTensorSemantics() || generic.getNumDpsInits() != 1)
+    return false;
+  OpOperand *init = generic.getDpsInitOperand(0);
+  AffineMap initMap = generic.getMatchingIndexingMap(init);
+  auto loop = dyn_cast<AffineDimExpr>(initMap.getResult(dim));
+  if (!loop)
+    return false;
+  unsigned l = loop.getPosition();
+  if (!linalg::isParallelIterator(generic.getIteratorTypesArray()[l]))
+    return false;
+  for (unsigned i = 0; i < initMap.getNumResults(); ++i)
+    if (i != dim && initMap.getResult(i).isFunctionOfDim(l))
+      return false;
+  for (OpOperand *input : generic.getDpsInputOperands())
+    if (generic.getMatchingIndexingMap(input).isFunctionOfDim(l))
+      return false;
+  if (generic.payloadUsesValueFromOperand(init) && !uniformAlong(init->get(), dim))
+    return false;
+  bool indexed = false;
+  generic.getRegion().walk([&](linalg::IndexOp index) { indexed |= index.getDim() == l; });
+  return !indexed;
+}
+
+/// The row layout of the results of `op`, which reads values with known
+/// layouts, or failure where it mixes rows, reads a per-row constant, or is
+/// an op this does not follow.
+FailureOr<SmallVector<RowLayout>> resultRowLayouts(Operation *op, const RowLayouts &layouts) {
+  if (auto collapse = dyn_cast<tensor::CollapseShapeOp>(op)) {
+    RowLayout source = layouts.lookup(collapse.getSrc());
+    ArrayRef<int64_t> shape = collapse.getSrcType().getShape();
+    for (auto [group, dims] : llvm::enumerate(collapse.getReassociationIndices())) {
+      auto at = llvm::find(dims, source.dim);
+      if (at == dims.end())
+        continue;
+      // Rows stay contiguous when nothing but unit dimensions is outside them.
+      if (llvm::any_of(llvm::make_range(dims.begin(), at), [&](int64_t d) { return shape[d] != 1; }))
+        return failure();
+      int64_t block = source.block;
+      for (int64_t d : llvm::make_range(std::next(at), dims.end()))
+        block *= shape[d];
+      return SmallVector<RowLayout>{{int64_t(group), block}};
+    }
+    return failure();
+  }
+  if (auto expand = dyn_cast<tensor::ExpandShapeOp>(op)) {
+    RowLayout source = layouts.lookup(expand.getSrc());
+    ArrayRef<int64_t> shape = expand.getResultType().getShape();
+    ReassociationIndices dims = expand.getReassociationIndices()[source.dim];
+    size_t outer = 0;
+    while (outer + 1 < dims.size() && shape[dims[outer]] == 1)
+      ++outer;
+    int64_t inner = 1;
+    for (size_t j = outer + 1; j < dims.size(); ++j)
+      inner *= shape[dims[j]];
+    if (source.block % inner != 0)
+      return failure();
+    return SmallVector<RowLayout>{{dims[outer], source.block / inner}};
+  }
+  if (auto pad = dyn_cast<tensor::PadOp>(op)) {
+    RowLayout source = layouts.lookup(pad.getSource());
+    if (pad.getStaticLow()[source.dim] != 0 || pad.getStaticHigh()[source.dim] != 0 ||
+        !pad.getConstantPaddingValue())
+      return failure();
+    return SmallVector<RowLayout>{source};
+  }
+  if (auto slice = dyn_cast<tensor::ExtractSliceOp>(op)) {
+    // All of every row (a fused projection's parts, say).
+    RowLayout source = layouts.lookup(slice.getSource());
+    if (slice.getType().getRank() != slice.getSourceType().getRank() ||
+        slice.getStaticOffsets()[source.dim] != 0 || slice.getStaticStrides()[source.dim] != 1 ||
+        slice.getStaticSizes()[source.dim] != slice.getSourceType().getDimSize(source.dim))
+      return failure();
+    return SmallVector<RowLayout>{source};
+  }
+  if (auto concat = dyn_cast<tensor::ConcatOp>(op)) {
+    // Per-row parts joined along another dimension.
+    RowLayout first = layouts.lookup(concat.getInputs().front());
+    for (Value input : concat.getInputs()) {
+      auto it = layouts.find(input);
+      if (it == layouts.end() || it->second.dim != first.dim ||
+          it->second.block != first.block || int64_t(concat.getDim()) == first.dim)
+        return failure();
+    }
+    return SmallVector<RowLayout>{first};
+  }
+  auto linalgOp = dyn_cast<linalg::LinalgOp>(op);
+  if (!linalgOp || !linalgOp.hasPureTensorSemantics())
+    return failure();
+  // The loop that runs over the rows: where every per-row operand has its
+  // row dimension, and the index a per-row tensor read in the body is read at.
+  std::optional<unsigned> loop;
+  int64_t block = 0;
+  auto agree = [&](unsigned l, int64_t k) {
+    if (loop && (*loop != l || block != k))
+      return false;
+    loop = l;
+    block = k;
+    return true;
+  };
+  for (OpOperand &operand : op->getOpOperands()) {
+    auto it = layouts.find(operand.get());
+    if (it == layouts.end())
+      continue;
+    auto d = dyn_cast<AffineDimExpr>(
+        linalgOp.getMatchingIndexingMap(&operand).getResult(it->second.dim));
+    if (!d || !agree(d.getPosition(), it->second.block))
+      return failure();
+  }
+  bool mixed = false;
+  op->getRegion(0).walk([&](Operation *inner) {
+    for (Value operand : inner->getOperands()) {
+      auto it = layouts.find(operand);
+      if (it == layouts.end())
+        continue;
+      auto extract = dyn_cast<tensor::ExtractOp>(inner);
+      auto index = extract && extract.getTensor() == operand
+                       ? extract.getIndices()[it->second.dim].getDefiningOp<linalg::IndexOp>()
+                       : nullptr;
+      if (!index || !agree(index.getDim(), it->second.block))
+        mixed = true;
+    }
+  });
+  if (mixed || !loop || !linalg::isParallelIterator(linalgOp.getIteratorTypesArray()[*loop]))
+    return failure();
+  // The row loop reaches the body only as the row index of those reads.
+  WalkResult indexUses = op->getRegion(0).walk([&](linalg::IndexOp index) {
+    if (index.getDim() != *loop)
+      return WalkResult::advance();
+    for (OpOperand &use : index->getUses()) {
+      auto extract = dyn_cast<tensor::ExtractOp>(use.getOwner());
+      if (!extract || use.getOperandNumber() == 0)
+        return WalkResult::interrupt();
+      auto it = layouts.find(extract.getTensor());
+      if (it == layouts.end() || it->second.dim != int64_t(use.getOperandNumber() - 1))
+        return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  if (indexUses.wasInterrupted())
+    return failure();
+  // Every operand indexed by the row loop has it as one whole dimension:
+  // its row dimension, or one along which it is the same everywhere.
+  SmallVector<RowLayout> results;
+  for (OpOperand &operand : op->getOpOperands()) {
+    AffineMap map = linalgOp.getMatchingIndexingMap(&operand);
+    std::optional<int64_t> at;
+    for (unsigned i = 0; i < map.getNumResults(); ++i) {
+      if (!map.getResult(i).isFunctionOfDim(*loop))
+        continue;
+      if (at || !isa<AffineDimExpr>(map.getResult(i)))
+        return failure();
+      at = i;
+    }
+    auto it = layouts.find(operand.get());
+    if (it != layouts.end() ? !at || *at != it->second.dim : at && !uniformAlong(operand.get(), *at))
+      return failure();
+    if (linalgOp.isDpsInit(&operand)) {
+      if (!at)
+        return failure();
+      results.push_back({*at, block});
+    }
+  }
+  return results;
+}
+
+/// `type` with `dim` resized to `size`.
+RankedTensorType resized(Type type, int64_t dim, int64_t size) {
+  auto tensor = cast<RankedTensorType>(type);
+  SmallVector<int64_t> shape(tensor.getShape());
+  shape[dim] = size;
+  return RankedTensorType::get(shape, tensor.getElementType());
+}
+
+/// Builds a stream tick's conditioning-only values for the new frame's
+/// rows only, from the same ops with their row dimensions shrunk.
+class RowCloner {
+public:
+  RowCloner(OpBuilder &b, const RowLayouts &layouts, int64_t newRows)
+      : b(b), layouts(layouts), newRows(newRows) {}
+
+  /// Clones the ops of `order` (per-row ops and the constants they read)
+  /// with `map` binding the denoiser's conditioning to the new rows.
+  void clone(ArrayRef<Operation *> order, const llvm::DenseSet<Operation *> &perRow,
+             IRMapping &map) {
+    for (Operation *op : order) {
+      if (!perRow.count(op)) {
+        b.clone(*op, map);
+        continue;
+      }
+      Location loc = op->getLoc();
+      auto sizeOf = [&](Value v) {
+        RowLayout layout = layouts.lookup(v);
+        return resized(v.getType(), layout.dim, newRows * layout.block);
+      };
+      Operation *copy;
+      if (auto collapse = dyn_cast<tensor::CollapseShapeOp>(op)) {
+        copy = tensor::CollapseShapeOp::create(b, loc, sizeOf(collapse.getResult()),
+                                               map.lookup(collapse.getSrc()),
+                                               collapse.getReassociationIndices());
+      } else if (auto expand = dyn_cast<tensor::ExpandShapeOp>(op)) {
+        copy = tensor::ExpandShapeOp::create(b, loc, sizeOf(expand.getResult()),
+                                             map.lookup(expand.getSrc()),
+                                             expand.getReassociationIndices());
+      } else if (auto slice = dyn_cast<tensor::ExtractSliceOp>(op)) {
+        RowLayout layout = layouts.lookup(slice.getSource());
+        SmallVector<int64_t> sizes(slice.getStaticSizes());
+        sizes[layout.dim] = newRows * layout.block;
+        copy = tensor::ExtractSliceOp::create(b, loc, sizeOf(slice.getResult()),
+                                              map.lookup(slice.getSource()), ValueRange{},
+                                              ValueRange{}, ValueRange{}, slice.getStaticOffsets(),
+                                              sizes, slice.getStaticStrides());
+      } else if (auto concat = dyn_cast<tensor::ConcatOp>(op)) {
+        SmallVector<Value> inputs;
+        for (Value input : concat.getInputs())
+          inputs.push_back(map.lookup(input));
+        copy = tensor::ConcatOp::create(b, loc, concat.getDim(), inputs);
+      } else {
+        // Constant operands along the rows: the same, fewer rows (built
+        // before the op that reads them).
+        SmallVector<std::pair<unsigned, Value>> shrunkOperands;
+        if (auto linalgOp = dyn_cast<linalg::LinalgOp>(op))
+          for (OpOperand &operand : op->getOpOperands()) {
+            if (layouts.count(operand.get()))
+              continue;
+            AffineMap m = linalgOp.getMatchingIndexingMap(&operand);
+            for (unsigned i = 0; i < m.getNumResults(); ++i)
+              if (auto d = dyn_cast<AffineDimExpr>(m.getResult(i));
+                  d && d.getPosition() == rowLoop(linalgOp))
+                shrunkOperands.push_back({operand.getOperandNumber(),
+                                          shrunk(operand.get(), i, rowsAlong(linalgOp), map)});
+          }
+        copy = b.clone(*op, map);
+        for (auto [number, value] : shrunkOperands)
+          copy->setOperand(number, value);
+        for (auto [result, original] : llvm::zip(copy->getResults(), op->getResults()))
+          result.setType(sizeOf(original));
+      }
+      for (auto [result, original] : llvm::zip(copy->getResults(), op->getResults()))
+        map.map(original, result);
+    }
+  }
+
+private:
+  /// The loop of a per-row linalg op that runs over the rows: the one at
+  /// its first result's row dimension.
+  unsigned rowLoop(linalg::LinalgOp op) {
+    OpOperand *init = op.getDpsInitOperand(0);
+    RowLayout layout = layouts.lookup(op->getResult(0));
+    return cast<AffineDimExpr>(op.getMatchingIndexingMap(init).getResult(layout.dim))
+        .getPosition();
+  }
+  int64_t rowsAlong(linalg::LinalgOp op) { return newRows * layouts.lookup(op->getResult(0)).block; }
+
+  /// `v`, the same at every index of `dim` (uniformAlong), with `size`
+  /// entries there.
+  Value shrunk(Value v, int64_t dim, int64_t size, IRMapping &map) {
+    auto key = std::make_tuple(v.getAsOpaquePointer(), dim, size);
+    if (auto done = cache.find(key); done != cache.end())
+      return done->second;
+    Operation *def = v.getDefiningOp();
+    Location loc = def->getLoc();
+    RankedTensorType type = resized(v.getType(), dim, size);
+    Value result;
+    if (auto constantOp = dyn_cast<arith::ConstantOp>(def)) {
+      auto splat = cast<SplatElementsAttr>(constantOp.getValue());
+      result = arith::ConstantOp::create(b, loc, type,
+                                         SplatElementsAttr::get(type, splat.getSplatValue<Attribute>()));
+    } else if (isa<tensor::EmptyOp>(def)) {
+      result = tensor::EmptyOp::create(b, loc, type.getShape(), type.getElementType());
+    } else {
+      // A fill or a broadcasting generic: its init shrunk, or a new empty
+      // tensor when the body does not read it.
+      auto dps = cast<DestinationStyleOpInterface>(def);
+      OpOperand *init = dps.getDpsInitOperand(0);
+      auto linalgOp = cast<linalg::LinalgOp>(def);
+      Value newInit = linalgOp.payloadUsesValueFromOperand(init)
+                          ? shrunk(init->get(), dim, size, map)
+                          : tensor::EmptyOp::create(b, loc, type.getShape(), type.getElementType())
+                                .getResult();
+      // The op was cloned at its full size already: a mapping of its own,
+      // or the copy would share the first one's block arguments.
+      IRMapping operands;
+      for (Value input : inputsOf(def))
+        operands.map(input, map.lookupOrDefault(input));
+      Operation *copy = b.clone(*def, operands);
+      copy->setOperand(init->getOperandNumber(), newInit);
+      copy->getResult(0).setType(type);
+      result = copy->getResult(0);
+    }
+    cache[key] = result;
+    return result;
+  }
+
+  OpBuilder &b;
+  const RowLayouts &layouts;
+  int64_t newRows;
+  std::map<std::tuple<const void *, int64_t, int64_t>, Value> cache;
+};
 
 struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamplerStepsPass> {
   using Base::Base;
@@ -641,9 +968,88 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     return success();
   }
 
+  /// What a stream tick carries for each frame in flight instead of its
+  /// raw conditioning: the values of the conditioning-only subgraph
+  /// (hoisted as for the fused sampler), computed for the new frame's rows
+  /// when it enters and kept in the state with it.
+  struct Carry {
+    Hoisting hoisting;
+    RowLayouts layouts;
+    /// The stream function's raw conditioning state arguments and results.
+    SmallVector<unsigned> stateArgs, stateResults;
+  };
+
+  /// The carry, when the rows of every hoisted value are proven to depend
+  /// only on their frame's conditioning and nothing else reads it;
+  /// otherwise a remark says why a tick recomputes them.
+  std::optional<Carry> carriedConditioning(SamplerStreamOp stream, func::FuncOp denoiser,
+                                           const SamplerSpec &spec, int64_t rows) {
+    Carry carry;
+    carry.hoisting = findConditioningOnly(denoiser, spec);
+    const Hoisting &h = carry.hoisting;
+    if (h.frontier.empty())
+      return std::nullopt;
+    auto recomputed = [&](const Twine &why) -> std::optional<Carry> {
+      stream.emitRemark("each tick recomputes the frames' conditioning-only values: ") << why;
+      return std::nullopt;
+    };
+    Block &body = denoiser.front();
+    for (unsigned i = 0; i < body.getNumArguments(); ++i) {
+      if (i == spec.sampleIndex || i == spec.timeIndex)
+        continue;
+      BlockArgument arg = body.getArgument(i);
+      if (cast<RankedTensorType>(arg.getType()).getDimSize(0) != rows)
+        return recomputed("conditioning argument " + Twine(i) + " is not one row per frame");
+      // A tick no longer has the frames' raw conditioning.
+      for (Operation *user : arg.getUsers())
+        if (!h.ops.count(body.findAncestorOpInBlock(*user)))
+          return recomputed("'" + user->getName().getStringRef() +
+                            "' reads the raw conditioning with the sample or time");
+      carry.layouts[arg] = RowLayout{0, 1};
+    }
+    for (Operation *op : h.order) {
+      if (!h.ops.count(op))
+        continue;
+      FailureOr<SmallVector<RowLayout>> results = resultRowLayouts(op, carry.layouts);
+      if (failed(results))
+        return recomputed("'" + op->getName().getStringRef() +
+                          "' mixes the frames' rows or treats them differently");
+      for (auto [v, layout] : llvm::zip(op->getResults(), *results))
+        carry.layouts[v] = layout;
+    }
+    // The carried values become state arguments and results of the
+    // stream's function, in place of the raw conditioning's.
+    auto parent = stream->getParentOfType<func::FuncOp>();
+    Type element = cast<RankedTensorType>(stream.getSample().getType()).getElementType();
+    if (llvm::any_of(h.frontier, [&](Value v) {
+          return cast<RankedTensorType>(v.getType()).getElementType() != element;
+        }))
+      return recomputed("a value's element type is not the sample's");
+    auto isEntryArgument = [&](Value v) {
+      auto arg = dyn_cast<BlockArgument>(v);
+      return arg && arg.getOwner() == &parent.front() && arg.hasOneUse();
+    };
+    bool entryState = isEntryArgument(stream.getState());
+    for (Value v : stream.getStateConditioning()) {
+      entryState &= isEntryArgument(v);
+      if (entryState)
+        carry.stateArgs.push_back(cast<BlockArgument>(v).getArgNumber());
+    }
+    for (Value v : stream.getNewStateConditioning()) {
+      entryState &= v.hasOneUse() && isa<func::ReturnOp>(*v.user_begin()) &&
+                    v.user_begin()->getParentOp() == parent;
+      if (entryState)
+        carry.stateResults.push_back(v.use_begin()->getOperandNumber());
+    }
+    if (!entryState)
+      return recomputed("the state is not the function's arguments and results");
+    return carry;
+  }
+
   /// One stream tick: the new frame and the frames in flight batched into
   /// one call of the step function, each row with its own step's time
-  /// values and coefficients.
+  /// values and coefficients. What depends only on a frame's conditioning
+  /// is computed once, when the frame enters, and carried in the state.
   LogicalResult fuseStream(SamplerStreamOp stream, SymbolTable &symbols) {
     auto denoiser = symbols.lookup<func::FuncOp>(stream.getDenoiser());
     if (!denoiser || denoiser.isExternal())
@@ -656,12 +1062,7 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
       return stream.emitOpError("samples must be floating point, got ") << frame;
     int64_t steps = stream.getTimesteps().size(), batch = frame.getDimSize(0);
     int64_t rows = steps * batch;
-    auto allRows = [&](Type t) {
-      auto tensor = cast<RankedTensorType>(t);
-      SmallVector<int64_t> shape(tensor.getShape());
-      shape[0] = rows;
-      return RankedTensorType::get(shape, tensor.getElementType());
-    };
+    auto allRows = [&](Type t) { return resized(t, 0, rows); };
     StepLayout layout;
     layout.perRow = true;
     layout.sampleType = allRows(frame);
@@ -675,9 +1076,30 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     for (int64_t r = 0; r < rows; ++r)
       time.push_back(timeElements(timeType, stream.getTimesteps()[r / batch])[0]);
     TimeFolding folding = foldTimeSubgraph(denoiser, spec.timeIndex, {time});
-    // One call per tick: nothing to gain from hoisting.
+    std::optional<Carry> carry = carriedConditioning(stream, denoiser, spec, rows);
     Hoisting none;
-    StepFunction step = buildStepFunction(symbols, spec, folding, none, layout);
+    StepFunction step =
+        buildStepFunction(symbols, spec, folding, carry ? carry->hoisting : none, layout);
+
+    auto parent = stream->getParentOfType<func::FuncOp>();
+    SmallVector<Value> carriedState;
+    if (carry) {
+      // [(steps - 1) * batch * block] rows of each carried value, after the
+      // other state arguments; named and typed as the frames' state.
+      unsigned frameState = cast<BlockArgument>(stream.getState()).getArgNumber();
+      for (auto [n, v] : llvm::enumerate(carry->hoisting.frontier)) {
+        RowLayout rowLayout = carry->layouts.lookup(v);
+        NamedAttrList attrs(parent.getArgAttrDict(frameState));
+        attrs.set(HastenDialect::kOnnxNameAttrName,
+                  StringAttr::get(&getContext(), "carried_conditioning_" + std::to_string(n)));
+        unsigned index = parent.getNumArguments();
+        if (failed(parent.insertArgument(
+                index, resized(v.getType(), rowLayout.dim, (rows - batch) * rowLayout.block),
+                attrs.getDictionary(&getContext()), loc)))
+          return stream.emitOpError("cannot add the carried conditioning's state");
+        carriedState.push_back(parent.getArgument(index));
+      }
+    }
 
     OpBuilder b(stream);
     // [steps - 1, batch, ...] and [batch, ...] as [rows, ...]: the new
@@ -695,6 +1117,13 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     SmallVector<Value> operands{withState(stream.getSample(), stream.getState())};
     SmallVector<Value> conditioning;
     for (auto [cond, state] : llvm::zip(stream.getConditioning(), stream.getStateConditioning())) {
+      if (carry) {
+        // Not read: the step function takes the carried values instead.
+        auto type = allRows(cond.getType());
+        operands.push_back(
+            tensor::EmptyOp::create(b, loc, type.getShape(), type.getElementType()));
+        continue;
+      }
       conditioning.push_back(withState(cond, state));
       operands.push_back(conditioning.back());
     }
@@ -702,6 +1131,24 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
       operands.push_back(timeConstant(b, loc, timeType, time));
     for (DenseElementsAttr value : folding.values[0])
       operands.push_back(constant(b, loc, value));
+    SmallVector<Value> carried;
+    if (carry) {
+      // The new frame's values, computed for its rows alone, then those of
+      // the frames in flight.
+      IRMapping map;
+      Block &body = denoiser.front();
+      unsigned next = 0;
+      for (unsigned i = 0; i < body.getNumArguments(); ++i)
+        if (i != spec.sampleIndex && i != spec.timeIndex)
+          map.map(body.getArgument(i), stream.getConditioning()[next++]);
+      RowCloner(b, carry->layouts, batch).clone(carry->hoisting.order, carry->hoisting.ops, map);
+      for (auto [v, state] : llvm::zip(carry->hoisting.frontier, carriedState)) {
+        int64_t dim = carry->layouts.lookup(v).dim;
+        carried.push_back(
+            tensor::ConcatOp::create(b, loc, dim, ValueRange{map.lookup(v), state}).getResult());
+        operands.push_back(carried.back());
+      }
+    }
     SmallVector<Attribute> coefficients(8 * rows);
     for (int64_t r = 0; r < rows; ++r) {
       Coefficients c = stepCoefficients(spec, size_t(r / batch));
@@ -713,20 +1160,17 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     Value next = func::CallOp::create(b, loc, step.func, operands).getResult(0);
 
     // Rows [0, rows - batch) are in flight; the last batch finished.
-    auto rowsOf = [&](Value v, int64_t first, int64_t count) -> Value {
+    auto rowsOf = [&](Value v, int64_t dim, int64_t first, int64_t count) -> Value {
       auto type = cast<RankedTensorType>(v.getType());
       int64_t rank = type.getRank();
       SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0)), strides(rank, b.getIndexAttr(1));
       SmallVector<OpFoldResult> sizes;
       for (int64_t d : type.getShape())
         sizes.push_back(b.getIndexAttr(d));
-      offsets[0] = b.getIndexAttr(first);
-      sizes[0] = b.getIndexAttr(count);
-      SmallVector<int64_t> shape(type.getShape());
-      shape[0] = count;
-      return tensor::ExtractSliceOp::create(
-                 b, loc, RankedTensorType::get(shape, type.getElementType()), v, offsets, sizes,
-                 strides)
+      offsets[dim] = b.getIndexAttr(first);
+      sizes[dim] = b.getIndexAttr(count);
+      return tensor::ExtractSliceOp::create(b, loc, resized(type, dim, count), v, offsets, sizes,
+                                            strides)
           .getResult();
     };
     auto unflatten = [&](Value v, Type stateType) -> Value {
@@ -736,14 +1180,50 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
         groups.push_back({d});
       return tensor::ExpandShapeOp::create(b, loc, type, v, groups).getResult();
     };
-    stream.getResult().replaceAllUsesWith(rowsOf(next, rows - batch, batch));
+    stream.getResult().replaceAllUsesWith(rowsOf(next, 0, rows - batch, batch));
     stream.getNewState().replaceAllUsesWith(
-        unflatten(rowsOf(next, 0, rows - batch), stream.getState().getType()));
+        unflatten(rowsOf(next, 0, 0, rows - batch), stream.getState().getType()));
     for (auto [cond, result] : llvm::zip(conditioning, stream.getNewStateConditioning()))
-      result.replaceAllUsesWith(unflatten(rowsOf(cond, 0, rows - batch), result.getType()));
-    auto parent = stream->getParentOfType<func::FuncOp>();
+      result.replaceAllUsesWith(unflatten(rowsOf(cond, 0, 0, rows - batch), result.getType()));
     parent->setAttr(HastenDialect::kSamplerStepsAttrName, b.getI64IntegerAttr(1));
+    if (!carry) {
+      stream.erase();
+      return success();
+    }
+
+    // The carried values' new state replaces the raw conditioning's in the
+    // function's results, and its arguments go.
+    auto ret = cast<func::ReturnOp>(parent.front().getTerminator());
+    llvm::BitVector oldResults(ret.getNumOperands()), oldArgs(parent.getNumArguments());
+    for (unsigned i : carry->stateResults)
+      oldResults.set(i);
+    for (unsigned i : carry->stateArgs)
+      oldArgs.set(i);
+    SmallVector<Value> results;
+    for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+      if (!oldResults.test(i))
+        results.push_back(v);
+    SmallVector<Type> carriedTypes;
+    SmallVector<DictionaryAttr> carriedAttrs;
+    SmallVector<unsigned> carriedIndices;
+    for (auto [v, state] : llvm::zip(carried, carriedState)) {
+      int64_t dim = cast<tensor::ConcatOp>(v.getDefiningOp()).getDim();
+      auto stateType = cast<RankedTensorType>(state.getType());
+      results.push_back(rowsOf(v, dim, 0, stateType.getDimSize(dim)));
+      // Positions in the list before the insertion: all at its end.
+      carriedIndices.push_back(ret.getNumOperands() - oldResults.count());
+      carriedTypes.push_back(stateType);
+      carriedAttrs.push_back(parent.getArgAttrDict(cast<BlockArgument>(state).getArgNumber()));
+    }
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(ret);
+    func::ReturnOp::create(b, ret.getLoc(), results);
+    ret.erase();
     stream.erase();
+    if (failed(parent.eraseResults(oldResults)) ||
+        failed(parent.insertResults(carriedIndices, carriedTypes, carriedAttrs)) ||
+        failed(parent.eraseArguments(oldArgs)))
+      return parent.emitOpError("cannot replace the raw conditioning's state");
     return success();
   }
 

@@ -1221,6 +1221,20 @@ def FuseSamplerSteps : Pass<"hasten-fuse-sampler-steps", "::mlir::ModuleOp"> {
     The function holding the loop gets `hasten.sampler_steps`, the number
     of denoiser calls.
 
+    Each `hasten.sampler_stream` becomes one call of the step function at
+    the stream's rows (the new frame and the frames in flight, each row
+    with its step's time values and coefficients). What depends only on the
+    conditioning is carried with the frames instead of recomputed at every
+    tick: the pass proves that each row of those values depends on its own
+    frame's conditioning alone and by the same function for every row
+    (through linalg ops whose row loop is parallel and reaches no per-row
+    constant, reshapes that keep rows contiguous, pads and slices that leave
+    rows whole), computes them for the new frame's rows only, and replaces
+    the raw conditioning's state arguments and results of the enclosing
+    function with theirs (`carried_conditioning_N`). Otherwise a remark
+    says which op kept it from doing so, and the state keeps the raw
+    conditioning.
+
     ```mlir
     %x = hasten.sampler_loop @denoise(%noise) {rule = "euler-flow", prediction = "velocity",
         timesteps = array<f64: 0.0, 0.5>, schedule = array<f64: 0.0, 0.5, 1.0>,

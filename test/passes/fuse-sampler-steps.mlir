@@ -1,4 +1,4 @@
-// RUN: hasten-opt %s -split-input-file --hasten-fuse-sampler-steps | FileCheck %s
+// RUN: hasten-opt %s -split-input-file --hasten-fuse-sampler-steps -verify-diagnostics | FileCheck %s
 
 // A flow sampler: the timestep-only subgraph (sin(t * f)) is evaluated for
 // each step and passed as a constant; the Euler update is fused into the
@@ -176,6 +176,156 @@ func.func @denoise(%x: tensor<2x4xf32>, %t: tensor<2xf32>) -> tensor<2x4xf32> {
 func.func @generate_stream(%x: tensor<1x4xf32>, %state: tensor<1x1x4xf32>) -> (tensor<1x4xf32>, tensor<1x1x4xf32>) {
   %r, %s = hasten.sampler_stream @denoise(%x) state(%state : tensor<1x1x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.25>, schedule = array<f64: 0.0, 0.25, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>, tensor<1x1x4xf32>
   return %r, %s : tensor<1x4xf32>, tensor<1x1x4xf32>
+}
+
+// -----
+
+// A stream batch carries what depends only on a frame's conditioning: the
+// context's projection (collapse, matmul, expand, a slice of its keys) and
+// a gather of one key per row into a broadcast bias are proven to keep each
+// frame's row apart, so they are computed for the new frame alone (one row,
+// the fill and the bias at one row too) and carried in the state
+// (`carried_conditioning_0`, [1, 4]) in place of the raw conditioning; the
+// step function takes the carried rows and no longer reads the raw ones.
+// CHECK-LABEL: func.func private @denoise_sampler_step(
+// CHECK-SAME: %[[X:.*]]: tensor<2x4xf32>, %[[C:.*]]: tensor<2x3x4xf32>, %[[T:.*]]: tensor<2xf32>, %[[G:.*]]: tensor<2x4xf32>, %[[COEF:.*]]: tensor<8x2xf32>) -> tensor<2x4xf32>
+// CHECK-NOT: linalg.matmul
+// CHECK: linalg.generic {{.*}} ins(%[[X]], %[[T]], %[[G]],
+// CHECK: return
+// CHECK-LABEL: func.func @generate_stream(
+// CHECK-SAME: %[[NEWX:[^:]*]]: tensor<1x4xf32>, %[[NEWC:[^:]*]]: tensor<1x3x4xf32>, %[[STATE:[^:]*]]: tensor<1x1x4xf32>, %[[CARRIED:[^:]*]]: tensor<1x4xf32> {hasten.onnx_name = "carried_conditioning_0"})
+// CHECK-SAME: -> (tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x4xf32> {hasten.onnx_name = "carried_conditioning_0"})
+// CHECK: %[[FLAT:.*]] = tensor.collapse_shape %[[NEWC]] {{\[}}[0, 1], [2]] : tensor<1x3x4xf32> into tensor<3x4xf32>
+// CHECK: %[[FILL:.*]] = linalg.fill {{.*}} -> tensor<3x8xf32>
+// CHECK: %[[P:.*]] = linalg.matmul ins(%[[FLAT]], %{{.*}} : tensor<3x4xf32>, tensor<4x8xf32>) outs(%[[FILL]] : tensor<3x8xf32>)
+// CHECK: %[[K:.*]] = tensor.expand_shape %[[P]] {{\[}}[0, 1], [2]] output_shape [1, 3, 8]
+// CHECK: %[[KEYS:.*]] = tensor.extract_slice %[[K]][0, 0, 0] [1, 3, 4] [1, 1, 1] : tensor<1x3x8xf32> to tensor<1x3x4xf32>
+// CHECK: %[[BIAS:.*]] = linalg.generic {{.*}} outs(%{{.*}} : tensor<1x4xf32>)
+// CHECK: %[[NEWG:.*]] = linalg.generic {{.*}} outs(%[[BIAS]] : tensor<1x4xf32>)
+// CHECK: tensor.extract %[[KEYS]]
+// CHECK: %[[ALL:.*]] = tensor.concat dim(0) %[[NEWG]], %[[CARRIED]] : (tensor<1x4xf32>, tensor<1x4xf32>) -> tensor<2x4xf32>
+// CHECK: %[[NEXT:.*]] = call @denoise_sampler_step(%{{.*}}, %{{.*}}, %{{.*}}, %[[ALL]], %{{.*}})
+// CHECK-DAG: %[[DONE:.*]] = tensor.extract_slice %[[NEXT]][1, 0] [1, 4] [1, 1]
+// CHECK-DAG: %[[KEEP:.*]] = tensor.extract_slice %[[ALL]][0, 0] [1, 4] [1, 1]
+// CHECK: return %[[DONE]], %{{.*}}, %[[KEEP]] : tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x4xf32>
+#row = affine_map<(d0, d1) -> (d0)>
+#col = affine_map<(d0, d1) -> (d1)>
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @denoise(%x: tensor<2x4xf32>, %t: tensor<2xf32>, %c: tensor<2x3x4xf32>) -> tensor<2x4xf32> {
+  %w = arith.constant dense<0.5> : tensor<4x8xf32>
+  %zero = arith.constant 0.0 : f32
+  %flat = tensor.collapse_shape %c [[0, 1], [2]] : tensor<2x3x4xf32> into tensor<6x4xf32>
+  %e68 = tensor.empty() : tensor<6x8xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e68 : tensor<6x8xf32>) -> tensor<6x8xf32>
+  %p = linalg.matmul ins(%flat, %w : tensor<6x4xf32>, tensor<4x8xf32>) outs(%f : tensor<6x8xf32>) -> tensor<6x8xf32>
+  %k = tensor.expand_shape %p [[0, 1], [2]] output_shape [2, 3, 8] : tensor<6x8xf32> into tensor<2x3x8xf32>
+  %keys = tensor.extract_slice %k[0, 0, 0] [2, 3, 4] [1, 1, 1] : tensor<2x3x8xf32> to tensor<2x3x4xf32>
+  %bias = arith.constant dense<[1.0, 2.0, 3.0, 4.0]> : tensor<4xf32>
+  %e24 = tensor.empty() : tensor<2x4xf32>
+  %b = linalg.generic {indexing_maps = [#col, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%bias : tensor<4xf32>) outs(%e24 : tensor<2x4xf32>) {
+  ^bb0(%in: f32, %o: f32):
+    linalg.yield %in : f32
+  } -> tensor<2x4xf32>
+  %g = linalg.generic {indexing_maps = [#id], iterator_types = ["parallel", "parallel"]}
+      outs(%b : tensor<2x4xf32>) {
+  ^bb0(%o: f32):
+    %r = linalg.index 0 : index
+    %j = linalg.index 1 : index
+    %c2 = arith.constant 2 : index
+    %v = tensor.extract %keys[%r, %c2, %j] : tensor<2x3x4xf32>
+    %s = arith.addf %o, %v : f32
+    linalg.yield %s : f32
+  } -> tensor<2x4xf32>
+  %y = linalg.generic {indexing_maps = [#id, #row, #id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %t, %g : tensor<2x4xf32>, tensor<2xf32>, tensor<2x4xf32>) outs(%e24 : tensor<2x4xf32>) {
+  ^bb0(%a: f32, %tt: f32, %gg: f32, %o: f32):
+    %sn = math.sin %tt : f32
+    %m = arith.mulf %a, %sn : f32
+    %n = arith.addf %m, %gg : f32
+    linalg.yield %n : f32
+  } -> tensor<2x4xf32>
+  return %y : tensor<2x4xf32>
+}
+func.func @generate_stream(%x: tensor<1x4xf32>, %c: tensor<1x3x4xf32>, %state: tensor<1x1x4xf32>, %cstate: tensor<1x1x3x4xf32>) -> (tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x3x4xf32>) {
+  %r, %s, %cs = hasten.sampler_stream @denoise(%x) cond(%c : tensor<1x3x4xf32>) state(%state, %cstate : tensor<1x1x4xf32>, tensor<1x1x3x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.25>, schedule = array<f64: 0.0, 0.25, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x3x4xf32>
+  return %r, %s, %cs : tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x3x4xf32>
+}
+
+// -----
+
+// Not carried: a per-row constant (row r scaled by scale[r]) would give the
+// frames different functions of their conditioning, so the state keeps the
+// raw conditioning and every tick recomputes the scaled context.
+// CHECK-LABEL: func.func private @denoise_sampler_step(
+// CHECK-SAME: %{{.*}}: tensor<2x4xf32>, %[[C:.*]]: tensor<2x4xf32>, %{{.*}}: tensor<2xf32>, %{{.*}}: tensor<8x2xf32>)
+// CHECK: linalg.generic {{.*}} ins({{.*}}%[[C]],
+// CHECK-LABEL: func.func @generate_stream(
+// CHECK-SAME: -> (tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x4xf32>)
+// CHECK: %[[CFLAT:.*]] = tensor.collapse_shape %arg3
+// CHECK: %[[CALL:.*]] = tensor.concat dim(0) %arg1, %[[CFLAT]]
+// CHECK: call @denoise_sampler_step(%{{.*}}, %[[CALL]],
+#row = affine_map<(d0, d1) -> (d0)>
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @denoise(%x: tensor<2x4xf32>, %t: tensor<2xf32>, %c: tensor<2x4xf32>) -> tensor<2x4xf32> {
+  %scale = arith.constant dense<[1.0, 2.0]> : tensor<2xf32>
+  %e = tensor.empty() : tensor<2x4xf32>
+  %g = linalg.generic {indexing_maps = [#id, #row, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%c, %scale : tensor<2x4xf32>, tensor<2xf32>) outs(%e : tensor<2x4xf32>) {
+  ^bb0(%a: f32, %s: f32, %o: f32):
+    %m = arith.mulf %a, %s : f32
+    linalg.yield %m : f32
+  } -> tensor<2x4xf32>
+  %y = linalg.generic {indexing_maps = [#id, #row, #id, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %t, %g : tensor<2x4xf32>, tensor<2xf32>, tensor<2x4xf32>) outs(%e : tensor<2x4xf32>) {
+  ^bb0(%a: f32, %tt: f32, %gg: f32, %o: f32):
+    %sn = math.sin %tt : f32
+    %m = arith.mulf %a, %sn : f32
+    %n = arith.addf %m, %gg : f32
+    linalg.yield %n : f32
+  } -> tensor<2x4xf32>
+  return %y : tensor<2x4xf32>
+}
+func.func @generate_stream(%x: tensor<1x4xf32>, %c: tensor<1x4xf32>, %state: tensor<1x1x4xf32>, %cstate: tensor<1x1x4xf32>) -> (tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x4xf32>) {
+  // expected-remark @+1 {{each tick recomputes the frames' conditioning-only values: 'linalg.generic' mixes the frames' rows or treats them differently}}
+  %r, %s, %cs = hasten.sampler_stream @denoise(%x) cond(%c : tensor<1x4xf32>) state(%state, %cstate : tensor<1x1x4xf32>, tensor<1x1x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.25>, schedule = array<f64: 0.0, 0.25, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x4xf32>
+  return %r, %s, %cs : tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x4xf32>
+}
+
+// -----
+
+// Not carried: a sum over the frames' rows mixes them.
+// CHECK-LABEL: func.func @generate_stream(
+// CHECK-SAME: -> (tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x4xf32>)
+#id = affine_map<(d0, d1) -> (d0, d1)>
+#sum = affine_map<(d0, d1) -> (d1)>
+#row = affine_map<(d0, d1) -> (d0)>
+#bcast = affine_map<(d0, d1) -> (d1)>
+func.func @denoise(%x: tensor<2x4xf32>, %t: tensor<2xf32>, %c: tensor<2x4xf32>) -> tensor<2x4xf32> {
+  %zero = arith.constant 0.0 : f32
+  %e4 = tensor.empty() : tensor<4xf32>
+  %z = linalg.fill ins(%zero : f32) outs(%e4 : tensor<4xf32>) -> tensor<4xf32>
+  %total = linalg.generic {indexing_maps = [#id, #sum], iterator_types = ["reduction", "parallel"]}
+      ins(%c : tensor<2x4xf32>) outs(%z : tensor<4xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %s = arith.addf %a, %o : f32
+    linalg.yield %s : f32
+  } -> tensor<4xf32>
+  %e = tensor.empty() : tensor<2x4xf32>
+  %y = linalg.generic {indexing_maps = [#id, #row, #bcast, #id], iterator_types = ["parallel", "parallel"]}
+      ins(%x, %t, %total : tensor<2x4xf32>, tensor<2xf32>, tensor<4xf32>) outs(%e : tensor<2x4xf32>) {
+  ^bb0(%a: f32, %tt: f32, %gg: f32, %o: f32):
+    %sn = math.sin %tt : f32
+    %m = arith.mulf %a, %sn : f32
+    %n = arith.addf %m, %gg : f32
+    linalg.yield %n : f32
+  } -> tensor<2x4xf32>
+  return %y : tensor<2x4xf32>
+}
+func.func @generate_stream(%x: tensor<1x4xf32>, %c: tensor<1x4xf32>, %state: tensor<1x1x4xf32>, %cstate: tensor<1x1x4xf32>) -> (tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x4xf32>) {
+  // expected-remark @+1 {{'linalg.generic' mixes the frames' rows}}
+  %r, %s, %cs = hasten.sampler_stream @denoise(%x) cond(%c : tensor<1x4xf32>) state(%state, %cstate : tensor<1x1x4xf32>, tensor<1x1x4xf32>) {rule = "euler-flow", prediction = "velocity", timesteps = array<f64: 0.0, 0.25>, schedule = array<f64: 0.0, 0.25, 1.0>, sample_index = 0, time_index = 1} : tensor<1x4xf32> -> tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x4xf32>
+  return %r, %s, %cs : tensor<1x4xf32>, tensor<1x1x4xf32>, tensor<1x1x4xf32>
 }
 
 // -----
