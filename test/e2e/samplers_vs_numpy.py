@@ -194,6 +194,16 @@ def main():
         if not streamed.endswith(".so") or not sequential.endswith(".so"):
             checks.check(False, f"{tag} stream: compiles ({streamed.strip()[-200:]})")
             continue
+        # What depends only on a frame's conditioning (the DiT's
+        # cross-attention keys and values, the vocoder's mel upsampling)
+        # travels in the state instead of the raw conditioning.
+        signature = subprocess.run([os.path.join(bin_dir, "hasten-run"), streamed, "--signature",
+                                    "--entry", "generate_stream"],
+                                   capture_output=True, text=True).stdout
+        carried = signature.count("input  carried_conditioning_")
+        checks.check(carried >= 1 and io["cond"][0] + "_state" not in signature,
+                     f"{tag} stream: {carried} conditioning-only values carried in the state, "
+                     "not the raw conditioning")
         smod, qmod = rt.load(streamed), rt.load(sequential)
         stream = smod.stream(seed=3)
         frames = [(rng.standard_normal((1, *io["shape"])).astype(np.float32),
