@@ -11,7 +11,7 @@ MUTATIONS = [
     ("stream carry: a per-row constant counts as the same on every row",
      "passes/FuseSamplerSteps.cpp",
      "    if (it != layouts.end() ? !at || *at != it->second.dim : at && !uniformAlong(operand.get(), *at))",
-     "    if (it != layouts.end() ? !at || *at != it->second.dim : false)",
+     "    if (it != layouts.end() ? !at || *at != it->second.dim : at && !uniformAlong(operand.get(), *at) && false)",
      "lit:passes/fuse-sampler-steps.mlir"),
     ("stream carry: the new frame's values go after the frames in flight",
      "passes/FuseSamplerSteps.cpp",
