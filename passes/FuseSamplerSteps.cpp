@@ -402,17 +402,18 @@ public:
         // Constant operands along the rows: the same, fewer rows (built
         // before the op that reads them).
         SmallVector<std::pair<unsigned, Value>> shrunkOperands;
-        if (auto linalgOp = dyn_cast<linalg::LinalgOp>(op))
+        if (auto linalgOp = dyn_cast<linalg::LinalgOp>(op)) {
+          unsigned loop = rowLoop(linalgOp);
           for (OpOperand &operand : op->getOpOperands()) {
             if (layouts.count(operand.get()))
               continue;
             AffineMap m = linalgOp.getMatchingIndexingMap(&operand);
             for (unsigned i = 0; i < m.getNumResults(); ++i)
-              if (auto d = dyn_cast<AffineDimExpr>(m.getResult(i));
-                  d && d.getPosition() == rowLoop(linalgOp))
+              if (auto d = dyn_cast<AffineDimExpr>(m.getResult(i)); d && d.getPosition() == loop)
                 shrunkOperands.push_back({operand.getOperandNumber(),
                                           shrunk(operand.get(), i, rowsAlong(linalgOp), map)});
           }
+        }
         copy = b.clone(*op, map);
         for (auto [number, value] : shrunkOperands)
           copy->setOperand(number, value);
@@ -604,9 +605,8 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     Hoisting result;
     Block &body = denoiser.front();
     llvm::DenseSet<Value> conditioned, constants;
-    for (unsigned i = 0; i < body.getNumArguments(); ++i)
-      if (i != spec.sampleIndex && i != spec.timeIndex)
-        conditioned.insert(body.getArgument(i));
+    for (BlockArgument arg : conditioningArguments(spec))
+      conditioned.insert(arg);
     for (Operation &op : body.without_terminator()) {
       if (!isMemoryEffectFree(&op) || op.getNumResults() == 0 || op.getNumRegions() > 1)
         continue;
@@ -646,16 +646,29 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     return result;
   }
 
+  /// The denoiser's conditioning arguments (all but the sample and the
+  /// time), in order.
+  static SmallVector<BlockArgument> conditioningArguments(const SamplerSpec &spec) {
+    SmallVector<BlockArgument> args;
+    for (BlockArgument arg : func::FuncOp(spec.denoiser).front().getArguments())
+      if (arg.getArgNumber() != spec.sampleIndex && arg.getArgNumber() != spec.timeIndex)
+        args.push_back(arg);
+    return args;
+  }
+
+  /// The denoiser's conditioning arguments bound to `conditioning`.
+  static IRMapping conditioningMapping(const SamplerSpec &spec, ValueRange conditioning) {
+    IRMapping map;
+    for (auto [arg, value] : llvm::zip_equal(conditioningArguments(spec), conditioning))
+      map.map(arg, value);
+    return map;
+  }
+
   /// The hoisted values for the denoiser's conditioning arguments bound to
   /// `conditioning` (in the denoiser's order, at its batch).
   SmallVector<Value> hoist(OpBuilder &b, const Hoisting &hoisting, const SamplerSpec &spec,
                            ValueRange conditioning) {
-    IRMapping map;
-    Block &body = func::FuncOp(spec.denoiser).front();
-    unsigned next = 0;
-    for (unsigned i = 0; i < body.getNumArguments(); ++i)
-      if (i != spec.sampleIndex && i != spec.timeIndex)
-        map.map(body.getArgument(i), conditioning[next++]);
+    IRMapping map = conditioningMapping(spec, conditioning);
     for (Operation *op : hoisting.order)
       b.clone(*op, map);
     SmallVector<Value> values;
@@ -994,12 +1007,10 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
       return std::nullopt;
     };
     Block &body = denoiser.front();
-    for (unsigned i = 0; i < body.getNumArguments(); ++i) {
-      if (i == spec.sampleIndex || i == spec.timeIndex)
-        continue;
-      BlockArgument arg = body.getArgument(i);
+    for (BlockArgument arg : conditioningArguments(spec)) {
       if (cast<RankedTensorType>(arg.getType()).getDimSize(0) != rows)
-        return recomputed("conditioning argument " + Twine(i) + " is not one row per frame");
+        return recomputed("conditioning argument " + Twine(arg.getArgNumber()) +
+                          " is not one row per frame");
       // A tick no longer has the frames' raw conditioning.
       for (Operation *user : arg.getUsers())
         if (!h.ops.count(body.findAncestorOpInBlock(*user)))
@@ -1135,12 +1146,7 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     if (carry) {
       // The new frame's values, computed for its rows alone, then those of
       // the frames in flight.
-      IRMapping map;
-      Block &body = denoiser.front();
-      unsigned next = 0;
-      for (unsigned i = 0; i < body.getNumArguments(); ++i)
-        if (i != spec.sampleIndex && i != spec.timeIndex)
-          map.map(body.getArgument(i), stream.getConditioning()[next++]);
+      IRMapping map = conditioningMapping(spec, stream.getConditioning());
       RowCloner(b, carry->layouts, batch).clone(carry->hoisting.order, carry->hoisting.ops, map);
       for (auto [v, state] : llvm::zip(carry->hoisting.frontier, carriedState)) {
         int64_t dim = carry->layouts.lookup(v).dim;
@@ -1206,8 +1212,8 @@ struct FuseSamplerStepsPass : public hasten::impl::FuseSamplerStepsBase<FuseSamp
     SmallVector<Type> carriedTypes;
     SmallVector<DictionaryAttr> carriedAttrs;
     SmallVector<unsigned> carriedIndices;
-    for (auto [v, state] : llvm::zip(carried, carriedState)) {
-      int64_t dim = cast<tensor::ConcatOp>(v.getDefiningOp()).getDim();
+    for (auto [value, v, state] : llvm::zip(carry->hoisting.frontier, carried, carriedState)) {
+      int64_t dim = carry->layouts.lookup(value).dim;
       auto stateType = cast<RankedTensorType>(state.getType());
       results.push_back(rowsOf(v, dim, 0, stateType.getDimSize(dim)));
       // Positions in the list before the insertion: all at its end.
