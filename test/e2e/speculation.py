@@ -23,6 +23,10 @@ Checks, on tiny random-weight pairs (the properties hold for any pair):
   every step after the first token fused, the first four tokens follow the
   target's joint distribution and not the draft's (chi-square over 3000
   seeds); greedy, it gives the target's greedy output there too;
+- K=auto sampling at temperature 0.1 over 24 tokens: each token's rank
+  under the target's distribution given the tokens before it follows that
+  distribution (chi-square over 3000 seeds), once the policy has learned
+  its acceptance rates and stops by confidence;
 - BiLD fallback keeps the output and proposes less; BiLD rollback with a huge
   threshold accepts every proposal;
 - RAPID: the draft holds the BM25-selected chunks (recomputed here) and the
@@ -171,6 +175,40 @@ def chi_square(samples, joint):
     if outside:
         stat = math.inf
     return stat, len(cells) - 1
+
+
+def conditional_rank_test(target, draft, cfg, w, prompt, temperature, count, draws):
+    """Speculative sampling, `count` tokens per seed for `draws` seeds: every
+    token's rank class (the target's most likely token given the tokens
+    before it, the second, the third or fourth, the rest) counted against
+    the sum of those classes' probabilities over the same positions.
+    Lossless sampling draws each token from the target's distribution given
+    its prefix, whatever came before, so the counts follow the sums (the
+    positions' spread is below a multinomial's: Pearson's statistic is
+    conservative). Returns the statistic, its degrees of freedom and the
+    proposals made and kept."""
+    observed, expected, drafted, accepted = np.zeros(4), np.zeros(4), 0, 0
+    for seed in range(draws):
+        target.truncate(0)
+        draft.truncate(0)
+        got, _, ss, status, error = target.generate(
+            prompt, count, draft=draft, speculative=True, k=0, temperature=temperature,
+            seed=seed + 1)
+        if status:
+            raise RuntimeError(error)
+        drafted += ss.drafted
+        accepted += ss.accepted
+        z = ref_logits(cfg, w, prompt + got[:-1])[len(prompt) - 1:].astype(np.float64)
+        z /= temperature
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        order = np.argsort(-p, axis=1, kind="stable")
+        for row, token in enumerate(got):
+            ranked = p[row][order[row]]
+            expected += [ranked[0], ranked[1], ranked[2:4].sum(), ranked[4:].sum()]
+            rank = int(np.nonzero(order[row] == token)[0][0])
+            observed[0 if rank == 0 else 1 if rank == 1 else 2 if rank < 4 else 3] += 1
+    return float(((observed - expected) ** 2 / expected).sum()), 3, drafted, accepted
 
 
 def bm25_context(context, budget, chunk):
@@ -553,6 +591,17 @@ def main():
                 f"K=auto, temperature {auto_t}: the first 4 tokens follow the target's "
                 f"distribution, chi-square {stat:.1f} < {chi2_critical(df):.1f} ({df} dof; "
                 f"acceptance {accepted / max(1, drafted):.2f} of {drafted})")
+        # Past the first steps the policy has learned its bins' acceptance
+        # rates, and the confidence it decides on changes its decisions:
+        # every token of 24 (not only the first four) must follow the
+        # target's distribution given the tokens before it.
+        stat, df, drafted, accepted = conditional_rank_test(
+            target, draft, scfg, sw, prompt, auto_t, 24, draws)
+        c.check(stat < chi2_critical(df) and drafted > 0,
+                f"K=auto, temperature {auto_t}, 24 tokens: each token's rank under the "
+                f"target's distribution given the tokens before it, chi-square {stat:.1f} < "
+                f"{chi2_critical(df):.1f} ({df} dof; acceptance "
+                f"{accepted / max(1, drafted):.2f} of {drafted})")
         bad, fused_steps = [], 0
         for p in PROMPTS:
             p = [t % scfg.vocab for t in p]
