@@ -512,6 +512,13 @@ PYBIND11_MODULE(_hasten, m) {
            [](const Module &self, const std::string &entry) {
              return hasten_entry_sampler_steps(self.get(), entry.c_str());
            })
+      .def("last_threads",
+           [](Module &self, const std::string &entry) {
+             return hasten_entry_last_threads(self.get(), entry.c_str());
+           },
+           py::arg("entry"),
+           "The threads the entry's last call ran with (fewer than the pool where that "
+           "measured faster; 0 before any call)")
       .def("is_decoder", [](const Module &self) { return hasten_module_is_decoder(self.get()) != 0; })
       .def("vocab_size", [](const Module &self) { return hasten_module_vocab_size(self.get()); })
       .def("kv_capacity", [](const Module &self) { return hasten_module_kv_capacity(self.get()); })

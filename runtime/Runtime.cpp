@@ -14,6 +14,7 @@
 #include "ModuleFile.h"
 #include "CudaDriver.h"
 #include "RuntimeInternal.h"
+#include "ThreadChoice.h"
 
 #include <flatbuffers/flatbuffers.h>
 
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdarg>
 #include <cstddef>
 #include <cstdio>
@@ -158,6 +160,13 @@ struct hasten_module {
   std::string graphDirectWhy;
   /// hasten_module_set_kv_device_tokens.
   std::atomic<int64_t> kvDeviceTokens{-1};
+  /// Per entry and input shape: whether its calls run on the thread pool or
+  /// on the calling thread alone (ThreadChoice.h); and the threads of each
+  /// entry's last call (hasten_entry_last_threads).
+  std::mutex threadsMutex;
+  std::map<std::pair<const Entry *, std::vector<int64_t>>, hasten::runtime::ThreadChoice>
+      threadChoices;
+  std::map<const Entry *, int> lastThreads;
 };
 
 int64_t hasten::runtime::kvDeviceTokens(const hasten_module *module) {
@@ -289,6 +298,17 @@ hasten_status hasten_set_num_threads(int threads) {
 }
 
 int hasten_get_num_threads(void) { return omp_get_max_threads(); }
+
+namespace {
+/// HASTEN_ADAPTIVE_THREADS=0 runs every call on the whole pool.
+bool adaptiveThreads() {
+  static const bool enabled = [] {
+    const char *value = getenv("HASTEN_ADAPTIVE_THREADS");
+    return !value || std::strcmp(value, "0") != 0;
+  }();
+  return enabled;
+}
+} // namespace
 
 size_t hasten_dtype_size(hasten_dtype dtype) {
   switch (dtype) {
@@ -640,6 +660,15 @@ static const Entry *findEntry(const hasten_module *module, const char *name) {
   }
   auto it = module->entries.find(name);
   return it == module->entries.end() ? nullptr : &it->second;
+}
+
+int hasten_entry_last_threads(hasten_module *module, const char *entryName) {
+  const Entry *entry = module ? findEntry(module, entryName) : nullptr;
+  if (!entry)
+    return 0;
+  std::lock_guard<std::mutex> lock(module->threadsMutex);
+  auto it = module->lastThreads.find(entry);
+  return it == module->lastThreads.end() ? 0 : it->second;
 }
 
 /// The signature of one input or output of `entry`; an unknown entry is
@@ -1176,11 +1205,45 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     }
   }
 
+  // On the pool or on this thread alone, as measured for this entry and
+  // shape; a host module only (a CUDA module's host code waits on the GPU).
+  const int maxThreads = omp_get_max_threads();
+  hasten::runtime::ThreadChoice *choice = nullptr;
+  hasten::runtime::ThreadChoice::Plan plan{maxThreads, false, false};
+  if (!module->cuda && maxThreads > 1 && adaptiveThreads()) {
+    std::vector<int64_t> shape;
+    for (size_t i = 0; i < numInputs; ++i) {
+      shape.insert(shape.end(), inputs[i]->dims.begin(), inputs[i]->dims.end());
+      shape.push_back(-1);
+    }
+    // Bounded: a prefill of every prompt length would add one per length;
+    // shapes past the bound keep the pool (none is ever removed, so the
+    // pointer stays valid while other threads add theirs).
+    constexpr size_t kMaxShapes = 256;
+    std::lock_guard<std::mutex> lock(module->threadsMutex);
+    auto key = std::make_pair(entry, std::move(shape));
+    auto it = module->threadChoices.find(key);
+    if (it == module->threadChoices.end() && module->threadChoices.size() < kMaxShapes)
+      it = module->threadChoices.emplace(std::move(key), hasten::runtime::ThreadChoice())
+               .first;
+    if (it != module->threadChoices.end()) {
+      choice = &it->second;
+      plan = choice->next(maxThreads);
+    }
+  }
+  const int threads = plan.threads;
+  if (threads != maxThreads)
+    omp_set_num_threads(threads);
+  // What the pool will really give this call (hasten_entry_last_threads).
+  const int running = omp_get_max_threads();
+
   hasten::runtime::takeKernelError();
   // A failed allocation in generated code comes back here (Allocation.cpp).
   hasten::runtime::RunAllocations run;
   hasten::runtime::beginRun(run);
   if (setjmp(run.escape) != 0) {
+    if (threads != maxThreads)
+      omp_set_num_threads(maxThreads);
     hasten::runtime::cudaAbandonCapture();
     hasten::runtime::endRun(run, /*failed=*/true);
     hasten::runtime::takeKernelError();
@@ -1202,7 +1265,16 @@ extern "C" hasten_status hasten_run(hasten_module *module, const char *entryName
     if (module->graphDirectWhy.empty())
       module->graphDirectWhy = graph->directWhy;
   } else {
+    auto start = std::chrono::steady_clock::now();
     entry->fn(inputPtrs.data(), results.data());
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (threads != maxThreads)
+      omp_set_num_threads(maxThreads);
+    std::lock_guard<std::mutex> lock(module->threadsMutex);
+    if (choice && plan.timed)
+      choice->record(plan, seconds);
+    module->lastThreads[entry] = running;
   }
   hasten::runtime::endRun(run, /*failed=*/false);
   if (module->cuda) {

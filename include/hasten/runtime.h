@@ -9,7 +9,8 @@
  * and speculative generation; 5: tokenizers and text streams; 6: weights
  * mapped from the module or a sidecar, hasten_module_verify_weights; 7:
  * samplers' generate entries; 8: CUDA graphs of decode steps; 9: KV pools
- * that spill to host memory);
+ * that spill to host memory; 10: adaptive thread counts,
+ * hasten_entry_last_threads);
  * hasten_runtime_api_version() reports the
  * version of the library actually loaded. Compiled modules carry a manifest with their own
  * format version, checked by hasten_module_load.
@@ -50,7 +51,7 @@
 extern "C" {
 #endif
 
-#define HASTEN_RUNTIME_API_VERSION 9
+#define HASTEN_RUNTIME_API_VERSION 10
 
 typedef enum hasten_status {
   HASTEN_OK = 0,
@@ -94,6 +95,15 @@ const char *hasten_last_error(void);
  * the calling thread's later runs. */
 hasten_status hasten_set_num_threads(int threads);
 int hasten_get_num_threads(void);
+
+/* The thread count is a ceiling: a host module's entry runs on the calling
+ * thread alone where that is faster for its input shape. The first calls
+ * of each (entry, input shapes) alternate between the pool and one thread,
+ * the faster median is kept, and every 4096 calls it is measured again; two
+ * calls of 20 ms or more on the pool keep the pool. HASTEN_ADAPTIVE_THREADS=0
+ * turns this off. The threads the entry's last call on `module` ran with
+ * (0 before any call, or for an unknown entry): */
+int hasten_entry_last_threads(hasten_module *module, const char *entry);
 
 /* Bytes per element of `dtype` (0 for an invalid value). */
 size_t hasten_dtype_size(hasten_dtype dtype);

@@ -165,6 +165,12 @@ class Module:
             at += len(infos)
         return values
 
+    def last_threads(self, entry=None):
+        """The threads the entry's last call ran with: fewer than
+        get_num_threads() where one thread measured faster for its input
+        shapes (HASTEN_ADAPTIVE_THREADS=0 turns that off); 0 before any."""
+        return self._module.last_threads(self._entry(entry))
+
     def prepare(self):
         """Packs the weights now rather than on first use."""
         self._module.prepare()

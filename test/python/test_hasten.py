@@ -81,6 +81,37 @@ class HastenTest(unittest.TestCase):
         # The output is the runtime's buffer, not a copy.
         self.assertFalse(out["y"].flags.owndata)
 
+    def test_threads_are_measured_per_shape(self):
+        # With two threads allowed, the first calls of a shape alternate
+        # between the pool and one thread (after two warm-up calls), then
+        # keep one choice; the results never change. The choice itself
+        # depends on this machine's timings, the pattern does not.
+        previous = hasten.get_num_threads()
+        hasten.set_num_threads(2)
+        try:
+            m = hasten.load(self.graph_so)
+            self.assertEqual(m.last_threads(), 0)
+            x = np.linspace(-2, 2, 35, dtype=np.float32).reshape(7, 5)
+            want = m.run(x=x)["y"]
+            used = [m.last_threads()]
+            for _ in range(29):
+                np.testing.assert_array_equal(m.run(x=x)["y"], want)
+                used.append(m.last_threads())
+            self.assertEqual(used[:12], [2, 2] + [2, 1] * 5)
+            self.assertEqual(len(set(used[12:])), 1, used)
+            # Another shape is measured on its own.
+            m.run(x=x[:3])
+            self.assertEqual(m.last_threads(), 2)
+        finally:
+            hasten.set_num_threads(previous)
+        env = dict(os.environ, HASTEN_ADAPTIVE_THREADS="0")
+        script = ("import sys, numpy as np, hasten; hasten.set_num_threads(2); "
+                  "m = hasten.load(sys.argv[1]); x = np.ones((7, 5), np.float32)\n"
+                  "for _ in range(20): m.run(x=x); print(m.last_threads())")
+        out = subprocess.run([sys.executable, "-c", script, self.graph_so], env=env, check=True,
+                             capture_output=True, text=True).stdout.split()
+        self.assertEqual(out, ["2"] * 20)
+
     def test_inputs_are_converted_or_refused(self):
         m = hasten.load(self.graph_so)
         x64 = np.linspace(-1, 1, 10).reshape(2, 5)  # float64, converted

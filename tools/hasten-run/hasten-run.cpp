@@ -666,7 +666,7 @@ cl::opt<int> repeat("repeat", cl::desc("Run N times and print latency percentile
 cl::opt<int> warmup("warmup", cl::desc("Untimed runs first"), cl::init(0),
                     cl::cat(runCategory));
 cl::opt<int> threads("threads",
-                     cl::desc("Threads (default: HASTEN_NUM_THREADS, else every core)"),
+                     cl::desc("Threads at most (default: HASTEN_NUM_THREADS, else every core); a call runs on one where that measured faster (HASTEN_ADAPTIVE_THREADS=0: always all)"),
                      cl::init(0), cl::cat(runCategory));
 cl::opt<bool> cudaGraphs("cuda-graphs",
                          cl::desc("A CUDA module's decode steps as CUDA graph launches "
@@ -782,6 +782,16 @@ cl::opt<bool> cold("cold", cl::desc("Leave weight packing to the first steps (ti
 
 } // namespace
 
+/// "; ran on 1 of 2 threads, ..." where the runtime ran the
+/// entry's last call on fewer threads than it was allowed.
+std::string threadsNote(hasten_module *module, const char *entry) {
+  int used = hasten_entry_last_threads(module, entry), allowed = hasten_get_num_threads();
+  if (used <= 0 || used >= allowed)
+    return "";
+  return "; ran on " + std::to_string(used) + " of " + std::to_string(allowed) +
+         " threads, measured faster at this size";
+}
+
 /// --sample --frames N on a stream-batched module: N pushes, frames per
 /// second over the pushes that produced a frame.
 int runStream(hasten_module *module, const char *entry, const std::vector<const char *> &names,
@@ -806,9 +816,10 @@ int runStream(hasten_module *module, const char *entry, const std::vector<const 
     }
   }
   std::printf("stream of %lld frames in flight: %lld frames pushed, %lld out, %.1f frames/s "
-              "(%.3f ms per frame) once full\n",
+              "(%.3f ms per frame) once full%s\n",
               (long long)depth, (long long)streamFrames.getValue(), (long long)produced,
-              produced ? produced / seconds : 0.0, produced ? seconds * 1e3 / produced : 0.0);
+              produced ? produced / seconds : 0.0, produced ? seconds * 1e3 / produced : 0.0,
+              threadsNote(module, entry).c_str());
   if (last && !sampleOutput.empty()) {
     std::string error;
     if (!hasten::writeTensorFile(sampleOutput, last, hasten_signature_name(module, entry, 1, 0),
@@ -872,11 +883,11 @@ int runSampler(hasten_module *module, const std::map<std::string, std::string> &
   std::string shape;
   for (int d = 0; d < hasten_tensor_rank(sample); ++d)
     shape += (d ? "x" : "") + std::to_string(hasten_tensor_dims(sample)[d]);
-  std::printf("sample %s[%s]: %.3f ms%s, %lld denoiser steps, %.3f ms per step (seed %llu)\n",
+  std::printf("sample %s[%s]: %.3f ms%s, %lld denoiser steps, %.3f ms per step (seed %llu%s)\n",
               hasten_dtype_name(hasten_tensor_dtype(sample)), shape.c_str(), median,
               repeat > 1 ? " (median)" : "", (long long)stats.steps,
               stats.steps ? median / double(stats.steps) : 0.0,
-              (unsigned long long)seed.getValue());
+              (unsigned long long)seed.getValue(), threadsNote(module, entry).c_str());
   std::string path = sampleOutput;
   if (path.empty() && !outputDir.empty()) {
     mkdir(outputDir.c_str(), 0755);
@@ -1183,8 +1194,9 @@ int main(int argc, char **argv) {
       mean += l;
     mean /= latencies.size();
     std::printf("latency over %d runs: p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, min %.3f ms, "
-                "mean %.3f ms\n",
-                int(repeat), pct(0.5), pct(0.9), pct(0.99), sorted.front(), mean);
+                "mean %.3f ms%s\n",
+                int(repeat), pct(0.5), pct(0.9), pct(0.99), sorted.front(), mean,
+                threadsNote(module, entry).c_str());
   } else {
     std::printf("latency: %.3f ms\n", latencies[0]);
   }
