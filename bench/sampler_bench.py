@@ -21,6 +21,10 @@ dit_tiny and flow_vocoder (the test models).
   stream     a 4-frame stream batch (one batched call per tick, one frame
              out per tick) against the sequential sampler, frames per second
 
+"used" is the threads each side's last call ran with (fused/main, full/RCFG,
+sequential/stream): the thread count is a ceiling, and the runtime runs an
+entry on one thread where its first calls measured that faster.
+
 Medians of --repeat runs after warm-up; the table names the CPU.
 
 usage: bench/sampler_bench.py [--build build] [--threads 1,2] [--repeat 200]
@@ -75,6 +79,12 @@ def main():
                     "--bench"], check=True, capture_output=True)
     rt = hc.Runtime(os.path.join(args.build, "lib"))
     rt.lib.hasten_set_num_threads.argtypes = [hc.ctypes.c_int]
+    rt.lib.hasten_entry_last_threads.argtypes = [hc.ctypes.c_void_p, hc.ctypes.c_char_p]
+
+    def used(module, entry):
+        """The threads the entry's last call ran with (the runtime runs a
+        call on one thread where that measured faster)."""
+        return rt.lib.hasten_entry_last_threads(module.handle, entry.encode())
     rng = np.random.default_rng(0)
 
     models = [
@@ -126,37 +136,44 @@ def main():
         for threads in [int(t) for t in args.threads.split(",")]:
             rt.lib.hasten_set_num_threads(threads)
             f = median_ms(lambda: fused.generate_sample(inputs=inputs), args.repeat)
+            f_used = used(fused, "generate")
             s = median_ms(stepwise, args.repeat)
             m = median_ms(main_only, args.repeat)
-            rows_fused.append((name, threads, f, s, m))
+            rows_fused.append((name, threads, f, s, m, f"{f_used}/{used(fused, 'main')}"))
             if cfg:
                 full = median_ms(lambda: cfg["full"].generate_sample(
                     inputs={**inputs, "negative_" + c_name: negative}), args.repeat)
                 rcfg = median_ms(lambda: cfg["rcfg-self"].generate_sample(inputs=inputs),
                                  args.repeat)
-                rows_cfg.append((name, threads, full, rcfg))
+                rows_cfg.append((name, threads, full, rcfg,
+                                 f"{used(cfg['full'], 'generate')}/"
+                                 f"{used(cfg['rcfg-self'], 'generate')}"))
             frames = stream.stream(seed=1)
             for _ in range(4):
                 frames.push({c_name: cond})
             per_frame_stream = median_ms(lambda: frames.push({c_name: cond}), args.repeat)
             frames.free()
-            rows_stream.append((name, threads, f, per_frame_stream))
+            rows_stream.append((name, threads, f, per_frame_stream,
+                                f"{f_used}/{used(stream, 'generate_stream')}"))
 
     print(f"CPU: {machine.cpu_description()}")
     print("\n4-step sampler, one sample: fused generate vs the denoiser step by step "
           "(median ms)")
-    print(f"{'model':14s} {'threads':>7s} {'fused':>9s} {'stepwise':>9s} {'main x4':>9s} "
-          f"{'vs stepwise':>12s} {'vs main x4':>11s}")
-    for name, threads, f, s, m in rows_fused:
-        print(f"{name:14s} {threads:7d} {f:9.3f} {s:9.3f} {m:9.3f} {s / f:11.2f}x {m / f:10.2f}x")
+    print(f"{'model':14s} {'threads':>7s} {'used':>5s} {'fused':>9s} {'stepwise':>9s} "
+          f"{'main x4':>9s} {'vs stepwise':>12s} {'vs main x4':>11s}")
+    for name, threads, f, s, m, u in rows_fused:
+        print(f"{name:14s} {threads:7d} {u:>5s} {f:9.3f} {s:9.3f} {m:9.3f} {s / f:11.2f}x "
+              f"{m / f:10.2f}x")
     print("\nresidual CFG (rcfg-self) vs full CFG, both fused, scale 1.4 (median ms)")
-    print(f"{'model':14s} {'threads':>7s} {'full CFG':>9s} {'RCFG':>9s} {'speedup':>8s}")
-    for name, threads, full, rcfg in rows_cfg:
-        print(f"{name:14s} {threads:7d} {full:9.3f} {rcfg:9.3f} {full / rcfg:7.2f}x")
+    print(f"{'model':14s} {'threads':>7s} {'used':>5s} {'full CFG':>9s} {'RCFG':>9s} "
+          f"{'speedup':>8s}")
+    for name, threads, full, rcfg, u in rows_cfg:
+        print(f"{name:14s} {threads:7d} {u:>5s} {full:9.3f} {rcfg:9.3f} {full / rcfg:7.2f}x")
     print("\nstream batch of 4 vs the sequential sampler: frames per second")
-    print(f"{'model':14s} {'threads':>7s} {'sequential':>11s} {'stream':>9s} {'speedup':>8s}")
-    for name, threads, f, st in rows_stream:
-        print(f"{name:14s} {threads:7d} {1e3 / f:11.0f} {1e3 / st:9.0f} {f / st:7.2f}x")
+    print(f"{'model':14s} {'threads':>7s} {'used':>5s} {'sequential':>11s} {'stream':>9s} "
+          f"{'speedup':>8s}")
+    for name, threads, f, st, u in rows_stream:
+        print(f"{name:14s} {threads:7d} {u:>5s} {1e3 / f:11.0f} {1e3 / st:9.0f} {f / st:7.2f}x")
 
 
 if __name__ == "__main__":
