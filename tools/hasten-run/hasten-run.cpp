@@ -462,6 +462,16 @@ hasten_status converse(hasten_sequence *sequence, hasten_sequence *draft, Genera
   }
 }
 
+/// "; ran on 1 of 2 threads, ..." where the runtime ran the
+/// entry's last call on fewer threads than it was allowed.
+std::string threadsNote(hasten_module *module, const char *entry) {
+  int used = hasten_entry_last_threads(module, entry), allowed = hasten_get_num_threads();
+  if (used <= 0 || used >= allowed)
+    return "";
+  return "; ran on " + std::to_string(used) + " of " + std::to_string(allowed) +
+         " threads, measured faster at this size";
+}
+
 int generate(hasten_module *module, GenerateFlags &flags) {
   if (!hasten_module_is_decoder(module))
     return die("--generate needs a decoder compiled with prefill/decode entries (this module "
@@ -568,11 +578,15 @@ int generate(hasten_module *module, GenerateFlags &flags) {
     std::printf("\n");
   }
   int64_t decodeSteps = stats.generated_tokens > 1 ? stats.generated_tokens - 1 : 0;
+  const char *decodeEntry = nullptr;
+  std::string decodeThreads;
+  if (hasten_find_entry(module, nullptr, HASTEN_ENTRY_DECODE, &decodeEntry) == HASTEN_OK)
+    decodeThreads = threadsNote(module, decodeEntry);
   std::fprintf(stderr,
                "prompt %lld tokens, generated %lld%s\n"
                "prefill: %.2f ms, %.1f tokens/s\n"
                "time to first token: %.2f ms\n"
-               "decode: %lld tokens in %.2f ms, %.1f tokens/s (%.3f ms/token)\n"
+               "decode: %lld tokens in %.2f ms, %.1f tokens/s (%.3f ms/token%s)\n"
                "%s: module for %s, runtime kernels %s\n",
                (long long)stats.prompt_tokens, (long long)stats.generated_tokens,
                stats.stopped_by_token ? " (stop token)" : "", stats.prefill_seconds * 1e3,
@@ -581,6 +595,7 @@ int generate(hasten_module *module, GenerateFlags &flags) {
                stats.decode_seconds * 1e3,
                stats.decode_seconds > 0 ? decodeSteps / stats.decode_seconds : 0.0,
                decodeSteps ? stats.decode_seconds * 1e3 / decodeSteps : 0.0,
+               decodeThreads.c_str(),
                // A CUDA module's host code is what the CPU runs.
                std::strcmp(hasten_module_device(module), "cuda") == 0 ? "cuda (host code)"
                                                                       : "cpu",
@@ -781,16 +796,6 @@ cl::opt<bool> cold("cold", cl::desc("Leave weight packing to the first steps (ti
                    cl::cat(generateCategory));
 
 } // namespace
-
-/// "; ran on 1 of 2 threads, ..." where the runtime ran the
-/// entry's last call on fewer threads than it was allowed.
-std::string threadsNote(hasten_module *module, const char *entry) {
-  int used = hasten_entry_last_threads(module, entry), allowed = hasten_get_num_threads();
-  if (used <= 0 || used >= allowed)
-    return "";
-  return "; ran on " + std::to_string(used) + " of " + std::to_string(allowed) +
-         " threads, measured faster at this size";
-}
 
 /// --sample --frames N on a stream-batched module: N pushes, frames per
 /// second over the pushes that produced a frame.
