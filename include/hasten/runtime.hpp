@@ -112,6 +112,11 @@ public:
     return names;
   }
 
+  /// The threads `entry`'s last call ran with (hasten_entry_last_threads).
+  int lastThreads(const std::string &entry) const {
+    return hasten_entry_last_threads(module_, entry.c_str());
+  }
+
   /// Runs `entry` on `inputs`; fills `outputs` with owned tensors.
   bool run(const std::string &entry, std::initializer_list<const Tensor *> inputs,
            std::vector<Tensor> &outputs, std::string *error = nullptr) {

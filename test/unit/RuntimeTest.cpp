@@ -176,6 +176,33 @@ TEST_F(RuntimeTest, BorrowedInputsAreNotFreedOrChanged) {
     EXPECT_EQ(v, 1.0f);
 }
 
+TEST_F(RuntimeTest, EachShapeIsTimedOnThePoolAndAloneThenKeepsOneChoice) {
+  // The pattern, not the choice (which depends on this machine's timings):
+  // two warm-up calls on the pool, five on each side alternating, then one
+  // choice; the caller's thread count is back after every call.
+  int previous = hasten_get_num_threads();
+  ASSERT_EQ(hasten_set_num_threads(2), HASTEN_OK);
+  hasten::Module module;
+  ASSERT_TRUE(module.load(modulePath));
+  EXPECT_EQ(module.lastThreads("main"), 0);
+  hasten::Tensor x = makeInput(5);
+  std::vector<int> used;
+  for (int call = 0; call < 30; ++call) {
+    std::vector<hasten::Tensor> outputs;
+    std::string error;
+    ASSERT_TRUE(module.run("main", {&x}, outputs, &error)) << error;
+    expectCorrect(outputs[0], 5);
+    used.push_back(module.lastThreads("main"));
+    ASSERT_EQ(hasten_get_num_threads(), 2) << "after call " << call;
+  }
+  std::vector<int> exploring{2, 2, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1};
+  EXPECT_EQ(std::vector<int>(used.begin(), used.begin() + 12), exploring);
+  for (size_t c = 13; c < used.size(); ++c)
+    EXPECT_EQ(used[c], used[12]) << "call " << c;
+  EXPECT_EQ(module.lastThreads("no-such-entry"), 0);
+  hasten_set_num_threads(previous);
+}
+
 TEST_F(RuntimeTest, OneModuleServesSeveralThreadsAtOnce) {
   hasten::Module module;
   ASSERT_TRUE(module.load(modulePath));
