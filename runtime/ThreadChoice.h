@@ -22,9 +22,13 @@ namespace hasten::runtime {
 /// back (the flow vocoder's 4-step sampler: 0.17 ms on one thread, 0.37 ms
 /// on two). Whether a call pays for its threads depends on the model, the
 /// shape and the machine, so it is measured: the first calls of a shape
-/// alternate between the pool and the caller alone, the faster median
-/// wins, and every kRecheck calls the choice is measured again (the
-/// machine's load changes). Two calls of kLongCall or more on the pool (the
+/// alternate between the pool and the caller alone, each pool call paired
+/// with the call alone after it; the caller runs alone when the median of
+/// the pairs' time ratios says it is faster (a pair's two calls see the
+/// same machine: this host's neighbours slow everything by up to 25% for
+/// seconds at a time, which shifts two separate medians but not a ratio).
+/// Every kRecheck calls the choice is measured again (the machine's load
+/// changes). Two calls of kLongCall or more on the pool (the
 /// warm-up included) keep the pool without trying one thread: such calls
 /// have the work to share, and a trial on one thread would cost the most
 /// there; two, so that one call the machine paused decides nothing.
@@ -36,7 +40,7 @@ namespace hasten::runtime {
 class ThreadChoice {
 public:
   static constexpr int kWarmup = 2;  // first calls: caches, packing, pool start
-  static constexpr int kSamples = 5; // timed calls per side
+  static constexpr int kSamples = 7; // timed pairs
   static constexpr int64_t kRecheck = 4096;
   static constexpr double kLongCall = 0.02; // seconds
 
@@ -79,8 +83,12 @@ public:
     std::vector<double> &side = plan.threads > 1 ? pooled : single;
     if ((int)side.size() < kSamples)
       side.push_back(seconds);
-    if ((int)pooled.size() == kSamples && (int)single.size() == kSamples)
-      decide(median(single) < median(pooled));
+    if ((int)pooled.size() == kSamples && (int)single.size() == kSamples) {
+      std::vector<double> ratios;
+      for (int i = 0; i < kSamples; ++i)
+        ratios.push_back(single[i] / std::max(pooled[i], 1e-9));
+      decide(median(ratios) < 1.0);
+    }
   }
 
   /// Whether the choice is made, and whether it is the calling thread alone.

@@ -178,8 +178,9 @@ TEST_F(RuntimeTest, BorrowedInputsAreNotFreedOrChanged) {
 
 TEST_F(RuntimeTest, EachShapeIsTimedOnThePoolAndAloneThenKeepsOneChoice) {
   // The pattern, not the choice (which depends on this machine's timings):
-  // two warm-up calls on the pool, five on each side alternating, then one
-  // choice; the caller's thread count is back after every call.
+  // two warm-up calls on the pool, seven pairs of a call on the pool and
+  // one alone, then one choice; the caller's thread count is back after
+  // every call.
   int previous = hasten_get_num_threads();
   ASSERT_EQ(hasten_set_num_threads(2), HASTEN_OK);
   hasten::Module module;
@@ -195,10 +196,10 @@ TEST_F(RuntimeTest, EachShapeIsTimedOnThePoolAndAloneThenKeepsOneChoice) {
     used.push_back(module.lastThreads("main"));
     ASSERT_EQ(hasten_get_num_threads(), 2) << "after call " << call;
   }
-  std::vector<int> exploring{2, 2, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1};
-  EXPECT_EQ(std::vector<int>(used.begin(), used.begin() + 12), exploring);
-  for (size_t c = 13; c < used.size(); ++c)
-    EXPECT_EQ(used[c], used[12]) << "call " << c;
+  std::vector<int> exploring{2, 2, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1};
+  EXPECT_EQ(std::vector<int>(used.begin(), used.begin() + 16), exploring);
+  for (size_t c = 17; c < used.size(); ++c)
+    EXPECT_EQ(used[c], used[16]) << "call " << c;
   EXPECT_EQ(module.lastThreads("no-such-entry"), 0);
   hasten_set_num_threads(previous);
 }

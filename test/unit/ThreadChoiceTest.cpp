@@ -3,7 +3,8 @@
 // hasten_run asks ThreadChoice, call by call, how many threads an entry's
 // call gets. These tests drive it with chosen call times (the real ones
 // depend on the machine): warm-up, alternation, the faster median winning
-// whatever the order of the samples, long calls keeping the pool (one
+// whatever the order of the samples, pairs rather than separate medians,
+// long calls keeping the pool (one
 // long call deciding nothing), the
 // periodic recheck, and a change of the caller's thread count.
 //
@@ -83,6 +84,23 @@ TEST(ThreadChoiceTest, MediansNotMeansDecide) {
   });
   ASSERT_TRUE(other.isDecided());
   EXPECT_TRUE(other.runsAlone());
+}
+
+TEST(ThreadChoiceTest, PairsNotSeparateMediansDecide) {
+  // One thread is 10% faster in every pair, but the machine slows down
+  // twofold between the pool call and the call alone of the fourth pair:
+  // the medians of the two sides taken apart (1 against 1.8) would choose
+  // the pool; the pairs' ratios (0.9 six times) choose one thread.
+  static_assert(ThreadChoice::kSamples == 7, "the schedule below has seven pairs");
+  ThreadChoice choice;
+  drive(choice, 2, exploring(), [](int threads, int call) {
+    int pair = (call - ThreadChoice::kWarmup) / 2;
+    bool slow = threads > 1 ? pair >= 4 : pair >= 3;
+    double pool = slow ? 2e-4 : 1e-4;
+    return threads > 1 ? pool : 0.9 * pool;
+  });
+  ASSERT_TRUE(choice.isDecided());
+  EXPECT_TRUE(choice.runsAlone());
 }
 
 TEST(ThreadChoiceTest, LongCallsKeepThePoolWithoutTryingOneThread) {
