@@ -22,11 +22,15 @@ namespace hasten::runtime {
 /// back (the flow vocoder's 4-step sampler: 0.17 ms on one thread, 0.37 ms
 /// on two). Whether a call pays for its threads depends on the model, the
 /// shape and the machine, so it is measured: the first calls of a shape
-/// alternate between the pool and the caller alone, each pool call paired
-/// with the call alone after it; the caller runs alone when the median of
-/// the pairs' time ratios says it is faster (a pair's two calls see the
-/// same machine: this host's neighbours slow everything by up to 25% for
-/// seconds at a time, which shifts two separate medians but not a ratio).
+/// alternate between the pool and the caller alone, kRun calls on each side
+/// in a row of which only the last is timed (the first after a switch pays
+/// for moving the operands between cores' caches, which a run that stays
+/// on one side does not: timing it favoured the pool where one thread was
+/// 1.4x faster). Each pool call is paired with the call alone after it; the
+/// caller runs alone when the median of the pairs' time ratios says it is
+/// faster (a pair's two calls see the same machine: this host's neighbours
+/// slow everything by up to 25% for seconds at a time, which shifts two
+/// separate medians but not a ratio).
 /// Every kRecheck calls the choice is measured again (the machine's load
 /// changes). Two calls of kLongCall or more on the pool (the
 /// warm-up included) keep the pool without trying one thread: such calls
@@ -40,6 +44,7 @@ namespace hasten::runtime {
 class ThreadChoice {
 public:
   static constexpr int kWarmup = 2;  // first calls: caches, packing, pool start
+  static constexpr int kRun = 2;     // calls on one side in a row
   static constexpr int kSamples = 7; // timed pairs
   static constexpr int64_t kRecheck = 4096;
   static constexpr double kLongCall = 0.02; // seconds
@@ -47,7 +52,7 @@ public:
   struct Plan {
     int threads;  // for this call
     bool timed;   // its time goes to record()
-    bool warmup;  // a warm-up call: its time counts only if long
+    bool warmup;  // a warm-up or settling call: its time counts only if long
   };
 
   /// The threads for the next call when the caller allows `maxThreads`.
@@ -67,7 +72,9 @@ public:
     if (call < kWarmup)
       return {maxThreads, true, true};
     // Alternate, so that a slow stretch of the machine falls on both.
-    return {(call - kWarmup) % 2 ? 1 : maxThreads, true, false};
+    int64_t run = (call - kWarmup) / kRun;
+    bool last = (call - kWarmup) % kRun == kRun - 1;
+    return {run % 2 ? 1 : maxThreads, true, !last};
   }
 
   /// The time of a call that next() planned as timed.

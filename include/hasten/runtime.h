@@ -99,11 +99,12 @@ int hasten_get_num_threads(void);
 /* The thread count is a ceiling: a host module's entry runs on the calling
  * thread alone where that is faster for its input shape. The first calls
  * of each (entry, input shapes) alternate between the pool and one thread
- * (seven pairs after two warm-up calls), the side the median of the pairs'
- * time ratios favours is kept, and every 4096 calls it is measured again; two
- * calls of 20 ms or more on the pool keep the pool. HASTEN_ADAPTIVE_THREADS=0
- * turns this off. The threads the entry's last call on `module` ran with
- * (0 before any call, or for an unknown entry): */
+ * (seven pairs of two calls on each side, the first after a switch
+ * untimed), the side that the median of the pairs' time ratios favours is
+ * kept, and every 4096 calls it is measured again; two calls of 20 ms or
+ * more on the pool keep the pool. HASTEN_ADAPTIVE_THREADS=0 turns this
+ * off. The threads the entry's last call on `module` ran with (0 before
+ * any call, or for an unknown entry): */
 int hasten_entry_last_threads(hasten_module *module, const char *entry);
 
 /* Bytes per element of `dtype` (0 for an invalid value). */

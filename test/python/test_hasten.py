@@ -83,8 +83,9 @@ class HastenTest(unittest.TestCase):
 
     def test_threads_are_measured_per_shape(self):
         # With two threads allowed, the first calls of a shape alternate
-        # between the pool and one thread (after two warm-up calls, seven
-        # pairs), then keep one choice; the results never change. The choice itself
+        # between the pool and one thread, two calls on each side (after two
+        # warm-up calls, seven pairs), then keep one choice; the results
+        # never change. The choice itself
         # depends on this machine's timings, the pattern does not.
         previous = hasten.get_num_threads()
         hasten.set_num_threads(2)
@@ -94,11 +95,11 @@ class HastenTest(unittest.TestCase):
             x = np.linspace(-2, 2, 35, dtype=np.float32).reshape(7, 5)
             want = m.run(x=x)["y"]
             used = [m.last_threads()]
-            for _ in range(29):
+            for _ in range(39):
                 np.testing.assert_array_equal(m.run(x=x)["y"], want)
                 used.append(m.last_threads())
-            self.assertEqual(used[:16], [2, 2] + [2, 1] * 7)
-            self.assertEqual(len(set(used[16:])), 1, used)
+            self.assertEqual(used[:30], [2, 2] + [2, 2, 1, 1] * 7)
+            self.assertEqual(len(set(used[30:])), 1, used)
             # Another shape is measured on its own.
             m.run(x=x[:3])
             self.assertEqual(m.last_threads(), 2)

@@ -178,9 +178,9 @@ TEST_F(RuntimeTest, BorrowedInputsAreNotFreedOrChanged) {
 
 TEST_F(RuntimeTest, EachShapeIsTimedOnThePoolAndAloneThenKeepsOneChoice) {
   // The pattern, not the choice (which depends on this machine's timings):
-  // two warm-up calls on the pool, seven pairs of a call on the pool and
-  // one alone, then one choice; the caller's thread count is back after
-  // every call.
+  // two warm-up calls on the pool, seven pairs of two calls on the pool
+  // and two alone, then one choice; the caller's thread count is back
+  // after every call.
   int previous = hasten_get_num_threads();
   ASSERT_EQ(hasten_set_num_threads(2), HASTEN_OK);
   hasten::Module module;
@@ -188,7 +188,7 @@ TEST_F(RuntimeTest, EachShapeIsTimedOnThePoolAndAloneThenKeepsOneChoice) {
   EXPECT_EQ(module.lastThreads("main"), 0);
   hasten::Tensor x = makeInput(5);
   std::vector<int> used;
-  for (int call = 0; call < 30; ++call) {
+  for (int call = 0; call < 40; ++call) {
     std::vector<hasten::Tensor> outputs;
     std::string error;
     ASSERT_TRUE(module.run("main", {&x}, outputs, &error)) << error;
@@ -196,10 +196,12 @@ TEST_F(RuntimeTest, EachShapeIsTimedOnThePoolAndAloneThenKeepsOneChoice) {
     used.push_back(module.lastThreads("main"));
     ASSERT_EQ(hasten_get_num_threads(), 2) << "after call " << call;
   }
-  std::vector<int> exploring{2, 2, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1};
-  EXPECT_EQ(std::vector<int>(used.begin(), used.begin() + 16), exploring);
-  for (size_t c = 17; c < used.size(); ++c)
-    EXPECT_EQ(used[c], used[16]) << "call " << c;
+  std::vector<int> exploring{2, 2};
+  for (int pair = 0; pair < 7; ++pair)
+    exploring.insert(exploring.end(), {2, 2, 1, 1});
+  EXPECT_EQ(std::vector<int>(used.begin(), used.begin() + 30), exploring);
+  for (size_t c = 31; c < used.size(); ++c)
+    EXPECT_EQ(used[c], used[30]) << "call " << c;
   EXPECT_EQ(module.lastThreads("no-such-entry"), 0);
   hasten_set_num_threads(previous);
 }

@@ -34,7 +34,12 @@ std::vector<int> drive(ThreadChoice &choice, int maxThreads, int calls,
   return got;
 }
 
-int exploring() { return ThreadChoice::kWarmup + 2 * ThreadChoice::kSamples; }
+int exploring() { return ThreadChoice::kWarmup + 2 * ThreadChoice::kRun * ThreadChoice::kSamples; }
+
+/// Which side call `call` of the exploration runs on, and the pair it
+/// belongs to.
+bool onPool(int call) { return (call - ThreadChoice::kWarmup) / ThreadChoice::kRun % 2 == 0; }
+int pairOf(int call) { return (call - ThreadChoice::kWarmup) / (2 * ThreadChoice::kRun); }
 
 } // namespace
 
@@ -42,11 +47,12 @@ TEST(ThreadChoiceTest, OneThreadWinsWhereItIsFaster) {
   ThreadChoice choice;
   std::vector<int> got = drive(choice, 2, exploring() + 10,
                                [](int threads, int) { return threads > 1 ? 3e-4 : 2e-4; });
-  // Warm-up on the pool, then alternating, starting with the pool.
+  // Warm-up on the pool, then runs of kRun calls alternating, starting
+  // with the pool.
   for (int c = 0; c < ThreadChoice::kWarmup; ++c)
     EXPECT_EQ(got[c], 2);
   for (int c = ThreadChoice::kWarmup; c < exploring(); ++c)
-    EXPECT_EQ(got[c], (c - ThreadChoice::kWarmup) % 2 ? 1 : 2) << "call " << c;
+    EXPECT_EQ(got[c], onPool(c) ? 2 : 1) << "call " << c;
   EXPECT_TRUE(choice.runsAlone());
   for (int c = exploring(); c < (int)got.size(); ++c)
     EXPECT_EQ(got[c], 1);
@@ -86,6 +92,20 @@ TEST(ThreadChoiceTest, MediansNotMeansDecide) {
   EXPECT_TRUE(other.runsAlone());
 }
 
+TEST(ThreadChoiceTest, TheFirstCallAfterASwitchIsNotTimed) {
+  // Each switch to one thread costs its first call double (the operands
+  // come back from the other core); in a run that stays alone they would
+  // not, and one thread is faster there.
+  ThreadChoice choice;
+  drive(choice, 2, exploring(), [](int threads, int call) {
+    bool first = (call - ThreadChoice::kWarmup) % ThreadChoice::kRun == 0;
+    double t = threads > 1 ? 3e-4 : 2e-4;
+    return first && threads == 1 ? 2 * t : t;
+  });
+  ASSERT_TRUE(choice.isDecided());
+  EXPECT_TRUE(choice.runsAlone());
+}
+
 TEST(ThreadChoiceTest, PairsNotSeparateMediansDecide) {
   // One thread is 10% faster in every pair, but the machine slows down
   // twofold between the pool call and the call alone of the fourth pair:
@@ -94,7 +114,7 @@ TEST(ThreadChoiceTest, PairsNotSeparateMediansDecide) {
   static_assert(ThreadChoice::kSamples == 7, "the schedule below has seven pairs");
   ThreadChoice choice;
   drive(choice, 2, exploring(), [](int threads, int call) {
-    int pair = (call - ThreadChoice::kWarmup) / 2;
+    int pair = pairOf(call);
     bool slow = threads > 1 ? pair >= 4 : pair >= 3;
     double pool = slow ? 2e-4 : 1e-4;
     return threads > 1 ? pool : 0.9 * pool;
@@ -119,11 +139,11 @@ TEST(ThreadChoiceTest, OneLongCallDecidesNothing) {
   // thread is still tried, and wins.
   ThreadChoice choice;
   std::vector<int> got = drive(choice, 2, exploring(), [](int threads, int call) {
-    if (call == ThreadChoice::kWarmup)
+    if (call == ThreadChoice::kWarmup + ThreadChoice::kRun - 1)
       return 5 * ThreadChoice::kLongCall;
     return threads > 1 ? 3e-4 : 2e-4;
   });
-  EXPECT_EQ(got[ThreadChoice::kWarmup + 1], 1);
+  EXPECT_EQ(got[ThreadChoice::kWarmup + ThreadChoice::kRun], 1);
   EXPECT_TRUE(choice.runsAlone());
 }
 
@@ -143,7 +163,8 @@ TEST(ThreadChoiceTest, TheChoiceIsMeasuredAgain) {
     ASSERT_EQ(threads, 1);
   changed = true;
   std::vector<int> again = drive(choice, 2, exploring() + 1, timeOf);
-  EXPECT_EQ(again[ThreadChoice::kWarmup + 1], 1) << "the recheck tries one thread again";
+  EXPECT_EQ(again[ThreadChoice::kWarmup + ThreadChoice::kRun], 1)
+      << "the recheck tries one thread again";
   EXPECT_TRUE(choice.isDecided());
   EXPECT_FALSE(choice.runsAlone());
   EXPECT_EQ(again.back(), 2);
