@@ -18,6 +18,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <gtest/gtest.h>
@@ -188,13 +189,23 @@ TEST_F(RuntimeTest, EachShapeIsTimedOnThePoolAndAloneThenKeepsOneChoice) {
   EXPECT_EQ(module.lastThreads("main"), 0);
   hasten::Tensor x = makeInput(5);
   std::vector<int> used;
+  double longest = 0;
   for (int call = 0; call < 40; ++call) {
     std::vector<hasten::Tensor> outputs;
     std::string error;
+    auto start = std::chrono::steady_clock::now();
     ASSERT_TRUE(module.run("main", {&x}, outputs, &error)) << error;
+    longest = std::max(longest, std::chrono::duration<double>(
+                                    std::chrono::steady_clock::now() - start).count());
     expectCorrect(outputs[0], 5);
     used.push_back(module.lastThreads("main"));
     ASSERT_EQ(hasten_get_num_threads(), 2) << "after call " << call;
+  }
+  // Two calls of 20 ms or more (a machine busy enough to pause this one)
+  // rightly end the trial early, on the pool.
+  if (longest >= 0.02) {
+    hasten_set_num_threads(previous);
+    GTEST_SKIP() << "a call took " << longest << " s: the machine is too busy to check the pattern";
   }
   std::vector<int> exploring{2, 2};
   for (int pair = 0; pair < 7; ++pair)
