@@ -678,7 +678,11 @@ cl::opt<std::string> outputFormat("output-format", cl::desc("npy (default) or pb
                                   cl::init("npy"), cl::cat(runCategory));
 cl::opt<int> repeat("repeat", cl::desc("Run N times and print latency percentiles"),
                     cl::init(1), cl::cat(runCategory));
-cl::opt<int> warmup("warmup", cl::desc("Untimed runs first"), cl::init(0),
+cl::opt<int> warmup("warmup",
+                    cl::desc("Untimed runs first (with more than one thread, the first 30 "
+                             "runs of a shape also try it on one thread: --warmup 30 times "
+                             "the choice alone)"),
+                    cl::init(0),
                     cl::cat(runCategory));
 cl::opt<int> threads("threads",
                      cl::desc("Threads at most (default: HASTEN_NUM_THREADS, else every core); a call runs on one where that measured faster (HASTEN_ADAPTIVE_THREADS=0: always all)"),
