@@ -209,19 +209,14 @@ bool uniformAlong(Value v, int64_t dim) {
 /// layouts, or failure where it mixes rows, reads a per-row constant, or is
 /// an op this does not follow.
 FailureOr<SmallVector<RowLayout>> resultRowLayouts(Operation *op, const RowLayouts &layouts) {
-  // A reshape's, pad's or slice's source is refused, not guessed, when it
-  // has no layout (a value the analysis did not follow).
-  auto sourceLayout = [&](Value v) -> FailureOr<RowLayout> {
-    auto it = layouts.find(v);
-    if (it == layouts.end())
-      return failure();
-    return it->second;
-  };
+  // A reshape's, pad's or slice's source (its first operand) is refused,
+  // not guessed, when it has no layout (a value the analysis did not follow).
+  if (isa<tensor::CollapseShapeOp, tensor::ExpandShapeOp, tensor::PadOp, tensor::ExtractSliceOp>(
+          op) &&
+      !layouts.count(op->getOperand(0)))
+    return failure();
   if (auto collapse = dyn_cast<tensor::CollapseShapeOp>(op)) {
-    FailureOr<RowLayout> found = sourceLayout(collapse.getSrc());
-    if (failed(found))
-      return failure();
-    RowLayout source = *found;
+    RowLayout source = layouts.lookup(collapse.getSrc());
     ArrayRef<int64_t> shape = collapse.getSrcType().getShape();
     for (auto [group, dims] : llvm::enumerate(collapse.getReassociationIndices())) {
       auto at = llvm::find(dims, source.dim);
@@ -238,10 +233,7 @@ FailureOr<SmallVector<RowLayout>> resultRowLayouts(Operation *op, const RowLayou
     return failure();
   }
   if (auto expand = dyn_cast<tensor::ExpandShapeOp>(op)) {
-    FailureOr<RowLayout> found = sourceLayout(expand.getSrc());
-    if (failed(found))
-      return failure();
-    RowLayout source = *found;
+    RowLayout source = layouts.lookup(expand.getSrc());
     ArrayRef<int64_t> shape = expand.getResultType().getShape();
     ReassociationIndices dims = expand.getReassociationIndices()[source.dim];
     size_t outer = 0;
@@ -255,10 +247,7 @@ FailureOr<SmallVector<RowLayout>> resultRowLayouts(Operation *op, const RowLayou
     return SmallVector<RowLayout>{{dims[outer], source.block / inner}};
   }
   if (auto pad = dyn_cast<tensor::PadOp>(op)) {
-    FailureOr<RowLayout> found = sourceLayout(pad.getSource());
-    if (failed(found))
-      return failure();
-    RowLayout source = *found;
+    RowLayout source = layouts.lookup(pad.getSource());
     if (pad.getStaticLow()[source.dim] != 0 || pad.getStaticHigh()[source.dim] != 0 ||
         !pad.getConstantPaddingValue())
       return failure();
@@ -266,10 +255,7 @@ FailureOr<SmallVector<RowLayout>> resultRowLayouts(Operation *op, const RowLayou
   }
   if (auto slice = dyn_cast<tensor::ExtractSliceOp>(op)) {
     // All of every row (a fused projection's parts, say).
-    FailureOr<RowLayout> found = sourceLayout(slice.getSource());
-    if (failed(found))
-      return failure();
-    RowLayout source = *found;
+    RowLayout source = layouts.lookup(slice.getSource());
     if (slice.getType().getRank() != slice.getSourceType().getRank() ||
         slice.getStaticOffsets()[source.dim] != 0 || slice.getStaticStrides()[source.dim] != 1 ||
         slice.getStaticSizes()[source.dim] != slice.getSourceType().getDimSize(source.dim))
