@@ -140,6 +140,31 @@ struct ConvolutionToMatmulPass
       return tensor::CollapseShapeOp::create(b, loc, w, wGroups);
     };
     Type accElement = outType.getElementType();
+    // `source` with its dims permuted (result dim i = source dim perm[i]) as
+    // an elementwise generic rather than linalg.transpose, so that
+    // --hasten-fuse-elementwise folds the move into the loop that produces
+    // or consumes it (the bias broadcast, the epilogue) instead of running
+    // it as a pass of its own over the tensor.
+    auto permuted = [&](Value source, ArrayRef<int64_t> perm) -> Value {
+      auto sourceType = cast<RankedTensorType>(source.getType());
+      SmallVector<int64_t> shape;
+      for (int64_t d : perm)
+        shape.push_back(sourceType.getDimSize(d));
+      Value empty = tensor::EmptyOp::create(b, loc, shape, sourceType.getElementType());
+      int64_t loops = perm.size();
+      SmallVector<AffineExpr> read(loops);
+      for (int64_t i = 0; i < loops; ++i)
+        read[perm[i]] = dim(i);
+      SmallVector<AffineMap> maps{AffineMap::get(loops, 0, read, ctx),
+                                  b.getMultiDimIdentityMap(loops)};
+      return linalg::GenericOp::create(
+                 b, loc, TypeRange{empty.getType()}, ValueRange{source}, ValueRange{empty}, maps,
+                 SmallVector<utils::IteratorType>(loops, utils::IteratorType::parallel),
+                 [](OpBuilder &nb, Location nl, ValueRange args) {
+                   linalg::YieldOp::create(nb, nl, args[0]);
+                 })
+          .getResult(0);
+    };
     // Windows as columns where an output row is long enough to read and
     // write in vectors: y[n, f, o...] = w[f, c k...] cols[c k..., n o...],
     // with cols[c, k..., n, o...] = x[n, c, o * s + k * d], read and written
@@ -186,10 +211,7 @@ struct ConvolutionToMatmulPass
       } else if (n == 1) {
         acc = tensor::CollapseShapeOp::create(b, loc, init, outGroups);
       } else {
-        Value accInit = tensor::EmptyOp::create(b, loc, byFilterShape, accElement);
-        Value byFilter =
-            linalg::TransposeOp::create(b, loc, init, accInit, swapImages).getResult()[0];
-        acc = tensor::CollapseShapeOp::create(b, loc, byFilter, byFilterGroups);
+        acc = tensor::CollapseShapeOp::create(b, loc, permuted(init, swapImages), byFilterGroups);
       }
       Value y = product(wFlat, rhs, acc, flatType, wZero, xZero);
       if (n == 1) {
@@ -197,9 +219,7 @@ struct ConvolutionToMatmulPass
         return;
       }
       Value byFilter = tensor::ExpandShapeOp::create(b, loc, byFilterType, y, byFilterGroups);
-      Value resultInit = tensor::EmptyOp::create(b, loc, outType.getShape(), accElement);
-      b.replaceOp(conv, linalg::TransposeOp::create(b, loc, byFilter, resultInit, swapImages)
-                            .getResult()[0]);
+      b.replaceOp(conv, permuted(byFilter, swapImages));
       return;
     }
     // A batch: the windows cols[n, o..., c, k...] = x[n, c, o * s + k * d]
