@@ -342,6 +342,80 @@ __attribute__((target("avx512f"), always_inline)) inline void forRowGroups(int64
   }
 }
 
+/// Transposes 16 rows of 16 floats in registers: afterwards r[i] holds
+/// what was column i. Three rounds of shuffles (within 128-bit lanes, then
+/// across them): 64 shuffles for 256 floats, where storing each float to
+/// its transposed place took one store (or a scatter lane) apiece.
+__attribute__((target("avx512f"), always_inline)) inline void transpose16x16(__m512 (&r)[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);     // per lane: a0 b0 a1 b1
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]); // per lane: a2 b2 a3 b3
+  }
+  // u[4 g + m]: lane L holds column 4 L + m of rows 4 g .. 4 g + 3.
+  __m512 u[16];
+  for (int g = 0; g < 4; ++g) {
+    const __m512 *tg = t + 4 * g;
+    u[4 * g + 0] = _mm512_shuffle_ps(tg[0], tg[2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(tg[0], tg[2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(tg[1], tg[3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(tg[1], tg[3], 0xEE);
+  }
+  for (int m = 0; m < 4; ++m) {
+    // Lanes 0 and 2, and 1 and 3, of rows 0-3 with rows 4-7, and of rows
+    // 8-11 with rows 12-15; then those pairs into whole columns.
+    __m512 even01 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
+    __m512 odd01 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+    __m512 even23 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+    __m512 odd23 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+    r[m] = _mm512_shuffle_f32x4(even01, even23, 0x88);
+    r[8 + m] = _mm512_shuffle_f32x4(even01, even23, 0xDD);
+    r[4 + m] = _mm512_shuffle_f32x4(odd01, odd23, 0x88);
+    r[12 + m] = _mm512_shuffle_f32x4(odd01, odd23, 0xDD);
+  }
+}
+
+/// Packs the keys of (b, kvh) a part at a time, kt[part][d][c] = K[64 part
+/// + c][d], zero past kv_len, 16 keys by 16 dimensions at a time through
+/// registers (keys with contiguous head_dim; others element by element).
+__attribute__((target("avx512f"))) void packKeysTransposed(const AttentionJob &job, int64_t b,
+                                                           int64_t kvh, float *kt) {
+  int64_t D = job.dim, parts = (job.kvLen + kPart - 1) / kPart;
+  // The last part's columns past kv_len (rows of zeros past the end).
+  int64_t lastPart = parts - 1, tailFrom = job.kvLen - lastPart * kPart;
+  if (tailFrom < kPart)
+    for (int64_t d = 0; d < D; ++d)
+      std::memset(kt + (lastPart * D + d) * kPart + tailFrom, 0,
+                  sizeof(float) * (kPart - tailFrom));
+  if (job.k.elemStride != 1) {
+    for (int64_t j = 0; j < job.kvLen; ++j) {
+      const float *k = job.k.row(b, kvh, j);
+      for (int64_t d = 0; d < D; ++d)
+        kt[(j / kPart * D + d) * kPart + j % kPart] = k[d * job.k.elemStride];
+    }
+    return;
+  }
+  int64_t dVecs = (D + 15) / 16;
+  for (int64_t j0 = 0; j0 < job.kvLen; j0 += 16) {
+    int64_t rows = std::min<int64_t>(16, job.kvLen - j0);
+    const float *src[16];
+    for (int64_t r = 0; r < rows; ++r)
+      src[r] = job.k.row(b, kvh, j0 + r);
+    float *dst = kt + (j0 / kPart) * D * kPart + j0 % kPart;
+    for (int64_t u = 0; u < dVecs; ++u) {
+      int64_t width = std::min<int64_t>(16, D - 16 * u);
+      __mmask16 lanes = (__mmask16)((1u << width) - 1);
+      __m512 r[16];
+      for (int64_t i = 0; i < 16; ++i)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(lanes, src[i] + 16 * u) : _mm512_setzero_ps();
+      transpose16x16(r);
+      __mmask16 keys = (__mmask16)((1u << rows) - 1);
+      for (int64_t d = 0; d < width; ++d)
+        _mm512_mask_storeu_ps(dst + (16 * u + d) * kPart, keys, r[d]);
+    }
+  }
+}
+
 /// s[u][0..4) = q[u] . K for the R rows q against a part of 64 keys stored
 /// d-major (kPart[d * 64 + c]), in registers: 24 of the 32 vector registers
 /// at six rows.
@@ -501,20 +575,29 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
     // so that each part is one contiguous 16 KB run (at head_dim 64) that
     // stays in L1 while every row of the block reads it: rows of the whole
     // transposed K were kv_len apart (64 streams at a 64 KB stride at 16K
-    // keys). Zero past kv_len. vt[j][d] = V[j][d], zero-padded.
-    scratch.keys.assign(parts * D * kPart + 16, 0.0f);
-    scratch.values.assign((parts * kPart + 1) * valuePitch + 16, 0.0f);
+    // keys). Zero past kv_len. vt[j][d] = V[j][d], zero-padded. The
+    // buffers only grow, and only what the packing does not write is
+    // zeroed: a short sequence (a DiT's 64 tokens) packs once per block,
+    // where zeroing whole buffers had cost as much as the packing.
+    size_t keyFloats = parts * D * kPart + 16;
+    size_t valueFloats = (parts * kPart + 1) * valuePitch + 16;
+    if (scratch.keys.size() < keyFloats)
+      scratch.keys.resize(keyFloats);
+    if (scratch.values.size() < valueFloats)
+      scratch.values.resize(valueFloats);
     float *kt = alignedIn(scratch.keys), *vt = alignedIn(scratch.values);
+    packKeysTransposed(job, b, kvh, kt);
     for (int64_t j = 0; j < job.kvLen; ++j) {
-      const float *k = job.k.row(b, kvh, j), *v = job.v.row(b, kvh, j);
-      for (int64_t d = 0; d < D; ++d)
-        kt[(j / kPart * D + d) * kPart + j % kPart] = k[d * job.k.elemStride];
+      const float *v = job.v.row(b, kvh, j);
+      float *row = vt + j * valuePitch;
       if (job.v.elemStride == 1)
-        std::memcpy(vt + j * valuePitch, v, Dv * sizeof(float));
+        std::memcpy(row, v, Dv * sizeof(float));
       else
         for (int64_t d = 0; d < Dv; ++d)
-          vt[j * valuePitch + d] = v[d * job.v.elemStride];
+          row[d] = v[d * job.v.elemStride];
+      std::fill(row + Dv, row + valuePitch, 0.0f);
     }
+    std::fill(vt + job.kvLen * valuePitch, vt + (parts * kPart + 1) * valuePitch, 0.0f);
     scratch.call = job.call;
     scratch.b = b;
     scratch.kvh = kvh;
