@@ -967,6 +967,17 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
   // Activations on both sides (attention, a convolution's columns): f32.
   if (flags & kBf16Storage)
     throw std::runtime_error("bf16-stored weights need one weight matrix per batch");
+  // A few rows against a row-major right side (a one-filter convolution:
+  // its filter times the windows): the GEMV's loops read B in place, once
+  // per block of 64 columns. oneDNN's general kernel ran a 1 x 112 x 1024
+  // product at a tenth of the FMA peak (17 us; 7.6 us now).
+  if (!(flags & kBf16) && a.sizes[0] == 1 && b.sizes[0] == 1 && a.sizes[1] <= 4 &&
+      a.strides[2] == 1 && b.strides[2] == 1 && c.strides[2] == 1) {
+    GemvJob job{a.data(), b.data(), b.strides[1], false, c.data(), a.sizes[2], b.sizes[2],
+                (flags & kOverwrite) != 0, a.sizes[1], a.strides[1], c.strides[1]};
+    parallelFor((job.n + 63) / 64, job.n >= 256 ? job.n * job.k * job.rows : 0, gemvBlocks, &job);
+    return;
+  }
   ActivationMatmul &p = activationMatmul(a, b, c, flags);
   p.operands.run(p.primitive, a.data(), b.data(), c.data());
 }
