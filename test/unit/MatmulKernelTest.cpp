@@ -3,8 +3,9 @@
 // Calls hasten_rt_matmul_f32 as generated code does (memref descriptors,
 // no constant weights: a convolution's filter times its gathered windows)
 // and compares with a double-precision product: every row count from 1 to
-// past the few-rows path (the GEMV's loops up to 4, the register tiles up
-// to 16, oneDNN beyond), column counts off the 64-column blocks, strided
+// 18 (the GEMV's loops up to 4 rows, register tiles beyond), many rows
+// over a short reduction (register tiles) and over a long one (oneDNN),
+// column counts off the 64-column blocks, strided
 // A (a transposed view) and padded rows of B and C, accumulating into C
 // and overwriting it.
 //
@@ -86,9 +87,12 @@ TEST(MatmulKernel, FewRowsOfActivationsMatchDoubles) {
             << "m " << c.m << " k " << c.k << " n " << c.n
             << (c.transposedA ? " transposed A" : "") << (c.overwrite ? " overwrite" : "");
       }
-  // A long reduction and a one-column product.
+  // A long reduction, a one-column product, a patchify convolution's 128
+  // filters over 16 taps, and many rows over a long reduction.
   EXPECT_LT(relativeError({16, 300, 70, false, false}), 1e-5);
   EXPECT_LT(relativeError({7, 9, 1, false, true}), 1e-5);
+  EXPECT_LT(relativeError({131, 16, 70, true, false}), 1e-5);
+  EXPECT_LT(relativeError({40, 100, 90, false, true}), 1e-5);
 }
 
 } // namespace
