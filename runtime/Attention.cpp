@@ -416,33 +416,34 @@ __attribute__((target("avx512f"))) void packKeysTransposed(const AttentionJob &j
   }
 }
 
-/// s[u][0..4) = q[u] . K for the R rows q against a part of 64 keys stored
-/// d-major (kPart[d * 64 + c]), in registers: 24 of the 32 vector registers
-/// at six rows.
-template <int R>
+/// s[u][0..W) = q[u] . K for the R rows q against the first 16 W keys of a
+/// part of 64 stored d-major (kPart[d * 64 + c]), in registers: 24 of the
+/// 32 vector registers at six rows and four vectors. s[u][W..4) are the
+/// hidden score: a part of at most 48 keys (the end of the keys, a
+/// cross-attention over a short context) computes only what exists.
+template <int R, int W>
 __attribute__((target("avx512f"), always_inline)) inline void
 scoreGroup(const float *kPart, int64_t D, const float *const *q, __m512 (&s)[R][4]) {
   // Accumulated in a local array and copied out once: accumulating in
   // `s` itself, clang stored all 24 vectors to the stack every iteration.
-  __m512 a[R][4];
+  __m512 a[R][W];
   for (int u = 0; u < R; ++u)
-    for (int w = 0; w < 4; ++w)
+    for (int w = 0; w < W; ++w)
       a[u][w] = _mm512_setzero_ps();
   for (int64_t d = 0; d < D; ++d) {
     const float *row = kPart + d * 64;
-    __m512 k0 = _mm512_load_ps(row), k1 = _mm512_load_ps(row + 16);
-    __m512 k2 = _mm512_load_ps(row + 32), k3 = _mm512_load_ps(row + 48);
+    __m512 k[W];
+    for (int w = 0; w < W; ++w)
+      k[w] = _mm512_load_ps(row + 16 * w);
     for (int u = 0; u < R; ++u) {
       __m512 qd = _mm512_set1_ps(q[u][d]);
-      a[u][0] = _mm512_fmadd_ps(qd, k0, a[u][0]);
-      a[u][1] = _mm512_fmadd_ps(qd, k1, a[u][1]);
-      a[u][2] = _mm512_fmadd_ps(qd, k2, a[u][2]);
-      a[u][3] = _mm512_fmadd_ps(qd, k3, a[u][3]);
+      for (int w = 0; w < W; ++w)
+        a[u][w] = _mm512_fmadd_ps(qd, k[w], a[u][w]);
     }
   }
   for (int u = 0; u < R; ++u)
     for (int w = 0; w < 4; ++w)
-      s[u][w] = a[u][w];
+      s[u][w] = w < W ? a[u][w] : _mm512_set1_ps(kHidden);
 }
 
 /// Applies causality, the end of the keys and the additive mask to the
@@ -623,6 +624,8 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
   int64_t lastKey = job.causal ? std::min(job.kvLen, i0 + rows + offset) : job.kvLen;
   for (int64_t j0 = 0; j0 < lastKey; j0 += kPart) {
     int64_t cols = std::min(kPart, lastKey - j0);
+    // Vectors of 16 keys the part has (the rest of its 64 are not computed).
+    int64_t vecs = (cols + 15) / 16;
     if (job.mask && !blockSeesPart(job, b, h, i0, rows, j0, cols))
       continue;
     const float *kPartKeys = ktAll + j0 * D, *vPart = vtAll + j0 * valuePitch;
@@ -647,7 +650,12 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       for (int u = 0; u < R; ++u)
         q[u] = qs[rr[u]];
       __m512 s[R][4];
-      scoreGroup<R>(kPartKeys, D, q, s);
+      switch (vecs) {
+      case 1: scoreGroup<R, 1>(kPartKeys, D, q, s); break;
+      case 2: scoreGroup<R, 2>(kPartKeys, D, q, s); break;
+      case 3: scoreGroup<R, 3>(kPartKeys, D, q, s); break;
+      default: scoreGroup<R, 4>(kPartKeys, D, q, s); break;
+      }
       // Only parts that causality, the end of the keys or a mask reach
       // into are masked; every row of the group sees all of the others.
       int64_t keys = kPart;
@@ -684,10 +692,20 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       __m512 sums[R];
       for (int u = 0; u < R; ++u) {
         __m512 m = _mm512_set1_ps(newMax[u]);
-        __m512 p0 = exp2Finite(_mm512_sub_ps(s[u][0], m));
-        __m512 p1 = exp2Finite(_mm512_sub_ps(s[u][1], m));
-        __m512 p2 = exp2Finite(_mm512_sub_ps(s[u][2], m));
-        __m512 p3 = exp2Finite(_mm512_sub_ps(s[u][3], m));
+        __m512 p0, p1, p2, p3;
+        if (vecs == 4) {
+          p0 = exp2Finite(_mm512_sub_ps(s[u][0], m));
+          p1 = exp2Finite(_mm512_sub_ps(s[u][1], m));
+          p2 = exp2Finite(_mm512_sub_ps(s[u][2], m));
+          p3 = exp2Finite(_mm512_sub_ps(s[u][3], m));
+        } else {
+          // Keys past the part's vectors have no probability to compute.
+          const __m512 zero = _mm512_setzero_ps();
+          p0 = exp2Finite(_mm512_sub_ps(s[u][0], m));
+          p1 = vecs > 1 ? exp2Finite(_mm512_sub_ps(s[u][1], m)) : zero;
+          p2 = vecs > 2 ? exp2Finite(_mm512_sub_ps(s[u][2], m)) : zero;
+          p3 = zero;
+        }
         _mm512_store_ps(probs[u], p0);
         _mm512_store_ps(probs[u] + 16, p1);
         _mm512_store_ps(probs[u] + 32, p2);
