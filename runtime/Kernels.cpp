@@ -518,6 +518,11 @@ constexpr int64_t kFewRowsColumns = 64; // four vectors of C per row
 /// filters x 16 taps), whose 64-column slice of B (16 KB) stays in L1 for
 /// all of them; oneDNN took 11 us for 128 x 16 x 64.
 constexpr int64_t kShortReduction = 64;
+/// The longest reduction the few rows take here: each group of six rows
+/// reads B's 64-column slice again, from L2 while it fits there (128 KB);
+/// longer ones (an unfused attention's P V over a long past) go to oneDNN,
+/// which blocks the reduction.
+constexpr int64_t kFewRowsMaxReduction = 512;
 
 struct FewRowsJob {
   const float *a;
@@ -1054,7 +1059,8 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
     return;
   }
   if (!(flags & kBf16) && hasten::runtime::cpuCapabilities().avx512 && a.sizes[0] == 1 &&
-      b.sizes[0] == 1 && (a.sizes[1] <= kFewRows || a.sizes[2] <= kShortReduction) &&
+      b.sizes[0] == 1 && ((a.sizes[1] <= kFewRows && a.sizes[2] <= kFewRowsMaxReduction) ||
+       a.sizes[2] <= kShortReduction) &&
       b.strides[2] == 1 && c.strides[2] == 1) {
     FewRowsJob job{a.data(), a.strides[1], a.strides[2], b.data(), b.strides[1], c.data(),
                    c.strides[1], a.sizes[1], a.sizes[2], b.sizes[2], (flags & kOverwrite) != 0};

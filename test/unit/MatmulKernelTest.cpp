@@ -90,6 +90,7 @@ TEST(MatmulKernel, FewRowsOfActivationsMatchDoubles) {
   // A long reduction, a one-column product, a patchify convolution's 128
   // filters over 16 taps, and many rows over a long reduction.
   EXPECT_LT(relativeError({16, 300, 70, false, false}), 1e-5);
+  EXPECT_LT(relativeError({9, 700, 65, false, false}), 1e-5);
   EXPECT_LT(relativeError({7, 9, 1, false, true}), 1e-5);
   EXPECT_LT(relativeError({131, 16, 70, true, false}), 1e-5);
   EXPECT_LT(relativeError({40, 100, 90, false, true}), 1e-5);
