@@ -570,17 +570,24 @@ fewRowsTile(const FewRowsJob &job, int64_t i0, int64_t j0) {
       _mm512_mask_storeu_ps(job.c + (i0 + u) * job.ldc + j0 + 16 * w, lanes[w], acc[u][w]);
 }
 
-/// Column blocks [begin, end) of 64, every row: six rows at a time, then
-/// four, then one.
+/// Rows a parallel iteration takes: many rows over a short reduction (a
+/// patchify convolution's 128 or more filters) split across the pool by
+/// rows as well as by columns, which may be one block.
+constexpr int64_t kFewRowsChunk = 48;
+
+/// Iterations [begin, end): each is a chunk of up to 48 rows times a block
+/// of 64 columns, six rows at a time, then four, then one.
 __attribute__((target("avx512f"))) void fewRowsBlocks(int64_t begin, int64_t end, void *data) {
   const auto &job = *static_cast<const FewRowsJob *>(data);
-  for (int64_t block = begin; block < end; ++block) {
-    int64_t j0 = block * kFewRowsColumns, i = 0;
-    for (; i + 6 <= job.m; i += 6)
+  int64_t columnBlocks = (job.n + kFewRowsColumns - 1) / kFewRowsColumns;
+  for (int64_t t = begin; t < end; ++t) {
+    int64_t j0 = (t % columnBlocks) * kFewRowsColumns, i = (t / columnBlocks) * kFewRowsChunk;
+    int64_t rowsEnd = std::min(job.m, i + kFewRowsChunk);
+    for (; i + 6 <= rowsEnd; i += 6)
       fewRowsTile<6>(job, i, j0);
-    for (; i + 4 <= job.m; i += 4)
+    for (; i + 4 <= rowsEnd; i += 4)
       fewRowsTile<4>(job, i, j0);
-    for (; i < job.m; ++i)
+    for (; i < rowsEnd; ++i)
       fewRowsTile<1>(job, i, j0);
   }
 }
@@ -1065,8 +1072,9 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
     FewRowsJob job{a.data(), a.strides[1], a.strides[2], b.data(), b.strides[1], c.data(),
                    c.strides[1], a.sizes[1], a.sizes[2], b.sizes[2], (flags & kOverwrite) != 0};
     int64_t work = job.m * job.k * job.n;
-    parallelFor((job.n + kFewRowsColumns - 1) / kFewRowsColumns, work >= (1 << 18) ? work : 0,
-                fewRowsBlocks, &job);
+    int64_t iterations = (job.n + kFewRowsColumns - 1) / kFewRowsColumns *
+                         ((job.m + kFewRowsChunk - 1) / kFewRowsChunk);
+    parallelFor(iterations, work >= (1 << 18) ? work : 0, fewRowsBlocks, &job);
     return;
   }
   ActivationMatmul &p = activationMatmul(a, b, c, flags);

@@ -93,6 +93,9 @@ TEST(MatmulKernel, FewRowsOfActivationsMatchDoubles) {
   EXPECT_LT(relativeError({9, 700, 65, false, false}), 1e-5);
   EXPECT_LT(relativeError({7, 9, 1, false, true}), 1e-5);
   EXPECT_LT(relativeError({131, 16, 70, true, false}), 1e-5);
+  // Enough work for the pool, split by rows (one column block) and by both.
+  EXPECT_LT(relativeError({500, 60, 50, false, false}), 1e-5);
+  EXPECT_LT(relativeError({100, 40, 300, false, true}), 1e-5);
   EXPECT_LT(relativeError({40, 100, 90, false, true}), 1e-5);
 }
 
