@@ -610,6 +610,19 @@ void gemvBlocks(int64_t begin, int64_t end, void *data) {
 void f32StripGemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
                   bool overwrite);
 
+/// The GEMV's loops over W where it lies (row-major, or transposed when its
+/// column stride is not 1), a few rows of A at a time: no packing, so they
+/// also serve activations.
+void gemvInPlace(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overwrite) {
+  bool transposed = b.strides[2] != 1;
+  GemvJob job{a.data(),   b.data(),   transposed ? b.strides[2] : b.strides[1],
+              transposed, c.data(),   a.sizes[2],
+              b.sizes[2], overwrite,  a.sizes[1],
+              a.strides[1], c.strides[1]};
+  int64_t blocks = (job.n + 63) / 64;
+  parallelFor(blocks, job.n >= 256 ? job.n * job.rows : 0, gemvBlocks, &job);
+}
+
 /// Rows of A times W, unpacked. A transposed W (a tied LM head reading the
 /// embedding table) is read in place even on AVX-512, where a plain W is
 /// packed into strips: its columns are contiguous rows, already one stream,
@@ -618,12 +631,7 @@ void gemv(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c, bool overw
   bool transposed = b.strides[2] != 1;
   if (hasten::runtime::cpuCapabilities().avx512 && !transposed && a.sizes[1] == 1)
     return f32StripGemv(a, b, c, overwrite);
-  GemvJob job{a.data(),   b.data(),   transposed ? b.strides[2] : b.strides[1],
-              transposed, c.data(),   a.sizes[2],
-              b.sizes[2], overwrite,  a.sizes[1],
-              a.strides[1], c.strides[1]};
-  int64_t blocks = (job.n + 63) / 64;
-  parallelFor(blocks, job.n >= 256 ? job.n * job.rows : 0, gemvBlocks, &job);
+  gemvInPlace(a, b, c, overwrite);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1059,12 +1067,8 @@ void batchMatmulImpl(const MemRef<3> &a, const MemRef<3> &b, const MemRef<3> &c,
   // per block of 64 columns. oneDNN's general kernel ran a 1 x 112 x 1024
   // product at a tenth of the FMA peak (17 us; 7.6 us now).
   if (!(flags & kBf16) && a.sizes[0] == 1 && b.sizes[0] == 1 && a.sizes[1] <= 4 &&
-      a.strides[2] == 1 && b.strides[2] == 1 && c.strides[2] == 1) {
-    GemvJob job{a.data(), b.data(), b.strides[1], false, c.data(), a.sizes[2], b.sizes[2],
-                (flags & kOverwrite) != 0, a.sizes[1], a.strides[1], c.strides[1]};
-    parallelFor((job.n + 63) / 64, job.n >= 256 ? job.n * job.k * job.rows : 0, gemvBlocks, &job);
-    return;
-  }
+      a.strides[2] == 1 && b.strides[2] == 1 && c.strides[2] == 1)
+    return gemvInPlace(a, b, c, flags & kOverwrite);
   if (!(flags & kBf16) && hasten::runtime::cpuCapabilities().avx512 && a.sizes[0] == 1 &&
       b.sizes[0] == 1 && ((a.sizes[1] <= kFewRows && a.sizes[2] <= kFewRowsMaxReduction) ||
        a.sizes[2] <= kShortReduction) &&
