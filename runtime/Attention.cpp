@@ -86,6 +86,9 @@ struct AttentionJob {
   int64_t batch, heads, kvHeads, qLen, kvLen, dim, vDim;
   float scale;
   bool causal;
+  /// Whether query blocks prefetch their next part of keys and values into
+  /// L2 (CpuCapabilities::prefetchToL2).
+  bool prefetch;
   int64_t blocksPerHead;
   /// Distinguishes calls, for the per-thread packed keys and values.
   uint64_t call;
@@ -634,23 +637,33 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
     // from 4096 keys on, a head's keys and values (2 MB at head_dim 64)
     // outgrow L2, and the hardware prefetcher stops at page ends. The
     // prefetches take load slots only, which the products leave free.
+    // Only where prefetcht1 stops at L2 (Intel): elsewhere it fills L1 too.
     int64_t next = j0 + kPart < lastKey ? j0 + kPart : 0;
     const char *prefetchK = reinterpret_cast<const char *>(ktAll + next * D);
     const char *prefetchV = reinterpret_cast<const char *>(vtAll + next * valuePitch);
     int64_t kLines = D * kPart * 4 / 64, vLines = kPart * valuePitch * 4 / 64;
     int64_t groups = (rows + 5) / 6, line = 0;
-    int64_t perGroup = (kLines + vLines + groups - 1) / groups;
+    int64_t perGroup = job.prefetch ? (kLines + vLines + groups - 1) / groups : 0;
     forRowGroups(rows, [&](auto groupRows, const int64_t *rr)
                      __attribute__((target("avx512f"), always_inline)) {
       constexpr int R = decltype(groupRows)::value;
       for (int64_t end = std::min(line + perGroup, kLines + vLines); line < end; ++line)
         _mm_prefetch(line < kLines ? prefetchK + 64 * line : prefetchV + 64 * (line - kLines),
                      _MM_HINT_T1);
+      // On the causal diagonal, the group's last row sees keys up to
+      // i0 + rr[R - 1] + offset: the vectors past that hold no score any
+      // row of the group sees (a third of the diagonal part's products).
+      int64_t groupVecs = vecs;
+      if (job.causal) {
+        groupVecs = std::min(vecs, (i0 + rr[R - 1] + offset - j0 + 16) / 16);
+        if (groupVecs <= 0)
+          return;
+      }
       const float *q[R];
       for (int u = 0; u < R; ++u)
         q[u] = qs[rr[u]];
       __m512 s[R][4];
-      switch (vecs) {
+      switch (groupVecs) {
       case 1: scoreGroup<R, 1>(kPartKeys, D, q, s); break;
       case 2: scoreGroup<R, 2>(kPartKeys, D, q, s); break;
       case 3: scoreGroup<R, 3>(kPartKeys, D, q, s); break;
@@ -832,6 +845,7 @@ AttentionJob makeJob(const MemRef<4> &q, const MemRef<4> &out, const MemRef<4> *
   job.vDim = out.sizes[3];
   job.scale = scale;
   job.causal = flags & kCausal;
+  job.prefetch = hasten::runtime::cpuCapabilities().prefetchToL2;
   return job;
 }
 

@@ -53,6 +53,7 @@ hasten::runtime::CpuCapabilities detect() {
                 __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
   caps.avx512Bf16 = caps.avx512 && __builtin_cpu_supports("avx512bf16");
   caps.avx512Vnni = caps.avx512 && __builtin_cpu_supports("avx512vnni");
+  caps.prefetchToL2 = __builtin_cpu_is("intel");
   const char *limit = getenv("HASTEN_MAX_CPU_ISA");
   if (!limit || !*limit || !strcmp(limit, "native"))
     return caps;
