@@ -13,7 +13,11 @@ memory is the peak resident set of the process that ran it (inputs
 included); GFLOP/s count the useful work only (the causal half of Q K^T
 and P V: 2 S^2 d heads), against this machine's f32 FMA peak measured in
 the same run (bench/fmapeak.c). ONNX Runtime is not run where its score
-and probability matrices alone would not fit in memory. A decode's floor is
+and probability matrices alone would not fit in memory. Prefill runs in 3
+rounds, each an FMA probe and then every variant and ONNX Runtime back to
+back: the ratios and shares of the peak are the medians of the rounds'
+(listed after each ratio), since this machine's speed moves between
+minutes and a ratio of runs minutes apart measured the drift. A decode's floor is
 its K and V bytes over the read bandwidth: decode runs in 5 rounds (the
 kernel, then the generated code, then a bandwidth probe at the same thread
 count); times are the rounds' medians and the kernel's ratio to its floor
@@ -40,6 +44,7 @@ import ort_env  # noqa: E402
 
 HEADS, DIM = 12, 64
 DECODE_ROUNDS = 5
+PREFILL_ROUNDS = 3
 
 
 def kv_bytes(length):
@@ -163,9 +168,10 @@ def main():
                 for name, value in (("q", q), ("k", k), ("v", v)):
                     paths[name] = os.path.join(work, f"{name}.npy")
                     np.save(paths[name], value)
-                repeat = max(3, args.repeat if length <= 4096 or decode else 3)
-                if decode:
-                    repeat *= 4
+                # Prefill runs in rounds (below): past 4096 tokens, one run
+                # of each per round.
+                repeat = 4 * max(3, args.repeat) if decode else (
+                    max(3, args.repeat) if length <= 4096 else 1)
                 flops = 4.0 * HEADS * DIM * length * (1 if decode else (length + 1) / 2)
                 results = {}
                 # Prefill's fastest run: on this shared host, neighbours slow
@@ -173,6 +179,19 @@ def main():
                 # next while the FMA peak probe stays put.
                 fastest = {}
                 floor_ratios = []
+                # Prefill: each round's ratios (ORT / kernel, generated /
+                # kernel, no-skip / generated) and share of the FMA peak
+                # probed in that round.
+                round_ratios = {"ort": [], "generated": [], "noskip": []}
+                round_shares = {"kernel": [], "generated": []}
+                # ONNX Runtime's scores and probabilities: 2 x heads x S x T floats.
+                ort_bytes = 2 * HEADS * (1 if decode else length) * length * 4
+                ort_fits = ort_bytes < total_memory / 2
+
+                def ort_command():
+                    return [python, os.path.join(HERE, "ort_runner.py"), "multi",
+                            os.path.join(work, f"{'decode' if decode else 'prefill'}.onnx"),
+                            str(threads), str(repeat)] + [f"{n}={paths[n]}" for n in "qkv"]
 
                 def command(kind):
                     cmd = [os.path.join(bin_dir, "hasten-run"), modules[(decode, kind)],
@@ -182,7 +201,11 @@ def main():
                     return cmd
 
                 def p50(out):
-                    return float(re.search(r"p50 ([0-9.]+) ms", out).group(1))
+                    # One run prints "latency: T ms", more "p50 T ms, ... min T ms".
+                    return float(re.search(r"(?:p50|latency:) ([0-9.]+) ms", out).group(1))
+
+                def fastest_ms(out):
+                    return float(re.search(r"(?:min|latency:) ([0-9.]+) ms", out).group(1))
 
                 if decode:
                     # The bandwidth here moves by up to 2x from minute to
@@ -201,21 +224,45 @@ def main():
                     for kind, runs in times.items():
                         results[kind] = (statistics.median(t for t, _ in runs),
                                          max(r for _, r in runs))
+                    if ort_fits:
+                        out, rss = measured(ort_command(), env)
+                        results["ort"] = (float(re.search(r"median_ms ([0-9.]+)", out).group(1)),
+                                          rss)
                 else:
-                    for kind in ("kernel", "generated", "noskip"):
-                        out, rss = measured(command(kind), env)
-                        results[kind] = (p50(out), rss)
-                        fastest[kind] = float(re.search(r"min ([0-9.]+) ms", out).group(1))
-                # ONNX Runtime's scores and probabilities: 2 x heads x S x T floats.
-                ort_bytes = 2 * HEADS * (1 if decode else length) * length * 4
-                if ort_bytes < total_memory / 2:
-                    cmd = [python, os.path.join(HERE, "ort_runner.py"), "multi",
-                           os.path.join(work, f"{'decode' if decode else 'prefill'}.onnx"),
-                           str(threads), str(repeat)] + [f"{n}={paths[n]}" for n in "qkv"]
-                    out, rss = measured(cmd, env)
-                    results["ort"] = (float(re.search(r"median_ms ([0-9.]+)", out).group(1)), rss)
+                    # The same machine runs several times slower or faster
+                    # from one minute to the next: each round runs every
+                    # variant and ONNX Runtime back to back, with an FMA
+                    # probe, and the ratios and shares of the peak are the
+                    # medians of the rounds' (times: the rounds' medians).
+                    times = {"kernel": [], "generated": [], "noskip": []}
+                    if ort_fits:
+                        times["ort"] = []
+                    for _ in range(PREFILL_ROUNDS):
+                        probe = machine.fma_peak(work, threads)
+                        for kind in times:
+                            if kind == "ort":
+                                out, rss = measured(ort_command(), env)
+                                ms = float(re.search(r"median_ms ([0-9.]+)", out).group(1))
+                            else:
+                                out, rss = measured(command(kind), env)
+                                ms = p50(out)
+                                best = fastest_ms(out)
+                                # As a share of this round's probe.
+                                best_share = 100 * flops / (best / 1e3) / probe
+                                fastest[kind] = max(fastest.get(kind, 0), best_share)
+                            times[kind].append((ms, rss))
+                        latest = {kind: runs[-1][0] for kind, runs in times.items()}
+                        for kind in round_shares:
+                            round_shares[kind].append(100 * flops / (latest[kind] / 1e3) / probe)
+                        if ort_fits:
+                            round_ratios["ort"].append(latest["ort"] / latest["kernel"])
+                        round_ratios["generated"].append(latest["generated"] / latest["kernel"])
+                        round_ratios["noskip"].append(latest["noskip"] / latest["generated"])
+                    for kind, runs in times.items():
+                        results[kind] = (statistics.median(t for t, _ in runs),
+                                         max(r for _, r in runs))
                 rows.append((threads, length, decode, flops, results, ort_bytes, floor_ratios,
-                             fastest))
+                             fastest, round_ratios, round_shares))
                 print(f"threads {threads}, {'decode' if decode else 'prefill'} {length}: "
                       + ", ".join(f"{k} {v[0]:.2f} ms" for k, v in results.items()),
                       file=sys.stderr)
@@ -232,7 +279,8 @@ def main():
           "no-skip ms | ORT / kernel | generated / kernel | no-skip / generated | "
           "kernel GFLOP/s (% peak) | generated GFLOP/s (% peak) |")
     print("|" + "---|" * 11)
-    for threads, length, decode, flops, results, ort_bytes, floor_ratios, fastest in rows:
+    for (threads, length, decode, flops, results, ort_bytes, floor_ratios, fastest, round_ratios,
+         round_shares) in rows:
         def cell(kind):
             if kind not in results:
                 return "n/a" if kind != "ort" else f"not run ({ort_bytes / 1e9:.0f} GB of scores)"
@@ -240,20 +288,29 @@ def main():
             return f"{ms:.2f} ({rss / 1e6:.0f})"
 
         def rate(kind):
-            def share(ms):
-                return 100 * flops / (ms / 1e3) / peaks[threads]
-
             ms = results[kind][0]
-            text = f"{flops / (ms / 1e3) / 1e9:.0f} ({share(ms):.0f}%"
+            if round_shares[kind]:
+                # Prefill: the median of the rounds' shares of their probes.
+                share = statistics.median(round_shares[kind])
+            else:
+                share = 100 * flops / (ms / 1e3) / peaks[threads]
+            text = f"{flops / (ms / 1e3) / 1e9:.0f} ({share:.0f}%"
             if kind in fastest:
-                text += f"; fastest run {share(fastest[kind]):.0f}%"
+                text += f"; fastest run {fastest[kind]:.0f}%"
             return text + ")"
+
+        def ratio(kind, numerator, denominator):
+            if round_ratios[kind]:
+                rounds = round_ratios[kind]
+                return (f"{statistics.median(rounds):.2f}x ("
+                        + "/".join(f"{r:.2f}" for r in sorted(rounds)) + ")")
+            return f"{numerator / denominator:.2f}x"
 
         kernel = results["kernel"][0]
         generated = results["generated"][0]
-        ratio_ort = f"{results['ort'][0] / kernel:.2f}x" if "ort" in results else "n/a"
+        ratio_ort = ratio("ort", results["ort"][0], kernel) if "ort" in results else "n/a"
         noskip = f"{results['noskip'][0]:.2f}" if "noskip" in results else "n/a"
-        skip_gain = (f"{results['noskip'][0] / generated:.2f}x" if "noskip" in results
+        skip_gain = (ratio("noskip", results["noskip"][0], generated) if "noskip" in results
                      else "n/a")
         if decode:
             floor_ms = kv_bytes(length) / bandwidths[threads] * 1e3
@@ -263,7 +320,7 @@ def main():
         else:
             case = f"causal prefill {length}"
         print(f"| {case} | {threads} | {cell('ort')} | {cell('kernel')} | {cell('generated')} | "
-              f"{noskip} | {ratio_ort} | {generated / kernel:.2f}x | {skip_gain} | "
+              f"{noskip} | {ratio_ort} | {ratio('generated', generated, kernel)} | {skip_gain} | "
               f"{rate('kernel')} | {rate('generated')} |")
 
 
