@@ -28,11 +28,13 @@ struct CpuCapabilities {
   /// HASTEN_MAX_CPU_ISA=avx512).
   bool avx512Vnni = false;
   /// Whether kernels prefetch data for their next step into L2 ahead of
-  /// use: Intel cores. On AMD's (Zen 4 measured), the attention kernel ran
-  /// 1.5-2% faster without its prefetch of the next part of keys and
-  /// values: AMD documents prefetcht1 as filling L1 like prefetcht0, and
-  /// there the next part (32 KB at head_dim 64) evicts the part in use from
-  /// a 32 KB L1.
+  /// use: Intel cores, where it was measured to help. On AMD's (Zen 4
+  /// measured) the attention kernel ran 1.5-2% faster without its prefetch
+  /// of the next part of keys and values. The cause was not isolated: AMD
+  /// documents Zen 4's prefetcht1 as filling L2, as Intel's does; the parts
+  /// are contiguous runs that the hardware prefetchers follow by
+  /// themselves, so the prefetches may only take load slots and miss
+  /// buffers there.
   bool prefetchToL2 = false;
   /// The HASTEN_MAX_CPU_ISA value in force, or "" for none.
   std::string limit;
