@@ -188,10 +188,13 @@ def main():
                 ort_bytes = 2 * HEADS * (1 if decode else length) * length * 4
                 ort_fits = ort_bytes < total_memory / 2
 
-                def ort_command():
-                    return [python, os.path.join(HERE, "ort_runner.py"), "multi",
-                            os.path.join(work, f"{'decode' if decode else 'prefill'}.onnx"),
-                            str(threads), str(repeat)] + [f"{n}={paths[n]}" for n in "qkv"]
+                def run_ort():
+                    """ONNX Runtime's median ms and the process's peak resident bytes."""
+                    out, rss = measured(
+                        [python, os.path.join(HERE, "ort_runner.py"), "multi",
+                         os.path.join(work, f"{'decode' if decode else 'prefill'}.onnx"),
+                         str(threads), str(repeat)] + [f"{n}={paths[n]}" for n in "qkv"], env)
+                    return float(re.search(r"median_ms ([0-9.]+)", out).group(1)), rss
 
                 def command(kind):
                     cmd = [os.path.join(bin_dir, "hasten-run"), modules[(decode, kind)],
@@ -207,6 +210,12 @@ def main():
                 def fastest_ms(out):
                     return float(re.search(r"(?:min|latency:) ([0-9.]+) ms", out).group(1))
 
+                def summarize(times):
+                    """Each kind's rounds as (median ms, largest peak resident bytes)."""
+                    for kind, runs in times.items():
+                        results[kind] = (statistics.median(t for t, _ in runs),
+                                         max(r for _, r in runs))
+
                 if decode:
                     # The bandwidth here moves by up to 2x from minute to
                     # minute: each round runs the kernel and the generated
@@ -221,13 +230,9 @@ def main():
                         probe = machine.read_bandwidth(work, threads, mib=256, passes=3)
                         floor_ratios.append(times["kernel"][-1][0] /
                                             (kv_bytes(length) / probe * 1e3))
-                    for kind, runs in times.items():
-                        results[kind] = (statistics.median(t for t, _ in runs),
-                                         max(r for _, r in runs))
+                    summarize(times)
                     if ort_fits:
-                        out, rss = measured(ort_command(), env)
-                        results["ort"] = (float(re.search(r"median_ms ([0-9.]+)", out).group(1)),
-                                          rss)
+                        results["ort"] = run_ort()
                 else:
                     # The same machine runs several times slower or faster
                     # from one minute to the next: each round runs every
@@ -241,8 +246,7 @@ def main():
                         probe = machine.fma_peak(work, threads)
                         for kind in times:
                             if kind == "ort":
-                                out, rss = measured(ort_command(), env)
-                                ms = float(re.search(r"median_ms ([0-9.]+)", out).group(1))
+                                ms, rss = run_ort()
                             else:
                                 out, rss = measured(command(kind), env)
                                 ms = p50(out)
@@ -258,9 +262,7 @@ def main():
                             round_ratios["ort"].append(latest["ort"] / latest["kernel"])
                         round_ratios["generated"].append(latest["generated"] / latest["kernel"])
                         round_ratios["noskip"].append(latest["noskip"] / latest["generated"])
-                    for kind, runs in times.items():
-                        results[kind] = (statistics.median(t for t, _ in runs),
-                                         max(r for _, r in runs))
+                    summarize(times)
                 rows.append((threads, length, decode, flops, results, ort_bytes, floor_ratios,
                              fastest, round_ratios, round_shares))
                 print(f"threads {threads}, {'decode' if decode else 'prefill'} {length}: "
