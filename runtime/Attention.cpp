@@ -683,9 +683,8 @@ __attribute__((target("avx512f"))) void attentionBlockAvx512(const AttentionJob 
       // from overflow. Each row goes from its maximum to its probabilities
       // before the next row starts, so that its scores' registers free up
       // (three passes over the six rows kept all 24 live and spilled more
-      // of them; about 1% slower on Zen 4). All state is
-      // read before any is written: a row listed twice computes the same
-      // values twice.
+      // of them; about 1% slower on Zen 4). All state is read before any
+      // is written: a row listed twice computes the same values twice.
       float newMax[R], corr[R];
       bool passed = false;
       alignas(64) float probs[R][kPart];
